@@ -1,0 +1,67 @@
+# kfct — continuous training on Kubeflow Pipelines.  `make help` lists targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KFCT := $(VENV)/bin/kfct
+ROWS ?= 100000
+DATA ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
+
+help: ## List targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install pinned dependencies
+
+run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3://..., ROWS=100000
+	$(KFCT) run $(if $(DATA),--data-uri $(DATA),--rows $(ROWS)) $(ARGS)
+
+test: install ## Run the whole test suite
+	$(PY) -m pytest $(ARGS)
+
+data: install ## Generate a dataset: make data ROWS=100000 OUT=data/customers.parquet
+	$(KFCT) data generate --rows $(ROWS) --out $(or $(OUT),data/customers.parquet) $(ARGS)
+
+mlflow-ui: install ## Open the MLflow UI on the local store (127.0.0.1:5000)
+	$(KFCT) mlflow-ui $(ARGS)
+
+compile: install ## Compile pipelines to build/*.yaml (type checking on)
+	$(KFCT) compile $(ARGS)
+
+compile-submit: compile ## Compile and submit a CT run to Kubeflow Pipelines (KFCT_KFP_HOST)
+	$(KFCT) submit $(ARGS)
+
+submit: compile-submit
+
+schedule: compile ## Create a recurring CT run (default monthly)
+	$(KFCT) schedule $(ARGS)
+
+images: ## Build and push component, GPU-training and serving images (needs Docker)
+	$(KFCT) images $(ARGS)
+
+serve: install ## Serve champion (+ canary) with KServe on 127.0.0.1:8080
+	$(KFCT) serve $(ARGS)
+
+rollout: install ## Progressive canary rollout: promote or roll back by itself
+	$(KFCT) rollout $(ARGS)
+
+score: install ## Batch-score a parquet of customers with the champion: INPUT=... OUTPUT=...
+	$(KFCT) score --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+monitor: install ## Drift check on the prediction log; retrains when needed
+	$(KFCT) monitor $(ARGS)
+
+bench: install ## Benchmarks: serving, batch scoring, training, pipeline -> bench/results.md
+	$(PY) -m bench $(ARGS)
+
+clean: ## Remove local state (.kfct) and build outputs
+	rm -rf .kfct build

@@ -1,0 +1,298 @@
+"""Stage 5 — evaluate and gate: test-set metrics, fairness, champion vs challenger.
+
+The gate says deploy only when (1) every absolute threshold holds (case study:
+AUC-ROC >= 0.80, recall >= 0.65), (2) the fairness limits hold, and (3) when a
+champion exists, the challenger beats it on the same test set by at least
+`min_improvement` while a paired bootstrap confidence interval of the difference
+shows no significant regression. The first model ever faces (1) and (2) only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
+
+
+def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+    from sklearn.metrics import (average_precision_score, brier_score_loss, log_loss, roc_auc_score)
+
+    y_true = np.asarray(y_true).astype(int)
+    pred = (proba >= threshold).astype(int)
+    tp = int(((pred == 1) & (y_true == 1)).sum())
+    fp = int(((pred == 1) & (y_true == 0)).sum())
+    fn = int(((pred == 0) & (y_true == 1)).sum())
+    tn = int(((pred == 0) & (y_true == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)),
+        "pr_auc": float(average_precision_score(y_true, proba)),
+        "recall": recall,
+        "precision": precision,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "accuracy": (tp + tn) / len(y_true),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "brier": float(brier_score_loss(y_true, proba)),
+        "threshold": float(threshold),
+        "positive_rate": float(pred.mean()),
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+def _auc_groups(y: np.ndarray, score: np.ndarray):
+    """Group equal scores once so weighted AUCs of many resamples cost O(n) each."""
+    uniq, inv = np.unique(score, return_inverse=True)
+    return inv, len(uniq), y.astype(bool)
+
+
+def _weighted_auc(inv, n_groups, pos, w) -> float:
+    wp = np.bincount(inv[pos], weights=w[pos], minlength=n_groups)
+    wn = np.bincount(inv[~pos], weights=w[~pos], minlength=n_groups)
+    below = np.cumsum(wn) - wn
+    tot_p, tot_n = wp.sum(), wn.sum()
+    if tot_p == 0 or tot_n == 0:
+        return float("nan")
+    return float((wp * (below + 0.5 * wn)).sum() / (tot_p * tot_n))
+
+
+def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int = 300,
+                     confidence: float = 0.95, seed: int = 7, threshold_new: float = 0.5,
+                     threshold_old: float = 0.5) -> dict:
+    """Paired bootstrap of metric(new) - metric(old) on the same resamples.
+
+    AUC uses a Poisson bootstrap with weighted AUC over pre-grouped scores (fast);
+    other metrics resample indices and recompute.
+    """
+    y = np.asarray(y_true).astype(int)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(rounds)
+    if metric == "roc_auc":
+        g_new, g_old = _auc_groups(y, p_new), _auc_groups(y, p_old)
+        for i in range(rounds):
+            w = rng.poisson(1.0, len(y)).astype(np.float64)
+            diffs[i] = _weighted_auc(*g_new, w) - _weighted_auc(*g_old, w)
+    else:
+        for i in range(rounds):
+            idx = rng.integers(0, len(y), len(y))
+            a = compute_metrics(y[idx], p_new[idx], threshold_new)[metric]
+            b = compute_metrics(y[idx], p_old[idx], threshold_old)[metric]
+            diffs[i] = a - b
+    diffs = diffs[np.isfinite(diffs)]
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
+    new = compute_metrics(y, p_new, threshold_new)[metric]
+    old = compute_metrics(y, p_old, threshold_old)[metric]
+    sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
+    return {
+        "metric": metric, "challenger": new, "champion": old, "diff": new - old,
+        "ci_low": float(lo), "ci_high": float(hi), "confidence": confidence, "rounds": int(len(diffs)),
+        # A significant regression: the whole interval on the wrong side of zero.
+        "significant_regression": bool(sign * hi < 0),
+        "significant_improvement": bool(sign * lo > 0),
+    }
+
+
+def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[bool, list[str]] | None) -> tuple[bool, list[str]]:
+    """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome."""
+    reasons: list[str] = []
+    ok = True
+    for name, limit in (gate.get("thresholds") or {}).items():
+        value = metrics[name]
+        passed = value >= limit if name in HIGHER_IS_BETTER else value <= limit
+        ok &= passed
+        reasons.append(f"{name} {value:.4f} {'>=' if passed else '<'} {limit}" if name in HIGHER_IS_BETTER
+                       else f"{name} {value:.4f} {'<=' if passed else '>'} {limit}")
+    if fairness is not None:
+        f_ok, f_reasons = fairness
+        ok &= f_ok
+        reasons.extend(f_reasons or (["fairness limits hold"] if f_ok else []))
+    if comparison is None:
+        reasons.append("no champion yet: absolute thresholds only")
+    elif "error" in comparison:
+        ok = False
+        reasons.append(f"champion could not be scored on this test set: {comparison['error']}")
+    else:
+        m, diff, min_imp = comparison["metric"], comparison["diff"], float(gate.get("min_improvement", 0.0))
+        sign = 1.0 if m in HIGHER_IS_BETTER else -1.0
+        improved = sign * diff >= min_imp
+        ci = f"{int(comparison['confidence'] * 100)}% CI [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
+        reasons.append(
+            f"{m} vs champion v{comparison.get('champion_version', '?')}: {comparison['challenger']:.4f} vs "
+            f"{comparison['champion']:.4f}, diff {diff:+.4f} {'>=' if improved else '<'} min_improvement {min_imp}, {ci}"
+        )
+        if comparison["significant_regression"]:
+            reasons.append(f"significant regression on {m}")
+        ok &= improved and not comparison["significant_regression"]
+    return bool(ok), reasons
+
+
+def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: str | None = None) -> dict:
+    """Metrics on test, fairness, champion comparison and the decision — plain values."""
+    label = cfg["dataset"]["label"]
+    y = test_df[label].to_numpy(np.int64)
+    X = test_df.drop(columns=[label])
+    proba = model.predict_positive(X)
+    metrics = compute_metrics(y, proba, model.threshold)
+    gate = cfg["gate"]
+
+    fairness_report, fairness = None, None
+    fcfg = cfg.get("fairness", {})
+    if fcfg.get("enabled", False):
+        from components.fairness import fairness_gate, fairness_report as build_fairness
+
+        pred = (proba >= model.threshold).astype(int)
+        groups = {c: test_df[c].astype(str).to_numpy() for c in fcfg.get("sensitive_features", []) if c in test_df}
+        fairness_report = build_fairness(y, pred, groups, int(fcfg.get("min_group_size", 30)))
+        fairness = fairness_gate(fairness_report, fcfg)
+
+    comparison = None
+    if champion is not None:
+        try:
+            p_old = champion.predict_positive(X)
+            comparison = paired_bootstrap(
+                y, proba, p_old, gate.get("compare_metric", "roc_auc"), int(gate.get("bootstrap_rounds", 300)),
+                float(gate.get("confidence", 0.95)), int(gate.get("seed", 7)), model.threshold, champion.threshold,
+            )
+            comparison["champion_version"] = champion_version
+        except Exception as exc:  # schema changed: the old model cannot read the new data
+            comparison = {"error": f"{type(exc).__name__}: {exc}", "champion_version": champion_version}
+
+    deploy, reasons = decide(metrics, gate, comparison, fairness)
+    return {"deploy": deploy, "reasons": reasons, "metrics": metrics, "comparison": comparison,
+            "fairness": fairness_report, "fairness_passed": None if fairness is None else fairness[0],
+            "proba": proba, "y": y}
+
+
+def curves_png(y, proba, out_dir) -> dict:
+    """ROC and PR curves as PNGs (for MLflow)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fpr, tpr, _ = roc_curve(y, proba)
+    prec, rec, _ = precision_recall_curve(y, proba)
+    paths = {}
+    for name, (xs, ys, xl, yl) in {"roc_curve": (fpr, tpr, "false positive rate", "true positive rate"),
+                                   "pr_curve": (rec, prec, "recall", "precision")}.items():
+        fig, ax = plt.subplots(figsize=(4.5, 4), dpi=90)
+        ax.plot(xs, ys, lw=1.5)
+        if name == "roc_curve":
+            ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(name.replace("_", " "))
+        fig.tight_layout()
+        p = out / f"{name}.png"
+        fig.savefig(p)
+        plt.close(fig)
+        paths[name] = p
+    return paths
+
+
+def report_markdown(result: dict, gate: dict) -> str:
+    m = result["metrics"]
+    lines = [f"# Evaluation — {'DEPLOY' if result['deploy'] else 'BLOCKED'}", "", "## Decision", ""]
+    lines += [f"- {r}" for r in result["reasons"]]
+    lines += ["", "## Test metrics", "", "| metric | value | threshold |", "|---|---|---|"]
+    th = gate.get("thresholds", {})
+    for k in ("roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy", "log_loss", "brier"):
+        lines.append(f"| {k} | {m[k]:.4f} | {th.get(k, '')} |")
+    (tn, fp), (fn, tp) = m["confusion_matrix"]
+    lines += ["", f"Confusion matrix at threshold {m['threshold']:.4f}: TN {tn}, FP {fp}, FN {fn}, TP {tp}", ""]
+    c = result.get("comparison")
+    if c and "error" not in c:
+        lines += ["## Champion vs challenger", "",
+                  f"{c['metric']}: challenger {c['challenger']:.4f}, champion v{c.get('champion_version')} {c['champion']:.4f}, "
+                  f"diff {c['diff']:+.4f}, {int(c['confidence'] * 100)}% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] "
+                  f"({c['rounds']} paired bootstrap resamples)", ""]
+    f = result.get("fairness")
+    if f:
+        lines += ["## Fairness", "", "| attribute | demographic parity diff | equalized odds diff |", "|---|---|---|"]
+        for attr, r in f.items():
+            if isinstance(r, dict) and "demographic_parity_difference" in r:
+                lines.append(f"| {attr} | {r['demographic_parity_difference']:.4f} | {r['equalized_odds_difference']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_model(
+    test: Input[Dataset],
+    model: Input[Model],
+    config_json: str,
+    model_name: str,
+    mlflow_run_id: str,
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[Markdown],
+    decision: Output[Artifact],
+) -> bool:
+    """Score the test set, check fairness, compare with the champion; returns whether to deploy."""
+    import json
+    import tempfile
+
+    import joblib
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_curve
+
+    from components.evaluate import curves_png, evaluate_core, report_markdown
+    from kfct import audit, registry
+    from kfct.config import config_from_json
+
+    cfg = config_from_json(config_json)
+    challenger = joblib.load(model.path)
+    test_df = pd.read_parquet(test.path)
+
+    registry.setup()
+    champion, champion_version = None, registry.alias_version(model_name, cfg["register"].get("alias", "champion"))
+    if champion_version is not None:
+        champion = registry.load_version(model_name, version=champion_version).model
+    result = evaluate_core(challenger, test_df, cfg, champion, champion_version)
+
+    m = result["metrics"]
+    scalar = {k: v for k, v in m.items() if isinstance(v, (int, float))}
+    for k, v in scalar.items():
+        metrics.log_metric(k, float(v))
+    fpr, tpr, thr = roc_curve(result["y"], result["proba"])
+    step = max(1, len(fpr) // 200)  # keep the UI artifact small
+    thr = np.clip(thr, 0.0, 1.0)
+    classification.log_roc_curve(fpr[::step].tolist(), tpr[::step].tolist(), thr[::step].tolist())
+    classification.log_confusion_matrix(["stay", "churn"], m["confusion_matrix"])
+    md = report_markdown(result, cfg["gate"])
+    with open(report.path, "w") as fh:
+        fh.write(md)
+    payload = {k: v for k, v in result.items() if k not in ("proba", "y")}
+    payload["champion_version"] = champion_version
+    with open(decision.path, "w") as fh:
+        json.dump(payload, fh, indent=2, default=float)
+    decision.metadata.update({"deploy": result["deploy"], "reason": "; ".join(result["reasons"]),
+                              "champion_version": champion_version or ""})
+
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in scalar.items()})
+        if result["comparison"] and "error" not in result["comparison"]:
+            c = result["comparison"]
+            mlflow.log_metrics({"champion_" + c["metric"]: c["champion"], "diff_" + c["metric"]: c["diff"],
+                                "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
+        mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
+        with tempfile.TemporaryDirectory() as tmp:
+            for p in curves_png(result["y"], result["proba"], tmp).values():
+                mlflow.log_artifact(str(p), artifact_path="evaluation")
+            with open(f"{tmp}/evaluation.md", "w") as fh:
+                fh.write(md)
+            with open(f"{tmp}/decision.json", "w") as fh:
+                json.dump(payload, fh, indent=2, default=float)
+            mlflow.log_artifact(f"{tmp}/evaluation.md", artifact_path="evaluation")
+            mlflow.log_artifact(f"{tmp}/decision.json", artifact_path="evaluation")
+    audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
+                 reasons=result["reasons"], champion_version=champion_version,
+                 metrics={k: round(float(v), 6) for k, v in scalar.items()})
+    return bool(result["deploy"])

@@ -1,0 +1,72 @@
+"""Stage 3 — featurize and split: fit the preprocessing on train, stratified train/val/test.
+
+The fitted `TabularEncoder` is saved as an artifact and later bundled inside the
+model, so serving applies exactly the training transforms. Splits keep raw
+columns (the model owns its encoding).
+"""
+
+from __future__ import annotations
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def build_encoder(cfg: dict, scale: bool = False):
+    from kfct.config import categorical_columns, numeric_columns
+    from kfct.model import TabularEncoder
+
+    cols = cfg["dataset"]["columns"]
+    return TabularEncoder(
+        numeric=numeric_columns(cfg),
+        categorical={c: [str(v) for v in cols[c]["categories"]] for c in categorical_columns(cfg)},
+        nullable=[c for c in numeric_columns(cfg) if cols[c].get("nullable", False)],
+        scale=scale,
+    )
+
+
+def split_frame(df, cfg: dict):
+    """Stratified train/val/test split with the configured sizes and seed."""
+    from sklearn.model_selection import train_test_split
+
+    label = cfg["dataset"]["label"]
+    sp = cfg["split"]
+    test_size, val_size, seed = float(sp["test_size"]), float(sp["val_size"]), int(sp["seed"])
+    rest, test = train_test_split(df, test_size=test_size, stratify=df[label], random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=val_size / (1.0 - test_size), stratify=rest[label], random_state=seed
+    )
+    return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def featurize_core(df, cfg: dict):
+    """Split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
+    train, val, test = split_frame(df, cfg)
+    scale = cfg["train"]["model"] == "logistic_regression"
+    encoder = build_encoder(cfg, scale=scale).fit(train)
+    return train, val, test, encoder
+
+
+def featurize_split(
+    dataset: Input[Dataset],
+    config_json: str,
+    train: Output[Dataset],
+    val: Output[Dataset],
+    test: Output[Dataset],
+    preprocessor: Output[Model],
+):
+    """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
+    import joblib
+    import pandas as pd
+
+    from components.featurize import featurize_core
+    from kfct.config import config_from_json
+
+    cfg = config_from_json(config_json)
+    df = pd.read_parquet(dataset.path)
+    tr, va, te, encoder = featurize_core(df, cfg)
+    label = cfg["dataset"]["label"]
+    for art, part in ((train, tr), (val, va), (test, te)):
+        part.to_parquet(art.path, index=False)
+        art.metadata.update({"rows": int(len(part)), "positive_share": round(float(part[label].mean()), 4),
+                             "dataset_sha256": dataset.metadata.get("sha256", "")})
+    joblib.dump(encoder, preprocessor.path)
+    preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})

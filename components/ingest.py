@@ -1,0 +1,38 @@
+"""Stage 1 — ingest: read a local file, an S3 object or the generator; write a parquet snapshot.
+
+The snapshot's content sha256 (`kfct.lineage.sha256_frame`) is the data version,
+in place of DVC: it travels in artifact metadata and ends up on the model version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kfp.dsl import Dataset, Output
+
+
+def ingest_core(data_uri: str, out_path: str | Path) -> dict:
+    """Read `data_uri`, write it as parquet to `out_path`, return its lineage metadata."""
+    from kfct.datasource import read_dataset
+    from kfct.lineage import sha256_frame
+
+    df = read_dataset(data_uri)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out_path, index=False)
+    return {
+        "source": data_uri,
+        "rows": int(len(df)),
+        "columns": int(df.shape[1]),
+        "column_names": list(map(str, df.columns)),
+        "sha256": sha256_frame(df),
+    }
+
+
+def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
+    """Ingest the dataset (path, s3:// or generate://) as a parquet snapshot; returns its sha256."""
+    from components.ingest import ingest_core
+
+    meta = ingest_core(data_uri, dataset.path)
+    dataset.metadata.update({k: v for k, v in meta.items() if k != "column_names"})
+    return meta["sha256"]

@@ -1,0 +1,5 @@
+import sys
+
+from kfct.cli import main
+
+sys.exit(main())

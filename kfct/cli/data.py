@@ -1,0 +1,46 @@
+"""`kfct data generate|push`: synthetic datasets and content-addressed uploads."""
+
+from __future__ import annotations
+
+
+def _generate(args) -> int:
+    from kfct.datagen import corrupt, generate, write_frame
+    from kfct.errors import KfctError
+
+    try:
+        df = generate(rows=args.rows, seed=args.seed, drift=args.drift, bias=args.bias)
+        if args.corrupt:
+            df = corrupt(df, args.corrupt, seed=args.seed)
+        path = write_frame(df, args.out)
+    except ValueError as exc:
+        raise KfctError(str(exc)) from exc
+    label = "churned"
+    share = f", churn share {df[label].mean():.3f}" if label in df and df[label].notna().all() else ""
+    print(f"wrote {path} ({len(df):,} rows x {df.shape[1]} cols{share})")
+    return 0
+
+
+def _push(args) -> int:
+    from kfct.datastore import push_dataset
+
+    print(push_dataset(args.path))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from kfct.datagen import CORRUPTIONS
+
+    data = sub.add_parser("data", help="generate or push datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub.required = True
+    g = dsub.add_parser("generate", help="synthetic telecom customers (parquet or csv by extension)")
+    g.add_argument("--rows", type=int, default=100_000)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--drift", type=float, default=0.0, help="shift features and concept (0 = none, 1 = strong)")
+    g.add_argument("--bias", type=float, default=0.0, help="make churn depend on age group (fairness tests)")
+    g.add_argument("--corrupt", choices=CORRUPTIONS, help="break the data in one named way (validation tests)")
+    g.add_argument("--out", required=True, help="output .parquet or .csv")
+    g.set_defaults(func=_generate)
+    p = dsub.add_parser("push", help="upload a dataset content-addressed to s3://<bucket>/datasets/<sha256>.parquet")
+    p.add_argument("path")
+    p.set_defaults(func=_push)

@@ -1,0 +1,63 @@
+"""`kfct run` (the CT pipeline locally) and `kfct mlflow-ui`."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _run(args) -> int:
+    from kfct.config import load_config
+    from kfct.errors import ValidationFailed
+    from pipelines.local import format_summary, format_validation_failure, run_ct
+
+    cfg = load_config(args.config_file)
+    if args.model:
+        cfg["train"]["model"] = args.model
+    data_uri = args.data_uri or f"generate://{args.rows}?seed={args.seed}"
+    print(f"kfct: running the CT pipeline on {data_uri} (kfp.local SubprocessRunner) ...", flush=True)
+    summary = run_ct(data_uri=data_uri, cfg=cfg, model_name=args.model_name, device=args.device,
+                     tune_trials=args.tune_trials, run_reason=args.reason, verbose=args.verbose,
+                     raise_on_validation=False)
+    print(format_summary(summary))
+    if args.json:
+        import json
+
+        with open(args.json, "w") as fh:
+            json.dump(summary, fh, indent=2, default=str)
+    if not summary["validation"]["passed"]:
+        raise ValidationFailed(format_validation_failure(summary))
+    return 0
+
+
+def _mlflow_ui(args) -> int:
+    import os
+
+    from kfct.settings import get_settings
+
+    s = get_settings()
+    s.home.mkdir(parents=True, exist_ok=True)
+    cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui", "--backend-store-uri", s.tracking_uri,
+           "--default-artifact-root", s.artifact_root, "--host", args.host, "--port", str(args.port)]
+    print("kfct: " + " ".join(cmd), flush=True)
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover
+
+
+def add_commands(sub) -> None:
+    r = sub.add_parser("run", help="run the CT pipeline end to end locally (kfp.local)")
+    r.add_argument("--data-uri", help="path (.parquet/.csv), s3://bucket/key or generate://ROWS?seed=S")
+    r.add_argument("--rows", type=int, default=100_000, help="generated rows when no --data-uri")
+    r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--config-file", dest="config_file", help="YAML merged over the default config")
+    r.add_argument("--model", choices=["xgboost", "logistic_regression", "random_forest", "hist_gradient_boosting"])
+    r.add_argument("--model-name", help="registered model name (default from config)")
+    r.add_argument("--device", choices=["cpu", "cuda"])
+    r.add_argument("--tune-trials", type=int, default=0)
+    r.add_argument("--reason", default="manual", help="why this run (recorded on the run)")
+    r.add_argument("--json", help="also write the summary as JSON to this path")
+    r.add_argument("-v", "--verbose", action="store_true", help="stream kfp's own log too")
+    r.set_defaults(func=_run)
+    u = sub.add_parser("mlflow-ui", help="open the MLflow UI on the local store")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(func=_mlflow_ui)

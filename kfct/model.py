@@ -1,0 +1,194 @@
+"""The model object every stage and the server share: encoder + estimator + threshold.
+
+`ChurnModel` is a scikit-learn compatible classifier (so MLflow's sklearn flavor,
+signatures and pyfunc all work) that bundles the fitted preprocessing with the
+estimator, so serving applies exactly the training transforms. It has two paths:
+
+- `predict_proba(DataFrame)`: vectorised, for evaluation and batch scoring;
+- `predict_proba_records(list[dict])`: a few microseconds of Python per record,
+  for single online requests where building a DataFrame would cost more than the
+  prediction itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+
+
+class FeatureError(ValueError):
+    """An input record does not fit the model's feature schema. `field` names it."""
+
+    def __init__(self, field: str, message: str, index: int | None = None):
+        self.field = field
+        self.index = index
+        where = f"instance {index}: " if index is not None else ""
+        super().__init__(f"{where}feature {field!r}: {message}")
+
+
+class TabularEncoder(BaseEstimator, TransformerMixin):
+    """Numeric columns as float32 (median-imputed, optionally standardised), categoricals one-hot.
+
+    Categories come from the config, not from the data, so an unseen category is an
+    error at serving time rather than a silent all-zero row.
+    """
+
+    def __init__(
+        self,
+        numeric: Sequence[str] = (),
+        categorical: dict[str, Sequence[str]] | None = None,
+        nullable: Sequence[str] = (),
+        scale: bool = False,
+    ):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.nullable = nullable
+        self.scale = scale
+
+    # -- fitting -------------------------------------------------------------
+    def fit(self, X: pd.DataFrame, y: Any = None) -> "TabularEncoder":
+        cats = self.categorical or {}
+        self.numeric_ = list(self.numeric)
+        self.categorical_ = {c: list(v) for c, v in cats.items()}
+        num = X[self.numeric_].to_numpy(dtype=np.float64)
+        med = np.nanmedian(num, axis=0) if len(num) else np.zeros(len(self.numeric_))
+        self.medians_ = np.where(np.isnan(med), 0.0, med).astype(np.float32)
+        if self.scale:
+            filled = np.where(np.isnan(num), self.medians_, num)
+            self.means_ = filled.mean(axis=0).astype(np.float32)
+            std = filled.std(axis=0)
+            self.stds_ = np.where(std > 0, std, 1.0).astype(np.float32)
+        else:
+            self.means_ = np.zeros(len(self.numeric_), dtype=np.float32)
+            self.stds_ = np.ones(len(self.numeric_), dtype=np.float32)
+        self.output_names_ = list(self.numeric_) + [
+            f"{c}={v}" for c, vals in self.categorical_.items() for v in vals
+        ]
+        self._index()
+        return self
+
+    def _index(self) -> None:
+        offset = len(self.numeric_)
+        self._cat_offsets = {}
+        for c, vals in self.categorical_.items():
+            self._cat_offsets[c] = (offset, {v: i for i, v in enumerate(vals)})
+            offset += len(vals)
+        self._width = offset
+        self._nullable = set(self.nullable)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "numeric_" in state:
+            self._index()
+
+    @property
+    def input_features(self) -> list[str]:
+        return list(self.numeric_) + list(self.categorical_)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.asarray(self.output_names_, dtype=object)
+
+    # -- vectorised path -----------------------------------------------------
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.input_features if c not in X.columns]
+        if missing:
+            raise FeatureError(missing[0], "missing column")
+        n = len(X)
+        out = np.zeros((n, self._width), dtype=np.float32)
+        num = X[self.numeric_].to_numpy(dtype=np.float32)
+        num = np.where(np.isnan(num), self.medians_, num)
+        out[:, : len(self.numeric_)] = (num - self.means_) / self.stds_
+        rows = np.arange(n)
+        for c, (off, index) in self._cat_offsets.items():
+            codes = pd.Categorical(X[c].astype(str), categories=list(index)).codes
+            if (codes < 0).any():
+                bad = X[c].astype(str).to_numpy()[codes < 0][0]
+                raise FeatureError(c, f"unknown category {bad!r}; allowed: {sorted(index)}")
+            out[rows, off + codes] = 1.0
+        return out
+
+    # -- per-record path (online serving) -------------------------------------
+    def transform_records(self, records: Iterable[dict]) -> np.ndarray:
+        records = list(records)
+        out = np.zeros((len(records), self._width), dtype=np.float32)
+        numeric = self.numeric_
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise FeatureError("<instance>", f"expected an object of features, got {type(rec).__name__}", i)
+            row = out[i]
+            for j, c in enumerate(numeric):
+                v = rec.get(c, _MISSING)
+                if v is _MISSING:
+                    raise FeatureError(c, "missing", i)
+                if v is None:
+                    if c not in self._nullable:
+                        raise FeatureError(c, "null not allowed", i)
+                    v = self.medians_[j]
+                elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise FeatureError(c, f"expected a number, got {type(v).__name__}", i)
+                elif not math.isfinite(v):
+                    if math.isnan(v) and c in self._nullable:
+                        v = self.medians_[j]
+                    else:
+                        raise FeatureError(c, f"non-finite value {v}", i)
+                row[j] = (v - self.means_[j]) / self.stds_[j]
+            for c, (off, index) in self._cat_offsets.items():
+                v = rec.get(c, _MISSING)
+                if v is _MISSING:
+                    raise FeatureError(c, "missing", i)
+                k = index.get(v) if isinstance(v, str) else None
+                if k is None:
+                    raise FeatureError(c, f"unknown category {v!r}; allowed: {sorted(index)}", i)
+                row[off + k] = 1.0
+        return out
+
+
+_MISSING = object()
+
+
+class ChurnModel(BaseEstimator, ClassifierMixin):
+    """Fitted encoder + binary estimator + decision threshold chosen on validation."""
+
+    def __init__(self, encoder: TabularEncoder | None = None, estimator: Any = None, threshold: float = 0.5):
+        self.encoder = encoder
+        self.estimator = estimator
+        self.threshold = threshold
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.array([0, 1])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.encoder.input_features
+
+    def fit(self, X, y):  # pragma: no cover - training happens in components.train
+        raise NotImplementedError("ChurnModel is assembled by components.train, not fitted directly")
+
+    def _booster(self):
+        est = self.estimator
+        return est if type(est).__name__ == "Booster" else None
+
+    def proba_from_matrix(self, M: np.ndarray) -> np.ndarray:
+        """Positive-class probability for an already encoded matrix."""
+        booster = self._booster()
+        if booster is not None:
+            return np.asarray(booster.inplace_predict(M), dtype=np.float64)
+        return self.estimator.predict_proba(M)[:, 1].astype(np.float64)
+
+    def predict_positive(self, X: pd.DataFrame) -> np.ndarray:
+        return self.proba_from_matrix(self.encoder.transform(X))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = self.predict_positive(X)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_positive(X) >= self.threshold).astype(np.int64)
+
+    def predict_proba_records(self, records: Iterable[dict]) -> np.ndarray:
+        return self.proba_from_matrix(self.encoder.transform_records(records))

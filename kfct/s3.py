@@ -1,0 +1,165 @@
+"""S3 / MinIO access through the `minio` client (same code against MinIO, AWS or moto).
+
+Endpoint and keys come from settings (env), never from pipeline parameters.
+Datasets are stored content-addressed: s3://<bucket>/datasets/<sha256>.parquet.
+
+Every failure leaves this module as one `DataSourceError` line naming the URI, the
+endpoint and the cause (unreachable, credentials rejected, bucket missing, object
+missing), because the user running `kfct data push` or a pipeline's ingest step
+needs to know which of those to fix, not a urllib3 traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from kfct.errors import DataSourceError
+
+# Fail fast on a dead endpoint: minio's default is 5 retries and a 5-minute connect timeout.
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 300
+RETRIES = 2
+
+_CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
+                     "ExpiredToken", "InvalidSecurity", "AuthorizationHeaderMalformed")
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    u = urlparse(uri)
+    if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
+        raise DataSourceError(f"not an s3://bucket/key URI: {uri!r}")
+    return u.netloc, u.path.lstrip("/")
+
+
+def _http_client(secure: bool):
+    import os
+
+    import certifi
+    import urllib3
+
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
+def client(settings=None):
+    """A minio client for the configured endpoint; a clear error when not configured."""
+    from minio import Minio
+
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    if not s.s3_endpoint:
+        raise DataSourceError("S3 endpoint not configured: set KFCT_S3_ENDPOINT (host:port)")
+    endpoint = s.s3_endpoint.split("://", 1)[-1].rstrip("/")
+    if not endpoint or "/" in endpoint:
+        raise DataSourceError(f"bad KFCT_S3_ENDPOINT {s.s3_endpoint!r}: expected host:port (optionally with http(s)://)")
+    secure = s.s3_secure or s.s3_endpoint.startswith("https://")
+    access = s.s3_access_key.get_secret_value() if s.s3_access_key else None
+    secret = s.s3_secret_key.get_secret_value() if s.s3_secret_key else None
+    if bool(access) != bool(secret):
+        raise DataSourceError("S3 credentials incomplete: set both KFCT_S3_ACCESS_KEY and KFCT_S3_SECRET_KEY")
+    try:
+        return Minio(endpoint, access_key=access, secret_key=secret, secure=secure,
+                     region=s.s3_region, http_client=_http_client(secure))
+    except ValueError as exc:
+        raise DataSourceError(f"bad S3 settings for endpoint {s.s3_endpoint!r}: {exc}") from exc
+
+
+def _explain(exc: Exception, what: str, settings=None, bucket: str | None = None) -> DataSourceError:
+    """Turn minio/urllib3 errors into one line naming the endpoint and the cause."""
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    endpoint = s.s3_endpoint
+    code = getattr(exc, "code", None)
+    if code == "NoSuchBucket":
+        bucket = getattr(exc, "bucket_name", None) or bucket
+        return DataSourceError(f"{what}: bucket {bucket!r} does not exist on {endpoint}"
+                               if bucket else f"{what}: bucket does not exist on {endpoint}")
+    if code in ("NoSuchKey", "ResourceNotFound"):
+        return DataSourceError(f"{what}: object not found")
+    if code in _CREDENTIAL_CODES:
+        hint = "" if s.s3_access_key else " (no keys configured: set KFCT_S3_ACCESS_KEY / KFCT_S3_SECRET_KEY)"
+        return DataSourceError(f"{what}: S3 credentials rejected by {endpoint} ({code}){hint}")
+    if code:
+        return DataSourceError(f"{what}: S3 error {code}: {getattr(exc, 'message', exc)}")
+    name = type(exc).__name__
+    if name in ("InvalidResponseError", "ServerError"):
+        first = str(exc).splitlines()[0][:160] if str(exc) else name
+        return DataSourceError(f"{what}: {endpoint} did not answer as an S3 server ({name}: {first})")
+    first = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return DataSourceError(f"{what}: S3 endpoint {endpoint} unreachable ({name}: {first})")
+
+
+def _call(what: str, settings, bucket: str | None, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except DataSourceError:
+        raise
+    except Exception as exc:  # minio.error.S3Error, urllib3 MaxRetryError, ...
+        raise _explain(exc, what, settings, bucket) from exc
+
+
+def download(uri: str, dest: str | Path, settings=None) -> Path:
+    bucket, key = parse_uri(uri)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    c = client(settings)
+    _call(f"cannot read {uri}", settings, bucket, c.fget_object, bucket, key, str(dest))
+    return dest
+
+
+def upload(path: str | Path, uri: str, settings=None, metadata: dict | None = None) -> str:
+    bucket, key = parse_uri(uri)
+    c = client(settings)
+    _call(f"cannot write {uri}", settings, bucket, c.fput_object, bucket, key, str(path), metadata=metadata)
+    return uri
+
+
+def stat(uri: str, settings=None) -> dict | None:
+    """Size, etag and user metadata of an object, or None when it does not exist.
+
+    A missing bucket is an error (not "absent"): writing into it would fail anyway.
+    """
+    bucket, key = parse_uri(uri)
+    c = client(settings)
+    try:
+        st = c.stat_object(bucket, key)
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        if code in ("NoSuchKey", "ResourceNotFound"):
+            return None
+        raise _explain(exc, f"cannot stat {uri}", settings, bucket) from exc
+    meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
+            if k.lower().startswith("x-amz-meta-")}
+    return {"size": st.size, "etag": st.etag, "metadata": meta}
+
+
+def exists(uri: str, settings=None) -> bool:
+    return stat(uri, settings) is not None
+
+
+def ensure_bucket(bucket: str, settings=None, create: bool = False) -> bool:
+    """Check the bucket exists; create it when `create` (returns True if it was created).
+
+    Without `create` a missing bucket is a clear error: silently creating buckets on a
+    shared MinIO is an operator decision (the manifests create `kfct` at install).
+    """
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    c = client(s)
+    if _call(f"cannot check bucket {bucket!r}", s, bucket, c.bucket_exists, bucket):
+        return False
+    if not create:
+        raise DataSourceError(
+            f"bucket {bucket!r} does not exist on {s.s3_endpoint}: create it (MinIO console or "
+            f"`mc mb`; manifests/base/minio creates 'kfct') or set KFCT_S3_BUCKET")
+    _call(f"cannot create bucket {bucket!r}", s, bucket, c.make_bucket, bucket, s.s3_region or "us-east-1")
+    return True

@@ -1,0 +1,99 @@
+"""Process settings: where state lives and how to reach external services.
+
+One pydantic-settings class read lazily from `KFCT_*` environment variables (and a
+`.env` file). Secrets (S3 keys, KFP token) come only from the environment: on a
+cluster from a Kubernetes Secret mounted as env by kfp-kubernetes, never from a
+pipeline parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KFCT_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".kfct"), description="Local state: pipeline root, MLflow store, logs.")
+    config: Path | None = Field(default=None, description="YAML overriding the packaged default config.")
+
+    # MLflow: local SQLite store by default; a server URL on a cluster.
+    mlflow_tracking_uri: str | None = None
+    mlflow_artifact_root: str | None = None
+    mlflow_experiment: str = "kfct-ct"
+
+    # S3 / MinIO.
+    s3_endpoint: str | None = Field(default=None, description="host:port of MinIO or any S3 endpoint")
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = False
+    s3_region: str | None = None
+    s3_bucket: str = "kfct"
+
+    # Images the compiled pipeline names.
+    image_registry: str = "ghcr.io/kfct"
+    image_tag: str = "0.1.0"
+    component_image_name: str = "kfct-component"
+    gpu_image_name: str = "kfct-train-gpu"
+    serving_image_name: str = "kfct-serving"
+
+    # Kubeflow Pipelines API.
+    kfp_host: str | None = None
+    kfp_namespace: str = "kubeflow"
+    kfp_token: SecretStr | None = None
+    kfp_experiment: str = "kfct"
+    # Cluster wiring (manifests/base creates these objects in the namespace where runs execute).
+    kfp_service_account: str | None = Field(default="kfct-pipeline-runner", description="SA runs execute as ('' = KFP default)")
+    k8s_secret_name: str = Field(default="kfct-s3-credentials", description="Secret with S3/MLflow keys, mounted as env")
+    k8s_config_map: str = Field(default="kfct-config", description="ConfigMap with endpoints (S3, MLflow), mounted as env")
+
+    # Serving.
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8080
+    max_request_bytes: int = 1_000_000
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.home / "pipeline_root"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> str:
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        return (self.home / "mlartifacts").resolve().as_uri()
+
+    def image(self, name: str) -> str:
+        return f"{self.image_registry}/{name}:{self.image_tag}"
+
+    @property
+    def component_image(self) -> str:
+        return self.image(self.component_image_name)
+
+    @property
+    def gpu_image(self) -> str:
+        return self.image(self.gpu_image_name)
+
+    @property
+    def serving_image(self) -> str:
+        return self.image(self.serving_image_name)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings are read on first use, not at import."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""The `@dsl.pipeline` DAGs (CT and monitoring), their compiler entry and the KFP client code."""

@@ -1,0 +1,104 @@
+"""The conditional continuous-training pipeline.
+
+ingest -> validate -> [data valid] featurize/split -> train -> evaluate -> [deploy] register
+
+The same function is executed by kfp's local SubprocessRunner (`pipelines.local`)
+and compiled for Kubeflow Pipelines (`pipelines.compile`). Components are built
+here, at pipeline-build time, so their images come from settings without any work
+at import.
+"""
+
+from __future__ import annotations
+
+PIPELINE_NAME = "kfct-ct"
+STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model")
+
+
+def make_components(settings=None, gpu: bool = False) -> dict:
+    """Wrap each stage's component function with `dsl.component` and the image from settings."""
+    from kfp import dsl
+
+    from components import evaluate, featurize, ingest, register, train, validate
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+
+    def comp(fn, image: str | None = None):
+        return dsl.component(fn, base_image=image or s.component_image, install_kfp_package=False)
+
+    return {
+        "ingest": comp(ingest.ingest_data),
+        "validate": comp(validate.validate_data),
+        "featurize": comp(featurize.featurize_split),
+        "train": comp(train.train_model, s.gpu_image if gpu else None),
+        "evaluate": comp(evaluate.evaluate_model),
+        "register": comp(register.register_model),
+    }
+
+
+def _configure(task, stage: str, cfg: dict, settings, gpu: bool):
+    """Per-task resources, retries, caching, GPU and secrets (see pipelines.task_config)."""
+    try:
+        from pipelines.task_config import apply_task_config
+    except ModuleNotFoundError:
+        return task
+    return apply_task_config(task, stage, cfg, settings, gpu=gpu)
+
+
+def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False):
+    """Return the CT `@dsl.pipeline` function; `gpu=True` puts training on the CUDA image with a GPU."""
+    from kfp import dsl
+
+    from kfct.config import config_to_json, load_config
+    from kfct.datasource import DEFAULT_URI
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    cfg = cfg or load_config()
+    ops = make_components(s, gpu=gpu)
+    default_config = config_to_json(cfg)
+    default_model = cfg["register"]["model_name"]
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="kfct continuous training: ingest, validate (GX), featurize, train, evaluate + gate, register (MLflow).",
+    )
+    def ct_pipeline(
+        data_uri: str = DEFAULT_URI,
+        config_json: str = default_config,
+        model_name: str = default_model,
+        device: str = "cuda" if gpu else "cpu",
+        tune_trials: int = 0,
+        code_version: str = "unknown",
+        run_reason: str = "manual",
+    ):
+        run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+        ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
+        ing.set_display_name("ingest")
+        val = _configure(ops["validate"](dataset=ing.outputs["dataset"], config_json=config_json, model_name=model_name,
+                                         pipeline_run=run_name), "validate_data", cfg, s, gpu)
+        val.set_display_name("validate (Great Expectations)")
+        with dsl.If(val.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (kfp condition)
+            fs = _configure(ops["featurize"](dataset=ing.outputs["dataset"], config_json=config_json), "featurize", cfg, s, gpu)
+            fs.set_display_name("featurize & split")
+            tr = _configure(ops["train"](
+                train=fs.outputs["train"], val=fs.outputs["val"], preprocessor=fs.outputs["preprocessor"],
+                config_json=config_json, device=device, tune_trials=tune_trials,
+                dataset_sha256=ing.outputs["Output"], data_uri=data_uri, code_version=code_version,
+                pipeline_run=run_name, run_reason=run_reason,
+            ), "train", cfg, s, gpu)
+            tr.set_display_name("train")
+            ev = _configure(ops["evaluate"](
+                test=fs.outputs["test"], model=tr.outputs["model"], config_json=config_json,
+                model_name=model_name, mlflow_run_id=tr.outputs["Output"],
+            ), "evaluate", cfg, s, gpu)
+            ev.set_display_name("evaluate & gate")
+            with dsl.If(ev.outputs["Output"] == True, name="deploy"):  # noqa: E712
+                reg = _configure(ops["register"](
+                    model=tr.outputs["model"], decision=ev.outputs["decision"], test=fs.outputs["test"],
+                    config_json=config_json, model_name=model_name, data_uri=data_uri,
+                    dataset_sha256=ing.outputs["Output"], pipeline_run=run_name, code_version=code_version,
+                ), "register", cfg, s, gpu)
+                reg.set_display_name("register")
+
+    return ct_pipeline

@@ -1,0 +1,465 @@
+"""Kubeflow Pipelines API client: submit runs, manage recurring (scheduled) runs.
+
+Thin layer over `kfp.Client` (kfp 2.17, KFP API v2beta1) that adds what the CLI and
+the monitoring loop need:
+
+- `submit(package, params)`: upload the compiled pipeline (a new *version* when a
+  pipeline with that name exists; the identical package is not uploaded twice), get
+  or create the experiment, create a run of that version, return its id and UI URL.
+- `schedule(package, cron)`: the same upload, then a recurring run (default monthly,
+  as in the case study), max concurrency 1, no catch-up.
+- `list_schedules()`, `delete_schedule(id)`.
+- `trigger_run(pipeline_name, params)`: a run of the latest uploaded version (used by
+  drift monitoring to start retraining on the cluster).
+
+Connection from settings: `KFCT_KFP_HOST` (or `KF_PIPELINES_ENDPOINT`), in-cluster
+service DNS when unset inside a pod; auth from `KFCT_KFP_TOKEN` or, in a pod, the
+projected KFP service-account token. Before anything else the API's healthz endpoint is
+probed once, so an unreachable host, a rejected token or a login redirect gives one
+clear `KfpError` line instead of kfp's retries and tracebacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kfct.errors import KfctError
+
+# robfig/cron (used by the KFP backend) wants 6 fields, seconds first.
+# The case study retrains on the 1st of each month at 03:00 UTC ('0 3 1 * *').
+DEFAULT_CRON = "0 0 3 1 * *"
+IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+PROBE_TIMEOUT_S = 10
+API = "/apis/v2beta1"
+
+
+class KfpError(KfctError):
+    """The Kubeflow Pipelines API cannot be reached, refused us, or rejected a request."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    run_name: str
+    url: str
+    experiment_id: str
+    pipeline_id: str | None = None
+    pipeline_version_id: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    recurring_run_id: str
+    name: str
+    cron: str | None
+    max_concurrency: int | None
+    no_catchup: bool | None
+    status: str | None
+    pipeline_id: str | None = None
+    pipeline_version_id: str | None = None
+    url: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- pure helpers
+def normalise_cron(expr: str) -> str:
+    """A 6-field cron for KFP; a classic 5-field expression gets seconds=0 prepended."""
+    fields = (expr or "").split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise KfpError(f"bad cron {expr!r}: KFP expects 6 fields 'sec min hour day-of-month month day-of-week' "
+                       f"(e.g. {DEFAULT_CRON!r} = 03:00 on the 1st of each month) or a 5-field crontab")
+    for f in fields:
+        if not re.fullmatch(r"[0-9A-Za-z*?/,\-LW#]+", f):
+            raise KfpError(f"bad cron {expr!r}: field {f!r} has characters cron does not accept")
+    return " ".join(fields)
+
+
+def normalise_host(host: str) -> str:
+    host = host.strip().rstrip("/")
+    if not re.match(r"^https?://", host):
+        bare = host.split("/", 1)[0].split(":", 1)[0]
+        host = ("http://" if bare in ("localhost", "127.0.0.1", "::1") else "https://") + host
+    return host
+
+
+def read_package(package_path: str | Path) -> dict:
+    """The pipeline spec (first YAML document) of a compiled package; clear error if absent/invalid."""
+    import yaml
+
+    path = Path(package_path)
+    if not path.is_file():
+        raise KfpError(f"compiled pipeline not found: {path} (run `kfct compile` / `make compile` first)")
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except Exception as exc:
+        raise KfpError(f"cannot parse compiled pipeline {path}: {exc}") from exc
+    if not docs or not isinstance(docs[0], dict) or "pipelineInfo" not in docs[0]:
+        raise KfpError(f"{path} is not a compiled KFP pipeline (no pipelineInfo)")
+    return docs[0]
+
+
+_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def coerce_params(spec: dict, params: dict | None) -> dict:
+    """Check params against the pipeline's declared inputs and convert CLI strings to their types."""
+    declared = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    out = {}
+    for name, value in (params or {}).items():
+        if name not in declared:
+            raise KfpError(f"unknown pipeline parameter {name!r}; the pipeline takes: {', '.join(sorted(declared))}")
+        kind = declared[name].get("parameterType", "STRING")
+        if not isinstance(value, str) or kind == "STRING":
+            out[name] = value
+            continue
+        try:
+            if kind == "NUMBER_INTEGER":
+                out[name] = int(value)
+            elif kind == "NUMBER_DOUBLE":
+                out[name] = float(value)
+            elif kind == "BOOLEAN":
+                out[name] = _BOOL[value.strip().lower()]
+            elif kind in ("STRUCT", "LIST"):
+                out[name] = json.loads(value)
+            else:
+                out[name] = value
+        except (ValueError, KeyError) as exc:
+            raise KfpError(f"pipeline parameter {name!r} expects {kind}, got {value!r}") from exc
+    return out
+
+
+def parse_param_args(items: list[str] | None) -> dict[str, str]:
+    """`["k=v", ...]` from the command line -> dict (values stay strings until coerced)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KfpError(f"bad --param {item!r}: expected NAME=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def package_sha256(package_path: str | Path) -> str:
+    return hashlib.sha256(Path(package_path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- connection
+@dataclass
+class Connection:
+    """A connected kfp.Client plus what we learned when probing the API."""
+
+    client: object
+    host: str
+    ui: str
+    namespace: str | None   # None on a single-user KFP (namespaces do not apply)
+    multi_user: bool
+
+
+def _resolve_auth(settings) -> tuple[str, str | None, bool]:
+    """(host, bearer token or None, in_cluster_sa) from settings / environment."""
+    host = settings.kfp_host or os.environ.get("KF_PIPELINES_ENDPOINT")
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if not host:
+        if not in_pod:
+            raise KfpError("Kubeflow Pipelines host not configured: set KFCT_KFP_HOST "
+                           "(e.g. http://localhost:8888 after `kubectl -n kubeflow port-forward svc/ml-pipeline 8888`)")
+        host = IN_CLUSTER_HOST
+    token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
+    sa_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", SA_TOKEN_PATH)
+    use_sa = token is None and in_pod and os.path.isfile(sa_path)
+    if use_sa:
+        token = Path(sa_path).read_text().strip()
+    return normalise_host(host), token, use_sa
+
+
+def _probe(host: str, token: str | None) -> dict:
+    """GET healthz once (no redirects, short timeout) and turn every failure into one line."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{host}{API}/healthz"
+    try:
+        resp = requests.get(url, headers=headers, timeout=PROBE_TIMEOUT_S, allow_redirects=False)
+    except requests.exceptions.RequestException as exc:
+        reason = type(exc).__name__
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise KfpError(f"Kubeflow Pipelines at {host} unreachable ({reason}: {detail})") from exc
+    if resp.status_code in (401, 403):
+        raise KfpError(f"Kubeflow Pipelines at {host} rejected the credentials (HTTP {resp.status_code}): "
+                       + ("check KFCT_KFP_TOKEN" if token else "set KFCT_KFP_TOKEN to a bearer token"))
+    if 300 <= resp.status_code < 400:
+        raise KfpError(f"Kubeflow Pipelines at {host} redirected to {resp.headers.get('Location', '?')} "
+                       f"(HTTP {resp.status_code}, a login page?): set KFCT_KFP_TOKEN or use the ml-pipeline API port")
+    if resp.status_code != 200:
+        raise KfpError(f"Kubeflow Pipelines at {host} answered HTTP {resp.status_code} on {API}/healthz: "
+                       "is KFCT_KFP_HOST the KFP API endpoint?")
+    try:
+        body = resp.json()
+    except ValueError as exc:
+        raise KfpError(f"{host} answered {API}/healthz with non-JSON content: is KFCT_KFP_HOST the KFP API endpoint?") from exc
+    return body if isinstance(body, dict) else {}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """kfp.Client prints links and warns about its own version; our CLI prints its own line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+
+
+def connect(settings=None) -> Connection:
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    host, token, use_sa = _resolve_auth(s)
+    health = _probe(host, token)
+    multi_user = bool(health.get("multi_user"))
+    namespace = s.kfp_namespace if multi_user else None
+    import kfp
+
+    kwargs: dict = {"host": host}
+    if use_sa:
+        from kfp.client import ServiceAccountTokenVolumeCredentials
+
+        kwargs["credentials"] = ServiceAccountTokenVolumeCredentials()
+    elif token:
+        kwargs["existing_token"] = token
+    if namespace:
+        kwargs["namespace"] = namespace
+    with _quiet(), _api("connecting", host):
+        client = kfp.Client(**kwargs)
+    ui = normalise_host(os.environ.get("KF_PIPELINES_UI_ENDPOINT") or host)
+    return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
+
+
+@contextlib.contextmanager
+def _api(what: str, host: str):
+    """Map kfp_server_api / urllib3 errors from one API call to a KfpError line."""
+    from kfp_server_api.exceptions import ApiException
+
+    try:
+        yield
+    except KfctError:
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        if isinstance(exc, ApiException) and status:
+            message = _api_message(getattr(exc, "body", None)) or getattr(exc, "reason", "") or ""
+            if status in (401, 403):
+                raise KfpError(f"{what}: Kubeflow Pipelines at {host} rejected the credentials "
+                               f"(HTTP {status}): check KFCT_KFP_TOKEN") from exc
+            raise KfpError(f"{what}: Kubeflow Pipelines answered HTTP {status}: {message}"[:400]) from exc
+        if isinstance(exc, ValueError):  # kfp.Client's own checks (duplicate names, ...)
+            raise KfpError(f"{what}: {exc}") from exc
+        name = type(exc).__name__
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise KfpError(f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: {detail})") from exc
+
+
+def _api_message(body) -> str:
+    if not body:
+        return ""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return str(body).strip().splitlines()[0][:200] if str(body).strip() else ""
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("error") or data)[:200]
+    return str(data)[:200]
+
+
+# --------------------------------------------------------------------------- operations
+def _timestamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _experiment_id(conn: Connection, name: str, create: bool = True) -> str | None:
+    c = conn.client
+    with _quiet(), _api(f"looking up experiment {name!r}", conn.host):
+        try:
+            return c.get_experiment(experiment_name=name, namespace=conn.namespace).experiment_id
+        except ValueError as exc:
+            if not str(exc).startswith("No experiment is found"):
+                raise
+    if not create:
+        return None
+    with _quiet(), _api(f"creating experiment {name!r}", conn.host):
+        return c.create_experiment(name=name, namespace=conn.namespace).experiment_id
+
+
+def _latest_version(conn: Connection, pipeline_id: str, page_size: int = 1) -> list:
+    with _quiet(), _api(f"listing versions of pipeline {pipeline_id}", conn.host):
+        resp = conn.client.list_pipeline_versions(pipeline_id=pipeline_id, sort_by="created_at desc",
+                                                  page_size=page_size)
+    return list(resp.pipeline_versions or [])
+
+
+def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None = None,
+           version_name: str | None = None) -> tuple[str, str]:
+    """Upload the package; a new version when the pipeline exists. Returns (pipeline_id, version_id)."""
+    spec = read_package(package_path)
+    name = pipeline_name or spec["pipelineInfo"]["name"]
+    digest = package_sha256(package_path)[:12]
+    c = conn.client
+    with _quiet(), _api(f"looking up pipeline {name!r}", conn.host):
+        pipeline_id = c.get_pipeline_id(name)
+    if pipeline_id is None:
+        with _quiet(), _api(f"uploading pipeline {name!r}", conn.host):
+            pipe = c.upload_pipeline(str(package_path), pipeline_name=name,
+                                     description=spec["pipelineInfo"].get("description") or "kfct pipeline")
+        versions = _latest_version(conn, pipe.pipeline_id)
+        if not versions:
+            raise KfpError(f"pipeline {name!r} was uploaded but the API lists no version for it")
+        return pipe.pipeline_id, versions[0].pipeline_version_id
+    # Same package already uploaded as a version? Reuse it rather than piling up duplicates.
+    for v in _latest_version(conn, pipeline_id, page_size=50):
+        if digest in (v.display_name or ""):
+            return pipeline_id, v.pipeline_version_id
+    vname = version_name or f"{name}-{_timestamp()}-{digest}"
+    with _quiet(), _api(f"uploading a new version of pipeline {name!r}", conn.host):
+        ver = c.upload_pipeline_version(str(package_path), pipeline_version_name=vname, pipeline_id=pipeline_id,
+                                        description=f"package sha256 {package_sha256(package_path)}")
+    return pipeline_id, ver.pipeline_version_id
+
+
+def _service_account(settings, service_account: str | None) -> str | None:
+    sa = service_account if service_account is not None else getattr(settings, "kfp_service_account", None)
+    return sa or None
+
+
+def _create_run(conn: Connection, experiment_id: str, run_name: str, pipeline_id: str, version_id: str,
+                params: dict, service_account: str | None) -> RunInfo:
+    with _quiet(), _api(f"creating run {run_name!r}", conn.host):
+        run = conn.client.run_pipeline(experiment_id=experiment_id, job_name=run_name, params=params,
+                                       pipeline_id=pipeline_id, version_id=version_id,
+                                       service_account=service_account)
+    return RunInfo(run_id=run.run_id, run_name=run_name, url=f"{conn.ui}/#/runs/details/{run.run_id}",
+                   experiment_id=experiment_id, pipeline_id=pipeline_id, pipeline_version_id=version_id)
+
+
+def submit(package_path: str | Path, params: dict | None = None, run_name: str | None = None,
+           pipeline_name: str | None = None, experiment: str | None = None, settings=None,
+           service_account: str | None = None) -> RunInfo:
+    """Upload (or add a version) and start a run with `params`; returns run id and UI URL."""
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    spec = read_package(package_path)
+    typed = coerce_params(spec, params)
+    conn = connect(s)
+    pipeline_id, version_id = upload(conn, package_path, pipeline_name)
+    exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
+    name = run_name or f"{pipeline_name or spec['pipelineInfo']['name']} {_timestamp()}"
+    return _create_run(conn, exp_id, name, pipeline_id, version_id, typed, _service_account(s, service_account))
+
+
+def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | None = None,
+                experiment: str | None = None, settings=None, service_account: str | None = None) -> RunInfo:
+    """Run the latest uploaded version of `pipeline_name` (e.g. retraining triggered by drift)."""
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    conn = connect(s)
+    with _quiet(), _api(f"looking up pipeline {pipeline_name!r}", conn.host):
+        pipeline_id = conn.client.get_pipeline_id(pipeline_name)
+    if pipeline_id is None:
+        raise KfpError(f"pipeline {pipeline_name!r} not found on {conn.host}: upload it first (`kfct submit`)")
+    versions = _latest_version(conn, pipeline_id)
+    if not versions:
+        raise KfpError(f"pipeline {pipeline_name!r} has no version on {conn.host}")
+    exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
+    name = run_name or f"{pipeline_name} {_timestamp()}"
+    return _create_run(conn, exp_id, name, pipeline_id, versions[0].pipeline_version_id, dict(params or {}),
+                       _service_account(s, service_account))
+
+
+def _schedule_info(conn: Connection, rr) -> ScheduleInfo:
+    trig = getattr(rr, "trigger", None)
+    cron = trig.cron_schedule.cron if trig is not None and trig.cron_schedule is not None else None
+    ref = getattr(rr, "pipeline_version_reference", None)
+    mc = getattr(rr, "max_concurrency", None)
+    return ScheduleInfo(
+        recurring_run_id=rr.recurring_run_id, name=rr.display_name, cron=cron,
+        max_concurrency=int(mc) if mc not in (None, "") else None, no_catchup=rr.no_catchup,
+        status=str(rr.status) if rr.status is not None else None,
+        pipeline_id=ref.pipeline_id if ref is not None else None,
+        pipeline_version_id=ref.pipeline_version_id if ref is not None else None,
+        url=f"{conn.ui}/#/recurringrun/details/{rr.recurring_run_id}",
+    )
+
+
+def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | None = None,
+             name: str | None = None, pipeline_name: str | None = None, experiment: str | None = None,
+             settings=None, max_concurrency: int = 1, no_catchup: bool = True,
+             service_account: str | None = None) -> ScheduleInfo:
+    """Upload (or add a version) and create a recurring run: cron, one run at a time, no backfill."""
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    cron6 = normalise_cron(cron)
+    if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 10:
+        raise KfpError(f"max_concurrency must be between 1 and 10, got {max_concurrency!r}")
+    spec = read_package(package_path)
+    typed = coerce_params(spec, params)
+    conn = connect(s)
+    pipeline_id, version_id = upload(conn, package_path, pipeline_name)
+    exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
+    job = name or f"{pipeline_name or spec['pipelineInfo']['name']} schedule"
+    with _quiet(), _api(f"creating recurring run {job!r}", conn.host):
+        rr = conn.client.create_recurring_run(
+            experiment_id=exp_id, job_name=job, description=f"kfct recurring CT run ({cron6})",
+            cron_expression=cron6, max_concurrency=max_concurrency, no_catchup=no_catchup, params=typed,
+            pipeline_id=pipeline_id, version_id=version_id, enabled=True,
+            service_account=_service_account(s, service_account))
+    return _schedule_info(conn, rr)
+
+
+def list_schedules(settings=None, experiment: str | None = None) -> list[ScheduleInfo]:
+    """Recurring runs in the kfct experiment (all pages)."""
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    conn = connect(s)
+    exp_id = _experiment_id(conn, experiment or s.kfp_experiment, create=False)
+    if exp_id is None:
+        return []
+    out: list[ScheduleInfo] = []
+    token = ""
+    while True:
+        with _quiet(), _api("listing recurring runs", conn.host):
+            resp = conn.client.list_recurring_runs(page_token=token, page_size=100, experiment_id=exp_id)
+        out.extend(_schedule_info(conn, rr) for rr in (resp.recurring_runs or []))
+        token = resp.next_page_token or ""
+        if not token:
+            return out
+
+
+def delete_schedule(recurring_run_id: str, settings=None) -> None:
+    from kfct.settings import get_settings
+
+    if not recurring_run_id or not recurring_run_id.strip():
+        raise KfpError("delete_schedule needs a recurring run id (see `kfct schedule --list`)")
+    conn = connect(settings or get_settings())
+    with _quiet(), _api(f"deleting recurring run {recurring_run_id!r}", conn.host):
+        conn.client.delete_recurring_run(recurring_run_id=recurring_run_id)
