@@ -7,7 +7,6 @@ champion exists, the challenger beats it on the same test set by at least
 shows no significant regression. The first model ever faces (1) and (2) only.
 """
 
-from __future__ import annotations
 
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output

@@ -5,7 +5,6 @@ model, so serving applies exactly the training transforms. Splits keep raw
 columns (the model owns its encoding).
 """
 
-from __future__ import annotations
 
 from kfp.dsl import Dataset, Input, Model, Output
 

@@ -4,7 +4,6 @@ The snapshot's content sha256 (`kfct.lineage.sha256_frame`) is the data version,
 in place of DVC: it travels in artifact metadata and ends up on the model version.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -5,7 +5,6 @@ becomes `champion` at once; with one, it becomes `challenger` and the canary
 rollout decides whether `champion` moves.
 """
 
-from __future__ import annotations
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
@@ -70,7 +69,7 @@ def register_model(
     import mlflow
     import pandas as pd
 
-    from components.register import register_core
+    from components.register import _slice_metrics, register_core
     from kfct import registry
     from kfct.config import config_from_json
     from kfct.modelcard import build_model_card, top_features_shap

@@ -8,7 +8,6 @@ Everything is logged to MLflow: params, metrics, the data sha256 and the model
 (with signature, input example and the preprocessing inside).
 """
 
-from __future__ import annotations
 
 import time
 

@@ -64,10 +64,19 @@ def log_model(model, input_example, name: str = "model") -> dict[str, str]:
         input_example=example,
         serialization_format="cloudpickle",
         pyfunc_predict_fn="predict_proba",
+        # Stated, not inferred: inference runs the model in a subprocess and costs seconds.
+        pip_requirements=_pip_requirements(),
     )
     digest = model_file_sha256(info.model_uri)
     mlflow.set_tag("model_sha256", digest)
     return {"model_uri": info.model_uri, "model_sha256": digest, "model_id": getattr(info, "model_id", "")}
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    pkgs = ("scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle", "mlflow")
+    return [f"{p}=={version(p)}" for p in pkgs] + [f"kfct=={version('kfct')}"]
 
 
 def model_file_sha256(model_uri: str) -> str:

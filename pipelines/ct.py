@@ -8,7 +8,6 @@ here, at pipeline-build time, so their images come from settings without any wor
 at import.
 """
 
-from __future__ import annotations
 
 PIPELINE_NAME = "kfct-ct"
 STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model")

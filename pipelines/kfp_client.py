@@ -234,8 +234,6 @@ def connect(settings=None) -> Connection:
     health = _probe(host, token)
     multi_user = bool(health.get("multi_user"))
     namespace = s.kfp_namespace if multi_user else None
-    import kfp
-
     kwargs: dict = {"host": host}
     if use_sa:
         from kfp.client import ServiceAccountTokenVolumeCredentials
@@ -246,9 +244,29 @@ def connect(settings=None) -> Connection:
     if namespace:
         kwargs["namespace"] = namespace
     with _quiet(), _api("connecting", host):
-        client = kfp.Client(**kwargs)
+        client = _client_class(health)(**kwargs)
     ui = normalise_host(os.environ.get("KF_PIPELINES_UI_ENDPOINT") or host)
     return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
+
+
+def _client_class(health: dict):
+    """kfp.Client whose constructor reuses our probe's healthz answer.
+
+    kfp.Client() asks healthz again on single-user installs and retries 5 times with
+    5 s sleeps on any HTTP error; the probe already answered, so that would only turn
+    a token expiring a moment later into 25 s of silence.
+    """
+    import kfp
+    import kfp_server_api
+
+    answer = kfp_server_api.V2beta1GetHealthzResponse(
+        multi_user=bool(health.get("multi_user")), pipeline_store=health.get("pipeline_store"))
+
+    class _ProbedClient(kfp.Client):
+        def get_kfp_healthz(self, sleep_duration: int = 5):
+            return answer
+
+    return _ProbedClient
 
 
 @contextlib.contextmanager

@@ -1,0 +1,145 @@
+"""When drift means retraining: severity, the retrain decision and the cooldown. Pure.
+
+Severity follows the case study's drift detector:
+- critical: drift share > 0.5 or predicted churn-rate shift > 0.5;
+- high:     drift share > 0.3 or shift > 0.3;
+- medium:   drift share > `drift.drift_share_threshold` (0.2);
+- low:      otherwise.
+A retrain is needed when the drift share passes `drift_share_threshold`, the relative
+shift of the predicted churn rate passes `prediction_shift_threshold`, or (when labels
+are available) the ROC AUC dropped by more than `performance_drop_threshold`; whatever
+triggers a retrain makes the severity at least medium.
+
+The cooldown (`drift.cooldown_hours`) keeps a drifting stream from starting a CT run
+every time the monitor fires: within it, a needed retrain is reported but not started,
+unless forced. The time of the last trigger comes from the audit trail (events
+`retrain_triggered`), which is append-only and tamper-evident.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
+
+SEVERITIES = ("low", "medium", "high", "critical")
+CRITICAL_LEVEL = 0.5
+HIGH_LEVEL = 0.3
+DEFAULT_PERFORMANCE_DROP = 0.05
+TRIGGER_EVENT = "retrain_triggered"
+
+
+def _num(name: str, value, allow_none: bool = True) -> float | None:
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} is required")
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+    if v != v:  # NaN: treat as not measured
+        return None
+    return v
+
+
+def severity(drift_share: float, churn_rate_shift: float | None, drift_share_threshold: float = 0.2) -> str:
+    """The case study's severity level for a drift share and a relative churn-rate shift."""
+    share = _num("drift_share", drift_share, allow_none=False)
+    shift = _num("churn_rate_shift", churn_rate_shift)
+    if share > CRITICAL_LEVEL or (shift is not None and shift > CRITICAL_LEVEL):
+        return "critical"
+    if share > HIGH_LEVEL or (shift is not None and shift > HIGH_LEVEL):
+        return "high"
+    if share > float(drift_share_threshold):
+        return "medium"
+    return "low"
+
+
+def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift: dict,
+                   performance_drop: float | None = None) -> tuple[bool, list[str]]:
+    """(retrain needed, reasons). Every threshold crossed is named; none crossed says why not."""
+    share = _num("drift_share", drift_share, allow_none=False)
+    shift = _num("churn_rate_shift", churn_rate_shift)
+    drop = _num("performance_drop", performance_drop)
+    t_share = float(cfg_drift["drift_share_threshold"])
+    t_shift = float(cfg_drift["prediction_shift_threshold"])
+    t_drop = float(cfg_drift.get("performance_drop_threshold", DEFAULT_PERFORMANCE_DROP))
+    reasons = []
+    if share > t_share:
+        reasons.append(f"drift share {share:.3f} > {t_share}")
+    if shift is not None and shift > t_shift:
+        reasons.append(f"predicted churn-rate shift {shift:.1%} > {t_shift:.0%}")
+    if drop is not None and drop > t_drop:
+        reasons.append(f"ROC AUC dropped by {drop:.3f} > {t_drop}")
+    if reasons:
+        return True, reasons
+    why = [f"drift share {share:.3f} <= {t_share}"]
+    why.append("churn-rate shift not measured" if shift is None else f"churn-rate shift {shift:.1%} <= {t_shift:.0%}")
+    if drop is not None:
+        why.append(f"ROC AUC drop {drop:.3f} <= {t_drop}")
+    return False, why
+
+
+def assess(drift_share: float, churn_rate_shift: float | None, cfg_drift: dict,
+           performance_drop: float | None = None) -> dict:
+    """Severity, retrain flag and reason together (what `detect_drift` reports)."""
+    retrain, reasons = should_retrain(drift_share, churn_rate_shift, cfg_drift, performance_drop)
+    level = severity(drift_share, churn_rate_shift, float(cfg_drift["drift_share_threshold"]))
+    if retrain and SEVERITIES.index(level) < SEVERITIES.index("medium"):
+        level = "medium"
+    return {"severity": level, "retrain": retrain, "reason": "; ".join(reasons)}
+
+
+def parse_ts(value) -> datetime:
+    """An audit timestamp (ISO 8601, 'Z' allowed) or datetime as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO timestamp: {value!r}") from exc
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def last_trigger(entries: Iterable[dict], event: str = TRIGGER_EVENT) -> datetime | None:
+    """Time of the latest retrain trigger among audit entries (None when there is none)."""
+    last = None
+    for e in entries:
+        if e.get("event") == event and e.get("ts"):
+            ts = parse_ts(e["ts"])
+            if last is None or ts > last:
+                last = ts
+    return last
+
+
+def cooldown_remaining(last: datetime | None, now: datetime, cooldown_hours: float) -> float:
+    """Seconds left in the cooldown after the last trigger (0 when none or expired)."""
+    if last is None or float(cooldown_hours) <= 0:
+        return 0.0
+    end = parse_ts(last) + timedelta(hours=float(cooldown_hours))
+    return max(0.0, (end - parse_ts(now)).total_seconds())
+
+
+def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: dict, force: bool = False) -> dict:
+    """What the monitor does now: `retrain`, `cooldown` (needed but held back) or `none`.
+
+    `force` starts a run even without drift and ignores the cooldown (a person asked).
+    """
+    remaining = cooldown_remaining(last, now, float(cfg_drift.get("cooldown_hours", 0)))
+    needed = bool(assessment.get("retrain"))
+    reason = assessment.get("reason", "")
+    if force:
+        return {"action": "retrain", "retrain_needed": needed, "cooldown_remaining_s": remaining,
+                "reason": f"forced by operator{'; ' + reason if reason else ''}"}
+    if not needed:
+        return {"action": "none", "retrain_needed": False, "cooldown_remaining_s": remaining,
+                "reason": f"no retrain needed: {reason}" if reason else "no retrain needed"}
+    if remaining > 0:
+        hours = remaining / 3600.0
+        return {"action": "cooldown", "retrain_needed": True, "cooldown_remaining_s": remaining,
+                "reason": f"{reason}; held back by cooldown: last retrain triggered {parse_ts(last).isoformat()}, "
+                          f"{hours:.1f} h of {cfg_drift.get('cooldown_hours')} h left"}
+    return {"action": "retrain", "retrain_needed": True, "cooldown_remaining_s": 0.0, "reason": reason}

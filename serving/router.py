@@ -1,0 +1,431 @@
+"""The local canary router: one KServe model name, champion + canary behind it.
+
+Requests to `/v1/models/<name>:predict` or `/v2/models/<name>/infer` are split by
+percent. When an instance carries the id column (`customer_id`), the split is sticky:
+`crc32(salt:customer_id) % 10000 < percent * 100`, so a customer always sees the same
+version and, as the percent grows, customers already on the canary stay there. A
+request mixing customers is split per instance and every prediction names the
+version that produced it. Without ids, whole requests are split at random.
+
+Shadow mode: the champion answers everything; the challenger scores the same
+records on a background thread, and both go to metrics and the prediction log.
+
+The split comes from `serving.split_state` (a JSON file the deploy stage and
+`kfct rollout` write). A watcher thread loads new versions off the request path
+and swaps them in; a version that fails to load leaves the current routing alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving import _kserve
+from serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
+from serving.predictor import ChurnPredictor, fetch_version, score_loaded, v1_response, v2_response
+from serving.schemas import BadRequest, v1_records, v2_records
+from serving.split_state import SplitState, SplitStateError, read_state
+
+kserve = _kserve.load()
+log = logging.getLogger("kfct.serving.router")
+
+BUCKETS = 10_000
+
+
+def bucket(customer_id, salt: str = "") -> int:
+    return zlib.crc32(f"{salt}:{customer_id}".encode()) % BUCKETS
+
+
+def to_canary(customer_id, percent: float, salt: str = "") -> bool:
+    """Sticky assignment: the same id, salt and percent always give the same answer."""
+    return bucket(customer_id, salt) < percent * (BUCKETS / 100.0)
+
+
+@dataclass(frozen=True)
+class Route:
+    champion: ChurnPredictor | None
+    canary: ChurnPredictor | None
+    percent: float
+    mode: str
+    salt: str
+
+    @property
+    def splitting(self) -> bool:
+        return self.canary is not None and self.mode == "canary" and self.percent > 0
+
+
+class _Job:
+    __slots__ = ("t0", "protocol", "records", "request", "request_id")
+
+    def __init__(self, t0, protocol, records, request, request_id):
+        self.t0 = t0
+        self.protocol = protocol
+        self.records = records
+        self.request = request
+        self.request_id = request_id
+
+
+class ChurnRouter(kserve.Model):
+    """KServe model that routes to a champion and an optional canary/shadow predictor."""
+
+    def __init__(self, name: str, champion: ChurnPredictor, id_column: str | None = "customer_id",
+                 prediction_log=None, rng: random.Random | None = None):
+        super().__init__(name, return_response_headers=True)
+        self.id_column = id_column
+        self.prediction_log = prediction_log
+        self._rng = rng or random.Random()
+        self._route = Route(champion, None, 0.0, "canary", "")
+        self._stats: dict[str, VersionStats] = {}
+        self._metrics: dict[str, VersionMetrics] = {}
+        self._unattributed = VersionStats("none")
+        self._unattributed_metrics: VersionMetrics | None = None
+        self._shadow_q: queue.Queue = queue.Queue(maxsize=10_000)
+        self._shadow_thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self.applied_generation = 0
+        self.failed_generation = 0
+        self.last_error: str | None = None
+        self._apply_lock = threading.Lock()
+        self._info_labels: list = []
+        self._publish()
+
+    # -- readiness ---------------------------------------------------------------------------
+    @property
+    def route(self) -> Route:
+        return self._route
+
+    def start(self):  # KServe's default would mark us ready before any model is loaded
+        pass
+
+    async def healthy(self) -> bool:
+        champ = self._route.champion
+        return bool(champ is not None and champ.current is not None)
+
+    def _set_route(self, route: Route) -> None:
+        self._route = route
+        self.ready = bool(route.champion is not None and route.champion.current is not None)
+        for p in (route.champion, route.canary):
+            if p is not None and p.current is not None:
+                self._ensure_version(p.current.version)
+        self._publish()
+
+    def _publish(self) -> None:
+        r = self._route
+        try:
+            m = prometheus()
+            m.canary_percent.labels(self.name).set(r.percent if r.splitting else 0.0)
+            for labels in self._info_labels:
+                try:
+                    m.model_info.remove(*labels)
+                except KeyError:
+                    pass
+            self._info_labels = []
+            for role, p in (("champion", r.champion), ("canary" if r.mode == "canary" else "shadow", r.canary)):
+                if p is not None and p.current is not None:
+                    labels = (self.name, p.current.version, role, p.current.sha256)
+                    m.model_info.labels(*labels).set(1)
+                    self._info_labels.append(labels)
+        except Exception:  # pragma: no cover - metrics must never break routing
+            pass
+
+    def _ensure_version(self, version: str) -> None:
+        if version not in self._stats:
+            self._stats[version] = VersionStats(version)
+            self._metrics[version] = VersionMetrics(self.name, version)
+
+    # -- KServe handlers -------------------------------------------------------------------------
+    def validate(self, payload):
+        return payload
+
+    def preprocess(self, payload, headers=None):
+        t0 = time.perf_counter()
+        try:
+            if isinstance(payload, kserve.InferRequest):
+                records, rid = v2_records(payload)
+                return _Job(t0, "v2", records, payload, rid or (headers or {}).get("x-request-id"))
+            return _Job(t0, "v1", v1_records(payload), None, (headers or {}).get("x-request-id"))
+        except BadRequest:
+            self._unattributed_error(t0)
+            raise
+
+    def predict(self, job: _Job, headers=None, response_headers=None):
+        route = self._route
+        champ = route.champion
+        if champ is None or champ.current is None:
+            raise kserve.errors.ModelNotReady(self.name, "no champion loaded yet")
+        records = job.records
+        n = len(records)
+        groups = self._assign(route, records)
+        results = []
+        now = time.time()
+        for role, predictor, idx in groups:
+            recs = records if idx is None else [records[i] for i in idx.tolist()]
+            try:
+                s = predictor.score(recs)
+            except BadRequest as exc:
+                self._error(predictor, CLIENT_ERROR, job.t0)
+                if idx is not None and exc.index is not None:  # report the index in the caller's request
+                    exc.index = int(idx[exc.index])
+                raise
+            except kserve.errors.ModelNotReady:
+                raise
+            except Exception as exc:
+                self._error(predictor, SERVER_ERROR, job.t0)
+                log.exception("model %s v%s failed", self.name, predictor.loaded_version)
+                raise kserve.errors.InferenceError(
+                    f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
+            results.append((role, idx, s, recs))
+        latency = time.perf_counter() - job.t0
+        for role, idx, s, recs in results:
+            ver = s.version
+            if ver not in self._metrics:
+                self._ensure_version(ver)
+            pos = self._metrics[ver].observe(role, job.protocol, latency, s.probabilities.tolist(), s.labels)
+            self._stats[ver].ok(now, latency, len(recs), pos, float(s.probabilities.sum()))
+            if self.prediction_log is not None:
+                self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels,
+                                        s.threshold)
+        if route.canary is not None and route.mode == "shadow":
+            self._shadow(route.canary, job, now)
+        if response_headers is not None:
+            versions = {r[2].version for r in results}
+            response_headers["x-kfct-model-version"] = versions.pop() if len(versions) == 1 else "mixed"
+        grouped = [(idx, s) for _, idx, s, _ in results]
+        if job.protocol == "v2":
+            return v2_response(self.name, job.request, grouped, n)
+        return v1_response(self.name, grouped, n)
+
+    # -- routing ---------------------------------------------------------------------------------
+    def _assign(self, route: Route, records: list[dict]):
+        """[(role, predictor, row indices or None for all)]"""
+        if not route.splitting:
+            return [("champion", route.champion, None)]
+        idc = self.id_column
+        pct = route.percent
+        if pct >= 100.0:
+            return [("canary", route.canary, None)]
+        first = records[0].get(idc) if idc else None
+        if first is None:
+            pick = self._rng.random() * 100.0 < pct
+            return [("canary", route.canary, None) if pick else ("champion", route.champion, None)]
+        if len(records) == 1:
+            if to_canary(first, pct, route.salt):
+                return [("canary", route.canary, None)]
+            return [("champion", route.champion, None)]
+        flags = np.fromiter((r.get(idc) is not None and to_canary(r.get(idc), pct, route.salt) for r in records),
+                            dtype=bool, count=len(records))
+        if flags.all():
+            return [("canary", route.canary, None)]
+        if not flags.any():
+            return [("champion", route.champion, None)]
+        return [("champion", route.champion, np.flatnonzero(~flags)),
+                ("canary", route.canary, np.flatnonzero(flags))]
+
+    # -- errors, stats -----------------------------------------------------------------------------
+    def _error(self, predictor: ChurnPredictor, kind: int, t0: float) -> None:
+        ver = predictor.loaded_version or "none"
+        self._ensure_version(ver)
+        self._stats[ver].error(time.time(), kind, time.perf_counter() - t0)
+        m = self._metrics[ver]
+        (m.client_errors if kind == CLIENT_ERROR else m.server_errors).inc()
+
+    def _unattributed_error(self, t0: float) -> None:
+        self._unattributed.error(time.time(), CLIENT_ERROR, time.perf_counter() - t0)
+        if self._unattributed_metrics is None:
+            self._unattributed_metrics = VersionMetrics(self.name, "none")
+        self._unattributed_metrics.client_errors.inc()
+
+    def stats(self, since: float | None = None) -> dict:
+        r = self._route
+        versions = {v: st.window(since).to_json() for v, st in list(self._stats.items())}
+        return {
+            "model_name": self.name,
+            "ready": bool(r.champion is not None and r.champion.current is not None),
+            "champion": r.champion.current.describe() if r.champion and r.champion.current else None,
+            "canary": r.canary.current.describe() if r.canary and r.canary.current else None,
+            "canary_percent": r.percent if r.canary is not None else 0.0,
+            "mode": r.mode,
+            "applied_generation": self.applied_generation,
+            "failed_generation": self.failed_generation,
+            "last_error": self.last_error,
+            "versions": versions,
+            "unattributed": self._unattributed.window(since).to_json(),
+            "prediction_log": self.prediction_log.status() if self.prediction_log is not None else None,
+            "time": time.time(),
+        }
+
+    # -- shadow ----------------------------------------------------------------------------------
+    def _shadow(self, predictor: ChurnPredictor, job: _Job, now: float) -> None:
+        if self._shadow_thread is None:
+            self._shadow_thread = threading.Thread(target=self._shadow_loop, name="kfct-shadow", daemon=True)
+            self._shadow_thread.start()
+        try:
+            self._shadow_q.put_nowait((predictor, job.records, job.request_id, job.protocol, now))
+        except queue.Full:
+            pass
+
+    def _shadow_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                predictor, records, rid, protocol, ts = self._shadow_q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._shadow_one(predictor, records, rid, protocol, ts)
+            except Exception:  # pragma: no cover - never let the shadow thread die
+                log.exception("shadow scoring error")
+            finally:
+                self._shadow_q.task_done()
+
+    def _shadow_one(self, predictor: ChurnPredictor, records, rid, protocol, ts) -> None:
+        lv = predictor.current
+        if lv is None:
+            return
+        t0 = time.perf_counter()
+        self._ensure_version(lv.version)
+        try:
+            s = score_loaded(lv, records)
+        except BadRequest:
+            self._stats[lv.version].error(time.time(), CLIENT_ERROR, time.perf_counter() - t0)
+            self._metrics[lv.version].client_errors.inc()
+            return
+        except Exception:
+            log.exception("shadow model %s v%s failed", self.name, lv.version)
+            self._stats[lv.version].error(time.time(), SERVER_ERROR, time.perf_counter() - t0)
+            self._metrics[lv.version].server_errors.inc()
+            return
+        latency = time.perf_counter() - t0
+        pos = self._metrics[lv.version].observe("shadow", protocol, latency, s.probabilities.tolist(), s.labels)
+        self._stats[lv.version].ok(time.time(), latency, len(records), pos, float(s.probabilities.sum()))
+        if self.prediction_log is not None:
+            self.prediction_log.log(ts, rid, self.name, lv.version, "shadow", records, s.probabilities,
+                                    s.labels, s.threshold)
+
+    def drain_shadow(self, timeout: float = 10.0) -> bool:
+        """Wait until queued shadow scoring is done (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._shadow_q.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._shadow_q.unfinished_tasks == 0
+
+    # -- applying a split state -------------------------------------------------------------------
+    def apply_state(self, state: SplitState) -> bool:
+        """Load what the state names (off the request path) and switch routing; False keeps the old."""
+        with self._apply_lock:
+            try:
+                route = self._build_route(state)
+            except Exception as exc:
+                self.failed_generation = state.generation
+                self.last_error = f"generation {state.generation}: {type(exc).__name__}: {exc}"
+                log.error("split state for %s not applied, routing unchanged: %s", self.name, self.last_error)
+                return False
+            self._set_route(route)
+            self.applied_generation = state.generation
+            self.last_error = None
+            log.info("model %s: champion v%s, canary %s (%s %.1f%%), generation %d", self.name,
+                     route.champion.loaded_version if route.champion else None,
+                     f"v{route.canary.loaded_version}" if route.canary else "none", route.mode, route.percent,
+                     state.generation)
+            return True
+
+    def _predictor_for(self, version: str, reuse: list) -> ChurnPredictor:
+        """A predictor for a registered version: one already loaded, or a fresh load."""
+        for p in reuse:
+            if p is not None and p.current is not None and p.current.version == str(version):
+                return p
+        base = self._route.champion
+        p = ChurnPredictor(self.name, model_name=base.model_name if base else self.name, alias=None,
+                           version=str(version), id_column=self.id_column, fast=base.fast if base else True)
+        p.install(fetch_version(p.model_name, version=str(version), id_column=self.id_column, fast=p.fast))
+        return p
+
+    def _build_route(self, state: SplitState) -> Route:
+        cur = self._route
+        reuse = [cur.champion, cur.canary]
+        if state.champion_version:
+            champion = self._predictor_for(state.champion_version, reuse)
+        elif cur.champion is not None and cur.champion.current is not None:
+            champion = cur.champion  # the state does not pin one: keep what serves
+        elif cur.champion is not None:
+            if not cur.champion.reload():  # its configured alias / version / model_dir
+                raise LookupError(cur.champion.last_error)
+            champion = cur.champion
+        else:
+            raise LookupError(f"model {self.name}: no champion configured")
+        canary_version = state.active_canary
+        canary = None
+        if canary_version and canary_version != champion.loaded_version:
+            canary = self._predictor_for(canary_version, reuse)
+        return Route(champion, canary, float(state.canary_percent) if canary else 0.0,
+                     state.mode if canary else "canary", salt=f"{self.name}:{canary_version or ''}")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._closed.set()
+
+
+class SplitWatcher:
+    """Polls the split file; applies changes and retries loading until a champion is ready."""
+
+    def __init__(self, router: ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
+                 retry_seconds: float = 2.0):
+        self.router = router
+        self.path = Path(path)
+        self.poll_seconds = poll_seconds
+        self.retry_seconds = retry_seconds
+        self._stop = threading.Event()
+        self._seen: tuple | None = None
+        self._last_try = 0.0
+        self._thread = threading.Thread(target=self._run, name="kfct-split-watcher", daemon=True)
+
+    def start(self) -> "SplitWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def check(self) -> bool:
+        """One poll: apply the file if it changed (or retry while no champion is loaded)."""
+        try:
+            st = self.path.stat()
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            sig = None
+        not_ready = self.router.route.champion is None or self.router.route.champion.current is None
+        changed = sig != self._seen
+        retry_due = not_ready and time.monotonic() - self._last_try >= self.retry_seconds
+        if not changed and not retry_due:
+            return False
+        self._last_try = time.monotonic()
+        try:
+            state = read_state(self.path) if sig is not None else None
+        except SplitStateError as exc:
+            self.router.last_error = str(exc)
+            log.error("%s", exc)
+            self._seen = sig
+            return False
+        if state is None:
+            state = SplitState(model_name=self.router.name)
+            state.generation = self.router.applied_generation
+        ok = self.router.apply_state(state)
+        if ok or not not_ready:
+            self._seen = sig
+        return ok
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # pragma: no cover - the watcher must survive anything
+                log.exception("split watcher error")
+            self._stop.wait(self.poll_seconds)

@@ -1,0 +1,191 @@
+"""Request and response shapes for both KServe protocols, and the errors bad input gets.
+
+V1 (`POST /v1/models/<name>:predict`)::
+
+    {"instances": [{"customer_id": "C1", "contract_type": "monthly", "tenure_days": 230, ...}, ...]}
+    -> {"model_name": "churn-classifier", "model_version": "3",
+        "predictions": [{"probability": 0.71, "label": 1, "threshold": 0.42, "model_version": "3"}, ...]}
+
+V2 (`POST /v2/models/<name>/infer`), columnar like every tabular V2 server (MLServer,
+Triton's python backend): one input per feature, shape `[N]` (or `[N, 1]`), numeric
+features as FP32/FP64/INT32/INT64, categorical ones and `customer_id` as BYTES::
+
+    {"inputs": [{"name": "tenure_days", "shape": [2], "datatype": "INT64", "data": [230, 12]},
+                {"name": "contract_type", "shape": [2], "datatype": "BYTES", "data": ["monthly", "annual"]}, ...]}
+
+For clients that already hold records, a single BYTES input named `instances` whose
+elements are JSON objects (one per row) is accepted too. Outputs: `probability`
+(FP64), `label` (INT64), `threshold` (FP64) and `model_version` (BYTES), each `[N]`;
+the response's own `model_version` names the version when one version answered all rows.
+
+Every rejected input raises `BadRequest` (a KServe `InvalidInput`, so HTTP 400) whose
+message and `field` name what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+class BadRequest(ValueError):
+    """Input the server refuses: `field` names the feature/part, `index` the instance.
+
+    A plain ValueError (importing kserve here would cost seconds); the server maps
+    it to HTTP 400 with `{"error", "field", "index"}`.
+    """
+
+    status_code = 400
+
+    def __init__(self, message: str, field: str | None = None, index: int | None = None):
+        self.field = field
+        self.index = index
+        self.reason = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"error": self.reason}
+        if self.field is not None:
+            out["field"] = self.field
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+NUMERIC_V2 = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+RECORDS_INPUT = "instances"
+
+
+def parse_json_body(body: bytes | str) -> Any:
+    """JSON with NaN/Infinity accepted, so a non-finite feature is named instead of a parse error."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from exc
+
+
+def v1_records(payload: Any) -> list[dict]:
+    """`{"instances": [record, ...]}` -> records (structure only; features are checked by the model)."""
+    if isinstance(payload, (bytes, bytearray, str)):
+        payload = parse_json_body(payload)
+    if not isinstance(payload, dict):
+        raise BadRequest(f"request body must be a JSON object with 'instances', got {type(payload).__name__}",
+                         field="body")
+    if "instances" not in payload:
+        if "inputs" in payload:
+            raise BadRequest("V1 endpoint takes 'instances' (list of feature objects); "
+                             "use /v2/models/<name>/infer for 'inputs'", field="instances")
+        raise BadRequest("missing 'instances': expected a list of feature objects", field="instances")
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise BadRequest(f"'instances' must be a list, got {type(instances).__name__}", field="instances")
+    if not instances:
+        raise BadRequest("'instances' is empty: send at least one record", field="instances")
+    for i, rec in enumerate(instances):
+        if not isinstance(rec, dict):
+            raise BadRequest(f"instance {i}: expected an object of features, got {type(rec).__name__}",
+                             field="instances", index=i)
+    return instances
+
+
+def _input_rows(inp: Any) -> int:
+    shape = list(inp.shape or [])
+    if not shape or any((not isinstance(s, int)) or s < 0 for s in shape):
+        raise BadRequest(f"input {inp.name!r}: shape {shape} must be [N] or [N, 1]", field=inp.name)
+    if len(shape) == 2 and shape[1] != 1 or len(shape) > 2:
+        raise BadRequest(f"input {inp.name!r}: shape {shape} must be [N] or [N, 1] (one input per feature)",
+                         field=inp.name)
+    return shape[0]
+
+
+def _flat(data: Any, name: str) -> list:
+    if not isinstance(data, list):
+        raise BadRequest(f"input {name!r}: 'data' must be a list", field=name)
+    if data and isinstance(data[0], list):  # [[v], [v]] for shape [N, 1]
+        out = []
+        for row in data:
+            if not isinstance(row, list) or len(row) != 1:
+                raise BadRequest(f"input {name!r}: nested data must hold one value per row", field=name)
+            out.append(row[0])
+        return out
+    return data
+
+
+def _bytes_value(v: Any) -> Any:
+    return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else v
+
+
+def v2_records(request: Any) -> tuple[list[dict], str | None]:
+    """A KServe `InferRequest` -> (records, request id). Columnar or one `instances` BYTES input."""
+    inputs = list(getattr(request, "inputs", None) or [])
+    if not inputs:
+        raise BadRequest("'inputs' is empty: send one input per feature", field="inputs")
+    req_id = getattr(request, "id", None)
+    if len(inputs) == 1 and inputs[0].name == RECORDS_INPUT:
+        inp = inputs[0]
+        if inp.datatype != "BYTES":
+            raise BadRequest(f"input {RECORDS_INPUT!r} must be BYTES (JSON objects), got {inp.datatype}",
+                             field=RECORDS_INPUT)
+        rows = _flat(inp.data, RECORDS_INPUT)
+        if not rows:
+            raise BadRequest(f"input {RECORDS_INPUT!r} is empty", field=RECORDS_INPUT)
+        records = []
+        for i, raw in enumerate(rows):
+            rec = raw if isinstance(raw, dict) else None
+            if rec is None:
+                try:
+                    rec = json.loads(_bytes_value(raw))
+                except (TypeError, ValueError) as exc:
+                    raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object: {exc}",
+                                     field=RECORDS_INPUT, index=i) from exc
+            if not isinstance(rec, dict):
+                raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object",
+                                 field=RECORDS_INPUT, index=i)
+            records.append(rec)
+        return records, req_id
+
+    n = None
+    columns: dict[str, list] = {}
+    for inp in inputs:
+        name = inp.name
+        if name in columns:
+            raise BadRequest(f"input {name!r} given twice", field=name)
+        rows = _input_rows(inp)
+        data = _flat(inp.data, name)
+        if len(data) != rows:
+            raise BadRequest(f"input {name!r}: shape says {rows} rows but data has {len(data)}", field=name)
+        if n is None:
+            n = rows
+        elif rows != n:
+            raise BadRequest(f"input {name!r} has {rows} rows, other inputs have {n}", field=name)
+        dt = inp.datatype
+        if dt == "BYTES":
+            data = [_bytes_value(v) for v in data]
+        elif dt == "BOOL":
+            raise BadRequest(f"input {name!r}: BOOL is not a feature type; use a numeric type or BYTES",
+                             field=name)
+        elif dt not in NUMERIC_V2:
+            raise BadRequest(f"input {name!r}: unsupported datatype {dt}", field=name)
+        else:
+            for i, v in enumerate(data):
+                if isinstance(v, str):  # JSON cannot carry NaN: allow the usual spellings
+                    low = v.strip().lower()
+                    if low in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
+                        data[i] = float(low)
+                    else:
+                        raise BadRequest(f"input {name!r} row {i}: {v!r} is not a number ({dt})",
+                                         field=name, index=i)
+        columns[name] = data
+    if not n:
+        raise BadRequest("inputs hold zero rows: send at least one", field="inputs")
+    names = list(columns)
+    cols = [columns[c] for c in names]
+    records = [dict(zip(names, vals)) for vals in zip(*cols)]
+    return records, req_id
+
+
+def is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
