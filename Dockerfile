@@ -59,6 +59,9 @@ CMD ["python", "-m", "kfct", "--help"]
 
 # ---------------------------------------------------------------- serving: KServe model server
 FROM runtime AS serving
+# In a pod the server must listen on all interfaces (settings default: 127.0.0.1).
+ENV KFCT_SERVING_HOST=0.0.0.0 \
+    KFCT_SERVING_PORT=8080
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "serving"]

@@ -146,7 +146,7 @@ def _check_frames(reference, current, features: list[str], prediction_column, la
 # --------------------------------------------------------------------------- core
 def detect_drift(reference, current, cfg: dict, feature_columns, prediction_column: str | None = None,
                  label_column: str | None = None, reference_predictions=None, *, threshold: float | None = None,
-                 seed: int = 0) -> DriftResult:
+                 reference_performance: dict | None = None, seed: int = 0) -> DriftResult:
     """Compare `current` with `reference`; returns drift figures, severity and the retrain decision.
 
     `prediction_column`: column of `current` with the model's output (probability, or 0/1);
@@ -154,6 +154,10 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     without it the reference churn rate is the reference label rate (as in the case study).
     `label_column`: when present on both sides with predictions, ROC AUC and recall are
     compared. `threshold`: the model's decision threshold (probabilities -> churn labels).
+    `reference_performance`: the model's held-out figures (`{"roc_auc": .., "recall": ..}`,
+    e.g. its test metrics from the registry). Only a drop against held-out figures can
+    trigger a retrain: on its own training snapshot a model scores optimistically (in-sample),
+    so a drop measured against that is reported but not acted on.
     """
     import pandas as pd
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
@@ -196,15 +200,20 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
         ref_e, cur_e = ref_e.dropna(subset=[label_column]), cur_e.dropna(subset=[label_column])
         classification = [BinaryClassification(target=label_column, prediction_probas=PREDICTION, pos_label=1)]
 
+    # The test per column is resolved here (to pick its threshold) exactly as Evidently would; the
+    # name is passed on only when the config overrides it, so Evidently's own choice stays in charge.
     methods = {c: _resolve_stattest(ref_e[c].dropna(), cur_e[c].dropna(), kinds[c], cfg_drift) for c in features}
-    metrics = [DriftedColumnsCount(columns=features, per_column_method={c: m[0] for c, m in methods.items()},
+    override = {c: cfg_drift.get("num_method" if kinds[c] == "numerical" else "cat_method") or None for c in features}
+    metrics = [DriftedColumnsCount(columns=features,
+                                   per_column_method={c: o for c, o in override.items() if o} or None,
                                    per_column_threshold={c: m[1] for c, m in methods.items()},
                                    drift_share=float(cfg_drift["drift_share_threshold"]))]
-    metrics += [ValueDrift(column=c, method=m[0], threshold=m[1]) for c, m in methods.items()]
+    metrics += [ValueDrift(column=c, method=override[c], threshold=m[1]) for c, m in methods.items()]
     pred_method = None
     if has_pred:
         pred_method = _resolve_stattest(ref_e[PREDICTION].dropna(), cur_e[PREDICTION].dropna(), "numerical", cfg_drift)
-        metrics.append(ValueDrift(column=PREDICTION, method=pred_method[0], threshold=pred_method[1]))
+        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift.get("num_method") or None,
+                                  threshold=pred_method[1]))
     if classification:
         thr = 0.5 if threshold is None else float(threshold)
         metrics += [RocAuc(probas_threshold=thr), Recall(probas_threshold=thr)]
@@ -251,13 +260,28 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     shift = relative_shift(ref_rate, cur_rate)
 
     performance, drop = None, None
+    pc = None
     if has_labels:
-        pr = _performance(ref_e[label_column].to_numpy(np.float64), ref_e[PREDICTION].to_numpy(), threshold)
         pc = _performance(cur_e[label_column].to_numpy(np.float64), cur_e[PREDICTION].to_numpy(), threshold)
-        if pr and pc:
-            performance = {"reference": pr, "current": pc,
+    elif label_column is not None and cur_pred is not None and label_column in cur.columns:
+        pc = _performance(pd.to_numeric(cur[label_column], errors="coerce").to_numpy(np.float64), cur_pred, threshold)
+    if pc:
+        if reference_performance:
+            missing = [k for k in ("roc_auc", "recall") if reference_performance.get(k) is None]
+            if missing:
+                raise ValueError(f"reference_performance lacks {', '.join(missing)}")
+            pr = {k: float(reference_performance[k]) for k in ("roc_auc", "recall")}
+            perf_source = "held-out metrics of the model"
+        elif has_labels:
+            pr = _performance(ref_e[label_column].to_numpy(np.float64), ref_e[PREDICTION].to_numpy(), threshold)
+            perf_source = "reference data (in-sample for a training snapshot: not used for the decision)"
+        else:
+            pr = None
+        if pr:
+            performance = {"reference": pr, "current": pc, "reference_source": perf_source,
                            "roc_auc_drop": pr["roc_auc"] - pc["roc_auc"], "recall_drop": pr["recall"] - pc["recall"]}
-            drop = performance["roc_auc_drop"]
+            if reference_performance:
+                drop = performance["roc_auc_drop"]
 
     decision = assess(share, shift, cfg_drift, drop)
     result = DriftResult(
@@ -274,7 +298,9 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
                     "decision_threshold": threshold},
         churn_rate_shift=shift,
         performance=performance,
-        performance_drop=drop,
+        performance_drop=None if performance is None else performance["roc_auc_drop"],
+        performance_drop_used=drop is not None,
+        has_labels=bool(has_labels),
         severity=decision["severity"],
         retrain=decision["retrain"],
         reason=decision["reason"],
@@ -308,7 +334,7 @@ def summary_markdown(result: dict) -> str:
     if perf:
         lines.append(f"- ROC AUC: reference {perf['reference']['roc_auc']:.4f}, current {perf['current']['roc_auc']:.4f} "
                      f"(drop {perf['roc_auc_drop']:.4f}); recall: reference {perf['reference']['recall']:.4f}, "
-                     f"current {perf['current']['recall']:.4f}")
+                     f"current {perf['current']['recall']:.4f}; reference figures: {perf['reference_source']}")
     r = result["rows"]
     lines += [f"- rows: reference {r['reference']} (of {r['reference_total']}), current {r['current']} "
               f"(of {r['current_total']})", "", "| feature | stattest | score | threshold | drifted |",
@@ -448,14 +474,24 @@ def prepare_frames(reference, current, model, cfg: dict, prediction_column: str 
     return reference, current
 
 
-def run_detection(reference, current, cfg: dict, threshold: float | None) -> DriftResult:
+def heldout_performance(tags: dict) -> dict | None:
+    """The champion's test-set ROC AUC and recall from its registry tags (`test_roc_auc`, `test_recall`)."""
+    try:
+        return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags["test_recall"])}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def run_detection(reference, current, cfg: dict, threshold: float | None,
+                  reference_performance: dict | None = None) -> DriftResult:
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
     from kfct.config import feature_columns
 
     label = cfg["dataset"]["label"]
     return detect_drift(reference, current, cfg, feature_columns(cfg), prediction_column=PREDICTION,
-                        label_column=label if label in reference.columns and label in current.columns else None,
-                        reference_predictions=reference[PREDICTION].to_numpy(), threshold=threshold)
+                        label_column=label if label in current.columns else None,
+                        reference_predictions=reference[PREDICTION].to_numpy(), threshold=threshold,
+                        reference_performance=reference_performance)
 
 
 def log_to_mlflow(result: dict, paths: dict, model_name: str, champion_version: str, source: str) -> str:
@@ -489,7 +525,7 @@ def prepare_drift_data(
     current: Output[Dataset],
 ) -> str:
     """Load the champion's training snapshot and the current window (prediction log or batch), both scored by the champion; returns the champion version."""
-    from components.drift import load_current, load_reference, prepare_frames
+    from components.drift import heldout_performance, load_current, load_reference, prepare_frames
     from kfct.config import config_from_json
 
     cfg = config_from_json(config_json)
@@ -498,7 +534,8 @@ def prepare_drift_data(
     ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
     ref.to_parquet(reference.path, index=False)
     cur.to_parquet(current.path, index=False)
-    common = {"model_name": model_name, "champion_version": loaded.version, "threshold": float(loaded.model.threshold)}
+    common = {"model_name": model_name, "champion_version": loaded.version, "threshold": float(loaded.model.threshold),
+              "heldout_performance": heldout_performance(loaded.tags)}
     reference.metadata.update({**common, "rows": int(len(ref)), "source": ref_source})
     current.metadata.update({**common, "rows": int(len(cur)), "source": cur_source})
     return loaded.version
@@ -530,7 +567,8 @@ def check_drift(
     cfg = config_from_json(config_json)
     ref, cur = pd.read_parquet(reference.path), pd.read_parquet(current.path)
     threshold = reference.metadata.get("threshold")
-    result = run_detection(ref, cur, cfg, None if threshold is None else float(threshold))
+    result = run_detection(ref, cur, cfg, None if threshold is None else float(threshold),
+                           reference.metadata.get("heldout_performance") or None)
     with tempfile.TemporaryDirectory() as tmp:
         paths = save_reports(result, result.report, tmp)
         for art, key in ((report_html, "html"), (report_json, "json"), (summary, "summary_md"),

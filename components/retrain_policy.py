@@ -21,6 +21,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+from kfp.dsl import Artifact, Input
+
 SEVERITIES = ("low", "medium", "high", "critical")
 CRITICAL_LEVEL = 0.5
 HIGH_LEVEL = 0.3
@@ -143,3 +145,116 @@ def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: di
                 "reason": f"{reason}; held back by cooldown: last retrain triggered {parse_ts(last).isoformat()}, "
                           f"{hours:.1f} h of {cfg_drift.get('cooldown_hours')} h left"}
     return {"action": "retrain", "retrain_needed": True, "cooldown_remaining_s": 0.0, "reason": reason}
+
+
+# --------------------------------------------------------------------------- adapter: act on the decision
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def on_cluster(settings=None) -> bool:
+    """Inside a Kubernetes pod or with a KFP host configured: retrain through the KFP API."""
+    import os
+
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST") or s.kfp_host)
+
+
+def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "", ct_data_uri: str = "",
+                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings=None,
+                 now: datetime | None = None) -> dict:
+    """Decide (policy + cooldown from the audit trail) and, when it says so, start a CT run.
+
+    Cluster: a new run of the CT pipeline through the KFP API, the reason in its name and
+    `run_reason` parameter. Local: the CT pipeline with kfp.local (`pipelines.local.run_ct`),
+    which gates the new model like any other run. Every outcome is audited. The data for
+    the new run: `ct_data_uri`, else the current batch when it carries labels, else the CT
+    pipeline's default.
+    """
+    from kfct import audit
+
+    if mode not in ("auto", "local", "cluster"):
+        raise ValueError(f"mode must be auto, local or cluster, got {mode!r}")
+    now = now or _utcnow()
+    history = [e for e in audit.read() if e.get("model_name") in (None, model_name)]
+    decision = decide({"retrain": drift.get("retrain"), "reason": drift.get("reason", "")},
+                      last_trigger(history), now, cfg["drift"], force=force)
+    out = {**decision, "severity": drift.get("severity"), "dry_run": bool(dry_run), "triggered": False}
+    if decision["action"] == "cooldown":
+        if not dry_run:
+            audit.record("retrain_held", model_name=model_name, severity=drift.get("severity"),
+                         reason=decision["reason"], cooldown_remaining_s=round(decision["cooldown_remaining_s"]))
+        return out
+    if decision["action"] != "retrain" or dry_run:
+        return out
+
+    label = cfg["dataset"]["label"]
+    data_uri = ct_data_uri or (current_uri if current_uri and drift.get("has_labels") else "")
+    out["data_uri"] = data_uri or "(CT pipeline default)"
+    severity_ = drift.get("severity", "?")
+    run_reason = f"drift ({severity_}): {decision['reason']}"[:500]
+    out["run_reason"] = run_reason
+    cluster = on_cluster(settings) if mode == "auto" else mode == "cluster"
+    common = {"model_name": model_name, "severity": severity_, "reason": decision["reason"],
+              "data_uri": out["data_uri"], "forced": bool(force), "label": label}
+    if cluster:
+        from pipelines.ct import PIPELINE_NAME
+        from pipelines.kfp_client import trigger_run
+
+        params = {"run_reason": run_reason, "model_name": model_name}
+        if data_uri:
+            params["data_uri"] = data_uri
+        stamp = now.strftime("%Y%m%d-%H%M%S")
+        info = trigger_run(PIPELINE_NAME, params, run_name=f"{PIPELINE_NAME} retrain drift-{severity_} {stamp}",
+                           settings=settings)
+        audit.record(TRIGGER_EVENT, mode="cluster", run_id=info.run_id, run_name=info.run_name, url=info.url, **common)
+        out.update(triggered=True, mode="cluster", run=info.to_dict())
+        return out
+
+    from pipelines.local import run_ct
+
+    audit.record(TRIGGER_EVENT, mode="local", **common)
+    out.update(triggered=True, mode="local")
+    try:
+        summary = run_ct(data_uri=data_uri or None, cfg=cfg, model_name=model_name, run_reason=run_reason,
+                         settings=settings, raise_on_validation=False)
+    except Exception as exc:
+        audit.record("retrain_failed", model_name=model_name, error=f"{type(exc).__name__}: {exc}"[:1000])
+        raise
+    dec = summary.get("decision") or {}
+    reg = summary.get("registered") or {}
+    audit.record("retrain_finished", model_name=model_name, run_name=summary.get("run_name"),
+                 validation_passed=summary["validation"]["passed"], deploy=dec.get("deploy"),
+                 version=reg.get("version"), alias=reg.get("alias"))
+    out["ct"] = {k: summary.get(k) for k in ("run_name", "total_seconds", "registered", "mlflow_run_id", "log")}
+    out["ct"]["validation_passed"] = summary["validation"]["passed"]
+    out["ct"]["deploy"] = dec.get("deploy")
+    out["ct"]["reasons"] = dec.get("reasons", [])
+    return out
+
+
+def trigger_retrain(
+    retrain_needed: bool,
+    drift_summary: Input[Artifact],
+    config_json: str,
+    model_name: str,
+    current_uri: str,
+    ct_data_uri: str,
+    force: bool,
+    dry_run: bool,
+    mode: str,
+) -> str:
+    """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a cluster, kfp.local locally); returns the outcome as JSON."""
+    import json
+
+    from components.retrain_policy import trigger_core
+    from kfct.config import config_from_json
+
+    cfg = config_from_json(config_json)
+    with open(drift_summary.path) as fh:
+        drift = json.load(fh)
+    drift["retrain"] = bool(retrain_needed)
+    out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
+    return json.dumps(out, default=str)

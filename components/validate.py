@@ -285,7 +285,7 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, int):
         return int(v)
     if isinstance(v, float):
-        return v if math.isfinite(v) else None
+        return float(v) if math.isfinite(v) else None
     if np is not None:
         if isinstance(v, np.bool_):
             return bool(v)
@@ -349,8 +349,9 @@ def _record(res, df_columns: set, dtypes: dict) -> dict:
     column = meta.get("column") or kwargs.get("column")
     r = dict(res.result or {})
     exc = res.exception_info or {}
-    if "raised_exception" not in exc and exc:  # GX keys multi-metric errors by metric id
-        exc = next(iter(exc.values()), {}) if isinstance(next(iter(exc.values()), None), dict) else exc
+    if exc and "raised_exception" not in exc:  # GX keys metric errors by metric id
+        inner = [x for x in exc.values() if isinstance(x, dict) and x.get("raised_exception")]
+        exc = inner[0] if inner else {}
     raised = bool(exc.get("raised_exception"))
     unexpected = r.get("unexpected_count")
     samples = _sample(r.get("partial_unexpected_list") or [])
@@ -358,8 +359,8 @@ def _record(res, df_columns: set, dtypes: dict) -> dict:
         if column is not None and column not in df_columns:
             observed: Any = f"not evaluated: column {column!r} is missing"
         else:
-            msg = str(exc.get("exception_message") or "error").strip().splitlines()[0][:300]
-            observed = f"error: {msg}"
+            lines = str(exc.get("exception_message") or "").strip().splitlines() or ["unknown error"]
+            observed = "error: " + _short(lines[0], 200)
     elif "observed_value" in r:
         observed = _jsonable(r["observed_value"])
         if kind == "expect_column_values_to_be_in_type_list" and column in dtypes:
@@ -372,6 +373,11 @@ def _record(res, df_columns: set, dtypes: dict) -> dict:
         )
         if kind == "expect_column_values_to_be_in_type_list" and column in dtypes:
             observed = f"dtype {dtypes[column]}; " + observed
+        if meta.get("check") in ("label_balance_min", "label_balance_max") and isinstance(pct, (int, float)):
+            # in-set(positive) misses are the negatives; not-in-set(positive) misses are the positives
+            share = 1 - pct / 100 if meta["check"] == "label_balance_min" else pct / 100
+            observed = f"positive share {share:.2%}"
+            unexpected = None
     else:
         observed = None
     if observed is None and kind == "expect_column_values_to_be_in_type_list" and column in dtypes:

@@ -221,6 +221,8 @@ def serve(opts: ServerOptions) -> int:
           + (f"  (split file {spath})" if spath else ""), flush=True)
     try:
         uvicorn.Server(server.rest.uvicorn_config()).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
+        pass
     finally:
         shutdown(router, watcher, plog)
     return 0

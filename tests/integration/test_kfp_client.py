@@ -294,3 +294,91 @@ def test_pure_helpers():
     with pytest.raises(KfpError, match="NAME=VALUE"):
         parse_param_args(["novalue"])
     assert json.loads(json.dumps(parse_param_args([]))) == {}
+
+
+def test_in_cluster_service_account_token(kfp_env, kfp_server, package, monkeypatch, tmp_path):
+    """In a pod without KFCT_KFP_TOKEN: the projected KFP service-account token is the credential."""
+    from kfct.settings import reset_settings
+    from pipelines import kfp_client
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    monkeypatch.delenv("KFCT_KFP_TOKEN")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
+    reset_settings()
+    info = kfp_client.submit(package)
+    assert info.run_id in kfp_server.state.runs
+    assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in kfp_server.requests)
+
+    monkeypatch.delenv("KFCT_KFP_HOST")
+    reset_settings()
+    host, token, use_sa = kfp_client._resolve_auth(__import__("kfct.settings", fromlist=["x"]).get_settings())
+    assert host == kfp_client.IN_CLUSTER_HOST and token == TOKEN and use_sa
+
+
+# ----------------------------------------------------------------------------- through the CLI
+def test_cli_submit_schedule_list_delete(kfp_env, kfp_server, package, capsys):
+    from kfct.cli import main
+
+    rc = main(["submit", "--package", str(package), "--data-uri", "s3://kfct/datasets/abc.parquet",
+               "--param", "tune_trials=3", "--run-name", "from cli"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    (run_id,) = kfp_server.state.runs
+    assert f"{kfp_server.url}/#/runs/details/{run_id}" in out
+    params = kfp_server.state.runs[run_id]["runtime_config"]["parameters"]
+    assert params == {"data_uri": "s3://kfct/datasets/abc.parquet", "tune_trials": 3}
+
+    assert main(["schedule", "--package", str(package), "--cron", "0 3 1 * *", "--name", "monthly"]) == 0
+    (rr_id,) = kfp_server.state.recurring_runs
+    rr = kfp_server.state.recurring_runs[rr_id]
+    assert rr["trigger"]["cron_schedule"]["cron"] == "0 0 3 1 * *" and int(rr["max_concurrency"]) == 1
+    assert rr["no_catchup"] is True
+    capsys.readouterr()
+    assert main(["schedule", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert rr_id in listed and "0 0 3 1 * *" in listed
+    assert main(["schedule", "--delete", rr_id]) == 0
+    assert kfp_server.state.recurring_runs == {}
+
+
+def test_cli_errors_are_one_line(kfp_env, package, monkeypatch, capsys, tmp_path):
+    from kfct.cli import main
+    from kfct.settings import reset_settings
+
+    rc = main(["submit", "--package", str(package), "--data-uri", str(tmp_path / "local.parquet")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "kfct data push" in err and len(err.strip().splitlines()) == 1
+
+    monkeypatch.setenv("KFCT_KFP_HOST", f"http://127.0.0.1:{_free_port()}")
+    reset_settings()
+    rc = main(["schedule", "--list"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("kfct: error: Kubeflow Pipelines at") and "unreachable" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_images_dry_run_and_missing_docker(kfp_env, monkeypatch, capsys, tmp_path):
+    from kfct.cli import main
+
+    assert main(["images", "--dry-run", "--push"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    builds = [ln for ln in out if ln.startswith("docker build")]
+    pushes = [ln for ln in out if ln.startswith("docker push")]
+    assert len(builds) == 3 and len(pushes) == 3
+    assert any("--target component" in b for b in builds) and any("-f Dockerfile.gpu" in b for b in builds)
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker binary here
+    rc = main(["images"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "docker not found" in err
+
+    # a docker CLI whose engine is down (as on this machine class): the daemon error, one line
+    docker = tmp_path / "docker"
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    rc = main(["images"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Docker engine unavailable: Cannot connect to the Docker daemon" in err

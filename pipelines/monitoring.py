@@ -1,0 +1,249 @@
+"""The monitoring pipeline: drift check on the current window, retraining when it is due.
+
+    prepare (champion's training snapshot + current window, both scored by the champion)
+      -> check drift (Evidently report, severity, retrain needed?)
+      -> trigger retrain (policy + cooldown; a CT run through the KFP API on a cluster,
+         the CT pipeline with kfp.local on this machine)
+
+Compiled to `build/monitoring_pipeline.yaml` by `pipelines.compile` and scheduled like
+the CT pipeline (weekly, as in the case study). `kfct monitor` runs the same stages on
+this machine: in-process by default (`run_monitor`), or as this pipeline under
+kfp.local (`run_monitor(..., via_kfp=True)`). The trigger stage always runs and
+decides, so a forced or held-back retrain is recorded like any other outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+PIPELINE_NAME = "kfct-monitoring"
+STAGES = ("prepare-drift-data", "check-drift", "trigger-retrain")
+DEFAULT_CRON = "0 0 4 * * 1"   # Mondays 04:00 UTC (6-field KFP cron)
+
+
+def make_components(settings=None) -> dict:
+    from kfp import dsl
+
+    from components import drift, retrain_policy
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+
+    def comp(fn):
+        return dsl.component(fn, base_image=s.component_image, install_kfp_package=False)
+
+    return {
+        "prepare": comp(drift.prepare_drift_data),
+        "check": comp(drift.check_drift),
+        "trigger": comp(retrain_policy.trigger_retrain),
+    }
+
+
+def _configure(task, stage: str, cfg: dict, settings):
+    """Cluster resources/secrets like the CT stages; never cached: the same inputs mean a new window."""
+    try:
+        from pipelines.task_config import apply_task_config
+    except ModuleNotFoundError:  # pragma: no cover
+        apply_task_config = None
+    if apply_task_config is not None:
+        task = apply_task_config(task, stage, cfg, settings, gpu=False)
+    task.set_caching_options(enable_caching=False)
+    return task
+
+
+def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
+    """Return the monitoring `@dsl.pipeline` function (parameters are its run-time knobs)."""
+    from kfp import dsl
+
+    from kfct.config import config_to_json, load_config
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    cfg = cfg or load_config()
+    ops = make_components(s)
+    default_config = config_to_json(cfg)
+    default_model = cfg["register"]["model_name"]
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="kfct monitoring: Evidently drift of the serving window vs the champion's training snapshot; "
+                    "retrains (a gated CT run) when drift passes the configured thresholds, with a cooldown.",
+    )
+    def monitoring_pipeline(
+        current_uri: str = "",
+        since: str = "",
+        config_json: str = default_config,
+        model_name: str = default_model,
+        ct_data_uri: str = "",
+        force: bool = False,
+        dry_run: bool = False,
+        mode: str = "auto",
+    ):
+        prep = _configure(ops["prepare"](current_uri=current_uri, since=since, config_json=config_json,
+                                         model_name=model_name), "drift", cfg, s)
+        prep.set_display_name("load reference & current window")
+        chk = _configure(ops["check"](reference=prep.outputs["reference"], current=prep.outputs["current"],
+                                      config_json=config_json, model_name=model_name,
+                                      champion_version=prep.outputs["Output"]), "drift", cfg, s)
+        chk.set_display_name("drift report (Evidently)")
+        trig = _configure(ops["trigger"](retrain_needed=chk.outputs["Output"], drift_summary=chk.outputs["summary_json"],
+                                         config_json=config_json, model_name=model_name, current_uri=current_uri,
+                                         ct_data_uri=ct_data_uri, force=force, dry_run=dry_run, mode=mode),
+                          "trigger_retrain", cfg, s)
+        trig.set_display_name("retrain decision")
+
+    return monitoring_pipeline
+
+
+# --------------------------------------------------------------------------- local driver
+def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bool = False, since=None,
+                ct_data_uri: str | None = None, cfg: dict | None = None, model_name: str | None = None,
+                settings=None, mode: str = "local", via_kfp: bool = False, out_dir: str | Path | None = None) -> dict:
+    """One monitoring pass on this machine; returns a summary (drift figures, reports, decision, CT outcome).
+
+    In-process by default: the same stage functions the pipeline wraps, without a
+    subprocess per stage. `via_kfp=True` executes the monitoring pipeline itself with
+    kfp.local (slower; what the cluster runs).
+    """
+    from kfct.config import load_config
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    cfg = cfg or load_config()
+    model_name = model_name or cfg["register"]["model_name"]
+    if via_kfp:
+        return _run_monitor_kfp(current_uri or "", dry_run, force, since, ct_data_uri or "", cfg, model_name, s, mode)
+
+    from components.drift import (DriftInputError, heldout_performance, load_current, load_reference, log_to_mlflow,
+                                  prepare_frames, run_detection, save_reports)
+    from components.retrain_policy import trigger_core
+    from kfct import audit
+    from kfct.errors import KfctError
+
+    t0 = time.perf_counter()
+    try:
+        ref, loaded, ref_source = load_reference(model_name, cfg["register"].get("alias", "champion"))
+        cur, cur_source, pred_col = load_current(current_uri, cfg, model_name, since)
+        ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
+        result = run_detection(ref, cur, cfg, float(loaded.model.threshold), heldout_performance(loaded.tags))
+    except (DriftInputError, ValueError) as exc:
+        raise KfctError(f"drift check: {exc}") from exc
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else Path(s.home) / "monitoring" / f"drift-{stamp}"
+    paths = save_reports(result, result.report, out)
+    run_id = log_to_mlflow(result, paths, model_name, loaded.version, cur_source)
+    audit.record("drift_checked", model_name=model_name, version=str(loaded.version), severity=result["severity"],
+                 retrain_needed=bool(result["retrain"]), reason=result["reason"],
+                 drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
+                 performance_drop=result.get("performance_drop"), current_source=cur_source, mlflow_run_id=run_id,
+                 dry_run=bool(dry_run))
+    drift_seconds = round(time.perf_counter() - t0, 2)
+    action = trigger_core(dict(result), cfg, model_name, current_uri or "", ct_data_uri or "", force, dry_run, mode,
+                          settings=settings)
+    return {"model_name": model_name, "champion_version": loaded.version, "reference": ref_source,
+            "current": cur_source, "drift": dict(result), "reports": {k: str(v) for k, v in paths.items()},
+            "mlflow_run_id": run_id, "decision": action, "drift_seconds": drift_seconds,
+            "total_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _run_monitor_kfp(current_uri, dry_run, force, since, ct_data_uri, cfg, model_name, s, mode) -> dict:
+    """The monitoring pipeline under kfp.local SubprocessRunner; outputs read back from the run folder."""
+    import contextlib
+    import io
+    import os
+
+    from kfp import local
+
+    from kfct.config import config_to_json
+    from kfct.errors import StageError
+    from kfct.settings import reset_settings
+
+    home = Path(s.home).resolve()
+    os.environ["KFCT_HOME"] = str(home)  # stage subprocesses read the same settings
+    reset_settings()
+    root = home / "pipeline_root"
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    pipeline = build_monitoring_pipeline(s, cfg)
+    before = {p.name for p in root.iterdir()}
+    buf = io.StringIO()
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            pipeline(current_uri=current_uri, since=str(since or ""), config_json=config_to_json(cfg),
+                     model_name=model_name, ct_data_uri=ct_data_uri, force=bool(force), dry_run=bool(dry_run),
+                     mode=mode)
+    except Exception as exc:
+        tail = "\n".join(buf.getvalue().splitlines()[-15:])
+        raise StageError(f"monitoring pipeline failed: {exc}\n{tail}") from exc
+    new = sorted((p for p in root.iterdir() if p.name not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
+    run_dir = new[-1]
+    outputs = {}
+    for task_dir in run_dir.iterdir():
+        f = task_dir / "executor_output.json"
+        if f.exists():
+            outputs[task_dir.name] = json.loads(f.read_text())
+
+    def art(task, name):
+        arts = outputs.get(task, {}).get("artifacts", {}).get(name, {}).get("artifacts", [])
+        return arts[0] if arts else {}
+
+    summ = art("check-drift", "summary_json")
+    drift = json.loads(Path(summ["uri"]).read_text()) if summ.get("uri") else {}
+    decision = json.loads(outputs.get("trigger-retrain", {}).get("parameterValues", {}).get("Output", "{}"))
+    return {"model_name": model_name, "run_name": run_dir.name, "run_dir": str(run_dir),
+            "champion_version": outputs.get("prepare-drift-data", {}).get("parameterValues", {}).get("Output"),
+            "current": current_uri or "prediction log", "drift": drift,
+            "reports": {"html": art("check-drift", "report_html").get("uri"),
+                        "json": art("check-drift", "report_json").get("uri"),
+                        "summary_md": art("check-drift", "summary").get("uri"), "summary_json": summ.get("uri")},
+            "mlflow_run_id": summ.get("metadata", {}).get("mlflow_run_id"), "decision": decision,
+            "total_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def format_monitor_summary(summary: dict) -> str:
+    """The lines `kfct monitor` prints."""
+    d = summary["drift"]
+    dec = summary["decision"]
+    cr = d.get("churn_rate") or {}
+    lines = [f"kfct monitor: {summary['model_name']} v{summary.get('champion_version')} vs {summary.get('current')}"]
+    lines.append(f"  drift       share {d['drift_share']:.3f} ({d['n_drifted_features']}/{d['n_features']} features: "
+                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
+    if d.get("churn_rate_shift") is not None:
+        lines.append(f"  churn rate  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
+                     f"(relative shift {d['churn_rate_shift']:.1%})")
+    perf = d.get("performance")
+    if perf:
+        lines.append(f"  ROC AUC     reference {perf['reference']['roc_auc']:.4f} -> current "
+                     f"{perf['current']['roc_auc']:.4f} (drop {perf['roc_auc_drop']:+.4f})")
+    lines.append(f"  severity    {d['severity']}; retrain needed: {'yes' if d['retrain'] else 'no'} ({d['reason']})")
+    act = dec.get("action")
+    if dec.get("dry_run") and act == "retrain":
+        what = "would start a CT run (dry run: nothing started)"
+    elif act == "retrain" and dec.get("mode") == "cluster":
+        run = dec.get("run", {})
+        what = f"CT run submitted to Kubeflow Pipelines: {run.get('run_name')} ({run.get('url')})"
+    elif act == "retrain":
+        ct = dec.get("ct") or {}
+        reg = ct.get("registered")
+        outcome = (f"new champion v{reg['version']}" if reg and reg.get("alias") == "champion"
+                   else f"registered v{reg['version']} as {reg.get('alias')}" if reg
+                   else "validation failed" if ct.get("validation_passed") is False
+                   else "gate said no: champion unchanged")
+        what = f"CT run {ct.get('run_name')} ({ct.get('total_seconds')}s): {outcome}"
+    elif act == "cooldown":
+        what = "held back by the cooldown"
+    else:
+        what = "nothing to do"
+    lines.append(f"  action      {what}")
+    lines.append(f"              {dec.get('reason')}")
+    ct = dec.get("ct") or {}
+    for r in ct.get("reasons", [])[:8]:
+        lines.append(f"              - {r}")
+    rep = summary.get("reports") or {}
+    if rep.get("html"):
+        lines.append(f"  report      {rep['html']}")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""The CT pipeline under kfp's local SubprocessRunner, end to end, with a real MLflow store.
+
+Run 1 registers the champion; run 2 on the same data is blocked by the gate and the
+alias stays; a corrupted dataset stops at validation and the registry is untouched.
+"""
+
+import json
+
+import pytest
+
+from kfct.errors import DataSourceError, StageError, ValidationFailed
+
+pytestmark = pytest.mark.slow
+
+ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    import os
+
+    from kfct.settings import reset_settings
+
+    home = tmp_path_factory.mktemp("ct-home")
+    old = os.environ.get("KFCT_HOME")
+    os.environ["KFCT_HOME"] = str(home)
+    reset_settings()
+    yield home
+    if old is None:
+        os.environ.pop("KFCT_HOME", None)
+    else:
+        os.environ["KFCT_HOME"] = old
+    reset_settings()
+
+
+@pytest.fixture(scope="module")
+def data_path(home):
+    from kfct.datagen import generate, write_frame
+
+    return write_frame(generate(ROWS, seed=42), home / "data" / "customers.parquet")
+
+
+def _registry_state(name):
+    from mlflow import MlflowClient
+
+    from kfct import registry
+
+    registry.setup()
+    versions = sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'"))
+    return versions, registry.aliases(name)
+
+
+@pytest.fixture(scope="module")
+def first_run(home, data_path):
+    from pipelines.local import run_ct
+
+    return run_ct(data_uri=str(data_path))
+
+
+def test_first_run_registers_champion(first_run):
+    s = first_run
+    assert s["validation"]["passed"] and s["validation"]["n_expectations"] > 50 and s["validation"]["n_failed"] == 0
+    assert s["decision"]["deploy"] is True
+    assert any("no champion yet" in r for r in s["decision"]["reasons"])
+    assert s["registered"] == {"version": "1", "alias": "champion"}
+    assert set(s["stages"]) == {"ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model"}
+    assert _registry_state(s["model_name"]) == ([1], {"champion": "1"})
+
+
+def test_registered_version_carries_lineage(first_run):
+    from kfct import registry
+
+    lm = registry.load_version(first_run["model_name"], alias="champion")
+    assert lm.tags["dataset_sha256"] == first_run["dataset"]["sha256"]
+    assert lm.tags["pipeline_run"] == first_run["run_name"]
+    assert lm.tags["mlflow_run_id"] == first_run["mlflow_run_id"] == lm.run_id
+    assert lm.tags["model_sha256"] == lm.sha256
+    assert lm.tags["code_version"]
+    assert float(lm.tags["threshold"]) == pytest.approx(lm.model.threshold, abs=1e-6)
+
+
+def test_mlflow_run_has_metrics_plots_and_card(first_run):
+    import mlflow
+
+    run = mlflow.get_run(first_run["mlflow_run_id"])
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(first_run["decision"]["metrics"]["roc_auc"])
+    assert run.data.tags["dataset_sha256"] == first_run["dataset"]["sha256"]
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/roc_curve.png", "evaluation/pr_curve.png", "evaluation/decision.json"} <= arts
+    cards = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model_card")}
+    assert {"model_card/model_card.md", "model_card/model_card.html"} <= cards
+
+
+def test_kfp_ui_artifacts_written(first_run):
+    from pathlib import Path
+
+    run_dir = Path(first_run["run_dir"])
+    out = json.loads((run_dir / "evaluate-model" / "executor_output.json").read_text())
+    arts = out["artifacts"]
+    assert {"metrics", "classification", "report", "decision"} <= set(arts)
+    metrics_meta = arts["metrics"]["artifacts"][0]["metadata"]
+    assert metrics_meta["roc_auc"] == pytest.approx(first_run["decision"]["metrics"]["roc_auc"])
+    cls_meta = arts["classification"]["artifacts"][0]["metadata"]
+    assert "confidenceMetrics" in cls_meta and "confusionMatrix" in cls_meta
+
+
+def test_second_run_on_same_data_is_blocked_and_alias_stays(first_run, data_path):
+    from pipelines.local import run_ct
+
+    s = run_ct(data_uri=str(data_path))
+    assert s["decision"]["deploy"] is False
+    assert "registered" not in s
+    assert any("vs champion v1" in r and "< min_improvement" in r for r in s["decision"]["reasons"])
+    assert s["decision"]["comparison"]["champion_version"] == "1"
+    assert _registry_state(s["model_name"]) == ([1], {"champion": "1"})
+
+
+@pytest.mark.parametrize("kind", ["unknown_category", "missing_column"])
+def test_corrupted_data_stops_at_validation(first_run, home, kind):
+    from kfct.datagen import corrupt, generate, write_frame
+    from pipelines.local import run_ct
+
+    before = _registry_state(first_run["model_name"])
+    bad = write_frame(corrupt(generate(5000, seed=3), kind), home / "data" / f"bad-{kind}.csv")
+    with pytest.raises(ValidationFailed) as err:
+        run_ct(data_uri=str(bad))
+    msg = str(err.value)
+    assert "validation failed" in msg
+    assert ("contract_type" if kind == "unknown_category" else "frustration_index") in msg
+    assert _registry_state(first_run["model_name"]) == before
+
+
+def test_audit_trail_records_the_decisions(first_run):
+    from kfct import audit
+
+    assert audit.verify().ok
+    events = [e["event"] for e in audit.read()]
+    assert events[:4] == ["validation", "gate_decision", "model_registered", "alias_moved"]
+    assert "gate_decision" in events[4:]
+
+
+def test_missing_file_is_one_clear_error(home):
+    from pipelines.local import run_ct
+
+    with pytest.raises(DataSourceError, match="dataset not found: .*nope.parquet"):
+        run_ct(data_uri=str(home / "nope.parquet"))
+
+
+def test_unreachable_s3_fails_in_ingest_with_one_line(home, monkeypatch):
+    from kfct.settings import reset_settings
+    from pipelines.local import run_ct
+
+    monkeypatch.setenv("KFCT_S3_ENDPOINT", "127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("KFCT_S3_ACCESS_KEY", "x")
+    monkeypatch.setenv("KFCT_S3_SECRET_KEY", "y")
+    reset_settings()
+    with pytest.raises(StageError) as err:
+        run_ct(data_uri="s3://kfct/datasets/x.parquet")
+    assert "ingest-data" in str(err.value) and "127.0.0.1:9" in str(err.value) and "unreachable" in str(err.value)
+    reset_settings()
