@@ -409,6 +409,34 @@ def _record(res, df_columns: set, dtypes: dict) -> dict:
     return rec
 
 
+def _plain_storage(frame):
+    """Same values, storage GX's dtype comparison understands (in place on a copy).
+
+    GX matches a column's dtype against names, which misses pyarrow-backed and
+    categorical columns (`string[pyarrow]`, pandas 3 `str`, `category`,
+    `int64[pyarrow]`). Their values are moved to object / numpy storage, where GX
+    still checks every value's type, so a wrong value is still caught and named.
+    """
+    import pandas as pd
+
+    for col in frame.columns:
+        dt = frame[col].dtype
+        if isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, pd.StringDtype) and dt != pd.StringDtype("python")):
+            frame[col] = frame[col].astype(object)
+        elif isinstance(dt, pd.ArrowDtype):
+            import pyarrow as pa
+
+            t = dt.pyarrow_dtype
+            has_nulls = bool(frame[col].isna().any())
+            if pa.types.is_integer(t):
+                frame[col] = frame[col].astype("Int64" if has_nulls else dt.numpy_dtype)
+            elif pa.types.is_floating(t):
+                frame[col] = frame[col].astype("float64")
+            else:
+                frame[col] = frame[col].astype(object)
+    return frame
+
+
 def validate_frame(df, cfg: dict) -> dict:
     """Run the schema suite on `df` with an ephemeral GX context; plain JSON-able result.
 
@@ -426,9 +454,10 @@ def validate_frame(df, cfg: dict) -> dict:
         raise ValueError(f"dataset has duplicated column names: {', '.join(dup_names)}")
     # GX selects rows per check by boolean indexing the whole frame; a fresh copy has
     # consolidated blocks, which makes each of those selections about twice as cheap.
-    frame = df.copy()
+    frame = _plain_storage(df.copy())
     frame.columns = [str(c) for c in frame.columns]
     present = list(frame.columns)
+    dtypes = {str(c): str(t) for c, t in df.dtypes.items()}  # as the user gave them
     plan = _planned(cfg, present_columns=present)
     suite = _suite_from_plan(cfg, plan)
 
@@ -456,7 +485,6 @@ def validate_frame(df, cfg: dict) -> dict:
     finally:
         gx_logger.setLevel(level)
 
-    dtypes = {c: str(frame[c].dtype) for c in present}
     # GX resolves checks in its own order; report them in suite (schema) order.
     records = [_record(by_order[i], set(present), dtypes) for i in sorted(by_order)]
     failures = [
@@ -506,7 +534,7 @@ def summary_line(result: dict, max_listed: int = 5) -> str:
     n, k = result["n_expectations"], result["n_failed"]
     line = f"validation: {n} expectations, {k} failed ({'passed' if result['passed'] else 'FAILED'})"
     fails = result.get("failures") or []
-    if fails:
+    if fails and max_listed > 0:
         parts = []
         for f in fails[:max_listed]:
             part = f"{_where(f)}: {f['check']}"

@@ -10,7 +10,7 @@ def _run(args) -> int:
     from kfct.errors import ValidationFailed
     from pipelines.local import format_summary, format_validation_failure, run_ct
 
-    cfg = load_config(args.config_file)
+    cfg = load_config()
     if args.model:
         cfg["train"]["model"] = args.model
     data_uri = args.data_uri or f"generate://{args.rows}?seed={args.seed}"
@@ -48,7 +48,6 @@ def add_commands(sub) -> None:
     r.add_argument("--data-uri", help="path (.parquet/.csv), s3://bucket/key or generate://ROWS?seed=S")
     r.add_argument("--rows", type=int, default=100_000, help="generated rows when no --data-uri")
     r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--config-file", dest="config_file", help="YAML merged over the default config")
     r.add_argument("--model", choices=["xgboost", "logistic_regression", "random_forest", "hist_gradient_boosting"])
     r.add_argument("--model-name", help="registered model name (default from config)")
     r.add_argument("--device", choices=["cpu", "cuda"])

@@ -202,3 +202,20 @@ def test_no_files_written_by_validation(validate, cfg, clean, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     validate(corrupt(clean, "too_few_rows"), cfg)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage", ["string[pyarrow]", "category", "pyarrow-backend"])
+def test_storage_backends_validate_like_numpy(validate, cfg, clean, storage, tmp_path):
+    import pandas as pd
+
+    if storage == "pyarrow-backend":
+        frame = pd.read_parquet(write_frame(clean, tmp_path / "d.parquet"), dtype_backend="pyarrow")
+    else:
+        frame = clean.astype({c: storage for c in ("customer_id", "contract_type", "region")})
+    assert validate(frame, cfg)["passed"]
+    broken = corrupt(clean, "wrong_dtype")
+    broken["tenure_days"] = broken["tenure_days"].astype("string[pyarrow]" if storage != "category" else "category")
+    result = validate(broken, cfg)
+    assert _failed(result) == {("dtype", "tenure_days"), ("range", "tenure_days")}
+    dtype_fail = next(f for f in result["failures"] if f["check"] == "dtype")
+    assert dtype_fail["sample_bad_values"] and dtype_fail["sample_bad_values"][0].endswith(" days")

@@ -120,6 +120,7 @@ def test_summary_line_passed_and_failed():
     line = summary_line(_result([RANGE_FAIL, ROWS_FAIL], n=10))
     assert line.startswith("validation: 10 expectations, 2 failed (FAILED)")
     assert "frustration_index: range (20 bad)" in line and "(table): min_rows" in line
+    assert summary_line(_result([RANGE_FAIL], n=10), max_listed=0) == "validation: 10 expectations, 1 failed (FAILED)"
     many = summary_line(_result([RANGE_FAIL] * 7, n=10), max_listed=5)
     assert many.endswith("+2 more")
 

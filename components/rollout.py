@@ -1,0 +1,470 @@
+"""Progressive canary rollout that promotes or rolls back by itself.
+
+KServe splits traffic (`canaryTrafficPercent`) but leaves promotion to its users;
+this stage closes the loop. For each step (e.g. 10 -> 50 -> 100 %) it moves the
+split, lets the canary bake, and compares it with the champion over exactly the
+requests made during the step:
+
+- error rate: canary minus champion must not exceed `max_error_rate_increase`;
+- p99 latency: the canary fails when it exceeds `max_p99_latency_ratio` x the champion's
+  AND is slower by more than `min_p99_latency_delta_ms` (sub-millisecond p99s are noise);
+- predicted churn rate (share of positive labels): must not move by more than
+  `max_churn_rate_shift` (absolute), which catches a model that flips predictions.
+
+A step passes after `bake_seconds` with at least `min_requests` canary requests; it
+fails as soon as a check fails on enough data (no need to wait out the bake); it
+fails too when the canary gets too little traffic within 3 x the bake time (never
+promote without evidence). At 100 % the champion gets no traffic, so it is compared
+with the champion's figures from the previous steps.
+
+Promotion: alias `champion` moves to the canary (audited by the registry), the split
+returns to 0 with the new champion serving, `challenger` is removed. Roll back: the
+split returns to 0, the version is tagged `rejected` with the reason, `challenger`
+is removed. Every step and the outcome go to the audit trail.
+
+Where the numbers come from is a `RolloutBackend`: `LocalRouterBackend` (the local
+KServe ModelServer's split file and `/kfct/stats`) or `ClusterBackend` (patching the
+InferenceService through the kserve SDK, metrics from Prometheus' HTTP API).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol
+
+from kfct.errors import KfctError
+
+
+class RolloutError(KfctError):
+    """The rollout cannot start or cannot talk to the serving side."""
+
+
+# -- pure decision core --------------------------------------------------------------------------
+
+@dataclass
+class Thresholds:
+    min_requests: int = 200
+    max_error_rate_increase: float = 0.01
+    max_p99_latency_ratio: float = 1.5
+    min_p99_latency_delta_ms: float = 5.0
+    max_churn_rate_shift: float = 0.10
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Thresholds":
+        r = (cfg or {}).get("rollout", cfg or {})
+        out = cls()
+        for f in cls.__dataclass_fields__:
+            if f in r and r[f] is not None:
+                setattr(out, f, type(getattr(out, f))(r[f]))
+        if out.min_requests < 1:
+            raise RolloutError("rollout.min_requests must be at least 1")
+        return out
+
+
+@dataclass
+class Window:
+    """What the backend measured for one version during a step (mirrors serving.metrics.WindowStats)."""
+
+    version: str
+    requests: int = 0
+    instances: int = 0
+    client_errors: int = 0
+    server_errors: int = 0
+    positives: int = 0
+    p99_latency_s: float = 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return (self.client_errors + self.server_errors) / self.requests if self.requests else 0.0
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positives / self.instances if self.instances else 0.0
+
+    def summary(self) -> dict:
+        return {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
+                "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
+
+    @classmethod
+    def from_stats(cls, version: str, d: dict | None) -> "Window":
+        d = d or {}
+        return cls(version=str(version), requests=int(d.get("requests", 0)), instances=int(d.get("instances", 0)),
+                   client_errors=int(d.get("client_errors", 0)), server_errors=int(d.get("server_errors", 0)),
+                   positives=int(d.get("positives", 0)), p99_latency_s=float(d.get("p99_latency_s", 0.0)))
+
+
+PASS, FAIL, WAIT = "pass", "fail", "wait"
+
+
+def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: Window | None = None) -> tuple[str, list[str]]:
+    """(verdict, reasons): `wait` while there is not enough data to judge either way."""
+    if canary.requests < thr.min_requests:
+        return WAIT, [f"canary v{canary.version} has {canary.requests} of {thr.min_requests} requests needed"]
+    ref = champion if champion.requests >= thr.min_requests else baseline
+    if ref is None or ref.requests < thr.min_requests:
+        return WAIT, [f"champion v{champion.version} has {champion.requests} of {thr.min_requests} requests needed "
+                      "and no earlier step to compare with"]
+    failures = []
+    d_err = canary.error_rate - ref.error_rate
+    if d_err > thr.max_error_rate_increase:
+        failures.append(f"error rate {canary.error_rate:.2%} vs champion {ref.error_rate:.2%} "
+                        f"(+{d_err:.2%} > {thr.max_error_rate_increase:.2%})")
+    p_can, p_ref = canary.p99_latency_s, ref.p99_latency_s
+    if p_can > thr.max_p99_latency_ratio * p_ref and (p_can - p_ref) * 1e3 > thr.min_p99_latency_delta_ms:
+        failures.append(f"p99 latency {p_can * 1e3:.2f} ms vs champion {p_ref * 1e3:.2f} ms "
+                        f"(> {thr.max_p99_latency_ratio:g}x and +{(p_can - p_ref) * 1e3:.2f} ms)")
+    shift = canary.positive_rate - ref.positive_rate
+    if abs(shift) > thr.max_churn_rate_shift:
+        failures.append(f"predicted churn rate {canary.positive_rate:.2%} vs champion {ref.positive_rate:.2%} "
+                        f"(shift {shift:+.2%}, limit {thr.max_churn_rate_shift:.2%})")
+    if failures:
+        return FAIL, failures
+    return PASS, [f"error rate {canary.error_rate:.2%} (champion {ref.error_rate:.2%}), "
+                  f"p99 {p_can * 1e3:.2f} ms (champion {p_ref * 1e3:.2f} ms), "
+                  f"churn rate {canary.positive_rate:.2%} (champion {ref.positive_rate:.2%})"]
+
+
+def parse_steps(steps: Any) -> list[float]:
+    """'10,50,100' or [10, 50, 100] -> increasing percents within (0, 100]."""
+    if isinstance(steps, str):
+        parts = [p for p in steps.replace(" ", "").split(",") if p]
+    else:
+        parts = list(steps or [])
+    try:
+        out = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise RolloutError(f"rollout steps must be numbers, got {steps!r}") from None
+    if not out:
+        raise RolloutError("rollout needs at least one step")
+    if any(not 0 < p <= 100 for p in out) or any(b <= a for a, b in zip(out, out[1:])):
+        raise RolloutError(f"rollout steps must increase within (0, 100], got {out}")
+    return out
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+class RolloutBackend(Protocol):
+    def set_split(self, champion_version: str, canary_version: str, percent: float) -> None: ...
+
+    def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]: ...
+
+    def promote(self, version: str) -> None: ...
+
+    def rollback(self, champion_version: str, canary_version: str) -> None: ...
+
+    def now(self) -> float: ...
+
+
+class LocalRouterBackend:
+    """The local KServe ModelServer: writes its split file, reads `GET /kfct/stats?since=T`."""
+
+    def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
+                 http_timeout: float = 5.0):
+        from serving.split_state import state_path as default_path
+
+        self.model_name = model_name
+        self.url = url.rstrip("/")
+        self.state_path = state_path or default_path(model_name)
+        self.apply_timeout = apply_timeout
+        self.http_timeout = http_timeout
+
+    def _get(self, path: str, params: dict | None = None) -> dict:
+        import httpx
+
+        try:
+            r = httpx.get(f"{self.url}{path}", params=params, timeout=self.http_timeout)
+        except httpx.HTTPError as exc:
+            raise RolloutError(f"model server {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
+        if r.status_code != 200:
+            raise RolloutError(f"model server {self.url}{path} answered {r.status_code}: {r.text[:200]}")
+        return r.json()
+
+    def reachable(self) -> bool:
+        try:
+            self._get("/kfct/stats", {"since": time.time()})
+            return True
+        except RolloutError:
+            return False
+
+    def now(self) -> float:
+        return time.time()
+
+    def _write_and_wait(self, **changes) -> None:
+        from serving.split_state import update_state
+
+        st = update_state(self.model_name, self.state_path, **changes)
+        deadline = time.monotonic() + self.apply_timeout
+        while True:
+            s = self._get("/kfct/stats", {"since": time.time()})
+            if int(s.get("applied_generation", 0)) >= st.generation:
+                return
+            if int(s.get("failed_generation", 0)) >= st.generation:
+                raise RolloutError(f"model server could not apply split generation {st.generation}: "
+                                   f"{s.get('last_error')}")
+            if time.monotonic() > deadline:
+                raise RolloutError(f"model server did not apply split generation {st.generation} within "
+                                   f"{self.apply_timeout:.0f} s")
+            time.sleep(0.05)
+
+    def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
+        self._write_and_wait(champion_version=champion_version, canary_version=canary_version,
+                             canary_percent=float(percent), mode="canary", reason=f"rollout step {percent:g}%")
+
+    def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
+        s = self._get("/kfct/stats", {"since": since})
+        v = s.get("versions", {})
+        return (Window.from_stats(champion_version, v.get(str(champion_version))),
+                Window.from_stats(canary_version, v.get(str(canary_version))))
+
+    def promote(self, version: str) -> None:
+        self._write_and_wait(champion_version=str(version), canary_version=None, canary_percent=0.0,
+                             mode="canary", reason=f"rollout promoted v{version}")
+
+    def rollback(self, champion_version: str, canary_version: str) -> None:
+        self._write_and_wait(champion_version=champion_version, canary_version=None, canary_percent=0.0,
+                             mode="canary", reason=f"rollout rolled back v{canary_version}")
+
+
+class PrometheusMetrics:
+    """Per-version windows from Prometheus' HTTP API (`/api/v1/query`) over kfct_* series."""
+
+    def __init__(self, url: str, model_name: str, timeout: float = 10.0, extra_selector: str = ""):
+        self.url = url.rstrip("/")
+        self.model_name = model_name
+        self.timeout = timeout
+        self.extra = extra_selector
+
+    def _sel(self, version: str, more: str = "") -> str:
+        parts = [f'model_name="{self.model_name}"', f'model_version="{version}"']
+        if self.extra:
+            parts.append(self.extra)
+        if more:
+            parts.append(more)
+        return "{" + ",".join(parts) + "}"
+
+    def query(self, promql: str) -> float:
+        import httpx
+
+        try:
+            r = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise RolloutError(f"Prometheus {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
+        if r.status_code != 200:
+            raise RolloutError(f"Prometheus answered {r.status_code} to {promql!r}: {r.text[:200]}")
+        body = r.json()
+        if body.get("status") != "success":
+            raise RolloutError(f"Prometheus query {promql!r} failed: {body.get('error')}")
+        result = body.get("data", {}).get("result", [])
+        if not result:
+            return 0.0
+        value = float(result[0]["value"][1])
+        return 0.0 if value != value else value  # NaN (no samples) -> 0
+
+    def window(self, version: str, seconds: float) -> Window:
+        rng = f"[{max(1, int(round(seconds)))}s]"
+        q = self.query
+        every, client = self._sel(version), self._sel(version, 'kind="client"')
+        server, positive = self._sel(version, 'kind="server"'), self._sel(version, 'label="1"')
+        req = q(f"sum(increase(kfct_requests_total{every}{rng}))")
+        cerr = q(f"sum(increase(kfct_request_errors_total{client}{rng}))")
+        serr = q(f"sum(increase(kfct_request_errors_total{server}{rng}))")
+        pos = q(f"sum(increase(kfct_predictions_total{positive}{rng}))")
+        inst = q(f"sum(increase(kfct_predictions_total{every}{rng}))")
+        p99 = q(f"histogram_quantile(0.99, sum by (le) (rate(kfct_request_latency_seconds_bucket{every}{rng})))")
+        return Window(version=str(version), requests=int(round(req + cerr + serr)), instances=int(round(inst)),
+                      client_errors=int(round(cerr)), server_errors=int(round(serr)), positives=int(round(pos)),
+                      p99_latency_s=p99)
+
+
+class ClusterBackend:
+    """An InferenceService patched through the kserve SDK; metrics from Prometheus."""
+
+    def __init__(self, model_name: str, isvc_name: str, namespace: str, prometheus_url: str, kserve_client=None,
+                 settings=None, cfg: dict | None = None):
+        self.model_name = model_name
+        self.isvc_name = isvc_name
+        self.namespace = namespace
+        self.metrics = PrometheusMetrics(prometheus_url, model_name=isvc_name)
+        self.client = kserve_client
+        self.settings = settings
+        self.cfg = cfg
+
+    def now(self) -> float:
+        return time.time()
+
+    def _client(self):
+        if self.client is None:
+            from components.deploy import kserve_client
+
+            self.client = kserve_client()
+        return self.client
+
+    def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
+        from components.deploy import patch_traffic
+
+        patch_traffic(self._client(), self.isvc_name, self.namespace, percent)
+
+    def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
+        seconds = max(1.0, time.time() - since)
+        return self.metrics.window(champion_version, seconds), self.metrics.window(canary_version, seconds)
+
+    def promote(self, version: str) -> None:
+        from components.deploy import patch_traffic
+
+        patch_traffic(self._client(), self.isvc_name, self.namespace, 100)
+
+    def rollback(self, champion_version: str, canary_version: str) -> None:
+        """Traffic back to the previous revision at once, then the spec back to the champion."""
+        from components.deploy import apply_inference_service, build_inference_service, patch_traffic
+
+        client = self._client()
+        patch_traffic(client, self.isvc_name, self.namespace, 0)
+        isvc = build_inference_service(self.model_name, champion_version, name=self.isvc_name,
+                                       namespace=self.namespace, canary_percent=100, settings=self.settings)
+        apply_inference_service(client, isvc, self.isvc_name, self.namespace)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+@dataclass
+class RolloutResult:
+    model_name: str
+    canary_version: str
+    champion_version: str | None
+    outcome: str  # promoted | rolled_back | deferred
+    reasons: list[str] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds, steps: list[float],
+                bake_seconds: float, canary_version: str | None = None, champion_version: str | None = None,
+                poll_seconds: float = 0.5, max_wait_factor: float = 3.0, sleep: Callable[[float], None] = time.sleep,
+                log: Callable[[str], None] | None = None) -> RolloutResult:
+    """Walk the steps; promote or roll back. Registry changes happen only at the end, once."""
+    from kfct import audit, registry
+
+    say = log or (lambda _m: None)
+    registry.setup()
+    canary_version = str(canary_version or registry.alias_version(model_name, "challenger") or "")
+    if not canary_version:
+        raise RolloutError(f"model {model_name}: no version has alias 'challenger'; nothing to roll out "
+                           "(deploy a version first: the deploy stage or `kfct serve --canary-version`)")
+    champion_version = str(champion_version or registry.alias_version(model_name, "champion") or "")
+    if not champion_version:
+        raise RolloutError(f"model {model_name}: no champion to compare v{canary_version} with")
+    if champion_version == canary_version:
+        raise RolloutError(f"model {model_name}: v{canary_version} is already the champion")
+    steps = parse_steps(steps)
+    t_start = time.monotonic()
+    audit.record("rollout_started", model_name=model_name, version=canary_version, champion=champion_version,
+                 steps=steps, bake_seconds=bake_seconds, thresholds=asdict(thresholds))
+    result = RolloutResult(model_name, canary_version, champion_version, "rolled_back")
+    baseline: Window | None = None
+    failed: list[str] | None = None
+    for pct in steps:
+        try:
+            backend.set_split(champion_version, canary_version, pct)
+        except RolloutError as exc:
+            failed = [f"step {pct:g}%: could not route traffic to the canary: {exc}"]
+            break
+        since = backend.now()
+        say(f"step {pct:g}%: baking {bake_seconds:g} s")
+        t0 = time.monotonic()
+        verdict, reasons, champ, can = WAIT, [], Window(champion_version), Window(canary_version)
+        while True:
+            sleep(poll_seconds)
+            champ, can = backend.windows(champion_version, canary_version, since)
+            verdict, reasons = evaluate_step(champ, can, thresholds, baseline)
+            elapsed = time.monotonic() - t0
+            if verdict == FAIL:
+                break
+            if verdict == PASS and elapsed >= bake_seconds:
+                break
+            if elapsed >= max_wait_factor * bake_seconds:
+                verdict = FAIL
+                reasons = [f"not enough traffic to judge within {max_wait_factor * bake_seconds:g} s: "
+                           + "; ".join(reasons)]
+                break
+        step = {"percent": pct, "verdict": verdict, "reasons": reasons, "champion": champ.summary(),
+                "canary": can.summary(), "seconds": round(time.monotonic() - t0, 2)}
+        result.steps.append(step)
+        audit.record("rollout_step", model_name=model_name, version=canary_version, **step)
+        say(f"step {pct:g}%: {verdict}: {'; '.join(reasons)}")
+        if verdict != PASS:
+            failed = [f"step {pct:g}%: {r}" for r in reasons]
+            break
+        if champ.requests >= thresholds.min_requests:
+            baseline = champ
+
+    result.seconds = round(time.monotonic() - t_start, 2)
+    if failed is None:
+        reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
+        registry.set_alias(model_name, "champion", canary_version, reason=f"rollout: {reason}")
+        backend.promote(canary_version)
+        registry.set_version_tag(model_name, canary_version, "rollout_status", "promoted")
+        registry.delete_alias(model_name, "challenger", reason="promoted to champion")
+        result.outcome, result.reasons = "promoted", [reason]
+        audit.record("rollout_promoted", model_name=model_name, version=canary_version,
+                     previous=champion_version, reason=reason, seconds=result.seconds)
+        return result
+
+    reason = "; ".join(failed)
+    try:
+        backend.rollback(champion_version, canary_version)
+    finally:
+        registry.set_version_tag(model_name, canary_version, "rejected", "true")
+        registry.set_version_tag(model_name, canary_version, "rollout_status", "rejected")
+        registry.set_version_tag(model_name, canary_version, "rejected_reason", reason[:4000])
+        registry.delete_alias(model_name, "challenger", reason=f"rolled back: {reason}"[:4000])
+        audit.record("rollout_rolled_back", model_name=model_name, version=canary_version,
+                     champion=champion_version, reason=reason, seconds=result.seconds)
+    result.reasons = failed
+    return result
+
+
+def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
+                 canary_version: str | None = None, poll_seconds: float | None = None, log=None) -> RolloutResult:
+    """Thresholds, steps and bake time from `cfg["rollout"]` unless given."""
+    r = cfg.get("rollout", {})
+    return run_rollout(model_name, backend, Thresholds.from_config(cfg),
+                       parse_steps(steps if steps is not None else r.get("steps", [10, 50, 100])),
+                       float(bake_seconds if bake_seconds is not None else r.get("bake_seconds", 60)),
+                       canary_version=canary_version,
+                       poll_seconds=float(poll_seconds if poll_seconds is not None else r.get("poll_seconds", 1.0)),
+                       log=log)
+
+
+def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
+                  server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
+    """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
+    import json
+    import os
+
+    from components.rollout import ClusterBackend, LocalRouterBackend, rollout_core
+    from kfct import audit
+    from kfct.config import config_from_json
+    from kfct.settings import get_settings
+
+    cfg = config_from_json(config_json)
+    s = get_settings()
+    if target == "auto":
+        target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
+    if target == "cluster":
+        backend = ClusterBackend(model_name, isvc_name=model_name, namespace=namespace or s.kfp_namespace,
+                                 prometheus_url=prometheus_url or os.environ.get("KFCT_PROMETHEUS_URL",
+                                                                                 "http://prometheus-operated.monitoring:9090"),
+                                 settings=s, cfg=cfg)
+    else:
+        backend = LocalRouterBackend(model_name, server_url or f"http://{s.serving_host}:{s.serving_port}")
+        if not backend.reachable():
+            # No live traffic to judge by: leave the canary deployed; `kfct rollout` finishes it later.
+            audit.record("rollout_deferred", model_name=model_name, version=version,
+                         reason=f"no model server at {backend.url}")
+            return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}"})
+    res = rollout_core(model_name, cfg, backend, canary_version=version or None)
+    return json.dumps(res.to_json())
