@@ -553,6 +553,11 @@ def _short(v: Any, limit: int = 160) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def _samples_text(values: list, limit: int = 400) -> str:
+    """`"lifetime", 7.5` style: JSON per value, so strings and numbers stay distinguishable."""
+    return _short(", ".join(json.dumps(v, default=str) for v in values or []), limit)
+
+
 def _md_cell(v: Any, limit: int = 160) -> str:
     return _short(v, limit).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
@@ -575,7 +580,7 @@ def render_markdown(result: dict) -> str:
             lines.append(
                 f"| {i} | {_md_cell(_where(f))} | {_md_cell(f['check'])} `{f['expectation']}` | {_md_cell(f['expected'])} "
                 f"| {_md_cell(f['observed'])} | {_md_cell(f.get('unexpected_count'))} "
-                f"| {_md_cell(f['sample_bad_values'], 240)} |"
+                f"| {_md_cell(_samples_text(f['sample_bad_values'], 240), 240)} |"
             )
         lines.append("")
     else:
@@ -630,7 +635,7 @@ def render_html(result: dict) -> str:
                 f'<tr class="fail"><td>{i}</td><td>{e(_where(f))}</td><td>{e(f["check"])}<br><code>{e(f["expectation"])}</code></td>'
                 f"<td>{e(f['expected'])}</td><td>{e(_short(f['observed'], 400))}</td>"
                 f"<td>{e(_short(f.get('unexpected_count')))}</td>"
-                f"<td>{e(_short(f['sample_bad_values'], 400))}</td></tr>"
+                f"<td>{e(_samples_text(f['sample_bad_values']))}</td></tr>"
             )
         parts.append("</tbody></table>")
     else:

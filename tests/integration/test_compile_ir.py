@@ -30,7 +30,7 @@ def compiled(tmp_path_factory):
     import os
 
     from kfct.settings import Settings, reset_settings
-    from pipelines.compile import compile_all
+    from pipelines.compile import compile_ct
 
     saved = {k: os.environ.get(k) for k in SENTINELS}
     os.environ.update(SENTINELS)
@@ -41,12 +41,12 @@ def compiled(tmp_path_factory):
         out = {}
         for gpu in (False, True):
             d = tmp_path_factory.mktemp("gpu" if gpu else "cpu")
-            paths = compile_all(d, gpu=gpu, settings=settings)
-            assert paths[0] == d / "ct_pipeline.yaml"
-            text = paths[0].read_text()
+            path = compile_ct(d, gpu=gpu, settings=settings)
+            assert path == d / "ct_pipeline.yaml"
+            text = path.read_text()
             docs = list(yaml.safe_load_all(text))
             out[gpu] = {"text": text, "spec": docs[0], "platform": docs[1] if len(docs) > 1 else {},
-                        "paths": paths}
+                        "path": path}
         out["settings"] = settings
         return out
     finally:
@@ -189,6 +189,19 @@ def test_compiled_package_is_accepted_by_kfp_client_loader(compiled):
     """The exact loader `kfp.Client` uses on upload/run reads our package (pipeline + platform spec)."""
     from kfp.client.client import _extract_pipeline_yaml
 
-    doc = _extract_pipeline_yaml(str(compiled[True]["paths"][0]))
+    doc = _extract_pipeline_yaml(str(compiled[True]["path"]))
     assert doc.pipeline_spec.pipeline_info.name == "kfct-ct"
     assert "kubernetes" in doc.platform_spec.platforms
+
+
+def test_compile_all_writes_every_pipeline(tmp_path):
+    """`make compile`: the CT pipeline, and the monitoring pipeline once it exists."""
+    from pipelines.compile import compile_all, monitoring_available
+
+    paths = compile_all(tmp_path / "build")
+    names = [p.name for p in paths]
+    assert names[0] == "ct_pipeline.yaml"
+    assert ("monitoring_pipeline.yaml" in names) == monitoring_available()
+    for p in paths:
+        doc = yaml.safe_load_all(p.read_text())
+        assert next(doc)["pipelineInfo"]["name"]

@@ -74,3 +74,11 @@ def test_cuda_needs_xgboost(cfg):
     tr, va, te, enc = featurize_core(generate(2000, seed=2), c)
     with pytest.raises(ValueError, match="device='cuda' needs model xgboost"):
         train_core(tr, va, c, encoder=enc, device="cuda")
+
+
+def test_optuna_search_tunes_on_validation(cfg):
+    tr, va, te, enc = featurize_core(generate(4000, seed=12), cfg)
+    model, params, val_metrics, info = train_core(tr, va, cfg, encoder=enc, tune_trials=3)
+    assert info["tune_trials"] == 3
+    assert {"max_depth", "learning_rate", "subsample"} <= set(params)
+    assert val_metrics["val_roc_auc"] > 0.75

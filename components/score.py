@@ -1,0 +1,196 @@
+"""Batch scoring: the champion scores a parquet of customers, vectorised and chunked.
+
+The case study needed 2 h 31 min for 2.1 M customers (row-by-row scoring). Here the
+file is read with pyarrow in record batches of `chunk_rows`, each chunk is encoded
+by the model's own fitted encoder (`ChurnModel.predict_positive`: one numpy matrix,
+no per-row Python) and scored by the booster's multithreaded predictor, and the
+result — id, probability, label, model version — is streamed to a parquet file.
+Memory stays bounded by the chunk size whatever the input size.
+
+Input must carry every model feature (extra columns such as the label are ignored);
+a missing column or an unknown category stops with a message naming it, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kfct.errors import KfctError
+
+DEFAULT_CHUNK_ROWS = 262_144
+
+
+class ScoringError(KfctError):
+    """The input cannot be scored (missing file or feature, bad category)."""
+
+
+@dataclass
+class ScoreSummary:
+    input: str
+    output: str
+    rows: int
+    model_name: str
+    model_version: str
+    threshold: float
+    positives: int
+    seconds: float
+    rows_per_second: float
+    read_seconds: float
+    score_seconds: float
+    write_seconds: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def score_frame(model, df, id_column: str | None = "customer_id", version: str = "", chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    """DataFrame -> DataFrame[id, probability, label, model_version] (vectorised, chunked)."""
+    import pandas as pd
+
+    from kfct.model import FeatureError
+
+    n = len(df)
+    probs = np.empty(n, dtype=np.float64)
+    for start in range(0, n, chunk_rows):
+        part = df.iloc[start:start + chunk_rows]
+        try:
+            probs[start:start + len(part)] = model.predict_positive(part)
+        except FeatureError as exc:
+            raise ScoringError(f"rows {start}..{start + len(part) - 1}: {exc}") from exc
+    out = {}
+    if id_column and id_column in df.columns:
+        out[id_column] = df[id_column].to_numpy()
+    out["probability"] = probs
+    out["label"] = (probs >= model.threshold).astype(np.int8)
+    out["model_version"] = pd.Categorical([str(version)] * n) if n else pd.Categorical([])
+    return pd.DataFrame(out)
+
+
+def _threads(model) -> None:
+    booster = model._booster() if hasattr(model, "_booster") else None
+    if booster is not None:
+        booster.set_param({"nthread": 0})  # all cores for batch work
+
+
+def score_file(model, input_path: str | Path, output_path: str | Path, version: str, model_name: str,
+               id_column: str | None = "customer_id", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
+    """Stream a parquet (or CSV) through the model into a parquet of scores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src, dest = Path(input_path), Path(output_path)
+    if not src.is_file():
+        raise ScoringError(f"input file not found: {src}")
+    if dest.suffix.lower() not in (".parquet", ".pq"):
+        raise ScoringError(f"output must be a .parquet file, got {dest.name}")
+    _threads(model)
+    features = list(getattr(model, "feature_names", []) or [])
+    t0 = time.perf_counter()
+    t_read = t_score = t_write = 0.0
+    rows = positives = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    writer = None
+    try:
+        for frame, dt_read in _read_chunks(src, features, id_column, chunk_rows):
+            t_read += dt_read
+            t1 = time.perf_counter()
+            scored = score_frame(model, frame, id_column, version, chunk_rows)
+            t_score += time.perf_counter() - t1
+            t2 = time.perf_counter()
+            table = pa.Table.from_pandas(scored, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="snappy")
+            writer.write_table(table)
+            t_write += time.perf_counter() - t2
+            rows += len(scored)
+            positives += int(scored["label"].sum())
+        if writer is None:
+            raise ScoringError(f"{src} holds no rows")
+        writer.close()
+        writer = None
+        tmp.replace(dest)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    total = time.perf_counter() - t0
+    return ScoreSummary(str(src), str(dest), rows, model_name, str(version), float(model.threshold), positives,
+                        round(total, 3), round(rows / total, 1) if total else 0.0, round(t_read, 3),
+                        round(t_score, 3), round(t_write, 3))
+
+
+def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_rows: int):
+    """Yield (DataFrame chunk, read seconds) holding the id and the model's features."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    wanted = ([id_column] if id_column else []) + features
+    if src.suffix.lower() == ".csv":
+        t = time.perf_counter()
+        df = pd.read_csv(src)
+        _check_columns(df.columns, features, src)
+        cols = [c for c in wanted if c in df.columns]
+        yield df[cols], time.perf_counter() - t
+        return
+    try:
+        pf = pq.ParquetFile(src)
+    except Exception as exc:
+        raise ScoringError(f"{src} is not a readable parquet file: {exc}") from exc
+    names = pf.schema_arrow.names
+    _check_columns(names, features, src)
+    cols = [c for c in wanted if c in names]
+    it = pf.iter_batches(batch_size=chunk_rows, columns=cols)
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        frame = batch.to_pandas()
+        yield frame, time.perf_counter() - t
+
+
+def _check_columns(present, features: list[str], src: Path) -> None:
+    missing = [c for c in features if c not in set(present)]
+    if missing:
+        raise ScoringError(f"{src} lacks feature column {missing[0]!r}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+def score_core(input_path: str | Path, output_path: str | Path, model_name: str, alias: str = "champion",
+               version: str | None = None, id_column: str | None = "customer_id",
+               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
+    """Load the version from the registry (hash verified) and score the file."""
+    from kfct import audit, registry
+
+    registry.setup()
+    try:
+        lm = registry.load_version(model_name, alias=None if version else alias, version=version)
+    except registry.ModelIntegrityError:
+        raise
+    except Exception as exc:
+        what = f"v{version}" if version else f"alias {alias!r}"
+        raise ScoringError(f"model {model_name} {what} cannot be loaded: {exc}") from exc
+    summary = score_file(lm.model, input_path, output_path, lm.version, model_name, id_column, chunk_rows)
+    audit.record("batch_scored", model_name=model_name, version=lm.version, rows=summary.rows,
+                 input=summary.input, output=summary.output, seconds=summary.seconds)
+    return summary
+
+
+def score_customers(customers_path: str, output_path: str, model_name: str, alias: str = "champion") -> str:
+    """Batch-score a parquet of customers with the registered model (alias champion); returns a JSON summary."""
+    import json
+
+    from components.score import score_core
+    from kfct.config import load_config
+
+    cfg = load_config()
+    s = score_core(customers_path, output_path, model_name, alias=alias, id_column=cfg["dataset"]["id_column"])
+    return json.dumps(s.to_json())
