@@ -33,12 +33,17 @@ def setup(settings=None, experiment: str | None = None) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         try:
-            return mlflow.create_experiment(name, artifact_location=s.artifact_root)
+            exp_id = mlflow.create_experiment(name, artifact_location=s.artifact_root)
         except Exception:  # created concurrently by another stage
             exp = mlflow.get_experiment_by_name(name)
             if exp is None:
                 raise
-    return exp.experiment_id
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+    # Runs go to this experiment (and its artifact root), never to "Default" in ./mlruns.
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
 
 
 def client():
