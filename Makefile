@@ -46,7 +46,7 @@ schedule: compile ## Create a recurring CT run (default monthly)
 	$(KFCT) schedule $(ARGS)
 
 images: ## Build and push component, GPU-training and serving images (needs Docker)
-	$(KFCT) images $(ARGS)
+	$(KFCT) images --push $(ARGS)
 
 serve: install ## Serve champion (+ canary) with KServe on 127.0.0.1:8080
 	$(KFCT) serve $(ARGS)

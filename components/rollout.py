@@ -11,6 +11,10 @@ requests made during the step:
 - predicted churn rate (share of positive labels): must not move by more than
   `max_churn_rate_shift` (absolute), which catches a model that flips predictions.
 
+Rates over their limit fail only once the difference is statistically clear
+(two-proportion z >= `significance_z`, default 3), because the step is re-checked
+every poll while it bakes and sampling noise would otherwise reject healthy canaries.
+
 A step passes after `bake_seconds` with at least `min_requests` canary requests; it
 fails as soon as a check fails on enough data (no need to wait out the bake); it
 fails too when the canary gets too little traffic within 3 x the bake time (never
@@ -49,6 +53,7 @@ class Thresholds:
     max_p99_latency_ratio: float = 1.5
     min_p99_latency_delta_ms: float = 5.0
     max_churn_rate_shift: float = 0.10
+    significance_z: float = 3.0
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Thresholds":
@@ -97,29 +102,56 @@ class Window:
 PASS, FAIL, WAIT = "pass", "fail", "wait"
 
 
+def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> float:
+    """|z| of the difference of two proportions (pooled); inf when both are certain and differ."""
+    import math
+
+    if n1 <= 0 or n2 <= 0:
+        return 0.0
+    p1, p2 = x1 / n1, x2 / n2
+    pool = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(pool * (1.0 - pool) * (1.0 / n1 + 1.0 / n2))
+    if se == 0.0:
+        return 0.0 if p1 == p2 else math.inf
+    return abs(p1 - p2) / se
+
+
 def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: Window | None = None) -> tuple[str, list[str]]:
-    """(verdict, reasons): `wait` while there is not enough data to judge either way."""
+    """(verdict, reasons): `wait` while there is not enough data to judge either way.
+
+    A rate over its limit fails the step only when the difference is also statistically
+    clear (two-proportion z >= `significance_z`); over the limit but not yet clear means
+    wait for more requests. The step is checked repeatedly while it bakes, so without
+    this a healthy canary would sooner or later trip on sampling noise.
+    """
     if canary.requests < thr.min_requests:
         return WAIT, [f"canary v{canary.version} has {canary.requests} of {thr.min_requests} requests needed"]
     ref = champion if champion.requests >= thr.min_requests else baseline
     if ref is None or ref.requests < thr.min_requests:
         return WAIT, [f"champion v{champion.version} has {champion.requests} of {thr.min_requests} requests needed "
                       "and no earlier step to compare with"]
-    failures = []
+    failures, unclear = [], []
     d_err = canary.error_rate - ref.error_rate
     if d_err > thr.max_error_rate_increase:
-        failures.append(f"error rate {canary.error_rate:.2%} vs champion {ref.error_rate:.2%} "
-                        f"(+{d_err:.2%} > {thr.max_error_rate_increase:.2%})")
+        z = two_proportion_z(canary.client_errors + canary.server_errors, canary.requests,
+                             ref.client_errors + ref.server_errors, ref.requests)
+        msg = (f"error rate {canary.error_rate:.2%} vs champion {ref.error_rate:.2%} "
+               f"(+{d_err:.2%} > {thr.max_error_rate_increase:.2%}, z={z:.1f})")
+        (failures if z >= thr.significance_z else unclear).append(msg)
     p_can, p_ref = canary.p99_latency_s, ref.p99_latency_s
     if p_can > thr.max_p99_latency_ratio * p_ref and (p_can - p_ref) * 1e3 > thr.min_p99_latency_delta_ms:
         failures.append(f"p99 latency {p_can * 1e3:.2f} ms vs champion {p_ref * 1e3:.2f} ms "
                         f"(> {thr.max_p99_latency_ratio:g}x and +{(p_can - p_ref) * 1e3:.2f} ms)")
     shift = canary.positive_rate - ref.positive_rate
     if abs(shift) > thr.max_churn_rate_shift:
-        failures.append(f"predicted churn rate {canary.positive_rate:.2%} vs champion {ref.positive_rate:.2%} "
-                        f"(shift {shift:+.2%}, limit {thr.max_churn_rate_shift:.2%})")
+        z = two_proportion_z(canary.positives, canary.instances, ref.positives, ref.instances)
+        msg = (f"predicted churn rate {canary.positive_rate:.2%} vs champion {ref.positive_rate:.2%} "
+               f"(shift {shift:+.2%}, limit {thr.max_churn_rate_shift:.2%}, z={z:.1f})")
+        (failures if z >= thr.significance_z else unclear).append(msg)
     if failures:
         return FAIL, failures
+    if unclear:
+        return WAIT, [f"not yet clear: {m}" for m in unclear]
     return PASS, [f"error rate {canary.error_rate:.2%} (champion {ref.error_rate:.2%}), "
                   f"p99 {p_can * 1e3:.2f} ms (champion {p_ref * 1e3:.2f} ms), "
                   f"churn rate {canary.positive_rate:.2%} (champion {ref.positive_rate:.2%})"]

@@ -12,11 +12,29 @@ ran a local pipeline before.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
 
+from kfct.errors import KfctError
+
 CT_FILE = "ct_pipeline.yaml"
 MONITORING_FILE = "monitoring_pipeline.yaml"
+
+
+class CompileError(KfctError):
+    """A pipeline could not be built or failed kfp's compiler (type checks included)."""
+
+
+@contextlib.contextmanager
+def _building(what: str):
+    try:
+        yield
+    except KfctError:
+        raise
+    except Exception as exc:  # kfp raises TypeError/ValueError/... for bad wiring and types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CompileError(f"cannot compile the {what} pipeline: {type(exc).__name__}: {first}"[:500]) from exc
 
 
 def _compile(pipeline_func, path: Path) -> Path:
@@ -31,9 +49,9 @@ def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings=None, 
     from pipelines.ct import build_ct_pipeline
     from pipelines.task_config import target
 
-    with target("cluster"):
+    with _building("CT"), target("cluster"):
         func = build_ct_pipeline(settings=settings, cfg=cfg, gpu=gpu)
-    return _compile(func, Path(out_dir) / CT_FILE)
+        return _compile(func, Path(out_dir) / CT_FILE)
 
 
 def monitoring_available() -> bool:
@@ -43,12 +61,13 @@ def monitoring_available() -> bool:
 def compile_monitoring(out_dir: str | Path = "build") -> Path | None:
     if not monitoring_available():
         return None
-    from pipelines.monitoring import build_monitoring_pipeline
     from pipelines.task_config import target
 
-    with target("cluster"):
+    with _building("monitoring"), target("cluster"):
+        from pipelines.monitoring import build_monitoring_pipeline
+
         func = build_monitoring_pipeline()
-    return _compile(func, Path(out_dir) / MONITORING_FILE)
+        return _compile(func, Path(out_dir) / MONITORING_FILE)
 
 
 def compile_all(out_dir: str | Path = "build", gpu: bool = False, settings=None, cfg: dict | None = None) -> list[Path]:

@@ -326,7 +326,7 @@ def _experiment_id(conn: Connection, name: str, create: bool = True) -> str | No
         return c.create_experiment(name=name, namespace=conn.namespace).experiment_id
 
 
-def _latest_version(conn: Connection, pipeline_id: str, page_size: int = 1) -> list:
+def _versions_newest_first(conn: Connection, pipeline_id: str, page_size: int = 1) -> list:
     with _quiet(), _api(f"listing versions of pipeline {pipeline_id}", conn.host):
         resp = conn.client.list_pipeline_versions(pipeline_id=pipeline_id, sort_by="created_at desc",
                                                   page_size=page_size)
@@ -338,7 +338,8 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
     """Upload the package; a new version when the pipeline exists. Returns (pipeline_id, version_id)."""
     spec = read_package(package_path)
     name = pipeline_name or spec["pipelineInfo"]["name"]
-    digest = package_sha256(package_path)[:12]
+    full_digest = package_sha256(package_path)
+    digest = full_digest[:12]
     c = conn.client
     with _quiet(), _api(f"looking up pipeline {name!r}", conn.host):
         pipeline_id = c.get_pipeline_id(name)
@@ -346,18 +347,18 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
         with _quiet(), _api(f"uploading pipeline {name!r}", conn.host):
             pipe = c.upload_pipeline(str(package_path), pipeline_name=name,
                                      description=spec["pipelineInfo"].get("description") or "kfct pipeline")
-        versions = _latest_version(conn, pipe.pipeline_id)
+        versions = _versions_newest_first(conn, pipe.pipeline_id)
         if not versions:
             raise KfpError(f"pipeline {name!r} was uploaded but the API lists no version for it")
         return pipe.pipeline_id, versions[0].pipeline_version_id
     # Same package already uploaded as a version? Reuse it rather than piling up duplicates.
-    for v in _latest_version(conn, pipeline_id, page_size=50):
+    for v in _versions_newest_first(conn, pipeline_id, page_size=50):
         if digest in (v.display_name or ""):
             return pipeline_id, v.pipeline_version_id
     vname = version_name or f"{name}-{_timestamp()}-{digest}"
     with _quiet(), _api(f"uploading a new version of pipeline {name!r}", conn.host):
         ver = c.upload_pipeline_version(str(package_path), pipeline_version_name=vname, pipeline_id=pipeline_id,
-                                        description=f"package sha256 {package_sha256(package_path)}")
+                                        description=f"package sha256 {full_digest}")
     return pipeline_id, ver.pipeline_version_id
 
 
@@ -403,7 +404,7 @@ def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | 
         pipeline_id = conn.client.get_pipeline_id(pipeline_name)
     if pipeline_id is None:
         raise KfpError(f"pipeline {pipeline_name!r} not found on {conn.host}: upload it first (`kfct submit`)")
-    versions = _latest_version(conn, pipeline_id)
+    versions = _versions_newest_first(conn, pipeline_id)
     if not versions:
         raise KfpError(f"pipeline {pipeline_name!r} has no version on {conn.host}")
     exp_id = _experiment_id(conn, experiment or s.kfp_experiment)

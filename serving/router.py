@@ -145,6 +145,14 @@ class ChurnRouter(kserve.Model):
     def validate(self, payload):
         return payload
 
+    def get_input_types(self) -> list[dict]:
+        champ = self._route.champion
+        return champ.get_input_types() if champ is not None else []
+
+    def get_output_types(self) -> list[dict]:
+        champ = self._route.champion
+        return champ.get_output_types() if champ is not None else []
+
     def preprocess(self, payload, headers=None):
         t0 = time.perf_counter()
         try:

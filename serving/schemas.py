@@ -86,7 +86,7 @@ def v1_records(payload: Any) -> list[dict]:
         raise BadRequest("'instances' is empty: send at least one record", field="instances")
     for i, rec in enumerate(instances):
         if not isinstance(rec, dict):
-            raise BadRequest(f"instance {i}: expected an object of features, got {type(rec).__name__}",
+            raise BadRequest(f"'instances'[{i}] must be an object of features, got {type(rec).__name__}",
                              field="instances", index=i)
     return instances
 

@@ -255,7 +255,10 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     import os
 
     sha = args.model_sha256 or os.environ.get("KFCT_MODEL_SHA256")
-    return ServerOptions(model_name=args.model_name, alias=args.alias, version=args.version,
+    version = args.version
+    if args.model_dir and not version:  # InferenceService: the deploy stage sets these env vars
+        version = os.environ.get("KFCT_MODEL_VERSION")
+    return ServerOptions(model_name=args.model_name, alias=args.alias, version=version,
                          model_dir=args.model_dir, model_sha256=sha, host=args.host, port=args.port,
                          canary_version=args.canary_version, canary_percent=args.canary_percent,
                          shadow=args.shadow, watch=args.watch, log_predictions=args.log_predictions,

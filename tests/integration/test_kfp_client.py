@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from tests.fakes.kfp_server import API, FakeKfpServer
+from fakes.kfp_server import FakeKfpServer  # tests/ is on sys.path (tests/conftest.py)
 
 TOKEN = "t0k3n-for-tests"
 

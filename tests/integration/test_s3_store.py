@@ -275,3 +275,21 @@ def test_unreachable_or_unconfigured_endpoint(monkeypatch, tmp_path, frame):
         read_dataset(f"s3://{BUCKET}/datasets/" + "b" * 64 + ".parquet")
     reset_settings()
 
+
+
+def test_kfct_data_push_prints_the_uri(s3_env, frame, tmp_path, capsys, monkeypatch):
+    """The command users run: `kfct data push PATH` prints the content-addressed URI; errors are one line."""
+    from kfct.cli import main
+    from kfct.lineage import sha256_file
+    from kfct.settings import reset_settings
+
+    pq = tmp_path / "customers.parquet"
+    frame.to_parquet(pq, index=False)
+    assert main(["data", "push", str(pq)]) == 0
+    assert capsys.readouterr().out.strip() == f"s3://{BUCKET}/datasets/{sha256_file(pq)}.parquet"
+
+    monkeypatch.setenv("KFCT_S3_SECRET_KEY", "wrong-secret")
+    reset_settings()
+    assert main(["data", "push", str(pq)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kfct: error: ") and "credentials rejected" in err and len(err.strip().splitlines()) == 1

@@ -122,14 +122,34 @@ def test_overlays_patch_objects_the_base_has(overlay, base):
         assert img["name"] in used, f"{overlay} retags image {img['name']} nobody uses"
 
 
-def test_base_has_namespace_minio_mlflow_and_rbac(base):
+def test_namespaces_come_from_overlays_and_kubeflows_is_never_owned():
+    base_objs, _ = render(BASE)
+    assert not find(base_objs, "Namespace"), "the base must not create a namespace"
+    for overlay in OVERLAYS:
+        d = MANIFESTS / "overlays" / overlay
+        objs, _ = render(d)
+        ns = kustomization(d)["namespace"]
+        owned = [o["metadata"]["name"] for o in find(objs, "Namespace")]
+        assert owned in ([], [ns]), f"{overlay} creates namespaces {owned} but deploys into {ns}"
+        if ns == "kubeflow":
+            assert owned == [], "`kubectl delete -k` would delete KFP's namespace"
+        (cm,) = find(objs, "ConfigMap", "kfct-config")
+        patched = {}
+        for patch in kustomization(d).get("patches") or []:
+            for doc in load_docs(d / patch["path"]):
+                if doc["kind"] == "ConfigMap":
+                    patched.update(doc.get("data") or {})
+        assert {**cm["data"], **patched}["KFCT_KFP_NAMESPACE"] == ns, f"{overlay}: experiments must go to {ns}"
+
+
+def test_base_has_minio_mlflow_and_rbac(base):
     objs, _ = base
-    assert find(objs, "Namespace")
     for name in ("kfct-minio", "kfct-mlflow"):
         assert find(objs, "Deployment", name) and find(objs, "Service", name)
     assert find(objs, "PersistentVolumeClaim", "kfct-minio-data")
     assert find(objs, "Job", "kfct-minio-setup")
-    assert (BASE / "serving").is_dir(), "the serving engineer's folder"
+    if (BASE / "serving" / "kustomization.yaml").is_file():
+        assert "serving" in kustomization(BASE)["resources"], "base/serving exists but the base does not include it"
 
 
 def test_no_secret_values_anywhere(base):

@@ -1,0 +1,130 @@
+"""`kfct serve`, `kfct deploy`, `kfct rollout`, `kfct score`: serving, canary and batch scoring."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _serve(args) -> int:
+    import logging
+
+    from kfct.errors import KfctError
+    from serving.server import options_from_args, serve
+
+    if args.canary_percent is not None and not 0 <= args.canary_percent <= 100:
+        raise KfctError(f"--canary-percent must be within 0..100, got {args.canary_percent:g}")
+    if (args.canary_percent is not None or args.shadow) and not args.canary_version:
+        raise KfctError("--canary-percent and --shadow need --canary-version")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(options_from_args(args))
+
+
+def _deploy(args) -> int:
+    import json
+
+    from components.deploy import deploy_core
+    from kfct.config import load_config
+
+    cfg = load_config()
+    name = args.model_name or cfg["register"]["model_name"]
+    out = deploy_core(name, args.version, cfg, target=args.target, canary_percent=args.percent, shadow=args.shadow,
+                      namespace=args.namespace)
+    if out.get("action") == "none":
+        print(f"kfct: {out['reason']}; nothing to deploy")
+        return 0
+    where = out.get("state_path") or f"InferenceService {out.get('namespace')}/{out.get('isvc')} ({out.get('action')})"
+    print(f"kfct: {name} v{out['version']} -> alias {out['alias']}, "
+          f"{out['mode']} {out['canary_percent']:g}% via {where}")
+    if args.json:
+        print(json.dumps(out, default=str))
+    return 0
+
+
+def _rollout(args) -> int:
+    import json
+
+    from components.rollout import ClusterBackend, LocalRouterBackend, RolloutError, rollout_core
+    from kfct.config import load_config
+    from kfct.settings import get_settings
+
+    cfg = load_config()
+    s = get_settings()
+    name = args.model_name or cfg["register"]["model_name"]
+    if args.target == "cluster":
+        if not args.prometheus_url:
+            raise RolloutError("--target cluster needs --prometheus-url")
+        backend = ClusterBackend(name, isvc_name=args.isvc or name, namespace=args.namespace or s.kfp_namespace,
+                                 prometheus_url=args.prometheus_url, settings=s, cfg=cfg)
+    else:
+        url = args.url or f"http://{s.serving_host}:{s.serving_port}"
+        backend = LocalRouterBackend(name, url)
+        if not backend.reachable():
+            raise RolloutError(f"no kfct model server at {url}: start `kfct serve` first (the rollout judges live traffic)")
+    res = rollout_core(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
+                       canary_version=args.version, poll_seconds=args.poll_seconds,
+                       log=lambda m: print(f"kfct rollout: {m}", flush=True))
+    verb = {"promoted": "PROMOTED", "rolled_back": "ROLLED BACK"}.get(res.outcome, res.outcome)
+    print(f"kfct: {name} v{res.canary_version} {verb} in {res.seconds:g} s: {'; '.join(res.reasons)}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res.to_json(), fh, indent=2)
+    return 0 if res.outcome == "promoted" else 1
+
+
+def _score(args) -> int:
+    from components.score import score_core
+    from kfct.config import load_config
+
+    cfg = load_config()
+    name = args.model_name or cfg["register"]["model_name"]
+    s = score_core(args.input, args.output, name, alias=args.alias, version=args.version,
+                   id_column=cfg["dataset"]["id_column"], chunk_rows=args.chunk_rows)
+    print(f"kfct: scored {s.rows:,} rows with {name} v{s.model_version} in {s.seconds:.2f} s "
+          f"({s.rows_per_second:,.0f} rows/s; read {s.read_seconds:.2f} s, score {s.score_seconds:.2f} s, "
+          f"write {s.write_seconds:.2f} s); {s.positives:,} predicted positive -> {s.output}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    srv = sub.add_parser("serve", help="serve the champion (and a canary/shadow) with KServe on 127.0.0.1:8080")
+    from serving.server import add_server_arguments
+
+    add_server_arguments(srv)
+    srv.set_defaults(func=_serve)
+
+    dep = sub.add_parser("deploy", help="deploy a registered version as canary (alias challenger)")
+    dep.add_argument("--model", dest="model_name", default=None)
+    dep.add_argument("--version", required=True)
+    dep.add_argument("--percent", type=float, default=None, help="first canary share (default: first rollout step)")
+    dep.add_argument("--shadow", action="store_true", help="shadow instead of canary (local server only)")
+    dep.add_argument("--target", choices=["local", "cluster"], default="local")
+    dep.add_argument("--namespace", default=None)
+    dep.add_argument("--json", action="store_true", help="also print the result as JSON")
+    dep.set_defaults(func=_deploy)
+
+    ro = sub.add_parser("rollout", help="progressive canary rollout: promote or roll back by itself")
+    ro.add_argument("--model", dest="model_name", default=None)
+    ro.add_argument("--version", default=None, help="canary version (default: alias challenger)")
+    ro.add_argument("--steps", default=None, help="percent steps, e.g. 10,50,100 (default: config rollout.steps)")
+    ro.add_argument("--bake-seconds", type=float, default=None, help="bake time per step (default: config)")
+    ro.add_argument("--poll-seconds", type=float, default=None)
+    ro.add_argument("--url", default=None, help="local model server (default http://127.0.0.1:8080)")
+    ro.add_argument("--target", choices=["local", "cluster"], default="local")
+    ro.add_argument("--prometheus-url", default=None, help="cluster: Prometheus HTTP API base URL")
+    ro.add_argument("--isvc", default=None, help="cluster: InferenceService name (default: model name)")
+    ro.add_argument("--namespace", default=None)
+    ro.add_argument("--json", default=None, help="write the step-by-step result to this file")
+    ro.set_defaults(func=_rollout)
+
+    sc = sub.add_parser("score", help="batch-score a parquet of customers with the champion")
+    sc.add_argument("--input", required=True)
+    sc.add_argument("--output", required=True)
+    sc.add_argument("--model", dest="model_name", default=None)
+    sc.add_argument("--alias", default="champion")
+    sc.add_argument("--version", default=None)
+    sc.add_argument("--chunk-rows", type=int, default=262_144)
+    sc.set_defaults(func=_score)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(1)
