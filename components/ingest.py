@@ -1,7 +1,8 @@
 """Stage 1 — ingest: read a local file, an S3 object or the generator; write a parquet snapshot.
 
-The snapshot's content sha256 (`kfct.lineage.sha256_frame`) is the data version,
-in place of DVC: it travels in artifact metadata and ends up on the model version.
+The snapshot file's sha256 is the data version, in place of DVC: it is the same
+hash as the content-addressed key `kfct data push` stores the dataset under, travels
+in artifact metadata and ends up on the model version.
 """
 
 
@@ -12,19 +13,17 @@ from kfp.dsl import Dataset, Output
 
 def ingest_core(data_uri: str, out_path: str | Path) -> dict:
     """Read `data_uri`, write it as parquet to `out_path`, return its lineage metadata."""
-    from kfct.datasource import read_dataset
-    from kfct.lineage import sha256_frame
+    from kfct.datasource import snapshot_dataset
+    from kfct.lineage import sha256_file
 
-    df = read_dataset(data_uri)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out_path, index=False)
+    df = snapshot_dataset(data_uri, out_path)
     return {
         "source": data_uri,
         "rows": int(len(df)),
         "columns": int(df.shape[1]),
         "column_names": list(map(str, df.columns)),
-        "sha256": sha256_frame(df),
+        "sha256": sha256_file(out_path),
     }
 
 

@@ -51,6 +51,27 @@ def parse_generate(uri: str) -> dict:
         raise DataSourceError(f"bad generator URI {uri!r}: {exc}") from exc
 
 
+def _fetch_s3(uri: str, dest: Path) -> Path:
+    """Download an S3 object to `dest`; verify it when its key is content-addressed."""
+    from kfct import s3
+
+    _, key = s3.parse_uri(uri)
+    s3.download(uri, dest)
+    expected = Path(key).stem
+    if key.startswith("datasets/") and len(expected) == 64:
+        from kfct.lineage import sha256_file
+
+        actual = sha256_file(dest)
+        if actual != expected:
+            raise DataSourceError(f"hash mismatch for {uri}: content sha256 is {actual}, the key says {expected}")
+    return dest
+
+
+def _local_path(uri: str) -> Path:
+    scheme = urlparse(uri).scheme
+    return Path(urlparse(uri).path if scheme == "file" else uri).expanduser()
+
+
 def read_dataset(uri: str):
     """Load a dataset as a DataFrame; one clear DataSourceError for anything unreadable."""
     uri = (uri or "").strip() or DEFAULT_URI
@@ -64,19 +85,38 @@ def read_dataset(uri: str):
 
         _, key = s3.parse_uri(uri)
         with tempfile.TemporaryDirectory() as tmp:
-            local = s3.download(uri, Path(tmp) / Path(key).name)
-            df = _read_local(local)
-            expected = Path(key).stem
-            if key.startswith("datasets/") and len(expected) == 64:
-                from kfct.lineage import sha256_file
-
-                actual = sha256_file(local)
-                if actual != expected:
-                    raise DataSourceError(
-                        f"hash mismatch for {uri}: content sha256 is {actual}, the key says {expected}"
-                    )
-            return df
+            return _read_local(_fetch_s3(uri, Path(tmp) / Path(key).name))
     if scheme in ("", "file"):
-        path = Path(urlparse(uri).path if scheme == "file" else uri).expanduser()
-        return _read_local(path)
+        return _read_local(_local_path(uri))
     raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}: use a path, s3:// or generate://")
+
+
+def snapshot_dataset(uri: str, dest: str | Path):
+    """Materialise the dataset as a parquet snapshot at `dest`; return the DataFrame.
+
+    Parquet sources are kept byte for byte, everything else is written the way
+    `kfct data push` normalises it, so the snapshot's file sha256 is the same data
+    version as the content-addressed key `s3://<bucket>/datasets/<sha256>.parquet`.
+    """
+    import shutil
+
+    uri = (uri or "").strip() or DEFAULT_URI
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scheme = urlparse(uri).scheme
+    is_parquet = Path(urlparse(uri).path if scheme else uri).suffix.lower() in (".parquet", ".pq")
+    if scheme == "s3" and is_parquet:
+        return _read_local(_fetch_s3(uri, dest))
+    if scheme in ("", "file") and is_parquet:
+        df = _read_local(_local_path(uri))
+        shutil.copyfile(_local_path(uri), dest)
+        return df
+    df = read_dataset(uri)
+    write_snapshot(df, dest)
+    return df
+
+
+def write_snapshot(df, dest: str | Path) -> Path:
+    """The one way kfct writes a dataset snapshot (shared with `kfct data push`)."""
+    df.to_parquet(dest, index=False, compression="snappy")
+    return Path(dest)

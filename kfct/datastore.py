@@ -50,9 +50,9 @@ def normalise_to_parquet(path: str | Path, workdir: str | Path) -> Path:
     df = _read_local(path)  # CSV (or an unsupported suffix -> clear error)
     if len(df) == 0:
         raise DataSourceError(f"dataset {path} has no rows")
-    out = Path(workdir) / "dataset.parquet"
-    df.to_parquet(out, index=False, compression="snappy")
-    return out
+    from kfct.datasource import write_snapshot
+
+    return write_snapshot(df, Path(workdir) / "dataset.parquet")
 
 
 def push_dataset(path: str | Path, settings=None, create_bucket: bool = False) -> str:

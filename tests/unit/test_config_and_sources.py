@@ -103,3 +103,18 @@ def test_cli_run_missing_file_one_line(tmp_path, capsys, kfct_home):
     assert main(["run", "--data-uri", str(tmp_path / "missing.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dataset not found" in err[0]
+
+
+def test_snapshot_hash_is_the_push_hash(tmp_path):
+    """ingest's data version equals the content-addressed key `kfct data push` would use."""
+    from components.ingest import ingest_core
+    from kfct.datastore import normalise_to_parquet
+    from kfct.lineage import sha256_file
+
+    df = generate(800, seed=4)
+    csv = write_frame(df, tmp_path / "d.csv")
+    pq = write_frame(df, tmp_path / "d.parquet")
+    for src in (csv, pq):
+        meta = ingest_core(str(src), tmp_path / f"snap-{src.suffix[1:]}.parquet")
+        assert meta["rows"] == 800
+        assert meta["sha256"] == sha256_file(normalise_to_parquet(src, tmp_path))
