@@ -181,9 +181,15 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     else:
         ns = namespace or s.kfp_namespace
         client = client or kserve_client()
+        actions = []
+        if not first and not _exists(client, model_name, ns):
+            # KServe splits between the previous and the latest revision: the champion must be there first.
+            base = build_inference_service(model_name, champion, namespace=ns, settings=s)
+            actions.append(apply_inference_service(client, base, model_name, ns) + f" v{champion}")
         isvc = build_inference_service(model_name, version, namespace=ns, settings=s,
                                        canary_percent=None if first else pct)
-        out.update(namespace=ns, isvc=model_name, action=apply_inference_service(client, isvc, model_name, ns))
+        actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{version}")
+        out.update(namespace=ns, isvc=model_name, action=", ".join(actions))
         if shadow:
             out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
 

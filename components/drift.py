@@ -22,7 +22,6 @@ The undecorated `check_drift` / `prepare_drift_data` / `trigger_retrain` functio
 what `pipelines/monitoring.py` wraps with `dsl.component`.
 """
 
-from __future__ import annotations
 
 import json
 import time

@@ -16,7 +16,6 @@ unless forced. The time of the last trigger comes from the audit trail (events
 `retrain_triggered`), which is append-only and tamper-evident.
 """
 
-from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Iterable

@@ -47,8 +47,11 @@ def record(event: str, path: Path | None = None, **fields: Any) -> dict:
     """Append one event; returns the written entry (with its chained hash)."""
     import fcntl
 
+    mirror = _mirror_uri() if path is None else None
     path = Path(path) if path is not None else default_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if mirror and (not path.exists() or path.stat().st_size == 0):
+        _pull_mirror(mirror, path)  # a fresh pod continues the chain instead of starting a new one
     with path.open("a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -65,7 +68,56 @@ def record(event: str, path: Path | None = None, **fields: Any) -> dict:
             fh.flush()
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+    if mirror:
+        _push_mirror(path, mirror)
     return entry
+
+
+# -- mirror in S3 / MinIO (cluster) -------------------------------------------------------
+# Opt-in with KFCT_AUDIT_S3_URI=s3://<bucket>/audit/audit.jsonl (endpoint and keys from the
+# usual KFCT_S3_* settings). The local file stays authoritative: after each append it is
+# copied to the mirror; a process that starts without a local trail (a pipeline pod) first
+# fetches the mirror so the chain goes on. Mirror failures are logged, never raised: an
+# unreachable store must not stop a decision from being recorded locally. Two pods writing
+# at the same moment can still race (the later upload wins); `verify` on the mirror shows it.
+MIRROR_ENV = "KFCT_AUDIT_S3_URI"
+
+
+def _mirror_uri() -> str | None:
+    uri = os.environ.get(MIRROR_ENV, "").strip()
+    return uri or None
+
+
+def _pull_mirror(uri: str, path: Path) -> bool:
+    import logging
+    import tempfile
+
+    from kfct import s3
+    from kfct.errors import DataSourceError
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = s3.download(uri, Path(tmp) / "audit.jsonl")
+            if not path.exists() or path.stat().st_size == 0:
+                path.write_bytes(local.read_bytes())
+        return True
+    except DataSourceError as exc:
+        if "object not found" not in str(exc):
+            logging.getLogger("kfct.audit").warning("audit mirror %s not fetched: %s", uri, exc)
+        return False
+
+
+def _push_mirror(path: Path, uri: str) -> bool:
+    import logging
+
+    from kfct import s3
+
+    try:
+        s3.upload(path, uri)
+        return True
+    except Exception as exc:  # DataSourceError and anything the client raises
+        logging.getLogger("kfct.audit").warning("audit mirror %s not updated: %s", uri, exc)
+        return False
 
 
 def read(path: Path | None = None) -> Iterator[dict]:

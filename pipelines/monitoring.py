@@ -12,7 +12,6 @@ kfp.local (`run_monitor(..., via_kfp=True)`). The trigger stage always runs and
 decides, so a forced or held-back retrain is recorded like any other outcome.
 """
 
-from __future__ import annotations
 
 import json
 import time
@@ -65,6 +64,10 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     cfg = cfg or load_config()
     ops = make_components(s)
     default_config = config_to_json(cfg)
+    # A retried trigger could submit a second CT run: the trigger stage never retries.
+    task_cfg = {**cfg, "resources": {**(cfg.get("resources") or {}),
+                                     "trigger_retrain": {**((cfg.get("resources") or {}).get("trigger_retrain") or {}),
+                                                         "retries": 0}}}
     default_model = cfg["register"]["model_name"]
 
     @dsl.pipeline(
@@ -92,7 +95,7 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
         trig = _configure(ops["trigger"](retrain_needed=chk.outputs["Output"], drift_summary=chk.outputs["summary_json"],
                                          config_json=config_json, model_name=model_name, current_uri=current_uri,
                                          ct_data_uri=ct_data_uri, force=force, dry_run=dry_run, mode=mode),
-                          "trigger_retrain", cfg, s)
+                          "trigger_retrain", task_cfg, s)
         trig.set_display_name("retrain decision")
 
     return monitoring_pipeline

@@ -18,6 +18,8 @@ INITIAL = "generate://6000?seed=1"
 UNDRIFTED = "generate://5000?seed=2"
 DRIFTED = "generate://6000?seed=5&drift=1.0"
 BIASED = "generate://6000?seed=5&drift=1.0&bias=1.0"
+# After the retrain, the champion knows the drifted population: the old one is now the drift.
+BACK = "generate://6000?seed=8"
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_3_cooldown_holds_back_the_next_trigger(env):
     from pipelines.monitoring import run_monitor
 
     versions_before = _champion()
-    out = run_monitor(current_uri=DRIFTED, cfg=env["cfg"])
+    out = run_monitor(current_uri=BACK, cfg=env["cfg"])
     assert out["drift"]["retrain"] is True
     assert out["decision"]["action"] == "cooldown" and out["decision"]["triggered"] is False
     assert out["decision"]["cooldown_remaining_s"] > 23 * 3600
@@ -145,11 +147,11 @@ def test_6_monitor_cli_dry_run_and_monitoring_pipeline_under_kfp_local(env, caps
     from pipelines.monitoring import run_monitor
 
     n_trig = len(_events("retrain_triggered"))
-    assert main(["monitor", "--current", DRIFTED, "--dry-run", "--force", "--model-name", MODEL]) == 0
+    assert main(["monitor", "--current", BACK, "--dry-run", "--force", "--model-name", MODEL]) == 0
     out = capsys.readouterr().out
     assert "severity    critical" in out and "dry run: nothing started" in out
     # The same stages as a KFP pipeline, executed by kfp.local (dry run: decides, starts nothing).
-    res = run_monitor(current_uri=DRIFTED, dry_run=True, cfg=env["cfg"], via_kfp=True)
+    res = run_monitor(current_uri=BACK, dry_run=True, cfg=env["cfg"], via_kfp=True)
     assert res["drift"]["retrain"] is True and res["decision"]["action"] == "cooldown"
     assert res["champion_version"] == _champion()
     assert "Value Drift for column recency_days" in open(res["reports"]["html"]).read()

@@ -1,0 +1,112 @@
+"""Batch scoring with the registered champion, the CLI commands, and `python -m serving` as a process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.servingkit import MODEL_NAME, Client, free_port, records, serving_env, serving_registry, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def customers(tmp_path):
+    from kfct.datagen import generate
+
+    df = generate(20000, seed=41)
+    path = tmp_path / "customers.parquet"
+    df.to_parquet(path, index=False)
+    return df, path
+
+
+def test_score_core_matches_the_model_and_is_audited(serving_env, customers, tmp_path):
+    from components.score import score_core
+    from kfct import audit, registry
+
+    df, path = customers
+    out = tmp_path / "scores.parquet"
+    s = score_core(path, out, MODEL_NAME, chunk_rows=6000)  # several chunks, last one partial
+    assert s.rows == 20000 and s.model_version == serving_env.versions["good_a"]
+    scored = pd.read_parquet(out)
+    assert list(scored.columns) == ["customer_id", "probability", "label", "model_version"]
+    assert scored["customer_id"].tolist() == df["customer_id"].tolist()
+    model = registry.load_version(MODEL_NAME, alias="champion").model
+    np.testing.assert_allclose(scored["probability"], model.predict_positive(df), atol=1e-6)
+    assert (scored["label"] == (scored["probability"] >= model.threshold)).all()
+    assert set(scored["model_version"].astype(str)) == {serving_env.versions["good_a"]}
+    assert s.positives == int(scored["label"].sum())
+    assert any(e["event"] == "batch_scored" and e["rows"] == 20000 for e in audit.read())
+
+
+def test_score_rejects_bad_inputs_without_writing(serving_env, customers, tmp_path):
+    from components.score import ScoringError, score_core
+
+    df, _ = customers
+    out = tmp_path / "scores.parquet"
+    missing = tmp_path / "missing_col.parquet"
+    df.drop(columns=["frustration_index"]).to_parquet(missing, index=False)
+    with pytest.raises(ScoringError, match="frustration_index"):
+        score_core(missing, out, MODEL_NAME)
+    unknown = tmp_path / "unknown_cat.parquet"
+    bad = df.copy()
+    bad.loc[15000, "contract_type"] = "lifetime"
+    bad.to_parquet(unknown, index=False)
+    with pytest.raises(ScoringError, match="lifetime"):
+        score_core(unknown, out, MODEL_NAME, chunk_rows=6000)
+    with pytest.raises(ScoringError, match="not found"):
+        score_core(tmp_path / "nope.parquet", out, MODEL_NAME)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_kfct_score_and_deploy_commands(serving_env, customers, tmp_path, capsys):
+    from kfct.cli import main
+
+    _, path = customers
+    out = tmp_path / "cli_scores.parquet"
+    assert main(["score", "--input", str(path), "--output", str(out)]) == 0
+    assert "scored 20,000 rows" in capsys.readouterr().out and len(pd.read_parquet(out)) == 20000
+    assert main(["score", "--input", str(tmp_path / "nope.parquet"), "--output", str(out)]) != 0
+    assert "input file not found" in capsys.readouterr().err
+    assert main(["serve", "--canary-percent", "10"]) != 0
+    assert "--canary-version" in capsys.readouterr().err
+    assert main(["rollout", "--url", f"http://127.0.0.1:{free_port()}"]) != 0
+    assert "no kfct model server" in capsys.readouterr().err
+
+
+def test_python_m_serving_process(serving_env, tmp_path):
+    """The subprocess entry the benchmarks use: host/port arguments, SIGTERM stops it cleanly."""
+    port = free_port()
+    env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-prediction-log"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        c = Client(f"http://127.0.0.1:{port}")
+
+        def ready():
+            try:
+                return c.request("GET", "/v2/health/ready")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=90, interval=0.2, what="python -m serving to come up")
+        status, body, _ = c.predict(MODEL_NAME, records(3))
+        assert status == 200 and body["model_version"] == serving_env.versions["good_a"]
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert b"serving churn-classifier on http://127.0.0.1" in out
+    time.sleep(0)  # nothing left listening

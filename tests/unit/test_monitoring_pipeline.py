@@ -1,0 +1,34 @@
+"""The monitoring pipeline compiles for the cluster with the right shape (IR inspected, nothing run)."""
+
+import yaml
+
+
+def test_monitoring_pipeline_compiles_with_three_uncached_stages(tmp_path, kfct_home):
+    from pipelines.compile import compile_monitoring
+
+    path = compile_monitoring(tmp_path)
+    assert path.name == "monitoring_pipeline.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    spec = docs[0]
+    assert spec["pipelineInfo"]["name"] == "kfct-monitoring"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"current_uri", "since", "config_json", "model_name", "ct_data_uri", "force", "dry_run", "mode"} <= set(params)
+    assert params["force"]["defaultValue"] is False and params["mode"]["defaultValue"] == "auto"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"prepare-drift-data", "check-drift", "trigger-retrain"}
+    assert tasks["check-drift"]["dependentTasks"] == ["prepare-drift-data"]
+    assert tasks["trigger-retrain"]["dependentTasks"] == ["check-drift"]
+    # A new window with the same parameters is new data: never served from cache.
+    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
+    # The trigger must not retry (a retry could submit a second CT run); the others may.
+    assert "retryPolicy" not in tasks["trigger-retrain"]
+    assert "retryPolicy" in tasks["check-drift"]
+    # Reports are typed artifacts the KFP UI renders.
+    outs = spec["components"]["comp-check-drift"]["outputDefinitions"]["artifacts"]
+    assert outs["report_html"]["artifactType"]["schemaTitle"] == "system.HTML"
+    assert outs["summary"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    assert outs["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    # Secrets come from a Kubernetes Secret by name; no key material in the package.
+    text = path.read_text()
+    assert "secretAsEnv" in text or "secretName" in text
+    assert "AWS_SECRET_ACCESS_KEY:" not in text.replace(" ", "")

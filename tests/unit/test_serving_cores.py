@@ -1,0 +1,285 @@
+"""Pure serving cores: request parsing, split state, sticky hashing, the numpy tree walk,
+rollout decisions, prediction-log tables, window stats, Arrow encoding, ISVC objects."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+
+# -- request parsing --------------------------------------------------------------------------
+
+def test_v1_records_structure_errors_name_the_part():
+    from serving.schemas import BadRequest, v1_records
+
+    rec = {"a": 1}
+    assert v1_records({"instances": [rec]}) == [rec]
+    assert v1_records(b'{"instances": [{"a": NaN}]}')[0]["a"] != v1_records(b'{"instances": [{"a": NaN}]}')[0]["a"]
+    for body, field in [([rec], "body"), ({"instances": []}, "instances"), ({"instances": "x"}, "instances"),
+                        ({"instances": [1]}, "instances"), ({"inputs": []}, "instances"), ({}, "instances"),
+                        (b"{oops", "body")]:
+        with pytest.raises(BadRequest) as e:
+            v1_records(body)
+        assert e.value.field == field
+        assert e.value.to_json()["field"] == field
+
+
+def _inp(name, data, datatype="FP64", shape=None):
+    return SimpleNamespace(name=name, data=data, datatype=datatype, shape=shape or [len(data)])
+
+
+def test_v2_columnar_records_and_errors():
+    from serving.schemas import BadRequest, v2_records
+
+    req = SimpleNamespace(id="r1", inputs=[_inp("x", [1.0, 2.0]), _inp("c", ["a", "b"], "BYTES"),
+                                           _inp("n", [[3], [4]], "INT64", [2, 1])])
+    recs, rid = v2_records(req)
+    assert rid == "r1" and recs == [{"x": 1.0, "c": "a", "n": 3}, {"x": 2.0, "c": "b", "n": 4}]
+    nan = v2_records(SimpleNamespace(id=None, inputs=[_inp("x", ["NaN", 1.0])]))[0]
+    assert math.isnan(nan[0]["x"])
+    one = v2_records(SimpleNamespace(id=None, inputs=[_inp("instances", [json.dumps({"x": 1})], "BYTES")]))[0]
+    assert one == [{"x": 1}]
+    bad = [
+        (SimpleNamespace(id=None, inputs=[]), "inputs"),
+        (SimpleNamespace(id=None, inputs=[_inp("x", [1.0]), _inp("y", [1.0, 2.0])]), "y"),
+        (SimpleNamespace(id=None, inputs=[_inp("x", [1.0], shape=[2])]), "x"),
+        (SimpleNamespace(id=None, inputs=[_inp("x", [1.0, 2.0], shape=[1, 2])]), "x"),
+        (SimpleNamespace(id=None, inputs=[_inp("x", ["abc"])]), "x"),
+        (SimpleNamespace(id=None, inputs=[_inp("x", [True], "BOOL")]), "x"),
+        (SimpleNamespace(id=None, inputs=[_inp("x", [1.0]), _inp("x", [1.0])]), "x"),
+        (SimpleNamespace(id=None, inputs=[_inp("instances", ["{not json"], "BYTES")]), "instances"),
+        (SimpleNamespace(id=None, inputs=[_inp("x", [], shape=[0])]), "inputs"),
+    ]
+    for req, field in bad:
+        with pytest.raises(BadRequest) as e:
+            v2_records(req)
+        assert e.value.field == field, (req, e.value)
+
+
+# -- split state ----------------------------------------------------------------------------------
+
+def test_split_state_validation_generation_and_atomic_updates(tmp_path):
+    from serving.split_state import SplitState, SplitStateError, read_state, update_state, write_state
+
+    p = tmp_path / "split.json"
+    for bad in [dict(canary_percent=101, canary_version="2"), dict(canary_percent=-1, canary_version="2"),
+                dict(mode="blue-green", canary_version="2"), dict(canary_percent=10),
+                dict(mode="shadow"), dict(canary_percent="ten", canary_version="2")]:
+        with pytest.raises(SplitStateError):
+            write_state(SplitState(model_name="m", **bad), p)
+    assert not p.exists()
+    a = write_state(SplitState(model_name="m", champion_version=1, canary_version=2, canary_percent=10), p)
+    b = update_state("m", p, canary_percent=50)
+    assert (a.generation, b.generation) == (1, 2)
+    st = read_state(p)
+    assert st.champion_version == "1" and st.canary_version == "2" and st.canary_percent == 50.0
+    assert st.active_canary == "2"
+    assert update_state("m", p, canary_percent=0).active_canary is None
+    assert update_state("m", p, mode="shadow").active_canary == "2"
+    p.write_text(json.dumps({"model_name": "m", "surprise": 1}))
+    with pytest.raises(SplitStateError, match="surprise"):
+        read_state(p)
+    with pytest.raises(SplitStateError):
+        update_state("m", p, nonsense=1)
+
+
+# -- sticky hashing --------------------------------------------------------------------------------
+
+def test_sticky_hash_is_uniform_monotonic_and_salted():
+    from serving.router import to_canary
+
+    ids = [f"C-{i:06d}" for i in range(20000)]
+    for pct in (1, 10, 50, 90):
+        k = sum(to_canary(i, pct, "s") for i in ids)
+        sd = math.sqrt(len(ids) * pct / 100 * (1 - pct / 100))
+        assert abs(k - len(ids) * pct / 100) < 4.5 * sd, (pct, k)
+    at10 = {i for i in ids if to_canary(i, 10, "s")}
+    at50 = {i for i in ids if to_canary(i, 50, "s")}
+    assert at10 <= at50  # growing the canary never moves a customer back
+    assert {i for i in ids if to_canary(i, 10, "other")} != at10
+    assert not any(to_canary(i, 0, "s") for i in ids[:500]) and all(to_canary(i, 100, "s") for i in ids[:500])
+
+
+# -- numpy tree walk ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth,trees", [(2, 5), (5, 60), (7, 30)])
+def test_compiled_trees_match_the_booster(depth, trees):
+    import xgboost as xgb
+
+    from serving.fasttrees import compile_booster, probe_matrix
+
+    rng = np.random.default_rng(depth)
+    X = rng.normal(size=(1500, 12)).astype(np.float32)
+    X[:, 3] = rng.integers(0, 5, size=1500)  # integer-valued feature: ties with thresholds
+    y = ((X[:, 0] + X[:, 3] * 0.3 + rng.normal(size=1500)) > 0.5).astype(int)
+    booster = xgb.XGBClassifier(n_estimators=trees, max_depth=depth, tree_method="hist", n_jobs=1).fit(X, y).get_booster()
+    ens = compile_booster(booster, 12)
+    assert ens is not None and ens.depth <= depth
+    test = np.vstack([rng.normal(size=(300, 12)).astype(np.float32), probe_matrix(ens, 12, rows=300, seed=3)])
+    ref = booster.inplace_predict(test)
+    np.testing.assert_allclose(ens.predict_proba(test), ref, atol=1e-6)
+    np.testing.assert_allclose([ens.predict_proba(test[i:i + 1])[0] for i in range(50)], ref[:50], atol=1e-6)
+    sliced = booster[: trees // 2 or 1]
+    ens2 = compile_booster(sliced, 12)
+    np.testing.assert_allclose(ens2.predict_proba(test), sliced.inplace_predict(test), atol=1e-6)
+
+
+def test_compiled_trees_refuse_what_they_cannot_reproduce():
+    import xgboost as xgb
+
+    from serving.fasttrees import compile_booster
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    reg = xgb.XGBRegressor(n_estimators=5, max_depth=3).fit(X, X[:, 0]).get_booster()
+    assert compile_booster(reg, 4) is None  # not a binary:logistic model
+    clf = xgb.XGBClassifier(n_estimators=5, max_depth=3).fit(X, (X[:, 0] > 0).astype(int)).get_booster()
+    assert compile_booster(clf, 4, reference=lambda M: np.zeros(len(M))) is None  # disagrees with the model
+
+
+# -- rollout decisions --------------------------------------------------------------------------------
+
+def W(version, requests=1000, errors=0, positives=250, p99=0.004):
+    from components.rollout import Window
+
+    return Window(version=version, requests=requests, instances=requests - errors, server_errors=errors,
+                  positives=positives, p99_latency_s=p99)
+
+
+def test_rollout_step_verdicts():
+    from components.rollout import FAIL, PASS, WAIT, Thresholds, evaluate_step
+
+    thr = Thresholds(min_requests=200)
+    champ = W("1")
+    assert evaluate_step(champ, W("2", requests=400, positives=105), thr)[0] == PASS
+    assert evaluate_step(champ, W("2", requests=100), thr)[0] == WAIT
+    v, why = evaluate_step(champ, W("2", requests=400, errors=40, positives=90), thr)
+    assert v == FAIL and "error rate" in why[0]
+    v, why = evaluate_step(champ, W("2", requests=400, positives=100, p99=0.050), thr)
+    assert v == FAIL and "p99 latency" in why[0]
+    # sub-millisecond p99s: a big ratio with a tiny absolute delta is noise, not a failure
+    assert evaluate_step(W("1", p99=0.0004), W("2", requests=400, positives=100, p99=0.0009), thr)[0] == PASS
+    v, why = evaluate_step(champ, W("2", requests=400, positives=380), thr)
+    assert v == FAIL and "churn rate" in why[0]
+    # over the limit but not statistically clear yet: keep baking
+    v, why = evaluate_step(W("1", requests=250, positives=62), W("2", requests=200, positives=72), thr)
+    assert v == WAIT and "not yet clear" in why[0]
+    # at 100% the champion has no traffic: compare with the earlier step
+    assert evaluate_step(W("1", requests=0, positives=0), W("2", requests=400, positives=100), thr)[0] == WAIT
+    assert evaluate_step(W("1", requests=0, positives=0), W("2", requests=400, positives=100), thr,
+                         baseline=champ)[0] == PASS
+
+
+def test_rollout_steps_and_thresholds_from_config():
+    from components.rollout import RolloutError, Thresholds, parse_steps
+    from kfct.config import load_config
+
+    assert parse_steps("10, 50,100") == [10, 50, 100] and parse_steps([25, 100]) == [25, 100]
+    for bad in ("", "50,10", "0,100", "10,150", "ten"):
+        with pytest.raises(RolloutError):
+            parse_steps(bad)
+    t = Thresholds.from_config(load_config())
+    assert (t.min_requests, t.max_p99_latency_ratio, t.max_churn_rate_shift) == (200, 1.5, 0.10)
+    t = Thresholds.from_config({"rollout": {"min_requests": 7, "min_p99_latency_delta_ms": 2}})
+    assert t.min_requests == 7 and t.min_p99_latency_delta_ms == 2.0
+
+
+# -- window stats ---------------------------------------------------------------------------------------
+
+def test_version_stats_window():
+    from serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionStats
+
+    st = VersionStats("3")
+    t0 = 1000.0
+    for i in range(100):
+        st.ok(t0 + i, latency=0.001 * (i + 1), instances=2, positives=i % 2, prob_sum=1.0)
+    st.error(t0 + 100, CLIENT_ERROR, 0.0005)
+    st.error(t0 + 101, SERVER_ERROR, 0.2)
+    w = st.window()
+    assert (w.requests, w.instances, w.client_errors, w.server_errors, w.positives) == (102, 200, 1, 1, 50)
+    assert w.error_rate == pytest.approx(2 / 102) and w.positive_rate == 0.25 and w.mean_probability == 0.5
+    assert w.p99_latency_s > 0.099
+    late = st.window(since=t0 + 90)
+    assert late.requests == 12 and late.instances == 20
+
+
+# -- prediction log --------------------------------------------------------------------------------------
+
+def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
+    from serving.prediction_log import PredictionLogger, build_table, read_prediction_log
+
+    recs = [{"customer_id": "a", "x": 1, "c": "u", "n": None}, {"customer_id": "b", "x": 2.5, "c": "v", "n": 3.0}]
+    t = build_table([(1_700_000_000.0, "r1", "m", "7", "champion", recs, np.array([0.1, 0.9]), np.array([0, 1]), 0.5)])
+    assert t.schema.field("x").type == "double" and t.schema.field("c").type == "string"
+    assert t.column("customer_id").to_pylist() == ["a", "b"] and t.column("n").to_pylist() == [None, 3.0]
+
+    log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60)
+    now = time.time()
+    log.log(now - 3600, "old", "m", "7", "champion", recs[:1], np.array([0.2]), np.array([0]), 0.5)
+    assert log.flush(10)
+    log.log(now, "new", "m", "8", "canary", recs, np.array([0.3, 0.7]), np.array([0, 1]), 0.5)
+    log.close()
+    assert log.files_written == 2 and log.rows_written == 3
+    all_rows = read_prediction_log(root=tmp_path, s3=False)
+    assert all_rows["request_id"].tolist() == ["old", "new", "new"]
+    recent = read_prediction_log(since=now - 60, root=tmp_path, s3=False)
+    assert recent["model_version"].tolist() == ["8", "8"] and recent["role"].tolist() == ["canary"] * 2
+    assert read_prediction_log(root=tmp_path / "nothing", s3=False).empty
+
+
+def test_prediction_log_drops_instead_of_blocking(tmp_path):
+    from serving.prediction_log import PredictionLogger
+
+    log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60, max_queue=2)
+    log._stop.set()  # writer still alive but we fill faster than it drains
+    for i in range(50):
+        log.log(time.time(), str(i), "m", "1", "champion", [{"x": 1}], np.array([0.5]), np.array([1]), 0.5)
+    assert log.dropped > 0
+    log.close()
+
+
+# -- Arrow encoding for batch scoring ---------------------------------------------------------------------
+
+def test_arrow_matrix_equals_the_encoder(cfg):
+    import pyarrow as pa
+
+    from components.featurize import build_encoder
+    from components.score import arrow_matrix
+    from kfct.datagen import generate
+    from kfct.model import FeatureError
+
+    df = generate(3000, seed=31)
+    enc = build_encoder(cfg).fit(df)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    np.testing.assert_array_equal(arrow_matrix(enc, table), enc.transform(df))
+    dict_table = table.cast(pa.schema([f.with_type(pa.dictionary(pa.int32(), pa.string()))
+                                       if f.name in enc.categorical_ else f for f in table.schema]))
+    np.testing.assert_array_equal(arrow_matrix(enc, dict_table), enc.transform(df))
+    bad = df.copy()
+    bad.loc[5, "region"] = "atlantis"
+    with pytest.raises(FeatureError, match="atlantis"):
+        arrow_matrix(enc, pa.Table.from_pandas(bad, preserve_index=False))
+
+
+# -- InferenceService object ------------------------------------------------------------------------------
+
+def test_inference_service_object():
+    from kubernetes.client import ApiClient
+
+    from components.deploy import build_inference_service
+    from kfct.settings import Settings
+
+    isvc = build_inference_service("churn-classifier", "4", namespace="kfct", canary_percent=10,
+                                   storage_uri="s3://kfct/mlartifacts/1/models/m-1/artifacts", sha256="ab" * 32,
+                                   settings=Settings())
+    d = ApiClient().sanitize_for_serialization(isvc)
+    pred = d["spec"]["predictor"]
+    assert d["apiVersion"] == "serving.kserve.io/v1beta1" and pred["canaryTrafficPercent"] == 10
+    assert pred["model"]["storageUri"].startswith("s3://") and pred["model"]["runtime"] == "kfct-predictor"
+    assert {"name": "KFCT_MODEL_SHA256", "value": "ab" * 32} in pred["model"]["env"]
+    assert pred["serviceAccountName"] == "kfct-serving"
