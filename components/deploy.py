@@ -11,11 +11,11 @@ traffic (the first rollout step, or a shadow copy):
   one side by side with that split.
 
 The very first model has no champion to be compared with: it becomes `champion`
-directly and takes all traffic. Nothing here moves `champion` otherwise; the
+directly and takes all traffic. A version that already is the champion (registered
+without a rollout configured) is put in front of all traffic the same way, so a
+running server follows the registry. Nothing here moves `champion` otherwise; the
 rollout stage decides that.
 """
-
-from __future__ import annotations
 
 from typing import Any
 
@@ -68,6 +68,7 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
         runtime=RUNTIME_NAME,
         storage_uri=storage_uri,
         protocol_version="v2",
+        args=["--model-dir", "/mnt/models"],
         env=[V1EnvVar(name="KFCT_MODEL_VERSION", value=str(version)),
              V1EnvVar(name="KFCT_MODEL_SHA256", value=sha256),
              V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name)],
@@ -158,11 +159,7 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
     if not 0 <= pct <= 100:
         raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
-    first = champion is None
-    if champion == version:
-        return {"model_name": model_name, "version": version, "target": target, "action": "none",
-                "reason": f"v{version} is already the champion"}
-
+    direct = champion is None or champion == version  # first model, or registered straight as champion
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
                            "champion": champion, "mode": "shadow" if shadow else "canary"}
     if target == "local":
@@ -170,35 +167,37 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
         from serving.split_state import update_state
 
         path = state_path or default_path(model_name, s.home)
-        if first:
+        if direct:  # a running `kfct serve` switches to it without a restart
             st = update_state(model_name, path, champion_version=version, canary_version=None, canary_percent=0.0,
-                              mode="canary", reason=f"deploy v{version}: first model")
+                              mode="canary", reason=f"deploy v{version} as champion")
         else:
             st = update_state(model_name, path, champion_version=champion, canary_version=version,
                               canary_percent=0.0 if shadow else pct, mode="shadow" if shadow else "canary",
                               reason=f"deploy v{version} as {'shadow' if shadow else f'canary at {pct:g}%'}")
-        out.update(state_path=str(path), generation=st.generation)
+        out.update(state_path=str(path), generation=st.generation, action="split file updated")
     else:
         ns = namespace or s.kfp_namespace
         client = client or kserve_client()
         actions = []
-        if not first and not _exists(client, model_name, ns):
+        if not direct and not _exists(client, model_name, ns):
             # KServe splits between the previous and the latest revision: the champion must be there first.
             base = build_inference_service(model_name, champion, namespace=ns, settings=s)
             actions.append(apply_inference_service(client, base, model_name, ns) + f" v{champion}")
         isvc = build_inference_service(model_name, version, namespace=ns, settings=s,
-                                       canary_percent=None if first else pct)
+                                       canary_percent=100 if direct else pct)
         actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{version}")
         out.update(namespace=ns, isvc=model_name, action=", ".join(actions))
         if shadow:
             out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
 
-    if first:
-        registry.set_alias(model_name, "champion", version, reason="first model: no champion to compare with")
-        out.update(alias="champion", canary_percent=100.0)
+    if direct:
+        if champion is None:
+            registry.set_alias(model_name, "champion", version, reason="first model: no champion to compare with")
+        out.update(alias="champion", canary_percent=100.0, mode="direct")
     else:
-        registry.set_alias(model_name, "challenger", version,
-                           reason=f"deployed as {'shadow' if shadow else f'canary at {pct:g}%'}")
+        if registry.alias_version(model_name, "challenger") != version:
+            registry.set_alias(model_name, "challenger", version,
+                               reason=f"deployed as {'shadow' if shadow else f'canary at {pct:g}%'}")
         out.update(alias="challenger", canary_percent=0.0 if shadow else pct)
     audit.record("model_deployed", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
     return out

@@ -199,6 +199,18 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
         ref_e, cur_e = ref_e.dropna(subset=[label_column]), cur_e.dropna(subset=[label_column])
         classification = [BinaryClassification(target=label_column, prediction_probas=PREDICTION, pos_label=1)]
 
+    # A column with no values on one side (e.g. all null in a small window) cannot be tested:
+    # it is left out and named, rather than failing the whole report.
+    skipped = {c: "no values in " + " and ".join(n for n, d in (("reference", ref_e), ("current", cur_e))
+                                                 if d[c].notna().sum() == 0)
+               for c in features if ref_e[c].notna().sum() == 0 or cur_e[c].notna().sum() == 0}
+    features = [c for c in features if c not in skipped]
+    if not features:
+        raise ValueError(f"no feature has values on both sides: {skipped}")
+    num_cols = [c for c in num_cols if c not in skipped]
+    cat_cols = [c for c in cat_cols if c not in skipped]
+    ref_e, cur_e = ref_e.drop(columns=list(skipped)), cur_e.drop(columns=list(skipped))
+
     # The test per column is resolved here (to pick its threshold) exactly as Evidently would; the
     # name is passed on only when the config overrides it, so Evidently's own choice stays in charge.
     methods = {c: _resolve_stattest(ref_e[c].dropna(), cur_e[c].dropna(), kinds[c], cfg_drift) for c in features}
@@ -290,6 +302,7 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
         dataset_drift=share > float(cfg_drift["drift_share_threshold"]),
         features=per_feature,
         drifted_features=[c for c, f in per_feature.items() if f["drifted"]],
+        skipped_features=skipped,
         prediction_drift=None if pred_method is None else {
             "stattest": pred_method[0], "score": scores[PREDICTION], "threshold": pred_method[1],
             "drifted": bool(drifted.get(PREDICTION, False))},
@@ -445,6 +458,8 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     df = read_prediction_log(since=since, model_name=model_name)
     if "role" in df.columns:
         df = df[df["role"] != "shadow"].reset_index(drop=True)
+    # The log's `label` is the *predicted* label: never mistake it for ground truth.
+    df = df.rename(columns={"label": "predicted_label"})
     if len(df) == 0:
         raise DriftInputError(f"the prediction log has no rows for model {model_name!r} since {since}: serve traffic "
                               f"first (kfct serve) or give a batch with --current URI")

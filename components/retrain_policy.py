@@ -189,7 +189,6 @@ def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "",
     if decision["action"] != "retrain" or dry_run:
         return out
 
-    label = cfg["dataset"]["label"]
     data_uri = ct_data_uri or (current_uri if current_uri and drift.get("has_labels") else "")
     out["data_uri"] = data_uri or "(CT pipeline default)"
     severity_ = drift.get("severity", "?")
@@ -197,7 +196,7 @@ def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "",
     out["run_reason"] = run_reason
     cluster = on_cluster(settings) if mode == "auto" else mode == "cluster"
     common = {"model_name": model_name, "severity": severity_, "reason": decision["reason"],
-              "data_uri": out["data_uri"], "forced": bool(force), "label": label}
+              "data_uri": out["data_uri"], "forced": bool(force)}
     if cluster:
         from pipelines.ct import PIPELINE_NAME
         from pipelines.kfp_client import trigger_run

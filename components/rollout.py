@@ -31,8 +31,6 @@ KServe ModelServer's split file and `/kfct/stats`) or `ClusterBackend` (patching
 InferenceService through the kserve SDK, metrics from Prometheus' HTTP API).
 """
 
-from __future__ import annotations
-
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
@@ -482,8 +480,14 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     from kfct.config import config_from_json
     from kfct.settings import get_settings
 
+    from kfct import registry
+
     cfg = config_from_json(config_json)
     s = get_settings()
+    registry.setup(s)
+    if version and registry.alias_version(model_name, "champion") == str(version):
+        # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
+        return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion"})
     if target == "auto":
         target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
     if target == "cluster":

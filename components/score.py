@@ -14,8 +14,6 @@ a missing column or an unknown category stops with a message naming it, before
 anything is written.
 """
 
-from __future__ import annotations
-
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -157,6 +157,7 @@ def _run_monitor_kfp(current_uri, dry_run, force, since, ct_data_uri, cfg, model
     import contextlib
     import io
     import os
+    import warnings
 
     from kfp import local
 
@@ -175,7 +176,8 @@ def _run_monitor_kfp(current_uri, dry_run, force, since, ct_data_uri, cfg, model
     buf = io.StringIO()
     t0 = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # kfp.local: image / display-name settings it ignores
             pipeline(current_uri=current_uri, since=str(since or ""), config_json=config_to_json(cfg),
                      model_name=model_name, ct_data_uri=ct_data_uri, force=bool(force), dry_run=bool(dry_run),
                      mode=mode)

@@ -21,6 +21,7 @@ Changed, and why:
 from __future__ import annotations
 
 import logging
+import warnings
 
 import orjson
 
@@ -37,6 +38,9 @@ from kserve.protocol.dataplane import DataPlane  # noqa: E402
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
 
 log = logging.getLogger("kfct.serving")
+
+# KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x.
+warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
 
 
 class KfctDataPlane(DataPlane):

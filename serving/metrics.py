@@ -93,15 +93,39 @@ class VersionMetrics:
         """Count one answered request; returns the number of positive labels."""
         self.request(role, protocol).inc()
         self.latency.observe(latency)
-        obs = self.probability.observe
-        for p in probs:
-            obs(p)
+        if len(probs) > 8:
+            observe_many(self.probability, probs)
+        else:
+            obs = self.probability.observe
+            for p in probs:
+                obs(p)
         pos = int(labels.sum()) if len(labels) > 1 else int(labels[0])
         if pos:
             self.positive.inc(pos)
         if len(labels) - pos:
             self.negative.inc(len(labels) - pos)
         return pos
+
+
+def observe_many(hist_child, values) -> None:
+    """Histogram.observe for many values at once: one bucket increment per bucket, not per value.
+
+    Uses the histogram child's bucket list (prometheus_client 0.26, pinned); falls back
+    to observing one by one if that layout ever changes.
+    """
+    bounds = getattr(hist_child, "_upper_bounds", None)
+    buckets = getattr(hist_child, "_buckets", None)
+    total = getattr(hist_child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            hist_child.observe(v)
+        return
+    arr = np.asarray(values, dtype=np.float64)
+    idx = np.searchsorted(np.asarray(bounds, dtype=np.float64), arr, side="left")  # first bound >= value
+    counts = np.bincount(idx, minlength=len(bounds))
+    for i in np.flatnonzero(counts[: len(bounds)]).tolist():
+        buckets[i].inc(int(counts[i]))
+    total.inc(float(arr.sum()))
 
 
 @dataclass

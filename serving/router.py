@@ -95,6 +95,9 @@ class ChurnRouter(kserve.Model):
         self.last_error: str | None = None
         self._apply_lock = threading.Lock()
         self._info_labels: list = []
+        from kserve.metrics import PREDICT_HIST_TIME, get_labels
+
+        self._kserve_predict_hist = PREDICT_HIST_TIME.labels(**get_labels(name))
         self._publish()
 
     # -- readiness ---------------------------------------------------------------------------
@@ -142,6 +145,20 @@ class ChurnRouter(kserve.Model):
             self._metrics[version] = VersionMetrics(self.name, version)
 
     # -- KServe handlers -------------------------------------------------------------------------
+    async def __call__(self, body, headers=None, verb=None):
+        """KServe's Model.__call__ (preprocess -> predict -> postprocess), minus its per-request
+        overhead: three histogram contexts, four coroutine checks and six clock reads cost about
+        as much as scoring one customer. KServe's `request_predict_seconds` is still observed."""
+        from kserve.model import InferenceVerb
+
+        if verb is not None and verb != InferenceVerb.PREDICT:
+            return await super().__call__(body, headers, verb)
+        response_headers: dict = {}
+        t0 = time.perf_counter()
+        result = self.predict(self.preprocess(body, headers), headers, response_headers)
+        self._kserve_predict_hist.observe(time.perf_counter() - t0)
+        return result, response_headers
+
     def validate(self, payload):
         return payload
 
@@ -196,7 +213,7 @@ class ChurnRouter(kserve.Model):
             ver = s.version
             if ver not in self._metrics:
                 self._ensure_version(ver)
-            pos = self._metrics[ver].observe(role, job.protocol, latency, s.probabilities.tolist(), s.labels)
+            pos = self._metrics[ver].observe(role, job.protocol, latency, s.probabilities, s.labels)
             self._stats[ver].ok(now, latency, len(recs), pos, float(s.probabilities.sum()))
             if self.prediction_log is not None:
                 self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels,

@@ -210,6 +210,12 @@ def serve(opts: ServerOptions) -> int:
 
     server, router, watcher, plog, spath = build(opts)
     _initial_load(router, watcher, opts.wait_for_model, opts.watch)
+    champ = router.route.champion
+    if opts.model_dir and (champ is None or champ.current is None):
+        # In a pod, a model that cannot load never will: exit so Kubernetes shows it, not a silent 503.
+        print(f"kfct: cannot serve {opts.model_dir}: {champ.last_error if champ else 'no model'}", file=sys.stderr)
+        shutdown(router, watcher, plog)
+        return 3
     s = get_settings()
     host = opts.host or s.serving_host
     port = opts.port if opts.port is not None else s.serving_port
@@ -219,9 +225,17 @@ def serve(opts: ServerOptions) -> int:
           f"champion v{r.champion.loaded_version if r.champion else None}"
           + (f", {r.mode} v{r.canary.loaded_version} at {r.percent:g}%" if r.canary else "")
           + (f"  (split file {spath})" if spath else ""), flush=True)
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
+    # that was there before it: make that a KeyboardInterrupt, i.e. a clean exit 0.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         uvicorn.Server(server.rest.uvicorn_config()).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises SIGINT after its graceful shutdown
+    except KeyboardInterrupt:
         pass
     finally:
         shutdown(router, watcher, plog)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 
 def _serve(args) -> int:
     import logging
@@ -29,9 +27,6 @@ def _deploy(args) -> int:
     name = args.model_name or cfg["register"]["model_name"]
     out = deploy_core(name, args.version, cfg, target=args.target, canary_percent=args.percent, shadow=args.shadow,
                       namespace=args.namespace)
-    if out.get("action") == "none":
-        print(f"kfct: {out['reason']}; nothing to deploy")
-        return 0
     where = out.get("state_path") or f"InferenceService {out.get('namespace')}/{out.get('isvc')} ({out.get('action')})"
     print(f"kfct: {name} v{out['version']} -> alias {out['alias']}, "
           f"{out['mode']} {out['canary_percent']:g}% via {where}")
@@ -124,7 +119,3 @@ def add_commands(sub) -> None:
     sc.add_argument("--version", default=None)
     sc.add_argument("--chunk-rows", type=int, default=262_144)
     sc.set_defaults(func=_score)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(1)

@@ -169,3 +169,12 @@ def test_bad_inputs_are_named(cfg):
         detect_drift(ref, ref, cfg, feature_columns(cfg), prediction_column="score")
     with pytest.raises(ValueError, match="reference_predictions has 3 values for 300"):
         detect_drift(ref, ref, cfg, feature_columns(cfg), reference_predictions=np.zeros(3))
+
+
+def test_column_without_values_is_skipped_and_named(cfg):
+    ref = generate(1500, seed=51)
+    cur = generate(1500, seed=52)
+    cur["monetary_std"] = float("nan")
+    res = detect_drift(ref, cur, cfg, feature_columns(cfg))
+    assert res["skipped_features"] == {"monetary_std": "no values in current"}
+    assert "monetary_std" not in res["features"] and res["n_features"] == len(feature_columns(cfg)) - 1

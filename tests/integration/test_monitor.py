@@ -135,6 +135,7 @@ def test_5_audit_chain_intact_and_history_shows_the_loop(env, capsys):
     from kfct.cli import main
 
     assert main(["audit", "verify"]) == 0
+    assert "hash chain intact" in capsys.readouterr().out
     assert main(["audit", "show", "--model", MODEL, "--json"]) == 0
     events = [e["event"] for e in json.loads(capsys.readouterr().out)]
     for name in ("gate_decision", "model_registered", "alias_moved", "drift_checked", "retrain_triggered",
@@ -163,3 +164,32 @@ def test_7_missing_current_data_is_one_clear_error(env):
 
     assert main(["monitor", "--current", "/nonexistent/batch.parquet", "--model-name", MODEL]) == 2
     assert main(["monitor", "--model-name", MODEL]) == 2  # empty prediction log
+
+
+def test_8_serving_prediction_log_is_the_default_window(env):
+    import time
+
+    from kfct import registry
+    from kfct.datagen import generate
+    from pipelines.monitoring import run_monitor
+    from serving.prediction_log import PredictionLogger
+
+    champ = registry.load_version(MODEL, alias="champion")
+    df = generate(3000, seed=9)  # the pre-drift population, now unlike the champion's training data
+    records = df.drop(columns=["churned"]).to_dict("records")
+    proba = champ.model.predict_positive(df)
+    labels = (proba >= champ.model.threshold).astype(int)
+    logger = PredictionLogger(flush_seconds=60)
+    now = time.time()
+    for i in range(0, 3000, 500):  # requests of 500 instances
+        logger.log(now, f"r{i}", MODEL, champ.version, "champion", records[i:i + 500], proba[i:i + 500],
+                   labels[i:i + 500], champ.model.threshold)
+    logger.log(now, "s0", MODEL, "1", "shadow", records[:500], proba[:500], labels[:500], 0.5)
+    logger.close()
+    out = run_monitor(dry_run=True, cfg=env["cfg"])
+    assert out["current"].startswith("prediction log since")
+    d = out["drift"]
+    assert d["rows"]["current"] == 3000          # shadow rows left out
+    assert d["has_labels"] is False and d["performance"] is None
+    assert d["churn_rate"]["current"] == pytest.approx(labels.mean())  # from the logged probabilities
+    assert d["retrain"] is True and out["decision"]["action"] == "cooldown"

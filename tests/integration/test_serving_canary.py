@@ -261,3 +261,69 @@ def test_served_canary_state_survives_a_restart(serving_env, tmp_path):
         assert r.canary is not None and r.canary.loaded_version == v_b and r.percent == 40
     finally:
         srv2.stop()
+
+
+def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monkeypatch):
+    """The undecorated component function, wrapped like pipelines/ct.py does, run by kfp.local."""
+    import json
+
+    from kfp import dsl, local
+
+    from components.deploy import deploy_model
+    from kfct import registry
+    from kfct.config import config_to_json, load_config
+    from serving.split_state import read_state, state_path
+
+    monkeypatch.chdir(tmp_path)  # kfp.local writes its outputs relative to the working dir
+    monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
+               raise_on_error=True)
+    comp = dsl.component(deploy_model, base_image="unused", install_kfp_package=False)
+    v_b = serving_env.versions["good_b"]
+    task = comp(config_json=config_to_json(load_config()), model_name=MODEL_NAME, version=v_b, target="local",
+                namespace="")
+    out = json.loads(task.output)
+    assert out["alias"] == "challenger" and out["canary_percent"] == 10
+    assert registry.alias_version(MODEL_NAME, "challenger") == v_b
+    st = read_state(state_path(MODEL_NAME))
+    assert st.canary_version == v_b and st.canary_percent == 10
+
+
+def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path):
+    """Rollout disabled: register sets `champion` directly; deploy makes the server follow."""
+    from components.deploy import deploy_core
+    from kfct import registry
+    from kfct.config import load_config
+
+    v_b = serving_env.versions["good_b"]
+    srv = start(tmp_path, log_predictions=False)
+    try:
+        registry.set_alias(MODEL_NAME, "champion", v_b, reason="registered without rollout")
+        out = deploy_core(MODEL_NAME, v_b, load_config(), target="local", state_path=srv.state_path)
+        assert out["alias"] == "champion" and out["mode"] == "direct"
+        wait_for(lambda: srv.router.route.champion.loaded_version == v_b, what="champion switch")
+        assert Client(srv.url).predict(MODEL_NAME, records(1))[1]["model_version"] == v_b
+        assert registry.alias_version(MODEL_NAME, "challenger") is None
+    finally:
+        srv.stop()
+
+
+def test_rollout_stage_skips_a_champion_and_defers_without_live_traffic(serving_env, tmp_path):
+    import json
+
+    from components.deploy import deploy_core
+    from components.rollout import rollout_model
+    from kfct import registry
+    from kfct.config import config_to_json, load_config
+    from tests.servingkit import free_port
+
+    cfg_json = config_to_json(load_config())
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    out = json.loads(rollout_model(cfg_json, MODEL_NAME, v_a, target="local"))
+    assert out["outcome"] == "skipped"
+    deploy_core(MODEL_NAME, v_b, load_config(), target="local", state_path=tmp_path / "split.json")
+    out = json.loads(rollout_model(cfg_json, MODEL_NAME, v_b, target="local",
+                                   server_url=f"http://127.0.0.1:{free_port()}"))
+    assert out["outcome"] == "deferred"
+    assert registry.alias_version(MODEL_NAME, "challenger") == v_b  # left for `kfct rollout`
+    assert registry.alias_version(MODEL_NAME, "champion") == v_a

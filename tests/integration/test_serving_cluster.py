@@ -10,6 +10,16 @@ from tests.servingkit.fakes import FakeKubeApi, FakePrometheus
 
 pytestmark = pytest.mark.slow
 
+@pytest.fixture(autouse=True)
+def _restore_kube_default_config():
+    """KServeClient loads the kubeconfig into the kubernetes client's global default: undo it."""
+    from kubernetes import client
+
+    saved = client.Configuration.get_default_copy()
+    yield
+    client.Configuration.set_default(saved)
+
+
 FAST = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds": 0.05, "min_requests": 100}}
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -109,4 +108,3 @@ def test_python_m_serving_process(serving_env, tmp_path):
             out, _ = proc.communicate()
     assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
     assert b"serving churn-classifier on http://127.0.0.1" in out
-    time.sleep(0)  # nothing left listening

@@ -322,3 +322,53 @@ def test_prediction_log_is_written_off_the_request_path(server, serving_env, tmp
     assert read_prediction_log(since=time.time() + 60, root=tmp_path / "predictions").empty
     assert list((tmp_path / "predictions").glob("date=*/part-*.parquet"))
     assert not math.isnan(df["probability"].sum())
+
+
+def test_model_dir_mode_verifies_the_artifact_hash(serving_env, tmp_path):
+    """The InferenceService path: an MLflow model folder (as KServe's storage initializer leaves it)."""
+    import mlflow
+
+    from kfct import registry
+    from serving.server import start_in_thread
+
+    v = serving_env.versions["good_a"]
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL_NAME}/{v}", dst_path=str(tmp_path / "mnt"))
+    sha = registry.client().get_model_version(MODEL_NAME, v).tags["model_sha256"]
+    srv = start_in_thread(port=0, model_dir=local, model_sha256=sha, version=v, log_predictions=False)
+    try:
+        status, body, _ = Client(srv.url).predict(MODEL_NAME, records(3))
+        assert status == 200 and body["model_version"] == v
+        assert srv.state_path is None  # no local split file on a cluster
+    finally:
+        srv.stop()
+    bad = start_in_thread(port=0, model_dir=local, model_sha256="0" * 64, version=v, log_predictions=False,
+                          wait_for_model=True)
+    try:
+        c = Client(bad.url)
+        assert c.request("GET", "/v2/health/ready")[0] == 503
+        assert c.predict(MODEL_NAME, records(1))[0] == 503
+        assert "does not match" in bad.router.route.champion.last_error
+    finally:
+        bad.stop()
+
+
+def test_predictor_alone_answers_both_protocols(serving_env):
+    """ChurnPredictor is a complete kserve.Model on its own (what a plain KServe ModelServer would host)."""
+    import asyncio
+
+    from serving import _kserve
+    from serving.predictor import ChurnPredictor
+
+    kserve = _kserve.load()
+    p = ChurnPredictor(MODEL_NAME, version=serving_env.versions["good_b"])
+    assert p.ready is False and p.load() and p.ready
+    recs = records(4, seed=14)
+    out, headers = asyncio.run(p({"instances": recs}, headers={}))
+    assert headers["x-kfct-model-version"] == serving_env.versions["good_b"] and len(out["predictions"]) == 4
+    body = v2_body(recs)
+    req = kserve.InferRequest(MODEL_NAME, [kserve.InferInput(i["name"], i["shape"], i["datatype"], i["data"])
+                                           for i in body["inputs"]])
+    res, _ = asyncio.run(p(req, headers={}))
+    probs = [o for o in res.outputs if o.name == "probability"][0].data
+    np.testing.assert_allclose(probs, [x["probability"] for x in out["predictions"]])
+    assert not ChurnPredictor(MODEL_NAME, version="999").load()  # a failed load is not ready, not a crash

@@ -144,10 +144,17 @@ def reset_registry(reg: ServingRegistry) -> None:
                 c.delete_model_version_tag(reg.model_name, v, key)
 
 
+_BUILT: dict = {}
+
+
 @pytest.fixture(scope="session")
 def serving_registry(tmp_path_factory):
+    """Built once per test session (test modules import this fixture, so pytest sees one
+    definition per module; the cache keeps it to one registry)."""
     from kfct.settings import reset_settings
 
+    if "registry" in _BUILT:
+        return _BUILT["registry"]
     home = tmp_path_factory.mktemp("serving-registry") / "kfct-home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KFCT_HOME", str(home))
@@ -156,6 +163,7 @@ def serving_registry(tmp_path_factory):
         reset_settings()
         reg = build_registry(home)
     reset_settings()
+    _BUILT["registry"] = reg
     return reg
 
 
@@ -169,7 +177,10 @@ def serving_env(serving_registry, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     reset_settings()
     reset_registry(serving_registry)
+    default_split = serving_registry.home / "serving" / serving_registry.model_name / "split.json"
+    default_split.unlink(missing_ok=True)  # each test starts without a canary
     yield serving_registry
+    default_split.unlink(missing_ok=True)
     reset_settings()
 
 

@@ -283,3 +283,22 @@ def test_inference_service_object():
     assert pred["model"]["storageUri"].startswith("s3://") and pred["model"]["runtime"] == "kfct-predictor"
     assert {"name": "KFCT_MODEL_SHA256", "value": "ab" * 32} in pred["model"]["env"]
     assert pred["serviceAccountName"] == "kfct-serving"
+
+
+def test_bulk_histogram_observation_equals_one_by_one():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from serving.metrics import PROBABILITY_BUCKETS, observe_many
+
+    reg = CollectorRegistry()
+    h = Histogram("t_prob", "t", ["v"], buckets=PROBABILITY_BUCKETS, registry=reg)
+    vals = np.random.default_rng(0).random(500).tolist() + [0.05, 0.1, 1.0, 0.0]
+    for v in vals:
+        h.labels("one").observe(v)
+    observe_many(h.labels("bulk"), vals)
+
+    def samples(label):
+        return [(s.name, s.labels.get("le"), round(s.value, 9)) for m in reg.collect() for s in m.samples
+                if s.labels.get("v") == label and not s.name.endswith("_created")]
+
+    assert samples("one") == samples("bulk")

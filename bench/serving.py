@@ -1,0 +1,172 @@
+"""Serving: kfct's KServe server against `mlflow models serve` and the case study's FastAPI app.
+
+Same registered version, same single-instance V1 body (`{"instances": [one customer]}`,
+256 distinct customers in rotation), same closed-loop load at concurrency 1 and 16,
+one worker each, all on 127.0.0.1. Servers start one after another (their start-up
+time is reported), then every repeat measures each server in turn, so slow drift in
+the machine's load (other processes share its two cores) spreads over all of them.
+The load generator (`bench.load`) is a separate process. Before measuring, each
+server's answers for a few customers are compared with the model's own
+probabilities: the servers must be serving the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import peers
+from bench.model import Context, ensure_registered
+
+LEVELS = (1, 16)
+BODY_SEED = 2024
+N_BODIES = 256
+SERVERS = ("kfct", "mlflow", "fastapi")
+
+
+def request_records(cfg: dict, n: int = N_BODIES, seed: int = BODY_SEED) -> list[dict]:
+    """Feature records as a client sends them: id + features, NaN as null, no label."""
+    from kfct.datagen import generate
+
+    df = generate(max(n, 10), seed=seed).head(n).drop(columns=[cfg["dataset"]["label"]])
+    df = df.astype(object).where(df.notna(), None)
+    return df.to_dict("records")
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Medians over repeats of one (server, concurrency) cell; errors and requests summed."""
+    def med(key):
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        return round(statistics.median(vals), 4) if vals else None
+
+    def spread(key):
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        return [min(vals), max(vals)] if vals else None
+
+    return {
+        "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "rps": med("rps"),
+        "errors": sum(int(r.get("errors", 0)) for r in runs),
+        "requests": sum(int(r.get("requests", 0)) for r in runs),
+        "repeats": len(runs),
+        "p50_ms_range": spread("p50_ms"), "p99_ms_range": spread("p99_ms"), "rps_range": spread("rps"),
+        "error_kinds": _merge([r.get("error_kinds", {}) for r in runs]),
+    }
+
+
+def _merge(dicts: list[dict]) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def ratios(cells: dict, base: str = "kfct") -> dict:
+    """kfct ÷ peer for p50, p99 (lower is better) and requests/s (higher is better)."""
+    out = {}
+    for peer in cells:
+        if peer == base:
+            continue
+        for level, cell in cells[peer].items():
+            mine = cells.get(base, {}).get(level)
+            if not mine:
+                continue
+            r = {}
+            for key in ("p50_ms", "p99_ms", "rps"):
+                a, b = mine.get(key), cell.get(key)
+                r[key] = round(a / b, 3) if a and b else None
+            out.setdefault(peer, {})[level] = r
+    return out
+
+
+def run_load(url: str, bodies_path: Path, levels, duration: float, warmup: float) -> list[dict]:
+    """One `bench.load` process against one server, all concurrency levels in order."""
+    cmd = [sys.executable, "-m", "bench.load", "--url", url, "--bodies", str(bodies_path),
+           "--concurrency", ",".join(str(c) for c in levels), "--duration", str(duration), "--warmup", str(warmup)]
+    timeout = len(levels) * (duration + warmup + 25) + 30
+    cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(Path(__file__).resolve().parents[1]))
+    if cp.returncode != 0:
+        raise RuntimeError(f"load generator failed ({cp.returncode}): {cp.stderr.strip()[-800:]}")
+    return json.loads(cp.stdout.strip().splitlines()[-1])
+
+
+def check_same_model(server: peers.ServerProcess, records: list[dict], expected) -> float:
+    """Max |p_server - p_model| over a few customers; raises when a server answers wrongly."""
+    got = []
+    for rec in records:
+        status, payload = peers.http_json("POST", server.predict_url, {"instances": [rec]})
+        if status != 200:
+            raise RuntimeError(f"{server.label} answered {status} to a valid request: {str(payload)[:300]}")
+        got.extend(peers.positive_probability(server.name, payload))
+    diff = max(abs(a - float(b)) for a, b in zip(got, expected))
+    if diff > 1e-4:
+        raise RuntimeError(f"{server.label} does not serve the benchmark model: probabilities differ by {diff:.2e}")
+    return diff
+
+
+def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0.5, levels=LEVELS,
+        servers=SERVERS) -> dict:
+    from kfct.config import feature_columns, load_config
+
+    cfg = load_config()
+    reg = ensure_registered(ctx)
+    records = request_records(cfg)
+    bodies_path = ctx.workdir / "serving-bodies.json"
+    bodies_path.write_text(json.dumps([{"instances": [r]} for r in records]))
+    expected = reg.model.predict_proba_records([{k: v for k, v in r.items()} for r in records[:8]])
+
+    factories = {
+        "kfct": lambda: peers.kfct_server(ctx.home, ctx.tracking_uri, reg.name, ctx.logs),
+        "mlflow": lambda: peers.mlflow_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
+        "fastapi": lambda: peers.fastapi_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
+    }
+    started: list[peers.ServerProcess] = []
+    failed: dict[str, str] = {}
+    info: dict[str, dict] = {}
+    raw: dict[str, list] = {}
+    try:
+        for name in servers:
+            srv = factories[name]()
+            ctx.log(f"  starting {srv.label} ...")
+            try:
+                srv.start()
+                ready = srv.wait_ready()
+                diff = check_same_model(srv, records[:8], expected)
+            except Exception as exc:  # a peer that cannot run is reported, the others still are
+                srv.stop()
+                failed[name] = str(exc)
+                ctx.log(f"  {srv.label} FAILED: {str(exc).splitlines()[0]}")
+                continue
+            started.append(srv)
+            info[name] = {"label": srv.label, "endpoint": srv.predict_path, "ready_s": ready,
+                          "max_abs_diff_vs_model": diff}
+            ctx.log(f"  {srv.label} ready in {ready:.1f} s at {srv.predict_url}")
+        for r in range(repeats):
+            for srv in started:
+                ctx.log(f"  repeat {r + 1}/{repeats}: {srv.label} at concurrency {', '.join(map(str, levels))} "
+                        f"({duration:g} s each)")
+                try:
+                    rows = run_load(srv.predict_url, bodies_path, levels, duration, warmup)
+                except Exception as exc:
+                    failed.setdefault(srv.name, f"load run failed: {exc}")
+                    continue
+                raw.setdefault(srv.name, []).append(rows)
+    finally:
+        for srv in started:
+            srv.stop()
+
+    cells: dict[str, dict] = {}
+    for name, reps in raw.items():
+        for level in levels:
+            runs = [row for rep in reps for row in rep if row["concurrency"] == level]
+            cells.setdefault(name, {})[str(level)] = aggregate(runs)
+    return {
+        "model": {"name": reg.name, "version": reg.version, "train_rows": reg.train_rows},
+        "payload": f"V1 JSON, 1 instance per request (id + {len(feature_columns(cfg))} features), "
+                   f"{len(records)} distinct customers in rotation",
+        "levels": list(levels), "repeats": repeats, "duration_s": duration, "warmup_s": warmup,
+        "servers": info, "cells": cells, "ratios": ratios(cells), "failed": failed, "raw": raw,
+    }
