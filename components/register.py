@@ -52,6 +52,7 @@ def register_core(meta: dict, decision: dict, cfg: dict, model_name: str, data_u
 def register_model(
     model: Input[Model],
     decision: Input[Artifact],
+    dataset: Input[Dataset],
     test: Input[Dataset],
     config_json: str,
     model_name: str,
@@ -88,7 +89,8 @@ def register_model(
     info = {
         "model_name": model_name, "version": out["version"], "alias": out["alias"],
         "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
-        "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows_test": int(len(test_df))},
+        "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset.metadata.get("rows", 0)),
+                    "columns": int(dataset.metadata.get("columns", 0)), "rows_test": int(len(test_df))},
         "metrics": dec.get("metrics", {}), "fairness": dec.get("fairness"), "comparison": dec.get("comparison"),
         "gate": {"deploy": dec.get("deploy"), "reasons": dec.get("reasons", []), "thresholds": cfg["gate"].get("thresholds", {})},
         "lineage": out["tags"], "top_features": top_features_shap(fitted, sample, k=10),

@@ -1,6 +1,7 @@
 """The conditional continuous-training pipeline.
 
-ingest -> validate -> [data valid] featurize/split -> train -> evaluate -> [deploy] register
+ingest -> validate -> [data valid] featurize/split -> train -> evaluate -> [deploy] register -> deploy
+                                                                       -> [rollout] rollout (promote / roll back)
 
 The same function is executed by kfp's local SubprocessRunner (`pipelines.local`)
 and compiled for Kubeflow Pipelines (`pipelines.compile`). Components are built
@@ -10,14 +11,15 @@ at import.
 
 
 PIPELINE_NAME = "kfct-ct"
-STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model")
+STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model",
+          "deploy-model", "rollout-model")
 
 
 def make_components(settings=None, gpu: bool = False) -> dict:
     """Wrap each stage's component function with `dsl.component` and the image from settings."""
     from kfp import dsl
 
-    from components import evaluate, featurize, ingest, register, train, validate
+    from components import deploy, evaluate, featurize, ingest, register, rollout, train, validate
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -32,6 +34,8 @@ def make_components(settings=None, gpu: bool = False) -> dict:
         "train": comp(train.train_model, s.gpu_image if gpu else None),
         "evaluate": comp(evaluate.evaluate_model),
         "register": comp(register.register_model),
+        "deploy": comp(deploy.deploy_model),
+        "rollout": comp(rollout.rollout_model),
     }
 
 
@@ -70,6 +74,8 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
         tune_trials: int = 0,
         code_version: str = "unknown",
         run_reason: str = "manual",
+        rollout: bool = bool(cfg.get("rollout", {}).get("enabled", False)),
+        serving_url: str = "",
     ):
         run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
@@ -94,10 +100,20 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
             ev.set_display_name("evaluate & gate")
             with dsl.If(ev.outputs["Output"] == True, name="deploy"):  # noqa: E712
                 reg = _configure(ops["register"](
-                    model=tr.outputs["model"], decision=ev.outputs["decision"], test=fs.outputs["test"],
+                    model=tr.outputs["model"], decision=ev.outputs["decision"], dataset=ing.outputs["dataset"],
+                    test=fs.outputs["test"],
                     config_json=config_json, model_name=model_name, data_uri=data_uri,
                     dataset_sha256=ing.outputs["Output"], pipeline_run=run_name, code_version=code_version,
                 ), "register", cfg, s, gpu)
                 reg.set_display_name("register")
+                dep = _configure(ops["deploy"](config_json=config_json, model_name=model_name, version=reg.outputs["Output"]),
+                                 "deploy", cfg, s, gpu)
+                dep.set_display_name("deploy (canary)")
+                with dsl.If(rollout == True, name="progressive-rollout"):  # noqa: E712
+                    ro = _configure(ops["rollout"](config_json=config_json, model_name=model_name,
+                                                   version=reg.outputs["Output"], server_url=serving_url),
+                                    "rollout", cfg, s, gpu)
+                    ro.set_display_name("rollout: promote or roll back")
+                    ro.after(dep)
 
     return ct_pipeline

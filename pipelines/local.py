@@ -112,6 +112,7 @@ def run_ct(
     device: str | None = None,
     tune_trials: int = 0,
     run_reason: str = "manual",
+    serving_url: str = "",
     settings=None,
     verbose: bool = False,
     raise_on_validation: bool = True,
@@ -154,7 +155,8 @@ def run_ct(
         with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
             try:
                 pipeline(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name, device=device,
-                         tune_trials=int(tune_trials), code_version=code_version(), run_reason=run_reason)
+                         tune_trials=int(tune_trials), code_version=code_version(), run_reason=run_reason,
+                         rollout=bool(cfg.get("rollout", {}).get("enabled", False)), serving_url=serving_url)
             except Exception as exc:  # kfp raises RuntimeError naming the failed task
                 error = exc
     total = time.perf_counter() - t0
@@ -196,6 +198,10 @@ def run_ct(
         card = _artifact(outputs, "register-model", "model_card")
         summary["registered"] = {"version": params("register-model").get("Output"),
                                  "alias": card.get("metadata", {}).get("alias")}
+    for task, key in (("deploy-model", "deploy"), ("rollout-model", "rollout")):
+        raw = params(task).get("Output")
+        if raw:
+            summary[key] = json.loads(raw)
     if "train-model" in outputs:
         summary["mlflow_run_id"] = params("train-model").get("Output")
     if raise_on_validation and not summary["validation"]["passed"]:
@@ -236,6 +242,14 @@ def format_summary(summary: dict) -> str:
         out.append(f"  registered  {summary['model_name']} v{reg['version']} -> alias '{reg['alias']}'")
     elif dec:
         out.append("  registered  nothing (registry and aliases unchanged)")
+    dep = summary.get("deploy")
+    if dep:
+        pct = dep.get("canary_percent")
+        out.append(f"  deploy      {dep.get('target')}: v{dep.get('version')} {dep.get('mode')}"
+                   + (f" at {pct:g}%" if isinstance(pct, (int, float)) else "") + f" ({dep.get('action', '')})")
+    ro = summary.get("rollout")
+    if ro:
+        out.append(f"  rollout     {ro.get('outcome')}: {ro.get('reason', '')}")
     stages = summary.get("stages") or {}
     if stages:
         out.append("  wall time   " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items() if v is not None)

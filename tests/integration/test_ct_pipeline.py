@@ -63,8 +63,9 @@ def test_first_run_registers_champion(first_run):
     assert s["decision"]["deploy"] is True
     assert any("no champion yet" in r for r in s["decision"]["reasons"])
     assert s["registered"] == {"version": "1", "alias": "champion"}
-    assert set(s["stages"]) == {"ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model"}
+    assert set(s["stages"]) == {"ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model", "deploy-model"}
     assert _registry_state(s["model_name"]) == ([1], {"champion": "1"})
+    assert s["deploy"]["mode"] == "direct" and s["deploy"]["canary_percent"] == 100.0
 
 
 def test_registered_version_carries_lineage(first_run):
@@ -137,6 +138,27 @@ def test_audit_trail_records_the_decisions(first_run):
     events = [e["event"] for e in audit.read()]
     assert events[:4] == ["validation", "gate_decision", "model_registered", "alias_moved"]
     assert "gate_decision" in events[4:]
+
+
+def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_canary(first_run, data_path, home, cfg):
+    """Registration no longer jumps to champion: the canary rollout decides (deferred here: no live server)."""
+    import copy
+
+    from pipelines.local import run_ct
+    from serving.split_state import read_state, state_path
+
+    c = copy.deepcopy(cfg)
+    c["rollout"]["enabled"] = True
+    c["gate"]["min_improvement"] = -1.0  # let an equal model through the gate to exercise the canary path
+    s = run_ct(data_uri=str(data_path), cfg=c, serving_url="http://127.0.0.1:9")
+    assert s["registered"]["alias"] == "challenger"
+    v = s["registered"]["version"]
+    assert s["deploy"]["mode"] == "canary" and s["deploy"]["canary_percent"] == c["rollout"]["steps"][0]
+    assert s["rollout"]["outcome"] == "deferred"
+    versions, aliases = _registry_state(s["model_name"])
+    assert aliases == {"champion": "1", "challenger": v}
+    st = read_state(state_path(s["model_name"], home))
+    assert (st.champion_version, st.canary_version, st.canary_percent) == ("1", v, c["rollout"]["steps"][0])
 
 
 def test_missing_file_is_one_clear_error(home):
