@@ -158,12 +158,14 @@ def render_scoring(sec: dict) -> list[str]:
     tools = d.get("tools", {})
     lines.append("2.1M generated customers, parquet in → parquet of id, probability, label out, timed file to file "
                  "(model load excluded), same registered model. The case study's monthly batch took 2 h 31 min.")
-    lines += ["", "| tool | rows | seconds | rows/s | read / score / write s | vs case study | repeats |",
+    lines += ["", "| tool | rows | seconds, median (range) | rows/s | read / score / write s | vs case study | repeats |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     cs = d.get("case_study_s")
     for t in tools.values():
         speed = f"{cs / t['projected_2_1m_s']:,.0f}× faster" if cs and t.get("projected_2_1m_s") else "—"
-        lines.append(f"| {t['label']} | {t['rows']:,} | {_n(t['seconds'], 2)} | {_n(t['rows_per_s'])} | "
+        rng = t.get("seconds_range")
+        spread = f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng and t.get("repeats", 1) > 1 else ""
+        lines.append(f"| {t['label']} | {t['rows']:,} | {_n(t['seconds'], 2)}{spread} | {_n(t['rows_per_s'])} | "
                      f"{t['read_s']:.2f} / {t['score_s']:.2f} / {t['write_s']:.2f} | {speed} | {t['repeats']} |")
     lines.append(f"| case study (TelecomIT, 2h31m) | 2,100,000 | {_n(cs)} | {_n(d.get('case_study_rows_per_s'))} | — | 1× | — |")
     k = tools.get("kfct")
@@ -188,10 +190,12 @@ def render_training(sec: dict, gpu: dict | None) -> list[str]:
         lines.append("Split + encoder fit + XGBoost `hist` with early stopping on validation AUC (default config: "
                      "≤ 400 trees, depth 5), as the pipeline's featurize and train stages compute it, in process, "
                      "MLflow logging excluded.")
-    lines += ["", "| rows | device | wall s (split + fit) | fit s | trees kept | val AUC | repeats |",
+    lines += ["", "| rows | device | wall s (split + fit), median (range) | fit s | trees kept | val AUC | repeats |",
               "|---:|---|---:|---:|---:|---:|---:|"]
     for f in d.get("figures", []):
-        lines.append(f"| {f['rows']:,} | CPU ({d.get('cores', '?')} cores) | {_n(f['seconds'], 1)} | "
+        rng = f.get("seconds_range")
+        spread = f" ({rng[0]:.1f}–{rng[1]:.1f})" if rng and f.get("repeats", 1) > 1 else ""
+        lines.append(f"| {f['rows']:,} | CPU ({d.get('cores', '?')} cores) | {_n(f['seconds'], 1)}{spread} | "
                      f"{_n(f['fit_seconds'], 1)} | {(f.get('best_iteration') or 0) + 1} | {f['val_roc_auc']} | "
                      f"{f['repeats']} |")
     for s in d.get("skipped_sizes", []):
@@ -352,3 +356,38 @@ def write(results: dict, out_dir: Path, stem: str = "results") -> dict[str, Path
     paths["md"].write_text(md)
     paths["json"].write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render results.md/.png from a results.json, e.g. to add a GPU figure measured later."""
+    import argparse
+    import sys
+
+    from bench.training import GpuFigureError, load_gpu_figure
+
+    here = Path(__file__).resolve().parent
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    p.add_argument("--results", default=str(here / "results.json"))
+    p.add_argument("--gpu-figure", default=None, help="JSON from `python -m bench.training --device cuda`")
+    args = p.parse_args(argv)
+    src = Path(args.results)
+    try:
+        results = json.loads(src.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"bench.report: cannot read {src}: {exc}", file=sys.stderr)
+        return 2
+    if args.gpu_figure:
+        try:
+            results["gpu_figure"] = load_gpu_figure(args.gpu_figure)
+        except GpuFigureError as exc:
+            print(f"bench.report: {exc}", file=sys.stderr)
+            return 2
+    stem = src.stem
+    paths = write(results, src.parent, stem=stem)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

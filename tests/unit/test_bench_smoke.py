@@ -200,6 +200,14 @@ def test_gpu_figure_file_is_checked_and_shown(tmp_path):
     assert "NVIDIA H100 80GB HBM3" in row and "2026-01-02" in row and "1,000,000" in row
     assert report.NO_GPU not in md
 
+    # a figure measured later is added to existing results without measuring again
+    rec = tmp_path / "res" / "results.json"
+    rec.parent.mkdir()
+    rec.write_text(json.dumps({"meta": {}, "sections": {}, "gpu_figure": None}))
+    assert report.main(["--results", str(rec), "--gpu-figure", str(p)]) == 0
+    assert "NVIDIA H100 80GB HBM3" in (tmp_path / "res" / "results.md").read_text()
+    assert json.loads(rec.read_text())["gpu_figure"]["hardware"] == "NVIDIA H100 80GB HBM3"
+
 
 def test_cli_names_a_bad_section(capsys):
     from bench.__main__ import main
