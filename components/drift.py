@@ -424,12 +424,14 @@ def load_reference(model_name: str, alias: str = "champion"):
     data_uri = loaded.tags.get("data_uri")
     if not data_uri:
         raise DriftInputError(f"{model_name} v{loaded.version}: no training snapshot ({missing}) and no data_uri tag")
-    from kfct.datasource import read_dataset
-    from kfct.lineage import sha256_frame
+    from kfct.datasource import snapshot_dataset
+    from kfct.lineage import sha256_file
 
-    df = read_dataset(data_uri)
+    with tempfile.TemporaryDirectory() as tmp:  # same snapshot ingest made, so the same data version
+        df = snapshot_dataset(data_uri, f"{tmp}/snapshot.parquet")
+        actual = sha256_file(f"{tmp}/snapshot.parquet")
     expected = loaded.tags.get("dataset_sha256")
-    if expected and sha256_frame(df) != expected:
+    if expected and actual != expected:
         raise DriftInputError(f"{model_name} v{loaded.version}: training snapshot missing ({missing}) and {data_uri} "
                               f"no longer has the recorded content (sha256 {expected[:12]}...)")
     return df, loaded, data_uri

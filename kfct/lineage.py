@@ -17,21 +17,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_frame(df) -> str:
-    """Content hash of a DataFrame, independent of file format and row index.
-
-    Hashes column names, dtypes and pandas' per-row hash values, so the same data
-    read from CSV or parquet gets the same version.
-    """
-    import pandas as pd
-
-    h = hashlib.sha256()
-    h.update("\x1f".join(map(str, df.columns)).encode())
-    h.update("\x1f".join(str(t) for t in df.dtypes).encode())
-    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Git commit of the checkout (or KFCT_CODE_VERSION baked into an image)."""
