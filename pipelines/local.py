@@ -239,7 +239,11 @@ def format_summary(summary: dict) -> str:
             out.append(f"              - {r}")
     reg = summary.get("registered")
     if reg:
-        out.append(f"  registered  {summary['model_name']} v{reg['version']} -> alias '{reg['alias']}'")
+        alias = reg["alias"]
+        dep = summary.get("deploy") or {}
+        if dep.get("alias") and dep["alias"] != alias:  # e.g. the first model goes straight to champion
+            alias = f"{alias}' -> '{dep['alias']}"
+        out.append(f"  registered  {summary['model_name']} v{reg['version']} -> alias '{alias}'")
     elif dec:
         out.append("  registered  nothing (registry and aliases unchanged)")
     dep = summary.get("deploy")
