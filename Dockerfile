@@ -39,6 +39,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/home/kfct \
     KFCT_HOME=/tmp/kfct \
+    MLFLOW_DISABLE_TELEMETRY=true \
     KFCT_CODE_VERSION=${KFCT_CODE_VERSION}
 # libgomp: OpenMP runtime for xgboost / scikit-learn. KFP's launcher stages artifacts
 # under /gcs, /minio, /s3 (newer backends mount emptyDirs there): writable by the user.

@@ -126,6 +126,10 @@ def run_ct(
     s = settings or get_settings()
     home = Path(s.home).resolve()
     os.environ["KFCT_HOME"] = str(home)  # the stage subprocesses read the same settings
+    # MLflow's usage telemetry flushes to a remote endpoint when a process exits: offline
+    # (or in a pod without egress) every MLflow stage then waits on its timeouts. An
+    # explicit user setting wins.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     reset_settings()
     s = get_settings() if settings is None else s.model_copy(update={"home": home})
     cfg = cfg or load_config()
