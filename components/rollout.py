@@ -65,36 +65,8 @@ class Thresholds:
         return out
 
 
-@dataclass
-class Window:
-    """What the backend measured for one version during a step (mirrors serving.metrics.WindowStats)."""
-
-    version: str
-    requests: int = 0
-    instances: int = 0
-    client_errors: int = 0
-    server_errors: int = 0
-    positives: int = 0
-    p99_latency_s: float = 0.0
-
-    @property
-    def error_rate(self) -> float:
-        return (self.client_errors + self.server_errors) / self.requests if self.requests else 0.0
-
-    @property
-    def positive_rate(self) -> float:
-        return self.positives / self.instances if self.instances else 0.0
-
-    def summary(self) -> dict:
-        return {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
-                "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
-
-    @classmethod
-    def from_stats(cls, version: str, d: dict | None) -> "Window":
-        d = d or {}
-        return cls(version=str(version), requests=int(d.get("requests", 0)), instances=int(d.get("instances", 0)),
-                   client_errors=int(d.get("client_errors", 0)), server_errors=int(d.get("server_errors", 0)),
-                   positives=int(d.get("positives", 0)), p99_latency_s=float(d.get("p99_latency_s", 0.0)))
+# What the backend measured for one version during a step: the router's own stats type.
+from serving.metrics import WindowStats as Window  # noqa: E402
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
@@ -244,8 +216,8 @@ class LocalRouterBackend:
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
         s = self._get("/kfct/stats", {"since": since})
         v = s.get("versions", {})
-        return (Window.from_stats(champion_version, v.get(str(champion_version))),
-                Window.from_stats(canary_version, v.get(str(canary_version))))
+        return (Window.from_json({**(v.get(str(champion_version)) or {}), "version": str(champion_version)}),
+                Window.from_json({**(v.get(str(canary_version)) or {}), "version": str(canary_version)}))
 
     def promote(self, version: str) -> None:
         self._write_and_wait(champion_version=str(version), canary_version=None, canary_percent=0.0,

@@ -154,6 +154,10 @@ class WindowStats:
     def positive_rate(self) -> float:
         return self.positives / self.instances if self.instances else 0.0
 
+    def summary(self) -> dict:
+        return {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
+                "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
+
     def to_json(self) -> dict:
         d = asdict(self)
         d.update(error_rate=self.error_rate, positive_rate=self.positive_rate)
