@@ -192,6 +192,7 @@ def run_ct(
             "n_failed": validation.get("n_failed"),
             "failures": validation.get("failures", []),
             "report": vrep.get("uri"),
+            "report_html": _artifact(outputs, "validate-data", "report").get("uri"),
         },
         "model_name": model_name,
     }
@@ -216,7 +217,7 @@ def run_ct(
 def format_validation_failure(summary: dict) -> str:
     v = summary["validation"]
     lines = [f"validation failed: {v.get('n_failed')} of {v.get('n_expectations')} expectations "
-             f"(report: {v.get('report')})"]
+             f"(report: {v.get('report_html') or v.get('report')})"]
     for f in v.get("failures", [])[:20]:
         col = f.get("column") or "<table>"
         sample = f.get("sample_bad_values")
