@@ -65,4 +65,4 @@ ENV KFCT_SERVING_HOST=0.0.0.0 \
     KFCT_SERVING_PORT=8080
 USER 10001:10001
 EXPOSE 8080
-ENTRYPOINT ["python", "-m", "serving"]
+ENTRYPOINT ["python", "-m", "kfct.serving"]

@@ -92,8 +92,8 @@ def default_cache_dir() -> Path:
 
 def train(ctx: Context, rows: int = MODEL_ROWS, seed: int = MODEL_SEED):
     """Train as the pipeline does. Returns (model, train_df, val_metrics, info, seconds)."""
-    from components.featurize import featurize_core
-    from components.train import train_core
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train import train_core
     from kfct.config import load_config
 
     cfg = load_config()

@@ -1,6 +1,6 @@
 """The servers the serving benchmark compares, each in its own process on 127.0.0.1.
 
-- kfct: `python -m serving` (KServe ModelServer + kfct router), as `kfct serve` runs it:
+- kfct: `python -m kfct.serving` (KServe ModelServer + kfct router), as `kfct serve` runs it:
   V1 `POST /v1/models/<name>:predict`.
 - MLflow: `mlflow models serve -m models:/<name>/<version> --env-manager local -w 1`:
   `POST /invocations` (MLflow's scoring server accepts the same `{"instances": [...]}`).
@@ -154,7 +154,7 @@ def kfct_server(home: Path, tracking_uri: str, model_name: str, logs: Path, port
     port = port or free_port()
     return ServerProcess(
         name="kfct", label="kfct (KServe ModelServer)",
-        cmd=[sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port), "--model", model_name],
+        cmd=[sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port", str(port), "--model", model_name],
         env=_env(home, tracking_uri), base_url=f"http://127.0.0.1:{port}",
         predict_path=f"/v1/models/{model_name}:predict", ready_path=f"/v1/models/{model_name}",
         log_path=logs / "kfct.log")

@@ -1,6 +1,6 @@
 """The local CT pipeline end to end at 100k rows: wall time per stage and in total.
 
-`pipelines.local.run_ct` runs the same `@dsl.pipeline` that is compiled for Kubeflow
+`kfct.pipelines.local.run_ct` runs the same `@dsl.pipeline` that is compiled for Kubeflow
 with kfp's SubprocessRunner, every stage a real kfp task in its own subprocess (so each
 stage's time includes starting Python and importing what it uses). Each run gets a fresh
 `KFCT_HOME` inside the benchmark's work folder: the first model of a store faces the
@@ -19,7 +19,7 @@ DATA_URI = "generate://100000?seed=42"
 
 def run_once(ctx: Context, index: int, data_uri: str = DATA_URI) -> dict:
     from kfct.settings import reset_settings
-    from pipelines.local import run_ct
+    from kfct.pipelines.local import run_ct
 
     home = ctx.workdir / f"pipeline-home-{index}"
     saved = os.environ.get("KFCT_HOME")

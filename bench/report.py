@@ -220,7 +220,7 @@ def render_pipeline(sec: dict) -> list[str]:
     st = _status_line(sec)
     if st:
         return lines + [st, ""]
-    lines.append(f"`pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
+    lines.append(f"`kfct.pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
                  "SubprocessRunner, each stage a subprocess (its time includes starting Python and importing its "
                  f"libraries); {'one run' if d.get('repeats') == 1 else 'median of ' + _plural(d.get('repeats'), 'run')}.")
     lines += ["", "| stage | seconds |", "|---|---:|"]

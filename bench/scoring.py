@@ -1,6 +1,6 @@
 """Batch scoring: 2.1M customers, parquet in, parquet of scores out.
 
-kfct: `components.score.score_file` (what `kfct score` and the pipeline component run):
+kfct: `kfct.components.score.score_file` (what `kfct score` and the pipeline component run):
 Arrow record batches, encoded straight from Arrow columns, the booster's threaded
 predictor, ids/probability/label/version streamed to parquet.
 
@@ -48,7 +48,7 @@ def cached_customers(ctx: Context, rows: int = ROWS, seed: int = SEED) -> tuple[
 
 
 def score_kfct(model, name: str, version: str, src: Path, dest: Path, id_column: str) -> dict:
-    from components.score import score_file
+    from kfct.components.score import score_file
 
     s = score_file(model, src, dest, version, name, id_column=id_column)
     return {"rows": s.rows, "seconds": s.seconds, "read_s": s.read_seconds, "score_s": s.score_seconds,
@@ -100,7 +100,7 @@ def run(ctx: Context, repeats: int = 3, peer_repeats: int = 1, rows: int = ROWS)
     for r in range(repeats):
         runs.append(score_kfct(reg.model, reg.name, reg.version, src, out_dir / "kfct.parquet", id_col))
         ctx.log(f"  kfct score {r + 1}/{repeats}: {runs[-1]['rows']:,} rows in {runs[-1]['seconds']:.2f} s")
-    result["tools"]["kfct"] = {"label": "kfct score (components.score)", **summarize(runs)}
+    result["tools"]["kfct"] = {"label": "kfct score (kfct.components.score)", **summarize(runs)}
 
     if peer_repeats > 0:
         import mlflow

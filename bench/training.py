@@ -29,8 +29,8 @@ class GpuFigureError(ValueError):
 
 
 def time_training(frame, device: str = "cpu") -> dict:
-    from components.featurize import featurize_core
-    from components.train import train_core
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train import train_core
     from kfct.config import load_config
 
     cfg = load_config()

@@ -3,7 +3,7 @@
 After `register`, the new version gets alias `challenger` and a first slice of
 traffic (the first rollout step, or a shadow copy):
 
-- locally: the split file of the local KServe ModelServer (`serving.split_state`),
+- locally: the split file of the local KServe ModelServer (`kfct.serving.split_state`),
   which a running `kfct serve` watches and applies without a restart;
 - on a cluster: the InferenceService is created, or patched with the new model's
   `storageUri` (its MLflow artifact in MinIO) and `canaryTrafficPercent`, through the
@@ -44,7 +44,7 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
                             canary_percent: float | None = None, storage_uri: str | None = None,
                             sha256: str | None = None, settings=None, min_replicas: int = 1):
     """A `V1beta1InferenceService` serving `version` with the kfct ServingRuntime."""
-    from serving import _kserve
+    from kfct.serving import _kserve
 
     _kserve.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
     from kserve import (V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1ModelFormat,
@@ -89,7 +89,7 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
 
 def kserve_client(config_file: str | None = None, config_dict: dict | None = None):
     """KServeClient from kubeconfig (or in-cluster config inside a pod)."""
-    from serving import _kserve
+    from kfct.serving import _kserve
 
     kserve = _kserve.load()
     return kserve.KServeClient(config_file=config_file, config_dict=config_dict)
@@ -163,8 +163,8 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
                            "champion": champion, "mode": "shadow" if shadow else "canary"}
     if target == "local":
-        from serving.split_state import state_path as default_path
-        from serving.split_state import update_state
+        from kfct.serving.split_state import state_path as default_path
+        from kfct.serving.split_state import update_state
 
         path = state_path or default_path(model_name, s.home)
         if direct:  # a running `kfct serve` switches to it without a restart
@@ -209,7 +209,7 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
     import json
     import os
 
-    from components.deploy import deploy_core
+    from kfct.components.deploy import deploy_core
     from kfct.config import config_from_json
 
     cfg = config_from_json(config_json)

@@ -7,7 +7,7 @@ and, when labels and probabilities are on both sides, `RocAuc`/`Recall` on the
 current window. From it comes plain values: the drift share, per-feature drift
 (stattest, score, threshold, drifted), the relative shift of the predicted churn
 rate, the ROC AUC / recall drop, and the retrain decision with its severity
-(`components.retrain_policy`).
+(`kfct.components.retrain_policy`).
 
 Statistical tests follow Evidently's own choice per column (`get_stattest`): with
 more than 1000 reference rows, normed Wasserstein distance for numeric columns and
@@ -162,7 +162,7 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, Recall, RocAuc, ValueDrift
 
-    from components.retrain_policy import assess
+    from kfct.components.retrain_policy import assess
 
     t0 = time.perf_counter()
     cfg_drift = cfg["drift"]
@@ -450,7 +450,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
         df = read_dataset(current_uri)
         pred = "probability" if "probability" in df.columns else None
         return df, current_uri, pred
-    from serving.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import read_prediction_log
 
     if since is None:
         import datetime as dt
@@ -541,7 +541,7 @@ def prepare_drift_data(
     current: Output[Dataset],
 ) -> str:
     """Load the champion's training snapshot and the current window (prediction log or batch), both scored by the champion; returns the champion version."""
-    from components.drift import heldout_performance, load_current, load_reference, prepare_frames
+    from kfct.components.drift import heldout_performance, load_current, load_reference, prepare_frames
     from kfct.config import config_from_json
 
     cfg = config_from_json(config_json)
@@ -576,7 +576,7 @@ def check_drift(
 
     import pandas as pd
 
-    from components.drift import log_to_mlflow, run_detection, save_reports
+    from kfct.components.drift import log_to_mlflow, run_detection, save_reports
     from kfct import audit
     from kfct.config import config_from_json
 

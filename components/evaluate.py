@@ -139,7 +139,7 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
     fairness_report, fairness = None, None
     fcfg = cfg.get("fairness", {})
     if fcfg.get("enabled", False):
-        from components.fairness import fairness_gate, fairness_report as build_fairness
+        from kfct.components.fairness import fairness_gate, fairness_report as build_fairness
 
         pred = (proba >= model.threshold).astype(int)
         groups = {c: test_df[c].astype(str).to_numpy() for c in fcfg.get("sensitive_features", []) if c in test_df}
@@ -242,7 +242,7 @@ def evaluate_model(
     import pandas as pd
     from sklearn.metrics import roc_curve
 
-    from components.evaluate import curves_png, evaluate_core, report_markdown
+    from kfct.components.evaluate import curves_png, evaluate_core, report_markdown
     from kfct import audit, registry
     from kfct.config import config_from_json
 

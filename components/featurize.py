@@ -56,7 +56,7 @@ def featurize_split(
     import joblib
     import pandas as pd
 
-    from components.featurize import featurize_core
+    from kfct.components.featurize import featurize_core
     from kfct.config import config_from_json
 
     cfg = config_from_json(config_json)

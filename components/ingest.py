@@ -29,7 +29,7 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
 
 def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
     """Ingest the dataset (path, s3:// or generate://) as a parquet snapshot; returns its sha256."""
-    from components.ingest import ingest_core
+    from kfct.components.ingest import ingest_core
 
     meta = ingest_core(data_uri, dataset.path)
     dataset.metadata.update({k: v for k, v in meta.items() if k != "column_names"})

@@ -70,7 +70,7 @@ def register_model(
     import mlflow
     import pandas as pd
 
-    from components.register import _slice_metrics, register_core
+    from kfct.components.register import _slice_metrics, register_core
     from kfct import registry
     from kfct.config import config_from_json
     from kfct.modelcard import build_model_card, top_features_shap
@@ -112,7 +112,7 @@ def _slice_metrics(model, test_df, cfg: dict) -> dict:
     """AUC / recall / positive rate per value of each sensitive feature."""
     import numpy as np
 
-    from components.evaluate import compute_metrics
+    from kfct.components.evaluate import compute_metrics
 
     label = cfg["dataset"]["label"]
     proba = model.predict_positive(test_df.drop(columns=[label]))

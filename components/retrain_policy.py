@@ -167,7 +167,7 @@ def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "",
     """Decide (policy + cooldown from the audit trail) and, when it says so, start a CT run.
 
     Cluster: a new run of the CT pipeline through the KFP API, the reason in its name and
-    `run_reason` parameter. Local: the CT pipeline with kfp.local (`pipelines.local.run_ct`),
+    `run_reason` parameter. Local: the CT pipeline with kfp.local (`kfct.pipelines.local.run_ct`),
     which gates the new model like any other run. Every outcome is audited. The data for
     the new run: `ct_data_uri`, else the current batch when it carries labels, else the CT
     pipeline's default.
@@ -198,8 +198,8 @@ def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "",
     common = {"model_name": model_name, "severity": severity_, "reason": decision["reason"],
               "data_uri": out["data_uri"], "forced": bool(force)}
     if cluster:
-        from pipelines.ct import PIPELINE_NAME
-        from pipelines.kfp_client import trigger_run
+        from kfct.pipelines.ct import PIPELINE_NAME
+        from kfct.pipelines.kfp_client import trigger_run
 
         params = {"run_reason": run_reason, "model_name": model_name}
         if data_uri:
@@ -211,7 +211,7 @@ def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "",
         out.update(triggered=True, mode="cluster", run=info.to_dict())
         return out
 
-    from pipelines.local import run_ct
+    from kfct.pipelines.local import run_ct
 
     audit.record(TRIGGER_EVENT, mode="local", **common)
     out.update(triggered=True, mode="local")
@@ -247,7 +247,7 @@ def trigger_retrain(
     """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a cluster, kfp.local locally); returns the outcome as JSON."""
     import json
 
-    from components.retrain_policy import trigger_core
+    from kfct.components.retrain_policy import trigger_core
     from kfct.config import config_from_json
 
     cfg = config_from_json(config_json)

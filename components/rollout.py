@@ -66,7 +66,7 @@ class Thresholds:
 
 
 # What the backend measured for one version during a step: the router's own stats type.
-from serving.metrics import WindowStats as Window  # noqa: E402
+from kfct.serving.metrics import WindowStats as Window  # noqa: E402
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
@@ -163,7 +163,7 @@ class LocalRouterBackend:
 
     def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
                  http_timeout: float = 5.0):
-        from serving.split_state import state_path as default_path
+        from kfct.serving.split_state import state_path as default_path
 
         self.model_name = model_name
         self.url = url.rstrip("/")
@@ -193,7 +193,7 @@ class LocalRouterBackend:
         return time.time()
 
     def _write_and_wait(self, **changes) -> None:
-        from serving.split_state import update_state
+        from kfct.serving.split_state import update_state
 
         st = update_state(self.model_name, self.state_path, **changes)
         deadline = time.monotonic() + self.apply_timeout
@@ -297,13 +297,13 @@ class ClusterBackend:
 
     def _client(self):
         if self.client is None:
-            from components.deploy import kserve_client
+            from kfct.components.deploy import kserve_client
 
             self.client = kserve_client()
         return self.client
 
     def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
-        from components.deploy import patch_traffic
+        from kfct.components.deploy import patch_traffic
 
         patch_traffic(self._client(), self.isvc_name, self.namespace, percent)
 
@@ -312,13 +312,13 @@ class ClusterBackend:
         return self.metrics.window(champion_version, seconds), self.metrics.window(canary_version, seconds)
 
     def promote(self, version: str) -> None:
-        from components.deploy import patch_traffic
+        from kfct.components.deploy import patch_traffic
 
         patch_traffic(self._client(), self.isvc_name, self.namespace, 100)
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
         """Traffic back to the previous revision at once, then the spec back to the champion."""
-        from components.deploy import apply_inference_service, build_inference_service, patch_traffic
+        from kfct.components.deploy import apply_inference_service, build_inference_service, patch_traffic
 
         client = self._client()
         patch_traffic(client, self.isvc_name, self.namespace, 0)
@@ -447,7 +447,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     import json
     import os
 
-    from components.rollout import ClusterBackend, LocalRouterBackend, rollout_core
+    from kfct.components.rollout import ClusterBackend, LocalRouterBackend, rollout_core
     from kfct import audit
     from kfct.config import config_from_json
     from kfct.settings import get_settings

@@ -270,7 +270,7 @@ def score_customers(customers_path: str, output_path: str, model_name: str, alia
     """Batch-score a parquet of customers with the registered model (alias champion); returns a JSON summary."""
     import json
 
-    from components.score import score_core
+    from kfct.components.score import score_core
     from kfct.config import load_config
 
     cfg = load_config()

@@ -126,7 +126,7 @@ def train_core(train_df, val_df, cfg: dict, encoder=None, device: str | None = N
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
     from sklearn.metrics import roc_auc_score
 
-    from components.featurize import build_encoder
+    from kfct.components.featurize import build_encoder
     from kfct.model import ChurnModel
 
     ct = cfg["train"]
@@ -186,7 +186,7 @@ def train_model(
     import mlflow
     import pandas as pd
 
-    from components.train import train_core
+    from kfct.components.train import train_core
     from kfct import registry
     from kfct.config import config_from_json
 

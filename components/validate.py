@@ -249,7 +249,7 @@ def _suite_from_plan(cfg: dict, plan: list[tuple[str, dict, dict]], name: str | 
         meta={
             "schema_version": int(cfg.get("schema_version", 1)),
             "dataset": cfg["dataset"].get("name"),
-            "built_by": "kfct components.validate.build_suite",
+            "built_by": "kfct kfct.components.validate.build_suite",
         },
     )
     if len(suite.expectations) != len(plan):  # GX logs and drops invalid configurations
@@ -698,7 +698,7 @@ def validate_data(
 
     import pandas as pd
 
-    from components.validate import validate_frame, write_report
+    from kfct.components.validate import validate_frame, write_report
     from kfct import audit
     from kfct.config import config_from_json
 

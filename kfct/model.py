@@ -166,8 +166,8 @@ class ChurnModel(BaseEstimator, ClassifierMixin):
     def feature_names(self) -> list[str]:
         return self.encoder.input_features
 
-    def fit(self, X, y):  # pragma: no cover - training happens in components.train
-        raise NotImplementedError("ChurnModel is assembled by components.train, not fitted directly")
+    def fit(self, X, y):  # pragma: no cover - training happens in kfct.components.train
+        raise NotImplementedError("ChurnModel is assembled by kfct.components.train, not fitted directly")
 
     def _booster(self):
         est = self.estimator

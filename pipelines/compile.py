@@ -46,8 +46,8 @@ def _compile(pipeline_func, path: Path) -> Path:
 
 
 def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings=None, cfg: dict | None = None) -> Path:
-    from pipelines.ct import build_ct_pipeline
-    from pipelines.task_config import target
+    from kfct.pipelines.ct import build_ct_pipeline
+    from kfct.pipelines.task_config import target
 
     with _building("CT"), target("cluster"):
         func = build_ct_pipeline(settings=settings, cfg=cfg, gpu=gpu)
@@ -55,16 +55,16 @@ def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings=None, 
 
 
 def monitoring_available() -> bool:
-    return importlib.util.find_spec("pipelines.monitoring") is not None
+    return importlib.util.find_spec("kfct.pipelines.monitoring") is not None
 
 
 def compile_monitoring(out_dir: str | Path = "build") -> Path | None:
     if not monitoring_available():
         return None
-    from pipelines.task_config import target
+    from kfct.pipelines.task_config import target
 
     with _building("monitoring"), target("cluster"):
-        from pipelines.monitoring import build_monitoring_pipeline
+        from kfct.pipelines.monitoring import build_monitoring_pipeline
 
         func = build_monitoring_pipeline()
         return _compile(func, Path(out_dir) / MONITORING_FILE)

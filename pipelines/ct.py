@@ -3,8 +3,8 @@
 ingest -> validate -> [data valid] featurize/split -> train -> evaluate -> [deploy] register -> deploy
                                                                        -> [rollout] rollout (promote / roll back)
 
-The same function is executed by kfp's local SubprocessRunner (`pipelines.local`)
-and compiled for Kubeflow Pipelines (`pipelines.compile`). Components are built
+The same function is executed by kfp's local SubprocessRunner (`kfct.pipelines.local`)
+and compiled for Kubeflow Pipelines (`kfct.pipelines.compile`). Components are built
 here, at pipeline-build time, so their images come from settings without any work
 at import.
 """
@@ -19,7 +19,7 @@ def make_components(settings=None, gpu: bool = False) -> dict:
     """Wrap each stage's component function with `dsl.component` and the image from settings."""
     from kfp import dsl
 
-    from components import deploy, evaluate, featurize, ingest, register, rollout, train, validate
+    from kfct.components import deploy, evaluate, featurize, ingest, register, rollout, train, validate
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -40,9 +40,9 @@ def make_components(settings=None, gpu: bool = False) -> dict:
 
 
 def _configure(task, stage: str, cfg: dict, settings, gpu: bool):
-    """Per-task resources, retries, caching, GPU and secrets (see pipelines.task_config)."""
+    """Per-task resources, retries, caching, GPU and secrets (see kfct.pipelines.task_config)."""
     try:
-        from pipelines.task_config import apply_task_config
+        from kfct.pipelines.task_config import apply_task_config
     except ModuleNotFoundError:
         return task
     return apply_task_config(task, stage, cfg, settings, gpu=gpu)

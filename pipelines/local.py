@@ -140,7 +140,7 @@ def run_ct(
 
     from kfp import local
 
-    from pipelines.ct import build_ct_pipeline
+    from kfct.pipelines.ct import build_ct_pipeline
 
     root = home / "pipeline_root"
     logs = home / "runs"

@@ -5,7 +5,7 @@
       -> trigger retrain (policy + cooldown; a CT run through the KFP API on a cluster,
          the CT pipeline with kfp.local on this machine)
 
-Compiled to `build/monitoring_pipeline.yaml` by `pipelines.compile` and scheduled like
+Compiled to `build/monitoring_pipeline.yaml` by `kfct.pipelines.compile` and scheduled like
 the CT pipeline (weekly, as in the case study). `kfct monitor` runs the same stages on
 this machine: in-process by default (`run_monitor`), or as this pipeline under
 kfp.local (`run_monitor(..., via_kfp=True)`). The trigger stage always runs and
@@ -26,7 +26,7 @@ DEFAULT_CRON = "0 0 4 * * 1"   # Mondays 04:00 UTC (6-field KFP cron)
 def make_components(settings=None) -> dict:
     from kfp import dsl
 
-    from components import drift, retrain_policy
+    from kfct.components import drift, retrain_policy
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -44,7 +44,7 @@ def make_components(settings=None) -> dict:
 def _configure(task, stage: str, cfg: dict, settings):
     """Cluster resources/secrets like the CT stages; never cached: the same inputs mean a new window."""
     try:
-        from pipelines.task_config import apply_task_config
+        from kfct.pipelines.task_config import apply_task_config
     except ModuleNotFoundError:  # pragma: no cover
         apply_task_config = None
     if apply_task_config is not None:
@@ -120,9 +120,9 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     if via_kfp:
         return _run_monitor_kfp(current_uri or "", dry_run, force, since, ct_data_uri or "", cfg, model_name, s, mode)
 
-    from components.drift import (DriftInputError, heldout_performance, load_current, load_reference, log_to_mlflow,
+    from kfct.components.drift import (DriftInputError, heldout_performance, load_current, load_reference, log_to_mlflow,
                                   prepare_frames, run_detection, save_reports)
-    from components.retrain_policy import trigger_core
+    from kfct.components.retrain_policy import trigger_core
     from kfct import audit
     from kfct.errors import KfctError
 

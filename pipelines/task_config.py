@@ -22,7 +22,7 @@ Local runs (kfp.local) get only the caching option: resources, accelerators and 
 env have no local meaning (the runner warns about each), and a retry with a 30 s
 backoff would only delay the clear error of a deterministic local failure. A build is
 "local" when `kfp.local.init()` ran before it, unless `target("cluster")` (used by
-`pipelines.compile`) says otherwise.
+`kfct.pipelines.compile`) says otherwise.
 """
 
 from __future__ import annotations

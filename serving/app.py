@@ -25,8 +25,8 @@ import warnings
 
 import orjson
 
-from serving import _kserve
-from serving.schemas import BadRequest, parse_json_body
+from kfct.serving import _kserve
+from kfct.serving.schemas import BadRequest, parse_json_body
 
 kserve = _kserve.load()
 
@@ -232,7 +232,7 @@ def add_kfct_routes(router, state_path=None):
 
         @app.get("/kfct/split")
         async def split():
-            from serving.split_state import read_state
+            from kfct.serving.split_state import read_state
 
             st = read_state(state_path) if state_path else None
             return {"file": str(state_path) if state_path else None,

@@ -91,7 +91,7 @@ class PredictionLogger:
         except queue.Full:
             self.dropped += len(records)
             try:
-                from serving.metrics import prometheus
+                from kfct.serving.metrics import prometheus
 
                 prometheus().log_dropped.inc(len(records))
             except Exception:  # pragma: no cover
@@ -198,7 +198,7 @@ class PredictionLogger:
         self.rows_written += table.num_rows
         self.files_written += 1
         try:
-            from serving.metrics import prometheus
+            from kfct.serving.metrics import prometheus
 
             prometheus().log_rows.inc(table.num_rows)
         except Exception:  # pragma: no cover

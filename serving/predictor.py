@@ -10,7 +10,7 @@ training transforms.
 Scoring takes feature records (dicts) and never builds a DataFrame: the model's
 encoder checks and encodes each record (`TabularEncoder.transform_records`, which
 raises `FeatureError` naming the field), and a compiled numpy copy of the trees
-(`serving.fasttrees`, verified against the model at load) scores small batches;
+(`kfct.serving.fasttrees`, verified against the model at load) scores small batches;
 large batches and non-XGBoost estimators use the model's own `proba_from_matrix`.
 
 A reload that fails (unknown version, hash mismatch, unpickling error) leaves the
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from kfct.model import FeatureError
-from serving import _kserve
-from serving.schemas import BadRequest, v1_records, v2_records
+from kfct.serving import _kserve
+from kfct.serving.schemas import BadRequest, v1_records, v2_records
 
 kserve = _kserve.load()
 
@@ -98,7 +98,7 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
             booster.set_param({"nthread": 1})  # one request, one core: no OpenMP start-up per call
         except Exception:  # pragma: no cover - read-only boosters
             pass
-        from serving.fasttrees import compile_booster
+        from kfct.serving.fasttrees import compile_booster
 
         ensemble = compile_booster(booster, encoder._width, reference=model.proba_from_matrix)
         if ensemble is None:

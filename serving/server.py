@@ -1,13 +1,13 @@
-"""Build and run the kfct model server: `kfct serve`, `python -m serving`, or in a thread.
+"""Build and run the kfct model server: `kfct serve`, `python -m kfct.serving`, or in a thread.
 
-    from serving.server import start_in_thread
+    from kfct.serving.server import start_in_thread
     with start_in_thread(model_name="churn-classifier", port=0) as srv:   # port 0: a free one
         httpx.post(f"{srv.url}/v1/models/churn-classifier:predict", json={"instances": [...]})
 
 One KServe ModelServer serves one model name through a `ChurnRouter`: the champion
 (alias or version from the registry, or a local MLflow model folder with its sha256)
 and, when the split state says so, a canary or shadow challenger. The split state
-file (`serving.split_state`) is written at start-up when a canary is given on the
+file (`kfct.serving.split_state`) is written at start-up when a canary is given on the
 command line and watched afterwards, so `kfct rollout` and the deploy stage can move
 traffic of a running server.
 """
@@ -107,11 +107,11 @@ def build(opts: ServerOptions):
     """(model server, router, watcher, prediction log, state path) — nothing listening yet."""
     from kfct.config import load_config
     from kfct.settings import get_settings
-    from serving.app import KfctModelServer, add_kfct_routes
-    from serving.predictor import ChurnPredictor
-    from serving.prediction_log import PredictionLogger
-    from serving.router import ChurnRouter, SplitWatcher
-    from serving.split_state import SplitState, read_state, state_path, write_state
+    from kfct.serving.app import KfctModelServer, add_kfct_routes
+    from kfct.serving.predictor import ChurnPredictor
+    from kfct.serving.prediction_log import PredictionLogger
+    from kfct.serving.router import ChurnRouter, SplitWatcher
+    from kfct.serving.split_state import SplitState, read_state, state_path, write_state
 
     settings = get_settings()
     cfg = load_config()
@@ -243,7 +243,7 @@ def serve(opts: ServerOptions) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving", description="kfct model server (KServe ModelServer)")
+    p = argparse.ArgumentParser(prog="python -m kfct.serving", description="kfct model server (KServe ModelServer)")
     add_server_arguments(p)
     return p
 

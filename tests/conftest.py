@@ -42,8 +42,8 @@ def small_df():
 @pytest.fixture(scope="session")
 def trained(small_df, cfg):
     """(model, train, val, test) trained once per session on 8k rows."""
-    from components.featurize import featurize_core
-    from components.train import train_core
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train import train_core
 
     tr, va, te, enc = featurize_core(small_df, cfg)
     model, *_ = train_core(tr, va, cfg, encoder=enc)

@@ -14,7 +14,7 @@ DEFAULT_OUT = "build"
 
 
 def _compile(args) -> int:
-    from pipelines.compile import compile_all
+    from kfct.pipelines.compile import compile_all
 
     paths = compile_all(out_dir=args.out, gpu=args.gpu)
     for p in paths:
@@ -26,7 +26,7 @@ def _package(args) -> str:
     """The package to send: --package as given, else a fresh compile of the CT pipeline."""
     if getattr(args, "package", None):
         return args.package
-    from pipelines.compile import compile_ct
+    from kfct.pipelines.compile import compile_ct
 
     path = compile_ct(out_dir=args.out, gpu=args.gpu)
     print(f"compiled {path}")
@@ -38,7 +38,7 @@ def _params(args, package: str) -> dict:
     from urllib.parse import urlparse
 
     from kfct.errors import DataSourceError
-    from pipelines.kfp_client import parse_param_args, read_package
+    from kfct.pipelines.kfp_client import parse_param_args, read_package
 
     params: dict = parse_param_args(args.param)
     if getattr(args, "data_uri", None):
@@ -59,7 +59,7 @@ def _params(args, package: str) -> dict:
 
 
 def _submit(args) -> int:
-    from pipelines import kfp_client
+    from kfct.pipelines import kfp_client
 
     package = _package(args)
     info = kfp_client.submit(package, params=_params(args, package), run_name=args.run_name,
@@ -72,7 +72,7 @@ def _submit(args) -> int:
 
 def _schedule(args) -> int:
     from kfct.errors import KfctError
-    from pipelines import kfp_client
+    from kfct.pipelines import kfp_client
 
     if args.list and args.delete:
         raise KfctError("use either --list or --delete, not both")

@@ -9,7 +9,7 @@ def _monitor(args) -> int:
     import json
 
     from kfct.config import load_config
-    from pipelines.monitoring import format_monitor_summary, run_monitor
+    from kfct.pipelines.monitoring import format_monitor_summary, run_monitor
 
     cfg = load_config(args.config_file)
     source = args.current or "the serving prediction log"

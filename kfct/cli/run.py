@@ -8,7 +8,7 @@ import sys
 def _run(args) -> int:
     from kfct.config import load_config
     from kfct.errors import ValidationFailed
-    from pipelines.local import format_summary, format_validation_failure, run_ct
+    from kfct.pipelines.local import format_summary, format_validation_failure, run_ct
 
     cfg = load_config()
     if args.model:

@@ -7,7 +7,7 @@ def _serve(args) -> int:
     import logging
 
     from kfct.errors import KfctError
-    from serving.server import options_from_args, serve
+    from kfct.serving.server import options_from_args, serve
 
     if args.canary_percent is not None and not 0 <= args.canary_percent <= 100:
         raise KfctError(f"--canary-percent must be within 0..100, got {args.canary_percent:g}")
@@ -20,7 +20,7 @@ def _serve(args) -> int:
 def _deploy(args) -> int:
     import json
 
-    from components.deploy import deploy_core
+    from kfct.components.deploy import deploy_core
     from kfct.config import load_config
 
     cfg = load_config()
@@ -38,7 +38,7 @@ def _deploy(args) -> int:
 def _rollout(args) -> int:
     import json
 
-    from components.rollout import ClusterBackend, LocalRouterBackend, RolloutError, rollout_core
+    from kfct.components.rollout import ClusterBackend, LocalRouterBackend, RolloutError, rollout_core
     from kfct.config import load_config
     from kfct.settings import get_settings
 
@@ -67,7 +67,7 @@ def _rollout(args) -> int:
 
 
 def _score(args) -> int:
-    from components.score import score_core
+    from kfct.components.score import score_core
     from kfct.config import load_config
 
     cfg = load_config()
@@ -82,7 +82,7 @@ def _score(args) -> int:
 
 def add_commands(sub) -> None:
     srv = sub.add_parser("serve", help="serve the champion (and a canary/shadow) with KServe on 127.0.0.1:8080")
-    from serving.server import add_server_arguments
+    from kfct.serving.server import add_server_arguments
 
     add_server_arguments(srv)
     srv.set_defaults(func=_serve)

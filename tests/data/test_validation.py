@@ -43,7 +43,7 @@ def clean():
 
 @pytest.fixture(scope="module")
 def validate():
-    from components.validate import validate_frame
+    from kfct.components.validate import validate_frame
 
     return validate_frame
 
@@ -168,7 +168,7 @@ def test_csv_round_trip_validates_like_parquet(validate, cfg, clean, tmp_path):
 
 
 def test_report_files_contain_the_failure_and_samples(validate, cfg, clean, tmp_path):
-    from components.validate import write_report
+    from kfct.components.validate import write_report
 
     result = validate(corrupt(clean, "unknown_category"), cfg)
     paths = write_report(result, tmp_path / "report")
@@ -186,7 +186,7 @@ def test_report_files_contain_the_failure_and_samples(validate, cfg, clean, tmp_
 
 
 def test_report_escapes_hostile_values(validate, cfg, clean, tmp_path):
-    from components.validate import write_report
+    from kfct.components.validate import write_report
 
     hostile = clean.copy()
     hostile.loc[hostile.index[:3], "region"] = "<script>alert(1)</script>|x"

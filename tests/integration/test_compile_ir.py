@@ -1,6 +1,6 @@
 """The compiled KFP IR of the CT pipeline: what the cluster will run, inspected here.
 
-Compiled through `pipelines.compile` (the same code as `make compile`), CPU and GPU
+Compiled through `kfct.pipelines.compile` (the same code as `make compile`), CPU and GPU
 variants, with settings that carry sentinel credentials, so a leak would be visible.
 Checks: every stage present; training/evaluation/registration sit under the validation
 condition and registration under the gate condition; GPU request, toleration and GPU
@@ -30,7 +30,7 @@ def compiled(tmp_path_factory):
     import os
 
     from kfct.settings import Settings, reset_settings
-    from pipelines.compile import compile_ct
+    from kfct.pipelines.compile import compile_ct
 
     saved = {k: os.environ.get(k) for k in SENTINELS}
     os.environ.update(SENTINELS)
@@ -87,7 +87,7 @@ def platform_of(ir: dict, spec: dict, task: dict) -> dict:
 
 @pytest.mark.parametrize("gpu", [False, True])
 def test_every_stage_present_under_its_conditions(compiled, gpu):
-    from pipelines.ct import STAGES
+    from kfct.pipelines.ct import STAGES
 
     tasks = {name: (task, conds) for name, task, conds in walk_tasks(compiled[gpu]["spec"])}
     assert set(STAGES) <= set(tasks), f"missing stages {set(STAGES) - set(tasks)}"
@@ -136,7 +136,7 @@ def test_images_from_settings_and_nothing_installed_at_run_time(compiled, gpu):
 
 @pytest.mark.parametrize("gpu", [False, True])
 def test_credentials_only_by_reference(compiled, gpu):
-    from pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
+    from kfct.pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
 
     s = compiled["settings"]
     ir = compiled[gpu]
@@ -167,7 +167,7 @@ def test_typed_parameters(compiled):
 
 def test_resources_retries_and_caching_from_config(compiled):
     from kfct.config import load_config
-    from pipelines.task_config import stage_resources
+    from kfct.pipelines.task_config import stage_resources
 
     cfg = load_config()
     spec = compiled[True]["spec"]
@@ -196,7 +196,7 @@ def test_compiled_package_is_accepted_by_kfp_client_loader(compiled):
 
 def test_compile_all_writes_every_pipeline(tmp_path):
     """`make compile`: the CT pipeline, and the monitoring pipeline once it exists."""
-    from pipelines.compile import compile_all, monitoring_available
+    from kfct.pipelines.compile import compile_all, monitoring_available
 
     paths = compile_all(tmp_path / "build")
     names = [p.name for p in paths]
@@ -209,7 +209,7 @@ def test_compile_all_writes_every_pipeline(tmp_path):
 
 def test_bad_resources_config_is_one_compile_error(tmp_path):
     from kfct.config import load_config
-    from pipelines.compile import CompileError, compile_ct
+    from kfct.pipelines.compile import CompileError, compile_ct
 
     cfg = load_config()
     cfg["resources"]["train"]["gpus"] = 1  # typo for `gpu`

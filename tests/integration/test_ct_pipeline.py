@@ -52,7 +52,7 @@ def _registry_state(name):
 
 @pytest.fixture(scope="module")
 def first_run(home, data_path):
-    from pipelines.local import run_ct
+    from kfct.pipelines.local import run_ct
 
     return run_ct(data_uri=str(data_path))
 
@@ -106,7 +106,7 @@ def test_kfp_ui_artifacts_written(first_run):
 
 
 def test_second_run_on_same_data_is_blocked_and_alias_stays(first_run, data_path):
-    from pipelines.local import run_ct
+    from kfct.pipelines.local import run_ct
 
     s = run_ct(data_uri=str(data_path))
     assert s["decision"]["deploy"] is False
@@ -119,7 +119,7 @@ def test_second_run_on_same_data_is_blocked_and_alias_stays(first_run, data_path
 @pytest.mark.parametrize("kind", ["unknown_category", "missing_column"])
 def test_corrupted_data_stops_at_validation(first_run, home, kind):
     from kfct.datagen import corrupt, generate, write_frame
-    from pipelines.local import run_ct
+    from kfct.pipelines.local import run_ct
 
     before = _registry_state(first_run["model_name"])
     bad = write_frame(corrupt(generate(5000, seed=3), kind), home / "data" / f"bad-{kind}.csv")
@@ -144,8 +144,8 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
     """Registration no longer jumps to champion: the canary rollout decides (deferred here: no live server)."""
     import copy
 
-    from pipelines.local import run_ct
-    from serving.split_state import read_state, state_path
+    from kfct.pipelines.local import run_ct
+    from kfct.serving.split_state import read_state, state_path
 
     c = copy.deepcopy(cfg)
     c["rollout"]["enabled"] = True
@@ -162,7 +162,7 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
 
 
 def test_missing_file_is_one_clear_error(home):
-    from pipelines.local import run_ct
+    from kfct.pipelines.local import run_ct
 
     with pytest.raises(DataSourceError, match="dataset not found: .*nope.parquet"):
         run_ct(data_uri=str(home / "nope.parquet"))
@@ -170,7 +170,7 @@ def test_missing_file_is_one_clear_error(home):
 
 def test_unreachable_s3_fails_in_ingest_with_one_line(home, monkeypatch):
     from kfct.settings import reset_settings
-    from pipelines.local import run_ct
+    from kfct.pipelines.local import run_ct
 
     monkeypatch.setenv("KFCT_S3_ENDPOINT", "127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("KFCT_S3_ACCESS_KEY", "x")

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from components.drift import PREDICTION, detect_drift, save_reports
+from kfct.components.drift import PREDICTION, detect_drift, save_reports
 from kfct.config import feature_columns
 from kfct.datagen import generate
 
@@ -31,7 +31,7 @@ def _scored(model, df):
 
 def _heldout(model, test):
     """The model's test-set figures: what the registry records and monitoring compares against."""
-    from components.evaluate import compute_metrics
+    from kfct.components.evaluate import compute_metrics
 
     m = compute_metrics(test["churned"].to_numpy(), model.predict_positive(test), model.threshold)
     return {"roc_auc": m["roc_auc"], "recall": m["recall"]}

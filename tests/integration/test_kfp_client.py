@@ -66,7 +66,7 @@ def _free_port() -> int:
 
 
 def test_submit_uploads_pipeline_creates_experiment_and_run(kfp_env, kfp_server, package):
-    from pipelines import kfp_client
+    from kfct.pipelines import kfp_client
 
     info = kfp_client.submit(package, params={"data_uri": "s3://kfct/datasets/abc.parquet", "tune_trials": "5",
                                               "threshold": "0.7", "use_gpu": "true"}, run_name="ct run 1")
@@ -100,7 +100,7 @@ def test_submit_uploads_pipeline_creates_experiment_and_run(kfp_env, kfp_server,
 
 
 def test_second_submit_adds_a_version_and_reuses_the_experiment(kfp_env, kfp_server, package, tmp_path):
-    from pipelines import kfp_client
+    from kfct.pipelines import kfp_client
 
     first = kfp_client.submit(package)
     changed = tmp_path / "ct_pipeline.yaml"
@@ -121,7 +121,7 @@ def test_second_submit_adds_a_version_and_reuses_the_experiment(kfp_env, kfp_ser
 
 
 def test_schedule_list_and_delete(kfp_env, kfp_server, package):
-    from pipelines import kfp_client
+    from kfct.pipelines import kfp_client
 
     sched = kfp_client.schedule(package, params={"tune_trials": "2"})
     (post,) = kfp_server.calls("POST", "/recurringruns")
@@ -145,15 +145,15 @@ def test_schedule_list_and_delete(kfp_env, kfp_server, package):
     assert kfp_server.calls("DELETE", f"/recurringruns/{sched.recurring_run_id}")
     assert [s.recurring_run_id for s in kfp_client.list_schedules()] == [weekly.recurring_run_id]
 
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines.kfp_client import KfpError
 
     with pytest.raises(KfpError, match="HTTP 404"):
         kfp_client.delete_schedule(sched.recurring_run_id)
 
 
 def test_trigger_run_uses_latest_version(kfp_env, kfp_server, package, tmp_path):
-    from pipelines import kfp_client
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
     with pytest.raises(KfpError, match="pipeline 'kfct-ct' not found"):
         kfp_client.trigger_run("kfct-ct", {"data_uri": "s3://kfct/x.parquet"})
@@ -169,8 +169,8 @@ def test_trigger_run_uses_latest_version(kfp_env, kfp_server, package, tmp_path)
 
 
 def test_bad_parameters_and_cron_fail_before_any_request(kfp_env, kfp_server, package, tmp_path):
-    from pipelines import kfp_client
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
     with pytest.raises(KfpError, match="unknown pipeline parameter 'nope'.*data_uri"):
         kfp_client.submit(package, params={"nope": "1"})
@@ -185,8 +185,8 @@ def test_bad_parameters_and_cron_fail_before_any_request(kfp_env, kfp_server, pa
 
 def test_server_side_rejection_is_one_line(kfp_env, kfp_server, package):
     """What the API server refuses (here: a parameter the uploaded version does not declare)."""
-    from pipelines import kfp_client
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
     kfp_client.submit(package)
     with pytest.raises(KfpError, match=r"HTTP 400: run: parameters not declared by the pipeline: \['extra'\]") as err:
@@ -196,8 +196,8 @@ def test_server_side_rejection_is_one_line(kfp_env, kfp_server, package):
 
 def test_401_gives_one_clear_error(kfp_env, kfp_server, package, monkeypatch):
     from kfct.settings import reset_settings
-    from pipelines import kfp_client
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
     monkeypatch.setenv("KFCT_KFP_TOKEN", "wrong")
     reset_settings()
@@ -214,8 +214,8 @@ def test_401_gives_one_clear_error(kfp_env, kfp_server, package, monkeypatch):
 
 def test_401_in_the_middle_of_a_submit(kfp_env, kfp_server, package, monkeypatch):
     """A token that expires after the probe still ends in one KfpError line."""
-    from pipelines import kfp_client
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
     real_probe = kfp_client._probe
 
@@ -233,8 +233,8 @@ def test_401_in_the_middle_of_a_submit(kfp_env, kfp_server, package, monkeypatch
 
 def test_unreachable_or_unconfigured_host(kfp_env, package, monkeypatch):
     from kfct.settings import reset_settings
-    from pipelines import kfp_client
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
     dead = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("KFCT_KFP_HOST", dead)
@@ -255,8 +255,8 @@ def test_not_a_kfp_api(kfp_env, monkeypatch, package):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from kfct.settings import reset_settings
-    from pipelines import kfp_client
-    from pipelines.kfp_client import KfpError
+    from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
     class Login(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -281,7 +281,7 @@ def test_not_a_kfp_api(kfp_env, monkeypatch, package):
 
 
 def test_pure_helpers():
-    from pipelines.kfp_client import KfpError, normalise_cron, normalise_host, parse_param_args
+    from kfct.pipelines.kfp_client import KfpError, normalise_cron, normalise_host, parse_param_args
 
     assert normalise_cron("0 3 1 * *") == "0 0 3 1 * *"
     assert normalise_cron(" 0 0 3 1 * * ") == "0 0 3 1 * *"
@@ -299,7 +299,7 @@ def test_pure_helpers():
 def test_in_cluster_service_account_token(kfp_env, kfp_server, package, monkeypatch, tmp_path):
     """In a pod without KFCT_KFP_TOKEN: the projected KFP service-account token is the credential."""
     from kfct.settings import reset_settings
-    from pipelines import kfp_client
+    from kfct.pipelines import kfp_client
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")

@@ -1,7 +1,7 @@
 """The loop closed end to end on this machine: drift -> a new gated CT run -> a new champion only if
 it passes the gate; the cooldown holds; a forced retrain on biased data is stopped by the fairness gate.
 
-Real parts throughout: the CT pipeline under kfp.local (`pipelines.local.run_ct`), MLflow on
+Real parts throughout: the CT pipeline under kfp.local (`kfct.pipelines.local.run_ct`), MLflow on
 SQLite, Evidently, the audit trail. Small data (6k rows) keeps it to a few minutes; at that size
 TPR/FPR gaps between groups wobble by +-0.1 from sampling alone, so these runs set
 `fairness.significance_level` (a gap must exceed the limit *and* be significant).
@@ -34,7 +34,7 @@ def env(tmp_path_factory):
             mp.delenv(var, raising=False)
         reset_settings()
         cfg = load_config(overrides={"fairness": {"significance_level": 0.05}, "register": {"model_name": MODEL}})
-        from pipelines.local import run_ct
+        from kfct.pipelines.local import run_ct
 
         first = run_ct(INITIAL, cfg=cfg, model_name=MODEL)
         assert first["registered"]["version"] == "1", first.get("decision", {}).get("reasons")
@@ -56,7 +56,7 @@ def _events(name=None):
 
 
 def test_1_undrifted_window_does_not_retrain(env):
-    from pipelines.monitoring import run_monitor
+    from kfct.pipelines.monitoring import run_monitor
 
     out = run_monitor(current_uri=UNDRIFTED, cfg=env["cfg"])
     assert out["drift"]["retrain"] is False and out["decision"]["action"] == "none"
@@ -77,7 +77,7 @@ def test_1_undrifted_window_does_not_retrain(env):
 
 def test_2_drift_triggers_a_gated_ct_run_and_a_new_champion_only_if_it_passes(env):
     from kfct import registry
-    from pipelines.monitoring import run_monitor
+    from kfct.pipelines.monitoring import run_monitor
 
     out = run_monitor(current_uri=DRIFTED, cfg=env["cfg"])
     d, dec = out["drift"], out["decision"]
@@ -102,7 +102,7 @@ def test_2_drift_triggers_a_gated_ct_run_and_a_new_champion_only_if_it_passes(en
 
 
 def test_3_cooldown_holds_back_the_next_trigger(env):
-    from pipelines.monitoring import run_monitor
+    from kfct.pipelines.monitoring import run_monitor
 
     versions_before = _champion()
     out = run_monitor(current_uri=BACK, cfg=env["cfg"])
@@ -116,7 +116,7 @@ def test_3_cooldown_holds_back_the_next_trigger(env):
 
 def test_4_forced_retrain_on_biased_data_is_stopped_by_the_fairness_gate(env):
     from kfct import registry
-    from pipelines.monitoring import run_monitor
+    from kfct.pipelines.monitoring import run_monitor
 
     before = _champion()
     aliases_before = registry.aliases(MODEL)
@@ -145,7 +145,7 @@ def test_5_audit_chain_intact_and_history_shows_the_loop(env, capsys):
 
 def test_6_monitor_cli_dry_run_and_monitoring_pipeline_under_kfp_local(env, capsys):
     from kfct.cli import main
-    from pipelines.monitoring import run_monitor
+    from kfct.pipelines.monitoring import run_monitor
 
     n_trig = len(_events("retrain_triggered"))
     assert main(["monitor", "--current", BACK, "--dry-run", "--force", "--model-name", MODEL]) == 0
@@ -171,8 +171,8 @@ def test_8_serving_prediction_log_is_the_default_window(env):
 
     from kfct import registry
     from kfct.datagen import generate
-    from pipelines.monitoring import run_monitor
-    from serving.prediction_log import PredictionLogger
+    from kfct.pipelines.monitoring import run_monitor
+    from kfct.serving.prediction_log import PredictionLogger
 
     champ = registry.load_version(MODEL, alias="champion")
     df = generate(3000, seed=9)  # the pre-drift population, now unlike the champion's training data

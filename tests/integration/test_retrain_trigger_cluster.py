@@ -22,8 +22,8 @@ def cluster(kfct_home, monkeypatch, tmp_path):
         for var in ("KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
             monkeypatch.delenv(var, raising=False)
         reset_settings()
-        from pipelines import kfp_client
-        from pipelines.compile import compile_ct
+        from kfct.pipelines import kfp_client
+        from kfct.pipelines.compile import compile_ct
 
         kfp_client.submit(compile_ct(tmp_path / "build"))  # the CT pipeline is on the cluster
         yield server, get_settings()
@@ -31,7 +31,7 @@ def cluster(kfct_home, monkeypatch, tmp_path):
 
 
 def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg):
-    from components.retrain_policy import on_cluster, trigger_core
+    from kfct.components.retrain_policy import on_cluster, trigger_core
     from kfct import audit
 
     server, settings = cluster
@@ -57,7 +57,7 @@ def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg)
 
 
 def test_unlabelled_window_leaves_the_data_to_the_pipeline_default(cluster, cfg):
-    from components.retrain_policy import trigger_core
+    from kfct.components.retrain_policy import trigger_core
 
     server, _ = cluster
     out = trigger_core({**DRIFT, "has_labels": False}, cfg, "churn-classifier", current_uri="")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def start(tmp_path, **kw):
-    from serving.server import start_in_thread
+    from kfct.serving.server import start_in_thread
 
     kw.setdefault("state_path", str(tmp_path / "split.json"))
     kw.setdefault("prediction_log_dir", str(tmp_path / "predictions"))
@@ -53,7 +53,7 @@ def test_sticky_split_counts_within_binomial_bounds(serving_env, tmp_path):
         assert set(seen.values()) == {v_a, v_b}
         assert binomial_ok(k, n, 0.30), f"{k} of {n} on the canary at 30%"
         # the split is the documented hash, so anyone can predict it
-        from serving.router import to_canary
+        from kfct.serving.router import to_canary
 
         salt = srv.router.route.salt
         assert all((v == v_b) == to_canary(cid, 30, salt) for cid, v in seen.items())
@@ -76,7 +76,7 @@ def test_requests_without_ids_split_at_random(serving_env, tmp_path):
 
 
 def test_stickiness_across_requests_batches_and_a_growing_percent(serving_env, tmp_path):
-    from serving.split_state import update_state
+    from kfct.serving.split_state import update_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, canary_version=v_b, canary_percent=25, log_predictions=False)
@@ -102,7 +102,7 @@ def test_stickiness_across_requests_batches_and_a_growing_percent(serving_env, t
 
 
 def test_shadow_mode_champion_answers_both_are_logged(serving_env, tmp_path):
-    from serving.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import read_prediction_log
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, canary_version=v_b, shadow=True)
@@ -134,8 +134,8 @@ ROLLOUT_CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 1.0, "poll_se
 
 def _rollout(srv, serving_env, role):
     """deploy (challenger + first step) then roll out, under live traffic."""
-    from components.deploy import deploy_core
-    from components.rollout import LocalRouterBackend, rollout_core
+    from kfct.components.deploy import deploy_core
+    from kfct.components.rollout import LocalRouterBackend, rollout_core
     from kfct.config import load_config
 
     cfg = load_config(overrides=ROLLOUT_CFG)
@@ -183,7 +183,7 @@ def test_bad_canary_is_rolled_back_by_itself(serving_env, tmp_path, role, why):
 
 def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
     from kfct import audit, registry
-    from serving.split_state import read_state
+    from kfct.serving.split_state import read_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, log_predictions=False)
@@ -209,7 +209,7 @@ def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
 
 
 def test_rollout_refuses_without_a_challenger_and_changes_nothing(serving_env):
-    from components.rollout import LocalRouterBackend, RolloutError, rollout_core
+    from kfct.components.rollout import LocalRouterBackend, RolloutError, rollout_core
     from kfct import registry
     from kfct.config import load_config
 
@@ -220,10 +220,10 @@ def test_rollout_refuses_without_a_challenger_and_changes_nothing(serving_env):
 
 
 def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
-    from components.deploy import deploy_core
+    from kfct.components.deploy import deploy_core
     from kfct import registry
     from kfct.config import load_config
-    from serving.split_state import read_state
+    from kfct.serving.split_state import read_state
 
     registry.delete_alias(MODEL_NAME, "champion", reason="first-model test")
     path = tmp_path / "split.json"
@@ -235,7 +235,7 @@ def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
 
 
 def test_deploy_refuses_rejected_and_unknown_versions(serving_env, tmp_path):
-    from components.deploy import DeployError, deploy_core
+    from kfct.components.deploy import DeployError, deploy_core
     from kfct import registry
     from kfct.config import load_config
 
@@ -269,10 +269,10 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
 
     from kfp import dsl, local
 
-    from components.deploy import deploy_model
+    from kfct.components.deploy import deploy_model
     from kfct import registry
     from kfct.config import config_to_json, load_config
-    from serving.split_state import read_state, state_path
+    from kfct.serving.split_state import read_state, state_path
 
     monkeypatch.chdir(tmp_path)  # kfp.local writes its outputs relative to the working dir
     monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).resolve().parents[2]))
@@ -291,7 +291,7 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
 
 def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path):
     """Rollout disabled: register sets `champion` directly; deploy makes the server follow."""
-    from components.deploy import deploy_core
+    from kfct.components.deploy import deploy_core
     from kfct import registry
     from kfct.config import load_config
 
@@ -311,8 +311,8 @@ def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path)
 def test_rollout_stage_skips_a_champion_and_defers_without_live_traffic(serving_env, tmp_path):
     import json
 
-    from components.deploy import deploy_core
-    from components.rollout import rollout_model
+    from kfct.components.deploy import deploy_core
+    from kfct.components.rollout import rollout_model
     from kfct import registry
     from kfct.config import config_to_json, load_config
     from tests.servingkit import free_port

@@ -24,7 +24,7 @@ FAST = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds":
 
 
 def client_for(kube):
-    from components.deploy import kserve_client
+    from kfct.components.deploy import kserve_client
 
     return kserve_client(config_dict=kube.kubeconfig())
 
@@ -34,7 +34,7 @@ def isvc_requests(kube, method):
 
 
 def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
-    from components.deploy import deploy_core
+    from kfct.components.deploy import deploy_core
     from kfct import registry
     from kfct.config import load_config
 
@@ -62,8 +62,8 @@ def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
 
 
 def _deploy_and_roll(serving_env, role, figures):
-    from components.deploy import deploy_core
-    from components.rollout import ClusterBackend, rollout_core
+    from kfct.components.deploy import deploy_core
+    from kfct.components.rollout import ClusterBackend, rollout_core
     from kfct.config import load_config
 
     cfg = load_config(overrides=FAST)
@@ -111,7 +111,7 @@ def test_cluster_rollout_rolls_back_a_flipping_canary(serving_env):
 
 
 def test_cluster_api_errors_are_one_clear_line(serving_env):
-    from components.deploy import DeployError, patch_traffic
+    from kfct.components.deploy import DeployError, patch_traffic
 
     with FakeKubeApi() as kube:
         with pytest.raises(DeployError, match="canaryTrafficPercent=50 on kfct/missing"):

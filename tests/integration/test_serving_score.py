@@ -1,4 +1,4 @@
-"""Batch scoring with the registered champion, the CLI commands, and `python -m serving` as a process."""
+"""Batch scoring with the registered champion, the CLI commands, and `python -m kfct.serving` as a process."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def customers(tmp_path):
 
 
 def test_score_core_matches_the_model_and_is_audited(serving_env, customers, tmp_path):
-    from components.score import score_core
+    from kfct.components.score import score_core
     from kfct import audit, registry
 
     df, path = customers
@@ -46,7 +46,7 @@ def test_score_core_matches_the_model_and_is_audited(serving_env, customers, tmp
 
 
 def test_score_rejects_bad_inputs_without_writing(serving_env, customers, tmp_path):
-    from components.score import ScoringError, score_core
+    from kfct.components.score import ScoringError, score_core
 
     df, _ = customers
     out = tmp_path / "scores.parquet"
@@ -84,7 +84,7 @@ def test_python_m_serving_process(serving_env, tmp_path):
     """The subprocess entry the benchmarks use: host/port arguments, SIGTERM stops it cleanly."""
     port = free_port()
     env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port", str(port),
                              "--no-prediction-log"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         c = Client(f"http://127.0.0.1:{port}")
@@ -95,7 +95,7 @@ def test_python_m_serving_process(serving_env, tmp_path):
             except OSError:
                 return False
 
-        wait_for(ready, timeout=90, interval=0.2, what="python -m serving to come up")
+        wait_for(ready, timeout=90, interval=0.2, what="python -m kfct.serving to come up")
         status, body, _ = c.predict(MODEL_NAME, records(3))
         assert status == 200 and body["model_version"] == serving_env.versions["good_a"]
         c.close()

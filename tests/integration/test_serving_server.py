@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def server(serving_env, tmp_path):
-    from serving.server import start_in_thread
+    from kfct.serving.server import start_in_thread
 
     srv = start_in_thread(port=0, state_path=str(tmp_path / "split.json"),
                           prediction_log_dir=str(tmp_path / "predictions"), log_flush_seconds=0.2)
@@ -204,7 +204,7 @@ def test_unknown_model_is_404_and_no_500_anywhere(server):
 def test_readiness_false_until_a_champion_exists_then_true(serving_env, tmp_path):
     """Started before any champion: 503 everywhere, then ready once the alias appears."""
     from kfct import registry
-    from serving.server import start_in_thread
+    from kfct.serving.server import start_in_thread
 
     registry.delete_alias(MODEL_NAME, "champion", reason="readiness test")
     srv = start_in_thread(port=0, state_path=str(tmp_path / "split.json"), wait_for_model=False,
@@ -226,7 +226,7 @@ def test_readiness_false_until_a_champion_exists_then_true(serving_env, tmp_path
 
 
 def test_failed_reload_keeps_serving_the_old_model(server, serving_env, tmp_path):
-    from serving.split_state import update_state
+    from kfct.serving.split_state import update_state
 
     c = Client(server.url)
     v_a = serving_env.versions["good_a"]
@@ -298,7 +298,7 @@ def test_metrics_count_requests_errors_latency_and_predictions(server, serving_e
 
 
 def test_prediction_log_is_written_off_the_request_path(server, serving_env, tmp_path):
-    from serving.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import read_prediction_log
 
     c = Client(server.url)
     t0 = time.time()
@@ -329,7 +329,7 @@ def test_model_dir_mode_verifies_the_artifact_hash(serving_env, tmp_path):
     import mlflow
 
     from kfct import registry
-    from serving.server import start_in_thread
+    from kfct.serving.server import start_in_thread
 
     v = serving_env.versions["good_a"]
     local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL_NAME}/{v}", dst_path=str(tmp_path / "mnt"))
@@ -356,8 +356,8 @@ def test_predictor_alone_answers_both_protocols(serving_env):
     """ChurnPredictor is a complete kserve.Model on its own (what a plain KServe ModelServer would host)."""
     import asyncio
 
-    from serving import _kserve
-    from serving.predictor import ChurnPredictor
+    from kfct.serving import _kserve
+    from kfct.serving.predictor import ChurnPredictor
 
     kserve = _kserve.load()
     p = ChurnPredictor(MODEL_NAME, version=serving_env.versions["good_b"])

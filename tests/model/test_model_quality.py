@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from components.evaluate import compute_metrics
-from components.featurize import featurize_core
-from components.train import train_core
+from kfct.components.evaluate import compute_metrics
+from kfct.components.featurize import featurize_core
+from kfct.components.train import train_core
 from kfct.datagen import generate
 
 

@@ -67,8 +67,8 @@ def small_cfg():
 
 def train_small(seed: int, rows: int = 3000):
     """A real ChurnModel from the lead's featurize/train cores on generated data."""
-    from components.featurize import featurize_core
-    from components.train import train_core
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train import train_core
     from kfct.datagen import generate
 
     cfg = small_cfg()

@@ -104,7 +104,7 @@ def test_cli_run_missing_file_one_line(tmp_path, capsys, kfct_home):
 
 def test_snapshot_hash_is_the_push_hash(tmp_path):
     """ingest's data version equals the content-addressed key `kfct data push` would use."""
-    from components.ingest import ingest_core
+    from kfct.components.ingest import ingest_core
     from kfct.datastore import normalise_to_parquet
     from kfct.lineage import sha256_file
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components.fairness import fairness_gate, fairness_report
+from kfct.components.fairness import fairness_gate, fairness_report
 
 CFG = {"enabled": True, "sensitive_features": ["g"], "max_demographic_parity_difference": 0.10,
        "max_equalized_odds_difference": 0.10, "min_group_size": 2}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from components.evaluate import _auc_groups, _weighted_auc, compute_metrics, decide, paired_bootstrap
-from components.train import choose_threshold
+from kfct.components.evaluate import _auc_groups, _weighted_auc, compute_metrics, decide, paired_bootstrap
+from kfct.components.train import choose_threshold
 
 GATE = {"thresholds": {"roc_auc": 0.80, "recall": 0.65}, "compare_metric": "roc_auc", "min_improvement": 0.002}
 

@@ -174,7 +174,7 @@ def test_no_secret_values_anywhere(base):
 def test_names_and_keys_the_pipeline_relies_on_exist(base):
     """Compiled tasks mount Secret + ConfigMap keys as env: all must exist or pods do not start."""
     from kfct.settings import Settings
-    from pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
+    from kfct.pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
 
     objs, gens = base
     s = Settings()

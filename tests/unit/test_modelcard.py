@@ -5,7 +5,7 @@ from html import escape
 import numpy as np
 import pytest
 
-from components.fairness import fairness_report
+from kfct.components.fairness import fairness_report
 from kfct.modelcard import build_model_card, top_features_shap
 
 
@@ -35,8 +35,8 @@ def test_shap_groups_one_hot_columns_back_to_their_feature(trained):
 def test_non_xgboost_model_falls_back_to_permutation_and_says_so(small_df, cfg):
     import copy
 
-    from components.featurize import featurize_core
-    from components.train import train_core
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train import train_core
 
     c = copy.deepcopy(cfg)
     c["train"]["model"] = "logistic_regression"

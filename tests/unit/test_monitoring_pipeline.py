@@ -4,7 +4,7 @@ import yaml
 
 
 def test_monitoring_pipeline_compiles_with_three_uncached_stages(tmp_path, kfct_home):
-    from pipelines.compile import compile_monitoring
+    from kfct.pipelines.compile import compile_monitoring
 
     path = compile_monitoring(tmp_path)
     assert path.name == "monitoring_pipeline.yaml"

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from components.retrain_policy import (assess, cooldown_remaining, decide, last_trigger, severity,
+from kfct.components.retrain_policy import (assess, cooldown_remaining, decide, last_trigger, severity,
                                        should_retrain)
 
 CFG = {"drift_share_threshold": 0.20, "prediction_shift_threshold": 0.30, "cooldown_hours": 24}

@@ -15,7 +15,7 @@ import pytest
 # -- request parsing --------------------------------------------------------------------------
 
 def test_v1_records_structure_errors_name_the_part():
-    from serving.schemas import BadRequest, v1_records
+    from kfct.serving.schemas import BadRequest, v1_records
 
     rec = {"a": 1}
     assert v1_records({"instances": [rec]}) == [rec]
@@ -34,7 +34,7 @@ def _inp(name, data, datatype="FP64", shape=None):
 
 
 def test_v2_columnar_records_and_errors():
-    from serving.schemas import BadRequest, v2_records
+    from kfct.serving.schemas import BadRequest, v2_records
 
     req = SimpleNamespace(id="r1", inputs=[_inp("x", [1.0, 2.0]), _inp("c", ["a", "b"], "BYTES"),
                                            _inp("n", [[3], [4]], "INT64", [2, 1])])
@@ -64,7 +64,7 @@ def test_v2_columnar_records_and_errors():
 # -- split state ----------------------------------------------------------------------------------
 
 def test_split_state_validation_generation_and_atomic_updates(tmp_path):
-    from serving.split_state import SplitState, SplitStateError, read_state, update_state, write_state
+    from kfct.serving.split_state import SplitState, SplitStateError, read_state, update_state, write_state
 
     p = tmp_path / "split.json"
     for bad in [dict(canary_percent=101, canary_version="2"), dict(canary_percent=-1, canary_version="2"),
@@ -91,7 +91,7 @@ def test_split_state_validation_generation_and_atomic_updates(tmp_path):
 # -- sticky hashing --------------------------------------------------------------------------------
 
 def test_sticky_hash_is_uniform_monotonic_and_salted():
-    from serving.router import to_canary
+    from kfct.serving.router import to_canary
 
     ids = [f"C-{i:06d}" for i in range(20000)]
     for pct in (1, 10, 50, 90):
@@ -111,7 +111,7 @@ def test_sticky_hash_is_uniform_monotonic_and_salted():
 def test_compiled_trees_match_the_booster(depth, trees):
     import xgboost as xgb
 
-    from serving.fasttrees import compile_booster, probe_matrix
+    from kfct.serving.fasttrees import compile_booster, probe_matrix
 
     rng = np.random.default_rng(depth)
     X = rng.normal(size=(1500, 12)).astype(np.float32)
@@ -132,7 +132,7 @@ def test_compiled_trees_match_the_booster(depth, trees):
 def test_compiled_trees_refuse_what_they_cannot_reproduce():
     import xgboost as xgb
 
-    from serving.fasttrees import compile_booster
+    from kfct.serving.fasttrees import compile_booster
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4)).astype(np.float32)
@@ -145,14 +145,14 @@ def test_compiled_trees_refuse_what_they_cannot_reproduce():
 # -- rollout decisions --------------------------------------------------------------------------------
 
 def W(version, requests=1000, errors=0, positives=250, p99=0.004):
-    from components.rollout import Window
+    from kfct.components.rollout import Window
 
     return Window(version=version, requests=requests, instances=requests - errors, server_errors=errors,
                   positives=positives, p99_latency_s=p99)
 
 
 def test_rollout_step_verdicts():
-    from components.rollout import FAIL, PASS, WAIT, Thresholds, evaluate_step
+    from kfct.components.rollout import FAIL, PASS, WAIT, Thresholds, evaluate_step
 
     thr = Thresholds(min_requests=200)
     champ = W("1")
@@ -176,7 +176,7 @@ def test_rollout_step_verdicts():
 
 
 def test_rollout_steps_and_thresholds_from_config():
-    from components.rollout import RolloutError, Thresholds, parse_steps
+    from kfct.components.rollout import RolloutError, Thresholds, parse_steps
     from kfct.config import load_config
 
     assert parse_steps("10, 50,100") == [10, 50, 100] and parse_steps([25, 100]) == [25, 100]
@@ -192,7 +192,7 @@ def test_rollout_steps_and_thresholds_from_config():
 # -- window stats ---------------------------------------------------------------------------------------
 
 def test_version_stats_window():
-    from serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionStats
+    from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionStats
 
     st = VersionStats("3")
     t0 = 1000.0
@@ -211,7 +211,7 @@ def test_version_stats_window():
 # -- prediction log --------------------------------------------------------------------------------------
 
 def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
-    from serving.prediction_log import PredictionLogger, build_table, read_prediction_log
+    from kfct.serving.prediction_log import PredictionLogger, build_table, read_prediction_log
 
     recs = [{"customer_id": "a", "x": 1, "c": "u", "n": None}, {"customer_id": "b", "x": 2.5, "c": "v", "n": 3.0}]
     t = build_table([(1_700_000_000.0, "r1", "m", "7", "champion", recs, np.array([0.1, 0.9]), np.array([0, 1]), 0.5)])
@@ -233,7 +233,7 @@ def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
 
 
 def test_prediction_log_drops_instead_of_blocking(tmp_path):
-    from serving.prediction_log import PredictionLogger
+    from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60, max_queue=2)
     log._stop.set()  # writer still alive but we fill faster than it drains
@@ -248,8 +248,8 @@ def test_prediction_log_drops_instead_of_blocking(tmp_path):
 def test_arrow_matrix_equals_the_encoder(cfg):
     import pyarrow as pa
 
-    from components.featurize import build_encoder
-    from components.score import arrow_matrix
+    from kfct.components.featurize import build_encoder
+    from kfct.components.score import arrow_matrix
     from kfct.datagen import generate
     from kfct.model import FeatureError
 
@@ -271,7 +271,7 @@ def test_arrow_matrix_equals_the_encoder(cfg):
 def test_inference_service_object():
     from kubernetes.client import ApiClient
 
-    from components.deploy import build_inference_service
+    from kfct.components.deploy import build_inference_service
     from kfct.settings import Settings
 
     isvc = build_inference_service("churn-classifier", "4", namespace="kfct", canary_percent=10,
@@ -288,7 +288,7 @@ def test_inference_service_object():
 def test_bulk_histogram_observation_equals_one_by_one():
     from prometheus_client import CollectorRegistry, Histogram
 
-    from serving.metrics import PROBABILITY_BUCKETS, observe_many
+    from kfct.serving.metrics import PROBABILITY_BUCKETS, observe_many
 
     reg = CollectorRegistry()
     h = Histogram("t_prob", "t", ["v"], buckets=PROBABILITY_BUCKETS, registry=reg)

@@ -29,7 +29,7 @@ def objects() -> dict[str, dict]:
 
 
 def test_every_serving_object_is_listed_and_wired():
-    from components import deploy
+    from kfct.components import deploy
     from kfct.settings import Settings
 
     o = objects()
@@ -41,7 +41,7 @@ def test_every_serving_object_is_listed_and_wired():
     assert set(rt["spec"]["protocolVersions"]) == {"v1", "v2"}
     container = rt["spec"]["containers"][0]
     assert container["image"] == Settings().serving_image
-    assert container["command"][-2:] == ["-m", "serving"]
+    assert container["command"][-2:] == ["-m", "kfct.serving"]
     assert o["ServiceAccount"]["metadata"]["name"] == deploy.SERVICE_ACCOUNT == isvc["spec"]["predictor"]["serviceAccountName"]
     assert "canaryTrafficPercent" in isvc["spec"]["predictor"]
     from kfct.config import load_config
@@ -50,7 +50,7 @@ def test_every_serving_object_is_listed_and_wired():
 
 
 def test_runtime_arguments_parse_with_the_server_cli():
-    from serving.server import parser
+    from kfct.serving.server import parser
 
     rt = objects()["ServingRuntime"]
     args = [a.replace("{{.Name}}", "churn-classifier") for a in rt["spec"]["containers"][0]["args"]]
@@ -84,7 +84,7 @@ def test_env_references_exist_in_the_base_config_and_secret_templates():
 def test_dashboard_queries_only_metrics_the_server_exports():
     from prometheus_client import REGISTRY
 
-    from serving.metrics import prometheus
+    from kfct.serving.metrics import prometheus
 
     prometheus()
     exported = set()

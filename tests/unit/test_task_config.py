@@ -1,4 +1,4 @@
-"""`pipelines.task_config`: per-task resources, retries, caching, GPU, secrets — and its local no-op."""
+"""`kfct.pipelines.task_config`: per-task resources, retries, caching, GPU, secrets — and its local no-op."""
 
 # no `from __future__ import annotations`: kfp reads component annotations as types.
 import pytest
@@ -17,7 +17,7 @@ def _compile(tmp_path, stage, gpu, kind="cluster", cfg=CFG):
     from kfp import compiler, dsl
 
     from kfct.settings import Settings
-    from pipelines.task_config import apply_task_config, target
+    from kfct.pipelines.task_config import apply_task_config, target
 
     s = Settings(image_registry="reg.test/kfct", image_tag="7.7.7")
 
@@ -41,7 +41,7 @@ def _compile(tmp_path, stage, gpu, kind="cluster", cfg=CFG):
 
 
 def test_stage_resources_merges_default_and_stage():
-    from pipelines.task_config import stage_resources
+    from kfct.pipelines.task_config import stage_resources
 
     assert stage_resources(CFG, "train") == {"cpu": "4", "memory": "8Gi", "retries": 0, "caching": False, "gpu": 1}
     assert stage_resources(CFG, "validate_data") == {"cpu": "1", "memory": "2Gi", "retries": 1, "caching": False}
@@ -57,14 +57,14 @@ def test_stage_resources_merges_default_and_stage():
     ({"resources": {"train": [1, 2]}}, "must be a mapping"),
 ])
 def test_stage_resources_rejects_bad_config(bad, match):
-    from pipelines.task_config import stage_resources
+    from kfct.pipelines.task_config import stage_resources
 
     with pytest.raises(ValueError, match=match):
         stage_resources(bad, "train")
 
 
 def test_cluster_train_with_gpu(tmp_path):
-    from pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
+    from kfct.pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
 
     s, container, task, platform = _compile(tmp_path, "train", gpu=True)
     res = container["resources"]
@@ -107,7 +107,7 @@ def test_local_detection_follows_kfp_local_init(tmp_path):
     from kfp import local
     from kfp.local import config as local_config
 
-    from pipelines.task_config import building_for_local, target
+    from kfct.pipelines.task_config import building_for_local, target
 
     saved = local_config.LocalExecutionConfig.instance
     try:
@@ -127,7 +127,7 @@ def test_local_detection_follows_kfp_local_init(tmp_path):
 def test_task_already_executed_is_returned_untouched():
     from kfp.dsl import pipeline_task
 
-    from pipelines.task_config import apply_task_config
+    from kfct.pipelines.task_config import apply_task_config
 
     class Done:
         state = pipeline_task.TaskState.FINAL

@@ -43,7 +43,7 @@ ROWS_FAIL = {
 
 
 def test_suite_is_built_from_the_schema_config(cfg):
-    from components.validate import build_suite
+    from kfct.components.validate import build_suite
 
     suite = build_suite(cfg)
     ds = cfg["dataset"]
@@ -89,7 +89,7 @@ def test_suite_is_built_from_the_schema_config(cfg):
     ],
 )
 def test_bad_schema_config_is_named(cfg, patch, needle):
-    from components.validate import build_suite
+    from kfct.components.validate import build_suite
 
     bad = copy.deepcopy(cfg)
     for key, value in patch.items():
@@ -105,7 +105,7 @@ def test_bad_schema_config_is_named(cfg, patch, needle):
 def test_validate_frame_rejects_non_frames_and_duplicate_names(cfg):
     import pandas as pd
 
-    from components.validate import validate_frame
+    from kfct.components.validate import validate_frame
 
     with pytest.raises(TypeError, match="pandas DataFrame"):
         validate_frame([{"a": 1}], cfg)
@@ -114,7 +114,7 @@ def test_validate_frame_rejects_non_frames_and_duplicate_names(cfg):
 
 
 def test_summary_line_passed_and_failed():
-    from components.validate import summary_line
+    from kfct.components.validate import summary_line
 
     assert summary_line(_result()) == "validation: 4 expectations, 0 failed (passed)"
     line = summary_line(_result([RANGE_FAIL, ROWS_FAIL], n=10))
@@ -126,7 +126,7 @@ def test_summary_line_passed_and_failed():
 
 
 def test_markdown_and_html_reports(tmp_path):
-    from components.validate import write_report
+    from kfct.components.validate import write_report
 
     hostile = dict(RANGE_FAIL, column="a|b<i>", sample_bad_values=["<b>x</b>", "p|q"])
     result = _result([hostile, ROWS_FAIL], n=6)
@@ -146,7 +146,7 @@ def test_markdown_and_html_reports(tmp_path):
 
 
 def test_passed_report_says_so(tmp_path):
-    from components.validate import write_report
+    from kfct.components.validate import write_report
 
     paths = write_report(_result(), tmp_path)
     assert "All expectations passed." in paths["markdown"].read_text()
