@@ -10,9 +10,10 @@ Put it between the code under test and a real server (moto's S3 server, a real
 - ``hang``   connections are accepted but no byte moves in either direction: a dead
   network path or a stuck server. Clients without a timeout wait forever. Bytes already
   read are held and delivered when the mode goes back to ``pass``.
-- ``slow``   forward, but at most ``slow_bytes`` per ``slow_delay`` seconds per direction.
-- ``cut``    forward ``cut_after`` bytes of the server's answer on each connection, then
-  close it: a connection dropped mid-stream.
+- ``slow``   forward, but every chunk (at most ``slow_bytes``) waits ``delay`` seconds first.
+- ``cut``    forward the request and ``cut_after`` bytes (default 0) of the server's answer on
+  each connection, then close it: a connection dropped mid-stream (the server did the work,
+  the client never hears all of it).
 
 The mode applies to open connections too (a pooled keep-alive connection does not escape
 an outage), and is checked every ``tick`` seconds.
@@ -31,7 +32,7 @@ MODES = ("pass", "refuse", "hang", "slow", "cut")
 
 class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, mode: str = "pass", host: str = "127.0.0.1",
-                 port: int = 0, cut_after: int = 64, slow_bytes: int = 1024, slow_delay: float = 0.05,
+                 port: int = 0, cut_after: int = 0, slow_bytes: int = 65536, delay: float = 1.0,
                  tick: float = 0.02):
         if mode not in MODES:
             raise ValueError(f"unknown proxy mode {mode!r}: one of {', '.join(MODES)}")
@@ -39,7 +40,7 @@ class FaultProxy:
         self.host = host
         self.cut_after = int(cut_after)
         self.slow_bytes = int(slow_bytes)
-        self.slow_delay = float(slow_delay)
+        self.delay = float(delay)
         self.tick = float(tick)
         self._mode = mode
         self._lock = threading.Lock()
@@ -82,6 +83,11 @@ class FaultProxy:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far (all modes)."""
+        return self.accepted
 
     @property
     def open_connections(self) -> int:
@@ -259,7 +265,7 @@ class _Conn:
                         return
                     data = data[:room]
                 if p.mode == "slow":
-                    time.sleep(p.slow_delay)
+                    time.sleep(p.delay)
                 if src is s:
                     self.down += len(data)
                     p.bytes_down += len(data)

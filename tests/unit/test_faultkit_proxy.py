@@ -113,7 +113,7 @@ def test_hang_accepts_but_moves_nothing_until_pass(echo):
 
 
 def test_slow_limits_throughput(echo):
-    with FaultProxy("127.0.0.1", echo.port, mode="slow", slow_bytes=4096, slow_delay=0.02) as p:
+    with FaultProxy("127.0.0.1", echo.port, mode="slow", slow_bytes=4096, delay=0.02) as p:
         t0 = time.monotonic()
         got = _talk(p.port, b"big", 65536, timeout=5)
         took = time.monotonic() - t0
@@ -125,6 +125,8 @@ def test_cut_closes_mid_stream_after_n_bytes(echo):
     with FaultProxy("127.0.0.1", echo.port, mode="cut", cut_after=1000) as p:
         got = _talk(p.port, b"big", 65536)
         assert len(got) == 1000
+        p.cut_after = 0
+        assert _talk(p.port, b"big", 65536) == b""  # the answer never arrives
         p.mode = "pass"
         assert len(_talk(p.port, b"big", 65536)) == 65536
 
