@@ -1,0 +1,149 @@
+"""Serving with MLflow or MinIO away (issue 12, item 4).
+
+Real parts: a real `mlflow server` (SQLite registry, artifacts in S3) and moto's S3 server,
+each behind a `FaultProxy`; the model server is KServe's ModelServer on loopback. At start
+with a dependency away the server is not ready, says why (503 body and gauges) and retries
+with backoff; it is ready once the dependency is back. A reload during an outage keeps the
+loaded model serving and is applied once the dependency returns.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+
+from tests.faultkit.proxy import FaultProxy
+from tests.faultkit.servers import mlflow_server, moto_s3
+from tests.servingkit import MODEL_NAME, Client, records, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def deps(tmp_path_factory):
+    """MLflow server + S3 artifact store, both behind proxies; one model registered twice (v1, v2)."""
+    from kfct.settings import reset_settings
+
+    tmp = tmp_path_factory.mktemp("faults-serving")
+    bucket = f"mlflow-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as mp, moto_s3() as (s3_host, s3_port), \
+            FaultProxy(s3_host, s3_port) as s3_proxy:
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1",
+                     "MLFLOW_S3_ENDPOINT_URL": f"http://{s3_proxy.address}",
+                     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}.items():
+            mp.setenv(k, v)
+        import boto3
+
+        boto3.client("s3", endpoint_url=f"http://{s3_host}:{s3_port}").create_bucket(Bucket=bucket)
+        with mlflow_server(f"sqlite:///{tmp / 'mlflow.db'}", f"s3://{bucket}/artifacts",
+                           tmp / "mlflow-server.log") as ml_port, FaultProxy("127.0.0.1", ml_port) as ml_proxy:
+            mp.setenv("KFCT_HOME", str(tmp / "home"))
+            mp.setenv("KFCT_MLFLOW_TRACKING_URI", f"http://{ml_proxy.address}")
+            mp.setenv("KFCT_MLFLOW_ARTIFACT_ROOT", f"s3://{bucket}/artifacts")
+            for var in ("KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
+                mp.delenv(var, raising=False)
+            reset_settings()
+            versions = _register(tmp)
+            yield {"mlflow": ml_proxy, "s3": s3_proxy, "versions": versions, "tmp": tmp, "mp": mp}
+            reset_settings()
+
+
+def _register(tmp) -> list[str]:
+    import mlflow
+
+    from kfct import registry
+    from tests.servingkit import train_small
+
+    model, te = train_small(seed=101, rows=2000)
+    exp = registry.setup()
+    versions = []
+    for i in range(2):
+        with mlflow.start_run(experiment_id=exp, run_name=f"faults-{i}"):
+            info = registry.log_model(model, te.drop(columns=["churned"]))
+        versions.append(registry.register(info["model_uri"], MODEL_NAME, {"model_sha256": info["model_sha256"]}))
+    registry.set_alias(MODEL_NAME, "champion", versions[0], reason="test setup")
+    return versions
+
+
+@pytest.fixture
+def healthy(deps, tmp_path):
+    deps["mlflow"].mode = "pass"
+    deps["s3"].mode = "pass"
+    yield deps
+    deps["mlflow"].mode = "pass"
+    deps["s3"].mode = "pass"
+
+
+def _start(tmp_path):
+    from kfct.serving.server import start_in_thread
+
+    return start_in_thread(port=0, state_path=str(tmp_path / "split.json"), log_predictions=False,
+                           retry_seconds=0.3, poll_seconds=0.1)
+
+
+def _metric(text: str, name: str, **labels) -> float | None:
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.parametrize("away,reason", [("mlflow", "registry_unreachable"), ("s3", "store_unreachable")])
+def test_dependency_away_at_start_not_ready_says_why_then_ready(healthy, tmp_path, away, reason):
+    healthy[away].mode = "refuse"
+    srv = _start(tmp_path)
+    try:
+        c = Client(srv.url)
+        status, body, _ = c.request("GET", "/v2/health/ready")
+        assert status == 503 and reason in body["error"], body
+        status, body, _ = c.request("GET", f"/v2/models/{MODEL_NAME}/ready")
+        assert status == 503 and reason in body["error"] and "retrying in" in body["error"], body
+        metrics = c.request("GET", "/metrics")[1]
+        assert _metric(metrics, "kfct_model_ready", model_name=MODEL_NAME) == 0
+        assert _metric(metrics, "kfct_model_load_failing", model_name=MODEL_NAME, reason=reason) == 1
+        assert c.predict(MODEL_NAME, records(1))[0] == 503
+        time.sleep(1.5)  # still away: it keeps retrying, backing off
+        assert srv.watcher._backoff > srv.watcher.retry_seconds
+        healthy[away].mode = "pass"
+        wait_for(lambda: c.request("GET", "/v2/health/ready")[0] == 200, timeout=30, what="ready after return")
+        status, body, _ = c.predict(MODEL_NAME, records(3))
+        assert status == 200 and body["model_version"] == healthy["versions"][0]
+        metrics = c.request("GET", "/metrics")[1]
+        assert _metric(metrics, "kfct_model_ready", model_name=MODEL_NAME) == 1
+        assert _metric(metrics, "kfct_model_load_failing", model_name=MODEL_NAME, reason=reason) == 0
+    finally:
+        srv.stop()
+
+
+def test_mlflow_away_during_a_reload_keeps_serving_then_applies_it(healthy, tmp_path):
+    from kfct.serving.split_state import SplitState, write_state
+
+    v1, v2 = healthy["versions"]
+    srv = _start(tmp_path)
+    try:
+        c = Client(srv.url)
+        wait_for(lambda: c.request("GET", "/v2/health/ready")[0] == 200, timeout=30, what="ready")
+        healthy["mlflow"].mode = "refuse"
+        write_state(SplitState(model_name=MODEL_NAME, champion_version=v2, reason="test"), srv.state_path)
+        wait_for(lambda: srv.router.failed_generation > 0, timeout=15, what="failed reload")
+        for _ in range(5):  # the loaded model keeps answering
+            status, body, _ = c.predict(MODEL_NAME, records(2))
+            assert status == 200 and body["model_version"] == v1
+        assert c.request("GET", "/v2/health/ready")[0] == 200
+        metrics = c.request("GET", "/metrics")[1]
+        assert _metric(metrics, "kfct_model_load_failing", model_name=MODEL_NAME,
+                       reason="registry_unreachable") == 1
+        assert "registry" in (c.request("GET", "/kfct/split")[1]["last_error"] or "") or \
+            srv.router.load_error
+        healthy["mlflow"].mode = "pass"  # back: the reload that failed is retried, not forgotten
+        wait_for(lambda: c.predict(MODEL_NAME, records(1))[1]["model_version"] == v2, timeout=30,
+                 what="v2 applied after MLflow returned")
+    finally:
+        srv.stop()
