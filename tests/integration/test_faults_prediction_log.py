@@ -198,3 +198,27 @@ def test_spill_disk_full_simulated(store, tmp_path, caplog, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", full_open)
     _check_disk_full_keeps_serving_rows_in_memory(store, spill, caplog)
+
+
+def test_an_answer_cut_mid_stream_is_retried_under_the_same_key_without_duplicates(store, tmp_path):
+    """The store keeps the object but the client never hears back: the retry overwrites, never doubles."""
+    from kfct import s3
+    from kfct.serving.prediction_log import PredictionLogger
+    from kfct.settings import get_settings
+
+    store.cut_after = 0
+    store.mode = "cut"
+    logger = PredictionLogger(flush_seconds=0.1)
+    try:
+        _log_rows(logger, 0, 400)
+        assert not logger.flush(1.5)
+        bucket = get_settings().s3_bucket
+        store.mode = "pass"
+        keys_seen_during_cut = {o.object_name for o in s3.client().list_objects(bucket, prefix="predictions/",
+                                                                                 recursive=True)}
+        assert keys_seen_during_cut, "the cut requests reached the store"
+        assert logger.flush(30), logger.status()
+    finally:
+        logger.close()
+    df = _stored()
+    assert len(df) == 400 and df["customer_id"].is_unique
