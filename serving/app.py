@@ -62,14 +62,6 @@ class KfctDataPlane(DataPlane):
             raise kserve.errors.ModelNotReady(model_name, _reason(self.model_registry.get_model(model_name)))
         return ready
 
-
-def _reason(model) -> str | None:
-    fn = getattr(model, "not_ready_reason", None)
-    try:
-        return fn() if callable(fn) else None
-    except Exception:  # pragma: no cover - a reason must never turn a 503 into a 500
-        return None
-
     def decode(self, body, headers, protocol_version: str = "v1", model_name: str = None):
         is_v1_bytes = isinstance(body, (bytes, bytearray)) and protocol_version.lower() == "v1"
         if is_v1_bytes and not any(k.startswith("ce-") for k in (headers or {})):
@@ -78,6 +70,14 @@ def _reason(model) -> str | None:
             except orjson.JSONDecodeError:
                 return parse_json_body(body), {}  # NaN/Infinity allowed: the model names the field
         return super().decode(body, headers, protocol_version, model_name)
+
+
+def _reason(model) -> str | None:
+    fn = getattr(model, "not_ready_reason", None)
+    try:
+        return fn() if callable(fn) else None
+    except Exception:  # pragma: no cover - a reason must never turn a 503 into a 500
+        return None
 
 
 class BodyLimitMiddleware:
