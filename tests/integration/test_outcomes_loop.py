@@ -180,3 +180,39 @@ def test_shadow_judged_on_outcomes_and_promoted_by_the_articles_rule(serving_env
     assert rep["accuracy"]["shadow"] < rep["accuracy"]["champion"]  # a flipped model is worse on what happened
     assert rep["decision"]["action"] == "keep_champion" and not rep.get("promoted")
     assert registry.alias_version(MODEL_NAME, "champion") == a
+
+
+def test_monitoring_pipeline_outcome_steps_run_as_kfp_tasks(serving_env, tmp_path, capsys):
+    """The two monitoring-pipeline steps, executed by kfp's local runner as the cluster runs them."""
+    from kfp import dsl, local
+
+    from kfct.components.outcomes_report import decide_ab_test, report_realized_performance
+    from kfct.config import config_to_json, load_config
+
+    b = serving_env.versions["good_b"]
+    srv = start_server()
+    try:
+        kfct("ab", "start", "--version", b, "--percent", 50, capsys=capsys)
+        wait_for(lambda: canary(srv) == b, timeout=20, what="canary B loaded")
+        send(srv.url, 300, seed=81, prefix="KFP")
+        srv.prediction_log.flush()
+    finally:
+        srv.stop()
+    kfct("data", "outcomes", "--out", tmp_path / "o.parquet", capsys=capsys)
+    kfct("outcomes", "push", tmp_path / "o.parquet", capsys=capsys)
+
+    from kfct import registry
+
+    a = serving_env.versions["good_a"]
+    registry.set_version_tag(MODEL_NAME, a, "test_roc_auc", "0.99")  # as registration records it; far above reality
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    cfg_json = config_to_json(load_config())
+    comp = lambda fn: dsl.component(fn, install_kfp_package=False)  # noqa: E731
+    real = comp(report_realized_performance)(config_json=cfg_json, model_name=MODEL_NAME, since="", retrain=False)
+    registry.client().delete_model_version_tag(MODEL_NAME, a, "test_roc_auc")
+    out = json.loads(real.outputs["Output"])
+    assert out["decay"]["assessed"] and out["decay"]["retrain"] is True, out  # decay seen ...
+    assert out["retrain"] is None                                              # ... acted on only when asked
+    assert "Realized performance" in open(real.outputs["report_md"].path).read()
+    ab = json.loads(comp(decide_ab_test)(config_json=cfg_json, model_name=MODEL_NAME, act=False).outputs["Output"])
+    assert ab["action"] in ("continue", "promote_b", "stop_b") and ab["stop"] is None

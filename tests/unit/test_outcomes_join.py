@@ -66,3 +66,13 @@ def test_string_labels_map_once_at_the_boundary(cfg):
     c["dataset"]["positive_label"] = "yes"
     df = pd.DataFrame({"customer_id": ["a", "b"], "churned": ["yes", "no"], "observed_at": ["2026-03-01"] * 2})
     assert list(validate_outcomes(df, c, gx=False)["outcome"]) == [1, 0]
+
+
+def test_decay_asks_for_retraining_only_beyond_the_limit():
+    from kfct.components.outcomes_report import decay
+
+    rows = [{"roc_auc": 0.80, "n": 500}]
+    assert decay(rows, {"roc_auc": 0.87}, 0.05)["retrain"] is True
+    assert decay(rows, {"roc_auc": 0.84}, 0.05)["retrain"] is False
+    assert decay(rows, None, 0.05) == {"assessed": False, "retrain": False, "reason": "no baseline test metrics"}
+    assert decay([{"roc_auc": None, "n": 3}], {"roc_auc": 0.9}, 0.05)["assessed"] is False
