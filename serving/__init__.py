@@ -7,4 +7,6 @@ Modules (import what you need; nothing heavy happens at package import):
 - `kfct.serving.split_state` the split file the deploy stage and rollout write.
 - `kfct.serving.metrics`    Prometheus series and the per-version window stats.
 - `kfct.serving.prediction_log` rolling parquet log + read_prediction_log(since).
+- `kfct.serving.predlog_spill` the log's bounded on-disk backlog while the store is away.
+- `kfct.serving.readiness`  why the server is not ready (503 body, gauges).
 """
