@@ -222,3 +222,24 @@ def test_an_answer_cut_mid_stream_is_retried_under_the_same_key_without_duplicat
         logger.close()
     df = _stored()
     assert len(df) == 400 and df["customer_id"].is_unique
+
+
+def test_a_hanging_store_does_not_stall_batching_and_nothing_is_lost(store, tmp_path):
+    """The upload waits on a store that accepts and never answers; new batches still go to disk."""
+    from kfct.serving.prediction_log import PredictionLogger
+
+    logger = PredictionLogger(flush_seconds=0.1)
+    try:
+        store.mode = "hang"
+        for k in range(5):
+            _log_rows(logger, k * 100, 100)
+            time.sleep(0.15)
+        time.sleep(0.3)
+        assert logger.queued == 0  # the collector kept batching while the upload hung
+        assert len(_spill_files(tmp_path)) >= 3  # and kept the batches on disk
+        store.mode = "pass"  # the held request completes, the rest follows
+        assert logger.flush(30), logger.status()
+    finally:
+        logger.close()
+    df = _stored()
+    assert len(df) == 500 and df["customer_id"].is_unique
