@@ -197,8 +197,10 @@ class PredictionLogger:
         pending: list = []
         pending_rows = 0
         last = time.monotonic()
+        full = False
         while True:
-            self._flush_req.wait(timeout=min(0.25, self.flush_seconds))
+            if not full:  # a full batch was cut: go on at once, the queue has more
+                self._flush_req.wait(timeout=min(0.25, self.flush_seconds))
             with self._cv:
                 gen = self._flush_gen
             forced = self._flush_req.is_set()
@@ -210,6 +212,9 @@ class PredictionLogger:
                     break
                 pending.append(item)
                 pending_rows += len(item[5])
+                if pending_rows >= self.flush_rows:  # bounded batches: bounded memory and encode time
+                    break
+            full = pending_rows >= self.flush_rows
             due = forced or pending_rows >= self.flush_rows or time.monotonic() - last >= self.flush_seconds
             if pending and due:
                 try:
@@ -222,7 +227,9 @@ class PredictionLogger:
                 last = time.monotonic()
             elif not pending:
                 last = time.monotonic()
-            if forced:
+            if forced and full:
+                self._flush_req.set()  # the flush is not done until the queue is drained
+            elif forced:
                 with self._cv:
                     self._made_seq = self._seq
                     self._done_gen = max(self._done_gen, gen)
