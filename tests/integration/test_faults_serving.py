@@ -147,3 +147,60 @@ def test_mlflow_away_during_a_reload_keeps_serving_then_applies_it(healthy, tmp_
                  what="v2 applied after MLflow returned")
     finally:
         srv.stop()
+
+
+def test_sigterm_during_a_minio_outage_keeps_the_prediction_log_for_the_next_start(healthy, tmp_path, monkeypatch):
+    """`python -m kfct.serving` logging to S3; MinIO goes away; SIGTERM; the next start uploads the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import boto3
+
+    from kfct.settings import reset_settings
+
+    bucket = f"predlog-{uuid.uuid4().hex[:8]}"
+    s3_host, s3_port = healthy["s3"].upstream
+    boto3.client("s3", endpoint_url=f"http://{s3_host}:{s3_port}").create_bucket(Bucket=bucket)
+    home = tmp_path / "pod-home"
+    env = dict(os.environ, KFCT_HOME=str(home), KFCT_S3_ENDPOINT=healthy["s3"].address, KFCT_S3_BUCKET=bucket,
+               KFCT_S3_ACCESS_KEY="testing", KFCT_S3_SECRET_KEY="testing", KFCT_S3_REGION="us-east-1")
+    proc = subprocess.Popen([sys.executable, "-m", "kfct.serving", "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 90
+        while not line.startswith("kfct: serving") and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "server exited"
+        url = re.search(r"http://[\d.]+:\d+", line).group(0)
+        c = Client(url)
+        for i in range(20):
+            assert c.predict(MODEL_NAME, records(5, seed=i), headers={"x-request-id": f"req-{i}"})[0] == 200
+        healthy["s3"].mode = "refuse"  # MinIO away while traffic flows
+        for i in range(20, 40):
+            status = c.predict(MODEL_NAME, records(5, seed=i), headers={"x-request-id": f"req-{i}"})[0]
+            assert status == 200  # the server keeps answering
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-2000:]
+    spilled = list((home / "predictions-spill").glob("part-*.parquet"))
+    assert spilled, out[-2000:]  # what could not be uploaded stayed on disk
+    healthy["s3"].mode = "pass"
+    for k, v in env.items():
+        if k.startswith("KFCT_"):
+            monkeypatch.setenv(k, v)
+    reset_settings()
+    from kfct.serving.prediction_log import PredictionLogger, read_prediction_log
+
+    nxt = PredictionLogger()  # the next start of the pod
+    assert nxt.flush(30), nxt.status()
+    nxt.close()
+    df = read_prediction_log()
+    assert not list((home / "predictions-spill").glob("part-*.parquet"))
+    counts = df.groupby("request_id").size()
+    assert len(df) == 200 and len(counts) == 40 and set(counts) == {5}  # every request once, none twice
