@@ -266,6 +266,12 @@ def verify_mirror(uri: str | None = None) -> "VerifyResult":
 
 
 def read(path: Path | None = None) -> Iterator[dict]:
+    """Entries of one trail file; without `path` and with a mirror configured, every writer's
+    entries (local ones not mirrored yet included), oldest first: a fresh pod then sees the
+    history other pods wrote (the retrain cooldown and `kfct audit show` need it)."""
+    if path is None and _mirror_uri():
+        yield from _read_all(default_path(), _mirror_uri())
+        return
     path = Path(path) if path is not None else default_path()
     if not path.exists():
         return
@@ -273,6 +279,22 @@ def read(path: Path | None = None) -> Iterator[dict]:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
+
+
+def _read_all(local: Path, uri: str) -> list[dict]:
+    import logging
+
+    seen: dict[tuple, dict] = {}
+    try:
+        for writer, entries in read_mirror(uri).items():
+            for e in entries:
+                if "_unreadable" not in e:
+                    seen[(e.get("writer", writer), e.get("seq"))] = e
+    except Exception as exc:  # the store away: the local trail is still the truth for this pod
+        logging.getLogger("kfct.audit").warning("audit mirror %s not read, local trail only: %s", uri, exc)
+    for e in read(local):
+        seen[(e.get("writer", "local"), e.get("seq"))] = e
+    return sorted(seen.values(), key=lambda e: (str(e.get("ts", "")), str(e.get("writer", "")), e.get("seq", 0)))
 
 
 @dataclass

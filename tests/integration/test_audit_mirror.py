@@ -112,6 +112,21 @@ def test_two_pods_mirroring_at_the_same_moment_lose_nothing(mirrored, tmp_path):
     assert res.ok and res.entries == 2 * n and res.writers == 2
 
 
+def test_a_fresh_pod_reads_every_writers_history(mirrored):
+    """The retrain cooldown and `kfct audit show` read the trail: on a fresh pod that is the mirror."""
+    from kfct.components.retrain_policy import TRIGGER_EVENT, last_trigger
+
+    audit.record(TRIGGER_EVENT, model_name="m", mode="cluster", reason="drift")
+    audit.default_path().unlink()  # another pod
+    audit.record("drift_checked", model_name="m", severity="high")
+    events = sorted(e["event"] for e in audit.read())  # same-second entries of two writers: any order
+    assert events == sorted([TRIGGER_EVENT, "drift_checked"])
+    assert sorted(e["event"] for e in audit.history("m")) == events
+    assert last_trigger(audit.read()) is not None  # the cooldown sees the other pod's trigger
+    mirrored.mode = "refuse"  # store away: the local trail still answers
+    assert [e["event"] for e in audit.read()] == ["drift_checked"]
+
+
 def test_verify_names_the_writer_of_an_edited_mirrored_entry(mirrored, tmp_path):
     import json
 
