@@ -3,7 +3,7 @@
 After `register`, the new version gets alias `challenger` and a first slice of
 traffic (the first rollout step, or a shadow copy):
 
-- locally: the split file of the local KServe ModelServer (`kfct.serving.split_state`),
+- locally: the split file of the local KServe ModelServer (`kfct.split_state`),
   which a running `kfct serve` watches and applies without a restart;
 - on a cluster: the InferenceService is created, or patched with the new model's
   `storageUri` (its MLflow artifact in MinIO) and `canaryTrafficPercent`, through the
@@ -163,8 +163,8 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
                            "champion": champion, "mode": "shadow" if shadow else "canary"}
     if target == "local":
-        from kfct.serving.split_state import state_path as default_path
-        from kfct.serving.split_state import update_state
+        from kfct.split_state import state_path as default_path
+        from kfct.split_state import update_state
 
         path = state_path or default_path(model_name, s.home)
         if direct:  # a running `kfct serve` switches to it without a restart

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
 from kfct.errors import KfctError
+from kfct.window_stats import WindowStats as Window  # what a backend measured for one version in a step
 
 
 class RolloutError(KfctError):
@@ -63,10 +64,6 @@ class Thresholds:
         if out.min_requests < 1:
             raise RolloutError("rollout.min_requests must be at least 1")
         return out
-
-
-# What the backend measured for one version during a step: the router's own stats type.
-from kfct.serving.metrics import WindowStats as Window  # noqa: E402
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
@@ -163,7 +160,7 @@ class LocalRouterBackend:
 
     def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
                  http_timeout: float = 5.0):
-        from kfct.serving.split_state import state_path as default_path
+        from kfct.split_state import state_path as default_path
 
         self.model_name = model_name
         self.url = url.rstrip("/")
@@ -193,7 +190,7 @@ class LocalRouterBackend:
         return time.time()
 
     def _write_and_wait(self, **changes) -> None:
-        from kfct.serving.split_state import update_state
+        from kfct.split_state import update_state
 
         st = update_state(self.model_name, self.state_path, **changes)
         deadline = time.monotonic() + self.apply_timeout

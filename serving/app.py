@@ -232,7 +232,7 @@ def add_kfct_routes(router, state_path=None):
 
         @app.get("/kfct/split")
         async def split():
-            from kfct.serving.split_state import read_state
+            from kfct.split_state import read_state
 
             st = read_state(state_path) if state_path else None
             return {"file": str(state_path) if state_path else None,

@@ -22,9 +22,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from kfct.window_stats import WindowStats
 
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -126,47 +127,6 @@ def observe_many(hist_child, values) -> None:
     for i in np.flatnonzero(counts[: len(bounds)]).tolist():
         buckets[i].inc(int(counts[i]))
     total.inc(float(arr.sum()))
-
-
-@dataclass
-class WindowStats:
-    """One version over a time window: what the rollout compares."""
-
-    version: str
-    requests: int = 0
-    instances: int = 0
-    client_errors: int = 0
-    server_errors: int = 0
-    positives: int = 0
-    mean_probability: float = 0.0
-    p50_latency_s: float = 0.0
-    p99_latency_s: float = 0.0
-
-    @property
-    def errors(self) -> int:
-        return self.client_errors + self.server_errors
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def positive_rate(self) -> float:
-        return self.positives / self.instances if self.instances else 0.0
-
-    def summary(self) -> dict:
-        return {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
-                "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.update(error_rate=self.error_rate, positive_rate=self.positive_rate)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "WindowStats":
-        keys = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in keys})
 
 
 # event kinds

@@ -10,7 +10,7 @@ version that produced it. Without ids, whole requests are split at random.
 Shadow mode: the champion answers everything; the challenger scores the same
 records on a background thread, and both go to metrics and the prediction log.
 
-The split comes from `kfct.serving.split_state` (a JSON file the deploy stage and
+The split comes from `kfct.split_state` (a JSON file the deploy stage and
 `kfct rollout` write). A watcher thread loads new versions off the request path
 and swaps them in; a version that fails to load leaves the current routing alone.
 """
@@ -32,7 +32,7 @@ from kfct.serving import _kserve
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
 from kfct.serving.predictor import ChurnPredictor, fetch_version, score_loaded, v1_response, v2_response
 from kfct.serving.schemas import BadRequest, v1_records, v2_records
-from kfct.serving.split_state import SplitState, SplitStateError, read_state
+from kfct.split_state import SplitState, SplitStateError, read_state
 
 kserve = _kserve.load()
 log = logging.getLogger("kfct.serving.router")

@@ -7,7 +7,7 @@
 One KServe ModelServer serves one model name through a `ChurnRouter`: the champion
 (alias or version from the registry, or a local MLflow model folder with its sha256)
 and, when the split state says so, a canary or shadow challenger. The split state
-file (`kfct.serving.split_state`) is written at start-up when a canary is given on the
+file (`kfct.split_state`) is written at start-up when a canary is given on the
 command line and watched afterwards, so `kfct rollout` and the deploy stage can move
 traffic of a running server.
 """
@@ -111,7 +111,7 @@ def build(opts: ServerOptions):
     from kfct.serving.predictor import ChurnPredictor
     from kfct.serving.prediction_log import PredictionLogger
     from kfct.serving.router import ChurnRouter, SplitWatcher
-    from kfct.serving.split_state import SplitState, read_state, state_path, write_state
+    from kfct.split_state import SplitState, read_state, state_path, write_state
 
     settings = get_settings()
     cfg = load_config()

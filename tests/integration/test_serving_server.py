@@ -226,7 +226,7 @@ def test_readiness_false_until_a_champion_exists_then_true(serving_env, tmp_path
 
 
 def test_failed_reload_keeps_serving_the_old_model(server, serving_env, tmp_path):
-    from kfct.serving.split_state import update_state
+    from kfct.split_state import update_state
 
     c = Client(server.url)
     v_a = serving_env.versions["good_a"]
@@ -298,7 +298,7 @@ def test_metrics_count_requests_errors_latency_and_predictions(server, serving_e
 
 
 def test_prediction_log_is_written_off_the_request_path(server, serving_env, tmp_path):
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     c = Client(server.url)
     t0 = time.time()

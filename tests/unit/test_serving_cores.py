@@ -64,7 +64,7 @@ def test_v2_columnar_records_and_errors():
 # -- split state ----------------------------------------------------------------------------------
 
 def test_split_state_validation_generation_and_atomic_updates(tmp_path):
-    from kfct.serving.split_state import SplitState, SplitStateError, read_state, update_state, write_state
+    from kfct.split_state import SplitState, SplitStateError, read_state, update_state, write_state
 
     p = tmp_path / "split.json"
     for bad in [dict(canary_percent=101, canary_version="2"), dict(canary_percent=-1, canary_version="2"),
@@ -211,7 +211,8 @@ def test_version_stats_window():
 # -- prediction log --------------------------------------------------------------------------------------
 
 def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
-    from kfct.serving.prediction_log import PredictionLogger, build_table, read_prediction_log
+    from kfct.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import PredictionLogger, build_table
 
     recs = [{"customer_id": "a", "x": 1, "c": "u", "n": None}, {"customer_id": "b", "x": 2.5, "c": "v", "n": 3.0}]
     t = build_table([(1_700_000_000.0, "r1", "m", "7", "champion", recs, np.array([0.1, 0.9]), np.array([0, 1]), 0.5)])

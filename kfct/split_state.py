@@ -1,5 +1,8 @@
 """The local router's traffic split, as a small JSON file that a running server watches.
 
+A contract between the layers: the deploy and rollout stages write it, the local
+model server (`kfct.serving`) reads it, so it lives in the library layer below both.
+
 `<KFCT_HOME>/serving/<model_name>/split.json`::
 
     {"model_name": "churn-classifier", "champion_version": "3", "canary_version": "4",
