@@ -44,9 +44,9 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
                             canary_percent: float | None = None, storage_uri: str | None = None,
                             sha256: str | None = None, settings=None, min_replicas: int = 1):
     """A `V1beta1InferenceService` serving `version` with the kfct ServingRuntime."""
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
 
-    _kserve.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
+    kserve_sdk.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
     from kserve import (V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1ModelFormat,
                         V1beta1ModelSpec, V1beta1PredictorSpec)
     from kubernetes.client import V1EnvVar, V1ObjectMeta, V1ResourceRequirements
@@ -89,9 +89,9 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
 
 def kserve_client(config_file: str | None = None, config_dict: dict | None = None):
     """KServeClient from kubeconfig (or in-cluster config inside a pod)."""
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
 
-    kserve = _kserve.load()
+    kserve = kserve_sdk.load()
     return kserve.KServeClient(config_file=config_file, config_dict=config_dict)
 
 

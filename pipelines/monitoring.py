@@ -125,6 +125,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     from kfct.components.retrain_policy import trigger_core
     from kfct import audit
     from kfct.errors import KfctError
+    from kfct.pipelines.launchers import launcher_for
 
     t0 = time.perf_counter()
     try:
@@ -145,7 +146,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
                  dry_run=bool(dry_run))
     drift_seconds = round(time.perf_counter() - t0, 2)
     action = trigger_core(dict(result), cfg, model_name, current_uri or "", ct_data_uri or "", force, dry_run, mode,
-                          settings=settings)
+                          settings=settings, launcher=launcher_for(mode, s))
     return {"model_name": model_name, "champion_version": loaded.version, "reference": ref_source,
             "current": cur_source, "drift": dict(result), "reports": {k: str(v) for k, v in paths.items()},
             "mlflow_run_id": run_id, "decision": action, "drift_seconds": drift_seconds,

@@ -356,10 +356,10 @@ def test_predictor_alone_answers_both_protocols(serving_env):
     """ChurnPredictor is a complete kserve.Model on its own (what a plain KServe ModelServer would host)."""
     import asyncio
 
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
     from kfct.serving.predictor import ChurnPredictor
 
-    kserve = _kserve.load()
+    kserve = kserve_sdk.load()
     p = ChurnPredictor(MODEL_NAME, version=serving_env.versions["good_b"])
     assert p.ready is False and p.load() and p.ready
     recs = records(4, seed=14)
