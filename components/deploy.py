@@ -181,7 +181,7 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
         actions = []
         if not direct and not _exists(client, model_name, ns):
             # KServe splits between the previous and the latest revision: the champion must be there first.
-            base = build_inference_service(model_name, champion, namespace=ns, settings=s)
+            base = build_inference_service(model_name, str(champion), namespace=ns, settings=s)
             actions.append(apply_inference_service(client, base, model_name, ns) + f" v{champion}")
         isvc = build_inference_service(model_name, version, namespace=ns, settings=s,
                                        canary_percent=100 if direct else pct)

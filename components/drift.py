@@ -540,7 +540,8 @@ def prepare_drift_data(
     reference: Output[Dataset],
     current: Output[Dataset],
 ) -> str:
-    """Load the champion's training snapshot and the current window (prediction log or batch), both scored by the champion; returns the champion version."""
+    """Load the champion's training snapshot and the current window (prediction log or batch),
+    both scored by the champion; returns the champion version."""
     from kfct.components.drift import heldout_performance, load_current, load_reference, prepare_frames
     from kfct.config import config_from_json
 
@@ -569,10 +570,10 @@ def check_drift(
     summary_json: Output[Artifact],
     metrics: Output[Metrics],
 ) -> bool:
-    """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate shift, performance drop, severity; returns whether a retrain is needed."""
+    """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate
+    shift, performance drop, severity; returns whether a retrain is needed."""
     import shutil
     import tempfile
-    from pathlib import Path
 
     import pandas as pd
 

@@ -44,7 +44,8 @@ def register_core(meta: dict, decision: dict, cfg: dict, model_name: str, data_u
                  model_sha256=meta.get("model_sha256"))
     rollout = bool(cfg.get("rollout", {}).get("enabled", False))
     alias = "challenger" if rollout else cfg["register"].get("alias", "champion")
-    previous = registry.set_alias(model_name, alias, version, reason="gate passed" + ("; canary rollout decides promotion" if rollout else ""),
+    previous = registry.set_alias(model_name, alias, version,
+                                  reason="gate passed" + ("; canary rollout decides promotion" if rollout else ""),
                                   pipeline_run=pipeline_run)
     return {"version": version, "alias": alias, "previous": previous, "tags": tags}
 

@@ -32,11 +32,17 @@ DEFAULT_PERFORMANCE_DROP = 0.05
 TRIGGER_EVENT = "retrain_triggered"
 
 
-def _num(name: str, value, allow_none: bool = True) -> float | None:
+def _required(name: str, value) -> float:
+    """A measured figure the decision cannot do without: a number, not None or NaN."""
+    v = _num(name, value)
+    if v is None:
+        raise ValueError(f"{name} is required (got {value!r})")
+    return v
+
+
+def _num(name: str, value) -> float | None:
     if value is None:
-        if allow_none:
-            return None
-        raise ValueError(f"{name} is required")
+        return None
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
@@ -48,7 +54,7 @@ def _num(name: str, value, allow_none: bool = True) -> float | None:
 
 def severity(drift_share: float, churn_rate_shift: float | None, drift_share_threshold: float = 0.2) -> str:
     """The case study's severity level for a drift share and a relative churn-rate shift."""
-    share = _num("drift_share", drift_share, allow_none=False)
+    share = _required("drift_share", drift_share)
     shift = _num("churn_rate_shift", churn_rate_shift)
     if share > CRITICAL_LEVEL or (shift is not None and shift > CRITICAL_LEVEL):
         return "critical"
@@ -62,7 +68,7 @@ def severity(drift_share: float, churn_rate_shift: float | None, drift_share_thr
 def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift: dict,
                    performance_drop: float | None = None) -> tuple[bool, list[str]]:
     """(retrain needed, reasons). Every threshold crossed is named; none crossed says why not."""
-    share = _num("drift_share", drift_share, allow_none=False)
+    share = _required("drift_share", drift_share)
     shift = _num("churn_rate_shift", churn_rate_shift)
     drop = _num("performance_drop", performance_drop)
     t_share = float(cfg_drift["drift_share_threshold"])
@@ -235,7 +241,8 @@ def trigger_retrain(
     dry_run: bool,
     mode: str,
 ) -> str:
-    """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a cluster, kfp.local locally); returns the outcome as JSON."""
+    """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a
+    cluster, kfp.local locally); returns the outcome as JSON."""
     import json
 
     from kfct.components.retrain_policy import trigger_core

@@ -9,6 +9,7 @@ Everything is logged to MLflow: params, metrics, the data sha256 and the model
 """
 
 
+import tempfile
 import time
 
 import numpy as np
@@ -210,7 +211,7 @@ def train_model(
         logged = registry.log_model(fitted, tr.drop(columns=[label]))
         # Reference snapshot for drift monitoring: a bounded sample of the training split.
         window = int(cfg.get("drift", {}).get("window_rows", 50000))
-        with __import__("tempfile").TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             snap = f"{tmp}/train_snapshot.parquet"
             tr.sample(n=min(window, len(tr)), random_state=0).to_parquet(snap, index=False)
             mlflow.log_artifact(snap, artifact_path="data")

@@ -154,7 +154,8 @@ def verify(path: Path | None = None) -> VerifyResult:
             except json.JSONDecodeError:
                 return VerifyResult(False, n, "line is not valid JSON", lineno)
             if entry.get("seq") != n:
-                return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected (removed or reordered entry)", lineno)
+                return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected "
+                                    "(removed or reordered entry)", lineno)
             if entry.get("prev") != prev:
                 return VerifyResult(False, n, "previous-hash link broken (removed or reordered entry)", lineno)
             if _digest(entry) != entry.get("hash"):

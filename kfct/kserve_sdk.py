@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 
-def load():
+def load() -> Any:
     """The kserve module, imported with a neutral `sys.argv`."""
     if "kserve.model_server" not in sys.modules:
         saved = sys.argv

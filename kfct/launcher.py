@@ -14,9 +14,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from kfct.settings import Settings
 
 # The implementations `pick_launcher` loads by name (settings.retrain_launcher overrides both).
 DEFAULTS = {"local": "kfct.pipelines.launchers:LocalLauncher",
@@ -50,7 +53,7 @@ class RetrainLauncher(Protocol):
         ...
 
 
-def uses_cluster(settings, mode: str = "auto") -> bool:
+def uses_cluster(settings: Settings, mode: str = "auto") -> bool:
     """'auto' retrains on the cluster inside a pod or when a KFP host is configured."""
     if mode not in ("auto", "local", "cluster"):
         raise ValueError(f"mode must be auto, local or cluster, got {mode!r}")
@@ -59,7 +62,7 @@ def uses_cluster(settings, mode: str = "auto") -> bool:
     return mode == "cluster"
 
 
-def pick_launcher(mode: str = "auto", settings=None) -> RetrainLauncher:
+def pick_launcher(mode: str = "auto", settings: Settings | None = None) -> RetrainLauncher:
     """The launcher for `mode` (auto | local | cluster): `settings.retrain_launcher` when set
     ('module:Class', the class takes `settings=`), else the pipelines layer's own."""
     from kfct.settings import get_settings

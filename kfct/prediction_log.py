@@ -21,6 +21,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kfct.settings import Settings
 
 PREFIX = "predictions"
 META_COLUMNS = ["ts", "request_id", "model_name", "model_version", "role", "customer_id",
@@ -28,14 +34,14 @@ META_COLUMNS = ["ts", "request_id", "model_name", "model_version", "role", "cust
 _PART = re.compile(r"part-(\d+)-(\d+)-")
 
 
-def default_root(settings=None) -> Path:
+def default_root(settings: Settings | None = None) -> Path:
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     return Path(s.home) / PREFIX
 
 
-def use_s3(settings=None) -> bool:
+def use_s3(settings: Settings | None = None) -> bool:
     from kfct.settings import get_settings
 
     return bool((settings or get_settings()).s3_endpoint)
@@ -46,7 +52,7 @@ def _part_range(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _since_seconds(since) -> float | None:
+def _since_seconds(since: Any) -> float | None:
     if since is None:
         return None
     if isinstance(since, (int, float)):
@@ -59,8 +65,8 @@ def _since_seconds(since) -> float | None:
     return ts.timestamp()
 
 
-def read_prediction_log(since=None, root: str | Path | None = None, s3: bool | None = None,
-                        settings=None, model_name: str | None = None):
+def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: bool | None = None,
+                        settings: Settings | None = None, model_name: str | None = None) -> pd.DataFrame:
     """All logged predictions with `ts >= since` (epoch seconds, datetime or ISO string) as a DataFrame.
 
     Reads the local folder, or the S3 prefix when `KFCT_S3_ENDPOINT` is set (or `s3=True`).
@@ -100,7 +106,7 @@ def read_prediction_log(since=None, root: str | Path | None = None, s3: bool | N
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def _s3_fetch(s, since_ms):
+def _s3_fetch(s: Settings, since_ms: int | None) -> tuple[list[Path], str]:
     from kfct import s3
     from kfct.errors import DataSourceError
 

@@ -31,6 +31,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from kfct.errors import KfctError
 
@@ -165,7 +166,7 @@ def package_sha256(package_path: str | Path) -> str:
 class Connection:
     """A connected kfp.Client plus what we learned when probing the API."""
 
-    client: object
+    client: Any
     host: str
     ui: str
     namespace: str | None   # None on a single-user KFP (namespaces do not apply)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import FastAPI
@@ -33,8 +34,15 @@ from kfct.serving.schemas import BadRequest, parse_json_body
 
 log = logging.getLogger("kfct.serving")
 
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve.model_server import ModelServer
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.server import RESTServer
+else:
+    DataPlane = RESTServer = ModelServer = object
 
-class _KfctDataPlane:  # + kserve's DataPlane, see __getattr__ below
+
+class _KfctDataPlane(DataPlane):
     async def ready(self) -> bool:
         """Server readiness = every registered model is loaded (KServe's default is always True)."""
         models = self.model_registry.get_models()
@@ -45,7 +53,7 @@ class _KfctDataPlane:  # + kserve's DataPlane, see __getattr__ below
                 return False
         return True
 
-    def decode(self, body, headers, protocol_version: str = "v1", model_name: str = None):
+    def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
         is_v1_bytes = isinstance(body, (bytes, bytearray)) and protocol_version.lower() == "v1"
         if is_v1_bytes and not any(k.startswith("ce-") for k in (headers or {})):
             try:
@@ -145,7 +153,7 @@ async def validation_error_handler(_request, exc: RequestValidationError):
                                                      "field": field})
 
 
-class _KfctRESTServer:  # + kserve's RESTServer
+class _KfctRESTServer(RESTServer):
     """KServe's REST server, on our own app object and host."""
 
     def __init__(self, dataplane, model_repository_extension, host: str, port: int, max_request_bytes: int,
@@ -182,7 +190,7 @@ class _KfctRESTServer:  # + kserve's RESTServer
                               loop="uvloop", http="httptools", timeout_keep_alive=65, lifespan="off", **kw)
 
 
-class _KfctModelServer:  # + kserve's ModelServer
+class _KfctModelServer(ModelServer):
     """`kserve.ModelServer` configured for kfct: REST only, one worker, no per-request log lines."""
 
     def __init__(self, host: str = "127.0.0.1", http_port: int = 8080, max_request_bytes: int = 1_000_000,

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,11 @@ from kfct.errors import FeatureError
 from kfct.serving.schemas import BadRequest, v1_records, v2_records
 
 kserve = kserve_sdk.LazyKServe()
+
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve import Model as _KServeModel
+else:
+    _KServeModel = object
 
 log = logging.getLogger("kfct.serving")
 
@@ -141,7 +146,7 @@ def _fetch_dir(model_name: str, path: Path, version: str | None, expected: str |
     return _prepare(model, model_name, version or "local", digest, "", id_column, {}, fast)
 
 
-class _ChurnPredictor:  # + kserve.Model, see __getattr__ below
+class _ChurnPredictor(_KServeModel):
     """One model version behind KServe's V1/V2 endpoints (the router holds one or two of these)."""
 
     def __init__(self, name: str, model_name: str | None = None, alias: str | None = "champion",

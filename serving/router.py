@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     from kfct.serving.predictor import ChurnPredictor
 
 kserve = kserve_sdk.LazyKServe()
+
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve import Model as _KServeModel
+else:
+    _KServeModel = object
 log = logging.getLogger("kfct.serving.router")
 
 BUCKETS = 10_000
@@ -78,7 +83,7 @@ class _Job:
         self.request_id = request_id
 
 
-class _ChurnRouter:  # + kserve.Model, see __getattr__ below
+class _ChurnRouter(_KServeModel):
     """KServe model that routes to a champion and an optional canary/shadow predictor."""
 
     def __init__(self, name: str, champion: ChurnPredictor, id_column: str | None = "customer_id",
@@ -214,7 +219,7 @@ class _ChurnRouter:  # + kserve.Model, see __getattr__ below
                     f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
             results.append((role, idx, s, recs))
         latency = time.perf_counter() - job.t0
-        for role, idx, s, recs in results:
+        for role, _idx, s, recs in results:
             ver = s.version
             if ver not in self._metrics:
                 self._ensure_version(ver)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -275,7 +276,7 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
     from kfct.split_state import read_state, state_path
 
     monkeypatch.chdir(tmp_path)  # kfp.local writes its outputs relative to the working dir
-    monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                raise_on_error=True)
     comp = dsl.component(deploy_model, base_image="unused", install_kfp_package=False)

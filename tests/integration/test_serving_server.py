@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,7 +245,7 @@ def test_failed_reload_keeps_serving_the_old_model(server, serving_env, tmp_path
     src = registry.client().get_model_version_download_uri(MODEL_NAME, v_b)
     from urllib.parse import urlparse
 
-    pkl = next(p for p in __import__("pathlib").Path(urlparse(src).path).rglob("model.pkl"))
+    pkl = next(p for p in Path(urlparse(src).path).rglob("model.pkl"))
     original = pkl.read_bytes()
     try:
         pkl.write_bytes(original + b"tampered")
