@@ -207,13 +207,12 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
     import json
-    import os
 
     from kfct.components.deploy import deploy_core
     from kfct.config import config_from_json
+    from kfct.settings import get_settings
 
     cfg = config_from_json(config_json)
-    if target == "auto":
-        target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
-    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None)
+    s = get_settings()
+    out = deploy_core(model_name, version, cfg, target=s.target(target), namespace=namespace or None, settings=s)
     return json.dumps(out, default=str)

@@ -84,7 +84,9 @@ MIRROR_ENV = "KFCT_AUDIT_S3_URI"
 
 
 def _mirror_uri() -> str | None:
-    uri = os.environ.get(MIRROR_ENV, "").strip()
+    from kfct.settings import get_settings
+
+    uri = (get_settings().audit_s3_uri or "").strip()  # KFCT_AUDIT_S3_URI
     return uri or None
 
 
