@@ -125,7 +125,7 @@ def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: st
 
 def train_core(train_df, val_df, cfg: dict, encoder=None, device: str | None = None, tune_trials: int | None = None):
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
     from kfct.components.featurize import build_encoder
     from kfct.model import ChurnModel
@@ -157,11 +157,10 @@ def train_core(train_df, val_df, cfg: dict, encoder=None, device: str | None = N
     threshold = choose_threshold(yva, val_proba, recall_target)
     model = ChurnModel(encoder=encoder, estimator=predictor, threshold=threshold)
     pred = (val_proba >= threshold).astype(int)
-    tp = int(((pred == 1) & (yva == 1)).sum())
     val_metrics = {
         "val_roc_auc": float(roc_auc_score(yva, val_proba)),
-        "val_recall": tp / max(int(yva.sum()), 1),
-        "val_precision": tp / max(int(pred.sum()), 1),
+        "val_recall": float(recall_score(yva, pred, zero_division=0)),
+        "val_precision": float(precision_score(yva, pred, zero_division=0)),
     }
     info.update({"model": kind, "device": device, "tune_trials": trials, "threshold": threshold,
                  "n_train": int(len(train_df)), "n_val": int(len(val_df))})
