@@ -210,9 +210,13 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
 
     from kfct.components.deploy import deploy_core
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
     from kfct.settings import get_settings
 
     cfg = config_from_json(config_json)
     s = get_settings()
     out = deploy_core(model_name, version, cfg, target=s.target(target), namespace=namespace or None, settings=s)
+    stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
+                                                out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
+                                                out.get("action"))
     return json.dumps(out, default=str)

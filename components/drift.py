@@ -604,4 +604,9 @@ def check_drift(
                  drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
                  performance_drop=result.get("performance_drop"), current_source=current.metadata.get("source"),
                  mlflow_run_id=run_id)
+    from kfct.logs import stage_logger
+
+    stage_logger("kfct.components.drift").info("drift share %.3f, severity %s, retrain %s: %s",
+                                               float(result["drift_share"]), result["severity"],
+                                               "needed" if result["retrain"] else "not needed", result["reason"])
     return bool(result["retrain"])

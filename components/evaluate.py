@@ -243,6 +243,7 @@ def evaluate_model(
     from kfct.components.evaluate import curves_png, evaluate_core, report_markdown
     from kfct import audit, registry
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
 
     cfg = config_from_json(config_json)
     challenger = joblib.load(model.path)
@@ -289,6 +290,9 @@ def evaluate_model(
                 json.dump(payload, fh, indent=2, default=float)
             mlflow.log_artifact(f"{tmp}/evaluation.md", artifact_path="evaluation")
             mlflow.log_artifact(f"{tmp}/decision.json", artifact_path="evaluation")
+    stage_logger("kfct.components.evaluate").info(
+        "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
+        ", ".join(f"{k} {float(v):.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
     audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
                  reasons=result["reasons"], champion_version=champion_version,
                  metrics={k: round(float(v), 6) for k, v in scalar.items()})

@@ -247,10 +247,13 @@ def trigger_retrain(
 
     from kfct.components.retrain_policy import trigger_core
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
 
     cfg = config_from_json(config_json)
     with open(drift_summary.path) as fh:
         drift = json.load(fh)
     drift["retrain"] = bool(retrain_needed)
     out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
+    stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
+                                                        f"; started a {out['mode']} CT run" if out["triggered"] else "")
     return json.dumps(out, default=str)

@@ -462,6 +462,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     from kfct.components.rollout import LocalRouterBackend, make_backend, rollout_core
     from kfct import audit
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
     from kfct.settings import get_settings
 
     from kfct import registry
@@ -480,5 +481,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
             audit.record("rollout_deferred", model_name=model_name, version=version,
                          reason=f"no model server at {backend.url}")
             return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}"})
-    res = rollout_core(model_name, cfg, backend, canary_version=version or None)
+    log = stage_logger("kfct.components.rollout")
+    res = rollout_core(model_name, cfg, backend, canary_version=version or None, log=log.info)
+    log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))
     return json.dumps(res.to_json())

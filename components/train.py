@@ -189,6 +189,7 @@ def train_model(
     from kfct.components.train import train_core
     from kfct import registry
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
 
     cfg = config_from_json(config_json)
     tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
@@ -217,6 +218,10 @@ def train_model(
         run_id = run.info.run_id
 
     joblib.dump(fitted, model.path)
+    stage_logger("kfct.components.train").info(
+        "trained %s on %s rows (%s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
+        info["n_train"], info["device"], info["fit_seconds"], info["threshold"],
+        ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
     model.metadata.update({
         "mlflow_run_id": run_id, "model_uri": logged["model_uri"], "model_sha256": logged["model_sha256"],
         "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,

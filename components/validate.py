@@ -715,6 +715,12 @@ def validate_data(
                  dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
                  n_failed=result["n_failed"],
                  failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
+    from kfct.logs import stage_logger
+
+    stage_logger("kfct.components.validate").info(
+        "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
+        result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
+                                         for f in result["failures"][:5]))
     return bool(result["passed"])
 
 
