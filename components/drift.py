@@ -18,8 +18,9 @@ Evidently's default); `drift.num_method` / `drift.cat_method` override the test.
 Both frames are cut to `drift.window_rows` first (the reference sampled, the current
 window its most recent rows) so a report takes seconds, not minutes.
 
-The undecorated `check_drift` / `prepare_drift_data` / `trigger_retrain` functions are
-what `pipelines/monitoring.py` wraps with `dsl.component`.
+The undecorated `prepare_drift_data` / `check_drift` functions here, and `trigger_retrain`
+in `kfct.components.retrain_policy`, are what `pipelines/monitoring.py` wraps with
+`dsl.component`.
 """
 
 

@@ -9,7 +9,6 @@ Everything is logged to MLflow: params, metrics, the data sha256 and the model
 """
 
 
-import tempfile
 import time
 
 import numpy as np
@@ -182,6 +181,8 @@ def train_model(
     model: Output[Model],
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn) and log it to MLflow; returns the run id."""
+    import tempfile  # a kfp component runs this function's source alone: its imports are all in here
+
     import joblib
     import mlflow
     import pandas as pd
