@@ -136,10 +136,31 @@ def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
 
 # -- the stage ------------------------------------------------------------------------------------
 
+def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: dict, target: str,
+                canary_percent: float | None = None, shadow: bool = False) -> dict[str, Any]:
+    """What deploying `version` means, decided from plain values (no registry, no cluster).
+
+    `direct`: the first model (no champion) or the champion itself takes all traffic;
+    otherwise a canary (or shadow) at `percent`, by default the first rollout step.
+    """
+    if target not in ("local", "cluster"):
+        raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
+    if rejected:
+        raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
+    steps = (cfg.get("rollout") or {}).get("steps") or [10]
+    pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
+    if not 0 <= pct <= 100:
+        raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
+    return {"direct": champion is None or champion == version, "percent": pct, "champion": champion}
+
+
 def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
                 settings=None) -> dict[str, Any]:
-    """Alias `challenger` + first traffic slice. Returns what was done (plain values)."""
+    """Alias `challenger` + first traffic slice. Returns what was done (plain values).
+
+    The adapter around `plan_deploy`: reads the registry, applies the plan (split file or
+    InferenceService), moves the alias, records it in the audit trail."""
     from kfct import audit, registry
     from kfct.settings import get_settings
 
@@ -152,14 +173,10 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
         mv = registry.client().get_model_version(model_name, version)
     except Exception as exc:
         raise DeployError(f"model {model_name} v{version} is not registered: {exc}") from exc
-    if (mv.tags or {}).get("rejected") == "true":
-        raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
     champion = registry.alias_version(model_name, "champion")
-    steps = (cfg.get("rollout") or {}).get("steps") or [10]
-    pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
-    if not 0 <= pct <= 100:
-        raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
-    direct = champion is None or champion == version  # first model, or registered straight as champion
+    plan = plan_deploy(model_name, version, champion, (mv.tags or {}).get("rejected") == "true", cfg, target,
+                       canary_percent, shadow)
+    pct, direct = plan["percent"], plan["direct"]
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
                            "champion": champion, "mode": "shadow" if shadow else "canary"}
     if target == "local":

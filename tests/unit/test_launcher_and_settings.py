@@ -134,3 +134,18 @@ def test_rollout_backends_are_built_in_one_place_with_the_same_prometheus_defaul
     assert isinstance(local, LocalRouterBackend) and local.url == f"http://{s.serving_host}:{s.serving_port}"
     with pytest.raises(RolloutError, match="rollout target must be 'local' or 'cluster', got 'auto'"):
         make_backend("m", "auto", s, cfg)
+
+
+def test_the_deploy_plan_is_decided_from_plain_values(cfg):
+    from kfct.components.deploy import DeployError, plan_deploy
+
+    assert plan_deploy("m", "1", None, False, cfg, "local") == {"direct": True, "percent": 10.0, "champion": None}
+    assert plan_deploy("m", "3", "3", False, cfg, "cluster")["direct"]
+    canary = plan_deploy("m", "4", "3", False, cfg, "local", canary_percent=25)
+    assert not canary["direct"] and canary["percent"] == 25.0
+    assert plan_deploy("m", "4", "3", False, cfg, "local", shadow=True)["percent"] == 0.0
+    for args, msg in (((False, cfg, "moon"), "deploy target must be 'local' or 'cluster', got 'moon'"),
+                      ((True, cfg, "local"), "v4 was rejected by an earlier rollout"),
+                      ((False, cfg, "local", 120), "canary percent must be within 0..100, got 120")):
+        with pytest.raises(DeployError, match=msg):
+            plan_deploy("m", "4", "3", *args)
