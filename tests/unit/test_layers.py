@@ -16,7 +16,6 @@ import ast
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,22 +106,56 @@ def test_nothing_imports_the_cli():
     assert not users, users
 
 
-PROBE = ("import json, sys\n"
-         "import {m}\n"
-         "print(json.dumps(sorted({{k.split('.')[0] for k in sys.modules}} & set({heavy!r}))))")
+# One interpreter imports what every module may load anyway (none of HEAVY), then forks a
+# child per module: each child starts from that state, imports its module and reports.
+PROBE = r"""
+import json, os, sys
+for light in ("numpy", "pandas", "pydantic", "pydantic_settings", "yaml", "kfp.dsl"):
+    __import__(light)
+heavy = set(sys.argv[1].split(","))
+already = sorted({k.split(".")[0] for k in sys.modules} & heavy)
+out = {"__preloaded__": already}
+for name in sys.argv[2:]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            __import__(name)
+            msg = sorted({k.split(".")[0] for k in sys.modules} & heavy)
+        except BaseException as exc:
+            msg = f"import failed: {type(exc).__name__}: {exc}"
+        os.write(w, json.dumps(msg).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out[name] = json.loads(data)
+print(json.dumps(out))
+"""
 
 
-def _heavy_after_import(module: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE.format(m=module, heavy=HEAVY)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"import {module} failed: {out.stderr.strip().splitlines()[-1:]}"
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+def heavy_after_import(names: list[str]) -> dict[str, set[str]]:
+    out = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY), *names], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result.pop("__preloaded__") == [], "the probe itself loaded a heavy library"
+    failed = {m: r for m, r in result.items() if isinstance(r, str)}
+    assert not failed, failed
+    return {m: set(r) for m, r in result.items()}
 
 
 def test_importing_a_module_does_not_import_heavy_libraries():
-    names = [m for m in modules() if m != "kfct.__main__"]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        loaded = dict(zip(names, pool.map(_heavy_after_import, names)))
+    loaded = heavy_after_import([m for m in modules() if m != "kfct.__main__"])
     bad = [f"{m} imports {sorted(h - MAY_IMPORT.get(m, set()))} at import time" for m, h in sorted(loaded.items())
            if h - MAY_IMPORT.get(m, set())]
     assert not bad, "\n".join(bad)
+
+
+def test_the_probe_sees_a_heavy_import():
+    assert heavy_after_import(["kfct.model", "kfct.split_state"]) == {"kfct.model": {"sklearn"},
+                                                                      "kfct.split_state": set()}
