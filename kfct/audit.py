@@ -172,7 +172,9 @@ _MIRRORED = ".mirrored"  # next to the trail: how many of its entries the mirror
 
 
 def _mirror_uri() -> str | None:
-    uri = os.environ.get(MIRROR_ENV, "").strip()
+    from kfct.settings import get_settings
+
+    uri = (get_settings().audit_s3_uri or "").strip()  # KFCT_AUDIT_S3_URI
     return uri or None
 
 
@@ -334,7 +336,8 @@ def verify_entries(entries: list) -> VerifyResult:
         if "_unreadable" in entry:
             return VerifyResult(False, n, "line is not valid JSON", lineno)
         if entry.get("seq") != n:
-            return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected (removed or reordered entry)", lineno)
+            return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected "
+                                "(removed or reordered entry)", lineno)
         if entry.get("prev") != prev:
             return VerifyResult(False, n, "previous-hash link broken (removed or reordered entry)", lineno)
         if _digest(entry) != entry.get("hash"):
