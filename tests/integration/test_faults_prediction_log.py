@@ -55,7 +55,7 @@ def _log_rows(logger, start: int, n: int, per_request: int = 10) -> None:
 
 
 def _stored():
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     return read_prediction_log()
 

@@ -194,7 +194,8 @@ def test_sigterm_during_a_minio_outage_keeps_the_prediction_log_for_the_next_sta
         if k.startswith("KFCT_"):
             monkeypatch.setenv(k, v)
     reset_settings()
-    from kfct.serving.prediction_log import PredictionLogger, read_prediction_log
+    from kfct.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import PredictionLogger
 
     nxt = PredictionLogger()  # the next start of the pod
     assert nxt.flush(30), nxt.status()
