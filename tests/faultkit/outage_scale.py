@@ -33,7 +33,7 @@ def main() -> None:
         proxy.mode = "refuse"
         lg = PredictionLogger(flush_seconds=0.5)
         t0 = time.perf_counter()
-    worst = 0.0
+        worst = 0.0
         rate = float(os.environ.get("RATE", "10000"))
         n = 0
         for b in range(120):
