@@ -122,7 +122,7 @@ def test_dependency_away_at_start_not_ready_says_why_then_ready(healthy, tmp_pat
 
 
 def test_mlflow_away_during_a_reload_keeps_serving_then_applies_it(healthy, tmp_path):
-    from kfct.serving.split_state import SplitState, write_state
+    from kfct.split_state import SplitState, write_state
 
     v1, v2 = healthy["versions"]
     srv = _start(tmp_path)
