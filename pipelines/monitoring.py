@@ -57,6 +57,8 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     """Return the monitoring `@dsl.pipeline` function (parameters are its run-time knobs)."""
     from kfp import dsl
 
+    from kfct.pipelines.task_config import grant_kfp_access
+
     from kfct.config import config_to_json, load_config
     from kfct.settings import get_settings
 
@@ -97,6 +99,7 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
                                          ct_data_uri=ct_data_uri, force=force, dry_run=dry_run, mode=mode),
                           "trigger_retrain", task_cfg, s)
         trig.set_display_name("retrain decision")
+        grant_kfp_access(trig)  # it starts CT runs through the KFP API (multi-user: projected token)
 
     return monitoring_pipeline
 
