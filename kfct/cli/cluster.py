@@ -151,20 +151,23 @@ def image_builds(settings=None, code_version: str | None = None) -> list[dict]:
 
 
 def kustomize_images(settings=None) -> list[dict]:
-    """`images:` entries mapping the names the manifests carry (settings' defaults) to the configured ones."""
+    """`images:` entries mapping the names the manifests carry (settings' defaults) to the configured ones.
+
+    The component image (MLflow Deployment) and the serving image (ServingRuntime); the GPU
+    training image is named only by the compiled IR."""
     from kfct.settings import Settings, get_settings
 
     s = settings or get_settings()
     default_registry = Settings.model_fields["image_registry"].default
     out = []
-    for name in (s.component_image_name, s.serving_image_name, s.gpu_image_name):
+    for name in (s.component_image_name, s.serving_image_name):
         out.append({"name": f"{default_registry}/{name}", "newName": f"{s.image_registry}/{name}",
                     "newTag": s.image_tag})
     return out
 
 
 def set_kustomize_images(directory, settings=None) -> list[dict]:
-    """What `kustomize edit set image` does for the three kfct images, without kustomize: the
+    """What `kustomize edit set image` does for the kfct images, without kustomize: the
     kustomization's `images:` entries for them are replaced, every other entry kept."""
     from pathlib import Path
 
