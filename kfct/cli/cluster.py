@@ -189,6 +189,18 @@ def set_kustomize_images(directory, settings=None) -> list[dict]:
     return ours
 
 
+def _batch(args) -> int:
+    """The batch-scoring pipeline on this machine (kfp.local, shards in parallel subprocesses)."""
+    import json
+
+    from kfct.pipelines.batch_scoring import run_batch_local
+
+    out = run_batch_local(args.data_uri, n_shards=args.shards, alias=args.alias, output_uri=args.output_uri or "")
+    out.pop("log", None)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def _manifests(args) -> int:
     import yaml
 
@@ -305,6 +317,13 @@ def add_commands(sub) -> None:
     i.add_argument("--set-kustomize", metavar="DIR",
                    help="write these image names and tag into DIR/kustomization.yaml `images:` (no docker)")
     i.set_defaults(func=_images)
+
+    b = sub.add_parser("batch", help="run the batch-scoring pipeline locally (kfp.local): shards scored in parallel")
+    b.add_argument("--data-uri", required=True, help="any data URI ingest accepts (path, s3://, generate://N)")
+    b.add_argument("--shards", type=int, default=2, help="number of shards (ParallelFor width)")
+    b.add_argument("--alias", default="champion")
+    b.add_argument("--output-uri", help="also copy the result under this s3:// prefix")
+    b.set_defaults(func=_batch)
 
     m = sub.add_parser("manifests", help="check rendered manifests (kubectl kustomize output) against the API schemas")
     msub = m.add_subparsers(dest="manifests_cmd", required=True)
