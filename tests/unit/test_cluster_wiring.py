@@ -164,10 +164,11 @@ def test_prod_gives_the_retrain_step_a_projected_kfp_token(rendered, compiled):
     from kfct.settings import Settings
 
     assert sa["name"] == Settings().kfp_service_account
-    # the monitoring pipeline's retrain step (and only it) carries the label
+    # the monitoring steps that may start a CT run (drift trigger, realized-performance decay) and only they
     execs = compiled["monitoring_pipeline.yaml"][1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     labelled = {n for n, e in execs.items() if (e.get("podMetadata") or {}).get("labels") == {KFP_ACCESS_LABEL[0]: KFP_ACCESS_LABEL[1]}}
-    assert labelled == {"exec-trigger-retrain"}
+    callers = {"exec-trigger-retrain", "exec-report-realized-performance"} & set(execs)
+    assert "exec-trigger-retrain" in callers and labelled == callers
 
 
 def test_no_kfp_token_outside_a_secret(rendered, compiled):
