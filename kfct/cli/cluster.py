@@ -205,7 +205,7 @@ def _manifests(args) -> int:
     import yaml
 
     from kfct.errors import KfctError
-    from kfct.manifest_check import check_objects
+    from kfct.cli.manifest_check import check_objects
 
     bad = 0
     for f in args.files:

@@ -59,7 +59,7 @@ def containers(obj) -> list[dict]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_renders_and_validates_against_the_api_schemas(rendered, overlay):
-    from kfct.manifest_check import check_objects
+    from kfct.cli.manifest_check import check_objects
 
     errors, unchecked = check_objects(rendered[overlay])
     assert errors == []
@@ -69,7 +69,7 @@ def test_every_overlay_renders_and_validates_against_the_api_schemas(rendered, o
 def test_the_schema_check_catches_what_kubectl_kustomize_lets_through(rendered):
     import copy
 
-    from kfct.manifest_check import check_objects
+    from kfct.cli.manifest_check import check_objects
 
     objs = copy.deepcopy(rendered["dev"])
     (rt,) = find(objs, "ServingRuntime")

@@ -7,6 +7,8 @@ carry each kind's OpenAPI schema as model classes (`openapi_types`, `attribute_m
 this walks every field of an object through them and reports unknown fields and wrong
 JSON types with their path. Kinds without an SDK model are listed as unchecked, except
 Kubeflow's PodDefault, whose spec is made of core types and is checked through them.
+Used by `kfct manifests check` (and CI); it lives with the CLI because it reaches into
+the kserve SDK, which the library layer does not import.
 """
 
 from __future__ import annotations
