@@ -7,8 +7,7 @@ carry each kind's OpenAPI schema as model classes (`openapi_types`, `attribute_m
 this walks every field of an object through them and reports unknown fields and wrong
 JSON types with their path. Kinds without an SDK model are listed as unchecked, except
 Kubeflow's PodDefault, whose spec is made of core types and is checked through them.
-Used by `kfct manifests check` (and CI); it lives with the CLI because it reaches into
-the kserve SDK, which the library layer does not import.
+Used by `kfct manifests check` (and CI).
 """
 
 from __future__ import annotations
@@ -46,9 +45,9 @@ def _model(name: str):
 
     if hasattr(k8s, name):
         return getattr(k8s, name)
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
 
-    kserve = _kserve.load()
+    kserve = kserve_sdk.load()
     return getattr(kserve, name, None) or getattr(kserve.models, name, None)
 
 
