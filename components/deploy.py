@@ -155,7 +155,7 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     if (mv.tags or {}).get("rejected") == "true":
         raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
     champion = registry.alias_version(model_name, "champion")
-    steps = (cfg.get("rollout") or {}).get("steps") or [10]
+    steps = cfg["rollout"]["steps"] or [10]
     pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
     if not 0 <= pct <= 100:
         raise DeployError(f"canary percent must be within 0..100, got {pct:g}")

@@ -42,8 +42,8 @@ def register_core(meta: dict, decision: dict, cfg: dict, model_name: str, data_u
     audit.record("model_registered", model_name=model_name, version=version, mlflow_run_id=meta.get("mlflow_run_id"),
                  dataset_sha256=dataset_sha256, code_version=code_version, pipeline_run=pipeline_run,
                  model_sha256=meta.get("model_sha256"))
-    rollout = bool(cfg.get("rollout", {}).get("enabled", False))
-    alias = "challenger" if rollout else cfg["register"].get("alias", "champion")
+    rollout = bool(cfg["rollout"]["enabled"])
+    alias = "challenger" if rollout else cfg["register"]["alias"]
     previous = registry.set_alias(model_name, alias, version, reason="gate passed" + ("; canary rollout decides promotion" if rollout else ""),
                                   pipeline_run=pipeline_run)
     return {"version": version, "alias": alias, "previous": previous, "tags": tags}
@@ -92,7 +92,7 @@ def register_model(
         "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset.metadata.get("rows", 0)),
                     "columns": int(dataset.metadata.get("columns", 0)), "rows_test": int(len(test_df))},
         "metrics": dec.get("metrics", {}), "fairness": dec.get("fairness"), "comparison": dec.get("comparison"),
-        "gate": {"deploy": dec.get("deploy"), "reasons": dec.get("reasons", []), "thresholds": cfg["gate"].get("thresholds", {})},
+        "gate": {"deploy": dec.get("deploy"), "reasons": dec.get("reasons", []), "thresholds": cfg["gate"]["thresholds"]},
         "lineage": out["tags"], "top_features": top_features_shap(fitted, sample, k=10),
         "slices": _slice_metrics(fitted, test_df, cfg),
     }
@@ -118,7 +118,7 @@ def _slice_metrics(model, test_df, cfg: dict) -> dict:
     proba = model.predict_positive(test_df.drop(columns=[label]))
     y = test_df[label].to_numpy(np.int64)
     out = {}
-    for col in cfg.get("fairness", {}).get("sensitive_features", []):
+    for col in cfg["dataset"]["sensitive_features"]:
         if col not in test_df:
             continue
         vals = test_df[col].astype(str).to_numpy()

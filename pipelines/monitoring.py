@@ -128,7 +128,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
 
     t0 = time.perf_counter()
     try:
-        ref, loaded, ref_source = load_reference(model_name, cfg["register"].get("alias", "champion"))
+        ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
         cur, cur_source, pred_col = load_current(current_uri, cfg, model_name, since)
         ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
         result = run_detection(ref, cur, cfg, float(loaded.model.threshold), heldout_performance(loaded.tags))
