@@ -498,12 +498,27 @@ def heldout_performance(tags: dict) -> dict | None:
         return None
 
 
+def with_binary_labels(frame, cfg: dict):
+    """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
+    from kfct.labels import binary_labels
+
+    ds = cfg["dataset"]
+    label = ds["label"]
+    if label not in frame.columns or frame[label].isna().all():
+        return frame
+    out = frame.copy()
+    known = out[label].notna()
+    out.loc[known, label] = binary_labels(out.loc[known, label], ds["positive_label"], ds["columns"][label]["values"])
+    return out
+
+
 def run_detection(reference, current, cfg: dict, threshold: float | None,
                   reference_performance: dict | None = None) -> DriftResult:
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
     from kfct.config import feature_columns
 
     label = cfg["dataset"]["label"]
+    current = with_binary_labels(current, cfg)
     return detect_drift(reference, current, cfg, feature_columns(cfg), prediction_column=PREDICTION,
                         label_column=label if label in current.columns else None,
                         reference_predictions=reference[PREDICTION].to_numpy(), threshold=threshold,

@@ -105,7 +105,7 @@ def _table_checks(p: _Plan, ds: dict, present_columns: Iterable[str] | None) -> 
               "duplicate_share", f"share of fully duplicated rows <= {float(share):.2%}", limit=float(share))
 
 
-def _label_balance_checks(p: _Plan, ds: dict) -> None:
+def _label_balance_checks(p: _Plan, ds: dict, positives: list) -> None:
     bal, label, pos = ds["label_balance"], ds["label"], ds["positive_label"]
     if bal is None:
         return
@@ -118,24 +118,35 @@ def _label_balance_checks(p: _Plan, ds: dict) -> None:
               text, label, limit=[lo, hi])
         return
     # Any other label coding: two 'mostly' bounds on membership of the positive value.
-    p.add("ExpectColumnValuesToBeInSet", {"column": label, "value_set": [pos], "mostly": lo}, "label_balance_min",
+    p.add("ExpectColumnValuesToBeInSet", {"column": label, "value_set": positives, "mostly": lo}, "label_balance_min",
           f"positive share ({label} == {pos!r}) >= {lo:.2%}", label, limit=lo)
-    p.add("ExpectColumnValuesToNotBeInSet", {"column": label, "value_set": [pos], "mostly": 1.0 - hi},
+    p.add("ExpectColumnValuesToNotBeInSet", {"column": label, "value_set": positives, "mostly": 1.0 - hi},
           "label_balance_max", f"positive share ({label} == {pos!r}) <= {hi:.2%}", label, limit=hi)
 
 
-def plan_checks(cfg: dict, present_columns: Iterable[str] | None = None) -> Plan:
+def plan_checks(cfg: dict, present_columns: Iterable[str] | None = None, label_data=None) -> Plan:
     """Every check the schema asks for, in schema order: columns, then table, then label balance.
 
     `cfg` is validated (and its defaults filled) first, so a bad schema is a ConfigError
-    naming the key, never a check GX silently drops.
+    naming the key, never a check GX silently drops. `label_data` (the label column,
+    when the frame has it) lets the label's allowed and positive values match the
+    data's own spelling (YAML's unquoted `yes` is a boolean; the CSV says "yes").
     """
     ds = validate_config(cfg, "config")["dataset"]
+    label = ds["label"]
+    positives = [ds["positive_label"]]
+    if label_data is not None:
+        from kfct.labels import aligned_values
+
+        positives = aligned_values(label_data, positives)
+        spec = ds["columns"][label]
+        if spec["values"]:
+            spec["values"] = aligned_values(label_data, spec["values"])
     p = _Plan()
     for col, spec in ds["columns"].items():
-        _column_checks(p, col, spec, ds["label"])
+        _column_checks(p, col, spec, label)
     _table_checks(p, ds, present_columns)
-    _label_balance_checks(p, ds)
+    _label_balance_checks(p, ds, positives)
     return p.items
 
 

@@ -34,7 +34,8 @@ def validate_frame(df, cfg: dict) -> dict:
     frame = _prepared(df)
     present = list(frame.columns)
     dtypes = {str(c): str(t) for c, t in df.dtypes.items()}  # as the user gave them
-    plan = plan_checks(cfg, present_columns=present)
+    label = cfg["dataset"]["label"]
+    plan = plan_checks(cfg, present_columns=present, label_data=frame[label] if label in frame.columns else None)
     by_order, suite_name = _run_two_passes(frame, cfg, plan)
     # GX resolves checks in its own order; report them in suite (schema) order.
     records = [record(by_order[i], set(present), dtypes) for i in sorted(by_order)]
