@@ -112,7 +112,8 @@ def _label_balance_checks(p: _Plan, ds: dict, positives: list) -> None:
     lo, hi = float(bal[0]), float(bal[1])
     values = ds["columns"][label]["values"]
     text = f"positive share ({label} == {pos!r}) between {lo:.2%} and {hi:.2%}"
-    if values is not None and sorted(values) == [0, 1] and pos == 1 and not isinstance(pos, bool):
+    zero_one = values is not None and all(type(v) is int for v in values) and set(values) == {0, 1}
+    if zero_one and pos == 1 and type(pos) is int:
         # 0/1 label: the mean is the positive share, observed directly.
         p.add("ExpectColumnMeanToBeBetween", {"column": label, "min_value": lo, "max_value": hi}, "label_balance",
               text, label, limit=[lo, hi])
