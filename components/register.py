@@ -73,7 +73,8 @@ def register_model(
     from kfct.components.register import _slice_metrics, register_core
     from kfct import registry
     from kfct.config import config_from_json
-    from kfct.modelcard import build_model_card, top_features_shap
+    from kfct.modelcard import build_model_card, description, model_description, top_features_shap
+    from kfct.modelcard_charts import curve_charts
 
     cfg = config_from_json(config_json)
     with open(decision.path) as fh:
@@ -96,14 +97,19 @@ def register_model(
         "lineage": out["tags"], "top_features": top_features_shap(fitted, sample, k=10),
         "slices": _slice_metrics(fitted, test_df, cfg),
     }
+    y = test_df[label].to_numpy()
+    info["charts"] = curve_charts(y, fitted.predict_positive(test_df.drop(columns=[label])), info["top_features"])
     md, html = build_model_card(info)
     with open(model_card.path, "w") as fh:
         fh.write(md)
     model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
+    registry.describe(model_name, out["version"], description(info), model_description(cfg))
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=meta["mlflow_run_id"]):
-        for name, text in (("model_card.md", md), ("model_card.html", html)):
-            with open(f"{tmp}/{name}", "w") as fh:
-                fh.write(text)
+        files = [(f"{k}.png", png) for k, png in info["charts"].items()]
+        files += [("model_card.md", md.encode()), ("model_card.html", html.encode())]
+        for name, data in files:
+            with open(f"{tmp}/{name}", "wb") as fh:
+                fh.write(data)
             mlflow.log_artifact(f"{tmp}/{name}", artifact_path="model_card")
     return out["version"]
 
