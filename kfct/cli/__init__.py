@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "kfct.cli.monitor",
     "kfct.cli.cluster",
     "kfct.cli.config",
+    "kfct.cli.predict",
 )
 
 
