@@ -196,6 +196,26 @@ class DriftConfig(_Strict):
     cat_method: Optional[str]
 
 
+class OutcomesConfig(_Strict):
+    """Realized outcomes (`kfct outcomes push`): when a label is known and how long it takes to be."""
+
+    observed_at_column: str
+    label_horizon_days: float = Field(gt=0)
+
+
+class AbConfig(_Strict):
+    """A/B tests and shadow evaluation judged on realized outcomes."""
+
+    percent: float = Field(gt=0, lt=100)
+    alpha: float = Field(gt=0, lt=1)
+    power: float = Field(gt=0, lt=1)
+    min_effect: float = Field(gt=0)
+    msprt_tau: Optional[float]
+    min_per_arm: int = Field(ge=1)
+    max_duration_days: float = Field(gt=0)
+    shadow_min_improvement: float
+
+
 class RunConfig(_Strict):
     schema_version: Literal[1]
     dataset: DatasetConfig
@@ -206,6 +226,8 @@ class RunConfig(_Strict):
     register_: RegisterConfig = Field(alias="register")  # `register` is a BaseModel attribute
     rollout: RolloutConfig
     drift: DriftConfig
+    outcomes: OutcomesConfig
+    ab: AbConfig
     # Per-stage pod settings; their keys are checked by kfct.pipelines.task_config.
     resources: dict[str, dict[str, Any]]
 

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "kfct.cli.cluster",
     "kfct.cli.config",
     "kfct.cli.predict",
+    "kfct.cli.outcomes",
 )
 
 
