@@ -98,3 +98,22 @@ def test_own_dataset_from_init_to_monitoring(user):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     mon = json.loads((tmp / "mon.json").read_text())
     assert mon["drift"]["has_labels"] is True and not mon["drift"]["retrain"]
+
+
+def test_unreadable_data_is_one_line_and_on_the_audit_trail(user):
+    df, data, env, tmp = user
+    cfg = tmp / "my.yaml"
+    assert _kfct("init", "--data", str(data), "--label", "target", "--positive", "malignant", "--out", str(cfg),
+                 env=env).returncode == 0
+    truncated = tmp / "truncated.parquet"
+    df.to_parquet(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    p = _kfct("--config", str(cfg), "run", "--data-uri", str(truncated), env=env)
+    assert p.returncode in (2, 4)
+    err = [line for line in p.stderr.splitlines() if line.startswith("kfct: error:")]
+    assert len(err) == 1 and "truncated.parquet" in err[0], p.stderr[-2000:]
+    from kfct import audit
+
+    entries = list(audit.read(tmp / "home" / "audit" / "audit.jsonl"))
+    failed = [e for e in entries if e["event"] == "run_failed"]
+    assert len(failed) == 1 and failed[0]["data_uri"] == str(truncated) and "truncated.parquet" in failed[0]["error"]
