@@ -202,7 +202,7 @@ def report_markdown(result: dict, gate: dict) -> str:
     lines = [f"# Evaluation — {'DEPLOY' if result['deploy'] else 'BLOCKED'}", "", "## Decision", ""]
     lines += [f"- {r}" for r in result["reasons"]]
     lines += ["", "## Test metrics", "", "| metric | value | threshold |", "|---|---|---|"]
-    th = gate.get("thresholds", {})
+    th = gate["thresholds"]
     for k in ("roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy", "log_loss", "brier"):
         lines.append(f"| {k} | {m[k]:.4f} | {th.get(k, '')} |")
     (tn, fp), (fn, tp) = m["confusion_matrix"]

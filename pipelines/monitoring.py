@@ -67,9 +67,8 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     ops = make_components(s)
     default_config = config_to_json(cfg)
     # A retried trigger could submit a second CT run: the trigger stage never retries.
-    task_cfg = {**cfg, "resources": {**(cfg.get("resources") or {}),
-                                     "trigger_retrain": {**((cfg.get("resources") or {}).get("trigger_retrain") or {}),
-                                                         "retries": 0}}}
+    task_cfg = {**cfg, "resources": {**cfg["resources"],
+                                     "trigger_retrain": {**cfg["resources"].get("trigger_retrain", {}), "retries": 0}}}
     default_model = cfg["register"]["model_name"]
 
     @dsl.pipeline(

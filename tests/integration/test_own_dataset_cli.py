@@ -81,6 +81,16 @@ def test_own_dataset_from_init_to_monitoring(user):
         assert len(answer["predictions"]) == 2 and answer["model_version"] == "1"
         p = _kfct("--config", str(cfg), "predict", "--url", url, "--data", str(data), "--rows", "4", env=env)
         assert p.returncode == 0 and len(json.loads(p.stdout)["predictions"]) == 4, p.stderr
+        # V2: one input per feature of the user's schema, named and typed by it
+        rows = df.drop(columns=["target"]).head(3)
+        inputs = [{"name": c, "shape": [3], "datatype": "BYTES" if c == "patient_id" else "FP64",
+                   "data": rows[c].tolist()} for c in rows.columns]
+        req = urllib.request.Request(f"{url}/v2/models/tumours-classifier/infer", method="POST",
+                                     data=json.dumps({"inputs": inputs}).encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            outputs = {o["name"]: o for o in json.loads(r.read())["outputs"]}
+        assert outputs["probability"]["shape"] == [3] and outputs["label"]["datatype"] == "INT64"
     finally:
         server.terminate()
         server.wait(timeout=30)
