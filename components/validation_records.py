@@ -90,50 +90,16 @@ def record(res, df_columns: set, dtypes: dict) -> dict:
     meta = dict(conf.meta or {})
     column = meta.get("column") or kwargs.get("column")
     r = dict(res.result or {})
-    exc = res.exception_info or {}
-    if exc and "raised_exception" not in exc:  # GX keys metric errors by metric id
-        inner = [x for x in exc.values() if isinstance(x, dict) and x.get("raised_exception")]
-        exc = inner[0] if inner else {}
-    raised = bool(exc.get("raised_exception"))
-    unexpected = r.get("unexpected_count")
-    samples = _sample(r.get("partial_unexpected_list") or [])
-    if raised:
-        if column is not None and column not in df_columns:
-            observed: Any = f"not evaluated: column {column!r} is missing"
-        else:
-            lines = str(exc.get("exception_message") or "").strip().splitlines() or ["unknown error"]
-            observed = "error: " + short(lines[0], 200)
-    elif "observed_value" in r:
-        observed = jsonable(r["observed_value"])
-        if kind == "expect_column_values_to_be_in_type_list" and column in dtypes:
-            observed = f"dtype {dtypes[column]}"
-    elif unexpected is not None:
-        pct = r.get("unexpected_percent")
-        noun = _UNEXPECTED_NOUN.get(meta.get("check", ""), "unexpected")
-        observed = f"{unexpected} of {r.get('element_count')} {noun}" + (
-            f" ({pct:.3g}%)" if isinstance(pct, (int, float)) and math.isfinite(pct) else ""
-        )
-        if kind == "expect_column_values_to_be_in_type_list" and column in dtypes:
-            observed = f"dtype {dtypes[column]}; " + observed
-        if meta.get("check") in ("label_balance_min", "label_balance_max") and isinstance(pct, (int, float)):
-            # in-set(positive) misses are the negatives; not-in-set(positive) misses are the positives
-            share = 1 - pct / 100 if meta["check"] == "label_balance_min" else pct / 100
-            observed = f"positive share {share:.2%}"
-            unexpected = None
+    exc = _exception(res)
+    if exc:
+        observed, unexpected, samples = _raised(exc, column, df_columns), r.get("unexpected_count"), []
+    elif kind == "expect_table_columns_to_match_set":
+        observed, unexpected, samples = _column_set(r)
     else:
-        observed = None
-    if observed is None and kind == "expect_column_values_to_be_in_type_list" and column in dtypes:
-        observed = f"dtype {dtypes[column]}"
-    if kind == "expect_column_to_exist" and not raised:
-        observed = "present" if res.success else "missing"
-    if kind == "expect_table_columns_to_match_set" and not raised:
-        mism = (r.get("details") or {}).get("mismatched") or {}
-        missing, extra = list(mism.get("missing") or []), list(mism.get("unexpected") or [])
-        samples = [f"missing: {c}" for c in missing] + [f"unexpected: {c}" for c in extra]
-        observed = f"{len(r.get('observed_value') or [])} columns" + (
-            f"; missing {missing}" if missing else ""
-        ) + (f"; unexpected {extra}" if extra else "")
-        unexpected = len(samples) if samples else None
+        observed, unexpected = _observed(kind, meta, column, r, dtypes)
+        samples = _sample(r.get("partial_unexpected_list") or [])
+        if kind == "expect_column_to_exist":
+            observed = "present" if res.success else "missing"
     rec = {
         "expectation": kind,
         "check": meta.get("check", kind),
@@ -147,11 +113,54 @@ def record(res, df_columns: set, dtypes: dict) -> dict:
         "unexpected_percent": jsonable(r.get("unexpected_percent")),
         "sample_bad_values": samples if not res.success else [],
     }
-    if raised:
+    if exc:
         rec["error"] = str(exc.get("exception_message") or "")[:500]
     return rec
 
 
+def _exception(res) -> dict:
+    """GX's exception info for a check that raised (keyed by metric id for metric errors), else {}."""
+    exc = res.exception_info or {}
+    if exc and "raised_exception" not in exc:
+        inner = [x for x in exc.values() if isinstance(x, dict) and x.get("raised_exception")]
+        exc = inner[0] if inner else {}
+    return exc if exc.get("raised_exception") else {}
+
+
+def _raised(exc: dict, column, df_columns: set) -> str:
+    if column is not None and column not in df_columns:
+        return f"not evaluated: column {column!r} is missing"
+    lines = str(exc.get("exception_message") or "").strip().splitlines() or ["unknown error"]
+    return "error: " + short(lines[0], 200)
+
+
+def _column_set(r: dict) -> tuple[str, int | None, list]:
+    mism = (r.get("details") or {}).get("mismatched") or {}
+    missing, extra = list(mism.get("missing") or []), list(mism.get("unexpected") or [])
+    samples = [f"missing: {c}" for c in missing] + [f"unexpected: {c}" for c in extra]
+    observed = f"{len(r.get('observed_value') or [])} columns" + (
+        f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else "")
+    return observed, (len(samples) if samples else None), samples
+
+
+def _observed(kind: str, meta: dict, column, r: dict, dtypes: dict) -> tuple[Any, Any]:
+    """(observed, unexpected count) in words: the value, "k of n <noun> (p%)", a dtype or a share."""
+    unexpected = r.get("unexpected_count")
+    dtype = f"dtype {dtypes[column]}" if kind == "expect_column_values_to_be_in_type_list" and column in dtypes \
+        else None
+    if "observed_value" in r:
+        return dtype or jsonable(r["observed_value"]), unexpected
+    if unexpected is None:
+        return dtype, unexpected
+    pct = r.get("unexpected_percent")
+    check = meta.get("check", "")
+    if check in ("label_balance_min", "label_balance_max") and isinstance(pct, (int, float)):
+        # in-set(positive) misses are the negatives; not-in-set(positive) misses are the positives
+        share = 1 - pct / 100 if check == "label_balance_min" else pct / 100
+        return f"positive share {share:.2%}", None
+    observed = f"{unexpected} of {r.get('element_count')} {_UNEXPECTED_NOUN.get(check, 'unexpected')}" + (
+        f" ({pct:.3g}%)" if isinstance(pct, (int, float)) and math.isfinite(pct) else "")
+    return (f"{dtype}; {observed}" if dtype else observed), unexpected
 
 
 def _clip(v: Any) -> Any:

@@ -99,3 +99,17 @@ def test_cli_config_show_and_check(tmp_path, capsys):
     assert main(["config", "check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kfct: error: config file") and "did you mean 'thresholds'" in err and "\n" not in err
+
+
+def test_fairness_checks_the_datasets_sensitive_features(trained, cfg):
+    import copy
+
+    from kfct.components.evaluate import evaluate_core
+
+    model, _, _, test = trained
+    c = copy.deepcopy(cfg)
+    c["dataset"]["sensitive_features"] = ["region"]
+    assert set(evaluate_core(model, test, c)["fairness"]) == {"region"}
+    c["dataset"]["sensitive_features"] = []
+    none = evaluate_core(model, test, c)
+    assert none["fairness"] is None and none["fairness_passed"] is None
