@@ -10,6 +10,10 @@ The work is split by what it does; this module is the stage's face:
 
 from __future__ import annotations
 
+from typing import get_type_hints
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
+
 from kfct.components.validation_plan import build_suite, plan_checks, suite_name  # noqa: F401  (the stage's API)
 from kfct.components.validation_report import (  # noqa: F401
     failure_lines, render_html, render_markdown, summary_line, write_report,
@@ -17,9 +21,6 @@ from kfct.components.validation_report import (  # noqa: F401
 from kfct.components.validation_run import validate_frame  # noqa: F401
 
 # --- kfp component (thin adapter; written by the pipeline owner) -------------------------------
-from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output  # noqa: E402  (signature types)
-
-
 def validate_data(
     dataset: Input[Dataset],
     config_json: str,
@@ -30,13 +31,12 @@ def validate_data(
     report_md: Output[Markdown],
 ) -> bool:
     """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
-    import json
     import shutil
     import tempfile
 
     import pandas as pd
 
-    from kfct.components.validate import validate_frame, write_report
+    from kfct.components.validate import validate_frame, write_report  # noqa: F811  (the component runs alone)
     from kfct import audit
     from kfct.config import config_from_json
 
@@ -54,8 +54,14 @@ def validate_data(
                  dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
                  n_failed=result["n_failed"],
                  failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
+    from kfct.logs import stage_logger
+
+    stage_logger("kfct.components.validate").info(
+        "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
+        result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
+                                         for f in result["failures"][:5]))
     return bool(result["passed"])
 
 
 # This module uses postponed annotations; kfp reads the signature, so give it the real types.
-validate_data.__annotations__ = __import__("typing").get_type_hints(validate_data, include_extras=True)
+validate_data.__annotations__ = get_type_hints(validate_data, include_extras=True)

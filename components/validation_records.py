@@ -18,26 +18,23 @@ SAMPLE_ROW_COLUMNS = 3   # a sampled row (duplicate check) keeps this many colum
 
 def jsonable(v: Any) -> Any:
     """GX results hold numpy scalars, NaN, tuples and sets: make them strict-JSON values."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
+    import numpy as np
+
     if v is None or isinstance(v, (bool, str)):
         return v
     if isinstance(v, int):
         return int(v)
     if isinstance(v, float):
         return float(v) if math.isfinite(v) else None
-    if np is not None:
-        if isinstance(v, np.bool_):
-            return bool(v)
-        if isinstance(v, np.integer):
-            return int(v)
-        if isinstance(v, np.floating):
-            f = float(v)
-            return f if math.isfinite(f) else None
-        if isinstance(v, np.ndarray):
-            return [jsonable(x) for x in v.tolist()]
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, np.ndarray):
+        return [jsonable(x) for x in v.tolist()]
     if isinstance(v, dict):
         return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -91,6 +88,7 @@ def record(res, df_columns: set, dtypes: dict) -> dict:
     column = meta.get("column") or kwargs.get("column")
     r = dict(res.result or {})
     exc = _exception(res)
+    samples: list
     if exc:
         observed, unexpected, samples = _raised(exc, column, df_columns), r.get("unexpected_count"), []
     elif kind == "expect_table_columns_to_match_set":

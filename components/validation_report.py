@@ -140,7 +140,8 @@ def render_html(result: dict) -> str:
         ]
         for i, f in enumerate(result["failures"], 1):
             parts.append(
-                f'<tr class="fail"><td>{i}</td><td>{e(_where(f))}</td><td>{e(f["check"])}<br><code>{e(f["expectation"])}</code></td>'
+                f'<tr class="fail"><td>{i}</td><td>{e(_where(f))}</td>'
+                f'<td>{e(f["check"])}<br><code>{e(f["expectation"])}</code></td>'
                 f"<td>{e(f['expected'])}</td><td>{e(_short(f['observed'], 400))}</td>"
                 f"<td>{e(_short(f.get('unexpected_count')))}</td>"
                 f"<td>{e(_samples_text(f['sample_bad_values']))}</td></tr>"

@@ -283,7 +283,7 @@ def _describe(exc: ValidationError, source: str) -> str:
         path = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             parent = _model_at(RunConfig, loc[:-1])
-            hint = _closest(loc[-1], _keys(parent)) if parent else ""
+            hint = _closest(str(loc[-1]), _keys(parent)) if parent else ""
             if loc in _MOVED:
                 hint = f" (moved to {_MOVED[loc]})"
             lines.append(f"unknown key {path}{hint}")

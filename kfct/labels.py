@@ -58,12 +58,13 @@ def binary_labels(series, positive_label: Any, values: Iterable[Any] | None = No
         raise LabelError(f"label {name!r} has {int(s.isna().sum())} missing value(s)")
     tokens = s.map(token)
     pos = token(positive_label)
-    allowed = {token(v) for v in values} if values is not None else None
+    allowed_values = list(values) if values is not None else None
+    allowed = {token(v) for v in allowed_values} if allowed_values is not None else None
     seen = set(tokens.unique())
     if allowed is not None:
         bad = seen - allowed
-        if bad:
-            raise LabelError(_other_values(name, s, tokens, bad, sorted(map(str, values))))
+        if bad and allowed_values is not None:
+            raise LabelError(_other_values(name, s, tokens, bad, sorted(map(str, allowed_values))))
     if len(seen | ({pos} if allowed is None else set())) > 2 or (allowed is not None and len(allowed) > 2):
         shown = sorted(map(str, s.unique()))[:5]
         raise LabelError(f"label {name!r} must have two values (positive {positive_label!r} and one other); "

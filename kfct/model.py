@@ -19,15 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
-
-class FeatureError(ValueError):
-    """An input record does not fit the model's feature schema. `field` names it."""
-
-    def __init__(self, field: str, message: str, index: int | None = None):
-        self.field = field
-        self.index = index
-        where = f"instance {index}: " if index is not None else ""
-        super().__init__(f"{where}feature {field!r}: {message}")
+from kfct.errors import FeatureError  # here too: where the encoder raises it
 
 
 class TabularEncoder(BaseEstimator, TransformerMixin):
@@ -136,7 +128,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
             except (TypeError, ValueError):
                 raise FeatureError(c, f"expected numbers, got {X[c].dtype}") from None
             out[:, j] = self._numeric_column(j, c, v)
-        for c, (off, index) in self._cat_offsets.items():
+        for c, (_, index) in self._cat_offsets.items():
             col = X[c]
             values = col.to_numpy(dtype=object)
             codes = pd.Categorical(col.astype(str).where(col.notna(), None), categories=list(index)).codes
@@ -159,7 +151,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
                 raise FeatureError(c, f"expected numbers, got {col.type}")
             v = pc.fill_null(pc.cast(col, pa.float64()), float("nan")).to_numpy().astype(np.float32)
             out[:, j] = self._numeric_column(j, c, v)
-        for c, (off, index) in self._cat_offsets.items():
+        for c, (_, index) in self._cat_offsets.items():
             col = table.column(c)
             if not pa.types.is_dictionary(col.type):
                 col = pc.dictionary_encode(col)
