@@ -40,6 +40,21 @@ def model_storage_uri(model_name: str, version: str) -> str:
     return registry.client().get_model_version_download_uri(model_name, str(version))
 
 
+# Schemes KServe's storage initializer downloads (kserve_storage.Storage); `mlflow-artifacts:/`
+# and `file://` (a pod's own disk) are not among them.
+KSERVE_STORAGE_SCHEMES = ("s3", "gs", "https", "http", "hdfs", "webhdfs", "pvc", "oci", "hf")
+
+
+def check_storage_uri(uri: str, model_name: str, version: str) -> str:
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri or "").scheme
+    if scheme not in KSERVE_STORAGE_SCHEMES:
+        raise DeployError(f"model {model_name} v{version} is stored at {uri!r}, which KServe's storage initializer "
+                          f"cannot read: set KFCT_MLFLOW_ARTIFACT_ROOT to an s3:// root in MinIO (kfct-config)")
+    return uri
+
+
 def build_inference_service(model_name: str, version: str, name: str | None = None, namespace: str = "kfct",
                             canary_percent: float | None = None, storage_uri: str | None = None,
                             sha256: str | None = None, settings=None, min_replicas: int = 1):
@@ -62,6 +77,7 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
         storage_uri = storage_uri or model_storage_uri(model_name, version)
     if not sha256:
         raise DeployError(f"model {model_name} v{version} has no model_sha256 tag: the server could not verify it")
+    check_storage_uri(storage_uri, model_name, version)
     isvc_name = name or model_name
     model = V1beta1ModelSpec(
         model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
