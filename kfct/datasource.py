@@ -20,14 +20,16 @@ from kfct.errors import DataSourceError
 DEFAULT_URI = "generate://100000?seed=42"
 
 
-def _read_local(path: Path):
+def _read_local(path: Path, suffix: str | None = None):
+    """Read a .parquet/.csv file; `suffix` names the format when the file's own name has none
+    (a KFP artifact path such as /s3/<root>/.../dataset)."""
     import pandas as pd
 
     if not path.exists():
         raise DataSourceError(f"dataset not found: {path}")
     if path.is_dir():
         raise DataSourceError(f"dataset path is a directory, expected a .parquet or .csv file: {path}")
-    suffix = path.suffix.lower()
+    suffix = (suffix or path.suffix).lower()
     try:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
@@ -113,7 +115,7 @@ def snapshot_dataset(uri: str, dest: str | Path):
     scheme = urlparse(uri).scheme
     is_parquet = Path(urlparse(uri).path if scheme else uri).suffix.lower() in (".parquet", ".pq")
     if scheme == "s3" and is_parquet:
-        return _read_local(_fetch_s3(uri, dest))
+        return _read_local(_fetch_s3(uri, dest), suffix=".parquet")
     if scheme in ("", "file") and is_parquet:
         df = _read_local(_local_path(uri))
         shutil.copyfile(_local_path(uri), dest)
