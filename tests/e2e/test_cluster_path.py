@@ -122,14 +122,17 @@ def stack(tmp_path_factory):
                             KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(kube_port))
 
         st.cluster = PodCluster
-        C.wait_http(f"http://127.0.0.1:{mlflow_port}/health", 90, mlflow)
-        st.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        # `make compile` with default settings (while MLflow starts).
         st.build = work / "build"
         compile_env = {"PATH": os.environ["PATH"], "HOME": str(work), "KFCT_HOME": str(work / "compile-home")}
-        out = subprocess.run([str(Path(sys.executable).parent / "kfct"), "compile", "--out", str(st.build)],
-                             env=compile_env, capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, out.stderr
-        st.operator_env = svc.rewrite_env({**st.config, **objs.secret("kfct-s3-credentials")})
+        compiling = subprocess.Popen([str(Path(sys.executable).parent / "kfct"), "compile", "--out", str(st.build)],
+                                     env=compile_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        C.wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow)
+        st.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        out, _ = compiling.communicate(timeout=180)
+        assert compiling.returncode == 0, out
+        st.operator_env = svc.rewrite_env({**st.config, **objs.secret("kfct-s3-credentials"),
+                                           "KFCT_KFP_TOKEN": KFP_TOKEN})
         yield st
     finally:
         for p in procs:
@@ -255,10 +258,26 @@ def isvc_now(st, name: str) -> dict:
 def test_cluster_path(stack):
     st = stack
     t0 = time.perf_counter()
+    last = [t0]
+
+    def lap(what, run=None):
+        now = time.perf_counter()
+        pods = (": " + ", ".join(f"{t.name} {t.seconds}s" for t in run.tasks.values() if t.seconds)) if run else ""
+        print(f"\n[e2e] {what} {now - last[0]:.0f}s{pods}", flush=True)
+        last[0] = now
+
     cfg_env = st.config
     # Finding 1 as deployed: models go to the ConfigMap's s3:// root, the server serves the same bucket.
     assert cfg_env["KFCT_MLFLOW_ARTIFACT_ROOT"].startswith("s3://")
     assert any(a.startswith("--artifacts-destination=s3://") for a in st.mlflow_args)
+
+    # --- the operator schedules the CT pipeline (uploading it); the recurring run's data is the pointer
+    operator(st, "schedule", "--package", str(st.build / "ct_pipeline.yaml"))
+    jobs = [r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns")]
+    assert len(jobs) == 1 and jobs[0].headers.get("authorization") == f"Bearer {KFP_TOKEN}"
+    assert jobs[0].body.get("runtime_config", {}).get("parameters", {}).get("data_uri", "dataset://latest") \
+        == "dataset://latest"
+    lap("setup + schedule")
 
     # --- run 1: data under the moving pointer, default parameters (data_uri = dataset://latest)
     first = push(st, "customers-1", "latest", seed=1)
@@ -271,7 +290,7 @@ def test_cluster_path(stack):
     for t in ("validate-data", "featurize-split", "train-model", "evaluate-model", "register-model", "deploy-model"):
         assert run1.task(t).state == "SUCCEEDED", t
     assert run1.task("condition-3").state == "SKIPPED"  # rollout: disabled in the default config
-    print("\nrun 1 pods: " + ", ".join(f"{t.name} {t.seconds}s" for t in run1.tasks.values() if t.seconds))
+    lap("CT run 1", run1)
     version1 = run1.task("register-model").parameters["Output"]
 
     # --- the InferenceService the deploy step wrote, through the Kubernetes API
@@ -323,6 +342,7 @@ def test_cluster_path(stack):
         assert loaded.model.predict_proba(rows)[:, 1] == pytest.approx(v1_probs, abs=1e-6)
     finally:
         C.stop(proc)
+    lap("KServe storage initializer + ServingRuntime, V1 + V2")
 
     # --- run 2: new data under the same pointer; the gate compares with the champion
     second = push(st, "customers-2", "latest", seed=2, drift=0.3)
@@ -330,6 +350,7 @@ def test_cluster_path(stack):
     assert run2.task("ingest-data").parameters["Output"] == second["sha256"] != first["sha256"]
     ev = run2.task("evaluate-model")
     assert ev.state == "SUCCEEDED"
+    lap("CT run 2", run2)
     decision_meta = ev.artifacts["decision"]["metadata"]
     assert str(decision_meta.get("champion_version")) == version1, decision_meta
 
@@ -338,10 +359,11 @@ def test_cluster_path(stack):
     mon = emulator(st, "monitoring_pipeline.yaml")
     before = len(st.kfp.requests)
     runm = mon.run({"current_uri": "dataset://current-batch"})
+    lap("monitoring run", runm)
     decision = json.loads(runm.task("trigger-retrain").parameters["Output"])
     assert decision["action"] == "retrain" and decision["mode"] == "cluster", decision
     runs = [r for r in st.kfp.requests[before:] if r.method == "POST" and r.path.endswith("/runs")]
-    assert runs and all(r.headers.get("Authorization") == f"Bearer {KFP_TOKEN}" for r in st.kfp.requests[before:])
+    assert runs and all(r.headers.get("authorization") == f"Bearer {KFP_TOKEN}" for r in st.kfp.requests[before:])
     params = runs[-1].body.get("runtime_config", {}).get("parameters", {})
     assert params.get("data_uri") == "dataset://latest", params
     print(f"\ne2e wall time {time.perf_counter() - t0:.0f}s")
