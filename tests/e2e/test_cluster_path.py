@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
 import time
@@ -297,7 +297,8 @@ def test_cluster_path(stack):
     model_name = json.loads(run1.task("deploy-model").parameters["Output"])["model_name"]
     isvc = isvc_now(st, model_name)
     storage_uri = isvc["spec"]["predictor"]["model"]["storageUri"]
-    assert storage_uri.startswith(cfg_env["KFCT_MLFLOW_ARTIFACT_ROOT"] + "/"), storage_uri
+    assert re.fullmatch(re.escape(cfg_env["KFCT_MLFLOW_ARTIFACT_ROOT"]) + r"/models/m-[0-9a-f]{32}/artifacts",
+                        storage_uri), storage_uri
     assert st.kube.requests and all((r["auth"] or "").lower() == "bearer e2e-k8s-sa-token" for r in st.kube.requests)
 
     # --- KServe: storage initializer + the ServingRuntime's own command on the downloaded dir
