@@ -340,6 +340,7 @@ def test_cluster_path(stack):
         reset_settings()
         registry.setup()
         loaded = registry.load_version(model_name, version=version1)
+        assert loaded.tags["data_uri"] == first["uri"] and loaded.tags["dataset_sha256"] == first["sha256"]
         assert loaded.model.predict_proba(rows)[:, 1] == pytest.approx(v1_probs, abs=1e-6)
     finally:
         C.stop(proc)
