@@ -221,9 +221,9 @@ def serve_isvc(st, isvc: dict, runtime: dict, model_dir: Path):
     probe = runtime["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
     try:
         C.wait_http(f"http://127.0.0.1:{port}{probe}", 90, proc)
-    except RuntimeError:
+    except RuntimeError as exc:
         C.stop(proc)
-        raise AssertionError((home / "log.txt").read_text()[-3000:])
+        raise AssertionError((home / "log.txt").read_text()[-3000:]) from exc
     return proc, f"http://127.0.0.1:{port}"
 
 
