@@ -1,7 +1,8 @@
 """Execute a compiled KFP v2 IR the way KFP's driver + launcher do, one pod per task.
 
 Small on purpose; what it keeps from kubeflow/pipelines backend/src/v2:
-- the driver: tasks of each DAG in dependency order; inputs resolved from the parent
+- the driver: tasks of each DAG in dependency order (dsl.ParallelFor's `parameterIterator`:
+  the loop DAG per item, in sequence; `dsl.Collected` outputs gathered through `dag.outputs`); inputs resolved from the parent
   DAG's inputs (`componentInputParameter` / `componentInputArtifact`), sibling outputs
   (`taskOutputParameter` / `taskOutputArtifact`) and `runtimeValue` constants (with
   `{{$.pipeline_job_name}}`); a task whose `triggerPolicy.condition` is false is skipped
@@ -32,7 +33,11 @@ from pathlib import Path
 import yaml
 
 POD = Path(__file__).with_name("pod.py")
-_COND = re.compile(r"^inputs\.parameter_values\['([^']+)'\]\s*(==|!=)\s*(true|false|'[^']*'|-?\d+(?:\.\d+)?)$")
+_COND = re.compile(r"^(?:(int|double|string)\()?inputs\.parameter_values\['([^']+)'\]\)?\s*(==|!=|<=|>=|<|>)\s*"
+                   r"(true|false|'[^']*'|-?\d+(?:\.\d+)?)$")
+_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+_CASTS = {"int": int, "double": float, "string": str, None: lambda v: v}
 
 
 class TaskFailed(RuntimeError):
@@ -40,14 +45,13 @@ class TaskFailed(RuntimeError):
 
 
 def evaluate_condition(expr: str, params: dict) -> bool:
-    """The CEL subset kfp's dsl.If compiles to: inputs.parameter_values['x'] ==|!= literal."""
+    """The CEL subset kfp's dsl.If compiles to: [int|double|string(]inputs.parameter_values['x'][)] op literal."""
     m = _COND.match(" ".join(expr.split()))
     if not m:
         raise ValueError(f"unsupported triggerPolicy condition: {expr!r}")
-    name, op, lit = m.groups()
+    cast, name, op, lit = m.groups()
     value = json.loads(lit.replace("'", '"'))
-    actual = params[name]
-    return (actual == value) if op == "==" else (actual != value)
+    return bool(_OPS[op](_CASTS[cast](params[name]), value))
 
 
 def _typed(value, ptype: str):
@@ -122,7 +126,8 @@ class Emulator:
         self._run_dag(self.spec["root"]["dag"], values, {}, result, prefix="")
         return result
 
-    def _run_dag(self, dag: dict, in_params: dict, in_arts: dict, result: RunResult, prefix: str) -> None:
+    def _run_dag(self, dag: dict, in_params: dict, in_arts: dict, result: RunResult, prefix: str) -> TaskRecord:
+        """Run one DAG; returns its outputs (dag.outputs: artifactSelectors / valueFromParameter)."""
         tasks = dag["tasks"]
         done: dict[str, TaskRecord] = {}
         pending = dict(tasks)
@@ -142,14 +147,41 @@ class Emulator:
                     done[name] = result.tasks[path] = TaskRecord(name, path, "SKIPPED")
                     continue
                 comp = self.spec["components"][t["componentRef"]["name"]]
-                if "dag" in comp:
-                    self._run_dag(comp["dag"], params, arts, result, prefix=f"{path}/")
-                    done[name] = result.tasks[path] = TaskRecord(name, path, "SUCCEEDED")
+                if "dag" in comp and "parameterIterator" in t:
+                    rec = self._run_loop(name, path, t["parameterIterator"], comp["dag"], params, arts, result)
+                elif "dag" in comp:
+                    rec = self._run_dag(comp["dag"], params, arts, result, prefix=f"{path}/")
+                    rec.name, rec.path = name, path
                 else:
                     rec = self._run_container(name, path, comp, params, arts, result)
-                    done[name] = result.tasks[path] = rec
                     if rec.state != "SUCCEEDED":
+                        result.tasks[path] = rec
                         raise TaskFailed(f"task {path} failed:\n{rec.log[-4000:]}")
+                done[name] = result.tasks[path] = rec
+        out = TaskRecord("", "", "SUCCEEDED")
+        for k, sel in (dag.get("outputs", {}).get("artifacts") or {}).items():
+            for a in sel["artifactSelectors"]:
+                src = done[a["producerSubtask"]]
+                out.artifacts.setdefault(k, []).extend(src.artifacts.get(a["outputArtifactKey"], []))
+        for k, sel in (dag.get("outputs", {}).get("parameters") or {}).items():
+            v = sel["valueFromParameter"]
+            if done[v["producerSubtask"]].state == "SUCCEEDED":
+                out.parameters[k] = done[v["producerSubtask"]].parameters[v["outputParameterKey"]]
+        return out
+
+    def _run_loop(self, name, path, it: dict, dag: dict, params: dict, arts: dict, result: RunResult) -> TaskRecord:
+        """dsl.ParallelFor: the loop DAG once per item (in sequence here; a cluster runs them side
+        by side); artifact outputs gathered in item order, as dsl.Collected sees them."""
+        items = params[it["items"]["inputParameter"]] if "inputParameter" in it["items"] \
+            else json.loads(it["items"]["raw"])
+        if isinstance(items, str):
+            items = json.loads(items)
+        rec = TaskRecord(name, path, "SUCCEEDED")
+        for i, item in enumerate(items):
+            sub = self._run_dag(dag, {**params, it["itemInput"]: item}, arts, result, prefix=f"{path}-{i}/")
+            for k, v in sub.artifacts.items():
+                rec.artifacts.setdefault(k, []).extend(v)
+        return rec
 
     def _resolve_inputs(self, t: dict, in_params: dict, in_arts: dict, done: dict, job: str):
         params, arts = {}, {}
@@ -187,14 +219,14 @@ class Emulator:
             "inputs": {
                 "parameterValues": {k: _typed(v, indefs["parameters"][k]["parameterType"])
                                     for k, v in params.items()},
-                "artifacts": {k: {"artifacts": [a]} for k, a in arts.items()},
+                "artifacts": {k: {"artifacts": list(a)} for k, a in arts.items()},
             },
             "outputs": {
                 "parameters": {k: {"outputFile": str(pod_dir / "outputs" / "params" / k)}
                                for k in outdefs.get("parameters", {})},
                 "artifacts": {k: {"artifacts": [{
                     "name": k, "type": {"schemaTitle": d["artifactType"]["schemaTitle"]},
-                    "uri": f"{self.root}/{self.spec['pipelineInfo']['name']}/{result.run_id}/{name}/{k}",
+                    "uri": f"{self.root}/{self.spec['pipelineInfo']['name']}/{result.run_id}/{path}/{k}",
                     "metadata": {}}]} for k, d in outdefs.get("artifacts", {}).items()},
                 "outputFile": str(pod_dir / "outputs" / "executor_output.json"),
             },
@@ -230,7 +262,7 @@ class Emulator:
             a = dict(executor_input["outputs"]["artifacts"][k]["artifacts"][0])
             got = (out.get("artifacts", {}).get(k, {}).get("artifacts") or [{}])[0]
             a["metadata"] = got.get("metadata", {})
-            rec.artifacts[k] = a
+            rec.artifacts[k] = [a]
         return rec
 
 

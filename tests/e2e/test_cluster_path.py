@@ -285,8 +285,8 @@ def test_cluster_path(stack):
     run1 = ct.run({})
     ing = run1.task("ingest-data")
     assert ing.parameters["Output"] == first["sha256"]
-    assert ing.artifacts["dataset"]["metadata"]["resolved_uri"] == first["uri"]
-    assert ing.artifacts["dataset"]["uri"].startswith("s3://")
+    assert ing.artifacts["dataset"][0]["metadata"]["resolved_uri"] == first["uri"]
+    assert ing.artifacts["dataset"][0]["uri"].startswith("s3://")
     for t in ("validate-data", "featurize-split", "train-model", "evaluate-model", "register-model", "deploy-model"):
         assert run1.task(t).state == "SUCCEEDED", t
     assert run1.task("condition-3").state == "SKIPPED"  # rollout: disabled in the default config
@@ -353,7 +353,7 @@ def test_cluster_path(stack):
     ev = run2.task("evaluate-model")
     assert ev.state == "SUCCEEDED"
     lap("CT run 2", run2)
-    decision_meta = ev.artifacts["decision"]["metadata"]
+    decision_meta = ev.artifacts["decision"][0]["metadata"]
     assert str(decision_meta.get("champion_version")) == version1, decision_meta
 
     # --- monitoring: a drifted batch under its own pointer; the retrain reaches the KFP API
