@@ -9,7 +9,7 @@ DATA ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
+.PHONY: help install run test e2e lint compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
 
 help: ## List targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,3 +69,6 @@ bench: install ## Benchmarks: serving, batch scoring, training, pipeline -> benc
 
 clean: ## Remove local state (.kfct) and build outputs
 	rm -rf .kfct build
+
+e2e: install ## The cluster path end to end with a cluster's boundaries (rendered manifests, pods, S3, MLflow, KServe)
+	$(PY) -m pytest -q -s tests/e2e $(ARGS)

@@ -86,6 +86,21 @@ def model_storage_uri(model_name: str, version: str) -> str:
     return registry.client().get_model_version_download_uri(model_name, str(version))
 
 
+# Schemes KServe's storage initializer downloads (kserve_storage.Storage); `mlflow-artifacts:/`
+# and `file://` (a pod's own disk) are not among them.
+KSERVE_STORAGE_SCHEMES = ("s3", "gs", "https", "http", "hdfs", "webhdfs", "pvc", "oci", "hf")
+
+
+def check_storage_uri(uri: str, model_name: str, version: str) -> str:
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri or "").scheme
+    if scheme not in KSERVE_STORAGE_SCHEMES:
+        raise DeployError(f"model {model_name} v{version} is stored at {uri!r}, which KServe's storage initializer "
+                          f"cannot read: set KFCT_MLFLOW_ARTIFACT_ROOT to an s3:// root in MinIO (kfct-config)")
+    return uri
+
+
 def build_predictor(model_name: str, version: str, storage_uri: str | None = None, sha256: str | None = None,
                     settings=None, min_replicas: int | None = 1, name: str | None = None,
                     canary_percent: float | None = None):
@@ -108,6 +123,7 @@ def build_predictor(model_name: str, version: str, storage_uri: str | None = Non
         storage_uri = storage_uri or model_storage_uri(model_name, version)
     if not sha256:
         raise DeployError(f"model {model_name} v{version} has no model_sha256 tag: the server could not verify it")
+    check_storage_uri(storage_uri, model_name, version)
     model = V1beta1ModelSpec(
         model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
         runtime=RUNTIME_NAME,

@@ -446,10 +446,13 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     """
     if current_uri:
         from kfct.datasource import read_dataset
+        from kfct.datatags import resolve
 
-        df = read_dataset(current_uri)
+        resolved, manifest = resolve(current_uri)  # a pointer names the newest batch at run time
+        df = read_dataset(resolved)
         pred = "probability" if "probability" in df.columns else None
-        return df, current_uri, pred
+        source = current_uri if manifest is None else f"{current_uri} (sha256 {manifest['sha256']}: {resolved})"
+        return df, source, pred
     from kfct.prediction_log import read_prediction_log
 
     if since is None:

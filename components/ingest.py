@@ -12,23 +12,36 @@ from kfp.dsl import Dataset, Output
 
 
 def ingest_core(data_uri: str, out_path: str | Path) -> dict:
-    """Read `data_uri`, write it as parquet to `out_path`, return its lineage metadata."""
+    """Read `data_uri`, write it as parquet to `out_path`, return its lineage metadata.
+
+    A pointer (`dataset://latest`) is resolved here, at run time, so a recurring or
+    drift-triggered run ingests whatever the tag names now; the snapshot it resolved
+    to is recorded (`resolved_uri`) and its sha256 is the data version.
+    """
     from kfct.datasource import snapshot_dataset
+    from kfct.datatags import resolve
+    from kfct.errors import DataSourceError
     from kfct.lineage import sha256_file
 
     out_path = Path(out_path)
-    df = snapshot_dataset(data_uri, out_path)
+    resolved, manifest = resolve(data_uri)
+    df = snapshot_dataset(resolved, out_path)
+    digest = sha256_file(out_path)
+    if manifest is not None and manifest["sha256"] != digest:
+        raise DataSourceError(f"dataset pointer {data_uri!r} names sha256 {manifest['sha256']} but "
+                              f"{resolved} has sha256 {digest}")
     return {
         "source": data_uri,
+        "resolved_uri": resolved,
         "rows": int(len(df)),
         "columns": int(df.shape[1]),
         "column_names": list(map(str, df.columns)),
-        "sha256": sha256_file(out_path),
+        "sha256": digest,
     }
 
 
 def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
-    """Ingest the dataset (path, s3:// or generate://) as a parquet snapshot; returns its sha256."""
+    """Ingest the dataset (path, s3://, dataset://<tag> pointer or generate://) as a parquet snapshot; returns its sha256."""
     from kfct.components.ingest import ingest_core
     from kfct.logs import stage_logger
 

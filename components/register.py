@@ -83,6 +83,8 @@ def register_model(
         dec = json.load(fh)
     meta = dict(model.metadata)
     registry.setup()
+    # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
+    data_uri = dataset.metadata.get("resolved_uri") or data_uri
     out = register_core(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version)
 
     fitted = joblib.load(model.path)

@@ -4,7 +4,9 @@ URIs:
 - `generate://100000?seed=42&drift=0&bias=0`: the synthetic telecom generator;
 - `path/to/file.parquet|.csv` (or `file://...`);
 - `s3://bucket/key.parquet|.csv`: read through the minio client; when the key is
-  content-addressed (`datasets/<sha256>.parquet`) the hash is verified.
+  content-addressed (`datasets/<sha256>.parquet`) the hash is verified;
+- `dataset://<tag>` (or `s3://bucket/datasets/tags/<tag>`): a moving pointer written by
+  `kfct data push FILE --tag <tag>`, resolved when the data is read (kfct.datatags).
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from kfct.errors import DataSourceError
 DEFAULT_URI = "generate://100000?seed=42"
 
 
-def _read_local(path: Path):
+def _read_local(path: Path, suffix: str | None = None):
+    """Read a .parquet/.csv file; `suffix` names the format when the file's own name has none
+    (a KFP artifact path such as /s3/<root>/.../dataset)."""
     import pandas as pd
 
     if not path.exists():
         raise DataSourceError(f"dataset not found: {path}")
     if path.is_dir():
         raise DataSourceError(f"dataset path is a directory, expected a .parquet or .csv file: {path}")
-    suffix = path.suffix.lower()
+    suffix = (suffix or path.suffix).lower()
     try:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
@@ -74,7 +78,9 @@ def _local_path(uri: str) -> Path:
 
 def read_dataset(uri: str):
     """Load a dataset as a DataFrame; one clear DataSourceError for anything unreadable."""
-    uri = (uri or "").strip() or DEFAULT_URI
+    from kfct.datatags import resolve
+
+    uri, _ = resolve((uri or "").strip() or DEFAULT_URI)
     scheme = urlparse(uri).scheme
     if scheme == "generate":
         from kfct.datagen import generate
@@ -88,7 +94,8 @@ def read_dataset(uri: str):
             return _read_local(_fetch_s3(uri, Path(tmp) / Path(key).name))
     if scheme in ("", "file"):
         return _read_local(_local_path(uri))
-    raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}: use a path, s3:// or generate://")
+    raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}: use a path, s3://, dataset://<tag> "
+                          f"or generate://")
 
 
 def snapshot_dataset(uri: str, dest: str | Path):
@@ -100,13 +107,15 @@ def snapshot_dataset(uri: str, dest: str | Path):
     """
     import shutil
 
-    uri = (uri or "").strip() or DEFAULT_URI
+    from kfct.datatags import resolve
+
+    uri, _ = resolve((uri or "").strip() or DEFAULT_URI)  # a pointer: the snapshot it names now
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     scheme = urlparse(uri).scheme
     is_parquet = Path(urlparse(uri).path if scheme else uri).suffix.lower() in (".parquet", ".pq")
     if scheme == "s3" and is_parquet:
-        return _read_local(_fetch_s3(uri, dest))
+        return _read_local(_fetch_s3(uri, dest), suffix=".parquet")
     if scheme in ("", "file") and is_parquet:
         df = _read_local(_local_path(uri))
         shutil.copyfile(_local_path(uri), dest)

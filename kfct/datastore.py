@@ -59,12 +59,18 @@ def normalise_to_parquet(path: str | Path, workdir: str | Path) -> Path:
     return write_snapshot(df, Path(workdir) / "dataset.parquet")
 
 
-def push_dataset(path: str | Path, settings: Settings | None = None, create_bucket: bool = False) -> str:
+def push_dataset(path: str | Path, settings: Settings | None = None, create_bucket: bool = False,
+                 tag: str | None = None) -> str:
     """Upload a dataset content-addressed and return its `s3://` URI (skip if already there).
 
     The bucket is `settings.s3_bucket`; a missing bucket is a clear error unless
-    `create_bucket` is set.
+    `create_bucket` is set. With `tag`, the moving pointer `dataset://<tag>` is moved to
+    this snapshot afterwards (kfct.datatags), so scheduled runs pick it up.
     """
+    if tag is not None:
+        from kfct.datatags import check_tag
+
+        check_tag(tag)  # before any upload: a bad tag changes nothing
     from kfct import s3
     from kfct.lineage import sha256_file
     from kfct.settings import get_settings
@@ -76,10 +82,15 @@ def push_dataset(path: str | Path, settings: Settings | None = None, create_buck
         uri = dataset_uri(s.s3_bucket, digest)
         s3.ensure_bucket(s.s3_bucket, settings=s, create=create_bucket)
         existing = s3.stat(uri, settings=s)
-        if (existing is not None and existing["size"] == parquet.stat().st_size
-                and existing["metadata"].get("sha256") == digest):
-            return uri  # already stored by a push (an object put there by hand is re-uploaded)
-        s3.upload(parquet, uri, settings=s,
-                  metadata={"sha256": digest,
-                            "source-name": Path(path).name.encode("ascii", "replace").decode()[:200]})
+        if not (existing is not None and existing["size"] == parquet.stat().st_size
+                and existing["metadata"].get("sha256") == digest):  # else already stored by a push
+            s3.upload(parquet, uri, settings=s,
+                      metadata={"sha256": digest,
+                                "source-name": Path(path).name.encode("ascii", "replace").decode()[:200]})
+        if tag is not None:
+            import pyarrow.parquet as pq
+
+            from kfct.datatags import write_tag
+
+            write_tag(tag, uri, digest, pq.read_metadata(parquet).num_rows, settings=s)
     return uri

@@ -108,9 +108,18 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
     @property
-    def artifact_root(self) -> str:
+    def artifact_root(self) -> str | None:
+        """Where new experiments put artifacts: explicit, the local folder, or the server's choice.
+
+        The local folder is only a default for the local SQLite store. With a tracking
+        server (a cluster) a pod's own disk is the wrong place — no other pod, and not
+        KServe's storage initializer, can read it — so then the root must be set
+        (the kfct-config ConfigMap sets an s3:// root in MinIO) or it is left to the server.
+        """
         if self.mlflow_artifact_root:
             return self.mlflow_artifact_root
+        if self.mlflow_tracking_uri and not self.mlflow_tracking_uri.startswith(("sqlite:", "file:")):
+            return None
         return (self.home / "mlartifacts").resolve().as_uri()
 
     def image(self, name: str) -> str:

@@ -52,9 +52,14 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
 
     from kfct.config import config_to_json, load_config
     from kfct.datasource import DEFAULT_URI
+    from kfct.datatags import LATEST_URI
+    from kfct.pipelines.task_config import building_for_local
     from kfct.settings import get_settings
 
     s = settings or get_settings()
+    # On a cluster the default is the moving pointer, resolved when each run executes, so
+    # a recurring run (whose parameters are frozen at creation) still sees new pushes.
+    default_data = DEFAULT_URI if building_for_local() else LATEST_URI
     cfg = cfg or load_config()
     ops = make_components(s, gpu=gpu)
     default_config = config_to_json(cfg)
@@ -65,7 +70,7 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
         description="kfct continuous training: ingest, validate (GX), featurize, train, evaluate + gate, register (MLflow).",
     )
     def ct_pipeline(
-        data_uri: str = DEFAULT_URI,
+        data_uri: str = default_data,
         config_json: str = default_config,
         model_name: str = default_model,
         device: str = "cuda" if gpu else "cpu",
@@ -78,6 +83,8 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
         run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
         ing.set_display_name("ingest")
+        # Never cached: the same parameter (a pointer) names new data after each push.
+        ing.set_caching_options(enable_caching=False)
         val = _configure(ops["validate"](dataset=ing.outputs["dataset"], config_json=config_json, model_name=model_name,
                                          pipeline_run=run_name), "validate_data", cfg, s, gpu)
         val.set_display_name("validate (Great Expectations)")

@@ -240,9 +240,7 @@ def connect(settings=None) -> Connection:
     namespace = s.kfp_namespace if multi_user else None
     kwargs: dict = {"host": host}
     if use_sa:
-        from kfp.client import ServiceAccountTokenVolumeCredentials
-
-        kwargs["credentials"] = ServiceAccountTokenVolumeCredentials()
+        kwargs["credentials"] = kfp_client_module().ServiceAccountTokenVolumeCredentials()
     elif token:
         kwargs["existing_token"] = token
     if namespace:
@@ -253,6 +251,20 @@ def connect(settings=None) -> Connection:
     return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
 
 
+def kfp_client_module():
+    """`kfp.client`, importable inside a pipeline pod too.
+
+    KFP's launcher runs components with `_KFP_RUNTIME=true`, under which `kfp.dsl` skips its
+    authoring modules; a plain `import kfp.client` (the drift-triggered retrain, in the
+    monitoring pipeline's pod) then dies in a circular import (pipeline_context before
+    component_factory). Importing component_factory first restores kfp.dsl's usual order.
+    """
+    import kfp.dsl.component_factory  # noqa: F401
+    import kfp.client
+
+    return kfp.client
+
+
 def _client_class(health: dict):
     """kfp.Client whose constructor reuses our probe's healthz answer.
 
@@ -260,13 +272,12 @@ def _client_class(health: dict):
     5 s sleeps on any HTTP error; the probe already answered, so that would only turn
     a token expiring a moment later into 25 s of silence.
     """
-    import kfp
     import kfp_server_api
 
     answer = kfp_server_api.V2beta1GetHealthzResponse(
         multi_user=bool(health.get("multi_user")), pipeline_store=health.get("pipeline_store"))
 
-    class _ProbedClient(kfp.Client):
+    class _ProbedClient(kfp_client_module().Client):
         def get_kfp_healthz(self, sleep_duration: int = 5):
             return answer
 

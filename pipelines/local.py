@@ -54,8 +54,9 @@ def _precheck(data_uri: str) -> None:
             raise DataSourceError(f"dataset not found: {p}")
         if p.suffix.lower() not in (".parquet", ".pq", ".csv"):
             raise DataSourceError(f"unsupported dataset format {p.suffix!r} for {p}: use .parquet or .csv")
-    elif scheme not in ("s3", "generate"):
-        raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {data_uri!r}: use a path, s3:// or generate://")
+    elif scheme not in ("s3", "generate", "dataset"):
+        raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {data_uri!r}: "
+                              f"use a path, s3://, dataset://<tag> or generate://")
 
 
 def _parse_log(text: str) -> tuple[dict, list[tuple[str, str]], dict]:

@@ -59,11 +59,15 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     from kfct.pipelines.task_config import grant_kfp_access
 
     from kfct.config import config_to_json, load_config
+    from kfct.datatags import LATEST_URI
+    from kfct.pipelines.task_config import building_for_local
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     cfg = cfg or load_config()
     ops = make_components(s)
+    # On a cluster a retrain ingests the moving pointer (resolved when that CT run executes).
+    default_ct_data = "" if building_for_local() else LATEST_URI
     default_config = config_to_json(cfg)
     # A retried trigger could submit a second CT run: the trigger stage never retries.
     task_cfg = {**cfg, "resources": {**cfg["resources"],
@@ -80,7 +84,7 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
         since: str = "",
         config_json: str = default_config,
         model_name: str = default_model,
-        ct_data_uri: str = "",
+        ct_data_uri: str = default_ct_data,
         force: bool = False,
         dry_run: bool = False,
         mode: str = "auto",

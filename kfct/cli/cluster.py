@@ -69,7 +69,7 @@ def _params(args, package: str) -> dict:
     declared = ((read_package(package).get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
     if getattr(args, "data_uri", None):
         scheme = urlparse(args.data_uri).scheme
-        if scheme not in ("s3", "generate"):
+        if scheme not in ("s3", "generate", "dataset"):
             raise DataSourceError(
                 f"data URI {args.data_uri!r} is a local path the cluster cannot read: "
                 f"upload it first with `kfct data push {args.data_uri}` and pass the s3:// URI it prints")
@@ -275,7 +275,8 @@ def _common_run_args(p) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="where the compiled YAML goes (default: build)")
     p.add_argument("--gpu", action="store_true", help="train on the CUDA image with an nvidia.com/gpu")
     p.add_argument("--package", help="send this compiled YAML instead of compiling")
-    p.add_argument("--data-uri", help="s3://... (see `kfct data push`) or generate://N")
+    p.add_argument("--data-uri", help="dataset://latest (default on the cluster: the pointer `kfct data push --tag` "
+                                      "moves), s3://... or generate://N")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     p.add_argument("--experiment", help="KFP experiment (default: settings kfp_experiment)")
     p.add_argument("--service-account", help="Kubernetes SA the run uses (default: settings kfp_service_account)")

@@ -23,7 +23,10 @@ def _generate(args) -> int:
 def _push(args) -> int:
     from kfct.datastore import push_dataset
 
-    print(push_dataset(args.path))
+    uri = push_dataset(args.path, tag=args.tag)
+    print(uri)
+    if args.tag:
+        print(f"dataset://{args.tag} -> {uri}")
     return 0
 
 
@@ -58,6 +61,8 @@ def add_commands(sub) -> None:
     g.set_defaults(func=_generate)
     p = dsub.add_parser("push", help="upload a dataset content-addressed to s3://<bucket>/datasets/<sha256>.parquet")
     p.add_argument("path")
+    p.add_argument("--tag", help="also move the pointer dataset://TAG (e.g. latest) to this snapshot: "
+                                 "scheduled and drift-triggered runs ingest what it names at run time")
     p.set_defaults(func=_push)
     o = dsub.add_parser("outcomes", help="realized churn for the customers in the prediction log, from the "
                                         "generator's ground truth (the outcome loop on the embedded default)")

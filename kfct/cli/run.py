@@ -43,8 +43,9 @@ def _mlflow_ui(args) -> int:
 
     s = get_settings()
     s.home.mkdir(parents=True, exist_ok=True)
+    root = s.artifact_root or (s.home / "mlartifacts").resolve().as_uri()
     cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui", "--backend-store-uri", s.tracking_uri,
-           "--default-artifact-root", s.artifact_root, "--host", args.host, "--port", str(args.port)]
+           "--default-artifact-root", root, "--host", args.host, "--port", str(args.port)]
     print("kfct: " + " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)
     return 0  # pragma: no cover
