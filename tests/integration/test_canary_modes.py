@@ -13,13 +13,18 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import FakeKubeApi, FakePrometheus
+from tests.servingkit.fakes import s3_storage_uris, FakeKubeApi, FakePrometheus
 
 pytestmark = pytest.mark.slow
 
 FAST = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds": 0.05, "min_requests": 100}}
 GOOD = lambda a, b: {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},  # noqa: E731
                      b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
+
+
+@pytest.fixture(autouse=True)
+def _s3_artifacts(monkeypatch):
+    s3_storage_uris(monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,14 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import FakeKubeApi, FakePrometheus
+from tests.servingkit.fakes import s3_storage_uris, FakeKubeApi, FakePrometheus
 
 pytestmark = pytest.mark.slow
+
+@pytest.fixture(autouse=True)
+def _s3_artifacts(monkeypatch):
+    s3_storage_uris(monkeypatch)
+
 
 @pytest.fixture(autouse=True)
 def _restore_kube_default_config():
@@ -64,7 +69,9 @@ def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
         env = {e["name"]: e["value"] for e in model["env"]}
         assert env["KFCT_MODEL_VERSION"] == v_a and model["runtime"] == "kfct-predictor"
         assert "canaryTrafficPercent" not in created["spec"]["predictor"]
-        assert model["storageUri"] == registry.client().get_model_version_download_uri(MODEL_NAME, v_a)
+        from kfct.components import deploy
+
+        assert model["storageUri"] == deploy.model_storage_uri(MODEL_NAME, v_a) and model["storageUri"].startswith("s3://")
         assert env["KFCT_MODEL_SHA256"] == registry.client().get_model_version(MODEL_NAME, v_a).tags["model_sha256"]
         assert patches[0]["content_type"] == "application/merge-patch+json"
         patched = kube.objects[("kfct", MODEL_NAME)]["spec"]["predictor"]

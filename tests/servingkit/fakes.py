@@ -215,3 +215,14 @@ class FakePrometheus(_Server):
         self.figures = figures or {}
         self.seen_ranges: set[str] = set()
         super().__init__(_PromHandler)
+
+
+def s3_storage_uris(monkeypatch) -> None:
+    """The serving test registry keeps artifacts on local disk (file://), which a deploy to a
+    cluster rightly refuses (KServe's storage initializer cannot read it). Against the loopback
+    Kubernetes API nothing downloads the model, so the cluster tests point each version at the
+    s3:// location a cluster's MLflow (artifact root in MinIO) would give it."""
+    from kfct.components import deploy
+
+    monkeypatch.setattr(deploy, "model_storage_uri",
+                        lambda name, version: f"s3://kfct/mlflow/models/{name}-v{version}/artifacts")
