@@ -5,7 +5,9 @@ this stage closes the loop. For each step (e.g. 10 -> 50 -> 100 %) it moves the
 split, lets the canary bake, and compares it with the champion over exactly the
 requests made during the step:
 
-- error rate: canary minus champion must not exceed `max_error_rate_increase`;
+- server error rate (5xx / model exceptions, each customer counted once; client 4xx are
+  refused alike by both versions and do not count): canary minus champion must not
+  exceed `max_error_rate_increase`;
 - p99 latency: the canary fails when it exceeds `max_p99_latency_ratio` x the champion's
   AND is slower by more than `min_p99_latency_delta_ms` (sub-millisecond p99s are noise);
 - predicted churn rate (share of positive labels): must not move by more than
@@ -101,11 +103,15 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         return WAIT, [f"champion v{champion.version} has {champion.requests} of {thr.min_requests} requests needed "
                       "and no earlier step to compare with"]
     failures, unclear = [], []
-    d_err = canary.error_rate - ref.error_rate
+    # Server-side failures only, each customer once (WindowStats.failure_counts): a client's
+    # malformed requests are refused alike by both versions, and one sender pinned to the
+    # canary by its id must not be able to get a good canary rolled back.
+    (x_can, n_can), (x_ref, n_ref) = canary.failure_counts, ref.failure_counts
+    e_can, e_ref = canary.server_error_rate, ref.server_error_rate
+    d_err = e_can - e_ref
     if d_err > thr.max_error_rate_increase:
-        z = two_proportion_z(canary.client_errors + canary.server_errors, canary.requests,
-                             ref.client_errors + ref.server_errors, ref.requests)
-        msg = (f"error rate {canary.error_rate:.2%} vs champion {ref.error_rate:.2%} "
+        z = two_proportion_z(x_can, n_can, x_ref, n_ref)
+        msg = (f"server error rate {e_can:.2%} vs champion {e_ref:.2%} "
                f"(+{d_err:.2%} > {thr.max_error_rate_increase:.2%}, z={z:.1f})")
         (failures if z >= thr.significance_z else unclear).append(msg)
     p_can, p_ref = canary.p99_latency_s, ref.p99_latency_s
@@ -122,7 +128,7 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         return FAIL, failures
     if unclear:
         return WAIT, [f"not yet clear: {m}" for m in unclear]
-    return PASS, [f"error rate {canary.error_rate:.2%} (champion {ref.error_rate:.2%}), "
+    return PASS, [f"server error rate {e_can:.2%} (champion {e_ref:.2%}), "
                   f"p99 {p_can * 1e3:.2f} ms (champion {p_ref * 1e3:.2f} ms), "
                   f"churn rate {canary.positive_rate:.2%} (champion {ref.positive_rate:.2%})"]
 

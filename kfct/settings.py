@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     serving_host: str = "127.0.0.1"
     serving_port: int = 8080
     max_request_bytes: int = 1_000_000
+    model_repository_token: SecretStr | None = Field(
+        default=None, description="Enables the model server's /v2/repository load endpoint behind this bearer token")
 
     @property
     def pipeline_root(self) -> Path:

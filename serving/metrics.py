@@ -137,6 +137,8 @@ class WindowStats:
     instances: int = 0
     client_errors: int = 0
     server_errors: int = 0
+    customers: int = 0  # distinct senders (requests without an id count one each)
+    error_customers: int = 0  # distinct senders with at least one server error
     positives: int = 0
     mean_probability: float = 0.0
     p50_latency_s: float = 0.0
@@ -149,6 +151,20 @@ class WindowStats:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def failure_counts(self) -> tuple[int, int]:
+        """(failures, trials) the rollout judges: server-side failures only (a client's bad
+        input is refused the same way by any version), each customer counted once, so one
+        sender cannot dominate a window. Without per-customer data (Prometheus), per request."""
+        if self.customers:
+            return self.error_customers, self.customers
+        return self.server_errors, self.requests
+
+    @property
+    def server_error_rate(self) -> float:
+        x, n = self.failure_counts
+        return x / n if n else 0.0
 
     @property
     def positive_rate(self) -> float:
@@ -179,13 +195,14 @@ class VersionStats:
 
     def __init__(self, version: str, maxlen: int = 200_000):
         self.version = version
-        self.events: deque = deque(maxlen=maxlen)  # (t, kind, latency, instances, positives, prob_sum)
+        self.events: deque = deque(maxlen=maxlen)  # (t, kind, latency, instances, positives, prob_sum, customer)
 
-    def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float) -> None:
-        self.events.append((t, OK, latency, instances, positives, prob_sum))
+    def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float,
+           customer: int = 0) -> None:
+        self.events.append((t, OK, latency, instances, positives, prob_sum, customer))
 
-    def error(self, t: float, kind: int, latency: float) -> None:
-        self.events.append((t, kind, latency, 0, 0, 0.0))
+    def error(self, t: float, kind: int, latency: float, customer: int = 0) -> None:
+        self.events.append((t, kind, latency, 0, 0, 0.0, customer))
 
     def window(self, since: float | None = None, until: float | None = None) -> WindowStats:
         ev = list(self.events)  # deque snapshot (appends from the event loop thread are atomic)
@@ -201,6 +218,9 @@ class VersionStats:
         out.requests = len(ev)
         out.client_errors = int((kind == CLIENT_ERROR).sum())
         out.server_errors = int((kind == SERVER_ERROR).sum())
+        cust = arr[:, 6]
+        out.customers = int(len(np.unique(cust)))
+        out.error_customers = int(len(np.unique(cust[kind == SERVER_ERROR])))
         out.instances = int(arr[:, 3].sum())
         out.positives = int(arr[:, 4].sum())
         out.mean_probability = float(arr[:, 5].sum() / out.instances) if out.instances else 0.0
