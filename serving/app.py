@@ -46,6 +46,7 @@ kserve = _kserve.load()
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import ORJSONResponse  # noqa: E402
+from fastapi.routing import APIRoute  # noqa: E402
 from kserve.model_server import ModelServer  # noqa: E402
 from kserve.protocol.dataplane import DataPlane  # noqa: E402
 from kserve.protocol.rest.server import RESTServer  # noqa: E402
@@ -201,6 +202,10 @@ async def method_not_allowed(request: Request):
                           content={"error": f"{request.method} {request.url.path}: method not allowed, use POST"})
 
 
+async def no_explainer(model_name: str):
+    return ORJSONResponse(status_code=404, content={"error": f"model {model_name} has no explainer on this server"})
+
+
 def add_exception_handlers(app: FastAPI) -> None:
     e = kserve.errors
     app.add_exception_handler(BadRequest, bad_request_handler)
@@ -265,6 +270,16 @@ async def validation_error_handler(_request, exc: RequestValidationError):
                                                      "field": field})
 
 
+def _dropped(route) -> bool:
+    """KServe routes this server does not offer: the model repository (see the module docstring),
+    `:explain` (no explainer: KServe answered 501) and `/versions/<v>/...` (versions are chosen by
+    the registry aliases, not by clients: KServe answered 501 "not supported yet")."""
+    path = getattr(route, "path", "")
+    if isinstance(route, APIRoute) and path.endswith(":explain") and "POST" in route.methods:
+        return True
+    return path.startswith("/v2/repository/") or "/versions/{model_version}" in path
+
+
 class KfctRESTServer(RESTServer):
     """KServe's REST server, on our own app object and host."""
 
@@ -285,13 +300,12 @@ class KfctRESTServer(RESTServer):
     def create_application(self) -> FastAPI:
         app = FastAPI(title="kfct model server (KServe ModelServer)", docs_url=None, redoc_url=None,
                       default_response_class=ORJSONResponse)
-        for path in ("/v1/models/{model_name}:predict", "/v1/models/{model_name}:explain"):
+        for path in ("/v1/models/{model_name}:predict",):
             # before KServe's GET /v1/models/{model_name}, which would take "<name>:predict" as a name
             app.add_api_route(path, method_not_allowed, methods=["GET", "PUT", "DELETE", "PATCH"],
                               include_in_schema=False)
-        self._register_endpoints(app)  # KServe's V1/V2/health/metrics routes...
-        app.router.routes = [r for r in app.router.routes  # ...minus the model repository
-                             if not getattr(r, "path", "").startswith("/v2/repository/")]
+        app.add_api_route("/v1/models/{model_name}:explain", no_explainer, methods=["POST"], include_in_schema=False)
+        self._register_kserve_routes(app)  # KServe's V1/V2/health/metrics routes, minus the repository
         if self.repository_token:
             self._register_repository(app)
         add_exception_handlers(app)  # one line per client error, field-naming 400s
@@ -301,6 +315,31 @@ class KfctRESTServer(RESTServer):
         app.add_middleware(BodyLimitMiddleware, max_bytes=self.max_request_bytes)
         self.app = app
         return app
+
+    def _register_kserve_routes(self, app: FastAPI) -> None:
+        """KServe's own endpoint functions, registered through its own helpers, filtered by `_dropped`
+        (FastAPI includes routers lazily, so the filtering happens before they reach the app)."""
+        from fastapi.routing import APIRouter
+        from kserve.protocol.rest.server import metrics_handler
+        from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+        from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+
+        class Collect:
+            def __init__(self):
+                self.routers = []
+
+            def include_router(self, router, **_kw):
+                self.routers.append(router)
+
+        root = APIRouter()
+        root.add_api_route(r"/", self.dataplane.live)
+        root.add_api_route(r"/metrics", metrics_handler, methods=["GET"])
+        got = Collect()
+        register_v1_endpoints(got, self.dataplane, self.model_repository_extension)
+        register_v2_endpoints(got, self.dataplane, self.model_repository_extension)
+        for router in [root, *got.routers]:
+            router.routes[:] = [r for r in router.routes if not _dropped(r)]
+            app.include_router(router)
 
     def _register_repository(self, app: FastAPI) -> None:
         """Token-guarded repository: `load` re-fetches from the registry; `unload` is always refused."""

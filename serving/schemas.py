@@ -167,8 +167,8 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
             rec = raw if isinstance(raw, dict) else None
             if rec is None:
                 try:
-                    rec = json.loads(_bytes_value(raw))
-                except (TypeError, ValueError) as exc:
+                    rec = parse_json_body(_bytes_value(raw)) if isinstance(raw, (str, bytes, bytearray)) else raw
+                except BadRequest as exc:
                     raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object: {exc}",
                                      field=RECORDS_INPUT, index=i) from exc
             if not isinstance(rec, dict):
