@@ -217,7 +217,8 @@ class LocalRouterBackend:
 
     def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
         self._write_and_wait(champion_version=champion_version, canary_version=canary_version,
-                             canary_percent=float(percent), mode="canary", reason=f"rollout step {percent:g}%")
+                             canary_percent=float(percent), mode="canary", reason=f"rollout step {percent:g}%",
+                             canary_deadline=None)  # this rollout owns the canary now
 
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
         s = self._get("/kfct/stats", {"since": since})
@@ -227,11 +228,11 @@ class LocalRouterBackend:
 
     def promote(self, version: str) -> None:
         self._write_and_wait(champion_version=str(version), canary_version=None, canary_percent=0.0,
-                             mode="canary", reason=f"rollout promoted v{version}")
+                             mode="canary", reason=f"rollout promoted v{version}", canary_deadline=None)
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
         self._write_and_wait(champion_version=champion_version, canary_version=None, canary_percent=0.0,
-                             mode="canary", reason=f"rollout rolled back v{canary_version}")
+                             mode="canary", reason=f"rollout rolled back v{canary_version}", canary_deadline=None)
 
 
 class PrometheusMetrics:
@@ -447,6 +448,51 @@ def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None
                        log=log)
 
 
+def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: float, state_path=None,
+                  now: float | None = None) -> dict:
+    """No live traffic to judge by: leave the canary deployed, but give it an owner. The split
+    file gets a deadline; past it every server routes the canary no traffic (the server's own
+    watcher enforces it) and `expire_deferred` (run by the next rollout) rolls it back."""
+    from kfct import audit
+    from kfct.serving.split_state import read_state, update_state
+
+    now = time.time() if now is None else now
+    deadline = now + float(deadline_seconds)
+    st = read_state(state_path) if state_path else None
+    if state_path is not None and st is not None and st.canary_version == str(version):
+        update_state(model_name, state_path, canary_deadline=deadline,
+                     reason=f"rollout deferred: {reason}; rolled back after the deadline unless a rollout owns it")
+    audit.record("rollout_deferred", model_name=model_name, version=version, reason=reason, deadline=deadline,
+                 deadline_seconds=float(deadline_seconds))
+    return {"outcome": "deferred", "reason": reason, "deadline": deadline}
+
+
+def expire_deferred(model_name: str, state_path=None, now: float | None = None) -> dict | None:
+    """Roll back a deferred canary whose deadline passed (split to 0, version tagged `rejected`,
+    `challenger` removed, audited). Returns what it did, or None when nothing had expired."""
+    from kfct import audit, registry
+    from kfct.serving.split_state import read_state, state_path as default_path, update_state
+
+    path = state_path or default_path(model_name)
+    st = read_state(path)
+    if st is None or not st.canary_version or st.canary_deadline is None or not st.expired(now):
+        return None
+    version = st.canary_version
+    reason = (f"deferred rollout of v{version} passed its deadline "
+              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(st.canary_deadline))} without a judgement")
+    update_state(model_name, path, canary_version=None, canary_percent=0.0, mode="canary", canary_deadline=None,
+                 reason=reason)
+    registry.setup()
+    registry.set_version_tag(model_name, version, "rejected", "true")
+    registry.set_version_tag(model_name, version, "rollout_status", "rejected")
+    registry.set_version_tag(model_name, version, "rejected_reason", reason)
+    if registry.alias_version(model_name, "challenger") == version:
+        registry.delete_alias(model_name, "challenger", reason=reason)
+    audit.record("rollout_rolled_back", model_name=model_name, version=version, champion=st.champion_version,
+                 reason=reason, seconds=0.0)
+    return {"outcome": "rolled_back", "version": version, "reason": reason}
+
+
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
@@ -475,10 +521,12 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
                                  settings=s, cfg=cfg)
     else:
         backend = LocalRouterBackend(model_name, server_url or f"http://{s.serving_host}:{s.serving_port}")
+        expire_deferred(model_name, backend.state_path)  # an earlier deferred canary whose time is up
         if not backend.reachable():
-            # No live traffic to judge by: leave the canary deployed; `kfct rollout` finishes it later.
-            audit.record("rollout_deferred", model_name=model_name, version=version,
-                         reason=f"no model server at {backend.url}")
-            return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}"})
+            # No live traffic to judge by: the canary stays deployed until a deadline (its owner).
+            out = defer_rollout(model_name, version, f"no model server at {backend.url}",
+                                float(cfg.get("rollout", {}).get("deferred_deadline_seconds", 3600)),
+                                state_path=backend.state_path)
+            return json.dumps(out)
     res = rollout_core(model_name, cfg, backend, canary_version=version or None)
     return json.dumps(res.to_json())

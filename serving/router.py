@@ -455,6 +455,7 @@ class SplitWatcher:
         self._stop = threading.Event()
         self._seen: tuple | None = None
         self._last_try = 0.0
+        self._deadline: float | None = None  # the applied state's canary deadline, re-applied once past
         self._thread = threading.Thread(target=self._run, name="kfct-split-watcher", daemon=True)
 
     def start(self) -> "SplitWatcher":
@@ -474,7 +475,8 @@ class SplitWatcher:
         except FileNotFoundError:
             sig = None
         not_ready = self.router.route.champion is None or self.router.route.champion.current is None
-        changed = sig != self._seen
+        expired = self._deadline is not None and time.time() >= self._deadline
+        changed = sig != self._seen or expired
         retry_due = not_ready and time.monotonic() - self._last_try >= self.retry_seconds
         if not changed and not retry_due:
             return False
@@ -489,9 +491,14 @@ class SplitWatcher:
         if state is None:
             state = SplitState(model_name=self.router.name)
             state.generation = self.router.applied_generation
+        if expired or state.expired():
+            log.warning("model %s: deferred canary v%s passed its deadline: routing it no traffic",
+                        self.router.name, state.canary_version)
         ok = self.router.apply_state(state)
         if ok or not not_ready:
             self._seen = sig
+        if ok:
+            self._deadline = state.canary_deadline if state.active_canary else None
         return ok
 
     def _run(self) -> None:

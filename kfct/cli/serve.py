@@ -51,8 +51,13 @@ def _rollout(args) -> int:
         backend = ClusterBackend(name, isvc_name=args.isvc or name, namespace=args.namespace or s.kfp_namespace,
                                  prometheus_url=args.prometheus_url, settings=s, cfg=cfg)
     else:
+        from kfct.components.rollout import expire_deferred
+
         url = args.url or f"http://{s.serving_host}:{s.serving_port}"
         backend = LocalRouterBackend(name, url)
+        expired = expire_deferred(name, backend.state_path)
+        if expired:
+            print(f"kfct rollout: {expired['reason']}: rolled back", flush=True)
         if not backend.reachable():
             raise RolloutError(f"no kfct model server at {url}: start `kfct serve` first (the rollout judges live traffic)")
     res = rollout_core(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
