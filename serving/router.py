@@ -397,6 +397,9 @@ class ChurnRouter(kserve.Model):
             self._set_route(route)
             self.applied_generation = state.generation
             self.last_error = None
+            import gc
+
+            gc.freeze()  # a newly loaded version joins the heap the collector skips (server.tune_runtime)
             log.info("model %s: champion v%s, canary %s (%s %.1f%%), generation %d", self.name,
                      route.champion.loaded_version if route.champion else None,
                      f"v{route.canary.loaded_version}" if route.canary else "none", route.mode, route.percent,
