@@ -7,4 +7,6 @@ Modules (import what you need; nothing heavy happens at package import):
 - `kfct.serving.split_state` the split file the deploy stage and rollout write.
 - `kfct.serving.metrics`    Prometheus series and the per-version window stats.
 - `kfct.serving.prediction_log` rolling parquet log + read_prediction_log(since).
+- `kfct.serving.schemas`    request shapes, V2 datatype checks, the 400s bad input gets.
+- `kfct.serving.v2_binary`  the V2 binary tensor extension, parsed strictly (every malformed part a 400).
 """
