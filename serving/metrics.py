@@ -3,8 +3,10 @@
 Prometheus (`GET /metrics`, the KServe ModelServer's own endpoint and registry):
 
 - `kfct_requests_total{model_name, model_version, role, protocol}`
-- `kfct_request_errors_total{model_name, model_version, kind}` (kind: client | server)
-- `kfct_request_latency_seconds{model_name, model_version}` histogram (sub-ms buckets)
+- `kfct_request_errors_total{model_name, model_version, kind}` (kind: client | server; the
+  rollout judges server errors only, each customer once: `WindowStats.failure_counts`)
+- `kfct_request_latency_seconds{model_name, model_version}` histogram (sub-ms buckets), timed at
+  the ASGI boundary (`kfct.serving.app.LatencyMiddleware`), so queueing on the event loop counts
 - `kfct_prediction_probability{model_name, model_version}` histogram (prediction distribution)
 - `kfct_predictions_total{model_name, model_version, label}`
 - `kfct_model_info{model_name, model_version, role, sha256}` gauge, `kfct_canary_percent{model_name}`
@@ -43,7 +45,8 @@ class _Metrics:
         self.errors = Counter("kfct_request_errors", "Requests that failed (client: bad input, server: model error)",
                               ["model_name", "model_version", "kind"])
         self.latency = Histogram("kfct_request_latency_seconds",
-                                 "Time in the model server from decoded request to scored response",
+                                 "Request latency as the client sees it: ASGI request start to last "
+                                 "response byte, queueing included",
                                  ["model_name", "model_version"], buckets=LATENCY_BUCKETS)
         self.probability = Histogram("kfct_prediction_probability", "Predicted positive-class probability",
                                      ["model_name", "model_version"], buckets=PROBABILITY_BUCKETS)
