@@ -500,7 +500,6 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     import os
 
     from kfct.components.rollout import ClusterBackend, LocalRouterBackend, rollout_core
-    from kfct import audit
     from kfct.config import config_from_json
     from kfct.settings import get_settings
 
