@@ -7,7 +7,8 @@
 - MLServer 1.7.1 with `mlserver-xgboost` (the runtime KServe itself uses for XGBoost V2),
   in a virtualenv of its own (its pins clash with requirements.lock): the model's booster
   saved as JSON, `POST /v2/models/<name>/infer` with the encoded FP32 row (the encoder runs
-  in the client: the runtime takes numbers, not feature records) and `predict_proba` asked for.
+  in the client: the runtime takes numbers, not feature records); the booster's `predict` is
+  the probability (objective binary:logistic).
 - FastAPI: the case study's serving app (seeds/003, `api.py`): a pydantic model of the
   features, the model loaded from the MLflow registry, `predict_proba` on a one-row
   DataFrame per request, Prometheus counters; uvicorn, one worker. `python -m bench.peers`
@@ -213,12 +214,13 @@ def ensure_mlserver_venv(cache_dir: Path, log=print) -> Path:
 
 def mlserver_bodies(model, records: list[dict]) -> list[dict]:
     """V2 bodies for MLServer: the model's own encoder runs client-side (the XGBoost runtime takes
-    the numeric matrix, not feature records), one FP32 row per request, `predict_proba` asked for."""
+    the numeric matrix, not feature records), one FP32 row per request; the booster's
+    `predict` output is already the probability (binary:logistic)."""
     import numpy as np
 
     M = np.asarray(model.encoder.transform_records(records), dtype=np.float32)
     return [{"inputs": [{"name": "input-0", "shape": [1, int(M.shape[1])], "datatype": "FP32",
-                         "data": row.tolist()}], "outputs": [{"name": "predict_proba"}]} for row in M]
+                         "data": row.tolist()}]} for row in M]
 
 
 def mlserver_server(bin_dir: Path, model, model_name: str, version: str, workdir: Path, logs: Path,
@@ -253,9 +255,8 @@ def positive_probability(server: str, payload) -> list[float]:
         return [float(p[1]) if isinstance(p, list) else float(p) for p in payload["predictions"]]
     if server == "fastapi":
         return [float(p["churn_probability"]) for p in payload["predictions"]]
-    if server == "mlserver":  # predict_proba, shape [N, 2]: every second value is the positive class
-        data = payload["outputs"][0]["data"]
-        return [float(v) for v in data[1::2]]
+    if server == "mlserver":  # the booster (binary:logistic) loads as XGBRegressor: `predict` = probability
+        return [float(v) for v in payload["outputs"][0]["data"]]
     raise ValueError(f"unknown server {server!r}")
 
 

@@ -190,7 +190,7 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
         "model": {"name": reg.name, "version": reg.version, "train_rows": reg.train_rows},
         "payload": f"V1 JSON, 1 instance per request (id + {len(feature_columns(cfg))} features), "
                    f"{len(records)} distinct customers in rotation (MLServer: the same customers encoded by the "
-                   "model's encoder in the client, one V2 FP32 row, `predict_proba`)",
+                   "model's encoder in the client, one V2 FP32 row; its `predict` output is the probability)",
         "levels": list(levels), "repeats": repeats, "duration_s": duration, "warmup_s": warmup,
         "servers": info, "cells": cells, "ratios": ratios(cells), "failed": failed, "raw": raw, "wrk": wrk_out,
     }
