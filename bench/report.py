@@ -98,6 +98,11 @@ def render_serving(sec: dict) -> list[str]:
         f"(`bench/load.py`, its own process), {_plural(d.get('repeats'), 'repeat')} × {d.get('duration_s')} s per cell after "
         f"{d.get('warmup_s')} s warm-up. Latency: request written → last response byte. "
         "**Load generator and servers share the machine's 2 cores.**")
+    ms = d.get("measured")
+    if ms:
+        lines += ["", f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at its "
+                      f"start and {ms.get('load_after', 0):.2f} at its end (other work on the machine: the tails below "
+                      "include it)."]
     lines += ["", "| server | concurrency | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 | requests/s | errors | "
                   "requests measured |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -156,7 +161,7 @@ def render_serving(sec: dict) -> list[str]:
     lines.append("- Each server runs with its own defaults: uvicorn's access log is on in `mlflow models serve` "
                  "and in the FastAPI app (as the case study runs it), off in kfct (`--access-log` turns it on); "
                  "kfct's prediction log (parquet, off the request path) and Prometheus metrics are on.")
-    lines.append("- All three run with `OMP_NUM_THREADS=1` (one worker, one core), so XGBoost's OpenMP threads in the "
+    lines.append("- All servers run with `OMP_NUM_THREADS=1` (one worker, one core), so XGBoost's OpenMP threads in the "
                  "peers' `predict_proba` do not fight the load generator for the two cores. kfct answers single "
                  "requests from the same booster compiled to numpy trees (`serving/fasttrees.py`, checked against "
                  "the booster at load); the peers call the model's `predict_proba` on a pandas DataFrame.")

@@ -115,6 +115,10 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
         servers=SERVERS) -> dict:
     from kfct.config import feature_columns, load_config
 
+    import os
+    import time as _time
+
+    measured = {"date": _time.strftime("%Y-%m-%d %H:%M UTC", _time.gmtime()), "load_before": os.getloadavg()[0]}
     cfg = load_config()
     reg = ensure_registered(ctx)
     records = request_records(cfg)
@@ -193,6 +197,7 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
                    "model's encoder in the client, one V2 FP32 row; its `predict` output is the probability)",
         "levels": list(levels), "repeats": repeats, "duration_s": duration, "warmup_s": warmup,
         "servers": info, "cells": cells, "ratios": ratios(cells), "failed": failed, "raw": raw, "wrk": wrk_out,
+        "measured": {**measured, "load_after": os.getloadavg()[0]},
     }
 
 
