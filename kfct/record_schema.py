@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from kfct.model import FeatureError
+from kfct.errors import FeatureError
 
 FLOAT32_MAX = 3.4028234663852886e38
 INT64_LIMIT = 2 ** 63

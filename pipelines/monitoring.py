@@ -45,12 +45,9 @@ def make_components(settings=None) -> dict:
 
 def _configure(task, stage: str, cfg: dict, settings):
     """Cluster resources/secrets like the CT stages; never cached: the same inputs mean a new window."""
-    try:
-        from kfct.pipelines.task_config import apply_task_config
-    except ModuleNotFoundError:  # pragma: no cover
-        apply_task_config = None
-    if apply_task_config is not None:
-        task = apply_task_config(task, stage, cfg, settings, gpu=False)
+    from kfct.pipelines.task_config import apply_task_config
+
+    task = apply_task_config(task, stage, cfg, settings, gpu=False)
     task.set_caching_options(enable_caching=False)
     return task
 
@@ -138,6 +135,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     from kfct.components.retrain_policy import trigger_core
     from kfct import audit
     from kfct.errors import KfctError
+    from kfct.pipelines.launchers import launcher_for
 
     t0 = time.perf_counter()
     try:
@@ -158,7 +156,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
                  dry_run=bool(dry_run))
     drift_seconds = round(time.perf_counter() - t0, 2)
     action = trigger_core(dict(result), cfg, model_name, current_uri or "", ct_data_uri or "", force, dry_run, mode,
-                          settings=settings)
+                          settings=settings, launcher=launcher_for(mode, s))
     return {"model_name": model_name, "champion_version": loaded.version, "reference": ref_source,
             "current": cur_source, "drift": dict(result), "reports": {k: str(v) for k, v in paths.items()},
             "mlflow_run_id": run_id, "decision": action, "drift_seconds": drift_seconds,
@@ -229,7 +227,8 @@ def format_monitor_summary(summary: dict) -> str:
     cr = d.get("churn_rate") or {}
     lines = [f"kfct monitor: {summary['model_name']} v{summary.get('champion_version')} vs {summary.get('current')}"]
     lines.append(f"  drift       share {d['drift_share']:.3f} ({d['n_drifted_features']}/{d['n_features']} features: "
-                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
+                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}"
+                 f"{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
     if d.get("churn_rate_shift") is not None:
         lines.append(f"  churn rate  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
                      f"(relative shift {d['churn_rate_shift']:.1%})")
