@@ -85,7 +85,7 @@ class RecordSchema:
                     raise FeatureError(r.name, f"{v!r} is above the maximum {r.max:g}", i)
 
     def _check_id(self, v: Any, i: int) -> None:
-        name = self.id_column
+        name = self.id_column or "id"
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             raise FeatureError(name, f"expected a string id, got {type(v).__name__}", i)
         if isinstance(v, int):

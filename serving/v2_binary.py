@@ -96,7 +96,8 @@ def parse_binary_request(body: bytes, header_length: Any) -> dict:
 
 def _decode(name: str, dt: Any, raw: bytes, count: int) -> list:
     if dt == "BYTES":
-        items, pos = [], 0
+        items: list[str] = []
+        pos = 0
         while pos < len(raw):
             if pos + 4 > len(raw):
                 raise BadRequest(f"input {name!r}: BYTES element {len(items)} has a truncated length prefix",
