@@ -511,7 +511,8 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
     import json
 
-    from kfct.components.rollout import LocalRouterBackend, make_backend, rollout_core
+    from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
+                                         rollout_core)
     from kfct.config import config_from_json
     from kfct.logs import stage_logger
     from kfct.settings import get_settings
