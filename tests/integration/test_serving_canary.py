@@ -148,7 +148,9 @@ def _rollout(srv, serving_env, role):
     wait_for(lambda: srv.router.route.canary is not None and srv.router.route.canary.loaded_version == version,
              what="canary loaded")
     backend = LocalRouterBackend(MODEL_NAME, srv.url, state_path=srv.state_path)
-    with Traffic(srv.url) as traffic:
+    # two clients: a slow canary blocks a sequential client ~60 ms per canary request, and on a
+    # loaded machine one client alone barely reaches min_requests within 3 x the bake time
+    with Traffic(srv.url) as traffic, Traffic(srv.url, seed=6):
         res = rollout_core(MODEL_NAME, cfg, backend)
     return res, traffic, version
 
