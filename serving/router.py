@@ -446,6 +446,16 @@ class _ChurnRouter(_KServeModel):
         return Route(champion, canary, float(state.canary_percent) if canary else 0.0,
                      state.mode if canary else "canary", salt=f"{self.name}:{canary_version or ''}")
 
+    def refresh(self) -> bool:
+        """Re-fetch the champion as configured (its alias or version) from the registry; the token-
+        guarded repository `load` calls this. A failed fetch keeps serving what is loaded."""
+        with self._apply_lock:
+            route = self._route
+            if route.champion is None or not route.champion.reload():
+                return False
+            self._set_route(route)
+            return True
+
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
         self._closed.set()

@@ -57,9 +57,13 @@ def test_1_repository_endpoints_are_off_and_unload_never_takes_the_model(serving
         auth = {"Authorization": "Bearer s3cret"}
         status, body, _ = c.request("POST", f"{path}/unload", {}, headers=auth)
         assert status == 409 and "cannot be unloaded" in body["error"]
-        assert c.request("POST", f"{path}/load", {}, headers=auth)[0] == 200
-        assert c.request("GET", "/v2/health/ready")[0] == 200
         assert c.predict(MODEL_NAME, records(1))[1]["model_version"] == serving_env.versions["good_a"]
+        from kfct import registry
+
+        registry.set_alias(MODEL_NAME, "champion", serving_env.versions["good_b"], reason="repository load test")
+        assert c.request("POST", f"{path}/load", {}, headers=auth)[0] == 200  # re-fetches the alias
+        assert c.request("GET", "/v2/health/ready")[0] == 200
+        assert c.predict(MODEL_NAME, records(1))[1]["model_version"] == serving_env.versions["good_b"]
     finally:
         srv.stop()
 
