@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1_000_000
     model_repository_token: SecretStr | None = Field(
         default=None, description="Enables the model server's /v2/repository load endpoint behind this bearer token")
+    # Prediction log backlog while the store is away: 600k rows = 10 minutes at 1,000 req/s.
+    prediction_log_spill_rows: int = Field(default=600_000, ge=0,
+                                           description="rows kept for the store before the log drops any")
+    prediction_log_spill_dir: Path | None = Field(default=None, description="default <home>/predictions-spill")
     model_version: str | None = Field(default=None, description="version a cluster predictor serves (set by deploy)")
     model_sha256: str | None = Field(default=None, description="its expected model file sha256 (set by deploy)")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090",

@@ -8,6 +8,8 @@ Modules (import what you need; nothing heavy happens at package import):
 - `kfct.serving.prediction_log` the writer of the rolling parquet log.
 - `kfct.serving.schemas`    request shapes, V2 datatype checks, the 400s bad input gets.
 - `kfct.serving.v2_binary`  the V2 binary tensor extension, parsed strictly (every malformed part a 400).
+- `kfct.serving.predlog_spill` the log's bounded on-disk backlog while the store is away.
+- `kfct.serving.readiness`  why the server is not ready (503 body, gauges).
 
 The contracts serving shares with the stages live in the library layer:
 `kfct.split_state` (the split file), `kfct.window_stats` (what a rollout compares),
