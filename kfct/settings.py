@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     k8s_secret_name: str = Field(default="kfct-s3-credentials", description="Secret with S3/MLflow keys, mounted as env")
     k8s_config_map: str = Field(default="kfct-config", description="ConfigMap with endpoints (S3, MLflow), mounted as env")
 
+    # KServe: the deployment mode of a new InferenceService (an existing one keeps its own:
+    # components/deploy.py reads it). Standard (RawDeployment) is KServe's default; Serverless needs Knative.
+    kserve_deployment_mode: str = "Standard"
+
     log_level: str = Field(default="INFO", description="level of kfct's loggers (stages, server)")
 
     # Where retraining runs: "module:Class" of a `kfct.launcher.RetrainLauncher` ('' = by environment).
