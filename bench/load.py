@@ -59,6 +59,7 @@ class LoadResult:
             "p50_ms": percentile_ms(lat, 50),
             "p90_ms": percentile_ms(lat, 90),
             "p99_ms": percentile_ms(lat, 99),
+            "p999_ms": percentile_ms(lat, 99.9),
             "max_ms": percentile_ms(lat, 100),
             "statuses": dict(self.statuses),
             "error_kinds": dict(self.error_kinds),

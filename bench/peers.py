@@ -4,6 +4,11 @@
   V1 `POST /v1/models/<name>:predict`.
 - MLflow: `mlflow models serve -m models:/<name>/<version> --env-manager local -w 1`:
   `POST /invocations` (MLflow's scoring server accepts the same `{"instances": [...]}`).
+- MLServer 1.7.1 with `mlserver-xgboost` (the runtime KServe itself uses for XGBoost V2),
+  in a virtualenv of its own (its pins clash with requirements.lock): the model's booster
+  saved as JSON, `POST /v2/models/<name>/infer` with the encoded FP32 row (the encoder runs
+  in the client: the runtime takes numbers, not feature records); the booster's `predict` is
+  the probability (objective binary:logistic).
 - FastAPI: the case study's serving app (seeds/003, `api.py`): a pydantic model of the
   features, the model loaded from the MLflow registry, `predict_proba` on a one-row
   DataFrame per request, Prometheus counters; uvicorn, one worker. `python -m bench.peers`
@@ -184,6 +189,64 @@ def fastapi_server(home: Path, tracking_uri: str, model_name: str, version: str,
         predict_path=f"/v1/models/{model_name}:predict", ready_path="/health", log_path=logs / "fastapi.log")
 
 
+# --- MLServer with its XGBoost runtime (KServe's own V2 runtime for XGBoost) -----------------
+
+MLSERVER_PINS = ("mlserver==1.7.1", "mlserver-xgboost==1.7.1", "xgboost==3.2.0")
+
+
+def ensure_mlserver_venv(cache_dir: Path, log=print) -> Path:
+    """A virtualenv of its own for MLServer (its pins clash with requirements.lock: with the
+    lock pip falls back to mlserver 1.2.1). Built once into the bench cache; returns its bin/."""
+    venv = Path(cache_dir) / "mlserver-venv"
+    marker = venv / ".installed"
+    want = " ".join(MLSERVER_PINS)
+    if marker.exists() and marker.read_text() == want:
+        return venv / "bin"
+    log(f"  creating {venv} with {want} (once) ...")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+    cp = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *MLSERVER_PINS],
+                        capture_output=True, text=True, timeout=1800)
+    if cp.returncode != 0:
+        raise RuntimeError(f"pip install {want} failed: {cp.stderr.strip()[-600:]}")
+    marker.write_text(want)
+    return venv / "bin"
+
+
+def mlserver_bodies(model, records: list[dict]) -> list[dict]:
+    """V2 bodies for MLServer: the model's own encoder runs client-side (the XGBoost runtime takes
+    the numeric matrix, not feature records), one FP32 row per request; the booster's
+    `predict` output is already the probability (binary:logistic)."""
+    import numpy as np
+
+    M = np.asarray(model.encoder.transform_records(records), dtype=np.float32)
+    return [{"inputs": [{"name": "input-0", "shape": [1, int(M.shape[1])], "datatype": "FP32",
+                         "data": row.tolist()}]} for row in M]
+
+
+def mlserver_server(bin_dir: Path, model, model_name: str, version: str, workdir: Path, logs: Path,
+                    port: int | None = None) -> ServerProcess:
+    """`mlserver start` on a folder holding the model's booster (JSON) and its settings files."""
+    port = port or free_port()
+    root = Path(workdir) / "mlserver-model"
+    root.mkdir(parents=True, exist_ok=True)
+    booster = model._booster()
+    booster.save_model(str(root / "model.json"))
+    (root / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "parallel_workers": 0, "debug": False}))
+    (root / "model-settings.json").write_text(json.dumps({
+        "name": model_name, "implementation": "mlserver_xgboost.XGBoostModel",
+        "parameters": {"uri": "./model.json", "version": str(version)}}))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PATH=str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
+    for var in ("VIRTUAL_ENV", "PYTHONPATH"):
+        env.pop(var, None)
+    return ServerProcess(
+        name="mlserver", label="MLServer 1.7.1 (XGBoost runtime)", cmd=[str(bin_dir / "mlserver"), "start", str(root)],
+        env=env, base_url=f"http://127.0.0.1:{port}", predict_path=f"/v2/models/{model_name}/infer",
+        ready_path=f"/v2/models/{model_name}/ready", log_path=logs / "mlserver.log")
+
+
 def positive_probability(server: str, payload) -> list[float]:
     """The positive-class probabilities in one server's response (for the same-model check)."""
     if server == "kfct":
@@ -192,6 +255,8 @@ def positive_probability(server: str, payload) -> list[float]:
         return [float(p[1]) if isinstance(p, list) else float(p) for p in payload["predictions"]]
     if server == "fastapi":
         return [float(p["churn_probability"]) for p in payload["predictions"]]
+    if server == "mlserver":  # the booster (binary:logistic) loads as XGBRegressor: `predict` = probability
+        return [float(v) for v in payload["outputs"][0]["data"]]
     raise ValueError(f"unknown server {server!r}")
 
 

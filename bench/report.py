@@ -98,16 +98,35 @@ def render_serving(sec: dict) -> list[str]:
         f"(`bench/load.py`, its own process), {_plural(d.get('repeats'), 'repeat')} × {d.get('duration_s')} s per cell after "
         f"{d.get('warmup_s')} s warm-up. Latency: request written → last response byte. "
         "**Load generator and servers share the machine's 2 cores.**")
-    lines += ["", "| server | concurrency | p50 ms | p99 ms | requests/s | errors | requests measured |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    ms = d.get("measured")
+    if ms:
+        lines += ["", f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at its "
+                      f"start and {ms.get('load_after', 0):.2f} at its end (other work on the machine: the tails below "
+                      "include it)."]
+    lines += ["", "| server | concurrency | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 | requests/s | errors | "
+                  "requests measured |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in cells:
         label = servers.get(name, {}).get("label", name)
         for lv in levels:
             c = cells[name].get(lv)
             if not c:
                 continue
-            lines.append(f"| {label} | {lv} | {_ms(c['p50_ms'])} | {_ms(c['p99_ms'])} | {_n(c['rps'])} | "
-                         f"{c['errors']} | {c['requests']:,} |")
+            tail = round(c["p99_ms"] / c["p50_ms"], 1) if c.get("p99_ms") and c.get("p50_ms") else None
+            lines.append(f"| {label} | {lv} | {_ms(c['p50_ms'])} | {_ms(c['p99_ms'])} | {_ms(c.get('p999_ms'))} | "
+                         f"{tail if tail is not None else '—'} | {_n(c['rps'])} | {c['errors']} | {c['requests']:,} |")
+    wrk = d.get("wrk") or {}
+    if wrk.get("cells"):
+        lines += ["", f"Cross-check with an independent load generator (`wrk {wrk.get('version', '')}`, one thread, "
+                      f"{wrk.get('duration_s')} s per cell, same single-instance body):", "",
+                  "| server | connections | p50 ms | p99 ms | p99.9 ms | requests/s |", "|---|---:|---:|---:|---:|---:|"]
+        for name, by_level in wrk["cells"].items():
+            label = servers.get(name, {}).get("label", name)
+            for lv, c in by_level.items():
+                lines.append(f"| {label} | {lv} | {_ms(c.get('p50_ms'))} | {_ms(c.get('p99_ms'))} | "
+                             f"{_ms(c.get('p999_ms'))} | {_n(c.get('rps'))} |")
+    elif wrk.get("skipped"):
+        lines += ["", f"wrk cross-check skipped: {wrk['skipped']}"]
     ratios = d.get("ratios", {})
     if ratios:
         lines += ["", "kfct ÷ peer (latency below 1 = kfct faster; requests/s above 1 = kfct serves more):", "",
@@ -142,7 +161,7 @@ def render_serving(sec: dict) -> list[str]:
     lines.append("- Each server runs with its own defaults: uvicorn's access log is on in `mlflow models serve` "
                  "and in the FastAPI app (as the case study runs it), off in kfct (`--access-log` turns it on); "
                  "kfct's prediction log (parquet, off the request path) and Prometheus metrics are on.")
-    lines.append("- All three run with `OMP_NUM_THREADS=1` (one worker, one core), so XGBoost's OpenMP threads in the "
+    lines.append("- All servers run with `OMP_NUM_THREADS=1` (one worker, one core), so XGBoost's OpenMP threads in the "
                  "peers' `predict_proba` do not fight the load generator for the two cores. kfct answers single "
                  "requests from the same booster compiled to numpy trees (`serving/fasttrees.py`, checked against "
                  "the booster at load); the peers call the model's `predict_proba` on a pandas DataFrame.")

@@ -1,4 +1,7 @@
-"""Serving: kfct's KServe server against `mlflow models serve` and the case study's FastAPI app.
+"""Serving: kfct's KServe server against `mlflow models serve`, MLServer's XGBoost runtime and the
+case study's FastAPI app; every cell lasts long enough (30 s in the full plan) to include the
+server's background work (prediction-log flushes every 5 s, GC), and reports p50/p99/p99.9;
+kfct's cells are cross-checked with wrk when it is installed.
 
 Same registered version, same single-instance V1 body (`{"instances": [one customer]}`,
 256 distinct customers in rotation), same closed-loop load at concurrency 1 and 16,
@@ -24,7 +27,7 @@ from bench.model import Context, ensure_registered
 LEVELS = (1, 16)
 BODY_SEED = 2024
 N_BODIES = 256
-SERVERS = ("kfct", "mlflow", "fastapi")
+SERVERS = ("kfct", "mlflow", "fastapi", "mlserver")
 
 
 def request_records(cfg: dict, n: int = N_BODIES, seed: int = BODY_SEED) -> list[dict]:
@@ -47,7 +50,7 @@ def aggregate(runs: list[dict]) -> dict:
         return [min(vals), max(vals)] if vals else None
 
     return {
-        "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "rps": med("rps"),
+        "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p999_ms": med("p999_ms"), "rps": med("rps"),
         "errors": sum(int(r.get("errors", 0)) for r in runs),
         "requests": sum(int(r.get("requests", 0)) for r in runs),
         "repeats": len(runs),
@@ -93,11 +96,12 @@ def run_load(url: str, bodies_path: Path, levels, duration: float, warmup: float
     return json.loads(cp.stdout.strip().splitlines()[-1])
 
 
-def check_same_model(server: peers.ServerProcess, records: list[dict], expected) -> float:
+def check_same_model(server: peers.ServerProcess, records: list[dict], expected, bodies=None) -> float:
     """Max |p_server - p_model| over a few customers; raises when a server answers wrongly."""
     got = []
-    for rec in records:
-        status, payload = peers.http_json("POST", server.predict_url, {"instances": [rec]})
+    for i, rec in enumerate(records):
+        body = bodies[i] if bodies is not None else {"instances": [rec]}
+        status, payload = peers.http_json("POST", server.predict_url, body)
         if status != 200:
             raise RuntimeError(f"{server.label} answered {status} to a valid request: {str(payload)[:300]}")
         got.extend(peers.positive_probability(server.name, payload))
@@ -111,6 +115,10 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
         servers=SERVERS) -> dict:
     from kfct.config import feature_columns, load_config
 
+    import os
+    import time as _time
+
+    measured = {"date": _time.strftime("%Y-%m-%d %H:%M UTC", _time.gmtime()), "load_before": os.getloadavg()[0]}
     cfg = load_config()
     reg = ensure_registered(ctx)
     records = request_records(cfg)
@@ -118,23 +126,40 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
     bodies_path.write_text(json.dumps([{"instances": [r]} for r in records]))
     expected = reg.model.predict_proba_records([{k: v for k, v in r.items()} for r in records[:8]])
 
+    ml_bodies = peers.mlserver_bodies(reg.model, records)
+    ml_bodies_path = ctx.workdir / "serving-bodies-mlserver.json"
+    ml_bodies_path.write_text(json.dumps(ml_bodies))
+    bodies_for = {"mlserver": (ml_bodies_path, ml_bodies)}
+
+    def mlserver():
+        bin_dir = peers.ensure_mlserver_venv(ctx.cache_dir, ctx.log)
+        return peers.mlserver_server(bin_dir, reg.model, reg.name, reg.version, ctx.workdir, ctx.logs)
+
     factories = {
+        "mlserver": mlserver,
         "kfct": lambda: peers.kfct_server(ctx.home, ctx.tracking_uri, reg.name, ctx.logs),
         "mlflow": lambda: peers.mlflow_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
         "fastapi": lambda: peers.fastapi_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
     }
+    wrk_out: dict = {}
     started: list[peers.ServerProcess] = []
     failed: dict[str, str] = {}
     info: dict[str, dict] = {}
     raw: dict[str, list] = {}
     try:
         for name in servers:
-            srv = factories[name]()
+            try:
+                srv = factories[name]()
+            except Exception as exc:  # e.g. MLServer's own virtualenv cannot be built
+                failed[name] = str(exc)
+                ctx.log(f"  {name} FAILED: {str(exc).splitlines()[0] if str(exc) else exc}")
+                continue
             ctx.log(f"  starting {srv.label} ...")
             try:
                 srv.start()
                 ready = srv.wait_ready()
-                diff = check_same_model(srv, records[:8], expected)
+                diff = check_same_model(srv, records[:8], expected,
+                                        bodies_for[name][1][:8] if name in bodies_for else None)
             except Exception as exc:  # a peer that cannot run is reported, the others still are
                 srv.stop()
                 failed[name] = str(exc)
@@ -149,11 +174,13 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
                 ctx.log(f"  repeat {r + 1}/{repeats}: {srv.label} at concurrency {', '.join(map(str, levels))} "
                         f"({duration:g} s each)")
                 try:
-                    rows = run_load(srv.predict_url, bodies_path, levels, duration, warmup)
+                    rows = run_load(srv.predict_url, bodies_for.get(srv.name, (bodies_path,))[0], levels, duration,
+                                    warmup)
                 except Exception as exc:
                     failed.setdefault(srv.name, f"load run failed: {exc}")
                     continue
                 raw.setdefault(srv.name, []).append(rows)
+        wrk_out = cross_check_wrk(ctx, [s for s in started if s.name == "kfct"], records[0], levels, duration)
     finally:
         for srv in started:
             srv.stop()
@@ -166,7 +193,27 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
     return {
         "model": {"name": reg.name, "version": reg.version, "train_rows": reg.train_rows},
         "payload": f"V1 JSON, 1 instance per request (id + {len(feature_columns(cfg))} features), "
-                   f"{len(records)} distinct customers in rotation",
+                   f"{len(records)} distinct customers in rotation (MLServer: the same customers encoded by the "
+                   "model's encoder in the client, one V2 FP32 row; its `predict` output is the probability)",
         "levels": list(levels), "repeats": repeats, "duration_s": duration, "warmup_s": warmup,
-        "servers": info, "cells": cells, "ratios": ratios(cells), "failed": failed, "raw": raw,
+        "servers": info, "cells": cells, "ratios": ratios(cells), "failed": failed, "raw": raw, "wrk": wrk_out,
+        "measured": {**measured, "load_after": os.getloadavg()[0]},
     }
+
+
+def cross_check_wrk(ctx: Context, servers: list, record: dict, levels, duration: float) -> dict:
+    """kfct's cells again with wrk (an independent client), when installed."""
+    from bench import wrk
+
+    if not wrk.available():
+        return {"skipped": "wrk is not installed (apt-get install -y wrk)"}
+    out: dict = {"version": wrk.version(), "duration_s": duration, "cells": {}}
+    for srv in servers:
+        for level in levels:
+            ctx.log(f"  wrk: {srv.label} at {level} connection(s) ({duration:g} s)")
+            try:
+                out["cells"].setdefault(srv.name, {})[str(level)] = wrk.run(
+                    srv.predict_url, {"instances": [record]}, level, duration, ctx.workdir)
+            except Exception as exc:
+                out.setdefault("errors", []).append(f"{srv.name} c={level}: {exc}")
+    return out

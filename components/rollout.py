@@ -6,7 +6,9 @@ this stage closes the loop. For each step (e.g. 10 -> 50 -> 100 %) it moves the
 split, lets the canary bake, and compares it with the champion over exactly the
 requests made during the step:
 
-- error rate: canary minus champion must not exceed `max_error_rate_increase`;
+- server error rate (5xx / model exceptions, each customer counted once; client 4xx are
+  refused alike by both versions and do not count): canary minus champion must not
+  exceed `max_error_rate_increase`;
 - p99 latency: the canary fails when it exceeds `max_p99_latency_ratio` x the champion's
   AND is slower by more than `min_p99_latency_delta_ms` (sub-millisecond p99s are noise);
 - predicted churn rate (share of positive labels): must not move by more than
@@ -100,11 +102,15 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         return WAIT, [f"champion v{champion.version} has {champion.requests} of {thr.min_requests} requests needed "
                       "and no earlier step to compare with"]
     failures, unclear = [], []
-    d_err = canary.error_rate - ref.error_rate
+    # Server-side failures only, each customer once (WindowStats.failure_counts): a client's
+    # malformed requests are refused alike by both versions, and one sender pinned to the
+    # canary by its id must not be able to get a good canary rolled back.
+    (x_can, n_can), (x_ref, n_ref) = canary.failure_counts, ref.failure_counts
+    e_can, e_ref = canary.server_error_rate, ref.server_error_rate
+    d_err = e_can - e_ref
     if d_err > thr.max_error_rate_increase:
-        z = two_proportion_z(canary.client_errors + canary.server_errors, canary.requests,
-                             ref.client_errors + ref.server_errors, ref.requests)
-        msg = (f"error rate {canary.error_rate:.2%} vs champion {ref.error_rate:.2%} "
+        z = two_proportion_z(x_can, n_can, x_ref, n_ref)
+        msg = (f"server error rate {e_can:.2%} vs champion {e_ref:.2%} "
                f"(+{d_err:.2%} > {thr.max_error_rate_increase:.2%}, z={z:.1f})")
         (failures if z >= thr.significance_z else unclear).append(msg)
     p_can, p_ref = canary.p99_latency_s, ref.p99_latency_s
@@ -121,7 +127,7 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         return FAIL, failures
     if unclear:
         return WAIT, [f"not yet clear: {m}" for m in unclear]
-    return PASS, [f"error rate {canary.error_rate:.2%} (champion {ref.error_rate:.2%}), "
+    return PASS, [f"server error rate {e_can:.2%} (champion {e_ref:.2%}), "
                   f"p99 {p_can * 1e3:.2f} ms (champion {p_ref * 1e3:.2f} ms), "
                   f"churn rate {canary.positive_rate:.2%} (champion {ref.positive_rate:.2%})"]
 
@@ -210,7 +216,8 @@ class LocalRouterBackend:
 
     def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
         self._write_and_wait(champion_version=champion_version, canary_version=canary_version,
-                             canary_percent=float(percent), mode="canary", reason=f"rollout step {percent:g}%")
+                             canary_percent=float(percent), mode="canary", reason=f"rollout step {percent:g}%",
+                             canary_deadline=None)  # this rollout owns the canary now
 
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
         s = self._get("/kfct/stats", {"since": since})
@@ -220,11 +227,11 @@ class LocalRouterBackend:
 
     def promote(self, version: str) -> None:
         self._write_and_wait(champion_version=str(version), canary_version=None, canary_percent=0.0,
-                             mode="canary", reason=f"rollout promoted v{version}")
+                             mode="canary", reason=f"rollout promoted v{version}", canary_deadline=None)
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
         self._write_and_wait(champion_version=champion_version, canary_version=None, canary_percent=0.0,
-                             mode="canary", reason=f"rollout rolled back v{canary_version}")
+                             mode="canary", reason=f"rollout rolled back v{canary_version}", canary_deadline=None)
 
 
 class PrometheusMetrics:
@@ -505,6 +512,51 @@ def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None
                        log=log)
 
 
+def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: float, state_path=None,
+                  now: float | None = None) -> dict:
+    """No live traffic to judge by: leave the canary deployed, but give it an owner. The split
+    file gets a deadline; past it every server routes the canary no traffic (the server's own
+    watcher enforces it) and `expire_deferred` (run by the next rollout) rolls it back."""
+    from kfct import audit
+    from kfct.split_state import read_state, update_state
+
+    now = time.time() if now is None else now
+    deadline = now + float(deadline_seconds)
+    st = read_state(state_path) if state_path else None
+    if state_path is not None and st is not None and st.canary_version == str(version):
+        update_state(model_name, state_path, canary_deadline=deadline,
+                     reason=f"rollout deferred: {reason}; rolled back after the deadline unless a rollout owns it")
+    audit.record("rollout_deferred", model_name=model_name, version=version, reason=reason, deadline=deadline,
+                 deadline_seconds=float(deadline_seconds))
+    return {"outcome": "deferred", "reason": reason, "deadline": deadline}
+
+
+def expire_deferred(model_name: str, state_path=None, now: float | None = None) -> dict | None:
+    """Roll back a deferred canary whose deadline passed (split to 0, version tagged `rejected`,
+    `challenger` removed, audited). Returns what it did, or None when nothing had expired."""
+    from kfct import audit, registry
+    from kfct.split_state import read_state, state_path as default_path, update_state
+
+    path = state_path or default_path(model_name)
+    st = read_state(path)
+    if st is None or not st.canary_version or st.canary_deadline is None or not st.expired(now):
+        return None
+    version = st.canary_version
+    reason = (f"deferred rollout of v{version} passed its deadline "
+              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(st.canary_deadline))} without a judgement")
+    update_state(model_name, path, canary_version=None, canary_percent=0.0, mode="canary", canary_deadline=None,
+                 reason=reason)
+    registry.setup()
+    registry.set_version_tag(model_name, version, "rejected", "true")
+    registry.set_version_tag(model_name, version, "rollout_status", "rejected")
+    registry.set_version_tag(model_name, version, "rejected_reason", reason)
+    if registry.alias_version(model_name, "challenger") == version:
+        registry.delete_alias(model_name, "challenger", reason=reason)
+    audit.record("rollout_rolled_back", model_name=model_name, version=version, champion=st.champion_version,
+                 reason=reason, seconds=0.0)
+    return {"outcome": "rolled_back", "version": version, "reason": reason}
+
+
 def make_backend(model_name: str, target: str, settings, cfg: dict | None = None, server_url: str = "",
                  prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
     """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
@@ -526,8 +578,8 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
     import json
 
-    from kfct.components.rollout import LocalRouterBackend, make_backend, rollout_core
-    from kfct import audit
+    from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
+                                         rollout_core)
     from kfct.config import config_from_json
     from kfct.logs import stage_logger
     from kfct.settings import get_settings
@@ -543,11 +595,13 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     backend = make_backend(model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url,
                            namespace=namespace)
     if isinstance(backend, LocalRouterBackend):
+        expire_deferred(model_name, backend.state_path)  # an earlier deferred canary whose time is up
         if not backend.reachable():
-            # No live traffic to judge by: leave the canary deployed; `kfct rollout` finishes it later.
-            audit.record("rollout_deferred", model_name=model_name, version=version,
-                         reason=f"no model server at {backend.url}")
-            return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}"})
+            # No live traffic to judge by: the canary stays deployed until a deadline (its owner).
+            out = defer_rollout(model_name, version, f"no model server at {backend.url}",
+                                float(cfg.get("rollout", {}).get("deferred_deadline_seconds", 3600)),
+                                state_path=backend.state_path)
+            return json.dumps(out)
     log = stage_logger("kfct.components.rollout")
     res = rollout_core(model_name, cfg, backend, canary_version=version or None, log=log.info)
     log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))

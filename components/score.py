@@ -82,6 +82,29 @@ def arrow_matrix(encoder, table) -> np.ndarray:
     return encoder.transform_arrow(table)
 
 
+def _record_schema():
+    from kfct.config import load_config
+    from kfct.record_schema import RecordSchema
+
+    return RecordSchema.from_config(load_config())
+
+
+def check_schema(schema, table) -> None:
+    """What the model server refuses, batch refuses too (kfct.record_schema): no NaN/inf imputed
+    in a non-nullable column, the config's min/max and integer-ness, float32 range."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for rule in schema.numeric:
+        if rule.name not in table.column_names:
+            continue
+        col = table.column(rule.name)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+            continue  # the encoder names a non-numeric column
+        v = pc.fill_null(pc.cast(col, pa.float64()), float("nan")).to_numpy()
+        schema.check_column(rule.name, v)
+
+
 def _arrow_path_ok(model, table) -> bool:
     """True when the Arrow encoder reproduces the model's own encoder on the first rows."""
     enc = getattr(model, "encoder", None)
@@ -119,6 +142,7 @@ def score_file(model, input_path: str | Path, output_path: str | Path, version: 
     tmp = dest.with_name(dest.name + ".tmp")
     writer = None
     arrow_ok = None
+    schema = _record_schema()
     try:
         for table, dt_read in _read_chunks(src, features, id_column, chunk_rows, model):
             t_read += dt_read
@@ -126,6 +150,7 @@ def score_file(model, input_path: str | Path, output_path: str | Path, version: 
             if arrow_ok is None:
                 arrow_ok = _arrow_path_ok(model, table)
             try:
+                check_schema(schema, table)
                 if arrow_ok:
                     probs = np.asarray(model.proba_from_matrix(arrow_matrix(model.encoder, table)), dtype=np.float64)
                 else:

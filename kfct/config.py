@@ -181,6 +181,8 @@ class RolloutConfig(_Strict):
     min_p99_latency_delta_ms: float
     significance_z: float
     poll_seconds: float
+    # a deferred canary (no server to judge it) gets no traffic after this, then is rolled back
+    deferred_deadline_seconds: float = Field(default=3600.0, gt=0)
 
 
 class DriftConfig(_Strict):

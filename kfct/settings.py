@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     serving_host: str = "127.0.0.1"
     serving_port: int = 8080
     max_request_bytes: int = 1_000_000
+    model_repository_token: SecretStr | None = Field(
+        default=None, description="Enables the model server's /v2/repository load endpoint behind this bearer token")
     # Prediction log backlog while the store is away: 600k rows = 10 minutes at 1,000 req/s.
     prediction_log_spill_rows: int = Field(default=600_000, ge=0,
                                            description="rows kept for the store before the log drops any")

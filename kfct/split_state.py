@@ -45,6 +45,9 @@ class SplitState:
     generation: int = 0
     updated_at: str = ""
     reason: str = ""
+    # A canary whose rollout was deferred (no live server to judge it) has an owner: past this
+    # wall-clock time (epoch seconds) servers stop routing to it and the next rollout rolls it back.
+    canary_deadline: float | None = None
 
     def validate(self) -> "SplitState":
         if not self.model_name:
@@ -60,6 +63,12 @@ class SplitState:
             raise SplitStateError(f"split state: mode {self.mode!r} must be one of {', '.join(MODES)}")
         if (pct > 0 or self.mode == "shadow") and not self.canary_version:
             raise SplitStateError("split state: canary_percent > 0 or shadow mode needs canary_version")
+        if self.canary_deadline is not None:
+            try:
+                self.canary_deadline = float(self.canary_deadline)
+            except (TypeError, ValueError):
+                raise SplitStateError(f"split state: canary_deadline {self.canary_deadline!r} is not a "
+                                      "number (epoch seconds)") from None
         for f in ("champion_version", "canary_version"):
             v = getattr(self, f)
             if v is not None:
@@ -71,9 +80,15 @@ class SplitState:
         """The canary version that receives traffic or shadow copies, if any."""
         if not self.canary_version or self.canary_version == self.champion_version:
             return None
+        if self.expired():
+            return None
         if self.mode == "shadow" or self.canary_percent > 0:
             return self.canary_version
         return None
+
+    def expired(self, now: float | None = None) -> bool:
+        """A deferred canary past its deadline: it gets no traffic, whatever the percent says."""
+        return self.canary_deadline is not None and (time.time() if now is None else now) >= self.canary_deadline
 
     def to_json(self) -> dict:
         return asdict(self)

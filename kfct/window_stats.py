@@ -21,6 +21,8 @@ class WindowStats:
     instances: int = 0
     client_errors: int = 0
     server_errors: int = 0
+    customers: int = 0  # distinct senders (requests without an id count one each)
+    error_customers: int = 0  # distinct senders with at least one server error
     positives: int = 0
     mean_probability: float = 0.0
     p50_latency_s: float = 0.0
@@ -33,6 +35,20 @@ class WindowStats:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def failure_counts(self) -> tuple[int, int]:
+        """(failures, trials) the rollout judges: server-side failures only (a client's bad
+        input is refused the same way by any version), each customer counted once, so one
+        sender cannot dominate a window. Without per-customer data (Prometheus), per request."""
+        if self.customers:
+            return self.error_customers, self.customers
+        return self.server_errors, self.requests
+
+    @property
+    def server_error_rate(self) -> float:
+        x, n = self.failure_counts
+        return x / n if n else 0.0
 
     @property
     def positive_rate(self) -> float:

@@ -6,6 +6,8 @@ Modules (import what you need; nothing heavy happens at package import):
 - `kfct.serving.server`     start_in_thread(...), serve(...), `python -m kfct.serving`.
 - `kfct.serving.metrics`    Prometheus series and the per-version window stats.
 - `kfct.serving.prediction_log` the writer of the rolling parquet log.
+- `kfct.serving.schemas`    request shapes, V2 datatype checks, the 400s bad input gets.
+- `kfct.serving.v2_binary`  the V2 binary tensor extension, parsed strictly (every malformed part a 400).
 - `kfct.serving.predlog_spill` the log's bounded on-disk backlog while the store is away.
 - `kfct.serving.readiness`  why the server is not ready (503 body, gauges).
 

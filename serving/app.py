@@ -16,7 +16,19 @@ Changed, and why:
   503 says why (registry or store unreachable, no model yet, ...: `kfct.serving.readiness`);
 - a body-size limit (`KFCT_MAX_REQUEST_BYTES`, 413) and 400s that name the field;
 - `GET /kfct/stats?since=T` (per-version window the local rollout reads) and
-  `GET /kfct/split` (the split the server applies).
+  `GET /kfct/split` (the split the server applies);
+- KServe's model-repository endpoints (`/v2/repository/models/<name>/load|unload`) are
+  not routed: one unauthenticated `unload` took the serving model down. With
+  `KFCT_MODEL_REPOSITORY_TOKEN` set, `load` (re-fetch what the registry says) answers
+  to `Authorization: Bearer <token>`; `unload` of the serving model is always refused;
+- V2 binary-extension bodies are parsed by `kfct.serving.v2_binary` (every malformed
+  part a 400), and anything that fails while decoding a request is the request's fault: 400;
+- KServe's error handlers log a full ERROR traceback for every 404/503/501; ours log
+  one line at a level that fits (404 debug, 503/501 warning; 500 error with traceback);
+- `GET /v1/models/<name>:predict` is a 405 (KServe's `GET /v1/models/<name>` route
+  swallowed it as a model named "<name>:predict" and answered 404);
+- client-seen latency: `LatencyMiddleware` times each request at the ASGI boundary
+  (queueing on the event loop included) and hands it to the router's window stats.
 """
 
 from __future__ import annotations
@@ -26,12 +38,14 @@ import warnings
 from typing import TYPE_CHECKING
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
+from fastapi.routing import APIRoute
 
 from kfct import kserve_sdk
 from kfct.serving.schemas import BadRequest, parse_json_body
+from kfct.serving.v2_binary import HEADER as BINARY_HEADER, parse_binary_request
 
 log = logging.getLogger("kfct.serving")
 kserve = kserve_sdk.LazyKServe()  # imported on first use
@@ -63,12 +77,30 @@ class _KfctDataPlane(DataPlane):
         return ready
 
     def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
-        is_v1_bytes = isinstance(body, (bytes, bytearray)) and protocol_version.lower() == "v1"
-        if is_v1_bytes and not any(k.startswith("ce-") for k in (headers or {})):
+        """Decoding happens before any model sees the request: whatever fails here is the
+        request's fault, so it is a 400 (never a 500 counted against a model version)."""
+        try:
+            return self._decode(body, headers, protocol_version, model_name)
+        except (BadRequest, kserve.errors.InvalidInput):
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError,
+                MemoryError) as exc:
+            raise BadRequest(f"request cannot be decoded: {type(exc).__name__}: {str(exc)[:200]}",
+                             field="body") from None
+
+    def _decode(self, body, headers, protocol_version, model_name):
+        is_bytes = isinstance(body, (bytes, bytearray))
+        v1 = protocol_version.lower() == "v1"
+        if is_bytes and v1 and not any(k.startswith("ce-") for k in (headers or {})):
             try:
                 return orjson.loads(body), {}
             except orjson.JSONDecodeError:
-                return parse_json_body(body), {}  # NaN/Infinity allowed: the model names the field
+                return parse_json_body(body), {}  # NaN/Infinity, big ints: the model names the field
+        if is_bytes and not v1:
+            req = parse_binary_request(bytes(body), (headers or {}).get(BINARY_HEADER))
+            from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+            return kserve.InferRequest.from_inference_request(InferenceRequest.model_validate(req), model_name), {}
         return super().decode(body, headers, protocol_version, model_name)
 
 
@@ -160,6 +192,91 @@ async def bad_request_handler(_request, exc: BadRequest):
     return ORJSONResponse(status_code=400, content=exc.to_json())
 
 
+def _one_line(status: int, level: int):
+    """An exception handler answering `status` with `{"error": str(exc)}`, logging one line."""
+
+    async def handler(request, exc):
+        log.log(level, "%d %s %s: %s", status, request.method, request.url.path, str(exc)[:300])
+        return ORJSONResponse(status_code=status, content={"error": str(exc)})
+
+    return handler
+
+
+async def server_error_handler(request, exc):
+    """A genuine server fault: the one case that deserves a traceback."""
+    log.error("500 %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
+    return ORJSONResponse(status_code=500, content={"error": f"{type(exc).__name__}: {exc}"})
+
+
+async def inference_error_handler(request, exc):
+    """Model failures: the router already logged the traceback and counted it; one line here."""
+    log.warning("500 %s %s: %s", request.method, request.url.path, str(exc)[:300])
+    return ORJSONResponse(status_code=500, content={"error": str(exc)})
+
+
+async def method_not_allowed(request: Request):
+    return ORJSONResponse(status_code=405, headers={"allow": "POST"},
+                          content={"error": f"{request.method} {request.url.path}: method not allowed, use POST"})
+
+
+async def no_explainer(model_name: str):
+    return ORJSONResponse(status_code=404, content={"error": f"model {model_name} has no explainer on this server"})
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    e = kserve.errors
+    app.add_exception_handler(BadRequest, bad_request_handler)
+    app.add_exception_handler(e.InvalidInput, _one_line(400, logging.DEBUG))
+    app.add_exception_handler(e.InferenceError, inference_error_handler)
+    app.add_exception_handler(e.ModelNotFound, _one_line(404, logging.DEBUG))
+    app.add_exception_handler(e.ModelNotReady, _one_line(503, logging.WARNING))
+    app.add_exception_handler(e.ServerNotReady, _one_line(503, logging.WARNING))
+    app.add_exception_handler(e.ServerNotLive, _one_line(503, logging.WARNING))
+    app.add_exception_handler(NotImplementedError, _one_line(501, logging.WARNING))
+    app.add_exception_handler(e.UnsupportedProtocol, _one_line(501, logging.WARNING))
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, server_error_handler)
+
+
+class LatencyMiddleware:
+    """Times prediction requests where the client sees them: from the first ASGI event to the
+    last body byte sent, including time queued behind other work on the event loop. The router
+    commits each request's window-stats event with this latency (see `ChurnRouter.predict`)."""
+
+    def __init__(self, app, router=None):
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if self.router is None or not (path.endswith(":predict") or path.endswith("/infer")):
+            return await self.app(scope, receive, send)
+        import time as _time
+
+        from kfct.serving.router import pending_stats
+
+        t0 = _time.perf_counter()
+        pending: list = []
+        token = pending_stats.set(pending)
+
+        async def timed_send(msg):
+            await send(msg)
+            if msg["type"] == "http.response.body" and not msg.get("more_body", False) and pending:
+                latency = _time.perf_counter() - t0
+                for commit in pending:
+                    commit(latency)
+                pending.clear()
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            pending_stats.reset(token)
+            if pending:  # response never completed (client gone): commit with the time so far
+                latency = _time.perf_counter() - t0
+                for commit in pending:
+                    commit(latency)
+
+
 async def validation_error_handler(_request, exc: RequestValidationError):
     """FastAPI's V2 body validation: 400 naming the first offending location."""
     errors = exc.errors()
@@ -170,11 +287,23 @@ async def validation_error_handler(_request, exc: RequestValidationError):
                                                      "field": field})
 
 
+def _dropped(route) -> bool:
+    """KServe routes this server does not offer: the model repository (see the module docstring),
+    `:explain` (no explainer: KServe answered 501) and `/versions/<v>/...` (versions are chosen by
+    the registry aliases, not by clients: KServe answered 501 "not supported yet")."""
+    path = getattr(route, "path", "")
+    if isinstance(route, APIRoute) and path.endswith(":explain") and "POST" in route.methods:
+        return True
+    return path.startswith("/v2/repository/") or "/versions/{model_version}" in path
+
+
 class _KfctRESTServer(RESTServer):
     """KServe's REST server, on our own app object and host."""
 
     def __init__(self, dataplane, model_repository_extension, host: str, port: int, max_request_bytes: int,
-                 extra_routes=None, access_log: bool = False):
+                 extra_routes=None, access_log: bool = False, repository_token: str | None = None, router=None):
+        self.repository_token = repository_token or None
+        self.router = router
         self.dataplane = dataplane
         self.model_repository_extension = model_repository_extension
         self.access_log_format = None
@@ -188,15 +317,81 @@ class _KfctRESTServer(RESTServer):
     def create_application(self) -> FastAPI:
         app = FastAPI(title="kfct model server (KServe ModelServer)", docs_url=None, redoc_url=None,
                       default_response_class=ORJSONResponse)
-        self._register_endpoints(app)  # KServe's V1/V2/health/metrics routes
-        self._add_exception_handlers(app)  # KServe's handlers...
-        app.add_exception_handler(BadRequest, bad_request_handler)  # ...plus field-naming 400s
-        app.add_exception_handler(RequestValidationError, validation_error_handler)
+        for path in ("/v1/models/{model_name}:predict",):
+            # before KServe's GET /v1/models/{model_name}, which would take "<name>:predict" as a name
+            app.add_api_route(path, method_not_allowed, methods=["GET", "PUT", "DELETE", "PATCH"],
+                              include_in_schema=False)
+        app.add_api_route("/v1/models/{model_name}:explain", no_explainer, methods=["POST"], include_in_schema=False)
+        self._register_kserve_routes(app)  # KServe's V1/V2/health/metrics routes, minus the repository
+        if self.repository_token:
+            self._register_repository(app)
+        add_exception_handlers(app)  # one line per client error, field-naming 400s
         if self.extra_routes is not None:
             self.extra_routes(app)
+        app.add_middleware(LatencyMiddleware, router=self.router)
         app.add_middleware(BodyLimitMiddleware, max_bytes=self.max_request_bytes)
         self.app = app
         return app
+
+    def _register_kserve_routes(self, app: FastAPI) -> None:
+        """KServe's own endpoint functions, registered through its own helpers, filtered by `_dropped`
+        (FastAPI includes routers lazily, so the filtering happens before they reach the app)."""
+        from fastapi.routing import APIRouter
+        from kserve.protocol.rest.server import metrics_handler
+        from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+        from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+
+        class Collect:
+            def __init__(self):
+                self.routers = []
+
+            def include_router(self, router, **_kw):
+                self.routers.append(router)
+
+        root = APIRouter()
+        root.add_api_route(r"/", self.dataplane.live)
+        root.add_api_route(r"/metrics", metrics_handler, methods=["GET"])
+        got = Collect()
+        register_v1_endpoints(got, self.dataplane, self.model_repository_extension)
+        register_v2_endpoints(got, self.dataplane, self.model_repository_extension)
+        for router in [root, *got.routers]:
+            router.routes[:] = [r for r in router.routes if not _dropped(r)]
+            app.include_router(router)
+
+    def _register_repository(self, app: FastAPI) -> None:
+        """Token-guarded repository: `load` re-fetches from the registry; `unload` is always refused."""
+        import hmac
+
+        token = self.repository_token
+        dataplane = self.dataplane
+
+        def authorized(request: Request) -> bool:
+            got = request.headers.get("authorization", "")
+            return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
+
+        async def load(model_name: str, request: Request):
+            if not authorized(request):
+                return ORJSONResponse(status_code=401, content={"error": "model repository: bad or missing token"})
+            model = dataplane.model_registry.get_model(model_name)
+            if model is None:
+                raise kserve.errors.ModelNotFound(model_name)
+            import asyncio
+
+            ok = await asyncio.get_running_loop().run_in_executor(None, getattr(model, "refresh", model.load))
+            if not ok:
+                return ORJSONResponse(status_code=503, content={"error": f"model {model_name}: load failed, "
+                                                                         "still serving what was loaded"})
+            return {"name": model_name, "load": True}
+
+        async def unload(model_name: str, request: Request):
+            if not authorized(request):
+                return ORJSONResponse(status_code=401, content={"error": "model repository: bad or missing token"})
+            return ORJSONResponse(status_code=409, content={
+                "error": f"model {model_name} is serving and cannot be unloaded; what serves follows the "
+                         "registry aliases (kfct deploy / kfct rollout)"})
+
+        app.add_api_route("/v2/repository/models/{model_name}/load", load, methods=["POST"])
+        app.add_api_route("/v2/repository/models/{model_name}/unload", unload, methods=["POST"])
 
     def uvicorn_config(self, **kw):
         import uvicorn
@@ -211,7 +406,7 @@ class _KfctModelServer(ModelServer):
     """`kserve.ModelServer` configured for kfct: REST only, one worker, no per-request log lines."""
 
     def __init__(self, host: str = "127.0.0.1", http_port: int = 8080, max_request_bytes: int = 1_000_000,
-                 access_log: bool = False, extra_routes=None):
+                 access_log: bool = False, extra_routes=None, repository_token: str | None = None, router=None):
         # KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x;
         # silenced when a server is built, not when this module is imported.
         warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
@@ -221,7 +416,8 @@ class _KfctModelServer(ModelServer):
         self.host = host
         self.max_request_bytes = max_request_bytes
         self.rest = __getattr__("KfctRESTServer")(self.dataplane, self.model_repository_extension, host, http_port,
-                                   max_request_bytes, extra_routes=extra_routes, access_log=access_log)
+                                                  max_request_bytes, extra_routes=extra_routes, access_log=access_log,
+                                                  repository_token=repository_token, router=router)
 
     def register_models(self, models) -> None:
         """Register without KServe's "at least one ready" check: readiness is reported, not required."""

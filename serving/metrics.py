@@ -3,8 +3,10 @@
 Prometheus (`GET /metrics`, the KServe ModelServer's own endpoint and registry):
 
 - `kfct_requests_total{model_name, model_version, role, protocol}`
-- `kfct_request_errors_total{model_name, model_version, kind}` (kind: client | server)
-- `kfct_request_latency_seconds{model_name, model_version}` histogram (sub-ms buckets)
+- `kfct_request_errors_total{model_name, model_version, kind}` (kind: client | server; the
+  rollout judges server errors only, each customer once: `WindowStats.failure_counts`)
+- `kfct_request_latency_seconds{model_name, model_version}` histogram (sub-ms buckets), timed at
+  the ASGI boundary (`kfct.serving.app.LatencyMiddleware`), so queueing on the event loop counts
 - `kfct_prediction_probability{model_name, model_version}` histogram (prediction distribution)
 - `kfct_predictions_total{model_name, model_version, label}`
 - `kfct_model_info{model_name, model_version, role, sha256}` gauge, `kfct_canary_percent{model_name}`
@@ -48,7 +50,8 @@ class _Metrics:
         self.errors = Counter("kfct_request_errors", "Requests that failed (client: bad input, server: model error)",
                               ["model_name", "model_version", "kind"])
         self.latency = Histogram("kfct_request_latency_seconds",
-                                 "Time in the model server from decoded request to scored response",
+                                 "Request latency as the client sees it: ASGI request start to last "
+                                 "response byte, queueing included",
                                  ["model_name", "model_version"], buckets=LATENCY_BUCKETS)
         self.probability = BulkHistogram("kfct_prediction_probability", "Predicted positive-class probability",
                                          ["model_name", "model_version"], buckets=PROBABILITY_BUCKETS)
@@ -214,13 +217,14 @@ class VersionStats:
 
     def __init__(self, version: str, maxlen: int = 200_000):
         self.version = version
-        self.events: deque = deque(maxlen=maxlen)  # (t, kind, latency, instances, positives, prob_sum)
+        self.events: deque = deque(maxlen=maxlen)  # (t, kind, latency, instances, positives, prob_sum, customer)
 
-    def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float) -> None:
-        self.events.append((t, OK, latency, instances, positives, prob_sum))
+    def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float,
+           customer: int = 0) -> None:
+        self.events.append((t, OK, latency, instances, positives, prob_sum, customer))
 
-    def error(self, t: float, kind: int, latency: float) -> None:
-        self.events.append((t, kind, latency, 0, 0, 0.0))
+    def error(self, t: float, kind: int, latency: float, customer: int = 0) -> None:
+        self.events.append((t, kind, latency, 0, 0, 0.0, customer))
 
     def window(self, since: float | None = None, until: float | None = None) -> WindowStats:
         ev = list(self.events)  # deque snapshot (appends from the event loop thread are atomic)
@@ -236,12 +240,16 @@ class VersionStats:
         out.requests = len(ev)
         out.client_errors = int((kind == CLIENT_ERROR).sum())
         out.server_errors = int((kind == SERVER_ERROR).sum())
+        cust = arr[:, 6]
+        out.customers = int(len(np.unique(cust)))
+        out.error_customers = int(len(np.unique(cust[kind == SERVER_ERROR])))
         out.instances = int(arr[:, 3].sum())
         out.positives = int(arr[:, 4].sum())
         out.mean_probability = float(arr[:, 5].sum() / out.instances) if out.instances else 0.0
-        lat = arr[:, 2]
-        out.p50_latency_s = float(np.percentile(lat, 50))
-        out.p99_latency_s = float(np.percentile(lat, 99))
+        lat = arr[kind != CLIENT_ERROR, 2]  # a refused bad input says nothing about this version's speed
+        if len(lat):
+            out.p50_latency_s = float(np.percentile(lat, 50))
+            out.p99_latency_s = float(np.percentile(lat, 99))
         return out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from kfct import kserve_sdk
 from kfct.errors import FeatureError
-from kfct.serving.schemas import BadRequest, v1_records, v2_records
+from kfct.serving.schemas import BadRequest, requested_outputs, v1_records, v2_records
 
 kserve = kserve_sdk.LazyKServe()
 
@@ -68,6 +68,7 @@ class LoadedVersion:
     allowed: frozenset
     encoder: Any = None
     ensemble: Any = None
+    schema: Any = None  # kfct.record_schema.RecordSchema: the config's ranges, integer-ness, id rules
     loaded_at: float = field(default_factory=time.time)
     tags: dict = field(default_factory=dict)
 
@@ -109,9 +110,15 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
         if ensemble is None:
             log.warning("model %s v%s: numpy tree path unavailable, using the booster", model_name, version)
     threshold = float(getattr(model, "threshold", 0.5))
+    from kfct.config import load_config
+    from kfct.record_schema import RecordSchema
+
+    schema = RecordSchema.from_config(load_config())
+    if id_column != schema.id_column:
+        schema.id_column = id_column
     return LoadedVersion(model=model, model_name=model_name, version=str(version), sha256=sha256, run_id=run_id,
                          threshold=threshold, feature_names=names, numeric=numeric, categorical=categorical,
-                         allowed=allowed, encoder=encoder, ensemble=ensemble, tags=dict(tags or {}))
+                         allowed=allowed, encoder=encoder, ensemble=ensemble, schema=schema, tags=dict(tags or {}))
 
 
 def fetch_version(model_name: str, alias: str | None = None, version: str | None = None,
@@ -163,6 +170,24 @@ class _ChurnPredictor(_KServeModel):
         self.current: LoadedVersion | None = None
         self.last_error: str | None = None
         self._load_lock = threading.Lock()
+        self._executor = None
+
+    @property
+    def executor(self):
+        """This version's own scoring thread (one: scoring holds the GIL anyway; a slow version
+        then queues its own requests instead of everyone's)."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with self._load_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"kfct-score-{self.model_name}")
+        return self._executor
+
+    def close(self) -> None:
+        ex, self._executor = self._executor, None
+        if ex is not None:
+            ex.shutdown(wait=False, cancel_futures=True)
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> bool:
@@ -220,7 +245,8 @@ class _ChurnPredictor(_KServeModel):
         if response_headers is not None:
             response_headers["x-kfct-model-version"] = s.version
         if protocol == "v2":
-            return v2_response(self.name, request, [(np.arange(len(records)), s)], len(records))
+            return v2_response(self.name, request, [(np.arange(len(records)), s)], len(records),
+                               outputs=requested_outputs(request, OUTPUT_NAMES))
         return v1_response(self.name, [(None, s)], len(records))
 
     def validate(self, payload):
@@ -250,12 +276,19 @@ def score_loaded(lv: LoadedVersion, records: list[dict]) -> Scores:
             extra = sorted(k for k in rec if k not in allowed)[0]
             raise BadRequest(f"instance {i}: unknown feature {extra!r} (model v{lv.version} takes: "
                              f"{', '.join(lv.feature_names)})", field=str(extra), index=i)
+    if lv.schema is not None:
+        try:
+            lv.schema.check_records(records)
+        except FeatureError as exc:
+            raise BadRequest(str(exc), field=exc.field, index=exc.index) from None
     enc = lv.encoder
     if enc is not None:
         try:
             M = enc.transform_records(records)
         except FeatureError as exc:
             raise BadRequest(str(exc), field=exc.field, index=exc.index) from None
+        except OverflowError as exc:  # an integer past float range in a column the schema does not know
+            raise BadRequest(f"a number is out of range: {exc}") from None
         if lv.ensemble is not None and len(records) <= SMALL_BATCH:
             probs = lv.ensemble.predict_proba(M)
         else:
@@ -306,7 +339,10 @@ def v1_response(name: str, groups: list, n: int) -> dict:
             "predictions": preds}
 
 
-def v2_response(name: str, request, groups: list, n: int):
+OUTPUT_NAMES = ("probability", "label", "threshold", "model_version")
+
+
+def v2_response(name: str, request, groups: list, n: int, outputs: list[str] | None = None):
     probs = np.empty(n, dtype=np.float64)
     labels = np.empty(n, dtype=np.int64)
     thresholds = np.empty(n, dtype=np.float64)
@@ -320,17 +356,20 @@ def v2_response(name: str, request, groups: list, n: int):
         for i in idx.tolist():
             versions[i] = s.version
     distinct = {s.version for _, s in groups}
-    outputs = [
+    outputs_all = [
         kserve.InferOutput("probability", [n], "FP64", probs),
         kserve.InferOutput("label", [n], "INT64", labels),
         kserve.InferOutput("threshold", [n], "FP64", thresholds),
         kserve.InferOutput("model_version", [n], "BYTES", versions),
     ]
+    if outputs is not None:  # the request's `outputs`, in the order asked for
+        by_name = {o.name: o for o in outputs_all}
+        outputs_all = [by_name[o] for o in outputs]
     return kserve.InferResponse(
         response_id=getattr(request, "id", None) or "",
         model_name=name,
         model_version=distinct.pop() if len(distinct) == 1 else "mixed",
-        infer_outputs=outputs,
+        infer_outputs=outputs_all,
     )
 
 

@@ -17,6 +17,9 @@ and swaps them in; a version that fails to load leaves the current routing alone
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import itertools
 import logging
 import queue
 import random
@@ -32,8 +35,8 @@ import numpy as np
 from kfct import kserve_sdk
 from kfct.serving import predictor as predictor_module
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
-from kfct.serving.predictor import fetch_version, score_loaded, v1_response, v2_response
-from kfct.serving.schemas import BadRequest, v1_records, v2_records
+from kfct.serving.predictor import OUTPUT_NAMES, fetch_version, score_loaded, v1_response, v2_response
+from kfct.serving.schemas import BadRequest, requested_outputs, v1_records, v2_records
 from kfct.split_state import SplitState, SplitStateError, read_state
 
 if TYPE_CHECKING:
@@ -48,6 +51,20 @@ else:
 log = logging.getLogger("kfct.serving.router")
 
 BUCKETS = 10_000
+
+# Set by `kfct.serving.app.LatencyMiddleware` for each prediction request: a list the router
+# appends its window-stats commits to, so they are recorded with the latency the client saw.
+pending_stats: contextvars.ContextVar = contextvars.ContextVar("kfct_pending_stats", default=None)
+_anonymous = itertools.count(1)
+
+
+def customer_key(records: list[dict], id_column: str | None) -> int:
+    """Who sent a request, for window stats: crc32 of the first record's id; a fresh negative
+    number for requests without one (each then counts as its own customer)."""
+    cid = records[0].get(id_column) if id_column and records else None
+    if cid is None:
+        return -next(_anonymous)
+    return zlib.crc32(str(cid).encode())
 
 
 def bucket(customer_id, salt: str = "") -> int:
@@ -73,14 +90,15 @@ class Route:
 
 
 class _Job:
-    __slots__ = ("t0", "protocol", "records", "request", "request_id")
+    __slots__ = ("t0", "protocol", "records", "request", "request_id", "customer")
 
-    def __init__(self, t0, protocol, records, request, request_id):
+    def __init__(self, t0, protocol, records, request, request_id, customer=0):
         self.t0 = t0
         self.protocol = protocol
         self.records = records
         self.request = request
         self.request_id = request_id
+        self.customer = customer
 
 
 class _ChurnRouter(_KServeModel):
@@ -189,7 +207,7 @@ class _ChurnRouter(_KServeModel):
             return await super().__call__(body, headers, verb)
         response_headers: dict = {}
         t0 = time.perf_counter()
-        result = self.predict(self.preprocess(body, headers), headers, response_headers)
+        result = await self.predict(self.preprocess(body, headers), headers, response_headers)
         self._kserve_predict_hist.observe(time.perf_counter() - t0)
         return result, response_headers
 
@@ -209,13 +227,19 @@ class _ChurnRouter(_KServeModel):
         try:
             if isinstance(payload, kserve.InferRequest):
                 records, rid = v2_records(payload)
-                return _Job(t0, "v2", records, payload, rid or (headers or {}).get("x-request-id"))
-            return _Job(t0, "v1", v1_records(payload), None, (headers or {}).get("x-request-id"))
+                requested_outputs(payload, OUTPUT_NAMES)  # an unknown output name is a 400 before scoring
+                return _Job(t0, "v2", records, payload, rid or (headers or {}).get("x-request-id"),
+                            customer_key(records, self.id_column))
+            records = v1_records(payload)
+            return _Job(t0, "v1", records, None, (headers or {}).get("x-request-id"),
+                        customer_key(records, self.id_column))
         except BadRequest:
             self._unattributed_error(t0)
             raise
 
-    def predict(self, job: _Job, headers=None, response_headers=None):
+    async def predict(self, job: _Job, headers=None, response_headers=None):
+        """Score each group on its version's own executor thread, never on the event loop: a slow
+        canary then delays only its own requests, not the champion's clients (nor health checks)."""
         route = self._route
         champ = route.champion
         if champ is None or champ.current is None:
@@ -225,30 +249,36 @@ class _ChurnRouter(_KServeModel):
         groups = self._assign(route, records)
         results = []
         now = time.time()
+        loop = asyncio.get_running_loop()
         for role, predictor, idx in groups:
             recs = records if idx is None else [records[i] for i in idx.tolist()]
             try:
-                s = predictor.score(recs)
+                s = await loop.run_in_executor(predictor.executor, predictor.score, recs)
             except BadRequest as exc:
-                self._error(predictor, CLIENT_ERROR, job.t0)
+                self._error(predictor, CLIENT_ERROR, job)
                 if idx is not None and exc.index is not None:  # report the index in the caller's request
                     exc.index = int(idx[exc.index])
                 raise
             except kserve.errors.ModelNotReady:
                 raise
             except Exception as exc:
-                self._error(predictor, SERVER_ERROR, job.t0)
-                log.exception("model %s v%s failed", self.name, predictor.loaded_version)
+                self._error(predictor, SERVER_ERROR, job)
+                log.error("model %s v%s failed: %s: %s", self.name, predictor.loaded_version,
+                          type(exc).__name__, exc, exc_info=exc)
                 raise kserve.errors.InferenceError(
                     f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
             results.append((role, idx, s, recs))
-        latency = time.perf_counter() - job.t0
+        pending = pending_stats.get()
+        handler_latency = time.perf_counter() - job.t0
         for role, _idx, s, recs in results:
             ver = s.version
             if ver not in self._metrics:
                 self._ensure_version(ver)
-            pos = self._metrics[ver].observe(role, job.protocol, latency, s.probabilities, s.labels)
-            self._stats[ver].ok(now, latency, len(recs), pos, float(s.probabilities.sum()))
+            commit = self._ok_commit(ver, role, job, now, len(recs), s)
+            if pending is not None:
+                pending.append(commit)  # the middleware commits with the client-seen latency
+            else:
+                commit(handler_latency)
             if self.prediction_log is not None:
                 self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels,
                                         s.threshold)
@@ -259,8 +289,18 @@ class _ChurnRouter(_KServeModel):
             response_headers["x-kfct-model-version"] = versions.pop() if len(versions) == 1 else "mixed"
         grouped = [(idx, s) for _, idx, s, _ in results]
         if job.protocol == "v2":
-            return v2_response(self.name, job.request, grouped, n)
+            return v2_response(self.name, job.request, grouped, n,
+                               outputs=requested_outputs(job.request, OUTPUT_NAMES))
         return v1_response(self.name, grouped, n)
+
+    def _ok_commit(self, ver: str, role: str, job: _Job, now: float, n: int, s):
+        metrics, stats = self._metrics[ver], self._stats[ver]
+
+        def commit(latency: float) -> None:
+            pos = metrics.observe(role, job.protocol, latency, s.probabilities, s.labels)
+            stats.ok(now, latency, n, pos, float(s.probabilities.sum()), job.customer)
+
+        return commit
 
     # -- routing ---------------------------------------------------------------------------------
     def _assign(self, route: Route, records: list[dict]):
@@ -289,10 +329,10 @@ class _ChurnRouter(_KServeModel):
                 ("canary", route.canary, np.flatnonzero(flags))]
 
     # -- errors, stats -----------------------------------------------------------------------------
-    def _error(self, predictor: ChurnPredictor, kind: int, t0: float) -> None:
+    def _error(self, predictor: ChurnPredictor, kind: int, job: _Job) -> None:
         ver = predictor.loaded_version or "none"
         self._ensure_version(ver)
-        self._stats[ver].error(time.time(), kind, time.perf_counter() - t0)
+        self._stats[ver].error(time.time(), kind, time.perf_counter() - job.t0, job.customer)
         m = self._metrics[ver]
         (m.client_errors if kind == CLIENT_ERROR else m.server_errors).inc()
 
@@ -349,21 +389,22 @@ class _ChurnRouter(_KServeModel):
         if lv is None:
             return
         t0 = time.perf_counter()
+        cust = customer_key(records, self.id_column)
         self._ensure_version(lv.version)
         try:
             s = score_loaded(lv, records)
         except BadRequest:
-            self._stats[lv.version].error(time.time(), CLIENT_ERROR, time.perf_counter() - t0)
+            self._stats[lv.version].error(time.time(), CLIENT_ERROR, time.perf_counter() - t0, cust)
             self._metrics[lv.version].client_errors.inc()
             return
         except Exception:
             log.exception("shadow model %s v%s failed", self.name, lv.version)
-            self._stats[lv.version].error(time.time(), SERVER_ERROR, time.perf_counter() - t0)
+            self._stats[lv.version].error(time.time(), SERVER_ERROR, time.perf_counter() - t0, cust)
             self._metrics[lv.version].server_errors.inc()
             return
         latency = time.perf_counter() - t0
         pos = self._metrics[lv.version].observe("shadow", protocol, latency, s.probabilities.tolist(), s.labels)
-        self._stats[lv.version].ok(time.time(), latency, len(records), pos, float(s.probabilities.sum()))
+        self._stats[lv.version].ok(time.time(), latency, len(records), pos, float(s.probabilities.sum()), cust)
         if self.prediction_log is not None:
             self.prediction_log.log(ts, rid, self.name, lv.version, "shadow", records, s.probabilities,
                                     s.labels, s.threshold)
@@ -390,6 +431,9 @@ class _ChurnRouter(_KServeModel):
             self.last_error = None
             self._set_route(route)
             self.applied_generation = state.generation
+            import gc
+
+            gc.freeze()  # a newly loaded version joins the heap the collector skips (server.tune_runtime)
             log.info("model %s: champion v%s, canary %s (%s %.1f%%), generation %d", self.name,
                      route.champion.loaded_version if route.champion else None,
                      f"v{route.canary.loaded_version}" if route.canary else "none", route.mode, route.percent,
@@ -427,9 +471,23 @@ class _ChurnRouter(_KServeModel):
         return Route(champion, canary, float(state.canary_percent) if canary else 0.0,
                      state.mode if canary else "canary", salt=f"{self.name}:{canary_version or ''}")
 
+    def refresh(self) -> bool:
+        """Re-fetch the champion as configured (its alias or version) from the registry; the token-
+        guarded repository `load` calls this. A failed fetch keeps serving what is loaded."""
+        with self._apply_lock:
+            route = self._route
+            if route.champion is None or not route.champion.reload():
+                return False
+            self._set_route(route)
+            return True
+
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
         self._closed.set()
+        r = self._route
+        for p in (r.champion, r.canary):
+            if p is not None:
+                p.close()
 
 
 class SplitWatcher:
@@ -450,6 +508,7 @@ class SplitWatcher:
         self._stop = threading.Event()
         self._seen: tuple | None = None
         self._last_try = 0.0
+        self._deadline: float | None = None  # the applied state's canary deadline, re-applied once past
         self._thread = threading.Thread(target=self._run, name="kfct-split-watcher", daemon=True)
 
     def start(self) -> "SplitWatcher":
@@ -458,7 +517,8 @@ class SplitWatcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # never started (--no-watch, a failed start): nothing to join
+            self._thread.join(timeout)
 
     def check(self) -> bool:
         """One poll: apply the file if it changed (or retry while no champion is loaded)."""
@@ -468,7 +528,8 @@ class SplitWatcher:
         except FileNotFoundError:
             sig = None
         not_ready = self.router.route.champion is None or self.router.route.champion.current is None
-        changed = sig != self._seen
+        expired = self._deadline is not None and time.time() >= self._deadline
+        changed = sig != self._seen or expired
         retry_due = (not_ready or self._failing) and time.monotonic() - self._last_try >= self._backoff
         if not changed and not retry_due:
             return False
@@ -483,10 +544,14 @@ class SplitWatcher:
         if state is None:
             state = SplitState(model_name=self.router.name)
             state.generation = self.router.applied_generation
+        if expired or state.expired():
+            log.warning("model %s: deferred canary v%s passed its deadline: routing it no traffic",
+                        self.router.name, state.canary_version)
         ok = self.router.apply_state(state)
         self._seen = sig
         if ok:
             self._failing, self._backoff, self.router.next_retry = False, self.retry_seconds, 0.0
+            self._deadline = state.canary_deadline if state.active_canary else None
         else:
             if self._failing:
                 self._backoff = min(self.max_retry_seconds, self._backoff * 2)

@@ -59,12 +59,42 @@ NUMERIC_V2 = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8"
 RECORDS_INPUT = "instances"
 
 
+MAX_JSON_DEPTH = 64  # a feature record is 3 levels deep; anything far deeper is an attack on the parser
+
+
 def parse_json_body(body: bytes | str) -> Any:
-    """JSON with NaN/Infinity accepted, so a non-finite feature is named instead of a parse error."""
+    """JSON with NaN/Infinity accepted, so a non-finite feature is named instead of a parse error.
+
+    Used only after orjson refused the body. The stdlib parser recurses per nesting level:
+    depth is checked first so a 10,000-deep body is a 400, not a RecursionError (500)."""
+    _check_depth(body)
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
+
+
+def _check_depth(body: bytes | str) -> None:
+    """Bracket depth outside strings, in one pass (C-speed translate + a short Python loop)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep", field="body")
+        elif ch in "]}":
+            depth -= 1
 
 
 def v1_records(payload: Any) -> list[dict]:
@@ -137,8 +167,8 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
             rec = raw if isinstance(raw, dict) else None
             if rec is None:
                 try:
-                    rec = json.loads(_bytes_value(raw))
-                except (TypeError, ValueError) as exc:
+                    rec = parse_json_body(_bytes_value(raw)) if isinstance(raw, (str, bytes, bytearray)) else raw
+                except BadRequest as exc:
                     raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object: {exc}",
                                      field=RECORDS_INPUT, index=i) from exc
             if not isinstance(rec, dict):
@@ -170,14 +200,7 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
         elif dt not in NUMERIC_V2:
             raise BadRequest(f"input {name!r}: unsupported datatype {dt}", field=name)
         else:
-            for i, v in enumerate(data):
-                if isinstance(v, str):  # JSON cannot carry NaN: allow the usual spellings
-                    low = v.strip().lower()
-                    if low in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
-                        data[i] = float(low)
-                    else:
-                        raise BadRequest(f"input {name!r} row {i}: {v!r} is not a number ({dt})",
-                                         field=name, index=i)
+            data = _check_numeric(name, dt, data)
         columns[name] = data
     if not n:
         raise BadRequest("inputs hold zero rows: send at least one", field="inputs")
@@ -185,6 +208,61 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
     cols = [columns[c] for c in names]
     records = [dict(zip(names, vals)) for vals in zip(*cols)]
     return records, req_id
+
+
+INT_RANGES = {"INT8": (-2 ** 7, 2 ** 7 - 1), "INT16": (-2 ** 15, 2 ** 15 - 1), "INT32": (-2 ** 31, 2 ** 31 - 1),
+              "INT64": (-2 ** 63, 2 ** 63 - 1), "UINT8": (0, 2 ** 8 - 1), "UINT16": (0, 2 ** 16 - 1),
+              "UINT32": (0, 2 ** 32 - 1), "UINT64": (0, 2 ** 64 - 1)}
+FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": float("inf")}
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
+              "+infinity": math.inf, "-infinity": -math.inf}
+
+
+def _check_numeric(name: str, dt: str, data: list) -> list:
+    """Each value must be what its declared V2 datatype can hold: INT64 with 1.5 or UINT8 with
+    300 is a 400 naming the input, not a silently different number."""
+    ints = INT_RANGES.get(dt)
+    out = data
+    for i, v in enumerate(data):
+        if isinstance(v, str) and ints is None:  # JSON cannot carry NaN: allow the usual spellings
+            f = NON_FINITE.get(v.strip().lower())
+            if f is None:
+                raise BadRequest(f"input {name!r} row {i}: {v!r} is not a number ({dt})", field=name, index=i)
+            if out is data:
+                out = list(data)
+            out[i] = f
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BadRequest(f"input {name!r} row {i}: {_short(v)} is not a number ({dt})", field=name, index=i)
+        if ints is not None:
+            if not isinstance(v, int):
+                raise BadRequest(f"input {name!r} row {i}: {v!r} is not an integer ({dt})", field=name, index=i)
+            if not ints[0] <= v <= ints[1]:
+                raise BadRequest(f"input {name!r} row {i}: {_short(v)} is out of range for {dt}",
+                                 field=name, index=i)
+        elif isinstance(v, int) and abs(v) > 2 ** 63 or math.isfinite(v) and abs(v) > FLOAT_MAX[dt]:
+            raise BadRequest(f"input {name!r} row {i}: {_short(v)} overflows {dt}", field=name, index=i)
+    return out
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:30] + f"...({len(s)} chars)"
+
+
+def requested_outputs(request: Any, known: tuple[str, ...]) -> list[str] | None:
+    """Names in the request's `outputs`, checked against what the model produces (None = all)."""
+    outs = getattr(request, "request_outputs", None)
+    if not outs:
+        return None
+    names = []
+    for o in outs:
+        n = getattr(o, "name", None)
+        if n not in known:
+            raise BadRequest(f"unknown output {n!r}; this model produces: {', '.join(known)}", field="outputs")
+        if n not in names:
+            names.append(n)
+    return names
 
 
 def is_finite_number(v: Any) -> bool:

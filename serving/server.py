@@ -7,9 +7,13 @@
 One KServe ModelServer serves one model name through a `ChurnRouter`: the champion
 (alias or version from the registry, or a local MLflow model folder with its sha256)
 and, when the split state says so, a canary or shadow challenger. The split state
-file (`kfct.split_state`) is written at start-up when a canary is given on the
-command line and watched afterwards, so `kfct rollout` and the deploy stage can move
-traffic of a running server.
+file (`kfct.split_state`) is watched, so `kfct rollout` and the deploy stage
+(both audited) can move the traffic of every running server.
+
+A server started with an explicit `--version` / `--canary-version` serves exactly that,
+alone: it neither writes nor follows the shared split file (a second `kfct serve
+--version 1` on another port once rewrote it and switched production to a rejected
+version, unaudited). `--no-watch` serves the configured alias and ignores the file too.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class ServerOptions:
     wait_for_model: bool = True
     access_log: bool = False
     fast: bool = True
+    switch_interval: float | None = 0.0005  # seconds; see `tune_runtime`
     extra: dict = field(default_factory=dict)
 
 
@@ -94,13 +99,18 @@ class Running:
 
 
 def shutdown(router, watcher, prediction_log) -> None:
-    if watcher is not None:
-        watcher.stop()
-    if router is not None:
-        router.drain_shadow(5.0)
-        router.close()
-    if prediction_log is not None:
-        prediction_log.close()
+    """Stop in order; a failing step never skips the prediction log's final flush."""
+    try:
+        if watcher is not None:
+            watcher.stop()
+    finally:
+        try:
+            if router is not None:
+                router.drain_shadow(5.0)
+                router.close()
+        finally:
+            if prediction_log is not None:
+                prediction_log.close()
 
 
 def build(opts: ServerOptions):
@@ -111,7 +121,7 @@ def build(opts: ServerOptions):
     from kfct.serving.predictor import ChurnPredictor
     from kfct.serving.prediction_log import PredictionLogger
     from kfct.serving.router import ChurnRouter, SplitWatcher
-    from kfct.split_state import SplitState, read_state, state_path, write_state
+    from kfct.split_state import state_path
 
     settings = get_settings()
     cfg = load_config()
@@ -126,29 +136,66 @@ def build(opts: ServerOptions):
                                 flush_seconds=opts.log_flush_seconds)
     router = ChurnRouter(name, champion, id_column=id_column, prediction_log=plog)
     spath = None
-    if opts.model_dir is None:  # the split file is the local control plane (registry versions only)
+    if pinned_state(opts, name) is None and opts.model_dir is None and opts.watch:
+        # the shared split file is the local control plane (registry versions only)
         spath = Path(opts.state_path) if opts.state_path else state_path(name, settings.home)
-        if opts.canary_version or opts.shadow or opts.version:
-            cur = read_state(spath) or SplitState(model_name=name)
-            cur.champion_version = str(opts.version) if opts.version else None
-            cur.canary_version = str(opts.canary_version) if opts.canary_version else None
-            cur.mode = "shadow" if opts.shadow else "canary"
-            pct = opts.canary_percent
-            cur.canary_percent = float(pct if pct is not None else (0.0 if opts.shadow else 10.0)) \
-                if opts.canary_version else 0.0
-            cur.reason = "kfct serve command line"
-            write_state(cur, spath)
     watcher = SplitWatcher(router, spath, poll_seconds=opts.poll_seconds, retry_seconds=opts.retry_seconds) \
         if spath is not None else None
+    token = settings.model_repository_token
     server = KfctModelServer(host=opts.host or settings.serving_host,
                              http_port=opts.port if opts.port is not None else settings.serving_port,
                              max_request_bytes=opts.max_request_bytes or settings.max_request_bytes,
-                             access_log=opts.access_log, extra_routes=add_kfct_routes(router, spath))
+                             access_log=opts.access_log, extra_routes=add_kfct_routes(router, spath),
+                             repository_token=token.get_secret_value() if token else None, router=router)
     server.register_models([router])
     return server, router, watcher, plog, spath
 
 
-def _initial_load(router, watcher, wait: bool, watch: bool = True) -> None:
+def pinned_state(opts: ServerOptions, name: str):
+    """The split an explicit command line pins (applied in memory, never written), or None."""
+    from kfct.split_state import SplitState
+
+    if opts.model_dir is not None or not (opts.version or opts.canary_version or opts.shadow):
+        return None
+    pct = opts.canary_percent
+    return SplitState(model_name=name, champion_version=str(opts.version) if opts.version else None,
+                      canary_version=str(opts.canary_version) if opts.canary_version else None,
+                      mode="shadow" if opts.shadow else "canary",
+                      canary_percent=float(pct if pct is not None else (0.0 if opts.shadow else 10.0))
+                      if opts.canary_version else 0.0, reason="kfct serve command line (this server only)").validate()
+
+
+def tune_runtime(switch_interval: float | None) -> None:
+    """Measured causes of the tail latency (`kfct.serving` docs, bench/results.md):
+
+    - full GC passes over everything mlflow, pandas, kserve and the model left on the heap
+      (gen2 up to 0.9 s, gen1 up to 60 ms under load): once loaded, that heap is frozen
+      (`gc.freeze`: the collector skips it), so only request garbage is ever traversed;
+    - request garbage is almost all freed by reference counting, yet at 16 connections the
+      default thresholds (700, 10, 10) ran ~2,400 collections in 10 s, 1.1 s of pauses in all
+      (gen2 up to 92 ms, traversing the prediction log's queued records); (20000, 20, 1000)
+      measured 4 collections, 48 ms;
+    - the prediction-log writer thread builds its Arrow table in pure Python for up to a few
+      hundred ms every flush; with CPython's default 5 ms switch interval the event loop waited
+      up to 5 ms per GIL hand-off. A shorter interval bounds that wait.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 1_000)
+    if switch_interval:
+        sys.setswitchinterval(switch_interval)
+
+
+def _initial_load(router, watcher, wait: bool, watch: bool = True, pinned=None) -> None:
+    if pinned is not None:  # explicit versions: load them, follow nothing
+        if wait:
+            router.apply_state(pinned)
+        else:
+            threading.Thread(target=router.apply_state, args=(pinned,), name="kfct-initial-load",
+                             daemon=True).start()
+        return
     if watcher is not None:
         if wait or not watch:
             watcher.check()  # apply the file (or load the configured champion) before listening
@@ -185,11 +232,12 @@ def start_in_thread(opts: ServerOptions | None = None, ready_timeout: float = 30
 
     opts = opts or ServerOptions(**kwargs)
     server, router, watcher, plog, spath = build(opts)
-    _initial_load(router, watcher, opts.wait_for_model, opts.watch)
+    _initial_load(router, watcher, opts.wait_for_model, opts.watch, pinned_state(opts, router.name))
     from kfct.settings import get_settings
 
     s = get_settings()
     sock = _bind(opts.host or s.serving_host, opts.port if opts.port is not None else s.serving_port)
+    tune_runtime(opts.switch_interval)
     uv = uvicorn.Server(server.rest.uvicorn_config())
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, name="kfct-model-server", daemon=True)
     thread.start()
@@ -209,11 +257,13 @@ def serve(opts: ServerOptions) -> int:
     from kfct.settings import get_settings
 
     server, router, watcher, plog, spath = build(opts)
-    _initial_load(router, watcher, opts.wait_for_model, opts.watch)
+    _initial_load(router, watcher, opts.wait_for_model, opts.watch, pinned_state(opts, router.name))
     champ = router.route.champion
-    if opts.model_dir and (champ is None or champ.current is None):
+    if (opts.model_dir or pinned_state(opts, router.name)) and (champ is None or champ.current is None):
         # In a pod, a model that cannot load never will: exit so Kubernetes shows it, not a silent 503.
-        print(f"kfct: cannot serve {opts.model_dir}: {champ.last_error if champ else 'no model'}", file=sys.stderr)
+        what = opts.model_dir or f"v{opts.version or '@' + opts.alias}"
+        err = router.last_error or (champ.last_error if champ else None) or "no model"
+        print(f"kfct: cannot serve {what}: {err}", file=sys.stderr)
         shutdown(router, watcher, plog)
         return 3
     s = get_settings()
@@ -233,6 +283,7 @@ def serve(opts: ServerOptions) -> int:
     # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
     # that was there before it: make that a KeyboardInterrupt, i.e. a clean exit 0.
     signal.signal(signal.SIGTERM, _interrupt)
+    tune_runtime(opts.switch_interval)
     try:
         uvicorn.Server(server.rest.uvicorn_config()).run(sockets=[sock])
     except KeyboardInterrupt:
@@ -251,7 +302,8 @@ def parser() -> argparse.ArgumentParser:
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="model_name", default=None, help="registered model name (default: config)")
     p.add_argument("--alias", default="champion", help="alias to serve as champion (default: champion)")
-    p.add_argument("--version", default=None, help="serve this version as champion instead of the alias")
+    p.add_argument("--version", default=None,
+                   help="serve this version alone (writes and follows no shared split file)")
     p.add_argument("--model-dir", default=None,
                    help="serve an MLflow model folder (InferenceService storage) instead of the registry")
     p.add_argument("--model-sha256", default=None, help="expected sha256 of the model file in --model-dir")
@@ -260,7 +312,8 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--canary-version", default=None, help="registered version to serve as canary")
     p.add_argument("--canary-percent", type=float, default=None, help="traffic share of the canary (0-100)")
     p.add_argument("--shadow", action="store_true", help="champion answers; the canary version is scored and logged")
-    p.add_argument("--no-watch", dest="watch", action="store_false", help="ignore the split state file")
+    p.add_argument("--no-watch", dest="watch", action="store_false",
+                   help="serve the alias (or --version) only; ignore the shared split file")
     p.add_argument("--no-prediction-log", dest="log_predictions", action="store_false")
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
 

@@ -43,6 +43,12 @@ def _rollout(args) -> int:
     name = args.model_name or cfg["register"]["model_name"]
     backend = make_backend(name, args.target, s, cfg, server_url=args.url or "", prometheus_url=args.prometheus_url or "",
                            isvc=args.isvc or "", namespace=args.namespace or "")
+    if isinstance(backend, LocalRouterBackend):
+        from kfct.components.rollout import expire_deferred
+
+        expired = expire_deferred(name, backend.state_path)  # a deferred canary whose deadline passed
+        if expired:
+            print(f"kfct rollout: {expired['reason']}: rolled back", flush=True)
     if isinstance(backend, LocalRouterBackend) and not backend.reachable():
         raise RolloutError(f"no kfct model server at {backend.url}: start `kfct serve` first "
                            "(the rollout judges live traffic)")

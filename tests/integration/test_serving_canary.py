@@ -80,7 +80,9 @@ def test_stickiness_across_requests_batches_and_a_growing_percent(serving_env, t
     from kfct.split_state import update_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
-    srv = start(tmp_path, canary_version=v_b, canary_percent=25, log_predictions=False)
+    # the split file (what `kfct deploy` writes), not a command-line pin: the percent changes later
+    update_state(MODEL_NAME, tmp_path / "split.json", canary_version=v_b, canary_percent=25)
+    srv = start(tmp_path, log_predictions=False)
     try:
         c = Client(srv.url)
         recs = records(120, seed=23)
@@ -146,7 +148,9 @@ def _rollout(srv, serving_env, role):
     wait_for(lambda: srv.router.route.canary is not None and srv.router.route.canary.loaded_version == version,
              what="canary loaded")
     backend = LocalRouterBackend(MODEL_NAME, srv.url, state_path=srv.state_path)
-    with Traffic(srv.url) as traffic:
+    # two clients: a slow canary blocks a sequential client ~60 ms per canary request, and on a
+    # loaded machine one client alone barely reaches min_requests within 3 x the bake time
+    with Traffic(srv.url) as traffic, Traffic(srv.url, seed=6):
         res = rollout_core(MODEL_NAME, cfg, backend)
     return res, traffic, version
 
@@ -251,9 +255,17 @@ def test_deploy_refuses_rejected_and_unknown_versions(serving_env, tmp_path):
 
 
 def test_served_canary_state_survives_a_restart(serving_env, tmp_path):
-    """The split file is the source of truth: a restarted server picks the canary up again."""
+    """The split file is the source of truth: a restarted server picks the canary up again.
+    A command-line pin (`kfct serve --canary-version`) is this server's alone: it writes nothing."""
+    from kfct.split_state import update_state
+
     v_b = serving_env.versions["good_b"]
-    srv = start(tmp_path, canary_version=v_b, canary_percent=40, log_predictions=False)
+    pinned = start(tmp_path, canary_version=v_b, canary_percent=40, log_predictions=False)
+    assert pinned.router.route.canary is not None and pinned.router.route.percent == 40
+    pinned.stop()
+    assert not (tmp_path / "split.json").exists()
+    update_state(MODEL_NAME, tmp_path / "split.json", canary_version=v_b, canary_percent=40)
+    srv = start(tmp_path, log_predictions=False)
     srv.stop()
     time.sleep(0.1)
     srv2 = start(tmp_path, log_predictions=False)

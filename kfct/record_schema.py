@@ -1,0 +1,131 @@
+"""What a valid input row is, from the dataset schema in the config: one rule set for
+online requests, batch scoring and (through the same config) the GX suite.
+
+The GX suite (`kfct.components.validate`) checks training data column by column:
+dtype, nulls, min/max, categories. A model server that accepted what the suite
+rejects (a negative `tenure_days`, 2.5 support tickets, 1e39 that is infinite once
+cast to float32) would score rows the model never saw anything like; `kfct score`
+imputing a NaN in a non-nullable column would answer where the server refuses.
+`RecordSchema` holds the per-column rules and checks records (online) and numpy
+columns (batch), raising `FeatureError` naming the column (and the row).
+
+Pure: no kserve, no pandas needed; built once per loaded model version.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from kfct.errors import FeatureError
+
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_LIMIT = 2 ** 63
+ID_MAX_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class NumericRule:
+    name: str
+    integer: bool
+    nullable: bool
+    min: float | None
+    max: float | None
+
+
+class RecordSchema:
+    """Per-column rules from `cfg["dataset"]["columns"]` (numeric ranges, integer-ness, the id column)."""
+
+    def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH):
+        self.numeric = numeric
+        self.id_column = id_column
+        self.id_max_length = id_max_length
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "RecordSchema":
+        ds = (cfg or {}).get("dataset", {})
+        cols = ds.get("columns", {}) or {}
+        label = ds.get("label")
+        rules = []
+        for name, spec in cols.items():
+            if name == label or (spec or {}).get("dtype") not in ("float", "int"):
+                continue
+            rules.append(NumericRule(name, spec["dtype"] == "int", bool(spec.get("nullable", False)),
+                                     _num(spec.get("min")), _num(spec.get("max"))))
+        id_col = ds.get("id_column")
+        id_len = int((cols.get(id_col) or {}).get("max_length", ID_MAX_LENGTH)) if id_col else ID_MAX_LENGTH
+        return cls(rules, id_col, id_len)
+
+    # -- online: one record at a time ----------------------------------------------------------
+    def check_records(self, records: Iterable[dict]) -> None:
+        """Raise FeatureError for the first value outside the schema. Values of the wrong type,
+        missing features and nulls are left to the encoder, which names them the same way."""
+        idc = self.id_column
+        rules = self.numeric
+        for i, rec in enumerate(records):
+            if idc is not None and idc in rec:
+                self._check_id(rec[idc], i)
+            for r in rules:
+                v = rec.get(r.name)
+                if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                if isinstance(v, int):
+                    if not -INT64_LIMIT < v < INT64_LIMIT:
+                        raise FeatureError(r.name, f"integer {_short(v)} is out of range", i)
+                elif not math.isfinite(v):
+                    continue  # NaN/inf: the encoder's null policy names it
+                elif r.integer and not v.is_integer():
+                    raise FeatureError(r.name, f"expected an integer, got {v!r}", i)
+                if abs(v) > FLOAT32_MAX:
+                    raise FeatureError(r.name, f"{_short(v)} overflows float32 (the model's input type)", i)
+                if r.min is not None and v < r.min:
+                    raise FeatureError(r.name, f"{v!r} is below the minimum {r.min:g}", i)
+                if r.max is not None and v > r.max:
+                    raise FeatureError(r.name, f"{v!r} is above the maximum {r.max:g}", i)
+
+    def _check_id(self, v: Any, i: int) -> None:
+        name = self.id_column or "id"
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise FeatureError(name, f"expected a string id, got {type(v).__name__}", i)
+        if isinstance(v, int):
+            if not -INT64_LIMIT < v < INT64_LIMIT:
+                raise FeatureError(name, "integer id is out of range", i)
+            return
+        if not v:
+            raise FeatureError(name, "empty id", i)
+        if len(v) > self.id_max_length:
+            raise FeatureError(name, f"id of {len(v)} characters is longer than {self.id_max_length}", i)
+
+    # -- batch: one numeric column at a time ---------------------------------------------------
+    def check_column(self, name: str, values) -> None:
+        """`values`: float64 numpy array with NaN for nulls. Same rules as `check_records`,
+        plus the null policy (batch has no encoder step in between that would name it)."""
+        import numpy as np
+
+        rule = next((r for r in self.numeric if r.name == name), None)
+        if rule is None:
+            return
+        v = np.asarray(values, dtype=np.float64)
+        nan = np.isnan(v)
+        if not rule.nullable and nan.any():
+            raise FeatureError(name, f"null/NaN not allowed (row {int(np.flatnonzero(nan)[0])})")
+        fin = v[~nan]
+        bad = ~np.isfinite(fin)
+        if bad.any():
+            raise FeatureError(name, f"non-finite value {fin[bad][0]}")
+        for mask, why in ((np.abs(fin) > FLOAT32_MAX, "overflows float32"),
+                          (rule.integer & (fin != np.floor(fin)) if rule.integer else None, "is not an integer"),
+                          (fin < rule.min if rule.min is not None else None, f"is below the minimum {rule.min}"),
+                          (fin > rule.max if rule.max is not None else None, f"is above the maximum {rule.max}")):
+            if mask is not None and np.any(mask):
+                raise FeatureError(name, f"{fin[mask][0]!r} {why}")
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 24 else f"{s[:10]}...({len(s)} digits)"
