@@ -206,6 +206,9 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
     import os
 
@@ -216,4 +219,4 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
     if target == "auto":
         target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
     out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None)
-    return json.dumps(out, default=str)
+    return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

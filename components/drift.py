@@ -541,6 +541,9 @@ def prepare_drift_data(
     current: Output[Dataset],
 ) -> str:
     """Load the champion's training snapshot and the current window (prediction log or batch), both scored by the champion; returns the champion version."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     from kfct.components.drift import heldout_performance, load_current, load_reference, prepare_frames
     from kfct.config import config_from_json
 
@@ -554,6 +557,7 @@ def prepare_drift_data(
               "heldout_performance": heldout_performance(loaded.tags)}
     reference.metadata.update({**common, "rows": int(len(ref)), "source": ref_source})
     current.metadata.update({**common, "rows": int(len(cur)), "source": cur_source})
+    clock.stamp(current.metadata)
     return loaded.version
 
 
@@ -570,6 +574,9 @@ def check_drift(
     metrics: Output[Metrics],
 ) -> bool:
     """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate shift, performance drop, severity; returns whether a retrain is needed."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import shutil
     import tempfile
     from pathlib import Path
@@ -599,6 +606,7 @@ def check_drift(
     meta = {"severity": result["severity"], "retrain": bool(result["retrain"]), "reason": result["reason"],
             "mlflow_run_id": run_id, "champion_version": champion_version}
     summary_json.metadata.update(meta)
+    clock.stamp(summary_json.metadata)
     audit.record("drift_checked", model_name=model_name, version=str(champion_version),
                  severity=result["severity"], retrain_needed=bool(result["retrain"]), reason=result["reason"],
                  drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),

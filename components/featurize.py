@@ -53,6 +53,9 @@ def featurize_split(
     preprocessor: Output[Model],
 ):
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import joblib
     import pandas as pd
 
@@ -69,3 +72,4 @@ def featurize_split(
                              "dataset_sha256": dataset.metadata.get("sha256", "")})
     joblib.dump(encoder, preprocessor.path)
     preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
+    clock.stamp(preprocessor.metadata)

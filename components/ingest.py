@@ -29,8 +29,12 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
 
 def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
     """Ingest the dataset (path, s3:// or generate://) as a parquet snapshot; returns its sha256."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     from kfct.components.ingest import ingest_core
 
     meta = ingest_core(data_uri, dataset.path)
     dataset.metadata.update({k: v for k, v in meta.items() if k != "column_names"})
+    clock.stamp(dataset.metadata)
     return meta["sha256"]

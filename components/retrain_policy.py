@@ -245,6 +245,9 @@ def trigger_retrain(
     mode: str,
 ) -> str:
     """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a cluster, kfp.local locally); returns the outcome as JSON."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
 
     from kfct.components.retrain_policy import trigger_core
@@ -255,4 +258,4 @@ def trigger_retrain(
         drift = json.load(fh)
     drift["retrain"] = bool(retrain_needed)
     out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
-    return json.dumps(out, default=str)
+    return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

@@ -444,6 +444,9 @@ def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
     import os
 
@@ -459,7 +462,8 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     registry.setup(s)
     if version and registry.alias_version(model_name, "champion") == str(version):
         # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
-        return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion"})
+        return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion",
+                           "stage_time": clock.as_dict()})
     if target == "auto":
         target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
     if target == "cluster":
@@ -473,6 +477,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
             # No live traffic to judge by: leave the canary deployed; `kfct rollout` finishes it later.
             audit.record("rollout_deferred", model_name=model_name, version=version,
                          reason=f"no model server at {backend.url}")
-            return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}"})
+            return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}",
+                               "stage_time": clock.as_dict()})
     res = rollout_core(model_name, cfg, backend, canary_version=version or None)
-    return json.dumps(res.to_json())
+    return json.dumps({**res.to_json(), "stage_time": clock.as_dict()})

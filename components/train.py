@@ -182,6 +182,9 @@ def train_model(
     model: Output[Model],
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn) and log it to MLflow; returns the run id."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import joblib
     import mlflow
     import pandas as pd
@@ -222,4 +225,5 @@ def train_model(
         "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,
         "threshold": info["threshold"], "model": info["model"], "device": info["device"], **val_metrics,
     })
+    clock.stamp(model.metadata)
     return run_id

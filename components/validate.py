@@ -692,6 +692,9 @@ def validate_data(
     report_md: Output[Markdown],
 ) -> bool:
     """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
     import shutil
     import tempfile
@@ -716,6 +719,7 @@ def validate_data(
                  dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
                  n_failed=result["n_failed"],
                  failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
+    clock.stamp(report_json.metadata)
     return bool(result["passed"])
 
 
