@@ -120,8 +120,11 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
     run = PipelineRun(run_id=run_id, run_name=run_dir.name if run_dir else None, run_dir=run_dir, log_path=log_path,
                       tasks=tasks, total_seconds=total)
     if rc != 0:
-        run.failed_task = _failed_task(run_dir)
-        run.error = _last_error(log_path.read_text(errors="replace")) or f"pipeline driver exited with {rc}"
+        outcome = root / "failure.json"
+        failure = json.loads(outcome.read_text()) if outcome.exists() else {}
+        run.failed_task = failure.get("failed_task") or _failed_task(run_dir)
+        run.error = (_last_error(log_path.read_text(errors="replace")) or failure.get("error")
+                     or f"pipeline driver exited with {rc}")
     return run
 
 
@@ -201,7 +204,11 @@ def _drive(request_path: str) -> int:
     try:
         pipeline(**req["arguments"])
     except RuntimeError as exc:  # kfp names the failed task; the stage's own error is above in the log
-        print(f"kfct: {_ANSI.sub('', str(exc))}", flush=True)
+        msg = _ANSI.sub("", str(exc))
+        print(f"kfct: {msg}", flush=True)
+        failed = re.search(r"Inner task failed: '([^']+)'", msg)
+        (Path(req["pipeline_root"]) / "failure.json").write_text(json.dumps(
+            {"failed_task": failed.group(1) if failed else None, "error": msg}))
         return 1
     return 0
 
