@@ -221,8 +221,9 @@ def render_pipeline(sec: dict) -> list[str]:
     if st:
         return lines + [st, ""]
     lines.append(f"`kfct.pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
-                 "SubprocessRunner, each stage a subprocess (its time includes starting Python and importing its "
-                 f"libraries); {'one run' if d.get('repeats') == 1 else 'median of ' + _plural(d.get('repeats'), 'run')}.")
+                 "SubprocessRunner, each stage a subprocess; a stage's time is what it stamped itself, from the first line "
+                 "of its function (the libraries it imports included) to its last, and the total also holds starting "
+                 f"Python and kfp's executor for each; {'one run' if d.get('repeats') == 1 else 'median of ' + _plural(d.get('repeats'), 'run')}.")
     lines += ["", "| stage | seconds |", "|---|---:|"]
     for k, v in (d.get("stages") or {}).items():
         lines.append(f"| {k} | {_n(v, 1)} |")
