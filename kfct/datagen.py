@@ -44,11 +44,72 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def churn_logit(df: pd.DataFrame, drift: float = 0.0, bias: float = 0.0) -> np.ndarray:
+    """The generator's ground truth: a customer's churn log-odds before noise, from its features.
+
+    `generate` draws `churned` from it; `realized_outcomes` draws what "really happened"
+    later for customers that were served predictions, so the whole outcome loop runs on
+    the embedded default.
+    """
+    d = float(drift)
+    is_monthly = (df["contract_type"] == "monthly").to_numpy()
+    is_two_year = (df["contract_type"] == "two_year").to_numpy()
+    payment = df["payment_method"].to_numpy()
+    frustration = df["frustration_index"].to_numpy(float)
+    recency_days = df["recency_days"].to_numpy(float)
+    activity_trend = df["activity_trend"].to_numpy(float)
+    tenure_days = df["tenure_days"].to_numpy(float)
+    plan = df["plan_monthly_eur"].to_numpy(float)
+    data_gb = df["data_usage_gb_30d"].to_numpy(float)
+    intl = df["international_calls_ratio"].to_numpy(float)
+    age = df["age_group"].to_numpy()
+    region = df["region"].to_numpy()
+    signal = (
+        1.15 * is_monthly
+        - 0.65 * is_two_year
+        + 0.45 * (payment == "cash")
+        - 0.30 * (payment == "auto_debit")
+        + (2.2 - 1.2 * d) * frustration
+        + 0.9 * frustration * is_monthly
+        + 1.1 * _sigmoid((recency_days - 40.0) / 8.0)
+        - 0.95 * np.log(activity_trend)
+        - 0.45 * np.log1p(tenure_days / 365.0)
+        + 0.35 * (plan > 55)
+        + 0.5 * (data_gb < 2.0) * is_monthly
+        + 0.6 * d * (intl > 0.15)
+        + 0.04 * (age == "18_35")
+        + 0.03 * (region == "islands")
+    )
+    z = _INTERCEPT + _GAIN * signal
+    if bias:
+        z = z + 2.2 * float(bias) * (age == "18_35") - 1.2 * float(bias) * (age == "56_plus")
+    return np.asarray(z, dtype=np.float64)
+
+
+def realized_outcomes(predictions: pd.DataFrame, seed: int = 0, drift: float = 0.0, max_delay_days: float = 28.0,
+                      id_column: str = "customer_id", label: str = "churned") -> pd.DataFrame:
+    """What "really happened" to the customers in a prediction log, drawn from the ground truth.
+
+    One outcome per customer, observed 1..max_delay_days after its last logged
+    prediction (inside the default 30-day label horizon).
+    """
+    if len(predictions) == 0:
+        raise ValueError("the prediction log is empty: serve some predictions first")
+    last = predictions.sort_values("ts", kind="stable").drop_duplicates("customer_id", keep="last")
+    rng = np.random.default_rng(seed)
+    z = churn_logit(last, drift=drift) + rng.normal(0.0, 0.45, len(last))
+    y = (rng.random(len(last)) < _sigmoid(z)).astype(np.int64)
+    delay = pd.to_timedelta(rng.uniform(1.0, max_delay_days, len(last)), unit="D")
+    ts = pd.to_datetime(last["ts"], utc=True)
+    return pd.DataFrame({id_column: last["customer_id"].astype(str).to_numpy(), label: y,
+                         "observed_at": (ts + delay).to_numpy()})
+
+
 def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: float = 0.0) -> pd.DataFrame:
     """Return `rows` customers; deterministic for a given (rows, seed, drift, bias).
 
     The feature families are drawn in a fixed order from one generator (the order is
-    part of the determinism), then the label from a latent churn score over them.
+    part of the determinism), then the label from the latent churn score (`churn_logit`).
     """
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
@@ -58,9 +119,11 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
     cols.update(_rfm(rng, rows, d, cols["contract_type"]))
     cols.update(_usage(rng, rows, d, cols["activity_trend"]))
     cols.update(_support(rng, rows, d, cols["contract_type"] == "monthly"))
-    cols["churned"] = _churn(rng, cols, d, bias)
     df = pd.DataFrame({"customer_id": [f"C{seed % 1000:03d}-{i:08d}" for i in range(rows)],
-                       **{c: cols[c] for c in COLUMNS}})
+                       **{c: cols[c] for c in COLUMNS if c != "churned"}})
+    # Latent churn score (see churn_logit), then logit noise: the same draws, in the same order.
+    z = churn_logit(df, drift=d, bias=bias) + rng.normal(0.0, 0.45, rows)
+    df["churned"] = (rng.random(rows) < _sigmoid(z)).astype(np.int64)
     for col in ("contract_type", "payment_method", "age_group", "region"):
         df[col] = df[col].astype(str)
     return df
@@ -121,37 +184,6 @@ def _support(rng, n: int, d: float, is_monthly) -> dict:
     unresolved = rng.binomial(tickets, 0.3).astype(np.int64)
     return {"support_tickets_90d": tickets, "support_escalations_90d": escalations, "unresolved_tickets": unresolved,
             "frustration_index": np.clip(tickets * 2 + escalations * 5 + unresolved * 3, 0, 20) / 20.0}
-
-
-def _churn(rng, c: dict, d: float, bias: float) -> np.ndarray:
-    """The label: a latent score with nonlinear effects and interactions, logit noise, optional group bias."""
-    is_monthly, is_two_year = c["contract_type"] == "monthly", c["contract_type"] == "two_year"
-    frustration, age, payment = c["frustration_index"], c["age_group"], c["payment_method"]
-    signal = (
-        1.15 * is_monthly
-        - 0.65 * is_two_year
-        + 0.45 * (payment == "cash")
-        - 0.30 * (payment == "auto_debit")
-        + (2.2 - 1.2 * d) * frustration
-        + 0.9 * frustration * is_monthly
-        + 1.1 * _sigmoid((c["recency_days"] - 40.0) / 8.0)
-        - 0.95 * np.log(c["activity_trend"])
-        - 0.45 * np.log1p(c["tenure_days"] / 365.0)
-        + 0.35 * (c["plan_monthly_eur"] > 55)
-        + 0.5 * (c["data_usage_gb_30d"] < 2.0) * is_monthly
-        + 0.6 * d * (c["international_calls_ratio"] > 0.15)
-        + 0.04 * (age == "18_35")
-        + 0.03 * (c["region"] == "islands")
-    )
-    z = _INTERCEPT + _GAIN * signal
-    if bias:
-        z = z + 2.2 * float(bias) * (age == "18_35") - 1.2 * float(bias) * (age == "56_plus")
-    z = z + rng.normal(0.0, 0.45, _n_rows(c))
-    return (rng.random(_n_rows(c)) < _sigmoid(z)).astype(np.int64)
-
-
-def _n_rows(cols: dict) -> int:
-    return len(cols["contract_type"])
 
 
 def corrupt(df: pd.DataFrame, kind: str, seed: int = 0) -> pd.DataFrame:
