@@ -114,3 +114,13 @@ def test_a_failing_task_is_named_with_its_own_error(tmp_path, builders):
     assert run.failed_task == "explode"
     assert run.error == "ValueError: bad thing in explode at 4"
     assert "double" in run.tasks and "explode" not in run.tasks
+
+
+def test_verbose_streams_kfps_log_too(tmp_path, builders, capfd):
+    from kfct.pipelines.runner import run_pipeline
+
+    run = run_pipeline("tiny_pipelines:build_ok", {}, {"x": 1}, tmp_path / "home", prefix="tiny", env=builders,
+                       verbose=True)
+    assert run.error is None
+    shown = capfd.readouterr().out
+    assert "Executing task" in shown and shown == run.log_path.read_text()
