@@ -3,7 +3,7 @@
 After `register`, the new version gets alias `challenger` and a first slice of
 traffic (the first rollout step, or a shadow copy):
 
-- locally: the split file of the local KServe ModelServer (`kfct.serving.split_state`),
+- locally: the split file of the local KServe ModelServer (`kfct.split_state`),
   which a running `kfct serve` watches and applies without a restart;
 - on a cluster: the InferenceService is created, or patched with the new model's
   `storageUri` (its MLflow artifact in MinIO) and `canaryTrafficPercent`, through the
@@ -44,9 +44,9 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
                             canary_percent: float | None = None, storage_uri: str | None = None,
                             sha256: str | None = None, settings=None, min_replicas: int = 1):
     """A `V1beta1InferenceService` serving `version` with the kfct ServingRuntime."""
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
 
-    _kserve.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
+    kserve_sdk.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
     from kserve import (V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1ModelFormat,
                         V1beta1ModelSpec, V1beta1PredictorSpec)
     from kubernetes.client import V1EnvVar, V1ObjectMeta, V1ResourceRequirements
@@ -89,9 +89,9 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
 
 def kserve_client(config_file: str | None = None, config_dict: dict | None = None):
     """KServeClient from kubeconfig (or in-cluster config inside a pod)."""
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
 
-    kserve = _kserve.load()
+    kserve = kserve_sdk.load()
     return kserve.KServeClient(config_file=config_file, config_dict=config_dict)
 
 
@@ -136,10 +136,31 @@ def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
 
 # -- the stage ------------------------------------------------------------------------------------
 
+def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: dict, target: str,
+                canary_percent: float | None = None, shadow: bool = False) -> dict[str, Any]:
+    """What deploying `version` means, decided from plain values (no registry, no cluster).
+
+    `direct`: the first model (no champion) or the champion itself takes all traffic;
+    otherwise a canary (or shadow) at `percent`, by default the first rollout step.
+    """
+    if target not in ("local", "cluster"):
+        raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
+    if rejected:
+        raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
+    steps = (cfg.get("rollout") or {}).get("steps") or [10]
+    pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
+    if not 0 <= pct <= 100:
+        raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
+    return {"direct": champion is None or champion == version, "percent": pct, "champion": champion}
+
+
 def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
                 settings=None) -> dict[str, Any]:
-    """Alias `challenger` + first traffic slice. Returns what was done (plain values)."""
+    """Alias `challenger` + first traffic slice. Returns what was done (plain values).
+
+    The adapter around `plan_deploy`: reads the registry, applies the plan (split file or
+    InferenceService), moves the alias, records it in the audit trail."""
     from kfct import audit, registry
     from kfct.settings import get_settings
 
@@ -152,19 +173,15 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
         mv = registry.client().get_model_version(model_name, version)
     except Exception as exc:
         raise DeployError(f"model {model_name} v{version} is not registered: {exc}") from exc
-    if (mv.tags or {}).get("rejected") == "true":
-        raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
     champion = registry.alias_version(model_name, "champion")
-    steps = (cfg.get("rollout") or {}).get("steps") or [10]
-    pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
-    if not 0 <= pct <= 100:
-        raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
-    direct = champion is None or champion == version  # first model, or registered straight as champion
+    plan = plan_deploy(model_name, version, champion, (mv.tags or {}).get("rejected") == "true", cfg, target,
+                       canary_percent, shadow)
+    pct, direct = plan["percent"], plan["direct"]
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
                            "champion": champion, "mode": "shadow" if shadow else "canary"}
     if target == "local":
-        from kfct.serving.split_state import state_path as default_path
-        from kfct.serving.split_state import update_state
+        from kfct.split_state import state_path as default_path
+        from kfct.split_state import update_state
 
         path = state_path or default_path(model_name, s.home)
         if direct:  # a running `kfct serve` switches to it without a restart
@@ -181,7 +198,7 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
         actions = []
         if not direct and not _exists(client, model_name, ns):
             # KServe splits between the previous and the latest revision: the champion must be there first.
-            base = build_inference_service(model_name, champion, namespace=ns, settings=s)
+            base = build_inference_service(model_name, str(champion), namespace=ns, settings=s)
             actions.append(apply_inference_service(client, base, model_name, ns) + f" v{champion}")
         isvc = build_inference_service(model_name, version, namespace=ns, settings=s,
                                        canary_percent=100 if direct else pct)
@@ -210,13 +227,16 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
 
     clock = StageClock()
     import json
-    import os
 
     from kfct.components.deploy import deploy_core
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
+    from kfct.settings import get_settings
 
     cfg = config_from_json(config_json)
-    if target == "auto":
-        target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
-    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None)
+    s = get_settings()
+    out = deploy_core(model_name, version, cfg, target=s.target(target), namespace=namespace or None, settings=s)
+    stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
+                                                out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
+                                                out.get("action"))
     return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

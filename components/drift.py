@@ -26,7 +26,8 @@ def prepare_drift_data(
     reference: Output[Dataset],
     current: Output[Dataset],
 ) -> str:
-    """Load the champion's training snapshot and the current window (prediction log or batch), both scored by the champion; returns the champion version."""
+    """Load the champion's training snapshot and the current window (prediction log or batch),
+    both scored by the champion; returns the champion version."""
     from kfct.stageclock import StageClock
 
     clock = StageClock()
@@ -59,7 +60,8 @@ def check_drift(
     summary_json: Output[Artifact],
     metrics: Output[Metrics],
 ) -> bool:
-    """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate shift, performance drop, severity; returns whether a retrain is needed."""
+    """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate
+    shift, performance drop, severity; returns whether a retrain is needed."""
     from kfct.stageclock import StageClock
 
     clock = StageClock()
@@ -98,4 +100,9 @@ def check_drift(
                  drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
                  performance_drop=result.get("performance_drop"), current_source=current.metadata.get("source"),
                  mlflow_run_id=run_id)
+    from kfct.logs import stage_logger
+
+    stage_logger("kfct.components.drift").info("drift share %.3f, severity %s, retrain %s: %s",
+                                               float(result["drift_share"]), result["severity"],
+                                               "needed" if result["retrain"] else "not needed", result["reason"])
     return bool(result["retrain"])

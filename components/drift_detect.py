@@ -83,7 +83,7 @@ def relative_shift(reference_rate: float | None, current_rate: float | None) -> 
 
 
 def _performance(y, p, threshold: float | None) -> dict | None:
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import recall_score, roc_auc_score
 
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
@@ -92,9 +92,8 @@ def _performance(y, p, threshold: float | None) -> dict | None:
     if len(np.unique(y)) < 2:
         return None
     pred = p if _is_binary(p) else (p >= (0.5 if threshold is None else float(threshold))).astype(np.float64)
-    pos = y == 1
-    return {"roc_auc": float(roc_auc_score(y, p)), "recall": float(pred[pos].mean()), "rows": int(len(y)),
-            "positive_rate": float(pos.mean())}
+    return {"roc_auc": float(roc_auc_score(y, p)), "recall": float(recall_score(y, (pred >= 0.5).astype(np.int64))),
+            "rows": int(len(y)), "positive_rate": float((y == 1).mean())}
 
 
 def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: dict) -> tuple[str, float, str]:

@@ -69,7 +69,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
         df = read_dataset(current_uri)
         pred = "probability" if "probability" in df.columns else None
         return df, current_uri, pred
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     if since is None:
         import datetime as dt

@@ -33,8 +33,12 @@ def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
 
     clock = StageClock()
     from kfct.components.ingest import ingest_core
+    from kfct.logs import stage_logger
 
+    log = stage_logger("kfct.components.ingest")
     meta = ingest_core(data_uri, dataset.path)
     dataset.metadata.update({k: v for k, v in meta.items() if k != "column_names"})
+    log.info("snapshot of %s: %s rows x %s columns, sha256 %s", data_uri, meta.get("rows"), meta.get("columns"),
+             meta["sha256"])
     clock.stamp(dataset.metadata)
     return meta["sha256"]

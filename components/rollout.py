@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
 from kfct.errors import KfctError
+from kfct.window_stats import WindowStats as Window  # what a backend measured for one version in a step
 
 
 class RolloutError(KfctError):
@@ -63,10 +64,6 @@ class Thresholds:
         if out.min_requests < 1:
             raise RolloutError("rollout.min_requests must be at least 1")
         return out
-
-
-# What the backend measured for one version during a step: the router's own stats type.
-from kfct.serving.metrics import WindowStats as Window  # noqa: E402
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
@@ -163,7 +160,7 @@ class LocalRouterBackend:
 
     def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
                  http_timeout: float = 5.0):
-        from kfct.serving.split_state import state_path as default_path
+        from kfct.split_state import state_path as default_path
 
         self.model_name = model_name
         self.url = url.rstrip("/")
@@ -193,7 +190,7 @@ class LocalRouterBackend:
         return time.time()
 
     def _write_and_wait(self, **changes) -> None:
-        from kfct.serving.split_state import update_state
+        from kfct.split_state import update_state
 
         st = update_state(self.model_name, self.state_path, **changes)
         deadline = time.monotonic() + self.apply_timeout
@@ -483,6 +480,22 @@ def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None
                        log=log)
 
 
+def make_backend(model_name: str, target: str, settings, cfg: dict | None = None, server_url: str = "",
+                 prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
+    """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
+
+    cluster: the InferenceService `isvc` (default: the model name) in `namespace` (default:
+    settings.kfp_namespace), metrics from `prometheus_url`, else settings.prometheus_url
+    (KFCT_PROMETHEUS_URL). local: the model server at `server_url`, else settings' host:port.
+    """
+    if target == "cluster":
+        return ClusterBackend(model_name, isvc_name=isvc or model_name, namespace=namespace or settings.kfp_namespace,
+                              prometheus_url=prometheus_url or settings.prometheus_url, settings=settings, cfg=cfg)
+    if target != "local":
+        raise RolloutError(f"rollout target must be 'local' or 'cluster', got {target!r}")
+    return LocalRouterBackend(model_name, server_url or f"http://{settings.serving_host}:{settings.serving_port}")
+
+
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
@@ -490,11 +503,11 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
 
     clock = StageClock()
     import json
-    import os
 
-    from kfct.components.rollout import ClusterBackend, LocalRouterBackend, rollout_core
+    from kfct.components.rollout import LocalRouterBackend, make_backend, rollout_core
     from kfct import audit
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
     from kfct.settings import get_settings
 
     from kfct import registry
@@ -506,20 +519,16 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
         # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
         return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion",
                            "stage_time": clock.as_dict()})
-    if target == "auto":
-        target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
-    if target == "cluster":
-        backend = ClusterBackend(model_name, isvc_name=model_name, namespace=namespace or s.kfp_namespace,
-                                 prometheus_url=prometheus_url or os.environ.get("KFCT_PROMETHEUS_URL",
-                                                                                 "http://prometheus-operated.monitoring:9090"),
-                                 settings=s, cfg=cfg)
-    else:
-        backend = LocalRouterBackend(model_name, server_url or f"http://{s.serving_host}:{s.serving_port}")
+    backend = make_backend(model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url,
+                           namespace=namespace)
+    if isinstance(backend, LocalRouterBackend):
         if not backend.reachable():
             # No live traffic to judge by: leave the canary deployed; `kfct rollout` finishes it later.
             audit.record("rollout_deferred", model_name=model_name, version=version,
                          reason=f"no model server at {backend.url}")
             return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}",
                                "stage_time": clock.as_dict()})
-    res = rollout_core(model_name, cfg, backend, canary_version=version or None)
+    log = stage_logger("kfct.components.rollout")
+    res = rollout_core(model_name, cfg, backend, canary_version=version or None, log=log.info)
+    log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))
     return json.dumps({**res.to_json(), "stage_time": clock.as_dict()})

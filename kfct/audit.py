@@ -84,7 +84,9 @@ MIRROR_ENV = "KFCT_AUDIT_S3_URI"
 
 
 def _mirror_uri() -> str | None:
-    uri = os.environ.get(MIRROR_ENV, "").strip()
+    from kfct.settings import get_settings
+
+    uri = (get_settings().audit_s3_uri or "").strip()  # KFCT_AUDIT_S3_URI
     return uri or None
 
 
@@ -154,7 +156,8 @@ def verify(path: Path | None = None) -> VerifyResult:
             except json.JSONDecodeError:
                 return VerifyResult(False, n, "line is not valid JSON", lineno)
             if entry.get("seq") != n:
-                return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected (removed or reordered entry)", lineno)
+                return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected "
+                                    "(removed or reordered entry)", lineno)
             if entry.get("prev") != prev:
                 return VerifyResult(False, n, "previous-hash link broken (removed or reordered entry)", lineno)
             if _digest(entry) != entry.get("hash"):

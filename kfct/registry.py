@@ -1,4 +1,9 @@
-"""MLflow tracking and registry, the only place that talks to MLflow.
+"""MLflow tracking and registry: the store setup, the model registry and its aliases.
+
+Every registry read and write (versions, aliases, tags, loading a version with its sha256
+check) goes through here, and so does every alias move, audited. MLflow *tracking* calls
+(runs, params, metrics, artifacts) stay in the stages that produce them: train, evaluate,
+register, the drift check, and the predictor loading an InferenceService's model folder.
 
 Local default: SQLite store and artifact folder under `.kfct/`; on a cluster the
 tracking server URL comes from settings and artifacts live in MinIO. Every model

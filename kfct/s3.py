@@ -32,9 +32,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return u.netloc, u.path.lstrip("/")
 
 
-def _http_client(secure: bool):
-    import os
-
+def _http_client(secure: bool, ca_file: str | None = None):
     import certifi
     import urllib3
 
@@ -42,7 +40,7 @@ def _http_client(secure: bool):
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
         maxsize=10,
         cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        ca_certs=ca_file or certifi.where(),
         retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
 
@@ -66,7 +64,7 @@ def client(settings=None):
         raise DataSourceError("S3 credentials incomplete: set both KFCT_S3_ACCESS_KEY and KFCT_S3_SECRET_KEY")
     try:
         return Minio(endpoint, access_key=access, secret_key=secret, secure=secure,
-                     region=s.s3_region, http_client=_http_client(secure))
+                     region=s.s3_region, http_client=_http_client(secure, s.ssl_cert_file))
     except ValueError as exc:
         raise DataSourceError(f"bad S3 settings for endpoint {s.s3_endpoint!r}: {exc}") from exc
 

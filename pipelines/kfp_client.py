@@ -31,6 +31,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from kfct.errors import KfctError
 
@@ -165,7 +166,7 @@ def package_sha256(package_path: str | Path) -> str:
 class Connection:
     """A connected kfp.Client plus what we learned when probing the API."""
 
-    client: object
+    client: Any
     host: str
     ui: str
     namespace: str | None   # None on a single-user KFP (namespaces do not apply)
@@ -174,15 +175,15 @@ class Connection:
 
 def _resolve_auth(settings) -> tuple[str, str | None, bool]:
     """(host, bearer token or None, in_cluster_sa) from settings / environment."""
-    host = settings.kfp_host or os.environ.get("KF_PIPELINES_ENDPOINT")
-    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    host = settings.kfp_host or settings.kf_pipelines_endpoint
+    in_pod = settings.in_cluster
     if not host:
         if not in_pod:
             raise KfpError("Kubeflow Pipelines host not configured: set KFCT_KFP_HOST "
                            "(e.g. http://localhost:8888 after `kubectl -n kubeflow port-forward svc/ml-pipeline 8888`)")
         host = IN_CLUSTER_HOST
     token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
-    sa_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", SA_TOKEN_PATH)
+    sa_path = settings.kf_pipelines_sa_token_path or SA_TOKEN_PATH
     use_sa = token is None and in_pod and os.path.isfile(sa_path)
     if use_sa:
         token = Path(sa_path).read_text().strip()
@@ -245,7 +246,7 @@ def connect(settings=None) -> Connection:
         kwargs["namespace"] = namespace
     with _quiet(), _api("connecting", host):
         client = _client_class(health)(**kwargs)
-    ui = normalise_host(os.environ.get("KF_PIPELINES_UI_ENDPOINT") or host)
+    ui = normalise_host(s.kf_pipelines_ui_endpoint or host)
     return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
 
 

@@ -133,7 +133,8 @@ def format_summary(summary: dict) -> str:
     out = [f"kfct CT run {summary.get('run_id')}  ({summary['data_uri']}; kfp run {summary.get('run_name')})"]
     ds = summary.get("dataset") or {}
     if ds:
-        out.append(f"  data        {int(ds.get('rows', 0)):,} rows x {int(ds.get('columns', 0))} cols, sha256 {str(ds.get('sha256', ''))[:16]}")
+        out.append(f"  data        {int(ds.get('rows', 0)):,} rows x {int(ds.get('columns', 0))} cols, "
+                   f"sha256 {str(ds.get('sha256', ''))[:16]}")
     v = summary["validation"]
     out.append(f"  validation  {v.get('n_expectations')} expectations, {v.get('n_failed')} failed -> "
                f"{'passed' if v['passed'] else 'FAILED'}")

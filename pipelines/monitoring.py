@@ -45,12 +45,9 @@ def make_components(settings=None) -> dict:
 
 def _configure(task, stage: str, cfg: dict, settings):
     """Cluster resources/secrets like the CT stages; never cached: the same inputs mean a new window."""
-    try:
-        from kfct.pipelines.task_config import apply_task_config
-    except ModuleNotFoundError:  # pragma: no cover
-        apply_task_config = None
-    if apply_task_config is not None:
-        task = apply_task_config(task, stage, cfg, settings, gpu=False)
+    from kfct.pipelines.task_config import apply_task_config
+
+    task = apply_task_config(task, stage, cfg, settings, gpu=False)
     task.set_caching_options(enable_caching=False)
     return task
 
@@ -215,7 +212,8 @@ def format_monitor_summary(summary: dict) -> str:
     cr = d.get("churn_rate") or {}
     lines = [f"kfct monitor: {summary['model_name']} v{summary.get('champion_version')} vs {summary.get('current')}"]
     lines.append(f"  drift       share {d['drift_share']:.3f} ({d['n_drifted_features']}/{d['n_features']} features: "
-                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
+                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}"
+                 f"{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
     if d.get("churn_rate_shift") is not None:
         lines.append(f"  churn rate  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
                      f"(relative shift {d['churn_rate_shift']:.1%})")

@@ -22,28 +22,27 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
 import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
 
-from kfct.serving import _kserve
+from kfct import kserve_sdk
 from kfct.serving.schemas import BadRequest, parse_json_body
-
-kserve = _kserve.load()
-
-from fastapi import FastAPI  # noqa: E402
-from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import ORJSONResponse  # noqa: E402
-from kserve.model_server import ModelServer  # noqa: E402
-from kserve.protocol.dataplane import DataPlane  # noqa: E402
-from kserve.protocol.rest.server import RESTServer  # noqa: E402
 
 log = logging.getLogger("kfct.serving")
 
-# KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x.
-warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve.model_server import ModelServer
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.server import RESTServer
+else:
+    DataPlane = RESTServer = ModelServer = object
 
 
-class KfctDataPlane(DataPlane):
+class _KfctDataPlane(DataPlane):
     async def ready(self) -> bool:
         """Server readiness = every registered model is loaded (KServe's default is always True)."""
         models = self.model_registry.get_models()
@@ -54,7 +53,7 @@ class KfctDataPlane(DataPlane):
                 return False
         return True
 
-    def decode(self, body, headers, protocol_version: str = "v1", model_name: str = None):
+    def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
         is_v1_bytes = isinstance(body, (bytes, bytearray)) and protocol_version.lower() == "v1"
         if is_v1_bytes and not any(k.startswith("ce-") for k in (headers or {})):
             try:
@@ -154,7 +153,7 @@ async def validation_error_handler(_request, exc: RequestValidationError):
                                                      "field": field})
 
 
-class KfctRESTServer(RESTServer):
+class _KfctRESTServer(RESTServer):
     """KServe's REST server, on our own app object and host."""
 
     def __init__(self, dataplane, model_repository_extension, host: str, port: int, max_request_bytes: int,
@@ -191,17 +190,20 @@ class KfctRESTServer(RESTServer):
                               loop="uvloop", http="httptools", timeout_keep_alive=65, lifespan="off", **kw)
 
 
-class KfctModelServer(ModelServer):
+class _KfctModelServer(ModelServer):
     """`kserve.ModelServer` configured for kfct: REST only, one worker, no per-request log lines."""
 
     def __init__(self, host: str = "127.0.0.1", http_port: int = 8080, max_request_bytes: int = 1_000_000,
                  access_log: bool = False, extra_routes=None):
+        # KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x;
+        # silenced when a server is built, not when this module is imported.
+        warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
         super().__init__(http_port=http_port, workers=1, enable_grpc=False, enable_docs_url=False,
                          enable_latency_logging=False)
-        self.dataplane = KfctDataPlane(model_registry=self.registered_models)
+        self.dataplane = __getattr__("KfctDataPlane")(model_registry=self.registered_models)
         self.host = host
         self.max_request_bytes = max_request_bytes
-        self.rest = KfctRESTServer(self.dataplane, self.model_repository_extension, host, http_port,
+        self.rest = __getattr__("KfctRESTServer")(self.dataplane, self.model_repository_extension, host, http_port,
                                    max_request_bytes, extra_routes=extra_routes, access_log=access_log)
 
     def register_models(self, models) -> None:
@@ -232,7 +234,7 @@ def add_kfct_routes(router, state_path=None):
 
         @app.get("/kfct/split")
         async def split():
-            from kfct.serving.split_state import read_state
+            from kfct.split_state import read_state
 
             st = read_state(state_path) if state_path else None
             return {"file": str(state_path) if state_path else None,
@@ -242,3 +244,17 @@ def add_kfct_routes(router, state_path=None):
                     "last_error": router.last_error}
 
     return register
+
+
+_KSERVE_CLASSES = {"KfctDataPlane": ("_KfctDataPlane", "kserve.protocol.dataplane:DataPlane"),
+                   "KfctRESTServer": ("_KfctRESTServer", "kserve.protocol.rest.server:RESTServer"),
+                   "KfctModelServer": ("_KfctModelServer", "kserve.model_server:ModelServer")}
+
+
+def __getattr__(name: str):
+    """PEP 562: the kserve-derived classes are built on first use, so importing this module
+    does not import kserve (seconds)."""
+    if name in _KSERVE_CLASSES:
+        body, base = _KSERVE_CLASSES[name]
+        return kserve_sdk.subclass(globals(), name, globals()[body], base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ version that produced it. Without ids, whole requests are split at random.
 Shadow mode: the champion answers everything; the challenger scores the same
 records on a background thread, and both go to metrics and the prediction log.
 
-The split comes from `kfct.serving.split_state` (a JSON file the deploy stage and
+The split comes from `kfct.split_state` (a JSON file the deploy stage and
 `kfct rollout` write). A watcher thread loads new versions off the request path
 and swaps them in; a version that fails to load leaves the current routing alone.
 """
@@ -25,16 +25,26 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kfct.serving import _kserve
+from kfct import kserve_sdk
+from kfct.serving import predictor as predictor_module
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
-from kfct.serving.predictor import ChurnPredictor, fetch_version, score_loaded, v1_response, v2_response
+from kfct.serving.predictor import fetch_version, score_loaded, v1_response, v2_response
 from kfct.serving.schemas import BadRequest, v1_records, v2_records
-from kfct.serving.split_state import SplitState, SplitStateError, read_state
+from kfct.split_state import SplitState, SplitStateError, read_state
 
-kserve = _kserve.load()
+if TYPE_CHECKING:
+    from kfct.serving.predictor import ChurnPredictor
+
+kserve = kserve_sdk.LazyKServe()
+
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve import Model as _KServeModel
+else:
+    _KServeModel = object
 log = logging.getLogger("kfct.serving.router")
 
 BUCKETS = 10_000
@@ -73,7 +83,7 @@ class _Job:
         self.request_id = request_id
 
 
-class ChurnRouter(kserve.Model):
+class _ChurnRouter(_KServeModel):
     """KServe model that routes to a champion and an optional canary/shadow predictor."""
 
     def __init__(self, name: str, champion: ChurnPredictor, id_column: str | None = "customer_id",
@@ -209,7 +219,7 @@ class ChurnRouter(kserve.Model):
                     f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
             results.append((role, idx, s, recs))
         latency = time.perf_counter() - job.t0
-        for role, idx, s, recs in results:
+        for role, _idx, s, recs in results:
             ver = s.version
             if ver not in self._metrics:
                 self._ensure_version(ver)
@@ -367,7 +377,7 @@ class ChurnRouter(kserve.Model):
             if p is not None and p.current is not None and p.current.version == str(version):
                 return p
         base = self._route.champion
-        p = ChurnPredictor(self.name, model_name=base.model_name if base else self.name, alias=None,
+        p = predictor_module.ChurnPredictor(self.name, model_name=base.model_name if base else self.name, alias=None,
                            version=str(version), id_column=self.id_column, fast=base.fast if base else True)
         p.install(fetch_version(p.model_name, version=str(version), id_column=self.id_column, fast=p.fast))
         return p
@@ -400,7 +410,7 @@ class ChurnRouter(kserve.Model):
 class SplitWatcher:
     """Polls the split file; applies changes and retries loading until a champion is ready."""
 
-    def __init__(self, router: ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
+    def __init__(self, router: _ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
                  retry_seconds: float = 2.0):
         self.router = router
         self.path = Path(path)
@@ -454,3 +464,15 @@ class SplitWatcher:
             except Exception:  # pragma: no cover - the watcher must survive anything
                 log.exception("split watcher error")
             self._stop.wait(self.poll_seconds)
+
+
+_KSERVE_CLASSES = {"ChurnRouter": ("_ChurnRouter", "kserve:Model")}
+
+
+def __getattr__(name: str):
+    """PEP 562: the kserve-derived `ChurnRouter` is built on first use, so importing this
+    module does not import kserve (seconds)."""
+    if name in _KSERVE_CLASSES:
+        body, base = _KSERVE_CLASSES[name]
+        return kserve_sdk.subclass(globals(), name, globals()[body], base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

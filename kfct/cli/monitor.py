@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 
@@ -47,7 +48,7 @@ def _fmt_entry(e: dict) -> str:
 
 
 def _short(v) -> str:
-    text = v if isinstance(v, str) else __import__("json").dumps(v, default=str)
+    text = v if isinstance(v, str) else json.dumps(v, default=str)
     return text if len(text) <= 160 else text[:157] + "..."
 
 
