@@ -12,10 +12,7 @@ run). The undecorated `prepare_drift_data` / `check_drift` here (and
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
-# The names callers use, re-exported from where they live.
-from kfct.components.drift_detect import PREDICTION, DriftResult, detect_drift  # noqa: F401
-from kfct.components.drift_inputs import DriftInputError  # noqa: F401
-from kfct.components.drift_report import save_reports  # noqa: F401
+from kfct.components.drift_inputs import DriftInputError  # noqa: F401  (callers catch it from here)
 
 
 def prepare_drift_data(

@@ -351,6 +351,7 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
         pc = _performance(pd.to_numeric(cur[label_column], errors="coerce").to_numpy(np.float64), cur_pred, threshold)
     if not pc:
         return None, None
+    pr: dict | None = None
     if reference_performance:
         missing = [k for k in ("roc_auc", "recall") if reference_performance.get(k) is None]
         if missing:
@@ -360,8 +361,6 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
     elif frames.has_labels:
         pr = _performance(frames.ref[label_column].to_numpy(np.float64), frames.ref[PREDICTION].to_numpy(), threshold)
         perf_source = "reference data (in-sample for a training snapshot: not used for the decision)"
-    else:
-        pr = None
     if not pr:
         return None, None
     performance = {"reference": pr, "current": pc, "reference_source": perf_source,

@@ -108,7 +108,7 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
         if verbose:
             with subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   bufsize=1) as proc:
-                for line in proc.stdout:
+                for line in proc.stdout or ():
                     fh.write(line)
                     sys.stdout.write(line)
             rc = proc.returncode
