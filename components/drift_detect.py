@@ -41,7 +41,7 @@ class DriftResult(dict):
 
 # --------------------------------------------------------------------------- helpers
 def _column_kind(name: str, frame, cfg: dict) -> str:
-    spec = (cfg.get("dataset", {}).get("columns") or {}).get(name)
+    spec = cfg["dataset"]["columns"].get(name)
     if spec is not None:
         return "categorical" if spec.get("dtype") in ("category", "string", "bool") else "numerical"
     import pandas as pd
@@ -102,16 +102,16 @@ def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: dict) -> tuple[str, fl
     from evidently.legacy.core import ColumnType
 
     ctype = ColumnType.Numerical if kind == "numerical" else ColumnType.Categorical
-    override = cfg_drift.get("num_method" if kind == "numerical" else "cat_method")
+    override = cfg_drift["num_method" if kind == "numerical" else "cat_method"]
     try:
         test = get_stattest(ref_s, cur_s, ctype, override or None)
     except Exception as exc:
         raise ValueError(f"drift: stattest {override!r} cannot be used for {kind} column {ref_s.name!r}: {exc}") from exc
     name = test.name
     if name in P_VALUE_TESTS:
-        return name, float(cfg_drift.get("stattest_threshold", 0.05)), "p_value"
+        return name, float(cfg_drift["stattest_threshold"]), "p_value"
     if name in DISTANCE_TESTS:
-        return name, float(cfg_drift.get("distance_threshold", 0.1)), "distance"
+        return name, float(cfg_drift["distance_threshold"]), "distance"
     return name, float(test.default_threshold), "p_value" if "p_value" in test.display_name else "distance"
 
 
@@ -159,7 +159,7 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     cfg_drift = cfg["drift"]
     features = [str(c) for c in feature_columns]
     _check_frames(reference, current, features, prediction_column, label_column, reference_predictions)
-    ref, cur, ref_pred, cur_pred = _windows(reference, current, int(cfg_drift.get("window_rows", 50_000)), seed,
+    ref, cur, ref_pred, cur_pred = _windows(reference, current, int(cfg_drift["window_rows"]), seed,
                                             prediction_column, reference_predictions)
     kinds = {c: _column_kind(c, reference, cfg) for c in features}
     frames = _evidently_frames(ref, cur, features, kinds, ref_pred, cur_pred, label_column)
@@ -277,7 +277,7 @@ def _run_report(frames: _Frames, kinds: dict, cfg_drift: dict, threshold: float 
     # The test per column is resolved here (to pick its threshold) exactly as Evidently would; the
     # name is passed on only when the config overrides it, so Evidently's own choice stays in charge.
     methods = {c: _resolve_stattest(ref_e[c].dropna(), cur_e[c].dropna(), kinds[c], cfg_drift) for c in features}
-    override = {c: cfg_drift.get("num_method" if kinds[c] == "numerical" else "cat_method") or None for c in features}
+    override = {c: cfg_drift["num_method" if kinds[c] == "numerical" else "cat_method"] or None for c in features}
     metrics = [DriftedColumnsCount(columns=features,
                                    per_column_method={c: o for c, o in override.items() if o} or None,
                                    per_column_threshold={c: m[1] for c, m in methods.items()},
@@ -286,7 +286,7 @@ def _run_report(frames: _Frames, kinds: dict, cfg_drift: dict, threshold: float 
     pred_method = None
     if frames.has_pred:
         pred_method = _resolve_stattest(ref_e[PREDICTION].dropna(), cur_e[PREDICTION].dropna(), "numerical", cfg_drift)
-        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift.get("num_method") or None,
+        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift["num_method"] or None,
                                   threshold=pred_method[1]))
     classification = None
     if frames.has_labels:
@@ -369,10 +369,10 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
 
 
 def _thresholds(cfg_drift: dict) -> dict:
-    return ({k: cfg_drift.get(k) for k in ("drift_share_threshold", "prediction_shift_threshold",
-                                           "stattest_threshold", "window_rows")}
-            | {"distance_threshold": float(cfg_drift.get("distance_threshold", 0.1)),
-               "performance_drop_threshold": float(cfg_drift.get("performance_drop_threshold", 0.05))})
+    return ({k: cfg_drift[k] for k in ("drift_share_threshold", "prediction_shift_threshold",
+                                       "stattest_threshold", "window_rows")}
+            | {"distance_threshold": float(cfg_drift["distance_threshold"]),
+               "performance_drop_threshold": float(cfg_drift["performance_drop_threshold"])})
 
 
 def run_detection(reference, current, cfg: dict, threshold: float | None,
@@ -380,7 +380,10 @@ def run_detection(reference, current, cfg: dict, threshold: float | None,
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
     from kfct.config import feature_columns
 
+    from kfct.components.drift_inputs import with_binary_labels
+
     label = cfg["dataset"]["label"]
+    current = with_binary_labels(current, cfg)
     return detect_drift(reference, current, cfg, feature_columns(cfg), prediction_column=PREDICTION,
                         label_column=label if label in current.columns else None,
                         reference_predictions=reference[PREDICTION].to_numpy(), threshold=threshold,

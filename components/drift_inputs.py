@@ -74,7 +74,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     if since is None:
         import datetime as dt
 
-        days = float(cfg.get("drift", {}).get("window_days", 7))
+        days = float(cfg["drift"]["window_days"])
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
     df = read_prediction_log(since=since, model_name=model_name)
     if "role" in df.columns:
@@ -115,3 +115,17 @@ def heldout_performance(tags: dict) -> dict | None:
         return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags["test_recall"])}
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def with_binary_labels(frame, cfg: dict):
+    """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
+    from kfct.labels import binary_labels
+
+    ds = cfg["dataset"]
+    label = ds["label"]
+    if label not in frame.columns or frame[label].isna().all():
+        return frame
+    out = frame.copy()
+    known = out[label].notna()
+    out.loc[known, label] = binary_labels(out.loc[known, label], ds["positive_label"], ds["columns"][label]["values"])
+    return out

@@ -15,6 +15,7 @@ values are shuffled) and the card says so.
 
 from __future__ import annotations
 
+import base64
 import html as _html
 from typing import Any
 
@@ -27,6 +28,8 @@ DEFAULT_INTENDED_USE = (
     "about an individual on its own. Valid for the population and feature definitions of the data snapshot "
     "below; drift monitoring retrains it when that population moves."
 )
+CHART_TITLES = {"roc_curve": "ROC curve", "pr_curve": "Precision-recall curve",
+                "calibration": "Calibration curve", "top_features": "Top features"}
 SHAP_METHOD = "SHAP (XGBoost TreeSHAP contributions, pred_contribs=True), mean |value| per source feature"
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
 PERMUTATION_METHOD = ("permutation importance: mean |change in predicted probability| when the feature is "
@@ -129,6 +132,7 @@ def _sections(info: dict) -> tuple[str, list[tuple[str, list]]]:
         ("Fairness", _fairness(info.get("fairness") or {})),
         ("Top features", _top_features(info.get("top_features") or {})),
         ("Thresholds and gate decision", _gate(gate, info.get("comparison"))),
+        *_charts(info.get("charts") or {}),
         ("Lineage", _lineage(info.get("lineage") or {})),
     ]
 
@@ -218,10 +222,38 @@ def _gate(gate: dict, comp: dict | None) -> list:
     return blocks or [("p", "No gate recorded.")]
 
 
+def _charts(charts: dict) -> list:
+    """The curves/top-features section, only when the card has charts."""
+    if not charts:
+        return []
+    return [("Curves and top features", [("img", CHART_TITLES.get(k, k), k, png) for k, png in charts.items()])]
+
+
 def _lineage(lineage: dict) -> list:
     if not lineage:
         return [("p", "No lineage recorded.")]
     return [("table", ["key", "value"], [[k, _fmt(v)] for k, v in sorted(lineage.items())])]
+
+
+def description(info: dict, intended_use: str | None = None) -> str:
+    """The MLflow version description: intended use, data, gate decision (what the registry UI shows)."""
+    ds, gate = info.get("dataset") or {}, info.get("gate") or {}
+    reasons = "; ".join(gate.get("reasons") or [])
+    return (f"Intended use: {intended_use or DEFAULT_INTENDED_USE}\n\n"
+            f"Data: {ds.get('uri')} (sha256 {str(ds.get('sha256'))[:16]}, {ds.get('rows')} rows, "
+            f"{ds.get('columns')} columns; test set {ds.get('rows_test')} rows).\n\n"
+            f"Gate decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'} - {reasons}")[:5000]
+
+
+def model_description(cfg: dict) -> str:
+    """The registered model's description: what it predicts, from which dataset, how versions are gated."""
+    ds, gate = cfg["dataset"], cfg["gate"]
+    limits = ", ".join(f"{k} >= {v}" for k, v in gate["thresholds"].items())
+    fair = ", ".join(ds["sensitive_features"]) or "none configured"
+    return (f"Probability that {ds['label']} == {ds['positive_label']!r} for a record of dataset "
+            f"{ds['name']!r} ({len(ds['columns'])} columns). Intended use: {DEFAULT_INTENDED_USE}\n\n"
+            f"Every version passed data validation and the gate: {limits}; fairness across: {fair}; "
+            f"a challenger must beat the champion by {gate['compare_metric']} >= {gate['min_improvement']}.")[:5000]
 
 
 def _float(v):
@@ -242,6 +274,8 @@ def _render_md(title: str, sections) -> str:
         for b in blocks:
             if b[0] == "p":
                 out += [b[1], ""]
+            elif b[0] == "img":  # the PNG is logged next to the card as <key>.png
+                out += [f"![{b[1]}]({b[2]}.png)", ""]
             elif b[0] == "ul":
                 out += [f"- {_md_cell(x)}" for x in b[1]] + [""]
             elif b[0] == "table":
@@ -265,6 +299,10 @@ def _render_html(title: str, sections) -> str:
         for b in blocks:
             if b[0] == "p":
                 out.append(f"<p>{e(b[1])}</p>")
+            elif b[0] == "img":
+                data = base64.b64encode(b[3]).decode("ascii")
+                out.append(f'<figure><img alt="{e(b[1])}" src="data:image/png;base64,{data}">'
+                           f"<figcaption>{e(b[1])}</figcaption></figure>")
             elif b[0] == "ul":
                 out.append("<ul>" + "".join(f"<li>{e(str(x))}</li>" for x in b[1]) + "</ul>")
             elif b[0] == "table":
@@ -277,7 +315,11 @@ def _render_html(title: str, sections) -> str:
 
 
 def build_model_card(info: dict) -> tuple[str, str]:
-    """(Markdown, HTML) model card for one registered version; missing parts say so."""
+    """(Markdown, HTML) model card for one registered version; missing parts say so.
+
+    `info["charts"]` ({key: PNG bytes}, from `kfct.modelcard_charts.curve_charts`) is inlined
+    as base64 in the HTML; the Markdown links `<key>.png`, logged beside it.
+    """
     if not isinstance(info, dict):
         raise ValueError(f"model card info must be a dict, got {type(info).__name__}")
     title, sections = _sections(info)

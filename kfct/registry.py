@@ -191,14 +191,25 @@ def register(model_uri: str, name: str, tags: dict[str, str], run_id: str | None
     """Create a model version with tags; returns the version number."""
     import mlflow
 
+    from kfct import audit
+
+    audit.ensure_writable()  # the registration is recorded next: no trail, no registration
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     return str(mv.version)
+
+
+def describe(name: str, version: str, version_text: str, model_text: str) -> None:
+    """Descriptions the MLflow UI shows on the registered model and on this version."""
+    c = client()
+    c.update_registered_model(name, description=model_text)
+    c.update_model_version(name, str(version), description=version_text)
 
 
 def set_alias(name: str, alias: str, version: str, reason: str = "", **audit_fields: Any) -> str | None:
     """Move an alias; records the move (with the previous version) in the audit trail."""
     from kfct import audit
 
+    audit.ensure_writable()  # fail closed: a move the trail cannot record is not made
     previous = alias_version(name, alias)
     client().set_registered_model_alias(name, alias, str(version))
     audit.record("alias_moved", model_name=name, alias=alias, version=str(version),
@@ -212,6 +223,7 @@ def delete_alias(name: str, alias: str, reason: str = "") -> None:
     previous = alias_version(name, alias)
     if previous is None:
         return
+    audit.ensure_writable()
     client().delete_registered_model_alias(name, alias)
     audit.record("alias_deleted", model_name=name, alias=alias, previous=previous, reason=reason)
 

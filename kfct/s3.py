@@ -120,6 +120,16 @@ def upload(path: str | Path, uri: str, settings=None, metadata: dict | None = No
     return uri
 
 
+def put_bytes(data: bytes, uri: str, settings=None, client_=None) -> str:
+    """Write one object from memory (a PUT of the same key again overwrites: idempotent)."""
+    import io
+
+    bucket, key = parse_uri(uri)
+    c = client_ or client(settings)
+    _call(f"cannot write {uri}", settings, bucket, c.put_object, bucket, key, io.BytesIO(data), len(data))
+    return uri
+
+
 def stat(uri: str, settings=None) -> dict | None:
     """Size, etag and user metadata of an object, or None when it does not exist.
 

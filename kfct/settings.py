@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     k8s_secret_name: str = Field(default="kfct-s3-credentials", description="Secret with S3/MLflow keys, mounted as env")
     k8s_config_map: str = Field(default="kfct-config", description="ConfigMap with endpoints (S3, MLflow), mounted as env")
 
+    # KServe: the deployment mode of a new InferenceService (an existing one keeps its own:
+    # components/deploy.py reads it). Standard (RawDeployment) is KServe's default; Serverless needs Knative.
+    kserve_deployment_mode: str = "Standard"
+
     log_level: str = Field(default="INFO", description="level of kfct's loggers (stages, server)")
 
     # Where retraining runs: "module:Class" of a `kfct.launcher.RetrainLauncher` ('' = by environment).
@@ -60,6 +64,10 @@ class Settings(BaseSettings):
     serving_host: str = "127.0.0.1"
     serving_port: int = 8080
     max_request_bytes: int = 1_000_000
+    # Prediction log backlog while the store is away: 600k rows = 10 minutes at 1,000 req/s.
+    prediction_log_spill_rows: int = Field(default=600_000, ge=0,
+                                           description="rows kept for the store before the log drops any")
+    prediction_log_spill_dir: Path | None = Field(default=None, description="default <home>/predictions-spill")
     model_version: str | None = Field(default=None, description="version a cluster predictor serves (set by deploy)")
     model_sha256: str | None = Field(default=None, description="its expected model file sha256 (set by deploy)")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090",

@@ -54,9 +54,9 @@ def run_ct(
     _precheck(data_uri)
     model_name = model_name or cfg["register"]["model_name"]
     arguments = dict(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name,
-                     device=device or cfg["train"].get("device", "cpu"), tune_trials=int(tune_trials),
+                     device=device or cfg["train"]["device"], tune_trials=int(tune_trials),
                      code_version=code_version(), run_reason=run_reason,
-                     rollout=bool(cfg.get("rollout", {}).get("enabled", False)), serving_url=serving_url)
+                     rollout=bool(cfg["rollout"]["enabled"]), serving_url=serving_url)
     run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, s.home,
                        prefix="ct", verbose=verbose)
     if run.error is not None:
@@ -91,7 +91,8 @@ def summarize(run, data_uri: str, model_name: str) -> dict:
             "n_failed": validation.get("n_failed"),
             "failures": validation.get("failures", []),
             "report": vrep.get("uri"),
-            "report_html": run.artifact("validate-data", "report").get("uri"),
+            "report_html": html_named(run.artifact("validate-data", "report").get("uri")),
+            "hints": validation.get("hints", []),
         },
         "model_name": model_name,
     }
@@ -116,15 +117,22 @@ def _dataset_meta(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in (STARTED, ENDED)}
 
 
+def html_named(path: str | None) -> str | None:
+    """kfp names the HTML artifact `report`; a copy named `.html` opens in a browser."""
+    if not path or path.endswith(".html") or not Path(path).is_file():
+        return path
+    import shutil
+
+    return shutil.copyfile(path, path + ".html")
+
+
 def format_validation_failure(summary: dict) -> str:
     v = summary["validation"]
+    from kfct.components.validation_report import failure_lines
+
     lines = [f"validation failed: {v.get('n_failed')} of {v.get('n_expectations')} expectations "
              f"(report: {v.get('report_html') or v.get('report')})"]
-    for f in v.get("failures", [])[:20]:
-        col = f.get("column") or "<table>"
-        sample = f.get("sample_bad_values")
-        lines.append(f"  - {f.get('expectation')} [{col}] observed={f.get('observed')}"
-                     + (f" sample={sample}" if sample else ""))
+    lines += [f"  - {line}" for line in failure_lines(v)]
     return "\n".join(lines)
 
 

@@ -56,6 +56,8 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     """Return the monitoring `@dsl.pipeline` function (parameters are its run-time knobs)."""
     from kfp import dsl
 
+    from kfct.pipelines.task_config import grant_kfp_access
+
     from kfct.config import config_to_json, load_config
     from kfct.settings import get_settings
 
@@ -64,9 +66,8 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     ops = make_components(s)
     default_config = config_to_json(cfg)
     # A retried trigger could submit a second CT run: the trigger stage never retries.
-    task_cfg = {**cfg, "resources": {**(cfg.get("resources") or {}),
-                                     "trigger_retrain": {**((cfg.get("resources") or {}).get("trigger_retrain") or {}),
-                                                         "retries": 0}}}
+    task_cfg = {**cfg, "resources": {**cfg["resources"],
+                                     "trigger_retrain": {**cfg["resources"].get("trigger_retrain", {}), "retries": 0}}}
     default_model = cfg["register"]["model_name"]
 
     @dsl.pipeline(
@@ -98,12 +99,14 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
                                          ct_data_uri=ct_data_uri, force=force, dry_run=dry_run, mode=mode),
                           "trigger_retrain", task_cfg, s)
         trig.set_display_name("retrain decision")
+        grant_kfp_access(trig)  # it starts CT runs through the KFP API (multi-user: projected token)
         # Outcomes close the loop: realized performance (may ask for a CT run on decay; after the
         # drift trigger so the cooldown sees it) and the running A/B test's decision.
         real = _configure(ops["realized"](config_json=config_json, model_name=model_name, since=since,
                                           retrain=outcomes_retrain), "trigger_retrain", task_cfg, s)
         real.set_display_name("realized performance (outcomes)")
         real.after(trig)
+        grant_kfp_access(real)  # a decayed champion starts a CT run through the KFP API too
         ab = _configure(ops["ab"](config_json=config_json, model_name=model_name, act=ab_act), "trigger_retrain",
                         task_cfg, s)
         ab.set_display_name("A/B test decision (outcomes)")

@@ -12,7 +12,8 @@ Changed, and why:
   the prediction (kfct's own Prometheus histograms keep the timings);
 - V1 bodies that orjson rejects are parsed again with NaN/Infinity allowed, so a
   non-finite feature gets a 400 naming the field instead of "Unrecognized request format";
-- server readiness (`/v2/health/ready`) is false until every model is loaded;
+- server readiness (`/v2/health/ready`) is false until every model is loaded, and the
+  503 says why (registry or store unreachable, no model yet, ...: `kfct.serving.readiness`);
 - a body-size limit (`KFCT_MAX_REQUEST_BYTES`, 413) and 400s that name the field;
 - `GET /kfct/stats?since=T` (per-version window the local rollout reads) and
   `GET /kfct/split` (the split the server applies).
@@ -33,6 +34,7 @@ from kfct import kserve_sdk
 from kfct.serving.schemas import BadRequest, parse_json_body
 
 log = logging.getLogger("kfct.serving")
+kserve = kserve_sdk.LazyKServe()  # imported on first use
 
 if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
     from kserve.model_server import ModelServer
@@ -44,14 +46,21 @@ else:
 
 class _KfctDataPlane(DataPlane):
     async def ready(self) -> bool:
-        """Server readiness = every registered model is loaded (KServe's default is always True)."""
+        """Server readiness = every registered model is loaded (KServe's default is always True).
+        Not ready is a 503 whose body says why (`kfct.serving.readiness`)."""
         models = self.model_registry.get_models()
         if not models:
             return False
         for name in models:
             if not await self.model_registry.is_model_ready(name):
-                return False
+                raise kserve.errors.ServerNotReady(_reason(models[name]))
         return True
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        if not ready:
+            raise kserve.errors.ModelNotReady(model_name, _reason(self.model_registry.get_model(model_name)))
+        return ready
 
     def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
         is_v1_bytes = isinstance(body, (bytes, bytearray)) and protocol_version.lower() == "v1"
@@ -61,6 +70,14 @@ class _KfctDataPlane(DataPlane):
             except orjson.JSONDecodeError:
                 return parse_json_body(body), {}  # NaN/Infinity allowed: the model names the field
         return super().decode(body, headers, protocol_version, model_name)
+
+
+def _reason(model) -> str | None:
+    fn = getattr(model, "not_ready_reason", None)
+    try:
+        return fn() if callable(fn) else None
+    except Exception:  # pragma: no cover - a reason must never turn a 503 into a 500
+        return None
 
 
 class BodyLimitMiddleware:

@@ -8,7 +8,10 @@ Prometheus (`GET /metrics`, the KServe ModelServer's own endpoint and registry):
 - `kfct_prediction_probability{model_name, model_version}` histogram (prediction distribution)
 - `kfct_predictions_total{model_name, model_version, label}`
 - `kfct_model_info{model_name, model_version, role, sha256}` gauge, `kfct_canary_percent{model_name}`
-- `kfct_prediction_log_rows_total`, `kfct_prediction_log_dropped_total`
+- `kfct_model_ready{model_name}`, `kfct_model_load_failing{model_name, reason}` (why not ready, or why
+  the last reload failed: registry_unreachable | store_unreachable | no_model | integrity | load_failed)
+- `kfct_prediction_log_rows_total`, `kfct_prediction_log_dropped_total{reason}`,
+  `kfct_prediction_log_backlog_rows`, `kfct_prediction_log_store_up`, `kfct_prediction_log_spill_disk_full`
 
 The rollout on a cluster queries these through Prometheus. Locally it asks the
 router's `GET /kfct/stats?since=T`, computed from `VersionStats`: a bounded deque
@@ -53,8 +56,19 @@ class _Metrics:
         self.model_info = Gauge("kfct_model_info", "Loaded model versions (1 = serving in this role)",
                                 ["model_name", "model_version", "role", "sha256"])
         self.canary_percent = Gauge("kfct_canary_percent", "Share of traffic routed to the canary", ["model_name"])
+        self.model_ready = Gauge("kfct_model_ready", "1 when a champion is loaded and answering", ["model_name"])
+        self.model_load_failing = Gauge("kfct_model_load_failing",
+                                        "1 on the reason the last model load / reload failed (0 after a success)",
+                                        ["model_name", "reason"])
         self.log_rows = Counter("kfct_prediction_log_rows", "Rows written to the prediction log")
-        self.log_dropped = Counter("kfct_prediction_log_dropped", "Prediction log rows dropped (queue full)")
+        self.log_dropped = Counter("kfct_prediction_log_dropped",
+                                   "Prediction log rows dropped (reason: queue_full | spill_full)", ["reason"])
+        self.log_backlog_rows = Gauge("kfct_prediction_log_backlog_rows",
+                                      "Prediction log rows waiting for the store (spilled to disk or in memory)")
+        self.log_store_up = Gauge("kfct_prediction_log_store_up",
+                                  "1 when the last prediction log write reached the store, 0 while it fails")
+        self.log_spill_disk_full = Gauge("kfct_prediction_log_spill_disk_full",
+                                         "1 while the prediction log spill directory refuses writes (disk full)")
 
 
 def prometheus() -> _Metrics:

@@ -103,6 +103,7 @@ class _ChurnRouter(_KServeModel):
         self.applied_generation = 0
         self.failed_generation = 0
         self.last_error: str | None = None
+        self.next_retry = 0.0  # monotonic time of the watcher's next load attempt (0: none planned)
         self._apply_lock = threading.Lock()
         self._info_labels: list = []
         from kserve.metrics import PREDICT_HIST_TIME, get_labels
@@ -122,6 +123,28 @@ class _ChurnRouter(_KServeModel):
         champ = self._route.champion
         return bool(champ is not None and champ.current is not None)
 
+    @property
+    def load_error(self) -> str | None:
+        """Why the last load / apply failed (None once one succeeded)."""
+        champ = self._route.champion
+        return self.last_error or (champ.last_error if champ is not None else None)
+
+    def not_ready_reason(self) -> str | None:
+        """None when serving; else one line: reason code, the loader's error, when it retries."""
+        champ = self._route.champion
+        if champ is not None and champ.current is not None:
+            return None
+        from kfct.serving.readiness import describe
+
+        retry_in = max(0.0, self.next_retry - time.monotonic()) if self.next_retry else None
+        return describe(self.load_error, retry_in)
+
+    def publish_readiness(self) -> None:
+        from kfct.serving.readiness import publish
+
+        champ = self._route.champion
+        publish(self.name, bool(champ is not None and champ.current is not None), self.load_error)
+
     def _set_route(self, route: Route) -> None:
         self._route = route
         self.ready = bool(route.champion is not None and route.champion.current is not None)
@@ -129,6 +152,7 @@ class _ChurnRouter(_KServeModel):
             if p is not None and p.current is not None:
                 self._ensure_version(p.current.version)
         self._publish()
+        self.publish_readiness()
 
     def _publish(self) -> None:
         r = self._route
@@ -361,10 +385,11 @@ class _ChurnRouter(_KServeModel):
                 self.failed_generation = state.generation
                 self.last_error = f"generation {state.generation}: {type(exc).__name__}: {exc}"
                 log.error("split state for %s not applied, routing unchanged: %s", self.name, self.last_error)
+                self.publish_readiness()
                 return False
+            self.last_error = None
             self._set_route(route)
             self.applied_generation = state.generation
-            self.last_error = None
             log.info("model %s: champion v%s, canary %s (%s %.1f%%), generation %d", self.name,
                      route.champion.loaded_version if route.champion else None,
                      f"v{route.canary.loaded_version}" if route.canary else "none", route.mode, route.percent,
@@ -411,11 +436,17 @@ class SplitWatcher:
     """Polls the split file; applies changes and retries loading until a champion is ready."""
 
     def __init__(self, router: _ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
-                 retry_seconds: float = 2.0):
+                 retry_seconds: float = 2.0, max_retry_seconds: float = 30.0):
         self.router = router
         self.path = Path(path)
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
+        # A failed load (MLflow / MinIO away) is retried after retry_seconds, doubling up to
+        # max_retry_seconds; also when a model already serves (a reload that failed is not
+        # forgotten: the new split is applied once the dependency is back).
+        self.max_retry_seconds = max_retry_seconds
+        self._backoff = retry_seconds
+        self._failing = False
         self._stop = threading.Event()
         self._seen: tuple | None = None
         self._last_try = 0.0
@@ -438,7 +469,7 @@ class SplitWatcher:
             sig = None
         not_ready = self.router.route.champion is None or self.router.route.champion.current is None
         changed = sig != self._seen
-        retry_due = not_ready and time.monotonic() - self._last_try >= self.retry_seconds
+        retry_due = (not_ready or self._failing) and time.monotonic() - self._last_try >= self._backoff
         if not changed and not retry_due:
             return False
         self._last_try = time.monotonic()
@@ -453,8 +484,14 @@ class SplitWatcher:
             state = SplitState(model_name=self.router.name)
             state.generation = self.router.applied_generation
         ok = self.router.apply_state(state)
-        if ok or not not_ready:
-            self._seen = sig
+        self._seen = sig
+        if ok:
+            self._failing, self._backoff, self.router.next_retry = False, self.retry_seconds, 0.0
+        else:
+            if self._failing:
+                self._backoff = min(self.max_retry_seconds, self._backoff * 2)
+            self._failing = True
+            self.router.next_retry = self._last_try + self._backoff
         return ok
 
     def _run(self) -> None:

@@ -277,13 +277,20 @@ def test_inference_service_object():
 
     isvc = build_inference_service("churn-classifier", "4", namespace="kfct", canary_percent=10,
                                    storage_uri="s3://kfct/mlartifacts/1/models/m-1/artifacts", sha256="ab" * 32,
-                                   settings=Settings())
+                                   settings=Settings(), mode="Serverless")
     d = ApiClient().sanitize_for_serialization(isvc)
     pred = d["spec"]["predictor"]
     assert d["apiVersion"] == "serving.kserve.io/v1beta1" and pred["canaryTrafficPercent"] == 10
+    assert d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     assert pred["model"]["storageUri"].startswith("s3://") and pred["model"]["runtime"] == "kfct-predictor"
     assert {"name": "KFCT_MODEL_SHA256", "value": "ab" * 32} in pred["model"]["env"]
     assert pred["serviceAccountName"] == "kfct-serving"
+    # Standard mode (KServe's default) ignores canaryTrafficPercent: asking for one there is an error
+    from kfct.components.deploy import DeployError
+
+    with pytest.raises(DeployError, match="Standard mode ignores canaryTrafficPercent"):
+        build_inference_service("churn-classifier", "4", canary_percent=10, storage_uri="s3://x/y", sha256="ab" * 32,
+                                settings=Settings(), mode="Standard")
 
 
 def test_bulk_histogram_exports_what_prometheus_clients_histogram_does():
