@@ -13,7 +13,6 @@ runs this same pipeline on this machine (shards in parallel subprocesses).
 """
 
 import json
-from pathlib import Path
 
 PIPELINE_NAME = "kfct-batch-scoring"
 STAGES = ("resolve-champion", "ingest-data", "split-shards", "score-shard", "gather-scores")
