@@ -303,7 +303,7 @@ class _Server(ThreadingHTTPServer):
             return 200, {}
         return 200, st.recurring_runs[rid]
 
-    def _add_version(self, pid: str, name: str, spec: dict, description: str) -> dict:
+    def _add_version(self, pid: str, name: str, spec: dict, description: str, stored: dict | None = None) -> dict:
         st = self.state
         vid = st.new_id("version")
         ver = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name, "name": name,
