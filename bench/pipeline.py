@@ -1,8 +1,9 @@
 """The local CT pipeline end to end at 100k rows: wall time per stage and in total.
 
 `kfct.pipelines.local.run_ct` runs the same `@dsl.pipeline` that is compiled for Kubeflow
-with kfp's SubprocessRunner, every stage a real kfp task in its own subprocess (so each
-stage's time includes starting Python and importing what it uses). Each run gets a fresh
+with kfp's SubprocessRunner, every stage a real kfp task in its own subprocess. Each
+stage's time is what it stamped in its output metadata (its own imports included; starting
+Python and kfp's executor only show in the total). Each run gets a fresh
 `KFCT_HOME` inside the benchmark's work folder: the first model of a store faces the
 absolute thresholds only, so every repeat runs the same stages.
 """

@@ -240,8 +240,9 @@ def render_pipeline(sec: dict) -> list[str]:
     if st:
         return lines + [st, ""]
     lines.append(f"`kfct.pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
-                 "SubprocessRunner, each stage a subprocess (its time includes starting Python and importing its "
-                 f"libraries); {'one run' if d.get('repeats') == 1 else 'median of ' + _plural(d.get('repeats'), 'run')}.")
+                 "SubprocessRunner, each stage a subprocess; a stage's time is what it stamped itself, from the first line "
+                 "of its function (the libraries it imports included) to its last, and the total also holds starting "
+                 f"Python and kfp's executor for each; {'one run' if d.get('repeats') == 1 else 'median of ' + _plural(d.get('repeats'), 'run')}.")
     lines += ["", "| stage | seconds |", "|---|---:|"]
     for k, v in (d.get("stages") or {}).items():
         lines.append(f"| {k} | {_n(v, 1)} |")
@@ -283,15 +284,28 @@ def render_chart(results: dict, path: Path) -> Path | None:
     if not any((serving.get("cells"), scoring.get("tools"), pipeline.get("stages"), training.get("figures"))):
         return None
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    cells = serving.get("cells") or {}
-    labels = {k: v.get("label", k) for k, v in (serving.get("servers") or {}).items()}
-    levels = [str(c) for c in serving.get("levels", [])]
+    _latency_panel(axes[0][0], serving)
+    _throughput_panel(axes[0][1], serving)
+    _scoring_panel(axes[1][0], scoring)
+    _pipeline_panel(axes[1][1], pipeline, training)
+    meta = results.get("meta", {})
+    fig.suptitle(f"kfct benchmarks — {meta.get('date', '')}, {meta.get('cores', '?')} shared cores "
+                 "(load generator and servers on the same machine)", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
-    ax = axes[0][0]
+
+def _latency_panel(ax, serving: dict) -> None:
+    cells = serving.get("cells") or {}
+    levels = [str(c) for c in serving.get("levels", [])]
     if cells:
         xs, p50, p99, names = [], [], [], []
-        for i, (name, by) in enumerate(cells.items()):
-            for j, lv in enumerate(levels):
+        for name, by in cells.items():
+            for lv in levels:
                 c = by.get(lv)
                 if c:
                     names.append(f"{name}\nc={lv}")
@@ -306,7 +320,11 @@ def render_chart(results: dict, path: Path) -> Path | None:
         ax.legend()
     ax.set_title("Serving latency, 1 instance/request")
 
-    ax = axes[0][1]
+
+def _throughput_panel(ax, serving: dict) -> None:
+    cells = serving.get("cells") or {}
+    labels = {k: v.get("label", k) for k, v in (serving.get("servers") or {}).items()}
+    levels = [str(c) for c in serving.get("levels", [])]
     if cells:
         width = 0.8 / max(1, len(levels))
         for j, lv in enumerate(levels):
@@ -319,7 +337,8 @@ def render_chart(results: dict, path: Path) -> Path | None:
         ax.legend()
     ax.set_title("Serving throughput, one worker")
 
-    ax = axes[1][0]
+
+def _scoring_panel(ax, scoring: dict) -> None:
     tools = scoring.get("tools") or {}
     if tools:
         names = [t["label"] for t in tools.values()] + ["case study\n(2h31m)"]
@@ -330,7 +349,8 @@ def render_chart(results: dict, path: Path) -> Path | None:
         ax.set_ylabel("rows/s (log)")
     ax.set_title("Batch scoring, 2.1M customers")
 
-    ax = axes[1][1]
+
+def _pipeline_panel(ax, pipeline: dict, training: dict) -> None:
     stages = pipeline.get("stages") or {}
     if stages:
         ax.barh(list(stages)[::-1], list(stages.values())[::-1])
@@ -343,15 +363,6 @@ def render_chart(results: dict, path: Path) -> Path | None:
         ax.set_title("Training wall time (CPU)")
     else:
         ax.set_title("Local CT pipeline (not run)")
-    meta = results.get("meta", {})
-    fig.suptitle(f"kfct benchmarks — {meta.get('date', '')}, {meta.get('cores', '?')} shared cores "
-                 "(load generator and servers on the same machine)", fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _jsonable(results: dict) -> dict:

@@ -445,6 +445,9 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
 
     from kfct.components.deploy import deploy_core
@@ -458,4 +461,4 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
     stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
                                                 out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
                                                 out.get("action"))
-    return json.dumps(out, default=str)
+    return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

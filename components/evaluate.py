@@ -232,6 +232,9 @@ def evaluate_model(
     decision: Output[Artifact],
 ) -> bool:
     """Score the test set, check fairness, compare with the champion; returns whether to deploy."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
     import tempfile
 
@@ -297,4 +300,5 @@ def evaluate_model(
     audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
                  reasons=result["reasons"], champion_version=champion_version,
                  metrics={k: round(float(v), 6) for k, v in scalar.items()})
+    clock.stamp(decision.metadata)
     return bool(result["deploy"])

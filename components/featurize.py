@@ -63,6 +63,9 @@ def featurize_split(
     preprocessor: Output[Model],
 ):
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import joblib
     import pandas as pd
 
@@ -84,3 +87,4 @@ def featurize_split(
     preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
     log.info("split %d/%d/%d rows (train/val/test); %d features -> %d encoded", len(tr), len(va), len(te),
              len(encoder.input_features), len(encoder.output_names_))
+    clock.stamp(preprocessor.metadata)

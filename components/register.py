@@ -64,6 +64,9 @@ def register_model(
     model_card: Output[Markdown],
 ) -> str:
     """Register the approved model in MLflow with lineage tags and a model card; set its alias. Returns the version."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
     import tempfile
 
@@ -116,6 +119,7 @@ def register_model(
             with open(f"{tmp}/{name}", "wb") as fh:
                 fh.write(data)
             mlflow.log_artifact(f"{tmp}/{name}", artifact_path="model_card")
+    clock.stamp(model_card.metadata)
     return out["version"]
 
 

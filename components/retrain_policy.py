@@ -242,6 +242,9 @@ def trigger_retrain(
 ) -> str:
     """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a
     cluster, kfp.local locally); returns the outcome as JSON."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
 
     from kfct.components.retrain_policy import trigger_core
@@ -255,4 +258,4 @@ def trigger_retrain(
     out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
     stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
                                                         f"; started a {out['mode']} CT run" if out["triggered"] else "")
-    return json.dumps(out, default=str)
+    return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

@@ -417,23 +417,19 @@ class RolloutResult:
 def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds, steps: list[float],
                 bake_seconds: float, canary_version: str | None = None, champion_version: str | None = None,
                 poll_seconds: float = 0.5, max_wait_factor: float = 3.0, sleep: Callable[[float], None] = time.sleep,
-                log: Callable[[str], None] | None = None) -> RolloutResult:
-    """Walk the steps; promote or roll back. Registry changes happen only at the end, once."""
-    from kfct import audit, registry
+                log: Callable[[str], None] | None = None,
+                clock: Callable[[], float] = time.monotonic) -> RolloutResult:
+    """Walk the steps; promote or roll back. Registry changes happen only at the end, once.
+
+    `sleep` and `clock` are the loop's notion of time (tests pass a fake pair that advance
+    together, so a 60 s bake takes no real time).
+    """
+    from kfct import audit
 
     say = log or (lambda _m: None)
-    registry.setup()
-    canary_version = str(canary_version or registry.alias_version(model_name, "challenger") or "")
-    if not canary_version:
-        raise RolloutError(f"model {model_name}: no version has alias 'challenger'; nothing to roll out "
-                           "(deploy a version first: the deploy stage or `kfct serve --canary-version`)")
-    champion_version = str(champion_version or registry.alias_version(model_name, "champion") or "")
-    if not champion_version:
-        raise RolloutError(f"model {model_name}: no champion to compare v{canary_version} with")
-    if champion_version == canary_version:
-        raise RolloutError(f"model {model_name}: v{canary_version} is already the champion")
+    canary_version, champion_version = _versions(model_name, canary_version, champion_version)
     steps = parse_steps(steps)
-    t_start = time.monotonic()
+    t_start = clock()
     audit.record("rollout_started", model_name=model_name, version=canary_version, champion=champion_version,
                  steps=steps, bake_seconds=bake_seconds, thresholds=asdict(thresholds))
     result = RolloutResult(model_name, canary_version, champion_version, "rolled_back")
@@ -445,57 +441,103 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
         except RolloutError as exc:
             failed = [f"step {pct:g}%: could not route traffic to the canary: {exc}"]
             break
-        since = backend.now()
         say(f"step {pct:g}%: baking {bake_seconds:g} s")
-        t0 = time.monotonic()
-        verdict, reasons, champ, can = WAIT, [], Window(champion_version), Window(canary_version)
-        while True:
-            sleep(poll_seconds)
-            champ, can = backend.windows(champion_version, canary_version, since)
-            verdict, reasons = evaluate_step(champ, can, thresholds, baseline)
-            elapsed = time.monotonic() - t0
-            if verdict == FAIL:
-                break
-            if verdict == PASS and elapsed >= bake_seconds:
-                break
-            if elapsed >= max_wait_factor * bake_seconds:
-                verdict = FAIL
-                reasons = [f"not enough traffic to judge within {max_wait_factor * bake_seconds:g} s: "
-                           + "; ".join(reasons)]
-                break
-        step = {"percent": pct, "verdict": verdict, "reasons": reasons, "champion": champ.summary(),
-                "canary": can.summary(), "seconds": round(time.monotonic() - t0, 2)}
+        step, champ = _bake(backend, champion_version, canary_version, pct, thresholds, baseline, bake_seconds,
+                            poll_seconds, max_wait_factor, sleep, clock)
         result.steps.append(step)
         audit.record("rollout_step", model_name=model_name, version=canary_version, **step)
-        say(f"step {pct:g}%: {verdict}: {'; '.join(reasons)}")
-        if verdict != PASS:
-            failed = [f"step {pct:g}%: {r}" for r in reasons]
+        say(f"step {pct:g}%: {step['verdict']}: {'; '.join(step['reasons'])}")
+        if step["verdict"] != PASS:
+            failed = [f"step {pct:g}%: {r}" for r in step["reasons"]]
             break
         if champ.requests >= thresholds.min_requests:
             baseline = champ
 
-    result.seconds = round(time.monotonic() - t_start, 2)
+    result.seconds = round(clock() - t_start, 2)
     if failed is None:
-        reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
-        registry.set_alias(model_name, "champion", canary_version, reason=f"rollout: {reason}")
-        backend.promote(canary_version)
-        registry.set_version_tag(model_name, canary_version, "rollout_status", "promoted")
-        registry.delete_alias(model_name, "challenger", reason="promoted to champion")
-        result.outcome, result.reasons = "promoted", [reason]
-        audit.record("rollout_promoted", model_name=model_name, version=canary_version,
-                     previous=champion_version, reason=reason, seconds=result.seconds)
-        return result
+        return _promote(result, backend, steps)
+    return _roll_back(result, backend, failed)
 
+
+def _versions(model_name: str, canary_version: str | None, champion_version: str | None) -> tuple[str, str]:
+    """(canary, champion): given, else the `challenger` and `champion` aliases; one line when unusable."""
+    from kfct import registry
+
+    registry.setup()
+    canary_version = str(canary_version or registry.alias_version(model_name, "challenger") or "")
+    if not canary_version:
+        raise RolloutError(f"model {model_name}: no version has alias 'challenger'; nothing to roll out "
+                           "(deploy a version first: the deploy stage or `kfct serve --canary-version`)")
+    champion_version = str(champion_version or registry.alias_version(model_name, "champion") or "")
+    if not champion_version:
+        raise RolloutError(f"model {model_name}: no champion to compare v{canary_version} with")
+    if champion_version == canary_version:
+        raise RolloutError(f"model {model_name}: v{canary_version} is already the champion")
+    return canary_version, champion_version
+
+
+def _bake(backend: RolloutBackend, champion_version: str, canary_version: str, pct: float, thresholds: Thresholds,
+          baseline: Window | None, bake_seconds: float, poll_seconds: float, max_wait_factor: float,
+          sleep: Callable[[float], None], clock: Callable[[], float]) -> tuple[dict, Window]:
+    """One step: poll the windows until the canary passes the bake time, fails, or traffic stays too thin."""
+    since = backend.now()
+    t0 = clock()
+    while True:
+        sleep(poll_seconds)
+        champ, can = backend.windows(champion_version, canary_version, since)
+        verdict, reasons = evaluate_step(champ, can, thresholds, baseline)
+        elapsed = clock() - t0
+        if verdict == FAIL or (verdict == PASS and elapsed >= bake_seconds):
+            break
+        if elapsed >= max_wait_factor * bake_seconds:
+            verdict = FAIL
+            reasons = [f"not enough traffic to judge within {max_wait_factor * bake_seconds:g} s: "
+                       + "; ".join(reasons)]
+            break
+    return ({"percent": pct, "verdict": verdict, "reasons": reasons, "champion": champ.summary(),
+             "canary": can.summary(), "seconds": round(clock() - t0, 2)}, champ)
+
+
+def _promote(result: RolloutResult, backend: RolloutBackend, steps: list[float]) -> RolloutResult:
+    from kfct import audit, registry
+
+    name, canary = result.model_name, result.canary_version
+    reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
+    registry.set_alias(name, "champion", canary, reason=f"rollout: {reason}")
+    backend.promote(canary)
+    registry.set_version_tag(name, canary, "rollout_status", "promoted")
+    registry.delete_alias(name, "challenger", reason="promoted to champion")
+    result.outcome, result.reasons = "promoted", [reason]
+    audit.record("rollout_promoted", model_name=name, version=canary, previous=result.champion_version,
+                 reason=reason, seconds=result.seconds)
+    return result
+
+
+def _roll_back(result: RolloutResult, backend: RolloutBackend, failed: list[str]) -> RolloutResult:
+    """Traffic back to the champion first; only once that happened does the registry say so.
+
+    A rollback that raises leaves the canary's traffic unknown: the version keeps its
+    `challenger` alias (it may still serve) and gets no `rejected` tag, the failure is
+    audited, and the error names what to do.
+    """
+    from kfct import audit, registry
+
+    name, canary, champion = result.model_name, result.canary_version, result.champion_version
     reason = "; ".join(failed)
     try:
-        backend.rollback(champion_version, canary_version)
-    finally:
-        registry.set_version_tag(model_name, canary_version, "rejected", "true")
-        registry.set_version_tag(model_name, canary_version, "rollout_status", "rejected")
-        registry.set_version_tag(model_name, canary_version, "rejected_reason", reason[:4000])
-        registry.delete_alias(model_name, "challenger", reason=f"rolled back: {reason}"[:4000])
-        audit.record("rollout_rolled_back", model_name=model_name, version=canary_version,
-                     champion=champion_version, reason=reason, seconds=result.seconds)
+        backend.rollback(champion, canary)
+    except Exception as exc:
+        audit.record("rollout_rollback_failed", model_name=name, version=canary, champion=champion, reason=reason,
+                     error=f"{type(exc).__name__}: {exc}"[:1000], seconds=result.seconds)
+        raise RolloutError(f"model {name}: rolling v{canary} back failed ({type(exc).__name__}: {exc}); its traffic "
+                           f"share is unknown and the registry is unchanged (alias 'challenger' still on "
+                           f"v{canary}): retry with `kfct rollout`") from exc
+    registry.set_version_tag(name, canary, "rejected", "true")
+    registry.set_version_tag(name, canary, "rollout_status", "rejected")
+    registry.set_version_tag(name, canary, "rejected_reason", reason[:4000])
+    registry.delete_alias(name, "challenger", reason=f"rolled back: {reason}"[:4000])
+    audit.record("rollout_rolled_back", model_name=name, version=canary, champion=champion, reason=reason,
+                 seconds=result.seconds)
     result.reasons = failed
     return result
 
@@ -576,6 +618,9 @@ def make_backend(model_name: str, target: str, settings, cfg: dict | None = None
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import json
 
     from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
@@ -591,7 +636,8 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     registry.setup(s)
     if version and registry.alias_version(model_name, "champion") == str(version):
         # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
-        return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion"})
+        return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion",
+                           "stage_time": clock.as_dict()})
     backend = make_backend(model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url,
                            namespace=namespace)
     if isinstance(backend, LocalRouterBackend):
@@ -599,10 +645,9 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
         if not backend.reachable():
             # No live traffic to judge by: the canary stays deployed until a deadline (its owner).
             out = defer_rollout(model_name, version, f"no model server at {backend.url}",
-                                float(cfg.get("rollout", {}).get("deferred_deadline_seconds", 3600)),
-                                state_path=backend.state_path)
-            return json.dumps(out)
+                                float(cfg["rollout"]["deferred_deadline_seconds"]), state_path=backend.state_path)
+            return json.dumps({**out, "stage_time": clock.as_dict()})
     log = stage_logger("kfct.components.rollout")
     res = rollout_core(model_name, cfg, backend, canary_version=version or None, log=log.info)
     log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))
-    return json.dumps(res.to_json())
+    return json.dumps({**res.to_json(), "stage_time": clock.as_dict()})

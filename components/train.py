@@ -181,6 +181,9 @@ def train_model(
     model: Output[Model],
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn) and log it to MLflow; returns the run id."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import tempfile  # a kfp component runs this function's source alone: its imports are all in here
 
     import joblib
@@ -228,4 +231,5 @@ def train_model(
         "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,
         "threshold": info["threshold"], "model": info["model"], "device": info["device"], **val_metrics,
     })
+    clock.stamp(model.metadata)
     return run_id

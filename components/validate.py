@@ -31,6 +31,9 @@ def validate_data(
     report_md: Output[Markdown],
 ) -> bool:
     """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
+    from kfct.stageclock import StageClock
+
+    clock = StageClock()
     import shutil
     import tempfile
 
@@ -60,6 +63,7 @@ def validate_data(
         "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
         result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
                                          for f in result["failures"][:5]))
+    clock.stamp(report_json.metadata)
     return bool(result["passed"])
 
 

@@ -106,13 +106,38 @@ def realized_outcomes(predictions: pd.DataFrame, seed: int = 0, drift: float = 0
 
 
 def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: float = 0.0) -> pd.DataFrame:
-    """Return `rows` customers; deterministic for a given (rows, seed, drift, bias)."""
+    """Return `rows` customers; deterministic for a given (rows, seed, drift, bias).
+
+    The feature families are drawn in a fixed order from one generator (the order is
+    part of the determinism), then the label from the latent churn score (`churn_logit`).
+    """
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
     rng = np.random.default_rng(seed)
-    n = rows
     d = float(drift)
+    cols = _categories(rng, rows, d)
+    cols.update(_rfm(rng, rows, d, cols["contract_type"]))
+    cols.update(_usage(rng, rows, d, cols["activity_trend"]))
+    cols.update(_support(rng, rows, d, cols["contract_type"] == "monthly"))
+    df = pd.DataFrame({"customer_id": [f"C{seed % 1000:03d}-{i:08d}" for i in range(rows)],
+                       **{c: cols[c] for c in COLUMNS if c != "churned"}})
+    # Latent churn score (see churn_logit), then logit noise: the same draws, in the same order.
+    z = churn_logit(df, drift=d, bias=bias) + rng.normal(0.0, 0.45, rows)
+    df["churned"] = (rng.random(rows) < _sigmoid(z)).astype(np.int64)
+    for col in ("contract_type", "payment_method", "age_group", "region"):
+        df[col] = df[col].astype(str)
+    return df
 
+
+# Column order of the generated frame (after customer_id).
+COLUMNS = ("contract_type", "payment_method", "age_group", "region", "plan_monthly_eur", "recency_days", "frequency",
+           "monetary_total", "monetary_avg", "monetary_std", "tenure_days", "activity_trend", "calls_count_30d",
+           "calls_duration_avg_30d", "data_usage_gb_30d", "international_calls_ratio", "peak_hour_ratio",
+           "support_tickets_90d", "support_escalations_90d", "unresolved_tickets", "frustration_index", "churned")
+
+
+def _categories(rng, n: int, d: float) -> dict:
+    """Contract, payment, age group, region; drift moves customers to monthly contracts and cash."""
     def pick(choices, probs, shift=None):
         p = np.asarray(probs, dtype=float)
         if shift is not None:
@@ -120,69 +145,45 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
             p = p / p.sum()
         return rng.choice(np.asarray(choices, dtype=object), size=n, p=p)
 
-    contract = pick(*CONTRACTS, shift=np.array([0.15, -0.08, -0.07]) * d)
-    payment = pick(*PAYMENTS, shift=np.array([-0.10, 0.0, 0.0, 0.10]) * d)
-    age = pick(*AGES)
-    region = pick(*REGIONS)
+    return {"contract_type": pick(*CONTRACTS, shift=np.array([0.15, -0.08, -0.07]) * d),
+            "payment_method": pick(*PAYMENTS, shift=np.array([-0.10, 0.0, 0.0, 0.10]) * d),
+            "age_group": pick(*AGES), "region": pick(*REGIONS)}
 
-    is_monthly = contract == "monthly"
-    is_two_year = contract == "two_year"
 
+def _rfm(rng, n: int, d: float, contract) -> dict:
+    """Tenure, plan price, recency / frequency / monetary, activity trend."""
+    is_monthly, is_two_year = contract == "monthly", contract == "two_year"
     tenure_scale = np.where(is_two_year, 900.0, np.where(is_monthly, 380.0, 650.0))
     tenure_days = np.maximum(1, rng.gamma(1.6, tenure_scale / 1.6)).astype(np.int64)
     tenure_days = np.minimum(tenure_days, 19_000)
     plan = np.round(np.clip(rng.lognormal(np.log(28.0) + 0.15 * d, 0.45, n), 5, 400), 2)
     frequency = rng.poisson(tenure_days / 30.0 * rng.uniform(0.6, 1.4, n)).astype(np.int64) + 1
     monetary_avg = np.round(np.clip(plan * rng.lognormal(0.0, 0.2, n), 1, 5000), 2)
-    monetary_total = np.round(monetary_avg * frequency, 2)
     monetary_std = np.round(monetary_avg * rng.uniform(0.05, 0.5, n), 2)
     monetary_std[frequency < 2] = np.nan  # std of one transaction is undefined
     activity_trend = np.round(np.clip(rng.lognormal(-0.05 - 0.35 * d, 0.45, n), 0.01, 40), 4)
     recency_days = np.round(np.clip(rng.exponential(18.0 * (1 + 0.8 * d), n), 0, 3000), 1)
+    return {"tenure_days": tenure_days, "plan_monthly_eur": plan, "frequency": frequency,
+            "monetary_avg": monetary_avg, "monetary_total": np.round(monetary_avg * frequency, 2),
+            "monetary_std": monetary_std, "activity_trend": activity_trend, "recency_days": recency_days}
 
-    calls = rng.poisson(60 * activity_trend.clip(0.2, 3)).astype(np.int64)
-    call_dur = np.round(np.clip(rng.gamma(3.0, 60.0, n), 0, 7000), 1)
-    data_gb = np.round(np.clip(rng.gamma(2.0, 6.0 * (1 + 0.6 * d), n), 0, 1900), 3)
-    intl = np.round(rng.beta(1.2, 14.0, n), 4)
-    peak = np.round(rng.beta(4.0, 4.0, n), 4)
 
+def _usage(rng, n: int, d: float, activity_trend) -> dict:
+    """Calls, data, international and peak-hour shares over the last 30 days."""
+    return {"calls_count_30d": rng.poisson(60 * activity_trend.clip(0.2, 3)).astype(np.int64),
+            "calls_duration_avg_30d": np.round(np.clip(rng.gamma(3.0, 60.0, n), 0, 7000), 1),
+            "data_usage_gb_30d": np.round(np.clip(rng.gamma(2.0, 6.0 * (1 + 0.6 * d), n), 0, 1900), 3),
+            "international_calls_ratio": np.round(rng.beta(1.2, 14.0, n), 4),
+            "peak_hour_ratio": np.round(rng.beta(4.0, 4.0, n), 4)}
+
+
+def _support(rng, n: int, d: float, is_monthly) -> dict:
+    """Tickets, escalations, unresolved tickets and the frustration index built from them."""
     tickets = rng.poisson(0.9 + 0.6 * d + 0.5 * is_monthly, n).astype(np.int64)
     escalations = rng.binomial(tickets, 0.2).astype(np.int64)
     unresolved = rng.binomial(tickets, 0.3).astype(np.int64)
-    frustration = np.clip(tickets * 2 + escalations * 5 + unresolved * 3, 0, 20) / 20.0
-
-    df = pd.DataFrame(
-        {
-            "customer_id": [f"C{seed % 1000:03d}-{i:08d}" for i in range(n)],
-            "contract_type": contract,
-            "payment_method": payment,
-            "age_group": age,
-            "region": region,
-            "plan_monthly_eur": plan,
-            "recency_days": recency_days,
-            "frequency": frequency,
-            "monetary_total": monetary_total,
-            "monetary_avg": monetary_avg,
-            "monetary_std": monetary_std,
-            "tenure_days": tenure_days,
-            "activity_trend": activity_trend,
-            "calls_count_30d": calls,
-            "calls_duration_avg_30d": call_dur,
-            "data_usage_gb_30d": data_gb,
-            "international_calls_ratio": intl,
-            "peak_hour_ratio": peak,
-            "support_tickets_90d": tickets,
-            "support_escalations_90d": escalations,
-            "unresolved_tickets": unresolved,
-            "frustration_index": frustration,
-        }
-    )
-    # Latent churn score (see churn_logit), then logit noise: the same draws, in the same order.
-    z = churn_logit(df, drift=d, bias=bias) + rng.normal(0.0, 0.45, n)
-    df["churned"] = (rng.random(n) < _sigmoid(z)).astype(np.int64)
-    for col in ("contract_type", "payment_method", "age_group", "region"):
-        df[col] = df[col].astype(str)
-    return df
+    return {"support_tickets_90d": tickets, "support_escalations_90d": escalations, "unresolved_tickets": unresolved,
+            "frustration_index": np.clip(tickets * 2 + escalations * 5 + unresolved * 3, 0, 20) / 20.0}
 
 
 def corrupt(df: pd.DataFrame, kind: str, seed: int = 0) -> pd.DataFrame:

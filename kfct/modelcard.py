@@ -119,36 +119,49 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def _sections(info: dict) -> tuple[str, list[tuple[str, list]]]:
+    """The card's title and its sections, each a list of blocks ("p" | "ul" | "table") both renderers share."""
     name = info.get("model_name", "model")
     version = info.get("version", "?")
-    title = f"Model card — {name} v{version}"
-    S: list[tuple[str, list]] = []
-
-    ds = info.get("dataset") or {}
     gate = info.get("gate") or {}
-    overview = [
+    return f"Model card — {name} v{version}", [
+        ("Overview", _overview(info, name, version, gate)),
+        ("Intended use", [("p", info.get("intended_use") or DEFAULT_INTENDED_USE)]),
+        ("Data snapshot", _data_snapshot(info.get("dataset") or {})),
+        ("Metrics (test set)", _metrics(info.get("metrics") or {}, gate.get("thresholds") or {})),
+        ("Metrics by slice", _slices(info.get("slices") or {})),
+        ("Fairness", _fairness(info.get("fairness") or {})),
+        ("Top features", _top_features(info.get("top_features") or {})),
+        ("Thresholds and gate decision", _gate(gate, info.get("comparison"))),
+        *_charts(info.get("charts") or {}),
+        ("Lineage", _lineage(info.get("lineage") or {})),
+    ]
+
+
+def _overview(info: dict, name, version, gate: dict) -> list:
+    rows = [
         ("Model", f"{name} version {version}" + (f" (alias `{info['alias']}`)" if info.get("alias") else "")),
         ("Estimator", info.get("model_kind")),
         ("Decision threshold", _fmt(_float(info.get("threshold")))),
         ("Gate decision", "DEPLOY" if gate.get("deploy") else ("BLOCKED" if gate else None)),
         ("MLflow run", info.get("run_id")),
     ]
-    S.append(("Overview", [("table", ["field", "value"], [[k, _fmt(v)] for k, v in overview])]))
-    S.append(("Intended use", [("p", info.get("intended_use") or DEFAULT_INTENDED_USE)]))
+    return [("table", ["field", "value"], [[k, _fmt(v)] for k, v in rows])]
 
+
+def _data_snapshot(ds: dict) -> list:
     rows = [("URI", ds.get("uri")), ("sha256", ds.get("sha256")), ("rows", ds.get("rows")),
             ("columns", ds.get("columns")), ("test rows", ds.get("rows_test"))]
     rows = [[k, _fmt(v)] for k, v in rows if v is not None]
-    S.append(("Data snapshot", [("table", ["field", "value"], rows)] if rows else [("p", "Not recorded.")]))
+    return [("table", ["field", "value"], rows)] if rows else [("p", "Not recorded.")]
 
-    metrics = info.get("metrics") or {}
-    thresholds = gate.get("thresholds") or {}
-    mrows = [[k, _fmt(v), _fmt(thresholds.get(k))] for k, v in metrics.items() if isinstance(v, (int, float))
-             and not isinstance(v, bool)]
-    S.append(("Metrics (test set)", [("table", ["metric", "value", "threshold"], mrows)] if mrows
-              else [("p", "No metrics recorded.")]))
 
-    slices = info.get("slices") or {}
+def _metrics(metrics: dict, thresholds: dict) -> list:
+    rows = [[k, _fmt(v), _fmt(thresholds.get(k))] for k, v in metrics.items() if isinstance(v, (int, float))
+            and not isinstance(v, bool)]
+    return [("table", ["metric", "value", "threshold"], rows)] if rows else [("p", "No metrics recorded.")]
+
+
+def _slices(slices: dict) -> list:
     blocks = []
     for feature, groups in slices.items():
         if not groups:
@@ -156,63 +169,70 @@ def _sections(info: dict) -> tuple[str, list[tuple[str, list]]]:
         cols = sorted({c for g in groups.values() for c in g})
         blocks.append(("p", f"By {feature}:"))
         blocks.append(("table", [feature, *cols], [[g, *(_fmt(v.get(c)) for c in cols)] for g, v in groups.items()]))
-    S.append(("Metrics by slice", blocks or [("p", "No slice metrics recorded.")]))
+    return blocks or [("p", "No slice metrics recorded.")]
 
-    fairness = info.get("fairness") or {}
-    fblocks = []
-    if fairness:
-        summary = []
-        for feature, r in fairness.items():
-            if not isinstance(r, dict) or "demographic_parity_difference" not in r:
-                continue
-            summary.append([feature, _fmt(r["demographic_parity_difference"]), _fmt(r["equalized_odds_difference"]),
-                            _fmt(r.get("tpr_difference")), _fmt(r.get("fpr_difference")),
-                            ", ".join(f"{g} ({n})" for g, n in (r.get("ignored_groups") or {}).items()) or "none"])
-        fblocks.append(("table", ["sensitive feature", "demographic parity diff", "equalized odds diff", "TPR diff",
-                                  "FPR diff", "ignored (too small)"], summary))
-        for feature, r in fairness.items():
-            if not isinstance(r, dict) or "groups" not in r:
-                continue
-            fblocks.append(("p", f"{feature} by group:"))
-            fblocks.append(("table", [feature, "size", "selection rate", "TPR", "FPR"],
-                            [[g, _fmt(v.get("size")), _fmt(v.get("selection_rate")), _fmt(v.get("tpr")),
-                              _fmt(v.get("fpr"))] for g, v in r["groups"].items()]))
-    S.append(("Fairness", fblocks or [("p", "Fairness was not evaluated for this version.")]))
 
-    tf = info.get("top_features") or {}
-    if tf.get("features"):
-        blocks = [("p", f"Method: {tf.get('method')} over {_fmt(tf.get('rows'))} rows.")]
-        if tf.get("kind") == "permutation":
-            blocks.append(("p", "Note: not SHAP — this estimator has no XGBoost booster, so permutation "
-                                "importance is shown instead."))
-        blocks.append(("table", ["rank", "feature", "importance", "share"],
-                       [[str(i + 1), f["feature"], _fmt(f["importance"]), f"{100 * f['share']:.1f}%"]
-                        for i, f in enumerate(tf["features"])]))
-        S.append(("Top features", blocks))
-    else:
-        S.append(("Top features", [("p", "Not computed.")]))
+def _fairness(fairness: dict) -> list:
+    if not fairness:
+        return [("p", "Fairness was not evaluated for this version.")]
+    summary = []
+    for feature, r in fairness.items():
+        if not isinstance(r, dict) or "demographic_parity_difference" not in r:
+            continue
+        summary.append([feature, _fmt(r["demographic_parity_difference"]), _fmt(r["equalized_odds_difference"]),
+                        _fmt(r.get("tpr_difference")), _fmt(r.get("fpr_difference")),
+                        ", ".join(f"{g} ({n})" for g, n in (r.get("ignored_groups") or {}).items()) or "none"])
+    blocks = [("table", ["sensitive feature", "demographic parity diff", "equalized odds diff", "TPR diff",
+                         "FPR diff", "ignored (too small)"], summary)]
+    for feature, r in fairness.items():
+        if not isinstance(r, dict) or "groups" not in r:
+            continue
+        blocks.append(("p", f"{feature} by group:"))
+        blocks.append(("table", [feature, "size", "selection rate", "TPR", "FPR"],
+                       [[g, _fmt(v.get("size")), _fmt(v.get("selection_rate")), _fmt(v.get("tpr")),
+                         _fmt(v.get("fpr"))] for g, v in r["groups"].items()]))
+    return blocks
 
-    gblocks = []
+
+def _top_features(tf: dict) -> list:
+    if not tf.get("features"):
+        return [("p", "Not computed.")]
+    blocks = [("p", f"Method: {tf.get('method')} over {_fmt(tf.get('rows'))} rows.")]
+    if tf.get("kind") == "permutation":
+        blocks.append(("p", "Note: not SHAP — this estimator has no XGBoost booster, so permutation "
+                            "importance is shown instead."))
+    blocks.append(("table", ["rank", "feature", "importance", "share"],
+                   [[str(i + 1), f["feature"], _fmt(f["importance"]), f"{100 * f['share']:.1f}%"]
+                    for i, f in enumerate(tf["features"])]))
+    return blocks
+
+
+def _gate(gate: dict, comp: dict | None) -> list:
+    blocks = []
+    thresholds = gate.get("thresholds") or {}
     if thresholds:
-        gblocks.append(("ul", [f"{k} {'>=' if k in HIGHER_IS_BETTER else '<='} {v}" for k, v in thresholds.items()]))
+        blocks.append(("ul", [f"{k} {'>=' if k in HIGHER_IS_BETTER else '<='} {v}" for k, v in thresholds.items()]))
     if gate:
-        gblocks.append(("p", f"Decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'}"))
-        gblocks.append(("ul", list(gate.get("reasons") or ["no reasons recorded"])))
-    comp = info.get("comparison")
+        blocks.append(("p", f"Decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'}"))
+        blocks.append(("ul", list(gate.get("reasons") or ["no reasons recorded"])))
     if comp and "error" not in comp:
-        gblocks.append(("p", f"Champion comparison on {comp.get('metric')}: challenger {_fmt(comp.get('challenger'))} vs "
-                             f"champion v{comp.get('champion_version', '?')} {_fmt(comp.get('champion'))}, diff "
-                             f"{_fmt(comp.get('diff'))}, CI [{_fmt(comp.get('ci_low'))}, {_fmt(comp.get('ci_high'))}]"))
-    S.append(("Thresholds and gate decision", gblocks or [("p", "No gate recorded.")]))
+        blocks.append(("p", f"Champion comparison on {comp.get('metric')}: challenger {_fmt(comp.get('challenger'))} vs "
+                            f"champion v{comp.get('champion_version', '?')} {_fmt(comp.get('champion'))}, diff "
+                            f"{_fmt(comp.get('diff'))}, CI [{_fmt(comp.get('ci_low'))}, {_fmt(comp.get('ci_high'))}]"))
+    return blocks or [("p", "No gate recorded.")]
 
-    charts = info.get("charts") or {}
-    if charts:
-        S.append(("Curves and top features", [("img", CHART_TITLES.get(k, k), k, png) for k, png in charts.items()]))
 
-    lineage = info.get("lineage") or {}
-    S.append(("Lineage", [("table", ["key", "value"], [[k, _fmt(v)] for k, v in sorted(lineage.items())])]
-              if lineage else [("p", "No lineage recorded.")]))
-    return title, S
+def _charts(charts: dict) -> list:
+    """The curves/top-features section, only when the card has charts."""
+    if not charts:
+        return []
+    return [("Curves and top features", [("img", CHART_TITLES.get(k, k), k, png) for k, png in charts.items()])]
+
+
+def _lineage(lineage: dict) -> list:
+    if not lineage:
+        return [("p", "No lineage recorded.")]
+    return [("table", ["key", "value"], [[k, _fmt(v)] for k, v in sorted(lineage.items())])]
 
 
 def description(info: dict, intended_use: str | None = None) -> str:

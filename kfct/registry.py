@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,11 @@ def setup(settings=None, experiment: str | None = None) -> str:
     mlflow.set_tracking_uri(s.tracking_uri)
     mlflow.set_registry_uri(s.tracking_uri)
     name = experiment or s.mlflow_experiment
-    exp = mlflow.get_experiment_by_name(name)
+    with _store_init_lock(s.tracking_uri):
+        # The first touch of each store creates its schema when the database is new; under the lock
+        # a second process started at the same moment waits and then finds the tables in place.
+        exp = mlflow.get_experiment_by_name(name)
+        client().search_registered_models(max_results=1)
     if exp is None:
         try:
             exp_id = mlflow.create_experiment(name, artifact_location=s.artifact_root)
@@ -49,6 +54,29 @@ def setup(settings=None, experiment: str | None = None) -> str:
     # Runs go to this experiment (and its artifact root), never to "Default" in ./mlruns.
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+@contextmanager
+def _store_init_lock(tracking_uri: str):
+    """An exclusive file lock beside a local SQLite store while this process first opens it.
+
+    MLflow creates a new SQLite store's schema (alembic migrations) on first use; two
+    processes doing that at once on a fresh home fail (`alembic_version ... 0 found`).
+    Server stores (http://, postgres://) migrate on their own side: no lock.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".init.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def client():

@@ -13,7 +13,6 @@ runs this same pipeline on this machine (shards in parallel subprocesses).
 """
 
 import json
-from pathlib import Path
 
 PIPELINE_NAME = "kfct-batch-scoring"
 STAGES = ("resolve-champion", "ingest-data", "split-shards", "score-shard", "gather-scores")
@@ -94,40 +93,20 @@ def build_batch_pipeline(settings=None, cfg: dict | None = None, n_shards: int =
 
 def run_batch_local(data_uri: str, n_shards: int = 2, model_name: str | None = None, alias: str = "champion",
                     output_uri: str = "", settings=None, cfg: dict | None = None) -> dict:
-    """Run the pipeline with kfp.local's SubprocessRunner; returns the summary plus where the result is."""
-    import contextlib
-    import io
-    import os
-    import warnings
-
-    from kfp import local
-
+    """Run the pipeline under kfp.local (the one local-run helper); returns this run's summary and result."""
     from kfct.config import load_config
     from kfct.errors import StageError
-    from kfct.settings import get_settings, reset_settings
+    from kfct.pipelines.runner import run_pipeline
+    from kfct.settings import get_settings
 
     s = settings or get_settings()
     cfg = cfg or load_config()
-    home = Path(s.home).resolve()
-    os.environ["KFCT_HOME"] = str(home)  # stage subprocesses read the same settings
-    reset_settings()
-    root = home / "pipeline_root"
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_batch_pipeline(s, cfg, n_shards=n_shards)
-    before = {p.name for p in root.iterdir()}
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pipeline(data_uri=data_uri, model_name=model_name or cfg["register"]["model_name"], alias=alias,
-                     n_shards=n_shards, output_uri=output_uri)
-    except Exception as exc:
-        tail = "\n".join(buf.getvalue().splitlines()[-15:])
-        raise StageError(f"batch-scoring pipeline failed: {exc}\n{tail}") from exc
-    run_dir = sorted((p for p in root.iterdir() if p.name not in before and p.is_dir()),
-                     key=lambda p: p.stat().st_mtime)[-1]
-    out = json.loads((run_dir / "gather-scores" / "executor_output.json").read_text())
-    summary = json.loads(out["parameterValues"]["Output"])
-    result = out["artifacts"]["result"]["artifacts"][0]["uri"]
-    return {**summary, "result": result, "run_dir": str(run_dir), "log": buf.getvalue()}
+    args = dict(data_uri=data_uri, model_name=model_name or cfg["register"]["model_name"], alias=alias,
+                n_shards=n_shards, output_uri=output_uri)
+    run = run_pipeline("kfct.pipelines.batch_scoring:build_batch_pipeline", {"cfg": cfg, "n_shards": n_shards}, args,
+                       s.home, prefix="batch")
+    if run.error is not None:
+        raise StageError(f"batch-scoring pipeline failed in {run.failed_task or '?'}: {run.error} (log: {run.log_path})")
+    summary = json.loads(run.param("gather-scores"))
+    return {**summary, "result": run.artifact("gather-scores", "result").get("uri"), "run_id": run.run_id,
+            "run_dir": str(run.run_dir), "log": str(run.log_path)}

@@ -2,47 +2,18 @@
 
 Each stage runs as a real kfp task in a subprocess of this virtualenv, with the
 pipeline root, MLflow store and audit trail under `KFCT_HOME` (default `.kfct/`).
-kfp's own log goes to `.kfct/runs/<run>.log`; what the user sees is the summary.
+The run itself goes through `kfct.pipelines.runner` (the one local-run helper); this
+module turns what the run produced into the summary the user sees.
+kfp's own log goes to `.kfct/runs/<run id>.log`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import re
-import sys
-import time
-import warnings
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 from kfct.errors import DataSourceError, StageError, ValidationFailed
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_EXEC = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - Executing task '([^']+)'")
-_DONE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - (?:INFO|ERROR) - Task '([^']+)' finished with status (\w+)")
-_ERRLINE = re.compile(r"^\s*((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Failed|Exit)): (.+)$")
-
-
-class _Tee(io.TextIOBase):
-    """Write kfp's output to the run log, and to the terminal too when verbose."""
-
-    def __init__(self, fh, echo=None):
-        self.fh, self.echo = fh, echo
-
-    def write(self, s):
-        self.fh.write(s)
-        if self.echo is not None:
-            self.echo.write(s)
-        return len(s)
-
-    def flush(self):
-        self.fh.flush()
-        if self.echo is not None:
-            self.echo.flush()
 
 
 def _precheck(data_uri: str) -> None:
@@ -59,54 +30,6 @@ def _precheck(data_uri: str) -> None:
                               f"use a path, s3://, dataset://<tag> or generate://")
 
 
-def _parse_log(text: str) -> tuple[dict, list[tuple[str, str]], dict]:
-    starts, order, status = {}, [], {}
-    durations = {}
-    for raw in text.splitlines():
-        line = _ANSI.sub("", raw)
-        m = _EXEC.match(line)
-        if m:
-            starts[m.group(2)] = m.group(1)
-            order.append((m.group(2), m.group(1)))
-            continue
-        m = _DONE.match(line)
-        if m and m.group(2) in starts:
-            fmt = "%H:%M:%S.%f"
-            d = datetime.strptime(m.group(1), fmt) - datetime.strptime(starts[m.group(2)], fmt)
-            durations[m.group(2)] = round(d.total_seconds() % 86400, 2)
-            status[m.group(2)] = m.group(3)
-    return durations, order, status
-
-
-def _failure_line(text: str) -> tuple[str | None, str | None]:
-    """The failed task and the last exception line it printed."""
-    failed = None
-    for raw in text.splitlines():
-        m = _DONE.match(_ANSI.sub("", raw))
-        if m and m.group(3) != "SUCCESS":
-            failed = m.group(2)
-    err = None
-    for raw in text.splitlines():
-        m = _ERRLINE.match(_ANSI.sub("", raw))
-        if m and not m.group(1).startswith(("RuntimeError", "subprocess.")):
-            err = f"{m.group(1).split('.')[-1]}: {m.group(2).strip()}"
-    return failed, err
-
-
-def _outputs(run_dir: Path) -> dict:
-    out = {}
-    for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        f = task_dir / "executor_output.json"
-        if f.exists():
-            out[task_dir.name] = json.loads(f.read_text())
-    return out
-
-
-def _artifact(outputs: dict, task: str, name: str) -> dict:
-    arts = outputs.get(task, {}).get("artifacts", {}).get(name, {}).get("artifacts", [])
-    return arts[0] if arts else {}
-
-
 def run_ct(
     data_uri: str | None = None,
     cfg: dict | None = None,
@@ -119,102 +42,80 @@ def run_ct(
     verbose: bool = False,
     raise_on_validation: bool = True,
 ) -> dict:
-    """Execute the CT pipeline locally; return a summary (stages, timings, decision, registration)."""
+    """Execute the CT pipeline locally; return this run's summary (stages, timings, decision, registration)."""
     from kfct.config import config_to_json, load_config
     from kfct.datasource import DEFAULT_URI
     from kfct.lineage import code_version
-    from kfct.settings import get_settings, reset_settings
+    from kfct.pipelines.runner import run_pipeline
+    from kfct.settings import get_settings
 
     s = settings or get_settings()
-    home = Path(s.home).resolve()
-    os.environ["KFCT_HOME"] = str(home)  # the stage subprocesses read the same settings
-    # MLflow's usage telemetry flushes to a remote endpoint when a process exits: offline
-    # (or in a pod without egress) every MLflow stage then waits on its timeouts. An
-    # explicit user setting wins.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    reset_settings()
-    s = get_settings() if settings is None else s.model_copy(update={"home": home})
     cfg = cfg or load_config()
     data_uri = data_uri or DEFAULT_URI
     _precheck(data_uri)
     model_name = model_name or cfg["register"]["model_name"]
-    device = device or cfg["train"]["device"]
+    arguments = dict(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name,
+                     device=device or cfg["train"]["device"], tune_trials=int(tune_trials),
+                     code_version=code_version(), run_reason=run_reason,
+                     rollout=bool(cfg["rollout"]["enabled"]), serving_url=serving_url)
+    run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, s.home,
+                       prefix="ct", verbose=verbose)
+    if run.error is not None:
+        raise StageError(f"stage {run.failed_task or '?'} failed: {run.error} (log: {run.log_path})")
+    summary = summarize(run, data_uri, model_name)
+    if raise_on_validation and not summary["validation"]["passed"]:
+        raise ValidationFailed(format_validation_failure(summary))
+    return summary
 
-    from kfp import local
 
-    from kfct.pipelines.ct import build_ct_pipeline
+def _read_json(art: dict) -> dict:
+    uri = art.get("uri")
+    return json.loads(Path(uri).read_text()) if uri and Path(uri).exists() else {}
 
-    root = home / "pipeline_root"
-    logs = home / "runs"
-    logs.mkdir(parents=True, exist_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_ct_pipeline(s, cfg, gpu=False)
 
-    before = {p.name for p in root.iterdir()}
-    log_path = logs / f"ct-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    t0 = time.perf_counter()
-    error = None
-    with log_path.open("w") as fh, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tee = _Tee(fh, echo=sys.stdout if verbose else None)
-        with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
-            try:
-                pipeline(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name, device=device,
-                         tune_trials=int(tune_trials), code_version=code_version(), run_reason=run_reason,
-                         rollout=bool(cfg["rollout"]["enabled"]), serving_url=serving_url)
-            except Exception as exc:  # kfp raises RuntimeError naming the failed task
-                error = exc
-    total = time.perf_counter() - t0
-    text = log_path.read_text()
-    durations, order, status = _parse_log(text)
-    new = sorted((p for p in root.iterdir() if p.name not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
-    run_dir = new[-1] if new else None
-    if error is not None:
-        failed, line = _failure_line(text)
-        raise StageError(f"stage {failed or '?'} failed: {line or error} (log: {log_path})")
-
-    outputs = _outputs(run_dir) if run_dir else {}
-    params = lambda task: outputs.get(task, {}).get("parameterValues", {})  # noqa: E731
-    vrep = _artifact(outputs, "validate-data", "report_json")
-    validation = {}
-    if vrep.get("uri") and Path(vrep["uri"]).exists():
-        validation = json.loads(Path(vrep["uri"]).read_text())
+def summarize(run, data_uri: str, model_name: str) -> dict:
+    """The summary of one finished CT run, from its own tasks' outputs only."""
+    vrep = run.artifact("validate-data", "report_json")
+    validation = _read_json(vrep)
     summary = {
-        "run_name": run_dir.name if run_dir else None,
-        "run_dir": str(run_dir) if run_dir else None,
-        "log": str(log_path),
+        "run_id": run.run_id,
+        "run_name": run.run_name,
+        "run_dir": str(run.run_dir) if run.run_dir else None,
+        "log": str(run.log_path),
         "data_uri": data_uri,
-        "dataset": _artifact(outputs, "ingest-data", "dataset").get("metadata", {}),
-        "stages": {t: durations.get(t) for t, _ in order},
-        "total_seconds": round(total, 2),
+        "dataset": _dataset_meta(run.artifact("ingest-data", "dataset").get("metadata", {})),
+        "stages": run.durations(),
+        "total_seconds": run.total_seconds,
         "validation": {
-            "passed": bool(params("validate-data").get("Output", False)),
+            "passed": bool(run.param("validate-data", default=False)),
             "n_expectations": validation.get("n_expectations"),
             "n_failed": validation.get("n_failed"),
             "failures": validation.get("failures", []),
             "report": vrep.get("uri"),
-            "report_html": html_named(_artifact(outputs, "validate-data", "report").get("uri")),
+            "report_html": html_named(run.artifact("validate-data", "report").get("uri")),
             "hints": validation.get("hints", []),
         },
         "model_name": model_name,
     }
-    dec_art = _artifact(outputs, "evaluate-model", "decision")
-    if dec_art.get("uri") and Path(dec_art["uri"]).exists():
-        summary["decision"] = json.loads(Path(dec_art["uri"]).read_text())
-    if "register-model" in outputs:
-        card = _artifact(outputs, "register-model", "model_card")
-        summary["registered"] = {"version": params("register-model").get("Output"),
-                                 "alias": card.get("metadata", {}).get("alias")}
+    decision = _read_json(run.artifact("evaluate-model", "decision"))
+    if decision:
+        summary["decision"] = decision
+    if "register-model" in run.tasks:
+        card = run.artifact("register-model", "model_card")
+        summary["registered"] = {"version": run.param("register-model"), "alias": card.get("metadata", {}).get("alias")}
     for task, key in (("deploy-model", "deploy"), ("rollout-model", "rollout")):
-        raw = params(task).get("Output")
+        raw = run.param(task)
         if raw:
-            summary[key] = json.loads(raw)
-    if "train-model" in outputs:
-        summary["mlflow_run_id"] = params("train-model").get("Output")
-    if raise_on_validation and not summary["validation"]["passed"]:
-        raise ValidationFailed(format_validation_failure(summary))
+            summary[key] = {k: v for k, v in json.loads(raw).items() if k != "stage_time"}
+    if "train-model" in run.tasks:
+        summary["mlflow_run_id"] = run.param("train-model")
     return summary
+
+
+def _dataset_meta(meta: dict) -> dict:
+    from kfct.stageclock import ENDED, STARTED
+
+    return {k: v for k, v in meta.items() if k not in (STARTED, ENDED)}
 
 
 def html_named(path: str | None) -> str | None:
@@ -238,7 +139,7 @@ def format_validation_failure(summary: dict) -> str:
 
 def format_summary(summary: dict) -> str:
     """The few lines `make run` ends with."""
-    out = [f"kfct CT run {summary.get('run_name')}  ({summary['data_uri']})"]
+    out = [f"kfct CT run {summary.get('run_id')}  ({summary['data_uri']}; kfp run {summary.get('run_name')})"]
     ds = summary.get("dataset") or {}
     if ds:
         out.append(f"  data        {int(ds.get('rows', 0)):,} rows x {int(ds.get('columns', 0))} cols, "

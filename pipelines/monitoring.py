@@ -124,107 +124,92 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
                 settings=None, mode: str = "local", via_kfp: bool = False, out_dir: str | Path | None = None) -> dict:
     """One monitoring pass on this machine; returns a summary (drift figures, reports, decision, CT outcome).
 
-    In-process by default: the same stage functions the pipeline wraps, without a
-    subprocess per stage. `via_kfp=True` executes the monitoring pipeline itself with
-    kfp.local (slower; what the cluster runs).
+    In-process by default: the pipeline's own three component functions called one after
+    the other on local artifacts, without a subprocess per stage. `via_kfp=True` executes
+    the monitoring pipeline itself with kfp.local (slower; what the cluster runs).
     """
-    from kfct.config import load_config
+    from kfct.config import config_to_json, load_config
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     cfg = cfg or load_config()
     model_name = model_name or cfg["register"]["model_name"]
+    arguments = dict(current_uri=current_uri or "", since=str(since or ""), config_json=config_to_json(cfg),
+                     model_name=model_name, ct_data_uri=ct_data_uri or "", force=bool(force), dry_run=bool(dry_run),
+                     mode=mode)
     if via_kfp:
-        return _run_monitor_kfp(current_uri or "", dry_run, force, since, ct_data_uri or "", cfg, model_name, s, mode)
-
-    from kfct.components.drift import (DriftInputError, heldout_performance, load_current, load_reference, log_to_mlflow,
-                                  prepare_frames, run_detection, save_reports)
-    from kfct.components.retrain_policy import trigger_core
-    from kfct import audit
-    from kfct.errors import KfctError
-    from kfct.pipelines.launchers import launcher_for
-
-    t0 = time.perf_counter()
-    try:
-        ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
-        cur, cur_source, pred_col = load_current(current_uri, cfg, model_name, since)
-        ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
-        result = run_detection(ref, cur, cfg, float(loaded.model.threshold), heldout_performance(loaded.tags))
-    except (DriftInputError, ValueError) as exc:
-        raise KfctError(f"drift check: {exc}") from exc
+        return _run_monitor_kfp(arguments, cfg, s)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir else Path(s.home) / "monitoring" / f"drift-{stamp}"
-    paths = save_reports(result, result.report, out)
-    run_id = log_to_mlflow(result, paths, model_name, loaded.version, cur_source)
-    audit.record("drift_checked", model_name=model_name, version=str(loaded.version), severity=result["severity"],
-                 retrain_needed=bool(result["retrain"]), reason=result["reason"],
-                 drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
-                 performance_drop=result.get("performance_drop"), current_source=cur_source, mlflow_run_id=run_id,
-                 dry_run=bool(dry_run))
-    drift_seconds = round(time.perf_counter() - t0, 2)
-    action = trigger_core(dict(result), cfg, model_name, current_uri or "", ct_data_uri or "", force, dry_run, mode,
-                          settings=settings, launcher=launcher_for(mode, s))
-    return {"model_name": model_name, "champion_version": loaded.version, "reference": ref_source,
-            "current": cur_source, "drift": dict(result), "reports": {k: str(v) for k, v in paths.items()},
-            "mlflow_run_id": run_id, "decision": action, "drift_seconds": drift_seconds,
-            "total_seconds": round(time.perf_counter() - t0, 2)}
+    return _run_monitor_in_process(arguments, out)
 
 
-def _run_monitor_kfp(current_uri, dry_run, force, since, ct_data_uri, cfg, model_name, s, mode) -> dict:
-    """The monitoring pipeline under kfp.local SubprocessRunner; outputs read back from the run folder."""
-    import contextlib
-    import io
-    import os
-    import warnings
+def _artifacts(out: Path) -> dict:
+    """The monitoring stages' output artifacts as local files under `out` (what kfp.local would hand them)."""
+    from kfp import dsl
 
-    from kfp import local
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"reference": (dsl.Dataset, "reference.parquet"), "current": (dsl.Dataset, "current.parquet"),
+             "report_html": (dsl.HTML, "drift_report.html"), "report_json": (dsl.Artifact, "drift_report.json"),
+             "summary": (dsl.Markdown, "drift_summary.md"), "summary_json": (dsl.Artifact, "drift_summary.json"),
+             "metrics": (dsl.Metrics, "metrics.json")}
+    return {k: cls(name=k, uri=str(out / name), metadata={}) for k, (cls, name) in files.items()}
 
-    from kfct.config import config_to_json
-    from kfct.errors import StageError
-    from kfct.settings import reset_settings
 
-    home = Path(s.home).resolve()
-    os.environ["KFCT_HOME"] = str(home)  # stage subprocesses read the same settings
-    reset_settings()
-    root = home / "pipeline_root"
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_monitoring_pipeline(s, cfg)
-    before = {p.name for p in root.iterdir()}
-    buf = io.StringIO()
+def _run_monitor_in_process(args: dict, out: Path) -> dict:
+    from kfct.components.drift import DriftInputError, check_drift, prepare_drift_data
+    from kfct.components.retrain_policy import trigger_retrain
+    from kfct.errors import KfctError
+
     t0 = time.perf_counter()
+    a = _artifacts(out)
     try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # kfp.local: image / display-name settings it ignores
-            pipeline(current_uri=current_uri, since=str(since or ""), config_json=config_to_json(cfg),
-                     model_name=model_name, ct_data_uri=ct_data_uri, force=bool(force), dry_run=bool(dry_run),
-                     mode=mode)
-    except Exception as exc:
-        tail = "\n".join(buf.getvalue().splitlines()[-15:])
-        raise StageError(f"monitoring pipeline failed: {exc}\n{tail}") from exc
-    new = sorted((p for p in root.iterdir() if p.name not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
-    run_dir = new[-1]
-    outputs = {}
-    for task_dir in run_dir.iterdir():
-        f = task_dir / "executor_output.json"
-        if f.exists():
-            outputs[task_dir.name] = json.loads(f.read_text())
+        version = prepare_drift_data(args["current_uri"], args["since"], args["config_json"], args["model_name"],
+                                     reference=a["reference"], current=a["current"])
+        retrain = check_drift(a["reference"], a["current"], args["config_json"], args["model_name"], version,
+                              report_html=a["report_html"], report_json=a["report_json"], summary=a["summary"],
+                              summary_json=a["summary_json"], metrics=a["metrics"])
+    except (DriftInputError, ValueError) as exc:
+        raise KfctError(f"drift check: {exc}") from exc
+    drift_seconds = round(time.perf_counter() - t0, 2)
+    decision = json.loads(trigger_retrain(retrain, a["summary_json"], args["config_json"], args["model_name"],
+                                          args["current_uri"], args["ct_data_uri"], args["force"], args["dry_run"],
+                                          args["mode"]))
+    decision.pop("stage_time", None)
+    return {"model_name": args["model_name"], "champion_version": version,
+            "reference": a["reference"].metadata.get("source"), "current": a["current"].metadata.get("source"),
+            "drift": json.loads(Path(a["summary_json"].path).read_text()),
+            "reports": _report_paths(a["report_html"].path, a["report_json"].path, a["summary"].path,
+                                     a["summary_json"].path),
+            "mlflow_run_id": a["summary_json"].metadata.get("mlflow_run_id"), "decision": decision,
+            "drift_seconds": drift_seconds, "total_seconds": round(time.perf_counter() - t0, 2)}
 
-    def art(task, name):
-        arts = outputs.get(task, {}).get("artifacts", {}).get(name, {}).get("artifacts", [])
-        return arts[0] if arts else {}
 
-    summ = art("check-drift", "summary_json")
+def _report_paths(html, json_, md, summary_json) -> dict:
+    return {"html": html, "json": json_, "summary_md": md, "summary_json": summary_json}
+
+
+def _run_monitor_kfp(args: dict, cfg: dict, s) -> dict:
+    """The monitoring pipeline under kfp.local (through the one local-run helper); this run's outputs."""
+    from kfct.errors import StageError
+    from kfct.pipelines.runner import run_pipeline
+
+    run = run_pipeline("kfct.pipelines.monitoring:build_monitoring_pipeline", {"cfg": cfg}, args, s.home,
+                       prefix="monitor")
+    if run.error is not None:
+        raise StageError(f"monitoring pipeline failed in {run.failed_task or '?'}: {run.error} (log: {run.log_path})")
+    summ = run.artifact("check-drift", "summary_json")
     drift = json.loads(Path(summ["uri"]).read_text()) if summ.get("uri") else {}
-    decision = json.loads(outputs.get("trigger-retrain", {}).get("parameterValues", {}).get("Output", "{}"))
-    return {"model_name": model_name, "run_name": run_dir.name, "run_dir": str(run_dir),
-            "champion_version": outputs.get("prepare-drift-data", {}).get("parameterValues", {}).get("Output"),
-            "current": current_uri or "prediction log", "drift": drift,
-            "reports": {"html": art("check-drift", "report_html").get("uri"),
-                        "json": art("check-drift", "report_json").get("uri"),
-                        "summary_md": art("check-drift", "summary").get("uri"), "summary_json": summ.get("uri")},
+    decision = json.loads(run.param("trigger-retrain", default="{}"))
+    decision.pop("stage_time", None)
+    return {"model_name": args["model_name"], "run_id": run.run_id, "run_name": run.run_name,
+            "run_dir": str(run.run_dir), "champion_version": run.param("prepare-drift-data"),
+            "current": args["current_uri"] or "prediction log", "drift": drift,
+            "reports": _report_paths(run.artifact("check-drift", "report_html").get("uri"),
+                                     run.artifact("check-drift", "report_json").get("uri"),
+                                     run.artifact("check-drift", "summary").get("uri"), summ.get("uri")),
             "mlflow_run_id": summ.get("metadata", {}).get("mlflow_run_id"), "decision": decision,
-            "total_seconds": round(time.perf_counter() - t0, 2)}
+            "stages": run.durations(), "total_seconds": run.total_seconds}
 
 
 def format_monitor_summary(summary: dict) -> str:

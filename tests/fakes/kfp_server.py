@@ -187,121 +187,121 @@ class _Server(ThreadingHTTPServer):
 
     # -- the API --------------------------------------------------------------
     def route(self, method: str, path: str, q: dict, body: Any, files: dict) -> tuple[int, dict]:
-        st = self.state
+        """Dispatch to the handler of the first (method, path pattern) in `_ROUTES` that matches."""
         if not path.startswith(API):
             raise ApiError(404, f"no route {path}")
         p = path[len(API):]
-        if method == "GET" and p == "/healthz":
-            return 200, {"multi_user": False, "pipeline_store": "database"}
-
-        if method == "POST" and p == "/pipelines/upload":
-            name = q.get("name") or q.get("display_name")
-            if not name:
-                raise ApiError(400, "pipeline name is required")
-            if any(x["display_name"] == name for x in st.pipelines.values()):
-                raise ApiError(409, f"Failed to create a pipeline: pipeline {name!r} already exists")
-            spec = _parse_spec(files.get("uploadfile", b""))
-            pid = st.new_id("pipeline")
-            pipe = {"pipeline_id": pid, "display_name": name, "name": name, "description": q.get("description", ""),
-                    "created_at": _now(), "namespace": q.get("namespace", "")}
-            st.pipelines[pid] = pipe
-            self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
-            return 200, pipe
-
-        if method == "POST" and p == "/pipelines/upload_version":
-            pid = q.get("pipelineid")
-            if pid not in st.pipelines:
-                raise ApiError(404, f"pipeline {pid!r} not found")
-            name = q.get("name") or q.get("display_name")
-            if not name:
-                raise ApiError(400, "pipeline version name is required")
-            if any(v["display_name"] == name for v in st.versions[pid]):
-                raise ApiError(409, f"pipeline version {name!r} already exists")
-            spec = _parse_spec(files.get("uploadfile", b""))
-            return 200, self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
-
-        if method == "GET" and p == "/pipelines":
-            name = _filter_name(q)
-            items = [x for x in st.pipelines.values() if name is None or x["display_name"] == name]
-            return 200, ({"pipelines": items, "total_size": len(items)} if items else {})
-
-        m = re.fullmatch(r"/pipelines/([^/]+)/versions", p)
-        if method == "GET" and m:
-            pid = m.group(1)
-            if pid not in st.pipelines:
-                raise ApiError(404, f"pipeline {pid!r} not found")
-            items = list(st.versions[pid])
-            if q.get("sort_by", "").replace("%20", " ") == "created_at desc":
-                items = items[::-1]
-            size = int(q.get("page_size") or 0)
-            items = items[:size] if size > 0 else items
-            return 200, {"pipeline_versions": items, "total_size": len(st.versions[pid])}
-
-        if method == "GET" and p == "/experiments":
-            name = _filter_name(q)
-            ns = q.get("namespace") or ""
-            items = [e for e in st.experiments.values()
-                     if (name is None or e["display_name"] == name) and (not ns or e["namespace"] == ns)]
-            return 200, ({"experiments": items, "total_size": len(items)} if items else {})
-
-        if method == "POST" and p == "/experiments":
-            if not isinstance(body, dict) or not body.get("display_name"):
-                raise ApiError(400, "experiment display_name is required")
-            eid = st.new_id("experiment")
-            exp = {"experiment_id": eid, "display_name": body["display_name"],
-                   "description": body.get("description") or "", "namespace": body.get("namespace") or "",
-                   "created_at": _now(), "storage_state": "AVAILABLE"}
-            st.experiments[eid] = exp
-            return 200, exp
-
-        if method == "POST" and p == "/runs":
-            run = self._check_job(body, "run")
-            rid = st.new_id("run")
-            run.update({"run_id": rid, "state": "PENDING", "created_at": _now(), "storage_state": "AVAILABLE"})
-            st.runs[rid] = run
-            return 200, run
-
-        m = re.fullmatch(r"/runs/([^/:]+)", p)
-        if method == "GET" and m:
-            if m.group(1) not in st.runs:
-                raise ApiError(404, f"run {m.group(1)!r} not found")
-            return 200, st.runs[m.group(1)]
-
-        if method == "POST" and p == "/recurringruns":
-            job = self._check_job(body, "recurring run")
-            trigger = body.get("trigger") or {}
-            cron = (trigger.get("cron_schedule") or {}).get("cron")
-            periodic = (trigger.get("periodic_schedule") or {}).get("interval_second")
-            if not cron and not periodic:
-                raise ApiError(400, "a recurring run needs a cron or periodic trigger")
-            if cron:
-                _check_cron(cron)
-            mc = int(body.get("max_concurrency") or 0)
-            if not 1 <= mc <= 10:
-                raise ApiError(400, f"max_concurrency must be in [1, 10], got {mc}")
-            rid = st.new_id("recurring")
-            job.update({"recurring_run_id": rid, "created_at": _now(), "updated_at": _now(),
-                        "status": "ENABLED" if body.get("mode", "ENABLE") == "ENABLE" else "DISABLED"})
-            st.recurring_runs[rid] = job
-            return 200, job
-
-        if method == "GET" and p == "/recurringruns":
-            eid = q.get("experiment_id")
-            items = [r for r in st.recurring_runs.values() if not eid or r.get("experiment_id") == eid]
-            # kfp_server_api maps ListRecurringRunsResponse.recurring_runs to the JSON key "recurringRuns".
-            return 200, ({"recurringRuns": items, "total_size": len(items)} if items else {})
-
-        m = re.fullmatch(r"/recurringruns/([^/:]+)", p)
-        if m and method in ("GET", "DELETE"):
-            rid = m.group(1)
-            if rid not in st.recurring_runs:
-                raise ApiError(404, f"recurring run {rid!r} not found")
-            if method == "DELETE":
-                del st.recurring_runs[rid]
-                return 200, {}
-            return 200, st.recurring_runs[rid]
-
+        for methods, pattern, handler in _ROUTES:
+            m = re.fullmatch(pattern, p)
+            if m and method in methods:
+                return handler(self, self.state, q, body, files, *m.groups(), method=method)
         raise ApiError(404, f"no route {method} {path}")
+
+    # -- one handler per endpoint (signature: self, state, query, body, files, *path groups, method) --
+    def _healthz(self, st, q, body, files, method):
+        return 200, {"multi_user": False, "pipeline_store": "database"}
+
+    def _upload_pipeline(self, st, q, body, files, method):
+        name = q.get("name") or q.get("display_name")
+        if not name:
+            raise ApiError(400, "pipeline name is required")
+        if any(x["display_name"] == name for x in st.pipelines.values()):
+            raise ApiError(409, f"Failed to create a pipeline: pipeline {name!r} already exists")
+        spec = _parse_spec(files.get("uploadfile", b""))
+        pid = st.new_id("pipeline")
+        pipe = {"pipeline_id": pid, "display_name": name, "name": name, "description": q.get("description", ""),
+                "created_at": _now(), "namespace": q.get("namespace", "")}
+        st.pipelines[pid] = pipe
+        self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
+        return 200, pipe
+
+    def _upload_version(self, st, q, body, files, method):
+        pid = q.get("pipelineid")
+        if pid not in st.pipelines:
+            raise ApiError(404, f"pipeline {pid!r} not found")
+        name = q.get("name") or q.get("display_name")
+        if not name:
+            raise ApiError(400, "pipeline version name is required")
+        if any(v["display_name"] == name for v in st.versions[pid]):
+            raise ApiError(409, f"pipeline version {name!r} already exists")
+        spec = _parse_spec(files.get("uploadfile", b""))
+        return 200, self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
+
+    def _list_pipelines(self, st, q, body, files, method):
+        name = _filter_name(q)
+        items = [x for x in st.pipelines.values() if name is None or x["display_name"] == name]
+        return 200, ({"pipelines": items, "total_size": len(items)} if items else {})
+
+    def _list_versions(self, st, q, body, files, pid, method):
+        if pid not in st.pipelines:
+            raise ApiError(404, f"pipeline {pid!r} not found")
+        items = list(st.versions[pid])
+        if q.get("sort_by", "").replace("%20", " ") == "created_at desc":
+            items = items[::-1]
+        size = int(q.get("page_size") or 0)
+        items = items[:size] if size > 0 else items
+        return 200, {"pipeline_versions": items, "total_size": len(st.versions[pid])}
+
+    def _list_experiments(self, st, q, body, files, method):
+        name = _filter_name(q)
+        ns = q.get("namespace") or ""
+        items = [e for e in st.experiments.values()
+                 if (name is None or e["display_name"] == name) and (not ns or e["namespace"] == ns)]
+        return 200, ({"experiments": items, "total_size": len(items)} if items else {})
+
+    def _create_experiment(self, st, q, body, files, method):
+        if not isinstance(body, dict) or not body.get("display_name"):
+            raise ApiError(400, "experiment display_name is required")
+        eid = st.new_id("experiment")
+        exp = {"experiment_id": eid, "display_name": body["display_name"],
+               "description": body.get("description") or "", "namespace": body.get("namespace") or "",
+               "created_at": _now(), "storage_state": "AVAILABLE"}
+        st.experiments[eid] = exp
+        return 200, exp
+
+    def _create_run(self, st, q, body, files, method):
+        run = self._check_job(body, "run")
+        rid = st.new_id("run")
+        run.update({"run_id": rid, "state": "PENDING", "created_at": _now(), "storage_state": "AVAILABLE"})
+        st.runs[rid] = run
+        return 200, run
+
+    def _get_run(self, st, q, body, files, rid, method):
+        if rid not in st.runs:
+            raise ApiError(404, f"run {rid!r} not found")
+        return 200, st.runs[rid]
+
+    def _create_recurring(self, st, q, body, files, method):
+        job = self._check_job(body, "recurring run")
+        trigger = body.get("trigger") or {}
+        cron = (trigger.get("cron_schedule") or {}).get("cron")
+        periodic = (trigger.get("periodic_schedule") or {}).get("interval_second")
+        if not cron and not periodic:
+            raise ApiError(400, "a recurring run needs a cron or periodic trigger")
+        if cron:
+            _check_cron(cron)
+        mc = int(body.get("max_concurrency") or 0)
+        if not 1 <= mc <= 10:
+            raise ApiError(400, f"max_concurrency must be in [1, 10], got {mc}")
+        rid = st.new_id("recurring")
+        job.update({"recurring_run_id": rid, "created_at": _now(), "updated_at": _now(),
+                    "status": "ENABLED" if body.get("mode", "ENABLE") == "ENABLE" else "DISABLED"})
+        st.recurring_runs[rid] = job
+        return 200, job
+
+    def _list_recurring(self, st, q, body, files, method):
+        eid = q.get("experiment_id")
+        items = [r for r in st.recurring_runs.values() if not eid or r.get("experiment_id") == eid]
+        # kfp_server_api maps ListRecurringRunsResponse.recurring_runs to the JSON key "recurringRuns".
+        return 200, ({"recurringRuns": items, "total_size": len(items)} if items else {})
+
+    def _recurring(self, st, q, body, files, rid, method):
+        if rid not in st.recurring_runs:
+            raise ApiError(404, f"recurring run {rid!r} not found")
+        if method == "DELETE":
+            del st.recurring_runs[rid]
+            return 200, {}
+        return 200, st.recurring_runs[rid]
 
     def _add_version(self, pid: str, name: str, spec: dict, description: str, stored: dict | None = None) -> dict:
         st = self.state
@@ -382,3 +382,20 @@ class FakeKfpServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# (methods, path under /apis/v2beta1, handler): the first match answers.
+_ROUTES = (
+    (("GET",), r"/healthz", _Server._healthz),
+    (("POST",), r"/pipelines/upload", _Server._upload_pipeline),
+    (("POST",), r"/pipelines/upload_version", _Server._upload_version),
+    (("GET",), r"/pipelines", _Server._list_pipelines),
+    (("GET",), r"/pipelines/([^/]+)/versions", _Server._list_versions),
+    (("GET",), r"/experiments", _Server._list_experiments),
+    (("POST",), r"/experiments", _Server._create_experiment),
+    (("POST",), r"/runs", _Server._create_run),
+    (("GET",), r"/runs/([^/:]+)", _Server._get_run),
+    (("POST",), r"/recurringruns", _Server._create_recurring),
+    (("GET",), r"/recurringruns", _Server._list_recurring),
+    (("GET", "DELETE"), r"/recurringruns/([^/:]+)", _Server._recurring),
+)

@@ -108,12 +108,14 @@ def test_kfp_ui_artifacts_written(first_run):
 def test_second_run_on_same_data_is_blocked_and_alias_stays(first_run, data_path):
     from kfct.pipelines.local import run_ct
 
+    before = _registry_state(first_run["model_name"])  # other tests of this module may have registered more
+    assert before[1]["champion"] == "1"
     s = run_ct(data_uri=str(data_path))
     assert s["decision"]["deploy"] is False
     assert "registered" not in s
     assert any("vs champion v1" in r and "< min_improvement" in r for r in s["decision"]["reasons"])
     assert s["decision"]["comparison"]["champion_version"] == "1"
-    assert _registry_state(s["model_name"]) == ([1], {"champion": "1"})
+    assert _registry_state(s["model_name"]) == before
 
 
 @pytest.mark.parametrize("kind", ["unknown_category", "missing_column"])

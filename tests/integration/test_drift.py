@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from kfct.components.drift import PREDICTION, detect_drift, save_reports
+from kfct.components.drift_detect import PREDICTION, detect_drift
+from kfct.components.drift_report import save_reports
 from kfct.config import feature_columns
 from kfct.datagen import generate
 

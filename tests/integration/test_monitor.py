@@ -42,6 +42,36 @@ def env(tmp_path_factory):
     reset_settings()
 
 
+@pytest.fixture(scope="module")
+def undrifted(env):
+    """A window like the champion's training data, checked while v1 is the champion (before any retrain)."""
+    from kfct.pipelines.monitoring import run_monitor
+
+    champion_before, n_trig = _champion(), len(_events("retrain_triggered"))
+    out = run_monitor(current_uri=UNDRIFTED, cfg=env["cfg"])
+    return {"out": out, "champion_before": champion_before, "new_triggers": len(_events("retrain_triggered")) - n_trig}
+
+
+@pytest.fixture(scope="module")
+def retrained(env, undrifted):
+    """The drifted window: a gated CT run through the monitor (starts the cooldown)."""
+    from kfct.pipelines.monitoring import run_monitor
+
+    n_trig = len(_events("retrain_triggered"))
+    out = run_monitor(current_uri=DRIFTED, cfg=env["cfg"])
+    return {"out": out, "new_triggers": _events("retrain_triggered")[n_trig:]}
+
+
+@pytest.fixture(scope="module")
+def held(env, retrained):
+    """The next drifted window within the cooldown."""
+    from kfct.pipelines.monitoring import run_monitor
+
+    champion_before, n_trig = _champion(), len(_events("retrain_triggered"))
+    out = run_monitor(current_uri=BACK, cfg=env["cfg"])
+    return {"out": out, "champion_before": champion_before, "new_triggers": len(_events("retrain_triggered")) - n_trig}
+
+
 def _champion():
     from kfct import registry
 
@@ -55,17 +85,15 @@ def _events(name=None):
     return [e for e in audit.read() if name is None or e["event"] == name]
 
 
-def test_1_undrifted_window_does_not_retrain(env):
-    from kfct.pipelines.monitoring import run_monitor
-
-    out = run_monitor(current_uri=UNDRIFTED, cfg=env["cfg"])
+def test_1_undrifted_window_does_not_retrain(undrifted):
+    out = undrifted["out"]
     assert out["drift"]["retrain"] is False and out["decision"]["action"] == "none"
     assert out["drift"]["severity"] == "low"
     assert out["drift"]["performance"]["reference_source"] == "held-out metrics of the model"
-    assert _champion() == "1"
-    assert not _events("retrain_triggered")
-    checked = _events("drift_checked")[-1]
-    assert checked["retrain_needed"] is False and checked["version"] == "1"
+    assert undrifted["champion_before"] == "1" and out["champion_version"] == "1"
+    assert undrifted["new_triggers"] == 0
+    checked = [e for e in _events("drift_checked") if e["mlflow_run_id"] == out["mlflow_run_id"]]
+    assert len(checked) == 1 and checked[0]["retrain_needed"] is False and checked[0]["version"] == "1"
     html = open(out["reports"]["html"]).read()
     assert "Value Drift for column frustration_index" in html
     # The drift run and its reports are in MLflow too.
@@ -75,11 +103,10 @@ def test_1_undrifted_window_does_not_retrain(env):
     assert {"drift/drift_report.html", "drift/drift_report.json", "drift/drift_summary.json"} <= arts
 
 
-def test_2_drift_triggers_a_gated_ct_run_and_a_new_champion_only_if_it_passes(env):
+def test_2_drift_triggers_a_gated_ct_run_and_a_new_champion_only_if_it_passes(retrained):
     from kfct import registry
-    from kfct.pipelines.monitoring import run_monitor
 
-    out = run_monitor(current_uri=DRIFTED, cfg=env["cfg"])
+    out = retrained["out"]
     d, dec = out["drift"], out["decision"]
     assert d["retrain"] is True and d["severity"] == "critical"
     assert dec["action"] == "retrain" and dec["triggered"] and dec["mode"] == "local"
@@ -95,23 +122,20 @@ def test_2_drift_triggers_a_gated_ct_run_and_a_new_champion_only_if_it_passes(en
     # The run says why it ran, in MLflow and in the audit trail.
     run = registry.client().get_run(ct["mlflow_run_id"])
     assert run.data.tags["run_reason"].startswith("drift (critical): drift share")
-    trig = _events("retrain_triggered")
+    trig = retrained["new_triggers"]
     assert len(trig) == 1 and trig[0]["severity"] == "critical" and trig[0]["model_name"] == MODEL
-    fin = _events("retrain_finished")[-1]
-    assert fin["deploy"] is True and fin["version"] == "2"
+    fin = [e for e in _events("retrain_finished") if e["run_name"] == ct["run_name"]]
+    assert len(fin) == 1 and fin[0]["deploy"] is True and fin[0]["version"] == "2"
 
 
-def test_3_cooldown_holds_back_the_next_trigger(env):
-    from kfct.pipelines.monitoring import run_monitor
-
-    versions_before = _champion()
-    out = run_monitor(current_uri=BACK, cfg=env["cfg"])
+def test_3_cooldown_holds_back_the_next_trigger(held):
+    out = held["out"]
     assert out["drift"]["retrain"] is True
     assert out["decision"]["action"] == "cooldown" and out["decision"]["triggered"] is False
     assert out["decision"]["cooldown_remaining_s"] > 23 * 3600
-    assert len(_events("retrain_triggered")) == 1
+    assert held["new_triggers"] == 0
     assert _events("retrain_held")
-    assert _champion() == versions_before
+    assert out["champion_version"] == held["champion_before"]
 
 
 def test_4_forced_retrain_on_biased_data_is_stopped_by_the_fairness_gate(env):
@@ -120,6 +144,7 @@ def test_4_forced_retrain_on_biased_data_is_stopped_by_the_fairness_gate(env):
 
     before = _champion()
     aliases_before = registry.aliases(MODEL)
+    n_trig = len(_events("retrain_triggered"))
     out = run_monitor(current_uri=DRIFTED, ct_data_uri=BIASED, force=True, cfg=env["cfg"])
     dec = out["decision"]
     assert dec["action"] == "retrain" and dec["reason"].startswith("forced by operator")
@@ -128,10 +153,10 @@ def test_4_forced_retrain_on_biased_data_is_stopped_by_the_fairness_gate(env):
     fair = [r for r in ct["reasons"] if r.startswith("fairness age_group: demographic parity difference")]
     assert fair and "> 0.1" in fair[0] and "18_35" in fair[0]
     assert _champion() == before and registry.aliases(MODEL) == aliases_before
-    assert len(_events("retrain_triggered")) == 2
+    assert len(_events("retrain_triggered")) == n_trig + 1
 
 
-def test_5_audit_chain_intact_and_history_shows_the_loop(env, capsys):
+def test_5_audit_chain_intact_and_history_shows_the_loop(env, held, capsys):
     from kfct.cli import main
 
     assert main(["audit", "verify"]) == 0
@@ -143,7 +168,7 @@ def test_5_audit_chain_intact_and_history_shows_the_loop(env, capsys):
         assert name in events, name
 
 
-def test_6_monitor_cli_dry_run_and_monitoring_pipeline_under_kfp_local(env, capsys):
+def test_6_monitor_cli_dry_run_and_monitoring_pipeline_under_kfp_local(env, retrained, capsys):
     from kfct.cli import main
     from kfct.pipelines.monitoring import run_monitor
 
@@ -166,7 +191,7 @@ def test_7_missing_current_data_is_one_clear_error(env):
     assert main(["monitor", "--model-name", MODEL]) == 2  # empty prediction log
 
 
-def test_8_serving_prediction_log_is_the_default_window(env):
+def test_8_serving_prediction_log_is_the_default_window(env, retrained):
     import time
 
     from kfct import registry

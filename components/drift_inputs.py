@@ -1,0 +1,134 @@
+"""Inputs of a monitoring run: the champion's training snapshot, the current window, both scored."""
+
+from kfct.components.drift_detect import PREDICTION
+
+
+class DriftInputError(ValueError):
+    """Reference or current data for drift monitoring cannot be had (message names what and why)."""
+
+
+def load_reference(model_name: str, alias: str = "champion"):
+    """The champion's training snapshot, the champion itself and its tags.
+
+    The snapshot is the MLflow artifact `data/train_snapshot.parquet` of the run that
+    trained the version (its `reference_uri` tag); a version without one falls back to
+    the dataset it was trained on (`data_uri` tag), checked against `dataset_sha256`.
+    Returns (reference DataFrame, LoadedModel, description of the source).
+    """
+    import tempfile
+
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from kfct import registry
+
+    registry.setup()
+    try:
+        loaded = registry.load_version(model_name, alias=alias)
+    except MlflowException as exc:
+        raise DriftInputError(f"no {alias!r} version of model {model_name!r} to monitor: train and register one first "
+                              f"(kfct run); MLflow said: {str(exc).splitlines()[0][:200]}") from exc
+    uri = loaded.tags.get("reference_uri") or (f"runs:/{loaded.run_id}/data/train_snapshot.parquet" if loaded.run_id else "")
+    if uri:
+        import mlflow
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+                return pd.read_parquet(local), loaded, uri
+        except (MlflowException, OSError) as exc:
+            missing = f"{uri} ({type(exc).__name__})"
+    else:
+        missing = "no reference_uri tag"
+    data_uri = loaded.tags.get("data_uri")
+    if not data_uri:
+        raise DriftInputError(f"{model_name} v{loaded.version}: no training snapshot ({missing}) and no data_uri tag")
+    from kfct.datasource import snapshot_dataset
+    from kfct.lineage import sha256_file
+
+    with tempfile.TemporaryDirectory() as tmp:  # same snapshot ingest made, so the same data version
+        df = snapshot_dataset(data_uri, f"{tmp}/snapshot.parquet")
+        actual = sha256_file(f"{tmp}/snapshot.parquet")
+    expected = loaded.tags.get("dataset_sha256")
+    if expected and actual != expected:
+        raise DriftInputError(f"{model_name} v{loaded.version}: training snapshot missing ({missing}) and {data_uri} "
+                              f"no longer has the recorded content (sha256 {expected[:12]}...)")
+    return df, loaded, data_uri
+
+
+def load_current(current_uri: str | None, cfg: dict, model_name: str | None = None, since=None):
+    """The current window: a batch (`current_uri`: path, s3://, generate://) or the serving prediction log.
+
+    From the log, shadow rows are dropped (they repeat inputs the champion already
+    answered) and the logged `probability` becomes the prediction. Returns (frame,
+    description of the source, name of the prediction column or None).
+    """
+    if current_uri:
+        from kfct.datasource import read_dataset
+        from kfct.datatags import resolve
+
+        resolved, manifest = resolve(current_uri)  # a pointer names the newest batch at run time
+        df = read_dataset(resolved)
+        pred = "probability" if "probability" in df.columns else None
+        source = current_uri if manifest is None else f"{current_uri} (sha256 {manifest['sha256']}: {resolved})"
+        return df, source, pred
+    from kfct.prediction_log import read_prediction_log
+
+    if since is None:
+        import datetime as dt
+
+        days = float(cfg["drift"]["window_days"])
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    df = read_prediction_log(since=since, model_name=model_name)
+    if "role" in df.columns:
+        df = df[df["role"] != "shadow"].reset_index(drop=True)
+    # The log's `label` is the *predicted* label: never mistake it for ground truth.
+    df = df.rename(columns={"label": "predicted_label"})
+    if len(df) == 0:
+        raise DriftInputError(f"the prediction log has no rows for model {model_name!r} since {since}: serve traffic "
+                              f"first (kfct serve) or give a batch with --current URI")
+    return df, f"prediction log since {since}", "probability"
+
+
+def prepare_frames(reference, current, model, cfg: dict, prediction_column: str | None):
+    """Both frames with the champion's probability in column `PREDICTION` (scored where not logged)."""
+    from kfct.config import feature_columns
+
+    features = feature_columns(cfg)
+    for name, df in (("reference", reference), ("current", current)):
+        missing = [c for c in features if c not in df.columns]
+        if missing:
+            raise DriftInputError(f"{name} data lacks feature column(s) {', '.join(missing)}")
+    reference = reference.copy()
+    current = current.copy()
+    try:
+        reference[PREDICTION] = model.predict_positive(reference)
+        if prediction_column and prediction_column in current.columns:
+            current[PREDICTION] = current[prediction_column].astype(float)
+        else:
+            current[PREDICTION] = model.predict_positive(current)
+    except ValueError as exc:  # FeatureError: unknown category, missing column
+        raise DriftInputError(f"the champion cannot score the data: {exc}") from exc
+    return reference, current
+
+
+def heldout_performance(tags: dict) -> dict | None:
+    """The champion's test-set ROC AUC and recall from its registry tags (`test_roc_auc`, `test_recall`)."""
+    try:
+        return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags["test_recall"])}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def with_binary_labels(frame, cfg: dict):
+    """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
+    from kfct.labels import binary_labels
+
+    ds = cfg["dataset"]
+    label = ds["label"]
+    if label not in frame.columns or frame[label].isna().all():
+        return frame
+    out = frame.copy()
+    known = out[label].notna()
+    out.loc[known, label] = binary_labels(out.loc[known, label], ds["positive_label"], ds["columns"][label]["values"])
+    return out

@@ -1,0 +1,121 @@
+"""The rollout loop on an injected clock, against a real MLflow registry (SQLite, fresh home).
+
+A scripted backend stands in for the serving side (traffic and rollback behaviour are
+what is under test); the registry, its aliases and tags and the audit trail are real.
+"""
+
+import pytest
+
+from kfct.components.rollout import RolloutError, Thresholds, run_rollout
+from kfct.serving.metrics import WindowStats as Window
+
+MODEL = "rollout-loop-test"
+
+
+class FakeTime:
+    """`sleep` advances `clock`: a 60 s bake takes no real time. Bounded so a loop that ignores it fails, not hangs."""
+
+    def __init__(self, max_sleeps: int = 10_000):
+        self.now, self.sleeps, self.max_sleeps = 1000.0, 0, max_sleeps
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        if self.sleeps > self.max_sleeps:
+            raise AssertionError(f"rollout loop still waiting after {self.sleeps} sleeps: it ignores the injected clock")
+        self.now += seconds
+
+
+class ScriptedBackend:
+    def __init__(self, canary_requests: int, rollback_error: Exception | None = None):
+        self.canary_requests = canary_requests
+        self.rollback_error = rollback_error
+        self.splits, self.rollbacks, self.promotions = [], [], []
+
+    def now(self) -> float:
+        return 0.0
+
+    def set_split(self, champion_version, canary_version, percent):
+        self.splits.append(percent)
+
+    def windows(self, champion_version, canary_version, since):
+        return (Window(str(champion_version), requests=5000),
+                Window(str(canary_version), requests=self.canary_requests))
+
+    def promote(self, version):
+        self.promotions.append(version)
+
+    def rollback(self, champion_version, canary_version):
+        self.rollbacks.append(canary_version)
+        if self.rollback_error is not None:
+            raise self.rollback_error
+
+
+@pytest.fixture
+def registry_two_versions(kfct_home):
+    """v1 champion, v2 challenger (versions without model files: the loop only reads and moves aliases/tags)."""
+    from mlflow import MlflowClient
+
+    from kfct import registry
+
+    registry.setup()
+    c = MlflowClient()
+    c.create_registered_model(MODEL)
+    for _ in range(2):
+        c.create_model_version(MODEL, source=(kfct_home / "nowhere").as_uri())
+    c.set_registered_model_alias(MODEL, "champion", "1")
+    c.set_registered_model_alias(MODEL, "challenger", "2")
+    return c
+
+
+def _tags(c, version):
+    return c.get_model_version(MODEL, version).tags
+
+
+def test_not_enough_traffic_within_the_wait_rolls_back_on_the_injected_clock(registry_two_versions):
+    from kfct import audit, registry
+
+    t = FakeTime(max_sleeps=1000)
+    backend = ScriptedBackend(canary_requests=3)
+    res = run_rollout(MODEL, backend, Thresholds(min_requests=200), [10, 50, 100], bake_seconds=60.0,
+                      poll_seconds=1.0, sleep=t.sleep, clock=t.clock)
+    assert res.outcome == "rolled_back"
+    assert "not enough traffic to judge within 180 s" in res.reasons[0] and "3 of 200" in res.reasons[0]
+    assert backend.splits == [10] and backend.rollbacks == ["2"]
+    assert res.steps[0]["seconds"] == 180.0 and t.sleeps == 180
+    assert registry.aliases(MODEL) == {"champion": "1"}
+    assert _tags(registry_two_versions, "2")["rejected"] == "true"
+    assert [e["event"] for e in audit.read() if e["event"].startswith("rollout_")][-1] == "rollout_rolled_back"
+
+
+def test_a_rollback_that_raises_leaves_the_registry_as_it_was(registry_two_versions):
+    from kfct import audit, registry
+
+    t = FakeTime(max_sleeps=1000)
+    backend = ScriptedBackend(canary_requests=0, rollback_error=ConnectionError("kserve API unreachable"))
+    with pytest.raises(RolloutError) as err:
+        run_rollout(MODEL, backend, Thresholds(min_requests=200), [10], bake_seconds=5.0, poll_seconds=1.0,
+                    sleep=t.sleep, clock=t.clock)
+    msg = str(err.value)
+    assert "rolling v2 back failed" in msg and "kserve API unreachable" in msg and "\n" not in msg
+    # The rollback did not happen: nothing may claim it did.
+    assert registry.aliases(MODEL) == {"champion": "1", "challenger": "2"}
+    tags = _tags(registry_two_versions, "2")
+    assert "rejected" not in tags and "rollout_status" not in tags
+    events = [e for e in audit.read() if e["event"].startswith("rollout_")]
+    assert events[-1]["event"] == "rollout_rollback_failed" and "kserve API unreachable" in events[-1]["error"]
+    assert not any(e["event"] == "rollout_rolled_back" for e in events)
+
+
+def test_enough_traffic_promotes_after_the_bake_time(registry_two_versions):
+    from kfct import registry
+
+    t = FakeTime()
+    backend = ScriptedBackend(canary_requests=5000)
+    res = run_rollout(MODEL, backend, Thresholds(min_requests=200), [50, 100], bake_seconds=30.0, poll_seconds=2.0,
+                      sleep=t.sleep, clock=t.clock)
+    assert res.outcome == "promoted", res.reasons
+    assert [s["seconds"] for s in res.steps] == [30.0, 30.0] and res.seconds == 60.0
+    assert registry.aliases(MODEL) == {"champion": "2"} and backend.promotions == ["2"]
