@@ -136,10 +136,66 @@ def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
 
 # -- the stage ------------------------------------------------------------------------------------
 
+def converge_core(model_name: str, target: str = "local", client=None, namespace: str | None = None,
+                  state_path=None, settings=None, reason: str = "") -> dict[str, Any]:
+    """Make the split file (local) or InferenceService (cluster) follow the registry aliases.
+
+    Runs on every deploy (and when the deploy stage finds its version superseded): whatever
+    an earlier crash interrupted, what serves afterwards is what the aliases say.
+    """
+    from kfct import audit, registry
+    from kfct.convergence import split_changes
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    al = registry.aliases(model_name)
+    out: dict[str, Any] = {"model_name": model_name, "target": target, "aliases": al, "changes": {}}
+    if "champion" not in al:
+        return out
+    if target == "local":
+        from kfct.serving.split_state import SplitState, read_state, update_state
+        from kfct.serving.split_state import state_path as default_path
+
+        path = state_path or default_path(model_name, s.home)
+        cur = read_state(path) or SplitState(model_name=model_name)
+        changes, reasons = split_changes(cur.champion_version, cur.canary_version, cur.canary_percent, cur.mode, al)
+        if changes:
+            update_state(model_name, path, **changes, reason="converge on aliases: " + "; ".join(reasons))
+            out.update(changes=changes, reasons=reasons)
+    else:
+        ns = namespace or s.kfp_namespace
+        client = client or kserve_client()
+        try:
+            live = client.get(model_name, namespace=ns)
+        except RuntimeError as exc:
+            if "404" not in str(exc) and "Not Found" not in str(exc):
+                raise DeployError(f"cannot read InferenceService {ns}/{model_name}: {str(exc).strip()[:300]}") from exc
+            live = None
+        ann = ((live or {}).get("metadata") or {}).get("annotations") or {} if isinstance(live, dict) else {}
+        served = ann.get("kfct/model-version")
+        pct = ((((live or {}).get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+               if isinstance(live, dict) else None)
+        chal = al.get("challenger")
+        if served != al["champion"] and not (served == chal and pct not in (None, 100)):
+            isvc = build_inference_service(model_name, al["champion"], namespace=ns, settings=s, canary_percent=100)
+            action = apply_inference_service(client, isvc, model_name, ns)
+            out.update(changes={"champion_version": al["champion"]},
+                       reasons=[f"InferenceService served v{served}, alias champion is v{al['champion']} ({action})"])
+    if out["changes"]:
+        audit.record("serving_converged", model_name=model_name, target=target, aliases=al,
+                     changes=out["changes"], reasons=out.get("reasons"), reason=reason)
+    return out
+
+
 def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
-                settings=None) -> dict[str, Any]:
-    """Alias `challenger` + first traffic slice. Returns what was done (plain values)."""
+                settings=None, require_alias: bool = False) -> dict[str, Any]:
+    """Alias `challenger` + first traffic slice. Returns what was done (plain values).
+
+    `require_alias` (the pipeline's deploy stage): the version must still hold the alias its
+    register stage gave it; when another run has moved the aliases since, nothing is moved
+    and serving is only converged on the aliases as they are.
+    """
     from kfct import audit, registry
     from kfct.settings import get_settings
 
@@ -148,6 +204,17 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     if target not in ("local", "cluster"):
         raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
     registry.setup(s)
+    if require_alias:
+        al = registry.aliases(model_name)
+        if version not in al.values():
+            conv = converge_core(model_name, target, client, namespace, state_path, s,
+                                 reason=f"v{version} superseded before its deploy")
+            out = {"model_name": model_name, "version": version, "target": target, "mode": "superseded",
+                   "alias": None, "aliases": al, "converged": conv.get("changes"),
+                   "action": f"v{version} holds no alias any more (aliases {al}): serving follows the aliases"}
+            audit.record("deploy_superseded", **{k: v for k, v in out.items() if k != "model_name"},
+                         model_name=model_name)
+            return out
     try:
         mv = registry.client().get_model_version(model_name, version)
     except Exception as exc:
@@ -200,6 +267,11 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
                                reason=f"deployed as {'shadow' if shadow else f'canary at {pct:g}%'}")
         out.update(alias="challenger", canary_percent=0.0 if shadow else pct)
     audit.record("model_deployed", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
+    if target == "local":  # the file now agrees with the aliases, whatever an earlier crash left
+        conv = converge_core(model_name, target, state_path=out.get("state_path"), settings=s,
+                             reason=f"deploy v{version}")
+        if conv.get("changes"):
+            out["converged"] = conv["changes"]
     return out
 
 
@@ -212,8 +284,19 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
     from kfct.components.deploy import deploy_core
     from kfct.config import config_from_json
 
+    from kfct.testhooks import pause_at
+
     cfg = config_from_json(config_json)
     if target == "auto":
         target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
-    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None)
+    pause_at("before_deploy")
+    if not version:  # register blocked at the hand-off: nothing to deploy; still follow the aliases
+        from kfct.components.deploy import converge_core
+        from kfct import registry
+
+        registry.setup()
+        conv = converge_core(model_name, target, namespace=namespace or None, reason="registration blocked")
+        return json.dumps({"mode": "skipped", "version": "", "reason": "nothing registered",
+                           "converged": conv.get("changes")}, default=str)
+    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, require_alias=True)
     return json.dumps(out, default=str)

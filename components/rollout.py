@@ -406,7 +406,17 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
     result.seconds = round(time.monotonic() - t_start, 2)
     if failed is None:
         reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
-        registry.set_alias(model_name, "champion", canary_version, reason=f"rollout: {reason}")
+        try:  # champion moves only by compare-and-set against the one this canary was judged against
+            with registry.champion_lock(model_name) as lock:
+                gated = _gated_against(model_name, canary_version)
+                if gated is not None and gated != (champion_version or ""):
+                    raise registry.AliasConflict(f"v{canary_version} was gated against v{gated or None}, "
+                                                 f"not the champion v{champion_version}", gated, champion_version)
+                registry.compare_and_set_alias(lock, model_name, "champion", champion_version, canary_version,
+                                               reason=f"rollout: {reason}")
+        except registry.AliasConflict as exc:
+            failed = [f"not promoted: {exc}"]
+    if failed is None:
         backend.promote(canary_version)
         registry.set_version_tag(model_name, canary_version, "rollout_status", "promoted")
         registry.delete_alias(model_name, "challenger", reason="promoted to champion")
@@ -427,6 +437,14 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
                      champion=champion_version, reason=reason, seconds=result.seconds)
     result.reasons = failed
     return result
+
+
+def _gated_against(model_name: str, version: str) -> str | None:
+    """The champion version the gate compared `version` with ('' = none), None when unrecorded."""
+    from kfct import registry
+
+    mv = registry.client().get_model_version(model_name, str(version))
+    return (mv.tags or {}).get(registry.GATED_TAG)
 
 
 def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
@@ -457,6 +475,8 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     cfg = config_from_json(config_json)
     s = get_settings()
     registry.setup(s)
+    if not version:
+        return json.dumps({"outcome": "skipped", "reason": "nothing registered (blocked at the registry hand-off)"})
     if version and registry.alias_version(model_name, "champion") == str(version):
         # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
         return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion"})

@@ -401,11 +401,16 @@ class SplitWatcher:
     """Polls the split file; applies changes and retries loading until a champion is ready."""
 
     def __init__(self, router: ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
-                 retry_seconds: float = 2.0):
+                 retry_seconds: float = 2.0, follow_aliases: bool = False, alias_poll_seconds: float = 5.0):
         self.router = router
         self.path = Path(path)
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
+        # The registry aliases win over the file (kfct.convergence): read every alias_poll_seconds.
+        self.follow_aliases = follow_aliases
+        self.alias_poll_seconds = alias_poll_seconds
+        self._aliases: dict[str, str] | None = None
+        self._aliases_at = 0.0
         self._stop = threading.Event()
         self._seen: tuple | None = None
         self._last_try = 0.0
@@ -427,7 +432,8 @@ class SplitWatcher:
         except FileNotFoundError:
             sig = None
         not_ready = self.router.route.champion is None or self.router.route.champion.current is None
-        changed = sig != self._seen
+        aliases_changed = self._poll_aliases()
+        changed = sig != self._seen or aliases_changed
         retry_due = not_ready and time.monotonic() - self._last_try >= self.retry_seconds
         if not changed and not retry_due:
             return False
@@ -442,10 +448,44 @@ class SplitWatcher:
         if state is None:
             state = SplitState(model_name=self.router.name)
             state.generation = self.router.applied_generation
+        state = self._converge(state)
         ok = self.router.apply_state(state)
         if ok or not not_ready:
             self._seen = sig
         return ok
+
+    def _poll_aliases(self) -> bool:
+        """Re-read the aliases when due; True when they changed since the last read."""
+        if not self.follow_aliases or time.monotonic() - self._aliases_at < self.alias_poll_seconds \
+                and self._aliases is not None:
+            return False
+        self._aliases_at = time.monotonic()
+        try:
+            from kfct import registry
+
+            now = registry.aliases(self.router.name)
+        except Exception as exc:  # registry away: keep serving what the file says
+            log.warning("aliases of %s not read, following the split file: %s", self.router.name, exc)
+            return False
+        changed = now != self._aliases
+        self._aliases = now
+        return changed
+
+    def _converge(self, state: SplitState) -> SplitState:
+        """The state as the aliases say it must be (in memory: serving writes no shared state)."""
+        if not self.follow_aliases or not self._aliases:
+            return state
+        from dataclasses import replace
+
+        from kfct.convergence import split_changes
+
+        changes, reasons = split_changes(state.champion_version, state.canary_version, state.canary_percent,
+                                         state.mode, self._aliases)
+        if not changes:
+            return state
+        log.warning("model %s: split file disagrees with the registry aliases, following the aliases: %s",
+                    self.router.name, "; ".join(reasons))
+        return replace(state, **changes).validate()
 
     def _run(self) -> None:
         while not self._stop.is_set():

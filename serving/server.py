@@ -138,8 +138,11 @@ def build(opts: ServerOptions):
                 if opts.canary_version else 0.0
             cur.reason = "kfct serve command line"
             write_state(cur, spath)
-    watcher = SplitWatcher(router, spath, poll_seconds=opts.poll_seconds, retry_seconds=opts.retry_seconds) \
-        if spath is not None else None
+    # A server that follows the champion alias (not one pinned to a version or canary on its
+    # command line) converges on the registry aliases at start and on every watch cycle.
+    follow = not (opts.version or opts.canary_version or opts.shadow) and opts.alias == "champion"
+    watcher = SplitWatcher(router, spath, poll_seconds=opts.poll_seconds, retry_seconds=opts.retry_seconds,
+                           follow_aliases=follow) if spath is not None else None
     server = KfctModelServer(host=opts.host or settings.serving_host,
                              http_port=opts.port if opts.port is not None else settings.serving_port,
                              max_request_bytes=opts.max_request_bytes or settings.max_request_bytes,
