@@ -10,7 +10,8 @@
 - hang:   connections are accepted and nothing is ever answered (a dead peer behind a LB);
 - slow:   every chunk upstream -> client is delayed by `delay` seconds;
 - cut:    the request is forwarded, the connection is closed before the answer comes back
-          (the server did the work, the client never hears of it).
+          (the server did the work, the client never hears of it); with `cut_match` set
+          (bytes), only answers to requests containing it are cut.
 The mode is read per connection (and per chunk for slow/cut), so tests flip it while a
 client keeps retrying.
 """
@@ -30,6 +31,8 @@ class FaultProxy:
         self.mode = mode
         self.delay = delay
         self.connections = 0
+        self.cut_match: bytes | None = None
+        self.cuts = 0
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -79,11 +82,12 @@ class FaultProxy:
                 client.close()
                 continue
             self._open.append(upstream)
+            last = {"request": b""}
             for src, dst, down in ((client, upstream, False), (upstream, client, True)):
-                t = threading.Thread(target=self._pipe, args=(src, dst, down), daemon=True)
+                t = threading.Thread(target=self._pipe, args=(src, dst, down, last), daemon=True)
                 t.start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, downstream: bool, last: dict) -> None:
         try:
             while not self._stop.is_set():
                 try:
@@ -92,7 +96,20 @@ class FaultProxy:
                     break
                 if not data:
                     break
-                if downstream and self.mode == "cut":
+                if self.mode == "refuse":  # established (keep-alive) connections drop too
+                    try:
+                        src.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    except OSError:
+                        pass
+                    break
+                if not downstream and self.mode == "hang":
+                    while not self._stop.is_set() and self.mode == "hang":
+                        time.sleep(0.05)
+                if not downstream:  # headers and body may come in separate chunks
+                    starts = data[:8].split(b" ", 1)[0] in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD")
+                    last["request"] = data if starts else last["request"] + data
+                if downstream and self.mode == "cut" and (self.cut_match is None or self.cut_match in last["request"]):
+                    self.cuts += 1
                     break  # the answer never reaches the client
                 if downstream and self.mode == "slow":
                     time.sleep(self.delay)
