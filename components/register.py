@@ -55,7 +55,9 @@ def register_core(meta: dict, decision: dict, cfg: dict, model_name: str, data_u
     champion_alias = cfg["register"].get("alias", "champion")
     alias = "challenger" if rollout else champion_alias
     on_moved = (cfg.get("gate") or {}).get("on_champion_moved", "regate")
+    pause_at("after_gate")
     with registry.champion_lock(model_name) as lock:
+        pause_at("registry_locked")
         reconciled = reconcile(model_name, own_run_id=run_id, lock=lock)
         gated = decision.get("champion_version") or None
         current = registry.alias_version(model_name, champion_alias)

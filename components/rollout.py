@@ -162,8 +162,11 @@ class LocalRouterBackend:
     """The local KServe ModelServer: writes its split file, reads `GET /kfct/stats?since=T`."""
 
     def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
-                 http_timeout: float = 5.0):
+                 http_timeout: float | None = None):
         from kfct.serving.split_state import state_path as default_path
+        from kfct.settings import get_settings
+
+        http_timeout = get_settings().net_timeout_seconds if http_timeout is None else http_timeout
 
         self.model_name = model_name
         self.url = url.rstrip("/")
@@ -231,7 +234,10 @@ class LocalRouterBackend:
 class PrometheusMetrics:
     """Per-version windows from Prometheus' HTTP API (`/api/v1/query`) over kfct_* series."""
 
-    def __init__(self, url: str, model_name: str, timeout: float = 10.0, extra_selector: str = ""):
+    def __init__(self, url: str, model_name: str, timeout: float | None = None, extra_selector: str = ""):
+        from kfct.settings import get_settings
+
+        timeout = get_settings().net_timeout_seconds if timeout is None else timeout
         self.url = url.rstrip("/")
         self.model_name = model_name
         self.timeout = timeout

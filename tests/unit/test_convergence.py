@@ -1,0 +1,49 @@
+"""Serving follows the registry aliases (issue 9 #13): the pure rule, and deploy's split-file convergence."""
+
+from __future__ import annotations
+
+from kfct.convergence import split_changes
+
+
+def test_stale_champion_pin_follows_the_alias():
+    changes, reasons = split_changes("1", None, 0.0, "canary", {"champion": "2"})
+    assert changes == {"champion_version": "2"} and "v1 -> v2" in reasons[0]
+
+
+def test_agreeing_state_needs_nothing():
+    assert split_changes("2", "3", 10.0, "canary", {"champion": "2", "challenger": "3"}) == ({}, [])
+    assert split_changes("1", None, 0.0, "canary", {}) == ({}, [])  # nothing registered: the file stands
+
+
+def test_canary_without_challenger_alias_is_closed():
+    changes, reasons = split_changes("2", "3", 10.0, "canary", {"champion": "2", "challenger": "4"})
+    assert changes == {"canary_version": None, "canary_percent": 0.0, "mode": "canary"}
+    assert "holds no challenger alias" in reasons[0]
+    changes, _ = split_changes("2", "3", 0.0, "shadow", {"champion": "2"})
+    assert changes["canary_version"] is None
+
+
+def test_promoted_canary_is_closed_and_champion_follows():
+    changes, _ = split_changes("2", "3", 50.0, "canary", {"champion": "3"})
+    assert changes == {"champion_version": "3", "canary_version": None, "canary_percent": 0.0, "mode": "canary"}
+
+
+def test_converge_core_rewrites_a_stale_split_file(kfct_home):
+    from kfct import audit, registry
+    from kfct.components.deploy import converge_core
+    from kfct.serving.split_state import SplitState, read_state, state_path, write_state
+    from tests.registrykit import log_tiny_model
+
+    registry.setup()
+    for tag in ("a", "b"):
+        uri, rid = log_tiny_model(tag)
+        registry.register_once(uri, "conv", {}, rid)
+    registry.set_alias("conv", "champion", "2")
+    path = state_path("conv", kfct_home)
+    write_state(SplitState(model_name="conv", champion_version="1", canary_version="1", canary_percent=10), path)
+    out = converge_core("conv", "local")
+    st = read_state(path)
+    assert (st.champion_version, st.canary_version, st.canary_percent) == ("2", None, 0.0)
+    assert out["changes"]["champion_version"] == "2"
+    assert [e for e in audit.read() if e["event"] == "serving_converged"][0]["aliases"] == {"champion": "2"}
+    assert converge_core("conv", "local")["changes"] == {}
