@@ -180,6 +180,14 @@ def test_kill_holding_the_registry_lock_then_after_alias_moved_before_deploy(env
 
     with start_in_thread(model_name=NAME, port=0, wait_for_model=True, log_predictions=False) as srv:
         assert srv.router.route.champion.loaded_version == new
+        # ... and on watch: an alias move reaches the running server without any file write.
+        srv.watcher.alias_poll_seconds = 0.2
+        registry.client().set_registered_model_alias(NAME, "champion", served_before)
+        deadline = time.monotonic() + 60
+        while srv.router.route.champion.loaded_version != served_before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert srv.router.route.champion.loaded_version == served_before
+        registry.client().set_registered_model_alias(NAME, "champion", new)
     assert read_state(spath).champion_version == served_before
     # ... and every deploy makes the split file follow them, audited.
     from kfct.components.deploy import converge_core
