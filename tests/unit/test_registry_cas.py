@@ -27,7 +27,7 @@ def _champion_v1():
     from kfct import registry
 
     uri, rid = log_tiny_model("v1")
-    v, _ = registry.register_once(uri, NAME, {}, rid)
+    v = registry.register(uri, NAME, {})
     registry.set_alias(NAME, "champion", v)
     return v
 
