@@ -192,8 +192,8 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
                 settings=None, require_alias: bool = False) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
-    `require_alias` (the pipeline's deploy stage): the version must still hold the alias its
-    register stage gave it; when another run has moved the aliases since, nothing is moved
+    `require_alias` (the pipeline's deploy stage): a version that holds no alias while a newer
+    one is champion was superseded by another run after its registration: nothing is moved
     and serving is only converged on the aliases as they are.
     """
     from kfct import audit, registry
@@ -206,7 +206,8 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     registry.setup(s)
     if require_alias:
         al = registry.aliases(model_name)
-        if version not in al.values():
+        champ = al.get("champion")
+        if version not in al.values() and champ and champ.isdigit() and version.isdigit() and int(champ) > int(version):
             conv = converge_core(model_name, target, client, namespace, state_path, s,
                                  reason=f"v{version} superseded before its deploy")
             out = {"model_name": model_name, "version": version, "target": target, "mode": "superseded",

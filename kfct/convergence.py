@@ -7,7 +7,9 @@ the aliases itself — the server when it starts and on every watch cycle, the d
 every deploy — using this one pure rule:
 
 - the champion served is the version the `champion` alias points to (when it is set);
-- a canary or shadow receives traffic only while the `challenger` alias points to it.
+- a canary or shadow is closed when it is the champion now, or when the `challenger` alias
+  points to another version. With no `challenger` alias at all the file's canary stands (a
+  canary opened by hand on `kfct serve`'s command line has none).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def split_changes(champion_version: str | None, canary_version: str | None, cana
         if str(canary_version) == str(effective_champion or ""):
             changes.update(canary_version=None, canary_percent=0.0, mode="canary")
             reasons.append(f"canary v{canary_version} is the champion now: canary closed")
-        elif chal != str(canary_version):
+        elif chal is not None and chal != str(canary_version):
             changes.update(canary_version=None, canary_percent=0.0, mode="canary")
             reasons.append(f"canary v{canary_version} holds no {challenger_alias} alias "
                            f"({challenger_alias} -> {('v' + chal) if chal else 'unset'}): canary closed")

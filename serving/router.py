@@ -432,7 +432,8 @@ class SplitWatcher:
         except FileNotFoundError:
             sig = None
         not_ready = self.router.route.champion is None or self.router.route.champion.current is None
-        aliases_changed = self._poll_aliases()
+        # Writers move aliases before they write the file: a changed file means fresh aliases too.
+        aliases_changed = self._poll_aliases(force=sig != self._seen)
         changed = sig != self._seen or aliases_changed
         retry_due = not_ready and time.monotonic() - self._last_try >= self.retry_seconds
         if not changed and not retry_due:
@@ -454,10 +455,11 @@ class SplitWatcher:
             self._seen = sig
         return ok
 
-    def _poll_aliases(self) -> bool:
-        """Re-read the aliases when due; True when they changed since the last read."""
-        if not self.follow_aliases or time.monotonic() - self._aliases_at < self.alias_poll_seconds \
-                and self._aliases is not None:
+    def _poll_aliases(self, force: bool = False) -> bool:
+        """Re-read the aliases when due (or forced); True when they changed since the last read."""
+        if not self.follow_aliases:
+            return False
+        if not force and self._aliases is not None and time.monotonic() - self._aliases_at < self.alias_poll_seconds:
             return False
         self._aliases_at = time.monotonic()
         try:
