@@ -44,6 +44,67 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def churn_logit(df: pd.DataFrame, drift: float = 0.0, bias: float = 0.0) -> np.ndarray:
+    """The generator's ground truth: a customer's churn log-odds before noise, from its features.
+
+    `generate` draws `churned` from it; `realized_outcomes` draws what "really happened"
+    later for customers that were served predictions, so the whole outcome loop runs on
+    the embedded default.
+    """
+    d = float(drift)
+    is_monthly = (df["contract_type"] == "monthly").to_numpy()
+    is_two_year = (df["contract_type"] == "two_year").to_numpy()
+    payment = df["payment_method"].to_numpy()
+    frustration = df["frustration_index"].to_numpy(float)
+    recency_days = df["recency_days"].to_numpy(float)
+    activity_trend = df["activity_trend"].to_numpy(float)
+    tenure_days = df["tenure_days"].to_numpy(float)
+    plan = df["plan_monthly_eur"].to_numpy(float)
+    data_gb = df["data_usage_gb_30d"].to_numpy(float)
+    intl = df["international_calls_ratio"].to_numpy(float)
+    age = df["age_group"].to_numpy()
+    region = df["region"].to_numpy()
+    signal = (
+        1.15 * is_monthly
+        - 0.65 * is_two_year
+        + 0.45 * (payment == "cash")
+        - 0.30 * (payment == "auto_debit")
+        + (2.2 - 1.2 * d) * frustration
+        + 0.9 * frustration * is_monthly
+        + 1.1 * _sigmoid((recency_days - 40.0) / 8.0)
+        - 0.95 * np.log(activity_trend)
+        - 0.45 * np.log1p(tenure_days / 365.0)
+        + 0.35 * (plan > 55)
+        + 0.5 * (data_gb < 2.0) * is_monthly
+        + 0.6 * d * (intl > 0.15)
+        + 0.04 * (age == "18_35")
+        + 0.03 * (region == "islands")
+    )
+    z = _INTERCEPT + _GAIN * signal
+    if bias:
+        z = z + 2.2 * float(bias) * (age == "18_35") - 1.2 * float(bias) * (age == "56_plus")
+    return np.asarray(z, dtype=np.float64)
+
+
+def realized_outcomes(predictions: pd.DataFrame, seed: int = 0, drift: float = 0.0, max_delay_days: float = 28.0,
+                      id_column: str = "customer_id", label: str = "churned") -> pd.DataFrame:
+    """What "really happened" to the customers in a prediction log, drawn from the ground truth.
+
+    One outcome per customer, observed 1..max_delay_days after its last logged
+    prediction (inside the default 30-day label horizon).
+    """
+    if len(predictions) == 0:
+        raise ValueError("the prediction log is empty: serve some predictions first")
+    last = predictions.sort_values("ts", kind="stable").drop_duplicates("customer_id", keep="last")
+    rng = np.random.default_rng(seed)
+    z = churn_logit(last, drift=drift) + rng.normal(0.0, 0.45, len(last))
+    y = (rng.random(len(last)) < _sigmoid(z)).astype(np.int64)
+    delay = pd.to_timedelta(rng.uniform(1.0, max_delay_days, len(last)), unit="D")
+    ts = pd.to_datetime(last["ts"], utc=True)
+    return pd.DataFrame({id_column: last["customer_id"].astype(str).to_numpy(), label: y,
+                         "observed_at": (ts + delay).to_numpy()})
+
+
 def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: float = 0.0) -> pd.DataFrame:
     """Return `rows` customers; deterministic for a given (rows, seed, drift, bias)."""
     if rows <= 0:
@@ -90,29 +151,6 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
     unresolved = rng.binomial(tickets, 0.3).astype(np.int64)
     frustration = np.clip(tickets * 2 + escalations * 5 + unresolved * 3, 0, 20) / 20.0
 
-    # Latent churn score: nonlinear effects and interactions, then logit noise.
-    signal = (
-        1.15 * is_monthly
-        - 0.65 * is_two_year
-        + 0.45 * (payment == "cash")
-        - 0.30 * (payment == "auto_debit")
-        + (2.2 - 1.2 * d) * frustration
-        + 0.9 * frustration * is_monthly
-        + 1.1 * _sigmoid((recency_days - 40.0) / 8.0)
-        - 0.95 * np.log(activity_trend)
-        - 0.45 * np.log1p(tenure_days / 365.0)
-        + 0.35 * (plan > 55)
-        + 0.5 * (data_gb < 2.0) * is_monthly
-        + 0.6 * d * (intl > 0.15)
-        + 0.04 * (age == "18_35")
-        + 0.03 * (region == "islands")
-    )
-    z = _INTERCEPT + _GAIN * signal
-    if bias:
-        z = z + 2.2 * float(bias) * (age == "18_35") - 1.2 * float(bias) * (age == "56_plus")
-    z = z + rng.normal(0.0, 0.45, n)
-    churned = (rng.random(n) < _sigmoid(z)).astype(np.int64)
-
     df = pd.DataFrame(
         {
             "customer_id": [f"C{seed % 1000:03d}-{i:08d}" for i in range(n)],
@@ -137,9 +175,11 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
             "support_escalations_90d": escalations,
             "unresolved_tickets": unresolved,
             "frustration_index": frustration,
-            "churned": churned,
         }
     )
+    # Latent churn score (see churn_logit), then logit noise: the same draws, in the same order.
+    z = churn_logit(df, drift=d, bias=bias) + rng.normal(0.0, 0.45, n)
+    df["churned"] = (rng.random(n) < _sigmoid(z)).astype(np.int64)
     for col in ("contract_type", "payment_method", "age_group", "region"):
         df[col] = df[col].astype(str)
     return df

@@ -19,14 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 PIPELINE_NAME = "kfct-monitoring"
-STAGES = ("prepare-drift-data", "check-drift", "trigger-retrain")
+STAGES = ("prepare-drift-data", "check-drift", "trigger-retrain", "report-realized-performance", "decide-ab-test")
 DEFAULT_CRON = "0 0 4 * * 1"   # Mondays 04:00 UTC (6-field KFP cron)
 
 
 def make_components(settings=None) -> dict:
     from kfp import dsl
 
-    from kfct.components import drift, retrain_policy
+    from kfct.components import drift, outcomes_report, retrain_policy
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -38,6 +38,8 @@ def make_components(settings=None) -> dict:
         "prepare": comp(drift.prepare_drift_data),
         "check": comp(drift.check_drift),
         "trigger": comp(retrain_policy.trigger_retrain),
+        "realized": comp(outcomes_report.report_realized_performance),
+        "ab": comp(outcomes_report.decide_ab_test),
     }
 
 
@@ -84,6 +86,8 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
         force: bool = False,
         dry_run: bool = False,
         mode: str = "auto",
+        outcomes_retrain: bool = True,
+        ab_act: bool = True,
     ):
         prep = _configure(ops["prepare"](current_uri=current_uri, since=since, config_json=config_json,
                                          model_name=model_name), "drift", cfg, s)
@@ -97,6 +101,15 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
                                          ct_data_uri=ct_data_uri, force=force, dry_run=dry_run, mode=mode),
                           "trigger_retrain", task_cfg, s)
         trig.set_display_name("retrain decision")
+        # Outcomes close the loop: realized performance (may ask for a CT run on decay; after the
+        # drift trigger so the cooldown sees it) and the running A/B test's decision.
+        real = _configure(ops["realized"](config_json=config_json, model_name=model_name, since=since,
+                                          retrain=outcomes_retrain), "trigger_retrain", task_cfg, s)
+        real.set_display_name("realized performance (outcomes)")
+        real.after(trig)
+        ab = _configure(ops["ab"](config_json=config_json, model_name=model_name, act=ab_act), "trigger_retrain",
+                        task_cfg, s)
+        ab.set_display_name("A/B test decision (outcomes)")
 
     return monitoring_pipeline
 

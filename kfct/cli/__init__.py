@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "kfct.cli.serve",
     "kfct.cli.monitor",
     "kfct.cli.cluster",
+    "kfct.cli.outcomes",
 )
 
 

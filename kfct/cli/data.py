@@ -27,6 +27,21 @@ def _push(args) -> int:
     return 0
 
 
+def _outcomes(args) -> int:
+    from kfct.datagen import realized_outcomes, write_frame
+    from kfct.errors import KfctError
+    from kfct.serving.prediction_log import read_prediction_log
+
+    preds = read_prediction_log(since=args.since)
+    try:
+        df = realized_outcomes(preds, seed=args.seed, drift=args.drift, max_delay_days=args.max_delay_days)
+    except ValueError as exc:
+        raise KfctError(str(exc)) from exc
+    path = write_frame(df, args.out)
+    print(f"wrote {path} ({len(df):,} customers' outcomes, churn share {df['churned'].mean():.3f})")
+    return 0
+
+
 def add_commands(sub) -> None:
     from kfct.datagen import CORRUPTIONS
 
@@ -44,3 +59,11 @@ def add_commands(sub) -> None:
     p = dsub.add_parser("push", help="upload a dataset content-addressed to s3://<bucket>/datasets/<sha256>.parquet")
     p.add_argument("path")
     p.set_defaults(func=_push)
+    o = dsub.add_parser("outcomes", help="realized churn for the customers in the prediction log, from the "
+                                        "generator's ground truth (the outcome loop on the embedded default)")
+    o.add_argument("--out", required=True, help="output .parquet or .csv")
+    o.add_argument("--since", help="only customers served since (ISO time)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--drift", type=float, default=0.0, help="the concept drift the world has moved by")
+    o.add_argument("--max-delay-days", type=float, default=28.0, help="outcomes observed 1..N days after the prediction")
+    o.set_defaults(func=_outcomes)

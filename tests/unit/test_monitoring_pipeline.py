@@ -3,7 +3,7 @@
 import yaml
 
 
-def test_monitoring_pipeline_compiles_with_three_uncached_stages(tmp_path, kfct_home):
+def test_monitoring_pipeline_compiles_with_its_uncached_stages(tmp_path, kfct_home):
     from kfct.pipelines.compile import compile_monitoring
 
     path = compile_monitoring(tmp_path)
@@ -15,7 +15,13 @@ def test_monitoring_pipeline_compiles_with_three_uncached_stages(tmp_path, kfct_
     assert {"current_uri", "since", "config_json", "model_name", "ct_data_uri", "force", "dry_run", "mode"} <= set(params)
     assert params["force"]["defaultValue"] is False and params["mode"]["defaultValue"] == "auto"
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"prepare-drift-data", "check-drift", "trigger-retrain"}
+    assert set(tasks) == {"prepare-drift-data", "check-drift", "trigger-retrain", "report-realized-performance",
+                          "decide-ab-test"}
+    # Outcomes close the loop; the realized-performance retrain comes after the drift trigger (one cooldown).
+    assert tasks["report-realized-performance"]["dependentTasks"] == ["trigger-retrain"]
+    assert {"outcomes_retrain", "ab_act"} <= set(params)
+    for t in ("report-realized-performance", "decide-ab-test"):
+        assert "retryPolicy" not in tasks[t]  # a retry could promote or retrain twice
     assert tasks["check-drift"]["dependentTasks"] == ["prepare-drift-data"]
     assert tasks["trigger-retrain"]["dependentTasks"] == ["check-drift"]
     # A new window with the same parameters is new data: never served from cache.
