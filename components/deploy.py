@@ -92,7 +92,32 @@ def kserve_client(config_file: str | None = None, config_dict: dict | None = Non
     from kfct.serving import _kserve
 
     kserve = _kserve.load()
-    return kserve.KServeClient(config_file=config_file, config_dict=config_dict)
+    return _with_timeouts(kserve.KServeClient(config_file=config_file, config_dict=config_dict))
+
+
+def _with_timeouts(kclient, settings=None):
+    """Give every Kubernetes request the Settings timeouts (connect, read).
+
+    The kubernetes client sends `timeout=None` (wait forever) unless each call passes
+    `_request_timeout`, which the kserve SDK never does: so each REST client this KServeClient
+    holds gets that argument by default.
+    """
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    timeout = (s.net_connect_timeout_seconds, s.net_timeout_seconds)
+    seen: set[int] = set()
+    for api in list(vars(kclient).values()):
+        rest = getattr(getattr(api, "api_client", None), "rest_client", None)
+        if rest is None or id(rest) in seen:
+            continue
+        seen.add(id(rest))
+
+        def request(*args, _orig=rest.request, _request_timeout=None, **kwargs):
+            return _orig(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+        rest.request = request
+    return kclient
 
 
 def _exists(client, name: str, namespace: str) -> bool:
@@ -167,7 +192,7 @@ def converge_core(model_name: str, target: str = "local", client=None, namespace
         client = client or kserve_client()
         try:
             live = client.get(model_name, namespace=ns)
-        except RuntimeError as exc:
+        except Exception as exc:  # RuntimeError from the SDK, urllib3 errors on timeouts
             if "404" not in str(exc) and "Not Found" not in str(exc):
                 raise DeployError(f"cannot read InferenceService {ns}/{model_name}: {str(exc).strip()[:300]}") from exc
             live = None

@@ -40,3 +40,25 @@ def test_stale_inference_service_converges_on_the_champion_alias(serving_env):
         assert converge_core(MODEL_NAME, "cluster", client=client, namespace="kfct")["changes"] == {}
         assert not [r for r in kube.requests[n:] if r["method"] != "GET"]  # agreeing: nothing written
         assert [e for e in audit.read() if e["event"] == "serving_converged"][-1]["target"] == "cluster"
+
+
+def test_hanging_kubernetes_api_times_out_from_settings(serving_env, monkeypatch):
+    """Issue 12 #6: the kserve SDK's requests carry the Settings timeout instead of none."""
+    import time
+
+    from kfct.components.deploy import DeployError, converge_core, kserve_client
+    from kfct.settings import reset_settings
+    from tests.faultkit.proxy import FaultProxy
+
+    monkeypatch.setenv("KFCT_NET_TIMEOUT_SECONDS", "1.5")
+    reset_settings()
+    with FakeKubeApi() as kube, FaultProxy("127.0.0.1", int(kube.url.rsplit(":", 1)[1])) as proxy:
+        cfg = kube.kubeconfig()
+        cfg["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{proxy.port}"
+        client = kserve_client(config_dict=cfg)
+        proxy.mode = "hang"
+        t0 = time.monotonic()
+        with pytest.raises(DeployError, match="cannot read InferenceService"):
+            converge_core(MODEL_NAME, "cluster", client=client, namespace="kfct")
+        assert time.monotonic() - t0 < 15  # kubernetes' own urllib3 retries (3) x 1.5 s, not forever
+    reset_settings()
