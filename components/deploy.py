@@ -322,7 +322,7 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
 
         registry.setup()
         conv = converge_core(model_name, target, namespace=namespace or None, reason="registration blocked")
-        return json.dumps({"mode": "skipped", "version": "", "reason": "nothing registered",
+        return json.dumps({"mode": "skipped", "version": "", "target": target, "reason": "nothing registered",
                            "converged": conv.get("changes")}, default=str)
     out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, require_alias=True)
     return json.dumps(out, default=str)
