@@ -2,7 +2,8 @@
 
 Runs only under the gate's `deploy`. Without a rollout configured the version
 becomes `champion` at once; with one, it becomes `challenger` and the canary
-rollout decides whether `champion` moves.
+rollout decides whether `champion` moves. Either way the move is a compare-and-set
+under the registry lock against the champion the gate compared with (`register_core`).
 """
 
 
