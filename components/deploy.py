@@ -229,6 +229,17 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     if target not in ("local", "cluster"):
         raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
     registry.setup(s)
+    # Reading the aliases and moving them is one step: another run's registration cannot move
+    # the champion between this deploy's read and its write.
+    with registry.champion_lock(model_name, s):
+        return _deploy_locked(model_name, version, cfg, target, canary_percent, shadow, client, namespace,
+                              state_path, s, require_alias)
+
+
+def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary_percent, shadow: bool, client,
+                   namespace, state_path, s, require_alias: bool) -> dict[str, Any]:
+    from kfct import audit, registry
+
     if require_alias:
         al = registry.aliases(model_name)
         champ = al.get("champion")

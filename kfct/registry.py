@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -417,6 +418,8 @@ class _TagLease:
     def acquire(self) -> None:
         import random
 
+        from mlflow.exceptions import MlflowException
+
         from kfct.retry import retry_call
 
         self._ensure_model()
@@ -425,8 +428,14 @@ class _TagLease:
             cur = self._read()
             if cur is None or float(cur.get("expires", 0)) < time.time() or cur.get("owner") == self.token:
                 body = json.dumps({"owner": self.token, "expires": time.time() + self.lease_seconds})
-                retry_call(lambda: client().set_registered_model_tag(self.name, LEASE_TAG, body),
-                           f"write lease of {self.name}")
+                try:
+                    retry_call(lambda: client().set_registered_model_tag(self.name, LEASE_TAG, body),
+                               f"write lease of {self.name}")
+                except MlflowException as exc:
+                    if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
+                            and "Duplicate" not in str(exc):
+                        raise
+                    # Two first writes of the tag collided in the server's store: a contender wrote too.
                 time.sleep(self.settle)
                 cur = self._read()
                 if cur is not None and cur.get("owner") == self.token:
@@ -451,6 +460,9 @@ class _TagLease:
             pass
 
 
+_held = threading.local()
+
+
 @contextmanager
 def champion_lock(name: str, settings=None):
     """Serialize gate hand-off -> registration -> alias moves of one registered model.
@@ -462,14 +474,22 @@ def champion_lock(name: str, settings=None):
     from kfct.settings import get_settings
 
     s = settings or get_settings()
+    held = getattr(_held, "locks", None)
+    if held is None:
+        held = _held.locks = {}
+    if name in held:  # re-entered by the same thread (e.g. a promotion that deploys): already ours
+        yield held[name]
+        return
     if _is_remote(s.tracking_uri):
         lock = _TagLease(name, s.registry_lease_seconds, s.registry_lock_timeout_seconds)
     else:
         lock = _FileLock(s.home.resolve() / "locks" / f"registry-{name}.lock", s.registry_lock_timeout_seconds)
     lock.acquire()
+    held[name] = lock
     try:
         yield lock
     finally:
+        held.pop(name, None)
         lock.release()
 
 
