@@ -17,8 +17,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Only the dependency manifests: this layer is rebuilt when pins change, not when code does.
 # boto3 (pinned by the lock): MLflow's S3 artifact store, used by the tracking server.
+# The `tune` extra (optuna) too: the CT pipeline's `tune_trials` parameter must work in every training image.
 COPY pyproject.toml requirements.lock ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['tune']))" \
         > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt boto3 -c requirements.lock
 
@@ -44,7 +45,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # libgomp: OpenMP runtime for xgboost / scikit-learn. KFP's launcher stages artifacts
 # under /gcs, /minio, /s3 (newer backends mount emptyDirs there): writable by the user.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 kfct \
  && useradd --uid 10001 --gid kfct --create-home --home-dir /home/kfct kfct \

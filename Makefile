@@ -9,7 +9,7 @@ DATA ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
+.PHONY: help install run test lint compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
 
 help: ## List targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,10 @@ run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3
 
 test: install ## Run the whole test suite
 	$(PY) -m pytest $(ARGS)
+
+lint: install ## ruff + mypy on the package (config in pyproject.toml); not a prerequisite of `make test`
+	$(VENV)/bin/ruff check kfct components pipelines serving
+	$(VENV)/bin/mypy kfct components pipelines serving
 
 data: install ## Generate a dataset: make data ROWS=100000 OUT=data/customers.parquet
 	$(KFCT) data generate --rows $(ROWS) --out $(or $(OUT),data/customers.parquet) $(ARGS)

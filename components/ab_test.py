@@ -56,7 +56,6 @@ def per_customer(joined, role: str, version: str, since=None):
 
 def ab_report_core(joined, state: dict, cfg: dict, now: float | None = None, record_look: bool = True) -> dict:
     """Per-arm realized metrics, the tests, effect sizes, sample size and the sequential decision."""
-    import numpy as np
 
     from kfct import abstats
 
@@ -240,7 +239,7 @@ def _set_traffic(model_name: str, champion: str, canary: str | None, percent: fl
 
     s = settings or get_settings()
     if target == "local":
-        from kfct.serving.split_state import update_state
+        from kfct.split_state import update_state
 
         st = update_state(model_name, champion_version=str(champion), canary_version=canary,
                           canary_percent=float(percent), mode="canary", reason=reason)
@@ -252,11 +251,9 @@ def _set_traffic(model_name: str, champion: str, canary: str | None, percent: fl
 
 
 def _target(target: str) -> str:
-    import os
+    from kfct.settings import get_settings
 
-    if target == "auto":
-        return "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
-    return target
+    return get_settings().target(target)
 
 
 def promote_cas(model_name: str, expected_champion: str, new_version: str, reason: str) -> None:
@@ -317,7 +314,7 @@ def _iso(ts: float) -> str:
 
 def gather_joined(cfg: dict, model_name: str, since=None, settings=None):
     from kfct.outcomes import join_predictions, outcomes_settings, stored_outcomes
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     preds = read_prediction_log(since=since, settings=settings, model_name=model_name)
     return join_predictions(preds, stored_outcomes(settings), outcomes_settings(cfg)["label_horizon_days"])
@@ -384,7 +381,7 @@ def ab_decide(model_name: str, cfg: dict, settings=None, now: float | None = Non
 def shadow_report(model_name: str, cfg: dict, settings=None, promote: bool = False, since=None) -> dict:
     """Shadow vs champion on realized outcomes; with `promote`, act on the articles' rule (CAS)."""
     from kfct import audit, registry
-    from kfct.serving.split_state import read_state as read_split, state_path
+    from kfct.split_state import read_state as read_split, state_path
 
     registry.setup(settings)
     champion = registry.alias_version(model_name, "champion")

@@ -3,12 +3,17 @@
 After `register`, the new version gets alias `challenger` and a first slice of
 traffic (the first rollout step, or a shadow copy):
 
-- locally: the split file of the local KServe ModelServer (`kfct.serving.split_state`),
+- locally: the split file of the local KServe ModelServer (`kfct.split_state`),
   which a running `kfct serve` watches and applies without a restart;
-- on a cluster: the InferenceService is created, or patched with the new model's
-  `storageUri` (its MLflow artifact in MinIO) and `canaryTrafficPercent`, through the
-  kserve SDK's `KServeClient`. KServe then runs the previous revision and the new
-  one side by side with that split.
+- on a cluster: the InferenceService, through the kserve SDK, in the deployment mode
+  it has (annotation `serving.kserve.io/deploymentMode`, else its status, else
+  settings `kserve_deployment_mode`). Serverless (Knative): the predictor is patched
+  with the new model's `storageUri` and `canaryTrafficPercent`; KServe runs the previous
+  revision and the new one side by side. Standard (RawDeployment, KServe's default),
+  which ignores `canaryTrafficPercent`: the champion stays the stable predictor and the
+  new version becomes a `spec.canary` entry with `trafficPercent`. Either way the
+  predictor names the serving image this code was compiled with, so a deploy also rolls
+  new serving code.
 
 The very first model has no champion to be compared with: it becomes `champion`
 directly and takes all traffic. A version that already is the champion (registered
@@ -31,6 +36,47 @@ class DeployError(KfctError):
     """The version cannot be deployed (unknown version, cluster API error)."""
 
 
+# -- KServe deployment modes ------------------------------------------------------------------------
+# Serverless (Knative) splits traffic between revisions with `spec.predictor.canaryTrafficPercent`.
+# Standard (RawDeployment, KServe's default without Knative) ignores that field without a word: a
+# 10 % canary there would be a full rollout. Since KServe 0.20 Standard mode has `spec.canary`: named
+# canary predictors, each its own Deployment `{isvc}-{name}-predictor`, with `trafficPercent`.
+
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+SERVERLESS, STANDARD = "Serverless", "Standard"
+_MODES = {"serverless": SERVERLESS, "standard": STANDARD, "rawdeployment": STANDARD}
+
+
+def normalise_mode(value) -> str:
+    mode = _MODES.get(str(value or "").strip().lower())
+    if mode is None:
+        raise DeployError(f"unknown KServe deployment mode {value!r}: expected Standard (RawDeployment) or Serverless")
+    return mode
+
+
+def detect_mode(isvc: dict | None, default: str) -> str:
+    """The mode of an existing InferenceService: its annotation (what was asked), else
+    `status.deploymentMode` (what the controller chose), else `default` (a new one)."""
+    if isvc:
+        ann = ((isvc.get("metadata") or {}).get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
+        if ann:
+            return normalise_mode(ann)
+        status_mode = (isvc.get("status") or {}).get("deploymentMode")
+        if status_mode:
+            return normalise_mode(status_mode)
+    return normalise_mode(default)
+
+
+def canary_name(version: str) -> str:
+    """Name of a Standard-mode canary predictor (a DNS label: Deployment `{isvc}-v7-predictor`)."""
+    return f"v{version}"
+
+
+def predictor_workload(isvc_name: str, predictor_name: str | None) -> str:
+    """Deployment / Service name of a Standard-mode predictor (stable: unnamed or renamed by a promotion)."""
+    return f"{isvc_name}-{predictor_name}-predictor" if predictor_name else f"{isvc_name}-predictor"
+
+
 # -- InferenceService objects (kserve SDK models) ------------------------------------------------
 
 def model_storage_uri(model_name: str, version: str) -> str:
@@ -40,16 +86,16 @@ def model_storage_uri(model_name: str, version: str) -> str:
     return registry.client().get_model_version_download_uri(model_name, str(version))
 
 
-def build_inference_service(model_name: str, version: str, name: str | None = None, namespace: str = "kfct",
-                            canary_percent: float | None = None, storage_uri: str | None = None,
-                            sha256: str | None = None, settings=None, min_replicas: int = 1):
-    """A `V1beta1InferenceService` serving `version` with the kfct ServingRuntime."""
-    from kfct.serving import _kserve
+def build_predictor(model_name: str, version: str, storage_uri: str | None = None, sha256: str | None = None,
+                    settings=None, min_replicas: int | None = 1, name: str | None = None,
+                    canary_percent: float | None = None):
+    """A `V1beta1PredictorSpec` serving `version` with the kfct ServingRuntime and the serving image
+    this code was built with (so a deploy rolls new serving code, not only a new model)."""
+    from kfct import kserve_sdk
 
-    _kserve.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
-    from kserve import (V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1ModelFormat,
-                        V1beta1ModelSpec, V1beta1PredictorSpec)
-    from kubernetes.client import V1EnvVar, V1ObjectMeta, V1ResourceRequirements
+    kserve_sdk.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
+    from kserve import V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
+    from kubernetes.client import V1EnvVar, V1ResourceRequirements
 
     from kfct.settings import get_settings
 
@@ -62,10 +108,10 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
         storage_uri = storage_uri or model_storage_uri(model_name, version)
     if not sha256:
         raise DeployError(f"model {model_name} v{version} has no model_sha256 tag: the server could not verify it")
-    isvc_name = name or model_name
     model = V1beta1ModelSpec(
         model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
         runtime=RUNTIME_NAME,
+        image=s.serving_image,
         storage_uri=storage_uri,
         protocol_version="v2",
         args=["--model-dir", "/mnt/models"],
@@ -74,24 +120,61 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
              V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name)],
         resources=V1ResourceRequirements(requests={"cpu": "1", "memory": "1Gi"}, limits={"memory": "2Gi"}),
     )
-    predictor = V1beta1PredictorSpec(model=model, min_replicas=min_replicas, service_account_name=SERVICE_ACCOUNT,
-                                     canary_traffic_percent=None if canary_percent is None else int(round(canary_percent)))
+    return V1beta1PredictorSpec(model=model, min_replicas=min_replicas, service_account_name=SERVICE_ACCOUNT,
+                                name=name,
+                                canary_traffic_percent=None if canary_percent is None else int(round(canary_percent)))
+
+
+def build_inference_service(model_name: str, version: str, name: str | None = None, namespace: str = "kfct",
+                            canary_percent: float | None = None, storage_uri: str | None = None,
+                            sha256: str | None = None, settings=None, min_replicas: int = 1,
+                            mode: str | None = None, predictor_name: str | None = None):
+    """A `V1beta1InferenceService` serving `version`, its deployment mode written explicitly.
+
+    Serverless: `canary_percent` becomes `canaryTrafficPercent` (KServe splits between the
+    previous and this revision). Standard: the stable predictor only (canaries are
+    `spec.canary` entries: `build_canary`); `canary_percent` must be None or 100 there.
+    """
+    from kserve import V1beta1InferenceService, V1beta1InferenceServiceSpec
+    from kubernetes.client import V1ObjectMeta
+
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    mode = normalise_mode(mode or s.kserve_deployment_mode)
+    if mode == STANDARD and canary_percent not in (None, 100):
+        raise DeployError(f"Standard mode ignores canaryTrafficPercent ({canary_percent:g}%): use spec.canary")
+    predictor = build_predictor(model_name, version, storage_uri, sha256, s, min_replicas, name=predictor_name,
+                                canary_percent=canary_percent if mode == SERVERLESS else None)
     return V1beta1InferenceService(
         api_version=ISVC_API_VERSION,
         kind="InferenceService",
-        metadata=V1ObjectMeta(name=isvc_name, namespace=namespace,
+        metadata=V1ObjectMeta(name=name or model_name, namespace=namespace,
                               labels={"app.kubernetes.io/part-of": "kfct", "kfct/model": model_name},
                               annotations={"serving.kserve.io/enable-prometheus-scraping": "true",
+                                           DEPLOYMENT_MODE_ANNOTATION: mode,
                                            "kfct/model-version": str(version), "kfct/image": s.serving_image}),
         spec=V1beta1InferenceServiceSpec(predictor=predictor),
     )
 
 
+def build_canary(model_name: str, version: str, percent: float, storage_uri: str | None = None,
+                 sha256: str | None = None, settings=None):
+    """A Standard-mode `V1beta1CanarySpec`: predictor named `canary_name(version)` with `trafficPercent`.
+
+    No minReplicas: KServe derives the canary's replicas from its traffic share."""
+    from kserve import V1beta1CanarySpec
+
+    pred = build_predictor(model_name, version, storage_uri, sha256, settings, min_replicas=None,
+                           name=canary_name(version))
+    return V1beta1CanarySpec(predictor=pred, traffic_percent=int(round(percent)))
+
+
 def kserve_client(config_file: str | None = None, config_dict: dict | None = None):
     """KServeClient from kubeconfig (or in-cluster config inside a pod)."""
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
 
-    kserve = _kserve.load()
+    kserve = kserve_sdk.load()
     return _with_timeouts(kserve.KServeClient(config_file=config_file, config_dict=config_dict))
 
 
@@ -120,14 +203,22 @@ def _with_timeouts(kclient, settings=None):
     return kclient
 
 
-def _exists(client, name: str, namespace: str) -> bool:
+def _not_found(exc: Exception) -> bool:
+    return "404" in str(exc) or "Not Found" in str(exc)
+
+
+def get_inference_service(client, name: str, namespace: str) -> dict | None:
+    """The InferenceService as the API returns it (a dict), or None when there is none."""
     try:
-        client.get(name, namespace=namespace)
-        return True
+        return client.get(name, namespace=namespace)
     except RuntimeError as exc:  # KServeClient wraps ApiException in RuntimeError
-        if "404" in str(exc) or "Not Found" in str(exc):
-            return False
+        if _not_found(exc):
+            return None
         raise DeployError(f"cannot read InferenceService {namespace}/{name}: {str(exc).strip()[:300]}") from exc
+
+
+def _exists(client, name: str, namespace: str) -> bool:
+    return get_inference_service(client, name, namespace) is not None
 
 
 def apply_inference_service(client, isvc, name: str, namespace: str) -> str:
@@ -142,8 +233,27 @@ def apply_inference_service(client, isvc, name: str, namespace: str) -> str:
         raise DeployError(f"InferenceService {namespace}/{name}: {str(exc).strip()[:300]}") from exc
 
 
+def merge_patch(client, name: str, namespace: str, body: dict, what: str) -> dict:
+    """A JSON merge patch given as a dict, so `None` travels as null and removes a field
+    (KServeClient.patch takes SDK models, which drop None)."""
+    from kubernetes.client.rest import ApiException
+
+    version = ISVC_API_VERSION.split("/")[1]
+    try:
+        return client.api_instance.patch_namespaced_custom_object(
+            "serving.kserve.io", version, namespace, "inferenceservices", name, body)
+    except ApiException as exc:
+        raise DeployError(f"cannot {what} on {namespace}/{name}: HTTP {exc.status} {str(exc.body or exc.reason)[:300]}") from exc
+
+
+def _serialize(obj) -> dict:
+    from kubernetes.client import ApiClient
+
+    return ApiClient().sanitize_for_serialization(obj)
+
+
 def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
-    """Only `spec.predictor.canaryTrafficPercent` changes (a merge patch)."""
+    """Serverless: only `spec.predictor.canaryTrafficPercent` changes (a merge patch)."""
     from kserve import V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1PredictorSpec
     from kubernetes.client import V1ObjectMeta
 
@@ -157,6 +267,88 @@ def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
     except RuntimeError as exc:
         raise DeployError(f"cannot set canaryTrafficPercent={percent:g} on {namespace}/{name}: "
                           f"{str(exc).strip()[:300]}") from exc
+
+
+def set_canary(client, name: str, namespace: str, canary) -> dict:
+    """Standard: `spec.canary` becomes exactly this one canary (a merge patch replaces the list)."""
+    return merge_patch(client, name, namespace, {"spec": {"canary": [_serialize(canary)]}},
+                       f"set spec.canary {canary.predictor.name} at {canary.traffic_percent}%")
+
+
+def set_canary_traffic(client, name: str, namespace: str, version: str, percent: float) -> dict:
+    """Standard: the canary of `version` keeps its predictor and gets `percent` of the traffic."""
+    isvc = get_inference_service(client, name, namespace)
+    entries = ((isvc or {}).get("spec") or {}).get("canary") or []
+    mine = [c for c in entries if ((c.get("predictor") or {}).get("name")) == canary_name(version)]
+    if not mine:
+        raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} for v{version}")
+    entry = {**mine[0], "trafficPercent": int(round(percent))}
+    return merge_patch(client, name, namespace, {"spec": {"canary": [entry]}},
+                       f"set spec.canary {canary_name(version)} to {percent:g}%")
+
+
+def promote_canary(client, name: str, namespace: str, version: str) -> dict:
+    """Standard: the stable predictor becomes the canary's (same name: KServe retargets, no restart); no canary left."""
+    isvc = get_inference_service(client, name, namespace)
+    entries = ((isvc or {}).get("spec") or {}).get("canary") or []
+    mine = [c for c in entries if ((c.get("predictor") or {}).get("name")) == canary_name(version)]
+    if not mine:
+        raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} to promote")
+    predictor = dict(mine[0]["predictor"])
+    old = ((isvc.get("spec") or {}).get("predictor") or {})
+    for key in ("minReplicas", "serviceAccountName"):
+        if key in old and key not in predictor:
+            predictor[key] = old[key]
+    # A merge patch merges maps: fields of the old stable predictor the canary lacks must be nulled.
+    body_pred = {k: None for k in old if k not in predictor}
+    body_pred.update(predictor)
+    return merge_patch(client, name, namespace,
+                       {"metadata": {"annotations": {"kfct/model-version": str(version)}},
+                        "spec": {"predictor": body_pred, "canary": None}},
+                       f"promote canary {canary_name(version)}")
+
+
+def remove_canary(client, name: str, namespace: str) -> dict:
+    """Standard: no canary: all traffic on the stable predictor at once."""
+    return merge_patch(client, name, namespace, {"spec": {"canary": None}}, "remove spec.canary")
+
+
+def canary_ready(isvc: dict | None, mode: str, version: str) -> tuple[bool, str]:
+    """(ready, why) read from the canary's own status, not the InferenceService's overall Ready.
+
+    Standard: `status.canaryStatuses[name == v<version>].ready`. Serverless: the predictor's
+    latest created revision is also its latest ready one, and that revision runs `version`
+    (the spec the controller observed, `observedGeneration` == `generation`).
+    """
+    status = (isvc or {}).get("status") or {}
+    if mode == STANDARD:
+        for c in status.get("canaryStatuses") or []:
+            if c.get("name") == canary_name(version):
+                return bool(c.get("ready")), f"canary {canary_name(version)} ready={c.get('ready')}"
+        return False, f"no canaryStatuses entry {canary_name(version)!r} yet"
+    meta = (isvc or {}).get("metadata") or {}
+    if status.get("observedGeneration") is not None and status.get("observedGeneration") != meta.get("generation"):
+        return False, f"controller has not observed generation {meta.get('generation')} yet"
+    pred = (status.get("components") or {}).get("predictor") or {}
+    created, ready = pred.get("latestCreatedRevision"), pred.get("latestReadyRevision")
+    if not created:
+        return False, "no predictor revision created yet"
+    return created == ready, f"latest revision {created}, latest ready {ready}"
+
+
+def wait_canary_ready(client, name: str, namespace: str, mode: str, version: str, timeout: float = 600.0,
+                      poll: float = 5.0, sleep=None) -> None:
+    import time
+
+    sleep = sleep or time.sleep
+    deadline = time.monotonic() + timeout
+    while True:
+        ok, why = canary_ready(get_inference_service(client, name, namespace), mode, version)
+        if ok:
+            return
+        if time.monotonic() >= deadline:
+            raise DeployError(f"canary v{version} of {namespace}/{name} ({mode}) not ready after {timeout:g} s: {why}")
+        sleep(poll)
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -178,8 +370,8 @@ def converge_core(model_name: str, target: str = "local", client=None, namespace
     if "champion" not in al:
         return out
     if target == "local":
-        from kfct.serving.split_state import SplitState, read_state, update_state
-        from kfct.serving.split_state import state_path as default_path
+        from kfct.split_state import SplitState, read_state, update_state
+        from kfct.split_state import state_path as default_path
 
         path = state_path or default_path(model_name, s.home)
         cur = read_state(path) or SplitState(model_name=model_name)
@@ -202,7 +394,9 @@ def converge_core(model_name: str, target: str = "local", client=None, namespace
                if isinstance(live, dict) else None)
         chal = al.get("challenger")
         if served != al["champion"] and not (served == chal and pct not in (None, 100)):
-            isvc = build_inference_service(model_name, al["champion"], namespace=ns, settings=s, canary_percent=100)
+            mode = detect_mode(live if isinstance(live, dict) else None, s.kserve_deployment_mode)
+            isvc = build_inference_service(model_name, al["champion"], namespace=ns, settings=s, mode=mode,
+                                           canary_percent=100 if mode == SERVERLESS else None)
             action = apply_inference_service(client, isvc, model_name, ns)
             out.update(changes={"champion_version": al["champion"]},
                        reasons=[f"InferenceService served v{served}, alias champion is v{al['champion']} ({action})"])
@@ -212,11 +406,32 @@ def converge_core(model_name: str, target: str = "local", client=None, namespace
     return out
 
 
+def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: dict, target: str,
+                canary_percent: float | None = None, shadow: bool = False) -> dict[str, Any]:
+    """What deploying `version` means, decided from plain values (no registry, no cluster).
+
+    `direct`: the first model (no champion) or the champion itself takes all traffic;
+    otherwise a canary (or shadow) at `percent`, by default the first rollout step.
+    """
+    if target not in ("local", "cluster"):
+        raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
+    if rejected:
+        raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
+    steps = (cfg.get("rollout") or {}).get("steps") or [10]
+    pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
+    if not 0 <= pct <= 100:
+        raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
+    return {"direct": champion is None or champion == version, "percent": pct, "champion": champion}
+
+
 def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
                 settings=None, require_alias: bool = False) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
+    The adapter around `plan_deploy`: reads the registry, applies the plan (split file or
+    InferenceService), moves the alias, records it in the audit trail — under the registry
+    lock, so another run cannot move the champion between this read and write.
     `require_alias` (the pipeline's deploy stage): a version that holds no alias while a newer
     one is champion was superseded by another run after its registration: nothing is moved
     and serving is only converged on the aliases as they are.
@@ -256,19 +471,15 @@ def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary
         mv = registry.client().get_model_version(model_name, version)
     except Exception as exc:
         raise DeployError(f"model {model_name} v{version} is not registered: {exc}") from exc
-    if (mv.tags or {}).get("rejected") == "true":
-        raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
     champion = registry.alias_version(model_name, "champion")
-    steps = (cfg.get("rollout") or {}).get("steps") or [10]
-    pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
-    if not 0 <= pct <= 100:
-        raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
-    direct = champion is None or champion == version  # first model, or registered straight as champion
+    plan = plan_deploy(model_name, version, champion, (mv.tags or {}).get("rejected") == "true", cfg, target,
+                       canary_percent, shadow)
+    pct, direct = plan["percent"], plan["direct"]
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
                            "champion": champion, "mode": "shadow" if shadow else "canary"}
     if target == "local":
-        from kfct.serving.split_state import state_path as default_path
-        from kfct.serving.split_state import update_state
+        from kfct.split_state import state_path as default_path
+        from kfct.split_state import update_state
 
         path = state_path or default_path(model_name, s.home)
         if direct:  # a running `kfct serve` switches to it without a restart
@@ -282,15 +493,29 @@ def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary
     else:
         ns = namespace or s.kfp_namespace
         client = client or kserve_client()
+        existing = get_inference_service(client, model_name, ns)
+        mode = detect_mode(existing, s.kserve_deployment_mode)
         actions = []
-        if not direct and not _exists(client, model_name, ns):
-            # KServe splits between the previous and the latest revision: the champion must be there first.
-            base = build_inference_service(model_name, champion, namespace=ns, settings=s)
+        if not direct and existing is None:
+            # The canary is split against the champion: the champion must be served first.
+            base = build_inference_service(model_name, str(champion), namespace=ns, settings=s, mode=mode)
             actions.append(apply_inference_service(client, base, model_name, ns) + f" v{champion}")
-        isvc = build_inference_service(model_name, version, namespace=ns, settings=s,
-                                       canary_percent=100 if direct else pct)
-        actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{version}")
-        out.update(namespace=ns, isvc=model_name, action=", ".join(actions))
+        if mode == SERVERLESS:
+            # KServe splits between the previous and the latest revision.
+            isvc = build_inference_service(model_name, version, namespace=ns, settings=s, mode=mode,
+                                           canary_percent=100 if direct else pct)
+            actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{version}")
+        elif direct:
+            isvc = build_inference_service(model_name, version, namespace=ns, settings=s, mode=mode)
+            actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{version}")
+            if ((get_inference_service(client, model_name, ns) or {}).get("spec") or {}).get("canary"):
+                remove_canary(client, model_name, ns)
+                actions.append("removed spec.canary")
+        else:
+            set_canary(client, model_name, ns, build_canary(model_name, version, pct, settings=s))
+            actions.append(f"spec.canary {canary_name(version)} at {pct:g}%")
+        out.update(namespace=ns, isvc=model_name, deployment_mode=mode, image=s.serving_image,
+                   action=", ".join(actions))
         if shadow:
             out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
 
@@ -316,24 +541,30 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
     import json
-    import os
 
     from kfct.components.deploy import deploy_core
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
+    from kfct.settings import get_settings
 
     from kfct.testhooks import pause_at
 
     cfg = config_from_json(config_json)
-    if target == "auto":
-        target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
+    s = get_settings()
+    target = s.target(target)
     pause_at("before_deploy")
     if not version:  # register blocked at the hand-off: nothing to deploy; still follow the aliases
         from kfct.components.deploy import converge_core
         from kfct import registry
 
-        registry.setup()
-        conv = converge_core(model_name, target, namespace=namespace or None, reason="registration blocked")
+        registry.setup(s)
+        conv = converge_core(model_name, target, namespace=namespace or None, settings=s,
+                             reason="registration blocked")
         return json.dumps({"mode": "skipped", "version": "", "target": target, "reason": "nothing registered",
                            "converged": conv.get("changes")}, default=str)
-    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, require_alias=True)
+    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
+                      require_alias=True)
+    stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
+                                                out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
+                                                out.get("action"))
     return json.dumps(out, default=str)

@@ -18,8 +18,9 @@ Evidently's default); `drift.num_method` / `drift.cat_method` override the test.
 Both frames are cut to `drift.window_rows` first (the reference sampled, the current
 window its most recent rows) so a report takes seconds, not minutes.
 
-The undecorated `check_drift` / `prepare_drift_data` / `trigger_retrain` functions are
-what `pipelines/monitoring.py` wraps with `dsl.component`.
+The undecorated `prepare_drift_data` / `check_drift` functions here, and `trigger_retrain`
+in `kfct.components.retrain_policy`, are what `pipelines/monitoring.py` wraps with
+`dsl.component`.
 """
 
 
@@ -87,7 +88,7 @@ def relative_shift(reference_rate: float | None, current_rate: float | None) -> 
 
 
 def _performance(y, p, threshold: float | None) -> dict | None:
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import recall_score, roc_auc_score
 
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
@@ -96,9 +97,8 @@ def _performance(y, p, threshold: float | None) -> dict | None:
     if len(np.unique(y)) < 2:
         return None
     pred = p if _is_binary(p) else (p >= (0.5 if threshold is None else float(threshold))).astype(np.float64)
-    pos = y == 1
-    return {"roc_auc": float(roc_auc_score(y, p)), "recall": float(pred[pos].mean()), "rows": int(len(y)),
-            "positive_rate": float(pos.mean())}
+    return {"roc_auc": float(roc_auc_score(y, p)), "recall": float(recall_score(y, (pred >= 0.5).astype(np.int64))),
+            "rows": int(len(y)), "positive_rate": float((y == 1).mean())}
 
 
 def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: dict) -> tuple[str, float, str]:
@@ -450,7 +450,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
         df = read_dataset(current_uri)
         pred = "probability" if "probability" in df.columns else None
         return df, current_uri, pred
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     if since is None:
         import datetime as dt
@@ -540,7 +540,8 @@ def prepare_drift_data(
     reference: Output[Dataset],
     current: Output[Dataset],
 ) -> str:
-    """Load the champion's training snapshot and the current window (prediction log or batch), both scored by the champion; returns the champion version."""
+    """Load the champion's training snapshot and the current window (prediction log or batch),
+    both scored by the champion; returns the champion version."""
     from kfct.components.drift import heldout_performance, load_current, load_reference, prepare_frames
     from kfct.config import config_from_json
 
@@ -569,10 +570,10 @@ def check_drift(
     summary_json: Output[Artifact],
     metrics: Output[Metrics],
 ) -> bool:
-    """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate shift, performance drop, severity; returns whether a retrain is needed."""
+    """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate
+    shift, performance drop, severity; returns whether a retrain is needed."""
     import shutil
     import tempfile
-    from pathlib import Path
 
     import pandas as pd
 
@@ -604,4 +605,9 @@ def check_drift(
                  drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
                  performance_drop=result.get("performance_drop"), current_source=current.metadata.get("source"),
                  mlflow_run_id=run_id)
+    from kfct.logs import stage_logger
+
+    stage_logger("kfct.components.drift").info("drift share %.3f, severity %s, retrain %s: %s",
+                                               float(result["drift_share"]), result["severity"],
+                                               "needed" if result["retrain"] else "not needed", result["reason"])
     return bool(result["retrain"])

@@ -15,23 +15,21 @@ HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"
 
 
 def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
-    from sklearn.metrics import (average_precision_score, brier_score_loss, log_loss, roc_auc_score)
+    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, confusion_matrix, log_loss,
+                                 precision_recall_fscore_support, roc_auc_score)
 
     y_true = np.asarray(y_true).astype(int)
     pred = (proba >= threshold).astype(int)
-    tp = int(((pred == 1) & (y_true == 1)).sum())
-    fp = int(((pred == 1) & (y_true == 0)).sum())
-    fn = int(((pred == 0) & (y_true == 1)).sum())
-    tn = int(((pred == 0) & (y_true == 0)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y_true, pred, labels=[0, 1]).ravel())
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, pred, average="binary", pos_label=1,
+                                                               zero_division=0)
     return {
         "roc_auc": float(roc_auc_score(y_true, proba)),
         "pr_auc": float(average_precision_score(y_true, proba)),
-        "recall": recall,
-        "precision": precision,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "accuracy": (tp + tn) / len(y_true),
+        "recall": float(recall),
+        "precision": float(precision),
+        "f1": float(f1),
+        "accuracy": float(accuracy_score(y_true, pred)),
         "log_loss": float(log_loss(y_true, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
         "brier": float(brier_score_loss(y_true, proba)),
         "threshold": float(threshold),
@@ -245,6 +243,7 @@ def evaluate_model(
     from kfct.components.evaluate import curves_png, evaluate_core, report_markdown
     from kfct import audit, registry
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
 
     cfg = config_from_json(config_json)
     challenger = joblib.load(model.path)
@@ -297,6 +296,9 @@ def evaluate_model(
                 json.dump(payload, fh, indent=2, default=float)
             mlflow.log_artifact(f"{tmp}/evaluation.md", artifact_path="evaluation")
             mlflow.log_artifact(f"{tmp}/decision.json", artifact_path="evaluation")
+    stage_logger("kfct.components.evaluate").info(
+        "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
+        ", ".join(f"{k} {float(v):.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
     audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
                  reasons=result["reasons"], champion_version=champion_version,
                  metrics={k: round(float(v), 6) for k, v in scalar.items()})

@@ -5,10 +5,15 @@ thresholded predictions, one array of group values per sensitive feature) and
 `fairness_gate` with `cfg["fairness"]`; a model over the limits is not deployed and the
 reasons say which feature, which groups and by how much.
 
-Definitions (as in Fairlearn, computed here without it):
+Definitions (Fairlearn's; tests/unit/test_fairness.py checks the figures against
+`fairlearn.metrics` on the same data):
 - selection rate of a group: share predicted positive;
 - demographic parity difference: max - min selection rate across groups;
 - equalized odds difference: max(TPR range, FPR range) across groups.
+They are computed here rather than with Fairlearn because the gate needs what Fairlearn
+does not give: minimum group sizes per rate, the groups behind each gap, and a standard
+error per gap; and Fairlearn would be a runtime dependency of every stage image for four
+subtractions.
 
 Small groups make these figures noise, not signal, so a group with fewer than
 `min_group_size` rows is left out (and listed as ignored). For the same reason a
@@ -20,9 +25,10 @@ Each difference also carries an approximate standard error (two independent
 proportions, the max and the min group), so `fairness_gate` can, when
 `significance_level` is configured, fail only differences that exceed the limit AND
 are statistically distinguishable from zero (z-test, Bonferroni-adjusted for the
-k(k-1)/2 group pairs the max-min gap was picked from). Without it (the default) the
-limit applies to the point estimate, as in the case study; on small test sets (a few
-thousand rows) sampling noise alone then exceeds 0.10 for TPR/FPR gaps now and then.
+k(k-1)/2 group pairs the max-min gap was picked from). The packaged config sets
+`fairness.significance_level: 0.05`; set it to null and the limit applies to the point
+estimate alone, as in the case study, where on small test sets (a few thousand rows)
+sampling noise by itself exceeds 0.10 for TPR/FPR gaps now and then.
 """
 
 from __future__ import annotations

@@ -58,6 +58,9 @@ def featurize_split(
 
     from kfct.components.featurize import featurize_core
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
+
+    log = stage_logger("kfct.components.featurize")
 
     cfg = config_from_json(config_json)
     df = pd.read_parquet(dataset.path)
@@ -69,3 +72,5 @@ def featurize_split(
                              "dataset_sha256": dataset.metadata.get("sha256", "")})
     joblib.dump(encoder, preprocessor.path)
     preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
+    log.info("split %d/%d/%d rows (train/val/test); %d features -> %d encoded", len(tr), len(va), len(te),
+             len(encoder.input_features), len(encoder.output_names_))

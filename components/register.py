@@ -127,6 +127,7 @@ def register_model(
     from kfct.components.register import _slice_metrics, register_core
     from kfct import registry
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
     from kfct.modelcard import build_model_card, top_features_shap
 
     cfg = config_from_json(config_json)
@@ -171,6 +172,7 @@ def register_model(
     with open(model_card.path, "w") as fh:
         fh.write(md)
     model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
+    stage_logger("kfct.components.register").info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=meta["mlflow_run_id"]):
         for name, text in (("model_card.md", md), ("model_card.html", html)):
             with open(f"{tmp}/{name}", "w") as fh:

@@ -18,7 +18,10 @@ unless forced. The time of the last trigger comes from the audit trail (events
 
 
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from kfct.launcher import RetrainLauncher
 
 from kfp.dsl import Artifact, Input
 
@@ -29,11 +32,17 @@ DEFAULT_PERFORMANCE_DROP = 0.05
 TRIGGER_EVENT = "retrain_triggered"
 
 
-def _num(name: str, value, allow_none: bool = True) -> float | None:
+def _required(name: str, value) -> float:
+    """A measured figure the decision cannot do without: a number, not None or NaN."""
+    v = _num(name, value)
+    if v is None:
+        raise ValueError(f"{name} is required (got {value!r})")
+    return v
+
+
+def _num(name: str, value) -> float | None:
     if value is None:
-        if allow_none:
-            return None
-        raise ValueError(f"{name} is required")
+        return None
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
@@ -45,7 +54,7 @@ def _num(name: str, value, allow_none: bool = True) -> float | None:
 
 def severity(drift_share: float, churn_rate_shift: float | None, drift_share_threshold: float = 0.2) -> str:
     """The case study's severity level for a drift share and a relative churn-rate shift."""
-    share = _num("drift_share", drift_share, allow_none=False)
+    share = _required("drift_share", drift_share)
     shift = _num("churn_rate_shift", churn_rate_shift)
     if share > CRITICAL_LEVEL or (shift is not None and shift > CRITICAL_LEVEL):
         return "critical"
@@ -59,7 +68,7 @@ def severity(drift_share: float, churn_rate_shift: float | None, drift_share_thr
 def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift: dict,
                    performance_drop: float | None = None) -> tuple[bool, list[str]]:
     """(retrain needed, reasons). Every threshold crossed is named; none crossed says why not."""
-    share = _num("drift_share", drift_share, allow_none=False)
+    share = _required("drift_share", drift_share)
     shift = _num("churn_rate_shift", churn_rate_shift)
     drop = _num("performance_drop", performance_drop)
     t_share = float(cfg_drift["drift_share_threshold"])
@@ -151,31 +160,24 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def on_cluster(settings=None) -> bool:
-    """Inside a Kubernetes pod or with a KFP host configured: retrain through the KFP API."""
-    import os
+def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "", ct_data_uri: str = "",
+                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings=None,
+                 now: datetime | None = None, launcher: "RetrainLauncher | None" = None) -> dict:
+    """Decide (policy + cooldown from the audit trail) and, when it says so, start a CT run.
 
+    The run is started by `launcher` (`kfct.launcher.RetrainLauncher`; by default the one
+    `pick_launcher(mode)` names): on a cluster a new run of the CT pipeline through the KFP
+    API, the reason in its name and `run_reason` parameter; locally the CT pipeline with
+    kfp.local, which gates the new model like any other run. Every outcome is audited. The
+    data for the new run: `ct_data_uri`, else the current batch when it carries labels,
+    else the CT pipeline's default.
+    """
+    from kfct import audit
+    from kfct.launcher import RetrainRequest, uses_cluster
     from kfct.settings import get_settings
 
     s = settings or get_settings()
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST") or s.kfp_host)
-
-
-def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "", ct_data_uri: str = "",
-                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings=None,
-                 now: datetime | None = None) -> dict:
-    """Decide (policy + cooldown from the audit trail) and, when it says so, start a CT run.
-
-    Cluster: a new run of the CT pipeline through the KFP API, the reason in its name and
-    `run_reason` parameter. Local: the CT pipeline with kfp.local (`kfct.pipelines.local.run_ct`),
-    which gates the new model like any other run. Every outcome is audited. The data for
-    the new run: `ct_data_uri`, else the current batch when it carries labels, else the CT
-    pipeline's default.
-    """
-    from kfct import audit
-
-    if mode not in ("auto", "local", "cluster"):
-        raise ValueError(f"mode must be auto, local or cluster, got {mode!r}")
+    uses_cluster(s, mode)  # a bad mode is refused before anything is read
     now = now or _utcnow()
     history = [e for e in audit.read() if e.get("model_name") in (None, model_name)]
     decision = decide({"retrain": drift.get("retrain"), "reason": drift.get("reason", "")},
@@ -194,30 +196,25 @@ def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "",
     severity_ = drift.get("severity", "?")
     run_reason = f"drift ({severity_}): {decision['reason']}"[:500]
     out["run_reason"] = run_reason
-    cluster = on_cluster(settings) if mode == "auto" else mode == "cluster"
+    if launcher is None:
+        from kfct.launcher import pick_launcher
+
+        launcher = pick_launcher(mode, s)
+    request = RetrainRequest(model_name=model_name, run_reason=run_reason, cfg=cfg, data_uri=data_uri,
+                             severity=severity_, requested_at=now)
     common = {"model_name": model_name, "severity": severity_, "reason": decision["reason"],
               "data_uri": out["data_uri"], "forced": bool(force)}
-    if cluster:
-        from kfct.pipelines.ct import PIPELINE_NAME
-        from kfct.pipelines.kfp_client import trigger_run
-
-        params = {"run_reason": run_reason, "model_name": model_name}
-        if data_uri:
-            params["data_uri"] = data_uri
-        stamp = now.strftime("%Y%m%d-%H%M%S")
-        info = trigger_run(PIPELINE_NAME, params, run_name=f"{PIPELINE_NAME} retrain drift-{severity_} {stamp}",
-                           settings=settings)
-        audit.record(TRIGGER_EVENT, mode="cluster", run_id=info.run_id, run_name=info.run_name, url=info.url, **common)
-        out.update(triggered=True, mode="cluster", run=info.to_dict())
+    if launcher.where == "cluster":
+        run = launcher.launch(request)
+        audit.record(TRIGGER_EVENT, mode="cluster", run_id=run.get("run_id"), run_name=run.get("run_name"),
+                     url=run.get("url"), **common)
+        out.update(triggered=True, mode="cluster", run=run)
         return out
-
-    from kfct.pipelines.local import run_ct
 
     audit.record(TRIGGER_EVENT, mode="local", **common)
     out.update(triggered=True, mode="local")
     try:
-        summary = run_ct(data_uri=data_uri or None, cfg=cfg, model_name=model_name, run_reason=run_reason,
-                         settings=settings, raise_on_validation=False)
+        summary = launcher.launch(request)
     except Exception as exc:
         audit.record("retrain_failed", model_name=model_name, error=f"{type(exc).__name__}: {exc}"[:1000])
         raise
@@ -244,15 +241,19 @@ def trigger_retrain(
     dry_run: bool,
     mode: str,
 ) -> str:
-    """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a cluster, kfp.local locally); returns the outcome as JSON."""
+    """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a
+    cluster, kfp.local locally); returns the outcome as JSON."""
     import json
 
     from kfct.components.retrain_policy import trigger_core
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
 
     cfg = config_from_json(config_json)
     with open(drift_summary.path) as fh:
         drift = json.load(fh)
     drift["retrain"] = bool(retrain_needed)
     out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
+    stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
+                                                        f"; started a {out['mode']} CT run" if out["triggered"] else "")
     return json.dumps(out, default=str)

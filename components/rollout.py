@@ -1,6 +1,7 @@
 """Progressive canary rollout that promotes or rolls back by itself.
 
-KServe splits traffic (`canaryTrafficPercent`) but leaves promotion to its users;
+KServe splits traffic (`canaryTrafficPercent` in Serverless mode, a `spec.canary` entry's
+`trafficPercent` in Standard mode) but leaves promotion to its users;
 this stage closes the loop. For each step (e.g. 10 -> 50 -> 100 %) it moves the
 split, lets the canary bake, and compares it with the champion over exactly the
 requests made during the step:
@@ -28,7 +29,8 @@ is removed. Every step and the outcome go to the audit trail.
 
 Where the numbers come from is a `RolloutBackend`: `LocalRouterBackend` (the local
 KServe ModelServer's split file and `/kfct/stats`) or `ClusterBackend` (patching the
-InferenceService through the kserve SDK, metrics from Prometheus' HTTP API).
+InferenceService through the kserve SDK in its own deployment mode, metrics from
+Prometheus' HTTP API narrowed to each version's pods).
 """
 
 import time
@@ -36,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
 from kfct.errors import KfctError
+from kfct.window_stats import WindowStats as Window  # what a backend measured for one version in a step
 
 
 class RolloutError(KfctError):
@@ -63,10 +66,6 @@ class Thresholds:
         if out.min_requests < 1:
             raise RolloutError("rollout.min_requests must be at least 1")
         return out
-
-
-# What the backend measured for one version during a step: the router's own stats type.
-from kfct.serving.metrics import WindowStats as Window  # noqa: E402
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
@@ -163,8 +162,8 @@ class LocalRouterBackend:
 
     def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
                  http_timeout: float | None = None):
-        from kfct.serving.split_state import state_path as default_path
         from kfct.settings import get_settings
+        from kfct.split_state import state_path as default_path
 
         http_timeout = get_settings().net_timeout_seconds if http_timeout is None else http_timeout
 
@@ -196,7 +195,7 @@ class LocalRouterBackend:
         return time.time()
 
     def _write_and_wait(self, **changes) -> None:
-        from kfct.serving.split_state import update_state
+        from kfct.split_state import update_state
 
         st = update_state(self.model_name, self.state_path, **changes)
         deadline = time.monotonic() + self.apply_timeout
@@ -269,11 +268,17 @@ class PrometheusMetrics:
         value = float(result[0]["value"][1])
         return 0.0 if value != value else value  # NaN (no samples) -> 0
 
-    def window(self, version: str, seconds: float) -> Window:
+    def window(self, version: str, seconds: float, workload: str = "") -> Window:
+        """Figures of `version` over the last `seconds`; `workload` narrows them to the pods of one
+        predictor (a label selector such as `service="churn-classifier-v7-predictor"`)."""
         rng = f"[{max(1, int(round(seconds)))}s]"
         q = self.query
-        every, client = self._sel(version), self._sel(version, 'kind="client"')
-        server, positive = self._sel(version, 'kind="server"'), self._sel(version, 'label="1"')
+
+        def sel(more: str = "") -> str:
+            return self._sel(version, ",".join(x for x in (workload, more) if x))
+
+        every, client = sel(), sel('kind="client"')
+        server, positive = sel('kind="server"'), sel('label="1"')
         req = q(f"sum(increase(kfct_requests_total{every}{rng}))")
         cerr = q(f"sum(increase(kfct_request_errors_total{client}{rng}))")
         serr = q(f"sum(increase(kfct_request_errors_total{server}{rng}))")
@@ -286,10 +291,19 @@ class PrometheusMetrics:
 
 
 class ClusterBackend:
-    """An InferenceService patched through the kserve SDK; metrics from Prometheus."""
+    """An InferenceService patched through the kserve SDK in its own deployment mode; metrics from Prometheus.
+
+    Serverless (Knative): the split is `canaryTrafficPercent`; the two versions are the
+    predictor's previous and latest revisions, told apart in Prometheus by the
+    `revision` label (pod label serving.knative.dev/revision). Standard: the split is
+    the `spec.canary` entry's `trafficPercent`; the two versions are two Deployments,
+    told apart by the `service` label (`{isvc}-predictor` or `{isvc}-{name}-predictor`).
+    Both labels are what manifests/base/serving/servicemonitor.yaml relabels in. Each step
+    waits until the canary's own status says it is ready before the bake time starts.
+    """
 
     def __init__(self, model_name: str, isvc_name: str, namespace: str, prometheus_url: str, kserve_client=None,
-                 settings=None, cfg: dict | None = None):
+                 settings=None, cfg: dict | None = None, ready_timeout: float = 600.0, ready_poll: float = 5.0):
         self.model_name = model_name
         self.isvc_name = isvc_name
         self.namespace = namespace
@@ -297,6 +311,8 @@ class ClusterBackend:
         self.client = kserve_client
         self.settings = settings
         self.cfg = cfg
+        self.ready_timeout = ready_timeout
+        self.ready_poll = ready_poll
 
     def now(self) -> float:
         return time.time()
@@ -308,28 +324,76 @@ class ClusterBackend:
             self.client = kserve_client()
         return self.client
 
-    def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
-        from kfct.components.deploy import patch_traffic
+    def _isvc(self) -> dict | None:
+        from kfct.components.deploy import get_inference_service
 
-        patch_traffic(self._client(), self.isvc_name, self.namespace, percent)
+        return get_inference_service(self._client(), self.isvc_name, self.namespace)
+
+    def mode(self, isvc: dict | None = None) -> str:
+        from kfct.components.deploy import detect_mode
+        from kfct.settings import get_settings
+
+        s = self.settings or get_settings()
+        return detect_mode(isvc if isvc is not None else self._isvc(), s.kserve_deployment_mode)
+
+    def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
+        from kfct.components.deploy import (SERVERLESS, DeployError, patch_traffic, set_canary_traffic,
+                                            wait_canary_ready)
+
+        client = self._client()
+        mode = self.mode()
+        try:
+            if mode == SERVERLESS:
+                patch_traffic(client, self.isvc_name, self.namespace, percent)
+            else:
+                set_canary_traffic(client, self.isvc_name, self.namespace, canary_version, percent)
+            wait_canary_ready(client, self.isvc_name, self.namespace, mode, canary_version,
+                              timeout=self.ready_timeout, poll=self.ready_poll)
+        except DeployError as exc:
+            raise RolloutError(str(exc)) from exc
+
+    def workloads(self, champion_version: str, canary_version: str) -> tuple[str, str]:
+        """Prometheus label selectors for the champion's and the canary's pods, as each mode labels them."""
+        from kfct.components.deploy import SERVERLESS, canary_name, predictor_workload
+
+        isvc = self._isvc() or {}
+        if self.mode(isvc) == SERVERLESS:
+            pred = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+            champ_rev = pred.get("previousRolledoutRevision") or pred.get("latestRolledoutRevision")
+            canary_rev = pred.get("latestCreatedRevision")
+            return (f'revision="{champ_rev}"' if champ_rev else "", f'revision="{canary_rev}"' if canary_rev else "")
+        stable = ((isvc.get("spec") or {}).get("predictor") or {}).get("name")
+        return (f'service="{predictor_workload(self.isvc_name, stable)}"',
+                f'service="{predictor_workload(self.isvc_name, canary_name(canary_version))}"')
 
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
         seconds = max(1.0, time.time() - since)
-        return self.metrics.window(champion_version, seconds), self.metrics.window(canary_version, seconds)
+        champ_sel, canary_sel = self.workloads(champion_version, canary_version)
+        return (self.metrics.window(champion_version, seconds, champ_sel),
+                self.metrics.window(canary_version, seconds, canary_sel))
 
     def promote(self, version: str) -> None:
-        from kfct.components.deploy import patch_traffic
+        from kfct.components.deploy import SERVERLESS, patch_traffic, promote_canary
 
-        patch_traffic(self._client(), self.isvc_name, self.namespace, 100)
+        if self.mode() == SERVERLESS:
+            patch_traffic(self._client(), self.isvc_name, self.namespace, 100)
+        else:
+            promote_canary(self._client(), self.isvc_name, self.namespace, version)
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
-        """Traffic back to the previous revision at once, then the spec back to the champion."""
-        from kfct.components.deploy import apply_inference_service, build_inference_service, patch_traffic
+        """Traffic back to the champion at once; Serverless then puts the spec back to the champion."""
+        from kfct.components.deploy import (SERVERLESS, apply_inference_service, build_inference_service,
+                                            patch_traffic, remove_canary)
 
         client = self._client()
+        mode = self.mode()
+        if mode != SERVERLESS:
+            remove_canary(client, self.isvc_name, self.namespace)
+            return
         patch_traffic(client, self.isvc_name, self.namespace, 0)
         isvc = build_inference_service(self.model_name, champion_version, name=self.isvc_name,
-                                       namespace=self.namespace, canary_percent=100, settings=self.settings)
+                                       namespace=self.namespace, canary_percent=100, settings=self.settings,
+                                       mode=mode)
         apply_inference_service(client, isvc, self.isvc_name, self.namespace)
 
 
@@ -465,15 +529,31 @@ def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None
                        log=log)
 
 
+def make_backend(model_name: str, target: str, settings, cfg: dict | None = None, server_url: str = "",
+                 prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
+    """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
+
+    cluster: the InferenceService `isvc` (default: the model name) in `namespace` (default:
+    settings.kfp_namespace), metrics from `prometheus_url`, else settings.prometheus_url
+    (KFCT_PROMETHEUS_URL). local: the model server at `server_url`, else settings' host:port.
+    """
+    if target == "cluster":
+        return ClusterBackend(model_name, isvc_name=isvc or model_name, namespace=namespace or settings.kfp_namespace,
+                              prometheus_url=prometheus_url or settings.prometheus_url, settings=settings, cfg=cfg)
+    if target != "local":
+        raise RolloutError(f"rollout target must be 'local' or 'cluster', got {target!r}")
+    return LocalRouterBackend(model_name, server_url or f"http://{settings.serving_host}:{settings.serving_port}")
+
+
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
     import json
-    import os
 
-    from kfct.components.rollout import ClusterBackend, LocalRouterBackend, rollout_core
+    from kfct.components.rollout import LocalRouterBackend, make_backend, rollout_core
     from kfct import audit
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
     from kfct.settings import get_settings
 
     from kfct import registry
@@ -486,19 +566,15 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     if version and registry.alias_version(model_name, "champion") == str(version):
         # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
         return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion"})
-    if target == "auto":
-        target = "cluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
-    if target == "cluster":
-        backend = ClusterBackend(model_name, isvc_name=model_name, namespace=namespace or s.kfp_namespace,
-                                 prometheus_url=prometheus_url or os.environ.get("KFCT_PROMETHEUS_URL",
-                                                                                 "http://prometheus-operated.monitoring:9090"),
-                                 settings=s, cfg=cfg)
-    else:
-        backend = LocalRouterBackend(model_name, server_url or f"http://{s.serving_host}:{s.serving_port}")
+    backend = make_backend(model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url,
+                           namespace=namespace)
+    if isinstance(backend, LocalRouterBackend):
         if not backend.reachable():
             # No live traffic to judge by: leave the canary deployed; `kfct rollout` finishes it later.
             audit.record("rollout_deferred", model_name=model_name, version=version,
                          reason=f"no model server at {backend.url}")
             return json.dumps({"outcome": "deferred", "reason": f"no model server at {backend.url}"})
-    res = rollout_core(model_name, cfg, backend, canary_version=version or None)
+    log = stage_logger("kfct.components.rollout")
+    res = rollout_core(model_name, cfg, backend, canary_version=version or None, log=log.info)
+    log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))
     return json.dumps(res.to_json())

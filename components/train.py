@@ -124,7 +124,7 @@ def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: st
 
 def train_core(train_df, val_df, cfg: dict, encoder=None, device: str | None = None, tune_trials: int | None = None):
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
     from kfct.components.featurize import build_encoder
     from kfct.model import ChurnModel
@@ -156,11 +156,10 @@ def train_core(train_df, val_df, cfg: dict, encoder=None, device: str | None = N
     threshold = choose_threshold(yva, val_proba, recall_target)
     model = ChurnModel(encoder=encoder, estimator=predictor, threshold=threshold)
     pred = (val_proba >= threshold).astype(int)
-    tp = int(((pred == 1) & (yva == 1)).sum())
     val_metrics = {
         "val_roc_auc": float(roc_auc_score(yva, val_proba)),
-        "val_recall": tp / max(int(yva.sum()), 1),
-        "val_precision": tp / max(int(pred.sum()), 1),
+        "val_recall": float(recall_score(yva, pred, zero_division=0)),
+        "val_precision": float(precision_score(yva, pred, zero_division=0)),
     }
     info.update({"model": kind, "device": device, "tune_trials": trials, "threshold": threshold,
                  "n_train": int(len(train_df)), "n_val": int(len(val_df))})
@@ -182,6 +181,8 @@ def train_model(
     model: Output[Model],
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn) and log it to MLflow; returns the run id."""
+    import tempfile  # a kfp component runs this function's source alone: its imports are all in here
+
     import joblib
     import mlflow
     import pandas as pd
@@ -189,6 +190,7 @@ def train_model(
     from kfct.components.train import train_core
     from kfct import registry
     from kfct.config import config_from_json
+    from kfct.logs import stage_logger
 
     cfg = config_from_json(config_json)
     tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
@@ -213,13 +215,17 @@ def train_model(
         logged = registry.log_model(fitted, tr.drop(columns=[label]))
         # Reference snapshot for drift monitoring: a bounded sample of the training split.
         window = int(cfg.get("drift", {}).get("window_rows", 50000))
-        with __import__("tempfile").TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             snap = f"{tmp}/train_snapshot.parquet"
             tr.sample(n=min(window, len(tr)), random_state=0).to_parquet(snap, index=False)
             mlflow.log_artifact(snap, artifact_path="data")
         run_id = run.info.run_id
 
     joblib.dump(fitted, model.path)
+    stage_logger("kfct.components.train").info(
+        "trained %s on %s rows (%s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
+        info["n_train"], info["device"], info["fit_seconds"], info["threshold"],
+        ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
     model.metadata.update({
         "mlflow_run_id": run_id, "model_uri": logged["model_uri"], "model_sha256": logged["model_sha256"],
         "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,

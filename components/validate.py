@@ -23,7 +23,9 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, get_type_hints
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 from kfct.config import ConfigError
 
@@ -640,7 +642,8 @@ def render_html(result: dict) -> str:
         ]
         for i, f in enumerate(result["failures"], 1):
             parts.append(
-                f'<tr class="fail"><td>{i}</td><td>{e(_where(f))}</td><td>{e(f["check"])}<br><code>{e(f["expectation"])}</code></td>'
+                f'<tr class="fail"><td>{i}</td><td>{e(_where(f))}</td>'
+                f'<td>{e(f["check"])}<br><code>{e(f["expectation"])}</code></td>'
                 f"<td>{e(f['expected'])}</td><td>{e(_short(f['observed'], 400))}</td>"
                 f"<td>{e(_short(f.get('unexpected_count')))}</td>"
                 f"<td>{e(_samples_text(f['sample_bad_values']))}</td></tr>"
@@ -679,9 +682,6 @@ def write_report(result: dict, out_dir) -> dict[str, Path]:
 
 
 # --- kfp component (thin adapter; written by the pipeline owner) -------------------------------
-from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output  # noqa: E402  (signature types)
-
-
 def validate_data(
     dataset: Input[Dataset],
     config_json: str,
@@ -692,7 +692,6 @@ def validate_data(
     report_md: Output[Markdown],
 ) -> bool:
     """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
-    import json
     import shutil
     import tempfile
 
@@ -716,8 +715,14 @@ def validate_data(
                  dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
                  n_failed=result["n_failed"],
                  failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
+    from kfct.logs import stage_logger
+
+    stage_logger("kfct.components.validate").info(
+        "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
+        result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
+                                         for f in result["failures"][:5]))
     return bool(result["passed"])
 
 
 # This module uses postponed annotations; kfp reads the signature, so give it the real types.
-validate_data.__annotations__ = __import__("typing").get_type_hints(validate_data, include_extras=True)
+validate_data.__annotations__ = get_type_hints(validate_data, include_extras=True)

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kfct.errors import DataSourceError
+
+if TYPE_CHECKING:
+    from kfct.settings import Settings
 
 PREFIX = "datasets"
 
@@ -55,7 +59,7 @@ def normalise_to_parquet(path: str | Path, workdir: str | Path) -> Path:
     return write_snapshot(df, Path(workdir) / "dataset.parquet")
 
 
-def push_dataset(path: str | Path, settings=None, create_bucket: bool = False) -> str:
+def push_dataset(path: str | Path, settings: Settings | None = None, create_bucket: bool = False) -> str:
     """Upload a dataset content-addressed and return its `s3://` URI (skip if already there).
 
     The bucket is `settings.s3_bucket`; a missing bucket is a clear error unless

@@ -21,3 +21,17 @@ class StageError(KfctError):
     """A pipeline stage failed."""
 
     exit_code = 4
+
+
+class FeatureError(ValueError):
+    """An input record does not fit the model's feature schema. `field` names it.
+
+    Defined here, not next to the encoder in `kfct.model`, so that the model server can
+    catch it without importing scikit-learn at import time.
+    """
+
+    def __init__(self, field: str, message: str, index: int | None = None):
+        self.field = field
+        self.index = index
+        where = f"instance {index}: " if index is not None else ""
+        super().__init__(f"{where}feature {field!r}: {message}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 
@@ -20,9 +19,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Git commit of the checkout (or KFCT_CODE_VERSION baked into an image)."""
-    env = os.environ.get("KFCT_CODE_VERSION")
-    if env:
-        return env
+    from kfct.settings import get_settings
+
+    baked = get_settings().code_version  # KFCT_CODE_VERSION
+    if baked:
+        return baked
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],

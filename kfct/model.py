@@ -19,15 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
-
-class FeatureError(ValueError):
-    """An input record does not fit the model's feature schema. `field` names it."""
-
-    def __init__(self, field: str, message: str, index: int | None = None):
-        self.field = field
-        self.index = index
-        where = f"instance {index}: " if index is not None else ""
-        super().__init__(f"{where}feature {field!r}: {message}")
+from kfct.errors import FeatureError  # here too: where the encoder raises it
 
 
 class TabularEncoder(BaseEstimator, TransformerMixin):

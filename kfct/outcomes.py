@@ -51,10 +51,11 @@ def _label_map(cfg: dict):
     return {v: int(str(v) == str(positive)) for v in values}, positive
 
 
-def _gx_check(df, cfg: dict) -> None:
-    """The dataset's own GX suite, restricted to the id and label columns."""
-    from kfct.components.validate import validate_frame
+def _gx_check(df, cfg: dict, validate_frame) -> None:
+    """The dataset's own GX suite, restricted to the id and label columns.
 
+    `validate_frame` is the validate stage's suite runner, passed in by the caller (the
+    CLI): the library layer does not import the stages."""
     ds = cfg["dataset"]
     cols = {c: dict(ds["columns"][c]) for c in (ds["id_column"], ds["label"]) if c in ds["columns"]}
     if ds["id_column"] in cols:
@@ -70,8 +71,11 @@ def _gx_check(df, cfg: dict) -> None:
                             f"sample={first.get('sample_bad_values')}{more}")
 
 
-def validate_outcomes(df, cfg: dict, gx: bool = True):
-    """Checked copy: id (str), label (0/1 int), observed_at (UTC timestamp). Raises OutcomesError."""
+def validate_outcomes(df, cfg: dict, gx: bool = True, validate_frame=None):
+    """Checked copy: id (str), label (0/1 int), observed_at (UTC timestamp). Raises OutcomesError.
+
+    With `gx`, `validate_frame` (`kfct.components.validate.validate_frame`) runs the schema's
+    Great Expectations rules on the id and label columns."""
     import pandas as pd
 
     ds, o = cfg["dataset"], outcomes_settings(cfg)
@@ -92,7 +96,9 @@ def validate_outcomes(df, cfg: dict, gx: bool = True):
         raise OutcomesError(f"outcomes column {lab}: {len(bad)} value(s) outside {sorted(known)}, "
                             f"e.g. {[str(v)[:20] for v in bad.unique()[:3]]}")
     if gx:
-        _gx_check(df, cfg)
+        if validate_frame is None:
+            raise TypeError("validate_outcomes(gx=True) needs validate_frame=kfct.components.validate.validate_frame")
+        _gx_check(df, cfg, validate_frame)
     try:
         ts = pd.to_datetime(df[obs], utc=True, errors="raise", format="mixed")
     except (ValueError, TypeError) as exc:
@@ -118,8 +124,8 @@ def read_outcomes_file(uri: str):
     return _read_local(Path(uri).expanduser())
 
 
-def load_outcomes(uri: str, cfg: dict):
-    return validate_outcomes(read_outcomes_file(uri), cfg)
+def load_outcomes(uri: str, cfg: dict, validate_frame=None):
+    return validate_outcomes(read_outcomes_file(uri), cfg, validate_frame=validate_frame)
 
 
 def store_outcomes(frame, settings=None) -> dict[str, Any]:
@@ -215,7 +221,7 @@ def _metrics(y, proba, label) -> dict[str, Any]:
 
     y, proba, label = np.asarray(y, int), np.asarray(proba, float), np.asarray(label, int)
     both = len(set(y.tolist())) == 2
-    out = {
+    out: dict[str, Any] = {
         "n": int(len(y)),
         "positives": int(y.sum()),
         "accuracy": float((label == y).mean()),

@@ -1,4 +1,9 @@
-"""MLflow tracking and registry, the only place that talks to MLflow.
+"""MLflow tracking and registry: the store setup, the model registry and its aliases.
+
+Every registry read and write (versions, aliases, tags, loading a version with its sha256
+check) goes through here, and so does every alias move, audited. MLflow *tracking* calls
+(runs, params, metrics, artifacts) stay in the stages that produce them: train, evaluate,
+register, the drift check, and the predictor loading an InferenceService's model folder.
 
 Local default: SQLite store and artifact folder under `.kfct/`; on a cluster the
 tracking server URL comes from settings and artifacts live in MinIO. Every model
@@ -222,6 +227,9 @@ def register(model_uri: str, name: str, tags: dict[str, str], run_id: str | None
     """Create a model version with tags; returns the version number (no idempotency: see register_once)."""
     import mlflow
 
+    from kfct import audit
+
+    audit.ensure_writable()  # the registration is recorded next: no trail, no registration
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     return str(mv.version)
 
@@ -278,6 +286,7 @@ def set_alias(name: str, alias: str, version: str, reason: str = "", **audit_fie
     from kfct import audit
     from kfct.retry import retry_call
 
+    audit.ensure_writable()  # fail closed: a move the trail cannot record is not made
     previous = alias_version(name, alias)
     retry_call(lambda: client().set_registered_model_alias(name, alias, str(version)),
                f"set alias {alias!r} of {name} to v{version}")
@@ -293,6 +302,7 @@ def delete_alias(name: str, alias: str, reason: str = "") -> None:
     previous = alias_version(name, alias)
     if previous is None:
         return
+    audit.ensure_writable()
     retry_call(lambda: client().delete_registered_model_alias(name, alias), f"delete alias {alias!r} of {name}")
     audit.record("alias_deleted", model_name=name, alias=alias, previous=previous, reason=reason)
 

@@ -31,9 +31,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return u.netloc, u.path.lstrip("/")
 
 
-def _http_client(secure: bool, settings=None):
-    import os
-
+def _http_client(secure: bool, ca_file: str | None = None, settings=None):
     import certifi
     import urllib3
 
@@ -44,7 +42,7 @@ def _http_client(secure: bool, settings=None):
         timeout=urllib3.Timeout(connect=s.net_connect_timeout_seconds, read=s.net_timeout_seconds),
         maxsize=10,
         cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        ca_certs=ca_file or certifi.where(),
         retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
 
@@ -68,7 +66,7 @@ def client(settings=None):
         raise DataSourceError("S3 credentials incomplete: set both KFCT_S3_ACCESS_KEY and KFCT_S3_SECRET_KEY")
     try:
         return Minio(endpoint, access_key=access, secret_key=secret, secure=secure,
-                     region=s.s3_region, http_client=_http_client(secure, s))
+                     region=s.s3_region, http_client=_http_client(secure, s.ssl_cert_file, s))
     except ValueError as exc:
         raise DataSourceError(f"bad S3 settings for endpoint {s.s3_endpoint!r}: {exc}") from exc
 
@@ -121,6 +119,16 @@ def upload(path: str | Path, uri: str, settings=None, metadata: dict | None = No
     bucket, key = parse_uri(uri)
     c = client(settings)
     _call(f"cannot write {uri}", settings, bucket, c.fput_object, bucket, key, str(path), metadata=metadata)
+    return uri
+
+
+def put_bytes(data: bytes, uri: str, settings=None, client_=None) -> str:
+    """Write one object from memory (a PUT of the same key again overwrites: idempotent)."""
+    import io
+
+    bucket, key = parse_uri(uri)
+    c = client_ or client(settings)
+    _call(f"cannot write {uri}", settings, bucket, c.put_object, bucket, key, io.BytesIO(data), len(data))
     return uri
 
 

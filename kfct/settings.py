@@ -51,10 +51,51 @@ class Settings(BaseSettings):
     k8s_secret_name: str = Field(default="kfct-s3-credentials", description="Secret with S3/MLflow keys, mounted as env")
     k8s_config_map: str = Field(default="kfct-config", description="ConfigMap with endpoints (S3, MLflow), mounted as env")
 
+    # KServe: the deployment mode of a new InferenceService (an existing one keeps its own:
+    # components/deploy.py reads it). Standard (RawDeployment) is KServe's default; Serverless needs Knative.
+    kserve_deployment_mode: str = "Standard"
+
+    log_level: str = Field(default="INFO", description="level of kfct's loggers (stages, server)")
+
+    # Where retraining runs: "module:Class" of a `kfct.launcher.RetrainLauncher` ('' = by environment).
+    retrain_launcher: str = ""
+
     # Serving.
     serving_host: str = "127.0.0.1"
     serving_port: int = 8080
     max_request_bytes: int = 1_000_000
+    # Prediction log backlog while the store is away: 600k rows = 10 minutes at 1,000 req/s.
+    prediction_log_spill_rows: int = Field(default=600_000, ge=0,
+                                           description="rows kept for the store before the log drops any")
+    prediction_log_spill_dir: Path | None = Field(default=None, description="default <home>/predictions-spill")
+    model_version: str | None = Field(default=None, description="version a cluster predictor serves (set by deploy)")
+    model_sha256: str | None = Field(default=None, description="its expected model file sha256 (set by deploy)")
+    prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090",
+                                description="Prometheus the cluster rollout reads canary metrics from")
+
+    # Lineage and governance.
+    code_version: str | None = Field(default=None, description="git commit baked into an image")
+    audit_s3_uri: str | None = Field(default=None, description="s3://bucket/key mirror of the audit trail")
+
+    # Set by Kubernetes and Kubeflow, not by kfct: the variables keep their own names.
+    kubernetes_service_host: str | None = Field(default=None, validation_alias="KUBERNETES_SERVICE_HOST")
+    kf_pipelines_endpoint: str | None = Field(default=None, validation_alias="KF_PIPELINES_ENDPOINT")
+    kf_pipelines_ui_endpoint: str | None = Field(default=None, validation_alias="KF_PIPELINES_UI_ENDPOINT")
+    kf_pipelines_sa_token_path: str | None = Field(default=None, validation_alias="KF_PIPELINES_SA_TOKEN_PATH")
+    ssl_cert_file: str | None = Field(default=None, validation_alias="SSL_CERT_FILE")
+
+    @property
+    def in_cluster(self) -> bool:
+        """Inside a Kubernetes pod (the variable every pod gets): what `target: auto` resolves by."""
+        return bool(self.kubernetes_service_host)
+
+    def target(self, requested: str = "auto") -> str:
+        """'auto' -> 'cluster' inside a pod, else 'local'; 'local' / 'cluster' pass through."""
+        if requested not in ("auto", "local", "cluster"):
+            raise ValueError(f"target must be auto, local or cluster, got {requested!r}")
+        if requested == "auto":
+            return "cluster" if self.in_cluster else "local"
+        return requested
 
     # Timeouts and retries of every network call, configured here and nowhere else: the MLflow
     # client (through MLFLOW_HTTP_REQUEST_* set by `kfct.registry.setup`), minio, the KFP client,

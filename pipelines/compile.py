@@ -2,8 +2,9 @@
 
 `build/ct_pipeline.yaml` is what you upload in the Kubeflow UI, what `kfct submit`
 sends, and what CI checks. Type checking is on, so a component wired to an output of
-the wrong type fails here rather than on the cluster. The monitoring pipeline is
-compiled too once `pipelines/monitoring.py` exists.
+the wrong type fails here rather than on the cluster. The monitoring pipeline
+(`build/monitoring_pipeline.yaml`) and the batch-scoring pipeline
+(`build/batch_scoring_pipeline.yaml`) are compiled beside it.
 
 Pipelines are built under `task_config.target("cluster")`: resources, retries, GPU
 and the Secret/ConfigMap env are always in the compiled YAML, even in a process that
@@ -20,6 +21,7 @@ from kfct.errors import KfctError
 
 CT_FILE = "ct_pipeline.yaml"
 MONITORING_FILE = "monitoring_pipeline.yaml"
+BATCH_FILE = "batch_scoring_pipeline.yaml"
 
 
 class CompileError(KfctError):
@@ -70,10 +72,20 @@ def compile_monitoring(out_dir: str | Path = "build") -> Path | None:
         return _compile(func, Path(out_dir) / MONITORING_FILE)
 
 
+def compile_batch(out_dir: str | Path = "build", settings=None, cfg: dict | None = None) -> Path:
+    from kfct.pipelines.task_config import target
+
+    with _building("batch-scoring"), target("cluster"):
+        from kfct.pipelines.batch_scoring import build_batch_pipeline
+
+        return _compile(build_batch_pipeline(settings=settings, cfg=cfg), Path(out_dir) / BATCH_FILE)
+
+
 def compile_all(out_dir: str | Path = "build", gpu: bool = False, settings=None, cfg: dict | None = None) -> list[Path]:
-    """Compile every pipeline that exists; returns the written paths (CT first)."""
+    """Compile every pipeline that exists; returns the written paths (CT first, then monitoring, batch scoring)."""
     paths = [compile_ct(out_dir, gpu=gpu, settings=settings, cfg=cfg)]
     mon = compile_monitoring(out_dir)
     if mon is not None:
         paths.append(mon)
+    paths.append(compile_batch(out_dir, settings=settings, cfg=cfg))
     return paths

@@ -41,10 +41,8 @@ def make_components(settings=None, gpu: bool = False) -> dict:
 
 def _configure(task, stage: str, cfg: dict, settings, gpu: bool):
     """Per-task resources, retries, caching, GPU and secrets (see kfct.pipelines.task_config)."""
-    try:
-        from kfct.pipelines.task_config import apply_task_config
-    except ModuleNotFoundError:
-        return task
+    from kfct.pipelines.task_config import apply_task_config
+
     return apply_task_config(task, stage, cfg, settings, gpu=gpu)
 
 

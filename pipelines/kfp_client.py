@@ -4,10 +4,12 @@ Thin layer over `kfp.Client` (kfp 2.17, KFP API v2beta1) that adds what the CLI 
 the monitoring loop need:
 
 - `submit(package, params)`: upload the compiled pipeline (a new *version* when a
-  pipeline with that name exists; the identical package is not uploaded twice), get
+  pipeline with that name exists; a package some version already holds, compared by
+  sha256 and by the spec the API stores, is not uploaded again), get
   or create the experiment, create a run of that version, return its id and UI URL.
 - `schedule(package, cron)`: the same upload, then a recurring run (default monthly,
-  as in the case study), max concurrency 1, no catch-up.
+  as in the case study), max concurrency 1, no catch-up; unique by name (an identical
+  one is kept, a different one refused unless `replace`).
 - `list_schedules()`, `delete_schedule(id)`.
 - `trigger_run(pipeline_name, params)`: a run of the latest uploaded version (used by
   drift monitoring to start retraining on the cluster).
@@ -31,6 +33,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from kfct.errors import KfctError
 
@@ -70,6 +73,7 @@ class ScheduleInfo:
     pipeline_id: str | None = None
     pipeline_version_id: str | None = None
     url: str | None = None
+    action: str = "listed"   # created | unchanged | replaced | listed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,7 +168,7 @@ def package_sha256(package_path: str | Path) -> str:
 class Connection:
     """A connected kfp.Client plus what we learned when probing the API."""
 
-    client: object
+    client: Any
     host: str
     ui: str
     namespace: str | None   # None on a single-user KFP (namespaces do not apply)
@@ -181,15 +185,15 @@ def _timeout() -> tuple[float, float]:
 
 def _resolve_auth(settings) -> tuple[str, str | None, bool]:
     """(host, bearer token or None, in_cluster_sa) from settings / environment."""
-    host = settings.kfp_host or os.environ.get("KF_PIPELINES_ENDPOINT")
-    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    host = settings.kfp_host or settings.kf_pipelines_endpoint
+    in_pod = settings.in_cluster
     if not host:
         if not in_pod:
             raise KfpError("Kubeflow Pipelines host not configured: set KFCT_KFP_HOST "
                            "(e.g. http://localhost:8888 after `kubectl -n kubeflow port-forward svc/ml-pipeline 8888`)")
         host = IN_CLUSTER_HOST
     token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
-    sa_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", SA_TOKEN_PATH)
+    sa_path = settings.kf_pipelines_sa_token_path or SA_TOKEN_PATH
     use_sa = token is None and in_pod and os.path.isfile(sa_path)
     if use_sa:
         token = Path(sa_path).read_text().strip()
@@ -252,7 +256,7 @@ def connect(settings=None) -> Connection:
         kwargs["namespace"] = namespace
     with _quiet(), _api("connecting", host):
         client = _client_class(health)(**kwargs)
-    ui = normalise_host(os.environ.get("KF_PIPELINES_UI_ENDPOINT") or host)
+    ui = normalise_host(s.kf_pipelines_ui_endpoint or host)
     return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
 
 
@@ -340,13 +344,57 @@ def _versions_newest_first(conn: Connection, pipeline_id: str, page_size: int = 
     return list(resp.pipeline_versions or [])
 
 
+def spec_fingerprint(spec) -> str:
+    """sha256 of a pipeline spec as the KFP API returns it (canonical JSON, whole floats as ints).
+
+    The API stores a package as one struct: the pipeline spec alone, or
+    `{"pipeline_spec": ..., "platform_spec": ...}` when the package carries a platform spec
+    (backend/src/apiserver/server/api_util.go YamlStringToPipelineSpecStruct).
+    """
+    def canon(x):
+        if isinstance(x, dict):
+            return {str(k): canon(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [canon(v) for v in x]
+        if isinstance(x, float) and x.is_integer():
+            return int(x)
+        return x
+
+    return hashlib.sha256(json.dumps(canon(spec), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def package_fingerprint(package_path: str | Path) -> str:
+    """`spec_fingerprint` of a compiled package, in the shape the API stores it."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(Path(package_path).read_text()) if d]
+    if len(docs) > 1 and isinstance(docs[1], dict) and "platforms" in docs[1]:
+        return spec_fingerprint({"pipeline_spec": docs[0], "platform_spec": docs[1]})
+    return spec_fingerprint(docs[0])
+
+
+def _same_package(version, digest: str, fingerprint: str) -> bool:
+    """A version holds this package: its name/description carry our digest, or its stored spec is ours."""
+    if digest in (getattr(version, "display_name", None) or "") or digest in (getattr(version, "description", None) or ""):
+        return True
+    spec = getattr(version, "pipeline_spec", None)
+    return bool(spec) and spec_fingerprint(spec) == fingerprint
+
+
 def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None = None,
            version_name: str | None = None) -> tuple[str, str]:
-    """Upload the package; a new version when the pipeline exists. Returns (pipeline_id, version_id)."""
+    """Upload the package unless a version already holds it. Returns (pipeline_id, version_id).
+
+    Versions are named and described by the package's sha256; versions uploaded another
+    way (the first one, which `upload_pipeline` names after the pipeline, or one from the
+    UI) are compared by the spec the API stores. So `submit` then `schedule` of the same
+    compile upload it once.
+    """
     spec = read_package(package_path)
     name = pipeline_name or spec["pipelineInfo"]["name"]
     full_digest = package_sha256(package_path)
     digest = full_digest[:12]
+    fingerprint = package_fingerprint(package_path)
     c = conn.client
     with _quiet(), _api(f"looking up pipeline {name!r}", conn.host):
         pipeline_id = c.get_pipeline_id(name)
@@ -358,9 +406,8 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
         if not versions:
             raise KfpError(f"pipeline {name!r} was uploaded but the API lists no version for it")
         return pipe.pipeline_id, versions[0].pipeline_version_id
-    # Same package already uploaded as a version? Reuse it rather than piling up duplicates.
-    for v in _versions_newest_first(conn, pipeline_id, page_size=50):
-        if digest in (v.display_name or ""):
+    for v in _versions_newest_first(conn, pipeline_id, page_size=100):
+        if _same_package(v, digest, fingerprint):
             return pipeline_id, v.pipeline_version_id
     vname = version_name or f"{name}-{_timestamp()}-{digest}"
     with _quiet(), _api(f"uploading a new version of pipeline {name!r}", conn.host):
@@ -420,7 +467,7 @@ def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | 
                        _service_account(s, service_account))
 
 
-def _schedule_info(conn: Connection, rr) -> ScheduleInfo:
+def _schedule_info(conn: Connection, rr, action: str = "listed") -> ScheduleInfo:
     trig = getattr(rr, "trigger", None)
     cron = trig.cron_schedule.cron if trig is not None and trig.cron_schedule is not None else None
     ref = getattr(rr, "pipeline_version_reference", None)
@@ -431,15 +478,57 @@ def _schedule_info(conn: Connection, rr) -> ScheduleInfo:
         status=str(rr.status) if rr.status is not None else None,
         pipeline_id=ref.pipeline_id if ref is not None else None,
         pipeline_version_id=ref.pipeline_version_id if ref is not None else None,
-        url=f"{conn.ui}/#/recurringrun/details/{rr.recurring_run_id}",
+        url=f"{conn.ui}/#/recurringrun/details/{rr.recurring_run_id}", action=action,
     )
+
+
+def schedule_description(pipeline_name: str, cron6: str) -> str:
+    """What a recurring run does, in the words the KFP UI shows next to it."""
+    from kfct.pipelines import batch_scoring, ct, monitoring
+
+    what = {
+        ct.PIPELINE_NAME: "recurring CT run: ingest, validate, train, gate, register",
+        monitoring.PIPELINE_NAME: "recurring monitoring run: drift check of the serving window; "
+                                  "starts a CT run only when drift passes the configured limits",
+        batch_scoring.PIPELINE_NAME: "recurring batch scoring: the champion scores the whole dataset",
+    }.get(pipeline_name, f"recurring run of {pipeline_name}")
+    return f"kfct {what} ({cron6})"
+
+
+def _recurring_runs(conn: Connection, experiment_id: str) -> list:
+    out, token = [], ""
+    while True:
+        with _quiet(), _api("listing recurring runs", conn.host):
+            resp = conn.client.list_recurring_runs(page_token=token, page_size=100, experiment_id=experiment_id)
+        out.extend(resp.recurring_runs or [])
+        token = resp.next_page_token or ""
+        if not token:
+            return out
+
+
+def _same_schedule(rr, version_id: str, cron6: str, params: dict, max_concurrency: int, no_catchup: bool) -> bool:
+    info_ref = getattr(rr, "pipeline_version_reference", None)
+    trig = getattr(rr, "trigger", None)
+    cron = trig.cron_schedule.cron if trig is not None and trig.cron_schedule is not None else None
+    rc = getattr(rr, "runtime_config", None)
+    old_params = dict(getattr(rc, "parameters", None) or {}) if rc is not None else {}
+    mc = getattr(rr, "max_concurrency", None)
+    return (info_ref is not None and info_ref.pipeline_version_id == version_id and cron == cron6
+            and old_params == dict(params) and mc not in (None, "") and int(mc) == max_concurrency
+            and bool(rr.no_catchup) == bool(no_catchup))
 
 
 def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | None = None,
              name: str | None = None, pipeline_name: str | None = None, experiment: str | None = None,
              settings=None, max_concurrency: int = 1, no_catchup: bool = True,
-             service_account: str | None = None) -> ScheduleInfo:
-    """Upload (or add a version) and create a recurring run: cron, one run at a time, no backfill."""
+             service_account: str | None = None, replace: bool = False) -> ScheduleInfo:
+    """Upload (unless a version holds the package) and create a recurring run: cron, one at a time, no backfill.
+
+    Recurring runs are unique by name in the experiment: the same name with the same
+    version, cron and parameters is left as it is ("unchanged"); with anything different
+    it is refused unless `replace` (then the old one is deleted first: the KFP API cannot
+    update a recurring run in place). Two schedules of one pipeline need two names.
+    """
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -448,17 +537,32 @@ def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | 
         raise KfpError(f"max_concurrency must be between 1 and 10, got {max_concurrency!r}")
     spec = read_package(package_path)
     typed = coerce_params(spec, params)
+    pname = pipeline_name or spec["pipelineInfo"]["name"]
     conn = connect(s)
     pipeline_id, version_id = upload(conn, package_path, pipeline_name)
     exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
-    job = name or f"{pipeline_name or spec['pipelineInfo']['name']} schedule"
+    job = name or f"{pname} schedule"
+    action = "created"
+    same_name = [rr for rr in _recurring_runs(conn, exp_id) if rr.display_name == job]
+    for rr in same_name:
+        if _same_schedule(rr, version_id, cron6, typed, max_concurrency, no_catchup):
+            return _schedule_info(conn, rr, action="unchanged")
+    if same_name:
+        if not replace:
+            ids = ", ".join(rr.recurring_run_id for rr in same_name)
+            raise KfpError(f"a recurring run named {job!r} already exists ({ids}) with another version, cron or "
+                           f"parameters: pass --replace to swap it, or --name for a second schedule")
+        for rr in same_name:
+            with _quiet(), _api(f"deleting recurring run {rr.recurring_run_id!r}", conn.host):
+                conn.client.delete_recurring_run(recurring_run_id=rr.recurring_run_id)
+        action = "replaced"
     with _quiet(), _api(f"creating recurring run {job!r}", conn.host):
         rr = conn.client.create_recurring_run(
-            experiment_id=exp_id, job_name=job, description=f"kfct recurring CT run ({cron6})",
+            experiment_id=exp_id, job_name=job, description=schedule_description(pname, cron6),
             cron_expression=cron6, max_concurrency=max_concurrency, no_catchup=no_catchup, params=typed,
             pipeline_id=pipeline_id, version_id=version_id, enabled=True,
             service_account=_service_account(s, service_account))
-    return _schedule_info(conn, rr)
+    return _schedule_info(conn, rr, action=action)
 
 
 def list_schedules(settings=None, experiment: str | None = None) -> list[ScheduleInfo]:
@@ -470,15 +574,7 @@ def list_schedules(settings=None, experiment: str | None = None) -> list[Schedul
     exp_id = _experiment_id(conn, experiment or s.kfp_experiment, create=False)
     if exp_id is None:
         return []
-    out: list[ScheduleInfo] = []
-    token = ""
-    while True:
-        with _quiet(), _api("listing recurring runs", conn.host):
-            resp = conn.client.list_recurring_runs(page_token=token, page_size=100, experiment_id=exp_id)
-        out.extend(_schedule_info(conn, rr) for rr in (resp.recurring_runs or []))
-        token = resp.next_page_token or ""
-        if not token:
-            return out
+    return [_schedule_info(conn, rr) for rr in _recurring_runs(conn, exp_id)]
 
 
 def delete_schedule(recurring_run_id: str, settings=None) -> None:

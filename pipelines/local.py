@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 import warnings
 from datetime import datetime
@@ -155,7 +156,7 @@ def run_ct(
     error = None
     with log_path.open("w") as fh, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tee = _Tee(fh, echo=__import__("sys").stdout if verbose else None)
+        tee = _Tee(fh, echo=sys.stdout if verbose else None)
         with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
             try:
                 pipeline(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name, device=device,
@@ -233,7 +234,8 @@ def format_summary(summary: dict) -> str:
     out = [f"kfct CT run {summary.get('run_name')}  ({summary['data_uri']})"]
     ds = summary.get("dataset") or {}
     if ds:
-        out.append(f"  data        {int(ds.get('rows', 0)):,} rows x {int(ds.get('columns', 0))} cols, sha256 {str(ds.get('sha256', ''))[:16]}")
+        out.append(f"  data        {int(ds.get('rows', 0)):,} rows x {int(ds.get('columns', 0))} cols, "
+                   f"sha256 {str(ds.get('sha256', ''))[:16]}")
     v = summary["validation"]
     out.append(f"  validation  {v.get('n_expectations')} expectations, {v.get('n_failed')} failed -> "
                f"{'passed' if v['passed'] else 'FAILED'}")

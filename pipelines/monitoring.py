@@ -45,12 +45,9 @@ def make_components(settings=None) -> dict:
 
 def _configure(task, stage: str, cfg: dict, settings):
     """Cluster resources/secrets like the CT stages; never cached: the same inputs mean a new window."""
-    try:
-        from kfct.pipelines.task_config import apply_task_config
-    except ModuleNotFoundError:  # pragma: no cover
-        apply_task_config = None
-    if apply_task_config is not None:
-        task = apply_task_config(task, stage, cfg, settings, gpu=False)
+    from kfct.pipelines.task_config import apply_task_config
+
+    task = apply_task_config(task, stage, cfg, settings, gpu=False)
     task.set_caching_options(enable_caching=False)
     return task
 
@@ -58,6 +55,8 @@ def _configure(task, stage: str, cfg: dict, settings):
 def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     """Return the monitoring `@dsl.pipeline` function (parameters are its run-time knobs)."""
     from kfp import dsl
+
+    from kfct.pipelines.task_config import grant_kfp_access
 
     from kfct.config import config_to_json, load_config
     from kfct.settings import get_settings
@@ -101,12 +100,14 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
                                          ct_data_uri=ct_data_uri, force=force, dry_run=dry_run, mode=mode),
                           "trigger_retrain", task_cfg, s)
         trig.set_display_name("retrain decision")
+        grant_kfp_access(trig)  # it starts CT runs through the KFP API (multi-user: projected token)
         # Outcomes close the loop: realized performance (may ask for a CT run on decay; after the
         # drift trigger so the cooldown sees it) and the running A/B test's decision.
         real = _configure(ops["realized"](config_json=config_json, model_name=model_name, since=since,
                                           retrain=outcomes_retrain), "trigger_retrain", task_cfg, s)
         real.set_display_name("realized performance (outcomes)")
         real.after(trig)
+        grant_kfp_access(real)  # a decayed champion starts a CT run through the KFP API too
         ab = _configure(ops["ab"](config_json=config_json, model_name=model_name, act=ab_act), "trigger_retrain",
                         task_cfg, s)
         ab.set_display_name("A/B test decision (outcomes)")
@@ -138,6 +139,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     from kfct.components.retrain_policy import trigger_core
     from kfct import audit
     from kfct.errors import KfctError
+    from kfct.pipelines.launchers import launcher_for
 
     t0 = time.perf_counter()
     try:
@@ -158,7 +160,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
                  dry_run=bool(dry_run))
     drift_seconds = round(time.perf_counter() - t0, 2)
     action = trigger_core(dict(result), cfg, model_name, current_uri or "", ct_data_uri or "", force, dry_run, mode,
-                          settings=settings)
+                          settings=settings, launcher=launcher_for(mode, s))
     return {"model_name": model_name, "champion_version": loaded.version, "reference": ref_source,
             "current": cur_source, "drift": dict(result), "reports": {k: str(v) for k, v in paths.items()},
             "mlflow_run_id": run_id, "decision": action, "drift_seconds": drift_seconds,
@@ -229,7 +231,8 @@ def format_monitor_summary(summary: dict) -> str:
     cr = d.get("churn_rate") or {}
     lines = [f"kfct monitor: {summary['model_name']} v{summary.get('champion_version')} vs {summary.get('current')}"]
     lines.append(f"  drift       share {d['drift_share']:.3f} ({d['n_drifted_features']}/{d['n_features']} features: "
-                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
+                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}"
+                 f"{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
     if d.get("churn_rate_shift") is not None:
         lines.append(f"  churn rate  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
                      f"(relative shift {d['churn_rate_shift']:.1%})")

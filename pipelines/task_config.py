@@ -39,8 +39,12 @@ SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "KFCT_S3_ACCESS_KEY
 CONFIG_KEYS = (
     "KFCT_S3_ENDPOINT", "KFCT_S3_BUCKET", "KFCT_S3_SECURE", "MLFLOW_S3_ENDPOINT_URL",
     "KFCT_MLFLOW_TRACKING_URI", "KFCT_KFP_HOST", "KFCT_KFP_NAMESPACE", "KFCT_KFP_EXPERIMENT",
-    "KFCT_AUDIT_S3_URI",
+    "KFCT_AUDIT_S3_URI", "KFCT_KSERVE_DEPLOYMENT_MODE",
 )
+# Multi-user Kubeflow: Kubeflow's PodDefault `access-ml-pipeline` (manifests/overlays/prod/
+# kfp-access.yaml) mounts a projected KFP token (audience pipelines.kubeflow.org) into pods
+# carrying this label. Only the steps that call the KFP API get it (grant_kfp_access).
+KFP_ACCESS_LABEL = ("access-ml-pipeline", "true")
 DEFAULT_RETRY_BACKOFF = "30s"
 
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("kfct_pipeline_target", default=None)
@@ -143,13 +147,30 @@ def apply_task_config(task, stage_name: str, cfg: dict | None, settings=None, gp
     return task
 
 
+def grant_kfp_access(task):
+    """Label the step's pod so Kubeflow injects the projected KFP API token (cluster builds only)."""
+    if building_for_local():
+        return task
+    from kfp import kubernetes
+
+    kubernetes.add_pod_label(task, KFP_ACCESS_LABEL[0], KFP_ACCESS_LABEL[1])
+    return task
+
+
 def attach_cluster_env(task, settings=None):
-    """Secret (keys) and ConfigMap (endpoints) as env vars, by name only."""
+    """Secret (keys) and ConfigMap (endpoints) as env vars, by name only; the image coordinates as values.
+
+    KFCT_IMAGE_REGISTRY / KFCT_IMAGE_TAG travel as plain env (they are not secrets) so a
+    step that names an image at run time (deploy: the serving image of the
+    InferenceService) names the one this pipeline was compiled against, i.e. the one CD built.
+    """
     from kfp import kubernetes
 
     from kfct.settings import get_settings
 
     s = settings or get_settings()
+    task.set_env_variable("KFCT_IMAGE_REGISTRY", s.image_registry)
+    task.set_env_variable("KFCT_IMAGE_TAG", s.image_tag)
     kubernetes.use_secret_as_env(task, secret_name=s.k8s_secret_name,
                                  secret_key_to_env={k: k for k in SECRET_KEYS})
     kubernetes.use_config_map_as_env(task, config_map_name=s.k8s_config_map,

@@ -12,7 +12,8 @@ Changed, and why:
   the prediction (kfct's own Prometheus histograms keep the timings);
 - V1 bodies that orjson rejects are parsed again with NaN/Infinity allowed, so a
   non-finite feature gets a 400 naming the field instead of "Unrecognized request format";
-- server readiness (`/v2/health/ready`) is false until every model is loaded;
+- server readiness (`/v2/health/ready`) is false until every model is loaded, and the
+  503 says why (registry or store unreachable, no model yet, ...: `kfct.serving.readiness`);
 - a body-size limit (`KFCT_MAX_REQUEST_BYTES`, 413) and 400s that name the field;
 - `GET /kfct/stats?since=T` (per-version window the local rollout reads) and
   `GET /kfct/split` (the split the server applies).
@@ -22,39 +23,46 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
 import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
 
-from kfct.serving import _kserve
+from kfct import kserve_sdk
 from kfct.serving.schemas import BadRequest, parse_json_body
 
-kserve = _kserve.load()
-
-from fastapi import FastAPI  # noqa: E402
-from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import ORJSONResponse  # noqa: E402
-from kserve.model_server import ModelServer  # noqa: E402
-from kserve.protocol.dataplane import DataPlane  # noqa: E402
-from kserve.protocol.rest.server import RESTServer  # noqa: E402
-
 log = logging.getLogger("kfct.serving")
+kserve = kserve_sdk.LazyKServe()  # imported on first use
 
-# KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x.
-warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve.model_server import ModelServer
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.server import RESTServer
+else:
+    DataPlane = RESTServer = ModelServer = object
 
 
-class KfctDataPlane(DataPlane):
+class _KfctDataPlane(DataPlane):
     async def ready(self) -> bool:
-        """Server readiness = every registered model is loaded (KServe's default is always True)."""
+        """Server readiness = every registered model is loaded (KServe's default is always True).
+        Not ready is a 503 whose body says why (`kfct.serving.readiness`)."""
         models = self.model_registry.get_models()
         if not models:
             return False
         for name in models:
             if not await self.model_registry.is_model_ready(name):
-                return False
+                raise kserve.errors.ServerNotReady(_reason(models[name]))
         return True
 
-    def decode(self, body, headers, protocol_version: str = "v1", model_name: str = None):
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        if not ready:
+            raise kserve.errors.ModelNotReady(model_name, _reason(self.model_registry.get_model(model_name)))
+        return ready
+
+    def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
         is_v1_bytes = isinstance(body, (bytes, bytearray)) and protocol_version.lower() == "v1"
         if is_v1_bytes and not any(k.startswith("ce-") for k in (headers or {})):
             try:
@@ -62,6 +70,14 @@ class KfctDataPlane(DataPlane):
             except orjson.JSONDecodeError:
                 return parse_json_body(body), {}  # NaN/Infinity allowed: the model names the field
         return super().decode(body, headers, protocol_version, model_name)
+
+
+def _reason(model) -> str | None:
+    fn = getattr(model, "not_ready_reason", None)
+    try:
+        return fn() if callable(fn) else None
+    except Exception:  # pragma: no cover - a reason must never turn a 503 into a 500
+        return None
 
 
 class BodyLimitMiddleware:
@@ -154,7 +170,7 @@ async def validation_error_handler(_request, exc: RequestValidationError):
                                                      "field": field})
 
 
-class KfctRESTServer(RESTServer):
+class _KfctRESTServer(RESTServer):
     """KServe's REST server, on our own app object and host."""
 
     def __init__(self, dataplane, model_repository_extension, host: str, port: int, max_request_bytes: int,
@@ -191,17 +207,20 @@ class KfctRESTServer(RESTServer):
                               loop="uvloop", http="httptools", timeout_keep_alive=65, lifespan="off", **kw)
 
 
-class KfctModelServer(ModelServer):
+class _KfctModelServer(ModelServer):
     """`kserve.ModelServer` configured for kfct: REST only, one worker, no per-request log lines."""
 
     def __init__(self, host: str = "127.0.0.1", http_port: int = 8080, max_request_bytes: int = 1_000_000,
                  access_log: bool = False, extra_routes=None):
+        # KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x;
+        # silenced when a server is built, not when this module is imported.
+        warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
         super().__init__(http_port=http_port, workers=1, enable_grpc=False, enable_docs_url=False,
                          enable_latency_logging=False)
-        self.dataplane = KfctDataPlane(model_registry=self.registered_models)
+        self.dataplane = __getattr__("KfctDataPlane")(model_registry=self.registered_models)
         self.host = host
         self.max_request_bytes = max_request_bytes
-        self.rest = KfctRESTServer(self.dataplane, self.model_repository_extension, host, http_port,
+        self.rest = __getattr__("KfctRESTServer")(self.dataplane, self.model_repository_extension, host, http_port,
                                    max_request_bytes, extra_routes=extra_routes, access_log=access_log)
 
     def register_models(self, models) -> None:
@@ -232,7 +251,7 @@ def add_kfct_routes(router, state_path=None):
 
         @app.get("/kfct/split")
         async def split():
-            from kfct.serving.split_state import read_state
+            from kfct.split_state import read_state
 
             st = read_state(state_path) if state_path else None
             return {"file": str(state_path) if state_path else None,
@@ -242,3 +261,17 @@ def add_kfct_routes(router, state_path=None):
                     "last_error": router.last_error}
 
     return register
+
+
+_KSERVE_CLASSES = {"KfctDataPlane": ("_KfctDataPlane", "kserve.protocol.dataplane:DataPlane"),
+                   "KfctRESTServer": ("_KfctRESTServer", "kserve.protocol.rest.server:RESTServer"),
+                   "KfctModelServer": ("_KfctModelServer", "kserve.model_server:ModelServer")}
+
+
+def __getattr__(name: str):
+    """PEP 562: the kserve-derived classes are built on first use, so importing this module
+    does not import kserve (seconds)."""
+    if name in _KSERVE_CLASSES:
+        body, base = _KSERVE_CLASSES[name]
+        return kserve_sdk.subclass(globals(), name, globals()[body], base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

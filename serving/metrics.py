@@ -8,7 +8,10 @@ Prometheus (`GET /metrics`, the KServe ModelServer's own endpoint and registry):
 - `kfct_prediction_probability{model_name, model_version}` histogram (prediction distribution)
 - `kfct_predictions_total{model_name, model_version, label}`
 - `kfct_model_info{model_name, model_version, role, sha256}` gauge, `kfct_canary_percent{model_name}`
-- `kfct_prediction_log_rows_total`, `kfct_prediction_log_dropped_total`
+- `kfct_model_ready{model_name}`, `kfct_model_load_failing{model_name, reason}` (why not ready, or why
+  the last reload failed: registry_unreachable | store_unreachable | no_model | integrity | load_failed)
+- `kfct_prediction_log_rows_total`, `kfct_prediction_log_dropped_total{reason}`,
+  `kfct_prediction_log_backlog_rows`, `kfct_prediction_log_store_up`, `kfct_prediction_log_spill_disk_full`
 
 The rollout on a cluster queries these through Prometheus. Locally it asks the
 router's `GET /kfct/stats?since=T`, computed from `VersionStats`: a bounded deque
@@ -19,12 +22,14 @@ that precisely without a Prometheus).
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from kfct.window_stats import WindowStats
 
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -45,14 +50,25 @@ class _Metrics:
         self.latency = Histogram("kfct_request_latency_seconds",
                                  "Time in the model server from decoded request to scored response",
                                  ["model_name", "model_version"], buckets=LATENCY_BUCKETS)
-        self.probability = Histogram("kfct_prediction_probability", "Predicted positive-class probability",
-                                     ["model_name", "model_version"], buckets=PROBABILITY_BUCKETS)
+        self.probability = BulkHistogram("kfct_prediction_probability", "Predicted positive-class probability",
+                                         ["model_name", "model_version"], buckets=PROBABILITY_BUCKETS)
         self.predictions = Counter("kfct_predictions", "Predictions by label", ["model_name", "model_version", "label"])
         self.model_info = Gauge("kfct_model_info", "Loaded model versions (1 = serving in this role)",
                                 ["model_name", "model_version", "role", "sha256"])
         self.canary_percent = Gauge("kfct_canary_percent", "Share of traffic routed to the canary", ["model_name"])
+        self.model_ready = Gauge("kfct_model_ready", "1 when a champion is loaded and answering", ["model_name"])
+        self.model_load_failing = Gauge("kfct_model_load_failing",
+                                        "1 on the reason the last model load / reload failed (0 after a success)",
+                                        ["model_name", "reason"])
         self.log_rows = Counter("kfct_prediction_log_rows", "Rows written to the prediction log")
-        self.log_dropped = Counter("kfct_prediction_log_dropped", "Prediction log rows dropped (queue full)")
+        self.log_dropped = Counter("kfct_prediction_log_dropped",
+                                   "Prediction log rows dropped (reason: queue_full | spill_full)", ["reason"])
+        self.log_backlog_rows = Gauge("kfct_prediction_log_backlog_rows",
+                                      "Prediction log rows waiting for the store (spilled to disk or in memory)")
+        self.log_store_up = Gauge("kfct_prediction_log_store_up",
+                                  "1 when the last prediction log write reached the store, 0 while it fails")
+        self.log_spill_disk_full = Gauge("kfct_prediction_log_spill_disk_full",
+                                         "1 while the prediction log spill directory refuses writes (disk full)")
 
 
 def prometheus() -> _Metrics:
@@ -93,12 +109,7 @@ class VersionMetrics:
         """Count one answered request; returns the number of positive labels."""
         self.request(role, protocol).inc()
         self.latency.observe(latency)
-        if len(probs) > 8:
-            observe_many(self.probability, probs)
-        else:
-            obs = self.probability.observe
-            for p in probs:
-                obs(p)
+        self.probability.observe_many(probs)
         pos = int(labels.sum()) if len(labels) > 1 else int(labels[0])
         if pos:
             self.positive.inc(pos)
@@ -107,66 +118,90 @@ class VersionMetrics:
         return pos
 
 
-def observe_many(hist_child, values) -> None:
-    """Histogram.observe for many values at once: one bucket increment per bucket, not per value.
+class BulkHistogram:
+    """A labelled Prometheus histogram that takes a whole request's values in one call.
 
-    Uses the histogram child's bucket list (prometheus_client 0.26, pinned); falls back
-    to observing one by one if that layout ever changes.
+    prometheus_client's `Histogram` observes one value at a time (a lock and a bucket
+    search per value, 256 per batch request) and has no public bulk call; writing into its
+    private bucket fields would break on any upgrade. This collector keeps the counts
+    itself (numpy, one `bincount` per request) and is exported through prometheus_client's
+    public custom-collector API, with exactly the series a `Histogram` would have
+    (`_bucket{le}`, `_count`, `_sum`; no `_created`).
     """
-    bounds = getattr(hist_child, "_upper_bounds", None)
-    buckets = getattr(hist_child, "_buckets", None)
-    total = getattr(hist_child, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for v in values:
-            hist_child.observe(v)
-        return
-    arr = np.asarray(values, dtype=np.float64)
-    idx = np.searchsorted(np.asarray(bounds, dtype=np.float64), arr, side="left")  # first bound >= value
-    counts = np.bincount(idx, minlength=len(bounds))
-    for i in np.flatnonzero(counts[: len(bounds)]).tolist():
-        buckets[i].inc(int(counts[i]))
-    total.inc(float(arr.sum()))
+
+    def __init__(self, name: str, documentation: str, labelnames, buckets, registry=None):
+        from prometheus_client import REGISTRY
+
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.bounds = [float(b) for b in buckets if float(b) != float("inf")] + [float("inf")]
+        self._children: dict[tuple[str, ...], BulkHistogramChild] = {}
+        self._lock = threading.Lock()
+        (REGISTRY if registry is None else registry).register(self)
+
+    def labels(self, *values: str) -> "BulkHistogramChild":
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name}: {len(self.labelnames)} label values expected, got {len(key)}")
+        with self._lock:
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = BulkHistogramChild(self.bounds)
+        return child
+
+    def describe(self):
+        from prometheus_client.core import HistogramMetricFamily
+
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self):
+        from prometheus_client.core import HistogramMetricFamily
+        from prometheus_client.utils import floatToGoString
+
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            children = list(self._children.items())
+        for key, child in children:
+            counts, total = child.snapshot()
+            cumulative = np.cumsum(counts).tolist()
+            family.add_metric(list(key), [(floatToGoString(b), float(c)) for b, c in zip(self.bounds, cumulative)],
+                              sum_value=total)
+        yield family
 
 
-@dataclass
-class WindowStats:
-    """One version over a time window: what the rollout compares."""
+class BulkHistogramChild:
+    """One label set of a `BulkHistogram`: per-bucket counts and the sum, under a lock."""
 
-    version: str
-    requests: int = 0
-    instances: int = 0
-    client_errors: int = 0
-    server_errors: int = 0
-    positives: int = 0
-    mean_probability: float = 0.0
-    p50_latency_s: float = 0.0
-    p99_latency_s: float = 0.0
+    def __init__(self, bounds: list[float]):
+        self._bounds = bounds
+        self._np_bounds = np.asarray(bounds, dtype=np.float64)
+        self._counts = np.zeros(len(bounds), dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()
 
-    @property
-    def errors(self) -> int:
-        return self.client_errors + self.server_errors
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self._bounds, float(value))  # first bound >= value (Prometheus' `le`)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += float(value)
 
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+    def observe_many(self, values) -> None:
+        """`observe` for every value, in one bucket pass (a 1- or 2-row request takes `observe`)."""
+        if len(values) <= 2:
+            for v in values:
+                self.observe(v)
+            return
+        arr = np.asarray(values, dtype=np.float64)
+        counts = np.bincount(np.searchsorted(self._np_bounds, arr, side="left"), minlength=len(self._bounds))
+        total = float(arr.sum())
+        with self._lock:
+            self._counts += counts[: len(self._bounds)]
+            self._sum += total
 
-    @property
-    def positive_rate(self) -> float:
-        return self.positives / self.instances if self.instances else 0.0
-
-    def summary(self) -> dict:
-        return {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
-                "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.update(error_rate=self.error_rate, positive_rate=self.positive_rate)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "WindowStats":
-        keys = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in keys})
+    def snapshot(self) -> tuple[np.ndarray, float]:
+        with self._lock:
+            return self._counts.copy(), self._sum
 
 
 # event kinds

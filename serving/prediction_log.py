@@ -3,61 +3,54 @@
 The request path only appends a tuple to a bounded queue (about a microsecond); a
 background thread turns batches into parquet files every `flush_seconds` or
 `flush_rows`, so logging never adds latency. A full queue drops rows and counts
-them (`kfct_prediction_log_dropped_total`) rather than slowing requests down.
+them (`kfct_prediction_log_dropped_total{reason="queue_full"}`) rather than slowing
+requests down. A batch the store does not take (MinIO away, a full disk) waits in a
+bounded backlog on local disk and is retried with backoff, in order, under the same
+object key (`kfct.serving.predlog_spill`): nothing is lost unless that backlog is full.
 
-Layout (local folder `<KFCT_HOME>/predictions/`, or the same keys under
-`s3://<bucket>/predictions/` when `KFCT_S3_ENDPOINT` is set)::
-
-    predictions/date=2025-01-31/part-<first_ms>-<last_ms>-<pid>-<seq>.parquet
-
-Columns: ts (UTC timestamp), request_id, model_name, model_version, role
-(champion | canary | shadow), customer_id, probability, label, threshold, then one
-column per input feature. `read_prediction_log(since=...)` is what drift
-monitoring reads; file names carry their time range so old files are skipped
-without opening them.
+The layout (folders, file names, columns) and the reader that drift monitoring uses
+live in the library layer, `kfct.prediction_log`; this module is the writer.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import queue
-import re
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from kfct.prediction_log import PREFIX, default_root
+from kfct.prediction_log import use_s3 as _use_s3
+from kfct.serving.predlog_spill import Segment, SpillBuffer, segment_name
+
 log = logging.getLogger("kfct.serving.predlog")
-
-PREFIX = "predictions"
-META_COLUMNS = ["ts", "request_id", "model_name", "model_version", "role", "customer_id",
-                "probability", "label", "threshold"]
-_PART = re.compile(r"part-(\d+)-(\d+)-")
-
-
-def default_root(settings=None) -> Path:
-    from kfct.settings import get_settings
-
-    s = settings or get_settings()
-    return Path(s.home) / PREFIX
-
-
-def _use_s3(settings=None) -> bool:
-    from kfct.settings import get_settings
-
-    return bool((settings or get_settings()).s3_endpoint)
 
 
 class PredictionLogger:
-    """Queue + writer thread. `log()` is the only call on the request path."""
+    """Queue + two background threads. `log()` is the only call on the request path.
+
+    - the collector turns queued requests into parquet batches every `flush_seconds` or
+      `flush_rows` and appends them to the backlog (`SpillBuffer`); it never waits on the
+      network, so a hanging store cannot back the queue up into the request path;
+    - the shipper writes the backlog to the store oldest first, one batch at a time; a
+      failure moves the backlog to the spill directory and retries with exponential backoff
+      (`retry_seconds` doubling up to `max_retry_seconds`) until the store is back.
+
+    Only a full backlog (`spill_max_rows`, default `KFCT_PREDICTION_LOG_SPILL_ROWS`) drops
+    a batch: counted in `kfct_prediction_log_dropped_total{reason="spill_full"}` and logged
+    once per episode. `close()` (SIGTERM) leaves what it could not upload on disk; the next
+    logger started with the same spill directory uploads it first.
+    """
 
     def __init__(self, root: str | Path | None = None, id_column: str = "customer_id", s3: bool | None = None,
                  flush_seconds: float = 5.0, flush_rows: int = 50_000, max_queue: int = 200_000,
-                 settings=None):
+                 settings=None, spill_dir: str | Path | None = None, spill_max_rows: int | None = None,
+                 retry_seconds: float = 0.5, max_retry_seconds: float = 30.0):
+        import uuid
+
         from kfct.settings import get_settings
 
         self.settings = settings or get_settings()
@@ -66,6 +59,9 @@ class PredictionLogger:
         self.id_column = id_column
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
+        self.retry_seconds = retry_seconds
+        self.max_retry_seconds = max_retry_seconds
+        self.writer_id = uuid.uuid4().hex[:12]  # with the sequence: a key no other batch ever gets
         self._q: queue.Queue = queue.Queue(maxsize=max_queue)
         self._seq = 0
         self.rows_written = 0
@@ -73,13 +69,34 @@ class PredictionLogger:
         self.dropped = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.store_ok = True
+        self._dropping = 0  # rows dropped in the current spill-full episode (0: not dropping)
+        # Locally the log folder is the store and the disk the risk: the backlog stays in memory.
+        if self.s3:
+            spill = Path(spill_dir) if spill_dir is not None else self.settings.prediction_log_spill_dir \
+                or Path(self.settings.home) / "predictions-spill"
+        else:
+            spill = None
+        rows = spill_max_rows if spill_max_rows is not None else self.settings.prediction_log_spill_rows
+        self.backlog = SpillBuffer(spill, rows)
+        recovered = self.backlog.load()
+        if recovered:
+            log.warning("prediction log: %d rows left by a previous run in %s, uploading them first", recovered,
+                        spill)
+        self._s3_client = None
+        self._cv = threading.Condition()
         self._flush_req = threading.Event()
-        self._flushed = threading.Condition()
         self._flush_gen = 0
         self._done_gen = 0
+        self._made_seq = 0  # last batch the collector finished for a flush generation
         self._stop = threading.Event()
+        self._stop_ship = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kfct-prediction-log", daemon=True)
+        self._shipper = threading.Thread(target=self._ship, name="kfct-prediction-log-upload", daemon=True)
         self._thread.start()
+        self._shipper.start()
+        self._publish()
 
     # -- request path --------------------------------------------------------------------
     def log(self, ts: float, request_id: str | None, model_name: str, version: str, role: str,
@@ -90,34 +107,47 @@ class PredictionLogger:
                                 threshold))
         except queue.Full:
             self.dropped += len(records)
-            try:
-                from kfct.serving.metrics import prometheus
-
-                prometheus().log_dropped.inc(len(records))
-            except Exception:  # pragma: no cover
-                pass
+            _metric(lambda m: m.log_dropped.labels("queue_full").inc(len(records)))
 
     # -- control -------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
-        """Write everything queued so far; True when done within `timeout`."""
-        with self._flushed:
+        """Write everything queued so far to the store; True when it got there within `timeout`."""
+        with self._cv:
             self._flush_gen += 1
             target = self._flush_gen
         self._flush_req.set()
         deadline = time.monotonic() + timeout
-        with self._flushed:
+        with self._cv:
             while self._done_gen < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
                     return False
-                self._flushed.wait(left)
+                self._cv.wait(left)
+            upto = self._made_seq
+        with self._cv:
+            while self.backlog.holds_upto(upto):
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._shipper.is_alive():
+                    return False
+                self._wake.set()  # a flush is a reason to try the store now, backoff or not
+                self._cv.wait(min(left, 0.5))
         return True
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop: batch what is queued, upload what the store takes within `timeout`, keep the rest
+        on disk for the next start (SIGTERM path: Kubernetes gives a pod about 30 s)."""
         self.flush(timeout)
         self._stop.set()
         self._flush_req.set()
         self._thread.join(timeout)
+        self._stop_ship.set()
+        self._wake.set()
+        self._shipper.join(min(timeout, 5.0))
+        left = self.backlog.persist()
+        if len(self.backlog):
+            where = self.backlog.directory or "memory"
+            log.warning("prediction log: %d rows not uploaded at shutdown, kept in %s%s", self.backlog.rows, where,
+                        f" ({left} rows could not be written there and are lost)" if left else "")
 
     @property
     def queued(self) -> int:
@@ -126,21 +156,25 @@ class PredictionLogger:
     def status(self) -> dict:
         return {"target": self._target(), "queued": self.queued, "rows_written": self.rows_written,
                 "files_written": self.files_written, "dropped": self.dropped, "errors": self.errors,
-                "last_error": self.last_error}
+                "last_error": self.last_error, "store_ok": self.store_ok, "backlog_rows": self.backlog.rows,
+                "backlog_files": len(self.backlog), "spill_dir": str(self.backlog.directory or ""),
+                "spill_disk_full": self.backlog.disk_full}
 
     def _target(self) -> str:
         if self.s3:
             return f"s3://{self.settings.s3_bucket}/{PREFIX}/"
         return str(self.root)
 
-    # -- writer thread -------------------------------------------------------------------
+    # -- collector thread ----------------------------------------------------------------
     def _run(self) -> None:
         pending: list = []
         pending_rows = 0
         last = time.monotonic()
+        full = False
         while True:
-            self._flush_req.wait(timeout=min(0.25, self.flush_seconds))
-            with self._flushed:
+            if not full:  # a full batch was cut: go on at once, the queue has more
+                self._flush_req.wait(timeout=min(0.25, self.flush_seconds))
+            with self._cv:
                 gen = self._flush_gen
             forced = self._flush_req.is_set()
             self._flush_req.clear()
@@ -151,58 +185,140 @@ class PredictionLogger:
                     break
                 pending.append(item)
                 pending_rows += len(item[5])
+                if pending_rows >= self.flush_rows:  # bounded batches: bounded memory and encode time
+                    break
+            full = pending_rows >= self.flush_rows
             due = forced or pending_rows >= self.flush_rows or time.monotonic() - last >= self.flush_seconds
             if pending and due:
                 try:
-                    self._write(pending)
-                except Exception as exc:  # never take the server down; keep the error visible
+                    self._batch(pending)
+                except Exception as exc:  # a batch that cannot even be encoded: say so, keep going
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("prediction log write failed (%d rows lost): %s", pending_rows, self.last_error)
+                    log.error("prediction log batch of %d rows not encoded: %s", pending_rows, self.last_error)
                 pending, pending_rows = [], 0
                 last = time.monotonic()
             elif not pending:
                 last = time.monotonic()
-            if forced:
-                with self._flushed:
+            if forced and full:
+                self._flush_req.set()  # the flush is not done until the queue is drained
+            elif forced:
+                with self._cv:
+                    self._made_seq = self._seq
                     self._done_gen = max(self._done_gen, gen)
-                    self._flushed.notify_all()
+                    self._cv.notify_all()
             if self._stop.is_set() and self._q.empty() and not pending:
                 return
 
-    def _write(self, items: list) -> None:
+    def _batch(self, items: list) -> None:
         table = build_table(items, self.id_column)
         if table.num_rows == 0:
             return
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         first_ms = int(min(it[0] for it in items) * 1000)
         last_ms = int(max(it[0] for it in items) * 1000)
-        day = dt.datetime.fromtimestamp(first_ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
         self._seq += 1
-        name = f"part-{first_ms}-{last_ms}-{os.getpid()}-{self._seq:06d}.parquet"
-        rel = f"date={day}/{name}"
+        seg = Segment(segment_name(first_ms, last_ms, self.writer_id, self._seq), table.num_rows,
+                      data=sink.getvalue().to_pybytes(), seq=self._seq)
+        # Straight to disk when the shipper is behind or the store is away: a restart keeps it.
+        behind = len(self.backlog) > 0 or not self.store_ok
+        if self.backlog.add(seg, to_disk=behind):
+            if self._dropping:
+                log.warning("prediction log: backlog has room again after dropping %d rows", self._dropping)
+                self._dropping = 0
+        else:
+            self.dropped += seg.rows
+            if not self._dropping:
+                log.error("prediction log backlog full (%d rows waiting for %s, limit %d): dropping rows until "
+                          "the store takes some (counted in kfct_prediction_log_dropped_total)",
+                          self.backlog.rows, self._target(), self.backlog.max_rows)
+            self._dropping += seg.rows
+            _metric(lambda m: m.log_dropped.labels("spill_full").inc(seg.rows))
+        self._wake.set()
+        self._publish()
+
+    # -- shipper thread ------------------------------------------------------------------
+    def _ship(self) -> None:
+        delay = 0.0
+        while True:
+            if delay:
+                self._wake.wait(delay)
+            else:
+                self._wake.wait(0.25)
+            self._wake.clear()
+            while not (self._stop_ship.is_set() and self.backlog.oldest() is None):
+                seg = self.backlog.oldest()
+                if seg is None:
+                    break
+                try:
+                    self._write(seg)
+                except Exception as exc:
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    if self.store_ok:  # one line per outage, not one per retry
+                        log.error("prediction log write failed, %d rows kept in %s and retried: %s",
+                                  self.backlog.rows, self.backlog.directory or "memory", self.last_error)
+                    self.store_ok = False
+                    self.backlog.spill_memory()
+                    self._publish()
+                    delay = min(self.max_retry_seconds, max(self.retry_seconds, delay * 2))
+                    break
+                if not self.store_ok:
+                    log.warning("prediction log store %s is back, uploading %d waiting rows", self._target(),
+                                self.backlog.rows)
+                self.store_ok = True
+                delay = 0.0
+                self.backlog.remove(seg)
+                with self._cv:
+                    self._cv.notify_all()
+                self._publish()
+                if self._stop_ship.is_set() and delay:
+                    break
+            if self._stop_ship.is_set():
+                return
+
+    def _write(self, seg: Segment) -> None:
         if self.s3:
             from kfct import s3
 
-            with tempfile.TemporaryDirectory() as tmp:
-                local = Path(tmp) / name
-                pq.write_table(table, local)
-                s3.upload(local, f"s3://{self.settings.s3_bucket}/{PREFIX}/{rel}", settings=self.settings)
+            if self._s3_client is None:
+                self._s3_client = s3.client(self.settings)
+            s3.put_bytes(seg.payload(), f"s3://{self.settings.s3_bucket}/{PREFIX}/{seg.rel}",
+                         settings=self.settings, client_=self._s3_client)
         else:
-            dest = self.root / rel
+            dest = self.root / seg.rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".parquet.tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, dest)  # readers never see half a file
-        self.rows_written += table.num_rows
+            tmp = dest.with_name(dest.name + ".tmp")
+            try:
+                tmp.write_bytes(seg.payload())
+                os.replace(tmp, dest)  # readers never see half a file
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
+        self.rows_written += seg.rows
         self.files_written += 1
-        try:
-            from kfct.serving.metrics import prometheus
+        _metric(lambda m: m.log_rows.inc(seg.rows))
 
-            prometheus().log_rows.inc(table.num_rows)
-        except Exception:  # pragma: no cover
-            pass
+    def _publish(self) -> None:
+        def set_(m):
+            m.log_backlog_rows.set(self.backlog.rows)
+            m.log_store_up.set(1 if self.store_ok else 0)
+            m.log_spill_disk_full.set(1 if self.backlog.disk_full else 0)
+
+        _metric(set_)
+
+
+def _metric(fn) -> None:
+    try:
+        from kfct.serving.metrics import prometheus
+
+        fn(prometheus())
+    except Exception:  # pragma: no cover - metrics never break logging
+        pass
 
 
 def build_table(items: list, id_column: str = "customer_id"):
@@ -253,84 +369,3 @@ def build_table(items: list, id_column: str = "customer_id"):
         else:
             cols[f] = pa.array([None if v is None else float(v) for v in vals], type=pa.float64())
     return pa.table(cols)
-
-
-def _part_range(name: str) -> tuple[int, int] | None:
-    m = _PART.search(name)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _since_seconds(since) -> float | None:
-    if since is None:
-        return None
-    if isinstance(since, (int, float)):
-        return float(since)
-    import pandas as pd
-
-    ts = pd.Timestamp(since)
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return ts.timestamp()
-
-
-def read_prediction_log(since=None, root: str | Path | None = None, s3: bool | None = None,
-                        settings=None, model_name: str | None = None):
-    """All logged predictions with `ts >= since` (epoch seconds, datetime or ISO string) as a DataFrame.
-
-    Reads the local folder, or the S3 prefix when `KFCT_S3_ENDPOINT` is set (or `s3=True`).
-    An empty log gives an empty DataFrame with the metadata columns.
-    """
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    from kfct.settings import get_settings
-
-    s = settings or get_settings()
-    use_s3 = _use_s3(s) if s3 is None else s3
-    since_s = _since_seconds(since)
-    since_ms = None if since_s is None else int(since_s * 1000)
-    frames = []
-    tmpdir = None
-    try:
-        if use_s3:
-            paths, tmpdir = _s3_fetch(s, since_ms)
-        else:
-            base = Path(root) if root is not None else default_root(s)
-            paths = sorted(base.glob("date=*/part-*.parquet")) if base.exists() else []
-            if since_ms is not None:
-                paths = [p for p in paths if (_part_range(p.name) or (0, 1 << 62))[1] >= since_ms]
-        for p in paths:
-            frames.append(pq.read_table(p).to_pandas())
-    finally:
-        if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in META_COLUMNS})
-    df = pd.concat(frames, ignore_index=True, sort=False)
-    if since_s is not None:
-        df = df[df["ts"] >= pd.Timestamp(since_s, unit="s", tz="UTC")]
-    if model_name is not None:
-        df = df[df["model_name"] == model_name]
-    return df.sort_values("ts", kind="stable").reset_index(drop=True)
-
-
-def _s3_fetch(s, since_ms):
-    from kfct import s3
-    from kfct.errors import DataSourceError
-
-    tmp = tempfile.mkdtemp(prefix="kfct-predlog-")
-    paths = []
-    try:
-        objs = list(s3.client(s).list_objects(s.s3_bucket, prefix=f"{PREFIX}/", recursive=True))
-    except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataSourceError(f"cannot list s3://{s.s3_bucket}/{PREFIX}/: {exc}") from exc
-    for o in objs:
-        name = o.object_name.rsplit("/", 1)[-1]
-        rng = _part_range(name)
-        if not name.endswith(".parquet") or (since_ms is not None and rng and rng[1] < since_ms):
-            continue
-        dest = Path(tmp) / o.object_name.replace("/", "_")
-        s3.download(f"s3://{s.s3_bucket}/{o.object_name}", dest, settings=s)
-        paths.append(dest)
-    return sorted(paths), tmp

@@ -24,15 +24,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfct.model import FeatureError
-from kfct.serving import _kserve
+from kfct import kserve_sdk
+from kfct.errors import FeatureError
 from kfct.serving.schemas import BadRequest, v1_records, v2_records
 
-kserve = _kserve.load()
+kserve = kserve_sdk.LazyKServe()
+
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve import Model as _KServeModel
+else:
+    _KServeModel = object
 
 log = logging.getLogger("kfct.serving")
 
@@ -141,7 +146,7 @@ def _fetch_dir(model_name: str, path: Path, version: str | None, expected: str |
     return _prepare(model, model_name, version or "local", digest, "", id_column, {}, fast)
 
 
-class ChurnPredictor(kserve.Model):
+class _ChurnPredictor(_KServeModel):
     """One model version behind KServe's V1/V2 endpoints (the router holds one or two of these)."""
 
     def __init__(self, name: str, model_name: str | None = None, alias: str | None = "champion",
@@ -327,3 +332,15 @@ def v2_response(name: str, request, groups: list, n: int):
         model_version=distinct.pop() if len(distinct) == 1 else "mixed",
         infer_outputs=outputs,
     )
+
+
+_KSERVE_CLASSES = {"ChurnPredictor": ("_ChurnPredictor", "kserve:Model")}
+
+
+def __getattr__(name: str):
+    """PEP 562: the kserve-derived `ChurnPredictor` is built on first use, so importing this
+    module does not import kserve (seconds)."""
+    if name in _KSERVE_CLASSES:
+        body, base = _KSERVE_CLASSES[name]
+        return kserve_sdk.subclass(globals(), name, globals()[body], base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ version that produced it. Without ids, whole requests are split at random.
 Shadow mode: the champion answers everything; the challenger scores the same
 records on a background thread, and both go to metrics and the prediction log.
 
-The split comes from `kfct.serving.split_state` (a JSON file the deploy stage and
+The split comes from `kfct.split_state` (a JSON file the deploy stage and
 `kfct rollout` write). A watcher thread loads new versions off the request path
 and swaps them in; a version that fails to load leaves the current routing alone.
 """
@@ -25,16 +25,26 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kfct.serving import _kserve
+from kfct import kserve_sdk
+from kfct.serving import predictor as predictor_module
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
-from kfct.serving.predictor import ChurnPredictor, fetch_version, score_loaded, v1_response, v2_response
+from kfct.serving.predictor import fetch_version, score_loaded, v1_response, v2_response
 from kfct.serving.schemas import BadRequest, v1_records, v2_records
-from kfct.serving.split_state import SplitState, SplitStateError, read_state
+from kfct.split_state import SplitState, SplitStateError, read_state
 
-kserve = _kserve.load()
+if TYPE_CHECKING:
+    from kfct.serving.predictor import ChurnPredictor
+
+kserve = kserve_sdk.LazyKServe()
+
+if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+    from kserve import Model as _KServeModel
+else:
+    _KServeModel = object
 log = logging.getLogger("kfct.serving.router")
 
 BUCKETS = 10_000
@@ -73,7 +83,7 @@ class _Job:
         self.request_id = request_id
 
 
-class ChurnRouter(kserve.Model):
+class _ChurnRouter(_KServeModel):
     """KServe model that routes to a champion and an optional canary/shadow predictor."""
 
     def __init__(self, name: str, champion: ChurnPredictor, id_column: str | None = "customer_id",
@@ -93,6 +103,7 @@ class ChurnRouter(kserve.Model):
         self.applied_generation = 0
         self.failed_generation = 0
         self.last_error: str | None = None
+        self.next_retry = 0.0  # monotonic time of the watcher's next load attempt (0: none planned)
         self._apply_lock = threading.Lock()
         self._info_labels: list = []
         from kserve.metrics import PREDICT_HIST_TIME, get_labels
@@ -112,6 +123,28 @@ class ChurnRouter(kserve.Model):
         champ = self._route.champion
         return bool(champ is not None and champ.current is not None)
 
+    @property
+    def load_error(self) -> str | None:
+        """Why the last load / apply failed (None once one succeeded)."""
+        champ = self._route.champion
+        return self.last_error or (champ.last_error if champ is not None else None)
+
+    def not_ready_reason(self) -> str | None:
+        """None when serving; else one line: reason code, the loader's error, when it retries."""
+        champ = self._route.champion
+        if champ is not None and champ.current is not None:
+            return None
+        from kfct.serving.readiness import describe
+
+        retry_in = max(0.0, self.next_retry - time.monotonic()) if self.next_retry else None
+        return describe(self.load_error, retry_in)
+
+    def publish_readiness(self) -> None:
+        from kfct.serving.readiness import publish
+
+        champ = self._route.champion
+        publish(self.name, bool(champ is not None and champ.current is not None), self.load_error)
+
     def _set_route(self, route: Route) -> None:
         self._route = route
         self.ready = bool(route.champion is not None and route.champion.current is not None)
@@ -119,6 +152,7 @@ class ChurnRouter(kserve.Model):
             if p is not None and p.current is not None:
                 self._ensure_version(p.current.version)
         self._publish()
+        self.publish_readiness()
 
     def _publish(self) -> None:
         r = self._route
@@ -209,7 +243,7 @@ class ChurnRouter(kserve.Model):
                     f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
             results.append((role, idx, s, recs))
         latency = time.perf_counter() - job.t0
-        for role, idx, s, recs in results:
+        for role, _idx, s, recs in results:
             ver = s.version
             if ver not in self._metrics:
                 self._ensure_version(ver)
@@ -351,10 +385,11 @@ class ChurnRouter(kserve.Model):
                 self.failed_generation = state.generation
                 self.last_error = f"generation {state.generation}: {type(exc).__name__}: {exc}"
                 log.error("split state for %s not applied, routing unchanged: %s", self.name, self.last_error)
+                self.publish_readiness()
                 return False
+            self.last_error = None
             self._set_route(route)
             self.applied_generation = state.generation
-            self.last_error = None
             log.info("model %s: champion v%s, canary %s (%s %.1f%%), generation %d", self.name,
                      route.champion.loaded_version if route.champion else None,
                      f"v{route.canary.loaded_version}" if route.canary else "none", route.mode, route.percent,
@@ -367,7 +402,7 @@ class ChurnRouter(kserve.Model):
             if p is not None and p.current is not None and p.current.version == str(version):
                 return p
         base = self._route.champion
-        p = ChurnPredictor(self.name, model_name=base.model_name if base else self.name, alias=None,
+        p = predictor_module.ChurnPredictor(self.name, model_name=base.model_name if base else self.name, alias=None,
                            version=str(version), id_column=self.id_column, fast=base.fast if base else True)
         p.install(fetch_version(p.model_name, version=str(version), id_column=self.id_column, fast=p.fast))
         return p
@@ -400,8 +435,9 @@ class ChurnRouter(kserve.Model):
 class SplitWatcher:
     """Polls the split file; applies changes and retries loading until a champion is ready."""
 
-    def __init__(self, router: ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
-                 retry_seconds: float = 2.0, follow_aliases: bool = False, alias_poll_seconds: float = 5.0):
+    def __init__(self, router: _ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
+                 retry_seconds: float = 2.0, max_retry_seconds: float = 30.0, follow_aliases: bool = False,
+                 alias_poll_seconds: float = 5.0):
         self.router = router
         self.path = Path(path)
         self.poll_seconds = poll_seconds
@@ -411,6 +447,12 @@ class SplitWatcher:
         self.alias_poll_seconds = alias_poll_seconds
         self._aliases: dict[str, str] | None = None
         self._aliases_at = 0.0
+        # A failed load (MLflow / MinIO away) is retried after retry_seconds, doubling up to
+        # max_retry_seconds; also when a model already serves (a reload that failed is not
+        # forgotten: the new split is applied once the dependency is back).
+        self.max_retry_seconds = max_retry_seconds
+        self._backoff = retry_seconds
+        self._failing = False
         self._stop = threading.Event()
         self._seen: tuple | None = None
         self._last_try = 0.0
@@ -435,7 +477,7 @@ class SplitWatcher:
         # Writers move aliases before they write the file: a changed file means fresh aliases too.
         aliases_changed = self._poll_aliases(force=sig != self._seen)
         changed = sig != self._seen or aliases_changed
-        retry_due = not_ready and time.monotonic() - self._last_try >= self.retry_seconds
+        retry_due = (not_ready or self._failing) and time.monotonic() - self._last_try >= self._backoff
         if not changed and not retry_due:
             return False
         self._last_try = time.monotonic()
@@ -451,8 +493,14 @@ class SplitWatcher:
             state.generation = self.router.applied_generation
         state = self._converge(state)
         ok = self.router.apply_state(state)
-        if ok or not not_ready:
-            self._seen = sig
+        self._seen = sig
+        if ok:
+            self._failing, self._backoff, self.router.next_retry = False, self.retry_seconds, 0.0
+        else:
+            if self._failing:
+                self._backoff = min(self.max_retry_seconds, self._backoff * 2)
+            self._failing = True
+            self.router.next_retry = self._last_try + self._backoff
         return ok
 
     def _poll_aliases(self, force: bool = False) -> bool:
@@ -496,3 +544,15 @@ class SplitWatcher:
             except Exception:  # pragma: no cover - the watcher must survive anything
                 log.exception("split watcher error")
             self._stop.wait(self.poll_seconds)
+
+
+_KSERVE_CLASSES = {"ChurnRouter": ("_ChurnRouter", "kserve:Model")}
+
+
+def __getattr__(name: str):
+    """PEP 562: the kserve-derived `ChurnRouter` is built on first use, so importing this
+    module does not import kserve (seconds)."""
+    if name in _KSERVE_CLASSES:
+        body, base = _KSERVE_CLASSES[name]
+        return kserve_sdk.subclass(globals(), name, globals()[body], base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

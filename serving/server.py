@@ -7,7 +7,7 @@
 One KServe ModelServer serves one model name through a `ChurnRouter`: the champion
 (alias or version from the registry, or a local MLflow model folder with its sha256)
 and, when the split state says so, a canary or shadow challenger. The split state
-file (`kfct.serving.split_state`) is written at start-up when a canary is given on the
+file (`kfct.split_state`) is written at start-up when a canary is given on the
 command line and watched afterwards, so `kfct rollout` and the deploy stage can move
 traffic of a running server.
 """
@@ -111,7 +111,7 @@ def build(opts: ServerOptions):
     from kfct.serving.predictor import ChurnPredictor
     from kfct.serving.prediction_log import PredictionLogger
     from kfct.serving.router import ChurnRouter, SplitWatcher
-    from kfct.serving.split_state import SplitState, read_state, state_path, write_state
+    from kfct.split_state import SplitState, read_state, state_path, write_state
 
     settings = get_settings()
     cfg = load_config()
@@ -269,12 +269,20 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
-    import os
+    """Command-line arguments -> options; a bad canary argument is a one-line `KfctError`
+    (the one check for both `kfct serve` and `python -m kfct.serving`)."""
+    from kfct.errors import KfctError
+    from kfct.settings import get_settings
 
-    sha = args.model_sha256 or os.environ.get("KFCT_MODEL_SHA256")
+    if args.canary_percent is not None and not 0 <= args.canary_percent <= 100:
+        raise KfctError(f"--canary-percent must be within 0..100, got {args.canary_percent:g}")
+    if (args.canary_percent is not None or args.shadow) and not args.canary_version:
+        raise KfctError("--canary-percent and --shadow need --canary-version")
+    s = get_settings()
+    sha = args.model_sha256 or s.model_sha256
     version = args.version
-    if args.model_dir and not version:  # InferenceService: the deploy stage sets these env vars
-        version = os.environ.get("KFCT_MODEL_VERSION")
+    if args.model_dir and not version:  # InferenceService: the deploy stage sets KFCT_MODEL_VERSION
+        version = s.model_version
     return ServerOptions(model_name=args.model_name, alias=args.alias, version=version,
                          model_dir=args.model_dir, model_sha256=sha, host=args.host, port=args.port,
                          canary_version=args.canary_version, canary_percent=args.canary_percent,
@@ -283,9 +291,13 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kfct.errors import KfctError
+
     args = parser().parse_args(argv)
-    if args.canary_percent is not None and not 0 <= args.canary_percent <= 100:
-        print("error: --canary-percent must be within 0..100", file=sys.stderr)
+    try:
+        opts = options_from_args(args)
+    except KfctError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(options_from_args(args))
+    return serve(opts)

@@ -1,9 +1,14 @@
-"""`kfct compile|submit|schedule|images`: the cluster side of kfct.
+"""`kfct compile|submit|schedule|images|manifests`: the cluster side of kfct.
 
 - `compile`: pipelines -> build/*.yaml (type checked), what the Kubeflow UI uploads.
-- `submit`: compile, upload (new version if the pipeline exists), start a run, print its URL.
-- `schedule`: compile, upload, create a recurring run (default monthly); `--list`, `--delete ID`.
-- `images`: build (and with `--push`, push) the component, GPU-training and serving images.
+- `submit`: compile, upload (a new version unless one holds the same package), start a run, print its URL.
+- `schedule`: compile, upload, create a recurring run (`--pipeline ct|monitoring|batch`, each with
+  its own default cadence); unique by name (`--replace` swaps one); `--list`, `--delete ID`.
+- `images`: build (and with `--push`, push) the component, GPU-training and serving images;
+  `--set-kustomize DIR` points a kustomization's `images:` at the same names and tag, so
+  settings (KFCT_IMAGE_REGISTRY / KFCT_IMAGE_TAG) are the one source of image names for the
+  compiled IR, the overlays, the ServingRuntime and CD.
+- `manifests check FILE...`: rendered manifests against the Kubernetes / KServe schemas.
 
 Parsers only here; kfp, the compiler and docker are touched inside the handlers.
 """
@@ -22,15 +27,35 @@ def _compile(args) -> int:
     return 0
 
 
+PIPELINES = ("ct", "monitoring", "batch")
+
+
 def _package(args) -> str:
-    """The package to send: --package as given, else a fresh compile of the CT pipeline."""
+    """The package to send: --package as given, else a fresh compile of the chosen pipeline."""
     if getattr(args, "package", None):
         return args.package
-    from kfct.pipelines.compile import compile_ct
+    from kfct.pipelines import compile as comp
 
-    path = compile_ct(out_dir=args.out, gpu=args.gpu)
+    which = getattr(args, "pipeline", "ct") or "ct"
+    if which == "monitoring":
+        path = comp.compile_monitoring(out_dir=args.out)
+    elif which == "batch":
+        path = comp.compile_batch(out_dir=args.out)
+    else:
+        path = comp.compile_ct(out_dir=args.out, gpu=args.gpu)
     print(f"compiled {path}")
     return str(path)
+
+
+def _default_cron(which: str) -> str:
+    """Monthly CT and batch scoring (the case study), weekly monitoring."""
+    if which == "monitoring":
+        from kfct.pipelines.monitoring import DEFAULT_CRON
+    elif which == "batch":
+        from kfct.pipelines.batch_scoring import DEFAULT_CRON
+    else:
+        from kfct.pipelines.kfp_client import DEFAULT_CRON
+    return DEFAULT_CRON
 
 
 def _params(args, package: str) -> dict:
@@ -41,14 +66,17 @@ def _params(args, package: str) -> dict:
     from kfct.pipelines.kfp_client import parse_param_args, read_package
 
     params: dict = parse_param_args(args.param)
+    declared = ((read_package(package).get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
     if getattr(args, "data_uri", None):
         scheme = urlparse(args.data_uri).scheme
         if scheme not in ("s3", "generate"):
             raise DataSourceError(
                 f"data URI {args.data_uri!r} is a local path the cluster cannot read: "
                 f"upload it first with `kfct data push {args.data_uri}` and pass the s3:// URI it prints")
-        params["data_uri"] = args.data_uri
-    declared = ((read_package(package).get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+        key = next((k for k in ("data_uri", "current_uri") if k in declared), None)
+        if key is None:
+            raise DataSourceError(f"--data-uri: this pipeline takes no dataset URI (parameters: {', '.join(sorted(declared))})")
+        params[key] = args.data_uri
     if "code_version" in declared and "code_version" not in params:
         from kfct.lineage import code_version
 
@@ -89,10 +117,12 @@ def _schedule(args) -> int:
         print(f"deleted recurring run {args.delete}")
         return 0
     package = _package(args)
-    info = kfp_client.schedule(package, cron=args.cron, params=_params(args, package), name=args.name,
+    cron = args.cron or _default_cron(getattr(args, "pipeline", "ct") or "ct")
+    info = kfp_client.schedule(package, cron=cron, params=_params(args, package), name=args.name,
                                experiment=args.experiment, max_concurrency=args.max_concurrency,
-                               no_catchup=not args.catchup, service_account=args.service_account)
-    print(f"recurring run {info.recurring_run_id} ({info.name}): cron {info.cron!r}, "
+                               no_catchup=not args.catchup, service_account=args.service_account,
+                               replace=args.replace)
+    print(f"recurring run {info.recurring_run_id} ({info.name}) {info.action}: cron {info.cron!r}, "
           f"max concurrency {info.max_concurrency}, catch-up {'off' if info.no_catchup else 'on'}")
     print(info.url)
     return 0
@@ -120,6 +150,79 @@ def image_builds(settings=None, code_version: str | None = None) -> list[dict]:
     return specs
 
 
+def kustomize_images(settings=None) -> list[dict]:
+    """`images:` entries mapping the names the manifests carry (settings' defaults) to the configured ones.
+
+    The component image (MLflow Deployment) and the serving image (ServingRuntime); the GPU
+    training image is named only by the compiled IR."""
+    from kfct.settings import Settings, get_settings
+
+    s = settings or get_settings()
+    default_registry = Settings.model_fields["image_registry"].default
+    out = []
+    for name in (s.component_image_name, s.serving_image_name):
+        out.append({"name": f"{default_registry}/{name}", "newName": f"{s.image_registry}/{name}",
+                    "newTag": s.image_tag})
+    return out
+
+
+def set_kustomize_images(directory, settings=None) -> list[dict]:
+    """What `kustomize edit set image` does for the kfct images, without kustomize: the
+    kustomization's `images:` entries for them are replaced, every other entry kept."""
+    from pathlib import Path
+
+    import yaml
+
+    from kfct.errors import KfctError
+
+    path = Path(directory) / "kustomization.yaml"
+    if not path.is_file():
+        raise KfctError(f"--set-kustomize: {path} not found (give a kustomization directory, e.g. manifests/overlays/prod)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if data.get("kind") not in ("Kustomization", "Component"):
+        raise KfctError(f"--set-kustomize: {path} is not a Kustomization")
+    ours = kustomize_images(settings)
+    names = {e["name"] for e in ours}
+    data["images"] = [e for e in (data.get("images") or []) if e.get("name") not in names] + ours
+    head = "".join(ln + "\n" for ln in path.read_text().splitlines() if ln.startswith("#"))  # keep the header comment
+    path.write_text(head + yaml.safe_dump(data, sort_keys=False))
+    return ours
+
+
+def _batch(args) -> int:
+    """The batch-scoring pipeline on this machine (kfp.local, shards in parallel subprocesses)."""
+    import json
+
+    from kfct.pipelines.batch_scoring import run_batch_local
+
+    out = run_batch_local(args.data_uri, n_shards=args.shards, alias=args.alias, output_uri=args.output_uri or "")
+    out.pop("log", None)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _manifests(args) -> int:
+    import yaml
+
+    from kfct.errors import KfctError
+    from kfct.cli.manifest_check import check_objects
+
+    bad = 0
+    for f in args.files:
+        try:
+            with open(f) as fh:
+                objs = [d for d in yaml.safe_load_all(fh) if d]
+        except (OSError, yaml.YAMLError) as exc:
+            raise KfctError(f"cannot read rendered manifests {f}: {exc}") from exc
+        errors, unchecked = check_objects(objs)
+        for e in errors:
+            print(f"{f}: {e}")
+        print(f"{f}: {len(objs)} objects, {len(errors)} schema errors"
+              + (f"; no schema here for {', '.join(unchecked)}" if unchecked else ""))
+        bad += len(errors)
+    return 1 if bad else 0
+
+
 def _docker_ready() -> None:
     import shutil
     import subprocess
@@ -145,6 +248,10 @@ def _images(args) -> int:
     from kfct.errors import KfctError
     from kfct.lineage import code_version
 
+    if args.set_kustomize:
+        for entry in set_kustomize_images(args.set_kustomize):
+            print(f"{args.set_kustomize}: {entry['name']} -> {entry['newName']}:{entry['newTag']}")
+        return 0
     wanted = set(args.only or [])
     specs = [s for s in image_builds(code_version=code_version()) if not wanted or s["name"] in wanted]
     if args.dry_run:
@@ -172,6 +279,8 @@ def _common_run_args(p) -> None:
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     p.add_argument("--experiment", help="KFP experiment (default: settings kfp_experiment)")
     p.add_argument("--service-account", help="Kubernetes SA the run uses (default: settings kfp_service_account)")
+    p.add_argument("--pipeline", choices=PIPELINES, default="ct",
+                   help="which pipeline: ct (default), monitoring (drift check) or batch (batch scoring)")
 
 
 def add_commands(sub) -> None:
@@ -188,8 +297,11 @@ def add_commands(sub) -> None:
 
     r = sub.add_parser("schedule", help="recurring CT runs on Kubeflow Pipelines: create, --list, --delete ID")
     _common_run_args(r)
-    r.add_argument("--cron", default="0 0 3 1 * *",
-                   help="6-field KFP cron, seconds first (default: 03:00 on the 1st of each month); 5 fields accepted")
+    r.add_argument("--cron", default=None,
+                   help="6-field KFP cron, seconds first; 5 fields accepted (default: ct 03:00 on the 1st of each "
+                        "month, batch 06:00 on the 1st, monitoring Mondays 04:00)")
+    r.add_argument("--replace", action="store_true",
+                   help="replace a recurring run of the same name that differs (default: refuse)")
     r.add_argument("--name", help="recurring run name")
     r.add_argument("--max-concurrency", type=int, default=1)
     r.add_argument("--catchup", action="store_true", help="backfill missed intervals (default: no catch-up)")
@@ -202,4 +314,19 @@ def add_commands(sub) -> None:
     i.add_argument("--push", action="store_true", help="push after building")
     i.add_argument("--dry-run", action="store_true", help="print the docker commands only")
     i.add_argument("--only", action="append", choices=("component", "serving", "train-gpu"))
+    i.add_argument("--set-kustomize", metavar="DIR",
+                   help="write these image names and tag into DIR/kustomization.yaml `images:` (no docker)")
     i.set_defaults(func=_images)
+
+    b = sub.add_parser("batch", help="run the batch-scoring pipeline locally (kfp.local): shards scored in parallel")
+    b.add_argument("--data-uri", required=True, help="any data URI ingest accepts (path, s3://, generate://N)")
+    b.add_argument("--shards", type=int, default=2, help="number of shards (ParallelFor width)")
+    b.add_argument("--alias", default="champion")
+    b.add_argument("--output-uri", help="also copy the result under this s3:// prefix")
+    b.set_defaults(func=_batch)
+
+    m = sub.add_parser("manifests", help="check rendered manifests (kubectl kustomize output) against the API schemas")
+    msub = m.add_subparsers(dest="manifests_cmd", required=True)
+    mc = msub.add_parser("check", help="unknown fields and wrong types, per object, with their path")
+    mc.add_argument("files", nargs="+", help="rendered YAML files")
+    mc.set_defaults(func=_manifests)

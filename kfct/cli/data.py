@@ -30,7 +30,7 @@ def _push(args) -> int:
 def _outcomes(args) -> int:
     from kfct.datagen import realized_outcomes, write_frame
     from kfct.errors import KfctError
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     preds = read_prediction_log(since=args.since)
     try:

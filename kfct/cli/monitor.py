@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 
@@ -29,12 +30,25 @@ def _verify(args) -> int:
 
     path = args.path or audit.default_path()
     res = audit.verify(path)
-    if res.ok:
-        print(f"audit trail OK: {res.entries} entries, hash chain intact ({path})")
-        return 0
-    print(f"audit trail BROKEN at line {res.line}: {res.problem} ({res.entries} entries verified before it; {path})",
-          file=sys.stderr)
-    return 1
+    if not res.ok:
+        print(f"audit trail BROKEN at line {res.line}: {res.problem} ({res.entries} entries verified before it; "
+              f"{path})", file=sys.stderr)
+        return 1
+    print(f"audit trail OK: {res.entries} entries, hash chain intact ({path})")
+    mirror = args.mirror or (None if args.path else audit._mirror_uri())
+    if mirror:
+        from kfct.errors import KfctError
+
+        try:
+            m = audit.verify_mirror(mirror)
+        except KfctError as exc:
+            print(f"audit mirror not verified: {exc}", file=sys.stderr)
+            return 2
+        if not m.ok:
+            print(f"audit mirror BROKEN: {m.problem} (entry {m.line}; {mirror})", file=sys.stderr)
+            return 1
+        print(f"audit mirror OK: {m.entries} entries from {m.writers} writers, every chain intact ({mirror})")
+    return 0
 
 
 def _fmt_entry(e: dict) -> str:
@@ -47,7 +61,7 @@ def _fmt_entry(e: dict) -> str:
 
 
 def _short(v) -> str:
-    text = v if isinstance(v, str) else __import__("json").dumps(v, default=str)
+    text = v if isinstance(v, str) else json.dumps(v, default=str)
     return text if len(text) <= 160 else text[:157] + "..."
 
 
@@ -94,6 +108,7 @@ def add_commands(sub) -> None:
     asub.required = True
     v = asub.add_parser("verify", help="check the hash chain; non-zero exit naming the first broken line")
     v.add_argument("--path", help="audit file (default: <KFCT_HOME>/audit/audit.jsonl)")
+    v.add_argument("--mirror", help="also verify the S3 mirror's segments (default: KFCT_AUDIT_S3_URI when set)")
     v.set_defaults(func=_verify)
     s = asub.add_parser("show", help="print the history (all, or of one model / version)")
     s.add_argument("--model", help="model name")

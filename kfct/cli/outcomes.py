@@ -18,11 +18,12 @@ def _print_json(obj) -> None:
 
 def _outcomes_push(args) -> int:
     from kfct import audit
+    from kfct.components.validate import validate_frame
     from kfct.outcomes import load_outcomes, store_outcomes
 
     cfg, name = _cfg_name(args)
     try:
-        frame = load_outcomes(args.path, cfg)
+        frame = load_outcomes(args.path, cfg, validate_frame=validate_frame)
     except Exception as exc:
         audit.record("outcomes_rejected", model_name=name, source=str(args.path)[:300], error=str(exc)[:500])
         raise

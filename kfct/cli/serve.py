@@ -6,15 +6,11 @@ from __future__ import annotations
 def _serve(args) -> int:
     import logging
 
-    from kfct.errors import KfctError
     from kfct.serving.server import options_from_args, serve
 
-    if args.canary_percent is not None and not 0 <= args.canary_percent <= 100:
-        raise KfctError(f"--canary-percent must be within 0..100, got {args.canary_percent:g}")
-    if (args.canary_percent is not None or args.shadow) and not args.canary_version:
-        raise KfctError("--canary-percent and --shadow need --canary-version")
+    opts = options_from_args(args)  # checks the canary arguments
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(options_from_args(args))
+    return serve(opts)
 
 
 def _deploy(args) -> int:
@@ -38,23 +34,18 @@ def _deploy(args) -> int:
 def _rollout(args) -> int:
     import json
 
-    from kfct.components.rollout import ClusterBackend, LocalRouterBackend, RolloutError, rollout_core
+    from kfct.components.rollout import LocalRouterBackend, RolloutError, make_backend, rollout_core
     from kfct.config import load_config
     from kfct.settings import get_settings
 
     cfg = load_config()
     s = get_settings()
     name = args.model_name or cfg["register"]["model_name"]
-    if args.target == "cluster":
-        if not args.prometheus_url:
-            raise RolloutError("--target cluster needs --prometheus-url")
-        backend = ClusterBackend(name, isvc_name=args.isvc or name, namespace=args.namespace or s.kfp_namespace,
-                                 prometheus_url=args.prometheus_url, settings=s, cfg=cfg)
-    else:
-        url = args.url or f"http://{s.serving_host}:{s.serving_port}"
-        backend = LocalRouterBackend(name, url)
-        if not backend.reachable():
-            raise RolloutError(f"no kfct model server at {url}: start `kfct serve` first (the rollout judges live traffic)")
+    backend = make_backend(name, args.target, s, cfg, server_url=args.url or "", prometheus_url=args.prometheus_url or "",
+                           isvc=args.isvc or "", namespace=args.namespace or "")
+    if isinstance(backend, LocalRouterBackend) and not backend.reachable():
+        raise RolloutError(f"no kfct model server at {backend.url}: start `kfct serve` first "
+                           "(the rollout judges live traffic)")
     res = rollout_core(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
                        canary_version=args.version, poll_seconds=args.poll_seconds,
                        log=lambda m: print(f"kfct rollout: {m}", flush=True))
@@ -105,7 +96,7 @@ def add_commands(sub) -> None:
     ro.add_argument("--poll-seconds", type=float, default=None)
     ro.add_argument("--url", default=None, help="local model server (default http://127.0.0.1:8080)")
     ro.add_argument("--target", choices=["local", "cluster"], default="local")
-    ro.add_argument("--prometheus-url", default=None, help="cluster: Prometheus HTTP API base URL")
+    ro.add_argument("--prometheus-url", default=None, help="cluster: Prometheus HTTP API base URL (default: KFCT_PROMETHEUS_URL)")
     ro.add_argument("--isvc", default=None, help="cluster: InferenceService name (default: model name)")
     ro.add_argument("--namespace", default=None)
     ro.add_argument("--json", default=None, help="write the step-by-step result to this file")

@@ -91,6 +91,16 @@ def _parse_spec(data: bytes) -> dict:
     return docs[0]
 
 
+def _stored_spec(data: bytes) -> dict:
+    """The struct the API keeps and returns as `pipeline_spec` (api_util.go YamlStringToPipelineSpecStruct):
+    the pipeline spec alone, or {pipeline_spec, platform_spec} when the package has a platform spec."""
+    docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d]
+    platform = [d for d in docs[1:] if isinstance(d, dict) and "platforms" in d]
+    if platform:
+        return {"pipeline_spec": docs[0], "platform_spec": platform[0]}
+    return docs[0]
+
+
 def _check_cron(cron: str) -> None:
     fields = cron.split()
     if len(fields) != 6:
@@ -195,7 +205,7 @@ class _Server(ThreadingHTTPServer):
             pipe = {"pipeline_id": pid, "display_name": name, "name": name, "description": q.get("description", ""),
                     "created_at": _now(), "namespace": q.get("namespace", "")}
             st.pipelines[pid] = pipe
-            self._add_version(pid, name, spec, q.get("description", ""))
+            self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
             return 200, pipe
 
         if method == "POST" and p == "/pipelines/upload_version":
@@ -208,7 +218,7 @@ class _Server(ThreadingHTTPServer):
             if any(v["display_name"] == name for v in st.versions[pid]):
                 raise ApiError(409, f"pipeline version {name!r} already exists")
             spec = _parse_spec(files.get("uploadfile", b""))
-            return 200, self._add_version(pid, name, spec, q.get("description", ""))
+            return 200, self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
 
         if method == "GET" and p == "/pipelines":
             name = _filter_name(q)
@@ -293,11 +303,11 @@ class _Server(ThreadingHTTPServer):
 
         raise ApiError(404, f"no route {method} {path}")
 
-    def _add_version(self, pid: str, name: str, spec: dict, description: str) -> dict:
+    def _add_version(self, pid: str, name: str, spec: dict, description: str, stored: dict | None = None) -> dict:
         st = self.state
         vid = st.new_id("version")
         ver = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name, "name": name,
-               "description": description, "created_at": _now()}
+               "description": description, "created_at": _now(), "pipeline_spec": stored or spec}
         st.versions.setdefault(pid, []).append(ver)
         st.specs[vid] = spec
         return ver

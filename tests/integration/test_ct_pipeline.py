@@ -145,7 +145,7 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
     import copy
 
     from kfct.pipelines.local import run_ct
-    from kfct.serving.split_state import read_state, state_path
+    from kfct.split_state import read_state, state_path
 
     c = copy.deepcopy(cfg)
     c["rollout"]["enabled"] = True

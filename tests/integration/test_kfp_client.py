@@ -298,7 +298,7 @@ def test_pure_helpers():
 
 def test_in_cluster_service_account_token(kfp_env, kfp_server, package, monkeypatch, tmp_path):
     """In a pod without KFCT_KFP_TOKEN: the projected KFP service-account token is the credential."""
-    from kfct.settings import reset_settings
+    from kfct.settings import get_settings, reset_settings
     from kfct.pipelines import kfp_client
 
     token_file = tmp_path / "token"
@@ -313,7 +313,7 @@ def test_in_cluster_service_account_token(kfp_env, kfp_server, package, monkeypa
 
     monkeypatch.delenv("KFCT_KFP_HOST")
     reset_settings()
-    host, token, use_sa = kfp_client._resolve_auth(__import__("kfct.settings", fromlist=["x"]).get_settings())
+    host, token, use_sa = kfp_client._resolve_auth(get_settings())
     assert host == kfp_client.IN_CLUSTER_HOST and token == TOKEN and use_sa
 
 

@@ -157,7 +157,7 @@ def test_two_runs_racing_at_the_gate(env):
 
 def test_kill_holding_the_registry_lock_then_after_alias_moved_before_deploy(env):
     from kfct import audit, registry
-    from kfct.serving.split_state import read_state, state_path
+    from kfct.split_state import read_state, state_path
 
     spath = state_path(NAME, env["home"])
     served_before = read_state(spath).champion_version

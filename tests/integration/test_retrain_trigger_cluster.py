@@ -31,11 +31,12 @@ def cluster(kfct_home, monkeypatch, tmp_path):
 
 
 def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg):
-    from kfct.components.retrain_policy import on_cluster, trigger_core
+    from kfct.components.retrain_policy import trigger_core
     from kfct import audit
+    from kfct.launcher import uses_cluster
 
     server, settings = cluster
-    assert on_cluster(settings)
+    assert uses_cluster(settings)
     now = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
     out = trigger_core(DRIFT, cfg, "churn-classifier", current_uri="s3://kfct/batches/w10.parquet", now=now)
     assert out["action"] == "retrain" and out["triggered"] and out["mode"] == "cluster"

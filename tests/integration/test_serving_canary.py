@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +77,7 @@ def test_requests_without_ids_split_at_random(serving_env, tmp_path):
 
 
 def test_stickiness_across_requests_batches_and_a_growing_percent(serving_env, tmp_path):
-    from kfct.serving.split_state import update_state
+    from kfct.split_state import update_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, canary_version=v_b, canary_percent=25, log_predictions=False)
@@ -102,7 +103,7 @@ def test_stickiness_across_requests_batches_and_a_growing_percent(serving_env, t
 
 
 def test_shadow_mode_champion_answers_both_are_logged(serving_env, tmp_path):
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, canary_version=v_b, shadow=True)
@@ -183,7 +184,7 @@ def test_bad_canary_is_rolled_back_by_itself(serving_env, tmp_path, role, why):
 
 def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
     from kfct import audit, registry
-    from kfct.serving.split_state import read_state
+    from kfct.split_state import read_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, log_predictions=False)
@@ -223,7 +224,7 @@ def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
     from kfct.components.deploy import deploy_core
     from kfct import registry
     from kfct.config import load_config
-    from kfct.serving.split_state import read_state
+    from kfct.split_state import read_state
 
     registry.delete_alias(MODEL_NAME, "champion", reason="first-model test")
     path = tmp_path / "split.json"
@@ -272,10 +273,10 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
     from kfct.components.deploy import deploy_model
     from kfct import registry
     from kfct.config import config_to_json, load_config
-    from kfct.serving.split_state import read_state, state_path
+    from kfct.split_state import read_state, state_path
 
     monkeypatch.chdir(tmp_path)  # kfp.local writes its outputs relative to the working dir
-    monkeypatch.setenv("PYTHONPATH", str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                raise_on_error=True)
     comp = dsl.component(deploy_model, base_image="unused", install_kfp_package=False)

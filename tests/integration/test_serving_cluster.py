@@ -1,5 +1,8 @@
 """Cluster paths without a cluster: the kserve SDK's KServeClient against a loopback
-Kubernetes API, and the rollout's Prometheus queries against a loopback Prometheus."""
+Kubernetes API, and the rollout's Prometheus queries against a loopback Prometheus.
+
+These pin KServe's Serverless mode (canaryTrafficPercent); Standard mode (spec.canary)
+and the mode detection are in test_canary_modes.py."""
 
 from __future__ import annotations
 
@@ -18,6 +21,16 @@ def _restore_kube_default_config():
     saved = client.Configuration.get_default_copy()
     yield
     client.Configuration.set_default(saved)
+
+
+@pytest.fixture(autouse=True)
+def _serverless(monkeypatch):
+    from kfct.settings import reset_settings
+
+    monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", "Serverless")
+    reset_settings()
+    yield
+    reset_settings()
 
 
 FAST = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds": 0.05, "min_requests": 100}}
@@ -68,11 +81,11 @@ def _deploy_and_roll(serving_env, role, figures):
 
     cfg = load_config(overrides=FAST)
     v = serving_env.versions[role]
-    with FakeKubeApi() as kube, FakePrometheus(figures) as prom:
+    with FakeKubeApi(controller=True) as kube, FakePrometheus(figures) as prom:
         client = client_for(kube)
         deploy_core(MODEL_NAME, v, cfg, target="cluster", client=client, namespace="kfct")
         backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
-                                 kserve_client=client)
+                                 kserve_client=client, ready_timeout=5, ready_poll=0.05)
         res = rollout_core(MODEL_NAME, cfg, backend)
         return res, kube, prom
 

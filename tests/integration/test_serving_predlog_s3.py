@@ -40,7 +40,8 @@ def s3_home(tmp_path, monkeypatch):
 def test_prediction_log_round_trip_through_s3(s3_home):
     from kfct import s3
     from kfct.settings import get_settings
-    from kfct.serving.prediction_log import PredictionLogger, read_prediction_log
+    from kfct.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(flush_seconds=60)  # S3 chosen from KFCT_S3_ENDPOINT
     assert log.s3 and log.status()["target"] == "s3://kfct-preds/predictions/"

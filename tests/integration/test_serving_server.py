@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,7 +227,7 @@ def test_readiness_false_until_a_champion_exists_then_true(serving_env, tmp_path
 
 
 def test_failed_reload_keeps_serving_the_old_model(server, serving_env, tmp_path):
-    from kfct.serving.split_state import update_state
+    from kfct.split_state import update_state
 
     c = Client(server.url)
     v_a = serving_env.versions["good_a"]
@@ -244,7 +245,7 @@ def test_failed_reload_keeps_serving_the_old_model(server, serving_env, tmp_path
     src = registry.client().get_model_version_download_uri(MODEL_NAME, v_b)
     from urllib.parse import urlparse
 
-    pkl = next(p for p in __import__("pathlib").Path(urlparse(src).path).rglob("model.pkl"))
+    pkl = next(p for p in Path(urlparse(src).path).rglob("model.pkl"))
     original = pkl.read_bytes()
     try:
         pkl.write_bytes(original + b"tampered")
@@ -298,7 +299,7 @@ def test_metrics_count_requests_errors_latency_and_predictions(server, serving_e
 
 
 def test_prediction_log_is_written_off_the_request_path(server, serving_env, tmp_path):
-    from kfct.serving.prediction_log import read_prediction_log
+    from kfct.prediction_log import read_prediction_log
 
     c = Client(server.url)
     t0 = time.time()
@@ -356,10 +357,10 @@ def test_predictor_alone_answers_both_protocols(serving_env):
     """ChurnPredictor is a complete kserve.Model on its own (what a plain KServe ModelServer would host)."""
     import asyncio
 
-    from kfct.serving import _kserve
+    from kfct import kserve_sdk
     from kfct.serving.predictor import ChurnPredictor
 
-    kserve = _kserve.load()
+    kserve = kserve_sdk.load()
     p = ChurnPredictor(MODEL_NAME, version=serving_env.versions["good_b"])
     assert p.ready is False and p.load() and p.ready
     recs = records(4, seed=14)

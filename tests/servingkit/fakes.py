@@ -1,7 +1,11 @@
 """Loopback stand-ins for the cluster APIs the serving code calls, recording every request.
 
 - `FakeKubeApi`: the Kubernetes API paths `KServeClient` uses for InferenceServices
-  (GET / POST / merge-PATCH under /apis/serving.kserve.io/v1beta1/...).
+  (GET / POST / merge-PATCH under /apis/serving.kserve.io/v1beta1/...). With
+  `controller=True` it also writes the status KServe's controller would: the deployment
+  mode, Standard-mode `canaryStatuses`, Serverless-mode predictor revisions (a new one
+  when the predictor spec other than canaryTrafficPercent changes); `ready=False` keeps
+  canaries unready.
 - `FakePrometheus`: `/api/v1/query` answering kfct_* PromQL from per-version figures.
 """
 
@@ -88,8 +92,8 @@ class _KubeHandler(BaseHTTPRequestHandler):
                     return self._send(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
                 obj = copy.deepcopy(body)
                 obj["metadata"].setdefault("generation", 1)
-                srv.objects[key] = obj
-                return self._send(201, obj)
+                srv.objects[key] = srv.reconcile(None, obj)
+                return self._send(201, srv.objects[key])
             key = (ns, name)
             if key not in srv.objects:
                 return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound",
@@ -101,8 +105,8 @@ class _KubeHandler(BaseHTTPRequestHandler):
                     return self._send(415, {"kind": "Status", "code": 415})
                 obj = merge_patch(srv.objects[key], body)
                 obj["metadata"]["generation"] = srv.objects[key]["metadata"].get("generation", 1) + 1
-                srv.objects[key] = obj
-                return self._send(200, obj)
+                srv.objects[key] = srv.reconcile(srv.objects[key], obj)
+                return self._send(200, srv.objects[key])
         self._send(405, {"kind": "Status", "code": 405})
 
     def do_GET(self):
@@ -115,11 +119,46 @@ class _KubeHandler(BaseHTTPRequestHandler):
         self._handle("PATCH")
 
 
+def _predictor_template(spec: dict) -> dict:
+    """What makes a new Knative revision: the predictor spec less the traffic split."""
+    pred = dict((spec or {}).get("predictor") or {})
+    pred.pop("canaryTrafficPercent", None)
+    return pred
+
+
 class FakeKubeApi(_Server):
-    def __init__(self):
+    def __init__(self, controller: bool = False, ready: bool = True):
         self.objects: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
+        self.controller = controller
+        self.ready = ready
         super().__init__(_KubeHandler)
+
+    def reconcile(self, old: dict | None, obj: dict) -> dict:
+        """The status KServe's controller would write (only with controller=True)."""
+        if not self.controller:
+            return obj
+        name = obj["metadata"]["name"]
+        mode = (obj["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Standard")
+        mode = "Standard" if mode == "RawDeployment" else mode
+        status = copy.deepcopy((old or {}).get("status") or {})
+        status["deploymentMode"] = mode
+        status["observedGeneration"] = obj["metadata"]["generation"]
+        if mode == "Standard":
+            status["canaryStatuses"] = [{"name": c["predictor"]["name"], "ready": self.ready,
+                                         "trafficPercent": c.get("trafficPercent", 0)}
+                                        for c in (obj.get("spec") or {}).get("canary") or []]
+        else:
+            pred = (status.setdefault("components", {})).setdefault("predictor", {})
+            if old is None or _predictor_template(old.get("spec")) != _predictor_template(obj.get("spec")):
+                rev = f"{name}-predictor-{obj['metadata']['generation']:05d}"
+                if pred.get("latestCreatedRevision"):
+                    pred["previousRolledoutRevision"] = pred.get("latestReadyRevision")
+                pred["latestCreatedRevision"] = rev
+                if self.ready:
+                    pred["latestReadyRevision"] = rev
+        obj["status"] = status
+        return obj
 
     def kubeconfig(self, namespace: str = "kfct") -> dict:
         return {

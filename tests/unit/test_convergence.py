@@ -32,7 +32,7 @@ def test_promoted_canary_is_closed_and_champion_follows():
 def test_converge_core_rewrites_a_stale_split_file(kfct_home):
     from kfct import audit, registry
     from kfct.components.deploy import converge_core
-    from kfct.serving.split_state import SplitState, read_state, state_path, write_state
+    from kfct.split_state import SplitState, read_state, state_path, write_state
     from tests.registrykit import log_tiny_model
 
     registry.setup()
@@ -55,7 +55,7 @@ def test_deploy_of_a_superseded_version_moves_nothing(kfct_home):
     from kfct import registry
     from kfct.components.deploy import deploy_core
     from kfct.config import load_config
-    from kfct.serving.split_state import read_state, state_path
+    from kfct.split_state import read_state, state_path
     from tests.registrykit import log_tiny_model
 
     registry.setup()

@@ -117,3 +117,21 @@ def test_single_group_is_not_comparable_and_passes_with_reason():
 def test_bad_inputs_name_the_problem(y, p, groups, msg):
     with pytest.raises(ValueError, match=msg):
         fairness_report(y, p, groups, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_figures_match_fairlearn_on_the_same_data(seed):
+    """kfct's demographic parity and equalized odds differences are Fairlearn's (all groups counted)."""
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    g = rng.choice(["18-25", "26-40", "41-60", "60+"], n, p=[0.1, 0.4, 0.35, 0.15])
+    y = (rng.random(n) < np.where(g == "60+", 0.45, 0.25)).astype(int)
+    score = 0.55 * y + 0.45 * rng.random(n) + np.where(g == "18-25", 0.08, 0.0)
+    pred = (score >= 0.5).astype(int)
+    r = fairness_report(y, pred, {"age": g}, min_group_size=1)["age"]
+    assert r["demographic_parity_difference"] == pytest.approx(
+        demographic_parity_difference(y, pred, sensitive_features=g), abs=1e-12)
+    assert r["equalized_odds_difference"] == pytest.approx(
+        equalized_odds_difference(y, pred, sensitive_features=g), abs=1e-12)

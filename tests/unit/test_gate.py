@@ -101,3 +101,21 @@ def test_threshold_reaches_recall_target():
     t = choose_threshold(y, p, 0.7)
     assert ((p >= t) & (y == 1)).sum() / y.sum() >= 0.7
     assert 0 < choose_threshold(y, p, None) < 1
+
+
+def test_confusion_figures_are_scikit_learns_including_no_predicted_positive():
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    from kfct.components.evaluate import compute_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    p = np.clip(0.6 * y + 0.5 * rng.random(400), 0, 1)
+    for thr in (0.5, 0.8, 1.5):  # 1.5: nothing predicted positive
+        m, pred = compute_metrics(y, p, thr), (p >= thr).astype(int)
+        assert m["precision"] == precision_score(y, pred, zero_division=0)
+        assert m["recall"] == recall_score(y, pred, zero_division=0)
+        assert m["f1"] == f1_score(y, pred, zero_division=0) and m["accuracy"] == accuracy_score(y, pred)
+        (tn, fp), (fn, tp) = m["confusion_matrix"]
+        assert tp + fp == pred.sum() and tp + fn == y.sum() and tn + fp + fn + tp == len(y)

@@ -29,7 +29,7 @@ def kustomization(dir_: Path) -> dict:
     path = dir_ / "kustomization.yaml"
     assert path.is_file(), f"{dir_} has no kustomization.yaml"
     data = yaml.safe_load(path.read_text())
-    assert data.get("kind") == "Kustomization" and data.get("apiVersion", "").startswith("kustomize.config.k8s.io/")
+    assert data.get("kind") in ("Kustomization", "Component") and data.get("apiVersion", "").startswith("kustomize.config.k8s.io/")
     return data
 
 
@@ -119,6 +119,7 @@ def test_overlays_patch_objects_the_base_has(overlay, base):
     for img in k.get("images") or []:
         used = {c["image"].rsplit(":", 1)[0] for o in objs if o["kind"] in ("Deployment", "Job")
                 for c in o["spec"]["template"]["spec"]["containers"]}
+        used |= {c["image"].rsplit(":", 1)[0] for o in objs if o["kind"] == "ServingRuntime" for c in o["spec"]["containers"]}
         assert img["name"] in used, f"{overlay} retags image {img['name']} nobody uses"
 
 

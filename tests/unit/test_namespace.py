@@ -39,8 +39,8 @@ def test_no_code_imports_a_generic_top_level_name():
 def test_the_mapped_packages_import_from_the_kfct_namespace():
     import kfct.components.train
     import kfct.pipelines.ct
-    import kfct.serving.split_state
+    import kfct.serving.router
 
     assert Path(kfct.components.train.__file__).parent.name == "components"
     assert Path(kfct.pipelines.ct.__file__).parent.name == "pipelines"
-    assert Path(kfct.serving.split_state.__file__).parent.name == "serving"
+    assert Path(kfct.serving.router.__file__).parent.name == "serving"

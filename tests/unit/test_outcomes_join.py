@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kfct.outcomes import OutcomesError, join_predictions, realized_performance, validate_outcomes
+from kfct.outcomes import OutcomesError, join_predictions, realized_performance
+from kfct.outcomes import validate_outcomes as _validate_outcomes
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 
@@ -45,6 +46,11 @@ def test_realized_performance_per_version():
 
 
 def test_outcomes_are_validated_with_clear_errors(cfg):
+    from functools import partial
+
+    from kfct.components.validate import validate_frame
+
+    validate_outcomes = partial(_validate_outcomes, validate_frame=validate_frame)
     ok = pd.DataFrame({"customer_id": ["a", "b"], "churned": [1, 0], "observed_at": ["2026-03-01", "2026-03-02T10:00Z"]})
     v = validate_outcomes(ok, cfg)
     assert list(v["outcome"]) == [1, 0] and str(v["observed_at"].dt.tz) == "UTC"
@@ -65,7 +71,7 @@ def test_string_labels_map_once_at_the_boundary(cfg):
     c["dataset"]["columns"]["churned"] = {"dtype": "category", "nullable": False, "categories": ["yes", "no"]}
     c["dataset"]["positive_label"] = "yes"
     df = pd.DataFrame({"customer_id": ["a", "b"], "churned": ["yes", "no"], "observed_at": ["2026-03-01"] * 2})
-    assert list(validate_outcomes(df, c, gx=False)["outcome"]) == [1, 0]
+    assert list(_validate_outcomes(df, c, gx=False)["outcome"]) == [1, 0]
 
 
 def test_decay_asks_for_retraining_only_beyond_the_limit():

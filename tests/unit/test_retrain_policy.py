@@ -85,3 +85,17 @@ def test_decide_retrain_cooldown_none_and_force():
     assert decide(calm, None, NOW, CFG)["action"] == "none"
     forced = decide(calm, NOW - timedelta(hours=1), NOW, CFG, force=True)
     assert forced["action"] == "retrain" and forced["reason"].startswith("forced by operator")
+
+
+def test_a_drift_share_that_is_not_a_number_is_refused_in_one_line():
+    """NaN used to pass as 'not measured' and then fail in a comparison with a TypeError."""
+    import pytest
+
+    from kfct.components.retrain_policy import severity, should_retrain
+
+    cfg = {"drift_share_threshold": 0.2, "prediction_shift_threshold": 0.1}
+    for bad in (float("nan"), None):
+        with pytest.raises(ValueError, match="drift_share is required"):
+            severity(bad, 0.1)
+        with pytest.raises(ValueError, match="drift_share is required"):
+            should_retrain(bad, 0.1, cfg)

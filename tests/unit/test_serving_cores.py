@@ -64,7 +64,7 @@ def test_v2_columnar_records_and_errors():
 # -- split state ----------------------------------------------------------------------------------
 
 def test_split_state_validation_generation_and_atomic_updates(tmp_path):
-    from kfct.serving.split_state import SplitState, SplitStateError, read_state, update_state, write_state
+    from kfct.split_state import SplitState, SplitStateError, read_state, update_state, write_state
 
     p = tmp_path / "split.json"
     for bad in [dict(canary_percent=101, canary_version="2"), dict(canary_percent=-1, canary_version="2"),
@@ -211,7 +211,8 @@ def test_version_stats_window():
 # -- prediction log --------------------------------------------------------------------------------------
 
 def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
-    from kfct.serving.prediction_log import PredictionLogger, build_table, read_prediction_log
+    from kfct.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import PredictionLogger, build_table
 
     recs = [{"customer_id": "a", "x": 1, "c": "u", "n": None}, {"customer_id": "b", "x": 2.5, "c": "v", "n": 3.0}]
     t = build_table([(1_700_000_000.0, "r1", "m", "7", "champion", recs, np.array([0.1, 0.9]), np.array([0, 1]), 0.5)])
@@ -276,29 +277,44 @@ def test_inference_service_object():
 
     isvc = build_inference_service("churn-classifier", "4", namespace="kfct", canary_percent=10,
                                    storage_uri="s3://kfct/mlartifacts/1/models/m-1/artifacts", sha256="ab" * 32,
-                                   settings=Settings())
+                                   settings=Settings(), mode="Serverless")
     d = ApiClient().sanitize_for_serialization(isvc)
     pred = d["spec"]["predictor"]
     assert d["apiVersion"] == "serving.kserve.io/v1beta1" and pred["canaryTrafficPercent"] == 10
+    assert d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     assert pred["model"]["storageUri"].startswith("s3://") and pred["model"]["runtime"] == "kfct-predictor"
     assert {"name": "KFCT_MODEL_SHA256", "value": "ab" * 32} in pred["model"]["env"]
     assert pred["serviceAccountName"] == "kfct-serving"
+    # Standard mode (KServe's default) ignores canaryTrafficPercent: asking for one there is an error
+    from kfct.components.deploy import DeployError
+
+    with pytest.raises(DeployError, match="Standard mode ignores canaryTrafficPercent"):
+        build_inference_service("churn-classifier", "4", canary_percent=10, storage_uri="s3://x/y", sha256="ab" * 32,
+                                settings=Settings(), mode="Standard")
 
 
-def test_bulk_histogram_observation_equals_one_by_one():
+def test_bulk_histogram_exports_what_prometheus_clients_histogram_does():
+    """Same buckets, counts and sum as prometheus_client's own Histogram, without touching its
+    private fields (the old bulk path wrote into `_buckets` / `_sum`)."""
     from prometheus_client import CollectorRegistry, Histogram
 
-    from kfct.serving.metrics import PROBABILITY_BUCKETS, observe_many
+    from kfct.serving.metrics import PROBABILITY_BUCKETS, BulkHistogram
 
     reg = CollectorRegistry()
     h = Histogram("t_prob", "t", ["v"], buckets=PROBABILITY_BUCKETS, registry=reg)
+    bulk = BulkHistogram("t_bulk", "t", ["v"], buckets=PROBABILITY_BUCKETS, registry=reg)
     vals = np.random.default_rng(0).random(500).tolist() + [0.05, 0.1, 1.0, 0.0]
     for v in vals:
-        h.labels("one").observe(v)
-    observe_many(h.labels("bulk"), vals)
+        h.labels("x").observe(v)
+    bulk.labels("x").observe_many(vals[:300])
+    bulk.labels("x").observe_many(vals[300:302])  # the small-request path
+    for v in vals[302:]:
+        bulk.labels("x").observe(v)
 
-    def samples(label):
-        return [(s.name, s.labels.get("le"), round(s.value, 9)) for m in reg.collect() for s in m.samples
-                if s.labels.get("v") == label and not s.name.endswith("_created")]
+    def samples(name):
+        return [(s.name.replace(name, ""), s.labels.get("le"), round(s.value, 9)) for m in reg.collect()
+                for s in m.samples if s.name.startswith(name) and not s.name.endswith("_created")]
 
-    assert samples("one") == samples("bulk")
+    assert samples("t_prob") == samples("t_bulk") and len(samples("t_bulk")) == len(PROBABILITY_BUCKETS) + 3
+    with pytest.raises(ValueError, match="t_bulk: 1 label values expected, got 2"):
+        bulk.labels("a", "b")

@@ -43,7 +43,10 @@ def test_every_serving_object_is_listed_and_wired():
     assert container["image"] == Settings().serving_image
     assert container["command"][-2:] == ["-m", "kfct.serving"]
     assert o["ServiceAccount"]["metadata"]["name"] == deploy.SERVICE_ACCOUNT == isvc["spec"]["predictor"]["serviceAccountName"]
-    assert "canaryTrafficPercent" in isvc["spec"]["predictor"]
+    # the mode is explicit; Standard (the base) has no canaryTrafficPercent, which it would ignore
+    mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    assert mode in ("Standard", "Serverless")
+    assert ("canaryTrafficPercent" in isvc["spec"]["predictor"]) == (mode == "Serverless")
     from kfct.config import load_config
 
     assert isvc["metadata"]["name"] == load_config()["register"]["model_name"]  # {{.Name}} is the registered name

@@ -1,5 +1,8 @@
 """The local router's traffic split, as a small JSON file that a running server watches.
 
+A contract between the layers: the deploy and rollout stages write it, the local
+model server (`kfct.serving`) reads it, so it lives in the library layer below both.
+
 `<KFCT_HOME>/serving/<model_name>/split.json`::
 
     {"model_name": "churn-classifier", "champion_version": "3", "canary_version": "4",
@@ -21,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kfct.errors import KfctError
 
@@ -129,7 +133,7 @@ def write_state(state: SplitState, path: str | Path | None = None) -> SplitState
     return state
 
 
-def update_state(model_name: str, path: str | Path | None = None, **changes) -> SplitState:
+def update_state(model_name: str, path: str | Path | None = None, **changes: Any) -> SplitState:
     """Read-modify-write: start from the file (or defaults) and apply `changes`."""
     p = Path(path) if path is not None else state_path(model_name)
     cur = read_state(p) or SplitState(model_name=model_name)

@@ -1,0 +1,128 @@
+"""The prediction log's layout and its reader: what serving writes and monitoring reads.
+
+A contract between the layers: the model server's writer
+(`kfct.serving.prediction_log.PredictionLogger`) produces these files, drift
+monitoring (`kfct.components.drift`) reads them back, and neither imports the other.
+
+Layout (local folder `<KFCT_HOME>/predictions/`, or the same keys under
+`s3://<bucket>/predictions/` when `KFCT_S3_ENDPOINT` is set)::
+
+    predictions/date=2025-01-31/part-<first_ms>-<last_ms>-<pid>-<seq>.parquet
+
+Columns: ts (UTC timestamp), request_id, model_name, model_version, role
+(champion | canary | shadow), customer_id, probability, label, threshold, then one
+column per input feature. File names carry their time range, so `read_prediction_log`
+skips old files without opening them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kfct.settings import Settings
+
+PREFIX = "predictions"
+META_COLUMNS = ["ts", "request_id", "model_name", "model_version", "role", "customer_id",
+                "probability", "label", "threshold"]
+_PART = re.compile(r"part-(\d+)-(\d+)-")
+
+
+def default_root(settings: Settings | None = None) -> Path:
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    return Path(s.home) / PREFIX
+
+
+def use_s3(settings: Settings | None = None) -> bool:
+    from kfct.settings import get_settings
+
+    return bool((settings or get_settings()).s3_endpoint)
+
+
+def _part_range(name: str) -> tuple[int, int] | None:
+    m = _PART.search(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _since_seconds(since: Any) -> float | None:
+    if since is None:
+        return None
+    if isinstance(since, (int, float)):
+        return float(since)
+    import pandas as pd
+
+    ts = pd.Timestamp(since)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.timestamp()
+
+
+def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: bool | None = None,
+                        settings: Settings | None = None, model_name: str | None = None) -> pd.DataFrame:
+    """All logged predictions with `ts >= since` (epoch seconds, datetime or ISO string) as a DataFrame.
+
+    Reads the local folder, or the S3 prefix when `KFCT_S3_ENDPOINT` is set (or `s3=True`).
+    An empty log gives an empty DataFrame with the metadata columns.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    from_s3 = use_s3(s) if s3 is None else s3
+    since_s = _since_seconds(since)
+    since_ms = None if since_s is None else int(since_s * 1000)
+    frames = []
+    tmpdir = None
+    try:
+        if from_s3:
+            paths, tmpdir = _s3_fetch(s, since_ms)
+        else:
+            base = Path(root) if root is not None else default_root(s)
+            paths = sorted(base.glob("date=*/part-*.parquet")) if base.exists() else []
+            if since_ms is not None:
+                paths = [p for p in paths if (_part_range(p.name) or (0, 1 << 62))[1] >= since_ms]
+        for p in paths:
+            frames.append(pq.read_table(p).to_pandas())
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in META_COLUMNS})
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    if since_s is not None:
+        df = df[df["ts"] >= pd.Timestamp(since_s, unit="s", tz="UTC")]
+    if model_name is not None:
+        df = df[df["model_name"] == model_name]
+    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def _s3_fetch(s: Settings, since_ms: int | None) -> tuple[list[Path], str]:
+    from kfct import s3
+    from kfct.errors import DataSourceError
+
+    tmp = tempfile.mkdtemp(prefix="kfct-predlog-")
+    paths = []
+    try:
+        objs = list(s3.client(s).list_objects(s.s3_bucket, prefix=f"{PREFIX}/", recursive=True))
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataSourceError(f"cannot list s3://{s.s3_bucket}/{PREFIX}/: {exc}") from exc
+    for o in objs:
+        name = o.object_name.rsplit("/", 1)[-1]
+        rng = _part_range(name)
+        if not name.endswith(".parquet") or (since_ms is not None and rng and rng[1] < since_ms):
+            continue
+        dest = Path(tmp) / o.object_name.replace("/", "_")
+        s3.download(f"s3://{s.s3_bucket}/{o.object_name}", dest, settings=s)
+        paths.append(dest)
+    return sorted(paths), tmp

@@ -1,0 +1,191 @@
+"""Canaries in both KServe deployment modes (issue 14, finding 10), against the loopback
+Kubernetes API (with a stand-in for KServe's controller writing status) and a loopback Prometheus.
+
+Standard (RawDeployment, KServe's default) ignores `canaryTrafficPercent`: there the
+canary must be a `spec.canary` entry. Serverless (Knative) keeps `canaryTrafficPercent`.
+Each test checks the objects deploy / rollout / rollback write, that each step waits for
+the canary's own readiness, and that the Prometheus queries select each version's pods
+by the label the mode gives them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
+from tests.servingkit.fakes import FakeKubeApi, FakePrometheus
+
+pytestmark = pytest.mark.slow
+
+FAST = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds": 0.05, "min_requests": 100}}
+GOOD = lambda a, b: {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},  # noqa: E731
+                     b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
+
+
+@pytest.fixture(autouse=True)
+def _restore_kube_default_config():
+    from kubernetes import client
+
+    saved = client.Configuration.get_default_copy()
+    yield
+    client.Configuration.set_default(saved)
+
+
+def client_for(kube):
+    from kfct.components.deploy import kserve_client
+
+    return kserve_client(config_dict=kube.kubeconfig())
+
+
+def patches(kube):
+    return [r["body"] for r in kube.requests if r["method"] == "PATCH" and "inferenceservices" in r["path"]]
+
+
+def env_of(predictor: dict) -> dict:
+    return {e["name"]: e["value"] for e in predictor["model"]["env"]}
+
+
+def deploy(serving_env, kube, role, mode, monkeypatch, cfg=None):
+    from kfct.components.deploy import deploy_core
+    from kfct.config import load_config
+    from kfct.settings import reset_settings
+
+    monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
+    reset_settings()
+    return deploy_core(MODEL_NAME, serving_env.versions[role], cfg or load_config(), target="cluster",
+                       client=client_for(kube), namespace="kfct")
+
+
+def test_standard_mode_deploy_writes_spec_canary_not_canary_traffic_percent(serving_env, monkeypatch):
+    from kfct import registry
+    from kfct.settings import get_settings
+
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    with FakeKubeApi(controller=True) as kube:
+        out = deploy(serving_env, kube, "good_b", "Standard", monkeypatch)
+        assert out["deployment_mode"] == "Standard" and out["canary_percent"] == 10
+        obj = kube.objects[("kfct", MODEL_NAME)]
+        assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+        pred = obj["spec"]["predictor"]
+        assert "canaryTrafficPercent" not in pred, "Standard mode ignores it: the canary would take everything"
+        assert env_of(pred)["KFCT_MODEL_VERSION"] == v_a  # the champion stays the stable predictor
+        (canary,) = obj["spec"]["canary"]
+        assert canary["trafficPercent"] == 10 and canary["predictor"]["name"] == f"v{v_b}"
+        assert env_of(canary["predictor"])["KFCT_MODEL_VERSION"] == v_b
+        assert canary["predictor"]["model"]["image"] == get_settings().serving_image  # new serving code rolls too
+        assert "minReplicas" not in canary["predictor"]
+        assert registry.alias_version(MODEL_NAME, "challenger") == v_b
+        assert registry.alias_version(MODEL_NAME, "champion") == v_a
+
+
+def test_serverless_mode_deploy_keeps_canary_traffic_percent(serving_env, monkeypatch):
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    with FakeKubeApi(controller=True) as kube:
+        out = deploy(serving_env, kube, "good_b", "Serverless", monkeypatch)
+        assert out["deployment_mode"] == "Serverless"
+        obj = kube.objects[("kfct", MODEL_NAME)]
+        assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+        assert obj["spec"]["predictor"]["canaryTrafficPercent"] == 10 and "canary" not in obj["spec"]
+        assert env_of(obj["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_b
+        assert obj["status"]["components"]["predictor"]["previousRolledoutRevision"]  # v_a's revision stays
+
+
+def test_an_existing_services_mode_wins_over_the_default(serving_env, monkeypatch):
+    """A Serverless InferenceService (annotation or status) stays Serverless whatever the default says."""
+    from kfct.components.deploy import build_inference_service
+
+    v_a = serving_env.versions["good_a"]
+    with FakeKubeApi(controller=True) as kube:
+        existing = build_inference_service(MODEL_NAME, v_a, namespace="kfct", mode="Serverless")
+        existing.metadata.annotations.pop("serving.kserve.io/deploymentMode")  # only the status tells
+        client_for(kube).create(existing, namespace="kfct")
+        kube.objects[("kfct", MODEL_NAME)]["status"] = {"deploymentMode": "Serverless"}
+        out = deploy(serving_env, kube, "good_b", "Standard", monkeypatch)
+        assert out["deployment_mode"] == "Serverless"
+        assert kube.objects[("kfct", MODEL_NAME)]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+def _roll(serving_env, role, mode, figures, monkeypatch, ready=True):
+    from kfct.components.rollout import ClusterBackend, rollout_core
+    from kfct.config import load_config
+
+    cfg = load_config(overrides=FAST)
+    with FakeKubeApi(controller=True, ready=ready) as kube, FakePrometheus(figures) as prom:
+        deploy(serving_env, kube, role, mode, monkeypatch, cfg)
+        backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
+                                 kserve_client=client_for(kube), ready_timeout=0.3, ready_poll=0.05)
+        res = rollout_core(MODEL_NAME, cfg, backend)
+        return res, kube, prom
+
+
+def test_standard_rollout_steps_spec_canary_and_promotes_without_a_canary_left(serving_env, monkeypatch):
+    from kfct import registry
+
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    res, kube, prom = _roll(serving_env, "good_b", "Standard", GOOD(v_a, v_b), monkeypatch)
+    assert res.outcome == "promoted", res
+    steps = [b["spec"]["canary"][0]["trafficPercent"] for b in patches(kube)
+             if (b.get("spec") or {}).get("canary")]
+    assert steps == [20, 20, 50, 100]  # deploy opened the first step, then the three steps
+    assert all("canaryTrafficPercent" not in (b.get("spec") or {}).get("predictor", {}) for b in patches(kube))
+    final = kube.objects[("kfct", MODEL_NAME)]
+    assert "canary" not in final["spec"]
+    assert final["spec"]["predictor"]["name"] == f"v{v_b}"  # KServe retargets the stable name: no restart
+    assert env_of(final["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_b
+    assert registry.alias_version(MODEL_NAME, "champion") == v_b
+    queries = [r["query"] for r in prom.requests]
+    assert any(f'service="{MODEL_NAME}-predictor"' in q and f'model_version="{v_a}"' in q for q in queries)
+    assert any(f'service="{MODEL_NAME}-v{v_b}-predictor"' in q and f'model_version="{v_b}"' in q for q in queries)
+
+
+def test_serverless_rollout_queries_by_revision_and_promotes(serving_env, monkeypatch):
+    from kfct import registry
+
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    res, kube, prom = _roll(serving_env, "good_b", "Serverless", GOOD(v_a, v_b), monkeypatch)
+    assert res.outcome == "promoted", res
+    percents = [b["spec"]["predictor"].get("canaryTrafficPercent") for b in patches(kube)]
+    assert percents == [20, 20, 50, 100, 100]
+    status = kube.objects[("kfct", MODEL_NAME)]["status"]["components"]["predictor"]
+    queries = [r["query"] for r in prom.requests]
+    assert any(f'revision="{status["latestCreatedRevision"]}"' in q and f'model_version="{v_b}"' in q for q in queries)
+    assert any(f'revision="{status["previousRolledoutRevision"]}"' in q and f'model_version="{v_a}"' in q
+               for q in queries)
+    assert registry.alias_version(MODEL_NAME, "champion") == v_b
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Serverless"])
+def test_rollback_puts_all_traffic_on_the_champion(serving_env, monkeypatch, mode):
+    from kfct import registry
+
+    v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
+    figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
+               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004}}
+    res, kube, _ = _roll(serving_env, "flipped", mode, figures, monkeypatch)
+    assert res.outcome == "rolled_back" and "churn rate" in res.reasons[0]
+    final = kube.objects[("kfct", MODEL_NAME)]
+    if mode == "Standard":
+        assert "canary" not in final["spec"] and patches(kube)[-1] == {"spec": {"canary": None}}
+    else:
+        assert patches(kube)[-2]["spec"]["predictor"]["canaryTrafficPercent"] == 0  # traffic back at once
+    assert env_of(final["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_a
+    assert registry.alias_version(MODEL_NAME, "champion") == v_a
+    assert registry.client().get_model_version(MODEL_NAME, v_f).tags["rejected"] == "true"
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Serverless"])
+def test_a_canary_that_never_gets_ready_is_rolled_back_not_baked(serving_env, monkeypatch, mode):
+    from kfct import registry
+
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    res, kube, prom = _roll(serving_env, "good_b", mode, GOOD(v_a, v_b), monkeypatch, ready=False)
+    assert res.outcome == "rolled_back" and "not ready" in res.reasons[0], res.reasons
+    assert prom.requests == []  # never judged on metrics of pods that were not serving
+    assert registry.alias_version(MODEL_NAME, "champion") == v_a
+
+
+def test_unknown_mode_is_one_clear_line(serving_env, monkeypatch):
+    from kfct.components.deploy import DeployError
+
+    with FakeKubeApi(controller=True) as kube, pytest.raises(DeployError, match="unknown KServe deployment mode 'Knative'"):
+        deploy(serving_env, kube, "good_b", "Knative", monkeypatch)
