@@ -53,13 +53,24 @@ def configure_http(settings=None) -> None:
     from kfct.settings import get_settings
 
     s = settings or get_settings()
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(math.ceil(s.net_timeout_seconds))))
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(s.mlflow_http_max_retries))
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(int(s.mlflow_http_backoff_factor))
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(math.ceil(s.net_timeout_seconds)))),
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(s.mlflow_http_max_retries)),
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(s.mlflow_http_backoff_factor))}
+    for key, value in wanted.items():
+        current = os.environ.get(key)
+        if current is None or current == _http_env_set.get(key):  # ours (or unset): follow Settings
+            os.environ[key] = value
+            _http_env_set[key] = value
+        # else: set explicitly in the environment by the operator; that wins
 
 
-def setup(settings=None, experiment: str | None = None) -> str:
-    """Point MLflow at the configured store; create the experiment. Returns its id."""
+_http_env_set: dict[str, str] = {}
+
+
+def setup(settings=None, experiment: str | None = None, attempts: int | None = None) -> str:
+    """Point MLflow at the configured store; create the experiment. Returns its id.
+
+    `attempts=1` for callers that retry on their own cycle (the model server's loader)."""
     import mlflow
 
     from kfct.retry import retry_call
@@ -86,7 +97,8 @@ def setup(settings=None, experiment: str | None = None) -> str:
                 raise
             return exp.experiment_id
 
-    exp_id = retry_call(get_or_create, f"MLflow at {_redact(s.tracking_uri)}: experiment {name}", s)
+    exp_id = retry_call(get_or_create, f"MLflow at {_redact(s.tracking_uri)}: experiment {name}", s,
+                        attempts=attempts)
     # Runs go to this experiment (and its artifact root), never to "Default" in ./mlruns.
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
@@ -206,7 +218,8 @@ def alias_version(name: str, alias: str) -> str | None:
     return retry_call(read, f"read alias {alias!r} of {name}")
 
 
-def aliases(name: str) -> dict[str, str]:
+def aliases(name: str, attempts: int | None = None) -> dict[str, str]:
+    """Alias -> version of `name` ({} when unknown). `attempts=1` for callers that retry on their own cycle."""
     from mlflow.exceptions import MlflowException
 
     from kfct.retry import is_transient, retry_call
@@ -220,7 +233,7 @@ def aliases(name: str) -> dict[str, str]:
             return {}
         return {k: str(v) for k, v in (rm.aliases or {}).items()}
 
-    return retry_call(read, f"read aliases of {name}")
+    return retry_call(read, f"read aliases of {name}", attempts=attempts)
 
 
 def register(model_uri: str, name: str, tags: dict[str, str], run_id: str | None = None) -> str:

@@ -507,15 +507,16 @@ class SplitWatcher:
         """Re-read the aliases when due (or forced); True when they changed since the last read."""
         if not self.follow_aliases:
             return False
-        if not force and self._aliases is not None and time.monotonic() - self._aliases_at < self.alias_poll_seconds:
+        if not force and time.monotonic() - self._aliases_at < self.alias_poll_seconds:
             return False
         self._aliases_at = time.monotonic()
         try:
             from kfct import registry
 
-            now = registry.aliases(self.router.name)
+            now = registry.aliases(self.router.name, attempts=1)  # this loop is the retry
         except Exception as exc:  # registry away: keep serving what the file says
             log.warning("aliases of %s not read, following the split file: %s", self.router.name, exc)
+            self._aliases = None  # never converge on a stale read: the file stands until they are read again
             return False
         changed = now != self._aliases
         self._aliases = now

@@ -35,7 +35,6 @@ def test_stale_inference_service_converges_on_the_champion_alias(serving_env):
         live = kube.objects[("kfct", MODEL_NAME)]
         env = {e["name"]: e["value"] for e in live["spec"]["predictor"]["model"]["env"]}
         assert env["KFCT_MODEL_VERSION"] == v_b and live["metadata"]["annotations"]["kfct/model-version"] == v_b
-        assert live["spec"]["predictor"]["canaryTrafficPercent"] == 100
         n = len(kube.requests)
         assert converge_core(MODEL_NAME, "cluster", client=client, namespace="kfct")["changes"] == {}
         assert not [r for r in kube.requests[n:] if r["method"] != "GET"]  # agreeing: nothing written

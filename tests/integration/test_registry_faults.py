@@ -118,7 +118,7 @@ def test_lost_answer_to_a_registration_makes_no_second_version(via_proxy, monkey
     from tests.registrykit import log_tiny_model, versions
 
     uri, rid = log_tiny_model("cut")
-    real = MlflowClient.create_model_version
+    real = MlflowClient._create_model_version
     calls = []
 
     def cut_answer(self, *a, **kw):  # only the create request's answer is lost
@@ -129,7 +129,7 @@ def test_lost_answer_to_a_registration_makes_no_second_version(via_proxy, monkey
         finally:
             via_proxy.mode = "pass"
 
-    monkeypatch.setattr(MlflowClient, "create_model_version", cut_answer)
+    monkeypatch.setattr(MlflowClient, "_create_model_version", cut_answer)
     version, created = registry.register_once(uri, NAME, {}, rid)
     assert len(calls) == 1  # the create went through, its answer was lost; the retry looked up
     assert version == "1" and created is False
