@@ -211,9 +211,9 @@ def features_model(cfg: dict):
     label = ds["label"]
     fields = {ds["id_column"]: (str, Field(...))}
     for col, spec in ds["columns"].items():
-        if col in (label, ds["id_column"]) or col in ds.get("exclude_features", []):
+        if col in (label, ds["id_column"]) or col in ds["exclude_features"]:
             continue
-        kind = spec.get("dtype")
+        kind = spec["dtype"]
         if kind == "category":
             typ = Literal[tuple(str(v) for v in spec["categories"])]
         elif kind == "int":
@@ -223,7 +223,7 @@ def features_model(cfg: dict):
         else:
             typ = str
         bounds = {k: spec[m] for k, m in (("ge", "min"), ("le", "max")) if m in spec and kind in ("int", "float")}
-        if spec.get("nullable"):
+        if spec["nullable"]:
             fields[col] = (Optional[typ], Field(None, **bounds))
         else:
             fields[col] = (typ, Field(..., **bounds))

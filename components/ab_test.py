@@ -34,12 +34,12 @@ class ABTestError(KfctError):
 
 
 def ab_settings(cfg: dict) -> dict:
-    ab = dict(cfg.get("ab") or {})
-    min_effect = float(ab.get("min_effect", 0.02))
-    return {"alpha": float(ab.get("alpha", 0.05)), "power": float(ab.get("power", 0.8)), "min_effect": min_effect,
-            "tau": float(ab.get("msprt_tau") or min_effect), "max_duration_days": float(ab.get("max_duration_days", 28)),
-            "min_per_arm": int(ab.get("min_per_arm", 100)), "percent": float(ab.get("percent", 50)),
-            "shadow_min_improvement": float(ab.get("shadow_min_improvement", 0.01))}
+    ab = cfg["ab"]
+    min_effect = float(ab["min_effect"])
+    return {"alpha": float(ab["alpha"]), "power": float(ab["power"]), "min_effect": min_effect,
+            "tau": float(ab["msprt_tau"] or min_effect), "max_duration_days": float(ab["max_duration_days"]),
+            "min_per_arm": int(ab["min_per_arm"]), "percent": float(ab["percent"]),
+            "shadow_min_improvement": float(ab["shadow_min_improvement"])}
 
 
 # --------------------------------------------------------------------------- pure cores

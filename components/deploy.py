@@ -417,7 +417,7 @@ def plan_deploy(model_name: str, version: str, champion: str | None, rejected: b
         raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
     if rejected:
         raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
-    steps = (cfg.get("rollout") or {}).get("steps") or [10]
+    steps = cfg["rollout"]["steps"] or [10]
     pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
     if not 0 <= pct <= 100:
         raise DeployError(f"canary percent must be within 0..100, got {pct:g}")

@@ -46,7 +46,7 @@ class DriftResult(dict):
 
 # --------------------------------------------------------------------------- helpers
 def _column_kind(name: str, frame, cfg: dict) -> str:
-    spec = (cfg.get("dataset", {}).get("columns") or {}).get(name)
+    spec = cfg["dataset"]["columns"].get(name)
     if spec is not None:
         return "categorical" if spec.get("dtype") in ("category", "string", "bool") else "numerical"
     import pandas as pd
@@ -107,16 +107,16 @@ def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: dict) -> tuple[str, fl
     from evidently.legacy.core import ColumnType
 
     ctype = ColumnType.Numerical if kind == "numerical" else ColumnType.Categorical
-    override = cfg_drift.get("num_method" if kind == "numerical" else "cat_method")
+    override = cfg_drift["num_method" if kind == "numerical" else "cat_method"]
     try:
         test = get_stattest(ref_s, cur_s, ctype, override or None)
     except Exception as exc:
         raise ValueError(f"drift: stattest {override!r} cannot be used for {kind} column {ref_s.name!r}: {exc}") from exc
     name = test.name
     if name in P_VALUE_TESTS:
-        return name, float(cfg_drift.get("stattest_threshold", 0.05)), "p_value"
+        return name, float(cfg_drift["stattest_threshold"]), "p_value"
     if name in DISTANCE_TESTS:
-        return name, float(cfg_drift.get("distance_threshold", 0.1)), "distance"
+        return name, float(cfg_drift["distance_threshold"]), "distance"
     return name, float(test.default_threshold), "p_value" if "p_value" in test.display_name else "distance"
 
 
@@ -168,7 +168,7 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     cfg_drift = cfg["drift"]
     features = [str(c) for c in feature_columns]
     _check_frames(reference, current, features, prediction_column, label_column, reference_predictions)
-    window = int(cfg_drift.get("window_rows", 50_000))
+    window = int(cfg_drift["window_rows"])
     ref, ref_idx = _window(reference, window, "sample", seed)
     cur, _ = _window(current, window, "tail", seed)
     ref_pred = None
@@ -214,7 +214,7 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     # The test per column is resolved here (to pick its threshold) exactly as Evidently would; the
     # name is passed on only when the config overrides it, so Evidently's own choice stays in charge.
     methods = {c: _resolve_stattest(ref_e[c].dropna(), cur_e[c].dropna(), kinds[c], cfg_drift) for c in features}
-    override = {c: cfg_drift.get("num_method" if kinds[c] == "numerical" else "cat_method") or None for c in features}
+    override = {c: cfg_drift["num_method" if kinds[c] == "numerical" else "cat_method"] or None for c in features}
     metrics = [DriftedColumnsCount(columns=features,
                                    per_column_method={c: o for c, o in override.items() if o} or None,
                                    per_column_threshold={c: m[1] for c, m in methods.items()},
@@ -223,7 +223,7 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     pred_method = None
     if has_pred:
         pred_method = _resolve_stattest(ref_e[PREDICTION].dropna(), cur_e[PREDICTION].dropna(), "numerical", cfg_drift)
-        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift.get("num_method") or None,
+        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift["num_method"] or None,
                                   threshold=pred_method[1]))
     if classification:
         thr = 0.5 if threshold is None else float(threshold)
@@ -318,10 +318,10 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
         reason=decision["reason"],
         rows={"reference": int(len(ref)), "reference_total": int(len(reference)),
               "current": int(len(cur)), "current_total": int(len(current))},
-        thresholds={k: cfg_drift.get(k) for k in ("drift_share_threshold", "prediction_shift_threshold",
+        thresholds={k: cfg_drift[k] for k in ("drift_share_threshold", "prediction_shift_threshold",
                                                   "stattest_threshold", "window_rows")}
-        | {"distance_threshold": float(cfg_drift.get("distance_threshold", 0.1)),
-           "performance_drop_threshold": float(cfg_drift.get("performance_drop_threshold", 0.05))},
+        | {"distance_threshold": float(cfg_drift["distance_threshold"]),
+           "performance_drop_threshold": float(cfg_drift["performance_drop_threshold"])},
         seconds=round(time.perf_counter() - t0, 3),
     )
     result.report = snapshot
@@ -455,7 +455,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     if since is None:
         import datetime as dt
 
-        days = float(cfg.get("drift", {}).get("window_days", 7))
+        days = float(cfg["drift"]["window_days"])
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
     df = read_prediction_log(since=since, model_name=model_name)
     if "role" in df.columns:
@@ -498,12 +498,27 @@ def heldout_performance(tags: dict) -> dict | None:
         return None
 
 
+def with_binary_labels(frame, cfg: dict):
+    """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
+    from kfct.labels import binary_labels
+
+    ds = cfg["dataset"]
+    label = ds["label"]
+    if label not in frame.columns or frame[label].isna().all():
+        return frame
+    out = frame.copy()
+    known = out[label].notna()
+    out.loc[known, label] = binary_labels(out.loc[known, label], ds["positive_label"], ds["columns"][label]["values"])
+    return out
+
+
 def run_detection(reference, current, cfg: dict, threshold: float | None,
                   reference_performance: dict | None = None) -> DriftResult:
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
     from kfct.config import feature_columns
 
     label = cfg["dataset"]["label"]
+    current = with_binary_labels(current, cfg)
     return detect_drift(reference, current, cfg, feature_columns(cfg), prediction_column=PREDICTION,
                         label_column=label if label in current.columns else None,
                         reference_predictions=reference[PREDICTION].to_numpy(), threshold=threshold,
@@ -546,7 +561,7 @@ def prepare_drift_data(
     from kfct.config import config_from_json
 
     cfg = config_from_json(config_json)
-    ref, loaded, ref_source = load_reference(model_name, cfg["register"].get("alias", "champion"))
+    ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
     cur, cur_source, pred_col = load_current(current_uri or None, cfg, model_name, since or None)
     ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
     ref.to_parquet(reference.path, index=False)

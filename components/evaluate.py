@@ -95,7 +95,7 @@ def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[b
     """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome."""
     reasons: list[str] = []
     ok = True
-    for name, limit in (gate.get("thresholds") or {}).items():
+    for name, limit in gate["thresholds"].items():
         value = metrics[name]
         passed = value >= limit if name in HIGHER_IS_BETTER else value <= limit
         ok &= passed
@@ -111,7 +111,7 @@ def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[b
         ok = False
         reasons.append(f"champion could not be scored on this test set: {comparison['error']}")
     else:
-        m, diff, min_imp = comparison["metric"], comparison["diff"], float(gate.get("min_improvement", 0.0))
+        m, diff, min_imp = comparison["metric"], comparison["diff"], float(gate["min_improvement"])
         sign = 1.0 if m in HIGHER_IS_BETTER else -1.0
         improved = sign * diff >= min_imp
         ci = f"{int(comparison['confidence'] * 100)}% CI [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
@@ -135,22 +135,23 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
     gate = cfg["gate"]
 
     fairness_report, fairness = None, None
-    fcfg = cfg.get("fairness", {})
-    if fcfg.get("enabled", False):
+    fcfg = cfg["fairness"]
+    sensitive = cfg["dataset"]["sensitive_features"]
+    if fcfg["enabled"] and sensitive:
         from kfct.components.fairness import fairness_gate, fairness_report as build_fairness
 
         pred = (proba >= model.threshold).astype(int)
-        groups = {c: test_df[c].astype(str).to_numpy() for c in fcfg.get("sensitive_features", []) if c in test_df}
-        fairness_report = build_fairness(y, pred, groups, int(fcfg.get("min_group_size", 30)))
-        fairness = fairness_gate(fairness_report, fcfg)
+        groups = {c: test_df[c].astype(str).to_numpy() for c in sensitive if c in test_df}
+        fairness_report = build_fairness(y, pred, groups, int(fcfg["min_group_size"]))
+        fairness = fairness_gate(fairness_report, fcfg, sensitive)
 
     comparison = None
     if champion is not None:
         try:
             p_old = champion.predict_positive(X)
             comparison = paired_bootstrap(
-                y, proba, p_old, gate.get("compare_metric", "roc_auc"), int(gate.get("bootstrap_rounds", 300)),
-                float(gate.get("confidence", 0.95)), int(gate.get("seed", 7)), model.threshold, champion.threshold,
+                y, proba, p_old, gate["compare_metric"], int(gate["bootstrap_rounds"]),
+                float(gate["confidence"]), int(gate["seed"]), model.threshold, champion.threshold,
             )
             comparison["champion_version"] = champion_version
         except Exception as exc:  # schema changed: the old model cannot read the new data
@@ -199,7 +200,7 @@ def report_markdown(result: dict, gate: dict) -> str:
     lines = [f"# Evaluation — {'DEPLOY' if result['deploy'] else 'BLOCKED'}", "", "## Decision", ""]
     lines += [f"- {r}" for r in result["reasons"]]
     lines += ["", "## Test metrics", "", "| metric | value | threshold |", "|---|---|---|"]
-    th = gate.get("thresholds", {})
+    th = gate["thresholds"]
     for k in ("roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy", "log_loss", "brier"):
         lines.append(f"| {k} | {m[k]:.4f} | {th.get(k, '')} |")
     (tn, fp), (fn, tp) = m["confusion_matrix"]

@@ -158,20 +158,21 @@ def _significant(diff: float, se: float, groups: int, level: float | None) -> tu
     return pvalue < float(level), pvalue
 
 
-def fairness_gate(report: dict, cfg: dict) -> tuple[bool, list[str]]:
-    """Check the report against `cfg["fairness"]`: (passed, reasons naming feature, groups and figures).
+def fairness_gate(report: dict, cfg: dict, sensitive_features: list[str] | None = None) -> tuple[bool, list[str]]:
+    """Check the report against the limits in `cfg["fairness"]`: (passed, reasons naming feature, groups and figures).
 
+    `sensitive_features` is `dataset.sensitive_features` (None: every feature in the report).
     Fails when a configured sensitive feature has no figures (the data lacks it) or when
     its demographic parity / equalized odds difference is above the limit (and, when
     `significance_level` is set, statistically significant).
     """
-    if cfg is None or not cfg.get("enabled", True):
+    if not cfg["enabled"]:
         return True, ["fairness gate disabled"]
-    max_dp = float(cfg.get("max_demographic_parity_difference", 0.10))
-    max_eo = float(cfg.get("max_equalized_odds_difference", 0.10))
-    level = cfg.get("significance_level")
+    max_dp = float(cfg["max_demographic_parity_difference"])
+    max_eo = float(cfg["max_equalized_odds_difference"])
+    level = cfg["significance_level"]
     level = None if level in (None, "", 0) else float(level)
-    features = list(cfg.get("sensitive_features") or report.keys())
+    features = list(report.keys() if sensitive_features is None else sensitive_features)
     passed = True
     reasons: list[str] = []
     for feature in features:

@@ -17,7 +17,7 @@ def build_encoder(cfg: dict, scale: bool = False):
     return TabularEncoder(
         numeric=numeric_columns(cfg),
         categorical={c: [str(v) for v in cols[c]["categories"]] for c in categorical_columns(cfg)},
-        nullable=[c for c in numeric_columns(cfg) if cols[c].get("nullable", False)],
+        nullable=[c for c in numeric_columns(cfg) if cols[c]["nullable"]],
         scale=scale,
     )
 
@@ -36,9 +36,19 @@ def split_frame(df, cfg: dict):
     return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
 
 
+def with_binary_label(df, cfg: dict):
+    """The boundary where a label of any coding (0/1, booleans, strings) becomes 0/1 (1 = positive_label)."""
+    from kfct.labels import binary_labels
+
+    ds = cfg["dataset"]
+    out = df.copy()
+    out[ds["label"]] = binary_labels(df[ds["label"]], ds["positive_label"], ds["columns"][ds["label"]]["values"])
+    return out
+
+
 def featurize_core(df, cfg: dict):
-    """Split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
-    train, val, test = split_frame(df, cfg)
+    """Labels to 0/1, split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
+    train, val, test = split_frame(with_binary_label(df, cfg), cfg)
     scale = cfg["train"]["model"] == "logistic_regression"
     encoder = build_encoder(cfg, scale=scale).fit(train)
     return train, val, test, encoder

@@ -41,7 +41,7 @@ def realized_report_core(joined, cfg: dict, champion: str | None, baseline: dict
                          window: str = "1D") -> dict[str, Any]:
     from kfct.outcomes import calibration_curve, realized_performance
 
-    threshold = float((cfg.get("drift") or {}).get("performance_drop_threshold", 0.05))
+    threshold = float(cfg["drift"]["performance_drop_threshold"])
     by_version = realized_performance(joined)
     champ_rows = [r for r in by_version if r["model_version"] == str(champion) and r["role"] == "champion"]
     return {"n_judged": int(len(joined)), "champion": champion, "by_version": by_version,

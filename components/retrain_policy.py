@@ -28,7 +28,6 @@ from kfp.dsl import Artifact, Input
 SEVERITIES = ("low", "medium", "high", "critical")
 CRITICAL_LEVEL = 0.5
 HIGH_LEVEL = 0.3
-DEFAULT_PERFORMANCE_DROP = 0.05
 TRIGGER_EVENT = "retrain_triggered"
 
 
@@ -73,7 +72,7 @@ def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift
     drop = _num("performance_drop", performance_drop)
     t_share = float(cfg_drift["drift_share_threshold"])
     t_shift = float(cfg_drift["prediction_shift_threshold"])
-    t_drop = float(cfg_drift.get("performance_drop_threshold", DEFAULT_PERFORMANCE_DROP))
+    t_drop = float(cfg_drift["performance_drop_threshold"])
     reasons = []
     if share > t_share:
         reasons.append(f"drift share {share:.3f} > {t_share}")
@@ -138,7 +137,7 @@ def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: di
 
     `force` starts a run even without drift and ignores the cooldown (a person asked).
     """
-    remaining = cooldown_remaining(last, now, float(cfg_drift.get("cooldown_hours", 0)))
+    remaining = cooldown_remaining(last, now, float(cfg_drift["cooldown_hours"]))
     needed = bool(assessment.get("retrain"))
     reason = assessment.get("reason", "")
     if force:
@@ -151,7 +150,7 @@ def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: di
         hours = remaining / 3600.0
         return {"action": "cooldown", "retrain_needed": True, "cooldown_remaining_s": remaining,
                 "reason": f"{reason}; held back by cooldown: last retrain triggered {parse_ts(last).isoformat()}, "
-                          f"{hours:.1f} h of {cfg_drift.get('cooldown_hours')} h left"}
+                          f"{hours:.1f} h of {cfg_drift['cooldown_hours']} h left"}
     return {"action": "retrain", "retrain_needed": True, "cooldown_remaining_s": 0.0, "reason": reason}
 
 

@@ -520,12 +520,12 @@ def _gated_against(model_name: str, version: str) -> str | None:
 def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
                  canary_version: str | None = None, poll_seconds: float | None = None, log=None) -> RolloutResult:
     """Thresholds, steps and bake time from `cfg["rollout"]` unless given."""
-    r = cfg.get("rollout", {})
+    r = cfg["rollout"]
     return run_rollout(model_name, backend, Thresholds.from_config(cfg),
-                       parse_steps(steps if steps is not None else r.get("steps", [10, 50, 100])),
-                       float(bake_seconds if bake_seconds is not None else r.get("bake_seconds", 60)),
+                       parse_steps(steps if steps is not None else r["steps"]),
+                       float(bake_seconds if bake_seconds is not None else r["bake_seconds"]),
                        canary_version=canary_version,
-                       poll_seconds=float(poll_seconds if poll_seconds is not None else r.get("poll_seconds", 1.0)),
+                       poll_seconds=float(poll_seconds if poll_seconds is not None else r["poll_seconds"]),
                        log=log)
 
 

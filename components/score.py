@@ -78,50 +78,14 @@ def _threads(model) -> None:
 
 
 def arrow_matrix(encoder, table) -> np.ndarray:
-    """The encoder's `transform`, computed from Arrow columns without going through pandas.
-
-    Same arithmetic as `TabularEncoder.transform` (float32, median imputation, scaling,
-    one-hot by the encoder's category index); categories come from Arrow dictionary
-    indices, so each distinct string is looked up once, not once per row. `score_file`
-    checks it against `encoder.transform` on the first rows before trusting it.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from kfct.model import FeatureError
-
-    n = table.num_rows
-    out = np.zeros((n, encoder._width), dtype=np.float32)
-    for j, c in enumerate(encoder.numeric_):
-        col = table.column(c)
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_dictionary(col.type):
-            raise FeatureError(c, f"expected numbers, got {col.type}")
-        v = col.to_numpy().astype(np.float32, copy=False) if col.null_count == 0 else \
-            pc.fill_null(pc.cast(col, pa.float64()), float("nan")).to_numpy().astype(np.float32)
-        v = np.where(np.isnan(v), encoder.medians_[j], v)
-        out[:, j] = (v - encoder.means_[j]) / encoder.stds_[j]
-    rows = np.arange(n)
-    for c, (off, index) in encoder._cat_offsets.items():
-        col = table.column(c)
-        if not pa.types.is_dictionary(col.type):
-            col = pc.dictionary_encode(col)
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if col.null_count:
-            raise FeatureError(c, "null not allowed")
-        dictionary = col.dictionary.to_pylist()
-        lookup = np.array([index.get(str(v), -1) for v in dictionary] + [-1], dtype=np.int64)
-        codes = lookup[col.indices.to_numpy(zero_copy_only=False)]
-        if (codes < 0).any():
-            bad = dictionary[int(col.indices.to_numpy(zero_copy_only=False)[np.argmax(codes < 0)])]
-            raise FeatureError(c, f"unknown category {bad!r}; allowed: {sorted(index)}")
-        out[rows, off + codes] = 1.0
-    return out
+    """The model's encoder applied to Arrow columns (`TabularEncoder.transform_arrow`)."""
+    return encoder.transform_arrow(table)
 
 
 def _arrow_path_ok(model, table) -> bool:
     """True when the Arrow encoder reproduces the model's own encoder on the first rows."""
     enc = getattr(model, "encoder", None)
-    if enc is None or not hasattr(enc, "_cat_offsets") or not hasattr(model, "proba_from_matrix"):
+    if enc is None or not hasattr(enc, "transform_arrow") or not hasattr(model, "proba_from_matrix"):
         return False
     head = table.slice(0, min(2048, table.num_rows))
     try:

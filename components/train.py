@@ -214,7 +214,7 @@ def train_model(
                             **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {})})
         logged = registry.log_model(fitted, tr.drop(columns=[label]))
         # Reference snapshot for drift monitoring: a bounded sample of the training split.
-        window = int(cfg.get("drift", {}).get("window_rows", 50000))
+        window = int(cfg["drift"]["window_rows"])
         with tempfile.TemporaryDirectory() as tmp:
             snap = f"{tmp}/train_snapshot.parquet"
             tr.sample(n=min(window, len(tr)), random_state=0).to_parquet(snap, index=False)

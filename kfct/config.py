@@ -1,25 +1,248 @@
-"""The versioned run configuration: schema, split, training, gate, rollout, drift.
+"""The versioned run configuration, as a typed schema: dataset, split, train, gate, rollout, drift.
 
-The packaged `config/default.yaml` is the churn case study; a user file given by
-`KFCT_CONFIG` (or `--config`) is deep-merged over it, so a user states only what
-differs. The config travels into pipeline stages as a JSON string parameter, so
-a compiled pipeline carries the exact config it ran with.
+The packaged `config/default.yaml` is the churn case study and the one place the
+defaults of every section are written. A user file (`--config` / `KFCT_CONFIG`) is
+merged over it by three rules, then validated against the pydantic models below:
+
+- a user file that defines `dataset.columns` replaces `dataset` wholesale (a new
+  dataset shares nothing with the case study's columns, label or checks);
+- lists replace (steps, categories, label values);
+- mappings of settings merge (state `gate.thresholds.roc_auc` alone, keep the rest).
+
+Unknown keys are an error naming the key path and the closest valid key. The result
+is a plain dict with every key filled, so stages index it (`cfg["gate"]["min_improvement"]`)
+without restating defaults, and it stays JSON: it travels into pipeline stages as the
+`config_json` parameter, so a compiled pipeline carries the exact config it ran with.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import types
+import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, Union
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kfct.errors import KfctError
 
 
 class ConfigError(KfctError):
     """A configuration file is missing or malformed."""
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+Scalar = Union[bool, int, float, str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _field(model: type[BaseModel], key) -> Any:
+    """The field of `model` spelled `key` in a config file (its alias, else its name)."""
+    for name, f in model.model_fields.items():
+        if key == (f.alias or name):
+            return f
+    return None
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+# Keys that moved: an old file gets the new place named.
+_MOVED = {("fairness", "sensitive_features"): "dataset.sensitive_features"}
+
+
+class ColumnSpec(_Strict):
+    """One column of the raw dataset: what validation expects and how the encoder reads it."""
+
+    dtype: Literal["string", "category", "float", "int", "bool"]
+    nullable: bool = False                     # a null is a validation failure unless declared
+    unique: bool = False
+    min: Optional[float] = None
+    max: Optional[float] = None
+    categories: Optional[list[Scalar]] = None  # category: the allowed values, in encoder order
+    values: Optional[list[Scalar]] = None      # any dtype: the allowed set (used for labels)
+
+    @model_validator(mode="after")
+    def _coherent(self):
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {_num(self.min)} is greater than max {_num(self.max)}")
+        if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
+            raise ValueError(f"min/max need a numeric dtype, not {self.dtype}")
+        for key in ("categories", "values"):
+            if getattr(self, key) is not None and not getattr(self, key):
+                raise ValueError(f"{key} must be a non-empty list")
+        return self
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+class DatasetConfig(_Strict):
+    """The dataset's schema and its data-quality checks; neutral (off) where a check is optional."""
+
+    name: str = "dataset"
+    id_column: Optional[str] = None
+    label: str
+    positive_label: Scalar = 1
+    min_rows: Optional[int] = Field(default=1, ge=0)
+    max_rows: Optional[int] = None
+    max_duplicate_share: Optional[float] = Field(default=None, ge=0, lt=1)
+    label_balance: Optional[tuple[float, float]] = None  # positive share must fall in this range
+    allow_extra_columns: bool = False
+    columns: dict[str, ColumnSpec]
+    exclude_features: list[str] = Field(default_factory=list)
+    sensitive_features: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _columns_named(self):
+        if not self.columns:
+            raise ValueError("dataset.columns must name at least one column")
+        names = set(self.columns)
+        for what, cols in (("label", [self.label]), ("id_column", [self.id_column] if self.id_column else []),
+                           ("exclude_features", self.exclude_features),
+                           ("sensitive_features", self.sensitive_features)):
+            for c in cols:
+                if c not in names:
+                    raise ValueError(f"dataset.{what} {c!r} is not one of dataset.columns{_closest(c, names)}")
+        if self.label_balance is not None and not 0 <= self.label_balance[0] <= self.label_balance[1] <= 1:
+            raise ValueError(f"dataset.label_balance must be [low, high] with 0 <= low <= high <= 1, "
+                             f"got {list(self.label_balance)}")
+        skip = {self.id_column, self.label, *self.exclude_features}
+        for c, spec in self.columns.items():
+            if c not in skip and spec.dtype == "category" and not spec.categories:
+                raise ValueError(f"dataset.columns.{c}: a category feature needs its 'categories' list")
+        return self
+
+
+class SplitConfig(_Strict):
+    test_size: float = Field(gt=0, lt=1)
+    val_size: float = Field(gt=0, lt=1)
+    seed: int
+
+
+class TrainConfig(_Strict):
+    model: Literal["xgboost", "logistic_regression", "random_forest", "hist_gradient_boosting"]
+    device: Literal["cpu", "cuda"]
+    seed: int
+    imbalance: Literal["scale_pos_weight", "class_weight", "none"]
+    early_stopping_rounds: int
+    tune_trials: int = Field(ge=0)
+    threshold_strategy: Literal["f1", "recall_target"]
+    recall_target: float = Field(gt=0, le=1)
+    # Estimator hyperparameters pass through to the library as given.
+    xgboost: dict[str, Any]
+    logistic_regression: dict[str, Any]
+    random_forest: dict[str, Any]
+    hist_gradient_boosting: dict[str, Any]
+
+
+class GateConfig(_Strict):
+    thresholds: dict[str, float]
+    compare_metric: str
+    min_improvement: float
+    bootstrap_rounds: int = Field(ge=1)
+    confidence: float = Field(gt=0, lt=1)
+    seed: int
+    # Another run moved the champion between this run's gate and its registration.
+    on_champion_moved: Literal["regate", "block"] = "regate"
+
+
+class FairnessConfig(_Strict):
+    """Limits of the fairness gate; the attributes it checks are `dataset.sensitive_features`."""
+
+    enabled: bool
+    max_demographic_parity_difference: float
+    max_equalized_odds_difference: float
+    min_group_size: int
+    significance_level: Optional[float]
+
+
+class RegisterConfig(_Strict):
+    model_name: str
+    alias: str
+
+
+class RolloutConfig(_Strict):
+    enabled: bool
+    steps: list[int]
+    bake_seconds: float
+    min_requests: int = Field(ge=1)
+    max_error_rate_increase: float
+    max_p99_latency_ratio: float
+    max_churn_rate_shift: float
+    min_p99_latency_delta_ms: float
+    significance_z: float
+    poll_seconds: float
+
+
+class DriftConfig(_Strict):
+    drift_share_threshold: float
+    prediction_shift_threshold: float
+    stattest_threshold: float
+    cooldown_hours: float
+    window_rows: int
+    window_days: float
+    distance_threshold: float
+    performance_drop_threshold: float
+    num_method: Optional[str]
+    cat_method: Optional[str]
+
+
+class OutcomesConfig(_Strict):
+    """Realized outcomes (`kfct outcomes push`): when a label is known and how long it takes to be."""
+
+    observed_at_column: str
+    label_horizon_days: float = Field(gt=0)
+
+
+class AbConfig(_Strict):
+    """A/B tests and shadow evaluation judged on realized outcomes."""
+
+    percent: float = Field(gt=0, lt=100)
+    alpha: float = Field(gt=0, lt=1)
+    power: float = Field(gt=0, lt=1)
+    min_effect: float = Field(gt=0)
+    msprt_tau: Optional[float]
+    min_per_arm: int = Field(ge=1)
+    max_duration_days: float = Field(gt=0)
+    shadow_min_improvement: float
+
+
+class RunConfig(_Strict):
+    schema_version: Literal[1]
+    dataset: DatasetConfig
+    split: SplitConfig
+    train: TrainConfig
+    gate: GateConfig
+    fairness: FairnessConfig
+    register_: RegisterConfig = Field(alias="register")  # `register` is a BaseModel attribute
+    rollout: RolloutConfig
+    drift: DriftConfig
+    outcomes: OutcomesConfig
+    ab: AbConfig
+    # Per-stage pod settings; their keys are checked by kfct.pipelines.task_config.
+    resources: dict[str, dict[str, Any]]
+
+
+# -- merge and validate ---------------------------------------------------------------------------
+
+def merge_config(base: dict, user: dict) -> dict:
+    """`user` over `base`: `dataset` replaced when the user defines its columns, lists replace, mappings merge."""
+    out = copy.deepcopy(base)
+    ds = user.get("dataset")
+    if isinstance(ds, dict) and "columns" in ds:
+        out.pop("dataset", None)
+    return _deep_merge(out, user)
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -32,36 +255,101 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def default_config() -> dict[str, Any]:
+def _closest(key: str, valid) -> str:
+    near = difflib.get_close_matches(str(key), sorted(map(str, valid)), n=1, cutoff=0.5)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _model_at(model: type[BaseModel], path: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model that the mapping at `path` is validated by (None: free-form)."""
+    cur: Any = model
+    for part in path:
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            f = _field(cur, part)
+            if f is None:
+                return None
+            cur = f.annotation
+        elif typing.get_origin(cur) is dict:
+            cur = typing.get_args(cur)[1]
+        else:
+            return None
+        while typing.get_origin(cur) in (Union, types.UnionType):  # Optional[Model]
+            cur = next((a for a in typing.get_args(cur) if a is not type(None)), cur)
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(RunConfig, loc[:-1])
+            hint = _closest(str(loc[-1]), _keys(parent)) if parent else ""
+            if loc in _MOVED:
+                hint = f" (moved to {_MOVED[loc]})"
+            lines.append(f"unknown key {path}{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"missing key {path}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path or 'config'}: {msg}" + (f" (got {err['input']!r})" if _short(err.get("input")) else ""))
+    more = f" (and {len(lines) - 1} more: {'; '.join(lines[1:4])})" if len(lines) > 1 else ""
+    return f"{source}: {lines[0]}{more}"
+
+
+def _short(value) -> bool:
+    return isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40
+
+
+def validate_config(raw: dict, source: str = "config") -> dict[str, Any]:
+    """The raw mapping checked against the schema, every default filled; ConfigError names the key."""
+    try:
+        model = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _read_yaml(p: Path) -> dict:
     import yaml
 
-    text = resources.files("kfct").joinpath("config/default.yaml").read_text()
-    return yaml.safe_load(text)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        user = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    if not isinstance(user, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at top level")
+    return user
+
+
+def _default_raw() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(resources.files("kfct").joinpath("config/default.yaml").read_text())
+
+
+def default_config() -> dict[str, Any]:
+    """The packaged case study, validated."""
+    return validate_config(_default_raw(), "kfct/config/default.yaml")
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:
-    """Default config, merged with a user YAML file and then with explicit overrides."""
-    import yaml
-
-    cfg = default_config()
+    """Default config, merged with a user YAML file and then with explicit overrides, validated."""
+    raw = _default_raw()
+    source = "config"
     if path is None:
         from kfct.settings import get_settings
 
         path = get_settings().config
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-        if not isinstance(user, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at top level")
-        cfg = _deep_merge(cfg, user)
+        raw = merge_config(raw, _read_yaml(Path(path)))
+        source = f"config file {path}"
     if overrides:
-        cfg = _deep_merge(cfg, overrides)
-    return cfg
+        raw = merge_config(raw, overrides)
+    return validate_config(raw, source)
 
 
 def config_to_json(cfg: dict) -> str:
@@ -69,16 +357,24 @@ def config_to_json(cfg: dict) -> str:
 
 
 def config_from_json(text: str) -> dict:
-    """Parse a config passed as a pipeline parameter; empty means the default."""
+    """Parse a config passed as a pipeline parameter; empty means the default. Validated like a file."""
     if not text:
         return default_config()
-    return json.loads(text)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config_json is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("config_json must hold a JSON object")
+    return validate_config(merge_config(_default_raw(), raw), "config_json")
 
+
+# -- derived views ------------------------------------------------------------------------------
 
 def feature_columns(cfg: dict) -> list[str]:
     """Model inputs: every schema column except the id, the label and exclusions."""
     ds = cfg["dataset"]
-    skip = {ds["id_column"], ds["label"], *ds.get("exclude_features", [])}
+    skip = {ds["id_column"], ds["label"], *ds["exclude_features"]}
     return [c for c in ds["columns"] if c not in skip]
 
 

@@ -84,23 +84,84 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.output_names_, dtype=object)
 
+    @property
+    def width(self) -> int:
+        """Columns of the encoded matrix."""
+        return self._width
+
+    # -- one null policy, shared by the three paths ---------------------------
+    # A numeric null (None / NaN) is the training median when the feature is declared
+    # nullable and an error naming the feature otherwise; inf is always an error; a
+    # categorical null or unknown value is always an error. Batch (`transform`), Arrow
+    # (`transform_arrow`) and online (`transform_records`) apply exactly this.
+    def _numeric_column(self, j: int, c: str, v: np.ndarray) -> np.ndarray:
+        nan = np.isnan(v)
+        if nan.any():
+            if c not in self._nullable:
+                raise FeatureError(c, f"null not allowed ({int(nan.sum())} row(s))", int(np.argmax(nan)))
+            v = np.where(nan, self.medians_[j], v)
+        inf = np.isinf(v)
+        if inf.any():
+            raise FeatureError(c, f"non-finite value {v[inf][0]}", int(np.argmax(inf)))
+        return (v - self.means_[j]) / self.stds_[j]
+
+    def _one_hot(self, out: np.ndarray, c: str, codes: np.ndarray, values) -> None:
+        """Set the one-hot cells; codes < 0 are unknown (or null) values of `values` (row-aligned)."""
+        off, index = self._cat_offsets[c]
+        if (codes < 0).any():
+            i = int(np.argmax(codes < 0))
+            bad = values[i]
+            if bad is None or (isinstance(bad, float) and math.isnan(bad)):
+                raise FeatureError(c, "null not allowed", i)
+            raise FeatureError(c, f"unknown category {bad!r}; allowed: {sorted(index)}", i)
+        out[np.arange(len(codes)), off + codes] = 1.0
+
     # -- vectorised path -----------------------------------------------------
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.input_features if c not in X.columns]
         if missing:
             raise FeatureError(missing[0], "missing column")
-        n = len(X)
-        out = np.zeros((n, self._width), dtype=np.float32)
-        num = X[self.numeric_].to_numpy(dtype=np.float32)
-        num = np.where(np.isnan(num), self.medians_, num)
-        out[:, : len(self.numeric_)] = (num - self.means_) / self.stds_
-        rows = np.arange(n)
-        for c, (off, index) in self._cat_offsets.items():
-            codes = pd.Categorical(X[c].astype(str), categories=list(index)).codes
-            if (codes < 0).any():
-                bad = X[c].astype(str).to_numpy()[codes < 0][0]
-                raise FeatureError(c, f"unknown category {bad!r}; allowed: {sorted(index)}")
-            out[rows, off + codes] = 1.0
+        out = np.zeros((len(X), self._width), dtype=np.float32)
+        for j, c in enumerate(self.numeric_):
+            try:
+                v = X[c].to_numpy(dtype=np.float32, na_value=np.nan)
+            except (TypeError, ValueError):
+                raise FeatureError(c, f"expected numbers, got {X[c].dtype}") from None
+            out[:, j] = self._numeric_column(j, c, v)
+        for c, (_, index) in self._cat_offsets.items():
+            col = X[c]
+            values = col.to_numpy(dtype=object)
+            codes = pd.Categorical(col.astype(str).where(col.notna(), None), categories=list(index)).codes
+            self._one_hot(out, c, np.asarray(codes, dtype=np.int64), values)
+        return out
+
+    # -- Arrow path (batch scoring without pandas) ------------------------------
+    def transform_arrow(self, table) -> np.ndarray:
+        """`transform` computed from Arrow columns: each distinct category string is looked up once."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        missing = [c for c in self.input_features if c not in table.column_names]
+        if missing:
+            raise FeatureError(missing[0], "missing column")
+        out = np.zeros((table.num_rows, self._width), dtype=np.float32)
+        for j, c in enumerate(self.numeric_):
+            col = table.column(c)
+            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+                raise FeatureError(c, f"expected numbers, got {col.type}")
+            v = pc.fill_null(pc.cast(col, pa.float64()), float("nan")).to_numpy().astype(np.float32)
+            out[:, j] = self._numeric_column(j, c, v)
+        for c, (_, index) in self._cat_offsets.items():
+            col = table.column(c)
+            if not pa.types.is_dictionary(col.type):
+                col = pc.dictionary_encode(col)
+            col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+            dictionary = col.dictionary.to_pylist()
+            lookup = np.array([index.get(str(v), -1) for v in dictionary] + [-1], dtype=np.int64)
+            idx = pc.fill_null(col.indices, len(dictionary)).to_numpy(zero_copy_only=False)
+            values = dictionary + [None]
+            codes = lookup[idx]
+            self._one_hot(out, c, codes, _LazyValues(values, idx))
         return out
 
     # -- per-record path (online serving) -------------------------------------
@@ -133,6 +194,8 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
                 if v is _MISSING:
                     raise FeatureError(c, "missing", i)
                 k = index.get(v) if isinstance(v, str) else None
+                if v is None:
+                    raise FeatureError(c, "null not allowed", i)
                 if k is None:
                     raise FeatureError(c, f"unknown category {v!r}; allowed: {sorted(index)}", i)
                 row[off + k] = 1.0
@@ -140,6 +203,16 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
 
 
 _MISSING = object()
+
+
+class _LazyValues:
+    """Row i's original value, looked up only for the row an error names."""
+
+    def __init__(self, dictionary: list, idx: np.ndarray):
+        self.dictionary, self.idx = dictionary, idx
+
+    def __getitem__(self, i: int):
+        return self.dictionary[int(self.idx[i])]
 
 
 class ChurnModel(BaseEstimator, ClassifierMixin):

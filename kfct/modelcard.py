@@ -15,6 +15,7 @@ values are shuffled) and the card says so.
 
 from __future__ import annotations
 
+import base64
 import html as _html
 from typing import Any
 
@@ -27,6 +28,8 @@ DEFAULT_INTENDED_USE = (
     "about an individual on its own. Valid for the population and feature definitions of the data snapshot "
     "below; drift monitoring retrains it when that population moves."
 )
+CHART_TITLES = {"roc_curve": "ROC curve", "pr_curve": "Precision-recall curve",
+                "calibration": "Calibration curve", "top_features": "Top features"}
 SHAP_METHOD = "SHAP (XGBoost TreeSHAP contributions, pred_contribs=True), mean |value| per source feature"
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
 PERMUTATION_METHOD = ("permutation importance: mean |change in predicted probability| when the feature is "
@@ -202,10 +205,35 @@ def _sections(info: dict) -> tuple[str, list[tuple[str, list]]]:
                              f"{_fmt(comp.get('diff'))}, CI [{_fmt(comp.get('ci_low'))}, {_fmt(comp.get('ci_high'))}]"))
     S.append(("Thresholds and gate decision", gblocks or [("p", "No gate recorded.")]))
 
+    charts = info.get("charts") or {}
+    if charts:
+        S.append(("Curves and top features", [("img", CHART_TITLES.get(k, k), k, png) for k, png in charts.items()]))
+
     lineage = info.get("lineage") or {}
     S.append(("Lineage", [("table", ["key", "value"], [[k, _fmt(v)] for k, v in sorted(lineage.items())])]
               if lineage else [("p", "No lineage recorded.")]))
     return title, S
+
+
+def description(info: dict, intended_use: str | None = None) -> str:
+    """The MLflow version description: intended use, data, gate decision (what the registry UI shows)."""
+    ds, gate = info.get("dataset") or {}, info.get("gate") or {}
+    reasons = "; ".join(gate.get("reasons") or [])
+    return (f"Intended use: {intended_use or DEFAULT_INTENDED_USE}\n\n"
+            f"Data: {ds.get('uri')} (sha256 {str(ds.get('sha256'))[:16]}, {ds.get('rows')} rows, "
+            f"{ds.get('columns')} columns; test set {ds.get('rows_test')} rows).\n\n"
+            f"Gate decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'} - {reasons}")[:5000]
+
+
+def model_description(cfg: dict) -> str:
+    """The registered model's description: what it predicts, from which dataset, how versions are gated."""
+    ds, gate = cfg["dataset"], cfg["gate"]
+    limits = ", ".join(f"{k} >= {v}" for k, v in gate["thresholds"].items())
+    fair = ", ".join(ds["sensitive_features"]) or "none configured"
+    return (f"Probability that {ds['label']} == {ds['positive_label']!r} for a record of dataset "
+            f"{ds['name']!r} ({len(ds['columns'])} columns). Intended use: {DEFAULT_INTENDED_USE}\n\n"
+            f"Every version passed data validation and the gate: {limits}; fairness across: {fair}; "
+            f"a challenger must beat the champion by {gate['compare_metric']} >= {gate['min_improvement']}.")[:5000]
 
 
 def _float(v):
@@ -226,6 +254,8 @@ def _render_md(title: str, sections) -> str:
         for b in blocks:
             if b[0] == "p":
                 out += [b[1], ""]
+            elif b[0] == "img":  # the PNG is logged next to the card as <key>.png
+                out += [f"![{b[1]}]({b[2]}.png)", ""]
             elif b[0] == "ul":
                 out += [f"- {_md_cell(x)}" for x in b[1]] + [""]
             elif b[0] == "table":
@@ -249,6 +279,10 @@ def _render_html(title: str, sections) -> str:
         for b in blocks:
             if b[0] == "p":
                 out.append(f"<p>{e(b[1])}</p>")
+            elif b[0] == "img":
+                data = base64.b64encode(b[3]).decode("ascii")
+                out.append(f'<figure><img alt="{e(b[1])}" src="data:image/png;base64,{data}">'
+                           f"<figcaption>{e(b[1])}</figcaption></figure>")
             elif b[0] == "ul":
                 out.append("<ul>" + "".join(f"<li>{e(str(x))}</li>" for x in b[1]) + "</ul>")
             elif b[0] == "table":
@@ -261,7 +295,11 @@ def _render_html(title: str, sections) -> str:
 
 
 def build_model_card(info: dict) -> tuple[str, str]:
-    """(Markdown, HTML) model card for one registered version; missing parts say so."""
+    """(Markdown, HTML) model card for one registered version; missing parts say so.
+
+    `info["charts"]` ({key: PNG bytes}, from `kfct.modelcard_charts.curve_charts`) is inlined
+    as base64 in the HTML; the Markdown links `<key>.png`, logged beside it.
+    """
     if not isinstance(info, dict):
         raise ValueError(f"model card info must be a dict, got {type(info).__name__}")
     title, sections = _sections(info)

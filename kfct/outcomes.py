@@ -37,18 +37,19 @@ class OutcomesError(DataSourceError):
 
 
 def outcomes_settings(cfg: dict) -> dict:
-    o = dict(cfg.get("outcomes") or {})
-    return {"observed_at_column": o.get("observed_at_column", "observed_at"),
-            "label_horizon_days": float(o.get("label_horizon_days", 30))}
+    o = cfg["outcomes"]
+    return {"observed_at_column": o["observed_at_column"], "label_horizon_days": float(o["label_horizon_days"])}
 
 
 def _label_map(cfg: dict):
-    """Label value → 0/1, mapped once here at the boundary (strings, booleans or 0/1)."""
+    """Label value → 0/1 by `kfct.labels.token` (strings, booleans, YAML's yes/no or 0/1 agree)."""
+    from kfct.labels import token
+
     ds = cfg["dataset"]
-    spec = ds["columns"].get(ds["label"], {})
-    values = list(spec.get("values") or spec.get("categories") or [0, 1])
-    positive = ds.get("positive_label", 1)
-    return {v: int(str(v) == str(positive)) for v in values}, positive
+    spec = ds["columns"][ds["label"]]
+    values = list(spec["values"] or spec["categories"] or [0, 1])
+    positive = ds["positive_label"]
+    return {v: int(token(v) == token(positive)) for v in values}, positive
 
 
 def _gx_check(df, cfg: dict, validate_frame) -> None:
@@ -61,7 +62,8 @@ def _gx_check(df, cfg: dict, validate_frame) -> None:
     if ds["id_column"] in cols:
         cols[ds["id_column"]]["unique"] = False  # a customer can churn, come back and churn again
     sub = {**cfg, "dataset": {**ds, "columns": cols, "min_rows": 1, "max_duplicate_share": None,
-                              "label_balance": None, "allow_extra_columns": True}}
+                              "label_balance": None, "allow_extra_columns": True, "exclude_features": [],
+                              "sensitive_features": []}}
     result = validate_frame(df[list(cols)], sub)
     if not result["passed"]:
         first = result["failures"][0]
@@ -78,6 +80,9 @@ def validate_outcomes(df, cfg: dict, gx: bool = True, validate_frame=None):
     Great Expectations rules on the id and label columns."""
     import pandas as pd
 
+    from kfct.config import validate_config
+
+    cfg = validate_config(cfg)  # defaults filled, whatever dict the caller built
     ds, o = cfg["dataset"], outcomes_settings(cfg)
     idc, lab, obs = ds["id_column"], ds["label"], o["observed_at_column"]
     missing = [c for c in (idc, lab, obs) if c not in df.columns]
@@ -90,8 +95,11 @@ def validate_outcomes(df, cfg: dict, gx: bool = True, validate_frame=None):
         raise OutcomesError(f"outcomes column {idc}: {int(df[idc].isna().sum())} empty id(s)")
     mapping, positive = _label_map(cfg)
     labels = df[lab]
+    from kfct.labels import token
+
     known = {str(k) for k in mapping}
-    bad = labels[~labels.astype(str).isin(known) | labels.isna()]
+    tokens = labels.map(lambda v: None if pd.isna(v) else token(v))
+    bad = labels[~tokens.isin({token(k) for k in mapping}) | labels.isna()]
     if len(bad):
         raise OutcomesError(f"outcomes column {lab}: {len(bad)} value(s) outside {sorted(known)}, "
                             f"e.g. {[str(v)[:20] for v in bad.unique()[:3]]}")
@@ -105,9 +113,9 @@ def validate_outcomes(df, cfg: dict, gx: bool = True, validate_frame=None):
         raise OutcomesError(f"outcomes column {obs}: not a timestamp ({str(exc)[:120]})") from None
     if ts.isna().any():
         raise OutcomesError(f"outcomes column {obs}: {int(ts.isna().sum())} empty timestamp(s)")
-    by_str = {str(k): v for k, v in mapping.items()}
+    by_token = {token(k): v for k, v in mapping.items()}
     return pd.DataFrame({ID: df[idc].astype(str).to_numpy(),
-                         "outcome": labels.astype(str).map(by_str).astype("int64").to_numpy(),
+                         "outcome": tokens.map(by_token).astype("int64").to_numpy(),
                          "observed_at": ts.astype("datetime64[us, UTC]").reset_index(drop=True)})
 
 

@@ -294,6 +294,13 @@ def register_once(model_uri: str, name: str, tags: dict[str, str], run_id: str) 
     return version, created
 
 
+def describe(name: str, version: str, version_text: str, model_text: str) -> None:
+    """Descriptions the MLflow UI shows on the registered model and on this version."""
+    c = client()
+    c.update_registered_model(name, description=model_text)
+    c.update_model_version(name, str(version), description=version_text)
+
+
 def set_alias(name: str, alias: str, version: str, reason: str = "", **audit_fields: Any) -> str | None:
     """Move an alias; records the move (with the previous version) in the audit trail."""
     from kfct import audit

@@ -72,7 +72,7 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
         tune_trials: int = 0,
         code_version: str = "unknown",
         run_reason: str = "manual",
-        rollout: bool = bool(cfg.get("rollout", {}).get("enabled", False)),
+        rollout: bool = bool(cfg["rollout"]["enabled"]),
         serving_url: str = "",
     ):
         run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER

@@ -137,7 +137,7 @@ def run_ct(
     data_uri = data_uri or DEFAULT_URI
     _precheck(data_uri)
     model_name = model_name or cfg["register"]["model_name"]
-    device = device or cfg["train"].get("device", "cpu")
+    device = device or cfg["train"]["device"]
 
     from kfp import local
 
@@ -161,7 +161,7 @@ def run_ct(
             try:
                 pipeline(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name, device=device,
                          tune_trials=int(tune_trials), code_version=code_version(), run_reason=run_reason,
-                         rollout=bool(cfg.get("rollout", {}).get("enabled", False)), serving_url=serving_url)
+                         rollout=bool(cfg["rollout"]["enabled"]), serving_url=serving_url)
             except Exception as exc:  # kfp raises RuntimeError naming the failed task
                 error = exc
     total = time.perf_counter() - t0
@@ -193,7 +193,8 @@ def run_ct(
             "n_failed": validation.get("n_failed"),
             "failures": validation.get("failures", []),
             "report": vrep.get("uri"),
-            "report_html": _artifact(outputs, "validate-data", "report").get("uri"),
+            "report_html": html_named(_artifact(outputs, "validate-data", "report").get("uri")),
+            "hints": validation.get("hints", []),
         },
         "model_name": model_name,
     }
@@ -217,15 +218,22 @@ def run_ct(
     return summary
 
 
+def html_named(path: str | None) -> str | None:
+    """kfp names the HTML artifact `report`; a copy named `.html` opens in a browser."""
+    if not path or path.endswith(".html") or not Path(path).is_file():
+        return path
+    import shutil
+
+    return shutil.copyfile(path, path + ".html")
+
+
 def format_validation_failure(summary: dict) -> str:
     v = summary["validation"]
+    from kfct.components.validation_report import failure_lines
+
     lines = [f"validation failed: {v.get('n_failed')} of {v.get('n_expectations')} expectations "
              f"(report: {v.get('report_html') or v.get('report')})"]
-    for f in v.get("failures", [])[:20]:
-        col = f.get("column") or "<table>"
-        sample = f.get("sample_bad_values")
-        lines.append(f"  - {f.get('expectation')} [{col}] observed={f.get('observed')}"
-                     + (f" sample={sample}" if sample else ""))
+    lines += [f"  - {line}" for line in failure_lines(v)]
     return "\n".join(lines)
 
 

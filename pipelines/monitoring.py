@@ -66,9 +66,8 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
     ops = make_components(s)
     default_config = config_to_json(cfg)
     # A retried trigger could submit a second CT run: the trigger stage never retries.
-    task_cfg = {**cfg, "resources": {**(cfg.get("resources") or {}),
-                                     "trigger_retrain": {**((cfg.get("resources") or {}).get("trigger_retrain") or {}),
-                                                         "retries": 0}}}
+    task_cfg = {**cfg, "resources": {**cfg["resources"],
+                                     "trigger_retrain": {**cfg["resources"].get("trigger_retrain", {}), "retries": 0}}}
     default_model = cfg["register"]["model_name"]
 
     @dsl.pipeline(
@@ -143,7 +142,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
 
     t0 = time.perf_counter()
     try:
-        ref, loaded, ref_source = load_reference(model_name, cfg["register"].get("alias", "champion"))
+        ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
         cur, cur_source, pred_col = load_current(current_uri, cfg, model_name, since)
         ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
         result = run_detection(ref, cur, cfg, float(loaded.model.threshold), heldout_performance(loaded.tags))

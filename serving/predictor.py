@@ -105,7 +105,7 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
             pass
         from kfct.serving.fasttrees import compile_booster
 
-        ensemble = compile_booster(booster, encoder._width, reference=model.proba_from_matrix)
+        ensemble = compile_booster(booster, encoder.width, reference=model.proba_from_matrix)
         if ensemble is None:
             log.warning("model %s v%s: numpy tree path unavailable, using the booster", model_name, version)
     threshold = float(getattr(model, "threshold", 0.5))

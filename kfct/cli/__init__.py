@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "kfct.cli.serve",
     "kfct.cli.monitor",
     "kfct.cli.cluster",
+    "kfct.cli.config",
+    "kfct.cli.predict",
     "kfct.cli.outcomes",
 )
 

@@ -7,7 +7,7 @@ import sys
 
 def _run(args) -> int:
     from kfct.config import load_config
-    from kfct.errors import ValidationFailed
+    from kfct.errors import KfctError, ValidationFailed
     from kfct.pipelines.local import format_summary, format_validation_failure, run_ct
 
     cfg = load_config()
@@ -15,9 +15,16 @@ def _run(args) -> int:
         cfg["train"]["model"] = args.model
     data_uri = args.data_uri or f"generate://{args.rows}?seed={args.seed}"
     print(f"kfct: running the CT pipeline on {data_uri} (kfp.local SubprocessRunner) ...", flush=True)
-    summary = run_ct(data_uri=data_uri, cfg=cfg, model_name=args.model_name, device=args.device,
-                     tune_trials=args.tune_trials, run_reason=args.reason, verbose=args.verbose,
-                     raise_on_validation=False)
+    try:
+        summary = run_ct(data_uri=data_uri, cfg=cfg, model_name=args.model_name, device=args.device,
+                         tune_trials=args.tune_trials, run_reason=args.reason, verbose=args.verbose,
+                         raise_on_validation=False)
+    except KfctError as exc:  # unreadable data, a failed stage: on the record like a failed validation
+        from kfct import audit
+
+        audit.record("run_failed", model_name=args.model_name or cfg["register"]["model_name"], data_uri=data_uri,
+                     error_type=type(exc).__name__, error=str(exc)[:500], reason=args.reason)
+        raise
     print(format_summary(summary))
     if args.json:
         import json

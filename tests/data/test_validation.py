@@ -152,8 +152,9 @@ def test_other_label_coding_uses_membership_bounds(validate, cfg, clean):
     coded.loc[coded.index[: int(len(coded) * 0.9)], "churned"] = "yes"
     bad = validate(coded, c)
     assert _failed(bad) == {("label_balance_max", "churned")}
-    # and the 0/1 schema rejects the string coding, naming the label
-    assert ("label_values", "churned") in _failed(validate(coded, cfg))
+    # and the 0/1 schema rejects the string coding, naming the label (yes/no are spellings of 1/0,
+    # kfct.labels, so it is the dtype check that fails)
+    assert ("dtype", "churned") in _failed(validate(coded, cfg))
 
 
 def test_csv_round_trip_validates_like_parquet(validate, cfg, clean, tmp_path):

@@ -5,8 +5,8 @@ import pytest
 
 from kfct.components.fairness import fairness_gate, fairness_report
 
-CFG = {"enabled": True, "sensitive_features": ["g"], "max_demographic_parity_difference": 0.10,
-       "max_equalized_odds_difference": 0.10, "min_group_size": 2}
+CFG = {"enabled": True, "max_demographic_parity_difference": 0.10,
+       "max_equalized_odds_difference": 0.10, "min_group_size": 2, "significance_level": None}
 
 
 def _data():
@@ -76,7 +76,7 @@ def test_gate_passes_fair_model():
 def test_gate_fails_when_configured_feature_missing_and_disabled_gate_passes():
     y, p, g = _data()
     rep = fairness_report(y, p, {"g": g}, 2)
-    passed, reasons = fairness_gate(rep, {**CFG, "sensitive_features": ["g", "region"]})
+    passed, reasons = fairness_gate(rep, CFG, ["g", "region"])
     assert not passed and any("'region'" in r for r in reasons)
     assert fairness_gate(rep, {**CFG, "enabled": False}) == (True, ["fairness gate disabled"])
 

@@ -88,3 +88,40 @@ def test_card_says_what_is_missing_and_escapes_html():
     assert "<script>" not in html and "&lt;script&gt;" in html
     with pytest.raises(ValueError, match="must be a dict"):
         build_model_card(["not", "a", "dict"])
+
+
+def test_card_shows_curves_and_top_features_inline(trained, tmp_path):
+    import base64
+    import shutil
+    import subprocess
+
+    from kfct.config import load_config
+    from kfct.modelcard import description, model_description
+    from kfct.modelcard_charts import curve_charts
+
+    model, _, _, test = trained
+    X, y = test.drop(columns=["churned"]).head(800), test["churned"].head(800).to_numpy()
+    top = top_features_shap(model, X.head(200), k=8)
+    charts = curve_charts(y, model.predict_positive(X), top)
+    assert set(charts) == {"roc_curve", "pr_curve", "calibration", "top_features"}
+    assert all(png.startswith(b"\x89PNG") for png in charts.values())
+    info = {"model_name": "m", "version": "2", "top_features": top, "charts": charts,
+            "dataset": {"uri": "d.csv", "sha256": "ab" * 32, "rows": 5, "columns": 3, "rows_test": 2},
+            "gate": {"deploy": True, "reasons": ["roc_auc 0.9 >= 0.8"]}}
+    md, html = build_model_card(info)
+    for key in charts:
+        assert f"]({key}.png)" in md
+        assert f'src="data:image/png;base64,{base64.b64encode(charts[key]).decode()}"' in html
+    text = description(info)
+    assert text.startswith("Intended use:") and "d.csv" in text and "DEPLOY - roc_auc 0.9 >= 0.8" in text
+    assert "churned == 1" in model_description(load_config())
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    page = tmp_path / "card.html"
+    page.write_text(html)
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert dom.count("<img") == 4 and "Calibration curve" in dom

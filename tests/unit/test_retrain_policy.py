@@ -7,7 +7,8 @@ import pytest
 from kfct.components.retrain_policy import (assess, cooldown_remaining, decide, last_trigger, severity,
                                        should_retrain)
 
-CFG = {"drift_share_threshold": 0.20, "prediction_shift_threshold": 0.30, "cooldown_hours": 24}
+CFG = {"drift_share_threshold": 0.20, "prediction_shift_threshold": 0.30, "cooldown_hours": 24,
+       "performance_drop_threshold": 0.05}
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 

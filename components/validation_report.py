@@ -1,0 +1,181 @@
+"""The validation result as a person reads it: one summary line, a Markdown and an HTML report.
+
+Each failure names the expectation, what was observed and what was expected (the
+limit that was broken), with a short sample of bad values; lists stop with
+"... and N more" rather than silently. The HTML is self-contained (inline CSS, no
+scripts, every value escaped) and saved with an `.html` name so a browser opens it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from kfct.components.validation_records import short as _short
+
+
+def _where(rec: dict) -> str:
+    return rec.get("column") or "(table)"
+
+
+def failure_text(f: dict) -> str:
+    """`churned: label_balance (expect_column_mean_to_be_between) observed 0.0, expected positive share ...`"""
+    text = f"{_where(f)}: {f['check']} ({f['expectation']}) observed {_short(f.get('observed'), 120)}, " \
+           f"expected {f.get('expected')}"
+    if f.get("sample_bad_values"):
+        text += f"; e.g. {_samples_text(f['sample_bad_values'], 120)}"
+    return text
+
+
+def summary_line(result: dict, max_listed: int = 5) -> str:
+    """`validation: 95 expectations, 0 failed (passed)`, or the failed checks named with observed and expected."""
+    n, k = result["n_expectations"], result["n_failed"]
+    line = f"validation: {n} expectations, {k} failed ({'passed' if result['passed'] else 'FAILED'})"
+    fails = result.get("failures") or []
+    if fails and max_listed > 0:
+        parts = []
+        for f in fails[:max_listed]:
+            part = f"{_where(f)}: {f['check']}"
+            if f.get("unexpected_count"):
+                part += f" ({f['unexpected_count']} bad)"
+            parts.append(part)
+        line += " - " + "; ".join(parts) + more_text(len(fails), max_listed, sep="; ")
+    return line
+
+
+def more_text(total: int, shown: int, sep: str = " ") -> str:
+    return f"{sep}\u2026 and {total - shown} more" if total > shown else ""
+
+
+def failure_lines(result: dict, limit: int = 20) -> list[str]:
+    """One line per failure (expectation, observed, expected, sample), then "... and N more", then hints."""
+    fails = result.get("failures") or []
+    lines = [failure_text(f) for f in fails[:limit]]
+    if len(fails) > limit:
+        lines.append(more_text(len(fails), limit, sep=""))
+    return lines + [f"hint: {h}" for h in result.get("hints") or []]
+
+
+def _samples_text(values: list, limit: int = 400) -> str:
+    """`"lifetime", 7.5` style: JSON per value, so strings and numbers stay distinguishable."""
+    return _short(", ".join(json.dumps(v, default=str) for v in values or []), limit)
+
+
+def _md_cell(v: Any, limit: int = 160) -> str:
+    return _short(v, limit).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(result: dict) -> str:
+    lines = [
+        f"# Data validation: {result['suite']}",
+        "",
+        f"**{summary_line(result, max_listed=0)}** on {result['rows']} rows, schema version {result['schema_version']}.",
+        "",
+    ]
+    lines += [f"> **Hint:** {_md_cell(h, 400)}" for h in result.get("hints") or []]
+    lines += [""] if result.get("hints") else []
+    if result["failures"]:
+        lines += [
+            "## Failed expectations",
+            "",
+            "| # | column | check | expected | observed | unexpected | sample bad values |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for i, f in enumerate(result["failures"], 1):
+            lines.append(
+                f"| {i} | {_md_cell(_where(f))} | {_md_cell(f['check'])} `{f['expectation']}` | {_md_cell(f['expected'])} "
+                f"| {_md_cell(f['observed'])} | {_md_cell(f.get('unexpected_count'))} "
+                f"| {_md_cell(_samples_text(f['sample_bad_values'], 240), 240)} |"
+            )
+        lines.append("")
+    else:
+        lines += ["All expectations passed.", ""]
+    lines += [
+        "## All expectations",
+        "",
+        "| # | result | column | check | expected | observed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(result["results"], 1):
+        lines.append(
+            f"| {i} | {'pass' if r['success'] else '**FAIL**'} | {_md_cell(_where(r))} | {_md_cell(r['check'])} "
+            f"| {_md_cell(r['expected'])} | {_md_cell(r['observed'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
+.summary{padding:.6em 1em;border-radius:4px;font-weight:600}
+.ok{background:#e6f4ea;color:#1e6b34}.bad{background:#fce8e6;color:#a50e0e}
+table{border-collapse:collapse;width:100%;font-size:.9em}
+th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}tr.fail td{background:#fff4f4}code{font-size:.95em}
+"""
+
+
+def render_html(result: dict) -> str:
+    """Self-contained HTML (inline CSS, no scripts, every value escaped)."""
+    e = html.escape
+    ok = result["passed"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Data validation: {e(result['suite'])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Data validation: {e(result['suite'])}</h1>",
+        f'<p class="summary {"ok" if ok else "bad"}">{e(summary_line(result, max_listed=0))}</p>',
+        f"<p>{result['rows']} rows, schema version {e(str(result['schema_version']))}, "
+        f"Great Expectations {e(str(result.get('gx_version', '')))}.</p>",
+    ]
+    parts += [f'<p class="summary bad">Hint: {e(h)}</p>' for h in result.get("hints") or []]
+    if result["failures"]:
+        parts += [
+            "<h2>Failed expectations</h2>",
+            "<table><thead><tr><th>#</th><th>column</th><th>check</th><th>expected</th><th>observed</th>"
+            "<th>unexpected</th><th>sample bad values</th></tr></thead><tbody>",
+        ]
+        for i, f in enumerate(result["failures"], 1):
+            parts.append(
+                f'<tr class="fail"><td>{i}</td><td>{e(_where(f))}</td>'
+                f'<td>{e(f["check"])}<br><code>{e(f["expectation"])}</code></td>'
+                f"<td>{e(f['expected'])}</td><td>{e(_short(f['observed'], 400))}</td>"
+                f"<td>{e(_short(f.get('unexpected_count')))}</td>"
+                f"<td>{e(_samples_text(f['sample_bad_values']))}</td></tr>"
+            )
+        parts.append("</tbody></table>")
+    else:
+        parts.append("<p>All expectations passed.</p>")
+    parts += [
+        "<h2>All expectations</h2>",
+        "<table><thead><tr><th>#</th><th>result</th><th>column</th><th>check</th><th>expected</th>"
+        "<th>observed</th></tr></thead><tbody>",
+    ]
+    for i, r in enumerate(result["results"], 1):
+        cls = "" if r["success"] else ' class="fail"'
+        parts.append(
+            f"<tr{cls}><td>{i}</td><td>{'pass' if r['success'] else '<b>FAIL</b>'}</td><td>{e(_where(r))}</td>"
+            f"<td>{e(r['check'])}</td><td>{e(r['expected'])}</td><td>{e(_short(r['observed'], 400))}</td></tr>"
+        )
+    parts.append("</tbody></table></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(result: dict, out_dir) -> dict[str, Path]:
+    """Write validation.json / .md / .html under out_dir; return their paths by kind."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "validation.json",
+        "markdown": out / "validation.md",
+        "html": out / "validation.html",
+    }
+    paths["json"].write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(result), encoding="utf-8")
+    paths["html"].write_text(render_html(result), encoding="utf-8")
+    return paths
+
+
