@@ -260,13 +260,18 @@ def promote_cas(model_name: str, expected_champion: str, new_version: str, reaso
     """Move `champion` to `new_version` only if it still points at `expected_champion`."""
     from kfct import registry
 
-    current = registry.alias_version(model_name, "champion")
-    if str(current) != str(expected_champion):
-        raise ABTestError(f"champion moved to v{current} since the test started against v{expected_champion}; "
-                          "not promoting (start a new test against the current champion)")
-    registry.set_alias(model_name, "champion", str(new_version), reason=reason)
-    if registry.alias_version(model_name, "champion") != str(new_version):  # re-read after write
-        raise ABTestError(f"champion alias did not move to v{new_version}")
+    # Under the registry lock every champion mover shares (register, rollout, A/B): compare,
+    # re-verify the lock, write, read back (kfct.registry.compare_and_set_alias).
+    with registry.champion_lock(model_name) as lock:
+        current = registry.alias_version(model_name, "champion")
+        if str(current) != str(expected_champion):
+            raise ABTestError(f"champion moved to v{current} since the test started against v{expected_champion}; "
+                              "not promoting (start a new test against the current champion)")
+        try:
+            registry.compare_and_set_alias(lock, model_name, "champion", str(expected_champion), str(new_version),
+                                           reason=reason)
+        except registry.AliasConflict as exc:
+            raise ABTestError(f"champion alias did not move to v{new_version}: {exc}") from exc
 
 
 def ab_start(model_name: str, version: str, cfg: dict, percent: float | None = None, target: str = "auto",

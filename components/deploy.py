@@ -191,7 +191,32 @@ def kserve_client(config_file: str | None = None, config_dict: dict | None = Non
     from kfct import kserve_sdk
 
     kserve = kserve_sdk.load()
-    return kserve.KServeClient(config_file=config_file, config_dict=config_dict)
+    return _with_timeouts(kserve.KServeClient(config_file=config_file, config_dict=config_dict))
+
+
+def _with_timeouts(kclient, settings=None):
+    """Give every Kubernetes request the Settings timeouts (connect, read).
+
+    The kubernetes client sends `timeout=None` (wait forever) unless each call passes
+    `_request_timeout`, which the kserve SDK never does: so each REST client this KServeClient
+    holds gets that argument by default.
+    """
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    timeout = (s.net_connect_timeout_seconds, s.net_timeout_seconds)
+    seen: set[int] = set()
+    for api in list(vars(kclient).values()):
+        rest = getattr(getattr(api, "api_client", None), "rest_client", None)
+        if rest is None or id(rest) in seen:
+            continue
+        seen.add(id(rest))
+
+        def request(*args, _orig=rest.request, _request_timeout=None, **kwargs):
+            return _orig(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+        rest.request = request
+    return kclient
 
 
 def _not_found(exc: Exception) -> bool:
@@ -344,6 +369,59 @@ def wait_canary_ready(client, name: str, namespace: str, mode: str, version: str
 
 # -- the stage ------------------------------------------------------------------------------------
 
+def converge_core(model_name: str, target: str = "local", client=None, namespace: str | None = None,
+                  state_path=None, settings=None, reason: str = "") -> dict[str, Any]:
+    """Make the split file (local) or InferenceService (cluster) follow the registry aliases.
+
+    Runs on every deploy (and when the deploy stage finds its version superseded): whatever
+    an earlier crash interrupted, what serves afterwards is what the aliases say.
+    """
+    from kfct import audit, registry
+    from kfct.convergence import split_changes
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    al = registry.aliases(model_name)
+    out: dict[str, Any] = {"model_name": model_name, "target": target, "aliases": al, "changes": {}}
+    if "champion" not in al:
+        return out
+    if target == "local":
+        from kfct.split_state import SplitState, read_state, update_state
+        from kfct.split_state import state_path as default_path
+
+        path = state_path or default_path(model_name, s.home)
+        cur = read_state(path) or SplitState(model_name=model_name)
+        changes, reasons = split_changes(cur.champion_version, cur.canary_version, cur.canary_percent, cur.mode, al)
+        if changes:
+            update_state(model_name, path, **changes, reason="converge on aliases: " + "; ".join(reasons))
+            out.update(changes=changes, reasons=reasons)
+    else:
+        ns = namespace or s.kfp_namespace
+        client = client or kserve_client()
+        try:
+            live = client.get(model_name, namespace=ns)
+        except Exception as exc:  # RuntimeError from the SDK, urllib3 errors on timeouts
+            if "404" not in str(exc) and "Not Found" not in str(exc):
+                raise DeployError(f"cannot read InferenceService {ns}/{model_name}: {str(exc).strip()[:300]}") from exc
+            live = None
+        ann = ((live or {}).get("metadata") or {}).get("annotations") or {} if isinstance(live, dict) else {}
+        served = ann.get("kfct/model-version")
+        pct = ((((live or {}).get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+               if isinstance(live, dict) else None)
+        chal = al.get("challenger")
+        if served != al["champion"] and not (served == chal and pct not in (None, 100)):
+            mode = detect_mode(live if isinstance(live, dict) else None, s.kserve_deployment_mode)
+            isvc = build_inference_service(model_name, al["champion"], namespace=ns, settings=s, mode=mode,
+                                           canary_percent=100 if mode == SERVERLESS else None)
+            action = apply_inference_service(client, isvc, model_name, ns)
+            out.update(changes={"champion_version": al["champion"]},
+                       reasons=[f"InferenceService served v{served}, alias champion is v{al['champion']} ({action})"])
+    if out["changes"]:
+        audit.record("serving_converged", model_name=model_name, target=target, aliases=al,
+                     changes=out["changes"], reasons=out.get("reasons"), reason=reason)
+    return out
+
+
 def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: dict, target: str,
                 canary_percent: float | None = None, shadow: bool = False) -> dict[str, Any]:
     """What deploying `version` means, decided from plain values (no registry, no cluster).
@@ -364,11 +442,16 @@ def plan_deploy(model_name: str, version: str, champion: str | None, rejected: b
 
 def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
-                settings=None) -> dict[str, Any]:
+                settings=None, require_alias: bool = False) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
     The adapter around `plan_deploy`: reads the registry, applies the plan (split file or
-    InferenceService), moves the alias, records it in the audit trail."""
+    InferenceService), moves the alias, records it in the audit trail — under the registry
+    lock, so another run cannot move the champion between this read and write.
+    `require_alias` (the pipeline's deploy stage): a version that holds no alias while a newer
+    one is champion was superseded by another run after its registration: nothing is moved
+    and serving is only converged on the aliases as they are.
+    """
     from kfct import audit, registry
     from kfct.settings import get_settings
 
@@ -377,6 +460,29 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     if target not in ("local", "cluster"):
         raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
     registry.setup(s)
+    # Reading the aliases and moving them is one step: another run's registration cannot move
+    # the champion between this deploy's read and its write.
+    with registry.champion_lock(model_name, s):
+        return _deploy_locked(model_name, version, cfg, target, canary_percent, shadow, client, namespace,
+                              state_path, s, require_alias)
+
+
+def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary_percent, shadow: bool, client,
+                   namespace, state_path, s, require_alias: bool) -> dict[str, Any]:
+    from kfct import audit, registry
+
+    if require_alias:
+        al = registry.aliases(model_name)
+        champ = al.get("champion")
+        if version not in al.values() and champ and champ.isdigit() and version.isdigit() and int(champ) > int(version):
+            conv = converge_core(model_name, target, client, namespace, state_path, s,
+                                 reason=f"v{version} superseded before its deploy")
+            out = {"model_name": model_name, "version": version, "target": target, "mode": "superseded",
+                   "alias": None, "aliases": al, "converged": conv.get("changes"),
+                   "action": f"v{version} holds no alias any more (aliases {al}): serving follows the aliases"}
+            audit.record("deploy_superseded", **{k: v for k, v in out.items() if k != "model_name"},
+                         model_name=model_name)
+            return out
     try:
         mv = registry.client().get_model_version(model_name, version)
     except Exception as exc:
@@ -439,6 +545,11 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
                                reason=f"deployed as {'shadow' if shadow else f'canary at {pct:g}%'}")
         out.update(alias="challenger", canary_percent=0.0 if shadow else pct)
     audit.record("model_deployed", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
+    if target == "local":  # the file now agrees with the aliases, whatever an earlier crash left
+        conv = converge_core(model_name, target, state_path=out.get("state_path"), settings=s,
+                             reason=f"deploy v{version}")
+        if conv.get("changes"):
+            out["converged"] = conv["changes"]
     return out
 
 
@@ -455,9 +566,23 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
     from kfct.logs import stage_logger
     from kfct.settings import get_settings
 
+    from kfct.testhooks import pause_at
+
     cfg = config_from_json(config_json)
     s = get_settings()
-    out = deploy_core(model_name, version, cfg, target=s.target(target), namespace=namespace or None, settings=s)
+    target = s.target(target)
+    pause_at("before_deploy")
+    if not version:  # register blocked at the hand-off: nothing to deploy; still follow the aliases
+        from kfct.components.deploy import converge_core
+        from kfct import registry
+
+        registry.setup(s)
+        conv = converge_core(model_name, target, namespace=namespace or None, settings=s,
+                             reason="registration blocked")
+        return json.dumps({"mode": "skipped", "version": "", "target": target, "reason": "nothing registered",
+                           "converged": conv.get("changes")}, default=str)
+    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
+                      require_alias=True)
     stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
                                                 out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
                                                 out.get("action"))

@@ -254,7 +254,13 @@ def evaluate_model(
     test_df = pd.read_parquet(test.path)
 
     registry.setup()
-    champion, champion_version = None, registry.alias_version(model_name, cfg["register"]["alias"])
+    # Settle what crashed runs left (dead RUNNING runs, PENDING models, orphan versions) before
+    # the gate reads the champion; each finding is audited.
+    from kfct.reconcile import reconcile
+
+    reconcile(model_name, own_run_id=mlflow_run_id)
+    # The champion this gate compares with: register moves aliases only if it is still this one.
+    champion, champion_version = None, registry.alias_version(model_name, cfg["register"].get("alias", "champion"))
     if champion_version is not None:
         champion = registry.load_version(model_name, version=champion_version).model
     result = evaluate_core(challenger, test_df, cfg, champion, champion_version)

@@ -2,7 +2,8 @@
 
 Runs only under the gate's `deploy`. Without a rollout configured the version
 becomes `champion` at once; with one, it becomes `challenger` and the canary
-rollout decides whether `champion` moves.
+rollout decides whether `champion` moves. Either way the move is a compare-and-set
+under the registry lock against the champion the gate compared with (`register_core`).
 """
 
 
@@ -31,23 +32,75 @@ def lineage_tags(meta: dict, data_uri: str, dataset_sha256: str, pipeline_run: s
 
 
 def register_core(meta: dict, decision: dict, cfg: dict, model_name: str, data_uri: str, dataset_sha256: str,
-                  pipeline_run: str, code_version: str) -> dict:
-    """Register the version, set `champion` (or `challenger` when a rollout is configured). Returns plain values."""
+                  pipeline_run: str, code_version: str, regate=None) -> dict:
+    """Register the version and move its alias by compare-and-set. Returns plain values.
+
+    The whole hand-off runs under the registry lock (`registry.champion_lock`):
+
+    1. leftovers of crashed runs are settled (`kfct.reconcile`);
+    2. the champion is compared with the one the gate saw (`decision["champion_version"]`).
+       When it moved, the challenger is re-gated against the new champion with `regate(version)`
+       (config `gate.on_champion_moved: regate`), or blocked (`block`): a blocked run registers
+       nothing and returns `version: ""` with the reason;
+    3. the version is found-or-made by MLflow run id (a retried step makes no second version);
+    4. `champion` (or `challenger` with a rollout) moves only if it is still where step 2 saw it.
+    """
     from kfct import audit, registry
+    from kfct.reconcile import reconcile
+    from kfct.testhooks import pause_at
 
     if not decision.get("deploy"):
         raise RuntimeError("register called for a model the gate did not approve")
-    tags = lineage_tags(meta, data_uri, dataset_sha256, pipeline_run, code_version, decision)
-    version = registry.register(meta["model_uri"], model_name, tags)
-    audit.record("model_registered", model_name=model_name, version=version, mlflow_run_id=meta.get("mlflow_run_id"),
-                 dataset_sha256=dataset_sha256, code_version=code_version, pipeline_run=pipeline_run,
-                 model_sha256=meta.get("model_sha256"))
-    rollout = bool(cfg["rollout"]["enabled"])
-    alias = "challenger" if rollout else cfg["register"]["alias"]
-    previous = registry.set_alias(model_name, alias, version,
-                                  reason="gate passed" + ("; canary rollout decides promotion" if rollout else ""),
-                                  pipeline_run=pipeline_run)
-    return {"version": version, "alias": alias, "previous": previous, "tags": tags}
+    run_id = meta.get("mlflow_run_id") or ""
+    rollout = bool(cfg.get("rollout", {}).get("enabled", False))
+    champion_alias = cfg["register"].get("alias", "champion")
+    alias = "challenger" if rollout else champion_alias
+    on_moved = (cfg.get("gate") or {}).get("on_champion_moved", "regate")
+    pause_at("after_gate")
+    with registry.champion_lock(model_name) as lock:
+        pause_at("registry_locked")
+        reconciled = reconcile(model_name, own_run_id=run_id, lock=lock)
+        gated = decision.get("champion_version") or None
+        current = registry.alias_version(model_name, champion_alias)
+        existing = registry.versions_of_run(model_name, run_id) if run_id else []
+        if existing and str(existing[0].version) == current:  # a re-run of a step that already finished
+            return {"version": current, "alias": champion_alias, "previous": gated, "tags": dict(existing[0].tags),
+                    "resumed": True, "reconciled": len(reconciled)}
+        if current != gated:
+            moved = f"champion moved from v{gated} to v{current} since the gate"
+            if on_moved == "regate" and regate is not None and current is not None:
+                decision = regate(current)
+                decision["reasons"] = [f"{moved}: re-gated against v{current}"] + list(decision.get("reasons", []))
+                audit.record("gate_decision", model_name=model_name, mlflow_run_id=run_id,
+                             deploy=bool(decision.get("deploy")), reasons=decision["reasons"],
+                             champion_version=current, regate=True)
+                if not decision.get("deploy"):
+                    return {"version": "", "alias": None, "previous": current, "tags": {},
+                            "blocked": "; ".join(decision["reasons"]), "decision": decision}
+            else:
+                reason = f"{moved}; blocked (gate.on_champion_moved={on_moved})"
+                audit.record("registration_blocked", model_name=model_name, mlflow_run_id=run_id,
+                             gated_against=gated, champion_version=current, reason=reason)
+                return {"version": "", "alias": None, "previous": current, "tags": {}, "blocked": reason}
+        gated = current
+        tags = lineage_tags(meta, data_uri, dataset_sha256, pipeline_run, code_version, decision)
+        tags[registry.REG_TAG] = "pending"
+        tags[registry.GATED_TAG] = gated or ""
+        version, created = registry.register_once(meta["model_uri"], model_name, tags, run_id)
+        audit.record("model_registered" if created else "registration_resumed", model_name=model_name,
+                     version=version, mlflow_run_id=run_id, dataset_sha256=dataset_sha256,
+                     code_version=code_version, pipeline_run=pipeline_run, model_sha256=meta.get("model_sha256"),
+                     gated_against=gated)
+        pause_at("after_model_registered")
+        reason = "gate passed" + ("; canary rollout decides promotion" if rollout else "")
+        if alias == champion_alias:
+            previous = registry.compare_and_set_alias(lock, model_name, alias, gated, version, reason=reason,
+                                                      pipeline_run=pipeline_run)
+        else:  # the challenger alias: the champion stays; the rollout's promotion checks it again
+            previous = registry.set_alias(model_name, alias, version, reason=reason, pipeline_run=pipeline_run,
+                                          gated_against=gated)
+        registry.set_version_tag(model_name, version, registry.REG_TAG, "complete")
+    return {"version": version, "alias": alias, "previous": previous, "tags": tags, "reconciled": len(reconciled)}
 
 
 def register_model(
@@ -88,10 +141,27 @@ def register_model(
     registry.setup()
     # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
     data_uri = dataset.metadata.get("resolved_uri") or data_uri
-    out = register_core(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version)
-
     fitted = joblib.load(model.path)
     test_df = pd.read_parquet(test.path)
+
+    def regate(champion_version: str) -> dict:
+        """The gate again, against the champion that is current now (same test set)."""
+        from kfct.components.evaluate import evaluate_core
+
+        champ = registry.load_version(model_name, version=champion_version).model
+        res = evaluate_core(fitted, test_df, cfg, champ, champion_version)
+        res = {k: v for k, v in res.items() if k not in ("proba", "y")}
+        res["champion_version"] = champion_version
+        return res
+
+    out = register_core(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
+                        regate=regate)
+    if not out["version"]:  # blocked at the hand-off: nothing registered, nothing moved
+        with open(model_card.path, "w") as fh:
+            fh.write(f"# Not registered\n\n{out['blocked']}\n")
+        model_card.metadata.update({"version": "", "alias": "", "blocked": out["blocked"]})
+        return ""
+    dec = out.get("decision") or dec
     label = cfg["dataset"]["label"]
     sample = test_df.drop(columns=[label]).sample(n=min(2000, len(test_df)), random_state=0)
     info = {

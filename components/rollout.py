@@ -167,8 +167,11 @@ class LocalRouterBackend:
     """The local KServe ModelServer: writes its split file, reads `GET /kfct/stats?since=T`."""
 
     def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
-                 http_timeout: float = 5.0):
+                 http_timeout: float | None = None):
+        from kfct.settings import get_settings
         from kfct.split_state import state_path as default_path
+
+        http_timeout = get_settings().net_timeout_seconds if http_timeout is None else http_timeout
 
         self.model_name = model_name
         self.url = url.rstrip("/")
@@ -237,7 +240,10 @@ class LocalRouterBackend:
 class PrometheusMetrics:
     """Per-version windows from Prometheus' HTTP API (`/api/v1/query`) over kfct_* series."""
 
-    def __init__(self, url: str, model_name: str, timeout: float = 10.0, extra_selector: str = ""):
+    def __init__(self, url: str, model_name: str, timeout: float | None = None, extra_selector: str = ""):
+        from kfct.settings import get_settings
+
+        timeout = get_settings().net_timeout_seconds if timeout is None else timeout
         self.url = url.rstrip("/")
         self.model_name = model_name
         self.timeout = timeout
@@ -455,7 +461,9 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
 
     result.seconds = round(clock() - t_start, 2)
     if failed is None:
-        return _promote(result, backend, steps)
+        failed = _promote(result, backend, steps)
+        if failed is None:
+            return result
     return _roll_back(result, backend, failed)
 
 
@@ -498,19 +506,29 @@ def _bake(backend: RolloutBackend, champion_version: str, canary_version: str, p
              "canary": can.summary(), "seconds": round(clock() - t0, 2)}, champ)
 
 
-def _promote(result: RolloutResult, backend: RolloutBackend, steps: list[float]) -> RolloutResult:
+def _promote(result: RolloutResult, backend: RolloutBackend, steps: list[float]) -> list[str] | None:
+    """Move the champion to the canary, by compare-and-set against the champion it was judged
+    against; returns None when promoted, else why not (the caller rolls back)."""
     from kfct import audit, registry
 
-    name, canary = result.model_name, result.canary_version
+    name, canary, champion = result.model_name, result.canary_version, result.champion_version
     reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
-    registry.set_alias(name, "champion", canary, reason=f"rollout: {reason}")
+    try:
+        with registry.champion_lock(name) as lock:
+            gated = _gated_against(name, canary)
+            if gated is not None and gated != (champion or ""):
+                raise registry.AliasConflict(f"v{canary} was gated against v{gated or None}, "
+                                             f"not the champion v{champion}", gated, champion)
+            registry.compare_and_set_alias(lock, name, "champion", champion, canary, reason=f"rollout: {reason}")
+    except registry.AliasConflict as exc:
+        return [f"not promoted: {exc}"]
     backend.promote(canary)
     registry.set_version_tag(name, canary, "rollout_status", "promoted")
     registry.delete_alias(name, "challenger", reason="promoted to champion")
     result.outcome, result.reasons = "promoted", [reason]
-    audit.record("rollout_promoted", model_name=name, version=canary, previous=result.champion_version,
+    audit.record("rollout_promoted", model_name=name, version=canary, previous=champion,
                  reason=reason, seconds=result.seconds)
-    return result
+    return None
 
 
 def _roll_back(result: RolloutResult, backend: RolloutBackend, failed: list[str]) -> RolloutResult:
@@ -540,6 +558,14 @@ def _roll_back(result: RolloutResult, backend: RolloutBackend, failed: list[str]
                  seconds=result.seconds)
     result.reasons = failed
     return result
+
+
+def _gated_against(model_name: str, version: str) -> str | None:
+    """The champion version the gate compared `version` with ('' = none), None when unrecorded."""
+    from kfct import registry
+
+    mv = registry.client().get_model_version(model_name, str(version))
+    return (mv.tags or {}).get(registry.GATED_TAG)
 
 
 def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
@@ -634,6 +660,8 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
     cfg = config_from_json(config_json)
     s = get_settings()
     registry.setup(s)
+    if not version:
+        return json.dumps({"outcome": "skipped", "reason": "nothing registered (blocked at the registry hand-off)"})
     if version and registry.alias_version(model_name, "champion") == str(version):
         # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
         return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion",

@@ -200,12 +200,15 @@ def train_model(
     encoder = joblib.load(preprocessor.path)
     fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device, tune_trials=tune_trials)
 
+    from kfct.reconcile import process_tags
+
     registry.setup()
     label = cfg["dataset"]["label"]
     with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:
         mlflow.set_tags({
             "dataset_sha256": dataset_sha256, "data_uri": data_uri, "code_version": code_version,
             "pipeline_run": pipeline_run, "run_reason": run_reason, "stage": "train",
+            **process_tags(),  # lets a later run's reconcile tell a dead RUNNING run from a live one
         })
         mlflow.log_params({f"{info['model']}.{k}": v for k, v in params.items()})
         mlflow.log_params({"model": info["model"], "device": info["device"], "tune_trials": info["tune_trials"],

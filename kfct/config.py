@@ -153,6 +153,8 @@ class GateConfig(_Strict):
     bootstrap_rounds: int = Field(ge=1)
     confidence: float = Field(gt=0, lt=1)
     seed: int
+    # Another run moved the champion between this run's gate and its registration.
+    on_champion_moved: Literal["regate", "block"] = "regate"
 
 
 class FairnessConfig(_Strict):

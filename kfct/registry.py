@@ -13,44 +13,96 @@ server verifies before it serves a version.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import socket
 import tempfile
+import threading
+import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kfct.errors import KfctError
+
 MODEL_FILE = "model.pkl"
+# Version tags of the registration protocol (see `register_once` and kfct.reconcile).
+REG_TAG = "kfct.registration"          # pending -> complete | abandoned
+GATED_TAG = "gate.champion_version"    # the champion the challenger was gated against ("" = none)
+LEASE_TAG = "kfct.lease"               # registered-model tag holding the registry lease (MLflow server)
 
 
-def setup(settings=None, experiment: str | None = None) -> str:
-    """Point MLflow at the configured store; create the experiment. Returns its id."""
+def _redact(uri: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.password or parts.username:
+        return uri.replace(parts.netloc, parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return uri
+
+
+def configure_http(settings=None) -> None:
+    """MLflow's HTTP client reads its timeout and retries from env: set them from Settings.
+
+    MLflow's defaults are a 120 s timeout and 7 retries with backoff factor 2 (minutes per
+    call against a hanging server). Settings is the one place these are configured.
+    """
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(math.ceil(s.net_timeout_seconds)))),
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(s.mlflow_http_max_retries)),
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(s.mlflow_http_backoff_factor))}
+    for key, value in wanted.items():
+        current = os.environ.get(key)
+        if current is None or current == _http_env_set.get(key):  # ours (or unset): follow Settings
+            os.environ[key] = value
+            _http_env_set[key] = value
+        # else: set explicitly in the environment by the operator; that wins
+
+
+_http_env_set: dict[str, str] = {}
+
+
+def setup(settings=None, experiment: str | None = None, attempts: int | None = None) -> str:
+    """Point MLflow at the configured store; create the experiment. Returns its id.
+
+    `attempts=1` for callers that retry on their own cycle (the model server's loader)."""
     import mlflow
 
+    from kfct.retry import retry_call
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     if not s.mlflow_tracking_uri:
         s.home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    configure_http(s)
     mlflow.set_tracking_uri(s.tracking_uri)
     mlflow.set_registry_uri(s.tracking_uri)
     name = experiment or s.mlflow_experiment
-    with _store_init_lock(s.tracking_uri):
-        # The first touch of each store creates its schema when the database is new; under the lock
-        # a second process started at the same moment waits and then finds the tables in place.
-        exp = mlflow.get_experiment_by_name(name)
-        client().search_registered_models(max_results=1)
-    if exp is None:
+
+    def get_or_create() -> str:
+        with _store_init_lock(s.tracking_uri):
+            # The first touch of each store creates its schema when the database is new; under the lock
+            # a second process started at the same moment waits and then finds the tables in place.
+            exp = mlflow.get_experiment_by_name(name)
+            client().search_registered_models(max_results=1)
+        if exp is not None:
+            return exp.experiment_id
         try:
-            exp_id = mlflow.create_experiment(name, artifact_location=s.artifact_root)
+            return mlflow.create_experiment(name, artifact_location=s.artifact_root)
         except Exception:  # created concurrently by another stage
             exp = mlflow.get_experiment_by_name(name)
             if exp is None:
                 raise
-            exp_id = exp.experiment_id
-    else:
-        exp_id = exp.experiment_id
+            return exp.experiment_id
+
+    exp_id = retry_call(get_or_create, f"MLflow at {_redact(s.tracking_uri)}: experiment {name}", s,
+                        attempts=attempts)
     # Runs go to this experiment (and its artifact root), never to "Default" in ./mlruns.
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
@@ -93,10 +145,18 @@ def log_model(model, input_example, name: str = "model") -> dict[str, str]:
     import mlflow
     from mlflow.models import infer_signature
 
+    from kfct.testhooks import pause_at
+
     example = input_example.head(5)
     signature = infer_signature(example, model.predict_proba(example)[:, 1])
+    # The logged model is made PENDING first and finalized READY at the end, explicitly: a
+    # crash in between leaves it PENDING, which kfct.reconcile then marks FAILED.
+    active = mlflow.active_run()
+    pending = mlflow.initialize_logged_model(name=name, source_run_id=active.info.run_id if active else None)
+    pause_at("during_training")
     info = mlflow.sklearn.log_model(
         model,
+        model_id=pending.model_id,
         name=name,
         signature=signature,
         input_example=example,
@@ -105,6 +165,7 @@ def log_model(model, input_example, name: str = "model") -> dict[str, str]:
         # Stated, not inferred: inference runs the model in a subprocess and costs seconds.
         pip_requirements=_pip_requirements(),
     )
+    client().finalize_logged_model(pending.model_id, "READY")
     digest = model_file_sha256(info.model_uri)
     mlflow.set_tag("model_sha256", digest)
     return {"model_uri": info.model_uri, "model_sha256": digest, "model_id": getattr(info, "model_id", "")}
@@ -171,24 +232,39 @@ def alias_version(name: str, alias: str) -> str | None:
     """Version number an alias points to, or None when unset / model unknown."""
     from mlflow.exceptions import MlflowException
 
-    try:
-        return str(client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    from kfct.retry import is_transient, retry_call
+
+    def read():
+        try:
+            return str(client().get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            if is_transient(exc):
+                raise
+            return None
+
+    return retry_call(read, f"read alias {alias!r} of {name}")
 
 
-def aliases(name: str) -> dict[str, str]:
+def aliases(name: str, attempts: int | None = None) -> dict[str, str]:
+    """Alias -> version of `name` ({} when unknown). `attempts=1` for callers that retry on their own cycle."""
     from mlflow.exceptions import MlflowException
 
-    try:
-        rm = client().get_registered_model(name)
-    except MlflowException:
-        return {}
-    return {k: str(v) for k, v in (rm.aliases or {}).items()}
+    from kfct.retry import is_transient, retry_call
+
+    def read():
+        try:
+            rm = client().get_registered_model(name)
+        except MlflowException as exc:
+            if is_transient(exc):
+                raise
+            return {}
+        return {k: str(v) for k, v in (rm.aliases or {}).items()}
+
+    return retry_call(read, f"read aliases of {name}", attempts=attempts)
 
 
 def register(model_uri: str, name: str, tags: dict[str, str], run_id: str | None = None) -> str:
-    """Create a model version with tags; returns the version number."""
+    """Create a model version with tags; returns the version number (no idempotency: see register_once)."""
     import mlflow
 
     from kfct import audit
@@ -196,6 +272,53 @@ def register(model_uri: str, name: str, tags: dict[str, str], run_id: str | None
     audit.ensure_writable()  # the registration is recorded next: no trail, no registration
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     return str(mv.version)
+
+
+def versions_of_run(name: str, run_id: str) -> list:
+    """Model versions of `name` made from MLflow run `run_id`, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    from kfct.retry import is_transient, retry_call
+
+    def search():
+        try:
+            found = client().search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        except MlflowException as exc:
+            if is_transient(exc):
+                raise
+            return []
+        return sorted(found, key=lambda mv: int(mv.version))
+
+    return retry_call(search, f"look up versions of {name} from run {run_id}")
+
+
+def register_once(model_uri: str, name: str, tags: dict[str, str], run_id: str) -> tuple[str, bool]:
+    """Idempotent registration: (version, created_now).
+
+    A retried or re-run register step finds the version its run already made (by MLflow run
+    id) instead of making another. Creating a version is not idempotent over HTTP (MLflow's
+    client repeats a POST whose answer was lost): so every try looks up first, and versions
+    of the same run made by such a repeat are removed again (nobody saw them: the caller
+    holds the registry lock), keeping the oldest.
+    """
+    from kfct import audit
+    from kfct.retry import retry_call
+
+    def attempt() -> tuple[str, bool]:
+        found = versions_of_run(name, run_id)
+        if found:
+            return str(found[0].version), False
+        return register(model_uri, name, tags), True
+
+    version, created = retry_call(attempt, f"register {name} from run {run_id}")
+    held = set(aliases(name).values())
+    for extra in versions_of_run(name, run_id):
+        if str(extra.version) != version and str(extra.version) not in held:
+            retry_call(lambda v=extra.version: client().delete_model_version(name, str(v)),
+                       f"remove duplicate {name} v{extra.version}")
+            audit.record("duplicate_version_removed", model_name=name, version=str(extra.version), kept=version,
+                         mlflow_run_id=run_id, reason="a repeated create request made a second version of one run")
+    return version, created
 
 
 def describe(name: str, version: str, version_text: str, model_text: str) -> None:
@@ -208,10 +331,12 @@ def describe(name: str, version: str, version_text: str, model_text: str) -> Non
 def set_alias(name: str, alias: str, version: str, reason: str = "", **audit_fields: Any) -> str | None:
     """Move an alias; records the move (with the previous version) in the audit trail."""
     from kfct import audit
+    from kfct.retry import retry_call
 
     audit.ensure_writable()  # fail closed: a move the trail cannot record is not made
     previous = alias_version(name, alias)
-    client().set_registered_model_alias(name, alias, str(version))
+    retry_call(lambda: client().set_registered_model_alias(name, alias, str(version)),
+               f"set alias {alias!r} of {name} to v{version}")
     audit.record("alias_moved", model_name=name, alias=alias, version=str(version),
                  previous=previous, reason=reason, **audit_fields)
     return previous
@@ -219,14 +344,228 @@ def set_alias(name: str, alias: str, version: str, reason: str = "", **audit_fie
 
 def delete_alias(name: str, alias: str, reason: str = "") -> None:
     from kfct import audit
+    from kfct.retry import retry_call
 
     previous = alias_version(name, alias)
     if previous is None:
         return
     audit.ensure_writable()
-    client().delete_registered_model_alias(name, alias)
+    retry_call(lambda: client().delete_registered_model_alias(name, alias), f"delete alias {alias!r} of {name}")
     audit.record("alias_deleted", model_name=name, alias=alias, previous=previous, reason=reason)
 
 
 def set_version_tag(name: str, version: str, key: str, value: str) -> None:
-    client().set_model_version_tag(name, str(version), key, str(value))
+    from kfct.retry import retry_call
+
+    retry_call(lambda: client().set_model_version_tag(name, str(version), key, str(value)),
+               f"tag {name} v{version} {key}")
+
+
+# -- compare-and-set of the champion -------------------------------------------------------------
+
+class AliasConflict(KfctError):
+    """An alias is not where the caller's decision assumed it was (moved by someone else)."""
+
+    def __init__(self, message: str, expected: str | None, actual: str | None):
+        super().__init__(message)
+        self.expected, self.actual = expected, actual
+
+
+class RegistryLockTimeout(KfctError):
+    """Another run held the registry lock for longer than `registry_lock_timeout_seconds`."""
+
+
+def _is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
+def _owner_token() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class _FileLock:
+    """Local store: an exclusive `flock` on a file beside the store. The kernel drops it when
+    the holder dies (kill -9 included), so a crash never leaves the registry locked."""
+
+    kind = "file"
+
+    def __init__(self, path, timeout: float):
+        self.path, self.timeout, self.fh = path, timeout, None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.fh.seek(0)
+                self.fh.truncate()
+                self.fh.write(_owner_token())
+                self.fh.flush()
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self.fh.seek(0)
+                    holder = self.fh.read().strip() or "?"
+                    self.fh.close()
+                    raise RegistryLockTimeout(f"registry lock {self.path} still held by {holder} after "
+                                              f"{self.timeout:.0f} s") from None
+                time.sleep(0.05)
+
+    def verify(self) -> None:
+        return None  # an flock cannot be lost while the process lives
+
+    def release(self) -> None:
+        import fcntl
+
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+
+class _TagLease:
+    """MLflow server: a lease in a registered-model tag, taken by write-then-re-read.
+
+    MLflow's REST API has no conditional write, so this is not a linearizable lock. What it
+    does guarantee: a holder only proceeds after it wrote its token, waited `settle` seconds
+    and read its own token back; two contenders that both write see the later token, and only
+    its writer proceeds. The remaining hole is a contender whose read-to-write gap exceeds
+    `settle` (a process paused for seconds between reading "free" and writing). That is why
+    the champion move itself is additionally checked: the alias is compared before the write
+    and re-read after it (`compare_and_set_alias`), and the lease is re-verified before the
+    write; a run that finds the alias not where its gate saw it blocks or re-gates. A lease
+    whose holder died expires after `registry_lease_seconds`. For a strict guarantee on a
+    cluster put a Kubernetes Lease (or any store with conditional writes) in front instead.
+    """
+
+    kind = "mlflow-tag-lease"
+
+    def __init__(self, name: str, lease_seconds: float, timeout: float, settle: float = 0.5):
+        self.name, self.lease_seconds, self.timeout, self.settle = name, lease_seconds, timeout, settle
+        self.token = _owner_token()
+
+    def _read(self) -> dict | None:
+        from kfct.retry import retry_call
+
+        rm = retry_call(lambda: client().get_registered_model(self.name), f"read lease of {self.name}")
+        raw = (rm.tags or {}).get(LEASE_TAG)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def _ensure_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        from kfct.retry import is_transient, retry_call
+
+        def create():
+            try:
+                client().create_registered_model(self.name)
+            except MlflowException as exc:
+                if is_transient(exc):
+                    raise  # RESOURCE_ALREADY_EXISTS is fine
+
+        retry_call(create, f"create registered model {self.name}")
+
+    def acquire(self) -> None:
+        import random
+
+        from mlflow.exceptions import MlflowException
+
+        from kfct.retry import retry_call
+
+        self._ensure_model()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            cur = self._read()
+            if cur is None or float(cur.get("expires", 0)) < time.time() or cur.get("owner") == self.token:
+                body = json.dumps({"owner": self.token, "expires": time.time() + self.lease_seconds})
+                try:
+                    retry_call(lambda: client().set_registered_model_tag(self.name, LEASE_TAG, body),
+                               f"write lease of {self.name}")
+                except MlflowException as exc:
+                    if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
+                            and "Duplicate" not in str(exc):
+                        raise
+                    # Two first writes of the tag collided in the server's store: a contender wrote too.
+                time.sleep(self.settle)
+                cur = self._read()
+                if cur is not None and cur.get("owner") == self.token:
+                    return
+            if time.monotonic() > deadline:
+                raise RegistryLockTimeout(f"registry lease on {self.name} still held by "
+                                          f"{(cur or {}).get('owner', '?')} after {self.timeout:.0f} s")
+            time.sleep(self.settle * (0.5 + random.random()))
+
+    def verify(self) -> None:
+        cur = self._read()
+        if cur is None or cur.get("owner") != self.token or float(cur.get("expires", 0)) < time.time():
+            raise AliasConflict(f"registry lease on {self.name} lost to {(cur or {}).get('owner', 'nobody')}; "
+                                "nothing was moved", None, None)
+
+    def release(self) -> None:
+        try:
+            cur = self._read()
+            if cur is not None and cur.get("owner") == self.token:
+                client().delete_registered_model_tag(self.name, LEASE_TAG)
+        except Exception:  # an unreleased lease expires by itself
+            pass
+
+
+_held = threading.local()
+
+
+@contextmanager
+def champion_lock(name: str, settings=None):
+    """Serialize gate hand-off -> registration -> alias moves of one registered model.
+
+    Local SQLite store: an flock beside the store (dies with its holder). MLflow server: a
+    tag lease (see `_TagLease` for exactly what it guarantees). Yields the lock; pass it to
+    `compare_and_set_alias`.
+    """
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
+    held = getattr(_held, "locks", None)
+    if held is None:
+        held = _held.locks = {}
+    if name in held:  # re-entered by the same thread (e.g. a promotion that deploys): already ours
+        yield held[name]
+        return
+    if _is_remote(s.tracking_uri):
+        lock = _TagLease(name, s.registry_lease_seconds, s.registry_lock_timeout_seconds)
+    else:
+        lock = _FileLock(s.home.resolve() / "locks" / f"registry-{name}.lock", s.registry_lock_timeout_seconds)
+    lock.acquire()
+    held[name] = lock
+    try:
+        yield lock
+    finally:
+        held.pop(name, None)
+        lock.release()
+
+
+def compare_and_set_alias(lock, name: str, alias: str, expected: str | None, version: str, reason: str = "",
+                          **audit_fields: Any) -> str | None:
+    """Move `alias` to `version` only if it still points to `expected` (None = unset).
+
+    Must run under `champion_lock` (passed as `lock`). The alias is read, compared, the lock
+    re-verified, written, and read back: a mismatch at either end raises `AliasConflict` and,
+    before the write, changes nothing.
+    """
+    current = alias_version(name, alias)
+    if current != (None if expected in (None, "") else str(expected)):
+        raise AliasConflict(f"alias {alias!r} of {name} is v{current} now, not v{expected} as gated; "
+                            "nothing was moved", expected, current)
+    lock.verify()
+    previous = set_alias(name, alias, version, reason=reason, expected=expected, **audit_fields)
+    after = alias_version(name, alias)
+    if after != str(version):
+        raise AliasConflict(f"alias {alias!r} of {name} read back as v{after} right after setting v{version}: "
+                            "another writer moved it", str(version), after)
+    return previous

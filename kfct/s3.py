@@ -17,8 +17,7 @@ from urllib.parse import urlparse
 from kfct.errors import DataSourceError
 
 # Fail fast on a dead endpoint: minio's default is 5 retries and a 5-minute connect timeout.
-CONNECT_TIMEOUT_S = 10
-READ_TIMEOUT_S = 300
+# Timeouts come from Settings (net_connect_timeout_seconds, net_timeout_seconds).
 RETRIES = 2
 
 _CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
@@ -32,12 +31,15 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return u.netloc, u.path.lstrip("/")
 
 
-def _http_client(secure: bool, ca_file: str | None = None):
+def _http_client(secure: bool, ca_file: str | None = None, settings=None):
     import certifi
     import urllib3
 
+    from kfct.settings import get_settings
+
+    s = settings or get_settings()
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+        timeout=urllib3.Timeout(connect=s.net_connect_timeout_seconds, read=s.net_timeout_seconds),
         maxsize=10,
         cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
         ca_certs=ca_file or certifi.where(),
@@ -64,7 +66,7 @@ def client(settings=None):
         raise DataSourceError("S3 credentials incomplete: set both KFCT_S3_ACCESS_KEY and KFCT_S3_SECRET_KEY")
     try:
         return Minio(endpoint, access_key=access, secret_key=secret, secure=secure,
-                     region=s.s3_region, http_client=_http_client(secure, s.ssl_cert_file))
+                     region=s.s3_region, http_client=_http_client(secure, s.ssl_cert_file, s))
     except ValueError as exc:
         raise DataSourceError(f"bad S3 settings for endpoint {s.s3_endpoint!r}: {exc}") from exc
 

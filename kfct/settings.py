@@ -99,6 +99,22 @@ class Settings(BaseSettings):
             return "cluster" if self.in_cluster else "local"
         return requested
 
+    # Timeouts and retries of every network call, configured here and nowhere else: the MLflow
+    # client (through MLFLOW_HTTP_REQUEST_* set by `kfct.registry.setup`), minio, the KFP client,
+    # Kubernetes/KServe, Prometheus and httpx calls read these, so nothing waits forever.
+    net_timeout_seconds: float = Field(default=30.0, gt=0, description="connect+read timeout of one request")
+    net_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="TCP connect timeout")
+    mlflow_http_max_retries: int = Field(default=2, ge=0, description="MLflow client's own transport retries")
+    mlflow_http_backoff_factor: int = Field(default=1, ge=0, description="MLflow client's backoff factor (s)")
+    retry_attempts: int = Field(default=4, ge=1, description="tries of an idempotent step on transient errors")
+    retry_backoff_seconds: float = Field(default=0.5, ge=0, description="first backoff; doubles per try")
+    retry_max_backoff_seconds: float = Field(default=8.0, ge=0)
+    # Registry compare-and-set (see kfct.registry.champion_lock).
+    registry_lock_timeout_seconds: float = Field(default=600.0, gt=0, description="wait for the registry lock")
+    registry_lease_seconds: float = Field(default=900.0, gt=0, description="an MLflow-tag lease expires after")
+    stale_run_seconds: float = Field(default=6 * 3600.0, gt=0,
+                                     description="a RUNNING MLflow run this old, not provably alive, is marked KILLED")
+
     @property
     def pipeline_root(self) -> Path:
         return self.home / "pipeline_root"

@@ -42,7 +42,6 @@ from kfct.errors import KfctError
 DEFAULT_CRON = "0 0 3 1 * *"
 IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
-PROBE_TIMEOUT_S = 10
 API = "/apis/v2beta1"
 
 
@@ -176,6 +175,14 @@ class Connection:
     multi_user: bool
 
 
+def _timeout() -> tuple[float, float]:
+    """(connect, read) timeouts of KFP API requests, from Settings."""
+    from kfct.settings import get_settings
+
+    s = get_settings()
+    return (s.net_connect_timeout_seconds, s.net_timeout_seconds)
+
+
 def _resolve_auth(settings) -> tuple[str, str | None, bool]:
     """(host, bearer token or None, in_cluster_sa) from settings / environment."""
     host = settings.kfp_host or settings.kf_pipelines_endpoint
@@ -200,7 +207,7 @@ def _probe(host: str, token: str | None) -> dict:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{host}{API}/healthz"
     try:
-        resp = requests.get(url, headers=headers, timeout=PROBE_TIMEOUT_S, allow_redirects=False)
+        resp = requests.get(url, headers=headers, timeout=_timeout(), allow_redirects=False)
     except requests.exceptions.RequestException as exc:
         reason = type(exc).__name__
         detail = str(exc).splitlines()[0][:160] if str(exc) else ""

@@ -103,6 +103,8 @@ def summarize(run, data_uri: str, model_name: str) -> dict:
     if "register-model" in run.tasks:
         card = run.artifact("register-model", "model_card")
         summary["registered"] = {"version": run.param("register-model"), "alias": card.get("metadata", {}).get("alias")}
+        if card.get("metadata", {}).get("blocked"):  # another run moved the champion after this gate
+            summary["registered"]["blocked"] = card["metadata"]["blocked"]
     for task, key in (("deploy-model", "deploy"), ("rollout-model", "rollout")):
         raw = run.param(task)
         if raw:
@@ -155,7 +157,10 @@ def format_summary(summary: dict) -> str:
         for r in dec.get("reasons", []):
             out.append(f"              - {r}")
     reg = summary.get("registered")
-    if reg:
+    if reg and not reg.get("version"):
+        out.append(f"  registered  nothing: {reg.get('blocked') or 'blocked at the registry hand-off'}")
+        reg = None
+    elif reg:
         alias = reg["alias"]
         dep = summary.get("deploy") or {}
         if dep.get("alias") and dep["alias"] != alias:  # e.g. the first model goes straight to champion

@@ -129,7 +129,7 @@ def fetch_version(model_name: str, alias: str | None = None, version: str | None
         return _fetch_dir(model_name, Path(model_dir), version, expected_sha256, id_column, fast)
     from kfct import registry
 
-    registry.setup()
+    registry.setup(attempts=1)  # the watcher retries loads with its own backoff
     lm = registry.load_version(model_name, alias=None if version else (alias or "champion"), version=version)
     return _prepare(lm.model, model_name, lm.version, lm.sha256, lm.run_id, id_column, lm.tags, fast)
 

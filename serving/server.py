@@ -139,8 +139,10 @@ def build(opts: ServerOptions):
     if pinned_state(opts, name) is None and opts.model_dir is None and opts.watch:
         # the shared split file is the local control plane (registry versions only)
         spath = Path(opts.state_path) if opts.state_path else state_path(name, settings.home)
-    watcher = SplitWatcher(router, spath, poll_seconds=opts.poll_seconds, retry_seconds=opts.retry_seconds) \
-        if spath is not None else None
+    # A server that follows the champion alias (not one pinned on its command line: those have no
+    # split file) converges on the registry aliases at start and on every watch cycle.
+    watcher = SplitWatcher(router, spath, poll_seconds=opts.poll_seconds, retry_seconds=opts.retry_seconds,
+                           follow_aliases=opts.alias == "champion") if spath is not None else None
     token = settings.model_repository_token
     server = KfctModelServer(host=opts.host or settings.serving_host,
                              http_port=opts.port if opts.port is not None else settings.serving_port,
