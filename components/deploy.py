@@ -452,7 +452,7 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
     one is champion was superseded by another run after its registration: nothing is moved
     and serving is only converged on the aliases as they are.
     """
-    from kfct import audit, registry
+    from kfct import registry
     from kfct.settings import get_settings
 
     s = settings or get_settings()

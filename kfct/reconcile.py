@@ -82,7 +82,7 @@ def reconcile_runs(settings=None) -> list[dict]:
         why = run_is_dead(run.data.tags, run.info.start_time, s.stale_run_seconds)
         if why is None:
             continue
-        retry_call(lambda r=run: c.set_tag(r.info.run_id, "kfct.reconciled", f"KILLED: {why}"[:5000]),
+        retry_call(lambda r=run, w=why: c.set_tag(r.info.run_id, "kfct.reconciled", f"KILLED: {w}"[:5000]),
                    "tag dead run")
         retry_call(lambda r=run: c.set_terminated(r.info.run_id, "KILLED"), "mark dead run KILLED")
         dead[run.info.run_id] = why
@@ -92,7 +92,7 @@ def reconcile_runs(settings=None) -> list[dict]:
         run_id = getattr(lm, "source_run_id", None)
         why = dead.get(run_id)
         if why is None and run_id:
-            r = retry_call(lambda: c.get_run(run_id), "read run of a pending model")
+            r = retry_call(lambda rid=run_id: c.get_run(rid), "read run of a pending model")
             if r.info.status in ("KILLED", "FAILED"):
                 why = f"its run {run_id} ended {r.info.status}"
         if why is None and lm.creation_timestamp and time.time() - lm.creation_timestamp / 1000 > s.stale_run_seconds:

@@ -486,7 +486,7 @@ class _TagLease:
             if cur is None or float(cur.get("expires", 0)) < time.time() or cur.get("owner") == self.token:
                 body = json.dumps({"owner": self.token, "expires": time.time() + self.lease_seconds})
                 try:
-                    retry_call(lambda: client().set_registered_model_tag(self.name, LEASE_TAG, body),
+                    retry_call(lambda b=body: client().set_registered_model_tag(self.name, LEASE_TAG, b),
                                f"write lease of {self.name}")
                 except MlflowException as exc:
                     if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
