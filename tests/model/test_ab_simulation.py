@@ -15,7 +15,14 @@ import pytest
 from kfct import abstats
 from kfct.components.ab_test import ab_report_core
 
-CFG = {"ab": {"alpha": 0.05, "power": 0.8, "min_effect": 0.02, "min_per_arm": 100, "max_duration_days": 28}}
+def _cfg():
+    from kfct.config import load_config
+
+    return load_config(overrides={"ab": {"alpha": 0.05, "power": 0.8, "min_effect": 0.02, "min_per_arm": 100,
+                                         "max_duration_days": 28}})
+
+
+CFG = _cfg()
 
 
 def _world(n: int, seed: int):
