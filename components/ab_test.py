@@ -232,22 +232,48 @@ def write_state(model_name: str, state: dict | None) -> None:
         c.set_registered_model_tag(model_name, STATE_TAG, json.dumps(state, sort_keys=True))
 
 
-def _set_traffic(model_name: str, champion: str, canary: str | None, percent: float, target: str, settings=None,
-                 reason: str = "", namespace: str | None = None, client=None) -> dict:
-    """Local: the split file a running server follows. Cluster: the InferenceService's canary percent."""
+def _open_arm(model_name: str, champion: str, version: str, percent: float, target: str, cfg: dict,
+              settings=None, reason: str = "", namespace: str | None = None, client=None) -> dict:
+    """Give `version` a sticky share of traffic beside the champion.
+
+    Local: the split file a running server follows. Cluster: the deploy stage's own code
+    (canary in the InferenceService's deployment mode: `spec.canary` or `canaryTrafficPercent`).
+    """
+    if target == "local":
+        from kfct.split_state import update_state
+
+        st = update_state(model_name, champion_version=str(champion), canary_version=str(version),
+                          canary_percent=float(percent), mode="canary", reason=reason)
+        return {"generation": st.generation}
+    from kfct.components.deploy import deploy_core
+
+    out = deploy_core(model_name, version, cfg, target="cluster", canary_percent=percent, client=client,
+                      namespace=namespace, settings=settings)
+    return {"isvc": out.get("isvc", model_name), "action": out.get("action")}
+
+
+def _close_arm(model_name: str, keep: str, drop: str | None, promoted: bool, target: str, settings=None,
+               reason: str = "", namespace: str | None = None, client=None) -> dict:
+    """All traffic to `keep` in one step. Cluster: promote the canary, or roll back to the previous
+    ready predictor, through the rollout's backend (which knows both deployment modes)."""
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     if target == "local":
         from kfct.split_state import update_state
 
-        st = update_state(model_name, champion_version=str(champion), canary_version=canary,
-                          canary_percent=float(percent), mode="canary", reason=reason)
+        st = update_state(model_name, champion_version=str(keep), canary_version=None, canary_percent=0.0,
+                          mode="canary", reason=reason)
         return {"generation": st.generation}
-    from kfct.components.deploy import kserve_client, patch_traffic
+    from kfct.components.rollout import ClusterBackend
 
-    patch_traffic(client or kserve_client(), model_name, namespace or s.kfp_namespace, percent)
-    return {"isvc": model_name, "percent": percent}
+    backend = ClusterBackend(model_name, isvc_name=model_name, namespace=namespace or s.kfp_namespace,
+                             prometheus_url=s.prometheus_url or "", kserve_client=client, settings=s)
+    if promoted:
+        backend.promote(str(keep))
+    else:
+        backend.rollback(str(keep), str(drop) if drop else "")
+    return {"isvc": model_name, "mode": backend.mode()}
 
 
 def _target(target: str) -> str:
@@ -275,7 +301,7 @@ def promote_cas(model_name: str, expected_champion: str, new_version: str, reaso
 
 
 def ab_start(model_name: str, version: str, cfg: dict, percent: float | None = None, target: str = "auto",
-             settings=None, now: float | None = None) -> dict:
+             settings=None, now: float | None = None, namespace: str | None = None, client=None) -> dict:
     from kfct import audit, registry
 
     version, target = str(version), _target(target)
@@ -300,8 +326,10 @@ def ab_start(model_name: str, version: str, cfg: dict, percent: float | None = N
     now = time.time() if now is None else now
     state = {"model_name": model_name, "arm_a": champion, "arm_b": version, "percent": pct, "status": "running",
              "started_at": now, "started_at_iso": _iso(now), "target": target, "sequential": None}
-    traffic = _set_traffic(model_name, champion, version, pct, target, settings, reason=f"A/B test: B=v{version} {pct:g}%")
-    registry.set_alias(model_name, "challenger", version, reason=f"A/B test arm B at {pct:g}%")
+    traffic = _open_arm(model_name, champion, version, pct, target, cfg, settings,
+                        reason=f"A/B test: B=v{version} {pct:g}%", namespace=namespace, client=client)
+    if target == "local":  # on a cluster the deploy stage's code set it with the canary
+        registry.set_alias(model_name, "challenger", version, reason=f"A/B test arm B at {pct:g}%")
     write_state(model_name, state)
     audit.record("ab_started", model_name=model_name, version=version, champion=champion, percent=pct,
                  target=target, **traffic)
@@ -337,7 +365,8 @@ def ab_report(model_name: str, cfg: dict, settings=None, now: float | None = Non
     return report
 
 
-def ab_stop(model_name: str, promote: str, cfg: dict, settings=None, reason: str = "", stats: dict | None = None) -> dict:
+def ab_stop(model_name: str, promote: str, cfg: dict, settings=None, reason: str = "", stats: dict | None = None,
+            namespace: str | None = None, client=None) -> dict:
     """End the test: `B` promotes arm B (compare-and-set against arm A), `A` keeps the champion."""
     from kfct import audit, registry
 
@@ -349,10 +378,12 @@ def ab_stop(model_name: str, promote: str, cfg: dict, settings=None, reason: str
     a, b = state["arm_a"], state["arm_b"]
     if promote == "B":
         promote_cas(model_name, a, b, reason=f"A/B test: {reason or 'operator promoted B'}")
-        traffic = _set_traffic(model_name, b, None, 0.0, state["target"], settings, reason=f"A/B test promoted v{b}")
+        traffic = _close_arm(model_name, b, a, True, state["target"], settings, reason=f"A/B test promoted v{b}",
+                             namespace=namespace, client=client)
         registry.set_version_tag(model_name, b, "ab_status", "promoted")
     else:
-        traffic = _set_traffic(model_name, a, None, 0.0, state["target"], settings, reason=f"A/B test stopped v{b}")
+        traffic = _close_arm(model_name, a, b, False, state["target"], settings, reason=f"A/B test stopped v{b}",
+                             namespace=namespace, client=client)
         registry.set_version_tag(model_name, b, "ab_status", "stopped")
     if registry.alias_version(model_name, "challenger") == b:
         registry.delete_alias(model_name, "challenger", reason="A/B test ended")
@@ -395,7 +426,7 @@ def shadow_report(model_name: str, cfg: dict, settings=None, promote: bool = Fal
                  decision=rep["decision"]["action"], accuracy=rep.get("accuracy"))
     if promote and rep["decision"]["action"] == "promote_shadow":
         promote_cas(model_name, champion, shadow, reason=f"shadow: {rep['decision']['reason']}")
-        _set_traffic(model_name, shadow, None, 0.0, _target("auto"), settings, reason=f"shadow v{shadow} promoted")
+        _close_arm(model_name, shadow, champion, True, _target("auto"), settings, reason=f"shadow v{shadow} promoted")
         if registry.alias_version(model_name, "challenger") == shadow:
             registry.delete_alias(model_name, "challenger", reason="shadow promoted")
         audit.record("shadow_promoted", model_name=model_name, version=shadow, champion=champion,
@@ -416,7 +447,7 @@ def rollback_core(model_name: str, target: str = "auto", settings=None, namespac
     if champion is None:
         raise ABTestError(f"{model_name} has no champion to roll back to")
     t0 = time.perf_counter()
-    traffic = _set_traffic(model_name, champion, None, 0.0, target, settings, reason="rollback to champion",
+    traffic = _close_arm(model_name, champion, challenger, False, target, settings, reason="rollback to champion",
                            namespace=namespace, client=client)
     if challenger and challenger != champion:
         registry.set_version_tag(model_name, challenger, "rollout_status", "rolled_back")

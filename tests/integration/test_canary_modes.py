@@ -194,3 +194,50 @@ def test_unknown_mode_is_one_clear_line(serving_env, monkeypatch):
 
     with FakeKubeApi(controller=True) as kube, pytest.raises(DeployError, match="unknown KServe deployment mode 'Knative'"):
         deploy(serving_env, kube, "good_b", "Knative", monkeypatch)
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Serverless"])
+def test_ab_test_and_one_step_rollback_write_the_mode_s_objects(serving_env, monkeypatch, mode):
+    """`kfct ab start` opens arm B the way the mode splits traffic; `kfct rollback` sends all
+    traffic back to the champion in one step (Standard: the canary entry goes; Serverless: 0%
+    to the latest revision, i.e. the previous ready one serves)."""
+    from kfct import registry
+    from kfct.components.ab_test import ab_start, ab_stop, rollback_core
+    from kfct.config import load_config
+    from kfct.settings import reset_settings
+
+    monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
+    reset_settings()
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    cfg = load_config()
+    with FakeKubeApi(controller=True) as kube:
+        client = client_for(kube)
+        ab_start(MODEL_NAME, v_b, cfg, percent=50, target="cluster", namespace="kfct", client=client)
+        obj = kube.objects[("kfct", MODEL_NAME)]
+        if mode == "Standard":
+            (canary,) = obj["spec"]["canary"]
+            assert canary["trafficPercent"] == 50 and env_of(canary["predictor"])["KFCT_MODEL_VERSION"] == v_b
+            assert env_of(obj["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_a
+        else:
+            assert obj["spec"]["predictor"]["canaryTrafficPercent"] == 50
+            assert env_of(obj["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_b
+        assert registry.alias_version(MODEL_NAME, "challenger") == v_b
+        ab_stop(MODEL_NAME, "A", cfg, namespace="kfct", client=client)  # keep A: B's traffic goes in one step
+        obj = kube.objects[("kfct", MODEL_NAME)]
+        if mode == "Standard":
+            assert not obj["spec"].get("canary")
+        assert env_of(obj["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_a
+        assert registry.alias_version(MODEL_NAME, "champion") == v_a
+
+        # blue-green: all traffic to B, then one-step rollback
+        deploy_out = deploy(serving_env, kube, "good_b", mode, monkeypatch,
+                            cfg=load_config(overrides={"rollout": {"steps": [100]}}))
+        assert deploy_out["canary_percent"] == 100
+        out = rollback_core(MODEL_NAME, target="cluster", namespace="kfct", client=client)
+        assert out["rolled_back"] == v_b and out["mode"] == mode
+        obj = kube.objects[("kfct", MODEL_NAME)]
+        if mode == "Standard":
+            assert not obj["spec"].get("canary")
+        else:
+            assert env_of(obj["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_a
+        assert registry.alias_version(MODEL_NAME, "challenger") is None
