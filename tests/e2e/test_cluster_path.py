@@ -6,6 +6,8 @@ with the Deployment's args, the CT / monitoring IR run task by task, each task a
 (kfp_emulator.py + pod.py), the InferenceService written through a TLS loopback
 Kubernetes API, its storageUri fetched by KServe's own storage code (kserve-storage in a
 venv of its own: its pins clash with the lock) and served by the ServingRuntime's command.
+Last, the batch-scoring IR scores 200k rows in 4 shard pods (ParallelFor) with the champion the
+registry's alias names, and its gathered parquet + _summary.json in S3 are checked against each other.
 """
 
 from __future__ import annotations
