@@ -266,7 +266,16 @@ def isvc_now(st, name: str) -> dict:
     return objs[0]
 
 
-def test_cluster_path(stack):
+@pytest.fixture(autouse=True)
+def _settings_reread_after():
+    """Set up before monkeypatch, torn down after it: later tests read their own environment."""
+    yield
+    from kfct.settings import reset_settings
+
+    reset_settings()
+
+
+def test_cluster_path(stack, monkeypatch):
     st = stack
     t0 = time.perf_counter()
     last = [t0]
@@ -342,12 +351,15 @@ def test_cluster_path(stack):
         assert outs["probability"] == pytest.approx(v1_probs, abs=1e-6)
         assert outs["model_version"] == [version1] * 3
         # The same answer as the registered model itself, read from MLflow.
-        os.environ["KFCT_MLFLOW_TRACKING_URI"] = st.mlflow_url
+        # The test process reads the registry like an operator would; monkeypatch undoes it after the
+        # test, so no later test inherits this stack's (then dead) endpoints.
+        monkeypatch.setenv("KFCT_MLFLOW_TRACKING_URI", st.mlflow_url)
         from kfct import registry
         from kfct.settings import reset_settings
 
         for k, v in st.operator_env.items():
-            os.environ.setdefault(k, v)
+            if k not in os.environ:
+                monkeypatch.setenv(k, v)
         reset_settings()
         registry.setup()
         loaded = registry.load_version(model_name, version=version1)
