@@ -171,12 +171,11 @@ def stat(uri: str, settings=None) -> dict | None:
     bucket, key = parse_uri(uri)
     c = client(settings)
     try:
-        st = c.stat_object(bucket, key)
-    except Exception as exc:
-        code = getattr(exc, "code", None)
-        if code in ("NoSuchKey", "ResourceNotFound"):
+        st = _call(f"cannot stat {uri}", settings, bucket, c.stat_object, bucket, key)
+    except DataSourceError as exc:
+        if getattr(exc.__cause__, "code", None) in ("NoSuchKey", "ResourceNotFound"):
             return None
-        raise _explain(exc, f"cannot stat {uri}", settings, bucket) from exc
+        raise
     meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
             if k.lower().startswith("x-amz-meta-")}
     return {"size": st.size, "etag": st.etag, "metadata": meta}
@@ -202,5 +201,6 @@ def ensure_bucket(bucket: str, settings=None, create: bool = False) -> bool:
         raise DataSourceError(
             f"bucket {bucket!r} does not exist on {s.s3_endpoint}: create it (MinIO console or "
             f"`mc mb`; manifests/base/minio creates 'kfct') or set KFCT_S3_BUCKET")
-    _call(f"cannot create bucket {bucket!r}", s, bucket, c.make_bucket, bucket, s.s3_region or "us-east-1")
+    _call(f"cannot create bucket {bucket!r}", s, bucket, c.make_bucket, bucket, s.s3_region or "us-east-1",
+          retry=False)  # a retried create would fail on the bucket the first try made
     return True
