@@ -16,7 +16,7 @@ import pytest
 
 from tests.faultkit.servers import fill, tiny_disk, tmpfs_available
 
-pytestmark = pytest.mark.skipif(not tmpfs_available(), reason="needs root to mount a tmpfs (real ENOSPC)")
+needs_tmpfs = pytest.mark.skipif(not tmpfs_available(), reason="needs root to mount a tmpfs (real ENOSPC)")
 
 
 @pytest.fixture
@@ -45,6 +45,7 @@ def _audit_events(home) -> list[str]:
     return [json.loads(line)["event"] for line in trail.read_text().splitlines()] if trail.exists() else []
 
 
+@needs_tmpfs
 def test_pipeline_root_filling_up_fails_the_run_closed_with_one_line(small_home):
     from kfct.errors import StageError
     from kfct.pipelines.local import run_ct
@@ -62,6 +63,7 @@ def test_pipeline_root_filling_up_fails_the_run_closed_with_one_line(small_home)
     assert not (small_home / "mlflow.db").exists()
 
 
+@needs_tmpfs
 def test_full_home_fails_before_any_stage_with_one_line(small_home):
     from kfct.errors import StageError
     from kfct.pipelines.local import run_ct
@@ -72,3 +74,26 @@ def test_full_home_fails_before_any_stage_with_one_line(small_home):
     line = str(err.value)
     assert "\n" not in line and line.startswith("cannot start the pipeline run: disk full under"), line
     assert not (small_home / "pipeline_root").exists() or not any((small_home / "pipeline_root").rglob("*.json"))
+
+
+def test_enospc_at_run_start_is_one_line_everywhere(tmp_path, monkeypatch):
+    """Simulated ENOSPC at the file layer (runs without root): the run's request cannot be written."""
+    import errno
+    from pathlib import Path
+
+    from kfct.errors import StageError
+    from kfct.pipelines.runner import run_pipeline
+
+    real = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name == "request.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(StageError) as err:
+        run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {}, {}, tmp_path / "home")
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"cannot start the pipeline run: disk full under {tmp_path / 'home'}")
+    assert not any((tmp_path / "home" / "pipeline_root").iterdir())  # no half-made run folder
