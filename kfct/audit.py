@@ -205,9 +205,12 @@ def _push_mirror(path: Path, uri: str) -> bool:
         for entry in read(path):
             if entry["seq"] < done:
                 continue
-            c = c or s3.client()
+            # one try per record, no backoff: a hanging MinIO costs a decision at most one
+            # Settings timeout (KFCT_NET_*); the next record uploads what this one missed
+            c = c or s3.quick_client()
             body = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
-            s3.put_bytes(body, f"{prefix}/{entry.get('writer', 'local')}/{entry['seq']:010d}.json", client_=c)
+            s3.put_bytes(body, f"{prefix}/{entry.get('writer', 'local')}/{entry['seq']:010d}.json", client_=c,
+                         retry=False)
             n = entry["seq"] + 1
         return True
     except Exception as exc:  # DataSourceError and anything the client raises

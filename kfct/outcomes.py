@@ -177,11 +177,11 @@ def stored_outcomes(settings=None):
     if s.s3_endpoint:
         from kfct import s3
 
-        objs = list(s3.client(s).list_objects(s.s3_bucket, prefix=f"{PREFIX}/", recursive=True))
+        names = s3.list_names(s.s3_bucket, f"{PREFIX}/", settings=s)
         with tempfile.TemporaryDirectory(prefix="kfct-outcomes-") as tmp:
-            for o in objs:
-                if o.object_name.endswith(".parquet"):
-                    dest = s3.download(f"s3://{s.s3_bucket}/{o.object_name}", Path(tmp) / o.object_name.replace("/", "_"),
+            for object_name in names:
+                if object_name.endswith(".parquet"):
+                    dest = s3.download(f"s3://{s.s3_bucket}/{object_name}", Path(tmp) / object_name.replace("/", "_"),
                                        settings=s)
                     frames.append(pd.read_parquet(dest))
     else:

@@ -113,16 +113,16 @@ def _s3_fetch(s: Settings, since_ms: int | None) -> tuple[list[Path], str]:
     tmp = tempfile.mkdtemp(prefix="kfct-predlog-")
     paths = []
     try:
-        objs = list(s3.client(s).list_objects(s.s3_bucket, prefix=f"{PREFIX}/", recursive=True))
-    except Exception as exc:
+        names = s3.list_names(s.s3_bucket, f"{PREFIX}/", settings=s)  # retried on transient errors
+        for object_name in names:
+            name = object_name.rsplit("/", 1)[-1]
+            rng = _part_range(name)
+            if not name.endswith(".parquet") or (since_ms is not None and rng and rng[1] < since_ms):
+                continue
+            dest = Path(tmp) / object_name.replace("/", "_")
+            s3.download(f"s3://{s.s3_bucket}/{object_name}", dest, settings=s)
+            paths.append(dest)
+    except DataSourceError:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataSourceError(f"cannot list s3://{s.s3_bucket}/{PREFIX}/: {exc}") from exc
-    for o in objs:
-        name = o.object_name.rsplit("/", 1)[-1]
-        rng = _part_range(name)
-        if not name.endswith(".parquet") or (since_ms is not None and rng and rng[1] < since_ms):
-            continue
-        dest = Path(tmp) / o.object_name.replace("/", "_")
-        s3.download(f"s3://{s.s3_bucket}/{o.object_name}", dest, settings=s)
-        paths.append(dest)
+        raise
     return sorted(paths), tmp

@@ -7,6 +7,12 @@ Every failure leaves this module as one `DataSourceError` line naming the URI, t
 endpoint and the cause (unreachable, credentials rejected, bucket missing, object
 missing), because the user running `kfct data push` or a pipeline's ingest step
 needs to know which of those to fix, not a urllib3 traceback.
+
+Every call here is idempotent (a GET, a stat, a list, a PUT of a fixed key and body), so
+a transient failure (refused, reset, timed out, 5xx: MinIO restarting) is retried with
+backoff through `kfct.retry` (`KFCT_RETRY_*`); a permanent one (403, missing bucket or
+object) ends the call at once. Callers that must stay quick whatever the store does
+(the audit mirror, a request path) pass `retry=False` and a `quick_client`.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return u.netloc, u.path.lstrip("/")
 
 
-def _http_client(secure: bool, ca_file: str | None = None, settings=None):
+def _http_client(secure: bool, ca_file: str | None = None, settings=None, retries: int = RETRIES):
     import certifi
     import urllib3
 
@@ -43,11 +49,17 @@ def _http_client(secure: bool, ca_file: str | None = None, settings=None):
         maxsize=10,
         cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
         ca_certs=ca_file or certifi.where(),
-        retries=urllib3.Retry(total=RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504])
+        if retries else False,
     )
 
 
-def client(settings=None):
+def quick_client(settings=None):
+    """A minio client that tries each request once: a call takes at most one Settings timeout."""
+    return client(settings, retries=0)
+
+
+def client(settings=None, retries: int = RETRIES):
     """A minio client for the configured endpoint; a clear error when not configured."""
     from minio import Minio
 
@@ -66,7 +78,7 @@ def client(settings=None):
         raise DataSourceError("S3 credentials incomplete: set both KFCT_S3_ACCESS_KEY and KFCT_S3_SECRET_KEY")
     try:
         return Minio(endpoint, access_key=access, secret_key=secret, secure=secure,
-                     region=s.s3_region, http_client=_http_client(secure, s.ssl_cert_file, s))
+                     region=s.s3_region, http_client=_http_client(secure, s.ssl_cert_file, s, retries))
     except ValueError as exc:
         raise DataSourceError(f"bad S3 settings for endpoint {s.s3_endpoint!r}: {exc}") from exc
 
@@ -97,11 +109,21 @@ def _explain(exc: Exception, what: str, settings=None, bucket: str | None = None
     return DataSourceError(f"{what}: S3 endpoint {endpoint} unreachable ({name}: {first})")
 
 
-def _call(what: str, settings, bucket: str | None, fn, *args, **kwargs):
+def _call(what: str, settings, bucket: str | None, fn, *args, retry: bool = True, **kwargs):
+    """fn(*args, **kwargs), retried on transient errors (when `retry`); failures as one line."""
+    from kfct.retry import TransientFailure, retry_call
+
     try:
-        return fn(*args, **kwargs)
+        if not retry:
+            return fn(*args, **kwargs)
+        return retry_call(lambda: fn(*args, **kwargs), what, settings)
     except DataSourceError:
         raise
+    except TransientFailure as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        err = _explain(cause, what, settings, bucket)
+        raise DataSourceError(f"{err} (after {str(exc).split(': still failing after ', 1)[-1].split(':', 1)[0]})") \
+            from exc
     except Exception as exc:  # minio.error.S3Error, urllib3 MaxRetryError, ...
         raise _explain(exc, what, settings, bucket) from exc
 
@@ -122,14 +144,23 @@ def upload(path: str | Path, uri: str, settings=None, metadata: dict | None = No
     return uri
 
 
-def put_bytes(data: bytes, uri: str, settings=None, client_=None) -> str:
+def put_bytes(data: bytes, uri: str, settings=None, client_=None, retry: bool = True) -> str:
     """Write one object from memory (a PUT of the same key again overwrites: idempotent)."""
     import io
 
     bucket, key = parse_uri(uri)
     c = client_ or client(settings)
-    _call(f"cannot write {uri}", settings, bucket, c.put_object, bucket, key, io.BytesIO(data), len(data))
+    # a fresh stream per try: a retried PUT must send the whole body again
+    _call(f"cannot write {uri}", settings, bucket, lambda: c.put_object(bucket, key, io.BytesIO(data), len(data)),
+          retry=retry)
     return uri
+
+
+def list_names(bucket: str, prefix: str, settings=None) -> list[str]:
+    """Object names under `prefix` (recursive), the listing retried as a whole on transient errors."""
+    c = client(settings)
+    return _call(f"cannot list s3://{bucket}/{prefix}", settings, bucket,
+                 lambda: [o.object_name for o in c.list_objects(bucket, prefix=prefix, recursive=True)])
 
 
 def stat(uri: str, settings=None) -> dict | None:
@@ -140,12 +171,11 @@ def stat(uri: str, settings=None) -> dict | None:
     bucket, key = parse_uri(uri)
     c = client(settings)
     try:
-        st = c.stat_object(bucket, key)
-    except Exception as exc:
-        code = getattr(exc, "code", None)
-        if code in ("NoSuchKey", "ResourceNotFound"):
+        st = _call(f"cannot stat {uri}", settings, bucket, c.stat_object, bucket, key)
+    except DataSourceError as exc:
+        if getattr(exc.__cause__, "code", None) in ("NoSuchKey", "ResourceNotFound"):
             return None
-        raise _explain(exc, f"cannot stat {uri}", settings, bucket) from exc
+        raise
     meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
             if k.lower().startswith("x-amz-meta-")}
     return {"size": st.size, "etag": st.etag, "metadata": meta}
@@ -171,5 +201,6 @@ def ensure_bucket(bucket: str, settings=None, create: bool = False) -> bool:
         raise DataSourceError(
             f"bucket {bucket!r} does not exist on {s.s3_endpoint}: create it (MinIO console or "
             f"`mc mb`; manifests/base/minio creates 'kfct') or set KFCT_S3_BUCKET")
-    _call(f"cannot create bucket {bucket!r}", s, bucket, c.make_bucket, bucket, s.s3_region or "us-east-1")
+    _call(f"cannot create bucket {bucket!r}", s, bucket, c.make_bucket, bucket, s.s3_region or "us-east-1",
+          retry=False)  # a retried create would fail on the bucket the first try made
     return True

@@ -254,8 +254,34 @@ def connect(settings=None) -> Connection:
         kwargs["namespace"] = namespace
     with _quiet(), _api("connecting", host):
         client = _client_class(health)(**kwargs)
+    _bound_requests(client)
     ui = normalise_host(s.kf_pipelines_ui_endpoint or host)
     return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
+
+
+def _bound_requests(client) -> None:
+    """Give every API call kfp.Client makes the Settings timeouts (`_timeout()`).
+
+    kfp.Client never passes `_request_timeout`, and kfp_server_api's REST layer then hands
+    urllib3 `timeout=None` on every request, overriding any pool default: a KFP API server
+    that accepts and never answers would hold `kfct submit` (or a drift-triggered retrain)
+    forever. We default the per-request timeout at the one place every call goes through,
+    and stop urllib3 from re-sending a request whose answer timed out (a POST that may have
+    been applied; a GET gains nothing from waiting the same timeout again).
+    """
+    import functools
+
+    import urllib3
+
+    rest = client._run_api.api_client.rest_client
+    request = rest.request
+
+    @functools.wraps(request)
+    def bounded(*args, _request_timeout=None, **kwargs):
+        return request(*args, _request_timeout=_request_timeout or _timeout(), **kwargs)
+
+    rest.request = bounded
+    rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(total=1, read=0, backoff_factor=0.2)
 
 
 def kfp_client_module():
@@ -310,8 +336,14 @@ def _api(what: str, host: str):
             raise KfpError(f"{what}: Kubeflow Pipelines answered HTTP {status}: {message}"[:400]) from exc
         if isinstance(exc, ValueError):  # kfp.Client's own checks (duplicate names, ...)
             raise KfpError(f"{what}: {exc}") from exc
-        name = type(exc).__name__
-        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        cause = exc.reason if isinstance(getattr(exc, "reason", None), Exception) else exc  # urllib3 MaxRetryError
+        name = type(cause).__name__
+        if "Timeout" in name:
+            connect, read = _timeout()
+            raise KfpError(f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: no answer within "
+                           f"{connect:g} s connect / {read:g} s read, KFCT_NET_CONNECT_TIMEOUT_SECONDS / "
+                           "KFCT_NET_TIMEOUT_SECONDS)") from exc
+        detail = str(cause).splitlines()[0][:160] if str(cause) else ""
         raise KfpError(f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: {detail})") from exc
 
 

@@ -95,12 +95,21 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
     run_id = new_run_id(prefix)
     root = home / "pipeline_root" / run_id
     logs = home / "runs"
-    root.mkdir(parents=True, exist_ok=True)
-    logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{run_id}.log"
     request = root / "request.json"
-    request.write_text(json.dumps({"builder": builder, "build_kwargs": build_kwargs, "arguments": arguments,
-                                   "pipeline_root": str(root)}, default=str))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(parents=True, exist_ok=True)
+        request.write_text(json.dumps({"builder": builder, "build_kwargs": build_kwargs, "arguments": arguments,
+                                       "pipeline_root": str(root)}, default=str))
+        log_path.touch()
+    except OSError as exc:  # nothing ran: no stage, no registry, no alias
+        import shutil
+
+        from kfct.errors import StageError
+
+        shutil.rmtree(root, ignore_errors=True)  # no half-written request left for anyone to read
+        raise StageError(f"cannot start the pipeline run: {_where_full(home, exc) or f'{home}: {exc}'}") from exc
     child_env = {**_CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "KFCT_HOME": str(home)}
     cmd = [sys.executable, "-m", "kfct.pipelines.runner", str(request)]
     t0 = time.perf_counter()
@@ -123,9 +132,42 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
         outcome = root / "failure.json"
         failure = json.loads(outcome.read_text()) if outcome.exists() else {}
         run.failed_task = failure.get("failed_task") or _failed_task(run_dir)
-        run.error = (_last_error(log_path.read_text(errors="replace")) or failure.get("error")
-                     or f"pipeline driver exited with {rc}")
+        try:
+            text = log_path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        run.error = _last_error(text) or failure.get("error") or f"pipeline driver exited with {rc}"
+        full = _where_full(root, run.error)
+        if full:  # name the full disk first: the stage's own words may be a library's (pyarrow, sqlite)
+            run.error = f"{full}: {run.error}"
     return run
+
+
+_NO_SPACE = ("No space left on device", "[Errno 28]", "errno 28", "database or disk is full", "ENOSPC")
+
+
+def _where_full(path: Path, error: BaseException | str | None) -> str | None:
+    """'disk full under <path> (N bytes free)' when `error` is ENOSPC or the filesystem has no room.
+
+    A stage that hits a full pipeline root or KFCT_HOME dies in whatever library was writing
+    (pyarrow, SQLite, the JSON writer) and its log may be cut short on the same full disk:
+    the one line the user reads must say that the disk is full, and where.
+    """
+    import errno
+    import shutil
+
+    said = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or \
+        (error is not None and any(m in str(error) for m in _NO_SPACE))
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        free = None
+    if not said and free != 0:
+        return None
+    return f"disk full under {path}" + (f" ({free} bytes free)" if free is not None else "")
 
 
 def _run_dir(root: Path) -> Path | None:

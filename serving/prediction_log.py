@@ -288,7 +288,8 @@ class PredictionLogger:
             if self._s3_client is None:
                 self._s3_client = s3.client(self.settings)
             s3.put_bytes(seg.payload(), f"s3://{self.settings.s3_bucket}/{PREFIX}/{seg.rel}",
-                         settings=self.settings, client_=self._s3_client)
+                         settings=self.settings, client_=self._s3_client,
+                         retry=False)  # the writer's own backoff and spill handle an outage
         else:
             dest = self.root / seg.rel
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,26 @@ def test_unreachable_mirror_does_not_stop_local_recording_and_catches_up(mirrore
     assert res.ok and res.entries == 3, res
 
 
+def test_hanging_mirror_costs_a_record_at_most_one_timeout(mirrored, monkeypatch, caplog):
+    """MinIO accepts and never answers: each record waits one Settings timeout, not minio's retries."""
+    from kfct.settings import reset_settings
+
+    monkeypatch.setenv("KFCT_NET_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("KFCT_NET_CONNECT_TIMEOUT_SECONDS", "1")
+    reset_settings()
+    mirrored.mode = "hang"
+    t0 = time.monotonic()
+    audit.record("gate_decision", model_name="m", deploy=False)
+    took = time.monotonic() - t0
+    assert took < 2.0, f"a record took {took:.1f} s against a hanging mirror with a 1 s timeout"
+    assert audit.verify().ok and audit.verify().entries == 1  # recorded locally all the same
+    assert "audit mirror" in caplog.text and "1 entries waiting" in caplog.text
+    mirrored.mode = "pass"
+    audit.record("retrain_held", model_name="m")  # catches up
+    res = audit.verify_mirror()
+    assert res.ok and res.entries == 2, res
+
+
 _POD = textwrap.dedent("""
     import sys, time
     from kfct import audit
