@@ -101,7 +101,8 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
     request = root / "request.json"
     request.write_text(json.dumps({"builder": builder, "build_kwargs": build_kwargs, "arguments": arguments,
                                    "pipeline_root": str(root)}, default=str))
-    child_env = {**_CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "KFCT_HOME": str(home)}
+    # KFCT_RUN_ID: a failing stage names this run in its `stage_failed` audit entry (kfct.stagefail).
+    child_env = {**_CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "KFCT_HOME": str(home), "KFCT_RUN_ID": run_id}
     cmd = [sys.executable, "-m", "kfct.pipelines.runner", str(request)]
     t0 = time.perf_counter()
     with log_path.open("w") as fh:
