@@ -181,7 +181,7 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
     """Score one shard with exactly the resolved model version (hash-verified); same core as `kfct score`."""
     from kfct.stagefail import audit_failure
 
-    with audit_failure("score-shard"):
+    with audit_failure("score-shard", shard=shard) as context:
         import json
         from pathlib import Path
 
@@ -191,6 +191,7 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
         with open(champion.path) as fh:
             resolved = json.load(fh)
         model_name, version = resolved["model_name"], resolved["version"]
+        context.update(model_name=model_name, version=version)
 
         Path(scores.path).mkdir(parents=True, exist_ok=True)
         out = score_shard_core(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",

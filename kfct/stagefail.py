@@ -37,10 +37,12 @@ def failure_entry(stage: str, exc: BaseException, context: dict, env=os.environ)
 
 
 @contextmanager
-def audit_failure(stage: str, **context) -> Iterator[None]:
-    """Record `stage_failed` (stage, model_name / pipeline_run when given) if the body raises, then re-raise."""
+def audit_failure(stage: str, **context) -> Iterator[dict]:
+    """Record `stage_failed` (stage, model_name / pipeline_run when given) if the body raises, then re-raise.
+
+    Yields the context dict: a body that learns more (the model a shard is scored with) adds it."""
     try:
-        yield
+        yield context
     except Exception as exc:
         try:
             from kfct import audit

@@ -6,7 +6,6 @@ trail under a temp KFCT_HOME); only the data or the config is bad.
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 
@@ -82,7 +81,7 @@ def test_an_unwritable_trail_never_hides_the_stage_error(kfct_home, tmp_path, ca
     kfct_home.mkdir(parents=True)
     (kfct_home / "audit").write_text("a file where the trail's folder should be")
     with pytest.raises(ZeroDivisionError), audit_failure("train-model", model_name="m"):
-        1 / 0
+        raise ZeroDivisionError("the stage's own error")
     assert "could not record" in caplog.text
 
 
@@ -104,3 +103,19 @@ def test_every_component_function_audits_its_failures():
     funcs = {name: c.python_func for name, c in {**ct(), **monitoring(), **batch()}.items()}
     missing = sorted(name for name, fn in funcs.items() if "audit_failure" not in fn.__code__.co_names)
     assert len(funcs) >= 17 and not missing, f"component functions without audit_failure: {missing}"
+
+
+def test_a_shard_that_cannot_be_scored_names_the_resolved_model(kfct_home, tmp_path):
+    import json
+
+    from kfp.dsl import Artifact, Dataset
+
+    from kfct.components.batch_score import score_shard
+
+    champion = tmp_path / "champion.json"
+    champion.write_text(json.dumps({"model_name": "tumours", "version": "3"}))
+    with pytest.raises(Exception) as err:  # noqa: B017 (whatever the core raises: it must be on the trail)
+        score_shard(_art(Dataset, tmp_path / "no-shards"), 2, _art(Artifact, champion), _art(Dataset, tmp_path / "out"))
+    [entry] = _failures(kfct_home)
+    assert (entry["stage"], entry["shard"], entry["model_name"], entry["version"]) == ("score-shard", 2, "tumours", "3")
+    assert entry["error_type"] == type(err.value).__name__
