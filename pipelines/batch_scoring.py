@@ -50,9 +50,14 @@ def build_batch_pipeline(settings=None, cfg: dict | None = None, n_shards: int =
 
     from kfct.config import load_config
     from kfct.datasource import DEFAULT_URI
+    from kfct.datatags import LATEST_URI
+    from kfct.pipelines.task_config import building_for_local
     from kfct.settings import get_settings
 
     s = settings or get_settings()
+    # On a cluster the default is the moving pointer (as the CT pipeline's), resolved when the
+    # run executes: a monthly recurring run's frozen parameters still score the newest push.
+    default_data = DEFAULT_URI if building_for_local() else LATEST_URI
     cfg = cfg or load_config()
     ops = make_components(s)
     default_model = cfg["register"]["model_name"]
@@ -63,7 +68,7 @@ def build_batch_pipeline(settings=None, cfg: dict | None = None, n_shards: int =
                     "sharded with ParallelFor; one partitioned parquet result + summary.",
     )
     def batch_scoring_pipeline(
-        data_uri: str = DEFAULT_URI,
+        data_uri: str = default_data,
         model_name: str = default_model,
         alias: str = "champion",
         n_shards: int = n_shards,

@@ -6,6 +6,8 @@ with the Deployment's args, the CT / monitoring IR run task by task, each task a
 (kfp_emulator.py + pod.py), the InferenceService written through a TLS loopback
 Kubernetes API, its storageUri fetched by KServe's own storage code (kserve-storage in a
 venv of its own: its pins clash with the lock) and served by the ServingRuntime's command.
+Last, the batch-scoring IR scores 200k rows in 4 shard pods (ParallelFor) with the champion the
+registry's alias names, and its gathered parquet + _summary.json in S3 are checked against each other.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = "dev"
 ROWS = 8_000
+BATCH_ROWS = 200_000
+BATCH_SHARDS = 4
 KFP_TOKEN = "e2e-projected-sa-token"
 
 
@@ -176,11 +180,11 @@ def operator(st, *args, check=True) -> subprocess.CompletedProcess:
     return p
 
 
-def push(st, name: str, tag: str, **gen) -> dict:
+def push(st, name: str, tag: str, rows: int = ROWS, **gen) -> dict:
     path = st.work / f"{name}.parquet"
     from kfct.datagen import generate, write_frame
 
-    write_frame(generate(rows=ROWS, **gen), path)
+    write_frame(generate(rows=rows, **gen), path)
     out = operator(st, "data", "push", str(path), "--tag", tag).stdout.split()
     import boto3
 
@@ -188,8 +192,15 @@ def push(st, name: str, tag: str, **gen) -> dict:
                       aws_access_key_id=st.s3["access_key"], aws_secret_access_key=st.s3["secret_key"])
     manifest = json.loads(s3.get_object(Bucket=st.config["KFCT_S3_BUCKET"],
                                         Key=f"datasets/tags/{tag}.json")["Body"].read())
-    assert manifest["uri"] == out[0] and manifest["rows"] == ROWS
+    assert manifest["uri"] == out[0] and manifest["rows"] == rows
     return manifest
+
+
+def s3_client(st):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=st.s3["endpoint_url"], region_name="us-east-1",
+                        aws_access_key_id=st.s3["access_key"], aws_secret_access_key=st.s3["secret_key"])
 
 
 def emulator(st, name: str) -> Emulator:
@@ -368,4 +379,47 @@ def test_cluster_path(stack):
     assert runs and all(r.headers.get("authorization") == f"Bearer {KFP_TOKEN}" for r in st.kfp.requests[before:])
     params = runs[-1].body.get("runtime_config", {}).get("parameters", {})
     assert params.get("data_uri") == "dataset://latest", params
+
+    # --- batch scoring: 200k rows under a tag, 4 shards, each shard its own pod
+    scored = push(st, "customers-batch", "monthly", rows=BATCH_ROWS, seed=4)
+    lap("push 200k rows")
+    champion = registry.alias_version(model_name, "champion")
+    assert champion, "no champion alias after the CT runs"
+    bucket = st.config["KFCT_S3_BUCKET"]
+    out_prefix = f"batch-scores/{scored['sha256'][:12]}"
+    batch = emulator(st, "batch_scoring_pipeline.yaml")
+    runb = batch.run({"data_uri": "dataset://monthly", "n_shards": BATCH_SHARDS,
+                      "output_uri": f"s3://{bucket}/{out_prefix}"})
+    lap("batch-scoring run (200k rows, 4 shard pods)", runb)
+    shards = [t for p, t in runb.tasks.items() if p.split("/")[-1] == "score-shard"]
+    assert len(shards) == BATCH_SHARDS and len({t.path for t in shards}) == BATCH_SHARDS
+    assert all(t.state == "SUCCEEDED" for t in shards)
+    # Every shard pod was scored by the version the registry's alias names (resolved once).
+    assert runb.task("resolve-champion").parameters["Output"] == str(champion)
+    assert [t.artifacts["scores"][0]["metadata"]["model_version"] for t in shards] == [str(champion)] * BATCH_SHARDS
+    assert sorted(t.artifacts["scores"][0]["metadata"]["shard"] for t in shards) == list(range(BATCH_SHARDS))
+    assert sum(t.artifacts["scores"][0]["metadata"]["rows"] for t in shards) == BATCH_ROWS
+    # The gathered result in S3: partitioned parquet + _summary.json that agree with each other.
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    s3 = s3_client(st)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=out_prefix + "/")["Contents"])
+    parts = [k for k in keys if k.endswith(".parquet")]
+    assert parts == [f"{out_prefix}/shard={i:05d}/part-0.parquet" for i in range(BATCH_SHARDS)], keys
+    table = pa.concat_tables(pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read()))
+                             for k in parts)
+    summary = json.loads(s3.get_object(Bucket=bucket, Key=f"{out_prefix}/_summary.json")["Body"].read())
+    assert table.num_rows == BATCH_ROWS == summary["rows"]
+    assert pc.count_distinct(table.column("customer_id")).as_py() == BATCH_ROWS
+    assert set(pc.unique(table.column("model_version").cast("string")).to_pylist()) == {str(champion)}
+    assert summary["model_version"] == str(champion) and summary["shards"] == BATCH_SHARDS
+    assert summary["dataset_sha256"] == scored["sha256"]
+    positives = int(pc.sum(table.column("label")).as_py())
+    assert summary["positives"] == positives
+    assert summary["churn_rate"] == pytest.approx(positives / BATCH_ROWS, abs=1e-6)
+    assert json.loads(runb.task("gather-scores").parameters["Output"])["published"] == f"s3://{bucket}/{out_prefix}"
     print(f"\ne2e wall time {time.perf_counter() - t0:.0f}s")

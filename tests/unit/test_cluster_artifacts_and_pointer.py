@@ -100,15 +100,28 @@ def test_monitoring_retrain_uses_the_pointer(compiled):
     assert params["ct_data_uri"]["defaultValue"] == "dataset://latest"
 
 
+def test_batch_scoring_default_data_is_the_moving_pointer_and_nothing_caches(tmp_path):
+    from kfct.pipelines.compile import compile_batch
+
+    ir = list(yaml.safe_load_all(compile_batch(tmp_path).read_text()))
+    assert ir[0]["root"]["inputDefinitions"]["parameters"]["data_uri"]["defaultValue"] == "dataset://latest"
+    for name, task in ir[0]["root"]["dag"]["tasks"].items():
+        assert not task.get("cachingOptions", {}).get("enableCache", False), name
+
+
 def test_local_runs_keep_the_generator_default():
     from kfp import local
 
     from kfct.pipelines.ct import build_ct_pipeline
     from kfct.pipelines.task_config import target
 
+    from kfct.pipelines.batch_scoring import build_batch_pipeline
+
     with target("local"):
         p = build_ct_pipeline()
+        b = build_batch_pipeline()
     assert p.component_spec.inputs["data_uri"].default.startswith("generate://")
+    assert b.component_spec.inputs["data_uri"].default.startswith("generate://")
     del local
 
 
