@@ -151,55 +151,68 @@ def publish(out_dir: str | Path, output_uri: str) -> str:
 
 def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) -> str:
     """Resolve the registry alias to one model version, once for the whole batch job; returns the version."""
-    import json
+    from kfct.stagefail import audit_failure
 
-    from kfct.components.batch_score import resolve_core
+    with audit_failure("resolve-champion", model_name=model_name):
+        import json
 
-    out = resolve_core(model_name, alias)
-    with open(champion.path, "w") as fh:
-        json.dump({"model_name": model_name, "alias": alias, **out}, fh)
-    champion.metadata.update({"model_name": model_name, **out})
-    return out["version"]
+        from kfct.components.batch_score import resolve_core
+
+        out = resolve_core(model_name, alias)
+        with open(champion.path, "w") as fh:
+            json.dump({"model_name": model_name, "alias": alias, **out}, fh)
+        champion.metadata.update({"model_name": model_name, **out})
+        return out["version"]
 
 
 def split_shards(dataset: Input[Dataset], n_shards: int, shards: Output[Dataset]) -> List[int]:
     """Split the dataset snapshot into up to n_shards parquet shards; returns the shard indices to fan out over."""
-    from kfct.components.batch_score import split_core
+    from kfct.stagefail import audit_failure
 
-    idx = split_core(dataset.path, shards.path, n_shards)
-    shards.metadata.update({"shards": len(idx), "source_sha256": dataset.metadata.get("sha256", "")})
-    return idx
+    with audit_failure("split-shards"):
+        from kfct.components.batch_score import split_core
+
+        idx = split_core(dataset.path, shards.path, n_shards)
+        shards.metadata.update({"shards": len(idx), "source_sha256": dataset.metadata.get("sha256", "")})
+        return idx
 
 
 def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], scores: Output[Dataset]) -> str:
     """Score one shard with exactly the resolved model version (hash-verified); same core as `kfct score`."""
-    import json
-    from pathlib import Path
+    from kfct.stagefail import audit_failure
 
-    from kfct.components.batch_score import score_shard_core
-    from kfct.config import load_config
+    with audit_failure("score-shard", shard=shard) as context:
+        import json
+        from pathlib import Path
 
-    with open(champion.path) as fh:
-        resolved = json.load(fh)
-    model_name, version = resolved["model_name"], resolved["version"]
+        from kfct.components.batch_score import score_shard_core
+        from kfct.config import load_config
 
-    Path(scores.path).mkdir(parents=True, exist_ok=True)
-    out = score_shard_core(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",
-                           id_column=load_config()["dataset"]["id_column"])
-    scores.metadata.update({"shard": int(shard), "rows": out["rows"], "model_version": out["model_version"]})
-    return json.dumps(out)
+        with open(champion.path) as fh:
+            resolved = json.load(fh)
+        model_name, version = resolved["model_name"], resolved["version"]
+        context.update(model_name=model_name, version=version)
+
+        Path(scores.path).mkdir(parents=True, exist_ok=True)
+        out = score_shard_core(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",
+                               id_column=load_config()["dataset"]["id_column"])
+        scores.metadata.update({"shard": int(shard), "rows": out["rows"], "model_version": out["model_version"]})
+        return json.dumps(out)
 
 
 def gather_scores(scores: Input[List[Dataset]], version: str, model_name: str, dataset_sha256: str,
                   output_uri: str, result: Output[Dataset]) -> str:
     """Gather shard scores into one partitioned parquet dataset + _summary.json (rows, version, churn rate)."""
-    import json
+    from kfct.stagefail import audit_failure
 
-    from kfct.components.batch_score import gather_core, publish
+    with audit_failure("gather-scores", model_name=model_name):
+        import json
 
-    dirs = [(int(a.metadata.get("shard", i)), a.path) for i, a in enumerate(scores)]
-    summary = gather_core(dirs, version, model_name, result.path, dataset_sha256)
-    if output_uri:
-        summary["published"] = publish(result.path, output_uri)
-    result.metadata.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
-    return json.dumps(summary)
+        from kfct.components.batch_score import gather_core, publish
+
+        dirs = [(int(a.metadata.get("shard", i)), a.path) for i, a in enumerate(scores)]
+        summary = gather_core(dirs, version, model_name, result.path, dataset_sha256)
+        if output_uri:
+            summary["published"] = publish(result.path, output_uri)
+        result.metadata.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+        return json.dumps(summary)

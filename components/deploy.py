@@ -556,34 +556,37 @@ def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import json
+    with audit_failure("deploy-model", model_name=model_name):
+        from kfct.stageclock import StageClock
 
-    from kfct.components.deploy import deploy_core
-    from kfct.config import config_from_json
-    from kfct.logs import stage_logger
-    from kfct.settings import get_settings
+        clock = StageClock()
+        import json
 
-    from kfct.testhooks import pause_at
+        from kfct.components.deploy import deploy_core
+        from kfct.config import config_from_json
+        from kfct.logs import stage_logger
+        from kfct.settings import get_settings
 
-    cfg = config_from_json(config_json)
-    s = get_settings()
-    target = s.target(target)
-    pause_at("before_deploy")
-    if not version:  # register blocked at the hand-off: nothing to deploy; still follow the aliases
-        from kfct.components.deploy import converge_core
-        from kfct import registry
+        from kfct.testhooks import pause_at
 
-        registry.setup(s)
-        conv = converge_core(model_name, target, namespace=namespace or None, settings=s,
-                             reason="registration blocked")
-        return json.dumps({"mode": "skipped", "version": "", "target": target, "reason": "nothing registered",
-                           "converged": conv.get("changes")}, default=str)
-    out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
-                      require_alias=True)
-    stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
-                                                out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
-                                                out.get("action"))
-    return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)
+        cfg = config_from_json(config_json)
+        s = get_settings()
+        target = s.target(target)
+        pause_at("before_deploy")
+        if not version:  # register blocked at the hand-off: nothing to deploy; still follow the aliases
+            from kfct.components.deploy import converge_core
+            from kfct import registry
+
+            registry.setup(s)
+            conv = converge_core(model_name, target, namespace=namespace or None, settings=s,
+                                 reason="registration blocked")
+            return json.dumps({"mode": "skipped", "version": "", "target": target, "reason": "nothing registered",
+                               "converged": conv.get("changes")}, default=str)
+        out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
+                          require_alias=True)
+        stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
+                                                    out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
+                                                    out.get("action"))
+        return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

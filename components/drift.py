@@ -25,24 +25,27 @@ def prepare_drift_data(
 ) -> str:
     """Load the champion's training snapshot and the current window (prediction log or batch),
     both scored by the champion; returns the champion version."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    from kfct.components.drift_inputs import heldout_performance, load_current, load_reference, prepare_frames
-    from kfct.config import config_from_json
+    with audit_failure("prepare-drift-data", model_name=model_name):
+        from kfct.stageclock import StageClock
 
-    cfg = config_from_json(config_json)
-    ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
-    cur, cur_source, pred_col = load_current(current_uri or None, cfg, model_name, since or None)
-    ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
-    ref.to_parquet(reference.path, index=False)
-    cur.to_parquet(current.path, index=False)
-    common = {"model_name": model_name, "champion_version": loaded.version, "threshold": float(loaded.model.threshold),
-              "heldout_performance": heldout_performance(loaded.tags)}
-    reference.metadata.update({**common, "rows": int(len(ref)), "source": ref_source})
-    current.metadata.update({**common, "rows": int(len(cur)), "source": cur_source})
-    clock.stamp(current.metadata)
-    return loaded.version
+        clock = StageClock()
+        from kfct.components.drift_inputs import heldout_performance, load_current, load_reference, prepare_frames
+        from kfct.config import config_from_json
+
+        cfg = config_from_json(config_json)
+        ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
+        cur, cur_source, pred_col = load_current(current_uri or None, cfg, model_name, since or None)
+        ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
+        ref.to_parquet(reference.path, index=False)
+        cur.to_parquet(current.path, index=False)
+        common = {"model_name": model_name, "champion_version": loaded.version, "threshold": float(loaded.model.threshold),
+                  "heldout_performance": heldout_performance(loaded.tags)}
+        reference.metadata.update({**common, "rows": int(len(ref)), "source": ref_source})
+        current.metadata.update({**common, "rows": int(len(cur)), "source": cur_source})
+        clock.stamp(current.metadata)
+        return loaded.version
 
 
 def check_drift(
@@ -59,47 +62,50 @@ def check_drift(
 ) -> bool:
     """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate
     shift, performance drop, severity; returns whether a retrain is needed."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import shutil
-    import tempfile
+    with audit_failure("check-drift", model_name=model_name):
+        from kfct.stageclock import StageClock
 
-    import pandas as pd
+        clock = StageClock()
+        import shutil
+        import tempfile
 
-    from kfct.components.drift_detect import run_detection
-    from kfct.components.drift_report import log_to_mlflow, save_reports
-    from kfct import audit
-    from kfct.config import config_from_json
+        import pandas as pd
 
-    cfg = config_from_json(config_json)
-    ref, cur = pd.read_parquet(reference.path), pd.read_parquet(current.path)
-    threshold = reference.metadata.get("threshold")
-    result = run_detection(ref, cur, cfg, None if threshold is None else float(threshold),
-                           reference.metadata.get("heldout_performance") or None)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = save_reports(result, result.report, tmp)
-        for art, key in ((report_html, "html"), (report_json, "json"), (summary, "summary_md"),
-                         (summary_json, "summary_json")):
-            shutil.copyfile(paths[key], art.path)
-        run_id = log_to_mlflow(result, paths, model_name, champion_version, current.metadata.get("source", ""))
-    metrics.log_metric("drift_share", float(result["drift_share"]))
-    metrics.log_metric("n_drifted_features", int(result["n_drifted_features"]))
-    for key in ("churn_rate_shift", "performance_drop"):
-        if result.get(key) is not None:
-            metrics.log_metric(key, float(result[key]))
-    meta = {"severity": result["severity"], "retrain": bool(result["retrain"]), "reason": result["reason"],
-            "mlflow_run_id": run_id, "champion_version": champion_version}
-    summary_json.metadata.update(meta)
-    clock.stamp(summary_json.metadata)
-    audit.record("drift_checked", model_name=model_name, version=str(champion_version),
-                 severity=result["severity"], retrain_needed=bool(result["retrain"]), reason=result["reason"],
-                 drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
-                 performance_drop=result.get("performance_drop"), current_source=current.metadata.get("source"),
-                 mlflow_run_id=run_id)
-    from kfct.logs import stage_logger
+        from kfct.components.drift_detect import run_detection
+        from kfct.components.drift_report import log_to_mlflow, save_reports
+        from kfct import audit
+        from kfct.config import config_from_json
 
-    stage_logger("kfct.components.drift").info("drift share %.3f, severity %s, retrain %s: %s",
-                                               float(result["drift_share"]), result["severity"],
-                                               "needed" if result["retrain"] else "not needed", result["reason"])
-    return bool(result["retrain"])
+        cfg = config_from_json(config_json)
+        ref, cur = pd.read_parquet(reference.path), pd.read_parquet(current.path)
+        threshold = reference.metadata.get("threshold")
+        result = run_detection(ref, cur, cfg, None if threshold is None else float(threshold),
+                               reference.metadata.get("heldout_performance") or None)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = save_reports(result, result.report, tmp)
+            for art, key in ((report_html, "html"), (report_json, "json"), (summary, "summary_md"),
+                             (summary_json, "summary_json")):
+                shutil.copyfile(paths[key], art.path)
+            run_id = log_to_mlflow(result, paths, model_name, champion_version, current.metadata.get("source", ""))
+        metrics.log_metric("drift_share", float(result["drift_share"]))
+        metrics.log_metric("n_drifted_features", int(result["n_drifted_features"]))
+        for key in ("churn_rate_shift", "performance_drop"):
+            if result.get(key) is not None:
+                metrics.log_metric(key, float(result[key]))
+        meta = {"severity": result["severity"], "retrain": bool(result["retrain"]), "reason": result["reason"],
+                "mlflow_run_id": run_id, "champion_version": champion_version}
+        summary_json.metadata.update(meta)
+        clock.stamp(summary_json.metadata)
+        audit.record("drift_checked", model_name=model_name, version=str(champion_version),
+                     severity=result["severity"], retrain_needed=bool(result["retrain"]), reason=result["reason"],
+                     drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
+                     performance_drop=result.get("performance_drop"), current_source=current.metadata.get("source"),
+                     mlflow_run_id=run_id)
+        from kfct.logs import stage_logger
+
+        stage_logger("kfct.components.drift").info("drift share %.3f, severity %s, retrain %s: %s",
+                                                   float(result["drift_share"]), result["severity"],
+                                                   "needed" if result["retrain"] else "not needed", result["reason"])
+        return bool(result["retrain"])

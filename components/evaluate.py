@@ -232,79 +232,82 @@ def evaluate_model(
     decision: Output[Artifact],
 ) -> bool:
     """Score the test set, check fairness, compare with the champion; returns whether to deploy."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import json
-    import tempfile
+    with audit_failure("evaluate-model", model_name=model_name):
+        from kfct.stageclock import StageClock
 
-    import joblib
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import roc_curve
+        clock = StageClock()
+        import json
+        import tempfile
 
-    from kfct.components.evaluate import curves_png, evaluate_core, report_markdown
-    from kfct import audit, registry
-    from kfct.config import config_from_json
-    from kfct.logs import stage_logger
+        import joblib
+        import mlflow
+        import numpy as np
+        import pandas as pd
+        from sklearn.metrics import roc_curve
 
-    cfg = config_from_json(config_json)
-    challenger = joblib.load(model.path)
-    test_df = pd.read_parquet(test.path)
+        from kfct.components.evaluate import curves_png, evaluate_core, report_markdown
+        from kfct import audit, registry
+        from kfct.config import config_from_json
+        from kfct.logs import stage_logger
 
-    registry.setup()
-    # Settle what crashed runs left (dead RUNNING runs, PENDING models, orphan versions) before
-    # the gate reads the champion; each finding is audited.
-    from kfct.reconcile import reconcile
+        cfg = config_from_json(config_json)
+        challenger = joblib.load(model.path)
+        test_df = pd.read_parquet(test.path)
 
-    reconcile(model_name, own_run_id=mlflow_run_id)
-    # The champion this gate compares with: register moves aliases only if it is still this one.
-    champion, champion_version = None, registry.alias_version(model_name, cfg["register"].get("alias", "champion"))
-    if champion_version is not None:
-        champion = registry.load_version(model_name, version=champion_version).model
-    result = evaluate_core(challenger, test_df, cfg, champion, champion_version)
+        registry.setup()
+        # Settle what crashed runs left (dead RUNNING runs, PENDING models, orphan versions) before
+        # the gate reads the champion; each finding is audited.
+        from kfct.reconcile import reconcile
 
-    m = result["metrics"]
-    scalar = {k: v for k, v in m.items() if isinstance(v, (int, float))}
-    for k, v in scalar.items():
-        metrics.log_metric(k, float(v))
-    fpr, tpr, thr = roc_curve(result["y"], result["proba"])
-    step = max(1, len(fpr) // 200)  # keep the UI artifact small
-    thr = np.clip(thr, 0.0, 1.0)
-    classification.log_roc_curve(fpr[::step].tolist(), tpr[::step].tolist(), thr[::step].tolist())
-    classification.log_confusion_matrix(["stay", "churn"], m["confusion_matrix"])
-    md = report_markdown(result, cfg["gate"])
-    with open(report.path, "w") as fh:
-        fh.write(md)
-    payload = {k: v for k, v in result.items() if k not in ("proba", "y")}
-    payload["champion_version"] = champion_version
-    with open(decision.path, "w") as fh:
-        json.dump(payload, fh, indent=2, default=float)
-    decision.metadata.update({"deploy": result["deploy"], "reason": "; ".join(result["reasons"]),
-                              "champion_version": champion_version or ""})
+        reconcile(model_name, own_run_id=mlflow_run_id)
+        # The champion this gate compares with: register moves aliases only if it is still this one.
+        champion, champion_version = None, registry.alias_version(model_name, cfg["register"].get("alias", "champion"))
+        if champion_version is not None:
+            champion = registry.load_version(model_name, version=champion_version).model
+        result = evaluate_core(challenger, test_df, cfg, champion, champion_version)
 
-    with mlflow.start_run(run_id=mlflow_run_id):
-        mlflow.log_metrics({f"test_{k}": float(v) for k, v in scalar.items()})
-        if result["comparison"] and "error" not in result["comparison"]:
-            c = result["comparison"]
-            mlflow.log_metrics({"champion_" + c["metric"]: c["champion"], "diff_" + c["metric"]: c["diff"],
-                                "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
-        mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
-        with tempfile.TemporaryDirectory() as tmp:
-            for p in curves_png(result["y"], result["proba"], tmp).values():
-                mlflow.log_artifact(str(p), artifact_path="evaluation")
-            with open(f"{tmp}/evaluation.md", "w") as fh:
-                fh.write(md)
-            with open(f"{tmp}/decision.json", "w") as fh:
-                json.dump(payload, fh, indent=2, default=float)
-            mlflow.log_artifact(f"{tmp}/evaluation.md", artifact_path="evaluation")
-            mlflow.log_artifact(f"{tmp}/decision.json", artifact_path="evaluation")
-    stage_logger("kfct.components.evaluate").info(
-        "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
-        ", ".join(f"{k} {float(v):.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
-    audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
-                 reasons=result["reasons"], champion_version=champion_version,
-                 metrics={k: round(float(v), 6) for k, v in scalar.items()})
-    clock.stamp(decision.metadata)
-    return bool(result["deploy"])
+        m = result["metrics"]
+        scalar = {k: v for k, v in m.items() if isinstance(v, (int, float))}
+        for k, v in scalar.items():
+            metrics.log_metric(k, float(v))
+        fpr, tpr, thr = roc_curve(result["y"], result["proba"])
+        step = max(1, len(fpr) // 200)  # keep the UI artifact small
+        thr = np.clip(thr, 0.0, 1.0)
+        classification.log_roc_curve(fpr[::step].tolist(), tpr[::step].tolist(), thr[::step].tolist())
+        classification.log_confusion_matrix(["stay", "churn"], m["confusion_matrix"])
+        md = report_markdown(result, cfg["gate"])
+        with open(report.path, "w") as fh:
+            fh.write(md)
+        payload = {k: v for k, v in result.items() if k not in ("proba", "y")}
+        payload["champion_version"] = champion_version
+        with open(decision.path, "w") as fh:
+            json.dump(payload, fh, indent=2, default=float)
+        decision.metadata.update({"deploy": result["deploy"], "reason": "; ".join(result["reasons"]),
+                                  "champion_version": champion_version or ""})
+
+        with mlflow.start_run(run_id=mlflow_run_id):
+            mlflow.log_metrics({f"test_{k}": float(v) for k, v in scalar.items()})
+            if result["comparison"] and "error" not in result["comparison"]:
+                c = result["comparison"]
+                mlflow.log_metrics({"champion_" + c["metric"]: c["champion"], "diff_" + c["metric"]: c["diff"],
+                                    "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
+            mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
+            with tempfile.TemporaryDirectory() as tmp:
+                for p in curves_png(result["y"], result["proba"], tmp).values():
+                    mlflow.log_artifact(str(p), artifact_path="evaluation")
+                with open(f"{tmp}/evaluation.md", "w") as fh:
+                    fh.write(md)
+                with open(f"{tmp}/decision.json", "w") as fh:
+                    json.dump(payload, fh, indent=2, default=float)
+                mlflow.log_artifact(f"{tmp}/evaluation.md", artifact_path="evaluation")
+                mlflow.log_artifact(f"{tmp}/decision.json", artifact_path="evaluation")
+        stage_logger("kfct.components.evaluate").info(
+            "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
+            ", ".join(f"{k} {float(v):.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
+        audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
+                     reasons=result["reasons"], champion_version=champion_version,
+                     metrics={k: round(float(v), 6) for k, v in scalar.items()})
+        clock.stamp(decision.metadata)
+        return bool(result["deploy"])

@@ -63,28 +63,31 @@ def featurize_split(
     preprocessor: Output[Model],
 ):
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import joblib
-    import pandas as pd
+    with audit_failure("featurize-split"):
+        from kfct.stageclock import StageClock
 
-    from kfct.components.featurize import featurize_core
-    from kfct.config import config_from_json
-    from kfct.logs import stage_logger
+        clock = StageClock()
+        import joblib
+        import pandas as pd
 
-    log = stage_logger("kfct.components.featurize")
+        from kfct.components.featurize import featurize_core
+        from kfct.config import config_from_json
+        from kfct.logs import stage_logger
 
-    cfg = config_from_json(config_json)
-    df = pd.read_parquet(dataset.path)
-    tr, va, te, encoder = featurize_core(df, cfg)
-    label = cfg["dataset"]["label"]
-    for art, part in ((train, tr), (val, va), (test, te)):
-        part.to_parquet(art.path, index=False)
-        art.metadata.update({"rows": int(len(part)), "positive_share": round(float(part[label].mean()), 4),
-                             "dataset_sha256": dataset.metadata.get("sha256", "")})
-    joblib.dump(encoder, preprocessor.path)
-    preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
-    log.info("split %d/%d/%d rows (train/val/test); %d features -> %d encoded", len(tr), len(va), len(te),
-             len(encoder.input_features), len(encoder.output_names_))
-    clock.stamp(preprocessor.metadata)
+        log = stage_logger("kfct.components.featurize")
+
+        cfg = config_from_json(config_json)
+        df = pd.read_parquet(dataset.path)
+        tr, va, te, encoder = featurize_core(df, cfg)
+        label = cfg["dataset"]["label"]
+        for art, part in ((train, tr), (val, va), (test, te)):
+            part.to_parquet(art.path, index=False)
+            art.metadata.update({"rows": int(len(part)), "positive_share": round(float(part[label].mean()), 4),
+                                 "dataset_sha256": dataset.metadata.get("sha256", "")})
+        joblib.dump(encoder, preprocessor.path)
+        preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
+        log.info("split %d/%d/%d rows (train/val/test); %d features -> %d encoded", len(tr), len(va), len(te),
+                 len(encoder.input_features), len(encoder.output_names_))
+        clock.stamp(preprocessor.metadata)

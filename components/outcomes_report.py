@@ -185,42 +185,48 @@ def outcomes_report(model_name: str, cfg: dict, out_dir: str | Path, since=None,
 def report_realized_performance(config_json: str, model_name: str, since: str, retrain: bool,
                                 report_md: Output[Markdown], report_html: Output[HTML], metrics: Output[Metrics]) -> str:
     """Join the prediction log with the stored outcomes; realized performance per served version; retrain on decay."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import json
-    import shutil
-    import tempfile
+    with audit_failure("report-realized-performance", model_name=model_name):
+        from kfct.stageclock import StageClock
 
-    from kfct.components.outcomes_report import outcomes_report
-    from kfct.config import config_from_json
+        clock = StageClock()
+        import json
+        import shutil
+        import tempfile
 
-    cfg = config_from_json(config_json)
-    with tempfile.TemporaryDirectory() as tmp:
-        rep = outcomes_report(model_name, cfg, tmp, since=since or None, retrain=retrain)
-        shutil.copy(rep["files"]["markdown"], report_md.path)
-        shutil.copy(rep["files"]["html"], report_html.path)
-    metrics.log_metric("n_judged", rep["n_judged"])
-    if rep["decay"].get("assessed"):
-        metrics.log_metric("realized_roc_auc", rep["decay"]["realized_roc_auc"])
-        metrics.log_metric("roc_auc_drop", rep["decay"]["roc_auc_drop"])
-    clock.stamp(report_md.metadata)
-    return json.dumps({"decay": rep["decay"], "retrain": rep.get("retrain")}, default=str)
+        from kfct.components.outcomes_report import outcomes_report
+        from kfct.config import config_from_json
+
+        cfg = config_from_json(config_json)
+        with tempfile.TemporaryDirectory() as tmp:
+            rep = outcomes_report(model_name, cfg, tmp, since=since or None, retrain=retrain)
+            shutil.copy(rep["files"]["markdown"], report_md.path)
+            shutil.copy(rep["files"]["html"], report_html.path)
+        metrics.log_metric("n_judged", rep["n_judged"])
+        if rep["decay"].get("assessed"):
+            metrics.log_metric("realized_roc_auc", rep["decay"]["realized_roc_auc"])
+            metrics.log_metric("roc_auc_drop", rep["decay"]["roc_auc_drop"])
+        clock.stamp(report_md.metadata)
+        return json.dumps({"decay": rep["decay"], "retrain": rep.get("retrain")}, default=str)
 
 
 def decide_ab_test(config_json: str, model_name: str, act: bool) -> str:
     """If an A/B test is running: report it on realized outcomes and, with `act`, promote/stop when conclusive."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import json
+    with audit_failure("decide-ab-test", model_name=model_name):
+        from kfct.stageclock import StageClock
 
-    from kfct.components.ab_test import ab_decide, ab_report, read_state
-    from kfct.config import config_from_json
+        clock = StageClock()
+        import json
 
-    cfg = config_from_json(config_json)
-    state = read_state(model_name)
-    if not state or state.get("status") != "running":
-        return json.dumps({"action": "none", "reason": "no A/B test is running", "stage_time": clock.as_dict()})
-    out = ab_decide(model_name, cfg) if act else {"report": ab_report(model_name, cfg), "stop": None}
-    return json.dumps({**out["report"]["decision"], "stop": out["stop"], "stage_time": clock.as_dict()}, default=str)
+        from kfct.components.ab_test import ab_decide, ab_report, read_state
+        from kfct.config import config_from_json
+
+        cfg = config_from_json(config_json)
+        state = read_state(model_name)
+        if not state or state.get("status") != "running":
+            return json.dumps({"action": "none", "reason": "no A/B test is running", "stage_time": clock.as_dict()})
+        out = ab_decide(model_name, cfg) if act else {"report": ab_report(model_name, cfg), "stop": None}
+        return json.dumps({**out["report"]["decision"], "stop": out["stop"], "stage_time": clock.as_dict()}, default=str)

@@ -117,80 +117,83 @@ def register_model(
     model_card: Output[Markdown],
 ) -> str:
     """Register the approved model in MLflow with lineage tags and a model card; set its alias. Returns the version."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import json
-    import tempfile
+    with audit_failure("register-model", model_name=model_name, pipeline_run=pipeline_run, data_uri=data_uri):
+        from kfct.stageclock import StageClock
 
-    import joblib
-    import mlflow
-    import pandas as pd
+        clock = StageClock()
+        import json
+        import tempfile
 
-    from kfct.components.register import _slice_metrics, register_core
-    from kfct import registry
-    from kfct.config import config_from_json
-    from kfct.logs import stage_logger
-    from kfct.modelcard import build_model_card, description, model_description, top_features_shap
-    from kfct.modelcard_charts import curve_charts
+        import joblib
+        import mlflow
+        import pandas as pd
 
-    cfg = config_from_json(config_json)
-    with open(decision.path) as fh:
-        dec = json.load(fh)
-    meta = dict(model.metadata)
-    registry.setup()
-    # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
-    data_uri = dataset.metadata.get("resolved_uri") or data_uri
-    fitted = joblib.load(model.path)
-    test_df = pd.read_parquet(test.path)
+        from kfct.components.register import _slice_metrics, register_core
+        from kfct import registry
+        from kfct.config import config_from_json
+        from kfct.logs import stage_logger
+        from kfct.modelcard import build_model_card, description, model_description, top_features_shap
+        from kfct.modelcard_charts import curve_charts
 
-    def regate(champion_version: str) -> dict:
-        """The gate again, against the champion that is current now (same test set)."""
-        from kfct.components.evaluate import evaluate_core
+        cfg = config_from_json(config_json)
+        with open(decision.path) as fh:
+            dec = json.load(fh)
+        meta = dict(model.metadata)
+        registry.setup()
+        # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
+        data_uri = dataset.metadata.get("resolved_uri") or data_uri
+        fitted = joblib.load(model.path)
+        test_df = pd.read_parquet(test.path)
 
-        champ = registry.load_version(model_name, version=champion_version).model
-        res = evaluate_core(fitted, test_df, cfg, champ, champion_version)
-        res = {k: v for k, v in res.items() if k not in ("proba", "y")}
-        res["champion_version"] = champion_version
-        return res
+        def regate(champion_version: str) -> dict:
+            """The gate again, against the champion that is current now (same test set)."""
+            from kfct.components.evaluate import evaluate_core
 
-    out = register_core(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
-                        regate=regate)
-    if not out["version"]:  # blocked at the hand-off: nothing registered, nothing moved
+            champ = registry.load_version(model_name, version=champion_version).model
+            res = evaluate_core(fitted, test_df, cfg, champ, champion_version)
+            res = {k: v for k, v in res.items() if k not in ("proba", "y")}
+            res["champion_version"] = champion_version
+            return res
+
+        out = register_core(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
+                            regate=regate)
+        if not out["version"]:  # blocked at the hand-off: nothing registered, nothing moved
+            with open(model_card.path, "w") as fh:
+                fh.write(f"# Not registered\n\n{out['blocked']}\n")
+            model_card.metadata.update({"version": "", "alias": "", "blocked": out["blocked"]})
+            return ""
+        dec = out.get("decision") or dec
+        label = cfg["dataset"]["label"]
+        sample = test_df.drop(columns=[label]).sample(n=min(2000, len(test_df)), random_state=0)
+        info = {
+            "model_name": model_name, "version": out["version"], "alias": out["alias"],
+            "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
+            "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset.metadata.get("rows", 0)),
+                        "columns": int(dataset.metadata.get("columns", 0)), "rows_test": int(len(test_df))},
+            "metrics": dec.get("metrics", {}), "fairness": dec.get("fairness"), "comparison": dec.get("comparison"),
+            "gate": {"deploy": dec.get("deploy"), "reasons": dec.get("reasons", []), "thresholds": cfg["gate"]["thresholds"]},
+            "lineage": out["tags"], "top_features": top_features_shap(fitted, sample, k=10),
+            "slices": _slice_metrics(fitted, test_df, cfg),
+        }
+        y = test_df[label].to_numpy()
+        info["charts"] = curve_charts(y, fitted.predict_positive(test_df.drop(columns=[label])), info["top_features"])
+        md, html = build_model_card(info)
         with open(model_card.path, "w") as fh:
-            fh.write(f"# Not registered\n\n{out['blocked']}\n")
-        model_card.metadata.update({"version": "", "alias": "", "blocked": out["blocked"]})
-        return ""
-    dec = out.get("decision") or dec
-    label = cfg["dataset"]["label"]
-    sample = test_df.drop(columns=[label]).sample(n=min(2000, len(test_df)), random_state=0)
-    info = {
-        "model_name": model_name, "version": out["version"], "alias": out["alias"],
-        "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
-        "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset.metadata.get("rows", 0)),
-                    "columns": int(dataset.metadata.get("columns", 0)), "rows_test": int(len(test_df))},
-        "metrics": dec.get("metrics", {}), "fairness": dec.get("fairness"), "comparison": dec.get("comparison"),
-        "gate": {"deploy": dec.get("deploy"), "reasons": dec.get("reasons", []), "thresholds": cfg["gate"]["thresholds"]},
-        "lineage": out["tags"], "top_features": top_features_shap(fitted, sample, k=10),
-        "slices": _slice_metrics(fitted, test_df, cfg),
-    }
-    y = test_df[label].to_numpy()
-    info["charts"] = curve_charts(y, fitted.predict_positive(test_df.drop(columns=[label])), info["top_features"])
-    md, html = build_model_card(info)
-    with open(model_card.path, "w") as fh:
-        fh.write(md)
-    model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
-    registry.describe(model_name, out["version"], description(info), model_description(cfg))
-    stage_logger("kfct.components.register").info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=meta["mlflow_run_id"]):
-        files = [(f"{k}.png", png) for k, png in info["charts"].items()]
-        files += [("model_card.md", md.encode()), ("model_card.html", html.encode())]
-        for name, data in files:
-            with open(f"{tmp}/{name}", "wb") as fh:
-                fh.write(data)
-            mlflow.log_artifact(f"{tmp}/{name}", artifact_path="model_card")
-    clock.stamp(model_card.metadata)
-    return out["version"]
+            fh.write(md)
+        model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
+        registry.describe(model_name, out["version"], description(info), model_description(cfg))
+        stage_logger("kfct.components.register").info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=meta["mlflow_run_id"]):
+            files = [(f"{k}.png", png) for k, png in info["charts"].items()]
+            files += [("model_card.md", md.encode()), ("model_card.html", html.encode())]
+            for name, data in files:
+                with open(f"{tmp}/{name}", "wb") as fh:
+                    fh.write(data)
+                mlflow.log_artifact(f"{tmp}/{name}", artifact_path="model_card")
+        clock.stamp(model_card.metadata)
+        return out["version"]
 
 
 def _slice_metrics(model, test_df, cfg: dict) -> dict:

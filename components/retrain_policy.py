@@ -242,20 +242,23 @@ def trigger_retrain(
 ) -> str:
     """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a
     cluster, kfp.local locally); returns the outcome as JSON."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import json
+    with audit_failure("trigger-retrain", model_name=model_name):
+        from kfct.stageclock import StageClock
 
-    from kfct.components.retrain_policy import trigger_core
-    from kfct.config import config_from_json
-    from kfct.logs import stage_logger
+        clock = StageClock()
+        import json
 
-    cfg = config_from_json(config_json)
-    with open(drift_summary.path) as fh:
-        drift = json.load(fh)
-    drift["retrain"] = bool(retrain_needed)
-    out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
-    stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
-                                                        f"; started a {out['mode']} CT run" if out["triggered"] else "")
-    return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)
+        from kfct.components.retrain_policy import trigger_core
+        from kfct.config import config_from_json
+        from kfct.logs import stage_logger
+
+        cfg = config_from_json(config_json)
+        with open(drift_summary.path) as fh:
+            drift = json.load(fh)
+        drift["retrain"] = bool(retrain_needed)
+        out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
+        stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
+                                                            f"; started a {out['mode']} CT run" if out["triggered"] else "")
+        return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

@@ -181,58 +181,61 @@ def train_model(
     model: Output[Model],
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn) and log it to MLflow; returns the run id."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import tempfile  # a kfp component runs this function's source alone: its imports are all in here
+    with audit_failure("train-model", pipeline_run=pipeline_run, data_uri=data_uri):
+        from kfct.stageclock import StageClock
 
-    import joblib
-    import mlflow
-    import pandas as pd
+        clock = StageClock()
+        import tempfile  # a kfp component runs this function's source alone: its imports are all in here
 
-    from kfct.components.train import train_core
-    from kfct import registry
-    from kfct.config import config_from_json
-    from kfct.logs import stage_logger
+        import joblib
+        import mlflow
+        import pandas as pd
 
-    cfg = config_from_json(config_json)
-    tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
-    encoder = joblib.load(preprocessor.path)
-    fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device, tune_trials=tune_trials)
+        from kfct.components.train import train_core
+        from kfct import registry
+        from kfct.config import config_from_json
+        from kfct.logs import stage_logger
 
-    from kfct.reconcile import process_tags
+        cfg = config_from_json(config_json)
+        tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
+        encoder = joblib.load(preprocessor.path)
+        fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device, tune_trials=tune_trials)
 
-    registry.setup()
-    label = cfg["dataset"]["label"]
-    with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:
-        mlflow.set_tags({
-            "dataset_sha256": dataset_sha256, "data_uri": data_uri, "code_version": code_version,
-            "pipeline_run": pipeline_run, "run_reason": run_reason, "stage": "train",
-            **process_tags(),  # lets a later run's reconcile tell a dead RUNNING run from a live one
+        from kfct.reconcile import process_tags
+
+        registry.setup()
+        label = cfg["dataset"]["label"]
+        with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:
+            mlflow.set_tags({
+                "dataset_sha256": dataset_sha256, "data_uri": data_uri, "code_version": code_version,
+                "pipeline_run": pipeline_run, "run_reason": run_reason, "stage": "train",
+                **process_tags(),  # lets a later run's reconcile tell a dead RUNNING run from a live one
+            })
+            mlflow.log_params({f"{info['model']}.{k}": v for k, v in params.items()})
+            mlflow.log_params({"model": info["model"], "device": info["device"], "tune_trials": info["tune_trials"],
+                               "threshold": round(info["threshold"], 6), "n_train": info["n_train"], "n_val": info["n_val"]})
+            mlflow.log_metrics({**val_metrics, "fit_seconds": info["fit_seconds"],
+                                **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {})})
+            logged = registry.log_model(fitted, tr.drop(columns=[label]))
+            # Reference snapshot for drift monitoring: a bounded sample of the training split.
+            window = int(cfg["drift"]["window_rows"])
+            with tempfile.TemporaryDirectory() as tmp:
+                snap = f"{tmp}/train_snapshot.parquet"
+                tr.sample(n=min(window, len(tr)), random_state=0).to_parquet(snap, index=False)
+                mlflow.log_artifact(snap, artifact_path="data")
+            run_id = run.info.run_id
+
+        joblib.dump(fitted, model.path)
+        stage_logger("kfct.components.train").info(
+            "trained %s on %s rows (%s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
+            info["n_train"], info["device"], info["fit_seconds"], info["threshold"],
+            ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
+        model.metadata.update({
+            "mlflow_run_id": run_id, "model_uri": logged["model_uri"], "model_sha256": logged["model_sha256"],
+            "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,
+            "threshold": info["threshold"], "model": info["model"], "device": info["device"], **val_metrics,
         })
-        mlflow.log_params({f"{info['model']}.{k}": v for k, v in params.items()})
-        mlflow.log_params({"model": info["model"], "device": info["device"], "tune_trials": info["tune_trials"],
-                           "threshold": round(info["threshold"], 6), "n_train": info["n_train"], "n_val": info["n_val"]})
-        mlflow.log_metrics({**val_metrics, "fit_seconds": info["fit_seconds"],
-                            **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {})})
-        logged = registry.log_model(fitted, tr.drop(columns=[label]))
-        # Reference snapshot for drift monitoring: a bounded sample of the training split.
-        window = int(cfg["drift"]["window_rows"])
-        with tempfile.TemporaryDirectory() as tmp:
-            snap = f"{tmp}/train_snapshot.parquet"
-            tr.sample(n=min(window, len(tr)), random_state=0).to_parquet(snap, index=False)
-            mlflow.log_artifact(snap, artifact_path="data")
-        run_id = run.info.run_id
-
-    joblib.dump(fitted, model.path)
-    stage_logger("kfct.components.train").info(
-        "trained %s on %s rows (%s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
-        info["n_train"], info["device"], info["fit_seconds"], info["threshold"],
-        ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
-    model.metadata.update({
-        "mlflow_run_id": run_id, "model_uri": logged["model_uri"], "model_sha256": logged["model_sha256"],
-        "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,
-        "threshold": info["threshold"], "model": info["model"], "device": info["device"], **val_metrics,
-    })
-    clock.stamp(model.metadata)
-    return run_id
+        clock.stamp(model.metadata)
+        return run_id

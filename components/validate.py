@@ -31,40 +31,43 @@ def validate_data(
     report_md: Output[Markdown],
 ) -> bool:
     """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
-    from kfct.stageclock import StageClock
+    from kfct.stagefail import audit_failure
 
-    clock = StageClock()
-    import shutil
-    import tempfile
+    with audit_failure("validate-data", model_name=model_name, pipeline_run=pipeline_run):
+        from kfct.stageclock import StageClock
 
-    import pandas as pd
+        clock = StageClock()
+        import shutil
+        import tempfile
 
-    from kfct.components.validate import validate_frame, write_report  # noqa: F811  (the component runs alone)
-    from kfct import audit
-    from kfct.config import config_from_json
+        import pandas as pd
 
-    cfg = config_from_json(config_json)
-    result = validate_frame(pd.read_parquet(dataset.path), cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = write_report(result, tmp)
-        shutil.copyfile(paths["html"], report.path)
-        shutil.copyfile(paths["markdown"], report_md.path)
-        shutil.copyfile(paths["json"], report_json.path)
-    for art in (report, report_json, report_md):
-        art.metadata.update({"passed": result["passed"], "n_expectations": result["n_expectations"],
-                             "n_failed": result["n_failed"]})
-    audit.record("validation", model_name=model_name, pipeline_run=pipeline_run, passed=result["passed"],
-                 dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
-                 n_failed=result["n_failed"],
-                 failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
-    from kfct.logs import stage_logger
+        from kfct.components.validate import validate_frame, write_report  # noqa: F811  (the component runs alone)
+        from kfct import audit
+        from kfct.config import config_from_json
 
-    stage_logger("kfct.components.validate").info(
-        "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
-        result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
-                                         for f in result["failures"][:5]))
-    clock.stamp(report_json.metadata)
-    return bool(result["passed"])
+        cfg = config_from_json(config_json)
+        result = validate_frame(pd.read_parquet(dataset.path), cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_report(result, tmp)
+            shutil.copyfile(paths["html"], report.path)
+            shutil.copyfile(paths["markdown"], report_md.path)
+            shutil.copyfile(paths["json"], report_json.path)
+        for art in (report, report_json, report_md):
+            art.metadata.update({"passed": result["passed"], "n_expectations": result["n_expectations"],
+                                 "n_failed": result["n_failed"]})
+        audit.record("validation", model_name=model_name, pipeline_run=pipeline_run, passed=result["passed"],
+                     dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
+                     n_failed=result["n_failed"],
+                     failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
+        from kfct.logs import stage_logger
+
+        stage_logger("kfct.components.validate").info(
+            "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
+            result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
+                                             for f in result["failures"][:5]))
+        clock.stamp(report_json.metadata)
+        return bool(result["passed"])
 
 
 # This module uses postponed annotations; kfp reads the signature, so give it the real types.

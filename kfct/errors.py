@@ -21,6 +21,7 @@ class StageError(KfctError):
     """A pipeline stage failed."""
 
     exit_code = 4
+    run_id: str | None = None  # the local run it failed in (the stage's `stage_failed` audit entry names it)
 
 
 class FeatureError(ValueError):

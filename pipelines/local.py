@@ -61,7 +61,9 @@ def run_ct(
     run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, s.home,
                        prefix="ct", verbose=verbose)
     if run.error is not None:
-        raise StageError(f"stage {run.failed_task or '?'} failed: {run.error} (log: {run.log_path})")
+        err = StageError(f"stage {run.failed_task or '?'} failed: {run.error} (log: {run.log_path})")
+        err.run_id = run.run_id  # the CLI looks for the stage's own `stage_failed` entry by it
+        raise err
     summary = summarize(run, data_uri, model_name)
     if raise_on_validation and not summary["validation"]["passed"]:
         raise ValidationFailed(format_validation_failure(summary))

@@ -110,7 +110,8 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
 
         shutil.rmtree(root, ignore_errors=True)  # no half-written request left for anyone to read
         raise StageError(f"cannot start the pipeline run: {_where_full(home, exc) or f'{home}: {exc}'}") from exc
-    child_env = {**_CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "KFCT_HOME": str(home)}
+    # KFCT_RUN_ID: a failing stage names this run in its `stage_failed` audit entry (kfct.stagefail).
+    child_env = {**_CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "KFCT_HOME": str(home), "KFCT_RUN_ID": run_id}
     cmd = [sys.executable, "-m", "kfct.pipelines.runner", str(request)]
     t0 = time.perf_counter()
     with log_path.open("w") as fh:

@@ -21,9 +21,15 @@ def _run(args) -> int:
                          raise_on_validation=False)
     except KfctError as exc:  # unreadable data, a failed stage: on the record like a failed validation
         from kfct import audit
+        from kfct.stagefail import recorded_for_run
 
+        # A stage that failed recorded `stage_failed` itself: one failure, one entry.
+        run_id = getattr(exc, "run_id", None)
+        if run_id and recorded_for_run(run_id):
+            raise
         audit.record("run_failed", model_name=args.model_name or cfg["register"]["model_name"], data_uri=data_uri,
-                     error_type=type(exc).__name__, error=str(exc)[:500], reason=args.reason)
+                     error_type=type(exc).__name__, error=str(exc)[:500], reason=args.reason,
+                     **({"run_id": run_id} if run_id else {}))
         raise
     print(format_summary(summary))
     if args.json:

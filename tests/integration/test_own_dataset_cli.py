@@ -1,9 +1,9 @@
 """Your own dataset through the CLI alone: init -> run -> serve -> predict -> score -> monitor.
 
 The dataset ships with scikit-learn (breast cancer: 30 numeric features), with an id
-column added and the label spelled as strings ("malignant"/"benign"), so it shares
-nothing with the packaged churn example: not the columns, not the label's coding,
-not the model name. Every step is a `kfct` process, as a user would type it.
+column added and the label as it ships (0/1) or spelled as strings ("malignant"/"benign"),
+so it shares nothing with the packaged churn example: not the columns, not the model
+name. Every step is a `kfct` process, as a user would type it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pandas as pd
@@ -29,18 +28,24 @@ def _kfct(*args, env, timeout=600):
     return proc
 
 
-@pytest.fixture()
-def user(tmp_path):
+# label coding -> (`kfct init --positive`, the positive label as it is in the data)
+LABELS = {"strings": ("malignant", "malignant"), "zero_one": (None, 1)}
+
+
+@pytest.fixture(params=["strings"])
+def user(tmp_path, request):
     from sklearn.datasets import load_breast_cancer
 
     df = load_breast_cancer(as_frame=True).frame
     df.columns = [c.replace(" ", "_") for c in df.columns]
     df.insert(0, "patient_id", [f"P{i:04d}" for i in range(len(df))])
-    df["target"] = df["target"].map({0: "malignant", 1: "benign"})
+    if request.param == "strings":
+        df["target"] = df["target"].map({0: "malignant", 1: "benign"})  # else 0/1 as sklearn ships it (1 = benign)
     data = tmp_path / "tumours.csv"
     df.to_csv(data, index=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KFCT_", "MLFLOW_TRACKING"))}
     env.update(KFCT_HOME=str(tmp_path / "home"), GX_ANALYTICS_ENABLED="false")
+    df.attrs["labels"] = request.param
     return df, data, env, tmp_path
 
 
@@ -52,13 +57,20 @@ def _ready(url: str) -> bool:
         return False
 
 
+@pytest.mark.parametrize("user", list(LABELS), indirect=True)
 def test_own_dataset_from_init_to_monitoring(user):
     df, data, env, tmp = user
+    flag, positive = LABELS[df.attrs["labels"]]
     cfg = tmp / "my.yaml"
-    p = _kfct("init", "--data", str(data), "--label", "target", "--id", "patient_id", "--positive", "malignant",
-              "--out", str(cfg), env=env)
+    p = _kfct("init", "--data", str(data), "--label", "target", "--id", "patient_id",
+              *(["--positive", flag] if flag else []), "--out", str(cfg), env=env)
     assert p.returncode == 0, p.stderr
     assert _kfct("config", "check", str(cfg), env=env).returncode == 0
+    import yaml
+
+    dataset = yaml.safe_load(cfg.read_text())["dataset"]
+    assert dataset["positive_label"] == positive and sorted(map(str, dataset["columns"]["target"]["values"])) == \
+        sorted(map(str, df["target"].unique()))
 
     p = _kfct("--config", str(cfg), "run", "--data-uri", str(data), "--json", str(tmp / "run.json"), env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
@@ -100,8 +112,8 @@ def test_own_dataset_from_init_to_monitoring(user):
     assert p.returncode == 0, p.stderr
     scored = pd.read_parquet(out)
     assert scored["patient_id"].tolist() == df["patient_id"].tolist()
-    auc_ok = scored.assign(y=df["target"].eq("malignant").astype(int)).groupby("y")["probability"].mean()
-    assert auc_ok[1] > auc_ok[0] + 0.5  # malignant (the positive label) scores high
+    auc_ok = scored.assign(y=df["target"].eq(positive).astype(int)).groupby("y")["probability"].mean()
+    assert auc_ok[1] > auc_ok[0] + 0.5  # the positive label scores high
 
     p = _kfct("--config", str(cfg), "monitor", "--current", str(data), "--dry-run", "--json", str(tmp / "mon.json"),
               env=env)
@@ -124,6 +136,15 @@ def test_unreadable_data_is_one_line_and_on_the_audit_trail(user):
     assert len(err) == 1 and "truncated.parquet" in err[0], p.stderr[-2000:]
     from kfct import audit
 
-    entries = list(audit.read(tmp / "home" / "audit" / "audit.jsonl"))
-    failed = [e for e in entries if e["event"] == "run_failed"]
-    assert len(failed) == 1 and failed[0]["data_uri"] == str(truncated) and "truncated.parquet" in failed[0]["error"]
+    trail = tmp / "home" / "audit" / "audit.jsonl"
+    failed = [e for e in audit.read(trail) if e["event"] in ("run_failed", "stage_failed")]
+    # the ingest stage recorded it itself; the CLI adds no second entry for the same failure
+    assert [e["event"] for e in failed] == ["stage_failed"], failed
+    assert failed[0]["stage"] == "ingest-data" and failed[0]["data_uri"] == str(truncated)
+    assert failed[0]["run_id"].startswith("ct-") and failed[0]["error"]
+
+    # a failure before any stage ran (no such file) is on the trail once, as run_failed
+    p = _kfct("--config", str(cfg), "run", "--data-uri", str(tmp / "missing.parquet"), env=env)
+    assert p.returncode == 2, p.stderr[-2000:]
+    failed = [e for e in audit.read(trail) if e["event"] in ("run_failed", "stage_failed")]
+    assert [e["event"] for e in failed] == ["stage_failed", "run_failed"] and "missing.parquet" in failed[1]["error"]
