@@ -148,6 +148,11 @@ def start_s3():
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
+    import requests
+
+    # moto's backends live in the process: clean IAM/S3 state and auth off to begin with.
+    requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
     iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
                        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
     iam.create_user(UserName="kfct")

@@ -37,6 +37,10 @@ def moto_s3():
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
+    # moto's backends live in the process: start from a clean IAM/S3 state and auth off, whatever
+    # an earlier module's server (the e2e's, another fixture's) left behind.
+    requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
     iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
                        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
     iam.create_user(UserName="kfct")
