@@ -119,6 +119,7 @@ class _ChurnRouter(_KServeModel):
         self._shadow_thread: threading.Thread | None = None
         self._closed = threading.Event()
         self.applied_generation = 0
+        self.follows_aliases = False  # set by a SplitWatcher that converges on the registry aliases
         self.failed_generation = 0
         self.last_error: str | None = None
         self.next_retry = 0.0  # monotonic time of the watcher's next load attempt (0: none planned)
@@ -476,7 +477,12 @@ class _ChurnRouter(_KServeModel):
         guarded repository `load` calls this. A failed fetch keeps serving what is loaded."""
         with self._apply_lock:
             route = self._route
-            if route.champion is None or not route.champion.reload():
+            if route.champion is None:
+                return False
+            # A server that follows the aliases serves whatever `champion` names now (its predictor
+            # may carry the version a converged split pinned); a pinned server re-fetches its pin.
+            alias = "champion" if self.follows_aliases and route.champion.model_dir is None else None
+            if not route.champion.reload(alias=alias):
                 return False
             self._set_route(route)
             return True
@@ -502,6 +508,7 @@ class SplitWatcher:
         self.retry_seconds = retry_seconds
         # The registry aliases win over the file (kfct.convergence): read every alias_poll_seconds.
         self.follow_aliases = follow_aliases
+        router.follows_aliases = follow_aliases
         self.alias_poll_seconds = alias_poll_seconds
         self._aliases: dict[str, str] | None = None
         self._aliases_at = 0.0

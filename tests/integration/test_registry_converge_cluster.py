@@ -6,9 +6,14 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import FakeKubeApi
+from tests.servingkit.fakes import FakeKubeApi, s3_storage_uris
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _s3_artifacts(monkeypatch):
+    s3_storage_uris(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
