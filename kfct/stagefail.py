@@ -40,7 +40,12 @@ def failure_entry(stage: str, exc: BaseException, context: dict, env=os.environ)
 def audit_failure(stage: str, **context) -> Iterator[dict]:
     """Record `stage_failed` (stage, model_name / pipeline_run when given) if the body raises, then re-raise.
 
-    Yields the context dict: a body that learns more (the model a shard is scored with) adds it."""
+    Yields the context dict: a body that learns more (the model a shard is scored with) adds it.
+    Every stage passes through here first, so it also tunes a task process's garbage
+    collector for a one-stage life (`kfct.stageproc`)."""
+    from kfct import stageproc
+
+    stageproc.begin()
     try:
         yield context
     except Exception as exc:
@@ -54,6 +59,8 @@ def audit_failure(stage: str, **context) -> Iterator[dict]:
             logging.getLogger("kfct.stagefail").warning("stage %s failed and the audit trail could not record it: %s",
                                                         stage, audit_exc)
         raise
+    finally:
+        stageproc.end()
 
 
 def recorded_for_run(run_id: str, path=None) -> bool:
