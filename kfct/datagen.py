@@ -20,15 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CORRUPTIONS = (
-    "label_nulls",
-    "unknown_category",
-    "out_of_range",
-    "missing_column",
-    "duplicated_rows",
-    "too_few_rows",
-    "wrong_dtype",
-)
+from kfct.corruptions import CORRUPTIONS
 
 CONTRACTS = (["monthly", "annual", "two_year"], [0.52, 0.30, 0.18])
 PAYMENTS = (["auto_debit", "credit_card", "bank_transfer", "cash"], [0.35, 0.30, 0.20, 0.15])

@@ -46,7 +46,7 @@ def _outcomes(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from kfct.datagen import CORRUPTIONS
+    from kfct.corruptions import CORRUPTIONS
 
     data = sub.add_parser("data", help="generate or push datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")

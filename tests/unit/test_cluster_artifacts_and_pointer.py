@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def _configmap_env() -> dict:
 def _settings_from(env: dict, monkeypatch, tmp_path):
     from kfct.settings import Settings
 
-    for k in [k for k in __import__("os").environ if k.startswith(("KFCT_", "MLFLOW_"))]:
+    for k in [k for k in os.environ if k.startswith(("KFCT_", "MLFLOW_"))]:
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -165,7 +166,6 @@ def test_bad_tag_names(tag):
 
 def test_kfp_client_imports_inside_a_pipeline_pod():
     """KFP's launcher runs components with _KFP_RUNTIME=true; the retrain trigger must still reach kfp.Client."""
-    import os
     import subprocess
     import sys
 

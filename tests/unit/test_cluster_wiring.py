@@ -243,12 +243,12 @@ def test_every_image_named_anywhere_is_one_cd_builds(tmp_path, monkeypatch):
         reset_settings()
 
 
-def test_dev_overlay_names_the_default_images():
+def test_dev_overlay_names_the_default_images(tmp_path):
     """Without CD's env, settings, `make images`, the overlays and the IR agree on the defaults."""
     from kfct.settings import Settings
 
     s = Settings(_env_file=None)
-    objs = render(copy_manifests(Path(__import__("tempfile").mkdtemp()) / "m"), "dev")
+    objs = render(copy_manifests(tmp_path / "m"), "dev")
     ours = {c["image"] for o in objs for c in containers(o) if "/kfct-" in c["image"]}
     assert ours == {s.component_image, s.serving_image}
 

@@ -109,9 +109,9 @@ def test_nothing_imports_the_cli():
 # One interpreter imports what every module may load anyway (none of HEAVY), then forks a
 # child per module: each child starts from that state, imports its module and reports.
 PROBE = r"""
-import json, os, sys
+import importlib, json, os, sys
 for light in ("numpy", "pandas", "pydantic", "pydantic_settings", "yaml", "kfp.dsl"):
-    __import__(light)
+    importlib.import_module(light)
 heavy = set(sys.argv[1].split(","))
 already = sorted({k.split(".")[0] for k in sys.modules} & heavy)
 out = {"__preloaded__": already}
@@ -121,7 +121,7 @@ for name in sys.argv[2:]:
     if pid == 0:
         os.close(r)
         try:
-            __import__(name)
+            importlib.import_module(name)
             msg = sorted({k.split(".")[0] for k in sys.modules} & heavy)
         except BaseException as exc:
             msg = f"import failed: {type(exc).__name__}: {exc}"
@@ -186,3 +186,28 @@ def test_every_kfct_import_names_something_that_exists():
                         except ImportError:
                             missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {alias.name}")
     assert not missing, missing
+
+
+# `kfct --help` (and a subcommand's) builds the whole parser: every command module's add_commands.
+CLI_HELP_PROBE = r"""
+import contextlib, io, json, sys
+from kfct.cli import main
+for argv in (["--help"], ["data", "generate", "--help"], ["serve", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+print(json.dumps(sorted({k.split(".")[0] for k in sys.modules})))
+"""
+CLI_MAY_NOT_IMPORT = set(HEAVY) | {"pandas", "numpy", "pyarrow", "kfp"}
+
+
+def test_cli_help_imports_no_data_or_ml_library():
+    """The parser is built before any command runs, so what it imports every `kfct ...` pays for,
+    `--help` included; the libraries a command needs are imported by that command's handler."""
+    out = subprocess.run([sys.executable, "-c", CLI_HELP_PROBE], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1])) & CLI_MAY_NOT_IMPORT
+    assert not loaded, f"building the CLI's parser imports {sorted(loaded)}"
