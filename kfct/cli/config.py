@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kfct.cli.options import command_group
+
 
 def _show(args) -> int:
     import yaml
@@ -41,9 +43,7 @@ def _init(args) -> int:
 
 
 def add_commands(sub) -> None:
-    c = sub.add_parser("config", help="show the effective run config or check a config file")
-    csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    csub.required = True
+    csub = command_group(sub, "config", "show the effective run config or check a config file", "config_command")
     s = csub.add_parser("show", help="print the effective config (default merged with --config / FILE)")
     s.add_argument("file", nargs="?", help="config file (default: --config / KFCT_CONFIG, else the packaged default)")
     s.set_defaults(func=_show)

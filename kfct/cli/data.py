@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kfct.cli.options import command_group
+
 
 def _generate(args) -> int:
     from kfct.datagen import corrupt, generate, write_frame
@@ -48,9 +50,7 @@ def _outcomes(args) -> int:
 def add_commands(sub) -> None:
     from kfct.corruptions import CORRUPTIONS
 
-    data = sub.add_parser("data", help="generate or push datasets")
-    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    dsub.required = True
+    dsub = command_group(sub, "data", "generate or push datasets", "data_command")
     g = dsub.add_parser("generate", help="synthetic telecom customers (parquet or csv by extension)")
     g.add_argument("--rows", type=int, default=100_000)
     g.add_argument("--seed", type=int, default=42)

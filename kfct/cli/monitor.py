@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from kfct.cli.options import command_group
+
 
 def _monitor(args) -> int:
     import json
@@ -103,9 +105,8 @@ def add_commands(sub) -> None:
     m.add_argument("--json", help="also write the summary as JSON to this path")
     m.set_defaults(func=_monitor)
 
-    a = sub.add_parser("audit", help="the hash-chained audit trail: verify it, show a model's history")
-    asub = a.add_subparsers(dest="audit_command", metavar="ACTION")
-    asub.required = True
+    asub = command_group(sub, "audit", "the hash-chained audit trail: verify it, show a model's history",
+                         "audit_command", metavar="ACTION")
     v = asub.add_parser("verify", help="check the hash chain; non-zero exit naming the first broken line")
     v.add_argument("--path", help="audit file (default: <KFCT_HOME>/audit/audit.jsonl)")
     v.add_argument("--mirror", help="also verify the S3 mirror's segments (default: KFCT_AUDIT_S3_URI when set)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kfct.cli.options import command_group
+
 
 def _cfg_name(args):
     from kfct.config import load_config
@@ -128,9 +130,8 @@ def _rollback(args) -> int:
 
 
 def add_commands(sub) -> None:
-    o = sub.add_parser("outcomes", help="realized outcomes: push them, report realized performance")
-    osub = o.add_subparsers(dest="outcomes_command", metavar="SUBCOMMAND")
-    osub.required = True
+    osub = command_group(sub, "outcomes", "realized outcomes: push them, report realized performance",
+                         "outcomes_command")
     p = osub.add_parser("push", help="validate and store realized labels (id, label, observed_at); parquet/CSV/s3://")
     p.add_argument("path")
     p.add_argument("--model-name")
@@ -145,9 +146,8 @@ def add_commands(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_outcomes_report)
 
-    ab = sub.add_parser("ab", help="A/B test: champion (A) vs a registered version (B) on realized outcomes")
-    asub = ab.add_subparsers(dest="ab_command", metavar="SUBCOMMAND")
-    asub.required = True
+    asub = command_group(sub, "ab", "A/B test: champion (A) vs a registered version (B) on realized outcomes",
+                         "ab_command")
     s = asub.add_parser("start", help="give version N a sticky share of customers as arm B")
     s.add_argument("--version", required=True)
     s.add_argument("--percent", type=float, help="share of customers on B (default ab.percent)")
@@ -169,9 +169,7 @@ def add_commands(sub) -> None:
     d.add_argument("--model-name")
     d.set_defaults(func=_ab_decide)
 
-    sh = sub.add_parser("shadow", help="shadow version judged on realized outcomes")
-    shsub = sh.add_subparsers(dest="shadow_command", metavar="SUBCOMMAND")
-    shsub.required = True
+    shsub = command_group(sub, "shadow", "shadow version judged on realized outcomes", "shadow_command")
     srp = shsub.add_parser("report", help="shadow vs champion on the same customers (paired)")
     srp.add_argument("--promote", action="store_true", help="promote (compare-and-set) when the rule holds")
     srp.add_argument("--since")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kfct.cli.options import add_model_option
+
 
 def _records(args, cfg) -> list[dict]:
     import math
@@ -46,7 +48,7 @@ def _predict(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="send sample rows of the current schema (or of --data) to a running server")
     p.add_argument("--url", default="http://127.0.0.1:8080")
-    p.add_argument("--model", dest="model_name", default=None, help="model name (default from config)")
+    add_model_option(p, help="model name (default from config)")
     p.add_argument("--data", help="take the records from this file (.csv/.parquet; the label is dropped)")
     p.add_argument("--rows", type=int, default=3)
     p.add_argument("--timeout", type=float, default=30.0)

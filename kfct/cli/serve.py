@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kfct.cli.options import add_model_option
+
 
 def _serve(args) -> int:
     import logging
@@ -85,7 +87,7 @@ def add_commands(sub) -> None:
     srv.set_defaults(func=_serve)
 
     dep = sub.add_parser("deploy", help="deploy a registered version as canary (alias challenger)")
-    dep.add_argument("--model", dest="model_name", default=None)
+    add_model_option(dep)
     dep.add_argument("--version", required=True)
     dep.add_argument("--percent", type=float, default=None, help="first canary share (default: first rollout step)")
     dep.add_argument("--shadow", action="store_true", help="shadow instead of canary (local server only)")
@@ -95,7 +97,7 @@ def add_commands(sub) -> None:
     dep.set_defaults(func=_deploy)
 
     ro = sub.add_parser("rollout", help="progressive canary rollout: promote or roll back by itself")
-    ro.add_argument("--model", dest="model_name", default=None)
+    add_model_option(ro)
     ro.add_argument("--version", default=None, help="canary version (default: alias challenger)")
     ro.add_argument("--steps", default=None, help="percent steps, e.g. 10,50,100 (default: config rollout.steps)")
     ro.add_argument("--bake-seconds", type=float, default=None, help="bake time per step (default: config)")
@@ -111,7 +113,7 @@ def add_commands(sub) -> None:
     sc = sub.add_parser("score", help="batch-score a parquet of customers with the champion")
     sc.add_argument("--input", required=True)
     sc.add_argument("--output", required=True)
-    sc.add_argument("--model", dest="model_name", default=None)
+    add_model_option(sc)
     sc.add_argument("--alias", default="champion")
     sc.add_argument("--version", default=None)
     sc.add_argument("--chunk-rows", type=int, default=262_144)
