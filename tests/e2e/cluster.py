@@ -6,9 +6,10 @@
   from the objects it returns.
 - `Services`: where each Service's `name:port` listens here. Cluster DNS is the one
   substitution: `kfct-minio:9000` (and `.ns`, `.ns.svc.cluster.local`) -> 127.0.0.1:<port>.
-- `start_s3`: moto's S3 server, with the bucket the MinIO setup Job creates (`mc mb`) and
-  an IAM user holding the s3 readwrite rights `mc admin policy attach readwrite` grants;
-  auth is switched on, so the Secret's keys are really checked.
+- S3: moto's S3 + IAM server (tests/faultkit/servers.py), with the bucket the MinIO setup
+  Job creates (`mc mb`) and an IAM user holding the s3 readwrite rights
+  `mc admin policy attach readwrite` grants (`grant_readwrite`); auth is switched on, so
+  the Secret's keys are really checked.
 - `start_mlflow`: `mlflow server` with the rendered Deployment's command and args; its
   env from the rendered env (valueFrom resolved). Substitutions: host/port (loopback, a
   free port) and the PVC-backed `--backend-store-uri=sqlite:////mlflow/...` -> a temp dir.
@@ -19,11 +20,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,13 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from tests.faultkit.servers import grant
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kubectl() -> str:
@@ -139,34 +134,9 @@ def minio_setup(objects: Objects) -> dict:
             "secret_key": env["KFCT_S3_SECRET_KEY"]}
 
 
-def start_s3():
-    """moto's S3+IAM server on 127.0.0.1; returns (server, url, admin-created key pair)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    import requests
-
-    # moto's backends live in the process: clean IAM/S3 state and auth off to begin with.
-    requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
-    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
-    iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
-                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-    iam.create_user(UserName="kfct")
-    return server, url, iam
-
-
-def grant_readwrite(iam, url: str) -> dict:
+def grant_readwrite(iam) -> dict:
     """MinIO's built-in `readwrite` policy (s3:* on every bucket) for the kfct user; its new key pair."""
-    policy = iam.create_policy(PolicyName="readwrite", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]}]}))
-    iam.attach_user_policy(UserName="kfct", PolicyArn=policy["Policy"]["Arn"])
-    key = iam.create_access_key(UserName="kfct")["AccessKey"]
-    return {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
+    return grant(iam, "readwrite", {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]})
 
 
 def create_buckets(url: str, keys: dict, buckets: list[str]) -> None:
@@ -176,13 +146,6 @@ def create_buckets(url: str, keys: dict, buckets: list[str]) -> None:
                       aws_secret_access_key=keys["secret_key"])
     for b in buckets:
         s3.create_bucket(Bucket=b)
-
-
-def auth_on(url: str) -> None:
-    """From now on moto checks every request's signature against the IAM keys."""
-    import requests
-
-    requests.post(f"{url}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
 
 
 def wait_http(url: str, timeout: float, proc=None) -> None:

@@ -12,6 +12,7 @@ registry's alias names, and its gathered parquet + _summary.json in S3 are check
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import requests
 
 from tests.e2e import cluster as C
 from tests.e2e.kfp_emulator import Emulator, unshare_available
+from tests.faultkit.servers import auth_on, free_port, moto_iam_s3
 
 pytestmark = pytest.mark.slow
 
@@ -51,101 +53,107 @@ def storage_python() -> str:
 
 
 class Stack:
-    pass
+    """What the test's phases reach the running cluster parts through (set up by `stack`)."""
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
+    """MinIO (moto), MLflow, the KFP API and a TLS Kubernetes API, each configured from the rendered
+    dev overlay, and the pipelines compiled with default settings; stopped in reverse order after."""
     why = unshare_available()
     if why:
         pytest.skip(f"e2e pods need private mount namespaces: {why}")
-    work = tmp_path_factory.mktemp("e2e")
     st = Stack()
-    st.work = work
-    procs = []
-    s3_server, s3_url, iam = C.start_s3()
-    keys = C.grant_readwrite(iam, s3_url)
-    try:
-        # The operator's step: the MinIO user's keys into the two credential files.
-        objs = C.Objects(C.render(OVERLAY, work, {
-            "AWS_ACCESS_KEY_ID": keys["access_key"], "AWS_SECRET_ACCESS_KEY": keys["secret_key"],
-            "KFCT_S3_ACCESS_KEY": keys["access_key"], "KFCT_S3_SECRET_KEY": keys["secret_key"]}))
-        st.objects = objs
-        setup = C.minio_setup(objs)
-        assert setup["policy"] == ["readwrite"] and setup["access_key"] == keys["access_key"]
-        C.create_buckets(s3_url, keys, setup["buckets"])
-        C.auth_on(s3_url)
-        cm = objs.get("ConfigMap", "kfct-config")
-        st.namespace = cm["metadata"]["namespace"]
-        st.config = objs.config_map("kfct-config")
-        st.services = svc = C.Services(objs, st.namespace)
-        s3_port = int(s3_url.rsplit(":", 1)[1])
-        svc.bind("kfct-minio", 9000, s3_port)
-
-        # MLflow as the Deployment runs it.
-        mlflow_port = C.free_port()
-        svc.bind("kfct-mlflow", 5000, mlflow_port)
-        argv, env = C.mlflow_command(objs, svc, mlflow_port, work / "mlflow-pvc")
-        (work / "mlflow-pvc").mkdir()
-        home = work / "mlflow-home"
-        home.mkdir()
-        env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false",
-                   DO_NOT_TRACK="true")
-        log = open(work / "mlflow.log", "w")
-        mlflow = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        procs.append(mlflow)
-        st.mlflow_args = argv
-
-        # KFP API (multi-user style: bearer token required) and the Kubernetes API over TLS.
-        from tests.fakes.kfp_server import FakeKfpServer
-
-        st.kfp = FakeKfpServer(token=KFP_TOKEN).start()
-        kfp_host = st.config["KFCT_KFP_HOST"].split("://", 1)[1].rstrip("/")
-        kfp_svc, _, kfp_rest = kfp_host.partition(".")
-        svc.bind(kfp_svc, int(kfp_host.rsplit(":", 1)[1]), int(st.kfp.url.rsplit(":", 1)[1]),
-                 namespace=kfp_rest.split(".")[0])
-        st.kube, ca = C.tls_kube_api(work)
-        st.kube.__enter__()
-        kube_port = st.kube.httpd.server_address[1]
-
-        st.s3 = {"endpoint_url": s3_url, "access_key": keys["access_key"], "secret_key": keys["secret_key"]}
-        # What the kubelet mounts: the SA token/CA/namespace, and the projected KFP token
-        # (audience pipelines.kubeflow.org) multi-user Kubeflow's PodDefault adds.
-        sa = "kubernetes.io/serviceaccount/"
-        st.pod_files = {sa + "token": "e2e-k8s-sa-token", sa + "ca.crt": ca, sa + "namespace": st.namespace,
-                        "kubeflow/pipelines/token": KFP_TOKEN}
-
-        class PodCluster:
-            launcher_s3 = st.s3
-            service_account = st.pod_files
-
-            @staticmethod
-            def pod_env(spec: dict) -> dict:
-                return dict(svc.rewrite_env(pod_env_from_platform(objs, spec)),
-                            KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(kube_port))
-
-        st.cluster = PodCluster
-        # `make compile` with default settings (while MLflow starts).
-        st.build = work / "build"
-        compile_env = {"PATH": os.environ["PATH"], "HOME": str(work), "KFCT_HOME": str(work / "compile-home")}
-        compiling = subprocess.Popen([str(Path(sys.executable).parent / "kfct"), "compile", "--out", str(st.build)],
-                                     env=compile_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    st.work = tmp_path_factory.mktemp("e2e")
+    with moto_iam_s3() as (s3_url, iam), contextlib.ExitStack() as running:
+        start_minio(st, s3_url, iam)
+        mlflow, mlflow_port = start_mlflow(st)
+        running.callback(C.stop, mlflow)
+        start_apis(st, running)
+        compiling = start_compile(st)  # while MLflow starts
         C.wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow)
         st.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         out, _ = compiling.communicate(timeout=180)
         assert compiling.returncode == 0, out
-        st.operator_env = svc.rewrite_env({**st.config, **objs.secret("kfct-s3-credentials"),
-                                           "KFCT_KFP_TOKEN": KFP_TOKEN})
+        st.operator_env = st.services.rewrite_env({**st.config, **st.objects.secret("kfct-s3-credentials"),
+                                                   "KFCT_KFP_TOKEN": KFP_TOKEN})
         yield st
-    finally:
-        for p in procs:
-            C.stop(p)
-        for obj in ("kfp", "kube"):
-            if hasattr(st, obj):
-                getattr(st, obj).__exit__(None, None, None) if obj == "kube" else st.kfp.stop()
-        requests.post(f"{s3_url}/moto-api/reset-auth", data=b"inf", timeout=10)
-        s3_server.stop()
+
+
+def start_minio(st: Stack, s3_url: str, iam) -> None:
+    """The operator's step (the MinIO user's keys into the two credential files, then render), what the
+    MinIO setup Job does (bucket, readwrite policy), then auth on: the Secret's keys are really checked."""
+    keys = C.grant_readwrite(iam)
+    objs = C.Objects(C.render(OVERLAY, st.work, {
+        "AWS_ACCESS_KEY_ID": keys["access_key"], "AWS_SECRET_ACCESS_KEY": keys["secret_key"],
+        "KFCT_S3_ACCESS_KEY": keys["access_key"], "KFCT_S3_SECRET_KEY": keys["secret_key"]}))
+    st.objects = objs
+    setup = C.minio_setup(objs)
+    assert setup["policy"] == ["readwrite"] and setup["access_key"] == keys["access_key"]
+    C.create_buckets(s3_url, keys, setup["buckets"])
+    auth_on(s3_url)
+    st.namespace = objs.get("ConfigMap", "kfct-config")["metadata"]["namespace"]
+    st.config = objs.config_map("kfct-config")
+    st.services = C.Services(objs, st.namespace)
+    st.services.bind("kfct-minio", 9000, int(s3_url.rsplit(":", 1)[1]))
+    st.s3 = {"endpoint_url": s3_url, "access_key": keys["access_key"], "secret_key": keys["secret_key"]}
+
+
+def start_mlflow(st: Stack) -> tuple[subprocess.Popen, int]:
+    """`mlflow server` as the rendered Deployment runs it (not waited for); the process and its port."""
+    port = free_port()
+    st.services.bind("kfct-mlflow", 5000, port)
+    argv, env = C.mlflow_command(st.objects, st.services, port, st.work / "mlflow-pvc")
+    (st.work / "mlflow-pvc").mkdir()
+    home = st.work / "mlflow-home"
+    home.mkdir()
+    env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false",
+               DO_NOT_TRACK="true")
+    log = open(st.work / "mlflow.log", "w")
+    proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    st.mlflow_args = argv
+    return proc, port
+
+
+def start_apis(st: Stack, running: contextlib.ExitStack) -> None:
+    """The KFP API (multi-user style: a bearer token required) and the Kubernetes API over TLS, and
+    what a pod sees of the cluster (`st.cluster`: its env, the files the kubelet mounts)."""
+    from tests.fakes.kfp_server import FakeKfpServer
+
+    st.kfp = FakeKfpServer(token=KFP_TOKEN).start()
+    running.callback(st.kfp.stop)
+    kfp_host = st.config["KFCT_KFP_HOST"].split("://", 1)[1].rstrip("/")
+    kfp_svc, _, kfp_rest = kfp_host.partition(".")
+    st.services.bind(kfp_svc, int(kfp_host.rsplit(":", 1)[1]), int(st.kfp.url.rsplit(":", 1)[1]),
+                     namespace=kfp_rest.split(".")[0])
+    st.kube, ca = C.tls_kube_api(st.work)
+    running.enter_context(st.kube)
+    kube_port = st.kube.httpd.server_address[1]
+    # What the kubelet mounts: the SA token/CA/namespace, and the projected KFP token
+    # (audience pipelines.kubeflow.org) multi-user Kubeflow's PodDefault adds.
+    sa = "kubernetes.io/serviceaccount/"
+    st.pod_files = {sa + "token": "e2e-k8s-sa-token", sa + "ca.crt": ca, sa + "namespace": st.namespace,
+                    "kubeflow/pipelines/token": KFP_TOKEN}
+    objs, svc = st.objects, st.services
+
+    class PodCluster:
+        launcher_s3 = st.s3
+        service_account = st.pod_files
+
+        @staticmethod
+        def pod_env(spec: dict) -> dict:
+            return dict(svc.rewrite_env(pod_env_from_platform(objs, spec)),
+                        KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(kube_port))
+
+    st.cluster = PodCluster
+
+
+def start_compile(st: Stack) -> subprocess.Popen:
+    """`make compile` with default settings, into st.build (not waited for)."""
+    st.build = st.work / "build"
+    env = {"PATH": os.environ["PATH"], "HOME": str(st.work), "KFCT_HOME": str(st.work / "compile-home")}
+    return subprocess.Popen([str(Path(sys.executable).parent / "kfct"), "compile", "--out", str(st.build)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def pod_env_from_platform(objs: C.Objects, spec: dict) -> dict:
@@ -212,7 +220,7 @@ def serve_isvc(st, isvc: dict, runtime: dict, model_dir: Path):
     """Start the ServingRuntime's container command + args on `model_dir` (what KServe does)."""
     c = runtime["spec"]["containers"][0]
     pred = isvc["spec"]["predictor"]
-    port = C.free_port()
+    port = free_port()
     args = []
     for a in c.get("args", []) + pred["model"].get("args", []):
         a = a.replace("{{.Name}}", isvc["metadata"]["name"]).replace("/mnt/models", str(model_dir))
@@ -275,34 +283,54 @@ def _settings_reread_after():
     reset_settings()
 
 
-def test_cluster_path(stack, monkeypatch):
-    st = stack
-    t0 = time.perf_counter()
-    last = [t0]
+class Laps:
+    """Prints how long each phase took (and each pod of a run): where the e2e's minutes go."""
 
-    def lap(what, run=None):
+    def __init__(self):
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, what: str, run=None) -> None:
         now = time.perf_counter()
         pods = (": " + ", ".join(f"{t.name} {t.seconds}s" for t in run.tasks.values() if t.seconds)) if run else ""
-        print(f"\n[e2e] {what} {now - last[0]:.0f}s{pods}", flush=True)
-        last[0] = now
+        print(f"\n[e2e] {what} {now - self.last:.0f}s{pods}", flush=True)
+        self.last = now
 
-    cfg_env = st.config
+
+def test_cluster_path(stack, monkeypatch):
+    st, lap = stack, Laps()
     # Finding 1 as deployed: models go to the ConfigMap's s3:// root, the server serves the same bucket.
-    assert cfg_env["KFCT_MLFLOW_ARTIFACT_ROOT"].startswith("s3://")
+    assert st.config["KFCT_MLFLOW_ARTIFACT_ROOT"].startswith("s3://")
     assert any(a.startswith("--artifacts-destination=s3://") for a in st.mlflow_args)
+    schedule_ct(st)
+    lap("setup + schedule")
+    first, run1 = ct_run_on_the_pointer(st)
+    lap("CT run 1", run1)
+    model_name = json.loads(run1.task("deploy-model").parameters["Output"])["model_name"]
+    version1 = run1.task("register-model").parameters["Output"]
+    serve_what_deploy_wrote(st, monkeypatch, model_name, version1, first)
+    lap("KServe storage initializer + ServingRuntime, V1 + V2")
+    run2 = ct_run_against_the_champion(st, first, version1)
+    lap("CT run 2", run2)
+    runm = monitoring_triggers_a_retrain(st)
+    lap("monitoring run", runm)
+    batch_scoring_in_shard_pods(st, model_name, lap)
+    print(f"\ne2e wall time {time.perf_counter() - lap.t0:.0f}s")
 
-    # --- the operator schedules the CT pipeline (uploading it); the recurring run's data is the pointer
+
+def schedule_ct(st: Stack) -> None:
+    """The operator schedules the CT pipeline (uploading it); the recurring run's data is the pointer."""
     operator(st, "schedule", "--package", str(st.build / "ct_pipeline.yaml"))
     jobs = [r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns")]
     assert len(jobs) == 1 and jobs[0].headers.get("authorization") == f"Bearer {KFP_TOKEN}"
     assert jobs[0].body.get("runtime_config", {}).get("parameters", {}).get("data_uri", "dataset://latest") \
         == "dataset://latest"
-    lap("setup + schedule")
 
-    # --- run 1: data under the moving pointer, default parameters (data_uri = dataset://latest)
+
+def ct_run_on_the_pointer(st: Stack):
+    """Run 1: data under the moving pointer, default parameters (data_uri = dataset://latest), every
+    step a pod; the deploy step writes the InferenceService through the Kubernetes API with the SA token."""
     first = push(st, "customers-1", "latest", seed=1)
-    ct = emulator(st, "ct_pipeline.yaml")
-    run1 = ct.run({})
+    run1 = emulator(st, "ct_pipeline.yaml").run({})
     ing = run1.task("ingest-data")
     assert ing.parameters["Output"] == first["sha256"]
     assert ing.artifacts["dataset"][0]["metadata"]["resolved_uri"] == first["uri"]
@@ -310,18 +338,18 @@ def test_cluster_path(stack, monkeypatch):
     for t in ("validate-data", "featurize-split", "train-model", "evaluate-model", "register-model", "deploy-model"):
         assert run1.task(t).state == "SUCCEEDED", t
     assert run1.task("condition-3").state == "SKIPPED"  # rollout: disabled in the default config
-    lap("CT run 1", run1)
-    version1 = run1.task("register-model").parameters["Output"]
-
-    # --- the InferenceService the deploy step wrote, through the Kubernetes API
     model_name = json.loads(run1.task("deploy-model").parameters["Output"])["model_name"]
-    isvc = isvc_now(st, model_name)
-    storage_uri = isvc["spec"]["predictor"]["model"]["storageUri"]
-    assert re.fullmatch(re.escape(cfg_env["KFCT_MLFLOW_ARTIFACT_ROOT"]) + r"/models/m-[0-9a-f]{32}/artifacts",
+    storage_uri = isvc_now(st, model_name)["spec"]["predictor"]["model"]["storageUri"]
+    assert re.fullmatch(re.escape(st.config["KFCT_MLFLOW_ARTIFACT_ROOT"]) + r"/models/m-[0-9a-f]{32}/artifacts",
                         storage_uri), storage_uri
     assert st.kube.requests and all((r["auth"] or "").lower() == "bearer e2e-k8s-sa-token" for r in st.kube.requests)
+    return first, run1
 
-    # --- KServe: storage initializer + the ServingRuntime's own command on the downloaded dir
+
+def serve_what_deploy_wrote(st: Stack, monkeypatch, model_name: str, version1: str, first: dict) -> None:
+    """KServe's storage initializer and the ServingRuntime's own command on the downloaded dir; its V1
+    and V2 answers agree with each other and with the registered model read from MLflow."""
+    isvc = isvc_now(st, model_name)
     runtime = st.objects.get("ServingRuntime", isvc["spec"]["predictor"]["model"]["runtime"])
     model_dir = st.work / "mnt-models-1" / "models"
     storage_initializer(st, isvc, model_dir)
@@ -335,89 +363,114 @@ def test_cluster_path(stack, monkeypatch):
         assert v1.status_code == 200, v1.text
         preds = v1.json()["predictions"]
         assert [p["model_version"] for p in preds] == [version1] * 3
-        inputs = []
-        for col in rows.columns:
-            values = rows[col].tolist()
-            if rows[col].dtype == object:
-                inputs.append({"name": col, "shape": [3], "datatype": "BYTES", "data": values})
-            elif str(rows[col].dtype).startswith("int"):
-                inputs.append({"name": col, "shape": [3], "datatype": "INT64", "data": values})
-            else:
-                inputs.append({"name": col, "shape": [3], "datatype": "FP64", "data": values})
-        v2 = requests.post(f"{url}/v2/models/{model_name}/infer", json={"inputs": inputs}, timeout=30)
+        v2 = requests.post(f"{url}/v2/models/{model_name}/infer", json={"inputs": v2_inputs(rows)}, timeout=30)
         assert v2.status_code == 200, v2.text
         outs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
         v1_probs = [p["probability"] for p in preds]
         assert outs["probability"] == pytest.approx(v1_probs, abs=1e-6)
         assert outs["model_version"] == [version1] * 3
         # The same answer as the registered model itself, read from MLflow.
-        # The test process reads the registry like an operator would; monkeypatch undoes it after the
-        # test, so no later test inherits this stack's (then dead) endpoints.
-        monkeypatch.setenv("KFCT_MLFLOW_TRACKING_URI", st.mlflow_url)
-        from kfct import registry
-        from kfct.settings import reset_settings
-
-        for k, v in st.operator_env.items():
-            if k not in os.environ:
-                monkeypatch.setenv(k, v)
-        reset_settings()
-        registry.setup()
+        registry = operator_registry(st, monkeypatch)
         loaded = registry.load_version(model_name, version=version1)
         assert loaded.tags["data_uri"] == first["uri"] and loaded.tags["dataset_sha256"] == first["sha256"]
         assert loaded.model.predict_proba(rows)[:, 1] == pytest.approx(v1_probs, abs=1e-6)
     finally:
         C.stop(proc)
-    lap("KServe storage initializer + ServingRuntime, V1 + V2")
 
-    # --- run 2: new data under the same pointer; the gate compares with the champion
+
+def v2_inputs(rows) -> list[dict]:
+    """The Open Inference Protocol's columnar `inputs` for a frame: one tensor per column."""
+    inputs = []
+    for col in rows.columns:
+        values = rows[col].tolist()
+        if rows[col].dtype == object:
+            inputs.append({"name": col, "shape": [len(rows)], "datatype": "BYTES", "data": values})
+        elif str(rows[col].dtype).startswith("int"):
+            inputs.append({"name": col, "shape": [len(rows)], "datatype": "INT64", "data": values})
+        else:
+            inputs.append({"name": col, "shape": [len(rows)], "datatype": "FP64", "data": values})
+    return inputs
+
+
+def operator_registry(st: Stack, monkeypatch):
+    """kfct.registry set up as an operator's machine reads it (the ConfigMap's endpoints, the Secret's keys).
+
+    monkeypatch undoes the environment after the test, so no later test inherits this stack's
+    (then dead) endpoints."""
+    monkeypatch.setenv("KFCT_MLFLOW_TRACKING_URI", st.mlflow_url)
+    from kfct import registry
+    from kfct.settings import reset_settings
+
+    for k, v in st.operator_env.items():
+        if k not in os.environ:
+            monkeypatch.setenv(k, v)
+    reset_settings()
+    registry.setup()
+    return registry
+
+
+def ct_run_against_the_champion(st: Stack, first: dict, version1: str):
+    """Run 2: new data under the same pointer; the gate compares the new model with the champion (run 1's)."""
     second = push(st, "customers-2", "latest", seed=2, drift=0.3)
-    run2 = ct.run({})
+    run2 = emulator(st, "ct_pipeline.yaml").run({})
     assert run2.task("ingest-data").parameters["Output"] == second["sha256"] != first["sha256"]
     ev = run2.task("evaluate-model")
     assert ev.state == "SUCCEEDED"
-    lap("CT run 2", run2)
     decision_meta = ev.artifacts["decision"][0]["metadata"]
     assert str(decision_meta.get("champion_version")) == version1, decision_meta
+    return run2
 
-    # --- monitoring: a drifted batch under its own pointer; the retrain reaches the KFP API
+
+def monitoring_triggers_a_retrain(st: Stack):
+    """A drifted batch under its own pointer; the monitoring run's retrain reaches the KFP API with the
+    projected token and asks for a CT run on the moving pointer."""
     push(st, "batch-drifted", "current-batch", seed=3, drift=1.0)
-    mon = emulator(st, "monitoring_pipeline.yaml")
     before = len(st.kfp.requests)
-    runm = mon.run({"current_uri": "dataset://current-batch"})
-    lap("monitoring run", runm)
+    runm = emulator(st, "monitoring_pipeline.yaml").run({"current_uri": "dataset://current-batch"})
     decision = json.loads(runm.task("trigger-retrain").parameters["Output"])
     assert decision["action"] == "retrain" and decision["mode"] == "cluster", decision
     runs = [r for r in st.kfp.requests[before:] if r.method == "POST" and r.path.endswith("/runs")]
     assert runs and all(r.headers.get("authorization") == f"Bearer {KFP_TOKEN}" for r in st.kfp.requests[before:])
     params = runs[-1].body.get("runtime_config", {}).get("parameters", {})
     assert params.get("data_uri") == "dataset://latest", params
+    return runm
 
-    # --- batch scoring: 200k rows under a tag, 4 shards, each shard its own pod
+
+def batch_scoring_in_shard_pods(st: Stack, model_name: str, lap: Laps) -> None:
+    """200k rows under a tag, 4 shards, each shard its own pod, every shard scored by the version the
+    registry's champion alias names (resolved once)."""
+    from kfct import registry  # set up by operator_registry
+
     scored = push(st, "customers-batch", "monthly", rows=BATCH_ROWS, seed=4)
     lap("push 200k rows")
     champion = registry.alias_version(model_name, "champion")
     assert champion, "no champion alias after the CT runs"
-    bucket = st.config["KFCT_S3_BUCKET"]
     out_prefix = f"batch-scores/{scored['sha256'][:12]}"
-    batch = emulator(st, "batch_scoring_pipeline.yaml")
-    runb = batch.run({"data_uri": "dataset://monthly", "n_shards": BATCH_SHARDS,
-                      "output_uri": f"s3://{bucket}/{out_prefix}"})
+    runb = emulator(st, "batch_scoring_pipeline.yaml").run({
+        "data_uri": "dataset://monthly", "n_shards": BATCH_SHARDS,
+        "output_uri": f"s3://{st.config['KFCT_S3_BUCKET']}/{out_prefix}"})
     lap("batch-scoring run (200k rows, 4 shard pods)", runb)
     shards = [t for p, t in runb.tasks.items() if p.split("/")[-1] == "score-shard"]
     assert len(shards) == BATCH_SHARDS and len({t.path for t in shards}) == BATCH_SHARDS
     assert all(t.state == "SUCCEEDED" for t in shards)
-    # Every shard pod was scored by the version the registry's alias names (resolved once).
     assert runb.task("resolve-champion").parameters["Output"] == str(champion)
     assert [t.artifacts["scores"][0]["metadata"]["model_version"] for t in shards] == [str(champion)] * BATCH_SHARDS
     assert sorted(t.artifacts["scores"][0]["metadata"]["shard"] for t in shards) == list(range(BATCH_SHARDS))
     assert sum(t.artifacts["scores"][0]["metadata"]["rows"] for t in shards) == BATCH_ROWS
-    # The gathered result in S3: partitioned parquet + _summary.json that agree with each other.
+    gathered_result_agrees(st, out_prefix, scored, str(champion))
+    published = json.loads(runb.task("gather-scores").parameters["Output"])["published"]
+    assert published == f"s3://{st.config['KFCT_S3_BUCKET']}/{out_prefix}"
+
+
+def gathered_result_agrees(st: Stack, out_prefix: str, scored: dict, champion: str) -> None:
+    """The gathered result in S3: partitioned parquet + _summary.json that agree with each other."""
     import io
 
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    bucket = st.config["KFCT_S3_BUCKET"]
     s3 = s3_client(st)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=out_prefix + "/")["Contents"])
     parts = [k for k in keys if k.endswith(".parquet")]
@@ -427,11 +480,9 @@ def test_cluster_path(stack, monkeypatch):
     summary = json.loads(s3.get_object(Bucket=bucket, Key=f"{out_prefix}/_summary.json")["Body"].read())
     assert table.num_rows == BATCH_ROWS == summary["rows"]
     assert pc.count_distinct(table.column("customer_id")).as_py() == BATCH_ROWS
-    assert set(pc.unique(table.column("model_version").cast("string")).to_pylist()) == {str(champion)}
-    assert summary["model_version"] == str(champion) and summary["shards"] == BATCH_SHARDS
+    assert set(pc.unique(table.column("model_version").cast("string")).to_pylist()) == {champion}
+    assert summary["model_version"] == champion and summary["shards"] == BATCH_SHARDS
     assert summary["dataset_sha256"] == scored["sha256"]
     positives = int(pc.sum(table.column("label")).as_py())
     assert summary["positives"] == positives
     assert summary["churn_rate"] == pytest.approx(positives / BATCH_ROWS, abs=1e-6)
-    assert json.loads(runb.task("gather-scores").parameters["Output"])["published"] == f"s3://{bucket}/{out_prefix}"
-    print(f"\ne2e wall time {time.perf_counter() - t0:.0f}s")

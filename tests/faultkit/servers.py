@@ -1,9 +1,11 @@
-"""Real servers on loopback for fault tests: moto's S3 server, a real `mlflow server`, a tiny disk."""
+"""Real servers on loopback for fault tests: moto's S3 server (with IAM when keys must really be
+checked), a real `mlflow server`, a tiny disk."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +26,44 @@ def moto_s3():
         yield server.get_host_and_port()
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def moto_iam_s3():
+    """moto's S3 + IAM server with the IAM user `kfct` created and auth still off; yields (url, iam client).
+
+    moto's backends live in the process, so the state is reset first, whatever an earlier server
+    (the e2e's, another module's) left behind, and auth is switched off again on the way out."""
+    import boto3
+    import requests
+
+    with moto_s3() as (host, port):
+        url = f"http://{host}:{port}"
+        requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+        requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="kfct")
+        try:
+            yield url, iam
+        finally:
+            requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10)
+
+
+def grant(iam, policy_name: str, statement: dict) -> dict:
+    """Attach a policy of one statement to the `kfct` user; its new key pair {access_key, secret_key}."""
+    policy = iam.create_policy(PolicyName=policy_name, PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [statement]}))
+    iam.attach_user_policy(UserName="kfct", PolicyArn=policy["Policy"]["Arn"])
+    key = iam.create_access_key(UserName="kfct")["AccessKey"]
+    return {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
+
+
+def auth_on(url: str) -> None:
+    """From now on moto checks every request's signature against the IAM keys."""
+    import requests
+
+    requests.post(f"{url}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
 
 
 def free_port() -> int:

@@ -13,33 +13,13 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import s3_storage_uris, FakeKubeApi, FakePrometheus
+from tests.servingkit.fakes import (FAST_ROLLOUT, FakeKubeApi, FakePrometheus, client_for,  # noqa: F401
+                                    restore_kube_default_config, s3_artifacts)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore_kube_default_config")]
 
-FAST = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds": 0.05, "min_requests": 100}}
 GOOD = lambda a, b: {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},  # noqa: E731
                      b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
-
-
-@pytest.fixture(autouse=True)
-def _s3_artifacts(monkeypatch):
-    s3_storage_uris(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def _restore_kube_default_config():
-    from kubernetes import client
-
-    saved = client.Configuration.get_default_copy()
-    yield
-    client.Configuration.set_default(saved)
-
-
-def client_for(kube):
-    from kfct.components.deploy import kserve_client
-
-    return kserve_client(config_dict=kube.kubeconfig())
 
 
 def patches(kube):
@@ -114,7 +94,7 @@ def _roll(serving_env, role, mode, figures, monkeypatch, ready=True):
     from kfct.components.rollout import ClusterBackend, rollout_core
     from kfct.config import load_config
 
-    cfg = load_config(overrides=FAST)
+    cfg = load_config(overrides=FAST_ROLLOUT)
     with FakeKubeApi(controller=True, ready=ready) as kube, FakePrometheus(figures) as prom:
         deploy(serving_env, kube, role, mode, monkeypatch, cfg)
         backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,

@@ -6,32 +6,18 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import FakeKubeApi, s3_storage_uris
+from tests.servingkit.fakes import FakeKubeApi, client_for, restore_kube_default_config, s3_artifacts  # noqa: F401
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _s3_artifacts(monkeypatch):
-    s3_storage_uris(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def _restore_kube_default_config():
-    from kubernetes import client
-
-    saved = client.Configuration.get_default_copy()
-    yield
-    client.Configuration.set_default(saved)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore_kube_default_config")]
 
 
 def test_stale_inference_service_converges_on_the_champion_alias(serving_env):
     from kfct import audit, registry
-    from kfct.components.deploy import build_inference_service, converge_core, kserve_client
+    from kfct.components.deploy import build_inference_service, converge_core
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     with FakeKubeApi() as kube:
-        client = kserve_client(config_dict=kube.kubeconfig())
+        client = client_for(kube)
         client.create(build_inference_service(MODEL_NAME, v_a, namespace="kfct"), namespace="kfct")
         # Crash after the alias moved, before the deploy patched the InferenceService.
         registry.client().set_registered_model_alias(MODEL_NAME, "champion", v_b)

@@ -9,55 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
-import socket
 
 import pytest
+
+from tests.faultkit.servers import auth_on, free_port, grant, moto_iam_s3
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "kfct"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto_s3():
     """A moto server on 127.0.0.1 with IAM auth on; yields endpoint and a valid key pair."""
-    import boto3
-    import requests
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    # moto's backends live in the process: start from a clean IAM/S3 state and auth off, whatever
-    # an earlier module's server (the e2e's, another fixture's) left behind.
-    requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
-    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
-    iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
-                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-    iam.create_user(UserName="kfct")
-    policy = iam.create_policy(PolicyName="kfct-s3", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
-    }))
-    iam.attach_user_policy(UserName="kfct", PolicyArn=policy["Policy"]["Arn"])
-    key = iam.create_access_key(UserName="kfct")["AccessKey"]
-    # From now on every request must be signed with a known key.
-    requests.post(f"{url}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
-    try:
-        yield {"endpoint": f"{host}:{port}", "url": url,
-               "access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
-    finally:
-        requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10)
-        server.stop()
+    with moto_iam_s3() as (url, iam):
+        keys = grant(iam, "kfct-s3", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
+        auth_on(url)  # from now on every request must be signed with a known key
+        yield {"endpoint": url.removeprefix("http://"), "url": url, **keys}
 
 
 @pytest.fixture
@@ -267,7 +236,7 @@ def test_unreachable_or_unconfigured_endpoint(monkeypatch, tmp_path, frame):
     with pytest.raises(DataSourceError, match="S3 endpoint not configured"):
         push_dataset(pq)
 
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("KFCT_S3_ENDPOINT", dead)
     monkeypatch.setenv("KFCT_S3_ACCESS_KEY", "k")
     monkeypatch.setenv("KFCT_S3_SECRET_KEY", "s")

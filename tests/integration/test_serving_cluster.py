@@ -9,23 +9,10 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import s3_storage_uris, FakeKubeApi, FakePrometheus
+from tests.servingkit.fakes import (FAST_ROLLOUT, FakeKubeApi, FakePrometheus, client_for,  # noqa: F401
+                                    restore_kube_default_config, s3_artifacts)
 
-pytestmark = pytest.mark.slow
-
-@pytest.fixture(autouse=True)
-def _s3_artifacts(monkeypatch):
-    s3_storage_uris(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def _restore_kube_default_config():
-    """KServeClient loads the kubeconfig into the kubernetes client's global default: undo it."""
-    from kubernetes import client
-
-    saved = client.Configuration.get_default_copy()
-    yield
-    client.Configuration.set_default(saved)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore_kube_default_config")]
 
 
 @pytest.fixture(autouse=True)
@@ -36,15 +23,6 @@ def _serverless(monkeypatch):
     reset_settings()
     yield
     reset_settings()
-
-
-FAST = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds": 0.05, "min_requests": 100}}
-
-
-def client_for(kube):
-    from kfct.components.deploy import kserve_client
-
-    return kserve_client(config_dict=kube.kubeconfig())
 
 
 def isvc_requests(kube, method):
@@ -86,7 +64,7 @@ def _deploy_and_roll(serving_env, role, figures):
     from kfct.components.rollout import ClusterBackend, rollout_core
     from kfct.config import load_config
 
-    cfg = load_config(overrides=FAST)
+    cfg = load_config(overrides=FAST_ROLLOUT)
     v = serving_env.versions[role]
     with FakeKubeApi(controller=True) as kube, FakePrometheus(figures) as prom:
         client = client_for(kube)

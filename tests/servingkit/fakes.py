@@ -7,6 +7,8 @@
   when the predictor spec other than canaryTrafficPercent changes); `ready=False` keeps
   canaries unready.
 - `FakePrometheus`: `/api/v1/query` answering kfct_* PromQL from per-version figures.
+- `s3_artifacts`, `restore_kube_default_config` (fixtures) and `client_for`: what every test
+  of the cluster path against these fakes needs around it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+# A rollout quick enough for loopback tests: three steps, sub-second bakes and polls.
+FAST_ROLLOUT = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 0.2, "poll_seconds": 0.05, "min_requests": 100}}
 
 
 def merge_patch(target, patch):
@@ -217,7 +224,8 @@ class FakePrometheus(_Server):
         super().__init__(_PromHandler)
 
 
-def s3_storage_uris(monkeypatch) -> None:
+@pytest.fixture
+def s3_artifacts(monkeypatch):
     """The serving test registry keeps artifacts on local disk (file://), which a deploy to a
     cluster rightly refuses (KServe's storage initializer cannot read it). Against the loopback
     Kubernetes API nothing downloads the model, so the cluster tests point each version at the
@@ -226,3 +234,21 @@ def s3_storage_uris(monkeypatch) -> None:
 
     monkeypatch.setattr(deploy, "model_storage_uri",
                         lambda name, version: f"s3://kfct/mlflow/models/{name}-v{version}/artifacts")
+
+
+@pytest.fixture
+def restore_kube_default_config():
+    """KServeClient loads the kubeconfig into the kubernetes client's global default: undo it, so
+    no later test talks to a loopback API that is gone."""
+    from kubernetes import client
+
+    saved = client.Configuration.get_default_copy()
+    yield
+    client.Configuration.set_default(saved)
+
+
+def client_for(kube: FakeKubeApi):
+    """The kserve SDK's KServeClient, configured from the loopback API's kubeconfig as deploy builds it."""
+    from kfct.components.deploy import kserve_client
+
+    return kserve_client(config_dict=kube.kubeconfig())
