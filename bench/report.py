@@ -83,81 +83,109 @@ def render_header(meta: dict) -> list[str]:
 
 
 def render_serving(sec: dict) -> list[str]:
-    d = sec.get("data") or {}
+    """The serving section: how it was measured, the latency table, the wrk cross-check, kfct ÷ peers,
+    issue 3's targets, then per-server notes."""
     lines = [f"## {TITLES['serving']}", ""]
     st = _status_line(sec)
     if st:
         return lines + [st, ""]
-    servers = d.get("servers", {})
-    cells = d.get("cells", {})
-    levels = [str(c) for c in d.get("levels", [])]
+    d = sec.get("data") or {}
+    return (lines + _serving_setup(d) + _serving_cells(d) + _serving_wrk(d) + _serving_ratios(d)
+            + _serving_targets(d) + _serving_notes(d) + [""])
+
+
+def _serving_setup(d: dict) -> list[str]:
     m = d.get("model", {})
-    lines.append(
+    lines = [
         f"Same registered model ({m.get('name')} v{m.get('version')}, XGBoost trained on {m.get('train_rows', 0):,} rows) "
         f"behind each server on 127.0.0.1, one worker each; {d.get('payload', '')}; closed-loop keep-alive clients "
         f"(`bench/load.py`, its own process), {_plural(d.get('repeats'), 'repeat')} × {d.get('duration_s')} s per cell after "
         f"{d.get('warmup_s')} s warm-up. Latency: request written → last response byte. "
-        "**Load generator and servers share the machine's 2 cores.**")
+        "**Load generator and servers share the machine's 2 cores.**"]
     ms = d.get("measured")
     if ms:
         lines += ["", f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at its "
                       f"start and {ms.get('load_after', 0):.2f} at its end (other work on the machine: the tails below "
                       "include it)."]
-    lines += ["", "| server | concurrency | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 | requests/s | errors | "
-                  "requests measured |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    return lines
+
+
+def _serving_cells(d: dict) -> list[str]:
+    servers, cells = d.get("servers", {}), d.get("cells", {})
+    lines = ["", "| server | concurrency | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 | requests/s | errors | "
+                 "requests measured |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in cells:
         label = servers.get(name, {}).get("label", name)
-        for lv in levels:
+        for lv in [str(c) for c in d.get("levels", [])]:
             c = cells[name].get(lv)
             if not c:
                 continue
             tail = round(c["p99_ms"] / c["p50_ms"], 1) if c.get("p99_ms") and c.get("p50_ms") else None
             lines.append(f"| {label} | {lv} | {_ms(c['p50_ms'])} | {_ms(c['p99_ms'])} | {_ms(c.get('p999_ms'))} | "
                          f"{tail if tail is not None else '—'} | {_n(c['rps'])} | {c['errors']} | {c['requests']:,} |")
-    wrk = d.get("wrk") or {}
+    return lines
+
+
+def _serving_wrk(d: dict) -> list[str]:
+    servers, wrk = d.get("servers", {}), d.get("wrk") or {}
     if wrk.get("cells"):
-        lines += ["", f"Cross-check with an independent load generator (`wrk {wrk.get('version', '')}`, one thread, "
-                      f"{wrk.get('duration_s')} s per cell, same single-instance body):", "",
-                  "| server | connections | p50 ms | p99 ms | p99.9 ms | requests/s |", "|---|---:|---:|---:|---:|---:|"]
+        lines = ["", f"Cross-check with an independent load generator (`wrk {wrk.get('version', '')}`, one thread, "
+                     f"{wrk.get('duration_s')} s per cell, same single-instance body):", "",
+                 "| server | connections | p50 ms | p99 ms | p99.9 ms | requests/s |", "|---|---:|---:|---:|---:|---:|"]
         for name, by_level in wrk["cells"].items():
             label = servers.get(name, {}).get("label", name)
             for lv, c in by_level.items():
                 lines.append(f"| {label} | {lv} | {_ms(c.get('p50_ms'))} | {_ms(c.get('p99_ms'))} | "
                              f"{_ms(c.get('p999_ms'))} | {_n(c.get('rps'))} |")
-    elif wrk.get("skipped"):
-        lines += ["", f"wrk cross-check skipped: {wrk['skipped']}"]
-    ratios = d.get("ratios", {})
-    if ratios:
-        lines += ["", "kfct ÷ peer (latency below 1 = kfct faster; requests/s above 1 = kfct serves more):", "",
-                  "| peer | concurrency | p50 ratio | p99 ratio | requests/s ratio |", "|---|---:|---:|---:|---:|"]
-        for peer, by_level in ratios.items():
-            label = servers.get(peer, {}).get("label", peer)
-            for lv in levels:
-                r = by_level.get(lv)
-                if r:
-                    lines.append(f"| {label} | {lv} | {_ratio(r['p50_ms'])} | {_ratio(r['p99_ms'])} | {_ratio(r['rps'])} |")
-    k1 = cells.get("kfct", {}).get("1")
-    if k1:
-        def verdict(v, target, lower=True):
-            if v is None:
-                return "—"
-            return "met" if (v <= target if lower else v >= target) else "not met"
+        return lines
+    if wrk.get("skipped"):
+        return ["", f"wrk cross-check skipped: {wrk['skipped']}"]
+    return []
 
-        best_rps = max((c.get("rps") or 0) for c in cells["kfct"].values())
-        lines += ["", f"kfct against issue 3's targets (one worker, loopback): p50 {_ms(k1['p50_ms'])} ms at "
-                      f"concurrency 1 (≤ {TARGETS['p50_ms']:g} ms: {verdict(k1['p50_ms'], TARGETS['p50_ms'])}), "
-                      f"p99 {_ms(k1['p99_ms'])} ms (≤ {TARGETS['p99_ms']:g} ms: {verdict(k1['p99_ms'], TARGETS['p99_ms'])}), "
-                      f"best {_n(best_rps)} requests/s (≥ {TARGETS['rps']:,.0f}: "
-                      f"{verdict(best_rps, TARGETS['rps'], lower=False)})."]
+
+def _serving_ratios(d: dict) -> list[str]:
+    servers, ratios = d.get("servers", {}), d.get("ratios", {})
+    if not ratios:
+        return []
+    lines = ["", "kfct ÷ peer (latency below 1 = kfct faster; requests/s above 1 = kfct serves more):", "",
+             "| peer | concurrency | p50 ratio | p99 ratio | requests/s ratio |", "|---|---:|---:|---:|---:|"]
+    for peer, by_level in ratios.items():
+        label = servers.get(peer, {}).get("label", peer)
+        for lv in [str(c) for c in d.get("levels", [])]:
+            r = by_level.get(lv)
+            if r:
+                lines.append(f"| {label} | {lv} | {_ratio(r['p50_ms'])} | {_ratio(r['p99_ms'])} | {_ratio(r['rps'])} |")
+    return lines
+
+
+def _verdict(v, target, lower=True) -> str:
+    if v is None:
+        return "—"
+    return "met" if (v <= target if lower else v >= target) else "not met"
+
+
+def _serving_targets(d: dict) -> list[str]:
+    cells = d.get("cells", {})
+    k1 = cells.get("kfct", {}).get("1")
+    if not k1:
+        return []
+    best_rps = max((c.get("rps") or 0) for c in cells["kfct"].values())
+    return ["", f"kfct against issue 3's targets (one worker, loopback): p50 {_ms(k1['p50_ms'])} ms at "
+                f"concurrency 1 (≤ {TARGETS['p50_ms']:g} ms: {_verdict(k1['p50_ms'], TARGETS['p50_ms'])}), "
+                f"p99 {_ms(k1['p99_ms'])} ms (≤ {TARGETS['p99_ms']:g} ms: {_verdict(k1['p99_ms'], TARGETS['p99_ms'])}), "
+                f"best {_n(best_rps)} requests/s (≥ {TARGETS['rps']:,.0f}: "
+                f"{_verdict(best_rps, TARGETS['rps'], lower=False)})."]
+
+
+def _serving_notes(d: dict) -> list[str]:
     notes = []
-    for name, s in servers.items():
+    for s in d.get("servers", {}).values():
         notes.append(f"{s['label']} (`{s['endpoint']}`) ready {s['ready_s']:.1f} s after start; answers match the "
                      f"model's own probabilities within {s['max_abs_diff_vs_model']:.0e}")
     for name, why in (d.get("failed") or {}).items():
         notes.append(f"**{name} failed**: {why.splitlines()[0] if why else ''}")
-    if notes:
-        lines += [""] + [f"- {n}." for n in notes]
+    lines = [""] + [f"- {n}." for n in notes] if notes else []
     lines.append("- Each server runs with its own defaults: uvicorn's access log is on in `mlflow models serve` "
                  "and in the FastAPI app (as the case study runs it), off in kfct (`--access-log` turns it on); "
                  "kfct's prediction log (parquet, off the request path) and Prometheus metrics are on.")
@@ -165,7 +193,7 @@ def render_serving(sec: dict) -> list[str]:
                  "peers' `predict_proba` do not fight the load generator for the two cores. kfct answers single "
                  "requests from the same booster compiled to numpy trees (`serving/fasttrees.py`, checked against "
                  "the booster at load); the peers call the model's `predict_proba` on a pandas DataFrame.")
-    return lines + [""]
+    return lines
 
 
 def render_scoring(sec: dict) -> list[str]:

@@ -113,83 +113,31 @@ def check_same_model(server: peers.ServerProcess, records: list[dict], expected,
 
 def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0.5, levels=LEVELS,
         servers=SERVERS) -> dict:
-    from kfct.config import feature_columns, load_config
-
+    """Start each server (one failing is reported, the others still measured), check they serve the same
+    model, measure them in turn `repeats` times, cross-check kfct with wrk; stop them all."""
     import os
     import time as _time
+
+    from kfct.config import feature_columns, load_config
 
     measured = {"date": _time.strftime("%Y-%m-%d %H:%M UTC", _time.gmtime()), "load_before": os.getloadavg()[0]}
     cfg = load_config()
     reg = ensure_registered(ctx)
     records = request_records(cfg)
-    bodies_path = ctx.workdir / "serving-bodies.json"
-    bodies_path.write_text(json.dumps([{"instances": [r]} for r in records]))
-    expected = reg.model.predict_proba_records([{k: v for k, v in r.items()} for r in records[:8]])
-
-    ml_bodies = peers.mlserver_bodies(reg.model, records)
-    ml_bodies_path = ctx.workdir / "serving-bodies-mlserver.json"
-    ml_bodies_path.write_text(json.dumps(ml_bodies))
-    bodies_for = {"mlserver": (ml_bodies_path, ml_bodies)}
-
-    def mlserver():
-        bin_dir = peers.ensure_mlserver_venv(ctx.cache_dir, ctx.log)
-        return peers.mlserver_server(bin_dir, reg.model, reg.name, reg.version, ctx.workdir, ctx.logs)
-
-    factories = {
-        "mlserver": mlserver,
-        "kfct": lambda: peers.kfct_server(ctx.home, ctx.tracking_uri, reg.name, ctx.logs),
-        "mlflow": lambda: peers.mlflow_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
-        "fastapi": lambda: peers.fastapi_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
-    }
+    bodies_for = write_bodies(ctx, reg, records)
     wrk_out: dict = {}
     started: list[peers.ServerProcess] = []
     failed: dict[str, str] = {}
-    info: dict[str, dict] = {}
-    raw: dict[str, list] = {}
     try:
-        for name in servers:
-            try:
-                srv = factories[name]()
-            except Exception as exc:  # e.g. MLServer's own virtualenv cannot be built
-                failed[name] = str(exc)
-                ctx.log(f"  {name} FAILED: {str(exc).splitlines()[0] if str(exc) else exc}")
-                continue
-            ctx.log(f"  starting {srv.label} ...")
-            try:
-                srv.start()
-                ready = srv.wait_ready()
-                diff = check_same_model(srv, records[:8], expected,
-                                        bodies_for[name][1][:8] if name in bodies_for else None)
-            except Exception as exc:  # a peer that cannot run is reported, the others still are
-                srv.stop()
-                failed[name] = str(exc)
-                ctx.log(f"  {srv.label} FAILED: {str(exc).splitlines()[0]}")
-                continue
-            started.append(srv)
-            info[name] = {"label": srv.label, "endpoint": srv.predict_path, "ready_s": ready,
-                          "max_abs_diff_vs_model": diff}
-            ctx.log(f"  {srv.label} ready in {ready:.1f} s at {srv.predict_url}")
-        for r in range(repeats):
-            for srv in started:
-                ctx.log(f"  repeat {r + 1}/{repeats}: {srv.label} at concurrency {', '.join(map(str, levels))} "
-                        f"({duration:g} s each)")
-                try:
-                    rows = run_load(srv.predict_url, bodies_for.get(srv.name, (bodies_path,))[0], levels, duration,
-                                    warmup)
-                except Exception as exc:
-                    failed.setdefault(srv.name, f"load run failed: {exc}")
-                    continue
-                raw.setdefault(srv.name, []).append(rows)
+        info = start_servers(ctx, reg, servers, records, bodies_for, started, failed)
+        raw = measure(ctx, started, bodies_for, repeats, levels, duration, warmup, failed)
         wrk_out = cross_check_wrk(ctx, [s for s in started if s.name == "kfct"], records[0], levels, duration)
     finally:
         for srv in started:
             srv.stop()
-
-    cells: dict[str, dict] = {}
-    for name, reps in raw.items():
-        for level in levels:
-            runs = [row for rep in reps for row in rep if row["concurrency"] == level]
-            cells.setdefault(name, {})[str(level)] = aggregate(runs)
+    cells = {name: {str(level): aggregate([row for rep in reps for row in rep if row["concurrency"] == level])
+                    for level in levels}
+             for name, reps in raw.items()}
     return {
         "model": {"name": reg.name, "version": reg.version, "train_rows": reg.train_rows},
         "payload": f"V1 JSON, 1 instance per request (id + {len(feature_columns(cfg))} features), "
@@ -199,6 +147,84 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
         "servers": info, "cells": cells, "ratios": ratios(cells), "failed": failed, "raw": raw, "wrk": wrk_out,
         "measured": {**measured, "load_after": os.getloadavg()[0]},
     }
+
+
+def write_bodies(ctx: Context, reg, records: list[dict]) -> dict[str, tuple[Path, list]]:
+    """The request bodies each server gets, on disk for the load generator: {server: (path, bodies)};
+    the V1 bodies under "default", MLServer's V2 rows (encoded in the client) under "mlserver"."""
+    v1 = [{"instances": [r]} for r in records]
+    v1_path = ctx.workdir / "serving-bodies.json"
+    v1_path.write_text(json.dumps(v1))
+    ml_bodies = peers.mlserver_bodies(reg.model, records)
+    ml_bodies_path = ctx.workdir / "serving-bodies-mlserver.json"
+    ml_bodies_path.write_text(json.dumps(ml_bodies))
+    return {"default": (v1_path, v1), "mlserver": (ml_bodies_path, ml_bodies)}
+
+
+def server_factories(ctx: Context, reg) -> dict:
+    """name -> a function that builds (does not start) that server on the registered version."""
+    def mlserver():
+        bin_dir = peers.ensure_mlserver_venv(ctx.cache_dir, ctx.log)
+        return peers.mlserver_server(bin_dir, reg.model, reg.name, reg.version, ctx.workdir, ctx.logs)
+
+    return {
+        "mlserver": mlserver,
+        "kfct": lambda: peers.kfct_server(ctx.home, ctx.tracking_uri, reg.name, ctx.logs),
+        "mlflow": lambda: peers.mlflow_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
+        "fastapi": lambda: peers.fastapi_server(ctx.home, ctx.tracking_uri, reg.name, reg.version, ctx.logs),
+    }
+
+
+def start_servers(ctx: Context, reg, names, records: list[dict], bodies_for: dict, started: list,
+                  failed: dict) -> dict[str, dict]:
+    """Start the servers one after another, each checked against the model's own probabilities; those
+    that run are appended to `started` as they come up (the caller stops them), those that cannot go to
+    `failed`. Returns what the report says of each: label, endpoint, start-up time, largest difference."""
+    expected = reg.model.predict_proba_records([{k: v for k, v in r.items()} for r in records[:8]])
+    factories = server_factories(ctx, reg)
+    info: dict[str, dict] = {}
+    for name in names:
+        try:
+            srv = factories[name]()
+        except Exception as exc:  # e.g. MLServer's own virtualenv cannot be built
+            failed[name] = str(exc)
+            ctx.log(f"  {name} FAILED: {str(exc).splitlines()[0] if str(exc) else exc}")
+            continue
+        ctx.log(f"  starting {srv.label} ...")
+        try:
+            srv.start()
+            ready = srv.wait_ready()
+            diff = check_same_model(srv, records[:8], expected,
+                                    bodies_for[name][1][:8] if name in bodies_for else None)
+        except Exception as exc:  # a peer that cannot run is reported, the others still are
+            srv.stop()
+            failed[name] = str(exc)
+            ctx.log(f"  {srv.label} FAILED: {str(exc).splitlines()[0]}")
+            continue
+        started.append(srv)
+        info[name] = {"label": srv.label, "endpoint": srv.predict_path, "ready_s": ready,
+                      "max_abs_diff_vs_model": diff}
+        ctx.log(f"  {srv.label} ready in {ready:.1f} s at {srv.predict_url}")
+    return info
+
+
+def measure(ctx: Context, started: list, bodies_for: dict, repeats: int, levels, duration: float, warmup: float,
+            failed: dict) -> dict[str, list]:
+    """Every repeat measures each server in turn (slow drift in the machine's load spreads over all of
+    them); {server: [one list of rows per repeat]}; a failed load run goes to `failed`."""
+    raw: dict[str, list] = {}
+    for r in range(repeats):
+        for srv in started:
+            ctx.log(f"  repeat {r + 1}/{repeats}: {srv.label} at concurrency {', '.join(map(str, levels))} "
+                    f"({duration:g} s each)")
+            try:
+                rows = run_load(srv.predict_url, bodies_for.get(srv.name, bodies_for["default"])[0], levels,
+                                duration, warmup)
+            except Exception as exc:
+                failed.setdefault(srv.name, f"load run failed: {exc}")
+                continue
+            raw.setdefault(srv.name, []).append(rows)
+    return raw
 
 
 def cross_check_wrk(ctx: Context, servers: list, record: dict, levels, duration: float) -> dict:

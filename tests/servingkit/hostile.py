@@ -154,14 +154,13 @@ def v2_body(r=BASE, types=None, **input_changes):
 
 
 def v2_cases() -> list[dict]:
-    P = {"path": V2}
-    out = [case("v2 valid", expect=[200], json_body=v2_body(), **P),
-           case("v2 valid outputs subset", expect=[200], json_body={**v2_body(), "outputs": [{"name": "probability"}]},
-                **P),
-           case("v2 records input", expect=[200], json_body={"inputs": [{"name": "instances", "shape": [1],
-                                                                        "datatype": "BYTES",
-                                                                        "data": [json.dumps(BASE)]}]}, **P)]
-    bad = [
+    """Open Inference Protocol (V2) requests: valid ones, one bad tensor each, bad bodies and routes."""
+    return v2_valid_cases() + v2_bad_tensor_cases() + v2_body_and_route_cases()
+
+
+def v2_bad_tensors() -> list[tuple[str, str, dict]]:
+    """One tensor of the valid V2 body changed in one way: (what, input name, the change)."""
+    return [
         ("INT64 with 1.5", "tenure_days", {"data": [1.5]}),
         ("UINT8 with 300", "tenure_days", {"datatype": "UINT8", "data": [300]}),
         ("INT8 with -200", "frequency", {"datatype": "INT8", "data": [-200]}),
@@ -195,7 +194,22 @@ def v2_cases() -> list[dict]:
         ("below minimum", "tenure_days", {"data": [-5]}),
         ("above maximum", "international_calls_ratio", {"data": [2.0]}),
     ]
-    for what, name, ch in bad:
+
+
+def v2_valid_cases() -> list[dict]:
+    P = {"path": V2}
+    return [case("v2 valid", expect=[200], json_body=v2_body(), **P),
+            case("v2 valid outputs subset", expect=[200], json_body={**v2_body(), "outputs": [{"name": "probability"}]},
+                 **P),
+            case("v2 records input", expect=[200], json_body={"inputs": [{"name": "instances", "shape": [1],
+                                                                         "datatype": "BYTES",
+                                                                         "data": [json.dumps(BASE)]}]}, **P)]
+
+
+def v2_bad_tensor_cases() -> list[dict]:
+    P = {"path": V2}
+    out = []
+    for what, name, ch in v2_bad_tensors():
         b = v2_body(**{name: ch})
         if what == "shape strings":  # pydantic's lax mode reads "1" as 1: allowed either way
             out.append(case(f"v2 {what}", json_body=b, expect=[200, 400], **P))
@@ -204,8 +218,13 @@ def v2_cases() -> list[dict]:
             if inp.get("datatype") is None:
                 inp.pop("datatype")
         out.append(case(f"v2 {what}", json_body=b, **P))
+    return out
+
+
+def v2_body_and_route_cases() -> list[dict]:
+    P = {"path": V2}
     big = json.dumps(v2_body()).replace('"data": [547]', '"data": [' + str(10 ** 400) + "]")
-    out += [
+    return [
         case("v2 INT64 10**400", raw=big, **P),
         case("v2 unknown output", json_body={**v2_body(), "outputs": [{"name": "shap_values"}]}, **P),
         case("v2 outputs not a list", json_body={**v2_body(), "outputs": "probability"}, **P),
@@ -240,7 +259,6 @@ def v2_cases() -> list[dict]:
         case("v2 model metadata", method="GET", path=f"/v2/models/{MODEL}", expect=[200]),
         case("v2 model ready", method="GET", path=f"/v2/models/{MODEL}/ready", expect=[200]),
     ]
-    return out
 
 
 # -- binary extension ------------------------------------------------------------------------
