@@ -399,3 +399,20 @@ _ROUTES = (
     (("GET",), r"/recurringruns", _Server._list_recurring),
     (("GET", "DELETE"), r"/recurringruns/([^/:]+)", _Server._recurring),
 )
+
+
+def point_kfct_at(monkeypatch, host: str, token: str | None, home) -> None:
+    """kfct's KFP settings for a test: the API at `host` with `token` (None: no token), HOME under the
+    test's temp dir (kfp.Client reads ~/.config/kfp/context.json), none of the variables that would make
+    kfp.Client pick an in-cluster endpoint of its own; settings re-read."""
+    from kfct.settings import reset_settings
+
+    monkeypatch.setenv("KFCT_KFP_HOST", host)
+    if token is None:
+        monkeypatch.delenv("KFCT_KFP_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("KFCT_KFP_TOKEN", token)
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    reset_settings()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from fakes.kfp_server import FakeKfpServer  # tests/ is on sys.path (tests/conftest.py)
+from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
 from tests.faultkit.proxy import FaultProxy
 
 TIMEOUT_S = 1.0
@@ -46,14 +46,9 @@ def hanging_kfp(monkeypatch, tmp_path):
         host, port = server.url.removeprefix("http://").split(":")
         with FaultProxy(host, int(port)) as proxy:
             monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
-            monkeypatch.setenv("KFCT_KFP_HOST", f"http://{proxy.address}")
             monkeypatch.setenv("KFCT_NET_TIMEOUT_SECONDS", str(TIMEOUT_S))
             monkeypatch.setenv("KFCT_NET_CONNECT_TIMEOUT_SECONDS", str(TIMEOUT_S))
-            monkeypatch.setenv("HOME", str(tmp_path))
-            for var in ("KFCT_KFP_TOKEN", "KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT",
-                        "KF_PIPELINES_UI_ENDPOINT"):
-                monkeypatch.delenv(var, raising=False)
-            reset_settings()
+            point_kfct_at(monkeypatch, f"http://{proxy.address}", None, tmp_path)
             probe = kfp_client._probe
 
             def probe_then_hang(*a, **k):

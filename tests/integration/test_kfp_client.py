@@ -10,11 +10,11 @@ delete, and the one-line errors for an unreachable host and a 401.
 
 # no `from __future__ import annotations`: kfp reads the component annotations as types.
 import json
-import socket
 
 import pytest
 
-from fakes.kfp_server import FakeKfpServer  # tests/ is on sys.path (tests/conftest.py)
+from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
+from tests.faultkit.servers import free_port
 
 TOKEN = "t0k3n-for-tests"
 
@@ -48,21 +48,10 @@ def kfp_env(kfp_server, monkeypatch, tmp_path):
     from kfct.settings import get_settings, reset_settings
 
     monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KFCT_KFP_HOST", kfp_server.url)
-    monkeypatch.setenv("KFCT_KFP_TOKEN", TOKEN)
     monkeypatch.setenv("KFCT_KFP_EXPERIMENT", "kfct-tests")
-    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
-    for var in ("KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    reset_settings()
+    point_kfct_at(monkeypatch, kfp_server.url, TOKEN, tmp_path)
     yield get_settings()
     reset_settings()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_submit_uploads_pipeline_creates_experiment_and_run(kfp_env, kfp_server, package):
@@ -236,7 +225,7 @@ def test_unreachable_or_unconfigured_host(kfp_env, package, monkeypatch):
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
 
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("KFCT_KFP_HOST", dead)
     reset_settings()
     with pytest.raises(KfpError, match=rf"Kubeflow Pipelines at {dead} unreachable \(ConnectionError") as err:
@@ -351,7 +340,7 @@ def test_cli_errors_are_one_line(kfp_env, package, monkeypatch, capsys, tmp_path
     err = capsys.readouterr().err
     assert rc == 2 and "kfct data push" in err and len(err.strip().splitlines()) == 1
 
-    monkeypatch.setenv("KFCT_KFP_HOST", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("KFCT_KFP_HOST", f"http://127.0.0.1:{free_port()}")
     reset_settings()
     rc = main(["schedule", "--list"])
     err = capsys.readouterr().err

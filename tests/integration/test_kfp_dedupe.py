@@ -6,7 +6,7 @@ which returns each version's stored spec the way the API server does."""
 # no `from __future__ import annotations`: kfp reads the component annotations as types.
 import pytest
 
-from fakes.kfp_server import FakeKfpServer  # tests/ is on sys.path (tests/conftest.py)
+from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
 
 TOKEN = "dedupe-token"
 
@@ -42,13 +42,8 @@ def kfp_env(kfp_server, monkeypatch, tmp_path):
     from kfct.settings import get_settings, reset_settings
 
     monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KFCT_KFP_HOST", kfp_server.url)
-    monkeypatch.setenv("KFCT_KFP_TOKEN", TOKEN)
     monkeypatch.setenv("KFCT_KFP_EXPERIMENT", "kfct-tests")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for var in ("KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    reset_settings()
+    point_kfct_at(monkeypatch, kfp_server.url, TOKEN, tmp_path)
     yield get_settings()
     reset_settings()
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fakes.kfp_server import FakeKfpServer  # tests/ is on sys.path (tests/conftest.py)
+from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
 
 TOKEN = "t0k3n"
 DRIFT = {"retrain": True, "severity": "critical", "reason": "drift share 0.667 > 0.2", "has_labels": True}
@@ -16,12 +16,7 @@ def cluster(kfct_home, monkeypatch, tmp_path):
     from kfct.settings import get_settings, reset_settings
 
     with FakeKfpServer(token=TOKEN) as server:
-        monkeypatch.setenv("KFCT_KFP_HOST", server.url)
-        monkeypatch.setenv("KFCT_KFP_TOKEN", TOKEN)
-        monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
-        for var in ("KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
-            monkeypatch.delenv(var, raising=False)
-        reset_settings()
+        point_kfct_at(monkeypatch, server.url, TOKEN, tmp_path)
         from kfct.pipelines import kfp_client
         from kfct.pipelines.compile import compile_ct
 

@@ -5,18 +5,14 @@ Each test names the item it covers; each failed on the code before the fix."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.servingkit import (MODEL_NAME, Client, Traffic, free_port, records, serving_env,  # noqa: F401
-                              serving_registry, v2_body, wait_for)
+from tests.servingkit import (MODEL_NAME, Client, Traffic, free_port, records, server_process,  # noqa: F401
+                              serving_env, serving_registry, v2_body, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -266,34 +262,14 @@ def test_8_no_watch_sigterm_exits_0_flushes_the_log_ignores_the_split_and_logs_o
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     update_state(MODEL_NAME, state_path(MODEL_NAME, serving_env.home), champion_version=v_b,
                  reason="must be ignored by --no-watch")
-    port = free_port()
-    env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-m", "kfct", "serve", "--no-watch", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        c = Client(f"http://127.0.0.1:{port}")
-
-        def ready():
-            try:
-                return c.request("GET", "/v2/health/ready")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(ready, timeout=90, interval=0.2, what="kfct serve to come up")
+    with server_process(["kfct", "serve", "--no-watch"], serving_env.home, "kfct serve to come up") as srv:
+        c = srv.client
         status, body, _ = c.predict(MODEL_NAME, records(3, seed=12))
         assert status == 200 and body["model_version"] == v_a
         assert c.predict("no-such-model", records(1))[0] == 404
         assert c.request("GET", f"/v1/models/{MODEL_NAME}:predict")[0] == 405
-        c.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, text[-2000:]
+    text = srv.output.decode(errors="replace")
+    assert srv.proc.returncode == 0, text[-2000:]
     assert "cannot join thread" not in text and "Traceback" not in text, text[-2000:]
     assert " ERROR " not in text, text[-2000:]
     log = read_prediction_log(root=serving_env.home / "predictions")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.servingkit import MODEL_NAME, Client, free_port, records, serving_env, serving_registry, wait_for  # noqa: F401
+from tests.servingkit import MODEL_NAME, free_port, records, serving_env, server_process, serving_registry  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -82,29 +78,9 @@ def test_kfct_score_and_deploy_commands(serving_env, customers, tmp_path, capsys
 
 def test_python_m_serving_process(serving_env, tmp_path):
     """The subprocess entry the benchmarks use: host/port arguments, SIGTERM stops it cleanly."""
-    port = free_port()
-    env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-prediction-log"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        c = Client(f"http://127.0.0.1:{port}")
-
-        def ready():
-            try:
-                return c.request("GET", "/v2/health/ready")[0] == 200
-            except OSError:
-                return False
-
-        wait_for(ready, timeout=90, interval=0.2, what="python -m kfct.serving to come up")
-        status, body, _ = c.predict(MODEL_NAME, records(3))
+    with server_process(["kfct.serving", "--host", "127.0.0.1", "--no-prediction-log"], serving_env.home,
+                        "python -m kfct.serving to come up") as srv:
+        status, body, _ = srv.client.predict(MODEL_NAME, records(3))
         assert status == 200 and body["model_version"] == serving_env.versions["good_a"]
-        c.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
-    assert b"serving churn-classifier on http://127.0.0.1" in out
+    assert srv.proc.returncode == 0, srv.output.decode(errors="replace")[-2000:]
+    assert b"serving churn-classifier on http://127.0.0.1" in srv.output

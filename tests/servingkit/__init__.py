@@ -10,10 +10,14 @@ They are pickled by value (cloudpickle) so any process can load them.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.faultkit.servers import free_port
 
 MODEL_NAME = "churn-classifier"
 ROLES = ("good_a", "good_b", "faulty", "slow", "flipped")
@@ -302,12 +308,42 @@ def wait_for(cond, timeout: float = 20.0, interval: float = 0.05, what: str = "c
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def free_port() -> int:
-    import socket
+@dataclass
+class ServerProcess:
+    """A model server in a process of its own: its client while it runs, its output once stopped."""
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    proc: subprocess.Popen
+    client: Client
+    output: bytes = b""
+
+
+@contextlib.contextmanager
+def server_process(args: list[str], home: Path, what: str):
+    """`python -m ARGS --port <free port>` on the registry under `home`, yielded once it answers
+    /v2/health/ready; stopped with SIGTERM on the way out (as a pod is), so the caller can check
+    its exit code and `output` after the block."""
+    port = free_port()
+    env = dict(os.environ, KFCT_HOME=str(home), PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-m", *args, "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, Client(f"http://127.0.0.1:{port}"))
+    try:
+        def ready():
+            try:
+                return server.client.request("GET", "/v2/health/ready")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=90, interval=0.2, what=what)
+        yield server
+        server.client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            server.output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            server.output, _ = proc.communicate()
 
 
 def env_flag(name: str) -> bool:
