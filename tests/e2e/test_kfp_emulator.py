@@ -9,6 +9,7 @@ from typing import List
 import pytest
 
 from tests.e2e.kfp_emulator import Emulator, evaluate_condition, unshare_available
+from tests.faultkit.servers import moto_s3
 
 pytestmark = pytest.mark.slow
 
@@ -55,14 +56,10 @@ def test_parallel_for_collected_and_conditions(tmp_path):
         pytest.skip(why)
     import boto3
     from kfp import compiler
-    from moto.server import ThreadedMotoServer
 
     ir = tmp_path / "emu.yaml"
     compiler.Compiler().compile(_pipeline(), str(ir))
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
+    with moto_s3() as (host, port):
         url = f"http://{host}:{port}"
         boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
                      aws_secret_access_key="s").create_bucket(Bucket="emu-bucket")
@@ -81,8 +78,6 @@ def test_parallel_for_collected_and_conditions(tmp_path):
         assert run.task("gather").parameters["Output"] == 0 + 1 + 4 + 9
         assert len(run.task("for-loop-1").artifacts["pipelinechannel--square-out"]) == 4
         assert run.task("condition-2").state == "SKIPPED"  # never() did not run
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("expr,params,want", [

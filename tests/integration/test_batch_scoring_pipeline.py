@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from tests.faultkit.servers import moto_s3
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -113,7 +114,6 @@ def test_gathered_result_is_published_to_s3(tmp_path, monkeypatch):
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from moto.server import ThreadedMotoServer
 
     from kfct import s3
     from kfct.components.batch_score import BatchScoringError, gather_core, publish
@@ -128,29 +128,26 @@ def test_gathered_result_is_published_to_s3(tmp_path, monkeypatch):
     summary = gather_core([(1, tmp_path / "s1"), (0, tmp_path / "s0")], "7", MODEL_NAME, tmp_path / "out", "ab12")
     assert summary["rows"] == 4 and summary["churn_rate"] == 0.5 and summary["shards"] == 2
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     try:
-        host, port = server.get_host_and_port()
-        monkeypatch.setenv("KFCT_S3_ENDPOINT", f"{host}:{port}")
-        monkeypatch.setenv("KFCT_S3_ACCESS_KEY", "test")
-        monkeypatch.setenv("KFCT_S3_SECRET_KEY", "test")
-        monkeypatch.delenv("KFCT_S3_SECURE", raising=False)
-        reset_settings()
-        s3.ensure_bucket("kfct", create=True)
-        prefix = publish(tmp_path / "out", "s3://kfct/scores/2026-11/")
-        assert prefix == "s3://kfct/scores/2026-11"
-        keys = sorted(o.object_name for o in s3.client().list_objects("kfct", prefix="scores/2026-11/", recursive=True))
-        assert keys == ["scores/2026-11/_summary.json", "scores/2026-11/shard=00000/part-0.parquet",
-                        "scores/2026-11/shard=00001/part-0.parquet"]
-        resp = s3.client().get_object("kfct", "scores/2026-11/shard=00001/part-0.parquet")
-        try:
-            assert pq.read_table(io.BytesIO(resp.read())).column("customer_id").to_pylist() == ["c1a", "c1b"]
-        finally:
-            resp.close()
-            resp.release_conn()
-        with pytest.raises(BatchScoringError, match="output_uri must be an s3:// prefix"):
-            publish(tmp_path / "out", "/tmp/somewhere")
+        with moto_s3() as (host, port):
+            monkeypatch.setenv("KFCT_S3_ENDPOINT", f"{host}:{port}")
+            monkeypatch.setenv("KFCT_S3_ACCESS_KEY", "test")
+            monkeypatch.setenv("KFCT_S3_SECRET_KEY", "test")
+            monkeypatch.delenv("KFCT_S3_SECURE", raising=False)
+            reset_settings()
+            s3.ensure_bucket("kfct", create=True)
+            prefix = publish(tmp_path / "out", "s3://kfct/scores/2026-11/")
+            assert prefix == "s3://kfct/scores/2026-11"
+            keys = sorted(o.object_name for o in s3.client().list_objects("kfct", prefix="scores/2026-11/", recursive=True))
+            assert keys == ["scores/2026-11/_summary.json", "scores/2026-11/shard=00000/part-0.parquet",
+                            "scores/2026-11/shard=00001/part-0.parquet"]
+            resp = s3.client().get_object("kfct", "scores/2026-11/shard=00001/part-0.parquet")
+            try:
+                assert pq.read_table(io.BytesIO(resp.read())).column("customer_id").to_pylist() == ["c1a", "c1b"]
+            finally:
+                resp.close()
+                resp.release_conn()
+            with pytest.raises(BatchScoringError, match="output_uri must be an s3:// prefix"):
+                publish(tmp_path / "out", "/tmp/somewhere")
     finally:
-        server.stop()
         reset_settings()
