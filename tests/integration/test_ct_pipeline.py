@@ -40,6 +40,16 @@ def data_path(home):
     return write_frame(generate(ROWS, seed=42), home / "data" / "customers.parquet")
 
 
+@pytest.fixture(autouse=True)
+def _registry_read_here(home):
+    """The stages ran in processes of their own, so nothing in this one has pointed MLflow at the store
+    yet: each test reads the registry through kfct.registry.setup. Without it a test run alone reads
+    MLflow's default, a new ./mlflow.db in the working directory (and fails on an empty registry)."""
+    from kfct import registry
+
+    registry.setup()
+
+
 def _registry_state(name):
     from mlflow import MlflowClient
 
