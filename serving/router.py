@@ -512,6 +512,7 @@ class SplitWatcher:
         self.alias_poll_seconds = alias_poll_seconds
         self._aliases: dict[str, str] | None = None
         self._aliases_at = 0.0
+        self._registry_set_up = False
         # A failed load (MLflow / MinIO away) is retried after retry_seconds, doubling up to
         # max_retry_seconds; also when a model already serves (a reload that failed is not
         # forgotten: the new split is applied once the dependency is back).
@@ -585,6 +586,11 @@ class SplitWatcher:
         try:
             from kfct import registry
 
+            if not self._registry_set_up:
+                # The first poll comes before any load: without this it would read MLflow's default
+                # store, a new ./mlflow.db in the server's working directory.
+                registry.setup(attempts=1)
+                self._registry_set_up = True
             now = registry.aliases(self.router.name, attempts=1)  # this loop is the retry
         except Exception as exc:  # registry away: keep serving what the file says
             log.warning("aliases of %s not read, following the split file: %s", self.router.name, exc)
