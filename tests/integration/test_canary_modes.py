@@ -64,7 +64,7 @@ def test_standard_mode_deploy_writes_spec_canary_not_canary_traffic_percent(serv
 
 
 def test_serverless_mode_deploy_keeps_canary_traffic_percent(serving_env, monkeypatch):
-    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    v_b = serving_env.versions["good_b"]
     with FakeKubeApi(controller=True) as kube:
         out = deploy(serving_env, kube, "good_b", "Serverless", monkeypatch)
         assert out["deployment_mode"] == "Serverless"
