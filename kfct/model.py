@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError
 
 from kfct.errors import FeatureError  # here too: where the encoder raises it
 
@@ -227,9 +228,16 @@ class ChurnModel(BaseEstimator, ClassifierMixin):
     def classes_(self) -> np.ndarray:
         return np.array([0, 1])
 
+    def _fitted_encoder(self) -> TabularEncoder:
+        """The encoder; None only on an unassembled instance (sklearn's clone needs the None default).
+        NotFittedError is an AttributeError, as the bare `None.transform` it replaces was."""
+        if self.encoder is None:
+            raise NotFittedError("ChurnModel has no encoder: it is assembled by kfct.components.train")
+        return self.encoder
+
     @property
     def feature_names(self) -> list[str]:
-        return self.encoder.input_features
+        return self._fitted_encoder().input_features
 
     def fit(self, X, y):  # pragma: no cover - training happens in kfct.components.train
         raise NotImplementedError("ChurnModel is assembled by kfct.components.train, not fitted directly")
@@ -246,7 +254,7 @@ class ChurnModel(BaseEstimator, ClassifierMixin):
         return self.estimator.predict_proba(M)[:, 1].astype(np.float64)
 
     def predict_positive(self, X: pd.DataFrame) -> np.ndarray:
-        return self.proba_from_matrix(self.encoder.transform(X))
+        return self.proba_from_matrix(self._fitted_encoder().transform(X))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         p = self.predict_positive(X)
@@ -256,4 +264,4 @@ class ChurnModel(BaseEstimator, ClassifierMixin):
         return (self.predict_positive(X) >= self.threshold).astype(np.int64)
 
     def predict_proba_records(self, records: Iterable[dict]) -> np.ndarray:
-        return self.proba_from_matrix(self.encoder.transform_records(records))
+        return self.proba_from_matrix(self._fitted_encoder().transform_records(records))

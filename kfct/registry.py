@@ -13,6 +13,7 @@ server verifies before it serves a version.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kfct.errors import KfctError
 
@@ -40,7 +41,8 @@ def _redact(uri: str) -> str:
 
     parts = urlsplit(uri)
     if parts.password or parts.username:
-        return uri.replace(parts.netloc, parts.hostname + (f":{parts.port}" if parts.port else ""))
+        # no host at all is legal: postgresql://user:pw@/mlflow?host=/run/postgresql (a unix socket)
+        return uri.replace(parts.netloc, (parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
     return uri
 
 
@@ -314,11 +316,15 @@ def register_once(model_uri: str, name: str, tags: dict[str, str], run_id: str) 
     held = set(aliases(name).values())
     for extra in versions_of_run(name, run_id):
         if str(extra.version) != version and str(extra.version) not in held:
-            retry_call(lambda v=extra.version: client().delete_model_version(name, str(v)),
+            retry_call(functools.partial(_delete_version, name, str(extra.version)),
                        f"remove duplicate {name} v{extra.version}")
             audit.record("duplicate_version_removed", model_name=name, version=str(extra.version), kept=version,
                          mlflow_run_id=run_id, reason="a repeated create request made a second version of one run")
     return version, created
+
+
+def _delete_version(name: str, version: str) -> None:
+    client().delete_model_version(name, version)
 
 
 def describe(name: str, version: str, version_text: str, model_text: str) -> None:
@@ -389,28 +395,29 @@ class _FileLock:
 
     kind = "file"
 
-    def __init__(self, path, timeout: float):
-        self.path, self.timeout, self.fh = path, timeout, None
+    def __init__(self, path: Path, timeout: float):
+        self.path, self.timeout = path, timeout
+        self.fh: IO[str] | None = None
 
     def acquire(self) -> None:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a+")
+        fh = self.fh = open(self.path, "a+")
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.fh.seek(0)
-                self.fh.truncate()
-                self.fh.write(_owner_token())
-                self.fh.flush()
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fh.seek(0)
+                fh.truncate()
+                fh.write(_owner_token())
+                fh.flush()
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    self.fh.seek(0)
-                    holder = self.fh.read().strip() or "?"
-                    self.fh.close()
+                    fh.seek(0)
+                    holder = fh.read().strip() or "?"
+                    fh.close()
                     raise RegistryLockTimeout(f"registry lock {self.path} still held by {holder} after "
                                               f"{self.timeout:.0f} s") from None
                 time.sleep(0.05)
@@ -458,6 +465,9 @@ class _TagLease:
         except ValueError:
             return None
 
+    def _write(self, body: str) -> None:
+        client().set_registered_model_tag(self.name, LEASE_TAG, body)
+
     def _ensure_model(self) -> None:
         from mlflow.exceptions import MlflowException
 
@@ -486,8 +496,7 @@ class _TagLease:
             if cur is None or float(cur.get("expires", 0)) < time.time() or cur.get("owner") == self.token:
                 body = json.dumps({"owner": self.token, "expires": time.time() + self.lease_seconds})
                 try:
-                    retry_call(lambda b=body: client().set_registered_model_tag(self.name, LEASE_TAG, b),
-                               f"write lease of {self.name}")
+                    retry_call(functools.partial(self._write, body), f"write lease of {self.name}")
                 except MlflowException as exc:
                     if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
                             and "Duplicate" not in str(exc):
@@ -537,6 +546,7 @@ def champion_lock(name: str, settings=None):
     if name in held:  # re-entered by the same thread (e.g. a promotion that deploys): already ours
         yield held[name]
         return
+    lock: _TagLease | _FileLock
     if _is_remote(s.tracking_uri):
         lock = _TagLease(name, s.registry_lease_seconds, s.registry_lock_timeout_seconds)
     else:

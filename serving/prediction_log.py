@@ -327,7 +327,8 @@ def build_table(items: list, id_column: str = "customer_id"):
     import numpy as np
     import pyarrow as pa
 
-    ts, req, names, versions, roles, ids, probs, labels, thrs = [], [], [], [], [], [], [], [], []
+    ts, req, names, versions, roles, probs, labels, thrs = [], [], [], [], [], [], [], []
+    ids: list[str | None] = []
     records: list[dict] = []
     for (t, rid, mname, ver, role, recs, p, lab, thr) in items:
         n = len(recs)

@@ -108,7 +108,8 @@ def check_object(obj: dict) -> tuple[bool, list[str]]:
             errors.append(f"{name}.spec.selector: required")
         _walk_fields(spec, PODDEFAULT_SPEC, {k: k for k in PODDEFAULT_SPEC}, f"{name}.spec", errors, "PodDefault spec")
         return True, errors
-    entry = MODELS.get((api, kind))
+    # A non-string apiVersion/kind (`kind: [Service]`) is no kind we know: unchecked, not a TypeError.
+    entry = MODELS.get((api, kind)) if isinstance(api, str) and isinstance(kind, str) else None
     if entry is None:
         return False, []
     cls = _model(entry[1])
