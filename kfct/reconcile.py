@@ -23,6 +23,11 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfct.registry import RegistryLock
+    from kfct.settings import Settings
 
 HOST_TAG, PID_TAG, BOOT_TAG, START_TAG = "kfct.host", "kfct.pid", "kfct.boot_id", "kfct.proc_start"
 
@@ -64,7 +69,7 @@ def run_is_dead(tags: dict, start_ms: int | None, stale_seconds: float, now: flo
     return None
 
 
-def reconcile_runs(settings=None) -> list[dict]:
+def reconcile_runs(settings: Settings | None = None) -> list[dict]:
     """Mark dead RUNNING runs KILLED and their PENDING logged models FAILED."""
     from kfct import audit, registry
     from kfct.retry import retry_call
@@ -106,7 +111,7 @@ def reconcile_runs(settings=None) -> list[dict]:
     return found
 
 
-def _logged_models(c, experiment_id: str, limit: int = 5000) -> list:
+def _logged_models(c: Any, experiment_id: str, limit: int = 5000) -> list:
     """All logged models of the experiment (MLflow's search cannot filter on status)."""
     from kfct.retry import retry_call
 
@@ -164,7 +169,8 @@ def reconcile_versions(name: str, own_run_id: str | None = None) -> list[dict]:
     return found
 
 
-def reconcile(name: str, settings=None, own_run_id: str | None = None, lock=None) -> list[dict]:
+def reconcile(name: str, settings: Settings | None = None, own_run_id: str | None = None,
+              lock: RegistryLock | None = None) -> list[dict]:
     """Runs and versions; takes the registry lock for the versions unless `lock` is given."""
     from kfct import registry
 

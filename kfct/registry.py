@@ -25,9 +25,15 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from kfct.model import ChurnModel
+    from kfct.settings import Settings
 
 MODEL_FILE = "model.pkl"
 # Version tags of the registration protocol (see `register_once` and kfct.reconcile).
@@ -46,7 +52,7 @@ def _redact(uri: str) -> str:
     return uri
 
 
-def configure_http(settings=None) -> None:
+def configure_http(settings: Settings | None = None) -> None:
     """MLflow's HTTP client reads its timeout and retries from env: set them from Settings.
 
     MLflow's defaults are a 120 s timeout and 7 retries with backoff factor 2 (minutes per
@@ -69,7 +75,7 @@ def configure_http(settings=None) -> None:
 _http_env_set: dict[str, str] = {}
 
 
-def setup(settings=None, experiment: str | None = None, attempts: int | None = None) -> str:
+def setup(settings: Settings | None = None, experiment: str | None = None, attempts: int | None = None) -> str:
     """Point MLflow at the configured store; create the experiment. Returns its id.
 
     `attempts=1` for callers that retry on their own cycle (the model server's loader)."""
@@ -110,7 +116,7 @@ def setup(settings=None, experiment: str | None = None, attempts: int | None = N
     return exp_id
 
 
-def prepare_store_in_background(settings=None):
+def prepare_store_in_background(settings: Settings | None = None) -> subprocess.Popen[bytes] | None:
     """Create a new local SQLite store in a background process; returns it (or None: nothing to do).
 
     MLflow builds a new SQLite store's schema on first use (about 60 alembic migrations,
@@ -136,7 +142,7 @@ def prepare_store_in_background(settings=None):
 
 
 @contextmanager
-def _store_init_lock(tracking_uri: str):
+def _store_init_lock(tracking_uri: str) -> Iterator[None]:
     """An exclusive file lock beside a local SQLite store while this process first opens it.
 
     MLflow creates a new SQLite store's schema (alembic migrations) on first use; two
@@ -158,13 +164,14 @@ def _store_init_lock(tracking_uri: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def client():
+def client() -> Any:
+    """A fresh MlflowClient (typed Any: MLflow is imported only where it is used)."""
     from mlflow import MlflowClient
 
     return MlflowClient()
 
 
-def log_model(model, input_example, name: str = "model") -> dict[str, str]:
+def log_model(model: ChurnModel, input_example: Any, name: str = "model") -> dict[str, str]:
     """Log a ChurnModel in the active run with signature and input example.
 
     Returns model_uri and the sha256 of the serialized model file.
@@ -229,7 +236,7 @@ class ModelIntegrityError(RuntimeError):
     """The downloaded model file does not match the hash recorded at registration."""
 
 
-def resolve_version(name: str, alias: str | None = None, version: str | None = None):
+def resolve_version(name: str, alias: str | None = None, version: str | None = None) -> Any:
     c = client()
     if version:
         return c.get_model_version(name, str(version))
@@ -261,7 +268,7 @@ def alias_version(name: str, alias: str) -> str | None:
 
     from kfct.retry import is_transient, retry_call
 
-    def read():
+    def read() -> str | None:
         try:
             return str(client().get_model_version_by_alias(name, alias).version)
         except MlflowException as exc:
@@ -278,7 +285,7 @@ def aliases(name: str, attempts: int | None = None) -> dict[str, str]:
 
     from kfct.retry import is_transient, retry_call
 
-    def read():
+    def read() -> dict[str, str]:
         try:
             rm = client().get_registered_model(name)
         except MlflowException as exc:
@@ -307,7 +314,7 @@ def versions_of_run(name: str, run_id: str) -> list:
 
     from kfct.retry import is_transient, retry_call
 
-    def search():
+    def search() -> list:
         try:
             found = client().search_model_versions(f"name='{name}' and run_id='{run_id}'")
         except MlflowException as exc:
@@ -498,7 +505,7 @@ class _TagLease:
 
         from kfct.retry import is_transient, retry_call
 
-        def create():
+        def create() -> None:
             try:
                 client().create_registered_model(self.name)
             except MlflowException as exc:
@@ -551,11 +558,12 @@ class _TagLease:
             pass
 
 
+RegistryLock = _TagLease | _FileLock  # what `champion_lock` yields
 _held = threading.local()
 
 
 @contextmanager
-def champion_lock(name: str, settings=None):
+def champion_lock(name: str, settings: Settings | None = None) -> Iterator[RegistryLock]:
     """Serialize gate hand-off -> registration -> alias moves of one registered model.
 
     Local SQLite store: an flock beside the store (dies with its holder). MLflow server: a
@@ -571,7 +579,7 @@ def champion_lock(name: str, settings=None):
     if name in held:  # re-entered by the same thread (e.g. a promotion that deploys): already ours
         yield held[name]
         return
-    lock: _TagLease | _FileLock
+    lock: RegistryLock
     if _is_remote(s.tracking_uri):
         lock = _TagLease(name, s.registry_lease_seconds, s.registry_lock_timeout_seconds)
     else:
@@ -585,7 +593,7 @@ def champion_lock(name: str, settings=None):
         lock.release()
 
 
-def compare_and_set_alias(lock, name: str, alias: str, expected: str | None, version: str, reason: str = "",
+def compare_and_set_alias(lock: RegistryLock, name: str, alias: str, expected: str | None, version: str, reason: str = "",
                           **audit_fields: Any) -> str | None:
     """Move `alias` to `version` only if it still points to `expected` (None = unset).
 
