@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 
-def _show(args) -> int:
+
+def _show(args: argparse.Namespace) -> int:
     import yaml
 
     from kfct.config import load_config
@@ -12,7 +14,7 @@ def _show(args) -> int:
     return 0
 
 
-def _check(args) -> int:
+def _check(args: argparse.Namespace) -> int:
     from kfct.config import feature_columns, load_config
 
     cfg = load_config(args.file)
@@ -24,7 +26,7 @@ def _check(args) -> int:
     return 0
 
 
-def _init(args) -> int:
+def _init(args: argparse.Namespace) -> int:
     from kfct.schema_infer import init_config
 
     inferred = init_config(args.data, args.label, args.out, id_column=args.id, positive=args.positive)
@@ -40,7 +42,7 @@ def _init(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("config", help="show the effective run config or check a config file")
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     csub.required = True
