@@ -356,6 +356,7 @@ def register_once(model_uri: str, name: str, tags: dict[str, str], run_id: str) 
 
 
 def _delete_version(name: str, version: str) -> None:
+    """A fresh client per try, as every retried MLflow call here gets."""
     client().delete_model_version(name, version)
 
 
