@@ -36,7 +36,7 @@ import numpy as np
 
 SUPPORTED_OBJECTIVES = {"binary:logistic", "reg:logistic"}
 MAX_SLOTS = 1 << 20  # padded forest size (T * 2^D, ~21 bytes a slot) above which deep trees keep the booster
-ONE_ROW_TABLE_MAX = 1 << 14  # one row: a next-slot table over all slots beats D small gathers up to about here
+ONE_ROW_TABLE_MAX = 1 << 14  # one row: the next-slot table beats the walk up to ~2e4 slots (measured with 100-800 trees)
 
 
 class TreeEnsemble:
@@ -54,7 +54,12 @@ class TreeEnsemble:
         self.n_slots = n_trees << depth
         self.n_features = int(feature[threshold != np.inf].max(initial=-1)) + 1
         self._roots = np.arange(n_trees, 2 * n_trees, dtype=np.intp)
-        self._twice = 2 * np.arange(self.n_slots, dtype=np.intp) if self.n_slots <= ONE_ROW_TABLE_MAX else None
+        self._twice: np.ndarray | None = None  # one-row path: slot -> left child, or its leaf's index at the last level
+        self._first = self._roots if depth else self._roots - self.n_slots  # one-row path: where the hops start
+        if self.n_slots <= ONE_ROW_TABLE_MAX:
+            self._twice = 2 * np.arange(self.n_slots, dtype=np.intp)
+            if depth:
+                self._twice[self.n_slots // 2:] -= self.n_slots  # leaf slots counted from the first leaf
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """Raw margin (log-odds) of each row of X; NaN is a missing value, as in XGBoost."""
@@ -74,33 +79,41 @@ class TreeEnsemble:
         assert self._twice is not None
         values = x.take(self.feature)
         go = values >= self.threshold
-        if np.isnan(x).any():  # NaN >= t is False (left): send it the split's missing-value way instead
-            go |= np.isnan(values) & self.default_right
+        if math.isnan(x @ x):  # a NaN (and only a NaN: inf * inf is inf) makes the sum of squares NaN
+            go |= np.isnan(values) & self.default_right  # NaN >= t was False (left): go its missing-value way
         nxt = self._twice + go
-        slot = self._roots
+        slot = self._first
         for _ in range(self.depth):
             slot = nxt.take(slot)
-        return float(self.leaf_value.take(slot - self.n_slots).sum()) + self.base_margin
+        return float(np.add.reduce(self.leaf_value.take(slot))) + self.base_margin
 
     def _walk(self, X: np.ndarray) -> np.ndarray:
-        """All (row, tree) pairs down one level per step: three gathers and a compare each."""
+        """All (row, tree) pairs down one level per step: three gathers and a compare each, except
+        the first step, where every pair sits at its tree's root and the roots' splits are known."""
         n, width = X.shape
-        flat = X.reshape(-1)
         missing = bool(np.isnan(X).any())
-        row_start = np.repeat(np.arange(0, n * width, width, dtype=np.intp), self.n_trees)
         slot = np.tile(self._roots, n)
+        if self.depth:
+            slot <<= 1
+            slot += self._go(X[:, self.feature[self._roots]], self._roots, missing).reshape(-1)
+        flat = X.reshape(-1)
+        row_start = np.repeat(np.arange(0, n * width, width, dtype=np.intp), self.n_trees)
         at = np.empty_like(slot)
-        for _ in range(self.depth):
+        for _ in range(self.depth - 1):
             np.take(self.feature, slot, out=at)
             at += row_start
-            values = flat.take(at)
-            go = values >= self.threshold.take(slot)
-            if missing:
-                go |= np.isnan(values) & self.default_right.take(slot)
+            go = self._go(flat.take(at), slot, missing)
             slot <<= 1
             slot += go
         slot -= self.n_slots
         return self.leaf_value.take(slot).reshape(n, self.n_trees).sum(axis=1) + self.base_margin
+
+    def _go(self, values: np.ndarray, slot: np.ndarray, missing: bool) -> np.ndarray:
+        """Whether each value goes right at its slot's split (a NaN goes the split's missing-value way)."""
+        go = values >= self.threshold.take(slot)
+        if missing:
+            go |= np.isnan(values) & self.default_right.take(slot)
+        return go
 
 
 def _sigmoid(m: float) -> float:
