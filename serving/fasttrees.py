@@ -1,6 +1,6 @@
 """A numpy evaluator for small batches of an XGBoost binary classifier.
 
-Why: `Booster.inplace_predict` costs 0.2-0.5 ms per call whatever the batch size
+Why: `Booster.inplace_predict` costs 0.2-1 ms per call whatever the batch size
 (proxy DMatrix, JSON array interface, predictor configuration, OpenMP start),
 which alone would blow a 1 ms request budget. `python -m bench.trees` measures
 this evaluator against treelite/tl2cgen and ONNX Runtime (figures and the decision
@@ -17,7 +17,8 @@ no child table to look up.
 One row decides every split at once (two numpy calls over all slots), turns that
 into each slot's next slot and hops D times: about a dozen numpy calls whatever the
 forest's size, where a per-level walk needs six per level. A batch walks all
-(row, tree) pairs level by level: three gathers and a compare per level.
+(row, tree) pairs level by level: three gathers and a compare per level below the
+roots (whose splits are known without a lookup).
 
 The ensemble is compiled from the booster's own JSON dump and then checked
 against the model on rows built around every split threshold (the only place
@@ -54,34 +55,35 @@ class TreeEnsemble:
         self.n_slots = n_trees << depth
         self.n_features = int(feature[threshold != np.inf].max(initial=-1)) + 1
         self._roots = np.arange(n_trees, 2 * n_trees, dtype=np.intp)
-        self._twice: np.ndarray | None = None  # one-row path: slot -> left child, or its leaf's index at the last level
+        self._left_of: np.ndarray | None = None  # one-row path: slot -> 2 * slot, its left child (as a leaf index
+        # below the last level of splits)
         self._first = self._roots if depth else self._roots - self.n_slots  # one-row path: where the hops start
         if self.n_slots <= ONE_ROW_TABLE_MAX:
-            self._twice = 2 * np.arange(self.n_slots, dtype=np.intp)
+            self._left_of = 2 * np.arange(self.n_slots, dtype=np.intp)
             if depth:
-                self._twice[self.n_slots // 2:] -= self.n_slots  # leaf slots counted from the first leaf
+                self._left_of[self.n_slots // 2:] -= self.n_slots  # leaf slots counted from the first leaf
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """Raw margin (log-odds) of each row of X; NaN is a missing value, as in XGBoost."""
         X = np.asarray(X, dtype=np.float32)
-        if X.shape[0] == 1 and self._twice is not None:
+        if X.shape[0] == 1 and self._left_of is not None:
             return np.array([self._one_row(X[0])])
         return self._walk(X)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        if X.shape[0] == 1 and self._twice is not None:  # math on one float is cheaper than two ufunc calls
+        if X.shape[0] == 1 and self._left_of is not None:  # math on one float is cheaper than two ufunc calls
             return np.array([_sigmoid(self._one_row(X[0]))])
         return 1.0 / (1.0 + np.exp(-self._walk(X)))
 
     def _one_row(self, x: np.ndarray) -> float:
         """Decide every split at once, turn that into each slot's next slot, then hop D times."""
-        assert self._twice is not None
+        assert self._left_of is not None
         values = x.take(self.feature)
         go = values >= self.threshold
         if math.isnan(x @ x):  # a NaN (and only a NaN: inf * inf is inf) makes the sum of squares NaN
             go |= np.isnan(values) & self.default_right  # NaN >= t was False (left): go its missing-value way
-        nxt = self._twice + go
+        nxt = self._left_of + go
         slot = self._first
         for _ in range(self.depth):
             slot = nxt.take(slot)

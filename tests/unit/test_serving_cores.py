@@ -217,7 +217,7 @@ def test_compiled_trees_pad_shallow_trees_to_the_forest_depth(monkeypatch):
     _assert_both_paths_match(ens, booster, rng.normal(size=(300, 5)).astype(np.float32))
     monkeypatch.setattr(fasttrees, "ONE_ROW_TABLE_MAX", 0)  # one row goes through the walk instead
     walk_only = compile_booster(booster, 5)
-    assert walk_only is not None and walk_only._twice is None
+    assert walk_only is not None and walk_only._left_of is None
     _assert_both_paths_match(walk_only, booster, rng.normal(size=(50, 5)).astype(np.float32))
     monkeypatch.setattr(fasttrees, "MAX_SLOTS", 20 << 2)
     assert compile_booster(booster, 5) is None
