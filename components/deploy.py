@@ -444,9 +444,8 @@ def plan_deploy(model_name: str, version: str, champion: str | None, rejected: b
 def is_superseded(version: str, aliases: dict[str, str]) -> bool:
     """A version that holds no alias while a newer one is champion was overtaken by another run
     after its registration: deploying it would put an old model back in front of users."""
-    champ = aliases.get("champion")
-    return (version not in aliases.values() and bool(champ) and str(champ).isdigit() and version.isdigit()
-            and int(str(champ)) > int(version))
+    champ = str(aliases.get("champion") or "")
+    return version not in aliases.values() and champ.isdigit() and version.isdigit() and int(champ) > int(version)
 
 
 @dataclass(frozen=True)

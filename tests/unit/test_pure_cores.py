@@ -217,8 +217,9 @@ def test_the_batch_job_fixes_the_aliased_version_and_its_hash():
 
     assert plan_resolve("m", "champion", "4", {"model_sha256": "ab"}) == {"version": "4", "model_sha256": "ab"}
     assert plan_resolve("m", "champion", "4", None) == {"version": "4", "model_sha256": ""}
-    with pytest.raises(BatchScoringError, match="'m' has no version with alias 'champion'"):
-        plan_resolve("m", "champion", None, None)
+    for unset in (None, ""):
+        with pytest.raises(BatchScoringError, match="'m' has no version with alias 'champion'"):
+            plan_resolve("m", "champion", unset, None)
 
 
 # -- deploy -----------------------------------------------------------------------------------------
