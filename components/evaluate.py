@@ -163,36 +163,59 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
             "proba": proba, "y": y}
 
 
-def curves_png(y, proba, out_dir) -> dict:
-    """ROC and PR curves as PNGs (for MLflow)."""
-    import matplotlib
+def slice_metrics(test_df, cfg: dict, y: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+    """AUC / recall / positive rate per value of each sensitive feature (groups under 30 rows or one class skipped)."""
+    out: dict[str, dict] = {}
+    for col in cfg["dataset"]["sensitive_features"]:
+        if col not in test_df:
+            continue
+        vals = test_df[col].astype(str).to_numpy()
+        out[col] = {}
+        for v in sorted(set(vals)):
+            mask = vals == v
+            if mask.sum() < 30 or len(set(y[mask])) < 2:
+                continue
+            m = compute_metrics(y[mask], proba[mask], threshold)
+            out[col][v] = {"n": int(mask.sum()), "roc_auc": round(m["roc_auc"], 4), "recall": round(m["recall"], 4),
+                           "positive_rate": round(m["positive_rate"], 4)}
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
 
-    from pathlib import Path
+def card_evidence(model, test_df, cfg: dict, y: np.ndarray, proba: np.ndarray) -> dict:
+    """What the model card shows beside the gate's figures: slices, top features (TreeSHAP) and charts.
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fpr, tpr, _ = roc_curve(y, proba)
-    prec, rec, _ = precision_recall_curve(y, proba)
-    paths = {}
-    for name, (xs, ys, xl, yl) in {"roc_curve": (fpr, tpr, "false positive rate", "true positive rate"),
-                                   "pr_curve": (rec, prec, "recall", "precision")}.items():
-        fig, ax = plt.subplots(figsize=(4.5, 4), dpi=90)
-        ax.plot(xs, ys, lw=1.5)
-        if name == "roc_curve":
-            ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.set_title(name.replace("_", " "))
-        fig.tight_layout()
-        p = out / f"{name}.png"
-        fig.savefig(p)
-        plt.close(fig)
-        paths[name] = p
-    return paths
+    Computed here, where the fitted model and the test-set predictions are already in
+    memory: the register stage then only registers (no model load, no plotting library
+    in its pod) and renders the card from this. Charts are PNG bytes.
+    """
+    from kfct.modelcard import top_features_shap
+    from kfct.modelcard_charts import curve_charts
+
+    X = test_df.drop(columns=[cfg["dataset"]["label"]])
+    top = top_features_shap(model, X.sample(n=min(2000, len(X)), random_state=0), k=10)
+    return {"rows_test": int(len(test_df)), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
+            "top_features": top, "charts": curve_charts(y, proba, top)}
+
+
+def write_evidence(evidence: dict, path: str) -> None:
+    """The card evidence as one JSON file (charts base64-encoded): one artifact, readable anywhere."""
+    import base64
+    import json
+
+    doc = {**evidence, "charts": {k: base64.b64encode(v).decode("ascii") for k, v in evidence["charts"].items()}}
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
+
+
+def read_evidence(path: str) -> dict:
+    """Inverse of `write_evidence`: charts back to PNG bytes."""
+    import base64
+    import json
+
+    with open(path) as fh:
+        doc = json.load(fh)
+    doc["charts"] = {k: base64.b64decode(v) for k, v in (doc.get("charts") or {}).items()}
+    return doc
 
 
 def report_markdown(result: dict, gate: dict) -> str:
@@ -220,6 +243,41 @@ def report_markdown(result: dict, gate: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _log_kfp_metrics(metrics, classification, result: dict) -> dict:
+    """Scalar metrics and the ROC curve / confusion matrix for the Kubeflow UI; returns the scalars."""
+    from sklearn.metrics import roc_curve
+
+    m = result["metrics"]
+    scalar = {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
+    for k, v in scalar.items():
+        metrics.log_metric(k, v)
+    fpr, tpr, thr = roc_curve(result["y"], result["proba"])
+    step = max(1, len(fpr) // 200)  # keep the UI artifact small
+    thr = np.clip(thr, 0.0, 1.0)
+    classification.log_roc_curve(fpr[::step].tolist(), tpr[::step].tolist(), thr[::step].tolist())
+    classification.log_confusion_matrix(["stay", "churn"], m["confusion_matrix"])
+    return scalar
+
+
+def _log_to_mlflow(run_id: str, scalar: dict, result: dict, files: dict[str, bytes]) -> None:
+    """Test metrics, the comparison and the gate on the training run; the report, decision and charts as artifacts."""
+    import tempfile
+
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_metrics({f"test_{k}": v for k, v in scalar.items()})
+        c = result["comparison"]
+        if c and "error" not in c:
+            mlflow.log_metrics({"champion_" + c["metric"]: c["champion"], "diff_" + c["metric"]: c["diff"],
+                                "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
+        mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
+        for name, data in files.items():
+            with open(f"{tmp}/{name}", "wb") as fh:
+                fh.write(data)
+            mlflow.log_artifact(f"{tmp}/{name}", artifact_path="evaluation")
+
+
 def evaluate_model(
     test: Input[Dataset],
     model: Input[Model],
@@ -230,8 +288,11 @@ def evaluate_model(
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
     decision: Output[Artifact],
+    evidence: Output[Artifact],
 ) -> bool:
-    """Score the test set, check fairness, compare with the champion; returns whether to deploy."""
+    """Score the test set, check fairness, compare with the champion; returns whether to deploy.
+
+    Also writes the model card's evidence (slices, top features, charts) for the register stage."""
     from kfct.stagefail import audit_failure
 
     with audit_failure("evaluate-model", model_name=model_name):
@@ -239,28 +300,23 @@ def evaluate_model(
 
         clock = StageClock()
         import json
-        import tempfile
 
         import joblib
-        import mlflow
-        import numpy as np
         import pandas as pd
-        from sklearn.metrics import roc_curve
 
-        from kfct.components.evaluate import curves_png, evaluate_core, report_markdown
+        from kfct.components.evaluate import (_log_kfp_metrics, _log_to_mlflow, card_evidence, evaluate_core,
+                                              report_markdown, write_evidence)
         from kfct import audit, registry
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
+        from kfct.reconcile import reconcile
 
         cfg = config_from_json(config_json)
         challenger = joblib.load(model.path)
         test_df = pd.read_parquet(test.path)
-
         registry.setup()
         # Settle what crashed runs left (dead RUNNING runs, PENDING models, orphan versions) before
         # the gate reads the champion; each finding is audited.
-        from kfct.reconcile import reconcile
-
         reconcile(model_name, own_run_id=mlflow_run_id)
         # The champion this gate compares with: register moves aliases only if it is still this one.
         champion, champion_version = None, registry.alias_version(model_name, cfg["register"].get("alias", "champion"))
@@ -268,15 +324,7 @@ def evaluate_model(
             champion = registry.load_version(model_name, version=champion_version).model
         result = evaluate_core(challenger, test_df, cfg, champion, champion_version)
 
-        m = result["metrics"]
-        scalar = {k: v for k, v in m.items() if isinstance(v, (int, float))}
-        for k, v in scalar.items():
-            metrics.log_metric(k, float(v))
-        fpr, tpr, thr = roc_curve(result["y"], result["proba"])
-        step = max(1, len(fpr) // 200)  # keep the UI artifact small
-        thr = np.clip(thr, 0.0, 1.0)
-        classification.log_roc_curve(fpr[::step].tolist(), tpr[::step].tolist(), thr[::step].tolist())
-        classification.log_confusion_matrix(["stay", "churn"], m["confusion_matrix"])
+        scalar = _log_kfp_metrics(metrics, classification, result)
         md = report_markdown(result, cfg["gate"])
         with open(report.path, "w") as fh:
             fh.write(md)
@@ -286,28 +334,16 @@ def evaluate_model(
             json.dump(payload, fh, indent=2, default=float)
         decision.metadata.update({"deploy": result["deploy"], "reason": "; ".join(result["reasons"]),
                                   "champion_version": champion_version or ""})
-
-        with mlflow.start_run(run_id=mlflow_run_id):
-            mlflow.log_metrics({f"test_{k}": float(v) for k, v in scalar.items()})
-            if result["comparison"] and "error" not in result["comparison"]:
-                c = result["comparison"]
-                mlflow.log_metrics({"champion_" + c["metric"]: c["champion"], "diff_" + c["metric"]: c["diff"],
-                                    "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
-            mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
-            with tempfile.TemporaryDirectory() as tmp:
-                for p in curves_png(result["y"], result["proba"], tmp).values():
-                    mlflow.log_artifact(str(p), artifact_path="evaluation")
-                with open(f"{tmp}/evaluation.md", "w") as fh:
-                    fh.write(md)
-                with open(f"{tmp}/decision.json", "w") as fh:
-                    json.dump(payload, fh, indent=2, default=float)
-                mlflow.log_artifact(f"{tmp}/evaluation.md", artifact_path="evaluation")
-                mlflow.log_artifact(f"{tmp}/decision.json", artifact_path="evaluation")
+        card = card_evidence(challenger, test_df, cfg, result["y"], result["proba"])
+        write_evidence(card, evidence.path)
+        files = {f"{k}.png": png for k, png in card["charts"].items()}
+        files.update({"evaluation.md": md.encode(), "decision.json": json.dumps(payload, indent=2, default=float).encode()})
+        _log_to_mlflow(mlflow_run_id, scalar, result, files)
         stage_logger("kfct.components.evaluate").info(
             "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
-            ", ".join(f"{k} {float(v):.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
+            ", ".join(f"{k} {v:.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
         audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
                      reasons=result["reasons"], champion_version=champion_version,
-                     metrics={k: round(float(v), 6) for k, v in scalar.items()})
+                     metrics={k: round(v, 6) for k, v in scalar.items()})
         clock.stamp(decision.metadata)
         return bool(result["deploy"])

@@ -103,9 +103,63 @@ def register_core(meta: dict, decision: dict, cfg: dict, model_name: str, data_u
     return {"version": version, "alias": alias, "previous": previous, "tags": tags, "reconciled": len(reconciled)}
 
 
+def card_info(meta: dict, out: dict, decision: dict, cfg: dict, evidence: dict, dataset_meta: dict, data_uri: str,
+              dataset_sha256: str, model_name: str) -> dict:
+    """Everything the model card says about the registered version, from plain values (see `kfct.modelcard`)."""
+    return {
+        "model_name": model_name, "version": out["version"], "alias": out["alias"],
+        "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
+        "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset_meta.get("rows", 0)),
+                    "columns": int(dataset_meta.get("columns", 0)), "rows_test": int(evidence.get("rows_test", 0))},
+        "metrics": decision.get("metrics", {}), "fairness": decision.get("fairness"),
+        "comparison": decision.get("comparison"),
+        "gate": {"deploy": decision.get("deploy"), "reasons": decision.get("reasons", []),
+                 "thresholds": cfg["gate"]["thresholds"]},
+        "lineage": out["tags"], "top_features": evidence.get("top_features"), "slices": evidence.get("slices", {}),
+        "charts": evidence.get("charts", {}),
+    }
+
+
+def _regate_with(model_path: str, test_path: str, cfg: dict, model_name: str):
+    """The gate again, against the champion that is current now (same challenger, same test set).
+
+    Only when the champion moved between gate and registration: the model and test set
+    are loaded then, not on the common path."""
+    def regate(champion_version: str) -> dict:
+        import joblib
+        import pandas as pd
+
+        from kfct import registry
+        from kfct.components.evaluate import evaluate_core
+
+        champ = registry.load_version(model_name, version=champion_version).model
+        res = evaluate_core(joblib.load(model_path), pd.read_parquet(test_path), cfg, champ, champion_version)
+        res = {k: v for k, v in res.items() if k not in ("proba", "y")}
+        res["champion_version"] = champion_version
+        return res
+
+    return regate
+
+
+def _log_card(run_id: str, md: str, html: str, charts: dict[str, bytes]) -> None:
+    """The card (Markdown links its charts by file name, so they sit beside it) on the training run."""
+    import tempfile
+
+    import mlflow
+
+    files = [(f"{k}.png", png) for k, png in charts.items()]
+    files += [("model_card.md", md.encode()), ("model_card.html", html.encode())]
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        for name, data in files:
+            with open(f"{tmp}/{name}", "wb") as fh:
+                fh.write(data)
+            mlflow.log_artifact(f"{tmp}/{name}", artifact_path="model_card")
+
+
 def register_model(
     model: Input[Model],
     decision: Input[Artifact],
+    evidence: Input[Artifact],
     dataset: Input[Dataset],
     test: Input[Dataset],
     config_json: str,
@@ -116,7 +170,9 @@ def register_model(
     code_version: str,
     model_card: Output[Markdown],
 ) -> str:
-    """Register the approved model in MLflow with lineage tags and a model card; set its alias. Returns the version."""
+    """Register the approved model in MLflow with lineage tags and a model card; set its alias. Returns the version.
+
+    Registry work only: the card's evidence (slices, top features, charts) comes from evaluate."""
     from kfct.stagefail import audit_failure
 
     with audit_failure("register-model", model_name=model_name, pipeline_run=pipeline_run, data_uri=data_uri):
@@ -124,18 +180,13 @@ def register_model(
 
         clock = StageClock()
         import json
-        import tempfile
 
-        import joblib
-        import mlflow
-        import pandas as pd
-
-        from kfct.components.register import _slice_metrics, register_core
+        from kfct.components.evaluate import read_evidence
+        from kfct.components.register import _log_card, _regate_with, card_info, register_core
         from kfct import registry
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
-        from kfct.modelcard import build_model_card, description, model_description, top_features_shap
-        from kfct.modelcard_charts import curve_charts
+        from kfct.modelcard import build_model_card, description, model_description
 
         cfg = config_from_json(config_json)
         with open(decision.path) as fh:
@@ -144,78 +195,21 @@ def register_model(
         registry.setup()
         # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
         data_uri = dataset.metadata.get("resolved_uri") or data_uri
-        fitted = joblib.load(model.path)
-        test_df = pd.read_parquet(test.path)
-
-        def regate(champion_version: str) -> dict:
-            """The gate again, against the champion that is current now (same test set)."""
-            from kfct.components.evaluate import evaluate_core
-
-            champ = registry.load_version(model_name, version=champion_version).model
-            res = evaluate_core(fitted, test_df, cfg, champ, champion_version)
-            res = {k: v for k, v in res.items() if k not in ("proba", "y")}
-            res["champion_version"] = champion_version
-            return res
-
         out = register_core(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
-                            regate=regate)
+                            regate=_regate_with(model.path, test.path, cfg, model_name))
         if not out["version"]:  # blocked at the hand-off: nothing registered, nothing moved
             with open(model_card.path, "w") as fh:
                 fh.write(f"# Not registered\n\n{out['blocked']}\n")
             model_card.metadata.update({"version": "", "alias": "", "blocked": out["blocked"]})
             return ""
-        dec = out.get("decision") or dec
-        label = cfg["dataset"]["label"]
-        sample = test_df.drop(columns=[label]).sample(n=min(2000, len(test_df)), random_state=0)
-        info = {
-            "model_name": model_name, "version": out["version"], "alias": out["alias"],
-            "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
-            "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset.metadata.get("rows", 0)),
-                        "columns": int(dataset.metadata.get("columns", 0)), "rows_test": int(len(test_df))},
-            "metrics": dec.get("metrics", {}), "fairness": dec.get("fairness"), "comparison": dec.get("comparison"),
-            "gate": {"deploy": dec.get("deploy"), "reasons": dec.get("reasons", []), "thresholds": cfg["gate"]["thresholds"]},
-            "lineage": out["tags"], "top_features": top_features_shap(fitted, sample, k=10),
-            "slices": _slice_metrics(fitted, test_df, cfg),
-        }
-        y = test_df[label].to_numpy()
-        info["charts"] = curve_charts(y, fitted.predict_positive(test_df.drop(columns=[label])), info["top_features"])
+        info = card_info(meta, out, out.get("decision") or dec, cfg, read_evidence(evidence.path), dict(dataset.metadata),
+                         data_uri, dataset_sha256, model_name)
         md, html = build_model_card(info)
         with open(model_card.path, "w") as fh:
             fh.write(md)
         model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
         registry.describe(model_name, out["version"], description(info), model_description(cfg))
         stage_logger("kfct.components.register").info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
-        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=meta["mlflow_run_id"]):
-            files = [(f"{k}.png", png) for k, png in info["charts"].items()]
-            files += [("model_card.md", md.encode()), ("model_card.html", html.encode())]
-            for name, data in files:
-                with open(f"{tmp}/{name}", "wb") as fh:
-                    fh.write(data)
-                mlflow.log_artifact(f"{tmp}/{name}", artifact_path="model_card")
+        _log_card(meta["mlflow_run_id"], md, html, info["charts"])
         clock.stamp(model_card.metadata)
         return out["version"]
-
-
-def _slice_metrics(model, test_df, cfg: dict) -> dict:
-    """AUC / recall / positive rate per value of each sensitive feature."""
-    import numpy as np
-
-    from kfct.components.evaluate import compute_metrics
-
-    label = cfg["dataset"]["label"]
-    proba = model.predict_positive(test_df.drop(columns=[label]))
-    y = test_df[label].to_numpy(np.int64)
-    out = {}
-    for col in cfg["dataset"]["sensitive_features"]:
-        if col not in test_df:
-            continue
-        vals = test_df[col].astype(str).to_numpy()
-        out[col] = {}
-        for v in sorted(set(vals)):
-            mask = vals == v
-            if mask.sum() < 30 or len(set(y[mask])) < 2:
-                continue
-            m = compute_metrics(y[mask], proba[mask], model.threshold)
-            out[col][v] = {"n": int(mask.sum()), "roc_auc": round(m["roc_auc"], 4), "recall": round(m["recall"], 4),
-                           "positive_rate": round(m["positive_rate"], 4)}
-    return out

@@ -105,7 +105,8 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
             ev.set_display_name("evaluate & gate")
             with dsl.If(ev.outputs["Output"] == True, name="deploy"):  # noqa: E712
                 reg = _configure(ops["register"](
-                    model=tr.outputs["model"], decision=ev.outputs["decision"], dataset=ing.outputs["dataset"],
+                    model=tr.outputs["model"], decision=ev.outputs["decision"], evidence=ev.outputs["evidence"],
+                    dataset=ing.outputs["dataset"],
                     test=fs.outputs["test"],
                     config_json=config_json, model_name=model_name, data_uri=data_uri,
                     dataset_sha256=ing.outputs["Output"], pipeline_run=run_name, code_version=code_version,

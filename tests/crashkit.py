@@ -39,15 +39,16 @@ def run(workdir: str, data: str, name: str = "churn-classifier") -> dict:
     model = art(Model, w / "model.joblib")
     run_name = f"crashkit-{os.getpid()}"
     run_id = train.train_model(tr, va, pre, cfg_json, "cpu", 0, sha, data, "test", run_name, "test", model)
-    decision = art(Artifact, w / "decision.json")
+    decision, evidence = art(Artifact, w / "decision.json"), art(Artifact, w / "evidence.json")
     ok = evaluate.evaluate_model(te, model, cfg_json, name, run_id, art(Metrics, w / "m.json"),
-                                 art(ClassificationMetrics, w / "c.json"), art(Markdown, w / "e.md"), decision)
+                                 art(ClassificationMetrics, w / "c.json"), art(Markdown, w / "e.md"), decision,
+                                 evidence)
     out = {"run_id": run_id, "deploy": ok, "gated_against": json.loads(decision.path and
                                                                        Path(decision.path).read_text())
            .get("champion_version")}
     if ok:
         card = art(Markdown, w / "card.md")
-        out["version"] = register.register_model(model, decision, ds, te, cfg_json, name, data, sha, run_name,
+        out["version"] = register.register_model(model, decision, evidence, ds, te, cfg_json, name, data, sha, run_name,
                                                   "test", card)
         out["blocked"] = card.metadata.get("blocked")
         out["deploy_result"] = json.loads(deploy.deploy_model(cfg_json, name, out["version"], "local"))

@@ -1,0 +1,51 @@
+"""A kfp task process tunes its collector for one stage; any other process keeps Python's defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+PROBE = r"""
+import gc, json
+from kfct.stagefail import audit_failure
+before = gc.get_threshold()[0]
+with audit_failure("probe"):
+    inside = {"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
+print(json.dumps({"before": before, "inside": inside, "after_frozen": gc.get_freeze_count()}))
+"""
+
+
+def _probe(kfp_runtime: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "_KFP_RUNTIME"}
+    if kfp_runtime is not None:
+        env["_KFP_RUNTIME"] = kfp_runtime
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_kfp_task_process_freezes_the_heap_and_raises_the_young_threshold():
+    from kfct.stageproc import YOUNG_THRESHOLD
+
+    r = _probe("true")
+    assert r["before"] == 700
+    assert r["inside"]["threshold"] == YOUNG_THRESHOLD and r["inside"]["frozen"] > 0
+    assert r["after_frozen"] > 0  # still frozen at the end: shutdown has nothing to collect
+
+
+def test_any_other_process_keeps_the_default_collector():
+    for value in (None, "false"):
+        r = _probe(value)
+        assert r["inside"] == {"threshold": 700, "frozen": 0} and r["after_frozen"] == 0
+
+
+def test_the_heap_is_frozen_even_when_the_stage_fails(tmp_path):
+    code = (
+        "import gc, json\nfrom kfct.stagefail import audit_failure\n"
+        "try:\n    with audit_failure('probe'):\n        raise RuntimeError('boom')\n"
+        "except RuntimeError:\n    print(json.dumps({'frozen': gc.get_freeze_count()}))\n"
+    )
+    env = {**os.environ, "_KFP_RUNTIME": "true", "KFCT_HOME": str(tmp_path)}  # its stage_failed entry
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1])["frozen"] > 0
