@@ -29,7 +29,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 PLANS = {
     # section -> settings; `quick` trades repeats and sizes for a ~1 minute run
     "full": {"training": {100_000: 3, 1_000_000: 1}, "serving": {"repeats": 1, "duration": 30.0, "warmup": 1.0},
-             "scoring": {"repeats": 3, "peer_repeats": 1}, "pipeline": {"repeats": 1}},
+             "scoring": {"repeats": 3, "peer_repeats": 1}, "pipeline": {"repeats": 3}},
     "quick": {"training": {100_000: 1, 1_000_000: 0}, "serving": {"repeats": 1, "duration": 1.5, "warmup": 0.3},
               "scoring": {"repeats": 1, "peer_repeats": 0}, "pipeline": {"repeats": 0}},
 }

@@ -216,3 +216,20 @@ def test_cli_names_a_bad_section(capsys):
     assert "'nonsense'" in capsys.readouterr().err
     assert main(["--gpu-figure", "/nonexistent/gpu.json", "--only", "training"]) == 2
     assert "gpu.json" in capsys.readouterr().err
+
+
+def test_bench_imports_reads_each_tasks_outermost_imports_from_a_kfp_log():
+    from bench.imports import top_level_imports
+
+    log = "\n".join([
+        "import time: self [us] | cumulative | imported package",
+        "import time:       10 |         10 |   kfp",  # the driver's, before any task: not counted
+        "00:00:01.000 - INFO - Executing task \x1b[96m'validate-data'\x1b[0m",
+        "    import time:       100 |     2000000 |   great_expectations",
+        "    import time:        50 |      500000 |     great_expectations.core",
+        "    import time:       300 |      300000 |   pandas",
+        "00:00:05.000 - INFO - Executing task \x1b[96m'deploy-model'\x1b[0m",
+        "    import time:       100 |     1500000 |   mlflow",
+    ])
+    out = top_level_imports(log)
+    assert out == {"validate-data": [(2.0, "great_expectations"), (0.3, "pandas")], "deploy-model": [(1.5, "mlflow")]}
