@@ -44,15 +44,22 @@ def registry_version(value) -> str:
     return m.group(1) if m else text
 
 
+def plan_resolve(model_name: str, alias: str, version: str | None, tags: dict | None) -> dict:
+    """The version the alias named (read beforehand, None when unset) and its registered sha256,
+    fixed once for every shard; no version is one clear line."""
+    if not version:
+        raise BatchScoringError(f"model {model_name!r} has no version with alias {alias!r}: nothing to score with")
+    return {"version": str(version), "model_sha256": (tags or {}).get("model_sha256", "")}
+
+
 def resolve_core(model_name: str, alias: str = "champion") -> dict:
+    """Read the alias and its version's tags, then `plan_resolve`."""
     from kfct import registry
 
     registry.setup()
     version = registry.alias_version(model_name, alias)
-    if not version:
-        raise BatchScoringError(f"model {model_name!r} has no version with alias {alias!r}: nothing to score with")
-    mv = registry.client().get_model_version(model_name, version)
-    return {"version": str(version), "model_sha256": (mv.tags or {}).get("model_sha256", "")}
+    tags = registry.client().get_model_version(model_name, version).tags if version else None
+    return plan_resolve(model_name, alias, version, tags)
 
 
 def split_core(dataset_path: str | Path, out_dir: str | Path, n_shards: int) -> list[int]:

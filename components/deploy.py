@@ -22,6 +22,7 @@ running server follows the registry. Nothing here moves `champion` otherwise; th
 rollout stage decides that.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from kfct.errors import KfctError
@@ -311,7 +312,7 @@ def promote_canary(client, name: str, namespace: str, version: str) -> dict:
     if not mine:
         raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} to promote")
     predictor = dict(mine[0]["predictor"])
-    old = ((isvc.get("spec") or {}).get("predictor") or {})
+    old = (((isvc or {}).get("spec") or {}).get("predictor") or {})
     for key in ("minReplicas", "serviceAccountName"):
         if key in old and key not in predictor:
             predictor[key] = old[key]
@@ -440,14 +441,67 @@ def plan_deploy(model_name: str, version: str, champion: str | None, rejected: b
     return {"direct": champion is None or champion == version, "percent": pct, "champion": champion}
 
 
+def is_superseded(version: str, aliases: dict[str, str]) -> bool:
+    """A version that holds no alias while a newer one is champion was overtaken by another run
+    after its registration: deploying it would put an old model back in front of users."""
+    champ = str(aliases.get("champion") or "")
+    return version not in aliases.values() and champ.isdigit() and version.isdigit() and int(champ) > int(version)
+
+
+@dataclass(frozen=True)
+class DeployEffects:
+    """What a deploy plan changes outside the cluster: the local split file (`update_state`
+    arguments), the alias to move (alias, version, reason; None when it already is where it
+    belongs) and the fields the report and audit record gain."""
+
+    split: dict[str, Any]
+    alias_move: tuple[str, str, str] | None
+    report: dict[str, Any]
+
+
+def plan_deploy_effects(version: str, plan: dict[str, Any], shadow: bool, challenger: str | None) -> DeployEffects:
+    """`plan_deploy`'s decision -> its effects. `challenger`: the version alias `challenger`
+    holds now (read beforehand; only needed for a canary)."""
+    pct, champion = plan["percent"], plan["champion"]
+    if plan["direct"]:  # a running `kfct serve` switches to it without a restart
+        first = ("champion", version, "first model: no champion to compare with") if champion is None else None
+        return DeployEffects({"champion_version": version, "canary_version": None, "canary_percent": 0.0,
+                              "mode": "canary", "reason": f"deploy v{version} as champion"},
+                             first, {"alias": "champion", "canary_percent": 100.0, "mode": "direct"})
+    as_what = "shadow" if shadow else f"canary at {pct:g}%"
+    share = 0.0 if shadow else pct
+    move = None if challenger == version else ("challenger", version, f"deployed as {as_what}")
+    return DeployEffects({"champion_version": champion, "canary_version": version, "canary_percent": share,
+                          "mode": "shadow" if shadow else "canary", "reason": f"deploy v{version} as {as_what}"},
+                         move, {"alias": "challenger", "canary_percent": share})
+
+
+def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percent: float, mode: str,
+                        exists: bool) -> list[tuple]:
+    """The InferenceService changes, in order: ("apply", version, canaryTrafficPercent or None),
+    ("drop_canary",) (remove a leftover spec.canary) or ("canary", version, percent)."""
+    steps: list[tuple] = []
+    if not direct and not exists:
+        # The canary is split against the champion: the champion must be served first.
+        steps.append(("apply", str(champion), None))
+    if mode == SERVERLESS:  # KServe splits between the previous and the latest revision
+        steps.append(("apply", version, 100 if direct else percent))
+    elif direct:
+        steps += [("apply", version, None), ("drop_canary",)]
+    else:
+        steps.append(("canary", version, percent))
+    return steps
+
+
 def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
                 settings=None, require_alias: bool = False) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
-    The adapter around `plan_deploy`: reads the registry, applies the plan (split file or
-    InferenceService), moves the alias, records it in the audit trail — under the registry
-    lock, so another run cannot move the champion between this read and write.
+    The adapter around `plan_deploy`, `plan_deploy_effects` and `plan_cluster_deploy`: reads
+    the registry, applies the plan (split file or InferenceService), moves the alias, records
+    it in the audit trail — under the registry lock, so another run cannot move the champion
+    between this read and write.
     `require_alias` (the pipeline's deploy stage): a version that holds no alias while a newer
     one is champion was superseded by another run after its registration: nothing is moved
     and serving is only converged on the aliases as they are.
@@ -469,20 +523,13 @@ def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local",
 
 def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary_percent, shadow: bool, client,
                    namespace, state_path, s, require_alias: bool) -> dict[str, Any]:
+    """Read, plan, then act: traffic first, then the alias, then the audit record."""
     from kfct import audit, registry
 
     if require_alias:
         al = registry.aliases(model_name)
-        champ = al.get("champion")
-        if version not in al.values() and champ and champ.isdigit() and version.isdigit() and int(champ) > int(version):
-            conv = converge_core(model_name, target, client, namespace, state_path, s,
-                                 reason=f"v{version} superseded before its deploy")
-            out = {"model_name": model_name, "version": version, "target": target, "mode": "superseded",
-                   "alias": None, "aliases": al, "converged": conv.get("changes"),
-                   "action": f"v{version} holds no alias any more (aliases {al}): serving follows the aliases"}
-            audit.record("deploy_superseded", **{k: v for k, v in out.items() if k != "model_name"},
-                         model_name=model_name)
-            return out
+        if is_superseded(version, al):
+            return _deploy_superseded(model_name, version, target, al, client, namespace, state_path, s)
     try:
         mv = registry.client().get_model_version(model_name, version)
     except Exception as exc:
@@ -490,66 +537,76 @@ def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary
     champion = registry.alias_version(model_name, "champion")
     plan = plan_deploy(model_name, version, champion, (mv.tags or {}).get("rejected") == "true", cfg, target,
                        canary_percent, shadow)
-    pct, direct = plan["percent"], plan["direct"]
+    challenger = None if plan["direct"] else registry.alias_version(model_name, "challenger")
+    effects = plan_deploy_effects(version, plan, shadow, challenger)
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
                            "champion": champion, "mode": "shadow" if shadow else "canary"}
     if target == "local":
-        from kfct.split_state import state_path as default_path
-        from kfct.split_state import update_state
-
-        path = state_path or default_path(model_name, s.home)
-        if direct:  # a running `kfct serve` switches to it without a restart
-            st = update_state(model_name, path, champion_version=version, canary_version=None, canary_percent=0.0,
-                              mode="canary", reason=f"deploy v{version} as champion")
-        else:
-            st = update_state(model_name, path, champion_version=champion, canary_version=version,
-                              canary_percent=0.0 if shadow else pct, mode="shadow" if shadow else "canary",
-                              reason=f"deploy v{version} as {'shadow' if shadow else f'canary at {pct:g}%'}")
-        out.update(state_path=str(path), generation=st.generation, action="split file updated")
+        out.update(_deploy_local(model_name, state_path, s, effects.split))
     else:
-        ns = namespace or s.kfp_namespace
-        client = client or kserve_client()
-        existing = get_inference_service(client, model_name, ns)
-        mode = detect_mode(existing, s.kserve_deployment_mode)
-        actions = []
-        if not direct and existing is None:
-            # The canary is split against the champion: the champion must be served first.
-            base = build_inference_service(model_name, str(champion), namespace=ns, settings=s, mode=mode)
-            actions.append(apply_inference_service(client, base, model_name, ns) + f" v{champion}")
-        if mode == SERVERLESS:
-            # KServe splits between the previous and the latest revision.
-            isvc = build_inference_service(model_name, version, namespace=ns, settings=s, mode=mode,
-                                           canary_percent=100 if direct else pct)
-            actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{version}")
-        elif direct:
-            isvc = build_inference_service(model_name, version, namespace=ns, settings=s, mode=mode)
-            actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{version}")
-            if ((get_inference_service(client, model_name, ns) or {}).get("spec") or {}).get("canary"):
-                remove_canary(client, model_name, ns)
-                actions.append("removed spec.canary")
-        else:
-            set_canary(client, model_name, ns, build_canary(model_name, version, pct, settings=s))
-            actions.append(f"spec.canary {canary_name(version)} at {pct:g}%")
-        out.update(namespace=ns, isvc=model_name, deployment_mode=mode, image=s.serving_image,
-                   action=", ".join(actions))
-        if shadow:
-            out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
-
-    if direct:
-        if champion is None:
-            registry.set_alias(model_name, "champion", version, reason="first model: no champion to compare with")
-        out.update(alias="champion", canary_percent=100.0, mode="direct")
-    else:
-        if registry.alias_version(model_name, "challenger") != version:
-            registry.set_alias(model_name, "challenger", version,
-                               reason=f"deployed as {'shadow' if shadow else f'canary at {pct:g}%'}")
-        out.update(alias="challenger", canary_percent=0.0 if shadow else pct)
+        out.update(_deploy_cluster(model_name, version, plan, shadow, client, namespace, s))
+    if effects.alias_move is not None:
+        alias, to, reason = effects.alias_move
+        registry.set_alias(model_name, alias, to, reason=reason)
+    out.update(effects.report)
     audit.record("model_deployed", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
     if target == "local":  # the file now agrees with the aliases, whatever an earlier crash left
         conv = converge_core(model_name, target, state_path=out.get("state_path"), settings=s,
                              reason=f"deploy v{version}")
         if conv.get("changes"):
             out["converged"] = conv["changes"]
+    return out
+
+
+def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str, str], client, namespace,
+                       state_path, s) -> dict[str, Any]:
+    """Move nothing; serving converges on the aliases as they are, and the audit trail says why."""
+    from kfct import audit
+
+    conv = converge_core(model_name, target, client, namespace, state_path, s,
+                         reason=f"v{version} superseded before its deploy")
+    out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target, "mode": "superseded",
+                           "alias": None, "aliases": al, "converged": conv.get("changes"),
+                           "action": f"v{version} holds no alias any more (aliases {al}): serving follows the aliases"}
+    audit.record("deploy_superseded", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
+    return out
+
+
+def _deploy_local(model_name: str, state_path, s, split: dict[str, Any]) -> dict[str, Any]:
+    """The split file a running `kfct serve` watches gets the planned split."""
+    from kfct.split_state import state_path as default_path
+    from kfct.split_state import update_state
+
+    path = state_path or default_path(model_name, s.home)
+    st = update_state(model_name, path, **split)
+    return {"state_path": str(path), "generation": st.generation, "action": "split file updated"}
+
+
+def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow: bool, client, namespace,
+                    s) -> dict[str, Any]:
+    """The InferenceService, in the mode it has, gets the steps `plan_cluster_deploy` lists."""
+    ns = namespace or s.kfp_namespace
+    client = client or kserve_client()
+    existing = get_inference_service(client, model_name, ns)
+    mode = detect_mode(existing, s.kserve_deployment_mode)
+    actions = []
+    for step in plan_cluster_deploy(version, plan["champion"], plan["direct"], plan["percent"], mode,
+                                    existing is not None):
+        if step[0] == "apply":
+            isvc = build_inference_service(model_name, step[1], namespace=ns, settings=s, mode=mode,
+                                           canary_percent=step[2])
+            actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{step[1]}")
+        elif step[0] == "drop_canary":
+            if ((get_inference_service(client, model_name, ns) or {}).get("spec") or {}).get("canary"):
+                remove_canary(client, model_name, ns)
+                actions.append("removed spec.canary")
+        else:
+            set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s))
+            actions.append(f"spec.canary {canary_name(step[1])} at {step[2]:g}%")
+    out: dict[str, Any] = {"namespace": ns, "isvc": model_name, "deployment_mode": mode, "image": s.serving_image,
+                           "action": ", ".join(actions)}
+    if shadow:
+        out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
     return out
 
 

@@ -17,6 +17,7 @@ unless forced. The time of the last trigger comes from the audit trail (events
 """
 
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterable
 
@@ -154,22 +155,76 @@ def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: di
     return {"action": "retrain", "retrain_needed": True, "cooldown_remaining_s": 0.0, "reason": reason}
 
 
-# --------------------------------------------------------------------------- adapter: act on the decision
+# --------------------------------------------------------------------------- the trigger: plan, then act
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class TriggerPlan:
+    """What the trigger does, decided from plain values; the adapter performs it in order.
+
+    `out`: the report (without what the launch returns); `held`: fields of the
+    `retrain_held` audit record, None when nothing is held back (or a dry run); `launch`:
+    run_reason, data_uri and severity of the CT run to start, None when none is started;
+    `audit`: the fields every record of the started run carries.
+    """
+
+    out: dict
+    held: dict | None = None
+    launch: dict | None = None
+    audit: dict = field(default_factory=dict)
+
+
+def plan_trigger(drift: dict, history: Iterable[dict], now: datetime, cfg: dict, model_name: str,
+                 current_uri: str = "", ct_data_uri: str = "", force: bool = False,
+                 dry_run: bool = False) -> TriggerPlan:
+    """Drift (from the detector), the model's audit history and the time -> what to do.
+
+    The data for a new run: `ct_data_uri`, else the current batch when it carries labels,
+    else the CT pipeline's default ('').
+    """
+    decision = decide({"retrain": drift.get("retrain"), "reason": drift.get("reason", "")},
+                      last_trigger(history), now, cfg["drift"], force=force)
+    out = {**decision, "severity": drift.get("severity"), "dry_run": bool(dry_run), "triggered": False}
+    if decision["action"] == "cooldown":
+        held = None if dry_run else {"model_name": model_name, "severity": drift.get("severity"),
+                                     "reason": decision["reason"],
+                                     "cooldown_remaining_s": round(decision["cooldown_remaining_s"])}
+        return TriggerPlan(out, held=held)
+    if decision["action"] != "retrain" or dry_run:
+        return TriggerPlan(out)
+    data_uri = ct_data_uri or (current_uri if current_uri and drift.get("has_labels") else "")
+    severity_ = drift.get("severity", "?")
+    run_reason = f"drift ({severity_}): {decision['reason']}"[:500]
+    out.update(data_uri=data_uri or "(CT pipeline default)", run_reason=run_reason)
+    return TriggerPlan(out, launch={"run_reason": run_reason, "data_uri": data_uri, "severity": severity_},
+                       audit={"model_name": model_name, "severity": severity_, "reason": decision["reason"],
+                              "data_uri": out["data_uri"], "forced": bool(force)})
+
+
+def plan_finished(model_name: str, summary: dict) -> tuple[dict, dict]:
+    """A local CT run's summary -> (fields of its `retrain_finished` record, the report's `ct` entry)."""
+    dec = summary.get("decision") or {}
+    reg = summary.get("registered") or {}
+    finished = {"model_name": model_name, "run_name": summary.get("run_name"),
+                "validation_passed": summary["validation"]["passed"], "deploy": dec.get("deploy"),
+                "version": reg.get("version"), "alias": reg.get("alias")}
+    ct = {k: summary.get(k) for k in ("run_name", "total_seconds", "registered", "mlflow_run_id", "log")}
+    ct.update(validation_passed=summary["validation"]["passed"], deploy=dec.get("deploy"),
+              reasons=dec.get("reasons", []))
+    return finished, ct
 
 
 def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "", ct_data_uri: str = "",
                  force: bool = False, dry_run: bool = False, mode: str = "auto", settings=None,
                  now: datetime | None = None, launcher: "RetrainLauncher | None" = None) -> dict:
-    """Decide (policy + cooldown from the audit trail) and, when it says so, start a CT run.
+    """Decide (`plan_trigger`: policy + cooldown from the audit trail) and, when it says so, start a CT run.
 
     The run is started by `launcher` (`kfct.launcher.RetrainLauncher`; by default the one
     `pick_launcher(mode)` names): on a cluster a new run of the CT pipeline through the KFP
     API, the reason in its name and `run_reason` parameter; locally the CT pipeline with
-    kfp.local, which gates the new model like any other run. Every outcome is audited. The
-    data for the new run: `ct_data_uri`, else the current batch when it carries labels,
-    else the CT pipeline's default.
+    kfp.local, which gates the new model like any other run. Every outcome is audited.
     """
     from kfct import audit
     from kfct.launcher import RetrainRequest, uses_cluster
@@ -179,53 +234,32 @@ def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "",
     uses_cluster(s, mode)  # a bad mode is refused before anything is read
     now = now or _utcnow()
     history = [e for e in audit.read() if e.get("model_name") in (None, model_name)]
-    decision = decide({"retrain": drift.get("retrain"), "reason": drift.get("reason", "")},
-                      last_trigger(history), now, cfg["drift"], force=force)
-    out = {**decision, "severity": drift.get("severity"), "dry_run": bool(dry_run), "triggered": False}
-    if decision["action"] == "cooldown":
-        if not dry_run:
-            audit.record("retrain_held", model_name=model_name, severity=drift.get("severity"),
-                         reason=decision["reason"], cooldown_remaining_s=round(decision["cooldown_remaining_s"]))
+    plan = plan_trigger(drift, history, now, cfg, model_name, current_uri, ct_data_uri, force, dry_run)
+    out = plan.out
+    if plan.held is not None:
+        audit.record("retrain_held", **plan.held)
+    if plan.launch is None:
         return out
-    if decision["action"] != "retrain" or dry_run:
-        return out
-
-    data_uri = ct_data_uri or (current_uri if current_uri and drift.get("has_labels") else "")
-    out["data_uri"] = data_uri or "(CT pipeline default)"
-    severity_ = drift.get("severity", "?")
-    run_reason = f"drift ({severity_}): {decision['reason']}"[:500]
-    out["run_reason"] = run_reason
     if launcher is None:
         from kfct.launcher import pick_launcher
 
         launcher = pick_launcher(mode, s)
-    request = RetrainRequest(model_name=model_name, run_reason=run_reason, cfg=cfg, data_uri=data_uri,
-                             severity=severity_, requested_at=now)
-    common = {"model_name": model_name, "severity": severity_, "reason": decision["reason"],
-              "data_uri": out["data_uri"], "forced": bool(force)}
+    request = RetrainRequest(model_name=model_name, cfg=cfg, requested_at=now, **plan.launch)
     if launcher.where == "cluster":
         run = launcher.launch(request)
         audit.record(TRIGGER_EVENT, mode="cluster", run_id=run.get("run_id"), run_name=run.get("run_name"),
-                     url=run.get("url"), **common)
+                     url=run.get("url"), **plan.audit)
         out.update(triggered=True, mode="cluster", run=run)
         return out
-
-    audit.record(TRIGGER_EVENT, mode="local", **common)
+    audit.record(TRIGGER_EVENT, mode="local", **plan.audit)
     out.update(triggered=True, mode="local")
     try:
         summary = launcher.launch(request)
     except Exception as exc:
         audit.record("retrain_failed", model_name=model_name, error=f"{type(exc).__name__}: {exc}"[:1000])
         raise
-    dec = summary.get("decision") or {}
-    reg = summary.get("registered") or {}
-    audit.record("retrain_finished", model_name=model_name, run_name=summary.get("run_name"),
-                 validation_passed=summary["validation"]["passed"], deploy=dec.get("deploy"),
-                 version=reg.get("version"), alias=reg.get("alias"))
-    out["ct"] = {k: summary.get(k) for k in ("run_name", "total_seconds", "registered", "mlflow_run_id", "log")}
-    out["ct"]["validation_passed"] = summary["validation"]["passed"]
-    out["ct"]["deploy"] = dec.get("deploy")
-    out["ct"]["reasons"] = dec.get("reasons", [])
+    finished, out["ct"] = plan_finished(model_name, summary)
+    audit.record("retrain_finished", **finished)
     return out
 
 

@@ -101,7 +101,8 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
     if ref is None or ref.requests < thr.min_requests:
         return WAIT, [f"champion v{champion.version} has {champion.requests} of {thr.min_requests} requests needed "
                       "and no earlier step to compare with"]
-    failures, unclear = [], []
+    failures: list[str] = []
+    unclear: list[str] = []
     # Server-side failures only, each customer once (WindowStats.failure_counts): a client's
     # malformed requests are refused alike by both versions, and one sender pinned to the
     # canary by its id must not be able to get a good canary rolled back.
@@ -147,6 +148,91 @@ def parse_steps(steps: Any) -> list[float]:
     if any(not 0 < p <= 100 for p in out) or any(b <= a for a, b in zip(out, out[1:])):
         raise RolloutError(f"rollout steps must increase within (0, 100], got {out}")
     return out
+
+
+def plan_versions(model_name: str, canary_version: str | None, champion_version: str | None,
+                  challenger_alias: str | None, champion_alias: str | None) -> tuple[str, str]:
+    """(canary, champion) to compare: the ones given, else the aliases read beforehand.
+
+    A rollout without both, or of the champion against itself, has nothing to judge: one line.
+    """
+    canary = str(canary_version or challenger_alias or "")
+    if not canary:
+        raise RolloutError(f"model {model_name}: no version has alias 'challenger'; nothing to roll out "
+                           "(deploy a version first: the deploy stage or `kfct serve --canary-version`)")
+    champion = str(champion_version or champion_alias or "")
+    if not champion:
+        raise RolloutError(f"model {model_name}: no champion to compare v{canary} with")
+    if champion == canary:
+        raise RolloutError(f"model {model_name}: v{canary} is already the champion")
+    return canary, champion
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    """What one poll of a step decides: `done` ends the step with `verdict` (PASS or FAIL)."""
+
+    done: bool
+    verdict: str
+    reasons: list[str]
+
+
+def plan_rollout_step(champion: Window, canary: Window, thr: Thresholds, baseline: Window | None, elapsed: float,
+                      bake_seconds: float, max_wait_factor: float) -> StepDecision:
+    """Judge one poll of a step that has baked `elapsed` seconds.
+
+    A failure ends the step at once; a pass only after the bake time; a canary still
+    without enough evidence after `max_wait_factor` x the bake time fails (never promote
+    without evidence). Anything else keeps polling.
+    """
+    verdict, reasons = evaluate_step(champion, canary, thr, baseline)
+    if verdict == FAIL or (verdict == PASS and elapsed >= bake_seconds):
+        return StepDecision(True, verdict, reasons)
+    if elapsed >= max_wait_factor * bake_seconds:
+        return StepDecision(True, FAIL, [f"not enough traffic to judge within {max_wait_factor * bake_seconds:g} s: "
+                                         + "; ".join(reasons)])
+    return StepDecision(False, verdict, reasons)
+
+
+@dataclass(frozen=True)
+class OutcomePlan:
+    """The registry and audit effects of a rollout's end, in the order the adapter applies them.
+
+    `conflict`: the promotion is refused (the canary was gated against another champion)
+    and the rollout rolls back with that reason instead.
+    """
+
+    outcome: str  # promoted | rolled_back
+    reason: str
+    reasons: list[str]
+    tags: dict[str, str]
+    challenger_reason: str  # why alias `challenger` is removed
+    audit_event: str
+    audit_fields: dict[str, Any]
+    conflict: str | None = None
+
+
+def plan_promotion(model_name: str, canary: str, champion: str, steps: list[float], gated: str | None,
+                   seconds: float) -> OutcomePlan:
+    """Promote `canary` over `champion`, unless the gate compared it with another champion
+    (`gated`: the gate's champion tag, '' = none, None = unrecorded)."""
+    reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
+    conflict = None
+    if gated is not None and gated != (champion or ""):
+        conflict = f"v{canary} was gated against v{gated or None}, not the champion v{champion}"
+    return OutcomePlan("promoted", reason, [reason], {"rollout_status": "promoted"}, "promoted to champion",
+                       "rollout_promoted", {"model_name": model_name, "version": canary, "previous": champion,
+                                            "reason": reason, "seconds": seconds}, conflict)
+
+
+def plan_rollback(model_name: str, canary: str, champion: str, failed: list[str], seconds: float) -> OutcomePlan:
+    """Reject `canary` for the reasons `failed` (each named in its tag and the audit trail)."""
+    reason = "; ".join(failed)
+    return OutcomePlan("rolled_back", reason, failed,
+                       {"rejected": "true", "rollout_status": "rejected", "rejected_reason": reason[:4000]},
+                       f"rolled back: {reason}"[:4000], "rollout_rolled_back",
+                       {"model_name": model_name, "version": canary, "champion": champion, "reason": reason,
+                        "seconds": seconds})
 
 
 # -- backends ------------------------------------------------------------------------------------
@@ -427,137 +513,136 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
                 clock: Callable[[], float] = time.monotonic) -> RolloutResult:
     """Walk the steps; promote or roll back. Registry changes happen only at the end, once.
 
-    `sleep` and `clock` are the loop's notion of time (tests pass a fake pair that advance
-    together, so a 60 s bake takes no real time).
+    The adapter around the pure decisions (`plan_versions`, `plan_rollout_step`,
+    `plan_promotion`, `plan_rollback`): it reads the registry and the backend's windows,
+    and performs what they decide. `sleep` and `clock` are the loop's notion of time
+    (tests pass a fake pair that advance together, so a 60 s bake takes no real time).
     """
     from kfct import audit
 
     say = log or (lambda _m: None)
-    canary_version, champion_version = _versions(model_name, canary_version, champion_version)
+    canary, champion = _read_versions(model_name, canary_version, champion_version)
     steps = parse_steps(steps)
     t_start = clock()
-    audit.record("rollout_started", model_name=model_name, version=canary_version, champion=champion_version,
+    audit.record("rollout_started", model_name=model_name, version=canary, champion=champion,
                  steps=steps, bake_seconds=bake_seconds, thresholds=asdict(thresholds))
-    result = RolloutResult(model_name, canary_version, champion_version, "rolled_back")
-    baseline: Window | None = None
-    failed: list[str] | None = None
-    for pct in steps:
-        try:
-            backend.set_split(champion_version, canary_version, pct)
-        except RolloutError as exc:
-            failed = [f"step {pct:g}%: could not route traffic to the canary: {exc}"]
-            break
-        say(f"step {pct:g}%: baking {bake_seconds:g} s")
-        step, champ = _bake(backend, champion_version, canary_version, pct, thresholds, baseline, bake_seconds,
-                            poll_seconds, max_wait_factor, sleep, clock)
-        result.steps.append(step)
-        audit.record("rollout_step", model_name=model_name, version=canary_version, **step)
-        say(f"step {pct:g}%: {step['verdict']}: {'; '.join(step['reasons'])}")
-        if step["verdict"] != PASS:
-            failed = [f"step {pct:g}%: {r}" for r in step["reasons"]]
-            break
-        if champ.requests >= thresholds.min_requests:
-            baseline = champ
-
+    result = RolloutResult(model_name, canary, champion, "rolled_back")
+    failed = _walk_steps(result, backend, thresholds, steps, bake_seconds, poll_seconds, max_wait_factor,
+                         sleep, clock, say)
     result.seconds = round(clock() - t_start, 2)
     if failed is None:
-        failed = _promote(result, backend, steps)
+        failed = _promote(result, backend, canary, champion, steps)
         if failed is None:
             return result
-    return _roll_back(result, backend, failed)
+    return _roll_back(result, backend, canary, champion, failed)
 
 
-def _versions(model_name: str, canary_version: str | None, champion_version: str | None) -> tuple[str, str]:
-    """(canary, champion): given, else the `challenger` and `champion` aliases; one line when unusable."""
+def _read_versions(model_name: str, canary_version: str | None, champion_version: str | None) -> tuple[str, str]:
+    """The aliases `plan_versions` falls back on, read only where no version was given."""
     from kfct import registry
 
     registry.setup()
-    canary_version = str(canary_version or registry.alias_version(model_name, "challenger") or "")
-    if not canary_version:
-        raise RolloutError(f"model {model_name}: no version has alias 'challenger'; nothing to roll out "
-                           "(deploy a version first: the deploy stage or `kfct serve --canary-version`)")
-    champion_version = str(champion_version or registry.alias_version(model_name, "champion") or "")
-    if not champion_version:
-        raise RolloutError(f"model {model_name}: no champion to compare v{canary_version} with")
-    if champion_version == canary_version:
-        raise RolloutError(f"model {model_name}: v{canary_version} is already the champion")
-    return canary_version, champion_version
+    challenger = None if canary_version else registry.alias_version(model_name, "challenger")
+    champion = None if champion_version else registry.alias_version(model_name, "champion")
+    return plan_versions(model_name, canary_version, champion_version, challenger, champion)
+
+
+def _walk_steps(result: RolloutResult, backend: RolloutBackend, thresholds: Thresholds, steps: list[float],
+                bake_seconds: float, poll_seconds: float, max_wait_factor: float, sleep: Callable[[float], None],
+                clock: Callable[[], float], say: Callable[[str], None]) -> list[str] | None:
+    """Each step in turn, audited; returns why the rollout failed, None when every step passed."""
+    from kfct import audit
+
+    canary, champion = result.canary_version, str(result.champion_version)
+    baseline: Window | None = None
+    for pct in steps:
+        try:
+            backend.set_split(champion, canary, pct)
+        except RolloutError as exc:
+            return [f"step {pct:g}%: could not route traffic to the canary: {exc}"]
+        say(f"step {pct:g}%: baking {bake_seconds:g} s")
+        step, champ = _bake(backend, champion, canary, pct, thresholds, baseline, bake_seconds,
+                            poll_seconds, max_wait_factor, sleep, clock)
+        result.steps.append(step)
+        audit.record("rollout_step", model_name=result.model_name, version=canary, **step)
+        say(f"step {pct:g}%: {step['verdict']}: {'; '.join(step['reasons'])}")
+        if step["verdict"] != PASS:
+            return [f"step {pct:g}%: {r}" for r in step["reasons"]]
+        if champ.requests >= thresholds.min_requests:
+            baseline = champ  # the reference for a later step where the champion gets no traffic
+    return None
 
 
 def _bake(backend: RolloutBackend, champion_version: str, canary_version: str, pct: float, thresholds: Thresholds,
           baseline: Window | None, bake_seconds: float, poll_seconds: float, max_wait_factor: float,
           sleep: Callable[[float], None], clock: Callable[[], float]) -> tuple[dict, Window]:
-    """One step: poll the windows until the canary passes the bake time, fails, or traffic stays too thin."""
+    """One step: poll the windows until `plan_rollout_step` ends it."""
     since = backend.now()
     t0 = clock()
     while True:
         sleep(poll_seconds)
         champ, can = backend.windows(champion_version, canary_version, since)
-        verdict, reasons = evaluate_step(champ, can, thresholds, baseline)
-        elapsed = clock() - t0
-        if verdict == FAIL or (verdict == PASS and elapsed >= bake_seconds):
+        decision = plan_rollout_step(champ, can, thresholds, baseline, clock() - t0, bake_seconds, max_wait_factor)
+        if decision.done:
             break
-        if elapsed >= max_wait_factor * bake_seconds:
-            verdict = FAIL
-            reasons = [f"not enough traffic to judge within {max_wait_factor * bake_seconds:g} s: "
-                       + "; ".join(reasons)]
-            break
-    return ({"percent": pct, "verdict": verdict, "reasons": reasons, "champion": champ.summary(),
+    return ({"percent": pct, "verdict": decision.verdict, "reasons": decision.reasons, "champion": champ.summary(),
              "canary": can.summary(), "seconds": round(clock() - t0, 2)}, champ)
 
 
-def _promote(result: RolloutResult, backend: RolloutBackend, steps: list[float]) -> list[str] | None:
+def _promote(result: RolloutResult, backend: RolloutBackend, canary: str, champion: str,
+             steps: list[float]) -> list[str] | None:
     """Move the champion to the canary, by compare-and-set against the champion it was judged
     against; returns None when promoted, else why not (the caller rolls back)."""
-    from kfct import audit, registry
+    from kfct import registry
 
-    name, canary, champion = result.model_name, result.canary_version, result.champion_version
-    reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
+    name = result.model_name
     try:
         with registry.champion_lock(name) as lock:
-            gated = _gated_against(name, canary)
-            if gated is not None and gated != (champion or ""):
-                raise registry.AliasConflict(f"v{canary} was gated against v{gated or None}, "
-                                             f"not the champion v{champion}", gated, champion)
-            registry.compare_and_set_alias(lock, name, "champion", champion, canary, reason=f"rollout: {reason}")
+            plan = plan_promotion(name, canary, champion, steps, _gated_against(name, canary), result.seconds)
+            if plan.conflict is not None:
+                return [f"not promoted: {plan.conflict}"]
+            registry.compare_and_set_alias(lock, name, "champion", champion, canary, reason=f"rollout: {plan.reason}")
     except registry.AliasConflict as exc:
         return [f"not promoted: {exc}"]
     backend.promote(canary)
-    registry.set_version_tag(name, canary, "rollout_status", "promoted")
-    registry.delete_alias(name, "challenger", reason="promoted to champion")
-    result.outcome, result.reasons = "promoted", [reason]
-    audit.record("rollout_promoted", model_name=name, version=canary, previous=champion,
-                 reason=reason, seconds=result.seconds)
+    _record_outcome(result, plan)
     return None
 
 
-def _roll_back(result: RolloutResult, backend: RolloutBackend, failed: list[str]) -> RolloutResult:
+def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, champion: str,
+               failed: list[str]) -> RolloutResult:
     """Traffic back to the champion first; only once that happened does the registry say so.
 
     A rollback that raises leaves the canary's traffic unknown: the version keeps its
     `challenger` alias (it may still serve) and gets no `rejected` tag, the failure is
     audited, and the error names what to do.
     """
-    from kfct import audit, registry
+    from kfct import audit
 
-    name, canary, champion = result.model_name, result.canary_version, result.champion_version
-    reason = "; ".join(failed)
+    name = result.model_name
+    plan = plan_rollback(name, canary, champion, failed, result.seconds)
     try:
         backend.rollback(champion, canary)
     except Exception as exc:
-        audit.record("rollout_rollback_failed", model_name=name, version=canary, champion=champion, reason=reason,
-                     error=f"{type(exc).__name__}: {exc}"[:1000], seconds=result.seconds)
+        audit.record("rollout_rollback_failed", model_name=name, version=canary, champion=champion,
+                     reason=plan.reason, error=f"{type(exc).__name__}: {exc}"[:1000], seconds=result.seconds)
         raise RolloutError(f"model {name}: rolling v{canary} back failed ({type(exc).__name__}: {exc}); its traffic "
                            f"share is unknown and the registry is unchanged (alias 'challenger' still on "
                            f"v{canary}): retry with `kfct rollout`") from exc
-    registry.set_version_tag(name, canary, "rejected", "true")
-    registry.set_version_tag(name, canary, "rollout_status", "rejected")
-    registry.set_version_tag(name, canary, "rejected_reason", reason[:4000])
-    registry.delete_alias(name, "challenger", reason=f"rolled back: {reason}"[:4000])
-    audit.record("rollout_rolled_back", model_name=name, version=canary, champion=champion, reason=reason,
-                 seconds=result.seconds)
-    result.reasons = failed
+    _record_outcome(result, plan)
     return result
+
+
+def _record_outcome(result: RolloutResult, plan: OutcomePlan) -> None:
+    """The registry and audit effects of `plan`, in its order: tags, alias `challenger`, audit."""
+    from kfct import audit, registry
+
+    name, canary = result.model_name, result.canary_version
+    for key, value in plan.tags.items():
+        registry.set_version_tag(name, canary, key, value)
+    registry.delete_alias(name, "challenger", reason=plan.challenger_reason)
+    result.outcome, result.reasons = plan.outcome, plan.reasons
+    audit.record(plan.audit_event, **plan.audit_fields)
 
 
 def _gated_against(model_name: str, version: str) -> str | None:

@@ -235,20 +235,36 @@ def _check_columns(present, features: list[str], src: Path) -> None:
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which registered version scores: by `version` when pinned, else by `alias`; `what` names it in errors."""
+
+    alias: str | None
+    version: str | None
+    what: str
+
+
+def choose_model(alias: str, version: str | None) -> ModelChoice:
+    """A pinned version wins over the alias (a rerun must score with the version it names)."""
+    if version:
+        return ModelChoice(None, str(version), f"v{version}")
+    return ModelChoice(alias, None, f"alias {alias!r}")
+
+
 def score_core(input_path: str | Path, output_path: str | Path, model_name: str, alias: str = "champion",
                version: str | None = None, id_column: str | None = "customer_id",
                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
-    """Load the version from the registry (hash verified) and score the file."""
+    """Load the version `choose_model` names from the registry (hash verified), score the file, audit it."""
     from kfct import audit, registry
 
+    choice = choose_model(alias, version)
     registry.setup()
     try:
-        lm = registry.load_version(model_name, alias=None if version else alias, version=version)
+        lm = registry.load_version(model_name, alias=choice.alias, version=choice.version)
     except registry.ModelIntegrityError:
         raise
     except Exception as exc:
-        what = f"v{version}" if version else f"alias {alias!r}"
-        raise ScoringError(f"model {model_name} {what} cannot be loaded: {exc}") from exc
+        raise ScoringError(f"model {model_name} {choice.what} cannot be loaded: {exc}") from exc
     summary = score_file(lm.model, input_path, output_path, lm.version, model_name, id_column, chunk_rows)
     audit.record("batch_scored", model_name=model_name, version=lm.version, rows=summary.rows,
                  input=summary.input, output=summary.output, seconds=summary.seconds)

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def _norm():
+Labels = np.ndarray | Sequence[float]  # 0/1 outcomes, one per customer
+
+
+def _norm() -> Any:
     from scipy.stats import norm
 
     return norm
@@ -73,7 +78,7 @@ def two_proportion_ztest(x_a: int, n_a: int, x_b: int, n_b: int, alpha: float = 
                       {"cohens_h": cohens_h(pa, pb)})
 
 
-def welch_ttest(a, b, alpha: float = 0.05) -> TestResult:
+def welch_ttest(a: ArrayLike, b: ArrayLike, alpha: float = 0.05) -> TestResult:
     """Welch's unequal-variance t-test on per-customer values (e.g. correctness 0/1)."""
     from scipy.stats import t as student_t
 
@@ -99,7 +104,7 @@ def cohens_h(p_a: float, p_b: float) -> float:
     return 2 * math.asin(math.sqrt(p_b)) - 2 * math.asin(math.sqrt(p_a))
 
 
-def cohens_d(a, b) -> float:
+def cohens_d(a: ArrayLike, b: ArrayLike) -> float:
     """Standardised mean difference (b − a) with the pooled standard deviation."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     na, nb = len(a), len(b)
@@ -124,7 +129,7 @@ def n_per_arm(p_a: float, min_effect: float, alpha: float = 0.05, power: float =
 
 # --------------------------------------------------------------------------- AUC (DeLong)
 
-def _structural(scores, labels):
+def _structural(scores: ArrayLike, labels: ArrayLike) -> tuple[float, np.ndarray, np.ndarray]:
     """DeLong's structural components via midranks (Sun & Xu, 2014)."""
     from scipy.stats import rankdata
 
@@ -139,19 +144,20 @@ def _structural(scores, labels):
     return float(v10.mean()), v10, v01
 
 
-def auc_variance(scores, labels) -> tuple[float, float]:
+def auc_variance(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
     auc, v10, v01 = _structural(scores, labels)
     return auc, float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01))
 
 
-def delong_unpaired(scores_a, labels_a, scores_b, labels_b, alpha: float = 0.05) -> TestResult:
+def delong_unpaired(scores_a: ArrayLike, labels_a: Labels, scores_b: ArrayLike, labels_b: Labels,
+                    alpha: float = 0.05) -> TestResult:
     """AUC of two arms scored on different customers (A/B): z on AUC_b − AUC_a."""
     auc_a, var_a = auc_variance(scores_a, labels_a)
     auc_b, var_b = auc_variance(scores_b, labels_b)
     return _auc_result("DeLong (independent arms)", auc_a, auc_b, var_a + var_b, len(labels_a), len(labels_b), alpha)
 
 
-def delong_paired(labels, scores_a, scores_b, alpha: float = 0.05) -> TestResult:
+def delong_paired(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, alpha: float = 0.05) -> TestResult:
     """AUC of two models on the same customers (shadow): DeLong with the covariance term."""
     auc_a, v10a, v01a = _structural(scores_a, labels)
     auc_b, v10b, v01b = _structural(scores_b, labels)
@@ -163,7 +169,7 @@ def delong_paired(labels, scores_a, scores_b, alpha: float = 0.05) -> TestResult
     return _auc_result("DeLong (paired)", auc_a, auc_b, var, n, n, alpha)
 
 
-def _auc_result(name, auc_a, auc_b, var, n_a, n_b, alpha) -> TestResult:
+def _auc_result(name: str, auc_a: float, auc_b: float, var: float, n_a: int, n_b: int, alpha: float) -> TestResult:
     diff = auc_b - auc_a
     se = math.sqrt(max(var, 0.0))
     z = diff / se if se > 0 else 0.0
@@ -172,7 +178,7 @@ def _auc_result(name, auc_a, auc_b, var, n_a, n_b, alpha) -> TestResult:
     return TestResult(name, auc_a, auc_b, diff, diff - q * se, diff + q * se, z, p, n_a, n_b, {"se": se})
 
 
-def mcnemar_paired(correct_a, correct_b) -> dict:
+def mcnemar_paired(correct_a: ArrayLike, correct_b: ArrayLike) -> dict:
     """Exact McNemar test on paired per-customer correctness (shadow vs production)."""
     from scipy.stats import binomtest
 
@@ -243,7 +249,7 @@ class SequentialTest:
                    looks=int(d.get("looks", 0)))
 
 
-def mean_diff_variance(a, b) -> tuple[float, float]:
+def mean_diff_variance(a: ArrayLike, b: ArrayLike) -> tuple[float, float]:
     """(mean_b − mean_a, its variance s²_a/n_a + s²_b/n_b) for the sequential test."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or len(b) < 2:

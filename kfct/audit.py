@@ -274,8 +274,9 @@ def read(path: Path | None = None) -> Iterator[dict]:
     """Entries of one trail file; without `path` and with a mirror configured, every writer's
     entries (local ones not mirrored yet included), oldest first: a fresh pod then sees the
     history other pods wrote (the retrain cooldown and `kfct audit show` need it)."""
-    if path is None and _mirror_uri():
-        yield from _read_all(default_path(), _mirror_uri())
+    mirror = _mirror_uri() if path is None else None
+    if mirror:
+        yield from _read_all(default_path(), mirror)
         return
     path = Path(path) if path is not None else default_path()
     if not path.exists():

@@ -24,7 +24,7 @@ import types
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,7 +44,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def _field(model: type[BaseModel], key) -> Any:
+def _field(model: type[BaseModel], key: object) -> Any:
     """The field of `model` spelled `key` in a config file (its alias, else its name)."""
     for name, f in model.model_fields.items():
         if key == (f.alias or name):
@@ -72,7 +72,7 @@ class ColumnSpec(_Strict):
     values: Optional[list[Scalar]] = None      # any dtype: the allowed set (used for labels)
 
     @model_validator(mode="after")
-    def _coherent(self):
+    def _coherent(self) -> ColumnSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {_num(self.min)} is greater than max {_num(self.max)}")
         if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
@@ -104,7 +104,7 @@ class DatasetConfig(_Strict):
     sensitive_features: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _columns_named(self):
+    def _columns_named(self) -> DatasetConfig:
         if not self.columns:
             raise ValueError("dataset.columns must name at least one column")
         names = set(self.columns)
@@ -257,7 +257,7 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _closest(key: str, valid) -> str:
+def _closest(key: str, valid: Iterable[object]) -> str:
     near = difflib.get_close_matches(str(key), sorted(map(str, valid)), n=1, cutoff=0.5)
     return f" (did you mean {near[0]!r}?)" if near else ""
 
@@ -300,7 +300,7 @@ def _describe(exc: ValidationError, source: str) -> str:
     return f"{source}: {lines[0]}{more}"
 
 
-def _short(value) -> bool:
+def _short(value: object) -> bool:
     return isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40
 
 

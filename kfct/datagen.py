@@ -16,6 +16,7 @@ Knobs:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -128,9 +129,9 @@ COLUMNS = ("contract_type", "payment_method", "age_group", "region", "plan_month
            "support_tickets_90d", "support_escalations_90d", "unresolved_tickets", "frustration_index", "churned")
 
 
-def _categories(rng, n: int, d: float) -> dict:
+def _categories(rng: np.random.Generator, n: int, d: float) -> dict:
     """Contract, payment, age group, region; drift moves customers to monthly contracts and cash."""
-    def pick(choices, probs, shift=None):
+    def pick(choices: Sequence[str], probs: Sequence[float], shift: np.ndarray | None = None) -> np.ndarray:
         p = np.asarray(probs, dtype=float)
         if shift is not None:
             p = np.clip(p + shift, 0.01, None)
@@ -142,7 +143,7 @@ def _categories(rng, n: int, d: float) -> dict:
             "age_group": pick(*AGES), "region": pick(*REGIONS)}
 
 
-def _rfm(rng, n: int, d: float, contract) -> dict:
+def _rfm(rng: np.random.Generator, n: int, d: float, contract: np.ndarray) -> dict:
     """Tenure, plan price, recency / frequency / monetary, activity trend."""
     is_monthly, is_two_year = contract == "monthly", contract == "two_year"
     tenure_scale = np.where(is_two_year, 900.0, np.where(is_monthly, 380.0, 650.0))
@@ -160,7 +161,7 @@ def _rfm(rng, n: int, d: float, contract) -> dict:
             "monetary_std": monetary_std, "activity_trend": activity_trend, "recency_days": recency_days}
 
 
-def _usage(rng, n: int, d: float, activity_trend) -> dict:
+def _usage(rng: np.random.Generator, n: int, d: float, activity_trend: np.ndarray) -> dict:
     """Calls, data, international and peak-hour shares over the last 30 days."""
     return {"calls_count_30d": rng.poisson(60 * activity_trend.clip(0.2, 3)).astype(np.int64),
             "calls_duration_avg_30d": np.round(np.clip(rng.gamma(3.0, 60.0, n), 0, 7000), 1),
@@ -169,7 +170,7 @@ def _usage(rng, n: int, d: float, activity_trend) -> dict:
             "peak_hour_ratio": np.round(rng.beta(4.0, 4.0, n), 4)}
 
 
-def _support(rng, n: int, d: float, is_monthly) -> dict:
+def _support(rng: np.random.Generator, n: int, d: float, is_monthly: np.ndarray) -> dict:
     """Tickets, escalations, unresolved tickets and the frustration index built from them."""
     tickets = rng.poisson(0.9 + 0.6 * d + 0.5 * is_monthly, n).astype(np.int64)
     escalations = rng.binomial(tickets, 0.2).astype(np.int64)

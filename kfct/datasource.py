@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 from kfct.errors import DataSourceError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 DEFAULT_URI = "generate://100000?seed=42"
 
 
-def _read_local(path: Path, suffix: str | None = None):
+def _read_local(path: Path, suffix: str | None = None) -> pd.DataFrame:
     """Read a .parquet/.csv file; `suffix` names the format when the file's own name has none
     (a KFP artifact path such as /s3/<root>/.../dataset)."""
     import pandas as pd
@@ -76,7 +80,7 @@ def _local_path(uri: str) -> Path:
     return Path(urlparse(uri).path if scheme == "file" else uri).expanduser()
 
 
-def read_dataset(uri: str):
+def read_dataset(uri: str) -> pd.DataFrame:
     """Load a dataset as a DataFrame; one clear DataSourceError for anything unreadable."""
     from kfct.datatags import resolve
 
@@ -98,7 +102,7 @@ def read_dataset(uri: str):
                           f"or generate://")
 
 
-def snapshot_dataset(uri: str, dest: str | Path):
+def snapshot_dataset(uri: str, dest: str | Path) -> pd.DataFrame:
     """Materialise the dataset as a parquet snapshot at `dest`; return the DataFrame.
 
     Parquet sources are kept byte for byte, everything else is written the way
@@ -125,7 +129,7 @@ def snapshot_dataset(uri: str, dest: str | Path):
     return df
 
 
-def write_snapshot(df, dest: str | Path) -> Path:
+def write_snapshot(df: pd.DataFrame, dest: str | Path) -> Path:
     """The one way kfct writes a dataset snapshot (shared with `kfct data push`)."""
     df.to_parquet(dest, index=False, compression="snappy")
     return Path(dest)

@@ -20,9 +20,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from kfct.errors import DataSourceError
+
+if TYPE_CHECKING:
+    from kfct.settings import Settings
 
 SCHEME = "dataset"
 LATEST_URI = "dataset://latest"   # the cluster's default data_uri (CT pipeline, recurring runs)
@@ -41,7 +45,7 @@ def tag_manifest_uri(bucket: str, tag: str) -> str:
     return f"s3://{bucket}/{TAGS_PREFIX}/{check_tag(tag)}.json"
 
 
-def pointer_manifest_uri(uri: str, settings=None) -> str | None:
+def pointer_manifest_uri(uri: str, settings: Settings | None = None) -> str | None:
     """The manifest URI a pointer names, or None when `uri` is not a pointer."""
     u = urlparse((uri or "").strip())
     if u.scheme == SCHEME:
@@ -80,7 +84,7 @@ def parse_manifest(text: str, where: str) -> dict:
     return data
 
 
-def resolve(uri: str, settings=None) -> tuple[str, dict | None]:
+def resolve(uri: str, settings: Settings | None = None) -> tuple[str, dict | None]:
     """(content-addressed URI, manifest) for a pointer; (uri, None) for anything else."""
     manifest_uri = pointer_manifest_uri(uri, settings)
     if manifest_uri is None:
@@ -99,7 +103,7 @@ def resolve(uri: str, settings=None) -> tuple[str, dict | None]:
     return data["uri"], {**data, "pointer": uri, "manifest_uri": manifest_uri}
 
 
-def write_tag(tag: str, uri: str, sha256: str, rows: int, settings=None) -> str:
+def write_tag(tag: str, uri: str, sha256: str, rows: int, settings: Settings | None = None) -> str:
     """Move `tag` to the snapshot `uri`; returns the manifest URI."""
     import tempfile
     from pathlib import Path

@@ -10,9 +10,13 @@ and surrounding blanks, so the YAML twist and the data agree.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 _TRUE = {"1", "true", "yes", "y", "on", "t"}
 _FALSE = {"0", "false", "no", "n", "off", "f"}
@@ -43,7 +47,7 @@ def token(v: Any) -> str:
         return s
 
 
-def binary_labels(series, positive_label: Any, values: Iterable[Any] | None = None):
+def binary_labels(series: Iterable[Any], positive_label: Any, values: Iterable[Any] | None = None) -> np.ndarray:
     """0/1 int array: 1 where the value means `positive_label`. LabelError (one line) on other values.
 
     With `values` (the config's allowed set) every value must be one of them, and
@@ -72,14 +76,14 @@ def binary_labels(series, positive_label: Any, values: Iterable[Any] | None = No
     return (tokens == pos).to_numpy(np.int64)
 
 
-def _other_values(name, s, tokens, bad: set, allowed: list[str]) -> str:
+def _other_values(name: str, s: pd.Series, tokens: pd.Series, bad: set, allowed: list[str]) -> str:
     mask = tokens.isin(bad)
     sample = [str(v)[:40] for v in s[mask].unique()[:3]]
     return (f"label {name!r} has {int(mask.sum())} row(s) with values outside {{{', '.join(allowed)}}}: "
             f"{', '.join(repr(v) for v in sample)}{' ...' if len(bad) > 3 else ''}")
 
 
-def aligned_values(series, values: Iterable[Any]) -> list[Any]:
+def aligned_values(series: Iterable[Any], values: Iterable[Any]) -> list[Any]:
     """The data's own spellings of the config's values (YAML `yes` -> the data's "Yes"), for set checks."""
     import pandas as pd
 

@@ -13,13 +13,17 @@ estimator, so serving applies exactly the training transforms. It has two paths:
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, NoReturn, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError
 
 from kfct.errors import FeatureError  # here too: where the encoder raises it
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class TabularEncoder(BaseEstimator, TransformerMixin):
@@ -72,7 +76,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         self._width = offset
         self._nullable = set(self.nullable)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if "numeric_" in state:
             self._index()
@@ -81,7 +85,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
     def input_features(self) -> list[str]:
         return list(self.numeric_) + list(self.categorical_)
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.asarray(self.output_names_, dtype=object)
 
     @property
@@ -105,7 +109,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
             raise FeatureError(c, f"non-finite value {v[inf][0]}", int(np.argmax(inf)))
         return (v - self.means_[j]) / self.stds_[j]
 
-    def _one_hot(self, out: np.ndarray, c: str, codes: np.ndarray, values) -> None:
+    def _one_hot(self, out: np.ndarray, c: str, codes: np.ndarray, values: np.ndarray | _LazyValues) -> None:
         """Set the one-hot cells; codes < 0 are unknown (or null) values of `values` (row-aligned)."""
         off, index = self._cat_offsets[c]
         if (codes < 0).any():
@@ -136,7 +140,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         return out
 
     # -- Arrow path (batch scoring without pandas) ------------------------------
-    def transform_arrow(self, table) -> np.ndarray:
+    def transform_arrow(self, table: pa.Table) -> np.ndarray:
         """`transform` computed from Arrow columns: each distinct category string is looked up once."""
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -211,7 +215,7 @@ class _LazyValues:
     def __init__(self, dictionary: list, idx: np.ndarray):
         self.dictionary, self.idx = dictionary, idx
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Any:
         return self.dictionary[int(self.idx[i])]
 
 
@@ -227,14 +231,21 @@ class ChurnModel(BaseEstimator, ClassifierMixin):
     def classes_(self) -> np.ndarray:
         return np.array([0, 1])
 
+    def _fitted_encoder(self) -> TabularEncoder:
+        """The encoder; None only on an unassembled instance (sklearn's clone needs the None default).
+        NotFittedError is an AttributeError, as the bare `None.transform` it replaces was."""
+        if self.encoder is None:
+            raise NotFittedError("ChurnModel has no encoder: it is assembled by kfct.components.train")
+        return self.encoder
+
     @property
     def feature_names(self) -> list[str]:
-        return self.encoder.input_features
+        return self._fitted_encoder().input_features
 
-    def fit(self, X, y):  # pragma: no cover - training happens in kfct.components.train
+    def fit(self, X: Any, y: Any) -> NoReturn:  # pragma: no cover - training happens in kfct.components.train
         raise NotImplementedError("ChurnModel is assembled by kfct.components.train, not fitted directly")
 
-    def _booster(self):
+    def _booster(self) -> Any:
         est = self.estimator
         return est if type(est).__name__ == "Booster" else None
 
@@ -246,7 +257,7 @@ class ChurnModel(BaseEstimator, ClassifierMixin):
         return self.estimator.predict_proba(M)[:, 1].astype(np.float64)
 
     def predict_positive(self, X: pd.DataFrame) -> np.ndarray:
-        return self.proba_from_matrix(self.encoder.transform(X))
+        return self.proba_from_matrix(self._fitted_encoder().transform(X))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         p = self.predict_positive(X)
@@ -256,4 +267,4 @@ class ChurnModel(BaseEstimator, ClassifierMixin):
         return (self.predict_positive(X) >= self.threshold).astype(np.int64)
 
     def predict_proba_records(self, records: Iterable[dict]) -> np.ndarray:
-        return self.proba_from_matrix(self.encoder.transform_records(records))
+        return self.proba_from_matrix(self._fitted_encoder().transform_records(records))

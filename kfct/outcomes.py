@@ -22,9 +22,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from kfct.errors import DataSourceError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from numpy.typing import ArrayLike
+
+    from kfct.settings import Settings
+
+    # the validate stage's suite runner (`kfct.components.validate.validate_frame`): (frame, config) -> result
+    ValidateFrame = Callable[[pd.DataFrame, dict], dict]
 
 PREFIX = "outcomes"
 ID = "customer_id"  # the prediction log's id column name, whatever the dataset calls it
@@ -41,7 +50,7 @@ def outcomes_settings(cfg: dict) -> dict:
     return {"observed_at_column": o["observed_at_column"], "label_horizon_days": float(o["label_horizon_days"])}
 
 
-def _label_map(cfg: dict):
+def _label_map(cfg: dict) -> tuple[dict[Any, int], Any]:
     """Label value → 0/1 by `kfct.labels.token` (strings, booleans, YAML's yes/no or 0/1 agree)."""
     from kfct.labels import token
 
@@ -52,7 +61,7 @@ def _label_map(cfg: dict):
     return {v: int(token(v) == token(positive)) for v in values}, positive
 
 
-def _gx_check(df, cfg: dict, validate_frame) -> None:
+def _gx_check(df: pd.DataFrame, cfg: dict, validate_frame: ValidateFrame) -> None:
     """The dataset's own GX suite, restricted to the id and label columns.
 
     `validate_frame` is the validate stage's suite runner, passed in by the caller (the
@@ -73,7 +82,8 @@ def _gx_check(df, cfg: dict, validate_frame) -> None:
                             f"sample={first.get('sample_bad_values')}{more}")
 
 
-def validate_outcomes(df, cfg: dict, gx: bool = True, validate_frame=None):
+def validate_outcomes(df: pd.DataFrame, cfg: dict, gx: bool = True,
+                      validate_frame: ValidateFrame | None = None) -> pd.DataFrame:
     """Checked copy: id (str), label (0/1 int), observed_at (UTC timestamp). Raises OutcomesError.
 
     With `gx`, `validate_frame` (`kfct.components.validate.validate_frame`) runs the schema's
@@ -119,7 +129,7 @@ def validate_outcomes(df, cfg: dict, gx: bool = True, validate_frame=None):
                          "observed_at": ts.astype("datetime64[us, UTC]").reset_index(drop=True)})
 
 
-def read_outcomes_file(uri: str):
+def read_outcomes_file(uri: str) -> pd.DataFrame:
     """A DataFrame from a parquet/CSV path or `s3://` object (same readers as datasets)."""
     from kfct.datasource import _read_local
 
@@ -132,11 +142,11 @@ def read_outcomes_file(uri: str):
     return _read_local(Path(uri).expanduser())
 
 
-def load_outcomes(uri: str, cfg: dict, validate_frame=None):
+def load_outcomes(uri: str, cfg: dict, validate_frame: ValidateFrame | None = None) -> pd.DataFrame:
     return validate_outcomes(read_outcomes_file(uri), cfg, validate_frame=validate_frame)
 
 
-def store_outcomes(frame, settings=None) -> dict[str, Any]:
+def store_outcomes(frame: pd.DataFrame, settings: Settings | None = None) -> dict[str, Any]:
     """Content-addressed copy of validated outcomes; returns {uri, sha256, rows}."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -166,7 +176,7 @@ def store_outcomes(frame, settings=None) -> dict[str, Any]:
     return {"uri": uri, "sha256": digest, "rows": int(len(frame))}
 
 
-def stored_outcomes(settings=None):
+def stored_outcomes(settings: Settings | None = None) -> pd.DataFrame:
     """Every stored outcomes snapshot, concatenated and de-duplicated (id, observed_at, outcome)."""
     import pandas as pd
 
@@ -194,7 +204,7 @@ def stored_outcomes(settings=None):
     return out.sort_values(["observed_at", ID], kind="stable").reset_index(drop=True)
 
 
-def join_predictions(predictions, outcomes, horizon_days: float = 30.0):
+def join_predictions(predictions: pd.DataFrame, outcomes: pd.DataFrame, horizon_days: float = 30.0) -> pd.DataFrame:
     """Each served prediction paired with the first outcome observed after it within the horizon.
 
     A prediction made after the outcome, or more than `horizon_days` before it, gets
@@ -223,7 +233,7 @@ def join_predictions(predictions, outcomes, horizon_days: float = 30.0):
     return joined.drop(columns="_row").sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def _metrics(y, proba, label) -> dict[str, Any]:
+def _metrics(y: ArrayLike, proba: ArrayLike, label: ArrayLike) -> dict[str, Any]:
     import numpy as np
     from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
@@ -245,7 +255,8 @@ def _metrics(y, proba, label) -> dict[str, Any]:
     return out
 
 
-def realized_performance(joined, by: tuple[str, ...] = ("model_version", "role"), window: str | None = None) -> list[dict]:
+def realized_performance(joined: pd.DataFrame, by: tuple[str, ...] = ("model_version", "role"),
+                         window: str | None = None) -> list[dict]:
     """Metrics per group (served version and role; optionally per time window such as '1D' or '7D')."""
     import pandas as pd
 
@@ -266,7 +277,7 @@ def realized_performance(joined, by: tuple[str, ...] = ("model_version", "role")
     return rows
 
 
-def calibration_curve(joined, bins: int = 10) -> list[dict]:
+def calibration_curve(joined: pd.DataFrame, bins: int = 10) -> list[dict]:
     """Mean predicted vs observed per probability bin (the calibration plot's points)."""
     import numpy as np
 

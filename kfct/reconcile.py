@@ -18,10 +18,16 @@ that trains) and by register under the registry lock.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfct.registry import RegistryLock
+    from kfct.settings import Settings
 
 HOST_TAG, PID_TAG, BOOT_TAG, START_TAG = "kfct.host", "kfct.pid", "kfct.boot_id", "kfct.proc_start"
 
@@ -63,7 +69,7 @@ def run_is_dead(tags: dict, start_ms: int | None, stale_seconds: float, now: flo
     return None
 
 
-def reconcile_runs(settings=None) -> list[dict]:
+def reconcile_runs(settings: Settings | None = None) -> list[dict]:
     """Mark dead RUNNING runs KILLED and their PENDING logged models FAILED."""
     from kfct import audit, registry
     from kfct.retry import retry_call
@@ -82,38 +88,39 @@ def reconcile_runs(settings=None) -> list[dict]:
         why = run_is_dead(run.data.tags, run.info.start_time, s.stale_run_seconds)
         if why is None:
             continue
-        retry_call(lambda r=run, w=why: c.set_tag(r.info.run_id, "kfct.reconciled", f"KILLED: {w}"[:5000]),
+        retry_call(functools.partial(c.set_tag, run.info.run_id, "kfct.reconciled", f"KILLED: {why}"[:5000]),
                    "tag dead run")
-        retry_call(lambda r=run: c.set_terminated(r.info.run_id, "KILLED"), "mark dead run KILLED")
+        retry_call(functools.partial(c.set_terminated, run.info.run_id, "KILLED"), "mark dead run KILLED")
         dead[run.info.run_id] = why
         found.append(audit.record("stale_run_marked", mlflow_run_id=run.info.run_id, status="KILLED", reason=why))
     pending = [lm for lm in _logged_models(c, exp.experiment_id) if str(lm.status).endswith("PENDING")]
     for lm in pending:
         run_id = getattr(lm, "source_run_id", None)
-        why = dead.get(run_id)
+        why = dead.get(run_id) if run_id else None
         if why is None and run_id:
-            r = retry_call(lambda rid=run_id: c.get_run(rid), "read run of a pending model")
+            r = retry_call(functools.partial(c.get_run, run_id), "read run of a pending model")
             if r.info.status in ("KILLED", "FAILED"):
                 why = f"its run {run_id} ended {r.info.status}"
         if why is None and lm.creation_timestamp and time.time() - lm.creation_timestamp / 1000 > s.stale_run_seconds:
             why = "PENDING longer than the lease"
         if why is None:
             continue
-        retry_call(lambda m=lm: c.finalize_logged_model(m.model_id, "FAILED"), "mark pending model FAILED")
+        retry_call(functools.partial(c.finalize_logged_model, lm.model_id, "FAILED"), "mark pending model FAILED")
         found.append(audit.record("pending_model_marked", model_id=lm.model_id, mlflow_run_id=run_id,
                                   status="FAILED", reason=why))
     return found
 
 
-def _logged_models(c, experiment_id: str, limit: int = 5000) -> list:
+def _logged_models(c: Any, experiment_id: str, limit: int = 5000) -> list:
     """All logged models of the experiment (MLflow's search cannot filter on status)."""
     from kfct.retry import retry_call
 
-    out, token = [], None
+    out: list = []
+    token: str | None = None
     try:
         while len(out) < limit:
-            page = retry_call(lambda t=token: c.search_logged_models([experiment_id], max_results=500, page_token=t),
-                              "search logged models")
+            page = retry_call(functools.partial(c.search_logged_models, [experiment_id], max_results=500,
+                                                page_token=token), "search logged models")
             out.extend(page)
             token = page.token
             if not token:
@@ -162,7 +169,8 @@ def reconcile_versions(name: str, own_run_id: str | None = None) -> list[dict]:
     return found
 
 
-def reconcile(name: str, settings=None, own_run_id: str | None = None, lock=None) -> list[dict]:
+def reconcile(name: str, settings: Settings | None = None, own_run_id: str | None = None,
+              lock: RegistryLock | None = None) -> list[dict]:
     """Runs and versions; takes the registry lock for the versions unless `lock` is given."""
     from kfct import registry
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from kfct.errors import FeatureError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 FLOAT32_MAX = 3.4028234663852886e38
 INT64_LIMIT = 2 ** 63
@@ -98,7 +101,7 @@ class RecordSchema:
             raise FeatureError(name, f"id of {len(v)} characters is longer than {self.id_max_length}", i)
 
     # -- batch: one numeric column at a time ---------------------------------------------------
-    def check_column(self, name: str, values) -> None:
+    def check_column(self, name: str, values: ArrayLike) -> None:
         """`values`: float64 numpy array with NaN for nulls. Same rules as `check_records`,
         plus the null policy (batch has no encoder step in between that would name it)."""
         import numpy as np

@@ -13,6 +13,7 @@ server verifies before it serves a version.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,9 +25,15 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from kfct.model import ChurnModel
+    from kfct.settings import Settings
 
 MODEL_FILE = "model.pkl"
 # Version tags of the registration protocol (see `register_once` and kfct.reconcile).
@@ -40,11 +47,12 @@ def _redact(uri: str) -> str:
 
     parts = urlsplit(uri)
     if parts.password or parts.username:
-        return uri.replace(parts.netloc, parts.hostname + (f":{parts.port}" if parts.port else ""))
+        # no host at all is legal: postgresql://user:pw@/mlflow?host=/run/postgresql (a unix socket)
+        return uri.replace(parts.netloc, (parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
     return uri
 
 
-def configure_http(settings=None) -> None:
+def configure_http(settings: Settings | None = None) -> None:
     """MLflow's HTTP client reads its timeout and retries from env: set them from Settings.
 
     MLflow's defaults are a 120 s timeout and 7 retries with backoff factor 2 (minutes per
@@ -67,7 +75,7 @@ def configure_http(settings=None) -> None:
 _http_env_set: dict[str, str] = {}
 
 
-def setup(settings=None, experiment: str | None = None, attempts: int | None = None) -> str:
+def setup(settings: Settings | None = None, experiment: str | None = None, attempts: int | None = None) -> str:
     """Point MLflow at the configured store; create the experiment. Returns its id.
 
     `attempts=1` for callers that retry on their own cycle (the model server's loader)."""
@@ -108,7 +116,7 @@ def setup(settings=None, experiment: str | None = None, attempts: int | None = N
     return exp_id
 
 
-def prepare_store_in_background(settings=None):
+def prepare_store_in_background(settings: Settings | None = None) -> subprocess.Popen[bytes] | None:
     """Create a new local SQLite store in a background process; returns it (or None: nothing to do).
 
     MLflow builds a new SQLite store's schema on first use (about 60 alembic migrations,
@@ -134,7 +142,7 @@ def prepare_store_in_background(settings=None):
 
 
 @contextmanager
-def _store_init_lock(tracking_uri: str):
+def _store_init_lock(tracking_uri: str) -> Iterator[None]:
     """An exclusive file lock beside a local SQLite store while this process first opens it.
 
     MLflow creates a new SQLite store's schema (alembic migrations) on first use; two
@@ -156,13 +164,14 @@ def _store_init_lock(tracking_uri: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def client():
+def client() -> Any:
+    """A fresh MlflowClient (typed Any: MLflow is imported only where it is used)."""
     from mlflow import MlflowClient
 
     return MlflowClient()
 
 
-def log_model(model, input_example, name: str = "model") -> dict[str, str]:
+def log_model(model: ChurnModel, input_example: Any, name: str = "model") -> dict[str, str]:
     """Log a ChurnModel in the active run with signature and input example.
 
     Returns model_uri and the sha256 of the serialized model file.
@@ -227,7 +236,7 @@ class ModelIntegrityError(RuntimeError):
     """The downloaded model file does not match the hash recorded at registration."""
 
 
-def resolve_version(name: str, alias: str | None = None, version: str | None = None):
+def resolve_version(name: str, alias: str | None = None, version: str | None = None) -> Any:
     c = client()
     if version:
         return c.get_model_version(name, str(version))
@@ -259,7 +268,7 @@ def alias_version(name: str, alias: str) -> str | None:
 
     from kfct.retry import is_transient, retry_call
 
-    def read():
+    def read() -> str | None:
         try:
             return str(client().get_model_version_by_alias(name, alias).version)
         except MlflowException as exc:
@@ -276,7 +285,7 @@ def aliases(name: str, attempts: int | None = None) -> dict[str, str]:
 
     from kfct.retry import is_transient, retry_call
 
-    def read():
+    def read() -> dict[str, str]:
         try:
             rm = client().get_registered_model(name)
         except MlflowException as exc:
@@ -305,7 +314,7 @@ def versions_of_run(name: str, run_id: str) -> list:
 
     from kfct.retry import is_transient, retry_call
 
-    def search():
+    def search() -> list:
         try:
             found = client().search_model_versions(f"name='{name}' and run_id='{run_id}'")
         except MlflowException as exc:
@@ -339,11 +348,16 @@ def register_once(model_uri: str, name: str, tags: dict[str, str], run_id: str) 
     held = set(aliases(name).values())
     for extra in versions_of_run(name, run_id):
         if str(extra.version) != version and str(extra.version) not in held:
-            retry_call(lambda v=extra.version: client().delete_model_version(name, str(v)),
+            retry_call(functools.partial(_delete_version, name, str(extra.version)),
                        f"remove duplicate {name} v{extra.version}")
             audit.record("duplicate_version_removed", model_name=name, version=str(extra.version), kept=version,
                          mlflow_run_id=run_id, reason="a repeated create request made a second version of one run")
     return version, created
+
+
+def _delete_version(name: str, version: str) -> None:
+    """A fresh client per try, as every retried MLflow call here gets."""
+    client().delete_model_version(name, version)
 
 
 def describe(name: str, version: str, version_text: str, model_text: str) -> None:
@@ -414,28 +428,29 @@ class _FileLock:
 
     kind = "file"
 
-    def __init__(self, path, timeout: float):
-        self.path, self.timeout, self.fh = path, timeout, None
+    def __init__(self, path: Path, timeout: float):
+        self.path, self.timeout = path, timeout
+        self.fh: IO[str] | None = None
 
     def acquire(self) -> None:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a+")
+        fh = self.fh = open(self.path, "a+")
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.fh.seek(0)
-                self.fh.truncate()
-                self.fh.write(_owner_token())
-                self.fh.flush()
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fh.seek(0)
+                fh.truncate()
+                fh.write(_owner_token())
+                fh.flush()
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    self.fh.seek(0)
-                    holder = self.fh.read().strip() or "?"
-                    self.fh.close()
+                    fh.seek(0)
+                    holder = fh.read().strip() or "?"
+                    fh.close()
                     raise RegistryLockTimeout(f"registry lock {self.path} still held by {holder} after "
                                               f"{self.timeout:.0f} s") from None
                 time.sleep(0.05)
@@ -483,12 +498,15 @@ class _TagLease:
         except ValueError:
             return None
 
+    def _write(self, body: str) -> None:
+        client().set_registered_model_tag(self.name, LEASE_TAG, body)
+
     def _ensure_model(self) -> None:
         from mlflow.exceptions import MlflowException
 
         from kfct.retry import is_transient, retry_call
 
-        def create():
+        def create() -> None:
             try:
                 client().create_registered_model(self.name)
             except MlflowException as exc:
@@ -511,8 +529,7 @@ class _TagLease:
             if cur is None or float(cur.get("expires", 0)) < time.time() or cur.get("owner") == self.token:
                 body = json.dumps({"owner": self.token, "expires": time.time() + self.lease_seconds})
                 try:
-                    retry_call(lambda b=body: client().set_registered_model_tag(self.name, LEASE_TAG, b),
-                               f"write lease of {self.name}")
+                    retry_call(functools.partial(self._write, body), f"write lease of {self.name}")
                 except MlflowException as exc:
                     if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
                             and "Duplicate" not in str(exc):
@@ -542,11 +559,12 @@ class _TagLease:
             pass
 
 
+RegistryLock = _TagLease | _FileLock  # what `champion_lock` yields
 _held = threading.local()
 
 
 @contextmanager
-def champion_lock(name: str, settings=None):
+def champion_lock(name: str, settings: Settings | None = None) -> Iterator[RegistryLock]:
     """Serialize gate hand-off -> registration -> alias moves of one registered model.
 
     Local SQLite store: an flock beside the store (dies with its holder). MLflow server: a
@@ -562,6 +580,7 @@ def champion_lock(name: str, settings=None):
     if name in held:  # re-entered by the same thread (e.g. a promotion that deploys): already ours
         yield held[name]
         return
+    lock: RegistryLock
     if _is_remote(s.tracking_uri):
         lock = _TagLease(name, s.registry_lease_seconds, s.registry_lock_timeout_seconds)
     else:
@@ -575,7 +594,7 @@ def champion_lock(name: str, settings=None):
         lock.release()
 
 
-def compare_and_set_alias(lock, name: str, alias: str, expected: str | None, version: str, reason: str = "",
+def compare_and_set_alias(lock: RegistryLock, name: str, alias: str, expected: str | None, version: str, reason: str = "",
                           **audit_fields: Any) -> str | None:
     """Move `alias` to `version` only if it still points to `expected` (None = unset).
 

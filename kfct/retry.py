@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from kfct.settings import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("kfct.retry")
@@ -78,7 +81,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text[:limit]}"
 
 
-def retry_call(fn: Callable[[], T], what: str, settings=None, attempts: int | None = None,
+def retry_call(fn: Callable[[], T], what: str, settings: Settings | None = None, attempts: int | None = None,
                before_retry: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> T:
     """Call `fn`; on a transient error wait and try again, up to `attempts` tries.
 

@@ -18,9 +18,18 @@ object) ends the call at once. Callers that must stay quick whatever the store d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 from kfct.errors import DataSourceError
+
+if TYPE_CHECKING:
+    import urllib3
+    from minio import Minio
+
+    from kfct.settings import Settings
+
+T = TypeVar("T")
 
 # Fail fast on a dead endpoint: minio's default is 5 retries and a 5-minute connect timeout.
 # Timeouts come from Settings (net_connect_timeout_seconds, net_timeout_seconds).
@@ -37,7 +46,8 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return u.netloc, u.path.lstrip("/")
 
 
-def _http_client(secure: bool, ca_file: str | None = None, settings=None, retries: int = RETRIES):
+def _http_client(secure: bool, ca_file: str | None = None, settings: Settings | None = None,
+                 retries: int = RETRIES) -> urllib3.PoolManager:
     import certifi
     import urllib3
 
@@ -54,12 +64,12 @@ def _http_client(secure: bool, ca_file: str | None = None, settings=None, retrie
     )
 
 
-def quick_client(settings=None):
+def quick_client(settings: Settings | None = None) -> Minio:
     """A minio client that tries each request once: a call takes at most one Settings timeout."""
     return client(settings, retries=0)
 
 
-def client(settings=None, retries: int = RETRIES):
+def client(settings: Settings | None = None, retries: int = RETRIES) -> Minio:
     """A minio client for the configured endpoint; a clear error when not configured."""
     from minio import Minio
 
@@ -83,7 +93,7 @@ def client(settings=None, retries: int = RETRIES):
         raise DataSourceError(f"bad S3 settings for endpoint {s.s3_endpoint!r}: {exc}") from exc
 
 
-def _explain(exc: Exception, what: str, settings=None, bucket: str | None = None) -> DataSourceError:
+def _explain(exc: Exception, what: str, settings: Settings | None = None, bucket: str | None = None) -> DataSourceError:
     """Turn minio/urllib3 errors into one line naming the endpoint and the cause."""
     from kfct.settings import get_settings
 
@@ -109,7 +119,8 @@ def _explain(exc: Exception, what: str, settings=None, bucket: str | None = None
     return DataSourceError(f"{what}: S3 endpoint {endpoint} unreachable ({name}: {first})")
 
 
-def _call(what: str, settings, bucket: str | None, fn, *args, retry: bool = True, **kwargs):
+def _call(what: str, settings: Settings | None, bucket: str | None, fn: Callable[..., T], *args: Any, retry: bool = True,
+          **kwargs: Any) -> T:
     """fn(*args, **kwargs), retried on transient errors (when `retry`); failures as one line."""
     from kfct.retry import TransientFailure, retry_call
 
@@ -128,7 +139,7 @@ def _call(what: str, settings, bucket: str | None, fn, *args, retry: bool = True
         raise _explain(exc, what, settings, bucket) from exc
 
 
-def download(uri: str, dest: str | Path, settings=None) -> Path:
+def download(uri: str, dest: str | Path, settings: Settings | None = None) -> Path:
     bucket, key = parse_uri(uri)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -137,14 +148,15 @@ def download(uri: str, dest: str | Path, settings=None) -> Path:
     return dest
 
 
-def upload(path: str | Path, uri: str, settings=None, metadata: dict | None = None) -> str:
+def upload(path: str | Path, uri: str, settings: Settings | None = None, metadata: dict | None = None) -> str:
     bucket, key = parse_uri(uri)
     c = client(settings)
     _call(f"cannot write {uri}", settings, bucket, c.fput_object, bucket, key, str(path), metadata=metadata)
     return uri
 
 
-def put_bytes(data: bytes, uri: str, settings=None, client_=None, retry: bool = True) -> str:
+def put_bytes(data: bytes, uri: str, settings: Settings | None = None, client_: Minio | None = None,
+              retry: bool = True) -> str:
     """Write one object from memory (a PUT of the same key again overwrites: idempotent)."""
     import io
 
@@ -156,14 +168,14 @@ def put_bytes(data: bytes, uri: str, settings=None, client_=None, retry: bool = 
     return uri
 
 
-def list_names(bucket: str, prefix: str, settings=None) -> list[str]:
+def list_names(bucket: str, prefix: str, settings: Settings | None = None) -> list[str]:
     """Object names under `prefix` (recursive), the listing retried as a whole on transient errors."""
     c = client(settings)
     return _call(f"cannot list s3://{bucket}/{prefix}", settings, bucket,
                  lambda: [o.object_name for o in c.list_objects(bucket, prefix=prefix, recursive=True)])
 
 
-def stat(uri: str, settings=None) -> dict | None:
+def stat(uri: str, settings: Settings | None = None) -> dict | None:
     """Size, etag and user metadata of an object, or None when it does not exist.
 
     A missing bucket is an error (not "absent"): writing into it would fail anyway.
@@ -181,11 +193,11 @@ def stat(uri: str, settings=None) -> dict | None:
     return {"size": st.size, "etag": st.etag, "metadata": meta}
 
 
-def exists(uri: str, settings=None) -> bool:
+def exists(uri: str, settings: Settings | None = None) -> bool:
     return stat(uri, settings) is not None
 
 
-def ensure_bucket(bucket: str, settings=None, create: bool = False) -> bool:
+def ensure_bucket(bucket: str, settings: Settings | None = None, create: bool = False) -> bool:
     """Check the bucket exists; create it when `create` (returns True if it was created).
 
     Without `create` a missing bucket is a clear error: silently creating buckets on a

@@ -13,9 +13,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CATEGORY_CAP = 50        # more distinct strings than this: free text, kept out of the model
 RANGE_MARGIN = 0.10      # numeric ranges widened by this share of the observed span
@@ -37,7 +40,7 @@ def _nice(v: float, down: bool) -> float | int:
     return int(out) if float(out).is_integer() else out
 
 
-def _numeric_spec(s, is_int: bool) -> dict:
+def _numeric_spec(s: pd.Series, is_int: bool) -> dict:
     lo, hi = float(s.min()), float(s.max())
     span = (hi - lo) or abs(hi) or 1.0
     lo_m, hi_m = lo - RANGE_MARGIN * span, hi + RANGE_MARGIN * span
@@ -53,7 +56,7 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _label_spec(s, positive: Any | None) -> tuple[dict, Any]:
+def _label_spec(s: pd.Series, positive: Any | None) -> tuple[dict, Any]:
     import pandas as pd
 
     name = s.name
@@ -91,7 +94,7 @@ def _label_spec(s, positive: Any | None) -> tuple[dict, Any]:
     return {"dtype": dtype, "nullable": False, "values": values}, positive
 
 
-def infer_config(df, label: str, id_column: str | None = None, positive: Any | None = None,
+def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, positive: Any | None = None,
                  name: str = "dataset") -> dict:
     """The user-file config for `df`: dataset (schema, checks), register name, sensitive candidates."""
     import pandas as pd

@@ -9,6 +9,7 @@ same stamps show up in the Kubeflow UI next to the artifacts.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 STARTED = "kfct_started_at"
 ENDED = "kfct_ended_at"
@@ -17,7 +18,7 @@ ENDED = "kfct_ended_at"
 class StageClock:
     """Started when created; `stamp()` writes both times (epoch seconds, UTC) into a metadata dict."""
 
-    def __init__(self, clock=time.time):
+    def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
         self.started_at = clock()
 

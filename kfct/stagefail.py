@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EVENT = "stage_failed"
 RUN_ID_ENV = "KFCT_RUN_ID"  # set by the local runner (kfct.pipelines.runner) for its stage processes
@@ -24,7 +27,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def failure_entry(stage: str, exc: BaseException, context: dict, env=os.environ) -> dict:
+def failure_entry(stage: str, exc: BaseException, context: dict, env: Mapping[str, str] = os.environ) -> dict:
     """Fields of the `stage_failed` entry: the stage, what is known of the run, the error's class and first line."""
     fields = {"stage": stage, **{k: v for k, v in context.items() if v not in (None, "")}}
     if env.get(RUN_ID_ENV):
@@ -37,7 +40,7 @@ def failure_entry(stage: str, exc: BaseException, context: dict, env=os.environ)
 
 
 @contextmanager
-def audit_failure(stage: str, **context) -> Iterator[dict]:
+def audit_failure(stage: str, **context: Any) -> Iterator[dict]:
     """Record `stage_failed` (stage, model_name / pipeline_run when given) if the body raises, then re-raise.
 
     Yields the context dict: a body that learns more (the model a shard is scored with) adds it.
@@ -63,7 +66,7 @@ def audit_failure(stage: str, **context) -> Iterator[dict]:
         stageproc.end()
 
 
-def recorded_for_run(run_id: str, path=None) -> bool:
+def recorded_for_run(run_id: str, path: Path | None = None) -> bool:
     """Whether a stage of the local run `run_id` already put its failure on the trail."""
     from kfct import audit
 

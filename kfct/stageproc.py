@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Mapping
 
 YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 
 
-def in_task_process(env=os.environ) -> bool:
+def in_task_process(env: Mapping[str, str] = os.environ) -> bool:
     """Whether this process is a kfp task's executor, alive for this one stage."""
     return env.get("_KFP_RUNTIME", "false") == "true"
 
 
-def begin(env=os.environ) -> bool:
+def begin(env: Mapping[str, str] = os.environ) -> bool:
     """Tune the collector for a short-lived stage process; returns whether it did."""
     if not in_task_process(env):
         return False
@@ -38,7 +39,7 @@ def begin(env=os.environ) -> bool:
     return True
 
 
-def end(env=os.environ) -> bool:
+def end(env: Mapping[str, str] = os.environ) -> bool:
     """Freeze the heap so the exiting interpreter does not collect it; returns whether it did."""
     if not in_task_process(env):
         return False

@@ -310,7 +310,9 @@ def _client_class(health: dict):
     answer = kfp_server_api.V2beta1GetHealthzResponse(
         multi_user=bool(health.get("multi_user")), pipeline_store=health.get("pipeline_store"))
 
-    class _ProbedClient(kfp_client_module().Client):
+    client_base: Any = kfp_client_module().Client  # a class only known at run time (kfp is imported lazily)
+
+    class _ProbedClient(client_base):
         def get_kfp_healthz(self, sleep_duration: int = 5):
             return answer
 
@@ -336,7 +338,8 @@ def _api(what: str, host: str):
             raise KfpError(f"{what}: Kubeflow Pipelines answered HTTP {status}: {message}"[:400]) from exc
         if isinstance(exc, ValueError):  # kfp.Client's own checks (duplicate names, ...)
             raise KfpError(f"{what}: {exc}") from exc
-        cause = exc.reason if isinstance(getattr(exc, "reason", None), Exception) else exc  # urllib3 MaxRetryError
+        reason = getattr(exc, "reason", None)
+        cause = reason if isinstance(reason, Exception) else exc  # urllib3 MaxRetryError
         name = type(cause).__name__
         if "Timeout" in name:
             connect, read = _timeout()
@@ -366,18 +369,24 @@ def _timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def _experiment_id(conn: Connection, name: str, create: bool = True) -> str | None:
-    c = conn.client
+def _find_experiment_id(conn: Connection, name: str) -> str | None:
+    """The experiment's id, or None where the server has no experiment of that name."""
     with _quiet(), _api(f"looking up experiment {name!r}", conn.host):
         try:
-            return c.get_experiment(experiment_name=name, namespace=conn.namespace).experiment_id
+            return conn.client.get_experiment(experiment_name=name, namespace=conn.namespace).experiment_id
         except ValueError as exc:
             if not str(exc).startswith("No experiment is found"):
                 raise
-    if not create:
-        return None
+    return None
+
+
+def _experiment_id(conn: Connection, name: str) -> str:
+    """The experiment's id, creating the experiment on first use."""
+    found = _find_experiment_id(conn, name)
+    if found is not None:
+        return found
     with _quiet(), _api(f"creating experiment {name!r}", conn.host):
-        return c.create_experiment(name=name, namespace=conn.namespace).experiment_id
+        return conn.client.create_experiment(name=name, namespace=conn.namespace).experiment_id
 
 
 def _versions_newest_first(conn: Connection, pipeline_id: str, page_size: int = 1) -> list:
@@ -539,7 +548,8 @@ def schedule_description(pipeline_name: str, cron6: str) -> str:
 
 
 def _recurring_runs(conn: Connection, experiment_id: str) -> list:
-    out, token = [], ""
+    out: list = []
+    token = ""
     while True:
         with _quiet(), _api("listing recurring runs", conn.host):
             resp = conn.client.list_recurring_runs(page_token=token, page_size=100, experiment_id=experiment_id)
@@ -614,7 +624,7 @@ def list_schedules(settings=None, experiment: str | None = None) -> list[Schedul
 
     s = settings or get_settings()
     conn = connect(s)
-    exp_id = _experiment_id(conn, experiment or s.kfp_experiment, create=False)
+    exp_id = _find_experiment_id(conn, experiment or s.kfp_experiment)
     if exp_id is None:
         return []
     return [_schedule_info(conn, rr) for rr in _recurring_runs(conn, exp_id)]

@@ -234,7 +234,8 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.ServerNotLive, _one_line(503, logging.WARNING))
     app.add_exception_handler(NotImplementedError, _one_line(501, logging.WARNING))
     app.add_exception_handler(e.UnsupportedProtocol, _one_line(501, logging.WARNING))
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # Starlette types every handler as taking any Exception; this one is registered for its own class only.
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_error_handler)
 
 
@@ -292,7 +293,7 @@ def _dropped(route) -> bool:
     `:explain` (no explainer: KServe answered 501) and `/versions/<v>/...` (versions are chosen by
     the registry aliases, not by clients: KServe answered 501 "not supported yet")."""
     path = getattr(route, "path", "")
-    if isinstance(route, APIRoute) and path.endswith(":explain") and "POST" in route.methods:
+    if isinstance(route, APIRoute) and path.endswith(":explain") and "POST" in (route.methods or ()):
         return True
     return path.startswith("/v2/repository/") or "/versions/{model_version}" in path
 
@@ -312,7 +313,7 @@ class _KfctRESTServer(RESTServer):
         self.max_request_bytes = max_request_bytes
         self.extra_routes = extra_routes
         self.access_log = access_log
-        self.app = None
+        self.app: FastAPI | None = None
 
     def create_application(self) -> FastAPI:
         app = FastAPI(title="kfct model server (KServe ModelServer)", docs_url=None, redoc_url=None,
@@ -396,9 +397,8 @@ class _KfctRESTServer(RESTServer):
     def uvicorn_config(self, **kw):
         import uvicorn
 
-        if self.app is None:
-            self.create_application()
-        return uvicorn.Config(self.app, host=self.host, port=self.port, log_config=None, access_log=self.access_log,
+        app = self.app if self.app is not None else self.create_application()
+        return uvicorn.Config(app, host=self.host, port=self.port, log_config=None, access_log=self.access_log,
                               loop="uvloop", http="httptools", timeout_keep_alive=65, lifespan="off", **kw)
 
 

@@ -20,11 +20,14 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.prediction_log import PREFIX, default_root
 from kfct.prediction_log import use_s3 as _use_s3
 from kfct.serving.predlog_spill import Segment, SpillBuffer, segment_name
+
+if TYPE_CHECKING:
+    from minio import Minio
 
 log = logging.getLogger("kfct.serving.predlog")
 
@@ -83,7 +86,7 @@ class PredictionLogger:
         if recovered:
             log.warning("prediction log: %d rows left by a previous run in %s, uploading them first", recovered,
                         spill)
-        self._s3_client = None
+        self._s3_client: Minio | None = None
         self._cv = threading.Condition()
         self._flush_req = threading.Event()
         self._flush_gen = 0
@@ -327,7 +330,8 @@ def build_table(items: list, id_column: str = "customer_id"):
     import numpy as np
     import pyarrow as pa
 
-    ts, req, names, versions, roles, ids, probs, labels, thrs = [], [], [], [], [], [], [], [], []
+    ts, req, names, versions, roles, probs, labels, thrs = [], [], [], [], [], [], [], []
+    ids: list[str | None] = []
     records: list[dict] = []
     for (t, rid, mname, ver, role, recs, p, lab, thr) in items:
         n = len(recs)

@@ -34,7 +34,9 @@ from kfct.serving.schemas import BadRequest, requested_outputs, v1_records, v2_r
 
 kserve = kserve_sdk.LazyKServe()
 
-if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
+if TYPE_CHECKING:  # for type checkers: the real bases (at run time they join in __getattr__ below), the executor
+    from concurrent.futures import ThreadPoolExecutor
+
     from kserve import Model as _KServeModel
 else:
     _KServeModel = object
@@ -170,10 +172,10 @@ class _ChurnPredictor(_KServeModel):
         self.current: LoadedVersion | None = None
         self.last_error: str | None = None
         self._load_lock = threading.Lock()
-        self._executor = None
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
-    def executor(self):
+    def executor(self) -> ThreadPoolExecutor:
         """This version's own scoring thread (one: scoring holds the GIL anyway; a slow version
         then queues its own requests instead of everyone's)."""
         if self._executor is None:
@@ -326,9 +328,9 @@ def v1_response(name: str, groups: list, n: int) -> dict:
     if len(groups) == 1 and groups[0][0] is None:
         s = groups[0][1]
         v, t = s.version, s.threshold
-        preds = [{"probability": p, "label": lab, "threshold": t, "model_version": v}
+        whole = [{"probability": p, "label": lab, "threshold": t, "model_version": v}
                  for p, lab in zip(s.probabilities.tolist(), s.labels.tolist())]
-        return {"model_name": name, "model_version": v, "predictions": preds}
+        return {"model_name": name, "model_version": v, "predictions": whole}
     preds: list = [None] * n
     for idx, s in groups:
         v, t = s.version, s.threshold

@@ -62,7 +62,7 @@ RECORDS_INPUT = "instances"
 MAX_JSON_DEPTH = 64  # a feature record is 3 levels deep; anything far deeper is an attack on the parser
 
 
-def parse_json_body(body: bytes | str) -> Any:
+def parse_json_body(body: bytes | bytearray | str) -> Any:
     """JSON with NaN/Infinity accepted, so a non-finite feature is named instead of a parse error.
 
     Used only after orjson refused the body. The stdlib parser recurses per nesting level:
@@ -74,7 +74,7 @@ def parse_json_body(body: bytes | str) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
 
 
-def _check_depth(body: bytes | str) -> None:
+def _check_depth(body: bytes | bytearray | str) -> None:
     """Bracket depth outside strings, in one pass (C-speed translate + a short Python loop)."""
     text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
     depth = 0
@@ -177,20 +177,20 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
             records.append(rec)
         return records, req_id
 
-    n = None
+    n: int | None = None
     columns: dict[str, list] = {}
     for inp in inputs:
         name = inp.name
         if name in columns:
             raise BadRequest(f"input {name!r} given twice", field=name)
-        rows = _input_rows(inp)
+        n_rows = _input_rows(inp)
         data = _flat(inp.data, name)
-        if len(data) != rows:
-            raise BadRequest(f"input {name!r}: shape says {rows} rows but data has {len(data)}", field=name)
+        if len(data) != n_rows:
+            raise BadRequest(f"input {name!r}: shape says {n_rows} rows but data has {len(data)}", field=name)
         if n is None:
-            n = rows
-        elif rows != n:
-            raise BadRequest(f"input {name!r} has {rows} rows, other inputs have {n}", field=name)
+            n = n_rows
+        elif n_rows != n:
+            raise BadRequest(f"input {name!r} has {n_rows} rows, other inputs have {n}", field=name)
         dt = inp.datatype
         if dt == "BYTES":
             data = [_bytes_value(v) for v in data]

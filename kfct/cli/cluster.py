@@ -15,10 +15,17 @@ Parsers only here; kfp, the compiler and docker are touched inside the handlers.
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfct.settings import Settings
+
 DEFAULT_OUT = "build"
 
 
-def _compile(args) -> int:
+def _compile(args: argparse.Namespace) -> int:
     from kfct.pipelines.compile import compile_all
 
     paths = compile_all(out_dir=args.out, gpu=args.gpu)
@@ -30,7 +37,7 @@ def _compile(args) -> int:
 PIPELINES = ("ct", "monitoring", "batch")
 
 
-def _package(args) -> str:
+def _package(args: argparse.Namespace) -> str:
     """The package to send: --package as given, else a fresh compile of the chosen pipeline."""
     if getattr(args, "package", None):
         return args.package
@@ -58,7 +65,7 @@ def _default_cron(which: str) -> str:
     return DEFAULT_CRON
 
 
-def _params(args, package: str) -> dict:
+def _params(args: argparse.Namespace, package: str) -> dict:
     """--param k=v plus the named shortcuts; data URIs must be reachable from the cluster."""
     from urllib.parse import urlparse
 
@@ -86,7 +93,7 @@ def _params(args, package: str) -> dict:
     return params
 
 
-def _submit(args) -> int:
+def _submit(args: argparse.Namespace) -> int:
     from kfct.pipelines import kfp_client
 
     package = _package(args)
@@ -98,7 +105,7 @@ def _submit(args) -> int:
     return 0
 
 
-def _schedule(args) -> int:
+def _schedule(args: argparse.Namespace) -> int:
     from kfct.errors import KfctError
     from kfct.pipelines import kfp_client
 
@@ -129,13 +136,13 @@ def _schedule(args) -> int:
 
 
 # --------------------------------------------------------------------------- images
-def image_builds(settings=None, code_version: str | None = None) -> list[dict]:
+def image_builds(settings: Settings | None = None, code_version: str | None = None) -> list[dict]:
     """The three images: name, Dockerfile, target and the `docker build` argv for each."""
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     version = code_version or "unknown"
-    specs = [
+    specs: list[dict[str, Any]] = [
         {"name": "component", "image": s.component_image, "file": "Dockerfile", "target": "component"},
         {"name": "serving", "image": s.serving_image, "file": "Dockerfile", "target": "serving"},
         {"name": "train-gpu", "image": s.gpu_image, "file": "Dockerfile.gpu", "target": None},
@@ -150,7 +157,7 @@ def image_builds(settings=None, code_version: str | None = None) -> list[dict]:
     return specs
 
 
-def kustomize_images(settings=None) -> list[dict]:
+def kustomize_images(settings: Settings | None = None) -> list[dict]:
     """`images:` entries mapping the names the manifests carry (settings' defaults) to the configured ones.
 
     The component image (MLflow Deployment) and the serving image (ServingRuntime); the GPU
@@ -166,11 +173,9 @@ def kustomize_images(settings=None) -> list[dict]:
     return out
 
 
-def set_kustomize_images(directory, settings=None) -> list[dict]:
+def set_kustomize_images(directory: str | Path, settings: Settings | None = None) -> list[dict]:
     """What `kustomize edit set image` does for the kfct images, without kustomize: the
     kustomization's `images:` entries for them are replaced, every other entry kept."""
-    from pathlib import Path
-
     import yaml
 
     from kfct.errors import KfctError
@@ -189,7 +194,7 @@ def set_kustomize_images(directory, settings=None) -> list[dict]:
     return ours
 
 
-def _batch(args) -> int:
+def _batch(args: argparse.Namespace) -> int:
     """The batch-scoring pipeline on this machine (kfp.local, shards in parallel subprocesses)."""
     import json
 
@@ -201,7 +206,7 @@ def _batch(args) -> int:
     return 0
 
 
-def _manifests(args) -> int:
+def _manifests(args: argparse.Namespace) -> int:
     import yaml
 
     from kfct.errors import KfctError
@@ -241,7 +246,7 @@ def _docker_ready() -> None:
         raise KfctError(f"Docker engine unavailable: {first[0] if first else 'docker info failed'}")
 
 
-def _images(args) -> int:
+def _images(args: argparse.Namespace) -> int:
     import shlex
     import subprocess
 
@@ -271,7 +276,7 @@ def _images(args) -> int:
 
 
 # --------------------------------------------------------------------------- parsers
-def _common_run_args(p) -> None:
+def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="where the compiled YAML goes (default: build)")
     p.add_argument("--gpu", action="store_true", help="train on the CUDA image with an nvidia.com/gpu")
     p.add_argument("--package", help="send this compiled YAML instead of compiling")
@@ -284,7 +289,7 @@ def _common_run_args(p) -> None:
                    help="which pipeline: ct (default), monitoring (drift check) or batch (batch scoring)")
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compile", help="compile the pipelines to build/*.yaml (type checking on)")
     c.add_argument("--out", default=DEFAULT_OUT)
     c.add_argument("--gpu", action="store_true", help="train on the CUDA image with an nvidia.com/gpu")

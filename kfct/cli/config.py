@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from kfct.cli.options import command_group
 
 
-def _show(args) -> int:
+def _show(args: argparse.Namespace) -> int:
     import yaml
 
     from kfct.config import load_config
@@ -14,7 +16,7 @@ def _show(args) -> int:
     return 0
 
 
-def _check(args) -> int:
+def _check(args: argparse.Namespace) -> int:
     from kfct.config import feature_columns, load_config
 
     cfg = load_config(args.file)
@@ -26,7 +28,7 @@ def _check(args) -> int:
     return 0
 
 
-def _init(args) -> int:
+def _init(args: argparse.Namespace) -> int:
     from kfct.schema_infer import init_config
 
     inferred = init_config(args.data, args.label, args.out, id_column=args.id, positive=args.positive)
@@ -42,7 +44,7 @@ def _init(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     csub = command_group(sub, "config", "show the effective run config or check a config file", "config_command")
     s = csub.add_parser("show", help="print the effective config (default merged with --config / FILE)")
     s.add_argument("file", nargs="?", help="config file (default: --config / KFCT_CONFIG, else the packaged default)")

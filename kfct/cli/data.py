@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from kfct.cli.options import command_group
 
 
-def _generate(args) -> int:
+def _generate(args: argparse.Namespace) -> int:
     from kfct.datagen import corrupt, generate, write_frame
     from kfct.errors import KfctError
 
@@ -22,7 +24,7 @@ def _generate(args) -> int:
     return 0
 
 
-def _push(args) -> int:
+def _push(args: argparse.Namespace) -> int:
     from kfct.datastore import push_dataset
 
     uri = push_dataset(args.path, tag=args.tag)
@@ -32,7 +34,7 @@ def _push(args) -> int:
     return 0
 
 
-def _outcomes(args) -> int:
+def _outcomes(args: argparse.Namespace) -> int:
     from kfct.datagen import realized_outcomes, write_frame
     from kfct.errors import KfctError
     from kfct.prediction_log import read_prediction_log
@@ -47,7 +49,7 @@ def _outcomes(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     from kfct.corruptions import CORRUPTIONS
 
     dsub = command_group(sub, "data", "generate or push datasets", "data_command")

@@ -13,6 +13,7 @@ Used by `kfct manifests check` (and CI).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "object": (object,),
               "datetime": (str,), "date": (str,)}
@@ -40,7 +41,8 @@ PODDEFAULT_SPEC = {"desc": "str", "selector": "V1LabelSelector", "env": "list[V1
                    "labels": "dict(str, str)", "tolerations": "list[V1Toleration]"}
 
 
-def _model(name: str):
+def _model(name: str) -> Any:
+    """The SDK model class `name` (Kubernetes first, then KServe), or None."""
     import kubernetes.client.models as k8s
 
     if hasattr(k8s, name):
@@ -51,7 +53,7 @@ def _model(name: str):
     return getattr(kserve, name, None) or getattr(kserve.models, name, None)
 
 
-def _walk(value, type_name: str, path: str, errors: list[str]) -> None:
+def _walk(value: Any, type_name: str, path: str, errors: list[str]) -> None:
     if value is None:
         return
     m = re.fullmatch(r"list\[(.+)\]", type_name)
@@ -82,7 +84,7 @@ def _walk(value, type_name: str, path: str, errors: list[str]) -> None:
     _walk_fields(value, cls.openapi_types, cls.attribute_map, path, errors, type_name)
 
 
-def _walk_fields(value, types: dict, attr_map: dict, path: str, errors: list[str], what: str) -> None:
+def _walk_fields(value: Any, types: dict, attr_map: dict, path: str, errors: list[str], what: str) -> None:
     if not isinstance(value, dict):
         errors.append(f"{path}: expected an object ({what}), got {type(value).__name__}")
         return
@@ -108,7 +110,8 @@ def check_object(obj: dict) -> tuple[bool, list[str]]:
             errors.append(f"{name}.spec.selector: required")
         _walk_fields(spec, PODDEFAULT_SPEC, {k: k for k in PODDEFAULT_SPEC}, f"{name}.spec", errors, "PodDefault spec")
         return True, errors
-    entry = MODELS.get((api, kind))
+    # A non-string apiVersion/kind (`kind: [Service]`) is no kind we know: unchecked, not a TypeError.
+    entry = MODELS.get((api, kind)) if isinstance(api, str) and isinstance(kind, str) else None
     if entry is None:
         return False, []
     cls = _model(entry[1])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
 from kfct.cli.options import command_group
 
 
-def _monitor(args) -> int:
+def _monitor(args: argparse.Namespace) -> int:
     import json
 
     from kfct.config import load_config
@@ -27,7 +28,7 @@ def _monitor(args) -> int:
     return 0
 
 
-def _verify(args) -> int:
+def _verify(args: argparse.Namespace) -> int:
     from kfct import audit
 
     path = args.path or audit.default_path()
@@ -62,12 +63,12 @@ def _fmt_entry(e: dict) -> str:
     return f"{e.get('seq'):>5}  {e.get('ts')}  {e.get('event'):<20} {who:<24} {rest}"
 
 
-def _short(v) -> str:
+def _short(v: object) -> str:
     text = v if isinstance(v, str) else json.dumps(v, default=str)
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _show(args) -> int:
+def _show(args: argparse.Namespace) -> int:
     import json
 
     from kfct import audit
@@ -88,7 +89,7 @@ def _show(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("monitor", help="drift check against the champion's training data; retrain when due")
     m.add_argument("--current", help="batch to check (path, s3://, generate://); default: the serving prediction log")
     m.add_argument("--since", help="prediction log rows since (ISO time); default: the last drift.window_days")

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
+
 from kfct.cli.options import command_group
 
 
-def _cfg_name(args):
+def _cfg_name(args: argparse.Namespace) -> tuple[dict, str]:
     from kfct.config import load_config
 
     cfg = load_config()
     return cfg, (getattr(args, "model_name", None) or cfg["register"]["model_name"])
 
 
-def _print_json(obj) -> None:
+def _print_json(obj: object) -> None:
     import json
 
     print(json.dumps(obj, indent=1, default=str))
 
 
-def _outcomes_push(args) -> int:
+def _outcomes_push(args: argparse.Namespace) -> int:
     from kfct import audit
     from kfct.components.validate import validate_frame
     from kfct.outcomes import load_outcomes, store_outcomes
@@ -38,7 +40,7 @@ def _outcomes_push(args) -> int:
     return 0
 
 
-def _outcomes_report(args) -> int:
+def _outcomes_report(args: argparse.Namespace) -> int:
     from kfct.components.outcomes_report import outcomes_report
     from kfct.settings import get_settings
 
@@ -59,7 +61,7 @@ def _outcomes_report(args) -> int:
     return 0
 
 
-def _ab_start(args) -> int:
+def _ab_start(args: argparse.Namespace) -> int:
     from kfct.components.ab_test import ab_start
 
     cfg, name = _cfg_name(args)
@@ -69,7 +71,7 @@ def _ab_start(args) -> int:
     return 0
 
 
-def _ab_report(args) -> int:
+def _ab_report(args: argparse.Namespace) -> int:
     from kfct.components.ab_test import ab_report, format_report
 
     cfg, name = _cfg_name(args)
@@ -78,7 +80,7 @@ def _ab_report(args) -> int:
     return 0
 
 
-def _ab_stop(args) -> int:
+def _ab_stop(args: argparse.Namespace) -> int:
     from kfct.components.ab_test import ab_stop
 
     cfg, name = _cfg_name(args)
@@ -87,7 +89,7 @@ def _ab_stop(args) -> int:
     return 0
 
 
-def _ab_decide(args) -> int:
+def _ab_decide(args: argparse.Namespace) -> int:
     from kfct.components.ab_test import ab_decide, format_report
 
     cfg, name = _cfg_name(args)
@@ -101,7 +103,7 @@ def _ab_decide(args) -> int:
     return 0
 
 
-def _shadow_report(args) -> int:
+def _shadow_report(args: argparse.Namespace) -> int:
     from kfct.components.ab_test import shadow_report
 
     cfg, name = _cfg_name(args)
@@ -119,7 +121,7 @@ def _shadow_report(args) -> int:
     return 0
 
 
-def _rollback(args) -> int:
+def _rollback(args: argparse.Namespace) -> int:
     from kfct.components.ab_test import rollback_core
 
     _, name = _cfg_name(args)
@@ -129,7 +131,7 @@ def _rollback(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     osub = command_group(sub, "outcomes", "realized outcomes: push them, report realized performance",
                          "outcomes_command")
     p = osub.add_parser("push", help="validate and store realized labels (id, label, observed_at); parquet/CSV/s3://")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from kfct.cli.options import add_model_option
 
 
-def _records(args, cfg) -> list[dict]:
+def _records(args: argparse.Namespace, cfg: dict) -> list[dict]:
     import math
 
     if not args.data:
@@ -20,7 +22,7 @@ def _records(args, cfg) -> list[dict]:
             for r in df.to_dict("records")]
 
 
-def _predict(args) -> int:
+def _predict(args: argparse.Namespace) -> int:
     import json
     import urllib.error
     import urllib.request
@@ -45,7 +47,7 @@ def _predict(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="send sample rows of the current schema (or of --data) to a running server")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     add_model_option(p, help="model name (default from config)")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     from kfct.config import load_config
     from kfct.errors import KfctError, ValidationFailed
     from kfct.pipelines.local import format_summary, format_validation_failure, run_ct
@@ -42,7 +43,7 @@ def _run(args) -> int:
     return 0
 
 
-def _mlflow_ui(args) -> int:
+def _mlflow_ui(args: argparse.Namespace) -> int:
     import os
 
     from kfct.settings import get_settings
@@ -57,7 +58,7 @@ def _mlflow_ui(args) -> int:
     return 0  # pragma: no cover
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run the CT pipeline end to end locally (kfp.local)")
     r.add_argument("--data-uri", help="path (.parquet/.csv), s3://bucket/key or generate://ROWS?seed=S")
     r.add_argument("--rows", type=int, default=100_000, help="generated rows when no --data-uri")

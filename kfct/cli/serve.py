@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from kfct.cli.options import add_model_option
 
 
-def _serve(args) -> int:
+def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from kfct.serving.server import options_from_args, serve
@@ -15,7 +17,7 @@ def _serve(args) -> int:
     return serve(opts)
 
 
-def _deploy(args) -> int:
+def _deploy(args: argparse.Namespace) -> int:
     import json
 
     from kfct.components.deploy import deploy_core
@@ -33,7 +35,7 @@ def _deploy(args) -> int:
     return 0
 
 
-def _rollout(args) -> int:
+def _rollout(args: argparse.Namespace) -> int:
     import json
 
     from kfct.components.rollout import LocalRouterBackend, RolloutError, make_backend, rollout_core
@@ -65,7 +67,7 @@ def _rollout(args) -> int:
     return 0 if res.outcome == "promoted" else 1
 
 
-def _score(args) -> int:
+def _score(args: argparse.Namespace) -> int:
     from kfct.components.score import score_core
     from kfct.config import load_config
 
@@ -79,7 +81,7 @@ def _score(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     srv = sub.add_parser("serve", help="serve the champion (and a canary/shadow) with KServe on 127.0.0.1:8080")
     from kfct.serving.server import add_server_arguments
 

@@ -85,6 +85,15 @@ def test_the_schema_check_catches_what_kubectl_kustomize_lets_through(rendered):
     assert "containers[0].args: expected a list" in joined
 
 
+def test_a_non_string_kind_is_unchecked_not_a_crash():
+    """`kind: [Service]` made the (apiVersion, kind) lookup raise TypeError (unhashable list)."""
+    from kfct.cli.manifest_check import check_objects
+
+    errors, unchecked = check_objects([{"apiVersion": "v1", "kind": ["Service"], "metadata": {"name": "x"}},
+                                       {"apiVersion": {"v": 1}, "kind": "Service", "metadata": {"name": "y"}}])
+    assert errors == [] and len(unchecked) == 2
+
+
 def test_bucket_job_has_resources_and_hides_no_failure(rendered):
     (job,) = find(rendered["dev"], "Job", "kfct-minio-setup")
     (c,) = containers(job)

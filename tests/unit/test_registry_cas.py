@@ -153,3 +153,12 @@ def test_rerun_of_a_finished_register_step_changes_nothing(store):
     b = register_core(meta, decision, cfg, NAME, "d", "sha", "run-1", "c")
     assert a["version"] == b["version"] == "1" and b.get("resumed")
     assert versions(NAME) == [1] and registry.aliases(NAME) == {"champion": "1"}
+
+
+def test_redacting_a_tracking_uri_without_a_host_keeps_it_usable():
+    """A unix-socket database URI has credentials and no host: redaction raised TypeError
+    (None + str), and `setup` redacts the tracking URI on every call (the retry's name)."""
+    from kfct.registry import _redact
+
+    assert _redact("postgresql://kfct:s3cret@/mlflow?host=/run/postgresql") == "postgresql:///mlflow?host=/run/postgresql"
+    assert _redact("http://kfct:s3cret@mlflow:5000/") == "http://mlflow:5000/"

@@ -142,6 +142,105 @@ def test_compiled_trees_refuse_what_they_cannot_reproduce():
     assert compile_booster(clf, 4, reference=lambda M: np.zeros(len(M))) is None  # disagrees with the model
 
 
+def _booster(X, y, **params):
+    import xgboost as xgb
+
+    return xgb.XGBClassifier(tree_method="hist", n_jobs=1, **params).fit(X, y).get_booster()
+
+
+def _assert_both_paths_match(ens, booster, X, atol=1e-6):
+    """The batch walk on all rows and the one-row table on the first 40 agree with the booster."""
+    ref = booster.inplace_predict(X)
+    np.testing.assert_allclose(ens.predict_proba(X), ref, atol=atol)
+    np.testing.assert_allclose([ens.predict_proba(X[i:i + 1])[0] for i in range(40)], ref[:40], atol=atol)
+
+
+def test_compiled_trees_route_missing_values_as_the_booster_does():
+    from kfct.serving.fasttrees import compile_booster
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = ((X[:, 0] + X[:, 1] + rng.normal(size=3000) * 0.5) > 0).astype(int)
+    # missing mostly where the label is 1 in one column and 0 in another: both default directions get learned
+    X[(y == 1) & (rng.random(3000) < 0.4), 0] = np.nan
+    X[(y == 0) & (rng.random(3000) < 0.4), 1] = np.nan
+    booster = _booster(X, y, n_estimators=40, max_depth=4)
+    ens = compile_booster(booster, 6)
+    assert ens is not None
+    assert ens.default_right.any() and (~ens.default_right[ens.threshold != np.inf]).any()
+    test = rng.normal(size=(300, 6)).astype(np.float32)
+    test[rng.random((300, 6)) < 0.3] = np.nan
+    test[:5] = np.nan  # all missing
+    _assert_both_paths_match(ens, booster, test)
+    # rows without NaN but with infinities take the same routes as XGBoost too
+    test = np.where(np.isnan(test), np.float32(np.inf), test)
+    test[::2, 2] = -np.inf
+    _assert_both_paths_match(ens, booster, test)
+
+
+def test_compiled_trees_on_one_hot_columns_single_trees_and_stumps():
+    from kfct.serving.fasttrees import compile_booster, probe_matrix
+
+    rng = np.random.default_rng(9)
+    cat = rng.integers(0, 4, size=2000)
+    X = np.column_stack([np.eye(4, dtype=np.float32)[cat], rng.normal(size=(2000, 2)).astype(np.float32)])
+    y = ((cat == 2) | (X[:, 4] > 1.0)).astype(int)
+    for params in ({"n_estimators": 1, "max_depth": 3},  # a single tree
+                   {"n_estimators": 30, "max_depth": 5},  # one-hot 0/1 values sit on the thresholds
+                   {"n_estimators": 3, "max_depth": 4, "gamma": 1e9}):  # no split is worth it: depth-0 trees
+        booster = _booster(X, y, **params)
+        ens = compile_booster(booster, 6)
+        assert ens is not None, params
+        if "gamma" in params:
+            assert ens.depth == 0
+        test = np.vstack([X[:200], probe_matrix(ens, 6, rows=100, seed=1)])
+        _assert_both_paths_match(ens, booster, test)
+
+
+def test_compiled_trees_pad_shallow_trees_to_the_forest_depth(monkeypatch):
+    """Trees that stop early (leaves above the deepest level) are padded; a deep model keeps the walk
+    for one row when the next-slot table would be large, and a huge padded forest is refused."""
+    import xgboost as xgb
+
+    from kfct.serving import fasttrees
+    from kfct.serving.fasttrees import compile_booster
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(2000, 5)).astype(np.float32)
+    y = ((X[:, 0] > 0.3) ^ (X[:, 1] * X[:, 2] > 0)).astype(int)
+    booster = xgb.XGBClassifier(n_estimators=20, max_depth=0, max_leaves=12, grow_policy="lossguide",
+                                tree_method="hist", n_jobs=1).fit(X, y).get_booster()
+    ens = compile_booster(booster, 5)
+    assert ens is not None and ens.depth >= 5
+    dumps = booster.get_dump()
+    assert min(d.count("leaf=") for d in dumps) < 2 ** ens.depth  # some trees really are padded
+    _assert_both_paths_match(ens, booster, rng.normal(size=(300, 5)).astype(np.float32))
+    monkeypatch.setattr(fasttrees, "ONE_ROW_TABLE_MAX", 0)  # one row goes through the walk instead
+    walk_only = compile_booster(booster, 5)
+    assert walk_only is not None and walk_only._left_of is None
+    _assert_both_paths_match(walk_only, booster, rng.normal(size=(50, 5)).astype(np.float32))
+    monkeypatch.setattr(fasttrees, "MAX_SLOTS", 20 << 2)
+    assert compile_booster(booster, 5) is None
+
+
+def test_server_switches_from_the_compiled_trees_to_the_model_above_small_batch(trained, monkeypatch):
+    from kfct.serving.predictor import SMALL_BATCH, _prepare, score_loaded
+    from tests.servingkit import records
+
+    model = trained[0]
+    lv = _prepare(model, "m", "1", "sha", "run", "customer_id")
+    assert lv.ensemble is not None
+    calls = []
+    compiled = lv.ensemble.predict_proba
+    monkeypatch.setattr(lv.ensemble, "predict_proba", lambda M: calls.append(len(M)) or compiled(M))
+    recs = records(SMALL_BATCH + 1, seed=21)
+    for n in (1, SMALL_BATCH, SMALL_BATCH + 1):
+        got = score_loaded(lv, recs[:n]).probabilities
+        own = model.proba_from_matrix(model.encoder.transform_records(recs[:n]))
+        np.testing.assert_allclose(got, own, atol=1e-6)
+    assert calls == [1, SMALL_BATCH]  # 257 rows went to the model itself
+
+
 # -- rollout decisions --------------------------------------------------------------------------------
 
 def W(version, requests=1000, errors=0, positives=250, p99=0.004):
