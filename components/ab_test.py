@@ -245,9 +245,9 @@ def _open_arm(model_name: str, champion: str, version: str, percent: float, targ
         st = update_state(model_name, champion_version=str(champion), canary_version=str(version),
                           canary_percent=float(percent), mode="canary", reason=reason)
         return {"generation": st.generation}
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
 
-    out = deploy_core(model_name, version, cfg, target="cluster", canary_percent=percent, client=client,
+    out = deploy_version(model_name, version, cfg, target="cluster", canary_percent=percent, client=client,
                       namespace=namespace, settings=settings)
     return {"isvc": out.get("isvc", model_name), "action": out.get("action")}
 
@@ -435,7 +435,7 @@ def shadow_report(model_name: str, cfg: dict, settings=None, promote: bool = Fal
     return rep
 
 
-def rollback_core(model_name: str, target: str = "auto", settings=None, namespace: str | None = None,
+def roll_back_traffic(model_name: str, target: str = "auto", settings=None, namespace: str | None = None,
                   client=None) -> dict:
     """Blue-green / canary rollback in one step: all traffic back to the champion, which stayed loaded."""
     from kfct import audit, registry

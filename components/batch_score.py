@@ -52,7 +52,7 @@ def plan_resolve(model_name: str, alias: str, version: str | None, tags: dict | 
     return {"version": str(version), "model_sha256": (tags or {}).get("model_sha256", "")}
 
 
-def resolve_core(model_name: str, alias: str = "champion") -> dict:
+def resolve_batch_version(model_name: str, alias: str = "champion") -> dict:
     """Read the alias and its version's tags, then `plan_resolve`."""
     from kfct import registry
 
@@ -81,7 +81,7 @@ def split_core(dataset_path: str | Path, out_dir: str | Path, n_shards: int) -> 
     return list(range(k))
 
 
-def score_shard_core(shards_dir: str | Path, shard: int, model_name: str, version: str, out_path: str | Path,
+def score_shard_file(shards_dir: str | Path, shard: int, model_name: str, version: str, out_path: str | Path,
                      id_column: str | None = "customer_id") -> dict:
     from kfct import registry
     from kfct.components.score import score_file
@@ -163,9 +163,9 @@ def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) ->
     with audit_failure("resolve-champion", model_name=model_name):
         import json
 
-        from kfct.components.batch_score import resolve_core
+        from kfct.components.batch_score import resolve_batch_version
 
-        out = resolve_core(model_name, alias)
+        out = resolve_batch_version(model_name, alias)
         with open(champion.path, "w") as fh:
             json.dump({"model_name": model_name, "alias": alias, **out}, fh)
         champion.metadata.update({"model_name": model_name, **out})
@@ -192,7 +192,7 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
         import json
         from pathlib import Path
 
-        from kfct.components.batch_score import score_shard_core
+        from kfct.components.batch_score import score_shard_file
         from kfct.config import load_config
 
         with open(champion.path) as fh:
@@ -201,7 +201,7 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
         context.update(model_name=model_name, version=version)
 
         Path(scores.path).mkdir(parents=True, exist_ok=True)
-        out = score_shard_core(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",
+        out = score_shard_file(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",
                                id_column=load_config()["dataset"]["id_column"])
         scores.metadata.update({"shard": int(shard), "rows": out["rows"], "model_version": out["model_version"]})
         return json.dumps(out)

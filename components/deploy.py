@@ -370,7 +370,7 @@ def wait_canary_ready(client, name: str, namespace: str, mode: str, version: str
 
 # -- the stage ------------------------------------------------------------------------------------
 
-def converge_core(model_name: str, target: str = "local", client=None, namespace: str | None = None,
+def converge_serving(model_name: str, target: str = "local", client=None, namespace: str | None = None,
                   state_path=None, settings=None, reason: str = "") -> dict[str, Any]:
     """Make the split file (local) or InferenceService (cluster) follow the registry aliases.
 
@@ -493,7 +493,7 @@ def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percen
     return steps
 
 
-def deploy_core(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
+def deploy_version(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
                 settings=None, require_alias: bool = False) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
@@ -551,7 +551,7 @@ def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary
     out.update(effects.report)
     audit.record("model_deployed", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
     if target == "local":  # the file now agrees with the aliases, whatever an earlier crash left
-        conv = converge_core(model_name, target, state_path=out.get("state_path"), settings=s,
+        conv = converge_serving(model_name, target, state_path=out.get("state_path"), settings=s,
                              reason=f"deploy v{version}")
         if conv.get("changes"):
             out["converged"] = conv["changes"]
@@ -563,7 +563,7 @@ def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str,
     """Move nothing; serving converges on the aliases as they are, and the audit trail says why."""
     from kfct import audit
 
-    conv = converge_core(model_name, target, client, namespace, state_path, s,
+    conv = converge_serving(model_name, target, client, namespace, state_path, s,
                          reason=f"v{version} superseded before its deploy")
     out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target, "mode": "superseded",
                            "alias": None, "aliases": al, "converged": conv.get("changes"),
@@ -621,7 +621,7 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
         clock = StageClock()
         import json
 
-        from kfct.components.deploy import deploy_core
+        from kfct.components.deploy import deploy_version
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
         from kfct.settings import get_settings
@@ -633,15 +633,15 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
         target = s.target(target)
         pause_at("before_deploy")
         if not version:  # register blocked at the hand-off: nothing to deploy; still follow the aliases
-            from kfct.components.deploy import converge_core
+            from kfct.components.deploy import converge_serving
             from kfct import registry
 
             registry.setup(s)
-            conv = converge_core(model_name, target, namespace=namespace or None, settings=s,
+            conv = converge_serving(model_name, target, namespace=namespace or None, settings=s,
                                  reason="registration blocked")
             return json.dumps({"mode": "skipped", "version": "", "target": target, "reason": "nothing registered",
                                "converged": conv.get("changes")}, default=str)
-        out = deploy_core(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
+        out = deploy_version(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
                           require_alias=True)
         stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
                                                     out.get("alias"), out.get("mode"), out.get("canary_percent", 0),

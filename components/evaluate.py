@@ -38,13 +38,13 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> 
     }
 
 
-def _auc_groups(y: np.ndarray, score: np.ndarray):
+def _auc_groups(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     """Group equal scores once so weighted AUCs of many resamples cost O(n) each."""
     uniq, inv = np.unique(score, return_inverse=True)
     return inv, len(uniq), y.astype(bool)
 
 
-def _weighted_auc(inv, n_groups, pos, w) -> float:
+def _weighted_auc(inv: np.ndarray, n_groups: int, pos: np.ndarray, w: np.ndarray) -> float:
     wp = np.bincount(inv[pos], weights=w[pos], minlength=n_groups)
     wn = np.bincount(inv[~pos], weights=w[~pos], minlength=n_groups)
     below = np.cumsum(wn) - wn

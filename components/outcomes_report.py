@@ -173,9 +173,9 @@ def outcomes_report(model_name: str, cfg: dict, out_dir: str | Path, since=None,
                  decay=rep["decay"])
     log.info("realized performance of %s: %s", model_name, rep["decay"]["reason"])
     if retrain and rep["decay"].get("retrain"):
-        from kfct.components.retrain_policy import trigger_core
+        from kfct.components.retrain_policy import run_trigger
 
-        rep["retrain"] = trigger_core({"retrain": True, "reason": rep["decay"]["reason"], "severity": "high"},
+        rep["retrain"] = run_trigger({"retrain": True, "reason": rep["decay"]["reason"], "severity": "high"},
                                       cfg, model_name, settings=settings)
     return rep
 

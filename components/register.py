@@ -3,7 +3,7 @@
 Runs only under the gate's `deploy`. Without a rollout configured the version
 becomes `champion` at once; with one, it becomes `challenger` and the canary
 rollout decides whether `champion` moves. Either way the move is a compare-and-set
-under the registry lock against the champion the gate compared with (`register_core`).
+under the registry lock against the champion the gate compared with (`register_version`).
 """
 
 
@@ -31,7 +31,7 @@ def lineage_tags(meta: dict, data_uri: str, dataset_sha256: str, pipeline_run: s
     return tags
 
 
-def register_core(meta: dict, decision: dict, cfg: dict, model_name: str, data_uri: str, dataset_sha256: str,
+def register_version(meta: dict, decision: dict, cfg: dict, model_name: str, data_uri: str, dataset_sha256: str,
                   pipeline_run: str, code_version: str, regate=None) -> dict:
     """Register the version and move its alias by compare-and-set. Returns plain values.
 
@@ -182,7 +182,7 @@ def register_model(
         import json
 
         from kfct.components.evaluate import read_evidence
-        from kfct.components.register import _log_card, _regate_with, card_info, register_core
+        from kfct.components.register import _log_card, _regate_with, card_info, register_version
         from kfct import registry
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
@@ -195,7 +195,7 @@ def register_model(
         registry.setup()
         # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
         data_uri = dataset.metadata.get("resolved_uri") or data_uri
-        out = register_core(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
+        out = register_version(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
                             regate=_regate_with(model.path, test.path, cfg, model_name))
         if not out["version"]:  # blocked at the hand-off: nothing registered, nothing moved
             with open(model_card.path, "w") as fh:

@@ -216,7 +216,7 @@ def plan_finished(model_name: str, summary: dict) -> tuple[dict, dict]:
     return finished, ct
 
 
-def trigger_core(drift: dict, cfg: dict, model_name: str, current_uri: str = "", ct_data_uri: str = "",
+def run_trigger(drift: dict, cfg: dict, model_name: str, current_uri: str = "", ct_data_uri: str = "",
                  force: bool = False, dry_run: bool = False, mode: str = "auto", settings=None,
                  now: datetime | None = None, launcher: "RetrainLauncher | None" = None) -> dict:
     """Decide (`plan_trigger`: policy + cooldown from the audit trail) and, when it says so, start a CT run.
@@ -284,7 +284,7 @@ def trigger_retrain(
         clock = StageClock()
         import json
 
-        from kfct.components.retrain_policy import trigger_core
+        from kfct.components.retrain_policy import run_trigger
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
 
@@ -292,7 +292,7 @@ def trigger_retrain(
         with open(drift_summary.path) as fh:
             drift = json.load(fh)
         drift["retrain"] = bool(retrain_needed)
-        out = trigger_core(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
+        out = run_trigger(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
         stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
                                                             f"; started a {out['mode']} CT run" if out["triggered"] else "")
         return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)

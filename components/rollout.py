@@ -653,7 +653,7 @@ def _gated_against(model_name: str, version: str) -> str | None:
     return (mv.tags or {}).get(registry.GATED_TAG)
 
 
-def rollout_core(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
+def rollout_version(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
                  canary_version: str | None = None, poll_seconds: float | None = None, log=None) -> RolloutResult:
     """Thresholds, steps and bake time from `cfg["rollout"]` unless given."""
     r = cfg["rollout"]
@@ -738,7 +738,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
         import json
 
         from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
-                                             rollout_core)
+                                             rollout_version)
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
         from kfct.settings import get_settings
@@ -764,6 +764,6 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
                                     float(cfg["rollout"]["deferred_deadline_seconds"]), state_path=backend.state_path)
                 return json.dumps({**out, "stage_time": clock.as_dict()})
         log = stage_logger("kfct.components.rollout")
-        res = rollout_core(model_name, cfg, backend, canary_version=version or None, log=log.info)
+        res = rollout_version(model_name, cfg, backend, canary_version=version or None, log=log.info)
         log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))
         return json.dumps({**res.to_json(), "stage_time": clock.as_dict()})

@@ -251,7 +251,7 @@ def choose_model(alias: str, version: str | None) -> ModelChoice:
     return ModelChoice(alias, None, f"alias {alias!r}")
 
 
-def score_core(input_path: str | Path, output_path: str | Path, model_name: str, alias: str = "champion",
+def score_registered(input_path: str | Path, output_path: str | Path, model_name: str, alias: str = "champion",
                version: str | None = None, id_column: str | None = "customer_id",
                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
     """Load the version `choose_model` names from the registry (hash verified), score the file, audit it."""
@@ -275,9 +275,9 @@ def score_customers(customers_path: str, output_path: str, model_name: str, alia
     """Batch-score a parquet of customers with the registered model (alias champion); returns a JSON summary."""
     import json
 
-    from kfct.components.score import score_core
+    from kfct.components.score import score_registered
     from kfct.config import load_config
 
     cfg = load_config()
-    s = score_core(customers_path, output_path, model_name, alias=alias, id_column=cfg["dataset"]["id_column"])
+    s = score_registered(customers_path, output_path, model_name, alias=alias, id_column=cfg["dataset"]["id_column"])
     return json.dumps(s.to_json())

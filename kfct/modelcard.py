@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+# One rendered block of a card section: ("p", text), ("ul", items), ("table", header, rows) or ("img", ...).
+Block = tuple[Any, ...]
+
 DEFAULT_INTENDED_USE = (
     "Scores records (by default: existing telecom customers) by their probability of the positive class "
     "(by default: churn), so that a team can act on the highest-risk cases first. It supports a human "
@@ -37,8 +40,8 @@ PERMUTATION_METHOD = ("permutation importance: mean |change in predicted probabi
 
 
 # --------------------------------------------------------------------------- attributions
-def _xgb_booster(model):
-    est = getattr(model, "estimator", None)
+def _xgb_booster(model: Any) -> Any:
+    est: Any = getattr(model, "estimator", None)
     if type(est).__name__ == "Booster":
         return est
     if hasattr(est, "get_booster"):
@@ -149,9 +152,9 @@ def _overview(info: dict, name, version, gate: dict) -> list:
 
 
 def _data_snapshot(ds: dict) -> list:
-    rows = [("URI", ds.get("uri")), ("sha256", ds.get("sha256")), ("rows", ds.get("rows")),
-            ("columns", ds.get("columns")), ("test rows", ds.get("rows_test"))]
-    rows = [[k, _fmt(v)] for k, v in rows if v is not None]
+    fields = [("URI", ds.get("uri")), ("sha256", ds.get("sha256")), ("rows", ds.get("rows")),
+              ("columns", ds.get("columns")), ("test rows", ds.get("rows_test"))]
+    rows = [[k, _fmt(v)] for k, v in fields if v is not None]
     return [("table", ["field", "value"], rows)] if rows else [("p", "Not recorded.")]
 
 
@@ -161,8 +164,8 @@ def _metrics(metrics: dict, thresholds: dict) -> list:
     return [("table", ["metric", "value", "threshold"], rows)] if rows else [("p", "No metrics recorded.")]
 
 
-def _slices(slices: dict) -> list:
-    blocks = []
+def _slices(slices: dict) -> list[Block]:
+    blocks: list[Block] = []
     for feature, groups in slices.items():
         if not groups:
             continue
@@ -182,7 +185,7 @@ def _fairness(fairness: dict) -> list:
         summary.append([feature, _fmt(r["demographic_parity_difference"]), _fmt(r["equalized_odds_difference"]),
                         _fmt(r.get("tpr_difference")), _fmt(r.get("fpr_difference")),
                         ", ".join(f"{g} ({n})" for g, n in (r.get("ignored_groups") or {}).items()) or "none"])
-    blocks = [("table", ["sensitive feature", "demographic parity diff", "equalized odds diff", "TPR diff",
+    blocks: list[Block] = [("table", ["sensitive feature", "demographic parity diff", "equalized odds diff", "TPR diff",
                          "FPR diff", "ignored (too small)"], summary)]
     for feature, r in fairness.items():
         if not isinstance(r, dict) or "groups" not in r:
@@ -197,7 +200,7 @@ def _fairness(fairness: dict) -> list:
 def _top_features(tf: dict) -> list:
     if not tf.get("features"):
         return [("p", "Not computed.")]
-    blocks = [("p", f"Method: {tf.get('method')} over {_fmt(tf.get('rows'))} rows.")]
+    blocks: list[Block] = [("p", f"Method: {tf.get('method')} over {_fmt(tf.get('rows'))} rows.")]
     if tf.get("kind") == "permutation":
         blocks.append(("p", "Note: not SHAP — this estimator has no XGBoost booster, so permutation "
                             "importance is shown instead."))
@@ -207,8 +210,8 @@ def _top_features(tf: dict) -> list:
     return blocks
 
 
-def _gate(gate: dict, comp: dict | None) -> list:
-    blocks = []
+def _gate(gate: dict, comp: dict | None) -> list[Block]:
+    blocks: list[Block] = []
     thresholds = gate.get("thresholds") or {}
     if thresholds:
         blocks.append(("ul", [f"{k} {'>=' if k in HIGHER_IS_BETTER else '<='} {v}" for k, v in thresholds.items()]))

@@ -9,20 +9,21 @@ fixed size so a card stays a few hundred KB with the PNGs inlined as base64.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 
 FIGSIZE, DPI = (4.2, 3.6), 80
 
 
-def _png(fig) -> bytes:
+def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
-def _axes(title: str, xlabel: str, ylabel: str):
+def _axes(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
     """A figure outside pyplot (no global figure registry, no GUI backend to pick; saved with Agg)."""
     from matplotlib.figure import Figure
 
@@ -34,7 +35,7 @@ def _axes(title: str, xlabel: str, ylabel: str):
     return fig, ax
 
 
-def curve_charts(y, proba, top_features: dict | None = None, bins: int = 10) -> dict[str, bytes]:
+def curve_charts(y: Any, proba: Any, top_features: dict | None = None, bins: int = 10) -> dict[str, bytes]:
     """{"roc_curve", "pr_curve", "calibration", "top_features"?: PNG bytes} for the test set."""
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import auc, precision_recall_curve, roc_curve

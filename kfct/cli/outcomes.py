@@ -122,10 +122,10 @@ def _shadow_report(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from kfct.components.ab_test import rollback_core
+    from kfct.components.ab_test import roll_back_traffic
 
     _, name = _cfg_name(args)
-    out = rollback_core(name, target=args.target, namespace=args.namespace)
+    out = roll_back_traffic(name, target=args.target, namespace=args.namespace)
     print(f"kfct: all traffic back on champion v{out['champion']}"
           + (f" (v{out['rolled_back']} rolled back)" if out["rolled_back"] else "") + f" in {out['seconds']:.3f} s")
     return 0

@@ -20,12 +20,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     import json
 
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct.config import load_config
 
     cfg = load_config()
     name = args.model_name or cfg["register"]["model_name"]
-    out = deploy_core(name, args.version, cfg, target=args.target, canary_percent=args.percent, shadow=args.shadow,
+    out = deploy_version(name, args.version, cfg, target=args.target, canary_percent=args.percent, shadow=args.shadow,
                       namespace=args.namespace)
     where = out.get("state_path") or f"InferenceService {out.get('namespace')}/{out.get('isvc')} ({out.get('action')})"
     print(f"kfct: {name} v{out['version']} -> alias {out['alias']}, "
@@ -38,7 +38,7 @@ def _deploy(args: argparse.Namespace) -> int:
 def _rollout(args: argparse.Namespace) -> int:
     import json
 
-    from kfct.components.rollout import LocalRouterBackend, RolloutError, make_backend, rollout_core
+    from kfct.components.rollout import LocalRouterBackend, RolloutError, make_backend, rollout_version
     from kfct.config import load_config
     from kfct.settings import get_settings
 
@@ -56,7 +56,7 @@ def _rollout(args: argparse.Namespace) -> int:
     if isinstance(backend, LocalRouterBackend) and not backend.reachable():
         raise RolloutError(f"no kfct model server at {backend.url}: start `kfct serve` first "
                            "(the rollout judges live traffic)")
-    res = rollout_core(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
+    res = rollout_version(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
                        canary_version=args.version, poll_seconds=args.poll_seconds,
                        log=lambda m: print(f"kfct rollout: {m}", flush=True))
     verb = {"promoted": "PROMOTED", "rolled_back": "ROLLED BACK"}.get(res.outcome, res.outcome)
@@ -68,12 +68,12 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from kfct.components.score import score_core
+    from kfct.components.score import score_registered
     from kfct.config import load_config
 
     cfg = load_config()
     name = args.model_name or cfg["register"]["model_name"]
-    s = score_core(args.input, args.output, name, alias=args.alias, version=args.version,
+    s = score_registered(args.input, args.output, name, alias=args.alias, version=args.version,
                    id_column=cfg["dataset"]["id_column"], chunk_rows=args.chunk_rows)
     print(f"kfct: scored {s.rows:,} rows with {name} v{s.model_version} in {s.seconds:.2f} s "
           f"({s.rows_per_second:,.0f} rows/s; read {s.read_seconds:.2f} s, score {s.score_seconds:.2f} s, "

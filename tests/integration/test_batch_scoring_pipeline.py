@@ -75,10 +75,10 @@ def test_runs_locally_end_to_end_with_one_version_for_every_shard(serving_env, t
 
 
 def test_no_champion_is_one_clear_line(serving_env, tmp_path):
-    from kfct.components.batch_score import BatchScoringError, resolve_core
+    from kfct.components.batch_score import BatchScoringError, resolve_batch_version
 
     with pytest.raises(BatchScoringError, match="has no version with alias 'nonexistent'"):
-        resolve_core(MODEL_NAME, "nonexistent")
+        resolve_batch_version(MODEL_NAME, "nonexistent")
 
 
 def test_gather_refuses_shards_scored_by_another_version(tmp_path):

@@ -31,13 +31,13 @@ def env_of(predictor: dict) -> dict:
 
 
 def deploy(serving_env, kube, role, mode, monkeypatch, cfg=None):
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct.config import load_config
     from kfct.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()
-    return deploy_core(MODEL_NAME, serving_env.versions[role], cfg or load_config(), target="cluster",
+    return deploy_version(MODEL_NAME, serving_env.versions[role], cfg or load_config(), target="cluster",
                        client=client_for(kube), namespace="kfct")
 
 
@@ -91,7 +91,7 @@ def test_an_existing_services_mode_wins_over_the_default(serving_env, monkeypatc
 
 
 def _roll(serving_env, role, mode, figures, monkeypatch, ready=True):
-    from kfct.components.rollout import ClusterBackend, rollout_core
+    from kfct.components.rollout import ClusterBackend, rollout_version
     from kfct.config import load_config
 
     cfg = load_config(overrides=FAST_ROLLOUT)
@@ -99,7 +99,7 @@ def _roll(serving_env, role, mode, figures, monkeypatch, ready=True):
         deploy(serving_env, kube, role, mode, monkeypatch, cfg)
         backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
                                  kserve_client=client_for(kube), ready_timeout=0.3, ready_poll=0.05)
-        res = rollout_core(MODEL_NAME, cfg, backend)
+        res = rollout_version(MODEL_NAME, cfg, backend)
         return res, kube, prom
 
 
@@ -182,7 +182,7 @@ def test_ab_test_and_one_step_rollback_write_the_mode_s_objects(serving_env, mon
     traffic back to the champion in one step (Standard: the canary entry goes; Serverless: 0%
     to the latest revision, i.e. the previous ready one serves)."""
     from kfct import registry
-    from kfct.components.ab_test import ab_start, ab_stop, rollback_core
+    from kfct.components.ab_test import ab_start, ab_stop, roll_back_traffic
     from kfct.config import load_config
     from kfct.settings import reset_settings
 
@@ -213,7 +213,7 @@ def test_ab_test_and_one_step_rollback_write_the_mode_s_objects(serving_env, mon
         deploy_out = deploy(serving_env, kube, "good_b", mode, monkeypatch,
                             cfg=load_config(overrides={"rollout": {"steps": [100]}}))
         assert deploy_out["canary_percent"] == 100
-        out = rollback_core(MODEL_NAME, target="cluster", namespace="kfct", client=client)
+        out = roll_back_traffic(MODEL_NAME, target="cluster", namespace="kfct", client=client)
         assert out["rolled_back"] == v_b and out["mode"] == mode
         obj = kube.objects[("kfct", MODEL_NAME)]
         if mode == "Standard":

@@ -190,9 +190,9 @@ def test_kill_holding_the_registry_lock_then_after_alias_moved_before_deploy(env
         registry.client().set_registered_model_alias(NAME, "champion", new)
     assert read_state(spath).champion_version == served_before
     # ... and every deploy makes the split file follow them, audited.
-    from kfct.components.deploy import converge_core
+    from kfct.components.deploy import converge_serving
 
-    conv = converge_core(NAME, "local", reason="test")
+    conv = converge_serving(NAME, "local", reason="test")
     assert conv["changes"] == {"champion_version": new}
     assert read_state(spath).champion_version == new
     assert events("serving_converged")[-1]["changes"] == {"champion_version": new}

@@ -146,7 +146,7 @@ def test_permanent_403_fails_at_once(kfct_home, monkeypatch):
 
 def test_threads_racing_through_the_tag_lease_move_the_champion_once(via_proxy):
     from kfct import registry
-    from kfct.components.register import register_core
+    from kfct.components.register import register_version
     from tests.registrykit import log_tiny_model, versions
 
     name = f"lease-{time.monotonic_ns()}"
@@ -161,7 +161,7 @@ def test_threads_racing_through_the_tag_lease_move_the_champion_once(via_proxy):
     def go(uri, rid):
         barrier.wait()
         try:
-            results.append(register_core({"mlflow_run_id": rid, "model_uri": uri},
+            results.append(register_version({"mlflow_run_id": rid, "model_uri": uri},
                                          {"deploy": True, "reasons": [], "metrics": {}, "champion_version": v1},
                                          cfg, name, "d", "sha", rid[:6], "c"))
         except Exception as exc:  # pragma: no cover

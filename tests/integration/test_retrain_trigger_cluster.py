@@ -26,14 +26,14 @@ def cluster(kfct_home, monkeypatch, tmp_path):
 
 
 def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg):
-    from kfct.components.retrain_policy import trigger_core
+    from kfct.components.retrain_policy import run_trigger
     from kfct import audit
     from kfct.launcher import uses_cluster
 
     server, settings = cluster
     assert uses_cluster(settings)
     now = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
-    out = trigger_core(DRIFT, cfg, "churn-classifier", current_uri="s3://kfct/batches/w10.parquet", now=now)
+    out = run_trigger(DRIFT, cfg, "churn-classifier", current_uri="s3://kfct/batches/w10.parquet", now=now)
     assert out["action"] == "retrain" and out["triggered"] and out["mode"] == "cluster"
     run = server.state.runs[out["run"]["run_id"]]
     assert run["display_name"].startswith("kfct-ct retrain drift-critical 20250303-040000")
@@ -46,16 +46,16 @@ def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg)
 
     # One hour later the monitor fires again: held back, nothing submitted.
     n_runs = len(server.state.runs)
-    again = trigger_core(DRIFT, cfg, "churn-classifier", now=datetime.now(timezone.utc) + timedelta(hours=1))
+    again = run_trigger(DRIFT, cfg, "churn-classifier", now=datetime.now(timezone.utc) + timedelta(hours=1))
     assert again["action"] == "cooldown" and not again["triggered"]
     assert len(server.state.runs) == n_runs
     assert [e["event"] for e in audit.read()][-1] == "retrain_held"
 
 
 def test_unlabelled_window_leaves_the_data_to_the_pipeline_default(cluster, cfg):
-    from kfct.components.retrain_policy import trigger_core
+    from kfct.components.retrain_policy import run_trigger
 
     server, _ = cluster
-    out = trigger_core({**DRIFT, "has_labels": False}, cfg, "churn-classifier", current_uri="")
+    out = run_trigger({**DRIFT, "has_labels": False}, cfg, "churn-classifier", current_uri="")
     params = server.state.runs[out["run"]["run_id"]]["runtime_config"]["parameters"]
     assert "data_uri" not in params and out["data_uri"] == "(CT pipeline default)"

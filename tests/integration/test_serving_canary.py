@@ -137,13 +137,13 @@ ROLLOUT_CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 1.0, "poll_se
 
 def _rollout(srv, serving_env, role):
     """deploy (challenger + first step) then roll out, under live traffic."""
-    from kfct.components.deploy import deploy_core
-    from kfct.components.rollout import LocalRouterBackend, rollout_core
+    from kfct.components.deploy import deploy_version
+    from kfct.components.rollout import LocalRouterBackend, rollout_version
     from kfct.config import load_config
 
     cfg = load_config(overrides=ROLLOUT_CFG)
     version = serving_env.versions[role]
-    out = deploy_core(MODEL_NAME, version, cfg, target="local", state_path=srv.state_path)
+    out = deploy_version(MODEL_NAME, version, cfg, target="local", state_path=srv.state_path)
     assert out["alias"] == "challenger" and out["canary_percent"] == 20
     wait_for(lambda: srv.router.route.canary is not None and srv.router.route.canary.loaded_version == version,
              what="canary loaded")
@@ -151,7 +151,7 @@ def _rollout(srv, serving_env, role):
     # two clients: a slow canary blocks a sequential client ~60 ms per canary request, and on a
     # loaded machine one client alone barely reaches min_requests within 3 x the bake time
     with Traffic(srv.url) as traffic, Traffic(srv.url, seed=6):
-        res = rollout_core(MODEL_NAME, cfg, backend)
+        res = rollout_version(MODEL_NAME, cfg, backend)
     return res, traffic, version
 
 
@@ -214,25 +214,25 @@ def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
 
 
 def test_rollout_refuses_without_a_challenger_and_changes_nothing(serving_env):
-    from kfct.components.rollout import LocalRouterBackend, RolloutError, rollout_core
+    from kfct.components.rollout import LocalRouterBackend, RolloutError, rollout_version
     from kfct import registry
     from kfct.config import load_config
 
     backend = LocalRouterBackend(MODEL_NAME, "http://127.0.0.1:9")  # never contacted
     with pytest.raises(RolloutError, match="challenger"):
-        rollout_core(MODEL_NAME, load_config(overrides=ROLLOUT_CFG), backend)
+        rollout_version(MODEL_NAME, load_config(overrides=ROLLOUT_CFG), backend)
     assert registry.alias_version(MODEL_NAME, "champion") == serving_env.versions["good_a"]
 
 
 def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct import registry
     from kfct.config import load_config
     from kfct.split_state import read_state
 
     registry.delete_alias(MODEL_NAME, "champion", reason="first-model test")
     path = tmp_path / "split.json"
-    out = deploy_core(MODEL_NAME, serving_env.versions["good_a"], load_config(), target="local", state_path=path)
+    out = deploy_version(MODEL_NAME, serving_env.versions["good_a"], load_config(), target="local", state_path=path)
     assert out["alias"] == "champion" and out["canary_percent"] == 100
     assert registry.alias_version(MODEL_NAME, "champion") == serving_env.versions["good_a"]
     st = read_state(path)
@@ -240,16 +240,16 @@ def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
 
 
 def test_deploy_refuses_rejected_and_unknown_versions(serving_env, tmp_path):
-    from kfct.components.deploy import DeployError, deploy_core
+    from kfct.components.deploy import DeployError, deploy_version
     from kfct import registry
     from kfct.config import load_config
 
     path = tmp_path / "split.json"
     with pytest.raises(DeployError, match="not registered"):
-        deploy_core(MODEL_NAME, "999", load_config(), target="local", state_path=path)
+        deploy_version(MODEL_NAME, "999", load_config(), target="local", state_path=path)
     registry.set_version_tag(MODEL_NAME, serving_env.versions["flipped"], "rejected", "true")
     with pytest.raises(DeployError, match="rejected"):
-        deploy_core(MODEL_NAME, serving_env.versions["flipped"], load_config(), target="local", state_path=path)
+        deploy_version(MODEL_NAME, serving_env.versions["flipped"], load_config(), target="local", state_path=path)
     assert not path.exists()
     assert registry.alias_version(MODEL_NAME, "challenger") is None
 
@@ -304,7 +304,7 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
 
 def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path):
     """Rollout disabled: register sets `champion` directly; deploy makes the server follow."""
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct import registry
     from kfct.config import load_config
 
@@ -312,7 +312,7 @@ def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path)
     srv = start(tmp_path, log_predictions=False)
     try:
         registry.set_alias(MODEL_NAME, "champion", v_b, reason="registered without rollout")
-        out = deploy_core(MODEL_NAME, v_b, load_config(), target="local", state_path=srv.state_path)
+        out = deploy_version(MODEL_NAME, v_b, load_config(), target="local", state_path=srv.state_path)
         assert out["alias"] == "champion" and out["mode"] == "direct"
         wait_for(lambda: srv.router.route.champion.loaded_version == v_b, what="champion switch")
         assert Client(srv.url).predict(MODEL_NAME, records(1))[1]["model_version"] == v_b
@@ -324,7 +324,7 @@ def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path)
 def test_rollout_stage_skips_a_champion_and_defers_without_live_traffic(serving_env, tmp_path):
     import json
 
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct.components.rollout import rollout_model
     from kfct import registry
     from kfct.config import config_to_json, load_config
@@ -334,7 +334,7 @@ def test_rollout_stage_skips_a_champion_and_defers_without_live_traffic(serving_
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     out = json.loads(rollout_model(cfg_json, MODEL_NAME, v_a, target="local"))
     assert out["outcome"] == "skipped"
-    deploy_core(MODEL_NAME, v_b, load_config(), target="local", state_path=tmp_path / "split.json")
+    deploy_version(MODEL_NAME, v_b, load_config(), target="local", state_path=tmp_path / "split.json")
     out = json.loads(rollout_model(cfg_json, MODEL_NAME, v_b, target="local",
                                    server_url=f"http://127.0.0.1:{free_port()}"))
     assert out["outcome"] == "deferred"

@@ -30,13 +30,13 @@ def isvc_requests(kube, method):
 
 
 def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct import registry
     from kfct.config import load_config
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     with FakeKubeApi() as kube:
-        out = deploy_core(MODEL_NAME, v_b, load_config(), target="cluster", client=client_for(kube), namespace="kfct")
+        out = deploy_version(MODEL_NAME, v_b, load_config(), target="cluster", client=client_for(kube), namespace="kfct")
         assert out["alias"] == "challenger" and out["canary_percent"] == 10  # first default rollout step
         posts, patches = isvc_requests(kube, "POST"), isvc_requests(kube, "PATCH")
         assert len(posts) == 1 and len(patches) == 1
@@ -60,18 +60,18 @@ def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
 
 
 def _deploy_and_roll(serving_env, role, figures):
-    from kfct.components.deploy import deploy_core
-    from kfct.components.rollout import ClusterBackend, rollout_core
+    from kfct.components.deploy import deploy_version
+    from kfct.components.rollout import ClusterBackend, rollout_version
     from kfct.config import load_config
 
     cfg = load_config(overrides=FAST_ROLLOUT)
     v = serving_env.versions[role]
     with FakeKubeApi(controller=True) as kube, FakePrometheus(figures) as prom:
         client = client_for(kube)
-        deploy_core(MODEL_NAME, v, cfg, target="cluster", client=client, namespace="kfct")
+        deploy_version(MODEL_NAME, v, cfg, target="cluster", client=client, namespace="kfct")
         backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
                                  kserve_client=client, ready_timeout=5, ready_poll=0.05)
-        res = rollout_core(MODEL_NAME, cfg, backend)
+        res = rollout_version(MODEL_NAME, cfg, backend)
         return res, kube, prom
 
 

@@ -119,8 +119,8 @@ def test_3_window_counts_server_failures_once_per_customer():
 
 
 def test_3_one_client_sending_bad_requests_cannot_roll_back_a_good_canary(serving_env, tmp_path):
-    from kfct.components.deploy import deploy_core
-    from kfct.components.rollout import LocalRouterBackend, rollout_core
+    from kfct.components.deploy import deploy_version
+    from kfct.components.rollout import LocalRouterBackend, rollout_version
     from kfct.config import load_config
     from kfct.serving.router import to_canary
     from tests.integration.test_serving_canary import ROLLOUT_CFG
@@ -129,7 +129,7 @@ def test_3_one_client_sending_bad_requests_cannot_roll_back_a_good_canary(servin
     cfg = load_config(overrides=ROLLOUT_CFG)
     v_b = serving_env.versions["good_b"]
     try:
-        deploy_core(MODEL_NAME, v_b, cfg, target="local", state_path=srv.state_path)
+        deploy_version(MODEL_NAME, v_b, cfg, target="local", state_path=srv.state_path)
         wait_for(lambda: srv.router.route.canary is not None, what="canary loaded")
         salt = srv.router.route.salt
         cid = next(f"evil-{i}" for i in range(10_000) if to_canary(f"evil-{i}", 20, salt))
@@ -146,7 +146,7 @@ def test_3_one_client_sending_bad_requests_cannot_roll_back_a_good_canary(servin
         t = threading.Thread(target=attacker, daemon=True)
         with Traffic(srv.url):
             t.start()
-            res = rollout_core(MODEL_NAME, cfg, LocalRouterBackend(MODEL_NAME, srv.url, state_path=srv.state_path))
+            res = rollout_version(MODEL_NAME, cfg, LocalRouterBackend(MODEL_NAME, srv.url, state_path=srv.state_path))
             stop.set()
             t.join(5)
         assert sent and set(sent) == {400}
@@ -193,7 +193,7 @@ def test_4_5_overflow_recursion_and_schema_are_400s_never_model_failures(serving
 def test_5_batch_scoring_refuses_what_the_server_refuses(serving_env, tmp_path):
     import numpy as np
 
-    from kfct.components.score import ScoringError, score_core
+    from kfct.components.score import ScoringError, score_registered
     from kfct.datagen import generate
 
     df = generate(300, seed=9).drop(columns=["churned"])
@@ -205,7 +205,7 @@ def test_5_batch_scoring_refuses_what_the_server_refuses(serving_env, tmp_path):
         src = tmp_path / f"bad-{col}.parquet"
         bad.to_parquet(src)
         with pytest.raises(ScoringError, match=col):
-            score_core(src, tmp_path / "out.parquet", MODEL_NAME)
+            score_registered(src, tmp_path / "out.parquet", MODEL_NAME)
         assert not (tmp_path / "out.parquet").exists()
 
 
@@ -280,7 +280,7 @@ def test_8_no_watch_sigterm_exits_0_flushes_the_log_ignores_the_split_and_logs_o
 
 def test_9_deferred_canary_stops_at_its_deadline_and_is_rolled_back(serving_env, tmp_path):
     from kfct import audit, registry
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct.components.rollout import expire_deferred, rollout_model
     from kfct.config import config_to_json, load_config
     from kfct.split_state import read_state, state_path
@@ -288,7 +288,7 @@ def test_9_deferred_canary_stops_at_its_deadline_and_is_rolled_back(serving_env,
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     split = state_path(MODEL_NAME, serving_env.home)
     cfg = load_config(overrides={"rollout": {"deferred_deadline_seconds": 1.5}})
-    deploy_core(MODEL_NAME, v_b, cfg, target="local", state_path=split)
+    deploy_version(MODEL_NAME, v_b, cfg, target="local", state_path=split)
     out = json.loads(rollout_model(config_to_json(cfg), MODEL_NAME, v_b, target="local",
                                    server_url=f"http://127.0.0.1:{free_port()}"))
     assert out["outcome"] == "deferred" and out["deadline"] > time.time()

@@ -23,12 +23,12 @@ def customers(tmp_path):
 
 
 def test_score_core_matches_the_model_and_is_audited(serving_env, customers, tmp_path):
-    from kfct.components.score import score_core
+    from kfct.components.score import score_registered
     from kfct import audit, registry
 
     df, path = customers
     out = tmp_path / "scores.parquet"
-    s = score_core(path, out, MODEL_NAME, chunk_rows=6000)  # several chunks, last one partial
+    s = score_registered(path, out, MODEL_NAME, chunk_rows=6000)  # several chunks, last one partial
     assert s.rows == 20000 and s.model_version == serving_env.versions["good_a"]
     scored = pd.read_parquet(out)
     assert list(scored.columns) == ["customer_id", "probability", "label", "model_version"]
@@ -42,22 +42,22 @@ def test_score_core_matches_the_model_and_is_audited(serving_env, customers, tmp
 
 
 def test_score_rejects_bad_inputs_without_writing(serving_env, customers, tmp_path):
-    from kfct.components.score import ScoringError, score_core
+    from kfct.components.score import ScoringError, score_registered
 
     df, _ = customers
     out = tmp_path / "scores.parquet"
     missing = tmp_path / "missing_col.parquet"
     df.drop(columns=["frustration_index"]).to_parquet(missing, index=False)
     with pytest.raises(ScoringError, match="frustration_index"):
-        score_core(missing, out, MODEL_NAME)
+        score_registered(missing, out, MODEL_NAME)
     unknown = tmp_path / "unknown_cat.parquet"
     bad = df.copy()
     bad.loc[15000, "contract_type"] = "lifetime"
     bad.to_parquet(unknown, index=False)
     with pytest.raises(ScoringError, match="lifetime"):
-        score_core(unknown, out, MODEL_NAME, chunk_rows=6000)
+        score_registered(unknown, out, MODEL_NAME, chunk_rows=6000)
     with pytest.raises(ScoringError, match="not found"):
-        score_core(tmp_path / "nope.parquet", out, MODEL_NAME)
+        score_registered(tmp_path / "nope.parquet", out, MODEL_NAME)
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 

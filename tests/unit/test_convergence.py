@@ -31,7 +31,7 @@ def test_promoted_canary_is_closed_and_champion_follows():
 
 def test_converge_core_rewrites_a_stale_split_file(kfct_home):
     from kfct import audit, registry
-    from kfct.components.deploy import converge_core
+    from kfct.components.deploy import converge_serving
     from kfct.split_state import SplitState, read_state, state_path, write_state
     from tests.registrykit import log_tiny_model
 
@@ -42,18 +42,18 @@ def test_converge_core_rewrites_a_stale_split_file(kfct_home):
     registry.set_alias("conv", "champion", "2")
     path = state_path("conv", kfct_home)
     write_state(SplitState(model_name="conv", champion_version="1", canary_version="2", canary_percent=10), path)
-    out = converge_core("conv", "local")
+    out = converge_serving("conv", "local")
     st = read_state(path)
     assert (st.champion_version, st.canary_version, st.canary_percent) == ("2", None, 0.0)
     assert out["changes"]["champion_version"] == "2"
     assert [e for e in audit.read() if e["event"] == "serving_converged"][0]["aliases"] == {"champion": "2"}
-    assert converge_core("conv", "local")["changes"] == {}
+    assert converge_serving("conv", "local")["changes"] == {}
 
 
 def test_deploy_of_a_superseded_version_moves_nothing(kfct_home):
     """Run A registered v1, run B's v2 became champion since: A's deploy leaves no stray challenger."""
     from kfct import registry
-    from kfct.components.deploy import deploy_core
+    from kfct.components.deploy import deploy_version
     from kfct.config import load_config
     from kfct.split_state import read_state, state_path
     from tests.registrykit import log_tiny_model
@@ -63,7 +63,7 @@ def test_deploy_of_a_superseded_version_moves_nothing(kfct_home):
         uri, rid = log_tiny_model(tag)
         registry.register_once(uri, "sup", {}, rid)
     registry.set_alias("sup", "champion", "2")
-    out = deploy_core("sup", "1", load_config(), target="local", require_alias=True)
+    out = deploy_version("sup", "1", load_config(), target="local", require_alias=True)
     assert out["mode"] == "superseded" and out["alias"] is None
     assert registry.aliases("sup") == {"champion": "2"}
     assert read_state(state_path("sup", kfct_home)).champion_version == "2"

@@ -59,10 +59,10 @@ def test_in_cluster_and_auto_target_come_from_settings(env):
 
 def test_trigger_core_starts_the_run_through_the_injected_launcher(env, cfg):
     from kfct import audit
-    from kfct.components.retrain_policy import trigger_core
+    from kfct.components.retrain_policy import run_trigger
 
     now = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
-    out = trigger_core(DRIFT, cfg, "churn-classifier", current_uri="batch.parquet", now=now,
+    out = run_trigger(DRIFT, cfg, "churn-classifier", current_uri="batch.parquet", now=now,
                        launcher=Recorder(where="local"))
     assert out["triggered"] and out["mode"] == "local" and out["ct"]["run_name"] == "ct-local"
     (req,) = Recorder.launched
@@ -73,11 +73,11 @@ def test_trigger_core_starts_the_run_through_the_injected_launcher(env, cfg):
 
 def test_the_launcher_is_picked_by_settings_and_a_bad_name_is_one_line(env, cfg):
     from kfct import audit
-    from kfct.components.retrain_policy import trigger_core
+    from kfct.components.retrain_policy import run_trigger
     from kfct.launcher import LauncherError, pick_launcher
 
     _settings(env, KFCT_RETRAIN_LAUNCHER=f"{__name__}:Recorder", KFCT_KFP_HOST="http://kfp.example")
-    out = trigger_core(DRIFT, cfg, "churn-classifier")  # auto: a KFP host is configured -> cluster
+    out = run_trigger(DRIFT, cfg, "churn-classifier")  # auto: a KFP host is configured -> cluster
     assert out["mode"] == "cluster" and out["run"]["run_id"] == "r-1" and len(Recorder.launched) == 1
     assert list(audit.read())[-1]["run_id"] == "r-1"
 

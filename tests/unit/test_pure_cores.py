@@ -276,3 +276,23 @@ def test_the_cluster_plan_follows_the_deployment_mode():
                                                                                   ("canary", "4", 10.0)]
     assert plan_cluster_deploy("1", None, True, 10.0, STANDARD, exists=False) == [("apply", "1", None),
                                                                                   ("drop_canary",)]
+
+
+def test_a_function_named_core_touches_no_registry_audit_or_mlflow():
+    """'core' means side-effect-free: a `*_core` that reads or writes the registry or the trail is misnamed."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "components"
+    offenders = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.endswith("_core"):
+                names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                names |= {a.name.split(".")[0] for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))
+                          for a in n.names}
+                touched = names & {"registry", "audit", "mlflow"}
+                if touched:
+                    offenders.append(f"{path.name}:{node.name} uses {sorted(touched)}")
+    assert not offenders, offenders
+    assert len([p for p in root.glob("*.py")]) > 10  # the folder was found

@@ -71,13 +71,13 @@ def test_orphans_are_marked_and_audited(store):
 
 
 def test_own_pending_version_is_resumed_not_abandoned(store):
-    from kfct.components.register import register_core
+    from kfct.components.register import register_version
     from kfct import registry
 
     uri, rid = log_tiny_model("retry")
     registry.register_once(uri, NAME, {registry.REG_TAG: "pending", registry.GATED_TAG: ""}, rid)  # crashed try
     cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {}}
-    out = register_core({"mlflow_run_id": rid, "model_uri": uri}, {"deploy": True, "reasons": [], "metrics": {}},
+    out = register_version({"mlflow_run_id": rid, "model_uri": uri}, {"deploy": True, "reasons": [], "metrics": {}},
                         cfg, NAME, "d", "sha", "run-1", "c")
     assert out["version"] == "1" and versions(NAME) == [1]
     assert registry.client().get_model_version(NAME, "1").tags[registry.REG_TAG] == "complete"

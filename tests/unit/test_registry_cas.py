@@ -72,7 +72,7 @@ def test_duplicate_version_of_one_run_is_removed(store):
 def test_threads_racing_at_the_gate_move_the_champion_once(store):
     """Four challengers, all gated against v1, register at once: one champion move, no strays."""
     from kfct import audit
-    from kfct.components.register import register_core
+    from kfct.components.register import register_version
 
     v1 = _champion_v1()
     cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {"on_champion_moved": "block"}}
@@ -85,7 +85,7 @@ def test_threads_racing_at_the_gate_move_the_champion_once(store):
         decision = {"deploy": True, "reasons": ["ok"], "metrics": {}, "champion_version": v1}
         barrier.wait()
         try:
-            results.append(register_core(meta, decision, cfg, NAME, "d", "sha", f"run-{rid[:6]}", "c"))
+            results.append(register_version(meta, decision, cfg, NAME, "d", "sha", f"run-{rid[:6]}", "c"))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -110,7 +110,7 @@ def test_threads_racing_at_the_gate_move_the_champion_once(store):
 
 
 def test_moved_champion_is_regated_against_the_new_one(store):
-    from kfct.components.register import register_core
+    from kfct.components.register import register_version
     from kfct import registry
 
     v1 = _champion_v1()
@@ -127,7 +127,7 @@ def test_moved_champion_is_regated_against_the_new_one(store):
     uri3, rid3 = log_tiny_model("c3")
     meta = {"mlflow_run_id": rid3, "model_uri": uri3}
     decision = {"deploy": True, "reasons": [], "metrics": {}, "champion_version": v1}
-    out = register_core(meta, decision, cfg, NAME, "d", "sha", "run-3", "c", regate=regate_fail)
+    out = register_version(meta, decision, cfg, NAME, "d", "sha", "run-3", "c", regate=regate_fail)
     assert seen == [v2] and out["version"] == ""
     assert out["blocked"].startswith(f"champion moved from v{v1} to v{v2} since the gate: re-gated against v{v2}")
     assert registry.aliases(NAME) == {"champion": v2} and versions(NAME) == [1, 2]
@@ -135,22 +135,22 @@ def test_moved_champion_is_regated_against_the_new_one(store):
     def regate_pass(version):
         return {"deploy": True, "reasons": ["better"], "metrics": {}, "champion_version": version}
 
-    out = register_core(meta, decision, cfg, NAME, "d", "sha", "run-3", "c", regate=regate_pass)
+    out = register_version(meta, decision, cfg, NAME, "d", "sha", "run-3", "c", regate=regate_pass)
     assert out["version"] == "3" and registry.aliases(NAME) == {"champion": "3"}
     mv = registry.client().get_model_version(NAME, "3")
     assert mv.tags[registry.GATED_TAG] == v2 and mv.tags[registry.REG_TAG] == "complete"
 
 
 def test_rerun_of_a_finished_register_step_changes_nothing(store):
-    from kfct.components.register import register_core
+    from kfct.components.register import register_version
     from kfct import registry
 
     cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {}}
     uri, rid = log_tiny_model("first")
     meta = {"mlflow_run_id": rid, "model_uri": uri}
     decision = {"deploy": True, "reasons": [], "metrics": {}, "champion_version": None}
-    a = register_core(meta, decision, cfg, NAME, "d", "sha", "run-1", "c")
-    b = register_core(meta, decision, cfg, NAME, "d", "sha", "run-1", "c")
+    a = register_version(meta, decision, cfg, NAME, "d", "sha", "run-1", "c")
+    b = register_version(meta, decision, cfg, NAME, "d", "sha", "run-1", "c")
     assert a["version"] == b["version"] == "1" and b.get("resumed")
     assert versions(NAME) == [1] and registry.aliases(NAME) == {"champion": "1"}
 
