@@ -116,31 +116,6 @@ def setup(settings: Settings | None = None, experiment: str | None = None, attem
     return exp_id
 
 
-def prepare_store_in_background(settings: Settings | None = None) -> subprocess.Popen[bytes] | None:
-    """Create a new local SQLite store in a background process; returns it (or None: nothing to do).
-
-    MLflow builds a new SQLite store's schema on first use (about 60 alembic migrations,
-    1-2 s). The first stages of a CT run (ingest, validate, featurize) never touch MLflow,
-    so `kfct run` on a fresh home starts that work beside them instead of inside the
-    train stage. The store-init lock (`_store_init_lock`) makes a stage that gets there
-    first wait for it; a background failure changes nothing: the stage then meets the
-    same error itself and reports it.
-    """
-    import subprocess
-    import sys
-
-    from kfct.settings import get_settings
-
-    s = settings or get_settings()
-    uri = s.tracking_uri
-    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).exists():
-        return None
-    env = {**os.environ, "KFCT_HOME": str(s.home), "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    code = "from kfct import registry; registry.setup()"
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
 @contextmanager
 def _store_init_lock(tracking_uri: str) -> Iterator[None]:
     """An exclusive file lock beside a local SQLite store while this process first opens it.

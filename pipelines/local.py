@@ -58,15 +58,8 @@ def run_ct(
                      device=device or cfg["train"]["device"], tune_trials=int(tune_trials),
                      code_version=code_version(), run_reason=run_reason,
                      rollout=bool(cfg["rollout"]["enabled"]), serving_url=serving_url)
-    from kfct.registry import prepare_store_in_background
-
-    store = prepare_store_in_background(s)  # a fresh home's MLflow schema, built while the first stages run
-    try:
-        run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, s.home,
-                           prefix="ct", verbose=verbose)
-    finally:
-        if store is not None:
-            store.wait()
+    run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, s.home,
+                       prefix="ct", verbose=verbose)
     if run.error is not None:
         err = StageError(f"stage {run.failed_task or '?'} failed: {run.error} (log: {run.log_path})")
         err.run_id = run.run_id  # the CLI looks for the stage's own `stage_failed` entry by it
