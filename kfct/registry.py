@@ -30,8 +30,6 @@ from typing import IO, TYPE_CHECKING, Any, Iterator
 from kfct.errors import KfctError
 
 if TYPE_CHECKING:
-    import subprocess
-
     from kfct.model import ChurnModel
     from kfct.settings import Settings
 
