@@ -20,7 +20,11 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $@
 
+# kfct's own sources are installed editable: pip byte-compiles the dependencies, not them. Every
+# pipeline stage is a fresh process that imports ~40 of them; under PYTHONDONTWRITEBYTECODE (set in
+# many dev containers) each would recompile them every time. compileall is a no-op when they are fresh.
 install: $(VENV)/.installed ## Create .venv and install pinned dependencies
+	@$(PY) -m compileall -q kfct components pipelines serving
 
 run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3://..., ROWS=100000
 	$(KFCT) run $(if $(DATA),--data-uri $(DATA),--rows $(ROWS)) $(ARGS)
@@ -28,8 +32,8 @@ run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3
 test: install ## Run the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-lint: install ## ruff + mypy on the package (config in pyproject.toml); not a prerequisite of `make test`
-	$(VENV)/bin/ruff check kfct components pipelines serving
+lint: install ## ruff on the package, bench and tests + mypy on the package (config in pyproject.toml)
+	$(VENV)/bin/ruff check kfct components pipelines serving bench tests
 	$(VENV)/bin/mypy kfct components pipelines serving
 
 data: install ## Generate a dataset: make data ROWS=100000 OUT=data/customers.parquet

@@ -76,6 +76,8 @@ def machine_info() -> dict:
             pass
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
+            # Which build matters as much as the version: the stages are import-bound (results.md).
+            "interpreter": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
             "versions": versions}
 
 
@@ -139,7 +141,8 @@ def main(argv=None) -> int:
             data = _run_section(name, ctx, plan, args, meta)
         except Exception as exc:
             traceback.print_exc()
-            sections[name] = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            sections[name] = {"status": "failed", "reason": f"{type(exc).__name__}: {first}",
                               "seconds": round(time.perf_counter() - t0, 1)}
             continue
         if data is None:

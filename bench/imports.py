@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         rows = imports.get(task, [])
         heavy = ", ".join(f"{name} {s:.2f}" for s, name in rows[: args.top])
         print(f"| {task} | {seconds or 0:.2f} | {sum(s for s, _ in rows):.2f} | {heavy} |")
-    print(f"\ntotal (wall, with import profiling on): {run.total_seconds:.1f} s" + (f"; failed: {run.error}" if run.error else ""))
+    failed = f"; failed: {run.error}" if run.error else ""
+    print(f"\ntotal (wall, with import profiling on): {run.total_seconds:.1f} s{failed}")
     return 1 if run.error else 0
 
 

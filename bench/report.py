@@ -69,6 +69,7 @@ def render_header(meta: dict) -> list[str]:
     lines.append(
         f"Measured {meta.get('date', '?')} on {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, "
         f"{meta.get('memory_gib', '?')} GiB RAM; Python {meta.get('python', '?')}"
+        + (f" (`{meta['interpreter']}`)" if meta.get("interpreter") else "")
         + "".join(f", {k} {val}" for k, val in v.items()) + ".")
     lines.append("")
     lines.append(
@@ -267,10 +268,11 @@ def render_pipeline(sec: dict) -> list[str]:
     st = _status_line(sec)
     if st:
         return lines + [st, ""]
+    how = "one run" if d.get("repeats") == 1 else "median of " + _plural(d.get("repeats"), "run")
     lines.append(f"`kfct.pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
                  "SubprocessRunner, each stage a subprocess; a stage's time is what it stamped itself, from the first line "
                  "of its function (the libraries it imports included) to its last, and the total also holds starting "
-                 f"Python and kfp's executor for each; {'one run' if d.get('repeats') == 1 else 'median of ' + _plural(d.get('repeats'), 'run')}.")
+                 f"Python and kfp's executor for each; {how}.")
     lines += ["", "| stage | seconds |", "|---|---:|"]
     for k, v in (d.get("stages") or {}).items():
         lines.append(f"| {k} | {_n(v, 1)} |")

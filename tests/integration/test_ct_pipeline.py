@@ -73,7 +73,8 @@ def test_first_run_registers_champion(first_run):
     assert s["decision"]["deploy"] is True
     assert any("no champion yet" in r for r in s["decision"]["reasons"])
     assert s["registered"] == {"version": "1", "alias": "champion"}
-    assert set(s["stages"]) == {"ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model", "deploy-model"}
+    assert set(s["stages"]) == {"ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model",
+                                "register-model", "deploy-model"}
     assert _registry_state(s["model_name"]) == ([1], {"champion": "1"})
     assert s["deploy"]["mode"] == "direct" and s["deploy"]["canary_percent"] == 100.0
 

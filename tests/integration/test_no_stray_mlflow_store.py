@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultkit.servers import free_port
+from tests.faultkit.servers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -58,11 +58,6 @@ def test_the_model_server_reads_aliases_from_the_configured_store(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=30)
     assert not stray_stores(tmp_path), f"kfct serve made {stray_stores(tmp_path)} where it ran"
     assert (tmp_path / "home" / "mlflow.db").exists()

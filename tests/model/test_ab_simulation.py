@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from kfct import abstats
 from kfct.components.ab_test import ab_report_core

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from kfct.components.evaluate import compute_metrics, read_evidence, slice_metrics, write_evidence
 

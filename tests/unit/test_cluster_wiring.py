@@ -131,7 +131,7 @@ def test_runner_can_read_what_kfp_v2_driver_and_launcher_read(rendered):
                 (role,) = find(objs, "Role", b["roleRef"]["name"])
                 rules += role["rules"]
 
-        def grants(resource, name):
+        def grants(resource, name, rules=rules):
             return any("" in r["apiGroups"] and resource in r["resources"] and "get" in r["verbs"]
                        and name in (r.get("resourceNames") or []) for r in rules)
 
@@ -175,7 +175,8 @@ def test_prod_gives_the_retrain_step_a_projected_kfp_token(rendered, compiled):
     assert sa["name"] == Settings().kfp_service_account
     # the monitoring steps that may start a CT run (drift trigger, realized-performance decay) and only they
     execs = compiled["monitoring_pipeline.yaml"][1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    labelled = {n for n, e in execs.items() if (e.get("podMetadata") or {}).get("labels") == {KFP_ACCESS_LABEL[0]: KFP_ACCESS_LABEL[1]}}
+    access = {KFP_ACCESS_LABEL[0]: KFP_ACCESS_LABEL[1]}
+    labelled = {n for n, e in execs.items() if (e.get("podMetadata") or {}).get("labels") == access}
     callers = {"exec-trigger-retrain", "exec-report-realized-performance"} & set(execs)
     assert "exec-trigger-retrain" in callers and labelled == callers
 
@@ -244,7 +245,8 @@ def test_every_image_named_anywhere_is_one_cd_builds(tmp_path, monkeypatch):
                 assert ir_images(spec) <= built, (p.name, ir_images(spec) - built)
         # pods learn the same coordinates: the deploy step names the serving image from them
         ct = [d for d in yaml.safe_load_all((tmp_path / "cpu" / "ct_pipeline.yaml").read_text()) if d]
-        deploy_env = {e["name"]: e["value"] for e in ct[0]["deploymentSpec"]["executors"]["exec-deploy-model"]["container"]["env"]}
+        container = ct[0]["deploymentSpec"]["executors"]["exec-deploy-model"]["container"]
+        deploy_env = {e["name"]: e["value"] for e in container["env"]}
         assert deploy_env["KFCT_IMAGE_REGISTRY"] == registry and deploy_env["KFCT_IMAGE_TAG"] == tag
         pred = build_predictor("churn-classifier", "7", storage_uri="s3://kfct/mlflow/x", sha256="ab" * 32, settings=s)
         assert pred.model.image in built and pred.model.image.endswith(f"/kfct-serving:{tag}")

@@ -1,5 +1,5 @@
-"""ruff on the package, with the configuration in pyproject.toml: `make test` catches what
-`make lint` would (mypy, slower, runs in `make lint` and its own CI job)."""
+"""ruff on the package, the benchmarks and the tests, with the configuration in pyproject.toml:
+`make test` catches what `make lint` would (mypy, slower, runs in `make lint` and its own CI job)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ["kfct", "components", "pipelines", "serving"]
+LINTED = [*PACKAGE, "bench", "tests"]
 
 
-def test_ruff_passes_on_the_package():
-    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", *PACKAGE],
+def test_ruff_passes_on_the_package_the_benchmarks_and_the_tests():
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", *LINTED],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -29,7 +29,8 @@ def kustomization(dir_: Path) -> dict:
     path = dir_ / "kustomization.yaml"
     assert path.is_file(), f"{dir_} has no kustomization.yaml"
     data = yaml.safe_load(path.read_text())
-    assert data.get("kind") in ("Kustomization", "Component") and data.get("apiVersion", "").startswith("kustomize.config.k8s.io/")
+    assert data.get("kind") in ("Kustomization", "Component")
+    assert data.get("apiVersion", "").startswith("kustomize.config.k8s.io/")
     return data
 
 
@@ -115,7 +116,8 @@ def test_overlays_patch_objects_the_base_has(overlay, base):
     index = {(o["kind"], o["metadata"]["name"]) for o in objs}
     for patch in k.get("patches") or []:
         for doc in load_docs(d / patch["path"]):
-            assert (doc["kind"], doc["metadata"]["name"]) in index, f"{overlay} patches unknown {doc['kind']}/{doc['metadata']['name']}"
+            kind, name = doc["kind"], doc["metadata"]["name"]
+            assert (kind, name) in index, f"{overlay} patches unknown {kind}/{name}"
     for img in k.get("images") or []:
         used = {c["image"].rsplit(":", 1)[0] for o in objs if o["kind"] in ("Deployment", "Job")
                 for c in o["spec"]["template"]["spec"]["containers"]}
