@@ -378,7 +378,7 @@ def converge_serving(model_name: str, target: str = "local", client=None, namesp
     an earlier crash interrupted, what serves afterwards is what the aliases say.
     """
     from kfct import audit, registry
-    from kfct.convergence import split_changes
+    from kfct.convergence import isvc_changes, split_changes
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -405,18 +405,13 @@ def converge_serving(model_name: str, target: str = "local", client=None, namesp
             if "404" not in str(exc) and "Not Found" not in str(exc):
                 raise DeployError(f"cannot read InferenceService {ns}/{model_name}: {str(exc).strip()[:300]}") from exc
             live = None
-        ann = ((live or {}).get("metadata") or {}).get("annotations") or {} if isinstance(live, dict) else {}
-        served = ann.get("kfct/model-version")
-        pct = ((((live or {}).get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
-               if isinstance(live, dict) else None)
-        chal = al.get("challenger")
-        if served != al["champion"] and not (served == chal and pct not in (None, 100)):
+        changes, reasons = isvc_changes(live, al)
+        if changes:
             mode = detect_mode(live if isinstance(live, dict) else None, s.kserve_deployment_mode)
             isvc = build_inference_service(model_name, al["champion"], namespace=ns, settings=s, mode=mode,
                                            canary_percent=100 if mode == SERVERLESS else None)
             action = apply_inference_service(client, isvc, model_name, ns)
-            out.update(changes={"champion_version": al["champion"]},
-                       reasons=[f"InferenceService served v{served}, alias champion is v{al['champion']} ({action})"])
+            out.update(changes=changes, reasons=[f"{reasons[0]} ({action})"])
     if out["changes"]:
         audit.record("serving_converged", model_name=model_name, target=target, aliases=al,
                      changes=out["changes"], reasons=out.get("reasons"), reason=reason)

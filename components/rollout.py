@@ -684,6 +684,14 @@ def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: 
     return {"outcome": "deferred", "reason": reason, "deadline": deadline}
 
 
+def plan_expiry(st, now: float | None = None) -> str | None:
+    """Why the deferred canary in split state `st` must be rolled back now, or None while it may stand."""
+    if st is None or not st.canary_version or st.canary_deadline is None or not st.expired(now):
+        return None
+    return (f"deferred rollout of v{st.canary_version} passed its deadline "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(st.canary_deadline))} without a judgement")
+
+
 def expire_deferred(model_name: str, state_path=None, now: float | None = None) -> dict | None:
     """Roll back a deferred canary whose deadline passed (split to 0, version tagged `rejected`,
     `challenger` removed, audited). Returns what it did, or None when nothing had expired."""
@@ -692,11 +700,10 @@ def expire_deferred(model_name: str, state_path=None, now: float | None = None) 
 
     path = state_path or default_path(model_name)
     st = read_state(path)
-    if st is None or not st.canary_version or st.canary_deadline is None or not st.expired(now):
+    reason = plan_expiry(st, now)
+    if st is None or reason is None:
         return None
     version = st.canary_version
-    reason = (f"deferred rollout of v{version} passed its deadline "
-              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(st.canary_deadline))} without a judgement")
     update_state(model_name, path, canary_version=None, canary_percent=0.0, mode="canary", canary_deadline=None,
                  reason=reason)
     registry.setup()

@@ -37,3 +37,22 @@ def split_changes(champion_version: str | None, canary_version: str | None, cana
             reasons.append(f"canary v{canary_version} holds no {challenger_alias} alias "
                            f"({challenger_alias} -> {('v' + chal) if chal else 'unset'}): canary closed")
     return changes, reasons
+
+
+def isvc_changes(live: dict | None, aliases: dict[str, str], champion_alias: str = "champion",
+                 challenger_alias: str = "challenger") -> tuple[dict, list[str]]:
+    """Changes that make a live InferenceService (a dict as the API returns it, or None) agree with `aliases`.
+
+    The version it serves is its `kfct/model-version` annotation. It must be the champion,
+    except while the challenger is mid-canary (`canaryTrafficPercent` set and below 100):
+    that split belongs to a rollout, which promotes or rolls back by itself.
+    """
+    champ = aliases.get(champion_alias)
+    if champ is None:
+        return {}, []
+    live = live if isinstance(live, dict) else {}
+    served = ((live.get("metadata") or {}).get("annotations") or {}).get("kfct/model-version")
+    pct = ((live.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+    if served == champ or (served == aliases.get(challenger_alias) and pct not in (None, 100)):
+        return {}, []
+    return {"champion_version": champ}, [f"InferenceService served v{served}, alias {champion_alias} is v{champ}"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kfct.convergence import split_changes
+from kfct.convergence import isvc_changes, split_changes
 
 
 def test_stale_champion_pin_follows_the_alias():
@@ -67,3 +67,24 @@ def test_deploy_of_a_superseded_version_moves_nothing(kfct_home):
     assert out["mode"] == "superseded" and out["alias"] is None
     assert registry.aliases("sup") == {"champion": "2"}
     assert read_state(state_path("sup", kfct_home)).champion_version == "2"
+
+
+def _isvc(served: str | None, canary_percent: float | None = None) -> dict:
+    predictor = {} if canary_percent is None else {"canaryTrafficPercent": canary_percent}
+    return {"metadata": {"annotations": {"kfct/model-version": served} if served else {}}, "spec": {"predictor": predictor}}
+
+
+def test_inference_service_follows_the_champion_alias():
+    changes, reasons = isvc_changes(_isvc("1"), {"champion": "2"})
+    assert changes == {"champion_version": "2"} and reasons == ["InferenceService served v1, alias champion is v2"]
+    assert isvc_changes(None, {"champion": "2"})[0] == {"champion_version": "2"}  # none yet: create it
+    assert isvc_changes(_isvc("2"), {"champion": "2"}) == ({}, [])
+    assert isvc_changes(_isvc("1"), {}) == ({}, [])  # nothing registered: what serves stands
+
+
+def test_inference_service_mid_canary_belongs_to_the_rollout():
+    aliases = {"champion": "2", "challenger": "3"}
+    assert isvc_changes(_isvc("3", canary_percent=10), aliases) == ({}, [])
+    assert isvc_changes(_isvc("3", canary_percent=100), aliases)[0] == {"champion_version": "2"}  # promoted by hand
+    assert isvc_changes(_isvc("3"), aliases)[0] == {"champion_version": "2"}  # no split: the challenger serves alone
+    assert isvc_changes(_isvc("4", canary_percent=10), aliases)[0] == {"champion_version": "2"}  # not the challenger

@@ -130,6 +130,21 @@ def test_plan_rollback_rejects_the_canary_with_every_reason():
     assert len(long.audit_fields["reason"]) == 5000  # the audit trail keeps all of it
 
 
+def test_plan_expiry_rolls_back_only_a_deferred_canary_past_its_deadline():
+    from kfct.components.rollout import plan_expiry
+    from kfct.split_state import SplitState
+
+    deadline = NOW.timestamp()
+    st = SplitState(model_name="m", champion_version="1", canary_version="2", canary_percent=10.0,
+                    canary_deadline=deadline)
+    assert plan_expiry(st, now=deadline - 1) is None
+    assert plan_expiry(st, now=deadline) == ("deferred rollout of v2 passed its deadline 2025-03-03T04:00:00Z "
+                                             "without a judgement")
+    assert plan_expiry(None, now=deadline) is None
+    assert plan_expiry(SplitState(model_name="m", champion_version="1", canary_deadline=deadline), now=deadline) is None
+    assert plan_expiry(SplitState(model_name="m", champion_version="1", canary_version="2"), now=deadline) is None
+
+
 # -- retrain trigger --------------------------------------------------------------------------------
 
 DRIFT = {"retrain": True, "reason": "drift share 0.667 > 0.2", "severity": "critical", "has_labels": True}
