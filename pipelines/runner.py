@@ -231,6 +231,27 @@ def _last_error(text: str) -> str | None:
     return err
 
 
+def _kfp_local():
+    """`kfp.local`, with kfp's authoring modules but without its REST client.
+
+    `import kfp` also imports `kfp.Client` (kfp_server_api, the Kubernetes client,
+    google-auth: about 1,100 modules, 0.3 s before the first stage) unless
+    `_KFP_RUNTIME=true`, the switch kfp's executor sets in every task process for the same
+    reason. The driver never talks to a KFP API server: the package itself is imported under
+    that switch, everything after it (`kfp.dsl` in full, `kfp.local`) without it. A driver
+    started from inside a task process (a retrain launched by a monitoring stage) inherits
+    the switch; it is an authoring process all the same, and each task's command sets the
+    switch again for itself.
+    """
+    os.environ["_KFP_RUNTIME"] = "true"
+    import kfp  # noqa: F401
+
+    del os.environ["_KFP_RUNTIME"]
+    from kfp import local
+
+    return local
+
+
 def _drive(request_path: str) -> int:
     """Child side: build the pipeline, init kfp.local on this run's root, execute it."""
     import importlib
@@ -238,7 +259,7 @@ def _drive(request_path: str) -> int:
 
     req = json.loads(Path(request_path).read_text())
     warnings.simplefilter("ignore")  # kfp.local: image / resource settings it ignores (this process only)
-    from kfp import local
+    local = _kfp_local()
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=req["pipeline_root"],
                raise_on_error=True)

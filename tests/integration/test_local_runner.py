@@ -49,6 +49,17 @@ def build_ok(prefix: str = ""):
     return tiny
 
 
+def build_recording(out: str):
+    """build_ok, writing down what the driver process had imported when it built the pipeline."""
+    import json
+    import os
+    import sys
+
+    with open(out, "w") as fh:
+        json.dump({"kfp_client": "kfp.client" in sys.modules, "kfp_runtime": os.environ.get("_KFP_RUNTIME")}, fh)
+    return build_ok("recording-")
+
+
 def build_failing():
     op, bad = dsl.component(double, base_image="python:3.11"), dsl.component(explode, base_image="python:3.11")
 
@@ -124,3 +135,19 @@ def test_verbose_streams_kfps_log_too(tmp_path, builders, capfd):
     assert run.error is None
     shown = capfd.readouterr().out
     assert "Executing task" in shown and shown == run.log_path.read_text()
+
+
+def test_the_driver_authors_without_kfps_rest_client_even_when_started_from_a_task(tmp_path, builders):
+    """The driver imports kfp without `kfp.Client` (0.3 s before the first stage), and a run started from
+    inside a task process (where `_KFP_RUNTIME=true`, as for a retrain launched by a monitoring stage)
+    still gets kfp's authoring modules."""
+    import json
+
+    from kfct.pipelines.runner import run_pipeline
+
+    seen = tmp_path / "driver.json"
+    run = run_pipeline("tiny_pipelines:build_recording", {"out": str(seen)}, {"x": 2}, tmp_path / "home",
+                       prefix="tiny", env={**builders, "_KFP_RUNTIME": "true"})
+    assert run.error is None, run.log_path.read_text()[-2000:]
+    assert run.param("double-2") == 8
+    assert json.loads(seen.read_text()) == {"kfp_client": False, "kfp_runtime": None}
