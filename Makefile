@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # The interpreter .venv is made from (`make PYTHON=...` to choose). Debian's own python3.11 is
 # preferred where it can make a venv: it is built with PGO and LTO and linked statically, while a
 # version manager's default build (pyenv: a shared libpython, no PGO) runs kfct's import-bound
-# stage processes ~20 % slower (bench/results.md, "Local CT pipeline").
+# stage processes ~15 % slower (bench/results.md, "Local CT pipeline").
 PYTHON ?= $(shell for p in /usr/bin/python3.11 python3.11; do $$p -c 'import ensurepip; ensurepip.version()' >/dev/null 2>&1 && { echo $$p; exit; }; done; echo python3.11)
 VENV ?= .venv
 PY := $(VENV)/bin/python
