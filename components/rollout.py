@@ -701,7 +701,7 @@ def expire_deferred(model_name: str, state_path=None, now: float | None = None) 
     path = state_path or default_path(model_name)
     st = read_state(path)
     reason = plan_expiry(st, now)
-    if st is None or reason is None:
+    if st is None or reason is None or not st.canary_version:
         return None
     version = st.canary_version
     update_state(model_name, path, canary_version=None, canary_percent=0.0, mode="canary", canary_deadline=None,
