@@ -49,8 +49,10 @@ def audit_failure(stage: str, **context: Any) -> Iterator[dict]:
     from kfct import stageproc
 
     stageproc.begin()
+    ok = False
     try:
         yield context
+        ok = True
     except Exception as exc:
         try:
             from kfct import audit
@@ -63,7 +65,7 @@ def audit_failure(stage: str, **context: Any) -> Iterator[dict]:
                                                         stage, audit_exc)
         raise
     finally:
-        stageproc.end()
+        stageproc.end(ok=ok)
 
 
 def recorded_for_run(run_id: str, path: Path | None = None) -> bool:

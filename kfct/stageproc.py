@@ -13,13 +13,25 @@ Expectations alone, 0.06 s once they are frozen). A task process lives for one s
 Only inside kfp's executor (`_KFP_RUNTIME=true`, which every kfp lightweight component's
 command sets, locally and in a pod). A long-lived process that calls a component function
 in-process (`kfct monitor`, the tests) keeps Python's default collector.
+
+A task process whose stage succeeded also leaves without native teardown. Once kfp has
+written the executor output, every other exit handler has run (MLflow's, pyarrow's, the
+logging flush) and Python's threads are joined, what is left is module teardown and C++
+static destructors. Those are where pyarrow's thread pools intermittently abort the process
+("terminate called without an active exception", SIGABRT; apache/arrow#34314): a stage
+that did its work and wrote its outputs then failed its task all the same (seen in the
+e2e's ingest pod). So the last exit handler flushes and calls `os._exit(0)` — but only
+when the stage returned and no exception escaped afterwards (kfp writing the output, say);
+otherwise the interpreter exits as it would, with its own status.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
-from typing import Mapping
+import sys
+from typing import Any, Mapping
 
 YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 
@@ -36,12 +48,43 @@ def begin(env: Mapping[str, str] = os.environ) -> bool:
     gc.freeze()
     _, g1, g2 = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, g1, g2)
+    if not _EXIT["armed"]:
+        _EXIT["armed"] = True
+        atexit.register(_leave)  # registered first, so it runs after every exit handler the stage adds
+        previous = sys.excepthook
+
+        def recording_hook(*exc_info: Any) -> None:
+            _EXIT["uncaught"] = True
+            previous(*exc_info)
+
+        sys.excepthook = recording_hook
     return True
 
 
-def end(env: Mapping[str, str] = os.environ) -> bool:
-    """Freeze the heap so the exiting interpreter does not collect it; returns whether it did."""
+def end(env: Mapping[str, str] = os.environ, ok: bool = False) -> bool:
+    """Freeze the heap so the exiting interpreter does not collect it; returns whether it did.
+
+    `ok`: the stage returned normally, so its process may leave without native teardown."""
     if not in_task_process(env):
         return False
     gc.freeze()
+    _EXIT["ok"] = ok
     return True
+
+
+_EXIT = {"armed": False, "ok": False, "uncaught": False}
+
+
+def _leave() -> None:
+    """The last exit handler: after a successful stage, flush and exit 0 before native teardown."""
+    if not _EXIT["ok"] or _EXIT["uncaught"]:
+        return  # a failure: the interpreter exits as usual, with its own status
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os._exit(0)
