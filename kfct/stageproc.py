@@ -34,6 +34,8 @@ import sys
 from typing import Any, Mapping
 
 YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
+# This process's exit: the hook is installed once; `ok` set by `end`, `uncaught` by the excepthook.
+_EXIT = {"armed": False, "ok": False, "uncaught": False}
 
 
 def in_task_process(env: Mapping[str, str] = os.environ) -> bool:
@@ -70,9 +72,6 @@ def end(env: Mapping[str, str] = os.environ, ok: bool = False) -> bool:
     gc.freeze()
     _EXIT["ok"] = ok
     return True
-
-
-_EXIT = {"armed": False, "ok": False, "uncaught": False}
 
 
 def _leave() -> None:
