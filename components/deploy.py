@@ -44,14 +44,24 @@ class DeployError(KfctError):
 # canary predictors, each its own Deployment `{isvc}-{name}-predictor`, with `trafficPercent`.
 
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-SERVERLESS, STANDARD = "Serverless", "Standard"
-_MODES = {"serverless": SERVERLESS, "standard": STANDARD, "rawdeployment": STANDARD}
+# KServe's names (pkg/constants/constants.go, v0.20): `Knative` and `Standard`. Its mutating webhook
+# (pkg/apis/serving/v1beta1/inference_service_defaults.go) rewrites the deprecated spellings on CREATE
+# and UPDATE, Serverless -> Knative and RawDeployment -> Standard, and the controller writes
+# `status.deploymentMode` the same way: what we read back is never what an older manifest wrote.
+KNATIVE, STANDARD = "Knative", "Standard"
+SERVERLESS = KNATIVE  # the deprecated name of the same mode (KServe < 0.15 spelled it so)
+_MODES = {"knative": KNATIVE, "serverless": KNATIVE, "standard": STANDARD, "rawdeployment": STANDARD}
 
 
 def normalise_mode(value) -> str:
-    mode = _MODES.get(str(value or "").strip().lower())
+    """KServe's canonical mode name for any spelling it accepts (any case), or one clear error."""
+    key = str(value or "").strip().lower()
+    if key == "modelmesh":
+        raise DeployError("KServe deployment mode 'ModelMesh' is not supported by kfct: use Standard or Knative")
+    mode = _MODES.get(key)
     if mode is None:
-        raise DeployError(f"unknown KServe deployment mode {value!r}: expected Standard (RawDeployment) or Serverless")
+        raise DeployError(f"unknown KServe deployment mode {value!r}: expected Standard (RawDeployment) "
+                          f"or Knative (Serverless)")
     return mode
 
 

@@ -133,6 +133,23 @@ def _predictor_template(spec: dict) -> dict:
     return pred
 
 
+# KServe v0.20 (kserve/kserve aaac4e294) pkg/apis/serving/v1beta1/inference_service_defaults.go,
+# `DefaultInferenceService`: on CREATE and UPDATE the mutating webhook rewrites the deprecated mode
+# names in the annotation (constants.LegacyServerless -> Knative, LegacyRawDeployment -> Standard);
+# without the annotation the mode is the `deploy.defaultDeploymentMode` of inferenceservice-config.
+LEGACY_MODES = {"Serverless": "Knative", "RawDeployment": "Standard"}
+
+
+def kserve_default_mode(obj: dict, default_mode: str = "Standard") -> str:
+    """The defaulter's rewrite of `obj`'s annotation, in place; returns the mode it stores."""
+    ann = obj["metadata"].setdefault("annotations", {})
+    mode = ann.get("serving.kserve.io/deploymentMode")
+    if mode is None:
+        return default_mode
+    ann["serving.kserve.io/deploymentMode"] = LEGACY_MODES.get(mode, mode)
+    return ann["serving.kserve.io/deploymentMode"]
+
+
 class FakeKubeApi(_Server):
     def __init__(self, controller: bool = False, ready: bool = True):
         self.objects: dict[tuple[str, str], dict] = {}
@@ -146,8 +163,7 @@ class FakeKubeApi(_Server):
         if not self.controller:
             return obj
         name = obj["metadata"]["name"]
-        mode = (obj["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Standard")
-        mode = "Standard" if mode == "RawDeployment" else mode
+        mode = kserve_default_mode(obj)
         status = copy.deepcopy((old or {}).get("status") or {})
         status["deploymentMode"] = mode
         status["observedGeneration"] = obj["metadata"]["generation"]
