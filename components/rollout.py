@@ -412,25 +412,25 @@ class ClusterBackend:
 
     def _client(self):
         if self.client is None:
-            from kfct.components.deploy import kserve_client
+            from kfct.kserve_isvc import kserve_client
 
             self.client = kserve_client()
         return self.client
 
     def _isvc(self) -> dict | None:
-        from kfct.components.deploy import get_inference_service
+        from kfct.kserve_isvc import get_inference_service
 
         return get_inference_service(self._client(), self.isvc_name, self.namespace)
 
     def mode(self, isvc: dict | None = None) -> str:
-        from kfct.components.deploy import detect_mode
+        from kfct.kserve_isvc import detect_mode
         from kfct.settings import get_settings
 
         s = self.settings or get_settings()
         return detect_mode(isvc if isvc is not None else self._isvc(), s.kserve_deployment_mode)
 
     def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
-        from kfct.components.deploy import (SERVERLESS, DeployError, patch_traffic, set_canary_traffic,
+        from kfct.kserve_isvc import (SERVERLESS, DeployError, patch_traffic, set_canary_traffic,
                                             wait_canary_ready)
 
         client = self._client()
@@ -447,7 +447,7 @@ class ClusterBackend:
 
     def workloads(self, champion_version: str, canary_version: str) -> tuple[str, str]:
         """Prometheus label selectors for the champion's and the canary's pods, as each mode labels them."""
-        from kfct.components.deploy import SERVERLESS, canary_name, predictor_workload
+        from kfct.kserve_isvc import SERVERLESS, canary_name, predictor_workload
 
         isvc = self._isvc() or {}
         if self.mode(isvc) == SERVERLESS:
@@ -466,7 +466,7 @@ class ClusterBackend:
                 self.metrics.window(canary_version, seconds, canary_sel))
 
     def promote(self, version: str) -> None:
-        from kfct.components.deploy import SERVERLESS, patch_traffic, promote_canary
+        from kfct.kserve_isvc import SERVERLESS, patch_traffic, promote_canary
 
         if self.mode() == SERVERLESS:
             patch_traffic(self._client(), self.isvc_name, self.namespace, 100)
@@ -475,7 +475,7 @@ class ClusterBackend:
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
         """Traffic back to the champion at once; Serverless then puts the spec back to the champion."""
-        from kfct.components.deploy import (SERVERLESS, apply_inference_service, build_inference_service,
+        from kfct.kserve_isvc import (SERVERLESS, apply_inference_service, build_inference_service,
                                             patch_traffic, remove_canary)
 
         client = self._client()
