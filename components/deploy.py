@@ -6,13 +6,15 @@ traffic (the first rollout step, or a shadow copy):
 - locally: the split file of the local KServe ModelServer (`kfct.split_state`),
   which a running `kfct serve` watches and applies without a restart;
 - on a cluster: the InferenceService, through `kfct.kserve_isvc` (the adapter this stage
-  shares with rollout and `kfct cluster check`), in the deployment mode it has (annotation `serving.kserve.io/deploymentMode`, else its status, else
-  settings `kserve_deployment_mode`). Knative (formerly Serverless): the predictor is patched
-  with the new model's `storageUri` and `canaryTrafficPercent`; KServe runs the previous
-  revision and the new one side by side. Standard (formerly RawDeployment, KServe's default),
-  which ignores `canaryTrafficPercent`: the champion stays the stable predictor and the
-  new version becomes a `spec.canary` entry with `trafficPercent`. Either way the
-  predictor names the serving image this code was compiled with, so a deploy also rolls
+  shares with rollout and `kfct cluster check`), in the deployment mode it has (annotation
+  `serving.kserve.io/deploymentMode`, else its status, else settings `kserve_deployment_mode`).
+  Knative (formerly Serverless): the predictor is patched with the new model's `storageUri`
+  and `canaryTrafficPercent`; KServe runs the previous revision and the new one side by side.
+  Standard (formerly RawDeployment, KServe's default), which ignores `canaryTrafficPercent`:
+  the champion stays the stable predictor and the new version becomes a `spec.canary` entry
+  with `trafficPercent`, which only KServe's Gateway API route applies: deploy checks that
+  route before and after (see `_deploy_cluster`). Either way the predictor names the serving
+  image this code was compiled with, so a deploy also rolls
   new serving code.
 
 The very first model has no champion to be compared with: it becomes `champion`
@@ -158,7 +160,8 @@ def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percen
 
 def deploy_version(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
-                settings=None, require_alias: bool = False) -> dict[str, Any]:
+                settings=None, require_alias: bool = False, ready_timeout: float = 600.0,
+                ready_poll: float = 5.0) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
     The adapter around `plan_deploy`, `plan_deploy_effects` and `plan_cluster_deploy`: reads
@@ -168,6 +171,8 @@ def deploy_version(model_name: str, version: str, cfg: dict, target: str = "loca
     `require_alias` (the pipeline's deploy stage): a version that holds no alias while a newer
     one is champion was superseded by another run after its registration: nothing is moved
     and serving is only converged on the aliases as they are.
+    `ready_timeout`/`ready_poll`: how long a Standard-mode canary may take to be ready and carried
+    by the Gateway API route (`kserve_isvc.wait_canary_ready`) before the deploy fails.
     """
     from kfct import registry
     from kfct.settings import get_settings
@@ -181,11 +186,12 @@ def deploy_version(model_name: str, version: str, cfg: dict, target: str = "loca
     # the champion between this deploy's read and its write.
     with registry.champion_lock(model_name, s):
         return _deploy_locked(model_name, version, cfg, target, canary_percent, shadow, client, namespace,
-                              state_path, s, require_alias)
+                              state_path, s, require_alias, (ready_timeout, ready_poll))
 
 
 def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary_percent, shadow: bool, client,
-                   namespace, state_path, s, require_alias: bool) -> dict[str, Any]:
+                   namespace, state_path, s, require_alias: bool,
+                   ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
     """Read, plan, then act: traffic first, then the alias, then the audit record."""
     from kfct import audit, registry
 
@@ -207,7 +213,7 @@ def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary
     if target == "local":
         out.update(_deploy_local(model_name, state_path, s, effects.split))
     else:
-        out.update(_deploy_cluster(model_name, version, plan, shadow, client, namespace, s))
+        out.update(_deploy_cluster(model_name, version, plan, shadow, client, namespace, s, ready))
     if effects.alias_move is not None:
         alias, to, reason = effects.alias_move
         registry.set_alias(model_name, alias, to, reason=reason)
@@ -246,12 +252,21 @@ def _deploy_local(model_name: str, state_path, s, split: dict[str, Any]) -> dict
 
 
 def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow: bool, client, namespace,
-                    s) -> dict[str, Any]:
-    """The InferenceService, in the mode it has, gets the steps `plan_cluster_deploy` lists."""
+                    s, ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
+    """The InferenceService, in the mode it has, gets the steps `plan_cluster_deploy` lists.
+
+    A Standard-mode canary gets traffic only through KServe's Gateway API route: that route is
+    checked before anything changes (an existing service must have one), and after the canary is
+    set, until it is ready and the route carries its weight. Otherwise the canary just created is
+    removed again and the deploy fails with one line naming the missing prerequisite; the alias
+    has not moved yet (it moves after this returns).
+    """
     ns = namespace or s.kfp_namespace
     client = client or kserve_client()
     existing = get_inference_service(client, model_name, ns)
     mode = detect_mode(existing, s.kserve_deployment_mode)
+    if mode == STANDARD and not plan["direct"]:
+        _require_gateway_route(client, model_name, ns, existing is not None)
     actions = []
     for step in plan_cluster_deploy(version, plan["champion"], plan["direct"], plan["percent"], mode,
                                     existing is not None):
@@ -264,13 +279,36 @@ def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow:
                 remove_canary(client, model_name, ns)
                 actions.append("removed spec.canary")
         else:
-            set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s))
+            stored = set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s))
+            _canary_carried(client, model_name, ns, step[1], stored, ready)
             actions.append(f"spec.canary {canary_name(step[1])} at {step[2]:g}%")
     out: dict[str, Any] = {"namespace": ns, "isvc": model_name, "deployment_mode": mode, "image": s.serving_image,
                            "action": ", ".join(actions)}
     if shadow:
         out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
     return out
+
+
+def _require_gateway_route(client, name: str, ns: str, exists: bool) -> None:
+    """Before any change: the cluster serves HTTPRoutes, and an existing service has KServe's route."""
+    from kfct.kserve_isvc import get_http_route, no_route_reason
+
+    route = get_http_route(client, name, ns)  # RouteUnavailable: no Gateway API CRDs at all
+    if exists and route is None:
+        raise DeployError(f"cannot deploy a Standard-mode canary to {ns}/{name}: {no_route_reason(name, ns)}")
+
+
+def _canary_carried(client, name: str, ns: str, version: str, stored: dict, ready: tuple[float, float]) -> None:
+    """The canary exists in the stored object, gets ready and the route carries its weight; else it is removed."""
+    if not ((stored or {}).get("spec") or {}).get("canary"):
+        # A structural CRD schema drops a field it does not declare: KServe < 0.20 has no spec.canary.
+        raise DeployError(f"{ns}/{name}: the InferenceService CRD dropped spec.canary, so this KServe has no "
+                          f"Standard-mode canaries: upgrade KServe to >= 0.20 or use Knative mode")
+    try:
+        wait_canary_ready(client, name, ns, STANDARD, version, timeout=ready[0], poll=ready[1])
+    except DeployError as exc:
+        remove_canary(client, name, ns)
+        raise DeployError(f"{exc}; canary {canary_name(version)} removed again, aliases and traffic unchanged") from exc
 
 
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",

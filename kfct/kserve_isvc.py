@@ -114,7 +114,7 @@ def build_predictor(model_name: str, version: str, storage_uri: str | None = Non
 
     kserve_sdk.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
     from kserve import V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
-    from kubernetes.client import V1EnvVar, V1ResourceRequirements
+    from kubernetes.client import V1EnvVar, V1PodSecurityContext, V1ResourceRequirements, V1SeccompProfile
 
     from kfct.settings import get_settings
 
@@ -140,8 +140,11 @@ def build_predictor(model_name: str, version: str, storage_uri: str | None = Non
              V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name)],
         resources=V1ResourceRequirements(requests={"cpu": "1", "memory": "1Gi"}, limits={"memory": "2Gi"}),
     )
+    # PodSecurity `restricted` at pod level, as manifests/base/serving/inferenceservice.yaml: it also
+    # covers the storage-initializer KServe injects (the runtime's container has the rest).
+    pod_security = V1PodSecurityContext(seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
     return V1beta1PredictorSpec(model=model, min_replicas=min_replicas, service_account_name=SERVICE_ACCOUNT,
-                                name=name,
+                                name=name, security_context=pod_security,
                                 canary_traffic_percent=None if canary_percent is None else int(round(canary_percent)))
 
 
@@ -356,14 +359,109 @@ def canary_ready(isvc: dict | None, mode: str, version: str) -> tuple[bool, str]
     return created == ready, f"latest revision {created}, latest ready {ready}"
 
 
+# -- the Gateway API route: where Standard-mode canary weights really live ----------------------
+# KServe v0.20 (kserve/kserve aaac4e294) applies `spec.canary[].trafficPercent` only in its Gateway API
+# reconciler (pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/httproute_reconciler.go,
+# `applyCanaryWeights`), which runs only with `"enableGatewayApi": true` in the `ingress` entry of
+# the `inferenceservice-config` ConfigMap (off by default). It writes the HTTPRoute named after the
+# service (`createRawTopLevelHTTPRoute`; host = status.url, through the gateway) and `<isvc>-predictor`:
+# the stable backendRef `<isvc>[-<predictor name>]-predictor` at `100 - sum(ready canaries)` and one
+# backendRef `<isvc>-<canary name>-predictor` at its trafficPercent per canary whose
+# `status.canaryStatuses` entry is ready. With the Ingress reconciler the canary runs and serves nothing.
+
+GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
+ENABLE_GATEWAY_FIX = ('set "enableGatewayApi": true in the ingress entry of the kserve/inferenceservice-config '
+                      'ConfigMap (KServe >= 0.20, Gateway API CRDs installed)')
+
+
+class RouteUnavailable(DeployError):
+    """The cluster serves no HTTPRoute resource at all (the Gateway API CRDs are not installed)."""
+
+
+def get_http_route(client, name: str, namespace: str) -> dict | None:
+    """The HTTPRoute `namespace/name` (a dict), None when there is none; `RouteUnavailable` when the
+    API serves no httproutes: its 404 then names no object (`details` without `name`), as the
+    apiserver answers for a resource it does not know."""
+    import json
+
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return client.api_instance.get_namespaced_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, namespace,
+                                                                "httproutes", name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise DeployError(f"cannot read HTTPRoute {namespace}/{name}: HTTP {exc.status} "
+                              f"{str(exc.body or exc.reason)[:300]}") from exc
+        try:
+            details = (json.loads(exc.body or "{}") or {}).get("details") or {}
+        except ValueError:
+            details = {}
+        if not details.get("name"):
+            raise RouteUnavailable(f"Gateway API missing: the cluster serves no httproutes.{GATEWAY_GROUP}, so a "
+                                   f"Standard-mode canary would get no traffic: {ENABLE_GATEWAY_FIX}") from exc
+        return None
+
+
+def no_route_reason(name: str, namespace: str) -> str:
+    return (f"no HTTPRoute {namespace}/{name}: KServe's Gateway API is disabled (or the service is "
+            f"cluster-local), so a Standard-mode canary would get no traffic: {ENABLE_GATEWAY_FIX}")
+
+
+def route_backends(route: dict) -> list[list[tuple[str, int | None]]]:
+    """(Service name, weight) of each rule's backendRefs (rules without backends left out)."""
+    rules = ((route or {}).get("spec") or {}).get("rules") or []
+    return [[(str(b.get("name")), b.get("weight")) for b in r.get("backendRefs") or []]
+            for r in rules if r.get("backendRefs")]
+
+
+def canary_routed(isvc: dict | None, route: dict | None, version: str) -> tuple[bool, str]:
+    """(routed, why): every rule of the service's HTTPRoute sends the canary of `version` the weight
+    its `spec.canary` entry asks for. Pure: both objects are read beforehand."""
+    meta = (isvc or {}).get("metadata") or {}
+    name, ns = meta.get("name", "?"), meta.get("namespace", "?")
+    if route is None:
+        return False, no_route_reason(name, ns)
+    entries = [c for c in ((isvc or {}).get("spec") or {}).get("canary") or []
+               if (c.get("predictor") or {}).get("name") == canary_name(version)]
+    if not entries:
+        return False, f"{ns}/{name} has no spec.canary entry {canary_name(version)!r}"
+    want = int(entries[0].get("trafficPercent") or 0)
+    service = predictor_workload(name, canary_name(version))
+    rules = route_backends(route)
+    for refs in rules or [[]]:
+        if (service, want) not in refs:
+            return False, (f"HTTPRoute {ns}/{name} does not carry canary {canary_name(version)}'s weight (wants "
+                           f"backendRef {service} at {want}, has {refs}): KServe applies spec.canary weights "
+                           f"only from 0.20 on, with Gateway API")
+    return True, f"HTTPRoute {ns}/{name} sends {want}% to {service}"
+
+
+def stable_address(isvc: dict | None) -> str | None:
+    """Where clients score: `status.url`, the host of the service's top-level HTTPRoute
+    (`createRawURL`, default domainTemplate `<isvc>-<namespace>.<ingressDomain>`), reached through
+    the gateway, so the canary split applies and the address survives promotions. Not
+    `status.address.url`: that is the stable predictor Service, which bypasses the split and is
+    renamed `<isvc>-v<N>-predictor` at each promotion."""
+    url = ((isvc or {}).get("status") or {}).get("url")
+    return str(url) if url else None
+
+
 def wait_canary_ready(client, name: str, namespace: str, mode: str, version: str, timeout: float = 600.0,
                       poll: float = 5.0, sleep=None) -> None:
+    """Until the canary's own status says ready and, in Standard mode, the HTTPRoute carries its
+    weight (KServe writes the weight only once the canary is ready); one line on timeout."""
     import time
 
     sleep = sleep or time.sleep
     deadline = time.monotonic() + timeout
     while True:
-        ok, why = canary_ready(get_inference_service(client, name, namespace), mode, version)
+        isvc = get_inference_service(client, name, namespace)
+        ok, why = canary_ready(isvc, mode, version)
+        if ok and mode == STANDARD:
+            ok, why = canary_routed(isvc, get_http_route(client, name, namespace), version)
+            if not ok and time.monotonic() >= deadline:
+                raise DeployError(f"canary v{version} of {namespace}/{name} gets no traffic: {why}")
         if ok:
             return
         if time.monotonic() >= deadline:

@@ -38,7 +38,7 @@ def deploy(serving_env, kube, role, mode, monkeypatch, cfg=None):
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()
     return deploy_version(MODEL_NAME, serving_env.versions[role], cfg or load_config(), target="cluster",
-                       client=client_for(kube), namespace="kfct")
+                       client=client_for(kube), namespace="kfct", ready_timeout=2.0, ready_poll=0.05)
 
 
 def test_standard_mode_deploy_writes_spec_canary_not_canary_traffic_percent(serving_env, monkeypatch):
@@ -95,8 +95,11 @@ def _roll(serving_env, role, mode, figures, monkeypatch, ready=True):
     from kfct.config import load_config
 
     cfg = load_config(overrides=FAST_ROLLOUT)
-    with FakeKubeApi(controller=True, ready=ready) as kube, FakePrometheus(figures) as prom:
+    # A Standard-mode deploy waits until the canary serves (ready, carried by the route): there
+    # the canary stops being ready afterwards; a Knative revision is never ready.
+    with FakeKubeApi(controller=True, ready=ready or mode == "Standard") as kube, FakePrometheus(figures) as prom:
         deploy(serving_env, kube, role, mode, monkeypatch, cfg)
+        kube.ready = ready
         backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
                                  kserve_client=client_for(kube), ready_timeout=0.3, ready_poll=0.05)
         res = rollout_version(MODEL_NAME, cfg, backend)

@@ -5,7 +5,11 @@
   `controller=True` it also writes the status KServe's controller would: the deployment
   mode, Standard-mode `canaryStatuses`, Serverless-mode predictor revisions (a new one
   when the predictor spec other than canaryTrafficPercent changes); `ready=False` keeps
-  canaries unready.
+  canaries unready. It applies KServe's defaulter's mode rewrite (`kserve_default_mode`) and, in
+  Standard mode with `gateway_api=True` (KServe's `enableGatewayApi`), writes the HTTPRoutes
+  KServe's Gateway API reconciler writes (`kserve_http_routes`), served under
+  /apis/gateway.networking.k8s.io/v1; `httproute_crd=False` is a cluster without the Gateway
+  API CRDs, `canary_field=False` a KServe < 0.20 CRD (spec.canary pruned).
 - `FakePrometheus`: `/api/v1/query` answering kfct_* PromQL from per-version figures.
 - `s3_artifacts`, `restore_kube_default_config` (fixtures) and `client_for`: what every test
   of the cluster path against these fakes needs around it.
@@ -67,6 +71,7 @@ class _Server:
         self.httpd.server_close()
 
 
+ROUTE_PATH = re.compile(r"^/apis/gateway\.networking\.k8s\.io/v1/namespaces/([^/]+)/httproutes(?:/([^/?]+))?$")
 ISVC_PATH = re.compile(r"^/apis/serving\.kserve\.io/(v1beta1)/namespaces/([^/]+)/inferenceservices(?:/([^/?]+))?$")
 
 
@@ -88,6 +93,9 @@ class _KubeHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length)) if length else None
         srv.requests.append({"method": method, "path": path, "content_type": self.headers.get("Content-Type"),
                              "auth": self.headers.get("Authorization"), "body": body})
+        r = ROUTE_PATH.match(path)
+        if r and method == "GET":
+            return self._route(*r.groups())
         m = ISVC_PATH.match(path)
         if not m:
             return self._send(404, {"kind": "Status", "code": 404, "message": f"no route {path}"})
@@ -98,6 +106,8 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 if key in srv.objects:
                     return self._send(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
                 obj = copy.deepcopy(body)
+                if not srv.canary_field:  # a structural schema drops fields it does not declare
+                    (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"].setdefault("generation", 1)
                 srv.objects[key] = srv.reconcile(None, obj)
                 return self._send(201, srv.objects[key])
@@ -111,10 +121,33 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 if self.headers.get("Content-Type") != "application/merge-patch+json":
                     return self._send(415, {"kind": "Status", "code": 415})
                 obj = merge_patch(srv.objects[key], body)
+                if not srv.canary_field:
+                    (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"]["generation"] = srv.objects[key]["metadata"].get("generation", 1) + 1
                 srv.objects[key] = srv.reconcile(srv.objects[key], obj)
                 return self._send(200, srv.objects[key])
         self._send(405, {"kind": "Status", "code": 405})
+
+    def _route(self, ns: str, name: str | None) -> None:
+        """HTTPRoutes as the apiserver answers: a resource that is not served is a 404 without
+        `details` ("the server could not find the requested resource"); a missing object is a
+        404 whose `details` name it (k8s.io/apimachinery/pkg/api/errors.NewNotFound)."""
+        srv = self.server_ref
+        if not srv.httproute_crd:
+            return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                                    "reason": "NotFound", "details": {},
+                                    "message": "the server could not find the requested resource"})
+        with srv.lock:
+            routes = srv.http_routes(ns)
+        if name is None:
+            return self._send(200, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRouteList",
+                                    "items": list(routes.values())})
+        if name not in routes:
+            return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                                    "reason": "NotFound", "details": {"name": name, "group": "gateway.networking.k8s.io",
+                                                                      "kind": "httproutes"},
+                                    "message": f'httproutes.gateway.networking.k8s.io "{name}" not found'})
+        return self._send(200, routes[name])
 
     def do_GET(self):
         self._handle("GET")
@@ -150,13 +183,66 @@ def kserve_default_mode(obj: dict, default_mode: str = "Standard") -> str:
     return ann["serving.kserve.io/deploymentMode"]
 
 
+def predictor_service_name(isvc: str, predictor: str | None = None) -> str:
+    """kserve v0.20 pkg/constants/constants.go `PredictorServiceName`."""
+    return f"{isvc}-{predictor}-predictor" if predictor else f"{isvc}-predictor"
+
+
+def kserve_http_routes(isvc: dict, ingress_domain: str = "example.com") -> list[dict]:
+    """The HTTPRoutes of a Standard-mode InferenceService whose predictor is ready, as KServe v0.20
+    (kserve/kserve aaac4e294) pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/
+    httproute_reconciler.go writes them: `createRawTopLevelHTTPRoute` (named after the service, host
+    from the default domainTemplate `{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}`) and
+    `createRawPredictorHTTPRoute` (`<isvc>-predictor`: a stable name across promotions), one rule
+    with one backendRef to the stable predictor Service on port 80; with `spec.canary`,
+    `applyCanaryWeights` gives the stable backend `100 - sum(ready canaries)` and appends one
+    weighted backendRef `<isvc>-<canary name>-predictor` per canary that
+    `status.canaryStatuses` reports ready (an unready canary gets no backend at all)."""
+    meta, spec, status = isvc["metadata"], isvc.get("spec") or {}, isvc.get("status") or {}
+    name, ns = meta["name"], meta["namespace"]
+    stable = predictor_service_name(name, (spec.get("predictor") or {}).get("name"))
+    ready = {c["name"]: c.get("ready") for c in status.get("canaryStatuses") or []}
+    canaries = [c for c in spec.get("canary") or [] if ready.get(c["predictor"]["name"])]
+    refs = [{"kind": "Service", "name": stable, "namespace": ns, "port": 80}]
+    if spec.get("canary"):
+        refs[0]["weight"] = 100 - sum(c.get("trafficPercent", 0) for c in canaries)
+        refs += [{"kind": "Service", "name": predictor_service_name(name, c["predictor"]["name"]), "namespace": ns,
+                  "port": 80, "weight": c.get("trafficPercent", 0)} for c in canaries]
+    routes = []
+    for route_name, host_name in ((name, name), (predictor_service_name(name), predictor_service_name(name))):
+        routes.append({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": route_name, "namespace": ns, "labels": dict(meta.get("labels") or {})},
+            "spec": {"hostnames": [f"{host_name}-{ns}.{ingress_domain}"],
+                     "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "kserve",
+                                     "name": "kserve-ingress-gateway"}],
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                "backendRefs": copy.deepcopy(refs)}]},
+        })
+    return routes
+
+
 class FakeKubeApi(_Server):
-    def __init__(self, controller: bool = False, ready: bool = True):
+    def __init__(self, controller: bool = False, ready: bool = True, gateway_api: bool = True,
+                 httproute_crd: bool = True, canary_field: bool = True):
         self.objects: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
         self.controller = controller
         self.ready = ready
+        self.gateway_api = gateway_api
+        self.httproute_crd = httproute_crd
+        self.canary_field = canary_field
         super().__init__(_KubeHandler)
+
+    def http_routes(self, namespace: str) -> dict[str, dict]:
+        """The HTTPRoutes KServe's controller keeps for the namespace's Standard-mode services."""
+        if not (self.controller and self.gateway_api):
+            return {}
+        out: dict[str, dict] = {}
+        for (ns, _), obj in self.objects.items():
+            if ns == namespace and (obj.get("status") or {}).get("deploymentMode") == "Standard":
+                out.update({r["metadata"]["name"]: r for r in kserve_http_routes(obj)})
+        return out
 
     def reconcile(self, old: dict | None, obj: dict) -> dict:
         """The status KServe's controller would write (only with controller=True)."""
@@ -168,6 +254,8 @@ class FakeKubeApi(_Server):
         status["deploymentMode"] = mode
         status["observedGeneration"] = obj["metadata"]["generation"]
         if mode == "Standard":
+            if self.gateway_api:  # createRawURL: the top-level host, served by the gateway
+                status["url"] = f"http://{name}-{obj['metadata']['namespace']}.example.com"
             status["canaryStatuses"] = [{"name": c["predictor"]["name"], "ready": self.ready,
                                          "trafficPercent": c.get("trafficPercent", 0)}
                                         for c in (obj.get("spec") or {}).get("canary") or []]
@@ -246,9 +334,9 @@ def s3_artifacts(monkeypatch):
     cluster rightly refuses (KServe's storage initializer cannot read it). Against the loopback
     Kubernetes API nothing downloads the model, so the cluster tests point each version at the
     s3:// location a cluster's MLflow (artifact root in MinIO) would give it."""
-    from kfct.components import deploy
+    from kfct import kserve_isvc
 
-    monkeypatch.setattr(deploy, "model_storage_uri",
+    monkeypatch.setattr(kserve_isvc, "model_storage_uri",
                         lambda name, version: f"s3://kfct/mlflow/models/{name}-v{version}/artifacts")
 
 
