@@ -232,11 +232,17 @@ def check_profile(read: Read, ns: str) -> Row:
     if read(f"/apis/kubeflow.org/v1/profiles/{ns}") is None:
         return Row(item, "missing", f"no Profile {ns}: no kfp-launcher, no artifact Secret, no PodDefaults there",
                    "kubectl apply -f manifests/overlays/prod/profile.yaml (set its owner)")
+    # The profile controller labels the namespace (components/profile-controller/config/base/
+    # namespace-labels.yaml): KFP's profile controller selects `pipelines.kubeflow.org/enabled`, the
+    # PodDefault webhook `app.kubernetes.io/part-of: kubeflow-profile` (admission-webhook
+    # manifests/base/mutating-webhook-configuration.yaml namespaceSelector).
     labels = ((read(f"/api/v1/namespaces/{ns}") or {}).get("metadata") or {}).get("labels") or {}
-    if labels.get("pipelines.kubeflow.org/enabled") != "true":
-        return Row(item, "wrong", "the namespace lacks pipelines.kubeflow.org/enabled=true (profile not reconciled?)",
-                   "check the profile controller's logs; the label comes from its namespace-labels config")
-    return Row(item, "ok", "Profile and pipelines label present")
+    lacking = [f"{k}={v}" for k, v in (("pipelines.kubeflow.org/enabled", "true"),
+                                       ("app.kubernetes.io/part-of", "kubeflow-profile")) if labels.get(k) != v]
+    if lacking:
+        return Row(item, "wrong", f"the namespace lacks {', '.join(lacking)} (profile not reconciled?)",
+                   "check the profile controller's logs; the labels come from its namespace-labels config")
+    return Row(item, "ok", "Profile, pipelines and PodDefault-webhook labels present")
 
 
 def _check_object(read: Read, item: str, path: str, why: str, fix: str) -> Row:

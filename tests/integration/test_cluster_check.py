@@ -126,10 +126,14 @@ def test_no_inferenceservice_config_fails_the_mode_and_gateway_lines(tmp_path, c
     assert rc == 1 and row(rows, "KServe deployment mode")[0] == row(rows, "Gateway API")[0] == "missing", out
 
 
-def test_unreconciled_profile_namespace_is_wrong(tmp_path, capsys):
-    objs = broken(lambda o: o[f"/api/v1/namespaces/{NS}"]["metadata"]["labels"].clear())
+@pytest.mark.parametrize("label", ["pipelines.kubeflow.org/enabled", "app.kubernetes.io/part-of"])
+def test_unreconciled_profile_namespace_is_wrong(tmp_path, capsys, label):
+    """Without `pipelines.kubeflow.org/enabled` KFP's profile controller provisions nothing; without
+    `app.kubernetes.io/part-of: kubeflow-profile` the PodDefault webhook skips the namespace."""
+    objs = broken(lambda o: o[f"/api/v1/namespaces/{NS}"]["metadata"]["labels"].pop(label))
     rc, rows, out, _ = run_check(tmp_path, capsys, objs)
-    assert rc == 1 and row(rows, "namespace kfct")[0] == "wrong"
+    status, line = row(rows, "namespace kfct")
+    assert rc == 1 and status == "wrong" and label in line
 
 
 def test_knative_mode_without_knative_serving_is_wrong(tmp_path, capsys, monkeypatch):
