@@ -10,7 +10,8 @@ so each reads a deployment mode, names a predictor and judges a canary the same 
   `merge_patch`, `patch_traffic`, `set_canary`, `set_canary_traffic`, `promote_canary`,
   `remove_canary`;
 - readiness: `canary_ready` (the canary's own status) and `canary_routed` (the Gateway API
-  HTTPRoute really carries its weight), waited on by `wait_canary_ready`.
+  HTTPRoute really carries its weight; `get_http_route`), waited on by `wait_canary_ready`;
+- the address clients score at: `stable_address` (`status.url`, through the gateway).
 
 Decisions stay with the stages (pure functions there); this module only talks to the API.
 """
@@ -31,8 +32,8 @@ class DeployError(KfctError):
 
 
 # -- KServe deployment modes ------------------------------------------------------------------------
-# Serverless (Knative) splits traffic between revisions with `spec.predictor.canaryTrafficPercent`.
-# Standard (RawDeployment, KServe's default without Knative) ignores that field without a word: a
+# Knative (formerly Serverless) splits traffic between revisions with `spec.predictor.canaryTrafficPercent`.
+# Standard (formerly RawDeployment, KServe's default without Knative) ignores that field without a word: a
 # 10 % canary there would be a full rollout. Since KServe 0.20 Standard mode has `spec.canary`: named
 # canary predictors, each its own Deployment `{isvc}-{name}-predictor`, with `trafficPercent`.
 
