@@ -121,6 +121,7 @@ def test_standard_rollout_steps_spec_canary_and_promotes_without_a_canary_left(s
     assert final["spec"]["predictor"]["name"] == f"v{v_b}"  # KServe retargets the stable name: no restart
     assert env_of(final["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_b
     assert registry.alias_version(MODEL_NAME, "champion") == v_b
+    assert kube.denials == []  # KServe's validator admits the canary steps and the promotion
     queries = [r["query"] for r in prom.requests]
     assert any(f'service="{MODEL_NAME}-predictor"' in q and f'model_version="{v_a}"' in q for q in queries)
     assert any(f'service="{MODEL_NAME}-v{v_b}-predictor"' in q and f'model_version="{v_b}"' in q for q in queries)

@@ -139,3 +139,4 @@ def test_stable_address_survives_a_promotion(serving_env, monkeypatch):
         route = kube.http_routes("kfct")[MODEL_NAME]
         assert route["spec"]["hostnames"] == [f"{MODEL_NAME}-kfct.example.com"]
         assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == [f"{MODEL_NAME}-v{v_b}-predictor"]
+        assert kube.denials == []  # KServe's validator admitted every write (tests/servingkit/fakes.py admit)

@@ -5,7 +5,8 @@
   `controller=True` it also writes the status KServe's controller would: the deployment
   mode, Standard-mode `canaryStatuses`, Serverless-mode predictor revisions (a new one
   when the predictor spec other than canaryTrafficPercent changes); `ready=False` keeps
-  canaries unready. It applies KServe's defaulter's mode rewrite (`kserve_default_mode`) and, in
+  canaries unready. It applies KServe's admission (`admit`: the defaulter's mode rewrite,
+  `kserve_default_mode`, and the validator's checks, `kserve_validate`) and, in
   Standard mode with `gateway_api=True` (KServe's `enableGatewayApi`), writes the HTTPRoutes
   KServe's Gateway API reconciler writes (`kserve_http_routes`), served under
   /apis/gateway.networking.k8s.io/v1; `httproute_crd=False` is a cluster without the Gateway
@@ -109,6 +110,10 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 if not srv.canary_field:  # a structural schema drops fields it does not declare
                     (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"].setdefault("generation", 1)
+                obj["metadata"]["namespace"] = ns  # the apiserver takes it from the path
+                denied = srv.admit(None, obj)
+                if denied:
+                    return self._send(400, denied)
                 srv.objects[key] = srv.reconcile(None, obj)
                 return self._send(201, srv.objects[key])
             key = (ns, name)
@@ -124,6 +129,9 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 if not srv.canary_field:
                     (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"]["generation"] = srv.objects[key]["metadata"].get("generation", 1) + 1
+                denied = srv.admit(srv.objects[key], obj)
+                if denied:
+                    return self._send(400, denied)
                 srv.objects[key] = srv.reconcile(srv.objects[key], obj)
                 return self._send(200, srv.objects[key])
         self._send(405, {"kind": "Status", "code": 405})
@@ -222,6 +230,61 @@ def kserve_http_routes(isvc: dict, ingress_domain: str = "example.com") -> list[
     return routes
 
 
+def _storage_uri(predictor: dict) -> str:
+    return str(((predictor or {}).get("model") or {}).get("storageUri") or "")
+
+
+def kserve_validate(old: dict | None, new: dict) -> str | None:
+    """What KServe v0.20's validating webhook rejects of the objects kfct writes, or None (kserve/kserve
+    aaac4e294 pkg/apis/serving/v1beta1/inference_service_validation.go): on UPDATE
+    `validateDeploymentMode` (the annotation may not differ from the old status.deploymentMode) and
+    `validatePredictorNameChange` (a new predictor.name needs a new storageUri); on both
+    `validateCanarySpecs` (Standard mode only, a stable predictor with a model, canary names set,
+    unique and not the stable one, trafficPercent 0..100 summing to <= 100, no maxReplicas,
+    minReplicas <= the stable predictor's)."""
+    ann = (new["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode")
+    spec = new.get("spec") or {}
+    pred = spec.get("predictor") or {}
+    if old is not None:
+        was = LEGACY_MODES.get((old.get("status") or {}).get("deploymentMode") or "", (old.get("status") or {}).get(
+            "deploymentMode"))
+        if was and ann is not None and ann != was:
+            return f"update rejected: deploymentMode cannot be changed from '{was}' to '{ann}'"
+        old_pred = (old.get("spec") or {}).get("predictor") or {}
+        if old_pred.get("name") != pred.get("name") and _storage_uri(old_pred) == _storage_uri(pred):
+            return "predictor.name change requires a model change (e.g. storageUri)"
+    canaries = spec.get("canary") or []
+    if not canaries:
+        return None
+    if ann != "Standard":
+        return "canary is only supported in Standard deployment mode"
+    if not _storage_uri(pred) and not pred.get("model"):
+        return "canary requires a stable predictor with a model (multi-model serving is not supported with canary)"
+    names: set[str] = set()
+    total = 0
+    for i, c in enumerate(canaries):
+        cp = c.get("predictor") or {}
+        name = cp.get("name") or ""
+        if not name:
+            return f"canary[{i}] predictor.name is required"
+        if name in names:
+            return f'canary predictor.name "{name}" is duplicated'
+        names.add(name)
+        if name == pred.get("name"):
+            return f'canary predictor.name "{name}" conflicts with stable predictor name'
+        pct = int(c.get("trafficPercent") or 0)
+        if not 0 <= pct <= 100:
+            return f'canary "{name}" trafficPercent must be between 0 and 100, got {pct}'
+        total += pct
+        if cp.get("maxReplicas") is not None:
+            return f'canary "{name}" must not set maxReplicas (canary uses fixed replicas)'
+        if cp.get("minReplicas") is not None and cp["minReplicas"] > (pred.get("minReplicas") or 1):
+            return f'canary "{name}" minReplicas must not exceed stable predictor minReplicas'
+    if total > 100:
+        return f"sum of canary trafficPercent values ({total}) must be <= 100"
+    return None
+
+
 class FakeKubeApi(_Server):
     def __init__(self, controller: bool = False, ready: bool = True, gateway_api: bool = True,
                  httproute_crd: bool = True, canary_field: bool = True):
@@ -232,7 +295,22 @@ class FakeKubeApi(_Server):
         self.gateway_api = gateway_api
         self.httproute_crd = httproute_crd
         self.canary_field = canary_field
+        self.denials: list[str] = []
         super().__init__(_KubeHandler)
+
+    def admit(self, old: dict | None, obj: dict) -> dict | None:
+        """KServe's admission (with `controller=True`): the defaulter's mode rewrite, then the
+        validator; a denial is the Status the apiserver returns for a webhook's refusal."""
+        if not self.controller:
+            return None
+        kserve_default_mode(obj)
+        why = kserve_validate(old, obj)
+        if why is None:
+            return None
+        self.denials.append(why)
+        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400, "reason": "BadRequest",
+                "message": f'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
+                           f"{why}"}
 
     def http_routes(self, namespace: str) -> dict[str, dict]:
         """The HTTPRoutes KServe's controller keeps for the namespace's Standard-mode services."""
