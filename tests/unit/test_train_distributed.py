@@ -10,6 +10,7 @@ xgboost.go (DMLC_* reserved; GPU limits per node = workers per node).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -187,3 +188,47 @@ def test_model_card_says_how_it_was_trained():
     md, _ = build_model_card({"model_name": "m", "version": "3", "training":
                               {"workers": 4, "engine": "kubeflow-trainer", "device": "cuda"}})
     assert "| Trained | 4 workers, kubeflow-trainer, cuda |" in md
+
+
+class _RecordingApi:
+    """CustomObjectsApi's three calls the step makes; the job fails at once (its body is what is checked)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_namespaced_custom_object(self, group, version, ns, plural, body, **kw):
+        self.calls.append(("create", ns, body))
+
+    def get_namespaced_custom_object(self, group, version, ns, plural, name, **kw):
+        self.calls.append(("get", ns, name))
+        return {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs",
+                                           "message": "jobset failed due to one or more job failures"}]}}
+
+    def delete_namespaced_custom_object(self, group, version, ns, plural, name, body=None, **kw):
+        self.calls.append(("delete", ns, name))
+
+
+def test_the_gpu_step_asks_trainer_for_gpu_workers_on_the_gpu_image(tmp_path, monkeypatch):
+    """--gpu (device cuda): the structure a GPU node pool needs; not run here (no GPU on this machine)."""
+    from kfct.components.train_distributed import TrainJobError, train_with_workers
+    from kfct.config import load_config
+    from kfct.settings import Settings
+
+    cfg = load_config(overrides={"train": {"workers": 4, "deadline_seconds": 1800}})
+    api = _RecordingApi()
+    with pytest.raises(TrainJobError, match="FailedJobs"):
+        train_with_workers(cfg, [str(tmp_path / "train")], [str(tmp_path / "val")], str(tmp_path / "pre"),
+                           str(tmp_path / "model"), str(tmp_path / "model"), "cuda", "kfct-ct-run", "uuid-1",
+                           engine="kubeflow-trainer", api=api, namespace="team", settings=Settings(),
+                           poll_seconds=0)
+    (_, ns, body), _, (_, _, deleted) = api.calls
+    assert ns == "team" and deleted == body["metadata"]["name"]
+    t = body["spec"]["trainer"]
+    assert t["image"] == Settings().gpu_image and t["numNodes"] == 4
+    assert t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "1"
+    assert body["spec"]["activeDeadlineSeconds"] == 1800
+    assert body["metadata"]["labels"]["kfct/pipeline-run-id"] == "uuid-1"
+    pod = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert pod["template"]["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    spec = json.loads((tmp_path / "model.worker-spec.json").read_text())
+    assert spec["device"] == "cuda" and t["args"] == ["--spec", str(tmp_path / "model.worker-spec.json")]
