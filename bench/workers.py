@@ -60,9 +60,11 @@ def in_pod(data: dict) -> dict:
     model, _p, _v, info = train_core(data["train"], data["val"], data["cfg"], encoder=data["encoder"])
     import os
 
+    from kfct.components.train_distributed import typed_config
+
     return {"workers": 1, "engine": "in-pod", "threads": os.cpu_count(), "seconds": round(time.perf_counter() - t0, 2),
             "fit_seconds": info["fit_seconds"], "trees": info["best_iteration"] + 1,
-            "test_roc_auc": _auc(model, data["test"], data["cfg"]["dataset"]["label"])}
+            "test_roc_auc": _auc(model, data["test"], typed_config(data["cfg"]).dataset.label)}
 
 
 def local_workers(data: dict, n: int) -> dict:
@@ -70,16 +72,19 @@ def local_workers(data: dict, n: int) -> dict:
 
     from kfct.components.train_distributed import run_local_workers
 
-    d, cfg = data["dir"], json.loads(json.dumps(data["cfg"]))
-    cfg["train"]["workers"] = n
+    from kfct.components.train_distributed import config_json, typed_config
+
+    d = data["dir"]
+    rc = typed_config(data["cfg"]).model_copy(deep=True)
+    rc.train.workers = n
     out = d / f"w{n}"
     out.mkdir(exist_ok=True)
-    spec = {"config_json": json.dumps(cfg), "train": [str(d / "train.parquet")], "val": [str(d / "val.parquet")],
+    spec = {"config_json": config_json(rc), "train": [str(d / "train.parquet")], "val": [str(d / "val.parquet")],
             "preprocessor": str(d / "preprocessor.joblib"), "model": str(out / "model"),
             "info": str(out / "info.json"), "device": "cpu"}
     (out / "spec.json").write_text(json.dumps(spec))
     t0 = time.perf_counter()
-    run_local_workers(str(out / "spec.json"), n, float(cfg["train"]["deadline_seconds"]), out / "logs")
+    run_local_workers(str(out / "spec.json"), n, float(rc.train.deadline_seconds), out / "logs")
     seconds = time.perf_counter() - t0
     info = json.loads((out / "info.json").read_text())["info"]
     import os
@@ -87,7 +92,7 @@ def local_workers(data: dict, n: int) -> dict:
     return {"workers": n, "engine": "local-processes", "threads": max(1, (os.cpu_count() or 1) // n),
             "seconds": round(seconds, 2),
             "fit_seconds": info["fit_seconds"], "trees": info["best_iteration"] + 1,
-            "test_roc_auc": _auc(joblib.load(out / "model"), data["test"], cfg["dataset"]["label"])}
+            "test_roc_auc": _auc(joblib.load(out / "model"), data["test"], rc.dataset.label)}
 
 
 def run(workdir: Path, rows: int = WORKERS_ROWS, workers=WORKERS, log=print) -> dict:

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from kfct.errors import KfctError
 
@@ -53,6 +54,18 @@ class TrainJobError(KfctError):
 
 # -- pure parts: names, labels, resources, the TrainJob ------------------------------------------
 
+def typed_config(cfg) -> Any:
+    """The run config as the typed `RunConfig` (a validated dict is accepted and converted)."""
+    from kfct.config import RunConfig
+
+    return cfg if isinstance(cfg, RunConfig) else RunConfig.model_validate(cfg)
+
+
+def config_json(cfg) -> str:
+    """The config as the worker spec carries it: the JSON a `config_json` parameter holds."""
+    return json.dumps(typed_config(cfg).model_dump(mode="json", by_alias=True), sort_keys=True)
+
+
 def worker_command(spec_uri: str, python: str = "python") -> list[str]:
     return [python, "-m", WORKER_MODULE, "--spec", spec_uri]
 
@@ -69,10 +82,9 @@ def trainjob_name(pipeline_run: str, model_uri: str) -> str:
     return "kfct-train-" + hashlib.sha256(f"{pipeline_run}\n{model_uri}".encode()).hexdigest()[:10]
 
 
-def node_resources(cfg: dict, gpu: bool) -> dict:
-    """`resourcesPerNode`: the train step's cpu/memory from the config's `resources` (default then
-    train), limits as the step's own pod gets them; one GPU per worker with a GPU."""
-    section = cfg.get("resources") or {}
+def node_resources(section: dict, gpu: bool) -> dict:
+    """`resourcesPerNode`: the train step's cpu/memory from the config's `resources` section (default
+    then train), limits as the step's own pod gets them; one GPU per worker with a GPU."""
     res = {**(section.get("default") or {}), **(section.get("train") or {})}
     requests, limits = {}, {}
     for key in ("cpu", "memory"):
@@ -287,7 +299,7 @@ def s3_uri(uri: str) -> str:
     return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
 
 
-def train_with_workers(cfg: dict, train_uris: list[str], val_uris: list[str], preprocessor_uri: str, model_uri: str,
+def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preprocessor_uri: str, model_uri: str,
                        model_path: str, device: str, pipeline_run: str, pipeline_run_id: str = "",
                        engine: str | None = None, api=None, namespace: str | None = None, settings=None,
                        poll_seconds: float = 5.0, log=None) -> dict:
@@ -296,11 +308,11 @@ def train_with_workers(cfg: dict, train_uris: list[str], val_uris: list[str], pr
     from kfct.shards import read_bytes, write_bytes
 
     s = settings or get_settings()
-    ct = cfg["train"]
-    workers = int(ct["workers"])
+    ct = typed_config(cfg).train
+    workers = int(ct.workers)
     engine = engine or (ENGINE_TRAINER if s.in_cluster else ENGINE_LOCAL)
     model_uri = s3_uri(model_uri)
-    spec = {"config_json": json.dumps(cfg, sort_keys=True), "train": [s3_uri(u) for u in train_uris],
+    spec = {"config_json": config_json(cfg), "train": [s3_uri(u) for u in train_uris],
             "val": [s3_uri(u) for u in val_uris], "preprocessor": s3_uri(preprocessor_uri), "model": model_uri,
             "info": model_uri + ".train-info.json", "device": device}
     spec_uri = write_bytes(json.dumps(spec).encode(), model_uri + ".worker-spec.json", s)
@@ -309,14 +321,14 @@ def train_with_workers(cfg: dict, train_uris: list[str], val_uris: list[str], pr
         labels = {k: v for k, v in ((LABEL_RUN_ID, label_value(pipeline_run_id)),
                                     (LABEL_RUN, label_value(pipeline_run))) if v}
         body = build_trainjob(trainjob_name(pipeline_run, model_uri), s.gpu_image if gpu else s.component_image,
-                              spec_uri, workers, node_resources(cfg, gpu), gpu, int(ct["deadline_seconds"]), labels,
+                              spec_uri, workers, node_resources(typed_config(cfg).resources, gpu), gpu, int(ct.deadline_seconds), labels,
                               worker_env(s.k8s_secret_name, s.k8s_config_map,
                                          {"KFCT_IMAGE_REGISTRY": s.image_registry, "KFCT_IMAGE_TAG": s.image_tag}))
         run_trainjob(api or custom_objects_api(s), namespace or pod_namespace(s), body, poll_seconds=poll_seconds,
                      timeout=(s.net_connect_timeout_seconds, s.net_timeout_seconds), log=log)
     elif engine == ENGINE_LOCAL:
         with tempfile.TemporaryDirectory(prefix="kfct-workers-") as tmp:
-            run_local_workers(spec_uri, workers, float(ct["deadline_seconds"]), tmp)
+            run_local_workers(spec_uri, workers, float(ct.deadline_seconds), tmp)
     else:
         raise ValueError(f"unknown training engine {engine!r}")
     out = json.loads(read_bytes(spec["info"], s))
@@ -327,7 +339,7 @@ def train_with_workers(cfg: dict, train_uris: list[str], val_uris: list[str], pr
     return out
 
 
-def train_distributed_step(cfg: dict, train, val, preprocessor, model, device: str, tune_trials: int,
+def train_distributed_step(cfg, train, val, preprocessor, model, device: str, tune_trials: int,
                            pipeline_run: str, pipeline_run_id: str = "") -> tuple:
     """The train step's distributed branch, from its kfp artifacts: (model, params, val_metrics, info, sample).
 
@@ -338,14 +350,15 @@ def train_distributed_step(cfg: dict, train, val, preprocessor, model, device: s
     from kfct.logs import stage_logger
     from kfct.shards import read_head
 
-    device = (device or cfg["train"]["device"] or "cpu").lower()
+    rc = typed_config(cfg)
+    device = (device or rc.train.device or "cpu").lower()
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if int(tune_trials or 0) > 0:
         raise ValueError("tune_trials > 0 needs train.workers: 1 (tuning runs in one pod)")
     log = stage_logger("kfct.components.train")
-    log.info("training on %d XGBoost workers", int(cfg["train"]["workers"]))
+    log.info("training on %d XGBoost workers", int(rc.train.workers))
     out = train_with_workers(cfg, [train.uri], [val.uri], preprocessor.uri, model.uri, model.path, device,
                              pipeline_run, pipeline_run_id, log=log.warning)
-    sample = read_head([train.path], int(cfg["drift"]["window_rows"])).to_pandas()
+    sample = read_head([train.path], int(rc.drift.window_rows)).to_pandas()
     return joblib.load(model.path), out["params"], out["val_metrics"], out["info"], sample

@@ -107,13 +107,15 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
     from xgboost.tracker import RabitTracker
 
     from kfct.components.train import threshold_and_metrics, xgb_booster_params
+    from kfct.components.train_distributed import typed_config
     from kfct.config import config_from_json
     from kfct.model import ChurnModel
     from kfct.shards import read_all, read_bytes, read_shard, write_bytes
 
-    cfg = config_from_json(spec["config_json"])
-    ct, label = cfg["train"], cfg["dataset"]["label"]
-    device = str(spec["device"] or ct["device"]).lower()
+    rc = typed_config(config_from_json(spec["config_json"]))
+    ct, label = rc.train, rc.dataset.label
+    ct_plain = ct.model_dump(mode="json")  # what kfct.components.train's helpers read
+    device = str(spec["device"] or ct.device).lower()
     encoder = joblib.load(io.BytesIO(read_bytes(spec["preprocessor"])))  # featurize's fitted encoder
     Xtr, ytr = _xy(read_shard(spec["train"], coll.rank, coll.world), encoder, label)
     Xva, yva = _xy(read_shard(spec["val"], coll.rank, coll.world), encoder, label)
@@ -132,7 +134,7 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
                                         dmlc_task_id=str(coll.rank)):
         n_pos, n_tr, n_va = (int(v) for v in collective.allreduce(
             np.array([ytr.sum(), len(ytr), len(yva)], dtype=np.float64), collective.Op.SUM))
-        params, rounds, early = xgb_booster_params(dict(ct.get("xgboost", {})), n_pos, n_tr - n_pos, ct, device)
+        params, rounds, early = xgb_booster_params(dict(ct.xgboost), n_pos, n_tr - n_pos, ct_plain, device)
         max_bin = params.get("max_bin")  # every QuantileDMatrix and the booster must agree on it
         dtrain = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=max_bin)
         dval = xgb.QuantileDMatrix(Xva, label=yva, ref=dtrain, max_bin=max_bin)
@@ -150,12 +152,12 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
     # The threshold is chosen on the whole validation split, as in-pod (only rank 0, after training).
     Xv_all, yv_all = _xy(read_all(spec["val"]), encoder, label)
     val_proba = np.asarray(booster.inplace_predict(Xv_all), dtype=np.float64)
-    threshold, val_metrics = threshold_and_metrics(yv_all, val_proba, ct)
+    threshold, val_metrics = threshold_and_metrics(yv_all, val_proba, ct_plain)
     model = ChurnModel(encoder=encoder, estimator=booster, threshold=threshold)
     buf = io.BytesIO()
     joblib.dump(model, buf)
     write_bytes(buf.getvalue(), spec["model"])
-    info = {"params": dict(ct.get("xgboost", {})), "val_metrics": val_metrics,
+    info = {"params": dict(ct.xgboost), "val_metrics": val_metrics,
             "info": {"model": "xgboost", "device": device, "tune_trials": 0, "threshold": threshold,
                      "n_train": n_tr, "n_val": n_va, "best_iteration": best, "fit_seconds": fit_seconds,
                      "workers": coll.world}}

@@ -13,7 +13,6 @@ rank 0 writes the model to the step's S3 model URI.
 from __future__ import annotations
 
 import io
-import json
 
 import joblib
 import pytest
@@ -58,7 +57,10 @@ def s3(tmp_path_factory):
         thirds = [tr.iloc[i::3] for i in range(3)]
         buf = io.BytesIO()
         joblib.dump(enc, buf)
-        yield {"endpoint": endpoint, "cfg": cfg, "test": te, "client": c, "n_train": len(tr),
+        from kfct.components.train_distributed import typed_config
+
+        yield {"endpoint": endpoint, "cfg": cfg, "test": te, "label": typed_config(cfg).dataset.label, "client": c,
+               "n_train": len(tr),
                "train": [put(f"root/featurize/train/part-{i}.parquet", parquet(p)) for i, p in enumerate(thirds)],
                "val": [put("root/featurize/val", parquet(va))],
                "preprocessor": put("root/featurize/preprocessor", buf.getvalue()),
@@ -107,7 +109,7 @@ def test_trainjob_trains_on_two_worker_pods_and_the_step_gets_rank_0s_model(s3, 
 
     model = joblib.load(tmp_path / "model")  # where the step's launcher uploads from; evaluate reads it
     assert isinstance(model, ChurnModel) and type(model.estimator).__name__ == "Booster"
-    label = s3["cfg"]["dataset"]["label"]
+    label = s3["label"]
     assert roc_auc_score(s3["test"][label], model.predict_positive(s3["test"])) > 0.8
     assert out["info"]["workers"] == 2 and out["info"]["engine"] == "kubeflow-trainer"
     assert out["info"]["n_train"] == s3["n_train"]  # every row of the three parts, once
@@ -150,8 +152,9 @@ def test_a_failing_worker_fails_the_job_and_the_step_with_its_reason(s3, step_en
 def test_a_job_past_its_deadline_fails_the_step_and_is_deleted(s3, step_env, kube, tmp_path):
     from kfct.components.train_distributed import TrainJobError
 
-    cfg = json.loads(json.dumps(s3["cfg"]))
-    cfg["train"]["deadline_seconds"] = 1  # the workers need longer than that just to start
+    from kfct.config import load_config
+
+    cfg = load_config(overrides={"train": {"workers": 2, "deadline_seconds": 1}})  # workers need longer to start
     with pytest.raises(TrainJobError, match="DeadlineExceeded: TrainJob exceeded its active deadline"):
         _train(s3, kube, tmp_path, cfg=cfg)
     (create,) = [r for r in kube.requests if r["method"] == "POST"]

@@ -100,9 +100,9 @@ def test_local_workers_get_the_contract_and_no_inherited_dmlc():
 # -- the TrainJob -----------------------------------------------------------------------------------
 
 def _job(gpu: bool) -> dict:
-    cfg = {"resources": {"default": {"cpu": "1", "memory": "2Gi"}, "train": {"cpu": "4", "memory": "8Gi", "gpu": 1}}}
+    resources = {"default": {"cpu": "1", "memory": "2Gi"}, "train": {"cpu": "4", "memory": "8Gi", "gpu": 1}}
     return build_trainjob(trainjob_name("kfct-ct-run-1", "s3://b/root/train-model/model"), "reg/kfct-train-gpu:1",
-                          "s3://b/root/train-model/model.worker-spec.json", 3, node_resources(cfg, gpu), gpu, 900,
+                          "s3://b/root/train-model/model.worker-spec.json", 3, node_resources(resources, gpu), gpu, 900,
                           {"kfct/pipeline-run-id": "1234-abcd"}, worker_env("kfct-s3-credentials", "kfct-config"))
 
 
@@ -163,10 +163,11 @@ def test_job_outcome_reads_complete_and_failed_conditions():
 # -- config, RBAC, card ----------------------------------------------------------------------------
 
 def test_config_workers_default_one_and_checked():
+    from kfct.components.train_distributed import typed_config
     from kfct.config import ConfigError, load_config
 
-    assert load_config()["train"]["workers"] == 1
-    assert load_config(overrides={"train": {"workers": 4}})["train"]["workers"] == 4
+    assert typed_config(load_config()).train.workers == 1
+    assert typed_config(load_config(overrides={"train": {"workers": 4}})).train.workers == 4
     with pytest.raises(ConfigError, match="train.workers > 1 needs model xgboost"):
         load_config(overrides={"train": {"workers": 2, "model": "random_forest"}})
     with pytest.raises(ConfigError, match="train.workers: Input should be greater than or equal to 1"):
