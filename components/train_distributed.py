@@ -106,7 +106,7 @@ def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None =
     """The workers' env: the kfct Secret's and ConfigMap's keys by reference (as every pipeline task gets them)."""
     from kfct.pod_env import CONFIG_KEYS, SECRET_KEYS
 
-    env = [{"name": k, "value": v} for k, v in sorted((plain or {}).items())]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted((plain or {}).items())]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in SECRET_KEYS]
     env += [{"name": k, "valueFrom": {"configMapKeyRef": {"name": config_map, "key": k, "optional": True}}}
             for k in CONFIG_KEYS]
@@ -312,7 +312,7 @@ def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preproce
     workers = int(ct.workers)
     engine = engine or (ENGINE_TRAINER if s.in_cluster else ENGINE_LOCAL)
     model_uri = s3_uri(model_uri)
-    spec = {"config_json": config_json(cfg), "train": [s3_uri(u) for u in train_uris],
+    spec: dict[str, Any] = {"config_json": config_json(cfg), "train": [s3_uri(u) for u in train_uris],
             "val": [s3_uri(u) for u in val_uris], "preprocessor": s3_uri(preprocessor_uri), "model": model_uri,
             "info": model_uri + ".train-info.json", "device": device}
     spec_uri = write_bytes(json.dumps(spec).encode(), model_uri + ".worker-spec.json", s)
@@ -320,8 +320,9 @@ def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preproce
         gpu = device == "cuda"
         labels = {k: v for k, v in ((LABEL_RUN_ID, label_value(pipeline_run_id)),
                                     (LABEL_RUN, label_value(pipeline_run))) if v}
+        resources = node_resources(typed_config(cfg).resources, gpu)
         body = build_trainjob(trainjob_name(pipeline_run, model_uri), s.gpu_image if gpu else s.component_image,
-                              spec_uri, workers, node_resources(typed_config(cfg).resources, gpu), gpu, int(ct.deadline_seconds), labels,
+                              spec_uri, workers, resources, gpu, int(ct.deadline_seconds), labels,
                               worker_env(s.k8s_secret_name, s.k8s_config_map,
                                          {"KFCT_IMAGE_REGISTRY": s.image_registry, "KFCT_IMAGE_TAG": s.image_tag}))
         run_trainjob(api or custom_objects_api(s), namespace or pod_namespace(s), body, poll_seconds=poll_seconds,

@@ -14,6 +14,12 @@ def _run(args: argparse.Namespace) -> int:
     # Validated with the rest of the config (e.g. --workers 2 needs model xgboost).
     train = {k: v for k, v in (("model", args.model), ("workers", args.workers)) if v is not None}
     cfg = load_config(overrides={"train": train} if train else None)
+    from kfct.components.train_distributed import typed_config
+
+    if args.tune_trials and typed_config(cfg).train.workers > 1:  # fail now, not at the train stage
+        from kfct.config import ConfigError
+
+        raise ConfigError("--tune-trials needs train.workers: 1 (tuning runs in one process); drop --workers")
     data_uri = args.data_uri or f"generate://{args.rows}?seed={args.seed}"
     print(f"kfct: running the CT pipeline on {data_uri} (kfp.local SubprocessRunner) ...", flush=True)
     try:

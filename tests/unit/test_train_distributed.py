@@ -233,3 +233,32 @@ def test_the_gpu_step_asks_trainer_for_gpu_workers_on_the_gpu_image(tmp_path, mo
     assert pod["template"]["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     spec = json.loads((tmp_path / "model.worker-spec.json").read_text())
     assert spec["device"] == "cuda" and t["args"] == ["--spec", str(tmp_path / "model.worker-spec.json")]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--workers", "2", "--tune-trials", "3"], "--tune-trials needs train.workers: 1"),
+    (["--workers", "2", "--model", "random_forest"], "train.workers > 1 needs model xgboost"),
+    (["--workers", "0"], "train.workers: Input should be greater than or equal to 1"),
+])
+def test_kfct_run_refuses_bad_worker_settings_before_any_stage(argv, msg, kfct_home, capsys):
+    from kfct.cli import main
+
+    assert main(["run", "--rows", "500", *argv]) == 2
+    assert msg in capsys.readouterr().err
+    assert not (kfct_home / "pipeline_root").exists()  # nothing ran
+
+
+def test_bench_workers_cell_renders_what_it_measured():
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.report import SECTIONS
+    from bench.workers import render
+
+    cells = [{"workers": 1, "engine": "in-pod", "threads": 2, "seconds": 9.5, "fit_seconds": 9.0, "trees": 80,
+              "test_roc_auc": 0.87, "auc_gap": 0.0},
+             {"workers": 2, "engine": "local-processes", "threads": 1, "seconds": 12.0, "fit_seconds": 4.0,
+              "trees": 77, "test_roc_auc": 0.8695, "auc_gap": -0.0005}]
+    md = "\n".join(render({"status": "ok", "data": {"rows": 1000, "cores": 2, "cells": cells}}, "T"))
+    assert "| local-processes | 2 | 1 | 12.0 | 4.0 | 77 | 0.8695 | -0.0005 |" in md and "workers" in SECTIONS
+    assert "Skipped: --quick" in "\n".join(render({"status": "skipped", "reason": "--quick"}, "T"))
