@@ -349,7 +349,7 @@ def train_distributed_step(cfg, train, val, preprocessor, model, device: str, tu
     import joblib
 
     from kfct.logs import stage_logger
-    from kfct.shards import read_head
+    from kfct.shards import parts_of, read_head
 
     rc = typed_config(cfg)
     device = (device or rc.train.device or "cpu").lower()
@@ -359,7 +359,8 @@ def train_distributed_step(cfg, train, val, preprocessor, model, device: str, tu
         raise ValueError("tune_trials > 0 needs train.workers: 1 (tuning runs in one pod)")
     log = stage_logger("kfct.components.train")
     log.info("training on %d XGBoost workers", int(rc.train.workers))
-    out = train_with_workers(cfg, [train.uri], [val.uri], preprocessor.uri, model.uri, model.path, device,
-                             pipeline_run, pipeline_run_id, log=log.warning)
-    sample = read_head([train.path], int(rc.drift.window_rows)).to_pandas()
+    # A split is one parquet file, or a dataset in parts (the parts pipeline's featurize): workers get its parts.
+    out = train_with_workers(cfg, parts_of(train.uri, train.path), parts_of(val.uri, val.path), preprocessor.uri,
+                             model.uri, model.path, device, pipeline_run, pipeline_run_id, log=log.warning)
+    sample = read_head(parts_of(train.path), int(rc.drift.window_rows)).to_pandas()
     return joblib.load(model.path), out["params"], out["val_metrics"], out["info"], sample

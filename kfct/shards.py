@@ -27,6 +27,27 @@ if TYPE_CHECKING:
     from kfct.settings import Settings
 
 
+MANIFEST = "_manifest.json"  # a dataset in parts (kfct-parts/1): <dir>/_manifest.json + <dir>/<sha256>.parquet
+
+
+def parts_of(uri: str, local_path: str | None = None) -> list[str]:
+    """The parquet parts an artifact names: itself when it is one file; for a dataset in parts (a
+    directory holding a kfct-parts/1 `_manifest.json`), each part's own `uri` or `<uri>/<sha256>.parquet`
+    in manifest order. `local_path` is where the manifest can be read when `uri` is remote (a kfp
+    artifact's `.path` beside its `.uri`); the parts keep `uri`'s scheme so a worker reads them there."""
+    import json
+    from pathlib import Path
+
+    where = Path(local_path or uri.removeprefix("file://"))
+    if not (where.is_dir() and (where / MANIFEST).is_file()):
+        return [uri]
+    try:
+        parts = json.loads((where / MANIFEST).read_text())["parts"]
+        return [p.get("uri") or f"{uri.rstrip('/')}/{p['sha256']}.parquet" for p in parts]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataSourceError(f"bad parts manifest {where / MANIFEST}: {exc}") from exc
+
+
 def shard_plan(part_rows: Sequence[int], rank: int, world: int) -> list[tuple[int, int, int]]:
     """(part index, first row, stop row) of each slice worker `rank` of `world` reads."""
     if world < 1 or not 0 <= rank < world:

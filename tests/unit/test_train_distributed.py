@@ -262,3 +262,20 @@ def test_bench_workers_cell_renders_what_it_measured():
     md = "\n".join(render({"status": "ok", "data": {"rows": 1000, "cores": 2, "cells": cells}}, "T"))
     assert "| local-processes | 2 | 1 | 12.0 | 4.0 | 77 | 0.8695 | -0.0005 |" in md and "workers" in SECTIONS
     assert "Skipped: --quick" in "\n".join(render({"status": "skipped", "reason": "--quick"}, "T"))
+
+
+def test_a_split_in_parts_gives_the_workers_its_parts_in_manifest_order(tmp_path):
+    """kfct-parts/1 (the parts branch's docs/data-at-scale.md): <dir>/_manifest.json + <dir>/<sha256>.parquet."""
+    from kfct.shards import parts_of
+
+    split = tmp_path / "train"
+    split.mkdir()
+    for i, sha in enumerate(("bb", "aa")):
+        pq.write_table(pa.table({"x": [i] * (i + 2)}), split / f"{sha}.parquet")
+    (split / "_manifest.json").write_text(json.dumps({"format": "kfct-parts/1", "rows": 5, "parts": [
+        {"sha256": "bb", "rows": 2, "bytes": 1}, {"sha256": "aa", "rows": 3, "bytes": 1}]}))
+    assert parts_of(str(split)) == [f"{split}/bb.parquet", f"{split}/aa.parquet"]
+    # on a cluster: the manifest read from the downloaded copy, the parts named at the artifact's S3 URI
+    assert parts_of("s3://b/root/train", str(split)) == ["s3://b/root/train/bb.parquet", "s3://b/root/train/aa.parquet"]
+    assert parts_of(str(tmp_path / "one.parquet")) == [str(tmp_path / "one.parquet")]
+    assert [read_shard(parts_of(str(split)), r, 2).column("x").to_pylist() for r in range(2)] == [[0, 0], [1, 1, 1]]
