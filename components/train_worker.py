@@ -124,6 +124,9 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
                          f"fewer rows than workers; lower train.workers")
     log(f"worker {coll.rank}/{coll.world}: {len(ytr)} train rows, {len(yva)} validation rows")
 
+    from kfct.testhooks import pause_at
+
+    pause_at("train_worker")  # inert unless a test names it (a worker that never finishes)
     tracker = None
     if coll.rank == 0:  # the runtime points every worker at rank 0's pod: the tracker lives here
         tracker = RabitTracker(n_workers=coll.world, host_ip=tracker_host(coll.tracker_uri), port=coll.tracker_port,

@@ -11,6 +11,8 @@ xgboost.go (DMLC_* reserved; GPU limits per node = workers per node).
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -279,3 +281,41 @@ def test_a_split_in_parts_gives_the_workers_its_parts_in_manifest_order(tmp_path
     assert parts_of("s3://b/root/train", str(split)) == ["s3://b/root/train/bb.parquet", "s3://b/root/train/aa.parquet"]
     assert parts_of(str(tmp_path / "one.parquet")) == [str(tmp_path / "one.parquet")]
     assert [read_shard(parts_of(str(split)), r, 2).column("x").to_pylist() for r in range(2)] == [[0, 0], [1, 1, 1]]
+
+
+def test_local_workers_name_the_one_that_failed_and_its_error(tmp_path):
+    from kfct.components.train_distributed import TrainJobError, run_local_workers
+
+    with pytest.raises(TrainJobError, match=r"local worker \d of 2 failed \(exit 1\): kfct train worker \d failed: "
+                                            r"DataSourceError: not found: .*no-spec.json"):
+        run_local_workers(str(tmp_path / "no-spec.json"), 2, 120, tmp_path / "logs")
+
+
+def test_local_workers_past_the_deadline_are_stopped(tmp_path, monkeypatch):
+    import joblib
+
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train_distributed import TrainJobError, config_json, run_local_workers
+    from kfct.config import load_config
+    from kfct.datagen import generate
+
+    cfg = load_config(overrides={"train": {"workers": 2}})
+    tr, va, _, enc = featurize_core(generate(400, seed=1), cfg)
+    tr.to_parquet(tmp_path / "train.parquet")
+    va.to_parquet(tmp_path / "val.parquet")
+    joblib.dump(enc, tmp_path / "pre")
+    spec = {"config_json": config_json(cfg), "train": [str(tmp_path / "train.parquet")],
+            "val": [str(tmp_path / "val.parquet")], "preprocessor": str(tmp_path / "pre"),
+            "model": str(tmp_path / "model"), "info": str(tmp_path / "info"), "device": "cpu"}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("KFCT_TEST_PAUSE_AT", "train_worker")  # both workers stop before training
+    monkeypatch.setenv("KFCT_TEST_PAUSE_DIR", str(tmp_path / "pause"))
+    t0 = time.monotonic()
+    with pytest.raises(TrainJobError, match="ran past train.deadline_seconds"):
+        run_local_workers(str(tmp_path / "spec.json"), 2, 8, tmp_path / "logs")
+    assert time.monotonic() - t0 < 60
+    pids = [int(f.read_text()) for f in (tmp_path / "pause").glob("*.reached")]
+    for pid in pids:  # killed and reaped, not left waiting
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (tmp_path / "model").exists()
