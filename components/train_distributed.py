@@ -76,10 +76,12 @@ def label_value(text: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", v)
 
 
-def trainjob_name(pipeline_run: str, model_uri: str) -> str:
-    """`kfct-train-<10 hex>`: unique per run and task output, short enough for the JobSet's pod names
+def trainjob_name(pipeline_run: str, model_uri: str, attempt: str | None = None) -> str:
+    """`kfct-train-<10 hex>`: unique per run, task output and attempt (a retried step must not meet its
+    previous job, which may still be terminating), short enough for the JobSet's pod names
     (`<name>-node-0-<i>` and the rank-0 DNS name `<name>-node-0-0.<name>` the runtime builds)."""
-    return "kfct-train-" + hashlib.sha256(f"{pipeline_run}\n{model_uri}".encode()).hexdigest()[:10]
+    attempt = os.urandom(4).hex() if attempt is None else attempt
+    return "kfct-train-" + hashlib.sha256(f"{pipeline_run}\n{model_uri}\n{attempt}".encode()).hexdigest()[:10]
 
 
 def node_resources(section: dict, gpu: bool) -> dict:
@@ -312,9 +314,10 @@ def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preproce
     workers = int(ct.workers)
     engine = engine or (ENGINE_TRAINER if s.in_cluster else ENGINE_LOCAL)
     model_uri = s3_uri(model_uri)
-    spec: dict[str, Any] = {"config_json": config_json(cfg), "train": [s3_uri(u) for u in train_uris],
-            "val": [s3_uri(u) for u in val_uris], "preprocessor": s3_uri(preprocessor_uri), "model": model_uri,
-            "info": model_uri + ".train-info.json", "device": device}
+    spec: dict[str, Any] = {
+        "config_json": config_json(cfg), "train": [s3_uri(u) for u in train_uris], "val": [s3_uri(u) for u in val_uris],
+        "preprocessor": s3_uri(preprocessor_uri), "model": model_uri, "info": model_uri + ".train-info.json",
+        "device": device}
     spec_uri = write_bytes(json.dumps(spec).encode(), model_uri + ".worker-spec.json", s)
     if engine == ENGINE_TRAINER:
         gpu = device == "cuda"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -319,3 +320,9 @@ def test_local_workers_past_the_deadline_are_stopped(tmp_path, monkeypatch):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not (tmp_path / "model").exists()
+
+
+def test_each_attempt_gets_its_own_job_name():
+    a, b = trainjob_name("run", "s3://b/m"), trainjob_name("run", "s3://b/m")
+    assert a != b and re.fullmatch(r"kfct-train-[0-9a-f]{10}", a)
+    assert trainjob_name("run", "s3://b/m", "1") == trainjob_name("run", "s3://b/m", "1")
