@@ -1,7 +1,7 @@
 """Distributed training here: wall time and test AUC with 1, 2 and 4 local XGBoost workers (train.workers).
 
     python -m bench --only workers                     # inside make bench (rows: WORKERS_ROWS)
-    python -m bench.workers --rows 500000 --workers 1,2,4
+    python -m bench.workers --rows 1000000 --workers 1,2,4 --out bench/workers.json   # bench/workers.md
 
 The data is generated, split and encoded once (featurize's own `featurize_core`), the splits
 written as parquet; then each cell runs what the train step runs with `train.workers: N`:
