@@ -109,6 +109,8 @@ def card_info(meta: dict, out: dict, decision: dict, cfg: dict, evidence: dict, 
     return {
         "model_name": model_name, "version": out["version"], "alias": out["alias"],
         "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
+        "training": {"workers": meta.get("train_workers"), "engine": meta.get("train_engine"),
+                     "device": meta.get("device")},
         "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset_meta.get("rows", 0)),
                     "columns": int(dataset_meta.get("columns", 0)), "rows_test": int(evidence.get("rows_test", 0))},
         "metrics": decision.get("metrics", {}), "fairness": decision.get("fairness"),

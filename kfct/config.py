@@ -144,6 +144,19 @@ class TrainConfig(_Strict):
     logistic_regression: dict[str, Any]
     random_forest: dict[str, Any]
     hist_gradient_boosting: dict[str, Any]
+    # XGBoost workers (docs/distributed-training.md): 1 trains in the train step's own pod; N > 1 runs
+    # N workers with XGBoost's collective: a Kubeflow Trainer TrainJob on a cluster, N processes here.
+    workers: int = Field(default=1, ge=1, le=256)
+    # The TrainJob's activeDeadlineSeconds (and the local workers' limit): past it the job fails.
+    deadline_seconds: int = Field(default=6 * 3600, gt=0)
+
+    @model_validator(mode="after")
+    def _distributable(self) -> TrainConfig:
+        if self.workers > 1 and self.model != "xgboost":
+            raise ValueError(f"train.workers > 1 needs model xgboost (XGBoost's collective), not {self.model}")
+        if self.workers > 1 and self.tune_trials > 0:
+            raise ValueError("train.workers > 1 cannot tune: set train.tune_trials to 0 or train.workers to 1")
+        return self
 
 
 class GateConfig(_Strict):

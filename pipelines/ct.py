@@ -95,7 +95,7 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False)
                 train=fs.outputs["train"], val=fs.outputs["val"], preprocessor=fs.outputs["preprocessor"],
                 config_json=config_json, device=device, tune_trials=tune_trials,
                 dataset_sha256=ing.outputs["Output"], data_uri=data_uri, code_version=code_version,
-                pipeline_run=run_name, run_reason=run_reason,
+                pipeline_run=run_name, run_reason=run_reason, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ), "train", cfg, s, gpu)
             tr.set_display_name("train")
             ev = _configure(ops["evaluate"](
