@@ -27,7 +27,8 @@ from kfct import kserve_sdk
 from kfct.serving import predictor as predictor_module
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
 from kfct.serving.predictor import OUTPUT_NAMES, fetch_version, score_loaded, v1_response, v2_response
-from kfct.serving.schemas import BadRequest, requested_outputs, v1_records, v2_records
+from kfct.serving.schemas import (BadRequest, check_records_text, check_text, requested_outputs, v1_records,
+                                  v2_records)
 from kfct.serving.routing import BUCKETS, Route, assign, bucket, customer_key, to_canary  # noqa: F401
 from kfct.serving.shadow import ShadowWorker
 from kfct.serving.split_watcher import SplitWatcher  # noqa: F401
@@ -187,10 +188,13 @@ class _ChurnRouter(_KServeModel):
         try:
             if isinstance(payload, kserve.InferRequest):
                 records, rid = v2_records(payload)
+                check_records_text(records)
+                check_text(rid, "id")  # before scoring and logging, not after
                 requested_outputs(payload, OUTPUT_NAMES)  # an unknown output name is a 400 before scoring
                 return _Job(t0, "v2", records, payload, rid or (headers or {}).get("x-request-id"),
                             customer_key(records, self.id_column))
             records = v1_records(payload)
+            check_records_text(records)
             return _Job(t0, "v1", records, None, (headers or {}).get("x-request-id"),
                         customer_key(records, self.id_column))
         except BadRequest:

@@ -30,11 +30,11 @@ def customer_key(records: list[dict], id_column: str | None) -> int:
     cid = records[0].get(id_column) if id_column and records else None
     if cid is None:
         return -next(_anonymous)
-    return zlib.crc32(str(cid).encode())
+    return zlib.crc32(str(cid).encode("utf-8", "surrogatepass"))  # never raises on client text
 
 
 def bucket(customer_id, salt: str = "") -> int:
-    return zlib.crc32(f"{salt}:{customer_id}".encode()) % BUCKETS
+    return zlib.crc32(f"{salt}:{customer_id}".encode("utf-8", "surrogatepass")) % BUCKETS
 
 
 def to_canary(customer_id, percent: float, salt: str = "") -> bool:
