@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kfct.prediction_log import PREFIX, default_root
 from kfct.prediction_log import use_s3 as _use_s3
 from kfct.serving.predlog_spill import Segment, SpillBuffer, segment_name
@@ -195,10 +197,12 @@ class PredictionLogger:
             if pending and due:
                 try:
                     self._batch(pending)
-                except Exception as exc:  # a batch that cannot even be encoded: say so, keep going
+                except Exception as exc:  # a batch that cannot even be encoded: say so, count it, keep going
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.error("prediction log batch of %d rows not encoded: %s", pending_rows, self.last_error)
+                    self.dropped += pending_rows
+                    _metric(lambda m, lost=pending_rows: m.log_dropped.labels("unencodable").inc(lost))
                 pending, pending_rows = [], 0
                 last = time.monotonic()
             elif not pending:
@@ -214,12 +218,19 @@ class PredictionLogger:
                 return
 
     def _batch(self, items: list) -> None:
-        table = build_table(items, self.id_column)
-        if table.num_rows == 0:
-            return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        try:
+            table = build_table(items, self.id_column)
+        except Exception as exc:  # one poisoned row must not take the others with it
+            items, lost = salvage(items, self.id_column)
+            self._count_unencodable(lost, exc)
+            if not items:
+                return
+            table = build_table(items, self.id_column)
+        if table.num_rows == 0:
+            return
         first_ms = int(min(it[0] for it in items) * 1000)
         last_ms = int(max(it[0] for it in items) * 1000)
         sink = pa.BufferOutputStream()
@@ -243,6 +254,15 @@ class PredictionLogger:
             _metric(lambda m: m.log_dropped.labels("spill_full").inc(seg.rows))
         self._wake.set()
         self._publish()
+
+    def _count_unencodable(self, lost: int, exc: Exception) -> None:
+        if not lost:
+            return
+        self.dropped += lost
+        self.errors += 1
+        self.last_error = f"{lost} rows not encodable: {type(exc).__name__}: {str(exc)[:200]}"
+        log.error("prediction log: %s (dropped, counted in kfct_prediction_log_dropped_total)", self.last_error)
+        _metric(lambda m: m.log_dropped.labels("unencodable").inc(lost))
 
     # -- shipper thread ------------------------------------------------------------------
     def _ship(self) -> None:
@@ -323,6 +343,30 @@ def _metric(fn) -> None:
         fn(prometheus())
     except Exception:  # pragma: no cover - metrics never break logging
         pass
+
+
+def salvage(items: list, id_column: str = "customer_id") -> tuple[list, int]:
+    """(items that encode, rows lost): a batch that failed to encode is split per request, and a
+    request that fails is split per row, so only the rows that cannot be written are lost."""
+    good: list = []
+    lost = 0
+    for it in items:
+        try:
+            build_table([it], id_column)
+            good.append(it)
+            continue
+        except Exception:
+            pass
+        t, rid, mname, ver, role, recs, p, lab, thr = it
+        p, lab = np.asarray(p), np.asarray(lab)
+        for j, rec in enumerate(recs):
+            row = (t, rid, mname, ver, role, [rec], p[j:j + 1], lab[j:j + 1], thr)
+            try:
+                build_table([row], id_column)
+                good.append(row)
+            except Exception:
+                lost += 1
+    return good, lost
 
 
 def build_table(items: list, id_column: str = "customer_id"):

@@ -63,7 +63,7 @@ def test_client_input_is_a_400_naming_the_field_and_never_reaches_the_log(servin
     try:
         c = Client(srv.url)
         got = {}
-        for name, path, raw, headers, field in _cases():
+        for name, path, raw, headers, _field in _cases():
             status, body, _ = c.request("POST", path, raw=raw, headers=headers)
             got[name] = (status, body.get("field") if isinstance(body, dict) else body)
         want = {name: (400, field) for name, _p, _r, _h, field in _cases()}
