@@ -5,6 +5,7 @@ the backends' windows and performs what these functions decide, so every rule a 
 judged by is testable with plain values.
 """
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ class Thresholds:
     min_p99_latency_delta_ms: float = 5.0
     max_churn_rate_shift: float = 0.10
     significance_z: float = 3.0
+    min_customers: int = 20  # customers scored by both versions before the paired shifts are judged
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Thresholds":
@@ -35,6 +37,8 @@ class Thresholds:
                 setattr(out, f, type(getattr(out, f))(r[f]))
         if out.min_requests < 1:
             raise RolloutError("rollout.min_requests must be at least 1")
+        if out.min_customers < 2:
+            raise RolloutError("rollout.min_customers must be at least 2")
         return out
 
 
@@ -82,6 +86,59 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         msg = (f"server error rate {e_can:.2%} vs champion {e_ref:.2%} "
                f"(+{d_err:.2%} > {thr.max_error_rate_increase:.2%}, z={z:.1f})")
         (failures if z >= thr.significance_z else unclear).append(msg)
+    if canary.customers:  # a local server: judged on paired predictions, which no client chooses
+        summary = _judge_paired(canary, thr, failures, unclear)
+        if summary is None:
+            if failures:
+                return FAIL, failures
+            return WAIT, [f"canary v{canary.version} has {canary.paired_customers} of {thr.min_customers} customers "
+                          "scored by both versions" + _dominance(canary)] + [f"not yet clear: {m}" for m in unclear]
+    else:  # Prometheus (a cluster): per-version figures only
+        summary = _judge_unpaired(canary, ref, thr, failures, unclear)
+    if failures:
+        return FAIL, failures
+    if unclear:
+        return WAIT, [f"not yet clear: {m}" for m in unclear]
+    return PASS, [f"server error rate {e_can:.2%} (champion {e_ref:.2%}), {summary}"]
+
+
+def _dominance(canary: Window) -> str:
+    if not canary.dominated:
+        return ""
+    return (f"; one customer sent {canary.top_customer_share:.0%} of the canary's paired rows: reported, "
+            "left out of the judgement")
+
+
+def _judge_paired(canary: Window, thr: Thresholds, failures: list[str], unclear: list[str]) -> str | None:
+    """The canary against the champion on the same requests; None while too few customers.
+
+    - predicted churn rate: each customer's mean of (canary label - champion label) on its own
+      records, averaged over customers; fails past `max_churn_rate_shift` once |mean| / its
+      standard error >= `significance_z` (the spread across customers, so one sender's many
+      rows are one piece of evidence);
+    - latency: model time per row, p99, on the same requests for both versions (a client that
+      sends big batches to one arm weighs on both alike).
+    """
+    if canary.paired_customers < thr.min_customers:
+        return None
+    shift, se = canary.label_shift, canary.label_shift_se
+    z = abs(shift) / se if se > 0 else (math.inf if shift else 0.0)
+    if abs(shift) > thr.max_churn_rate_shift:
+        msg = (f"predicted churn rate shift {shift:+.2%} vs the champion on the same requests "
+               f"(limit {thr.max_churn_rate_shift:.2%}, z={z:.1f}, {canary.paired_customers} customers, "
+               f"{canary.paired_rows} rows){_dominance(canary)}")
+        (failures if z >= thr.significance_z else unclear).append(msg)
+    p_can, p_ref = canary.paired_p99_instance_s, canary.paired_champion_p99_instance_s
+    if p_can > thr.max_p99_latency_ratio * p_ref and (p_can - p_ref) * 1e3 > thr.min_p99_latency_delta_ms:
+        failures.append(f"p99 latency per row {p_can * 1e3:.3f} ms vs champion {p_ref * 1e3:.3f} ms on the same "
+                        f"requests (> {thr.max_p99_latency_ratio:g}x and +{(p_can - p_ref) * 1e3:.2f} ms)")
+    return (f"churn rate shift {shift:+.2%} ± {se:.2%} on the same requests ({canary.paired_customers} customers), "
+            f"p99 per row {p_can * 1e3:.3f} ms (champion {p_ref * 1e3:.3f} ms){_dominance(canary)}")
+
+
+def _judge_unpaired(canary: Window, ref: Window, thr: Thresholds, failures: list[str], unclear: list[str]) -> str:
+    """Per-version figures over whatever rows each version received (Prometheus on a cluster, where
+    a canary pod holds no champion to pair with)."""
     p_can, p_ref = canary.p99_latency_s, ref.p99_latency_s
     if p_can > thr.max_p99_latency_ratio * p_ref and (p_can - p_ref) * 1e3 > thr.min_p99_latency_delta_ms:
         failures.append(f"p99 latency {p_can * 1e3:.2f} ms vs champion {p_ref * 1e3:.2f} ms "
@@ -92,13 +149,8 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         msg = (f"predicted churn rate {canary.positive_rate:.2%} vs champion {ref.positive_rate:.2%} "
                f"(shift {shift:+.2%}, limit {thr.max_churn_rate_shift:.2%}, z={z:.1f})")
         (failures if z >= thr.significance_z else unclear).append(msg)
-    if failures:
-        return FAIL, failures
-    if unclear:
-        return WAIT, [f"not yet clear: {m}" for m in unclear]
-    return PASS, [f"server error rate {e_can:.2%} (champion {e_ref:.2%}), "
-                  f"p99 {p_can * 1e3:.2f} ms (champion {p_ref * 1e3:.2f} ms), "
-                  f"churn rate {canary.positive_rate:.2%} (champion {ref.positive_rate:.2%})"]
+    return (f"p99 {p_can * 1e3:.2f} ms (champion {p_ref * 1e3:.2f} ms), "
+            f"churn rate {canary.positive_rate:.2%} (champion {ref.positive_rate:.2%})")
 
 
 def parse_steps(steps: Any) -> list[float]:

@@ -27,6 +27,20 @@ class WindowStats:
     mean_probability: float = 0.0
     p50_latency_s: float = 0.0
     p99_latency_s: float = 0.0
+    # The canary against the champion on the same requests (local server: a sample of the
+    # canary's requests is scored by the champion too, `kfct.serving.router`). Each customer
+    # weighs one: the shifts are means over customers of each customer's mean paired difference.
+    paired_requests: int = 0
+    paired_rows: int = 0
+    paired_customers: int = 0  # customers judged (a dominating one excluded)
+    label_shift: float = 0.0  # mean over customers of mean(label_canary - label_champion)
+    label_shift_se: float = 0.0  # its standard error, from the spread across customers
+    probability_shift: float = 0.0
+    probability_shift_se: float = 0.0
+    paired_p99_instance_s: float = 0.0  # model time per row, canary, on the paired requests
+    paired_champion_p99_instance_s: float = 0.0  # the champion's, on the same requests
+    top_customer_share: float = 0.0  # the largest customer's share of the paired rows
+    dominated: bool = False  # that customer held more than half: reported, excluded from the judgement
 
     @property
     def errors(self) -> int:
@@ -55,8 +69,16 @@ class WindowStats:
         return self.positives / self.instances if self.instances else 0.0
 
     def summary(self) -> dict:
-        return {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
-                "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
+        out = {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
+               "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
+        if self.paired_requests:
+            out.update(paired_requests=self.paired_requests, paired_rows=self.paired_rows,
+                       paired_customers=self.paired_customers, label_shift=round(self.label_shift, 5),
+                       label_shift_se=round(self.label_shift_se, 5), probability_shift=round(self.probability_shift, 5),
+                       paired_p99_us_per_row=round(self.paired_p99_instance_s * 1e6, 2),
+                       champion_paired_p99_us_per_row=round(self.paired_champion_p99_instance_s * 1e6, 2),
+                       top_customer_share=round(self.top_customer_share, 4), dominated=self.dominated)
+        return out
 
     def to_json(self) -> dict:
         d = asdict(self)

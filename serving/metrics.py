@@ -218,6 +218,13 @@ class VersionStats:
     def __init__(self, version: str, maxlen: int = 200_000):
         self.version = version
         self.events: deque = deque(maxlen=maxlen)  # (t, kind, latency, instances, positives, prob_sum, customer)
+        # (t, customer, rows, label_diff_sum, prob_diff_sum, model_s, champion_model_s): this version
+        # against the champion on the same records (`paired`)
+        self.pairs: deque = deque(maxlen=maxlen)
+
+    def paired(self, t: float, customer: int, rows: int, label_diff_sum: float, prob_diff_sum: float,
+               model_s: float, champion_model_s: float) -> None:
+        self.pairs.append((t, customer, rows, label_diff_sum, prob_diff_sum, model_s, champion_model_s))
 
     def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float,
            customer: int = 0) -> None:
@@ -250,7 +257,48 @@ class VersionStats:
         if len(lat):
             out.p50_latency_s = float(np.percentile(lat, 50))
             out.p99_latency_s = float(np.percentile(lat, 99))
+        pairs = [e for e in list(self.pairs) if (since is None or e[0] >= since) and (until is None or e[0] <= until)]
+        if pairs:
+            paired_window(out, np.asarray(pairs, dtype=np.float64))
         return out
+
+
+MAX_CUSTOMER_SHARE = 0.5
+
+
+def paired_window(out: WindowStats, arr: np.ndarray) -> None:
+    """Fill `out`'s paired figures from rows of `VersionStats.pairs`.
+
+    Each customer weighs one: its own mean paired difference, then the mean over customers
+    and its standard error from their spread (a customer's rows are not independent draws:
+    one sender's 3,000 high-risk rows are one piece of evidence). A customer holding more than
+    half of the paired rows is reported (`top_customer_share`, `dominated`) and left out.
+    Latency is model time per row on the same requests for both versions, so the batch sizes a
+    client picks weigh on both alike."""
+    cust, rows = arr[:, 1], arr[:, 2]
+    out.paired_requests, out.paired_rows = len(arr), int(rows.sum())
+    keys, inv = np.unique(cust, return_inverse=True)
+    n_c = np.bincount(inv, weights=rows)
+    share = n_c / n_c.sum() if n_c.sum() else n_c
+    top = int(np.argmax(share))
+    out.top_customer_share = float(share[top])
+    keep = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1 and share[top] > MAX_CUSTOMER_SHARE:
+        out.dominated = True
+        keep[top] = False
+    ok = keep & (n_c > 0)
+    if ok.any():
+        label_c = np.bincount(inv, weights=arr[:, 3])[ok] / n_c[ok]
+        prob_c = np.bincount(inv, weights=arr[:, 4])[ok] / n_c[ok]
+        k = int(ok.sum())
+        out.paired_customers = k
+        out.label_shift, out.probability_shift = float(label_c.mean()), float(prob_c.mean())
+        if k > 1:
+            out.label_shift_se = float(label_c.std(ddof=1) / np.sqrt(k))
+            out.probability_shift_se = float(prob_c.std(ddof=1) / np.sqrt(k))
+    per_row = np.maximum(rows, 1)
+    out.paired_p99_instance_s = float(np.percentile(arr[:, 5] / per_row, 99))
+    out.paired_champion_p99_instance_s = float(np.percentile(arr[:, 6] / per_row, 99))
 
 
 def now() -> float:

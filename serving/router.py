@@ -23,6 +23,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from kfct import kserve_sdk
 from kfct.serving import predictor as predictor_module
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
@@ -49,6 +51,13 @@ log = logging.getLogger("kfct.serving.router")
 # Set by `kfct.serving.app.LatencyMiddleware` for each prediction request: a list the router
 # appends its window-stats commits to, so they are recorded with the latency the client saw.
 pending_stats: contextvars.ContextVar = contextvars.ContextVar("kfct_pending_stats", default=None)
+
+
+def _timed(fn, *args):
+    """(seconds, result) of fn(*args)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
 
 
 class _Job:
@@ -78,6 +87,12 @@ class _ChurnRouter(_KServeModel):
         self._unattributed = VersionStats("none")
         self._unattributed_metrics: VersionMetrics | None = None
         self._shadow_worker = ShadowWorker(self._shadow_one)
+        # The canary's fate is judged against the champion on the same requests: this share of the
+        # canary's requests is scored by the champion too, off the request path (trees cost
+        # microseconds per row), and both answers go to the canary's paired window stats.
+        self.pair_fraction = 1.0
+        self._pair_worker = ShadowWorker(self._pair_one, maxsize=2_000)
+        self._pair_flip = False
         self.applied_generation = 0
         self.follows_aliases = False  # set by a SplitWatcher that converges on the registry aliases
         self.failed_generation = 0
@@ -232,6 +247,8 @@ class _ChurnRouter(_KServeModel):
                 raise kserve.errors.InferenceError(
                     f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
             results.append((role, idx, s, recs))
+            if role == "canary" and route.champion is not None and self._rng.random() < self.pair_fraction:
+                self._pair_worker.submit(route.champion, predictor, recs, s, now)
         pending = pending_stats.get()
         handler_latency = time.perf_counter() - job.t0
         for role, _idx, s, recs in results:
@@ -334,8 +351,36 @@ class _ChurnRouter(_KServeModel):
                                     s.labels, s.threshold)
 
     def drain_shadow(self, timeout: float = 10.0) -> bool:
-        """Wait until queued shadow scoring is done (tests, shutdown)."""
-        return self._shadow_worker.drain(timeout)
+        """Wait until queued shadow and paired scoring is done (tests, shutdown)."""
+        return self._shadow_worker.drain(timeout) and self._pair_worker.drain(timeout)
+
+    # -- paired scoring --------------------------------------------------------------------------
+    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict], canary,
+                  ts: float) -> None:
+        """Score a canary request's records with the champion; record the paired differences.
+
+        Latency: both versions are timed here, back to back on this one thread, in alternating
+        order: timed on different threads (the canary on its executor, under the event loop's and
+        the other executors' GIL contention) a good canary's p99 per row read 52 ms vs 8.5 ms."""
+        lv, lc = champion.current, canary_predictor.current
+        if lv is None or lc is None or lv.version == canary.version or lc.version != canary.version:
+            return
+        self._pair_flip = not self._pair_flip
+        try:
+            if self._pair_flip:
+                canary_s, _ = _timed(score_loaded, lc, records)
+                champ_s, ref = _timed(score_loaded, lv, records)
+            else:
+                champ_s, ref = _timed(score_loaded, lv, records)
+                canary_s, _ = _timed(score_loaded, lc, records)
+        except Exception:  # the canary answered these records; a champion that cannot is no evidence
+            return
+        canary_model_s = canary_s
+        self._ensure_version(canary.version)
+        dl = float(np.asarray(canary.labels, dtype=np.float64).sum() - np.asarray(ref.labels, dtype=np.float64).sum())
+        dp = float(np.asarray(canary.probabilities).sum() - np.asarray(ref.probabilities).sum())
+        self._stats[canary.version].paired(ts, customer_key(records, self.id_column), len(records), dl, dp,
+                                           canary_model_s, champ_s)
 
     # -- applying a split state -------------------------------------------------------------------
     def apply_state(self, state: SplitState) -> bool:
@@ -410,6 +455,7 @@ class _ChurnRouter(_KServeModel):
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
         self._shadow_worker.close()
+        self._pair_worker.close()
         r = self._route
         for p in (r.champion, r.canary):
             if p is not None:
