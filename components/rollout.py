@@ -43,8 +43,8 @@ from kfct.components.rollout_backends import (ClusterBackend, LocalRouterBackend
                                               RolloutBackend, make_backend)
 from kfct.components.rollout_decision import (FAIL, PASS, WAIT, OutcomePlan, RolloutError,  # noqa: F401
                                               StepDecision, Thresholds, Window, evaluate_step, parse_steps,
-                                              plan_expiry, plan_promotion, plan_rollback, plan_rollout_step,
-                                              plan_versions, two_proportion_z)
+                                              plan_expiry, plan_promotion, plan_retry, plan_rollback,
+                                              plan_rollout_step, plan_versions, two_proportion_z)
 from kfct.components.rollout_defer import defer_rollout, expire_deferred  # noqa: F401
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -187,7 +187,8 @@ def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, cham
     from kfct import audit
 
     name = result.model_name
-    plan = plan_rollback(name, canary, champion, failed, result.seconds)
+    last = result.steps[-1] if result.steps else None
+    plan = plan_rollback(name, canary, champion, failed, result.seconds, evidence=last)
     try:
         backend.rollback(champion, canary)
     except Exception as exc:
@@ -218,6 +219,27 @@ def _gated_against(model_name: str, version: str) -> str | None:
 
     mv = registry.client().get_model_version(model_name, str(version))
     return (mv.tags or {}).get(registry.GATED_TAG)
+
+
+def retry_rejected(model_name: str, version: str, operator: str | None = None) -> dict:
+    """An operator's second chance for a version a rollout rejected (`kfct rollout --retry`):
+    the `rejected` tag lifted, alias `challenger` set, audited (`rollout_retry`, with who and the
+    old reason). The rollout that follows judges it like any canary."""
+    import getpass
+
+    from kfct import audit, registry
+
+    registry.setup()
+    tags = dict(registry.client().get_model_version(model_name, str(version)).tags or {})
+    plan = plan_retry(model_name, str(version), tags, registry.alias_version(model_name, "champion"))
+    for key, value in plan["tags"].items():
+        registry.set_version_tag(model_name, str(version), key, value)
+    for key in plan["delete_tags"]:
+        if key in tags:
+            registry.client().delete_model_version_tag(model_name, str(version), key)
+    registry.set_alias(model_name, "challenger", str(version), reason=f"rollout retry of rejected v{version}")
+    audit.record("rollout_retry", operator=operator or getpass.getuser(), **plan["audit"])
+    return plan["audit"]
 
 
 def rollout_version(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,

@@ -245,14 +245,37 @@ def plan_promotion(model_name: str, canary: str, champion: str, steps: list[floa
                                             "reason": reason, "seconds": seconds}, conflict)
 
 
-def plan_rollback(model_name: str, canary: str, champion: str, failed: list[str], seconds: float) -> OutcomePlan:
-    """Reject `canary` for the reasons `failed` (each named in its tag and the audit trail)."""
+def plan_rollback(model_name: str, canary: str, champion: str, failed: list[str], seconds: float,
+                  evidence: dict | None = None) -> OutcomePlan:
+    """Reject `canary` for the reasons `failed` (each named in its tag and the audit trail).
+
+    `evidence`: the failing step's figures (both versions' windows, the paired shifts, the
+    customers judged), recorded with the rollback so an operator can see what it was judged on
+    and decide on `kfct rollout --retry`."""
     reason = "; ".join(failed)
+    fields: dict[str, Any] = {"model_name": model_name, "version": canary, "champion": champion, "reason": reason,
+                              "seconds": seconds}
+    if evidence is not None:
+        fields["evidence"] = evidence
     return OutcomePlan("rolled_back", reason, failed,
                        {"rejected": "true", "rollout_status": "rejected", "rejected_reason": reason[:4000]},
-                       f"rolled back: {reason}"[:4000], "rollout_rolled_back",
-                       {"model_name": model_name, "version": canary, "champion": champion, "reason": reason,
-                        "seconds": seconds})
+                       f"rolled back: {reason}"[:4000], "rollout_rolled_back", fields)
+
+
+def plan_retry(model_name: str, version: str, tags: dict, champion: str | None) -> dict:
+    """What `kfct rollout --retry VERSION` changes: a version a rollout rejected gets its `rejected`
+    tag lifted (the old reason kept as `previous_rejected_reason`) and alias `challenger`, so the
+    rollout that follows judges it afresh. Only a rollout's rejection can be retried."""
+    if tags.get("rejected") != "true":
+        raise RolloutError(f"model {model_name} v{version} is not rejected; roll it out with `kfct rollout "
+                           f"--version {version}`")
+    if champion is not None and str(champion) == str(version):
+        raise RolloutError(f"model {model_name}: v{version} is already the champion")
+    return {"tags": {"rejected": "false", "rollout_status": "retry",
+                     "previous_rejected_reason": tags.get("rejected_reason", "")[:4000]},
+            "delete_tags": ["rejected_reason"],
+            "audit": {"model_name": model_name, "version": str(version),
+                      "previous_reason": tags.get("rejected_reason", "")[:1000]}}
 
 
 def plan_expiry(st, now: float | None = None) -> str | None:

@@ -56,8 +56,13 @@ def _rollout(args: argparse.Namespace) -> int:
     if isinstance(backend, LocalRouterBackend) and not backend.reachable():
         raise RolloutError(f"no kfct model server at {backend.url}: start `kfct serve` first "
                            "(the rollout judges live traffic)")
+    if args.retry:
+        from kfct.components.rollout import retry_rejected
+
+        retried = retry_rejected(name, args.retry)
+        print(f"kfct rollout: retrying rejected v{args.retry} (was: {retried['previous_reason'][:200]})", flush=True)
     res = rollout_version(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
-                       canary_version=args.version, poll_seconds=args.poll_seconds,
+                       canary_version=args.retry or args.version, poll_seconds=args.poll_seconds,
                        log=lambda m: print(f"kfct rollout: {m}", flush=True))
     verb = {"promoted": "PROMOTED", "rolled_back": "ROLLED BACK"}.get(res.outcome, res.outcome)
     print(f"kfct: {name} v{res.canary_version} {verb} in {res.seconds:g} s: {'; '.join(res.reasons)}")
@@ -101,6 +106,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ro = sub.add_parser("rollout", help="progressive canary rollout: promote or roll back by itself")
     add_model_option(ro)
     ro.add_argument("--version", default=None, help="canary version (default: alias challenger)")
+    ro.add_argument("--retry", default=None, metavar="VERSION",
+                    help="roll out again a version an earlier rollout rejected (lifts its rejected tag, audited)")
     ro.add_argument("--steps", default=None, help="percent steps, e.g. 10,50,100 (default: config rollout.steps)")
     ro.add_argument("--bake-seconds", type=float, default=None, help="bake time per step (default: config)")
     ro.add_argument("--poll-seconds", type=float, default=None)
