@@ -86,6 +86,7 @@ class PredictionLogger:
         else:
             spill = None
         rows = spill_max_rows if spill_max_rows is not None else self.settings.prediction_log_spill_rows
+        self._spill_lock = _own(spill)  # before anything in it is read: one live process per spill directory
         self.backlog = SpillBuffer(spill, rows)
         recovered = self.backlog.load()
         if recovered:
@@ -156,18 +157,25 @@ class PredictionLogger:
     def close(self, timeout: float = 10.0) -> None:
         """Stop: batch what is queued, upload what the store takes within `timeout`, keep the rest
         on disk for the next start (SIGTERM path: Kubernetes gives a pod about 30 s)."""
-        self.flush(timeout)
+        end = time.monotonic() + timeout  # one budget for all of it: a hanging store must not stretch it
+
+        def left(cap: float = timeout) -> float:
+            return min(cap, max(0.5, end - time.monotonic()))
+
+        self.flush(left())
         self._stop.set()
         self._flush_req.set()
-        self._thread.join(timeout)
+        self._thread.join(left())
         self._stop_ship.set()
         self._wake.set()
-        self._shipper.join(min(timeout, 5.0))
+        self._shipper.join(left(5.0))
         left = self.backlog.persist()
         if len(self.backlog):
             where = self.backlog.directory or "memory"
             log.warning("prediction log: %d rows not uploaded at shutdown, kept in %s%s", self.backlog.rows, where,
                         f" ({left} rows could not be written there and are lost)" if left else "")
+        if self._spill_lock is not None:
+            self._spill_lock.release()
 
     @property
     def queued(self) -> int:
@@ -353,6 +361,31 @@ class PredictionLogger:
         _metric(set_)
 
 
+class SpillDirectoryInUse(RuntimeError):
+    """Another live process owns the spill directory."""
+
+
+def _own(spill: Path | None):
+    """An exclusive lock on the spill directory for this process's lifetime (None without one).
+
+    The backlog there belongs to one live writer: a second `kfct serve` on the same home once
+    uploaded and deleted the first server's spill files before finding its port taken, and the
+    first then failed on its own files. The lock is an flock, so the kernel frees it when its
+    owner dies (a crashed server's files go to the next start, as before)."""
+    if spill is None:
+        return None
+    from filelock import FileLock, Timeout
+
+    spill.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(spill / ".owner.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SpillDirectoryInUse(f"prediction log spill directory {spill} is in use by another live server; "
+                                  "give each server its own KFCT_PREDICTION_LOG_SPILL_DIR (or KFCT_HOME)") from None
+    return lock
+
+
 def _metric(fn) -> None:
     try:
         from kfct.serving.metrics import prometheus
@@ -406,8 +439,8 @@ def build_table(items: list, id_column: str = "customer_id"):
     counts = np.fromiter((len(it[5]) for it in items), dtype=np.int64, count=len(items))
     which = pa.array(np.repeat(np.arange(len(items), dtype=np.int32), counts))
 
-    def per_request(values: list) -> Any:
-        return pa.DictionaryArray.from_arrays(which, pa.array(values, type=pa.string()))
+    def per_request(values: list) -> Any:  # nulls (no request id) in the indices: parquet takes no null entry
+        return pa.array(values, type=pa.string()).dictionary_encode().take(which)
 
     records: list[dict] = []
     ids: list[str | None] = []

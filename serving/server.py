@@ -258,7 +258,26 @@ def serve(opts: ServerOptions) -> int:
 
     from kfct.settings import get_settings
 
-    server, router, watcher, plog, spath = build(opts)
+    s = get_settings()
+    host = opts.host or s.serving_host
+    port = opts.port if opts.port is not None else s.serving_port
+    try:
+        # First: a process that cannot serve touches nothing (a second server on a taken port
+        # once uploaded and deleted the first one's prediction-log spill files before exiting).
+        sock = _bind(host, port)
+    except OSError as exc:
+        print(f"kfct: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 4
+    try:
+        server, router, watcher, plog, spath = build(opts)
+    except Exception as exc:
+        from kfct.serving.prediction_log import SpillDirectoryInUse
+
+        if not isinstance(exc, SpillDirectoryInUse):
+            raise
+        print(f"kfct: cannot serve: {exc}", file=sys.stderr)
+        sock.close()
+        return 4
     _initial_load(router, watcher, opts.wait_for_model, opts.watch, pinned_state(opts, router.name))
     champ = router.route.champion
     if (opts.model_dir or pinned_state(opts, router.name)) and (champ is None or champ.current is None):
@@ -267,11 +286,8 @@ def serve(opts: ServerOptions) -> int:
         err = router.last_error or (champ.last_error if champ else None) or "no model"
         print(f"kfct: cannot serve {what}: {err}", file=sys.stderr)
         shutdown(router, watcher, plog)
+        sock.close()
         return 3
-    s = get_settings()
-    host = opts.host or s.serving_host
-    port = opts.port if opts.port is not None else s.serving_port
-    sock = _bind(host, port)
     r = router.route
     print(f"kfct: serving {router.name} on http://{host}:{sock.getsockname()[1]}  "
           f"champion v{r.champion.loaded_version if r.champion else None}"
@@ -287,12 +303,37 @@ def serve(opts: ServerOptions) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     tune_runtime(opts.switch_interval)
     try:
-        uvicorn.Server(server.rest.uvicorn_config()).run(sockets=[sock])
+        # in-flight requests get GRACE_SECONDS to finish, never longer
+        uvicorn.Server(server.rest.uvicorn_config(timeout_graceful_shutdown=GRACE_SECONDS)).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
-        shutdown(router, watcher, plog)
+        bounded_shutdown(router, watcher, plog)
     return 0
+
+
+GRACE_SECONDS = 5  # in-flight requests at SIGTERM
+SHUTDOWN_SECONDS = 20.0  # everything after: under Kubernetes' default 30 s grace, whatever the store does
+
+
+def bounded_shutdown(router, watcher, prediction_log, limit: float = SHUTDOWN_SECONDS) -> None:
+    """`shutdown` with a deadline: the prediction log's close keeps within its own budget, and a
+    watchdog ends the process if anything still holds it past `limit` (once, a SIGTERM sent while
+    S3 was down was ignored; a second one stopped it)."""
+    import os
+
+    def _overdue() -> None:
+        log.error("shutdown still not done after %.0f s: exiting now (rows not yet on disk are lost)", limit)
+        logging.shutdown()
+        os._exit(1)
+
+    watchdog = threading.Timer(limit, _overdue)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        shutdown(router, watcher, prediction_log)
+    finally:
+        watchdog.cancel()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -44,3 +44,24 @@ def test_poison_rows_are_counted_and_every_legitimate_row_is_logged(tmp_path):
     assert len(df) == legit == 600 - poison
     assert log.dropped == poison
     assert _dropped_metric("unencodable") - before == poison
+
+
+def test_per_request_values_are_stored_once_per_request_and_a_missing_request_id_is_written(tmp_path):
+    """Issue 22, item 2: per-request values once per request (a dictionary column), nulls included."""
+    import pyarrow.parquet as pq
+
+    from kfct.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import build_table
+
+    rid = "x" * 10_000
+    items = [(1.0, rid, "m", "1", "champion", [{"customer_id": f"C{j}", "x": 1.0} for j in range(500)],
+              np.full(500, 0.5), np.ones(500, np.int64), 0.5),
+             (2.0, None, "m", "1", "canary", [{"customer_id": "D", "x": 2.0}], np.full(1, 0.2), np.zeros(1), 0.5)]
+    table = build_table(items)
+    col = table.column("request_id").combine_chunks()
+    assert len(col.dictionary) == 1 and col.null_count == 1  # the 10 kB id held once, not 500 times
+    assert table.column("request_id").nbytes < 20_000
+    (tmp_path / "date=1970-01-01").mkdir()
+    pq.write_table(table, tmp_path / "date=1970-01-01" / "part-1000-2000-w-1.parquet")
+    df = read_prediction_log(root=tmp_path, s3=False)
+    assert df["request_id"].tolist() == [rid] * 500 + [None] and df["role"].iloc[-1] == "canary"
