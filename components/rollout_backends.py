@@ -24,9 +24,14 @@ class RolloutBackend(Protocol):
 
 
 class LocalRouterBackend:
-    """The local KServe ModelServer: writes its split file, reads `GET /kfct/stats?since=T`."""
+    """Local KServe ModelServers: writes their split file, reads `GET /kfct/stats?since=T` of each.
 
-    def __init__(self, model_name: str, url: str, state_path=None, apply_timeout: float = 60.0,
+    Every replica that serves traffic must be seen, as Prometheus sees every pod on a cluster:
+    `urls` names them all (`kfct rollout --url A --url B`, or discovered through the home:
+    `discover_replicas`). A split counts as applied once every replica applied it; a step's
+    window is the replicas' windows merged (`kfct.window_stats.merge_windows`)."""
+
+    def __init__(self, model_name: str, url: str | list[str], state_path=None, apply_timeout: float = 60.0,
                  http_timeout: float | None = None):
         from kfct.settings import get_settings
         from kfct.split_state import state_path as default_path
@@ -34,25 +39,31 @@ class LocalRouterBackend:
         http_timeout = get_settings().net_timeout_seconds if http_timeout is None else http_timeout
 
         self.model_name = model_name
-        self.url = url.rstrip("/")
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise RolloutError("no model server to roll out on")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.url = self.urls[0]
         self.state_path = state_path or default_path(model_name)
         self.apply_timeout = apply_timeout
         self.http_timeout = http_timeout
 
-    def _get(self, path: str, params: dict | None = None) -> dict:
+    def _get(self, path: str, params: dict | None = None, url: str | None = None) -> dict:
         import httpx
 
+        base = url or self.url
         try:
-            r = httpx.get(f"{self.url}{path}", params=params, timeout=self.http_timeout)
+            r = httpx.get(f"{base}{path}", params=params, timeout=self.http_timeout)
         except httpx.HTTPError as exc:
-            raise RolloutError(f"model server {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
+            raise RolloutError(f"model server {base} unreachable: {type(exc).__name__}: {exc}") from exc
         if r.status_code != 200:
-            raise RolloutError(f"model server {self.url}{path} answered {r.status_code}: {r.text[:200]}")
+            raise RolloutError(f"model server {base}{path} answered {r.status_code}: {r.text[:200]}")
         return r.json()
 
     def reachable(self) -> bool:
         try:
-            self._get("/kfct/stats", {"since": time.time()})
+            for u in self.urls:
+                self._get("/kfct/stats", {"since": time.time()}, url=u)
             return True
         except RolloutError:
             return False
@@ -65,15 +76,18 @@ class LocalRouterBackend:
 
         st = update_state(self.model_name, self.state_path, **changes)
         deadline = time.monotonic() + self.apply_timeout
-        while True:
-            s = self._get("/kfct/stats", {"since": time.time()})
+        waiting = list(self.urls)
+        while waiting:
+            u = waiting[0]
+            s = self._get("/kfct/stats", {"since": time.time()}, url=u)
             if int(s.get("applied_generation", 0)) >= st.generation:
-                return
+                waiting.pop(0)
+                continue
             if int(s.get("failed_generation", 0)) >= st.generation:
-                raise RolloutError(f"model server could not apply split generation {st.generation}: "
+                raise RolloutError(f"model server {u} could not apply split generation {st.generation}: "
                                    f"{s.get('last_error')}")
             if time.monotonic() > deadline:
-                raise RolloutError(f"model server did not apply split generation {st.generation} within "
+                raise RolloutError(f"model server {u} did not apply split generation {st.generation} within "
                                    f"{self.apply_timeout:.0f} s")
             time.sleep(0.05)
 
@@ -83,10 +97,14 @@ class LocalRouterBackend:
                              canary_deadline=None)  # this rollout owns the canary now
 
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
-        s = self._get("/kfct/stats", {"since": since})
-        v = s.get("versions", {})
-        return (Window.from_json({**(v.get(str(champion_version)) or {}), "version": str(champion_version)}),
-                Window.from_json({**(v.get(str(canary_version)) or {}), "version": str(canary_version)}))
+        from kfct.window_stats import merge_windows
+
+        stats = [self._get("/kfct/stats", {"since": since, "pairs": "true"}, url=u) for u in self.urls]
+        out = []
+        for version in (str(champion_version), str(canary_version)):
+            parts = [(s.get("versions") or {}).get(version) for s in stats]
+            out.append(merge_windows(version, [p for p in parts if p]))
+        return out[0], out[1]
 
     def promote(self, version: str) -> None:
         self._write_and_wait(champion_version=str(version), canary_version=None, canary_percent=0.0,
@@ -264,17 +282,23 @@ class ClusterBackend:
         apply_inference_service(client, isvc, self.isvc_name, self.namespace)
 
 
-def make_backend(model_name: str, target: str, settings, cfg: dict | None = None, server_url: str = "",
+def make_backend(model_name: str, target: str, settings, cfg: dict | None = None, server_url: str | list = "",
                  prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
     """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
 
     cluster: the InferenceService `isvc` (default: the model name) in `namespace` (default:
     settings.kfp_namespace), metrics from `prometheus_url`, else settings.prometheus_url
-    (KFCT_PROMETHEUS_URL). local: the model server at `server_url`, else settings' host:port.
+    (KFCT_PROMETHEUS_URL). local: the model servers at `server_url` (one URL or a list), else every live
+    replica registered under the home (`kfct.replicas`), else settings' host:port.
     """
     if target == "cluster":
         return ClusterBackend(model_name, isvc_name=isvc or model_name, namespace=namespace or settings.kfp_namespace,
                               prometheus_url=prometheus_url or settings.prometheus_url, settings=settings, cfg=cfg)
     if target != "local":
         raise RolloutError(f"rollout target must be 'local' or 'cluster', got {target!r}")
-    return LocalRouterBackend(model_name, server_url or f"http://{settings.serving_host}:{settings.serving_port}")
+    urls = [server_url] if isinstance(server_url, str) and server_url else list(server_url or [])
+    if not urls:
+        from kfct.replicas import discover
+
+        urls = discover(model_name, settings.home) or [f"http://{settings.serving_host}:{settings.serving_port}"]
+    return LocalRouterBackend(model_name, urls)

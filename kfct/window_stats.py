@@ -10,6 +10,10 @@ does not depend on the server.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -89,3 +93,71 @@ class WindowStats:
     def from_json(cls, d: dict) -> "WindowStats":
         keys = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in keys})
+
+
+MAX_CUSTOMER_SHARE = 0.5
+
+
+def paired_window(out: WindowStats, arr: np.ndarray) -> None:
+    """Fill `out`'s paired figures from rows of `VersionStats.pairs`.
+
+    Each customer weighs one: its own mean paired difference, then the mean over customers
+    and its standard error from their spread (a customer's rows are not independent draws:
+    one sender's 3,000 high-risk rows are one piece of evidence). A customer holding more than
+    half of the paired rows is reported (`top_customer_share`, `dominated`) and left out.
+    Latency is model time per row on the same requests for both versions, so the batch sizes a
+    client picks weigh on both alike."""
+    import numpy as np
+
+    cust, rows = arr[:, 1], arr[:, 2]
+    out.paired_requests, out.paired_rows = len(arr), int(rows.sum())
+    keys, inv = np.unique(cust, return_inverse=True)
+    n_c = np.bincount(inv, weights=rows)
+    share = n_c / n_c.sum() if n_c.sum() else n_c
+    top = int(np.argmax(share))
+    out.top_customer_share = float(share[top])
+    keep = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1 and share[top] > MAX_CUSTOMER_SHARE:
+        out.dominated = True
+        keep[top] = False
+    ok = keep & (n_c > 0)
+    if ok.any():
+        label_c = np.bincount(inv, weights=arr[:, 3])[ok] / n_c[ok]
+        prob_c = np.bincount(inv, weights=arr[:, 4])[ok] / n_c[ok]
+        k = int(ok.sum())
+        out.paired_customers = k
+        out.label_shift, out.probability_shift = float(label_c.mean()), float(prob_c.mean())
+        if k > 1:
+            out.label_shift_se = float(label_c.std(ddof=1) / np.sqrt(k))
+            out.probability_shift_se = float(prob_c.std(ddof=1) / np.sqrt(k))
+    per_row = np.maximum(rows, 1)
+    out.paired_p99_instance_s = float(np.percentile(arr[:, 5] / per_row, 99))
+    out.paired_champion_p99_instance_s = float(np.percentile(arr[:, 6] / per_row, 99))
+
+
+def merge_windows(version: str, parts: list[dict]) -> WindowStats:
+    """One version's window over several replicas (`GET /kfct/stats?pairs=1` of each).
+
+    Counts add up; customers add up (a sticky customer stays on one arm, but may reach several
+    replicas: an upper bound); p50/p99 take the worst replica (a slow replica is not averaged
+    away); the paired figures are recomputed from every replica's raw paired rows, so each
+    customer still weighs one across the fleet."""
+    import numpy as np
+
+    out = WindowStats(version)
+    add = ("requests", "instances", "client_errors", "server_errors", "customers", "error_customers", "positives")
+    prob_sum = 0.0
+    pairs: list = []
+    for d in parts:
+        w = WindowStats.from_json({**d, "version": version})
+        for f in add:
+            setattr(out, f, getattr(out, f) + getattr(w, f))
+        prob_sum += w.mean_probability * w.instances
+        out.p50_latency_s = max(out.p50_latency_s, w.p50_latency_s)
+        out.p99_latency_s = max(out.p99_latency_s, w.p99_latency_s)
+        pairs.extend(d.get("pairs") or [])
+    out.mean_probability = prob_sum / out.instances if out.instances else 0.0
+    if pairs:
+        paired_window(out, np.asarray(pairs, dtype=np.float64))
+    return out
+

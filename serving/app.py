@@ -446,8 +446,8 @@ def add_kfct_routes(router, state_path=None):
 
     def register(app: FastAPI) -> None:
         @app.get("/kfct/stats")
-        async def stats(since: float | None = None):
-            return router.stats(since)
+        async def stats(since: float | None = None, pairs: bool = False):
+            return router.stats(since, pairs)
 
         @app.get("/kfct/split")
         async def split():

@@ -31,7 +31,7 @@ from collections import deque
 
 import numpy as np
 
-from kfct.window_stats import WindowStats
+from kfct.window_stats import WindowStats, paired_window
 
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -233,6 +233,10 @@ class VersionStats:
     def error(self, t: float, kind: int, latency: float, customer: int = 0) -> None:
         self.events.append((t, kind, latency, 0, 0, 0.0, customer))
 
+    def pairs_since(self, since: float | None = None) -> list:
+        """The raw paired rows (for a rollout that merges several replicas' windows)."""
+        return [list(e) for e in list(self.pairs) if since is None or e[0] >= since]
+
     def window(self, since: float | None = None, until: float | None = None) -> WindowStats:
         ev = list(self.events)  # deque snapshot (appends from the event loop thread are atomic)
         if since is not None:
@@ -261,44 +265,6 @@ class VersionStats:
         if pairs:
             paired_window(out, np.asarray(pairs, dtype=np.float64))
         return out
-
-
-MAX_CUSTOMER_SHARE = 0.5
-
-
-def paired_window(out: WindowStats, arr: np.ndarray) -> None:
-    """Fill `out`'s paired figures from rows of `VersionStats.pairs`.
-
-    Each customer weighs one: its own mean paired difference, then the mean over customers
-    and its standard error from their spread (a customer's rows are not independent draws:
-    one sender's 3,000 high-risk rows are one piece of evidence). A customer holding more than
-    half of the paired rows is reported (`top_customer_share`, `dominated`) and left out.
-    Latency is model time per row on the same requests for both versions, so the batch sizes a
-    client picks weigh on both alike."""
-    cust, rows = arr[:, 1], arr[:, 2]
-    out.paired_requests, out.paired_rows = len(arr), int(rows.sum())
-    keys, inv = np.unique(cust, return_inverse=True)
-    n_c = np.bincount(inv, weights=rows)
-    share = n_c / n_c.sum() if n_c.sum() else n_c
-    top = int(np.argmax(share))
-    out.top_customer_share = float(share[top])
-    keep = np.ones(len(keys), dtype=bool)
-    if len(keys) > 1 and share[top] > MAX_CUSTOMER_SHARE:
-        out.dominated = True
-        keep[top] = False
-    ok = keep & (n_c > 0)
-    if ok.any():
-        label_c = np.bincount(inv, weights=arr[:, 3])[ok] / n_c[ok]
-        prob_c = np.bincount(inv, weights=arr[:, 4])[ok] / n_c[ok]
-        k = int(ok.sum())
-        out.paired_customers = k
-        out.label_shift, out.probability_shift = float(label_c.mean()), float(prob_c.mean())
-        if k > 1:
-            out.label_shift_se = float(label_c.std(ddof=1) / np.sqrt(k))
-            out.probability_shift_se = float(prob_c.std(ddof=1) / np.sqrt(k))
-    per_row = np.maximum(rows, 1)
-    out.paired_p99_instance_s = float(np.percentile(arr[:, 5] / per_row, 99))
-    out.paired_champion_p99_instance_s = float(np.percentile(arr[:, 6] / per_row, 99))
 
 
 def now() -> float:

@@ -302,9 +302,14 @@ class _ChurnRouter(_KServeModel):
             self._unattributed_metrics = VersionMetrics(self.name, "none")
         self._unattributed_metrics.client_errors.inc()
 
-    def stats(self, since: float | None = None) -> dict:
+    def stats(self, since: float | None = None, pairs: bool = False) -> dict:
+        """Window stats per version; `pairs`: each version's raw paired rows too, for a rollout that
+        merges several replicas (`kfct.window_stats.merge_windows`)."""
         r = self._route
         versions = {v: st.window(since).to_json() for v, st in list(self._stats.items())}
+        if pairs:
+            for v, st in list(self._stats.items()):
+                versions[v]["pairs"] = st.pairs_since(since)
         return {
             "model_name": self.name,
             "ready": bool(r.champion is not None and r.champion.current is not None),

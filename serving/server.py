@@ -289,6 +289,9 @@ def serve(opts: ServerOptions) -> int:
         sock.close()
         return 3
     r = router.route
+    from kfct import replicas
+
+    replica = replicas.register(router.name, f"http://{host}:{sock.getsockname()[1]}", s.home)  # for `kfct rollout`
     print(f"kfct: serving {router.name} on http://{host}:{sock.getsockname()[1]}  "
           f"champion v{r.champion.loaded_version if r.champion else None}"
           + (f", {r.mode} v{r.canary.loaded_version} at {r.percent:g}%" if r.canary else "")
@@ -308,6 +311,7 @@ def serve(opts: ServerOptions) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        replicas.unregister(replica)
         bounded_shutdown(router, watcher, plog)
     return 0
 

@@ -45,7 +45,7 @@ def _rollout(args: argparse.Namespace) -> int:
     cfg = load_config()
     s = get_settings()
     name = args.model_name or cfg["register"]["model_name"]
-    backend = make_backend(name, args.target, s, cfg, server_url=args.url or "", prometheus_url=args.prometheus_url or "",
+    backend = make_backend(name, args.target, s, cfg, server_url=args.url or [], prometheus_url=args.prometheus_url or "",
                            isvc=args.isvc or "", namespace=args.namespace or "")
     if isinstance(backend, LocalRouterBackend):
         from kfct.components.rollout import expire_deferred
@@ -54,7 +54,7 @@ def _rollout(args: argparse.Namespace) -> int:
         if expired:
             print(f"kfct rollout: {expired['reason']}: rolled back", flush=True)
     if isinstance(backend, LocalRouterBackend) and not backend.reachable():
-        raise RolloutError(f"no kfct model server at {backend.url}: start `kfct serve` first "
+        raise RolloutError(f"no kfct model server at {', '.join(backend.urls)}: start `kfct serve` first "
                            "(the rollout judges live traffic)")
     if args.retry:
         from kfct.components.rollout import retry_rejected
@@ -111,7 +111,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("--steps", default=None, help="percent steps, e.g. 10,50,100 (default: config rollout.steps)")
     ro.add_argument("--bake-seconds", type=float, default=None, help="bake time per step (default: config)")
     ro.add_argument("--poll-seconds", type=float, default=None)
-    ro.add_argument("--url", default=None, help="local model server (default http://127.0.0.1:8080)")
+    ro.add_argument("--url", action="append", default=None,
+                    help="a local model server; repeat for every replica (default: every live `kfct serve` "
+                         "registered under the home, else http://127.0.0.1:8080)")
     ro.add_argument("--target", choices=["local", "cluster"], default="local")
     ro.add_argument("--prometheus-url", default=None, help="cluster: Prometheus HTTP API base URL (default: KFCT_PROMETHEUS_URL)")
     ro.add_argument("--isvc", default=None, help="cluster: InferenceService name (default: model name)")
