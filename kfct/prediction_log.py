@@ -106,7 +106,7 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def _plain(table):
+def _plain(table: Any) -> Any:
     """Per-request columns are stored once per request (dictionary-encoded); readers get plain values."""
     import pyarrow as pa
 

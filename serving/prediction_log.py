@@ -53,8 +53,11 @@ class PredictionLogger:
     def __init__(self, root: str | Path | None = None, id_column: str = "customer_id", s3: bool | None = None,
                  flush_seconds: float = 5.0, flush_rows: int = 50_000, max_queue: int = 200_000,
                  settings=None, spill_dir: str | Path | None = None, spill_max_rows: int | None = None,
-                 retry_seconds: float = 0.5, max_retry_seconds: float = 30.0, max_queue_bytes: int = 256 << 20):
+                 retry_seconds: float = 0.5, max_retry_seconds: float = 30.0, max_queue_bytes: int = 256 << 20,
+                 encode_in_child: bool = False):
         import uuid
+
+        from kfct.serving.predlog_encoder import ChildEncoder
 
         from kfct.settings import get_settings
 
@@ -68,6 +71,8 @@ class PredictionLogger:
         self.max_retry_seconds = max_retry_seconds
         self.writer_id = uuid.uuid4().hex[:12]  # with the sequence: a key no other batch ever gets
         self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        # the server encodes batches in a child process, off the request path's GIL (predlog_encoder)
+        self._encoder = ChildEncoder() if encode_in_child else None
         self.max_queue_bytes = max_queue_bytes
         self._qbytes = 0  # estimated bytes the queue holds (`request_bytes`)
         self._qlock = threading.Lock()
@@ -159,21 +164,23 @@ class PredictionLogger:
         on disk for the next start (SIGTERM path: Kubernetes gives a pod about 30 s)."""
         end = time.monotonic() + timeout  # one budget for all of it: a hanging store must not stretch it
 
-        def left(cap: float = timeout) -> float:
+        def budget(cap: float = timeout) -> float:
             return min(cap, max(0.5, end - time.monotonic()))
 
-        self.flush(left())
+        self.flush(budget())
         self._stop.set()
         self._flush_req.set()
-        self._thread.join(left())
+        self._thread.join(budget())
         self._stop_ship.set()
         self._wake.set()
-        self._shipper.join(left(5.0))
+        self._shipper.join(budget(5.0))
         left = self.backlog.persist()
         if len(self.backlog):
             where = self.backlog.directory or "memory"
             log.warning("prediction log: %d rows not uploaded at shutdown, kept in %s%s", self.backlog.rows, where,
                         f" ({left} rows could not be written there and are lost)" if left else "")
+        if self._encoder is not None:
+            self._encoder.close()
         if self._spill_lock is not None:
             self._spill_lock.release()
 
@@ -243,26 +250,20 @@ class PredictionLogger:
                 return
 
     def _batch(self, items: list) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        if self._encoder is not None:
+            data, rows, lost, why = self._encoder.encode(items, self.id_column)
+        else:
+            from kfct.serving.predlog_encoder import encode
 
-        try:
-            table = build_table(items, self.id_column)
-        except Exception as exc:  # one poisoned row must not take the others with it
-            items, lost = salvage(items, self.id_column)
-            self._count_unencodable(lost, exc)
-            if not items:
-                return
-            table = build_table(items, self.id_column)
-        if table.num_rows == 0:
+            data, rows, lost, why = encode(items, self.id_column)
+        if lost:
+            self._count_unencodable(lost, why or "")
+        if data is None or not rows:
             return
         first_ms = int(min(it[0] for it in items) * 1000)
         last_ms = int(max(it[0] for it in items) * 1000)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
         self._seq += 1
-        seg = Segment(segment_name(first_ms, last_ms, self.writer_id, self._seq), table.num_rows,
-                      data=sink.getvalue().to_pybytes(), seq=self._seq)
+        seg = Segment(segment_name(first_ms, last_ms, self.writer_id, self._seq), rows, data=data, seq=self._seq)
         # Straight to disk when the shipper is behind or the store is away: a restart keeps it.
         behind = len(self.backlog) > 0 or not self.store_ok
         if self.backlog.add(seg, to_disk=behind):
@@ -280,12 +281,12 @@ class PredictionLogger:
         self._wake.set()
         self._publish()
 
-    def _count_unencodable(self, lost: int, exc: Exception) -> None:
+    def _count_unencodable(self, lost: int, why: str) -> None:
         if not lost:
             return
         self.dropped += lost
         self.errors += 1
-        self.last_error = f"{lost} rows not encodable: {type(exc).__name__}: {str(exc)[:200]}"
+        self.last_error = f"{lost} rows not encodable: {why}"
         log.error("prediction log: %s (dropped, counted in kfct_prediction_log_dropped_total)", self.last_error)
         _metric(lambda m: m.log_dropped.labels("unencodable").inc(lost))
 

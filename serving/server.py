@@ -50,6 +50,7 @@ class ServerOptions:
     log_predictions: bool = True
     prediction_log_dir: str | None = None
     log_flush_seconds: float = 5.0
+    log_encode_in_child: bool = True  # the log's encoding off the serving process (serving.predlog_encoder)
     max_request_bytes: int | None = None
     id_column: str | None = None
     wait_for_model: bool = True
@@ -133,7 +134,7 @@ def build(opts: ServerOptions):
     plog = None
     if opts.log_predictions:
         plog = PredictionLogger(root=opts.prediction_log_dir, id_column=id_column,
-                                flush_seconds=opts.log_flush_seconds)
+                                flush_seconds=opts.log_flush_seconds, encode_in_child=opts.log_encode_in_child)
     router = ChurnRouter(name, champion, id_column=id_column, prediction_log=plog)
     spath = None
     if pinned_state(opts, name) is None and opts.model_dir is None and opts.watch:

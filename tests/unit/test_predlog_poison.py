@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 
 def _dropped_metric(reason: str) -> float:
@@ -15,12 +16,13 @@ def _dropped_metric(reason: str) -> float:
     return prometheus().log_dropped.labels(reason)._value.get()
 
 
-def test_poison_rows_are_counted_and_every_legitimate_row_is_logged(tmp_path):
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child-encoder"])
+def test_poison_rows_are_counted_and_every_legitimate_row_is_logged(tmp_path, in_child):
     from kfct.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     before = _dropped_metric("unencodable")
-    log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60, flush_rows=10_000)
+    log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60, flush_rows=10_000, encode_in_child=in_child)
     legit = poison = 0
     try:
         for i in range(200):
@@ -37,7 +39,8 @@ def test_poison_rows_are_counted_and_every_legitimate_row_is_logged(tmp_path):
                 poison += 3
             legit += 3 - (1 if i % 20 in (5, 9) else 3 if i % 20 == 13 else 0)
             log.log(time.time(), rid, "m", "1", "champion", recs, np.full(3, 0.5), np.ones(3, np.int64), 0.5)
-        assert log.flush(30)
+        assert log.flush(60)
+        assert in_child == (log._encoder is not None and log._encoder._pool is not None)  # it ran in the child
     finally:
         log.close()
     df = read_prediction_log(root=tmp_path, s3=False)
