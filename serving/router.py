@@ -91,7 +91,8 @@ class _ChurnRouter(_KServeModel):
         # canary's requests is scored by the champion too, off the request path (trees cost
         # microseconds per row), and both answers go to the canary's paired window stats.
         self.pair_fraction = 1.0
-        self._pair_worker = ShadowWorker(self._pair_one, maxsize=2_000, max_rows=20_000)
+        self._pair_worker = ShadowWorker(self._pair_one, maxsize=2_000, max_rows=20_000,
+                                         name="kfct-pairs")
         self._pair_flip = False
         self.applied_generation = 0
         self.follows_aliases = False  # set by a SplitWatcher that converges on the registry aliases
@@ -247,7 +248,8 @@ class _ChurnRouter(_KServeModel):
                 raise kserve.errors.InferenceError(
                     f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
             results.append((role, idx, s, recs))
-            if role == "canary" and route.champion is not None and self._rng.random() < self.pair_fraction:
+            if role == "canary" and route.champion is not None and (
+                    self.pair_fraction >= 1.0 or self._rng.random() < self.pair_fraction):
                 self._pair_worker.submit(route.champion, predictor, recs, s, now, rows=len(recs))
         pending = pending_stats.get()
         handler_latency = time.perf_counter() - job.t0

@@ -18,8 +18,10 @@ log = logging.getLogger("kfct.serving.shadow")
 class ShadowWorker:
     """Runs `score(*job)` for each submitted job on one daemon thread, started on first use."""
 
-    def __init__(self, score: Callable[..., None], maxsize: int = 10_000, max_rows: int | None = None):
+    def __init__(self, score: Callable[..., None], maxsize: int = 10_000, max_rows: int | None = None,
+                 name: str = "kfct-shadow"):
         self._score = score
+        self.name = name
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
         self.max_rows = max_rows  # a bound on the records held, not only on the jobs
         self._rows = 0
@@ -30,7 +32,7 @@ class ShadowWorker:
     def submit(self, *job, rows: int = 0) -> bool:
         """Queue `job` (holding `rows` records); False when the queue is full: the work is skipped."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="kfct-shadow", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
         with self._lock:
             if self.max_rows is not None and self._rows + rows > self.max_rows:
