@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,18 @@ RSS_BOUND_MB = 250
 
 
 def _hwm_mb(pid: int) -> float:
+    """Peak RSS of the server and its children (the prediction log's encoder process) together."""
+    total = 0.0
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += _hwm_mb(int(child))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return total
 
 
 def _max_body_records(limit: int) -> list[dict]:
