@@ -20,7 +20,7 @@ MAX_HEAD_BYTES = 16 * 1024  # h11's default, what uvicorn's h11 protocol enforce
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes = MAX_HEAD_BYTES
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         self._head_bytes = 0  # bytes received since the current message began, while in its head
         self._in_head = True
         self._refused = False
