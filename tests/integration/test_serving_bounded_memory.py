@@ -91,4 +91,5 @@ def test_maximal_headers_and_bodies_keep_rss_bounded(serving_env):
         assert statuses == [200] * 8, statuses
         time.sleep(6.5)  # a flush of the log (5 s) encodes them all
         grew = _hwm_mb(pid) - base
+        print(f"\npeak RSS (server + encoder child) grew {grew:.0f} MB over {base:.0f} MB; bound {RSS_BOUND_MB} MB")
         assert grew < RSS_BOUND_MB, f"peak RSS grew {grew:.0f} MB (bound {RSS_BOUND_MB} MB, {len(body_recs)} rows/request)"
