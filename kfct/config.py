@@ -195,6 +195,8 @@ class RolloutConfig(_Strict):
     max_churn_rate_shift: float
     min_p99_latency_delta_ms: float
     significance_z: float
+    # customers whose canary requests the champion scored too (paired), before the shifts are judged
+    min_customers: int = Field(default=20, ge=2)
     poll_seconds: float
     # a deferred canary (no server to judge it) gets no traffic after this, then is rolled back
     deferred_deadline_seconds: float = Field(default=3600.0, gt=0)
