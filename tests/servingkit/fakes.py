@@ -99,6 +99,11 @@ class _KubeHandler(BaseHTTPRequestHandler):
                     return self._send(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
                 obj = copy.deepcopy(body)
                 obj["metadata"].setdefault("generation", 1)
+                try:
+                    obj = srv.admit(None, obj)
+                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                    return self._send(getattr(exc, "status", 500), {"kind": "Status", "code": getattr(exc, "status", 500),
+                                                                    "reason": "Forbidden", "message": str(exc)})
                 srv.objects[key] = srv.reconcile(None, obj)
                 return self._send(201, srv.objects[key])
             key = (ns, name)
@@ -112,6 +117,11 @@ class _KubeHandler(BaseHTTPRequestHandler):
                     return self._send(415, {"kind": "Status", "code": 415})
                 obj = merge_patch(srv.objects[key], body)
                 obj["metadata"]["generation"] = srv.objects[key]["metadata"].get("generation", 1) + 1
+                try:
+                    obj = srv.admit(srv.objects[key], obj)
+                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                    return self._send(getattr(exc, "status", 500), {"kind": "Status", "code": getattr(exc, "status", 500),
+                                                                    "reason": "Forbidden", "message": str(exc)})
                 srv.objects[key] = srv.reconcile(srv.objects[key], obj)
                 return self._send(200, srv.objects[key])
         self._send(405, {"kind": "Status", "code": 405})
@@ -140,6 +150,10 @@ class FakeKubeApi(_Server):
         self.controller = controller
         self.ready = ready
         super().__init__(_KubeHandler)
+
+    def admit(self, old: dict | None, obj: dict) -> dict:
+        """Admission webhooks (none here; the e2e's API applies KServe's: tests/e2e/kserve_admission.py)."""
+        return obj
 
     def reconcile(self, old: dict | None, obj: dict) -> dict:
         """The status KServe's controller would write (only with controller=True)."""
