@@ -55,7 +55,7 @@ def plan_run_outcome(state: str, resource_name: str, task_name: str, error: str,
     return {k: v for k, v in fields.items() if v not in (None, "")}
 
 
-def outcome_core(status: Mapping, model_name: str, pipeline_run: str, env: Mapping[str, str] = os.environ) -> dict:
+def record_outcome(status: Mapping, model_name: str, pipeline_run: str, env: Mapping[str, str] = os.environ) -> dict:
     """Read the trail, decide, record: returns {"state", "recorded": the entry or None}."""
     from kfct import audit
     from kfct.stagefail import RUN_ID_ENV
@@ -80,11 +80,11 @@ def record_run_outcome(status: PipelineTaskFinalStatus, model_name: str, pipelin
 
     with audit_failure("record-run-outcome", model_name=model_name, pipeline_run=pipeline_run):
         clock = StageClock()
-        from kfct.components.run_outcome import outcome_core
+        from kfct.components.run_outcome import record_outcome
 
         st = {"state": status.state, "pipeline_job_resource_name": status.pipeline_job_resource_name,
               "pipeline_task_name": status.pipeline_task_name, "error_message": status.error_message}
-        out = outcome_core(st, model_name, pipeline_run)
+        out = record_outcome(st, model_name, pipeline_run)
         recorded = out["recorded"]
         return json.dumps({"state": out["state"], "pipeline_run": pipeline_run, "recorded": bool(recorded),
                            "entry": {k: recorded[k] for k in ("seq", "event", "task") if k in recorded}

@@ -42,17 +42,17 @@ def test_a_stage_that_recorded_its_failure_is_not_recorded_twice():
     assert plan_run_outcome("FAILED", "wf", "t", "", [{"event": "run_failed", "pipeline_run": UUID}], UUID) is None
 
 
-def test_outcome_core_records_once(kfct_home):
+def test_record_outcome_records_once(kfct_home):
     from kfct import audit
-    from kfct.components.run_outcome import outcome_core
+    from kfct.components.run_outcome import record_outcome
 
     status = {"state": "FAILED", "pipeline_job_resource_name": "kfct-ct-abc", "pipeline_task_name": "exit-handler-1"}
-    first = outcome_core(status, "churn", UUID, env={})
-    again = outcome_core(status, "churn", UUID, env={})
+    first = record_outcome(status, "churn", UUID, env={})
+    again = record_outcome(status, "churn", UUID, env={})
     assert first["recorded"]["event"] == "run_failed" and again["recorded"] is None
     entries = [e for e in audit.read() if e["event"] == "run_failed"]
     assert len(entries) == 1 and entries[0]["model_name"] == "churn" and entries[0]["pipeline_run"] == UUID
-    assert outcome_core({"state": "COMPLETE"}, "churn", "other", env={})["recorded"] is None
+    assert record_outcome({"state": "COMPLETE"}, "churn", "other", env={})["recorded"] is None
 
 
 def _ct_ir(tmp_path):
