@@ -473,7 +473,10 @@ def pin_version(conn: Connection, name: str, pipeline_id: str, version_id: str, 
 
 
 def pinned_version(pipeline_id: str) -> str | None:
-    """The version id last pinned for this pipeline (audit trail, mirror included), or None."""
+    """The version id last pinned for this pipeline (audit trail, mirror included), or None.
+
+    A pod starts with an empty local trail: it finds the operator's pin only in the S3 mirror
+    (`KFCT_AUDIT_S3_URI`), which every pod and an operator with the ConfigMap's env write to."""
     from kfct import audit
 
     pins = [e for e in audit.read() if e.get("event") == PIN_EVENT and e.get("pipeline_id") == pipeline_id]
@@ -564,8 +567,9 @@ def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | 
     pinned = version_id or pinned_version(pipeline_id)
     if not pinned:
         raise KfpError(f"no pinned version of pipeline {pipeline_name!r} ({pipeline_id}){where}: `kfct submit` or "
-                       f"`kfct schedule` pins the version it uploads (audit event {PIN_EVENT}); a retrain never "
-                       "runs whatever version was uploaded last")
+                       f"`kfct schedule` pins the version it uploads (audit event {PIN_EVENT}; pods read the "
+                       "trail's S3 mirror, so run them with KFCT_AUDIT_S3_URI set); a retrain never runs whatever "
+                       "version was uploaded last")
     try:
         with _quiet(), _api(f"reading version {pinned} of pipeline {pipeline_name!r}", conn.host):
             conn.client.get_pipeline_version(pipeline_id=pipeline_id, pipeline_version_id=pinned)
