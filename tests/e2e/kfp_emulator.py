@@ -398,6 +398,7 @@ class Emulator:
         except subprocess.TimeoutExpired:  # activeDeadlineSeconds: killed from outside
             os.killpg(proc.pid, 9)
             log, _ = proc.communicate()
+        _remove_cgroup(spec["cgroup"])  # a pod killed whole (SIGKILL) could not remove its own
         code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode  # as a runtime reports a signal
         rec = TaskRecord(name, path, "SUCCEEDED" if code == 0 else "FAILED",
                          seconds=round(time.perf_counter() - t0, 1), log=log, exit_code=code)
@@ -421,6 +422,20 @@ class Emulator:
         if fingerprint:  # component/launcher_v2.go: a succeeded execution becomes a cache entry
             self.cache[("pipeline/" + self.spec["pipelineInfo"]["name"], self.namespace, fingerprint)] = rec
         return rec
+
+
+def _remove_cgroup(name: str) -> None:
+    """rmdir the pod's cgroup v1 memory group and its then-empty parents (pod.py made them)."""
+    group = Path("/sys/fs/cgroup/memory") / name
+    for d in (group, *group.parents):
+        if d == Path("/sys/fs/cgroup/memory"):
+            break
+        if not d.exists():
+            continue
+        try:
+            d.rmdir()
+        except OSError:  # not empty: another pod's group
+            break
 
 
 def _kill_when_started(proc: subprocess.Popen, pod_dir: Path, sig: int) -> None:
