@@ -427,11 +427,17 @@ class Emulator:
 def _remove_cgroup(name: str) -> None:
     """rmdir the pod's cgroup v1 memory group and its then-empty parents (pod.py made them)."""
     group = Path("/sys/fs/cgroup/memory") / name
-    for d in (group, *group.parents):
+    for _ in range(100):  # a SIGKILLed pod's processes may still be exiting: the group is busy until they are gone
+        try:
+            group.rmdir()
+            break
+        except FileNotFoundError:
+            break
+        except OSError:
+            time.sleep(0.1)
+    for d in group.parents:
         if d == Path("/sys/fs/cgroup/memory"):
             break
-        if not d.exists():
-            continue
         try:
             d.rmdir()
         except OSError:  # not empty: another pod's group
