@@ -113,6 +113,9 @@ def summarize(run, data_uri: str, model_name: str) -> dict:
             summary[key] = {k: v for k, v in json.loads(raw).items() if k != "stage_time"}
     if "train-model" in run.tasks:
         summary["mlflow_run_id"] = run.param("train-model")
+    outcome = run.param("record-run-outcome")
+    if outcome:  # the run's uuid, as its lineage tags and audit entries name it
+        summary["pipeline_run"] = json.loads(outcome).get("pipeline_run")
     return summary
 
 

@@ -76,6 +76,25 @@ ROUTE_PATH = re.compile(r"^/apis/gateway\.networking\.k8s\.io/v1/namespaces/([^/
 ISVC_PATH = re.compile(r"^/apis/serving\.kserve\.io/(v1beta1)/namespaces/([^/]+)/inferenceservices(?:/([^/?]+))?$")
 
 
+class AdmissionDenied(Exception):
+    """An admission webhook refused the object: the apiserver answers `status` with `body` (a Status)."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+
+
+def admission_denial(exc: Exception) -> tuple[int, dict]:
+    """(HTTP status, Status body) for a webhook's refusal. controller-runtime answers a validator's plain
+    error with `admission.Denied` (403 Forbidden; sigs.k8s.io/controller-runtime pkg/webhook/admission/
+    validator_custom.go), which the apiserver relays."""
+    if isinstance(exc, AdmissionDenied):
+        return exc.status, exc.body
+    status = getattr(exc, "status", 500)
+    return status, {"kind": "Status", "code": status, "reason": "Forbidden", "message": str(exc)}
+
+
 class _KubeHandler(BaseHTTPRequestHandler):
     server_ref: "FakeKubeApi"
 
@@ -111,9 +130,10 @@ class _KubeHandler(BaseHTTPRequestHandler):
                     (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"].setdefault("generation", 1)
                 obj["metadata"]["namespace"] = ns  # the apiserver takes it from the path
-                denied = srv.admit(None, obj)
-                if denied:
-                    return self._send(400, denied)
+                try:
+                    obj = srv.admit(None, obj)
+                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                    return self._send(*admission_denial(exc))
                 srv.objects[key] = srv.reconcile(None, obj)
                 return self._send(201, srv.objects[key])
             key = (ns, name)
@@ -129,9 +149,10 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 if not srv.canary_field:
                     (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"]["generation"] = srv.objects[key]["metadata"].get("generation", 1) + 1
-                denied = srv.admit(srv.objects[key], obj)
-                if denied:
-                    return self._send(400, denied)
+                try:
+                    obj = srv.admit(srv.objects[key], obj)
+                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                    return self._send(*admission_denial(exc))
                 srv.objects[key] = srv.reconcile(srv.objects[key], obj)
                 return self._send(200, srv.objects[key])
         self._send(405, {"kind": "Status", "code": 405})
@@ -298,19 +319,21 @@ class FakeKubeApi(_Server):
         self.denials: list[str] = []
         super().__init__(_KubeHandler)
 
-    def admit(self, old: dict | None, obj: dict) -> dict | None:
+    def admit(self, old: dict | None, obj: dict) -> dict:
         """KServe's admission (with `controller=True`): the defaulter's mode rewrite, then the
-        validator; a denial is the Status the apiserver returns for a webhook's refusal."""
+        validator. Returns the object to store; a denial raises `AdmissionDenied` carrying the
+        Status the apiserver returns for a webhook's refusal (subclasses add other webhooks)."""
         if not self.controller:
-            return None
+            return obj
         kserve_default_mode(obj)
         why = kserve_validate(old, obj)
         if why is None:
-            return None
+            return obj
         self.denials.append(why)
-        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400, "reason": "BadRequest",
-                "message": f'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
-                           f"{why}"}
+        raise AdmissionDenied(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                                    "reason": "Forbidden",
+                                    "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" '
+                                               f"denied the request: {why}"})
 
     def http_routes(self, namespace: str) -> dict[str, dict]:
         """The HTTPRoutes KServe's controller keeps for the namespace's Standard-mode services."""

@@ -57,7 +57,7 @@ def test_the_defaulter_rewrites_legacy_mode_names():
 def test_the_validator_refuses_bad_canaries(body, why):
     with FakeKubeApi(controller=True) as kube:
         code, status = call(kube, "POST", PATH, body)
-        assert code == 400 and why in status["message"] and "denied the request" in status["message"]
+        assert code == 403 and why in status["message"] and "denied the request" in status["message"]
         assert not kube.objects
 
 
@@ -66,9 +66,9 @@ def test_updates_may_not_change_the_mode_or_rename_the_predictor_without_a_new_m
         assert call(kube, "POST", PATH, isvc())[0] == 201
         code, status = call(kube, "PATCH", f"{PATH}/churn",
                             {"metadata": {"annotations": {"serving.kserve.io/deploymentMode": "Knative"}}})
-        assert code == 400 and "deploymentMode cannot be changed from 'Standard' to 'Knative'" in status["message"]
+        assert code == 403 and "deploymentMode cannot be changed from 'Standard' to 'Knative'" in status["message"]
         code, status = call(kube, "PATCH", f"{PATH}/churn", {"spec": {"predictor": {"name": "v9"}}})
-        assert code == 400 and "predictor.name change requires a model change" in status["message"]
+        assert code == 403 and "predictor.name change requires a model change" in status["message"]
         code, _ = call(kube, "PATCH", f"{PATH}/churn",
                        {"spec": {"predictor": {"name": "v9", "model": {"storageUri": "s3://b/9"}}}})
         assert code == 200  # what a promotion does: new name and new model
