@@ -41,8 +41,6 @@ def test_a_standard_mode_canary_passes_kserve_admission(serving_env, monkeypatch
         assert canary["trafficPercent"] == out["canary_percent"] == 10  # admitted: a denial raises in deploy
 
 
-@pytest.mark.xfail(strict=True, reason="needs the kserve branch's fix: detect_mode must accept the 'Knative' "
-                                       "that KServe's defaulter stores for Serverless (issue 20, item 1)")
 def test_a_serverless_canary_survives_the_mode_rewrite(serving_env, monkeypatch):
     with AdmittedKubeApi(controller=True) as kube:
         deploy(serving_env, kube, "good_a", "Serverless", monkeypatch)
