@@ -130,10 +130,11 @@ def _regate_with(model_path: str, test_path: str, cfg: dict, model_name: str):
         import pandas as pd
 
         from kfct import registry
-        from kfct.components.evaluate import evaluate_core
+        from kfct.components.evaluate import evaluate_core, registered_metrics
 
-        champ = registry.load_version(model_name, version=champion_version).model
-        res = evaluate_core(joblib.load(model_path), pd.read_parquet(test_path), cfg, champ, champion_version)
+        loaded = registry.load_version(model_name, version=champion_version)
+        res = evaluate_core(joblib.load(model_path), pd.read_parquet(test_path), cfg, loaded.model, champion_version,
+                            registered_metrics(loaded.tags))
         res = {k: v for k, v in res.items() if k not in ("proba", "y")}
         res["champion_version"] = champion_version
         return res

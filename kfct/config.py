@@ -146,6 +146,14 @@ class TrainConfig(_Strict):
     hist_gradient_boosting: dict[str, Any]
 
 
+class LeakageConfig(_Strict):
+    """A feature that alone predicts the label, or a perfect test metric, is usually leakage."""
+
+    max_feature_auc: float = Field(default=0.99, gt=0.5, le=1)   # per-feature AUC at or above: leakage
+    max_roc_auc: float = Field(default=0.9995, gt=0.5, le=1)     # model test AUC at or above: suspicious
+    accept: list[str] = Field(default_factory=list)              # features accepted knowingly ("*": all, metric too)
+
+
 class GateConfig(_Strict):
     thresholds: dict[str, float]
     compare_metric: str
@@ -155,6 +163,11 @@ class GateConfig(_Strict):
     seed: int
     # Another run moved the champion between this run's gate and its registration.
     on_champion_moved: Literal["regate", "block"] = "regate"
+    # The champion scored on the new test set: below chance (AUC < 0.5), or this far under the
+    # compare metric it was registered with, says the data changed meaning (inverted labels,
+    # a shifted column), not that the challenger is better: the run stops. null: no drop check.
+    champion_max_drop: Optional[float] = Field(default=0.2, gt=0)
+    leakage: LeakageConfig = Field(default_factory=lambda: LeakageConfig())
 
 
 class FairnessConfig(_Strict):

@@ -155,7 +155,7 @@ def format_summary(summary: dict) -> str:
     if dec:
         m = dec["metrics"]
         out.append("  metrics     " + ", ".join(f"{k} {m[k]:.4f}" for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")))
-        out.append(f"  decision    {'DEPLOY' if dec['deploy'] else 'BLOCKED'}")
+        out.append(f"  decision    {'DEPLOY' if dec['deploy'] else 'STOPPED (data)' if dec.get('stop') else 'BLOCKED'}")
         for r in dec.get("reasons", []):
             out.append(f"              - {r}")
     reg = summary.get("registered")
