@@ -18,6 +18,7 @@ import os
 from typing import Any, Iterable
 
 from kfct.config import ConfigError, validate_config
+from kfct.record_schema import numeric_rule
 
 # Dtype names GX compares against (numpy names, pandas extension dtype class names,
 # and "int"/"float"/"str" which GX maps to the Python types for object columns).
@@ -35,6 +36,8 @@ DTYPE_FAMILY = {"int": "numeric", "float": "numeric", "string": "string", "categ
 FAMILY_TYPES = {"numeric": NUMERIC_TYPES, "string": STRING_TYPES, "bool": BOOL_TYPES}
 
 Plan = list[tuple[str, dict, dict]]
+WHOLE_NUMBERS = "ExpectColumnValuesToBeWholeNumbers"  # kfct's own expectation (GX has no integer-value check)
+_CUSTOM: dict[str, type] = {}
 
 
 def suite_name(cfg: dict) -> str:
@@ -72,7 +75,10 @@ def _column_checks(p: _Plan, col: str, spec: dict, label: str) -> None:
           f"{family} values (schema dtype {spec['dtype']})", col, limit=spec["dtype"])
     if not spec["nullable"]:
         p.add("ExpectColumnValuesToNotBeNull", {"column": col}, "not_null", "no missing values", col)
-    lo, hi = spec["min"], spec["max"]
+    rule = numeric_rule(col, spec)  # the rule the model server and `kfct score` apply too
+    if rule is not None and rule.integer:
+        p.add(WHOLE_NUMBERS, {"column": col}, "integer", "whole numbers (schema dtype int)", col, limit="int")
+    lo, hi = (rule.min, rule.max) if rule is not None else (spec["min"], spec["max"])
     if lo is not None or hi is not None:
         p.add("ExpectColumnValuesToBeBetween", {"column": col, "min_value": lo, "max_value": hi}, "range",
               _range_text(lo, hi), col, limit=[lo, hi])
@@ -172,8 +178,9 @@ def suite_from_plan(cfg: dict, plan: Plan, name: str | None = None):
     import great_expectations as gx
 
     expectations = []
+    custom = custom_expectations()
     for kind, kwargs, meta in plan:
-        cls = getattr(gx.expectations, kind)
+        cls = custom.get(kind) or getattr(gx.expectations, kind)
         try:
             expectations.append(cls(**kwargs, meta=meta))
         except Exception as exc:  # pydantic validation of kwargs
@@ -191,3 +198,38 @@ def suite_from_plan(cfg: dict, plan: Plan, name: str | None = None):
     if len(suite.expectations) != len(plan):  # GX logs and drops invalid configurations
         raise ConfigError(f"schema config produced {len(plan)} checks but GX accepted {len(suite.expectations)}")
     return suite
+
+
+def custom_expectations() -> dict[str, type]:
+    """kfct's own GX expectations, defined (and so registered with GX) on first use.
+
+    `ExpectColumnValuesToBeWholeNumbers`: an int column read from CSV with a null is float64,
+    so a dtype check cannot tell 10.0 from 10.5; the scorer and the server refuse 10.5 in an
+    int column (`kfct.record_schema`), so the suite must too. Nulls are GX's business (the
+    not_null check), as for every map expectation, and non-numbers the dtype check's."""
+    if _CUSTOM:
+        return _CUSTOM
+    quiet_gx()
+    from great_expectations.execution_engine import PandasExecutionEngine
+    from great_expectations.expectations.expectation import ColumnMapExpectation
+    from great_expectations.expectations.metrics import ColumnMapMetricProvider, column_condition_partial
+
+    class ColumnValuesWholeNumbers(ColumnMapMetricProvider):
+        condition_metric_name = "column_values.kfct_whole_number"
+
+        @column_condition_partial(engine=PandasExecutionEngine)
+        def _pandas(cls, column, **kwargs):
+            import pandas as pd
+
+            v = pd.to_numeric(column, errors="coerce")
+            return v.isna() | (v % 1 == 0)  # a non-number is the dtype check's finding, not this one's
+
+    class ExpectColumnValuesToBeWholeNumbers(ColumnMapExpectation):
+        """Expect each non-null value to be a whole number (schema dtype int)."""
+
+        map_metric = "column_values.kfct_whole_number"
+        success_keys = ("mostly",)
+
+    _CUSTOM[WHOLE_NUMBERS] = ExpectColumnValuesToBeWholeNumbers
+    _CUSTOM["_metric"] = ColumnValuesWholeNumbers
+    return _CUSTOM
