@@ -32,11 +32,17 @@ NUMERIC_TYPES = [
 ]
 STRING_TYPES = ["str", "StringDtype"]
 BOOL_TYPES = ["bool", "BooleanDtype"]
-DTYPE_FAMILY = {"int": "numeric", "float": "numeric", "string": "string", "category": "string", "bool": "bool"}
-FAMILY_TYPES = {"numeric": NUMERIC_TYPES, "string": STRING_TYPES, "bool": BOOL_TYPES}
+# A date: datetime64 in parquet, a string in CSV (the timestamp check parses it).
+DATETIME_TYPES = ["datetime64", "datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]",
+                  "DatetimeTZDtype", "Timestamp", *STRING_TYPES]
+DTYPE_FAMILY = {"int": "numeric", "float": "numeric", "string": "string", "category": "string", "bool": "bool",
+                "datetime": "datetime"}
+FAMILY_TYPES = {"numeric": NUMERIC_TYPES, "string": STRING_TYPES, "bool": BOOL_TYPES, "datetime": DATETIME_TYPES}
 
 Plan = list[tuple[str, dict, dict]]
 WHOLE_NUMBERS = "ExpectColumnValuesToBeWholeNumbers"  # kfct's own expectation (GX has no integer-value check)
+TIMESTAMPS = "ExpectColumnValuesToBeTimestampsNotAfter"  # kfct's own: parseable dates, none in the future
+DEFAULT_FUTURE_DAYS = 1.0
 _CUSTOM: dict[str, type] = {}
 
 
@@ -68,7 +74,7 @@ class _Plan:
         self.items.append((kind, kwargs, meta))
 
 
-def _column_checks(p: _Plan, col: str, spec: dict, label: str) -> None:
+def _column_checks(p: _Plan, col: str, spec: dict, label: str, now: float) -> None:
     family = DTYPE_FAMILY[spec["dtype"]]
     p.add("ExpectColumnToExist", {"column": col}, "exists", "column is present", col)
     p.add("ExpectColumnValuesToBeInTypeList", {"column": col, "type_list": FAMILY_TYPES[family]}, "dtype",
@@ -89,6 +95,13 @@ def _column_checks(p: _Plan, col: str, spec: dict, label: str) -> None:
                   "values in {" + ", ".join(map(str, allowed)) + "}", col, limit=list(allowed))
     if spec["unique"]:
         p.add("ExpectColumnValuesToBeUnique", {"column": col}, "unique", "no repeated values", col)
+    if spec["dtype"] == "datetime":
+        import datetime as dt
+
+        days = DEFAULT_FUTURE_DAYS if spec.get("max_future_days") is None else float(spec["max_future_days"])
+        latest = (dt.datetime.fromtimestamp(now, dt.timezone.utc) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        p.add(TIMESTAMPS, {"column": col, "max_value": latest}, "timestamp",
+              f"dates, none later than {latest} (now + {days:g} day(s))", col, limit=latest)
 
 
 def _table_checks(p: _Plan, ds: dict, present_columns: Iterable[str] | None) -> None:
@@ -131,7 +144,8 @@ def _label_balance_checks(p: _Plan, ds: dict, positives: list) -> None:
           "label_balance_max", f"positive share ({label} == {pos!r}) <= {hi:.2%}", label, limit=hi)
 
 
-def plan_checks(cfg: dict, present_columns: Iterable[str] | None = None, label_data=None) -> Plan:
+def plan_checks(cfg: dict, present_columns: Iterable[str] | None = None, label_data=None,
+                now: float | None = None) -> Plan:
     """Every check the schema asks for, in schema order: columns, then table, then label balance.
 
     `cfg` is validated (and its defaults filled) first, so a bad schema is a ConfigError
@@ -150,8 +164,12 @@ def plan_checks(cfg: dict, present_columns: Iterable[str] | None = None, label_d
         if spec["values"]:
             spec["values"] = aligned_values(label_data, spec["values"])
     p = _Plan()
+    if now is None:
+        import time
+
+        now = time.time()  # dates are checked against the time of the check
     for col, spec in ds["columns"].items():
-        _column_checks(p, col, spec, label)
+        _column_checks(p, col, spec, label, now)
     _table_checks(p, ds, present_columns)
     _label_balance_checks(p, ds, positives)
     return p.items
@@ -230,6 +248,33 @@ def custom_expectations() -> dict[str, type]:
         map_metric = "column_values.kfct_whole_number"
         success_keys = ("mostly",)
 
+    class ColumnValuesTimestampsNotAfter(ColumnMapMetricProvider):
+        condition_metric_name = "column_values.kfct_timestamp_not_after"
+        condition_value_keys = ("max_value",)
+
+        @column_condition_partial(engine=PandasExecutionEngine)
+        def _pandas(cls, column, max_value, **kwargs):
+            import warnings
+
+            import pandas as pd
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if pd.api.types.is_datetime64_any_dtype(column):
+                    t = column.dt.tz_localize("UTC") if column.dt.tz is None else column.dt.tz_convert("UTC")
+                else:
+                    t = pd.to_datetime(column.astype(str), errors="coerce", utc=True, format="mixed")
+            return t.notna() & (t <= pd.Timestamp(max_value))
+
+    class ExpectColumnValuesToBeTimestampsNotAfter(ColumnMapExpectation):
+        """Expect each non-null value to be a date (a timestamp, or a string that parses as one) not after max_value."""
+
+        max_value: str
+        map_metric = "column_values.kfct_timestamp_not_after"
+        success_keys = ("mostly", "max_value")
+
     _CUSTOM[WHOLE_NUMBERS] = ExpectColumnValuesToBeWholeNumbers
+    _CUSTOM[TIMESTAMPS] = ExpectColumnValuesToBeTimestampsNotAfter
+    _CUSTOM["_metric_ts"] = ColumnValuesTimestampsNotAfter
     _CUSTOM["_metric"] = ColumnValuesWholeNumbers
     return _CUSTOM
