@@ -40,10 +40,14 @@ class NumericRule:
 class RecordSchema:
     """Per-column rules from `cfg["dataset"]["columns"]` (numeric ranges, integer-ness, the id column)."""
 
-    def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH):
+    def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH,
+                 columns: frozenset = frozenset()):
         self.numeric = numeric
         self.id_column = id_column
         self.id_max_length = id_max_length
+        # Every column the schema names (label, dates, free text too): a record may carry them,
+        # as the batch scorer reads a file that has them; the model reads its features only.
+        self.columns = frozenset(columns)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "RecordSchema":
@@ -53,7 +57,7 @@ class RecordSchema:
         rules = [r for name, spec in cols.items() if name != label and (r := numeric_rule(name, spec)) is not None]
         id_col = ds.get("id_column")
         id_len = int((cols.get(id_col) or {}).get("max_length", ID_MAX_LENGTH)) if id_col else ID_MAX_LENGTH
-        return cls(rules, id_col, id_len)
+        return cls(rules, id_col, id_len, frozenset(str(c) for c in cols))
 
     # -- online: one record at a time ----------------------------------------------------------
     def check_records(self, records: Iterable[dict]) -> None:
