@@ -133,7 +133,7 @@ def _operate(frames, act_every_look: bool):
     state = {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50, "started_at": 0.0,
              "started_at_iso": "2025-12-31T00:00:00Z", "sequential": None}
     rep = None
-    for k, joined in enumerate(frames):
+    for joined in frames:
         rep = ab_report_core(joined, state, CFG, now=1.0)
         state["sequential"] = rep["sequential_state"]
         if act_every_look and rep["decision"]["action"] != "continue":
