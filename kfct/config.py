@@ -153,8 +153,8 @@ class TrainConfig(_Strict):
 class LeakageConfig(_Strict):
     """A feature that alone predicts the label, or a perfect test metric, is usually leakage."""
 
-    max_feature_auc: float = Field(default=0.99, gt=0.5, le=1)   # per-feature AUC at or above: leakage
-    max_roc_auc: float = Field(default=0.9995, gt=0.5, le=1)     # model test AUC at or above: suspicious
+    max_feature_auc: float = Field(default=0.99, gt=0.5, le=1)   # per-feature AUC (95% lower bound) at/above: leakage
+    max_roc_auc: float = Field(default=0.9995, gt=0.5, le=1)     # model test AUC at/above: a note (suspicious)
     accept: list[str] = Field(default_factory=list)              # features accepted knowingly ("*": all, metric too)
 
 

@@ -167,7 +167,7 @@ def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, pos
     y = df[label].map(lambda v: v == positive)
     share = float(y.mean())
     sensitive = [c for c in df.columns if c not in (label, id_column) and columns[c]["dtype"] == "category"
-                 and SENSITIVE_HINTS.search(str(c))]
+                 and c not in exclude and SENSITIVE_HINTS.search(str(c))]
     ds = {
         "name": name,
         "id_column": id_column,
