@@ -433,7 +433,7 @@ def evaluate_model(
         import pandas as pd
 
         from kfct.components.evaluate import (_log_kfp_metrics, _log_to_mlflow, card_evidence, evaluate_core,
-                                              report_markdown, write_evidence)
+                                              registered_metrics, report_markdown, write_evidence)
         from kfct import audit, registry
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
