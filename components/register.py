@@ -197,7 +197,8 @@ def register_model(
         import json
 
         from kfct.components.evaluate import read_evidence
-        from kfct.components.register import _log_card, _regate_with, card_info, register_version
+        from kfct.components.register import (_decision_summary, _log_card, _regate_with, card_info,
+                                              register_version)
         from kfct import registry
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
