@@ -75,6 +75,11 @@ def test_real_and_corrupted_tables_get_their_verdicts(tmp_path):
             version = len(expected[model]["versions"]) + 1
             expected[model] = {"versions": expected[model]["versions"] + [version], "champion": str(version)}
         assert _registry(env) == expected, case.name   # a stopped run changed nothing
+        if case.exit == 5:  # a verdict on the data is on the audit trail as one
+            from kfct import audit
+
+            gates = [e for e in audit.read(tmp_path / "home" / "audit" / "audit.jsonl") if e["event"] == "gate_decision"]
+            assert gates[-1]["verdict"] == "data" and gates[-1]["deploy"] is False
 
     # the champion scores the very file it was trained on (dates, free text, the label included)
     out = tmp_path / "scores.parquet"
