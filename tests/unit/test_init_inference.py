@@ -66,3 +66,18 @@ def test_the_inferred_config_validates_the_same_file_and_rejects_future_dates(ta
     bad.loc[bad.index[5], "season_day"] = pd.Timestamp("2999-01-01") if table.suffix == ".parquet" else "2999-01-01"
     res = validate_frame(bad, cfg)
     assert [(f["check"], f["column"]) for f in res["failures"]] == [("timestamp", "season_day")]
+
+
+def test_the_inferred_config_accepts_a_table_with_its_own_duplicates(tmp_path):
+    """iris ships two identical rows (2 of 150 rows take part in a duplicate: 1.3% > the 1% default)."""
+    from sklearn.datasets import load_iris
+
+    logging.disable(logging.WARNING)
+    df = load_iris(as_frame=True).frame
+    df["setosa"] = (df.pop("target") == 0).map({True: "yes", False: "no"})
+    data, out = tmp_path / "iris.csv", tmp_path / "iris.yaml"
+    df.to_csv(data, index=False)
+    assert main(["init", "--data", str(data), "--label", "setosa", "--positive", "yes", "--out", str(out)]) == 0
+    cfg = load_config(out)
+    assert cfg["dataset"]["max_duplicate_share"] == 0.02
+    assert validate_frame(pd.read_csv(data), cfg)["passed"]
