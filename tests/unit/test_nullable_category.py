@@ -42,3 +42,21 @@ def test_a_category_not_declared_nullable_still_refuses_a_null_on_every_path():
                    lambda d: enc.transform_records(d.to_dict("records"))):
         with pytest.raises(FeatureError, match="'plan': null not allowed"):
             encode(df)
+
+
+def test_kfct_score_reads_an_empty_csv_field_as_the_missing_level(tmp_path):
+    """Batch scoring of a CSV: pyarrow read an empty string field as '' (an unknown category), pandas
+    (training) as a null; found by the penguins corpus (`Comments` is mostly empty)."""
+    from kfct.components.score import score_file
+
+    cfg = load_config()
+    cfg["dataset"]["columns"]["payment_method"]["nullable"] = True
+    cfg["train"]["xgboost"]["n_estimators"] = 20
+    df = generate(3000, seed=4)
+    df.loc[df.sample(frac=0.1, random_state=1).index, "payment_method"] = None
+    train, val, test, enc = featurize_core(df, cfg)
+    model, *_ = train_core(train, val, cfg, encoder=enc)
+    test.to_csv(tmp_path / "in.csv", index=False)
+    score_file(model, tmp_path / "in.csv", tmp_path / "out.parquet", "1", "m")
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    assert np.allclose(scored["probability"], model.predict_positive(pd.read_csv(tmp_path / "in.csv")))
