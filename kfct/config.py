@@ -63,13 +63,15 @@ _MOVED = {("fairness", "sensitive_features"): "dataset.sensitive_features"}
 class ColumnSpec(_Strict):
     """One column of the raw dataset: what validation expects and how the encoder reads it."""
 
-    dtype: Literal["string", "category", "float", "int", "bool"]
+    dtype: Literal["string", "category", "float", "int", "bool", "datetime"]
     nullable: bool = False                     # a null is a validation failure unless declared
     unique: bool = False
     min: Optional[float] = None
     max: Optional[float] = None
     categories: Optional[list[Scalar]] = None  # category: the allowed values, in encoder order
     values: Optional[list[Scalar]] = None      # any dtype: the allowed set (used for labels)
+    # datetime: a timestamp later than "now" by more than this many days fails validation
+    max_future_days: Optional[float] = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _coherent(self) -> ColumnSpec:
@@ -80,6 +82,8 @@ class ColumnSpec(_Strict):
         for key in ("categories", "values"):
             if getattr(self, key) is not None and not getattr(self, key):
                 raise ValueError(f"{key} must be a non-empty list")
+        if self.max_future_days is not None and self.dtype != "datetime":
+            raise ValueError(f"max_future_days needs dtype datetime, not {self.dtype}")
         return self
 
 
@@ -159,6 +163,14 @@ class TrainConfig(_Strict):
         return self
 
 
+class LeakageConfig(_Strict):
+    """A feature that alone predicts the label, or a perfect test metric, is usually leakage."""
+
+    max_feature_auc: float = Field(default=0.99, gt=0.5, le=1)   # per-feature AUC (95% lower bound) at/above: leakage
+    max_roc_auc: float = Field(default=0.9995, gt=0.5, le=1)     # model test AUC at/above: a note (suspicious)
+    accept: list[str] = Field(default_factory=list)              # features accepted knowingly ("*": all, metric too)
+
+
 class GateConfig(_Strict):
     thresholds: dict[str, float]
     compare_metric: str
@@ -168,6 +180,11 @@ class GateConfig(_Strict):
     seed: int
     # Another run moved the champion between this run's gate and its registration.
     on_champion_moved: Literal["regate", "block"] = "regate"
+    # The champion scored on the new test set: below chance (AUC < 0.5), or this far under the
+    # compare metric it was registered with, says the data changed meaning (inverted labels,
+    # a shifted column), not that the challenger is better: the run stops. null: no drop check.
+    champion_max_drop: Optional[float] = Field(default=0.2, gt=0)
+    leakage: LeakageConfig = Field(default_factory=lambda: LeakageConfig())
 
 
 class FairnessConfig(_Strict):
@@ -389,10 +406,13 @@ def config_from_json(text: str) -> dict:
 # -- derived views ------------------------------------------------------------------------------
 
 def feature_columns(cfg: dict) -> list[str]:
-    """Model inputs: every schema column except the id, the label and exclusions."""
+    """Model inputs: every schema column except the id, the label, exclusions and dates.
+
+    A date is checked by validation but is no model input: its raw value never recurs (next
+    month's dates are all new); features derived from it (a tenure, a weekday) are."""
     ds = cfg["dataset"]
     skip = {ds["id_column"], ds["label"], *ds["exclude_features"]}
-    return [c for c in ds["columns"] if c not in skip]
+    return [c for c in ds["columns"] if c not in skip and ds["columns"][c].get("dtype") != "datetime"]
 
 
 def categorical_columns(cfg: dict) -> list[str]:

@@ -83,6 +83,23 @@ def _other_values(name: str, s: pd.Series, tokens: pd.Series, bad: set, allowed:
             f"{', '.join(repr(v) for v in sample)}{' ...' if len(bad) > 3 else ''}")
 
 
+def rate_name(cfg: dict) -> str:
+    """What the share of predicted positives is called in this dataset's words: `churned=1 rate`."""
+    ds = cfg["dataset"]
+    return f"{ds['label']}={ds['positive_label']} rate"
+
+
+def label_value(cfg: dict, predicted: int) -> Any:
+    """The user's own label value for a predicted 0/1 ("Yes"/"No", "female"/"male"), from the config."""
+    ds = cfg["dataset"]
+    pos = ds["positive_label"]
+    if int(predicted) == 1:
+        return pos
+    values = ds["columns"].get(ds["label"], {}).get("values") or []
+    others = [v for v in values if token(v) != token(pos)]
+    return others[0] if len(others) == 1 else f"not {pos}"
+
+
 def aligned_values(series: Iterable[Any], values: Iterable[Any]) -> list[Any]:
     """The data's own spellings of the config's values (YAML `yes` -> the data's "Yes"), for set checks."""
     import pandas as pd

@@ -65,7 +65,12 @@ def _predict(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         raise KfctError(f"{url}: cannot reach the model server ({getattr(exc, 'reason', exc)}); "
                         f"is `kfct serve` running?") from None
-    print(json.dumps(answer, indent=2))
+    from kfct.labels import label_value
+
+    for pred in answer.get("predictions", []) if isinstance(answer, dict) else []:
+        if isinstance(pred, dict) and "label" in pred:  # the user's own label value beside the 0/1
+            pred[f"predicted_{cfg['dataset']['label']}"] = label_value(cfg, pred["label"])
+    print(json.dumps(answer, indent=2, default=str))
     return 0
 
 

@@ -46,6 +46,11 @@ def _run(args: argparse.Namespace) -> int:
             json.dump(summary, fh, indent=2, default=str)
     if not summary["validation"]["passed"]:
         raise ValidationFailed(format_validation_failure(summary))
+    stop = (summary.get("decision") or {}).get("stop")
+    if stop:
+        from kfct.errors import DataVerdict
+
+        raise DataVerdict(stop)
     return 0
 
 
