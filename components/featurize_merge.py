@@ -193,3 +193,41 @@ def fit_encoder_on_parts(cfg: dict, train_locations: list[str], batch_rows: int 
             yield from parts.iter_batches(loc, columns=numeric, batch_rows=batch_rows)
 
     return fit_encoder_from_stats(cfg, encoder_stats(batches, numeric, scale), scale)
+
+
+
+def gather_parts(files: list[str], out_dir: str, label: str) -> tuple[dict, int]:
+    """Copy one split's part files into `out_dir` as a parts dataset (kfct.parts); (manifest, positives).
+
+    Byte copies, one file at a time, named by content; the canonical manifest makes the directory
+    readable both by `kfct.parts` and by `pd.read_parquet(out_dir)` (train, evaluate, register).
+    Empty parts are left out (unless every part is empty).
+    """
+    import shutil
+    from pathlib import Path
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from kfct import parts
+    from kfct.lineage import sha256_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries, schema, positives = [], None, 0
+    metas = [(f, pq.read_metadata(f)) for f in files]
+    keep = [(f, m) for f, m in metas if m.num_rows > 0] or metas[:1]
+    for f, meta in keep:
+        digest = sha256_file(f)
+        dest = out / f"{digest}.parquet"
+        if not dest.exists():
+            shutil.copyfile(f, dest)
+        entries.append({"sha256": digest, "rows": meta.num_rows, "bytes": dest.stat().st_size})
+        if schema is None:
+            schema = pq.read_schema(f)
+        if meta.num_rows:
+            positives += int(pc.sum(pq.read_table(f, columns=[label]).column(0)).as_py() or 0)
+    manifest = {"format": parts.FORMAT, "rows": sum(e["rows"] for e in entries),
+                "schema": [{"name": fld.name, "type": str(fld.type)} for fld in schema], "parts": entries}
+    (out / parts.MANIFEST).write_bytes(parts.canonical_bytes(manifest))
+    return {**parts.canonical(manifest), "version": parts.manifest_version(manifest)}, positives
