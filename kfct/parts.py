@@ -330,3 +330,82 @@ def split_parquet(path: str | Path, out_dir: str | Path, part_rows: int = DEFAUL
     if pf.metadata.num_rows == 0:
         raise DataSourceError(f"dataset {path} has no rows")
     return write_parts(pf.iter_batches(batch_size=min(batch_rows, part_rows)), out_dir, part_rows)
+
+
+# -- bounded samples --------------------------------------------------------------------------------
+
+def bounded_sample(batches: Iterable[Any], n: int, seed: int = 0) -> tuple[pd.DataFrame, int]:
+    """A uniform random sample of at most `n` rows from a stream of batches, and the rows seen.
+
+    Why: a step that only needs a picture of the data (drift, reports) must not load an
+    unbounded table. Every row gets a random key from a seeded generator; the `n` rows with
+    the smallest keys are kept across batches (a bottom-k sample: uniform, without
+    replacement), so memory is `n` rows plus one batch. With fewer than `n` rows, all rows
+    are returned in their order.
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    if n <= 0:
+        raise ValueError(f"sample size must be positive, got {n}")
+    rng = np.random.default_rng(seed)
+    kept: pa.Table | None = None
+    keys = np.empty(0)
+    order = np.empty(0, dtype=np.int64)
+    seen = 0
+    for b in batches:
+        t = pa.Table.from_pandas(b, preserve_index=False) if isinstance(b, pd.DataFrame) else (
+            pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b)
+        if t.num_rows == 0:
+            continue
+        k = rng.random(t.num_rows)
+        pos = np.arange(seen, seen + t.num_rows)
+        seen += t.num_rows
+        kept = t if kept is None else pa.concat_tables([kept, t], promote_options="default")
+        keys, order = np.concatenate([keys, k]), np.concatenate([order, pos])
+        if kept.num_rows > n:
+            top = np.argpartition(keys, n - 1)[:n]
+            top = top[np.argsort(order[top])]
+            kept, keys, order = kept.take(pa.array(top)), keys[top], order[top]
+            kept = kept.combine_chunks()
+    if kept is None:
+        return pd.DataFrame(), 0
+    return kept.to_pandas(), seen
+
+
+def sample_location(loc: str | Path, n: int, seed: int = 0, columns: list[str] | None = None) -> tuple[pd.DataFrame, int]:
+    """`bounded_sample` over a parquet file or a parts location: (sample, rows in the dataset)."""
+    return bounded_sample(iter_batches(loc, columns), n, seed)
+
+
+def tail_rows(loc: str | Path, n: int) -> tuple[pd.DataFrame, int]:
+    """The last `n` rows of a parquet file or a parts location (in order), and the rows in it.
+
+    Reads parts (or a file's row groups) from the end until `n` rows are had: memory is `n`
+    rows plus one part / row group, whatever the dataset's size.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if n <= 0:
+        raise ValueError(f"row count must be positive, got {n}")
+    if is_parts(loc):
+        manifest = load_manifest(loc)
+        pieces = [(lambda u=u: read_part(u)) for u in part_uris(manifest, loc)]
+        total = int(manifest["rows"])
+    else:
+        pf = pq.ParquetFile(str(loc))
+        pieces = [(lambda i=i: pf.read_row_group(i)) for i in range(pf.num_row_groups)]
+        total = int(pf.metadata.num_rows)
+    got: list = []
+    have = 0
+    for read in reversed(pieces):
+        t = read()
+        if have + t.num_rows > n:
+            t = t.slice(t.num_rows - (n - have))
+        got.insert(0, t)
+        have += t.num_rows
+        if have >= n:
+            break
+    return (pa.concat_tables(got, promote_options="default").to_pandas() if got else pa.table({}).to_pandas()), total
