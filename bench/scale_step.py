@@ -32,6 +32,7 @@ def main(step: str, args: dict) -> None:
         ps.validate_part(part=args["part"], config_json=cfg_json, stats=_art(Artifact, args["out"]))
     elif step == "merge-validation":
         out = args["out"]
+        __import__("os").makedirs(out, exist_ok=True)
         ps.merge_validation(stats=[_art(Artifact, d) for d in args["stats"]], config_json=cfg_json,
                             model_name="bench-scale", pipeline_run="bench-scale",
                             dataset=_art(Dataset, args["dataset"], {"sha256": args["sha256"]}),

@@ -129,7 +129,7 @@ def merge_featurize(
         clock = StageClock()
         import joblib
 
-        from kfct.components.featurize_merge import fit_encoder_on_parts, gather_parts
+        from kfct.components.featurize_merge import EVAL_MAX_ROWS, fit_encoder_on_parts, gather_parts
         from kfct.config import config_from_json
         from kfct.logs import stage_logger
 
@@ -137,7 +137,11 @@ def merge_featurize(
         dataset_sha256 = dataset.metadata.get("sha256", "")
         label = cfg["dataset"]["label"]
         for out, ins in ((train, train_parts), (val, val_parts), (test, test_parts)):
-            manifest, positives = gather_parts([a.path for a in ins], out.path, label)
+            # the gate's test set is bounded (EVAL_MAX_ROWS, id-hash thinning): evaluate holds it in one pod
+            manifest, positives = gather_parts([a.path for a in ins], out.path, label,
+                                               max_rows=EVAL_MAX_ROWS if out is test else None, cfg=cfg)
+            if "rows_before_thinning" in manifest:
+                out.metadata["rows_before_thinning"] = manifest["rows_before_thinning"]
             out.metadata.update({"rows": manifest["rows"], "parts": len(manifest["parts"]),
                                  "positive_share": round(positives / manifest["rows"], 4) if manifest["rows"] else None,
                                  "dataset_sha256": dataset_sha256})

@@ -80,3 +80,23 @@ def test_exact_median_with_tiny_bins_equals_numpy(monkeypatch, n):
     for j, (name, v) in enumerate(cols.items()):
         want = np.nanmedian(v) if (~np.isnan(v)).any() else 0.0
         assert got[j] == want, name
+
+
+def test_gate_test_set_is_bounded_by_id_hash(tmp_path):
+    """Past EVAL_MAX_ROWS the test split is thinned by id hash: about that many rows, the same ones each time."""
+    from kfct import parts
+
+    cfg = load_config()
+    files = []
+    for i, part in enumerate(_parts(generate(6000, seed=11), 3)):
+        f = tmp_path / f"test-{i}.parquet"
+        part.to_parquet(f, index=False)
+        files.append(str(f))
+    m1, pos1 = fm.gather_parts(files, str(tmp_path / "a"), "churned", max_rows=1500, cfg=cfg)
+    m2, _ = fm.gather_parts(files, str(tmp_path / "b"), "churned", max_rows=1500, cfg=cfg)
+    assert m1["rows_before_thinning"] == 6000 and 1300 < m1["rows"] < 1700
+    a, b = pd.read_parquet(tmp_path / "a"), pd.read_parquet(tmp_path / "b")
+    assert sorted(a["customer_id"]) == sorted(b["customer_id"]) and a["customer_id"].is_unique
+    assert parts.count_rows(tmp_path / "a") == len(a) == m1["rows"] and pos1 == int(a["churned"].sum())
+    m3, _ = fm.gather_parts(files, str(tmp_path / "c"), "churned", max_rows=10_000, cfg=cfg)
+    assert m3["rows"] == 6000 and "rows_before_thinning" not in m3
