@@ -242,7 +242,7 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
                            "preprocessor": str(merged / "preprocessor")})
         res["split_rows"] = {s: parts.count_rows(merged / s) for s in ("train", "val", "test")}
         rows_out.append(res)
-        (root / "scale-results.json").write_text(json.dumps(rows_out, indent=1))
+        (root / f"scale-results-{label}.json").write_text(json.dumps(res, indent=1))
     return {"sizes": rows_out, "cgroup": cgroup_available(), "part_rows": PART_ROWS}
 
 

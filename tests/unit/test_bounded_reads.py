@@ -103,3 +103,30 @@ def test_ingest_of_a_parquet_file_reads_only_its_footer(data, tmp_path, no_whole
     meta = ingest_core(str(path), tmp_path / "snap.parquet")
     assert meta["rows"] == ROWS and meta["columns"] == df.shape[1] and meta["column_names"] == list(df.columns)
     assert meta["sha256"] == sha256_file(path)
+
+
+def test_prediction_log_window_reads_newest_files_only(tmp_path, monkeypatch):
+    """A log longer than the window: the newest `max_rows` rows, and the oldest files are never opened."""
+    import time
+
+    import numpy as np
+
+    from kfct.prediction_log import read_prediction_log
+    from kfct.serving.prediction_log import PredictionLogger
+
+    log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60)
+    now = time.time()
+    recs = [{"customer_id": f"c{i}", "x": float(i)} for i in range(100)]
+    for k in range(6):    # six files of 100 rows, one hour apart
+        log.log(now - 3600 * (6 - k), f"r{k}", "m", "1", "champion", recs, np.full(100, 0.1 * k), np.zeros(100), 0.5)
+        assert log.flush(10)
+    log.close()
+    whole = read_prediction_log(root=tmp_path, s3=False)
+    assert len(whole) == 600
+    opened = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda p, *a, **k: opened.append(str(p)) or real(p, *a, **k))
+    got = read_prediction_log(root=tmp_path, s3=False, max_rows=250)
+    assert len(got) == 250 and got.attrs["rows_total"] >= 250
+    pd.testing.assert_frame_equal(got, whole.tail(250).reset_index(drop=True))
+    assert len(opened) == 3    # the newest three files hold 300 >= 250 rows
