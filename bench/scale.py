@@ -215,7 +215,7 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
         model = _model(root, cfg)
         res = {"label": label, "rows": m["rows"], "parts": len(m["parts"]), "part_rows": PART_ROWS, "steps": []}
 
-        def step(name, args):
+        def step(name, args, res=res):
             r = measure(name, {"config_json": cfg_json, **args}, memory_limit(cfg, name), log)
             res["steps"].append(r)
             return r

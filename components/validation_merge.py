@@ -106,7 +106,7 @@ def _duplicates(arrays: list, buckets: int) -> tuple[int, list[int]]:
 
     shift = np.uint64(64 - max(1, (buckets - 1).bit_length()))
     n_buckets = 1 << (64 - int(shift))
-    count, sample = 0, []
+    count, sample = 0, []  # type: tuple[int, list[int]]
     for b in range(n_buckets):
         lo, hi = np.uint64(b) << shift, (np.uint64(b + 1) << shift) if b + 1 < n_buckets else None
         chunks = []

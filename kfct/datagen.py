@@ -16,7 +16,7 @@ Knobs:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,7 +123,7 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
 
 
 def generate_chunks(rows: int, seed: int = 42, drift: float = 0.0, bias: float = 0.0,
-                    chunk_rows: int = 250_000):
+                    chunk_rows: int = 250_000) -> Iterator[pd.DataFrame]:
     """Yield `rows` customers as DataFrames of at most `chunk_rows` rows, one chunk in memory at a time.
 
     For datasets larger than one process should hold (`kfct data generate --part-rows`,

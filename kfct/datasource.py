@@ -118,7 +118,7 @@ def read_dataset_bounded(uri: str, max_rows: int, mode: str = "tail", seed: int 
     uri, _ = resolve((uri or "").strip() or DEFAULT_URI)
     scheme = urlparse(uri).scheme
 
-    def bounded(loc):
+    def bounded(loc: str) -> tuple[pd.DataFrame, int]:
         if mode == "tail":
             return parts.tail_rows(loc, max_rows)
         return parts.sample_location(loc, max_rows, seed)

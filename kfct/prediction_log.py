@@ -127,7 +127,8 @@ def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows
     import pyarrow.parquet as pq
 
     ordered = sorted(paths, key=lambda p: ((_part_range(Path(p).name) or (0, 0))[1], str(p)))
-    frames, have, total = [], 0, 0
+    frames: list = []
+    have = total = 0
     for p in reversed(ordered):
         df = pq.read_table(p).to_pandas()
         if since_s is not None:
