@@ -96,25 +96,40 @@ def validate_part(df, cfg: dict, out_dir: str | Path) -> dict:
 
 # -- reduce ---------------------------------------------------------------------------------------
 
-def _duplicates(arrays: list, buckets: int) -> tuple[int, list[int]]:
-    """(rows taking part in a duplicate group, up to 5 duplicated hashes) over sorted uint64 arrays.
+def _read_range(path: Path, start: int, stop: int) -> Any:
+    """Elements [start, stop) of a 1-d `.npy` file, read with a seek: memory is the range, not the file."""
+    import numpy as np
 
-    Bucket b holds the hashes whose top bits are b; each array is sorted, so its slice for
-    bucket b is found by binary search and only one bucket is in memory at a time.
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _shape, _fortran, dtype = read_header(fh)
+        fh.seek(fh.tell() + start * dtype.itemsize)
+        return np.fromfile(fh, dtype=dtype, count=stop - start)
+
+
+def _duplicates(paths: list[Path], buckets: int) -> tuple[int, list[int]]:
+    """(rows taking part in a duplicate group, up to 5 duplicated hashes) over sorted uint64 `.npy` files.
+
+    Bucket b holds the hashes whose top bits are b. Each file is sorted: one pass finds where
+    each bucket starts in it (one file in memory at a time), then each bucket is read from every
+    file by a seek, so only one bucket (about rows / buckets hashes) is in memory at a time.
     """
     import numpy as np
 
-    shift = np.uint64(64 - max(1, (buckets - 1).bit_length()))
-    n_buckets = 1 << (64 - int(shift))
-    count, sample = 0, []  # type: tuple[int, list[int]]
+    bits = max(1, (buckets - 1).bit_length())
+    shift = np.uint64(64 - bits)
+    n_buckets = 1 << bits
+    bounds = np.arange(1, n_buckets, dtype=np.uint64) << shift
+    offsets = []
+    for p in paths:
+        h = np.load(p)
+        offsets.append(np.concatenate([[0], np.searchsorted(h, bounds, "left"), [len(h)]]).astype(np.int64))
+        del h
+    count: int = 0
+    sample: list[int] = []
     for b in range(n_buckets):
-        lo, hi = np.uint64(b) << shift, (np.uint64(b + 1) << shift) if b + 1 < n_buckets else None
-        chunks = []
-        for a in arrays:
-            i = int(np.searchsorted(a, lo, "left"))
-            j = len(a) if hi is None else int(np.searchsorted(a, hi, "left"))
-            if j > i:
-                chunks.append(np.asarray(a[i:j]))
+        chunks = [_read_range(p, int(o[b]), int(o[b + 1])) for p, o in zip(paths, offsets) if o[b + 1] > o[b]]
         if not chunks:
             continue
         h = np.sort(np.concatenate(chunks))
@@ -130,11 +145,14 @@ def _duplicates(arrays: list, buckets: int) -> tuple[int, list[int]]:
     return count, sample
 
 
-def _hash_sources(parts: list[dict], key: str) -> list:
+def _count_hashes(paths: list[Path]) -> int:
     import numpy as np
 
-    return [np.load(Path(p["dir"]) / p["stats"]["hashes"][key], mmap_mode="r") for p in parts
-            if key in p["stats"]["hashes"]]
+    return sum(int(np.load(p, mmap_mode="r").shape[0]) for p in paths)   # header only
+
+
+def _hash_sources(parts: list[dict], key: str) -> list[Path]:
+    return [Path(p["dir"]) / p["stats"]["hashes"][key] for p in parts if key in p["stats"]["hashes"]]
 
 
 def _sample_values(parts: list[dict], column: str, wanted: list[int]) -> list:
@@ -148,7 +166,7 @@ def _sample_values(parts: list[dict], column: str, wanted: list[int]) -> list:
     for p in parts:
         if len(found) == len(wanted) or not p.get("part_uri"):
             continue
-        h = np.load(Path(p["dir"]) / p["stats"]["hashes"][f"unique:{column}"], mmap_mode="r")
+        h = np.load(Path(p["dir"]) / p["stats"]["hashes"][f"unique:{column}"])   # one part's hashes
         todo = [w for w in wanted if w not in found and np.searchsorted(h, np.uint64(w)) < len(h)
                 and h[np.searchsorted(h, np.uint64(w))] == np.uint64(w)]
         if not todo:
@@ -222,7 +240,7 @@ def _merge_global(rec: dict, parts: list[dict], total_rows: int, buckets: int) -
         if len(sources) != len(parts):
             return rec  # the column is missing in a part: its own check says so
         k, sample = _duplicates(sources, buckets)
-        n = sum(len(s) for s in sources)
+        n = _count_hashes(sources)
         if check == "unique":
             ok = k == 0
             out["sample_bad_values"] = _sample_values(parts, rec["column"], sample) if k else []
