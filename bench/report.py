@@ -283,8 +283,8 @@ def render_pipeline(sec: dict) -> list[str]:
     return lines + [""]
 
 
-SCALE_STEPS = ("validate-part", "merge-validation", "featurize-part", "merge-featurize", "evaluate", "score-shard",
-               "train")
+SCALE_STEPS = ("validate-single", "featurize-single", "validate-part", "merge-validation", "featurize-part",
+               "merge-featurize", "evaluate", "score-shard", "train")
 
 
 def render_scale(sec: dict) -> list[str]:
