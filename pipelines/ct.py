@@ -81,7 +81,7 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False,
     default_model = cfg["register"]["model_name"]
 
     @dsl.pipeline(
-        name=PIPELINE_NAME,
+        name=PIPELINE_NAME + ("-parts" if parts else ""),
         description="kfct continuous training: ingest, validate (GX), featurize, train, evaluate + gate, register (MLflow).",
     )
     def ct_pipeline(
