@@ -172,7 +172,7 @@ def _ct_stages(dsl, ops, cfg, s, gpu, run_name, data_uri, config_json, model_nam
             train=fs.outputs["train"], val=fs.outputs["val"], preprocessor=fs.outputs["preprocessor"],
             config_json=config_json, device=device, tune_trials=tune_trials,
             dataset_sha256=data_sha, data_uri=data_uri, code_version=code_version,
-            pipeline_run=run_name, run_reason=run_reason,
+            pipeline_run=run_name, run_reason=run_reason, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ), "train", cfg, s, gpu)
         tr.set_display_name("train")
         ev = _configure(ops["evaluate"](
