@@ -1,8 +1,16 @@
-"""Shared fixtures: an isolated KFCT_HOME per test, small generated datasets, a trained model."""
+"""Shared fixtures: an isolated KFCT_HOME per test, small generated datasets, a trained model.
+
+Speed (the suite runs on 2 cores): a new MLflow SQLite store runs every alembic migration on
+first use (seconds of CPU each time). `kfct_home`, and any home a test builds itself through
+`seed_mlflow_store`, starts instead from a copy of one store migrated once per test run: the
+same schema, no rows, as a fresh store is the moment after its migrations. A test about store
+creation itself (two processes creating one store at once) does not seed its home.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,12 +49,67 @@ def _no_default_mlflow_store():
                        "(its default tracking store in the working directory)")
 
 
+MLFLOW_DB = "mlflow.db"  # kfct.settings: the local store is <KFCT_HOME>/mlflow.db
+
+
+def _migrated_store(folder: Path) -> Path:
+    """An empty MLflow SQLite store with every migration applied, made once per folder.
+
+    What MLflow's SqlAlchemyStore does to a new database (`_initialize_tables`), and no more:
+    the Default experiment is left for the first real open to create, with that store's own
+    artifact location. Under pytest-xdist the workers share `folder`; a lock makes one build it."""
+    import fcntl
+
+    db = folder / MLFLOW_DB
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "template.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not db.exists():
+            import sqlalchemy
+            from mlflow.store.db.utils import _initialize_tables
+
+            part = folder / f"{MLFLOW_DB}.{os.getpid()}.part"
+            engine = sqlalchemy.create_engine(f"sqlite:///{part}")
+            try:
+                _initialize_tables(engine)
+            finally:
+                engine.dispose()
+            part.replace(db)
+    return db
+
+
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory) -> Path:
+    """The migrated, empty store every seeded home starts from (one per test run, shared by xdist workers)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's basetemp; each worker's own is a folder in it
+    return _migrated_store(root / "mlflow-template")
+
+
+@pytest.fixture(scope="session")
+def seed_mlflow_store(mlflow_store_template):
+    """`seed(home)`: give a KFCT_HOME that has no store yet a migrated, empty one (a copy)."""
+
+    def seed(home: Path) -> Path:
+        home = Path(home)
+        home.mkdir(parents=True, exist_ok=True)
+        db = home / MLFLOW_DB
+        if not db.exists():
+            shutil.copyfile(mlflow_store_template, db)
+        return home
+
+    return seed
+
+
 @pytest.fixture
-def kfct_home(tmp_path, monkeypatch):
-    """Point every setting at a fresh temp dir (MLflow store, audit, pipeline root)."""
+def kfct_home(tmp_path, monkeypatch, seed_mlflow_store):
+    """Point every setting at a fresh temp dir (MLflow store, audit, pipeline root).
+
+    The MLflow store in it is a copy of a migrated, empty one (see the module docstring)."""
     from kfct.settings import reset_settings
 
-    home = tmp_path / "kfct-home"
+    home = seed_mlflow_store(tmp_path / "kfct-home")
     monkeypatch.setenv("KFCT_HOME", str(home))
     for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
@@ -78,3 +141,33 @@ def trained(small_df, cfg):
     tr, va, te, enc = featurize_core(small_df, cfg)
     model, *_ = train_core(tr, va, cfg, encoder=enc)
     return model, tr, va, te
+
+
+# -- selection and scheduling -------------------------------------------------------------------
+# `make test` runs every test on pytest-xdist workers (`--dist loadgroup`); `make test-fast`
+# deselects the slow, e2e and tool tests (pyproject.toml, docs/developing.md).
+
+E2E_DIR = ROOT / "tests" / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Mark tests/e2e `e2e`; keep each test file on one xdist worker; under xdist, slow files first.
+
+    One file, one worker: a file's module-scoped fixtures (a pipeline run, a server, a registry)
+    are made once, and its tests run in the order they are written, as in a serial run. Tests
+    that must share a worker with tests of other files name a group of their own
+    (`@pytest.mark.xdist_group("name")`). Under xdist the e2e files go first and the other files
+    with slow tests next (`make test` passes `--no-loadscope-reorder`, which keeps this order),
+    so the longest ones start while the quick ones fill the other workers."""
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(ROOT).as_posix()))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {}
+        for item in items:
+            r = 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
+            rank[item.path] = min(rank.get(item.path, 2), r)
+        items.sort(key=lambda i: rank[i.path])  # stable: the order within each file is kept
