@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.homekit import MLFLOW_DB, CtRun, migrated_store
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -49,42 +51,13 @@ def _no_default_mlflow_store():
                        "(its default tracking store in the working directory)")
 
 
-MLFLOW_DB = "mlflow.db"  # kfct.settings: the local store is <KFCT_HOME>/mlflow.db
-
-
-def _migrated_store(folder: Path) -> Path:
-    """An empty MLflow SQLite store with every migration applied, made once per folder.
-
-    What MLflow's SqlAlchemyStore does to a new database (`_initialize_tables`), and no more:
-    the Default experiment is left for the first real open to create, with that store's own
-    artifact location. Under pytest-xdist the workers share `folder`; a lock makes one build it."""
-    import fcntl
-
-    db = folder / MLFLOW_DB
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "template.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not db.exists():
-            import sqlalchemy
-            from mlflow.store.db.utils import _initialize_tables
-
-            part = folder / f"{MLFLOW_DB}.{os.getpid()}.part"
-            engine = sqlalchemy.create_engine(f"sqlite:///{part}")
-            try:
-                _initialize_tables(engine)
-            finally:
-                engine.dispose()
-            part.replace(db)
-    return db
-
-
 @pytest.fixture(scope="session")
 def mlflow_store_template(tmp_path_factory) -> Path:
     """The migrated, empty store every seeded home starts from (one per test run, shared by xdist workers)."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's basetemp; each worker's own is a folder in it
-    return _migrated_store(root / "mlflow-template")
+    return migrated_store(root / "mlflow-template")
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +89,31 @@ def kfct_home(tmp_path, monkeypatch, seed_mlflow_store):
     reset_settings()
     yield home
     reset_settings()
+
+
+CT_RUN_ROWS = 20_000
+
+
+@pytest.fixture(scope="session")
+def ct_run(tmp_path_factory, seed_mlflow_store) -> CtRun:
+    """The CT pipeline run once per test session (per xdist worker) under kfp's local runner, on
+    20k generated rows in a home of its own: version 1 registered as champion, its MLflow run,
+    card, audit entries and kfp outputs. For tests that only read what a run made; a test that
+    writes (another run, an alias move) works on `copy_home(ct_run.home, ...)` instead."""
+    from kfct.datagen import generate, write_frame
+    from kfct.pipelines.local import run_ct
+    from kfct.settings import reset_settings
+
+    home = seed_mlflow_store(tmp_path_factory.mktemp("ct-run") / "kfct-home")
+    data = write_frame(generate(CT_RUN_ROWS, seed=42), home / "data" / "customers.parquet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KFCT_HOME", str(home))
+        for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
+            mp.delenv(var, raising=False)
+        reset_settings()
+        summary = run_ct(data_uri=str(data))
+    reset_settings()
+    return CtRun(home, data, summary)
 
 
 @pytest.fixture(scope="session")
