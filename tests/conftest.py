@@ -162,7 +162,8 @@ def pytest_collection_modifyitems(config, items):
         if E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.e2e)
         if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(ROOT).as_posix()))
+            where = item.path.relative_to(ROOT) if ROOT in item.path.parents else item.path
+            item.add_marker(pytest.mark.xdist_group(where.as_posix()))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         rank = {}
         for item in items:
