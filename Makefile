@@ -36,7 +36,7 @@ run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3
 # pytest-xdist workers (`make test TEST_WORKERS=0`: one process). Each test file runs on one
 # worker, e2e and slow files first (tests/conftest.py); --no-loadscope-reorder keeps that order.
 TEST_WORKERS ?= auto
-XDIST = -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: install ## Run the whole test suite (what CI runs): unit, data, model, integration, e2e, tool checks
 	$(PY) -m pytest $(XDIST) $(ARGS)

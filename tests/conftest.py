@@ -142,28 +142,24 @@ def trained(small_df, cfg):
 
 
 # -- selection and scheduling -------------------------------------------------------------------
-# `make test` runs every test on pytest-xdist workers (`--dist loadgroup`); `make test-fast`
+# `make test` runs every test on pytest-xdist workers (`--dist loadfile`); `make test-fast`
 # deselects the slow, e2e and tool tests (pyproject.toml, docs/developing.md).
 
 E2E_DIR = ROOT / "tests" / "e2e"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Mark tests/e2e `e2e`; keep each test file on one xdist worker; under xdist, slow files first.
+    """Mark tests/e2e `e2e`; under xdist, schedule the e2e files first and the slow ones next.
 
-    One file, one worker: a file's module-scoped fixtures (a pipeline run, a server, a registry)
-    are made once, and its tests run in the order they are written, as in a serial run. Tests
-    that must share a worker with tests of other files name a group of their own
-    (`@pytest.mark.xdist_group("name")`). Under xdist the e2e files go first and the other files
-    with slow tests next (`make test` passes `--no-loadscope-reorder`, which keeps this order),
-    so the longest ones start while the quick ones fill the other workers."""
+    `make test` runs each test file on one worker (`--dist loadfile`): a file's module-scoped
+    fixtures (a pipeline run, a server, a registry) are made once and its tests run in the order
+    they are written, as in a serial run. (`--dist loadgroup` would let tests of several files
+    share a worker, but pytest-xdist 3.8 cannot name the groups under pytest 9: it rewrites
+    `item._nodeid`, which pytest 9 no longer reads.) The files go out in this order
+    (`--no-loadscope-reorder`), so the longest start while the quick ones fill the other workers."""
     for item in items:
         if E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.e2e)
-        if item.get_closest_marker("xdist_group") is None:
-            where = item.path.relative_to(ROOT) if ROOT in item.path.parents else item.path
-            item.add_marker(pytest.mark.xdist_group(where.as_posix()))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         rank = {}
         for item in items:
