@@ -117,6 +117,23 @@ def ct_run(tmp_path_factory, seed_mlflow_store) -> CtRun:
 
 
 @pytest.fixture(scope="session")
+def compiled_pipelines(tmp_path_factory) -> list[Path]:
+    """`kfct compile` once per session with default settings (no KFCT_* variable): the paths
+    `compile_all` returns (CT first, then monitoring and batch scoring). For tests that read the
+    IR; a test that compiles with settings of its own still calls the compiler itself."""
+    from kfct.pipelines.compile import compile_all
+    from kfct.settings import reset_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in [v for v in os.environ if v.startswith("KFCT_")]:
+            mp.delenv(var)
+        reset_settings()
+        paths = compile_all(tmp_path_factory.mktemp("build"))
+    reset_settings()
+    return paths
+
+
+@pytest.fixture(scope="session")
 def cfg():
     from kfct.config import load_config
 

@@ -145,11 +145,9 @@ def test_runner_can_read_what_kfp_v2_driver_and_launcher_read(rendered):
 # -- finding 3: multi-user Kubeflow auth for drift-triggered retraining ---------------------------
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    from kfct.pipelines.compile import compile_all
-
-    out = tmp_path_factory.mktemp("build")
-    return {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in compile_all(out)}
+def compiled(compiled_pipelines):
+    """`kfct compile`'s output with default settings, once per session (tests/conftest.py)."""
+    return {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in compiled_pipelines}
 
 
 def test_prod_gives_the_retrain_step_a_projected_kfp_token(rendered, compiled):
