@@ -207,6 +207,7 @@ def ir_images(docs) -> set[str]:
     return {e["container"]["image"] for e in docs[0]["deploymentSpec"]["executors"].values()}
 
 
+@pytest.mark.slow  # compiles every pipeline twice with settings of its own: make test, not make test-fast
 def test_every_image_named_anywhere_is_one_cd_builds(tmp_path, monkeypatch):
     """CD's env (KFCT_IMAGE_REGISTRY / KFCT_IMAGE_TAG) -> compiled IR, prod overlay, ServingRuntime,
     MLflow, and the InferenceService the deploy step writes: all name images CD pushed."""
