@@ -17,6 +17,9 @@ import re
 import pytest
 import yaml
 
+# Compiles the CT pipeline (CPU and GPU) with settings of its own: seconds of CPU, so make test, not make test-fast.
+pytestmark = pytest.mark.slow
+
 SENTINELS = {
     "KFCT_S3_ACCESS_KEY": "AKIASENTINEL0ACCESS1",
     "KFCT_S3_SECRET_KEY": "sentinel/secret+key/value-xyz",
