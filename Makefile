@@ -13,7 +13,7 @@ DATA ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test e2e lint compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
+.PHONY: help install run test test-fast test-tools e2e lint compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
 
 help: ## List targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,8 +33,19 @@ install: $(VENV)/.installed ## Create .venv and install pinned dependencies
 run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3://..., ROWS=100000
 	$(KFCT) run $(if $(DATA),--data-uri $(DATA),--rows $(ROWS)) $(ARGS)
 
-test: install ## Run the whole test suite
-	$(PY) -m pytest $(ARGS)
+# pytest-xdist workers (`make test TEST_WORKERS=0`: one process). Each test file runs on one
+# worker, e2e and slow files first (tests/conftest.py); --no-loadscope-reorder keeps that order.
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+test: install ## Run the whole test suite (what CI runs): unit, data, model, integration, e2e, tool checks
+	$(PY) -m pytest $(XDIST) $(ARGS)
+
+test-fast: install ## Pure and in-process tests, about a minute: no pipeline run, no server process, no e2e
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not e2e and not tool" $(ARGS)
+
+test-tools: install ## The tests that run a tool over the repository (ruff, hadolint, make install); part of make test
+	$(PY) -m pytest -q -m tool $(ARGS)
 
 lint: install ## ruff on the package, bench and tests + mypy on the package (config in pyproject.toml)
 	$(VENV)/bin/ruff check kfct components pipelines serving bench tests
@@ -79,4 +90,4 @@ clean: ## Remove local state (.kfct) and build outputs
 	rm -rf .kfct build
 
 e2e: install ## The cluster path end to end with a cluster's boundaries (rendered manifests, pods, S3, MLflow, KServe)
-	$(PY) -m pytest -q -s tests/e2e $(ARGS)
+	$(PY) -m pytest -q -s -m e2e tests/e2e $(ARGS)

@@ -1,11 +1,21 @@
-"""Shared fixtures: an isolated KFCT_HOME per test, small generated datasets, a trained model."""
+"""Shared fixtures: an isolated KFCT_HOME per test, small generated datasets, a trained model.
+
+Speed (the suite runs on 2 cores): a new MLflow SQLite store runs every alembic migration on
+first use (seconds of CPU each time). `kfct_home`, and any home a test builds itself through
+`seed_mlflow_store`, starts instead from a copy of one store migrated once per test run: the
+same schema, no rows, as a fresh store is the moment after its migrations. A test about store
+creation itself (two processes creating one store at once) does not seed its home.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.homekit import MLFLOW_DB, CtRun, migrated_store
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -41,18 +51,86 @@ def _no_default_mlflow_store():
                        "(its default tracking store in the working directory)")
 
 
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory) -> Path:
+    """The migrated, empty store every seeded home starts from (one per test run, shared by xdist workers)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's basetemp; each worker's own is a folder in it
+    return migrated_store(root / "mlflow-template")
+
+
+@pytest.fixture(scope="session")
+def seed_mlflow_store(mlflow_store_template):
+    """`seed(home)`: give a KFCT_HOME that has no store yet a migrated, empty one (a copy)."""
+
+    def seed(home: Path) -> Path:
+        home = Path(home)
+        home.mkdir(parents=True, exist_ok=True)
+        db = home / MLFLOW_DB
+        if not db.exists():
+            shutil.copyfile(mlflow_store_template, db)
+        return home
+
+    return seed
+
+
 @pytest.fixture
-def kfct_home(tmp_path, monkeypatch):
-    """Point every setting at a fresh temp dir (MLflow store, audit, pipeline root)."""
+def kfct_home(tmp_path, monkeypatch, seed_mlflow_store):
+    """Point every setting at a fresh temp dir (MLflow store, audit, pipeline root).
+
+    The MLflow store in it is a copy of a migrated, empty one (see the module docstring)."""
     from kfct.settings import reset_settings
 
-    home = tmp_path / "kfct-home"
+    home = seed_mlflow_store(tmp_path / "kfct-home")
     monkeypatch.setenv("KFCT_HOME", str(home))
     for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     reset_settings()
     yield home
     reset_settings()
+
+
+CT_RUN_ROWS = 20_000
+
+
+@pytest.fixture(scope="session")
+def ct_run(tmp_path_factory, seed_mlflow_store) -> CtRun:
+    """The CT pipeline run once per test session (per xdist worker) under kfp's local runner, on
+    20k generated rows in a home of its own: version 1 registered as champion, its MLflow run,
+    card, audit entries and kfp outputs. For tests that only read what a run made; a test that
+    writes (another run, an alias move) works on `copy_home(ct_run.home, ...)` instead."""
+    from kfct.datagen import generate, write_frame
+    from kfct.pipelines.local import run_ct
+    from kfct.settings import reset_settings
+
+    home = seed_mlflow_store(tmp_path_factory.mktemp("ct-run") / "kfct-home")
+    data = write_frame(generate(CT_RUN_ROWS, seed=42), home / "data" / "customers.parquet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KFCT_HOME", str(home))
+        for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
+            mp.delenv(var, raising=False)
+        reset_settings()
+        summary = run_ct(data_uri=str(data))
+    reset_settings()
+    return CtRun(home, data, summary)
+
+
+@pytest.fixture(scope="session")
+def compiled_pipelines(tmp_path_factory) -> list[Path]:
+    """`kfct compile` once per session with default settings (no KFCT_* variable): the paths
+    `compile_all` returns (CT first, then monitoring and batch scoring). For tests that read the
+    IR; a test that compiles with settings of its own still calls the compiler itself."""
+    from kfct.pipelines.compile import compile_all
+    from kfct.settings import reset_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in [v for v in os.environ if v.startswith("KFCT_")]:
+            mp.delenv(var)
+        reset_settings()
+        paths = compile_all(tmp_path_factory.mktemp("build"))
+    reset_settings()
+    return paths
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +156,30 @@ def trained(small_df, cfg):
     tr, va, te, enc = featurize_core(small_df, cfg)
     model, *_ = train_core(tr, va, cfg, encoder=enc)
     return model, tr, va, te
+
+
+# -- selection and scheduling -------------------------------------------------------------------
+# `make test` runs every test on pytest-xdist workers (`--dist loadfile`); `make test-fast`
+# deselects the slow, e2e and tool tests (pyproject.toml, docs/developing.md).
+
+E2E_DIR = ROOT / "tests" / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests/e2e `e2e`; under xdist, schedule the e2e files first and the slow ones next.
+
+    `make test` runs each test file on one worker (`--dist loadfile`): a file's module-scoped
+    fixtures (a pipeline run, a server, a registry) are made once and its tests run in the order
+    they are written, as in a serial run. (`--dist loadgroup` would let tests of several files
+    share a worker, but pytest-xdist 3.8 cannot name the groups under pytest 9: it rewrites
+    `item._nodeid`, which pytest 9 no longer reads.) The files go out in this order
+    (`--no-loadscope-reorder`), so the longest start while the quick ones fill the other workers."""
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {}
+        for item in items:
+            r = 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
+            rank[item.path] = min(rank.get(item.path, 2), r)
+        items.sort(key=lambda i: rank[i.path])  # stable: the order within each file is kept

@@ -76,7 +76,8 @@ def test_semicolon_csv_read_as_one_column_gets_a_hint(small_cfg, tmp_path):
 def test_html_report_is_named_html_and_renders_in_chromium(small_cfg, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+        pytest.skip("needs Chromium to render the HTML headlessly: chromium is not installed "
+                    "(Debian: apt-get install -y chromium; .ci/run installs it as root)")
     from kfct.components.validate import validate_frame, write_report
 
     df = _frame()

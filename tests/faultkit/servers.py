@@ -123,7 +123,7 @@ def tiny_disk(path: Path, size: str = "256k"):
     path.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
     if r.returncode != 0:
-        raise OSError(errno.EPERM, f"cannot mount tmpfs at {path}: {r.stderr.decode().strip()}")
+        raise OSError(errno.EPERM, f"needs root allowed to mount: cannot mount tmpfs at {path}: {r.stderr.decode().strip()}")
     try:
         yield path
     finally:

@@ -13,10 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ir(tmp_path_factory):
-    from kfct.pipelines.compile import compile_all
-
-    paths = compile_all(tmp_path_factory.mktemp("build"))
+def ir(compiled_pipelines):
+    paths = compiled_pipelines  # `kfct compile`'s output, once per session (tests/conftest.py)
     batch = [p for p in paths if p.name == "batch_scoring_pipeline.yaml"]
     assert batch, f"`kfct compile` writes the batch pipeline beside CT and monitoring: {paths}"
     return [d for d in yaml.safe_load_all(batch[0].read_text()) if d]

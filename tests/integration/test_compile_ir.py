@@ -17,6 +17,9 @@ import re
 import pytest
 import yaml
 
+# Compiles the CT pipeline (CPU and GPU) with settings of its own: seconds of CPU, so make test, not make test-fast.
+pytestmark = pytest.mark.slow
+
 SENTINELS = {
     "KFCT_S3_ACCESS_KEY": "AKIASENTINEL0ACCESS1",
     "KFCT_S3_SECRET_KEY": "sentinel/secret+key/value-xyz",
@@ -197,11 +200,11 @@ def test_compiled_package_is_accepted_by_kfp_client_loader(compiled):
     assert "kubernetes" in doc.platform_spec.platforms
 
 
-def test_compile_all_writes_every_pipeline(tmp_path):
+def test_compile_all_writes_every_pipeline(compiled_pipelines):
     """`make compile`: the CT pipeline, and the monitoring pipeline once it exists."""
-    from kfct.pipelines.compile import compile_all, monitoring_available
+    from kfct.pipelines.compile import monitoring_available
 
-    paths = compile_all(tmp_path / "build")
+    paths = compiled_pipelines  # compile_all's paths (tests/conftest.py)
     names = [p.name for p in paths]
     assert names[0] == "ct_pipeline.yaml"
     assert ("monitoring_pipeline.yaml" in names) == monitoring_available()

@@ -9,19 +9,21 @@ import json
 import pytest
 
 from kfct.errors import DataSourceError, StageError, ValidationFailed
+from tests.homekit import copy_home
 
 pytestmark = pytest.mark.slow
 
-ROWS = 20_000
-
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(ct_run, tmp_path_factory):
+    """This module's KFCT_HOME: a copy of the session's CT run (`ct_run`, tests/conftest.py), made
+    before any test here writes, so the later runs here (a blocked second run, failed validations,
+    a challenger) leave the session's run as it was for the tests that only read it."""
     import os
 
     from kfct.settings import reset_settings
 
-    home = tmp_path_factory.mktemp("ct-home")
+    home = copy_home(ct_run.home, tmp_path_factory.mktemp("ct-home") / "kfct-home")
     old = os.environ.get("KFCT_HOME")
     os.environ["KFCT_HOME"] = str(home)
     reset_settings()
@@ -34,10 +36,8 @@ def home(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data_path(home):
-    from kfct.datagen import generate, write_frame
-
-    return write_frame(generate(ROWS, seed=42), home / "data" / "customers.parquet")
+def data_path(ct_run):
+    return ct_run.data
 
 
 @pytest.fixture(autouse=True)
@@ -61,10 +61,9 @@ def _registry_state(name):
 
 
 @pytest.fixture(scope="module")
-def first_run(home, data_path):
-    from kfct.pipelines.local import run_ct
-
-    return run_ct(data_uri=str(data_path))
+def first_run(ct_run, home):
+    """The first run on this data: the session's, run once per test session (tests/conftest.py)."""
+    return ct_run.summary
 
 
 def test_first_run_registers_champion(first_run):

@@ -15,6 +15,8 @@ from kfct.components.drift_report import save_reports
 from kfct.config import feature_columns
 from kfct.datagen import generate
 
+pytestmark = pytest.mark.slow  # full Evidently reports on thousands of rows: make test, not make test-fast
+
 
 @pytest.fixture(scope="module")
 def reference(trained):

@@ -16,6 +16,8 @@ import pytest
 
 from tests.faultkit.servers import fill, tiny_disk, tmpfs_available
 
+pytestmark = pytest.mark.slow  # runs the CT pipeline: make test, not make test-fast
+
 needs_tmpfs = pytest.mark.skipif(not tmpfs_available(), reason="needs root to mount a tmpfs (real ENOSPC)")
 
 

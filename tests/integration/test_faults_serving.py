@@ -23,11 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def deps(tmp_path_factory):
+def deps(tmp_path_factory, seed_mlflow_store):
     """MLflow server + S3 artifact store, both behind proxies; one model registered twice (v1, v2)."""
     from kfct.settings import reset_settings
 
-    tmp = tmp_path_factory.mktemp("faults-serving")
+    tmp = seed_mlflow_store(tmp_path_factory.mktemp("faults-serving"))  # the server's backend: migrated once per run
     bucket = f"mlflow-{uuid.uuid4().hex[:8]}"
     with pytest.MonkeyPatch.context() as mp, moto_s3() as (s3_host, s3_port), \
             FaultProxy(s3_host, s3_port) as s3_proxy:

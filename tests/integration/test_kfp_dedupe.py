@@ -101,11 +101,9 @@ def test_schedule_is_unique_by_name(kfp_env, kfp_server, package):
 
 
 @pytest.fixture(scope="module")
-def real_packages(tmp_path_factory):
-    from kfct.pipelines.compile import compile_all
-
-    out = tmp_path_factory.mktemp("build")
-    return {p.name: p for p in compile_all(out)}
+def real_packages(compiled_pipelines):
+    """`kfct compile`'s output with default settings, once per session (tests/conftest.py)."""
+    return {p.name: p for p in compiled_pipelines}
 
 
 def test_monitoring_and_batch_schedules_say_what_they_are(kfp_env, kfp_server, real_packages, capsys):

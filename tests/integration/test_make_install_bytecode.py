@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.tool  # runs `make install`: make test-tools and make test, not make test-fast
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("kfct", "components", "pipelines", "serving")
 

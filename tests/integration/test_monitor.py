@@ -23,11 +23,11 @@ BACK = "generate://6000?seed=8"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, seed_mlflow_store):
     from kfct.config import load_config
     from kfct.settings import reset_settings
 
-    home = tmp_path_factory.mktemp("monitor") / "kfct-home"
+    home = seed_mlflow_store(tmp_path_factory.mktemp("monitor") / "kfct-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KFCT_HOME", str(home))
         for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT", "KFCT_KFP_HOST"):

@@ -33,7 +33,7 @@ LABELS = {"strings": ("malignant", "malignant"), "zero_one": (None, 1)}
 
 
 @pytest.fixture(params=["strings"])
-def user(tmp_path, request):
+def user(tmp_path, request, seed_mlflow_store):
     from sklearn.datasets import load_breast_cancer
 
     df = load_breast_cancer(as_frame=True).frame
@@ -44,7 +44,7 @@ def user(tmp_path, request):
     data = tmp_path / "tumours.csv"
     df.to_csv(data, index=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KFCT_", "MLFLOW_TRACKING"))}
-    env.update(KFCT_HOME=str(tmp_path / "home"), GX_ANALYTICS_ENABLED="false")
+    env.update(KFCT_HOME=str(seed_mlflow_store(tmp_path / "home")), GX_ANALYTICS_ENABLED="false")
     df.attrs["labels"] = request.param
     return df, data, env, tmp_path
 

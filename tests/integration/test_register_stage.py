@@ -67,8 +67,8 @@ def _run(code: str, work: Path, env: dict) -> str:
     return proc.stdout
 
 
-def test_register_stage_loads_no_model_and_no_plotting_library(tmp_path):
-    env = {**os.environ, "KFCT_HOME": str(tmp_path / "home"), "MLFLOW_DISABLE_TELEMETRY": "true"}
+def test_register_stage_loads_no_model_and_no_plotting_library(tmp_path, seed_mlflow_store):
+    env = {**os.environ, "KFCT_HOME": str(seed_mlflow_store(tmp_path / "home")), "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     work = tmp_path / "work"
     work.mkdir()

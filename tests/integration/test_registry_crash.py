@@ -25,14 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, seed_mlflow_store):
     """A home with an initialised store and a lenient gate (every run passes it)."""
     import os as _os
 
     from kfct.settings import reset_settings
 
     base = tmp_path_factory.mktemp("crash")
-    home = base / "home"
+    home = seed_mlflow_store(base / "home")
     cfg = base / "cfg.yaml"
     cfg.write_text("gate:\n  min_improvement: -1.0\n")
     from kfct.datagen import generate, write_frame

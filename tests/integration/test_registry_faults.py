@@ -23,8 +23,8 @@ NAME = "faulty-model"
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
+def mlflow_server(tmp_path_factory, seed_mlflow_store):
+    root = seed_mlflow_store(tmp_path_factory.mktemp("mlflow-server"))  # the server's backend: migrated once per run
     with servers.mlflow_server(f"sqlite:///{root}/mlflow.db", (root / "art").as_uri(), root / "server.log") as port:
         yield port
 

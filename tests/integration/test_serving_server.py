@@ -17,6 +17,29 @@ from tests.servingkit import (MODEL_NAME, Client, records, serving_env, serving_
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def shared_server(serving_registry, tmp_path_factory):
+    """One server for this module's tests that only send requests and read the answers: they move no
+    alias, write no split file, change no setting, and read no counter or log another test adds to.
+    A test that changes what serves, or reads the metrics or the prediction log, takes `server`."""
+    from kfct.serving.server import start_in_thread
+    from kfct.settings import reset_settings
+    from tests.servingkit import reset_registry
+
+    tmp = tmp_path_factory.mktemp("shared-server")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KFCT_HOME", str(serving_registry.home))
+        for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
+            mp.delenv(var, raising=False)
+        reset_settings()
+        reset_registry(serving_registry)
+        srv = start_in_thread(port=0, state_path=str(tmp / "split.json"), prediction_log_dir=str(tmp / "predictions"),
+                              log_flush_seconds=0.2)
+        yield srv
+        srv.stop()
+    reset_settings()
+
+
 @pytest.fixture
 def server(serving_env, tmp_path):
     from kfct.serving.server import start_in_thread
@@ -39,9 +62,9 @@ def expected(reg, role, recs):
     return lm.model.predict_positive(frame), lm.model.threshold
 
 
-def test_v1_round_trip_matches_the_registered_model(server, serving_env):
+def test_v1_round_trip_matches_the_registered_model(shared_server, serving_env):
     recs = records(25, seed=3)
-    c = Client(server.url)
+    c = Client(shared_server.url)
     status, body, headers = c.predict(MODEL_NAME, recs)
     assert status == 200, body
     v = serving_env.versions["good_a"]
@@ -53,12 +76,12 @@ def test_v1_round_trip_matches_the_registered_model(server, serving_env):
     assert [p["label"] for p in body["predictions"]] == [int(p >= thr) for p in probs]
     assert all(p["threshold"] == pytest.approx(thr) and p["model_version"] == v for p in body["predictions"])
     # the numpy tree walk is what answered (not a silent fallback)
-    assert server.router.route.champion.current.ensemble is not None
+    assert shared_server.router.route.champion.current.ensemble is not None
 
 
-def test_v2_columnar_and_records_inputs(server, serving_env):
+def test_v2_columnar_and_records_inputs(shared_server, serving_env):
     recs = records(7, seed=4)
-    c = Client(server.url)
+    c = Client(shared_server.url)
     status, body, _ = c.request("POST", f"/v2/models/{MODEL_NAME}/infer", v2_body(recs))
     assert status == 200, body
     assert body["model_name"] == MODEL_NAME and body["model_version"] == serving_env.versions["good_a"]
@@ -103,9 +126,9 @@ def _bad_v1_cases(rec):
     ]
 
 
-def test_every_bad_v1_input_is_a_400_naming_the_field(server, serving_env):
+def test_every_bad_v1_input_is_a_400_naming_the_field(shared_server, serving_env):
     rec = records(1, seed=5)[0]
-    c = Client(server.url)
+    c = Client(shared_server.url)
     for what, body, field in _bad_v1_cases(rec):
         status, resp, _ = c.request("POST", f"/v1/models/{MODEL_NAME}:predict", body)
         assert status == 400, (what, status, resp)
@@ -117,9 +140,9 @@ def test_every_bad_v1_input_is_a_400_naming_the_field(server, serving_env):
     assert status == 400 and resp["index"] == 1 and resp["field"] == "peak_hour_ratio"
 
 
-def test_non_finite_values_are_named_not_a_parse_error(server):
+def test_non_finite_values_are_named_not_a_parse_error(shared_server):
     rec = records(1, seed=6)[0]
-    c = Client(server.url)
+    c = Client(shared_server.url)
     for token in ("NaN", "Infinity", "-Infinity"):
         raw = json.dumps({"instances": [rec]}).replace('"frustration_index": ' + json.dumps(rec["frustration_index"]),
                                                        f'"frustration_index": {token}').encode()
@@ -131,10 +154,10 @@ def test_non_finite_values_are_named_not_a_parse_error(server):
     assert status == 200, resp
 
 
-def test_bad_bodies_and_sizes(server):
+def test_bad_bodies_and_sizes(shared_server):
     from kfct.settings import get_settings
 
-    c = Client(server.url)
+    c = Client(shared_server.url)
     status, resp, _ = c.request("POST", f"/v1/models/{MODEL_NAME}:predict", raw=b"{not json")
     assert status == 400 and resp["field"] == "body"
     limit = get_settings().max_request_bytes
@@ -155,12 +178,12 @@ def test_bad_bodies_and_sizes(server):
     assert r.status == 413
     conn.close()
     # the server is still fine afterwards
-    assert Client(server.url).predict(MODEL_NAME, [rec])[0] == 200
+    assert Client(shared_server.url).predict(MODEL_NAME, [rec])[0] == 200
 
 
-def test_bad_v2_inputs_are_400s_naming_the_input(server):
+def test_bad_v2_inputs_are_400s_naming_the_input(shared_server):
     recs = records(3, seed=9)
-    c = Client(server.url)
+    c = Client(shared_server.url)
     path = f"/v2/models/{MODEL_NAME}/infer"
 
     def body_without(name):
@@ -194,8 +217,8 @@ def test_bad_v2_inputs_are_400s_naming_the_input(server):
     assert status == 400 and "datatype" in resp["field"]
 
 
-def test_unknown_model_is_404_and_no_500_anywhere(server):
-    c = Client(server.url)
+def test_unknown_model_is_404_and_no_500_anywhere(shared_server):
+    c = Client(shared_server.url)
     status, _, _ = c.predict("no-such-model", records(1))
     assert status == 404
     status, body, _ = c.request("GET", "/metrics")

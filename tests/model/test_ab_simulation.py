@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from kfct import abstats
 from kfct.components.ab_test import ab_report_core
@@ -75,6 +76,7 @@ def test_a_truly_better_b_is_declared_the_winner():
     assert rep["cohens_h"] > 0
 
 
+@pytest.mark.slow  # 120 simulated tests, 10 looks each: make test, not make test-fast
 def test_identical_arms_keep_the_false_positive_rate_under_alpha_despite_peeking():
     runs, fp_seq, fp_naive = 120, 0, 0
     for seed in range(runs):

@@ -8,6 +8,8 @@ from kfct.components.featurize import featurize_core
 from kfct.components.train import train_core
 from kfct.datagen import generate
 
+pytestmark = pytest.mark.slow  # trains every model kind on realistic data: make test, not make test-fast
+
 
 @pytest.fixture(scope="module")
 def trained_40k(cfg):

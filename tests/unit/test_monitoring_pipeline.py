@@ -1,8 +1,10 @@
 """The monitoring pipeline compiles for the cluster with the right shape (IR inspected, nothing run)."""
 
+import pytest
 import yaml
 
 
+@pytest.mark.slow  # compiles the monitoring pipeline (seconds of CPU): make test, not make test-fast
 def test_monitoring_pipeline_compiles_with_its_uncached_stages(tmp_path, kfct_home):
     from kfct.pipelines.compile import compile_monitoring
 

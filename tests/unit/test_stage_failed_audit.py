@@ -78,7 +78,7 @@ def test_featurize_with_a_bad_config_is_on_the_trail(kfct_home, tmp_path, small_
 def test_an_unwritable_trail_never_hides_the_stage_error(kfct_home, tmp_path, caplog):
     from kfct.stagefail import audit_failure
 
-    kfct_home.mkdir(parents=True)
+    kfct_home.mkdir(parents=True, exist_ok=True)  # kfct_home holds the seeded MLflow store
     (kfct_home / "audit").write_text("a file where the trail's folder should be")
     with pytest.raises(ZeroDivisionError), audit_failure("train-model", model_name="m"):
         raise ZeroDivisionError("the stage's own error")
