@@ -39,7 +39,8 @@ TEST_WORKERS ?= auto
 XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: install ## Run the whole test suite (what CI runs): unit, data, model, integration, e2e, tool checks
-	$(PY) -m pytest $(XDIST) $(ARGS)
+	$(PY) -m pytest $(XDIST) -m "not alone" $(ARGS)
+	$(PY) -m pytest -m alone $(ARGS)
 
 test-fast: install ## Pure and in-process tests, about a minute: no pipeline run, no server process, no e2e
 	$(PY) -m pytest -q $(XDIST) -m "not slow and not e2e and not tool" $(ARGS)

@@ -165,6 +165,15 @@ def trained(small_df, cfg):
 E2E_DIR = ROOT / "tests" / "e2e"
 
 
+# Files whose tests judge latency or traffic within seconds on live servers (a rollout's p99 checks, a
+# canary's "enough traffic" window): with another xdist worker running a pipeline on the same 2 cores
+# they judge the machine, not the code. `make test` runs them after the parallel pass, alone.
+ALONE_FILES = frozenset({
+    "test_serving_canary.py", "test_serving_hostile.py", "test_faults_serving.py", "test_rollout_adversarial.py",
+    "test_rollout_replicas.py", "test_canary_modes.py", "test_canary_route.py",
+})
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark tests/e2e `e2e`; under xdist, schedule the e2e files first and the slow ones next.
 
@@ -177,6 +186,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+        if item.path.name in ALONE_FILES:
+            item.add_marker(pytest.mark.alone)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         rank = {}
         for item in items:
