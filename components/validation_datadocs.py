@@ -38,6 +38,7 @@ thead th{background:#f4f4f4}.card{border:1px solid #e3e3e3;border-radius:4px;mar
 .badge-danger{background:#fce8e6;color:#a50e0e}.badge-success{background:#e6f4ea;color:#1e6b34}
 ul.list-group{padding-left:1.2em}ul.nav{list-style:none;padding-left:.5em}.sticky{position:static}
 .fa-check-circle::before{content:"\\2714"}.fa-times::before{content:"\\2716"}
+.fa-exclamation-triangle::before{content:"\\26A0"}.text-warning{color:#8a5a00}
 #kfct-summary{margin:1em 2em;padding:.6em 1em;border-radius:4px;border:1px solid #ddd}
 #kfct-summary.ok{background:#e6f4ea;color:#1e6b34}#kfct-summary.bad{background:#fce8e6;color:#a50e0e}
 #kfct-summary p{margin:.2em 0;font-weight:600}#kfct-summary ul{margin:.3em 0;color:#222;font-weight:400}
@@ -52,7 +53,8 @@ _CSS_URL = re.compile(r"url\(\s*['\"]?(?:https?:)?//[^)]*\)", re.IGNORECASE)
 def _suite_result(gx_result: dict):
     from great_expectations.core.expectation_validation_result import expectationSuiteValidationResultSchema
 
-    results = [{**r, **{k: _escaped(r[k]) for k in ("result", "exception_info") if k in r},
+    # exception_info is left as it is: GX escapes exception messages itself.
+    results = [{**r, "result": _escaped(r.get("result") or {}),
                 "expectation_config": {**r["expectation_config"],
                                        "kwargs": _escaped(r["expectation_config"].get("kwargs") or {})}}
                for r in gx_result.get("results") or []]
