@@ -18,6 +18,8 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 SITE_NAME = "kfct"
 RUN_NAME = "kfct-validation"
@@ -104,10 +106,11 @@ def build_site(gx_result: dict, site_dir) -> Path:
                                      run_id=run_id, batch_identifier=BATCH)
     ctx.validation_results_store.set(key, result)
     ctx.build_data_docs(site_names=[SITE_NAME], resource_identifiers=[key])
-    pages = sorted((site / "validations").rglob(f"{BATCH}.html"))
-    if len(pages) != 1:
-        raise RuntimeError(f"GX Data Docs wrote {len(pages)} validation pages under {site}, expected 1")
-    return pages[0]
+    [url] = [u["site_url"] for u in ctx.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME)]
+    page = Path(url2pathname(urlparse(url).path))
+    if not page.is_file():
+        raise RuntimeError(f"GX Data Docs did not write the validation page {page}")
+    return page
 
 
 def kfct_header(result: dict) -> str:
