@@ -5,6 +5,7 @@ The work is split by what it does; this module is the stage's face:
 - `validation_run`: the suite run on a DataFrame (`validate_frame`), plain JSON-able result;
 - `validation_records`: one short record per GX result (observed, expected, limit, sample);
 - `validation_report`: the summary line, Markdown and HTML reports (`write_report`);
+- `validation_datadocs`: the HTML report as GX's own Data Docs page, kfct's summary above it;
 - `validate_data` below: the thin kfp component (reads the snapshot, writes reports, audits).
 """
 

@@ -1,6 +1,9 @@
 """The validation result as a person reads it: one summary line, a Markdown and an HTML report.
 
-Each failure names the expectation, what was observed and what was expected (the
+The HTML report is Great Expectations' own Data Docs page (`validation_datadocs`) with
+kfct's summary line and hints above it, whenever the result carries GX's suite result
+(`gx_result`, from `validate_frame`); a result without it (e.g. merged from parts) gets
+the plain report below. Each failure names the expectation, what was observed and what was expected (the
 limit that was broken), with a short sample of bad values; lists stop with
 "... and N more" rather than silently. The HTML is self-contained (inline CSS, no
 scripts, every value escaped) and saved with an `.html` name so a browser opens it.
@@ -165,7 +168,12 @@ def render_html(result: dict) -> str:
 
 
 def write_report(result: dict, out_dir) -> dict[str, Path]:
-    """Write validation.json / .md / .html under out_dir; return their paths by kind."""
+    """Write validation.json / .md / .html (and GX's Data Docs site) under out_dir; return their paths by kind.
+
+    With `gx_result`: data_docs/ is GX's site (index.html, the validation page, static/),
+    and validation.html is that page standalone (fetches nothing) under kfct's summary.
+    validation.json is kfct's result without the GX blob (the site renders it).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -173,9 +181,20 @@ def write_report(result: dict, out_dir) -> dict[str, Path]:
         "markdown": out / "validation.md",
         "html": out / "validation.html",
     }
-    paths["json"].write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(render_markdown(result), encoding="utf-8")
-    paths["html"].write_text(render_html(result), encoding="utf-8")
+    gx_result = result.get("gx_result")
+    plain = {k: v for k, v in result.items() if k != "gx_result"}
+    paths["json"].write_text(json.dumps(plain, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(plain), encoding="utf-8")
+    if gx_result:
+        from kfct.components.validation_datadocs import build_site, kfct_header, standalone_page
+
+        page = build_site(gx_result, out / "data_docs")
+        paths["data_docs"] = out / "data_docs" / "index.html"
+        paths["data_docs_page"] = page
+        paths["html"].write_text(standalone_page(page.read_text(encoding="utf-8"), kfct_header(plain)),
+                                 encoding="utf-8")
+    else:
+        paths["html"].write_text(render_html(plain), encoding="utf-8")
     return paths
 
 

@@ -4,7 +4,8 @@ Two passes keep GX fast: every check first runs BOOLEAN_ONLY (no unexpected-valu
 lists, so no extra whole-frame row selection per check), then the failed checks and
 the few cheap headline aggregates run again with BASIC, whose partial_unexpected_list
 gives the sample of bad values. (SUMMARY would add value counts and index lists.)
-Nothing is written to disk.
+The two passes are joined back into one GX suite validation result (`gx_result`, GX's
+own JSON), from which the report renders GX's Data Docs page. Nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def validate_frame(df, cfg: dict) -> dict:
     Result keys: passed, suite, schema_version, n_expectations, n_failed, rows, columns,
     failures (failed records with column, expected, limit, kwargs, observed,
     unexpected_count, sample_bad_values), results (one record per expectation, passing
-    ones too), hints (likely causes, e.g. a CSV read with the wrong delimiter).
+    ones too), hints (likely causes, e.g. a CSV read with the wrong delimiter), gx_result
+    (GX's ExpectationSuiteValidationResult as its JSON dict, for GX's Data Docs).
     A missing column or a wrong dtype is a named failure, never an exception.
     """
     cfg = validate_config(cfg, "config")
@@ -36,7 +38,7 @@ def validate_frame(df, cfg: dict) -> dict:
     dtypes = {str(c): str(t) for c, t in df.dtypes.items()}  # as the user gave them
     label = cfg["dataset"]["label"]
     plan = plan_checks(cfg, present_columns=present, label_data=frame[label] if label in frame.columns else None)
-    by_order, suite_name = _run_two_passes(frame, cfg, plan)
+    by_order, suite_name, gx_result = _run_two_passes(frame, cfg, plan)
     # GX resolves checks in its own order; report them in suite (schema) order.
     records = [record(by_order[i], set(present), dtypes) for i in sorted(by_order)]
     failures = [{k: rec[k] for k in FAILURE_KEYS} | ({"error": rec["error"]} if "error" in rec else {})
@@ -53,6 +55,7 @@ def validate_frame(df, cfg: dict) -> dict:
         "failures": failures,
         "results": [{k: rec[k] for k in RESULT_KEYS} for rec in records],
         "hints": delimiter_hints(df, cfg),
+        "gx_result": gx_result,
     }
 
 
@@ -72,8 +75,11 @@ def _prepared(df):
     return frame
 
 
-def _run_two_passes(frame, cfg: dict, plan) -> tuple[dict, str]:
-    """{plan order: GX result}: pass 1 for every check, pass 2 (with samples) for failures and headlines."""
+def _run_two_passes(frame, cfg: dict, plan) -> tuple[dict, str, dict]:
+    """{plan order: GX result}, the suite name and both passes joined as one GX suite result (JSON dict).
+
+    Pass 1 runs every check, pass 2 (with samples) the failures and headlines.
+    """
     import logging
 
     from great_expectations.validator.v1_validator import Validator
@@ -102,7 +108,21 @@ def _run_two_passes(frame, cfg: dict, plan) -> tuple[dict, str]:
             by_order.update({_order(r): r for r in detail.results})
     finally:
         gx_logger.setLevel(level)
-    return by_order, suite.name
+    return by_order, suite.name, _joined(first, by_order)
+
+
+def _joined(first, by_order: dict) -> dict:
+    """Pass 1's suite result with pass 2's detailed results in place, as GX's JSON (what Data Docs render)."""
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    first.results = [by_order[i] for i in sorted(by_order)]
+    stats = calc_validation_statistics(first.results)
+    first.success = stats.success
+    first.statistics = {"evaluated_expectations": stats.evaluated_expectations,
+                        "successful_expectations": stats.successful_expectations,
+                        "unsuccessful_expectations": stats.unsuccessful_expectations,
+                        "success_percent": stats.success_percent}
+    return first.to_json_dict()
 
 
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}

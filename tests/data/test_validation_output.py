@@ -89,5 +89,6 @@ def test_html_report_is_named_html_and_renders_in_chromium(small_cfg, tmp_path):
          "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
          paths["html"].as_uri()],
         capture_output=True, text=True, timeout=120, check=True).stdout
-    assert "Failed expectations" in dom and "colour" in dom and "values in {red, blue}" in dom
+    # GX's Data Docs page (tests/data/test_validation_datadocs.py) under kfct's failure lines
+    assert "Expectation Validation Result" in dom and "colour" in dom and "values in {red, blue}" in dom
     assert "&lt;script&gt;" in dom and "<script>alert" not in dom  # escaped, rendered as text

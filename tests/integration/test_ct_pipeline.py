@@ -142,6 +142,12 @@ def test_corrupted_data_stops_at_validation(first_run, home, kind):
     assert "validation failed" in msg
     assert ("contract_type" if kind == "unknown_category" else "frustration_index") in msg
     assert _registry_state(first_run["model_name"]) == before
+    # the step's HTML artifact, as the local kfp runner kept it: GX's Data Docs page under kfct's lines
+    import re
+    from pathlib import Path
+
+    page = Path(re.search(r"\(report: ([^)]+\.html)\)", msg).group(1)).read_text()
+    assert "Expectation Validation Result" in page and '<section id="kfct-summary" class="bad">' in page
 
 
 def test_audit_trail_records_the_decisions(first_run):
