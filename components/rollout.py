@@ -27,7 +27,11 @@ with the champion's figures from the previous steps.
 Promotion: alias `champion` moves to the canary (audited by the registry), the split
 returns to 0 with the new champion serving, `challenger` is removed. Roll back: the
 split returns to 0, the version is tagged `rejected` with the reason, `challenger`
-is removed. Every step and the outcome go to the audit trail.
+is removed. Abort (outcome `aborted`): the infrastructure failed, not the model (the
+split or the route was not applied, the canary never got ready, the serving side or
+Prometheus did not answer): the split returns to 0 as in a rollback, but the version is
+not judged: no `rejected` tag, `challenger` stays, the cause is audited as
+`rollout_aborted` (see `plan_abort`). Every step and the outcome go to the audit trail.
 
 Where the numbers come from is a `RolloutBackend`: `LocalRouterBackend` (the local
 KServe ModelServer's split file and `/kfct/stats`) or `ClusterBackend` (patching the
@@ -43,7 +47,7 @@ from kfct.components.rollout_backends import (ClusterBackend, LocalRouterBackend
                                               RolloutBackend, make_backend)
 from kfct.components.rollout_decision import (FAIL, PASS, WAIT, OutcomePlan, RolloutError,  # noqa: F401
                                               StepDecision, Thresholds, Window, evaluate_step, parse_steps,
-                                              plan_expiry, plan_promotion, plan_retry, plan_rollback,
+                                              plan_abort, plan_expiry, plan_promotion, plan_retry, plan_rollback,
                                               plan_rollout_step, plan_versions, two_proportion_z)
 from kfct.components.rollout_defer import defer_rollout, expire_deferred  # noqa: F401
 
@@ -54,7 +58,7 @@ class RolloutResult:
     model_name: str
     canary_version: str
     champion_version: str | None
-    outcome: str  # promoted | rolled_back | deferred
+    outcome: str  # promoted | rolled_back | aborted (infrastructure, see plan_abort) | deferred
     reasons: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -84,13 +88,13 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
     audit.record("rollout_started", model_name=model_name, version=canary, champion=champion,
                  steps=steps, bake_seconds=bake_seconds, thresholds=asdict(thresholds))
     result = RolloutResult(model_name, canary, champion, "rolled_back")
-    failed = _walk_steps(result, backend, thresholds, steps, pace)
+    failed, infra = _walk_steps(result, backend, thresholds, steps, pace)
     result.seconds = round(clock() - t_start, 2)
     if failed is None:
         failed = _promote(result, backend, canary, champion, steps)
         if failed is None:
             return result
-    return _roll_back(result, backend, canary, champion, failed)
+    return _roll_back(result, backend, canary, champion, failed, infra=infra)
 
 
 def _read_versions(model_name: str, canary_version: str | None, champion_version: str | None) -> tuple[str, str]:
@@ -117,8 +121,10 @@ class Pace:
 
 
 def _walk_steps(result: RolloutResult, backend: RolloutBackend, thresholds: Thresholds, steps: list[float],
-                pace: Pace) -> list[str] | None:
-    """Each step in turn, audited; returns why the rollout failed, None when every step passed."""
+                pace: Pace) -> tuple[list[str] | None, bool]:
+    """Each step in turn, audited; returns why the rollout failed (None when every step passed) and
+    whether the infrastructure failed rather than the canary (a `RolloutError` from the backend: the
+    split or route not applied, the canary not ready, the figures unreachable)."""
     from kfct import audit
 
     canary, champion = result.canary_version, str(result.champion_version)
@@ -127,17 +133,20 @@ def _walk_steps(result: RolloutResult, backend: RolloutBackend, thresholds: Thre
         try:
             backend.set_split(champion, canary, pct)
         except RolloutError as exc:
-            return [f"step {pct:g}%: could not route traffic to the canary: {exc}"]
+            return [f"step {pct:g}%: could not route traffic to the canary: {exc}"], True
         pace.say(f"step {pct:g}%: baking {pace.bake_seconds:g} s")
-        step, champ = _bake(backend, champion, canary, pct, thresholds, baseline, pace)
+        try:
+            step, champ = _bake(backend, champion, canary, pct, thresholds, baseline, pace)
+        except RolloutError as exc:
+            return [f"step {pct:g}%: could not read the versions' figures: {exc}"], True
         result.steps.append(step)
         audit.record("rollout_step", model_name=result.model_name, version=canary, **step)
         pace.say(f"step {pct:g}%: {step['verdict']}: {'; '.join(step['reasons'])}")
         if step["verdict"] != PASS:
-            return [f"step {pct:g}%: {r}" for r in step["reasons"]]
+            return [f"step {pct:g}%: {r}" for r in step["reasons"]], False
         if champ.requests >= thresholds.min_requests:
             baseline = champ  # the reference for a later step where the champion gets no traffic
-    return None
+    return None, False
 
 
 def _bake(backend: RolloutBackend, champion_version: str, canary_version: str, pct: float, thresholds: Thresholds,
@@ -177,8 +186,11 @@ def _promote(result: RolloutResult, backend: RolloutBackend, canary: str, champi
 
 
 def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, champion: str,
-               failed: list[str]) -> RolloutResult:
+               failed: list[str], infra: bool = False) -> RolloutResult:
     """Traffic back to the champion first; only once that happened does the registry say so.
+
+    `infra`: the infrastructure failed, not the canary: the same traffic rollback, but
+    `plan_abort` (no `rejected` tag, alias `challenger` kept, `rollout_aborted` audited).
 
     A rollback that raises leaves the canary's traffic unknown: the version keeps its
     `challenger` alias (it may still serve) and gets no `rejected` tag, the failure is
@@ -188,7 +200,8 @@ def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, cham
 
     name = result.model_name
     last = result.steps[-1] if result.steps else None
-    plan = plan_rollback(name, canary, champion, failed, result.seconds, evidence=last)
+    plan = (plan_abort(name, canary, champion, failed, result.seconds) if infra
+            else plan_rollback(name, canary, champion, failed, result.seconds, evidence=last))
     try:
         backend.rollback(champion, canary)
     except Exception as exc:
@@ -208,7 +221,8 @@ def _record_outcome(result: RolloutResult, plan: OutcomePlan) -> None:
     name, canary = result.model_name, result.canary_version
     for key, value in plan.tags.items():
         registry.set_version_tag(name, canary, key, value)
-    registry.delete_alias(name, "challenger", reason=plan.challenger_reason)
+    if plan.challenger_reason is not None:
+        registry.delete_alias(name, "challenger", reason=plan.challenger_reason)
     result.outcome, result.reasons = plan.outcome, plan.reasons
     audit.record(plan.audit_event, **plan.audit_fields)
 

@@ -222,11 +222,11 @@ class OutcomePlan:
     and the rollout rolls back with that reason instead.
     """
 
-    outcome: str  # promoted | rolled_back
+    outcome: str  # promoted | rolled_back | aborted
     reason: str
     reasons: list[str]
     tags: dict[str, str]
-    challenger_reason: str  # why alias `challenger` is removed
+    challenger_reason: str | None  # why alias `challenger` is removed; None: it stays
     audit_event: str
     audit_fields: dict[str, Any]
     conflict: str | None = None
@@ -260,6 +260,21 @@ def plan_rollback(model_name: str, canary: str, champion: str, failed: list[str]
     return OutcomePlan("rolled_back", reason, failed,
                        {"rejected": "true", "rollout_status": "rejected", "rejected_reason": reason[:4000]},
                        f"rolled back: {reason}"[:4000], "rollout_rolled_back", fields)
+
+
+def plan_abort(model_name: str, canary: str, champion: str, failed: list[str], seconds: float) -> OutcomePlan:
+    """The rollout stopped because the infrastructure failed, not the model: the route or the split
+    was not applied, the canary never got ready, the serving side or Prometheus did not answer.
+
+    Traffic goes back to the champion like any rollback, but the version is not judged: no
+    `rejected` tag (which `kfct deploy --version` refuses and only `kfct rollout --retry` lifts),
+    and alias `challenger` stays on it, so the registry is as a failed deploy step leaves it (a
+    failed step never touches the aliases): once the prerequisite is fixed, `kfct rollout` picks
+    the same challenger again. The cause goes to the audit trail as `rollout_aborted`."""
+    reason = "; ".join(failed)
+    return OutcomePlan("aborted", reason, failed, {"rollout_status": "aborted"}, None, "rollout_aborted",
+                       {"model_name": model_name, "version": canary, "champion": champion, "cause": "infrastructure",
+                        "reason": reason, "seconds": seconds})
 
 
 def plan_retry(model_name: str, version: str, tags: dict, champion: str | None) -> dict:

@@ -64,7 +64,8 @@ def _rollout(args: argparse.Namespace) -> int:
     res = rollout_version(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
                        canary_version=args.retry or args.version, poll_seconds=args.poll_seconds,
                        log=lambda m: print(f"kfct rollout: {m}", flush=True))
-    verb = {"promoted": "PROMOTED", "rolled_back": "ROLLED BACK"}.get(res.outcome, res.outcome)
+    verb = {"promoted": "PROMOTED", "rolled_back": "ROLLED BACK",
+            "aborted": "ABORTED (infrastructure; not rejected, still challenger)"}.get(res.outcome, res.outcome)
     print(f"kfct: {name} v{res.canary_version} {verb} in {res.seconds:g} s: {'; '.join(res.reasons)}")
     if args.json:
         with open(args.json, "w") as fh:

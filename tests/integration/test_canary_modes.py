@@ -90,16 +90,16 @@ def test_an_existing_services_mode_wins_over_the_default(serving_env, monkeypatc
         assert kube.objects[("kfct", MODEL_NAME)]["spec"]["predictor"]["canaryTrafficPercent"] == 10
 
 
-def _roll(serving_env, role, mode, figures, monkeypatch, ready=True):
+def _roll(serving_env, role, mode, figures, monkeypatch, ready=True, gateway_api=True):
     from kfct.components.rollout import ClusterBackend, rollout_version
     from kfct.config import load_config
 
     cfg = load_config(overrides=FAST_ROLLOUT)
     # A Standard-mode deploy waits until the canary serves (ready, carried by the route): there
-    # the canary stops being ready afterwards; a Knative revision is never ready.
+    # the canary stops being ready (or the route loses its weight) afterwards; a Knative revision is never ready.
     with FakeKubeApi(controller=True, ready=ready or mode == "Standard") as kube, FakePrometheus(figures) as prom:
         deploy(serving_env, kube, role, mode, monkeypatch, cfg)
-        kube.ready = ready
+        kube.ready, kube.gateway_api = ready, gateway_api
         backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
                                  kserve_client=client_for(kube), ready_timeout=0.3, ready_poll=0.05)
         res = rollout_version(MODEL_NAME, cfg, backend)
@@ -168,9 +168,32 @@ def test_a_canary_that_never_gets_ready_is_rolled_back_not_baked(serving_env, mo
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     res, kube, prom = _roll(serving_env, "good_b", mode, GOOD(v_a, v_b), monkeypatch, ready=False)
-    assert res.outcome == "rolled_back" and "not ready" in res.reasons[0], res.reasons
+    assert res.outcome == "aborted" and "not ready" in res.reasons[0], res.reasons
     assert prom.requests == []  # never judged on metrics of pods that were not serving
     assert registry.alias_version(MODEL_NAME, "champion") == v_a
+    # The infrastructure failed, not the model: not rejected, still the challenger (see plan_abort).
+    assert registry.alias_version(MODEL_NAME, "challenger") == v_b
+    assert "rejected" not in registry.client().get_model_version(MODEL_NAME, v_b).tags
+
+
+def test_a_route_that_loses_the_canary_s_weight_aborts_without_rejecting_the_model(serving_env, monkeypatch):
+    """Sibling of issue 20, item 2: Gateway API goes away (or the HTTPRoute no longer carries the
+    canary's backendRef weight) during a Standard-mode rollout. Traffic goes back to the champion,
+    but the model is fine and the infrastructure is not: before the fix the version was tagged
+    `rejected`; now it keeps `challenger` and the audit trail says `rollout_aborted` and why."""
+    from kfct import audit, registry
+
+    v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
+    res, kube, prom = _roll(serving_env, "good_b", "Standard", GOOD(v_a, v_b), monkeypatch, gateway_api=False)
+    assert res.outcome == "aborted" and "gets no traffic" in res.reasons[0], res.reasons
+    assert prom.requests == []
+    final = kube.objects[("kfct", MODEL_NAME)]
+    assert "canary" not in final["spec"] and env_of(final["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_a
+    assert registry.aliases(MODEL_NAME) == {"champion": v_a, "challenger": v_b}
+    tags = registry.client().get_model_version(MODEL_NAME, v_b).tags
+    assert "rejected" not in tags and tags["rollout_status"] == "aborted"
+    ev = [e for e in audit.read() if e["event"].startswith("rollout_")][-1]
+    assert ev["event"] == "rollout_aborted" and ev["cause"] == "infrastructure" and "gets no traffic" in ev["reason"]
 
 
 def test_unknown_mode_is_one_clear_line(serving_env, monkeypatch):

@@ -156,3 +156,39 @@ def test_a_rollback_records_its_evidence_and_an_operator_can_retry(registry_two_
     res = run_rollout(MODEL, ScriptedBackend(5000), Thresholds(min_requests=200), [100], bake_seconds=5.0,
                       poll_seconds=1.0, sleep=t.sleep, clock=t.clock)
     assert res.outcome == "promoted" and registry.aliases(MODEL) == {"champion": "2"}
+
+
+class _Unrouted(ScriptedBackend):
+    """The split cannot be applied: the route lost the canary's weight (as `ClusterBackend.set_split`
+    raises when `wait_canary_ready` finds no HTTPRoute weight)."""
+
+    def set_split(self, champion_version, canary_version, percent):
+        super().set_split(champion_version, canary_version, percent)
+        raise RolloutError("canary v2 of kfct/m gets no traffic: no HTTPRoute carries its weight")
+
+
+class _NoFigures(ScriptedBackend):
+    def windows(self, champion_version, canary_version, since):
+        raise RolloutError("Prometheus http://127.0.0.1:9 unreachable: ConnectError")
+
+
+@pytest.mark.parametrize("backend_cls,why", [(_Unrouted, "gets no traffic"), (_NoFigures, "Prometheus")])
+def test_an_infrastructure_failure_aborts_without_rejecting_the_model(registry_two_versions, backend_cls, why):
+    """Sibling of issue 20, item 2: a rollout stopped by the infrastructure (route weight lost, figures
+    unreachable) sends traffic back to the champion but does not tag the model `rejected`: alias
+    `challenger` stays on it and the cause is audited as `rollout_aborted`. Before the fix the version
+    was tagged rejected (route) or the loop raised with the canary still taking traffic (figures)."""
+    from kfct import audit, registry
+
+    t = FakeTime(max_sleeps=1000)
+    backend = backend_cls(canary_requests=5000)
+    res = run_rollout(MODEL, backend, Thresholds(min_requests=200), [10, 100], bake_seconds=5.0, poll_seconds=1.0,
+                      sleep=t.sleep, clock=t.clock)
+    assert res.outcome == "aborted" and why in res.reasons[0], res.reasons
+    assert backend.rollbacks == ["2"] and backend.promotions == []  # traffic back to the champion all the same
+    assert registry.aliases(MODEL) == {"champion": "1", "challenger": "2"}
+    tags = _tags(registry_two_versions, "2")
+    assert "rejected" not in tags and tags["rollout_status"] == "aborted"
+    events = [e for e in audit.read() if e["event"].startswith("rollout_")]
+    assert events[-1]["event"] == "rollout_aborted" and events[-1]["cause"] == "infrastructure"
+    assert why in events[-1]["reason"] and not any(e["event"] == "rollout_rolled_back" for e in events)
