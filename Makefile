@@ -38,7 +38,7 @@ test: install ## Run the whole test suite
 
 lint: install ## ruff on the package, bench and tests + mypy on the package (config in pyproject.toml)
 	$(VENV)/bin/ruff check kfct components pipelines serving bench tests
-	$(VENV)/bin/mypy kfct components pipelines serving
+	$(VENV)/bin/mypy kfct
 
 data: install ## Generate a dataset: make data ROWS=100000 OUT=data/customers.parquet
 	$(KFCT) data generate --rows $(ROWS) --out $(or $(OUT),data/customers.parquet) $(ARGS)

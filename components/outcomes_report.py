@@ -228,5 +228,5 @@ def decide_ab_test(config_json: str, model_name: str, act: bool) -> str:
         state = read_state(model_name)
         if not state or state.get("status") != "running":
             return json.dumps({"action": "none", "reason": "no A/B test is running", "stage_time": clock.as_dict()})
-        out = ab_decide(model_name, cfg) if act else {"report": ab_report(model_name, cfg), "stop": None}
+        out: dict = ab_decide(model_name, cfg) if act else {"report": ab_report(model_name, cfg), "stop": None}
         return json.dumps({**out["report"]["decision"], "stop": out["stop"], "stage_time": clock.as_dict()}, default=str)

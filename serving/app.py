@@ -225,7 +225,8 @@ async def no_explainer(model_name: str):
 
 def add_exception_handlers(app: FastAPI) -> None:
     e = kserve.errors
-    app.add_exception_handler(BadRequest, bad_request_handler)
+    # starlette types a handler's exception as `Exception`; it calls this one only with a BadRequest
+    app.add_exception_handler(BadRequest, bad_request_handler)  # type: ignore[arg-type]
     app.add_exception_handler(e.InvalidInput, _one_line(400, logging.DEBUG))
     app.add_exception_handler(e.InferenceError, inference_error_handler)
     app.add_exception_handler(e.ModelNotFound, _one_line(404, logging.DEBUG))
