@@ -202,7 +202,7 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
 
         Path(scores.path).mkdir(parents=True, exist_ok=True)
         out = score_shard_file(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",
-                               id_column=load_config()["dataset"]["id_column"])
+                               id_column=load_config().dataset.id_column)
         scores.metadata.update({"shard": int(shard), "rows": out["rows"], "model_version": out["model_version"]})
         return json.dumps(out)
 

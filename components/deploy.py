@@ -23,9 +23,12 @@ rollout stage decides that.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 RUNTIME_NAME = "kfct-predictor"
@@ -418,7 +421,7 @@ def converge_serving(model_name: str, target: str = "local", client=None, namesp
     return out
 
 
-def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: dict, target: str,
+def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: "RunConfig", target: str,
                 canary_percent: float | None = None, shadow: bool = False) -> dict[str, Any]:
     """What deploying `version` means, decided from plain values (no registry, no cluster).
 
@@ -429,7 +432,7 @@ def plan_deploy(model_name: str, version: str, champion: str | None, rejected: b
         raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
     if rejected:
         raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
-    steps = cfg["rollout"]["steps"] or [10]
+    steps = cfg.rollout.steps or [10]
     pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
     if not 0 <= pct <= 100:
         raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
@@ -488,7 +491,7 @@ def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percen
     return steps
 
 
-def deploy_version(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
+def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
                 settings=None, require_alias: bool = False) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
@@ -516,7 +519,7 @@ def deploy_version(model_name: str, version: str, cfg: dict, target: str = "loca
                               state_path, s, require_alias)
 
 
-def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary_percent, shadow: bool, client,
+def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str, canary_percent, shadow: bool, client,
                    namespace, state_path, s, require_alias: bool) -> dict[str, Any]:
     """Read, plan, then act: traffic first, then the alias, then the audit record."""
     from kfct import audit, registry

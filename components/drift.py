@@ -35,7 +35,7 @@ def prepare_drift_data(
         from kfct.config import config_from_json
 
         cfg = config_from_json(config_json)
-        ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
+        ref, loaded, ref_source = load_reference(model_name, cfg.register_.alias)
         cur, cur_source, pred_col = load_current(current_uri or None, cfg, model_name, since or None)
         ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
         ref.to_parquet(reference.path, index=False)

@@ -1,6 +1,11 @@
 """Inputs of a monitoring run: the champion's training snapshot, the current window, both scored."""
 
+from typing import TYPE_CHECKING
+
 from kfct.components.drift_detect import PREDICTION
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 class DriftInputError(ValueError):
@@ -56,7 +61,7 @@ def load_reference(model_name: str, alias: str = "champion"):
     return df, loaded, data_uri
 
 
-def load_current(current_uri: str | None, cfg: dict, model_name: str | None = None, since=None):
+def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | None = None, since=None):
     """The current window: a batch (`current_uri`: path, s3://, generate://) or the serving prediction log.
 
     From the log, shadow rows are dropped (they repeat inputs the champion already
@@ -77,7 +82,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     if since is None:
         import datetime as dt
 
-        days = float(cfg["drift"]["window_days"])
+        days = float(cfg.drift.window_days)
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
     df = read_prediction_log(since=since, model_name=model_name)
     if "role" in df.columns:
@@ -90,7 +95,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     return df, f"prediction log since {since}", "probability"
 
 
-def prepare_frames(reference, current, model, cfg: dict, prediction_column: str | None):
+def prepare_frames(reference, current, model, cfg: "RunConfig", prediction_column: str | None):
     """Both frames with the champion's probability in column `PREDICTION` (scored where not logged)."""
     from kfct.config import feature_columns
 
@@ -120,15 +125,15 @@ def heldout_performance(tags: dict) -> dict | None:
         return None
 
 
-def with_binary_labels(frame, cfg: dict):
+def with_binary_labels(frame, cfg: "RunConfig"):
     """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
     from kfct.labels import binary_labels
 
-    ds = cfg["dataset"]
-    label = ds["label"]
+    ds = cfg.dataset
+    label = ds.label
     if label not in frame.columns or frame[label].isna().all():
         return frame
     out = frame.copy()
     known = out[label].notna()
-    out.loc[known, label] = binary_labels(out.loc[known, label], ds["positive_label"], ds["columns"][label]["values"])
+    out.loc[known, label] = binary_labels(out.loc[known, label], ds.positive_label, ds.columns[label].values)
     return out

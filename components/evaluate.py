@@ -8,8 +8,13 @@ shows no significant regression. The first model ever faces (1) and (2) only.
 """
 
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+if TYPE_CHECKING:
+    from kfct.config import GateConfig, RunConfig
 
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
 
@@ -91,11 +96,12 @@ def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int 
     }
 
 
-def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[bool, list[str]] | None) -> tuple[bool, list[str]]:
+def decide(metrics: dict, gate: "GateConfig", comparison: dict | None,
+           fairness: tuple[bool, list[str]] | None) -> tuple[bool, list[str]]:
     """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome."""
     reasons: list[str] = []
     ok = True
-    for name, limit in gate["thresholds"].items():
+    for name, limit in gate.thresholds.items():
         value = metrics[name]
         passed = value >= limit if name in HIGHER_IS_BETTER else value <= limit
         ok &= passed
@@ -111,7 +117,7 @@ def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[b
         ok = False
         reasons.append(f"champion could not be scored on this test set: {comparison['error']}")
     else:
-        m, diff, min_imp = comparison["metric"], comparison["diff"], float(gate["min_improvement"])
+        m, diff, min_imp = comparison["metric"], comparison["diff"], float(gate.min_improvement)
         sign = 1.0 if m in HIGHER_IS_BETTER else -1.0
         improved = sign * diff >= min_imp
         ci = f"{int(comparison['confidence'] * 100)}% CI [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
@@ -125,24 +131,24 @@ def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[b
     return bool(ok), reasons
 
 
-def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: str | None = None) -> dict:
+def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_version: str | None = None) -> dict:
     """Metrics on test, fairness, champion comparison and the decision — plain values."""
-    label = cfg["dataset"]["label"]
+    label = cfg.dataset.label
     y = test_df[label].to_numpy(np.int64)
     X = test_df.drop(columns=[label])
     proba = model.predict_positive(X)
     metrics = compute_metrics(y, proba, model.threshold)
-    gate = cfg["gate"]
+    gate = cfg.gate
 
     fairness_report, fairness = None, None
-    fcfg = cfg["fairness"]
-    sensitive = cfg["dataset"]["sensitive_features"]
-    if fcfg["enabled"] and sensitive:
+    fcfg = cfg.fairness
+    sensitive = cfg.dataset.sensitive_features
+    if fcfg.enabled and sensitive:
         from kfct.components.fairness import fairness_gate, fairness_report as build_fairness
 
         pred = (proba >= model.threshold).astype(int)
         groups = {c: test_df[c].astype(str).to_numpy() for c in sensitive if c in test_df}
-        fairness_report = build_fairness(y, pred, groups, int(fcfg["min_group_size"]))
+        fairness_report = build_fairness(y, pred, groups, int(fcfg.min_group_size))
         fairness = fairness_gate(fairness_report, fcfg, sensitive)
 
     comparison = None
@@ -150,8 +156,8 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
         try:
             p_old = champion.predict_positive(X)
             comparison = paired_bootstrap(
-                y, proba, p_old, gate["compare_metric"], int(gate["bootstrap_rounds"]),
-                float(gate["confidence"]), int(gate["seed"]), model.threshold, champion.threshold,
+                y, proba, p_old, gate.compare_metric, int(gate.bootstrap_rounds),
+                float(gate.confidence), int(gate.seed), model.threshold, champion.threshold,
             )
             comparison["champion_version"] = champion_version
         except Exception as exc:  # schema changed: the old model cannot read the new data
@@ -163,10 +169,10 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
             "proba": proba, "y": y}
 
 
-def slice_metrics(test_df, cfg: dict, y: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+def slice_metrics(test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
     """AUC / recall / positive rate per value of each sensitive feature (groups under 30 rows or one class skipped)."""
     out: dict[str, dict] = {}
-    for col in cfg["dataset"]["sensitive_features"]:
+    for col in cfg.dataset.sensitive_features:
         if col not in test_df:
             continue
         vals = test_df[col].astype(str).to_numpy()
@@ -181,7 +187,7 @@ def slice_metrics(test_df, cfg: dict, y: np.ndarray, proba: np.ndarray, threshol
     return out
 
 
-def card_evidence(model, test_df, cfg: dict, y: np.ndarray, proba: np.ndarray) -> dict:
+def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray) -> dict:
     """What the model card shows beside the gate's figures: slices, top features (TreeSHAP) and charts.
 
     Computed here, where the fitted model and the test-set predictions are already in
@@ -191,7 +197,7 @@ def card_evidence(model, test_df, cfg: dict, y: np.ndarray, proba: np.ndarray) -
     from kfct.modelcard import top_features_shap
     from kfct.modelcard_charts import curve_charts
 
-    X = test_df.drop(columns=[cfg["dataset"]["label"]])
+    X = test_df.drop(columns=[cfg.dataset.label])
     top = top_features_shap(model, X.sample(n=min(2000, len(X)), random_state=0), k=10)
     return {"rows_test": int(len(test_df)), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
             "top_features": top, "charts": curve_charts(y, proba, top)}
@@ -218,12 +224,12 @@ def read_evidence(path: str) -> dict:
     return doc
 
 
-def report_markdown(result: dict, gate: dict) -> str:
+def report_markdown(result: dict, gate: "GateConfig") -> str:
     m = result["metrics"]
     lines = [f"# Evaluation — {'DEPLOY' if result['deploy'] else 'BLOCKED'}", "", "## Decision", ""]
     lines += [f"- {r}" for r in result["reasons"]]
     lines += ["", "## Test metrics", "", "| metric | value | threshold |", "|---|---|---|"]
-    th = gate["thresholds"]
+    th = gate.thresholds
     for k in ("roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy", "log_loss", "brier"):
         lines.append(f"| {k} | {m[k]:.4f} | {th.get(k, '')} |")
     (tn, fp), (fn, tp) = m["confusion_matrix"]
@@ -319,13 +325,13 @@ def evaluate_model(
         # the gate reads the champion; each finding is audited.
         reconcile(model_name, own_run_id=mlflow_run_id)
         # The champion this gate compares with: register moves aliases only if it is still this one.
-        champion, champion_version = None, registry.alias_version(model_name, cfg["register"].get("alias", "champion"))
+        champion, champion_version = None, registry.alias_version(model_name, cfg.register_.alias)
         if champion_version is not None:
             champion = registry.load_version(model_name, version=champion_version).model
         result = evaluate_core(challenger, test_df, cfg, champion, champion_version)
 
         scalar = _log_kfp_metrics(metrics, classification, result)
-        md = report_markdown(result, cfg["gate"])
+        md = report_markdown(result, cfg.gate)
         with open(report.path, "w") as fh:
             fh.write(md)
         payload = {k: v for k, v in result.items() if k not in ("proba", "y")}

@@ -6,29 +6,34 @@ columns (the model owns its encoding).
 """
 
 
+from typing import TYPE_CHECKING
+
 from kfp.dsl import Dataset, Input, Model, Output
 
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
-def build_encoder(cfg: dict, scale: bool = False):
+
+def build_encoder(cfg: "RunConfig", scale: bool = False):
     from kfct.config import categorical_columns, numeric_columns
     from kfct.model import TabularEncoder
 
-    cols = cfg["dataset"]["columns"]
+    cols = cfg.dataset.columns
     return TabularEncoder(
         numeric=numeric_columns(cfg),
-        categorical={c: [str(v) for v in cols[c]["categories"]] for c in categorical_columns(cfg)},
-        nullable=[c for c in numeric_columns(cfg) if cols[c]["nullable"]],
+        categorical={c: [str(v) for v in cols[c].categories or []] for c in categorical_columns(cfg)},
+        nullable=[c for c in numeric_columns(cfg) if cols[c].nullable],
         scale=scale,
     )
 
 
-def split_frame(df, cfg: dict):
+def split_frame(df, cfg: "RunConfig"):
     """Stratified train/val/test split with the configured sizes and seed."""
     from sklearn.model_selection import train_test_split
 
-    label = cfg["dataset"]["label"]
-    sp = cfg["split"]
-    test_size, val_size, seed = float(sp["test_size"]), float(sp["val_size"]), int(sp["seed"])
+    label = cfg.dataset.label
+    sp = cfg.split
+    test_size, val_size, seed = float(sp.test_size), float(sp.val_size), int(sp.seed)
     rest, test = train_test_split(df, test_size=test_size, stratify=df[label], random_state=seed)
     train, val = train_test_split(
         rest, test_size=val_size / (1.0 - test_size), stratify=rest[label], random_state=seed
@@ -36,20 +41,20 @@ def split_frame(df, cfg: dict):
     return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
 
 
-def with_binary_label(df, cfg: dict):
+def with_binary_label(df, cfg: "RunConfig"):
     """The boundary where a label of any coding (0/1, booleans, strings) becomes 0/1 (1 = positive_label)."""
     from kfct.labels import binary_labels
 
-    ds = cfg["dataset"]
+    ds = cfg.dataset
     out = df.copy()
-    out[ds["label"]] = binary_labels(df[ds["label"]], ds["positive_label"], ds["columns"][ds["label"]]["values"])
+    out[ds.label] = binary_labels(df[ds.label], ds.positive_label, ds.columns[ds.label].values)
     return out
 
 
-def featurize_core(df, cfg: dict):
+def featurize_core(df, cfg: "RunConfig"):
     """Labels to 0/1, split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
     train, val, test = split_frame(with_binary_label(df, cfg), cfg)
-    scale = cfg["train"]["model"] == "logistic_regression"
+    scale = cfg.train.model == "logistic_regression"
     encoder = build_encoder(cfg, scale=scale).fit(train)
     return train, val, test, encoder
 
@@ -81,7 +86,7 @@ def featurize_split(
         cfg = config_from_json(config_json)
         df = pd.read_parquet(dataset.path)
         tr, va, te, encoder = featurize_core(df, cfg)
-        label = cfg["dataset"]["label"]
+        label = cfg.dataset.label
         for art, part in ((train, tr), (val, va), (test, te)):
             part.to_parquet(art.path, index=False)
             art.metadata.update({"rows": int(len(part)), "positive_share": round(float(part[label].mean()), 4),

@@ -14,9 +14,12 @@ import html
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfp.dsl import HTML, Markdown, Metrics, Output
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 log = logging.getLogger("kfct.components.outcomes_report")
 
@@ -37,11 +40,11 @@ def decay(champion_rows: list[dict], baseline: dict | None, threshold: float) ->
                       f"realized AUC drop {drop:+.3f} within {threshold:g}"}
 
 
-def realized_report_core(joined, cfg: dict, champion: str | None, baseline: dict | None,
+def realized_report_core(joined, cfg: "RunConfig", champion: str | None, baseline: dict | None,
                          window: str = "1D") -> dict[str, Any]:
     from kfct.outcomes import calibration_curve, realized_performance
 
-    threshold = float(cfg["drift"]["performance_drop_threshold"])
+    threshold = float(cfg.drift.performance_drop_threshold)
     by_version = realized_performance(joined)
     champ_rows = [r for r in by_version if r["model_version"] == str(champion) and r["role"] == "champion"]
     return {"n_judged": int(len(joined)), "champion": champion, "by_version": by_version,
@@ -147,7 +150,7 @@ def baseline_metrics(model_name: str, version: str | None) -> dict | None:
     return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags.get("test_recall", "nan"))}
 
 
-def outcomes_report(model_name: str, cfg: dict, out_dir: str | Path, since=None, retrain: bool = False,
+def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, since=None, retrain: bool = False,
                     settings=None, window: str = "1D") -> dict:
     """Join, measure, write Markdown/HTML/JSON/gauges, audit; with `retrain`, act on decay."""
     import json

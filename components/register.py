@@ -7,7 +7,12 @@ under the registry lock against the champion the gate compared with (`register_v
 """
 
 
+from typing import TYPE_CHECKING
+
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 def lineage_tags(meta: dict, data_uri: str, dataset_sha256: str, pipeline_run: str, code_version: str,
@@ -31,7 +36,7 @@ def lineage_tags(meta: dict, data_uri: str, dataset_sha256: str, pipeline_run: s
     return tags
 
 
-def register_version(meta: dict, decision: dict, cfg: dict, model_name: str, data_uri: str, dataset_sha256: str,
+def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: str, data_uri: str, dataset_sha256: str,
                   pipeline_run: str, code_version: str, regate=None) -> dict:
     """Register the version and move its alias by compare-and-set. Returns plain values.
 
@@ -52,10 +57,10 @@ def register_version(meta: dict, decision: dict, cfg: dict, model_name: str, dat
     if not decision.get("deploy"):
         raise RuntimeError("register called for a model the gate did not approve")
     run_id = meta.get("mlflow_run_id") or ""
-    rollout = bool(cfg.get("rollout", {}).get("enabled", False))
-    champion_alias = cfg["register"].get("alias", "champion")
+    rollout = cfg.rollout.enabled
+    champion_alias = cfg.register_.alias
     alias = "challenger" if rollout else champion_alias
-    on_moved = (cfg.get("gate") or {}).get("on_champion_moved", "regate")
+    on_moved = cfg.gate.on_champion_moved
     pause_at("after_gate")
     with registry.champion_lock(model_name) as lock:
         pause_at("registry_locked")
@@ -103,7 +108,7 @@ def register_version(meta: dict, decision: dict, cfg: dict, model_name: str, dat
     return {"version": version, "alias": alias, "previous": previous, "tags": tags, "reconciled": len(reconciled)}
 
 
-def card_info(meta: dict, out: dict, decision: dict, cfg: dict, evidence: dict, dataset_meta: dict, data_uri: str,
+def card_info(meta: dict, out: dict, decision: dict, cfg: "RunConfig", evidence: dict, dataset_meta: dict, data_uri: str,
               dataset_sha256: str, model_name: str) -> dict:
     """Everything the model card says about the registered version, from plain values (see `kfct.modelcard`)."""
     return {
@@ -114,13 +119,13 @@ def card_info(meta: dict, out: dict, decision: dict, cfg: dict, evidence: dict, 
         "metrics": decision.get("metrics", {}), "fairness": decision.get("fairness"),
         "comparison": decision.get("comparison"),
         "gate": {"deploy": decision.get("deploy"), "reasons": decision.get("reasons", []),
-                 "thresholds": cfg["gate"]["thresholds"]},
+                 "thresholds": cfg.gate.thresholds},
         "lineage": out["tags"], "top_features": evidence.get("top_features"), "slices": evidence.get("slices", {}),
         "charts": evidence.get("charts", {}),
     }
 
 
-def _regate_with(model_path: str, test_path: str, cfg: dict, model_name: str):
+def _regate_with(model_path: str, test_path: str, cfg: "RunConfig", model_name: str):
     """The gate again, against the champion that is current now (same challenger, same test set).
 
     Only when the champion moved between gate and registration: the model and test set

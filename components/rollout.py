@@ -37,10 +37,13 @@ Prometheus' HTTP API narrowed to each version's pods).
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from kfct.errors import KfctError
 from kfct.window_stats import WindowStats as Window  # what a backend measured for one version in a step
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 class RolloutError(KfctError):
@@ -59,15 +62,12 @@ class Thresholds:
     significance_z: float = 3.0
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Thresholds":
-        r = (cfg or {}).get("rollout", cfg or {})
-        out = cls()
-        for f in cls.__dataclass_fields__:
-            if f in r and r[f] is not None:
-                setattr(out, f, type(getattr(out, f))(r[f]))
-        if out.min_requests < 1:
-            raise RolloutError("rollout.min_requests must be at least 1")
-        return out
+    def from_config(cls, cfg: "RunConfig") -> "Thresholds":
+        """`cfg.rollout`'s thresholds (RolloutConfig already checked them: min_requests >= 1)."""
+        r = cfg.rollout
+        return cls(min_requests=r.min_requests, max_error_rate_increase=r.max_error_rate_increase,
+                   max_p99_latency_ratio=r.max_p99_latency_ratio, min_p99_latency_delta_ms=r.min_p99_latency_delta_ms,
+                   max_churn_rate_shift=r.max_churn_rate_shift, significance_z=r.significance_z)
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
@@ -396,7 +396,7 @@ class ClusterBackend:
     """
 
     def __init__(self, model_name: str, isvc_name: str, namespace: str, prometheus_url: str, kserve_client=None,
-                 settings=None, cfg: dict | None = None, ready_timeout: float = 600.0, ready_poll: float = 5.0):
+                 settings=None, cfg: "RunConfig | None" = None, ready_timeout: float = 600.0, ready_poll: float = 5.0):
         self.model_name = model_name
         self.isvc_name = isvc_name
         self.namespace = namespace
@@ -653,15 +653,15 @@ def _gated_against(model_name: str, version: str) -> str | None:
     return (mv.tags or {}).get(registry.GATED_TAG)
 
 
-def rollout_version(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
+def rollout_version(model_name: str, cfg: "RunConfig", backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
                  canary_version: str | None = None, poll_seconds: float | None = None, log=None) -> RolloutResult:
-    """Thresholds, steps and bake time from `cfg["rollout"]` unless given."""
-    r = cfg["rollout"]
+    """Thresholds, steps and bake time from `cfg.rollout` unless given."""
+    r = cfg.rollout
     return run_rollout(model_name, backend, Thresholds.from_config(cfg),
-                       parse_steps(steps if steps is not None else r["steps"]),
-                       float(bake_seconds if bake_seconds is not None else r["bake_seconds"]),
+                       parse_steps(steps if steps is not None else r.steps),
+                       float(bake_seconds if bake_seconds is not None else r.bake_seconds),
                        canary_version=canary_version,
-                       poll_seconds=float(poll_seconds if poll_seconds is not None else r["poll_seconds"]),
+                       poll_seconds=float(poll_seconds if poll_seconds is not None else r.poll_seconds),
                        log=log)
 
 
@@ -717,7 +717,7 @@ def expire_deferred(model_name: str, state_path=None, now: float | None = None) 
     return {"outcome": "rolled_back", "version": version, "reason": reason}
 
 
-def make_backend(model_name: str, target: str, settings, cfg: dict | None = None, server_url: str = "",
+def make_backend(model_name: str, target: str, settings, cfg: "RunConfig | None" = None, server_url: str = "",
                  prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
     """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
 
@@ -768,7 +768,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
             if not backend.reachable():
                 # No live traffic to judge by: the canary stays deployed until a deadline (its owner).
                 out = defer_rollout(model_name, version, f"no model server at {backend.url}",
-                                    float(cfg["rollout"]["deferred_deadline_seconds"]), state_path=backend.state_path)
+                                    float(cfg.rollout.deferred_deadline_seconds), state_path=backend.state_path)
                 return json.dumps({**out, "stage_time": clock.as_dict()})
         log = stage_logger("kfct.components.rollout")
         res = rollout_version(model_name, cfg, backend, canary_version=version or None, log=log.info)

@@ -9,10 +9,15 @@ Everything is logged to MLflow: params, metrics, the data sha256 and the model
 """
 
 
+from typing import TYPE_CHECKING
+
 import time
 
 import numpy as np
 from kfp.dsl import Dataset, Input, Model, Output
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig, TrainConfig
 
 MODELS = ("xgboost", "logistic_regression", "random_forest", "hist_gradient_boosting")
 
@@ -31,26 +36,26 @@ def choose_threshold(y_true: np.ndarray, proba: np.ndarray, recall_target: float
     return float(thresholds[int(np.argmax(f1))])
 
 
-def _xgb_estimator(params: dict, n_pos: int, n_neg: int, cfg_train: dict, device: str):
+def _xgb_estimator(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str):
     from xgboost import XGBClassifier
 
     p = dict(params)
-    spw = (n_neg / max(n_pos, 1)) if cfg_train.get("imbalance") == "scale_pos_weight" else 1.0
+    spw = (n_neg / max(n_pos, 1)) if cfg_train.imbalance == "scale_pos_weight" else 1.0
     return XGBClassifier(
         **p,
         objective="binary:logistic",
         eval_metric="auc",
         scale_pos_weight=spw,
-        early_stopping_rounds=int(cfg_train.get("early_stopping_rounds", 30)),
-        random_state=int(cfg_train.get("seed", 42)),
+        early_stopping_rounds=int(cfg_train.early_stopping_rounds),
+        random_state=int(cfg_train.seed),
         device=device,
         n_jobs=0 if device == "cuda" else None,
     )
 
 
-def _sklearn_estimator(kind: str, params: dict, cfg_train: dict):
-    seed = int(cfg_train.get("seed", 42))
-    weight = "balanced" if cfg_train.get("imbalance") in ("class_weight", "scale_pos_weight") else None
+def _sklearn_estimator(kind: str, params: dict, cfg_train: "TrainConfig"):
+    seed = int(cfg_train.seed)
+    weight = "balanced" if cfg_train.imbalance in ("class_weight", "scale_pos_weight") else None
     if kind == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
 
@@ -66,7 +71,7 @@ def _sklearn_estimator(kind: str, params: dict, cfg_train: dict):
     raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
 
 
-def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: str):
+def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", device: str):
     """Fit one estimator; returns (predictor, val_proba, info). XGBoost returns its trimmed Booster."""
     if kind == "xgboost":
         n_pos = int(ytr.sum())
@@ -82,7 +87,7 @@ def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: s
     return est, est.predict_proba(Xva)[:, 1].astype(np.float64), {}
 
 
-def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: str, trials: int) -> dict:
+def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", device: str, trials: int) -> dict:
     """Optuna search maximising validation AUC; returns the best params merged over `base`."""
     try:
         import optuna
@@ -117,42 +122,42 @@ def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: st
         _, proba, _ = _fit(kind, params, Xtr, ytr, Xva, yva, cfg_train, device)
         return roc_auc_score(yva, proba)
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(cfg_train.get("seed", 42))))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(cfg_train.seed)))
     study.optimize(objective, n_trials=int(trials))
     return {**base, **study.best_params}
 
 
-def train_core(train_df, val_df, cfg: dict, encoder=None, device: str | None = None, tune_trials: int | None = None):
+def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | None = None, tune_trials: int | None = None):
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
     from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
     from kfct.components.featurize import build_encoder
     from kfct.model import ChurnModel
 
-    ct = cfg["train"]
-    kind = ct["model"]
+    ct = cfg.train
+    kind = ct.model
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r} in train.model; choose one of {', '.join(MODELS)}")
-    device = (device or ct.get("device") or "cpu").lower()
+    device = (device or ct.device or "cpu").lower()
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and kind != "xgboost":
         raise ValueError(f"device='cuda' needs model xgboost, not {kind}")
-    trials = int(ct.get("tune_trials", 0) if tune_trials is None else tune_trials)
-    label = cfg["dataset"]["label"]
+    trials = int(ct.tune_trials if tune_trials is None else tune_trials)
+    label = cfg.dataset.label
     if encoder is None:
         encoder = build_encoder(cfg, scale=kind == "logistic_regression").fit(train_df)
     Xtr, Xva = encoder.transform(train_df), encoder.transform(val_df)
     ytr, yva = train_df[label].to_numpy(np.int64), val_df[label].to_numpy(np.int64)
 
-    params = dict(ct.get(kind, {}))
+    params = dict(getattr(ct, kind))  # the chosen estimator's hyperparameters (train.<model>)
     t0 = time.perf_counter()
     if trials > 0:
         params = _tune(kind, params, Xtr, ytr, Xva, yva, ct, device, trials)
     predictor, val_proba, info = _fit(kind, params, Xtr, ytr, Xva, yva, ct, device)
     info["fit_seconds"] = round(time.perf_counter() - t0, 3)
 
-    recall_target = float(ct["recall_target"]) if ct.get("threshold_strategy", "f1") == "recall_target" else None
+    recall_target = float(ct.recall_target) if ct.threshold_strategy == "recall_target" else None
     threshold = choose_threshold(yva, val_proba, recall_target)
     model = ChurnModel(encoder=encoder, estimator=predictor, threshold=threshold)
     pred = (val_proba >= threshold).astype(int)
@@ -206,7 +211,7 @@ def train_model(
         from kfct.reconcile import process_tags
 
         registry.setup()
-        label = cfg["dataset"]["label"]
+        label = cfg.dataset.label
         with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:
             mlflow.set_tags({
                 "dataset_sha256": dataset_sha256, "data_uri": data_uri, "code_version": code_version,
@@ -220,7 +225,7 @@ def train_model(
                                 **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {})})
             logged = registry.log_model(fitted, tr.drop(columns=[label]))
             # Reference snapshot for drift monitoring: a bounded sample of the training split.
-            window = int(cfg["drift"]["window_rows"])
+            window = int(cfg.drift.window_rows)
             with tempfile.TemporaryDirectory() as tmp:
                 snap = f"{tmp}/train_snapshot.parquet"
                 tr.sample(n=min(window, len(tr)), random_state=0).to_parquet(snap, index=False)

@@ -9,9 +9,14 @@ Nothing is written to disk.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kfct.components.validation_plan import plan_checks, quiet_gx, suite_from_plan
 from kfct.components.validation_records import record
 from kfct.config import validate_config
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 FIRST_PASS_FORMAT = {"result_format": "BOOLEAN_ONLY"}
 DETAIL_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 20}
@@ -21,7 +26,7 @@ FAILURE_KEYS = ("expectation", "check", "column", "expected", "limit", "kwargs",
 RESULT_KEYS = ("expectation", "check", "column", "success", "expected", "limit", "observed", "unexpected_count")
 
 
-def validate_frame(df, cfg: dict) -> dict:
+def validate_frame(df, cfg: RunConfig) -> dict:
     """Run the schema suite on `df` with an ephemeral GX context; plain JSON-able result.
 
     Result keys: passed, suite, schema_version, n_expectations, n_failed, rows, columns,
@@ -34,7 +39,7 @@ def validate_frame(df, cfg: dict) -> dict:
     frame = _prepared(df)
     present = list(frame.columns)
     dtypes = {str(c): str(t) for c, t in df.dtypes.items()}  # as the user gave them
-    label = cfg["dataset"]["label"]
+    label = cfg.dataset.label
     plan = plan_checks(cfg, present_columns=present, label_data=frame[label] if label in frame.columns else None)
     by_order, suite_name = _run_two_passes(frame, cfg, plan)
     # GX resolves checks in its own order; report them in suite (schema) order.
@@ -44,7 +49,7 @@ def validate_frame(df, cfg: dict) -> dict:
     return {
         "passed": not failures,
         "suite": suite_name,
-        "schema_version": int(cfg["schema_version"]),
+        "schema_version": int(cfg.schema_version),
         "n_expectations": len(records),
         "n_failed": len(failures),
         "rows": int(len(frame)),
@@ -72,7 +77,7 @@ def _prepared(df):
     return frame
 
 
-def _run_two_passes(frame, cfg: dict, plan) -> tuple[dict, str]:
+def _run_two_passes(frame, cfg: RunConfig, plan) -> tuple[dict, str]:
     """{plan order: GX result}: pass 1 for every check, pass 2 (with samples) for failures and headlines."""
     import logging
 
@@ -108,9 +113,9 @@ def _run_two_passes(frame, cfg: dict, plan) -> tuple[dict, str]:
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
-def delimiter_hints(df, cfg: dict) -> list[str]:
+def delimiter_hints(df, cfg: RunConfig) -> list[str]:
     """A CSV read with the wrong delimiter arrives as one column whose name holds the real ones."""
-    if len(df.columns) != 1 or len(cfg["dataset"]["columns"]) <= 1:
+    if len(df.columns) != 1 or len(cfg.dataset.columns) <= 1:
         return []
     name = str(df.columns[0])
     found = [f"{word} ({sep!r})" for sep, word in DELIMITERS.items() if sep in name]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from kfct.errors import FeatureError
 
 if TYPE_CHECKING:
+    from kfct.config import RunConfig
     from numpy.typing import ArrayLike
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -38,7 +39,7 @@ class NumericRule:
 
 
 class RecordSchema:
-    """Per-column rules from `cfg["dataset"]["columns"]` (numeric ranges, integer-ness, the id column)."""
+    """Per-column rules from `cfg.dataset.columns` (numeric ranges, integer-ness, the id column)."""
 
     def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH):
         self.numeric = numeric
@@ -46,19 +47,14 @@ class RecordSchema:
         self.id_max_length = id_max_length
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "RecordSchema":
-        ds = (cfg or {}).get("dataset", {})
-        cols = ds.get("columns", {}) or {}
-        label = ds.get("label")
+    def from_config(cls, cfg: RunConfig) -> "RecordSchema":
+        ds = cfg.dataset
         rules = []
-        for name, spec in cols.items():
-            if name == label or (spec or {}).get("dtype") not in ("float", "int"):
+        for name, spec in ds.columns.items():
+            if name == ds.label or spec.dtype not in ("float", "int"):
                 continue
-            rules.append(NumericRule(name, spec["dtype"] == "int", bool(spec.get("nullable", False)),
-                                     _num(spec.get("min")), _num(spec.get("max"))))
-        id_col = ds.get("id_column")
-        id_len = int((cols.get(id_col) or {}).get("max_length", ID_MAX_LENGTH)) if id_col else ID_MAX_LENGTH
-        return cls(rules, id_col, id_len)
+            rules.append(NumericRule(name, spec.dtype == "int", spec.nullable, _num(spec.min), _num(spec.max)))
+        return cls(rules, ds.id_column)
 
     # -- online: one record at a time ----------------------------------------------------------
     def check_records(self, records: Iterable[dict]) -> None:

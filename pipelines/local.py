@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from kfct.errors import DataSourceError, StageError, ValidationFailed
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 def _precheck(data_uri: str) -> None:
@@ -32,7 +36,7 @@ def _precheck(data_uri: str) -> None:
 
 def run_ct(
     data_uri: str | None = None,
-    cfg: dict | None = None,
+    cfg: RunConfig | None = None,
     model_name: str | None = None,
     device: str | None = None,
     tune_trials: int = 0,
@@ -43,7 +47,7 @@ def run_ct(
     raise_on_validation: bool = True,
 ) -> dict:
     """Execute the CT pipeline locally; return this run's summary (stages, timings, decision, registration)."""
-    from kfct.config import config_to_json, load_config
+    from kfct.config import config_dict, config_to_json, load_config
     from kfct.datasource import DEFAULT_URI
     from kfct.lineage import code_version
     from kfct.pipelines.runner import run_pipeline
@@ -53,12 +57,12 @@ def run_ct(
     cfg = cfg or load_config()
     data_uri = data_uri or DEFAULT_URI
     _precheck(data_uri)
-    model_name = model_name or cfg["register"]["model_name"]
+    model_name = model_name or cfg.register_.model_name
     arguments = dict(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name,
-                     device=device or cfg["train"]["device"], tune_trials=int(tune_trials),
+                     device=device or cfg.train.device, tune_trials=int(tune_trials),
                      code_version=code_version(), run_reason=run_reason,
-                     rollout=bool(cfg["rollout"]["enabled"]), serving_url=serving_url)
-    run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, s.home,
+                     rollout=bool(cfg.rollout.enabled), serving_url=serving_url)
+    run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": config_dict(cfg), "gpu": False}, arguments, s.home,
                        prefix="ct", verbose=verbose)
     if run.error is not None:
         err = StageError(f"stage {run.failed_task or '?'} failed: {run.error} (log: {run.log_path})")

@@ -27,9 +27,14 @@ backoff would only delay the clear error of a deterministic local failure. A bui
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import contextvars
 import re
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Secret keys -> env vars in every pod. AWS_* for MLflow's boto3 (artifacts in MinIO),
@@ -73,9 +78,9 @@ def building_for_local() -> bool:
     return local_config.LocalExecutionConfig.instance is not None
 
 
-def stage_resources(cfg: dict | None, stage: str) -> dict:
+def stage_resources(cfg: RunConfig | None, stage: str) -> dict:
     """`resources.default` overlaid with `resources.<stage>`; a clear error for bad values."""
-    section = (cfg or {}).get("resources") or {}
+    section = cfg.resources if cfg is not None else {}
     if not isinstance(section, dict):
         raise ValueError(f"config 'resources' must be a mapping, got {type(section).__name__}")
     merged: dict = {}
@@ -98,7 +103,7 @@ def stage_resources(cfg: dict | None, stage: str) -> dict:
     return merged
 
 
-def apply_task_config(task, stage_name: str, cfg: dict | None, settings=None, gpu: bool = False):
+def apply_task_config(task, stage_name: str, cfg: RunConfig | None, settings=None, gpu: bool = False):
     """Configure one pipeline task for the cluster (see module doc); returns the task.
 
     Safe in local runs: only caching is applied there, and a task already executed

@@ -125,14 +125,14 @@ def build(opts: ServerOptions):
 
     settings = get_settings()
     cfg = load_config()
-    name = opts.model_name or cfg["register"]["model_name"]
-    id_column = opts.id_column or cfg["dataset"]["id_column"]
+    name = opts.model_name or cfg.register_.model_name
+    id_column = opts.id_column or cfg.dataset.id_column
     champion = ChurnPredictor(name, model_name=name, alias=opts.alias, version=opts.version,
                               model_dir=opts.model_dir, expected_sha256=opts.model_sha256, id_column=id_column,
                               fast=opts.fast)
     plog = None
     if opts.log_predictions:
-        plog = PredictionLogger(root=opts.prediction_log_dir, id_column=id_column,
+        plog = PredictionLogger(root=opts.prediction_log_dir, id_column=id_column,  # type: ignore[arg-type]  # None: no ids
                                 flush_seconds=opts.log_flush_seconds)
     router = ChurnRouter(name, champion, id_column=id_column, prediction_log=plog)
     spath = None

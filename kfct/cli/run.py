@@ -7,13 +7,13 @@ import sys
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kfct.config import load_config
+    from kfct.config import load_config, with_overrides
     from kfct.errors import KfctError, ValidationFailed
     from kfct.pipelines.local import format_summary, format_validation_failure, run_ct
 
     cfg = load_config()
     if args.model:
-        cfg["train"]["model"] = args.model
+        cfg = with_overrides(cfg, {"train": {"model": args.model}})
     data_uri = args.data_uri or f"generate://{args.rows}?seed={args.seed}"
     print(f"kfct: running the CT pipeline on {data_uri} (kfp.local SubprocessRunner) ...", flush=True)
     try:
@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         run_id = getattr(exc, "run_id", None)
         if run_id and recorded_for_run(run_id):
             raise
-        audit.record("run_failed", model_name=args.model_name or cfg["register"]["model_name"], data_uri=data_uri,
+        audit.record("run_failed", model_name=args.model_name or cfg.register_.model_name, data_uri=data_uri,
                      error_type=type(exc).__name__, error=str(exc)[:500], reason=args.reason,
                      **({"run_id": run_id} if run_id else {}))
         raise
