@@ -611,22 +611,17 @@ def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow:
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("deploy-model", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("deploy-model", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.deploy import deploy_version
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.settings import get_settings
 
         from kfct.testhooks import pause_at
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         s = get_settings()
         target = s.target(target)
         pause_at("before_deploy")
@@ -641,7 +636,7 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
                                "converged": conv.get("changes")}, default=str)
         out = deploy_version(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
                           require_alias=True)
-        stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
+        st.log.info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
                                                     out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
                                                     out.get("action"))
-        return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)
+        return json.dumps({**out, "stage_time": st.times()}, default=str)

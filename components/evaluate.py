@@ -299,12 +299,9 @@ def evaluate_model(
     """Score the test set, check fairness, compare with the champion; returns whether to deploy.
 
     Also writes the model card's evidence (slices, top features, charts) for the register stage."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("evaluate-model", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("evaluate-model", config_json, stamp=decision.metadata, registry=True, model_name=model_name) as st:
         import json
 
         import joblib
@@ -313,14 +310,11 @@ def evaluate_model(
         from kfct.components.evaluate import (_log_kfp_metrics, _log_to_mlflow, card_evidence, evaluate_core,
                                               report_markdown, write_evidence)
         from kfct import audit, registry
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.reconcile import reconcile
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         challenger = joblib.load(model.path)
         test_df = pd.read_parquet(test.path)
-        registry.setup()
         # Settle what crashed runs left (dead RUNNING runs, PENDING models, orphan versions) before
         # the gate reads the champion; each finding is audited.
         reconcile(model_name, own_run_id=mlflow_run_id)
@@ -345,11 +339,10 @@ def evaluate_model(
         files = {f"{k}.png": png for k, png in card["charts"].items()}
         files.update({"evaluation.md": md.encode(), "decision.json": json.dumps(payload, indent=2, default=float).encode()})
         _log_to_mlflow(mlflow_run_id, scalar, result, files)
-        stage_logger("kfct.components.evaluate").info(
+        st.log.info(
             "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
             ", ".join(f"{k} {v:.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
         audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
                      reasons=result["reasons"], champion_version=champion_version,
                      metrics={k: round(v, 6) for k, v in scalar.items()})
-        clock.stamp(decision.metadata)
         return bool(result["deploy"])

@@ -68,22 +68,16 @@ def featurize_split(
     preprocessor: Output[Model],
 ):
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("featurize-split"):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("featurize-split", config_json, stamp=preprocessor.metadata) as st:
         import joblib
         import pandas as pd
 
         from kfct.components.featurize import featurize_core
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
+        log = st.log
 
-        log = stage_logger("kfct.components.featurize")
-
-        cfg = config_from_json(config_json)
+        cfg = st.config
         df = pd.read_parquet(dataset.path)
         tr, va, te, encoder = featurize_core(df, cfg)
         label = cfg.dataset.label
@@ -95,4 +89,3 @@ def featurize_split(
         preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
         log.info("split %d/%d/%d rows (train/val/test); %d features -> %d encoded", len(tr), len(va), len(te),
                  len(encoder.input_features), len(encoder.output_names_))
-        clock.stamp(preprocessor.metadata)

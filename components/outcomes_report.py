@@ -188,20 +188,16 @@ def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, sinc
 def report_realized_performance(config_json: str, model_name: str, since: str, retrain: bool,
                                 report_md: Output[Markdown], report_html: Output[HTML], metrics: Output[Metrics]) -> str:
     """Join the prediction log with the stored outcomes; realized performance per served version; retrain on decay."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("report-realized-performance", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("report-realized-performance", config_json, stamp=report_md.metadata, model_name=model_name) as st:
         import json
         import shutil
         import tempfile
 
         from kfct.components.outcomes_report import outcomes_report
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         with tempfile.TemporaryDirectory() as tmp:
             rep = outcomes_report(model_name, cfg, tmp, since=since or None, retrain=retrain)
             shutil.copy(rep["files"]["markdown"], report_md.path)
@@ -210,26 +206,21 @@ def report_realized_performance(config_json: str, model_name: str, since: str, r
         if rep["decay"].get("assessed"):
             metrics.log_metric("realized_roc_auc", rep["decay"]["realized_roc_auc"])
             metrics.log_metric("roc_auc_drop", rep["decay"]["roc_auc_drop"])
-        clock.stamp(report_md.metadata)
         return json.dumps({"decay": rep["decay"], "retrain": rep.get("retrain")}, default=str)
 
 
 def decide_ab_test(config_json: str, model_name: str, act: bool) -> str:
     """If an A/B test is running: report it on realized outcomes and, with `act`, promote/stop when conclusive."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("decide-ab-test", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("decide-ab-test", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.ab_test import ab_decide, ab_report, read_state
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         state = read_state(model_name)
         if not state or state.get("status") != "running":
-            return json.dumps({"action": "none", "reason": "no A/B test is running", "stage_time": clock.as_dict()})
+            return json.dumps({"action": "none", "reason": "no A/B test is running", "stage_time": st.times()})
         out: dict = ab_decide(model_name, cfg) if act else {"report": ab_report(model_name, cfg), "stop": None}
-        return json.dumps({**out["report"]["decision"], "stop": out["stop"], "stage_time": clock.as_dict()}, default=str)
+        return json.dumps({**out["report"]["decision"], "stop": out["stop"], "stage_time": st.times()}, default=str)

@@ -178,26 +178,21 @@ def register_model(
     """Register the approved model in MLflow with lineage tags and a model card; set its alias. Returns the version.
 
     Registry work only: the card's evidence (slices, top features, charts) comes from evaluate."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("register-model", model_name=model_name, pipeline_run=pipeline_run, data_uri=data_uri):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("register-model", config_json, stamp=model_card.metadata, registry=True, model_name=model_name,
+               pipeline_run=pipeline_run, data_uri=data_uri) as st:
         import json
 
         from kfct.components.evaluate import read_evidence
         from kfct.components.register import _log_card, _regate_with, card_info, register_version
         from kfct import registry
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.modelcard import build_model_card, description, model_description
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         with open(decision.path) as fh:
             dec = json.load(fh)
         meta = dict(model.metadata)
-        registry.setup()
         # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
         data_uri = dataset.metadata.get("resolved_uri") or data_uri
         out = register_version(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
@@ -214,7 +209,6 @@ def register_model(
             fh.write(md)
         model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
         registry.describe(model_name, out["version"], description(info), model_description(cfg))
-        stage_logger("kfct.components.register").info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
+        st.log.info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
         _log_card(meta["mlflow_run_id"], md, html, info["charts"])
-        clock.stamp(model_card.metadata)
         return out["version"]

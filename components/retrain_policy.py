@@ -277,23 +277,17 @@ def trigger_retrain(
 ) -> str:
     """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a
     cluster, kfp.local locally); returns the outcome as JSON."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("trigger-retrain", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("trigger-retrain", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.retrain_policy import run_trigger
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
-
-        cfg = config_from_json(config_json)
+        cfg = st.config
         with open(drift_summary.path) as fh:
             drift = json.load(fh)
         drift["retrain"] = bool(retrain_needed)
         out = run_trigger(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
-        stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
+        st.log.info("retrain decision: %s (%s)%s", out["action"], out["reason"],
                                                             f"; started a {out['mode']} CT run" if out["triggered"] else "")
-        return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)
+        return json.dumps({**out, "stage_time": st.times()}, default=str)

@@ -736,23 +736,18 @@ def make_backend(model_name: str, target: str, settings, cfg: "RunConfig | None"
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("rollout-model", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("rollout-model", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
                                              rollout_version)
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.settings import get_settings
 
         from kfct import registry
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         s = get_settings()
         registry.setup(s)
         if not version:
@@ -760,7 +755,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
         if version and registry.alias_version(model_name, "champion") == str(version):
             # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
             return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion",
-                               "stage_time": clock.as_dict()})
+                               "stage_time": st.times()})
         backend = make_backend(model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url,
                                namespace=namespace)
         if isinstance(backend, LocalRouterBackend):
@@ -769,8 +764,8 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
                 # No live traffic to judge by: the canary stays deployed until a deadline (its owner).
                 out = defer_rollout(model_name, version, f"no model server at {backend.url}",
                                     float(cfg.rollout.deferred_deadline_seconds), state_path=backend.state_path)
-                return json.dumps({**out, "stage_time": clock.as_dict()})
-        log = stage_logger("kfct.components.rollout")
+                return json.dumps({**out, "stage_time": st.times()})
+        log = st.log
         res = rollout_version(model_name, cfg, backend, canary_version=version or None, log=log.info)
         log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))
-        return json.dumps({**res.to_json(), "stage_time": clock.as_dict()})
+        return json.dumps({**res.to_json(), "stage_time": st.times()})

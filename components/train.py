@@ -186,12 +186,10 @@ def train_model(
     model: Output[Model],
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn) and log it to MLflow; returns the run id."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("train-model", pipeline_run=pipeline_run, data_uri=data_uri):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("train-model", config_json, stamp=model.metadata, registry=True, pipeline_run=pipeline_run,
+               data_uri=data_uri) as st:
         import tempfile  # a kfp component runs this function's source alone: its imports are all in here
 
         import joblib
@@ -200,17 +198,13 @@ def train_model(
 
         from kfct.components.train import train_core
         from kfct import registry
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
-
-        cfg = config_from_json(config_json)
+        cfg = st.config
         tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
         encoder = joblib.load(preprocessor.path)
         fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device, tune_trials=tune_trials)
 
         from kfct.reconcile import process_tags
 
-        registry.setup()
         label = cfg.dataset.label
         with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:
             mlflow.set_tags({
@@ -233,7 +227,7 @@ def train_model(
             run_id = run.info.run_id
 
         joblib.dump(fitted, model.path)
-        stage_logger("kfct.components.train").info(
+        st.log.info(
             "trained %s on %s rows (%s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
             info["n_train"], info["device"], info["fit_seconds"], info["threshold"],
             ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
@@ -242,5 +236,4 @@ def train_model(
             "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,
             "threshold": info["threshold"], "model": info["model"], "device": info["device"], **val_metrics,
         })
-        clock.stamp(model.metadata)
         return run_id
