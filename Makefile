@@ -36,9 +36,10 @@ run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3
 test: install ## Run the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-lint: install ## ruff on the package, bench and tests + mypy on the package (config in pyproject.toml)
+lint: install ## ruff on the package, bench and tests + mypy and the import-linter layer contracts (config in pyproject.toml)
 	$(VENV)/bin/ruff check kfct components pipelines serving bench tests
 	$(VENV)/bin/mypy kfct
+	$(VENV)/bin/lint-imports
 
 data: install ## Generate a dataset: make data ROWS=100000 OUT=data/customers.parquet
 	$(KFCT) data generate --rows $(ROWS) --out $(or $(OUT),data/customers.parquet) $(ARGS)
