@@ -19,6 +19,13 @@ service DNS when unset inside a pod; auth from `KFCT_KFP_TOKEN` or, in a pod, th
 projected KFP service-account token. Before anything else the API's healthz endpoint is
 probed once, so an unreachable host, a rejected token or a login redirect gives one
 clear `KfpError` line instead of kfp's retries and tracebacks.
+
+Two kfp.Client internals are overridden, for lack of a public option in kfp 2.17:
+`_bound_requests` wraps the REST client all of a Client's services share (a timeout on every
+call; kfp passes none) and `_client_class` answers `get_kfp_healthz` with the probe's answer
+(kfp's own asks again, 5 tries 5 s apart). What they rely on (one ApiClient for every
+*ServiceApi, `request(_request_timeout=)`, `pool_manager`, `__init__` calling
+`get_kfp_healthz`) is pinned against kfp 2.17.0 by tests/unit/test_upstream_pins.py.
 """
 
 from __future__ import annotations
