@@ -33,7 +33,7 @@ class BatchScoringError(KfctError):
 
 # -- cores ---------------------------------------------------------------------------------------
 
-def registry_version(value) -> str:
+def registry_version(value: object) -> str:
     """An MLflow version number as a string. kfp 2.17's local runner hands a string parameter
     that looks numeric into a ParallelFor iteration as a float ("2" -> "2.0"); registry
     versions are integers, so a whole float can only be that."""

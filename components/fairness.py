@@ -80,7 +80,7 @@ def _range(stats: dict[str, dict], key: str, count_key: str, min_count: int) -> 
             "groups_compared": len(eligible)}
 
 
-def fairness_report(y_true, y_pred, groups: dict[str, Any], min_group_size: int) -> dict:
+def fairness_report(y_true: Any, y_pred: Any, groups: dict[str, Any], min_group_size: int) -> dict:
     """Per sensitive feature: per-group size, selection rate, TPR, FPR; DP and EO differences.
 
     `y_true`, `y_pred`: 0/1 arrays of equal length (predictions already thresholded).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kfp.dsl import HTML, Markdown, Metrics, Output
 
 if TYPE_CHECKING:
+    from kfct.settings import Settings
     from kfct.config import RunConfig
 
 log = logging.getLogger("kfct.components.outcomes_report")
@@ -40,7 +41,7 @@ def decay(champion_rows: list[dict], baseline: dict | None, threshold: float) ->
                       f"realized AUC drop {drop:+.3f} within {threshold:g}"}
 
 
-def realized_report_core(joined, cfg: "RunConfig", champion: str | None, baseline: dict | None,
+def realized_report_core(joined: Any, cfg: "RunConfig", champion: str | None, baseline: dict | None,
                          window: str = "1D") -> dict[str, Any]:
     from kfct.outcomes import calibration_curve, realized_performance
 
@@ -53,7 +54,7 @@ def realized_report_core(joined, cfg: "RunConfig", champion: str | None, baselin
             "decay": decay(champ_rows, baseline, threshold)}
 
 
-def curves_png(joined) -> bytes:
+def curves_png(joined: Any) -> bytes:
     """ROC and calibration curves per served version, one PNG."""
     import matplotlib
 
@@ -88,7 +89,7 @@ _COLS = ("n", "roc_auc", "recall", "precision", "accuracy", "brier", "mean_proba
          "predicted_positive_rate")
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
@@ -150,8 +151,8 @@ def baseline_metrics(model_name: str, version: str | None) -> dict | None:
     return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags.get("test_recall", "nan"))}
 
 
-def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, since=None, retrain: bool = False,
-                    settings=None, window: str = "1D") -> dict:
+def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, since: Any = None, retrain: bool = False,
+                    settings: "Settings | None" = None, window: str = "1D") -> dict:
     """Join, measure, write Markdown/HTML/JSON/gauges, audit; with `retrain`, act on decay."""
     import json
 

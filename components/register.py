@@ -7,7 +7,7 @@ under the registry lock against the champion the gate compared with (`register_v
 """
 
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
@@ -37,7 +37,7 @@ def lineage_tags(meta: dict, data_uri: str, dataset_sha256: str, pipeline_run: s
 
 
 def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: str, data_uri: str, dataset_sha256: str,
-                  pipeline_run: str, code_version: str, regate=None) -> dict:
+                  pipeline_run: str, code_version: str, regate: "Callable[[str], dict] | None" = None) -> dict:
     """Register the version and move its alias by compare-and-set. Returns plain values.
 
     The whole hand-off runs under the registry lock (`registry.champion_lock`):
@@ -125,7 +125,7 @@ def card_info(meta: dict, out: dict, decision: dict, cfg: "RunConfig", evidence:
     }
 
 
-def _regate_with(model_path: str, test_path: str, cfg: "RunConfig", model_name: str):
+def _regate_with(model_path: str, test_path: str, cfg: "RunConfig", model_name: str) -> "Callable[[str], dict]":
     """The gate again, against the champion that is current now (same challenger, same test set).
 
     Only when the champion moved between gate and registration: the model and test set

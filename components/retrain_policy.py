@@ -19,9 +19,10 @@ unless forced. The time of the last trigger comes from the audit trail (events
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
+    from kfct.settings import Settings
     from kfct.config import DriftConfig, RunConfig
     from kfct.launcher import RetrainLauncher
 
@@ -33,7 +34,7 @@ HIGH_LEVEL = 0.3
 TRIGGER_EVENT = "retrain_triggered"
 
 
-def _required(name: str, value) -> float:
+def _required(name: str, value: Any) -> float:
     """A measured figure the decision cannot do without: a number, not None or NaN."""
     v = _num(name, value)
     if v is None:
@@ -41,7 +42,7 @@ def _required(name: str, value) -> float:
     return v
 
 
-def _num(name: str, value) -> float | None:
+def _num(name: str, value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -101,7 +102,7 @@ def assess(drift_share: float, churn_rate_shift: float | None, cfg_drift: "Drift
     return {"severity": level, "retrain": retrain, "reason": "; ".join(reasons)}
 
 
-def parse_ts(value) -> datetime:
+def parse_ts(value: object) -> datetime:
     """An audit timestamp (ISO 8601, 'Z' allowed) or datetime as an aware UTC datetime."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -218,7 +219,7 @@ def plan_finished(model_name: str, summary: dict) -> tuple[dict, dict]:
 
 
 def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str = "", ct_data_uri: str = "",
-                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings=None,
+                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings: "Settings | None" = None,
                  now: datetime | None = None, launcher: "RetrainLauncher | None" = None) -> dict:
     """Decide (`plan_trigger`: policy + cooldown from the audit trail) and, when it says so, start a CT run.
 

@@ -40,9 +40,14 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from typing import Iterator
+
+    from kfct.settings import Settings
 
 # robfig/cron (used by the KFP backend) wants 6 fields, seconds first.
 # The case study retrains on the 1st of each month at 03:00 UTC ('0 3 1 * *').
@@ -190,7 +195,7 @@ def _timeout() -> tuple[float, float]:
     return (s.net_connect_timeout_seconds, s.net_timeout_seconds)
 
 
-def _resolve_auth(settings) -> tuple[str, str | None, bool]:
+def _resolve_auth(settings: Settings) -> tuple[str, str | None, bool]:
     """(host, bearer token or None, in_cluster_sa) from settings / environment."""
     host = settings.kfp_host or settings.kf_pipelines_endpoint
     in_pod = settings.in_cluster
@@ -236,7 +241,7 @@ def _probe(host: str, token: str | None) -> dict:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """kfp.Client prints links and warns about its own version; our CLI prints its own line."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -244,7 +249,7 @@ def _quiet():
             yield
 
 
-def connect(settings=None) -> Connection:
+def connect(settings: Settings | None = None) -> Connection:
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -266,7 +271,7 @@ def connect(settings=None) -> Connection:
     return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
 
 
-def _bound_requests(client) -> None:
+def _bound_requests(client: Any) -> None:
     """Give every API call kfp.Client makes the Settings timeouts (`_timeout()`).
 
     kfp.Client never passes `_request_timeout`, and kfp_server_api's REST layer then hands
@@ -284,14 +289,14 @@ def _bound_requests(client) -> None:
     request = rest.request
 
     @functools.wraps(request)
-    def bounded(*args, _request_timeout=None, **kwargs):
+    def bounded(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
         return request(*args, _request_timeout=_request_timeout or _timeout(), **kwargs)
 
     rest.request = bounded
     rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(total=1, read=0, backoff_factor=0.2)
 
 
-def kfp_client_module():
+def kfp_client_module() -> Any:
     """`kfp.client`, importable inside a pipeline pod too.
 
     KFP's launcher runs components with `_KFP_RUNTIME=true`, under which `kfp.dsl` skips its
@@ -299,13 +304,13 @@ def kfp_client_module():
     monitoring pipeline's pod) then dies in a circular import (pipeline_context before
     component_factory). Importing component_factory first restores kfp.dsl's usual order.
     """
-    import kfp.dsl.component_factory  # noqa: F401
     import kfp.client
+    import kfp.dsl.component_factory  # noqa: F401
 
     return kfp.client
 
 
-def _client_class(health: dict):
+def _client_class(health: dict) -> type:
     """kfp.Client whose constructor reuses our probe's healthz answer.
 
     kfp.Client() asks healthz again on single-user installs and retries 5 times with
@@ -320,14 +325,14 @@ def _client_class(health: dict):
     client_base: Any = kfp_client_module().Client  # a class only known at run time (kfp is imported lazily)
 
     class _ProbedClient(client_base):
-        def get_kfp_healthz(self, sleep_duration: int = 5):
+        def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
             return answer
 
     return _ProbedClient
 
 
 @contextlib.contextmanager
-def _api(what: str, host: str):
+def _api(what: str, host: str) -> Iterator[None]:
     """Map kfp_server_api / urllib3 errors from one API call to a KfpError line."""
     from kfp_server_api.exceptions import ApiException
 
@@ -357,7 +362,7 @@ def _api(what: str, host: str):
         raise KfpError(f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: {detail})") from exc
 
 
-def _api_message(body) -> str:
+def _api_message(body: Any) -> str:
     if not body:
         return ""
     if isinstance(body, bytes):
@@ -403,14 +408,14 @@ def _versions_newest_first(conn: Connection, pipeline_id: str, page_size: int = 
     return list(resp.pipeline_versions or [])
 
 
-def spec_fingerprint(spec) -> str:
+def spec_fingerprint(spec: Any) -> str:
     """sha256 of a pipeline spec as the KFP API returns it (canonical JSON, whole floats as ints).
 
     The API stores a package as one struct: the pipeline spec alone, or
     `{"pipeline_spec": ..., "platform_spec": ...}` when the package carries a platform spec
     (backend/src/apiserver/server/api_util.go YamlStringToPipelineSpecStruct).
     """
-    def canon(x):
+    def canon(x: Any) -> Any:
         if isinstance(x, dict):
             return {str(k): canon(v) for k, v in x.items()}
         if isinstance(x, list):
@@ -432,7 +437,7 @@ def package_fingerprint(package_path: str | Path) -> str:
     return spec_fingerprint(docs[0])
 
 
-def _same_package(version, digest: str, fingerprint: str) -> bool:
+def _same_package(version: Any, digest: str, fingerprint: str) -> bool:
     """A version holds this package: its name/description carry our digest, or its stored spec is ours."""
     if digest in (getattr(version, "display_name", None) or "") or digest in (getattr(version, "description", None) or ""):
         return True
@@ -475,7 +480,7 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
     return pipeline_id, ver.pipeline_version_id
 
 
-def _service_account(settings, service_account: str | None) -> str | None:
+def _service_account(settings: Settings, service_account: str | None) -> str | None:
     sa = service_account if service_account is not None else getattr(settings, "kfp_service_account", None)
     return sa or None
 
@@ -491,7 +496,7 @@ def _create_run(conn: Connection, experiment_id: str, run_name: str, pipeline_id
 
 
 def submit(package_path: str | Path, params: dict | None = None, run_name: str | None = None,
-           pipeline_name: str | None = None, experiment: str | None = None, settings=None,
+           pipeline_name: str | None = None, experiment: str | None = None, settings: Settings | None = None,
            service_account: str | None = None) -> RunInfo:
     """Upload (or add a version) and start a run with `params`; returns run id and UI URL."""
     from kfct.settings import get_settings
@@ -507,7 +512,8 @@ def submit(package_path: str | Path, params: dict | None = None, run_name: str |
 
 
 def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | None = None,
-                experiment: str | None = None, settings=None, service_account: str | None = None) -> RunInfo:
+                experiment: str | None = None, settings: Settings | None = None,
+                service_account: str | None = None) -> RunInfo:
     """Run the latest uploaded version of `pipeline_name` (e.g. retraining triggered by drift)."""
     from kfct.settings import get_settings
 
@@ -526,7 +532,7 @@ def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | 
                        _service_account(s, service_account))
 
 
-def _schedule_info(conn: Connection, rr, action: str = "listed") -> ScheduleInfo:
+def _schedule_info(conn: Connection, rr: Any, action: str = "listed") -> ScheduleInfo:
     trig = getattr(rr, "trigger", None)
     cron = trig.cron_schedule.cron if trig is not None and trig.cron_schedule is not None else None
     ref = getattr(rr, "pipeline_version_reference", None)
@@ -566,7 +572,7 @@ def _recurring_runs(conn: Connection, experiment_id: str) -> list:
             return out
 
 
-def _same_schedule(rr, version_id: str, cron6: str, params: dict, max_concurrency: int, no_catchup: bool) -> bool:
+def _same_schedule(rr: Any, version_id: str, cron6: str, params: dict, max_concurrency: int, no_catchup: bool) -> bool:
     info_ref = getattr(rr, "pipeline_version_reference", None)
     trig = getattr(rr, "trigger", None)
     cron = trig.cron_schedule.cron if trig is not None and trig.cron_schedule is not None else None
@@ -580,7 +586,7 @@ def _same_schedule(rr, version_id: str, cron6: str, params: dict, max_concurrenc
 
 def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | None = None,
              name: str | None = None, pipeline_name: str | None = None, experiment: str | None = None,
-             settings=None, max_concurrency: int = 1, no_catchup: bool = True,
+             settings: Settings | None = None, max_concurrency: int = 1, no_catchup: bool = True,
              service_account: str | None = None, replace: bool = False) -> ScheduleInfo:
     """Upload (unless a version holds the package) and create a recurring run: cron, one at a time, no backfill.
 
@@ -625,7 +631,7 @@ def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | 
     return _schedule_info(conn, rr, action=action)
 
 
-def list_schedules(settings=None, experiment: str | None = None) -> list[ScheduleInfo]:
+def list_schedules(settings: Settings | None = None, experiment: str | None = None) -> list[ScheduleInfo]:
     """Recurring runs in the kfct experiment (all pages)."""
     from kfct.settings import get_settings
 
@@ -637,7 +643,7 @@ def list_schedules(settings=None, experiment: str | None = None) -> list[Schedul
     return [_schedule_info(conn, rr) for rr in _recurring_runs(conn, exp_id)]
 
 
-def delete_schedule(recurring_run_id: str, settings=None) -> None:
+def delete_schedule(recurring_run_id: str, settings: Settings | None = None) -> None:
     from kfct.settings import get_settings
 
     if not recurring_run_id or not recurring_run_id.strip():

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kfct.errors import DataSourceError, StageError, ValidationFailed
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
+    from kfct.pipelines.runner import PipelineRun
+    from kfct.settings import Settings
 
 
 def _precheck(data_uri: str) -> None:
@@ -42,7 +44,7 @@ def run_ct(
     tune_trials: int = 0,
     run_reason: str = "manual",
     serving_url: str = "",
-    settings=None,
+    settings: Settings | None = None,
     verbose: bool = False,
     raise_on_validation: bool = True,
 ) -> dict:
@@ -79,11 +81,11 @@ def _read_json(art: dict) -> dict:
     return json.loads(Path(uri).read_text()) if uri and Path(uri).exists() else {}
 
 
-def summarize(run, data_uri: str, model_name: str) -> dict:
+def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
     """The summary of one finished CT run, from its own tasks' outputs only."""
     vrep = run.artifact("validate-data", "report_json")
     validation = _read_json(vrep)
-    summary = {
+    summary: dict[str, Any] = {
         "run_id": run.run_id,
         "run_name": run.run_name,
         "run_dir": str(run.run_dir) if run.run_dir else None,

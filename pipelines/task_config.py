@@ -27,14 +27,16 @@ backoff would only delay the clear error of a deterministic local failure. A bui
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import contextlib
 import contextvars
 import re
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from typing import Iterator
+
     from kfct.config import RunConfig
+    from kfct.settings import Settings
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Secret keys -> env vars in every pod. AWS_* for MLflow's boto3 (artifacts in MinIO),
@@ -56,7 +58,7 @@ _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("kfct_pipel
 
 
 @contextlib.contextmanager
-def target(kind: str):
+def target(kind: str) -> Iterator[None]:
     """Force what pipelines built inside are for: "cluster" or "local"."""
     if kind not in ("cluster", "local"):
         raise ValueError(f"target must be 'cluster' or 'local', got {kind!r}")
@@ -103,7 +105,8 @@ def stage_resources(cfg: RunConfig | None, stage: str) -> dict:
     return merged
 
 
-def apply_task_config(task, stage_name: str, cfg: RunConfig | None, settings=None, gpu: bool = False):
+def apply_task_config(task: Any, stage_name: str, cfg: RunConfig | None, settings: Settings | None = None,
+                      gpu: bool = False) -> Any:
     """Configure one pipeline task for the cluster (see module doc); returns the task.
 
     Safe in local runs: only caching is applied there, and a task already executed
@@ -152,7 +155,7 @@ def apply_task_config(task, stage_name: str, cfg: RunConfig | None, settings=Non
     return task
 
 
-def grant_kfp_access(task):
+def grant_kfp_access(task: Any) -> Any:
     """Label the step's pod so Kubeflow injects the projected KFP API token (cluster builds only)."""
     if building_for_local():
         return task
@@ -162,7 +165,7 @@ def grant_kfp_access(task):
     return task
 
 
-def attach_cluster_env(task, settings=None):
+def attach_cluster_env(task: Any, settings: Settings | None = None) -> None:
     """Secret (keys) and ConfigMap (endpoints) as env vars, by name only; the image coordinates as values.
 
     KFCT_IMAGE_REGISTRY / KFCT_IMAGE_TAG travel as plain env (they are not secrets) so a
