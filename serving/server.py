@@ -26,7 +26,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfct.split_state import SplitState
 
 log = logging.getLogger("kfct.serving")
 
@@ -62,7 +65,8 @@ class ServerOptions:
 class Running:
     """A server started by `start`: its URL, router and a `stop()`."""
 
-    def __init__(self, server, uv_server, router, watcher, prediction_log, thread, sock, state_path):
+    def __init__(self, server: Any, uv_server: Any, router: Any, watcher: Any, prediction_log: Any,
+                 thread: threading.Thread, sock: socket.socket, state_path: Path | None):
         self.model_server = server
         self.uv_server = uv_server
         self.router = router
@@ -94,11 +98,11 @@ class Running:
     def __enter__(self) -> "Running":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def shutdown(router, watcher, prediction_log) -> None:
+def shutdown(router: Any, watcher: Any, prediction_log: Any) -> None:
     """Stop in order; a failing step never skips the prediction log's final flush."""
     try:
         if watcher is not None:
@@ -113,7 +117,7 @@ def shutdown(router, watcher, prediction_log) -> None:
                 prediction_log.close()
 
 
-def build(opts: ServerOptions):
+def build(opts: ServerOptions) -> tuple[Any, Any, Any, Any, Path | None]:
     """(model server, router, watcher, prediction log, state path) — nothing listening yet."""
     from kfct.config import load_config
     from kfct.settings import get_settings
@@ -153,7 +157,7 @@ def build(opts: ServerOptions):
     return server, router, watcher, plog, spath
 
 
-def pinned_state(opts: ServerOptions, name: str):
+def pinned_state(opts: ServerOptions, name: str) -> SplitState | None:
     """The split an explicit command line pins (applied in memory, never written), or None."""
     from kfct.split_state import SplitState
 
@@ -190,7 +194,7 @@ def tune_runtime(switch_interval: float | None) -> None:
         sys.setswitchinterval(switch_interval)
 
 
-def _initial_load(router, watcher, wait: bool, watch: bool = True, pinned=None) -> None:
+def _initial_load(router: Any, watcher: Any, wait: bool, watch: bool = True, pinned: SplitState | None = None) -> None:
     if pinned is not None:  # explicit versions: load them, follow nothing
         if wait:
             router.apply_state(pinned)
@@ -207,7 +211,7 @@ def _initial_load(router, watcher, wait: bool, watch: bool = True, pinned=None) 
         router.route.champion.load()
         router._set_route(router.route)
     else:  # model_dir mode without waiting: load in the background
-        def bg():
+        def bg() -> None:
             if router.route.champion.load():
                 router._set_route(router.route)
 
@@ -279,7 +283,7 @@ def serve(opts: ServerOptions) -> int:
           + (f"  (split file {spath})" if spath else ""), flush=True)
     import signal
 
-    def _interrupt(signum, frame):
+    def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
