@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,8 @@ def _mypy(path: Path) -> tuple[int, str]:
 
 
 def test_mypy_reports_a_type_error_against_each_layer(tmp_path):
-    planted = tmp_path / "planted.py"
+    # a module name of its own: mypy's cache (shared with `make lint`) would replay an earlier run's file
+    planted = tmp_path / f"planted_{uuid.uuid4().hex}.py"
     planted.write_text(PLANTED)
     rc, out = _mypy(planted)
     mine = [line for line in out.splitlines() if line.startswith(str(planted))]
