@@ -36,8 +36,9 @@ run: install ## Run the CT pipeline end to end locally (kfp.local); DATA=path|s3
 test: install ## Run the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-lint: install ## ruff on the package, bench and tests + mypy and the import-linter layer contracts (config in pyproject.toml)
+lint: install ## ruff check + format check on the package, bench and tests, mypy, import-linter contracts (pyproject.toml)
 	$(VENV)/bin/ruff check kfct components pipelines serving bench tests
+	$(VENV)/bin/ruff format --check kfct components pipelines serving bench tests
 	$(VENV)/bin/mypy kfct
 	$(VENV)/bin/lint-imports
 
