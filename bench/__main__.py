@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     print(f"kfct bench ({'quick' if args.quick else 'full'}): {', '.join(only)}; work folder {ctx.workdir}", flush=True)
 
     sections: dict[str, dict] = {}
-    order = ["training", "serving", "scoring", "pipeline"]  # training first: its 100k model is the one served
+    order = ["training", "serving", "scoring", "pipeline", "workers"]  # training first: its 100k model is the one served
     for name in order:
         if name not in only:
             sections[name] = {"status": "skipped", "reason": "not in --only"}
@@ -198,6 +198,10 @@ def _run_section(name: str, ctx, plan: dict, args, meta: dict):
         if n <= 0:
             return None
         return pipeline.run(ctx, repeats=n)
+    if name == "workers":
+        from bench import workers
+
+        return None if args.quick else workers.run(ctx.workdir, log=ctx.log)
     raise ValueError(name)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SECTIONS = ("serving", "scoring", "training", "pipeline")
+SECTIONS = ("serving", "scoring", "training", "pipeline", "workers")
 TITLES = {
     "serving": "Serving",
     "scoring": "Batch scoring",
     "training": "Training",
     "pipeline": "Local CT pipeline",
+    "workers": "Distributed training (train.workers)",
 }
 # Issue 3's speed targets for one worker on loopback; reported, never asserted.
 TARGETS = {"p50_ms": 1.0, "p99_ms": 2.0, "rps": 1500.0, "rows_per_s": 250_000.0}
@@ -296,6 +297,10 @@ def render_markdown(results: dict) -> str:
             lines += render_training(sec, results.get("gpu_figure"))
         elif name == "pipeline":
             lines += render_pipeline(sec)
+        elif name == "workers":
+            from bench.workers import render
+
+            lines += render(sec, TITLES["workers"])
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -8,8 +8,9 @@ z-test and Welch's t-test, AUC with DeLong, effect sizes (Cohen's h, d), and the
 labelled customers still needed for the configured minimum effect and power.
 
 Peeking: `kfct ab report` may be run after every batch of outcomes, so the decision
-never uses the fixed-horizon p-value; it uses the always-valid mSPRT p-value, whose
-running minimum is stored with the test (a registered-model tag, shared by every pod).
+never uses the fixed-horizon p-value; it uses the always-valid mSPRT confidence
+sequence, whose running intersection, and the verdict recorded at the look that
+concluded it, are stored with the test (a registered-model tag, shared by every pod).
 
 Pure cores (`ab_report_core`, `shadow_report_core`, `decide_core`) take frames and
 plain values; the thin functions below them read the registry and the logs, move
@@ -72,7 +73,8 @@ def ab_report_core(joined, state: dict, cfg: RunConfig, now: float | None = None
                            "metric": "accuracy (per-customer correctness)", "alpha": st["alpha"],
                            "arms": {"A": _arm(a, ca), "B": _arm(b, cb)},
                            "sequential_method": ("mSPRT always-valid p-value (normal mixture, tau="
-                                                 f"{st['tau']:g}); running minimum over {{looks}} look(s); "
+                                                 f"{st['tau']:g}); the running intersection of its confidence sequences over "
+                                                 "{looks} look(s) decides, at the look that excludes 0; "
                                                  "fixed-horizon tests shown for reference only")}
     n_a, n_b = len(a), len(b)
     seq = abstats.SequentialTest.from_json(state.get("sequential"), st["alpha"], st["tau"])
@@ -90,16 +92,22 @@ def ab_report_core(joined, state: dict, cfg: RunConfig, now: float | None = None
         need = abstats.n_per_arm(p_a, st["min_effect"], st["alpha"], st["power"])
         out["sample_size"] = {"per_arm_needed": need, "min_effect": st["min_effect"], "power": st["power"],
                               "more_needed": max(0, need - n_a) + max(0, need - n_b)}
+    if not record_look:  # what this look would conclude, without recording it
+        import dataclasses
+
+        seq = dataclasses.replace(seq)
     if n_a >= st["min_per_arm"] and n_b >= st["min_per_arm"]:
         diff, var = abstats.mean_diff_variance(ca.astype(float), cb.astype(float))
-        look = seq.look(diff, var) if record_look else abstats.msprt(diff, var, st["tau"], st["alpha"])
-        out["sequential"] = {**look, "diff": diff}
+        out["sequential"] = {**seq.look(diff, var), "diff": diff}
     else:
         out["sequential"] = {"skipped": f"fewer than {st['min_per_arm']} labelled customers in an arm "
                                         f"(A {n_a}, B {n_b})", "running_p_value": seq.min_p}
     out["sequential_method"] = out["sequential_method"].format(looks=seq.looks)
     out["sequential_state"] = seq.to_json()
     out["decision"] = decide_core(seq, out, state, st, now)
+    if seq.verdict is not None and "sample_size" in out:
+        out["sample_size"]["more_needed"] = 0  # concluded: no more customers are needed
+        out["sample_size"]["concluded"] = True
     return out
 
 
@@ -116,15 +124,21 @@ def _arm(frame, correct) -> dict:
 
 
 def decide_core(seq, report: dict, state: dict, st: dict, now: float) -> dict:
-    """promote_b / stop_b (keep A) / continue, from the always-valid test and the max duration."""
+    """promote_b / stop_b (keep A) / continue, from the always-valid confidence sequence and the max duration.
+
+    The decision, its direction and its interval are the sequential test's verdict as recorded at
+    the look that concluded it (`SequentialTest`), never the difference seen at a later look."""
     elapsed_days = (now - float(state["started_at"])) / 86400.0
-    diff = (report.get("sequential") or {}).get("diff")
-    if seq.rejected and diff is not None:
-        if diff > 0:
-            return {"action": "promote_b", "reason": f"B better: accuracy +{diff:.4f}, always-valid p={seq.min_p:.4g} "
-                                                      f"<= alpha {st['alpha']:g}"}
-        return {"action": "stop_b", "reason": f"B worse: accuracy {diff:+.4f}, always-valid p={seq.min_p:.4g} "
-                                              f"<= alpha {st['alpha']:g}; keep A"}
+    if seq.verdict is not None:
+        lo, hi = seq.concluded_ci or [seq.ci_low, seq.ci_high]
+        at = (f"concluded at look {seq.concluded_at_look}: accuracy B-A {seq.concluded_diff:+.4f}, "
+              f"confidence sequence {lo:+.4f}..{hi:+.4f} (alpha {st['alpha']:g})")
+        if seq.verdict == "b_better":
+            return {"action": "promote_b", "reason": f"B better, {at}", "concluded": True}
+        if seq.verdict == "b_worse":
+            return {"action": "stop_b", "reason": f"B worse, {at}; keep A", "concluded": True}
+        return {"action": "stop_b", "reason": f"the confidence sequences disagree ({at}): the difference is "
+                                              f"not stable; keep A", "concluded": True}
     if elapsed_days >= st["max_duration_days"]:
         return {"action": "stop_b", "reason": f"undecided after {elapsed_days:.1f} days (max "
                                               f"{st['max_duration_days']:g}); keep A"}
@@ -198,14 +212,16 @@ def format_report(r: dict) -> str:
             lines.append(f"  AUC B-A = {a['diff']:+.4f} (DeLong p={a['p_value']:.4g})")
         ss = r["sample_size"]
         lines.append(f"  sample size: {ss['per_arm_needed']} per arm for +{ss['min_effect']:g} at power "
-                     f"{ss['power']:g}; {ss['more_needed']} more labelled customers needed")
+                     f"{ss['power']:g}; " + ("the test is concluded: no more customers needed" if ss.get("concluded")
+                                             else f"{ss['more_needed']} more labelled customers needed"))
     seq = r["sequential"]
     if "skipped" in seq:
         lines.append(f"  sequential test: {seq['skipped']}")
     else:
         lo, hi = seq["running_ci"]
         lines.append(f"  sequential test: always-valid p={seq['running_p_value']:.4g} (look {seq['looks']}), "
-                     f"confidence sequence {lo:+.4f}..{hi:+.4f}")
+                     f"confidence sequence {lo:+.4f}..{hi:+.4f}"
+                     + (f"; concluded at look {seq['concluded_at_look']}" if seq.get("verdict") else ""))
     lines.append(f"  method: {r['sequential_method']}")
     lines.append(f"  decision: {r['decision']['action']}: {r['decision']['reason']}")
     return "\n".join(lines)

@@ -5,14 +5,16 @@ traffic (the first rollout step, or a shadow copy):
 
 - locally: the split file of the local KServe ModelServer (`kfct.split_state`),
   which a running `kfct serve` watches and applies without a restart;
-- on a cluster: the InferenceService, through the kserve SDK, in the deployment mode
-  it has (annotation `serving.kserve.io/deploymentMode`, else its status, else
-  settings `kserve_deployment_mode`). Serverless (Knative): the predictor is patched
-  with the new model's `storageUri` and `canaryTrafficPercent`; KServe runs the previous
-  revision and the new one side by side. Standard (RawDeployment, KServe's default),
-  which ignores `canaryTrafficPercent`: the champion stays the stable predictor and the
-  new version becomes a `spec.canary` entry with `trafficPercent`. Either way the
-  predictor names the serving image this code was compiled with, so a deploy also rolls
+- on a cluster: the InferenceService, through `kfct.kserve_isvc` (the adapter this stage
+  shares with rollout and `kfct cluster check`), in the deployment mode it has (annotation
+  `serving.kserve.io/deploymentMode`, else its status, else settings `kserve_deployment_mode`).
+  Knative (formerly Serverless): the predictor is patched with the new model's `storageUri`
+  and `canaryTrafficPercent`; KServe runs the previous revision and the new one side by side.
+  Standard (formerly RawDeployment, KServe's default), which ignores `canaryTrafficPercent`:
+  the champion stays the stable predictor and the new version becomes a `spec.canary` entry
+  with `trafficPercent`, which only KServe's Gateway API route applies: deploy checks that
+  route before and after (see `_deploy_cluster`). Either way the predictor names the serving
+  image this code was compiled with, so a deploy also rolls
   new serving code.
 
 The very first model has no champion to be compared with: it becomes `champion`
@@ -25,350 +27,18 @@ rollout stage decides that.
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kfct.errors import KfctError
-
 if TYPE_CHECKING:
     from kfct.config import RunConfig
 
-ISVC_API_VERSION = "serving.kserve.io/v1beta1"
-RUNTIME_NAME = "kfct-predictor"
-MODEL_FORMAT = "kfct-churn"
-SERVICE_ACCOUNT = "kfct-serving"
-
-
-class DeployError(KfctError):
-    """The version cannot be deployed (unknown version, cluster API error)."""
-
-
-# -- KServe deployment modes ------------------------------------------------------------------------
-# Serverless (Knative) splits traffic between revisions with `spec.predictor.canaryTrafficPercent`.
-# Standard (RawDeployment, KServe's default without Knative) ignores that field without a word: a
-# 10 % canary there would be a full rollout. Since KServe 0.20 Standard mode has `spec.canary`: named
-# canary predictors, each its own Deployment `{isvc}-{name}-predictor`, with `trafficPercent`.
-
-DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-SERVERLESS, STANDARD = "Serverless", "Standard"
-_MODES = {"serverless": SERVERLESS, "standard": STANDARD, "rawdeployment": STANDARD}
-
-
-def normalise_mode(value) -> str:
-    mode = _MODES.get(str(value or "").strip().lower())
-    if mode is None:
-        raise DeployError(f"unknown KServe deployment mode {value!r}: expected Standard (RawDeployment) or Serverless")
-    return mode
-
-
-def detect_mode(isvc: dict | None, default: str) -> str:
-    """The mode of an existing InferenceService: its annotation (what was asked), else
-    `status.deploymentMode` (what the controller chose), else `default` (a new one)."""
-    if isvc:
-        ann = ((isvc.get("metadata") or {}).get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
-        if ann:
-            return normalise_mode(ann)
-        status_mode = (isvc.get("status") or {}).get("deploymentMode")
-        if status_mode:
-            return normalise_mode(status_mode)
-    return normalise_mode(default)
-
-
-def canary_name(version: str) -> str:
-    """Name of a Standard-mode canary predictor (a DNS label: Deployment `{isvc}-v7-predictor`)."""
-    return f"v{version}"
-
-
-def predictor_workload(isvc_name: str, predictor_name: str | None) -> str:
-    """Deployment / Service name of a Standard-mode predictor (stable: unnamed or renamed by a promotion)."""
-    return f"{isvc_name}-{predictor_name}-predictor" if predictor_name else f"{isvc_name}-predictor"
-
-
-# -- InferenceService objects (kserve SDK models) ------------------------------------------------
-
-def model_storage_uri(model_name: str, version: str) -> str:
-    """Where the version's MLflow artifact lives (s3://... when MLflow stores artifacts in MinIO)."""
-    from kfct import registry
-
-    return registry.client().get_model_version_download_uri(model_name, str(version))
-
-
-# Schemes KServe's storage initializer downloads (kserve_storage.Storage); `mlflow-artifacts:/`
-# and `file://` (a pod's own disk) are not among them.
-KSERVE_STORAGE_SCHEMES = ("s3", "gs", "https", "http", "hdfs", "webhdfs", "pvc", "oci", "hf")
-
-
-def check_storage_uri(uri: str, model_name: str, version: str) -> str:
-    from urllib.parse import urlparse
-
-    scheme = urlparse(uri or "").scheme
-    if scheme not in KSERVE_STORAGE_SCHEMES:
-        raise DeployError(f"model {model_name} v{version} is stored at {uri!r}, which KServe's storage initializer "
-                          f"cannot read: set KFCT_MLFLOW_ARTIFACT_ROOT to an s3:// root in MinIO (kfct-config)")
-    return uri
-
-
-def build_predictor(model_name: str, version: str, storage_uri: str | None = None, sha256: str | None = None,
-                    settings=None, min_replicas: int | None = 1, name: str | None = None,
-                    canary_percent: float | None = None):
-    """A `V1beta1PredictorSpec` serving `version` with the kfct ServingRuntime and the serving image
-    this code was built with (so a deploy rolls new serving code, not only a new model)."""
-    from kfct import kserve_sdk
-
-    kserve_sdk.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
-    from kserve import V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec
-    from kubernetes.client import V1EnvVar, V1ResourceRequirements
-
-    from kfct.settings import get_settings
-
-    s = settings or get_settings()
-    if storage_uri is None or sha256 is None:
-        from kfct import registry
-
-        mv = registry.client().get_model_version(model_name, str(version))
-        sha256 = sha256 or (mv.tags or {}).get("model_sha256")
-        storage_uri = storage_uri or model_storage_uri(model_name, version)
-    if not sha256:
-        raise DeployError(f"model {model_name} v{version} has no model_sha256 tag: the server could not verify it")
-    check_storage_uri(storage_uri, model_name, version)
-    model = V1beta1ModelSpec(
-        model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
-        runtime=RUNTIME_NAME,
-        image=s.serving_image,
-        storage_uri=storage_uri,
-        protocol_version="v2",
-        args=["--model-dir", "/mnt/models"],
-        env=[V1EnvVar(name="KFCT_MODEL_VERSION", value=str(version)),
-             V1EnvVar(name="KFCT_MODEL_SHA256", value=sha256),
-             V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name)],
-        resources=V1ResourceRequirements(requests={"cpu": "1", "memory": "1Gi"}, limits={"memory": "2Gi"}),
-    )
-    return V1beta1PredictorSpec(model=model, min_replicas=min_replicas, service_account_name=SERVICE_ACCOUNT,
-                                name=name,
-                                canary_traffic_percent=None if canary_percent is None else int(round(canary_percent)))
-
-
-def build_inference_service(model_name: str, version: str, name: str | None = None, namespace: str = "kfct",
-                            canary_percent: float | None = None, storage_uri: str | None = None,
-                            sha256: str | None = None, settings=None, min_replicas: int = 1,
-                            mode: str | None = None, predictor_name: str | None = None):
-    """A `V1beta1InferenceService` serving `version`, its deployment mode written explicitly.
-
-    Serverless: `canary_percent` becomes `canaryTrafficPercent` (KServe splits between the
-    previous and this revision). Standard: the stable predictor only (canaries are
-    `spec.canary` entries: `build_canary`); `canary_percent` must be None or 100 there.
-    """
-    from kserve import V1beta1InferenceService, V1beta1InferenceServiceSpec
-    from kubernetes.client import V1ObjectMeta
-
-    from kfct.settings import get_settings
-
-    s = settings or get_settings()
-    mode = normalise_mode(mode or s.kserve_deployment_mode)
-    if mode == STANDARD and canary_percent not in (None, 100):
-        raise DeployError(f"Standard mode ignores canaryTrafficPercent ({canary_percent:g}%): use spec.canary")
-    predictor = build_predictor(model_name, version, storage_uri, sha256, s, min_replicas, name=predictor_name,
-                                canary_percent=canary_percent if mode == SERVERLESS else None)
-    return V1beta1InferenceService(
-        api_version=ISVC_API_VERSION,
-        kind="InferenceService",
-        metadata=V1ObjectMeta(name=name or model_name, namespace=namespace,
-                              labels={"app.kubernetes.io/part-of": "kfct", "kfct/model": model_name},
-                              annotations={"serving.kserve.io/enable-prometheus-scraping": "true",
-                                           DEPLOYMENT_MODE_ANNOTATION: mode,
-                                           "kfct/model-version": str(version), "kfct/image": s.serving_image}),
-        spec=V1beta1InferenceServiceSpec(predictor=predictor),
-    )
-
-
-def build_canary(model_name: str, version: str, percent: float, storage_uri: str | None = None,
-                 sha256: str | None = None, settings=None):
-    """A Standard-mode `V1beta1CanarySpec`: predictor named `canary_name(version)` with `trafficPercent`.
-
-    No minReplicas: KServe derives the canary's replicas from its traffic share."""
-    from kserve import V1beta1CanarySpec
-
-    pred = build_predictor(model_name, version, storage_uri, sha256, settings, min_replicas=None,
-                           name=canary_name(version))
-    return V1beta1CanarySpec(predictor=pred, traffic_percent=int(round(percent)))
-
-
-def kserve_client(config_file: str | None = None, config_dict: dict | None = None):
-    """KServeClient from kubeconfig (or in-cluster config inside a pod)."""
-    from kfct import kserve_sdk
-
-    kserve = kserve_sdk.load()
-    return _with_timeouts(kserve.KServeClient(config_file=config_file, config_dict=config_dict))
-
-
-def _with_timeouts(kclient, settings=None):
-    """Give every Kubernetes request the Settings timeouts (connect, read).
-
-    The kubernetes client sends `timeout=None` (wait forever) unless each call passes
-    `_request_timeout`, which the kserve SDK never does: so each REST client this KServeClient
-    holds gets that argument by default.
-    """
-    from kfct.settings import get_settings
-
-    s = settings or get_settings()
-    timeout = (s.net_connect_timeout_seconds, s.net_timeout_seconds)
-    seen: set[int] = set()
-    for api in list(vars(kclient).values()):
-        rest = getattr(getattr(api, "api_client", None), "rest_client", None)
-        if rest is None or id(rest) in seen:
-            continue
-        seen.add(id(rest))
-
-        def request(*args, _orig=rest.request, _request_timeout=None, **kwargs):
-            return _orig(*args, _request_timeout=_request_timeout or timeout, **kwargs)
-
-        rest.request = request
-    return kclient
-
-
-def _not_found(exc: Exception) -> bool:
-    return "404" in str(exc) or "Not Found" in str(exc)
-
-
-def get_inference_service(client, name: str, namespace: str) -> dict | None:
-    """The InferenceService as the API returns it (a dict), or None when there is none."""
-    try:
-        return client.get(name, namespace=namespace)
-    except RuntimeError as exc:  # KServeClient wraps ApiException in RuntimeError
-        if _not_found(exc):
-            return None
-        raise DeployError(f"cannot read InferenceService {namespace}/{name}: {str(exc).strip()[:300]}") from exc
-
-
-def _exists(client, name: str, namespace: str) -> bool:
-    return get_inference_service(client, name, namespace) is not None
-
-
-def apply_inference_service(client, isvc, name: str, namespace: str) -> str:
-    """Create, or merge-patch an existing one. Returns 'created' or 'patched'."""
-    try:
-        if _exists(client, name, namespace):
-            client.patch(name, isvc, namespace=namespace)
-            return "patched"
-        client.create(isvc, namespace=namespace)
-        return "created"
-    except RuntimeError as exc:
-        raise DeployError(f"InferenceService {namespace}/{name}: {str(exc).strip()[:300]}") from exc
-
-
-def merge_patch(client, name: str, namespace: str, body: dict, what: str) -> dict:
-    """A JSON merge patch given as a dict, so `None` travels as null and removes a field
-    (KServeClient.patch takes SDK models, which drop None)."""
-    from kubernetes.client.rest import ApiException
-
-    version = ISVC_API_VERSION.split("/")[1]
-    try:
-        return client.api_instance.patch_namespaced_custom_object(
-            "serving.kserve.io", version, namespace, "inferenceservices", name, body)
-    except ApiException as exc:
-        raise DeployError(f"cannot {what} on {namespace}/{name}: HTTP {exc.status} {str(exc.body or exc.reason)[:300]}") from exc
-
-
-def _serialize(obj) -> dict:
-    from kubernetes.client import ApiClient
-
-    return ApiClient().sanitize_for_serialization(obj)
-
-
-def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
-    """Serverless: only `spec.predictor.canaryTrafficPercent` changes (a merge patch)."""
-    from kserve import V1beta1InferenceService, V1beta1InferenceServiceSpec, V1beta1PredictorSpec
-    from kubernetes.client import V1ObjectMeta
-
-    body = V1beta1InferenceService(
-        api_version=ISVC_API_VERSION, kind="InferenceService",
-        metadata=V1ObjectMeta(name=name, namespace=namespace),
-        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(canary_traffic_percent=int(round(percent)))),
-    )
-    try:
-        client.patch(name, body, namespace=namespace)
-    except RuntimeError as exc:
-        raise DeployError(f"cannot set canaryTrafficPercent={percent:g} on {namespace}/{name}: "
-                          f"{str(exc).strip()[:300]}") from exc
-
-
-def set_canary(client, name: str, namespace: str, canary) -> dict:
-    """Standard: `spec.canary` becomes exactly this one canary (a merge patch replaces the list)."""
-    return merge_patch(client, name, namespace, {"spec": {"canary": [_serialize(canary)]}},
-                       f"set spec.canary {canary.predictor.name} at {canary.traffic_percent}%")
-
-
-def set_canary_traffic(client, name: str, namespace: str, version: str, percent: float) -> dict:
-    """Standard: the canary of `version` keeps its predictor and gets `percent` of the traffic."""
-    isvc = get_inference_service(client, name, namespace)
-    entries = ((isvc or {}).get("spec") or {}).get("canary") or []
-    mine = [c for c in entries if ((c.get("predictor") or {}).get("name")) == canary_name(version)]
-    if not mine:
-        raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} for v{version}")
-    entry = {**mine[0], "trafficPercent": int(round(percent))}
-    return merge_patch(client, name, namespace, {"spec": {"canary": [entry]}},
-                       f"set spec.canary {canary_name(version)} to {percent:g}%")
-
-
-def promote_canary(client, name: str, namespace: str, version: str) -> dict:
-    """Standard: the stable predictor becomes the canary's (same name: KServe retargets, no restart); no canary left."""
-    isvc = get_inference_service(client, name, namespace)
-    entries = ((isvc or {}).get("spec") or {}).get("canary") or []
-    mine = [c for c in entries if ((c.get("predictor") or {}).get("name")) == canary_name(version)]
-    if not mine:
-        raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} to promote")
-    predictor = dict(mine[0]["predictor"])
-    old = (((isvc or {}).get("spec") or {}).get("predictor") or {})
-    for key in ("minReplicas", "serviceAccountName"):
-        if key in old and key not in predictor:
-            predictor[key] = old[key]
-    # A merge patch merges maps: fields of the old stable predictor the canary lacks must be nulled.
-    body_pred = {k: None for k in old if k not in predictor}
-    body_pred.update(predictor)
-    return merge_patch(client, name, namespace,
-                       {"metadata": {"annotations": {"kfct/model-version": str(version)}},
-                        "spec": {"predictor": body_pred, "canary": None}},
-                       f"promote canary {canary_name(version)}")
-
-
-def remove_canary(client, name: str, namespace: str) -> dict:
-    """Standard: no canary: all traffic on the stable predictor at once."""
-    return merge_patch(client, name, namespace, {"spec": {"canary": None}}, "remove spec.canary")
-
-
-def canary_ready(isvc: dict | None, mode: str, version: str) -> tuple[bool, str]:
-    """(ready, why) read from the canary's own status, not the InferenceService's overall Ready.
-
-    Standard: `status.canaryStatuses[name == v<version>].ready`. Serverless: the predictor's
-    latest created revision is also its latest ready one, and that revision runs `version`
-    (the spec the controller observed, `observedGeneration` == `generation`).
-    """
-    status = (isvc or {}).get("status") or {}
-    if mode == STANDARD:
-        for c in status.get("canaryStatuses") or []:
-            if c.get("name") == canary_name(version):
-                return bool(c.get("ready")), f"canary {canary_name(version)} ready={c.get('ready')}"
-        return False, f"no canaryStatuses entry {canary_name(version)!r} yet"
-    meta = (isvc or {}).get("metadata") or {}
-    if status.get("observedGeneration") is not None and status.get("observedGeneration") != meta.get("generation"):
-        return False, f"controller has not observed generation {meta.get('generation')} yet"
-    pred = (status.get("components") or {}).get("predictor") or {}
-    created, ready = pred.get("latestCreatedRevision"), pred.get("latestReadyRevision")
-    if not created:
-        return False, "no predictor revision created yet"
-    return created == ready, f"latest revision {created}, latest ready {ready}"
-
-
-def wait_canary_ready(client, name: str, namespace: str, mode: str, version: str, timeout: float = 600.0,
-                      poll: float = 5.0, sleep=None) -> None:
-    import time
-
-    sleep = sleep or time.sleep
-    deadline = time.monotonic() + timeout
-    while True:
-        ok, why = canary_ready(get_inference_service(client, name, namespace), mode, version)
-        if ok:
-            return
-        if time.monotonic() >= deadline:
-            raise DeployError(f"canary v{version} of {namespace}/{name} ({mode}) not ready after {timeout:g} s: {why}")
-        sleep(poll)
+# The InferenceService adapter lives in the library layer (kfct.kserve_isvc), shared with rollout and
+# `kfct cluster check`; its names stay importable from here.
+from kfct.kserve_isvc import (  # noqa: F401
+    ISVC_API_VERSION, RUNTIME_NAME, MODEL_FORMAT, SERVICE_ACCOUNT, DeployError, DEPLOYMENT_MODE_ANNOTATION, KNATIVE,
+    SERVERLESS, STANDARD, normalise_mode, detect_mode, canary_name, predictor_workload, model_storage_uri,
+    KSERVE_STORAGE_SCHEMES, check_storage_uri, build_predictor, build_inference_service, build_canary,
+    kserve_client, get_inference_service, apply_inference_service, merge_patch, patch_traffic, set_canary,
+    set_canary_traffic, promote_canary, remove_canary, canary_ready, wait_canary_ready,
+)
 
 
 # -- the stage ------------------------------------------------------------------------------------
@@ -493,7 +163,8 @@ def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percen
 
 def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
-                settings=None, require_alias: bool = False) -> dict[str, Any]:
+                settings=None, require_alias: bool = False, ready_timeout: float = 600.0,
+                ready_poll: float = 5.0) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
     The adapter around `plan_deploy`, `plan_deploy_effects` and `plan_cluster_deploy`: reads
@@ -503,6 +174,8 @@ def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str 
     `require_alias` (the pipeline's deploy stage): a version that holds no alias while a newer
     one is champion was superseded by another run after its registration: nothing is moved
     and serving is only converged on the aliases as they are.
+    `ready_timeout`/`ready_poll`: how long a Standard-mode canary may take to be ready and carried
+    by the Gateway API route (`kserve_isvc.wait_canary_ready`) before the deploy fails.
     """
     from kfct import registry
     from kfct.settings import get_settings
@@ -516,11 +189,12 @@ def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str 
     # the champion between this deploy's read and its write.
     with registry.champion_lock(model_name, s):
         return _deploy_locked(model_name, version, cfg, target, canary_percent, shadow, client, namespace,
-                              state_path, s, require_alias)
+                              state_path, s, require_alias, (ready_timeout, ready_poll))
 
 
 def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str, canary_percent, shadow: bool, client,
-                   namespace, state_path, s, require_alias: bool) -> dict[str, Any]:
+                   namespace, state_path, s, require_alias: bool,
+                   ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
     """Read, plan, then act: traffic first, then the alias, then the audit record."""
     from kfct import audit, registry
 
@@ -542,7 +216,7 @@ def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str,
     if target == "local":
         out.update(_deploy_local(model_name, state_path, s, effects.split))
     else:
-        out.update(_deploy_cluster(model_name, version, plan, shadow, client, namespace, s))
+        out.update(_deploy_cluster(model_name, version, plan, shadow, client, namespace, s, ready))
     if effects.alias_move is not None:
         alias, to, reason = effects.alias_move
         registry.set_alias(model_name, alias, to, reason=reason)
@@ -581,12 +255,21 @@ def _deploy_local(model_name: str, state_path, s, split: dict[str, Any]) -> dict
 
 
 def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow: bool, client, namespace,
-                    s) -> dict[str, Any]:
-    """The InferenceService, in the mode it has, gets the steps `plan_cluster_deploy` lists."""
+                    s, ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
+    """The InferenceService, in the mode it has, gets the steps `plan_cluster_deploy` lists.
+
+    A Standard-mode canary gets traffic only through KServe's Gateway API route: that route is
+    checked before anything changes (an existing service must have one), and after the canary is
+    set, until it is ready and the route carries its weight. Otherwise the canary just created is
+    removed again and the deploy fails with one line naming the missing prerequisite; the alias
+    has not moved yet (it moves after this returns).
+    """
     ns = namespace or s.kfp_namespace
     client = client or kserve_client()
     existing = get_inference_service(client, model_name, ns)
     mode = detect_mode(existing, s.kserve_deployment_mode)
+    if mode == STANDARD and not plan["direct"]:
+        _require_gateway_route(client, model_name, ns, existing is not None)
     actions = []
     for step in plan_cluster_deploy(version, plan["champion"], plan["direct"], plan["percent"], mode,
                                     existing is not None):
@@ -599,13 +282,36 @@ def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow:
                 remove_canary(client, model_name, ns)
                 actions.append("removed spec.canary")
         else:
-            set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s))
+            stored = set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s))
+            _canary_carried(client, model_name, ns, step[1], stored, ready)
             actions.append(f"spec.canary {canary_name(step[1])} at {step[2]:g}%")
     out: dict[str, Any] = {"namespace": ns, "isvc": model_name, "deployment_mode": mode, "image": s.serving_image,
                            "action": ", ".join(actions)}
     if shadow:
         out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
     return out
+
+
+def _require_gateway_route(client, name: str, ns: str, exists: bool) -> None:
+    """Before any change: the cluster serves HTTPRoutes, and an existing service has KServe's route."""
+    from kfct.kserve_isvc import get_http_route, no_route_reason
+
+    route = get_http_route(client, name, ns)  # RouteUnavailable: no Gateway API CRDs at all
+    if exists and route is None:
+        raise DeployError(f"cannot deploy a Standard-mode canary to {ns}/{name}: {no_route_reason(name, ns)}")
+
+
+def _canary_carried(client, name: str, ns: str, version: str, stored: dict, ready: tuple[float, float]) -> None:
+    """The canary exists in the stored object, gets ready and the route carries its weight; else it is removed."""
+    if not ((stored or {}).get("spec") or {}).get("canary"):
+        # A structural CRD schema drops a field it does not declare: KServe < 0.20 has no spec.canary.
+        raise DeployError(f"{ns}/{name}: the InferenceService CRD dropped spec.canary, so this KServe has no "
+                          f"Standard-mode canaries: upgrade KServe to >= 0.20 or use Knative mode")
+    try:
+        wait_canary_ready(client, name, ns, STANDARD, version, timeout=ready[0], poll=ready[1])
+    except DeployError as exc:
+        remove_canary(client, name, ns)
+        raise DeployError(f"{exc}; canary {canary_name(version)} removed again, aliases and traffic unchanged") from exc
 
 
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",

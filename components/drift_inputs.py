@@ -133,7 +133,17 @@ def with_binary_labels(frame, cfg: "RunConfig"):
     label = ds.label
     if label not in frame.columns or frame[label].isna().all():
         return frame
+    import numpy as np
+
     out = frame.copy()
-    known = out[label].notna()
-    out.loc[known, label] = binary_labels(out.loc[known, label], ds.positive_label, ds.columns[label].values)
+    known = out[label].notna().to_numpy()
+    coded = binary_labels(out.loc[known, label], ds.positive_label, ds.columns[label].values)
+    # A new column, not item assignment into the old one: 0/1 set into a bool or string column
+    # is an incompatible-dtype assignment (a pandas FutureWarning now, an error in pandas 3).
+    if known.all():
+        out[label] = np.asarray(coded, dtype=np.int64)
+    else:
+        values = np.full(len(out), np.nan)
+        values[known] = coded
+        out[label] = values
     return out

@@ -1,6 +1,8 @@
 """Stage 5 — evaluate and gate: test-set metrics, fairness, champion vs challenger.
 
-The gate says deploy only when (1) every absolute threshold holds (case study:
+The gate says deploy only when (0) no feature alone predicts the label (leakage) and,
+when a champion exists, the champion still holds on the new data (else the data is
+suspect and the run stops: `champion_collapse`), (1) every absolute threshold holds (case study:
 AUC-ROC >= 0.80, recall >= 0.65), (2) the fairness limits hold, and (3) when a
 champion exists, the challenger beats it on the same test set by at least
 `min_improvement` while a paired bootstrap confidence interval of the difference
@@ -14,7 +16,7 @@ import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 if TYPE_CHECKING:
-    from kfct.config import GateConfig, RunConfig
+    from kfct.config import GateConfig, LeakageConfig, RunConfig
 
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
 
@@ -96,11 +98,111 @@ def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int 
     }
 
 
-def decide(metrics: dict, gate: "GateConfig", comparison: dict | None,
-           fairness: tuple[bool, list[str]] | None) -> tuple[bool, list[str]]:
-    """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome."""
-    reasons: list[str] = []
-    ok = True
+def feature_aucs(test_df, features: list[str], y: np.ndarray) -> dict[str, float]:
+    """Each raw feature alone as a score for the label: its AUC, folded to >= 0.5 (direction free).
+
+    Numbers score as themselves (a null as its own value below every other); categories and
+    strings score as their level's positive share on this set. A feature at AUC ~1 separates
+    the classes by itself: in a real table that is almost always the label leaking in."""
+    import pandas as pd
+
+    y = np.asarray(y).astype(int)
+    out: dict[str, float] = {}
+    if len(set(y.tolist())) < 2:
+        return out
+    ones = np.ones(len(y))
+    for c in features:
+        if c not in test_df:
+            continue
+        col = test_df[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            v = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            finite = np.isfinite(v)
+            if not finite.any():
+                continue
+            score = np.where(finite, v, np.nanmin(np.where(finite, v, np.nan)) - 1.0)
+        else:
+            key = col.astype(str).where(col.notna(), "\x00null")
+            score = key.map(pd.Series(y, index=key.index).groupby(key).mean()).to_numpy(np.float64)
+        auc = _weighted_auc(*_auc_groups(y, score), ones)
+        if np.isfinite(auc):
+            out[c] = float(max(auc, 1.0 - auc))
+    return out
+
+
+def auc_lower_bound(auc: float, n_pos: int, n_neg: int, z: float = 1.645) -> float:
+    """One-sided 95% lower bound of an AUC (Hanley & McNeil 1982 standard error).
+
+    Why a bound: on a small test set a real, strong feature reaches 0.99 by chance
+    (breast cancer's worst concave points: 0.995 on 86 rows), a leaked one sits at 1.0."""
+    if n_pos < 1 or n_neg < 1:
+        return 0.0
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return float(auc - z * np.sqrt(max(var, 0.0)))
+
+
+def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9,
+                     n_neg: int = 10**9) -> tuple[list[str], list[str]]:
+    """(blocking reasons, notes): single features that alone predict the label block the gate, named;
+    a too-perfect test AUC that no single feature explains is a note beside the decision.
+
+    A feature blocks when the lower bound of its AUC (`auc_lower_bound`) reaches
+    `leak.max_feature_auc`; `leak.accept` names features a user has accepted knowingly
+    ("*": every feature, and no note on the metric)."""
+    accept = set(leak.accept)
+    limit = float(leak.max_feature_auc)
+    found, explained = [], False
+    for c, auc in sorted(feature_auc.items(), key=lambda kv: -kv[1]):
+        if auc_lower_bound(auc, n_pos, n_neg) < limit:
+            continue
+        if c in accept or "*" in accept:
+            explained = True  # an accepted leak explains a perfect metric too
+        else:
+            found.append(f"leakage: feature {c!r} alone predicts the label (AUC {auc:.4f} >= {limit}); "
+                         f"drop it, or accept it knowingly in gate.leakage.accept")
+    notes = []
+    top = float(leak.max_roc_auc)
+    if metrics.get("roc_auc", 0.0) >= top and "*" not in accept and not found and not explained:
+        notes.append(f"note: test roc_auc {metrics['roc_auc']:.4f} >= {top} is suspiciously perfect and no single "
+                     f"feature explains it; check for features derived from the label")
+    return found, notes
+
+
+def champion_collapse(champion_version: str | None, champion_now: dict, registered: dict, gate: "GateConfig") -> str | None:
+    """The one line that stops the run when the champion collapses on the new data, else None.
+
+    `champion_now`: the champion's metrics on this test set; `registered`: the metrics it was
+    registered with. A model that held at registration and is now below chance, or far under
+    its own figure, tells about the data (labels inverted, a column's meaning changed), not
+    about the challenger: promoting whatever beats it would crown a model fitted to broken data."""
+    m = gate.compare_metric
+    auc = champion_now.get("roc_auc")
+    reg_auc = registered.get("roc_auc")
+    if auc is not None and auc < 0.5 and (reg_auc is None or reg_auc >= 0.6):
+        what = f"roc_auc {auc:.4f} is below chance" + (f" (registered {reg_auc:.4f})" if reg_auc is not None else "")
+    else:
+        drop, now, reg = gate.champion_max_drop, champion_now.get(m), registered.get(m)
+        if drop is None or now is None or reg is None:
+            return None
+        sign = 1.0 if m in HIGHER_IS_BETTER else -1.0
+        if sign * (reg - now) <= float(drop):
+            return None
+        what = f"{m} {now:.4f} vs registered {reg:.4f} (drop over gate.champion_max_drop {drop})"
+    return (f"stopped: champion v{champion_version} collapsed on this data: {what}; the data changed meaning "
+            f"(labels inverted? a column redefined?), not a reason to promote; registry unchanged")
+
+
+def decide(metrics: dict, gate: "GateConfig", comparison: dict | None, fairness: tuple[bool, list[str]] | None,
+           leakage: list[str] | None = None, stop: str | None = None) -> tuple[bool, list[str]]:
+    """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome.
+
+    `stop` (a verdict on the data, `champion_collapse`) blocks and comes first; `leakage` findings block."""
+    reasons: list[str] = [stop] if stop else []
+    ok = not stop
+    if leakage:
+        ok = False
+        reasons.extend(leakage)
     for name, limit in gate.thresholds.items():
         value = metrics[name]
         passed = value >= limit if name in HIGHER_IS_BETTER else value <= limit
@@ -131,8 +233,24 @@ def decide(metrics: dict, gate: "GateConfig", comparison: dict | None,
     return bool(ok), reasons
 
 
-def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_version: str | None = None) -> dict:
-    """Metrics on test, fairness, champion comparison and the decision — plain values."""
+def registered_metrics(tags: dict) -> dict[str, float]:
+    """The test metrics a version was registered with (its `test_<metric>` lineage tags)."""
+    out = {}
+    for k, v in (tags or {}).items():
+        if k.startswith("test_"):
+            try:
+                out[k[5:]] = float(v)
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_version: str | None = None,
+                  champion_registered: dict | None = None) -> dict:
+    """Metrics on test, leakage, fairness, champion comparison and the decision — plain values.
+
+    `champion_registered`: the champion's metrics at registration (`registered_metrics`), for
+    `champion_collapse`; a result with `stop` set is a verdict on the data."""
     label = cfg.dataset.label
     y = test_df[label].to_numpy(np.int64)
     X = test_df.drop(columns=[label])
@@ -151,21 +269,30 @@ def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_vers
         fairness_report = build_fairness(y, pred, groups, int(fcfg.min_group_size))
         fairness = fairness_gate(fairness_report, fcfg, sensitive)
 
-    comparison = None
+    comparison, stop = None, None
     if champion is not None:
         try:
             p_old = champion.predict_positive(X)
+        except Exception as exc:  # schema changed: the old model cannot read the new data
+            comparison = {"error": f"{type(exc).__name__}: {exc}", "champion_version": champion_version}
+        else:
             comparison = paired_bootstrap(
                 y, proba, p_old, gate.compare_metric, int(gate.bootstrap_rounds),
                 float(gate.confidence), int(gate.seed), model.threshold, champion.threshold,
             )
             comparison["champion_version"] = champion_version
-        except Exception as exc:  # schema changed: the old model cannot read the new data
-            comparison = {"error": f"{type(exc).__name__}: {exc}", "champion_version": champion_version}
+            now = compute_metrics(y, p_old, champion.threshold)
+            stop = champion_collapse(champion_version, now, champion_registered or {}, gate)
 
-    deploy, reasons = decide(metrics, gate, comparison, fairness)
+    feature_auc = feature_aucs(test_df, list(model.feature_names), y)
+    n_pos = int(y.sum())
+    leakage, notes = leakage_findings(metrics, feature_auc, gate.leakage, n_pos, len(y) - n_pos)
+    deploy, reasons = decide(metrics, gate, comparison, fairness, leakage, stop)
+    reasons += notes
     return {"deploy": deploy, "reasons": reasons, "metrics": metrics, "comparison": comparison,
             "fairness": fairness_report, "fairness_passed": None if fairness is None else fairness[0],
+            "stop": stop, "leakage": leakage,
+            "feature_auc": {k: round(v, 4) for k, v in sorted(feature_auc.items(), key=lambda kv: -kv[1])[:10]},
             "proba": proba, "y": y}
 
 
@@ -308,7 +435,7 @@ def evaluate_model(
         import pandas as pd
 
         from kfct.components.evaluate import (_log_kfp_metrics, _log_to_mlflow, card_evidence, evaluate_core,
-                                              report_markdown, write_evidence)
+                                              registered_metrics, report_markdown, write_evidence)
         from kfct import audit, registry
         from kfct.reconcile import reconcile
 
@@ -320,9 +447,11 @@ def evaluate_model(
         reconcile(model_name, own_run_id=mlflow_run_id)
         # The champion this gate compares with: register moves aliases only if it is still this one.
         champion, champion_version = None, registry.alias_version(model_name, cfg.register_.alias)
+        registered = {}
         if champion_version is not None:
-            champion = registry.load_version(model_name, version=champion_version).model
-        result = evaluate_core(challenger, test_df, cfg, champion, champion_version)
+            loaded = registry.load_version(model_name, version=champion_version)
+            champion, registered = loaded.model, registered_metrics(loaded.tags)
+        result = evaluate_core(challenger, test_df, cfg, champion, champion_version, registered)
 
         scalar = _log_kfp_metrics(metrics, classification, result)
         md = report_markdown(result, cfg.gate)
@@ -344,5 +473,7 @@ def evaluate_model(
             ", ".join(f"{k} {v:.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
         audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
                      reasons=result["reasons"], champion_version=champion_version,
-                     metrics={k: round(v, 6) for k, v in scalar.items()})
+                     metrics={k: round(v, 6) for k, v in scalar.items()},
+                     **({"verdict": "data", "stop": result["stop"]} if result["stop"] else {}),
+                     **({"leakage": result["leakage"]} if result["leakage"] else {}))
         return bool(result["deploy"])

@@ -22,7 +22,7 @@ def build_encoder(cfg: "RunConfig", scale: bool = False):
     return TabularEncoder(
         numeric=numeric_columns(cfg),
         categorical={c: [str(v) for v in cols[c].categories or []] for c in categorical_columns(cfg)},
-        nullable=[c for c in numeric_columns(cfg) if cols[c].nullable],
+        nullable=[c for c in numeric_columns(cfg) + categorical_columns(cfg) if cols[c].nullable],
         scale=scale,
     )
 

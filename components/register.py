@@ -71,14 +71,17 @@ def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: s
         if existing and str(existing[0].version) == current:  # a re-run of a step that already finished
             return {"version": current, "alias": champion_alias, "previous": gated, "tags": dict(existing[0].tags),
                     "resumed": True, "reconciled": len(reconciled)}
+        regated = None
         if current != gated:
             moved = f"champion moved from v{gated} to v{current} since the gate"
             if on_moved == "regate" and regate is not None and current is not None:
                 decision = regate(current)
                 decision["reasons"] = [f"{moved}: re-gated against v{current}"] + list(decision.get("reasons", []))
+                regated = decision
                 audit.record("gate_decision", model_name=model_name, mlflow_run_id=run_id,
                              deploy=bool(decision.get("deploy")), reasons=decision["reasons"],
-                             champion_version=current, regate=True)
+                             champion_version=current, regate=True,
+                             **({"verdict": "data", "stop": decision["stop"]} if decision.get("stop") else {}))
                 if not decision.get("deploy"):
                     return {"version": "", "alias": None, "previous": current, "tags": {},
                             "blocked": "; ".join(decision["reasons"]), "decision": decision}
@@ -105,7 +108,10 @@ def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: s
             previous = registry.set_alias(model_name, alias, version, reason=reason, pipeline_run=pipeline_run,
                                           gated_against=gated)
         registry.set_version_tag(model_name, version, registry.REG_TAG, "complete")
-    return {"version": version, "alias": alias, "previous": previous, "tags": tags, "reconciled": len(reconciled)}
+    out = {"version": version, "alias": alias, "previous": previous, "tags": tags, "reconciled": len(reconciled)}
+    if regated is not None:  # the gate that decided is the second one: its reasons, not the first's
+        out["decision"] = regated
+    return out
 
 
 def card_info(meta: dict, out: dict, decision: dict, cfg: "RunConfig", evidence: dict, dataset_meta: dict, data_uri: str,
@@ -114,6 +120,8 @@ def card_info(meta: dict, out: dict, decision: dict, cfg: "RunConfig", evidence:
     return {
         "model_name": model_name, "version": out["version"], "alias": out["alias"],
         "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
+        "training": {"workers": meta.get("train_workers"), "engine": meta.get("train_engine"),
+                     "device": meta.get("device")},
         "dataset": {"uri": data_uri, "sha256": dataset_sha256, "rows": int(dataset_meta.get("rows", 0)),
                     "columns": int(dataset_meta.get("columns", 0)), "rows_test": int(evidence.get("rows_test", 0))},
         "metrics": decision.get("metrics", {}), "fairness": decision.get("fairness"),
@@ -135,15 +143,24 @@ def _regate_with(model_path: str, test_path: str, cfg: "RunConfig", model_name: 
         import pandas as pd
 
         from kfct import registry
-        from kfct.components.evaluate import evaluate_core
+        from kfct.components.evaluate import evaluate_core, registered_metrics
 
-        champ = registry.load_version(model_name, version=champion_version).model
-        res = evaluate_core(joblib.load(model_path), pd.read_parquet(test_path), cfg, champ, champion_version)
+        loaded = registry.load_version(model_name, version=champion_version)
+        res = evaluate_core(joblib.load(model_path), pd.read_parquet(test_path), cfg, loaded.model, champion_version,
+                            registered_metrics(loaded.tags))
         res = {k: v for k, v in res.items() if k not in ("proba", "y")}
         res["champion_version"] = champion_version
         return res
 
     return regate
+
+
+def _decision_summary(decision: dict) -> dict:
+    """What a run's summary prints of a gate: the verdict, its reasons, the metrics (JSON-safe)."""
+    import json
+
+    keep = {k: decision.get(k) for k in ("deploy", "reasons", "metrics", "champion_version", "stop")}
+    return json.loads(json.dumps(keep, default=float))
 
 
 def _log_card(run_id: str, md: str, html: str, charts: dict[str, bytes]) -> None:
@@ -185,7 +202,8 @@ def register_model(
         import json
 
         from kfct.components.evaluate import read_evidence
-        from kfct.components.register import _log_card, _regate_with, card_info, register_version
+        from kfct.components.register import (_decision_summary, _log_card, _regate_with, card_info,
+                                              register_version)
         from kfct import registry
         from kfct.modelcard import build_model_card, description, model_description
 
@@ -201,6 +219,8 @@ def register_model(
             with open(model_card.path, "w") as fh:
                 fh.write(f"# Not registered\n\n{out['blocked']}\n")
             model_card.metadata.update({"version": "", "alias": "", "blocked": out["blocked"]})
+            if out.get("decision"):
+                model_card.metadata["regate"] = _decision_summary(out["decision"])
             return ""
         info = card_info(meta, out, out.get("decision") or dec, cfg, read_evidence(evidence.path), dict(dataset.metadata),
                          data_uri, dataset_sha256, model_name)
@@ -208,6 +228,8 @@ def register_model(
         with open(model_card.path, "w") as fh:
             fh.write(md)
         model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
+        if out.get("decision"):  # the run's summary shows the gate that decided, not the first one
+            model_card.metadata["regate"] = _decision_summary(out["decision"])
         registry.describe(model_name, out["version"], description(info), model_description(cfg))
         st.log.info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
         _log_card(meta["mlflow_run_id"], md, html, info["charts"])

@@ -250,7 +250,7 @@ def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str
     if launcher.where == "cluster":
         run = launcher.launch(request)
         audit.record(TRIGGER_EVENT, mode="cluster", run_id=run.get("run_id"), run_name=run.get("run_name"),
-                     url=run.get("url"), **plan.audit)
+                     url=run.get("url"), pipeline_version_id=run.get("pipeline_version_id"), **plan.audit)
         out.update(triggered=True, mode="cluster", run=run)
         return out
     audit.record(TRIGGER_EVENT, mode="local", **plan.audit)

@@ -201,7 +201,9 @@ def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_ro
     if src.suffix.lower() == ".csv":
         t = time.perf_counter()
         try:
-            table = pacsv.read_csv(src)
+            # An empty field is a null, as pandas (and so training) reads it: a nullable
+            # category's missing level, not an unknown category ''.
+            table = pacsv.read_csv(src, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
         except Exception as exc:
             raise ScoringError(f"{src} is not a readable CSV file: {exc}") from exc
         _check_columns(table.column_names, features, src)

@@ -127,10 +127,32 @@ def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", d
     return {**base, **study.best_params}
 
 
-def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | None = None, tune_trials: int | None = None):
-    """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
+def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: "TrainConfig") -> tuple[float, dict]:
+    """The decision threshold chosen on validation and the validation metrics at it (in-pod and distributed)."""
     from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
+    recall_target = float(cfg_train.recall_target) if cfg_train.threshold_strategy == "recall_target" else None
+    threshold = choose_threshold(yva, val_proba, recall_target)
+    pred = (val_proba >= threshold).astype(int)
+    return threshold, {
+        "val_roc_auc": float(roc_auc_score(yva, val_proba)),
+        "val_recall": float(recall_score(yva, pred, zero_division=0)),
+        "val_precision": float(precision_score(yva, pred, zero_division=0)),
+    }
+
+
+def xgb_booster_params(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str) -> tuple[dict, int, int]:
+    """The in-pod estimator's settings as XGBoost's native (params, rounds, early-stopping rounds).
+
+    Built from the very `XGBClassifier` the in-pod path fits (`get_xgb_params`), so a
+    distributed worker trains with the same objective, metric, weights, seed and tree settings."""
+    est = _xgb_estimator(params, n_pos, n_neg, cfg_train, device)
+    native = {k: v for k, v in est.get_xgb_params().items() if v is not None}
+    return native, int(est.get_num_boosting_rounds()), int(est.early_stopping_rounds)
+
+
+def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | None = None, tune_trials: int | None = None):
+    """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
     from kfct.components.featurize import build_encoder
     from kfct.model import ChurnModel
 
@@ -157,15 +179,8 @@ def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | N
     predictor, val_proba, info = _fit(kind, params, Xtr, ytr, Xva, yva, ct, device)
     info["fit_seconds"] = round(time.perf_counter() - t0, 3)
 
-    recall_target = float(ct.recall_target) if ct.threshold_strategy == "recall_target" else None
-    threshold = choose_threshold(yva, val_proba, recall_target)
+    threshold, val_metrics = threshold_and_metrics(yva, val_proba, ct)
     model = ChurnModel(encoder=encoder, estimator=predictor, threshold=threshold)
-    pred = (val_proba >= threshold).astype(int)
-    val_metrics = {
-        "val_roc_auc": float(roc_auc_score(yva, val_proba)),
-        "val_recall": float(recall_score(yva, pred, zero_division=0)),
-        "val_precision": float(precision_score(yva, pred, zero_division=0)),
-    }
     info.update({"model": kind, "device": device, "tune_trials": trials, "threshold": threshold,
                  "n_train": int(len(train_df)), "n_val": int(len(val_df))})
     return model, params, val_metrics, info
@@ -184,8 +199,10 @@ def train_model(
     pipeline_run: str,
     run_reason: str,
     model: Output[Model],
+    pipeline_run_id: str = "",
 ) -> str:
-    """Train the configured model (XGBoost CPU/CUDA or scikit-learn) and log it to MLflow; returns the run id."""
+    """Train the configured model (XGBoost CPU/CUDA or scikit-learn; with train.workers > 1, XGBoost on N workers:
+    a Kubeflow Trainer TrainJob on a cluster) and log it to MLflow; returns the run id."""
     from kfct.stage import stage
 
     with stage("train-model", config_json, stamp=model.metadata, registry=True, pipeline_run=pipeline_run,
@@ -199,9 +216,18 @@ def train_model(
         from kfct.components.train import train_core
         from kfct import registry
         cfg = st.config
-        tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
-        encoder = joblib.load(preprocessor.path)
-        fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device, tune_trials=tune_trials)
+        if cfg.train.workers > 1:
+            # N workers train; rank 0 leaves the model at model.path (see kfct.components.train_distributed)
+            from kfct.components.train_distributed import train_distributed_step
+
+            fitted, params, val_metrics, info, tr = train_distributed_step(
+                cfg, train, val, preprocessor, model, device, tune_trials, pipeline_run, pipeline_run_id)
+        else:
+            tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
+            encoder = joblib.load(preprocessor.path)
+            fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device,
+                                                           tune_trials=tune_trials)
+            info.update({"workers": 1, "engine": "in-pod"})
 
         from kfct.reconcile import process_tags
 
@@ -214,7 +240,8 @@ def train_model(
             })
             mlflow.log_params({f"{info['model']}.{k}": v for k, v in params.items()})
             mlflow.log_params({"model": info["model"], "device": info["device"], "tune_trials": info["tune_trials"],
-                               "threshold": round(info["threshold"], 6), "n_train": info["n_train"], "n_val": info["n_val"]})
+                               "threshold": round(info["threshold"], 6), "n_train": info["n_train"], "n_val": info["n_val"],
+                               "workers": info["workers"], "engine": info["engine"]})
             mlflow.log_metrics({**val_metrics, "fit_seconds": info["fit_seconds"],
                                 **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {})})
             logged = registry.log_model(fitted, tr.drop(columns=[label]))
@@ -226,14 +253,16 @@ def train_model(
                 mlflow.log_artifact(snap, artifact_path="data")
             run_id = run.info.run_id
 
-        joblib.dump(fitted, model.path)
+        if info["engine"] == "in-pod":  # distributed: model.path already holds what rank 0 wrote
+            joblib.dump(fitted, model.path)
         st.log.info(
-            "trained %s on %s rows (%s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
-            info["n_train"], info["device"], info["fit_seconds"], info["threshold"],
+            "trained %s on %s rows (%s, %s x %s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
+            info["n_train"], info["device"], info["workers"], info["engine"], info["fit_seconds"], info["threshold"],
             ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
         model.metadata.update({
             "mlflow_run_id": run_id, "model_uri": logged["model_uri"], "model_sha256": logged["model_sha256"],
             "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,
-            "threshold": info["threshold"], "model": info["model"], "device": info["device"], **val_metrics,
+            "threshold": info["threshold"], "model": info["model"], "device": info["device"],
+            "train_workers": info["workers"], "train_engine": info["engine"], **val_metrics,
         })
         return run_id

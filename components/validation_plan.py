@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 from kfct.config import ConfigError, validate_config
+from kfct.record_schema import numeric_rule
 
 if TYPE_CHECKING:
     from kfct.config import ColumnSpec, DatasetConfig, RunConfig
@@ -34,10 +35,18 @@ NUMERIC_TYPES = [
 ]
 STRING_TYPES = ["str", "StringDtype"]
 BOOL_TYPES = ["bool", "BooleanDtype"]
-DTYPE_FAMILY = {"int": "numeric", "float": "numeric", "string": "string", "category": "string", "bool": "bool"}
-FAMILY_TYPES = {"numeric": NUMERIC_TYPES, "string": STRING_TYPES, "bool": BOOL_TYPES}
+# A date: datetime64 in parquet, a string in CSV (the timestamp check parses it).
+DATETIME_TYPES = ["datetime64", "datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]",
+                  "DatetimeTZDtype", "Timestamp", *STRING_TYPES]
+DTYPE_FAMILY = {"int": "numeric", "float": "numeric", "string": "string", "category": "string", "bool": "bool",
+                "datetime": "datetime"}
+FAMILY_TYPES = {"numeric": NUMERIC_TYPES, "string": STRING_TYPES, "bool": BOOL_TYPES, "datetime": DATETIME_TYPES}
 
 Plan = list[tuple[str, dict, dict]]
+WHOLE_NUMBERS = "ExpectColumnValuesToBeWholeNumbers"  # kfct's own expectation (GX has no integer-value check)
+TIMESTAMPS = "ExpectColumnValuesToBeTimestampsNotAfter"  # kfct's own: parseable dates, none in the future
+DEFAULT_FUTURE_DAYS = 1.0
+_CUSTOM: dict[str, type] = {}
 
 
 def suite_name(cfg: RunConfig) -> str:
@@ -68,14 +77,17 @@ class _Plan:
         self.items.append((kind, kwargs, meta))
 
 
-def _column_checks(p: _Plan, col: str, spec: ColumnSpec, label: str) -> None:
+def _column_checks(p: _Plan, col: str, spec: ColumnSpec, label: str, now: float) -> None:
     family = DTYPE_FAMILY[spec.dtype]
     p.add("ExpectColumnToExist", {"column": col}, "exists", "column is present", col)
     p.add("ExpectColumnValuesToBeInTypeList", {"column": col, "type_list": FAMILY_TYPES[family]}, "dtype",
           f"{family} values (schema dtype {spec.dtype})", col, limit=spec.dtype)
     if not spec.nullable:
         p.add("ExpectColumnValuesToNotBeNull", {"column": col}, "not_null", "no missing values", col)
-    lo, hi = spec.min, spec.max
+    rule = numeric_rule(col, spec)  # the rule the model server and `kfct score` apply too
+    if rule is not None and rule.integer:
+        p.add(WHOLE_NUMBERS, {"column": col}, "integer", "whole numbers (schema dtype int)", col, limit="int")
+    lo, hi = (rule.min, rule.max) if rule is not None else (spec.min, spec.max)
     if lo is not None or hi is not None:
         p.add("ExpectColumnValuesToBeBetween", {"column": col, "min_value": lo, "max_value": hi}, "range",
               _range_text(lo, hi), col, limit=[lo, hi])
@@ -86,6 +98,13 @@ def _column_checks(p: _Plan, col: str, spec: ColumnSpec, label: str) -> None:
                   "values in {" + ", ".join(map(str, allowed)) + "}", col, limit=list(allowed))
     if spec.unique:
         p.add("ExpectColumnValuesToBeUnique", {"column": col}, "unique", "no repeated values", col)
+    if spec.dtype == "datetime":
+        import datetime as dt
+
+        days = DEFAULT_FUTURE_DAYS if spec.max_future_days is None else float(spec.max_future_days)
+        latest = (dt.datetime.fromtimestamp(now, dt.timezone.utc) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        p.add(TIMESTAMPS, {"column": col, "max_value": latest}, "timestamp",
+              f"dates, none later than {latest} (now + {days:g} day(s))", col, limit=latest)
 
 
 def _table_checks(p: _Plan, ds: DatasetConfig, present_columns: Iterable[str] | None) -> None:
@@ -128,7 +147,8 @@ def _label_balance_checks(p: _Plan, ds: DatasetConfig, positives: list) -> None:
           "label_balance_max", f"positive share ({label} == {pos!r}) <= {hi:.2%}", label, limit=hi)
 
 
-def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, label_data=None) -> Plan:
+def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, label_data=None,
+                now: float | None = None) -> Plan:
     """Every check the schema asks for, in schema order: columns, then table, then label balance.
 
     `cfg` is validated (and its defaults filled) first, so a bad schema is a ConfigError
@@ -148,8 +168,12 @@ def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, la
             spec = spec.model_copy(update={"values": aligned_values(label_data, spec.values)})
             ds = ds.model_copy(update={"columns": {**ds.columns, label: spec}})
     p = _Plan()
+    if now is None:
+        import time
+
+        now = time.time()  # dates are checked against the time of the check
     for col, spec in ds.columns.items():
-        _column_checks(p, col, spec, label)
+        _column_checks(p, col, spec, label, now)
     _table_checks(p, ds, present_columns)
     _label_balance_checks(p, ds, positives)
     return p.items
@@ -176,8 +200,9 @@ def suite_from_plan(cfg: RunConfig, plan: Plan, name: str | None = None):
     import great_expectations as gx
 
     expectations = []
+    custom = custom_expectations()
     for kind, kwargs, meta in plan:
-        cls = getattr(gx.expectations, kind)
+        cls = custom.get(kind) or getattr(gx.expectations, kind)
         try:
             expectations.append(cls(**kwargs, meta=meta))
         except Exception as exc:  # pydantic validation of kwargs
@@ -195,3 +220,65 @@ def suite_from_plan(cfg: RunConfig, plan: Plan, name: str | None = None):
     if len(suite.expectations) != len(plan):  # GX logs and drops invalid configurations
         raise ConfigError(f"schema config produced {len(plan)} checks but GX accepted {len(suite.expectations)}")
     return suite
+
+
+def custom_expectations() -> dict[str, type]:
+    """kfct's own GX expectations, defined (and so registered with GX) on first use.
+
+    `ExpectColumnValuesToBeWholeNumbers`: an int column read from CSV with a null is float64,
+    so a dtype check cannot tell 10.0 from 10.5; the scorer and the server refuse 10.5 in an
+    int column (`kfct.record_schema`), so the suite must too. Nulls are GX's business (the
+    not_null check), as for every map expectation, and non-numbers the dtype check's."""
+    if _CUSTOM:
+        return _CUSTOM
+    quiet_gx()
+    from great_expectations.execution_engine import PandasExecutionEngine
+    from great_expectations.expectations.expectation import ColumnMapExpectation
+    from great_expectations.expectations.metrics import ColumnMapMetricProvider, column_condition_partial
+
+    class ColumnValuesWholeNumbers(ColumnMapMetricProvider):
+        condition_metric_name = "column_values.kfct_whole_number"
+
+        @column_condition_partial(engine=PandasExecutionEngine)
+        def _pandas(cls, column, **kwargs):
+            import pandas as pd
+
+            v = pd.to_numeric(column, errors="coerce")
+            return v.isna() | (v % 1 == 0)  # a non-number is the dtype check's finding, not this one's
+
+    class ExpectColumnValuesToBeWholeNumbers(ColumnMapExpectation):
+        """Expect each non-null value to be a whole number (schema dtype int)."""
+
+        map_metric = "column_values.kfct_whole_number"
+        success_keys = ("mostly",)
+
+    class ColumnValuesTimestampsNotAfter(ColumnMapMetricProvider):
+        condition_metric_name = "column_values.kfct_timestamp_not_after"
+        condition_value_keys = ("max_value",)
+
+        @column_condition_partial(engine=PandasExecutionEngine)
+        def _pandas(cls, column, max_value, **kwargs):
+            import warnings
+
+            import pandas as pd
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if pd.api.types.is_datetime64_any_dtype(column):
+                    t = column.dt.tz_localize("UTC") if column.dt.tz is None else column.dt.tz_convert("UTC")
+                else:
+                    t = pd.to_datetime(column.astype(str), errors="coerce", utc=True, format="mixed")
+            return t.notna() & (t <= pd.Timestamp(max_value))
+
+    class ExpectColumnValuesToBeTimestampsNotAfter(ColumnMapExpectation):
+        """Expect each non-null value to be a date (a timestamp, or a string that parses as one) not after max_value."""
+
+        max_value: str
+        map_metric = "column_values.kfct_timestamp_not_after"
+        success_keys = ("mostly", "max_value")
+
+    _CUSTOM[WHOLE_NUMBERS] = ExpectColumnValuesToBeWholeNumbers
+    _CUSTOM[TIMESTAMPS] = ExpectColumnValuesToBeTimestampsNotAfter
+    _CUSTOM["_metric_ts"] = ColumnValuesTimestampsNotAfter
+    _CUSTOM["_metric"] = ColumnValuesWholeNumbers
+    return _CUSTOM

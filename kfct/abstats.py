@@ -209,9 +209,23 @@ def msprt(diff: float, variance: float, tau: float, alpha: float = 0.05) -> dict
     return {"lambda": math.exp(min(log_lam, 700.0)), "p_value": min(1.0, p), "ci_low": diff - half, "ci_high": diff + half}
 
 
+B_BETTER, B_WORSE, INCONSISTENT = "b_better", "b_worse", "inconsistent"
+
+
 @dataclass
 class SequentialTest:
-    """Running state of an always-valid test across looks (kept with the A/B test)."""
+    """Running state of an always-valid test across looks (kept with the A/B test).
+
+    One object decides: the running intersection of the confidence sequences. The test
+    concludes at the first look where that interval excludes 0, and its direction is the
+    interval's side of 0 (`verdict`), recorded with the look, the interval and the
+    difference at that moment; later looks change nothing. (Significance from the running
+    minimum p-value with the direction of the current difference promoted a B that the
+    earlier look had shown worse.) An interval that becomes empty (the sequences disagree:
+    the difference is not stable) also concludes, `inconsistent`: keep A.
+    The per-look p <= alpha is the same event as 0 outside that look's sequence, so the
+    intersection concludes no later than the running-minimum p-value did.
+    """
 
     alpha: float
     tau: float
@@ -219,18 +233,30 @@ class SequentialTest:
     ci_low: float = -math.inf
     ci_high: float = math.inf
     looks: int = 0
+    verdict: str | None = None          # b_better / b_worse / inconsistent, once concluded
+    concluded_at_look: int | None = None
+    concluded_diff: float | None = None
+    concluded_ci: list[float] | None = None
 
     def look(self, diff: float, variance: float) -> dict:
         r = msprt(diff, variance, self.tau, self.alpha)
-        self.looks += 1
-        self.min_p = min(self.min_p, r["p_value"])
-        # The running intersection of the confidence sequence is also valid at any time.
-        self.ci_low, self.ci_high = max(self.ci_low, r["ci_low"]), min(self.ci_high, r["ci_high"])
-        return {**r, "running_p_value": self.min_p, "running_ci": [self.ci_low, self.ci_high], "looks": self.looks}
+        if self.verdict is None:
+            self.looks += 1
+            self.min_p = min(self.min_p, r["p_value"])
+            # The running intersection of the confidence sequence is also valid at any time.
+            self.ci_low, self.ci_high = max(self.ci_low, r["ci_low"]), min(self.ci_high, r["ci_high"])
+            verdict = (INCONSISTENT if self.ci_low > self.ci_high else B_BETTER if self.ci_low > 0
+                       else B_WORSE if self.ci_high < 0 else None)
+            if verdict is not None:
+                self.verdict, self.concluded_at_look = verdict, self.looks
+                self.concluded_diff, self.concluded_ci = float(diff), [self.ci_low, self.ci_high]
+        return {**r, "running_p_value": self.min_p, "running_ci": [self.ci_low, self.ci_high], "looks": self.looks,
+                "verdict": self.verdict, "concluded_at_look": self.concluded_at_look}
 
     @property
     def rejected(self) -> bool:
-        return self.min_p <= self.alpha
+        """Concluded (either direction, or inconsistent): the decision is `verdict`, not a later difference."""
+        return self.verdict is not None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -246,7 +272,9 @@ class SequentialTest:
         return cls(alpha=float(d["alpha"]), tau=float(d["tau"]), min_p=float(d["min_p"]),
                    ci_low=-math.inf if d.get("ci_low") is None else float(d["ci_low"]),
                    ci_high=math.inf if d.get("ci_high") is None else float(d["ci_high"]),
-                   looks=int(d.get("looks", 0)))
+                   looks=int(d.get("looks", 0)), verdict=d.get("verdict"),
+                   concluded_at_look=d.get("concluded_at_look"), concluded_diff=d.get("concluded_diff"),
+                   concluded_ci=d.get("concluded_ci"))
 
 
 def mean_diff_variance(a: ArrayLike, b: ArrayLike) -> tuple[float, float]:

@@ -65,13 +65,15 @@ _MOVED = {("fairness", "sensitive_features"): "dataset.sensitive_features"}
 class ColumnSpec(_Strict):
     """One column of the raw dataset: what validation expects and how the encoder reads it."""
 
-    dtype: Literal["string", "category", "float", "int", "bool"]
+    dtype: Literal["string", "category", "float", "int", "bool", "datetime"]
     nullable: bool = False                     # a null is a validation failure unless declared
     unique: bool = False
     min: Optional[float] = None
     max: Optional[float] = None
     categories: Optional[list[Scalar]] = None  # category: the allowed values, in encoder order
     values: Optional[list[Scalar]] = None      # any dtype: the allowed set (used for labels)
+    # datetime: a timestamp later than "now" by more than this many days fails validation
+    max_future_days: Optional[float] = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _coherent(self) -> ColumnSpec:
@@ -82,6 +84,8 @@ class ColumnSpec(_Strict):
         for key in ("categories", "values"):
             if getattr(self, key) is not None and not getattr(self, key):
                 raise ValueError(f"{key} must be a non-empty list")
+        if self.max_future_days is not None and self.dtype != "datetime":
+            raise ValueError(f"max_future_days needs dtype datetime, not {self.dtype}")
         return self
 
 
@@ -146,6 +150,27 @@ class TrainConfig(_Strict):
     logistic_regression: dict[str, Any]
     random_forest: dict[str, Any]
     hist_gradient_boosting: dict[str, Any]
+    # XGBoost workers (docs/distributed-training.md): 1 trains in the train step's own pod; N > 1 runs
+    # N workers with XGBoost's collective: a Kubeflow Trainer TrainJob on a cluster, N processes here.
+    workers: int = Field(default=1, ge=1, le=256)
+    # The TrainJob's activeDeadlineSeconds (and the local workers' limit): past it the job fails.
+    deadline_seconds: int = Field(default=6 * 3600, gt=0)
+
+    @model_validator(mode="after")
+    def _distributable(self) -> TrainConfig:
+        if self.workers > 1 and self.model != "xgboost":
+            raise ValueError(f"train.workers > 1 needs model xgboost (XGBoost's collective), not {self.model}")
+        if self.workers > 1 and self.tune_trials > 0:
+            raise ValueError("train.workers > 1 cannot tune: set train.tune_trials to 0 or train.workers to 1")
+        return self
+
+
+class LeakageConfig(_Strict):
+    """A feature that alone predicts the label, or a perfect test metric, is usually leakage."""
+
+    max_feature_auc: float = Field(default=0.99, gt=0.5, le=1)   # per-feature AUC (95% lower bound) at/above: leakage
+    max_roc_auc: float = Field(default=0.9995, gt=0.5, le=1)     # model test AUC at/above: a note (suspicious)
+    accept: list[str] = Field(default_factory=list)              # features accepted knowingly ("*": all, metric too)
 
 
 class GateConfig(_Strict):
@@ -157,6 +182,11 @@ class GateConfig(_Strict):
     seed: int
     # Another run moved the champion between this run's gate and its registration.
     on_champion_moved: Literal["regate", "block"] = "regate"
+    # The champion scored on the new test set: below chance (AUC < 0.5), or this far under the
+    # compare metric it was registered with, says the data changed meaning (inverted labels,
+    # a shifted column), not that the challenger is better: the run stops. null: no drop check.
+    champion_max_drop: Optional[float] = Field(default=0.2, gt=0)
+    leakage: LeakageConfig = Field(default_factory=lambda: LeakageConfig())
 
 
 class FairnessConfig(_Strict):
@@ -184,6 +214,8 @@ class RolloutConfig(_Strict):
     max_churn_rate_shift: float
     min_p99_latency_delta_ms: float
     significance_z: float
+    # customers whose canary requests the champion scored too (paired), before the shifts are judged
+    min_customers: int = Field(default=20, ge=2)
     poll_seconds: float
     # a deferred canary (no server to judge it) gets no traffic after this, then is rolled back
     deferred_deadline_seconds: float = Field(default=3600.0, gt=0)
@@ -388,10 +420,13 @@ def config_from_json(text: str) -> RunConfig:
 # -- derived views ------------------------------------------------------------------------------
 
 def feature_columns(cfg: RunConfig) -> list[str]:
-    """Model inputs: every schema column except the id, the label and exclusions."""
+    """Model inputs: every schema column except the id, the label, exclusions and dates.
+
+    A date is checked by validation but is no model input: its raw value never recurs (next
+    month's dates are all new); features derived from it (a tenure, a weekday) are."""
     ds = cfg.dataset
     skip = {ds.id_column, ds.label, *ds.exclude_features}
-    return [c for c in ds.columns if c not in skip]
+    return [c for c, spec in ds.columns.items() if c not in skip and spec.dtype != "datetime"]
 
 
 def categorical_columns(cfg: RunConfig) -> list[str]:

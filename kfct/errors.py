@@ -17,6 +17,12 @@ class ValidationFailed(KfctError):
     exit_code = 3
 
 
+class DataVerdict(KfctError):
+    """The gate judged the data, not the model (the champion collapsed on it): the run stopped."""
+
+    exit_code = 5
+
+
 class StageError(KfctError):
     """A pipeline stage failed."""
 

@@ -30,7 +30,8 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
     """Numeric columns as float32 (median-imputed, optionally standardised), categoricals one-hot.
 
     Categories come from the config, not from the data, so an unseen category is an
-    error at serving time rather than a silent all-zero row.
+    error at serving time rather than a silent all-zero row. A nullable categorical has
+    one more level, `<column>=<missing>`: a null is a category of its own, in all three paths.
     """
 
     def __init__(
@@ -50,6 +51,8 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         cats = self.categorical or {}
         self.numeric_ = list(self.numeric)
         self.categorical_ = {c: list(v) for c, v in cats.items()}
+        # Set at fit: a model pickled before nullable categories existed keeps its width.
+        self.cat_missing_ = [c for c in self.categorical_ if c in set(self.nullable)]
         num = X[self.numeric_].to_numpy(dtype=np.float64)
         med = np.nanmedian(num, axis=0) if len(num) else np.zeros(len(self.numeric_))
         self.medians_ = np.where(np.isnan(med), 0.0, med).astype(np.float32)
@@ -61,18 +64,22 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         else:
             self.means_ = np.zeros(len(self.numeric_), dtype=np.float32)
             self.stds_ = np.ones(len(self.numeric_), dtype=np.float32)
-        self.output_names_ = list(self.numeric_) + [
-            f"{c}={v}" for c, vals in self.categorical_.items() for v in vals
-        ]
+        self.output_names_ = list(self.numeric_)
+        for c, vals in self.categorical_.items():
+            self.output_names_ += [f"{c}={v}" for v in vals] + ([f"{c}={MISSING_LEVEL}"] if c in self.cat_missing_ else [])
         self._index()
         return self
 
     def _index(self) -> None:
         offset = len(self.numeric_)
         self._cat_offsets = {}
+        missing = set(getattr(self, "cat_missing_", ()))
+        self._missing_slot = {}
         for c, vals in self.categorical_.items():
             self._cat_offsets[c] = (offset, {v: i for i, v in enumerate(vals)})
-            offset += len(vals)
+            if c in missing:
+                self._missing_slot[c] = len(vals)  # the level after the listed ones
+            offset += len(vals) + (1 if c in missing else 0)
         self._width = offset
         self._nullable = set(self.nullable)
 
@@ -96,7 +103,8 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
     # -- one null policy, shared by the three paths ---------------------------
     # A numeric null (None / NaN) is the training median when the feature is declared
     # nullable and an error naming the feature otherwise; inf is always an error; a
-    # categorical null or unknown value is always an error. Batch (`transform`), Arrow
+    # categorical null is its own level when the feature is nullable and an error otherwise;
+    # an unknown category is always an error. Batch (`transform`), Arrow
     # (`transform_arrow`) and online (`transform_records`) apply exactly this.
     def _numeric_column(self, j: int, c: str, v: np.ndarray) -> np.ndarray:
         nan = np.isnan(v)
@@ -115,7 +123,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         if (codes < 0).any():
             i = int(np.argmax(codes < 0))
             bad = values[i]
-            if bad is None or (isinstance(bad, float) and math.isnan(bad)):
+            if _is_null(bad):
                 raise FeatureError(c, "null not allowed", i)
             raise FeatureError(c, f"unknown category {bad!r}; allowed: {sorted(index)}", i)
         out[np.arange(len(codes)), off + codes] = 1.0
@@ -135,8 +143,11 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         for c, (_, index) in self._cat_offsets.items():
             col = X[c]
             values = col.to_numpy(dtype=object)
-            codes = pd.Categorical(col.astype(str).where(col.notna(), None), categories=list(index)).codes
-            self._one_hot(out, c, np.asarray(codes, dtype=np.int64), values)
+            codes = np.asarray(pd.Categorical(col.astype(str).where(col.notna(), None), categories=list(index)).codes,
+                               dtype=np.int64)
+            if c in self._missing_slot:
+                codes = np.where(col.isna().to_numpy(), self._missing_slot[c], codes)
+            self._one_hot(out, c, codes, values)
         return out
 
     # -- Arrow path (batch scoring without pandas) ------------------------------
@@ -161,7 +172,8 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
                 col = pc.dictionary_encode(col)
             col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
             dictionary = col.dictionary.to_pylist()
-            lookup = np.array([index.get(str(v), -1) for v in dictionary] + [-1], dtype=np.int64)
+            lookup = np.array([index.get(str(v), -1) for v in dictionary] + [self._missing_slot.get(c, -1)],
+                              dtype=np.int64)
             idx = pc.fill_null(col.indices, len(dictionary)).to_numpy(zero_copy_only=False)
             values = dictionary + [None]
             codes = lookup[idx]
@@ -198,8 +210,10 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
                 if v is _MISSING:
                     raise FeatureError(c, "missing", i)
                 k = index.get(v) if isinstance(v, str) else None
-                if v is None:
-                    raise FeatureError(c, "null not allowed", i)
+                if _is_null(v):
+                    k = self._missing_slot.get(c)
+                    if k is None:
+                        raise FeatureError(c, "null not allowed", i)
                 if k is None:
                     raise FeatureError(c, f"unknown category {v!r}; allowed: {sorted(index)}", i)
                 row[off + k] = 1.0
@@ -207,6 +221,16 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
 
 
 _MISSING = object()
+MISSING_LEVEL = "<missing>"
+
+
+def _is_null(v: Any) -> bool:
+    """None, NaN or pandas' NA/NaT: a missing value, whichever path it came by."""
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return math.isnan(v)
+    return type(v).__name__ in ("NAType", "NaTType")
 
 
 class _LazyValues:

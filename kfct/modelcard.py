@@ -147,11 +147,20 @@ def _overview(info: dict, name, version, gate: dict) -> list:
     rows = [
         ("Model", f"{name} version {version}" + (f" (alias `{info['alias']}`)" if info.get("alias") else "")),
         ("Estimator", info.get("model_kind")),
+        ("Trained", _training(info.get("training") or {})),
         ("Decision threshold", _fmt(_float(info.get("threshold")))),
         ("Gate decision", "DEPLOY" if gate.get("deploy") else ("BLOCKED" if gate else None)),
         ("MLflow run", info.get("run_id")),
     ]
     return [("table", ["field", "value"], [[k, _fmt(v)] for k, v in rows])]
+
+
+def _training(t: dict) -> str | None:
+    """How the model was trained: workers, engine (in-pod, kubeflow-trainer, local-processes), device."""
+    if not t.get("engine"):
+        return None
+    workers = int(t.get("workers") or 1)
+    return f"{workers} worker{'s' if workers != 1 else ''}, {t['engine']}, {t.get('device') or 'cpu'}"
 
 
 def _data_snapshot(ds: dict) -> list:

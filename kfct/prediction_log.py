@@ -92,7 +92,7 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
             if since_ms is not None:
                 paths = [p for p in paths if (_part_range(p.name) or (0, 1 << 62))[1] >= since_ms]
         for p in paths:
-            frames.append(pq.read_table(p).to_pandas())
+            frames.append(_plain(pq.read_table(p)).to_pandas())
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -104,6 +104,16 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
     if model_name is not None:
         df = df[df["model_name"] == model_name]
     return df.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def _plain(table: Any) -> Any:
+    """Per-request columns are stored once per request (dictionary-encoded); readers get plain values."""
+    import pyarrow as pa
+
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
+    return table
 
 
 def _s3_fetch(s: Settings, since_ms: int | None) -> tuple[list[Path], str]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from kfct.errors import FeatureError
 
 if TYPE_CHECKING:
-    from kfct.config import RunConfig
+    from kfct.config import ColumnSpec, RunConfig
     from numpy.typing import ArrayLike
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -41,20 +41,22 @@ class NumericRule:
 class RecordSchema:
     """Per-column rules from `cfg.dataset.columns` (numeric ranges, integer-ness, the id column)."""
 
-    def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH):
+    def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH,
+                 columns: frozenset = frozenset()):
         self.numeric = numeric
         self.id_column = id_column
         self.id_max_length = id_max_length
+        # Every column the schema names (label, dates, free text too): a record may carry them,
+        # as the batch scorer reads a file that has them; the model reads its features only.
+        self.columns = frozenset(columns)
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "RecordSchema":
         ds = cfg.dataset
-        rules = []
-        for name, spec in ds.columns.items():
-            if name == ds.label or spec.dtype not in ("float", "int"):
-                continue
-            rules.append(NumericRule(name, spec.dtype == "int", spec.nullable, _num(spec.min), _num(spec.max)))
-        return cls(rules, ds.id_column)
+        rules = [r for name, spec in ds.columns.items()
+                 if name != ds.label and (r := numeric_rule(name, spec)) is not None]
+        # ColumnSpec holds no per-column id length: the id's limit is the house one.
+        return cls(rules, ds.id_column, ID_MAX_LENGTH, frozenset(str(c) for c in ds.columns))
 
     # -- online: one record at a time ----------------------------------------------------------
     def check_records(self, records: Iterable[dict]) -> None:
@@ -75,13 +77,13 @@ class RecordSchema:
                 elif not math.isfinite(v):
                     continue  # NaN/inf: the encoder's null policy names it
                 elif r.integer and not v.is_integer():
-                    raise FeatureError(r.name, f"expected an integer, got {v!r}", i)
+                    raise FeatureError(r.name, f"expected an integer, got {_plainnum(v)!r}", i)
                 if abs(v) > FLOAT32_MAX:
                     raise FeatureError(r.name, f"{_short(v)} overflows float32 (the model's input type)", i)
                 if r.min is not None and v < r.min:
-                    raise FeatureError(r.name, f"{v!r} is below the minimum {r.min:g}", i)
+                    raise FeatureError(r.name, f"{_plainnum(v)!r} is below the minimum {r.min:g}", i)
                 if r.max is not None and v > r.max:
-                    raise FeatureError(r.name, f"{v!r} is above the maximum {r.max:g}", i)
+                    raise FeatureError(r.name, f"{_plainnum(v)!r} is above the maximum {r.max:g}", i)
 
     def _check_id(self, v: Any, i: int) -> None:
         name = self.id_column or "id"
@@ -112,13 +114,21 @@ class RecordSchema:
         fin = v[~nan]
         bad = ~np.isfinite(fin)
         if bad.any():
-            raise FeatureError(name, f"non-finite value {fin[bad][0]}")
+            raise FeatureError(name, f"non-finite value {_plainnum(fin[bad][0])}")
         for mask, why in ((np.abs(fin) > FLOAT32_MAX, "overflows float32"),
                           (rule.integer & (fin != np.floor(fin)) if rule.integer else None, "is not an integer"),
                           (fin < rule.min if rule.min is not None else None, f"is below the minimum {rule.min}"),
                           (fin > rule.max if rule.max is not None else None, f"is above the maximum {rule.max}")):
             if mask is not None and np.any(mask):
-                raise FeatureError(name, f"{fin[mask][0]!r} {why}")
+                raise FeatureError(name, f"{_plainnum(fin[mask][0])!r} {why}")
+
+
+def numeric_rule(name: str, spec: ColumnSpec | None) -> NumericRule | None:
+    """The one place a numeric column's rule comes from: the GX suite (`validation_plan`), the
+    model server and `kfct score` all apply it (an int column holds whole numbers, in range)."""
+    if spec is None or spec.dtype not in ("float", "int"):
+        return None
+    return NumericRule(name, spec.dtype == "int", spec.nullable, _num(spec.min), _num(spec.max))
 
 
 def _num(v: Any) -> float | None:
@@ -128,3 +138,8 @@ def _num(v: Any) -> float | None:
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 24 else f"{s[:10]}...({len(s)} digits)"
+
+
+def _plainnum(v: Any) -> float:
+    """A numpy scalar as the Python number it is: messages say 68.5, not np.float64(68.5)."""
+    return v.item() if hasattr(v, "item") else v

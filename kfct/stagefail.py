@@ -69,7 +69,8 @@ def audit_failure(stage: str, **context: Any) -> Iterator[dict]:
 
 
 def recorded_for_run(run_id: str, path: Path | None = None) -> bool:
-    """Whether a stage of the local run `run_id` already put its failure on the trail."""
+    """Whether the local run `run_id` already put its failure on the trail: a stage's `stage_failed`,
+    or the `run_failed` of the CT run's exit handler (kfct.components.run_outcome)."""
     from kfct import audit
 
-    return any(e.get("event") == EVENT and e.get("run_id") == run_id for e in audit.read(path))
+    return any(e.get("event") in (EVENT, "run_failed") and e.get("run_id") == run_id for e in audit.read(path))

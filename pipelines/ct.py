@@ -23,7 +23,7 @@ def make_components(settings=None, gpu: bool = False) -> dict:
     """Wrap each stage's component function with `dsl.component` and the image from settings."""
     from kfp import dsl
 
-    from kfct.components import deploy, evaluate, featurize, ingest, register, rollout, train, validate
+    from kfct.components import deploy, evaluate, featurize, ingest, register, rollout, run_outcome, train, validate
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -40,14 +40,28 @@ def make_components(settings=None, gpu: bool = False) -> dict:
         "register": comp(register.register_model),
         "deploy": comp(deploy.deploy_model),
         "rollout": comp(rollout.rollout_model),
+        "outcome": comp(run_outcome.record_run_outcome),
     }
+
+
+# Stages whose effect lies outside their outputs: the dataset store and the moving pointer
+# (ingest), the audit trail, MLflow runs, the registry and its aliases, serving. KFP's driver
+# serves a task with caching on from an earlier execution whose inputs match (backend/src/v2/
+# driver/cache.go, kubeflow/pipelines 2.17.0) and then never runs it: the effect would silently
+# not happen (a repeated deploy would not re-align serving). Off whatever the config says;
+# featurize (outputs a function of its inputs) is the one CT stage the config may cache.
+SIDE_EFFECT_STAGES = frozenset({"ingest", "validate_data", "train", "evaluate", "register", "deploy", "rollout",
+                                "record_run_outcome"})
 
 
 def _configure(task, stage: str, cfg: "RunConfig", settings, gpu: bool):
     """Per-task resources, retries, caching, GPU and secrets (see kfct.pipelines.task_config)."""
     from kfct.pipelines.task_config import apply_task_config
 
-    return apply_task_config(task, stage, cfg, settings, gpu=gpu)
+    task = apply_task_config(task, stage, cfg, settings, gpu=gpu)
+    if stage in SIDE_EFFECT_STAGES:
+        task.set_caching_options(enable_caching=False)
+    return task
 
 
 def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu: bool = False):
@@ -85,46 +99,60 @@ def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu:
         rollout: bool = bool(cfg.rollout.enabled),
         serving_url: str = "",
     ):
-        run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-        ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
-        ing.set_display_name("ingest")
-        # Never cached: the same parameter (a pointer) names new data after each push.
-        ing.set_caching_options(enable_caching=False)
-        val = _configure(ops["validate"](dataset=ing.outputs["dataset"], config_json=config_json, model_name=model_name,
-                                         pipeline_run=run_name), "validate_data", cfg, s, gpu)
-        val.set_display_name("validate (Great Expectations)")
-        with dsl.If(val.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (kfp condition)
-            fs = _configure(ops["featurize"](dataset=ing.outputs["dataset"], config_json=config_json), "featurize", cfg, s, gpu)
-            fs.set_display_name("featurize & split")
-            tr = _configure(ops["train"](
-                train=fs.outputs["train"], val=fs.outputs["val"], preprocessor=fs.outputs["preprocessor"],
-                config_json=config_json, device=device, tune_trials=tune_trials,
-                dataset_sha256=ing.outputs["Output"], data_uri=data_uri, code_version=code_version,
-                pipeline_run=run_name, run_reason=run_reason,
-            ), "train", cfg, s, gpu)
-            tr.set_display_name("train")
-            ev = _configure(ops["evaluate"](
-                test=fs.outputs["test"], model=tr.outputs["model"], config_json=config_json,
-                model_name=model_name, mlflow_run_id=tr.outputs["Output"],
-            ), "evaluate", cfg, s, gpu)
-            ev.set_display_name("evaluate & gate")
-            with dsl.If(ev.outputs["Output"] == True, name="deploy"):  # noqa: E712
-                reg = _configure(ops["register"](
-                    model=tr.outputs["model"], decision=ev.outputs["decision"], evidence=ev.outputs["evidence"],
-                    dataset=ing.outputs["dataset"],
-                    test=fs.outputs["test"],
-                    config_json=config_json, model_name=model_name, data_uri=data_uri,
-                    dataset_sha256=ing.outputs["Output"], pipeline_run=run_name, code_version=code_version,
-                ), "register", cfg, s, gpu)
-                reg.set_display_name("register")
-                dep = _configure(ops["deploy"](config_json=config_json, model_name=model_name, version=reg.outputs["Output"]),
-                                 "deploy", cfg, s, gpu)
-                dep.set_display_name("deploy (canary)")
-                with dsl.If(rollout == True, name="progressive-rollout"):  # noqa: E712
-                    ro = _configure(ops["rollout"](config_json=config_json, model_name=model_name,
-                                                   version=reg.outputs["Output"], server_url=serving_url),
-                                    "rollout", cfg, s, gpu)
-                    ro.set_display_name("rollout: promote or roll back")
-                    ro.after(dep)
+        # The run's uuid: KFP's driver resolves {{$.pipeline_job_name}} to the run's display name (not unique:
+        # every run of a recurring run may share it) and {{$.pipeline_job_uuid}} to the run id
+        # (kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go); lineage must name one run.
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        # Runs last whatever happened: a pod killed from outside (OOMKill, eviction, deadline) records nothing
+        # itself, so the exit handler puts `run_failed` on the trail (kfct.components.run_outcome).
+        outcome = _configure(ops["outcome"](model_name=model_name, pipeline_run=run_id), "record_run_outcome",
+                             cfg, s, gpu)
+        outcome.set_display_name("record the run's outcome")
+        with dsl.ExitHandler(outcome, name="ct-stages"):
+            _ct_stages(dsl, ops, cfg, s, gpu, run_id, data_uri, config_json, model_name, device, tune_trials,
+                       code_version, run_reason, rollout, serving_url)
 
     return ct_pipeline
+
+
+def _ct_stages(dsl, ops, cfg, s, gpu, run_name, data_uri, config_json, model_name, device, tune_trials,
+               code_version, run_reason, rollout, serving_url):
+    """The CT stages inside the pipeline's exit handler (channels in, tasks wired)."""
+    ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
+    ing.set_display_name("ingest")  # never cached: the same parameter (a pointer) names new data after each push
+    val = _configure(ops["validate"](dataset=ing.outputs["dataset"], config_json=config_json, model_name=model_name,
+                                     pipeline_run=run_name), "validate_data", cfg, s, gpu)
+    val.set_display_name("validate (Great Expectations)")
+    with dsl.If(val.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (kfp condition)
+        fs = _configure(ops["featurize"](dataset=ing.outputs["dataset"], config_json=config_json), "featurize", cfg, s, gpu)
+        fs.set_display_name("featurize & split")
+        tr = _configure(ops["train"](
+            train=fs.outputs["train"], val=fs.outputs["val"], preprocessor=fs.outputs["preprocessor"],
+            config_json=config_json, device=device, tune_trials=tune_trials,
+            dataset_sha256=ing.outputs["Output"], data_uri=data_uri, code_version=code_version,
+            pipeline_run=run_name, run_reason=run_reason, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ), "train", cfg, s, gpu)
+        tr.set_display_name("train")
+        ev = _configure(ops["evaluate"](
+            test=fs.outputs["test"], model=tr.outputs["model"], config_json=config_json,
+            model_name=model_name, mlflow_run_id=tr.outputs["Output"],
+        ), "evaluate", cfg, s, gpu)
+        ev.set_display_name("evaluate & gate")
+        with dsl.If(ev.outputs["Output"] == True, name="deploy"):  # noqa: E712
+            reg = _configure(ops["register"](
+                model=tr.outputs["model"], decision=ev.outputs["decision"], evidence=ev.outputs["evidence"],
+                dataset=ing.outputs["dataset"],
+                test=fs.outputs["test"],
+                config_json=config_json, model_name=model_name, data_uri=data_uri,
+                dataset_sha256=ing.outputs["Output"], pipeline_run=run_name, code_version=code_version,
+            ), "register", cfg, s, gpu)
+            reg.set_display_name("register")
+            dep = _configure(ops["deploy"](config_json=config_json, model_name=model_name, version=reg.outputs["Output"]),
+                             "deploy", cfg, s, gpu)
+            dep.set_display_name("deploy (canary)")
+            with dsl.If(rollout == True, name="progressive-rollout"):  # noqa: E712
+                ro = _configure(ops["rollout"](config_json=config_json, model_name=model_name,
+                                               version=reg.outputs["Output"], server_url=serving_url),
+                                "rollout", cfg, s, gpu)
+                ro.set_display_name("rollout: promote or roll back")
+                ro.after(dep)

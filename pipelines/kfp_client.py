@@ -11,8 +11,18 @@ the monitoring loop need:
   as in the case study), max concurrency 1, no catch-up; unique by name (an identical
   one is kept, a different one refused unless `replace`).
 - `list_schedules()`, `delete_schedule(id)`.
-- `trigger_run(pipeline_name, params)`: a run of the latest uploaded version (used by
-  drift monitoring to start retraining on the cluster).
+- `trigger_run(pipeline_name, params)`: a run of the *pinned* version (used by drift
+  monitoring to start retraining on the cluster): the version the last `submit` /
+  `schedule` recorded in the audit trail (`pipeline_version_pinned`), never "the newest".
+
+Multi-user Kubeflow: pipelines are uploaded into the profile namespace (`KFCT_KFP_NAMESPACE`),
+never as shared pipelines. KFP 2.17's upload endpoints authorize nothing for a shared pipeline
+(kubeflow/pipelines 2.17.0, backend/src/apiserver/server/pipeline_upload_server.go
+`canUploadVersionedPipeline` returns nil for an empty namespace): any authenticated user could
+add a version to a shared `kfct-ct`, and a retrain of "the newest version" would run it as
+`kfct-pipeline-runner` with the S3 keys and InferenceService rights. A namespaced pipeline takes
+versions only from users with `create` on pipelines in that namespace, and the retrain runs
+the version id an operator pinned, checked to belong to that pipeline.
 
 Connection from settings: `KFCT_KFP_HOST` (or `KF_PIPELINES_ENDPOINT`), in-cluster
 service DNS when unset inside a pod; auth from `KFCT_KFP_TOKEN` or, in a pod, the
@@ -445,6 +455,46 @@ def _same_package(version: Any, digest: str, fingerprint: str) -> bool:
     return bool(spec) and spec_fingerprint(spec) == fingerprint
 
 
+PIN_EVENT = "pipeline_version_pinned"
+
+
+def find_pipeline(conn: Connection, name: str) -> str | None:
+    """The id of pipeline `name` in our namespace (multi-user) or among shared pipelines (single-user).
+
+    KFP lists the pipelines of exactly the namespace asked for (pipeline_server.go `listPipelines`):
+    a shared pipeline of the same name is never picked up in multi-user mode."""
+    if not conn.namespace:
+        with _quiet(), _api(f"looking up pipeline {name!r}", conn.host):
+            return conn.client.get_pipeline_id(name)
+    flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+    with _quiet(), _api(f"looking up pipeline {name!r} in namespace {conn.namespace!r}", conn.host):
+        resp = conn.client.list_pipelines(filter=flt, namespace=conn.namespace, page_size=10)
+    hits = [p for p in (resp.pipelines or []) if p.display_name == name
+            and (getattr(p, "namespace", None) or conn.namespace) == conn.namespace]
+    if len(hits) > 1:
+        raise KfpError(f"{len(hits)} pipelines named {name!r} in namespace {conn.namespace!r} on {conn.host}")
+    return hits[0].pipeline_id if hits else None
+
+
+def pin_version(conn: Connection, name: str, pipeline_id: str, version_id: str, package_path: str | Path) -> None:
+    """Record the version retrains run from now on (the operator's deliberate upload)."""
+    from kfct import audit
+
+    audit.record(PIN_EVENT, pipeline=name, pipeline_id=pipeline_id, pipeline_version_id=version_id,
+                 namespace=conn.namespace or "", package_sha256=package_sha256(package_path))
+
+
+def pinned_version(pipeline_id: str) -> str | None:
+    """The version id last pinned for this pipeline (audit trail, mirror included), or None.
+
+    A pod starts with an empty local trail: it finds the operator's pin only in the S3 mirror
+    (`KFCT_AUDIT_S3_URI`), which every pod and an operator with the ConfigMap's env write to."""
+    from kfct import audit
+
+    pins = [e for e in audit.read() if e.get("event") == PIN_EVENT and e.get("pipeline_id") == pipeline_id]
+    return pins[-1].get("pipeline_version_id") if pins else None
+
+
 def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None = None,
            version_name: str | None = None) -> tuple[str, str]:
     """Upload the package unless a version already holds it. Returns (pipeline_id, version_id).
@@ -460,11 +510,11 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
     digest = full_digest[:12]
     fingerprint = package_fingerprint(package_path)
     c = conn.client
-    with _quiet(), _api(f"looking up pipeline {name!r}", conn.host):
-        pipeline_id = c.get_pipeline_id(name)
+    pipeline_id = find_pipeline(conn, name)
     if pipeline_id is None:
-        with _quiet(), _api(f"uploading pipeline {name!r}", conn.host):
-            pipe = c.upload_pipeline(str(package_path), pipeline_name=name,
+        where = f" in namespace {conn.namespace!r}" if conn.namespace else ""
+        with _quiet(), _api(f"uploading pipeline {name!r}{where}", conn.host):
+            pipe = c.upload_pipeline(str(package_path), pipeline_name=name, namespace=conn.namespace,
                                      description=spec["pipelineInfo"].get("description") or "kfct pipeline")
         versions = _versions_newest_first(conn, pipe.pipeline_id)
         if not versions:
@@ -506,6 +556,7 @@ def submit(package_path: str | Path, params: dict | None = None, run_name: str |
     typed = coerce_params(spec, params)
     conn = connect(s)
     pipeline_id, version_id = upload(conn, package_path, pipeline_name)
+    pin_version(conn, pipeline_name or spec["pipelineInfo"]["name"], pipeline_id, version_id, package_path)
     exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
     name = run_name or f"{pipeline_name or spec['pipelineInfo']['name']} {_timestamp()}"
     return _create_run(conn, exp_id, name, pipeline_id, version_id, typed, _service_account(s, service_account))
@@ -513,22 +564,33 @@ def submit(package_path: str | Path, params: dict | None = None, run_name: str |
 
 def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | None = None,
                 experiment: str | None = None, settings: Settings | None = None,
-                service_account: str | None = None) -> RunInfo:
-    """Run the latest uploaded version of `pipeline_name` (e.g. retraining triggered by drift)."""
+                service_account: str | None = None, version_id: str | None = None) -> RunInfo:
+    """Run the pinned version of `pipeline_name` (e.g. retraining triggered by drift); see the module doc.
+
+    `version_id` overrides the pin; either way the version must belong to our (namespaced) pipeline."""
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     conn = connect(s)
-    with _quiet(), _api(f"looking up pipeline {pipeline_name!r}", conn.host):
-        pipeline_id = conn.client.get_pipeline_id(pipeline_name)
+    where = f" in namespace {conn.namespace!r}" if conn.namespace else ""
+    pipeline_id = find_pipeline(conn, pipeline_name)
     if pipeline_id is None:
-        raise KfpError(f"pipeline {pipeline_name!r} not found on {conn.host}: upload it first (`kfct submit`)")
-    versions = _versions_newest_first(conn, pipeline_id)
-    if not versions:
-        raise KfpError(f"pipeline {pipeline_name!r} has no version on {conn.host}")
+        raise KfpError(f"pipeline {pipeline_name!r} not found{where} on {conn.host}: upload it first (`kfct submit`)")
+    pinned = version_id or pinned_version(pipeline_id)
+    if not pinned:
+        raise KfpError(f"no pinned version of pipeline {pipeline_name!r} ({pipeline_id}){where}: `kfct submit` or "
+                       f"`kfct schedule` pins the version it uploads (audit event {PIN_EVENT}; pods read the "
+                       "trail's S3 mirror, so run them with KFCT_AUDIT_S3_URI set); a retrain never runs whatever "
+                       "version was uploaded last")
+    try:
+        with _quiet(), _api(f"reading version {pinned} of pipeline {pipeline_name!r}", conn.host):
+            conn.client.get_pipeline_version(pipeline_id=pipeline_id, pipeline_version_id=pinned)
+    except KfpError as exc:
+        raise KfpError(f"pinned version {pinned} is not a version of pipeline {pipeline_name!r} ({pipeline_id})"
+                       f"{where}: {exc}") from exc
     exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
     name = run_name or f"{pipeline_name} {_timestamp()}"
-    return _create_run(conn, exp_id, name, pipeline_id, versions[0].pipeline_version_id, dict(params or {}),
+    return _create_run(conn, exp_id, name, pipeline_id, pinned, dict(params or {}),
                        _service_account(s, service_account))
 
 
@@ -606,6 +668,7 @@ def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | 
     pname = pipeline_name or spec["pipelineInfo"]["name"]
     conn = connect(s)
     pipeline_id, version_id = upload(conn, package_path, pipeline_name)
+    pin_version(conn, pname, pipeline_id, version_id, package_path)
     exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
     job = name or f"{pname} schedule"
     action = "created"

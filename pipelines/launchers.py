@@ -2,8 +2,9 @@
 
 `LocalLauncher` runs the CT pipeline on this machine with kfp's local runner
 (`kfct.pipelines.local.run_ct`) and returns its summary; `KfpLauncher` starts the
-latest uploaded version of the CT pipeline through the KFP API, the reason in the
-run's name and `run_reason` parameter, and returns the created run.
+version of the CT pipeline an operator pinned (`kfct submit` / `kfct schedule`, audit event
+`pipeline_version_pinned`) through the KFP API, the reason in the run's name and
+`run_reason` parameter, and returns the created run (its pipeline version id included).
 """
 
 from __future__ import annotations

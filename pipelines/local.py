@@ -113,12 +113,17 @@ def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
         summary["registered"] = {"version": run.param("register-model"), "alias": card.get("metadata", {}).get("alias")}
         if card.get("metadata", {}).get("blocked"):  # another run moved the champion after this gate
             summary["registered"]["blocked"] = card["metadata"]["blocked"]
+        if card.get("metadata", {}).get("regate"):  # re-gated against the new champion: that gate decided
+            summary["decision"] = {**summary.get("decision", {}), **card["metadata"]["regate"], "regated": True}
     for task, key in (("deploy-model", "deploy"), ("rollout-model", "rollout")):
         raw = run.param(task)
         if raw:
             summary[key] = {k: v for k, v in json.loads(raw).items() if k != "stage_time"}
     if "train-model" in run.tasks:
         summary["mlflow_run_id"] = run.param("train-model")
+    outcome = run.param("record-run-outcome")
+    if outcome:  # the run's uuid, as its lineage tags and audit entries name it
+        summary["pipeline_run"] = json.loads(outcome).get("pipeline_run")
     return summary
 
 
@@ -161,7 +166,7 @@ def format_summary(summary: dict) -> str:
     if dec:
         m = dec["metrics"]
         out.append("  metrics     " + ", ".join(f"{k} {m[k]:.4f}" for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")))
-        out.append(f"  decision    {'DEPLOY' if dec['deploy'] else 'BLOCKED'}")
+        out.append(f"  decision    {'DEPLOY' if dec['deploy'] else 'STOPPED (data)' if dec.get('stop') else 'BLOCKED'}")
         for r in dec.get("reasons", []):
             out.append(f"              - {r}")
     reg = summary.get("registered")

@@ -218,8 +218,8 @@ def _run_monitor_kfp(args: dict, cfg: "RunConfig", s) -> dict:
             "stages": run.durations(), "total_seconds": run.total_seconds}
 
 
-def format_monitor_summary(summary: dict) -> str:
-    """The lines `kfct monitor` prints."""
+def format_monitor_summary(summary: dict, rate_name: str = "positive rate") -> str:
+    """The lines `kfct monitor` prints; `rate_name` names the predicted class's rate in the data's own words."""
     d = summary["drift"]
     dec = summary["decision"]
     cr = d.get("churn_rate") or {}
@@ -228,7 +228,7 @@ def format_monitor_summary(summary: dict) -> str:
                  f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}"
                  f"{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
     if d.get("churn_rate_shift") is not None:
-        lines.append(f"  churn rate  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
+        lines.append(f"  {rate_name}  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
                      f"(relative shift {d['churn_rate_shift']:.1%})")
     perf = d.get("performance")
     if perf:

@@ -38,16 +38,9 @@ if TYPE_CHECKING:
     from kfct.config import RunConfig
     from kfct.settings import Settings
 
+from kfct.pod_env import CONFIG_KEYS, SECRET_KEYS  # noqa: F401 (shared with the pods a step creates)
+
 GPU_RESOURCE = "nvidia.com/gpu"
-# Secret keys -> env vars in every pod. AWS_* for MLflow's boto3 (artifacts in MinIO),
-# KFCT_S3_* for kfct's minio client (kfct.settings).
-SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "KFCT_S3_ACCESS_KEY", "KFCT_S3_SECRET_KEY")
-# ConfigMap keys -> env vars: endpoints and names, not secrets (manifests/base/config.yaml).
-CONFIG_KEYS = (
-    "KFCT_S3_ENDPOINT", "KFCT_S3_BUCKET", "KFCT_S3_SECURE", "MLFLOW_S3_ENDPOINT_URL",
-    "KFCT_MLFLOW_TRACKING_URI", "KFCT_MLFLOW_ARTIFACT_ROOT", "KFCT_KFP_HOST", "KFCT_KFP_NAMESPACE",
-    "KFCT_KFP_EXPERIMENT", "KFCT_AUDIT_S3_URI", "KFCT_KSERVE_DEPLOYMENT_MODE",
-)
 # Multi-user Kubeflow: Kubeflow's PodDefault `access-ml-pipeline` (manifests/overlays/prod/
 # kfp-access.yaml) mounts a projected KFP token (audience pipelines.kubeflow.org) into pods
 # carrying this label. Only the steps that call the KFP API get it (grant_kfp_access).

@@ -410,8 +410,12 @@ class _KfctRESTServer(RESTServer):
         import uvicorn
 
         app = self.app if self.app is not None else self.create_application()
+        from kfct.serving.http_limits import BoundedHttpToolsProtocol
+
+        # httptools (fast) with a bound on the request's head: 431 past 16 KiB (kfct.serving.http_limits)
         return uvicorn.Config(app, host=self.host, port=self.port, log_config=None, access_log=self.access_log,
-                              loop="uvloop", http="httptools", timeout_keep_alive=65, lifespan="off", **kw)
+                              loop="uvloop", http=BoundedHttpToolsProtocol, timeout_keep_alive=65, lifespan="off",
+                              **kw)
 
 
 class _KfctModelServer(ModelServer):
@@ -454,8 +458,8 @@ def add_kfct_routes(router, state_path=None):
 
     def register(app: FastAPI) -> None:
         @app.get("/kfct/stats")
-        async def stats(since: float | None = None):
-            return router.stats(since)
+        async def stats(since: float | None = None, pairs: bool = False):
+            return router.stats(since, pairs)
 
         @app.get("/kfct/split")
         async def split():

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfct.window_stats import WindowStats
+from kfct.window_stats import WindowStats, paired_window
 
 if TYPE_CHECKING:
     from typing import Iterator, Sequence
@@ -223,6 +223,13 @@ class VersionStats:
     def __init__(self, version: str, maxlen: int = 200_000):
         self.version = version
         self.events: deque = deque(maxlen=maxlen)  # (t, kind, latency, instances, positives, prob_sum, customer)
+        # (t, customer, rows, label_diff_sum, prob_diff_sum, model_s, champion_model_s): this version
+        # against the champion on the same records (`paired`)
+        self.pairs: deque = deque(maxlen=maxlen)
+
+    def paired(self, t: float, customer: int, rows: int, label_diff_sum: float, prob_diff_sum: float,
+               model_s: float, champion_model_s: float) -> None:
+        self.pairs.append((t, customer, rows, label_diff_sum, prob_diff_sum, model_s, champion_model_s))
 
     def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float,
            customer: int = 0) -> None:
@@ -230,6 +237,10 @@ class VersionStats:
 
     def error(self, t: float, kind: int, latency: float, customer: int = 0) -> None:
         self.events.append((t, kind, latency, 0, 0, 0.0, customer))
+
+    def pairs_since(self, since: float | None = None) -> list:
+        """The raw paired rows (for a rollout that merges several replicas' windows)."""
+        return [list(e) for e in list(self.pairs) if since is None or e[0] >= since]
 
     def window(self, since: float | None = None, until: float | None = None) -> WindowStats:
         ev = list(self.events)  # deque snapshot (appends from the event loop thread are atomic)
@@ -255,6 +266,9 @@ class VersionStats:
         if len(lat):
             out.p50_latency_s = float(np.percentile(lat, 50))
             out.p99_latency_s = float(np.percentile(lat, 99))
+        pairs = [e for e in list(self.pairs) if (since is None or e[0] >= since) and (until is None or e[0] <= until)]
+        if pairs:
+            paired_window(out, np.asarray(pairs, dtype=np.float64))
         return out
 
 

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kfct.prediction_log import PREFIX, default_root
 from kfct.prediction_log import use_s3 as _use_s3
 from kfct.serving.predlog_spill import Segment, SpillBuffer, segment_name
@@ -51,8 +53,11 @@ class PredictionLogger:
     def __init__(self, root: str | Path | None = None, id_column: str = "customer_id", s3: bool | None = None,
                  flush_seconds: float = 5.0, flush_rows: int = 50_000, max_queue: int = 200_000,
                  settings=None, spill_dir: str | Path | None = None, spill_max_rows: int | None = None,
-                 retry_seconds: float = 0.5, max_retry_seconds: float = 30.0):
+                 retry_seconds: float = 0.5, max_retry_seconds: float = 30.0, max_queue_bytes: int = 256 << 20,
+                 encode_in_child: bool = False):
         import uuid
+
+        from kfct.serving.predlog_encoder import ChildEncoder
 
         from kfct.settings import get_settings
 
@@ -66,6 +71,11 @@ class PredictionLogger:
         self.max_retry_seconds = max_retry_seconds
         self.writer_id = uuid.uuid4().hex[:12]  # with the sequence: a key no other batch ever gets
         self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        # the server encodes batches in a child process, off the request path's GIL (predlog_encoder)
+        self._encoder = ChildEncoder() if encode_in_child else None
+        self.max_queue_bytes = max_queue_bytes
+        self._qbytes = 0  # estimated bytes the queue holds (`request_bytes`)
+        self._qlock = threading.Lock()
         self._seq = 0
         self.rows_written = 0
         self.files_written = 0
@@ -81,6 +91,7 @@ class PredictionLogger:
         else:
             spill = None
         rows = spill_max_rows if spill_max_rows is not None else self.settings.prediction_log_spill_rows
+        self._spill_lock = _own(spill)  # before anything in it is read: one live process per spill directory
         self.backlog = SpillBuffer(spill, rows)
         recovered = self.backlog.load()
         if recovered:
@@ -104,13 +115,25 @@ class PredictionLogger:
     # -- request path --------------------------------------------------------------------
     def log(self, ts: float, request_id: str | None, model_name: str, version: str, role: str,
             records: list[dict], probabilities, labels, threshold: float) -> None:
-        """Enqueue one scored request (records are not copied: they are not mutated later)."""
-        try:
-            self._q.put_nowait((ts, request_id, model_name, version, role, records, probabilities, labels,
-                                threshold))
-        except queue.Full:
-            self.dropped += len(records)
-            _metric(lambda m: m.log_dropped.labels("queue_full").inc(len(records)))
+        """Enqueue one scored request (records are not copied: they are not mutated later).
+
+        The queue is bounded in bytes (`max_queue_bytes`, an estimate of what the request's rows
+        hold), not only in requests: 200,000 queued 1 MB requests would be 200 GB."""
+        cost = request_bytes(records, request_id)
+        with self._qlock:
+            room = self._qbytes + cost <= self.max_queue_bytes
+            if room:
+                self._qbytes += cost
+        if room:
+            try:
+                self._q.put_nowait((ts, request_id, model_name, version, role, records, probabilities, labels,
+                                    threshold, cost))
+                return
+            except queue.Full:
+                with self._qlock:
+                    self._qbytes -= cost
+        self.dropped += len(records)
+        _metric(lambda m: m.log_dropped.labels("queue_full").inc(len(records)))
 
     # -- control -------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
@@ -139,25 +162,34 @@ class PredictionLogger:
     def close(self, timeout: float = 10.0) -> None:
         """Stop: batch what is queued, upload what the store takes within `timeout`, keep the rest
         on disk for the next start (SIGTERM path: Kubernetes gives a pod about 30 s)."""
-        self.flush(timeout)
+        end = time.monotonic() + timeout  # one budget for all of it: a hanging store must not stretch it
+
+        def budget(cap: float = timeout) -> float:
+            return min(cap, max(0.5, end - time.monotonic()))
+
+        self.flush(budget())
         self._stop.set()
         self._flush_req.set()
-        self._thread.join(timeout)
+        self._thread.join(budget())
         self._stop_ship.set()
         self._wake.set()
-        self._shipper.join(min(timeout, 5.0))
+        self._shipper.join(budget(5.0))
         left = self.backlog.persist()
         if len(self.backlog):
             where = self.backlog.directory or "memory"
             log.warning("prediction log: %d rows not uploaded at shutdown, kept in %s%s", self.backlog.rows, where,
                         f" ({left} rows could not be written there and are lost)" if left else "")
+        if self._encoder is not None:
+            self._encoder.close()
+        if self._spill_lock is not None:
+            self._spill_lock.release()
 
     @property
     def queued(self) -> int:
         return self._q.qsize()
 
     def status(self) -> dict:
-        return {"target": self._target(), "queued": self.queued, "rows_written": self.rows_written,
+        return {"target": self._target(), "queued": self.queued, "queued_bytes": self._qbytes, "rows_written": self.rows_written,
                 "files_written": self.files_written, "dropped": self.dropped, "errors": self.errors,
                 "last_error": self.last_error, "store_ok": self.store_ok, "backlog_rows": self.backlog.rows,
                 "backlog_files": len(self.backlog), "spill_dir": str(self.backlog.directory or ""),
@@ -186,7 +218,9 @@ class PredictionLogger:
                     item = self._q.get_nowait()
                 except queue.Empty:
                     break
-                pending.append(item)
+                with self._qlock:
+                    self._qbytes -= item[9]
+                pending.append(item[:9])
                 pending_rows += len(item[5])
                 if pending_rows >= self.flush_rows:  # bounded batches: bounded memory and encode time
                     break
@@ -195,10 +229,12 @@ class PredictionLogger:
             if pending and due:
                 try:
                     self._batch(pending)
-                except Exception as exc:  # a batch that cannot even be encoded: say so, keep going
+                except Exception as exc:  # a batch that cannot even be encoded: say so, count it, keep going
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.error("prediction log batch of %d rows not encoded: %s", pending_rows, self.last_error)
+                    self.dropped += pending_rows
+                    _metric(lambda m, lost=pending_rows: m.log_dropped.labels("unencodable").inc(lost))
                 pending, pending_rows = [], 0
                 last = time.monotonic()
             elif not pending:
@@ -214,19 +250,20 @@ class PredictionLogger:
                 return
 
     def _batch(self, items: list) -> None:
-        table = build_table(items, self.id_column)
-        if table.num_rows == 0:
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        if self._encoder is not None:
+            data, rows, lost, why = self._encoder.encode(items, self.id_column)
+        else:
+            from kfct.serving.predlog_encoder import encode
 
+            data, rows, lost, why = encode(items, self.id_column)
+        if lost:
+            self._count_unencodable(lost, why or "")
+        if data is None or not rows:
+            return
         first_ms = int(min(it[0] for it in items) * 1000)
         last_ms = int(max(it[0] for it in items) * 1000)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
         self._seq += 1
-        seg = Segment(segment_name(first_ms, last_ms, self.writer_id, self._seq), table.num_rows,
-                      data=sink.getvalue().to_pybytes(), seq=self._seq)
+        seg = Segment(segment_name(first_ms, last_ms, self.writer_id, self._seq), rows, data=data, seq=self._seq)
         # Straight to disk when the shipper is behind or the store is away: a restart keeps it.
         behind = len(self.backlog) > 0 or not self.store_ok
         if self.backlog.add(seg, to_disk=behind):
@@ -243,6 +280,15 @@ class PredictionLogger:
             _metric(lambda m: m.log_dropped.labels("spill_full").inc(seg.rows))
         self._wake.set()
         self._publish()
+
+    def _count_unencodable(self, lost: int, why: str) -> None:
+        if not lost:
+            return
+        self.dropped += lost
+        self.errors += 1
+        self.last_error = f"{lost} rows not encodable: {why}"
+        log.error("prediction log: %s (dropped, counted in kfct_prediction_log_dropped_total)", self.last_error)
+        _metric(lambda m: m.log_dropped.labels("unencodable").inc(lost))
 
     # -- shipper thread ------------------------------------------------------------------
     def _ship(self) -> None:
@@ -316,6 +362,31 @@ class PredictionLogger:
         _metric(set_)
 
 
+class SpillDirectoryInUse(RuntimeError):
+    """Another live process owns the spill directory."""
+
+
+def _own(spill: Path | None):
+    """An exclusive lock on the spill directory for this process's lifetime (None without one).
+
+    The backlog there belongs to one live writer: a second `kfct serve` on the same home once
+    uploaded and deleted the first server's spill files before finding its port taken, and the
+    first then failed on its own files. The lock is an flock, so the kernel frees it when its
+    owner dies (a crashed server's files go to the next start, as before)."""
+    if spill is None:
+        return None
+    from filelock import FileLock, Timeout
+
+    spill.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(spill / ".owner.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SpillDirectoryInUse(f"prediction log spill directory {spill} is in use by another live server; "
+                                  "give each server its own KFCT_PREDICTION_LOG_SPILL_DIR (or KFCT_HOME)") from None
+    return lock
+
+
 def _metric(fn) -> None:
     try:
         from kfct.serving.metrics import prometheus
@@ -325,28 +396,59 @@ def _metric(fn) -> None:
         pass
 
 
+def request_bytes(records: list[dict], request_id: str | None) -> int:
+    """What one request's rows hold in the queue, estimated without walking them: a CPython
+    dict and its values run ~100 bytes + ~40 per field; the request id is held once."""
+    return len(records) * (100 + 40 * len(records[0]) if records else 0) + len(request_id or "")
+
+
+def salvage(items: list, id_column: str = "customer_id") -> tuple[list, int]:
+    """(items that encode, rows lost): a batch that failed to encode is split per request, and a
+    request that fails is split per row, so only the rows that cannot be written are lost."""
+    good: list = []
+    lost = 0
+    for it in items:
+        try:
+            build_table([it], id_column)
+            good.append(it)
+            continue
+        except Exception:
+            pass
+        t, rid, mname, ver, role, recs, p, lab, thr = it
+        p, lab = np.asarray(p), np.asarray(lab)
+        for j, rec in enumerate(recs):
+            row = (t, rid, mname, ver, role, [rec], p[j:j + 1], lab[j:j + 1], thr)
+            try:
+                build_table([row], id_column)
+                good.append(row)
+            except Exception:
+                lost += 1
+    return good, lost
+
+
 def build_table(items: list, id_column: str = "customer_id"):
-    """Queued items -> one Arrow table (features typed from values: str -> string, else float64)."""
-    import numpy as np
+    """Queued items -> one Arrow table (features typed from values: str -> string, else float64).
+
+    Per-request values (request id, model, version, role) are stored once per request: a
+    dictionary column whose rows index their request's entry. Repeated per row, one request's
+    16 KiB `x-request-id` over 2,000 rows was 32 MB of copies in a flush."""
     import pyarrow as pa
 
-    ts, req, names, versions, roles, probs, labels, thrs = [], [], [], [], [], [], [], []
-    ids: list[str | None] = []
+    items = [it for it in items if len(it[5])]
+    if not items:
+        return pa.table({})
+    counts = np.fromiter((len(it[5]) for it in items), dtype=np.int64, count=len(items))
+    which = pa.array(np.repeat(np.arange(len(items), dtype=np.int32), counts))
+
+    def per_request(values: list) -> Any:  # nulls (no request id) in the indices: parquet takes no null entry
+        return pa.array(values, type=pa.string()).dictionary_encode().take(which)
+
     records: list[dict] = []
-    for (t, rid, mname, ver, role, recs, p, lab, thr) in items:
-        n = len(recs)
-        ts.extend([t] * n)
-        req.extend([rid] * n)
-        names.extend([mname] * n)
-        versions.extend([ver] * n)
-        roles.extend([role] * n)
-        thrs.extend([thr] * n)
-        probs.append(np.asarray(p, dtype=np.float64))
-        labels.append(np.asarray(lab, dtype=np.int64))
+    ids: list[str | None] = []
+    for it in items:
+        recs = it[5]
         records.extend(recs)
         ids.extend(None if r.get(id_column) is None else str(r.get(id_column)) for r in recs)
-    if not records:
-        return pa.table({})
     features: list[str] = []
     seen = {id_column}
     for r in records:
@@ -354,16 +456,18 @@ def build_table(items: list, id_column: str = "customer_id"):
             if k not in seen:
                 seen.add(k)
                 features.append(k)
+    ts = np.repeat(np.fromiter((it[0] for it in items), dtype=np.float64, count=len(items)), counts)
     cols: dict[str, Any] = {
-        "ts": pa.array((np.asarray(ts, dtype=np.float64) * 1e6).astype(np.int64), type=pa.timestamp("us", tz="UTC")),
-        "request_id": pa.array(req, type=pa.string()),
-        "model_name": pa.array(names, type=pa.string()),
-        "model_version": pa.array(versions, type=pa.string()),
-        "role": pa.array(roles, type=pa.string()),
+        "ts": pa.array((ts * 1e6).astype(np.int64), type=pa.timestamp("us", tz="UTC")),
+        "request_id": per_request([it[1] for it in items]),
+        "model_name": per_request([it[2] for it in items]),
+        "model_version": per_request([it[3] for it in items]),
+        "role": per_request([it[4] for it in items]),
         "customer_id": pa.array(ids, type=pa.string()),
-        "probability": pa.array(np.concatenate(probs)),
-        "label": pa.array(np.concatenate(labels)),
-        "threshold": pa.array(thrs, type=pa.float64()),
+        "probability": pa.array(np.concatenate([np.asarray(it[6], dtype=np.float64) for it in items])),
+        "label": pa.array(np.concatenate([np.asarray(it[7], dtype=np.int64) for it in items])),
+        "threshold": pa.array(np.repeat(np.fromiter((it[8] for it in items), dtype=np.float64, count=len(items)),
+                                        counts), type=pa.float64()),
     }
     for f in features:
         if f in cols:

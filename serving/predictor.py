@@ -98,7 +98,6 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
     else:
         names = list(getattr(model, "feature_names", None) or getattr(model, "feature_names_in_", []))
         numeric, categorical = names, {}
-    allowed = frozenset(names) | ({id_column} if id_column else frozenset())
     ensemble = None
     booster = model._booster() if hasattr(model, "_booster") else None
     if fast and encoder is not None and booster is not None:
@@ -118,6 +117,9 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
     schema = RecordSchema.from_config(load_config())
     if id_column != schema.id_column:
         schema.id_column = id_column
+    # Online accepts what `kfct score` accepts: the schema's columns the model does not read
+    # (dates, free text, the label of a training file) are ignored, not refused.
+    allowed = frozenset(names) | ({id_column} if id_column else frozenset()) | schema.columns
     return LoadedVersion(model=model, model_name=model_name, version=str(version), sha256=sha256, run_id=run_id,
                          threshold=threshold, feature_names=names, numeric=numeric, categorical=categorical,
                          allowed=allowed, encoder=encoder, ensemble=ensemble, schema=schema, tags=dict(tags or {}))

@@ -1,33 +1,26 @@
 """The local canary router: one KServe model name, champion + canary behind it.
 
 Requests to `/v1/models/<name>:predict` or `/v2/models/<name>/infer` are split by
-percent. When an instance carries the id column (`customer_id`), the split is sticky:
-`crc32(salt:customer_id) % 10000 < percent * 100`, so a customer always sees the same
-version and, as the percent grows, customers already on the canary stay there. A
-request mixing customers is split per instance and every prediction names the
-version that produced it. Without ids, whole requests are split at random.
+percent (`kfct.serving.routing`: sticky by customer id); a request mixing customers is
+split per instance and every prediction names the version that produced it.
 
 Shadow mode: the champion answers everything; the challenger scores the same
-records on a background thread, and both go to metrics and the prediction log.
+records on a background thread (`kfct.serving.shadow`), and both go to metrics and
+the prediction log.
 
 The split comes from `kfct.split_state` (a JSON file the deploy stage and
-`kfct rollout` write). A watcher thread loads new versions off the request path
-and swaps them in; a version that fails to load leaves the current routing alone.
+`kfct rollout` write); `kfct.serving.split_watcher.SplitWatcher` loads new versions
+off the request path and swaps them in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import logging
-import queue
 import random
 import threading
 import time
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,8 +29,12 @@ from kfct import kserve_sdk
 from kfct.serving import predictor as predictor_module
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
 from kfct.serving.predictor import OUTPUT_NAMES, fetch_version, score_loaded, v1_response, v2_response
-from kfct.serving.schemas import BadRequest, requested_outputs, v1_records, v2_records
-from kfct.split_state import SplitState, SplitStateError, read_state
+from kfct.serving.schemas import (BadRequest, check_records_text, check_text, requested_outputs, v1_records,
+                                  v2_records)
+from kfct.serving.routing import BUCKETS, Route, assign, bucket, customer_key, to_canary  # noqa: F401
+from kfct.serving.shadow import ShadowWorker
+from kfct.serving.split_watcher import SplitWatcher  # noqa: F401
+from kfct.split_state import SplitState
 
 if TYPE_CHECKING:
     from kfct.serving.predictor import ChurnPredictor
@@ -50,43 +47,17 @@ else:
     _KServeModel = object
 log = logging.getLogger("kfct.serving.router")
 
-BUCKETS = 10_000
 
 # Set by `kfct.serving.app.LatencyMiddleware` for each prediction request: a list the router
 # appends its window-stats commits to, so they are recorded with the latency the client saw.
 pending_stats: contextvars.ContextVar = contextvars.ContextVar("kfct_pending_stats", default=None)
-_anonymous = itertools.count(1)
 
 
-def customer_key(records: list[dict], id_column: str | None) -> int:
-    """Who sent a request, for window stats: crc32 of the first record's id; a fresh negative
-    number for requests without one (each then counts as its own customer)."""
-    cid = records[0].get(id_column) if id_column and records else None
-    if cid is None:
-        return -next(_anonymous)
-    return zlib.crc32(str(cid).encode())
-
-
-def bucket(customer_id, salt: str = "") -> int:
-    return zlib.crc32(f"{salt}:{customer_id}".encode()) % BUCKETS
-
-
-def to_canary(customer_id, percent: float, salt: str = "") -> bool:
-    """Sticky assignment: the same id, salt and percent always give the same answer."""
-    return bucket(customer_id, salt) < percent * (BUCKETS / 100.0)
-
-
-@dataclass(frozen=True)
-class Route:
-    champion: ChurnPredictor | None
-    canary: ChurnPredictor | None
-    percent: float
-    mode: str
-    salt: str
-
-    @property
-    def splitting(self) -> bool:
-        return self.canary is not None and self.mode == "canary" and self.percent > 0
+def _timed(fn, *args):
+    """(seconds, result) of fn(*args)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
 
 
 class _Job:
@@ -115,9 +86,14 @@ class _ChurnRouter(_KServeModel):
         self._metrics: dict[str, VersionMetrics] = {}
         self._unattributed = VersionStats("none")
         self._unattributed_metrics: VersionMetrics | None = None
-        self._shadow_q: queue.Queue = queue.Queue(maxsize=10_000)
-        self._shadow_thread: threading.Thread | None = None
-        self._closed = threading.Event()
+        self._shadow_worker = ShadowWorker(self._shadow_one)
+        # The canary's fate is judged against the champion on the same requests: this share of the
+        # canary's requests is scored by the champion too, off the request path (trees cost
+        # microseconds per row), and both answers go to the canary's paired window stats.
+        self.pair_fraction = 1.0
+        self._pair_worker = ShadowWorker(self._pair_one, maxsize=2_000, max_rows=20_000,
+                                         name="kfct-pairs")
+        self._pair_flip = False
         self.applied_generation = 0
         self.follows_aliases = False  # set by a SplitWatcher that converges on the registry aliases
         self.failed_generation = 0
@@ -228,10 +204,13 @@ class _ChurnRouter(_KServeModel):
         try:
             if isinstance(payload, kserve.InferRequest):
                 records, rid = v2_records(payload)
+                check_records_text(records)
+                check_text(rid, "id")  # before scoring and logging, not after
                 requested_outputs(payload, OUTPUT_NAMES)  # an unknown output name is a 400 before scoring
                 return _Job(t0, "v2", records, payload, rid or (headers or {}).get("x-request-id"),
                             customer_key(records, self.id_column))
             records = v1_records(payload)
+            check_records_text(records)
             return _Job(t0, "v1", records, None, (headers or {}).get("x-request-id"),
                         customer_key(records, self.id_column))
         except BadRequest:
@@ -269,6 +248,9 @@ class _ChurnRouter(_KServeModel):
                 raise kserve.errors.InferenceError(
                     f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
             results.append((role, idx, s, recs))
+            if role == "canary" and route.champion is not None and (
+                    self.pair_fraction >= 1.0 or self._rng.random() < self.pair_fraction):
+                self._pair_worker.submit(route.champion, predictor, recs, s, now, rows=len(recs))
         pending = pending_stats.get()
         handler_latency = time.perf_counter() - job.t0
         for role, _idx, s, recs in results:
@@ -306,28 +288,7 @@ class _ChurnRouter(_KServeModel):
     # -- routing ---------------------------------------------------------------------------------
     def _assign(self, route: Route, records: list[dict]):
         """[(role, predictor, row indices or None for all)]"""
-        if not route.splitting:
-            return [("champion", route.champion, None)]
-        idc = self.id_column
-        pct = route.percent
-        if pct >= 100.0:
-            return [("canary", route.canary, None)]
-        first = records[0].get(idc) if idc else None
-        if first is None:
-            pick = self._rng.random() * 100.0 < pct
-            return [("canary", route.canary, None) if pick else ("champion", route.champion, None)]
-        if len(records) == 1:
-            if to_canary(first, pct, route.salt):
-                return [("canary", route.canary, None)]
-            return [("champion", route.champion, None)]
-        flags = np.fromiter((r.get(idc) is not None and to_canary(r.get(idc), pct, route.salt) for r in records),
-                            dtype=bool, count=len(records))
-        if flags.all():
-            return [("canary", route.canary, None)]
-        if not flags.any():
-            return [("champion", route.champion, None)]
-        return [("champion", route.champion, np.flatnonzero(~flags)),
-                ("canary", route.canary, np.flatnonzero(flags))]
+        return assign(route, records, self.id_column, self._rng)
 
     # -- errors, stats -----------------------------------------------------------------------------
     def _error(self, predictor: ChurnPredictor, kind: int, job: _Job) -> None:
@@ -343,9 +304,14 @@ class _ChurnRouter(_KServeModel):
             self._unattributed_metrics = VersionMetrics(self.name, "none")
         self._unattributed_metrics.client_errors.inc()
 
-    def stats(self, since: float | None = None) -> dict:
+    def stats(self, since: float | None = None, pairs: bool = False) -> dict:
+        """Window stats per version; `pairs`: each version's raw paired rows too, for a rollout that
+        merges several replicas (`kfct.window_stats.merge_windows`)."""
         r = self._route
         versions = {v: st.window(since).to_json() for v, st in list(self._stats.items())}
+        if pairs:
+            for v, st in list(self._stats.items()):
+                versions[v]["pairs"] = st.pairs_since(since)
         return {
             "model_name": self.name,
             "ready": bool(r.champion is not None and r.champion.current is not None),
@@ -364,26 +330,7 @@ class _ChurnRouter(_KServeModel):
 
     # -- shadow ----------------------------------------------------------------------------------
     def _shadow(self, predictor: ChurnPredictor, job: _Job, now: float) -> None:
-        if self._shadow_thread is None:
-            self._shadow_thread = threading.Thread(target=self._shadow_loop, name="kfct-shadow", daemon=True)
-            self._shadow_thread.start()
-        try:
-            self._shadow_q.put_nowait((predictor, job.records, job.request_id, job.protocol, now))
-        except queue.Full:
-            pass
-
-    def _shadow_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                predictor, records, rid, protocol, ts = self._shadow_q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self._shadow_one(predictor, records, rid, protocol, ts)
-            except Exception:  # pragma: no cover - never let the shadow thread die
-                log.exception("shadow scoring error")
-            finally:
-                self._shadow_q.task_done()
+        self._shadow_worker.submit(predictor, job.records, job.request_id, job.protocol, now)
 
     def _shadow_one(self, predictor: ChurnPredictor, records, rid, protocol, ts) -> None:
         lv = predictor.current
@@ -411,11 +358,36 @@ class _ChurnRouter(_KServeModel):
                                     s.labels, s.threshold)
 
     def drain_shadow(self, timeout: float = 10.0) -> bool:
-        """Wait until queued shadow scoring is done (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while self._shadow_q.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self._shadow_q.unfinished_tasks == 0
+        """Wait until queued shadow and paired scoring is done (tests, shutdown)."""
+        return self._shadow_worker.drain(timeout) and self._pair_worker.drain(timeout)
+
+    # -- paired scoring --------------------------------------------------------------------------
+    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict], canary,
+                  ts: float) -> None:
+        """Score a canary request's records with the champion; record the paired differences.
+
+        Latency: both versions are timed here, back to back on this one thread, in alternating
+        order: timed on different threads (the canary on its executor, under the event loop's and
+        the other executors' GIL contention) a good canary's p99 per row read 52 ms vs 8.5 ms."""
+        lv, lc = champion.current, canary_predictor.current
+        if lv is None or lc is None or lv.version == canary.version or lc.version != canary.version:
+            return
+        self._pair_flip = not self._pair_flip
+        try:
+            if self._pair_flip:
+                canary_s, _ = _timed(score_loaded, lc, records)
+                champ_s, ref = _timed(score_loaded, lv, records)
+            else:
+                champ_s, ref = _timed(score_loaded, lv, records)
+                canary_s, _ = _timed(score_loaded, lc, records)
+        except Exception:  # the canary answered these records; a champion that cannot is no evidence
+            return
+        canary_model_s = canary_s
+        self._ensure_version(canary.version)
+        dl = float(np.asarray(canary.labels, dtype=np.float64).sum() - np.asarray(ref.labels, dtype=np.float64).sum())
+        dp = float(np.asarray(canary.probabilities).sum() - np.asarray(ref.probabilities).sum())
+        self._stats[canary.version].paired(ts, customer_key(records, self.id_column), len(records), dl, dp,
+                                           canary_model_s, champ_s)
 
     # -- applying a split state -------------------------------------------------------------------
     def apply_state(self, state: SplitState) -> bool:
@@ -489,140 +461,12 @@ class _ChurnRouter(_KServeModel):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
-        self._closed.set()
+        self._shadow_worker.close()
+        self._pair_worker.close()
         r = self._route
         for p in (r.champion, r.canary):
             if p is not None:
                 p.close()
-
-
-class SplitWatcher:
-    """Polls the split file; applies changes and retries loading until a champion is ready."""
-
-    def __init__(self, router: _ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
-                 retry_seconds: float = 2.0, max_retry_seconds: float = 30.0, follow_aliases: bool = False,
-                 alias_poll_seconds: float = 5.0):
-        self.router = router
-        self.path = Path(path)
-        self.poll_seconds = poll_seconds
-        self.retry_seconds = retry_seconds
-        # The registry aliases win over the file (kfct.convergence): read every alias_poll_seconds.
-        self.follow_aliases = follow_aliases
-        router.follows_aliases = follow_aliases
-        self.alias_poll_seconds = alias_poll_seconds
-        self._aliases: dict[str, str] | None = None
-        self._aliases_at = 0.0
-        self._registry_set_up = False
-        # A failed load (MLflow / MinIO away) is retried after retry_seconds, doubling up to
-        # max_retry_seconds; also when a model already serves (a reload that failed is not
-        # forgotten: the new split is applied once the dependency is back).
-        self.max_retry_seconds = max_retry_seconds
-        self._backoff = retry_seconds
-        self._failing = False
-        self._stop = threading.Event()
-        self._seen: tuple | None = None
-        self._last_try = 0.0
-        self._deadline: float | None = None  # the applied state's canary deadline, re-applied once past
-        self._thread = threading.Thread(target=self._run, name="kfct-split-watcher", daemon=True)
-
-    def start(self) -> "SplitWatcher":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():  # never started (--no-watch, a failed start): nothing to join
-            self._thread.join(timeout)
-
-    def check(self) -> bool:
-        """One poll: apply the file if it changed (or retry while no champion is loaded)."""
-        try:
-            st = self.path.stat()
-            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except FileNotFoundError:
-            sig = None
-        not_ready = self.router.route.champion is None or self.router.route.champion.current is None
-        expired = self._deadline is not None and time.time() >= self._deadline
-        # Writers move aliases before they write the file: a changed file means fresh aliases too.
-        aliases_changed = self._poll_aliases(force=sig != self._seen)
-        changed = sig != self._seen or expired or aliases_changed
-        retry_due = (not_ready or self._failing) and time.monotonic() - self._last_try >= self._backoff
-        if not changed and not retry_due:
-            return False
-        self._last_try = time.monotonic()
-        try:
-            state = read_state(self.path) if sig is not None else None
-        except SplitStateError as exc:
-            self.router.last_error = str(exc)
-            log.error("%s", exc)
-            self._seen = sig
-            return False
-        if state is None:
-            state = SplitState(model_name=self.router.name)
-            state.generation = self.router.applied_generation
-        if expired or state.expired():
-            log.warning("model %s: deferred canary v%s passed its deadline: routing it no traffic",
-                        self.router.name, state.canary_version)
-        state = self._converge(state)
-        ok = self.router.apply_state(state)
-        self._seen = sig
-        if ok:
-            self._failing, self._backoff, self.router.next_retry = False, self.retry_seconds, 0.0
-            self._deadline = state.canary_deadline if state.active_canary else None
-        else:
-            if self._failing:
-                self._backoff = min(self.max_retry_seconds, self._backoff * 2)
-            self._failing = True
-            self.router.next_retry = self._last_try + self._backoff
-        return ok
-
-    def _poll_aliases(self, force: bool = False) -> bool:
-        """Re-read the aliases when due (or forced); True when they changed since the last read."""
-        if not self.follow_aliases:
-            return False
-        if not force and time.monotonic() - self._aliases_at < self.alias_poll_seconds:
-            return False
-        self._aliases_at = time.monotonic()
-        try:
-            from kfct import registry
-
-            if not self._registry_set_up:
-                # The first poll comes before any load: without this it would read MLflow's default
-                # store, a new ./mlflow.db in the server's working directory.
-                registry.setup(attempts=1)
-                self._registry_set_up = True
-            now = registry.aliases(self.router.name, attempts=1)  # this loop is the retry
-        except Exception as exc:  # registry away: keep serving what the file says
-            log.warning("aliases of %s not read, following the split file: %s", self.router.name, exc)
-            self._aliases = None  # never converge on a stale read: the file stands until they are read again
-            return False
-        changed = now != self._aliases
-        self._aliases = now
-        return changed
-
-    def _converge(self, state: SplitState) -> SplitState:
-        """The state as the aliases say it must be (in memory: serving writes no shared state)."""
-        if not self.follow_aliases or not self._aliases:
-            return state
-        from dataclasses import replace
-
-        from kfct.convergence import split_changes
-
-        changes, reasons = split_changes(state.champion_version, state.canary_version, state.canary_percent,
-                                         state.mode, self._aliases)
-        if not changes:
-            return state
-        log.warning("model %s: split file disagrees with the registry aliases, following the aliases: %s",
-                    self.router.name, "; ".join(reasons))
-        return replace(state, **changes).validate()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check()
-            except Exception:  # pragma: no cover - the watcher must survive anything
-                log.exception("split watcher error")
-            self._stop.wait(self.poll_seconds)
 
 
 _KSERVE_CLASSES = {"ChurnRouter": ("_ChurnRouter", "kserve:Model")}

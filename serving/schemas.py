@@ -245,6 +245,62 @@ def _check_numeric(name: str, dt: str, data: list) -> list:
     return out
 
 
+def check_records_text(records: list[dict]) -> None:
+    """Every string a client sent must be valid Unicode text, and no value nested absurdly deep.
+
+    JSON may carry a lone UTF-16 surrogate ("\\ud800"): Python's json accepts it (orjson does
+    not, so such a body arrives through the fallback parser, a CloudEvent or FastAPI's V2 body),
+    but no UTF-8 writer can encode it: it broke the customer id's hash (a 500) and made a whole
+    prediction-log flush unencodable. A value nested ~1,000 deep passes orjson's 1,024 limit and
+    broke later on recursion. One C-speed pass (orjson.dumps) clears the common case; only a
+    request it refuses is walked, iteratively, to name the field and the instance."""
+    import orjson
+
+    try:
+        orjson.dumps(records)
+        return
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    for i, rec in enumerate(records):
+        for key, value in rec.items():
+            if isinstance(key, str) and not _encodable(key):
+                raise BadRequest(f"instance {i}: a field name is not valid Unicode text (lone surrogate)",
+                                 field=_printable(key), index=i)
+            stack = [(value, 0)]
+            while stack:
+                v, depth = stack.pop()
+                if isinstance(v, str):
+                    if not _encodable(v):
+                        raise BadRequest(f"{key!s:.100}: instance {i} holds text that is not valid Unicode "
+                                         "(a lone UTF-16 surrogate such as \\ud800)", field=_printable(key),
+                                         index=i)
+                elif isinstance(v, (list, tuple, dict)):
+                    if depth >= MAX_JSON_DEPTH:
+                        raise BadRequest(f"{key!s:.100}: instance {i} holds a value nested more than "
+                                         f"{MAX_JSON_DEPTH} levels deep", field=_printable(key), index=i)
+                    items = v.values() if isinstance(v, dict) else v
+                    stack.extend((x, depth + 1) for x in items)
+
+
+def check_text(value: Any, field: str) -> None:
+    """A per-request string (the V2 `id`) must be valid Unicode text: a 400 naming `field`."""
+    if isinstance(value, str) and not _encodable(value):
+        raise BadRequest(f"{field!r} is not valid Unicode text (a lone UTF-16 surrogate such as \\ud800)",
+                         field=field)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:200]
+
+
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 40 else s[:30] + f"...({len(s)} chars)"

@@ -53,6 +53,7 @@ class ServerOptions:
     log_predictions: bool = True
     prediction_log_dir: str | None = None
     log_flush_seconds: float = 5.0
+    log_encode_in_child: bool = True  # the log's encoding off the serving process (serving.predlog_encoder)
     max_request_bytes: int | None = None
     id_column: str | None = None
     wait_for_model: bool = True
@@ -137,7 +138,7 @@ def build(opts: ServerOptions) -> tuple[Any, Any, Any, Any, Path | None]:
     plog = None
     if opts.log_predictions:
         plog = PredictionLogger(root=opts.prediction_log_dir, id_column=id_column,  # type: ignore[arg-type]  # None: no ids
-                                flush_seconds=opts.log_flush_seconds)
+                                flush_seconds=opts.log_flush_seconds, encode_in_child=opts.log_encode_in_child)
     router = ChurnRouter(name, champion, id_column=id_column, prediction_log=plog)
     spath = None
     if pinned_state(opts, name) is None and opts.model_dir is None and opts.watch:
@@ -262,7 +263,26 @@ def serve(opts: ServerOptions) -> int:
 
     from kfct.settings import get_settings
 
-    server, router, watcher, plog, spath = build(opts)
+    s = get_settings()
+    host = opts.host or s.serving_host
+    port = opts.port if opts.port is not None else s.serving_port
+    try:
+        # First: a process that cannot serve touches nothing (a second server on a taken port
+        # once uploaded and deleted the first one's prediction-log spill files before exiting).
+        sock = _bind(host, port)
+    except OSError as exc:
+        print(f"kfct: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 4
+    try:
+        server, router, watcher, plog, spath = build(opts)
+    except Exception as exc:
+        from kfct.serving.prediction_log import SpillDirectoryInUse
+
+        if not isinstance(exc, SpillDirectoryInUse):
+            raise
+        print(f"kfct: cannot serve: {exc}", file=sys.stderr)
+        sock.close()
+        return 4
     _initial_load(router, watcher, opts.wait_for_model, opts.watch, pinned_state(opts, router.name))
     champ = router.route.champion
     if (opts.model_dir or pinned_state(opts, router.name)) and (champ is None or champ.current is None):
@@ -271,12 +291,12 @@ def serve(opts: ServerOptions) -> int:
         err = router.last_error or (champ.last_error if champ else None) or "no model"
         print(f"kfct: cannot serve {what}: {err}", file=sys.stderr)
         shutdown(router, watcher, plog)
+        sock.close()
         return 3
-    s = get_settings()
-    host = opts.host or s.serving_host
-    port = opts.port if opts.port is not None else s.serving_port
-    sock = _bind(host, port)
     r = router.route
+    from kfct import replicas
+
+    replica = replicas.register(router.name, f"http://{host}:{sock.getsockname()[1]}", s.home)  # for `kfct rollout`
     print(f"kfct: serving {router.name} on http://{host}:{sock.getsockname()[1]}  "
           f"champion v{r.champion.loaded_version if r.champion else None}"
           + (f", {r.mode} v{r.canary.loaded_version} at {r.percent:g}%" if r.canary else "")
@@ -291,12 +311,38 @@ def serve(opts: ServerOptions) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     tune_runtime(opts.switch_interval)
     try:
-        uvicorn.Server(server.rest.uvicorn_config()).run(sockets=[sock])
+        # in-flight requests get GRACE_SECONDS to finish, never longer
+        uvicorn.Server(server.rest.uvicorn_config(timeout_graceful_shutdown=GRACE_SECONDS)).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
-        shutdown(router, watcher, plog)
+        replicas.unregister(replica)
+        bounded_shutdown(router, watcher, plog)
     return 0
+
+
+GRACE_SECONDS = 5  # in-flight requests at SIGTERM
+SHUTDOWN_SECONDS = 20.0  # everything after: under Kubernetes' default 30 s grace, whatever the store does
+
+
+def bounded_shutdown(router, watcher, prediction_log, limit: float = SHUTDOWN_SECONDS) -> None:
+    """`shutdown` with a deadline: the prediction log's close keeps within its own budget, and a
+    watchdog ends the process if anything still holds it past `limit` (once, a SIGTERM sent while
+    S3 was down was ignored; a second one stopped it)."""
+    import os
+
+    def _overdue() -> None:
+        log.error("shutdown still not done after %.0f s: exiting now (rows not yet on disk are lost)", limit)
+        logging.shutdown()
+        os._exit(1)
+
+    watchdog = threading.Timer(limit, _overdue)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        shutdown(router, watcher, prediction_log)
+    finally:
+        watchdog.cancel()
 
 
 def parser() -> argparse.ArgumentParser:

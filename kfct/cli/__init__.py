@@ -48,11 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         reset_settings()
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
     except KfctError as exc:
         print(f"kfct: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `kfct predict | head -1`: the reader left; what it wanted it has. No traceback, and
+        # stdout pointed at /dev/null so the interpreter's own final flush stays quiet too.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     return int(rc or 0)
 
 

@@ -9,6 +9,8 @@
   settings (KFCT_IMAGE_REGISTRY / KFCT_IMAGE_TAG) are the one source of image names for the
   compiled IR, the overlays, the ServingRuntime and CD.
 - `manifests check FILE...`: rendered manifests against the Kubernetes / KServe schemas.
+- `cluster check`: what the live cluster lacks for kfct (KServe, Gateway API, KFP, Profile, storage
+  initializer, NetworkPolicy, GPU nodes, Trainer), one row per prerequisite; exit 0 only when all pass.
 
 Parsers only here; kfp, the compiler and docker are touched inside the handlers.
 """
@@ -228,6 +230,34 @@ def _manifests(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cluster_check(args: argparse.Namespace) -> int:
+    """The live cluster's prerequisites (kfct.cluster_check), read with the kubeconfig or in-cluster."""
+    from kfct.cluster_check import ClusterReadError, check_cluster, format_table, kube_reader
+    from kfct.settings import get_settings
+
+    s = get_settings()
+    read = kube_reader(args.kubeconfig, args.context, in_cluster=True if args.in_cluster else None)
+    healthz = None
+    if s.kfp_host or s.kf_pipelines_endpoint:  # the KFP API as `kfct submit` reaches it
+        def healthz() -> dict:
+            from kfct.pipelines import kfp_client
+
+            try:
+                host, token, _ = kfp_client._resolve_auth(s)
+                return kfp_client._probe(host, token)
+            except kfp_client.KfpError as exc:
+                raise ClusterReadError(str(exc)) from exc
+    workers = args.workers
+    if workers is None:
+        from kfct.config import load_config
+
+        workers = load_config().train.workers
+    rows = check_cluster(read, args.namespace or s.kfp_namespace, mode=s.kserve_deployment_mode, gpu=args.gpu,
+                         workers=workers, healthz=healthz)
+    print(format_table(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
 def _docker_ready() -> None:
     import shutil
     import subprocess
@@ -336,3 +366,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     mc = msub.add_parser("check", help="unknown fields and wrong types, per object, with their path")
     mc.add_argument("files", nargs="+", help="rendered YAML files")
     mc.set_defaults(func=_manifests)
+
+    k = sub.add_parser("cluster", help="the live cluster: `cluster check` lists what kfct needs and what is missing")
+    ksub = k.add_subparsers(dest="cluster_cmd", required=True)
+    kc = ksub.add_parser("check", help="one line per prerequisite (ok / missing / wrong, and the fix); "
+                                       "exit 0 only when all pass")
+    kc.add_argument("--namespace", help="where kfct runs (default: settings kfp_namespace)")
+    kc.add_argument("--gpu", action="store_true", help="also require schedulable GPU nodes (kfct compile --gpu)")
+    kc.add_argument("--workers", type=int, default=None,
+                    help="train.workers to check Kubeflow Trainer for (default: from the config)")
+    kc.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    kc.add_argument("--context", help="kubeconfig context (default: its current context)")
+    kc.add_argument("--in-cluster", action="store_true", help="use the pod's service account (default inside a pod)")
+    kc.set_defaults(func=_cluster_check)

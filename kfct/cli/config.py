@@ -33,7 +33,8 @@ def _init(args: argparse.Namespace) -> int:
 
     inferred = init_config(args.data, args.label, args.out, id_column=args.id, positive=args.positive)
     ds = inferred["dataset"]
-    feats = len(ds["columns"]) - 1 - (1 if ds["id_column"] else 0) - len(ds["exclude_features"])
+    skip = {ds["label"], ds["id_column"], *ds["exclude_features"]}
+    feats = sum(1 for c, spec in ds["columns"].items() if c not in skip and spec["dtype"] != "datetime")
     print(f"wrote {args.out}: {len(ds['columns'])} columns ({feats} features), label {ds['label']!r} "
           f"positive {ds['positive_label']!r}, "
           f"model {inferred['register']['model_name']!r}")

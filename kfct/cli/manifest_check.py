@@ -6,7 +6,7 @@ the cluster and is dropped or rejected there. The Kubernetes and KServe Python S
 carry each kind's OpenAPI schema as model classes (`openapi_types`, `attribute_map`);
 this walks every field of an object through them and reports unknown fields and wrong
 JSON types with their path. Kinds without an SDK model are listed as unchecked, except
-Kubeflow's PodDefault, whose spec is made of core types and is checked through them.
+Kubeflow's PodDefault and Profile, whose specs are made of core types and are checked through them.
 Used by `kfct manifests check` (and CI).
 """
 
@@ -28,6 +28,7 @@ MODELS = {
     ("v1", "Namespace"): ("kubernetes", "V1Namespace"),
     ("apps/v1", "Deployment"): ("kubernetes", "V1Deployment"),
     ("batch/v1", "Job"): ("kubernetes", "V1Job"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("kubernetes", "V1NetworkPolicy"),
     ("rbac.authorization.k8s.io/v1", "Role"): ("kubernetes", "V1Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("kubernetes", "V1RoleBinding"),
     ("serving.kserve.io/v1beta1", "InferenceService"): ("kserve", "V1beta1InferenceService"),
@@ -39,6 +40,13 @@ PODDEFAULT_SPEC = {"desc": "str", "selector": "V1LabelSelector", "env": "list[V1
                    "volumeMounts": "list[V1VolumeMount]", "serviceAccountName": "str",
                    "automountServiceAccountToken": "bool", "annotations": "dict(str, str)",
                    "labels": "dict(str, str)", "tolerations": "list[V1Toleration]"}
+
+# Kubeflow's Profile (kubeflow.org/v1): kubeflow/kubeflow components/profile-controller/api/v1/profile_types.go
+# `ProfileSpec` (owner rbacv1.Subject, plugins []Plugin with a free-form spec, resourceQuotaSpec).
+PROFILE_SPEC = {"owner": "RbacV1Subject", "plugins": "list[object]", "resourceQuotaSpec": "V1ResourceQuotaSpec"}
+# Kinds whose spec is made of core types: (apiVersion, kind) -> (spec fields, required fields).
+CORE_TYPED = {("kubeflow.org/v1alpha1", "PodDefault"): (PODDEFAULT_SPEC, ("selector",)),
+              ("kubeflow.org/v1", "Profile"): (PROFILE_SPEC, ("owner",))}
 
 
 def _model(name: str) -> Any:
@@ -101,14 +109,14 @@ def check_object(obj: dict) -> tuple[bool, list[str]]:
     api, kind = obj.get("apiVersion"), obj.get("kind")
     name = f"{kind}/{(obj.get('metadata') or {}).get('name')}"
     errors: list[str] = []
-    if (api, kind) == ("kubeflow.org/v1alpha1", "PodDefault"):
+    if isinstance(api, str) and isinstance(kind, str) and (api, kind) in CORE_TYPED:
+        fields, required = CORE_TYPED[(api, kind)]
         extra = set(obj) - {"apiVersion", "kind", "metadata", "spec"}
-        errors += [f"{name}.{k}: unknown field for PodDefault" for k in sorted(extra)]
+        errors += [f"{name}.{k}: unknown field for {kind}" for k in sorted(extra)]
         _walk(obj.get("metadata"), "V1ObjectMeta", f"{name}.metadata", errors)
         spec = obj.get("spec") or {}
-        if "selector" not in spec:
-            errors.append(f"{name}.spec.selector: required")
-        _walk_fields(spec, PODDEFAULT_SPEC, {k: k for k in PODDEFAULT_SPEC}, f"{name}.spec", errors, "PodDefault spec")
+        errors += [f"{name}.spec.{r}: required" for r in required if r not in spec]
+        _walk_fields(spec, fields, {k: k for k in fields}, f"{name}.spec", errors, f"{kind} spec")
         return True, errors
     # A non-string apiVersion/kind (`kind: [Service]`) is no kind we know: unchecked, not a TypeError.
     entry = MODELS.get((api, kind)) if isinstance(api, str) and isinstance(kind, str) else None

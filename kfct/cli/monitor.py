@@ -21,7 +21,9 @@ def _monitor(args: argparse.Namespace) -> int:
     summary = run_monitor(current_uri=args.current, dry_run=args.dry_run, force=args.force, since=args.since,
                           ct_data_uri=args.retrain_data, cfg=cfg, model_name=args.model_name, mode=args.mode,
                           via_kfp=args.kfp_local)
-    print(format_monitor_summary(summary))
+    from kfct.labels import rate_name
+
+    print(format_monitor_summary(summary, rate_name(cfg)))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(summary, fh, indent=2, default=str)

@@ -26,6 +26,27 @@ def _records(args: argparse.Namespace, cfg: RunConfig) -> list[dict]:
             for r in df.to_dict("records")]
 
 
+def _isvc_address(name: str, namespace: str | None) -> str:
+    """The InferenceService's stable address (`status.url`, through the gateway: the canary split
+    applies and the address survives promotions), never the predictor Service behind it."""
+    import os
+
+    from kfct.errors import KfctError
+    from kfct.kserve_isvc import get_inference_service, kserve_client, stable_address
+    from kfct.settings import get_settings
+
+    ns = namespace or get_settings().kfp_namespace
+    # $KUBECONFIG as read now (the kubernetes client reads it once, at its import), else its defaults
+    isvc = get_inference_service(kserve_client(config_file=os.environ.get("KUBECONFIG") or None), name, ns)
+    if isvc is None:
+        raise KfctError(f"no InferenceService {ns}/{name}")
+    url = stable_address(isvc)
+    if not url:
+        raise KfctError(f"InferenceService {ns}/{name} has no status.url yet: not ready, or KServe creates no "
+                        f"route for it (cluster-local, or Gateway API disabled: `kfct cluster check`)")
+    return url
+
+
 def _predict(args: argparse.Namespace) -> int:
     import json
     import urllib.error
@@ -37,7 +58,8 @@ def _predict(args: argparse.Namespace) -> int:
     cfg = load_config()
     name = args.model_name or cfg.register_.model_name
     body = json.dumps({"instances": _records(args, cfg)}, default=str).encode()
-    url = f"{args.url.rstrip('/')}/v1/models/{name}:predict"
+    base = _isvc_address(args.isvc, args.namespace) if args.isvc else args.url
+    url = f"{base.rstrip('/')}/v1/models/{name}:predict"
     req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=args.timeout) as resp:
@@ -47,13 +69,21 @@ def _predict(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         raise KfctError(f"{url}: cannot reach the model server ({getattr(exc, 'reason', exc)}); "
                         f"is `kfct serve` running?") from None
-    print(json.dumps(answer, indent=2))
+    from kfct.labels import label_value
+
+    for pred in answer.get("predictions", []) if isinstance(answer, dict) else []:
+        if isinstance(pred, dict) and "label" in pred:  # the user's own label value beside the 0/1
+            pred[f"predicted_{cfg.dataset.label}"] = label_value(cfg, pred["label"])
+    print(json.dumps(answer, indent=2, default=str))
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="send sample rows of the current schema (or of --data) to a running server")
     p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--isvc", help="score through this InferenceService's stable address (status.url, via the "
+                                  "gateway) instead of --url; kubeconfig or in-cluster")
+    p.add_argument("--namespace", help="the InferenceService's namespace (default: settings kfp_namespace)")
     add_model_option(p, help="model name (default from config)")
     p.add_argument("--data", help="take the records from this file (.csv/.parquet; the label is dropped)")
     p.add_argument("--rows", type=int, default=3)

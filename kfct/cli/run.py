@@ -7,13 +7,17 @@ import sys
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kfct.config import load_config, with_overrides
+    from kfct.config import load_config
     from kfct.errors import KfctError, ValidationFailed
     from kfct.pipelines.local import format_summary, format_validation_failure, run_ct
 
-    cfg = load_config()
-    if args.model:
-        cfg = with_overrides(cfg, {"train": {"model": args.model}})
+    # Validated with the rest of the config (e.g. --workers 2 needs model xgboost).
+    train = {k: v for k, v in (("model", args.model), ("workers", args.workers)) if v is not None}
+    cfg = load_config(overrides={"train": train} if train else None)
+    if args.tune_trials and cfg.train.workers > 1:  # fail now, not at the train stage
+        from kfct.config import ConfigError
+
+        raise ConfigError("--tune-trials needs train.workers: 1 (tuning runs in one process); drop --workers")
     data_uri = args.data_uri or f"generate://{args.rows}?seed={args.seed}"
     print(f"kfct: running the CT pipeline on {data_uri} (kfp.local SubprocessRunner) ...", flush=True)
     try:
@@ -40,6 +44,11 @@ def _run(args: argparse.Namespace) -> int:
             json.dump(summary, fh, indent=2, default=str)
     if not summary["validation"]["passed"]:
         raise ValidationFailed(format_validation_failure(summary))
+    stop = (summary.get("decision") or {}).get("stop")
+    if stop:
+        from kfct.errors import DataVerdict
+
+        raise DataVerdict(stop)
     return 0
 
 
@@ -67,6 +76,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--model-name", help="registered model name (default from config)")
     r.add_argument("--device", choices=["cpu", "cuda"])
     r.add_argument("--tune-trials", type=int, default=0)
+    r.add_argument("--workers", type=int, help="XGBoost workers (train.workers; >1: N processes with XGBoost's "
+                   "collective, as Kubeflow Trainer runs them on a cluster)")
     r.add_argument("--reason", default="manual", help="why this run (recorded on the run)")
     r.add_argument("--json", help="also write the summary as JSON to this path")
     r.add_argument("-v", "--verbose", action="store_true", help="stream kfp's own log too")

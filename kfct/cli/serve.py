@@ -45,7 +45,7 @@ def _rollout(args: argparse.Namespace) -> int:
     cfg = load_config()
     s = get_settings()
     name = args.model_name or cfg.register_.model_name
-    backend = make_backend(name, args.target, s, cfg, server_url=args.url or "", prometheus_url=args.prometheus_url or "",
+    backend = make_backend(name, args.target, s, cfg, server_url=args.url or [], prometheus_url=args.prometheus_url or "",
                            isvc=args.isvc or "", namespace=args.namespace or "")
     if isinstance(backend, LocalRouterBackend):
         from kfct.components.rollout import expire_deferred
@@ -54,10 +54,15 @@ def _rollout(args: argparse.Namespace) -> int:
         if expired:
             print(f"kfct rollout: {expired['reason']}: rolled back", flush=True)
     if isinstance(backend, LocalRouterBackend) and not backend.reachable():
-        raise RolloutError(f"no kfct model server at {backend.url}: start `kfct serve` first "
+        raise RolloutError(f"no kfct model server at {', '.join(backend.urls)}: start `kfct serve` first "
                            "(the rollout judges live traffic)")
+    if args.retry:
+        from kfct.components.rollout import retry_rejected
+
+        retried = retry_rejected(name, args.retry)
+        print(f"kfct rollout: retrying rejected v{args.retry} (was: {retried['previous_reason'][:200]})", flush=True)
     res = rollout_version(name, cfg, backend, steps=args.steps, bake_seconds=args.bake_seconds,
-                       canary_version=args.version, poll_seconds=args.poll_seconds,
+                       canary_version=args.retry or args.version, poll_seconds=args.poll_seconds,
                        log=lambda m: print(f"kfct rollout: {m}", flush=True))
     verb = {"promoted": "PROMOTED", "rolled_back": "ROLLED BACK"}.get(res.outcome, res.outcome)
     print(f"kfct: {name} v{res.canary_version} {verb} in {res.seconds:g} s: {'; '.join(res.reasons)}")
@@ -101,10 +106,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ro = sub.add_parser("rollout", help="progressive canary rollout: promote or roll back by itself")
     add_model_option(ro)
     ro.add_argument("--version", default=None, help="canary version (default: alias challenger)")
+    ro.add_argument("--retry", default=None, metavar="VERSION",
+                    help="roll out again a version an earlier rollout rejected (lifts its rejected tag, audited)")
     ro.add_argument("--steps", default=None, help="percent steps, e.g. 10,50,100 (default: config rollout.steps)")
     ro.add_argument("--bake-seconds", type=float, default=None, help="bake time per step (default: config)")
     ro.add_argument("--poll-seconds", type=float, default=None)
-    ro.add_argument("--url", default=None, help="local model server (default http://127.0.0.1:8080)")
+    ro.add_argument("--url", action="append", default=None,
+                    help="a local model server; repeat for every replica (default: every live `kfct serve` "
+                         "registered under the home, else http://127.0.0.1:8080)")
     ro.add_argument("--target", choices=["local", "cluster"], default="local")
     ro.add_argument("--prometheus-url", default=None, help="cluster: Prometheus HTTP API base URL (default: KFCT_PROMETHEUS_URL)")
     ro.add_argument("--isvc", default=None, help="cluster: InferenceService name (default: model name)")

@@ -210,14 +210,22 @@ def self_signed_cert(workdir: Path) -> tuple[Path, Path]:
     return crt, pem
 
 
-def tls_kube_api(workdir: Path):
-    """FakeKubeApi served over TLS; returns (api, ca_pem_text)."""
+def tls_kube_api(workdir: Path, default_mode: str = "Knative"):
+    """FakeKubeApi served over TLS, KServe's admission applied (`default_mode`: inferenceservice-config's
+    deploy.defaultDeploymentMode; KServe ships Knative); returns (api, ca_pem_text)."""
     import ssl
 
+    from tests.e2e import kserve_admission
     from tests.servingkit.fakes import FakeKubeApi
 
+    class AdmittedKubeApi(FakeKubeApi):
+        """InferenceService writes pass KServe's mutating and validating webhooks (kserve_admission.py)."""
+
+        def admit(self, old, obj):
+            return kserve_admission.admit(old, obj, default_mode=default_mode)
+
     crt, key = self_signed_cert(workdir)
-    api = FakeKubeApi()
+    api = AdmittedKubeApi()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(crt, key)
     api.httpd.socket = ctx.wrap_socket(api.httpd.socket, server_side=True)

@@ -5,10 +5,17 @@ namespace, like a container's filesystem). Inside:
 
 1. `/s3` is a fresh tmpfs (KFP's SDK maps `s3://b/k` to the local path `/s3/b/k`) and
    `/run/secrets/...` holds the pod's service-account token, CA and namespace (what the
-   kubelet mounts) and the projected KFP token, nothing else of the host's /run;
+   kubelet mounts) and the projected KFP token only when the PodDefault webhook gave this
+   pod one, nothing else of the host's /run; the pod's own directory (work, home, tmp,
+   outputs: its emptyDirs) is mounted at /run/pod, the only paths the component is given;
 2. input artifacts are downloaded from S3 by URI to their local paths (launcher);
 3. the executor's command + args from the IR run with `{{$}}` replaced by the executor
-   input JSON, in the task's empty working directory with the env the spec gives;
+   input JSON, in the task's empty working directory with the env the spec gives, in a
+   cgroup v1 memory group limited to the IR's `resourceMemoryLimit` (a process over it is
+   killed by the kernel's OOM killer: status 137, as a kubelet reports an OOMKilled
+   container) and as the image's non-root uid (Dockerfile `USER 10001:10001`; the files it
+   needs are readable, its empty dirs and /s3 owned by that uid, as the launcher that runs
+   in the same container leaves them);
 4. output artifacts are uploaded from their local paths to their URIs (launcher), and
    the executor output (parameters, artifact metadata) is left for the emulator.
 
@@ -76,10 +83,46 @@ def upload(s3, uri: str) -> None:
             s3.upload_file(str(f), bucket, f"{key.rstrip('/')}/{f.relative_to(src).as_posix()}")
 
 
+POD_ROOT = "/run/pod"
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+
+
+def memory_cgroup(name: str, limit: int) -> Path:
+    """A cgroup v1 memory group with `limit` bytes (swap included where the kernel accounts it)."""
+    group = CGROUP_V1_MEMORY / name
+    group.mkdir(parents=True, exist_ok=True)
+    (group / "memory.limit_in_bytes").write_text(str(limit))
+    memsw = group / "memory.memsw.limit_in_bytes"
+    if memsw.exists():
+        memsw.write_text(str(limit))
+    return group
+
+
+def _chown_tree(path: str, uid: int) -> None:
+    for root, _dirs, files in os.walk(path):
+        os.chown(root, uid, uid)
+        for f in files:
+            os.chown(os.path.join(root, f), uid, uid)
+
+
+def _enter(group: Path | None, uid: int | None):
+    """In the child, before exec: join the memory group, then drop root for the image's uid."""
+    def run():
+        if group is not None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+    return run
+
+
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     _mount_tmpfs("/s3")
     _mount_tmpfs("/run")
+    os.makedirs(POD_ROOT)
+    subprocess.run(["mount", "--bind", spec["pod_dir"], POD_ROOT], check=True)
     for name, text in spec.get("service_account", {}).items():  # paths under /run/secrets
         f = Path("/run/secrets") / name
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +132,31 @@ def main(spec_path: str) -> int:
     for arts in ex["inputs"].get("artifacts", {}).values():
         for a in arts["artifacts"]:
             download(s3, a["uri"])
+    uid = spec.get("uid")
+    if uid is not None:
+        _chown_tree("/s3", uid)
+        _chown_tree(POD_ROOT, uid)
+    group = None
+    if spec.get("memory_limit_bytes"):
+        if not CGROUP_V1_MEMORY.is_dir():
+            raise SystemExit("pod: no cgroup v1 memory controller at /sys/fs/cgroup/memory: cannot apply the limit")
+        group = memory_cgroup(spec["cgroup"], int(spec["memory_limit_bytes"]))
     argv = [json.dumps(ex) if a == "{{$}}" else a for a in spec["command"]]
-    rc = subprocess.run(argv, cwd=spec["workdir"], env=spec["env"]).returncode
+    try:
+        proc = subprocess.Popen(argv, cwd=f"{POD_ROOT}/work", env=spec["env"], preexec_fn=_enter(group, uid))
+        Path(POD_ROOT, "started").write_text(str(proc.pid))
+        rc = proc.wait()
+    finally:
+        if group is not None:
+            oom = (group / "memory.oom_control").read_text() if (group / "memory.oom_control").exists() else ""
+            if "oom_kill 0" not in oom and "oom_kill " in oom:
+                print(f"pod: OOMKilled (memory limit {spec['memory_limit_bytes']} bytes)", flush=True)
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+    if rc < 0:  # killed by a signal: the container runtime reports 128 + signal (137 for SIGKILL)
+        rc = 128 - rc
     if rc != 0:
         return rc
     for arts in ex["outputs"].get("artifacts", {}).values():

@@ -8,6 +8,14 @@ Kubernetes API, its storageUri fetched by KServe's own storage code (kserve-stor
 venv of its own: its pins clash with the lock) and served by the ServingRuntime's command.
 Last, the batch-scoring IR scores 200k rows in 4 shard pods (ParallelFor) with the champion the
 registry's alias names, and its gathered parquet + _summary.json in S3 are checked against each other.
+
+What the emulated cluster does as upstream does it (issue 20; docs/conformance.md has the table):
+KFP 2.17's cache (one cache table for every run here: no side-effecting task is ever served from
+it), exit handlers, run placeholders, executor input and artifact URIs (kfp_emulator.py); pods
+under the IR's memory limit (cgroup v1) as the image's uid 10001 (pod.py); the namespace as
+Kubeflow's profile controller and KFP's profile sync hook leave it, the launcher's keys from the
+provisioned `mlpipeline-minio-artifact`, the KFP token only in pods the PodDefault webhook
+selects (kubeflow.py); the KFP API authorizes uploads as 2.17 does (tests/fakes/kfp_server.py).
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.e2e import cluster as C
+from tests.e2e import kubeflow as KF
 from tests.e2e.kfp_emulator import Emulator, unshare_available
 from tests.faultkit.servers import auth_on, free_port, moto_iam_s3
 
@@ -36,6 +46,16 @@ ROWS = 8_000
 BATCH_ROWS = 200_000
 BATCH_SHARDS = 4
 KFP_TOKEN = "e2e-projected-sa-token"
+# Side-effecting CT tasks: never a cache hit (tests/unit/test_side_effect_caching.py holds the IR side).
+SIDE_EFFECTS = ("ingest-data", "validate-data", "train-model", "evaluate-model", "register-model", "deploy-model",
+                "rollout-model", "record-run-outcome")
+
+
+def image_uid() -> int:
+    """The component image's USER (Dockerfile): pods run as it."""
+    users = re.findall(r"^USER\s+(\d+)", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    assert users and len(set(users)) == 1, users
+    return int(users[0])
 
 
 def storage_python() -> str:
@@ -65,6 +85,7 @@ def stack(tmp_path_factory):
         pytest.skip(f"e2e pods need private mount namespaces: {why}")
     st = Stack()
     st.work = tmp_path_factory.mktemp("e2e")
+    st.cache = {}  # KFP's cache table: one for the whole cluster, every run consults it
     with moto_iam_s3() as (s3_url, iam), contextlib.ExitStack() as running:
         start_minio(st, s3_url, iam)
         mlflow, mlflow_port = start_mlflow(st)
@@ -120,7 +141,8 @@ def start_apis(st: Stack, running: contextlib.ExitStack) -> None:
     what a pod sees of the cluster (`st.cluster`: its env, the files the kubelet mounts)."""
     from tests.fakes.kfp_server import FakeKfpServer
 
-    st.kfp = FakeKfpServer(token=KFP_TOKEN).start()
+    # Multi-user KFP: the token's identity may use pipelines in this namespace only.
+    st.kfp = FakeKfpServer(users={KFP_TOKEN: {st.config["KFCT_KFP_NAMESPACE"]}}).start()
     running.callback(st.kfp.stop)
     kfp_host = st.config["KFCT_KFP_HOST"].split("://", 1)[1].rstrip("/")
     kfp_svc, _, kfp_rest = kfp_host.partition(".")
@@ -129,16 +151,35 @@ def start_apis(st: Stack, running: contextlib.ExitStack) -> None:
     st.kube, ca = C.tls_kube_api(st.work)
     running.enter_context(st.kube)
     kube_port = st.kube.httpd.server_address[1]
-    # What the kubelet mounts: the SA token/CA/namespace, and the projected KFP token
-    # (audience pipelines.kubeflow.org) multi-user Kubeflow's PodDefault adds.
+    # The namespace as Kubeflow's profile controller leaves a Profile's namespace, and what KFP's profile
+    # sync hook provisions there (the launcher's artifact keys): kubeflow.py names the upstream files.
+    st.k8s_namespace = KF.profile_namespace(st.namespace, is_profile=True)
+    st.provisioned = KF.kfp_profile_sync(st.k8s_namespace, st.config["KFCT_S3_BUCKET"], st.s3["access_key"],
+                                         st.s3["secret_key"])
+    launcher = {"endpoint_url": st.s3["endpoint_url"], **KF.launcher_credentials(st.provisioned, st.namespace)}
+    # The PodDefault the prod overlay ships (manifests/overlays/prod/kfp-access.yaml), applied in this namespace.
+    st.pod_defaults = [{**d, "metadata": {**d["metadata"], "namespace": st.namespace}} for d in
+                       yaml.safe_load_all((ROOT / "manifests/overlays/prod/kfp-access.yaml").read_text())
+                       if d and d["kind"] == "PodDefault"]
+    assert st.pod_defaults, "no PodDefault in manifests/overlays/prod/kfp-access.yaml"
+    # What the kubelet mounts: the SA token/CA/namespace; the projected KFP token (audience
+    # pipelines.kubeflow.org) only where the PodDefault webhook selected the pod.
     sa = "kubernetes.io/serviceaccount/"
-    st.pod_files = {sa + "token": "e2e-k8s-sa-token", sa + "ca.crt": ca, sa + "namespace": st.namespace,
-                    "kubeflow/pipelines/token": KFP_TOKEN}
+    st.pod_files = {sa + "token": "e2e-k8s-sa-token", sa + "ca.crt": ca, sa + "namespace": st.namespace}
+    st.token_pods = []
     objs, svc = st.objects, st.services
 
     class PodCluster:
-        launcher_s3 = st.s3
+        launcher_s3 = launcher
         service_account = st.pod_files
+
+        @staticmethod
+        def pod_files(labels: dict) -> dict:
+            files = dict(st.pod_files)
+            if KF.pod_defaults_for(st.k8s_namespace, st.pod_defaults, labels):
+                files["kubeflow/pipelines/token"] = KFP_TOKEN
+                st.token_pods.append(labels)
+            return files
 
         @staticmethod
         def pod_env(spec: dict) -> dict:
@@ -211,9 +252,15 @@ def s3_client(st):
                         aws_access_key_id=st.s3["access_key"], aws_secret_access_key=st.s3["secret_key"])
 
 
-def emulator(st, name: str) -> Emulator:
+def emulator(st, name: str, **kw) -> Emulator:
+    """Every run shares the cluster's cache table; pods run as the image's uid."""
     return Emulator(st.build / name, st.cluster, f"s3://{st.config['KFCT_S3_BUCKET']}/kfp-pipeline-root",
-                    sys.executable, st.work / "pods")
+                    sys.executable, st.work / "pods", cache=st.cache, namespace=st.namespace, uid=image_uid(), **kw)
+
+
+def no_side_effect_cached(run) -> None:
+    cached = [p for p, t in run.tasks.items() if t.state == "CACHED" and p.split("/")[-1] in SIDE_EFFECTS]
+    assert not cached, f"side-effecting tasks served from KFP's cache: {cached}"
 
 
 def serve_isvc(st, isvc: dict, runtime: dict, model_dir: Path):
@@ -313,6 +360,8 @@ def test_cluster_path(stack, monkeypatch):
     lap("CT run 2", run2)
     runm = monitoring_triggers_a_retrain(st)
     lap("monitoring run", runm)
+    runk = a_pod_killed_from_outside(st, monkeypatch)
+    lap("CT run 3 (train pod SIGKILLed)", runk)
     batch_scoring_in_shard_pods(st, model_name, lap)
     print(f"\ne2e wall time {time.perf_counter() - lap.t0:.0f}s")
 
@@ -331,13 +380,16 @@ def ct_run_on_the_pointer(st: Stack):
     step a pod; the deploy step writes the InferenceService through the Kubernetes API with the SA token."""
     first = push(st, "customers-1", "latest", seed=1)
     run1 = emulator(st, "ct_pipeline.yaml").run({})
+    st.run1_id = run1.run_id
     ing = run1.task("ingest-data")
     assert ing.parameters["Output"] == first["sha256"]
     assert ing.artifacts["dataset"][0]["metadata"]["resolved_uri"] == first["uri"]
     assert ing.artifacts["dataset"][0]["uri"].startswith("s3://")
     for t in ("validate-data", "featurize-split", "train-model", "evaluate-model", "register-model", "deploy-model"):
         assert run1.task(t).state == "SUCCEEDED", t
-    assert run1.task("condition-3").state == "SKIPPED"  # rollout: disabled in the default config
+    assert run1.task("condition-4").state == "SKIPPED"  # rollout: disabled in the default config
+    assert json.loads(run1.task("record-run-outcome").parameters["Output"])["recorded"] is False
+    no_side_effect_cached(run1)
     model_name = json.loads(run1.task("deploy-model").parameters["Output"])["model_name"]
     storage_uri = isvc_now(st, model_name)["spec"]["predictor"]["model"]["storageUri"]
     assert re.fullmatch(re.escape(st.config["KFCT_MLFLOW_ARTIFACT_ROOT"]) + r"/models/m-[0-9a-f]{32}/artifacts",
@@ -373,6 +425,9 @@ def serve_what_deploy_wrote(st: Stack, monkeypatch, model_name: str, version1: s
         registry = operator_registry(st, monkeypatch)
         loaded = registry.load_version(model_name, version=version1)
         assert loaded.tags["data_uri"] == first["uri"] and loaded.tags["dataset_sha256"] == first["sha256"]
+        # lineage names the run by its uuid (the emulated driver resolves {{$.pipeline_job_name}} to the
+        # display name, the same for every run started from the UI with the default name)
+        assert loaded.tags["pipeline_run"] == st.run1_id
         assert loaded.model.predict_proba(rows)[:, 1] == pytest.approx(v1_probs, abs=1e-6)
     finally:
         C.stop(proc)
@@ -418,6 +473,7 @@ def ct_run_against_the_champion(st: Stack, first: dict, version1: str):
     assert ev.state == "SUCCEEDED"
     decision_meta = ev.artifacts["decision"][0]["metadata"]
     assert str(decision_meta.get("champion_version")) == version1, decision_meta
+    no_side_effect_cached(run2)
     return run2
 
 
@@ -433,7 +489,33 @@ def monitoring_triggers_a_retrain(st: Stack):
     assert runs and all(r.headers.get("authorization") == f"Bearer {KFP_TOKEN}" for r in st.kfp.requests[before:])
     params = runs[-1].body.get("runtime_config", {}).get("parameters", {})
     assert params.get("data_uri") == "dataset://latest", params
+    # the retrain runs the version `kfct schedule` pinned, in the namespaced pipeline
+    pinned = [r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns")][0]
+    assert runs[-1].body["pipeline_version_reference"] == pinned.body["pipeline_version_reference"]
+    assert all(p["namespace"] == st.config["KFCT_KFP_NAMESPACE"] for p in st.kfp.state.pipelines.values())
+    # the KFP token reached only the pods the PodDefault selects (the steps that call the KFP API)
+    assert st.token_pods and all(lbl.get("access-ml-pipeline") == "true" for lbl in st.token_pods)
     return runm
+
+
+def a_pod_killed_from_outside(st: Stack, monkeypatch):
+    """CT run 3: the train pod is SIGKILLed once its component runs (as an OOMKill or eviction ends it: 137).
+    The stage cannot record anything; the exit handler puts `run_failed` for this run on the trail."""
+    import signal
+
+    from kfct import audit
+
+    runk = emulator(st, "ct_pipeline.yaml", kill={"train-model": signal.SIGKILL}).run({}, raise_on_failure=False)
+    assert runk.state == "FAILED" and runk.task("train-model").exit_code == 137
+    assert runk.task("evaluate-model").state == "SKIPPED"
+    outcome = json.loads(runk.task("record-run-outcome").parameters["Output"])
+    assert outcome["state"] == "FAILED" and outcome["recorded"] and outcome["pipeline_run"] == runk.run_id
+    operator_registry(st, monkeypatch)  # the operator's env: the audit mirror in S3
+    entries = [e for seg in audit.read_mirror().values() for e in seg]
+    mine = [e for e in entries if e.get("pipeline_run") == runk.run_id]
+    assert [e["event"] for e in mine if e["event"] in ("stage_failed", "run_failed")] == ["run_failed"], mine
+    no_side_effect_cached(runk)
+    return runk
 
 
 def batch_scoring_in_shard_pods(st: Stack, model_name: str, lap: Laps) -> None:

@@ -7,6 +7,18 @@ these calls (a parseable pipeline spec in uploads, unique version names, run par
 declared by the pipeline, 6-field cron, known ids, bearer token) and records every
 request so tests can assert the contract.
 
+Multi-user mode (`FakeKfpServer(users={token: {namespaces}})`) follows kubeflow/pipelines
+2.17.0 (commit 7b70c7b9): pipelines belong to a namespace or are shared (namespace "");
+`ListPipelines` returns the pipelines of exactly the namespace asked for, shared ones when
+none is given (server/pipeline_server.go `listPipelines`, FilterContext on the namespace),
+and reads of shared pipelines are never authorized (`canAccessPipeline`: Get/List on an empty
+namespace return nil). The multipart upload endpoints authorize only namespaced pipelines:
+server/pipeline_upload_server.go `canUploadVersionedPipeline` returns nil when the pipeline's
+namespace is empty, so ANY authenticated user may upload a shared pipeline or add a version
+to one; for a namespaced one the caller needs `create` on pipelines in that namespace (a
+failure answers HTTP 400 "Failed to create a pipeline[ version]", as upstream writes it).
+Pipeline names are unique per namespace.
+
     with FakeKfpServer(token="t0k3n") as kfp:
         ... kfp.url ... kfp.requests ... kfp.state ...
 """
@@ -68,6 +80,14 @@ class ApiError(Exception):
 
 
 _GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13}
+
+
+def _authorize(server: "_Server", namespace: str, token: str | None, verb: str) -> None:
+    """SubjectAccessReview in a namespace (multi-user only; shared objects are handled by the caller)."""
+    if not server.users:
+        return
+    if namespace not in server.users.get(token or "", set()):
+        raise ApiError(403, f"PermissionDenied: user cannot {verb} pipelines in namespace {namespace!r}")
 
 
 def _filter_name(query: dict[str, str]) -> str | None:
@@ -154,8 +174,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.server.fail_status:
                 raise ApiError(self.server.fail_status, "forced failure")
-            if self.server.token is not None:
-                if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            auth = self.headers.get("Authorization") or ""
+            self.server.caller.token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+            if self.server.users:
+                if self.server.caller.token not in self.server.users:
+                    raise ApiError(401, "Unauthorized: missing or invalid bearer token")
+            elif self.server.token is not None:
+                if auth != f"Bearer {self.server.token}":
                     raise ApiError(401, "Unauthorized: missing or invalid bearer token")
             with self.server.state.lock:
                 status, payload = self.server.route(method, url.path, query, body, files)
@@ -178,9 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, addr, token: str | None):
+    def __init__(self, addr, token: str | None, users: dict[str, set[str]] | None = None):
         super().__init__(addr, _Handler)
         self.token = token
+        self.users = {k: set(v) for k, v in (users or {}).items()}  # multi-user: token -> namespaces it may use
+        self.caller = threading.local()
         self.state = _State()
         self.recorded: list[Recorded] = []
         self.fail_status: int | None = None
@@ -199,18 +226,24 @@ class _Server(ThreadingHTTPServer):
 
     # -- one handler per endpoint (signature: self, state, query, body, files, *path groups, method) --
     def _healthz(self, st, q, body, files, method):
-        return 200, {"multi_user": False, "pipeline_store": "database"}
+        return 200, {"multi_user": bool(self.users), "pipeline_store": "database"}
 
     def _upload_pipeline(self, st, q, body, files, method):
         name = q.get("name") or q.get("display_name")
         if not name:
             raise ApiError(400, "pipeline name is required")
-        if any(x["display_name"] == name for x in st.pipelines.values()):
+        ns = q.get("namespace", "") if self.users else ""
+        if ns:  # canUploadVersionedPipeline: a shared pipeline ("") is not authorized at all
+            try:
+                _authorize(self, ns, self.caller.token, "create")
+            except ApiError as exc:
+                raise ApiError(400, "Failed to create a pipeline") from exc
+        if any(x["display_name"] == name and x["namespace"] == ns for x in st.pipelines.values()):
             raise ApiError(409, f"Failed to create a pipeline: pipeline {name!r} already exists")
         spec = _parse_spec(files.get("uploadfile", b""))
         pid = st.new_id("pipeline")
         pipe = {"pipeline_id": pid, "display_name": name, "name": name, "description": q.get("description", ""),
-                "created_at": _now(), "namespace": q.get("namespace", "")}
+                "created_at": _now(), "namespace": ns}
         st.pipelines[pid] = pipe
         self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
         return 200, pipe
@@ -219,6 +252,11 @@ class _Server(ThreadingHTTPServer):
         pid = q.get("pipelineid")
         if pid not in st.pipelines:
             raise ApiError(404, f"pipeline {pid!r} not found")
+        if st.pipelines[pid]["namespace"]:  # the pipeline's namespace; shared: no authorization upstream
+            try:
+                _authorize(self, st.pipelines[pid]["namespace"], self.caller.token, "create")
+            except ApiError as exc:
+                raise ApiError(400, "Failed to create a pipeline version") from exc
         name = q.get("name") or q.get("display_name")
         if not name:
             raise ApiError(400, "pipeline version name is required")
@@ -229,18 +267,34 @@ class _Server(ThreadingHTTPServer):
 
     def _list_pipelines(self, st, q, body, files, method):
         name = _filter_name(q)
-        items = [x for x in st.pipelines.values() if name is None or x["display_name"] == name]
+        ns = q.get("namespace", "") if self.users else ""
+        if ns:
+            _authorize(self, ns, self.caller.token, "list")
+        items = [x for x in st.pipelines.values() if (name is None or x["display_name"] == name)
+                 and (not self.users or x["namespace"] == ns)]
         return 200, ({"pipelines": items, "total_size": len(items)} if items else {})
 
     def _list_versions(self, st, q, body, files, pid, method):
         if pid not in st.pipelines:
             raise ApiError(404, f"pipeline {pid!r} not found")
+        if st.pipelines[pid]["namespace"]:
+            _authorize(self, st.pipelines[pid]["namespace"], self.caller.token, "list")
         items = list(st.versions[pid])
         if q.get("sort_by", "").replace("%20", " ") == "created_at desc":
             items = items[::-1]
         size = int(q.get("page_size") or 0)
         items = items[:size] if size > 0 else items
         return 200, {"pipeline_versions": items, "total_size": len(st.versions[pid])}
+
+    def _get_version(self, st, q, body, files, pid, vid, method):
+        if pid not in st.pipelines:
+            raise ApiError(404, f"pipeline {pid!r} not found")
+        if st.pipelines[pid]["namespace"]:
+            _authorize(self, st.pipelines[pid]["namespace"], self.caller.token, "get")
+        for v in st.versions[pid]:
+            if v["pipeline_version_id"] == vid:
+                return 200, v
+        raise ApiError(404, f"pipeline version {vid!r} of pipeline {pid!r} not found")
 
     def _list_experiments(self, st, q, body, files, method):
         name = _filter_name(q)
@@ -345,8 +399,8 @@ class _Server(ThreadingHTTPServer):
 class FakeKfpServer:
     """Start/stop the fake API on 127.0.0.1 (a free port) in a background thread."""
 
-    def __init__(self, token: str | None = None):
-        self._srv = _Server(("127.0.0.1", 0), token)
+    def __init__(self, token: str | None = None, users: dict[str, set[str]] | None = None):
+        self._srv = _Server(("127.0.0.1", 0), token, users)
         self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
 
     @property
@@ -391,6 +445,7 @@ _ROUTES = (
     (("POST",), r"/pipelines/upload_version", _Server._upload_version),
     (("GET",), r"/pipelines", _Server._list_pipelines),
     (("GET",), r"/pipelines/([^/]+)/versions", _Server._list_versions),
+    (("GET",), r"/pipelines/([^/]+)/versions/([^/]+)", _Server._get_version),
     (("GET",), r"/experiments", _Server._list_experiments),
     (("POST",), r"/experiments", _Server._create_experiment),
     (("POST",), r"/runs", _Server._create_run),

@@ -38,7 +38,7 @@ def deploy(serving_env, kube, role, mode, monkeypatch, cfg=None):
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()
     return deploy_version(MODEL_NAME, serving_env.versions[role], cfg or load_config(), target="cluster",
-                       client=client_for(kube), namespace="kfct")
+                       client=client_for(kube), namespace="kfct", ready_timeout=2.0, ready_poll=0.05)
 
 
 def test_standard_mode_deploy_writes_spec_canary_not_canary_traffic_percent(serving_env, monkeypatch):
@@ -67,9 +67,9 @@ def test_serverless_mode_deploy_keeps_canary_traffic_percent(serving_env, monkey
     v_b = serving_env.versions["good_b"]
     with FakeKubeApi(controller=True) as kube:
         out = deploy(serving_env, kube, "good_b", "Serverless", monkeypatch)
-        assert out["deployment_mode"] == "Serverless"
+        assert out["deployment_mode"] == "Knative"  # KServe >= 0.17's name; the webhook keeps no other
         obj = kube.objects[("kfct", MODEL_NAME)]
-        assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+        assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
         assert obj["spec"]["predictor"]["canaryTrafficPercent"] == 10 and "canary" not in obj["spec"]
         assert env_of(obj["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_b
         assert obj["status"]["components"]["predictor"]["previousRolledoutRevision"]  # v_a's revision stays
@@ -84,9 +84,9 @@ def test_an_existing_services_mode_wins_over_the_default(serving_env, monkeypatc
         existing = build_inference_service(MODEL_NAME, v_a, namespace="kfct", mode="Serverless")
         existing.metadata.annotations.pop("serving.kserve.io/deploymentMode")  # only the status tells
         client_for(kube).create(existing, namespace="kfct")
-        kube.objects[("kfct", MODEL_NAME)]["status"] = {"deploymentMode": "Serverless"}
+        kube.objects[("kfct", MODEL_NAME)]["status"] = {"deploymentMode": "Knative"}  # as the controller writes it
         out = deploy(serving_env, kube, "good_b", "Standard", monkeypatch)
-        assert out["deployment_mode"] == "Serverless"
+        assert out["deployment_mode"] == "Knative"
         assert kube.objects[("kfct", MODEL_NAME)]["spec"]["predictor"]["canaryTrafficPercent"] == 10
 
 
@@ -95,8 +95,11 @@ def _roll(serving_env, role, mode, figures, monkeypatch, ready=True):
     from kfct.config import load_config
 
     cfg = load_config(overrides=FAST_ROLLOUT)
-    with FakeKubeApi(controller=True, ready=ready) as kube, FakePrometheus(figures) as prom:
+    # A Standard-mode deploy waits until the canary serves (ready, carried by the route): there
+    # the canary stops being ready afterwards; a Knative revision is never ready.
+    with FakeKubeApi(controller=True, ready=ready or mode == "Standard") as kube, FakePrometheus(figures) as prom:
         deploy(serving_env, kube, role, mode, monkeypatch, cfg)
+        kube.ready = ready
         backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
                                  kserve_client=client_for(kube), ready_timeout=0.3, ready_poll=0.05)
         res = rollout_version(MODEL_NAME, cfg, backend)
@@ -118,6 +121,7 @@ def test_standard_rollout_steps_spec_canary_and_promotes_without_a_canary_left(s
     assert final["spec"]["predictor"]["name"] == f"v{v_b}"  # KServe retargets the stable name: no restart
     assert env_of(final["spec"]["predictor"])["KFCT_MODEL_VERSION"] == v_b
     assert registry.alias_version(MODEL_NAME, "champion") == v_b
+    assert kube.denials == []  # KServe's validator admits the canary steps and the promotion
     queries = [r["query"] for r in prom.requests]
     assert any(f'service="{MODEL_NAME}-predictor"' in q and f'model_version="{v_a}"' in q for q in queries)
     assert any(f'service="{MODEL_NAME}-v{v_b}-predictor"' in q and f'model_version="{v_b}"' in q for q in queries)
@@ -172,8 +176,26 @@ def test_a_canary_that_never_gets_ready_is_rolled_back_not_baked(serving_env, mo
 def test_unknown_mode_is_one_clear_line(serving_env, monkeypatch):
     from kfct.components.deploy import DeployError
 
-    with FakeKubeApi(controller=True) as kube, pytest.raises(DeployError, match="unknown KServe deployment mode 'Knative'"):
-        deploy(serving_env, kube, "good_b", "Knative", monkeypatch)
+    with FakeKubeApi(controller=True) as kube, pytest.raises(DeployError, match="unknown KServe deployment mode 'Kubeless'"):
+        deploy(serving_env, kube, "good_b", "Kubeless", monkeypatch)
+    assert not kube.objects
+
+
+def test_a_service_the_webhook_rewrote_to_knative_deploys_and_rolls_out(serving_env, monkeypatch):
+    """Issue 20, item 1: the prod overlay asks for `Serverless`; KServe stores `Knative` (annotation and
+    status). Before the fix deploy raised `unknown KServe deployment mode 'Knative'`."""
+    from kfct.components.rollout import ClusterBackend
+
+    with FakeKubeApi(controller=True) as kube:
+        deploy(serving_env, kube, "good_a", "Serverless", monkeypatch)
+        stored = kube.objects[("kfct", MODEL_NAME)]
+        assert stored["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+        assert stored["status"]["deploymentMode"] == "Knative"
+        out = deploy(serving_env, kube, "good_b", "Standard", monkeypatch)  # the live service's mode wins
+        assert out["deployment_mode"] == "Knative"
+        assert kube.objects[("kfct", MODEL_NAME)]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+        backend = ClusterBackend(MODEL_NAME, MODEL_NAME, "kfct", "http://127.0.0.1:9", kserve_client=client_for(kube))
+        assert backend.mode() == "Knative"
 
 
 @pytest.mark.parametrize("mode", ["Standard", "Serverless"])
@@ -214,7 +236,7 @@ def test_ab_test_and_one_step_rollback_write_the_mode_s_objects(serving_env, mon
                             cfg=load_config(overrides={"rollout": {"steps": [100]}}))
         assert deploy_out["canary_percent"] == 100
         out = roll_back_traffic(MODEL_NAME, target="cluster", namespace="kfct", client=client)
-        assert out["rolled_back"] == v_b and out["mode"] == mode
+        assert out["rolled_back"] == v_b and out["mode"] == {"Serverless": "Knative"}.get(mode, mode)
         obj = kube.objects[("kfct", MODEL_NAME)]
         if mode == "Standard":
             assert not obj["spec"].get("canary")

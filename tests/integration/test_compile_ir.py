@@ -167,6 +167,7 @@ def test_typed_parameters(compiled):
 
 def test_resources_retries_and_caching_from_config(compiled):
     from kfct.config import load_config
+    from kfct.pipelines.ct import SIDE_EFFECT_STAGES
     from kfct.pipelines.task_config import stage_resources
 
     cfg = load_config()
@@ -182,8 +183,8 @@ def test_resources_retries_and_caching_from_config(compiled):
         assert res["resourceMemoryLimit"] == str(want.get("memory_limit", want["memory"]))
         retries = (task.get("retryPolicy") or {}).get("maxRetryCount", 0)
         assert retries == want.get("retries", 0), name
-        # ingest resolves a moving pointer at run time: never cached, whatever the config says
-        want_cache = False if name == "ingest-data" else bool(want.get("caching", True))
+        # side effects (and ingest's moving pointer) are never cached, whatever the config says
+        want_cache = False if key in SIDE_EFFECT_STAGES else bool(want.get("caching", True))
         assert bool(task["cachingOptions"].get("enableCache")) == want_cache, name
 
 

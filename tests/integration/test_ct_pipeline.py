@@ -74,7 +74,7 @@ def test_first_run_registers_champion(first_run):
     assert any("no champion yet" in r for r in s["decision"]["reasons"])
     assert s["registered"] == {"version": "1", "alias": "champion"}
     assert set(s["stages"]) == {"ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model",
-                                "register-model", "deploy-model"}
+                                "register-model", "deploy-model", "record-run-outcome"}
     assert _registry_state(s["model_name"]) == ([1], {"champion": "1"})
     assert s["deploy"]["mode"] == "direct" and s["deploy"]["canary_percent"] == 100.0
 
@@ -84,7 +84,8 @@ def test_registered_version_carries_lineage(first_run):
 
     lm = registry.load_version(first_run["model_name"], alias="champion")
     assert lm.tags["dataset_sha256"] == first_run["dataset"]["sha256"]
-    assert lm.tags["pipeline_run"] == first_run["run_name"]
+    # the run's uuid (KFP: {{$.pipeline_job_uuid}}), not its display name
+    assert lm.tags["pipeline_run"] == first_run["pipeline_run"] and first_run["pipeline_run"] != first_run["run_name"]
     assert lm.tags["mlflow_run_id"] == first_run["mlflow_run_id"] == lm.run_id
     assert lm.tags["model_sha256"] == lm.sha256
     assert lm.tags["code_version"]

@@ -47,9 +47,9 @@ def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
         env = {e["name"]: e["value"] for e in model["env"]}
         assert env["KFCT_MODEL_VERSION"] == v_a and model["runtime"] == "kfct-predictor"
         assert "canaryTrafficPercent" not in created["spec"]["predictor"]
-        from kfct.components import deploy
+        from kfct import kserve_isvc
 
-        assert model["storageUri"] == deploy.model_storage_uri(MODEL_NAME, v_a) and model["storageUri"].startswith("s3://")
+        assert model["storageUri"] == kserve_isvc.model_storage_uri(MODEL_NAME, v_a) and model["storageUri"].startswith("s3://")
         assert env["KFCT_MODEL_SHA256"] == registry.client().get_model_version(MODEL_NAME, v_a).tags["model_sha256"]
         assert patches[0]["content_type"] == "application/merge-patch+json"
         patched = kube.objects[("kfct", MODEL_NAME)]["spec"]["predictor"]

@@ -104,6 +104,7 @@ def test_3_window_counts_server_failures_once_per_customer():
     for i in range(1000):
         champ.ok(1000.0 + i, 0.001, 1, i % 4 == 0, 0.3, customer=i)
         can.ok(1000.0 + i, 0.001, 1, i % 4 == 0, 0.3, customer=10_000 + i)
+        can.paired(1000.0 + i, 10_000 + i, 1, 0.0, 0.0, 1e-4, 1e-4)  # judged on the same requests (issue 22)
     for _ in range(300):  # one client: malformed requests (4xx) pinned to the canary
         can.error(1500.0, CLIENT_ERROR, 0.001, customer=42)
     assert evaluate_step(champ.window(), can.window(), thr)[0] == PASS

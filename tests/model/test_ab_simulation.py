@@ -97,3 +97,101 @@ def test_sample_size_shrinks_as_outcomes_arrive():
     big = ab_report_core(joined, state, CFG, now=1.0, record_look=False)
     assert small["sample_size"]["more_needed"] > big["sample_size"]["more_needed"]
     assert abstats.n_per_arm(small["arms"]["A"]["accuracy"], 0.02) == small["sample_size"]["per_arm_needed"]
+
+
+# --------------------------------------------------------------------------- direction reversals (issue 23 item 2)
+# Look 1 said B worse (always-valid p = 8e-11), look 2 had B ahead by +0.005 (fixed-horizon p = 0.58), and
+# `ab decide` promoted B with look 1's p-value. Here arm B is worse for the first looks and slightly better
+# afterwards, so the running difference changes sign between looks; B over the whole test is no better than A.
+
+def _bernoulli_batch(rng, n: int, acc_a: float, acc_b: float, start: int):
+    arm_b = np.arange(n) % 2 == 1
+    y = (rng.random(n) < 0.3).astype(int)
+    correct = rng.random(n) < np.where(arm_b, acc_b, acc_a)
+    label = np.where(correct, y, 1 - y)
+    p = np.clip(np.where(label == 1, 0.7, 0.3) + rng.normal(0, 0.1, n), 0.01, 0.99)
+    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(start + np.arange(n), unit="s")
+    ids = [f"c{start + i}" for i in range(n)]
+    return pd.DataFrame({"ts": ts, "request_id": ids, "model_version": np.where(arm_b, "2", "1"),
+                         "role": np.where(arm_b, "canary", "champion"), "customer_id": ids, "probability": p,
+                         "label": label, "threshold": 0.5, "outcome": y, "observed_at": ts + pd.Timedelta(days=3)})
+
+
+def _looks(seed: int, plan):
+    """Cumulative outcome frames, one per look; plan = [(customers, acc_a, acc_b), ...] per look."""
+    rng = np.random.default_rng(seed)
+    parts, start, out = [], 0, []
+    for n, acc_a, acc_b in plan:
+        parts.append(_bernoulli_batch(rng, n, acc_a, acc_b, start))
+        start += n
+        out.append(pd.concat(parts, ignore_index=True))
+    return out
+
+
+def _operate(frames, act_every_look: bool):
+    """An operator running `kfct ab report` at each look (recorded), acting at each look or only at the end."""
+    state = {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50, "started_at": 0.0,
+             "started_at_iso": "2025-12-31T00:00:00Z", "sequential": None}
+    rep = None
+    for joined in frames:
+        rep = ab_report_core(joined, state, CFG, now=1.0)
+        state["sequential"] = rep["sequential_state"]
+        if act_every_look and rep["decision"]["action"] != "continue":
+            break
+    return rep
+
+
+REVERSAL = [(1200, 0.80, 0.72)] * 3 + [(1200, 0.80, 0.835)] * 7   # B: worse, then a little better; overall no better
+
+
+def test_direction_reversals_between_looks_never_promote_a_b_that_was_shown_worse():
+    runs, promoted, stopped, seen_flip = 40, 0, 0, 0
+    for seed in range(runs):
+        frames = _looks(5000 + seed, REVERSAL)
+        for act in (True, False):
+            rep = _operate(frames, act_every_look=act)
+            promoted += rep["decision"]["action"] == "promote_b"
+            stopped += rep["decision"]["action"] == "stop_b"
+        last = ab_report_core(frames[-1], {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50,
+                                           "started_at": 0.0, "started_at_iso": "2025-12-31T00:00:00Z"},
+                              CFG, now=1.0, record_look=False)
+        seen_flip += last["z_test"]["diff"] > 0   # at the end B is ahead in this sequence
+    print(f"reversals: {runs} sequences x 2 operators: {promoted} promotions, {stopped} stops; B ahead at the end in "
+          f"{seen_flip}")
+    assert seen_flip >= runs // 5        # the reversal really happens in many sequences
+    assert promoted == 0
+    assert stopped >= 0.9 * 2 * runs     # the early, conclusive evidence that B is worse stands
+
+
+def test_the_decision_and_its_interval_come_from_the_look_that_concluded():
+    frames = _looks(77, REVERSAL)
+    state = {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50, "started_at": 0.0,
+             "started_at_iso": "2025-12-31T00:00:00Z", "sequential": None}
+    reps = []
+    for joined in frames:
+        reps.append(ab_report_core(joined, state, CFG, now=1.0))
+        state["sequential"] = reps[-1]["sequential_state"]
+    first = next(i for i, r in enumerate(reps) if r["decision"]["action"] != "continue")
+    seq = reps[-1]["sequential_state"]
+    assert seq["verdict"] == "b_worse" and seq["concluded_at_look"] == first + 1
+    lo, hi = seq["concluded_ci"]
+    assert lo <= hi < 0                                   # one interval, on B's worse side, not empty
+    assert all(r["decision"] == reps[first]["decision"] for r in reps[first:])
+    assert reps[-1]["decision"]["reason"].startswith(f"B worse, concluded at look {first + 1}: accuracy B-A -")
+    assert reps[-1]["sample_size"]["more_needed"] == 0 and reps[-1]["sample_size"]["concluded"]
+    from kfct.components.ab_test import format_report
+
+    text = format_report(reps[-1])
+    assert "the test is concluded: no more customers needed" in text and "more labelled customers needed" not in text
+
+
+def test_identical_arms_reported_every_look_and_decided_at_the_end_rarely_promote():
+    runs, promoted, decided = 100, 0, 0
+    for seed in range(runs):
+        frames = _looks(9000 + seed, [(400, 0.8, 0.8)] * 10)
+        rep = _operate(frames, act_every_look=False)
+        promoted += rep["decision"]["action"] == "promote_b"
+        decided += rep["decision"]["action"] != "continue"
+    print(f"A/A, 10 recorded looks, decided at the end: {promoted}/{runs} promotions, {decided} decisions")
+    assert decided / runs <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / runs)
+    assert promoted / runs <= 0.05

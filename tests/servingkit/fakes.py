@@ -5,7 +5,12 @@
   `controller=True` it also writes the status KServe's controller would: the deployment
   mode, Standard-mode `canaryStatuses`, Serverless-mode predictor revisions (a new one
   when the predictor spec other than canaryTrafficPercent changes); `ready=False` keeps
-  canaries unready.
+  canaries unready. It applies KServe's admission (`admit`: the defaulter's mode rewrite,
+  `kserve_default_mode`, and the validator's checks, `kserve_validate`) and, in
+  Standard mode with `gateway_api=True` (KServe's `enableGatewayApi`), writes the HTTPRoutes
+  KServe's Gateway API reconciler writes (`kserve_http_routes`), served under
+  /apis/gateway.networking.k8s.io/v1; `httproute_crd=False` is a cluster without the Gateway
+  API CRDs, `canary_field=False` a KServe < 0.20 CRD (spec.canary pruned).
 - `FakePrometheus`: `/api/v1/query` answering kfct_* PromQL from per-version figures.
 - `s3_artifacts`, `restore_kube_default_config` (fixtures) and `client_for`: what every test
   of the cluster path against these fakes needs around it.
@@ -67,7 +72,27 @@ class _Server:
         self.httpd.server_close()
 
 
+ROUTE_PATH = re.compile(r"^/apis/gateway\.networking\.k8s\.io/v1/namespaces/([^/]+)/httproutes(?:/([^/?]+))?$")
 ISVC_PATH = re.compile(r"^/apis/serving\.kserve\.io/(v1beta1)/namespaces/([^/]+)/inferenceservices(?:/([^/?]+))?$")
+
+
+class AdmissionDenied(Exception):
+    """An admission webhook refused the object: the apiserver answers `status` with `body` (a Status)."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+
+
+def admission_denial(exc: Exception) -> tuple[int, dict]:
+    """(HTTP status, Status body) for a webhook's refusal. controller-runtime answers a validator's plain
+    error with `admission.Denied` (403 Forbidden; sigs.k8s.io/controller-runtime pkg/webhook/admission/
+    validator_custom.go), which the apiserver relays."""
+    if isinstance(exc, AdmissionDenied):
+        return exc.status, exc.body
+    status = getattr(exc, "status", 500)
+    return status, {"kind": "Status", "code": status, "reason": "Forbidden", "message": str(exc)}
 
 
 class _KubeHandler(BaseHTTPRequestHandler):
@@ -88,6 +113,9 @@ class _KubeHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length)) if length else None
         srv.requests.append({"method": method, "path": path, "content_type": self.headers.get("Content-Type"),
                              "auth": self.headers.get("Authorization"), "body": body})
+        r = ROUTE_PATH.match(path)
+        if r and method == "GET":
+            return self._route(*r.groups())
         m = ISVC_PATH.match(path)
         if not m:
             return self._send(404, {"kind": "Status", "code": 404, "message": f"no route {path}"})
@@ -98,7 +126,14 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 if key in srv.objects:
                     return self._send(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
                 obj = copy.deepcopy(body)
+                if not srv.canary_field:  # a structural schema drops fields it does not declare
+                    (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"].setdefault("generation", 1)
+                obj["metadata"]["namespace"] = ns  # the apiserver takes it from the path
+                try:
+                    obj = srv.admit(None, obj)
+                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                    return self._send(*admission_denial(exc))
                 srv.objects[key] = srv.reconcile(None, obj)
                 return self._send(201, srv.objects[key])
             key = (ns, name)
@@ -111,10 +146,37 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 if self.headers.get("Content-Type") != "application/merge-patch+json":
                     return self._send(415, {"kind": "Status", "code": 415})
                 obj = merge_patch(srv.objects[key], body)
+                if not srv.canary_field:
+                    (obj.get("spec") or {}).pop("canary", None)
                 obj["metadata"]["generation"] = srv.objects[key]["metadata"].get("generation", 1) + 1
+                try:
+                    obj = srv.admit(srv.objects[key], obj)
+                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                    return self._send(*admission_denial(exc))
                 srv.objects[key] = srv.reconcile(srv.objects[key], obj)
                 return self._send(200, srv.objects[key])
         self._send(405, {"kind": "Status", "code": 405})
+
+    def _route(self, ns: str, name: str | None) -> None:
+        """HTTPRoutes as the apiserver answers: a resource that is not served is a 404 without
+        `details` ("the server could not find the requested resource"); a missing object is a
+        404 whose `details` name it (k8s.io/apimachinery/pkg/api/errors.NewNotFound)."""
+        srv = self.server_ref
+        if not srv.httproute_crd:
+            return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                                    "reason": "NotFound", "details": {},
+                                    "message": "the server could not find the requested resource"})
+        with srv.lock:
+            routes = srv.http_routes(ns)
+        if name is None:
+            return self._send(200, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRouteList",
+                                    "items": list(routes.values())})
+        if name not in routes:
+            return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                                    "reason": "NotFound", "details": {"name": name, "group": "gateway.networking.k8s.io",
+                                                                      "kind": "httproutes"},
+                                    "message": f'httproutes.gateway.networking.k8s.io "{name}" not found'})
+        return self._send(200, routes[name])
 
     def do_GET(self):
         self._handle("GET")
@@ -133,25 +195,168 @@ def _predictor_template(spec: dict) -> dict:
     return pred
 
 
+# KServe v0.20 (kserve/kserve aaac4e294) pkg/apis/serving/v1beta1/inference_service_defaults.go,
+# `DefaultInferenceService`: on CREATE and UPDATE the mutating webhook rewrites the deprecated mode
+# names in the annotation (constants.LegacyServerless -> Knative, LegacyRawDeployment -> Standard);
+# without the annotation the mode is the `deploy.defaultDeploymentMode` of inferenceservice-config.
+LEGACY_MODES = {"Serverless": "Knative", "RawDeployment": "Standard"}
+
+
+def kserve_default_mode(obj: dict, default_mode: str = "Standard") -> str:
+    """The defaulter's rewrite of `obj`'s annotation, in place; returns the mode it stores."""
+    ann = obj["metadata"].setdefault("annotations", {})
+    mode = ann.get("serving.kserve.io/deploymentMode")
+    if mode is None:
+        return default_mode
+    ann["serving.kserve.io/deploymentMode"] = LEGACY_MODES.get(mode, mode)
+    return ann["serving.kserve.io/deploymentMode"]
+
+
+def predictor_service_name(isvc: str, predictor: str | None = None) -> str:
+    """kserve v0.20 pkg/constants/constants.go `PredictorServiceName`."""
+    return f"{isvc}-{predictor}-predictor" if predictor else f"{isvc}-predictor"
+
+
+def kserve_http_routes(isvc: dict, ingress_domain: str = "example.com") -> list[dict]:
+    """The HTTPRoutes of a Standard-mode InferenceService whose predictor is ready, as KServe v0.20
+    (kserve/kserve aaac4e294) pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/
+    httproute_reconciler.go writes them: `createRawTopLevelHTTPRoute` (named after the service, host
+    from the default domainTemplate `{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}`) and
+    `createRawPredictorHTTPRoute` (`<isvc>-predictor`: a stable name across promotions), one rule
+    with one backendRef to the stable predictor Service on port 80; with `spec.canary`,
+    `applyCanaryWeights` gives the stable backend `100 - sum(ready canaries)` and appends one
+    weighted backendRef `<isvc>-<canary name>-predictor` per canary that
+    `status.canaryStatuses` reports ready (an unready canary gets no backend at all)."""
+    meta, spec, status = isvc["metadata"], isvc.get("spec") or {}, isvc.get("status") or {}
+    name, ns = meta["name"], meta["namespace"]
+    stable = predictor_service_name(name, (spec.get("predictor") or {}).get("name"))
+    ready = {c["name"]: c.get("ready") for c in status.get("canaryStatuses") or []}
+    canaries = [c for c in spec.get("canary") or [] if ready.get(c["predictor"]["name"])]
+    refs = [{"kind": "Service", "name": stable, "namespace": ns, "port": 80}]
+    if spec.get("canary"):
+        refs[0]["weight"] = 100 - sum(c.get("trafficPercent", 0) for c in canaries)
+        refs += [{"kind": "Service", "name": predictor_service_name(name, c["predictor"]["name"]), "namespace": ns,
+                  "port": 80, "weight": c.get("trafficPercent", 0)} for c in canaries]
+    routes = []
+    for route_name, host_name in ((name, name), (predictor_service_name(name), predictor_service_name(name))):
+        routes.append({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": route_name, "namespace": ns, "labels": dict(meta.get("labels") or {})},
+            "spec": {"hostnames": [f"{host_name}-{ns}.{ingress_domain}"],
+                     "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "kserve",
+                                     "name": "kserve-ingress-gateway"}],
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                "backendRefs": copy.deepcopy(refs)}]},
+        })
+    return routes
+
+
+def _storage_uri(predictor: dict) -> str:
+    return str(((predictor or {}).get("model") or {}).get("storageUri") or "")
+
+
+def kserve_validate(old: dict | None, new: dict) -> str | None:
+    """What KServe v0.20's validating webhook rejects of the objects kfct writes, or None (kserve/kserve
+    aaac4e294 pkg/apis/serving/v1beta1/inference_service_validation.go): on UPDATE
+    `validateDeploymentMode` (the annotation may not differ from the old status.deploymentMode) and
+    `validatePredictorNameChange` (a new predictor.name needs a new storageUri); on both
+    `validateCanarySpecs` (Standard mode only, a stable predictor with a model, canary names set,
+    unique and not the stable one, trafficPercent 0..100 summing to <= 100, no maxReplicas,
+    minReplicas <= the stable predictor's)."""
+    ann = (new["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode")
+    spec = new.get("spec") or {}
+    pred = spec.get("predictor") or {}
+    if old is not None:
+        was = LEGACY_MODES.get((old.get("status") or {}).get("deploymentMode") or "", (old.get("status") or {}).get(
+            "deploymentMode"))
+        if was and ann is not None and ann != was:
+            return f"update rejected: deploymentMode cannot be changed from '{was}' to '{ann}'"
+        old_pred = (old.get("spec") or {}).get("predictor") or {}
+        if old_pred.get("name") != pred.get("name") and _storage_uri(old_pred) == _storage_uri(pred):
+            return "predictor.name change requires a model change (e.g. storageUri)"
+    canaries = spec.get("canary") or []
+    if not canaries:
+        return None
+    if ann != "Standard":
+        return "canary is only supported in Standard deployment mode"
+    if not _storage_uri(pred) and not pred.get("model"):
+        return "canary requires a stable predictor with a model (multi-model serving is not supported with canary)"
+    names: set[str] = set()
+    total = 0
+    for i, c in enumerate(canaries):
+        cp = c.get("predictor") or {}
+        name = cp.get("name") or ""
+        if not name:
+            return f"canary[{i}] predictor.name is required"
+        if name in names:
+            return f'canary predictor.name "{name}" is duplicated'
+        names.add(name)
+        if name == pred.get("name"):
+            return f'canary predictor.name "{name}" conflicts with stable predictor name'
+        pct = int(c.get("trafficPercent") or 0)
+        if not 0 <= pct <= 100:
+            return f'canary "{name}" trafficPercent must be between 0 and 100, got {pct}'
+        total += pct
+        if cp.get("maxReplicas") is not None:
+            return f'canary "{name}" must not set maxReplicas (canary uses fixed replicas)'
+        if cp.get("minReplicas") is not None and cp["minReplicas"] > (pred.get("minReplicas") or 1):
+            return f'canary "{name}" minReplicas must not exceed stable predictor minReplicas'
+    if total > 100:
+        return f"sum of canary trafficPercent values ({total}) must be <= 100"
+    return None
+
+
 class FakeKubeApi(_Server):
-    def __init__(self, controller: bool = False, ready: bool = True):
+    def __init__(self, controller: bool = False, ready: bool = True, gateway_api: bool = True,
+                 httproute_crd: bool = True, canary_field: bool = True):
         self.objects: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
         self.controller = controller
         self.ready = ready
+        self.gateway_api = gateway_api
+        self.httproute_crd = httproute_crd
+        self.canary_field = canary_field
+        self.denials: list[str] = []
         super().__init__(_KubeHandler)
+
+    def admit(self, old: dict | None, obj: dict) -> dict:
+        """KServe's admission (with `controller=True`): the defaulter's mode rewrite, then the
+        validator. Returns the object to store; a denial raises `AdmissionDenied` carrying the
+        Status the apiserver returns for a webhook's refusal (subclasses add other webhooks)."""
+        if not self.controller:
+            return obj
+        kserve_default_mode(obj)
+        why = kserve_validate(old, obj)
+        if why is None:
+            return obj
+        self.denials.append(why)
+        raise AdmissionDenied(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                                    "reason": "Forbidden",
+                                    "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" '
+                                               f"denied the request: {why}"})
+
+    def http_routes(self, namespace: str) -> dict[str, dict]:
+        """The HTTPRoutes KServe's controller keeps for the namespace's Standard-mode services."""
+        if not (self.controller and self.gateway_api):
+            return {}
+        out: dict[str, dict] = {}
+        for (ns, _), obj in self.objects.items():
+            if ns == namespace and (obj.get("status") or {}).get("deploymentMode") == "Standard":
+                out.update({r["metadata"]["name"]: r for r in kserve_http_routes(obj)})
+        return out
 
     def reconcile(self, old: dict | None, obj: dict) -> dict:
         """The status KServe's controller would write (only with controller=True)."""
         if not self.controller:
             return obj
         name = obj["metadata"]["name"]
-        mode = (obj["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Standard")
-        mode = "Standard" if mode == "RawDeployment" else mode
+        mode = kserve_default_mode(obj)
         status = copy.deepcopy((old or {}).get("status") or {})
         status["deploymentMode"] = mode
         status["observedGeneration"] = obj["metadata"]["generation"]
         if mode == "Standard":
+            if self.gateway_api:  # createRawURL: the top-level host, served by the gateway
+                status["url"] = f"http://{name}-{obj['metadata']['namespace']}.example.com"
             status["canaryStatuses"] = [{"name": c["predictor"]["name"], "ready": self.ready,
                                          "trafficPercent": c.get("trafficPercent", 0)}
                                         for c in (obj.get("spec") or {}).get("canary") or []]
@@ -230,9 +435,9 @@ def s3_artifacts(monkeypatch):
     cluster rightly refuses (KServe's storage initializer cannot read it). Against the loopback
     Kubernetes API nothing downloads the model, so the cluster tests point each version at the
     s3:// location a cluster's MLflow (artifact root in MinIO) would give it."""
-    from kfct.components import deploy
+    from kfct import kserve_isvc
 
-    monkeypatch.setattr(deploy, "model_storage_uri",
+    monkeypatch.setattr(kserve_isvc, "model_storage_uri",
                         lambda name, version: f"s3://kfct/mlflow/models/{name}-v{version}/artifacts")
 
 

@@ -89,7 +89,8 @@ def test_ct_default_data_is_the_moving_pointer_and_ingest_never_caches(compiled)
     ct, _ = compiled
     params = ct[0]["root"]["inputDefinitions"]["parameters"]
     assert params["data_uri"]["defaultValue"] == "dataset://latest"
-    ingest = ct[0]["root"]["dag"]["tasks"]["ingest-data"]
+    body = ct[0]["components"][ct[0]["root"]["dag"]["tasks"]["exit-handler-1"]["componentRef"]["name"]]
+    ingest = body["dag"]["tasks"]["ingest-data"]  # the stages sit inside the run's exit handler
     assert not ingest.get("cachingOptions", {}).get("enableCache", False)
     env = ct[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]["configMapAsEnv"][0]
     assert "KFCT_MLFLOW_ARTIFACT_ROOT" in {e["envVar"] for e in env["keyToEnv"]}

@@ -119,3 +119,40 @@ def test_enough_traffic_promotes_after_the_bake_time(registry_two_versions):
     assert res.outcome == "promoted", res.reasons
     assert [s["seconds"] for s in res.steps] == [30.0, 30.0] and res.seconds == 60.0
     assert registry.aliases(MODEL) == {"champion": "2"} and backend.promotions == ["2"]
+
+
+def test_a_rollback_records_its_evidence_and_an_operator_can_retry(registry_two_versions):
+    """Issue 22, item 1: a rollback records the figures it judged on (audit `evidence`), and a version a
+    rollout rejected can be rolled out again by an operator (`kfct rollout --retry`, audited) instead of
+    being refused forever by `kfct deploy --version`."""
+    from kfct import audit, registry
+    from kfct.components.rollout import retry_rejected
+
+    class Shifted(ScriptedBackend):
+        def windows(self, champion_version, canary_version, since):
+            champ = Window(str(champion_version), requests=5000, customers=5000)
+            can = Window(str(canary_version), requests=5000, customers=5000, paired_requests=5000,
+                         paired_rows=5000, paired_customers=5000, label_shift=0.3, label_shift_se=0.01)
+            return champ, can
+
+    t = FakeTime()
+    res = run_rollout(MODEL, Shifted(5000), Thresholds(min_requests=200), [10], bake_seconds=5.0, poll_seconds=1.0,
+                      sleep=t.sleep, clock=t.clock)
+    assert res.outcome == "rolled_back" and "predicted churn rate shift +30.00%" in res.reasons[0]
+    ev = [e for e in audit.read() if e["event"] == "rollout_rolled_back"][-1]
+    assert ev["evidence"]["canary"]["label_shift"] == 0.3 and ev["evidence"]["canary"]["paired_customers"] == 5000
+    assert ev["evidence"]["percent"] == 10 and ev["evidence"]["verdict"] == "fail"
+    assert _tags(registry_two_versions, "2")["rejected"] == "true"
+
+    with pytest.raises(RolloutError, match="is not rejected"):
+        retry_rejected(MODEL, "1")
+    out = retry_rejected(MODEL, "2", operator="ops")
+    assert "predicted churn rate shift" in out["previous_reason"]
+    tags = _tags(registry_two_versions, "2")
+    assert tags["rejected"] == "false" and tags["rollout_status"] == "retry" and "rejected_reason" not in tags
+    assert registry.aliases(MODEL) == {"champion": "1", "challenger": "2"}
+    ev = [e for e in audit.read() if e["event"] == "rollout_retry"][-1]
+    assert ev["operator"] == "ops" and ev["version"] == "2"
+    res = run_rollout(MODEL, ScriptedBackend(5000), Thresholds(min_requests=200), [100], bake_seconds=5.0,
+                      poll_seconds=1.0, sleep=t.sleep, clock=t.clock)
+    assert res.outcome == "promoted" and registry.aliases(MODEL) == {"champion": "2"}

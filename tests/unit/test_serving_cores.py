@@ -380,7 +380,7 @@ def test_inference_service_object():
     d = ApiClient().sanitize_for_serialization(isvc)
     pred = d["spec"]["predictor"]
     assert d["apiVersion"] == "serving.kserve.io/v1beta1" and pred["canaryTrafficPercent"] == 10
-    assert d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"  # the name KServe keeps
     assert pred["model"]["storageUri"].startswith("s3://") and pred["model"]["runtime"] == "kfct-predictor"
     assert {"name": "KFCT_MODEL_SHA256", "value": "ab" * 32} in pred["model"]["env"]
     assert pred["serviceAccountName"] == "kfct-serving"

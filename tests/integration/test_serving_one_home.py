@@ -1,0 +1,129 @@
+"""Issue 22, item 5: two servers on one home, and a SIGTERM while S3 hangs.
+
+- a second `kfct serve` that found its port taken still uploaded and deleted the first server's
+  prediction-log spill files before exiting; the first then failed on its own files. Now the
+  spill directory belongs to one live process (an flock), and a process that cannot listen
+  touches nothing (it binds before it builds anything);
+- shutdown is bounded whatever the store does (the log's close keeps one budget, and a watchdog
+  ends the process past `SHUTDOWN_SECONDS`).
+
+Real parts: moto's S3 server behind `tests.faultkit.proxy.FaultProxy` ("hang": accepts, never
+answers), `python -m kfct.serving` processes on the serving test registry.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.faultkit.proxy import FaultProxy
+from tests.faultkit.servers import moto_s3
+from tests.servingkit import (MODEL_NAME, free_port, records, server_process, serving_env,  # noqa: F401
+                              serving_registry)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def s3_store(serving_env, tmp_path, monkeypatch):
+    """moto S3 behind a fault proxy for the prediction log; the registry stays the serving test's."""
+    import uuid
+
+    from kfct.settings import reset_settings
+
+    bucket = f"kfct-onehome-{uuid.uuid4().hex[:8]}"
+    with moto_s3() as (host, port), FaultProxy(host, port) as proxy:
+        monkeypatch.setenv("KFCT_S3_ENDPOINT", proxy.address)
+        monkeypatch.setenv("KFCT_S3_ACCESS_KEY", "testing")
+        monkeypatch.setenv("KFCT_S3_SECRET_KEY", "testing")
+        monkeypatch.setenv("KFCT_S3_BUCKET", bucket)
+        monkeypatch.setenv("KFCT_S3_REGION", "us-east-1")
+        monkeypatch.setenv("KFCT_PREDICTION_LOG_SPILL_DIR", str(tmp_path / "spill"))
+        monkeypatch.setenv("KFCT_NET_TIMEOUT_SECONDS", "60")  # a hang is a hang, not a quick timeout
+        reset_settings()
+        from kfct import s3
+
+        s3.client().make_bucket(bucket)
+        yield proxy
+        reset_settings()
+
+
+def _rows(logger, n: int = 200) -> None:
+    recs = [{"customer_id": f"C{i}", "tenure_days": float(i)} for i in range(n)]
+    logger.log(time.time(), "r1", MODEL_NAME, "1", "champion", recs, np.full(n, 0.3), np.zeros(n, np.int64), 0.5)
+
+
+def _spilled(tmp_path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "spill").glob("part-*.parquet"))
+
+
+def test_a_second_logger_on_the_same_spill_directory_touches_nothing(s3_store, tmp_path):
+    from kfct.serving.prediction_log import PredictionLogger, SpillDirectoryInUse
+
+    s3_store.mode = "refuse"
+    first = PredictionLogger(flush_seconds=0.1, retry_seconds=30.0, max_retry_seconds=60.0)
+    try:
+        _rows(first)
+        first.flush(2.0)  # the store refuses: the batch goes to the spill directory
+        files = _spilled(tmp_path)
+        assert files, first.status()
+        with pytest.raises(SpillDirectoryInUse, match="in use by another live server"):
+            PredictionLogger(flush_seconds=0.1)  # read nothing there: no upload, no delete, no rename
+        assert _spilled(tmp_path) == files
+        s3_store.mode = "pass"
+        assert first.flush(30), first.status()  # the owner uploads its own files
+    finally:
+        first.close()
+    assert _spilled(tmp_path) == []
+
+
+def test_a_second_serve_on_a_taken_port_touches_nothing(s3_store, serving_env, tmp_path):
+    from kfct.serving.prediction_log import PredictionLogger
+
+    s3_store.mode = "refuse"
+    owner = PredictionLogger(flush_seconds=0.1)
+    _rows(owner)
+    owner.close(timeout=1.0)  # a server stopped during an outage: its rows wait on disk for the next start
+    files = _spilled(tmp_path)
+    assert files
+    s3_store.mode = "pass"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=os.getcwd())
+        proc = subprocess.run([sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port",
+                               str(taken.getsockname()[1])], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        taken.close()
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert "cannot listen on 127.0.0.1" in proc.stderr
+    assert _spilled(tmp_path) == files  # the files belong to whoever serves next, untouched
+
+
+def test_sigterm_stops_the_server_within_a_bound_while_s3_hangs(s3_store, serving_env, tmp_path):
+    from kfct.serving.server import GRACE_SECONDS, SHUTDOWN_SECONDS
+
+    with server_process(["kfct.serving", "--host", "127.0.0.1"], serving_env.home, "server up") as srv:
+        s3_store.mode = "hang"
+        for _ in range(5):
+            assert srv.client.predict(MODEL_NAME, records(50))[0] == 200
+        time.sleep(6.0)  # a flush (5 s) is now stuck uploading to the hanging store
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            srv.proc.wait(timeout=GRACE_SECONDS + SHUTDOWN_SECONDS + 10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"SIGTERM did not stop the server within {GRACE_SECONDS + SHUTDOWN_SECONDS + 10} s "
+                        "while S3 hangs")
+        took = time.monotonic() - t0
+    out = srv.output.decode(errors="replace")
+    assert took < GRACE_SECONDS + SHUTDOWN_SECONDS + 10, took
+    assert _spilled(tmp_path), f"rows the store did not take must stay on disk ({took:.1f} s): {out[-3000:]}"
