@@ -314,8 +314,11 @@ def kfp_client_module() -> Any:
     monitoring pipeline's pod) then dies in a circular import (pipeline_context before
     component_factory). Importing component_factory first restores kfp.dsl's usual order.
     """
-    import kfp.client
+    # The order is the fix (component_factory before kfp.client): an import sorter must keep it.
+    # isort: off
     import kfp.dsl.component_factory  # noqa: F401
+    import kfp.client
+    # isort: on
 
     return kfp.client
 
