@@ -29,9 +29,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 PLANS = {
     # section -> settings; `quick` trades repeats and sizes for a ~1 minute run
     "full": {"training": {100_000: 3, 1_000_000: 1}, "serving": {"repeats": 1, "duration": 30.0, "warmup": 1.0},
-             "scoring": {"repeats": 3, "peer_repeats": 1}, "pipeline": {"repeats": 3}},
+             "scoring": {"repeats": 3, "peer_repeats": 1}, "pipeline": {"repeats": 3},
+             "scale": {"sizes": ["2.1M", "10M", "20M"]}},
     "quick": {"training": {100_000: 1, 1_000_000: 0}, "serving": {"repeats": 1, "duration": 1.5, "warmup": 0.3},
-              "scoring": {"repeats": 1, "peer_repeats": 0}, "pipeline": {"repeats": 0}},
+              "scoring": {"repeats": 1, "peer_repeats": 0}, "pipeline": {"repeats": 0},
+              "scale": {"sizes": []}},
 }
 
 
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
     print(f"kfct bench ({'quick' if args.quick else 'full'}): {', '.join(only)}; work folder {ctx.workdir}", flush=True)
 
     sections: dict[str, dict] = {}
-    order = ["training", "serving", "scoring", "pipeline", "workers"]  # training first: its 100k model is the one served
+    order = ["training", "serving", "scoring", "pipeline", "workers", "scale"]  # training first: its 100k model is the one served
     for name in order:
         if name not in only:
             sections[name] = {"status": "skipped", "reason": "not in --only"}
@@ -202,6 +204,15 @@ def _run_section(name: str, ctx, plan: dict, args, meta: dict):
         from bench import workers
 
         return None if args.quick else workers.run(ctx.workdir, log=ctx.log)
+    if name == "scale":
+        from bench import report, scale
+
+        sizes = plan["scale"]["sizes"]
+        if not sizes:
+            return None
+        data = scale.run(ctx, sizes=sizes, log=ctx.log)
+        report.write_scale(data, BENCH_DIR)  # its own files: a later run of other sections keeps them
+        return data
     raise ValueError(name)
 
 

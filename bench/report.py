@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SECTIONS = ("serving", "scoring", "training", "pipeline", "workers")
+SECTIONS = ("serving", "scoring", "training", "pipeline", "workers", "scale")
 TITLES = {
     "serving": "Serving",
     "scoring": "Batch scoring",
     "training": "Training",
     "pipeline": "Local CT pipeline",
     "workers": "Distributed training (train.workers)",
+    "scale": "Scale: memory per step, 2.1M to 20M rows",
 }
 # Issue 3's speed targets for one worker on loopback; reported, never asserted.
 TARGETS = {"p50_ms": 1.0, "p99_ms": 2.0, "rps": 1500.0, "rows_per_s": 250_000.0}
@@ -283,6 +284,97 @@ def render_pipeline(sec: dict) -> list[str]:
     return lines + [""]
 
 
+SCALE_STEPS = ("validate-single", "featurize-single", "validate-part", "merge-validation", "featurize-part",
+               "merge-featurize", "evaluate", "score-shard", "train")
+
+
+def render_scale(sec: dict) -> list[str]:
+    """Peak RSS per step (fresh process, in a cgroup at the IR's limit) for each dataset size."""
+    d = sec.get("data") or {}
+    lines = [f"## {TITLES['scale']}", ""]
+    st = _status_line(sec)
+    if st:
+        return lines + [st, ""]
+    sizes = d.get("sizes") or []
+    lines.append(f"Datasets in parts of {d.get('part_rows', 0):,} rows (`kfct data generate --part-rows`). Each step "
+                 "ran once in a fresh process under `/usr/bin/time -v`"
+                 + (", inside a cgroup v1 memory group limited to the memory the compiled pipeline gives its pod"
+                    if d.get("cgroup") else " (no cgroup here: limits not enforced)")
+                 + "; peak RSS in MiB, wall seconds, and whether it finished under the limit. See `bench/scale.py` "
+                   "for what each step reads (map steps: one part; reduce steps: every part's statistics).")
+    head = "| step | limit MiB | " + " | ".join(f"{z['label']} ({z['rows']:,} rows, {z['parts']} parts)"
+                                                 for z in sizes) + " |"
+    lines += ["", head, "|---|---:|" + "---:|" * len(sizes)]
+    for step in SCALE_STEPS:
+        cells, limit = [], None
+        for z in sizes:
+            r = next((x for x in z["steps"] if x["step"] == step), None)
+            if r is None:
+                cells.append("not run")
+                continue
+            limit = r.get("limit_mib") or limit
+            ok = "ok" if r.get("under_limit") else f"**over / exit {r.get('exit')}**"
+            cells.append(f"{_n(r.get('peak_rss_mib'))} MiB, {_n(r.get('wall_s'), 1)} s, {ok}")
+        lines.append(f"| {step} | {_n(limit)} | " + " | ".join(cells) + " |")
+    for z in sizes:
+        sr = z.get("split_rows") or {}
+        if sr:
+            lines.append("")
+            lines.append(f"{z['label']}: split {sr.get('train', 0):,} / {sr.get('val', 0):,} / {sr.get('test', 0):,} "
+                         "rows (train/val/test, by id hash).")
+    if d.get("notes"):
+        lines += [""] + [f"- {n}" for n in d["notes"]]
+    return lines + [""]
+
+
+def render_scale_chart(data: dict, path: Path) -> Path | None:
+    """Peak RSS of each step against the dataset's row count, with the pods' limits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = data.get("sizes") or []
+    if not sizes:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5))
+    limits = set()
+    for step in SCALE_STEPS:
+        pts = [(z["rows"] / 1e6, r["peak_rss_mib"]) for z in sizes for r in z["steps"]
+               if r["step"] == step and r.get("peak_rss_mib") is not None]
+        limits |= {r["limit_mib"] for z in sizes for r in z["steps"] if r["step"] == step and r.get("limit_mib")}
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=step)
+    for lim in sorted(limits):
+        ax.axhline(lim, color="red", linestyle="--", linewidth=1)
+        ax.text(0.2, lim * 1.02, f"pod limit {lim:.0f} MiB", color="red", fontsize=8)
+    ax.set_xlabel("dataset rows (millions)")
+    ax.set_ylabel("peak RSS (MiB)")
+    ax.set_title(f"Peak RSS per CT step, parts of {data.get('part_rows', 0):,} rows")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_scale(data: dict, out_dir: Path) -> dict[str, Path]:
+    """`scale.md` / `scale.json` / `scale.png`: the Scale section on its own (kept when other sections rerun)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out_dir / "scale.md", "json": out_dir / "scale.json"}
+    md = "\n".join(render_scale({"status": "ok", "data": data})).rstrip() + "\n"
+    chart = render_scale_chart(data, out_dir / "scale.png")
+    if chart is not None:
+        paths["png"] = chart
+        md += f"\n![peak RSS per step]({chart.name})\n"
+    paths["md"].write_text(md)
+    paths["json"].write_text(json.dumps(data, indent=1, default=str) + "\n")
+    return paths
+
+
 def render_markdown(results: dict) -> str:
     meta = results.get("meta", {})
     secs = results.get("sections", {})
@@ -301,6 +393,8 @@ def render_markdown(results: dict) -> str:
             from bench.workers import render
 
             lines += render(sec, TITLES["workers"])
+        elif name == "scale":
+            lines += render_scale(sec)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -68,16 +68,33 @@ def split_core(dataset_path: str | Path, out_dir: str | Path, n_shards: int) -> 
 
     if isinstance(n_shards, bool) or not isinstance(n_shards, int) or not 1 <= n_shards <= MAX_SHARDS:
         raise BatchScoringError(f"n_shards must be an integer within 1..{MAX_SHARDS}, got {n_shards!r}")
-    table = pq.read_table(dataset_path)
-    rows = table.num_rows
+    from kfct import parts
+
+    rows = parts.count_rows(dataset_path)   # from the footer / manifest: the table is never read whole
     if rows == 0:
         raise BatchScoringError(f"{dataset_path} holds no rows: nothing to score")
     k = min(n_shards, rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bounds = [round(i * rows / k) for i in range(k + 1)]
-    for i in range(k):
-        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), out / SHARD_FILE.format(i))
+    # Stream batches into the shard files in order: memory is one batch, not the dataset.
+    shard, written, writer = 0, 0, None
+    try:
+        for batch in parts.iter_batches(dataset_path, batch_rows=65_536):
+            start = 0
+            while start < batch.num_rows:
+                if writer is None:
+                    writer = pq.ParquetWriter(out / SHARD_FILE.format(shard), batch.schema)
+                take = min(bounds[shard + 1] - written, batch.num_rows - start)
+                writer.write_batch(batch.slice(start, take))
+                start += take
+                written += take
+                if written == bounds[shard + 1]:
+                    writer.close()
+                    writer, shard = None, shard + 1
+    finally:
+        if writer is not None:
+            writer.close()
     return list(range(k))
 
 

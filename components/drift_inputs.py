@@ -69,13 +69,17 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
     description of the source, name of the prediction column or None).
     """
     if current_uri:
-        from kfct.datasource import read_dataset
+        from kfct.datasource import read_dataset_bounded
         from kfct.datatags import resolve
 
         resolved, manifest = resolve(current_uri)  # a pointer names the newest batch at run time
-        df = read_dataset(resolved)
+        # Drift compares the last `window_rows` rows (drift_detect's window): read no more than that.
+        window = int(cfg.drift.window_rows)
+        df, total = read_dataset_bounded(resolved, window, mode="tail")
         pred = "probability" if "probability" in df.columns else None
         source = current_uri if manifest is None else f"{current_uri} (sha256 {manifest['sha256']}: {resolved})"
+        if total > len(df):
+            source += f"; the last {len(df):,} of {total:,} rows (drift.window_rows)"
         return df, source, pred
     from kfct.prediction_log import read_prediction_log
 
@@ -84,7 +88,9 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
 
         days = float(cfg.drift.window_days)
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
-    df = read_prediction_log(since=since, model_name=model_name)
+    window = int(cfg.drift.window_rows)
+    df = read_prediction_log(since=since, model_name=model_name, max_rows=window)
+    total = int(df.attrs.get("rows_total", len(df)))
     if "role" in df.columns:
         df = df[df["role"] != "shadow"].reset_index(drop=True)
     # The log's `label` is the *predicted* label: never mistake it for ground truth.
@@ -92,7 +98,8 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
     if len(df) == 0:
         raise DriftInputError(f"the prediction log has no rows for model {model_name!r} since {since}: serve traffic "
                               f"first (kfct serve) or give a batch with --current URI")
-    return df, f"prediction log since {since}", "probability"
+    bounded = f"; the newest {len(df):,} of {total:,} rows (drift.window_rows)" if total > len(df) else ""
+    return df, f"prediction log since {since}{bounded}", "probability"
 
 
 def prepare_frames(reference, current, model, cfg: "RunConfig", prediction_column: str | None):

@@ -1,4 +1,4 @@
-"""Stage 3 — featurize and split: fit the preprocessing on train, stratified train/val/test.
+"""Stage 3 — featurize and split: fit the preprocessing on train, train/val/test split by id hash.
 
 The fitted `TabularEncoder` is saved as an artifact and later bundled inside the
 model, so serving applies exactly the training transforms. Splits keep raw
@@ -28,17 +28,14 @@ def build_encoder(cfg: "RunConfig", scale: bool = False):
 
 
 def split_frame(df, cfg: "RunConfig"):
-    """Stratified train/val/test split with the configured sizes and seed."""
-    from sklearn.model_selection import train_test_split
+    """Train/val/test by a keyed hash of each row's id (`featurize_merge.split_codes`).
 
-    label = cfg.dataset.label
-    sp = cfg.split
-    test_size, val_size, seed = float(sp.test_size), float(sp.val_size), int(sp.seed)
-    rest, test = train_test_split(df, test_size=test_size, stratify=df[label], random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=val_size / (1.0 - test_size), stratify=rest[label], random_state=seed
-    )
-    return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
+    A row's split depends on its id alone, so splitting a dataset part by part gives the same
+    split as splitting it whole, and a customer stays in the same split from run to run.
+    """
+    from kfct.components.featurize_merge import split_by_id
+
+    return split_by_id(df, cfg)
 
 
 def with_binary_label(df, cfg: "RunConfig"):

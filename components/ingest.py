@@ -18,14 +18,14 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
     drift-triggered run ingests whatever the tag names now; the snapshot it resolved
     to is recorded (`resolved_uri`) and its sha256 is the data version.
     """
-    from kfct.datasource import snapshot_dataset
+    from kfct.datasource import snapshot_file
     from kfct.datatags import resolve
     from kfct.errors import DataSourceError
     from kfct.lineage import sha256_file
 
     out_path = Path(out_path)
     resolved, manifest = resolve(data_uri)
-    df = snapshot_dataset(resolved, out_path)
+    shape = snapshot_file(resolved, out_path)   # a parquet source is never read whole
     digest = sha256_file(out_path)
     if manifest is not None and manifest["sha256"] != digest:
         raise DataSourceError(f"dataset pointer {data_uri!r} names sha256 {manifest['sha256']} but "
@@ -33,9 +33,9 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
     return {
         "source": data_uri,
         "resolved_uri": resolved,
-        "rows": int(len(df)),
-        "columns": int(df.shape[1]),
-        "column_names": list(map(str, df.columns)),
+        "rows": shape["rows"],
+        "columns": shape["columns"],
+        "column_names": shape["column_names"],
         "sha256": digest,
     }
 

@@ -16,7 +16,7 @@ Knobs:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -120,6 +120,28 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
     for col in ("contract_type", "payment_method", "age_group", "region"):
         df[col] = df[col].astype(str)
     return df
+
+
+def generate_chunks(rows: int, seed: int = 42, drift: float = 0.0, bias: float = 0.0,
+                    chunk_rows: int = 250_000) -> Iterator[pd.DataFrame]:
+    """Yield `rows` customers as DataFrames of at most `chunk_rows` rows, one chunk in memory at a time.
+
+    For datasets larger than one process should hold (`kfct data generate --part-rows`,
+    `generate://N?part_rows=K`). Chunk i is `generate(n_i, seed=(seed, i))` with customer ids
+    renumbered to be unique across chunks; deterministic for (rows, seed, drift, bias, chunk_rows),
+    and the same distribution as `generate` (not the same rows: each chunk has its own draws).
+    """
+    if rows <= 0:
+        raise ValueError(f"rows must be positive, got {rows}")
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    offset = 0
+    for i in range((rows + chunk_rows - 1) // chunk_rows):
+        n = min(chunk_rows, rows - offset)
+        df = generate(n, seed=int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), drift=drift, bias=bias)
+        df["customer_id"] = [f"C{seed % 1000:03d}-{j:08d}" for j in range(offset, offset + n)]
+        offset += n
+        yield df
 
 
 # Column order of the generated frame (after customer_id).

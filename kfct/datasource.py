@@ -102,6 +102,76 @@ def read_dataset(uri: str) -> pd.DataFrame:
                           f"or generate://")
 
 
+def read_dataset_bounded(uri: str, max_rows: int, mode: str = "tail", seed: int = 0) -> tuple[pd.DataFrame, int]:
+    """At most `max_rows` rows of a dataset, never the whole of a large one: (frame, rows in the dataset).
+
+    `mode` "tail": the last rows (the newest, for a batch in time order); "sample": a uniform
+    random sample (kfct.parts.bounded_sample). Parquet files and datasets in parts (local or
+    S3) are read a part / row group / batch at a time; `generate://` makes what it is asked
+    for; CSV is streamed through pyarrow's reader.
+    """
+    from kfct import parts
+    from kfct.datatags import resolve
+
+    if mode not in ("tail", "sample"):
+        raise ValueError(f"mode must be 'tail' or 'sample', got {mode!r}")
+    uri, _ = resolve((uri or "").strip() or DEFAULT_URI)
+    scheme = urlparse(uri).scheme
+
+    def bounded(loc: str) -> tuple[pd.DataFrame, int]:
+        if mode == "tail":
+            return parts.tail_rows(loc, max_rows)
+        return parts.sample_location(loc, max_rows, seed)
+
+    if scheme == "generate":
+        df = read_dataset(uri)
+        if len(df) <= max_rows:
+            return df, len(df)
+        if mode == "tail":
+            return df.tail(max_rows).reset_index(drop=True), len(df)
+        return parts.bounded_sample([df], max_rows, seed)
+    if parts.is_parts(uri) or (scheme in ("", "file") and parts.is_parts(_local_path(uri))):
+        return bounded(uri if scheme == "s3" else str(_local_path(uri)))
+    with tempfile.TemporaryDirectory(prefix="kfct-bounded-") as tmp:
+        if scheme == "s3":
+            from kfct import s3
+
+            _, key = s3.parse_uri(uri)
+            path = _fetch_s3(uri, Path(tmp) / Path(key).name)
+        elif scheme in ("", "file"):
+            path = _local_path(uri)
+            if not path.is_file():
+                raise DataSourceError(f"dataset not found: {path}")
+        else:
+            raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}")
+        if path.suffix.lower() == ".csv":
+            import pyarrow.csv as pcsv
+
+            batches = pcsv.open_csv(path)
+            if mode == "tail":  # a CSV has no row groups: stream it, keeping only the last rows' batches
+                from collections import deque
+
+                import pyarrow as pa
+
+                keep: deque = deque()
+                have = total = 0
+                for b in batches:
+                    keep.append(b)
+                    have += b.num_rows
+                    total += b.num_rows
+                    while have - keep[0].num_rows >= max_rows:
+                        have -= keep.popleft().num_rows
+                t = pa.Table.from_batches(list(keep)) if keep else pa.table({})
+                return t.slice(max(0, t.num_rows - max_rows)).to_pandas(), total
+            return parts.bounded_sample(batches, max_rows, seed)
+        try:
+            return bounded(str(path))
+        except DataSourceError:
+            raise
+        except Exception as exc:
+            raise DataSourceError(f"cannot parse {path}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
 def snapshot_dataset(uri: str, dest: str | Path) -> pd.DataFrame:
     """Materialise the dataset as a parquet snapshot at `dest`; return the DataFrame.
 
@@ -127,6 +197,46 @@ def snapshot_dataset(uri: str, dest: str | Path) -> pd.DataFrame:
     df = read_dataset(uri)
     write_snapshot(df, dest)
     return df
+
+
+def snapshot_file(uri: str, dest: str | Path) -> dict:
+    """`snapshot_dataset` without holding the table when the source is parquet: the file is copied or
+    downloaded byte for byte and described from its footer. Returns {rows, columns, column_names}.
+
+    Why: ingest only needs the snapshot and its shape; reading a 2 M-row parquet file into pandas
+    to count its rows took more memory than the rest of the stage.
+    """
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from kfct.datatags import resolve
+
+    uri, _ = resolve((uri or "").strip() or DEFAULT_URI)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scheme = urlparse(uri).scheme
+    is_parquet = Path(urlparse(uri).path if scheme else uri).suffix.lower() in (".parquet", ".pq")
+    if is_parquet and scheme in ("s3", "", "file"):
+        if scheme == "s3":
+            _fetch_s3(uri, dest)
+        else:
+            src = _local_path(uri)
+            if not src.exists():
+                raise DataSourceError(f"dataset not found: {src}")
+            if src.is_dir():
+                raise DataSourceError(f"dataset path is a directory, expected a .parquet or .csv file: {src}")
+            shutil.copyfile(src, dest)
+        try:
+            schema = pq.read_schema(dest)
+            rows = pq.read_metadata(dest).num_rows
+        except Exception as exc:
+            raise DataSourceError(f"cannot parse {uri}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+        names = [n for n in schema.names if n not in index]   # as pandas would show the columns
+        return {"rows": int(rows), "columns": len(names), "column_names": names}
+    df = snapshot_dataset(uri, dest)
+    return {"rows": int(len(df)), "columns": int(df.shape[1]), "column_names": list(map(str, df.columns))}
 
 
 def write_snapshot(df: pd.DataFrame, dest: str | Path) -> Path:

@@ -78,9 +78,10 @@ def parse_manifest(text: str, where: str) -> dict:
     if not isinstance(sha, str) or not _SHA.fullmatch(sha):
         raise DataSourceError(f"dataset tag manifest {where}: field 'sha256' must be 64 hex digits, got {sha!r}")
     uri = data.get("uri")
-    if not isinstance(uri, str) or urlparse(uri).scheme != "s3" or not uri.endswith(f"/{sha}.parquet"):
+    # a single file (`.../<sha256>.parquet`) or a dataset in parts (the prefix `.../<sha256>/`, kfct.parts)
+    if not isinstance(uri, str) or urlparse(uri).scheme != "s3" or not uri.endswith((f"/{sha}.parquet", f"/{sha}/")):
         raise DataSourceError(f"dataset tag manifest {where}: field 'uri' must be the s3:// snapshot "
-                              f".../{sha}.parquet, got {uri!r}")
+                              f".../{sha}.parquet (or parts prefix .../{sha}/), got {uri!r}")
     return data
 
 

@@ -66,8 +66,13 @@ def _since_seconds(since: Any) -> float | None:
 
 
 def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: bool | None = None,
-                        settings: Settings | None = None, model_name: str | None = None) -> pd.DataFrame:
+                        settings: Settings | None = None, model_name: str | None = None,
+                        max_rows: int | None = None) -> pd.DataFrame:
     """All logged predictions with `ts >= since` (epoch seconds, datetime or ISO string) as a DataFrame.
+
+    With `max_rows`, only the newest `max_rows` of them: files are read newest first and
+    reading stops once that many rows are had, so memory stays bounded however long the log
+    (`df.attrs["rows_total"]` then counts the matching rows of the files read, at least).
 
     Reads the local folder, or the S3 prefix when `KFCT_S3_ENDPOINT` is set (or `s3=True`).
     An empty log gives an empty DataFrame with the metadata columns.
@@ -91,8 +96,11 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
             paths = sorted(base.glob("date=*/part-*.parquet")) if base.exists() else []
             if since_ms is not None:
                 paths = [p for p in paths if (_part_range(p.name) or (0, 1 << 62))[1] >= since_ms]
-        for p in paths:
-            frames.append(_plain(pq.read_table(p)).to_pandas())
+        if max_rows is None:
+            for p in paths:
+                frames.append(_plain(pq.read_table(p)).to_pandas())
+        else:
+            frames, total = _newest(paths, since_s, model_name, max_rows)
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -103,7 +111,36 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
         df = df[df["ts"] >= pd.Timestamp(since_s, unit="s", tz="UTC")]
     if model_name is not None:
         df = df[df["model_name"] == model_name]
-    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+    df = df.sort_values("ts", kind="stable").reset_index(drop=True)
+    if max_rows is not None:
+        df = df.tail(max_rows).reset_index(drop=True)
+        df.attrs["rows_total"] = max(total, len(df))
+    return df
+
+
+def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows: int) -> tuple[list, int]:
+    """Matching rows of the newest files, read newest first until `max_rows` are had (plus the count).
+
+    File names carry their time range (`_part_range`), so the newest are the last by end time.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    ordered = sorted(paths, key=lambda p: ((_part_range(Path(p).name) or (0, 0))[1], str(p)))
+    frames: list = []
+    have = total = 0
+    for p in reversed(ordered):
+        df = _plain(pq.read_table(p)).to_pandas()
+        if since_s is not None:
+            df = df[df["ts"] >= pd.Timestamp(since_s, unit="s", tz="UTC")]
+        if model_name is not None:
+            df = df[df["model_name"] == model_name]
+        frames.insert(0, df)
+        have += len(df)
+        total += len(df)
+        if have >= max_rows:
+            break
+    return frames, total
 
 
 def _plain(table: Any) -> Any:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from kfct.settings import Settings
 
 CT_FILE = "ct_pipeline.yaml"
+CT_PARTS_FILE = "ct_parts_pipeline.yaml"   # the map -> reduce variant for datasets in parts
 MONITORING_FILE = "monitoring_pipeline.yaml"
 BATCH_FILE = "batch_scoring_pipeline.yaml"
 
@@ -64,6 +65,17 @@ def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings: Setti
         return _compile(func, Path(out_dir) / CT_FILE)
 
 
+def compile_ct_parts(out_dir: str | Path = "build", gpu: bool = False, settings=None,
+                     cfg: RunConfig | None = None) -> Path:
+    """The CT pipeline for a dataset in parts (`kfct-ct-parts`: validate and featurize per part, then merged)."""
+    from kfct.pipelines.ct import build_ct_pipeline
+    from kfct.pipelines.task_config import target
+
+    with _building("CT (parts)"), target("cluster"):
+        func = build_ct_pipeline(settings=settings, cfg=cfg, gpu=gpu, parts=True)
+        return _compile(func, Path(out_dir) / CT_PARTS_FILE)
+
+
 def monitoring_available() -> bool:
     return importlib.util.find_spec("kfct.pipelines.monitoring") is not None
 
@@ -97,4 +109,5 @@ def compile_all(out_dir: str | Path = "build", gpu: bool = False, settings: Sett
     if mon is not None:
         paths.append(mon)
     paths.append(compile_batch(out_dir, settings=settings, cfg=cfg))
+    paths.append(compile_ct_parts(out_dir, gpu=gpu, settings=settings, cfg=cfg))
     return paths

@@ -17,13 +17,18 @@ if TYPE_CHECKING:
 PIPELINE_NAME = "kfct-ct"
 STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model",
           "deploy-model", "rollout-model")
+# The same DAG for a dataset in parts (kfct.parts): ingest hands on part references, validate and
+# featurize run per part (dsl.ParallelFor) and a reduce step merges (see components/parts_stages.py).
+PARTS_STAGES = ("ingest-parts", "validate-part", "merge-validation", "featurize-part", "merge-featurize",
+                "train-model", "evaluate-model", "register-model", "deploy-model", "rollout-model")
 
 
 def make_components(settings=None, gpu: bool = False) -> dict:
     """Wrap each stage's component function with `dsl.component` and the image from settings."""
     from kfp import dsl
 
-    from kfct.components import deploy, evaluate, featurize, ingest, register, rollout, run_outcome, train, validate
+    from kfct.components import (deploy, evaluate, featurize, ingest, ingest_parts, parts_stages, register, rollout,
+                                 run_outcome, train, validate)
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -41,6 +46,11 @@ def make_components(settings=None, gpu: bool = False) -> dict:
         "deploy": comp(deploy.deploy_model),
         "rollout": comp(rollout.rollout_model),
         "outcome": comp(run_outcome.record_run_outcome),
+        "ingest_parts": comp(ingest_parts.ingest_parts),
+        "validate_part": comp(parts_stages.validate_part),
+        "merge_validation": comp(parts_stages.merge_validation),
+        "featurize_part": comp(parts_stages.featurize_part),
+        "merge_featurize": comp(parts_stages.merge_featurize),
     }
 
 
@@ -64,8 +74,13 @@ def _configure(task, stage: str, cfg: "RunConfig", settings, gpu: bool):
     return task
 
 
-def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu: bool = False):
-    """Return the CT `@dsl.pipeline` function; `gpu=True` puts training on the CUDA image with a GPU."""
+def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu: bool = False, parts: bool = False):
+    """Return the CT `@dsl.pipeline` function; `gpu=True` puts training on the CUDA image with a GPU.
+
+    `parts=True` builds the map -> reduce variant for a dataset in parts (any dataset: a single
+    file is split into parts of `part_rows` rows by ingest): validate and featurize fan out over
+    the parts with `dsl.ParallelFor`, and each pod's memory is bounded by one part.
+    """
     from kfp import dsl
 
     from kfct.config import config_to_json, load_config, validate_config
@@ -85,7 +100,7 @@ def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu:
     default_model = cfg.register_.model_name
 
     @dsl.pipeline(
-        name=PIPELINE_NAME,
+        name=PIPELINE_NAME + ("-parts" if parts else ""),
         description="kfct continuous training: ingest, validate (GX), featurize, train, evaluate + gate, register (MLflow).",
     )
     def ct_pipeline(
@@ -98,6 +113,7 @@ def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu:
         run_reason: str = "manual",
         rollout: bool = bool(cfg.rollout.enabled),
         serving_url: str = "",
+        part_rows: int = 250_000,
     ):
         # The run's uuid: KFP's driver resolves {{$.pipeline_job_name}} to the run's display name (not unique:
         # every run of a recurring run may share it) and {{$.pipeline_job_uuid}} to the run id
@@ -110,26 +126,57 @@ def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu:
         outcome.set_display_name("record the run's outcome")
         with dsl.ExitHandler(outcome, name="ct-stages"):
             _ct_stages(dsl, ops, cfg, s, gpu, run_id, data_uri, config_json, model_name, device, tune_trials,
-                       code_version, run_reason, rollout, serving_url)
+                       code_version, run_reason, rollout, serving_url, parts, part_rows)
 
     return ct_pipeline
 
 
 def _ct_stages(dsl, ops, cfg, s, gpu, run_name, data_uri, config_json, model_name, device, tune_trials,
-               code_version, run_reason, rollout, serving_url):
-    """The CT stages inside the pipeline's exit handler (channels in, tasks wired)."""
-    ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
-    ing.set_display_name("ingest")  # never cached: the same parameter (a pointer) names new data after each push
-    val = _configure(ops["validate"](dataset=ing.outputs["dataset"], config_json=config_json, model_name=model_name,
-                                     pipeline_run=run_name), "validate_data", cfg, s, gpu)
-    val.set_display_name("validate (Great Expectations)")
+               code_version, run_reason, rollout, serving_url, parts, part_rows):
+    """The CT stages inside the pipeline's exit handler (channels in, tasks wired); `parts`: the map -> reduce
+    variant (validate and featurize fanned out over the dataset's parts)."""
+    if parts:
+        ing = _configure(ops["ingest_parts"](data_uri=data_uri, part_rows=part_rows), "ingest", cfg, s, gpu)
+        ing.set_display_name("ingest (parts)")
+        ing.set_caching_options(enable_caching=False)
+        # Only the loop item and pipeline parameters enter an iteration (kfp 2.17's local runner
+        # replaces task-output parameters there with the item; see pipelines/batch_scoring.py).
+        with dsl.ParallelFor(ing.outputs["Output"], name="validate-parts") as part:
+            vp = _configure(ops["validate_part"](part=part, config_json=config_json), "validate_part", cfg, s, gpu)
+            vp.set_display_name("validate part")
+        val = _configure(ops["merge_validation"](stats=dsl.Collected(vp.outputs["stats"]), config_json=config_json,
+                                                 model_name=model_name, pipeline_run=run_name,
+                                                 dataset=ing.outputs["dataset"]), "validate_data", cfg, s, gpu)
+        val.set_display_name("validate: merge parts (Great Expectations)")
+    else:
+        ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
+        ing.set_display_name("ingest")
+        # Never cached: the same parameter (a pointer) names new data after each push.
+        ing.set_caching_options(enable_caching=False)
+        data_sha = ing.outputs["Output"]
+        val = _configure(ops["validate"](dataset=ing.outputs["dataset"], config_json=config_json,
+                                         model_name=model_name, pipeline_run=run_name), "validate_data", cfg, s, gpu)
+        val.set_display_name("validate (Great Expectations)")
     with dsl.If(val.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (kfp condition)
-        fs = _configure(ops["featurize"](dataset=ing.outputs["dataset"], config_json=config_json), "featurize", cfg, s, gpu)
-        fs.set_display_name("featurize & split")
+        if parts:
+            with dsl.ParallelFor(ing.outputs["Output"], name="featurize-parts") as part:
+                fp = _configure(ops["featurize_part"](part=part, config_json=config_json), "featurize_part",
+                                cfg, s, gpu)
+                fp.set_display_name("featurize part")
+            fs = _configure(ops["merge_featurize"](
+                train_parts=dsl.Collected(fp.outputs["train"]), val_parts=dsl.Collected(fp.outputs["val"]),
+                test_parts=dsl.Collected(fp.outputs["test"]), config_json=config_json,
+                dataset=ing.outputs["dataset"]), "featurize", cfg, s, gpu)
+            fs.set_display_name("featurize: merge parts, fit encoder")
+            data_sha = fs.outputs["Output"]
+        else:
+            fs = _configure(ops["featurize"](dataset=ing.outputs["dataset"], config_json=config_json),
+                            "featurize", cfg, s, gpu)
+            fs.set_display_name("featurize & split")
         tr = _configure(ops["train"](
             train=fs.outputs["train"], val=fs.outputs["val"], preprocessor=fs.outputs["preprocessor"],
             config_json=config_json, device=device, tune_trials=tune_trials,
-            dataset_sha256=ing.outputs["Output"], data_uri=data_uri, code_version=code_version,
+            dataset_sha256=data_sha, data_uri=data_uri, code_version=code_version,
             pipeline_run=run_name, run_reason=run_reason, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ), "train", cfg, s, gpu)
         tr.set_display_name("train")
@@ -144,7 +191,7 @@ def _ct_stages(dsl, ops, cfg, s, gpu, run_name, data_uri, config_json, model_nam
                 dataset=ing.outputs["dataset"],
                 test=fs.outputs["test"],
                 config_json=config_json, model_name=model_name, data_uri=data_uri,
-                dataset_sha256=ing.outputs["Output"], pipeline_run=run_name, code_version=code_version,
+                dataset_sha256=data_sha, pipeline_run=run_name, code_version=code_version,
             ), "register", cfg, s, gpu)
             reg.set_display_name("register")
             dep = _configure(ops["deploy"](config_json=config_json, model_name=model_name, version=reg.outputs["Output"]),

@@ -22,6 +22,22 @@ if TYPE_CHECKING:
     from kfct.settings import Settings
 
 
+def wants_parts(data_uri: str) -> bool:
+    """A dataset in parts (a parts directory or manifest, an S3 parts prefix, `generate://...part_rows=`,
+    or a tag that names parts) runs the map -> reduce pipeline."""
+    from kfct import parts
+    from kfct.datatags import is_pointer, resolve
+
+    if is_pointer(data_uri):
+        data_uri, _ = resolve(data_uri)
+    u = urlparse(data_uri)
+    if u.scheme == "generate":
+        return "part_rows" in u.query
+    if u.scheme in ("", "file"):
+        return parts.is_parts(Path(u.path if u.scheme == "file" else data_uri).expanduser())
+    return u.scheme == "s3" and parts.is_parts(data_uri)
+
+
 def _precheck(data_uri: str) -> None:
     """Fail fast, with one line, on a local dataset path that cannot be read."""
     scheme = urlparse(data_uri).scheme
@@ -29,6 +45,12 @@ def _precheck(data_uri: str) -> None:
         p = Path(urlparse(data_uri).path if scheme == "file" else data_uri).expanduser()
         if not p.exists():
             raise DataSourceError(f"dataset not found: {p}")
+        if p.is_dir() or p.name.endswith(".json"):
+            from kfct import parts
+
+            if not parts.is_parts(p):
+                raise DataSourceError(f"dataset directory {p} has no parts manifest (_manifest.json)")
+            return
         if p.suffix.lower() not in (".parquet", ".pq", ".csv"):
             raise DataSourceError(f"unsupported dataset format {p.suffix!r} for {p}: use .parquet or .csv")
     elif scheme not in ("s3", "generate", "dataset"):
@@ -47,8 +69,14 @@ def run_ct(
     settings: Settings | None = None,
     verbose: bool = False,
     raise_on_validation: bool = True,
+    parts: bool | None = None,
+    part_rows: int | None = None,
 ) -> dict:
-    """Execute the CT pipeline locally; return this run's summary (stages, timings, decision, registration)."""
+    """Execute the CT pipeline locally; return this run's summary (stages, timings, decision, registration).
+
+    `parts` (default: whether the data is in parts, `wants_parts`) runs the map -> reduce
+    variant, splitting anything else into parts of `part_rows` rows.
+    """
     from kfct.config import config_dict, config_to_json, load_config
     from kfct.datasource import DEFAULT_URI
     from kfct.lineage import code_version
@@ -64,7 +92,13 @@ def run_ct(
                      device=device or cfg.train.device, tune_trials=int(tune_trials),
                      code_version=code_version(), run_reason=run_reason,
                      rollout=bool(cfg.rollout.enabled), serving_url=serving_url)
-    run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": config_dict(cfg), "gpu": False}, arguments, s.home,
+    in_parts = wants_parts(data_uri) if parts is None else bool(parts)
+    build: dict = {"cfg": config_dict(cfg), "gpu": False}
+    if in_parts:
+        build["parts"] = True
+        if part_rows:
+            arguments["part_rows"] = int(part_rows)
+    run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", build, arguments, s.home,
                        prefix="ct", verbose=verbose)
     if run.error is not None:
         err = StageError(f"stage {run.failed_task or '?'} failed: {run.error} (log: {run.log_path})")
@@ -83,7 +117,9 @@ def _read_json(art: dict) -> dict:
 
 def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
     """The summary of one finished CT run, from its own tasks' outputs only."""
-    vrep = run.artifact("validate-data", "report_json")
+    in_parts = "merge-validation" in run.tasks
+    vtask, itask = ("merge-validation", "ingest-parts") if in_parts else ("validate-data", "ingest-data")
+    vrep = run.artifact(vtask, "report_json")
     validation = _read_json(vrep)
     summary: dict[str, Any] = {
         "run_id": run.run_id,
@@ -91,16 +127,16 @@ def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
         "run_dir": str(run.run_dir) if run.run_dir else None,
         "log": str(run.log_path),
         "data_uri": data_uri,
-        "dataset": _dataset_meta(run.artifact("ingest-data", "dataset").get("metadata", {})),
+        "dataset": _dataset_meta(run.artifact(itask, "dataset").get("metadata", {})),
         "stages": run.durations(),
         "total_seconds": run.total_seconds,
         "validation": {
-            "passed": bool(run.param("validate-data", default=False)),
+            "passed": bool(run.param(vtask, default=False)),
             "n_expectations": validation.get("n_expectations"),
             "n_failed": validation.get("n_failed"),
             "failures": validation.get("failures", []),
             "report": vrep.get("uri"),
-            "report_html": html_named(run.artifact("validate-data", "report").get("uri")),
+            "report_html": html_named(run.artifact(vtask, "report").get("uri")),
             "hints": validation.get("hints", []),
         },
         "model_name": model_name,

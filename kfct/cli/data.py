@@ -11,6 +11,8 @@ def _generate(args: argparse.Namespace) -> int:
     from kfct.datagen import corrupt, generate, write_frame
     from kfct.errors import KfctError
 
+    if args.part_rows is not None:
+        return _generate_parts(args)
     try:
         df = generate(rows=args.rows, seed=args.seed, drift=args.drift, bias=args.bias)
         if args.corrupt:
@@ -24,10 +26,29 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_parts(args: argparse.Namespace) -> int:
+    """Write a dataset in parts (kfct.parts), generated chunk by chunk: one part in memory at a time."""
+    from kfct import parts
+    from kfct.datagen import generate_chunks
+    from kfct.errors import KfctError
+
+    if args.corrupt:
+        raise KfctError("--corrupt applies to one file, not to --part-rows")
+    try:
+        parts.check_part_rows(args.part_rows)
+        manifest = parts.write_parts(generate_chunks(args.rows, seed=args.seed, drift=args.drift, bias=args.bias,
+                                                     chunk_rows=args.part_rows), args.out, args.part_rows)
+    except ValueError as exc:
+        raise KfctError(str(exc)) from exc
+    print(f"wrote {args.out} ({manifest['rows']:,} rows in {len(manifest['parts'])} parts; "
+          f"version {manifest['version']})")
+    return 0
+
+
 def _push(args: argparse.Namespace) -> int:
     from kfct.datastore import push_dataset
 
-    uri = push_dataset(args.path, tag=args.tag)
+    uri = push_dataset(args.path, tag=args.tag, part_rows=args.part_rows)
     print(uri)
     if args.tag:
         print(f"dataset://{args.tag} -> {uri}")
@@ -59,10 +80,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--drift", type=float, default=0.0, help="shift features and concept (0 = none, 1 = strong)")
     g.add_argument("--bias", type=float, default=0.0, help="make churn depend on age group (fairness tests)")
     g.add_argument("--corrupt", choices=CORRUPTIONS, help="break the data in one named way (validation tests)")
-    g.add_argument("--out", required=True, help="output .parquet or .csv")
+    g.add_argument("--out", required=True, help="output .parquet or .csv (a directory with --part-rows)")
+    g.add_argument("--part-rows", type=int, help="write a dataset in parts of this many rows into the directory "
+                                                 "--out, generated chunk by chunk (for large --rows)")
     g.set_defaults(func=_generate)
     p = dsub.add_parser("push", help="upload a dataset content-addressed to s3://<bucket>/datasets/<sha256>.parquet")
-    p.add_argument("path")
+    p.add_argument("path", help="a .parquet/.csv file or a parts directory (_manifest.json + parts)")
+    p.add_argument("--part-rows", type=int, help="push in parts of this many rows (content-addressed parts + "
+                                                 "manifest under datasets/<manifest sha256>/); a parquet file of "
+                                                 "more than 1,000,000 rows is split with 250,000 by default")
     p.add_argument("--tag", help="also move the pointer dataset://TAG (e.g. latest) to this snapshot: "
                                  "scheduled and drift-triggered runs ingest what it names at run time")
     p.set_defaults(func=_push)

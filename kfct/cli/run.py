@@ -19,11 +19,14 @@ def _run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--tune-trials needs train.workers: 1 (tuning runs in one process); drop --workers")
     data_uri = args.data_uri or f"generate://{args.rows}?seed={args.seed}"
+    if args.part_rows and not args.data_uri:
+        data_uri += f"&part_rows={args.part_rows}"
     print(f"kfct: running the CT pipeline on {data_uri} (kfp.local SubprocessRunner) ...", flush=True)
     try:
         summary = run_ct(data_uri=data_uri, cfg=cfg, model_name=args.model_name, device=args.device,
                          tune_trials=args.tune_trials, run_reason=args.reason, verbose=args.verbose,
-                         raise_on_validation=False)
+                         raise_on_validation=False, parts=True if args.part_rows else None,
+                         part_rows=args.part_rows)
     except KfctError as exc:  # unreadable data, a failed stage: on the record like a failed validation
         from kfct import audit
         from kfct.stagefail import recorded_for_run
@@ -78,6 +81,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--tune-trials", type=int, default=0)
     r.add_argument("--workers", type=int, help="XGBoost workers (train.workers; >1: N processes with XGBoost's "
                    "collective, as Kubeflow Trainer runs them on a cluster)")
+    r.add_argument("--part-rows", type=int, help="run the map -> reduce pipeline over parts of this many rows "
+                                                 "(a parts dataset in --data-uri uses it without this flag)")
     r.add_argument("--reason", default="manual", help="why this run (recorded on the run)")
     r.add_argument("--json", help="also write the summary as JSON to this path")
     r.add_argument("-v", "--verbose", action="store_true", help="stream kfp's own log too")
