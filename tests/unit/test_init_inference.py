@@ -17,6 +17,13 @@ from kfct.components.validation_run import validate_frame
 from kfct.config import feature_columns, load_config
 
 
+@pytest.fixture(autouse=True)
+def _logging_back_on():
+    """The tests below silence GX's warnings with logging.disable; later test files must get logging back."""
+    yield
+    logging.disable(logging.NOTSET)
+
+
 def _table(n=300):
     rng = np.random.default_rng(0)
     return pd.DataFrame({
