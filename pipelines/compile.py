@@ -65,7 +65,7 @@ def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings: Setti
         return _compile(func, Path(out_dir) / CT_FILE)
 
 
-def compile_ct_parts(out_dir: str | Path = "build", gpu: bool = False, settings=None,
+def compile_ct_parts(out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None,
                      cfg: RunConfig | None = None) -> Path:
     """The CT pipeline for a dataset in parts (`kfct-ct-parts`: validate and featurize per part, then merged)."""
     from kfct.pipelines.ct import build_ct_pipeline

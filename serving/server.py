@@ -325,7 +325,7 @@ GRACE_SECONDS = 5  # in-flight requests at SIGTERM
 SHUTDOWN_SECONDS = 20.0  # everything after: under Kubernetes' default 30 s grace, whatever the store does
 
 
-def bounded_shutdown(router, watcher, prediction_log, limit: float = SHUTDOWN_SECONDS) -> None:
+def bounded_shutdown(router: Any, watcher: Any, prediction_log: Any, limit: float = SHUTDOWN_SECONDS) -> None:
     """`shutdown` with a deadline: the prediction log's close keeps within its own budget, and a
     watchdog ends the process if anything still holds it past `limit` (once, a SIGTERM sent while
     S3 was down was ignored; a second one stopped it)."""
