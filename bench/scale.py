@@ -39,7 +39,8 @@ PART_ROWS = 250_000
 SIZES = {"2.1M": 2_100_000, "10M": 10_000_000, "20M": 20_000_000}
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 STAGE_OF = {"validate-single": "validate_data", "featurize-single": "featurize", "validate-part": "validate_part",
-            "merge-validation": "validate_data", "featurize-part": "featurize_part", "merge-featurize": "featurize", "evaluate": "evaluate", "score-shard": "batch_score", "train": "train"}
+            "merge-validation": "validate_data", "featurize-part": "featurize_part", "merge-featurize": "featurize",
+            "evaluate": "evaluate", "score-shard": "batch_score", "train": "train"}
 
 
 def scale_dir() -> Path:
