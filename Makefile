@@ -48,9 +48,11 @@ test-fast: install ## Pure and in-process tests, about a minute: no pipeline run
 test-tools: install ## The tests that run a tool over the repository (ruff, hadolint, make install); part of make test
 	$(PY) -m pytest -q -m tool $(ARGS)
 
-lint: install ## ruff on the package, bench and tests + mypy on the package (config in pyproject.toml)
+lint: install ## ruff check + format check on the package, bench and tests, mypy, import-linter contracts (pyproject.toml)
 	$(VENV)/bin/ruff check kfct components pipelines serving bench tests
-	$(VENV)/bin/mypy kfct components pipelines serving
+	$(VENV)/bin/ruff format --check kfct components pipelines serving bench tests
+	$(VENV)/bin/mypy kfct
+	$(VENV)/bin/lint-imports
 
 data: install ## Generate a dataset: make data ROWS=100000 OUT=data/customers.parquet
 	$(KFCT) data generate --rows $(ROWS) --out $(or $(OUT),data/customers.parquet) $(ARGS)

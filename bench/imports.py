@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     cfg = load_config()
     arguments = dict(data_uri=f"generate://{args.rows}?seed=42", config_json=config_to_json(cfg),
-                     model_name=cfg["register"]["model_name"], device="cpu", tune_trials=0, code_version="bench",
+                     model_name=cfg.register_.model_name, device="cpu", tune_trials=0, code_version="bench",
                      run_reason="bench", rollout=False, serving_url="")
     with tempfile.TemporaryDirectory() as home:
         run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, home,

@@ -114,8 +114,8 @@ def ensure_registered(ctx: Context) -> Registered:
     from kfct.config import load_config
 
     cfg = load_config()
-    name = cfg["register"]["model_name"]
-    label = cfg["dataset"]["label"]
+    name = cfg.register_.model_name
+    label = cfg.dataset.label
     if MODEL_ROWS in ctx.trained:
         model, tr, auc = ctx.trained[MODEL_ROWS]
     else:
@@ -127,7 +127,7 @@ def ensure_registered(ctx: Context) -> Registered:
         logged = registry.log_model(model, tr.drop(columns=[label]))
     version = registry.register(logged["model_uri"], name, {"model_sha256": logged["model_sha256"],
                                                             "bench": "true"})
-    registry.set_alias(name, cfg["register"]["alias"], version, reason="benchmark model")
+    registry.set_alias(name, cfg.register_.alias, version, reason="benchmark model")
     ctx.registered = Registered(name, version, model, MODEL_ROWS, float(auc))
     ctx.log(f"  registered {name} v{version} (val AUC {auc:.4f}) in {ctx.home}")
     return ctx.registered

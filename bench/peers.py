@@ -22,6 +22,7 @@ signalling that process group, so `mlflow models serve`'s uvicorn child goes wit
 
 # No `from __future__ import annotations` here: FastAPI reads the route's annotations at
 # runtime, and the request model is local to `build_fastapi_app`.
+from typing import TYPE_CHECKING
 import json
 import os
 import signal
@@ -33,6 +34,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -262,7 +266,7 @@ def positive_probability(server: str, payload) -> list[float]:
 
 # --- the case study's FastAPI app ----------------------------------------------------------
 
-def features_model(cfg: dict):
+def features_model(cfg: "RunConfig"):
     """Pydantic model of one customer, built from the dataset schema (bounds as `Field(ge, le)`).
 
     The case study writes this class by hand; building it from the config keeps the peer
@@ -272,30 +276,30 @@ def features_model(cfg: dict):
 
     from pydantic import Field, create_model
 
-    ds = cfg["dataset"]
-    label = ds["label"]
-    fields = {ds["id_column"]: (str, Field(...))}
-    for col, spec in ds["columns"].items():
-        if col in (label, ds["id_column"]) or col in ds["exclude_features"]:
+    ds = cfg.dataset
+    label = ds.label
+    fields = {ds.id_column: (str, Field(...))}
+    for col, spec in ds.columns.items():
+        if col in (label, ds.id_column) or col in ds.exclude_features:
             continue
-        kind = spec["dtype"]
+        kind = spec.dtype
         if kind == "category":
-            typ = Literal[tuple(str(v) for v in spec["categories"])]
+            typ = Literal[tuple(str(v) for v in spec.categories)]
         elif kind == "int":
             typ = int
         elif kind == "float":
             typ = float
         else:
             typ = str
-        bounds = {k: spec[m] for k, m in (("ge", "min"), ("le", "max")) if m in spec and kind in ("int", "float")}
-        if spec["nullable"]:
+        bounds = {k: getattr(spec, m) for k, m in (("ge", "min"), ("le", "max")) if kind in ("int", "float")}
+        if spec.nullable:
             fields[col] = (Optional[typ], Field(None, **bounds))
         else:
             fields[col] = (typ, Field(..., **bounds))
     return create_model("CustomerFeatures", **fields)
 
 
-def build_fastapi_app(model_name: str, version: str, cfg: dict | None = None):
+def build_fastapi_app(model_name: str, version: str, cfg: "RunConfig | None" = None):
     """The case study's `api.py`, reduced to its real-time path and given the V1 route."""
     from contextlib import asynccontextmanager
 
@@ -307,7 +311,7 @@ def build_fastapi_app(model_name: str, version: str, cfg: dict | None = None):
     from kfct.config import load_config
 
     cfg = cfg or load_config()
-    id_col = cfg["dataset"]["id_column"]
+    id_col = cfg.dataset.id_column
     Features = features_model(cfg)
 
     class V1Request(BaseModel):

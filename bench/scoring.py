@@ -88,7 +88,7 @@ def run(ctx: Context, repeats: int = 3, peer_repeats: int = 1, rows: int = ROWS)
     from kfct.config import load_config
 
     cfg = load_config()
-    id_col = cfg["dataset"]["id_column"]
+    id_col = cfg.dataset.id_column
     reg = ensure_registered(ctx)
     src, gen_s = cached_customers(ctx, rows)
     out_dir = ctx.workdir / "scores"

@@ -15,6 +15,7 @@ probabilities: the servers must be serving the same model.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 import json
 import statistics
 import subprocess
@@ -24,17 +25,20 @@ from pathlib import Path
 from bench import peers
 from bench.model import Context, ensure_registered
 
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
+
 LEVELS = (1, 16)
 BODY_SEED = 2024
 N_BODIES = 256
 SERVERS = ("kfct", "mlflow", "fastapi", "mlserver")
 
 
-def request_records(cfg: dict, n: int = N_BODIES, seed: int = BODY_SEED) -> list[dict]:
+def request_records(cfg: RunConfig, n: int = N_BODIES, seed: int = BODY_SEED) -> list[dict]:
     """Feature records as a client sends them: id + features, NaN as null, no label."""
     from kfct.datagen import generate
 
-    df = generate(max(n, 10), seed=seed).head(n).drop(columns=[cfg["dataset"]["label"]])
+    df = generate(max(n, 10), seed=seed).head(n).drop(columns=[cfg.dataset.label])
     df = df.astype(object).where(df.notna(), None)
     return df.to_dict("records")
 

@@ -45,7 +45,7 @@ def train_model(rows: int, seed: int = 42):
     cfg = load_config()
     tr, va, te, encoder = featurize_core(generate(rows, seed=seed), cfg)
     model, _, _, info = train_core(tr, va, cfg, encoder=encoder, device="cpu")
-    label = cfg["dataset"]["label"]
+    label = cfg.dataset.label
     return model, np.ascontiguousarray(model.encoder.transform(te.drop(columns=[label])), dtype=np.float32), info
 
 

@@ -22,9 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 log = logging.getLogger("kfct.components.ab_test")
 STATE_TAG = "kfct.ab_test"
@@ -34,13 +37,13 @@ class ABTestError(KfctError):
     """An A/B test that cannot be started, reported or stopped as asked."""
 
 
-def ab_settings(cfg: dict) -> dict:
-    ab = cfg["ab"]
-    min_effect = float(ab["min_effect"])
-    return {"alpha": float(ab["alpha"]), "power": float(ab["power"]), "min_effect": min_effect,
-            "tau": float(ab["msprt_tau"] or min_effect), "max_duration_days": float(ab["max_duration_days"]),
-            "min_per_arm": int(ab["min_per_arm"]), "percent": float(ab["percent"]),
-            "shadow_min_improvement": float(ab["shadow_min_improvement"])}
+def ab_settings(cfg: RunConfig) -> dict:
+    ab = cfg.ab
+    min_effect = float(ab.min_effect)
+    return {"alpha": float(ab.alpha), "power": float(ab.power), "min_effect": min_effect,
+            "tau": float(ab.msprt_tau or min_effect), "max_duration_days": float(ab.max_duration_days),
+            "min_per_arm": int(ab.min_per_arm), "percent": float(ab.percent),
+            "shadow_min_improvement": float(ab.shadow_min_improvement)}
 
 
 # --------------------------------------------------------------------------- pure cores
@@ -55,7 +58,7 @@ def per_customer(joined, role: str, version: str, since=None):
     return f.sort_values("ts", kind="stable").drop_duplicates("customer_id", keep="last")
 
 
-def ab_report_core(joined, state: dict, cfg: dict, now: float | None = None, record_look: bool = True) -> dict:
+def ab_report_core(joined, state: dict, cfg: RunConfig, now: float | None = None, record_look: bool = True) -> dict:
     """Per-arm realized metrics, the tests, effect sizes, sample size and the sequential decision."""
 
     from kfct import abstats
@@ -145,7 +148,7 @@ def decide_core(seq, report: dict, state: dict, st: dict, now: float) -> dict:
                                                                    f"the minimum effect at the set power" if more else "")}
 
 
-def shadow_report_core(joined, champion: str, shadow: str, cfg: dict) -> dict:
+def shadow_report_core(joined, champion: str, shadow: str, cfg: RunConfig) -> dict:
     """Shadow vs production on the SAME requests (paired): realized accuracy, McNemar, paired DeLong.
 
     The articles' rule: promote when the shadow's realized accuracy beats production by at
@@ -248,7 +251,7 @@ def write_state(model_name: str, state: dict | None) -> None:
         c.set_registered_model_tag(model_name, STATE_TAG, json.dumps(state, sort_keys=True))
 
 
-def _open_arm(model_name: str, champion: str, version: str, percent: float, target: str, cfg: dict,
+def _open_arm(model_name: str, champion: str, version: str, percent: float, target: str, cfg: RunConfig,
               settings=None, reason: str = "", namespace: str | None = None, client=None) -> dict:
     """Give `version` a sticky share of traffic beside the champion.
 
@@ -316,7 +319,7 @@ def promote_cas(model_name: str, expected_champion: str, new_version: str, reaso
             raise ABTestError(f"champion alias did not move to v{new_version}: {exc}") from exc
 
 
-def ab_start(model_name: str, version: str, cfg: dict, percent: float | None = None, target: str = "auto",
+def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | None = None, target: str = "auto",
              settings=None, now: float | None = None, namespace: str | None = None, client=None) -> dict:
     from kfct import audit, registry
 
@@ -356,15 +359,15 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def gather_joined(cfg: dict, model_name: str, since=None, settings=None):
-    from kfct.outcomes import join_predictions, outcomes_settings, stored_outcomes
+def gather_joined(cfg: RunConfig, model_name: str, since=None, settings=None):
+    from kfct.outcomes import join_predictions, stored_outcomes
     from kfct.prediction_log import read_prediction_log
 
     preds = read_prediction_log(since=since, settings=settings, model_name=model_name)
-    return join_predictions(preds, stored_outcomes(settings), outcomes_settings(cfg)["label_horizon_days"])
+    return join_predictions(preds, stored_outcomes(settings), cfg.outcomes.label_horizon_days)
 
 
-def ab_report(model_name: str, cfg: dict, settings=None, now: float | None = None, record_look: bool = True) -> dict:
+def ab_report(model_name: str, cfg: RunConfig, settings=None, now: float | None = None, record_look: bool = True) -> dict:
     from kfct import audit
 
     state = read_state(model_name)
@@ -381,7 +384,7 @@ def ab_report(model_name: str, cfg: dict, settings=None, now: float | None = Non
     return report
 
 
-def ab_stop(model_name: str, promote: str, cfg: dict, settings=None, reason: str = "", stats: dict | None = None,
+def ab_stop(model_name: str, promote: str, cfg: RunConfig, settings=None, reason: str = "", stats: dict | None = None,
             namespace: str | None = None, client=None) -> dict:
     """End the test: `B` promotes arm B (compare-and-set against arm A), `A` keeps the champion."""
     from kfct import audit, registry
@@ -411,7 +414,7 @@ def ab_stop(model_name: str, promote: str, cfg: dict, settings=None, reason: str
             "champion": b if promote == "B" else a, "reason": reason or "operator"}
 
 
-def ab_decide(model_name: str, cfg: dict, settings=None, now: float | None = None) -> dict:
+def ab_decide(model_name: str, cfg: RunConfig, settings=None, now: float | None = None) -> dict:
     """Report once (a recorded look) and act on it: promote B, stop B, or continue."""
     report = ab_report(model_name, cfg, settings=settings, now=now)
     action = report["decision"]["action"]
@@ -425,7 +428,7 @@ def ab_decide(model_name: str, cfg: dict, settings=None, now: float | None = Non
     return {"report": report, "stop": None}
 
 
-def shadow_report(model_name: str, cfg: dict, settings=None, promote: bool = False, since=None) -> dict:
+def shadow_report(model_name: str, cfg: RunConfig, settings=None, promote: bool = False, since=None) -> dict:
     """Shadow vs champion on realized outcomes; with `promote`, act on the articles' rule (CAS)."""
     from kfct import audit, registry
     from kfct.split_state import read_state as read_split, state_path

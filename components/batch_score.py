@@ -33,7 +33,7 @@ class BatchScoringError(KfctError):
 
 # -- cores ---------------------------------------------------------------------------------------
 
-def registry_version(value) -> str:
+def registry_version(value: object) -> str:
     """An MLflow version number as a string. kfp 2.17's local runner hands a string parameter
     that looks numeric into a ParallelFor iteration as a float ("2" -> "2.0"); registry
     versions are integers, so a whole float can only be that."""
@@ -175,9 +175,9 @@ def publish(out_dir: str | Path, output_uri: str) -> str:
 
 def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) -> str:
     """Resolve the registry alias to one model version, once for the whole batch job; returns the version."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("resolve-champion", model_name=model_name):
+    with stage("resolve-champion", model_name=model_name):
         import json
 
         from kfct.components.batch_score import resolve_batch_version
@@ -191,9 +191,9 @@ def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) ->
 
 def split_shards(dataset: Input[Dataset], n_shards: int, shards: Output[Dataset]) -> List[int]:
     """Split the dataset snapshot into up to n_shards parquet shards; returns the shard indices to fan out over."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("split-shards"):
+    with stage("split-shards"):
         from kfct.components.batch_score import split_core
 
         idx = split_core(dataset.path, shards.path, n_shards)
@@ -203,9 +203,9 @@ def split_shards(dataset: Input[Dataset], n_shards: int, shards: Output[Dataset]
 
 def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], scores: Output[Dataset]) -> str:
     """Score one shard with exactly the resolved model version (hash-verified); same core as `kfct score`."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("score-shard", shard=shard) as context:
+    with stage("score-shard", shard=shard) as st:
         import json
         from pathlib import Path
 
@@ -215,11 +215,11 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
         with open(champion.path) as fh:
             resolved = json.load(fh)
         model_name, version = resolved["model_name"], resolved["version"]
-        context.update(model_name=model_name, version=version)
+        st.context.update(model_name=model_name, version=version)
 
         Path(scores.path).mkdir(parents=True, exist_ok=True)
         out = score_shard_file(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",
-                               id_column=load_config()["dataset"]["id_column"])
+                               id_column=load_config().dataset.id_column)
         scores.metadata.update({"shard": int(shard), "rows": out["rows"], "model_version": out["model_version"]})
         return json.dumps(out)
 
@@ -227,9 +227,9 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
 def gather_scores(scores: Input[List[Dataset]], version: str, model_name: str, dataset_sha256: str,
                   output_uri: str, result: Output[Dataset]) -> str:
     """Gather shard scores into one partitioned parquet dataset + _summary.json (rows, version, churn rate)."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("gather-scores", model_name=model_name):
+    with stage("gather-scores", model_name=model_name):
         import json
 
         from kfct.components.batch_score import gather_core, publish

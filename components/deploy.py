@@ -25,7 +25,10 @@ rollout stage decides that.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 # The InferenceService adapter lives in the library layer (kfct.kserve_isvc), shared with rollout and
 # `kfct cluster check`; its names stay importable from here.
@@ -88,7 +91,7 @@ def converge_serving(model_name: str, target: str = "local", client=None, namesp
     return out
 
 
-def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: dict, target: str,
+def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: "RunConfig", target: str,
                 canary_percent: float | None = None, shadow: bool = False) -> dict[str, Any]:
     """What deploying `version` means, decided from plain values (no registry, no cluster).
 
@@ -99,7 +102,7 @@ def plan_deploy(model_name: str, version: str, champion: str | None, rejected: b
         raise DeployError(f"deploy target must be 'local' or 'cluster', got {target!r}")
     if rejected:
         raise DeployError(f"model {model_name} v{version} was rejected by an earlier rollout; register a new version")
-    steps = cfg["rollout"]["steps"] or [10]
+    steps = cfg.rollout.steps or [10]
     pct = float(canary_percent if canary_percent is not None else (0.0 if shadow else steps[0]))
     if not 0 <= pct <= 100:
         raise DeployError(f"canary percent must be within 0..100, got {pct:g}")
@@ -158,7 +161,7 @@ def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percen
     return steps
 
 
-def deploy_version(model_name: str, version: str, cfg: dict, target: str = "local", canary_percent: float | None = None,
+def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str = "local", canary_percent: float | None = None,
                 shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
                 settings=None, require_alias: bool = False, ready_timeout: float = 600.0,
                 ready_poll: float = 5.0) -> dict[str, Any]:
@@ -189,7 +192,7 @@ def deploy_version(model_name: str, version: str, cfg: dict, target: str = "loca
                               state_path, s, require_alias, (ready_timeout, ready_poll))
 
 
-def _deploy_locked(model_name: str, version: str, cfg: dict, target: str, canary_percent, shadow: bool, client,
+def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str, canary_percent, shadow: bool, client,
                    namespace, state_path, s, require_alias: bool,
                    ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
     """Read, plan, then act: traffic first, then the alias, then the audit record."""
@@ -314,22 +317,17 @@ def _canary_carried(client, name: str, ns: str, version: str, stored: dict, read
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("deploy-model", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("deploy-model", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.deploy import deploy_version
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.settings import get_settings
 
         from kfct.testhooks import pause_at
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         s = get_settings()
         target = s.target(target)
         pause_at("before_deploy")
@@ -344,7 +342,7 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
                                "converged": conv.get("changes")}, default=str)
         out = deploy_version(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
                           require_alias=True)
-        stage_logger("kfct.components.deploy").info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
+        st.log.info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
                                                     out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
                                                     out.get("action"))
-        return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)
+        return json.dumps({**out, "stage_time": st.times()}, default=str)

@@ -25,17 +25,13 @@ def prepare_drift_data(
 ) -> str:
     """Load the champion's training snapshot and the current window (prediction log or batch),
     both scored by the champion; returns the champion version."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("prepare-drift-data", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("prepare-drift-data", config_json, stamp=current.metadata, model_name=model_name) as st:
         from kfct.components.drift_inputs import heldout_performance, load_current, load_reference, prepare_frames
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
-        ref, loaded, ref_source = load_reference(model_name, cfg["register"]["alias"])
+        cfg = st.config
+        ref, loaded, ref_source = load_reference(model_name, cfg.register_.alias)
         cur, cur_source, pred_col = load_current(current_uri or None, cfg, model_name, since or None)
         ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
         ref.to_parquet(reference.path, index=False)
@@ -44,7 +40,6 @@ def prepare_drift_data(
                   "heldout_performance": heldout_performance(loaded.tags)}
         reference.metadata.update({**common, "rows": int(len(ref)), "source": ref_source})
         current.metadata.update({**common, "rows": int(len(cur)), "source": cur_source})
-        clock.stamp(current.metadata)
         return loaded.version
 
 
@@ -62,12 +57,9 @@ def check_drift(
 ) -> bool:
     """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate
     shift, performance drop, severity; returns whether a retrain is needed."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("check-drift", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("check-drift", config_json, stamp=summary_json.metadata, model_name=model_name) as st:
         import shutil
         import tempfile
 
@@ -76,9 +68,8 @@ def check_drift(
         from kfct.components.drift_detect import run_detection
         from kfct.components.drift_report import log_to_mlflow, save_reports
         from kfct import audit
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         ref, cur = pd.read_parquet(reference.path), pd.read_parquet(current.path)
         threshold = reference.metadata.get("threshold")
         result = run_detection(ref, cur, cfg, None if threshold is None else float(threshold),
@@ -97,15 +88,12 @@ def check_drift(
         meta = {"severity": result["severity"], "retrain": bool(result["retrain"]), "reason": result["reason"],
                 "mlflow_run_id": run_id, "champion_version": champion_version}
         summary_json.metadata.update(meta)
-        clock.stamp(summary_json.metadata)
         audit.record("drift_checked", model_name=model_name, version=str(champion_version),
                      severity=result["severity"], retrain_needed=bool(result["retrain"]), reason=result["reason"],
                      drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
                      performance_drop=result.get("performance_drop"), current_source=current.metadata.get("source"),
                      mlflow_run_id=run_id)
-        from kfct.logs import stage_logger
-
-        stage_logger("kfct.components.drift").info("drift share %.3f, severity %s, retrain %s: %s",
+        st.log.info("drift share %.3f, severity %s, retrain %s: %s",
                                                    float(result["drift_share"]), result["severity"],
                                                    "needed" if result["retrain"] else "not needed", result["reason"])
         return bool(result["retrain"])

@@ -23,9 +23,12 @@ The figures only: reading inputs is `drift_inputs`, writing reports `drift_repor
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kfct.config import DriftConfig, RunConfig
 
 PREDICTION = "prediction_proba"     # column holding the champion's probability in prepared frames
 P_VALUE_TESTS = {"ks", "chisquare", "z", "t_test", "mannw", "anderson", "cramer_von_mises", "fisher_exact",
@@ -40,10 +43,10 @@ class DriftResult(dict):
 
 
 # --------------------------------------------------------------------------- helpers
-def _column_kind(name: str, frame, cfg: dict) -> str:
-    spec = cfg["dataset"]["columns"].get(name)
+def _column_kind(name: str, frame, cfg: "RunConfig") -> str:
+    spec = cfg.dataset.columns.get(name)
     if spec is not None:
-        return "categorical" if spec.get("dtype") in ("category", "string", "bool") else "numerical"
+        return "categorical" if spec.dtype in ("category", "string", "bool") else "numerical"
     import pandas as pd
 
     s = frame[name]
@@ -96,22 +99,22 @@ def _performance(y, p, threshold: float | None) -> dict | None:
             "rows": int(len(y)), "positive_rate": float((y == 1).mean())}
 
 
-def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: dict) -> tuple[str, float, str]:
+def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: "DriftConfig") -> tuple[str, float, str]:
     """(method name, threshold, 'p_value'|'distance') for one column, as Evidently would pick it."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
     ctype = ColumnType.Numerical if kind == "numerical" else ColumnType.Categorical
-    override = cfg_drift["num_method" if kind == "numerical" else "cat_method"]
+    override = cfg_drift.num_method if kind == "numerical" else cfg_drift.cat_method
     try:
         test = get_stattest(ref_s, cur_s, ctype, override or None)
     except Exception as exc:
         raise ValueError(f"drift: stattest {override!r} cannot be used for {kind} column {ref_s.name!r}: {exc}") from exc
     name = test.name
     if name in P_VALUE_TESTS:
-        return name, float(cfg_drift["stattest_threshold"]), "p_value"
+        return name, float(cfg_drift.stattest_threshold), "p_value"
     if name in DISTANCE_TESTS:
-        return name, float(cfg_drift["distance_threshold"]), "distance"
+        return name, float(cfg_drift.distance_threshold), "distance"
     return name, float(test.default_threshold), "p_value" if "p_value" in test.display_name else "distance"
 
 
@@ -138,7 +141,7 @@ def _check_frames(reference, current, features: list[str], prediction_column, la
 
 
 # --------------------------------------------------------------------------- core
-def detect_drift(reference, current, cfg: dict, feature_columns, prediction_column: str | None = None,
+def detect_drift(reference, current, cfg: "RunConfig", feature_columns, prediction_column: str | None = None,
                  label_column: str | None = None, reference_predictions=None, *, threshold: float | None = None,
                  reference_performance: dict | None = None, seed: int = 0) -> DriftResult:
     """Compare `current` with `reference`; returns drift figures, severity and the retrain decision.
@@ -156,10 +159,10 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
     from kfct.components.retrain_policy import assess
 
     t0 = time.perf_counter()
-    cfg_drift = cfg["drift"]
+    cfg_drift = cfg.drift
     features = [str(c) for c in feature_columns]
     _check_frames(reference, current, features, prediction_column, label_column, reference_predictions)
-    ref, cur, ref_pred, cur_pred = _windows(reference, current, int(cfg_drift["window_rows"]), seed,
+    ref, cur, ref_pred, cur_pred = _windows(reference, current, int(cfg_drift.window_rows), seed,
                                             prediction_column, reference_predictions)
     kinds = {c: _column_kind(c, reference, cfg) for c in features}
     frames = _evidently_frames(ref, cur, features, kinds, ref_pred, cur_pred, label_column)
@@ -175,7 +178,7 @@ def detect_drift(reference, current, cfg: dict, feature_columns, prediction_colu
         drift_share=share,
         n_drifted_features=sum(f["drifted"] for f in per_feature.values()),
         n_features=len(frames.features),
-        dataset_drift=share > float(cfg_drift["drift_share_threshold"]),
+        dataset_drift=share > float(cfg_drift.drift_share_threshold),
         features=per_feature,
         drifted_features=[c for c, f in per_feature.items() if f["drifted"]],
         skipped_features=frames.skipped,
@@ -268,7 +271,7 @@ def _evidently_frames(ref, cur, features, kinds, ref_pred, cur_pred, label_colum
                    label=label_column if has_labels else None)
 
 
-def _run_report(frames: _Frames, kinds: dict, cfg_drift: dict, threshold: float | None):
+def _run_report(frames: _Frames, kinds: dict, cfg_drift: "DriftConfig", threshold: float | None):
     """One Evidently report: drifted-columns count, a ValueDrift per feature (+ prediction), ROC AUC/recall."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, Recall, RocAuc, ValueDrift
@@ -277,16 +280,16 @@ def _run_report(frames: _Frames, kinds: dict, cfg_drift: dict, threshold: float 
     # The test per column is resolved here (to pick its threshold) exactly as Evidently would; the
     # name is passed on only when the config overrides it, so Evidently's own choice stays in charge.
     methods = {c: _resolve_stattest(ref_e[c].dropna(), cur_e[c].dropna(), kinds[c], cfg_drift) for c in features}
-    override = {c: cfg_drift["num_method" if kinds[c] == "numerical" else "cat_method"] or None for c in features}
+    override = {c: (cfg_drift.num_method if kinds[c] == "numerical" else cfg_drift.cat_method) or None for c in features}
     metrics = [DriftedColumnsCount(columns=features,
                                    per_column_method={c: o for c, o in override.items() if o} or None,
                                    per_column_threshold={c: m[1] for c, m in methods.items()},
-                                   drift_share=float(cfg_drift["drift_share_threshold"]))]
+                                   drift_share=float(cfg_drift.drift_share_threshold))]
     metrics += [ValueDrift(column=c, method=override[c], threshold=m[1]) for c, m in methods.items()]
     pred_method = None
     if frames.has_pred:
         pred_method = _resolve_stattest(ref_e[PREDICTION].dropna(), cur_e[PREDICTION].dropna(), "numerical", cfg_drift)
-        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift["num_method"] or None,
+        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift.num_method or None,
                                   threshold=pred_method[1]))
     classification = None
     if frames.has_labels:
@@ -368,21 +371,21 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
     return performance, performance["roc_auc_drop"] if reference_performance else None
 
 
-def _thresholds(cfg_drift: dict) -> dict:
-    return ({k: cfg_drift[k] for k in ("drift_share_threshold", "prediction_shift_threshold",
-                                       "stattest_threshold", "window_rows")}
-            | {"distance_threshold": float(cfg_drift["distance_threshold"]),
-               "performance_drop_threshold": float(cfg_drift["performance_drop_threshold"])})
+def _thresholds(cfg_drift: "DriftConfig") -> dict:
+    return (cfg_drift.model_dump(include={"drift_share_threshold", "prediction_shift_threshold",
+                                          "stattest_threshold", "window_rows"})
+            | {"distance_threshold": float(cfg_drift.distance_threshold),
+               "performance_drop_threshold": float(cfg_drift.performance_drop_threshold)})
 
 
-def run_detection(reference, current, cfg: dict, threshold: float | None,
+def run_detection(reference, current, cfg: "RunConfig", threshold: float | None,
                   reference_performance: dict | None = None) -> DriftResult:
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
     from kfct.config import feature_columns
 
     from kfct.components.drift_inputs import with_binary_labels
 
-    label = cfg["dataset"]["label"]
+    label = cfg.dataset.label
     current = with_binary_labels(current, cfg)
     return detect_drift(reference, current, cfg, feature_columns(cfg), prediction_column=PREDICTION,
                         label_column=label if label in current.columns else None,

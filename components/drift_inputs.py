@@ -1,6 +1,11 @@
 """Inputs of a monitoring run: the champion's training snapshot, the current window, both scored."""
 
+from typing import TYPE_CHECKING
+
 from kfct.components.drift_detect import PREDICTION
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 class DriftInputError(ValueError):
@@ -56,7 +61,7 @@ def load_reference(model_name: str, alias: str = "champion"):
     return df, loaded, data_uri
 
 
-def load_current(current_uri: str | None, cfg: dict, model_name: str | None = None, since=None):
+def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | None = None, since=None):
     """The current window: a batch (`current_uri`: path, s3://, generate://) or the serving prediction log.
 
     From the log, shadow rows are dropped (they repeat inputs the champion already
@@ -69,7 +74,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
 
         resolved, manifest = resolve(current_uri)  # a pointer names the newest batch at run time
         # Drift compares the last `window_rows` rows (drift_detect's window): read no more than that.
-        window = int(cfg["drift"]["window_rows"])
+        window = int(cfg.drift.window_rows)
         df, total = read_dataset_bounded(resolved, window, mode="tail")
         pred = "probability" if "probability" in df.columns else None
         source = current_uri if manifest is None else f"{current_uri} (sha256 {manifest['sha256']}: {resolved})"
@@ -81,9 +86,9 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     if since is None:
         import datetime as dt
 
-        days = float(cfg["drift"]["window_days"])
+        days = float(cfg.drift.window_days)
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
-    window = int(cfg["drift"]["window_rows"])
+    window = int(cfg.drift.window_rows)
     df = read_prediction_log(since=since, model_name=model_name, max_rows=window)
     total = int(df.attrs.get("rows_total", len(df)))
     if "role" in df.columns:
@@ -97,7 +102,7 @@ def load_current(current_uri: str | None, cfg: dict, model_name: str | None = No
     return df, f"prediction log since {since}{bounded}", "probability"
 
 
-def prepare_frames(reference, current, model, cfg: dict, prediction_column: str | None):
+def prepare_frames(reference, current, model, cfg: "RunConfig", prediction_column: str | None):
     """Both frames with the champion's probability in column `PREDICTION` (scored where not logged)."""
     from kfct.config import feature_columns
 
@@ -127,19 +132,19 @@ def heldout_performance(tags: dict) -> dict | None:
         return None
 
 
-def with_binary_labels(frame, cfg: dict):
+def with_binary_labels(frame, cfg: "RunConfig"):
     """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
     from kfct.labels import binary_labels
 
-    ds = cfg["dataset"]
-    label = ds["label"]
+    ds = cfg.dataset
+    label = ds.label
     if label not in frame.columns or frame[label].isna().all():
         return frame
     import numpy as np
 
     out = frame.copy()
     known = out[label].notna().to_numpy()
-    coded = binary_labels(out.loc[known, label], ds["positive_label"], ds["columns"][label]["values"])
+    coded = binary_labels(out.loc[known, label], ds.positive_label, ds.columns[label].values)
     # A new column, not item assignment into the old one: 0/1 set into a bool or string column
     # is an incompatible-dtype assignment (a pandas FutureWarning now, an error in pandas 3).
     if known.all():

@@ -1,5 +1,6 @@
 """Drift reports: the Markdown summary, the files a monitoring run leaves, the MLflow run."""
 
+from typing import Any
 import json
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def summary_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_reports(result: dict, report_obj, out_dir) -> dict[str, Path]:
+def save_reports(result: dict, report_obj: Any, out_dir: str | Path) -> dict[str, Path]:
     """Write the Evidently report (HTML + JSON) and our summary (JSON + Markdown) to `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

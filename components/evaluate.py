@@ -10,8 +10,13 @@ shows no significant regression. The first model ever faces (1) and (2) only.
 """
 
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+if TYPE_CHECKING:
+    from kfct.config import GateConfig, LeakageConfig, RunConfig
 
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
 
@@ -137,16 +142,16 @@ def auc_lower_bound(auc: float, n_pos: int, n_neg: int, z: float = 1.645) -> flo
     return float(auc - z * np.sqrt(max(var, 0.0)))
 
 
-def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: dict, n_pos: int = 10**9,
+def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9,
                      n_neg: int = 10**9) -> tuple[list[str], list[str]]:
     """(blocking reasons, notes): single features that alone predict the label block the gate, named;
     a too-perfect test AUC that no single feature explains is a note beside the decision.
 
     A feature blocks when the lower bound of its AUC (`auc_lower_bound`) reaches
-    `leak["max_feature_auc"]`; `leak["accept"]` names features a user has accepted knowingly
+    `leak.max_feature_auc`; `leak.accept` names features a user has accepted knowingly
     ("*": every feature, and no note on the metric)."""
-    accept = set(leak.get("accept") or [])
-    limit = float(leak.get("max_feature_auc", 0.99))
+    accept = set(leak.accept)
+    limit = float(leak.max_feature_auc)
     found, explained = [], False
     for c, auc in sorted(feature_auc.items(), key=lambda kv: -kv[1]):
         if auc_lower_bound(auc, n_pos, n_neg) < limit:
@@ -157,27 +162,27 @@ def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: dict, n
             found.append(f"leakage: feature {c!r} alone predicts the label (AUC {auc:.4f} >= {limit}); "
                          f"drop it, or accept it knowingly in gate.leakage.accept")
     notes = []
-    top = float(leak.get("max_roc_auc", 0.9995))
+    top = float(leak.max_roc_auc)
     if metrics.get("roc_auc", 0.0) >= top and "*" not in accept and not found and not explained:
         notes.append(f"note: test roc_auc {metrics['roc_auc']:.4f} >= {top} is suspiciously perfect and no single "
                      f"feature explains it; check for features derived from the label")
     return found, notes
 
 
-def champion_collapse(champion_version: str | None, champion_now: dict, registered: dict, gate: dict) -> str | None:
+def champion_collapse(champion_version: str | None, champion_now: dict, registered: dict, gate: "GateConfig") -> str | None:
     """The one line that stops the run when the champion collapses on the new data, else None.
 
     `champion_now`: the champion's metrics on this test set; `registered`: the metrics it was
     registered with. A model that held at registration and is now below chance, or far under
     its own figure, tells about the data (labels inverted, a column's meaning changed), not
     about the challenger: promoting whatever beats it would crown a model fitted to broken data."""
-    m = gate["compare_metric"]
+    m = gate.compare_metric
     auc = champion_now.get("roc_auc")
     reg_auc = registered.get("roc_auc")
     if auc is not None and auc < 0.5 and (reg_auc is None or reg_auc >= 0.6):
         what = f"roc_auc {auc:.4f} is below chance" + (f" (registered {reg_auc:.4f})" if reg_auc is not None else "")
     else:
-        drop, now, reg = gate.get("champion_max_drop"), champion_now.get(m), registered.get(m)
+        drop, now, reg = gate.champion_max_drop, champion_now.get(m), registered.get(m)
         if drop is None or now is None or reg is None:
             return None
         sign = 1.0 if m in HIGHER_IS_BETTER else -1.0
@@ -188,7 +193,7 @@ def champion_collapse(champion_version: str | None, champion_now: dict, register
             f"(labels inverted? a column redefined?), not a reason to promote; registry unchanged")
 
 
-def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[bool, list[str]] | None,
+def decide(metrics: dict, gate: "GateConfig", comparison: dict | None, fairness: tuple[bool, list[str]] | None,
            leakage: list[str] | None = None, stop: str | None = None) -> tuple[bool, list[str]]:
     """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome.
 
@@ -198,7 +203,7 @@ def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[b
     if leakage:
         ok = False
         reasons.extend(leakage)
-    for name, limit in gate["thresholds"].items():
+    for name, limit in gate.thresholds.items():
         value = metrics[name]
         passed = value >= limit if name in HIGHER_IS_BETTER else value <= limit
         ok &= passed
@@ -214,7 +219,7 @@ def decide(metrics: dict, gate: dict, comparison: dict | None, fairness: tuple[b
         ok = False
         reasons.append(f"champion could not be scored on this test set: {comparison['error']}")
     else:
-        m, diff, min_imp = comparison["metric"], comparison["diff"], float(gate["min_improvement"])
+        m, diff, min_imp = comparison["metric"], comparison["diff"], float(gate.min_improvement)
         sign = 1.0 if m in HIGHER_IS_BETTER else -1.0
         improved = sign * diff >= min_imp
         ci = f"{int(comparison['confidence'] * 100)}% CI [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
@@ -240,28 +245,28 @@ def registered_metrics(tags: dict) -> dict[str, float]:
     return out
 
 
-def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: str | None = None,
+def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_version: str | None = None,
                   champion_registered: dict | None = None) -> dict:
     """Metrics on test, leakage, fairness, champion comparison and the decision — plain values.
 
     `champion_registered`: the champion's metrics at registration (`registered_metrics`), for
     `champion_collapse`; a result with `stop` set is a verdict on the data."""
-    label = cfg["dataset"]["label"]
+    label = cfg.dataset.label
     y = test_df[label].to_numpy(np.int64)
     X = test_df.drop(columns=[label])
     proba = model.predict_positive(X)
     metrics = compute_metrics(y, proba, model.threshold)
-    gate = cfg["gate"]
+    gate = cfg.gate
 
     fairness_report, fairness = None, None
-    fcfg = cfg["fairness"]
-    sensitive = cfg["dataset"]["sensitive_features"]
-    if fcfg["enabled"] and sensitive:
+    fcfg = cfg.fairness
+    sensitive = cfg.dataset.sensitive_features
+    if fcfg.enabled and sensitive:
         from kfct.components.fairness import fairness_gate, fairness_report as build_fairness
 
         pred = (proba >= model.threshold).astype(int)
         groups = {c: test_df[c].astype(str).to_numpy() for c in sensitive if c in test_df}
-        fairness_report = build_fairness(y, pred, groups, int(fcfg["min_group_size"]))
+        fairness_report = build_fairness(y, pred, groups, int(fcfg.min_group_size))
         fairness = fairness_gate(fairness_report, fcfg, sensitive)
 
     comparison, stop = None, None
@@ -272,8 +277,8 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
             comparison = {"error": f"{type(exc).__name__}: {exc}", "champion_version": champion_version}
         else:
             comparison = paired_bootstrap(
-                y, proba, p_old, gate["compare_metric"], int(gate["bootstrap_rounds"]),
-                float(gate["confidence"]), int(gate["seed"]), model.threshold, champion.threshold,
+                y, proba, p_old, gate.compare_metric, int(gate.bootstrap_rounds),
+                float(gate.confidence), int(gate.seed), model.threshold, champion.threshold,
             )
             comparison["champion_version"] = champion_version
             now = compute_metrics(y, p_old, champion.threshold)
@@ -281,7 +286,7 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
 
     feature_auc = feature_aucs(test_df, list(model.feature_names), y)
     n_pos = int(y.sum())
-    leakage, notes = leakage_findings(metrics, feature_auc, gate.get("leakage") or {}, n_pos, len(y) - n_pos)
+    leakage, notes = leakage_findings(metrics, feature_auc, gate.leakage, n_pos, len(y) - n_pos)
     deploy, reasons = decide(metrics, gate, comparison, fairness, leakage, stop)
     reasons += notes
     return {"deploy": deploy, "reasons": reasons, "metrics": metrics, "comparison": comparison,
@@ -291,10 +296,10 @@ def evaluate_core(model, test_df, cfg: dict, champion=None, champion_version: st
             "proba": proba, "y": y}
 
 
-def slice_metrics(test_df, cfg: dict, y: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+def slice_metrics(test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
     """AUC / recall / positive rate per value of each sensitive feature (groups under 30 rows or one class skipped)."""
     out: dict[str, dict] = {}
-    for col in cfg["dataset"]["sensitive_features"]:
+    for col in cfg.dataset.sensitive_features:
         if col not in test_df:
             continue
         vals = test_df[col].astype(str).to_numpy()
@@ -309,7 +314,7 @@ def slice_metrics(test_df, cfg: dict, y: np.ndarray, proba: np.ndarray, threshol
     return out
 
 
-def card_evidence(model, test_df, cfg: dict, y: np.ndarray, proba: np.ndarray) -> dict:
+def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray) -> dict:
     """What the model card shows beside the gate's figures: slices, top features (TreeSHAP) and charts.
 
     Computed here, where the fitted model and the test-set predictions are already in
@@ -319,7 +324,7 @@ def card_evidence(model, test_df, cfg: dict, y: np.ndarray, proba: np.ndarray) -
     from kfct.modelcard import top_features_shap
     from kfct.modelcard_charts import curve_charts
 
-    X = test_df.drop(columns=[cfg["dataset"]["label"]])
+    X = test_df.drop(columns=[cfg.dataset.label])
     top = top_features_shap(model, X.sample(n=min(2000, len(X)), random_state=0), k=10)
     return {"rows_test": int(len(test_df)), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
             "top_features": top, "charts": curve_charts(y, proba, top)}
@@ -346,12 +351,12 @@ def read_evidence(path: str) -> dict:
     return doc
 
 
-def report_markdown(result: dict, gate: dict) -> str:
+def report_markdown(result: dict, gate: "GateConfig") -> str:
     m = result["metrics"]
     lines = [f"# Evaluation — {'DEPLOY' if result['deploy'] else 'BLOCKED'}", "", "## Decision", ""]
     lines += [f"- {r}" for r in result["reasons"]]
     lines += ["", "## Test metrics", "", "| metric | value | threshold |", "|---|---|---|"]
-    th = gate["thresholds"]
+    th = gate.thresholds
     for k in ("roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy", "log_loss", "brier"):
         lines.append(f"| {k} | {m[k]:.4f} | {th.get(k, '')} |")
     (tn, fp), (fn, tp) = m["confusion_matrix"]
@@ -421,12 +426,9 @@ def evaluate_model(
     """Score the test set, check fairness, compare with the champion; returns whether to deploy.
 
     Also writes the model card's evidence (slices, top features, charts) for the register stage."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("evaluate-model", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("evaluate-model", config_json, stamp=decision.metadata, registry=True, model_name=model_name) as st:
         import json
 
         import joblib
@@ -435,19 +437,16 @@ def evaluate_model(
         from kfct.components.evaluate import (_log_kfp_metrics, _log_to_mlflow, card_evidence, evaluate_core,
                                               registered_metrics, report_markdown, write_evidence)
         from kfct import audit, registry
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.reconcile import reconcile
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         challenger = joblib.load(model.path)
         test_df = pd.read_parquet(test.path)
-        registry.setup()
         # Settle what crashed runs left (dead RUNNING runs, PENDING models, orphan versions) before
         # the gate reads the champion; each finding is audited.
         reconcile(model_name, own_run_id=mlflow_run_id)
         # The champion this gate compares with: register moves aliases only if it is still this one.
-        champion, champion_version = None, registry.alias_version(model_name, cfg["register"].get("alias", "champion"))
+        champion, champion_version = None, registry.alias_version(model_name, cfg.register_.alias)
         registered = {}
         if champion_version is not None:
             loaded = registry.load_version(model_name, version=champion_version)
@@ -455,7 +454,7 @@ def evaluate_model(
         result = evaluate_core(challenger, test_df, cfg, champion, champion_version, registered)
 
         scalar = _log_kfp_metrics(metrics, classification, result)
-        md = report_markdown(result, cfg["gate"])
+        md = report_markdown(result, cfg.gate)
         with open(report.path, "w") as fh:
             fh.write(md)
         payload = {k: v for k, v in result.items() if k not in ("proba", "y")}
@@ -469,7 +468,7 @@ def evaluate_model(
         files = {f"{k}.png": png for k, png in card["charts"].items()}
         files.update({"evaluation.md": md.encode(), "decision.json": json.dumps(payload, indent=2, default=float).encode()})
         _log_to_mlflow(mlflow_run_id, scalar, result, files)
-        stage_logger("kfct.components.evaluate").info(
+        st.log.info(
             "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
             ", ".join(f"{k} {v:.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
         audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
@@ -477,5 +476,4 @@ def evaluate_model(
                      metrics={k: round(v, 6) for k, v in scalar.items()},
                      **({"verdict": "data", "stop": result["stop"]} if result["stop"] else {}),
                      **({"leakage": result["leakage"]} if result["leakage"] else {}))
-        clock.stamp(decision.metadata)
         return bool(result["deploy"])

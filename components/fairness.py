@@ -2,7 +2,7 @@
 
 Pure numpy: the evaluate stage calls `fairness_report` on the test set (true labels,
 thresholded predictions, one array of group values per sensitive feature) and
-`fairness_gate` with `cfg["fairness"]`; a model over the limits is not deployed and the
+`fairness_gate` with `cfg.fairness`; a model over the limits is not deployed and the
 reasons say which feature, which groups and by how much.
 
 Definitions (Fairlearn's; tests/unit/test_fairness.py checks the figures against
@@ -34,9 +34,12 @@ sampling noise by itself exceeds 0.10 for TPR/FPR gaps now and then.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kfct.config import FairnessConfig
 
 
 def _binary(name: str, values: Any) -> np.ndarray:
@@ -77,7 +80,7 @@ def _range(stats: dict[str, dict], key: str, count_key: str, min_count: int) -> 
             "groups_compared": len(eligible)}
 
 
-def fairness_report(y_true, y_pred, groups: dict[str, Any], min_group_size: int) -> dict:
+def fairness_report(y_true: Any, y_pred: Any, groups: dict[str, Any], min_group_size: int) -> dict:
     """Per sensitive feature: per-group size, selection rate, TPR, FPR; DP and EO differences.
 
     `y_true`, `y_pred`: 0/1 arrays of equal length (predictions already thresholded).
@@ -158,20 +161,19 @@ def _significant(diff: float, se: float, groups: int, level: float | None) -> tu
     return pvalue < float(level), pvalue
 
 
-def fairness_gate(report: dict, cfg: dict, sensitive_features: list[str] | None = None) -> tuple[bool, list[str]]:
-    """Check the report against the limits in `cfg["fairness"]`: (passed, reasons naming feature, groups and figures).
+def fairness_gate(report: dict, cfg: FairnessConfig, sensitive_features: list[str] | None = None) -> tuple[bool, list[str]]:
+    """Check the report against the limits in `cfg.fairness`: (passed, reasons naming feature, groups and figures).
 
     `sensitive_features` is `dataset.sensitive_features` (None: every feature in the report).
     Fails when a configured sensitive feature has no figures (the data lacks it) or when
     its demographic parity / equalized odds difference is above the limit (and, when
     `significance_level` is set, statistically significant).
     """
-    if not cfg["enabled"]:
+    if not cfg.enabled:
         return True, ["fairness gate disabled"]
-    max_dp = float(cfg["max_demographic_parity_difference"])
-    max_eo = float(cfg["max_equalized_odds_difference"])
-    level = cfg["significance_level"]
-    level = None if level in (None, "", 0) else float(level)
+    max_dp = float(cfg.max_demographic_parity_difference)
+    max_eo = float(cfg.max_equalized_odds_difference)
+    level = None if not cfg.significance_level else float(cfg.significance_level)
     features = list(report.keys() if sensitive_features is None else sensitive_features)
     passed = True
     reasons: list[str] = []

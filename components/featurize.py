@@ -6,23 +6,28 @@ columns (the model owns its encoding).
 """
 
 
+from typing import TYPE_CHECKING
+
 from kfp.dsl import Dataset, Input, Model, Output
 
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
-def build_encoder(cfg: dict, scale: bool = False):
+
+def build_encoder(cfg: "RunConfig", scale: bool = False):
     from kfct.config import categorical_columns, numeric_columns
     from kfct.model import TabularEncoder
 
-    cols = cfg["dataset"]["columns"]
+    cols = cfg.dataset.columns
     return TabularEncoder(
         numeric=numeric_columns(cfg),
-        categorical={c: [str(v) for v in cols[c]["categories"]] for c in categorical_columns(cfg)},
-        nullable=[c for c in numeric_columns(cfg) + categorical_columns(cfg) if cols[c]["nullable"]],
+        categorical={c: [str(v) for v in cols[c].categories or []] for c in categorical_columns(cfg)},
+        nullable=[c for c in numeric_columns(cfg) + categorical_columns(cfg) if cols[c].nullable],
         scale=scale,
     )
 
 
-def split_frame(df, cfg: dict):
+def split_frame(df, cfg: "RunConfig"):
     """Train/val/test by a keyed hash of each row's id (`featurize_merge.split_codes`).
 
     A row's split depends on its id alone, so splitting a dataset part by part gives the same
@@ -33,20 +38,20 @@ def split_frame(df, cfg: dict):
     return split_by_id(df, cfg)
 
 
-def with_binary_label(df, cfg: dict):
+def with_binary_label(df, cfg: "RunConfig"):
     """The boundary where a label of any coding (0/1, booleans, strings) becomes 0/1 (1 = positive_label)."""
     from kfct.labels import binary_labels
 
-    ds = cfg["dataset"]
+    ds = cfg.dataset
     out = df.copy()
-    out[ds["label"]] = binary_labels(df[ds["label"]], ds["positive_label"], ds["columns"][ds["label"]]["values"])
+    out[ds.label] = binary_labels(df[ds.label], ds.positive_label, ds.columns[ds.label].values)
     return out
 
 
-def featurize_core(df, cfg: dict):
+def featurize_core(df, cfg: "RunConfig"):
     """Labels to 0/1, split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
     train, val, test = split_frame(with_binary_label(df, cfg), cfg)
-    scale = cfg["train"]["model"] == "logistic_regression"
+    scale = cfg.train.model == "logistic_regression"
     encoder = build_encoder(cfg, scale=scale).fit(train)
     return train, val, test, encoder
 
@@ -60,25 +65,19 @@ def featurize_split(
     preprocessor: Output[Model],
 ):
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("featurize-split"):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("featurize-split", config_json, stamp=preprocessor.metadata) as st:
         import joblib
         import pandas as pd
 
         from kfct.components.featurize import featurize_core
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
+        log = st.log
 
-        log = stage_logger("kfct.components.featurize")
-
-        cfg = config_from_json(config_json)
+        cfg = st.config
         df = pd.read_parquet(dataset.path)
         tr, va, te, encoder = featurize_core(df, cfg)
-        label = cfg["dataset"]["label"]
+        label = cfg.dataset.label
         for art, part in ((train, tr), (val, va), (test, te)):
             part.to_parquet(art.path, index=False)
             art.metadata.update({"rows": int(len(part)), "positive_share": round(float(part[label].mean()), 4),
@@ -87,4 +86,3 @@ def featurize_split(
         preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
         log.info("split %d/%d/%d rows (train/val/test); %d features -> %d encoded", len(tr), len(va), len(te),
                  len(encoder.input_features), len(encoder.output_names_))
-        clock.stamp(preprocessor.metadata)

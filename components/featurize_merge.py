@@ -19,9 +19,12 @@ Why: featurizing the whole table in one process peaked at 2.8 GiB RSS at 2.1 M r
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 SPLITS = ("train", "val", "test")
 # The gate's test set in the parts pipeline: at most this many rows (a deterministic id-hash thinning of the
@@ -36,14 +39,14 @@ def _hash_key(seed: int) -> str:
     return f"kfct{int(seed) % 10**12:012d}"   # pandas wants exactly 16 characters
 
 
-def split_codes(df, cfg: dict):
+def split_codes(df, cfg: "RunConfig"):
     """0 = train, 1 = val, 2 = test for each row, by a keyed hash of its id (else of the whole row)."""
     import pandas as pd
 
-    ds, sp = cfg["dataset"], cfg["split"]
-    test_size, val_size = float(sp["test_size"]), float(sp["val_size"])
-    key = _hash_key(int(sp["seed"]))
-    id_col = ds.get("id_column")
+    ds, sp = cfg.dataset, cfg.split
+    test_size, val_size = float(sp.test_size), float(sp.val_size)
+    key = _hash_key(int(sp.seed))
+    id_col = ds.id_column
     if id_col and id_col in df.columns:
         h = pd.util.hash_array(df[id_col].astype(str).to_numpy(dtype=object), hash_key=key)
     else:
@@ -52,7 +55,7 @@ def split_codes(df, cfg: dict):
     return np.where(u < test_size, 2, np.where(u < test_size + val_size, 1, 0)).astype(np.int8)
 
 
-def split_by_id(df, cfg: dict) -> tuple:
+def split_by_id(df, cfg: "RunConfig") -> tuple:
     """(train, val, test) frames, each in the input's row order, index reset."""
     codes = split_codes(df, cfg)
     return tuple(df[codes == i].reset_index(drop=True) for i in range(3))
@@ -165,7 +168,7 @@ def encoder_stats(batch_source, numeric: list[str], scale: bool) -> dict:
     return out
 
 
-def fit_encoder_from_stats(cfg: dict, stats: dict, scale: bool):
+def fit_encoder_from_stats(cfg: "RunConfig", stats: dict, scale: bool):
     """A `TabularEncoder` in exactly the state `fit(train)` leaves it in, from `encoder_stats`."""
     import pandas as pd
 
@@ -185,13 +188,13 @@ def fit_encoder_from_stats(cfg: dict, stats: dict, scale: bool):
     return enc
 
 
-def fit_encoder_on_parts(cfg: dict, train_locations: list[str], batch_rows: int = 131_072):
+def fit_encoder_on_parts(cfg: "RunConfig", train_locations: list[str], batch_rows: int = 131_072):
     """Fit the encoder from train parts (paths or URIs of parquet files / parts locations)."""
     from kfct import parts
     from kfct.config import numeric_columns
 
     numeric = numeric_columns(cfg)
-    scale = cfg["train"]["model"] == "logistic_regression"
+    scale = cfg.train.model == "logistic_regression"
 
     def batches():
         for loc in train_locations:
@@ -201,13 +204,12 @@ def fit_encoder_on_parts(cfg: dict, train_locations: list[str], batch_rows: int 
 
 
 
-def _thin(src: str, dest, keep: float, cfg: dict) -> None:
+def _thin(src: str, dest, keep: float, seed: int, id_col: str | None) -> None:
     """Rows of one part whose id hash (a key of its own, not the split's) falls below `keep`."""
     import pandas as pd
 
     df = pd.read_parquet(src)
-    key = _hash_key(int(cfg["split"]["seed"]) + 1)
-    id_col = cfg["dataset"].get("id_column")
+    key = _hash_key(int(seed) + 1)
     if id_col and id_col in df.columns:
         h = pd.util.hash_array(df[id_col].astype(str).to_numpy(dtype=object), hash_key=key)
     else:
@@ -217,7 +219,7 @@ def _thin(src: str, dest, keep: float, cfg: dict) -> None:
 
 
 def gather_parts(files: list[str], out_dir: str, label: str, max_rows: int | None = None,
-                 cfg: dict | None = None) -> tuple[dict, int]:
+                 cfg: "RunConfig | None" = None) -> tuple[dict, int]:
     """Copy one split's part files into `out_dir` as a parts dataset (kfct.parts); (manifest, positives).
 
     Byte copies, one file at a time, named by content; the canonical manifest makes the directory
@@ -245,7 +247,7 @@ def gather_parts(files: list[str], out_dir: str, label: str, max_rows: int | Non
         thinned = []
         for i, (f, _m) in enumerate(metas):
             dest = tmp / f"{i:05d}.parquet"
-            _thin(f, dest, max_rows / total, cfg or {"split": {"seed": 0}, "dataset": {}})
+            _thin(f, dest, max_rows / total, cfg.split.seed if cfg else 0, cfg.dataset.id_column if cfg else None)
             thinned.append(str(dest))
         manifest, positives = gather_parts(thinned, out_dir, label)
         shutil.rmtree(tmp, ignore_errors=True)

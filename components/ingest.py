@@ -42,19 +42,13 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
 
 def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
     """Ingest the dataset (path, s3://, dataset://<tag> pointer or generate://) as a parquet snapshot; returns its sha256."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("ingest-data", data_uri=data_uri):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("ingest-data", stamp=dataset.metadata, data_uri=data_uri) as st:
         from kfct.components.ingest import ingest_core
-        from kfct.logs import stage_logger
-
-        log = stage_logger("kfct.components.ingest")
+        log = st.log
         meta = ingest_core(data_uri, dataset.path)
         dataset.metadata.update({k: v for k, v in meta.items() if k != "column_names"})
         log.info("snapshot of %s: %s rows x %s columns, sha256 %s", data_uri, meta.get("rows"), meta.get("columns"),
                  meta["sha256"])
-        clock.stamp(dataset.metadata)
         return meta["sha256"]

@@ -89,19 +89,15 @@ def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_ro
 def ingest_parts(data_uri: str, part_rows: int, dataset: Output[Dataset], part_files: Output[Dataset]) -> list:
     """Ingest a dataset as parts: `dataset` is the resolved manifest, `part_files` holds parts written here
     (when the source was not in parts already); returns the part URIs (the fan-out's items)."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("ingest-parts", data_uri=data_uri):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("ingest-parts", stamp=dataset.metadata, data_uri=data_uri) as st:
         import shutil
         from pathlib import Path
         from urllib.parse import urlparse
 
         from kfct import parts
         from kfct.components.ingest_parts import ingest_parts_core
-        from kfct.logs import stage_logger
 
         remote = urlparse(part_files.uri).scheme in ("s3", "minio", "gs")
         manifest = ingest_parts_core(data_uri, part_files.path, part_files.uri if remote else part_files.path,
@@ -113,10 +109,9 @@ def ingest_parts(data_uri: str, part_rows: int, dataset: Output[Dataset], part_f
         dataset.metadata.update({"source": data_uri, "resolved_uri": manifest["resolved_uri"], "rows": manifest["rows"],
                                  "columns": len(names), "sha256": manifest["version"],
                                  "parts": len(manifest["parts"])})
-        stage_logger("kfct.components.ingest_parts").info(
+        st.log.info(
             "dataset %s: %s rows in %d parts, version %s", data_uri, manifest["rows"], len(manifest["parts"]),
             manifest["version"])
-        clock.stamp(dataset.metadata)
         return [p["uri"] for p in manifest["parts"]]
 
 

@@ -14,9 +14,13 @@ import html
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfp.dsl import HTML, Markdown, Metrics, Output
+
+if TYPE_CHECKING:
+    from kfct.settings import Settings
+    from kfct.config import RunConfig
 
 log = logging.getLogger("kfct.components.outcomes_report")
 
@@ -37,11 +41,11 @@ def decay(champion_rows: list[dict], baseline: dict | None, threshold: float) ->
                       f"realized AUC drop {drop:+.3f} within {threshold:g}"}
 
 
-def realized_report_core(joined, cfg: dict, champion: str | None, baseline: dict | None,
+def realized_report_core(joined: Any, cfg: "RunConfig", champion: str | None, baseline: dict | None,
                          window: str = "1D") -> dict[str, Any]:
     from kfct.outcomes import calibration_curve, realized_performance
 
-    threshold = float(cfg["drift"]["performance_drop_threshold"])
+    threshold = float(cfg.drift.performance_drop_threshold)
     by_version = realized_performance(joined)
     champ_rows = [r for r in by_version if r["model_version"] == str(champion) and r["role"] == "champion"]
     return {"n_judged": int(len(joined)), "champion": champion, "by_version": by_version,
@@ -50,7 +54,7 @@ def realized_report_core(joined, cfg: dict, champion: str | None, baseline: dict
             "decay": decay(champ_rows, baseline, threshold)}
 
 
-def curves_png(joined) -> bytes:
+def curves_png(joined: Any) -> bytes:
     """ROC and calibration curves per served version, one PNG."""
     import matplotlib
 
@@ -85,7 +89,7 @@ _COLS = ("n", "roc_auc", "recall", "precision", "accuracy", "brier", "mean_proba
          "predicted_positive_rate")
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
@@ -147,8 +151,8 @@ def baseline_metrics(model_name: str, version: str | None) -> dict | None:
     return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags.get("test_recall", "nan"))}
 
 
-def outcomes_report(model_name: str, cfg: dict, out_dir: str | Path, since=None, retrain: bool = False,
-                    settings=None, window: str = "1D") -> dict:
+def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, since: Any = None, retrain: bool = False,
+                    settings: "Settings | None" = None, window: str = "1D") -> dict:
     """Join, measure, write Markdown/HTML/JSON/gauges, audit; with `retrain`, act on decay."""
     import json
 
@@ -185,20 +189,16 @@ def outcomes_report(model_name: str, cfg: dict, out_dir: str | Path, since=None,
 def report_realized_performance(config_json: str, model_name: str, since: str, retrain: bool,
                                 report_md: Output[Markdown], report_html: Output[HTML], metrics: Output[Metrics]) -> str:
     """Join the prediction log with the stored outcomes; realized performance per served version; retrain on decay."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("report-realized-performance", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("report-realized-performance", config_json, stamp=report_md.metadata, model_name=model_name) as st:
         import json
         import shutil
         import tempfile
 
         from kfct.components.outcomes_report import outcomes_report
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         with tempfile.TemporaryDirectory() as tmp:
             rep = outcomes_report(model_name, cfg, tmp, since=since or None, retrain=retrain)
             shutil.copy(rep["files"]["markdown"], report_md.path)
@@ -207,26 +207,21 @@ def report_realized_performance(config_json: str, model_name: str, since: str, r
         if rep["decay"].get("assessed"):
             metrics.log_metric("realized_roc_auc", rep["decay"]["realized_roc_auc"])
             metrics.log_metric("roc_auc_drop", rep["decay"]["roc_auc_drop"])
-        clock.stamp(report_md.metadata)
         return json.dumps({"decay": rep["decay"], "retrain": rep.get("retrain")}, default=str)
 
 
 def decide_ab_test(config_json: str, model_name: str, act: bool) -> str:
     """If an A/B test is running: report it on realized outcomes and, with `act`, promote/stop when conclusive."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("decide-ab-test", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("decide-ab-test", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.ab_test import ab_decide, ab_report, read_state
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         state = read_state(model_name)
         if not state or state.get("status") != "running":
-            return json.dumps({"action": "none", "reason": "no A/B test is running", "stage_time": clock.as_dict()})
-        out = ab_decide(model_name, cfg) if act else {"report": ab_report(model_name, cfg), "stop": None}
-        return json.dumps({**out["report"]["decision"], "stop": out["stop"], "stage_time": clock.as_dict()}, default=str)
+            return json.dumps({"action": "none", "reason": "no A/B test is running", "stage_time": st.times()})
+        out: dict = ab_decide(model_name, cfg) if act else {"report": ab_report(model_name, cfg), "stop": None}
+        return json.dumps({**out["report"]["decision"], "stop": out["stop"], "stage_time": st.times()}, default=str)

@@ -19,17 +19,16 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 def validate_part(part: str, config_json: str, stats: Output[Artifact]):
     """Validate one part with the schema's GX suite; keep its result and the statistics global checks need."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("validate-part", part=part):
+    with stage("validate-part", config_json, part=part) as st:
         import json
         from pathlib import Path
 
         from kfct import parts
         from kfct.components.validation_merge import validate_part as validate_one
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         df = parts.read_part(part).to_pandas()
         out = validate_one(df, cfg, stats.path)
         del df
@@ -48,12 +47,10 @@ def merge_validation(
     report_md: Output[Markdown],
 ) -> bool:
     """Merge the parts' validation into one verdict (global checks from merged statistics); returns passed."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("merge-validation", model_name=model_name, pipeline_run=pipeline_run):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("merge-validation", config_json, stamp=report_json.metadata, model_name=model_name,
+               pipeline_run=pipeline_run) as st:
         import json
         import shutil
         import tempfile
@@ -62,10 +59,8 @@ def merge_validation(
         from kfct import audit
         from kfct.components.validation_merge import merge_results
         from kfct.components.validation_report import write_report
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         dataset_sha256 = dataset.metadata.get("sha256", "")
         per_part = []
         for art in stats:
@@ -84,24 +79,22 @@ def merge_validation(
                      dataset_sha256=dataset_sha256, n_expectations=result["n_expectations"],
                      n_failed=result["n_failed"], parts=result["parts"],
                      failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
-        stage_logger("kfct.components.parts_stages").info(
+        st.log.info(
             "validation of %d parts %s: %d of %d expectations failed", result["parts"],
             "passed" if result["passed"] else "FAILED", result["n_failed"], result["n_expectations"])
-        clock.stamp(report_json.metadata)
         return bool(result["passed"])
 
 
 def featurize_part(part: str, config_json: str, train: Output[Dataset], val: Output[Dataset], test: Output[Dataset]):
     """Labels to 0/1 and the train/val/test split of one part, by a keyed hash of each id."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("featurize-part", part=part):
+    with stage("featurize-part", config_json, part=part) as st:
         from kfct import parts
         from kfct.components.featurize import with_binary_label
         from kfct.components.featurize_merge import split_by_id
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         df = with_binary_label(parts.read_part(part).to_pandas(), cfg)
         for art, frame in zip((train, val, test), split_by_id(df, cfg)):
             frame.to_parquet(art.path, index=False)
@@ -121,21 +114,16 @@ def merge_featurize(
 ) -> str:
     """Gather each split's parts into a parts dataset and fit the encoder from the train parts; returns the
     data version (the manifest's sha256) for the steps after it."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("merge-featurize"):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("merge-featurize", config_json, stamp=preprocessor.metadata) as st:
         import joblib
 
         from kfct.components.featurize_merge import EVAL_MAX_ROWS, fit_encoder_on_parts, gather_parts
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         dataset_sha256 = dataset.metadata.get("sha256", "")
-        label = cfg["dataset"]["label"]
+        label = cfg.dataset.label
         for out, ins in ((train, train_parts), (val, val_parts), (test, test_parts)):
             # the gate's test set is bounded (EVAL_MAX_ROWS, id-hash thinning): evaluate holds it in one pod
             manifest, positives = gather_parts([a.path for a in ins], out.path, label,
@@ -149,10 +137,9 @@ def merge_featurize(
         joblib.dump(encoder, preprocessor.path)
         preprocessor.metadata.update({"features_in": len(encoder.input_features),
                                       "features_out": len(encoder.output_names_)})
-        stage_logger("kfct.components.parts_stages").info(
+        st.log.info(
             "split %s/%s/%s rows (train/val/test) in parts; encoder fitted from the train parts",
             train.metadata["rows"], val.metadata["rows"], test.metadata["rows"])
-        clock.stamp(preprocessor.metadata)
         return dataset_sha256
 
 

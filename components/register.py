@@ -7,7 +7,12 @@ under the registry lock against the champion the gate compared with (`register_v
 """
 
 
+from typing import TYPE_CHECKING, Callable
+
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 def lineage_tags(meta: dict, data_uri: str, dataset_sha256: str, pipeline_run: str, code_version: str,
@@ -31,8 +36,8 @@ def lineage_tags(meta: dict, data_uri: str, dataset_sha256: str, pipeline_run: s
     return tags
 
 
-def register_version(meta: dict, decision: dict, cfg: dict, model_name: str, data_uri: str, dataset_sha256: str,
-                  pipeline_run: str, code_version: str, regate=None) -> dict:
+def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: str, data_uri: str, dataset_sha256: str,
+                  pipeline_run: str, code_version: str, regate: "Callable[[str], dict] | None" = None) -> dict:
     """Register the version and move its alias by compare-and-set. Returns plain values.
 
     The whole hand-off runs under the registry lock (`registry.champion_lock`):
@@ -52,10 +57,10 @@ def register_version(meta: dict, decision: dict, cfg: dict, model_name: str, dat
     if not decision.get("deploy"):
         raise RuntimeError("register called for a model the gate did not approve")
     run_id = meta.get("mlflow_run_id") or ""
-    rollout = bool(cfg.get("rollout", {}).get("enabled", False))
-    champion_alias = cfg["register"].get("alias", "champion")
+    rollout = cfg.rollout.enabled
+    champion_alias = cfg.register_.alias
     alias = "challenger" if rollout else champion_alias
-    on_moved = (cfg.get("gate") or {}).get("on_champion_moved", "regate")
+    on_moved = cfg.gate.on_champion_moved
     pause_at("after_gate")
     with registry.champion_lock(model_name) as lock:
         pause_at("registry_locked")
@@ -109,7 +114,7 @@ def register_version(meta: dict, decision: dict, cfg: dict, model_name: str, dat
     return out
 
 
-def card_info(meta: dict, out: dict, decision: dict, cfg: dict, evidence: dict, dataset_meta: dict, data_uri: str,
+def card_info(meta: dict, out: dict, decision: dict, cfg: "RunConfig", evidence: dict, dataset_meta: dict, data_uri: str,
               dataset_sha256: str, model_name: str) -> dict:
     """Everything the model card says about the registered version, from plain values (see `kfct.modelcard`)."""
     return {
@@ -122,13 +127,13 @@ def card_info(meta: dict, out: dict, decision: dict, cfg: dict, evidence: dict, 
         "metrics": decision.get("metrics", {}), "fairness": decision.get("fairness"),
         "comparison": decision.get("comparison"),
         "gate": {"deploy": decision.get("deploy"), "reasons": decision.get("reasons", []),
-                 "thresholds": cfg["gate"]["thresholds"]},
+                 "thresholds": cfg.gate.thresholds},
         "lineage": out["tags"], "top_features": evidence.get("top_features"), "slices": evidence.get("slices", {}),
         "charts": evidence.get("charts", {}),
     }
 
 
-def _regate_with(model_path: str, test_path: str, cfg: dict, model_name: str):
+def _regate_with(model_path: str, test_path: str, cfg: "RunConfig", model_name: str) -> "Callable[[str], dict]":
     """The gate again, against the champion that is current now (same challenger, same test set).
 
     Only when the champion moved between gate and registration: the model and test set
@@ -190,27 +195,22 @@ def register_model(
     """Register the approved model in MLflow with lineage tags and a model card; set its alias. Returns the version.
 
     Registry work only: the card's evidence (slices, top features, charts) comes from evaluate."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("register-model", model_name=model_name, pipeline_run=pipeline_run, data_uri=data_uri):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("register-model", config_json, stamp=model_card.metadata, registry=True, model_name=model_name,
+               pipeline_run=pipeline_run, data_uri=data_uri) as st:
         import json
 
         from kfct.components.evaluate import read_evidence
         from kfct.components.register import (_decision_summary, _log_card, _regate_with, card_info,
                                               register_version)
         from kfct import registry
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.modelcard import build_model_card, description, model_description
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         with open(decision.path) as fh:
             dec = json.load(fh)
         meta = dict(model.metadata)
-        registry.setup()
         # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
         data_uri = dataset.metadata.get("resolved_uri") or data_uri
         out = register_version(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
@@ -231,7 +231,6 @@ def register_model(
         if out.get("decision"):  # the run's summary shows the gate that decided, not the first one
             model_card.metadata["regate"] = _decision_summary(out["decision"])
         registry.describe(model_name, out["version"], description(info), model_description(cfg))
-        stage_logger("kfct.components.register").info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
+        st.log.info("registered %s v%s, alias %s", model_name, out["version"], out["alias"])
         _log_card(meta["mlflow_run_id"], md, html, info["charts"])
-        clock.stamp(model_card.metadata)
         return out["version"]

@@ -19,9 +19,11 @@ unless forced. The time of the last trigger comes from the audit trail (events
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
+    from kfct.settings import Settings
+    from kfct.config import DriftConfig, RunConfig
     from kfct.launcher import RetrainLauncher
 
 from kfp.dsl import Artifact, Input
@@ -32,7 +34,7 @@ HIGH_LEVEL = 0.3
 TRIGGER_EVENT = "retrain_triggered"
 
 
-def _required(name: str, value) -> float:
+def _required(name: str, value: Any) -> float:
     """A measured figure the decision cannot do without: a number, not None or NaN."""
     v = _num(name, value)
     if v is None:
@@ -40,7 +42,7 @@ def _required(name: str, value) -> float:
     return v
 
 
-def _num(name: str, value) -> float | None:
+def _num(name: str, value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -65,15 +67,15 @@ def severity(drift_share: float, churn_rate_shift: float | None, drift_share_thr
     return "low"
 
 
-def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift: dict,
+def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift: "DriftConfig",
                    performance_drop: float | None = None) -> tuple[bool, list[str]]:
     """(retrain needed, reasons). Every threshold crossed is named; none crossed says why not."""
     share = _required("drift_share", drift_share)
     shift = _num("churn_rate_shift", churn_rate_shift)
     drop = _num("performance_drop", performance_drop)
-    t_share = float(cfg_drift["drift_share_threshold"])
-    t_shift = float(cfg_drift["prediction_shift_threshold"])
-    t_drop = float(cfg_drift["performance_drop_threshold"])
+    t_share = float(cfg_drift.drift_share_threshold)
+    t_shift = float(cfg_drift.prediction_shift_threshold)
+    t_drop = float(cfg_drift.performance_drop_threshold)
     reasons = []
     if share > t_share:
         reasons.append(f"drift share {share:.3f} > {t_share}")
@@ -90,17 +92,17 @@ def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift
     return False, why
 
 
-def assess(drift_share: float, churn_rate_shift: float | None, cfg_drift: dict,
+def assess(drift_share: float, churn_rate_shift: float | None, cfg_drift: "DriftConfig",
            performance_drop: float | None = None) -> dict:
     """Severity, retrain flag and reason together (what `detect_drift` reports)."""
     retrain, reasons = should_retrain(drift_share, churn_rate_shift, cfg_drift, performance_drop)
-    level = severity(drift_share, churn_rate_shift, float(cfg_drift["drift_share_threshold"]))
+    level = severity(drift_share, churn_rate_shift, float(cfg_drift.drift_share_threshold))
     if retrain and SEVERITIES.index(level) < SEVERITIES.index("medium"):
         level = "medium"
     return {"severity": level, "retrain": retrain, "reason": "; ".join(reasons)}
 
 
-def parse_ts(value) -> datetime:
+def parse_ts(value: object) -> datetime:
     """An audit timestamp (ISO 8601, 'Z' allowed) or datetime as an aware UTC datetime."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -133,12 +135,12 @@ def cooldown_remaining(last: datetime | None, now: datetime, cooldown_hours: flo
     return max(0.0, (end - parse_ts(now)).total_seconds())
 
 
-def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: dict, force: bool = False) -> dict:
+def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: "DriftConfig", force: bool = False) -> dict:
     """What the monitor does now: `retrain`, `cooldown` (needed but held back) or `none`.
 
     `force` starts a run even without drift and ignores the cooldown (a person asked).
     """
-    remaining = cooldown_remaining(last, now, float(cfg_drift["cooldown_hours"]))
+    remaining = cooldown_remaining(last, now, float(cfg_drift.cooldown_hours))
     needed = bool(assessment.get("retrain"))
     reason = assessment.get("reason", "")
     if force:
@@ -151,7 +153,7 @@ def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: di
         hours = remaining / 3600.0
         return {"action": "cooldown", "retrain_needed": True, "cooldown_remaining_s": remaining,
                 "reason": f"{reason}; held back by cooldown: last retrain triggered {parse_ts(last).isoformat()}, "
-                          f"{hours:.1f} h of {cfg_drift['cooldown_hours']} h left"}
+                          f"{hours:.1f} h of {cfg_drift.cooldown_hours} h left"}
     return {"action": "retrain", "retrain_needed": True, "cooldown_remaining_s": 0.0, "reason": reason}
 
 
@@ -176,7 +178,7 @@ class TriggerPlan:
     audit: dict = field(default_factory=dict)
 
 
-def plan_trigger(drift: dict, history: Iterable[dict], now: datetime, cfg: dict, model_name: str,
+def plan_trigger(drift: dict, history: Iterable[dict], now: datetime, cfg: "RunConfig", model_name: str,
                  current_uri: str = "", ct_data_uri: str = "", force: bool = False,
                  dry_run: bool = False) -> TriggerPlan:
     """Drift (from the detector), the model's audit history and the time -> what to do.
@@ -185,7 +187,7 @@ def plan_trigger(drift: dict, history: Iterable[dict], now: datetime, cfg: dict,
     else the CT pipeline's default ('').
     """
     decision = decide({"retrain": drift.get("retrain"), "reason": drift.get("reason", "")},
-                      last_trigger(history), now, cfg["drift"], force=force)
+                      last_trigger(history), now, cfg.drift, force=force)
     out = {**decision, "severity": drift.get("severity"), "dry_run": bool(dry_run), "triggered": False}
     if decision["action"] == "cooldown":
         held = None if dry_run else {"model_name": model_name, "severity": drift.get("severity"),
@@ -216,8 +218,8 @@ def plan_finished(model_name: str, summary: dict) -> tuple[dict, dict]:
     return finished, ct
 
 
-def run_trigger(drift: dict, cfg: dict, model_name: str, current_uri: str = "", ct_data_uri: str = "",
-                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings=None,
+def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str = "", ct_data_uri: str = "",
+                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings: "Settings | None" = None,
                  now: datetime | None = None, launcher: "RetrainLauncher | None" = None) -> dict:
     """Decide (`plan_trigger`: policy + cooldown from the audit trail) and, when it says so, start a CT run.
 
@@ -276,23 +278,17 @@ def trigger_retrain(
 ) -> str:
     """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a
     cluster, kfp.local locally); returns the outcome as JSON."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("trigger-retrain", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("trigger-retrain", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.retrain_policy import run_trigger
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
-
-        cfg = config_from_json(config_json)
+        cfg = st.config
         with open(drift_summary.path) as fh:
             drift = json.load(fh)
         drift["retrain"] = bool(retrain_needed)
         out = run_trigger(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
-        stage_logger("kfct.components.retrain_policy").info("retrain decision: %s (%s)%s", out["action"], out["reason"],
+        st.log.info("retrain decision: %s (%s)%s", out["action"], out["reason"],
                                                             f"; started a {out['mode']} CT run" if out["triggered"] else "")
-        return json.dumps({**out, "stage_time": clock.as_dict()}, default=str)
+        return json.dumps({**out, "stage_time": st.times()}, default=str)

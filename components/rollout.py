@@ -41,7 +41,7 @@ Prometheus' HTTP API narrowed to each version's pods).
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kfct.components.rollout_backends import (ClusterBackend, LocalRouterBackend, PrometheusMetrics,  # noqa: F401
                                               RolloutBackend, make_backend)
@@ -50,6 +50,9 @@ from kfct.components.rollout_decision import (FAIL, PASS, WAIT, OutcomePlan, Rol
                                               plan_abort, plan_expiry, plan_promotion, plan_retry, plan_rollback,
                                               plan_rollout_step, plan_versions, two_proportion_z)
 from kfct.components.rollout_defer import defer_rollout, expire_deferred  # noqa: F401
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 # -- the loop ------------------------------------------------------------------------------------
 
@@ -256,38 +259,33 @@ def retry_rejected(model_name: str, version: str, operator: str | None = None) -
     return plan["audit"]
 
 
-def rollout_version(model_name: str, cfg: dict, backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
+def rollout_version(model_name: str, cfg: "RunConfig", backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
                  canary_version: str | None = None, poll_seconds: float | None = None, log=None) -> RolloutResult:
-    """Thresholds, steps and bake time from `cfg["rollout"]` unless given."""
-    r = cfg["rollout"]
+    """Thresholds, steps and bake time from `cfg.rollout` unless given."""
+    r = cfg.rollout
     return run_rollout(model_name, backend, Thresholds.from_config(cfg),
-                       parse_steps(steps if steps is not None else r["steps"]),
-                       float(bake_seconds if bake_seconds is not None else r["bake_seconds"]),
+                       parse_steps(steps if steps is not None else r.steps),
+                       float(bake_seconds if bake_seconds is not None else r.bake_seconds),
                        canary_version=canary_version,
-                       poll_seconds=float(poll_seconds if poll_seconds is not None else r["poll_seconds"]),
+                       poll_seconds=float(poll_seconds if poll_seconds is not None else r.poll_seconds),
                        log=log)
 
 
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("rollout-model", model_name=model_name):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("rollout-model", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
                                              rollout_version)
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
         from kfct.settings import get_settings
 
         from kfct import registry
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         s = get_settings()
         registry.setup(s)
         if not version:
@@ -295,7 +293,7 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
         if version and registry.alias_version(model_name, "champion") == str(version):
             # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
             return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion",
-                               "stage_time": clock.as_dict()})
+                               "stage_time": st.times()})
         backend = make_backend(model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url,
                                namespace=namespace)
         if isinstance(backend, LocalRouterBackend):
@@ -303,9 +301,9 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
             if not backend.reachable():
                 # No live traffic to judge by: the canary stays deployed until a deadline (its owner).
                 out = defer_rollout(model_name, version, f"no model server at {backend.url}",
-                                    float(cfg["rollout"]["deferred_deadline_seconds"]), state_path=backend.state_path)
-                return json.dumps({**out, "stage_time": clock.as_dict()})
-        log = stage_logger("kfct.components.rollout")
+                                    float(cfg.rollout.deferred_deadline_seconds), state_path=backend.state_path)
+                return json.dumps({**out, "stage_time": st.times()})
+        log = st.log
         res = rollout_version(model_name, cfg, backend, canary_version=version or None, log=log.info)
         log.info("rollout of v%s: %s (%s)", res.canary_version, res.outcome, "; ".join(res.reasons))
-        return json.dumps({**res.to_json(), "stage_time": clock.as_dict()})
+        return json.dumps({**res.to_json(), "stage_time": st.times()})

@@ -6,9 +6,12 @@ mode, the figures from Prometheus' HTTP API (`PrometheusMetrics`) narrowed to ea
 """
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kfct.components.rollout_decision import RolloutError, Window
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 class RolloutBackend(Protocol):
@@ -188,7 +191,7 @@ class ClusterBackend:
     """
 
     def __init__(self, model_name: str, isvc_name: str, namespace: str, prometheus_url: str, kserve_client=None,
-                 settings=None, cfg: dict | None = None, ready_timeout: float = 600.0, ready_poll: float = 5.0):
+                 settings=None, cfg: "RunConfig | None" = None, ready_timeout: float = 600.0, ready_poll: float = 5.0):
         self.model_name = model_name
         self.isvc_name = isvc_name
         self.namespace = namespace
@@ -282,7 +285,7 @@ class ClusterBackend:
         apply_inference_service(client, isvc, self.isvc_name, self.namespace)
 
 
-def make_backend(model_name: str, target: str, settings, cfg: dict | None = None, server_url: str | list = "",
+def make_backend(model_name: str, target: str, settings, cfg: "RunConfig | None" = None, server_url: str | list = "",
                  prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
     """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
 

@@ -8,10 +8,13 @@ judged by is testable with plain values.
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
 from kfct.window_stats import WindowStats as Window  # what a backend measured for one version in a step
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 
 class RolloutError(KfctError):
@@ -29,17 +32,13 @@ class Thresholds:
     min_customers: int = 20  # customers scored by both versions before the paired shifts are judged
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Thresholds":
-        r = (cfg or {}).get("rollout", cfg or {})
-        out = cls()
-        for f in cls.__dataclass_fields__:
-            if f in r and r[f] is not None:
-                setattr(out, f, type(getattr(out, f))(r[f]))
-        if out.min_requests < 1:
-            raise RolloutError("rollout.min_requests must be at least 1")
-        if out.min_customers < 2:
-            raise RolloutError("rollout.min_customers must be at least 2")
-        return out
+    def from_config(cls, cfg: "RunConfig") -> "Thresholds":
+        """`cfg.rollout`'s thresholds (RolloutConfig already checked them: min_requests >= 1, min_customers >= 2)."""
+        r = cfg.rollout
+        return cls(min_requests=r.min_requests, max_error_rate_increase=r.max_error_rate_increase,
+                   max_p99_latency_ratio=r.max_p99_latency_ratio, min_p99_latency_delta_ms=r.min_p99_latency_delta_ms,
+                   max_churn_rate_shift=r.max_churn_rate_shift, significance_z=r.significance_z,
+                   min_customers=r.min_customers)
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"

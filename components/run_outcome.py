@@ -75,17 +75,15 @@ def record_run_outcome(status: PipelineTaskFinalStatus, model_name: str, pipelin
     """Exit handler of the CT run: records `run_failed` when the run failed and no stage recorded why."""
     import json
 
-    from kfct.stageclock import StageClock
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("record-run-outcome", model_name=model_name, pipeline_run=pipeline_run):
-        clock = StageClock()
+    with stage("record-run-outcome", model_name=model_name, pipeline_run=pipeline_run) as st:
         from kfct.components.run_outcome import record_outcome
 
-        st = {"state": status.state, "pipeline_job_resource_name": status.pipeline_job_resource_name,
-              "pipeline_task_name": status.pipeline_task_name, "error_message": status.error_message}
-        out = record_outcome(st, model_name, pipeline_run)
+        final = {"state": status.state, "pipeline_job_resource_name": status.pipeline_job_resource_name,
+                 "pipeline_task_name": status.pipeline_task_name, "error_message": status.error_message}
+        out = record_outcome(final, model_name, pipeline_run)
         recorded = out["recorded"]
         return json.dumps({"state": out["state"], "pipeline_run": pipeline_run, "recorded": bool(recorded),
                            "entry": {k: recorded[k] for k in ("seq", "event", "task") if k in recorded}
-                           if recorded else None, "stage_time": clock.as_dict()})
+                           if recorded else None, "stage_time": st.times()})

@@ -281,5 +281,5 @@ def score_customers(customers_path: str, output_path: str, model_name: str, alia
     from kfct.config import load_config
 
     cfg = load_config()
-    s = score_registered(customers_path, output_path, model_name, alias=alias, id_column=cfg["dataset"]["id_column"])
+    s = score_registered(customers_path, output_path, model_name, alias=alias, id_column=cfg.dataset.id_column)
     return json.dumps(s.to_json())

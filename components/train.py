@@ -9,10 +9,15 @@ Everything is logged to MLflow: params, metrics, the data sha256 and the model
 """
 
 
+from typing import TYPE_CHECKING
+
 import time
 
 import numpy as np
 from kfp.dsl import Dataset, Input, Model, Output
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig, TrainConfig
 
 MODELS = ("xgboost", "logistic_regression", "random_forest", "hist_gradient_boosting")
 
@@ -31,26 +36,26 @@ def choose_threshold(y_true: np.ndarray, proba: np.ndarray, recall_target: float
     return float(thresholds[int(np.argmax(f1))])
 
 
-def _xgb_estimator(params: dict, n_pos: int, n_neg: int, cfg_train: dict, device: str):
+def _xgb_estimator(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str):
     from xgboost import XGBClassifier
 
     p = dict(params)
-    spw = (n_neg / max(n_pos, 1)) if cfg_train.get("imbalance") == "scale_pos_weight" else 1.0
+    spw = (n_neg / max(n_pos, 1)) if cfg_train.imbalance == "scale_pos_weight" else 1.0
     return XGBClassifier(
         **p,
         objective="binary:logistic",
         eval_metric="auc",
         scale_pos_weight=spw,
-        early_stopping_rounds=int(cfg_train.get("early_stopping_rounds", 30)),
-        random_state=int(cfg_train.get("seed", 42)),
+        early_stopping_rounds=int(cfg_train.early_stopping_rounds),
+        random_state=int(cfg_train.seed),
         device=device,
         n_jobs=0 if device == "cuda" else None,
     )
 
 
-def _sklearn_estimator(kind: str, params: dict, cfg_train: dict):
-    seed = int(cfg_train.get("seed", 42))
-    weight = "balanced" if cfg_train.get("imbalance") in ("class_weight", "scale_pos_weight") else None
+def _sklearn_estimator(kind: str, params: dict, cfg_train: "TrainConfig"):
+    seed = int(cfg_train.seed)
+    weight = "balanced" if cfg_train.imbalance in ("class_weight", "scale_pos_weight") else None
     if kind == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
 
@@ -66,7 +71,7 @@ def _sklearn_estimator(kind: str, params: dict, cfg_train: dict):
     raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
 
 
-def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: str):
+def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", device: str):
     """Fit one estimator; returns (predictor, val_proba, info). XGBoost returns its trimmed Booster."""
     if kind == "xgboost":
         n_pos = int(ytr.sum())
@@ -82,7 +87,7 @@ def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: s
     return est, est.predict_proba(Xva)[:, 1].astype(np.float64), {}
 
 
-def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: str, trials: int) -> dict:
+def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", device: str, trials: int) -> dict:
     """Optuna search maximising validation AUC; returns the best params merged over `base`."""
     try:
         import optuna
@@ -117,17 +122,16 @@ def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: dict, device: st
         _, proba, _ = _fit(kind, params, Xtr, ytr, Xva, yva, cfg_train, device)
         return roc_auc_score(yva, proba)
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(cfg_train.get("seed", 42))))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(cfg_train.seed)))
     study.optimize(objective, n_trials=int(trials))
     return {**base, **study.best_params}
 
 
-def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: dict) -> tuple[float, dict]:
+def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: "TrainConfig") -> tuple[float, dict]:
     """The decision threshold chosen on validation and the validation metrics at it (in-pod and distributed)."""
     from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-    strategy = cfg_train.get("threshold_strategy", "f1")
-    recall_target = float(cfg_train["recall_target"]) if strategy == "recall_target" else None
+    recall_target = float(cfg_train.recall_target) if cfg_train.threshold_strategy == "recall_target" else None
     threshold = choose_threshold(yva, val_proba, recall_target)
     pred = (val_proba >= threshold).astype(int)
     return threshold, {
@@ -137,7 +141,7 @@ def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: dic
     }
 
 
-def xgb_booster_params(params: dict, n_pos: int, n_neg: int, cfg_train: dict, device: str) -> tuple[dict, int, int]:
+def xgb_booster_params(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str) -> tuple[dict, int, int]:
     """The in-pod estimator's settings as XGBoost's native (params, rounds, early-stopping rounds).
 
     Built from the very `XGBClassifier` the in-pod path fits (`get_xgb_params`), so a
@@ -147,28 +151,28 @@ def xgb_booster_params(params: dict, n_pos: int, n_neg: int, cfg_train: dict, de
     return native, int(est.get_num_boosting_rounds()), int(est.early_stopping_rounds)
 
 
-def train_core(train_df, val_df, cfg: dict, encoder=None, device: str | None = None, tune_trials: int | None = None):
+def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | None = None, tune_trials: int | None = None):
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
     from kfct.components.featurize import build_encoder
     from kfct.model import ChurnModel
 
-    ct = cfg["train"]
-    kind = ct["model"]
+    ct = cfg.train
+    kind = ct.model
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r} in train.model; choose one of {', '.join(MODELS)}")
-    device = (device or ct.get("device") or "cpu").lower()
+    device = (device or ct.device or "cpu").lower()
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and kind != "xgboost":
         raise ValueError(f"device='cuda' needs model xgboost, not {kind}")
-    trials = int(ct.get("tune_trials", 0) if tune_trials is None else tune_trials)
-    label = cfg["dataset"]["label"]
+    trials = int(ct.tune_trials if tune_trials is None else tune_trials)
+    label = cfg.dataset.label
     if encoder is None:
         encoder = build_encoder(cfg, scale=kind == "logistic_regression").fit(train_df)
     Xtr, Xva = encoder.transform(train_df), encoder.transform(val_df)
     ytr, yva = train_df[label].to_numpy(np.int64), val_df[label].to_numpy(np.int64)
 
-    params = dict(ct.get(kind, {}))
+    params = dict(getattr(ct, kind))  # the chosen estimator's hyperparameters (train.<model>)
     t0 = time.perf_counter()
     if trials > 0:
         params = _tune(kind, params, Xtr, ytr, Xva, yva, ct, device, trials)
@@ -199,12 +203,10 @@ def train_model(
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn; with train.workers > 1, XGBoost on N workers:
     a Kubeflow Trainer TrainJob on a cluster) and log it to MLflow; returns the run id."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("train-model", pipeline_run=pipeline_run, data_uri=data_uri):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("train-model", config_json, stamp=model.metadata, registry=True, pipeline_run=pipeline_run,
+               data_uri=data_uri) as st:
         import tempfile  # a kfp component runs this function's source alone: its imports are all in here
 
         import joblib
@@ -213,11 +215,8 @@ def train_model(
 
         from kfct.components.train import train_core
         from kfct import registry
-        from kfct.config import config_from_json
-        from kfct.logs import stage_logger
-
-        cfg = config_from_json(config_json)
-        if int(cfg["train"]["workers"]) > 1:
+        cfg = st.config
+        if cfg.train.workers > 1:
             # N workers train; rank 0 leaves the model at model.path (see kfct.components.train_distributed)
             from kfct.components.train_distributed import train_distributed_step
 
@@ -232,8 +231,7 @@ def train_model(
 
         from kfct.reconcile import process_tags
 
-        registry.setup()
-        label = cfg["dataset"]["label"]
+        label = cfg.dataset.label
         with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:
             mlflow.set_tags({
                 "dataset_sha256": dataset_sha256, "data_uri": data_uri, "code_version": code_version,
@@ -248,7 +246,7 @@ def train_model(
                                 **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {})})
             logged = registry.log_model(fitted, tr.drop(columns=[label]))
             # Reference snapshot for drift monitoring: a bounded sample of the training split.
-            window = int(cfg["drift"]["window_rows"])
+            window = int(cfg.drift.window_rows)
             with tempfile.TemporaryDirectory() as tmp:
                 snap = f"{tmp}/train_snapshot.parquet"
                 tr.sample(n=min(window, len(tr)), random_state=0).to_parquet(snap, index=False)
@@ -257,7 +255,7 @@ def train_model(
 
         if info["engine"] == "in-pod":  # distributed: model.path already holds what rank 0 wrote
             joblib.dump(fitted, model.path)
-        stage_logger("kfct.components.train").info(
+        st.log.info(
             "trained %s on %s rows (%s, %s x %s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
             info["n_train"], info["device"], info["workers"], info["engine"], info["fit_seconds"], info["threshold"],
             ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
@@ -267,5 +265,4 @@ def train_model(
             "threshold": info["threshold"], "model": info["model"], "device": info["device"],
             "train_workers": info["workers"], "train_engine": info["engine"], **val_metrics,
         })
-        clock.stamp(model.metadata)
         return run_id

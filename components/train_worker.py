@@ -114,7 +114,6 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
 
     rc = typed_config(config_from_json(spec["config_json"]))
     ct, label = rc.train, rc.dataset.label
-    ct_plain = ct.model_dump(mode="json")  # what kfct.components.train's helpers read
     device = str(spec["device"] or ct.device).lower()
     encoder = joblib.load(io.BytesIO(read_bytes(spec["preprocessor"])))  # featurize's fitted encoder
     Xtr, ytr = _xy(read_shard(spec["train"], coll.rank, coll.world), encoder, label)
@@ -137,7 +136,7 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
                                         dmlc_task_id=str(coll.rank)):
         n_pos, n_tr, n_va = (int(v) for v in collective.allreduce(
             np.array([ytr.sum(), len(ytr), len(yva)], dtype=np.float64), collective.Op.SUM))
-        params, rounds, early = xgb_booster_params(dict(ct.xgboost), n_pos, n_tr - n_pos, ct_plain, device)
+        params, rounds, early = xgb_booster_params(dict(ct.xgboost), n_pos, n_tr - n_pos, ct, device)
         max_bin = params.get("max_bin")  # every QuantileDMatrix and the booster must agree on it
         dtrain = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=max_bin)
         dval = xgb.QuantileDMatrix(Xva, label=yva, ref=dtrain, max_bin=max_bin)
@@ -155,7 +154,7 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
     # The threshold is chosen on the whole validation split, as in-pod (only rank 0, after training).
     Xv_all, yv_all = _xy(read_all(spec["val"]), encoder, label)
     val_proba = np.asarray(booster.inplace_predict(Xv_all), dtype=np.float64)
-    threshold, val_metrics = threshold_and_metrics(yv_all, val_proba, ct_plain)
+    threshold, val_metrics = threshold_and_metrics(yv_all, val_proba, ct)
     model = ChurnModel(encoder=encoder, estimator=booster, threshold=threshold)
     buf = io.BytesIO()
     joblib.dump(model, buf)

@@ -32,12 +32,9 @@ def validate_data(
     report_md: Output[Markdown],
 ) -> bool:
     """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
-    from kfct.stagefail import audit_failure
+    from kfct.stage import stage
 
-    with audit_failure("validate-data", model_name=model_name, pipeline_run=pipeline_run):
-        from kfct.stageclock import StageClock
-
-        clock = StageClock()
+    with stage("validate-data", config_json, stamp=report_json.metadata, model_name=model_name, pipeline_run=pipeline_run) as st:
         import shutil
         import tempfile
 
@@ -45,9 +42,8 @@ def validate_data(
 
         from kfct.components.validate import validate_frame, write_report  # noqa: F811  (the component runs alone)
         from kfct import audit
-        from kfct.config import config_from_json
 
-        cfg = config_from_json(config_json)
+        cfg = st.config
         result = validate_frame(pd.read_parquet(dataset.path), cfg)
         with tempfile.TemporaryDirectory() as tmp:
             paths = write_report(result, tmp)
@@ -61,13 +57,10 @@ def validate_data(
                      dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
                      n_failed=result["n_failed"],
                      failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
-        from kfct.logs import stage_logger
-
-        stage_logger("kfct.components.validate").info(
+        st.log.info(
             "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
             result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
                                              for f in result["failures"][:5]))
-        clock.stamp(report_json.metadata)
         return bool(result["passed"])
 
 

@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 GLOBAL_CHECKS = frozenset({"min_rows", "unique", "duplicate_share", "label_balance", "label_balance_min",
                            "label_balance_max"})
@@ -45,7 +48,7 @@ def _hash_values(series) -> Any:
     return np.sort(pd.util.hash_pandas_object(values, index=False).to_numpy(dtype=np.uint64))
 
 
-def part_statistics(df, cfg: dict, out_dir: str | Path) -> dict:
+def part_statistics(df, cfg: "RunConfig", out_dir: str | Path) -> dict:
     """What the reduce needs from one part besides its GX result: rows, label counts, value hashes.
 
     Hash arrays are written as sorted `.npy` files under `out_dir` (one per unique column,
@@ -58,8 +61,8 @@ def part_statistics(df, cfg: dict, out_dir: str | Path) -> dict:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ds = cfg["dataset"]
-    label = ds["label"]
+    ds = cfg.dataset
+    label = ds.label
     present = [str(c) for c in df.columns]
     plan = plan_checks(cfg, present_columns=present, label_data=df[label] if label in df.columns else None)
     stats: dict[str, Any] = {"rows": int(len(df)), "hashes": {}}
@@ -85,7 +88,7 @@ def part_statistics(df, cfg: dict, out_dir: str | Path) -> dict:
     return stats
 
 
-def validate_part(df, cfg: dict, out_dir: str | Path) -> dict:
+def validate_part(df, cfg: "RunConfig", out_dir: str | Path) -> dict:
     """Map: the unchanged GX suite on one part, plus its statistics (`part_statistics`)."""
     from kfct.components.validation_run import validate_frame
     from kfct.config import validate_config
@@ -266,7 +269,7 @@ def _merge_global(rec: dict, parts: list[dict], total_rows: int, buckets: int) -
     return out
 
 
-def merge_results(parts: list[dict], cfg: dict, buckets: int | None = None) -> dict:
+def merge_results(parts: list[dict], cfg: "RunConfig", buckets: int | None = None) -> dict:
     """Reduce: one result of `validate_frame`'s shape from the per-part results and statistics.
 
     `parts`: [{"result": validate_frame result, "stats": part_statistics, "dir": where its hash

@@ -15,10 +15,13 @@ only by `suite_from_plan`: importing it costs seconds.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from kfct.config import ConfigError, validate_config
 from kfct.record_schema import numeric_rule
+
+if TYPE_CHECKING:
+    from kfct.config import ColumnSpec, DatasetConfig, RunConfig
 
 # Dtype names GX compares against (numpy names, pandas extension dtype class names,
 # and "int"/"float"/"str" which GX maps to the Python types for object columns).
@@ -46,8 +49,8 @@ DEFAULT_FUTURE_DAYS = 1.0
 _CUSTOM: dict[str, type] = {}
 
 
-def suite_name(cfg: dict) -> str:
-    return f"{cfg['dataset']['name']}.v{int(cfg['schema_version'])}"
+def suite_name(cfg: RunConfig) -> str:
+    return f"{cfg.dataset.name}.v{int(cfg.schema_version)}"
 
 
 def _fmt(v: Any) -> str:
@@ -74,46 +77,46 @@ class _Plan:
         self.items.append((kind, kwargs, meta))
 
 
-def _column_checks(p: _Plan, col: str, spec: dict, label: str, now: float) -> None:
-    family = DTYPE_FAMILY[spec["dtype"]]
+def _column_checks(p: _Plan, col: str, spec: ColumnSpec, label: str, now: float) -> None:
+    family = DTYPE_FAMILY[spec.dtype]
     p.add("ExpectColumnToExist", {"column": col}, "exists", "column is present", col)
     p.add("ExpectColumnValuesToBeInTypeList", {"column": col, "type_list": FAMILY_TYPES[family]}, "dtype",
-          f"{family} values (schema dtype {spec['dtype']})", col, limit=spec["dtype"])
-    if not spec["nullable"]:
+          f"{family} values (schema dtype {spec.dtype})", col, limit=spec.dtype)
+    if not spec.nullable:
         p.add("ExpectColumnValuesToNotBeNull", {"column": col}, "not_null", "no missing values", col)
     rule = numeric_rule(col, spec)  # the rule the model server and `kfct score` apply too
     if rule is not None and rule.integer:
         p.add(WHOLE_NUMBERS, {"column": col}, "integer", "whole numbers (schema dtype int)", col, limit="int")
-    lo, hi = (rule.min, rule.max) if rule is not None else (spec["min"], spec["max"])
+    lo, hi = (rule.min, rule.max) if rule is not None else (spec.min, spec.max)
     if lo is not None or hi is not None:
         p.add("ExpectColumnValuesToBeBetween", {"column": col, "min_value": lo, "max_value": hi}, "range",
               _range_text(lo, hi), col, limit=[lo, hi])
     for key, check in (("categories", "categories"), ("values", "label_values" if col == label else "values")):
-        allowed = spec[key]
+        allowed = getattr(spec, key)
         if allowed:
             p.add("ExpectColumnValuesToBeInSet", {"column": col, "value_set": list(allowed)}, check,
                   "values in {" + ", ".join(map(str, allowed)) + "}", col, limit=list(allowed))
-    if spec["unique"]:
+    if spec.unique:
         p.add("ExpectColumnValuesToBeUnique", {"column": col}, "unique", "no repeated values", col)
-    if spec["dtype"] == "datetime":
+    if spec.dtype == "datetime":
         import datetime as dt
 
-        days = DEFAULT_FUTURE_DAYS if spec.get("max_future_days") is None else float(spec["max_future_days"])
+        days = DEFAULT_FUTURE_DAYS if spec.max_future_days is None else float(spec.max_future_days)
         latest = (dt.datetime.fromtimestamp(now, dt.timezone.utc) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
         p.add(TIMESTAMPS, {"column": col, "max_value": latest}, "timestamp",
               f"dates, none later than {latest} (now + {days:g} day(s))", col, limit=latest)
 
 
-def _table_checks(p: _Plan, ds: dict, present_columns: Iterable[str] | None) -> None:
-    cols = ds["columns"]
-    min_rows, max_rows = ds["min_rows"], ds["max_rows"]
+def _table_checks(p: _Plan, ds: DatasetConfig, present_columns: Iterable[str] | None) -> None:
+    cols = ds.columns
+    min_rows, max_rows = ds.min_rows, ds.max_rows
     if min_rows is not None or max_rows is not None:
         p.add("ExpectTableRowCountToBeBetween", {"min_value": min_rows, "max_value": max_rows}, "min_rows",
               _range_text(min_rows, max_rows, "row count"), limit=[min_rows, max_rows])
-    exact = not ds["allow_extra_columns"]
+    exact = not ds.allow_extra_columns
     p.add("ExpectTableColumnsToMatchSet", {"column_set": list(cols), "exact_match": exact}, "column_set",
           f"{'exactly' if exact else 'at least'} the {len(cols)} schema columns")
-    share = ds["max_duplicate_share"]
+    share = ds.max_duplicate_share
     present = set(present_columns) if present_columns is not None else None
     dup_cols = [c for c in cols if present is None or c in present]
     if share is not None and dup_cols:
@@ -124,12 +127,12 @@ def _table_checks(p: _Plan, ds: dict, present_columns: Iterable[str] | None) -> 
               "duplicate_share", f"share of fully duplicated rows <= {float(share):.2%}", limit=float(share))
 
 
-def _label_balance_checks(p: _Plan, ds: dict, positives: list) -> None:
-    bal, label, pos = ds["label_balance"], ds["label"], ds["positive_label"]
+def _label_balance_checks(p: _Plan, ds: DatasetConfig, positives: list) -> None:
+    bal, label, pos = ds.label_balance, ds.label, ds.positive_label
     if bal is None:
         return
     lo, hi = float(bal[0]), float(bal[1])
-    values = ds["columns"][label]["values"]
+    values = ds.columns[label].values
     text = f"positive share ({label} == {pos!r}) between {lo:.2%} and {hi:.2%}"
     zero_one = values is not None and all(type(v) is int for v in values) and set(values) == {0, 1}
     if zero_one and pos == 1 and type(pos) is int:
@@ -144,7 +147,7 @@ def _label_balance_checks(p: _Plan, ds: dict, positives: list) -> None:
           "label_balance_max", f"positive share ({label} == {pos!r}) <= {hi:.2%}", label, limit=hi)
 
 
-def plan_checks(cfg: dict, present_columns: Iterable[str] | None = None, label_data=None,
+def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, label_data=None,
                 now: float | None = None) -> Plan:
     """Every check the schema asks for, in schema order: columns, then table, then label balance.
 
@@ -153,30 +156,31 @@ def plan_checks(cfg: dict, present_columns: Iterable[str] | None = None, label_d
     when the frame has it) lets the label's allowed and positive values match the
     data's own spelling (YAML's unquoted `yes` is a boolean; the CSV says "yes").
     """
-    ds = validate_config(cfg, "config")["dataset"]
-    label = ds["label"]
-    positives = [ds["positive_label"]]
+    ds = validate_config(cfg, "config").dataset
+    label = ds.label
+    positives: list = [ds.positive_label]
     if label_data is not None:
         from kfct.labels import aligned_values
 
         positives = aligned_values(label_data, positives)
-        spec = ds["columns"][label]
-        if spec["values"]:
-            spec["values"] = aligned_values(label_data, spec["values"])
+        spec = ds.columns[label]
+        if spec.values:  # a copy: the caller's config keeps its own spelling
+            spec = spec.model_copy(update={"values": aligned_values(label_data, spec.values)})
+            ds = ds.model_copy(update={"columns": {**ds.columns, label: spec}})
     p = _Plan()
     if now is None:
         import time
 
         now = time.time()  # dates are checked against the time of the check
-    for col, spec in ds["columns"].items():
+    for col, spec in ds.columns.items():
         _column_checks(p, col, spec, label, now)
     _table_checks(p, ds, present_columns)
     _label_balance_checks(p, ds, positives)
     return p.items
 
 
-def build_suite(cfg: dict, present_columns: Iterable[str] | None = None):
-    """The GX ExpectationSuite for `cfg["dataset"]`, named `<dataset>.v<schema_version>`.
+def build_suite(cfg: RunConfig, present_columns: Iterable[str] | None = None):
+    """The GX ExpectationSuite for `cfg.dataset`, named `<dataset>.v<schema_version>`.
 
     `present_columns` only narrows the table-wide duplicate-row check to columns the
     frame actually has, so a missing column is reported by its own checks rather than
@@ -191,7 +195,7 @@ def quiet_gx() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def suite_from_plan(cfg: dict, plan: Plan, name: str | None = None):
+def suite_from_plan(cfg: RunConfig, plan: Plan, name: str | None = None):
     quiet_gx()
     import great_expectations as gx
 
@@ -208,8 +212,8 @@ def suite_from_plan(cfg: dict, plan: Plan, name: str | None = None):
         name=name or suite_name(cfg),
         expectations=expectations,
         meta={
-            "schema_version": int(cfg["schema_version"]),
-            "dataset": cfg["dataset"]["name"],
+            "schema_version": int(cfg.schema_version),
+            "dataset": cfg.dataset.name,
             "built_by": "kfct kfct.components.validation_plan.build_suite",
         },
     )

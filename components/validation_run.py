@@ -10,9 +10,14 @@ own JSON), from which the report renders GX's Data Docs page. Nothing is written
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kfct.components.validation_plan import plan_checks, quiet_gx, suite_from_plan
 from kfct.components.validation_records import record
 from kfct.config import validate_config
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 FIRST_PASS_FORMAT = {"result_format": "BOOLEAN_ONLY"}
 DETAIL_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 20}
@@ -22,7 +27,7 @@ FAILURE_KEYS = ("expectation", "check", "column", "expected", "limit", "kwargs",
 RESULT_KEYS = ("expectation", "check", "column", "success", "expected", "limit", "observed", "unexpected_count")
 
 
-def validate_frame(df, cfg: dict) -> dict:
+def validate_frame(df, cfg: RunConfig) -> dict:
     """Run the schema suite on `df` with an ephemeral GX context; plain JSON-able result.
 
     Result keys: passed, suite, schema_version, n_expectations, n_failed, rows, columns,
@@ -36,7 +41,7 @@ def validate_frame(df, cfg: dict) -> dict:
     frame = _prepared(df)
     present = list(frame.columns)
     dtypes = {str(c): str(t) for c, t in df.dtypes.items()}  # as the user gave them
-    label = cfg["dataset"]["label"]
+    label = cfg.dataset.label
     plan = plan_checks(cfg, present_columns=present, label_data=frame[label] if label in frame.columns else None)
     by_order, suite_name, gx_result = _run_two_passes(frame, cfg, plan)
     # GX resolves checks in its own order; report them in suite (schema) order.
@@ -46,7 +51,7 @@ def validate_frame(df, cfg: dict) -> dict:
     return {
         "passed": not failures,
         "suite": suite_name,
-        "schema_version": int(cfg["schema_version"]),
+        "schema_version": int(cfg.schema_version),
         "n_expectations": len(records),
         "n_failed": len(failures),
         "rows": int(len(frame)),
@@ -75,7 +80,7 @@ def _prepared(df):
     return frame
 
 
-def _run_two_passes(frame, cfg: dict, plan) -> tuple[dict, str, dict]:
+def _run_two_passes(frame, cfg: RunConfig, plan) -> tuple[dict, str, dict]:
     """{plan order: GX result}, the suite name and both passes joined as one GX suite result (JSON dict).
 
     Pass 1 runs every check, pass 2 (with samples) the failures and headlines.
@@ -128,9 +133,9 @@ def _joined(first, by_order: dict) -> dict:
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
-def delimiter_hints(df, cfg: dict) -> list[str]:
+def delimiter_hints(df, cfg: RunConfig) -> list[str]:
     """A CSV read with the wrong delimiter arrives as one column whose name holds the real ones."""
-    if len(df.columns) != 1 or len(cfg["dataset"]["columns"]) <= 1:
+    if len(df.columns) != 1 or len(cfg.dataset.columns) <= 1:
         return []
     name = str(df.columns[0])
     found = [f"{word} ({sep!r})" for sep, word in DELIMITERS.items() if sep in name]

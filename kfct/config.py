@@ -10,9 +10,11 @@ merged over it by three rules, then validated against the pydantic models below:
 - mappings of settings merge (state `gate.thresholds.roc_auc` alone, keep the rest).
 
 Unknown keys are an error naming the key path and the closest valid key. The result
-is a plain dict with every key filled, so stages index it (`cfg["gate"]["min_improvement"]`)
-without restating defaults, and it stays JSON: it travels into pipeline stages as the
-`config_json` parameter, so a compiled pipeline carries the exact config it ran with.
+is the `RunConfig` model itself, every key filled: stages read attributes
+(`cfg.gate.min_improvement`), which mypy checks, without restating defaults. It becomes
+JSON only at the pipeline parameter boundary, in one pair of helpers: `config_to_json`
+(model -> the `config_json` parameter, so a compiled pipeline carries the exact config it
+ran with) and `config_from_json` (parameter -> model, inside each stage).
 """
 
 from __future__ import annotations
@@ -336,13 +338,24 @@ def _short(value: object) -> bool:
     return isinstance(value, (bool, int, float, str)) and len(repr(value)) <= 40
 
 
-def validate_config(raw: dict, source: str = "config") -> dict[str, Any]:
+def validate_config(raw: dict | RunConfig, source: str = "config") -> RunConfig:
     """The raw mapping checked against the schema, every default filled; ConfigError names the key."""
+    if isinstance(raw, RunConfig):
+        return raw
     try:
-        model = RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
-    return model.model_dump(mode="json", by_alias=True)
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as the plain, JSON-able mapping a file would hold (keys as written: `register`)."""
+    return cfg.model_dump(mode="json", by_alias=True)
+
+
+def with_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
+    """`cfg` with `overrides` merged over it (the rules of `merge_config`), validated again."""
+    return validate_config(merge_config(config_dict(cfg), overrides), "config overrides")
 
 
 def _read_yaml(p: Path) -> dict:
@@ -365,12 +378,12 @@ def _default_raw() -> dict[str, Any]:
     return yaml.safe_load(resources.files("kfct").joinpath("config/default.yaml").read_text())
 
 
-def default_config() -> dict[str, Any]:
+def default_config() -> RunConfig:
     """The packaged case study, validated."""
     return validate_config(_default_raw(), "kfct/config/default.yaml")
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Default config, merged with a user YAML file and then with explicit overrides, validated."""
     raw = _default_raw()
     source = "config"
@@ -386,11 +399,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     return validate_config(raw, source)
 
 
-def config_to_json(cfg: dict) -> str:
-    return json.dumps(cfg, sort_keys=True)
+def config_to_json(cfg: RunConfig) -> str:
+    """The kfp parameter boundary, outward: the model as the `config_json` string parameter."""
+    return json.dumps(config_dict(cfg), sort_keys=True)
 
 
-def config_from_json(text: str) -> dict:
+def config_from_json(text: str) -> RunConfig:
     """Parse a config passed as a pipeline parameter; empty means the default. Validated like a file."""
     if not text:
         return default_config()
@@ -405,21 +419,21 @@ def config_from_json(text: str) -> dict:
 
 # -- derived views ------------------------------------------------------------------------------
 
-def feature_columns(cfg: dict) -> list[str]:
+def feature_columns(cfg: RunConfig) -> list[str]:
     """Model inputs: every schema column except the id, the label, exclusions and dates.
 
     A date is checked by validation but is no model input: its raw value never recurs (next
     month's dates are all new); features derived from it (a tenure, a weekday) are."""
-    ds = cfg["dataset"]
-    skip = {ds["id_column"], ds["label"], *ds["exclude_features"]}
-    return [c for c in ds["columns"] if c not in skip and ds["columns"][c].get("dtype") != "datetime"]
+    ds = cfg.dataset
+    skip = {ds.id_column, ds.label, *ds.exclude_features}
+    return [c for c, spec in ds.columns.items() if c not in skip and spec.dtype != "datetime"]
 
 
-def categorical_columns(cfg: dict) -> list[str]:
-    cols = cfg["dataset"]["columns"]
-    return [c for c in feature_columns(cfg) if cols[c]["dtype"] == "category"]
+def categorical_columns(cfg: RunConfig) -> list[str]:
+    cols = cfg.dataset.columns
+    return [c for c in feature_columns(cfg) if cols[c].dtype == "category"]
 
 
-def numeric_columns(cfg: dict) -> list[str]:
-    cols = cfg["dataset"]["columns"]
-    return [c for c in feature_columns(cfg) if cols[c]["dtype"] in ("float", "int")]
+def numeric_columns(cfg: RunConfig) -> list[str]:
+    cols = cfg.dataset.columns
+    return [c for c in feature_columns(cfg) if cols[c].dtype in ("float", "int")]

@@ -16,6 +16,8 @@ from kfct.errors import KfctError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from kfct.config import RunConfig
     import pandas as pd
 
 _TRUE = {"1", "true", "yes", "y", "on", "t"}
@@ -83,19 +85,20 @@ def _other_values(name: str, s: pd.Series, tokens: pd.Series, bad: set, allowed:
             f"{', '.join(repr(v) for v in sample)}{' ...' if len(bad) > 3 else ''}")
 
 
-def rate_name(cfg: dict) -> str:
+def rate_name(cfg: RunConfig) -> str:
     """What the share of predicted positives is called in this dataset's words: `churned=1 rate`."""
-    ds = cfg["dataset"]
-    return f"{ds['label']}={ds['positive_label']} rate"
+    ds = cfg.dataset
+    return f"{ds.label}={ds.positive_label} rate"
 
 
-def label_value(cfg: dict, predicted: int) -> Any:
+def label_value(cfg: RunConfig, predicted: int) -> Any:
     """The user's own label value for a predicted 0/1 ("Yes"/"No", "female"/"male"), from the config."""
-    ds = cfg["dataset"]
-    pos = ds["positive_label"]
+    ds = cfg.dataset
+    pos = ds.positive_label
     if int(predicted) == 1:
         return pos
-    values = ds["columns"].get(ds["label"], {}).get("values") or []
+    spec = ds.columns.get(ds.label)
+    values = (spec.values if spec is not None else None) or []
     others = [v for v in values if token(v) != token(pos)]
     return others[0] if len(others) == 1 else f"not {pos}"
 

@@ -12,13 +12,14 @@ imports `kfct.pipelines`, so the layers keep pointing down.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kfct.errors import KfctError
 
 if TYPE_CHECKING:
+    from kfct.config import RunConfig
     from kfct.settings import Settings
 
 # The implementations `pick_launcher` loads by name (settings.retrain_launcher overrides both).
@@ -36,7 +37,7 @@ class RetrainRequest:
 
     model_name: str
     run_reason: str
-    cfg: dict = field(default_factory=dict)
+    cfg: RunConfig | None = None  # None: the CT pipeline's default config
     data_uri: str = ""       # '' = the CT pipeline's default dataset
     severity: str = "?"
     requested_at: datetime | None = None  # when the monitor decided (names the cluster run)

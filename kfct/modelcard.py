@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import base64
 import html as _html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 # One rendered block of a card section: ("p", text), ("ul", items), ("table", header, rows) or ("img", ...).
 Block = tuple[Any, ...]
@@ -257,15 +260,15 @@ def description(info: dict, intended_use: str | None = None) -> str:
             f"Gate decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'} - {reasons}")[:5000]
 
 
-def model_description(cfg: dict) -> str:
+def model_description(cfg: RunConfig) -> str:
     """The registered model's description: what it predicts, from which dataset, how versions are gated."""
-    ds, gate = cfg["dataset"], cfg["gate"]
-    limits = ", ".join(f"{k} >= {v}" for k, v in gate["thresholds"].items())
-    fair = ", ".join(ds["sensitive_features"]) or "none configured"
-    return (f"Probability that {ds['label']} == {ds['positive_label']!r} for a record of dataset "
-            f"{ds['name']!r} ({len(ds['columns'])} columns). Intended use: {DEFAULT_INTENDED_USE}\n\n"
+    ds, gate = cfg.dataset, cfg.gate
+    limits = ", ".join(f"{k} >= {v}" for k, v in gate.thresholds.items())
+    fair = ", ".join(ds.sensitive_features) or "none configured"
+    return (f"Probability that {ds.label} == {ds.positive_label!r} for a record of dataset "
+            f"{ds.name!r} ({len(ds.columns)} columns). Intended use: {DEFAULT_INTENDED_USE}\n\n"
             f"Every version passed data validation and the gate: {limits}; fairness across: {fair}; "
-            f"a challenger must beat the champion by {gate['compare_metric']} >= {gate['min_improvement']}.")[:5000]
+            f"a challenger must beat the champion by {gate.compare_metric} >= {gate.min_improvement}.")[:5000]
 
 
 def _float(v):

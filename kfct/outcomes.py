@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     import pandas as pd
     from numpy.typing import ArrayLike
 
+    from kfct.config import RunConfig
     from kfct.settings import Settings
 
     # the validate stage's suite runner (`kfct.components.validate.validate_frame`): (frame, config) -> result
-    ValidateFrame = Callable[[pd.DataFrame, dict], dict]
+    ValidateFrame = Callable[[pd.DataFrame, RunConfig], dict]
 
 PREFIX = "outcomes"
 ID = "customer_id"  # the prediction log's id column name, whatever the dataset calls it
@@ -45,34 +46,29 @@ class OutcomesError(DataSourceError):
     exit_code = 3
 
 
-def outcomes_settings(cfg: dict) -> dict:
-    o = cfg["outcomes"]
-    return {"observed_at_column": o["observed_at_column"], "label_horizon_days": float(o["label_horizon_days"])}
-
-
-def _label_map(cfg: dict) -> tuple[dict[Any, int], Any]:
+def _label_map(cfg: RunConfig) -> tuple[dict[Any, int], Any]:
     """Label value → 0/1 by `kfct.labels.token` (strings, booleans, YAML's yes/no or 0/1 agree)."""
     from kfct.labels import token
 
-    ds = cfg["dataset"]
-    spec = ds["columns"][ds["label"]]
-    values = list(spec["values"] or spec["categories"] or [0, 1])
-    positive = ds["positive_label"]
+    ds = cfg.dataset
+    spec = ds.columns[ds.label]
+    values = list(spec.values or spec.categories or [0, 1])
+    positive = ds.positive_label
     return {v: int(token(v) == token(positive)) for v in values}, positive
 
 
-def _gx_check(df: pd.DataFrame, cfg: dict, validate_frame: ValidateFrame) -> None:
+def _gx_check(df: pd.DataFrame, cfg: RunConfig, validate_frame: ValidateFrame) -> None:
     """The dataset's own GX suite, restricted to the id and label columns.
 
     `validate_frame` is the validate stage's suite runner, passed in by the caller (the
     CLI): the library layer does not import the stages."""
-    ds = cfg["dataset"]
-    cols = {c: dict(ds["columns"][c]) for c in (ds["id_column"], ds["label"]) if c in ds["columns"]}
-    if ds["id_column"] in cols:
-        cols[ds["id_column"]]["unique"] = False  # a customer can churn, come back and churn again
-    sub = {**cfg, "dataset": {**ds, "columns": cols, "min_rows": 1, "max_duplicate_share": None,
-                              "label_balance": None, "allow_extra_columns": True, "exclude_features": [],
-                              "sensitive_features": []}}
+    ds = cfg.dataset
+    cols = {c: ds.columns[c] for c in (ds.id_column, ds.label) if c is not None and c in ds.columns}
+    if ds.id_column in cols:  # a customer can churn, come back and churn again
+        cols[ds.id_column] = cols[ds.id_column].model_copy(update={"unique": False})
+    sub = cfg.model_copy(update={"dataset": ds.model_copy(update={
+        "columns": cols, "min_rows": 1, "max_duplicate_share": None, "label_balance": None,
+        "allow_extra_columns": True, "exclude_features": [], "sensitive_features": []})})
     result = validate_frame(df[list(cols)], sub)
     if not result["passed"]:
         first = result["failures"][0]
@@ -82,7 +78,7 @@ def _gx_check(df: pd.DataFrame, cfg: dict, validate_frame: ValidateFrame) -> Non
                             f"sample={first.get('sample_bad_values')}{more}")
 
 
-def validate_outcomes(df: pd.DataFrame, cfg: dict, gx: bool = True,
+def validate_outcomes(df: pd.DataFrame, cfg: RunConfig, gx: bool = True,
                       validate_frame: ValidateFrame | None = None) -> pd.DataFrame:
     """Checked copy: id (str), label (0/1 int), observed_at (UTC timestamp). Raises OutcomesError.
 
@@ -90,14 +86,11 @@ def validate_outcomes(df: pd.DataFrame, cfg: dict, gx: bool = True,
     Great Expectations rules on the id and label columns."""
     import pandas as pd
 
-    from kfct.config import validate_config
-
-    cfg = validate_config(cfg)  # defaults filled, whatever dict the caller built
-    ds, o = cfg["dataset"], outcomes_settings(cfg)
-    idc, lab, obs = ds["id_column"], ds["label"], o["observed_at_column"]
+    ds = cfg.dataset
+    idc, lab, obs = ds.id_column, ds.label, cfg.outcomes.observed_at_column
     missing = [c for c in (idc, lab, obs) if c not in df.columns]
     if missing:
-        raise OutcomesError(f"outcomes lack column(s) {', '.join(missing)} (need {idc}, {lab}, {obs}); "
+        raise OutcomesError(f"outcomes lack column(s) {', '.join(map(str, missing))} (need {idc}, {lab}, {obs}); "
                             f"got {', '.join(map(str, list(df.columns)[:10]))}")
     if len(df) == 0:
         raise OutcomesError("outcomes file has no rows")
@@ -142,7 +135,7 @@ def read_outcomes_file(uri: str) -> pd.DataFrame:
     return _read_local(Path(uri).expanduser())
 
 
-def load_outcomes(uri: str, cfg: dict, validate_frame: ValidateFrame | None = None) -> pd.DataFrame:
+def load_outcomes(uri: str, cfg: RunConfig, validate_frame: ValidateFrame | None = None) -> pd.DataFrame:
     return validate_outcomes(read_outcomes_file(uri), cfg, validate_frame=validate_frame)
 
 

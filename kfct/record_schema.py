@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from kfct.errors import FeatureError
 
 if TYPE_CHECKING:
+    from kfct.config import ColumnSpec, RunConfig
     from numpy.typing import ArrayLike
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -38,7 +39,7 @@ class NumericRule:
 
 
 class RecordSchema:
-    """Per-column rules from `cfg["dataset"]["columns"]` (numeric ranges, integer-ness, the id column)."""
+    """Per-column rules from `cfg.dataset.columns` (numeric ranges, integer-ness, the id column)."""
 
     def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH,
                  columns: frozenset = frozenset()):
@@ -50,14 +51,12 @@ class RecordSchema:
         self.columns = frozenset(columns)
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "RecordSchema":
-        ds = (cfg or {}).get("dataset", {})
-        cols = ds.get("columns", {}) or {}
-        label = ds.get("label")
-        rules = [r for name, spec in cols.items() if name != label and (r := numeric_rule(name, spec)) is not None]
-        id_col = ds.get("id_column")
-        id_len = int((cols.get(id_col) or {}).get("max_length", ID_MAX_LENGTH)) if id_col else ID_MAX_LENGTH
-        return cls(rules, id_col, id_len, frozenset(str(c) for c in cols))
+    def from_config(cls, cfg: RunConfig) -> "RecordSchema":
+        ds = cfg.dataset
+        rules = [r for name, spec in ds.columns.items()
+                 if name != ds.label and (r := numeric_rule(name, spec)) is not None]
+        # ColumnSpec holds no per-column id length: the id's limit is the house one.
+        return cls(rules, ds.id_column, ID_MAX_LENGTH, frozenset(str(c) for c in ds.columns))
 
     # -- online: one record at a time ----------------------------------------------------------
     def check_records(self, records: Iterable[dict]) -> None:
@@ -124,14 +123,12 @@ class RecordSchema:
                 raise FeatureError(name, f"{_plainnum(fin[mask][0])!r} {why}")
 
 
-def numeric_rule(name: str, spec: dict | None) -> NumericRule | None:
+def numeric_rule(name: str, spec: ColumnSpec | None) -> NumericRule | None:
     """The one place a numeric column's rule comes from: the GX suite (`validation_plan`), the
     model server and `kfct score` all apply it (an int column holds whole numbers, in range)."""
-    spec = spec or {}
-    if spec.get("dtype") not in ("float", "int"):
+    if spec is None or spec.dtype not in ("float", "int"):
         return None
-    return NumericRule(name, spec["dtype"] == "int", bool(spec.get("nullable", False)),
-                       _num(spec.get("min")), _num(spec.get("max")))
+    return NumericRule(name, spec.dtype == "int", spec.nullable, _num(spec.min), _num(spec.max))
 
 
 def _num(v: Any) -> float | None:

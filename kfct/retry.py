@@ -6,7 +6,7 @@ read, setting a tag or alias to a fixed value, a registration that first looks u
 it already made) is tried again with exponential backoff. A 4xx answer (403, 404, a
 missing bucket, bad credentials) will not change by waiting, so it ends the step at
 once. Attempts and backoff come from `Settings` (`retry_*`). Non-idempotent calls are
-never wrapped here.
+never wrapped here. The loop itself is tenacity's (`tenacity.Retrying`).
 """
 
 from __future__ import annotations
@@ -83,31 +83,47 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 def retry_call(fn: Callable[[], T], what: str, settings: Settings | None = None, attempts: int | None = None,
                before_retry: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call `fn`; on a transient error wait and try again, up to `attempts` tries.
+    """Call `fn`; on a transient error wait and try again, up to `attempts` tries (tenacity).
 
     A permanent error is re-raised unchanged at once (callers keep their own handling of,
     say, MLflow's RESOURCE_DOES_NOT_EXIST). When every try failed transiently the result is a
     `TransientFailure` with one line naming `what`. `before_retry` runs before each repeat
     (registration uses it to look up what the failed try may already have made).
+
+    The policy is kfct's (what is transient, the half-jittered exponential backoff, the one-line
+    warning per retry, the error naming `what`); tenacity runs the loop. It is imported here, not
+    at module import: most processes never retry.
     """
+    import tenacity
+
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     n = int(attempts or s.retry_attempts)
-    delay = float(s.retry_backoff_seconds)
+    delay, cap = float(s.retry_backoff_seconds), float(s.retry_max_backoff_seconds)
     t0 = time.monotonic()
-    for i in range(1, n + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            if i == n:
-                raise TransientFailure(f"{what}: still failing after {n} tries over {time.monotonic() - t0:.1f} s: "
-                                       f"{one_line(exc)}") from exc
-            wait = min(delay * (2 ** (i - 1)), float(s.retry_max_backoff_seconds)) * (0.5 + random.random() / 2)
-            log.warning("%s: transient failure (%s), try %d of %d in %.1f s", what, one_line(exc, 120), i + 1, n, wait)
-            sleep(wait)
-            if before_retry is not None:
-                before_retry()
-    raise AssertionError("unreachable")
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        return min(delay * (2 ** (state.attempt_number - 1)), cap) * (0.5 + random.random() / 2)
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s: transient failure (%s), try %d of %d in %.1f s", what, one_line(exc, 120) if exc else "?",
+                    state.attempt_number + 1, n, state.next_action.sleep if state.next_action else 0.0)
+
+    def before(state: tenacity.RetryCallState) -> None:
+        if before_retry is not None and state.attempt_number > 1:
+            before_retry()
+
+    try:
+        for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(n), wait=wait, sleep=sleep,
+                                         retry=tenacity.retry_if_exception(is_transient), before=before,
+                                         before_sleep=warn, reraise=False):
+            with attempt:
+                result = fn()
+    except tenacity.RetryError as err:
+        exc = err.last_attempt.exception()
+        assert exc is not None
+        raise TransientFailure(f"{what}: still failing after {n} tries over {time.monotonic() - t0:.1f} s: "
+                               f"{one_line(exc)}") from exc
+    return result

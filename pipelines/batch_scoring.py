@@ -13,6 +13,10 @@ runs this same pipeline on this machine (shards in parallel subprocesses).
 """
 
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 PIPELINE_NAME = "kfct-batch-scoring"
 STAGES = ("resolve-champion", "ingest-data", "split-shards", "score-shard", "gather-scores")
@@ -36,7 +40,7 @@ def make_components(settings=None) -> dict:
             "gather": comp(batch_score.gather_scores)}
 
 
-def _configure(task, stage: str, cfg: dict, settings):
+def _configure(task, stage: str, cfg: "RunConfig", settings):
     from kfct.pipelines.task_config import apply_task_config
 
     task = apply_task_config(task, stage, cfg, settings, gpu=False)
@@ -44,11 +48,11 @@ def _configure(task, stage: str, cfg: dict, settings):
     return task
 
 
-def build_batch_pipeline(settings=None, cfg: dict | None = None, n_shards: int = DEFAULT_SHARDS):
+def build_batch_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, n_shards: int = DEFAULT_SHARDS):
     """Return the batch-scoring `@dsl.pipeline` function."""
     from kfp import dsl
 
-    from kfct.config import load_config
+    from kfct.config import load_config, validate_config
     from kfct.datasource import DEFAULT_URI
     from kfct.datatags import LATEST_URI
     from kfct.pipelines.task_config import building_for_local
@@ -58,9 +62,10 @@ def build_batch_pipeline(settings=None, cfg: dict | None = None, n_shards: int =
     # On a cluster the default is the moving pointer (as the CT pipeline's), resolved when the
     # run executes: a monthly recurring run's frozen parameters still score the newest push.
     default_data = DEFAULT_URI if building_for_local() else LATEST_URI
-    cfg = cfg or load_config()
+    # A dict arrives from run_pipeline's JSON request (the build_kwargs of a local run).
+    cfg = validate_config(cfg) if cfg is not None else load_config()
     ops = make_components(s)
-    default_model = cfg["register"]["model_name"]
+    default_model = cfg.register_.model_name
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -97,18 +102,18 @@ def build_batch_pipeline(settings=None, cfg: dict | None = None, n_shards: int =
 
 
 def run_batch_local(data_uri: str, n_shards: int = 2, model_name: str | None = None, alias: str = "champion",
-                    output_uri: str = "", settings=None, cfg: dict | None = None) -> dict:
+                    output_uri: str = "", settings=None, cfg: "RunConfig | None" = None) -> dict:
     """Run the pipeline under kfp.local (the one local-run helper); returns this run's summary and result."""
-    from kfct.config import load_config
+    from kfct.config import config_dict, load_config
     from kfct.errors import StageError
     from kfct.pipelines.runner import run_pipeline
     from kfct.settings import get_settings
 
     s = settings or get_settings()
     cfg = cfg or load_config()
-    args = dict(data_uri=data_uri, model_name=model_name or cfg["register"]["model_name"], alias=alias,
+    args = dict(data_uri=data_uri, model_name=model_name or cfg.register_.model_name, alias=alias,
                 n_shards=n_shards, output_uri=output_uri)
-    run = run_pipeline("kfct.pipelines.batch_scoring:build_batch_pipeline", {"cfg": cfg, "n_shards": n_shards}, args,
+    run = run_pipeline("kfct.pipelines.batch_scoring:build_batch_pipeline", {"cfg": config_dict(cfg), "n_shards": n_shards}, args,
                        s.home, prefix="batch")
     if run.error is not None:
         raise StageError(f"batch-scoring pipeline failed in {run.failed_task or '?'}: {run.error} (log: {run.log_path})")

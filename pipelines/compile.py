@@ -16,8 +16,15 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from typing import Iterator
+
+    from kfct.config import RunConfig
+    from kfct.settings import Settings
 
 CT_FILE = "ct_pipeline.yaml"
 CT_PARTS_FILE = "ct_parts_pipeline.yaml"   # the map -> reduce variant for datasets in parts
@@ -30,7 +37,7 @@ class CompileError(KfctError):
 
 
 @contextlib.contextmanager
-def _building(what: str):
+def _building(what: str) -> Iterator[None]:
     try:
         yield
     except KfctError:
@@ -40,7 +47,7 @@ def _building(what: str):
         raise CompileError(f"cannot compile the {what} pipeline: {type(exc).__name__}: {first}"[:500]) from exc
 
 
-def _compile(pipeline_func, path: Path) -> Path:
+def _compile(pipeline_func: Any, path: Path) -> Path:
     from kfp import compiler
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +55,8 @@ def _compile(pipeline_func, path: Path) -> Path:
     return path
 
 
-def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings=None, cfg: dict | None = None) -> Path:
+def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None,
+               cfg: RunConfig | None = None) -> Path:
     from kfct.pipelines.ct import build_ct_pipeline
     from kfct.pipelines.task_config import target
 
@@ -57,7 +65,8 @@ def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings=None, 
         return _compile(func, Path(out_dir) / CT_FILE)
 
 
-def compile_ct_parts(out_dir: str | Path = "build", gpu: bool = False, settings=None, cfg: dict | None = None) -> Path:
+def compile_ct_parts(out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None,
+                     cfg: RunConfig | None = None) -> Path:
     """The CT pipeline for a dataset in parts (`kfct-ct-parts`: validate and featurize per part, then merged)."""
     from kfct.pipelines.ct import build_ct_pipeline
     from kfct.pipelines.task_config import target
@@ -83,7 +92,7 @@ def compile_monitoring(out_dir: str | Path = "build") -> Path | None:
         return _compile(func, Path(out_dir) / MONITORING_FILE)
 
 
-def compile_batch(out_dir: str | Path = "build", settings=None, cfg: dict | None = None) -> Path:
+def compile_batch(out_dir: str | Path = "build", settings: Settings | None = None, cfg: RunConfig | None = None) -> Path:
     from kfct.pipelines.task_config import target
 
     with _building("batch-scoring"), target("cluster"):
@@ -92,7 +101,8 @@ def compile_batch(out_dir: str | Path = "build", settings=None, cfg: dict | None
         return _compile(build_batch_pipeline(settings=settings, cfg=cfg), Path(out_dir) / BATCH_FILE)
 
 
-def compile_all(out_dir: str | Path = "build", gpu: bool = False, settings=None, cfg: dict | None = None) -> list[Path]:
+def compile_all(out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None,
+                cfg: RunConfig | None = None) -> list[Path]:
     """Compile every pipeline that exists; returns the written paths (CT first, then monitoring, batch scoring)."""
     paths = [compile_ct(out_dir, gpu=gpu, settings=settings, cfg=cfg)]
     mon = compile_monitoring(out_dir)

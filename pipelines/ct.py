@@ -9,6 +9,10 @@ here, at pipeline-build time, so their images come from settings without any wor
 at import.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 PIPELINE_NAME = "kfct-ct"
 STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model",
@@ -60,7 +64,7 @@ SIDE_EFFECT_STAGES = frozenset({"ingest", "validate_data", "train", "evaluate", 
                                 "record_run_outcome"})
 
 
-def _configure(task, stage: str, cfg: dict, settings, gpu: bool):
+def _configure(task, stage: str, cfg: "RunConfig", settings, gpu: bool):
     """Per-task resources, retries, caching, GPU and secrets (see kfct.pipelines.task_config)."""
     from kfct.pipelines.task_config import apply_task_config
 
@@ -70,7 +74,7 @@ def _configure(task, stage: str, cfg: dict, settings, gpu: bool):
     return task
 
 
-def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False, parts: bool = False):
+def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu: bool = False, parts: bool = False):
     """Return the CT `@dsl.pipeline` function; `gpu=True` puts training on the CUDA image with a GPU.
 
     `parts=True` builds the map -> reduce variant for a dataset in parts (any dataset: a single
@@ -79,7 +83,7 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False,
     """
     from kfp import dsl
 
-    from kfct.config import config_to_json, load_config
+    from kfct.config import config_to_json, load_config, validate_config
     from kfct.datasource import DEFAULT_URI
     from kfct.datatags import LATEST_URI
     from kfct.pipelines.task_config import building_for_local
@@ -89,10 +93,11 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False,
     # On a cluster the default is the moving pointer, resolved when each run executes, so
     # a recurring run (whose parameters are frozen at creation) still sees new pushes.
     default_data = DEFAULT_URI if building_for_local() else LATEST_URI
-    cfg = cfg or load_config()
+    # A dict arrives from run_pipeline's JSON request (the build_kwargs of a local run).
+    cfg = validate_config(cfg) if cfg is not None else load_config()
     ops = make_components(s, gpu=gpu)
     default_config = config_to_json(cfg)
-    default_model = cfg["register"]["model_name"]
+    default_model = cfg.register_.model_name
 
     @dsl.pipeline(
         name=PIPELINE_NAME + ("-parts" if parts else ""),
@@ -106,7 +111,7 @@ def build_ct_pipeline(settings=None, cfg: dict | None = None, gpu: bool = False,
         tune_trials: int = 0,
         code_version: str = "unknown",
         run_reason: str = "manual",
-        rollout: bool = bool(cfg["rollout"]["enabled"]),
+        rollout: bool = bool(cfg.rollout.enabled),
         serving_url: str = "",
         part_rows: int = 250_000,
     ):

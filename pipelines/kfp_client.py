@@ -29,6 +29,13 @@ service DNS when unset inside a pod; auth from `KFCT_KFP_TOKEN` or, in a pod, th
 projected KFP service-account token. Before anything else the API's healthz endpoint is
 probed once, so an unreachable host, a rejected token or a login redirect gives one
 clear `KfpError` line instead of kfp's retries and tracebacks.
+
+Two kfp.Client internals are overridden, for lack of a public option in kfp 2.17:
+`_bound_requests` wraps the REST client all of a Client's services share (a timeout on every
+call; kfp passes none) and `_client_class` answers `get_kfp_healthz` with the probe's answer
+(kfp's own asks again, 5 tries 5 s apart). What they rely on (one ApiClient for every
+*ServiceApi, `request(_request_timeout=)`, `pool_manager`, `__init__` calling
+`get_kfp_healthz`) is pinned against kfp 2.17.0 by tests/unit/test_upstream_pins.py.
 """
 
 from __future__ import annotations
@@ -43,9 +50,14 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from typing import Iterator
+
+    from kfct.settings import Settings
 
 # robfig/cron (used by the KFP backend) wants 6 fields, seconds first.
 # The case study retrains on the 1st of each month at 03:00 UTC ('0 3 1 * *').
@@ -193,7 +205,7 @@ def _timeout() -> tuple[float, float]:
     return (s.net_connect_timeout_seconds, s.net_timeout_seconds)
 
 
-def _resolve_auth(settings) -> tuple[str, str | None, bool]:
+def _resolve_auth(settings: Settings) -> tuple[str, str | None, bool]:
     """(host, bearer token or None, in_cluster_sa) from settings / environment."""
     host = settings.kfp_host or settings.kf_pipelines_endpoint
     in_pod = settings.in_cluster
@@ -239,7 +251,7 @@ def _probe(host: str, token: str | None) -> dict:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """kfp.Client prints links and warns about its own version; our CLI prints its own line."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -247,7 +259,7 @@ def _quiet():
             yield
 
 
-def connect(settings=None) -> Connection:
+def connect(settings: Settings | None = None) -> Connection:
     from kfct.settings import get_settings
 
     s = settings or get_settings()
@@ -269,7 +281,7 @@ def connect(settings=None) -> Connection:
     return Connection(client=client, host=host, ui=ui, namespace=namespace, multi_user=multi_user)
 
 
-def _bound_requests(client) -> None:
+def _bound_requests(client: Any) -> None:
     """Give every API call kfp.Client makes the Settings timeouts (`_timeout()`).
 
     kfp.Client never passes `_request_timeout`, and kfp_server_api's REST layer then hands
@@ -287,14 +299,14 @@ def _bound_requests(client) -> None:
     request = rest.request
 
     @functools.wraps(request)
-    def bounded(*args, _request_timeout=None, **kwargs):
+    def bounded(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
         return request(*args, _request_timeout=_request_timeout or _timeout(), **kwargs)
 
     rest.request = bounded
     rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(total=1, read=0, backoff_factor=0.2)
 
 
-def kfp_client_module():
+def kfp_client_module() -> Any:
     """`kfp.client`, importable inside a pipeline pod too.
 
     KFP's launcher runs components with `_KFP_RUNTIME=true`, under which `kfp.dsl` skips its
@@ -302,13 +314,16 @@ def kfp_client_module():
     monitoring pipeline's pod) then dies in a circular import (pipeline_context before
     component_factory). Importing component_factory first restores kfp.dsl's usual order.
     """
+    # The order is the fix (component_factory before kfp.client): an import sorter must keep it.
+    # isort: off
     import kfp.dsl.component_factory  # noqa: F401
     import kfp.client
+    # isort: on
 
     return kfp.client
 
 
-def _client_class(health: dict):
+def _client_class(health: dict) -> type:
     """kfp.Client whose constructor reuses our probe's healthz answer.
 
     kfp.Client() asks healthz again on single-user installs and retries 5 times with
@@ -323,14 +338,14 @@ def _client_class(health: dict):
     client_base: Any = kfp_client_module().Client  # a class only known at run time (kfp is imported lazily)
 
     class _ProbedClient(client_base):
-        def get_kfp_healthz(self, sleep_duration: int = 5):
+        def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
             return answer
 
     return _ProbedClient
 
 
 @contextlib.contextmanager
-def _api(what: str, host: str):
+def _api(what: str, host: str) -> Iterator[None]:
     """Map kfp_server_api / urllib3 errors from one API call to a KfpError line."""
     from kfp_server_api.exceptions import ApiException
 
@@ -360,7 +375,7 @@ def _api(what: str, host: str):
         raise KfpError(f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: {detail})") from exc
 
 
-def _api_message(body) -> str:
+def _api_message(body: Any) -> str:
     if not body:
         return ""
     if isinstance(body, bytes):
@@ -406,14 +421,14 @@ def _versions_newest_first(conn: Connection, pipeline_id: str, page_size: int = 
     return list(resp.pipeline_versions or [])
 
 
-def spec_fingerprint(spec) -> str:
+def spec_fingerprint(spec: Any) -> str:
     """sha256 of a pipeline spec as the KFP API returns it (canonical JSON, whole floats as ints).
 
     The API stores a package as one struct: the pipeline spec alone, or
     `{"pipeline_spec": ..., "platform_spec": ...}` when the package carries a platform spec
     (backend/src/apiserver/server/api_util.go YamlStringToPipelineSpecStruct).
     """
-    def canon(x):
+    def canon(x: Any) -> Any:
         if isinstance(x, dict):
             return {str(k): canon(v) for k, v in x.items()}
         if isinstance(x, list):
@@ -435,7 +450,7 @@ def package_fingerprint(package_path: str | Path) -> str:
     return spec_fingerprint(docs[0])
 
 
-def _same_package(version, digest: str, fingerprint: str) -> bool:
+def _same_package(version: Any, digest: str, fingerprint: str) -> bool:
     """A version holds this package: its name/description carry our digest, or its stored spec is ours."""
     if digest in (getattr(version, "display_name", None) or "") or digest in (getattr(version, "description", None) or ""):
         return True
@@ -518,7 +533,7 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
     return pipeline_id, ver.pipeline_version_id
 
 
-def _service_account(settings, service_account: str | None) -> str | None:
+def _service_account(settings: Settings, service_account: str | None) -> str | None:
     sa = service_account if service_account is not None else getattr(settings, "kfp_service_account", None)
     return sa or None
 
@@ -534,7 +549,7 @@ def _create_run(conn: Connection, experiment_id: str, run_name: str, pipeline_id
 
 
 def submit(package_path: str | Path, params: dict | None = None, run_name: str | None = None,
-           pipeline_name: str | None = None, experiment: str | None = None, settings=None,
+           pipeline_name: str | None = None, experiment: str | None = None, settings: Settings | None = None,
            service_account: str | None = None) -> RunInfo:
     """Upload (or add a version) and start a run with `params`; returns run id and UI URL."""
     from kfct.settings import get_settings
@@ -551,8 +566,8 @@ def submit(package_path: str | Path, params: dict | None = None, run_name: str |
 
 
 def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | None = None,
-                experiment: str | None = None, settings=None, service_account: str | None = None,
-                version_id: str | None = None) -> RunInfo:
+                experiment: str | None = None, settings: Settings | None = None,
+                service_account: str | None = None, version_id: str | None = None) -> RunInfo:
     """Run the pinned version of `pipeline_name` (e.g. retraining triggered by drift); see the module doc.
 
     `version_id` overrides the pin; either way the version must belong to our (namespaced) pipeline."""
@@ -582,7 +597,7 @@ def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | 
                        _service_account(s, service_account))
 
 
-def _schedule_info(conn: Connection, rr, action: str = "listed") -> ScheduleInfo:
+def _schedule_info(conn: Connection, rr: Any, action: str = "listed") -> ScheduleInfo:
     trig = getattr(rr, "trigger", None)
     cron = trig.cron_schedule.cron if trig is not None and trig.cron_schedule is not None else None
     ref = getattr(rr, "pipeline_version_reference", None)
@@ -622,7 +637,7 @@ def _recurring_runs(conn: Connection, experiment_id: str) -> list:
             return out
 
 
-def _same_schedule(rr, version_id: str, cron6: str, params: dict, max_concurrency: int, no_catchup: bool) -> bool:
+def _same_schedule(rr: Any, version_id: str, cron6: str, params: dict, max_concurrency: int, no_catchup: bool) -> bool:
     info_ref = getattr(rr, "pipeline_version_reference", None)
     trig = getattr(rr, "trigger", None)
     cron = trig.cron_schedule.cron if trig is not None and trig.cron_schedule is not None else None
@@ -636,7 +651,7 @@ def _same_schedule(rr, version_id: str, cron6: str, params: dict, max_concurrenc
 
 def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | None = None,
              name: str | None = None, pipeline_name: str | None = None, experiment: str | None = None,
-             settings=None, max_concurrency: int = 1, no_catchup: bool = True,
+             settings: Settings | None = None, max_concurrency: int = 1, no_catchup: bool = True,
              service_account: str | None = None, replace: bool = False) -> ScheduleInfo:
     """Upload (unless a version holds the package) and create a recurring run: cron, one at a time, no backfill.
 
@@ -682,7 +697,7 @@ def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | 
     return _schedule_info(conn, rr, action=action)
 
 
-def list_schedules(settings=None, experiment: str | None = None) -> list[ScheduleInfo]:
+def list_schedules(settings: Settings | None = None, experiment: str | None = None) -> list[ScheduleInfo]:
     """Recurring runs in the kfct experiment (all pages)."""
     from kfct.settings import get_settings
 
@@ -694,7 +709,7 @@ def list_schedules(settings=None, experiment: str | None = None) -> list[Schedul
     return [_schedule_info(conn, rr) for rr in _recurring_runs(conn, exp_id)]
 
 
-def delete_schedule(recurring_run_id: str, settings=None) -> None:
+def delete_schedule(recurring_run_id: str, settings: Settings | None = None) -> None:
     from kfct.settings import get_settings
 
     if not recurring_run_id or not recurring_run_id.strip():

@@ -10,15 +10,18 @@ version of the CT pipeline an operator pinned (`kfct submit` / `kfct schedule`, 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfct.launcher import RetrainRequest
+
+if TYPE_CHECKING:
+    from kfct.settings import Settings
 
 
 class LocalLauncher:
     """A CT run with kfp.local; it gates the new model like any other run."""
 
-    def __init__(self, settings=None, where: str = "local"):
+    def __init__(self, settings: Settings | None = None, where: str = "local"):
         self.settings = settings
         self.where = where
 
@@ -32,7 +35,7 @@ class LocalLauncher:
 class KfpLauncher:
     """A new run of the uploaded CT pipeline through the KFP API."""
 
-    def __init__(self, settings=None, where: str = "cluster"):
+    def __init__(self, settings: Settings | None = None, where: str = "cluster"):
         self.settings = settings
         self.where = where
 
@@ -49,7 +52,7 @@ class KfpLauncher:
         return info.to_dict()
 
 
-def launcher_for(mode: str = "auto", settings=None):
+def launcher_for(mode: str = "auto", settings: Settings | None = None) -> LocalLauncher | KfpLauncher:
     """The launcher the monitoring pipeline and the CLI inject: cluster or local by `mode`."""
     from kfct.launcher import uses_cluster
     from kfct.settings import get_settings

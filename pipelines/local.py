@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kfct.errors import DataSourceError, StageError, ValidationFailed
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
+    from kfct.pipelines.runner import PipelineRun
+    from kfct.settings import Settings
 
 
 def wants_parts(data_uri: str) -> bool:
@@ -54,13 +60,13 @@ def _precheck(data_uri: str) -> None:
 
 def run_ct(
     data_uri: str | None = None,
-    cfg: dict | None = None,
+    cfg: RunConfig | None = None,
     model_name: str | None = None,
     device: str | None = None,
     tune_trials: int = 0,
     run_reason: str = "manual",
     serving_url: str = "",
-    settings=None,
+    settings: Settings | None = None,
     verbose: bool = False,
     raise_on_validation: bool = True,
     parts: bool | None = None,
@@ -71,7 +77,7 @@ def run_ct(
     `parts` (default: whether the data is in parts, `wants_parts`) runs the map -> reduce
     variant, splitting anything else into parts of `part_rows` rows.
     """
-    from kfct.config import config_to_json, load_config
+    from kfct.config import config_dict, config_to_json, load_config
     from kfct.datasource import DEFAULT_URI
     from kfct.lineage import code_version
     from kfct.pipelines.runner import run_pipeline
@@ -81,13 +87,13 @@ def run_ct(
     cfg = cfg or load_config()
     data_uri = data_uri or DEFAULT_URI
     _precheck(data_uri)
-    model_name = model_name or cfg["register"]["model_name"]
+    model_name = model_name or cfg.register_.model_name
     arguments = dict(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name,
-                     device=device or cfg["train"]["device"], tune_trials=int(tune_trials),
+                     device=device or cfg.train.device, tune_trials=int(tune_trials),
                      code_version=code_version(), run_reason=run_reason,
-                     rollout=bool(cfg["rollout"]["enabled"]), serving_url=serving_url)
+                     rollout=bool(cfg.rollout.enabled), serving_url=serving_url)
     in_parts = wants_parts(data_uri) if parts is None else bool(parts)
-    build = {"cfg": cfg, "gpu": False}
+    build: dict = {"cfg": config_dict(cfg), "gpu": False}
     if in_parts:
         build["parts"] = True
         if part_rows:
@@ -109,13 +115,13 @@ def _read_json(art: dict) -> dict:
     return json.loads(Path(uri).read_text()) if uri and Path(uri).exists() else {}
 
 
-def summarize(run, data_uri: str, model_name: str) -> dict:
+def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
     """The summary of one finished CT run, from its own tasks' outputs only."""
     in_parts = "merge-validation" in run.tasks
     vtask, itask = ("merge-validation", "ingest-parts") if in_parts else ("validate-data", "ingest-data")
     vrep = run.artifact(vtask, "report_json")
     validation = _read_json(vrep)
-    summary = {
+    summary: dict[str, Any] = {
         "run_id": run.run_id,
         "run_name": run.run_name,
         "run_dir": str(run.run_dir) if run.run_dir else None,

@@ -13,10 +13,15 @@ decides, so a forced or held-back retrain is recorded like any other outcome.
 """
 
 
+from typing import TYPE_CHECKING
+
 import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
 PIPELINE_NAME = "kfct-monitoring"
 STAGES = ("prepare-drift-data", "check-drift", "trigger-retrain", "report-realized-performance", "decide-ab-test")
@@ -43,7 +48,7 @@ def make_components(settings=None) -> dict:
     }
 
 
-def _configure(task, stage: str, cfg: dict, settings):
+def _configure(task, stage: str, cfg: "RunConfig", settings):
     """Cluster resources/secrets like the CT stages; never cached: the same inputs mean a new window."""
     from kfct.pipelines.task_config import apply_task_config
 
@@ -52,27 +57,27 @@ def _configure(task, stage: str, cfg: dict, settings):
     return task
 
 
-def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
+def build_monitoring_pipeline(settings=None, cfg: "RunConfig | dict | None" = None):
     """Return the monitoring `@dsl.pipeline` function (parameters are its run-time knobs)."""
     from kfp import dsl
 
     from kfct.pipelines.task_config import grant_kfp_access
 
-    from kfct.config import config_to_json, load_config
+    from kfct.config import config_to_json, load_config, validate_config, with_overrides
     from kfct.datatags import LATEST_URI
     from kfct.pipelines.task_config import building_for_local
     from kfct.settings import get_settings
 
     s = settings or get_settings()
-    cfg = cfg or load_config()
+    # A dict arrives from run_pipeline's JSON request (the build_kwargs of a local run).
+    cfg = validate_config(cfg) if cfg is not None else load_config()
     ops = make_components(s)
     # On a cluster a retrain ingests the moving pointer (resolved when that CT run executes).
     default_ct_data = "" if building_for_local() else LATEST_URI
     default_config = config_to_json(cfg)
     # A retried trigger could submit a second CT run: the trigger stage never retries.
-    task_cfg = {**cfg, "resources": {**cfg["resources"],
-                                     "trigger_retrain": {**cfg["resources"].get("trigger_retrain", {}), "retries": 0}}}
-    default_model = cfg["register"]["model_name"]
+    task_cfg = with_overrides(cfg, {"resources": {"trigger_retrain": {"retries": 0}}})
+    default_model = cfg.register_.model_name
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -120,7 +125,7 @@ def build_monitoring_pipeline(settings=None, cfg: dict | None = None):
 
 # --------------------------------------------------------------------------- local driver
 def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bool = False, since=None,
-                ct_data_uri: str | None = None, cfg: dict | None = None, model_name: str | None = None,
+                ct_data_uri: str | None = None, cfg: "RunConfig | None" = None, model_name: str | None = None,
                 settings=None, mode: str = "local", via_kfp: bool = False, out_dir: str | Path | None = None) -> dict:
     """One monitoring pass on this machine; returns a summary (drift figures, reports, decision, CT outcome).
 
@@ -133,7 +138,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
 
     s = settings or get_settings()
     cfg = cfg or load_config()
-    model_name = model_name or cfg["register"]["model_name"]
+    model_name = model_name or cfg.register_.model_name
     arguments = dict(current_uri=current_uri or "", since=str(since or ""), config_json=config_to_json(cfg),
                      model_name=model_name, ct_data_uri=ct_data_uri or "", force=bool(force), dry_run=bool(dry_run),
                      mode=mode)
@@ -189,12 +194,13 @@ def _report_paths(html, json_, md, summary_json) -> dict:
     return {"html": html, "json": json_, "summary_md": md, "summary_json": summary_json}
 
 
-def _run_monitor_kfp(args: dict, cfg: dict, s) -> dict:
+def _run_monitor_kfp(args: dict, cfg: "RunConfig", s) -> dict:
     """The monitoring pipeline under kfp.local (through the one local-run helper); this run's outputs."""
+    from kfct.config import config_dict
     from kfct.errors import StageError
     from kfct.pipelines.runner import run_pipeline
 
-    run = run_pipeline("kfct.pipelines.monitoring:build_monitoring_pipeline", {"cfg": cfg}, args, s.home,
+    run = run_pipeline("kfct.pipelines.monitoring:build_monitoring_pipeline", {"cfg": config_dict(cfg)}, args, s.home,
                        prefix="monitor")
     if run.error is not None:
         raise StageError(f"monitoring pipeline failed in {run.failed_task or '?'}: {run.error} (log: {run.log_path})")

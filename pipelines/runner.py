@@ -27,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERRLINE = re.compile(r"^\s*((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Failed|Exit)): (.+)$")
@@ -66,7 +67,7 @@ class PipelineRun:
     error: str | None = None
     failed_task: str | None = None
 
-    def param(self, task: str, name: str = "Output", default=None):
+    def param(self, task: str, name: str = "Output", default: Any = None) -> Any:
         t = self.tasks.get(task)
         return default if t is None else t.parameters.get(name, default)
 
@@ -231,7 +232,7 @@ def _last_error(text: str) -> str | None:
     return err
 
 
-def _kfp_local():
+def _kfp_local() -> Any:
     """`kfp.local`, with kfp's authoring modules but without its REST client.
 
     `import kfp` also imports `kfp.Client` (kfp_server_api, the Kubernetes client,

@@ -30,6 +30,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import Iterator
+
+    from kfct.config import RunConfig
+    from kfct.settings import Settings
 
 from kfct.pod_env import CONFIG_KEYS, SECRET_KEYS  # noqa: F401 (shared with the pods a step creates)
 
@@ -44,7 +51,7 @@ _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("kfct_pipel
 
 
 @contextlib.contextmanager
-def target(kind: str):
+def target(kind: str) -> Iterator[None]:
     """Force what pipelines built inside are for: "cluster" or "local"."""
     if kind not in ("cluster", "local"):
         raise ValueError(f"target must be 'cluster' or 'local', got {kind!r}")
@@ -66,9 +73,9 @@ def building_for_local() -> bool:
     return local_config.LocalExecutionConfig.instance is not None
 
 
-def stage_resources(cfg: dict | None, stage: str) -> dict:
+def stage_resources(cfg: RunConfig | None, stage: str) -> dict:
     """`resources.default` overlaid with `resources.<stage>`; a clear error for bad values."""
-    section = (cfg or {}).get("resources") or {}
+    section = cfg.resources if cfg is not None else {}
     if not isinstance(section, dict):
         raise ValueError(f"config 'resources' must be a mapping, got {type(section).__name__}")
     merged: dict = {}
@@ -91,7 +98,8 @@ def stage_resources(cfg: dict | None, stage: str) -> dict:
     return merged
 
 
-def apply_task_config(task, stage_name: str, cfg: dict | None, settings=None, gpu: bool = False):
+def apply_task_config(task: Any, stage_name: str, cfg: RunConfig | None, settings: Settings | None = None,
+                      gpu: bool = False) -> Any:
     """Configure one pipeline task for the cluster (see module doc); returns the task.
 
     Safe in local runs: only caching is applied there, and a task already executed
@@ -140,7 +148,7 @@ def apply_task_config(task, stage_name: str, cfg: dict | None, settings=None, gp
     return task
 
 
-def grant_kfp_access(task):
+def grant_kfp_access(task: Any) -> Any:
     """Label the step's pod so Kubeflow injects the projected KFP API token (cluster builds only)."""
     if building_for_local():
         return task
@@ -150,7 +158,7 @@ def grant_kfp_access(task):
     return task
 
 
-def attach_cluster_env(task, settings=None):
+def attach_cluster_env(task: Any, settings: Settings | None = None) -> None:
     """Secret (keys) and ConfigMap (endpoints) as env vars, by name only; the image coordinates as values.
 
     KFCT_IMAGE_REGISTRY / KFCT_IMAGE_TAG travel as plain env (they are not secrets) so a

@@ -29,6 +29,17 @@ Changed, and why:
   swallowed it as a model named "<name>:predict" and answered 404);
 - client-seen latency: `LatencyMiddleware` times each request at the ASGI boundary
   (queueing on the event loop included) and hands it to the router's window stats.
+
+Overrides of KServe internals, and why they stay: kserve 0.21 has no public hook for any of
+the above. Its RESTServer always serves the module-level `kserve.model_server:app`, binds
+0.0.0.0 and registers the repository routes with the rest; ModelServer builds that RESTServer
+itself in `start()`. So: `_KfctDataPlane` (ready/model_ready/decode), `_KfctRESTServer` (its
+`__init__` skips `super()`, which would build a uvicorn.Config on 0.0.0.0 around the global
+app; it sets every attribute the inherited methods read), the `Collect` stand-in for the app
+in KServe's `register_v1_endpoints`/`register_v2_endpoints` (only `include_router` is used, so
+routes are filtered before they reach the app) and `_KfctModelServer`. What each relies on
+(signatures, attributes read, the registration calls) is pinned against kserve 0.21.0 by
+tests/unit/test_upstream_pins.py: an upgrade that changes it fails there, not in production.
 """
 
 from __future__ import annotations
@@ -225,7 +236,8 @@ async def no_explainer(model_name: str):
 
 def add_exception_handlers(app: FastAPI) -> None:
     e = kserve.errors
-    app.add_exception_handler(BadRequest, bad_request_handler)
+    # starlette types a handler's exception as `Exception`; it calls this one only with a BadRequest
+    app.add_exception_handler(BadRequest, bad_request_handler)  # type: ignore[arg-type]
     app.add_exception_handler(e.InvalidInput, _one_line(400, logging.DEBUG))
     app.add_exception_handler(e.InferenceError, inference_error_handler)
     app.add_exception_handler(e.ModelNotFound, _one_line(404, logging.DEBUG))

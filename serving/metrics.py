@@ -28,10 +28,14 @@ import bisect
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kfct.window_stats import WindowStats, paired_window
+
+if TYPE_CHECKING:
+    from typing import Iterator, Sequence
 
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -42,7 +46,7 @@ _metrics = None
 
 
 class _Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.requests = Counter("kfct_requests", "Prediction requests answered, per model version and role",
@@ -100,7 +104,7 @@ class VersionMetrics:
         self.positive = m.predictions.labels(model_name, version, "1")
         self.negative = m.predictions.labels(model_name, version, "0")
 
-    def request(self, role: str, protocol: str):
+    def request(self, role: str, protocol: str) -> Any:
         key = (role, protocol)
         child = self._requests.get(key)
         if child is None:
@@ -108,7 +112,7 @@ class VersionMetrics:
             self._requests[key] = child
         return child
 
-    def observe(self, role: str, protocol: str, latency: float, probs, labels) -> int:
+    def observe(self, role: str, protocol: str, latency: float, probs: np.ndarray, labels: np.ndarray) -> int:
         """Count one answered request; returns the number of positive labels."""
         self.request(role, protocol).inc()
         self.latency.observe(latency)
@@ -132,7 +136,8 @@ class BulkHistogram:
     (`_bucket{le}`, `_count`, `_sum`; no `_created`).
     """
 
-    def __init__(self, name: str, documentation: str, labelnames, buckets, registry=None):
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float],
+                 registry: Any = None):
         from prometheus_client import REGISTRY
 
         self.name = name
@@ -153,12 +158,12 @@ class BulkHistogram:
                 child = self._children[key] = BulkHistogramChild(self.bounds)
         return child
 
-    def describe(self):
+    def describe(self) -> list[Any]:
         from prometheus_client.core import HistogramMetricFamily
 
         return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
 
-    def collect(self):
+    def collect(self) -> Iterator[Any]:
         from prometheus_client.core import HistogramMetricFamily
         from prometheus_client.utils import floatToGoString
 
@@ -189,7 +194,7 @@ class BulkHistogramChild:
             self._counts[i] += 1
             self._sum += float(value)
 
-    def observe_many(self, values) -> None:
+    def observe_many(self, values: Any) -> None:
         """`observe` for every value, in one bucket pass (a 1- or 2-row request takes `observe`)."""
         if len(values) <= 2:
             for v in values:

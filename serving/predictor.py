@@ -138,7 +138,8 @@ def fetch_version(model_name: str, alias: str | None = None, version: str | None
     return _prepare(lm.model, model_name, lm.version, lm.sha256, lm.run_id, id_column, lm.tags, fast)
 
 
-def _fetch_dir(model_name: str, path: Path, version: str | None, expected: str | None, id_column, fast):
+def _fetch_dir(model_name: str, path: Path, version: str | None, expected: str | None, id_column: str | None,
+               fast: bool) -> LoadedVersion:
     import mlflow
 
     from kfct.lineage import sha256_file
@@ -225,7 +226,7 @@ class _ChurnPredictor(_KServeModel):
         cur = self.current
         return cur.version if cur else None
 
-    def start(self):  # KServe's default flips `ready` on; readiness means "a model is loaded"
+    def start(self) -> None:  # KServe's default flips `ready` on; readiness means "a model is loaded"
         pass
 
     # -- scoring -------------------------------------------------------------------------
@@ -237,13 +238,13 @@ class _ChurnPredictor(_KServeModel):
         return score_loaded(lv, records)
 
     # -- KServe handlers (used when this predictor is registered on its own) ---------------
-    def preprocess(self, payload, headers=None):
+    def preprocess(self, payload: Any, headers: Any = None) -> Any:
         if isinstance(payload, kserve.InferRequest):
             records, _ = v2_records(payload)
             return ("v2", records, payload)
         return ("v1", v1_records(payload), None)
 
-    def predict(self, payload, headers=None, response_headers=None):
+    def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
         protocol, records, request = payload
         s = self.score(records)
         if response_headers is not None:
@@ -253,7 +254,7 @@ class _ChurnPredictor(_KServeModel):
                                outputs=requested_outputs(request, OUTPUT_NAMES))
         return v1_response(self.name, [(None, s)], len(records))
 
-    def validate(self, payload):
+    def validate(self, payload: Any) -> Any:
         return payload
 
     def get_input_types(self) -> list[dict]:
@@ -346,7 +347,7 @@ def v1_response(name: str, groups: list, n: int) -> dict:
 OUTPUT_NAMES = ("probability", "label", "threshold", "model_version")
 
 
-def v2_response(name: str, request, groups: list, n: int, outputs: list[str] | None = None):
+def v2_response(name: str, request: Any, groups: list, n: int, outputs: list[str] | None = None) -> Any:
     probs = np.empty(n, dtype=np.float64)
     labels = np.empty(n, dtype=np.int64)
     thresholds = np.empty(n, dtype=np.float64)
@@ -380,7 +381,7 @@ def v2_response(name: str, request, groups: list, n: int, outputs: list[str] | N
 _KSERVE_CLASSES = {"ChurnPredictor": ("_ChurnPredictor", "kserve:Model")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """PEP 562: the kserve-derived `ChurnPredictor` is built on first use, so importing this
     module does not import kserve (seconds)."""
     if name in _KSERVE_CLASSES:

@@ -60,7 +60,7 @@ def segment_name(first_ms: int, last_ms: int, writer: str, seq: int) -> str:
     return f"part-{first_ms}-{last_ms}-{writer}-{seq:06d}.parquet"
 
 
-def _sort_key(name: str):
+def _sort_key(name: str) -> tuple[int, str, int]:
     m = _NAME.match(name)
     return (int(m.group(1)), m.group(3), int(m.group(4))) if m else (0, name, 0)
 

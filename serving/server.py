@@ -26,7 +26,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfct.split_state import SplitState
 
 log = logging.getLogger("kfct.serving")
 
@@ -63,7 +66,8 @@ class ServerOptions:
 class Running:
     """A server started by `start`: its URL, router and a `stop()`."""
 
-    def __init__(self, server, uv_server, router, watcher, prediction_log, thread, sock, state_path):
+    def __init__(self, server: Any, uv_server: Any, router: Any, watcher: Any, prediction_log: Any,
+                 thread: threading.Thread, sock: socket.socket, state_path: Path | None):
         self.model_server = server
         self.uv_server = uv_server
         self.router = router
@@ -95,11 +99,11 @@ class Running:
     def __enter__(self) -> "Running":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def shutdown(router, watcher, prediction_log) -> None:
+def shutdown(router: Any, watcher: Any, prediction_log: Any) -> None:
     """Stop in order; a failing step never skips the prediction log's final flush."""
     try:
         if watcher is not None:
@@ -114,7 +118,7 @@ def shutdown(router, watcher, prediction_log) -> None:
                 prediction_log.close()
 
 
-def build(opts: ServerOptions):
+def build(opts: ServerOptions) -> tuple[Any, Any, Any, Any, Path | None]:
     """(model server, router, watcher, prediction log, state path) — nothing listening yet."""
     from kfct.config import load_config
     from kfct.settings import get_settings
@@ -126,14 +130,14 @@ def build(opts: ServerOptions):
 
     settings = get_settings()
     cfg = load_config()
-    name = opts.model_name or cfg["register"]["model_name"]
-    id_column = opts.id_column or cfg["dataset"]["id_column"]
+    name = opts.model_name or cfg.register_.model_name
+    id_column = opts.id_column or cfg.dataset.id_column
     champion = ChurnPredictor(name, model_name=name, alias=opts.alias, version=opts.version,
                               model_dir=opts.model_dir, expected_sha256=opts.model_sha256, id_column=id_column,
                               fast=opts.fast)
     plog = None
     if opts.log_predictions:
-        plog = PredictionLogger(root=opts.prediction_log_dir, id_column=id_column,
+        plog = PredictionLogger(root=opts.prediction_log_dir, id_column=id_column,  # type: ignore[arg-type]  # None: no ids
                                 flush_seconds=opts.log_flush_seconds, encode_in_child=opts.log_encode_in_child)
     router = ChurnRouter(name, champion, id_column=id_column, prediction_log=plog)
     spath = None
@@ -154,7 +158,7 @@ def build(opts: ServerOptions):
     return server, router, watcher, plog, spath
 
 
-def pinned_state(opts: ServerOptions, name: str):
+def pinned_state(opts: ServerOptions, name: str) -> SplitState | None:
     """The split an explicit command line pins (applied in memory, never written), or None."""
     from kfct.split_state import SplitState
 
@@ -191,7 +195,7 @@ def tune_runtime(switch_interval: float | None) -> None:
         sys.setswitchinterval(switch_interval)
 
 
-def _initial_load(router, watcher, wait: bool, watch: bool = True, pinned=None) -> None:
+def _initial_load(router: Any, watcher: Any, wait: bool, watch: bool = True, pinned: SplitState | None = None) -> None:
     if pinned is not None:  # explicit versions: load them, follow nothing
         if wait:
             router.apply_state(pinned)
@@ -208,7 +212,7 @@ def _initial_load(router, watcher, wait: bool, watch: bool = True, pinned=None) 
         router.route.champion.load()
         router._set_route(router.route)
     else:  # model_dir mode without waiting: load in the background
-        def bg():
+        def bg() -> None:
             if router.route.champion.load():
                 router._set_route(router.route)
 
@@ -299,7 +303,7 @@ def serve(opts: ServerOptions) -> int:
           + (f"  (split file {spath})" if spath else ""), flush=True)
     import signal
 
-    def _interrupt(signum, frame):
+    def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler
@@ -321,7 +325,7 @@ GRACE_SECONDS = 5  # in-flight requests at SIGTERM
 SHUTDOWN_SECONDS = 20.0  # everything after: under Kubernetes' default 30 s grace, whatever the store does
 
 
-def bounded_shutdown(router, watcher, prediction_log, limit: float = SHUTDOWN_SECONDS) -> None:
+def bounded_shutdown(router: Any, watcher: Any, prediction_log: Any, limit: float = SHUTDOWN_SECONDS) -> None:
     """`shutdown` with a deadline: the prediction log's close keeps within its own budget, and a
     watchdog ends the process if anything still holds it past `limit` (once, a SIGTERM sent while
     S3 was down was ignored; a second one stopped it)."""

@@ -251,7 +251,7 @@ def _cluster_check(args: argparse.Namespace) -> int:
     if workers is None:
         from kfct.config import load_config
 
-        workers = int((load_config().get("train") or {}).get("workers") or 1)
+        workers = load_config().train.workers
     rows = check_cluster(read, args.namespace or s.kfp_namespace, mode=s.kserve_deployment_mode, gpu=args.gpu,
                          workers=workers, healthz=healthz)
     print(format_table(rows))

@@ -10,9 +10,9 @@ from kfct.cli.options import command_group
 def _show(args: argparse.Namespace) -> int:
     import yaml
 
-    from kfct.config import load_config
+    from kfct.config import config_dict, load_config
 
-    print(yaml.safe_dump(load_config(args.file), sort_keys=False, default_flow_style=None, width=120), end="")
+    print(yaml.safe_dump(config_dict(load_config(args.file)), sort_keys=False, default_flow_style=None, width=120), end="")
     return 0
 
 
@@ -20,11 +20,11 @@ def _check(args: argparse.Namespace) -> int:
     from kfct.config import feature_columns, load_config
 
     cfg = load_config(args.file)
-    ds = cfg["dataset"]
-    fair = ", ".join(ds["sensitive_features"]) or "none"
-    print(f"ok: {args.file}: dataset {ds['name']!r}, {len(ds['columns'])} columns, {len(feature_columns(cfg))} "
-          f"features, label {ds['label']!r} (positive {ds['positive_label']!r}), sensitive features: {fair}, "
-          f"model {cfg['register']['model_name']!r}")
+    ds = cfg.dataset
+    fair = ", ".join(ds.sensitive_features) or "none"
+    print(f"ok: {args.file}: dataset {ds.name!r}, {len(ds.columns)} columns, {len(feature_columns(cfg))} "
+          f"features, label {ds.label!r} (positive {ds.positive_label!r}), sensitive features: {fair}, "
+          f"model {cfg.register_.model_name!r}")
     return 0
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kfct.cli.options import command_group
 
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
-def _cfg_name(args: argparse.Namespace) -> tuple[dict, str]:
+
+def _cfg_name(args: argparse.Namespace) -> tuple[RunConfig, str]:
     from kfct.config import load_config
 
     cfg = load_config()
-    return cfg, (getattr(args, "model_name", None) or cfg["register"]["model_name"])
+    return cfg, (getattr(args, "model_name", None) or cfg.register_.model_name)
 
 
 def _print_json(obj: object) -> None:

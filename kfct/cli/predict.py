@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kfct.cli.options import add_model_option
 
+if TYPE_CHECKING:
+    from kfct.config import RunConfig
 
-def _records(args: argparse.Namespace, cfg: dict) -> list[dict]:
+
+def _records(args: argparse.Namespace, cfg: RunConfig) -> list[dict]:
     import math
 
     if not args.data:
@@ -17,7 +21,7 @@ def _records(args: argparse.Namespace, cfg: dict) -> list[dict]:
     from kfct.datasource import read_dataset
 
     df = read_dataset(args.data).head(args.rows)
-    df = df.drop(columns=[c for c in (cfg["dataset"]["label"],) if c in df.columns])
+    df = df.drop(columns=[c for c in (cfg.dataset.label,) if c in df.columns])
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in df.to_dict("records")]
 
@@ -52,7 +56,7 @@ def _predict(args: argparse.Namespace) -> int:
     from kfct.errors import KfctError
 
     cfg = load_config()
-    name = args.model_name or cfg["register"]["model_name"]
+    name = args.model_name or cfg.register_.model_name
     body = json.dumps({"instances": _records(args, cfg)}, default=str).encode()
     base = _isvc_address(args.isvc, args.namespace) if args.isvc else args.url
     url = f"{base.rstrip('/')}/v1/models/{name}:predict"
@@ -69,7 +73,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     for pred in answer.get("predictions", []) if isinstance(answer, dict) else []:
         if isinstance(pred, dict) and "label" in pred:  # the user's own label value beside the 0/1
-            pred[f"predicted_{cfg['dataset']['label']}"] = label_value(cfg, pred["label"])
+            pred[f"predicted_{cfg.dataset.label}"] = label_value(cfg, pred["label"])
     print(json.dumps(answer, indent=2, default=str))
     return 0
 

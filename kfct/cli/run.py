@@ -14,9 +14,7 @@ def _run(args: argparse.Namespace) -> int:
     # Validated with the rest of the config (e.g. --workers 2 needs model xgboost).
     train = {k: v for k, v in (("model", args.model), ("workers", args.workers)) if v is not None}
     cfg = load_config(overrides={"train": train} if train else None)
-    from kfct.components.train_distributed import typed_config
-
-    if args.tune_trials and typed_config(cfg).train.workers > 1:  # fail now, not at the train stage
+    if args.tune_trials and cfg.train.workers > 1:  # fail now, not at the train stage
         from kfct.config import ConfigError
 
         raise ConfigError("--tune-trials needs train.workers: 1 (tuning runs in one process); drop --workers")
@@ -37,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         run_id = getattr(exc, "run_id", None)
         if run_id and recorded_for_run(run_id):
             raise
-        audit.record("run_failed", model_name=args.model_name or cfg["register"]["model_name"], data_uri=data_uri,
+        audit.record("run_failed", model_name=args.model_name or cfg.register_.model_name, data_uri=data_uri,
                      error_type=type(exc).__name__, error=str(exc)[:500], reason=args.reason,
                      **({"run_id": run_id} if run_id else {}))
         raise

@@ -24,7 +24,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from kfct.config import load_config
 
     cfg = load_config()
-    name = args.model_name or cfg["register"]["model_name"]
+    name = args.model_name or cfg.register_.model_name
     out = deploy_version(name, args.version, cfg, target=args.target, canary_percent=args.percent, shadow=args.shadow,
                       namespace=args.namespace)
     where = out.get("state_path") or f"InferenceService {out.get('namespace')}/{out.get('isvc')} ({out.get('action')})"
@@ -44,7 +44,7 @@ def _rollout(args: argparse.Namespace) -> int:
 
     cfg = load_config()
     s = get_settings()
-    name = args.model_name or cfg["register"]["model_name"]
+    name = args.model_name or cfg.register_.model_name
     backend = make_backend(name, args.target, s, cfg, server_url=args.url or [], prometheus_url=args.prometheus_url or "",
                            isvc=args.isvc or "", namespace=args.namespace or "")
     if isinstance(backend, LocalRouterBackend):
@@ -78,9 +78,9 @@ def _score(args: argparse.Namespace) -> int:
     from kfct.config import load_config
 
     cfg = load_config()
-    name = args.model_name or cfg["register"]["model_name"]
+    name = args.model_name or cfg.register_.model_name
     s = score_registered(args.input, args.output, name, alias=args.alias, version=args.version,
-                   id_column=cfg["dataset"]["id_column"], chunk_rows=args.chunk_rows)
+                   id_column=cfg.dataset.id_column, chunk_rows=args.chunk_rows)
     print(f"kfct: scored {s.rows:,} rows with {name} v{s.model_version} in {s.seconds:.2f} s "
           f"({s.rows_per_second:,.0f} rows/s; read {s.read_seconds:.2f} s, score {s.score_seconds:.2f} s, "
           f"write {s.write_seconds:.2f} s); {s.positives:,} predicted positive -> {s.output}")

@@ -7,7 +7,7 @@ import pytest
 
 from kfct.components.validation_plan import plan_checks
 from kfct.components.validation_run import validate_frame
-from kfct.config import load_config
+from kfct.config import config_dict, load_config, validate_config
 from kfct.datagen import generate
 from kfct.errors import FeatureError
 from kfct.record_schema import RecordSchema
@@ -27,8 +27,9 @@ def test_the_suite_rejects_a_fraction_in_an_int_column_as_the_scorer_does():
 
 
 def test_whole_floats_and_nulls_in_a_nullable_int_column_pass():
-    cfg = load_config()
-    cfg["dataset"]["columns"]["tenure_days"]["nullable"] = True
+    raw = config_dict(load_config())
+    raw["dataset"]["columns"]["tenure_days"]["nullable"] = True
+    cfg = validate_config(raw)
     df = generate(3000, seed=5)
     df["tenure_days"] = df["tenure_days"].astype("float64")  # a CSV int column with a gap reads as float
     df.loc[df.index[3], "tenure_days"] = np.nan

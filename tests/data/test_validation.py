@@ -63,7 +63,7 @@ def test_clean_generated_data_passes(validate, cfg, rows, seed):
     assert result["passed"] is True
     assert result["rows"] == rows
     assert result["n_failed"] == 0
-    assert result["n_expectations"] == len(result["results"]) > len(cfg["dataset"]["columns"]) * 2
+    assert result["n_expectations"] == len(result["results"]) > len(cfg.dataset.columns) * 2
     assert all(r["success"] for r in result["results"])
     json.dumps(result, allow_nan=False)  # plain JSON, no NaN/numpy leftovers
 
@@ -141,9 +141,11 @@ def test_extra_column_and_empty_frame_fail_without_crashing(validate, cfg, clean
 
 
 def test_other_label_coding_uses_membership_bounds(validate, cfg, clean):
+    from kfct.config import ColumnSpec
+
     c = copy.deepcopy(cfg)
-    c["dataset"]["columns"]["churned"] = {"dtype": "category", "nullable": False, "values": ["no", "yes"]}
-    c["dataset"]["positive_label"] = "yes"
+    c.dataset.columns["churned"] = ColumnSpec(dtype="category", nullable=False, values=["no", "yes"])
+    c.dataset.positive_label = "yes"
     coded = clean.copy()
     coded["churned"] = coded["churned"].map({0: "no", 1: "yes"})
     ok = validate(coded, c)

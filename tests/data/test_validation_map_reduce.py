@@ -5,14 +5,13 @@ opposite, validates it once as one frame (`validate_frame`) and once part by par
 (`validate_part` + `merge_results`), and asserts the two verdicts agree, check by check.
 """
 
-import copy
 
 import pandas as pd
 import pytest
 
 from kfct.components.validation_merge import merge_results, validate_part
 from kfct.components.validation_run import validate_frame
-from kfct.config import load_config
+from kfct.config import RunConfig, load_config, with_overrides
 from kfct.datagen import generate
 
 
@@ -21,7 +20,7 @@ def _verdict(result: dict) -> tuple:
     return result["passed"], result["n_expectations"], result["rows"], failed
 
 
-def _both(frames: list[pd.DataFrame], cfg: dict, tmp_path, buckets: int | None = None) -> tuple[dict, dict]:
+def _both(frames: list[pd.DataFrame], cfg: RunConfig, tmp_path, buckets: int | None = None) -> tuple[dict, dict]:
     parts = []
     for i, df in enumerate(frames):
         d = tmp_path / f"part{i}"
@@ -85,8 +84,7 @@ def test_label_share_out_of_range_only_in_one_part_passes_both_ways(base, tmp_pa
 
 
 def test_label_mean_shifted_in_aggregate_fails_both_ways(base, tmp_path):
-    cfg = copy.deepcopy(load_config())
-    cfg["dataset"]["label_balance"] = [0.03, 0.40]
+    cfg = with_overrides(load_config(), {"dataset": {"label_balance": [0.03, 0.40]}})
     frames = _split(base)
     frames[1]["churned"] = (frames[1].index % 10 < 6).astype("int64")   # 60 % in this part
     frames[2]["churned"] = (frames[2].index % 10 < 6).astype("int64")   # the mean of all: ~46 % > 40 %
@@ -98,11 +96,10 @@ def test_label_mean_shifted_in_aggregate_fails_both_ways(base, tmp_path):
 
 
 def test_row_count_is_global(base, tmp_path):
-    cfg = copy.deepcopy(load_config())
-    cfg["dataset"]["min_rows"] = 5000   # every 2000-row part is under it, the whole is not
+    cfg = with_overrides(load_config(), {"dataset": {"min_rows": 5000}})   # every 2000-row part is under it, the whole is not
     single, merged = _both(_split(base), cfg, tmp_path)
     assert single["passed"] and merged["passed"]
-    cfg["dataset"]["min_rows"] = 7000
+    cfg = with_overrides(cfg, {"dataset": {"min_rows": 7000}})
     single, merged = _both(_split(base), cfg, tmp_path)
     assert _verdict(single) == _verdict(merged)
     assert not merged["passed"]

@@ -218,7 +218,7 @@ def test_bad_resources_config_is_one_compile_error(tmp_path):
     from kfct.pipelines.compile import CompileError, compile_ct
 
     cfg = load_config()
-    cfg["resources"]["train"]["gpus"] = 1  # typo for `gpu`
+    cfg.resources["train"]["gpus"] = 1  # typo for `gpu`
     with pytest.raises(CompileError, match=r"cannot compile the CT pipeline: ValueError: .*'train'.*unknown keys \['gpus'\]"):
         compile_ct(tmp_path, gpu=True, cfg=cfg)
     assert not (tmp_path / "ct_pipeline.yaml").exists()

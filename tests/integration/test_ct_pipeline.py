@@ -167,17 +167,17 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
     from kfct.split_state import read_state, state_path
 
     c = copy.deepcopy(cfg)
-    c["rollout"]["enabled"] = True
-    c["gate"]["min_improvement"] = -1.0  # let an equal model through the gate to exercise the canary path
+    c.rollout.enabled = True
+    c.gate.min_improvement = -1.0  # let an equal model through the gate to exercise the canary path
     s = run_ct(data_uri=str(data_path), cfg=c, serving_url="http://127.0.0.1:9")
     assert s["registered"]["alias"] == "challenger"
     v = s["registered"]["version"]
-    assert s["deploy"]["mode"] == "canary" and s["deploy"]["canary_percent"] == c["rollout"]["steps"][0]
+    assert s["deploy"]["mode"] == "canary" and s["deploy"]["canary_percent"] == c.rollout.steps[0]
     assert s["rollout"]["outcome"] == "deferred"
     versions, aliases = _registry_state(s["model_name"])
     assert aliases == {"champion": "1", "challenger": v}
     st = read_state(state_path(s["model_name"], home))
-    assert (st.champion_version, st.canary_version, st.canary_percent) == ("1", v, c["rollout"]["steps"][0])
+    assert (st.champion_version, st.canary_version, st.canary_percent) == ("1", v, c.rollout.steps[0])
 
 
 def test_missing_file_is_one_clear_error(home):

@@ -59,7 +59,7 @@ def undrifted(cfg, trained, reference):
 
 def test_drifted_data_triggers_retraining(drifted, cfg):
     assert drifted["retrain"] is True
-    assert drifted["drift_share"] > cfg["drift"]["drift_share_threshold"]
+    assert drifted["drift_share"] > cfg.drift.drift_share_threshold
     assert drifted["severity"] in ("high", "critical")
     assert "drift share" in drifted["reason"]
     # The generator's drift knob moves these; the untouched ones stay put.
@@ -147,7 +147,7 @@ def test_small_windows_use_p_value_tests(cfg):
     res = detect_drift(ref, cur, cfg, feature_columns(cfg), label_column="churned")
     kinds = {f["stattest"] for f in res["features"].values()}
     assert kinds <= {"ks", "chisquare", "z"}
-    assert all(f["threshold"] == cfg["drift"]["stattest_threshold"] for f in res["features"].values())
+    assert all(f["threshold"] == cfg.drift.stattest_threshold for f in res["features"].values())
     assert res["retrain"] is True
     # Without model predictions the reference rate falls back to labels and no shift is measured.
     assert res["churn_rate"]["reference_source"] == "reference labels" and res["churn_rate_shift"] is None
@@ -157,7 +157,7 @@ def test_window_rows_caps_both_sides(cfg):
     import copy
 
     c = copy.deepcopy(cfg)
-    c["drift"]["window_rows"] = 1500
+    c.drift.window_rows = 1500
     res = detect_drift(generate(3000, seed=41), generate(2500, seed=42), c, feature_columns(c))
     assert res["rows"] == {"reference": 1500, "reference_total": 3000, "current": 1500, "current_total": 2500}
 

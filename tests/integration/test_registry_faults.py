@@ -17,6 +17,7 @@ import pytest
 
 from tests.faultkit import servers
 from tests.faultkit.proxy import FaultProxy
+from kfct.config import load_config
 
 pytestmark = pytest.mark.slow
 NAME = "faulty-model"
@@ -153,7 +154,7 @@ def test_threads_racing_through_the_tag_lease_move_the_champion_once(via_proxy):
     uri, rid = log_tiny_model("v1")
     v1, _ = registry.register_once(uri, name, {}, rid)
     registry.set_alias(name, "champion", v1)
-    cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {"on_champion_moved": "block"}}
+    cfg = load_config(overrides={"rollout": {"enabled": False}, "gate": {"on_champion_moved": "block"}})
     runs = [log_tiny_model(f"c{i}") for i in range(3)]
     barrier = threading.Barrier(len(runs))
     results, errors = [], []

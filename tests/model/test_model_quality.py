@@ -21,8 +21,8 @@ def trained_40k(cfg):
 def test_meets_case_study_thresholds(trained_40k, cfg):
     model, te, _ = trained_40k
     m = compute_metrics(te.churned.to_numpy(), model.predict_positive(te.drop(columns=["churned"])), model.threshold)
-    assert m["roc_auc"] >= cfg["gate"]["thresholds"]["roc_auc"]
-    assert m["recall"] >= cfg["gate"]["thresholds"]["recall"]
+    assert m["roc_auc"] >= cfg.gate.thresholds["roc_auc"]
+    assert m["recall"] >= cfg.gate.thresholds["recall"]
     assert m["roc_auc"] < 0.97, "the generator must not make the task trivial"
 
 
@@ -57,9 +57,9 @@ def test_sklearn_alternatives_train_and_predict(cfg, kind):
     import copy
 
     c = copy.deepcopy(cfg)
-    c["train"]["model"] = kind
+    c.train.model = kind
     if kind == "random_forest":
-        c["train"]["random_forest"]["n_estimators"] = 40
+        c.train.random_forest["n_estimators"] = 40
     tr, va, te, enc = featurize_core(generate(6000, seed=2), c)
     model, *_ = train_core(tr, va, c, encoder=enc)
     m = compute_metrics(te.churned.to_numpy(), model.predict_positive(te.drop(columns=["churned"])), model.threshold)
@@ -72,7 +72,7 @@ def test_cuda_needs_xgboost(cfg):
     import copy
 
     c = copy.deepcopy(cfg)
-    c["train"]["model"] = "random_forest"
+    c.train.model = "random_forest"
     tr, va, te, enc = featurize_core(generate(2000, seed=2), c)
     with pytest.raises(ValueError, match="device='cuda' needs model xgboost"):
         train_core(tr, va, c, encoder=enc, device="cuda")

@@ -68,11 +68,10 @@ def test_bounded_sample_is_uniform_without_replacement(data):
 
 def test_drift_reads_only_its_window_of_a_large_batch(data, no_whole_reads):
     from kfct.components.drift_inputs import load_current
-    from kfct.config import load_config
+    from kfct.config import load_config, with_overrides
 
     df, path, pdir = data
-    cfg = load_config()
-    cfg["drift"]["window_rows"] = 1_000
+    cfg = with_overrides(load_config(), {"drift": {"window_rows": 1_000}})
     for loc in (path, pdir):
         cur, source, _ = load_current(str(loc), cfg)
         assert len(cur) == 1_000

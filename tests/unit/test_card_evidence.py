@@ -23,7 +23,10 @@ def test_slices_are_the_metrics_of_each_group_and_skip_small_or_one_class_groups
                        "churned": rng.integers(0, 2, n)})
     df.loc[df["region"] == "b", "churned"] = 1  # one class only: no AUC, skipped
     y, proba = df["churned"].to_numpy(np.int64), rng.random(n)
-    cfg = {"dataset": {"sensitive_features": ["region", "tiny", "absent"], "label": "churned"}}
+    from kfct.config import load_config
+
+    cfg = load_config()
+    cfg.dataset.sensitive_features = ["region", "tiny", "absent"]  # "absent": not a column of df
     out = slice_metrics(df, cfg, y, proba, 0.5)
     assert set(out) == {"region", "tiny"} and set(out["region"]) == {"a"}
     mask = (df["region"] == "a").to_numpy()
@@ -42,4 +45,4 @@ def test_card_evidence_from_a_fitted_model_has_every_chart_and_top_features(trai
     assert set(ev["charts"]) == {"roc_curve", "pr_curve", "calibration", "top_features"}
     assert all(png.startswith(b"\x89PNG") for png in ev["charts"].values())
     assert ev["rows_test"] == len(te) and len(ev["top_features"]["features"]) == 10
-    assert set(ev["slices"]) == set(cfg["dataset"]["sensitive_features"])
+    assert set(ev["slices"]) == set(cfg.dataset.sensitive_features)

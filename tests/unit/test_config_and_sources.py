@@ -11,8 +11,8 @@ def test_user_config_is_deep_merged(tmp_path):
     p = tmp_path / "my.yaml"
     p.write_text("gate:\n  thresholds:\n    roc_auc: 0.9\ntrain:\n  model: random_forest\n")
     cfg = load_config(p)
-    assert cfg["gate"]["thresholds"] == {"roc_auc": 0.9, "recall": 0.65}
-    assert cfg["train"]["model"] == "random_forest" and cfg["train"]["xgboost"]["tree_method"] == "hist"
+    assert cfg.gate.thresholds == {"roc_auc": 0.9, "recall": 0.65}
+    assert cfg.train.model == "random_forest" and cfg.train.xgboost["tree_method"] == "hist"
 
 
 def test_bad_config_files_are_named(tmp_path):
@@ -30,7 +30,7 @@ def test_bad_config_files_are_named(tmp_path):
 
 def test_config_json_round_trip(cfg):
     assert config_from_json(config_to_json(cfg)) == cfg
-    assert config_from_json("")["schema_version"] == 1
+    assert config_from_json("").schema_version == 1
 
 
 def test_features_exclude_id_and_label(cfg):

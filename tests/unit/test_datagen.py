@@ -13,12 +13,12 @@ def test_deterministic_and_seed_sensitive():
 
 def test_schema_matches_default_config(cfg):
     df = generate(3000, seed=3)
-    assert list(df.columns) == list(cfg["dataset"]["columns"])
-    for col, spec in cfg["dataset"]["columns"].items():
-        if spec["categories"]:
-            assert set(df[col]) <= set(spec["categories"]), col
-        if spec["min"] is not None:
-            assert df[col].min() >= spec["min"] and df[col].max() <= spec["max"], col
+    assert list(df.columns) == list(cfg.dataset.columns)
+    for col, spec in cfg.dataset.columns.items():
+        if spec.categories:
+            assert set(df[col]) <= set(spec.categories), col
+        if spec.min is not None:
+            assert df[col].min() >= spec.min and df[col].max() <= spec.max, col
 
 
 def test_realistic_imbalance():

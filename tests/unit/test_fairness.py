@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from kfct.components.fairness import fairness_gate, fairness_report
+from kfct.config import FairnessConfig
 
-CFG = {"enabled": True, "max_demographic_parity_difference": 0.10,
-       "max_equalized_odds_difference": 0.10, "min_group_size": 2, "significance_level": None}
+CFG = FairnessConfig(enabled=True, max_demographic_parity_difference=0.10,
+                     max_equalized_odds_difference=0.10, min_group_size=2, significance_level=None)
 
 
 def _data():
@@ -78,7 +79,7 @@ def test_gate_fails_when_configured_feature_missing_and_disabled_gate_passes():
     rep = fairness_report(y, p, {"g": g}, 2)
     passed, reasons = fairness_gate(rep, CFG, ["g", "region"])
     assert not passed and any("'region'" in r for r in reasons)
-    assert fairness_gate(rep, {**CFG, "enabled": False}) == (True, ["fairness gate disabled"])
+    assert fairness_gate(rep, CFG.model_copy(update={"enabled": False})) == (True, ["fairness gate disabled"])
 
 
 def test_significance_level_lets_noise_pass_but_not_real_disparity():
@@ -90,14 +91,14 @@ def test_significance_level_lets_noise_pass_but_not_real_disparity():
     rep = fairness_report(y, p, {"g": g}, 10)
     assert rep["g"]["demographic_parity_difference"] == pytest.approx(0.2)
     assert not fairness_gate(rep, CFG)[0]
-    passed, reasons = fairness_gate(rep, {**CFG, "significance_level": 0.05})
+    passed, reasons = fairness_gate(rep, CFG.model_copy(update={"significance_level": 0.05}))
     assert passed and any("not significant" in r for r in reasons)
     # A large, real gap stays a failure with the significance test on.
     n = 4000
     g2 = rng.choice(["a", "b"], n)
     p2 = (rng.random(n) < np.where(g2 == "a", 0.5, 0.1)).astype(int)
     rep2 = fairness_report(rng.integers(0, 2, n), p2, {"g": g2}, 30)
-    assert not fairness_gate(rep2, {**CFG, "significance_level": 0.05})[0]
+    assert not fairness_gate(rep2, CFG.model_copy(update={"significance_level": 0.05}))[0]
 
 
 def test_single_group_is_not_comparable_and_passes_with_reason():

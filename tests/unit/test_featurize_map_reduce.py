@@ -1,6 +1,5 @@
 """Featurize as map -> reduce: the split by id and the encoder fitted from parts equal the single pass."""
 
-import copy
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,7 @@ import pytest
 
 from kfct.components import featurize_merge as fm
 from kfct.components.featurize import featurize_core, with_binary_label
-from kfct.config import load_config
+from kfct.config import load_config, with_overrides
 from kfct.datagen import generate
 
 
@@ -20,8 +19,7 @@ def _parts(df, k):
 
 @pytest.mark.parametrize("model", ["xgboost", "logistic_regression"])
 def test_parts_split_and_encoder_equal_single_pass(tmp_path, model):
-    cfg = copy.deepcopy(load_config())
-    cfg["train"]["model"] = model
+    cfg = with_overrides(load_config(), {"train": {"model": model}})
     df = generate(9000, seed=3)
     df.loc[df.index % 7 == 0, "monetary_std"] = np.nan      # a nullable column with nulls: median matters
     tr, va, te, enc = featurize_core(df, cfg)

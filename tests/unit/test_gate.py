@@ -6,8 +6,10 @@ from sklearn.metrics import roc_auc_score
 
 from kfct.components.evaluate import _auc_groups, _weighted_auc, compute_metrics, decide, paired_bootstrap
 from kfct.components.train import choose_threshold
+from kfct.config import load_config
 
-GATE = {"thresholds": {"roc_auc": 0.80, "recall": 0.65}, "compare_metric": "roc_auc", "min_improvement": 0.002}
+GATE = load_config().gate.model_copy(update={"thresholds": {"roc_auc": 0.80, "recall": 0.65}, "compare_metric": "roc_auc",
+                                             "min_improvement": 0.002})
 
 
 def _scores(n=4000, seed=0, noise=1.0):
@@ -81,7 +83,7 @@ def test_challenger_must_improve_by_min_improvement():
 
 
 def test_significant_regression_blocks_even_with_zero_min_improvement():
-    gate = dict(GATE, min_improvement=-1.0)
+    gate = GATE.model_copy(update={"min_improvement": -1.0})
     ok, reasons = decide({"roc_auc": 0.84, "recall": 0.7}, gate, _cmp(-0.01, -0.02, -0.003), None)
     assert not ok and any("significant regression" in r for r in reasons)
 

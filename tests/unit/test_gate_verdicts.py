@@ -11,17 +11,15 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from kfct.components.evaluate import champion_collapse, evaluate_core, feature_aucs, leakage_findings
-from kfct.config import load_config
+from kfct.config import LeakageConfig, load_config
 from kfct.model import ChurnModel, TabularEncoder
 
 
 def _cfg(**leak):
-    cfg = load_config()
-    cfg["dataset"]["label"] = "y"
-    cfg["dataset"]["sensitive_features"] = []
-    cfg["gate"]["bootstrap_rounds"] = 50
-    cfg["gate"]["leakage"].update(leak)
-    return cfg
+    cfg = load_config()  # the label `y` of these frames is no column of the packaged schema: copies, not validation
+    ds = cfg.dataset.model_copy(update={"label": "y", "sensitive_features": []})
+    gate = cfg.gate.model_copy(update={"bootstrap_rounds": 50, "leakage": cfg.gate.leakage.model_copy(update=leak)})
+    return cfg.model_copy(update={"dataset": ds, "gate": gate})
 
 
 def _frame(n=3000, seed=0, leak=False):
@@ -54,10 +52,11 @@ def test_inverted_labels_stop_the_run_instead_of_promoting():
 
 
 def test_a_champion_far_under_its_registered_metric_stops_a_healthy_one_does_not():
-    gate = {"compare_metric": "roc_auc", "champion_max_drop": 0.2}
+    gate = load_config().gate.model_copy(update={"compare_metric": "roc_auc", "champion_max_drop": 0.2})
     assert champion_collapse("2", {"roc_auc": 0.62}, {"roc_auc": 0.90}, gate).startswith("stopped: champion v2")
     assert champion_collapse("2", {"roc_auc": 0.85}, {"roc_auc": 0.90}, gate) is None
-    assert champion_collapse("2", {"roc_auc": 0.62}, {"roc_auc": 0.90}, {**gate, "champion_max_drop": None}) is None
+    no_drop = gate.model_copy(update={"champion_max_drop": None})
+    assert champion_collapse("2", {"roc_auc": 0.62}, {"roc_auc": 0.90}, no_drop) is None
 
 
 def test_a_fair_comparison_still_promotes():
@@ -86,14 +85,14 @@ def test_categorical_leak_and_perfect_metric():
     df = pd.DataFrame({"plan": np.where(y == 1, "gold", "basic"), "x": np.arange(400) % 7})
     aucs = feature_aucs(df, ["plan", "x"], y)
     assert aucs["plan"] == 1.0 and aucs["x"] < 0.7
-    found, notes = leakage_findings({"roc_auc": 1.0}, {"x": 0.6}, {"max_feature_auc": 0.99, "max_roc_auc": 0.9995})
+    found, notes = leakage_findings({"roc_auc": 1.0}, {"x": 0.6}, LeakageConfig(max_feature_auc=0.99, max_roc_auc=0.9995))
     assert found == [] and notes[0].startswith("note: test roc_auc 1.0000 >= 0.9995 is suspiciously perfect")
-    assert leakage_findings({"roc_auc": 1.0}, {"x": 0.6}, {"accept": ["*"]}) == ([], [])
+    assert leakage_findings({"roc_auc": 1.0}, {"x": 0.6}, LeakageConfig(accept=["*"])) == ([], [])
 
 
 def test_a_strong_real_feature_on_a_small_test_set_is_not_called_leakage():
     # breast cancer's worst concave points: AUC 0.9948 on its 86-row test split (32 malignant); a leak is 1.0
-    leak = {"max_feature_auc": 0.99}
+    leak = LeakageConfig(max_feature_auc=0.99)
     assert leakage_findings({"roc_auc": 0.99}, {"worst_concave_points": 0.9948}, leak, 32, 54) == ([], [])
     found, _ = leakage_findings({"roc_auc": 0.99}, {"calls": 1.0}, leak, 32, 54)
     assert found and "'calls'" in found[0]

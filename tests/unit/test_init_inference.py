@@ -17,6 +17,13 @@ from kfct.components.validation_run import validate_frame
 from kfct.config import feature_columns, load_config
 
 
+@pytest.fixture(autouse=True)
+def _logging_back_on():
+    """The tests below silence GX's warnings with logging.disable; later test files must get logging back."""
+    yield
+    logging.disable(logging.NOTSET)
+
+
 def _table(n=300):
     rng = np.random.default_rng(0)
     return pd.DataFrame({
@@ -40,12 +47,12 @@ def test_init_infers_dates_and_excludes_empty_and_constant_columns_saying_so(tab
     assert main(["init", "--data", str(table), "--label", "churn", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     text = out.read_text()
-    cols = load_config(out)["dataset"]["columns"]
+    cols = load_config(out).dataset.columns
     for c in ("signup", "season_day"):
-        assert cols[c]["dtype"] == "datetime", (c, cols[c])
+        assert cols[c].dtype == "datetime", (c, cols[c])
     cfg = load_config(out)
     assert set(feature_columns(cfg)) == {"x", "plan"}
-    assert set(cfg["dataset"]["exclude_features"]) == {"nothing", "site"}
+    assert set(cfg.dataset.exclude_features) == {"nothing", "site"}
     assert '"nothing": {dtype: ' in text and "# all values missing: not a model input" in text
     assert "# constant (every value 'berlin'): no information, not a model input" in text
     assert "(2 features)" in printed and "note: signup: date:" in printed
@@ -79,5 +86,5 @@ def test_the_inferred_config_accepts_a_table_with_its_own_duplicates(tmp_path):
     df.to_csv(data, index=False)
     assert main(["init", "--data", str(data), "--label", "setosa", "--positive", "yes", "--out", str(out)]) == 0
     cfg = load_config(out)
-    assert cfg["dataset"]["max_duplicate_share"] == 0.02
+    assert cfg.dataset.max_duplicate_share == 0.02
     assert validate_frame(pd.read_csv(data), cfg)["passed"]

@@ -66,14 +66,14 @@ def test_init_infers_a_config_that_loads_and_fits_the_data(cancer, tmp_path, cap
     text = out.read_text()
     assert "# sensitive_features: [\"sex\"]" in text and "\n  sensitive_features: []" in text
     cfg = load_config(out)
-    ds = cfg["dataset"]
-    assert ds["label"] == "target" and ds["positive_label"] == 1 and ds["columns"]["target"]["values"] == [0, 1]
-    assert ds["columns"]["patient_id"] == {**ds["columns"]["patient_id"], "dtype": "string", "unique": True}
-    assert len(feature_columns(cfg)) == 31 and ds["columns"]["sex"]["categories"] == ["f", "m"]
+    ds = cfg.dataset
+    assert ds.label == "target" and ds.positive_label == 1 and ds.columns["target"].values == [0, 1]
+    assert ds.columns["patient_id"].dtype == "string" and ds.columns["patient_id"].unique is True
+    assert len(feature_columns(cfg)) == 31 and ds.columns["sex"].categories == ["f", "m"]
     for col in df.columns[1:31]:
-        spec = ds["columns"][col]
-        assert spec["min"] <= df[col].min() and df[col].max() <= spec["max"]
-    assert cfg["register"]["model_name"] == "cancer-classifier"
+        spec = ds.columns[col]
+        assert spec.min <= df[col].min() and df[col].max() <= spec.max
+    assert cfg.register_.model_name == "cancer-classifier"
 
 
 def test_init_with_string_labels_needs_the_positive_value(cancer, tmp_path):
@@ -91,5 +91,5 @@ def test_init_with_string_labels_needs_the_positive_value(cancer, tmp_path):
     with pytest.raises(InitError, match="--label column 'targte' is not in the data .did you mean 'target'"):
         init_config(str(path), "targte", tmp_path / "a.yaml")
     init_config(str(path), "target", tmp_path / "b.yaml", id_column="patient_id", positive="malignant")
-    ds = load_config(tmp_path / "b.yaml")["dataset"]
-    assert ds["positive_label"] == "malignant" and ds["columns"]["target"]["dtype"] == "category"
+    ds = load_config(tmp_path / "b.yaml").dataset
+    assert ds.positive_label == "malignant" and ds.columns["target"].dtype == "category"

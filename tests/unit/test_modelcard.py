@@ -39,7 +39,7 @@ def test_non_xgboost_model_falls_back_to_permutation_and_says_so(small_df, cfg):
     from kfct.components.train import train_core
 
     c = copy.deepcopy(cfg)
-    c["train"]["model"] = "logistic_regression"
+    c.train.model = "logistic_regression"
     tr, va, te, enc = featurize_core(small_df, c)
     model, *_ = train_core(tr, va, c, encoder=enc)
     top = top_features_shap(model, te.drop(columns=["churned"]).head(400), k=5)

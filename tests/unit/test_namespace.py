@@ -1,8 +1,9 @@
 """One installed namespace: `pip install kfct` puts only `kfct` into site-packages.
 
-The product card's folders (components/, pipelines/, serving/) are mapped into
-`kfct.components`, `kfct.pipelines`, `kfct.serving` by setuptools' package-dir; no
-code may import them under their bare, generic names.
+The product card's folders (components/, pipelines/, serving/) are reached as
+`kfct.components`, `kfct.pipelines`, `kfct.serving` through the symlinks kfct/components ->
+../components etc. (so mypy and IDEs resolve them too); no code may import them under their
+bare, generic names.
 """
 
 import ast
@@ -17,8 +18,10 @@ CODE = ("kfct", "components", "pipelines", "serving", "bench", "tests")
 def test_every_installed_package_is_under_kfct():
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert all(p == "kfct" or p.startswith("kfct.") for p in tool["packages"]), tool["packages"]
+    assert "package-dir" not in tool, "the symlinks under kfct/ do the mapping"
     for name in GENERIC:
-        assert tool["package-dir"][f"kfct.{name}"] == name
+        assert f"kfct.{name}" in tool["packages"]
+        assert (ROOT / "kfct" / name).resolve() == (ROOT / name).resolve()
 
 
 def test_no_code_imports_a_generic_top_level_name():
@@ -41,6 +44,6 @@ def test_the_mapped_packages_import_from_the_kfct_namespace():
     import kfct.pipelines.ct
     import kfct.serving.router
 
-    assert Path(kfct.components.train.__file__).parent.name == "components"
-    assert Path(kfct.pipelines.ct.__file__).parent.name == "pipelines"
-    assert Path(kfct.serving.router.__file__).parent.name == "serving"
+    assert Path(kfct.components.train.__file__).resolve() == ROOT / "components" / "train.py"
+    assert Path(kfct.pipelines.ct.__file__).resolve() == ROOT / "pipelines" / "ct.py"
+    assert Path(kfct.serving.router.__file__).resolve() == ROOT / "serving" / "router.py"

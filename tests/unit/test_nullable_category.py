@@ -10,22 +10,23 @@ import pytest
 
 from kfct.components.featurize import featurize_core
 from kfct.components.train import train_core
-from kfct.config import load_config
+from kfct.config import config_dict, load_config, validate_config
 from kfct.datagen import generate
 from kfct.errors import FeatureError
 from kfct.model import TabularEncoder
 
 
 def test_a_nullable_category_with_nulls_trains_and_scores_alike_on_every_path():
-    cfg = load_config()
-    cfg["dataset"]["columns"]["payment_method"]["nullable"] = True
-    cfg["train"]["xgboost"]["n_estimators"] = 30
+    raw = config_dict(load_config())
+    raw["dataset"]["columns"]["payment_method"]["nullable"] = True
+    raw["train"]["xgboost"]["n_estimators"] = 30
+    cfg = validate_config(raw)
     df = generate(4000, seed=3)
     df.loc[df.sample(frac=0.1, random_state=0).index, "payment_method"] = None
     train, val, test, enc = featurize_core(df, cfg)
     assert "payment_method=<missing>" in enc.output_names_
     model, *_ = train_core(train, val, cfg, encoder=enc)
-    X = test.drop(columns=[cfg["dataset"]["label"]])
+    X = test.drop(columns=[cfg.dataset.label])
     assert X["payment_method"].isna().any()
     batch = model.predict_positive(X)
     arrow = model.proba_from_matrix(model.encoder.transform_arrow(pa.Table.from_pandas(X, preserve_index=False)))
@@ -49,9 +50,10 @@ def test_kfct_score_reads_an_empty_csv_field_as_the_missing_level(tmp_path):
     (training) as a null; found by the penguins corpus (`Comments` is mostly empty)."""
     from kfct.components.score import score_file
 
-    cfg = load_config()
-    cfg["dataset"]["columns"]["payment_method"]["nullable"] = True
-    cfg["train"]["xgboost"]["n_estimators"] = 20
+    raw = config_dict(load_config())
+    raw["dataset"]["columns"]["payment_method"]["nullable"] = True
+    raw["train"]["xgboost"]["n_estimators"] = 20
+    cfg = validate_config(raw)
     df = generate(3000, seed=4)
     df.loc[df.sample(frac=0.1, random_state=1).index, "payment_method"] = None
     train, val, test, enc = featurize_core(df, cfg)

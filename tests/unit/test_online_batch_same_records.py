@@ -9,20 +9,20 @@ import pytest
 from kfct.components.featurize import featurize_core
 from kfct.components.score import score_file
 from kfct.components.train import train_core
-from kfct.config import load_config, validate_config
+from kfct.config import config_dict, load_config, validate_config
 from kfct.datagen import generate
 from kfct.serving.predictor import BadRequest, _prepare, score_loaded
 
 
 @pytest.fixture(scope="module")
 def trained():
-    cfg = load_config()
-    cols = cfg["dataset"]["columns"]
+    raw = config_dict(load_config())
+    cols = raw["dataset"]["columns"]
     cols["city"] = {"dtype": "string", "nullable": False}
     cols["signup"] = {"dtype": "datetime", "nullable": False}
-    cfg["dataset"]["exclude_features"] = ["city"]
-    cfg["train"]["xgboost"]["n_estimators"] = 20
-    cfg = validate_config(cfg, "config")
+    raw["dataset"]["exclude_features"] = ["city"]
+    raw["train"]["xgboost"]["n_estimators"] = 20
+    cfg = validate_config(raw, "config")
     df = generate(3000, seed=2)
     df["city"] = np.random.default_rng(0).choice(["Rome", "Oslo", "Lima"], len(df))
     df["signup"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(df)), unit="h")

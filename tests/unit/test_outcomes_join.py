@@ -67,9 +67,11 @@ def test_outcomes_are_validated_with_clear_errors(cfg):
 def test_string_labels_map_once_at_the_boundary(cfg):
     import copy
 
+    from kfct.config import ColumnSpec
+
     c = copy.deepcopy(cfg)
-    c["dataset"]["columns"]["churned"] = {"dtype": "category", "nullable": False, "categories": ["yes", "no"]}
-    c["dataset"]["positive_label"] = "yes"
+    c.dataset.columns["churned"] = ColumnSpec(dtype="category", nullable=False, categories=["yes", "no"])
+    c.dataset.positive_label = "yes"
     df = pd.DataFrame({"customer_id": ["a", "b"], "churned": ["yes", "no"], "observed_at": ["2026-03-01"] * 2})
     assert list(_validate_outcomes(df, c, gx=False)["outcome"]) == [1, 0]
 

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from kfct.config import load_config
 from kfct.window_stats import WindowStats as Window
 
-CFG = {"rollout": {"steps": [10, 50, 100]},
-       "drift": {"drift_share_threshold": 0.2, "prediction_shift_threshold": 0.1,
-                 "performance_drop_threshold": 0.05, "cooldown_hours": 24}}
+CFG = load_config(overrides={"rollout": {"steps": [10, 50, 100]},
+                            "drift": {"drift_share_threshold": 0.2, "prediction_shift_threshold": 0.1,
+                                      "performance_drop_threshold": 0.05, "cooldown_hours": 24}})
 NOW = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
 
 

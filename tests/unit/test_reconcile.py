@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.registrykit import log_tiny_model, versions
+from kfct.config import load_config
 
 NAME = "rec-model"
 
@@ -76,7 +77,7 @@ def test_own_pending_version_is_resumed_not_abandoned(store):
 
     uri, rid = log_tiny_model("retry")
     registry.register_once(uri, NAME, {registry.REG_TAG: "pending", registry.GATED_TAG: ""}, rid)  # crashed try
-    cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {}}
+    cfg = load_config(overrides={"rollout": {"enabled": False}})
     out = register_version({"mlflow_run_id": rid, "model_uri": uri}, {"deploy": True, "reasons": [], "metrics": {}},
                         cfg, NAME, "d", "sha", "run-1", "c")
     assert out["version"] == "1" and versions(NAME) == [1]

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from tests.registrykit import log_tiny_model, versions
+from kfct.config import load_config
 
 NAME = "cas-model"
 
@@ -75,7 +76,7 @@ def test_threads_racing_at_the_gate_move_the_champion_once(store):
     from kfct.components.register import register_version
 
     v1 = _champion_v1()
-    cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {"on_champion_moved": "block"}}
+    cfg = load_config(overrides={"rollout": {"enabled": False}, "gate": {"on_champion_moved": "block"}})
     runs = [log_tiny_model(f"c{i}") for i in range(4)]
     barrier = threading.Barrier(len(runs))
     results, errors = [], []
@@ -117,7 +118,7 @@ def test_moved_champion_is_regated_against_the_new_one(store):
     uri, rid = log_tiny_model("v2")
     v2, _ = registry.register_once(uri, NAME, {}, rid)
     registry.set_alias(NAME, "champion", v2)  # another run won the race
-    cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {"on_champion_moved": "regate"}}
+    cfg = load_config(overrides={"rollout": {"enabled": False}, "gate": {"on_champion_moved": "regate"}})
     seen = []
 
     def regate_fail(version):
@@ -145,7 +146,7 @@ def test_rerun_of_a_finished_register_step_changes_nothing(store):
     from kfct.components.register import register_version
     from kfct import registry
 
-    cfg = {"register": {"alias": "champion"}, "rollout": {"enabled": False}, "gate": {}}
+    cfg = load_config(overrides={"rollout": {"enabled": False}})
     uri, rid = log_tiny_model("first")
     meta = {"mlflow_run_id": rid, "model_uri": uri}
     decision = {"deploy": True, "reasons": [], "metrics": {}, "champion_version": None}

@@ -6,9 +6,10 @@ import pytest
 
 from kfct.components.retrain_policy import (assess, cooldown_remaining, decide, last_trigger, severity,
                                        should_retrain)
+from kfct.config import load_config
 
-CFG = {"drift_share_threshold": 0.20, "prediction_shift_threshold": 0.30, "cooldown_hours": 24,
-       "performance_drop_threshold": 0.05}
+CFG = load_config().drift.model_copy(update={"drift_share_threshold": 0.20, "prediction_shift_threshold": 0.30,
+                                             "cooldown_hours": 24, "performance_drop_threshold": 0.05})
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -38,12 +39,12 @@ def test_should_retrain_names_each_crossed_threshold():
 def test_performance_drop_triggers_when_over_threshold():
     assert should_retrain(0.0, 0.0, CFG, performance_drop=0.06)[0]
     assert not should_retrain(0.0, 0.0, CFG, performance_drop=0.04)[0]
-    assert not should_retrain(0.0, 0.0, {**CFG, "performance_drop_threshold": 0.1}, performance_drop=0.06)[0]
+    assert not should_retrain(0.0, 0.0, CFG.model_copy(update={"performance_drop_threshold": 0.1}), performance_drop=0.06)[0]
 
 
 def test_assess_makes_a_triggered_retrain_at_least_medium():
     # A 25% churn shift with a 0.2 shift threshold retrains; the case study's levels alone would say low.
-    a = assess(0.0, 0.25, {**CFG, "prediction_shift_threshold": 0.2})
+    a = assess(0.0, 0.25, CFG.model_copy(update={"prediction_shift_threshold": 0.2}))
     assert a["retrain"] and a["severity"] == "medium"
     assert assess(0.6, None, CFG)["severity"] == "critical"
     assert assess(0.1, 0.1, CFG) == {"severity": "low", "retrain": False,

@@ -27,19 +27,19 @@ def _write(tmp_path, text, name="my.yaml"):
 
 def test_own_dataset_replaces_the_default_dataset_wholesale(tmp_path):
     cfg = load_config(_write(tmp_path, OWN_DATASET))
-    ds = cfg["dataset"]
-    assert list(ds["columns"]) == ["radius", "diagnosis"]          # no telecom column merged in
-    assert ds["columns"]["diagnosis"]["values"] == ["benign", "malignant"]
-    assert ds["id_column"] is None and ds["sensitive_features"] == [] and ds["label_balance"] is None
-    assert ds["columns"]["radius"]["nullable"] is False             # the model's default, filled
+    ds = cfg.dataset
+    assert list(ds.columns) == ["radius", "diagnosis"]          # no telecom column merged in
+    assert ds.columns["diagnosis"].values == ["benign", "malignant"]
+    assert ds.id_column is None and ds.sensitive_features == [] and ds.label_balance is None
+    assert ds.columns["radius"].nullable is False             # the model's default, filled
 
 
 def test_settings_merge_and_lists_replace(tmp_path):
     cfg = load_config(_write(tmp_path, "dataset:\n  min_rows: 10\nrollout:\n  steps: [25]\n"
                                        "gate:\n  thresholds: {roc_auc: 0.9}\n"))
-    assert cfg["dataset"]["min_rows"] == 10 and "frustration_index" in cfg["dataset"]["columns"]
-    assert cfg["rollout"]["steps"] == [25]
-    assert cfg["gate"]["thresholds"] == {"roc_auc": 0.9, "recall": 0.65}
+    assert cfg.dataset.min_rows == 10 and "frustration_index" in cfg.dataset.columns
+    assert cfg.rollout.steps == [25]
+    assert cfg.gate.thresholds == {"roc_auc": 0.9, "recall": 0.65}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -59,18 +59,22 @@ def test_bad_keys_are_one_line_naming_the_key(tmp_path, text, message):
 
 
 def test_defaults_are_filled_once_and_agree(cfg):
-    # every stage indexes the validated dict; the value is the file's, not a code literal
-    assert cfg["gate"]["min_improvement"] == 0.002
-    assert cfg["drift"]["num_method"] is None and cfg["dataset"]["allow_extra_columns"] is False
-    assert cfg["dataset"]["sensitive_features"] == ["age_group", "region"]
-    assert "sensitive_features" not in cfg["fairness"]
+    # every stage reads the validated model; the value is the file's, not a code literal
+    assert cfg.gate.min_improvement == 0.002
+    assert cfg.drift.num_method is None and cfg.dataset.allow_extra_columns is False
+    assert cfg.dataset.sensitive_features == ["age_group", "region"]
+    assert "sensitive_features" not in type(cfg.fairness).model_fields
 
 
 def test_config_json_is_validated_and_round_trips(cfg):
-    assert config_from_json(config_to_json(cfg)) == cfg
-    json.dumps(cfg)  # plain JSON values only
+    from kfct.config import RunConfig, config_dict
+
+    back = config_from_json(config_to_json(cfg))
+    assert isinstance(back, RunConfig) and back == cfg
+    raw = config_dict(cfg)
+    assert json.loads(json.dumps(raw)) == raw and "register" in raw  # plain JSON values, keys as in a file
     with pytest.raises(ConfigError, match="unknown key gate.bogus"):
-        config_from_json(json.dumps({**cfg, "gate": {**cfg["gate"], "bogus": 1}}))
+        config_from_json(json.dumps({**raw, "gate": {**raw["gate"], "bogus": 1}}))
 
 
 def test_unquoted_yes_no_in_yaml_still_match_string_labels(tmp_path):
@@ -80,9 +84,9 @@ def test_unquoted_yes_no_in_yaml_still_match_string_labels(tmp_path):
 
     cfg = load_config(_write(tmp_path, "dataset:\n  label: y\n  positive_label: yes\n  columns:\n"
                                        "    y: {dtype: category, values: [yes, no]}\n"))
-    ds = cfg["dataset"]
-    assert ds["positive_label"] is True  # YAML 1.1 made it a boolean
-    y = binary_labels(pd.Series(["yes", "no", "Yes"], name="y"), ds["positive_label"], ds["columns"]["y"]["values"])
+    ds = cfg.dataset
+    assert ds.positive_label is True  # YAML 1.1 made it a boolean
+    y = binary_labels(pd.Series(["yes", "no", "Yes"], name="y"), ds.positive_label, ds.columns["y"].values)
     assert y.tolist() == [1, 0, 1]
 
 
@@ -108,8 +112,8 @@ def test_fairness_checks_the_datasets_sensitive_features(trained, cfg):
 
     model, _, _, test = trained
     c = copy.deepcopy(cfg)
-    c["dataset"]["sensitive_features"] = ["region"]
+    c.dataset.sensitive_features = ["region"]
     assert set(evaluate_core(model, test, c)["fairness"]) == {"region"}
-    c["dataset"]["sensitive_features"] = []
+    c.dataset.sensitive_features = []
     none = evaluate_core(model, test, c)
     assert none["fairness"] is None and none["fairness_passed"] is None

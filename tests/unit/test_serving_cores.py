@@ -284,7 +284,7 @@ def test_rollout_steps_and_thresholds_from_config():
             parse_steps(bad)
     t = Thresholds.from_config(load_config())
     assert (t.min_requests, t.max_p99_latency_ratio, t.max_churn_rate_shift) == (200, 1.5, 0.10)
-    t = Thresholds.from_config({"rollout": {"min_requests": 7, "min_p99_latency_delta_ms": 2}})
+    t = Thresholds.from_config(load_config(overrides={"rollout": {"min_requests": 7, "min_p99_latency_delta_ms": 2}}))
     assert t.min_requests == 7 and t.min_p99_latency_delta_ms == 2.0
 
 

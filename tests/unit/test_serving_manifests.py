@@ -49,7 +49,7 @@ def test_every_serving_object_is_listed_and_wired():
     assert ("canaryTrafficPercent" in isvc["spec"]["predictor"]) == (mode == "Knative")
     from kfct.config import load_config
 
-    assert isvc["metadata"]["name"] == load_config()["register"]["model_name"]  # {{.Name}} is the registered name
+    assert isvc["metadata"]["name"] == load_config().register_.model_name  # {{.Name}} is the registered name
 
 
 def test_runtime_arguments_parse_with_the_server_cli():

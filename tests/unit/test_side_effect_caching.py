@@ -80,16 +80,17 @@ def check(spec: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def irs(tmp_path_factory):
-    from kfct.config import load_config
+    from kfct.config import config_dict, load_config, validate_config
     from kfct.pipelines.compile import compile_batch, compile_ct, compile_monitoring
     from kfct.settings import Settings
 
     s = Settings(s3_endpoint="minio.test:9000", mlflow_tracking_uri="http://mlflow.test:5000")
     # An operator who turns caching on everywhere must not turn it on for side effects.
-    cfg = load_config()
-    cfg["resources"] = {**cfg["resources"], "default": {**cfg["resources"]["default"], "caching": True},
-                        **{k: {**cfg["resources"].get(k, {}), "caching": True}
+    raw = config_dict(load_config())
+    raw["resources"] = {**raw["resources"], "default": {**raw["resources"]["default"], "caching": True},
+                        **{k: {**raw["resources"].get(k, {}), "caching": True}
                            for k in ("register", "deploy", "rollout", "evaluate", "validate_data", "train")}}
+    cfg = validate_config(raw)
     d = tmp_path_factory.mktemp("ir")
     paths = [compile_ct(d / "cfg", settings=s, cfg=cfg), compile_ct(d / "default", settings=s),
              compile_monitoring(d / "default"), compile_batch(d / "default", settings=s)]

@@ -101,8 +101,9 @@ def test_every_component_function_audits_its_failures():
     from kfct.pipelines.monitoring import make_components as monitoring
 
     funcs = {name: c.python_func for name, c in {**ct(), **monitoring(), **batch()}.items()}
-    missing = sorted(name for name, fn in funcs.items() if "audit_failure" not in fn.__code__.co_names)
-    assert len(funcs) >= 17 and not missing, f"component functions without audit_failure: {missing}"
+    # kfct.stage.stage enters audit_failure (tests/unit/test_stage_prologue.py shows a failing body audited)
+    missing = sorted(name for name, fn in funcs.items() if "stage" not in fn.__code__.co_names)
+    assert len(funcs) >= 17 and not missing, f"component functions outside kfct.stage.stage: {missing}"
 
 
 def test_a_shard_that_cannot_be_scored_names_the_resolved_model(kfct_home, tmp_path):

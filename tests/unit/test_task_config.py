@@ -4,13 +4,15 @@
 import pytest
 import yaml
 
-CFG = {
+from kfct.config import load_config
+
+CFG = load_config(overrides={
     "resources": {
         "default": {"cpu": "1", "memory": "2Gi", "retries": 1, "caching": True},
         "train": {"cpu": "4", "memory": "8Gi", "gpu": 1, "retries": 0, "caching": False},
         "validate_data": {"caching": False},
     }
-}
+})
 
 
 def _compile(tmp_path, stage, gpu, kind="cluster", cfg=CFG):
@@ -45,8 +47,8 @@ def test_stage_resources_merges_default_and_stage():
 
     assert stage_resources(CFG, "train") == {"cpu": "4", "memory": "8Gi", "retries": 0, "caching": False, "gpu": 1}
     assert stage_resources(CFG, "validate_data") == {"cpu": "1", "memory": "2Gi", "retries": 1, "caching": False}
-    assert stage_resources(CFG, "ingest") == CFG["resources"]["default"]
-    assert stage_resources({}, "ingest") == {}
+    assert stage_resources(CFG, "ingest") == CFG.resources["default"]
+    assert stage_resources(None, "ingest") == {}
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -59,8 +61,9 @@ def test_stage_resources_merges_default_and_stage():
 def test_stage_resources_rejects_bad_config(bad, match):
     from kfct.pipelines.task_config import stage_resources
 
+    unchecked = CFG.model_copy(update=bad)  # as a model built without validation would hold it
     with pytest.raises(ValueError, match=match):
-        stage_resources(bad, "train")
+        stage_resources(unchecked, "train")
 
 
 def test_cluster_train_with_gpu(tmp_path):

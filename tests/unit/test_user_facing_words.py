@@ -12,7 +12,7 @@ import pandas as pd
 
 from kfct.cli import main
 from kfct.components.drift_inputs import with_binary_labels
-from kfct.config import load_config
+from kfct.config import config_dict, load_config, validate_config
 from kfct.labels import label_value, rate_name
 from kfct.pipelines.local import format_summary, summarize
 from kfct.pipelines.monitoring import format_monitor_summary
@@ -20,11 +20,11 @@ from kfct.pipelines.runner import PipelineRun, TaskResult
 
 
 def _yes_no_cfg():
-    cfg = load_config()
-    cfg["dataset"]["label"] = "churned"
-    cfg["dataset"]["positive_label"] = "Yes"
-    cfg["dataset"]["columns"]["churned"] = {"dtype": "category", "nullable": False, "values": ["No", "Yes"]}
-    return cfg
+    raw = config_dict(load_config())
+    raw["dataset"]["label"] = "churned"
+    raw["dataset"]["positive_label"] = "Yes"
+    raw["dataset"]["columns"]["churned"] = {"dtype": "category", "nullable": False, "values": ["No", "Yes"]}
+    return validate_config(raw)
 
 
 def test_predicted_labels_and_rates_in_the_users_words():
@@ -41,9 +41,10 @@ def test_predicted_labels_and_rates_in_the_users_words():
 
 
 def test_boolean_labels_are_coded_without_a_pandas_warning():
-    cfg = load_config()
-    cfg["dataset"]["positive_label"] = True
-    cfg["dataset"]["columns"]["churned"] = {"dtype": "bool", "nullable": True, "values": [False, True]}
+    raw = config_dict(load_config())
+    raw["dataset"]["positive_label"] = True
+    raw["dataset"]["columns"]["churned"] = {"dtype": "bool", "nullable": True, "values": [False, True]}
+    cfg = validate_config(raw)
     for labels, expected in (([True, False, True], [1, 0, 1]), ([True, None, False], [1, 0])):
         frame = pd.DataFrame({"churned": pd.Series(labels, dtype=object if None in labels else bool)})
         with warnings.catch_warnings():

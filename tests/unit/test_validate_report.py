@@ -3,7 +3,6 @@ the summary line and the human-readable reports (no dataset run here)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import Counter
 
@@ -46,17 +45,17 @@ def test_suite_is_built_from_the_schema_config(cfg):
     from kfct.components.validate import build_suite
 
     suite = build_suite(cfg)
-    ds = cfg["dataset"]
-    cols = ds["columns"]
-    assert suite.name == f"{ds['name']}.v{cfg['schema_version']}"
-    assert suite.meta["schema_version"] == cfg["schema_version"]
+    ds = cfg.dataset
+    cols = ds.columns
+    assert suite.name == f"{ds.name}.v{cfg.schema_version}"
+    assert suite.meta["schema_version"] == cfg.schema_version
     kinds = Counter(type(e).__name__ for e in suite.expectations)
     assert kinds["ExpectColumnToExist"] == len(cols)
     assert kinds["ExpectColumnValuesToBeInTypeList"] == len(cols)
-    assert kinds["ExpectColumnValuesToNotBeNull"] == sum(not s.get("nullable", True) for s in cols.values())
-    assert kinds["ExpectColumnValuesToBeBetween"] == sum(s["min"] is not None or s["max"] is not None for s in cols.values())
-    assert kinds["ExpectColumnValuesToBeInSet"] == sum(bool(s["categories"]) + bool(s["values"]) for s in cols.values())
-    assert kinds["ExpectColumnValuesToBeUnique"] == sum(bool(s.get("unique")) for s in cols.values())
+    assert kinds["ExpectColumnValuesToNotBeNull"] == sum(not s.nullable for s in cols.values())
+    assert kinds["ExpectColumnValuesToBeBetween"] == sum(s.min is not None or s.max is not None for s in cols.values())
+    assert kinds["ExpectColumnValuesToBeInSet"] == sum(bool(s.categories) + bool(s.values) for s in cols.values())
+    assert kinds["ExpectColumnValuesToBeUnique"] == sum(s.unique for s in cols.values())
     assert kinds["ExpectTableRowCountToBeBetween"] == 1
     assert kinds["ExpectTableColumnsToMatchSet"] == 1
     assert kinds["ExpectCompoundColumnsToBeUnique"] == 1
@@ -66,15 +65,15 @@ def test_suite_is_built_from_the_schema_config(cfg):
     for e in suite.expectations:
         by_type.setdefault(type(e).__name__, []).append(e)
     rows = by_type["ExpectTableRowCountToBeBetween"][0]
-    assert rows.min_value == ds["min_rows"]
+    assert rows.min_value == ds.min_rows
     dup = by_type["ExpectCompoundColumnsToBeUnique"][0]
-    assert dup.mostly == pytest.approx(1 - ds["max_duplicate_share"])
+    assert dup.mostly == pytest.approx(1 - ds.max_duplicate_share)
     balance = by_type["ExpectColumnMeanToBeBetween"][0]
-    assert (balance.column, balance.min_value, balance.max_value) == (ds["label"], *ds["label_balance"])
+    assert (balance.column, balance.min_value, balance.max_value) == (ds.label, *ds.label_balance)
     rng = {e.column: (e.min_value, e.max_value) for e in by_type["ExpectColumnValuesToBeBetween"]}
-    assert rng["frustration_index"] == (cols["frustration_index"]["min"], cols["frustration_index"]["max"])
+    assert rng["frustration_index"] == (cols["frustration_index"].min, cols["frustration_index"].max)
     families = {e.column: e.type_list for e in by_type["ExpectColumnValuesToBeInTypeList"]}
-    assert "str" in families[ds["id_column"]] and "float64" in families["frustration_index"]
+    assert "str" in families[ds.id_column] and "float64" in families["frustration_index"]
 
 
 @pytest.mark.parametrize(
@@ -91,7 +90,9 @@ def test_suite_is_built_from_the_schema_config(cfg):
 def test_bad_schema_config_is_named(cfg, patch, needle):
     from kfct.components.validate import build_suite
 
-    bad = copy.deepcopy(cfg)
+    from kfct.config import config_dict
+
+    bad = config_dict(cfg)  # a raw mapping, as a file would give it
     for key, value in patch.items():
         if key == "columns":
             for col, spec in value.items():
