@@ -19,13 +19,13 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 def validate_part(part: str, config_json: str, stats: Output[Artifact]):
     """Validate one part with the schema's GX suite; keep its result and the statistics global checks need."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("validate-part", config_json, part=part) as st:
         import json
         from pathlib import Path
 
-        from kfct import parts
+        from kfct.data import parts
         from kfct.components.validation_merge import validate_part as validate_one
 
         cfg = st.config
@@ -47,7 +47,7 @@ def merge_validation(
     report_md: Output[Markdown],
 ) -> bool:
     """Merge the parts' validation into one verdict (global checks from merged statistics); returns passed."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("merge-validation", config_json, stamp=report_json.metadata, model_name=model_name,
                pipeline_run=pipeline_run) as st:
@@ -56,7 +56,7 @@ def merge_validation(
         import tempfile
         from pathlib import Path
 
-        from kfct import audit
+        from kfct.governance import audit
         from kfct.components.validation_merge import merge_results
         from kfct.components.validation_report import write_report
 
@@ -87,10 +87,10 @@ def merge_validation(
 
 def featurize_part(part: str, config_json: str, train: Output[Dataset], val: Output[Dataset], test: Output[Dataset]):
     """Labels to 0/1 and the train/val/test split of one part, by a keyed hash of each id."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("featurize-part", config_json, part=part) as st:
-        from kfct import parts
+        from kfct.data import parts
         from kfct.components.featurize import with_binary_label
         from kfct.components.featurize_merge import split_by_id
 
@@ -114,7 +114,7 @@ def merge_featurize(
 ) -> str:
     """Gather each split's parts into a parts dataset and fit the encoder from the train parts; returns the
     data version (the manifest's sha256) for the steps after it."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("merge-featurize", config_json, stamp=preprocessor.metadata) as st:
         import joblib

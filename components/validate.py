@@ -32,7 +32,7 @@ def validate_data(
     report_md: Output[Markdown],
 ) -> bool:
     """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("validate-data", config_json, stamp=report_json.metadata, model_name=model_name, pipeline_run=pipeline_run) as st:
         import shutil
@@ -41,7 +41,7 @@ def validate_data(
         import pandas as pd
 
         from kfct.components.validate import validate_frame, write_report  # noqa: F811  (the component runs alone)
-        from kfct import audit
+        from kfct.governance import audit
 
         cfg = st.config
         result = validate_frame(pd.read_parquet(dataset.path), cfg)

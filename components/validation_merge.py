@@ -163,7 +163,7 @@ def _sample_values(parts: list[dict], column: str, wanted: list[int]) -> list:
     import numpy as np
     import pandas as pd
 
-    from kfct import parts as parts_api
+    from kfct.data import parts as parts_api
 
     found: dict[int, Any] = {}
     for p in parts:

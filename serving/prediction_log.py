@@ -9,7 +9,7 @@ bounded backlog on local disk and is retried with backoff, in order, under the s
 object key (`kfct.serving.predlog_spill`): nothing is lost unless that backlog is full.
 
 The layout (folders, file names, columns) and the reader that drift monitoring uses
-live in the library layer, `kfct.prediction_log`; this module is the writer.
+live in the library layer, `kfct.contracts.prediction_log`; this module is the writer.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfct.prediction_log import PREFIX, default_root
-from kfct.prediction_log import use_s3 as _use_s3
+from kfct.contracts.prediction_log import PREFIX, default_root
+from kfct.contracts.prediction_log import use_s3 as _use_s3
 from kfct.serving.predlog_spill import Segment, SpillBuffer, segment_name
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class PredictionLogger:
 
         from kfct.serving.predlog_encoder import ChildEncoder
 
-        from kfct.settings import get_settings
+        from kfct.runtime.settings import get_settings
 
         self.settings = settings or get_settings()
         self.s3 = _use_s3(self.settings) if s3 is None else s3
@@ -332,7 +332,7 @@ class PredictionLogger:
 
     def _write(self, seg: Segment) -> None:
         if self.s3:
-            from kfct import s3
+            from kfct.data import s3
 
             if self._s3_client is None:
                 self._s3_client = s3.client(self.settings)

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-MLFLOW_DB = "mlflow.db"  # kfct.settings: the local store is <KFCT_HOME>/mlflow.db
+MLFLOW_DB = "mlflow.db"  # kfct.runtime.settings: the local store is <KFCT_HOME>/mlflow.db
 
 
 def migrated_store(folder: Path) -> Path:

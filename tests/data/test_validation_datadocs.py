@@ -119,7 +119,7 @@ def header_index(page: str) -> int:
 
 
 def test_wrong_delimiter_hint_is_beside_gx_page(small_cfg, tmp_path):
-    from kfct.datasource import read_dataset
+    from kfct.data.datasource import read_dataset
 
     path = tmp_path / "semi.csv"
     _frame().to_csv(path, sep=";", index=False)

@@ -12,7 +12,7 @@ import pytest
 from kfct.components.validation_merge import merge_results, validate_part
 from kfct.components.validation_run import validate_frame
 from kfct.config import RunConfig, load_config, with_overrides
-from kfct.datagen import generate
+from kfct.data.datagen import generate
 
 
 def _verdict(result: dict) -> tuple:

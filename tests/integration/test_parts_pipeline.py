@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfct import parts
+from kfct.data import parts
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ PART_ROWS = 3_000
 def home(tmp_path_factory):
     import os
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     home = tmp_path_factory.mktemp("parts-home")
     old = os.environ.get("KFCT_HOME")
@@ -52,7 +52,7 @@ def _run(data, **kw):
 def test_parts_run_equals_single_file_run(home):
     import joblib
 
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     single = write_frame(generate(ROWS, seed=8), home / "data" / "customers.parquet")
     manifest = parts.split_parquet(single, home / "data" / "customers-parts", PART_ROWS)
@@ -81,7 +81,7 @@ def test_parts_run_equals_single_file_run(home):
 
 
 def test_duplicate_id_across_parts_stops_both_runs(home):
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     df = generate(ROWS, seed=9)
     df.loc[ROWS - 1, "customer_id"] = df.loc[0, "customer_id"]   # first part and last part

@@ -43,7 +43,7 @@ def test_a_stage_that_recorded_its_failure_is_not_recorded_twice():
 
 
 def test_record_outcome_records_once(kfct_home):
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.components.run_outcome import record_outcome
 
     status = {"state": "FAILED", "pipeline_job_resource_name": "kfct-ct-abc", "pipeline_task_name": "exit-handler-1"}
@@ -57,7 +57,7 @@ def test_record_outcome_records_once(kfct_home):
 
 def _ct_ir(tmp_path):
     from kfct.pipelines.compile import compile_ct
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     s = Settings(s3_endpoint="minio.test:9000", mlflow_tracking_uri="http://mlflow.test:5000")
     return next(yaml.safe_load_all(compile_ct(tmp_path, settings=s).read_text()))

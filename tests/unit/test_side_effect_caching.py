@@ -82,7 +82,7 @@ def check(spec: dict) -> list[str]:
 def irs(tmp_path_factory):
     from kfct.config import config_dict, load_config, validate_config
     from kfct.pipelines.compile import compile_batch, compile_ct, compile_monitoring
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     s = Settings(s3_endpoint="minio.test:9000", mlflow_tracking_uri="http://mlflow.test:5000")
     # An operator who turns caching on everywhere must not turn it on for side effects.
