@@ -90,8 +90,12 @@ def build_site(gx_result: dict, site_dir) -> Path:
         ValidationResultIdentifier,
     )
 
+    from kfct.components.validation_plan import custom_expectations
     from kfct.components.validation_run import _ephemeral_context
 
+    # kfct's own expectations (whole numbers, timestamps) must be known to GX to load and render their
+    # results, also in a process that never ran the suite (the parts pipeline's merge step).
+    custom_expectations()
     site = Path(site_dir)
     result = _suite_result(gx_result)
     ctx = _ephemeral_context()

@@ -4,8 +4,9 @@ The HTML report is Great Expectations' own Data Docs page (`validation_datadocs`
 kfct's summary line and hints above it, whenever the result carries GX's suite result
 (`gx_result`, from `validate_frame`, or merged from parts by `validation_merge_gx`); a result
 without it gets the plain report below. `publish_report` puts them all into a validation
-step's output artifacts (the single-pass and the merged step share it). Each failure names the expectation, what was observed and what was expected (the
-limit that was broken), with a short sample of bad values; lists stop with
+step's output artifacts (the single-pass and the merged step share it). Each failure names
+the expectation, what was observed and what was expected (the limit that was broken), with
+a short sample of bad values; lists stop with
 "... and N more" rather than silently. The HTML is self-contained (inline CSS, no
 scripts, every value escaped) and saved with an `.html` name so a browser opens it.
 """
@@ -204,8 +205,10 @@ def publish_report(result: dict, report, report_json, report_md, data_docs, **me
 
     `report` (HTML, what the Kubeflow UI shows in the step's frame) is the standalone Data Docs
     page; `data_docs` is a directory holding GX's whole Data Docs site (index.html, the
-    validation page, static/), stored with the run like every output artifact (kfp's launcher
-    uploads a directory artifact file by file). Each artifact gets the same metadata:
+    validation page, the suite page, static/), stored with the run like every output artifact: kfp.local
+    keeps it under the run's pipeline root, and on a cluster the launcher uploads a directory artifact
+    file by file (`UploadBlob` in kubeflow/pipelines backend/src/v2/objectstore/object_store.go, read at
+    commit 031e8f93). Each artifact gets the same metadata:
     passed, n_expectations, n_failed and `metadata` (e.g. parts).
     """
     import shutil

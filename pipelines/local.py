@@ -207,6 +207,8 @@ def format_summary(summary: dict) -> str:
     v = summary["validation"]
     out.append(f"  validation  {v.get('n_expectations')} expectations, {v.get('n_failed')} failed -> "
                f"{'passed' if v['passed'] else 'FAILED'}")
+    if v.get("data_docs"):
+        out.append(f"  data docs   {v['data_docs']}")
     dec = summary.get("decision")
     if dec:
         m = dec["metrics"]

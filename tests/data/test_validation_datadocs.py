@@ -304,3 +304,28 @@ def test_merged_parts_page_renders_in_chromium_with_the_summary_fetching_nothing
     assert fetched == set(), fetched
     assert "validation: 16 expectations, 1 failed (FAILED) - colour: categories (1 bad)" in dom
     assert "Expectation Validation Result" in dom and "values must belong to this set" in dom
+
+
+def test_data_docs_build_in_a_process_that_never_ran_the_suite(small_cfg, tmp_path):
+    """The parts pipeline's merge step renders results it did not compute (its process never built the suite,
+    so kfct's own expectations, e.g. whole numbers, were never defined there): a fresh interpreter must build
+    the site from the result's JSON alone."""
+    import sys
+
+    from kfct.components.validation_run import validate_frame
+
+    df = _frame()
+    df["n"] = 3
+    small_cfg.dataset.columns["n"] = small_cfg.dataset.columns["x"].model_copy(update={"dtype": "int", "min": 0,
+                                                                                      "max": 9})
+    result = validate_frame(df, small_cfg)
+    kinds = {r["expectation_config"]["type"] for r in result["gx_result"]["results"]}
+    assert "expect_column_values_to_be_whole_numbers" in kinds
+    (tmp_path / "gx.json").write_text(json.dumps(result["gx_result"], default=str))
+    code = ("import json, sys; from kfct.components.validation_datadocs import build_site; "
+            "print(build_site(json.load(open(sys.argv[1])), sys.argv[2]))")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gx.json"), str(tmp_path / "site")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    page = Path(p.stdout.strip()).read_text()
+    assert "expect_column_values_to_be_whole_numbers" in page or "whole number" in page.lower()
