@@ -173,6 +173,14 @@ def _site_page(data_docs) -> str:
     page = site / links.pop()
     assert page.is_file() and page.relative_to(site).as_posix() == data_docs.metadata["page"]
     assert (site / "static" / "styles" / "data_docs_default_styles.css").is_file()
+    # every local file a page or stylesheet of the site refers to is there (the pruned onboarding GIFs are not used)
+    for f in [*site.rglob("*.html"), *site.rglob("*.css")]:
+        for ref in re.findall(r"""(?:href|src)=["']([^"'#]+)["']|url\(['"]?([^)'"]+)""", f.read_text()):
+            ref = ref[0] or ref[1]
+            # (GX 1.24 links the favicon one level short from validation pages: its own slip, a missing icon only)
+            if not re.match(r"^(https?:|//|data:|mailto:)", ref) and not ref.endswith("favicon.ico"):
+                assert (f.parent / ref).resolve().is_file(), (f, ref)
+    assert sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) < 1.5 * 2**20
     return page.read_text()
 
 
