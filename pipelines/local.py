@@ -137,6 +137,7 @@ def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
             "failures": validation.get("failures", []),
             "report": vrep.get("uri"),
             "report_html": html_named(run.artifact(vtask, "report").get("uri")),
+            "data_docs": data_docs_index(run.artifact(vtask, "data_docs").get("uri")),
             "hints": validation.get("hints", []),
         },
         "model_name": model_name,
@@ -178,12 +179,20 @@ def html_named(path: str | None) -> str | None:
     return shutil.copyfile(path, path + ".html")
 
 
+def data_docs_index(site: str | None) -> str | None:
+    """The index page of the run's GX Data Docs site (the `data_docs` directory artifact), if it was written."""
+    index = Path(site) / "index.html" if site else None
+    return str(index) if index is not None and index.is_file() else None
+
+
 def format_validation_failure(summary: dict) -> str:
     v = summary["validation"]
     from kfct.components.validation_report import failure_lines
 
     lines = [f"validation failed: {v.get('n_failed')} of {v.get('n_expectations')} expectations "
              f"(report: {v.get('report_html') or v.get('report')})"]
+    if v.get("data_docs"):
+        lines.append(f"  Great Expectations Data Docs: {v['data_docs']}")
     lines += [f"  - {line}" for line in failure_lines(v)]
     return "\n".join(lines)
 
@@ -198,6 +207,8 @@ def format_summary(summary: dict) -> str:
     v = summary["validation"]
     out.append(f"  validation  {v.get('n_expectations')} expectations, {v.get('n_failed')} failed -> "
                f"{'passed' if v['passed'] else 'FAILED'}")
+    if v.get("data_docs"):
+        out.append(f"  data docs   {v['data_docs']}")
     dec = summary.get("decision")
     if dec:
         m = dec["metrics"]

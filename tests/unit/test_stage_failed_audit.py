@@ -53,7 +53,8 @@ def test_validate_of_a_truncated_snapshot_names_model_and_run(kfct_home, tmp_pat
 
     with pytest.raises(Exception) as err:
         validate_data(_art(Dataset, truncated, sha256="abc"), config_to_json(cfg), "tumours", "run-7",
-                      _art(HTML, tmp_path / "r.html"), _art(Artifact, tmp_path / "r.json"), _art(Markdown, tmp_path / "r.md"))
+                      _art(HTML, tmp_path / "r.html"), _art(Artifact, tmp_path / "r.json"), _art(Markdown, tmp_path / "r.md"),
+                      _art(Artifact, tmp_path / "docs"))
     [entry] = _failures(kfct_home)
     assert (entry["stage"], entry["model_name"], entry["pipeline_run"]) == ("validate-data", "tumours", "run-7")
     assert entry["error_type"] == type(err.value).__name__
