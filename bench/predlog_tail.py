@@ -44,6 +44,7 @@ def run(ctx: Context, rounds: int = 3, duration: float = 30.0, warmup: float = 3
               "mlserver": peers.mlserver_bodies(reg.model, [record])[0]}
     expected = reg.model.predict_proba_records([record])
     started: dict[str, peers.ServerProcess] = {}
+    measured = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0]}
     try:
         for name, srv in _servers(ctx, reg).items():
             ctx.log(f"  starting {name}: {srv.label} ...")
@@ -60,7 +61,8 @@ def run(ctx: Context, rounds: int = 3, duration: float = 30.0, warmup: float = 3
         for srv in started.values():
             srv.stop()
     return summarize(cells, rounds=rounds, duration=duration, warmup=warmup, wrk_version=wrk.version(),
-                     log_status=log_status, model={"name": reg.name, "version": reg.version})
+                     log_status=log_status, model={"name": reg.name, "version": reg.version},
+                     measured={**measured, "load_after": os.getloadavg()[0]})
 
 
 def _servers(ctx: Context, reg) -> dict[str, peers.ServerProcess]:
@@ -154,10 +156,15 @@ def render(sec: dict, title: str) -> list[str]:
     lines.append(
         f"`wrk {d.get('wrk_version', '')}` (one thread, **one connection**), the same single-instance body, "
         f"{d.get('duration_s', d.get('duration'))} s per cell after a {d.get('warmup')} s warm-up, "
-        f"{d.get('rounds')} interleaved rounds (the order rotates each round); servers on 127.0.0.1 with "
+        f"{d.get('rounds')} interleaved round{'' if d.get('rounds') == 1 else 's'} (the order rotates each round); "
+        "servers on 127.0.0.1 with "
         f"{m.get('name')} v{m.get('version')}: kfct with its prediction log on (`kfct serve`'s default, a flush "
         "every 5 s), kfct with `--no-prediction-log`, MLServer 1.7.1's XGBoost runtime. wrk and the servers "
         "share the machine's cores with other work: the 1-min load average at each cell's start is shown.")
+    ms = d.get("measured")
+    if ms:
+        lines += ["", f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at "
+                      f"its start and {ms.get('load_after', 0):.2f} at its end."]
     lines += ["", "| server | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 (range) | requests/s | ÷ MLServer req/s "
                   "| errors | load |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
