@@ -20,6 +20,7 @@ import os
 import pickle
 import threading
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,7 @@ class PredictionLogger:
         # the server encodes batches in a child process, off the request path's GIL (predlog_encoder)
         self._encoder = ChildEncoder() if encode_in_child else None
         self.max_queue_bytes = max_queue_bytes
-        self._qbytes = 0  # bytes the buffer holds (its pickles, plus ITEM_OVERHEAD each)
+        self._qbytes = 0  # bytes waiting to be batched, taken or not (pickles + ITEM_OVERHEAD each): the bound
         self._qlock = threading.Lock()
         self._seq = 0
         self.rows_written = 0
@@ -210,11 +211,17 @@ class PredictionLogger:
 
     # -- collector thread ----------------------------------------------------------------
     def _take(self) -> tuple[list, int]:
-        """Everything buffered so far and its row count, in O(1) under the lock."""
+        """Everything buffered so far and its row count, in O(1) under the lock. Its bytes still count
+        against `max_queue_bytes` until they are batched (`_release`): taken or not, one bound."""
         with self._qlock:
             taken, rows = self._buf, self._qrows
-            self._buf, self._qrows, self._qbytes = [], 0, 0
+            self._buf, self._qrows = [], 0
         return taken, rows
+
+    def _release(self, batch: list) -> None:
+        freed = sum(map(len, map(itemgetter(2), batch))) + ITEM_OVERHEAD * len(batch)
+        with self._qlock:
+            self._qbytes -= freed
 
     def _run(self) -> None:
         pending: list = []
@@ -227,9 +234,11 @@ class PredictionLogger:
             self._flush_req.clear()
             with self._cv:  # read after the clear: a flush() asked later sets the flag again
                 gen = self._flush_gen
-            taken, rows = self._take()
-            pending += taken
-            pending_rows += rows
+            took = pending_rows < self.flush_rows  # a full batch first: what is taken stays bounded
+            if took:
+                taken, rows = self._take()
+                pending += taken
+                pending_rows += rows
             due = forced or pending_rows >= self.flush_rows or time.monotonic() - last >= self.flush_seconds
             if pending and due:
                 batch, pending, batch_rows = _cut(pending, pending_rows, self.flush_rows)  # bounded batches
@@ -242,11 +251,13 @@ class PredictionLogger:
                     log.error("prediction log batch of %d rows not encoded: %s", batch_rows, self.last_error)
                     self.dropped += batch_rows
                     _metric(lambda m, lost=batch_rows: m.log_dropped.labels("unencodable").inc(lost))
+                finally:
+                    self._release(batch)
                 last = time.monotonic()
             elif not pending:
                 last = time.monotonic()
-            if forced and pending:
-                self._flush_req.set()  # the flush is not done until everything taken is batched
+            if forced and (pending or not took):
+                self._flush_req.set()  # the flush is not done until everything queued before it is batched
             elif forced:
                 with self._cv:
                     self._made_seq = self._seq
