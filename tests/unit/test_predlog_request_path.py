@@ -79,3 +79,44 @@ def test_the_encoder_child_runs_below_the_servers_priority():
         enc.close()
     assert child_nice == min(19, os.nice(0) + BACKGROUND_NICE)
     assert encode_payload(b"", "customer_id") == (None, 0, 0, None)
+
+
+def test_requests_taken_but_not_yet_batched_still_count_against_the_byte_bound(tmp_path):
+    """The collector swaps the whole buffer out at once; until those requests are batched their bytes
+    stay in `max_queue_bytes`, or a slow encoder would let the server hold twice the bound (and more
+    with each take). Nothing is lost silently: every request is written or counted as dropped."""
+    import threading
+
+    from kfct.serving.prediction_log import PredictionLogger
+
+    log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=3600, flush_rows=20, max_queue_bytes=60_000)
+    release = threading.Event()
+    real_batch = log._batch
+
+    def slow_batch(items):  # an encoder that cannot keep up
+        release.wait(60)
+        real_batch(items)
+
+    log._batch = slow_batch
+    sent = 0
+
+    def send() -> None:
+        nonlocal sent
+        log.log(time.time(), f"r{sent}", "m", "1", "champion", _records(sent, 10), np.full(10, 0.5),
+                np.ones(10, np.int64), 0.5)
+        sent += 10
+
+    try:
+        while log.dropped == 0:
+            send()
+        time.sleep(1.0)  # the collector has taken the buffer and waits in the encoder
+        assert log.queued == 0
+        before = log.dropped
+        send()
+        assert log.dropped == before + 10  # still full: what was taken has not been batched
+        release.set()
+        assert log.flush(60)
+    finally:
+        release.set()
+        log.close()
+    assert log.rows_written + log.dropped == sent
