@@ -172,6 +172,8 @@ class PredictionLogger:
         """Stop: batch what is queued, upload what the store takes within `timeout`, keep the rest
         on disk for the next start (SIGTERM path: Kubernetes gives a pod about 30 s)."""
         end = time.monotonic() + timeout  # one budget for all of it: a hanging store must not stretch it
+        if self._encoder is not None:  # no more requests to yield to: the last batches are encoded here
+            self._encoder.closing = True
 
         def budget(cap: float = timeout) -> float:
             return min(cap, max(0.5, end - time.monotonic()))

@@ -26,6 +26,7 @@ import io
 import logging
 import os
 import pickle
+import time
 from typing import Any
 
 log = logging.getLogger("kfct.serving.predlog")
@@ -85,15 +86,30 @@ class ChildEncoder:
         self.timeout = timeout
         self._pool: Any = None
         self._warned = False
+        self.closing = False  # set by the logger's close(): no request left to yield to
 
     def encode(self, payload: bytes, id_column: str) -> tuple[bytes | None, int, int, str | None]:
+        """The batch encoded by the child; in this process once closing (the final flush must fit the
+        shutdown budget, however slow or stuck the low-priority child is) or when the child fails."""
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
+        if self.closing:
+            return encode_payload(payload, id_column)
         try:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_background)
-            return self._pool.submit(encode_payload, payload, id_column).result(timeout=self.timeout)
+            future = self._pool.submit(encode_payload, payload, id_column)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    return future.result(timeout=0.1)
+                except TimeoutError:
+                    if self.closing:  # shutting down: encode here rather than wait on the child
+                        future.cancel()
+                        return encode_payload(payload, id_column)
+                    if time.monotonic() > deadline:
+                        raise
         except Exception as exc:  # a dead / unstartable child, a timeout
             if not self._warned:
                 log.warning("prediction log encoder process unavailable (%s: %s): encoding in the server "

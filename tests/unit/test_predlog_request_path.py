@@ -9,6 +9,7 @@ tests hold the properties that make them, and that nothing is lost or changed on
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -120,3 +121,34 @@ def test_requests_taken_but_not_yet_batched_still_count_against_the_byte_bound(t
         release.set()
         log.close()
     assert log.rows_written + log.dropped == sent
+
+
+def test_shutdown_writes_the_last_rows_even_when_the_encoder_child_is_stuck(tmp_path):
+    """Flush on shutdown within its budget: a child that stopped answering (here SIGSTOP; a
+    low-priority child on a saturated machine looks the same) used to hold the final flush for its
+    120 s timeout, past close()'s budget, and the rows still queued were lost with the process."""
+    import signal
+
+    from kfct.serving.prediction_log import PredictionLogger
+
+    log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=3600, encode_in_child=True)
+    pid = None
+    try:
+        log.log(time.time(), "r0", "m", "1", "champion", _records(0), np.full(2, 0.5), np.ones(2, np.int64), 0.5)
+        assert log.flush(60)  # the child is up and wrote the first batch
+        pid = next(iter(log._encoder._pool._processes))
+        os.kill(pid, signal.SIGSTOP)
+        for i in range(1, 6):
+            log.log(time.time(), f"r{i}", "m", "1", "champion", _records(i), np.full(2, 0.5), np.ones(2, np.int64),
+                    0.5)
+        log._flush_req.set()  # the collector is now waiting on the stuck child
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        log.close(timeout=5)
+        assert time.monotonic() - t0 < 8
+    finally:
+        if pid is not None:
+            for sig in (signal.SIGKILL, signal.SIGCONT):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+    assert log.rows_written == 12 and log.dropped == 0
