@@ -16,7 +16,9 @@ whose cores the server shares, its burst of encoding every flush yields to reque
 
 `encode` is the pure core; `encode_payload` is what the child runs; a child that dies, cannot
 be started or times out is replaced by encoding in-process for that batch (logged once), so a
-broken child never loses rows.
+broken child never loses rows; once the logger closes (shutdown: no request left to yield to) the
+last batches are encoded in-process too, so a stuck or starved child cannot hold them past the
+shutdown budget.
 """
 
 from __future__ import annotations
