@@ -48,7 +48,7 @@ def test_buffered_requests_hold_nothing_for_the_garbage_collector(tmp_path):
 def test_values_reach_the_log_unchanged(tmp_path, in_child):
     """Pickled on the request path, decoded in the child: NaN stays NaN, None null, numpy scalars
     (V2 binary rows) numbers, big ints, unicode, the request id and the per-request values as sent."""
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=3600, encode_in_child=in_child)
