@@ -129,3 +129,77 @@ def test_prediction_log_window_reads_newest_files_only(tmp_path, monkeypatch):
     assert len(got) == 250 and got.attrs["rows_total"] >= 250
     pd.testing.assert_frame_equal(got, whole.tail(250).reset_index(drop=True))
     assert len(opened) == 3    # the newest three files hold 300 >= 250 rows
+
+
+# -- the outcomes, A/B and shadow reports: a bounded sample of the log, only its customers' outcomes ----------
+
+def test_prediction_log_sample_is_bounded_by_customer_and_whole_below_the_bound(tmp_path, monkeypatch):
+    """Past the bound: at most n rows, whole customers (champion and shadow rows together), the same
+    customers at every read; pandas never reads a whole file. Below it: the plain read's rows."""
+    from kfct.prediction_log import read_prediction_log, sample_prediction_log
+    from tests.predlogkit import write_log
+
+    total = write_log(tmp_path, customers=3_000, files=3)
+    whole = read_prediction_log(root=tmp_path / "predictions", s3=False)
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: (_ for _ in ()).throw(AssertionError("whole file read")))
+    got, seen = sample_prediction_log(1_000, root=tmp_path / "predictions", s3=False)
+    assert seen == total == 6_000 and len(got) == 1_000
+    per_customer = got.groupby("customer_id")["role"].agg(set)
+    assert (per_customer == {"champion", "shadow"}).all()  # pairs stay whole (n is even here)
+    again, _ = sample_prediction_log(1_000, root=tmp_path / "predictions", s3=False)
+    pd.testing.assert_frame_equal(got, again)
+    assert set(got.columns) <= set(whole.columns) and "f0" not in got.columns  # metadata columns only
+    pos = whole.drop_duplicates("customer_id").reset_index().set_index("customer_id").loc[got["customer_id"], "index"]
+    assert pos.min() < 1_000 and pos.max() > 5_000  # spread over the log, not its head or tail
+    monkeypatch.setattr(pq, "read_table", real)
+    small, n = sample_prediction_log(10_000, root=tmp_path / "predictions", s3=False)
+    assert n == total
+    cols = list(small.columns)
+    pd.testing.assert_frame_equal(small, whole[cols].sort_values("ts", kind="stable").reset_index(drop=True))
+
+
+def test_stored_outcomes_reads_only_the_customers_asked_for(tmp_path, monkeypatch):
+    from kfct.outcomes import stored_outcomes
+    from kfct.settings import get_settings, reset_settings
+    from tests.predlogkit import write_outcomes
+
+    monkeypatch.setenv("KFCT_HOME", str(tmp_path))
+    monkeypatch.delenv("KFCT_S3_ENDPOINT", raising=False)
+    reset_settings()
+    write_outcomes(tmp_path, 5_000)
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: (_ for _ in ()).throw(AssertionError("whole file read")))
+    got = stored_outcomes(get_settings(), ids=["c00000007", "c00004999", "nobody"])
+    assert list(got["customer_id"]) == ["c00000007", "c00004999"]
+    assert len(stored_outcomes(get_settings())) == 5_000
+    reset_settings()
+
+
+@pytest.mark.slow
+def test_the_outcomes_report_states_its_sample(kfct_home, cfg, tmp_path):
+    """`kfct outcomes report` judges at most outcomes.max_predictions predictions and says so in the
+    Markdown, HTML, JSON and audit entry; below the bound it says it judged all of them."""
+    import json
+
+    from kfct.components.outcomes_report import outcomes_report
+    from kfct.config import with_overrides
+    from tests.predlogkit import write_log, write_outcomes
+
+    write_log(kfct_home, customers=2_000, files=2)
+    write_outcomes(kfct_home, 2_000)
+    small = with_overrides(cfg, {"outcomes": {"max_predictions": 600}})
+    rep = outcomes_report("m", small, tmp_path / "a")
+    assert rep["sample"] == {"predictions_total": 4_000, "predictions_read": 600, "max_predictions": 600,
+                             "sampled": True, "text": "a sample of 600 of 4,000 served predictions (by customer; "
+                                                      "outcomes.max_predictions 600)"}
+    assert rep["n_judged"] == 600  # every sampled prediction has its customer's outcome
+    for f in ("markdown", "html"):
+        assert "Judged on a sample of 600 of 4,000 served predictions" in open(rep["files"][f]).read()
+    assert json.loads(open(rep["files"]["json"]).read())["sample"]["predictions_read"] == 600
+    from kfct import audit
+
+    (entry,) = [e for e in audit.read() if e["event"] == "realized_performance"]
+    assert entry["sample"]["predictions_total"] == 4_000
+    from kfct.components.ab_test import sample_statement
+
+    assert sample_statement(4_000, 4_000, 500_000)["text"] == "all 4,000 served predictions"
