@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import DataSourceError
 
@@ -44,7 +44,7 @@ CSV_BLOCK_BYTES = 1 << 20
 CSV_ROW_GROUP_ROWS = 65_536   # rows buffered before a parquet row group is written
 
 
-def _open_csv(path: Path, column_types: dict):
+def _open_csv(path: Path, column_types: dict) -> Any:
     """A pyarrow.csv stream that reads a CSV as `pandas.read_csv` does: empty fields are missing in
     string columns too, dates stay text (pandas parses no dates unless asked)."""
     import pyarrow.csv as pcsv
@@ -54,7 +54,7 @@ def _open_csv(path: Path, column_types: dict):
                                                              column_types=column_types))
 
 
-def _first_block_types(schema) -> dict:
+def _first_block_types(schema: Any) -> dict:
     """Types to fix before the stream goes on: pyarrow infers types from the first block only, so a
     column empty there (null) is read as float64, as pandas reads an all-empty column; dates,
     times and timestamps as text, as pandas reads them."""
@@ -69,7 +69,7 @@ def _first_block_types(schema) -> dict:
     return out
 
 
-def _widened(exc: Exception, schema) -> tuple[str, object] | None:
+def _widened(exc: Exception, schema: Any) -> tuple[str, object] | None:
     """(column, wider type) when a later block holds a value that does not fit the type the first
     block gave its column: int -> float64 -> string, anything else -> string (as pandas widens);
     None when the error names no column or the column is text already."""

@@ -22,7 +22,13 @@ what is used here):
   127.0.0.1 and port 29500 -> a free loopback port (every pod here shares one network).
   `python` in the command is the image's interpreter (this virtualenv's). Each pod gets its own
   empty working directory, HOME and TMPDIR and no other environment than the above and the
-  image's PATH; nothing of the test process's env leaks in.
+  image's PATH; nothing of the test process's env leaks in. The `node` container's resources are
+  the TrainJob's `resourcesPerNode` (pkg/runtime/framework/plugins/jobset/builder.go, v2.2.0): the
+  `launch` a test passes gets them; the e2e's (tests/e2e/cluster.py `trainer_pod_launcher`) runs
+  each pod as pod.py runs every pod, its memory limit a cgroup v1 group. Read again at v2.2.0,
+  v2.3.0 and 8c0f5059 (2026-12-07): xgboost.go and the four DMLC_* constants
+  (pkg/constants/constants.go; DMLC_TASK_ID from the completion-index annotation, port 29500) are
+  the same in all three.
 - Status (pkg/controller/trainjob_controller.go, plugins/jobset/jobset.go): the JobSet's
   `Completed` becomes condition `Complete` (reason AllJobsCompleted, "jobset completed
   successfully"); a failed Job fails the JobSet (jobset pkg/constants: FailedJobs, "jobset failed
