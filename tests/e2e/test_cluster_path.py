@@ -92,7 +92,7 @@ def stack(tmp_path_factory):
         running.callback(C.stop, mlflow)
         start_apis(st, running)
         compiling = start_compile(st)  # while MLflow starts
-        C.wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow)
+        C.wait_http(f"http://127.0.0.1:{mlflow_port}/health", 300, mlflow)  # its migrations take minutes under load
         st.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         out, _ = compiling.communicate(timeout=180)
         assert compiling.returncode == 0, out
