@@ -203,3 +203,41 @@ def test_the_outcomes_report_states_its_sample(kfct_home, cfg, tmp_path):
     from kfct.components.ab_test import sample_statement
 
     assert sample_statement(4_000, 4_000, 500_000)["text"] == "all 4,000 served predictions"
+
+
+@pytest.mark.parametrize("kind", [None, "label_nulls", "unknown_category", "out_of_range", "missing_column",
+                                  "duplicated_rows", "wrong_dtype"])
+def test_a_csv_is_streamed_into_the_frame_pandas_reads(tmp_path, monkeypatch, kind):
+    """Ingest (and `kfct data push`) stream a CSV block by block (64 KiB blocks here, so a 2,000-row file
+    is many); the snapshot reads back as `pandas.read_csv` reads the file, clean or broken, with a
+    column a later block widens (wrong_dtype) and whatever the validation step must then see."""
+    from kfct import datastore
+    from kfct.datagen import corrupt, generate, write_frame
+    from kfct.datasource import snapshot_file
+
+    monkeypatch.setattr(datastore, "CSV_BLOCK_BYTES", 64 << 10)
+    df = generate(2_000, seed=5)
+    csv = write_frame(df if kind is None else corrupt(df, kind, seed=1), tmp_path / "d.csv")
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: (_ for _ in ()).throw(AssertionError("whole CSV read")))
+    shape = snapshot_file(str(csv), tmp_path / "snap.parquet")
+    monkeypatch.undo()
+    expect = pd.read_csv(csv)
+    assert shape["rows"] == len(expect) and shape["column_names"] == list(expect.columns)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "snap.parquet"), expect)
+
+
+def test_a_csv_column_a_later_block_does_not_fit_is_widened(tmp_path, monkeypatch):
+    """pyarrow types columns from the first block: an int column with a decimal, a flag column with a
+    word and an empty column with text further down are read again wider, as pandas reads them."""
+    from kfct import datastore
+
+    monkeypatch.setattr(datastore, "CSV_BLOCK_BYTES", 256)
+    rows = ["n,x,flag,empty,day"] + [f"{i},{i},{'true' if i % 2 else 'false'},,2026-01-0{i % 9 + 1}" for i in range(300)]
+    rows += ["1,1.5,maybe,text,2026-02-01"]
+    csv = tmp_path / "late.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    assert datastore.csv_to_parquet(csv, tmp_path / "late.parquet") == 301
+    got, expect = pd.read_parquet(tmp_path / "late.parquet"), pd.read_csv(csv)
+    assert got.dtypes.to_dict() == expect.dtypes.to_dict()
+    assert str(got.dtypes["x"]) == "float64" and str(got.dtypes["day"]) == "object"
+    pd.testing.assert_frame_equal(got, expect)
