@@ -241,3 +241,26 @@ def test_a_csv_column_a_later_block_does_not_fit_is_widened(tmp_path, monkeypatc
     assert got.dtypes.to_dict() == expect.dtypes.to_dict()
     assert str(got.dtypes["x"]) == "float64" and str(got.dtypes["day"]) == "object"
     pd.testing.assert_frame_equal(got, expect)
+
+
+def test_drift_reference_fallback_reads_a_bounded_sample_of_the_training_data(data, monkeypatch, no_whole_reads):
+    """A champion without its training snapshot artifact falls back to its `data_uri`, checked against
+    `dataset_sha256`: a sample of drift.window_rows rows, never the whole table."""
+    from types import SimpleNamespace
+
+    from kfct import registry
+    from kfct.components.drift_inputs import DriftInputError, load_reference
+    from kfct.lineage import sha256_file
+
+    df, path, _ = data
+    version = SimpleNamespace(version="3", run_id=None, model=None,
+                              tags={"data_uri": str(path), "dataset_sha256": sha256_file(path)})
+    monkeypatch.setattr(registry, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(registry, "load_version", lambda *a, **k: version)
+    ref, loaded, source = load_reference("m", max_rows=800)
+    assert loaded is version and len(ref) == 800 and ref["customer_id"].is_unique
+    assert set(ref["customer_id"]) <= set(df["customer_id"])
+    assert source == f"{path}; a sample of 800 of 5,000 rows (drift.window_rows)"
+    version.tags["dataset_sha256"] = "0" * 64
+    with pytest.raises(DriftInputError, match="no longer has the recorded content"):
+        load_reference("m", max_rows=800)
