@@ -223,6 +223,8 @@ def format_report(r: dict) -> str:
                      f"confidence sequence {lo:+.4f}..{hi:+.4f}"
                      + (f"; concluded at look {seq['concluded_at_look']}" if seq.get("verdict") else ""))
     lines.append(f"  method: {r['sequential_method']}")
+    if r.get("sample"):
+        lines.append(f"  judged on: {r['sample']['text']}")
     lines.append(f"  decision: {r['decision']['action']}: {r['decision']['reason']}")
     return "\n".join(lines)
 
@@ -359,12 +361,30 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def gather_joined(cfg: RunConfig, model_name: str, since=None, settings=None):
-    from kfct.evidence.outcomes import join_predictions, stored_outcomes
-    from kfct.contracts.prediction_log import read_prediction_log
+def gather_joined(cfg: RunConfig, model_name: str, since=None, settings=None) -> tuple[Any, dict]:
+    """Served predictions joined with their outcomes, and what they are a sample of.
 
-    preds = read_prediction_log(since=since, settings=settings, model_name=model_name)
-    return join_predictions(preds, stored_outcomes(settings), cfg.outcomes.label_horizon_days)
+    At most `outcomes.max_predictions` predictions (a sample by customer past it,
+    `kfct.contracts.prediction_log.sample_prediction_log`) and only those customers' outcomes are read,
+    so memory is bounded however long the log and however many outcomes are stored."""
+    from kfct.evidence.outcomes import join_predictions, stored_outcomes
+    from kfct.contracts.prediction_log import sample_prediction_log
+
+    bound = int(cfg.outcomes.max_predictions)
+    preds, total = sample_prediction_log(bound, since=since, settings=settings, model_name=model_name)
+    outcomes = stored_outcomes(settings, ids=preds["customer_id"])
+    joined = join_predictions(preds, outcomes, cfg.outcomes.label_horizon_days)
+    return joined, sample_statement(len(preds), total, bound)
+
+
+def sample_statement(sampled: int, total: int, bound: int) -> dict:
+    """What a realized-performance report judged: all served predictions, or a bounded sample of them."""
+    whole = sampled >= total
+    text = (f"all {total:,} served predictions" if whole else
+            f"a sample of {sampled:,} of {total:,} served predictions (by customer; outcomes.max_predictions "
+            f"{bound:,})")
+    return {"predictions_total": int(total), "predictions_read": int(sampled), "max_predictions": int(bound),
+            "sampled": not whole, "text": text}
 
 
 def ab_report(model_name: str, cfg: RunConfig, settings=None, now: float | None = None, record_look: bool = True) -> dict:
@@ -373,8 +393,9 @@ def ab_report(model_name: str, cfg: RunConfig, settings=None, now: float | None 
     state = read_state(model_name)
     if not state or state.get("status") != "running":
         raise ABTestError(f"no A/B test is running for {model_name}: start one with `kfct ab start --version N`")
-    joined = gather_joined(cfg, model_name, since=state["started_at"], settings=settings)
+    joined, sample = gather_joined(cfg, model_name, since=state["started_at"], settings=settings)
     report = ab_report_core(joined, state, cfg, now=now, record_look=record_look)
+    report["sample"] = sample
     if record_look:
         state["sequential"] = report["sequential_state"]
         write_state(model_name, state)
@@ -439,8 +460,9 @@ def shadow_report(model_name: str, cfg: RunConfig, settings=None, promote: bool 
     shadow = split.canary_version if split and split.mode == "shadow" else registry.alias_version(model_name, "challenger")
     if champion is None or shadow is None:
         raise ABTestError(f"{model_name}: need a champion and a shadow version (deploy one with `kfct deploy --shadow`)")
-    joined = gather_joined(cfg, model_name, since=since, settings=settings)
+    joined, sample = gather_joined(cfg, model_name, since=since, settings=settings)
     rep = shadow_report_core(joined, champion, shadow, cfg)
+    rep["sample"] = sample
     audit.record("shadow_reported", model_name=model_name, version=shadow, champion=champion, pairs=rep["pairs"],
                  decision=rep["decision"]["action"], accuracy=rep.get("accuracy"))
     if promote and rep["decision"]["action"] == "promote_shadow":

@@ -31,7 +31,7 @@ def prepare_drift_data(
         from kfct.components.drift_inputs import heldout_performance, load_current, load_reference, prepare_frames
 
         cfg = st.config
-        ref, loaded, ref_source = load_reference(model_name, cfg.register_.alias)
+        ref, loaded, ref_source = load_reference(model_name, cfg.register_.alias, int(cfg.drift.window_rows))
         cur, cur_source, pred_col = load_current(current_uri or None, cfg, model_name, since or None)
         ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
         ref.to_parquet(reference.path, index=False)

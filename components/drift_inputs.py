@@ -12,12 +12,14 @@ class DriftInputError(ValueError):
     """Reference or current data for drift monitoring cannot be had (message names what and why)."""
 
 
-def load_reference(model_name: str, alias: str = "champion"):
+def load_reference(model_name: str, alias: str = "champion", max_rows: int | None = None):
     """The champion's training snapshot, the champion itself and its tags.
 
     The snapshot is the MLflow artifact `data/train_snapshot.parquet` of the run that
-    trained the version (its `reference_uri` tag); a version without one falls back to
-    the dataset it was trained on (`data_uri` tag), checked against `dataset_sha256`.
+    trained the version (its `reference_uri` tag; bounded when training wrote it); a version
+    without one falls back to the dataset it was trained on (`data_uri` tag), checked against
+    `dataset_sha256` and, with `max_rows` (the monitoring step passes `drift.window_rows`), read
+    as a uniform sample of that many rows, never whole (`kfct.data.parts.sample_location`).
     Returns (reference DataFrame, LoadedModel, description of the source).
     """
     import tempfile
@@ -48,17 +50,22 @@ def load_reference(model_name: str, alias: str = "champion"):
     data_uri = loaded.tags.get("data_uri")
     if not data_uri:
         raise DriftInputError(f"{model_name} v{loaded.version}: no training snapshot ({missing}) and no data_uri tag")
-    from kfct.data.datasource import snapshot_dataset
+    from kfct.data import parts
+    from kfct.data.datasource import snapshot_file
     from kfct.governance.lineage import sha256_file
 
     with tempfile.TemporaryDirectory() as tmp:  # same snapshot ingest made, so the same data version
-        df = snapshot_dataset(data_uri, f"{tmp}/snapshot.parquet")
-        actual = sha256_file(f"{tmp}/snapshot.parquet")
-    expected = loaded.tags.get("dataset_sha256")
-    if expected and actual != expected:
-        raise DriftInputError(f"{model_name} v{loaded.version}: training snapshot missing ({missing}) and {data_uri} "
-                              f"no longer has the recorded content (sha256 {expected[:12]}...)")
-    return df, loaded, data_uri
+        snap = f"{tmp}/snapshot.parquet"
+        snapshot_file(data_uri, snap)  # a parquet file copied, a CSV streamed: never held whole
+        expected = loaded.tags.get("dataset_sha256")
+        if expected and sha256_file(snap) != expected:
+            raise DriftInputError(f"{model_name} v{loaded.version}: training snapshot missing ({missing}) and "
+                                  f"{data_uri} no longer has the recorded content (sha256 {expected[:12]}...)")
+        if max_rows is None:
+            return pd.read_parquet(snap), loaded, data_uri
+        df, total = parts.sample_location(snap, int(max_rows))
+    source = data_uri if total <= len(df) else f"{data_uri}; a sample of {len(df):,} of {total:,} rows (drift.window_rows)"
+    return df, loaded, source
 
 
 def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | None = None, since=None):

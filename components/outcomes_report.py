@@ -42,13 +42,14 @@ def decay(champion_rows: list[dict], baseline: dict | None, threshold: float) ->
 
 
 def realized_report_core(joined: Any, cfg: "RunConfig", champion: str | None, baseline: dict | None,
-                         window: str = "1D") -> dict[str, Any]:
+                         window: str = "1D", sample: dict | None = None) -> dict[str, Any]:
+    """The report's content; `sample` says what the joined predictions are (all, or a bounded sample)."""
     from kfct.evidence.outcomes import calibration_curve, realized_performance
 
     threshold = float(cfg.drift.performance_drop_threshold)
     by_version = realized_performance(joined)
     champ_rows = [r for r in by_version if r["model_version"] == str(champion) and r["role"] == "champion"]
-    return {"n_judged": int(len(joined)), "champion": champion, "by_version": by_version,
+    return {"n_judged": int(len(joined)), "sample": sample, "champion": champion, "by_version": by_version,
             "by_window": realized_performance(joined, window=window), "window": window,
             "calibration": {str(v): calibration_curve(g) for v, g in joined.groupby("model_version")} if len(joined) else {},
             "decay": decay(champ_rows, baseline, threshold)}
@@ -95,6 +96,7 @@ def _fmt(v: object) -> str:
 
 def render_markdown(rep: dict) -> str:
     lines = [f"# Realized performance ({rep['n_judged']} predictions with an outcome)", "",
+             *([f"Judged on {rep['sample']['text']}.", ""] if rep.get("sample") else []),
              "| version | role | " + " | ".join(_COLS) + " |", "|---|---|" + "---|" * len(_COLS)]
     for r in rep["by_version"]:
         lines.append(f"| v{r['model_version']} | {r['role']} | " + " | ".join(_fmt(r.get(c)) for c in _COLS) + " |")
@@ -117,6 +119,7 @@ def render_html(rep: dict, png: bytes | None) -> str:
     return ("<!doctype html><html><head><meta charset='utf-8'><title>kfct realized performance</title>"
             "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
             f"<h1>Realized performance</h1><p>{rep['n_judged']} predictions with an outcome.</p>"
+            + (f"<p>Judged on {html.escape(rep['sample']['text'])}.</p>" if rep.get("sample") else "") +
             "<table><tr><th>version</th><th>role</th>" + "".join(f"<th>{c}</th>" for c in _COLS) + f"</tr>{rows}</table>"
             f"<p><b>Champion decay:</b> {html.escape(rep['decay']['reason'])}</p>{img}</body></html>")
 
@@ -161,8 +164,9 @@ def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, sinc
 
     registry.setup(settings)
     champion = registry.alias_version(model_name, "champion")
-    joined = gather_joined(cfg, model_name, since=since, settings=settings)
-    rep = realized_report_core(joined, cfg, champion, baseline_metrics(model_name, champion), window=window)
+    joined, sample = gather_joined(cfg, model_name, since=since, settings=settings)
+    rep = realized_report_core(joined, cfg, champion, baseline_metrics(model_name, champion), window=window,
+                               sample=sample)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = curves_png(joined) if len(joined) else None
@@ -174,7 +178,7 @@ def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, sinc
     write_gauges(rep, model_name, files["gauges"])
     rep["files"] = {k: str(v) for k, v in files.items()}
     audit.record("realized_performance", model_name=model_name, version=champion, n_judged=rep["n_judged"],
-                 decay=rep["decay"])
+                 decay=rep["decay"], sample=sample)
     log.info("realized performance of %s: %s", model_name, rep["decay"]["reason"])
     if retrain and rep["decay"].get("retrain"):
         from kfct.components.retrain_policy import run_trigger

@@ -239,6 +239,8 @@ class OutcomesConfig(_Strict):
 
     observed_at_column: str
     label_horizon_days: float = Field(gt=0)
+    # the most served predictions one report judges: past it, a sample by customer (kfct.contracts.prediction_log)
+    max_predictions: int = Field(default=500_000, ge=1)
 
 
 class AbConfig(_Strict):

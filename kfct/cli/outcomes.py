@@ -58,6 +58,7 @@ def _outcomes_report(args: argparse.Namespace) -> int:
         auc = "n/a" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}"
         print(f"v{r['model_version']} ({r['role']}): n={r['n']} auc={auc} accuracy={r['accuracy']:.3f} "
               f"observed={r['observed_rate']:.3f} predicted={r['mean_probability']:.3f}")
+    print(f"judged on {rep['sample']['text']}")
     print(f"champion decay: {rep['decay']['reason']}")
     if rep.get("retrain"):
         print(f"retrain: {rep['retrain'].get('action')}: {rep['retrain'].get('reason')}")
@@ -116,6 +117,7 @@ def _shadow_report(args: argparse.Namespace) -> int:
         _print_json(rep)
         return 0
     print(f"shadow v{rep['shadow']} vs champion v{rep['champion']}: {rep['pairs']} paired customers with outcomes")
+    print(f"  judged on {rep['sample']['text']}")
     if "accuracy" in rep:
         a = rep["accuracy"]
         print(f"  accuracy champion {a['champion']:.4f}, shadow {a['shadow']:.4f} ({a['diff']:+.4f}); "

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
 
     from kfct.runtime.settings import Settings
@@ -89,13 +91,7 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
     frames = []
     tmpdir = None
     try:
-        if from_s3:
-            paths, tmpdir = _s3_fetch(s, since_ms)
-        else:
-            base = Path(root) if root is not None else default_root(s)
-            paths = sorted(base.glob("date=*/part-*.parquet")) if base.exists() else []
-            if since_ms is not None:
-                paths = [p for p in paths if (_part_range(p.name) or (0, 1 << 62))[1] >= since_ms]
+        paths, tmpdir = _log_paths(s, from_s3, root, since_ms)
         if max_rows is None:
             for p in paths:
                 frames.append(_plain(pq.read_table(p)).to_pandas())
@@ -141,6 +137,101 @@ def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows
         if have >= max_rows:
             break
     return frames, total
+
+
+def _log_paths(s: Settings, from_s3: bool, root: str | Path | None, since_ms: int | None) -> tuple[list, str | None]:
+    """The log files that may hold rows at or after `since_ms` (and the temp dir S3 files were fetched to)."""
+    if from_s3:
+        return _s3_fetch(s, since_ms)
+    base = Path(root) if root is not None else default_root(s)
+    paths = sorted(base.glob("date=*/part-*.parquet")) if base.exists() else []
+    if since_ms is not None:
+        paths = [p for p in paths if (_part_range(p.name) or (0, 1 << 62))[1] >= since_ms]
+    return paths, None
+
+
+def customer_keys(ids: Any) -> Any:
+    """A fixed 64-bit hash per customer id (pandas' hash_array with its default key): the sample order."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.util.hash_array(np.asarray(ids, dtype=object).astype(str))
+
+
+def sample_prediction_log(n: int, since: Any = None, model_name: str | None = None, root: str | Path | None = None,
+                          s3: bool | None = None, settings: Settings | None = None) -> tuple[pd.DataFrame, int]:
+    """At most `n` logged predictions (metadata columns only) with `ts >= since`, and how many there were.
+
+    Why: the outcomes, A/B and shadow reports must not load an unbounded log. The sample is by
+    customer: rows are kept in the order of a fixed hash of their customer id (`customer_keys`),
+    so a sampled customer keeps every prediction (both arms of a shadow pair, every arm of an
+    A/B test) up to the one row where the bound cuts, and the same customers are sampled at
+    every look. Files are read batch by batch, metadata columns only; memory is at most 2·n rows
+    plus one batch. With no more than `n` rows, all of them are returned (a plain read). Rows
+    without a customer id cannot be judged and are not sampled (they are counted).
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from kfct.runtime.settings import get_settings
+
+    if n <= 0:
+        raise ValueError(f"sample size must be positive, got {n}")
+    s = settings or get_settings()
+    since_s = _since_seconds(since)
+    paths, tmpdir = _log_paths(s, use_s3(s) if s3 is None else s3, root,
+                               None if since_s is None else int(since_s * 1000))
+    tables: list = []  # Arrow, not pandas: compact strings, and freed memory goes back
+    keys, order, total = np.empty(0, np.uint64), np.empty(0, np.int64), 0
+    try:
+        for t in _meta_batches(paths, since_s, model_name):
+            total += t.num_rows
+            t = t.filter(pc.is_valid(t.column("customer_id")))
+            tables.append(t)
+            keys = np.concatenate([keys, customer_keys(t.column("customer_id").to_numpy(zero_copy_only=False))])
+            order = np.concatenate([order, np.arange(total - t.num_rows, total)])
+            if len(keys) > 2 * n:  # prune once 2n rows are held: amortised, each row sorted O(log n) times
+                kept, keys, order = _smallest(pa.concat_tables(tables, promote_options="default"), keys, order, n)
+                tables = [kept]
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    if not tables:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in META_COLUMNS}), total
+    kept, _, _ = _smallest(pa.concat_tables(tables, promote_options="default"), keys, order, n)
+    return kept.to_pandas().sort_values("ts", kind="stable").reset_index(drop=True), total
+
+
+def _meta_batches(paths: list, since_s: float | None, model_name: str | None) -> Iterator[Any]:
+    """The metadata columns of every log file as Arrow tables, batch by batch, filtered by time and model."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    since = None if since_s is None else pd.Timestamp(since_s, unit="s", tz="UTC")
+    for p in paths:
+        f = pq.ParquetFile(p)
+        cols = [c for c in META_COLUMNS if c in f.schema_arrow.names]
+        for batch in f.iter_batches(columns=cols, batch_size=65_536):
+            t = _plain(pa.Table.from_batches([batch]))
+            if since is not None:
+                t = t.filter(pc.greater_equal(t.column("ts"), pa.scalar(since).cast(t.schema.field("ts").type)))
+            if model_name is not None:
+                t = t.filter(pc.equal(t.column("model_name"), model_name))
+            yield t
+
+
+def _smallest(table: Any, keys: Any, order: Any, n: int) -> tuple[Any, Any, Any]:
+    """The `n` rows with the smallest (customer key, arrival order), kept in arrival order."""
+    import numpy as np
+
+    if table.num_rows <= n:
+        return table, keys, order
+    pick = np.sort(np.lexsort((order, keys))[:n])
+    return table.take(pick).combine_chunks(), keys[pick], order[pick]
 
 
 def _plain(table: Any) -> Any:

@@ -194,14 +194,38 @@ def snapshot_dataset(uri: str, dest: str | Path) -> pd.DataFrame:
         df = _read_local(_local_path(uri))
         shutil.copyfile(_local_path(uri), dest)
         return df
+    if _is_csv(uri):  # streamed into parquet as `kfct data push` converts it: the same bytes, the same version
+        _csv_snapshot(uri, dest)
+        return _read_local(dest, suffix=".parquet")
     df = read_dataset(uri)
     write_snapshot(df, dest)
     return df
 
 
+def _is_csv(uri: str) -> bool:
+    scheme = urlparse(uri).scheme
+    return scheme in ("s3", "", "file") and Path(urlparse(uri).path if scheme else uri).suffix.lower() == ".csv"
+
+
+def _csv_snapshot(uri: str, dest: Path) -> None:
+    """A CSV (local or s3://) written to `dest` by `kfct.data.datastore.csv_to_parquet`, block by block."""
+    from kfct.data.datastore import csv_to_parquet
+
+    if urlparse(uri).scheme == "s3":
+        with tempfile.TemporaryDirectory() as tmp:
+            csv_to_parquet(_fetch_s3(uri, Path(tmp) / "source.csv"), dest)
+        return
+    src = _local_path(uri)
+    if not src.is_file():
+        _read_local(src)  # the standard "not found" / "is a directory" message
+    csv_to_parquet(src, dest)
+
+
 def snapshot_file(uri: str, dest: str | Path) -> dict:
-    """`snapshot_dataset` without holding the table when the source is parquet: the file is copied or
-    downloaded byte for byte and described from its footer. Returns {rows, columns, column_names}.
+    """`snapshot_dataset` without holding the table when the source is parquet or CSV: a parquet file is
+    copied or downloaded byte for byte, a CSV streamed into parquet as `kfct data push` converts it
+    (`kfct.data.datastore.csv_to_parquet`), and the snapshot described from its footer. Returns {rows,
+    columns, column_names}.
 
     Why: ingest only needs the snapshot and its shape; reading a 2 M-row parquet file into pandas
     to count its rows took more memory than the rest of the stage.
@@ -217,7 +241,9 @@ def snapshot_file(uri: str, dest: str | Path) -> dict:
     dest.parent.mkdir(parents=True, exist_ok=True)
     scheme = urlparse(uri).scheme
     is_parquet = Path(urlparse(uri).path if scheme else uri).suffix.lower() in (".parquet", ".pq")
-    if is_parquet and scheme in ("s3", "", "file"):
+    if _is_csv(uri):
+        _csv_snapshot(uri, dest)
+    elif is_parquet and scheme in ("s3", "", "file"):
         if scheme == "s3":
             _fetch_s3(uri, dest)
         else:
@@ -227,6 +253,7 @@ def snapshot_file(uri: str, dest: str | Path) -> dict:
             if src.is_dir():
                 raise DataSourceError(f"dataset path is a directory, expected a .parquet or .csv file: {src}")
             shutil.copyfile(src, dest)
+    if _is_csv(uri) or (is_parquet and scheme in ("s3", "", "file")):
         try:
             schema = pq.read_schema(dest)
             rows = pq.read_metadata(dest).num_rows
@@ -240,6 +267,7 @@ def snapshot_file(uri: str, dest: str | Path) -> dict:
 
 
 def write_snapshot(df: pd.DataFrame, dest: str | Path) -> Path:
-    """The one way kfct writes a dataset snapshot (shared with `kfct data push`)."""
+    """How kfct writes a dataset snapshot held as a DataFrame (generated data); a CSV is streamed instead
+    (`kfct.data.datastore.csv_to_parquet`, shared with `kfct data push`)."""
     df.to_parquet(dest, index=False, compression="snappy")
     return Path(dest)

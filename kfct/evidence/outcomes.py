@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from kfct.errors import DataSourceError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
+    import pyarrow as pa
     from numpy.typing import ArrayLike
 
     from kfct.config import RunConfig
@@ -169,32 +172,55 @@ def store_outcomes(frame: pd.DataFrame, settings: Settings | None = None) -> dic
     return {"uri": uri, "sha256": digest, "rows": int(len(frame))}
 
 
-def stored_outcomes(settings: Settings | None = None) -> pd.DataFrame:
-    """Every stored outcomes snapshot, concatenated and de-duplicated (id, observed_at, outcome)."""
+def stored_outcomes(settings: Settings | None = None, ids: Any = None) -> pd.DataFrame:
+    """Stored outcomes snapshots, concatenated and de-duplicated (id, observed_at, outcome).
+
+    With `ids` (the customers of the predictions a report judges), only their outcomes: each
+    snapshot is read batch by batch and filtered as it is read (an S3 snapshot is fetched one at
+    a time), so memory is those customers' outcomes plus one batch, however many are stored.
+    Without `ids`, every stored outcome."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    from kfct.runtime.settings import get_settings
-
-    s = settings or get_settings()
+    wanted = None if ids is None else pa.array(pd.unique(pd.Series(ids, dtype=object).dropna().astype(str)),
+                                               pa.string())
     frames = []
-    if s.s3_endpoint:
-        from kfct.data import s3
-
-        names = s3.list_names(s.s3_bucket, f"{PREFIX}/", settings=s)
-        with tempfile.TemporaryDirectory(prefix="kfct-outcomes-") as tmp:
-            for object_name in names:
-                if object_name.endswith(".parquet"):
-                    dest = s3.download(f"s3://{s.s3_bucket}/{object_name}", Path(tmp) / object_name.replace("/", "_"),
-                                       settings=s)
-                    frames.append(pd.read_parquet(dest))
-    else:
-        base = Path(s.home) / PREFIX
-        frames = [pd.read_parquet(p) for p in sorted(base.glob("*.parquet"))] if base.exists() else []
+    for table in _snapshot_batches(settings):
+        if wanted is not None:
+            table = table.filter(pc.is_in(table.column(ID).cast(pa.string()), value_set=wanted))
+        if table.num_rows:
+            frames.append(table.to_pandas())
     if not frames:
         return pd.DataFrame({ID: pd.Series(dtype=str), "outcome": pd.Series(dtype="int64"),
                              "observed_at": pd.Series(dtype="datetime64[us, UTC]")})
     out = pd.concat(frames, ignore_index=True).drop_duplicates([ID, "observed_at", "outcome"])
     return out.sort_values(["observed_at", ID], kind="stable").reset_index(drop=True)
+
+
+def _snapshot_batches(settings: Settings | None = None) -> Iterator[pa.Table]:
+    """Every stored outcomes snapshot, batch by batch (an S3 one downloaded, read and deleted in turn)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kfct.runtime.settings import get_settings
+
+    s = settings or get_settings()
+    if s.s3_endpoint:
+        from kfct.data import s3
+
+        names = [n for n in s3.list_names(s.s3_bucket, f"{PREFIX}/", settings=s) if n.endswith(".parquet")]
+        with tempfile.TemporaryDirectory(prefix="kfct-outcomes-") as tmp:
+            for object_name in names:
+                dest = s3.download(f"s3://{s.s3_bucket}/{object_name}", Path(tmp) / "snapshot.parquet", settings=s)
+                for batch in pq.ParquetFile(dest).iter_batches(batch_size=65_536):
+                    yield pa.Table.from_batches([batch])
+                Path(dest).unlink()
+        return
+    base = Path(s.home) / PREFIX
+    for path in sorted(base.glob("*.parquet")) if base.exists() else []:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+            yield pa.Table.from_batches([batch])
 
 
 def join_predictions(predictions: pd.DataFrame, outcomes: pd.DataFrame, horizon_days: float = 30.0) -> pd.DataFrame:

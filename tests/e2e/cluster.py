@@ -219,10 +219,16 @@ def tls_kube_api(workdir: Path, default_mode: str = "Knative"):
     from tests.servingkit.fakes import FakeKubeApi
 
     class AdmittedKubeApi(FakeKubeApi):
-        """InferenceService writes pass KServe's mutating and validating webhooks (kserve_admission.py)."""
+        """InferenceService writes pass KServe's mutating and validating webhooks (kserve_admission.py);
+        with `trainer` set (a FakeTrainer), the same apiserver serves Kubeflow Trainer's trainjobs."""
+
+        trainer = None
 
         def admit(self, old, obj):
             return kserve_admission.admit(old, obj, default_mode=default_mode)
+
+        def serve_other(self, method, path, body):
+            return self.trainer.handle(method, path, body) if self.trainer is not None else None
 
     crt, key = self_signed_cert(workdir)
     api = AdmittedKubeApi()
@@ -230,6 +236,31 @@ def tls_kube_api(workdir: Path, default_mode: str = "Knative"):
     ctx.load_cert_chain(crt, key)
     api.httpd.socket = ctx.wrap_socket(api.httpd.socket, server_side=True)
     return api, crt.read_text()
+
+
+def trainer_pod_launcher(python: str, uid: int, service_account: dict, cgroup_prefix: str, groups: list):
+    """Kubeflow Trainer's worker pods run as every other pod of the e2e (tests/e2e/pod.py, no KFP launcher):
+    a private mount namespace, the pod's directory as /run/pod (work, home, tmp), the kubelet's
+    service-account files, the image's uid, and a cgroup v1 memory group at the memory limit of the
+    TrainJob's `resourcesPerNode` (what the JobSet's pod template gets from it). `groups` collects the
+    groups' names, for removal once the pods are gone (a SIGKILLed pod cannot remove its own)."""
+    import json
+
+    from tests.e2e.kfp_emulator import POD, quantity_bytes
+
+    def launch(pod: str, root: Path, argv: list, env: dict, resources: dict) -> subprocess.Popen:
+        limit = (resources.get("limits") or {}).get("memory")
+        spec = {"command": argv, "env": dict(env, HOME="/run/pod/home", TMPDIR="/run/pod/tmp"), "pod_dir": str(root),
+                "service_account": service_account, "uid": uid, "cgroup": f"{cgroup_prefix}/{pod}"[:200],
+                "memory_limit_bytes": quantity_bytes(limit) if limit else None}
+        groups.append(spec["cgroup"])
+        (root / "pod.json").write_text(json.dumps(spec))
+        with open(root / "log.txt", "wb") as log:
+            return subprocess.Popen(["unshare", "-m", "--propagation", "private", python, str(POD),
+                                     str(root / "pod.json")], stdout=log, stderr=subprocess.STDOUT,
+                                    env={"PATH": env["PATH"]}, start_new_session=True)
+
+    return launch
 
 
 def stop(proc) -> None:

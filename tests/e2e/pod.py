@@ -19,6 +19,9 @@ namespace, like a container's filesystem). Inside:
 4. output artifacts are uploaded from their local paths to their URIs (launcher), and
    the executor output (parameters, artifact metadata) is left for the emulator.
 
+A spec without `executor_input` is a pod with no KFP launcher (a Kubeflow Trainer worker,
+tests/e2e/cluster.py `trainer_pod_launcher`): steps 2 and 4 are skipped, the rest is the same.
+
 The launcher's S3 keys come from the spec (KFP's own artifact credentials), never from
 the task's env.
 """
@@ -127,9 +130,9 @@ def main(spec_path: str) -> int:
         f = Path("/run/secrets") / name
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(text)
-    s3 = _s3(spec)
-    ex = spec["executor_input"]
-    for arts in ex["inputs"].get("artifacts", {}).values():
+    ex = spec.get("executor_input")  # None: a container with no KFP launcher around it (a Trainer worker pod)
+    s3 = _s3(spec) if ex is not None else None
+    for arts in (ex or {}).get("inputs", {}).get("artifacts", {}).values():
         for a in arts["artifacts"]:
             download(s3, a["uri"])
     uid = spec.get("uid")
@@ -157,7 +160,7 @@ def main(spec_path: str) -> int:
                 pass
     if rc < 0:  # killed by a signal: the container runtime reports 128 + signal (137 for SIGKILL)
         rc = 128 - rc
-    if rc != 0:
+    if rc != 0 or ex is None:
         return rc
     for arts in ex["outputs"].get("artifacts", {}).values():
         for a in arts["artifacts"]:

@@ -92,7 +92,7 @@ def stack(tmp_path_factory):
         running.callback(C.stop, mlflow)
         start_apis(st, running)
         compiling = start_compile(st)  # while MLflow starts
-        C.wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, mlflow)
+        C.wait_http(f"http://127.0.0.1:{mlflow_port}/health", 300, mlflow)  # its migrations take minutes under load
         st.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         out, _ = compiling.communicate(timeout=180)
         assert compiling.returncode == 0, out
@@ -187,6 +187,26 @@ def start_apis(st: Stack, running: contextlib.ExitStack) -> None:
                         KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(kube_port))
 
     st.cluster = PodCluster
+    start_trainer(st, running)
+
+
+def start_trainer(st: Stack, running: contextlib.ExitStack) -> None:
+    """Kubeflow Trainer behind the same Kubernetes API (trainer_fake.py, kubeflow/trainer v2.2.0's XGBoost
+    plugin): each worker its own pod (pod.py) under its TrainJob's memory limit; its env's Secret and
+    ConfigMap keys resolved against the rendered objects, Service DNS mapped as for every pod."""
+    from tests.e2e.kfp_emulator import _remove_cgroup
+    from tests.e2e.trainer_fake import FakeTrainer
+
+    secret = st.config.get("KFCT_K8S_SECRET_NAME", "kfct-s3-credentials")
+    config_map = st.config.get("KFCT_K8S_CONFIG_MAP", "kfct-config")
+    groups: list[str] = []
+    running.callback(lambda: [_remove_cgroup(g) for g in groups])  # runs after the fake killed what still ran
+    st.trainer = running.enter_context(FakeTrainer(
+        st.work / "trainer-pods", secrets={secret: st.services.rewrite_env(st.objects.secret(secret))},
+        config_maps={config_map: st.services.rewrite_env(st.objects.config_map(config_map))},
+        launch=C.trainer_pod_launcher(sys.executable, image_uid(), st.pod_files, "kfct-e2e/trainer", groups)))
+    st.trainer.mounted = True
+    st.kube.trainer = st.trainer
 
 
 def start_compile(st: Stack) -> subprocess.Popen:
@@ -364,6 +384,48 @@ def test_cluster_path(stack, monkeypatch):
     lap("CT run 3 (train pod SIGKILLed)", runk)
     batch_scoring_in_shard_pods(st, model_name, lap)
     print(f"\ne2e wall time {time.perf_counter() - lap.t0:.0f}s")
+
+
+TRAINER_MEMORY = "1536Mi"
+
+
+def test_ct_run_trains_on_kubeflow_trainer_worker_pods(stack):
+    """A CT run with `train.workers: 2` (issue 21): the train pod creates a TrainJob through the cluster's
+    Kubernetes API with its service account; Trainer (trainer_fake.py, kubeflow/trainer v2.2.0
+    pkg/runtime/framework/plugins/xgboost/xgboost.go: DMLC_* env, completion index as rank, tracker
+    port) runs each worker as its own pod (pod.py: private mounts, its own dirs, uid 10001) in a memory
+    group at the TrainJob's `resourcesPerNode` limit; rank 0's model is then evaluated and registered by
+    the normal steps."""
+    from kfct.config import config_to_json, load_config
+    from tests.e2e.kfp_emulator import quantity_bytes
+
+    st = stack
+    push(st, "customers-trainer", "trainer", seed=5)
+    cfg = load_config(overrides={"train": {"workers": 2}, "resources": {"train": {"memory": TRAINER_MEMORY}}})
+    run = emulator(st, "ct_pipeline.yaml").run({"data_uri": "dataset://trainer", "config_json": config_to_json(cfg),
+                                                "model_name": "churn-trainer"})
+    for t in ("train-model", "evaluate-model", "register-model"):
+        assert run.task(t).state == "SUCCEEDED", (t, run.task(t).log[-3000:])
+    meta = run.task("train-model").artifacts["model"][0]["metadata"]
+    assert meta["train_engine"] == "kubeflow-trainer" and meta["train_workers"] == 2, meta
+    assert run.task("register-model").parameters["Output"]  # the version rank 0's model became
+
+    (create,) = [r for r in st.trainer.requests if r["method"] == "POST"]
+    job = create["body"]
+    assert create["path"] == f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{st.namespace}/trainjobs"
+    assert job["spec"]["runtimeRef"]["name"] == "xgboost-distributed" and job["spec"]["trainer"]["numNodes"] == 2
+    assert job["metadata"]["labels"]["kfct/pipeline-run-id"] == run.run_id
+    assert job["spec"]["trainer"]["resourcesPerNode"]["limits"]["memory"] == TRAINER_MEMORY
+    name = job["metadata"]["name"]
+    assert st.trainer.deleted == [name] and not st.trainer.jobs  # the step deleted it when done
+    pods = sorted((p for p in st.trainer.pods if p["job"] == name), key=lambda p: p["name"])
+    assert [p["env"]["DMLC_TASK_ID"] for p in pods] == ["0", "1"]
+    assert all(p["proc"].returncode == 0 for p in pods)
+    for rank, p in enumerate(pods):
+        spec = json.loads((Path(p["cwd"]).parent / "pod.json").read_text())
+        assert spec["memory_limit_bytes"] == quantity_bytes(TRAINER_MEMORY) and spec["uid"] == image_uid()
+        assert spec["env"]["HOME"] == "/run/pod/home" and "KFCT_S3_ENDPOINT" in spec["env"]
+        assert f"worker {rank}/2:" in Path(p["log"]).read_text()
 
 
 def schedule_ct(st: Stack) -> None:

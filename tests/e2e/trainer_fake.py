@@ -22,7 +22,13 @@ what is used here):
   127.0.0.1 and port 29500 -> a free loopback port (every pod here shares one network).
   `python` in the command is the image's interpreter (this virtualenv's). Each pod gets its own
   empty working directory, HOME and TMPDIR and no other environment than the above and the
-  image's PATH; nothing of the test process's env leaks in.
+  image's PATH; nothing of the test process's env leaks in. The `node` container's resources are
+  the TrainJob's `resourcesPerNode` (pkg/runtime/framework/plugins/jobset/builder.go, v2.2.0): the
+  `launch` a test passes gets them; the e2e's (tests/e2e/cluster.py `trainer_pod_launcher`) runs
+  each pod as pod.py runs every pod, its memory limit a cgroup v1 group. Read again at v2.2.0,
+  v2.3.0 and 8c0f5059 (2026-12-07): xgboost.go and the four DMLC_* constants
+  (pkg/constants/constants.go; DMLC_TASK_ID from the completion-index annotation, port 29500) are
+  the same in all three.
 - Status (pkg/controller/trainjob_controller.go, plugins/jobset/jobset.go): the JobSet's
   `Completed` becomes condition `Complete` (reason AllJobsCompleted, "jobset completed
   successfully"); a failed Job fails the JobSet (jobset pkg/constants: FailedJobs, "jobset failed
@@ -49,6 +55,7 @@ import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 TRAINJOBS = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/?]+))?$")
@@ -70,15 +77,18 @@ class FakeTrainer:
     """`with FakeTrainer(workdir, secrets={...}, config_maps={...}) as kube:` then point a client at `kube.url`."""
 
     def __init__(self, workdir: Path, secrets: dict[str, dict[str, str]] | None = None,
-                 config_maps: dict[str, dict[str, str]] | None = None, python: str | None = None):
+                 config_maps: dict[str, dict[str, str]] | None = None, python: str | None = None,
+                 launch: Launch | None = None):
         self.workdir = Path(workdir)
         self.secrets, self.config_maps = secrets or {}, config_maps or {}
         self.python = python or sys.executable
+        self.launch = launch or launch_process
         self.jobs: dict[tuple[str, str], dict] = {}
         self.pods: list[dict] = []  # every pod started: name, env, cwd, argv, exit code
         self.requests: list[dict] = []
         self.deleted: list[str] = []
         self.lock = threading.Lock()
+        self.mounted = False  # True: served by another apiserver fake, which answers other paths itself
         self._procs: dict[str, list[subprocess.Popen]] = {}
         outer = self
 
@@ -186,10 +196,7 @@ class FakeTrainer:
                 "PATH": os.pathsep.join([str(Path(self.python).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             })
             argv = [self.python if a == "python" else a for a in (trainer.get("command") or []) + (trainer.get("args") or [])]
-            log = open(root / "log.txt", "wb")  # noqa: SIM115 (the pod's log; closed with the process)
-            p = subprocess.Popen(argv, cwd=root / "work", env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-            log.close()
+            p = self.launch(pod, root, argv, env, trainer.get("resourcesPerNode") or {})
             procs.append(p)
             with self.lock:
                 self.pods.append({"name": pod, "job": name, "env": env, "cwd": str(root / "work"), "argv": argv,
@@ -219,6 +226,39 @@ class FakeTrainer:
                         {"type": outcome[0], "status": "True", "reason": outcome[1], "message": outcome[2],
                          "lastTransitionTime": _now()})
 
+    # -- the API ----------------------------------------------------------------------------------
+    def handle(self, method: str, path: str, body: dict | None, auth: str | None = None) -> tuple[int, dict] | None:
+        """(status, body) for a trainjobs request, as the API server answers it; None for any other path
+        (so an apiserver fake serving other groups too can hand these requests on: tests/e2e/cluster.py)."""
+        m = TRAINJOBS.match(path)
+        if not m:
+            return None if self.mounted else (404, _status(404, "NotFound", f"no route {path}"))
+        self.requests.append({"method": method, "path": path, "auth": auth, "body": body})
+        ns, name = m.groups()
+        if method == "POST" and name is None:
+            denial = self.admit(ns, body or {})
+            if denial:
+                return denial
+            obj = copy.deepcopy(body)
+            obj["metadata"].update({"namespace": ns, "creationTimestamp": _now(), "uid": os.urandom(8).hex()})
+            with self.lock:
+                self.jobs[(ns, obj["metadata"]["name"])] = obj
+            self.start(ns, obj)
+            return 201, obj
+        if name is None:
+            return 405, _status(405, "MethodNotAllowed", method)
+        if method == "GET":
+            with self.lock:
+                obj = copy.deepcopy(self.jobs.get((ns, name)))
+            if obj is None:
+                return 404, _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
+            return 200, obj
+        if method == "DELETE":
+            if self.delete(ns, name) is None:
+                return 404, _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        return 405, _status(405, "MethodNotAllowed", method)
+
     def delete(self, ns: str, name: str) -> dict | None:
         with self.lock:
             obj = self.jobs.pop((ns, name), None)
@@ -228,6 +268,18 @@ class FakeTrainer:
         for p in procs:
             _kill(p)
         return obj
+
+
+# (pod name, pod directory with work/ home/ tmp/, argv, env, resourcesPerNode) -> the pod's process
+Launch = Callable[[str, Path, list, dict, dict], subprocess.Popen]
+
+
+def launch_process(pod: str, root: Path, argv: list, env: dict, resources: dict) -> subprocess.Popen:
+    """A worker pod as a plain process in its own directory (resources not enforced); its log in root/log.txt.
+    The e2e's cluster passes a launcher that runs it as its other pods run (tests/e2e/pod.py)."""
+    with open(root / "log.txt", "wb") as log:
+        return subprocess.Popen(argv, cwd=root / "work", env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def _kill(p: subprocess.Popen) -> None:
@@ -255,38 +307,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _handle(self, method: str) -> None:
-        fake = self.fake
-        path = urlparse(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        fake.requests.append({"method": method, "path": path, "auth": self.headers.get("Authorization"), "body": body})
-        m = TRAINJOBS.match(path)
-        if not m:
-            return self._send(404, _status(404, "NotFound", f"no route {path}"))
-        ns, name = m.groups()
-        if method == "POST" and name is None:
-            denial = fake.admit(ns, body or {})
-            if denial:
-                return self._send(*denial)
-            obj = copy.deepcopy(body)
-            obj["metadata"].update({"namespace": ns, "creationTimestamp": _now(), "uid": os.urandom(8).hex()})
-            with fake.lock:
-                fake.jobs[(ns, obj["metadata"]["name"])] = obj
-            fake.start(ns, obj)
-            return self._send(201, obj)
-        if name is None:
-            return self._send(405, _status(405, "MethodNotAllowed", method))
-        if method == "GET":
-            with fake.lock:
-                obj = copy.deepcopy(fake.jobs.get((ns, name)))
-            if obj is None:
-                return self._send(404, _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found'))
-            return self._send(200, obj)
-        if method == "DELETE":
-            if fake.delete(ns, name) is None:
-                return self._send(404, _status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found'))
-            return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-        self._send(405, _status(405, "MethodNotAllowed", method))
+        self._send(*self.fake.handle(method, urlparse(self.path).path, body, self.headers.get("Authorization")))
 
     def do_GET(self):
         self._handle("GET")

@@ -116,6 +116,9 @@ class _KubeHandler(BaseHTTPRequestHandler):
         r = ROUTE_PATH.match(path)
         if r and method == "GET":
             return self._route(*r.groups())
+        served = srv.serve_other(method, path, body)  # another API group this apiserver serves (a subclass's)
+        if served is not None:
+            return self._send(*served)
         m = ISVC_PATH.match(path)
         if not m:
             return self._send(404, {"kind": "Status", "code": 404, "message": f"no route {path}"})
@@ -186,6 +189,9 @@ class _KubeHandler(BaseHTTPRequestHandler):
 
     def do_PATCH(self):
         self._handle("PATCH")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
 
 
 def _predictor_template(spec: dict) -> dict:
@@ -334,6 +340,11 @@ class FakeKubeApi(_Server):
                                     "reason": "Forbidden",
                                     "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" '
                                                f"denied the request: {why}"})
+
+    def serve_other(self, method: str, path: str, body: dict | None) -> tuple[int, dict] | None:
+        """(status, body) for a request of another API group a subclass serves (e.g. Trainer's
+        trainjobs in the e2e); None: not one of them."""
+        return None
 
     def http_routes(self, namespace: str) -> dict[str, dict]:
         """The HTTPRoutes KServe's controller keeps for the namespace's Standard-mode services."""

@@ -129,3 +129,138 @@ def test_prediction_log_window_reads_newest_files_only(tmp_path, monkeypatch):
     assert len(got) == 250 and got.attrs["rows_total"] >= 250
     pd.testing.assert_frame_equal(got, whole.tail(250).reset_index(drop=True))
     assert len(opened) == 3    # the newest three files hold 300 >= 250 rows
+
+
+# -- the outcomes, A/B and shadow reports: a bounded sample of the log, only its customers' outcomes ----------
+
+def test_prediction_log_sample_is_bounded_by_customer_and_whole_below_the_bound(tmp_path, monkeypatch):
+    """Past the bound: at most n rows, whole customers (champion and shadow rows together), the same
+    customers at every read; pandas never reads a whole file. Below it: the plain read's rows."""
+    from kfct.contracts.prediction_log import read_prediction_log, sample_prediction_log
+    from tests.predlogkit import write_log
+
+    total = write_log(tmp_path, customers=3_000, files=3)
+    whole = read_prediction_log(root=tmp_path / "predictions", s3=False)
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: (_ for _ in ()).throw(AssertionError("whole file read")))
+    got, seen = sample_prediction_log(1_000, root=tmp_path / "predictions", s3=False)
+    assert seen == total == 6_000 and len(got) == 1_000
+    per_customer = got.groupby("customer_id")["role"].agg(set)
+    assert (per_customer == {"champion", "shadow"}).all()  # pairs stay whole (n is even here)
+    again, _ = sample_prediction_log(1_000, root=tmp_path / "predictions", s3=False)
+    pd.testing.assert_frame_equal(got, again)
+    assert set(got.columns) <= set(whole.columns) and "f0" not in got.columns  # metadata columns only
+    pos = whole.drop_duplicates("customer_id").reset_index().set_index("customer_id").loc[got["customer_id"], "index"]
+    assert pos.min() < 1_000 and pos.max() > 5_000  # spread over the log, not its head or tail
+    monkeypatch.setattr(pq, "read_table", real)
+    small, n = sample_prediction_log(10_000, root=tmp_path / "predictions", s3=False)
+    assert n == total
+    cols = list(small.columns)
+    pd.testing.assert_frame_equal(small, whole[cols].sort_values("ts", kind="stable").reset_index(drop=True))
+
+
+def test_stored_outcomes_reads_only_the_customers_asked_for(tmp_path, monkeypatch):
+    from kfct.evidence.outcomes import stored_outcomes
+    from kfct.runtime.settings import get_settings, reset_settings
+    from tests.predlogkit import write_outcomes
+
+    monkeypatch.setenv("KFCT_HOME", str(tmp_path))
+    monkeypatch.delenv("KFCT_S3_ENDPOINT", raising=False)
+    reset_settings()
+    write_outcomes(tmp_path, 5_000)
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: (_ for _ in ()).throw(AssertionError("whole file read")))
+    got = stored_outcomes(get_settings(), ids=["c00000007", "c00004999", "nobody"])
+    assert list(got["customer_id"]) == ["c00000007", "c00004999"]
+    assert len(stored_outcomes(get_settings())) == 5_000
+    reset_settings()
+
+
+@pytest.mark.slow
+def test_the_outcomes_report_states_its_sample(kfct_home, cfg, tmp_path):
+    """`kfct outcomes report` judges at most outcomes.max_predictions predictions and says so in the
+    Markdown, HTML, JSON and audit entry; below the bound it says it judged all of them."""
+    import json
+
+    from kfct.components.outcomes_report import outcomes_report
+    from kfct.config import with_overrides
+    from tests.predlogkit import write_log, write_outcomes
+
+    write_log(kfct_home, customers=2_000, files=2)
+    write_outcomes(kfct_home, 2_000)
+    small = with_overrides(cfg, {"outcomes": {"max_predictions": 600}})
+    rep = outcomes_report("m", small, tmp_path / "a")
+    assert rep["sample"] == {"predictions_total": 4_000, "predictions_read": 600, "max_predictions": 600,
+                             "sampled": True, "text": "a sample of 600 of 4,000 served predictions (by customer; "
+                                                      "outcomes.max_predictions 600)"}
+    assert rep["n_judged"] == 600  # every sampled prediction has its customer's outcome
+    for f in ("markdown", "html"):
+        assert "Judged on a sample of 600 of 4,000 served predictions" in open(rep["files"][f]).read()
+    assert json.loads(open(rep["files"]["json"]).read())["sample"]["predictions_read"] == 600
+    from kfct.governance import audit
+
+    (entry,) = [e for e in audit.read() if e["event"] == "realized_performance"]
+    assert entry["sample"]["predictions_total"] == 4_000
+    from kfct.components.ab_test import sample_statement
+
+    assert sample_statement(4_000, 4_000, 500_000)["text"] == "all 4,000 served predictions"
+
+
+@pytest.mark.parametrize("kind", [None, "label_nulls", "unknown_category", "out_of_range", "missing_column",
+                                  "duplicated_rows", "wrong_dtype"])
+def test_a_csv_is_streamed_into_the_frame_pandas_reads(tmp_path, monkeypatch, kind):
+    """Ingest (and `kfct data push`) stream a CSV block by block (64 KiB blocks here, so a 2,000-row file
+    is many); the snapshot reads back as `pandas.read_csv` reads the file, clean or broken, with a
+    column a later block widens (wrong_dtype) and whatever the validation step must then see."""
+    from kfct.data import datastore
+    from kfct.data.datagen import corrupt, generate, write_frame
+    from kfct.data.datasource import snapshot_file
+
+    monkeypatch.setattr(datastore, "CSV_BLOCK_BYTES", 64 << 10)
+    df = generate(2_000, seed=5)
+    csv = write_frame(df if kind is None else corrupt(df, kind, seed=1), tmp_path / "d.csv")
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: (_ for _ in ()).throw(AssertionError("whole CSV read")))
+    shape = snapshot_file(str(csv), tmp_path / "snap.parquet")
+    monkeypatch.undo()
+    expect = pd.read_csv(csv)
+    assert shape["rows"] == len(expect) and shape["column_names"] == list(expect.columns)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "snap.parquet"), expect)
+
+
+def test_a_csv_column_a_later_block_does_not_fit_is_widened(tmp_path, monkeypatch):
+    """pyarrow types columns from the first block: an int column with a decimal, a flag column with a
+    word and an empty column with text further down are read again wider, as pandas reads them."""
+    from kfct.data import datastore
+
+    monkeypatch.setattr(datastore, "CSV_BLOCK_BYTES", 256)
+    rows = ["n,x,flag,empty,day"] + [f"{i},{i},{'true' if i % 2 else 'false'},,2026-01-0{i % 9 + 1}" for i in range(300)]
+    rows += ["1,1.5,maybe,text,2026-02-01"]
+    csv = tmp_path / "late.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    assert datastore.csv_to_parquet(csv, tmp_path / "late.parquet") == 301
+    got, expect = pd.read_parquet(tmp_path / "late.parquet"), pd.read_csv(csv)
+    assert got.dtypes.to_dict() == expect.dtypes.to_dict()
+    assert str(got.dtypes["x"]) == "float64" and str(got.dtypes["day"]) == "object"
+    pd.testing.assert_frame_equal(got, expect)
+
+
+def test_drift_reference_fallback_reads_a_bounded_sample_of_the_training_data(data, monkeypatch, no_whole_reads):
+    """A champion without its training snapshot artifact falls back to its `data_uri`, checked against
+    `dataset_sha256`: a sample of drift.window_rows rows, never the whole table."""
+    from types import SimpleNamespace
+
+    from kfct.governance import registry
+    from kfct.components.drift_inputs import DriftInputError, load_reference
+    from kfct.governance.lineage import sha256_file
+
+    df, path, _ = data
+    version = SimpleNamespace(version="3", run_id=None, model=None,
+                              tags={"data_uri": str(path), "dataset_sha256": sha256_file(path)})
+    monkeypatch.setattr(registry, "setup", lambda *a, **k: None)
+    monkeypatch.setattr(registry, "load_version", lambda *a, **k: version)
+    ref, loaded, source = load_reference("m", max_rows=800)
+    assert loaded is version and len(ref) == 800 and ref["customer_id"].is_unique
+    assert set(ref["customer_id"]) <= set(df["customer_id"])
+    assert source == f"{path}; a sample of 800 of 5,000 rows (drift.window_rows)"
+    version.tags["dataset_sha256"] = "0" * 64
+    with pytest.raises(DriftInputError, match="no longer has the recorded content"):
+        load_reference("m", max_rows=800)
