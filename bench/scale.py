@@ -150,10 +150,7 @@ def _prepare_stats(d: Path, work: Path, cfg: dict, all_gx: bool, first_stats: Pa
             shutil.copytree(first_stats, sd, dirs_exist_ok=True)
             continue
         df = parts.read_part(uri).to_pandas()
-        if all_gx:
-            rec = validate_part(df, cfg, sd)
-        else:
-            rec = {"result": first["result"], "stats": part_statistics(df, cfg, sd)}
+        rec = validate_part(df, cfg, sd) if all_gx else {"result": first["result"], "stats": part_statistics(df, cfg, sd)}
         (sd / "part.json").write_text(json.dumps({**rec, "part_uri": uri}, default=str))
     return out
 

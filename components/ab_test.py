@@ -163,7 +163,7 @@ def shadow_report_core(joined, champion: str, shadow: str, cfg: RunConfig) -> di
     sh = joined[(joined["role"] == "shadow") & (joined["model_version"].astype(str) == str(shadow))]
     pairs = prod.merge(sh, on=["request_id", "customer_id"], suffixes=("_a", "_b"))
     pairs = pairs.sort_values("ts_a", kind="stable").drop_duplicates("customer_id", keep="last")
-    out: dict[str, Any] = {"champion": str(champion), "shadow": str(shadow), "pairs": int(len(pairs)),
+    out: dict[str, Any] = {"champion": str(champion), "shadow": str(shadow), "pairs": len(pairs),
                            "min_improvement": st["shadow_min_improvement"], "alpha": st["alpha"]}
     if len(pairs) < 2:
         out.update(decision={"action": "continue", "reason": f"only {len(pairs)} paired outcome(s)"})

@@ -96,7 +96,7 @@ def _performance(y, p, threshold: float | None) -> dict | None:
         return None
     pred = p if _is_binary(p) else (p >= (0.5 if threshold is None else float(threshold))).astype(np.float64)
     return {"roc_auc": float(roc_auc_score(y, p)), "recall": float(recall_score(y, (pred >= 0.5).astype(np.int64))),
-            "rows": int(len(y)), "positive_rate": float((y == 1).mean())}
+            "rows": len(y), "positive_rate": float((y == 1).mean())}
 
 
 def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: "DriftConfig") -> tuple[str, float, str]:
@@ -195,8 +195,8 @@ def detect_drift(reference, current, cfg: "RunConfig", feature_columns, predicti
         severity=decision["severity"],
         retrain=decision["retrain"],
         reason=decision["reason"],
-        rows={"reference": int(len(ref)), "reference_total": int(len(reference)),
-              "current": int(len(cur)), "current_total": int(len(current))},
+        rows={"reference": len(ref), "reference_total": len(reference),
+              "current": len(cur), "current_total": len(current)},
         thresholds=_thresholds(cfg_drift),
         seconds=round(time.perf_counter() - t0, 3),
     )

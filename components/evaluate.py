@@ -91,7 +91,7 @@ def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int 
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     return {
         "metric": metric, "challenger": new, "champion": old, "diff": new - old,
-        "ci_low": float(lo), "ci_high": float(hi), "confidence": confidence, "rounds": int(len(diffs)),
+        "ci_low": float(lo), "ci_high": float(hi), "confidence": confidence, "rounds": len(diffs),
         # A significant regression: the whole interval on the wrong side of zero.
         "significant_regression": bool(sign * hi < 0),
         "significant_improvement": bool(sign * lo > 0),
@@ -326,7 +326,7 @@ def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.nda
 
     X = test_df.drop(columns=[cfg.dataset.label])
     top = top_features_shap(model, X.sample(n=min(2000, len(X)), random_state=0), k=10)
-    return {"rows_test": int(len(test_df)), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
+    return {"rows_test": len(test_df), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
             "top_features": top, "charts": curve_charts(y, proba, top)}
 
 

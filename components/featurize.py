@@ -80,7 +80,7 @@ def featurize_split(
         label = cfg.dataset.label
         for art, part in ((train, tr), (val, va), (test, te)):
             part.to_parquet(art.path, index=False)
-            art.metadata.update({"rows": int(len(part)), "positive_share": round(float(part[label].mean()), 4),
+            art.metadata.update({"rows": len(part), "positive_share": round(float(part[label].mean()), 4),
                                  "dataset_sha256": dataset.metadata.get("sha256", "")})
         joblib.dump(encoder, preprocessor.path)
         preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})

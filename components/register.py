@@ -76,7 +76,7 @@ def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: s
             moved = f"champion moved from v{gated} to v{current} since the gate"
             if on_moved == "regate" and regate is not None and current is not None:
                 decision = regate(current)
-                decision["reasons"] = [f"{moved}: re-gated against v{current}"] + list(decision.get("reasons", []))
+                decision["reasons"] = [f"{moved}: re-gated against v{current}", *list(decision.get("reasons", []))]
                 regated = decision
                 audit.record("gate_decision", model_name=model_name, mlflow_run_id=run_id,
                              deploy=bool(decision.get("deploy")), reasons=decision["reasons"],

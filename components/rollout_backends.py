@@ -159,7 +159,7 @@ class PrometheusMetrics:
     def window(self, version: str, seconds: float, workload: str = "") -> Window:
         """Figures of `version` over the last `seconds`; `workload` narrows them to the pods of one
         predictor (a label selector such as `service="churn-classifier-v7-predictor"`)."""
-        rng = f"[{max(1, int(round(seconds)))}s]"
+        rng = f"[{max(1, round(seconds))}s]"
         q = self.query
 
         def sel(more: str = "") -> str:
@@ -173,8 +173,8 @@ class PrometheusMetrics:
         pos = q(f"sum(increase(kfct_predictions_total{positive}{rng}))")
         inst = q(f"sum(increase(kfct_predictions_total{every}{rng}))")
         p99 = q(f"histogram_quantile(0.99, sum by (le) (rate(kfct_request_latency_seconds_bucket{every}{rng})))")
-        return Window(version=str(version), requests=int(round(req + cerr + serr)), instances=int(round(inst)),
-                      client_errors=int(round(cerr)), server_errors=int(round(serr)), positives=int(round(pos)),
+        return Window(version=str(version), requests=round(req + cerr + serr), instances=round(inst),
+                      client_errors=round(cerr), server_errors=round(serr), positives=round(pos),
                       p99_latency_s=p99)
 
 

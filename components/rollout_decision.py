@@ -5,6 +5,7 @@ the backends' windows and performs what these functions decide, so every rule a 
 judged by is testable with plain values.
 """
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -154,17 +155,14 @@ def _judge_unpaired(canary: Window, ref: Window, thr: Thresholds, failures: list
 
 def parse_steps(steps: Any) -> list[float]:
     """'10,50,100' or [10, 50, 100] -> increasing percents within (0, 100]."""
-    if isinstance(steps, str):
-        parts = [p for p in steps.replace(" ", "").split(",") if p]
-    else:
-        parts = list(steps or [])
+    parts = [p for p in steps.replace(" ", "").split(",") if p] if isinstance(steps, str) else list(steps or [])
     try:
         out = [float(p) for p in parts]
     except (TypeError, ValueError):
         raise RolloutError(f"rollout steps must be numbers, got {steps!r}") from None
     if not out:
         raise RolloutError("rollout needs at least one step")
-    if any(not 0 < p <= 100 for p in out) or any(b <= a for a, b in zip(out, out[1:])):
+    if any(not 0 < p <= 100 for p in out) or any(b <= a for a, b in itertools.pairwise(out)):
         raise RolloutError(f"rollout steps must increase within (0, 100], got {out}")
     return out
 

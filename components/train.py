@@ -182,7 +182,7 @@ def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | N
     threshold, val_metrics = threshold_and_metrics(yva, val_proba, ct)
     model = ChurnModel(encoder=encoder, estimator=predictor, threshold=threshold)
     info.update({"model": kind, "device": device, "tune_trials": trials, "threshold": threshold,
-                 "n_train": int(len(train_df)), "n_val": int(len(val_df))})
+                 "n_train": len(train_df), "n_val": len(val_df)})
     return model, params, val_metrics, info
 
 

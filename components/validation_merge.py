@@ -65,7 +65,7 @@ def part_statistics(df, cfg: "RunConfig", out_dir: str | Path) -> dict:
     label = ds.label
     present = [str(c) for c in df.columns]
     plan = plan_checks(cfg, present_columns=present, label_data=df[label] if label in df.columns else None)
-    stats: dict[str, Any] = {"rows": int(len(df)), "hashes": {}}
+    stats: dict[str, Any] = {"rows": len(df), "hashes": {}}
     for _kind, kwargs, meta in plan:
         check, col = meta["check"], meta.get("column")
         if check == "unique" and col in df.columns:

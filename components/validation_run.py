@@ -54,7 +54,7 @@ def validate_frame(df, cfg: RunConfig) -> dict:
         "schema_version": int(cfg.schema_version),
         "n_expectations": len(records),
         "n_failed": len(failures),
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "columns": len(present),
         "gx_version": _gx_version(),
         "failures": failures,

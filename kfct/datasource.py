@@ -236,7 +236,7 @@ def snapshot_file(uri: str, dest: str | Path) -> dict:
         names = [n for n in schema.names if n not in index]   # as pandas would show the columns
         return {"rows": int(rows), "columns": len(names), "column_names": names}
     df = snapshot_dataset(uri, dest)
-    return {"rows": int(len(df)), "columns": int(df.shape[1]), "column_names": list(map(str, df.columns))}
+    return {"rows": len(df), "columns": int(df.shape[1]), "column_names": list(map(str, df.columns))}
 
 
 def write_snapshot(df: pd.DataFrame, dest: str | Path) -> Path:

@@ -175,7 +175,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
             lookup = np.array([index.get(str(v), -1) for v in dictionary] + [self._missing_slot.get(c, -1)],
                               dtype=np.int64)
             idx = pc.fill_null(col.indices, len(dictionary)).to_numpy(zero_copy_only=False)
-            values = dictionary + [None]
+            values = [*dictionary, None]
             codes = lookup[idx]
             self._one_hot(out, c, codes, _LazyValues(values, idx))
         return out

@@ -97,7 +97,7 @@ def top_features_shap(model, X, k: int = 10, seed: int = 0) -> dict:
         per_source = np.zeros((contrib.shape[0], len(names)))
         np.add.at(per_source.T, src, contrib.T)  # sum one-hot columns per row (SHAP is additive)
         values = np.abs(per_source).mean(axis=0)
-        return {"method": SHAP_METHOD, "kind": "shap", "rows": int(len(X)), "features": _ranked(names, values, k)}
+        return {"method": SHAP_METHOD, "kind": "shap", "rows": len(X), "features": _ranked(names, values, k)}
 
     rng = np.random.default_rng(seed)
     base = model.predict_positive(X)
@@ -107,7 +107,7 @@ def top_features_shap(model, X, k: int = 10, seed: int = 0) -> dict:
         Xp = X.copy()
         Xp[col] = X[col].to_numpy()[rng.permutation(len(X))]
         values[i] = float(np.abs(model.predict_positive(Xp) - base).mean())
-    return {"method": PERMUTATION_METHOD, "kind": "permutation", "rows": int(len(X)),
+    return {"method": PERMUTATION_METHOD, "kind": "permutation", "rows": len(X),
             "features": _ranked(names, values, k)}
 
 

@@ -38,7 +38,7 @@ def _nice(v: float, down: bool) -> float | int:
     """A round-ish bound (4 significant digits), never inside the observed range."""
     if v == 0 or not math.isfinite(v):
         return 0
-    digits = 3 - int(math.floor(math.log10(abs(v))))
+    digits = 3 - math.floor(math.log10(abs(v)))
     scale = 10.0 ** digits
     out = (math.floor if down else math.ceil)(v * scale) / scale
     return int(out) if float(out).is_integer() else out

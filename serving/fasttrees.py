@@ -157,7 +157,7 @@ def _check_learner(learner: dict) -> list[dict]:
 def _concat_nodes(trees: list[dict]) -> dict[str, np.ndarray]:
     """All trees' node arrays end to end (children renumbered), plus each tree's root."""
     sizes = [len(t["left_children"]) for t in trees]
-    offsets = np.cumsum([0] + sizes[:-1])
+    offsets = np.cumsum([0, *sizes[:-1]])
 
     def cat(key: str, dtype: type) -> np.ndarray:
         return np.concatenate([np.asarray(t[key], dtype=dtype) for t in trees])

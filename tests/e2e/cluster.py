@@ -181,7 +181,7 @@ def mlflow_command(objects: Objects, services: Services, port: int, store_dir: P
             a = f"--backend-store-uri=sqlite:///{store_dir}/{path[len(mount):].lstrip('/')}"
         args.append(services.rewrite(a))
     exe = str(Path(sys.executable).parent / c["command"][0])
-    return [exe] + args, services.rewrite_env(objects.container_env(c))
+    return [exe, *args], services.rewrite_env(objects.container_env(c))
 
 
 def self_signed_cert(workdir: Path) -> tuple[Path, Path]:

@@ -281,7 +281,7 @@ def serve_isvc(st, isvc: dict, runtime: dict, model_dir: Path):
     env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home))
     env["KFCT_HOME"] = str(home / env.get("KFCT_HOME", "kfct").lstrip("/"))
     assert c["command"][:1] == ["python"]
-    argv = [sys.executable] + c["command"][1:] + args
+    argv = [sys.executable, *c["command"][1:], *args]
     proc = subprocess.Popen(argv, env=env, cwd=home, stdout=open(home / "log.txt", "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     probe = runtime["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
@@ -490,7 +490,7 @@ def monitoring_triggers_a_retrain(st: Stack):
     params = runs[-1].body.get("runtime_config", {}).get("parameters", {})
     assert params.get("data_uri") == "dataset://latest", params
     # the retrain runs the version `kfct schedule` pinned, in the namespaced pipeline
-    pinned = [r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns")][0]
+    pinned = next(r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns"))
     assert runs[-1].body["pipeline_version_reference"] == pinned.body["pipeline_version_reference"]
     assert all(p["namespace"] == st.config["KFCT_KFP_NAMESPACE"] for p in st.kfp.state.pipelines.values())
     # the KFP token reached only the pods the PodDefault selects (the steps that call the KFP API)

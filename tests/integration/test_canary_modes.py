@@ -167,7 +167,7 @@ def test_a_canary_that_never_gets_ready_is_rolled_back_not_baked(serving_env, mo
     from kfct import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
-    res, kube, prom = _roll(serving_env, "good_b", mode, GOOD(v_a, v_b), monkeypatch, ready=False)
+    res, _kube, prom = _roll(serving_env, "good_b", mode, GOOD(v_a, v_b), monkeypatch, ready=False)
     assert res.outcome == "aborted" and "not ready" in res.reasons[0], res.reasons
     assert prom.requests == []  # never judged on metrics of pods that were not serving
     assert registry.alias_version(MODEL_NAME, "champion") == v_a

@@ -55,7 +55,7 @@ def test_tail_of_a_file_and_of_parts(data, no_whole_reads):
 
 
 def test_bounded_sample_is_uniform_without_replacement(data):
-    df, path, pdir = data
+    df, _path, pdir = data
     a, total = parts.sample_location(pdir, 300, seed=1)
     b, _ = parts.sample_location(pdir, 300, seed=1)
     assert total == ROWS and len(a) == 300 and a["customer_id"].is_unique

@@ -36,7 +36,7 @@ def test_featurize_maps_string_labels_before_the_split(tmp_path):
     p.write_text("dataset:\n  label: y\n  positive_label: bad\n  columns:\n    x: {dtype: float}\n"
                  "    y: {dtype: category, values: [good, bad]}\ntrain: {model: logistic_regression}\n")
     df = pd.DataFrame({"x": range(200), "y": ["good", "bad"] * 100})
-    train, val, test, enc = featurize_core(df, load_config(p))
+    train, val, test, _enc = featurize_core(df, load_config(p))
     for part in (train, val, test):
         assert set(part["y"].unique()) == {0, 1} and part["y"].dtype.kind == "i"
 

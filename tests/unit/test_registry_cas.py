@@ -27,7 +27,7 @@ def store(kfct_home):
 def _champion_v1():
     from kfct import registry
 
-    uri, rid = log_tiny_model("v1")
+    uri, _rid = log_tiny_model("v1")
     v = registry.register(uri, NAME, {})
     registry.set_alias(NAME, "champion", v)
     return v
