@@ -272,7 +272,7 @@ def features_model(cfg: "RunConfig"):
     The case study writes this class by hand; building it from the config keeps the peer
     in step with whatever dataset the config describes.
     """
-    from typing import Literal, Optional
+    from typing import Literal
 
     from pydantic import Field, create_model
 
@@ -293,7 +293,7 @@ def features_model(cfg: "RunConfig"):
             typ = str
         bounds = {k: getattr(spec, m) for k, m in (("ge", "min"), ("le", "max")) if kind in ("int", "float")}
         if spec.nullable:
-            fields[col] = (Optional[typ], Field(None, **bounds))
+            fields[col] = (typ | None, Field(None, **bounds))
         else:
             fields[col] = (typ, Field(..., **bounds))
     return create_model("CustomerFeatures", **fields)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         for name, (log, child) in VARIANTS.items():
             port = free_port()
-            env = dict(os.environ, PYTHONPATH=os.getcwd())
+            env = dict(os.environ, PYTHONPATH=str(Path.cwd()))
             proc = subprocess.Popen([sys.executable, "-c", SERVER, log, child, str(port)], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:

@@ -126,7 +126,7 @@ def ensure_dataset(label: str, log=print) -> Path:
         for p in sub["parts"]:
             link = d / f"{p['sha256']}.parquet"
             if not link.exists():
-                os.symlink(p["uri"], link)
+                link.symlink_to(p["uri"])
         return d
     log(f"  generating {rows:,} rows in parts of {PART_ROWS:,} under {d} (once)")
     parts.write_parts(generate_chunks(rows, seed=42, chunk_rows=PART_ROWS), d, PART_ROWS)

@@ -142,7 +142,7 @@ def write_state(state: SplitState, path: str | Path | None = None) -> SplitState
             fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".split-", suffix=".json")
             with os.fdopen(fd, "w") as fh:
                 json.dump(state.to_json(), fh, indent=1, sort_keys=True)
-            os.replace(tmp, p)
+            Path(tmp).replace(p)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return state

@@ -15,7 +15,6 @@ live in the library layer, `kfct.prediction_log`; this module is the writer.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -345,7 +344,7 @@ class PredictionLogger:
             tmp = dest.with_name(dest.name + ".tmp")
             try:
                 tmp.write_bytes(seg.payload())
-                os.replace(tmp, dest)  # readers never see half a file
+                tmp.replace(dest)  # readers never see half a file
             except OSError:
                 tmp.unlink(missing_ok=True)
                 raise

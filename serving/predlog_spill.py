@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
-import os
 import re
 import threading
 from collections import deque
@@ -166,9 +165,9 @@ class SpillBuffer:
         tmp = dest.with_name(dest.name + ".tmp")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            with tmp.open("wb") as fh:
                 fh.write(seg.data)
-            os.replace(tmp, dest)  # a reader (the next start) never sees half a file
+            tmp.replace(dest)  # a reader (the next start) never sees half a file
         except OSError as exc:
             try:
                 tmp.unlink()

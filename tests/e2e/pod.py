@@ -33,7 +33,7 @@ from pathlib import Path
 
 
 def _mount_tmpfs(path: str) -> None:
-    os.makedirs(path, exist_ok=True)
+    Path(path).mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g", "tmpfs", path], check=True)
 
 
@@ -102,7 +102,7 @@ def _chown_tree(path: str, uid: int) -> None:
     for root, _dirs, files in os.walk(path):
         os.chown(root, uid, uid)
         for f in files:
-            os.chown(os.path.join(root, f), uid, uid)
+            os.chown(Path(root) / f, uid, uid)
 
 
 def _enter(group: Path | None, uid: int | None):
@@ -121,7 +121,7 @@ def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     _mount_tmpfs("/s3")
     _mount_tmpfs("/run")
-    os.makedirs(POD_ROOT)
+    Path(POD_ROOT).mkdir(parents=True)
     subprocess.run(["mount", "--bind", spec["pod_dir"], POD_ROOT], check=True)
     for name, text in spec.get("service_account", {}).items():  # paths under /run/secrets
         f = Path("/run/secrets") / name

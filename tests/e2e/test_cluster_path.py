@@ -130,7 +130,7 @@ def start_mlflow(st: Stack) -> tuple[subprocess.Popen, int]:
     home.mkdir()
     env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false",
                DO_NOT_TRACK="true")
-    log = open(st.work / "mlflow.log", "w")
+    log = (st.work / "mlflow.log").open("w")  # noqa: SIM115 (the server writes it for its whole life)
     proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     st.mlflow_args = argv
     return proc, port
@@ -282,8 +282,8 @@ def serve_isvc(st, isvc: dict, runtime: dict, model_dir: Path):
     env["KFCT_HOME"] = str(home / env.get("KFCT_HOME", "kfct").lstrip("/"))
     assert c["command"][:1] == ["python"]
     argv = [sys.executable, *c["command"][1:], *args]
-    proc = subprocess.Popen(argv, env=env, cwd=home, stdout=open(home / "log.txt", "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log = (home / "log.txt").open("w")  # noqa: SIM115 (the server writes it for its whole life)
+    proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     probe = runtime["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
     try:
         C.wait_http(f"http://127.0.0.1:{port}{probe}", 90, proc)

@@ -183,7 +183,7 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
 def test_missing_file_is_one_clear_error(home):
     from kfct.pipelines.local import run_ct
 
-    with pytest.raises(DataSourceError, match="dataset not found: .*nope.parquet"):
+    with pytest.raises(DataSourceError, match=r"dataset not found: .*nope.parquet"):
         run_ct(data_uri=str(home / "nope.parquet"))
 
 

@@ -89,7 +89,7 @@ def test_schedule_is_unique_by_name(kfp_env, kfp_server, package):
     again = kfp_client.schedule(package, name="monthly")
     assert again.action == "unchanged" and again.recurring_run_id == first.recurring_run_id
     assert len(kfp_server.state.recurring_runs) == 1
-    with pytest.raises(kfp_client.KfpError, match="a recurring run named 'monthly' already exists.*--replace"):
+    with pytest.raises(kfp_client.KfpError, match=r"a recurring run named 'monthly' already exists.*--replace"):
         kfp_client.schedule(package, name="monthly", cron="0 0 5 1 * *")
     assert len(kfp_server.state.recurring_runs) == 1
     swapped = kfp_client.schedule(package, name="monthly", cron="0 0 5 1 * *", replace=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,6 @@ def test_monitoring_pipeline_outcome_steps_run_as_kfp_tasks(serving_env, tmp_pat
     out = json.loads(real.outputs["Output"])
     assert out["decay"]["assessed"] and out["decay"]["retrain"] is True, out  # decay seen ...
     assert out["retrain"] is None                                              # ... acted on only when asked
-    assert "Realized performance" in open(real.outputs["report_md"].path).read()
+    assert "Realized performance" in Path(real.outputs["report_md"].path).read_text()
     ab = json.loads(comp(decide_ab_test)(config_json=cfg_json, model_name=MODEL_NAME, act=False).outputs["Output"])
     assert ab["action"] in ("continue", "promote_b", "stop_b") and ab["stop"] is None

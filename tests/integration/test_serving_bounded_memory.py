@@ -27,7 +27,7 @@ RSS_BOUND_MB = 250
 def _hwm_mb(pid: int) -> float:
     """Peak RSS of the server and its children (the prediction log's encoder process) together."""
     total = 0.0
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             total += int(line.split()[1]) / 1024
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -194,7 +194,7 @@ def test_dependency_set_is_what_pyproject_and_lock_pin(name):
     import os
 
     buf = io.StringIO()
-    cwd = os.getcwd()
+    cwd = Path.cwd()
     try:
         os.chdir(ROOT)
         with contextlib.redirect_stdout(buf):
