@@ -28,6 +28,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw", action="store_true", help="also print every latency (ns)")
     args = p.parse_args(argv)
     try:
-        with open(args.bodies, "rb") as fh:
+        with Path(args.bodies).open("rb") as fh:
             values = json.load(fh)
         if not isinstance(values, list) or not values:
             raise ValueError("the bodies file must hold a non-empty JSON list")

@@ -10,6 +10,7 @@ shows no significant regression. The first model ever faces (1) and (2) only.
 """
 
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -336,7 +337,7 @@ def write_evidence(evidence: dict, path: str) -> None:
     import json
 
     doc = {**evidence, "charts": {k: base64.b64encode(v).decode("ascii") for k, v in evidence["charts"].items()}}
-    with open(path, "w") as fh:
+    with Path(path).open("w") as fh:
         json.dump(doc, fh)
 
 
@@ -345,7 +346,7 @@ def read_evidence(path: str) -> dict:
     import base64
     import json
 
-    with open(path) as fh:
+    with Path(path).open() as fh:
         doc = json.load(fh)
     doc["charts"] = {k: base64.b64decode(v) for k, v in (doc.get("charts") or {}).items()}
     return doc
@@ -406,8 +407,7 @@ def _log_to_mlflow(run_id: str, scalar: dict, result: dict, files: dict[str, byt
                                 "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
         mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
         for name, data in files.items():
-            with open(f"{tmp}/{name}", "wb") as fh:
-                fh.write(data)
+            Path(tmp, name).write_bytes(data)
             mlflow.log_artifact(f"{tmp}/{name}", artifact_path="evaluation")
 
 
@@ -430,6 +430,7 @@ def evaluate_model(
 
     with stage("evaluate-model", config_json, stamp=decision.metadata, registry=True, model_name=model_name) as st:
         import json
+        from pathlib import Path
 
         import joblib
         import pandas as pd
@@ -455,11 +456,10 @@ def evaluate_model(
 
         scalar = _log_kfp_metrics(metrics, classification, result)
         md = report_markdown(result, cfg.gate)
-        with open(report.path, "w") as fh:
-            fh.write(md)
+        Path(report.path).write_text(md)
         payload = {k: v for k, v in result.items() if k not in ("proba", "y")}
         payload["champion_version"] = champion_version
-        with open(decision.path, "w") as fh:
+        with Path(decision.path).open("w") as fh:
             json.dump(payload, fh, indent=2, default=float)
         decision.metadata.update({"deploy": result["deploy"], "reason": "; ".join(result["reasons"]),
                                   "champion_version": champion_version or ""})

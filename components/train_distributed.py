@@ -258,7 +258,7 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
     procs, logs = [], []
     try:
         for rank in range(workers):
-            log = open(workdir / f"worker-{rank}.log", "wb")  # noqa: SIM115 (closed below)
+            log = (workdir / f"worker-{rank}.log").open("wb")  # closed below
             logs.append(log)
             procs.append(subprocess.Popen(worker_command(spec_uri, python or sys.executable), stdout=log,
                                           stderr=subprocess.STDOUT, env=local_worker_env(dict(os.environ), rank,

@@ -103,7 +103,7 @@ def _read_range(path: Path, start: int, stop: int) -> Any:
     """Elements [start, stop) of a 1-d `.npy` file, read with a seek: memory is the range, not the file."""
     import numpy as np
 
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         version = np.lib.format.read_magic(fh)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         _shape, _fortran, dtype = read_header(fh)

@@ -129,7 +129,7 @@ def write_state(state: SplitState, path: str | Path | None = None) -> SplitState
     state.validate()
     p = Path(path) if path is not None else state_path(state.model_name)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p.with_suffix(".lock"), "a+") as lock:
+    with p.with_suffix(".lock").open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             try:

@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        with open(args.json, "w") as fh:
+        with Path(args.json).open("w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     if not summary["validation"]["passed"]:
         raise ValidationFailed(format_validation_failure(summary))

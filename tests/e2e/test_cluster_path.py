@@ -130,7 +130,7 @@ def start_mlflow(st: Stack) -> tuple[subprocess.Popen, int]:
     home.mkdir()
     env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false",
                DO_NOT_TRACK="true")
-    log = (st.work / "mlflow.log").open("w")  # noqa: SIM115 (the server writes it for its whole life)
+    log = (st.work / "mlflow.log").open("w")  # the server writes it for its whole life
     proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     st.mlflow_args = argv
     return proc, port
@@ -282,7 +282,7 @@ def serve_isvc(st, isvc: dict, runtime: dict, model_dir: Path):
     env["KFCT_HOME"] = str(home / env.get("KFCT_HOME", "kfct").lstrip("/"))
     assert c["command"][:1] == ["python"]
     argv = [sys.executable, *c["command"][1:], *args]
-    log = (home / "log.txt").open("w")  # noqa: SIM115 (the server writes it for its whole life)
+    log = (home / "log.txt").open("w")  # the server writes it for its whole life
     proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     probe = runtime["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
     try:

@@ -186,7 +186,7 @@ class FakeTrainer:
                 "PATH": os.pathsep.join([str(Path(self.python).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             })
             argv = [self.python if a == "python" else a for a in (trainer.get("command") or []) + (trainer.get("args") or [])]
-            log = open(root / "log.txt", "wb")  # noqa: SIM115 (the pod's log; closed with the process)
+            log = (root / "log.txt").open("wb")  # the pod's log; closed with the process
             p = subprocess.Popen(argv, cwd=root / "work", env=env, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
             log.close()

@@ -75,7 +75,7 @@ def test_a_version_uploaded_elsewhere_with_the_same_spec_is_reused(kfp_env, kfp_
     kfp_client.submit(other)
     conn = kfp_client.connect()
     pid = conn.client.get_pipeline_id("kfct-ct")
-    with open(package, "rb"):
+    with package.open("rb"):
         conn.client.upload_pipeline_version(str(package), pipeline_version_name="renamed-in-the-ui", pipeline_id=pid)
     n = len(uploads(kfp_server))
     kfp_client.submit(package)
