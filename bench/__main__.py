@@ -11,6 +11,7 @@ KFCT_HOME (removed at the end unless --keep or a section failed).
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import datetime
 import os
@@ -72,10 +73,8 @@ def machine_info() -> dict:
         pass
     versions = {}
     for pkg in ("kserve", "mlflow", "fastapi", "uvicorn", "xgboost", "scikit-learn", "pandas", "kfp"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
             # Which build matters as much as the version: the stages are import-bound (results.md).

@@ -21,6 +21,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import asyncio
 import json
@@ -140,10 +141,8 @@ class _Conn:
 
     def drop(self):
         if self.writer is not None:
-            try:
+            with contextlib.suppress(OSError, RuntimeError):  # a transport already gone, or its loop closed
                 self.writer.close()
-            except Exception:
-                pass
         self.reader = self.writer = None
 
 

@@ -22,6 +22,7 @@ signalling that process group, so `mlflow models serve`'s uvicorn child goes wit
 
 # No `from __future__ import annotations` here: FastAPI reads the route's annotations at
 # runtime, and the request model is local to `build_fastapi_app`.
+import contextlib
 from typing import TYPE_CHECKING
 import json
 import os
@@ -125,10 +126,8 @@ class ServerProcess:
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.wait(5)
 
     def __enter__(self):

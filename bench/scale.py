@@ -26,6 +26,7 @@ Without root or the cgroup v1 memory controller, steps run without a limit (said
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,10 +90,8 @@ def measure(step: str, args: dict, limit: int | None, log=print) -> dict:
     if group is not None:
         out["cgroup_peak_mib"] = round(int((group / "memory.max_usage_in_bytes").read_text()) / 2**20, 1)
         out["oom_events"] = int((group / "memory.failcnt").read_text())
-        try:
+        with contextlib.suppress(OSError):
             group.rmdir()
-        except OSError:
-            pass
     out["under_limit"] = out["exit"] == 0 and (limit is None or (out["peak_rss_mib"] or 0) * 2**20 < limit)
     if out["exit"] != 0:
         out["error"] = (p.stderr.strip().splitlines() or [""])[-25:]

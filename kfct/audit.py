@@ -14,6 +14,7 @@ every writer also mirrors its entries to its own segment in S3 (see below), wher
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -137,10 +138,8 @@ def record(event: str, path: Path | None = None, **fields: Any) -> dict:
                 _write_all(fh.fileno(), line)
                 os.fsync(fh.fileno())
             except OSError as exc:
-                try:
+                with contextlib.suppress(OSError):
                     os.ftruncate(fh.fileno(), size)  # no torn line: the chain stays verifiable
-                except OSError:
-                    pass
                 raise AuditError(f"audit trail {path} cannot be written ({_why(exc)}): {event} not recorded") \
                     from exc
         finally:
@@ -219,10 +218,8 @@ def _push_mirror(path: Path, uri: str) -> bool:
         return False
     finally:
         if n != done:
-            try:
+            with contextlib.suppress(OSError):
                 marker.write_text(f"{writer} {n}")
-            except OSError:
-                pass
 
 
 def _count(path: Path) -> int:

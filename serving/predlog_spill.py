@@ -13,6 +13,7 @@ or a timed-out-but-completed PUT overwrites the same key, so retries never dupli
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
@@ -140,10 +141,8 @@ class SpillBuffer:
                 return
             self._rows -= seg.rows
         if seg.path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 seg.path.unlink()
-            except FileNotFoundError:
-                pass
 
     def persist(self) -> int:
         """Write every in-memory entry to disk (shutdown); returns rows still only in memory."""
@@ -169,10 +168,8 @@ class SpillBuffer:
                 fh.write(seg.data)
             tmp.replace(dest)  # a reader (the next start) never sees half a file
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink()
-            except OSError:
-                pass
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             if not self.disk_full or self.disk_error is None:
                 log.error("prediction log spill to %s failed (%s), keeping %d rows in memory: %s",

@@ -15,6 +15,7 @@ off the request path and swaps them in.
 
 from __future__ import annotations
 
+import contextlib
 import asyncio
 import contextvars
 import logging
@@ -155,10 +156,8 @@ class _ChurnRouter(_KServeModel):
             m = prometheus()
             m.canary_percent.labels(self.name).set(r.percent if r.splitting else 0.0)
             for labels in self._info_labels:
-                try:
+                with contextlib.suppress(KeyError):
                     m.model_info.remove(*labels)
-                except KeyError:
-                    pass
             self._info_labels = []
             for role, p in (("champion", r.champion), ("canary" if r.mode == "canary" else "shadow", r.canary)):
                 if p is not None and p.current is not None:

@@ -40,6 +40,7 @@ Not emulated: retries, CPU limits, Argo itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -454,10 +455,8 @@ def _kill_when_started(proc: subprocess.Popen, pod_dir: Path, sig: int) -> None:
         while proc.poll() is None:
             if marker.exists():
                 time.sleep(float(os.environ.get("KFCT_E2E_KILL_DELAY", "1.0")))
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
                 return
             time.sleep(0.05)
 

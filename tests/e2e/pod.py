@@ -25,6 +25,7 @@ the task's env.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -151,10 +152,8 @@ def main(spec_path: str) -> int:
             oom = (group / "memory.oom_control").read_text() if (group / "memory.oom_control").exists() else ""
             if "oom_kill 0" not in oom and "oom_kill " in oom:
                 print(f"pod: OOMKilled (memory limit {spec['memory_limit_bytes']} bytes)", flush=True)
-            try:
+            with contextlib.suppress(OSError):
                 group.rmdir()
-            except OSError:
-                pass
     if rc < 0:  # killed by a signal: the container runtime reports 128 + signal (137 for SIGKILL)
         rc = 128 - rc
     if rc != 0:

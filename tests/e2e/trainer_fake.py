@@ -35,6 +35,7 @@ what is used here):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -232,10 +233,8 @@ class FakeTrainer:
 
 def _kill(p: subprocess.Popen) -> None:
     if p.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         p.wait()
 
 

@@ -9,6 +9,7 @@ by at most RSS_BOUND_MB over what it reached when warmed up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -32,10 +33,8 @@ def _hwm_mb(pid: int) -> float:
             total += int(line.split()[1]) / 1024
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            try:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 total += _hwm_mb(int(child))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
     return total
 
 
