@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         print(f"[{name}]", flush=True)
         try:
             data = _run_section(name, ctx, plan, args, meta)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed section is reported, the others still run
             traceback.print_exc()
             first = str(exc).splitlines()[0] if str(exc) else ""
             sections[name] = {"status": "failed", "reason": f"{type(exc).__name__}: {first}",

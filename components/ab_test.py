@@ -230,12 +230,14 @@ def format_report(r: dict) -> str:
 # --------------------------------------------------------------------------- adapters: registry, traffic, audit
 
 def read_state(model_name: str) -> dict | None:
+    from mlflow.exceptions import MlflowException
+
     from kfct import registry
 
     registry.setup()
     try:
         rm = registry.client().get_registered_model(model_name)
-    except Exception as exc:
+    except MlflowException as exc:
         raise ABTestError(f"model {model_name} is not registered: {exc}") from None
     raw = (rm.tags or {}).get(STATE_TAG)
     return json.loads(raw) if raw else None
@@ -321,6 +323,8 @@ def promote_cas(model_name: str, expected_champion: str, new_version: str, reaso
 
 def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | None = None, target: str = "auto",
              settings=None, now: float | None = None, namespace: str | None = None, client=None) -> dict:
+    from mlflow.exceptions import MlflowException
+
     from kfct import audit, registry
 
     version, target = str(version), _target(target)
@@ -335,7 +339,7 @@ def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | Non
         raise ABTestError(f"v{version} is already the champion; choose another version for arm B")
     try:
         mv = registry.client().get_model_version(model_name, version)
-    except Exception:
+    except MlflowException:
         raise ABTestError(f"{model_name} v{version} is not registered") from None
     if (mv.tags or {}).get("rejected") == "true":
         raise ABTestError(f"{model_name} v{version} was rejected earlier; register a new version")

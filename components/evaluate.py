@@ -274,7 +274,7 @@ def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_vers
     if champion is not None:
         try:
             p_old = champion.predict_positive(X)
-        except Exception as exc:  # schema changed: the old model cannot read the new data
+        except Exception as exc:  # noqa: BLE001 - schema changed: the old model cannot read the new data
             comparison = {"error": f"{type(exc).__name__}: {exc}", "champion_version": champion_version}
         else:
             comparison = paired_bootstrap(

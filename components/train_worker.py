@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         coll = collective_from_env(os.environ)
         spec = parse_spec(read_bytes(args.spec).decode())
         run_worker(spec, coll, log=lambda m: print(m, flush=True))
-    except Exception as exc:  # the pod's log and exit status say which worker failed and why
+    except Exception as exc:  # noqa: BLE001 - the pod's log and exit status say which worker failed and why
         rank = os.environ.get("DMLC_TASK_ID", "?")
         first = (str(exc).strip().splitlines() or [""])[0]  # XGBoost appends a native stack trace
         print(f"{FAILED_PREFIX} {rank} failed: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)

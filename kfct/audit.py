@@ -212,7 +212,7 @@ def _push_mirror(path: Path, uri: str) -> bool:
                          retry=False)
             n = entry["seq"] + 1
         return True
-    except Exception as exc:  # DataSourceError and anything the client raises
+    except Exception as exc:  # noqa: BLE001 - DataSourceError and anything the client raises
         logging.getLogger("kfct.audit").warning("audit mirror %s not updated (%d entries waiting, retried on the "
                                                 "next record): %s", prefix, _count(path) - n, exc)
         return False
@@ -293,7 +293,7 @@ def _read_all(local: Path, uri: str) -> list[dict]:
             for e in entries:
                 if "_unreadable" not in e:
                     seen[(e.get("writer", writer), e.get("seq"))] = e
-    except Exception as exc:  # the store away: the local trail is still the truth for this pod
+    except Exception as exc:  # noqa: BLE001 - the store away: the local trail is still the truth for this pod
         logging.getLogger("kfct.audit").warning("audit mirror %s not read, local trail only: %s", uri, exc)
     for e in read(local):
         seen[(e.get("writer", "local"), e.get("seq"))] = e

@@ -50,7 +50,7 @@ def _xgb_booster(model: Any) -> Any:
     if hasattr(est, "get_booster"):
         try:
             return est.get_booster()
-        except Exception:  # an unfitted sklearn wrapper
+        except (AttributeError, ValueError):  # an unfitted sklearn wrapper (NotFittedError is both)
             return None
     return None
 

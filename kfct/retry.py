@@ -47,7 +47,7 @@ def http_status(exc: BaseException) -> int | None:
     if callable(getter):
         try:
             return int(getter())
-        except Exception:
+        except (TypeError, ValueError):
             return None
     return None
 

@@ -119,7 +119,7 @@ def _reason(model) -> str | None:
     fn = getattr(model, "not_ready_reason", None)
     try:
         return fn() if callable(fn) else None
-    except Exception:  # pragma: no cover - a reason must never turn a 503 into a 500
+    except Exception:  # noqa: BLE001  # pragma: no cover - a reason must never turn a 503 into a 500
         return None
 
 

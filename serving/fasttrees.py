@@ -241,7 +241,7 @@ def compile_booster(booster: Any, n_features: int, reference: Callable[[np.ndarr
         expected = np.asarray(ref(X), dtype=np.float64)
         got = ens.predict_proba(X)
         single = np.array([ens.predict_proba(X[i : i + 1])[0] for i in range(8)])
-    except Exception:  # any surprise in the dump format: keep the booster
+    except Exception:  # noqa: BLE001 - any surprise in the dump format: keep the booster
         return None
     if not np.allclose(got, expected, rtol=0, atol=tolerance):
         return None

@@ -228,7 +228,7 @@ class PredictionLogger:
             if pending and due:
                 try:
                     self._batch(pending)
-                except Exception as exc:  # a batch that cannot even be encoded: say so, count it, keep going
+                except Exception as exc:  # noqa: BLE001 - a batch that cannot even be encoded: say so, count it, keep going
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.error("prediction log batch of %d rows not encoded: %s", pending_rows, self.last_error)
@@ -304,7 +304,7 @@ class PredictionLogger:
                     break
                 try:
                     self._write(seg)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the writer thread outlives any failed write
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     if self.store_ok:  # one line per outage, not one per retry
@@ -391,7 +391,7 @@ def _metric(fn) -> None:
         from kfct.serving.metrics import prometheus
 
         fn(prometheus())
-    except Exception:  # pragma: no cover - metrics never break logging
+    except Exception:  # noqa: BLE001  # pragma: no cover - metrics never break logging
         pass
 
 
@@ -411,7 +411,7 @@ def salvage(items: list, id_column: str = "customer_id") -> tuple[list, int]:
             build_table([it], id_column)
             good.append(it)
             continue
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever fails the batch, salvage it row by row below
             pass
         t, rid, mname, ver, role, recs, p, lab, thr = it
         p, lab = np.asarray(p), np.asarray(lab)
@@ -420,7 +420,7 @@ def salvage(items: list, id_column: str = "customer_id") -> tuple[list, int]:
             try:
                 build_table([row], id_column)
                 good.append(row)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a row that cannot be encoded is counted lost
                 lost += 1
     return good, lost
 

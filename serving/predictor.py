@@ -206,7 +206,7 @@ class _ChurnPredictor(_KServeModel):
                                    version=version or (None if alias else self.version),
                                    model_dir=self.model_dir, expected_sha256=self.expected_sha256,
                                    id_column=self.id_column, fast=self.fast)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed load keeps serving the loaded model
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("model %s: load of %s failed, keeping %s: %s", self.model_name,
                           f"v{version}" if version else f"@{alias or self.alias}",

@@ -107,7 +107,7 @@ class SpillBuffer:
                 continue
             try:
                 rows = pq.ParquetFile(p).metadata.num_rows
-            except Exception as exc:  # a torn file from a crash mid-write: keep it aside, say so
+            except (OSError, ValueError) as exc:  # a torn file from a crash mid-write (ArrowInvalid is a ValueError)
                 log.error("prediction log spill file %s unreadable, moved aside: %s", p, exc)
                 p.rename(p.with_suffix(".parquet.bad"))
                 continue

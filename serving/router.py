@@ -164,7 +164,7 @@ class _ChurnRouter(_KServeModel):
                     labels = (self.name, p.current.version, role, p.current.sha256)
                     m.model_info.labels(*labels).set(1)
                     self._info_labels.append(labels)
-        except Exception:  # pragma: no cover - metrics must never break routing
+        except Exception:  # noqa: BLE001  # pragma: no cover - metrics must never break routing
             pass
 
     def _ensure_version(self, version: str) -> None:
@@ -379,7 +379,7 @@ class _ChurnRouter(_KServeModel):
             else:
                 champ_s, ref = _timed(score_loaded, lv, records)
                 canary_s, _ = _timed(score_loaded, lc, records)
-        except Exception:  # the canary answered these records; a champion that cannot is no evidence
+        except Exception:  # noqa: BLE001 - the canary answered these records; a champion that cannot is no evidence
             return
         canary_model_s = canary_s
         self._ensure_version(canary.version)
@@ -394,7 +394,7 @@ class _ChurnRouter(_KServeModel):
         with self._apply_lock:
             try:
                 route = self._build_route(state)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a split that cannot be applied leaves routing unchanged
                 self.failed_generation = state.generation
                 self.last_error = f"generation {state.generation}: {type(exc).__name__}: {exc}"
                 log.error("split state for %s not applied, routing unchanged: %s", self.name, self.last_error)

@@ -132,7 +132,7 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 obj["metadata"]["namespace"] = ns  # the apiserver takes it from the path
                 try:
                     obj = srv.admit(None, obj)
-                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                except Exception as exc:  # noqa: BLE001 - an admission webhook's denial, relayed by the API server
                     return self._send(*admission_denial(exc))
                 srv.objects[key] = srv.reconcile(None, obj)
                 return self._send(201, srv.objects[key])
@@ -151,7 +151,7 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 obj["metadata"]["generation"] = srv.objects[key]["metadata"].get("generation", 1) + 1
                 try:
                     obj = srv.admit(srv.objects[key], obj)
-                except Exception as exc:  # an admission webhook's denial, relayed by the API server
+                except Exception as exc:  # noqa: BLE001 - an admission webhook's denial, relayed by the API server
                     return self._send(*admission_denial(exc))
                 srv.objects[key] = srv.reconcile(srv.objects[key], obj)
                 return self._send(200, srv.objects[key])

@@ -87,7 +87,7 @@ def test_threads_racing_at_the_gate_move_the_champion_once(store):
         barrier.wait()
         try:
             results.append(register_version(meta, decision, cfg, NAME, "d", "sha", f"run-{rid[:6]}", "c"))
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=go, args=r) for r in runs]
