@@ -93,10 +93,28 @@ def encoder_stats(batch_source, numeric: list[str], scale: bool) -> dict:
     called once per pass (2-4 passes).
     """
     med = {c: _Median() for c in numeric}
+    total, sums, sumsq = _first_pass(batch_source, numeric, med)
+    while any(m.done is None for m in med.values()):
+        _narrowing_pass(batch_source, [c for c in numeric if med[c].done is None], med)
+    medians = np.array([med[c].done for c in numeric], dtype=np.float64)
+    out = {"rows": total, "medians": medians}
+    if scale and total:
+        n_null = np.array([total - med[c].n for c in numeric], dtype=np.float64)
+        s = np.array([sums[c] for c in numeric]) + n_null * medians
+        sq = np.array([sumsq[c] for c in numeric]) + n_null * medians ** 2
+        mean = s / total
+        out["means"] = mean
+        out["stds"] = np.sqrt(np.maximum(sq / total - mean ** 2, 0.0))
+    return out
+
+
+def _first_pass(batch_source, numeric: list[str],
+                med: dict[str, _Median]) -> tuple[int, dict[str, float], dict[str, float]]:
+    """Pass 0: rows, each column's non-null count and bounds, sums and sums of squares."""
     sums = {c: 0.0 for c in numeric}
     sumsq = {c: 0.0 for c in numeric}
     total = 0
-    for chunk in _numeric_chunks(batch_source(), numeric):          # pass 0: counts, bounds, sums
+    for chunk in _numeric_chunks(batch_source(), numeric):
         total += len(next(iter(chunk.values()))) if chunk else 0
         for c, v in chunk.items():
             v = v[~np.isnan(v)]
@@ -111,61 +129,68 @@ def encoder_stats(batch_source, numeric: list[str], scale: bool) -> dict:
             m.done = 0.0
         elif m.lo == m.hi:
             m.done = m.lo
-    while any(m.done is None for m in med.values()):
-        active = [c for c in numeric if med[c].done is None]
-        hist = {c: np.zeros(BINS, dtype=np.int64) for c in active}
-        below = {c: 0 for c in active}
-        inside = {c: 0 for c in active}
-        seen_lo = {c: np.inf for c in active}
-        seen_hi = {c: -np.inf for c in active}
-        collect: dict[str, list] = {c: [] for c in active}
-        for c in active:   # a bracket too narrow for BINS float bins holds few distinct values: collect them
-            m = med[c]
-            if not m.collecting and not np.all(np.diff(np.linspace(m.lo, m.hi, BINS + 1)) > 0):
-                m.collecting = True
-        for chunk in _numeric_chunks(batch_source(), active):
-            for c in active:
-                m, v = med[c], chunk[c]
-                below[c] += int((v < m.lo).sum())
-                sel = v[(v >= m.lo) & (v <= m.hi)]
-                if not len(sel):
-                    continue
-                inside[c] += len(sel)
-                seen_lo[c], seen_hi[c] = min(seen_lo[c], float(sel.min())), max(seen_hi[c], float(sel.max()))
-                if m.collecting:
-                    collect[c].append(np.unique(sel, return_counts=True))
-                else:
-                    hist[c] += np.histogram(sel, bins=BINS, range=(m.lo, m.hi))[0]
+    return total, sums, sumsq
+
+
+class _Pass:
+    """What one narrowing pass counts of a column: below and inside its bracket, the values seen
+    inside, and a histogram of them (or, when collecting, the distinct values with their counts)."""
+
+    def __init__(self):
+        self.hist = np.zeros(BINS, dtype=np.int64)
+        self.below = 0
+        self.inside = 0
+        self.seen_lo = np.inf
+        self.seen_hi = -np.inf
+        self.collect: list = []
+
+    def add(self, m: _Median, v: np.ndarray) -> None:
+        self.below += int((v < m.lo).sum())
+        sel = v[(v >= m.lo) & (v <= m.hi)]
+        if not len(sel):
+            return
+        self.inside += len(sel)
+        self.seen_lo, self.seen_hi = min(self.seen_lo, float(sel.min())), max(self.seen_hi, float(sel.max()))
+        if m.collecting:
+            self.collect.append(np.unique(sel, return_counts=True))
+        else:
+            self.hist += np.histogram(sel, bins=BINS, range=(m.lo, m.hi))[0]
+
+
+def _narrowing_pass(batch_source, active: list[str], med: dict[str, _Median]) -> None:
+    """One more pass over the data: narrow each active column's bracket around its median, or settle it."""
+    for c in active:   # a bracket too narrow for BINS float bins holds few distinct values: collect them
+        m = med[c]
+        if not m.collecting and not np.all(np.diff(np.linspace(m.lo, m.hi, BINS + 1)) > 0):
+            m.collecting = True
+    passes = {c: _Pass() for c in active}
+    for chunk in _numeric_chunks(batch_source(), active):
         for c in active:
-            m = med[c]
-            k1, k2 = (t - below[c] for t in m.targets())
-            if m.collecting:
-                values, inv = np.unique(np.concatenate([u for u, _ in collect[c]]), return_inverse=True)
-                cum = np.cumsum(np.bincount(inv, weights=np.concatenate([n for _, n in collect[c]])))
-                pick = values[np.searchsorted(cum, [k1, k2], "right")]
-                m.done = float(np.mean(pick))
-                continue
-            if seen_lo[c] == seen_hi[c]:
-                m.done = seen_lo[c]
-                continue
-            edges = np.histogram_bin_edges(np.empty(0), bins=BINS, range=(m.lo, m.hi))
-            cum = np.cumsum(hist[c])
-            b1, b2 = int(np.searchsorted(cum, k1, "right")), int(np.searchsorted(cum, k2, "right"))
-            new_lo, new_hi = float(edges[b1]), float(edges[min(b2 + 1, BINS)])
-            width = int(cum[b2] - (cum[b1 - 1] if b1 else 0))
-            if width <= COLLECT_CAP or (new_lo, new_hi) == (m.lo, m.hi):
-                m.collecting = True
-            m.lo, m.hi = max(new_lo, seen_lo[c]), min(new_hi, seen_hi[c])
-    medians = np.array([med[c].done for c in numeric], dtype=np.float64)
-    out = {"rows": total, "medians": medians}
-    if scale and total:
-        n_null = np.array([total - med[c].n for c in numeric], dtype=np.float64)
-        s = np.array([sums[c] for c in numeric]) + n_null * medians
-        sq = np.array([sumsq[c] for c in numeric]) + n_null * medians ** 2
-        mean = s / total
-        out["means"] = mean
-        out["stds"] = np.sqrt(np.maximum(sq / total - mean ** 2, 0.0))
-    return out
+            passes[c].add(med[c], chunk[c])
+    for c in active:
+        _settle(med[c], passes[c])
+
+
+def _settle(m: _Median, ps: _Pass) -> None:
+    """The median from a collecting pass, or the narrower bracket the histogram points to."""
+    k1, k2 = (t - ps.below for t in m.targets())
+    if m.collecting:
+        values, inv = np.unique(np.concatenate([u for u, _ in ps.collect]), return_inverse=True)
+        cum = np.cumsum(np.bincount(inv, weights=np.concatenate([n for _, n in ps.collect])))
+        pick = values[np.searchsorted(cum, [k1, k2], "right")]
+        m.done = float(np.mean(pick))
+        return
+    if ps.seen_lo == ps.seen_hi:
+        m.done = ps.seen_lo
+        return
+    edges = np.histogram_bin_edges(np.empty(0), bins=BINS, range=(m.lo, m.hi))
+    cum = np.cumsum(ps.hist)
+    b1, b2 = int(np.searchsorted(cum, k1, "right")), int(np.searchsorted(cum, k2, "right"))
+    new_lo, new_hi = float(edges[b1]), float(edges[min(b2 + 1, BINS)])
+    width = int(cum[b2] - (cum[b1 - 1] if b1 else 0))
+    if width <= COLLECT_CAP or (new_lo, new_hi) == (m.lo, m.hi):
+        m.collecting = True
+    m.lo, m.hi = max(new_lo, ps.seen_lo), min(new_hi, ps.seen_hi)
 
 
 def fit_encoder_from_stats(cfg: "RunConfig", stats: dict, scale: bool):

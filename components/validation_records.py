@@ -22,17 +22,8 @@ def jsonable(v: Any) -> Any:
 
     if v is None or isinstance(v, (bool, str)):
         return v
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        f = float(v)
-        return f if math.isfinite(f) else None
+    if isinstance(v, (int, float, np.bool_, np.integer, np.floating)):
+        return _number(v)
     if isinstance(v, np.ndarray):
         return [jsonable(x) for x in v.tolist()]
     if isinstance(v, dict):
@@ -41,6 +32,23 @@ def jsonable(v: Any) -> Any:
         return [jsonable(x) for x in v]
     if isinstance(v, (set, frozenset)):
         return sorted((jsonable(x) for x in v), key=str)
+    return _other(v)
+
+
+def _number(v: Any) -> bool | int | float | None:
+    """A Python or numpy bool, integer or float as its JSON value (NaN and infinities: null)."""
+    import numpy as np
+
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _other(v: Any) -> str | None:
+    """pandas' missing values as null, a Timestamp in ISO form, anything else as its str()."""
     try:
         import pandas as pd
 
