@@ -122,7 +122,6 @@ def _arrow_path_ok(model, table) -> bool:
 def score_file(model, input_path: str | Path, output_path: str | Path, version: str, model_name: str,
                id_column: str | None = "customer_id", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
     """Stream a parquet (or CSV) through the model into a parquet of scores."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from kfct.model import FeatureError
@@ -151,23 +150,13 @@ def score_file(model, input_path: str | Path, output_path: str | Path, version: 
                 arrow_ok = _arrow_path_ok(model, table)
             try:
                 check_schema(schema, table)
-                if arrow_ok:
-                    probs = np.asarray(model.proba_from_matrix(arrow_matrix(model.encoder, table)), dtype=np.float64)
-                else:
-                    probs = np.asarray(model.predict_positive(table.to_pandas()), dtype=np.float64)
+                probs = _probabilities(model, table, arrow_ok)
             except FeatureError as exc:
                 raise ScoringError(f"rows {rows}..{rows + table.num_rows - 1}: {exc}") from exc
             t_score += time.perf_counter() - t1
             t2 = time.perf_counter()
             labels = (probs >= threshold).astype(np.int8)
-            cols = {}
-            if id_column and id_column in table.column_names:
-                cols[id_column] = table.column(id_column)
-            cols["probability"] = pa.array(probs)
-            cols["label"] = pa.array(labels)
-            cols["model_version"] = pa.DictionaryArray.from_arrays(
-                pa.array(np.zeros(len(probs), dtype=np.int32)), pa.array([str(version)]))
-            out = pa.table(cols)
+            out = _scores_table(table, probs, labels, version, id_column)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, out.schema, compression="snappy")
             writer.write_table(out)
@@ -188,6 +177,27 @@ def score_file(model, input_path: str | Path, output_path: str | Path, version: 
     return ScoreSummary(str(src), str(dest), rows, model_name, str(version), threshold, positives,
                         round(total, 3), round(rows / total, 1) if total else 0.0, round(t_read, 3),
                         round(t_score, 3), round(t_write, 3))
+
+
+def _probabilities(model, table, arrow_ok: bool) -> np.ndarray:
+    """The positive-class probability of each row of an Arrow chunk (straight from Arrow when it is safe)."""
+    if arrow_ok:
+        return np.asarray(model.proba_from_matrix(arrow_matrix(model.encoder, table)), dtype=np.float64)
+    return np.asarray(model.predict_positive(table.to_pandas()), dtype=np.float64)
+
+
+def _scores_table(table, probs: np.ndarray, labels: np.ndarray, version: str, id_column: str | None):
+    """The output chunk: the id (when the input has it), probability, label and the model version."""
+    import pyarrow as pa
+
+    cols = {}
+    if id_column and id_column in table.column_names:
+        cols[id_column] = table.column(id_column)
+    cols["probability"] = pa.array(probs)
+    cols["label"] = pa.array(labels)
+    cols["model_version"] = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(len(probs), dtype=np.int32)), pa.array([str(version)]))
+    return pa.table(cols)
 
 
 def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_rows: int, model=None):
