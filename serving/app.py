@@ -123,6 +123,14 @@ def _reason(model) -> str | None:
         return None
 
 
+def _content_length(headers) -> int | None:
+    """The request's content-length (ValueError when it is not a number), None when it has none."""
+    for k, v in headers:
+        if k == b"content-length":
+            return int(v)
+    return None
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over `max_bytes` with 413 before any parsing (pure ASGI, no copies)."""
 
@@ -133,20 +141,19 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        length = None
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                try:
-                    length = int(v)
-                except ValueError:
-                    return await self._reject(send, 400, "content-length header is not a number")
-                break
+        try:
+            length = _content_length(scope["headers"])
+        except ValueError:
+            return await self._reject(send, 400, "content-length header is not a number")
         if length is not None:
             if length > self.max_bytes:
                 await self._drain(receive, limit=64 * self.max_bytes)
                 return await self._reject(send, 413, self._message(length))
             return await self.app(scope, receive, send)
-        # No content-length (chunked): buffer up to the limit, then replay to the app.
+        return await self._buffered(scope, receive, send)
+
+    async def _buffered(self, scope, receive, send):
+        """No content-length (chunked): buffer up to the limit, then replay to the app."""
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()

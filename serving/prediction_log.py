@@ -212,28 +212,11 @@ class PredictionLogger:
                 gen = self._flush_gen
             forced = self._flush_req.is_set()
             self._flush_req.clear()
-            while True:
-                try:
-                    item = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                with self._qlock:
-                    self._qbytes -= item[9]
-                pending.append(item[:9])
-                pending_rows += len(item[5])
-                if pending_rows >= self.flush_rows:  # bounded batches: bounded memory and encode time
-                    break
+            pending_rows = self._take(pending, pending_rows)
             full = pending_rows >= self.flush_rows
             due = forced or pending_rows >= self.flush_rows or time.monotonic() - last >= self.flush_seconds
             if pending and due:
-                try:
-                    self._batch(pending)
-                except Exception as exc:  # noqa: BLE001 - a batch that cannot even be encoded: say so, count it, keep going
-                    self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("prediction log batch of %d rows not encoded: %s", pending_rows, self.last_error)
-                    self.dropped += pending_rows
-                    _metric(lambda m, lost=pending_rows: m.log_dropped.labels("unencodable").inc(lost))
+                self._encode_batch(pending, pending_rows)
                 pending, pending_rows = [], 0
                 last = time.monotonic()
             elif not pending:
@@ -247,6 +230,30 @@ class PredictionLogger:
                     self._cv.notify_all()
             if self._stop.is_set() and self._q.empty() and not pending:
                 return
+
+    def _take(self, pending: list, pending_rows: int) -> int:
+        """Move queued items to `pending` until the queue is empty or a batch is full; the rows pending."""
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return pending_rows
+            with self._qlock:
+                self._qbytes -= item[9]
+            pending.append(item[:9])
+            pending_rows += len(item[5])
+            if pending_rows >= self.flush_rows:  # bounded batches: bounded memory and encode time
+                return pending_rows
+
+    def _encode_batch(self, pending: list, pending_rows: int) -> None:
+        try:
+            self._batch(pending)
+        except Exception as exc:  # noqa: BLE001 - a batch that cannot even be encoded: say so, count it, keep going
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("prediction log batch of %d rows not encoded: %s", pending_rows, self.last_error)
+            self.dropped += pending_rows
+            _metric(lambda m, lost=pending_rows: m.log_dropped.labels("unencodable").inc(lost))
 
     def _batch(self, items: list) -> None:
         if self._encoder is not None:

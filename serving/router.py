@@ -231,25 +231,44 @@ class _ChurnRouter(_KServeModel):
         loop = asyncio.get_running_loop()
         for role, predictor, idx in groups:
             recs = records if idx is None else [records[i] for i in idx.tolist()]
-            try:
-                s = await loop.run_in_executor(predictor.executor, predictor.score, recs)
-            except BadRequest as exc:
-                self._error(predictor, CLIENT_ERROR, job)
-                if idx is not None and exc.index is not None:  # report the index in the caller's request
-                    exc.index = int(idx[exc.index])
-                raise
-            except kserve.errors.ModelNotReady:
-                raise
-            except Exception as exc:
-                self._error(predictor, SERVER_ERROR, job)
-                log.error("model %s v%s failed: %s: %s", self.name, predictor.loaded_version,
-                          type(exc).__name__, exc, exc_info=exc)
-                raise kserve.errors.InferenceError(
-                    f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
+            s = await self._score_group(loop, predictor, recs, idx, job)
             results.append((role, idx, s, recs))
             if role == "canary" and route.champion is not None and (
                     self.pair_fraction >= 1.0 or self._rng.random() < self.pair_fraction):
                 self._pair_worker.submit(route.champion, predictor, recs, s, now, rows=len(recs))
+        self._commit_results(results, job, now)
+        if route.canary is not None and route.mode == "shadow":
+            self._shadow(route.canary, job, now)
+        if response_headers is not None:
+            versions = {r[2].version for r in results}
+            response_headers["x-kfct-model-version"] = versions.pop() if len(versions) == 1 else "mixed"
+        grouped = [(idx, s) for _, idx, s, _ in results]
+        if job.protocol == "v2":
+            return v2_response(self.name, job.request, grouped, n,
+                               outputs=requested_outputs(job.request, OUTPUT_NAMES))
+        return v1_response(self.name, grouped, n)
+
+    async def _score_group(self, loop, predictor: ChurnPredictor, recs: list[dict], idx, job: _Job):
+        """One group's scores from its version's executor; a failure is counted against that version."""
+        try:
+            return await loop.run_in_executor(predictor.executor, predictor.score, recs)
+        except BadRequest as exc:
+            self._error(predictor, CLIENT_ERROR, job)
+            if idx is not None and exc.index is not None:  # report the index in the caller's request
+                exc.index = int(idx[exc.index])
+            raise
+        except kserve.errors.ModelNotReady:
+            raise
+        except Exception as exc:
+            self._error(predictor, SERVER_ERROR, job)
+            log.error("model %s v%s failed: %s: %s", self.name, predictor.loaded_version,
+                      type(exc).__name__, exc, exc_info=exc)
+            raise kserve.errors.InferenceError(
+                f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _commit_results(self, results: list, job: _Job, now: float) -> None:
+        """Each group's stats and metrics (committed by the middleware with the client-seen latency when it
+        is there), and its rows to the prediction log."""
         pending = pending_stats.get()
         handler_latency = time.perf_counter() - job.t0
         for role, _idx, s, recs in results:
@@ -264,16 +283,6 @@ class _ChurnRouter(_KServeModel):
             if self.prediction_log is not None:
                 self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels,
                                         s.threshold)
-        if route.canary is not None and route.mode == "shadow":
-            self._shadow(route.canary, job, now)
-        if response_headers is not None:
-            versions = {r[2].version for r in results}
-            response_headers["x-kfct-model-version"] = versions.pop() if len(versions) == 1 else "mixed"
-        grouped = [(idx, s) for _, idx, s, _ in results]
-        if job.protocol == "v2":
-            return v2_response(self.name, job.request, grouped, n,
-                               outputs=requested_outputs(job.request, OUTPUT_NAMES))
-        return v1_response(self.name, grouped, n)
 
     def _ok_commit(self, ver: str, role: str, job: _Job, now: float, n: int, s):
         metrics, stats = self._metrics[ver], self._stats[ver]
