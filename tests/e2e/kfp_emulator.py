@@ -220,7 +220,7 @@ class Emulator:
                              f"{failed[0].log[-4000:] if failed else ''}", result)
         return result
 
-    def _run_dag(self, dag: dict, in_params: dict, in_arts: dict, result: RunResult, prefix: str) -> TaskRecord:
+    def _run_dag(self, dag: dict, in_params: dict, in_arts: dict, result: RunResult, prefix: str) -> TaskRecord:  # noqa: C901 - the driver's loop
         """Run one DAG; returns its outputs (dag.outputs: artifactSelectors / valueFromParameter)."""
         tasks = dag["tasks"]
         done: dict[str, TaskRecord] = {}
@@ -350,7 +350,7 @@ class Emulator:
             },
         }
 
-    def _run_container(self, name: str, path: str, task: dict, comp: dict, params: dict, arts: dict,
+    def _run_container(self, name: str, path: str, task: dict, comp: dict, params: dict, arts: dict,  # noqa: C901 - the launcher's steps, in order
                        result: RunResult):
         exec_label = comp["executorLabel"]
         container = self.spec["deploymentSpec"]["executors"][exec_label]["container"]

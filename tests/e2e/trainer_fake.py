@@ -157,7 +157,7 @@ class FakeTrainer:
             out[e["name"]] = data[ref["key"]]
         return out
 
-    def _run(self, ns: str, job: dict) -> None:
+    def _run(self, ns: str, job: dict) -> None:  # noqa: C901 - the Trainer controller's reconcile of one TrainJob, in its order
         name = job["metadata"]["name"]
         spec, trainer = job["spec"], job["spec"].get("trainer") or {}
         rt = RUNTIMES[spec["runtimeRef"]["name"]]
