@@ -85,7 +85,7 @@ def relative_shift(reference_rate: float | None, current_rate: float | None) -> 
     return abs(current_rate - reference_rate) / reference_rate
 
 
-def _performance(y, p, threshold: float | None) -> dict | None:
+def _performance(y, p, threshold: float | None) -> dict[str, Any] | None:
     from sklearn.metrics import recall_score, roc_auc_score
 
     y = np.asarray(y, dtype=np.float64)
@@ -143,7 +143,7 @@ def _check_frames(reference, current, features: list[str], prediction_column, la
 # --------------------------------------------------------------------------- core
 def detect_drift(reference, current, cfg: "RunConfig", feature_columns, prediction_column: str | None = None,
                  label_column: str | None = None, reference_predictions=None, *, threshold: float | None = None,
-                 reference_performance: dict | None = None, seed: int = 0) -> DriftResult:
+                 reference_performance: dict[str, Any] | None = None, seed: int = 0) -> DriftResult:
     """Compare `current` with `reference`; returns drift figures, severity and the retrain decision.
 
     `prediction_column`: column of `current` with the model's output (probability, or 0/1);
@@ -225,10 +225,10 @@ class _Frames:
 
     ref: Any
     cur: Any
-    features: list
-    num_cols: list
-    cat_cols: list
-    skipped: dict
+    features: list[Any]
+    num_cols: list[Any]
+    cat_cols: list[Any]
+    skipped: dict[str, Any]
     has_pred: bool
     has_labels: bool
     label: str | None
@@ -271,7 +271,7 @@ def _evidently_frames(ref, cur, features, kinds, ref_pred, cur_pred, label_colum
                    label=label_column if has_labels else None)
 
 
-def _run_report(frames: _Frames, kinds: dict, cfg_drift: "DriftConfig", threshold: float | None):
+def _run_report(frames: _Frames, kinds: dict[str, Any], cfg_drift: "DriftConfig", threshold: float | None):
     """One Evidently report: drifted-columns count, a ValueDrift per feature (+ prediction), ROC AUC/recall."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, Recall, RocAuc, ValueDrift
@@ -305,7 +305,7 @@ def _run_report(frames: _Frames, kinds: dict, cfg_drift: "DriftConfig", threshol
     return snapshot, methods, pred_method
 
 
-def _read_report(d: dict, features: list, kinds: dict, methods: dict):
+def _read_report(d: dict[str, Any], features: list[Any], kinds: dict[str, Any], methods: dict[str, Any]):
     """Per-feature drift, the drift share, the scores and the test outcomes from the report's dict."""
     scores: dict[str, float] = {}
     share, count = None, -1
@@ -354,7 +354,7 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
         pc = _performance(pd.to_numeric(cur[label_column], errors="coerce").to_numpy(np.float64), cur_pred, threshold)
     if not pc:
         return None, None
-    pr: dict | None = None
+    pr: dict[str, Any] | None = None
     if reference_performance:
         missing = [k for k in ("roc_auc", "recall") if reference_performance.get(k) is None]
         if missing:
@@ -371,7 +371,7 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
     return performance, performance["roc_auc_drop"] if reference_performance else None
 
 
-def _thresholds(cfg_drift: "DriftConfig") -> dict:
+def _thresholds(cfg_drift: "DriftConfig") -> dict[str, Any]:
     return (cfg_drift.model_dump(include={"drift_share_threshold", "prediction_shift_threshold",
                                           "stattest_threshold", "window_rows"})
             | {"distance_threshold": float(cfg_drift.distance_threshold),
@@ -379,7 +379,7 @@ def _thresholds(cfg_drift: "DriftConfig") -> dict:
 
 
 def run_detection(reference, current, cfg: "RunConfig", threshold: float | None,
-                  reference_performance: dict | None = None) -> DriftResult:
+                  reference_performance: dict[str, Any] | None = None) -> DriftResult:
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
     from kfct.config import feature_columns
 

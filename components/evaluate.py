@@ -11,18 +11,21 @@ shows no significant regression. The first model ever faces (1) and (2) only.
 
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kfct.config import GateConfig, LeakageConfig, RunConfig
+    from kfct.model import ChurnModel
 
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
 
 
-def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
     from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, confusion_matrix, log_loss,
                                  precision_recall_fscore_support, roc_auc_score)
 
@@ -62,9 +65,9 @@ def _weighted_auc(inv: np.ndarray, n_groups: int, pos: np.ndarray, w: np.ndarray
     return float((wp * (below + 0.5 * wn)).sum() / (tot_p * tot_n))
 
 
-def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int = 300,
+def paired_bootstrap(y_true: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, metric: str = "roc_auc", rounds: int = 300,
                      confidence: float = 0.95, seed: int = 7, threshold_new: float = 0.5,
-                     threshold_old: float = 0.5) -> dict:
+                     threshold_old: float = 0.5) -> dict[str, Any]:
     """Paired bootstrap of metric(new) - metric(old) on the same resamples.
 
     AUC uses a Poisson bootstrap with weighted AUC over pre-grouped scores (fast);
@@ -99,7 +102,7 @@ def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int 
     }
 
 
-def feature_aucs(test_df, features: list[str], y: np.ndarray) -> dict[str, float]:
+def feature_aucs(test_df: "pd.DataFrame", features: list[str], y: np.ndarray) -> dict[str, float]:
     """Each raw feature alone as a score for the label: its AUC, folded to >= 0.5 (direction free).
 
     Numbers score as themselves (a null as its own value below every other); categories and
@@ -143,7 +146,7 @@ def auc_lower_bound(auc: float, n_pos: int, n_neg: int, z: float = 1.645) -> flo
     return float(auc - z * np.sqrt(max(var, 0.0)))
 
 
-def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9,
+def leakage_findings(metrics: dict[str, Any], feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9,
                      n_neg: int = 10**9) -> tuple[list[str], list[str]]:
     """(blocking reasons, notes): single features that alone predict the label block the gate, named;
     a too-perfect test AUC that no single feature explains is a note beside the decision.
@@ -170,7 +173,8 @@ def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: "Leakag
     return found, notes
 
 
-def champion_collapse(champion_version: str | None, champion_now: dict, registered: dict, gate: "GateConfig") -> str | None:
+def champion_collapse(champion_version: str | None, champion_now: dict[str, Any], registered: dict[str, Any],
+                      gate: "GateConfig") -> str | None:
     """The one line that stops the run when the champion collapses on the new data, else None.
 
     `champion_now`: the champion's metrics on this test set; `registered`: the metrics it was
@@ -194,8 +198,9 @@ def champion_collapse(champion_version: str | None, champion_now: dict, register
             f"(labels inverted? a column redefined?), not a reason to promote; registry unchanged")
 
 
-def decide(metrics: dict, gate: "GateConfig", comparison: dict | None, fairness: tuple[bool, list[str]] | None,
-           leakage: list[str] | None = None, stop: str | None = None) -> tuple[bool, list[str]]:
+def decide(metrics: dict[str, Any], gate: "GateConfig", comparison: dict[str, Any] | None,
+           fairness: tuple[bool, list[str]] | None, leakage: list[str] | None = None,
+           stop: str | None = None) -> tuple[bool, list[str]]:
     """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome.
 
     `stop` (a verdict on the data, `champion_collapse`) blocks and comes first; `leakage` findings block."""
@@ -234,7 +239,7 @@ def decide(metrics: dict, gate: "GateConfig", comparison: dict | None, fairness:
     return bool(ok), reasons
 
 
-def registered_metrics(tags: dict) -> dict[str, float]:
+def registered_metrics(tags: dict[str, Any]) -> dict[str, float]:
     """The test metrics a version was registered with (its `test_<metric>` lineage tags)."""
     out = {}
     for k, v in (tags or {}).items():
@@ -246,8 +251,9 @@ def registered_metrics(tags: dict) -> dict[str, float]:
     return out
 
 
-def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_version: str | None = None,
-                  champion_registered: dict | None = None) -> dict:
+def evaluate_core(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig", champion: "ChurnModel | None" = None,
+                  champion_version: str | None = None,
+                  champion_registered: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics on test, leakage, fairness, champion comparison and the decision — plain values.
 
     `champion_registered`: the champion's metrics at registration (`registered_metrics`), for
@@ -297,9 +303,10 @@ def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_vers
             "proba": proba, "y": y}
 
 
-def slice_metrics(test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+def slice_metrics(test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray, proba: np.ndarray,
+                  threshold: float) -> dict[str, Any]:
     """AUC / recall / positive rate per value of each sensitive feature (groups under 30 rows or one class skipped)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for col in cfg.dataset.sensitive_features:
         if col not in test_df:
             continue
@@ -315,7 +322,8 @@ def slice_metrics(test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray, t
     return out
 
 
-def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray) -> dict:
+def card_evidence(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray,
+                  proba: np.ndarray) -> dict[str, Any]:
     """What the model card shows beside the gate's figures: slices, top features (TreeSHAP) and charts.
 
     Computed here, where the fitted model and the test-set predictions are already in
@@ -331,7 +339,7 @@ def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.nda
             "top_features": top, "charts": curve_charts(y, proba, top)}
 
 
-def write_evidence(evidence: dict, path: str) -> None:
+def write_evidence(evidence: dict[str, Any], path: str) -> None:
     """The card evidence as one JSON file (charts base64-encoded): one artifact, readable anywhere."""
     import base64
     import json
@@ -341,7 +349,7 @@ def write_evidence(evidence: dict, path: str) -> None:
         json.dump(doc, fh)
 
 
-def read_evidence(path: str) -> dict:
+def read_evidence(path: str) -> dict[str, Any]:
     """Inverse of `write_evidence`: charts back to PNG bytes."""
     import base64
     import json
@@ -349,10 +357,11 @@ def read_evidence(path: str) -> dict:
     with Path(path).open() as fh:
         doc = json.load(fh)
     doc["charts"] = {k: base64.b64decode(v) for k, v in (doc.get("charts") or {}).items()}
-    return doc
+    evidence: dict[str, Any] = doc
+    return evidence
 
 
-def report_markdown(result: dict, gate: "GateConfig") -> str:
+def report_markdown(result: dict[str, Any], gate: "GateConfig") -> str:
     m = result["metrics"]
     lines = [f"# Evaluation — {'DEPLOY' if result['deploy'] else 'BLOCKED'}", "", "## Decision", ""]
     lines += [f"- {r}" for r in result["reasons"]]
@@ -377,7 +386,7 @@ def report_markdown(result: dict, gate: "GateConfig") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _log_kfp_metrics(metrics, classification, result: dict) -> dict:
+def _log_kfp_metrics(metrics: Metrics, classification: ClassificationMetrics, result: dict[str, Any]) -> dict[str, Any]:
     """Scalar metrics and the ROC curve / confusion matrix for the Kubeflow UI; returns the scalars."""
     from sklearn.metrics import roc_curve
 
@@ -393,7 +402,7 @@ def _log_kfp_metrics(metrics, classification, result: dict) -> dict:
     return scalar
 
 
-def _log_to_mlflow(run_id: str, scalar: dict, result: dict, files: dict[str, bytes]) -> None:
+def _log_to_mlflow(run_id: str, scalar: dict[str, Any], result: dict[str, Any], files: dict[str, bytes]) -> None:
     """Test metrics, the comparison and the gate on the training run; the report, decision and charts as artifacts."""
     import tempfile
 

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 from kfp.dsl import Dataset, Input, Model, Output
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kfct.config import RunConfig
+    from kfct.model import TabularEncoder
 
 
-def build_encoder(cfg: "RunConfig", scale: bool = False):
+def build_encoder(cfg: "RunConfig", scale: bool = False) -> "TabularEncoder":
     from kfct.config import categorical_columns, numeric_columns
     from kfct.model import TabularEncoder
 
@@ -27,7 +30,7 @@ def build_encoder(cfg: "RunConfig", scale: bool = False):
     )
 
 
-def split_frame(df, cfg: "RunConfig"):
+def split_frame(df: "pd.DataFrame", cfg: "RunConfig") -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]":
     """Train/val/test by a keyed hash of each row's id (`featurize_merge.split_codes`).
 
     A row's split depends on its id alone, so splitting a dataset part by part gives the same
@@ -38,7 +41,7 @@ def split_frame(df, cfg: "RunConfig"):
     return split_by_id(df, cfg)
 
 
-def with_binary_label(df, cfg: "RunConfig"):
+def with_binary_label(df: "pd.DataFrame", cfg: "RunConfig") -> "pd.DataFrame":
     """The boundary where a label of any coding (0/1, booleans, strings) becomes 0/1 (1 = positive_label)."""
     from kfct.labels import binary_labels
 
@@ -48,7 +51,8 @@ def with_binary_label(df, cfg: "RunConfig"):
     return out
 
 
-def featurize_core(df, cfg: "RunConfig"):
+def featurize_core(df: "pd.DataFrame",
+                   cfg: "RunConfig") -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, TabularEncoder]":
     """Labels to 0/1, split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
     train, val, test = split_frame(with_binary_label(df, cfg), cfg)
     scale = cfg.train.model == "logistic_regression"

@@ -16,6 +16,7 @@ from kfct.window_stats import WindowStats as Window  # what a backend measured f
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
+    from kfct.split_state import SplitState
 
 
 class RolloutError(KfctError):
@@ -243,7 +244,7 @@ def plan_promotion(model_name: str, canary: str, champion: str, steps: list[floa
 
 
 def plan_rollback(model_name: str, canary: str, champion: str, failed: list[str], seconds: float,
-                  evidence: dict | None = None) -> OutcomePlan:
+                  evidence: dict[str, Any] | None = None) -> OutcomePlan:
     """Reject `canary` for the reasons `failed` (each named in its tag and the audit trail).
 
     `evidence`: the failing step's figures (both versions' windows, the paired shifts, the
@@ -274,7 +275,7 @@ def plan_abort(model_name: str, canary: str, champion: str, failed: list[str], s
                         "reason": reason, "seconds": seconds})
 
 
-def plan_retry(model_name: str, version: str, tags: dict, champion: str | None) -> dict:
+def plan_retry(model_name: str, version: str, tags: dict[str, Any], champion: str | None) -> dict[str, Any]:
     """What `kfct rollout --retry VERSION` changes: a version a rollout rejected gets its `rejected`
     tag lifted (the old reason kept as `previous_rejected_reason`) and alias `challenger`, so the
     rollout that follows judges it afresh. Only a rollout's rejection can be retried."""
@@ -290,7 +291,7 @@ def plan_retry(model_name: str, version: str, tags: dict, champion: str | None) 
                       "previous_reason": tags.get("rejected_reason", "")[:1000]}}
 
 
-def plan_expiry(st, now: float | None = None) -> str | None:
+def plan_expiry(st: "SplitState | None", now: float | None = None) -> str | None:
     """Why the deferred canary in split state `st` must be rolled back now, or None while it may stand."""
     if st is None or not st.canary_version or st.canary_deadline is None or not st.expired(now):
         return None

@@ -84,7 +84,7 @@ def trainjob_name(pipeline_run: str, model_uri: str, attempt: str | None = None)
     return "kfct-train-" + hashlib.sha256(f"{pipeline_run}\n{model_uri}\n{attempt}".encode()).hexdigest()[:10]
 
 
-def node_resources(section: dict, gpu: bool) -> dict:
+def node_resources(section: dict[str, Any], gpu: bool) -> dict[str, Any]:
     """`resourcesPerNode`: the train step's cpu/memory from the config's `resources` section (default
     then train), limits as the step's own pod gets them; one GPU per worker with a GPU."""
     res = {**(section.get("default") or {}), **(section.get("train") or {})}
@@ -96,7 +96,7 @@ def node_resources(section: dict, gpu: bool) -> dict:
             limits[key] = str(res.get(f"{key}_limit", res.get(key)))
     if gpu:
         limits[GPU_RESOURCE] = "1"
-    out: dict = {}
+    out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests
     if limits:
@@ -104,7 +104,7 @@ def node_resources(section: dict, gpu: bool) -> dict:
     return out
 
 
-def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None = None) -> list[dict]:
+def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The workers' env: the kfct Secret's and ConfigMap's keys by reference (as every pipeline task gets them)."""
     from kfct.pod_env import CONFIG_KEYS, SECRET_KEYS
 
@@ -115,8 +115,8 @@ def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None =
     return env
 
 
-def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources: dict, gpu: bool,
-                   deadline_seconds: int, labels: dict[str, str], env: list[dict]) -> dict:
+def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources: dict[str, Any], gpu: bool,
+                   deadline_seconds: int, labels: dict[str, str], env: list[dict[str, Any]]) -> dict[str, Any]:
     """The TrainJob (trainer.kubeflow.org/v1alpha1) for N workers on the xgboost-distributed runtime."""
     if workers < 2:
         raise ValueError(f"a TrainJob is for 2 or more workers, got {workers}")
@@ -124,11 +124,11 @@ def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources
     clash = sorted(reserved & {e["name"] for e in env})
     if clash:
         raise ValueError(f"{', '.join(clash)} are reserved for the XGBoost runtime")
-    trainer: dict = {"image": image, "command": worker_command(spec_uri)[:3], "args": worker_command(spec_uri)[3:],
+    trainer: dict[str, Any] = {"image": image, "command": worker_command(spec_uri)[:3], "args": worker_command(spec_uri)[3:],
                      "env": env, "numNodes": int(workers)}
     if resources:
         trainer["resourcesPerNode"] = resources
-    body: dict = {
+    body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJob",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kfct", **labels}},
         "spec": {
@@ -145,7 +145,7 @@ def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources
     return body
 
 
-def job_outcome(obj: dict) -> tuple[str, str] | None:
+def job_outcome(obj: dict[str, Any]) -> tuple[str, str] | None:
     """('Complete' | 'Failed', 'reason: message') once a condition says so; None while running."""
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
@@ -180,8 +180,8 @@ def pod_namespace(settings=None) -> str:
     return (settings or get_settings()).kfp_namespace
 
 
-def run_trainjob(api, namespace: str, body: dict, poll_seconds: float = 5.0, grace_seconds: float = 120.0,
-                 timeout: tuple[float, float] | None = None, log=None) -> dict:
+def run_trainjob(api, namespace: str, body: dict[str, Any], poll_seconds: float = 5.0, grace_seconds: float = 120.0,
+                 timeout: tuple[float, float] | None = None, log=None) -> dict[str, Any]:
     """Create the TrainJob, wait for Complete / Failed, delete it; TrainJobError with the job's reason.
 
     The controller enforces `activeDeadlineSeconds`; the step stops waiting `grace_seconds` after it
@@ -304,7 +304,7 @@ def s3_uri(uri: str) -> str:
 def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preprocessor_uri: str, model_uri: str,
                        model_path: str, device: str, pipeline_run: str, pipeline_run_id: str = "",
                        engine: str | None = None, api=None, namespace: str | None = None, settings=None,
-                       poll_seconds: float = 5.0, log=None) -> dict:
+                       poll_seconds: float = 5.0, log=None) -> dict[str, Any]:
     """Run the workers, leave rank 0's model at `model_path`; returns rank 0's info plus `engine`."""
     from kfct.settings import get_settings
     from kfct.shards import read_bytes, write_bytes
@@ -344,7 +344,7 @@ def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preproce
 
 
 def train_distributed_step(cfg, train, val, preprocessor, model, device: str, tune_trials: int,
-                           pipeline_run: str, pipeline_run_id: str = "") -> tuple:
+                           pipeline_run: str, pipeline_run_id: str = "") -> tuple[Any, ...]:
     """The train step's distributed branch, from its kfp artifacts: (model, params, val_metrics, info, sample).
 
     `sample` is the first `drift.window_rows` rows of the train split (already shuffled by the

@@ -16,10 +16,14 @@ kfct's one-line summary, failure lines and hints are set above GX's page.
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING, Any
 import re
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
 
 SITE_NAME = "kfct"
 RUN_NAME = "kfct-validation"
@@ -52,7 +56,7 @@ _EXTERNAL_IMG = re.compile(r"<img\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>",
 _CSS_URL = re.compile(r"url\(\s*['\"]?(?:https?:)?//[^)]*\)", re.IGNORECASE)
 
 
-def _suite_result(gx_result: dict):
+def _suite_result(gx_result: dict[str, Any]) -> ExpectationSuiteValidationResult:
     from great_expectations.core.expectation_validation_result import expectationSuiteValidationResultSchema
 
     # exception_info is left as it is: GX escapes exception messages itself.
@@ -60,10 +64,12 @@ def _suite_result(gx_result: dict):
                 "expectation_config": {**r["expectation_config"],
                                        "kwargs": _escaped(r["expectation_config"].get("kwargs") or {})}}
                for r in gx_result.get("results") or []]
-    return expectationSuiteValidationResultSchema.load({**gx_result, "results": results})
+    suite: ExpectationSuiteValidationResult = expectationSuiteValidationResultSchema.load(
+        {**gx_result, "results": results})
+    return suite
 
 
-def _escaped(value):
+def _escaped(value: object) -> object:
     """Every string HTML-escaped. GX 1.24's page templates put observed values, sampled bad values
     and kwargs into the page as they are, so a cell holding `<script>` would run; escaped first, the
     browser shows it as text."""
@@ -76,7 +82,7 @@ def _escaped(value):
     return value
 
 
-def build_site(gx_result: dict, site_dir) -> Path:
+def build_site(gx_result: dict[str, Any], site_dir: str | Path) -> Path:
     """GX's Data Docs site for one validation under `site_dir`; returns the validation-results page.
 
     An ephemeral GX context with one local SiteBuilder site (as `great_expectations.yml`
@@ -107,13 +113,13 @@ def build_site(gx_result: dict, site_dir) -> Path:
     ctx.validation_results_store.set(key, result)
     ctx.build_data_docs(site_names=[SITE_NAME], resource_identifiers=[key])
     [url] = [u["site_url"] for u in ctx.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME)]
-    page = Path(url2pathname(urlparse(url).path))
+    page = Path(url2pathname(str(urlparse(url).path)))
     if not page.is_file():
         raise RuntimeError(f"GX Data Docs did not write the validation page {page}")
     return page
 
 
-def kfct_header(result: dict) -> str:
+def kfct_header(result: dict[str, Any]) -> str:
     """kfct's one-line summary, one line per failure and the hints, escaped, as an HTML section."""
     from kfct.components.validation_report import failure_lines, summary_line
 

@@ -62,7 +62,7 @@ def _since_seconds(since: Any) -> float | None:
     ts = pd.Timestamp(since)
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
-    return ts.timestamp()
+    return float(ts.timestamp())
 
 
 def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: bool | None = None,
@@ -118,7 +118,7 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
     return df
 
 
-def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows: int) -> tuple[list, int]:
+def _newest(paths: list[Any], since_s: float | None, model_name: str | None, max_rows: int) -> tuple[list[Any], int]:
     """Matching rows of the newest files, read newest first until `max_rows` are had (plus the count).
 
     File names carry their time range (`_part_range`), so the newest are the last by end time.
@@ -127,7 +127,7 @@ def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows
     import pyarrow.parquet as pq
 
     ordered = sorted(paths, key=lambda p: ((_part_range(Path(p).name) or (0, 0))[1], str(p)))
-    frames: list = []
+    frames: list[Any] = []
     have = total = 0
     for p in reversed(ordered):
         df = _plain(pq.read_table(p)).to_pandas()

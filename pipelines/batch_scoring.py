@@ -13,7 +13,7 @@ runs this same pipeline on this machine (shards in parallel subprocesses).
 """
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
@@ -24,7 +24,7 @@ DEFAULT_CRON = "0 0 6 1 * *"   # 06:00 on the 1st of each month (after the month
 DEFAULT_SHARDS = 8
 
 
-def make_components(settings=None) -> dict:
+def make_components(settings=None) -> dict[str, Any]:
     from kfp import dsl
 
     from kfct.components import batch_score, ingest
@@ -102,7 +102,7 @@ def build_batch_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, n
 
 
 def run_batch_local(data_uri: str, n_shards: int = 2, model_name: str | None = None, alias: str = "champion",
-                    output_uri: str = "", settings=None, cfg: "RunConfig | None" = None) -> dict:
+                    output_uri: str = "", settings=None, cfg: "RunConfig | None" = None) -> dict[str, Any]:
     """Run the pipeline under kfp.local (the one local-run helper); returns this run's summary and result."""
     from kfct.config import config_dict, load_config
     from kfct.errors import StageError

@@ -9,7 +9,7 @@ here, at pipeline-build time, so their images come from settings without any wor
 at import.
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
@@ -23,7 +23,7 @@ PARTS_STAGES = ("ingest-parts", "validate-part", "merge-validation", "featurize-
                 "train-model", "evaluate-model", "register-model", "deploy-model", "rollout-model")
 
 
-def make_components(settings=None, gpu: bool = False) -> dict:
+def make_components(settings=None, gpu: bool = False) -> dict[str, Any]:
     """Wrap each stage's component function with `dsl.component` and the image from settings."""
     from kfp import dsl
 

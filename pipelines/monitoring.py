@@ -13,7 +13,7 @@ decides, so a forced or held-back retrain is recorded like any other outcome.
 """
 
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import json
 import time
@@ -28,7 +28,7 @@ STAGES = ("prepare-drift-data", "check-drift", "trigger-retrain", "report-realiz
 DEFAULT_CRON = "0 0 4 * * 1"   # Mondays 04:00 UTC (6-field KFP cron)
 
 
-def make_components(settings=None) -> dict:
+def make_components(settings=None) -> dict[str, Any]:
     from kfp import dsl
 
     from kfct.components import drift, outcomes_report, retrain_policy
@@ -126,7 +126,7 @@ def build_monitoring_pipeline(settings=None, cfg: "RunConfig | dict | None" = No
 # --------------------------------------------------------------------------- local driver
 def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bool = False, since=None,
                 ct_data_uri: str | None = None, cfg: "RunConfig | None" = None, model_name: str | None = None,
-                settings=None, mode: str = "local", via_kfp: bool = False, out_dir: str | Path | None = None) -> dict:
+                settings=None, mode: str = "local", via_kfp: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
     """One monitoring pass on this machine; returns a summary (drift figures, reports, decision, CT outcome).
 
     In-process by default: the pipeline's own three component functions called one after
@@ -149,7 +149,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     return _run_monitor_in_process(arguments, out)
 
 
-def _artifacts(out: Path) -> dict:
+def _artifacts(out: Path) -> dict[str, Any]:
     """The monitoring stages' output artifacts as local files under `out` (what kfp.local would hand them)."""
     from kfp import dsl
 
@@ -161,7 +161,7 @@ def _artifacts(out: Path) -> dict:
     return {k: cls(name=k, uri=str(out / name), metadata={}) for k, (cls, name) in files.items()}
 
 
-def _run_monitor_in_process(args: dict, out: Path) -> dict:
+def _run_monitor_in_process(args: dict[str, Any], out: Path) -> dict[str, Any]:
     from kfct.components.drift import DriftInputError, check_drift, prepare_drift_data
     from kfct.components.retrain_policy import trigger_retrain
     from kfct.errors import KfctError
@@ -190,11 +190,11 @@ def _run_monitor_in_process(args: dict, out: Path) -> dict:
             "drift_seconds": drift_seconds, "total_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _report_paths(html, json_, md, summary_json) -> dict:
+def _report_paths(html, json_, md, summary_json) -> dict[str, Any]:
     return {"html": html, "json": json_, "summary_md": md, "summary_json": summary_json}
 
 
-def _run_monitor_kfp(args: dict, cfg: "RunConfig", s) -> dict:
+def _run_monitor_kfp(args: dict[str, Any], cfg: "RunConfig", s) -> dict[str, Any]:
     """The monitoring pipeline under kfp.local (through the one local-run helper); this run's outputs."""
     from kfct.config import config_dict
     from kfct.errors import StageError
@@ -218,7 +218,7 @@ def _run_monitor_kfp(args: dict, cfg: "RunConfig", s) -> dict:
             "stages": run.durations(), "total_seconds": run.total_seconds}
 
 
-def format_monitor_summary(summary: dict, rate_name: str = "positive rate") -> str:
+def format_monitor_summary(summary: dict[str, Any], rate_name: str = "positive rate") -> str:
     """The lines `kfct monitor` prints; `rate_name` names the predicted class's rate in the data's own words."""
     d = summary["drift"]
     dec = summary["decision"]

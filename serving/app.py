@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -276,7 +276,7 @@ class LatencyMiddleware:
         from kfct.serving.router import pending_stats
 
         t0 = _time.perf_counter()
-        pending: list = []
+        pending: list[Any] = []
         token = pending_stats.set(pending)
 
         async def timed_send(msg):

@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class _ChurnRouter(_KServeModel):
         self.last_error: str | None = None
         self.next_retry = 0.0  # monotonic time of the watcher's next load attempt (0: none planned)
         self._apply_lock = threading.Lock()
-        self._info_labels: list = []
+        self._info_labels: list[Any] = []
         from kserve.metrics import PREDICT_HIST_TIME, get_labels
 
         self._kserve_predict_hist = PREDICT_HIST_TIME.labels(**get_labels(name))
@@ -181,7 +181,7 @@ class _ChurnRouter(_KServeModel):
 
         if verb is not None and verb != InferenceVerb.PREDICT:
             return await super().__call__(body, headers, verb)
-        response_headers: dict = {}
+        response_headers: dict[str, Any] = {}
         t0 = time.perf_counter()
         result = await self.predict(self.preprocess(body, headers), headers, response_headers)
         self._kserve_predict_hist.observe(time.perf_counter() - t0)
@@ -190,11 +190,11 @@ class _ChurnRouter(_KServeModel):
     def validate(self, payload):
         return payload
 
-    def get_input_types(self) -> list[dict]:
+    def get_input_types(self) -> list[dict[str, Any]]:
         champ = self._route.champion
         return champ.get_input_types() if champ is not None else []
 
-    def get_output_types(self) -> list[dict]:
+    def get_output_types(self) -> list[dict[str, Any]]:
         champ = self._route.champion
         return champ.get_output_types() if champ is not None else []
 
@@ -248,7 +248,7 @@ class _ChurnRouter(_KServeModel):
                                outputs=requested_outputs(job.request, OUTPUT_NAMES))
         return v1_response(self.name, grouped, n)
 
-    async def _score_group(self, loop, predictor: ChurnPredictor, recs: list[dict], idx, job: _Job):
+    async def _score_group(self, loop, predictor: ChurnPredictor, recs: list[dict[str, Any]], idx, job: _Job):
         """One group's scores from its version's executor; a failure is counted against that version."""
         try:
             return await loop.run_in_executor(predictor.executor, predictor.score, recs)
@@ -266,7 +266,7 @@ class _ChurnRouter(_KServeModel):
             raise kserve.errors.InferenceError(
                 f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
 
-    def _commit_results(self, results: list, job: _Job, now: float) -> None:
+    def _commit_results(self, results: list[Any], job: _Job, now: float) -> None:
         """Each group's stats and metrics (committed by the middleware with the client-seen latency when it
         is there), and its rows to the prediction log."""
         pending = pending_stats.get()
@@ -294,7 +294,7 @@ class _ChurnRouter(_KServeModel):
         return commit
 
     # -- routing ---------------------------------------------------------------------------------
-    def _assign(self, route: Route, records: list[dict]):
+    def _assign(self, route: Route, records: list[dict[str, Any]]):
         """[(role, predictor, row indices or None for all)]"""
         return assign(route, records, self.id_column, self._rng)
 
@@ -312,7 +312,7 @@ class _ChurnRouter(_KServeModel):
             self._unattributed_metrics = VersionMetrics(self.name, "none")
         self._unattributed_metrics.client_errors.inc()
 
-    def stats(self, since: float | None = None, pairs: bool = False) -> dict:
+    def stats(self, since: float | None = None, pairs: bool = False) -> dict[str, Any]:
         """Window stats per version; `pairs`: each version's raw paired rows too, for a rollout that
         merges several replicas (`kfct.window_stats.merge_windows`)."""
         r = self._route
@@ -370,7 +370,7 @@ class _ChurnRouter(_KServeModel):
         return self._shadow_worker.drain(timeout) and self._pair_worker.drain(timeout)
 
     # -- paired scoring --------------------------------------------------------------------------
-    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict], canary,
+    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict[str, Any]], canary,
                   ts: float) -> None:
         """Score a canary request's records with the champion; record the paired differences.
 
@@ -421,7 +421,7 @@ class _ChurnRouter(_KServeModel):
                      state.generation)
             return True
 
-    def _predictor_for(self, version: str, reuse: list) -> ChurnPredictor:
+    def _predictor_for(self, version: str, reuse: list[Any]) -> ChurnPredictor:
         """A predictor for a registered version: one already loaded, or a fresh load."""
         for p in reuse:
             if p is not None and p.current is not None and p.current.version == str(version):
