@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from kfct.config import RunConfig
     from kfct.settings import Settings
 
-    Since = str | float | dt.datetime | pd.Timestamp | None  # a time the prediction log reads from
+    Since = str | float | dt.datetime | None  # a time the prediction log reads from (a pd.Timestamp is a datetime)
 
 log = logging.getLogger("kfct.components.ab_test")
 STATE_TAG = "kfct.ab_test"

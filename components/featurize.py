@@ -67,7 +67,7 @@ def featurize_split(
     val: Output[Dataset],
     test: Output[Dataset],
     preprocessor: Output[Model],
-):
+) -> None:  # kfp reads None as no outputs, as it does an omitted annotation (kfp 2.17 component_factory.py)
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
     from kfct.stage import stage
 

@@ -22,7 +22,8 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -38,7 +39,14 @@ from kfct.serving.split_watcher import SplitWatcher  # noqa: F401
 from kfct.split_state import SplitState
 
 if TYPE_CHECKING:
-    from kfct.serving.predictor import ChurnPredictor
+    from kserve import InferRequest, InferResponse
+    from kserve.model import InferenceVerb
+
+    from kfct.serving.prediction_log import PredictionLogger
+    from kfct.serving.predictor import ChurnPredictor, Scores
+
+T = TypeVar("T")
+_Payload = TypeVar("_Payload")
 
 kserve = kserve_sdk.LazyKServe()
 
@@ -51,10 +59,11 @@ log = logging.getLogger("kfct.serving.router")
 
 # Set by `kfct.serving.app.LatencyMiddleware` for each prediction request: a list the router
 # appends its window-stats commits to, so they are recorded with the latency the client saw.
-pending_stats: contextvars.ContextVar = contextvars.ContextVar("kfct_pending_stats", default=None)
+pending_stats: contextvars.ContextVar[list[Callable[[float], None]] | None] = contextvars.ContextVar(
+    "kfct_pending_stats", default=None)
 
 
-def _timed(fn, *args):
+def _timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
     """(seconds, result) of fn(*args)."""
     t0 = time.perf_counter()
     out = fn(*args)
@@ -64,7 +73,8 @@ def _timed(fn, *args):
 class _Job:
     __slots__ = ("t0", "protocol", "records", "request", "request_id", "customer")
 
-    def __init__(self, t0, protocol, records, request, request_id, customer=0):
+    def __init__(self, t0: float, protocol: str, records: list[dict[str, Any]], request: InferRequest | None,
+                 request_id: str | None, customer: int = 0) -> None:
         self.t0 = t0
         self.protocol = protocol
         self.records = records
@@ -77,7 +87,7 @@ class _ChurnRouter(_KServeModel):
     """KServe model that routes to a champion and an optional canary/shadow predictor."""
 
     def __init__(self, name: str, champion: ChurnPredictor, id_column: str | None = "customer_id",
-                 prediction_log=None, rng: random.Random | None = None):
+                 prediction_log: PredictionLogger | None = None, rng: random.Random | None = None) -> None:
         super().__init__(name, return_response_headers=True)
         self.id_column = id_column
         self.prediction_log = prediction_log
@@ -112,7 +122,7 @@ class _ChurnRouter(_KServeModel):
     def route(self) -> Route:
         return self._route
 
-    def start(self):  # KServe's default would mark us ready before any model is loaded
+    def start(self) -> None:  # KServe's default would mark us ready before any model is loaded
         pass
 
     async def healthy(self) -> bool:
@@ -173,21 +183,23 @@ class _ChurnRouter(_KServeModel):
             self._metrics[version] = VersionMetrics(self.name, version)
 
     # -- KServe handlers -------------------------------------------------------------------------
-    async def __call__(self, body, headers=None, verb=None):
+    async def __call__(self, body: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None,
+                       verb: InferenceVerb | None = None) -> tuple[Any, dict[str, Any]]:
         """KServe's Model.__call__ (preprocess -> predict -> postprocess), minus its per-request
         overhead: three histogram contexts, four coroutine checks and six clock reads cost about
         as much as scoring one customer. KServe's `request_predict_seconds` is still observed."""
         from kserve.model import InferenceVerb
 
         if verb is not None and verb != InferenceVerb.PREDICT:
-            return await super().__call__(body, headers, verb)
+            answer: tuple[Any, dict[str, Any]] = await super().__call__(body, headers, verb)
+            return answer
         response_headers: dict[str, Any] = {}
         t0 = time.perf_counter()
         result = await self.predict(self.preprocess(body, headers), headers, response_headers)
         self._kserve_predict_hist.observe(time.perf_counter() - t0)
         return result, response_headers
 
-    def validate(self, payload):
+    def validate(self, payload: _Payload) -> _Payload:
         return payload
 
     def get_input_types(self) -> list[dict[str, Any]]:
@@ -198,7 +210,7 @@ class _ChurnRouter(_KServeModel):
         champ = self._route.champion
         return champ.get_output_types() if champ is not None else []
 
-    def preprocess(self, payload, headers=None):
+    def preprocess(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None) -> _Job:
         t0 = time.perf_counter()
         try:
             if isinstance(payload, kserve.InferRequest):
@@ -216,7 +228,8 @@ class _ChurnRouter(_KServeModel):
             self._unattributed_error(t0)
             raise
 
-    async def predict(self, job: _Job, headers=None, response_headers=None):
+    async def predict(self, job: _Job, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, Any] | None = None) -> dict[str, Any] | InferResponse:
         """Score each group on its version's own executor thread, never on the event loop: a slow
         canary then delays only its own requests, not the champion's clients (nor health checks)."""
         route = self._route
@@ -248,7 +261,8 @@ class _ChurnRouter(_KServeModel):
                                outputs=requested_outputs(job.request, OUTPUT_NAMES))
         return v1_response(self.name, grouped, n)
 
-    async def _score_group(self, loop, predictor: ChurnPredictor, recs: list[dict[str, Any]], idx, job: _Job):
+    async def _score_group(self, loop: asyncio.AbstractEventLoop, predictor: ChurnPredictor, recs: list[dict[str, Any]],
+                           idx: np.ndarray | None, job: _Job) -> Scores:
         """One group's scores from its version's executor; a failure is counted against that version."""
         try:
             return await loop.run_in_executor(predictor.executor, predictor.score, recs)
@@ -284,7 +298,7 @@ class _ChurnRouter(_KServeModel):
                 self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels,
                                         s.threshold)
 
-    def _ok_commit(self, ver: str, role: str, job: _Job, now: float, n: int, s):
+    def _ok_commit(self, ver: str, role: str, job: _Job, now: float, n: int, s: Scores) -> Callable[[float], None]:
         metrics, stats = self._metrics[ver], self._stats[ver]
 
         def commit(latency: float) -> None:
@@ -294,7 +308,8 @@ class _ChurnRouter(_KServeModel):
         return commit
 
     # -- routing ---------------------------------------------------------------------------------
-    def _assign(self, route: Route, records: list[dict[str, Any]]):
+    def _assign(self, route: Route,
+                records: list[dict[str, Any]]) -> list[tuple[str, ChurnPredictor | None, np.ndarray | None]]:
         """[(role, predictor, row indices or None for all)]"""
         return assign(route, records, self.id_column, self._rng)
 
@@ -340,7 +355,8 @@ class _ChurnRouter(_KServeModel):
     def _shadow(self, predictor: ChurnPredictor, job: _Job, now: float) -> None:
         self._shadow_worker.submit(predictor, job.records, job.request_id, job.protocol, now)
 
-    def _shadow_one(self, predictor: ChurnPredictor, records, rid, protocol, ts) -> None:
+    def _shadow_one(self, predictor: ChurnPredictor, records: list[dict[str, Any]], rid: str | None, protocol: str,
+                    ts: float) -> None:
         lv = predictor.current
         if lv is None:
             return
@@ -370,8 +386,8 @@ class _ChurnRouter(_KServeModel):
         return self._shadow_worker.drain(timeout) and self._pair_worker.drain(timeout)
 
     # -- paired scoring --------------------------------------------------------------------------
-    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict[str, Any]], canary,
-                  ts: float) -> None:
+    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict[str, Any]],
+                  canary: Scores, ts: float) -> None:
         """Score a canary request's records with the champion; record the paired differences.
 
         Latency: both versions are timed here, back to back on this one thread, in alternating
@@ -480,7 +496,7 @@ class _ChurnRouter(_KServeModel):
 _KSERVE_CLASSES = {"ChurnRouter": ("_ChurnRouter", "kserve:Model")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     """PEP 562: the kserve-derived `ChurnRouter` is built on first use, so importing this
     module does not import kserve (seconds)."""
     if name in _KSERVE_CLASSES:
