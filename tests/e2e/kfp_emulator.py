@@ -350,8 +350,16 @@ class Emulator:
             },
         }
 
-    def _run_container(self, name: str, path: str, task: dict, comp: dict, params: dict, arts: dict,  # noqa: C901 - the launcher's steps, in order
-                       result: RunResult):
+    def _run_container(  # noqa: C901 - the launcher's steps, in order
+        self,
+        name: str,
+        path: str,
+        task: dict,
+        comp: dict,
+        params: dict,
+        arts: dict,
+        result: RunResult,
+    ):
         exec_label = comp["executorLabel"]
         container = self.spec["deploymentSpec"]["executors"][exec_label]["container"]
         outdefs = comp.get("outputDefinitions", {})

@@ -18,8 +18,9 @@ from tests.servingkit.fakes import (FAST_ROLLOUT, FakeKubeApi, FakePrometheus, c
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore_kube_default_config")]
 
-GOOD = lambda a, b: {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},  # noqa: E731
-                     b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
+def GOOD(a, b):
+    return {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
+            b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
 
 
 def patches(kube):
