@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from kfp.dsl.pipeline_channel import PipelineParameterChannel
     from kfp.dsl.python_component import PythonComponent
 
-    Channel = PipelineParameterChannel  # a pipeline parameter inside the DAG
 
     from kfct.config import RunConfig
     from kfct.settings import Settings
@@ -143,10 +142,25 @@ def build_ct_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | dict
     return ct_pipeline
 
 
-def _ct_stages(dsl: ModuleType, ops: "dict[str, PythonComponent]", cfg: "RunConfig", s: "Settings", gpu: bool,
-               run_name: str, data_uri: "Channel", config_json: "Channel", model_name: "Channel", device: "Channel",
-               tune_trials: "Channel", code_version: "Channel", run_reason: "Channel", rollout: "Channel",
-               serving_url: "Channel", parts: bool, part_rows: "Channel") -> None:
+def _ct_stages(
+    dsl: ModuleType,
+    ops: "dict[str, PythonComponent]",
+    cfg: "RunConfig",
+    s: "Settings",
+    gpu: bool,
+    run_name: str,
+    data_uri: "PipelineParameterChannel",  # the pipeline's parameters, as channels inside the DAG
+    config_json: "PipelineParameterChannel",
+    model_name: "PipelineParameterChannel",
+    device: "PipelineParameterChannel",
+    tune_trials: "PipelineParameterChannel",
+    code_version: "PipelineParameterChannel",
+    run_reason: "PipelineParameterChannel",
+    rollout: "PipelineParameterChannel",
+    serving_url: "PipelineParameterChannel",
+    parts: bool,
+    part_rows: "PipelineParameterChannel",
+) -> None:
     """The CT stages inside the pipeline's exit handler (channels in, tasks wired); `parts`: the map -> reduce
     variant (validate and featurize fanned out over the dataset's parts)."""
     if parts:
