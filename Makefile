@@ -13,7 +13,7 @@ DATA ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast test-tools e2e lint lint-wide compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
+.PHONY: help install run test test-fast test-tools e2e lint compile compile-submit submit schedule images serve rollout score monitor mlflow-ui bench data clean
 
 help: ## List targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,14 +48,11 @@ test-fast: install ## Pure and in-process tests, about a minute: no pipeline run
 test-tools: install ## The tests that run a tool over the repository (ruff, hadolint, make install); part of make test
 	$(PY) -m pytest -q -m tool $(ARGS)
 
-lint: install ## ruff check on the package, bench and tests, mypy, import-linter contracts (pyproject.toml)
+lint: install ## ruff check and ruff format --check on the package, bench and tests, mypy, import-linter contracts (pyproject.toml)
 	$(VENV)/bin/ruff check kfct components pipelines serving bench tests
+	$(VENV)/bin/ruff format --check kfct components pipelines serving bench tests
 	$(VENV)/bin/mypy kfct
 	$(VENV)/bin/lint-imports
-
-lint-wide: install ## The wider ruff rule set and the format check that lint will adopt (reports; not yet clean)
-	-$(VENV)/bin/ruff check --select E,W,F,B,I,UP,SIM,C90,RUF,BLE,PTH --statistics kfct components pipelines serving bench tests
-	-$(VENV)/bin/ruff format --check kfct components pipelines serving bench tests | tail -1
 
 data: install ## Generate a dataset: make data ROWS=100000 OUT=data/customers.parquet
 	$(KFCT) data generate --rows $(ROWS) --out $(or $(OUT),data/customers.parquet) $(ARGS)

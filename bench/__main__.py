@@ -12,6 +12,7 @@ KFCT_HOME (removed at the end unless --keep or a section failed).
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import datetime
 import os
@@ -73,10 +74,8 @@ def machine_info() -> dict:
         pass
     versions = {}
     for pkg in ("kserve", "mlflow", "fastapi", "uvicorn", "xgboost", "scikit-learn", "pandas", "kfp"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
             # Which build matters as much as the version: the stages are import-bound (results.md).
@@ -91,35 +90,69 @@ def _load() -> float | None:
         return None
 
 
+def _usage_error(args, only: list[str]) -> str | None:
+    """What is wrong with the command line, or None."""
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        return f"unknown section {unknown[0]!r} in --only; choose from {', '.join(SECTIONS)}"
+    if not only:
+        return "--only names no section"
+    if args.repeats is not None and args.repeats < 1:
+        return "--repeats must be at least 1"
+    if args.duration is not None and args.duration <= 0:
+        return "--duration must be positive"
+    return None
+
+
+def _gpu_figure(explicit: str | None) -> dict | None:
+    """The recorded GPU training figure: the file asked for (GpuFigureError when it is bad), else the
+    default one if it is there (a bad default is reported in the results, not fatal)."""
+    from bench.training import DEFAULT_GPU_FIGURE, GpuFigureError, load_gpu_figure
+
+    if explicit:
+        return load_gpu_figure(explicit)
+    if not DEFAULT_GPU_FIGURE.is_file():
+        return None
+    try:
+        return load_gpu_figure(str(DEFAULT_GPU_FIGURE))
+    except GpuFigureError as exc:
+        return {"error": str(exc)}
+
+
+def _section(name: str, ctx, plan, args, meta: dict) -> dict:
+    """Run one section: its status (ok with its data, skipped, failed with the reason) and seconds."""
+    t0 = time.perf_counter()
+    print(f"[{name}]", flush=True)
+    try:
+        data = _run_section(name, ctx, plan, args, meta)
+    except Exception as exc:  # noqa: BLE001 - a failed section is reported, the others still run
+        traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {first}",
+                "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", flush=True)
+    if data is None:
+        return {"status": "skipped", "reason": "--quick (takes 30-60 s on 2 cores; run without --quick)"}
+    return {"status": "ok", "seconds": round(time.perf_counter() - t0, 1), "data": data}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in only if s not in SECTIONS]
-    if unknown or not only:
-        print(f"bench: unknown section {unknown[0]!r} in --only; choose from {', '.join(SECTIONS)}"
-              if unknown else "bench: --only names no section", file=sys.stderr)
-        return 2
-    if args.repeats is not None and args.repeats < 1:
-        print("bench: --repeats must be at least 1", file=sys.stderr)
-        return 2
-    if args.duration is not None and args.duration <= 0:
-        print("bench: --duration must be positive", file=sys.stderr)
+    usage = _usage_error(args, only)
+    if usage:
+        print(f"bench: {usage}", file=sys.stderr)
         return 2
 
     from bench import report
     from bench.model import Context, default_cache_dir, new_workdir
-    from bench.training import DEFAULT_GPU_FIGURE, GpuFigureError, load_gpu_figure
+    from bench.training import GpuFigureError
 
-    gpu = None
-    gpu_path = args.gpu_figure or (str(DEFAULT_GPU_FIGURE) if DEFAULT_GPU_FIGURE.is_file() else None)
-    if gpu_path:
-        try:
-            gpu = load_gpu_figure(gpu_path)
-        except GpuFigureError as exc:
-            if args.gpu_figure:  # asked for explicitly: a bad file is an error
-                print(f"bench: {exc}", file=sys.stderr)
-                return 2
-            gpu = {"error": str(exc)}
+    try:
+        gpu = _gpu_figure(args.gpu_figure)
+    except GpuFigureError as exc:  # asked for explicitly: a bad file is an error
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
 
     plan = PLANS["quick" if args.quick else "full"]
     t_start = time.perf_counter()
@@ -139,21 +172,7 @@ def main(argv=None) -> int:
         if name not in only:
             sections[name] = {"status": "skipped", "reason": "not in --only"}
             continue
-        t0 = time.perf_counter()
-        print(f"[{name}]", flush=True)
-        try:
-            data = _run_section(name, ctx, plan, args, meta)
-        except Exception as exc:
-            traceback.print_exc()
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            sections[name] = {"status": "failed", "reason": f"{type(exc).__name__}: {first}",
-                              "seconds": round(time.perf_counter() - t0, 1)}
-            continue
-        if data is None:
-            sections[name] = {"status": "skipped", "reason": "--quick (takes 30-60 s on 2 cores; run without --quick)"}
-        else:
-            sections[name] = {"status": "ok", "seconds": round(time.perf_counter() - t0, 1), "data": data}
-        print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", flush=True)
+        sections[name] = _section(name, ctx, plan, args, meta)
 
     meta["wall_s"] = round(time.perf_counter() - t_start, 1)
     meta["load_after"] = _load()
@@ -171,62 +190,84 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
+def _run_training(ctx, plan: dict, args, meta: dict):
+    from bench import training
+
+    sizes = dict(plan["training"])
+    figures = training.measure(ctx, {r: n for r, n in sizes.items() if n > 0}, log=ctx.log)
+    skipped = [{"rows": r, "reason": "skipped (--quick)"} for r, n in sizes.items() if n <= 0]
+    return {"figures": figures, "skipped_sizes": skipped, "cores": meta.get("cores")}
+
+
+def _run_serving(ctx, plan: dict, args, meta: dict):
+    from bench import serving
+
+    p = dict(plan["serving"])
+    if args.repeats:
+        p["repeats"] = args.repeats
+    if args.duration:
+        p["duration"] = args.duration
+    return serving.run(ctx, **p)
+
+
+def _run_tail(ctx, plan: dict, args, meta: dict):
+    from bench import predlog_tail
+
+    p = dict(plan["tail"])
+    if args.repeats:
+        p["rounds"] = args.repeats
+    if args.duration:
+        p["duration"] = args.duration
+    data = predlog_tail.run(ctx, **p)
+    predlog_tail.write(data, Path(args.out_dir))  # its own files too: a later run of other sections keeps them
+    return data
+
+
+def _run_scoring(ctx, plan: dict, args, meta: dict):
+    from bench import scoring
+
+    p = dict(plan["scoring"])
+    if args.repeats:
+        p["repeats"] = args.repeats
+    return scoring.run(ctx, **p)
+
+
+def _run_pipeline(ctx, plan: dict, args, meta: dict):
+    from bench import pipeline
+
+    n = plan["pipeline"]["repeats"]
+    if n <= 0:
+        return None
+    return pipeline.run(ctx, repeats=n)
+
+
+def _run_workers(ctx, plan: dict, args, meta: dict):
+    from bench import workers
+
+    return None if args.quick else workers.run(ctx.workdir, log=ctx.log)
+
+
+def _run_scale(ctx, plan: dict, args, meta: dict):
+    from bench import report, scale
+
+    sizes = plan["scale"]["sizes"]
+    if not sizes:
+        return None
+    data = scale.run(ctx, sizes=sizes, log=ctx.log)
+    report.write_scale(data, BENCH_DIR)  # its own files: a later run of other sections keeps them
+    return data
+
+
+_RUNNERS = {"training": _run_training, "serving": _run_serving, "tail": _run_tail, "scoring": _run_scoring,
+            "pipeline": _run_pipeline, "workers": _run_workers, "scale": _run_scale}
+
+
 def _run_section(name: str, ctx, plan: dict, args, meta: dict):
-    if name == "training":
-        from bench import training
-
-        sizes = dict(plan["training"])
-        figures = training.measure(ctx, {r: n for r, n in sizes.items() if n > 0}, log=ctx.log)
-        skipped = [{"rows": r, "reason": "skipped (--quick)"} for r, n in sizes.items() if n <= 0]
-        return {"figures": figures, "skipped_sizes": skipped, "cores": meta.get("cores")}
-    if name == "serving":
-        from bench import serving
-
-        p = dict(plan["serving"])
-        if args.repeats:
-            p["repeats"] = args.repeats
-        if args.duration:
-            p["duration"] = args.duration
-        return serving.run(ctx, **p)
-    if name == "tail":
-        from bench import predlog_tail
-
-        p = dict(plan["tail"])
-        if args.repeats:
-            p["rounds"] = args.repeats
-        if args.duration:
-            p["duration"] = args.duration
-        data = predlog_tail.run(ctx, **p)
-        predlog_tail.write(data, Path(args.out_dir))  # its own files too: a later run of other sections keeps them
-        return data
-    if name == "scoring":
-        from bench import scoring
-
-        p = dict(plan["scoring"])
-        if args.repeats:
-            p["repeats"] = args.repeats
-        return scoring.run(ctx, **p)
-    if name == "pipeline":
-        from bench import pipeline
-
-        n = plan["pipeline"]["repeats"]
-        if n <= 0:
-            return None
-        return pipeline.run(ctx, repeats=n)
-    if name == "workers":
-        from bench import workers
-
-        return None if args.quick else workers.run(ctx.workdir, log=ctx.log)
-    if name == "scale":
-        from bench import report, scale
-
-        sizes = plan["scale"]["sizes"]
-        if not sizes:
-            return None
-        data = scale.run(ctx, sizes=sizes, log=ctx.log)
-        report.write_scale(data, BENCH_DIR)  # its own files: a later run of other sections keeps them
-        return data
-    raise ValueError(name)
+    """A section's data, or None when this plan skips it."""
+    run = _RUNNERS.get(name)
+    if run is None:
+        raise ValueError(name)
+    return run(ctx, plan, args, meta)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import asyncio
 import json
@@ -28,6 +29,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -97,11 +99,24 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
         raise ConnectionError(f"bad status line {line[:60]!r}")
     status = int(parts[1])
-    length, chunked, keep_alive = None, False, parts[0] != b"HTTP/1.0"
+    length, chunked, keep_alive = await _read_headers(reader, parts[0] != b"HTTP/1.0")
+    if chunked:
+        await _skip_chunked(reader)
+    elif length:
+        await reader.readexactly(length)
+    elif length is None and status not in (204, 304) and not 100 <= status < 200:
+        await reader.read()  # body delimited by close
+        keep_alive = False
+    return status, keep_alive
+
+
+async def _read_headers(reader: asyncio.StreamReader, keep_alive: bool) -> tuple[int | None, bool, bool]:
+    """(content-length, chunked, keep-alive) from the response's headers."""
+    length, chunked = None, False
     while True:
         h = await reader.readline()
         if h in (b"\r\n", b"\n"):
-            break
+            return length, chunked, keep_alive
         if not h:
             raise _Closed("connection closed in headers")
         k, _, v = h.partition(b":")
@@ -112,20 +127,17 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
             chunked = True
         elif k == b"connection":
             keep_alive = b"close" not in v.lower()
-    if chunked:
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            await reader.readexactly(size + 2)
-    elif length:
-        await reader.readexactly(length)
-    elif length is None and status not in (204, 304) and not 100 <= status < 200:
-        await reader.read()  # body delimited by close
-        keep_alive = False
-    return status, keep_alive
+
+
+async def _skip_chunked(reader: asyncio.StreamReader) -> None:
+    """Read past a chunked body and its trailers."""
+    while True:
+        size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            return
+        await reader.readexactly(size + 2)
 
 
 class _Conn:
@@ -139,10 +151,8 @@ class _Conn:
 
     def drop(self):
         if self.writer is not None:
-            try:
+            with contextlib.suppress(OSError, RuntimeError):  # a transport already gone, or its loop closed
                 self.writer.close()
-            except Exception:
-                pass
         self.reader = self.writer = None
 
 
@@ -251,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw", action="store_true", help="also print every latency (ns)")
     args = p.parse_args(argv)
     try:
-        with open(args.bodies, "rb") as fh:
+        with Path(args.bodies).open("rb") as fh:
             values = json.load(fh)
         if not isinstance(values, list) or not values:
             raise ValueError("the bodies file must hold a non-empty JSON list")

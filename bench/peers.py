@@ -22,6 +22,7 @@ signalling that process group, so `mlflow models serve`'s uvicorn child goes wit
 
 # No `from __future__ import annotations` here: FastAPI reads the route's annotations at
 # runtime, and the request model is local to `build_fastapi_app`.
+import contextlib
 from typing import TYPE_CHECKING
 import json
 import os
@@ -125,10 +126,8 @@ class ServerProcess:
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.wait(5)
 
     def __enter__(self):
@@ -275,7 +274,7 @@ def features_model(cfg: "RunConfig"):
     The case study writes this class by hand; building it from the config keeps the peer
     in step with whatever dataset the config describes.
     """
-    from typing import Literal, Optional
+    from typing import Literal
 
     from pydantic import Field, create_model
 
@@ -296,7 +295,7 @@ def features_model(cfg: "RunConfig"):
             typ = str
         bounds = {k: getattr(spec, m) for k, m in (("ge", "min"), ("le", "max")) if kind in ("int", "float")}
         if spec.nullable:
-            fields[col] = (Optional[typ], Field(None, **bounds))
+            fields[col] = (typ | None, Field(None, **bounds))
         else:
             fields[col] = (typ, Field(..., **bounds))
     return create_model("CustomerFeatures", **fields)

@@ -92,7 +92,7 @@ def render_serving(sec: dict) -> list[str]:
     lines = [f"## {TITLES['serving']}", ""]
     st = _status_line(sec)
     if st:
-        return lines + [st, ""]
+        return [*lines, st, ""]
     d = sec.get("data") or {}
     return (lines + _serving_setup(d) + _serving_cells(d) + _serving_wrk(d) + _serving_ratios(d)
             + _serving_targets(d) + _serving_notes(d) + [""])
@@ -205,7 +205,7 @@ def render_scoring(sec: dict) -> list[str]:
     lines = [f"## {TITLES['scoring']}", ""]
     st = _status_line(sec)
     if st:
-        return lines + [st, ""]
+        return [*lines, st, ""]
     tools = d.get("tools", {})
     lines.append("2.1M generated customers, parquet in → parquet of id, probability, label out, timed file to file "
                  "(model load excluded), same registered model. The case study's monthly batch took 2 h 31 min.")
@@ -228,7 +228,7 @@ def render_scoring(sec: dict) -> list[str]:
         lines += ["", f"kfct: {_n(k['rows_per_s'])} rows/s (issue 3's target ≥ 250,000 rows/s: {ok}){extra}."]
     if d.get("generated_s"):
         lines.append(f"(The input was generated in this run in {d['generated_s']:.1f} s and cached: {d['input']}.)")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render_training(sec: dict, gpu: dict | None) -> list[str]:
@@ -262,7 +262,7 @@ def render_training(sec: dict, gpu: dict | None) -> list[str]:
         lines.append(f"| 1,000,000 | GPU (CUDA) | {NO_GPU} | | | | |")
         if gpu and gpu.get("error"):
             lines += ["", f"GPU figure file not used: {gpu['error']}"]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render_pipeline(sec: dict) -> list[str]:
@@ -270,7 +270,7 @@ def render_pipeline(sec: dict) -> list[str]:
     lines = [f"## {TITLES['pipeline']}", ""]
     st = _status_line(sec)
     if st:
-        return lines + [st, ""]
+        return [*lines, st, ""]
     how = "one run" if d.get("repeats") == 1 else "median of " + _plural(d.get("repeats"), "run")
     lines.append(f"`kfct.pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
                  "SubprocessRunner, each stage a subprocess; a stage's time is what it stamped itself, from the first line "
@@ -282,7 +282,7 @@ def render_pipeline(sec: dict) -> list[str]:
     rng = d.get("total_range")
     spread = f" (runs: {', '.join(f'{x:.1f}' for x in rng)})" if rng and len(set(rng)) > 1 else ""
     lines.append(f"| **total (wall)** | **{_n(d.get('total_seconds'), 1)}**{spread} |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 SCALE_STEPS = ("validate-single", "featurize-single", "validate-part", "merge-validation", "featurize-part",
@@ -295,7 +295,7 @@ def render_scale(sec: dict) -> list[str]:
     lines = [f"## {TITLES['scale']}", ""]
     st = _status_line(sec)
     if st:
-        return lines + [st, ""]
+        return [*lines, st, ""]
     sizes = d.get("sizes") or []
     lines.append(f"Datasets in parts of {d.get('part_rows', 0):,} rows (`kfct data generate --part-rows`). Each step "
                  "ran once in a fresh process under `/usr/bin/time -v`"
@@ -325,7 +325,7 @@ def render_scale(sec: dict) -> list[str]:
                          "rows (train/val/test, by id hash).")
     if d.get("notes"):
         lines += [""] + [f"- {n}" for n in d["notes"]]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render_scale_chart(data: dict, path: Path) -> Path | None:

@@ -26,6 +26,7 @@ Without root or the cgroup v1 memory controller, steps run without a limit (said
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,10 +90,8 @@ def measure(step: str, args: dict, limit: int | None, log=print) -> dict:
     if group is not None:
         out["cgroup_peak_mib"] = round(int((group / "memory.max_usage_in_bytes").read_text()) / 2**20, 1)
         out["oom_events"] = int((group / "memory.failcnt").read_text())
-        try:
+        with contextlib.suppress(OSError):
             group.rmdir()
-        except OSError:
-            pass
     out["under_limit"] = out["exit"] == 0 and (limit is None or (out["peak_rss_mib"] or 0) * 2**20 < limit)
     if out["exit"] != 0:
         out["error"] = (p.stderr.strip().splitlines() or [""])[-25:]
@@ -126,7 +125,7 @@ def ensure_dataset(label: str, log=print) -> Path:
         for p in sub["parts"]:
             link = d / f"{p['sha256']}.parquet"
             if not link.exists():
-                os.symlink(p["uri"], link)
+                link.symlink_to(p["uri"])
         return d
     log(f"  generating {rows:,} rows in parts of {PART_ROWS:,} under {d} (once)")
     parts.write_parts(generate_chunks(rows, seed=42, chunk_rows=PART_ROWS), d, PART_ROWS)
@@ -150,10 +149,7 @@ def _prepare_stats(d: Path, work: Path, cfg: dict, all_gx: bool, first_stats: Pa
             shutil.copytree(first_stats, sd, dirs_exist_ok=True)
             continue
         df = parts.read_part(uri).to_pandas()
-        if all_gx:
-            rec = validate_part(df, cfg, sd)
-        else:
-            rec = {"result": first["result"], "stats": part_statistics(df, cfg, sd)}
+        rec = validate_part(df, cfg, sd) if all_gx else {"result": first["result"], "stats": part_statistics(df, cfg, sd)}
         (sd / "part.json").write_text(json.dumps({**rec, "part_uri": uri}, default=str))
     return out
 

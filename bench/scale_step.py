@@ -80,23 +80,23 @@ def main(step: str, args: dict) -> None:
         tr, va = pd.read_parquet(args["train"]), pd.read_parquet(args["val"])
         train_core(tr, va, cfg, encoder=joblib.load(args["preprocessor"]), device="cpu", tune_trials=0)
     elif step == "validate-single":      # the single-file stage, for comparison (before parts)
-        import os
+        from pathlib import Path
 
         from kfct.components.validate import validate_data
 
         out = args["out"]
-        os.makedirs(out, exist_ok=True)
+        Path(out).mkdir(parents=True, exist_ok=True)
         validate_data(dataset=_art(Dataset, args["file"]), config_json=cfg_json, model_name="bench-scale",
                       pipeline_run="bench-scale", report=_art(HTML, f"{out}/report.html"),
                       report_json=_art(Artifact, f"{out}/report.json"), report_md=_art(Markdown, f"{out}/report.md"),
                       data_docs=_art(Artifact, f"{out}/data_docs"))
     elif step == "featurize-single":
-        import os
+        from pathlib import Path
 
         from kfct.components.featurize import featurize_split
 
         out = args["out"]
-        os.makedirs(out, exist_ok=True)
+        Path(out).mkdir(parents=True, exist_ok=True)
         featurize_split(dataset=_art(Dataset, args["file"]), config_json=cfg_json, train=_art(Dataset, f"{out}/train"),
                         val=_art(Dataset, f"{out}/val"), test=_art(Dataset, f"{out}/test"),
                         preprocessor=_art(Model, f"{out}/preprocessor"))

@@ -68,7 +68,7 @@ def score_mlflow_pyfunc(pyfunc, src: Path, dest: Path, id_column: str, threshold
     pd.DataFrame({id_column: df[id_column].to_numpy(), "probability": proba,
                   "label": (proba >= threshold).astype("int8")}).to_parquet(dest, index=False)
     t3 = time.perf_counter()
-    return {"rows": int(len(df)), "seconds": round(t3 - t0, 3), "read_s": round(t1 - t0, 3),
+    return {"rows": len(df), "seconds": round(t3 - t0, 3), "read_s": round(t1 - t0, 3),
             "score_s": round(t2 - t1, 3), "write_s": round(t3 - t2, 3)}
 
 

@@ -190,7 +190,7 @@ def start_servers(ctx: Context, reg, names, records: list[dict], bodies_for: dic
     for name in names:
         try:
             srv = factories[name]()
-        except Exception as exc:  # e.g. MLServer's own virtualenv cannot be built
+        except Exception as exc:  # noqa: BLE001 - e.g. MLServer's own virtualenv cannot be built
             failed[name] = str(exc)
             ctx.log(f"  {name} FAILED: {str(exc).splitlines()[0] if str(exc) else exc}")
             continue
@@ -200,7 +200,7 @@ def start_servers(ctx: Context, reg, names, records: list[dict], bodies_for: dic
             ready = srv.wait_ready()
             diff = check_same_model(srv, records[:8], expected,
                                     bodies_for[name][1][:8] if name in bodies_for else None)
-        except Exception as exc:  # a peer that cannot run is reported, the others still are
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported, the others still are
             srv.stop()
             failed[name] = str(exc)
             ctx.log(f"  {srv.label} FAILED: {str(exc).splitlines()[0]}")
@@ -224,7 +224,7 @@ def measure(ctx: Context, started: list, bodies_for: dict, repeats: int, levels,
             try:
                 rows = run_load(srv.predict_url, bodies_for.get(srv.name, bodies_for["default"])[0], levels,
                                 duration, warmup)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a peer's failed run is reported, the others still run
                 failed.setdefault(srv.name, f"load run failed: {exc}")
                 continue
             raw.setdefault(srv.name, []).append(rows)
@@ -244,6 +244,6 @@ def cross_check_wrk(ctx: Context, servers: list, record: dict, levels, duration:
             try:
                 out["cells"].setdefault(srv.name, {})[str(level)] = wrk.run(
                     srv.predict_url, {"instances": [record]}, level, duration, ctx.workdir)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a peer's failed cell is reported, the others still run
                 out.setdefault("errors", []).append(f"{srv.name} c={level}: {exc}")
     return out

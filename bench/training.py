@@ -85,23 +85,31 @@ def load_gpu_figure(path: str | Path) -> dict:
         raise GpuFigureError(f"GPU figure file {p}: cannot read it ({exc.strerror})") from exc
     except ValueError as exc:
         raise GpuFigureError(f"GPU figure file {p}: not valid JSON ({exc})") from exc
+    problem = _gpu_figure_problem(data)
+    if problem:
+        raise GpuFigureError(f"GPU figure file {p}: {problem}")
+    return {"source": str(p), **data}
+
+
+def _gpu_figure_problem(data: object) -> str | None:
+    """What is wrong with a GPU figure document (naming the field), or None."""
     if not isinstance(data, dict):
-        raise GpuFigureError(f"GPU figure file {p}: expected a JSON object")
+        return "expected a JSON object"
     for key in ("date", "hardware", "figures"):
         if key not in data:
-            raise GpuFigureError(f"GPU figure file {p}: field {key!r} is missing")
+            return f"field {key!r} is missing"
     for key in ("date", "hardware"):
         if not isinstance(data[key], str) or not data[key].strip():
-            raise GpuFigureError(f"GPU figure file {p}: field {key!r} must be a non-empty string")
+            return f"field {key!r} must be a non-empty string"
     figs = data["figures"]
     if not isinstance(figs, list) or not figs:
-        raise GpuFigureError(f"GPU figure file {p}: field 'figures' must be a non-empty list")
+        return "field 'figures' must be a non-empty list"
     for i, f in enumerate(figs):
         for key in ("rows", "seconds"):
             v = f.get(key) if isinstance(f, dict) else None
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                raise GpuFigureError(f"GPU figure file {p}: figures[{i}].{key} must be a positive number")
-    return {"source": str(p), **data}
+                return f"figures[{i}].{key} must be a positive number"
+    return None
 
 
 def gpu_hardware() -> str:

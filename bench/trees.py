@@ -107,7 +107,7 @@ def contenders(model, width: int, workdir: Path) -> dict[str, Callable | str]:
         pred = tl2cgen.Predictor(str(lib), nthread=1)
         out["treelite + tl2cgen (compiled C)"] = lambda X: pred.predict(tl2cgen.DMatrix(X)).reshape(-1)
         out["treelite GTIL"] = lambda X: treelite.gtil.predict(tl, X, nthread=1).reshape(-1)
-    except Exception as exc:  # report, do not fail the other contenders
+    except Exception as exc:  # noqa: BLE001 - report, do not fail the other contenders
         out["treelite + tl2cgen (compiled C)"] = f"unavailable: {type(exc).__name__}: {exc}"
     try:
         import onnxmltools
@@ -131,7 +131,7 @@ def contenders(model, width: int, workdir: Path) -> dict[str, Callable | str]:
             return np.asarray([p[1] for p in probs] if isinstance(probs, list) else probs[:, 1])
 
         out["ONNX Runtime (onnxmltools)"] = onnx_predict
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - report, do not fail the other contenders
         out["ONNX Runtime (onnxmltools)"] = f"unavailable: {type(exc).__name__}: {exc}"
     return out
 

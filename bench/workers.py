@@ -113,7 +113,7 @@ def run(workdir: Path, rows: int = WORKERS_ROWS, workers=WORKERS, log=print) -> 
 def render(sec: dict, title: str) -> list[str]:
     lines = [f"## {title}", ""]
     if sec.get("status") != "ok":
-        return lines + [f"_{str(sec.get('status', 'skipped')).capitalize()}: {sec.get('reason', '')}_", ""]
+        return [*lines, f"_{str(sec.get('status', 'skipped')).capitalize()}: {sec.get('reason', '')}_", ""]
     d = sec["data"]
     lines += [f"`train.workers` on {d['rows']:,} generated rows, {d.get('cores')} cores shared by the workers "
               f"(bench/workers.py). in-pod: today's train step; N: N worker processes under Kubeflow Trainer's "
@@ -123,7 +123,7 @@ def render(sec: dict, title: str) -> list[str]:
     for c in d["cells"]:
         lines.append(f"| {c['engine']} | {c['workers']} | {c.get('threads', '?')} | {c['seconds']:.1f} | "
                      f"{c['fit_seconds']:.1f} | {c['trees']} | {c['test_roc_auc']:.4f} | {c['auc_gap']:+.4f} |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def main(argv=None) -> int:

@@ -48,7 +48,7 @@ def run(url: str, body: dict, connections: int, duration: float, workdir: Path) 
     body_path.write_text(json.dumps(body))
     script = workdir / "wrk-post.lua"
     script.write_text(LUA % {"body": str(body_path)})
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(round(duration)))}s", "--timeout", "10s",
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
            "-s", str(script), url]
     cp = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in cp.stdout.splitlines() if ln.startswith("KFCTJSON ")), None)

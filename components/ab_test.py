@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any
 from kfct.errors import KfctError
 
 if TYPE_CHECKING:
+    import datetime as dt
+
+    import pandas as pd
+    from kserve import KServeClient  # kserve ships no types: Any to mypy, named for the reader
+
+    from kfct.evidence.abstats import SequentialTest
     from kfct.config import RunConfig
+    from kfct.runtime.settings import Settings
+
+    Since = str | float | dt.datetime | None  # a time the prediction log reads from (a pd.Timestamp is a datetime)
 
 log = logging.getLogger("kfct.components.ab_test")
 STATE_TAG = "kfct.ab_test"
@@ -37,7 +46,7 @@ class ABTestError(KfctError):
     """An A/B test that cannot be started, reported or stopped as asked."""
 
 
-def ab_settings(cfg: RunConfig) -> dict:
+def ab_settings(cfg: RunConfig) -> dict[str, Any]:
     ab = cfg.ab
     min_effect = float(ab.min_effect)
     return {"alpha": float(ab.alpha), "power": float(ab.power), "min_effect": min_effect,
@@ -48,7 +57,7 @@ def ab_settings(cfg: RunConfig) -> dict:
 
 # --------------------------------------------------------------------------- pure cores
 
-def per_customer(joined, role: str, version: str, since=None):
+def per_customer(joined: pd.DataFrame, role: str, version: str, since: Since = None) -> pd.DataFrame:
     """One row per customer for an arm: its latest judged prediction (independent observations)."""
     import pandas as pd
 
@@ -58,7 +67,8 @@ def per_customer(joined, role: str, version: str, since=None):
     return f.sort_values("ts", kind="stable").drop_duplicates("customer_id", keep="last")
 
 
-def ab_report_core(joined, state: dict, cfg: RunConfig, now: float | None = None, record_look: bool = True) -> dict:
+def ab_report_core(joined: pd.DataFrame, state: dict[str, Any], cfg: RunConfig, now: float | None = None,
+                   record_look: bool = True) -> dict[str, Any]:
     """Per-arm realized metrics, the tests, effect sizes, sample size and the sequential decision."""
 
     from kfct.evidence import abstats
@@ -111,7 +121,7 @@ def ab_report_core(joined, state: dict, cfg: RunConfig, now: float | None = None
     return out
 
 
-def _arm(frame, correct) -> dict:
+def _arm(frame: pd.DataFrame, correct: pd.Series) -> dict[str, Any]:
     import numpy as np
 
     from kfct.evidence.outcomes import _metrics
@@ -123,7 +133,8 @@ def _arm(frame, correct) -> dict:
     return m
 
 
-def decide_core(seq, report: dict, state: dict, st: dict, now: float) -> dict:
+def decide_core(seq: SequentialTest, report: dict[str, Any], state: dict[str, Any], st: dict[str, Any],
+                now: float) -> dict[str, Any]:
     """promote_b / stop_b (keep A) / continue, from the always-valid confidence sequence and the max duration.
 
     The decision, its direction and its interval are the sequential test's verdict as recorded at
@@ -148,7 +159,7 @@ def decide_core(seq, report: dict, state: dict, st: dict, now: float) -> dict:
                                                                    f"the minimum effect at the set power" if more else "")}
 
 
-def shadow_report_core(joined, champion: str, shadow: str, cfg: RunConfig) -> dict:
+def shadow_report_core(joined: pd.DataFrame, champion: str, shadow: str, cfg: RunConfig) -> dict[str, Any]:
     """Shadow vs production on the SAME requests (paired): realized accuracy, McNemar, paired DeLong.
 
     The articles' rule: promote when the shadow's realized accuracy beats production by at
@@ -163,7 +174,7 @@ def shadow_report_core(joined, champion: str, shadow: str, cfg: RunConfig) -> di
     sh = joined[(joined["role"] == "shadow") & (joined["model_version"].astype(str) == str(shadow))]
     pairs = prod.merge(sh, on=["request_id", "customer_id"], suffixes=("_a", "_b"))
     pairs = pairs.sort_values("ts_a", kind="stable").drop_duplicates("customer_id", keep="last")
-    out: dict[str, Any] = {"champion": str(champion), "shadow": str(shadow), "pairs": int(len(pairs)),
+    out: dict[str, Any] = {"champion": str(champion), "shadow": str(shadow), "pairs": len(pairs),
                            "min_improvement": st["shadow_min_improvement"], "alpha": st["alpha"]}
     if len(pairs) < 2:
         out.update(decision={"action": "continue", "reason": f"only {len(pairs)} paired outcome(s)"})
@@ -189,7 +200,7 @@ def shadow_report_core(joined, champion: str, shadow: str, cfg: RunConfig) -> di
     return out
 
 
-def format_report(r: dict) -> str:
+def format_report(r: dict[str, Any]) -> str:
     """The human summary `kfct ab report` prints."""
     lines = [f"A/B test {r['model_name']}: A = v{r['arm_a']} (champion), B = v{r['arm_b']} ({r['percent_b']:g}% of "
              f"customers), since {r['started_at']}"]
@@ -231,19 +242,21 @@ def format_report(r: dict) -> str:
 
 # --------------------------------------------------------------------------- adapters: registry, traffic, audit
 
-def read_state(model_name: str) -> dict | None:
+def read_state(model_name: str) -> dict[str, Any] | None:
+    from mlflow.exceptions import MlflowException
+
     from kfct.governance import registry
 
     registry.setup()
     try:
         rm = registry.client().get_registered_model(model_name)
-    except Exception as exc:
+    except MlflowException as exc:
         raise ABTestError(f"model {model_name} is not registered: {exc}") from None
     raw = (rm.tags or {}).get(STATE_TAG)
     return json.loads(raw) if raw else None
 
 
-def write_state(model_name: str, state: dict | None) -> None:
+def write_state(model_name: str, state: dict[str, Any] | None) -> None:
     from kfct.governance import registry
 
     c = registry.client()
@@ -254,7 +267,8 @@ def write_state(model_name: str, state: dict | None) -> None:
 
 
 def _open_arm(model_name: str, champion: str, version: str, percent: float, target: str, cfg: RunConfig,
-              settings=None, reason: str = "", namespace: str | None = None, client=None) -> dict:
+              settings: Settings | None = None, reason: str = "", namespace: str | None = None,
+              client: KServeClient | None = None) -> dict[str, Any]:
     """Give `version` a sticky share of traffic beside the champion.
 
     Local: the split file a running server follows. Cluster: the deploy stage's own code
@@ -273,8 +287,8 @@ def _open_arm(model_name: str, champion: str, version: str, percent: float, targ
     return {"isvc": out.get("isvc", model_name), "action": out.get("action")}
 
 
-def _close_arm(model_name: str, keep: str, drop: str | None, promoted: bool, target: str, settings=None,
-               reason: str = "", namespace: str | None = None, client=None) -> dict:
+def _close_arm(model_name: str, keep: str, drop: str | None, promoted: bool, target: str, settings: Settings | None = None,
+               reason: str = "", namespace: str | None = None, client: KServeClient | None = None) -> dict[str, Any]:
     """All traffic to `keep` in one step. Cluster: promote the canary, or roll back to the previous
     ready predictor, through the rollout's backend (which knows both deployment modes)."""
     from kfct.runtime.settings import get_settings
@@ -322,7 +336,10 @@ def promote_cas(model_name: str, expected_champion: str, new_version: str, reaso
 
 
 def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | None = None, target: str = "auto",
-             settings=None, now: float | None = None, namespace: str | None = None, client=None) -> dict:
+             settings: Settings | None = None, now: float | None = None, namespace: str | None = None,
+             client: KServeClient | None = None) -> dict[str, Any]:
+    from mlflow.exceptions import MlflowException
+
     from kfct.governance import audit, registry
 
     version, target = str(version), _target(target)
@@ -337,7 +354,7 @@ def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | Non
         raise ABTestError(f"v{version} is already the champion; choose another version for arm B")
     try:
         mv = registry.client().get_model_version(model_name, version)
-    except Exception:
+    except MlflowException:
         raise ABTestError(f"{model_name} v{version} is not registered") from None
     if (mv.tags or {}).get("rejected") == "true":
         raise ABTestError(f"{model_name} v{version} was rejected earlier; register a new version")
@@ -361,7 +378,8 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def gather_joined(cfg: RunConfig, model_name: str, since=None, settings=None) -> tuple[Any, dict]:
+def gather_joined(cfg: RunConfig, model_name: str, since: Since = None,
+                  settings: Settings | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Served predictions joined with their outcomes, and what they are a sample of.
 
     At most `outcomes.max_predictions` predictions (a sample by customer past it,
@@ -377,7 +395,7 @@ def gather_joined(cfg: RunConfig, model_name: str, since=None, settings=None) ->
     return joined, sample_statement(len(preds), total, bound)
 
 
-def sample_statement(sampled: int, total: int, bound: int) -> dict:
+def sample_statement(sampled: int, total: int, bound: int) -> dict[str, Any]:
     """What a realized-performance report judged: all served predictions, or a bounded sample of them."""
     whole = sampled >= total
     text = (f"all {total:,} served predictions" if whole else
@@ -387,7 +405,8 @@ def sample_statement(sampled: int, total: int, bound: int) -> dict:
             "sampled": not whole, "text": text}
 
 
-def ab_report(model_name: str, cfg: RunConfig, settings=None, now: float | None = None, record_look: bool = True) -> dict:
+def ab_report(model_name: str, cfg: RunConfig, settings: Settings | None = None, now: float | None = None,
+              record_look: bool = True) -> dict[str, Any]:
     from kfct.governance import audit
 
     state = read_state(model_name)
@@ -405,8 +424,9 @@ def ab_report(model_name: str, cfg: RunConfig, settings=None, now: float | None 
     return report
 
 
-def ab_stop(model_name: str, promote: str, cfg: RunConfig, settings=None, reason: str = "", stats: dict | None = None,
-            namespace: str | None = None, client=None) -> dict:
+def ab_stop(model_name: str, promote: str, cfg: RunConfig, settings: Settings | None = None, reason: str = "",
+            stats: dict[str, Any] | None = None,
+            namespace: str | None = None, client: KServeClient | None = None) -> dict[str, Any]:
     """End the test: `B` promotes arm B (compare-and-set against arm A), `A` keeps the champion."""
     from kfct.governance import audit, registry
 
@@ -435,7 +455,7 @@ def ab_stop(model_name: str, promote: str, cfg: RunConfig, settings=None, reason
             "champion": b if promote == "B" else a, "reason": reason or "operator"}
 
 
-def ab_decide(model_name: str, cfg: RunConfig, settings=None, now: float | None = None) -> dict:
+def ab_decide(model_name: str, cfg: RunConfig, settings: Settings | None = None, now: float | None = None) -> dict[str, Any]:
     """Report once (a recorded look) and act on it: promote B, stop B, or continue."""
     report = ab_report(model_name, cfg, settings=settings, now=now)
     action = report["decision"]["action"]
@@ -449,7 +469,8 @@ def ab_decide(model_name: str, cfg: RunConfig, settings=None, now: float | None 
     return {"report": report, "stop": None}
 
 
-def shadow_report(model_name: str, cfg: RunConfig, settings=None, promote: bool = False, since=None) -> dict:
+def shadow_report(model_name: str, cfg: RunConfig, settings: Settings | None = None, promote: bool = False,
+                  since: Since = None) -> dict[str, Any]:
     """Shadow vs champion on realized outcomes; with `promote`, act on the articles' rule (CAS)."""
     from kfct.governance import audit, registry
     from kfct.contracts.split_state import read_state as read_split, state_path
@@ -476,8 +497,8 @@ def shadow_report(model_name: str, cfg: RunConfig, settings=None, promote: bool 
     return rep
 
 
-def roll_back_traffic(model_name: str, target: str = "auto", settings=None, namespace: str | None = None,
-                  client=None) -> dict:
+def roll_back_traffic(model_name: str, target: str = "auto", settings: Settings | None = None, namespace: str | None = None,
+                  client: KServeClient | None = None) -> dict[str, Any]:
     """Blue-green / canary rollback in one step: all traffic back to the champion, which stayed loaded."""
     from kfct.governance import audit, registry
 

@@ -179,11 +179,12 @@ def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) ->
 
     with stage("resolve-champion", model_name=model_name):
         import json
+        from pathlib import Path
 
         from kfct.components.batch_score import resolve_batch_version
 
         out = resolve_batch_version(model_name, alias)
-        with open(champion.path, "w") as fh:
+        with Path(champion.path).open("w") as fh:
             json.dump({"model_name": model_name, "alias": alias, **out}, fh)
         champion.metadata.update({"model_name": model_name, **out})
         return out["version"]
@@ -212,7 +213,7 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
         from kfct.components.batch_score import score_shard_file
         from kfct.config import load_config
 
-        with open(champion.path) as fh:
+        with Path(champion.path).open() as fh:
             resolved = json.load(fh)
         model_name, version = resolved["model_name"], resolved["version"]
         st.context.update(model_name=model_name, version=version)

@@ -25,10 +25,14 @@ rollout stage decides that.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kserve import KServeClient  # kserve ships no types: Any to mypy, named for the reader
+
     from kfct.config import RunConfig
+    from kfct.runtime.settings import Settings
 
 # The InferenceService adapter lives in the library layer (kfct.cluster.kserve_isvc), shared with rollout and
 # `kfct cluster check`; its names stay importable from here.
@@ -43,8 +47,9 @@ from kfct.cluster.kserve_isvc import (  # noqa: F401
 
 # -- the stage ------------------------------------------------------------------------------------
 
-def converge_serving(model_name: str, target: str = "local", client=None, namespace: str | None = None,
-                  state_path=None, settings=None, reason: str = "") -> dict[str, Any]:
+def converge_serving(model_name: str, target: str = "local", client: "KServeClient | None" = None,
+                     namespace: str | None = None, state_path: str | Path | None = None,
+                     settings: "Settings | None" = None, reason: str = "") -> dict[str, Any]:
     """Make the split file (local) or InferenceService (cluster) follow the registry aliases.
 
     Runs on every deploy (and when the deploy stage finds its version superseded): whatever
@@ -145,10 +150,10 @@ def plan_deploy_effects(version: str, plan: dict[str, Any], shadow: bool, challe
 
 
 def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percent: float, mode: str,
-                        exists: bool) -> list[tuple]:
+                        exists: bool) -> list[tuple[Any, ...]]:
     """The InferenceService changes, in order: ("apply", version, canaryTrafficPercent or None),
     ("drop_canary",) (remove a leftover spec.canary) or ("canary", version, percent)."""
-    steps: list[tuple] = []
+    steps: list[tuple[Any, ...]] = []
     if not direct and not exists:
         # The canary is split against the champion: the champion must be served first.
         steps.append(("apply", str(champion), None))
@@ -162,8 +167,9 @@ def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percen
 
 
 def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str = "local", canary_percent: float | None = None,
-                shadow: bool = False, client=None, namespace: str | None = None, state_path=None,
-                settings=None, require_alias: bool = False, ready_timeout: float = 600.0,
+                shadow: bool = False, client: "KServeClient | None" = None, namespace: str | None = None,
+                state_path: str | Path | None = None, settings: "Settings | None" = None,
+                require_alias: bool = False, ready_timeout: float = 600.0,
                 ready_poll: float = 5.0) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
@@ -192,8 +198,9 @@ def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str 
                               state_path, s, require_alias, (ready_timeout, ready_poll))
 
 
-def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str, canary_percent, shadow: bool, client,
-                   namespace, state_path, s, require_alias: bool,
+def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str, canary_percent: float | None,
+                   shadow: bool, client: "KServeClient | None", namespace: str | None,
+                   state_path: str | Path | None, s: "Settings", require_alias: bool,
                    ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
     """Read, plan, then act: traffic first, then the alias, then the audit record."""
     from kfct.governance import audit, registry
@@ -230,8 +237,9 @@ def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str,
     return out
 
 
-def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str, str], client, namespace,
-                       state_path, s) -> dict[str, Any]:
+def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str, str],
+                       client: "KServeClient | None", namespace: str | None, state_path: str | Path | None,
+                       s: "Settings") -> dict[str, Any]:
     """Move nothing; serving converges on the aliases as they are, and the audit trail says why."""
     from kfct.governance import audit
 
@@ -244,7 +252,7 @@ def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str,
     return out
 
 
-def _deploy_local(model_name: str, state_path, s, split: dict[str, Any]) -> dict[str, Any]:
+def _deploy_local(model_name: str, state_path: str | Path | None, s: "Settings", split: dict[str, Any]) -> dict[str, Any]:
     """The split file a running `kfct serve` watches gets the planned split."""
     from kfct.contracts.split_state import state_path as default_path
     from kfct.contracts.split_state import update_state
@@ -254,8 +262,8 @@ def _deploy_local(model_name: str, state_path, s, split: dict[str, Any]) -> dict
     return {"state_path": str(path), "generation": st.generation, "action": "split file updated"}
 
 
-def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow: bool, client, namespace,
-                    s, ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
+def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow: bool, client: "KServeClient | None",
+                    namespace: str | None, s: "Settings", ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
     """The InferenceService, in the mode it has, gets the steps `plan_cluster_deploy` lists.
 
     A Standard-mode canary gets traffic only through KServe's Gateway API route: that route is
@@ -292,7 +300,7 @@ def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow:
     return out
 
 
-def _require_gateway_route(client, name: str, ns: str, exists: bool) -> None:
+def _require_gateway_route(client: "KServeClient", name: str, ns: str, exists: bool) -> None:
     """Before any change: the cluster serves HTTPRoutes, and an existing service has KServe's route."""
     from kfct.cluster.kserve_isvc import get_http_route, no_route_reason
 
@@ -301,7 +309,8 @@ def _require_gateway_route(client, name: str, ns: str, exists: bool) -> None:
         raise DeployError(f"cannot deploy a Standard-mode canary to {ns}/{name}: {no_route_reason(name, ns)}")
 
 
-def _canary_carried(client, name: str, ns: str, version: str, stored: dict, ready: tuple[float, float]) -> None:
+def _canary_carried(client: "KServeClient", name: str, ns: str, version: str, stored: dict[str, Any],
+                    ready: tuple[float, float]) -> None:
     """The canary exists in the stored object, gets ready and the route carries its weight; else it is removed."""
     if not ((stored or {}).get("spec") or {}).get("canary"):
         # A structural CRD schema drops a field it does not declare: KServe < 0.20 has no spec.canary.

@@ -38,8 +38,8 @@ def prepare_drift_data(
         cur.to_parquet(current.path, index=False)
         common = {"model_name": model_name, "champion_version": loaded.version, "threshold": float(loaded.model.threshold),
                   "heldout_performance": heldout_performance(loaded.tags)}
-        reference.metadata.update({**common, "rows": int(len(ref)), "source": ref_source})
-        current.metadata.update({**common, "rows": int(len(cur)), "source": cur_source})
+        reference.metadata.update({**common, "rows": len(ref), "source": ref_source})
+        current.metadata.update({**common, "rows": len(cur), "source": cur_source})
         return loaded.version
 
 

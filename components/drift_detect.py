@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from evidently.core.report import Snapshot
+
     from kfct.config import DriftConfig, RunConfig
 
 PREDICTION = "prediction_proba"     # column holding the champion's probability in prepared frames
@@ -36,14 +39,14 @@ P_VALUE_TESTS = {"ks", "chisquare", "z", "t_test", "mannw", "anderson", "cramer_
 DISTANCE_TESTS = {"wasserstein", "jensenshannon", "psi", "hellinger", "kl_div", "ed"}
 
 
-class DriftResult(dict):
+class DriftResult(dict[str, Any]):
     """The drift figures (a plain, JSON-serialisable dict) plus the Evidently snapshot as `.report`."""
 
     report: Any = None
 
 
 # --------------------------------------------------------------------------- helpers
-def _column_kind(name: str, frame, cfg: "RunConfig") -> str:
+def _column_kind(name: str, frame: "pd.DataFrame", cfg: "RunConfig") -> str:
     spec = cfg.dataset.columns.get(name)
     if spec is not None:
         return "categorical" if spec.dtype in ("category", "string", "bool") else "numerical"
@@ -53,7 +56,7 @@ def _column_kind(name: str, frame, cfg: "RunConfig") -> str:
     return "numerical" if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) else "categorical"
 
 
-def _window(df, n: int, how: str, seed: int):
+def _window(df: "pd.DataFrame", n: int, how: str, seed: int) -> "tuple[pd.DataFrame, np.ndarray]":
     if n <= 0 or len(df) <= n:
         return df.reset_index(drop=True), np.arange(len(df))
     if how == "tail":
@@ -67,7 +70,7 @@ def _is_binary(values: np.ndarray) -> bool:
     return bool(np.isin(values, (0.0, 1.0)).all())
 
 
-def churn_rate(values, threshold: float | None = None) -> float:
+def churn_rate(values: "np.ndarray | pd.Series", threshold: float | None = None) -> float:
     """Predicted churn rate: share at/above the decision threshold; labels as given; else mean probability."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -85,7 +88,7 @@ def relative_shift(reference_rate: float | None, current_rate: float | None) -> 
     return abs(current_rate - reference_rate) / reference_rate
 
 
-def _performance(y, p, threshold: float | None) -> dict | None:
+def _performance(y: np.ndarray, p: np.ndarray, threshold: float | None) -> dict[str, Any] | None:
     from sklearn.metrics import recall_score, roc_auc_score
 
     y = np.asarray(y, dtype=np.float64)
@@ -96,10 +99,10 @@ def _performance(y, p, threshold: float | None) -> dict | None:
         return None
     pred = p if _is_binary(p) else (p >= (0.5 if threshold is None else float(threshold))).astype(np.float64)
     return {"roc_auc": float(roc_auc_score(y, p)), "recall": float(recall_score(y, (pred >= 0.5).astype(np.int64))),
-            "rows": int(len(y)), "positive_rate": float((y == 1).mean())}
+            "rows": len(y), "positive_rate": float((y == 1).mean())}
 
 
-def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: "DriftConfig") -> tuple[str, float, str]:
+def _resolve_stattest(ref_s: "pd.Series", cur_s: "pd.Series", kind: str, cfg_drift: "DriftConfig") -> tuple[str, float, str]:
     """(method name, threshold, 'p_value'|'distance') for one column, as Evidently would pick it."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
@@ -118,7 +121,9 @@ def _resolve_stattest(ref_s, cur_s, kind: str, cfg_drift: "DriftConfig") -> tupl
     return name, float(test.default_threshold), "p_value" if "p_value" in test.display_name else "distance"
 
 
-def _check_frames(reference, current, features: list[str], prediction_column, label_column, reference_predictions):
+def _check_frames(reference: "pd.DataFrame", current: "pd.DataFrame", features: list[str],
+                  prediction_column: str | None, label_column: str | None,
+                  reference_predictions: "np.ndarray | pd.Series | None") -> None:
     import pandas as pd
 
     for name, df in (("reference", reference), ("current", current)):
@@ -141,9 +146,10 @@ def _check_frames(reference, current, features: list[str], prediction_column, la
 
 
 # --------------------------------------------------------------------------- core
-def detect_drift(reference, current, cfg: "RunConfig", feature_columns, prediction_column: str | None = None,
-                 label_column: str | None = None, reference_predictions=None, *, threshold: float | None = None,
-                 reference_performance: dict | None = None, seed: int = 0) -> DriftResult:
+def detect_drift(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunConfig", feature_columns: list[str],
+                 prediction_column: str | None = None, label_column: str | None = None,
+                 reference_predictions: "np.ndarray | pd.Series | None" = None, *, threshold: float | None = None,
+                 reference_performance: dict[str, Any] | None = None, seed: int = 0) -> DriftResult:
     """Compare `current` with `reference`; returns drift figures, severity and the retrain decision.
 
     `prediction_column`: column of `current` with the model's output (probability, or 0/1);
@@ -195,8 +201,8 @@ def detect_drift(reference, current, cfg: "RunConfig", feature_columns, predicti
         severity=decision["severity"],
         retrain=decision["retrain"],
         reason=decision["reason"],
-        rows={"reference": int(len(ref)), "reference_total": int(len(reference)),
-              "current": int(len(cur)), "current_total": int(len(current))},
+        rows={"reference": len(ref), "reference_total": len(reference),
+              "current": len(cur), "current_total": len(current)},
         thresholds=_thresholds(cfg_drift),
         seconds=round(time.perf_counter() - t0, 3),
     )
@@ -204,7 +210,9 @@ def detect_drift(reference, current, cfg: "RunConfig", feature_columns, predicti
     return result
 
 
-def _windows(reference, current, window: int, seed: int, prediction_column, reference_predictions):
+def _windows(reference: "pd.DataFrame", current: "pd.DataFrame", window: int, seed: int, prediction_column: str | None,
+             reference_predictions: "np.ndarray | pd.Series | None",
+             ) -> "tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None, np.ndarray | None]":
     """Both frames cut to the window, with the model's outputs aligned to the kept rows."""
     import pandas as pd
 
@@ -225,19 +233,20 @@ class _Frames:
 
     ref: Any
     cur: Any
-    features: list
-    num_cols: list
-    cat_cols: list
-    skipped: dict
+    features: list[Any]
+    num_cols: list[Any]
+    cat_cols: list[Any]
+    skipped: dict[str, Any]
     has_pred: bool
     has_labels: bool
     label: str | None
 
 
-def _evidently_frames(ref, cur, features, kinds, ref_pred, cur_pred, label_column) -> _Frames:
+def _evidently_frames(ref: "pd.DataFrame", cur: "pd.DataFrame", features: list[str], kinds: dict[str, str],
+                      ref_pred: np.ndarray | None, cur_pred: np.ndarray | None, label_column: str | None) -> _Frames:
     import pandas as pd
 
-    def typed(df):
+    def typed(df: "pd.DataFrame") -> "pd.DataFrame":
         out = pd.DataFrame(index=df.index)
         for c in features:
             out[c] = df[c].astype(str) if kinds[c] == "categorical" else pd.to_numeric(df[c], errors="coerce").astype(float)
@@ -271,7 +280,8 @@ def _evidently_frames(ref, cur, features, kinds, ref_pred, cur_pred, label_colum
                    label=label_column if has_labels else None)
 
 
-def _run_report(frames: _Frames, kinds: dict, cfg_drift: "DriftConfig", threshold: float | None):
+def _run_report(frames: _Frames, kinds: dict[str, Any], cfg_drift: "DriftConfig",
+                threshold: float | None) -> "tuple[Snapshot, dict[str, tuple[str, float, str]], tuple[str, float, str] | None]":
     """One Evidently report: drifted-columns count, a ValueDrift per feature (+ prediction), ROC AUC/recall."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, Recall, RocAuc, ValueDrift
@@ -305,7 +315,8 @@ def _run_report(frames: _Frames, kinds: dict, cfg_drift: "DriftConfig", threshol
     return snapshot, methods, pred_method
 
 
-def _read_report(d: dict, features: list, kinds: dict, methods: dict):
+def _read_report(d: dict[str, Any], features: list[Any], kinds: dict[str, Any], methods: dict[str, Any],
+                 ) -> tuple[dict[str, Any], float, dict[str, float], dict[str, bool]]:
     """Per-feature drift, the drift share, the scores and the test outcomes from the report's dict."""
     scores: dict[str, float] = {}
     share, count = None, -1
@@ -332,7 +343,8 @@ def _read_report(d: dict, features: list, kinds: dict, methods: dict):
     return per_feature, share, scores, drifted
 
 
-def _reference_churn_rate(ref, ref_pred, label_column, threshold):
+def _reference_churn_rate(ref: "pd.DataFrame", ref_pred: np.ndarray | None, label_column: str | None,
+                          threshold: float | None) -> tuple[float | None, str | None]:
     """Predicted churn rate on the reference: from the model's reference predictions, else the labels."""
     import pandas as pd
 
@@ -343,7 +355,9 @@ def _reference_churn_rate(ref, ref_pred, label_column, threshold):
     return None, None
 
 
-def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold, reference_performance):
+def _performance_change(frames: _Frames, cur: "pd.DataFrame", cur_pred: np.ndarray | None, label_column: str | None,
+                        threshold: float | None, reference_performance: dict[str, Any] | None,
+                        ) -> tuple[dict[str, Any] | None, float | None]:
     """(performance figures or None, the ROC AUC drop the decision may use or None)."""
     import pandas as pd
 
@@ -354,7 +368,7 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
         pc = _performance(pd.to_numeric(cur[label_column], errors="coerce").to_numpy(np.float64), cur_pred, threshold)
     if not pc:
         return None, None
-    pr: dict | None = None
+    pr: dict[str, Any] | None = None
     if reference_performance:
         missing = [k for k in ("roc_auc", "recall") if reference_performance.get(k) is None]
         if missing:
@@ -371,15 +385,15 @@ def _performance_change(frames: _Frames, cur, cur_pred, label_column, threshold,
     return performance, performance["roc_auc_drop"] if reference_performance else None
 
 
-def _thresholds(cfg_drift: "DriftConfig") -> dict:
+def _thresholds(cfg_drift: "DriftConfig") -> dict[str, Any]:
     return (cfg_drift.model_dump(include={"drift_share_threshold", "prediction_shift_threshold",
                                           "stattest_threshold", "window_rows"})
             | {"distance_threshold": float(cfg_drift.distance_threshold),
                "performance_drop_threshold": float(cfg_drift.performance_drop_threshold)})
 
 
-def run_detection(reference, current, cfg: "RunConfig", threshold: float | None,
-                  reference_performance: dict | None = None) -> DriftResult:
+def run_detection(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunConfig", threshold: float | None,
+                  reference_performance: dict[str, Any] | None = None) -> DriftResult:
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
     from kfct.config import feature_columns
 

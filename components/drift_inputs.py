@@ -1,18 +1,25 @@
 """Inputs of a monitoring run: the champion's training snapshot, the current window, both scored."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kfct.components.drift_detect import PREDICTION
 
 if TYPE_CHECKING:
+    import datetime as dt
+
+    import pandas as pd
+
     from kfct.config import RunConfig
+    from kfct.evidence.model import ChurnModel
+    from kfct.governance.registry import LoadedModel
 
 
 class DriftInputError(ValueError):
     """Reference or current data for drift monitoring cannot be had (message names what and why)."""
 
 
-def load_reference(model_name: str, alias: str = "champion", max_rows: int | None = None):
+def load_reference(model_name: str, alias: str = "champion", max_rows: int | None = None
+                   ) -> "tuple[pd.DataFrame, LoadedModel, str]":
     """The champion's training snapshot, the champion itself and its tags.
 
     The snapshot is the MLflow artifact `data/train_snapshot.parquet` of the run that
@@ -68,7 +75,8 @@ def load_reference(model_name: str, alias: str = "champion", max_rows: int | Non
     return df, loaded, source
 
 
-def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | None = None, since=None):
+def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | None = None,
+                 since: "str | float | dt.datetime | None" = None) -> "tuple[pd.DataFrame, str, str | None]":
     """The current window: a batch (`current_uri`: path, s3://, generate://) or the serving prediction log.
 
     From the log, shadow rows are dropped (they repeat inputs the champion already
@@ -109,7 +117,8 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
     return df, f"prediction log since {since}{bounded}", "probability"
 
 
-def prepare_frames(reference, current, model, cfg: "RunConfig", prediction_column: str | None):
+def prepare_frames(reference: "pd.DataFrame", current: "pd.DataFrame", model: "ChurnModel", cfg: "RunConfig",
+                   prediction_column: str | None) -> "tuple[pd.DataFrame, pd.DataFrame]":
     """Both frames with the champion's probability in column `PREDICTION` (scored where not logged)."""
     from kfct.config import feature_columns
 
@@ -131,7 +140,7 @@ def prepare_frames(reference, current, model, cfg: "RunConfig", prediction_colum
     return reference, current
 
 
-def heldout_performance(tags: dict) -> dict | None:
+def heldout_performance(tags: dict[str, Any]) -> dict[str, Any] | None:
     """The champion's test-set ROC AUC and recall from its registry tags (`test_roc_auc`, `test_recall`)."""
     try:
         return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags["test_recall"])}
@@ -139,7 +148,7 @@ def heldout_performance(tags: dict) -> dict | None:
         return None
 
 
-def with_binary_labels(frame, cfg: "RunConfig"):
+def with_binary_labels(frame: "pd.DataFrame", cfg: "RunConfig") -> "pd.DataFrame":
     """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
     from kfct.data.labels import binary_labels
 

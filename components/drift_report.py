@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 
-def summary_markdown(result: dict) -> str:
+def summary_markdown(result: dict[str, Any]) -> str:
     """Human-readable summary (the KFP Markdown artifact and the MLflow summary)."""
     cr = result.get("churn_rate") or {}
     lines = [f"# Drift report — severity {result['severity'].upper()}", "",
@@ -37,7 +37,7 @@ def summary_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_reports(result: dict, report_obj: Any, out_dir: str | Path) -> dict[str, Path]:
+def save_reports(result: dict[str, Any], report_obj: Any, out_dir: str | Path) -> dict[str, Path]:
     """Write the Evidently report (HTML + JSON) and our summary (JSON + Markdown) to `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ def save_reports(result: dict, report_obj: Any, out_dir: str | Path) -> dict[str
     return paths
 
 
-def log_to_mlflow(result: dict, paths: dict, model_name: str, champion_version: str, source: str) -> str:
+def log_to_mlflow(result: dict[str, Any], paths: dict[str, Any], model_name: str, champion_version: str, source: str) -> str:
     """The drift run in MLflow (experiment `kfct-monitoring`): metrics, tags, reports. Returns its run id."""
     import mlflow
 
@@ -71,4 +71,4 @@ def log_to_mlflow(result: dict, paths: dict, model_name: str, champion_version: 
         mlflow.log_metrics(metrics)
         for p in paths.values():
             mlflow.log_artifact(str(p), artifact_path="drift")
-        return run.info.run_id
+        return str(run.info.run_id)

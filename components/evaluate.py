@@ -10,18 +10,22 @@ shows no significant regression. The first model ever faces (1) and (2) only.
 """
 
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kfct.config import GateConfig, LeakageConfig, RunConfig
+    from kfct.evidence.model import ChurnModel
 
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
 
 
-def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
     from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, confusion_matrix, log_loss,
                                  precision_recall_fscore_support, roc_auc_score)
 
@@ -61,9 +65,9 @@ def _weighted_auc(inv: np.ndarray, n_groups: int, pos: np.ndarray, w: np.ndarray
     return float((wp * (below + 0.5 * wn)).sum() / (tot_p * tot_n))
 
 
-def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int = 300,
+def paired_bootstrap(y_true: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, metric: str = "roc_auc", rounds: int = 300,
                      confidence: float = 0.95, seed: int = 7, threshold_new: float = 0.5,
-                     threshold_old: float = 0.5) -> dict:
+                     threshold_old: float = 0.5) -> dict[str, Any]:
     """Paired bootstrap of metric(new) - metric(old) on the same resamples.
 
     AUC uses a Poisson bootstrap with weighted AUC over pre-grouped scores (fast);
@@ -91,14 +95,14 @@ def paired_bootstrap(y_true, p_new, p_old, metric: str = "roc_auc", rounds: int 
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     return {
         "metric": metric, "challenger": new, "champion": old, "diff": new - old,
-        "ci_low": float(lo), "ci_high": float(hi), "confidence": confidence, "rounds": int(len(diffs)),
+        "ci_low": float(lo), "ci_high": float(hi), "confidence": confidence, "rounds": len(diffs),
         # A significant regression: the whole interval on the wrong side of zero.
         "significant_regression": bool(sign * hi < 0),
         "significant_improvement": bool(sign * lo > 0),
     }
 
 
-def feature_aucs(test_df, features: list[str], y: np.ndarray) -> dict[str, float]:
+def feature_aucs(test_df: "pd.DataFrame", features: list[str], y: np.ndarray) -> dict[str, float]:
     """Each raw feature alone as a score for the label: its AUC, folded to >= 0.5 (direction free).
 
     Numbers score as themselves (a null as its own value below every other); categories and
@@ -142,7 +146,7 @@ def auc_lower_bound(auc: float, n_pos: int, n_neg: int, z: float = 1.645) -> flo
     return float(auc - z * np.sqrt(max(var, 0.0)))
 
 
-def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9,
+def leakage_findings(metrics: dict[str, Any], feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9,
                      n_neg: int = 10**9) -> tuple[list[str], list[str]]:
     """(blocking reasons, notes): single features that alone predict the label block the gate, named;
     a too-perfect test AUC that no single feature explains is a note beside the decision.
@@ -169,7 +173,8 @@ def leakage_findings(metrics: dict, feature_auc: dict[str, float], leak: "Leakag
     return found, notes
 
 
-def champion_collapse(champion_version: str | None, champion_now: dict, registered: dict, gate: "GateConfig") -> str | None:
+def champion_collapse(champion_version: str | None, champion_now: dict[str, Any], registered: dict[str, Any],
+                      gate: "GateConfig") -> str | None:
     """The one line that stops the run when the champion collapses on the new data, else None.
 
     `champion_now`: the champion's metrics on this test set; `registered`: the metrics it was
@@ -193,8 +198,9 @@ def champion_collapse(champion_version: str | None, champion_now: dict, register
             f"(labels inverted? a column redefined?), not a reason to promote; registry unchanged")
 
 
-def decide(metrics: dict, gate: "GateConfig", comparison: dict | None, fairness: tuple[bool, list[str]] | None,
-           leakage: list[str] | None = None, stop: str | None = None) -> tuple[bool, list[str]]:
+def decide(metrics: dict[str, Any], gate: "GateConfig", comparison: dict[str, Any] | None,
+           fairness: tuple[bool, list[str]] | None, leakage: list[str] | None = None,
+           stop: str | None = None) -> tuple[bool, list[str]]:
     """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome.
 
     `stop` (a verdict on the data, `champion_collapse`) blocks and comes first; `leakage` findings block."""
@@ -233,7 +239,7 @@ def decide(metrics: dict, gate: "GateConfig", comparison: dict | None, fairness:
     return bool(ok), reasons
 
 
-def registered_metrics(tags: dict) -> dict[str, float]:
+def registered_metrics(tags: dict[str, Any]) -> dict[str, float]:
     """The test metrics a version was registered with (its `test_<metric>` lineage tags)."""
     out = {}
     for k, v in (tags or {}).items():
@@ -245,8 +251,9 @@ def registered_metrics(tags: dict) -> dict[str, float]:
     return out
 
 
-def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_version: str | None = None,
-                  champion_registered: dict | None = None) -> dict:
+def evaluate_core(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig", champion: "ChurnModel | None" = None,
+                  champion_version: str | None = None,
+                  champion_registered: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics on test, leakage, fairness, champion comparison and the decision — plain values.
 
     `champion_registered`: the champion's metrics at registration (`registered_metrics`), for
@@ -273,7 +280,7 @@ def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_vers
     if champion is not None:
         try:
             p_old = champion.predict_positive(X)
-        except Exception as exc:  # schema changed: the old model cannot read the new data
+        except Exception as exc:  # noqa: BLE001 - schema changed: the old model cannot read the new data
             comparison = {"error": f"{type(exc).__name__}: {exc}", "champion_version": champion_version}
         else:
             comparison = paired_bootstrap(
@@ -296,9 +303,10 @@ def evaluate_core(model, test_df, cfg: "RunConfig", champion=None, champion_vers
             "proba": proba, "y": y}
 
 
-def slice_metrics(test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray, threshold: float) -> dict:
+def slice_metrics(test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray, proba: np.ndarray,
+                  threshold: float) -> dict[str, Any]:
     """AUC / recall / positive rate per value of each sensitive feature (groups under 30 rows or one class skipped)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for col in cfg.dataset.sensitive_features:
         if col not in test_df:
             continue
@@ -314,7 +322,8 @@ def slice_metrics(test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray, t
     return out
 
 
-def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.ndarray) -> dict:
+def card_evidence(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray,
+                  proba: np.ndarray) -> dict[str, Any]:
     """What the model card shows beside the gate's figures: slices, top features (TreeSHAP) and charts.
 
     Computed here, where the fitted model and the test-set predictions are already in
@@ -326,32 +335,33 @@ def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.nda
 
     X = test_df.drop(columns=[cfg.dataset.label])
     top = top_features_shap(model, X.sample(n=min(2000, len(X)), random_state=0), k=10)
-    return {"rows_test": int(len(test_df)), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
+    return {"rows_test": len(test_df), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
             "top_features": top, "charts": curve_charts(y, proba, top)}
 
 
-def write_evidence(evidence: dict, path: str) -> None:
+def write_evidence(evidence: dict[str, Any], path: str) -> None:
     """The card evidence as one JSON file (charts base64-encoded): one artifact, readable anywhere."""
     import base64
     import json
 
     doc = {**evidence, "charts": {k: base64.b64encode(v).decode("ascii") for k, v in evidence["charts"].items()}}
-    with open(path, "w") as fh:
+    with Path(path).open("w") as fh:
         json.dump(doc, fh)
 
 
-def read_evidence(path: str) -> dict:
+def read_evidence(path: str) -> dict[str, Any]:
     """Inverse of `write_evidence`: charts back to PNG bytes."""
     import base64
     import json
 
-    with open(path) as fh:
+    with Path(path).open() as fh:
         doc = json.load(fh)
     doc["charts"] = {k: base64.b64decode(v) for k, v in (doc.get("charts") or {}).items()}
-    return doc
+    evidence: dict[str, Any] = doc
+    return evidence
 
 
-def report_markdown(result: dict, gate: "GateConfig") -> str:
+def report_markdown(result: dict[str, Any], gate: "GateConfig") -> str:
     m = result["metrics"]
     lines = [f"# Evaluation — {'DEPLOY' if result['deploy'] else 'BLOCKED'}", "", "## Decision", ""]
     lines += [f"- {r}" for r in result["reasons"]]
@@ -376,7 +386,7 @@ def report_markdown(result: dict, gate: "GateConfig") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _log_kfp_metrics(metrics, classification, result: dict) -> dict:
+def _log_kfp_metrics(metrics: Metrics, classification: ClassificationMetrics, result: dict[str, Any]) -> dict[str, Any]:
     """Scalar metrics and the ROC curve / confusion matrix for the Kubeflow UI; returns the scalars."""
     from sklearn.metrics import roc_curve
 
@@ -392,7 +402,7 @@ def _log_kfp_metrics(metrics, classification, result: dict) -> dict:
     return scalar
 
 
-def _log_to_mlflow(run_id: str, scalar: dict, result: dict, files: dict[str, bytes]) -> None:
+def _log_to_mlflow(run_id: str, scalar: dict[str, Any], result: dict[str, Any], files: dict[str, bytes]) -> None:
     """Test metrics, the comparison and the gate on the training run; the report, decision and charts as artifacts."""
     import tempfile
 
@@ -406,8 +416,7 @@ def _log_to_mlflow(run_id: str, scalar: dict, result: dict, files: dict[str, byt
                                 "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
         mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
         for name, data in files.items():
-            with open(f"{tmp}/{name}", "wb") as fh:
-                fh.write(data)
+            Path(tmp, name).write_bytes(data)
             mlflow.log_artifact(f"{tmp}/{name}", artifact_path="evaluation")
 
 
@@ -430,6 +439,7 @@ def evaluate_model(
 
     with stage("evaluate-model", config_json, stamp=decision.metadata, registry=True, model_name=model_name) as st:
         import json
+        from pathlib import Path
 
         import joblib
         import pandas as pd
@@ -455,11 +465,10 @@ def evaluate_model(
 
         scalar = _log_kfp_metrics(metrics, classification, result)
         md = report_markdown(result, cfg.gate)
-        with open(report.path, "w") as fh:
-            fh.write(md)
+        Path(report.path).write_text(md)
         payload = {k: v for k, v in result.items() if k not in ("proba", "y")}
         payload["champion_version"] = champion_version
-        with open(decision.path, "w") as fh:
+        with Path(decision.path).open("w") as fh:
             json.dump(payload, fh, indent=2, default=float)
         decision.metadata.update({"deploy": result["deploy"], "reason": "; ".join(result["reasons"]),
                                   "champion_version": champion_version or ""})

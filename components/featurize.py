@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 from kfp.dsl import Dataset, Input, Model, Output
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kfct.config import RunConfig
+    from kfct.evidence.model import TabularEncoder
 
 
-def build_encoder(cfg: "RunConfig", scale: bool = False):
+def build_encoder(cfg: "RunConfig", scale: bool = False) -> "TabularEncoder":
     from kfct.config import categorical_columns, numeric_columns
     from kfct.evidence.model import TabularEncoder
 
@@ -27,7 +30,7 @@ def build_encoder(cfg: "RunConfig", scale: bool = False):
     )
 
 
-def split_frame(df, cfg: "RunConfig"):
+def split_frame(df: "pd.DataFrame", cfg: "RunConfig") -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]":
     """Train/val/test by a keyed hash of each row's id (`featurize_merge.split_codes`).
 
     A row's split depends on its id alone, so splitting a dataset part by part gives the same
@@ -38,7 +41,7 @@ def split_frame(df, cfg: "RunConfig"):
     return split_by_id(df, cfg)
 
 
-def with_binary_label(df, cfg: "RunConfig"):
+def with_binary_label(df: "pd.DataFrame", cfg: "RunConfig") -> "pd.DataFrame":
     """The boundary where a label of any coding (0/1, booleans, strings) becomes 0/1 (1 = positive_label)."""
     from kfct.data.labels import binary_labels
 
@@ -48,7 +51,8 @@ def with_binary_label(df, cfg: "RunConfig"):
     return out
 
 
-def featurize_core(df, cfg: "RunConfig"):
+def featurize_core(df: "pd.DataFrame",
+                   cfg: "RunConfig") -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, TabularEncoder]":
     """Labels to 0/1, split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
     train, val, test = split_frame(with_binary_label(df, cfg), cfg)
     scale = cfg.train.model == "logistic_regression"
@@ -63,7 +67,7 @@ def featurize_split(
     val: Output[Dataset],
     test: Output[Dataset],
     preprocessor: Output[Model],
-):
+) -> None:  # kfp reads None as no outputs, as it does an omitted annotation (kfp 2.17 component_factory.py)
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
     from kfct.runtime.stage import stage
 
@@ -80,7 +84,7 @@ def featurize_split(
         label = cfg.dataset.label
         for art, part in ((train, tr), (val, va), (test, te)):
             part.to_parquet(art.path, index=False)
-            art.metadata.update({"rows": int(len(part)), "positive_share": round(float(part[label].mean()), 4),
+            art.metadata.update({"rows": len(part), "positive_share": round(float(part[label].mean()), 4),
                                  "dataset_sha256": dataset.metadata.get("sha256", "")})
         joblib.dump(encoder, preprocessor.path)
         preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})

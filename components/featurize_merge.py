@@ -19,12 +19,21 @@ Why: featurizing the whole table in one process peaked at 2.8 GiB RSS at 2.1 M r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+    import pyarrow as pa
+
     from kfct.config import RunConfig
+    from kfct.evidence.model import TabularEncoder
+
+# Called once per pass: a fresh iterator of the train parts' Arrow record batches.
+BatchSource = Callable[[], Iterable[Any]]
 
 SPLITS = ("train", "val", "test")
 # The gate's test set in the parts pipeline: at most this many rows (a deterministic id-hash thinning of the
@@ -39,7 +48,7 @@ def _hash_key(seed: int) -> str:
     return f"kfct{int(seed) % 10**12:012d}"   # pandas wants exactly 16 characters
 
 
-def split_codes(df, cfg: "RunConfig"):
+def split_codes(df: "pd.DataFrame", cfg: "RunConfig") -> np.ndarray:
     """0 = train, 1 = val, 2 = test for each row, by a keyed hash of its id (else of the whole row)."""
     import pandas as pd
 
@@ -55,7 +64,7 @@ def split_codes(df, cfg: "RunConfig"):
     return np.where(u < test_size, 2, np.where(u < test_size + val_size, 1, 0)).astype(np.int8)
 
 
-def split_by_id(df, cfg: "RunConfig") -> tuple:
+def split_by_id(df: "pd.DataFrame", cfg: "RunConfig") -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]":
     """(train, val, test) frames, each in the input's row order, index reset."""
     codes = split_codes(df, cfg)
     return tuple(df[codes == i].reset_index(drop=True) for i in range(3))
@@ -66,7 +75,7 @@ def split_by_id(df, cfg: "RunConfig") -> tuple:
 class _Median:
     """Exact median of a stream of float64 chunks with bounded memory (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.n = 0
         self.lo = np.inf
         self.hi = -np.inf
@@ -86,17 +95,35 @@ def _numeric_chunks(batches: Iterable[Any], columns: list[str]) -> Iterator[dict
         yield out
 
 
-def encoder_stats(batch_source, numeric: list[str], scale: bool) -> dict:
+def encoder_stats(batch_source: BatchSource, numeric: list[str], scale: bool) -> dict[str, Any]:
     """Medians (exact), and for `scale` means and stds of median-filled values, of each numeric column.
 
     `batch_source()` returns a fresh iterator of Arrow record batches (the train parts); it is
     called once per pass (2-4 passes).
     """
     med = {c: _Median() for c in numeric}
+    total, sums, sumsq = _first_pass(batch_source, numeric, med)
+    while any(m.done is None for m in med.values()):
+        _narrowing_pass(batch_source, [c for c in numeric if med[c].done is None], med)
+    medians = np.array([med[c].done for c in numeric], dtype=np.float64)
+    out = {"rows": total, "medians": medians}
+    if scale and total:
+        n_null = np.array([total - med[c].n for c in numeric], dtype=np.float64)
+        s = np.array([sums[c] for c in numeric]) + n_null * medians
+        sq = np.array([sumsq[c] for c in numeric]) + n_null * medians ** 2
+        mean = s / total
+        out["means"] = mean
+        out["stds"] = np.sqrt(np.maximum(sq / total - mean ** 2, 0.0))
+    return out
+
+
+def _first_pass(batch_source: BatchSource, numeric: list[str],
+                med: dict[str, _Median]) -> tuple[int, dict[str, float], dict[str, float]]:
+    """Pass 0: rows, each column's non-null count and bounds, sums and sums of squares."""
     sums = {c: 0.0 for c in numeric}
     sumsq = {c: 0.0 for c in numeric}
     total = 0
-    for chunk in _numeric_chunks(batch_source(), numeric):          # pass 0: counts, bounds, sums
+    for chunk in _numeric_chunks(batch_source(), numeric):
         total += len(next(iter(chunk.values()))) if chunk else 0
         for c, v in chunk.items():
             v = v[~np.isnan(v)]
@@ -111,64 +138,71 @@ def encoder_stats(batch_source, numeric: list[str], scale: bool) -> dict:
             m.done = 0.0
         elif m.lo == m.hi:
             m.done = m.lo
-    while any(m.done is None for m in med.values()):
-        active = [c for c in numeric if med[c].done is None]
-        hist = {c: np.zeros(BINS, dtype=np.int64) for c in active}
-        below = {c: 0 for c in active}
-        inside = {c: 0 for c in active}
-        seen_lo = {c: np.inf for c in active}
-        seen_hi = {c: -np.inf for c in active}
-        collect: dict[str, list] = {c: [] for c in active}
-        for c in active:   # a bracket too narrow for BINS float bins holds few distinct values: collect them
-            m = med[c]
-            if not m.collecting and not np.all(np.diff(np.linspace(m.lo, m.hi, BINS + 1)) > 0):
-                m.collecting = True
-        for chunk in _numeric_chunks(batch_source(), active):
-            for c in active:
-                m, v = med[c], chunk[c]
-                below[c] += int((v < m.lo).sum())
-                sel = v[(v >= m.lo) & (v <= m.hi)]
-                if not len(sel):
-                    continue
-                inside[c] += len(sel)
-                seen_lo[c], seen_hi[c] = min(seen_lo[c], float(sel.min())), max(seen_hi[c], float(sel.max()))
-                if m.collecting:
-                    collect[c].append(np.unique(sel, return_counts=True))
-                else:
-                    hist[c] += np.histogram(sel, bins=BINS, range=(m.lo, m.hi))[0]
+    return total, sums, sumsq
+
+
+class _Pass:
+    """What one narrowing pass counts of a column: below and inside its bracket, the values seen
+    inside, and a histogram of them (or, when collecting, the distinct values with their counts)."""
+
+    def __init__(self) -> None:
+        self.hist = np.zeros(BINS, dtype=np.int64)
+        self.below = 0
+        self.inside = 0
+        self.seen_lo = np.inf
+        self.seen_hi = -np.inf
+        self.collect: list[Any] = []
+
+    def add(self, m: _Median, v: np.ndarray) -> None:
+        self.below += int((v < m.lo).sum())
+        sel = v[(v >= m.lo) & (v <= m.hi)]
+        if not len(sel):
+            return
+        self.inside += len(sel)
+        self.seen_lo, self.seen_hi = min(self.seen_lo, float(sel.min())), max(self.seen_hi, float(sel.max()))
+        if m.collecting:
+            self.collect.append(np.unique(sel, return_counts=True))
+        else:
+            self.hist += np.histogram(sel, bins=BINS, range=(m.lo, m.hi))[0]
+
+
+def _narrowing_pass(batch_source: BatchSource, active: list[str], med: dict[str, _Median]) -> None:
+    """One more pass over the data: narrow each active column's bracket around its median, or settle it."""
+    for c in active:   # a bracket too narrow for BINS float bins holds few distinct values: collect them
+        m = med[c]
+        if not m.collecting and not np.all(np.diff(np.linspace(m.lo, m.hi, BINS + 1)) > 0):
+            m.collecting = True
+    passes = {c: _Pass() for c in active}
+    for chunk in _numeric_chunks(batch_source(), active):
         for c in active:
-            m = med[c]
-            k1, k2 = (t - below[c] for t in m.targets())
-            if m.collecting:
-                values, inv = np.unique(np.concatenate([u for u, _ in collect[c]]), return_inverse=True)
-                cum = np.cumsum(np.bincount(inv, weights=np.concatenate([n for _, n in collect[c]])))
-                pick = values[np.searchsorted(cum, [k1, k2], "right")]
-                m.done = float(np.mean(pick))
-                continue
-            if seen_lo[c] == seen_hi[c]:
-                m.done = seen_lo[c]
-                continue
-            edges = np.histogram_bin_edges(np.empty(0), bins=BINS, range=(m.lo, m.hi))
-            cum = np.cumsum(hist[c])
-            b1, b2 = int(np.searchsorted(cum, k1, "right")), int(np.searchsorted(cum, k2, "right"))
-            new_lo, new_hi = float(edges[b1]), float(edges[min(b2 + 1, BINS)])
-            width = int(cum[b2] - (cum[b1 - 1] if b1 else 0))
-            if width <= COLLECT_CAP or (new_lo, new_hi) == (m.lo, m.hi):
-                m.collecting = True
-            m.lo, m.hi = max(new_lo, seen_lo[c]), min(new_hi, seen_hi[c])
-    medians = np.array([med[c].done for c in numeric], dtype=np.float64)
-    out = {"rows": total, "medians": medians}
-    if scale and total:
-        n_null = np.array([total - med[c].n for c in numeric], dtype=np.float64)
-        s = np.array([sums[c] for c in numeric]) + n_null * medians
-        sq = np.array([sumsq[c] for c in numeric]) + n_null * medians ** 2
-        mean = s / total
-        out["means"] = mean
-        out["stds"] = np.sqrt(np.maximum(sq / total - mean ** 2, 0.0))
-    return out
+            passes[c].add(med[c], chunk[c])
+    for c in active:
+        _settle(med[c], passes[c])
 
 
-def fit_encoder_from_stats(cfg: "RunConfig", stats: dict, scale: bool):
+def _settle(m: _Median, ps: _Pass) -> None:
+    """The median from a collecting pass, or the narrower bracket the histogram points to."""
+    k1, k2 = (t - ps.below for t in m.targets())
+    if m.collecting:
+        values, inv = np.unique(np.concatenate([u for u, _ in ps.collect]), return_inverse=True)
+        cum = np.cumsum(np.bincount(inv, weights=np.concatenate([n for _, n in ps.collect])))
+        pick = values[np.searchsorted(cum, [k1, k2], "right")]
+        m.done = float(np.mean(pick))
+        return
+    if ps.seen_lo == ps.seen_hi:
+        m.done = ps.seen_lo
+        return
+    edges = np.histogram_bin_edges(np.empty(0), bins=BINS, range=(m.lo, m.hi))
+    cum = np.cumsum(ps.hist)
+    b1, b2 = int(np.searchsorted(cum, k1, "right")), int(np.searchsorted(cum, k2, "right"))
+    new_lo, new_hi = float(edges[b1]), float(edges[min(b2 + 1, BINS)])
+    width = int(cum[b2] - (cum[b1 - 1] if b1 else 0))
+    if width <= COLLECT_CAP or (new_lo, new_hi) == (m.lo, m.hi):
+        m.collecting = True
+    m.lo, m.hi = max(new_lo, ps.seen_lo), min(new_hi, ps.seen_hi)
+
+
+def fit_encoder_from_stats(cfg: "RunConfig", stats: dict[str, Any], scale: bool) -> "TabularEncoder":
     """A `TabularEncoder` in exactly the state `fit(train)` leaves it in, from `encoder_stats`."""
     import pandas as pd
 
@@ -188,7 +222,8 @@ def fit_encoder_from_stats(cfg: "RunConfig", stats: dict, scale: bool):
     return enc
 
 
-def fit_encoder_on_parts(cfg: "RunConfig", train_locations: list[str], batch_rows: int = 131_072):
+def fit_encoder_on_parts(cfg: "RunConfig", train_locations: list[str],
+                         batch_rows: int = 131_072) -> "TabularEncoder":
     """Fit the encoder from train parts (paths or URIs of parquet files / parts locations)."""
     from kfct.data import parts
     from kfct.config import numeric_columns
@@ -196,7 +231,7 @@ def fit_encoder_on_parts(cfg: "RunConfig", train_locations: list[str], batch_row
     numeric = numeric_columns(cfg)
     scale = cfg.train.model == "logistic_regression"
 
-    def batches():
+    def batches() -> "Iterator[pa.RecordBatch]":
         for loc in train_locations:
             yield from parts.iter_batches(loc, columns=numeric, batch_rows=batch_rows)
 
@@ -204,7 +239,7 @@ def fit_encoder_on_parts(cfg: "RunConfig", train_locations: list[str], batch_row
 
 
 
-def _thin(src: str, dest, keep: float, seed: int, id_col: str | None) -> None:
+def _thin(src: str, dest: str | Path, keep: float, seed: int, id_col: str | None) -> None:
     """Rows of one part whose id hash (a key of its own, not the split's) falls below `keep`."""
     import pandas as pd
 
@@ -219,7 +254,7 @@ def _thin(src: str, dest, keep: float, seed: int, id_col: str | None) -> None:
 
 
 def gather_parts(files: list[str], out_dir: str, label: str, max_rows: int | None = None,
-                 cfg: "RunConfig | None" = None) -> tuple[dict, int]:
+                 cfg: "RunConfig | None" = None) -> tuple[dict[str, Any], int]:
     """Copy one split's part files into `out_dir` as a parts dataset (kfct.data.parts); (manifest, positives).
 
     Byte copies, one file at a time, named by content; the canonical manifest makes the directory

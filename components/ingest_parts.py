@@ -30,8 +30,7 @@ def _csv_batches(path: Path):
     import pyarrow.csv as pcsv
 
     reader = pcsv.open_csv(path)
-    for batch in reader:
-        yield batch
+    yield from reader
 
 
 def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_rows: int) -> dict:

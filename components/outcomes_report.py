@@ -49,7 +49,7 @@ def realized_report_core(joined: Any, cfg: "RunConfig", champion: str | None, ba
     threshold = float(cfg.drift.performance_drop_threshold)
     by_version = realized_performance(joined)
     champ_rows = [r for r in by_version if r["model_version"] == str(champion) and r["role"] == "champion"]
-    return {"n_judged": int(len(joined)), "sample": sample, "champion": champion, "by_version": by_version,
+    return {"n_judged": len(joined), "sample": sample, "champion": champion, "by_version": by_version,
             "by_window": realized_performance(joined, window=window), "window": window,
             "calibration": {str(v): calibration_curve(g) for v, g in joined.groupby("model_version")} if len(joined) else {},
             "decay": decay(champ_rows, baseline, threshold)}

@@ -94,7 +94,7 @@ def featurize_part(part: str, config_json: str, train: Output[Dataset], val: Out
         df = with_binary_label(parts.read_part(part).to_pandas(), cfg)
         for art, frame in zip((train, val, test), split_by_id(df, cfg)):
             frame.to_parquet(art.path, index=False)
-            art.metadata.update({"rows": int(len(frame))})
+            art.metadata.update({"rows": len(frame)})
 
 
 def merge_featurize(

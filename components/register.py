@@ -7,6 +7,7 @@ under the registry lock against the champion the gate compared with (`register_v
 """
 
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
@@ -76,7 +77,7 @@ def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: s
             moved = f"champion moved from v{gated} to v{current} since the gate"
             if on_moved == "regate" and regate is not None and current is not None:
                 decision = regate(current)
-                decision["reasons"] = [f"{moved}: re-gated against v{current}"] + list(decision.get("reasons", []))
+                decision["reasons"] = [f"{moved}: re-gated against v{current}", *list(decision.get("reasons", []))]
                 regated = decision
                 audit.record("gate_decision", model_name=model_name, mlflow_run_id=run_id,
                              deploy=bool(decision.get("deploy")), reasons=decision["reasons"],
@@ -173,8 +174,7 @@ def _log_card(run_id: str, md: str, html: str, charts: dict[str, bytes]) -> None
     files += [("model_card.md", md.encode()), ("model_card.html", html.encode())]
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         for name, data in files:
-            with open(f"{tmp}/{name}", "wb") as fh:
-                fh.write(data)
+            Path(tmp, name).write_bytes(data)
             mlflow.log_artifact(f"{tmp}/{name}", artifact_path="model_card")
 
 
@@ -200,6 +200,7 @@ def register_model(
     with stage("register-model", config_json, stamp=model_card.metadata, registry=True, model_name=model_name,
                pipeline_run=pipeline_run, data_uri=data_uri) as st:
         import json
+        from pathlib import Path
 
         from kfct.components.evaluate import read_evidence
         from kfct.components.register import (_decision_summary, _log_card, _regate_with, card_info,
@@ -208,7 +209,7 @@ def register_model(
         from kfct.evidence.modelcard import build_model_card, description, model_description
 
         cfg = st.config
-        with open(decision.path) as fh:
+        with Path(decision.path).open() as fh:
             dec = json.load(fh)
         meta = dict(model.metadata)
         # A pointer (dataset://latest) moves: the version's lineage names the snapshot ingest resolved it to.
@@ -216,8 +217,7 @@ def register_model(
         out = register_version(meta, dec, cfg, model_name, data_uri, dataset_sha256, pipeline_run, code_version,
                             regate=_regate_with(model.path, test.path, cfg, model_name))
         if not out["version"]:  # blocked at the hand-off: nothing registered, nothing moved
-            with open(model_card.path, "w") as fh:
-                fh.write(f"# Not registered\n\n{out['blocked']}\n")
+            Path(model_card.path).write_text(f"# Not registered\n\n{out['blocked']}\n")
             model_card.metadata.update({"version": "", "alias": "", "blocked": out["blocked"]})
             if out.get("decision"):
                 model_card.metadata["regate"] = _decision_summary(out["decision"])
@@ -225,8 +225,7 @@ def register_model(
         info = card_info(meta, out, out.get("decision") or dec, cfg, read_evidence(evidence.path), dict(dataset.metadata),
                          data_uri, dataset_sha256, model_name)
         md, html = build_model_card(info)
-        with open(model_card.path, "w") as fh:
-            fh.write(md)
+        Path(model_card.path).write_text(md)
         model_card.metadata.update({"version": out["version"], "alias": out["alias"]})
         if out.get("decision"):  # the run's summary shows the gate that decided, not the first one
             model_card.metadata["regate"] = _decision_summary(out["decision"])

@@ -282,10 +282,11 @@ def trigger_retrain(
 
     with stage("trigger-retrain", config_json, model_name=model_name) as st:
         import json
+        from pathlib import Path
 
         from kfct.components.retrain_policy import run_trigger
         cfg = st.config
-        with open(drift_summary.path) as fh:
+        with Path(drift_summary.path).open() as fh:
             drift = json.load(fh)
         drift["retrain"] = bool(retrain_needed)
         out = run_trigger(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)

@@ -41,7 +41,7 @@ Prometheus' HTTP API narrowed to each version's pods).
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kfct.components.rollout_backends import (ClusterBackend, LocalRouterBackend, PrometheusMetrics,  # noqa: F401
                                               RolloutBackend, make_backend)
@@ -63,10 +63,10 @@ class RolloutResult:
     champion_version: str | None
     outcome: str  # promoted | rolled_back | aborted (infrastructure, see plan_abort) | deferred
     reasons: list[str] = field(default_factory=list)
-    steps: list[dict] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -153,7 +153,7 @@ def _walk_steps(result: RolloutResult, backend: RolloutBackend, thresholds: Thre
 
 
 def _bake(backend: RolloutBackend, champion_version: str, canary_version: str, pct: float, thresholds: Thresholds,
-          baseline: Window | None, pace: Pace) -> tuple[dict, Window]:
+          baseline: Window | None, pace: Pace) -> tuple[dict[str, Any], Window]:
     """One step: poll the windows until `plan_rollout_step` ends it."""
     since = backend.now()
     t0 = pace.clock()
@@ -238,7 +238,7 @@ def _gated_against(model_name: str, version: str) -> str | None:
     return (mv.tags or {}).get(registry.GATED_TAG)
 
 
-def retry_rejected(model_name: str, version: str, operator: str | None = None) -> dict:
+def retry_rejected(model_name: str, version: str, operator: str | None = None) -> dict[str, Any]:
     """An operator's second chance for a version a rollout rejected (`kfct rollout --retry`):
     the `rejected` tag lifted, alias `challenger` set, audited (`rollout_retry`, with who and the
     old reason). The rollout that follows judges it like any canary."""
@@ -256,11 +256,13 @@ def retry_rejected(model_name: str, version: str, operator: str | None = None) -
             registry.client().delete_model_version_tag(model_name, str(version), key)
     registry.set_alias(model_name, "challenger", str(version), reason=f"rollout retry of rejected v{version}")
     audit.record("rollout_retry", operator=operator or getpass.getuser(), **plan["audit"])
-    return plan["audit"]
+    done: dict[str, Any] = plan["audit"]
+    return done
 
 
-def rollout_version(model_name: str, cfg: "RunConfig", backend: RolloutBackend, steps=None, bake_seconds: float | None = None,
-                 canary_version: str | None = None, poll_seconds: float | None = None, log=None) -> RolloutResult:
+def rollout_version(model_name: str, cfg: "RunConfig", backend: RolloutBackend, steps: str | list[float] | None = None,
+                    bake_seconds: float | None = None, canary_version: str | None = None,
+                    poll_seconds: float | None = None, log: Callable[[str], None] | None = None) -> RolloutResult:
     """Thresholds, steps and bake time from `cfg.rollout` unless given."""
     r = cfg.rollout
     return run_rollout(model_name, backend, Thresholds.from_config(cfg),

@@ -6,12 +6,16 @@ mode, the figures from Prometheus' HTTP API (`PrometheusMetrics`) narrowed to ea
 """
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kfct.components.rollout_decision import RolloutError, Window
 
 if TYPE_CHECKING:
+    from kserve import KServeClient  # kserve ships no types: Any to mypy, named for the reader
+
     from kfct.config import RunConfig
+    from kfct.runtime.settings import Settings
 
 
 class RolloutBackend(Protocol):
@@ -34,8 +38,9 @@ class LocalRouterBackend:
     `discover_replicas`). A split counts as applied once every replica applied it; a step's
     window is the replicas' windows merged (`kfct.contracts.window_stats.merge_windows`)."""
 
-    def __init__(self, model_name: str, url: str | list[str], state_path=None, apply_timeout: float = 60.0,
-                 http_timeout: float | None = None):
+    def __init__(self, model_name: str, url: str | list[str], state_path: str | Path | None = None,
+                 apply_timeout: float = 60.0,
+                 http_timeout: float | None = None) -> None:
         from kfct.runtime.settings import get_settings
         from kfct.contracts.split_state import state_path as default_path
 
@@ -51,7 +56,7 @@ class LocalRouterBackend:
         self.apply_timeout = apply_timeout
         self.http_timeout = http_timeout
 
-    def _get(self, path: str, params: dict | None = None, url: str | None = None) -> dict:
+    def _get(self, path: str, params: dict[str, Any] | None = None, url: str | None = None) -> dict[str, Any]:
         import httpx
 
         base = url or self.url
@@ -61,7 +66,8 @@ class LocalRouterBackend:
             raise RolloutError(f"model server {base} unreachable: {type(exc).__name__}: {exc}") from exc
         if r.status_code != 200:
             raise RolloutError(f"model server {base}{path} answered {r.status_code}: {r.text[:200]}")
-        return r.json()
+        body: dict[str, Any] = r.json()
+        return body
 
     def reachable(self) -> bool:
         try:
@@ -74,7 +80,7 @@ class LocalRouterBackend:
     def now(self) -> float:
         return time.time()
 
-    def _write_and_wait(self, **changes) -> None:
+    def _write_and_wait(self, **changes: Any) -> None:
         from kfct.contracts.split_state import update_state
 
         st = update_state(self.model_name, self.state_path, **changes)
@@ -121,7 +127,7 @@ class LocalRouterBackend:
 class PrometheusMetrics:
     """Per-version windows from Prometheus' HTTP API (`/api/v1/query`) over kfct_* series."""
 
-    def __init__(self, url: str, model_name: str, timeout: float | None = None, extra_selector: str = ""):
+    def __init__(self, url: str, model_name: str, timeout: float | None = None, extra_selector: str = "") -> None:
         from kfct.runtime.settings import get_settings
 
         timeout = get_settings().net_timeout_seconds if timeout is None else timeout
@@ -159,7 +165,7 @@ class PrometheusMetrics:
     def window(self, version: str, seconds: float, workload: str = "") -> Window:
         """Figures of `version` over the last `seconds`; `workload` narrows them to the pods of one
         predictor (a label selector such as `service="churn-classifier-v7-predictor"`)."""
-        rng = f"[{max(1, int(round(seconds)))}s]"
+        rng = f"[{max(1, round(seconds))}s]"
         q = self.query
 
         def sel(more: str = "") -> str:
@@ -173,8 +179,8 @@ class PrometheusMetrics:
         pos = q(f"sum(increase(kfct_predictions_total{positive}{rng}))")
         inst = q(f"sum(increase(kfct_predictions_total{every}{rng}))")
         p99 = q(f"histogram_quantile(0.99, sum by (le) (rate(kfct_request_latency_seconds_bucket{every}{rng})))")
-        return Window(version=str(version), requests=int(round(req + cerr + serr)), instances=int(round(inst)),
-                      client_errors=int(round(cerr)), server_errors=int(round(serr)), positives=int(round(pos)),
+        return Window(version=str(version), requests=round(req + cerr + serr), instances=round(inst),
+                      client_errors=round(cerr), server_errors=round(serr), positives=round(pos),
                       p99_latency_s=p99)
 
 
@@ -190,8 +196,9 @@ class ClusterBackend:
     waits until the canary's own status says it is ready before the bake time starts.
     """
 
-    def __init__(self, model_name: str, isvc_name: str, namespace: str, prometheus_url: str, kserve_client=None,
-                 settings=None, cfg: "RunConfig | None" = None, ready_timeout: float = 600.0, ready_poll: float = 5.0):
+    def __init__(self, model_name: str, isvc_name: str, namespace: str, prometheus_url: str,
+                 kserve_client: "KServeClient | None" = None, settings: "Settings | None" = None,
+                 cfg: "RunConfig | None" = None, ready_timeout: float = 600.0, ready_poll: float = 5.0) -> None:
         self.model_name = model_name
         self.isvc_name = isvc_name
         self.namespace = namespace
@@ -205,19 +212,19 @@ class ClusterBackend:
     def now(self) -> float:
         return time.time()
 
-    def _client(self):
+    def _client(self) -> "KServeClient":
         if self.client is None:
             from kfct.cluster.kserve_isvc import kserve_client
 
             self.client = kserve_client()
         return self.client
 
-    def _isvc(self) -> dict | None:
+    def _isvc(self) -> dict[str, Any] | None:
         from kfct.cluster.kserve_isvc import get_inference_service
 
         return get_inference_service(self._client(), self.isvc_name, self.namespace)
 
-    def mode(self, isvc: dict | None = None) -> str:
+    def mode(self, isvc: dict[str, Any] | None = None) -> str:
         from kfct.cluster.kserve_isvc import detect_mode
         from kfct.runtime.settings import get_settings
 
@@ -285,7 +292,8 @@ class ClusterBackend:
         apply_inference_service(client, isvc, self.isvc_name, self.namespace)
 
 
-def make_backend(model_name: str, target: str, settings, cfg: "RunConfig | None" = None, server_url: str | list = "",
+def make_backend(model_name: str, target: str, settings: "Settings", cfg: "RunConfig | None" = None,
+                 server_url: str | list[str] = "",
                  prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
     """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
 

@@ -5,6 +5,7 @@ the backends' windows and performs what these functions decide, so every rule a 
 judged by is testable with plain values.
 """
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from kfct.contracts.window_stats import WindowStats as Window  # what a backend 
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
+    from kfct.contracts.split_state import SplitState
 
 
 class RolloutError(KfctError):
@@ -154,17 +156,14 @@ def _judge_unpaired(canary: Window, ref: Window, thr: Thresholds, failures: list
 
 def parse_steps(steps: Any) -> list[float]:
     """'10,50,100' or [10, 50, 100] -> increasing percents within (0, 100]."""
-    if isinstance(steps, str):
-        parts = [p for p in steps.replace(" ", "").split(",") if p]
-    else:
-        parts = list(steps or [])
+    parts = [p for p in steps.replace(" ", "").split(",") if p] if isinstance(steps, str) else list(steps or [])
     try:
         out = [float(p) for p in parts]
     except (TypeError, ValueError):
         raise RolloutError(f"rollout steps must be numbers, got {steps!r}") from None
     if not out:
         raise RolloutError("rollout needs at least one step")
-    if any(not 0 < p <= 100 for p in out) or any(b <= a for a, b in zip(out, out[1:])):
+    if any(not 0 < p <= 100 for p in out) or any(b <= a for a, b in itertools.pairwise(out)):
         raise RolloutError(f"rollout steps must increase within (0, 100], got {out}")
     return out
 
@@ -245,7 +244,7 @@ def plan_promotion(model_name: str, canary: str, champion: str, steps: list[floa
 
 
 def plan_rollback(model_name: str, canary: str, champion: str, failed: list[str], seconds: float,
-                  evidence: dict | None = None) -> OutcomePlan:
+                  evidence: dict[str, Any] | None = None) -> OutcomePlan:
     """Reject `canary` for the reasons `failed` (each named in its tag and the audit trail).
 
     `evidence`: the failing step's figures (both versions' windows, the paired shifts, the
@@ -276,7 +275,7 @@ def plan_abort(model_name: str, canary: str, champion: str, failed: list[str], s
                         "reason": reason, "seconds": seconds})
 
 
-def plan_retry(model_name: str, version: str, tags: dict, champion: str | None) -> dict:
+def plan_retry(model_name: str, version: str, tags: dict[str, Any], champion: str | None) -> dict[str, Any]:
     """What `kfct rollout --retry VERSION` changes: a version a rollout rejected gets its `rejected`
     tag lifted (the old reason kept as `previous_rejected_reason`) and alias `challenger`, so the
     rollout that follows judges it afresh. Only a rollout's rejection can be retried."""
@@ -292,7 +291,7 @@ def plan_retry(model_name: str, version: str, tags: dict, champion: str | None) 
                       "previous_reason": tags.get("rejected_reason", "")[:1000]}}
 
 
-def plan_expiry(st, now: float | None = None) -> str | None:
+def plan_expiry(st: "SplitState | None", now: float | None = None) -> str | None:
     """Why the deferred canary in split state `st` must be rolled back now, or None while it may stand."""
     if st is None or not st.canary_version or st.canary_deadline is None or not st.expired(now):
         return None

@@ -5,12 +5,15 @@
 """
 
 import time
+from pathlib import Path
+from typing import Any
 
 from kfct.components.rollout_decision import plan_expiry
 
 
-def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: float, state_path=None,
-                  now: float | None = None) -> dict:
+def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: float,
+                  state_path: str | Path | None = None,
+                  now: float | None = None) -> dict[str, Any]:
     """No live traffic to judge by: leave the canary deployed, but give it an owner. The split
     file gets a deadline; past it every server routes the canary no traffic (the server's own
     watcher enforces it) and `expire_deferred` (run by the next rollout) rolls it back."""
@@ -28,7 +31,8 @@ def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: 
     return {"outcome": "deferred", "reason": reason, "deadline": deadline}
 
 
-def expire_deferred(model_name: str, state_path=None, now: float | None = None) -> dict | None:
+def expire_deferred(model_name: str, state_path: str | Path | None = None,
+                    now: float | None = None) -> dict[str, Any] | None:
     """Roll back a deferred canary whose deadline passed (split to 0, version tagged `rejected`,
     `challenger` removed, audited). Returns what it did, or None when nothing had expired."""
     from kfct.governance import audit, registry

@@ -15,12 +15,22 @@ anything is written.
 """
 
 import time
+from typing import TYPE_CHECKING, Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    import pandas as pd
+    import pyarrow as pa
+
+    from kfct.evidence.model import ChurnModel, TabularEncoder
+    from kfct.data.record_schema import RecordSchema
 
 DEFAULT_CHUNK_ROWS = 262_144
 
@@ -44,11 +54,12 @@ class ScoreSummary:
     score_seconds: float
     write_seconds: float
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def score_frame(model, df, id_column: str | None = "customer_id", version: str = "", chunk_rows: int = DEFAULT_CHUNK_ROWS):
+def score_frame(model: "ChurnModel", df: "pd.DataFrame", id_column: str | None = "customer_id", version: str = "",
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> "pd.DataFrame":
     """DataFrame -> DataFrame[id, probability, label, model_version] (vectorised, chunked)."""
     import pandas as pd
 
@@ -71,25 +82,25 @@ def score_frame(model, df, id_column: str | None = "customer_id", version: str =
     return pd.DataFrame(out)
 
 
-def _threads(model) -> None:
+def _threads(model: "ChurnModel") -> None:
     booster = model._booster() if hasattr(model, "_booster") else None
     if booster is not None:
         booster.set_param({"nthread": 0})  # all cores for batch work
 
 
-def arrow_matrix(encoder, table) -> np.ndarray:
+def arrow_matrix(encoder: "TabularEncoder", table: "pa.Table") -> np.ndarray:
     """The model's encoder applied to Arrow columns (`TabularEncoder.transform_arrow`)."""
     return encoder.transform_arrow(table)
 
 
-def _record_schema():
+def _record_schema() -> "RecordSchema":
     from kfct.config import load_config
     from kfct.data.record_schema import RecordSchema
 
     return RecordSchema.from_config(load_config())
 
 
-def check_schema(schema, table) -> None:
+def check_schema(schema: "RecordSchema", table: "pa.Table") -> None:
     """What the model server refuses, batch refuses too (kfct.data.record_schema): no NaN/inf imputed
     in a non-nullable column, the config's min/max and integer-ness, float32 range."""
     import pyarrow as pa
@@ -105,7 +116,7 @@ def check_schema(schema, table) -> None:
         schema.check_column(rule.name, v)
 
 
-def _arrow_path_ok(model, table) -> bool:
+def _arrow_path_ok(model: "ChurnModel", table: "pa.Table") -> bool:
     """True when the Arrow encoder reproduces the model's own encoder on the first rows."""
     enc = getattr(model, "encoder", None)
     if enc is None or not hasattr(enc, "transform_arrow") or not hasattr(model, "proba_from_matrix"):
@@ -114,15 +125,14 @@ def _arrow_path_ok(model, table) -> bool:
     try:
         fast = arrow_matrix(enc, head)
         slow = enc.transform(head.to_pandas())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a probe: any failure means the fast path is not used
         return False
     return fast.shape == slow.shape and np.array_equal(fast, slow)
 
 
-def score_file(model, input_path: str | Path, output_path: str | Path, version: str, model_name: str,
+def score_file(model: "ChurnModel", input_path: str | Path, output_path: str | Path, version: str, model_name: str,
                id_column: str | None = "customer_id", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
     """Stream a parquet (or CSV) through the model into a parquet of scores."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from kfct.evidence.model import FeatureError
@@ -151,23 +161,13 @@ def score_file(model, input_path: str | Path, output_path: str | Path, version: 
                 arrow_ok = _arrow_path_ok(model, table)
             try:
                 check_schema(schema, table)
-                if arrow_ok:
-                    probs = np.asarray(model.proba_from_matrix(arrow_matrix(model.encoder, table)), dtype=np.float64)
-                else:
-                    probs = np.asarray(model.predict_positive(table.to_pandas()), dtype=np.float64)
+                probs = _probabilities(model, table, arrow_ok)
             except FeatureError as exc:
                 raise ScoringError(f"rows {rows}..{rows + table.num_rows - 1}: {exc}") from exc
             t_score += time.perf_counter() - t1
             t2 = time.perf_counter()
             labels = (probs >= threshold).astype(np.int8)
-            cols = {}
-            if id_column and id_column in table.column_names:
-                cols[id_column] = table.column(id_column)
-            cols["probability"] = pa.array(probs)
-            cols["label"] = pa.array(labels)
-            cols["model_version"] = pa.DictionaryArray.from_arrays(
-                pa.array(np.zeros(len(probs), dtype=np.int32)), pa.array([str(version)]))
-            out = pa.table(cols)
+            out = _scores_table(table, probs, labels, version, id_column)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, out.schema, compression="snappy")
             writer.write_table(out)
@@ -190,7 +190,30 @@ def score_file(model, input_path: str | Path, output_path: str | Path, version: 
                         round(t_score, 3), round(t_write, 3))
 
 
-def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_rows: int, model=None):
+def _probabilities(model: "ChurnModel", table: "pa.Table", arrow_ok: bool) -> np.ndarray:
+    """The positive-class probability of each row of an Arrow chunk (straight from Arrow when it is safe)."""
+    if arrow_ok:
+        return np.asarray(model.proba_from_matrix(arrow_matrix(model._fitted_encoder(), table)), dtype=np.float64)
+    return np.asarray(model.predict_positive(table.to_pandas()), dtype=np.float64)
+
+
+def _scores_table(table: "pa.Table", probs: np.ndarray, labels: np.ndarray, version: str,
+                  id_column: str | None) -> "pa.Table":
+    """The output chunk: the id (when the input has it), probability, label and the model version."""
+    import pyarrow as pa
+
+    cols = {}
+    if id_column and id_column in table.column_names:
+        cols[id_column] = table.column(id_column)
+    cols["probability"] = pa.array(probs)
+    cols["label"] = pa.array(labels)
+    cols["model_version"] = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(len(probs), dtype=np.int32)), pa.array([str(version)]))
+    return pa.table(cols)
+
+
+def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_rows: int,
+                 model: "ChurnModel | None" = None) -> "Iterator[tuple[pa.Table, float]]":
     """Yield (Arrow table chunk, read seconds) holding the id and the model's features."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -230,7 +253,7 @@ def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_ro
         yield pa.Table.from_batches([batch]), time.perf_counter() - t
 
 
-def _check_columns(present, features: list[str], src: Path) -> None:
+def _check_columns(present: "Iterable[str]", features: list[str], src: Path) -> None:
     missing = [c for c in features if c not in set(present)]
     if missing:
         raise ScoringError(f"{src} lacks feature column {missing[0]!r}"

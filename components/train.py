@@ -9,7 +9,7 @@ Everything is logged to MLflow: params, metrics, the data sha256 and the model
 """
 
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import time
 
@@ -17,7 +17,13 @@ import numpy as np
 from kfp.dsl import Dataset, Input, Model, Output
 
 if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+    from sklearn.base import BaseEstimator
+    from xgboost import Booster, XGBClassifier
+
     from kfct.config import RunConfig, TrainConfig
+    from kfct.evidence.model import ChurnModel, TabularEncoder
 
 MODELS = ("xgboost", "logistic_regression", "random_forest", "hist_gradient_boosting")
 
@@ -36,7 +42,8 @@ def choose_threshold(y_true: np.ndarray, proba: np.ndarray, recall_target: float
     return float(thresholds[int(np.argmax(f1))])
 
 
-def _xgb_estimator(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str):
+def _xgb_estimator(params: dict[str, Any], n_pos: int, n_neg: int, cfg_train: "TrainConfig",
+                   device: str) -> "XGBClassifier":
     from xgboost import XGBClassifier
 
     p = dict(params)
@@ -53,7 +60,7 @@ def _xgb_estimator(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainConfig
     )
 
 
-def _sklearn_estimator(kind: str, params: dict, cfg_train: "TrainConfig"):
+def _sklearn_estimator(kind: str, params: dict[str, Any], cfg_train: "TrainConfig") -> "BaseEstimator":
     seed = int(cfg_train.seed)
     weight = "balanced" if cfg_train.imbalance in ("class_weight", "scale_pos_weight") else None
     if kind == "logistic_regression":
@@ -71,13 +78,14 @@ def _sklearn_estimator(kind: str, params: dict, cfg_train: "TrainConfig"):
     raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
 
 
-def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", device: str):
+def _fit(kind: str, params: dict[str, Any], Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
+         cfg_train: "TrainConfig", device: str) -> "tuple[Booster | BaseEstimator, np.ndarray, dict[str, Any]]":
     """Fit one estimator; returns (predictor, val_proba, info). XGBoost returns its trimmed Booster."""
     if kind == "xgboost":
         n_pos = int(ytr.sum())
         est = _xgb_estimator(params, n_pos, len(ytr) - n_pos, cfg_train, device)
         est.fit(Xtr, ytr, eval_set=[(Xva, yva)], verbose=False)
-        best = int(getattr(est, "best_iteration", est.n_estimators - 1))
+        best = int(getattr(est, "best_iteration", cast(int, est.n_estimators) - 1))  # params always set it
         booster = est.get_booster()[: best + 1]
         booster.set_param({"device": "cpu", "nthread": 0})  # serve on CPU whatever trained it
         proba = booster.inplace_predict(Xva)
@@ -87,7 +95,9 @@ def _fit(kind: str, params: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", 
     return est, est.predict_proba(Xva)[:, 1].astype(np.float64), {}
 
 
-def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", device: str, trials: int) -> dict:
+def _tune(kind: str, base: dict[str, Any], Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
+          cfg_train: "TrainConfig", device: str,
+          trials: int) -> dict[str, Any]:
     """Optuna search maximising validation AUC; returns the best params merged over `base`."""
     try:
         import optuna
@@ -99,7 +109,7 @@ def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", d
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def space(trial):
+    def space(trial: "optuna.Trial") -> dict[str, Any]:
         if kind == "xgboost":
             return {
                 "max_depth": trial.suggest_int("max_depth", 3, 8),
@@ -117,17 +127,17 @@ def _tune(kind: str, base: dict, Xtr, ytr, Xva, yva, cfg_train: "TrainConfig", d
         return {"learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
                 "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 63)}
 
-    def objective(trial):
+    def objective(trial: "optuna.Trial") -> float:
         params = {**base, **space(trial)}
         _, proba, _ = _fit(kind, params, Xtr, ytr, Xva, yva, cfg_train, device)
-        return roc_auc_score(yva, proba)
+        return float(roc_auc_score(yva, proba))
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(cfg_train.seed)))
     study.optimize(objective, n_trials=int(trials))
     return {**base, **study.best_params}
 
 
-def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: "TrainConfig") -> tuple[float, dict]:
+def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: "TrainConfig") -> tuple[float, dict[str, Any]]:
     """The decision threshold chosen on validation and the validation metrics at it (in-pod and distributed)."""
     from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
@@ -141,17 +151,20 @@ def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: "Tr
     }
 
 
-def xgb_booster_params(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str) -> tuple[dict, int, int]:
+def xgb_booster_params(params: dict[str, Any], n_pos: int, n_neg: int, cfg_train: "TrainConfig",
+                       device: str) -> tuple[dict[str, Any], int, int]:
     """The in-pod estimator's settings as XGBoost's native (params, rounds, early-stopping rounds).
 
     Built from the very `XGBClassifier` the in-pod path fits (`get_xgb_params`), so a
     distributed worker trains with the same objective, metric, weights, seed and tree settings."""
     est = _xgb_estimator(params, n_pos, n_neg, cfg_train, device)
     native = {k: v for k, v in est.get_xgb_params().items() if v is not None}
-    return native, int(est.get_num_boosting_rounds()), int(est.early_stopping_rounds)
+    return native, int(est.get_num_boosting_rounds()), int(cast(int, est.early_stopping_rounds))  # set above
 
 
-def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | None = None, tune_trials: int | None = None):
+def train_core(train_df: "pd.DataFrame", val_df: "pd.DataFrame", cfg: "RunConfig", encoder: "TabularEncoder | None" = None,
+               device: str | None = None, tune_trials: int | None = None,
+               ) -> "tuple[ChurnModel, dict[str, Any], dict[str, Any], dict[str, Any]]":
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
     from kfct.components.featurize import build_encoder
     from kfct.evidence.model import ChurnModel
@@ -182,7 +195,7 @@ def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | N
     threshold, val_metrics = threshold_and_metrics(yva, val_proba, ct)
     model = ChurnModel(encoder=encoder, estimator=predictor, threshold=threshold)
     info.update({"model": kind, "device": device, "tune_trials": trials, "threshold": threshold,
-                 "n_train": int(len(train_df)), "n_val": int(len(val_df))})
+                 "n_train": len(train_df), "n_val": len(val_df)})
     return model, params, val_metrics, info
 
 
@@ -265,4 +278,4 @@ def train_model(
             "threshold": info["threshold"], "model": info["model"], "device": info["device"],
             "train_workers": info["workers"], "train_engine": info["engine"], **val_metrics,
         })
-        return run_id
+        return str(run_id)

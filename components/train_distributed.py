@@ -34,9 +34,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from kfct.errors import KfctError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from kfp.dsl import Dataset, Input, Model, Output
+    from kubernetes.client import CustomObjectsApi  # kubernetes ships no types: Any to mypy, named
+    from kubernetes.client.exceptions import ApiException
+
+    from kfct.config import RunConfig
+    from kfct.evidence.model import ChurnModel
+    from kfct.runtime.settings import Settings
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 RUNTIME = "xgboost-distributed"  # kubeflow/trainer manifests/base/runtimes/xgboost_distributed.yaml
@@ -54,14 +64,14 @@ class TrainJobError(KfctError):
 
 # -- pure parts: names, labels, resources, the TrainJob ------------------------------------------
 
-def typed_config(cfg) -> Any:
+def typed_config(cfg: "RunConfig | dict[str, Any]") -> "RunConfig":
     """The run config as the typed `RunConfig` (a validated dict is accepted and converted)."""
     from kfct.config import RunConfig
 
     return cfg if isinstance(cfg, RunConfig) else RunConfig.model_validate(cfg)
 
 
-def config_json(cfg) -> str:
+def config_json(cfg: "RunConfig | dict[str, Any]") -> str:
     """The config as the worker spec carries it: the JSON a `config_json` parameter holds."""
     return json.dumps(typed_config(cfg).model_dump(mode="json", by_alias=True), sort_keys=True)
 
@@ -84,7 +94,7 @@ def trainjob_name(pipeline_run: str, model_uri: str, attempt: str | None = None)
     return "kfct-train-" + hashlib.sha256(f"{pipeline_run}\n{model_uri}\n{attempt}".encode()).hexdigest()[:10]
 
 
-def node_resources(section: dict, gpu: bool) -> dict:
+def node_resources(section: dict[str, Any], gpu: bool) -> dict[str, Any]:
     """`resourcesPerNode`: the train step's cpu/memory from the config's `resources` section (default
     then train), limits as the step's own pod gets them; one GPU per worker with a GPU."""
     res = {**(section.get("default") or {}), **(section.get("train") or {})}
@@ -96,7 +106,7 @@ def node_resources(section: dict, gpu: bool) -> dict:
             limits[key] = str(res.get(f"{key}_limit", res.get(key)))
     if gpu:
         limits[GPU_RESOURCE] = "1"
-    out: dict = {}
+    out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests
     if limits:
@@ -104,7 +114,7 @@ def node_resources(section: dict, gpu: bool) -> dict:
     return out
 
 
-def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None = None) -> list[dict]:
+def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The workers' env: the kfct Secret's and ConfigMap's keys by reference (as every pipeline task gets them)."""
     from kfct.cluster.pod_env import CONFIG_KEYS, SECRET_KEYS
 
@@ -115,8 +125,8 @@ def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None =
     return env
 
 
-def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources: dict, gpu: bool,
-                   deadline_seconds: int, labels: dict[str, str], env: list[dict]) -> dict:
+def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources: dict[str, Any], gpu: bool,
+                   deadline_seconds: int, labels: dict[str, str], env: list[dict[str, Any]]) -> dict[str, Any]:
     """The TrainJob (trainer.kubeflow.org/v1alpha1) for N workers on the xgboost-distributed runtime."""
     if workers < 2:
         raise ValueError(f"a TrainJob is for 2 or more workers, got {workers}")
@@ -124,11 +134,11 @@ def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources
     clash = sorted(reserved & {e["name"] for e in env})
     if clash:
         raise ValueError(f"{', '.join(clash)} are reserved for the XGBoost runtime")
-    trainer: dict = {"image": image, "command": worker_command(spec_uri)[:3], "args": worker_command(spec_uri)[3:],
+    trainer: dict[str, Any] = {"image": image, "command": worker_command(spec_uri)[:3], "args": worker_command(spec_uri)[3:],
                      "env": env, "numNodes": int(workers)}
     if resources:
         trainer["resourcesPerNode"] = resources
-    body: dict = {
+    body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJob",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kfct", **labels}},
         "spec": {
@@ -145,7 +155,7 @@ def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources
     return body
 
 
-def job_outcome(obj: dict) -> tuple[str, str] | None:
+def job_outcome(obj: dict[str, Any]) -> tuple[str, str] | None:
     """('Complete' | 'Failed', 'reason: message') once a condition says so; None while running."""
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
@@ -156,7 +166,7 @@ def job_outcome(obj: dict) -> tuple[str, str] | None:
 
 # -- the cluster adapter --------------------------------------------------------------------------
 
-def custom_objects_api(settings=None):
+def custom_objects_api(settings: Settings | None = None) -> CustomObjectsApi:
     """CustomObjectsApi from the pod's service account (in a cluster) or the kubeconfig."""
     from kubernetes import client, config
 
@@ -170,7 +180,7 @@ def custom_objects_api(settings=None):
     return client.CustomObjectsApi()
 
 
-def pod_namespace(settings=None) -> str:
+def pod_namespace(settings: Settings | None = None) -> str:
     """The namespace this step runs in (where its TrainJob goes): the service account's, else settings."""
     from kfct.runtime.settings import get_settings
 
@@ -180,8 +190,9 @@ def pod_namespace(settings=None) -> str:
     return (settings or get_settings()).kfp_namespace
 
 
-def run_trainjob(api, namespace: str, body: dict, poll_seconds: float = 5.0, grace_seconds: float = 120.0,
-                 timeout: tuple[float, float] | None = None, log=None) -> dict:
+def run_trainjob(api: CustomObjectsApi, namespace: str, body: dict[str, Any], poll_seconds: float = 5.0,
+                 grace_seconds: float = 120.0, timeout: tuple[float, float] | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Create the TrainJob, wait for Complete / Failed, delete it; TrainJobError with the job's reason.
 
     The controller enforces `activeDeadlineSeconds`; the step stops waiting `grace_seconds` after it
@@ -203,7 +214,8 @@ def run_trainjob(api, namespace: str, body: dict, poll_seconds: float = 5.0, gra
             obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, **kw)
             outcome = job_outcome(obj)
             if outcome and outcome[0] == "Complete":
-                return obj
+                done: dict[str, Any] = obj
+                return done
             if outcome:
                 raise TrainJobError(f"{where} failed: {outcome[1]}")
             if time.monotonic() > limit:
@@ -219,9 +231,9 @@ def run_trainjob(api, namespace: str, body: dict, poll_seconds: float = 5.0, gra
                 log(f"could not delete {where}: {exc.status} {exc.reason}")
 
 
-def _api_message(exc) -> str:
+def _api_message(exc: ApiException) -> str:
     try:
-        return json.loads(exc.body).get("message") or str(exc.reason)
+        return str(json.loads(exc.body).get("message") or exc.reason)
     except (TypeError, ValueError, AttributeError):
         return str(exc.reason)
 
@@ -233,7 +245,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def local_worker_env(base: dict[str, str], rank: int, world: int, port: int) -> dict[str, str]:
@@ -258,7 +271,7 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
     procs, logs = [], []
     try:
         for rank in range(workers):
-            log = open(workdir / f"worker-{rank}.log", "wb")  # noqa: SIM115 (closed below)
+            log = (workdir / f"worker-{rank}.log").open("wb")  # closed below
             logs.append(log)
             procs.append(subprocess.Popen(worker_command(spec_uri, python or sys.executable), stdout=log,
                                           stderr=subprocess.STDOUT, env=local_worker_env(dict(os.environ), rank,
@@ -301,10 +314,11 @@ def s3_uri(uri: str) -> str:
     return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
 
 
-def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preprocessor_uri: str, model_uri: str,
+def train_with_workers(cfg: RunConfig, train_uris: list[str], val_uris: list[str], preprocessor_uri: str, model_uri: str,
                        model_path: str, device: str, pipeline_run: str, pipeline_run_id: str = "",
-                       engine: str | None = None, api=None, namespace: str | None = None, settings=None,
-                       poll_seconds: float = 5.0, log=None) -> dict:
+                       engine: str | None = None, api: CustomObjectsApi | None = None, namespace: str | None = None,
+                       settings: Settings | None = None, poll_seconds: float = 5.0,
+                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the workers, leave rank 0's model at `model_path`; returns rank 0's info plus `engine`."""
     from kfct.runtime.settings import get_settings
     from kfct.data.shards import read_bytes, write_bytes
@@ -340,11 +354,14 @@ def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preproce
         Path(model_path).parent.mkdir(parents=True, exist_ok=True)
         Path(model_path).write_bytes(read_bytes(model_uri, s))
     out["info"]["engine"] = engine
-    return out
+    result: dict[str, Any] = out
+    return result
 
 
-def train_distributed_step(cfg, train, val, preprocessor, model, device: str, tune_trials: int,
-                           pipeline_run: str, pipeline_run_id: str = "") -> tuple:
+def train_distributed_step(cfg: RunConfig, train: Input[Dataset], val: Input[Dataset], preprocessor: Input[Model],
+                           model: Output[Model], device: str, tune_trials: int, pipeline_run: str,
+                           pipeline_run_id: str = "",
+                           ) -> tuple[ChurnModel, dict[str, Any], dict[str, Any], dict[str, Any], pd.DataFrame]:
     """The train step's distributed branch, from its kfp artifacts: (model, params, val_metrics, info, sample).
 
     `sample` is the first `drift.window_rows` rows of the train split (already shuffled by the

@@ -34,7 +34,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 DMLC_ENV = ("DMLC_TRACKER_URI", "DMLC_TRACKER_PORT", "DMLC_TASK_ID", "DMLC_NUM_WORKER")
 SPEC_KEYS = ("config_json", "train", "val", "preprocessor", "model", "info", "device")
@@ -74,7 +74,7 @@ def tracker_host(tracker_uri: str) -> str:
     return "127.0.0.1" if tracker_uri in LOOPBACK else "0.0.0.0"
 
 
-def parse_spec(text: str) -> dict:
+def parse_spec(text: str) -> dict[str, Any]:
     """The worker spec, checked: every key present, part lists non-empty."""
     try:
         spec = json.loads(text)
@@ -86,7 +86,8 @@ def parse_spec(text: str) -> dict:
     for key in ("train", "val"):
         if not isinstance(spec[key], list) or not spec[key] or not all(isinstance(u, str) for u in spec[key]):
             raise ValueError(f"worker spec {key!r} must be a non-empty list of parquet parts, got {spec[key]!r}")
-    return spec
+    checked: dict[str, Any] = spec
+    return checked
 
 
 def _xy(table: Any, encoder: Any, label: str) -> tuple[Any, Any]:
@@ -96,7 +97,7 @@ def _xy(table: Any, encoder: Any, label: str) -> tuple[Any, Any]:
     return encoder.transform(df), df[label].to_numpy(np.int64)
 
 
-def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
+def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Train this worker's share; rank 0 writes the model and returns its info (others return None)."""
     import io
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         coll = collective_from_env(os.environ)
         spec = parse_spec(read_bytes(args.spec).decode())
         run_worker(spec, coll, log=lambda m: print(m, flush=True))
-    except Exception as exc:  # the pod's log and exit status say which worker failed and why
+    except Exception as exc:  # noqa: BLE001 - the pod's log and exit status say which worker failed and why
         rank = os.environ.get("DMLC_TASK_ID", "?")
         first = (str(exc).strip().splitlines() or [""])[0]  # XGBoost appends a native stack trace
         print(f"{FAILED_PREFIX} {rank} failed: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)

@@ -16,10 +16,14 @@ kfct's one-line summary, failure lines and hints are set above GX's page.
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING, Any
 import re
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
 
 SITE_NAME = "kfct"
 # GX copies its whole static/ folder into every site; these two animations (3.4 MB of the 4.2 MB)
@@ -56,7 +60,7 @@ _EXTERNAL_IMG = re.compile(r"<img\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>",
 _CSS_URL = re.compile(r"url\(\s*['\"]?(?:https?:)?//[^)]*\)", re.IGNORECASE)
 
 
-def _suite_result(gx_result: dict):
+def _suite_result(gx_result: dict[str, Any]) -> ExpectationSuiteValidationResult:
     from great_expectations.core.expectation_validation_result import expectationSuiteValidationResultSchema
 
     # exception_info is left as it is: GX escapes exception messages itself.
@@ -64,10 +68,12 @@ def _suite_result(gx_result: dict):
                 "expectation_config": {**r["expectation_config"],
                                        "kwargs": _escaped(r["expectation_config"].get("kwargs") or {})}}
                for r in gx_result.get("results") or []]
-    return expectationSuiteValidationResultSchema.load({**gx_result, "results": results})
+    suite: ExpectationSuiteValidationResult = expectationSuiteValidationResultSchema.load(
+        {**gx_result, "results": results})
+    return suite
 
 
-def _escaped(value):
+def _escaped(value: object) -> object:
     """Every string HTML-escaped. GX 1.24's page templates put observed values, sampled bad values
     and kwargs into the page as they are, so a cell holding `<script>` would run; escaped first, the
     browser shows it as text."""
@@ -80,7 +86,7 @@ def _escaped(value):
     return value
 
 
-def build_site(gx_result: dict, site_dir) -> Path:
+def build_site(gx_result: dict[str, Any], site_dir: str | Path) -> Path:
     """GX's Data Docs site for one validation under `site_dir`; returns the validation-results page.
 
     An ephemeral GX context with one local SiteBuilder site (as `great_expectations.yml`
@@ -116,17 +122,17 @@ def build_site(gx_result: dict, site_dir) -> Path:
     ctx.validation_results_store.set(key, result)
     # The suite too: the index links every validation to its suite's page (expectations/<suite>.html).
     suite_key = ExpectationSuiteIdentifier(name=ctx.suites.add(_suite_of(result)).name)
-    ctx.build_data_docs(site_names=[SITE_NAME], resource_identifiers=[key, suite_key])
+    ctx.build_data_docs(site_names=[SITE_NAME], resource_identifiers=[key, suite_key])  # type: ignore[arg-type]  # GX's annotation is narrower than its code (it takes both kinds)
     for name in UNUSED_STATIC:
         (site / "static" / name).unlink(missing_ok=True)
     [url] = [u["site_url"] for u in ctx.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME)]
-    page = Path(url2pathname(urlparse(url).path))
+    page = Path(url2pathname(str(urlparse(url).path)))
     if not page.is_file():
         raise RuntimeError(f"GX Data Docs did not write the validation page {page}")
     return page
 
 
-def _suite_of(result):
+def _suite_of(result: Any) -> Any:
     """The expectation suite a validation ran, from its results' configurations (kwargs already escaped)."""
     from great_expectations.core.expectation_suite import ExpectationSuite
 
@@ -134,7 +140,7 @@ def _suite_of(result):
                             expectations=[r.expectation_config.to_domain_obj() for r in result.results])
 
 
-def kfct_header(result: dict) -> str:
+def kfct_header(result: dict[str, Any]) -> str:
     """kfct's one-line summary, one line per failure and the hints, escaped, as an HTML section."""
     from kfct.components.validation_report import failure_lines, summary_line
 

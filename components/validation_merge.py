@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from kfct.config import RunConfig
 
 GLOBAL_CHECKS = frozenset({"min_rows", "unique", "duplicate_share", "label_balance", "label_balance_min",
@@ -39,7 +42,7 @@ HASH_FILE = "hashes-{}.npy"
 
 # -- map ------------------------------------------------------------------------------------------
 
-def _hash_values(series) -> Any:
+def _hash_values(series: pd.Series) -> np.ndarray:
     """uint64 hashes of a column's non-null values (stable across processes and hosts)."""
     import numpy as np
     import pandas as pd
@@ -48,7 +51,7 @@ def _hash_values(series) -> Any:
     return np.sort(pd.util.hash_pandas_object(values, index=False).to_numpy(dtype=np.uint64))
 
 
-def part_statistics(df, cfg: "RunConfig", out_dir: str | Path) -> dict:
+def part_statistics(df: pd.DataFrame, cfg: "RunConfig", out_dir: str | Path) -> dict[str, Any]:
     """What the reduce needs from one part besides its GX result: rows, label counts, value hashes.
 
     Hash arrays are written as sorted `.npy` files under `out_dir` (one per unique column,
@@ -65,7 +68,7 @@ def part_statistics(df, cfg: "RunConfig", out_dir: str | Path) -> dict:
     label = ds.label
     present = [str(c) for c in df.columns]
     plan = plan_checks(cfg, present_columns=present, label_data=df[label] if label in df.columns else None)
-    stats: dict[str, Any] = {"rows": int(len(df)), "hashes": {}}
+    stats: dict[str, Any] = {"rows": len(df), "hashes": {}}
     for _kind, kwargs, meta in plan:
         check, col = meta["check"], meta.get("column")
         if check == "unique" and col in df.columns:
@@ -88,7 +91,7 @@ def part_statistics(df, cfg: "RunConfig", out_dir: str | Path) -> dict:
     return stats
 
 
-def validate_part(df, cfg: "RunConfig", out_dir: str | Path) -> dict:
+def validate_part(df: pd.DataFrame, cfg: "RunConfig", out_dir: str | Path) -> dict[str, Any]:
     """Map: the unchanged GX suite on one part, plus its statistics (`part_statistics`)."""
     from kfct.components.validation_run import validate_frame
     from kfct.config import validate_config
@@ -103,7 +106,7 @@ def _read_range(path: Path, start: int, stop: int) -> Any:
     """Elements [start, stop) of a 1-d `.npy` file, read with a seek: memory is the range, not the file."""
     import numpy as np
 
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         version = np.lib.format.read_magic(fh)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         _shape, _fortran, dtype = read_header(fh)
@@ -154,11 +157,11 @@ def _count_hashes(paths: list[Path]) -> int:
     return sum(int(np.load(p, mmap_mode="r").shape[0]) for p in paths)   # header only
 
 
-def _hash_sources(parts: list[dict], key: str) -> list[Path]:
+def _hash_sources(parts: list[dict[str, Any]], key: str) -> list[Path]:
     return [Path(p["dir"]) / p["stats"]["hashes"][key] for p in parts if key in p["stats"]["hashes"]]
 
 
-def _sample_values(parts: list[dict], column: str, wanted: list[int]) -> list:
+def _sample_values(parts: list[dict[str, Any]], column: str, wanted: list[int]) -> list[Any]:
     """The values behind duplicated hashes, read back from the parts that hold them (confirms them)."""
     import numpy as np
     import pandas as pd
@@ -186,7 +189,7 @@ def _sample_values(parts: list[dict], column: str, wanted: list[int]) -> list:
     return [jsonable(found[w]) for w in wanted if w in found]
 
 
-def _full_records(result: dict) -> list[dict]:
+def _full_records(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-expectation records in suite order with the failure fields (results + failures merged)."""
     fails = iter(result["failures"])
     out = []
@@ -203,7 +206,7 @@ def _count_text(k: int, n: int, noun: str) -> str:
     return f"{k} of {n} {noun}" + (f" ({pct:.3g}%)" if math.isfinite(pct) else "")
 
 
-def _merge_row_check(recs: list[dict], total_rows: int) -> dict:
+def _merge_row_check(recs: list[dict[str, Any]], total_rows: int) -> dict[str, Any]:
     """A per-row check over all parts: fails if it failed anywhere; counts add up; samples concatenate."""
     from kfct.components.validation_records import _UNEXPECTED_NOUN, SAMPLE_SIZE
 
@@ -214,7 +217,7 @@ def _merge_row_check(recs: list[dict], total_rows: int) -> dict:
     if "error" in base or base["unexpected_count"] is None or any(r["unexpected_count"] is None for r in failed):
         return base  # a check that could not run (missing column) or has no count (dtype, column set)
     k = sum(int(r["unexpected_count"]) for r in failed)
-    samples: list = []
+    samples: list[Any] = []
     for r in failed:
         for v in r.get("sample_bad_values") or []:
             if v not in samples and len(samples) < SAMPLE_SIZE:
@@ -227,7 +230,7 @@ def _merge_row_check(recs: list[dict], total_rows: int) -> dict:
     return base
 
 
-def _merge_global(rec: dict, parts: list[dict], total_rows: int, buckets: int) -> dict:
+def _merge_global(rec: dict[str, Any], parts: list[dict[str, Any]], total_rows: int, buckets: int) -> dict[str, Any]:
     """A global check recomputed from the merged statistics (see the module docstring)."""
     out = {**rec, "sample_bad_values": [], "unexpected_percent": None}
     out.pop("error", None)
@@ -270,7 +273,7 @@ def _merge_global(rec: dict, parts: list[dict], total_rows: int, buckets: int) -
     return out
 
 
-def merge_results(parts: list[dict], cfg: "RunConfig", buckets: int | None = None) -> dict:
+def merge_results(parts: list[dict[str, Any]], cfg: "RunConfig", buckets: int | None = None) -> dict[str, Any]:
     """Reduce: one result of `validate_frame`'s shape from the per-part results and statistics.
 
     `parts`: [{"result": validate_frame result, "stats": part_statistics, "dir": where its hash

@@ -21,6 +21,9 @@ from kfct.config import ConfigError, validate_config
 from kfct.data.record_schema import numeric_rule
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
     from kfct.config import ColumnSpec, DatasetConfig, RunConfig
 
 # Dtype names GX compares against (numpy names, pandas extension dtype class names,
@@ -42,7 +45,7 @@ DTYPE_FAMILY = {"int": "numeric", "float": "numeric", "string": "string", "categ
                 "datetime": "datetime"}
 FAMILY_TYPES = {"numeric": NUMERIC_TYPES, "string": STRING_TYPES, "bool": BOOL_TYPES, "datetime": DATETIME_TYPES}
 
-Plan = list[tuple[str, dict, dict]]
+Plan = list[tuple[str, dict[str, Any], dict[str, Any]]]
 WHOLE_NUMBERS = "ExpectColumnValuesToBeWholeNumbers"  # kfct's own expectation (GX has no integer-value check)
 TIMESTAMPS = "ExpectColumnValuesToBeTimestampsNotAfter"  # kfct's own: parseable dates, none in the future
 DEFAULT_FUTURE_DAYS = 1.0
@@ -59,7 +62,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _range_text(lo, hi, what: str = "values") -> str:
+def _range_text(lo: float | None, hi: float | None, what: str = "values") -> str:
     if lo is not None and hi is not None:
         return f"{what} between {_fmt(lo)} and {_fmt(hi)}"
     return f"{what} >= {_fmt(lo)}" if lo is not None else f"{what} <= {_fmt(hi)}"
@@ -68,10 +71,10 @@ def _range_text(lo, hi, what: str = "values") -> str:
 class _Plan:
     """Collects checks in schema order; `order` keys results back to the plan."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.items: Plan = []
 
-    def add(self, kind: str, kwargs: dict, check: str, expected: str, column: str | None = None,
+    def add(self, kind: str, kwargs: dict[str, Any], check: str, expected: str, column: str | None = None,
             limit: Any = None) -> None:
         meta = {"order": len(self.items), "check": check, "expected": expected, "column": column, "limit": limit}
         self.items.append((kind, kwargs, meta))
@@ -127,7 +130,7 @@ def _table_checks(p: _Plan, ds: DatasetConfig, present_columns: Iterable[str] | 
               "duplicate_share", f"share of fully duplicated rows <= {float(share):.2%}", limit=float(share))
 
 
-def _label_balance_checks(p: _Plan, ds: DatasetConfig, positives: list) -> None:
+def _label_balance_checks(p: _Plan, ds: DatasetConfig, positives: list[Any]) -> None:
     bal, label, pos = ds.label_balance, ds.label, ds.positive_label
     if bal is None:
         return
@@ -147,7 +150,7 @@ def _label_balance_checks(p: _Plan, ds: DatasetConfig, positives: list) -> None:
           "label_balance_max", f"positive share ({label} == {pos!r}) <= {hi:.2%}", label, limit=hi)
 
 
-def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, label_data=None,
+def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, label_data: pd.Series | None = None,
                 now: float | None = None) -> Plan:
     """Every check the schema asks for, in schema order: columns, then table, then label balance.
 
@@ -158,7 +161,7 @@ def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, la
     """
     ds = validate_config(cfg, "config").dataset
     label = ds.label
-    positives: list = [ds.positive_label]
+    positives: list[Any] = [ds.positive_label]
     if label_data is not None:
         from kfct.data.labels import aligned_values
 
@@ -179,7 +182,7 @@ def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, la
     return p.items
 
 
-def build_suite(cfg: RunConfig, present_columns: Iterable[str] | None = None):
+def build_suite(cfg: RunConfig, present_columns: Iterable[str] | None = None) -> ExpectationSuite:
     """The GX ExpectationSuite for `cfg.dataset`, named `<dataset>.v<schema_version>`.
 
     `present_columns` only narrows the table-wide duplicate-row check to columns the
@@ -195,7 +198,7 @@ def quiet_gx() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def suite_from_plan(cfg: RunConfig, plan: Plan, name: str | None = None):
+def suite_from_plan(cfg: RunConfig, plan: Plan, name: str | None = None) -> ExpectationSuite:
     quiet_gx()
     import great_expectations as gx
 
@@ -240,7 +243,7 @@ def custom_expectations() -> dict[str, type]:
         condition_metric_name = "column_values.kfct_whole_number"
 
         @column_condition_partial(engine=PandasExecutionEngine)
-        def _pandas(cls, column, **kwargs):
+        def _pandas(cls, column: pd.Series, **kwargs: object) -> pd.Series:
             import pandas as pd
 
             v = pd.to_numeric(column, errors="coerce")
@@ -257,7 +260,7 @@ def custom_expectations() -> dict[str, type]:
         condition_value_keys = ("max_value",)
 
         @column_condition_partial(engine=PandasExecutionEngine)
-        def _pandas(cls, column, max_value, **kwargs):
+        def _pandas(cls, column: pd.Series, max_value: str, **kwargs: object) -> pd.Series:
             import warnings
 
             import pandas as pd

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 
 SAMPLE_SIZE = 5          # distinct bad values kept per failure
 SAMPLE_CHARS = 80        # a sampled string is cut to this
@@ -22,17 +25,8 @@ def jsonable(v: Any) -> Any:
 
     if v is None or isinstance(v, (bool, str)):
         return v
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        f = float(v)
-        return f if math.isfinite(f) else None
+    if isinstance(v, (int, float, np.bool_, np.integer, np.floating)):
+        return _number(v)
     if isinstance(v, np.ndarray):
         return [jsonable(x) for x in v.tolist()]
     if isinstance(v, dict):
@@ -41,21 +35,38 @@ def jsonable(v: Any) -> Any:
         return [jsonable(x) for x in v]
     if isinstance(v, (set, frozenset)):
         return sorted((jsonable(x) for x in v), key=str)
+    return _other(v)
+
+
+def _number(v: Any) -> bool | int | float | None:
+    """A Python or numpy bool, integer or float as its JSON value (NaN and infinities: null)."""
+    import numpy as np
+
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _other(v: Any) -> str | None:
+    """pandas' missing values as null, a Timestamp in ISO form, anything else as its str()."""
     try:
         import pandas as pd
 
         if v is pd.NA or v is pd.NaT:
             return None
         if isinstance(v, pd.Timestamp):
-            return v.isoformat()
+            return str(v.isoformat())
     except ImportError:  # pragma: no cover
         pass
     return str(v)
 
 
-def _sample(values: list, n: int = SAMPLE_SIZE) -> list:
+def _sample(values: list[Any], n: int = SAMPLE_SIZE) -> list[Any]:
     """Up to n distinct bad values, in the order GX found them."""
-    out: list = []
+    out: list[Any] = []
     seen: set[str] = set()
     for v in values or []:
         key = json.dumps(jsonable(v), sort_keys=True)
@@ -79,16 +90,18 @@ _UNEXPECTED_NOUN = {
 }
 
 
-def record(res, df_columns: set, dtypes: dict) -> dict:
+def record(res: ExpectationValidationResult, df_columns: set[Any], dtypes: dict[str, Any]) -> dict[str, Any]:
     """One short, JSON-able record for one GX ExpectationValidationResult."""
     conf = res.expectation_config
+    if conf is None:  # GX sets it on every result of a suite run
+        raise ValueError("GX validation result without its expectation configuration")
     kind = conf.type
     kwargs = {k: v for k, v in dict(conf.kwargs).items() if k != "batch_id"}
     meta = dict(conf.meta or {})
     column = meta.get("column") or kwargs.get("column")
     r = dict(res.result or {})
     exc = _exception(res)
-    samples: list
+    samples: list[Any]
     if exc:
         observed, unexpected, samples = _raised(exc, column, df_columns), r.get("unexpected_count"), []
     elif kind == "expect_table_columns_to_match_set":
@@ -116,7 +129,7 @@ def record(res, df_columns: set, dtypes: dict) -> dict:
     return rec
 
 
-def _exception(res) -> dict:
+def _exception(res: ExpectationValidationResult) -> dict[str, Any]:
     """GX's exception info for a check that raised (keyed by metric id for metric errors), else {}."""
     exc = res.exception_info or {}
     if exc and "raised_exception" not in exc:
@@ -125,14 +138,14 @@ def _exception(res) -> dict:
     return exc if exc.get("raised_exception") else {}
 
 
-def _raised(exc: dict, column, df_columns: set) -> str:
+def _raised(exc: dict[str, Any], column: str | None, df_columns: set[Any]) -> str:
     if column is not None and column not in df_columns:
         return f"not evaluated: column {column!r} is missing"
     lines = str(exc.get("exception_message") or "").strip().splitlines() or ["unknown error"]
     return "error: " + short(lines[0], 200)
 
 
-def _column_set(r: dict) -> tuple[str, int | None, list]:
+def _column_set(r: dict[str, Any]) -> tuple[str, int | None, list[Any]]:
     mism = (r.get("details") or {}).get("mismatched") or {}
     missing, extra = list(mism.get("missing") or []), list(mism.get("unexpected") or [])
     samples = [f"missing: {c}" for c in missing] + [f"unexpected: {c}" for c in extra]
@@ -141,7 +154,8 @@ def _column_set(r: dict) -> tuple[str, int | None, list]:
     return observed, (len(samples) if samples else None), samples
 
 
-def _observed(kind: str, meta: dict, column, r: dict, dtypes: dict) -> tuple[Any, Any]:
+def _observed(kind: str, meta: dict[str, Any], column: str | None, r: dict[str, Any],
+              dtypes: dict[str, Any]) -> tuple[Any, Any]:
     """(observed, unexpected count) in words: the value, "k of n <noun> (p%)", a dtype or a share."""
     unexpected = r.get("unexpected_count")
     dtype = f"dtype {dtypes[column]}" if kind == "expect_column_values_to_be_in_type_list" and column in dtypes \

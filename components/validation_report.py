@@ -21,11 +21,11 @@ from typing import Any
 from kfct.components.validation_records import short as _short
 
 
-def _where(rec: dict) -> str:
+def _where(rec: dict[str, Any]) -> str:
     return rec.get("column") or "(table)"
 
 
-def failure_text(f: dict) -> str:
+def failure_text(f: dict[str, Any]) -> str:
     """`churned: label_balance (expect_column_mean_to_be_between) observed 0.0, expected positive share ...`"""
     text = f"{_where(f)}: {f['check']} ({f['expectation']}) observed {_short(f.get('observed'), 120)}, " \
            f"expected {f.get('expected')}"
@@ -34,7 +34,7 @@ def failure_text(f: dict) -> str:
     return text
 
 
-def summary_line(result: dict, max_listed: int = 5) -> str:
+def summary_line(result: dict[str, Any], max_listed: int = 5) -> str:
     """`validation: 95 expectations, 0 failed (passed)`, or the failed checks named with observed and expected."""
     n, k = result["n_expectations"], result["n_failed"]
     line = f"validation: {n} expectations, {k} failed ({'passed' if result['passed'] else 'FAILED'})"
@@ -54,7 +54,7 @@ def more_text(total: int, shown: int, sep: str = " ") -> str:
     return f"{sep}\u2026 and {total - shown} more" if total > shown else ""
 
 
-def failure_lines(result: dict, limit: int = 20) -> list[str]:
+def failure_lines(result: dict[str, Any], limit: int = 20) -> list[str]:
     """One line per failure (expectation, observed, expected, sample), then "... and N more", then hints."""
     fails = result.get("failures") or []
     lines = [failure_text(f) for f in fails[:limit]]
@@ -63,7 +63,7 @@ def failure_lines(result: dict, limit: int = 20) -> list[str]:
     return lines + [f"hint: {h}" for h in result.get("hints") or []]
 
 
-def _samples_text(values: list, limit: int = 400) -> str:
+def _samples_text(values: list[Any], limit: int = 400) -> str:
     """`"lifetime", 7.5` style: JSON per value, so strings and numbers stay distinguishable."""
     return _short(", ".join(json.dumps(v, default=str) for v in values or []), limit)
 
@@ -72,7 +72,7 @@ def _md_cell(v: Any, limit: int = 160) -> str:
     return _short(v, limit).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(result: dict) -> str:
+def render_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Data validation: {result['suite']}",
         "",
@@ -122,7 +122,7 @@ th{background:#f4f4f4}tr.fail td{background:#fff4f4}code{font-size:.95em}
 """
 
 
-def render_html(result: dict) -> str:
+def render_html(result: dict[str, Any]) -> str:
     """Self-contained HTML (inline CSS, no scripts, every value escaped)."""
     e = html.escape
     ok = result["passed"]
@@ -169,7 +169,7 @@ def render_html(result: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_report(result: dict, out_dir) -> dict[str, Path]:
+def write_report(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write validation.json / .md / .html (and GX's Data Docs site) under out_dir; return their paths by kind.
 
     With `gx_result`: data_docs/ is GX's site (index.html, the validation page, static/),
@@ -200,7 +200,8 @@ def write_report(result: dict, out_dir) -> dict[str, Path]:
     return paths
 
 
-def publish_report(result: dict, report, report_json, report_md, data_docs, **metadata: Any) -> dict:
+def publish_report(result: dict[str, Any], report: Any, report_json: Any, report_md: Any, data_docs: Any,
+                   **metadata: Any) -> dict[str, Any]:
     """Write the validation's reports into a validation step's kfp output artifacts; return their metadata.
 
     `report` (HTML, what the Kubeflow UI shows in the step's frame) is the standalone Data Docs

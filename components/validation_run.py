@@ -10,13 +10,21 @@ own JSON), from which the report renders GX's Data Docs page. Nothing is written
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kfct.components.validation_plan import plan_checks, quiet_gx, suite_from_plan
 from kfct.components.validation_records import record
 from kfct.config import validate_config
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+    from great_expectations.data_context import AbstractDataContext
+
+    from kfct.components.validation_plan import Plan
     from kfct.config import RunConfig
 
 FIRST_PASS_FORMAT = {"result_format": "BOOLEAN_ONLY"}
@@ -27,7 +35,7 @@ FAILURE_KEYS = ("expectation", "check", "column", "expected", "limit", "kwargs",
 RESULT_KEYS = ("expectation", "check", "column", "success", "expected", "limit", "observed", "unexpected_count")
 
 
-def validate_frame(df, cfg: RunConfig) -> dict:
+def validate_frame(df: pd.DataFrame, cfg: RunConfig) -> dict[str, Any]:
     """Run the schema suite on `df` with an ephemeral GX context; plain JSON-able result.
 
     Result keys: passed, suite, schema_version, n_expectations, n_failed, rows, columns,
@@ -54,7 +62,7 @@ def validate_frame(df, cfg: RunConfig) -> dict:
         "schema_version": int(cfg.schema_version),
         "n_expectations": len(records),
         "n_failed": len(failures),
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "columns": len(present),
         "gx_version": _gx_version(),
         "failures": failures,
@@ -64,7 +72,7 @@ def validate_frame(df, cfg: RunConfig) -> dict:
     }
 
 
-def _prepared(df):
+def _prepared(df: pd.DataFrame) -> pd.DataFrame:
     """A copy GX can check: string column names, plain storage; clear errors for what GX cannot."""
     import pandas as pd
 
@@ -80,7 +88,8 @@ def _prepared(df):
     return frame
 
 
-def _run_two_passes(frame, cfg: RunConfig, plan) -> tuple[dict, str, dict]:
+def _run_two_passes(frame: pd.DataFrame, cfg: RunConfig,
+                    plan: Plan) -> tuple[dict[int, ExpectationValidationResult], str, dict[str, Any]]:
     """{plan order: GX result}, the suite name and both passes joined as one GX suite result (JSON dict).
 
     Pass 1 runs every check, pass 2 (with samples) the failures and headlines.
@@ -116,7 +125,8 @@ def _run_two_passes(frame, cfg: RunConfig, plan) -> tuple[dict, str, dict]:
     return by_order, suite.name, _joined(first, by_order)
 
 
-def _joined(first, by_order: dict) -> dict:
+def _joined(first: ExpectationSuiteValidationResult,
+            by_order: dict[int, ExpectationValidationResult]) -> dict[str, Any]:
     """Pass 1's suite result with pass 2's detailed results in place, as GX's JSON (what Data Docs render)."""
     from great_expectations.validator.validation_statistics import calc_validation_statistics
 
@@ -127,13 +137,14 @@ def _joined(first, by_order: dict) -> dict:
                         "successful_expectations": stats.successful_expectations,
                         "unsuccessful_expectations": stats.unsuccessful_expectations,
                         "success_percent": stats.success_percent}
-    return first.to_json_dict()
+    doc: dict[str, Any] = first.to_json_dict()
+    return doc
 
 
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
-def delimiter_hints(df, cfg: RunConfig) -> list[str]:
+def delimiter_hints(df: pd.DataFrame, cfg: RunConfig) -> list[str]:
     """A CSV read with the wrong delimiter arrives as one column whose name holds the real ones."""
     if len(df.columns) != 1 or len(cfg.dataset.columns) <= 1:
         return []
@@ -146,8 +157,9 @@ def delimiter_hints(df, cfg: RunConfig) -> list[str]:
             f"save it comma-separated (or as parquet) and run again"]
 
 
-def _order(res) -> int:
-    return int((res.expectation_config.meta or {})["order"])
+def _order(res: ExpectationValidationResult) -> int:
+    conf = res.expectation_config
+    return int(((conf.meta if conf else None) or {})["order"])
 
 
 def _gx_version() -> str:
@@ -156,7 +168,7 @@ def _gx_version() -> str:
     return str(gx.__version__)
 
 
-def _ephemeral_context():
+def _ephemeral_context() -> AbstractDataContext:
     """In-memory GX context: no stores, no data docs, no progress bars, no analytics."""
     quiet_gx()
     import great_expectations as gx
@@ -174,7 +186,7 @@ def _ephemeral_context():
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _plain_storage(frame):
+def _plain_storage(frame: pd.DataFrame) -> pd.DataFrame:
     """Same values, storage GX's dtype comparison understands (in place on a copy).
 
     GX matches a column's dtype against names, which misses pyarrow-backed and

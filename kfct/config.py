@@ -39,7 +39,7 @@ class ConfigError(KfctError):
 
 # -- schema -------------------------------------------------------------------------------------
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class _Strict(BaseModel):

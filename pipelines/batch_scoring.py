@@ -13,10 +13,16 @@ runs this same pipeline on this machine (shards in parallel subprocesses).
 """
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    # kfp ships no types (Any to mypy); the names say what each value is.
+    from kfp.dsl import PipelineTask
+    from kfp.dsl.graph_component import GraphComponent
+    from kfp.dsl.python_component import PythonComponent
+
     from kfct.config import RunConfig
+    from kfct.runtime.settings import Settings
 
 PIPELINE_NAME = "kfct-batch-scoring"
 STAGES = ("resolve-champion", "ingest-data", "split-shards", "score-shard", "gather-scores")
@@ -24,7 +30,7 @@ DEFAULT_CRON = "0 0 6 1 * *"   # 06:00 on the 1st of each month (after the month
 DEFAULT_SHARDS = 8
 
 
-def make_components(settings=None) -> dict:
+def make_components(settings: "Settings | None" = None) -> "dict[str, PythonComponent]":
     from kfp import dsl
 
     from kfct.components import batch_score, ingest
@@ -32,7 +38,7 @@ def make_components(settings=None) -> dict:
 
     s = settings or get_settings()
 
-    def comp(fn):
+    def comp(fn: Callable[..., Any]) -> "PythonComponent":
         return dsl.component(fn, base_image=s.component_image, install_kfp_package=False)
 
     return {"resolve": comp(batch_score.resolve_champion), "ingest": comp(ingest.ingest_data),
@@ -40,7 +46,7 @@ def make_components(settings=None) -> dict:
             "gather": comp(batch_score.gather_scores)}
 
 
-def _configure(task, stage: str, cfg: "RunConfig", settings):
+def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Settings") -> "PipelineTask":
     from kfct.pipelines.task_config import apply_task_config
 
     task = apply_task_config(task, stage, cfg, settings, gpu=False)
@@ -48,7 +54,8 @@ def _configure(task, stage: str, cfg: "RunConfig", settings):
     return task
 
 
-def build_batch_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, n_shards: int = DEFAULT_SHARDS):
+def build_batch_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | dict[str, Any] | None" = None,
+                         n_shards: int = DEFAULT_SHARDS) -> "GraphComponent":
     """Return the batch-scoring `@dsl.pipeline` function."""
     from kfp import dsl
 
@@ -78,7 +85,7 @@ def build_batch_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, n
         alias: str = "champion",
         n_shards: int = n_shards,
         output_uri: str = "",
-    ):
+    ) -> None:
         champ = _configure(ops["resolve"](model_name=model_name, alias=alias), "resolve_champion", cfg, s)
         champ.set_display_name("resolve champion (once)")
         ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s)
@@ -102,7 +109,7 @@ def build_batch_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, n
 
 
 def run_batch_local(data_uri: str, n_shards: int = 2, model_name: str | None = None, alias: str = "champion",
-                    output_uri: str = "", settings=None, cfg: "RunConfig | None" = None) -> dict:
+                    output_uri: str = "", settings: "Settings | None" = None, cfg: "RunConfig | None" = None) -> dict[str, Any]:
     """Run the pipeline under kfp.local (the one local-run helper); returns this run's summary and result."""
     from kfct.config import config_dict, load_config
     from kfct.errors import StageError

@@ -9,10 +9,19 @@ here, at pipeline-build time, so their images come from settings without any wor
 at import.
 """
 
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    # kfp ships no types (Any to mypy); the names say what each value is.
+    from kfp.dsl import PipelineTask
+    from kfp.dsl.graph_component import GraphComponent
+    from kfp.dsl.pipeline_channel import PipelineParameterChannel
+    from kfp.dsl.python_component import PythonComponent
+
+
     from kfct.config import RunConfig
+    from kfct.runtime.settings import Settings
 
 PIPELINE_NAME = "kfct-ct"
 STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model",
@@ -23,7 +32,7 @@ PARTS_STAGES = ("ingest-parts", "validate-part", "merge-validation", "featurize-
                 "train-model", "evaluate-model", "register-model", "deploy-model", "rollout-model")
 
 
-def make_components(settings=None, gpu: bool = False) -> dict:
+def make_components(settings: "Settings | None" = None, gpu: bool = False) -> "dict[str, PythonComponent]":
     """Wrap each stage's component function with `dsl.component` and the image from settings."""
     from kfp import dsl
 
@@ -33,7 +42,7 @@ def make_components(settings=None, gpu: bool = False) -> dict:
 
     s = settings or get_settings()
 
-    def comp(fn, image: str | None = None):
+    def comp(fn: Callable[..., Any], image: str | None = None) -> "PythonComponent":
         return dsl.component(fn, base_image=image or s.component_image, install_kfp_package=False)
 
     return {
@@ -64,7 +73,8 @@ SIDE_EFFECT_STAGES = frozenset({"ingest", "validate_data", "train", "evaluate", 
                                 "record_run_outcome"})
 
 
-def _configure(task, stage: str, cfg: "RunConfig", settings, gpu: bool):
+def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Settings",
+               gpu: bool) -> "PipelineTask":
     """Per-task resources, retries, caching, GPU and secrets (see kfct.pipelines.task_config)."""
     from kfct.pipelines.task_config import apply_task_config
 
@@ -74,7 +84,8 @@ def _configure(task, stage: str, cfg: "RunConfig", settings, gpu: bool):
     return task
 
 
-def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu: bool = False, parts: bool = False):
+def build_ct_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | dict[str, Any] | None" = None,
+                      gpu: bool = False, parts: bool = False) -> "GraphComponent":
     """Return the CT `@dsl.pipeline` function; `gpu=True` puts training on the CUDA image with a GPU.
 
     `parts=True` builds the map -> reduce variant for a dataset in parts (any dataset: a single
@@ -114,7 +125,7 @@ def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu:
         rollout: bool = bool(cfg.rollout.enabled),
         serving_url: str = "",
         part_rows: int = 250_000,
-    ):
+    ) -> None:
         # The run's uuid: KFP's driver resolves {{$.pipeline_job_name}} to the run's display name (not unique:
         # every run of a recurring run may share it) and {{$.pipeline_job_uuid}} to the run id
         # (kubeflow/pipelines 2.17.0, backend/src/v2/driver/resolve.go); lineage must name one run.
@@ -131,8 +142,25 @@ def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu:
     return ct_pipeline
 
 
-def _ct_stages(dsl, ops, cfg, s, gpu, run_name, data_uri, config_json, model_name, device, tune_trials,
-               code_version, run_reason, rollout, serving_url, parts, part_rows):
+def _ct_stages(
+    dsl: ModuleType,
+    ops: "dict[str, PythonComponent]",
+    cfg: "RunConfig",
+    s: "Settings",
+    gpu: bool,
+    run_name: str,
+    data_uri: "PipelineParameterChannel",  # the pipeline's parameters, as channels inside the DAG
+    config_json: "PipelineParameterChannel",
+    model_name: "PipelineParameterChannel",
+    device: "PipelineParameterChannel",
+    tune_trials: "PipelineParameterChannel",
+    code_version: "PipelineParameterChannel",
+    run_reason: "PipelineParameterChannel",
+    rollout: "PipelineParameterChannel",
+    serving_url: "PipelineParameterChannel",
+    parts: bool,
+    part_rows: "PipelineParameterChannel",
+) -> None:
     """The CT stages inside the pipeline's exit handler (channels in, tasks wired); `parts`: the map -> reduce
     variant (validate and featurize fanned out over the dataset's parts)."""
     if parts:

@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -216,7 +215,7 @@ def _resolve_auth(settings: Settings) -> tuple[str, str | None, bool]:
         host = IN_CLUSTER_HOST
     token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
     sa_path = settings.kf_pipelines_sa_token_path or SA_TOKEN_PATH
-    use_sa = token is None and in_pod and os.path.isfile(sa_path)
+    use_sa = token is None and in_pod and Path(sa_path).is_file()
     if use_sa:
         token = Path(sa_path).read_text().strip()
     return normalise_host(host), token, use_sa

@@ -197,6 +197,27 @@ def format_validation_failure(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _decision_lines(dec: dict) -> list[str]:
+    m = dec["metrics"]
+    return ["  metrics     " + ", ".join(f"{k} {m[k]:.4f}" for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")),
+            f"  decision    {'DEPLOY' if dec['deploy'] else 'STOPPED (data)' if dec.get('stop') else 'BLOCKED'}",
+            *(f"              - {r}" for r in dec.get("reasons", []))]
+
+
+def _registered_line(summary: dict, dec: dict | None) -> str | None:
+    """What the registry got: a version and its alias, nothing (blocked), or no line (no decision)."""
+    reg = summary.get("registered")
+    if reg and not reg.get("version"):
+        return f"  registered  nothing: {reg.get('blocked') or 'blocked at the registry hand-off'}"
+    if reg:
+        alias = reg["alias"]
+        dep = summary.get("deploy") or {}
+        if dep.get("alias") and dep["alias"] != alias:  # e.g. the first model goes straight to champion
+            alias = f"{alias}' -> '{dep['alias']}"
+        return f"  registered  {summary['model_name']} v{reg['version']} -> alias '{alias}'"
+    return "  registered  nothing (registry and aliases unchanged)" if dec else None
+
+
 def format_summary(summary: dict) -> str:
     """The few lines `make run` ends with."""
     out = [f"kfct CT run {summary.get('run_id')}  ({summary['data_uri']}; kfp run {summary.get('run_name')})"]
@@ -211,23 +232,10 @@ def format_summary(summary: dict) -> str:
         out.append(f"  data docs   {v['data_docs']}")
     dec = summary.get("decision")
     if dec:
-        m = dec["metrics"]
-        out.append("  metrics     " + ", ".join(f"{k} {m[k]:.4f}" for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")))
-        out.append(f"  decision    {'DEPLOY' if dec['deploy'] else 'STOPPED (data)' if dec.get('stop') else 'BLOCKED'}")
-        for r in dec.get("reasons", []):
-            out.append(f"              - {r}")
-    reg = summary.get("registered")
-    if reg and not reg.get("version"):
-        out.append(f"  registered  nothing: {reg.get('blocked') or 'blocked at the registry hand-off'}")
-        reg = None
-    elif reg:
-        alias = reg["alias"]
-        dep = summary.get("deploy") or {}
-        if dep.get("alias") and dep["alias"] != alias:  # e.g. the first model goes straight to champion
-            alias = f"{alias}' -> '{dep['alias']}"
-        out.append(f"  registered  {summary['model_name']} v{reg['version']} -> alias '{alias}'")
-    elif dec:
-        out.append("  registered  nothing (registry and aliases unchanged)")
+        out += _decision_lines(dec)
+    registered = _registered_line(summary, dec)
+    if registered:
+        out.append(registered)
     dep = summary.get("deploy")
     if dep:
         pct = dep.get("canary_percent")

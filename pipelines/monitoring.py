@@ -13,7 +13,7 @@ decides, so a forced or held-back retrain is recorded like any other outcome.
 """
 
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import json
 import time
@@ -21,14 +21,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 if TYPE_CHECKING:
+    # kfp ships no types (Any to mypy); the names say what each value is.
+    from kfp.dsl import PipelineTask
+    from kfp.dsl.graph_component import GraphComponent
+    from kfp.dsl.python_component import PythonComponent
+
     from kfct.config import RunConfig
+    from kfct.runtime.settings import Settings
 
 PIPELINE_NAME = "kfct-monitoring"
 STAGES = ("prepare-drift-data", "check-drift", "trigger-retrain", "report-realized-performance", "decide-ab-test")
 DEFAULT_CRON = "0 0 4 * * 1"   # Mondays 04:00 UTC (6-field KFP cron)
 
 
-def make_components(settings=None) -> dict:
+def make_components(settings: "Settings | None" = None) -> "dict[str, PythonComponent]":
     from kfp import dsl
 
     from kfct.components import drift, outcomes_report, retrain_policy
@@ -36,7 +42,7 @@ def make_components(settings=None) -> dict:
 
     s = settings or get_settings()
 
-    def comp(fn):
+    def comp(fn: Callable[..., Any]) -> "PythonComponent":
         return dsl.component(fn, base_image=s.component_image, install_kfp_package=False)
 
     return {
@@ -48,7 +54,7 @@ def make_components(settings=None) -> dict:
     }
 
 
-def _configure(task, stage: str, cfg: "RunConfig", settings):
+def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Settings") -> "PipelineTask":
     """Cluster resources/secrets like the CT stages; never cached: the same inputs mean a new window."""
     from kfct.pipelines.task_config import apply_task_config
 
@@ -57,7 +63,8 @@ def _configure(task, stage: str, cfg: "RunConfig", settings):
     return task
 
 
-def build_monitoring_pipeline(settings=None, cfg: "RunConfig | dict | None" = None):
+def build_monitoring_pipeline(settings: "Settings | None" = None,
+                              cfg: "RunConfig | dict[str, Any] | None" = None) -> "GraphComponent":
     """Return the monitoring `@dsl.pipeline` function (parameters are its run-time knobs)."""
     from kfp import dsl
 
@@ -95,7 +102,7 @@ def build_monitoring_pipeline(settings=None, cfg: "RunConfig | dict | None" = No
         mode: str = "auto",
         outcomes_retrain: bool = True,
         ab_act: bool = True,
-    ):
+    ) -> None:
         prep = _configure(ops["prepare"](current_uri=current_uri, since=since, config_json=config_json,
                                          model_name=model_name), "drift", cfg, s)
         prep.set_display_name("load reference & current window")
@@ -124,9 +131,10 @@ def build_monitoring_pipeline(settings=None, cfg: "RunConfig | dict | None" = No
 
 
 # --------------------------------------------------------------------------- local driver
-def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bool = False, since=None,
-                ct_data_uri: str | None = None, cfg: "RunConfig | None" = None, model_name: str | None = None,
-                settings=None, mode: str = "local", via_kfp: bool = False, out_dir: str | Path | None = None) -> dict:
+def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bool = False,
+                since: str | float | None = None, ct_data_uri: str | None = None, cfg: "RunConfig | None" = None,
+                model_name: str | None = None, settings: "Settings | None" = None, mode: str = "local",
+                via_kfp: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
     """One monitoring pass on this machine; returns a summary (drift figures, reports, decision, CT outcome).
 
     In-process by default: the pipeline's own three component functions called one after
@@ -149,7 +157,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     return _run_monitor_in_process(arguments, out)
 
 
-def _artifacts(out: Path) -> dict:
+def _artifacts(out: Path) -> dict[str, Any]:
     """The monitoring stages' output artifacts as local files under `out` (what kfp.local would hand them)."""
     from kfp import dsl
 
@@ -161,7 +169,7 @@ def _artifacts(out: Path) -> dict:
     return {k: cls(name=k, uri=str(out / name), metadata={}) for k, (cls, name) in files.items()}
 
 
-def _run_monitor_in_process(args: dict, out: Path) -> dict:
+def _run_monitor_in_process(args: dict[str, Any], out: Path) -> dict[str, Any]:
     from kfct.components.drift import DriftInputError, check_drift, prepare_drift_data
     from kfct.components.retrain_policy import trigger_retrain
     from kfct.errors import KfctError
@@ -190,11 +198,11 @@ def _run_monitor_in_process(args: dict, out: Path) -> dict:
             "drift_seconds": drift_seconds, "total_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _report_paths(html, json_, md, summary_json) -> dict:
+def _report_paths(html: str | None, json_: str | None, md: str | None, summary_json: str | None) -> dict[str, Any]:
     return {"html": html, "json": json_, "summary_md": md, "summary_json": summary_json}
 
 
-def _run_monitor_kfp(args: dict, cfg: "RunConfig", s) -> dict:
+def _run_monitor_kfp(args: dict[str, Any], cfg: "RunConfig", s: "Settings") -> dict[str, Any]:
     """The monitoring pipeline under kfp.local (through the one local-run helper); this run's outputs."""
     from kfct.config import config_dict
     from kfct.errors import StageError
@@ -218,7 +226,7 @@ def _run_monitor_kfp(args: dict, cfg: "RunConfig", s) -> dict:
             "stages": run.durations(), "total_seconds": run.total_seconds}
 
 
-def format_monitor_summary(summary: dict, rate_name: str = "positive rate") -> str:
+def format_monitor_summary(summary: dict[str, Any], rate_name: str = "positive rate") -> str:
     """The lines `kfct monitor` prints; `rate_name` names the predicted class's rate in the data's own words."""
     d = summary["drift"]
     dec = summary["decision"]

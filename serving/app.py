@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -60,6 +61,17 @@ from kfct.serving.v2_binary import HEADER as BINARY_HEADER, parse_binary_request
 
 log = logging.getLogger("kfct.serving")
 kserve = kserve_sdk.LazyKServe()  # imported on first use
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import uvicorn
+    from kserve import InferRequest
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from starlette.routing import BaseRoute
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from kfct.serving.router import _ChurnRouter as ChurnRouter
 
 if TYPE_CHECKING:  # the real bases, for type checkers; at run time they join in __getattr__ below
     from kserve.model_server import ModelServer
@@ -82,12 +94,13 @@ class _KfctDataPlane(DataPlane):
         return True
 
     async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
-        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        ready: bool = await super().model_ready(model_name, disable_predictor_health_check)
         if not ready:
             raise kserve.errors.ModelNotReady(model_name, _reason(self.model_registry.get_model(model_name)))
         return ready
 
-    def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
+    def decode(self, body: bytes | dict[str, Any], headers: dict[str, str] | None, protocol_version: str = "v1",
+               model_name: str | None = None) -> tuple[dict[str, Any] | InferRequest, dict[str, Any]]:
         """Decoding happens before any model sees the request: whatever fails here is the
         request's fault, so it is a 400 (never a 500 counted against a model version)."""
         try:
@@ -99,54 +112,63 @@ class _KfctDataPlane(DataPlane):
             raise BadRequest(f"request cannot be decoded: {type(exc).__name__}: {str(exc)[:200]}",
                              field="body") from None
 
-    def _decode(self, body, headers, protocol_version, model_name):
-        is_bytes = isinstance(body, (bytes, bytearray))
+    def _decode(self, body: bytes | dict[str, Any], headers: dict[str, str] | None, protocol_version: str,
+                model_name: str | None) -> tuple[dict[str, Any] | InferRequest, dict[str, Any]]:
         v1 = protocol_version.lower() == "v1"
-        if is_bytes and v1 and not any(k.startswith("ce-") for k in (headers or {})):
+        if isinstance(body, (bytes, bytearray)) and v1 and not any(k.startswith("ce-") for k in (headers or {})):
             try:
                 return orjson.loads(body), {}
             except orjson.JSONDecodeError:
                 return parse_json_body(body), {}  # NaN/Infinity, big ints: the model names the field
-        if is_bytes and not v1:
+        if isinstance(body, (bytes, bytearray)) and not v1:
             req = parse_binary_request(bytes(body), (headers or {}).get(BINARY_HEADER))
             from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
             return kserve.InferRequest.from_inference_request(InferenceRequest.model_validate(req), model_name), {}
-        return super().decode(body, headers, protocol_version, model_name)
+        decoded: tuple[dict[str, Any] | InferRequest, dict[str, Any]] = super().decode(
+            body, headers, protocol_version, model_name)
+        return decoded
 
 
-def _reason(model) -> str | None:
+def _reason(model: object) -> str | None:
     fn = getattr(model, "not_ready_reason", None)
     try:
         return fn() if callable(fn) else None
-    except Exception:  # pragma: no cover - a reason must never turn a 503 into a 500
+    except Exception:  # noqa: BLE001  # pragma: no cover - a reason must never turn a 503 into a 500
         return None
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The request's content-length (ValueError when it is not a number), None when it has none."""
+    for k, v in headers:
+        if k == b"content-length":
+            return int(v)
+    return None
 
 
 class BodyLimitMiddleware:
     """Refuse request bodies over `max_bytes` with 413 before any parsing (pure ASGI, no copies)."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        length = None
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                try:
-                    length = int(v)
-                except ValueError:
-                    return await self._reject(send, 400, "content-length header is not a number")
-                break
+        try:
+            length = _content_length(scope["headers"])
+        except ValueError:
+            return await self._reject(send, 400, "content-length header is not a number")
         if length is not None:
             if length > self.max_bytes:
                 await self._drain(receive, limit=64 * self.max_bytes)
                 return await self._reject(send, 413, self._message(length))
             return await self.app(scope, receive, send)
-        # No content-length (chunked): buffer up to the limit, then replay to the app.
+        return await self._buffered(scope, receive, send)
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No content-length (chunked): buffer up to the limit, then replay to the app."""
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()
@@ -163,7 +185,7 @@ class BodyLimitMiddleware:
         data = b"".join(chunks)
         sent = False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal sent
             if not sent:
                 sent = True
@@ -177,7 +199,7 @@ class BodyLimitMiddleware:
                 f"{self.max_bytes} bytes (KFCT_MAX_REQUEST_BYTES)")
 
     @staticmethod
-    async def _drain(receive, limit: int) -> None:
+    async def _drain(receive: Receive, limit: int) -> None:
         """Read (and drop) the rest of the body so the client gets our answer, not a reset."""
         seen = 0
         while seen <= limit:
@@ -189,7 +211,7 @@ class BodyLimitMiddleware:
                 return
 
     @staticmethod
-    async def _reject(send, status: int, message: str) -> None:
+    async def _reject(send: Send, status: int, message: str) -> None:
         body = orjson.dumps({"error": message, "field": "body"})
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
@@ -198,39 +220,39 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-async def bad_request_handler(_request, exc: BadRequest):
+async def bad_request_handler(_request: Request, exc: BadRequest) -> ORJSONResponse:
     log.debug("400: %s", exc)
     return ORJSONResponse(status_code=400, content=exc.to_json())
 
 
-def _one_line(status: int, level: int):
+def _one_line(status: int, level: int) -> Callable[[Request, Exception], Awaitable[ORJSONResponse]]:
     """An exception handler answering `status` with `{"error": str(exc)}`, logging one line."""
 
-    async def handler(request, exc):
+    async def handler(request: Request, exc: Exception) -> ORJSONResponse:
         log.log(level, "%d %s %s: %s", status, request.method, request.url.path, str(exc)[:300])
         return ORJSONResponse(status_code=status, content={"error": str(exc)})
 
     return handler
 
 
-async def server_error_handler(request, exc):
+async def server_error_handler(request: Request, exc: Exception) -> ORJSONResponse:
     """A genuine server fault: the one case that deserves a traceback."""
     log.error("500 %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
     return ORJSONResponse(status_code=500, content={"error": f"{type(exc).__name__}: {exc}"})
 
 
-async def inference_error_handler(request, exc):
+async def inference_error_handler(request: Request, exc: Exception) -> ORJSONResponse:
     """Model failures: the router already logged the traceback and counted it; one line here."""
     log.warning("500 %s %s: %s", request.method, request.url.path, str(exc)[:300])
     return ORJSONResponse(status_code=500, content={"error": str(exc)})
 
 
-async def method_not_allowed(request: Request):
+async def method_not_allowed(request: Request) -> ORJSONResponse:
     return ORJSONResponse(status_code=405, headers={"allow": "POST"},
                           content={"error": f"{request.method} {request.url.path}: method not allowed, use POST"})
 
 
-async def no_explainer(model_name: str):
+async def no_explainer(model_name: str) -> ORJSONResponse:
     return ORJSONResponse(status_code=404, content={"error": f"model {model_name} has no explainer on this server"})
 
 
@@ -256,11 +278,11 @@ class LatencyMiddleware:
     last body byte sent, including time queued behind other work on the event loop. The router
     commits each request's window-stats event with this latency (see `ChurnRouter.predict`)."""
 
-    def __init__(self, app, router=None):
+    def __init__(self, app: ASGIApp, router: ChurnRouter | None = None) -> None:
         self.app = app
         self.router = router
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if self.router is None or not (path.endswith(":predict") or path.endswith("/infer")):
             return await self.app(scope, receive, send)
@@ -269,10 +291,10 @@ class LatencyMiddleware:
         from kfct.serving.router import pending_stats
 
         t0 = _time.perf_counter()
-        pending: list = []
+        pending: list[Any] = []
         token = pending_stats.set(pending)
 
-        async def timed_send(msg):
+        async def timed_send(msg: Message) -> None:
             await send(msg)
             if msg["type"] == "http.response.body" and not msg.get("more_body", False) and pending:
                 latency = _time.perf_counter() - t0
@@ -290,7 +312,7 @@ class LatencyMiddleware:
                     commit(latency)
 
 
-async def validation_error_handler(_request, exc: RequestValidationError):
+async def validation_error_handler(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
     """FastAPI's V2 body validation: 400 naming the first offending location."""
     errors = exc.errors()
     first = errors[0] if errors else {}
@@ -300,7 +322,7 @@ async def validation_error_handler(_request, exc: RequestValidationError):
                                                      "field": field})
 
 
-def _dropped(route) -> bool:
+def _dropped(route: BaseRoute) -> bool:
     """KServe routes this server does not offer: the model repository (see the module docstring),
     `:explain` (no explainer: KServe answered 501) and `/versions/<v>/...` (versions are chosen by
     the registry aliases, not by clients: KServe answered 501 "not supported yet")."""
@@ -313,8 +335,10 @@ def _dropped(route) -> bool:
 class _KfctRESTServer(RESTServer):
     """KServe's REST server, on our own app object and host."""
 
-    def __init__(self, dataplane, model_repository_extension, host: str, port: int, max_request_bytes: int,
-                 extra_routes=None, access_log: bool = False, repository_token: str | None = None, router=None):
+    def __init__(self, dataplane: _KfctDataPlane, model_repository_extension: ModelRepositoryExtension, host: str,
+                 port: int, max_request_bytes: int, extra_routes: Callable[[FastAPI], None] | None = None,
+                 access_log: bool = False, repository_token: str | None = None,
+                 router: ChurnRouter | None = None) -> None:
         self.repository_token = repository_token or None
         self.router = router
         self.dataplane = dataplane
@@ -355,10 +379,10 @@ class _KfctRESTServer(RESTServer):
         from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
         class Collect:
-            def __init__(self):
-                self.routers = []
+            def __init__(self) -> None:
+                self.routers: list[APIRouter] = []
 
-            def include_router(self, router, **_kw):
+            def include_router(self, router: APIRouter, **_kw: object) -> None:
                 self.routers.append(router)
 
         root = APIRouter()
@@ -382,7 +406,7 @@ class _KfctRESTServer(RESTServer):
             got = request.headers.get("authorization", "")
             return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
 
-        async def load(model_name: str, request: Request):
+        async def load(model_name: str, request: Request) -> ORJSONResponse | dict[str, Any]:
             if not authorized(request):
                 return ORJSONResponse(status_code=401, content={"error": "model repository: bad or missing token"})
             model = dataplane.model_registry.get_model(model_name)
@@ -396,17 +420,18 @@ class _KfctRESTServer(RESTServer):
                                                                          "still serving what was loaded"})
             return {"name": model_name, "load": True}
 
-        async def unload(model_name: str, request: Request):
+        async def unload(model_name: str, request: Request) -> ORJSONResponse:
             if not authorized(request):
                 return ORJSONResponse(status_code=401, content={"error": "model repository: bad or missing token"})
             return ORJSONResponse(status_code=409, content={
                 "error": f"model {model_name} is serving and cannot be unloaded; what serves follows the "
                          "registry aliases (kfct deploy / kfct rollout)"})
 
-        app.add_api_route("/v2/repository/models/{model_name}/load", load, methods=["POST"])
-        app.add_api_route("/v2/repository/models/{model_name}/unload", unload, methods=["POST"])
+        # response_model=None: the return annotations are for mypy, not a response model for FastAPI to build
+        app.add_api_route("/v2/repository/models/{model_name}/load", load, methods=["POST"], response_model=None)
+        app.add_api_route("/v2/repository/models/{model_name}/unload", unload, methods=["POST"], response_model=None)
 
-    def uvicorn_config(self, **kw):
+    def uvicorn_config(self, **kw: Any) -> uvicorn.Config:
         import uvicorn
 
         app = self.app if self.app is not None else self.create_application()
@@ -422,7 +447,8 @@ class _KfctModelServer(ModelServer):
     """`kserve.ModelServer` configured for kfct: REST only, one worker, no per-request log lines."""
 
     def __init__(self, host: str = "127.0.0.1", http_port: int = 8080, max_request_bytes: int = 1_000_000,
-                 access_log: bool = False, extra_routes=None, repository_token: str | None = None, router=None):
+                 access_log: bool = False, extra_routes: Callable[[FastAPI], None] | None = None,
+                 repository_token: str | None = None, router: ChurnRouter | None = None) -> None:
         # KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x;
         # silenced when a server is built, not when this module is imported.
         warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
@@ -435,16 +461,17 @@ class _KfctModelServer(ModelServer):
                                                   max_request_bytes, extra_routes=extra_routes, access_log=access_log,
                                                   repository_token=repository_token, router=router)
 
-    def register_models(self, models) -> None:
+    def register_models(self, models: list[ChurnRouter]) -> None:
         """Register without KServe's "at least one ready" check: readiness is reported, not required."""
         for m in models:
             self.register_model(m)
             m.enable_latency_logging = False
 
     def build_app(self) -> FastAPI:
-        return self.rest.create_application()
+        app: FastAPI = self.rest.create_application()
+        return app
 
-    def start(self, models) -> None:
+    def start(self, models: list[ChurnRouter]) -> None:
         """Blocking serve in the calling (main) thread; Ctrl-C / SIGTERM stop it."""
         import uvicorn
 
@@ -453,16 +480,16 @@ class _KfctModelServer(ModelServer):
         server.run()
 
 
-def add_kfct_routes(router, state_path=None):
+def add_kfct_routes(router: ChurnRouter, state_path: str | Path | None = None) -> Callable[[FastAPI], None]:
     """Routes for the local router: window stats for the rollout, the applied split."""
 
     def register(app: FastAPI) -> None:
-        @app.get("/kfct/stats")
-        async def stats(since: float | None = None, pairs: bool = False):
+        @app.get("/kfct/stats", response_model=None)  # the annotation is for mypy; no response model built
+        async def stats(since: float | None = None, pairs: bool = False) -> dict[str, Any]:
             return router.stats(since, pairs)
 
-        @app.get("/kfct/split")
-        async def split():
+        @app.get("/kfct/split", response_model=None)
+        async def split() -> dict[str, Any]:
             from kfct.contracts.split_state import read_state
 
             st = read_state(state_path) if state_path else None
@@ -480,7 +507,7 @@ _KSERVE_CLASSES = {"KfctDataPlane": ("_KfctDataPlane", "kserve.protocol.dataplan
                    "KfctModelServer": ("_KfctModelServer", "kserve.model_server:ModelServer")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     """PEP 562: the kserve-derived classes are built on first use, so importing this module
     does not import kserve (seconds)."""
     if name in _KSERVE_CLASSES:

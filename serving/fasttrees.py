@@ -157,7 +157,7 @@ def _check_learner(learner: dict) -> list[dict]:
 def _concat_nodes(trees: list[dict]) -> dict[str, np.ndarray]:
     """All trees' node arrays end to end (children renumbered), plus each tree's root."""
     sizes = [len(t["left_children"]) for t in trees]
-    offsets = np.cumsum([0] + sizes[:-1])
+    offsets = np.cumsum([0, *sizes[:-1]])
 
     def cat(key: str, dtype: type) -> np.ndarray:
         return np.concatenate([np.asarray(t[key], dtype=dtype) for t in trees])
@@ -241,7 +241,7 @@ def compile_booster(booster: Any, n_features: int, reference: Callable[[np.ndarr
         expected = np.asarray(ref(X), dtype=np.float64)
         got = ens.predict_proba(X)
         single = np.array([ens.predict_proba(X[i : i + 1])[0] for i in range(8)])
-    except Exception:  # any surprise in the dump format: keep the booster
+    except Exception:  # noqa: BLE001 - any surprise in the dump format: keep the booster
         return None
     if not np.allclose(got, expected, rtol=0, atol=tolerance):
         return None

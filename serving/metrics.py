@@ -257,8 +257,8 @@ class VersionStats:
         out.client_errors = int((kind == CLIENT_ERROR).sum())
         out.server_errors = int((kind == SERVER_ERROR).sum())
         cust = arr[:, 6]
-        out.customers = int(len(np.unique(cust)))
-        out.error_customers = int(len(np.unique(cust[kind == SERVER_ERROR])))
+        out.customers = len(np.unique(cust))
+        out.error_customers = len(np.unique(cust[kind == SERVER_ERROR]))
         out.instances = int(arr[:, 3].sum())
         out.positives = int(arr[:, 4].sum())
         out.mean_probability = float(arr[:, 5].sum() / out.instances) if out.instances else 0.0

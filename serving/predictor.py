@@ -19,6 +19,7 @@ previously loaded version serving and records the error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -101,10 +102,8 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
     ensemble = None
     booster = model._booster() if hasattr(model, "_booster") else None
     if fast and encoder is not None and booster is not None:
-        try:
+        with contextlib.suppress(ValueError):  # pragma: no cover - read-only boosters (xgboost's XGBoostError is a ValueError)
             booster.set_param({"nthread": 1})  # one request, one core: no OpenMP start-up per call
-        except Exception:  # pragma: no cover - read-only boosters
-            pass
         from kfct.serving.fasttrees import compile_booster
 
         ensemble = compile_booster(booster, encoder.width, reference=model.proba_from_matrix)
@@ -207,7 +206,7 @@ class _ChurnPredictor(_KServeModel):
                                    version=version or (None if alias else self.version),
                                    model_dir=self.model_dir, expected_sha256=self.expected_sha256,
                                    id_column=self.id_column, fast=self.fast)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed load keeps serving the loaded model
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("model %s: load of %s failed, keeping %s: %s", self.model_name,
                           f"v{version}" if version else f"@{alias or self.alias}",

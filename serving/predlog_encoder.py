@@ -47,7 +47,7 @@ def encode(items: list, id_column: str) -> tuple[bytes | None, int, int, str | N
     lost, why = 0, None
     try:
         table = build_table(items, id_column)
-    except Exception as exc:  # one poisoned row must not take the others with it
+    except Exception as exc:  # noqa: BLE001 - one poisoned row must not take the others with it
         items, lost = salvage(items, id_column)
         why = f"{type(exc).__name__}: {str(exc)[:200]}"
         if not items:
@@ -112,7 +112,7 @@ class ChildEncoder:
                         return encode_payload(payload, id_column)
                     if time.monotonic() > deadline:
                         raise
-        except Exception as exc:  # a dead / unstartable child, a timeout
+        except Exception as exc:  # noqa: BLE001 - a dead / unstartable child, a timeout
             if not self._warned:
                 log.warning("prediction log encoder process unavailable (%s: %s): encoding in the server "
                             "process", type(exc).__name__, exc)

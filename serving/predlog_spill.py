@@ -13,10 +13,10 @@ or a timed-out-but-completed PUT overwrites the same key, so retries never dupli
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
-import os
 import re
 import threading
 from collections import deque
@@ -107,7 +107,7 @@ class SpillBuffer:
                 continue
             try:
                 rows = pq.ParquetFile(p).metadata.num_rows
-            except Exception as exc:  # a torn file from a crash mid-write: keep it aside, say so
+            except (OSError, ValueError) as exc:  # a torn file from a crash mid-write (ArrowInvalid is a ValueError)
                 log.error("prediction log spill file %s unreadable, moved aside: %s", p, exc)
                 p.rename(p.with_suffix(".parquet.bad"))
                 continue
@@ -141,10 +141,8 @@ class SpillBuffer:
                 return
             self._rows -= seg.rows
         if seg.path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 seg.path.unlink()
-            except FileNotFoundError:
-                pass
 
     def persist(self) -> int:
         """Write every in-memory entry to disk (shutdown); returns rows still only in memory."""
@@ -166,14 +164,12 @@ class SpillBuffer:
         tmp = dest.with_name(dest.name + ".tmp")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            with tmp.open("wb") as fh:
                 fh.write(seg.data)
-            os.replace(tmp, dest)  # a reader (the next start) never sees half a file
+            tmp.replace(dest)  # a reader (the next start) never sees half a file
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink()
-            except OSError:
-                pass
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             if not self.disk_full or self.disk_error is None:
                 log.error("prediction log spill to %s failed (%s), keeping %d rows in memory: %s",

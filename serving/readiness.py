@@ -55,5 +55,5 @@ def publish(model_name: str, ready: bool, failing_error: str | None) -> None:
         current = reason_of(failing_error) if failing_error else None
         for r in REASONS:
             m.model_load_failing.labels(model_name, r).set(1 if r == current else 0)
-    except Exception:  # pragma: no cover - metrics never break serving
+    except Exception:  # noqa: BLE001  # pragma: no cover - metrics never break serving
         pass

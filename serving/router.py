@@ -15,13 +15,15 @@ off the request path and swaps them in.
 
 from __future__ import annotations
 
+import contextlib
 import asyncio
 import contextvars
 import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -37,7 +39,14 @@ from kfct.serving.split_watcher import SplitWatcher  # noqa: F401
 from kfct.contracts.split_state import SplitState
 
 if TYPE_CHECKING:
-    from kfct.serving.predictor import ChurnPredictor
+    from kserve import InferRequest, InferResponse
+    from kserve.model import InferenceVerb
+
+    from kfct.serving.prediction_log import PredictionLogger
+    from kfct.serving.predictor import ChurnPredictor, Scores
+
+T = TypeVar("T")
+_Payload = TypeVar("_Payload")
 
 kserve = kserve_sdk.LazyKServe()
 
@@ -50,10 +59,11 @@ log = logging.getLogger("kfct.serving.router")
 
 # Set by `kfct.serving.app.LatencyMiddleware` for each prediction request: a list the router
 # appends its window-stats commits to, so they are recorded with the latency the client saw.
-pending_stats: contextvars.ContextVar = contextvars.ContextVar("kfct_pending_stats", default=None)
+pending_stats: contextvars.ContextVar[list[Callable[[float], None]] | None] = contextvars.ContextVar(
+    "kfct_pending_stats", default=None)
 
 
-def _timed(fn, *args):
+def _timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
     """(seconds, result) of fn(*args)."""
     t0 = time.perf_counter()
     out = fn(*args)
@@ -63,7 +73,8 @@ def _timed(fn, *args):
 class _Job:
     __slots__ = ("t0", "protocol", "records", "request", "request_id", "customer")
 
-    def __init__(self, t0, protocol, records, request, request_id, customer=0):
+    def __init__(self, t0: float, protocol: str, records: list[dict[str, Any]], request: InferRequest | None,
+                 request_id: str | None, customer: int = 0) -> None:
         self.t0 = t0
         self.protocol = protocol
         self.records = records
@@ -76,7 +87,7 @@ class _ChurnRouter(_KServeModel):
     """KServe model that routes to a champion and an optional canary/shadow predictor."""
 
     def __init__(self, name: str, champion: ChurnPredictor, id_column: str | None = "customer_id",
-                 prediction_log=None, rng: random.Random | None = None):
+                 prediction_log: PredictionLogger | None = None, rng: random.Random | None = None) -> None:
         super().__init__(name, return_response_headers=True)
         self.id_column = id_column
         self.prediction_log = prediction_log
@@ -100,7 +111,7 @@ class _ChurnRouter(_KServeModel):
         self.last_error: str | None = None
         self.next_retry = 0.0  # monotonic time of the watcher's next load attempt (0: none planned)
         self._apply_lock = threading.Lock()
-        self._info_labels: list = []
+        self._info_labels: list[Any] = []
         from kserve.metrics import PREDICT_HIST_TIME, get_labels
 
         self._kserve_predict_hist = PREDICT_HIST_TIME.labels(**get_labels(name))
@@ -111,7 +122,7 @@ class _ChurnRouter(_KServeModel):
     def route(self) -> Route:
         return self._route
 
-    def start(self):  # KServe's default would mark us ready before any model is loaded
+    def start(self) -> None:  # KServe's default would mark us ready before any model is loaded
         pass
 
     async def healthy(self) -> bool:
@@ -155,17 +166,15 @@ class _ChurnRouter(_KServeModel):
             m = prometheus()
             m.canary_percent.labels(self.name).set(r.percent if r.splitting else 0.0)
             for labels in self._info_labels:
-                try:
+                with contextlib.suppress(KeyError):
                     m.model_info.remove(*labels)
-                except KeyError:
-                    pass
             self._info_labels = []
             for role, p in (("champion", r.champion), ("canary" if r.mode == "canary" else "shadow", r.canary)):
                 if p is not None and p.current is not None:
                     labels = (self.name, p.current.version, role, p.current.sha256)
                     m.model_info.labels(*labels).set(1)
                     self._info_labels.append(labels)
-        except Exception:  # pragma: no cover - metrics must never break routing
+        except Exception:  # noqa: BLE001  # pragma: no cover - metrics must never break routing
             pass
 
     def _ensure_version(self, version: str) -> None:
@@ -174,32 +183,34 @@ class _ChurnRouter(_KServeModel):
             self._metrics[version] = VersionMetrics(self.name, version)
 
     # -- KServe handlers -------------------------------------------------------------------------
-    async def __call__(self, body, headers=None, verb=None):
+    async def __call__(self, body: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None,
+                       verb: InferenceVerb | None = None) -> tuple[Any, dict[str, Any]]:
         """KServe's Model.__call__ (preprocess -> predict -> postprocess), minus its per-request
         overhead: three histogram contexts, four coroutine checks and six clock reads cost about
         as much as scoring one customer. KServe's `request_predict_seconds` is still observed."""
         from kserve.model import InferenceVerb
 
         if verb is not None and verb != InferenceVerb.PREDICT:
-            return await super().__call__(body, headers, verb)
-        response_headers: dict = {}
+            answer: tuple[Any, dict[str, Any]] = await super().__call__(body, headers, verb)
+            return answer
+        response_headers: dict[str, Any] = {}
         t0 = time.perf_counter()
         result = await self.predict(self.preprocess(body, headers), headers, response_headers)
         self._kserve_predict_hist.observe(time.perf_counter() - t0)
         return result, response_headers
 
-    def validate(self, payload):
+    def validate(self, payload: _Payload) -> _Payload:
         return payload
 
-    def get_input_types(self) -> list[dict]:
+    def get_input_types(self) -> list[dict[str, Any]]:
         champ = self._route.champion
         return champ.get_input_types() if champ is not None else []
 
-    def get_output_types(self) -> list[dict]:
+    def get_output_types(self) -> list[dict[str, Any]]:
         champ = self._route.champion
         return champ.get_output_types() if champ is not None else []
 
-    def preprocess(self, payload, headers=None):
+    def preprocess(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None) -> _Job:
         t0 = time.perf_counter()
         try:
             if isinstance(payload, kserve.InferRequest):
@@ -217,7 +228,8 @@ class _ChurnRouter(_KServeModel):
             self._unattributed_error(t0)
             raise
 
-    async def predict(self, job: _Job, headers=None, response_headers=None):
+    async def predict(self, job: _Job, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, Any] | None = None) -> dict[str, Any] | InferResponse:
         """Score each group on its version's own executor thread, never on the event loop: a slow
         canary then delays only its own requests, not the champion's clients (nor health checks)."""
         route = self._route
@@ -232,25 +244,45 @@ class _ChurnRouter(_KServeModel):
         loop = asyncio.get_running_loop()
         for role, predictor, idx in groups:
             recs = records if idx is None else [records[i] for i in idx.tolist()]
-            try:
-                s = await loop.run_in_executor(predictor.executor, predictor.score, recs)
-            except BadRequest as exc:
-                self._error(predictor, CLIENT_ERROR, job)
-                if idx is not None and exc.index is not None:  # report the index in the caller's request
-                    exc.index = int(idx[exc.index])
-                raise
-            except kserve.errors.ModelNotReady:
-                raise
-            except Exception as exc:
-                self._error(predictor, SERVER_ERROR, job)
-                log.error("model %s v%s failed: %s: %s", self.name, predictor.loaded_version,
-                          type(exc).__name__, exc, exc_info=exc)
-                raise kserve.errors.InferenceError(
-                    f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
+            s = await self._score_group(loop, predictor, recs, idx, job)
             results.append((role, idx, s, recs))
             if role == "canary" and route.champion is not None and (
                     self.pair_fraction >= 1.0 or self._rng.random() < self.pair_fraction):
                 self._pair_worker.submit(route.champion, predictor, recs, s, now, rows=len(recs))
+        self._commit_results(results, job, now)
+        if route.canary is not None and route.mode == "shadow":
+            self._shadow(route.canary, job, now)
+        if response_headers is not None:
+            versions = {r[2].version for r in results}
+            response_headers["x-kfct-model-version"] = versions.pop() if len(versions) == 1 else "mixed"
+        grouped = [(idx, s) for _, idx, s, _ in results]
+        if job.protocol == "v2":
+            return v2_response(self.name, job.request, grouped, n,
+                               outputs=requested_outputs(job.request, OUTPUT_NAMES))
+        return v1_response(self.name, grouped, n)
+
+    async def _score_group(self, loop: asyncio.AbstractEventLoop, predictor: ChurnPredictor, recs: list[dict[str, Any]],
+                           idx: np.ndarray | None, job: _Job) -> Scores:
+        """One group's scores from its version's executor; a failure is counted against that version."""
+        try:
+            return await loop.run_in_executor(predictor.executor, predictor.score, recs)
+        except BadRequest as exc:
+            self._error(predictor, CLIENT_ERROR, job)
+            if idx is not None and exc.index is not None:  # report the index in the caller's request
+                exc.index = int(idx[exc.index])
+            raise
+        except kserve.errors.ModelNotReady:
+            raise
+        except Exception as exc:
+            self._error(predictor, SERVER_ERROR, job)
+            log.error("model %s v%s failed: %s: %s", self.name, predictor.loaded_version,
+                      type(exc).__name__, exc, exc_info=exc)
+            raise kserve.errors.InferenceError(
+                f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _commit_results(self, results: list[Any], job: _Job, now: float) -> None:
+        """Each group's stats and metrics (committed by the middleware with the client-seen latency when it
+        is there), and its rows to the prediction log."""
         pending = pending_stats.get()
         handler_latency = time.perf_counter() - job.t0
         for role, _idx, s, recs in results:
@@ -265,18 +297,8 @@ class _ChurnRouter(_KServeModel):
             if self.prediction_log is not None:
                 self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels,
                                         s.threshold)
-        if route.canary is not None and route.mode == "shadow":
-            self._shadow(route.canary, job, now)
-        if response_headers is not None:
-            versions = {r[2].version for r in results}
-            response_headers["x-kfct-model-version"] = versions.pop() if len(versions) == 1 else "mixed"
-        grouped = [(idx, s) for _, idx, s, _ in results]
-        if job.protocol == "v2":
-            return v2_response(self.name, job.request, grouped, n,
-                               outputs=requested_outputs(job.request, OUTPUT_NAMES))
-        return v1_response(self.name, grouped, n)
 
-    def _ok_commit(self, ver: str, role: str, job: _Job, now: float, n: int, s):
+    def _ok_commit(self, ver: str, role: str, job: _Job, now: float, n: int, s: Scores) -> Callable[[float], None]:
         metrics, stats = self._metrics[ver], self._stats[ver]
 
         def commit(latency: float) -> None:
@@ -286,7 +308,8 @@ class _ChurnRouter(_KServeModel):
         return commit
 
     # -- routing ---------------------------------------------------------------------------------
-    def _assign(self, route: Route, records: list[dict]):
+    def _assign(self, route: Route,
+                records: list[dict[str, Any]]) -> list[tuple[str, ChurnPredictor | None, np.ndarray | None]]:
         """[(role, predictor, row indices or None for all)]"""
         return assign(route, records, self.id_column, self._rng)
 
@@ -304,7 +327,7 @@ class _ChurnRouter(_KServeModel):
             self._unattributed_metrics = VersionMetrics(self.name, "none")
         self._unattributed_metrics.client_errors.inc()
 
-    def stats(self, since: float | None = None, pairs: bool = False) -> dict:
+    def stats(self, since: float | None = None, pairs: bool = False) -> dict[str, Any]:
         """Window stats per version; `pairs`: each version's raw paired rows too, for a rollout that
         merges several replicas (`kfct.contracts.window_stats.merge_windows`)."""
         r = self._route
@@ -332,7 +355,8 @@ class _ChurnRouter(_KServeModel):
     def _shadow(self, predictor: ChurnPredictor, job: _Job, now: float) -> None:
         self._shadow_worker.submit(predictor, job.records, job.request_id, job.protocol, now)
 
-    def _shadow_one(self, predictor: ChurnPredictor, records, rid, protocol, ts) -> None:
+    def _shadow_one(self, predictor: ChurnPredictor, records: list[dict[str, Any]], rid: str | None, protocol: str,
+                    ts: float) -> None:
         lv = predictor.current
         if lv is None:
             return
@@ -362,8 +386,8 @@ class _ChurnRouter(_KServeModel):
         return self._shadow_worker.drain(timeout) and self._pair_worker.drain(timeout)
 
     # -- paired scoring --------------------------------------------------------------------------
-    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict], canary,
-                  ts: float) -> None:
+    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict[str, Any]],
+                  canary: Scores, ts: float) -> None:
         """Score a canary request's records with the champion; record the paired differences.
 
         Latency: both versions are timed here, back to back on this one thread, in alternating
@@ -380,7 +404,7 @@ class _ChurnRouter(_KServeModel):
             else:
                 champ_s, ref = _timed(score_loaded, lv, records)
                 canary_s, _ = _timed(score_loaded, lc, records)
-        except Exception:  # the canary answered these records; a champion that cannot is no evidence
+        except Exception:  # noqa: BLE001 - the canary answered these records; a champion that cannot is no evidence
             return
         canary_model_s = canary_s
         self._ensure_version(canary.version)
@@ -395,7 +419,7 @@ class _ChurnRouter(_KServeModel):
         with self._apply_lock:
             try:
                 route = self._build_route(state)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a split that cannot be applied leaves routing unchanged
                 self.failed_generation = state.generation
                 self.last_error = f"generation {state.generation}: {type(exc).__name__}: {exc}"
                 log.error("split state for %s not applied, routing unchanged: %s", self.name, self.last_error)
@@ -413,7 +437,7 @@ class _ChurnRouter(_KServeModel):
                      state.generation)
             return True
 
-    def _predictor_for(self, version: str, reuse: list) -> ChurnPredictor:
+    def _predictor_for(self, version: str, reuse: list[Any]) -> ChurnPredictor:
         """A predictor for a registered version: one already loaded, or a fresh load."""
         for p in reuse:
             if p is not None and p.current is not None and p.current.version == str(version):
@@ -472,7 +496,7 @@ class _ChurnRouter(_KServeModel):
 _KSERVE_CLASSES = {"ChurnRouter": ("_ChurnRouter", "kserve:Model")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     """PEP 562: the kserve-derived `ChurnRouter` is built on first use, so importing this
     module does not import kserve (seconds)."""
     if name in _KSERVE_CLASSES:

@@ -13,7 +13,7 @@ import itertools
 import random
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +24,7 @@ BUCKETS = 10_000
 _anonymous = itertools.count(1)
 
 
-def customer_key(records: list[dict], id_column: str | None) -> int:
+def customer_key(records: list[dict[str, Any]], id_column: str | None) -> int:
     """Who sent a request, for window stats: crc32 of the first record's id; a fresh negative
     number for requests without one (each then counts as its own customer)."""
     cid = records[0].get(id_column) if id_column and records else None
@@ -33,11 +33,11 @@ def customer_key(records: list[dict], id_column: str | None) -> int:
     return zlib.crc32(str(cid).encode("utf-8", "surrogatepass"))  # never raises on client text
 
 
-def bucket(customer_id, salt: str = "") -> int:
+def bucket(customer_id: object, salt: str = "") -> int:
     return zlib.crc32(f"{salt}:{customer_id}".encode("utf-8", "surrogatepass")) % BUCKETS
 
 
-def to_canary(customer_id, percent: float, salt: str = "") -> bool:
+def to_canary(customer_id: object, percent: float, salt: str = "") -> bool:
     """Sticky assignment: the same id, salt and percent always give the same answer."""
     return bucket(customer_id, salt) < percent * (BUCKETS / 100.0)
 
@@ -55,7 +55,8 @@ class Route:
         return self.canary is not None and self.mode == "canary" and self.percent > 0
 
 
-def assign(route: Route, records: list[dict], id_column: str | None, rng: random.Random):
+def assign(route: Route, records: list[dict[str, Any]], id_column: str | None,
+           rng: random.Random) -> list[tuple[str, ChurnPredictor | None, np.ndarray | None]]:
     """[(role, predictor, row indices or None for all)]"""
     if not route.splitting:
         return [("champion", route.champion, None)]
@@ -71,8 +72,9 @@ def assign(route: Route, records: list[dict], id_column: str | None, rng: random
         if to_canary(first, pct, route.salt):
             return [("canary", route.canary, None)]
         return [("champion", route.champion, None)]
+    assert idc is not None  # `first` was read by it
     flags = np.fromiter((r.get(idc) is not None and to_canary(r.get(idc), pct, route.salt) for r in records),
-                        dtype=bool, count=len(records))
+                        dtype=np.bool_, count=len(records))
     if flags.all():
         return [("canary", route.canary, None)]
     if not flags.any():

@@ -155,28 +155,7 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
         raise BadRequest("'inputs' is empty: send one input per feature", field="inputs")
     req_id = getattr(request, "id", None)
     if len(inputs) == 1 and inputs[0].name == RECORDS_INPUT:
-        inp = inputs[0]
-        if inp.datatype != "BYTES":
-            raise BadRequest(f"input {RECORDS_INPUT!r} must be BYTES (JSON objects), got {inp.datatype}",
-                             field=RECORDS_INPUT)
-        rows = _flat(inp.data, RECORDS_INPUT)
-        if not rows:
-            raise BadRequest(f"input {RECORDS_INPUT!r} is empty", field=RECORDS_INPUT)
-        records = []
-        for i, raw in enumerate(rows):
-            rec = raw if isinstance(raw, dict) else None
-            if rec is None:
-                try:
-                    rec = parse_json_body(_bytes_value(raw)) if isinstance(raw, (str, bytes, bytearray)) else raw
-                except BadRequest as exc:
-                    raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object: {exc}",
-                                     field=RECORDS_INPUT, index=i) from exc
-            if not isinstance(rec, dict):
-                raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object",
-                                 field=RECORDS_INPUT, index=i)
-            records.append(rec)
-        return records, req_id
-
+        return _v2_instances(inputs[0]), req_id
     n: int | None = None
     columns: dict[str, list] = {}
     for inp in inputs:
@@ -191,23 +170,48 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
             n = n_rows
         elif n_rows != n:
             raise BadRequest(f"input {name!r} has {n_rows} rows, other inputs have {n}", field=name)
-        dt = inp.datatype
-        if dt == "BYTES":
-            data = [_bytes_value(v) for v in data]
-        elif dt == "BOOL":
-            raise BadRequest(f"input {name!r}: BOOL is not a feature type; use a numeric type or BYTES",
-                             field=name)
-        elif dt not in NUMERIC_V2:
-            raise BadRequest(f"input {name!r}: unsupported datatype {dt}", field=name)
-        else:
-            data = _check_numeric(name, dt, data)
-        columns[name] = data
+        columns[name] = _v2_column(name, inp.datatype, data)
     if not n:
         raise BadRequest("inputs hold zero rows: send at least one", field="inputs")
     names = list(columns)
     cols = [columns[c] for c in names]
     records = [dict(zip(names, vals)) for vals in zip(*cols)]
     return records, req_id
+
+
+def _v2_instances(inp: Any) -> list[dict]:
+    """The records of the one `instances` BYTES input: each row a JSON object (or already a dict)."""
+    if inp.datatype != "BYTES":
+        raise BadRequest(f"input {RECORDS_INPUT!r} must be BYTES (JSON objects), got {inp.datatype}",
+                         field=RECORDS_INPUT)
+    rows = _flat(inp.data, RECORDS_INPUT)
+    if not rows:
+        raise BadRequest(f"input {RECORDS_INPUT!r} is empty", field=RECORDS_INPUT)
+    records = []
+    for i, raw in enumerate(rows):
+        rec = raw if isinstance(raw, dict) else None
+        if rec is None:
+            try:
+                rec = parse_json_body(_bytes_value(raw)) if isinstance(raw, (str, bytes, bytearray)) else raw
+            except BadRequest as exc:
+                raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object: {exc}",
+                                 field=RECORDS_INPUT, index=i) from exc
+        if not isinstance(rec, dict):
+            raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object",
+                             field=RECORDS_INPUT, index=i)
+        records.append(rec)
+    return records
+
+
+def _v2_column(name: str, dt: str, data: list) -> list:
+    """One feature's values by its V2 datatype: BYTES decoded, numbers checked, BOOL and the rest refused."""
+    if dt == "BYTES":
+        return [_bytes_value(v) for v in data]
+    if dt == "BOOL":
+        raise BadRequest(f"input {name!r}: BOOL is not a feature type; use a numeric type or BYTES", field=name)
+    if dt not in NUMERIC_V2:
+        raise BadRequest(f"input {name!r}: unsupported datatype {dt}", field=name)
+    return _check_numeric(name, dt, data)
 
 
 INT_RANGES = {"INT8": (-2 ** 7, 2 ** 7 - 1), "INT16": (-2 ** 15, 2 ** 15 - 1), "INT32": (-2 ** 31, 2 ** 31 - 1),

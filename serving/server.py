@@ -18,6 +18,7 @@ version, unaudited). `--no-watch` serves the configured alias and ignores the fi
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import logging
 import socket
@@ -91,10 +92,8 @@ class Running:
         if self.thread is not None:
             self.thread.join(timeout)
         shutdown(self.router, self.watcher, self.prediction_log)
-        try:
+        with contextlib.suppress(OSError):
             self._sock.close()
-        except OSError:
-            pass
 
     def __enter__(self) -> "Running":
         return self

@@ -116,7 +116,7 @@ class SplitWatcher:
                 registry.setup(attempts=1)
                 self._registry_set_up = True
             now = registry.aliases(self.router.name, attempts=1)  # this loop is the retry
-        except Exception as exc:  # registry away: keep serving what the file says
+        except Exception as exc:  # noqa: BLE001 - registry away: keep serving what the file says
             log.warning("aliases of %s not read, following the split file: %s", self.router.name, exc)
             self._aliases = None  # never converge on a stale read: the file stands until they are read again
             return False

@@ -38,6 +38,22 @@ def _int(value: Any, what: str, field: str) -> int:
 
 def parse_binary_request(body: bytes, header_length: Any) -> dict:
     """Raw body + the header's value -> the request as JSON-form dict (data decoded to lists)."""
+    req, offset = _json_header(body, header_length)
+    inputs = []
+    for k, inp in enumerate(req["inputs"]):
+        out, offset = _binary_input(k, inp, body, offset)
+        inputs.append(out)
+    if offset != len(body):
+        raise BadRequest(f"binary request: {len(body) - offset} bytes after the last tensor", field="body")
+    result = {"inputs": inputs}
+    for key in ("id", "outputs", "parameters"):
+        if key in req:
+            result[key] = req[key]
+    return result
+
+
+def _json_header(body: bytes, header_length: Any) -> tuple[dict, int]:
+    """The request's JSON part (an object with an 'inputs' list) and its length in bytes."""
     if header_length is None:
         raise BadRequest(f"binary request without the {HEADER!r} header", field=HEADER)
     try:
@@ -52,69 +68,65 @@ def parse_binary_request(body: bytes, header_length: Any) -> dict:
         raise BadRequest(f"binary request: the JSON header is not valid JSON: {exc}", field="body") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise BadRequest("binary request: the JSON header must be an object with an 'inputs' list", field="inputs")
-    offset = json_len
-    inputs = []
-    for k, inp in enumerate(req["inputs"]):
-        if not isinstance(inp, dict):
-            raise BadRequest(f"inputs[{k}] must be an object", field="inputs")
-        name = str(inp.get("name", f"inputs[{k}]"))[:200]
-        dt = inp.get("datatype")
-        shape = inp.get("shape")
-        if not isinstance(shape, list) or not shape or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-            raise BadRequest(f"input {name!r}: shape {shape!r:.60} must be a list of non-negative integers",
+    return req, json_len
+
+
+def _binary_input(k: int, inp: Any, body: bytes, offset: int) -> tuple[dict, int]:
+    """Input k in JSON form (its binary data, read from `offset`, decoded), and the offset after it."""
+    if not isinstance(inp, dict):
+        raise BadRequest(f"inputs[{k}] must be an object", field="inputs")
+    name = str(inp.get("name", f"inputs[{k}]"))[:200]
+    shape = inp.get("shape")
+    if not isinstance(shape, list) or not shape or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise BadRequest(f"input {name!r}: shape {shape!r:.60} must be a list of non-negative integers",
+                         field=name)
+    params = inp.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"input {name!r}: parameters must be an object", field=name)
+    out = {k2: v for k2, v in inp.items() if k2 != "parameters"}
+    rest = {k2: v for k2, v in params.items() if k2 != "binary_data_size"}
+    if rest:
+        out["parameters"] = rest
+    if "data" in inp:
+        return out, offset
+    if "binary_data_size" not in params:
+        raise BadRequest(f"input {name!r}: neither 'data' nor parameters.binary_data_size", field=name)
+    size = _int(params["binary_data_size"], f"input {name!r}: binary_data_size", name)
+    if offset + size > len(body):
+        raise BadRequest(f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                         f"({len(body) - offset} bytes left)", field=name)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    out["data"] = _decode(name, inp.get("datatype"), body[offset:offset + size], count)
+    return out, offset + size
+
+
+def _decode_bytes(name: str, raw: bytes, count: int) -> list[str]:
+    """BYTES elements: each a little-endian uint32 length, then that many UTF-8 bytes."""
+    items: list[str] = []
+    pos = 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise BadRequest(f"input {name!r}: BYTES element {len(items)} has a truncated length prefix",
                              field=name)
-        params = inp.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise BadRequest(f"input {name!r}: parameters must be an object", field=name)
-        out = {k2: v for k2, v in inp.items() if k2 != "parameters"}
-        rest = {k2: v for k2, v in params.items() if k2 != "binary_data_size"}
-        if rest:
-            out["parameters"] = rest
-        if "data" in inp:
-            inputs.append(out)
-            continue
-        if "binary_data_size" not in params:
-            raise BadRequest(f"input {name!r}: neither 'data' nor parameters.binary_data_size", field=name)
-        size = _int(params["binary_data_size"], f"input {name!r}: binary_data_size", name)
-        if offset + size > len(body):
-            raise BadRequest(f"input {name!r}: binary_data_size {size} runs past the end of the body "
-                             f"({len(body) - offset} bytes left)", field=name)
-        raw = body[offset:offset + size]
-        offset += size
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 0
-        out["data"] = _decode(name, dt, raw, count)
-        inputs.append(out)
-    if offset != len(body):
-        raise BadRequest(f"binary request: {len(body) - offset} bytes after the last tensor", field="body")
-    result = {"inputs": inputs}
-    for key in ("id", "outputs", "parameters"):
-        if key in req:
-            result[key] = req[key]
-    return result
+        (n,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + n > len(raw):
+            raise BadRequest(f"input {name!r}: BYTES element {len(items)} claims {n} bytes, "
+                             f"{len(raw) - pos} left", field=name)
+        try:
+            items.append(raw[pos:pos + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"input {name!r}: BYTES element {len(items)} is not UTF-8", field=name) from None
+        pos += n
+    if len(items) != count:
+        raise BadRequest(f"input {name!r}: {len(items)} BYTES elements, shape says {count}", field=name)
+    return items
 
 
 def _decode(name: str, dt: Any, raw: bytes, count: int) -> list:
     if dt == "BYTES":
-        items: list[str] = []
-        pos = 0
-        while pos < len(raw):
-            if pos + 4 > len(raw):
-                raise BadRequest(f"input {name!r}: BYTES element {len(items)} has a truncated length prefix",
-                                 field=name)
-            (n,) = struct.unpack_from("<I", raw, pos)
-            pos += 4
-            if pos + n > len(raw):
-                raise BadRequest(f"input {name!r}: BYTES element {len(items)} claims {n} bytes, "
-                                 f"{len(raw) - pos} left", field=name)
-            try:
-                items.append(raw[pos:pos + n].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise BadRequest(f"input {name!r}: BYTES element {len(items)} is not UTF-8", field=name) from None
-            pos += n
-        if len(items) != count:
-            raise BadRequest(f"input {name!r}: {len(items)} BYTES elements, shape says {count}", field=name)
-        return items
+        return _decode_bytes(name, raw, count)
     np_dt = DTYPES.get(dt) if isinstance(dt, str) else None
     if np_dt is None:
         raise BadRequest(f"input {name!r}: unsupported datatype {dt!r:.40}", field=name)

@@ -24,7 +24,7 @@ def migrated_store(folder: Path) -> Path:
 
     db = folder / MLFLOW_DB
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "template.lock", "a") as lock:
+    with (folder / "template.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not db.exists():
             import sqlalchemy

@@ -217,7 +217,7 @@ def _manifests(args: argparse.Namespace) -> int:
     bad = 0
     for f in args.files:
         try:
-            with open(f) as fh:
+            with Path(f).open() as fh:
                 objs = [d for d in yaml.safe_load_all(fh) if d]
         except (OSError, yaml.YAMLError) as exc:
             raise KfctError(f"cannot read rendered manifests {f}: {exc}") from exc

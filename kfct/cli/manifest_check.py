@@ -64,21 +64,7 @@ def _model(name: str) -> Any:
 def _walk(value: Any, type_name: str, path: str, errors: list[str]) -> None:
     if value is None:
         return
-    m = re.fullmatch(r"list\[(.+)\]", type_name)
-    if m:
-        if not isinstance(value, list):
-            errors.append(f"{path}: expected a list, got {type(value).__name__}")
-            return
-        for i, item in enumerate(value):
-            _walk(item, m.group(1), f"{path}[{i}]", errors)
-        return
-    m = re.fullmatch(r"dict\((\w+), (.+)\)", type_name)
-    if m:
-        if not isinstance(value, dict):
-            errors.append(f"{path}: expected a map, got {type(value).__name__}")
-            return
-        for k, v in value.items():
-            _walk(v, m.group(2), f"{path}.{k}", errors)
+    if _walk_container(value, type_name, path, errors):
         return
     if type_name in PRIMITIVES:
         ok = isinstance(value, PRIMITIVES[type_name]) and not (type_name in ("int", "float") and isinstance(value, bool))
@@ -90,6 +76,27 @@ def _walk(value: Any, type_name: str, path: str, errors: list[str]) -> None:
         errors.append(f"{path}: no schema for type {type_name}")
         return
     _walk_fields(value, cls.openapi_types, cls.attribute_map, path, errors, type_name)
+
+
+def _walk_container(value: Any, type_name: str, path: str, errors: list[str]) -> bool:
+    """Walk a `list[T]` or `dict(str, T)` value item by item; False when `type_name` names neither."""
+    m = re.fullmatch(r"list\[(.+)\]", type_name)
+    if m:
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list, got {type(value).__name__}")
+            return True
+        for i, item in enumerate(value):
+            _walk(item, m.group(1), f"{path}[{i}]", errors)
+        return True
+    m = re.fullmatch(r"dict\((\w+), (.+)\)", type_name)
+    if m:
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a map, got {type(value).__name__}")
+            return True
+        for k, v in value.items():
+            _walk(v, m.group(2), f"{path}.{k}", errors)
+        return True
+    return False
 
 
 def _walk_fields(value: Any, types: dict, attr_map: dict, path: str, errors: list[str], what: str) -> None:

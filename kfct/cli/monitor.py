@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from kfct.cli.options import command_group
 
@@ -25,7 +26,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
     print(format_monitor_summary(summary, rate_name(cfg)))
     if args.json:
-        with open(args.json, "w") as fh:
+        with Path(args.json).open("w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -43,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        with open(args.json, "w") as fh:
+        with Path(args.json).open("w") as fh:
             json.dump(summary, fh, indent=2, default=str)
     if not summary["validation"]["passed"]:
         raise ValidationFailed(format_validation_failure(summary))
@@ -63,7 +64,7 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     s = get_settings()
     s.home.mkdir(parents=True, exist_ok=True)
     root = s.artifact_root or (s.home / "mlartifacts").resolve().as_uri()
-    cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui", "--backend-store-uri", s.tracking_uri,
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", s.tracking_uri,
            "--default-artifact-root", root, "--host", args.host, "--port", str(args.port)]
     print("kfct: " + " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kfct.cli.options import add_model_option
 
@@ -68,7 +69,7 @@ def _rollout(args: argparse.Namespace) -> int:
             "aborted": "ABORTED (infrastructure; not rejected, still challenger)"}.get(res.outcome, res.outcome)
     print(f"kfct: {name} v{res.canary_version} {verb} in {res.seconds:g} s: {'; '.join(res.reasons)}")
     if args.json:
-        with open(args.json, "w") as fh:
+        with Path(args.json).open("w") as fh:
             json.dump(res.to_json(), fh, indent=2)
     return 0 if res.outcome == "promoted" else 1
 

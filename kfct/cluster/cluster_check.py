@@ -94,7 +94,7 @@ def _config_entry(cm: dict | None, key: str) -> dict | None:
 
 def check_kserve_version(read: Read) -> Row:
     item = f"KServe >= {_v(MIN_KSERVE)}"
-    path, dep = _first(read, [f"/apis/apps/v1/namespaces/{ns}/deployments/kserve-controller-manager"
+    _path, dep = _first(read, [f"/apis/apps/v1/namespaces/{ns}/deployments/kserve-controller-manager"
                               for ns in KSERVE_NAMESPACES])
     if dep is None:
         return Row(item, "missing", f"no kserve-controller-manager Deployment in {' or '.join(KSERVE_NAMESPACES)}",

@@ -146,7 +146,7 @@ def build_predictor(model_name: str, version: str, storage_uri: str | None = Non
     pod_security = V1PodSecurityContext(seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
     return V1beta1PredictorSpec(model=model, min_replicas=min_replicas, service_account_name=SERVICE_ACCOUNT,
                                 name=name, security_context=pod_security,
-                                canary_traffic_percent=None if canary_percent is None else int(round(canary_percent)))
+                                canary_traffic_percent=None if canary_percent is None else round(canary_percent))
 
 
 def build_inference_service(model_name: str, version: str, name: str | None = None, namespace: str = "kfct",
@@ -191,7 +191,7 @@ def build_canary(model_name: str, version: str, percent: float, storage_uri: str
 
     pred = build_predictor(model_name, version, storage_uri, sha256, settings, min_replicas=None,
                            name=canary_name(version))
-    return V1beta1CanarySpec(predictor=pred, traffic_percent=int(round(percent)))
+    return V1beta1CanarySpec(predictor=pred, traffic_percent=round(percent))
 
 
 def kserve_client(config_file: str | None = None, config_dict: dict | None = None):
@@ -284,7 +284,7 @@ def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
     body = V1beta1InferenceService(
         api_version=ISVC_API_VERSION, kind="InferenceService",
         metadata=V1ObjectMeta(name=name, namespace=namespace),
-        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(canary_traffic_percent=int(round(percent)))),
+        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(canary_traffic_percent=round(percent))),
     )
     try:
         client.patch(name, body, namespace=namespace)
@@ -306,7 +306,7 @@ def set_canary_traffic(client, name: str, namespace: str, version: str, percent:
     mine = [c for c in entries if ((c.get("predictor") or {}).get("name")) == canary_name(version)]
     if not mine:
         raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} for v{version}")
-    entry = {**mine[0], "trafficPercent": int(round(percent))}
+    entry = {**mine[0], "trafficPercent": round(percent)}
     return merge_patch(client, name, namespace, {"spec": {"canary": [entry]}},
                        f"set spec.canary {canary_name(version)} to {percent:g}%")
 

@@ -64,7 +64,7 @@ def _since_seconds(since: Any) -> float | None:
     ts = pd.Timestamp(since)
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
-    return ts.timestamp()
+    return float(ts.timestamp())
 
 
 def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: bool | None = None,
@@ -114,7 +114,7 @@ def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: b
     return df
 
 
-def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows: int) -> tuple[list, int]:
+def _newest(paths: list[Any], since_s: float | None, model_name: str | None, max_rows: int) -> tuple[list[Any], int]:
     """Matching rows of the newest files, read newest first until `max_rows` are had (plus the count).
 
     File names carry their time range (`_part_range`), so the newest are the last by end time.
@@ -123,7 +123,7 @@ def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows
     import pyarrow.parquet as pq
 
     ordered = sorted(paths, key=lambda p: ((_part_range(Path(p).name) or (0, 0))[1], str(p)))
-    frames: list = []
+    frames: list[Any] = []
     have = total = 0
     for p in reversed(ordered):
         df = _plain(pq.read_table(p)).to_pandas()
@@ -139,7 +139,7 @@ def _newest(paths: list, since_s: float | None, model_name: str | None, max_rows
     return frames, total
 
 
-def _log_paths(s: Settings, from_s3: bool, root: str | Path | None, since_ms: int | None) -> tuple[list, str | None]:
+def _log_paths(s: Settings, from_s3: bool, root: str | Path | None, since_ms: int | None) -> tuple[list[Path], str | None]:
     """The log files that may hold rows at or after `since_ms` (and the temp dir S3 files were fetched to)."""
     if from_s3:
         return _s3_fetch(s, since_ms)
@@ -183,7 +183,7 @@ def sample_prediction_log(n: int, since: Any = None, model_name: str | None = No
     since_s = _since_seconds(since)
     paths, tmpdir = _log_paths(s, use_s3(s) if s3 is None else s3, root,
                                None if since_s is None else int(since_s * 1000))
-    tables: list = []  # Arrow, not pandas: compact strings, and freed memory goes back
+    tables: list[Any] = []  # Arrow, not pandas: compact strings, and freed memory goes back
     keys, order, total = np.empty(0, np.uint64), np.empty(0, np.int64), 0
     try:
         for t in _meta_batches(paths, since_s, model_name):
@@ -204,7 +204,7 @@ def sample_prediction_log(n: int, since: Any = None, model_name: str | None = No
     return kept.to_pandas().sort_values("ts", kind="stable").reset_index(drop=True), total
 
 
-def _meta_batches(paths: list, since_s: float | None, model_name: str | None) -> Iterator[Any]:
+def _meta_batches(paths: list[Path], since_s: float | None, model_name: str | None) -> Iterator[Any]:
     """The metadata columns of every log file as Arrow tables, batch by batch, filtered by time and model."""
     import pandas as pd
     import pyarrow as pa

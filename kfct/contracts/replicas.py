@@ -25,7 +25,7 @@ def register(model_name: str, url: str, home: str | Path, pid: int | None = None
     path = d / f"{pid}-{url.rsplit(':', 1)[-1].strip('/')}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"url": url, "pid": pid}))
-    os.replace(tmp, path)
+    tmp.replace(path)
     return path
 
 

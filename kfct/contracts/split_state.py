@@ -129,7 +129,7 @@ def write_state(state: SplitState, path: str | Path | None = None) -> SplitState
     state.validate()
     p = Path(path) if path is not None else state_path(state.model_name)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p.with_suffix(".lock"), "a+") as lock:
+    with p.with_suffix(".lock").open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             try:
@@ -142,7 +142,7 @@ def write_state(state: SplitState, path: str | Path | None = None) -> SplitState
             fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".split-", suffix=".json")
             with os.fdopen(fd, "w") as fh:
                 json.dump(state.to_json(), fh, indent=1, sort_keys=True)
-            os.replace(tmp, p)
+            Path(tmp).replace(p)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return state

@@ -124,52 +124,70 @@ def read_dataset_bounded(uri: str, max_rows: int, mode: str = "tail", seed: int 
         return parts.sample_location(loc, max_rows, seed)
 
     if scheme == "generate":
-        df = read_dataset(uri)
-        if len(df) <= max_rows:
-            return df, len(df)
-        if mode == "tail":
-            return df.tail(max_rows).reset_index(drop=True), len(df)
-        return parts.bounded_sample([df], max_rows, seed)
+        return _bounded_frame(read_dataset(uri), max_rows, mode, seed)
     if parts.is_parts(uri) or (scheme in ("", "file") and parts.is_parts(_local_path(uri))):
         return bounded(uri if scheme == "s3" else str(_local_path(uri)))
     with tempfile.TemporaryDirectory(prefix="kfct-bounded-") as tmp:
-        if scheme == "s3":
-            from kfct.data import s3
-
-            _, key = s3.parse_uri(uri)
-            path = _fetch_s3(uri, Path(tmp) / Path(key).name)
-        elif scheme in ("", "file"):
-            path = _local_path(uri)
-            if not path.is_file():
-                raise DataSourceError(f"dataset not found: {path}")
-        else:
-            raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}")
+        path = _single_file(uri, scheme, Path(tmp))
         if path.suffix.lower() == ".csv":
-            import pyarrow.csv as pcsv
-
-            batches = pcsv.open_csv(path)
-            if mode == "tail":  # a CSV has no row groups: stream it, keeping only the last rows' batches
-                from collections import deque
-
-                import pyarrow as pa
-
-                keep: deque = deque()
-                have = total = 0
-                for b in batches:
-                    keep.append(b)
-                    have += b.num_rows
-                    total += b.num_rows
-                    while have - keep[0].num_rows >= max_rows:
-                        have -= keep.popleft().num_rows
-                t = pa.Table.from_batches(list(keep)) if keep else pa.table({})
-                return t.slice(max(0, t.num_rows - max_rows)).to_pandas(), total
-            return parts.bounded_sample(batches, max_rows, seed)
+            return _bounded_csv(path, max_rows, mode, seed)
         try:
             return bounded(str(path))
         except DataSourceError:
             raise
         except Exception as exc:
             raise DataSourceError(f"cannot parse {path}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _bounded_frame(df: pd.DataFrame, max_rows: int, mode: str, seed: int) -> tuple[pd.DataFrame, int]:
+    """A frame already in memory (`generate://`), bounded the way `read_dataset_bounded` bounds a file."""
+    from kfct.data import parts
+
+    if len(df) <= max_rows:
+        return df, len(df)
+    if mode == "tail":
+        return df.tail(max_rows).reset_index(drop=True), len(df)
+    return parts.bounded_sample([df], max_rows, seed)
+
+
+def _single_file(uri: str, scheme: str, tmp: Path) -> Path:
+    """The local path of a one-file dataset: the file itself, or its copy from S3 under `tmp`."""
+    if scheme == "s3":
+        from kfct.data import s3
+
+        _, key = s3.parse_uri(uri)
+        return _fetch_s3(uri, tmp / Path(key).name)
+    if scheme in ("", "file"):
+        path = _local_path(uri)
+        if not path.is_file():
+            raise DataSourceError(f"dataset not found: {path}")
+        return path
+    raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}")
+
+
+def _bounded_csv(path: Path, max_rows: int, mode: str, seed: int) -> tuple[pd.DataFrame, int]:
+    """A CSV has no row groups: stream it, keeping only the last rows' batches (or a sample of them)."""
+    import pyarrow.csv as pcsv
+
+    from kfct.data import parts
+
+    batches = pcsv.open_csv(path)
+    if mode != "tail":
+        return parts.bounded_sample(batches, max_rows, seed)
+    from collections import deque
+
+    import pyarrow as pa
+
+    keep: deque = deque()
+    have = total = 0
+    for b in batches:
+        keep.append(b)
+        have += b.num_rows
+        total += b.num_rows
+        while have - keep[0].num_rows >= max_rows:
+            have -= keep.popleft().num_rows
+    t = pa.Table.from_batches(list(keep)) if keep else pa.table({})
+    return t.slice(max(0, t.num_rows - max_rows)).to_pandas(), total
 
 
 def snapshot_dataset(uri: str, dest: str | Path) -> pd.DataFrame:
@@ -263,7 +281,7 @@ def snapshot_file(uri: str, dest: str | Path) -> dict:
         names = [n for n in schema.names if n not in index]   # as pandas would show the columns
         return {"rows": int(rows), "columns": len(names), "column_names": names}
     df = snapshot_dataset(uri, dest)
-    return {"rows": int(len(df)), "columns": int(df.shape[1]), "column_names": list(map(str, df.columns))}
+    return {"rows": len(df), "columns": int(df.shape[1]), "column_names": list(map(str, df.columns))}
 
 
 def write_snapshot(df: pd.DataFrame, dest: str | Path) -> Path:

@@ -296,7 +296,7 @@ class PartWriter:
         pq.write_table(table, tmp, compression=self.compression)
         digest = sha256_file(tmp)
         final = self.out / f"{digest}.parquet"
-        os.replace(tmp, final)
+        Path(tmp).replace(final)
         self.parts.append({"sha256": digest, "rows": table.num_rows, "bytes": final.stat().st_size})
         self._pending, self._pending_rows = [], 0
 

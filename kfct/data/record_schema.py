@@ -71,19 +71,7 @@ class RecordSchema:
                 v = rec.get(r.name)
                 if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
                     continue
-                if isinstance(v, int):
-                    if not -INT64_LIMIT < v < INT64_LIMIT:
-                        raise FeatureError(r.name, f"integer {_short(v)} is out of range", i)
-                elif not math.isfinite(v):
-                    continue  # NaN/inf: the encoder's null policy names it
-                elif r.integer and not v.is_integer():
-                    raise FeatureError(r.name, f"expected an integer, got {_plainnum(v)!r}", i)
-                if abs(v) > FLOAT32_MAX:
-                    raise FeatureError(r.name, f"{_short(v)} overflows float32 (the model's input type)", i)
-                if r.min is not None and v < r.min:
-                    raise FeatureError(r.name, f"{_plainnum(v)!r} is below the minimum {r.min:g}", i)
-                if r.max is not None and v > r.max:
-                    raise FeatureError(r.name, f"{_plainnum(v)!r} is above the maximum {r.max:g}", i)
+                _check_number(r, v, i)
 
     def _check_id(self, v: Any, i: int) -> None:
         name = self.id_column or "id"
@@ -143,3 +131,20 @@ def _short(v: Any) -> str:
 def _plainnum(v: Any) -> float:
     """A numpy scalar as the Python number it is: messages say 68.5, not np.float64(68.5)."""
     return v.item() if hasattr(v, "item") else v
+
+
+def _check_number(r: NumericRule, v: float, i: int) -> None:
+    """Record i's number against its column's rule: int64 range, integrality, float32 range, bounds."""
+    if isinstance(v, int):
+        if not -INT64_LIMIT < v < INT64_LIMIT:
+            raise FeatureError(r.name, f"integer {_short(v)} is out of range", i)
+    elif not math.isfinite(v):
+        return  # NaN/inf: the encoder's null policy names it
+    elif r.integer and not v.is_integer():
+        raise FeatureError(r.name, f"expected an integer, got {_plainnum(v)!r}", i)
+    if abs(v) > FLOAT32_MAX:
+        raise FeatureError(r.name, f"{_short(v)} overflows float32 (the model's input type)", i)
+    if r.min is not None and v < r.min:
+        raise FeatureError(r.name, f"{_plainnum(v)!r} is below the minimum {r.min:g}", i)
+    if r.max is not None and v > r.max:
+        raise FeatureError(r.name, f"{_plainnum(v)!r} is above the maximum {r.max:g}", i)

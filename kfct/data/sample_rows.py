@@ -33,6 +33,6 @@ def sample_records(cfg: RunConfig, n: int = 3) -> list[dict[str, Any]]:
                 lo = spec.min if spec.min is not None else 0.0
                 hi = spec.max if spec.max is not None else lo + 1.0
                 v = lo + (hi - lo) * (i + 1) / (n + 1)
-                rec[c] = int(round(v)) if spec.dtype == "int" else round(float(v), 6)
+                rec[c] = round(v) if spec.dtype == "int" else round(float(v), 6)
         out.append(rec)
     return out

@@ -38,7 +38,7 @@ def _nice(v: float, down: bool) -> float | int:
     """A round-ish bound (4 significant digits), never inside the observed range."""
     if v == 0 or not math.isfinite(v):
         return 0
-    digits = 3 - int(math.floor(math.log10(abs(v))))
+    digits = 3 - math.floor(math.log10(abs(v)))
     scale = 10.0 ** digits
     out = (math.floor if down else math.ceil)(v * scale) / scale
     return int(out) if float(out).is_integer() else out
@@ -113,6 +113,41 @@ def _label_spec(s: pd.Series, positive: Any | None) -> tuple[dict, Any]:
     return {"dtype": dtype, "nullable": False, "values": values}, positive
 
 
+def _column_spec(s: pd.Series) -> tuple[dict, bool, str | None]:
+    """A column other than the label and the id: (its spec, whether it is kept out of the model inputs,
+    the note that says why or how it is used)."""
+    import pandas as pd
+
+    if s.isna().all():
+        return ({"dtype": "float" if pd.api.types.is_numeric_dtype(s) else "string", "nullable": True}, True,
+                "all values missing: not a model input")
+    if pd.api.types.is_datetime64_any_dtype(s) or (s.dtype == object and _is_date_strings(s)):
+        return ({"dtype": "datetime", "nullable": bool(s.isna().any()), "max_future_days": FUTURE_DAYS}, False,
+                "date: validated (parseable, not in the future), not a model input; derive features from it")
+    if pd.api.types.is_bool_dtype(s):
+        return ({"dtype": "bool", "nullable": bool(s.isna().any())}, True,
+                "boolean: not a model input (recode as 0/1 int or a category to use it)")
+    if pd.api.types.is_numeric_dtype(s):
+        return _numeric_spec(s, pd.api.types.is_integer_dtype(s)), False, None
+    cats = sorted(str(v) for v in s.dropna().unique())
+    if len(cats) <= CATEGORY_CAP:
+        return {"dtype": "category", "nullable": bool(s.isna().any()), "categories": cats}, False, None
+    return ({"dtype": "string", "nullable": bool(s.isna().any())}, True,
+            f"{len(cats)} distinct strings (> {CATEGORY_CAP}): free text, not a model input")
+
+
+def _exclude_constants(df: pd.DataFrame, columns: dict[str, dict], keep: tuple[str | None, ...], exclude: list[str],
+                       notes: dict[str, str]) -> None:
+    """Add the model inputs that hold one value only to `exclude`, with a note (`keep`: label and id)."""
+    for col in df.columns:
+        if col in keep or col in exclude or columns[col]["dtype"] == "datetime":
+            continue
+        values = df[col].dropna().unique()
+        if len(values) == 1:
+            exclude.append(col)
+            notes[col] = f"constant (every value {_plain(values[0])!r}): no information, not a model input"
+
+
 def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, positive: Any | None = None,
                  name: str = "dataset") -> dict:
     """The user-file config for `df`: dataset (schema, checks), register name, sensitive candidates."""
@@ -135,35 +170,13 @@ def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, pos
         elif col == id_column:
             columns[col] = {"dtype": "int" if pd.api.types.is_integer_dtype(s) else "string",
                             "nullable": False, "unique": bool(s.is_unique)}
-        elif s.isna().all():
-            columns[col] = {"dtype": "float" if pd.api.types.is_numeric_dtype(s) else "string", "nullable": True}
-            exclude.append(col)
-            notes[col] = "all values missing: not a model input"
-        elif pd.api.types.is_datetime64_any_dtype(s) or (s.dtype == object and _is_date_strings(s)):
-            columns[col] = {"dtype": "datetime", "nullable": bool(s.isna().any()), "max_future_days": FUTURE_DAYS}
-            notes[col] = "date: validated (parseable, not in the future), not a model input; derive features from it"
-        elif pd.api.types.is_bool_dtype(s):
-            columns[col] = {"dtype": "bool", "nullable": bool(s.isna().any())}
-            exclude.append(col)
-            notes[col] = "boolean: not a model input (recode as 0/1 int or a category to use it)"
-        elif pd.api.types.is_numeric_dtype(s):
-            columns[col] = _numeric_spec(s, pd.api.types.is_integer_dtype(s))
         else:
-            cats = sorted(str(v) for v in s.dropna().unique())
-            if len(cats) <= CATEGORY_CAP:
-                columns[col] = {"dtype": "category", "nullable": bool(s.isna().any()), "categories": cats}
-            else:
-                columns[col] = {"dtype": "string", "nullable": bool(s.isna().any())}
+            columns[col], out, note = _column_spec(s)
+            if out:
                 exclude.append(col)
-                notes[col] = f"{len(cats)} distinct strings (> {CATEGORY_CAP}): free text, not a model input"
-    for col in df.columns:
-        spec = columns[col]
-        if col in (label, id_column) or col in exclude or spec["dtype"] == "datetime":
-            continue
-        values = df[col].dropna().unique()
-        if len(values) == 1:
-            exclude.append(col)
-            notes[col] = f"constant (every value {_plain(values[0])!r}): no information, not a model input"
+            if note:
+                notes[col] = note
+    _exclude_constants(df, columns, (label, id_column), exclude, notes)
     y = df[label].map(lambda v: v == positive)
     share = float(y.mean())
     sensitive = [c for c in df.columns if c not in (label, id_column) and columns[c]["dtype"] == "category"

@@ -179,5 +179,5 @@ def write_bytes(data: bytes, uri: str, settings: Settings | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp.replace(path)
     return uri

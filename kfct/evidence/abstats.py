@@ -124,7 +124,7 @@ def n_per_arm(p_a: float, min_effect: float, alpha: float = 0.05, power: float =
         raise ValueError("min_effect must be non-zero")
     norm = _norm()
     z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
-    return int(math.ceil(2 * z * z / (h * h)))
+    return math.ceil(2 * z * z / (h * h))
 
 
 # --------------------------------------------------------------------------- AUC (DeLong)

@@ -175,13 +175,15 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
             lookup = np.array([index.get(str(v), -1) for v in dictionary] + [self._missing_slot.get(c, -1)],
                               dtype=np.int64)
             idx = pc.fill_null(col.indices, len(dictionary)).to_numpy(zero_copy_only=False)
-            values = dictionary + [None]
+            values = [*dictionary, None]
             codes = lookup[idx]
             self._one_hot(out, c, codes, _LazyValues(values, idx))
         return out
 
     # -- per-record path (online serving) -------------------------------------
     def transform_records(self, records: Iterable[dict]) -> np.ndarray:
+        """The serving path: a well-formed value costs one type check; anything else (missing, null,
+        non-finite, the wrong type, an unknown category) takes the slow helpers, which fill or raise."""
         records = list(records)
         out = np.zeros((len(records), self._width), dtype=np.float32)
         numeric = self.numeric_
@@ -191,36 +193,48 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
             row = out[i]
             for j, c in enumerate(numeric):
                 v = rec.get(c, _MISSING)
-                if v is _MISSING:
-                    raise FeatureError(c, "missing", i)
-                if v is None:
-                    if c not in self._nullable:
-                        raise FeatureError(c, "null not allowed", i)
-                    v = self.medians_[j]
-                elif isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise FeatureError(c, f"expected a number, got {type(v).__name__}", i)
-                elif not math.isfinite(v):
-                    if math.isnan(v) and c in self._nullable:
-                        v = self.medians_[j]
-                    else:
-                        raise FeatureError(c, f"non-finite value {v}", i)
+                if type(v) not in _PLAIN_NUMBERS or not math.isfinite(v):
+                    v = self._number_or_fill(c, j, v, i)
                 row[j] = (v - self.means_[j]) / self.stds_[j]
             for c, (off, index) in self._cat_offsets.items():
                 v = rec.get(c, _MISSING)
-                if v is _MISSING:
-                    raise FeatureError(c, "missing", i)
                 k = index.get(v) if isinstance(v, str) else None
-                if _is_null(v):
-                    k = self._missing_slot.get(c)
-                    if k is None:
-                        raise FeatureError(c, "null not allowed", i)
                 if k is None:
-                    raise FeatureError(c, f"unknown category {v!r}; allowed: {sorted(index)}", i)
+                    k = self._category_slot(c, index, v, i)
                 row[off + k] = 1.0
         return out
 
+    def _number_or_fill(self, c: str, j: int, v: Any, i: int) -> float:
+        """Numeric column j's value for record i: the median for an allowed null or NaN, else FeatureError."""
+        if v is _MISSING:
+            raise FeatureError(c, "missing", i)
+        if v is None:
+            if c not in self._nullable:
+                raise FeatureError(c, "null not allowed", i)
+            return self.medians_[j]  # float32, as the batch path fills it
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise FeatureError(c, f"expected a number, got {type(v).__name__}", i)
+        if not math.isfinite(v):
+            if math.isnan(v) and c in self._nullable:
+                return self.medians_[j]  # float32, as the batch path fills it
+            raise FeatureError(c, f"non-finite value {v}", i)
+        return v
+
+    def _category_slot(self, c: str, index: dict, v: Any, i: int) -> int:
+        """The one-hot slot of a value that is not a known category: the missing level for an allowed
+        null, else FeatureError."""
+        if v is _MISSING:
+            raise FeatureError(c, "missing", i)
+        if _is_null(v):
+            k = self._missing_slot.get(c)
+            if k is None:
+                raise FeatureError(c, "null not allowed", i)
+            return k
+        raise FeatureError(c, f"unknown category {v!r}; allowed: {sorted(index)}", i)
+
 
 _MISSING = object()
+_PLAIN_NUMBERS = (int, float)  # exact types: a bool, a numpy scalar or a str takes the checked path
 MISSING_LEVEL = "<missing>"
 
 

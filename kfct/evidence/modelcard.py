@@ -22,10 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kfct.config import RunConfig
+    from kfct.evidence.model import ChurnModel
 
 # One rendered block of a card section: ("p", text), ("ul", items), ("table", header, rows) or ("img", ...).
 Block = tuple[Any, ...]
+Section = tuple[str, list[Block]]  # a heading and its blocks
 
 DEFAULT_INTENDED_USE = (
     "Scores records (by default: existing telecom customers) by their probability of the positive class "
@@ -50,14 +54,14 @@ def _xgb_booster(model: Any) -> Any:
     if hasattr(est, "get_booster"):
         try:
             return est.get_booster()
-        except Exception:  # an unfitted sklearn wrapper
+        except (AttributeError, ValueError):  # an unfitted sklearn wrapper (NotFittedError is both)
             return None
     return None
 
 
-def _source_index(model) -> tuple[list[str], np.ndarray]:
+def _source_index(model: ChurnModel) -> tuple[list[str], np.ndarray]:
     """Source feature of each encoded column: 'col=value' -> 'col' for the encoder's categoricals."""
-    enc = model.encoder
+    enc = model._fitted_encoder()
     names = list(enc.output_names_)
     cats = set(getattr(enc, "categorical_", {}) or {})
     sources = []
@@ -69,13 +73,13 @@ def _source_index(model) -> tuple[list[str], np.ndarray]:
     return order, np.array([pos[s] for s in sources])
 
 
-def _ranked(names: list[str], values: np.ndarray, k: int) -> list[dict]:
+def _ranked(names: list[str], values: np.ndarray, k: int) -> list[dict[str, Any]]:
     total = float(values.sum()) or 1.0
     idx = np.argsort(-values, kind="stable")[:k]
     return [{"feature": names[i], "importance": float(values[i]), "share": float(values[i] / total)} for i in idx]
 
 
-def top_features_shap(model, X, k: int = 10, seed: int = 0) -> dict:
+def top_features_shap(model: ChurnModel, X: pd.DataFrame, k: int = 10, seed: int = 0) -> dict[str, Any]:
     """Top-k source features by mean |SHAP| (XGBoost) or permutation importance (other models).
 
     Returns `{"method", "kind": "shap"|"permutation", "rows", "features": [{"feature",
@@ -89,7 +93,7 @@ def top_features_shap(model, X, k: int = 10, seed: int = 0) -> dict:
     if booster is not None:
         import xgboost as xgb
 
-        M = model.encoder.transform(X)
+        M = model._fitted_encoder().transform(X)
         contrib = booster.predict(xgb.DMatrix(M), pred_contribs=True)[:, :-1]  # last column: bias
         names, src = _source_index(model)
         if contrib.shape[1] != len(src):
@@ -97,7 +101,7 @@ def top_features_shap(model, X, k: int = 10, seed: int = 0) -> dict:
         per_source = np.zeros((contrib.shape[0], len(names)))
         np.add.at(per_source.T, src, contrib.T)  # sum one-hot columns per row (SHAP is additive)
         values = np.abs(per_source).mean(axis=0)
-        return {"method": SHAP_METHOD, "kind": "shap", "rows": int(len(X)), "features": _ranked(names, values, k)}
+        return {"method": SHAP_METHOD, "kind": "shap", "rows": len(X), "features": _ranked(names, values, k)}
 
     rng = np.random.default_rng(seed)
     base = model.predict_positive(X)
@@ -107,7 +111,7 @@ def top_features_shap(model, X, k: int = 10, seed: int = 0) -> dict:
         Xp = X.copy()
         Xp[col] = X[col].to_numpy()[rng.permutation(len(X))]
         values[i] = float(np.abs(model.predict_positive(Xp) - base).mean())
-    return {"method": PERMUTATION_METHOD, "kind": "permutation", "rows": int(len(X)),
+    return {"method": PERMUTATION_METHOD, "kind": "permutation", "rows": len(X),
             "features": _ranked(names, values, k)}
 
 
@@ -124,7 +128,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _sections(info: dict) -> tuple[str, list[tuple[str, list]]]:
+def _sections(info: dict[str, Any]) -> tuple[str, list[tuple[str, list[Any]]]]:
     """The card's title and its sections, each a list of blocks ("p" | "ul" | "table") both renderers share."""
     name = info.get("model_name", "model")
     version = info.get("version", "?")
@@ -143,7 +147,7 @@ def _sections(info: dict) -> tuple[str, list[tuple[str, list]]]:
     ]
 
 
-def _overview(info: dict, name, version, gate: dict) -> list:
+def _overview(info: dict[str, Any], name: str, version: str, gate: dict[str, Any]) -> list[Block]:
     rows = [
         ("Model", f"{name} version {version}" + (f" (alias `{info['alias']}`)" if info.get("alias") else "")),
         ("Estimator", info.get("model_kind")),
@@ -155,7 +159,7 @@ def _overview(info: dict, name, version, gate: dict) -> list:
     return [("table", ["field", "value"], [[k, _fmt(v)] for k, v in rows])]
 
 
-def _training(t: dict) -> str | None:
+def _training(t: dict[str, Any]) -> str | None:
     """How the model was trained: workers, engine (in-pod, kubeflow-trainer, local-processes), device."""
     if not t.get("engine"):
         return None
@@ -163,20 +167,20 @@ def _training(t: dict) -> str | None:
     return f"{workers} worker{'s' if workers != 1 else ''}, {t['engine']}, {t.get('device') or 'cpu'}"
 
 
-def _data_snapshot(ds: dict) -> list:
+def _data_snapshot(ds: dict[str, Any]) -> list[Any]:
     fields = [("URI", ds.get("uri")), ("sha256", ds.get("sha256")), ("rows", ds.get("rows")),
               ("columns", ds.get("columns")), ("test rows", ds.get("rows_test"))]
     rows = [[k, _fmt(v)] for k, v in fields if v is not None]
     return [("table", ["field", "value"], rows)] if rows else [("p", "Not recorded.")]
 
 
-def _metrics(metrics: dict, thresholds: dict) -> list:
+def _metrics(metrics: dict[str, Any], thresholds: dict[str, Any]) -> list[Any]:
     rows = [[k, _fmt(v), _fmt(thresholds.get(k))] for k, v in metrics.items() if isinstance(v, (int, float))
             and not isinstance(v, bool)]
     return [("table", ["metric", "value", "threshold"], rows)] if rows else [("p", "No metrics recorded.")]
 
 
-def _slices(slices: dict) -> list[Block]:
+def _slices(slices: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = []
     for feature, groups in slices.items():
         if not groups:
@@ -187,7 +191,7 @@ def _slices(slices: dict) -> list[Block]:
     return blocks or [("p", "No slice metrics recorded.")]
 
 
-def _fairness(fairness: dict) -> list:
+def _fairness(fairness: dict[str, Any]) -> list[Any]:
     if not fairness:
         return [("p", "Fairness was not evaluated for this version.")]
     summary = []
@@ -209,7 +213,7 @@ def _fairness(fairness: dict) -> list:
     return blocks
 
 
-def _top_features(tf: dict) -> list:
+def _top_features(tf: dict[str, Any]) -> list[Any]:
     if not tf.get("features"):
         return [("p", "Not computed.")]
     blocks: list[Block] = [("p", f"Method: {tf.get('method')} over {_fmt(tf.get('rows'))} rows.")]
@@ -222,7 +226,7 @@ def _top_features(tf: dict) -> list:
     return blocks
 
 
-def _gate(gate: dict, comp: dict | None) -> list[Block]:
+def _gate(gate: dict[str, Any], comp: dict[str, Any] | None) -> list[Block]:
     blocks: list[Block] = []
     thresholds = gate.get("thresholds") or {}
     if thresholds:
@@ -237,20 +241,20 @@ def _gate(gate: dict, comp: dict | None) -> list[Block]:
     return blocks or [("p", "No gate recorded.")]
 
 
-def _charts(charts: dict) -> list:
+def _charts(charts: dict[str, Any]) -> list[Any]:
     """The curves/top-features section, only when the card has charts."""
     if not charts:
         return []
     return [("Curves and top features", [("img", CHART_TITLES.get(k, k), k, png) for k, png in charts.items()])]
 
 
-def _lineage(lineage: dict) -> list:
+def _lineage(lineage: dict[str, Any]) -> list[Any]:
     if not lineage:
         return [("p", "No lineage recorded.")]
     return [("table", ["key", "value"], [[k, _fmt(v)] for k, v in sorted(lineage.items())])]
 
 
-def description(info: dict, intended_use: str | None = None) -> str:
+def description(info: dict[str, Any], intended_use: str | None = None) -> str:
     """The MLflow version description: intended use, data, gate decision (what the registry UI shows)."""
     ds, gate = info.get("dataset") or {}, info.get("gate") or {}
     reasons = "; ".join(gate.get("reasons") or [])
@@ -271,7 +275,7 @@ def model_description(cfg: RunConfig) -> str:
             f"a challenger must beat the champion by {gate.compare_metric} >= {gate.min_improvement}.")[:5000]
 
 
-def _float(v):
+def _float(v: float | str | None) -> float | None:
     try:
         return None if v is None else float(v)
     except (TypeError, ValueError):
@@ -282,7 +286,7 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _render_md(title: str, sections) -> str:
+def _render_md(title: str, sections: list[Section]) -> str:
     out = [f"# {title}", ""]
     for head, blocks in sections:
         out += [f"## {head}", ""]
@@ -302,7 +306,7 @@ def _render_md(title: str, sections) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _render_html(title: str, sections) -> str:
+def _render_html(title: str, sections: list[Section]) -> str:
     e = _html.escape
     css = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
            "table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;"
@@ -329,7 +333,7 @@ def _render_html(title: str, sections) -> str:
     return "\n".join(out) + "\n"
 
 
-def build_model_card(info: dict) -> tuple[str, str]:
+def build_model_card(info: dict[str, Any]) -> tuple[str, str]:
     """(Markdown, HTML) model card for one registered version; missing parts say so.
 
     `info["charts"]` ({key: PNG bytes}, from `kfct.evidence.modelcard_charts.curve_charts`) is inlined

@@ -99,7 +99,7 @@ def validate_outcomes(df: pd.DataFrame, cfg: RunConfig, gx: bool = True,
         raise OutcomesError("outcomes file has no rows")
     if df[idc].isna().any():
         raise OutcomesError(f"outcomes column {idc}: {int(df[idc].isna().sum())} empty id(s)")
-    mapping, positive = _label_map(cfg)
+    mapping, _positive = _label_map(cfg)
     labels = df[lab]
     from kfct.data.labels import token
 
@@ -169,7 +169,7 @@ def store_outcomes(frame: pd.DataFrame, settings: Settings | None = None) -> dic
                 tmp_dest.write_bytes(local.read_bytes())
                 tmp_dest.replace(dest)
             uri = str(dest)
-    return {"uri": uri, "sha256": digest, "rows": int(len(frame))}
+    return {"uri": uri, "sha256": digest, "rows": len(frame)}
 
 
 def stored_outcomes(settings: Settings | None = None, ids: Any = None) -> pd.DataFrame:
@@ -259,7 +259,7 @@ def _metrics(y: ArrayLike, proba: ArrayLike, label: ArrayLike) -> dict[str, Any]
     y, proba, label = np.asarray(y, int), np.asarray(proba, float), np.asarray(label, int)
     both = len(set(y.tolist())) == 2
     out: dict[str, Any] = {
-        "n": int(len(y)),
+        "n": len(y),
         "positives": int(y.sum()),
         "accuracy": float((label == y).mean()),
         "recall": float(recall_score(y, label, zero_division=0)) if y.any() else None,

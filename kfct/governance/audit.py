@@ -14,6 +14,7 @@ every writer also mirrors its entries to its own segment in S3 (see below), wher
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -137,10 +138,8 @@ def record(event: str, path: Path | None = None, **fields: Any) -> dict:
                 _write_all(fh.fileno(), line)
                 os.fsync(fh.fileno())
             except OSError as exc:
-                try:
+                with contextlib.suppress(OSError):
                     os.ftruncate(fh.fileno(), size)  # no torn line: the chain stays verifiable
-                except OSError:
-                    pass
                 raise AuditError(f"audit trail {path} cannot be written ({_why(exc)}): {event} not recorded") \
                     from exc
         finally:
@@ -213,16 +212,14 @@ def _push_mirror(path: Path, uri: str) -> bool:
                          retry=False)
             n = entry["seq"] + 1
         return True
-    except Exception as exc:  # DataSourceError and anything the client raises
+    except Exception as exc:  # noqa: BLE001 - DataSourceError and anything the client raises
         logging.getLogger("kfct.governance.audit").warning("audit mirror %s not updated (%d entries waiting, retried on the "
                                                 "next record): %s", prefix, _count(path) - n, exc)
         return False
     finally:
         if n != done:
-            try:
+            with contextlib.suppress(OSError):
                 marker.write_text(f"{writer} {n}")
-            except OSError:
-                pass
 
 
 def _count(path: Path) -> int:
@@ -296,7 +293,7 @@ def _read_all(local: Path, uri: str) -> list[dict]:
             for e in entries:
                 if "_unreadable" not in e:
                     seen[(e.get("writer", writer), e.get("seq"))] = e
-    except Exception as exc:  # the store away: the local trail is still the truth for this pod
+    except Exception as exc:  # noqa: BLE001 - the store away: the local trail is still the truth for this pod
         logging.getLogger("kfct.governance.audit").warning("audit mirror %s not read, local trail only: %s", uri, exc)
     for e in read(local):
         seen[(e.get("writer", "local"), e.get("seq"))] = e

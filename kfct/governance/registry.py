@@ -55,7 +55,7 @@ def configure_http(settings: Settings | None = None) -> None:
     from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
-    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(math.ceil(s.net_timeout_seconds)))),
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(s.net_timeout_seconds))),
               "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(s.mlflow_http_max_retries)),
               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(s.mlflow_http_backoff_factor))}
     for key, value in wanted.items():

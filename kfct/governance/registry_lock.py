@@ -181,7 +181,7 @@ class _TagLease:
                 from kfct.governance.registry import client
 
                 client().delete_registered_model_tag(self.name, LEASE_TAG)
-        except Exception:  # an unreleased lease expires by itself
+        except Exception:  # noqa: BLE001 - an unreleased lease expires by itself
             pass
 
 

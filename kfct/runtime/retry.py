@@ -47,7 +47,7 @@ def http_status(exc: BaseException) -> int | None:
     if callable(getter):
         try:
             return int(getter())
-        except Exception:
+        except (TypeError, ValueError):
             return None
     return None
 
@@ -71,9 +71,8 @@ def is_transient(exc: BaseException) -> bool:
     status = http_status(exc)
     if status is not None:
         return status == 429 or status >= 500
-    if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError)):
-        return True  # requests' ConnectionError and socket errors are OSErrors
-    return False
+    # requests' ConnectionError and socket errors are OSErrors
+    return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError))
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

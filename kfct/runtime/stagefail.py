@@ -58,7 +58,7 @@ def audit_failure(stage: str, **context: Any) -> Iterator[dict]:
             from kfct.governance import audit
 
             audit.record(EVENT, **failure_entry(stage, exc, context))
-        except Exception as audit_exc:  # the stage's own error matters more: never hide it
+        except Exception as audit_exc:  # noqa: BLE001 - the stage's own error matters more: never hide it
             import logging
 
             logging.getLogger("kfct.runtime.stagefail").warning("stage %s failed and the audit trail could not record it: %s",

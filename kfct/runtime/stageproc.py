@@ -27,6 +27,7 @@ otherwise the interpreter exits as it would, with its own status.
 
 from __future__ import annotations
 
+import contextlib
 import atexit
 import gc
 import os
@@ -82,8 +83,6 @@ def _leave() -> None:
 
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
     os._exit(0)

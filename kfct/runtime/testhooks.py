@@ -26,6 +26,6 @@ def pause_at(point: str) -> None:
     release = folder / f"{point}.release"
     tmp = folder / f".{point}.{os.getpid()}"
     tmp.write_text(str(os.getpid()))
-    os.replace(tmp, folder / f"{point}.reached")
+    tmp.replace(folder / f"{point}.reached")
     while not release.exists():
         time.sleep(0.05)

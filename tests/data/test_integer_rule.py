@@ -22,7 +22,7 @@ def test_the_suite_rejects_a_fraction_in_an_int_column_as_the_scorer_does():
     failed = {(f["check"], f["column"]) for f in res["failures"]}
     assert failed == {("integer", "tenure_days")}
     assert res["failures"][0]["sample_bad_values"] == [10.5] and res["failures"][0]["unexpected_count"] == 2
-    with pytest.raises(FeatureError, match="'tenure_days': 10.5 is not an integer"):
+    with pytest.raises(FeatureError, match=r"'tenure_days': 10\.5 is not an integer"):
         RecordSchema.from_config(cfg).check_column("tenure_days", df["tenure_days"].to_numpy())
 
 

@@ -59,7 +59,7 @@ def test_duplicate_id_in_two_parts_fails_both_ways(base, tmp_path):
     single, merged = _both(frames, load_config(), tmp_path, buckets=4)
     assert not single["passed"]
     assert _verdict(single) == _verdict(merged)
-    unique = [f for f in merged["failures"] if f["check"] == "unique"][0]
+    unique = next(f for f in merged["failures"] if f["check"] == "unique")
     assert unique["unexpected_count"] == 2
     assert unique["sample_bad_values"] == [frames[0]["customer_id"].iloc[3]]
 
@@ -72,7 +72,7 @@ def test_duplicated_rows_across_parts_over_the_share(base, tmp_path):
     assert _verdict(single) == _verdict(merged)
     failed = {f["check"] for f in merged["failures"]}
     assert {"unique", "duplicate_share"} <= failed
-    assert [f for f in merged["failures"] if f["check"] == "duplicate_share"][0]["unexpected_count"] == k
+    assert next(f for f in merged["failures"] if f["check"] == "duplicate_share")["unexpected_count"] == k
 
 
 def test_label_share_out_of_range_only_in_one_part_passes_both_ways(base, tmp_path):
@@ -91,7 +91,7 @@ def test_label_mean_shifted_in_aggregate_fails_both_ways(base, tmp_path):
     single, merged = _both(frames, cfg, tmp_path)
     assert not single["passed"]
     assert _verdict(single) == _verdict(merged)
-    bal = [r for r in merged["results"] if r["check"] == "label_balance"][0]
+    bal = next(r for r in merged["results"] if r["check"] == "label_balance")
     assert bal["observed"] == pytest.approx(pd.concat(frames)["churned"].mean())
 
 
@@ -112,7 +112,7 @@ def test_per_row_defects_add_up(base, tmp_path):
     frames[1].loc[frames[1].index[:2], "recency_days"] = -1.0
     single, merged = _both(frames, load_config(), tmp_path)
     assert _verdict(single) == _verdict(merged)
-    cats = [f for f in merged["failures"] if f["check"] == "categories"][0]
+    cats = next(f for f in merged["failures"] if f["check"] == "categories")
     assert cats["unexpected_count"] == 7 and set(cats["sample_bad_values"]) == {"lifetime", "forever"}
 
 

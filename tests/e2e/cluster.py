@@ -181,7 +181,7 @@ def mlflow_command(objects: Objects, services: Services, port: int, store_dir: P
             a = f"--backend-store-uri=sqlite:///{store_dir}/{path[len(mount):].lstrip('/')}"
         args.append(services.rewrite(a))
     exe = str(Path(sys.executable).parent / c["command"][0])
-    return [exe] + args, services.rewrite_env(objects.container_env(c))
+    return [exe, *args], services.rewrite_env(objects.container_env(c))
 
 
 def self_signed_cert(workdir: Path) -> tuple[Path, Path]:
@@ -255,7 +255,7 @@ def trainer_pod_launcher(python: str, uid: int, service_account: dict, cgroup_pr
                 "memory_limit_bytes": quantity_bytes(limit) if limit else None}
         groups.append(spec["cgroup"])
         (root / "pod.json").write_text(json.dumps(spec))
-        with open(root / "log.txt", "wb") as log:
+        with (root / "log.txt").open("wb") as log:
             return subprocess.Popen(["unshare", "-m", "--propagation", "private", python, str(POD),
                                      str(root / "pod.json")], stdout=log, stderr=subprocess.STDOUT,
                                     env={"PATH": env["PATH"]}, start_new_session=True)

@@ -40,6 +40,7 @@ Not emulated: retries, CPU limits, Argo itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -219,7 +220,7 @@ class Emulator:
                              f"{failed[0].log[-4000:] if failed else ''}", result)
         return result
 
-    def _run_dag(self, dag: dict, in_params: dict, in_arts: dict, result: RunResult, prefix: str) -> TaskRecord:
+    def _run_dag(self, dag: dict, in_params: dict, in_arts: dict, result: RunResult, prefix: str) -> TaskRecord:  # noqa: C901 - the driver's loop
         """Run one DAG; returns its outputs (dag.outputs: artifactSelectors / valueFromParameter)."""
         tasks = dag["tasks"]
         done: dict[str, TaskRecord] = {}
@@ -349,8 +350,16 @@ class Emulator:
             },
         }
 
-    def _run_container(self, name: str, path: str, task: dict, comp: dict, params: dict, arts: dict,
-                       result: RunResult):
+    def _run_container(  # noqa: C901 - the launcher's steps, in order
+        self,
+        name: str,
+        path: str,
+        task: dict,
+        comp: dict,
+        params: dict,
+        arts: dict,
+        result: RunResult,
+    ):
         exec_label = comp["executorLabel"]
         container = self.spec["deploymentSpec"]["executors"][exec_label]["container"]
         outdefs = comp.get("outputDefinitions", {})
@@ -454,10 +463,8 @@ def _kill_when_started(proc: subprocess.Popen, pod_dir: Path, sig: int) -> None:
         while proc.poll() is None:
             if marker.exists():
                 time.sleep(float(os.environ.get("KFCT_E2E_KILL_DELAY", "1.0")))
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
                 return
             time.sleep(0.05)
 

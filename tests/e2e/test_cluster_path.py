@@ -130,7 +130,7 @@ def start_mlflow(st: Stack) -> tuple[subprocess.Popen, int]:
     home.mkdir()
     env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false",
                DO_NOT_TRACK="true")
-    log = open(st.work / "mlflow.log", "w")
+    log = (st.work / "mlflow.log").open("w")  # the server writes it for its whole life
     proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     st.mlflow_args = argv
     return proc, port
@@ -301,9 +301,9 @@ def serve_isvc(st, isvc: dict, runtime: dict, model_dir: Path):
     env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home))
     env["KFCT_HOME"] = str(home / env.get("KFCT_HOME", "kfct").lstrip("/"))
     assert c["command"][:1] == ["python"]
-    argv = [sys.executable] + c["command"][1:] + args
-    proc = subprocess.Popen(argv, env=env, cwd=home, stdout=open(home / "log.txt", "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    argv = [sys.executable, *c["command"][1:], *args]
+    log = (home / "log.txt").open("w")  # the server writes it for its whole life
+    proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     probe = runtime["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
     try:
         C.wait_http(f"http://127.0.0.1:{port}{probe}", 90, proc)
@@ -552,7 +552,7 @@ def monitoring_triggers_a_retrain(st: Stack):
     params = runs[-1].body.get("runtime_config", {}).get("parameters", {})
     assert params.get("data_uri") == "dataset://latest", params
     # the retrain runs the version `kfct schedule` pinned, in the namespaced pipeline
-    pinned = [r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns")][0]
+    pinned = next(r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns"))
     assert runs[-1].body["pipeline_version_reference"] == pinned.body["pipeline_version_reference"]
     assert all(p["namespace"] == st.config["KFCT_KFP_NAMESPACE"] for p in st.kfp.state.pipelines.values())
     # the KFP token reached only the pods the PodDefault selects (the steps that call the KFP API)

@@ -11,7 +11,7 @@ pod's memory limit (cgroup v1) and uid.
 
 import json
 import re
-from typing import List
+from typing import ClassVar, List
 
 import pytest
 
@@ -31,9 +31,9 @@ def _pipeline():
 
     @dsl.component(base_image="python:3.11", install_kfp_package=False)
     def square(i: int, out: Output[Artifact]):
-        import os
+        from pathlib import Path
 
-        assert not os.path.exists("/s3/emu-bucket/root/marker"), "a file of another pod is visible"
+        assert not Path("/s3/emu-bucket/root/marker").exists(), "a file of another pod is visible"
         with open(out.path, "w") as f:
             f.write(str(i * i))
 
@@ -72,8 +72,8 @@ def test_parallel_for_collected_and_conditions(tmp_path):
                      aws_secret_access_key="s").create_bucket(Bucket="emu-bucket")
 
         class Cluster:
-            launcher_s3 = {"endpoint_url": url, "access_key": "k", "secret_key": "s"}
-            service_account: dict = {}
+            launcher_s3: ClassVar[dict] = {"endpoint_url": url, "access_key": "k", "secret_key": "s"}
+            service_account: ClassVar[dict] = {}
 
             @staticmethod
             def pod_env(spec):
@@ -104,8 +104,8 @@ def test_unsupported_condition_is_refused():
 
 # --------------------------------------------------------------------- KFP driver semantics
 class _Cluster:
-    launcher_s3: dict = {}
-    service_account: dict = {}
+    launcher_s3: ClassVar[dict] = {}
+    service_account: ClassVar[dict] = {}
 
     @staticmethod
     def pod_env(spec):
@@ -125,7 +125,7 @@ def emu_env(tmp_path):
                      aws_secret_access_key="s").create_bucket(Bucket="emu-bucket")
 
         class Cluster(_Cluster):
-            launcher_s3 = {"endpoint_url": url, "access_key": "k", "secret_key": "s"}
+            launcher_s3: ClassVar[dict] = {"endpoint_url": url, "access_key": "k", "secret_key": "s"}
 
         def make(pipeline, **kw):
             import sys

@@ -13,6 +13,7 @@ rank 0 writes the model to the step's S3 model URI.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import joblib
 import pytest
@@ -131,7 +132,7 @@ def test_trainjob_trains_on_two_worker_pods_and_the_step_gets_rank_0s_model(s3, 
     allowed = {e["name"] for e in job["spec"]["trainer"]["env"]} | {
         "DMLC_TRACKER_URI", "DMLC_TRACKER_PORT", "DMLC_TASK_ID", "DMLC_NUM_WORKER", "HOME", "TMPDIR", "PATH"}
     assert all(set(p["env"]) <= allowed for p in pods)
-    assert "worker 0/2:" in open(pods[0]["log"]).read() and "worker 1/2:" in open(pods[1]["log"]).read()
+    assert "worker 0/2:" in Path(pods[0]["log"]).read_text() and "worker 1/2:" in Path(pods[1]["log"]).read_text()
 
 
 def test_a_failing_worker_fails_the_job_and_the_step_with_its_reason(s3, step_env, kube, tmp_path):
@@ -143,8 +144,8 @@ def test_a_failing_worker_fails_the_job_and_the_step_with_its_reason(s3, step_en
     assert len(kube.deleted) == 1 and not kube.jobs
     pods = {p["env"]["DMLC_TASK_ID"]: p for p in kube.pods}
     assert pods["1"]["proc"].returncode == 1
-    assert "kfct train worker 1 failed: FeatureError" in open(pods["1"]["log"]).read()
-    assert "tenure_days" in open(pods["1"]["log"]).read()
+    assert "kfct train worker 1 failed: FeatureError" in Path(pods["1"]["log"]).read_text()
+    assert "tenure_days" in Path(pods["1"]["log"]).read_text()
     assert pods["0"]["proc"].returncode not in (None, 0)  # rank 0 waited for rank 1: terminated with the job
     assert not (tmp_path / "model").exists()
 
@@ -171,7 +172,7 @@ def test_the_runtime_must_exist_and_owns_the_dmlc_variables(s3, step_env, kube, 
     api = client.CustomObjectsApi(config.new_client_from_config_dict(kube.kubeconfig()))
     body = build_trainjob("kfct-train-0123456789", "img", "s3://b/spec", 2, {}, False, 60, {}, [])
     body["spec"]["runtimeRef"]["name"] = "torch-distributed"
-    with pytest.raises(TrainJobError, match="Trainer >= 2.2 installed with its xgboost-distributed runtime"):
+    with pytest.raises(TrainJobError, match=r"Trainer >= 2\.2 installed with its xgboost-distributed runtime"):
         run_trainjob(api, "kfct-team", body, poll_seconds=0.1)
     body = build_trainjob("kfct-train-0123456789", "img", "s3://b/spec", 2, {}, False, 60, {}, [])
     body["spec"]["trainer"]["env"] = [{"name": "DMLC_TASK_ID", "value": "0"}]

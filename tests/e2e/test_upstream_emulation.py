@@ -37,7 +37,7 @@ def test_canary_only_in_standard_mode_and_well_formed():
     KA.admit(None, _isvc("RawDeployment", ok))  # rewritten to Standard first, then valid
     with pytest.raises(KA.Denied, match="only supported in Standard"):
         KA.admit(None, _isvc("Serverless", ok))
-    with pytest.raises(KA.Denied, match="predictor.name is required"):
+    with pytest.raises(KA.Denied, match=r"predictor\.name is required"):
         KA.admit(None, _isvc("Standard", [{"predictor": {}, "trafficPercent": 5}]))
     with pytest.raises(KA.Denied, match="conflicts with stable"):
         KA.admit(None, _isvc("Standard", ok, pred_name="v2"))
@@ -51,7 +51,7 @@ def test_update_may_not_change_the_mode_or_rename_the_predictor_without_a_new_mo
     KA.admit(old, _isvc("Standard"))
     with pytest.raises(KA.Denied, match="cannot be changed from 'Standard' to 'Knative'"):
         KA.admit(old, _isvc("Serverless"))
-    with pytest.raises(KA.Denied, match="predictor.name change requires a model change"):
+    with pytest.raises(KA.Denied, match=r"predictor\.name change requires a model change"):
         KA.admit(_isvc("Standard", pred_name="v1"), _isvc("Standard", pred_name="v2"))
     KA.admit(_isvc("Standard", pred_name="v1"), _isvc("Standard", pred_name="v2", uri="s3://b/models/2"))
 
@@ -80,7 +80,7 @@ def test_the_fake_api_applies_admission_and_answers_403():
 def test_only_a_profile_namespace_gets_the_launcher_secret_and_config():
     plain = KF.profile_namespace("team", is_profile=False)
     assert KF.kfp_profile_sync(plain, "mlpipeline", "a", "s") == []
-    with pytest.raises(LookupError, match="mlpipeline-minio-artifact.*not found in namespace 'team'"):
+    with pytest.raises(LookupError, match=r"mlpipeline-minio-artifact.*not found in namespace 'team'"):
         KF.launcher_credentials([], "team")
     prof = KF.profile_namespace("team", is_profile=True)
     objs = KF.kfp_profile_sync(prof, "mlpipeline", "a", "s")

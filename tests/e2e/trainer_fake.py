@@ -41,6 +41,7 @@ what is used here):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -166,7 +167,7 @@ class FakeTrainer:
             out[e["name"]] = data[ref["key"]]
         return out
 
-    def _run(self, ns: str, job: dict) -> None:
+    def _run(self, ns: str, job: dict) -> None:  # noqa: C901 - the Trainer controller's reconcile of one TrainJob, in its order
         name = job["metadata"]["name"]
         spec, trainer = job["spec"], job["spec"].get("trainer") or {}
         rt = RUNTIMES[spec["runtimeRef"]["name"]]
@@ -277,17 +278,15 @@ Launch = Callable[[str, Path, list, dict, dict], subprocess.Popen]
 def launch_process(pod: str, root: Path, argv: list, env: dict, resources: dict) -> subprocess.Popen:
     """A worker pod as a plain process in its own directory (resources not enforced); its log in root/log.txt.
     The e2e's cluster passes a launcher that runs it as its other pods run (tests/e2e/pod.py)."""
-    with open(root / "log.txt", "wb") as log:
+    with (root / "log.txt").open("wb") as log:
         return subprocess.Popen(argv, cwd=root / "work", env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 
 def _kill(p: subprocess.Popen) -> None:
     if p.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         p.wait()
 
 

@@ -179,9 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.users:
                 if self.server.caller.token not in self.server.users:
                     raise ApiError(401, "Unauthorized: missing or invalid bearer token")
-            elif self.server.token is not None:
-                if auth != f"Bearer {self.server.token}":
-                    raise ApiError(401, "Unauthorized: missing or invalid bearer token")
+            elif self.server.token is not None and auth != f"Bearer {self.server.token}":
+                raise ApiError(401, "Unauthorized: missing or invalid bearer token")
             with self.server.state.lock:
                 status, payload = self.server.route(method, url.path, query, body, files)
         except ApiError as err:

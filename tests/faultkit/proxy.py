@@ -21,6 +21,7 @@ an outage), and is checked every ``tick`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -127,10 +128,8 @@ class FaultProxy:
 
     def _unlisten(self) -> None:
         if self._listener is not None:
-            try:  # shutdown first: a select() in the accept thread would keep the socket listening
+            with contextlib.suppress(OSError):  # shutdown first: a select() in the accept thread would keep the socket listening
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             try:
                 self._listener.close()
             finally:
@@ -179,28 +178,20 @@ class _Conn:
         for s in (self.client, self.server):
             if s is None:
                 continue
-            try:
+            with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
 
     def _close(self) -> None:
         self._dead.set()
         for s in (self.client, self.server):
             if s is None:
                 continue
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
 
     def _run(self) -> None:
         p = self.proxy
@@ -223,7 +214,7 @@ class _Conn:
                 self._close()
             p._forget(self)
 
-    def _pump(self) -> None:
+    def _pump(self) -> None:  # noqa: C901 - one select loop whose fault modes share its per-socket state
         p = self.proxy
         c, s = self.client, self.server
         pending = {c: b"", s: b""}  # bytes read from key, waiting to go to the other side
@@ -247,10 +238,8 @@ class _Conn:
                     if not data:
                         eof[src] = True
                         dst = s if src is c else c
-                        try:
+                        with contextlib.suppress(OSError):
                             dst.shutdown(socket.SHUT_WR)
-                        except OSError:
-                            pass
                     else:
                         pending[src] += data
             for src in (c, s):

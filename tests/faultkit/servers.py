@@ -80,7 +80,7 @@ def mlflow_server(backend_uri: str, artifact_root: str, log_path: Path, timeout:
     cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root]
     env = dict(os.environ, MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="true")
-    with open(log_path, "wb") as log:
+    with Path(log_path).open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout

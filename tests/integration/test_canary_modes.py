@@ -18,8 +18,9 @@ from tests.servingkit.fakes import (FAST_ROLLOUT, FakeKubeApi, FakePrometheus, c
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore_kube_default_config")]
 
-GOOD = lambda a, b: {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},  # noqa: E731
-                     b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
+def GOOD(a, b):
+    return {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
+            b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
 
 
 def patches(kube):
@@ -167,7 +168,7 @@ def test_a_canary_that_never_gets_ready_is_rolled_back_not_baked(serving_env, mo
     from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
-    res, kube, prom = _roll(serving_env, "good_b", mode, GOOD(v_a, v_b), monkeypatch, ready=False)
+    res, _kube, prom = _roll(serving_env, "good_b", mode, GOOD(v_a, v_b), monkeypatch, ready=False)
     assert res.outcome == "aborted" and "not ready" in res.reasons[0], res.reasons
     assert prom.requests == []  # never judged on metrics of pods that were not serving
     assert registry.alias_version(MODEL_NAME, "champion") == v_a

@@ -131,7 +131,7 @@ def test_unreconciled_profile_namespace_is_wrong(tmp_path, capsys, label):
     """Without `pipelines.kubeflow.org/enabled` KFP's profile controller provisions nothing; without
     `app.kubernetes.io/part-of: kubeflow-profile` the PodDefault webhook skips the namespace."""
     objs = broken(lambda o: o[f"/api/v1/namespaces/{NS}"]["metadata"]["labels"].pop(label))
-    rc, rows, out, _ = run_check(tmp_path, capsys, objs)
+    rc, rows, _out, _ = run_check(tmp_path, capsys, objs)
     status, line = row(rows, "namespace kfct")
     assert rc == 1 and status == "wrong" and label in line
 
@@ -192,7 +192,7 @@ def test_trainer_is_required_only_for_more_than_one_worker(tmp_path, capsys):
 
 def test_a_forbidden_read_is_a_wrong_line_and_the_rest_still_runs(tmp_path, capsys):
     path = f"/api/v1/namespaces/{NS}/secrets/mlpipeline-minio-artifact"
-    rc, rows, out, _ = run_check(tmp_path, capsys, healthy_cluster(NS), forbidden={path})
+    rc, rows, _out, _ = run_check(tmp_path, capsys, healthy_cluster(NS), forbidden={path})
     status, line = row(rows, "Secret mlpipeline-minio-artifact")
     assert rc == 1 and status == "wrong" and "HTTP 403" in line
     assert sum(s == "ok" for s, _ in rows.values()) == len(rows) - 1

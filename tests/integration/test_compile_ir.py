@@ -143,7 +143,7 @@ def test_credentials_only_by_reference(compiled, gpu):
 
     s = compiled["settings"]
     ir = compiled[gpu]
-    for value in list(SENTINELS.values()) + ["minio.test:9000", "http://mlflow.test:5000"]:
+    for value in [*SENTINELS.values(), "minio.test:9000", "http://mlflow.test:5000"]:
         assert value not in ir["text"], f"a settings value leaked into the compiled YAML: {value}"
     spec = ir["spec"]
     for name, task, _ in walk_tasks(spec):

@@ -174,7 +174,7 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
     v = s["registered"]["version"]
     assert s["deploy"]["mode"] == "canary" and s["deploy"]["canary_percent"] == c.rollout.steps[0]
     assert s["rollout"]["outcome"] == "deferred"
-    versions, aliases = _registry_state(s["model_name"])
+    _versions, aliases = _registry_state(s["model_name"])
     assert aliases == {"champion": "1", "challenger": v}
     st = read_state(state_path(s["model_name"], home))
     assert (st.champion_version, st.canary_version, st.canary_percent) == ("1", v, c.rollout.steps[0])
@@ -183,7 +183,7 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
 def test_missing_file_is_one_clear_error(home):
     from kfct.pipelines.local import run_ct
 
-    with pytest.raises(DataSourceError, match="dataset not found: .*nope.parquet"):
+    with pytest.raises(DataSourceError, match=r"dataset not found: .*nope.parquet"):
         run_ct(data_uri=str(home / "nope.parquet"))
 
 

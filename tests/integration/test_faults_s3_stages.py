@@ -65,7 +65,7 @@ def test_ingest_download_and_dataset_push_ride_out_a_short_outage(store, tmp_pat
     from kfct.data import datastore, s3
     from kfct.data.datasource import snapshot_dataset
 
-    proxy, bucket = store
+    proxy, _bucket = store
     src = tmp_path / "data.parquet"
     _frame().to_parquet(src, index=False)
 

@@ -161,7 +161,7 @@ def test_bad_parameters_and_cron_fail_before_any_request(kfp_env, kfp_server, pa
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
 
-    with pytest.raises(KfpError, match="unknown pipeline parameter 'nope'.*data_uri"):
+    with pytest.raises(KfpError, match=r"unknown pipeline parameter 'nope'.*data_uri"):
         kfp_client.submit(package, params={"nope": "1"})
     with pytest.raises(KfpError, match="'tune_trials' expects NUMBER_INTEGER"):
         kfp_client.submit(package, params={"tune_trials": "many"})

@@ -75,7 +75,7 @@ def test_a_version_uploaded_elsewhere_with_the_same_spec_is_reused(kfp_env, kfp_
     kfp_client.submit(other)
     conn = kfp_client.connect()
     pid = conn.client.get_pipeline_id("kfct-ct")
-    with open(package, "rb"):
+    with package.open("rb"):
         conn.client.upload_pipeline_version(str(package), pipeline_version_name="renamed-in-the-ui", pipeline_id=pid)
     n = len(uploads(kfp_server))
     kfp_client.submit(package)
@@ -89,7 +89,7 @@ def test_schedule_is_unique_by_name(kfp_env, kfp_server, package):
     again = kfp_client.schedule(package, name="monthly")
     assert again.action == "unchanged" and again.recurring_run_id == first.recurring_run_id
     assert len(kfp_server.state.recurring_runs) == 1
-    with pytest.raises(kfp_client.KfpError, match="a recurring run named 'monthly' already exists.*--replace"):
+    with pytest.raises(kfp_client.KfpError, match=r"a recurring run named 'monthly' already exists.*--replace"):
         kfp_client.schedule(package, name="monthly", cron="0 0 5 1 * *")
     assert len(kfp_server.state.recurring_runs) == 1
     swapped = kfp_client.schedule(package, name="monthly", cron="0 0 5 1 * *", replace=True)

@@ -74,7 +74,7 @@ def test_nobody_outside_the_namespace_can_add_a_version(kfp, packages):
     from kfct.pipelines import kfp_client
 
     info = kfp_client.submit(packages["good"])
-    with pytest.raises(Exception, match="400|Failed to create a pipeline version"):
+    with pytest.raises(Exception, match=r"400|Failed to create a pipeline version"):
         _client(kfp, INTRUDER).upload_pipeline_version(str(packages["evil"]), pipeline_version_name="evil",
                                                        pipeline_id=info.pipeline_id)
     assert len(kfp.state.versions[info.pipeline_id]) == 1
@@ -128,7 +128,7 @@ def test_retrain_without_a_pin_or_with_a_foreign_pin_is_refused(kfp, packages, k
         kfp_client.trigger_run("kfct-ct", {})
     # uploaded by hand (no pin): refused, with what to do
     _client(kfp, OPERATOR).upload_pipeline(str(packages["good"]), pipeline_name="kfct-ct", namespace=NS)
-    with pytest.raises(KfpError, match="no pinned version of pipeline 'kfct-ct'.*kfct submit"):
+    with pytest.raises(KfpError, match=r"no pinned version of pipeline 'kfct-ct'.*kfct submit"):
         kfp_client.trigger_run("kfct-ct", {})
     # a version id of another pipeline (a shared one) cannot be pinned into ours
     shared = _client(kfp, INTRUDER).upload_pipeline(str(packages["evil"]), pipeline_name="other")

@@ -7,6 +7,7 @@ one subprocess per task, executor outputs on disk.
 
 import os
 import sys
+from pathlib import Path
 import textwrap
 import threading
 
@@ -91,7 +92,7 @@ def test_returns_each_tasks_outputs_and_own_durations_without_touching_this_proc
     assert run.param("double") == 6 and run.param("double-2") == 12
     note = run.artifact("double-2", "note")
     assert note["metadata"]["x"] == 6
-    assert open(note["uri"]).read() == str((tmp_path / "home").resolve())  # the stages got this run's home
+    assert Path(note["uri"]).read_text() == str((tmp_path / "home").resolve())  # the stages got this run's home
     for seconds in run.durations().values():
         assert seconds is not None and 0.3 <= seconds < 60
     assert run.run_dir.parent.name == run.run_id and run.run_dir.parent.parent == (tmp_path / "home" / "pipeline_root").resolve()

@@ -8,6 +8,7 @@ TPR/FPR gaps between groups wobble by +-0.1 from sampling alone, so these runs s
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -94,7 +95,7 @@ def test_1_undrifted_window_does_not_retrain(undrifted):
     assert undrifted["new_triggers"] == 0
     checked = [e for e in _events("drift_checked") if e["mlflow_run_id"] == out["mlflow_run_id"]]
     assert len(checked) == 1 and checked[0]["retrain_needed"] is False and checked[0]["version"] == "1"
-    html = open(out["reports"]["html"]).read()
+    html = Path(out["reports"]["html"]).read_text()
     assert "Value Drift for column frustration_index" in html
     # The drift run and its reports are in MLflow too.
     import mlflow
@@ -180,7 +181,7 @@ def test_6_monitor_cli_dry_run_and_monitoring_pipeline_under_kfp_local(env, retr
     res = run_monitor(current_uri=BACK, dry_run=True, cfg=env["cfg"], via_kfp=True)
     assert res["drift"]["retrain"] is True and res["decision"]["action"] == "cooldown"
     assert res["champion_version"] == _champion()
-    assert "Value Drift for column recency_days" in open(res["reports"]["html"]).read()
+    assert "Value Drift for column recency_days" in Path(res["reports"]["html"]).read_text()
     assert len(_events("retrain_triggered")) == n_trig
 
 

@@ -49,7 +49,7 @@ def test_registry_commands_use_the_configured_store_only(tmp_path):
 def test_the_model_server_reads_aliases_from_the_configured_store(tmp_path):
     """`kfct serve` follows the aliases: its first poll comes before any model load."""
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
+    with log.open("w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("kfct")), "serve", "--port", str(free_port())],
                                 cwd=tmp_path, env=operator_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -8,8 +8,10 @@ rollback, and a shadow judged on outcomes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,14 +25,14 @@ def fresh_logs(serving_env):
     """Each test starts with no prediction log, no outcomes and no A/B test of an earlier one."""
     import shutil
 
+    from mlflow.exceptions import MlflowException
+
     from kfct.components.ab_test import write_state
 
     for sub in ("predictions", "outcomes"):
         shutil.rmtree(serving_env.home / sub, ignore_errors=True)
-    try:
+    with contextlib.suppress(MlflowException):  # no tag yet
         write_state(MODEL_NAME, None)
-    except Exception:  # no tag yet
-        pass
     yield
 
 
@@ -213,6 +215,6 @@ def test_monitoring_pipeline_outcome_steps_run_as_kfp_tasks(serving_env, tmp_pat
     out = json.loads(real.outputs["Output"])
     assert out["decay"]["assessed"] and out["decay"]["retrain"] is True, out  # decay seen ...
     assert out["retrain"] is None                                              # ... acted on only when asked
-    assert "Realized performance" in open(real.outputs["report_md"].path).read()
+    assert "Realized performance" in Path(real.outputs["report_md"].path).read_text()
     ab = json.loads(comp(decide_ab_test)(config_json=cfg_json, model_name=MODEL_NAME, act=False).outputs["Output"])
     assert ab["action"] in ("continue", "promote_b", "stop_b") and ab["stop"] is None

@@ -43,7 +43,7 @@ class Recorder:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def close(self):
         self.httpd.shutdown()
@@ -77,7 +77,7 @@ def cluster(tmp_path, monkeypatch):
 def test_predict_isvc_goes_through_the_stable_address(cluster, capsys):
     from kfct.cli import main
 
-    kube, gateway, predictor = cluster
+    _kube, gateway, predictor = cluster
     assert main(["predict", "--isvc", "churn", "--model", "churn", "--rows", "2"]) == 0
     assert gateway.paths == ["/v1/models/churn:predict"] and predictor.paths == []
     assert json.loads(capsys.readouterr().out) == {"predictions": [0]}
@@ -86,7 +86,7 @@ def test_predict_isvc_goes_through_the_stable_address(cluster, capsys):
 def test_predict_isvc_without_status_url_says_why(cluster, capsys):
     from kfct.cli import main
 
-    kube, gateway, predictor = cluster
+    kube, _gateway, predictor = cluster
     del kube.objects[("kfct", "churn")]["status"]["url"]
     assert main(["predict", "--isvc", "churn", "--model", "churn"]) != 0
     err = capsys.readouterr().err

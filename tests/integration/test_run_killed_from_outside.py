@@ -23,7 +23,7 @@ def _kill_when_running(function: str, stop: threading.Event, killed: list) -> No
     """SIGKILL the kfp task process executing `function` as soon as it exists (from outside, like a kubelet)."""
     needle = f"--function_to_execute\x00{function}\x00".encode()
     while not stop.is_set():
-        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        for pid in (p.name for p in Path("/proc").iterdir() if p.name.isdigit()):
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:

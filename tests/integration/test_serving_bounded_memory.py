@@ -9,6 +9,7 @@ by at most RSS_BOUND_MB over what it reached when warmed up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -27,15 +28,13 @@ RSS_BOUND_MB = 250
 def _hwm_mb(pid: int) -> float:
     """Peak RSS of the server and its children (the prediction log's encoder process) together."""
     total = 0.0
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             total += int(line.split()[1]) / 1024
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            try:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 total += _hwm_mb(int(child))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
     return total
 
 

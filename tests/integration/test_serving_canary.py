@@ -193,7 +193,7 @@ def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, log_predictions=False)
     try:
-        res, traffic, version = _rollout(srv, serving_env, "good_b")
+        res, traffic, _version = _rollout(srv, serving_env, "good_b")
         assert res.outcome == "promoted", res
         assert [s["percent"] for s in res.steps] == [20, 50, 100]
         assert all(s["verdict"] == "pass" for s in res.steps)

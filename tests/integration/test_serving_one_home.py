@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def test_a_second_serve_on_a_taken_port_touches_nothing(s3_store, serving_env, t
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     try:
-        env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=os.getcwd())
+        env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=str(Path.cwd()))
         proc = subprocess.run([sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port",
                                str(taken.getsockname()[1])], env=env, capture_output=True, text=True, timeout=120)
     finally:

@@ -221,7 +221,7 @@ def test_unknown_model_is_404_and_no_500_anywhere(shared_server):
     c = Client(shared_server.url)
     status, _, _ = c.predict("no-such-model", records(1))
     assert status == 404
-    status, body, _ = c.request("GET", "/metrics")
+    status, _body, _ = c.request("GET", "/metrics")
     assert status == 200
 
 
@@ -396,6 +396,6 @@ def test_predictor_alone_answers_both_protocols(serving_env):
     req = kserve.InferRequest(MODEL_NAME, [kserve.InferInput(i["name"], i["shape"], i["datatype"], i["data"])
                                            for i in body["inputs"]])
     res, _ = asyncio.run(p(req, headers={}))
-    probs = [o for o in res.outputs if o.name == "probability"][0].data
+    probs = next(o for o in res.outputs if o.name == "probability").data
     np.testing.assert_allclose(probs, [x["probability"] for x in out["predictions"]])
     assert not ChurnPredictor(MODEL_NAME, version="999").load()  # a failed load is not ready, not a crash

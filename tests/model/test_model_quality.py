@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # trains every model kind on realistic data: make
 @pytest.fixture(scope="module")
 def trained_40k(cfg):
     tr, va, te, enc = featurize_core(generate(40_000, seed=21), cfg)
-    model, params, val_metrics, info = train_core(tr, va, cfg, encoder=enc)
+    model, _params, _val_metrics, info = train_core(tr, va, cfg, encoder=enc)
     return model, te, info
 
 
@@ -73,14 +73,14 @@ def test_cuda_needs_xgboost(cfg):
 
     c = copy.deepcopy(cfg)
     c.train.model = "random_forest"
-    tr, va, te, enc = featurize_core(generate(2000, seed=2), c)
+    tr, va, _te, enc = featurize_core(generate(2000, seed=2), c)
     with pytest.raises(ValueError, match="device='cuda' needs model xgboost"):
         train_core(tr, va, c, encoder=enc, device="cuda")
 
 
 def test_optuna_search_tunes_on_validation(cfg):
-    tr, va, te, enc = featurize_core(generate(4000, seed=12), cfg)
-    model, params, val_metrics, info = train_core(tr, va, cfg, encoder=enc, tune_trials=3)
+    tr, va, _te, enc = featurize_core(generate(4000, seed=12), cfg)
+    _model, params, val_metrics, info = train_core(tr, va, cfg, encoder=enc, tune_trials=3)
     assert info["tune_trials"] == 3
     assert {"max_depth", "learning_rate", "subsample"} <= set(params)
     assert val_metrics["val_roc_auc"] > 0.75

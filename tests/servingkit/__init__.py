@@ -323,7 +323,7 @@ def server_process(args: list[str], home: Path, what: str):
     /v2/health/ready; stopped with SIGTERM on the way out (as a pod is), so the caller can check
     its exit code and `output` after the block."""
     port = free_port()
-    env = dict(os.environ, KFCT_HOME=str(home), PYTHONPATH=os.getcwd())
+    env = dict(os.environ, KFCT_HOME=str(home), PYTHONPATH=str(Path.cwd()))
     proc = subprocess.Popen([sys.executable, "-m", *args, "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     server = ServerProcess(proc, Client(f"http://127.0.0.1:{port}"))

@@ -33,7 +33,7 @@ def test_full_disk_on_a_real_tiny_filesystem(tmp_path):
         with pytest.raises(audit.AuditError, match=r"disk full.*gate_decision not recorded"):
             audit.record("gate_decision", path=trail, deploy=True, reason="x" * 8000)
         assert trail.read_bytes() == before and audit.verify(trail).ok
-        with pytest.raises(audit.AuditError, match="disk full.*decision not taken"):
+        with pytest.raises(audit.AuditError, match=r"disk full.*decision not taken"):
             audit.ensure_writable(trail)
     finally:
         ctx.__exit__(None, None, None)

@@ -4,6 +4,8 @@ Each test uses a dataset larger than the bound and makes the whole-table readers
 step that still loaded the table would fail here.
 """
 
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -55,7 +57,7 @@ def test_tail_of_a_file_and_of_parts(data, no_whole_reads):
 
 
 def test_bounded_sample_is_uniform_without_replacement(data):
-    df, path, pdir = data
+    df, _path, pdir = data
     a, total = parts.sample_location(pdir, 300, seed=1)
     b, _ = parts.sample_location(pdir, 300, seed=1)
     assert total == ROWS and len(a) == 300 and a["customer_id"].is_unique
@@ -194,8 +196,8 @@ def test_the_outcomes_report_states_its_sample(kfct_home, cfg, tmp_path):
                                                       "outcomes.max_predictions 600)"}
     assert rep["n_judged"] == 600  # every sampled prediction has its customer's outcome
     for f in ("markdown", "html"):
-        assert "Judged on a sample of 600 of 4,000 served predictions" in open(rep["files"][f]).read()
-    assert json.loads(open(rep["files"]["json"]).read())["sample"]["predictions_read"] == 600
+        assert "Judged on a sample of 600 of 4,000 served predictions" in Path(rep["files"][f]).read_text()
+    assert json.loads(Path(rep["files"]["json"]).read_text())["sample"]["predictions_read"] == 600
     from kfct.governance import audit
 
     (entry,) = [e for e in audit.read() if e["event"] == "realized_performance"]

@@ -312,7 +312,7 @@ def test_training_images_install_the_tune_extra_when_the_pipeline_offers_tune_tr
     _, stages = parse_dockerfile(ROOT / name)
     run = next(rest for s in stages for op, rest in s.instructions if op == "RUN" and "tomllib" in rest)
     snippet = shlex.split(run.split(">")[0])[2]
-    buf, cwd = io.StringIO(), os.getcwd()
+    buf, cwd = io.StringIO(), Path.cwd()
     try:
         os.chdir(ROOT)
         with contextlib.redirect_stdout(buf):

@@ -46,7 +46,7 @@ def test_converge_core_rewrites_a_stale_split_file(kfct_home):
     st = read_state(path)
     assert (st.champion_version, st.canary_version, st.canary_percent) == ("2", None, 0.0)
     assert out["changes"]["champion_version"] == "2"
-    assert [e for e in audit.read() if e["event"] == "serving_converged"][0]["aliases"] == {"champion": "2"}
+    assert next(e for e in audit.read() if e["event"] == "serving_converged")["aliases"] == {"champion": "2"}
     assert converge_serving("conv", "local")["changes"] == {}
 
 

@@ -157,7 +157,7 @@ def test_cpu_dockerfile_targets_bases_and_users(cpu):
 
 
 def test_gpu_dockerfile_cuda_runtime_base_and_non_root(gpu):
-    args, stages = gpu
+    _args, stages = gpu
     final = stages[-1]
     root_base = chain(stages, final)[-1].base
     assert re.fullmatch(r"nvidia/cuda:12\.\d+(\.\d+)?-(cudnn\d*-)?runtime-ubuntu\d\d\.\d\d", root_base), root_base
@@ -194,7 +194,7 @@ def test_dependency_set_is_what_pyproject_and_lock_pin(name):
     import os
 
     buf = io.StringIO()
-    cwd = os.getcwd()
+    cwd = Path.cwd()
     try:
         os.chdir(ROOT)
         with contextlib.redirect_stdout(buf):
@@ -210,7 +210,7 @@ def test_dependency_set_is_what_pyproject_and_lock_pin(name):
         if "==" in ln and not ln.startswith("#"):
             k, v = ln.split("==")
             lock[k.strip().lower().replace("_", "-")] = v.strip()
-    for dep in deps + ["boto3"]:
+    for dep in [*deps, "boto3"]:
         m = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?:\[.*\])?(?:==(.+))?", dep)
         key = m.group(1).lower().replace("_", "-")
         assert key in lock, f"{dep} not in requirements.lock"

@@ -91,7 +91,7 @@ def test_gate_test_set_is_bounded_by_id_hash(tmp_path):
         part.to_parquet(f, index=False)
         files.append(str(f))
     m1, pos1 = fm.gather_parts(files, str(tmp_path / "a"), "churned", max_rows=1500, cfg=cfg)
-    m2, _ = fm.gather_parts(files, str(tmp_path / "b"), "churned", max_rows=1500, cfg=cfg)
+    _m2, _ = fm.gather_parts(files, str(tmp_path / "b"), "churned", max_rows=1500, cfg=cfg)
     assert m1["rows_before_thinning"] == 6000 and 1300 < m1["rows"] < 1700
     a, b = pd.read_parquet(tmp_path / "a"), pd.read_parquet(tmp_path / "b")
     assert sorted(a["customer_id"]) == sorted(b["customer_id"]) and a["customer_id"].is_unique

@@ -61,7 +61,7 @@ def test_no_service_takes_the_settings_default_in_either_spelling():
 def test_modelmesh_and_unknown_modes_are_one_clear_line():
     from kfct.components.deploy import DeployError, detect_mode
 
-    with pytest.raises(DeployError, match="ModelMesh.*not supported"):
+    with pytest.raises(DeployError, match=r"ModelMesh.*not supported"):
         detect_mode(isvc(annotation="ModelMesh"), "Standard")
     with pytest.raises(DeployError, match=r"unknown KServe deployment mode 'Kubeless'.*Standard.*Knative"):
         detect_mode(isvc(annotation="Kubeless"), "Standard")

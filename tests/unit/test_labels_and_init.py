@@ -36,7 +36,7 @@ def test_featurize_maps_string_labels_before_the_split(tmp_path):
     p.write_text("dataset:\n  label: y\n  positive_label: bad\n  columns:\n    x: {dtype: float}\n"
                  "    y: {dtype: category, values: [good, bad]}\ntrain: {model: logistic_regression}\n")
     df = pd.DataFrame({"x": range(200), "y": ["good", "bad"] * 100})
-    train, val, test, enc = featurize_core(df, load_config(p))
+    train, val, test, _enc = featurize_core(df, load_config(p))
     for part in (train, val, test):
         assert set(part["y"].unique()) == {0, 1} and part["y"].dtype.kind == "i"
 
@@ -88,7 +88,7 @@ def test_init_with_string_labels_needs_the_positive_value(cancer, tmp_path):
         init_config(str(path), "target", tmp_path / "a.yaml", id_column="patient_id")
     with pytest.raises(InitError, match="is not a value of label"):
         init_config(str(path), "target", tmp_path / "a.yaml", positive="benignn")
-    with pytest.raises(InitError, match="--label column 'targte' is not in the data .did you mean 'target'"):
+    with pytest.raises(InitError, match=r"--label column 'targte' is not in the data .did you mean 'target'"):
         init_config(str(path), "targte", tmp_path / "a.yaml")
     init_config(str(path), "target", tmp_path / "b.yaml", id_column="patient_id", positive="malignant")
     ds = load_config(tmp_path / "b.yaml").dataset

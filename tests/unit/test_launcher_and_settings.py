@@ -4,6 +4,7 @@ one check of the canary arguments; one way to build a rollout backend."""
 from __future__ import annotations
 
 import argparse
+from typing import ClassVar
 from datetime import datetime, timezone
 
 import pytest
@@ -14,7 +15,7 @@ DRIFT = {"retrain": True, "reason": "drift share 0.667 > 0.2", "severity": "crit
 class Recorder:
     """A launcher picked by name from settings (KFCT_RETRAIN_LAUNCHER)."""
 
-    launched: list = []
+    launched: ClassVar[list] = []
 
     def __init__(self, settings=None, where: str = "local"):
         self.where = where
@@ -82,7 +83,7 @@ def test_the_launcher_is_picked_by_settings_and_a_bad_name_is_one_line(env, cfg)
     assert list(audit.read())[-1]["run_id"] == "r-1"
 
     s = _settings(env, KFCT_RETRAIN_LAUNCHER="kfct.nowhere:Nothing")
-    with pytest.raises(LauncherError, match="retrain launcher 'kfct.nowhere:Nothing' .* cannot be loaded"):
+    with pytest.raises(LauncherError, match=r"retrain launcher 'kfct.nowhere:Nothing' .* cannot be loaded"):
         pick_launcher("local", s)
 
 
@@ -105,7 +106,7 @@ def test_canary_arguments_are_checked_once_for_both_entry_points(env):
     from kfct.errors import KfctError
     from kfct.serving.server import main, options_from_args
 
-    with pytest.raises(KfctError, match="--canary-percent must be within 0..100, got 150"):
+    with pytest.raises(KfctError, match=r"--canary-percent must be within 0\.\.100, got 150"):
         options_from_args(_serve_args(canary_percent=150.0, canary_version="2"))
     # `python -m kfct.serving --shadow` without a canary version used to start serving anyway
     with pytest.raises(KfctError, match="--canary-percent and --shadow need --canary-version"):

@@ -156,7 +156,7 @@ def test_base_has_minio_mlflow_and_rbac(base):
 
 
 def test_no_secret_values_anywhere(base):
-    objs, gens = base
+    _objs, gens = base
     for path in MANIFESTS.rglob("*.yaml"):
         for doc in load_docs(path):
             if doc.get("kind") == "Secret":

@@ -26,7 +26,7 @@ def trained():
     df = generate(3000, seed=2)
     df["city"] = np.random.default_rng(0).choice(["Rome", "Oslo", "Lima"], len(df))
     df["signup"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(df)), unit="h")
-    train, val, test, enc = featurize_core(df, cfg)
+    train, val, _test, enc = featurize_core(df, cfg)
     model, *_ = train_core(train, val, cfg, encoder=enc)
     return cfg, model, df
 

@@ -54,7 +54,7 @@ def test_outcomes_are_validated_with_clear_errors(cfg):
     ok = pd.DataFrame({"customer_id": ["a", "b"], "churned": [1, 0], "observed_at": ["2026-03-01", "2026-03-02T10:00Z"]})
     v = validate_outcomes(ok, cfg)
     assert list(v["outcome"]) == [1, 0] and str(v["observed_at"].dt.tz) == "UTC"
-    with pytest.raises(OutcomesError, match="lack column.*observed_at"):
+    with pytest.raises(OutcomesError, match=r"lack column.*observed_at"):
         validate_outcomes(ok.drop(columns="observed_at"), cfg)
     with pytest.raises(OutcomesError, match=r"churned: 1 value\(s\) outside"):
         validate_outcomes(ok.assign(churned=[1, 7]), cfg)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ def test_generate_in_parts_from_the_cli(tmp_path, capsys):
     assert [p["rows"] for p in m["parts"]] == [10_000, 10_000, 5_000] and m["rows"] == 25_000
     assert hashlib.sha256((out / parts.MANIFEST).read_bytes()).hexdigest() == m["version"]
     for p, uri in zip(m["parts"], parts.part_uris(m, out)):
-        assert hashlib.sha256(open(uri, "rb").read()).hexdigest() == p["sha256"]
+        assert hashlib.sha256(Path(uri).read_bytes()).hexdigest() == p["sha256"]
     df = pd.read_parquet(out)                                  # the manifest is invisible to readers
     assert len(df) == 25_000 and df["customer_id"].is_unique
     assert m["version"] in capsys.readouterr().out

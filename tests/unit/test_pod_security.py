@@ -70,7 +70,7 @@ def test_baseline_host_namespaces_and_host_process(pods):
         for f in ("hostNetwork", "hostPID", "hostIPC"):
             if pod.get(f):
                 yield f"{f}: true"
-        for obj in [pod] + containers:
+        for obj in [pod, *containers]:
             if (sc(obj).get("windowsOptions") or {}).get("hostProcess"):
                 yield "windowsOptions.hostProcess: true"
     assert violations(pods, check) == []
@@ -103,7 +103,7 @@ def test_baseline_hostpath_apparmor_selinux_sysctls(pods):
         for v in pod.get("volumes") or []:
             if "hostPath" in v:
                 yield f"volume {v['name']}: hostPath"
-        for obj in [pod] + containers:
+        for obj in [pod, *containers]:
             aa = (sc(obj).get("appArmorProfile") or {}).get("type")
             if aa not in (None, "RuntimeDefault", "Localhost"):
                 yield f"appArmorProfile {aa}"

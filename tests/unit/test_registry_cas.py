@@ -27,7 +27,7 @@ def store(kfct_home):
 def _champion_v1():
     from kfct.governance import registry
 
-    uri, rid = log_tiny_model("v1")
+    uri, _rid = log_tiny_model("v1")
     v = registry.register(uri, NAME, {})
     registry.set_alias(NAME, "champion", v)
     return v
@@ -87,7 +87,7 @@ def test_threads_racing_at_the_gate_move_the_champion_once(store):
         barrier.wait()
         try:
             results.append(register_version(meta, decision, cfg, NAME, "d", "sha", f"run-{rid[:6]}", "c"))
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=go, args=r) for r in runs]

@@ -73,7 +73,7 @@ def test_config_json_is_validated_and_round_trips(cfg):
     assert isinstance(back, RunConfig) and back == cfg
     raw = config_dict(cfg)
     assert json.loads(json.dumps(raw)) == raw and "register" in raw  # plain JSON values, keys as in a file
-    with pytest.raises(ConfigError, match="unknown key gate.bogus"):
+    with pytest.raises(ConfigError, match=r"unknown key gate\.bogus"):
         config_from_json(json.dumps({**raw, "gate": {**raw["gate"], "bogus": 1}}))
 
 

@@ -64,9 +64,8 @@ def _ct_ir(tmp_path):
 
 
 def _all_tasks(spec):
-    for comp in [spec["root"]] + list(spec["components"].values()):
-        for name, task in (comp.get("dag") or {}).get("tasks", {}).items():
-            yield name, task
+    for comp in [spec["root"], *list(spec["components"].values())]:
+        yield from (comp.get("dag") or {}).get("tasks", {}).items()
 
 
 def test_lineage_names_the_run_by_its_uuid(tmp_path):

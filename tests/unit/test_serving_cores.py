@@ -402,7 +402,7 @@ def test_bulk_histogram_exports_what_prometheus_clients_histogram_does():
     reg = CollectorRegistry()
     h = Histogram("t_prob", "t", ["v"], buckets=PROBABILITY_BUCKETS, registry=reg)
     bulk = BulkHistogram("t_bulk", "t", ["v"], buckets=PROBABILITY_BUCKETS, registry=reg)
-    vals = np.random.default_rng(0).random(500).tolist() + [0.05, 0.1, 1.0, 0.0]
+    vals = [*np.random.default_rng(0).random(500).tolist(), 0.05, 0.1, 1.0, 0.0]
     for v in vals:
         h.labels("x").observe(v)
     bulk.labels("x").observe_many(vals[:300])

@@ -60,7 +60,7 @@ def test_runtime_arguments_parse_with_the_server_cli():
     isvc = objects()["InferenceService"]
     ns = parser().parse_args(args + isvc["spec"]["predictor"]["model"]["args"])
     assert ns.model_name == "churn-classifier" and ns.host == "0.0.0.0" and ns.port == 8080
-    ns = parser().parse_args(args + ["--model-dir", "/mnt/models"])  # what the deploy stage adds
+    ns = parser().parse_args([*args, "--model-dir", "/mnt/models"])  # what the deploy stage adds
     assert ns.model_dir == "/mnt/models"
 
 

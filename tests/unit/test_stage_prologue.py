@@ -83,9 +83,9 @@ def test_a_bad_config_parameter_fails_inside_the_audit(kfct_home):
     from kfct.config import ConfigError
     from kfct.runtime.stage import stage
 
-    with pytest.raises(ConfigError, match="unknown key gate.min_improvment"):
-        with stage("evaluate-model", json.dumps({"gate": {"min_improvment": 0.1}}), model_name="m"):
-            raise AssertionError("the body never runs")
+    with pytest.raises(ConfigError, match=r"unknown key gate\.min_improvment"), \
+            stage("evaluate-model", json.dumps({"gate": {"min_improvment": 0.1}}), model_name="m"):
+        raise AssertionError("the body never runs")
     [entry] = _failures(kfct_home)
     assert entry["stage"] == "evaluate-model" and entry["error_type"] == "ConfigError"
 

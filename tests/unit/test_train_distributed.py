@@ -54,7 +54,7 @@ def test_fewer_parts_than_workers_split_rows_evenly_and_exactly_once():
 
 
 def test_a_rank_outside_the_group_is_refused():
-    with pytest.raises(ValueError, match="rank 2 is outside 0..1"):
+    with pytest.raises(ValueError, match=r"rank 2 is outside 0\.\.1"):
         shard_plan([1, 2], 2, 2)
 
 
@@ -171,9 +171,9 @@ def test_config_workers_default_one_and_checked():
 
     assert typed_config(load_config()).train.workers == 1
     assert typed_config(load_config(overrides={"train": {"workers": 4}})).train.workers == 4
-    with pytest.raises(ConfigError, match="train.workers > 1 needs model xgboost"):
+    with pytest.raises(ConfigError, match=r"train\.workers > 1 needs model xgboost"):
         load_config(overrides={"train": {"workers": 2, "model": "random_forest"}})
-    with pytest.raises(ConfigError, match="train.workers: Input should be greater than or equal to 1"):
+    with pytest.raises(ConfigError, match=r"train\.workers: Input should be greater than or equal to 1"):
         load_config(overrides={"train": {"workers": 0}})
     with pytest.raises(ConfigError, match="cannot tune"):
         load_config(overrides={"train": {"workers": 2, "tune_trials": 5}})
@@ -312,7 +312,7 @@ def test_local_workers_past_the_deadline_are_stopped(tmp_path, monkeypatch):
     monkeypatch.setenv("KFCT_TEST_PAUSE_AT", "train_worker")  # both workers stop before training
     monkeypatch.setenv("KFCT_TEST_PAUSE_DIR", str(tmp_path / "pause"))
     t0 = time.monotonic()
-    with pytest.raises(TrainJobError, match="ran past train.deadline_seconds"):
+    with pytest.raises(TrainJobError, match=r"ran past train\.deadline_seconds"):
         run_local_workers(str(tmp_path / "spec.json"), 2, 8, tmp_path / "logs")
     assert time.monotonic() - t0 < 60
     pids = [int(f.read_text()) for f in (tmp_path / "pause").glob("*.reached")]
