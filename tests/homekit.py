@@ -1,11 +1,14 @@
-"""KFCT_HOME helpers for tests: a migrated MLflow store to copy, a home copied whole, a CT run's record.
+"""KFCT_HOME helpers for tests: a migrated MLflow store to copy, a home copied whole, a CT run's record,
+the pipelines compiled once.
 
 The fixtures that use them are in tests/conftest.py (`mlflow_store_template`, `seed_mlflow_store`,
-`kfct_home`, `ct_run`).
+`kfct_home`, `ct_run`, `compiled_pipelines`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -14,18 +17,25 @@ from pathlib import Path
 MLFLOW_DB = "mlflow.db"  # kfct.settings: the local store is <KFCT_HOME>/mlflow.db
 
 
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold `folder`/template.lock: under pytest-xdist the workers share `folder`, one builds in it."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "template.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def migrated_store(folder: Path) -> Path:
     """An empty MLflow SQLite store with every migration applied, made once per folder.
 
     What MLflow's SqlAlchemyStore does to a new database (`_initialize_tables`), and no more:
     the Default experiment is left for the first real open to create, with that store's own
     artifact location. Under pytest-xdist the workers share `folder`; a lock makes one build it."""
-    import fcntl
-
     db = folder / MLFLOW_DB
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "template.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(folder):
         if not db.exists():
             import sqlalchemy
             from mlflow.store.db.utils import _initialize_tables
@@ -38,6 +48,29 @@ def migrated_store(folder: Path) -> Path:
                 engine.dispose()
             part.replace(db)
     return db
+
+
+def compiled_once(folder: Path, **settings) -> list[Path]:
+    """`compile_all` into `folder`/ir, once per folder, with no KFCT_* variable set and
+    `Settings(**settings)` (the defaults when none): the paths it returned, in its order. The
+    files are for reading; a test that changes the IR compiles its own."""
+    index = folder / "compiled.json"
+    with _locked(folder):
+        if not index.exists():
+            from kfct.pipelines.compile import compile_all
+            from kfct.settings import Settings, reset_settings
+
+            saved = {v: os.environ.pop(v) for v in [v for v in os.environ if v.startswith("KFCT_")]}
+            try:
+                reset_settings()
+                paths = compile_all(folder / "ir", settings=Settings(**settings) if settings else None)
+            finally:
+                os.environ.update(saved)
+                reset_settings()
+            part = folder / f"compiled.json.{os.getpid()}.part"
+            part.write_text(json.dumps([p.name for p in paths]))
+            part.replace(index)
+    return [folder / "ir" / name for name in json.loads(index.read_text())]
 
 
 @dataclass(frozen=True)
