@@ -17,6 +17,37 @@ from pathlib import Path
 MLFLOW_DB = "mlflow.db"  # kfct.settings: the local store is <KFCT_HOME>/mlflow.db
 
 
+def off_the_stack(func, /, *args, **kwargs):
+    """`func(*args, **kwargs)` on a thread of its own: its value, or its exception raised here.
+
+    For building or compiling kfp pipelines in a test process. kfp 2.17 calls `inspect.stack()`
+    for every resource or env var a task sets (`PipelineTask._ensure_container_spec_exists`, to
+    name the caller in an error message); `inspect` maps each frame to its module, and a frame
+    whose file does not exist makes it scan `sys.modules`. A pytest-xdist worker's stack starts
+    in execnet's exec'd `<string>` code (a plain pytest's in `<frozen runpy>`), so each call
+    scans thousands of modules: `compile_all` costs ~5 s of CPU there and ~0.45 s on a new
+    thread, whose stack starts in threading.py. The pipeline compiled is the same: the thread runs
+    in a copy of the caller's context (kfct.pipelines.task_config's target is a ContextVar)."""
+    import contextvars
+    import threading
+
+    out: dict = {}
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            out["value"] = context.run(func, *args, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            out["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"off-the-stack-{getattr(func, '__name__', 'call')}")
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 @contextlib.contextmanager
 def _locked(folder: Path):
     """Hold `folder`/template.lock: under pytest-xdist the workers share `folder`, one builds in it."""
@@ -63,7 +94,7 @@ def compiled_once(folder: Path, **settings) -> list[Path]:
             saved = {v: os.environ.pop(v) for v in [v for v in os.environ if v.startswith("KFCT_")]}
             try:
                 reset_settings()
-                paths = compile_all(folder / "ir", settings=Settings(**settings) if settings else None)
+                paths = off_the_stack(compile_all, folder / "ir", settings=Settings(**settings) if settings else None)
             finally:
                 os.environ.update(saved)
                 reset_settings()
