@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.homekit import MLFLOW_DB, CtRun, compiled_once, migrated_store
+from tests.homekit import MLFLOW_DB, CtRun, compiled_once, migrated_store, off_the_stack
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -114,7 +114,7 @@ def ct_run(tmp_path_factory, seed_mlflow_store) -> CtRun:
         for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
             mp.delenv(var, raising=False)
         reset_settings()
-        summary = run_ct(data_uri=str(data))
+        summary = off_the_stack(run_ct, data_uri=str(data))  # builds the pipeline in-process (tests/homekit.py)
     reset_settings()
     return CtRun(home, data, summary)
 

@@ -87,6 +87,7 @@ def irs(tmp_path_factory, cluster_compiled):
     from kfct.settings import Settings
 
     from tests.conftest import CLUSTER_SETTINGS
+    from tests.homekit import off_the_stack
 
     # An operator who turns caching on everywhere must not turn it on for side effects.
     raw = config_dict(load_config())
@@ -94,7 +95,7 @@ def irs(tmp_path_factory, cluster_compiled):
                         **{k: {**raw["resources"].get(k, {}), "caching": True}
                            for k in ("register", "deploy", "rollout", "evaluate", "validate_data", "train")}}
     cfg = validate_config(raw)
-    cached = compile_ct(tmp_path_factory.mktemp("ir"), settings=Settings(**CLUSTER_SETTINGS), cfg=cfg)
+    cached = off_the_stack(compile_ct, tmp_path_factory.mktemp("ir"), settings=Settings(**CLUSTER_SETTINGS), cfg=cfg)
     shared = ("ct_pipeline.yaml", "monitoring_pipeline.yaml", "batch_scoring_pipeline.yaml")
     return [next(yaml.safe_load_all(cached.read_text()))] + [cluster_compiled[name][0] for name in shared]
 
