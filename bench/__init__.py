@@ -9,6 +9,8 @@ Modules, each named by what it measures or does:
                     a plain FastAPI app as in the case study) and the FastAPI app itself;
 - `bench.model`     the one registered model every section uses;
 - `bench.serving`   latency and throughput of the three servers under the same load;
+- `bench.predlog_tail` the prediction log's cost to the tail: wrk at one connection, log on / off / MLServer;
+- `bench.predlog_cpu` the serving process's own CPU for its prediction log (load-proof; standalone);
 - `bench.scoring`   batch scoring rows/s on 2.1M customers (kfct vs MLflow pyfunc);
 - `bench.training`  training wall time at 100k and 1M rows (CPU; GPU figure from a file);
 - `bench.pipeline`  the local CT pipeline, wall time per stage;

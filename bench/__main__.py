@@ -3,6 +3,7 @@
     python -m bench                       # everything, a few minutes: bench/results.{md,json,png}
     python -m bench --quick               # about a minute: fewer repeats, no 1M training, no pipeline
     python -m bench --only serving,scoring
+    python -m bench --only tail           # the prediction log's cost to the tail: wrk, 1 connection, log on/off
     python -m bench --gpu-figure gpu.json # add a GPU training figure measured elsewhere
 
 Everything runs on this machine, servers on 127.0.0.1 only, state in a temporary
@@ -30,10 +31,10 @@ PLANS = {
     # section -> settings; `quick` trades repeats and sizes for a ~1 minute run
     "full": {"training": {100_000: 3, 1_000_000: 1}, "serving": {"repeats": 1, "duration": 30.0, "warmup": 1.0},
              "scoring": {"repeats": 3, "peer_repeats": 1}, "pipeline": {"repeats": 3},
-             "scale": {"sizes": ["2.1M", "10M", "20M"]}},
+             "scale": {"sizes": ["2.1M", "10M", "20M"]}, "tail": {"rounds": 3, "duration": 30.0, "warmup": 3.0}},
     "quick": {"training": {100_000: 1, 1_000_000: 0}, "serving": {"repeats": 1, "duration": 1.5, "warmup": 0.3},
               "scoring": {"repeats": 1, "peer_repeats": 0}, "pipeline": {"repeats": 0},
-              "scale": {"sizes": []}},
+              "scale": {"sizes": []}, "tail": {"rounds": 1, "duration": 3.0, "warmup": 1.0}},
 }
 
 
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
     print(f"kfct bench ({'quick' if args.quick else 'full'}): {', '.join(only)}; work folder {ctx.workdir}", flush=True)
 
     sections: dict[str, dict] = {}
-    order = ["training", "serving", "scoring", "pipeline", "workers", "scale"]  # training first: its 100k model is the one served
+    # training first: its 100k model is the one served
+    order = ["training", "serving", "tail", "scoring", "pipeline", "workers", "scale"]
     for name in order:
         if name not in only:
             sections[name] = {"status": "skipped", "reason": "not in --only"}
@@ -186,6 +188,17 @@ def _run_section(name: str, ctx, plan: dict, args, meta: dict):
         if args.duration:
             p["duration"] = args.duration
         return serving.run(ctx, **p)
+    if name == "tail":
+        from bench import predlog_tail
+
+        p = dict(plan["tail"])
+        if args.repeats:
+            p["rounds"] = args.repeats
+        if args.duration:
+            p["duration"] = args.duration
+        data = predlog_tail.run(ctx, **p)
+        predlog_tail.write(data, Path(args.out_dir))  # its own files too: a later run of other sections keeps them
+        return data
     if name == "scoring":
         from bench import scoring
 

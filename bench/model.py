@@ -51,7 +51,7 @@ class Context:
 
     def activate(self) -> None:
         """Point kfct's settings (and MLflow) at this run's home."""
-        from kfct.settings import reset_settings
+        from kfct.runtime.settings import reset_settings
 
         self.home.mkdir(parents=True, exist_ok=True)
         os.environ["KFCT_HOME"] = str(self.home)
@@ -64,7 +64,7 @@ class Context:
 
     @property
     def tracking_uri(self) -> str:
-        from kfct.settings import get_settings
+        from kfct.runtime.settings import get_settings
 
         return get_settings().tracking_uri
 
@@ -72,7 +72,7 @@ class Context:
         """Generated customers, kept in memory for the run."""
         key = (rows, seed)
         if key not in self.frames:
-            from kfct.datagen import generate
+            from kfct.data.datagen import generate
 
             self.frames[key] = generate(rows, seed=seed)
         return self.frames[key]
@@ -110,7 +110,7 @@ def ensure_registered(ctx: Context) -> Registered:
         return ctx.registered
     import mlflow
 
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import load_config
 
     cfg = load_config()

@@ -159,14 +159,17 @@ def _env(home: Path, tracking_uri: str) -> dict[str, str]:
     return env
 
 
-def kfct_server(home: Path, tracking_uri: str, model_name: str, logs: Path, port: int | None = None) -> ServerProcess:
+def kfct_server(home: Path, tracking_uri: str, model_name: str, logs: Path, port: int | None = None,
+                extra_args: tuple[str, ...] = (), label: str = "kfct (KServe ModelServer)",
+                log_name: str = "kfct.log") -> ServerProcess:
     port = port or free_port()
     return ServerProcess(
-        name="kfct", label="kfct (KServe ModelServer)",
-        cmd=[sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port", str(port), "--model", model_name],
+        name="kfct", label=label,
+        cmd=[sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port", str(port), "--model", model_name,
+             *extra_args],
         env=_env(home, tracking_uri), base_url=f"http://127.0.0.1:{port}",
         predict_path=f"/v1/models/{model_name}:predict", ready_path=f"/v1/models/{model_name}",
-        log_path=logs / "kfct.log")
+        log_path=logs / log_name)
 
 
 def mlflow_server(home: Path, tracking_uri: str, model_name: str, version: str, logs: Path,

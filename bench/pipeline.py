@@ -19,7 +19,7 @@ DATA_URI = "generate://100000?seed=42"
 
 
 def run_once(ctx: Context, index: int, data_uri: str = DATA_URI) -> dict:
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
     from kfct.pipelines.local import run_ct
 
     home = ctx.workdir / f"pipeline-home-{index}"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SECTIONS = ("serving", "scoring", "training", "pipeline", "workers", "scale")
+SECTIONS = ("serving", "tail", "scoring", "training", "pipeline", "workers", "scale")
 TITLES = {
     "serving": "Serving",
+    "tail": "Serving tail: prediction log on and off (wrk, one connection)",
     "scoring": "Batch scoring",
     "training": "Training",
     "pipeline": "Local CT pipeline",
@@ -383,6 +384,10 @@ def render_markdown(results: dict) -> str:
         sec = secs.get(name) or {"status": "skipped", "reason": "not requested"}
         if name == "serving":
             lines += render_serving(sec)
+        elif name == "tail":
+            from bench.predlog_tail import render as render_tail
+
+            lines += render_tail(sec, TITLES["tail"])
         elif name == "scoring":
             lines += render_scoring(sec)
         elif name == "training":

@@ -105,8 +105,8 @@ def measure(step: str, args: dict, limit: int | None, log=print) -> dict:
 
 def ensure_dataset(label: str, log=print) -> Path:
     """The parts dataset for a size label, generated once (20 M: 80 parts; 10 M: the first 40 of them)."""
-    from kfct import parts
-    from kfct.datagen import generate_chunks
+    from kfct.data import parts
+    from kfct.data.datagen import generate_chunks
 
     root = scale_dir()
     rows = SIZES[label]
@@ -135,7 +135,7 @@ def ensure_dataset(label: str, log=print) -> Path:
 
 def _prepare_stats(d: Path, work: Path, cfg: dict, all_gx: bool, first_stats: Path, log=print) -> list[str]:
     """Per-part validation outputs for the reduce (see the module docstring)."""
-    from kfct import parts
+    from kfct.data import parts
     from kfct.components.validation_merge import part_statistics, validate_part
 
     m = parts.load_manifest(d)
@@ -159,7 +159,7 @@ def _prepare_stats(d: Path, work: Path, cfg: dict, all_gx: bool, first_stats: Pa
 
 
 def _prepare_featurized(d: Path, work: Path, cfg: dict) -> list[str]:
-    from kfct import parts
+    from kfct.data import parts
     from kfct.components.featurize import with_binary_label
     from kfct.components.featurize_merge import split_by_id
 
@@ -183,7 +183,7 @@ def _model(work: Path, cfg: dict) -> Path:
 
     from kfct.components.featurize import featurize_core
     from kfct.components.train import train_core
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     path = work / "model.joblib"
     if not path.exists():
@@ -194,7 +194,7 @@ def _model(work: Path, cfg: dict) -> Path:
 
 
 def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[str, ...] = ("2.1M",)) -> dict:
-    from kfct import parts
+    from kfct.data import parts
     from kfct.config import config_to_json, load_config
 
     cfg = load_config()
@@ -202,7 +202,7 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
     root = scale_dir()
     home = root / "home"
     os.environ["KFCT_HOME"] = str(home)
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     reset_settings()
     rows_out = []

@@ -37,7 +37,7 @@ def main(step: str, args: dict) -> None:
                             model_name="bench-scale", pipeline_run="bench-scale",
                             dataset=_art(Dataset, args["dataset"], {"sha256": args["sha256"]}),
                             report=_art(HTML, f"{out}/report.html"), report_json=_art(Artifact, f"{out}/report.json"),
-                            report_md=_art(Markdown, f"{out}/report.md"))
+                            report_md=_art(Markdown, f"{out}/report.md"), data_docs=_art(Artifact, f"{out}/data_docs"))
     elif step == "featurize-part":
         out = args["out"]
         ps.featurize_part(part=args["part"], config_json=cfg_json, train=_art(Dataset, f"{out}/train"),
@@ -88,7 +88,8 @@ def main(step: str, args: dict) -> None:
         os.makedirs(out, exist_ok=True)
         validate_data(dataset=_art(Dataset, args["file"]), config_json=cfg_json, model_name="bench-scale",
                       pipeline_run="bench-scale", report=_art(HTML, f"{out}/report.html"),
-                      report_json=_art(Artifact, f"{out}/report.json"), report_md=_art(Markdown, f"{out}/report.md"))
+                      report_json=_art(Artifact, f"{out}/report.json"), report_md=_art(Markdown, f"{out}/report.md"),
+                      data_docs=_art(Artifact, f"{out}/data_docs"))
     elif step == "featurize-single":
         import os
 

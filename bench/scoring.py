@@ -30,7 +30,7 @@ CASE_STUDY_SECONDS = 2 * 3600 + 31 * 60  # 2 h 31 min for 2.1M customers
 
 def cached_customers(ctx: Context, rows: int = ROWS, seed: int = SEED) -> tuple[Path, float | None]:
     """Path of the cached input (generated if missing) and the seconds it took to generate, if it did."""
-    import kfct.datagen as datagen
+    import kfct.data.datagen as datagen
 
     src = Path(datagen.__file__).read_bytes()
     key = hashlib.sha256(src).hexdigest()[:12]

@@ -36,7 +36,7 @@ SERVERS = ("kfct", "mlflow", "fastapi", "mlserver")
 
 def request_records(cfg: RunConfig, n: int = N_BODIES, seed: int = BODY_SEED) -> list[dict]:
     """Feature records as a client sends them: id + features, NaN as null, no label."""
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     df = generate(max(n, 10), seed=seed).head(n).drop(columns=[cfg.dataset.label])
     df = df.astype(object).where(df.notna(), None)

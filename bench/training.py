@@ -54,7 +54,7 @@ def summarize(rows: int, runs: list[dict]) -> dict:
 def measure(ctx: Context | None, sizes: dict[int, int], device: str = "cpu", seed: int = MODEL_SEED,
             log=print) -> list[dict]:
     """{rows: repeats} -> one summary per size. The 100k model is handed to the serving/scoring model step."""
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     out = []
     for rows, repeats in sizes.items():

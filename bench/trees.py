@@ -40,7 +40,7 @@ def train_model(rows: int, seed: int = 42):
     from kfct.components.featurize import featurize_core
     from kfct.components.train import train_core
     from kfct.config import load_config
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     cfg = load_config()
     tr, va, te, encoder = featurize_core(generate(rows, seed=seed), cfg)

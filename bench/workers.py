@@ -32,7 +32,7 @@ def prepare(workdir: Path, rows: int, seed: int = SEED, log=print) -> dict:
 
     from kfct.components.featurize import featurize_core
     from kfct.config import load_config
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     cfg = load_config()
     t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def per_customer(joined, role: str, version: str, since=None):
 def ab_report_core(joined, state: dict, cfg: RunConfig, now: float | None = None, record_look: bool = True) -> dict:
     """Per-arm realized metrics, the tests, effect sizes, sample size and the sequential decision."""
 
-    from kfct import abstats
+    from kfct.evidence import abstats
 
     st = ab_settings(cfg)
     now = time.time() if now is None else now
@@ -114,7 +114,7 @@ def ab_report_core(joined, state: dict, cfg: RunConfig, now: float | None = None
 def _arm(frame, correct) -> dict:
     import numpy as np
 
-    from kfct.outcomes import _metrics
+    from kfct.evidence.outcomes import _metrics
 
     if len(frame) == 0:
         return {"n": 0}
@@ -156,7 +156,7 @@ def shadow_report_core(joined, champion: str, shadow: str, cfg: RunConfig) -> di
     """
     import numpy as np
 
-    from kfct import abstats
+    from kfct.evidence import abstats
 
     st = ab_settings(cfg)
     prod = joined[(joined["role"] == "champion") & (joined["model_version"].astype(str) == str(champion))]
@@ -230,7 +230,7 @@ def format_report(r: dict) -> str:
 # --------------------------------------------------------------------------- adapters: registry, traffic, audit
 
 def read_state(model_name: str) -> dict | None:
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     try:
@@ -242,7 +242,7 @@ def read_state(model_name: str) -> dict | None:
 
 
 def write_state(model_name: str, state: dict | None) -> None:
-    from kfct import registry
+    from kfct.governance import registry
 
     c = registry.client()
     if state is None:
@@ -259,7 +259,7 @@ def _open_arm(model_name: str, champion: str, version: str, percent: float, targ
     (canary in the InferenceService's deployment mode: `spec.canary` or `canaryTrafficPercent`).
     """
     if target == "local":
-        from kfct.split_state import update_state
+        from kfct.contracts.split_state import update_state
 
         st = update_state(model_name, champion_version=str(champion), canary_version=str(version),
                           canary_percent=float(percent), mode="canary", reason=reason)
@@ -275,11 +275,11 @@ def _close_arm(model_name: str, keep: str, drop: str | None, promoted: bool, tar
                reason: str = "", namespace: str | None = None, client=None) -> dict:
     """All traffic to `keep` in one step. Cluster: promote the canary, or roll back to the previous
     ready predictor, through the rollout's backend (which knows both deployment modes)."""
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     if target == "local":
-        from kfct.split_state import update_state
+        from kfct.contracts.split_state import update_state
 
         st = update_state(model_name, champion_version=str(keep), canary_version=None, canary_percent=0.0,
                           mode="canary", reason=reason)
@@ -296,17 +296,17 @@ def _close_arm(model_name: str, keep: str, drop: str | None, promoted: bool, tar
 
 
 def _target(target: str) -> str:
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     return get_settings().target(target)
 
 
 def promote_cas(model_name: str, expected_champion: str, new_version: str, reason: str) -> None:
     """Move `champion` to `new_version` only if it still points at `expected_champion`."""
-    from kfct import registry
+    from kfct.governance import registry
 
     # Under the registry lock every champion mover shares (register, rollout, A/B): compare,
-    # re-verify the lock, write, read back (kfct.registry.compare_and_set_alias).
+    # re-verify the lock, write, read back (kfct.governance.registry.compare_and_set_alias).
     with registry.champion_lock(model_name) as lock:
         current = registry.alias_version(model_name, "champion")
         if str(current) != str(expected_champion):
@@ -321,7 +321,7 @@ def promote_cas(model_name: str, expected_champion: str, new_version: str, reaso
 
 def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | None = None, target: str = "auto",
              settings=None, now: float | None = None, namespace: str | None = None, client=None) -> dict:
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     version, target = str(version), _target(target)
     pct = float(ab_settings(cfg)["percent"] if percent is None else percent)
@@ -360,15 +360,15 @@ def _iso(ts: float) -> str:
 
 
 def gather_joined(cfg: RunConfig, model_name: str, since=None, settings=None):
-    from kfct.outcomes import join_predictions, stored_outcomes
-    from kfct.prediction_log import read_prediction_log
+    from kfct.evidence.outcomes import join_predictions, stored_outcomes
+    from kfct.contracts.prediction_log import read_prediction_log
 
     preds = read_prediction_log(since=since, settings=settings, model_name=model_name)
     return join_predictions(preds, stored_outcomes(settings), cfg.outcomes.label_horizon_days)
 
 
 def ab_report(model_name: str, cfg: RunConfig, settings=None, now: float | None = None, record_look: bool = True) -> dict:
-    from kfct import audit
+    from kfct.governance import audit
 
     state = read_state(model_name)
     if not state or state.get("status") != "running":
@@ -387,7 +387,7 @@ def ab_report(model_name: str, cfg: RunConfig, settings=None, now: float | None 
 def ab_stop(model_name: str, promote: str, cfg: RunConfig, settings=None, reason: str = "", stats: dict | None = None,
             namespace: str | None = None, client=None) -> dict:
     """End the test: `B` promotes arm B (compare-and-set against arm A), `A` keeps the champion."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     if promote not in ("A", "B"):
         raise ABTestError(f"--promote must be A or B, got {promote!r}")
@@ -430,8 +430,8 @@ def ab_decide(model_name: str, cfg: RunConfig, settings=None, now: float | None 
 
 def shadow_report(model_name: str, cfg: RunConfig, settings=None, promote: bool = False, since=None) -> dict:
     """Shadow vs champion on realized outcomes; with `promote`, act on the articles' rule (CAS)."""
-    from kfct import audit, registry
-    from kfct.split_state import read_state as read_split, state_path
+    from kfct.governance import audit, registry
+    from kfct.contracts.split_state import read_state as read_split, state_path
 
     registry.setup(settings)
     champion = registry.alias_version(model_name, "champion")
@@ -457,7 +457,7 @@ def shadow_report(model_name: str, cfg: RunConfig, settings=None, promote: bool 
 def roll_back_traffic(model_name: str, target: str = "auto", settings=None, namespace: str | None = None,
                   client=None) -> dict:
     """Blue-green / canary rollback in one step: all traffic back to the champion, which stayed loaded."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     registry.setup(settings)
     target = _target(target)

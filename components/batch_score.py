@@ -54,7 +54,7 @@ def plan_resolve(model_name: str, alias: str, version: str | None, tags: dict | 
 
 def resolve_batch_version(model_name: str, alias: str = "champion") -> dict:
     """Read the alias and its version's tags, then `plan_resolve`."""
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     version = registry.alias_version(model_name, alias)
@@ -68,7 +68,7 @@ def split_core(dataset_path: str | Path, out_dir: str | Path, n_shards: int) -> 
 
     if isinstance(n_shards, bool) or not isinstance(n_shards, int) or not 1 <= n_shards <= MAX_SHARDS:
         raise BatchScoringError(f"n_shards must be an integer within 1..{MAX_SHARDS}, got {n_shards!r}")
-    from kfct import parts
+    from kfct.data import parts
 
     rows = parts.count_rows(dataset_path)   # from the footer / manifest: the table is never read whole
     if rows == 0:
@@ -100,7 +100,7 @@ def split_core(dataset_path: str | Path, out_dir: str | Path, n_shards: int) -> 
 
 def score_shard_file(shards_dir: str | Path, shard: int, model_name: str, version: str, out_path: str | Path,
                      id_column: str | None = "customer_id") -> dict:
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.components.score import score_file
 
     version = registry_version(version)
@@ -160,7 +160,7 @@ def gather_core(score_dirs: list[tuple[int, str | Path]], version: str, model_na
 
 def publish(out_dir: str | Path, output_uri: str) -> str:
     """Copy the gathered result (every file) under an s3:// prefix; returns the prefix."""
-    from kfct import s3
+    from kfct.data import s3
 
     if not output_uri.startswith("s3://"):
         raise BatchScoringError(f"output_uri must be an s3:// prefix (or empty: pipeline root only), got {output_uri!r}")
@@ -175,7 +175,7 @@ def publish(out_dir: str | Path, output_uri: str) -> str:
 
 def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) -> str:
     """Resolve the registry alias to one model version, once for the whole batch job; returns the version."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("resolve-champion", model_name=model_name):
         import json
@@ -191,7 +191,7 @@ def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) ->
 
 def split_shards(dataset: Input[Dataset], n_shards: int, shards: Output[Dataset]) -> List[int]:
     """Split the dataset snapshot into up to n_shards parquet shards; returns the shard indices to fan out over."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("split-shards"):
         from kfct.components.batch_score import split_core
@@ -203,7 +203,7 @@ def split_shards(dataset: Input[Dataset], n_shards: int, shards: Output[Dataset]
 
 def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], scores: Output[Dataset]) -> str:
     """Score one shard with exactly the resolved model version (hash-verified); same core as `kfct score`."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("score-shard", shard=shard) as st:
         import json
@@ -227,7 +227,7 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
 def gather_scores(scores: Input[List[Dataset]], version: str, model_name: str, dataset_sha256: str,
                   output_uri: str, result: Output[Dataset]) -> str:
     """Gather shard scores into one partitioned parquet dataset + _summary.json (rows, version, churn rate)."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("gather-scores", model_name=model_name):
         import json

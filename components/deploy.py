@@ -3,9 +3,9 @@
 After `register`, the new version gets alias `challenger` and a first slice of
 traffic (the first rollout step, or a shadow copy):
 
-- locally: the split file of the local KServe ModelServer (`kfct.split_state`),
+- locally: the split file of the local KServe ModelServer (`kfct.contracts.split_state`),
   which a running `kfct serve` watches and applies without a restart;
-- on a cluster: the InferenceService, through `kfct.kserve_isvc` (the adapter this stage
+- on a cluster: the InferenceService, through `kfct.cluster.kserve_isvc` (the adapter this stage
   shares with rollout and `kfct cluster check`), in the deployment mode it has (annotation
   `serving.kserve.io/deploymentMode`, else its status, else settings `kserve_deployment_mode`).
   Knative (formerly Serverless): the predictor is patched with the new model's `storageUri`
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kfct.config import RunConfig
 
-# The InferenceService adapter lives in the library layer (kfct.kserve_isvc), shared with rollout and
+# The InferenceService adapter lives in the library layer (kfct.cluster.kserve_isvc), shared with rollout and
 # `kfct cluster check`; its names stay importable from here.
-from kfct.kserve_isvc import (  # noqa: F401
+from kfct.cluster.kserve_isvc import (  # noqa: F401
     ISVC_API_VERSION, RUNTIME_NAME, MODEL_FORMAT, SERVICE_ACCOUNT, DeployError, DEPLOYMENT_MODE_ANNOTATION, KNATIVE,
     SERVERLESS, STANDARD, normalise_mode, detect_mode, canary_name, predictor_workload, model_storage_uri,
     KSERVE_STORAGE_SCHEMES, check_storage_uri, build_predictor, build_inference_service, build_canary,
@@ -50,9 +50,9 @@ def converge_serving(model_name: str, target: str = "local", client=None, namesp
     Runs on every deploy (and when the deploy stage finds its version superseded): whatever
     an earlier crash interrupted, what serves afterwards is what the aliases say.
     """
-    from kfct import audit, registry
-    from kfct.convergence import isvc_changes, split_changes
-    from kfct.settings import get_settings
+    from kfct.governance import audit, registry
+    from kfct.governance.convergence import isvc_changes, split_changes
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     al = registry.aliases(model_name)
@@ -60,8 +60,8 @@ def converge_serving(model_name: str, target: str = "local", client=None, namesp
     if "champion" not in al:
         return out
     if target == "local":
-        from kfct.split_state import SplitState, read_state, update_state
-        from kfct.split_state import state_path as default_path
+        from kfct.contracts.split_state import SplitState, read_state, update_state
+        from kfct.contracts.split_state import state_path as default_path
 
         path = state_path or default_path(model_name, s.home)
         cur = read_state(path) or SplitState(model_name=model_name)
@@ -177,8 +177,8 @@ def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str 
     `ready_timeout`/`ready_poll`: how long a Standard-mode canary may take to be ready and carried
     by the Gateway API route (`kserve_isvc.wait_canary_ready`) before the deploy fails.
     """
-    from kfct import registry
-    from kfct.settings import get_settings
+    from kfct.governance import registry
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     version = str(version)
@@ -196,7 +196,7 @@ def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str,
                    namespace, state_path, s, require_alias: bool,
                    ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
     """Read, plan, then act: traffic first, then the alias, then the audit record."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     if require_alias:
         al = registry.aliases(model_name)
@@ -233,7 +233,7 @@ def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str,
 def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str, str], client, namespace,
                        state_path, s) -> dict[str, Any]:
     """Move nothing; serving converges on the aliases as they are, and the audit trail says why."""
-    from kfct import audit
+    from kfct.governance import audit
 
     conv = converge_serving(model_name, target, client, namespace, state_path, s,
                          reason=f"v{version} superseded before its deploy")
@@ -246,8 +246,8 @@ def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str,
 
 def _deploy_local(model_name: str, state_path, s, split: dict[str, Any]) -> dict[str, Any]:
     """The split file a running `kfct serve` watches gets the planned split."""
-    from kfct.split_state import state_path as default_path
-    from kfct.split_state import update_state
+    from kfct.contracts.split_state import state_path as default_path
+    from kfct.contracts.split_state import update_state
 
     path = state_path or default_path(model_name, s.home)
     st = update_state(model_name, path, **split)
@@ -294,7 +294,7 @@ def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow:
 
 def _require_gateway_route(client, name: str, ns: str, exists: bool) -> None:
     """Before any change: the cluster serves HTTPRoutes, and an existing service has KServe's route."""
-    from kfct.kserve_isvc import get_http_route, no_route_reason
+    from kfct.cluster.kserve_isvc import get_http_route, no_route_reason
 
     route = get_http_route(client, name, ns)  # RouteUnavailable: no Gateway API CRDs at all
     if exists and route is None:
@@ -317,15 +317,15 @@ def _canary_carried(client, name: str, ns: str, version: str, stored: dict, read
 def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",
                  namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("deploy-model", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.deploy import deploy_version
-        from kfct.settings import get_settings
+        from kfct.runtime.settings import get_settings
 
-        from kfct.testhooks import pause_at
+        from kfct.runtime.testhooks import pause_at
 
         cfg = st.config
         s = get_settings()
@@ -333,7 +333,7 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
         pause_at("before_deploy")
         if not version:  # register blocked at the hand-off: nothing to deploy; still follow the aliases
             from kfct.components.deploy import converge_serving
-            from kfct import registry
+            from kfct.governance import registry
 
             registry.setup(s)
             conv = converge_serving(model_name, target, namespace=namespace or None, settings=s,

@@ -25,7 +25,7 @@ def prepare_drift_data(
 ) -> str:
     """Load the champion's training snapshot and the current window (prediction log or batch),
     both scored by the champion; returns the champion version."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("prepare-drift-data", config_json, stamp=current.metadata, model_name=model_name) as st:
         from kfct.components.drift_inputs import heldout_performance, load_current, load_reference, prepare_frames
@@ -57,7 +57,7 @@ def check_drift(
 ) -> bool:
     """Evidently drift report (reference vs current): drift share, per-feature drift, churn-rate
     shift, performance drop, severity; returns whether a retrain is needed."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("check-drift", config_json, stamp=summary_json.metadata, model_name=model_name) as st:
         import shutil
@@ -67,7 +67,7 @@ def check_drift(
 
         from kfct.components.drift_detect import run_detection
         from kfct.components.drift_report import log_to_mlflow, save_reports
-        from kfct import audit
+        from kfct.governance import audit
 
         cfg = st.config
         ref, cur = pd.read_parquet(reference.path), pd.read_parquet(current.path)

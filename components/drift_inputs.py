@@ -25,7 +25,7 @@ def load_reference(model_name: str, alias: str = "champion"):
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     try:
@@ -48,8 +48,8 @@ def load_reference(model_name: str, alias: str = "champion"):
     data_uri = loaded.tags.get("data_uri")
     if not data_uri:
         raise DriftInputError(f"{model_name} v{loaded.version}: no training snapshot ({missing}) and no data_uri tag")
-    from kfct.datasource import snapshot_dataset
-    from kfct.lineage import sha256_file
+    from kfct.data.datasource import snapshot_dataset
+    from kfct.governance.lineage import sha256_file
 
     with tempfile.TemporaryDirectory() as tmp:  # same snapshot ingest made, so the same data version
         df = snapshot_dataset(data_uri, f"{tmp}/snapshot.parquet")
@@ -69,8 +69,8 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
     description of the source, name of the prediction column or None).
     """
     if current_uri:
-        from kfct.datasource import read_dataset_bounded
-        from kfct.datatags import resolve
+        from kfct.data.datasource import read_dataset_bounded
+        from kfct.data.datatags import resolve
 
         resolved, manifest = resolve(current_uri)  # a pointer names the newest batch at run time
         # Drift compares the last `window_rows` rows (drift_detect's window): read no more than that.
@@ -81,7 +81,7 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
         if total > len(df):
             source += f"; the last {len(df):,} of {total:,} rows (drift.window_rows)"
         return df, source, pred
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
 
     if since is None:
         import datetime as dt
@@ -134,7 +134,7 @@ def heldout_performance(tags: dict) -> dict | None:
 
 def with_binary_labels(frame, cfg: "RunConfig"):
     """The label column as 0/1 (the training snapshot's coding), when the frame has one."""
-    from kfct.labels import binary_labels
+    from kfct.data.labels import binary_labels
 
     ds = cfg.dataset
     label = ds.label

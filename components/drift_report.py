@@ -57,7 +57,7 @@ def log_to_mlflow(result: dict, paths: dict, model_name: str, champion_version: 
     """The drift run in MLflow (experiment `kfct-monitoring`): metrics, tags, reports. Returns its run id."""
     import mlflow
 
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup(experiment="kfct-monitoring")
     with mlflow.start_run(run_name=f"drift-{model_name}-v{champion_version}") as run:

@@ -321,8 +321,8 @@ def card_evidence(model, test_df, cfg: "RunConfig", y: np.ndarray, proba: np.nda
     memory: the register stage then only registers (no model load, no plotting library
     in its pod) and renders the card from this. Charts are PNG bytes.
     """
-    from kfct.modelcard import top_features_shap
-    from kfct.modelcard_charts import curve_charts
+    from kfct.evidence.modelcard import top_features_shap
+    from kfct.evidence.modelcard_charts import curve_charts
 
     X = test_df.drop(columns=[cfg.dataset.label])
     top = top_features_shap(model, X.sample(n=min(2000, len(X)), random_state=0), k=10)
@@ -426,7 +426,7 @@ def evaluate_model(
     """Score the test set, check fairness, compare with the champion; returns whether to deploy.
 
     Also writes the model card's evidence (slices, top features, charts) for the register stage."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("evaluate-model", config_json, stamp=decision.metadata, registry=True, model_name=model_name) as st:
         import json
@@ -436,8 +436,8 @@ def evaluate_model(
 
         from kfct.components.evaluate import (_log_kfp_metrics, _log_to_mlflow, card_evidence, evaluate_core,
                                               registered_metrics, report_markdown, write_evidence)
-        from kfct import audit, registry
-        from kfct.reconcile import reconcile
+        from kfct.governance import audit, registry
+        from kfct.governance.reconcile import reconcile
 
         cfg = st.config
         challenger = joblib.load(model.path)

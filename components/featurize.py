@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def build_encoder(cfg: "RunConfig", scale: bool = False):
     from kfct.config import categorical_columns, numeric_columns
-    from kfct.model import TabularEncoder
+    from kfct.evidence.model import TabularEncoder
 
     cols = cfg.dataset.columns
     return TabularEncoder(
@@ -40,7 +40,7 @@ def split_frame(df, cfg: "RunConfig"):
 
 def with_binary_label(df, cfg: "RunConfig"):
     """The boundary where a label of any coding (0/1, booleans, strings) becomes 0/1 (1 = positive_label)."""
-    from kfct.labels import binary_labels
+    from kfct.data.labels import binary_labels
 
     ds = cfg.dataset
     out = df.copy()
@@ -65,7 +65,7 @@ def featurize_split(
     preprocessor: Output[Model],
 ):
     """Stratified train/val/test split and the fitted preprocessing (saved with the model)."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("featurize-split", config_json, stamp=preprocessor.metadata) as st:
         import joblib

@@ -190,7 +190,7 @@ def fit_encoder_from_stats(cfg: "RunConfig", stats: dict, scale: bool):
 
 def fit_encoder_on_parts(cfg: "RunConfig", train_locations: list[str], batch_rows: int = 131_072):
     """Fit the encoder from train parts (paths or URIs of parquet files / parts locations)."""
-    from kfct import parts
+    from kfct.data import parts
     from kfct.config import numeric_columns
 
     numeric = numeric_columns(cfg)
@@ -220,10 +220,10 @@ def _thin(src: str, dest, keep: float, seed: int, id_col: str | None) -> None:
 
 def gather_parts(files: list[str], out_dir: str, label: str, max_rows: int | None = None,
                  cfg: "RunConfig | None" = None) -> tuple[dict, int]:
-    """Copy one split's part files into `out_dir` as a parts dataset (kfct.parts); (manifest, positives).
+    """Copy one split's part files into `out_dir` as a parts dataset (kfct.data.parts); (manifest, positives).
 
     Byte copies, one file at a time, named by content; the canonical manifest makes the directory
-    readable both by `kfct.parts` and by `pd.read_parquet(out_dir)` (train, evaluate, register).
+    readable both by `kfct.data.parts` and by `pd.read_parquet(out_dir)` (train, evaluate, register).
     Empty parts are left out (unless every part is empty).
     """
     import shutil
@@ -232,8 +232,8 @@ def gather_parts(files: list[str], out_dir: str, label: str, max_rows: int | Non
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from kfct import parts
-    from kfct.lineage import sha256_file
+    from kfct.data import parts
+    from kfct.governance.lineage import sha256_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

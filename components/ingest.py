@@ -18,10 +18,10 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
     drift-triggered run ingests whatever the tag names now; the snapshot it resolved
     to is recorded (`resolved_uri`) and its sha256 is the data version.
     """
-    from kfct.datasource import snapshot_file
-    from kfct.datatags import resolve
+    from kfct.data.datasource import snapshot_file
+    from kfct.data.datatags import resolve
     from kfct.errors import DataSourceError
-    from kfct.lineage import sha256_file
+    from kfct.governance.lineage import sha256_file
 
     out_path = Path(out_path)
     resolved, manifest = resolve(data_uri)
@@ -42,7 +42,7 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
 
 def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
     """Ingest the dataset (path, s3://, dataset://<tag> pointer or generate://) as a parquet snapshot; returns its sha256."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("ingest-data", stamp=dataset.metadata, data_uri=data_uri) as st:
         from kfct.components.ingest import ingest_core

@@ -9,7 +9,7 @@
 Parts written here live in the stage's `part_files` artifact (a directory); their references are
 `<artifact uri>/<sha256>.parquet`, which on a cluster is the artifact's object-store URI. The
 `dataset` artifact holds only the resolved manifest.
-The data version is the manifest's sha256 (kfct.parts).
+The data version is the manifest's sha256 (kfct.data.parts).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_ro
     """
     import tempfile
 
-    from kfct import parts
-    from kfct.datasource import DEFAULT_URI, parse_generate
-    from kfct.datatags import resolve
+    from kfct.data import parts
+    from kfct.data.datasource import DEFAULT_URI, parse_generate
+    from kfct.data.datatags import resolve
     from kfct.errors import DataSourceError
 
     out = Path(out_dir)
@@ -56,7 +56,7 @@ def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_ro
     else:
         part_rows = parts.check_part_rows(_part_rows_of(uri, part_rows))
         if scheme == "generate":
-            from kfct.datagen import generate_chunks
+            from kfct.data.datagen import generate_chunks
 
             g = parse_generate(uri)
             written = parts.write_parts(generate_chunks(g["rows"], g["seed"], g["drift"], g["bias"],
@@ -64,7 +64,7 @@ def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_ro
         else:
             with tempfile.TemporaryDirectory(prefix="kfct-ingest-") as tmp:
                 if scheme == "s3":
-                    from kfct import s3
+                    from kfct.data import s3
 
                     src = s3.download(uri, Path(tmp) / Path(urlparse(uri).path).name)
                 elif scheme in ("", "file"):
@@ -89,14 +89,14 @@ def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_ro
 def ingest_parts(data_uri: str, part_rows: int, dataset: Output[Dataset], part_files: Output[Dataset]) -> list:
     """Ingest a dataset as parts: `dataset` is the resolved manifest, `part_files` holds parts written here
     (when the source was not in parts already); returns the part URIs (the fan-out's items)."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("ingest-parts", stamp=dataset.metadata, data_uri=data_uri) as st:
         import shutil
         from pathlib import Path
         from urllib.parse import urlparse
 
-        from kfct import parts
+        from kfct.data import parts
         from kfct.components.ingest_parts import ingest_parts_core
 
         remote = urlparse(part_files.uri).scheme in ("s3", "minio", "gs")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from kfp.dsl import HTML, Markdown, Metrics, Output
 
 if TYPE_CHECKING:
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
     from kfct.config import RunConfig
 
 log = logging.getLogger("kfct.components.outcomes_report")
@@ -43,7 +43,7 @@ def decay(champion_rows: list[dict], baseline: dict | None, threshold: float) ->
 
 def realized_report_core(joined: Any, cfg: "RunConfig", champion: str | None, baseline: dict | None,
                          window: str = "1D") -> dict[str, Any]:
-    from kfct.outcomes import calibration_curve, realized_performance
+    from kfct.evidence.outcomes import calibration_curve, realized_performance
 
     threshold = float(cfg.drift.performance_drop_threshold)
     by_version = realized_performance(joined)
@@ -62,7 +62,7 @@ def curves_png(joined: Any) -> bytes:
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    from kfct.outcomes import calibration_curve
+    from kfct.evidence.outcomes import calibration_curve
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
     for (version, role), g in joined.groupby(["model_version", "role"]):
@@ -141,7 +141,7 @@ def write_gauges(rep: dict, model_name: str, path: Path) -> Path:
 
 
 def baseline_metrics(model_name: str, version: str | None) -> dict | None:
-    from kfct import registry
+    from kfct.governance import registry
 
     if version is None:
         return None
@@ -156,7 +156,7 @@ def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, sinc
     """Join, measure, write Markdown/HTML/JSON/gauges, audit; with `retrain`, act on decay."""
     import json
 
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
     from kfct.components.ab_test import gather_joined
 
     registry.setup(settings)
@@ -189,7 +189,7 @@ def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, sinc
 def report_realized_performance(config_json: str, model_name: str, since: str, retrain: bool,
                                 report_md: Output[Markdown], report_html: Output[HTML], metrics: Output[Metrics]) -> str:
     """Join the prediction log with the stored outcomes; realized performance per served version; retrain on decay."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("report-realized-performance", config_json, stamp=report_md.metadata, model_name=model_name) as st:
         import json
@@ -212,7 +212,7 @@ def report_realized_performance(config_json: str, model_name: str, since: str, r
 
 def decide_ab_test(config_json: str, model_name: str, act: bool) -> str:
     """If an A/B test is running: report it on realized outcomes and, with `act`, promote/stop when conclusive."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("decide-ab-test", config_json, model_name=model_name) as st:
         import json

@@ -1,7 +1,8 @@
 """The kfp faces of the map -> reduce stages for a dataset in parts (thin adapters).
 
     validate_part     (one pod per part, dsl.ParallelFor)  GX suite + statistics of one part
-    merge_validation  (one pod)                            the merged verdict and reports (validation_merge)
+    merge_validation  (one pod)                            the merged verdict and reports (validation_merge),
+                                                           GX's Data Docs of it (validation_merge_gx)
     featurize_part    (one pod per part)                   labels 0/1, split by id hash (featurize_merge)
     merge_featurize   (one pod)                            train/val/test as parts datasets, encoder fitted
                                                            from the train parts
@@ -19,13 +20,13 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 def validate_part(part: str, config_json: str, stats: Output[Artifact]):
     """Validate one part with the schema's GX suite; keep its result and the statistics global checks need."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("validate-part", config_json, part=part) as st:
         import json
         from pathlib import Path
 
-        from kfct import parts
+        from kfct.data import parts
         from kfct.components.validation_merge import validate_part as validate_one
 
         cfg = st.config
@@ -45,20 +46,22 @@ def merge_validation(
     report: Output[HTML],
     report_json: Output[Artifact],
     report_md: Output[Markdown],
+    data_docs: Output[Artifact],
 ) -> bool:
-    """Merge the parts' validation into one verdict (global checks from merged statistics); returns passed."""
-    from kfct.stage import stage
+    """Merge the parts' validation into one verdict (global checks from merged statistics); returns passed.
+
+    The reports are those of the single-pass step: GX's Data Docs of the merged result (`data_docs`, the site;
+    `report`, its page standalone, shown in the Kubeflow UI), kfct's JSON and Markdown."""
+    from kfct.runtime.stage import stage
 
     with stage("merge-validation", config_json, stamp=report_json.metadata, model_name=model_name,
                pipeline_run=pipeline_run) as st:
         import json
-        import shutil
-        import tempfile
         from pathlib import Path
 
-        from kfct import audit
+        from kfct.governance import audit
         from kfct.components.validation_merge import merge_results
-        from kfct.components.validation_report import write_report
+        from kfct.components.validation_report import publish_report
 
         cfg = st.config
         dataset_sha256 = dataset.metadata.get("sha256", "")
@@ -67,14 +70,7 @@ def merge_validation(
             rec = json.loads((Path(art.path) / "part.json").read_text())
             per_part.append({**rec, "dir": art.path})
         result = merge_results(per_part, cfg)
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = write_report(result, tmp)
-            shutil.copyfile(paths["html"], report.path)
-            shutil.copyfile(paths["markdown"], report_md.path)
-            shutil.copyfile(paths["json"], report_json.path)
-        for art in (report, report_json, report_md):
-            art.metadata.update({"passed": result["passed"], "n_expectations": result["n_expectations"],
-                                 "n_failed": result["n_failed"], "parts": result["parts"]})
+        publish_report(result, report, report_json, report_md, data_docs, parts=result["parts"])
         audit.record("validation", model_name=model_name, pipeline_run=pipeline_run, passed=result["passed"],
                      dataset_sha256=dataset_sha256, n_expectations=result["n_expectations"],
                      n_failed=result["n_failed"], parts=result["parts"],
@@ -87,10 +83,10 @@ def merge_validation(
 
 def featurize_part(part: str, config_json: str, train: Output[Dataset], val: Output[Dataset], test: Output[Dataset]):
     """Labels to 0/1 and the train/val/test split of one part, by a keyed hash of each id."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("featurize-part", config_json, part=part) as st:
-        from kfct import parts
+        from kfct.data import parts
         from kfct.components.featurize import with_binary_label
         from kfct.components.featurize_merge import split_by_id
 
@@ -114,7 +110,7 @@ def merge_featurize(
 ) -> str:
     """Gather each split's parts into a parts dataset and fit the encoder from the train parts; returns the
     data version (the manifest's sha256) for the steps after it."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("merge-featurize", config_json, stamp=preprocessor.metadata) as st:
         import joblib

@@ -42,7 +42,7 @@ def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: s
 
     The whole hand-off runs under the registry lock (`registry.champion_lock`):
 
-    1. leftovers of crashed runs are settled (`kfct.reconcile`);
+    1. leftovers of crashed runs are settled (`kfct.governance.reconcile`);
     2. the champion is compared with the one the gate saw (`decision["champion_version"]`).
        When it moved, the challenger is re-gated against the new champion with `regate(version)`
        (config `gate.on_champion_moved: regate`), or blocked (`block`): a blocked run registers
@@ -50,9 +50,9 @@ def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: s
     3. the version is found-or-made by MLflow run id (a retried step makes no second version);
     4. `champion` (or `challenger` with a rollout) moves only if it is still where step 2 saw it.
     """
-    from kfct import audit, registry
-    from kfct.reconcile import reconcile
-    from kfct.testhooks import pause_at
+    from kfct.governance import audit, registry
+    from kfct.governance.reconcile import reconcile
+    from kfct.runtime.testhooks import pause_at
 
     if not decision.get("deploy"):
         raise RuntimeError("register called for a model the gate did not approve")
@@ -116,7 +116,7 @@ def register_version(meta: dict, decision: dict, cfg: "RunConfig", model_name: s
 
 def card_info(meta: dict, out: dict, decision: dict, cfg: "RunConfig", evidence: dict, dataset_meta: dict, data_uri: str,
               dataset_sha256: str, model_name: str) -> dict:
-    """Everything the model card says about the registered version, from plain values (see `kfct.modelcard`)."""
+    """Everything the model card says about the registered version, from plain values (see `kfct.evidence.modelcard`)."""
     return {
         "model_name": model_name, "version": out["version"], "alias": out["alias"],
         "run_id": meta.get("mlflow_run_id"), "model_kind": meta.get("model"), "threshold": meta.get("threshold"),
@@ -142,7 +142,7 @@ def _regate_with(model_path: str, test_path: str, cfg: "RunConfig", model_name: 
         import joblib
         import pandas as pd
 
-        from kfct import registry
+        from kfct.governance import registry
         from kfct.components.evaluate import evaluate_core, registered_metrics
 
         loaded = registry.load_version(model_name, version=champion_version)
@@ -195,7 +195,7 @@ def register_model(
     """Register the approved model in MLflow with lineage tags and a model card; set its alias. Returns the version.
 
     Registry work only: the card's evidence (slices, top features, charts) comes from evaluate."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("register-model", config_json, stamp=model_card.metadata, registry=True, model_name=model_name,
                pipeline_run=pipeline_run, data_uri=data_uri) as st:
@@ -204,8 +204,8 @@ def register_model(
         from kfct.components.evaluate import read_evidence
         from kfct.components.register import (_decision_summary, _log_card, _regate_with, card_info,
                                               register_version)
-        from kfct import registry
-        from kfct.modelcard import build_model_card, description, model_description
+        from kfct.governance import registry
+        from kfct.evidence.modelcard import build_model_card, description, model_description
 
         cfg = st.config
         with open(decision.path) as fh:

@@ -22,9 +22,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
     from kfct.config import DriftConfig, RunConfig
-    from kfct.launcher import RetrainLauncher
+    from kfct.contracts.launcher import RetrainLauncher
 
 from kfp.dsl import Artifact, Input
 
@@ -223,14 +223,14 @@ def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str
                  now: datetime | None = None, launcher: "RetrainLauncher | None" = None) -> dict:
     """Decide (`plan_trigger`: policy + cooldown from the audit trail) and, when it says so, start a CT run.
 
-    The run is started by `launcher` (`kfct.launcher.RetrainLauncher`; by default the one
+    The run is started by `launcher` (`kfct.contracts.launcher.RetrainLauncher`; by default the one
     `pick_launcher(mode)` names): on a cluster a new run of the CT pipeline through the KFP
     API, the reason in its name and `run_reason` parameter; locally the CT pipeline with
     kfp.local, which gates the new model like any other run. Every outcome is audited.
     """
-    from kfct import audit
-    from kfct.launcher import RetrainRequest, uses_cluster
-    from kfct.settings import get_settings
+    from kfct.governance import audit
+    from kfct.contracts.launcher import RetrainRequest, uses_cluster
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     uses_cluster(s, mode)  # a bad mode is refused before anything is read
@@ -243,7 +243,7 @@ def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str
     if plan.launch is None:
         return out
     if launcher is None:
-        from kfct.launcher import pick_launcher
+        from kfct.contracts.launcher import pick_launcher
 
         launcher = pick_launcher(mode, s)
     request = RetrainRequest(model_name=model_name, cfg=cfg, requested_at=now, **plan.launch)
@@ -278,7 +278,7 @@ def trigger_retrain(
 ) -> str:
     """Apply the retrain policy and cooldown; when retraining is due start a CT run (KFP API on a
     cluster, kfp.local locally); returns the outcome as JSON."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("trigger-retrain", config_json, model_name=model_name) as st:
         import json

@@ -82,7 +82,7 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
     and performs what they decide. `sleep` and `clock` are the loop's notion of time
     (tests pass a fake pair that advance together, so a 60 s bake takes no real time).
     """
-    from kfct import audit
+    from kfct.governance import audit
 
     pace = Pace(bake_seconds, poll_seconds, max_wait_factor, sleep, clock, log or (lambda _m: None))
     canary, champion = _read_versions(model_name, canary_version, champion_version)
@@ -102,7 +102,7 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
 
 def _read_versions(model_name: str, canary_version: str | None, champion_version: str | None) -> tuple[str, str]:
     """The aliases `plan_versions` falls back on, read only where no version was given."""
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     challenger = None if canary_version else registry.alias_version(model_name, "challenger")
@@ -128,7 +128,7 @@ def _walk_steps(result: RolloutResult, backend: RolloutBackend, thresholds: Thre
     """Each step in turn, audited; returns why the rollout failed (None when every step passed) and
     whether the infrastructure failed rather than the canary (a `RolloutError` from the backend: the
     split or route not applied, the canary not ready, the figures unreachable)."""
-    from kfct import audit
+    from kfct.governance import audit
 
     canary, champion = result.canary_version, str(result.champion_version)
     baseline: Window | None = None
@@ -172,7 +172,7 @@ def _promote(result: RolloutResult, backend: RolloutBackend, canary: str, champi
              steps: list[float]) -> list[str] | None:
     """Move the champion to the canary, by compare-and-set against the champion it was judged
     against; returns None when promoted, else why not (the caller rolls back)."""
-    from kfct import registry
+    from kfct.governance import registry
 
     name = result.model_name
     try:
@@ -199,7 +199,7 @@ def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, cham
     `challenger` alias (it may still serve) and gets no `rejected` tag, the failure is
     audited, and the error names what to do.
     """
-    from kfct import audit
+    from kfct.governance import audit
 
     name = result.model_name
     last = result.steps[-1] if result.steps else None
@@ -219,7 +219,7 @@ def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, cham
 
 def _record_outcome(result: RolloutResult, plan: OutcomePlan) -> None:
     """The registry and audit effects of `plan`, in its order: tags, alias `challenger`, audit."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     name, canary = result.model_name, result.canary_version
     for key, value in plan.tags.items():
@@ -232,7 +232,7 @@ def _record_outcome(result: RolloutResult, plan: OutcomePlan) -> None:
 
 def _gated_against(model_name: str, version: str) -> str | None:
     """The champion version the gate compared `version` with ('' = none), None when unrecorded."""
-    from kfct import registry
+    from kfct.governance import registry
 
     mv = registry.client().get_model_version(model_name, str(version))
     return (mv.tags or {}).get(registry.GATED_TAG)
@@ -244,7 +244,7 @@ def retry_rejected(model_name: str, version: str, operator: str | None = None) -
     old reason). The rollout that follows judges it like any canary."""
     import getpass
 
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     registry.setup()
     tags = dict(registry.client().get_model_version(model_name, str(version)).tags or {})
@@ -274,16 +274,16 @@ def rollout_version(model_name: str, cfg: "RunConfig", backend: RolloutBackend, 
 def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
                   server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("rollout-model", config_json, model_name=model_name) as st:
         import json
 
         from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
                                              rollout_version)
-        from kfct.settings import get_settings
+        from kfct.runtime.settings import get_settings
 
-        from kfct import registry
+        from kfct.governance import registry
 
         cfg = st.config
         s = get_settings()

@@ -32,12 +32,12 @@ class LocalRouterBackend:
     Every replica that serves traffic must be seen, as Prometheus sees every pod on a cluster:
     `urls` names them all (`kfct rollout --url A --url B`, or discovered through the home:
     `discover_replicas`). A split counts as applied once every replica applied it; a step's
-    window is the replicas' windows merged (`kfct.window_stats.merge_windows`)."""
+    window is the replicas' windows merged (`kfct.contracts.window_stats.merge_windows`)."""
 
     def __init__(self, model_name: str, url: str | list[str], state_path=None, apply_timeout: float = 60.0,
                  http_timeout: float | None = None):
-        from kfct.settings import get_settings
-        from kfct.split_state import state_path as default_path
+        from kfct.runtime.settings import get_settings
+        from kfct.contracts.split_state import state_path as default_path
 
         http_timeout = get_settings().net_timeout_seconds if http_timeout is None else http_timeout
 
@@ -75,7 +75,7 @@ class LocalRouterBackend:
         return time.time()
 
     def _write_and_wait(self, **changes) -> None:
-        from kfct.split_state import update_state
+        from kfct.contracts.split_state import update_state
 
         st = update_state(self.model_name, self.state_path, **changes)
         deadline = time.monotonic() + self.apply_timeout
@@ -100,7 +100,7 @@ class LocalRouterBackend:
                              canary_deadline=None)  # this rollout owns the canary now
 
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
-        from kfct.window_stats import merge_windows
+        from kfct.contracts.window_stats import merge_windows
 
         stats = [self._get("/kfct/stats", {"since": since, "pairs": "true"}, url=u) for u in self.urls]
         out = []
@@ -122,7 +122,7 @@ class PrometheusMetrics:
     """Per-version windows from Prometheus' HTTP API (`/api/v1/query`) over kfct_* series."""
 
     def __init__(self, url: str, model_name: str, timeout: float | None = None, extra_selector: str = ""):
-        from kfct.settings import get_settings
+        from kfct.runtime.settings import get_settings
 
         timeout = get_settings().net_timeout_seconds if timeout is None else timeout
         self.url = url.rstrip("/")
@@ -207,25 +207,25 @@ class ClusterBackend:
 
     def _client(self):
         if self.client is None:
-            from kfct.kserve_isvc import kserve_client
+            from kfct.cluster.kserve_isvc import kserve_client
 
             self.client = kserve_client()
         return self.client
 
     def _isvc(self) -> dict | None:
-        from kfct.kserve_isvc import get_inference_service
+        from kfct.cluster.kserve_isvc import get_inference_service
 
         return get_inference_service(self._client(), self.isvc_name, self.namespace)
 
     def mode(self, isvc: dict | None = None) -> str:
-        from kfct.kserve_isvc import detect_mode
-        from kfct.settings import get_settings
+        from kfct.cluster.kserve_isvc import detect_mode
+        from kfct.runtime.settings import get_settings
 
         s = self.settings or get_settings()
         return detect_mode(isvc if isvc is not None else self._isvc(), s.kserve_deployment_mode)
 
     def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
-        from kfct.kserve_isvc import (SERVERLESS, DeployError, patch_traffic, set_canary_traffic,
+        from kfct.cluster.kserve_isvc import (SERVERLESS, DeployError, patch_traffic, set_canary_traffic,
                                             wait_canary_ready)
 
         client = self._client()
@@ -242,7 +242,7 @@ class ClusterBackend:
 
     def workloads(self, champion_version: str, canary_version: str) -> tuple[str, str]:
         """Prometheus label selectors for the champion's and the canary's pods, as each mode labels them."""
-        from kfct.kserve_isvc import SERVERLESS, canary_name, predictor_workload
+        from kfct.cluster.kserve_isvc import SERVERLESS, canary_name, predictor_workload
 
         isvc = self._isvc() or {}
         if self.mode(isvc) == SERVERLESS:
@@ -261,7 +261,7 @@ class ClusterBackend:
                 self.metrics.window(canary_version, seconds, canary_sel))
 
     def promote(self, version: str) -> None:
-        from kfct.kserve_isvc import SERVERLESS, patch_traffic, promote_canary
+        from kfct.cluster.kserve_isvc import SERVERLESS, patch_traffic, promote_canary
 
         if self.mode() == SERVERLESS:
             patch_traffic(self._client(), self.isvc_name, self.namespace, 100)
@@ -270,7 +270,7 @@ class ClusterBackend:
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
         """Traffic back to the champion at once; Serverless then puts the spec back to the champion."""
-        from kfct.kserve_isvc import (SERVERLESS, apply_inference_service, build_inference_service,
+        from kfct.cluster.kserve_isvc import (SERVERLESS, apply_inference_service, build_inference_service,
                                             patch_traffic, remove_canary)
 
         client = self._client()
@@ -292,7 +292,7 @@ def make_backend(model_name: str, target: str, settings, cfg: "RunConfig | None"
     cluster: the InferenceService `isvc` (default: the model name) in `namespace` (default:
     settings.kfp_namespace), metrics from `prometheus_url`, else settings.prometheus_url
     (KFCT_PROMETHEUS_URL). local: the model servers at `server_url` (one URL or a list), else every live
-    replica registered under the home (`kfct.replicas`), else settings' host:port.
+    replica registered under the home (`kfct.contracts.replicas`), else settings' host:port.
     """
     if target == "cluster":
         return ClusterBackend(model_name, isvc_name=isvc or model_name, namespace=namespace or settings.kfp_namespace,
@@ -301,7 +301,7 @@ def make_backend(model_name: str, target: str, settings, cfg: "RunConfig | None"
         raise RolloutError(f"rollout target must be 'local' or 'cluster', got {target!r}")
     urls = [server_url] if isinstance(server_url, str) and server_url else list(server_url or [])
     if not urls:
-        from kfct.replicas import discover
+        from kfct.contracts.replicas import discover
 
         urls = discover(model_name, settings.home) or [f"http://{settings.serving_host}:{settings.serving_port}"]
     return LocalRouterBackend(model_name, urls)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
-from kfct.window_stats import WindowStats as Window  # what a backend measured for one version in a step
+from kfct.contracts.window_stats import WindowStats as Window  # what a backend measured for one version in a step
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig

@@ -14,8 +14,8 @@ def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: 
     """No live traffic to judge by: leave the canary deployed, but give it an owner. The split
     file gets a deadline; past it every server routes the canary no traffic (the server's own
     watcher enforces it) and `expire_deferred` (run by the next rollout) rolls it back."""
-    from kfct import audit
-    from kfct.split_state import read_state, update_state
+    from kfct.governance import audit
+    from kfct.contracts.split_state import read_state, update_state
 
     now = time.time() if now is None else now
     deadline = now + float(deadline_seconds)
@@ -31,8 +31,8 @@ def defer_rollout(model_name: str, version: str, reason: str, deadline_seconds: 
 def expire_deferred(model_name: str, state_path=None, now: float | None = None) -> dict | None:
     """Roll back a deferred canary whose deadline passed (split to 0, version tagged `rejected`,
     `challenger` removed, audited). Returns what it did, or None when nothing had expired."""
-    from kfct import audit, registry
-    from kfct.split_state import read_state, state_path as default_path, update_state
+    from kfct.governance import audit, registry
+    from kfct.contracts.split_state import read_state, state_path as default_path, update_state
 
     path = state_path or default_path(model_name)
     st = read_state(path)

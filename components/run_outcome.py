@@ -1,6 +1,6 @@
 """The CT run's exit handler: a failed run always leaves an audit entry, even when no stage could.
 
-Every stage records its own `stage_failed` before it re-raises (`kfct.stagefail`). A pod
+Every stage records its own `stage_failed` before it re-raises (`kfct.runtime.stagefail`). A pod
 killed from outside (OOMKill: status 137, eviction, `activeDeadlineSeconds`, an image that
 cannot be pulled) never reaches that code, and the run would fail without a word on the
 trail. The CT pipeline wraps its stages in `dsl.ExitHandler(record_run_outcome(...))`: this
@@ -57,8 +57,8 @@ def plan_run_outcome(state: str, resource_name: str, task_name: str, error: str,
 
 def record_outcome(status: Mapping, model_name: str, pipeline_run: str, env: Mapping[str, str] = os.environ) -> dict:
     """Read the trail, decide, record: returns {"state", "recorded": the entry or None}."""
-    from kfct import audit
-    from kfct.stagefail import RUN_ID_ENV
+    from kfct.governance import audit
+    from kfct.runtime.stagefail import RUN_ID_ENV
 
     state = str(status.get("state") or "")
     fields = None
@@ -75,7 +75,7 @@ def record_run_outcome(status: PipelineTaskFinalStatus, model_name: str, pipelin
     """Exit handler of the CT run: records `run_failed` when the run failed and no stage recorded why."""
     import json
 
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("record-run-outcome", model_name=model_name, pipeline_run=pipeline_run) as st:
         from kfct.components.run_outcome import record_outcome

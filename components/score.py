@@ -52,7 +52,7 @@ def score_frame(model, df, id_column: str | None = "customer_id", version: str =
     """DataFrame -> DataFrame[id, probability, label, model_version] (vectorised, chunked)."""
     import pandas as pd
 
-    from kfct.model import FeatureError
+    from kfct.evidence.model import FeatureError
 
     n = len(df)
     probs = np.empty(n, dtype=np.float64)
@@ -84,13 +84,13 @@ def arrow_matrix(encoder, table) -> np.ndarray:
 
 def _record_schema():
     from kfct.config import load_config
-    from kfct.record_schema import RecordSchema
+    from kfct.data.record_schema import RecordSchema
 
     return RecordSchema.from_config(load_config())
 
 
 def check_schema(schema, table) -> None:
-    """What the model server refuses, batch refuses too (kfct.record_schema): no NaN/inf imputed
+    """What the model server refuses, batch refuses too (kfct.data.record_schema): no NaN/inf imputed
     in a non-nullable column, the config's min/max and integer-ness, float32 range."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -125,7 +125,7 @@ def score_file(model, input_path: str | Path, output_path: str | Path, version: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kfct.model import FeatureError
+    from kfct.evidence.model import FeatureError
 
     src, dest = Path(input_path), Path(output_path)
     if not src.is_file():
@@ -257,7 +257,7 @@ def score_registered(input_path: str | Path, output_path: str | Path, model_name
                version: str | None = None, id_column: str | None = "customer_id",
                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
     """Load the version `choose_model` names from the registry (hash verified), score the file, audit it."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     choice = choose_model(alias, version)
     registry.setup()

@@ -154,7 +154,7 @@ def xgb_booster_params(params: dict, n_pos: int, n_neg: int, cfg_train: "TrainCo
 def train_core(train_df, val_df, cfg: "RunConfig", encoder=None, device: str | None = None, tune_trials: int | None = None):
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
     from kfct.components.featurize import build_encoder
-    from kfct.model import ChurnModel
+    from kfct.evidence.model import ChurnModel
 
     ct = cfg.train
     kind = ct.model
@@ -203,7 +203,7 @@ def train_model(
 ) -> str:
     """Train the configured model (XGBoost CPU/CUDA or scikit-learn; with train.workers > 1, XGBoost on N workers:
     a Kubeflow Trainer TrainJob on a cluster) and log it to MLflow; returns the run id."""
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("train-model", config_json, stamp=model.metadata, registry=True, pipeline_run=pipeline_run,
                data_uri=data_uri) as st:
@@ -214,7 +214,7 @@ def train_model(
         import pandas as pd
 
         from kfct.components.train import train_core
-        from kfct import registry
+        from kfct.governance import registry
         cfg = st.config
         if cfg.train.workers > 1:
             # N workers train; rank 0 leaves the model at model.path (see kfct.components.train_distributed)
@@ -229,7 +229,7 @@ def train_model(
                                                            tune_trials=tune_trials)
             info.update({"workers": 1, "engine": "in-pod"})
 
-        from kfct.reconcile import process_tags
+        from kfct.governance.reconcile import process_tags
 
         label = cfg.dataset.label
         with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:

@@ -106,7 +106,7 @@ def node_resources(section: dict, gpu: bool) -> dict:
 
 def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None = None) -> list[dict]:
     """The workers' env: the kfct Secret's and ConfigMap's keys by reference (as every pipeline task gets them)."""
-    from kfct.pod_env import CONFIG_KEYS, SECRET_KEYS
+    from kfct.cluster.pod_env import CONFIG_KEYS, SECRET_KEYS
 
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted((plain or {}).items())]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in SECRET_KEYS]
@@ -160,7 +160,7 @@ def custom_objects_api(settings=None):
     """CustomObjectsApi from the pod's service account (in a cluster) or the kubeconfig."""
     from kubernetes import client, config
 
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     if s.in_cluster:
@@ -172,7 +172,7 @@ def custom_objects_api(settings=None):
 
 def pod_namespace(settings=None) -> str:
     """The namespace this step runs in (where its TrainJob goes): the service account's, else settings."""
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     f = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
     if f.is_file():
@@ -306,8 +306,8 @@ def train_with_workers(cfg, train_uris: list[str], val_uris: list[str], preproce
                        engine: str | None = None, api=None, namespace: str | None = None, settings=None,
                        poll_seconds: float = 5.0, log=None) -> dict:
     """Run the workers, leave rank 0's model at `model_path`; returns rank 0's info plus `engine`."""
-    from kfct.settings import get_settings
-    from kfct.shards import read_bytes, write_bytes
+    from kfct.runtime.settings import get_settings
+    from kfct.data.shards import read_bytes, write_bytes
 
     s = settings or get_settings()
     ct = typed_config(cfg).train
@@ -351,8 +351,8 @@ def train_distributed_step(cfg, train, val, preprocessor, model, device: str, tu
     split): the input example and the drift reference, read without loading the split."""
     import joblib
 
-    from kfct.logs import stage_logger
-    from kfct.shards import parts_of, read_head
+    from kfct.runtime.logs import stage_logger
+    from kfct.data.shards import parts_of, read_head
 
     rc = typed_config(cfg)
     device = (device or rc.train.device or "cpu").lower()

@@ -14,7 +14,7 @@ manifests/base/runtimes/xgboost_distributed.yaml):
   (xgboost 3.2: collective.py, tracker.py). The tracker sorts by task id, so the collective
   rank is the completion index.
 
-Each worker reads only its shard of the train and validation parts (`kfct.shards`), encodes
+Each worker reads only its shard of the train and validation parts (`kfct.data.shards`), encodes
 it with the encoder featurize fitted (read from featurize's output, never refitted), and
 trains with the in-pod estimator's own settings (`train.xgb_booster_params`): histogram
 sketches, split statistics, `scale_pos_weight` counts and the validation AUC that stops
@@ -109,8 +109,8 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
     from kfct.components.train import threshold_and_metrics, xgb_booster_params
     from kfct.components.train_distributed import typed_config
     from kfct.config import config_from_json
-    from kfct.model import ChurnModel
-    from kfct.shards import read_all, read_bytes, read_shard, write_bytes
+    from kfct.evidence.model import ChurnModel
+    from kfct.data.shards import read_all, read_bytes, read_shard, write_bytes
 
     rc = typed_config(config_from_json(spec["config_json"]))
     ct, label = rc.train, rc.dataset.label
@@ -123,7 +123,7 @@ def run_worker(spec: dict, coll: Collective, log=print) -> dict | None:
                          f"fewer rows than workers; lower train.workers")
     log(f"worker {coll.rank}/{coll.world}: {len(ytr)} train rows, {len(yva)} validation rows")
 
-    from kfct.testhooks import pause_at
+    from kfct.runtime.testhooks import pause_at
 
     pause_at("train_worker")  # inert unless a test names it (a worker that never finishes)
     tracker = None
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", required=True, help="worker spec JSON: a local path or s3:// URI")
     args = ap.parse_args(argv)
     try:
-        from kfct.shards import read_bytes
+        from kfct.data.shards import read_bytes
 
         coll = collective_from_env(os.environ)
         spec = parse_spec(read_bytes(args.spec).decode())
@@ -193,5 +193,5 @@ if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Leave before native teardown on success (pyarrow's pools can abort at exit: kfct.stageproc).
+    # Leave before native teardown on success (pyarrow's pools can abort at exit: kfct.runtime.stageproc).
     os._exit(code) if code == 0 else sys.exit(code)

@@ -4,8 +4,9 @@ The work is split by what it does; this module is the stage's face:
 - `validation_plan`: which checks the schema asks for, and the GX suite (`build_suite`);
 - `validation_run`: the suite run on a DataFrame (`validate_frame`), plain JSON-able result;
 - `validation_records`: one short record per GX result (observed, expected, limit, sample);
-- `validation_report`: the summary line, Markdown and HTML reports (`write_report`);
-- `validation_datadocs`: the HTML report as GX's own Data Docs page, kfct's summary above it;
+- `validation_report`: the summary line, Markdown and HTML reports (`write_report`), and the step's
+  artifacts filled from them (`publish_report`, shared with the parts pipeline's merge step);
+- `validation_datadocs`: GX's own Data Docs site, and its page standalone with kfct's summary above it;
 - `validate_data` below: the thin kfp component (reads the snapshot, writes reports, audits).
 """
 
@@ -17,7 +18,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 from kfct.components.validation_plan import build_suite, plan_checks, suite_name  # noqa: F401  (the stage's API)
 from kfct.components.validation_report import (  # noqa: F401
-    failure_lines, render_html, render_markdown, summary_line, write_report,
+    failure_lines, publish_report, render_html, render_markdown, summary_line, write_report,
 )
 from kfct.components.validation_run import validate_frame  # noqa: F401
 
@@ -30,29 +31,23 @@ def validate_data(
     report: Output[HTML],
     report_json: Output[Artifact],
     report_md: Output[Markdown],
+    data_docs: Output[Artifact],
 ) -> bool:
-    """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed."""
-    from kfct.stage import stage
+    """Validate the snapshot with the Great Expectations suite built from the schema config; returns passed.
+
+    `report` is the page the Kubeflow UI shows; `data_docs` is GX's whole Data Docs site (a directory)."""
+    from kfct.runtime.stage import stage
 
     with stage("validate-data", config_json, stamp=report_json.metadata, model_name=model_name, pipeline_run=pipeline_run) as st:
-        import shutil
-        import tempfile
-
         import pandas as pd
 
-        from kfct.components.validate import validate_frame, write_report  # noqa: F811  (the component runs alone)
-        from kfct import audit
+        from kfct.components.validate import validate_frame  # noqa: F811  (the component runs alone)
+        from kfct.components.validation_report import publish_report  # noqa: F811
+        from kfct.governance import audit
 
         cfg = st.config
         result = validate_frame(pd.read_parquet(dataset.path), cfg)
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = write_report(result, tmp)
-            shutil.copyfile(paths["html"], report.path)
-            shutil.copyfile(paths["markdown"], report_md.path)
-            shutil.copyfile(paths["json"], report_json.path)
-        for art in (report, report_json, report_md):
-            art.metadata.update({"passed": result["passed"], "n_expectations": result["n_expectations"],
-                                 "n_failed": result["n_failed"]})
+        publish_report(result, report, report_json, report_md, data_docs)
         audit.record("validation", model_name=model_name, pipeline_run=pipeline_run, passed=result["passed"],
                      dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
                      n_failed=result["n_failed"],

@@ -163,7 +163,7 @@ def _sample_values(parts: list[dict], column: str, wanted: list[int]) -> list:
     import numpy as np
     import pandas as pd
 
-    from kfct import parts as parts_api
+    from kfct.data import parts as parts_api
 
     found: dict[int, Any] = {}
     for p in parts:
@@ -250,7 +250,8 @@ def _merge_global(rec: dict, parts: list[dict], total_rows: int, buckets: int) -
         else:
             ok = n == 0 or (n - k) / n >= 1.0 - float(limit)
         out.update(success=ok, unexpected_count=k, unexpected_percent=100.0 * k / n if n else None,
-                   observed=_count_text(k, n, "values repeated" if check == "unique" else "rows in duplicated groups"))
+                   observed=_count_text(k, n, "values repeated" if check == "unique" else "rows in duplicated groups"),
+                   _counted=(n, k))  # (values checked, unexpected) for GX's result; merge_results takes it out
     elif check == "label_balance":
         if "error" in rec or any("label_sum" not in s for s in stats):
             return rec
@@ -276,6 +277,7 @@ def merge_results(parts: list[dict], cfg: "RunConfig", buckets: int | None = Non
     files are, "part_uri": the part (to read back sampled duplicates)}], in part order.
     `buckets` (default: one per part) sets how many hash buckets the duplicate merge holds in turn.
     """
+    from kfct.components.validation_merge_gx import merged_gx_result
     from kfct.components.validation_run import FAILURE_KEYS, RESULT_KEYS
 
     if not parts:
@@ -293,9 +295,11 @@ def merge_results(parts: list[dict], cfg: "RunConfig", buckets: int | None = Non
             merged.append(_merge_global(recs[0], parts, total_rows, buckets or len(parts)))
         else:
             merged.append(_merge_row_check(recs, total_rows))
+    counted = {i: rec.pop("_counted") for i, rec in enumerate(merged) if "_counted" in rec}
     failures = [{k: rec.get(k) for k in FAILURE_KEYS} | ({"error": rec["error"]} if "error" in rec else {})
                 for rec in merged if not rec["success"]]
     first = results[0]
+    gx_results = [r.get("gx_result") for r in results]
     return {
         "passed": not failures,
         "suite": first["suite"],
@@ -309,4 +313,5 @@ def merge_results(parts: list[dict], cfg: "RunConfig", buckets: int | None = Non
         "results": [{k: rec.get(k) for k in RESULT_KEYS} for rec in merged],
         "hints": first["hints"],
         "parts": len(parts),
-    }
+    } | ({"gx_result": merged_gx_result(gx_results, merged, [p["stats"]["rows"] for p in parts], counted, len(parts))}
+         if all(gx_results) else {})

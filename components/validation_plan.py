@@ -18,7 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 from kfct.config import ConfigError, validate_config
-from kfct.record_schema import numeric_rule
+from kfct.data.record_schema import numeric_rule
 
 if TYPE_CHECKING:
     from kfct.config import ColumnSpec, DatasetConfig, RunConfig
@@ -160,7 +160,7 @@ def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, la
     label = ds.label
     positives: list = [ds.positive_label]
     if label_data is not None:
-        from kfct.labels import aligned_values
+        from kfct.data.labels import aligned_values
 
         positives = aligned_values(label_data, positives)
         spec = ds.columns[label]
@@ -227,7 +227,7 @@ def custom_expectations() -> dict[str, type]:
 
     `ExpectColumnValuesToBeWholeNumbers`: an int column read from CSV with a null is float64,
     so a dtype check cannot tell 10.0 from 10.5; the scorer and the server refuse 10.5 in an
-    int column (`kfct.record_schema`), so the suite must too. Nulls are GX's business (the
+    int column (`kfct.data.record_schema`), so the suite must too. Nulls are GX's business (the
     not_null check), as for every map expectation, and non-numbers the dtype check's."""
     if _CUSTOM:
         return _CUSTOM

@@ -2,9 +2,11 @@
 
 The HTML report is Great Expectations' own Data Docs page (`validation_datadocs`) with
 kfct's summary line and hints above it, whenever the result carries GX's suite result
-(`gx_result`, from `validate_frame`); a result without it (e.g. merged from parts) gets
-the plain report below. Each failure names the expectation, what was observed and what was expected (the
-limit that was broken), with a short sample of bad values; lists stop with
+(`gx_result`, from `validate_frame`, or merged from parts by `validation_merge_gx`); a result
+without it gets the plain report below. `publish_report` puts them all into a validation
+step's output artifacts (the single-pass and the merged step share it). Each failure names
+the expectation, what was observed and what was expected (the limit that was broken), with
+a short sample of bad values; lists stop with
 "... and N more" rather than silently. The HTML is self-contained (inline CSS, no
 scripts, every value escaped) and saved with an `.html` name so a browser opens it.
 """
@@ -198,3 +200,35 @@ def write_report(result: dict, out_dir) -> dict[str, Path]:
     return paths
 
 
+def publish_report(result: dict, report, report_json, report_md, data_docs, **metadata: Any) -> dict:
+    """Write the validation's reports into a validation step's kfp output artifacts; return their metadata.
+
+    `report` (HTML, what the Kubeflow UI shows in the step's frame) is the standalone Data Docs
+    page; `data_docs` is a directory holding GX's whole Data Docs site (index.html, the
+    validation page, the suite page, static/), stored with the run like every output artifact: kfp.local
+    keeps it under the run's pipeline root, and on a cluster the launcher uploads a directory artifact
+    file by file (`UploadBlob` in kubeflow/pipelines backend/src/v2/objectstore/object_store.go, read at
+    commit 031e8f93). Each artifact gets the same metadata:
+    passed, n_expectations, n_failed and `metadata` (e.g. parts).
+    """
+    import shutil
+    import tempfile
+
+    meta = {"passed": result["passed"], "n_expectations": result["n_expectations"], "n_failed": result["n_failed"],
+            **metadata}
+    site = Path(data_docs.path)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_report(result, tmp)
+        shutil.copyfile(paths["html"], report.path)
+        shutil.copyfile(paths["markdown"], report_md.path)
+        shutil.copyfile(paths["json"], report_json.path)
+        site.mkdir(parents=True, exist_ok=True)
+        if "data_docs" in paths:
+            shutil.copytree(paths["data_docs"].parent, site, dirs_exist_ok=True)
+            data_docs.metadata["page"] = paths["data_docs_page"].relative_to(paths["data_docs"].parent).as_posix()
+        else:  # no GX result to render: the plain report is the site's one page
+            shutil.copyfile(paths["html"], site / "index.html")
+    data_docs.metadata["index"] = "index.html"
+    for art in (report, report_json, report_md, data_docs):
+        art.metadata.update(meta)
+    return meta

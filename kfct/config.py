@@ -388,7 +388,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     raw = _default_raw()
     source = "config"
     if path is None:
-        from kfct.settings import get_settings
+        from kfct.runtime.settings import get_settings
 
         path = get_settings().config
     if path is not None:

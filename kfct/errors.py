@@ -33,7 +33,7 @@ class StageError(KfctError):
 class FeatureError(ValueError):
     """An input record does not fit the model's feature schema. `field` names it.
 
-    Defined here, not next to the encoder in `kfct.model`, so that the model server can
+    Defined here, not next to the encoder in `kfct.evidence.model`, so that the model server can
     catch it without importing scikit-learn at import time.
     """
 

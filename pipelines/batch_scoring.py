@@ -28,7 +28,7 @@ def make_components(settings=None) -> dict:
     from kfp import dsl
 
     from kfct.components import batch_score, ingest
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
 
@@ -53,10 +53,10 @@ def build_batch_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, n
     from kfp import dsl
 
     from kfct.config import load_config, validate_config
-    from kfct.datasource import DEFAULT_URI
-    from kfct.datatags import LATEST_URI
+    from kfct.data.datasource import DEFAULT_URI
+    from kfct.data.datatags import LATEST_URI
     from kfct.pipelines.task_config import building_for_local
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     # On a cluster the default is the moving pointer (as the CT pipeline's), resolved when the
@@ -107,7 +107,7 @@ def run_batch_local(data_uri: str, n_shards: int = 2, model_name: str | None = N
     from kfct.config import config_dict, load_config
     from kfct.errors import StageError
     from kfct.pipelines.runner import run_pipeline
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     cfg = cfg or load_config()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Iterator
 
     from kfct.config import RunConfig
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
 CT_FILE = "ct_pipeline.yaml"
 CT_PARTS_FILE = "ct_parts_pipeline.yaml"   # the map -> reduce variant for datasets in parts

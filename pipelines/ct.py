@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 PIPELINE_NAME = "kfct-ct"
 STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model",
           "deploy-model", "rollout-model")
-# The same DAG for a dataset in parts (kfct.parts): ingest hands on part references, validate and
+# The same DAG for a dataset in parts (kfct.data.parts): ingest hands on part references, validate and
 # featurize run per part (dsl.ParallelFor) and a reduce step merges (see components/parts_stages.py).
 PARTS_STAGES = ("ingest-parts", "validate-part", "merge-validation", "featurize-part", "merge-featurize",
                 "train-model", "evaluate-model", "register-model", "deploy-model", "rollout-model")
@@ -29,7 +29,7 @@ def make_components(settings=None, gpu: bool = False) -> dict:
 
     from kfct.components import (deploy, evaluate, featurize, ingest, ingest_parts, parts_stages, register, rollout,
                                  run_outcome, train, validate)
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
 
@@ -84,10 +84,10 @@ def build_ct_pipeline(settings=None, cfg: "RunConfig | dict | None" = None, gpu:
     from kfp import dsl
 
     from kfct.config import config_to_json, load_config, validate_config
-    from kfct.datasource import DEFAULT_URI
-    from kfct.datatags import LATEST_URI
+    from kfct.data.datasource import DEFAULT_URI
+    from kfct.data.datatags import LATEST_URI
     from kfct.pipelines.task_config import building_for_local
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     # On a cluster the default is the moving pointer, resolved when each run executes, so

@@ -57,7 +57,7 @@ from kfct.errors import KfctError
 if TYPE_CHECKING:
     from typing import Iterator
 
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
 # robfig/cron (used by the KFP backend) wants 6 fields, seconds first.
 # The case study retrains on the 1st of each month at 03:00 UTC ('0 3 1 * *').
@@ -199,7 +199,7 @@ class Connection:
 
 def _timeout() -> tuple[float, float]:
     """(connect, read) timeouts of KFP API requests, from Settings."""
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = get_settings()
     return (s.net_connect_timeout_seconds, s.net_timeout_seconds)
@@ -260,7 +260,7 @@ def _quiet() -> Iterator[None]:
 
 
 def connect(settings: Settings | None = None) -> Connection:
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     host, token, use_sa = _resolve_auth(s)
@@ -481,7 +481,7 @@ def find_pipeline(conn: Connection, name: str) -> str | None:
 
 def pin_version(conn: Connection, name: str, pipeline_id: str, version_id: str, package_path: str | Path) -> None:
     """Record the version retrains run from now on (the operator's deliberate upload)."""
-    from kfct import audit
+    from kfct.governance import audit
 
     audit.record(PIN_EVENT, pipeline=name, pipeline_id=pipeline_id, pipeline_version_id=version_id,
                  namespace=conn.namespace or "", package_sha256=package_sha256(package_path))
@@ -492,7 +492,7 @@ def pinned_version(pipeline_id: str) -> str | None:
 
     A pod starts with an empty local trail: it finds the operator's pin only in the S3 mirror
     (`KFCT_AUDIT_S3_URI`), which every pod and an operator with the ConfigMap's env write to."""
-    from kfct import audit
+    from kfct.governance import audit
 
     pins = [e for e in audit.read() if e.get("event") == PIN_EVENT and e.get("pipeline_id") == pipeline_id]
     return pins[-1].get("pipeline_version_id") if pins else None
@@ -552,7 +552,7 @@ def submit(package_path: str | Path, params: dict | None = None, run_name: str |
            pipeline_name: str | None = None, experiment: str | None = None, settings: Settings | None = None,
            service_account: str | None = None) -> RunInfo:
     """Upload (or add a version) and start a run with `params`; returns run id and UI URL."""
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     spec = read_package(package_path)
@@ -571,7 +571,7 @@ def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | 
     """Run the pinned version of `pipeline_name` (e.g. retraining triggered by drift); see the module doc.
 
     `version_id` overrides the pin; either way the version must belong to our (namespaced) pipeline."""
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     conn = connect(s)
@@ -660,7 +660,7 @@ def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | 
     it is refused unless `replace` (then the old one is deleted first: the KFP API cannot
     update a recurring run in place). Two schedules of one pipeline need two names.
     """
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     cron6 = normalise_cron(cron)
@@ -699,7 +699,7 @@ def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | 
 
 def list_schedules(settings: Settings | None = None, experiment: str | None = None) -> list[ScheduleInfo]:
     """Recurring runs in the kfct experiment (all pages)."""
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     conn = connect(s)
@@ -710,7 +710,7 @@ def list_schedules(settings: Settings | None = None, experiment: str | None = No
 
 
 def delete_schedule(recurring_run_id: str, settings: Settings | None = None) -> None:
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     if not recurring_run_id or not recurring_run_id.strip():
         raise KfpError("delete_schedule needs a recurring run id (see `kfct schedule --list`)")

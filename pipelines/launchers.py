@@ -1,4 +1,4 @@
-"""The two ways to start a CT run that drift monitoring asks for (`kfct.launcher`).
+"""The two ways to start a CT run that drift monitoring asks for (`kfct.contracts.launcher`).
 
 `LocalLauncher` runs the CT pipeline on this machine with kfp's local runner
 (`kfct.pipelines.local.run_ct`) and returns its summary; `KfpLauncher` starts the
@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from kfct.launcher import RetrainRequest
+from kfct.contracts.launcher import RetrainRequest
 
 if TYPE_CHECKING:
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
 
 class LocalLauncher:
@@ -54,8 +54,8 @@ class KfpLauncher:
 
 def launcher_for(mode: str = "auto", settings: Settings | None = None) -> LocalLauncher | KfpLauncher:
     """The launcher the monitoring pipeline and the CLI inject: cluster or local by `mode`."""
-    from kfct.launcher import uses_cluster
-    from kfct.settings import get_settings
+    from kfct.contracts.launcher import uses_cluster
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     return KfpLauncher(settings=s) if uses_cluster(s, mode) else LocalLauncher(settings=s)

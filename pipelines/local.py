@@ -19,14 +19,14 @@ from kfct.errors import DataSourceError, StageError, ValidationFailed
 if TYPE_CHECKING:
     from kfct.config import RunConfig
     from kfct.pipelines.runner import PipelineRun
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
 
 def wants_parts(data_uri: str) -> bool:
     """A dataset in parts (a parts directory or manifest, an S3 parts prefix, `generate://...part_rows=`,
     or a tag that names parts) runs the map -> reduce pipeline."""
-    from kfct import parts
-    from kfct.datatags import is_pointer, resolve
+    from kfct.data import parts
+    from kfct.data.datatags import is_pointer, resolve
 
     if is_pointer(data_uri):
         data_uri, _ = resolve(data_uri)
@@ -46,7 +46,7 @@ def _precheck(data_uri: str) -> None:
         if not p.exists():
             raise DataSourceError(f"dataset not found: {p}")
         if p.is_dir() or p.name.endswith(".json"):
-            from kfct import parts
+            from kfct.data import parts
 
             if not parts.is_parts(p):
                 raise DataSourceError(f"dataset directory {p} has no parts manifest (_manifest.json)")
@@ -78,10 +78,10 @@ def run_ct(
     variant, splitting anything else into parts of `part_rows` rows.
     """
     from kfct.config import config_dict, config_to_json, load_config
-    from kfct.datasource import DEFAULT_URI
-    from kfct.lineage import code_version
+    from kfct.data.datasource import DEFAULT_URI
+    from kfct.governance.lineage import code_version
     from kfct.pipelines.runner import run_pipeline
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     cfg = cfg or load_config()
@@ -137,6 +137,7 @@ def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
             "failures": validation.get("failures", []),
             "report": vrep.get("uri"),
             "report_html": html_named(run.artifact(vtask, "report").get("uri")),
+            "data_docs": data_docs_index(run.artifact(vtask, "data_docs").get("uri")),
             "hints": validation.get("hints", []),
         },
         "model_name": model_name,
@@ -164,7 +165,7 @@ def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
 
 
 def _dataset_meta(meta: dict) -> dict:
-    from kfct.stageclock import ENDED, STARTED
+    from kfct.runtime.stageclock import ENDED, STARTED
 
     return {k: v for k, v in meta.items() if k not in (STARTED, ENDED)}
 
@@ -178,12 +179,20 @@ def html_named(path: str | None) -> str | None:
     return shutil.copyfile(path, path + ".html")
 
 
+def data_docs_index(site: str | None) -> str | None:
+    """The index page of the run's GX Data Docs site (the `data_docs` directory artifact), if it was written."""
+    index = Path(site) / "index.html" if site else None
+    return str(index) if index is not None and index.is_file() else None
+
+
 def format_validation_failure(summary: dict) -> str:
     v = summary["validation"]
     from kfct.components.validation_report import failure_lines
 
     lines = [f"validation failed: {v.get('n_failed')} of {v.get('n_expectations')} expectations "
              f"(report: {v.get('report_html') or v.get('report')})"]
+    if v.get("data_docs"):
+        lines.append(f"  Great Expectations Data Docs: {v['data_docs']}")
     lines += [f"  - {line}" for line in failure_lines(v)]
     return "\n".join(lines)
 
@@ -198,6 +207,8 @@ def format_summary(summary: dict) -> str:
     v = summary["validation"]
     out.append(f"  validation  {v.get('n_expectations')} expectations, {v.get('n_failed')} failed -> "
                f"{'passed' if v['passed'] else 'FAILED'}")
+    if v.get("data_docs"):
+        out.append(f"  data docs   {v['data_docs']}")
     dec = summary.get("decision")
     if dec:
         m = dec["metrics"]

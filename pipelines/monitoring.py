@@ -32,7 +32,7 @@ def make_components(settings=None) -> dict:
     from kfp import dsl
 
     from kfct.components import drift, outcomes_report, retrain_policy
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
 
@@ -64,9 +64,9 @@ def build_monitoring_pipeline(settings=None, cfg: "RunConfig | dict | None" = No
     from kfct.pipelines.task_config import grant_kfp_access
 
     from kfct.config import config_to_json, load_config, validate_config, with_overrides
-    from kfct.datatags import LATEST_URI
+    from kfct.data.datatags import LATEST_URI
     from kfct.pipelines.task_config import building_for_local
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     # A dict arrives from run_pipeline's JSON request (the build_kwargs of a local run).
@@ -134,7 +134,7 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     the monitoring pipeline itself with kfp.local (slower; what the cluster runs).
     """
     from kfct.config import config_to_json, load_config
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     cfg = cfg or load_config()

@@ -11,7 +11,7 @@ environment. So:
   processes on one home, do not see each other);
 - the run folder is known, not guessed: `<home>/pipeline_root/<run id>/<kfp run name>`;
 - each task's outputs are read from its `executor_output.json`, and its wall time from
-  the start/end stamps the stage wrote into its own output metadata (`kfct.stageclock`),
+  the start/end stamps the stage wrote into its own output metadata (`kfct.runtime.stageclock`),
   never from kfp's log. kfp's log goes to `<home>/runs/<run id>.log` (and to the terminal
   with `verbose`); it is read only to quote the failing stage's exception.
 """
@@ -111,7 +111,7 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
 
         shutil.rmtree(root, ignore_errors=True)  # no half-written request left for anyone to read
         raise StageError(f"cannot start the pipeline run: {_where_full(home, exc) or f'{home}: {exc}'}") from exc
-    # KFCT_RUN_ID: a failing stage names this run in its `stage_failed` audit entry (kfct.stagefail).
+    # KFCT_RUN_ID: a failing stage names this run in its `stage_failed` audit entry (kfct.runtime.stagefail).
     child_env = {**_CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "KFCT_HOME": str(home), "KFCT_RUN_ID": run_id}
     cmd = [sys.executable, "-m", "kfct.pipelines.runner", str(request)]
     t0 = time.perf_counter()
@@ -180,7 +180,7 @@ def _run_dir(root: Path) -> Path | None:
 
 def read_tasks(run_dir: Path) -> dict[str, TaskResult]:
     """Each finished task's executor output; ordered by the start stamp each stage wrote."""
-    from kfct.stageclock import STARTED, duration
+    from kfct.runtime.stageclock import STARTED, duration
 
     found = []
     for task_dir in run_dir.iterdir():
@@ -198,7 +198,7 @@ def read_tasks(run_dir: Path) -> dict[str, TaskResult]:
 
 def _stamps(arts: dict, params: dict) -> dict:
     """A stage's start/end stamps: in an output artifact's metadata, or in its JSON result's `stage_time`."""
-    from kfct.stageclock import ENDED, STARTED
+    from kfct.runtime.stageclock import ENDED, STARTED
 
     for items in arts.values():
         for a in items:

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from typing import Iterator
 
     from kfct.config import RunConfig
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
-from kfct.pod_env import CONFIG_KEYS, SECRET_KEYS  # noqa: F401 (shared with the pods a step creates)
+from kfct.cluster.pod_env import CONFIG_KEYS, SECRET_KEYS  # noqa: F401 (shared with the pods a step creates)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Multi-user Kubeflow: Kubeflow's PodDefault `access-ml-pipeline` (manifests/overlays/prod/
@@ -107,7 +107,7 @@ def apply_task_config(task: Any, stage_name: str, cfg: RunConfig | None, setting
     """
     from kfp.dsl import pipeline_task
 
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     if getattr(task, "state", None) == pipeline_task.TaskState.FINAL:
         return task
@@ -167,7 +167,7 @@ def attach_cluster_env(task: Any, settings: Settings | None = None) -> None:
     """
     from kfp import kubernetes
 
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     task.set_env_variable("KFCT_IMAGE_REGISTRY", s.image_registry)

@@ -18,6 +18,6 @@ Modules (import what you need; nothing heavy happens at package import):
 - `kfct.serving.readiness`  why the server is not ready (503 body, gauges).
 
 The contracts serving shares with the stages live in the library layer:
-`kfct.split_state` (the split file), `kfct.window_stats` (what a rollout compares),
-`kfct.prediction_log` (the log's layout and its reader), `kfct.replicas` (which local servers serve).
+`kfct.contracts.split_state` (the split file), `kfct.contracts.window_stats` (what a rollout compares),
+`kfct.contracts.prediction_log` (the log's layout and its reader), `kfct.contracts.replicas` (which local servers serve).
 """

@@ -54,7 +54,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from fastapi.routing import APIRoute
 
-from kfct import kserve_sdk
+from kfct.cluster import kserve_sdk
 from kfct.serving.schemas import BadRequest, parse_json_body
 from kfct.serving.v2_binary import HEADER as BINARY_HEADER, parse_binary_request
 
@@ -463,7 +463,7 @@ def add_kfct_routes(router, state_path=None):
 
         @app.get("/kfct/split")
         async def split():
-            from kfct.split_state import read_state
+            from kfct.contracts.split_state import read_state
 
             st = read_state(state_path) if state_path else None
             return {"file": str(state_path) if state_path else None,

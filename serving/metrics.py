@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfct.window_stats import WindowStats, paired_window
+from kfct.contracts.window_stats import WindowStats, paired_window
 
 if TYPE_CHECKING:
     from typing import Iterator, Sequence

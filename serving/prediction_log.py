@@ -1,31 +1,33 @@
 """Every prediction (inputs, outputs, version, role, time) to a rolling parquet log.
 
-The request path only appends a tuple to a bounded queue (about a microsecond); a
-background thread turns batches into parquet files every `flush_seconds` or
-`flush_rows`, so logging never adds latency. A full queue drops rows and counts
+The request path pickles the request once and appends the bytes to a bounded buffer
+(a microsecond or two); a background thread turns batches into parquet files every
+`flush_seconds` or `flush_rows` (the encoding itself in a child process in the server,
+`kfct.serving.predlog_encoder`), so logging adds next to no latency. A full buffer drops rows and counts
 them (`kfct_prediction_log_dropped_total{reason="queue_full"}`) rather than slowing
 requests down. A batch the store does not take (MinIO away, a full disk) waits in a
 bounded backlog on local disk and is retried with backoff, in order, under the same
 object key (`kfct.serving.predlog_spill`): nothing is lost unless that backlog is full.
 
 The layout (folders, file names, columns) and the reader that drift monitoring uses
-live in the library layer, `kfct.prediction_log`; this module is the writer.
+live in the library layer, `kfct.contracts.prediction_log`; this module is the writer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
+import pickle
 import threading
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfct.prediction_log import PREFIX, default_root
-from kfct.prediction_log import use_s3 as _use_s3
+from kfct.contracts.prediction_log import PREFIX, default_root
+from kfct.contracts.prediction_log import use_s3 as _use_s3
 from kfct.serving.predlog_spill import Segment, SpillBuffer, segment_name
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class PredictionLogger:
 
         from kfct.serving.predlog_encoder import ChildEncoder
 
-        from kfct.settings import get_settings
+        from kfct.runtime.settings import get_settings
 
         self.settings = settings or get_settings()
         self.s3 = _use_s3(self.settings) if s3 is None else s3
@@ -70,11 +72,13 @@ class PredictionLogger:
         self.retry_seconds = retry_seconds
         self.max_retry_seconds = max_retry_seconds
         self.writer_id = uuid.uuid4().hex[:12]  # with the sequence: a key no other batch ever gets
-        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._buf: list = []  # (ts, rows, pickled request) in arrival order; swapped out whole by the collector
+        self._qrows = 0
         # the server encodes batches in a child process, off the request path's GIL (predlog_encoder)
         self._encoder = ChildEncoder() if encode_in_child else None
         self.max_queue_bytes = max_queue_bytes
-        self._qbytes = 0  # estimated bytes the queue holds (`request_bytes`)
+        self._qbytes = 0  # bytes waiting to be batched, taken or not (pickles + ITEM_OVERHEAD each): the bound
         self._qlock = threading.Lock()
         self._seq = 0
         self.rows_written = 0
@@ -115,25 +119,30 @@ class PredictionLogger:
     # -- request path --------------------------------------------------------------------
     def log(self, ts: float, request_id: str | None, model_name: str, version: str, role: str,
             records: list[dict], probabilities, labels, threshold: float) -> None:
-        """Enqueue one scored request (records are not copied: they are not mutated later).
+        """Pickle one scored request and append it to the buffer.
 
-        The queue is bounded in bytes (`max_queue_bytes`, an estimate of what the request's rows
-        hold), not only in requests: 200,000 queued 1 MB requests would be 200 GB."""
-        cost = request_bytes(records, request_id)
+        Pickled here, once (a microsecond or two for a one-record request): what waits for the
+        flush is one bytes object per request, so the collector swaps the buffer out in O(1),
+        the garbage collector has no queued dicts to traverse, nothing pickles the rows again
+        under the GIL at flush time, and the bound is exact. The buffer is bounded in bytes
+        (`max_queue_bytes`) as well as in requests: 200,000 queued 1 MB requests would be 200 GB."""
+        try:
+            blob = pickle.dumps((ts, request_id, model_name, version, role, records, _as_list(probabilities),
+                                 _as_list(labels), threshold), protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:  # never from a body
+            self._count_unencodable(len(records), f"{type(exc).__name__}: {str(exc)[:200]}")
+            return
+        rows = len(records)
+        cost = len(blob) + ITEM_OVERHEAD
         with self._qlock:
-            room = self._qbytes + cost <= self.max_queue_bytes
+            room = len(self._buf) < self.max_queue and self._qbytes + cost <= self.max_queue_bytes
             if room:
+                self._buf.append((ts, rows, blob))
                 self._qbytes += cost
-        if room:
-            try:
-                self._q.put_nowait((ts, request_id, model_name, version, role, records, probabilities, labels,
-                                    threshold, cost))
-                return
-            except queue.Full:
-                with self._qlock:
-                    self._qbytes -= cost
-        self.dropped += len(records)
-        _metric(lambda m: m.log_dropped.labels("queue_full").inc(len(records)))
+                self._qrows += rows
+        if not room:
+            self.dropped += rows
+            _metric(lambda m: m.log_dropped.labels("queue_full").inc(rows))
 
     # -- control -------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
@@ -163,6 +172,8 @@ class PredictionLogger:
         """Stop: batch what is queued, upload what the store takes within `timeout`, keep the rest
         on disk for the next start (SIGTERM path: Kubernetes gives a pod about 30 s)."""
         end = time.monotonic() + timeout  # one budget for all of it: a hanging store must not stretch it
+        if self._encoder is not None:  # no more requests to yield to: the last batches are encoded here
+            self._encoder.closing = True
 
         def budget(cap: float = timeout) -> float:
             return min(cap, max(0.5, end - time.monotonic()))
@@ -186,7 +197,7 @@ class PredictionLogger:
 
     @property
     def queued(self) -> int:
-        return self._q.qsize()
+        return len(self._buf)
 
     def status(self) -> dict:
         return {"target": self._target(), "queued": self.queued, "queued_bytes": self._qbytes, "rows_written": self.rows_written,
@@ -201,67 +212,79 @@ class PredictionLogger:
         return str(self.root)
 
     # -- collector thread ----------------------------------------------------------------
+    def _take(self) -> tuple[list, int]:
+        """Everything buffered so far and its row count, in O(1) under the lock. Its bytes still count
+        against `max_queue_bytes` until they are batched (`_release`): taken or not, one bound."""
+        with self._qlock:
+            taken, rows = self._buf, self._qrows
+            self._buf, self._qrows = [], 0
+        return taken, rows
+
+    def _release(self, batch: list) -> None:
+        freed = sum(map(len, map(itemgetter(2), batch))) + ITEM_OVERHEAD * len(batch)
+        with self._qlock:
+            self._qbytes -= freed
+
     def _run(self) -> None:
         pending: list = []
         pending_rows = 0
         last = time.monotonic()
-        full = False
         while True:
-            if not full:  # a full batch was cut: go on at once, the queue has more
+            if pending_rows < self.flush_rows:  # a full batch is waiting: go on at once
                 self._flush_req.wait(timeout=min(0.25, self.flush_seconds))
-            with self._cv:
-                gen = self._flush_gen
             forced = self._flush_req.is_set()
             self._flush_req.clear()
-            while True:
-                try:
-                    item = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                with self._qlock:
-                    self._qbytes -= item[9]
-                pending.append(item[:9])
-                pending_rows += len(item[5])
-                if pending_rows >= self.flush_rows:  # bounded batches: bounded memory and encode time
-                    break
-            full = pending_rows >= self.flush_rows
+            with self._cv:  # read after the clear: a flush() asked later sets the flag again
+                gen = self._flush_gen
+            took = pending_rows < self.flush_rows  # a full batch first: what is taken stays bounded
+            if took:
+                taken, rows = self._take()
+                pending += taken
+                pending_rows += rows
             due = forced or pending_rows >= self.flush_rows or time.monotonic() - last >= self.flush_seconds
             if pending and due:
+                batch, pending, batch_rows = _cut(pending, pending_rows, self.flush_rows)  # bounded batches
+                pending_rows -= batch_rows
                 try:
-                    self._batch(pending)
+                    self._batch(batch)
                 except Exception as exc:  # a batch that cannot even be encoded: say so, count it, keep going
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("prediction log batch of %d rows not encoded: %s", pending_rows, self.last_error)
-                    self.dropped += pending_rows
-                    _metric(lambda m, lost=pending_rows: m.log_dropped.labels("unencodable").inc(lost))
-                pending, pending_rows = [], 0
+                    log.error("prediction log batch of %d rows not encoded: %s", batch_rows, self.last_error)
+                    self.dropped += batch_rows
+                    _metric(lambda m, lost=batch_rows: m.log_dropped.labels("unencodable").inc(lost))
+                finally:
+                    self._release(batch)
                 last = time.monotonic()
             elif not pending:
                 last = time.monotonic()
-            if forced and full:
-                self._flush_req.set()  # the flush is not done until the queue is drained
+            if forced and (pending or not took):
+                self._flush_req.set()  # the flush is not done until everything queued before it is batched
             elif forced:
                 with self._cv:
                     self._made_seq = self._seq
                     self._done_gen = max(self._done_gen, gen)
                     self._cv.notify_all()
-            if self._stop.is_set() and self._q.empty() and not pending:
+            if self._stop.is_set() and not pending and not self._buf:
                 return
 
     def _batch(self, items: list) -> None:
+        """One batch of buffered requests -> one parquet segment in the backlog. The server's share is
+        a join of the requests' pickles (a memcpy); decoding and encoding run in the child."""
+        payload = b"".join([it[2] for it in items])
         if self._encoder is not None:
-            data, rows, lost, why = self._encoder.encode(items, self.id_column)
+            data, rows, lost, why = self._encoder.encode(payload, self.id_column)
         else:
-            from kfct.serving.predlog_encoder import encode
+            from kfct.serving.predlog_encoder import encode_payload
 
-            data, rows, lost, why = encode(items, self.id_column)
+            data, rows, lost, why = encode_payload(payload, self.id_column)
+        del payload
         if lost:
             self._count_unencodable(lost, why or "")
         if data is None or not rows:
             return
-        first_ms = int(min(it[0] for it in items) * 1000)
-        last_ms = int(max(it[0] for it in items) * 1000)
+        first_ms = int(min(items)[0] * 1000)  # (ts, rows, blob) tuples: C-speed comparisons, by ts first
+        last_ms = int(max(items)[0] * 1000)
         self._seq += 1
         seg = Segment(segment_name(first_ms, last_ms, self.writer_id, self._seq), rows, data=data, seq=self._seq)
         # Straight to disk when the shipper is behind or the store is away: a restart keeps it.
@@ -332,7 +355,7 @@ class PredictionLogger:
 
     def _write(self, seg: Segment) -> None:
         if self.s3:
-            from kfct import s3
+            from kfct.data import s3
 
             if self._s3_client is None:
                 self._s3_client = s3.client(self.settings)
@@ -396,10 +419,25 @@ def _metric(fn) -> None:
         pass
 
 
-def request_bytes(records: list[dict], request_id: str | None) -> int:
-    """What one request's rows hold in the queue, estimated without walking them: a CPython
-    dict and its values run ~100 bytes + ~40 per field; the request id is held once."""
-    return len(records) * (100 + 40 * len(records[0]) if records else 0) + len(request_id or "")
+ITEM_OVERHEAD = 120  # bytes a buffered request costs besides its pickle: the tuple, its float and int
+
+
+def _as_list(values) -> list:
+    """Probabilities / labels as a plain list: numpy arrays pickle ~10x slower than lists."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _cut(items: list, rows: int, limit: int) -> tuple[list, list, int]:
+    """(a batch of the first requests holding at least `limit` rows, or all of them; the rest; the
+    batch's rows). `rows` is the items' total: the usual time-based flush takes all without a walk."""
+    if rows <= limit:
+        return items, [], rows
+    n = 0
+    for i, it in enumerate(items):
+        n += it[1]
+        if n >= limit:
+            return items[:i + 1], items[i + 1:], n
+    return items, [], n
 
 
 def salvage(items: list, id_column: str = "customer_id") -> tuple[list, int]:

@@ -1,7 +1,7 @@
 """`ChurnPredictor`: one registered model version as a KServe `Model`.
 
 Loads a version from the MLflow registry (by alias or number, through
-`kfct.registry.load_version`, which verifies the artifact's sha256) or from a local
+`kfct.governance.registry.load_version`, which verifies the artifact's sha256) or from a local
 MLflow model folder (the InferenceService's storage initializer puts the MinIO
 artifact in `/mnt/models`; the expected sha256 then comes from the deploy stage).
 The fitted preprocessing travels inside the model, so serving applies exactly the
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfct import kserve_sdk
+from kfct.cluster import kserve_sdk
 from kfct.errors import FeatureError
 from kfct.serving.schemas import BadRequest, requested_outputs, v1_records, v2_records
 
@@ -70,7 +70,7 @@ class LoadedVersion:
     allowed: frozenset
     encoder: Any = None
     ensemble: Any = None
-    schema: Any = None  # kfct.record_schema.RecordSchema: the config's ranges, integer-ness, id rules
+    schema: Any = None  # kfct.data.record_schema.RecordSchema: the config's ranges, integer-ness, id rules
     loaded_at: float = field(default_factory=time.time)
     tags: dict = field(default_factory=dict)
 
@@ -112,7 +112,7 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
             log.warning("model %s v%s: numpy tree path unavailable, using the booster", model_name, version)
     threshold = float(getattr(model, "threshold", 0.5))
     from kfct.config import load_config
-    from kfct.record_schema import RecordSchema
+    from kfct.data.record_schema import RecordSchema
 
     schema = RecordSchema.from_config(load_config())
     if id_column != schema.id_column:
@@ -131,7 +131,7 @@ def fetch_version(model_name: str, alias: str | None = None, version: str | None
     """Load (and verify) one version; raises on any failure, never half-installs."""
     if model_dir is not None:
         return _fetch_dir(model_name, Path(model_dir), version, expected_sha256, id_column, fast)
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup(attempts=1)  # the watcher retries loads with its own backoff
     lm = registry.load_version(model_name, alias=None if version else (alias or "champion"), version=version)
@@ -142,8 +142,8 @@ def _fetch_dir(model_name: str, path: Path, version: str | None, expected: str |
                fast: bool) -> LoadedVersion:
     import mlflow
 
-    from kfct.lineage import sha256_file
-    from kfct.registry import MODEL_FILE, ModelIntegrityError
+    from kfct.governance.lineage import sha256_file
+    from kfct.governance.registry import MODEL_FILE, ModelIntegrityError
 
     candidates = [path] + [p.parent for p in path.rglob(MODEL_FILE)]
     root = next((p for p in candidates if (p / MODEL_FILE).is_file()), None)

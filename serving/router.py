@@ -8,7 +8,7 @@ Shadow mode: the champion answers everything; the challenger scores the same
 records on a background thread (`kfct.serving.shadow`), and both go to metrics and
 the prediction log.
 
-The split comes from `kfct.split_state` (a JSON file the deploy stage and
+The split comes from `kfct.contracts.split_state` (a JSON file the deploy stage and
 `kfct rollout` write); `kfct.serving.split_watcher.SplitWatcher` loads new versions
 off the request path and swaps them in.
 """
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kfct import kserve_sdk
+from kfct.cluster import kserve_sdk
 from kfct.serving import predictor as predictor_module
 from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
 from kfct.serving.predictor import OUTPUT_NAMES, fetch_version, score_loaded, v1_response, v2_response
@@ -34,7 +34,7 @@ from kfct.serving.schemas import (BadRequest, check_records_text, check_text, re
 from kfct.serving.routing import BUCKETS, Route, assign, bucket, customer_key, to_canary  # noqa: F401
 from kfct.serving.shadow import ShadowWorker
 from kfct.serving.split_watcher import SplitWatcher  # noqa: F401
-from kfct.split_state import SplitState
+from kfct.contracts.split_state import SplitState
 
 if TYPE_CHECKING:
     from kfct.serving.predictor import ChurnPredictor
@@ -306,7 +306,7 @@ class _ChurnRouter(_KServeModel):
 
     def stats(self, since: float | None = None, pairs: bool = False) -> dict:
         """Window stats per version; `pairs`: each version's raw paired rows too, for a rollout that
-        merges several replicas (`kfct.window_stats.merge_windows`)."""
+        merges several replicas (`kfct.contracts.window_stats.merge_windows`)."""
         r = self._route
         versions = {v: st.window(since).to_json() for v, st in list(self._stats.items())}
         if pairs:

@@ -7,7 +7,7 @@
 One KServe ModelServer serves one model name through a `ChurnRouter`: the champion
 (alias or version from the registry, or a local MLflow model folder with its sha256)
 and, when the split state says so, a canary or shadow challenger. The split state
-file (`kfct.split_state`) is watched, so `kfct rollout` and the deploy stage
+file (`kfct.contracts.split_state`) is watched, so `kfct rollout` and the deploy stage
 (both audited) can move the traffic of every running server.
 
 A server started with an explicit `--version` / `--canary-version` serves exactly that,
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kfct.split_state import SplitState
+    from kfct.contracts.split_state import SplitState
 
 log = logging.getLogger("kfct.serving")
 
@@ -121,12 +121,12 @@ def shutdown(router: Any, watcher: Any, prediction_log: Any) -> None:
 def build(opts: ServerOptions) -> tuple[Any, Any, Any, Any, Path | None]:
     """(model server, router, watcher, prediction log, state path) — nothing listening yet."""
     from kfct.config import load_config
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
     from kfct.serving.app import KfctModelServer, add_kfct_routes
     from kfct.serving.predictor import ChurnPredictor
     from kfct.serving.prediction_log import PredictionLogger
     from kfct.serving.router import ChurnRouter, SplitWatcher
-    from kfct.split_state import state_path
+    from kfct.contracts.split_state import state_path
 
     settings = get_settings()
     cfg = load_config()
@@ -160,7 +160,7 @@ def build(opts: ServerOptions) -> tuple[Any, Any, Any, Any, Path | None]:
 
 def pinned_state(opts: ServerOptions, name: str) -> SplitState | None:
     """The split an explicit command line pins (applied in memory, never written), or None."""
-    from kfct.split_state import SplitState
+    from kfct.contracts.split_state import SplitState
 
     if opts.model_dir is not None or not (opts.version or opts.canary_version or opts.shadow):
         return None
@@ -240,7 +240,7 @@ def start_in_thread(opts: ServerOptions | None = None, ready_timeout: float = 30
     opts = opts or ServerOptions(**kwargs)
     server, router, watcher, plog, spath = build(opts)
     _initial_load(router, watcher, opts.wait_for_model, opts.watch, pinned_state(opts, router.name))
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = get_settings()
     sock = _bind(opts.host or s.serving_host, opts.port if opts.port is not None else s.serving_port)
@@ -261,7 +261,7 @@ def serve(opts: ServerOptions) -> int:
     """Serve in the foreground until SIGINT/SIGTERM."""
     import uvicorn
 
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = get_settings()
     host = opts.host or s.serving_host
@@ -294,7 +294,7 @@ def serve(opts: ServerOptions) -> int:
         sock.close()
         return 3
     r = router.route
-    from kfct import replicas
+    from kfct.contracts import replicas
 
     replica = replicas.register(router.name, f"http://{host}:{sock.getsockname()[1]}", s.home)  # for `kfct rollout`
     print(f"kfct: serving {router.name} on http://{host}:{sock.getsockname()[1]}  "
@@ -374,7 +374,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """Command-line arguments -> options; a bad canary argument is a one-line `KfctError`
     (the one check for both `kfct serve` and `python -m kfct.serving`)."""
     from kfct.errors import KfctError
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     if args.canary_percent is not None and not 0 <= args.canary_percent <= 100:
         raise KfctError(f"--canary-percent must be within 0..100, got {args.canary_percent:g}")

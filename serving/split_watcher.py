@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kfct.split_state import SplitState, SplitStateError, read_state
+from kfct.contracts.split_state import SplitState, SplitStateError, read_state
 
 if TYPE_CHECKING:
     from kfct.serving.router import _ChurnRouter
@@ -30,7 +30,7 @@ class SplitWatcher:
         self.path = Path(path)
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
-        # The registry aliases win over the file (kfct.convergence): read every alias_poll_seconds.
+        # The registry aliases win over the file (kfct.governance.convergence): read every alias_poll_seconds.
         self.follow_aliases = follow_aliases
         router.follows_aliases = follow_aliases
         self.alias_poll_seconds = alias_poll_seconds
@@ -108,7 +108,7 @@ class SplitWatcher:
             return False
         self._aliases_at = time.monotonic()
         try:
-            from kfct import registry
+            from kfct.governance import registry
 
             if not self._registry_set_up:
                 # The first poll comes before any load: without this it would read MLflow's default
@@ -130,7 +130,7 @@ class SplitWatcher:
             return state
         from dataclasses import replace
 
-        from kfct.convergence import split_changes
+        from kfct.governance.convergence import split_changes
 
         changes, reasons = split_changes(state.champion_version, state.canary_version, state.canary_percent,
                                          state.mode, self._aliases)

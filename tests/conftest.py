@@ -39,7 +39,7 @@ def default_mlflow_stores(folders) -> set[Path]:
 
 @pytest.fixture(autouse=True)
 def _no_default_mlflow_store():
-    """Every MLflow use goes through kfct.registry.setup (the store under KFCT_HOME, or the server
+    """Every MLflow use goes through kfct.governance.registry.setup (the store under KFCT_HOME, or the server
     the settings name). One that does not falls back to MLflow's default, ./mlflow.db in the working
     directory, where it outlives the test and once got committed: fail the test that made it
     (or whose subprocess did), wherever it runs from."""
@@ -47,7 +47,7 @@ def _no_default_mlflow_store():
     before = default_mlflow_stores(folders)
     yield
     stray = default_mlflow_stores(folders | {_cwd()}) - before
-    assert not stray, (f"MLflow used without kfct.registry.setup: it made {sorted(map(str, stray))} "
+    assert not stray, (f"MLflow used without kfct.governance.registry.setup: it made {sorted(map(str, stray))} "
                        "(its default tracking store in the working directory)")
 
 
@@ -83,7 +83,7 @@ def kfct_home(tmp_path, monkeypatch, seed_mlflow_store):
     """Point every setting at a fresh temp dir (MLflow store, audit, pipeline root).
 
     The MLflow store in it is a copy of a migrated, empty one (see the module docstring)."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     home = seed_mlflow_store(tmp_path / "kfct-home")
     monkeypatch.setenv("KFCT_HOME", str(home))
@@ -103,9 +103,9 @@ def ct_run(tmp_path_factory, seed_mlflow_store) -> CtRun:
     20k generated rows in a home of its own: version 1 registered as champion, its MLflow run,
     card, audit entries and kfp outputs. For tests that only read what a run made; a test that
     writes (another run, an alias move) works on `copy_home(ct_run.home, ...)` instead."""
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
     from kfct.pipelines.local import run_ct
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     home = seed_mlflow_store(tmp_path_factory.mktemp("ct-run") / "kfct-home")
     data = write_frame(generate(CT_RUN_ROWS, seed=42), home / "data" / "customers.parquet")
@@ -154,7 +154,7 @@ def cfg():
 
 @pytest.fixture(scope="session")
 def small_df():
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     return generate(8000, seed=11)
 

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-MLFLOW_DB = "mlflow.db"  # kfct.settings: the local store is <KFCT_HOME>/mlflow.db
+MLFLOW_DB = "mlflow.db"  # kfct.runtime.settings: the local store is <KFCT_HOME>/mlflow.db
 
 
 def off_the_stack(func, /, *args, **kwargs):
@@ -89,7 +89,7 @@ def compiled_once(folder: Path, **settings) -> list[Path]:
     with _locked(folder):
         if not index.exists():
             from kfct.pipelines.compile import compile_all
-            from kfct.settings import Settings, reset_settings
+            from kfct.runtime.settings import Settings, reset_settings
 
             saved = {v: os.environ.pop(v) for v in [v for v in os.environ if v.startswith("KFCT_")]}
             try:

@@ -18,6 +18,6 @@ def log_tiny_model(tag: str = "") -> tuple[str, str]:
 
 
 def versions(name: str) -> list[int]:
-    from kfct import registry
+    from kfct.governance import registry
 
     return sorted(int(v.version) for v in registry.client().search_model_versions(f"name='{name}'"))

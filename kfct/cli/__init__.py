@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         import os
 
-        from kfct.settings import reset_settings
+        from kfct.runtime.settings import reset_settings
 
         os.environ["KFCT_CONFIG"] = args.config
         reset_settings()

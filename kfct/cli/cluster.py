@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
 DEFAULT_OUT = "build"
 
@@ -87,7 +87,7 @@ def _params(args: argparse.Namespace, package: str) -> dict:
             raise DataSourceError(f"--data-uri: this pipeline takes no dataset URI (parameters: {', '.join(sorted(declared))})")
         params[key] = args.data_uri
     if "code_version" in declared and "code_version" not in params:
-        from kfct.lineage import code_version
+        from kfct.governance.lineage import code_version
 
         params["code_version"] = code_version()
     if "run_reason" in declared and "run_reason" not in params and getattr(args, "reason", None):
@@ -140,7 +140,7 @@ def _schedule(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- images
 def image_builds(settings: Settings | None = None, code_version: str | None = None) -> list[dict]:
     """The three images: name, Dockerfile, target and the `docker build` argv for each."""
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     version = code_version or "unknown"
@@ -164,7 +164,7 @@ def kustomize_images(settings: Settings | None = None) -> list[dict]:
 
     The component image (MLflow Deployment) and the serving image (ServingRuntime); the GPU
     training image is named only by the compiled IR."""
-    from kfct.settings import Settings, get_settings
+    from kfct.runtime.settings import Settings, get_settings
 
     s = settings or get_settings()
     default_registry = Settings.model_fields["image_registry"].default
@@ -231,9 +231,9 @@ def _manifests(args: argparse.Namespace) -> int:
 
 
 def _cluster_check(args: argparse.Namespace) -> int:
-    """The live cluster's prerequisites (kfct.cluster_check), read with the kubeconfig or in-cluster."""
-    from kfct.cluster_check import ClusterReadError, check_cluster, format_table, kube_reader
-    from kfct.settings import get_settings
+    """The live cluster's prerequisites (kfct.cluster.cluster_check), read with the kubeconfig or in-cluster."""
+    from kfct.cluster.cluster_check import ClusterReadError, check_cluster, format_table, kube_reader
+    from kfct.runtime.settings import get_settings
 
     s = get_settings()
     read = kube_reader(args.kubeconfig, args.context, in_cluster=True if args.in_cluster else None)
@@ -281,7 +281,7 @@ def _images(args: argparse.Namespace) -> int:
     import subprocess
 
     from kfct.errors import KfctError
-    from kfct.lineage import code_version
+    from kfct.governance.lineage import code_version
 
     if args.set_kustomize:
         for entry in set_kustomize_images(args.set_kustomize):

@@ -29,7 +29,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from kfct.schema_infer import init_config
+    from kfct.data.schema_infer import init_config
 
     inferred = init_config(args.data, args.label, args.out, id_column=args.id, positive=args.positive)
     ds = inferred["dataset"]

@@ -8,7 +8,7 @@ from kfct.cli.options import command_group
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from kfct.datagen import corrupt, generate, write_frame
+    from kfct.data.datagen import corrupt, generate, write_frame
     from kfct.errors import KfctError
 
     if args.part_rows is not None:
@@ -27,9 +27,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _generate_parts(args: argparse.Namespace) -> int:
-    """Write a dataset in parts (kfct.parts), generated chunk by chunk: one part in memory at a time."""
-    from kfct import parts
-    from kfct.datagen import generate_chunks
+    """Write a dataset in parts (kfct.data.parts), generated chunk by chunk: one part in memory at a time."""
+    from kfct.data import parts
+    from kfct.data.datagen import generate_chunks
     from kfct.errors import KfctError
 
     if args.corrupt:
@@ -46,7 +46,7 @@ def _generate_parts(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from kfct.datastore import push_dataset
+    from kfct.data.datastore import push_dataset
 
     uri = push_dataset(args.path, tag=args.tag, part_rows=args.part_rows)
     print(uri)
@@ -56,9 +56,9 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _outcomes(args: argparse.Namespace) -> int:
-    from kfct.datagen import realized_outcomes, write_frame
+    from kfct.data.datagen import realized_outcomes, write_frame
     from kfct.errors import KfctError
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
 
     preds = read_prediction_log(since=args.since)
     try:
@@ -71,7 +71,7 @@ def _outcomes(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from kfct.corruptions import CORRUPTIONS
+    from kfct.data.corruptions import CORRUPTIONS
 
     dsub = command_group(sub, "data", "generate or push datasets", "data_command")
     g = dsub.add_parser("generate", help="synthetic telecom customers (parquet or csv by extension)")

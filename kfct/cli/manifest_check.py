@@ -55,7 +55,7 @@ def _model(name: str) -> Any:
 
     if hasattr(k8s, name):
         return getattr(k8s, name)
-    from kfct import kserve_sdk
+    from kfct.cluster import kserve_sdk
 
     kserve = kserve_sdk.load()
     return getattr(kserve, name, None) or getattr(kserve.models, name, None)

@@ -21,7 +21,7 @@ def _monitor(args: argparse.Namespace) -> int:
     summary = run_monitor(current_uri=args.current, dry_run=args.dry_run, force=args.force, since=args.since,
                           ct_data_uri=args.retrain_data, cfg=cfg, model_name=args.model_name, mode=args.mode,
                           via_kfp=args.kfp_local)
-    from kfct.labels import rate_name
+    from kfct.data.labels import rate_name
 
     print(format_monitor_summary(summary, rate_name(cfg)))
     if args.json:
@@ -31,7 +31,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from kfct import audit
+    from kfct.governance import audit
 
     path = args.path or audit.default_path()
     res = audit.verify(path)
@@ -73,7 +73,7 @@ def _short(v: object) -> str:
 def _show(args: argparse.Namespace) -> int:
     import json
 
-    from kfct import audit
+    from kfct.governance import audit
 
     entries = audit.history(args.model, args.version, path=args.path)
     if args.event:

@@ -25,9 +25,9 @@ def _print_json(obj: object) -> None:
 
 
 def _outcomes_push(args: argparse.Namespace) -> int:
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.components.validate import validate_frame
-    from kfct.outcomes import load_outcomes, store_outcomes
+    from kfct.evidence.outcomes import load_outcomes, store_outcomes
 
     cfg, name = _cfg_name(args)
     try:
@@ -46,7 +46,7 @@ def _outcomes_push(args: argparse.Namespace) -> int:
 
 def _outcomes_report(args: argparse.Namespace) -> int:
     from kfct.components.outcomes_report import outcomes_report
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     cfg, name = _cfg_name(args)
     out = args.out or str(get_settings().home / "reports" / "realized")

@@ -15,10 +15,10 @@ def _records(args: argparse.Namespace, cfg: RunConfig) -> list[dict]:
     import math
 
     if not args.data:
-        from kfct.sample_rows import sample_records
+        from kfct.data.sample_rows import sample_records
 
         return sample_records(cfg, args.rows)
-    from kfct.datasource import read_dataset
+    from kfct.data.datasource import read_dataset
 
     df = read_dataset(args.data).head(args.rows)
     df = df.drop(columns=[c for c in (cfg.dataset.label,) if c in df.columns])
@@ -32,8 +32,8 @@ def _isvc_address(name: str, namespace: str | None) -> str:
     import os
 
     from kfct.errors import KfctError
-    from kfct.kserve_isvc import get_inference_service, kserve_client, stable_address
-    from kfct.settings import get_settings
+    from kfct.cluster.kserve_isvc import get_inference_service, kserve_client, stable_address
+    from kfct.runtime.settings import get_settings
 
     ns = namespace or get_settings().kfp_namespace
     # $KUBECONFIG as read now (the kubernetes client reads it once, at its import), else its defaults
@@ -69,7 +69,7 @@ def _predict(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         raise KfctError(f"{url}: cannot reach the model server ({getattr(exc, 'reason', exc)}); "
                         f"is `kfct serve` running?") from None
-    from kfct.labels import label_value
+    from kfct.data.labels import label_value
 
     for pred in answer.get("predictions", []) if isinstance(answer, dict) else []:
         if isinstance(pred, dict) and "label" in pred:  # the user's own label value beside the 0/1

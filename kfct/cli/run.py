@@ -28,8 +28,8 @@ def _run(args: argparse.Namespace) -> int:
                          raise_on_validation=False, parts=True if args.part_rows else None,
                          part_rows=args.part_rows)
     except KfctError as exc:  # unreadable data, a failed stage: on the record like a failed validation
-        from kfct import audit
-        from kfct.stagefail import recorded_for_run
+        from kfct.governance import audit
+        from kfct.runtime.stagefail import recorded_for_run
 
         # A stage that failed recorded `stage_failed` itself: one failure, one entry.
         run_id = getattr(exc, "run_id", None)
@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
 def _mlflow_ui(args: argparse.Namespace) -> int:
     import os
 
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     s = get_settings()
     s.home.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ def _rollout(args: argparse.Namespace) -> int:
 
     from kfct.components.rollout import LocalRouterBackend, RolloutError, make_backend, rollout_version
     from kfct.config import load_config
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     cfg = load_config()
     s = get_settings()

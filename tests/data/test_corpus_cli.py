@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 REGISTRY = """
 import json, sys
-from kfct import registry
+from kfct.governance import registry
 registry.setup()
 out = {}
 for name in sys.argv[1:]:
@@ -76,7 +76,7 @@ def test_real_and_corrupted_tables_get_their_verdicts(tmp_path):
             expected[model] = {"versions": expected[model]["versions"] + [version], "champion": str(version)}
         assert _registry(env) == expected, case.name   # a stopped run changed nothing
         if case.exit == 5:  # a verdict on the data is on the audit trail as one
-            from kfct import audit
+            from kfct.governance import audit
 
             gates = [e for e in audit.read(tmp_path / "home" / "audit" / "audit.jsonl") if e["event"] == "gate_decision"]
             assert gates[-1]["verdict"] == "data" and gates[-1]["deploy"] is False

@@ -1,5 +1,5 @@
 """The Great Expectations suite built from the schema config: accepts clean generated
-data, rejects every `kfct.datagen.CORRUPTIONS` kind naming the column and the check,
+data, rejects every `kfct.data.datagen.CORRUPTIONS` kind naming the column and the check,
 and reports the failure with sample bad values (JSON, Markdown, HTML)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from kfct.datagen import CORRUPTIONS, corrupt, generate, write_frame
+from kfct.data.datagen import CORRUPTIONS, corrupt, generate, write_frame
 
 # For every corruption kind: the exact set of (check, column) that must fail (None =
 # table-level), and per failing check a value that must appear among its sample bad values.
@@ -155,12 +155,12 @@ def test_other_label_coding_uses_membership_bounds(validate, cfg, clean):
     bad = validate(coded, c)
     assert _failed(bad) == {("label_balance_max", "churned")}
     # and the 0/1 schema rejects the string coding, naming the label (yes/no are spellings of 1/0,
-    # kfct.labels, so it is the dtype check that fails)
+    # kfct.data.labels, so it is the dtype check that fails)
     assert ("dtype", "churned") in _failed(validate(coded, cfg))
 
 
 def test_csv_round_trip_validates_like_parquet(validate, cfg, clean, tmp_path):
-    from kfct.datasource import read_dataset
+    from kfct.data.datasource import read_dataset
 
     for frame, name in ((clean, "clean"), (corrupt(clean, "unknown_category"), "bad")):
         via_csv = validate(read_dataset(str(write_frame(frame, tmp_path / f"{name}.csv"))), cfg)

@@ -12,7 +12,7 @@ import pytest
 from kfct.components.validation_merge import merge_results, validate_part
 from kfct.components.validation_run import validate_frame
 from kfct.config import RunConfig, load_config, with_overrides
-from kfct.datagen import generate
+from kfct.data.datagen import generate
 
 # Each case runs GX four times (each of three parts, then the whole frame): 2-4 s of CPU in
 # the test process per case; make test, not make test-fast (tests/data/test_validation.py is there).
@@ -118,3 +118,35 @@ def test_per_row_defects_add_up(base, tmp_path):
     assert _verdict(single) == _verdict(merged)
     cats = [f for f in merged["failures"] if f["check"] == "categories"][0]
     assert cats["unexpected_count"] == 7 and set(cats["sample_bad_values"]) == {"lifetime", "forever"}
+
+
+def _gx_view(result: dict) -> tuple:
+    """What GX's Data Docs show of a result: statistics, then per expectation its type, column, verdict and the
+    merged-comparable values (observed value, unexpected count)."""
+    g = result["gx_result"]
+    rows = [(r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column"), r["success"],
+             r["result"].get("observed_value"), r["result"].get("unexpected_count") if not r["success"] else None)
+            for r in g["results"]]
+    return g["success"], g["statistics"], rows
+
+
+@pytest.mark.parametrize("defect", ["none", "duplicate_id", "out_of_range", "label_share"])
+def test_merged_gx_result_shows_what_a_single_pass_shows(base, tmp_path, defect):
+    """The parts pipeline's Data Docs render the merged GX result: it must read as the single pass's GX result,
+    global expectations (row count, label mean, unique) included, computed from the merged statistics."""
+    frames = _split(base)
+    if defect == "duplicate_id":
+        frames[2].iloc[7, frames[2].columns.get_loc("customer_id")] = frames[0]["customer_id"].iloc[3]
+    elif defect == "out_of_range":
+        frames[1].iloc[3, frames[1].columns.get_loc("recency_days")] = -5
+        frames[2].iloc[4, frames[2].columns.get_loc("recency_days")] = -6
+    elif defect == "label_share":
+        for f in frames:
+            f["churned"] = 1
+    single, merged = _both(frames, load_config(), tmp_path, buckets=2)
+    assert _gx_view(merged) == _gx_view(single)
+    assert merged["gx_result"]["results"][0]["expectation_config"]["meta"]["order"] == 0
+    by_type = {r["expectation_config"]["type"]: r for r in merged["gx_result"]["results"]}
+    # the row count is the whole dataset's, not the first part's
+    assert by_type["expect_table_row_count_to_be_between"]["result"]["observed_value"] == len(base)
+    assert "batch_markers" not in merged["gx_result"]["meta"]  # no one part's fingerprint on the merged result

@@ -63,7 +63,7 @@ def test_failures_carry_the_limit_and_say_how_many_more(small_cfg):
 
 def test_semicolon_csv_read_as_one_column_gets_a_hint(small_cfg, tmp_path):
     from kfct.components.validate import failure_lines, validate_frame
-    from kfct.datasource import read_dataset
+    from kfct.data.datasource import read_dataset
 
     path = tmp_path / "semi.csv"
     _frame().to_csv(path, sep=";", index=False)

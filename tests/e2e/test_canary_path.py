@@ -46,7 +46,7 @@ ROLLOUT = {"enabled": True, "steps": [20, 50, 100], "bake_seconds": 8, "poll_sec
 
 def operator_kserve_client(st):
     """The kserve SDK as an operator's kubeconfig configures it: the API server's CA, a bearer token."""
-    from kfct.kserve_isvc import kserve_client
+    from kfct.cluster.kserve_isvc import kserve_client
 
     ca = st.pod_files["kubernetes.io/serviceaccount/ca.crt"]
     port = st.kube.httpd.server_address[1]
@@ -120,8 +120,8 @@ def serve(st, isvc: dict, tag: str):
 def test_canary_path(stack, monkeypatch, mode):
     from kfct.components.rollout import ClusterBackend, rollout_version
     from kfct.config import config_to_json, load_config
-    from kfct.datagen import generate
-    from kfct.kserve_isvc import canary_name, predictor_workload
+    from kfct.data.datagen import generate
+    from kfct.cluster.kserve_isvc import canary_name, predictor_workload
 
     st = stack
     model = f"{MODEL}-{mode.lower()}"

@@ -231,7 +231,7 @@ def operator(st, *args, check=True) -> subprocess.CompletedProcess:
 
 def push(st, name: str, tag: str, rows: int = ROWS, **gen) -> dict:
     path = st.work / f"{name}.parquet"
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     write_frame(generate(rows=rows, **gen), path)
     out = operator(st, "data", "push", str(path), "--tag", tag).stdout.split()
@@ -325,7 +325,7 @@ def isvc_now(st, name: str) -> dict:
 def _settings_reread_after():
     """Set up before monkeypatch, torn down after it: later tests read their own environment."""
     yield
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     reset_settings()
 
@@ -407,7 +407,7 @@ def serve_what_deploy_wrote(st: Stack, monkeypatch, model_name: str, version1: s
     storage_initializer(st, isvc, model_dir)
     proc, url = serve_isvc(st, isvc, runtime, model_dir)
     try:
-        from kfct.datagen import generate
+        from kfct.data.datagen import generate
 
         rows = generate(rows=3, seed=99).drop(columns=["churned"])
         records = json.loads(rows.to_json(orient="records"))
@@ -448,13 +448,13 @@ def v2_inputs(rows) -> list[dict]:
 
 
 def operator_registry(st: Stack, monkeypatch):
-    """kfct.registry set up as an operator's machine reads it (the ConfigMap's endpoints, the Secret's keys).
+    """kfct.governance.registry set up as an operator's machine reads it (the ConfigMap's endpoints, the Secret's keys).
 
     monkeypatch undoes the environment after the test, so no later test inherits this stack's
     (then dead) endpoints."""
     monkeypatch.setenv("KFCT_MLFLOW_TRACKING_URI", st.mlflow_url)
-    from kfct import registry
-    from kfct.settings import reset_settings
+    from kfct.governance import registry
+    from kfct.runtime.settings import reset_settings
 
     for k, v in st.operator_env.items():
         if k not in os.environ:
@@ -503,7 +503,7 @@ def a_pod_killed_from_outside(st: Stack, monkeypatch):
     The stage cannot record anything; the exit handler puts `run_failed` for this run on the trail."""
     import signal
 
-    from kfct import audit
+    from kfct.governance import audit
 
     runk = emulator(st, "ct_pipeline.yaml", kill={"train-model": signal.SIGKILL}).run({}, raise_on_failure=False)
     assert runk.state == "FAILED" and runk.task("train-model").exit_code == 137
@@ -521,7 +521,7 @@ def a_pod_killed_from_outside(st: Stack, monkeypatch):
 def batch_scoring_in_shard_pods(st: Stack, model_name: str, lap: Laps) -> None:
     """200k rows under a tag, 4 shards, each shard its own pod, every shard scored by the version the
     registry's champion alias names (resolved once)."""
-    from kfct import registry  # set up by operator_registry
+    from kfct.governance import registry  # set up by operator_registry
 
     scored = push(st, "customers-batch", "monthly", rows=BATCH_ROWS, seed=4)
     lap("push 200k rows")

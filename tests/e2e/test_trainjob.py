@@ -35,7 +35,7 @@ def s3(tmp_path_factory):
 
     from kfct.components.featurize import featurize_core
     from kfct.config import load_config
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     with moto_s3() as (host, port):
         endpoint = f"{host}:{port}"
@@ -70,7 +70,7 @@ def s3(tmp_path_factory):
 @pytest.fixture
 def step_env(s3, monkeypatch):
     """The train step pod's own settings (its env from the same Secret and ConfigMap)."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     for k, v in {**KEYS, "KFCT_S3_ENDPOINT": s3["endpoint"], "KFCT_S3_BUCKET": BUCKET}.items():
         monkeypatch.setenv(k, v)
@@ -103,7 +103,7 @@ def _train(s3, kube, tmp_path, cfg=None, train=None, run_id="7d1f0c2e-run-uuid")
 def test_trainjob_trains_on_two_worker_pods_and_the_step_gets_rank_0s_model(s3, step_env, kube, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from kfct.model import ChurnModel
+    from kfct.evidence.model import ChurnModel
 
     out = _train(s3, kube, tmp_path)
 

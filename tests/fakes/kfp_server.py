@@ -460,7 +460,7 @@ def point_kfct_at(monkeypatch, host: str, token: str | None, home) -> None:
     """kfct's KFP settings for a test: the API at `host` with `token` (None: no token), HOME under the
     test's temp dir (kfp.Client reads ~/.config/kfp/context.json), none of the variables that would make
     kfp.Client pick an in-cluster endpoint of its own; settings re-read."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KFP_HOST", host)
     if token is None:

@@ -24,9 +24,9 @@ def main() -> None:
     with moto_s3() as (h, p), FaultProxy(h, p) as proxy:
         os.environ.update(KFCT_HOME=tmp + "/home", KFCT_S3_ENDPOINT=proxy.address, KFCT_S3_ACCESS_KEY="t",
                           KFCT_S3_SECRET_KEY="t", KFCT_S3_BUCKET=bucket, KFCT_S3_REGION="us-east-1")
-        from kfct import s3
-        from kfct.datagen import generate
-        from kfct.prediction_log import read_prediction_log
+        from kfct.data import s3
+        from kfct.data.datagen import generate
+        from kfct.contracts.prediction_log import read_prediction_log
         from kfct.serving.prediction_log import PredictionLogger
         s3.client().make_bucket(bucket)
         recs = generate(5000, seed=1).drop(columns=["churned"]).to_dict("records")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from kfct import audit
+from kfct.governance import audit
 from tests.faultkit.proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -33,8 +33,8 @@ def mirrored(kfct_home, moto_endpoint, monkeypatch):
     """Mirror through a fault proxy in front of moto; a fresh bucket per test (moto's state is shared)."""
     import uuid
 
-    from kfct import s3
-    from kfct.settings import reset_settings
+    from kfct.data import s3
+    from kfct.runtime.settings import reset_settings
 
     bucket = f"kfct-audit-{uuid.uuid4().hex[:8]}"
     with FaultProxy(*moto_endpoint) as proxy:
@@ -84,7 +84,7 @@ def test_unreachable_mirror_does_not_stop_local_recording_and_catches_up(mirrore
 
 def test_hanging_mirror_costs_a_record_at_most_one_timeout(mirrored, monkeypatch, caplog):
     """MinIO accepts and never answers: each record waits one Settings timeout, not minio's retries."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_NET_TIMEOUT_SECONDS", "1")
     monkeypatch.setenv("KFCT_NET_CONNECT_TIMEOUT_SECONDS", "1")
@@ -104,7 +104,7 @@ def test_hanging_mirror_costs_a_record_at_most_one_timeout(mirrored, monkeypatch
 
 _POD = textwrap.dedent("""
     import sys, time
-    from kfct import audit
+    from kfct.governance import audit
     start, n, name = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     time.sleep(max(0.0, start - time.time()))
     for i in range(n):
@@ -150,8 +150,8 @@ def test_a_fresh_pod_reads_every_writers_history(mirrored):
 def test_verify_names_the_writer_of_an_edited_mirrored_entry(mirrored, tmp_path):
     import json
 
-    from kfct import s3
-    from kfct.settings import get_settings
+    from kfct.data import s3
+    from kfct.runtime.settings import get_settings
 
     for i in range(3):
         audit.record("rollout_step", model_name="m", step=i)

@@ -54,7 +54,7 @@ def test_ir_pods_get_the_cluster_wiring(ir):
 def test_runs_locally_end_to_end_with_one_version_for_every_shard(serving_env, tmp_path):
     import pyarrow.dataset as pads
 
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
     from kfct.pipelines.batch_scoring import run_batch_local
 
     data = write_frame(generate(rows=900, seed=3), tmp_path / "customers.parquet")
@@ -113,9 +113,9 @@ def test_gathered_result_is_published_to_s3(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kfct import s3
+    from kfct.data import s3
     from kfct.components.batch_score import BatchScoringError, gather_core, publish
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     for shard in (0, 1):
         d = tmp_path / f"s{shard}"

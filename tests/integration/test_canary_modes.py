@@ -33,7 +33,7 @@ def env_of(predictor: dict) -> dict:
 def deploy(serving_env, kube, role, mode, monkeypatch, cfg=None):
     from kfct.components.deploy import deploy_version
     from kfct.config import load_config
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()
@@ -42,8 +42,8 @@ def deploy(serving_env, kube, role, mode, monkeypatch, cfg=None):
 
 
 def test_standard_mode_deploy_writes_spec_canary_not_canary_traffic_percent(serving_env, monkeypatch):
-    from kfct import registry
-    from kfct.settings import get_settings
+    from kfct.governance import registry
+    from kfct.runtime.settings import get_settings
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     with FakeKubeApi(controller=True) as kube:
@@ -107,7 +107,7 @@ def _roll(serving_env, role, mode, figures, monkeypatch, ready=True, gateway_api
 
 
 def test_standard_rollout_steps_spec_canary_and_promotes_without_a_canary_left(serving_env, monkeypatch):
-    from kfct import registry
+    from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     res, kube, prom = _roll(serving_env, "good_b", "Standard", GOOD(v_a, v_b), monkeypatch)
@@ -128,7 +128,7 @@ def test_standard_rollout_steps_spec_canary_and_promotes_without_a_canary_left(s
 
 
 def test_serverless_rollout_queries_by_revision_and_promotes(serving_env, monkeypatch):
-    from kfct import registry
+    from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     res, kube, prom = _roll(serving_env, "good_b", "Serverless", GOOD(v_a, v_b), monkeypatch)
@@ -145,7 +145,7 @@ def test_serverless_rollout_queries_by_revision_and_promotes(serving_env, monkey
 
 @pytest.mark.parametrize("mode", ["Standard", "Serverless"])
 def test_rollback_puts_all_traffic_on_the_champion(serving_env, monkeypatch, mode):
-    from kfct import registry
+    from kfct.governance import registry
 
     v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
     figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
@@ -164,7 +164,7 @@ def test_rollback_puts_all_traffic_on_the_champion(serving_env, monkeypatch, mod
 
 @pytest.mark.parametrize("mode", ["Standard", "Serverless"])
 def test_a_canary_that_never_gets_ready_is_rolled_back_not_baked(serving_env, monkeypatch, mode):
-    from kfct import registry
+    from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     res, kube, prom = _roll(serving_env, "good_b", mode, GOOD(v_a, v_b), monkeypatch, ready=False)
@@ -181,7 +181,7 @@ def test_a_route_that_loses_the_canary_s_weight_aborts_without_rejecting_the_mod
     canary's backendRef weight) during a Standard-mode rollout. Traffic goes back to the champion,
     but the model is fine and the infrastructure is not: before the fix the version was tagged
     `rejected`; now it keeps `challenger` and the audit trail says `rollout_aborted` and why."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     res, kube, prom = _roll(serving_env, "good_b", "Standard", GOOD(v_a, v_b), monkeypatch, gateway_api=False)
@@ -226,10 +226,10 @@ def test_ab_test_and_one_step_rollback_write_the_mode_s_objects(serving_env, mon
     """`kfct ab start` opens arm B the way the mode splits traffic; `kfct rollback` sends all
     traffic back to the champion in one step (Standard: the canary entry goes; Serverless: 0%
     to the latest revision, i.e. the previous ready one serves)."""
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.components.ab_test import ab_start, ab_stop, roll_back_traffic
     from kfct.config import load_config
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore
 def deploy(serving_env, kube, role, monkeypatch, timeout=1.0):
     from kfct.components.deploy import deploy_version
     from kfct.config import load_config
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", "Standard")
     reset_settings()
@@ -40,7 +40,7 @@ def champion_served(serving_env, kube, monkeypatch) -> None:
 
 
 def test_with_gateway_api_the_route_carries_the_canary_weight(serving_env, monkeypatch):
-    from kfct import registry
+    from kfct.governance import registry
 
     v_b = serving_env.versions["good_b"]
     with FakeKubeApi(controller=True) as kube:
@@ -55,7 +55,7 @@ def test_with_gateway_api_the_route_carries_the_canary_weight(serving_env, monke
 
 def test_gateway_api_disabled_fails_in_one_line_touching_nothing(serving_env, monkeypatch):
     """KServe's default: the Ingress reconciler, no HTTPRoute. Before the fix the deploy succeeded."""
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.components.deploy import DeployError
 
     v_a = serving_env.versions["good_a"]
@@ -77,7 +77,7 @@ def test_no_gateway_api_crds_fails_before_creating_anything(serving_env, monkeyp
     from kfct.components.deploy import DeployError
 
     with FakeKubeApi(controller=True, gateway_api=False, httproute_crd=False) as kube:
-        from kfct import registry
+        from kfct.governance import registry
 
         registry.set_alias(MODEL_NAME, "champion", serving_env.versions["good_a"], reason="test: a champion")
         with pytest.raises(DeployError, match=r"^Gateway API missing: the cluster serves no httproutes"):
@@ -89,7 +89,7 @@ def test_no_gateway_api_crds_fails_before_creating_anything(serving_env, monkeyp
 def test_kserve_without_spec_canary_is_named_and_nothing_stays(serving_env, monkeypatch):
     """KServe < 0.20: its CRD's structural schema prunes spec.canary; the patch 'succeeds' and nothing
     would split. The deploy says which prerequisite is missing."""
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.components.deploy import DeployError
 
     with FakeKubeApi(controller=True, canary_field=False) as kube:
@@ -103,7 +103,7 @@ def test_kserve_without_spec_canary_is_named_and_nothing_stays(serving_env, monk
 def test_route_without_the_canary_weight_removes_the_canary_just_created(serving_env, monkeypatch):
     """The route exists but never carries the canary (here: the canary never gets ready, so KServe's
     applyCanaryWeights leaves it out): the canary just created is removed again, aliases unmoved."""
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.components.deploy import DeployError
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
@@ -126,7 +126,7 @@ def test_route_without_the_canary_weight_removes_the_canary_just_created(serving
 def test_stable_address_survives_a_promotion(serving_env, monkeypatch):
     """Clients use status.url (the top-level HTTPRoute's host, through the gateway): it stays the same
     when the promotion renames the stable predictor Service to `<isvc>-v<N>-predictor`."""
-    from kfct.kserve_isvc import promote_canary, stable_address
+    from kfct.cluster.kserve_isvc import promote_canary, stable_address
 
     v_b = serving_env.versions["good_b"]
     with FakeKubeApi(controller=True) as kube:

@@ -19,7 +19,7 @@ NS = "kfct"
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     for var in ("KFCT_KFP_HOST", "KF_PIPELINES_ENDPOINT", "KUBERNETES_SERVICE_HOST", "KFCT_KSERVE_DEPLOYMENT_MODE"):
         monkeypatch.delenv(var, raising=False)
@@ -137,7 +137,7 @@ def test_unreconciled_profile_namespace_is_wrong(tmp_path, capsys, label):
 
 
 def test_knative_mode_without_knative_serving_is_wrong(tmp_path, capsys, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", "Serverless")
     reset_settings()
@@ -147,7 +147,7 @@ def test_knative_mode_without_knative_serving_is_wrong(tmp_path, capsys, monkeyp
 
 
 def test_gateway_api_off_is_only_info_in_knative_mode(tmp_path, capsys, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", "Knative")
     reset_settings()

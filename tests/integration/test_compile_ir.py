@@ -34,7 +34,7 @@ def compiled(tmp_path_factory):
     """{False: cpu IR, True: gpu IR} plus the settings used."""
     import os
 
-    from kfct.settings import Settings, reset_settings
+    from kfct.runtime.settings import Settings, reset_settings
     from kfct.pipelines.compile import compile_ct
 
     saved = {k: os.environ.get(k) for k in SENTINELS}

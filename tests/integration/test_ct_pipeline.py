@@ -21,7 +21,7 @@ def home(ct_run, tmp_path_factory):
     a challenger) leave the session's run as it was for the tests that only read it."""
     import os
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     home = copy_home(ct_run.home, tmp_path_factory.mktemp("ct-home") / "kfct-home")
     old = os.environ.get("KFCT_HOME")
@@ -43,9 +43,9 @@ def data_path(ct_run):
 @pytest.fixture(autouse=True)
 def _registry_read_here(home):
     """The stages ran in processes of their own, so nothing in this one has pointed MLflow at the store
-    yet: each test reads the registry through kfct.registry.setup. Without it a test run alone reads
+    yet: each test reads the registry through kfct.governance.registry.setup. Without it a test run alone reads
     MLflow's default, a new ./mlflow.db in the working directory (and fails on an empty registry)."""
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
 
@@ -53,7 +53,7 @@ def _registry_read_here(home):
 def _registry_state(name):
     from mlflow import MlflowClient
 
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     versions = sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'"))
@@ -79,7 +79,7 @@ def test_first_run_registers_champion(first_run):
 
 
 def test_registered_version_carries_lineage(first_run):
-    from kfct import registry
+    from kfct.governance import registry
 
     lm = registry.load_version(first_run["model_name"], alias="champion")
     assert lm.tags["dataset_sha256"] == first_run["dataset"]["sha256"]
@@ -131,7 +131,7 @@ def test_second_run_on_same_data_is_blocked_and_alias_stays(first_run, data_path
 
 @pytest.mark.parametrize("kind", ["unknown_category", "missing_column"])
 def test_corrupted_data_stops_at_validation(first_run, home, kind):
-    from kfct.datagen import corrupt, generate, write_frame
+    from kfct.data.datagen import corrupt, generate, write_frame
     from kfct.pipelines.local import run_ct
 
     before = _registry_state(first_run["model_name"])
@@ -151,7 +151,7 @@ def test_corrupted_data_stops_at_validation(first_run, home, kind):
 
 
 def test_audit_trail_records_the_decisions(first_run):
-    from kfct import audit
+    from kfct.governance import audit
 
     assert audit.verify().ok
     events = [e["event"] for e in audit.read()]
@@ -164,7 +164,7 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
     import copy
 
     from kfct.pipelines.local import run_ct
-    from kfct.split_state import read_state, state_path
+    from kfct.contracts.split_state import read_state, state_path
 
     c = copy.deepcopy(cfg)
     c.rollout.enabled = True
@@ -188,7 +188,7 @@ def test_missing_file_is_one_clear_error(home):
 
 
 def test_unreachable_s3_fails_in_ingest_with_one_line(home, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
     from kfct.pipelines.local import run_ct
 
     monkeypatch.setenv("KFCT_S3_ENDPOINT", "127.0.0.1:9")  # nothing listens on the discard port

@@ -16,14 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 def _write(tmp_path, name, seed):
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     return write_frame(generate(rows=300, seed=seed), tmp_path / name)
 
 
 def test_same_pointer_new_data_after_each_push(s3_env, tmp_path):
     from kfct.components.ingest import ingest_core
-    from kfct.datastore import push_dataset
+    from kfct.data.datastore import push_dataset
 
     uri1 = push_dataset(_write(tmp_path, "a.parquet", 1), tag="latest")
     meta1 = ingest_core("dataset://latest", tmp_path / "run1" / "dataset")  # no suffix, as a KFP artifact path
@@ -36,7 +36,7 @@ def test_same_pointer_new_data_after_each_push(s3_env, tmp_path):
 
 
 def test_cli_push_tag_writes_the_manifest(s3_env, tmp_path, capsys):
-    from kfct import s3
+    from kfct.data import s3
     from kfct.cli import main
 
     path = _write(tmp_path, "c.parquet", 3)
@@ -49,9 +49,9 @@ def test_cli_push_tag_writes_the_manifest(s3_env, tmp_path, capsys):
 
 
 def test_missing_tampered_and_bad_tags_are_clear(s3_env, tmp_path):
-    from kfct import s3
+    from kfct.data import s3
     from kfct.components.ingest import ingest_core
-    from kfct.datastore import push_dataset
+    from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
 
     with pytest.raises(DataSourceError, match=r"no tag manifest .*kfct data push FILE --tag nope"):

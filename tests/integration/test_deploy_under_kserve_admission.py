@@ -23,7 +23,7 @@ class AdmittedKubeApi(FakeKubeApi):
 def deploy(serving_env, kube, role, mode, monkeypatch):
     from kfct.components.deploy import deploy_version
     from kfct.config import load_config
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()

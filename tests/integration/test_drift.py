@@ -13,7 +13,7 @@ import pytest
 from kfct.components.drift_detect import PREDICTION, detect_drift
 from kfct.components.drift_report import save_reports
 from kfct.config import feature_columns
-from kfct.datagen import generate
+from kfct.data.datagen import generate
 
 pytestmark = pytest.mark.slow  # full Evidently reports on thousands of rows: make test, not make test-fast
 

@@ -23,7 +23,7 @@ needs_tmpfs = pytest.mark.skipif(not tmpfs_available(), reason="needs root to mo
 
 @pytest.fixture
 def small_home(tmp_path, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     home = tmp_path / "home"
     try:

@@ -40,7 +40,7 @@ def package(tmp_path_factory):
 def hanging_kfp(monkeypatch, tmp_path):
     """(proxy, server): settings point at the proxy; the proxy hangs right after the health probe."""
     from kfct.pipelines import kfp_client
-    from kfct.settings import get_settings, reset_settings
+    from kfct.runtime.settings import get_settings, reset_settings
 
     with FakeKfpServer() as server:
         host, port = server.url.removeprefix("http://").split(":")

@@ -25,7 +25,7 @@ def store(tmp_path, monkeypatch):
     """moto S3 behind a fault proxy; KFCT_S3_ENDPOINT points at the proxy."""
     import uuid
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     bucket = f"kfct-faults-{uuid.uuid4().hex[:8]}"  # moto's backend is shared by every server in the process
     with moto_s3() as (host, port), FaultProxy(host, port) as proxy:
@@ -37,7 +37,7 @@ def store(tmp_path, monkeypatch):
         monkeypatch.setenv("KFCT_S3_REGION", "us-east-1")
         monkeypatch.setenv("KFCT_PREDICTION_LOG_SPILL_DIR", str(tmp_path / "spill"))
         reset_settings()
-        from kfct import s3
+        from kfct.data import s3
 
         s3.client().make_bucket(bucket)
         yield proxy
@@ -55,7 +55,7 @@ def _log_rows(logger, start: int, n: int, per_request: int = 10) -> None:
 
 
 def _stored():
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
 
     return read_prediction_log()
 
@@ -66,7 +66,7 @@ def _spill_files(tmp_path):
 
 
 def test_rows_logged_during_an_outage_all_arrive_in_order_without_duplicates(store, tmp_path, monkeypatch):
-    from kfct import s3
+    from kfct.data import s3
     from kfct.serving.prediction_log import PredictionLogger
 
     uploaded: list[str] = []  # keys in the order the store received them (the real upload runs)
@@ -202,9 +202,9 @@ def test_spill_disk_full_simulated(store, tmp_path, caplog, monkeypatch):
 
 def test_an_answer_cut_mid_stream_is_retried_under_the_same_key_without_duplicates(store, tmp_path):
     """The store keeps the object but the client never hears back: the retry overwrites, never doubles."""
-    from kfct import s3
+    from kfct.data import s3
     from kfct.serving.prediction_log import PredictionLogger
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     store.cut_after = 0
     store.mode = "cut"

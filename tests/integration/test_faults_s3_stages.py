@@ -26,7 +26,7 @@ OUTAGE_S = 1.5
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """(proxy, bucket): moto S3 behind a fault proxy; KFCT_S3_ENDPOINT points at the proxy."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     bucket = f"kfct-stages-{uuid.uuid4().hex[:8]}"  # moto's backend is shared by every server in the process
     with moto_s3() as (host, port), FaultProxy(host, port) as proxy:
@@ -37,7 +37,7 @@ def store(tmp_path, monkeypatch):
                      "KFCT_NET_CONNECT_TIMEOUT_SECONDS": "2"}.items():
             monkeypatch.setenv(k, v)
         reset_settings()
-        from kfct import s3
+        from kfct.data import s3
 
         s3.client().make_bucket(bucket)
         yield proxy, bucket
@@ -62,8 +62,8 @@ def _frame(n: int = 50) -> pd.DataFrame:
 
 
 def test_ingest_download_and_dataset_push_ride_out_a_short_outage(store, tmp_path):
-    from kfct import datastore, s3
-    from kfct.datasource import snapshot_dataset
+    from kfct.data import datastore, s3
+    from kfct.data.datasource import snapshot_dataset
 
     proxy, bucket = store
     src = tmp_path / "data.parquet"
@@ -83,8 +83,8 @@ def test_ingest_download_and_dataset_push_ride_out_a_short_outage(store, tmp_pat
 
 
 def test_prediction_log_read_rides_out_a_short_outage(store, tmp_path):
-    from kfct import s3
-    from kfct.prediction_log import PREFIX, read_prediction_log
+    from kfct.data import s3
+    from kfct.contracts.prediction_log import PREFIX, read_prediction_log
 
     proxy, bucket = store
     part = tmp_path / "part.parquet"
@@ -100,12 +100,12 @@ def test_prediction_log_read_rides_out_a_short_outage(store, tmp_path):
 
 
 def test_missing_bucket_fails_at_once_with_one_line(store, tmp_path, monkeypatch):
-    from kfct import datastore
-    from kfct.datasource import snapshot_dataset
+    from kfct.data import datastore
+    from kfct.data.datasource import snapshot_dataset
     from kfct.errors import DataSourceError
 
     monkeypatch.setenv("KFCT_RETRY_BACKOFF_SECONDS", "5")  # one retry would show in the elapsed time
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_S3_BUCKET", "no-such-bucket-kfct")
     reset_settings()
@@ -145,10 +145,10 @@ class _Forbidden(BaseHTTPRequestHandler):
 
 
 def test_403_fails_at_once_with_one_line(tmp_path, monkeypatch):
-    from kfct import datastore
-    from kfct.datasource import snapshot_dataset
+    from kfct.data import datastore
+    from kfct.data.datasource import snapshot_dataset
     from kfct.errors import DataSourceError
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

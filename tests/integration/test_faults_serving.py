@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def deps(tmp_path_factory, seed_mlflow_store):
     """MLflow server + S3 artifact store, both behind proxies; one model registered twice (v1, v2)."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     tmp = seed_mlflow_store(tmp_path_factory.mktemp("faults-serving"))  # the server's backend: migrated once per run
     bucket = f"mlflow-{uuid.uuid4().hex[:8]}"
@@ -55,7 +55,7 @@ def deps(tmp_path_factory, seed_mlflow_store):
 def _register(tmp) -> list[str]:
     import mlflow
 
-    from kfct import registry
+    from kfct.governance import registry
     from tests.servingkit import train_small
 
     model, te = train_small(seed=101, rows=2000)
@@ -122,7 +122,7 @@ def test_dependency_away_at_start_not_ready_says_why_then_ready(healthy, tmp_pat
 
 
 def test_mlflow_away_during_a_reload_keeps_serving_then_applies_it(healthy, tmp_path):
-    from kfct.split_state import SplitState, write_state
+    from kfct.contracts.split_state import SplitState, write_state
 
     v1, v2 = healthy["versions"]
     srv = _start(tmp_path)
@@ -157,7 +157,7 @@ def test_sigterm_during_a_minio_outage_keeps_the_prediction_log_for_the_next_sta
 
     import boto3
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     bucket = f"predlog-{uuid.uuid4().hex[:8]}"
     s3_host, s3_port = healthy["s3"].upstream
@@ -194,7 +194,7 @@ def test_sigterm_during_a_minio_outage_keeps_the_prediction_log_for_the_next_sta
         if k.startswith("KFCT_"):
             monkeypatch.setenv(k, v)
     reset_settings()
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     nxt = PredictionLogger()  # the next start of the pod

@@ -45,7 +45,7 @@ def kfp_server():
 
 @pytest.fixture
 def kfp_env(kfp_server, monkeypatch, tmp_path):
-    from kfct.settings import get_settings, reset_settings
+    from kfct.runtime.settings import get_settings, reset_settings
 
     monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KFCT_KFP_EXPERIMENT", "kfct-tests")
@@ -184,7 +184,7 @@ def test_server_side_rejection_is_one_line(kfp_env, kfp_server, package):
 
 
 def test_401_gives_one_clear_error(kfp_env, kfp_server, package, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
 
@@ -221,7 +221,7 @@ def test_401_in_the_middle_of_a_submit(kfp_env, kfp_server, package, monkeypatch
 
 
 def test_unreachable_or_unconfigured_host(kfp_env, package, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
 
@@ -243,7 +243,7 @@ def test_not_a_kfp_api(kfp_env, monkeypatch, package):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
 
@@ -287,7 +287,7 @@ def test_pure_helpers():
 
 def test_in_cluster_service_account_token(kfp_env, kfp_server, package, monkeypatch, tmp_path):
     """In a pod without KFCT_KFP_TOKEN: the projected KFP service-account token is the credential."""
-    from kfct.settings import get_settings, reset_settings
+    from kfct.runtime.settings import get_settings, reset_settings
     from kfct.pipelines import kfp_client
 
     token_file = tmp_path / "token"
@@ -334,7 +334,7 @@ def test_cli_submit_schedule_list_delete(kfp_env, kfp_server, package, capsys):
 
 def test_cli_errors_are_one_line(kfp_env, package, monkeypatch, capsys, tmp_path):
     from kfct.cli import main
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     rc = main(["submit", "--package", str(package), "--data-uri", str(tmp_path / "local.parquet")])
     err = capsys.readouterr().err

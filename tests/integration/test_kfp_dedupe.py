@@ -39,7 +39,7 @@ def kfp_server():
 
 @pytest.fixture
 def kfp_env(kfp_server, monkeypatch, tmp_path):
-    from kfct.settings import get_settings, reset_settings
+    from kfct.runtime.settings import get_settings, reset_settings
 
     monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KFCT_KFP_EXPERIMENT", "kfct-tests")

@@ -44,7 +44,7 @@ def packages(tmp_path_factory):
 
 @pytest.fixture
 def kfp(kfct_home, monkeypatch, tmp_path):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     with FakeKfpServer(users={OPERATOR: {NS}, INTRUDER: {"someone-else"}}) as server:
         point_kfct_at(monkeypatch, server.url, OPERATOR, tmp_path)
@@ -94,7 +94,7 @@ def test_the_fake_lets_anyone_write_a_shared_pipeline_as_upstream_does(kfp, pack
 def test_retrain_runs_the_pinned_version_not_the_newest(kfp, packages, cfg):
     """A member of the namespace (or a CI job) adds a newer version by hand: the retrain still runs what the
     operator pinned with `kfct submit`, and the audit trail names the version the run executes."""
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.pipelines import kfp_client
     from kfct.pipelines.ct import PIPELINE_NAME
 
@@ -120,7 +120,7 @@ def test_retrain_runs_the_pinned_version_not_the_newest(kfp, packages, cfg):
 
 
 def test_retrain_without_a_pin_or_with_a_foreign_pin_is_refused(kfp, packages, kfct_home):
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
 

@@ -20,7 +20,7 @@ from kfp.dsl import Artifact, Output
 
 
 def double(x: int, note: Output[Artifact]) -> int:
-    from kfct.stageclock import StageClock
+    from kfct.runtime.stageclock import StageClock
 
     clock = StageClock()
     import os

@@ -25,7 +25,7 @@ BACK = "generate://6000?seed=8"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, seed_mlflow_store):
     from kfct.config import load_config
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     home = seed_mlflow_store(tmp_path_factory.mktemp("monitor") / "kfct-home")
     with pytest.MonkeyPatch.context() as mp:
@@ -73,14 +73,14 @@ def held(env, retrained):
 
 
 def _champion():
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     return registry.alias_version(MODEL, "champion")
 
 
 def _events(name=None):
-    from kfct import audit
+    from kfct.governance import audit
 
     return [e for e in audit.read() if name is None or e["event"] == name]
 
@@ -104,7 +104,7 @@ def test_1_undrifted_window_does_not_retrain(undrifted):
 
 
 def test_2_drift_triggers_a_gated_ct_run_and_a_new_champion_only_if_it_passes(retrained):
-    from kfct import registry
+    from kfct.governance import registry
 
     out = retrained["out"]
     d, dec = out["drift"], out["decision"]
@@ -139,7 +139,7 @@ def test_3_cooldown_holds_back_the_next_trigger(held):
 
 
 def test_4_forced_retrain_on_biased_data_is_stopped_by_the_fairness_gate(env):
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.pipelines.monitoring import run_monitor
 
     before = _champion()
@@ -194,8 +194,8 @@ def test_7_missing_current_data_is_one_clear_error(env):
 def test_8_serving_prediction_log_is_the_default_window(env, retrained):
     import time
 
-    from kfct import registry
-    from kfct.datagen import generate
+    from kfct.governance import registry
+    from kfct.data.datagen import generate
     from kfct.pipelines.monitoring import run_monitor
     from kfct.serving.prediction_log import PredictionLogger
 

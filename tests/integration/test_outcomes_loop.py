@@ -72,7 +72,7 @@ def champion(srv):
 
 
 def test_ab_test_from_traffic_to_promotion_by_compare_and_set(serving_env, tmp_path, capsys):
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
     from kfct.components.ab_test import ABTestError, read_state
 
     a, b = serving_env.versions["good_a"], serving_env.versions["good_b"]
@@ -127,7 +127,7 @@ def test_ab_test_from_traffic_to_promotion_by_compare_and_set(serving_env, tmp_p
 def test_bad_outcomes_are_refused_and_audited(serving_env, tmp_path, capsys):
     import pandas as pd
 
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.cli import main
 
     bad = tmp_path / "bad.csv"
@@ -138,7 +138,7 @@ def test_bad_outcomes_are_refused_and_audited(serving_env, tmp_path, capsys):
 
 
 def test_blue_green_switch_and_one_step_rollback(serving_env, capsys):
-    from kfct import registry
+    from kfct.governance import registry
 
     a, b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start_server()
@@ -161,7 +161,7 @@ def test_blue_green_switch_and_one_step_rollback(serving_env, capsys):
 
 
 def test_shadow_judged_on_outcomes_and_promoted_by_the_articles_rule(serving_env, tmp_path, capsys):
-    from kfct import registry
+    from kfct.governance import registry
 
     a, flipped = serving_env.versions["good_a"], serving_env.versions["flipped"]
     srv = start_server()
@@ -201,7 +201,7 @@ def test_monitoring_pipeline_outcome_steps_run_as_kfp_tasks(serving_env, tmp_pat
     kfct("data", "outcomes", "--out", tmp_path / "o.parquet", capsys=capsys)
     kfct("outcomes", "push", tmp_path / "o.parquet", capsys=capsys)
 
-    from kfct import registry
+    from kfct.governance import registry
 
     a = serving_env.versions["good_a"]
     registry.set_version_tag(MODEL_NAME, a, "test_roc_auc", "0.99")  # as registration records it; far above reality

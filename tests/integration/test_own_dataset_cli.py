@@ -134,7 +134,7 @@ def test_unreadable_data_is_one_line_and_on_the_audit_trail(user):
     assert p.returncode in (2, 4)
     err = [line for line in p.stderr.splitlines() if line.startswith("kfct: error:")]
     assert len(err) == 1 and "truncated.parquet" in err[0], p.stderr[-2000:]
-    from kfct import audit
+    from kfct.governance import audit
 
     trail = tmp / "home" / "audit" / "audit.jsonl"
     failed = [e for e in audit.read(trail) if e["event"] in ("run_failed", "stage_failed")]

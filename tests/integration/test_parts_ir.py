@@ -28,3 +28,19 @@ def test_parts_ir_fans_out_over_parts_with_bounded_pods(tmp_path):
     for step in ("exec-validate-part", "exec-merge-validation", "exec-featurize-part", "exec-merge-featurize",
                  "exec-ingest-parts", "exec-evaluate-model"):
         assert step in execs
+
+
+def test_both_validation_steps_keep_gx_data_docs_with_the_run(tmp_path):
+    """validate-data (one file) and merge-validation (parts) declare the same output artifacts: the HTML page the
+    Kubeflow UI shows, kfct's JSON and Markdown, and `data_docs`, GX's Data Docs site as a directory artifact,
+    which the cluster's launcher stores in the pipeline root (MinIO) like every output artifact."""
+    from kfct.pipelines.compile import compile_ct, compile_ct_parts
+
+    outputs = {}
+    for compile_fn, comp in ((compile_ct, "comp-validate-data"), (compile_ct_parts, "comp-merge-validation")):
+        spec = next(yaml.safe_load_all(compile_fn(tmp_path / comp).read_text()))
+        arts = spec["components"][comp]["outputDefinitions"]["artifacts"]
+        outputs[comp] = {name: a["artifactType"]["schemaTitle"] for name, a in arts.items()}
+    assert outputs["comp-validate-data"] == outputs["comp-merge-validation"] == {
+        "report": "system.HTML", "report_json": "system.Artifact", "report_md": "system.Markdown",
+        "data_docs": "system.Artifact"}

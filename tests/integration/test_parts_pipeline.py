@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfct import parts
+from kfct.data import parts
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ PART_ROWS = 3_000
 def home(tmp_path_factory):
     import os
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     home = tmp_path_factory.mktemp("parts-home")
     old = os.environ.get("KFCT_HOME")
@@ -52,7 +52,7 @@ def _run(data, **kw):
 def test_parts_run_equals_single_file_run(home):
     import joblib
 
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     single = write_frame(generate(ROWS, seed=8), home / "data" / "customers.parquet")
     manifest = parts.split_parquet(single, home / "data" / "customers-parts", PART_ROWS)
@@ -81,7 +81,7 @@ def test_parts_run_equals_single_file_run(home):
 
 
 def test_duplicate_id_across_parts_stops_both_runs(home):
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     df = generate(ROWS, seed=9)
     df.loc[ROWS - 1, "customer_id"] = df.loc[0, "customer_id"]   # first part and last part
@@ -96,3 +96,19 @@ def test_duplicate_id_across_parts_stops_both_runs(home):
     f2 = {(f["check"], f["column"], f["unexpected_count"]) for f in many["validation"]["failures"]}
     assert f1 == f2 == {("unique", "customer_id", 2)}
     assert "train-model" not in one["stages"] and "train-model" not in many["stages"]
+    # Both runs keep GX's Data Docs site as the validation step's `data_docs` artifact under the run's pipeline
+    # root; its index links to the validation page, which opens from disk and shows the failed expectation.
+    import re
+    from pathlib import Path
+
+    for summary in (one, many):
+        index = Path(summary["validation"]["data_docs"])
+        assert index.name == "index.html" and Path(summary["run_dir"]) in index.parents, index
+        [link] = set(re.findall(r"'_table_row_link_path': '(validations/[^']+\.html)'", index.read_text()))
+        page = (index.parent / link).read_text()
+        words = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+        assert "Expectation Validation Result" in page and "values must be unique. 2 unexpected values found." in words
+        assert re.search(r"Unsuccessful Expectations</div></td><td[^>]*><div[^>]*>1</div>", page)
+        # the step's HTML artifact (the page the Kubeflow UI shows) is the standalone page with kfct's summary
+        shown = Path(summary["validation"]["report_html"]).read_text()
+        assert "validation: " in shown and "customer_id: unique (2 bad)" in shown and "<script" not in shown

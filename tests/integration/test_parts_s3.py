@@ -29,8 +29,8 @@ def moto_s3():
 
 @pytest.fixture
 def s3_env(moto_s3, monkeypatch, tmp_path):
-    from kfct import s3
-    from kfct.settings import get_settings, reset_settings
+    from kfct.data import s3
+    from kfct.runtime.settings import get_settings, reset_settings
 
     monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KFCT_S3_ENDPOINT", moto_s3["endpoint"])
@@ -48,11 +48,11 @@ def s3_env(moto_s3, monkeypatch, tmp_path):
 
 
 def test_push_in_parts_tag_and_ingest_by_reference(s3_env, tmp_path):
-    from kfct import parts, s3
+    from kfct.data import parts, s3
     from kfct.components.ingest_parts import ingest_parts_core
-    from kfct.datagen import generate, write_frame
-    from kfct.datasource import read_dataset_bounded
-    from kfct.datastore import push_dataset
+    from kfct.data.datagen import generate, write_frame
+    from kfct.data.datasource import read_dataset_bounded
+    from kfct.data.datastore import push_dataset
 
     df = generate(2_500, seed=6)
     path = write_frame(df, tmp_path / "customers.parquet")
@@ -80,9 +80,9 @@ def test_push_in_parts_tag_and_ingest_by_reference(s3_env, tmp_path):
 
 
 def test_a_manifest_that_is_not_its_version_is_refused(s3_env, tmp_path):
-    from kfct import parts, s3
-    from kfct.datagen import generate, write_frame
-    from kfct.datastore import push_dataset
+    from kfct.data import parts, s3
+    from kfct.data.datagen import generate, write_frame
+    from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
 
     path = write_frame(generate(2_000, seed=1), tmp_path / "c.parquet")

@@ -52,7 +52,7 @@ class Recorder:
 
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     gateway, predictor = Recorder(), Recorder()
     with FakeKubeApi() as kube:

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore
 
 
 def test_stale_inference_service_converges_on_the_champion_alias(serving_env):
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
     from kfct.components.deploy import build_inference_service, converge_serving
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
@@ -37,7 +37,7 @@ def test_hanging_kubernetes_api_times_out_from_settings(serving_env, monkeypatch
     import time
 
     from kfct.components.deploy import DeployError, converge_serving, kserve_client
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
     from tests.faultkit.proxy import FaultProxy
 
     monkeypatch.setenv("KFCT_NET_TIMEOUT_SECONDS", "1.5")

@@ -29,13 +29,13 @@ def env(tmp_path_factory, seed_mlflow_store):
     """A home with an initialised store and a lenient gate (every run passes it)."""
     import os as _os
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     base = tmp_path_factory.mktemp("crash")
     home = seed_mlflow_store(base / "home")
     cfg = base / "cfg.yaml"
     cfg.write_text("gate:\n  min_improvement: -1.0\n")
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     data = write_frame(generate(3000, seed=42), base / "customers.parquet")
     e = {**_os.environ, "KFCT_HOME": str(home), "KFCT_CONFIG": str(cfg), "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -45,7 +45,7 @@ def env(tmp_path_factory, seed_mlflow_store):
     old = {k: _os.environ.get(k) for k in ("KFCT_HOME", "KFCT_CONFIG")}
     _os.environ.update(KFCT_HOME=str(home), KFCT_CONFIG=str(cfg))
     reset_settings()
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()  # the store exists before runs start (its first creation is another item)
     yield {"base": base, "home": home, "data": str(data), "env": e}
@@ -92,13 +92,13 @@ def finish(proc, timeout: float = 400) -> dict:
 
 
 def events(kind: str) -> list[dict]:
-    from kfct import audit
+    from kfct.governance import audit
 
     return [e for e in audit.read() if e["event"] == kind]
 
 
 def test_kill_during_training_then_kill_between_registration_and_alias(env):
-    from kfct import registry
+    from kfct.governance import registry
 
     # 1. killed inside the training run: MLflow run RUNNING, logged model PENDING.
     p1, d1 = start(env, "train", "during_training")
@@ -133,7 +133,7 @@ def test_kill_during_training_then_kill_between_registration_and_alias(env):
 
 def test_two_runs_racing_at_the_gate(env):
     """Both gated against the same champion; one moves it, the other re-gates against the new one."""
-    from kfct import registry
+    from kfct.governance import registry
 
     before = registry.alias_version(NAME, "champion")
     procs = [start(env, f"race-{i}", "after_gate") for i in range(2)]
@@ -156,8 +156,8 @@ def test_two_runs_racing_at_the_gate(env):
 
 
 def test_kill_holding_the_registry_lock_then_after_alias_moved_before_deploy(env):
-    from kfct import audit, registry
-    from kfct.split_state import read_state, state_path
+    from kfct.governance import audit, registry
+    from kfct.contracts.split_state import read_state, state_path
 
     spath = state_path(NAME, env["home"])
     served_before = read_state(spath).champion_version

@@ -33,7 +33,7 @@ def mlflow_server(tmp_path_factory, seed_mlflow_store):
 @pytest.fixture
 def via_proxy(mlflow_server, kfct_home, monkeypatch):
     """Settings point MLflow at the proxy, with short timeouts and retries (the one place)."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     with FaultProxy("127.0.0.1", mlflow_server) as proxy:
         monkeypatch.setenv("KFCT_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{proxy.port}")
@@ -44,7 +44,7 @@ def via_proxy(mlflow_server, kfct_home, monkeypatch):
         monkeypatch.setenv("KFCT_RETRY_BACKOFF_SECONDS", "0.2")
         monkeypatch.setenv("KFCT_REGISTRY_LEASE_SECONDS", "60")
         reset_settings()
-        from kfct import registry
+        from kfct.governance import registry
 
         registry.setup()
         yield proxy
@@ -57,8 +57,8 @@ def test_mlflow_timeouts_come_from_settings(via_proxy):
 
 
 def test_hanging_server_fails_within_the_configured_timeouts(via_proxy):
-    from kfct import registry
-    from kfct.retry import TransientFailure
+    from kfct.governance import registry
+    from kfct.runtime.retry import TransientFailure
 
     via_proxy.mode = "hang"
     t0 = time.monotonic()
@@ -71,7 +71,7 @@ def test_hanging_server_fails_within_the_configured_timeouts(via_proxy):
 
 
 def test_refused_then_back_is_retried(via_proxy):
-    from kfct import registry
+    from kfct.governance import registry
 
     via_proxy.mode = "refuse"
     threading.Timer(0.15, lambda: setattr(via_proxy, "mode", "pass")).start()
@@ -83,7 +83,7 @@ def test_lost_answer_to_a_registration_makes_no_second_version(via_proxy, monkey
     """The create request reaches the server, its answer is cut: the retry finds the version."""
     from mlflow.tracking.client import MlflowClient
 
-    from kfct import registry
+    from kfct.governance import registry
     from tests.registrykit import log_tiny_model, versions
 
     uri, rid = log_tiny_model("cut")
@@ -124,8 +124,8 @@ class _Forbidden(http.server.BaseHTTPRequestHandler):
 
 
 def test_permanent_403_fails_at_once(kfct_home, monkeypatch):
-    from kfct import registry
-    from kfct.settings import reset_settings
+    from kfct.governance import registry
+    from kfct.runtime.settings import reset_settings
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -146,7 +146,7 @@ def test_permanent_403_fails_at_once(kfct_home, monkeypatch):
 
 
 def test_threads_racing_through_the_tag_lease_move_the_champion_once(via_proxy):
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.components.register import register_version
     from tests.registrykit import log_tiny_model, versions
 

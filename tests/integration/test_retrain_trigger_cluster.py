@@ -14,7 +14,7 @@ DRIFT = {"retrain": True, "severity": "critical", "reason": "drift share 0.667 >
 
 @pytest.fixture
 def cluster(kfct_home, monkeypatch, tmp_path):
-    from kfct.settings import get_settings, reset_settings
+    from kfct.runtime.settings import get_settings, reset_settings
 
     with FakeKfpServer(token=TOKEN) as server:
         point_kfct_at(monkeypatch, server.url, TOKEN, tmp_path)
@@ -28,8 +28,8 @@ def cluster(kfct_home, monkeypatch, tmp_path):
 
 def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg):
     from kfct.components.retrain_policy import run_trigger
-    from kfct import audit
-    from kfct.launcher import uses_cluster
+    from kfct.governance import audit
+    from kfct.contracts.launcher import uses_cluster
 
     server, settings = cluster
     assert uses_cluster(settings)

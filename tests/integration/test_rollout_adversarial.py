@@ -52,9 +52,9 @@ def _timid_version(serving_env) -> str:
         return _TIMID["v"]
     import mlflow
 
-    from kfct import registry
-    from kfct.datagen import generate
-    from kfct.model import ChurnModel
+    from kfct.governance import registry
+    from kfct.data.datagen import generate
+    from kfct.evidence.model import ChurnModel
 
     champ = registry.load_version(MODEL_NAME, version=serving_env.versions["good_a"]).model
     ref = generate(4000, seed=404).drop(columns=["churned"])
@@ -129,7 +129,7 @@ def _one(serving_env, tmp_path, strategy: str, role: str, rows: list[dict]) -> d
     reset_registry(serving_env)
     version = _TIMID["v"] if role == "timid" else serving_env.versions[role]
     if role == "timid":
-        from kfct import registry
+        from kfct.governance import registry
 
         c = registry.client()
         for key in ("rejected", "rejected_reason", "rollout_status"):

@@ -2,7 +2,7 @@
 
 Two servers on one home both took traffic while the rollout read one `--url`: it judged half
 the evidence (or none). Now the backend takes several URLs (`kfct rollout --url A --url B`), or
-discovers every live `kfct serve` registered under the home (`kfct.replicas`); a split counts as
+discovers every live `kfct serve` registered under the home (`kfct.contracts.replicas`); a split counts as
 applied once every replica applied it, and a step's window merges the replicas' windows."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ CFG = {"rollout": {"steps": [50, 100], "bake_seconds": 1.0, "poll_seconds": 0.25
 
 
 def test_a_rollout_judges_the_traffic_of_every_replica(serving_env, tmp_path):
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.components.deploy import deploy_version
     from kfct.components.rollout import LocalRouterBackend, rollout_version
     from kfct.config import load_config
@@ -55,7 +55,7 @@ def test_a_rollout_judges_the_traffic_of_every_replica(serving_env, tmp_path):
 
 
 def test_replicas_are_discovered_through_the_home_and_dead_ones_forgotten(tmp_path):
-    from kfct import replicas
+    from kfct.contracts import replicas
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -66,7 +66,7 @@ def test_replicas_are_discovered_through_the_home_and_dead_ones_forgotten(tmp_pa
     replicas.unregister(live)
     assert replicas.discover("m", tmp_path) == []
     from kfct.components.rollout import make_backend
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     replicas.register("m", "http://127.0.0.1:9003", tmp_path, pid=os.getpid())
     replicas.register("m", "http://127.0.0.1:9004", tmp_path, pid=os.getppid())

@@ -32,8 +32,8 @@ def moto_s3():
 @pytest.fixture
 def s3_env(moto_s3, monkeypatch, tmp_path):
     """Settings pointing at moto (through KFCT_* env, as on a cluster); bucket created fresh."""
-    from kfct import s3
-    from kfct.settings import get_settings, reset_settings
+    from kfct.data import s3
+    from kfct.runtime.settings import get_settings, reset_settings
 
     monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KFCT_S3_ENDPOINT", moto_s3["endpoint"])
@@ -53,13 +53,13 @@ def s3_env(moto_s3, monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def frame():
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     return generate(rows=2000, seed=3)
 
 
 def _object_bytes(uri: str) -> bytes:
-    from kfct import s3
+    from kfct.data import s3
 
     bucket, key = s3.parse_uri(uri)
     resp = s3.client().get_object(bucket, key)
@@ -73,8 +73,8 @@ def _object_bytes(uri: str) -> bytes:
 def test_push_csv_is_content_addressed_and_reads_back(s3_env, frame, tmp_path):
     import pandas as pd
 
-    from kfct.datasource import read_dataset
-    from kfct.datastore import push_dataset
+    from kfct.data.datasource import read_dataset
+    from kfct.data.datastore import push_dataset
 
     csv = tmp_path / "customers.csv"
     frame.to_csv(csv, index=False)
@@ -89,8 +89,8 @@ def test_push_csv_is_content_addressed_and_reads_back(s3_env, frame, tmp_path):
 
 
 def test_parquet_is_stored_byte_for_byte(s3_env, frame, tmp_path):
-    from kfct.datastore import push_dataset
-    from kfct.lineage import sha256_file
+    from kfct.data.datastore import push_dataset
+    from kfct.governance.lineage import sha256_file
 
     pq = tmp_path / "customers.parquet"
     frame.to_parquet(pq, index=False)
@@ -100,8 +100,8 @@ def test_parquet_is_stored_byte_for_byte(s3_env, frame, tmp_path):
 
 
 def test_same_content_is_pushed_once_and_other_content_gets_another_key(s3_env, frame, tmp_path, monkeypatch):
-    from kfct import s3
-    from kfct.datastore import push_dataset
+    from kfct.data import s3
+    from kfct.data.datastore import push_dataset
 
     uploads = []
     real_upload = s3.upload
@@ -123,9 +123,9 @@ def test_same_content_is_pushed_once_and_other_content_gets_another_key(s3_env, 
 
 
 def test_tampered_object_is_detected_and_a_new_push_repairs_it(s3_env, frame, tmp_path):
-    from kfct import s3
-    from kfct.datasource import read_dataset
-    from kfct.datastore import push_dataset
+    from kfct.data import s3
+    from kfct.data.datasource import read_dataset
+    from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
 
     pq = tmp_path / "customers.parquet"
@@ -146,10 +146,10 @@ def test_tampered_object_is_detected_and_a_new_push_repairs_it(s3_env, frame, tm
 
 
 def test_bad_credentials_give_one_clear_error(s3_env, frame, tmp_path, monkeypatch):
-    from kfct.datasource import read_dataset
-    from kfct.datastore import push_dataset
+    from kfct.data.datasource import read_dataset
+    from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     pq = tmp_path / "customers.parquet"
     frame.to_parquet(pq, index=False)
@@ -176,11 +176,11 @@ def test_bad_credentials_give_one_clear_error(s3_env, frame, tmp_path, monkeypat
 
 
 def test_missing_bucket_is_a_clear_error_unless_asked_to_create(s3_env, frame, tmp_path, monkeypatch):
-    from kfct import s3
-    from kfct.datasource import read_dataset
-    from kfct.datastore import push_dataset
+    from kfct.data import s3
+    from kfct.data.datasource import read_dataset
+    from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     pq = tmp_path / "customers.parquet"
     frame.to_parquet(pq, index=False)
@@ -200,8 +200,8 @@ def test_missing_bucket_is_a_clear_error_unless_asked_to_create(s3_env, frame, t
 
 
 def test_missing_object_and_unreadable_input(s3_env, tmp_path):
-    from kfct.datasource import read_dataset
-    from kfct.datastore import push_dataset
+    from kfct.data.datasource import read_dataset
+    from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
 
     with pytest.raises(DataSourceError, match="object not found"):
@@ -223,10 +223,10 @@ def test_missing_object_and_unreadable_input(s3_env, tmp_path):
 
 
 def test_unreachable_or_unconfigured_endpoint(monkeypatch, tmp_path, frame):
-    from kfct.datasource import read_dataset
-    from kfct.datastore import push_dataset
+    from kfct.data.datasource import read_dataset
+    from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     pq = tmp_path / "customers.parquet"
     frame.to_parquet(pq, index=False)
@@ -253,8 +253,8 @@ def test_unreachable_or_unconfigured_endpoint(monkeypatch, tmp_path, frame):
 def test_kfct_data_push_prints_the_uri(s3_env, frame, tmp_path, capsys, monkeypatch):
     """The command users run: `kfct data push PATH` prints the content-addressed URI; errors are one line."""
     from kfct.cli import main
-    from kfct.lineage import sha256_file
-    from kfct.settings import reset_settings
+    from kfct.governance.lineage import sha256_file
+    from kfct.runtime.settings import reset_settings
 
     pq = tmp_path / "customers.parquet"
     frame.to_parquet(pq, index=False)

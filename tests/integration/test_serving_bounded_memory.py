@@ -53,7 +53,7 @@ def _max_body_records(limit: int) -> list[dict]:
 
 def test_maximal_headers_and_bodies_keep_rss_bounded(serving_env):
     from kfct.serving.http_limits import MAX_HEAD_BYTES
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     body_recs = _max_body_records(get_settings().max_request_bytes)
     with server_process(["kfct.serving", "--host", "127.0.0.1"], serving_env.home, "server up") as srv:

@@ -77,7 +77,7 @@ def test_requests_without_ids_split_at_random(serving_env, tmp_path):
 
 
 def test_stickiness_across_requests_batches_and_a_growing_percent(serving_env, tmp_path):
-    from kfct.split_state import update_state
+    from kfct.contracts.split_state import update_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     # the split file (what `kfct deploy` writes), not a command-line pin: the percent changes later
@@ -105,7 +105,7 @@ def test_stickiness_across_requests_batches_and_a_growing_percent(serving_env, t
 
 
 def test_shadow_mode_champion_answers_both_are_logged(serving_env, tmp_path):
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, canary_version=v_b, shadow=True)
@@ -158,7 +158,7 @@ def _rollout(srv, serving_env, role):
 @pytest.mark.parametrize("role,why", [("faulty", "error rate"), ("slow", "p99 latency"),
                                       ("flipped", "predicted churn rate")])
 def test_bad_canary_is_rolled_back_by_itself(serving_env, tmp_path, role, why):
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     v_a = serving_env.versions["good_a"]
     srv = start(tmp_path, log_predictions=False)
@@ -187,8 +187,8 @@ def test_bad_canary_is_rolled_back_by_itself(serving_env, tmp_path, role, why):
 
 
 def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
-    from kfct import audit, registry
-    from kfct.split_state import read_state
+    from kfct.governance import audit, registry
+    from kfct.contracts.split_state import read_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, log_predictions=False)
@@ -215,7 +215,7 @@ def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
 
 def test_rollout_refuses_without_a_challenger_and_changes_nothing(serving_env):
     from kfct.components.rollout import LocalRouterBackend, RolloutError, rollout_version
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import load_config
 
     backend = LocalRouterBackend(MODEL_NAME, "http://127.0.0.1:9")  # never contacted
@@ -226,9 +226,9 @@ def test_rollout_refuses_without_a_challenger_and_changes_nothing(serving_env):
 
 def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
     from kfct.components.deploy import deploy_version
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import load_config
-    from kfct.split_state import read_state
+    from kfct.contracts.split_state import read_state
 
     registry.delete_alias(MODEL_NAME, "champion", reason="first-model test")
     path = tmp_path / "split.json"
@@ -241,7 +241,7 @@ def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
 
 def test_deploy_refuses_rejected_and_unknown_versions(serving_env, tmp_path):
     from kfct.components.deploy import DeployError, deploy_version
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import load_config
 
     path = tmp_path / "split.json"
@@ -257,7 +257,7 @@ def test_deploy_refuses_rejected_and_unknown_versions(serving_env, tmp_path):
 def test_served_canary_state_survives_a_restart(serving_env, tmp_path):
     """The split file is the source of truth: a restarted server picks the canary up again.
     A command-line pin (`kfct serve --canary-version`) is this server's alone: it writes nothing."""
-    from kfct.split_state import update_state
+    from kfct.contracts.split_state import update_state
 
     v_b = serving_env.versions["good_b"]
     pinned = start(tmp_path, canary_version=v_b, canary_percent=40, log_predictions=False)
@@ -283,9 +283,9 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
     from kfp import dsl, local
 
     from kfct.components.deploy import deploy_model
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import config_to_json, load_config
-    from kfct.split_state import read_state, state_path
+    from kfct.contracts.split_state import read_state, state_path
 
     monkeypatch.chdir(tmp_path)  # kfp.local writes its outputs relative to the working dir
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
@@ -305,7 +305,7 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
 def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path):
     """Rollout disabled: register sets `champion` directly; deploy makes the server follow."""
     from kfct.components.deploy import deploy_version
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import load_config
 
     v_b = serving_env.versions["good_b"]
@@ -326,7 +326,7 @@ def test_rollout_stage_skips_a_champion_and_defers_without_live_traffic(serving_
 
     from kfct.components.deploy import deploy_version
     from kfct.components.rollout import rollout_model
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import config_to_json, load_config
     from tests.servingkit import free_port
 

@@ -71,7 +71,7 @@ def test_client_input_is_a_400_naming_the_field_and_never_reaches_the_log(servin
         good = records(5, seed=11)
         assert c.predict(MODEL_NAME, good)[0] == 200
         assert srv.router.prediction_log.flush(20)
-        from kfct.prediction_log import read_prediction_log
+        from kfct.contracts.prediction_log import read_prediction_log
 
         df = read_prediction_log(root=root)
         assert sorted(df["customer_id"]) == sorted(r["customer_id"] for r in good), got

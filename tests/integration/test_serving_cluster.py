@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore
 
 @pytest.fixture(autouse=True)
 def _serverless(monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", "Serverless")
     reset_settings()
@@ -31,7 +31,7 @@ def isvc_requests(kube, method):
 
 def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
     from kfct.components.deploy import deploy_version
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.config import load_config
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
@@ -47,7 +47,7 @@ def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
         env = {e["name"]: e["value"] for e in model["env"]}
         assert env["KFCT_MODEL_VERSION"] == v_a and model["runtime"] == "kfct-predictor"
         assert "canaryTrafficPercent" not in created["spec"]["predictor"]
-        from kfct import kserve_isvc
+        from kfct.cluster import kserve_isvc
 
         assert model["storageUri"] == kserve_isvc.model_storage_uri(MODEL_NAME, v_a) and model["storageUri"].startswith("s3://")
         assert env["KFCT_MODEL_SHA256"] == registry.client().get_model_version(MODEL_NAME, v_a).tags["model_sha256"]
@@ -76,7 +76,7 @@ def _deploy_and_roll(serving_env, role, figures):
 
 
 def test_cluster_rollout_promotes_a_good_canary(serving_env):
-    from kfct import registry
+    from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
@@ -93,7 +93,7 @@ def test_cluster_rollout_promotes_a_good_canary(serving_env):
 
 
 def test_cluster_rollout_rolls_back_a_flipping_canary(serving_env):
-    from kfct import registry
+    from kfct.governance import registry
 
     v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
     figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},

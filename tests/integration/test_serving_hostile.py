@@ -29,7 +29,7 @@ def start(tmp_path, **kw):
 # -- 1. model repository ------------------------------------------------------------------------------
 
 def test_1_repository_endpoints_are_off_and_unload_never_takes_the_model(serving_env, tmp_path, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     srv = start(tmp_path)
     try:
@@ -54,7 +54,7 @@ def test_1_repository_endpoints_are_off_and_unload_never_takes_the_model(serving
         status, body, _ = c.request("POST", f"{path}/unload", {}, headers=auth)
         assert status == 409 and "cannot be unloaded" in body["error"]
         assert c.predict(MODEL_NAME, records(1))[1]["model_version"] == serving_env.versions["good_a"]
-        from kfct import registry
+        from kfct.governance import registry
 
         registry.set_alias(MODEL_NAME, "champion", serving_env.versions["good_b"], reason="repository load test")
         assert c.request("POST", f"{path}/load", {}, headers=auth)[0] == 200  # re-fetches the alias
@@ -67,7 +67,7 @@ def test_1_repository_endpoints_are_off_and_unload_never_takes_the_model(serving
 # -- 2. an explicit version serves alone --------------------------------------------------------------
 
 def test_2_serve_version_writes_no_shared_state_and_leaves_the_fleet_alone(serving_env, tmp_path):
-    from kfct.split_state import read_state, update_state
+    from kfct.contracts.split_state import read_state, update_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     split = tmp_path / "split.json"
@@ -195,7 +195,7 @@ def test_5_batch_scoring_refuses_what_the_server_refuses(serving_env, tmp_path):
     import numpy as np
 
     from kfct.components.score import ScoringError, score_registered
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     df = generate(300, seed=9).drop(columns=["churned"])
     for col, value in [("frustration_index", np.nan), ("tenure_days", -4), ("plan_monthly_eur", 1e39),
@@ -214,7 +214,7 @@ def test_5_batch_scoring_refuses_what_the_server_refuses(serving_env, tmp_path):
 
 def test_6_slow_canary_does_not_delay_the_champion_and_latency_is_client_seen(serving_env, tmp_path):
     from kfct.serving.router import to_canary
-    from kfct.split_state import update_state
+    from kfct.contracts.split_state import update_state
 
     v_slow = serving_env.versions["slow"]
     srv = start(tmp_path)
@@ -257,8 +257,8 @@ def test_6_slow_canary_does_not_delay_the_champion_and_latency_is_client_seen(se
 # -- 8. signals, log lines, 405 --------------------------------------------------------------------------
 
 def test_8_no_watch_sigterm_exits_0_flushes_the_log_ignores_the_split_and_logs_one_line(serving_env, tmp_path):
-    from kfct.prediction_log import read_prediction_log
-    from kfct.split_state import state_path, update_state
+    from kfct.contracts.prediction_log import read_prediction_log
+    from kfct.contracts.split_state import state_path, update_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     update_state(MODEL_NAME, state_path(MODEL_NAME, serving_env.home), champion_version=v_b,
@@ -280,11 +280,11 @@ def test_8_no_watch_sigterm_exits_0_flushes_the_log_ignores_the_split_and_logs_o
 # -- 9. a deferred rollout has an owner --------------------------------------------------------------
 
 def test_9_deferred_canary_stops_at_its_deadline_and_is_rolled_back(serving_env, tmp_path):
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
     from kfct.components.deploy import deploy_version
     from kfct.components.rollout import expire_deferred, rollout_model
     from kfct.config import config_to_json, load_config
-    from kfct.split_state import read_state, state_path
+    from kfct.contracts.split_state import read_state, state_path
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     split = state_path(MODEL_NAME, serving_env.home)

@@ -36,7 +36,7 @@ def s3_store(serving_env, tmp_path, monkeypatch):
     """moto S3 behind a fault proxy for the prediction log; the registry stays the serving test's."""
     import uuid
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     bucket = f"kfct-onehome-{uuid.uuid4().hex[:8]}"
     with moto_s3() as (host, port), FaultProxy(host, port) as proxy:
@@ -48,7 +48,7 @@ def s3_store(serving_env, tmp_path, monkeypatch):
         monkeypatch.setenv("KFCT_PREDICTION_LOG_SPILL_DIR", str(tmp_path / "spill"))
         monkeypatch.setenv("KFCT_NET_TIMEOUT_SECONDS", "60")  # a hang is a hang, not a quick timeout
         reset_settings()
-        from kfct import s3
+        from kfct.data import s3
 
         s3.client().make_bucket(bucket)
         yield proxy

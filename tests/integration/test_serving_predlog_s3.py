@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def s3_home(tmp_path, monkeypatch):
     from moto.server import ThreadedMotoServer
 
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -27,7 +27,7 @@ def s3_home(tmp_path, monkeypatch):
     monkeypatch.setenv("KFCT_S3_BUCKET", "kfct-preds")
     monkeypatch.setenv("KFCT_S3_REGION", "us-east-1")
     reset_settings()
-    from kfct import s3
+    from kfct.data import s3
 
     s3.client().make_bucket("kfct-preds")
     try:
@@ -38,9 +38,9 @@ def s3_home(tmp_path, monkeypatch):
 
 
 def test_prediction_log_round_trip_through_s3(s3_home):
-    from kfct import s3
-    from kfct.settings import get_settings
-    from kfct.prediction_log import read_prediction_log
+    from kfct.data import s3
+    from kfct.runtime.settings import get_settings
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(flush_seconds=60)  # S3 chosen from KFCT_S3_ENDPOINT

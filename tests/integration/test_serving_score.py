@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def customers(tmp_path):
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     df = generate(20000, seed=41)
     path = tmp_path / "customers.parquet"
@@ -24,7 +24,7 @@ def customers(tmp_path):
 
 def test_score_core_matches_the_model_and_is_audited(serving_env, customers, tmp_path):
     from kfct.components.score import score_registered
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     df, path = customers
     out = tmp_path / "scores.parquet"

@@ -23,7 +23,7 @@ def shared_server(serving_registry, tmp_path_factory):
     alias, write no split file, change no setting, and read no counter or log another test adds to.
     A test that changes what serves, or reads the metrics or the prediction log, takes `server`."""
     from kfct.serving.server import start_in_thread
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
     from tests.servingkit import reset_registry
 
     tmp = tmp_path_factory.mktemp("shared-server")
@@ -54,7 +54,7 @@ def expected(reg, role, recs):
     """What the registered model itself says (the vectorised DataFrame path)."""
     import pandas as pd
 
-    from kfct import registry
+    from kfct.governance import registry
 
     lm = registry.load_version(MODEL_NAME, version=reg.versions[role])
     frame = pd.DataFrame.from_records(recs).drop(columns=["customer_id"])
@@ -155,7 +155,7 @@ def test_non_finite_values_are_named_not_a_parse_error(shared_server):
 
 
 def test_bad_bodies_and_sizes(shared_server):
-    from kfct.settings import get_settings
+    from kfct.runtime.settings import get_settings
 
     c = Client(shared_server.url)
     status, resp, _ = c.request("POST", f"/v1/models/{MODEL_NAME}:predict", raw=b"{not json")
@@ -227,7 +227,7 @@ def test_unknown_model_is_404_and_no_500_anywhere(shared_server):
 
 def test_readiness_false_until_a_champion_exists_then_true(serving_env, tmp_path):
     """Started before any champion: 503 everywhere, then ready once the alias appears."""
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.serving.server import start_in_thread
 
     registry.delete_alias(MODEL_NAME, "champion", reason="readiness test")
@@ -250,7 +250,7 @@ def test_readiness_false_until_a_champion_exists_then_true(serving_env, tmp_path
 
 
 def test_failed_reload_keeps_serving_the_old_model(server, serving_env, tmp_path):
-    from kfct.split_state import update_state
+    from kfct.contracts.split_state import update_state
 
     c = Client(server.url)
     v_a = serving_env.versions["good_a"]
@@ -264,8 +264,8 @@ def test_failed_reload_keeps_serving_the_old_model(server, serving_env, tmp_path
     status, body, _ = c.predict(MODEL_NAME, records(2))
     assert status == 200 and body["model_version"] == v_a
     # 2) a registered version whose artifact no longer matches its sha256
-    from kfct import registry
-    from kfct.lineage import sha256_file
+    from kfct.governance import registry
+    from kfct.governance.lineage import sha256_file
 
     v_b = serving_env.versions["good_b"]
     src = registry.client().get_model_version_download_uri(MODEL_NAME, v_b)
@@ -325,7 +325,7 @@ def test_metrics_count_requests_errors_latency_and_predictions(server, serving_e
 
 
 def test_prediction_log_is_written_off_the_request_path(server, serving_env, tmp_path):
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
 
     c = Client(server.url)
     t0 = time.time()
@@ -355,7 +355,7 @@ def test_model_dir_mode_verifies_the_artifact_hash(serving_env, tmp_path):
     """The InferenceService path: an MLflow model folder (as KServe's storage initializer leaves it)."""
     import mlflow
 
-    from kfct import registry
+    from kfct.governance import registry
     from kfct.serving.server import start_in_thread
 
     v = serving_env.versions["good_a"]
@@ -383,7 +383,7 @@ def test_predictor_alone_answers_both_protocols(serving_env):
     """ChurnPredictor is a complete kserve.Model on its own (what a plain KServe ModelServer would host)."""
     import asyncio
 
-    from kfct import kserve_sdk
+    from kfct.cluster import kserve_sdk
     from kfct.serving.predictor import ChurnPredictor
 
     kserve = kserve_sdk.load()

@@ -24,7 +24,7 @@ def _all_tasks(spec: dict) -> dict[str, dict]:
 
 def test_train_task_gets_the_kfp_run_uuid(tmp_path):
     from kfct.pipelines.compile import compile_ct
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     spec = next(yaml.safe_load_all(off_the_stack(compile_ct, tmp_path, gpu=True, settings=Settings()).read_text()))
     params = _all_tasks(spec)["train-model"]["inputs"]["parameters"]

@@ -28,7 +28,7 @@ def _kfct(home: Path, seed: int, out: Path) -> subprocess.Popen:
 
 
 def test_two_ct_runs_at_once_on_a_fresh_home_each_report_their_own(tmp_path):
-    from kfct.lineage import sha256_file
+    from kfct.governance.lineage import sha256_file
 
     home = tmp_path / "kfct-home"
     procs = {seed: _kfct(home, seed, tmp_path / f"s{seed}.json") for seed in (1, 2)}

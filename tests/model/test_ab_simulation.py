@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfct import abstats
+from kfct.evidence import abstats
 from kfct.components.ab_test import ab_report_core
 
 def _cfg():
@@ -26,7 +26,7 @@ CFG = _cfg()
 
 
 def _world(n: int, seed: int):
-    from kfct.datagen import _sigmoid, churn_logit, generate
+    from kfct.data.datagen import _sigmoid, churn_logit, generate
 
     df = generate(n, seed=seed)
     z = churn_logit(df)
@@ -39,7 +39,7 @@ def _joined(z, y, rng, noise_a: float, noise_b: float, thr: float = 0.5):
     n = len(y)
     arm_b = rng.random(n) < 0.5
     noise = np.where(arm_b, noise_b, noise_a)
-    from kfct.datagen import _sigmoid
+    from kfct.data.datagen import _sigmoid
 
     p = _sigmoid(z + rng.normal(0, 1, n) * noise)
     ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(n), unit="s")

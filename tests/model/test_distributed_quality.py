@@ -28,7 +28,7 @@ def _kfct() -> str:
 
 
 def test_two_workers_match_the_in_pod_model_and_the_card_says_how(tmp_path):
-    from kfct.datagen import generate, write_frame
+    from kfct.data.datagen import generate, write_frame
 
     data = write_frame(generate(ROWS, seed=11), tmp_path / "customers.parquet")
     runs = {}

@@ -6,7 +6,7 @@ import pytest
 from kfct.components.evaluate import compute_metrics
 from kfct.components.featurize import featurize_core
 from kfct.components.train import train_core
-from kfct.datagen import generate
+from kfct.data.datagen import generate
 
 pytestmark = pytest.mark.slow  # trains every model kind on realistic data: make test, not make test-fast
 

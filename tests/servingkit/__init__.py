@@ -75,7 +75,7 @@ def train_small(seed: int, rows: int = 3000):
     """A real ChurnModel from the lead's featurize/train cores on generated data."""
     from kfct.components.featurize import featurize_core
     from kfct.components.train import train_core
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     cfg = small_cfg()
     tr, va, te, enc = featurize_core(generate(rows, seed=seed), cfg)
@@ -85,8 +85,8 @@ def train_small(seed: int, rows: int = 3000):
 
 def make_models() -> tuple[dict, "object"]:
     """{role: ChurnModel}, plus an input example frame."""
-    from kfct.datagen import generate
-    from kfct.model import ChurnModel
+    from kfct.data.datagen import generate
+    from kfct.evidence.model import ChurnModel
 
     good_a, te = train_small(seed=101)
     good_b, _ = train_small(seed=202)
@@ -119,7 +119,7 @@ def build_registry(home: Path) -> ServingRegistry:
     import mlflow
 
     import tests.servingkit as kit
-    from kfct import registry
+    from kfct.governance import registry
 
     cloudpickle.register_pickle_by_value(kit)
     models, example = make_models()
@@ -136,7 +136,7 @@ def build_registry(home: Path) -> ServingRegistry:
 
 def reset_registry(reg: ServingRegistry) -> None:
     """Champion back to good_a, no challenger, no rejection tags (tests move them)."""
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     c = registry.client()
@@ -157,7 +157,7 @@ _BUILT: dict = {}
 def serving_registry(tmp_path_factory, seed_mlflow_store):
     """Built once per test session (test modules import this fixture, so pytest sees one
     definition per module; the cache keeps it to one registry)."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     if "registry" in _BUILT:
         return _BUILT["registry"]
@@ -176,7 +176,7 @@ def serving_registry(tmp_path_factory, seed_mlflow_store):
 @pytest.fixture
 def serving_env(serving_registry, monkeypatch):
     """KFCT_HOME at the shared registry, aliases reset; yields the ServingRegistry."""
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_HOME", str(serving_registry.home))
     for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
@@ -194,7 +194,7 @@ def serving_env(serving_registry, monkeypatch):
 
 def records(n: int, seed: int = 7) -> list[dict]:
     """Feature records (with customer_id) as a JSON client would send them: NaN -> null."""
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     df = generate(max(n, 2), seed=seed).drop(columns=["churned"]).head(n)
     out = []

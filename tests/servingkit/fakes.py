@@ -435,7 +435,7 @@ def s3_artifacts(monkeypatch):
     cluster rightly refuses (KServe's storage initializer cannot read it). Against the loopback
     Kubernetes API nothing downloads the model, so the cluster tests point each version at the
     s3:// location a cluster's MLflow (artifact root in MinIO) would give it."""
-    from kfct import kserve_isvc
+    from kfct.cluster import kserve_isvc
 
     monkeypatch.setattr(kserve_isvc, "model_storage_uri",
                         lambda name, version: f"s3://kfct/mlflow/models/{name}-v{version}/artifacts")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kfct import abstats
+from kfct.evidence import abstats
 
 
 def test_two_proportion_ztest_matches_statsmodels():

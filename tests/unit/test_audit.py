@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kfct import audit
+from kfct.governance import audit
 from kfct.cli import main
 
 

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from kfct import audit
+from kfct.governance import audit
 from tests.faultkit.servers import fill, tiny_disk, tmpfs_available
 
 
@@ -61,7 +61,7 @@ def test_a_torn_write_is_cut_off_simulated_enospc(tmp_path, monkeypatch):
 
 
 def test_alias_does_not_move_when_the_trail_cannot_record_it(kfct_home, monkeypatch):
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     c = registry.client()

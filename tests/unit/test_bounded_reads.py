@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from kfct import parts
-from kfct.datagen import generate
+from kfct.data import parts
+from kfct.data.datagen import generate
 
 ROWS = 5_000
 
@@ -45,7 +45,7 @@ def no_whole_reads(monkeypatch, data):
 
 
 def test_tail_of_a_file_and_of_parts(data, no_whole_reads):
-    from kfct.datasource import read_dataset_bounded
+    from kfct.data.datasource import read_dataset_bounded
 
     df, path, pdir = data
     for loc in (path, pdir):
@@ -96,7 +96,7 @@ def test_batch_split_streams_into_shards(data, tmp_path):
 
 def test_ingest_of_a_parquet_file_reads_only_its_footer(data, tmp_path, no_whole_reads):
     from kfct.components.ingest import ingest_core
-    from kfct.lineage import sha256_file
+    from kfct.governance.lineage import sha256_file
 
     df, path, _ = data
     meta = ingest_core(str(path), tmp_path / "snap.parquet")
@@ -110,7 +110,7 @@ def test_prediction_log_window_reads_newest_files_only(tmp_path, monkeypatch):
 
     import numpy as np
 
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60)

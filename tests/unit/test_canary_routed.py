@@ -27,21 +27,21 @@ def route(*refs: tuple[str, int | None], rules: int = 1) -> dict:
 
 
 def test_weights_as_kserve_writes_them_are_routed():
-    from kfct.kserve_isvc import canary_routed
+    from kfct.cluster.kserve_isvc import canary_routed
 
     ok, why = canary_routed(isvc(), route(("churn-predictor", 90), ("churn-v7-predictor", 10), rules=2), "7")
     assert ok, why
 
 
 def test_no_route_names_gateway_api():
-    from kfct.kserve_isvc import canary_routed
+    from kfct.cluster.kserve_isvc import canary_routed
 
     ok, why = canary_routed(isvc(), None, "7")
     assert not ok and "no HTTPRoute kfct/churn" in why and "enableGatewayApi" in why
 
 
 def test_weights_absent_or_wrong_are_named():
-    from kfct.kserve_isvc import canary_routed
+    from kfct.cluster.kserve_isvc import canary_routed
 
     for r in (route(("churn-predictor", None)),  # the route before any canary: one unweighted backend
               route(("churn-predictor", 100), ("churn-v7-predictor", 0)),
@@ -54,7 +54,7 @@ def test_weights_absent_or_wrong_are_named():
 
 
 def test_stable_address_is_status_url_not_the_predictor_service():
-    from kfct.kserve_isvc import stable_address
+    from kfct.cluster.kserve_isvc import stable_address
 
     obj = isvc()
     obj["status"]["address"] = {"url": "http://churn-predictor.kfct.svc.cluster.local"}

@@ -25,7 +25,7 @@ def _configmap_env() -> dict:
 
 
 def _settings_from(env: dict, monkeypatch, tmp_path):
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     for k in [k for k in os.environ if k.startswith(("KFCT_", "MLFLOW_"))]:
         monkeypatch.delenv(k, raising=False)
@@ -67,7 +67,7 @@ def test_inferenceservice_comment_names_what_is_written():
                                  "mlflow-artifacts:/1/models/m-1/artifacts", "/tmp/x"])
 def test_deploy_refuses_storage_uri_kserve_cannot_read(uri):
     from kfct.components.deploy import DeployError, build_inference_service
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     with pytest.raises(DeployError, match="storage initializer"):
         build_inference_service("churn-classifier", "3", storage_uri=uri, sha256="ab" * 32, settings=Settings())
@@ -128,8 +128,8 @@ def test_local_runs_keep_the_generator_default():
     ("generate://100", None),
 ])
 def test_pointer_uris(uri, expected, monkeypatch):
-    from kfct.datatags import pointer_manifest_uri
-    from kfct.settings import Settings
+    from kfct.data.datatags import pointer_manifest_uri
+    from kfct.runtime.settings import Settings
 
     monkeypatch.delenv("KFCT_S3_BUCKET", raising=False)
     assert pointer_manifest_uri(uri, Settings()) == expected
@@ -142,7 +142,7 @@ def test_pointer_uris(uri, expected, monkeypatch):
     ("{", "not JSON"),
 ])
 def test_bad_tag_manifest_is_one_clear_line(bad, field):
-    from kfct.datatags import parse_manifest
+    from kfct.data.datatags import parse_manifest
     from kfct.errors import DataSourceError
 
     with pytest.raises(DataSourceError, match=field):
@@ -151,7 +151,7 @@ def test_bad_tag_manifest_is_one_clear_line(bad, field):
 
 @pytest.mark.parametrize("tag", ["", "a/b", "../x", "x.json", "-x", "a" * 65])
 def test_bad_tag_names(tag):
-    from kfct.datatags import check_tag
+    from kfct.data.datatags import check_tag
     from kfct.errors import DataSourceError
 
     with pytest.raises(DataSourceError, match="bad dataset tag"):

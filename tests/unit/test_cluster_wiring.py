@@ -124,7 +124,7 @@ def test_ci_checks_schemas_and_lints_dockerfiles():
 def test_runner_can_read_what_kfp_v2_driver_and_launcher_read(rendered):
     """backend/src/v2/config/env.go: ConfigMap `kfp-launcher`, Secret `mlpipeline-minio-artifact`,
     read with the pod's own service account (KFP's pipeline-runner Role grants get on all of them)."""
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     sa = Settings().kfp_service_account
     for overlay, objs in rendered.items():
@@ -171,7 +171,7 @@ def test_prod_gives_the_retrain_step_a_projected_kfp_token(rendered, compiled):
     # the identity is allowed to use the KFP API in the profile namespace
     sa = next(s for b in find(rendered["prod"], "RoleBinding") if b["roleRef"]["name"] == "kubeflow-pipelines-edit"
               for s in b["subjects"])
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     assert sa["name"] == Settings().kfp_service_account
     # the monitoring steps that may start a CT run (drift trigger, realized-performance decay) and only they
@@ -217,7 +217,7 @@ def test_every_image_named_anywhere_is_one_cd_builds(tmp_path, monkeypatch):
     from kfct.cli.cluster import image_builds
     from kfct.components.deploy import build_predictor
     from kfct.pipelines.compile import compile_all, compile_ct
-    from kfct.settings import get_settings, reset_settings
+    from kfct.runtime.settings import get_settings, reset_settings
 
     registry, tag = "ghcr.io/acme-corp", "0123456789abcdef0123456789abcdef01234567"
     built = cd_built_images(registry, tag)
@@ -258,7 +258,7 @@ def test_every_image_named_anywhere_is_one_cd_builds(tmp_path, monkeypatch):
 
 def test_dev_overlay_names_the_default_images(tmp_path):
     """Without CD's env, settings, `make images`, the overlays and the IR agree on the defaults."""
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     s = Settings(_env_file=None)
     objs = render(copy_manifests(tmp_path / "m"), "dev")

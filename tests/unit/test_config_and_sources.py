@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from kfct.config import ConfigError, config_from_json, config_to_json, feature_columns, load_config
-from kfct.datagen import generate, write_frame
-from kfct.datasource import parse_generate, read_dataset
+from kfct.data.datagen import generate, write_frame
+from kfct.data.datasource import parse_generate, read_dataset
 from kfct.errors import DataSourceError
 
 
@@ -75,7 +75,7 @@ def test_unsupported_format_and_garbage(tmp_path):
 
 
 def test_s3_without_endpoint_is_named(monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.delenv("KFCT_S3_ENDPOINT", raising=False)
     reset_settings()
@@ -105,8 +105,8 @@ def test_cli_run_missing_file_one_line(tmp_path, capsys, kfct_home):
 def test_snapshot_hash_is_the_push_hash(tmp_path):
     """ingest's data version equals the content-addressed key `kfct data push` would use."""
     from kfct.components.ingest import ingest_core
-    from kfct.datastore import normalise_to_parquet
-    from kfct.lineage import sha256_file
+    from kfct.data.datastore import normalise_to_parquet
+    from kfct.governance.lineage import sha256_file
 
     df = generate(800, seed=4)
     csv = write_frame(df, tmp_path / "d.csv")

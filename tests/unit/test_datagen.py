@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfct.datagen import CORRUPTIONS, corrupt, generate, write_frame
+from kfct.data.datagen import CORRUPTIONS, corrupt, generate, write_frame
 
 
 def test_deterministic_and_seed_sensitive():

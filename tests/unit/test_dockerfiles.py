@@ -262,7 +262,7 @@ def test_entrypoints_import(name, target, op):
 def test_cli_image_builds_match_dockerfile_targets():
     """`kfct images` builds exactly the targets the Dockerfiles define, tagged from settings."""
     from kfct.cli.cluster import image_builds
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     s = Settings(image_registry="reg.example/kfct", image_tag="1.2.3")
     builds = image_builds(s, code_version="abc")

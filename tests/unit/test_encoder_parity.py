@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from kfct.model import FeatureError, TabularEncoder
+from kfct.evidence.model import FeatureError, TabularEncoder
 
 
 @pytest.fixture()

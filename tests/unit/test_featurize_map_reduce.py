@@ -9,7 +9,7 @@ import pytest
 from kfct.components import featurize_merge as fm
 from kfct.components.featurize import featurize_core, with_binary_label
 from kfct.config import load_config, with_overrides
-from kfct.datagen import generate
+from kfct.data.datagen import generate
 
 
 def _parts(df, k):
@@ -82,7 +82,7 @@ def test_exact_median_with_tiny_bins_equals_numpy(monkeypatch, n):
 
 def test_gate_test_set_is_bounded_by_id_hash(tmp_path):
     """Past EVAL_MAX_ROWS the test split is thinned by id hash: about that many rows, the same ones each time."""
-    from kfct import parts
+    from kfct.data import parts
 
     cfg = load_config()
     files = []

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from kfct.components.evaluate import champion_collapse, evaluate_core, feature_aucs, leakage_findings
 from kfct.config import LeakageConfig, load_config
-from kfct.model import ChurnModel, TabularEncoder
+from kfct.evidence.model import ChurnModel, TabularEncoder
 
 
 def _cfg(**leak):

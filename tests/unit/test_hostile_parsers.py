@@ -78,8 +78,8 @@ def test_v2_datatypes_hold_their_values_and_json_depth_is_bounded():
 
 def test_record_schema_online_and_batch_agree():
     from kfct.config import load_config
-    from kfct.model import FeatureError
-    from kfct.record_schema import RecordSchema
+    from kfct.evidence.model import FeatureError
+    from kfct.data.record_schema import RecordSchema
 
     sch = RecordSchema.from_config(load_config())
     ok = {"tenure_days": 10, "plan_monthly_eur": 20.5, "customer_id": "C1"}

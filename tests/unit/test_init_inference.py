@@ -63,7 +63,7 @@ def test_the_inferred_config_validates_the_same_file_and_rejects_future_dates(ta
     out = tmp_path / "cfg.yaml"
     main(["init", "--data", str(table), "--label", "churn", "--out", str(out)])
     cfg = load_config(out)
-    from kfct.datasource import read_dataset
+    from kfct.data.datasource import read_dataset
 
     df = read_dataset(str(table))
     res = validate_frame(df, cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kfct.labels import LabelError, binary_labels, token
+from kfct.data.labels import LabelError, binary_labels, token
 
 
 def test_label_codings_map_to_zero_one():
@@ -78,7 +78,7 @@ def test_init_infers_a_config_that_loads_and_fits_the_data(cancer, tmp_path, cap
 
 def test_init_with_string_labels_needs_the_positive_value(cancer, tmp_path):
     from kfct.config import load_config
-    from kfct.schema_infer import InitError, init_config
+    from kfct.data.schema_infer import InitError, init_config
 
     df, _ = cancer
     df = df.assign(target=df["target"].map({0: "malignant", 1: "benign"}))

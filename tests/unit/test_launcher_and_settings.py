@@ -29,7 +29,7 @@ class Recorder:
 
 @pytest.fixture
 def env(kfct_home, monkeypatch):
-    from kfct.settings import reset_settings
+    from kfct.runtime.settings import reset_settings
 
     for var in ("KUBERNETES_SERVICE_HOST", "KFCT_KFP_HOST", "KFCT_RETRAIN_LAUNCHER", "KFCT_PROMETHEUS_URL"):
         monkeypatch.delenv(var, raising=False)
@@ -40,7 +40,7 @@ def env(kfct_home, monkeypatch):
 
 
 def _settings(env, **values):
-    from kfct.settings import get_settings, reset_settings
+    from kfct.runtime.settings import get_settings, reset_settings
 
     for k, v in values.items():
         env.setenv(k, v)
@@ -58,7 +58,7 @@ def test_in_cluster_and_auto_target_come_from_settings(env):
 
 
 def test_trigger_core_starts_the_run_through_the_injected_launcher(env, cfg):
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.components.retrain_policy import run_trigger
 
     now = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
@@ -72,9 +72,9 @@ def test_trigger_core_starts_the_run_through_the_injected_launcher(env, cfg):
 
 
 def test_the_launcher_is_picked_by_settings_and_a_bad_name_is_one_line(env, cfg):
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.components.retrain_policy import run_trigger
-    from kfct.launcher import LauncherError, pick_launcher
+    from kfct.contracts.launcher import LauncherError, pick_launcher
 
     _settings(env, KFCT_RETRAIN_LAUNCHER=f"{__name__}:Recorder", KFCT_KFP_HOST="http://kfp.example")
     out = run_trigger(DRIFT, cfg, "churn-classifier")  # auto: a KFP host is configured -> cluster
@@ -87,7 +87,7 @@ def test_the_launcher_is_picked_by_settings_and_a_bad_name_is_one_line(env, cfg)
 
 
 def test_the_default_launchers_live_in_the_pipelines_layer(env):
-    from kfct.launcher import pick_launcher
+    from kfct.contracts.launcher import pick_launcher
     from kfct.pipelines.launchers import KfpLauncher, LocalLauncher
 
     assert isinstance(pick_launcher("local", _settings(env)), LocalLauncher)

@@ -31,7 +31,7 @@ HEAVY = ("kserve", "mlflow", "great_expectations", "evidently", "xgboost", "skle
 # What importing a module may import among HEAVY, and why; everything else: none of them.
 MAY_IMPORT = {
     # the model object and the fitted encoder are scikit-learn estimators (pickled inside the MLflow model)
-    "kfct.model": {"sklearn"},
+    "kfct.evidence.model": {"sklearn"},
 }
 
 
@@ -91,7 +91,7 @@ def test_the_import_graph_finds_imports_inside_functions(tmp_path):
     src.write_text("def f():\n    from kfct.pipelines.local import run_ct\n    from . import launcher\n")
     assert imports("kfct.components.m", src) == [(2, "kfct.pipelines.local.run_ct"),
                                                 (3, "kfct.components.launcher")]
-    assert layer("kfct.pipelines.local") == "pipelines" and layer("kfct.split_state") == "library"
+    assert layer("kfct.pipelines.local") == "pipelines" and layer("kfct.contracts.split_state") == "library"
     assert layer("kfct.cli.run") == "cli" and layer("kfct.__main__") == "cli"
 
 
@@ -157,8 +157,8 @@ def test_importing_a_module_does_not_import_heavy_libraries():
 
 
 def test_the_probe_sees_a_heavy_import():
-    assert heavy_after_import(["kfct.model", "kfct.split_state"]) == {"kfct.model": {"sklearn"},
-                                                                      "kfct.split_state": set()}
+    assert heavy_after_import(["kfct.evidence.model", "kfct.contracts.split_state"]) == {"kfct.evidence.model": {"sklearn"},
+                                                                      "kfct.contracts.split_state": set()}
 
 
 def test_every_kfct_import_names_something_that_exists():

@@ -176,7 +176,7 @@ def test_no_secret_values_anywhere(base):
 
 def test_names_and_keys_the_pipeline_relies_on_exist(base):
     """Compiled tasks mount Secret + ConfigMap keys as env: all must exist or pods do not start."""
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
     from kfct.pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
 
     objs, gens = base
@@ -248,7 +248,7 @@ def test_mlflow_artifacts_go_to_minio(base):
 
 def test_rbac_lets_the_runner_patch_inferenceservices(base):
     objs, _ = base
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     sa = Settings().kfp_service_account
     bindings = [b for b in find(objs, "RoleBinding") if any(

@@ -1,7 +1,7 @@
 """No test and no CLI command may leave MLflow's default store (./mlflow.db, ./mlruns) behind.
 
 MLflow 3 falls back to `sqlite:///mlflow.db` in the working directory when nothing set a
-tracking URI; kfct always sets one (kfct.registry.setup from Settings). tests/conftest.py
+tracking URI; kfct always sets one (kfct.governance.registry.setup from Settings). tests/conftest.py
 fails any test after which one appeared; here: that guard really fails. The commands and the
 model server are checked in tests/integration/test_no_stray_mlflow_store.py.
 """
@@ -36,5 +36,5 @@ def test_the_conftest_guard_fails_the_test_that_made_a_default_store(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
     assert "ERROR at teardown of test_makes_a_store" in p.stdout, p.stdout[-3000:]
-    assert "MLflow used without kfct.registry.setup" in p.stdout
+    assert "MLflow used without kfct.governance.registry.setup" in p.stdout
     assert "2 passed, 1 error" in p.stdout, p.stdout[-500:]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from kfct.model import FeatureError
+from kfct.evidence.model import FeatureError
 
 
 def _records(df, n=5):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kfct.components.fairness import fairness_report
-from kfct.modelcard import build_model_card, top_features_shap
+from kfct.evidence.modelcard import build_model_card, top_features_shap
 
 
 def test_shap_groups_one_hot_columns_back_to_their_feature(trained):
@@ -96,8 +96,8 @@ def test_card_shows_curves_and_top_features_inline(trained, tmp_path):
     import subprocess
 
     from kfct.config import load_config
-    from kfct.modelcard import description, model_description
-    from kfct.modelcard_charts import curve_charts
+    from kfct.evidence.modelcard import description, model_description
+    from kfct.evidence.modelcard_charts import curve_charts
 
     model, _, _, test = trained
     X, y = test.drop(columns=["churned"]).head(800), test["churned"].head(800).to_numpy()

@@ -11,9 +11,9 @@ import pytest
 from kfct.components.featurize import featurize_core
 from kfct.components.train import train_core
 from kfct.config import config_dict, load_config, validate_config
-from kfct.datagen import generate
+from kfct.data.datagen import generate
 from kfct.errors import FeatureError
-from kfct.model import TabularEncoder
+from kfct.evidence.model import TabularEncoder
 
 
 def test_a_nullable_category_with_nulls_trains_and_scores_alike_on_every_path():

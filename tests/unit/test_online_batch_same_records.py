@@ -10,7 +10,7 @@ from kfct.components.featurize import featurize_core
 from kfct.components.score import score_file
 from kfct.components.train import train_core
 from kfct.config import config_dict, load_config, validate_config
-from kfct.datagen import generate
+from kfct.data.datagen import generate
 from kfct.serving.predictor import BadRequest, _prepare, score_loaded
 
 

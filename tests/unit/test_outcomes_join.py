@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kfct.outcomes import OutcomesError, join_predictions, realized_performance
-from kfct.outcomes import validate_outcomes as _validate_outcomes
+from kfct.evidence.outcomes import OutcomesError, join_predictions, realized_performance
+from kfct.evidence.outcomes import validate_outcomes as _validate_outcomes
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 

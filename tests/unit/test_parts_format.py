@@ -1,4 +1,4 @@
-"""The parts format (kfct.parts): content-addressed parts, a canonical manifest whose sha256 is the version."""
+"""The parts format (kfct.data.parts): content-addressed parts, a canonical manifest whose sha256 is the version."""
 
 import hashlib
 import json
@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from kfct import parts
+from kfct.data import parts
 from kfct.errors import DataSourceError
 
 

@@ -218,7 +218,7 @@ def test_the_predictor_deploy_writes_has_the_manifest_s_pod_security():
     """The InferenceService deploy builds (what really runs) carries the same pod-level seccompProfile."""
     from kubernetes.client import ApiClient
 
-    from kfct.kserve_isvc import build_canary, build_inference_service
+    from kfct.cluster.kserve_isvc import build_canary, build_inference_service
 
     isvc = ApiClient().sanitize_for_serialization(
         build_inference_service("churn", "3", namespace="kfct", mode="Standard", storage_uri="s3://b/m", sha256="ab" * 32))

@@ -18,7 +18,7 @@ def _dropped_metric(reason: str) -> float:
 
 @pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child-encoder"])
 def test_poison_rows_are_counted_and_every_legitimate_row_is_logged(tmp_path, in_child):
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     before = _dropped_metric("unencodable")
@@ -53,7 +53,7 @@ def test_per_request_values_are_stored_once_per_request_and_a_missing_request_id
     """Issue 22, item 2: per-request values once per request (a dictionary column), nulls included."""
     import pyarrow.parquet as pq
 
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import build_table
 
     rid = "x" * 10_000

@@ -42,7 +42,7 @@ def test_a_torn_spill_file_is_set_aside_not_uploaded(tmp_path):
 
 
 def test_batches_are_bounded_by_flush_rows_and_a_flush_covers_everything_queued(tmp_path):
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60, flush_rows=100)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from kfct.config import load_config
-from kfct.window_stats import WindowStats as Window
+from kfct.contracts.window_stats import WindowStats as Window
 
 CFG = load_config(overrides={"rollout": {"steps": [10, 50, 100]},
                             "drift": {"drift_share_threshold": 0.2, "prediction_shift_threshold": 0.1,
@@ -24,7 +24,7 @@ NOW = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
 @pytest.fixture(autouse=True)
 def _no_effects(monkeypatch):
     """Any registry or audit call from a pure function fails the test."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     def touched(*_a, **_k):
         raise AssertionError("a pure decision function touched the registry or the audit trail")
@@ -133,7 +133,7 @@ def test_plan_rollback_rejects_the_canary_with_every_reason():
 
 def test_plan_expiry_rolls_back_only_a_deferred_canary_past_its_deadline():
     from kfct.components.rollout import plan_expiry
-    from kfct.split_state import SplitState
+    from kfct.contracts.split_state import SplitState
 
     deadline = NOW.timestamp()
     st = SplitState(model_name="m", champion_version="1", canary_version="2", canary_percent=10.0,

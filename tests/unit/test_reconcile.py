@@ -16,14 +16,14 @@ NAME = "rec-model"
 
 @pytest.fixture
 def store(kfct_home):
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     return kfct_home
 
 
 def test_run_is_dead_rules():
-    from kfct.reconcile import process_tags, run_is_dead
+    from kfct.governance.reconcile import process_tags, run_is_dead
 
     me = process_tags()
     assert run_is_dead(me, int(time.time() * 1000), 60) is None  # this very process
@@ -38,8 +38,8 @@ def test_run_is_dead_rules():
 
 def test_orphans_are_marked_and_audited(store):
     """A dead RUNNING run with a PENDING model, an orphan pending version, a pending one with an alias."""
-    from kfct import audit, registry
-    from kfct.reconcile import process_tags, reconcile
+    from kfct.governance import audit, registry
+    from kfct.governance.reconcile import process_tags, reconcile
 
     # A training process killed mid-logging: run RUNNING, logged model PENDING, process gone.
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -73,7 +73,7 @@ def test_orphans_are_marked_and_audited(store):
 
 def test_own_pending_version_is_resumed_not_abandoned(store):
     from kfct.components.register import register_version
-    from kfct import registry
+    from kfct.governance import registry
 
     uri, rid = log_tiny_model("retry")
     registry.register_once(uri, NAME, {registry.REG_TAG: "pending", registry.GATED_TAG: ""}, rid)  # crashed try

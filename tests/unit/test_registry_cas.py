@@ -18,14 +18,14 @@ NAME = "cas-model"
 
 @pytest.fixture
 def store(kfct_home):
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     return kfct_home
 
 
 def _champion_v1():
-    from kfct import registry
+    from kfct.governance import registry
 
     uri, rid = log_tiny_model("v1")
     v = registry.register(uri, NAME, {})
@@ -34,7 +34,7 @@ def _champion_v1():
 
 
 def test_compare_and_set_refuses_a_moved_alias(store):
-    from kfct import registry
+    from kfct.governance import registry
 
     v1 = _champion_v1()
     uri, rid = log_tiny_model("v2")
@@ -48,7 +48,7 @@ def test_compare_and_set_refuses_a_moved_alias(store):
 
 
 def test_register_once_is_idempotent_by_run_id(store):
-    from kfct import registry
+    from kfct.governance import registry
 
     uri, rid = log_tiny_model("once")
     first = registry.register_once(uri, NAME, {"a": "1"}, rid)
@@ -59,7 +59,7 @@ def test_register_once_is_idempotent_by_run_id(store):
 
 def test_duplicate_version_of_one_run_is_removed(store):
     """What MLflow's own transport retry of a POST can leave: two versions of one run."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     uri, rid = log_tiny_model("dup")
     registry.register(uri, NAME, {})
@@ -72,7 +72,7 @@ def test_duplicate_version_of_one_run_is_removed(store):
 
 def test_threads_racing_at_the_gate_move_the_champion_once(store):
     """Four challengers, all gated against v1, register at once: one champion move, no strays."""
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.components.register import register_version
 
     v1 = _champion_v1()
@@ -99,7 +99,7 @@ def test_threads_racing_at_the_gate_move_the_champion_once(store):
     moved = [r for r in results if r["version"]]
     blocked = [r for r in results if not r["version"]]
     assert len(moved) == 1 and len(blocked) == 3
-    from kfct import registry
+    from kfct.governance import registry
 
     assert registry.aliases(NAME) == {"champion": moved[0]["version"]}
     assert versions(NAME) == [1, 2]  # blocked runs registered nothing
@@ -112,7 +112,7 @@ def test_threads_racing_at_the_gate_move_the_champion_once(store):
 
 def test_moved_champion_is_regated_against_the_new_one(store):
     from kfct.components.register import register_version
-    from kfct import registry
+    from kfct.governance import registry
 
     v1 = _champion_v1()
     uri, rid = log_tiny_model("v2")
@@ -144,7 +144,7 @@ def test_moved_champion_is_regated_against_the_new_one(store):
 
 def test_rerun_of_a_finished_register_step_changes_nothing(store):
     from kfct.components.register import register_version
-    from kfct import registry
+    from kfct.governance import registry
 
     cfg = load_config(overrides={"rollout": {"enabled": False}})
     uri, rid = log_tiny_model("first")
@@ -159,7 +159,7 @@ def test_rerun_of_a_finished_register_step_changes_nothing(store):
 def test_redacting_a_tracking_uri_without_a_host_keeps_it_usable():
     """A unix-socket database URI has credentials and no host: redaction raised TypeError
     (None + str), and `setup` redacts the tracking URI on every call (the retry's name)."""
-    from kfct.registry import _redact
+    from kfct.governance.registry import _redact
 
     assert _redact("postgresql://kfct:s3cret@/mlflow?host=/run/postgresql") == "postgresql:///mlflow?host=/run/postgresql"
     assert _redact("http://kfct:s3cret@mlflow:5000/") == "http://mlflow:5000/"

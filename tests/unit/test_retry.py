@@ -1,4 +1,4 @@
-"""kfct.retry: transient errors are retried with half-jittered exponential backoff (tenacity runs the
+"""kfct.runtime.retry: transient errors are retried with half-jittered exponential backoff (tenacity runs the
 loop), permanent ones end the step at once, exhaustion is one TransientFailure naming the step."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from kfct.retry import TransientFailure, retry_call
-from kfct.settings import Settings
+from kfct.runtime.retry import TransientFailure, retry_call
+from kfct.runtime.settings import Settings
 
 S = Settings(retry_attempts=4, retry_backoff_seconds=1.0, retry_max_backoff_seconds=3.0)
 
@@ -31,7 +31,7 @@ def test_transient_errors_are_retried_with_capped_jittered_backoff(caplog):
             raise ConnectionRefusedError("refused")
         return "ok"
 
-    with caplog.at_level(logging.WARNING, logger="kfct.retry"):
+    with caplog.at_level(logging.WARNING, logger="kfct.runtime.retry"):
         assert retry_call(fn, "read x", S, sleep=sleeps.append, before_retry=lambda: before.append(len(calls))) == "ok"
     assert len(calls) == 4 and before == [1, 2, 3]  # before each repeat, after the wait
     # base 1 s doubling, capped at 3 s, each times a factor in [0.5, 1)

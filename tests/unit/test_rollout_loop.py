@@ -58,7 +58,7 @@ def registry_two_versions(kfct_home):
     """v1 champion, v2 challenger (versions without model files: the loop only reads and moves aliases/tags)."""
     from mlflow import MlflowClient
 
-    from kfct import registry
+    from kfct.governance import registry
 
     registry.setup()
     c = MlflowClient()
@@ -75,7 +75,7 @@ def _tags(c, version):
 
 
 def test_not_enough_traffic_within_the_wait_rolls_back_on_the_injected_clock(registry_two_versions):
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     t = FakeTime(max_sleeps=1000)
     backend = ScriptedBackend(canary_requests=3)
@@ -91,7 +91,7 @@ def test_not_enough_traffic_within_the_wait_rolls_back_on_the_injected_clock(reg
 
 
 def test_a_rollback_that_raises_leaves_the_registry_as_it_was(registry_two_versions):
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     t = FakeTime(max_sleeps=1000)
     backend = ScriptedBackend(canary_requests=0, rollback_error=ConnectionError("kserve API unreachable"))
@@ -110,7 +110,7 @@ def test_a_rollback_that_raises_leaves_the_registry_as_it_was(registry_two_versi
 
 
 def test_enough_traffic_promotes_after_the_bake_time(registry_two_versions):
-    from kfct import registry
+    from kfct.governance import registry
 
     t = FakeTime()
     backend = ScriptedBackend(canary_requests=5000)
@@ -125,7 +125,7 @@ def test_a_rollback_records_its_evidence_and_an_operator_can_retry(registry_two_
     """Issue 22, item 1: a rollback records the figures it judged on (audit `evidence`), and a version a
     rollout rejected can be rolled out again by an operator (`kfct rollout --retry`, audited) instead of
     being refused forever by `kfct deploy --version`."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
     from kfct.components.rollout import retry_rejected
 
     class Shifted(ScriptedBackend):
@@ -178,7 +178,7 @@ def test_an_infrastructure_failure_aborts_without_rejecting_the_model(registry_t
     unreachable) sends traffic back to the champion but does not tag the model `rejected`: alias
     `challenger` stays on it and the cause is audited as `rollout_aborted`. Before the fix the version
     was tagged rejected (route) or the loop raised with the canary still taking traffic (figures)."""
-    from kfct import audit, registry
+    from kfct.governance import audit, registry
 
     t = FakeTime(max_sleeps=1000)
     backend = backend_cls(canary_requests=5000)

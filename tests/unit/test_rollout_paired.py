@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from kfct.components.rollout_decision import FAIL, PASS, WAIT, Thresholds, evaluate_step
-from kfct.window_stats import WindowStats, merge_windows, paired_window
+from kfct.contracts.window_stats import WindowStats, merge_windows, paired_window
 
 
 def _pairs(customers: int, shift: float, attacker_rows: int = 0, attacker_shift: float = 0.0, seed: int = 1):

@@ -80,7 +80,7 @@ def test_config_json_is_validated_and_round_trips(cfg):
 def test_unquoted_yes_no_in_yaml_still_match_string_labels(tmp_path):
     import pandas as pd
 
-    from kfct.labels import binary_labels
+    from kfct.data.labels import binary_labels
 
     cfg = load_config(_write(tmp_path, "dataset:\n  label: y\n  positive_label: yes\n  columns:\n"
                                        "    y: {dtype: category, values: [yes, no]}\n"))

@@ -44,7 +44,7 @@ def test_a_stage_that_recorded_its_failure_is_not_recorded_twice():
 
 
 def test_record_outcome_records_once(kfct_home):
-    from kfct import audit
+    from kfct.governance import audit
     from kfct.components.run_outcome import record_outcome
 
     status = {"state": "FAILED", "pipeline_job_resource_name": "kfct-ct-abc", "pipeline_task_name": "exit-handler-1"}

@@ -64,7 +64,7 @@ def test_v2_columnar_records_and_errors():
 # -- split state ----------------------------------------------------------------------------------
 
 def test_split_state_validation_generation_and_atomic_updates(tmp_path):
-    from kfct.split_state import SplitState, SplitStateError, read_state, update_state, write_state
+    from kfct.contracts.split_state import SplitState, SplitStateError, read_state, update_state, write_state
 
     p = tmp_path / "split.json"
     for bad in [dict(canary_percent=101, canary_version="2"), dict(canary_percent=-1, canary_version="2"),
@@ -310,7 +310,7 @@ def test_version_stats_window():
 # -- prediction log --------------------------------------------------------------------------------------
 
 def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
-    from kfct.prediction_log import read_prediction_log
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger, build_table
 
     recs = [{"customer_id": "a", "x": 1, "c": "u", "n": None}, {"customer_id": "b", "x": 2.5, "c": "v", "n": 3.0}]
@@ -350,8 +350,8 @@ def test_arrow_matrix_equals_the_encoder(cfg):
 
     from kfct.components.featurize import build_encoder
     from kfct.components.score import arrow_matrix
-    from kfct.datagen import generate
-    from kfct.model import FeatureError
+    from kfct.data.datagen import generate
+    from kfct.evidence.model import FeatureError
 
     df = generate(3000, seed=31)
     enc = build_encoder(cfg).fit(df)
@@ -372,7 +372,7 @@ def test_inference_service_object():
     from kubernetes.client import ApiClient
 
     from kfct.components.deploy import build_inference_service
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     isvc = build_inference_service("churn-classifier", "4", namespace="kfct", canary_percent=10,
                                    storage_uri="s3://kfct/mlartifacts/1/models/m-1/artifacts", sha256="ab" * 32,

@@ -30,7 +30,7 @@ def objects() -> dict[str, dict]:
 
 def test_every_serving_object_is_listed_and_wired():
     from kfct.components import deploy
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     o = objects()
     assert set(o) >= {"ServingRuntime", "InferenceService", "ServiceAccount", "ServiceMonitor", "ConfigMap"}

@@ -84,7 +84,7 @@ def irs(tmp_path_factory, cluster_compiled):
     `kfct compile` writes them for a cluster (`cluster_compiled`, tests/conftest.py)."""
     from kfct.config import config_dict, load_config, validate_config
     from kfct.pipelines.compile import compile_ct
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     from tests.conftest import CLUSTER_SETTINGS
     from tests.homekit import off_the_stack

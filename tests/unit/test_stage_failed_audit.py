@@ -16,7 +16,7 @@ def _art(cls, path, **meta):
 
 
 def _failures(home):
-    from kfct import audit
+    from kfct.governance import audit
 
     return [e for e in audit.read(home / "audit" / "audit.jsonl") if e["event"] == "stage_failed"]
 
@@ -33,7 +33,7 @@ def test_ingest_of_a_truncated_parquet_is_on_the_trail(kfct_home, tmp_path, trun
     from kfp.dsl import Dataset
 
     from kfct.components.ingest import ingest_data
-    from kfct.stagefail import recorded_for_run
+    from kfct.runtime.stagefail import recorded_for_run
 
     monkeypatch.setenv("KFCT_RUN_ID", "ct-test-1")
     with pytest.raises(Exception) as err:
@@ -53,7 +53,8 @@ def test_validate_of_a_truncated_snapshot_names_model_and_run(kfct_home, tmp_pat
 
     with pytest.raises(Exception) as err:
         validate_data(_art(Dataset, truncated, sha256="abc"), config_to_json(cfg), "tumours", "run-7",
-                      _art(HTML, tmp_path / "r.html"), _art(Artifact, tmp_path / "r.json"), _art(Markdown, tmp_path / "r.md"))
+                      _art(HTML, tmp_path / "r.html"), _art(Artifact, tmp_path / "r.json"), _art(Markdown, tmp_path / "r.md"),
+                      _art(Artifact, tmp_path / "docs"))
     [entry] = _failures(kfct_home)
     assert (entry["stage"], entry["model_name"], entry["pipeline_run"]) == ("validate-data", "tumours", "run-7")
     assert entry["error_type"] == type(err.value).__name__
@@ -76,7 +77,7 @@ def test_featurize_with_a_bad_config_is_on_the_trail(kfct_home, tmp_path, small_
 
 
 def test_an_unwritable_trail_never_hides_the_stage_error(kfct_home, tmp_path, caplog):
-    from kfct.stagefail import audit_failure
+    from kfct.runtime.stagefail import audit_failure
 
     kfct_home.mkdir(parents=True, exist_ok=True)  # kfct_home holds the seeded MLflow store
     (kfct_home / "audit").write_text("a file where the trail's folder should be")
@@ -86,7 +87,7 @@ def test_an_unwritable_trail_never_hides_the_stage_error(kfct_home, tmp_path, ca
 
 
 def test_success_writes_nothing_and_the_error_line_is_short(kfct_home):
-    from kfct.stagefail import audit_failure, first_line
+    from kfct.runtime.stagefail import audit_failure, first_line
 
     with audit_failure("deploy-model", model_name="m"):
         pass
@@ -101,9 +102,9 @@ def test_every_component_function_audits_its_failures():
     from kfct.pipelines.monitoring import make_components as monitoring
 
     funcs = {name: c.python_func for name, c in {**ct(), **monitoring(), **batch()}.items()}
-    # kfct.stage.stage enters audit_failure (tests/unit/test_stage_prologue.py shows a failing body audited)
+    # kfct.runtime.stage.stage enters audit_failure (tests/unit/test_stage_prologue.py shows a failing body audited)
     missing = sorted(name for name, fn in funcs.items() if "stage" not in fn.__code__.co_names)
-    assert len(funcs) >= 17 and not missing, f"component functions outside kfct.stage.stage: {missing}"
+    assert len(funcs) >= 17 and not missing, f"component functions outside kfct.runtime.stage.stage: {missing}"
 
 
 def test_a_shard_that_cannot_be_scored_names_the_resolved_model(kfct_home, tmp_path):

@@ -1,4 +1,4 @@
-"""One stage prologue (`kfct.stage.stage`): audit on failure, clock, typed config, logger, stamp on exit."""
+"""One stage prologue (`kfct.runtime.stage.stage`): audit on failure, clock, typed config, logger, stamp on exit."""
 
 from __future__ import annotations
 
@@ -41,19 +41,19 @@ def test_every_stage_wrapper_enters_the_one_prologue():
                                 for i in withs[0].items):
             without.append(name)
     assert not own, f"stage wrappers with a prologue of their own: {own}"
-    assert not without, f"stage wrappers not entering kfct.stage.stage: {without}"
+    assert not without, f"stage wrappers not entering kfct.runtime.stage.stage: {without}"
 
 
 def _failures(home):
-    from kfct import audit
+    from kfct.governance import audit
 
     return [e for e in audit.read(home / "audit" / "audit.jsonl") if e["event"] == "stage_failed"]
 
 
 def test_a_stage_gets_config_logger_clock_and_stamps_on_exit(kfct_home):
     from kfct.config import RunConfig, config_to_json, load_config
-    from kfct.stage import logger_name, stage
-    from kfct.stageclock import ENDED, STARTED
+    from kfct.runtime.stage import logger_name, stage
+    from kfct.runtime.stageclock import ENDED, STARTED
 
     cfg = load_config(overrides={"gate": {"min_improvement": 0.5}})
     meta: dict = {}
@@ -66,7 +66,7 @@ def test_a_stage_gets_config_logger_clock_and_stamps_on_exit(kfct_home):
 
 
 def test_a_failing_stage_is_audited_and_not_stamped(kfct_home):
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     meta: dict = {}
     with pytest.raises(ValueError, match="boom"):
@@ -81,7 +81,7 @@ def test_a_failing_stage_is_audited_and_not_stamped(kfct_home):
 
 def test_a_bad_config_parameter_fails_inside_the_audit(kfct_home):
     from kfct.config import ConfigError
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with pytest.raises(ConfigError, match="unknown key gate.min_improvment"):
         with stage("evaluate-model", json.dumps({"gate": {"min_improvment": 0.1}}), model_name="m"):
@@ -91,7 +91,7 @@ def test_a_bad_config_parameter_fails_inside_the_audit(kfct_home):
 
 
 def test_a_stage_without_config_says_so():
-    from kfct.stage import stage
+    from kfct.runtime.stage import stage
 
     with stage("split-shards") as st:
         with pytest.raises(RuntimeError, match="without a config_json"):

@@ -1,6 +1,6 @@
 """Stage stamps: what the local runner reads a stage's wall time from (no log parsing)."""
 
-from kfct.stageclock import ENDED, STARTED, StageClock, duration
+from kfct.runtime.stageclock import ENDED, STARTED, StageClock, duration
 
 
 def test_stamp_writes_start_and_end_into_each_metadata_dict():

@@ -9,7 +9,7 @@ import sys
 
 PROBE = r"""
 import gc, json
-from kfct.stagefail import audit_failure
+from kfct.runtime.stagefail import audit_failure
 before = gc.get_threshold()[0]
 with audit_failure("probe"):
     inside = {"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
@@ -26,7 +26,7 @@ def _probe(kfp_runtime: str | None) -> dict:
 
 
 def test_a_kfp_task_process_freezes_the_heap_and_raises_the_young_threshold():
-    from kfct.stageproc import YOUNG_THRESHOLD
+    from kfct.runtime.stageproc import YOUNG_THRESHOLD
 
     r = _probe("true")
     assert r["before"] == 700
@@ -42,7 +42,7 @@ def test_any_other_process_keeps_the_default_collector():
 
 def test_the_heap_is_frozen_even_when_the_stage_fails(tmp_path):
     code = (
-        "import gc, json\nfrom kfct.stagefail import audit_failure\n"
+        "import gc, json\nfrom kfct.runtime.stagefail import audit_failure\n"
         "try:\n    with audit_failure('probe'):\n        raise RuntimeError('boom')\n"
         "except RuntimeError:\n    print(json.dumps({'frozen': gc.get_freeze_count()}))\n"
     )
@@ -53,7 +53,7 @@ def test_the_heap_is_frozen_even_when_the_stage_fails(tmp_path):
 
 EXIT_PROBE = r"""
 import sys
-from kfct.stagefail import audit_failure
+from kfct.runtime.stagefail import audit_failure
 
 
 class Torn:

@@ -18,7 +18,7 @@ CFG = load_config(overrides={
 def _compile(tmp_path, stage, gpu, kind="cluster", cfg=CFG):
     from kfp import compiler, dsl
 
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
     from kfct.pipelines.task_config import apply_task_config, target
 
     s = Settings(image_registry="reg.test/kfct", image_tag="7.7.7")

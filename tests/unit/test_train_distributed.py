@@ -32,7 +32,7 @@ from kfct.components.train_distributed import (
     worker_env,
 )
 from kfct.components.train_worker import collective_from_env, parse_spec, tracker_host
-from kfct.shards import read_head, read_shard, shard_plan
+from kfct.data.shards import read_head, read_shard, shard_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,7 +187,7 @@ def test_the_pipeline_account_may_run_trainjobs():
 
 
 def test_model_card_says_how_it_was_trained():
-    from kfct.modelcard import build_model_card
+    from kfct.evidence.modelcard import build_model_card
 
     md, _ = build_model_card({"model_name": "m", "version": "3", "training":
                               {"workers": 4, "engine": "kubeflow-trainer", "device": "cuda"}})
@@ -216,7 +216,7 @@ def test_the_gpu_step_asks_trainer_for_gpu_workers_on_the_gpu_image(tmp_path, mo
     """--gpu (device cuda): the structure a GPU node pool needs; not run here (no GPU on this machine)."""
     from kfct.components.train_distributed import TrainJobError, train_with_workers
     from kfct.config import load_config
-    from kfct.settings import Settings
+    from kfct.runtime.settings import Settings
 
     cfg = load_config(overrides={"train": {"workers": 4, "deadline_seconds": 1800}})
     api = _RecordingApi()
@@ -269,7 +269,7 @@ def test_bench_workers_cell_renders_what_it_measured():
 
 def test_a_split_in_parts_gives_the_workers_its_parts_in_manifest_order(tmp_path):
     """kfct-parts/1 (the parts branch's docs/data-at-scale.md): <dir>/_manifest.json + <dir>/<sha256>.parquet."""
-    from kfct.shards import parts_of
+    from kfct.data.shards import parts_of
 
     split = tmp_path / "train"
     split.mkdir()
@@ -298,7 +298,7 @@ def test_local_workers_past_the_deadline_are_stopped(tmp_path, monkeypatch):
     from kfct.components.featurize import featurize_core
     from kfct.components.train_distributed import TrainJobError, config_json, run_local_workers
     from kfct.config import load_config
-    from kfct.datagen import generate
+    from kfct.data.datagen import generate
 
     cfg = load_config(overrides={"train": {"workers": 2}})
     tr, va, _, enc = featurize_core(generate(400, seed=1), cfg)

@@ -13,7 +13,7 @@ import pandas as pd
 from kfct.cli import main
 from kfct.components.drift_inputs import with_binary_labels
 from kfct.config import config_dict, load_config, validate_config
-from kfct.labels import label_value, rate_name
+from kfct.data.labels import label_value, rate_name
 from kfct.pipelines.local import format_summary, summarize
 from kfct.pipelines.monitoring import format_monitor_summary
 from kfct.pipelines.runner import PipelineRun, TaskResult

@@ -1,0 +1,1 @@
+"""Data: where datasets come from and how they are stored, tagged, split into parts and shards."""

@@ -1,0 +1,1 @@
+"""The registry and its governance: MLflow facade, locks, reconciliation, audit trail, lineage."""

@@ -1,0 +1,1 @@
+"""What every process runs on: settings, logging, retries, the stage prologue and its clock."""
