@@ -45,7 +45,7 @@ test: install ## Run the whole test suite (what CI runs): unit, data, model, int
 test-fast: install ## Pure and in-process tests, about a minute: no pipeline run, no server process, no e2e
 	$(PY) -m pytest -q $(XDIST) -m "not slow and not e2e and not tool" $(ARGS)
 
-test-tools: install ## The tests that run a tool over the repository (ruff, hadolint, make install); part of make test
+test-tools: install ## The tests that run a tool over the repository (ruff, mypy, lint-imports, hadolint, make install); part of make test
 	$(PY) -m pytest -q -m tool $(ARGS)
 
 lint: install ## ruff check and ruff format --check on the package, bench and tests, mypy, import-linter contracts (pyproject.toml)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.homekit import MLFLOW_DB, CtRun, migrated_store
+from tests.homekit import MLFLOW_DB, CtRun, compiled_once, migrated_store, off_the_stack
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -51,13 +51,16 @@ def _no_default_mlflow_store():
                        "(its default tracking store in the working directory)")
 
 
+def run_root(tmp_path_factory) -> Path:
+    """The test run's basetemp, shared by its xdist workers (each worker's own is a folder in it)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
 @pytest.fixture(scope="session")
 def mlflow_store_template(tmp_path_factory) -> Path:
     """The migrated, empty store every seeded home starts from (one per test run, shared by xdist workers)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the run's basetemp; each worker's own is a folder in it
-    return migrated_store(root / "mlflow-template")
+    return migrated_store(run_root(tmp_path_factory) / "mlflow-template")
 
 
 @pytest.fixture(scope="session")
@@ -111,26 +114,35 @@ def ct_run(tmp_path_factory, seed_mlflow_store) -> CtRun:
         for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT"):
             mp.delenv(var, raising=False)
         reset_settings()
-        summary = run_ct(data_uri=str(data))
+        summary = off_the_stack(run_ct, data_uri=str(data))  # builds the pipeline in-process (tests/homekit.py)
     reset_settings()
     return CtRun(home, data, summary)
 
 
 @pytest.fixture(scope="session")
 def compiled_pipelines(tmp_path_factory) -> list[Path]:
-    """`kfct compile` once per session with default settings (no KFCT_* variable): the paths
+    """`kfct compile` once per test run with default settings (no KFCT_* variable): the paths
     `compile_all` returns (CT first, then monitoring and batch scoring). For tests that read the
-    IR; a test that compiles with settings of its own still calls the compiler itself."""
-    from kfct.pipelines.compile import compile_all
-    from kfct.runtime.settings import reset_settings
+    IR; a test that compiles with settings of its own still calls the compiler itself.
 
-    with pytest.MonkeyPatch.context() as mp:
-        for var in [v for v in os.environ if v.startswith("KFCT_")]:
-            mp.delenv(var)
-        reset_settings()
-        paths = compile_all(tmp_path_factory.mktemp("build"))
-    reset_settings()
-    return paths
+    Compiling costs seconds of CPU (kfp calls `inspect.stack()` for every resource a task sets), so
+    the xdist workers share one compile (tests/homekit.py `compiled_once`) rather than one each."""
+    return compiled_once(run_root(tmp_path_factory) / "build")
+
+
+# The services a cluster's pods reach (what `kfct compile` bakes into the IR's ConfigMap env).
+CLUSTER_SETTINGS = {"s3_endpoint": "minio.test:9000", "mlflow_tracking_uri": "http://mlflow.test:5000"}
+
+
+@pytest.fixture(scope="session")
+def cluster_compiled(tmp_path_factory) -> dict[str, list[dict]]:
+    """`compile_all` once per test run with `Settings(**CLUSTER_SETTINGS)`, read: file name ->
+    its YAML documents (CT, monitoring, batch scoring, CT in parts). For tests that read the IR
+    a cluster gets; shared by the xdist workers like `compiled_pipelines`."""
+    import yaml
+
+    paths = compiled_once(run_root(tmp_path_factory) / "build-cluster", **CLUSTER_SETTINGS)
+    return {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in paths}
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,10 @@ from kfct.components.validation_run import validate_frame
 from kfct.config import RunConfig, load_config, with_overrides
 from kfct.data.datagen import generate
 
+# Each case runs GX four times (each of three parts, then the whole frame): 2-4 s of CPU in
+# the test process per case; make test, not make test-fast (tests/data/test_validation.py is there).
+pytestmark = pytest.mark.slow
+
 
 def _verdict(result: dict) -> tuple:
     failed = {(f["check"], f["column"]): f["unexpected_count"] for f in result["failures"]}

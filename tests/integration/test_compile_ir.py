@@ -17,6 +17,8 @@ import re
 import pytest
 import yaml
 
+from tests.homekit import off_the_stack
+
 # Compiles the CT pipeline (CPU and GPU) with settings of its own: seconds of CPU, so make test, not make test-fast.
 pytestmark = pytest.mark.slow
 
@@ -44,7 +46,7 @@ def compiled(tmp_path_factory):
         out = {}
         for gpu in (False, True):
             d = tmp_path_factory.mktemp("gpu" if gpu else "cpu")
-            path = compile_ct(d, gpu=gpu, settings=settings)
+            path = off_the_stack(compile_ct, d, gpu=gpu, settings=settings)
             assert path == d / "ct_pipeline.yaml"
             text = path.read_text()
             docs = list(yaml.safe_load_all(text))
@@ -220,5 +222,5 @@ def test_bad_resources_config_is_one_compile_error(tmp_path):
     cfg = load_config()
     cfg.resources["train"]["gpus"] = 1  # typo for `gpu`
     with pytest.raises(CompileError, match=r"cannot compile the CT pipeline: ValueError: .*'train'.*unknown keys \['gpus'\]"):
-        compile_ct(tmp_path, gpu=True, cfg=cfg)
+        off_the_stack(compile_ct, tmp_path, gpu=True, cfg=cfg)
     assert not (tmp_path / "ct_pipeline.yaml").exists()

@@ -2,11 +2,13 @@
 
 import yaml
 
+from tests.homekit import off_the_stack
+
 
 def test_parts_ir_fans_out_over_parts_with_bounded_pods(tmp_path):
     from kfct.pipelines.compile import compile_ct_parts
 
-    path = compile_ct_parts(tmp_path)
+    path = off_the_stack(compile_ct_parts, tmp_path)
     docs = list(yaml.safe_load_all(path.read_text()))
     spec = docs[0]
     assert spec["pipelineInfo"]["name"] == "kfct-ct-parts"

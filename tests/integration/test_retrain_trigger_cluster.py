@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
+from tests.homekit import off_the_stack
 
 TOKEN = "t0k3n"
 DRIFT = {"retrain": True, "severity": "critical", "reason": "drift share 0.667 > 0.2", "has_labels": True}
@@ -20,7 +21,7 @@ def cluster(kfct_home, monkeypatch, tmp_path):
         from kfct.pipelines import kfp_client
         from kfct.pipelines.compile import compile_ct
 
-        kfp_client.submit(compile_ct(tmp_path / "build"))  # the CT pipeline is on the cluster
+        kfp_client.submit(off_the_stack(compile_ct, tmp_path / "build"))  # the CT pipeline is on the cluster
         yield server, get_settings()
     reset_settings()
 

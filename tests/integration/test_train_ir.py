@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import yaml
 
+from tests.homekit import off_the_stack
+
 
 def _all_tasks(spec: dict) -> dict[str, dict]:
     """Every task of the IR, at any depth (the stages sit inside the exit handler and the conditions)."""
@@ -24,7 +26,7 @@ def test_train_task_gets_the_kfp_run_uuid(tmp_path):
     from kfct.pipelines.compile import compile_ct
     from kfct.runtime.settings import Settings
 
-    spec = next(yaml.safe_load_all(compile_ct(tmp_path, gpu=True, settings=Settings()).read_text()))
+    spec = next(yaml.safe_load_all(off_the_stack(compile_ct, tmp_path, gpu=True, settings=Settings()).read_text()))
     params = _all_tasks(spec)["train-model"]["inputs"]["parameters"]
     assert params["pipeline_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     # The run's display name is not unique (kubeflow/pipelines 2.17.0 backend/src/v2/driver/resolve.go):

@@ -146,6 +146,7 @@ def _operate(frames, act_every_look: bool):
 REVERSAL = [(1200, 0.80, 0.72)] * 3 + [(1200, 0.80, 0.835)] * 7   # B: worse, then a little better; overall no better
 
 
+@pytest.mark.slow  # 40 sequences x 2 operators, 10 looks each (~20 s of CPU): make test, not make test-fast
 def test_direction_reversals_between_looks_never_promote_a_b_that_was_shown_worse():
     runs, promoted, stopped, seen_flip = 40, 0, 0, 0
     for seed in range(runs):
@@ -187,6 +188,7 @@ def test_the_decision_and_its_interval_come_from_the_look_that_concluded():
     assert "the test is concluded: no more customers needed" in text and "more labelled customers needed" not in text
 
 
+@pytest.mark.slow  # 100 simulated tests, 10 looks each (~30 s of CPU): make test, not make test-fast
 def test_identical_arms_reported_every_look_and_decided_at_the_end_rarely_promote():
     runs, promoted, decided = 100, 0, 0
     for seed in range(runs):

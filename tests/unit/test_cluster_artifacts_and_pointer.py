@@ -74,18 +74,11 @@ def test_deploy_refuses_storage_uri_kserve_cannot_read(uri):
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    from kfct.pipelines.compile import compile_ct, compile_monitoring
-    from kfct.runtime.settings import Settings
-
-    s = Settings(s3_endpoint="minio.test:9000", mlflow_tracking_uri="http://mlflow.test:5000")
-    d = tmp_path_factory.mktemp("ir")
-    ct = list(yaml.safe_load_all(compile_ct(d, settings=s).read_text()))
-    mon = list(yaml.safe_load_all(compile_monitoring(d).read_text()))
-    return ct, mon
+def compiled(cluster_compiled):
+    """CT and monitoring as `kfct compile` writes them for a cluster (tests/conftest.py)."""
+    return cluster_compiled["ct_pipeline.yaml"], cluster_compiled["monitoring_pipeline.yaml"]
 
 
-@pytest.mark.slow  # compiles pipelines with settings of its own (seconds of CPU): make test, not make test-fast
 def test_ct_default_data_is_the_moving_pointer_and_ingest_never_caches(compiled):
     ct, _ = compiled
     params = ct[0]["root"]["inputDefinitions"]["parameters"]
@@ -97,18 +90,15 @@ def test_ct_default_data_is_the_moving_pointer_and_ingest_never_caches(compiled)
     assert "KFCT_MLFLOW_ARTIFACT_ROOT" in {e["envVar"] for e in env["keyToEnv"]}
 
 
-@pytest.mark.slow  # compiles pipelines with settings of its own (seconds of CPU): make test, not make test-fast
 def test_monitoring_retrain_uses_the_pointer(compiled):
     _, mon = compiled
     params = mon[0]["root"]["inputDefinitions"]["parameters"]
     assert params["ct_data_uri"]["defaultValue"] == "dataset://latest"
 
 
-@pytest.mark.slow  # compiles pipelines with settings of its own (seconds of CPU): make test, not make test-fast
-def test_batch_scoring_default_data_is_the_moving_pointer_and_nothing_caches(tmp_path):
-    from kfct.pipelines.compile import compile_batch
-
-    ir = list(yaml.safe_load_all(compile_batch(tmp_path).read_text()))
+def test_batch_scoring_default_data_is_the_moving_pointer_and_nothing_caches(compiled_pipelines):
+    (batch,) = [p for p in compiled_pipelines if p.name == "batch_scoring_pipeline.yaml"]
+    ir = list(yaml.safe_load_all(batch.read_text()))
     assert ir[0]["root"]["inputDefinitions"]["parameters"]["data_uri"]["defaultValue"] == "dataset://latest"
     for name, task in ir[0]["root"]["dag"]["tasks"].items():
         assert not task.get("cachingOptions", {}).get("enableCache", False), name

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.homekit import off_the_stack
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KUBECTL = shutil.which("kubectl", path=str(BIN)) or shutil.which("kubectl")
@@ -239,7 +241,7 @@ def test_every_image_named_anywhere_is_one_cd_builds(tmp_path, monkeypatch):
         assert named - ours <= {i for i in named if i.startswith("quay.io/minio/")}, "only pinned third-party images"
         (rt,) = find(objs, "ServingRuntime")
         assert rt["spec"]["containers"][0]["image"] == s.serving_image
-        for docs in [compile_all(tmp_path / "cpu"), [compile_ct(tmp_path / "gpu", gpu=True)]]:
+        for docs in [off_the_stack(compile_all, tmp_path / "cpu"), [off_the_stack(compile_ct, tmp_path / "gpu", gpu=True)]]:
             for p in docs:
                 spec = [d for d in yaml.safe_load_all(p.read_text()) if d]
                 assert ir_images(spec) <= built, (p.name, ir_images(spec) - built)

@@ -11,6 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_layers import layer, modules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +29,7 @@ def test_the_library_contract_names_every_library_module():
     assert sorted(forbidden["source_modules"]) == library
 
 
+@pytest.mark.tool  # runs lint-imports over the repository: make test-tools and make test
 def test_the_package_keeps_its_contracts():
     out = subprocess.run([str(LINT_IMPORTS)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

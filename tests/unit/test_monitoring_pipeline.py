@@ -3,12 +3,14 @@
 import pytest
 import yaml
 
+from tests.homekit import off_the_stack
+
 
 @pytest.mark.slow  # compiles the monitoring pipeline (seconds of CPU): make test, not make test-fast
 def test_monitoring_pipeline_compiles_with_its_uncached_stages(tmp_path, kfct_home):
     from kfct.pipelines.compile import compile_monitoring
 
-    path = compile_monitoring(tmp_path)
+    path = off_the_stack(compile_monitoring, tmp_path)
     assert path.name == "monitoring_pipeline.yaml"
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     spec = docs[0]

@@ -15,6 +15,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PLANTED = '''\
@@ -36,6 +38,7 @@ def _mypy(path: Path) -> tuple[int, str]:
     return out.returncode, out.stdout + out.stderr
 
 
+@pytest.mark.tool  # runs mypy over the layers the planted file imports: make test-tools and make test
 def test_mypy_reports_a_type_error_against_each_layer(tmp_path):
     # a module name of its own: mypy's cache (shared with `make lint`) would replay an earlier run's file
     planted = tmp_path / f"planted_{uuid.uuid4().hex}.py"

@@ -9,6 +9,7 @@ body), pipelineJobResourceName: the Argo workflow name, pipelineTaskName, error:
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from kfct.components.run_outcome import plan_run_outcome
@@ -55,12 +56,10 @@ def test_record_outcome_records_once(kfct_home):
     assert record_outcome({"state": "COMPLETE"}, "churn", "other", env={})["recorded"] is None
 
 
-def _ct_ir(tmp_path):
-    from kfct.pipelines.compile import compile_ct
-    from kfct.runtime.settings import Settings
-
-    s = Settings(s3_endpoint="minio.test:9000", mlflow_tracking_uri="http://mlflow.test:5000")
-    return next(yaml.safe_load_all(compile_ct(tmp_path, settings=s).read_text()))
+@pytest.fixture
+def ct_ir(cluster_compiled):
+    """The CT pipeline's IR as `kfct compile` writes it for a cluster (tests/conftest.py)."""
+    return cluster_compiled["ct_pipeline.yaml"][0]
 
 
 def _all_tasks(spec):
@@ -68,9 +67,9 @@ def _all_tasks(spec):
         yield from (comp.get("dag") or {}).get("tasks", {}).items()
 
 
-def test_lineage_names_the_run_by_its_uuid(tmp_path):
+def test_lineage_names_the_run_by_its_uuid(ct_ir):
     """Every `pipeline_run` input is the run's uuid: the display name may repeat across runs."""
-    spec = _ct_ir(tmp_path)
+    spec = ct_ir
     consts = {}
     for name, task in _all_tasks(spec):
         src = (task.get("inputs", {}).get("parameters") or {}).get("pipeline_run")
@@ -81,10 +80,10 @@ def test_lineage_names_the_run_by_its_uuid(tmp_path):
     assert "{{$.pipeline_job_name}}" not in yaml.safe_dump(spec)
 
 
-def test_every_stage_runs_inside_an_exit_handler_whose_task_takes_the_final_status(tmp_path):
+def test_every_stage_runs_inside_an_exit_handler_whose_task_takes_the_final_status(ct_ir):
     from kfct.pipelines.ct import STAGES
 
-    spec = _ct_ir(tmp_path)
+    spec = ct_ir
     root = spec["root"]["dag"]["tasks"]
     exit_task = root["record-run-outcome"]
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"

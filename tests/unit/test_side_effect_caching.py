@@ -79,22 +79,25 @@ def check(spec: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def irs(tmp_path_factory):
+def irs(tmp_path_factory, cluster_compiled):
+    """CT compiled with caching turned on everywhere, then CT, monitoring and batch scoring as
+    `kfct compile` writes them for a cluster (`cluster_compiled`, tests/conftest.py)."""
     from kfct.config import config_dict, load_config, validate_config
-    from kfct.pipelines.compile import compile_batch, compile_ct, compile_monitoring
+    from kfct.pipelines.compile import compile_ct
     from kfct.runtime.settings import Settings
 
-    s = Settings(s3_endpoint="minio.test:9000", mlflow_tracking_uri="http://mlflow.test:5000")
+    from tests.conftest import CLUSTER_SETTINGS
+    from tests.homekit import off_the_stack
+
     # An operator who turns caching on everywhere must not turn it on for side effects.
     raw = config_dict(load_config())
     raw["resources"] = {**raw["resources"], "default": {**raw["resources"]["default"], "caching": True},
                         **{k: {**raw["resources"].get(k, {}), "caching": True}
                            for k in ("register", "deploy", "rollout", "evaluate", "validate_data", "train")}}
     cfg = validate_config(raw)
-    d = tmp_path_factory.mktemp("ir")
-    paths = [compile_ct(d / "cfg", settings=s, cfg=cfg), compile_ct(d / "default", settings=s),
-             compile_monitoring(d / "default"), compile_batch(d / "default", settings=s)]
-    return [next(yaml.safe_load_all(p.read_text())) for p in paths]
+    cached = off_the_stack(compile_ct, tmp_path_factory.mktemp("ir"), settings=Settings(**CLUSTER_SETTINGS), cfg=cfg)
+    shared = ("ct_pipeline.yaml", "monitoring_pipeline.yaml", "batch_scoring_pipeline.yaml")
+    return [next(yaml.safe_load_all(cached.read_text()))] + [cluster_compiled[name][0] for name in shared]
 
 
 def test_every_side_effecting_task_has_caching_off(irs):
