@@ -37,7 +37,7 @@ def off_the_stack(func, /, *args, **kwargs):
     def run() -> None:
         try:
             out["value"] = context.run(func, *args, **kwargs)
-        except BaseException as exc:  # handed to the caller's thread, raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
             out["error"] = exc
 
     worker = threading.Thread(target=run, name=f"off-the-stack-{getattr(func, '__name__', 'call')}")
@@ -54,7 +54,7 @@ def _locked(folder: Path):
     import fcntl
 
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "template.lock", "a") as lock:
+    with (folder / "template.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
