@@ -103,5 +103,7 @@ def record(entry: dict, path: str | None = None) -> None:
 
 
 def group_name(*parts: str) -> str:
-    """A group path from free text (task names, ranks): only [A-Za-z0-9._-] per level."""
-    return "/".join(re.sub(r"[^A-Za-z0-9._-]", "_", p)[:100] for p in parts)
+    """A group path from free text (task names, ranks; a part may hold "/" levels): only [A-Za-z0-9._-]
+    per level."""
+    levels = [level for p in parts for level in p.split("/") if level]
+    return "/".join(re.sub(r"[^A-Za-z0-9._-]", "_", level)[:100] for level in levels)

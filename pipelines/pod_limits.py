@@ -22,12 +22,13 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from kfct import memgroup
 
-_current: dict = {}
+_current = threading.local()  # the task being dispatched, per thread: kfp.local runs a ParallelFor's tasks concurrently
 _seq = itertools.count(1)
 
 
@@ -43,7 +44,7 @@ def memory_limit_of(executor_spec) -> int | None:
 def run_held(full_command: list[str], env_vars: dict | None = None) -> int:
     """kfp's `run_local_subprocess`, with the child in its task's memory group; records its peaks."""
     env = {**os.environ, **env_vars} if env_vars else None
-    limit, task = _current.get("limit"), _current.get("task", "task")
+    limit, task = getattr(_current, "limit", None), getattr(_current, "task", "task")
     group = None
     if limit:
         group = memgroup.create(memgroup.group_name(os.environ[memgroup.ENV_PARENT], f"{next(_seq):03d}-{task}"),
@@ -81,12 +82,12 @@ def install(pipeline_root: str, run_id: str) -> None:
     def dispatch_held(*args, **kwargs):
         names = ("pipeline_resource_name", "component_name", "component_spec", "executor_spec")
         given = dict(zip(names, args, strict=False)) | kwargs
-        _current.update(task=str(given.get("component_name", "task")),
-                        limit=memory_limit_of(given["executor_spec"]))
+        _current.task = str(given.get("component_name", "task"))
+        _current.limit = memory_limit_of(given["executor_spec"])
         try:
             return dispatch(*args, **kwargs)
         finally:
-            _current.clear()
+            _current.task, _current.limit = "task", None
 
     task_dispatcher.run_single_task_implementation = dispatch_held
     subprocess_task_handler.run_local_subprocess = run_held
