@@ -240,6 +240,50 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
     return {"sizes": rows_out, "cgroup": cgroup_available(), "part_rows": PART_ROWS}
 
 
+# -- the train workers at a dataset's split sizes ------------------------------------------------------
+
+def train_workers_step(dataset: Path, label: str, workers: int = 2, rounds: int = 20, log=print) -> dict:
+    """N train workers, each in its own memory group at the per-worker limit, on a split of this dataset's
+    size: its first 70% of parts as the train split, the next 15% as validation (the id-hash split's
+    shares; generated rows are i.i.d., so a worker's shard has the size and make-up it has in a run).
+    The encoder is fitted on 100 k generated rows. `rounds` caps boosting rounds: a worker's memory is
+    its shard's features, labels and quantised matrix, built before the first round; more rounds add
+    trees (kilobytes), not memory. Wall time here is not a training time."""
+    import joblib
+
+    from bench.workers import held_workers
+    from kfct import parts
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train_distributed import config_json, run_local_workers, typed_config, worker_memory_limit
+    from kfct.config import load_config
+    from kfct.datagen import generate
+
+    cfg = load_config(overrides={"train": {"workers": workers, "xgboost": {"n_estimators": rounds}}})
+    rc = typed_config(cfg)
+    uris = parts.part_uris(parts.load_manifest(dataset), dataset)
+    n_train, n_val = round(len(uris) * 0.70), round(len(uris) * 0.15)
+    work = scale_dir() / f"workers-{label}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    joblib.dump(featurize_core(generate(100_000, seed=7), cfg)[3], work / "preprocessor")
+    spec = {"config_json": config_json(rc), "train": uris[:n_train], "val": uris[n_train:n_train + n_val],
+            "preprocessor": str(work / "preprocessor"), "model": str(work / "model"), "info": str(work / "info"),
+            "device": "cpu"}
+    (work / "spec.json").write_text(json.dumps(spec))
+    limit = worker_memory_limit(rc.resources)
+    t0 = time.perf_counter()
+    with held_workers(work) as record:
+        run_local_workers(str(work / "spec.json"), workers, float(rc.train.deadline_seconds), work / "logs",
+                          memory_limit=limit)
+    wall = round(time.perf_counter() - t0, 1)
+    info = json.loads((work / "info").read_text())["info"]
+    out = {"label": label, "workers": workers, "rounds_cap": rounds, "train_rows": info["n_train"],
+           "val_rows": info["n_val"], "wall_s": wall, "limit_mib": round(limit / 2**20) if limit else None,
+           "held": [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []}
+    log(f"  train workers at {label}: {out}")
+    return out
+
+
 # -- a whole CT run, every process held ---------------------------------------------------------------
 
 CT_STEP = re.compile(r"^comp-(.+?)(?:-\d+)?$")  # kfp.local's component name; map tasks repeat with a suffix
@@ -298,9 +342,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="20M", help="the size label of --ct-run / --add-ct-run")
     ap.add_argument("--add-ct-run", metavar="SUMMARY", help="add a finished `kfct run --pod-limits --json` summary")
     ap.add_argument("--command", default="", help="the command that produced --add-ct-run's summary")
+    ap.add_argument("--train-workers", metavar="DATASET", help="measure the train workers (held) on splits of "
+                    "this parts dataset's size and add them to bench/scale.*")
+    ap.add_argument("--rounds", type=int, default=20, help="boosting rounds cap for --train-workers")
     args = ap.parse_args(argv)
     out_dir = Path(__file__).resolve().parent
-    if args.ct_run:
+    if args.train_workers:
+        from bench import report
+
+        data = json.loads((out_dir / "scale.json").read_text())
+        fig = train_workers_step(Path(args.train_workers), args.label, rounds=args.rounds)
+        data["train_workers"] = [r for r in data.get("train_workers", []) if r["label"] != args.label] + [fig]
+        report.write_scale(data, out_dir)
+    elif args.ct_run:
         from bench import report
 
         data = json.loads((out_dir / "scale.json").read_text())
