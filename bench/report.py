@@ -324,6 +324,20 @@ def render_scale(sec: dict) -> list[str]:
                          "rows (train/val/test, by id hash).")
     if d.get("notes"):
         lines += [""] + [f"- {n}" for n in d["notes"]]
+    tw = d.get("train_workers") or []
+    if tw:
+        lines += ["", "### Train workers at a dataset's split sizes (`python -m bench.scale --train-workers`)", "",
+                  "Each worker in its own cgroup v1 memory group at the per-worker limit (the TrainJob's "
+                  "`resourcesPerNode`); train/validation splits of the dataset's size (70% / 15% of its parts); "
+                  "boosting capped at the stated rounds (memory is built before the first round).", "",
+                  "| dataset | workers | train rows | val rows | rounds cap | peak RSS per worker MiB | limit MiB | "
+                  "exits | wall s |", "|---|---:|---:|---:|---:|---|---:|---|---:|"]
+        for r in tw:
+            held = r.get("held") or []
+            peaks = " / ".join(_n(h.get("peak_rss_mib")) for h in held) or "–"
+            exits = ", ".join(str(h.get("exit")) for h in held) or "–"
+            lines.append(f"| {r['label']} | {r['workers']} | {_n(r['train_rows'])} | {_n(r['val_rows'])} | "
+                         f"{r['rounds_cap']} | {peaks} | {_n(r.get('limit_mib'))} | {exits} | {_n(r['wall_s'], 1)} |")
     for run in d.get("ct_runs") or []:
         lines += render_ct_run(run)
     return lines + [""]
