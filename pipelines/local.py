@@ -89,6 +89,12 @@ def run_ct(
     cfg = cfg or load_config()
     data_uri = data_uri or DEFAULT_URI
     _precheck(data_uri)
+    if pod_limits:
+        from kfct import memgroup
+
+        if not memgroup.available():  # nothing ran: say why before any stage starts
+            raise StageError(f"--pod-limits needs root and the cgroup v1 memory controller at "
+                             f"{memgroup.CGROUP_V1_MEMORY} (to hold each stage at its pod's memory limit)")
     model_name = model_name or cfg.register_.model_name
     arguments = dict(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name,
                      device=device or cfg.train.device, tune_trials=int(tune_trials),

@@ -135,3 +135,14 @@ def test_each_local_worker_is_held_to_the_per_worker_limit(tmp_path, monkeypatch
     rows = {r["process"]: r for r in map(json.loads, (tmp_path / "memory.jsonl").read_text().splitlines())}
     assert rows["worker 1 of 2"]["exit"] == 137 and rows["worker 1 of 2"]["limit_mib"] == 200
     assert rows["worker 0 of 2"]["cgroup_peak_mib"] < 200
+
+
+def test_pod_limits_without_the_controller_is_refused_before_any_stage(tmp_path, monkeypatch):
+    from kfct.errors import StageError
+    from kfct.pipelines.local import run_ct
+
+    monkeypatch.setattr(memgroup, "CGROUP_V1_MEMORY", tmp_path / "no-cgroup")
+    monkeypatch.setenv("KFCT_HOME", str(tmp_path / "home"))
+    with pytest.raises(StageError, match=r"--pod-limits needs root and the cgroup v1 memory controller at .*no-cgroup"):
+        run_ct(data_uri="generate://1000?seed=1", pod_limits=True)
+    assert not (tmp_path / "home" / "pipeline_root").exists()
