@@ -356,7 +356,8 @@ def render_ct_run(run: dict) -> list[str]:
              "|---|---:|---:|---:|---:|---|"]
     for s in run["steps"]:
         lines.append(f"| {s['step']} | {s['processes']} | {_n(s['peak_rss_mib'])} | {_n(s['limit_mib'])} | "
-                     f"{_n(s['wall_s'], 1)} | {', '.join(map(str, s['exits']))} |")
+                     f"{_n(s['wall_s'], 1) if s.get('wall_s') is not None else '– (in train-model)'} | "
+                     f"{', '.join(map(str, s['exits']))} |")
     return lines
 
 

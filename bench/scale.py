@@ -299,7 +299,7 @@ def ct_run_figures(summary: dict, label: str, command: str) -> dict:
                                     "wall_s": 0.0, "exits": []})
         s["processes"] += 1
         s["peak_rss_mib"] = max(s["peak_rss_mib"], r.get("peak_rss_mib") or 0.0)
-        s["wall_s"] = round(s["wall_s"] + (r.get("wall_s") or 0.0), 1)
+        s["wall_s"] = None if r.get("wall_s") is None else round((s["wall_s"] or 0.0) + r["wall_s"], 1)  # workers: none
         s["exits"] = sorted(set(s["exits"]) | {r.get("exit")}, key=str)
         s["under_limit"] = all(e == 0 for e in s["exits"]) and s["peak_rss_mib"] < (s["limit_mib"] or float("inf"))
     dec = summary.get("decision") or {}
