@@ -267,6 +267,12 @@ def worker_groups(workers: int, memory_limit: int | None) -> list[Path | None]:
     return [memgroup.create(memgroup.group_name(parent, f"{tag}-{rank}"), memory_limit) for rank in range(workers)]
 
 
+def _join(group: Path | None):
+    from kfct import memgroup
+
+    return memgroup.joiner(group) if group is not None else None
+
+
 def _code(status: int) -> int:
     """A killed process's exit as a container runtime reports it (128 + signal: 137 for the OOM killer)."""
     return 128 - status if status < 0 else status
@@ -279,8 +285,6 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
     When one worker fails the others are stopped (they would wait for it forever), as a failed
     Job fails its JobSet on a cluster; past the deadline all are stopped. Under `--pod-limits`
     each worker is held to `memory_limit` (a TrainJob's per-node memory) and its peak recorded."""
-    from kfct import memgroup
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -293,7 +297,7 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
             procs.append(subprocess.Popen(worker_command(spec_uri, python or sys.executable), stdout=log,
                                           stderr=subprocess.STDOUT, env=local_worker_env(dict(os.environ), rank,
                                                                                           workers, port),
-                                          preexec_fn=memgroup.joiner(groups[rank]) if groups[rank] else None))
+                                          preexec_fn=_join(groups[rank])))
         _wait_workers(procs, workers, deadline_seconds, workdir, poll_seconds)
     finally:
         for p in procs:

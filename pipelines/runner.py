@@ -268,7 +268,7 @@ def _drive(request_path: str) -> int:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=req["pipeline_root"],
                raise_on_error=True)
     module, _, fn = req["builder"].partition(":")
-    limits = contextlib.nullcontext()
+    limits: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if req.get("pod_limits"):
         from kfct.pipelines import pod_limits
         from kfct.pipelines.task_config import local_limits
