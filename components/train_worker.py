@@ -138,7 +138,14 @@ def _score_parts(booster: Any, uris: list[str], encoder: Any, label: str) -> tup
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set (Linux reports KiB)."""
+    """This process's own peak resident set: VmHWM, which starts afresh at exec. (`ru_maxrss` does not:
+    Linux keeps it across execve, so a worker forked from a large parent would report the parent's size.)"""
+    import re
+    from pathlib import Path
+
+    m = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if m:
+        return round(int(m.group(1)) / 1024, 1)
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -146,3 +146,17 @@ def test_pod_limits_without_the_controller_is_refused_before_any_stage(tmp_path,
     with pytest.raises(StageError, match=r"--pod-limits needs root and the cgroup v1 memory controller at .*no-cgroup"):
         run_ct(data_uri="generate://1000?seed=1", pod_limits=True)
     assert not (tmp_path / "home" / "pipeline_root").exists()
+
+
+def test_a_workers_peak_is_its_own_not_its_forking_parents():
+    """Linux keeps ru_maxrss across execve: a worker forked (preexec_fn) from a large parent would report
+    the parent's size. The worker reports VmHWM, which starts afresh at exec."""
+    import subprocess
+
+    ballast = b"x" * (400 * 2**20)  # this process: > 400 MiB resident
+    code = ("import resource; from kfct.components.train_worker import peak_rss_mib; "
+            "print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: None).stdout.split()
+    own, inherited = float(out[0]), float(out[1])
+    assert len(ballast) and inherited > 400 and own < 200, (own, inherited)
