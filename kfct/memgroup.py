@@ -85,13 +85,17 @@ def remove(group: Path) -> None:
 
 
 def remove_tree(name: str) -> None:
-    """rmdir a run's folder of groups, deepest first."""
+    """rmdir a run's folder of groups, deepest first, then its parents while empty (another run's stay)."""
     root = CGROUP_V1_MEMORY / name
     if not root.is_dir():
         return
     for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         remove(d)
-    remove(root)
+    while root != CGROUP_V1_MEMORY and root.is_dir():
+        remove(root)
+        if root.is_dir():  # busy: a process still in it, or another run's groups below
+            break
+        root = root.parent
 
 
 def record(entry: dict, path: str | None = None) -> None:
