@@ -325,7 +325,48 @@ def render_scale(sec: dict) -> list[str]:
                          "rows (train/val/test, by id hash).")
     if d.get("notes"):
         lines += [""] + [f"- {n}" for n in d["notes"]]
+    lines += render_train_workers(d.get("train_workers") or [])
+    for run in d.get("ct_runs") or []:
+        lines += render_ct_run(run)
     return [*lines, ""]
+
+
+def render_train_workers(tw: list) -> list[str]:
+    """The held train workers' table (`python -m bench.scale --train-workers`), when measured."""
+    if not tw:
+        return []
+    lines: list[str] = []
+    lines += ["", "### Train workers at a dataset's split sizes (`python -m bench.scale --train-workers`)", "",
+              "Each worker in its own cgroup v1 memory group at the per-worker limit (the TrainJob's "
+              "`resourcesPerNode`); train/validation splits of the dataset's size (70% / 15% of its parts); "
+              "boosting capped at the stated rounds (memory is built before the first round).", "",
+              "| dataset | workers | train rows | val rows | rounds cap | peak RSS per worker MiB | limit MiB | "
+              "exits | wall s |", "|---|---:|---:|---:|---:|---|---:|---|---:|"]
+    for r in tw:
+        held = r.get("held") or []
+        peaks = " / ".join(_n(h.get("peak_rss_mib")) for h in held) or "–"
+        exits = ", ".join(str(h.get("exit")) for h in held) or "–"
+        lines.append(f"| {r['label']} | {r['workers']} | {_n(r['train_rows'])} | {_n(r['val_rows'])} | "
+                     f"{r['rounds_cap']} | {peaks} | {_n(r.get('limit_mib'))} | {exits} | {_n(r['wall_s'], 1)} |")
+    return lines
+
+
+def render_ct_run(run: dict) -> list[str]:
+    """One whole CT run with every process held at its pod's limit (`kfct run --pod-limits`)."""
+    ok = all(s.get("under_limit") for s in run["steps"])
+    lines = ["", f"### Whole CT run, {run['label']} ({_n(run.get('rows'))} rows), every process held at its pod's limit",
+             "", f"`{run['command']}`: each task process (and each train worker) in its own cgroup v1 memory group at "
+             f"the limit the compiled pipeline gives its pod; {_n(run.get('total_seconds'), 0)} s in all; validation "
+             f"{'passed' if run.get('validation_passed') else 'FAILED'}; test ROC AUC {run.get('test_roc_auc') or 0:.4f}; "
+             f"registered version {run.get('registered') or '–'}; "
+             + ("every process under its limit." if ok else "**a process was over its limit**."), "",
+             "| step | processes | largest peak RSS MiB | limit MiB | wall s (all its processes) | exit |",
+             "|---|---:|---:|---:|---:|---|"]
+    for s in run["steps"]:
+        lines.append(f"| {s['step']} | {s['processes']} | {_n(s['peak_rss_mib'])} | {_n(s['limit_mib'])} | "
+                     f"{_n(s['wall_s'], 1) if s.get('wall_s') is not None else '– (in train-model)'} | "
+                     f"{', '.join(map(str, s['exits']))} |")
+    return lines
 
 
 def render_scale_chart(data: dict, path: Path) -> Path | None:

@@ -38,7 +38,6 @@ from pathlib import Path
 
 PART_ROWS = 250_000
 SIZES = {"2.1M": 2_100_000, "10M": 10_000_000, "20M": 20_000_000}
-CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 STAGE_OF = {"validate-single": "validate_data", "featurize-single": "featurize", "validate-part": "validate_part",
             "merge-validation": "validate_data", "featurize-part": "featurize_part", "merge-featurize": "featurize",
             "evaluate": "evaluate", "score-shard": "batch_score", "train": "train"}
@@ -62,24 +61,21 @@ def memory_limit(cfg: dict, step: str) -> int:
 
 
 def cgroup_available() -> bool:
-    return os.geteuid() == 0 and (CGROUP_ROOT / "memory.limit_in_bytes").exists()
+    from kfct.runtime import memgroup
+
+    return memgroup.available()
 
 
 def measure(step: str, args: dict, limit: int | None, log=print) -> dict:
     """Run one step in a fresh process (in a memory cgroup with `limit` when possible)."""
+    from kfct.runtime import memgroup
+
     group = None
     if limit and cgroup_available():
-        group = CGROUP_ROOT / f"kfct-scale-{os.getpid()}-{step}"
-        group.mkdir(exist_ok=True)
-        (group / "memory.limit_in_bytes").write_text(str(limit))
-
-    def enter():
-        if group is not None:
-            (group / "cgroup.procs").write_text(str(os.getpid()))
-
+        group = memgroup.create(f"kfct-scale-{os.getpid()}-{step}", limit)
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "bench.scale_step", step, json.dumps(args)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=enter,
+    p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=memgroup.joiner(group) if group else None,
                        cwd=str(Path(__file__).resolve().parent.parent))
     wall = time.perf_counter() - t0
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
@@ -88,10 +84,9 @@ def measure(step: str, args: dict, limit: int | None, log=print) -> dict:
            "wall_s": round(wall, 1), "limit_mib": round(limit / 2**20) if limit else None,
            "exit": 128 + int(signal.group(1)) if signal else p.returncode, "cgroup": group is not None}
     if group is not None:
-        out["cgroup_peak_mib"] = round(int((group / "memory.max_usage_in_bytes").read_text()) / 2**20, 1)
-        out["oom_events"] = int((group / "memory.failcnt").read_text())
-        with contextlib.suppress(OSError):
-            group.rmdir()
+        peaks = memgroup.peaks(group)
+        out["cgroup_peak_mib"], out["oom_events"] = peaks["cgroup_peak_mib"], peaks["limit_hits"]
+        memgroup.remove(group)
     out["under_limit"] = out["exit"] == 0 and (limit is None or (out["peak_rss_mib"] or 0) * 2**20 < limit)
     if out["exit"] != 0:
         out["error"] = (p.stderr.strip().splitlines() or [""])[-25:]
@@ -243,6 +238,135 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
     return {"sizes": rows_out, "cgroup": cgroup_available(), "part_rows": PART_ROWS}
 
 
+# -- the train workers at a dataset's split sizes ------------------------------------------------------
+
+def train_workers_step(dataset: Path, label: str, workers: int = 2, rounds: int = 20, log=print) -> dict:
+    """N train workers, each in its own memory group at the per-worker limit, on a split of this dataset's
+    size: its first 70% of parts as the train split, the next 15% as validation (the id-hash split's
+    shares; generated rows are i.i.d., so a worker's shard has the size and make-up it has in a run).
+    The encoder is fitted on 100 k generated rows. `rounds` caps boosting rounds: a worker's memory is
+    its shard's features, labels and quantised matrix, built before the first round; more rounds add
+    trees (kilobytes), not memory. Wall time here is not a training time."""
+    import joblib
+
+    from bench.workers import held_workers
+    from kfct.data import parts
+    from kfct.components.featurize import featurize_core
+    from kfct.components.train_distributed import config_json, run_local_workers, typed_config, worker_memory_limit
+    from kfct.config import load_config
+    from kfct.data.datagen import generate
+
+    cfg = load_config(overrides={"train": {"workers": workers, "xgboost": {"n_estimators": rounds}}})
+    rc = typed_config(cfg)
+    uris = parts.part_uris(parts.load_manifest(dataset), dataset)
+    n_train, n_val = round(len(uris) * 0.70), round(len(uris) * 0.15)
+    work = scale_dir() / f"workers-{label}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    joblib.dump(featurize_core(generate(100_000, seed=7), cfg)[3], work / "preprocessor")
+    spec = {"config_json": config_json(rc), "train": uris[:n_train], "val": uris[n_train:n_train + n_val],
+            "preprocessor": str(work / "preprocessor"), "model": str(work / "model"), "info": str(work / "info"),
+            "device": "cpu"}
+    (work / "spec.json").write_text(json.dumps(spec))
+    limit = worker_memory_limit(rc.resources)
+    t0 = time.perf_counter()
+    with held_workers(work) as record:
+        run_local_workers(str(work / "spec.json"), workers, float(rc.train.deadline_seconds), work / "logs",
+                          memory_limit=limit)
+    wall = round(time.perf_counter() - t0, 1)
+    info = json.loads((work / "info").read_text())["info"]
+    out = {"label": label, "workers": workers, "rounds_cap": rounds, "train_rows": info["n_train"],
+           "val_rows": info["n_val"], "wall_s": wall, "limit_mib": round(limit / 2**20) if limit else None,
+           "held": [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []}
+    log(f"  train workers at {label}: {out}")
+    return out
+
+
+# -- a whole CT run, every process held ---------------------------------------------------------------
+
+CT_STEP = re.compile(r"^comp-(.+?)(?:-\d+)?$")  # kfp.local's component name; map tasks repeat with a suffix
+
+
+def ct_run_figures(summary: dict, label: str, command: str) -> dict:
+    """Per step of a `kfct run --pod-limits --json` summary: processes, the largest peak RSS and its limit,
+    wall time (sum over a map step's tasks), exits; the train workers one by one."""
+    steps: dict[str, dict] = {}
+    for r in summary.get("memory") or []:
+        name = CT_STEP.sub(r"\1", r["task"]) if r["process"] == "task" else f"train {r['process']}"
+        s = steps.setdefault(name, {"step": name, "processes": 0, "peak_rss_mib": 0.0, "limit_mib": r["limit_mib"],
+                                    "wall_s": 0.0, "exits": []})
+        s["processes"] += 1
+        s["peak_rss_mib"] = max(s["peak_rss_mib"], r.get("peak_rss_mib") or 0.0)
+        s["wall_s"] = None if r.get("wall_s") is None else round((s["wall_s"] or 0.0) + r["wall_s"], 1)  # workers: none
+        s["exits"] = sorted(set(s["exits"]) | {r.get("exit")}, key=str)
+        s["under_limit"] = all(e == 0 for e in s["exits"]) and s["peak_rss_mib"] < (s["limit_mib"] or float("inf"))
+    dec = summary.get("decision") or {}
+    return {"label": label, "rows": (summary.get("dataset") or {}).get("rows"), "command": command,
+            "run_id": summary.get("run_id"), "total_seconds": summary.get("total_seconds"),
+            "validation_passed": (summary.get("validation") or {}).get("passed"),
+            "test_roc_auc": (dec.get("metrics") or {}).get("roc_auc"),
+            "registered": (summary.get("registered") or {}).get("version"), "steps": list(steps.values())}
+
+
+def ct_run(dataset: Path, label: str, workers: int = 2, log=print) -> dict:
+    """`kfct run --data-uri <parts> --workers N --pod-limits` in a fresh KFCT_HOME; its per-process figures."""
+    out = scale_dir() / f"ct-run-{label}.json"
+    home = scale_dir() / f"ct-home-{label}"
+    cmd = [sys.executable, "-m", "kfct", "run", "--data-uri", str(dataset), "--workers", str(workers), "--pod-limits",
+           "--json", str(out)]
+    log(f"  whole CT run at {label}: {' '.join(cmd[2:])}")
+    subprocess.run(cmd, check=True, env={**os.environ, "KFCT_HOME": str(home)})
+    return ct_run_figures(json.loads(out.read_text()), label, f"kfct {' '.join(cmd[3:])}")
+
+
+def add_ct_run(summary_path: Path, label: str, command: str, out_dir: Path) -> dict:
+    """Add one CT run's figures (its `kfct run --json` summary) to scale.json and re-render scale.md / .png."""
+    from bench import report
+
+    data = json.loads((out_dir / "scale.json").read_text())
+    fig = ct_run_figures(json.loads(Path(summary_path).read_text()), label, command)
+    data["ct_runs"] = [r for r in data.get("ct_runs", []) if r["label"] != label] + [fig]
+    report.write_scale(data, out_dir)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", help="comma-separated size labels (default: all)")
+    ap.add_argument("--ct-run", metavar="DATASET", help="run the whole CT pipeline on this parts dataset "
+                    "(--workers 2 --pod-limits) and add its figures to bench/scale.*")
+    ap.add_argument("--label", default="20M", help="the size label of --ct-run / --add-ct-run")
+    ap.add_argument("--add-ct-run", metavar="SUMMARY", help="add a finished `kfct run --pod-limits --json` summary")
+    ap.add_argument("--command", default="", help="the command that produced --add-ct-run's summary")
+    ap.add_argument("--train-workers", metavar="DATASET", help="measure the train workers (held) on splits of "
+                    "this parts dataset's size and add them to bench/scale.*")
+    ap.add_argument("--rounds", type=int, default=20, help="boosting rounds cap for --train-workers")
+    args = ap.parse_args(argv)
+    out_dir = Path(__file__).resolve().parent
+    if args.train_workers:
+        from bench import report
+
+        data = json.loads((out_dir / "scale.json").read_text())
+        fig = train_workers_step(Path(args.train_workers), args.label, rounds=args.rounds)
+        data["train_workers"] = [r for r in data.get("train_workers", []) if r["label"] != args.label] + [fig]
+        report.write_scale(data, out_dir)
+    elif args.ct_run:
+        from bench import report
+
+        data = json.loads((out_dir / "scale.json").read_text())
+        fig = ct_run(Path(args.ct_run), args.label)
+        data["ct_runs"] = [r for r in data.get("ct_runs", []) if r["label"] != args.label] + [fig]
+        report.write_scale(data, out_dir)
+    elif args.add_ct_run:
+        fig = add_ct_run(Path(args.add_ct_run), args.label, args.command, out_dir)
+    else:
+        print(json.dumps(run(sizes=args.sizes.split(",") if args.sizes else None), indent=1))
+        return 0
+    print(json.dumps(fig, indent=1))
+    return 0
+
+
 if __name__ == "__main__":
-    only = sys.argv[1].split(",") if len(sys.argv) > 1 else None
-    print(json.dumps(run(sizes=only), indent=1))
+    sys.exit(main())

@@ -16,6 +16,7 @@ the model does not depend on N and what N costs here, not a cluster's speed-up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -70,9 +71,7 @@ def in_pod(data: dict) -> dict:
 def local_workers(data: dict, n: int) -> dict:
     import joblib
 
-    from kfct.components.train_distributed import run_local_workers
-
-    from kfct.components.train_distributed import config_json, typed_config
+    from kfct.components.train_distributed import config_json, run_local_workers, typed_config, worker_memory_limit
 
     d = data["dir"]
     rc = typed_config(data["cfg"]).model_copy(deep=True)
@@ -84,15 +83,43 @@ def local_workers(data: dict, n: int) -> dict:
             "info": str(out / "info.json"), "device": "cpu"}
     (out / "spec.json").write_text(json.dumps(spec))
     t0 = time.perf_counter()
-    run_local_workers(str(out / "spec.json"), n, float(rc.train.deadline_seconds), out / "logs")
+    with held_workers(out) as record:
+        run_local_workers(str(out / "spec.json"), n, float(rc.train.deadline_seconds), out / "logs",
+                          memory_limit=worker_memory_limit(rc.resources))
     seconds = time.perf_counter() - t0
     info = json.loads((out / "info.json").read_text())["info"]
     import os
 
+    peaks = [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []
     return {"workers": n, "engine": "local-processes", "threads": max(1, (os.cpu_count() or 1) // n),
             "seconds": round(seconds, 2),
             "fit_seconds": info["fit_seconds"], "trees": info["best_iteration"] + 1,
-            "test_roc_auc": _auc(joblib.load(out / "model"), data["test"], rc.dataset.label)}
+            "test_roc_auc": _auc(joblib.load(out / "model"), data["test"], rc.dataset.label),
+            "worker_peak_rss_mib": [p.get("peak_rss_mib") for p in peaks],
+            "worker_limit_mib": peaks[0]["limit_mib"] if peaks else None}
+
+
+@contextlib.contextmanager
+def held_workers(out: Path):
+    """Each worker in its own cgroup v1 memory group at the per-worker limit (as `kfct run --pod-limits`
+    holds them), when root and the controller are there; yields where their peaks are recorded."""
+    import os
+
+    from kfct.runtime import memgroup
+
+    record = out / "memory.jsonl"
+    if not memgroup.available():
+        yield record
+        return
+    saved = {k: os.environ.get(k) for k in (memgroup.ENV_PARENT, memgroup.ENV_RECORD)}
+    parent = memgroup.group_name("kfct-bench", f"workers-{os.getpid()}")
+    os.environ.update({memgroup.ENV_PARENT: parent, memgroup.ENV_RECORD: str(record)})
+    try:
+        yield record
+    finally:
+        memgroup.remove_tree(parent)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def run(workdir: Path, rows: int = WORKERS_ROWS, workers=WORKERS, log=print) -> dict:
@@ -118,11 +145,14 @@ def render(sec: dict, title: str) -> list[str]:
     lines += [f"`train.workers` on {d['rows']:,} generated rows, {d.get('cores')} cores shared by the workers "
               f"(bench/workers.py). in-pod: today's train step; N: N worker processes under Kubeflow Trainer's "
               f"DMLC_* contract. Wall time includes the workers' start and reads.", "",
-              "| engine | workers | threads each | wall s | fit s | trees | test AUC | AUC vs in-pod |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| engine | workers | threads each | wall s | fit s | trees | test AUC | AUC vs in-pod | peak RSS per worker "
+              "(limit) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in d["cells"]:
+        peaks = " / ".join(f"{p:,.0f}" for p in c.get("worker_peak_rss_mib") or [] if p is not None)
+        mem = f"{peaks} MiB ({c['worker_limit_mib']:,} MiB)" if peaks and c.get("worker_limit_mib") else "–"
         lines.append(f"| {c['engine']} | {c['workers']} | {c.get('threads', '?')} | {c['seconds']:.1f} | "
-                     f"{c['fit_seconds']:.1f} | {c['trees']} | {c['test_roc_auc']:.4f} | {c['auc_gap']:+.4f} |")
+                     f"{c['fit_seconds']:.1f} | {c['trees']} | {c['test_roc_auc']:.4f} | {c['auc_gap']:+.4f} | {mem} |")
     return [*lines, ""]
 
 

@@ -114,6 +114,14 @@ def node_resources(section: dict[str, Any], gpu: bool) -> dict[str, Any]:
     return out
 
 
+def worker_memory_limit(section: dict[str, Any]) -> int | None:
+    """The per-worker memory limit in bytes (`resourcesPerNode.limits.memory`), or None."""
+    from kfct.runtime.memgroup import quantity_bytes
+
+    text = node_resources(section, gpu=False).get("limits", {}).get("memory")
+    return quantity_bytes(text) if text else None
+
+
 def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The workers' env: the kfct Secret's and ConfigMap's keys by reference (as every pipeline task gets them)."""
     from kfct.cluster.pod_env import CONFIG_KEYS, SECRET_KEYS
@@ -259,15 +267,41 @@ def local_worker_env(base: dict[str, str], rank: int, world: int, port: int) -> 
     return env
 
 
+def worker_groups(workers: int, memory_limit: int | None) -> list[Path | None]:
+    """Each worker's own cgroup v1 memory group at the per-worker limit, when the run holds limits
+    (`kfct run --pod-limits` sets `memgroup.ENV_PARENT`): on a cluster each worker is a pod of its
+    own with `resourcesPerNode`, so the groups sit beside the step's, not inside it."""
+    from kfct.runtime import memgroup
+
+    parent = os.environ.get(memgroup.ENV_PARENT)
+    if not parent or not memory_limit:
+        return [None] * workers
+    tag = f"train-worker-{os.getpid()}"
+    return [memgroup.create(memgroup.group_name(parent, f"{tag}-{rank}"), memory_limit) for rank in range(workers)]
+
+
+def _join(group: Path | None) -> Callable[[], None] | None:
+    from kfct.runtime import memgroup
+
+    return memgroup.joiner(group) if group is not None else None
+
+
+def _code(status: int) -> int:
+    """A killed process's exit as a container runtime reports it (128 + signal: 137 for the OOM killer)."""
+    return 128 - status if status < 0 else status
+
+
 def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, workdir: str | Path,
-                      python: str | None = None, poll_seconds: float = 0.2) -> None:
+                      python: str | None = None, poll_seconds: float = 0.2, memory_limit: int | None = None) -> None:
     """N worker processes on this machine with the DMLC_* contract; TrainJobError naming the first that failed.
 
     When one worker fails the others are stopped (they would wait for it forever), as a failed
-    Job fails its JobSet on a cluster; past the deadline all are stopped."""
+    Job fails its JobSet on a cluster; past the deadline all are stopped. Under `--pod-limits`
+    each worker is held to `memory_limit` (a TrainJob's per-node memory) and its peak recorded."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    groups = worker_groups(workers, memory_limit)
     procs, logs = [], []
     try:
         for rank in range(workers):
@@ -275,20 +309,9 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
             logs.append(log)
             procs.append(subprocess.Popen(worker_command(spec_uri, python or sys.executable), stdout=log,
                                           stderr=subprocess.STDOUT, env=local_worker_env(dict(os.environ), rank,
-                                                                                          workers, port)))
-        limit = time.monotonic() + deadline_seconds
-        while True:
-            codes = [p.poll() for p in procs]
-            bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-            if bad:
-                rank, code = bad[0]
-                raise TrainJobError(f"local worker {rank} of {workers} failed (exit {code}): "
-                                    f"{_tail(workdir / f'worker-{rank}.log')}")
-            if all(c == 0 for c in codes):
-                return
-            if time.monotonic() > limit:
-                raise TrainJobError(f"local workers ran past train.deadline_seconds ({deadline_seconds:g} s)")
-            time.sleep(poll_seconds)
+                                                                                          workers, port),
+                                          preexec_fn=_join(groups[rank])))
+        _wait_workers(procs, workers, deadline_seconds, workdir, poll_seconds)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -296,6 +319,43 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
                 p.wait()
         for log in logs:
             log.close()
+        _record_workers(procs, groups, memory_limit, workdir)
+
+
+def _wait_workers(procs: list[subprocess.Popen[bytes]], workers: int, deadline_seconds: float, workdir: Path,
+                  poll_seconds: float) -> None:
+    limit = time.monotonic() + deadline_seconds
+    while True:
+        codes = [p.poll() for p in procs]
+        bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            rank, code = bad[0]
+            killed = " (killed at its memory limit, as an OOM-killed pod)" if _code(code) == 137 else ""
+            raise TrainJobError(f"local worker {rank} of {workers} failed (exit {_code(code)}){killed}: "
+                                f"{_tail(workdir / f'worker-{rank}.log')}")
+        if all(c == 0 for c in codes):
+            return
+        if time.monotonic() > limit:
+            raise TrainJobError(f"local workers ran past train.deadline_seconds ({deadline_seconds:g} s)")
+        time.sleep(poll_seconds)
+
+
+def _record_workers(procs: list[subprocess.Popen[bytes]], groups: list[Path | None], memory_limit: int | None,
+                    workdir: Path) -> None:
+    """Each held worker's figures into the run's memory record; its group removed."""
+    from kfct.runtime import memgroup
+
+    for rank, (p, group) in enumerate(zip(procs, groups, strict=False)):
+        if group is None:
+            continue
+        entry = {"task": "train-model", "process": f"worker {rank} of {len(procs)}",
+                 "limit_mib": round(memory_limit / 2**20) if memory_limit else None,
+                 "exit": _code(p.returncode) if p.returncode is not None else None, **memgroup.peaks(group)}
+        rss = re.search(r"peak RSS (\d+(?:\.\d+)?) MiB", (workdir / f"worker-{rank}.log").read_text(errors="replace")
+                        if (workdir / f"worker-{rank}.log").is_file() else "")
+        entry["peak_rss_mib"] = float(rss.group(1)) if rss else None
+        memgroup.record(entry)
+        memgroup.remove(group)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -346,7 +406,8 @@ def train_with_workers(cfg: RunConfig, train_uris: list[str], val_uris: list[str
                      timeout=(s.net_connect_timeout_seconds, s.net_timeout_seconds), log=log)
     elif engine == ENGINE_LOCAL:
         with tempfile.TemporaryDirectory(prefix="kfct-workers-") as tmp:
-            run_local_workers(spec_uri, workers, float(ct.deadline_seconds), tmp)
+            run_local_workers(spec_uri, workers, float(ct.deadline_seconds), tmp,
+                              memory_limit=worker_memory_limit(typed_config(cfg).resources))
     else:
         raise ValueError(f"unknown training engine {engine!r}")
     out = json.loads(read_bytes(spec["info"], s))

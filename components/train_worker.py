@@ -97,6 +97,61 @@ def _xy(table: Any, encoder: Any, label: str) -> tuple[Any, Any]:
     return encoder.transform(df), df[label].to_numpy(np.int64)
 
 
+def _xy_shard(uris: list[str], coll: Collective, encoder: Any, label: str) -> tuple[Any, Any]:
+    """This worker's encoded shard, encoded one part at a time: the worker holds its shard's float32
+    features and labels, plus one part as pandas (a whole shard as pandas is several times that:
+    its strings become Python objects), so 7M rows of a 20M-row train split fit a pod."""
+    import numpy as np
+
+    from kfct.data.shards import iter_shard
+
+    xs, ys = [], []
+    for table in iter_shard(uris, coll.rank, coll.world):
+        X, y = _xy(table, encoder, label)
+        xs.append(X)
+        ys.append(y)
+        del table, X
+    if len(xs) == 1:
+        return xs[0], ys[0]
+    X = np.empty((sum(len(x) for x in xs), xs[0].shape[1]), dtype=xs[0].dtype)  # filled piece by piece, freed as it goes
+    at = 0
+    while xs:
+        x = xs.pop(0)
+        X[at:at + len(x)] = x
+        at += len(x)
+        del x
+    return X, np.concatenate(ys)
+
+
+def _score_parts(booster: Any, uris: list[str], encoder: Any, label: str) -> tuple[Any, Any]:
+    """Labels and scores of every row of the parts, one part in memory at a time."""
+    import numpy as np
+
+    from kfct.data.shards import read_all
+
+    ys, ps = [], []
+    for uri in uris:
+        X, y = _xy(read_all([uri]), encoder, label)
+        ps.append(np.asarray(booster.inplace_predict(X), dtype=np.float64))
+        ys.append(y)
+        del X
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak resident set: VmHWM, which starts afresh at exec. (`ru_maxrss` does not:
+    Linux keeps it across execve, so a worker forked from a large parent would report the parent's size.)"""
+    import re
+    from pathlib import Path
+
+    m = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if m:
+        return round(int(m.group(1)) / 1024, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Train this worker's share; rank 0 writes the model and returns its info (others return None)."""
     import io
@@ -111,14 +166,14 @@ def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None
     from kfct.components.train_distributed import typed_config
     from kfct.config import config_from_json
     from kfct.evidence.model import ChurnModel
-    from kfct.data.shards import read_all, read_bytes, read_shard, write_bytes
+    from kfct.data.shards import read_bytes, write_bytes
 
     rc = typed_config(config_from_json(spec["config_json"]))
     ct, label = rc.train, rc.dataset.label
     device = str(spec["device"] or ct.device).lower()
     encoder = joblib.load(io.BytesIO(read_bytes(spec["preprocessor"])))  # featurize's fitted encoder
-    Xtr, ytr = _xy(read_shard(spec["train"], coll.rank, coll.world), encoder, label)
-    Xva, yva = _xy(read_shard(spec["val"], coll.rank, coll.world), encoder, label)
+    Xtr, ytr = _xy_shard(spec["train"], coll, encoder, label)
+    Xva, yva = _xy_shard(spec["val"], coll, encoder, label)
     if len(ytr) == 0 or len(yva) == 0:
         raise ValueError(f"worker {coll.rank} of {coll.world} got {len(ytr)} train / {len(yva)} validation rows: "
                          f"fewer rows than workers; lower train.workers")
@@ -150,11 +205,14 @@ def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None
     if coll.rank != 0:
         return None
 
+    # Rank 0's own shard is not needed any more: free it before the whole validation split is scored,
+    # or rank 0 would hold its shard and that split at once (over a pod's limit at 20M rows).
+    del Xtr, ytr, Xva, yva, dtrain, dval
     booster = booster[: best + 1]
     booster.set_param({"device": "cpu", "nthread": 0})  # serve on CPU whatever trained it
-    # The threshold is chosen on the whole validation split, as in-pod (only rank 0, after training).
-    Xv_all, yv_all = _xy(read_all(spec["val"]), encoder, label)
-    val_proba = np.asarray(booster.inplace_predict(Xv_all), dtype=np.float64)
+    # The threshold is chosen on the whole validation split, as in-pod (only rank 0, after training),
+    # scored part by part: rank 0 holds the split's labels and scores, never the split.
+    yv_all, val_proba = _score_parts(booster, spec["val"], encoder, label)
     threshold, val_metrics = threshold_and_metrics(yv_all, val_proba, ct)
     model = ChurnModel(encoder=encoder, estimator=booster, threshold=threshold)
     buf = io.BytesIO()
@@ -182,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         coll = collective_from_env(os.environ)
         spec = parse_spec(read_bytes(args.spec).decode())
         run_worker(spec, coll, log=lambda m: print(m, flush=True))
+        print(f"worker {coll.rank}/{coll.world}: peak RSS {peak_rss_mib()} MiB", flush=True)
     except Exception as exc:  # noqa: BLE001 - the pod's log and exit status say which worker failed and why
         rank = os.environ.get("DMLC_TASK_ID", "?")
         first = (str(exc).strip().splitlines() or [""])[0]  # XGBoost appends a native stack trace

@@ -71,11 +71,13 @@ def run_ct(
     raise_on_validation: bool = True,
     parts: bool | None = None,
     part_rows: int | None = None,
+    pod_limits: bool = False,
 ) -> dict:
     """Execute the CT pipeline locally; return this run's summary (stages, timings, decision, registration).
 
     `parts` (default: whether the data is in parts, `wants_parts`) runs the map -> reduce
-    variant, splitting anything else into parts of `part_rows` rows.
+    variant, splitting anything else into parts of `part_rows` rows. `pod_limits` holds every stage's
+    process (and each training worker) to the memory limit the compiled pipeline gives its pod.
     """
     from kfct.config import config_dict, config_to_json, load_config
     from kfct.data.datasource import DEFAULT_URI
@@ -87,6 +89,12 @@ def run_ct(
     cfg = cfg or load_config()
     data_uri = data_uri or DEFAULT_URI
     _precheck(data_uri)
+    if pod_limits:
+        from kfct.runtime import memgroup
+
+        if not memgroup.available():  # nothing ran: say why before any stage starts
+            raise StageError(f"--pod-limits needs root and the cgroup v1 memory controller at "
+                             f"{memgroup.CGROUP_V1_MEMORY} (to hold each stage at its pod's memory limit)")
     model_name = model_name or cfg.register_.model_name
     arguments = dict(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name,
                      device=device or cfg.train.device, tune_trials=int(tune_trials),
@@ -99,9 +107,13 @@ def run_ct(
         if part_rows:
             arguments["part_rows"] = int(part_rows)
     run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", build, arguments, s.home,
-                       prefix="ct", verbose=verbose)
+                       prefix="ct", verbose=verbose, pod_limits=pod_limits)
     if run.error is not None:
-        err = StageError(f"stage {run.failed_task or '?'} failed: {run.error} (log: {run.log_path})")
+        killed = [r for r in memory_records(run) if r.get("exit") == 137 or r.get("oom_killed")]
+        why = "; ".join(f"{r['task']} ({r['process']}) was killed at its pod's memory limit "
+                        f"({r.get('limit_mib')} MiB)" for r in killed)
+        err = StageError(f"stage {run.failed_task or '?'} failed: {run.error}" + (f" [{why}]" if why else "")
+                         + f" (log: {run.log_path})")
         err.run_id = run.run_id  # the CLI looks for the stage's own `stage_failed` entry by it
         raise err
     summary = summarize(run, data_uri, model_name)
@@ -158,10 +170,21 @@ def summarize(run: PipelineRun, data_uri: str, model_name: str) -> dict:
             summary[key] = {k: v for k, v in json.loads(raw).items() if k != "stage_time"}
     if "train-model" in run.tasks:
         summary["mlflow_run_id"] = run.param("train-model")
+    memory = memory_records(run)
+    if memory:
+        summary["memory"] = memory
     outcome = run.param("record-run-outcome")
     if outcome:  # the run's uuid, as its lineage tags and audit entries name it
         summary["pipeline_run"] = json.loads(outcome).get("pipeline_run")
     return summary
+
+
+def memory_records(run: PipelineRun) -> list[dict]:
+    """Per held process (`kfct run --pod-limits`): task, limit, peak RSS, group peak, exit; [] otherwise."""
+    f = run.run_dir.parent / "memory.jsonl" if run.run_dir else None
+    if f is None or not f.is_file():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
 
 
 def _dataset_meta(meta: dict) -> dict:
@@ -248,5 +271,19 @@ def format_summary(summary: dict) -> str:
     if stages:
         out.append("  wall time   " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items() if v is not None)
                    + f"; total {summary['total_seconds']:.1f}s")
+    mem = summary.get("memory")
+    if mem:
+        out.append("  memory      " + memory_line(mem))
     out.append(f"  kfp log     {summary['log']}")
     return "\n".join(out)
+
+
+def memory_line(records: list[dict]) -> str:
+    """One line over the held processes: the largest share of its limit, and any killed at it."""
+    killed = [r for r in records if r.get("exit") == 137 or r.get("oom_killed")]
+    top = max(records, key=lambda r: (r.get("peak_rss_mib") or 0) / (r.get("limit_mib") or float("inf")))
+    line = (f"{len(records)} processes held to their pods' limits; largest share: {top['task']} "
+            f"({top['process']}) {top.get('peak_rss_mib')} of {top.get('limit_mib')} MiB")
+    if killed:
+        line += "; KILLED at the limit: " + ", ".join(f"{r['task']} ({r['process']})" for r in killed)
+    return line

@@ -85,12 +85,13 @@ def new_run_id(prefix: str) -> str:
 
 
 def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | Path, prefix: str = "run",
-                 verbose: bool = False, env: dict | None = None) -> PipelineRun:
+                 verbose: bool = False, env: dict | None = None, pod_limits: bool = False) -> PipelineRun:
     """Execute the pipeline `builder(**build_kwargs)` returns with `arguments` under kfp.local; never raises for a
     failed task (see `PipelineRun.error` / `.failed_task`).
 
     `builder` is "module:function"; `build_kwargs` must be JSON-serialisable. `env` adds
-    variables for the stage processes only.
+    variables for the stage processes only. `pod_limits` holds every task process to the memory limit
+    its IR gives its pod (`kfct.pipelines.pod_limits`; figures in `<root>/memory.jsonl`).
     """
     home = Path(home).resolve()
     run_id = new_run_id(prefix)
@@ -102,7 +103,8 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
         root.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
         request.write_text(json.dumps({"builder": builder, "build_kwargs": build_kwargs, "arguments": arguments,
-                                       "pipeline_root": str(root)}, default=str))
+                                       "pipeline_root": str(root), "pod_limits": bool(pod_limits),
+                                       "run_id": run_id}, default=str))
         log_path.touch()
     except OSError as exc:  # nothing ran: no stage, no registry, no alias
         import shutil
@@ -255,6 +257,7 @@ def _kfp_local() -> Any:
 
 def _drive(request_path: str) -> int:
     """Child side: build the pipeline, init kfp.local on this run's root, execute it."""
+    import contextlib
     import importlib
     import warnings
 
@@ -265,7 +268,15 @@ def _drive(request_path: str) -> int:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=req["pipeline_root"],
                raise_on_error=True)
     module, _, fn = req["builder"].partition(":")
-    pipeline = getattr(importlib.import_module(module), fn)(**req["build_kwargs"])
+    limits: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if req.get("pod_limits"):
+        from kfct.pipelines import pod_limits
+        from kfct.pipelines.task_config import local_limits
+
+        pod_limits.install(req["pipeline_root"], req["run_id"])
+        limits = local_limits()
+    with limits:
+        pipeline = getattr(importlib.import_module(module), fn)(**req["build_kwargs"])
     try:
         pipeline(**req["arguments"])
     except RuntimeError as exc:  # kfp names the failed task; the stage's own error is above in the log
@@ -275,6 +286,9 @@ def _drive(request_path: str) -> int:
         (Path(req["pipeline_root"]) / "failure.json").write_text(json.dumps(
             {"failed_task": failed.group(1) if failed else None, "error": msg}))
         return 1
+    finally:
+        if req.get("pod_limits"):
+            pod_limits.uninstall(req["run_id"])
     return 0
 
 

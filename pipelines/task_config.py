@@ -48,6 +48,18 @@ KFP_ACCESS_LABEL = ("access-ml-pipeline", "true")
 DEFAULT_RETRY_BACKOFF = "30s"
 
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("kfct_pipeline_target", default=None)
+_LOCAL_LIMITS: contextvars.ContextVar[bool] = contextvars.ContextVar("kfct_local_limits", default=False)
+
+
+@contextlib.contextmanager
+def local_limits() -> Iterator[None]:
+    """Local builds inside also carry the memory requests/limits a cluster build gives each task, so the
+    local runner can hold every task process to its pod's limit (`kfct run --pod-limits`)."""
+    token = _LOCAL_LIMITS.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL_LIMITS.reset(token)
 
 
 @contextlib.contextmanager
@@ -116,6 +128,8 @@ def apply_task_config(task: Any, stage_name: str, cfg: RunConfig | None, setting
 
     task.set_caching_options(enable_caching=bool(res.get("caching", True)))
     if building_for_local():
+        if _LOCAL_LIMITS.get():
+            _set_memory(task, res)
         return task
 
     if res.get("cpu") is not None:
@@ -123,11 +137,7 @@ def apply_task_config(task: Any, stage_name: str, cfg: RunConfig | None, setting
         task.set_cpu_limit(str(res.get("cpu_limit", res["cpu"])))
     elif res.get("cpu_limit") is not None:
         task.set_cpu_limit(str(res["cpu_limit"]))
-    if res.get("memory") is not None:
-        task.set_memory_request(str(res["memory"]))
-        task.set_memory_limit(str(res.get("memory_limit", res["memory"])))
-    elif res.get("memory_limit") is not None:
-        task.set_memory_limit(str(res["memory_limit"]))
+    _set_memory(task, res)
 
     retries = int(res.get("retries", 0))
     if retries > 0:
@@ -156,6 +166,14 @@ def grant_kfp_access(task: Any) -> Any:
 
     kubernetes.add_pod_label(task, KFP_ACCESS_LABEL[0], KFP_ACCESS_LABEL[1])
     return task
+
+
+def _set_memory(task: Any, res: dict) -> None:
+    if res.get("memory") is not None:
+        task.set_memory_request(str(res["memory"]))
+        task.set_memory_limit(str(res.get("memory_limit", res["memory"])))
+    elif res.get("memory_limit") is not None:
+        task.set_memory_limit(str(res["memory_limit"]))
 
 
 def attach_cluster_env(task: Any, settings: Settings | None = None) -> None:

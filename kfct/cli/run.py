@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = run_ct(data_uri=data_uri, cfg=cfg, model_name=args.model_name, device=args.device,
                          tune_trials=args.tune_trials, run_reason=args.reason, verbose=args.verbose,
                          raise_on_validation=False, parts=True if args.part_rows else None,
-                         part_rows=args.part_rows)
+                         part_rows=args.part_rows, pod_limits=args.pod_limits)
     except KfctError as exc:  # unreadable data, a failed stage: on the record like a failed validation
         from kfct.governance import audit
         from kfct.runtime.stagefail import recorded_for_run
@@ -84,6 +84,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "collective, as Kubeflow Trainer runs them on a cluster)")
     r.add_argument("--part-rows", type=int, help="run the map -> reduce pipeline over parts of this many rows "
                                                  "(a parts dataset in --data-uri uses it without this flag)")
+    r.add_argument("--pod-limits", action="store_true",
+                   help="hold every stage process (and each training worker) to the memory limit the compiled "
+                        "pipeline gives its pod, in a cgroup v1 memory group (root); over it: killed, as an "
+                        "OOM-killed pod")
     r.add_argument("--reason", default="manual", help="why this run (recorded on the run)")
     r.add_argument("--json", help="also write the summary as JSON to this path")
     r.add_argument("-v", "--verbose", action="store_true", help="stream kfp's own log too")

@@ -17,7 +17,7 @@ pyarrow does not read `AWS_ENDPOINT_URL_S3` (nor MinIO's host:port from anywhere
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from kfct.errors import DataSourceError
 
@@ -101,16 +101,29 @@ def read_shard(uris: Sequence[str], rank: int, world: int, filesystem: Any = Non
     """The rows of `uris` that worker `rank` of `world` owns (see `shard_plan`), as one Arrow table."""
     import pyarrow as pa
 
+    slices, empty = [], None
+    for table in iter_shard(uris, rank, world, filesystem):
+        empty = table if empty is None else empty
+        if table.num_rows:
+            slices.append(table)
+    if not slices:
+        return empty
+    return pa.concat_tables(slices, promote_options="default") if len(slices) > 1 else slices[0]
+
+
+def iter_shard(uris: Sequence[str], rank: int, world: int, filesystem: Any = None) -> Iterator[pa.Table]:
+    """The same rows as `read_shard`, one slice (at most one part) at a time: a caller that turns each
+    slice into something smaller (encoded features) never holds its whole shard as Arrow or pandas.
+    Yields one empty table (the parts' schema) when the worker owns no rows."""
     if not uris:
         raise DataSourceError("no parquet parts given")
     fs = filesystem if filesystem is not None or not any(u.startswith("s3://") for u in uris) else s3_filesystem()
     files = [open_parquet(u, fs) for u in uris]
-    slices = []
-    for i, start, stop in shard_plan([f.metadata.num_rows for f in files], rank, world):
-        slices.append(_read_rows(files[i], start, stop))
-    if not slices:
-        return files[0].schema_arrow.empty_table()
-    return pa.concat_tables(slices, promote_options="default") if len(slices) > 1 else slices[0]
+    plan = shard_plan([f.metadata.num_rows for f in files], rank, world)
+    if not plan:
+        yield files[0].schema_arrow.empty_table()
+    for i, start, stop in plan:
+        yield _read_rows(files[i], start, stop)
 
 
 def _read_rows(f: Any, start: int, stop: int) -> pa.Table:

@@ -233,3 +233,26 @@ def test_bench_imports_reads_each_tasks_outermost_imports_from_a_kfp_log():
     ])
     out = top_level_imports(log)
     assert out == {"validate-data": [(2.0, "great_expectations"), (0.3, "pandas")], "deploy-model": [(1.5, "mlflow")]}
+
+
+def test_a_held_ct_runs_records_become_the_scale_sections_table(tmp_path):
+    """bench.scale turns `kfct run --pod-limits --json`'s memory records into one row per step: map tasks
+    (kfp.local names repeats `comp-x-2`, ...) folded, workers one by one, a kill shown as over the limit."""
+    from bench import report, scale
+
+    rec = [{"task": "comp-validate-part", "process": "task", "limit_mib": 2048, "peak_rss_mib": 640.0, "wall_s": 10,
+            "exit": 0},
+           {"task": "comp-validate-part-2", "process": "task", "limit_mib": 2048, "peak_rss_mib": 650.5, "wall_s": 12,
+            "exit": 0},
+           {"task": "train-model", "process": "worker 0 of 2", "limit_mib": 8192, "peak_rss_mib": 900.0, "exit": 0},
+           {"task": "train-model", "process": "worker 1 of 2", "limit_mib": 8192, "peak_rss_mib": 8300.0,
+            "exit": 137}]
+    summary = {"memory": rec, "dataset": {"rows": 1000}, "total_seconds": 99, "validation": {"passed": True},
+               "decision": {"metrics": {"roc_auc": 0.87}}, "registered": {"version": "1"}}
+    fig = scale.ct_run_figures(summary, "1k", "kfct run --pod-limits")
+    steps = {s["step"]: s for s in fig["steps"]}
+    assert steps["validate-part"]["processes"] == 2 and steps["validate-part"]["peak_rss_mib"] == 650.5
+    assert steps["validate-part"]["wall_s"] == 22 and steps["validate-part"]["under_limit"]
+    assert not steps["train worker 1 of 2"]["under_limit"] and steps["train worker 0 of 2"]["under_limit"]
+    text = "\n".join(report.render_ct_run(fig))
+    assert "**a process was over its limit**" in text and "| train worker 1 of 2 | 1 | 8,300 | 8,192 |" in text
