@@ -46,7 +46,9 @@ from tests.servingkit import (MODEL_NAME, Client, free_port, records, serving_en
 
 pytestmark = pytest.mark.slow
 
-CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 2.0, "poll_seconds": 0.5, "min_requests": 40,
+# Longer bakes than the local suite's: every figure here travels through scrapes (0.5 s apart, slower
+# on a loaded machine) and `increase()` needs two samples of a series inside the step's range.
+CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 5.0, "poll_seconds": 1.0, "min_requests": 30,
                    "min_customers": 20, "max_error_rate_increase": 0.02, "max_p99_latency_ratio": 1.5,
                    "min_p99_latency_delta_ms": 20, "max_churn_rate_shift": 0.10}}
 RUNS = [("pinned", "good_b"), ("pinned", "flipped"), ("batches", "good_b"), ("batches", "flipped"),
@@ -213,6 +215,8 @@ def _one(env, pods: dict, prom, strategy: str, role: str, rows: list[dict]) -> d
     registry.set_alias(MODEL_NAME, "challenger", version, reason="test: canary deployed")
     split = Split()
     urls = {"champion": pods["champion"].url, "canary": pods[role].url}
+    with prom.lock:  # scrape the two pods of this rollout only (what a ServiceMonitor selects)
+        prom.targets = {pods["champion"].url: {"service": CHAMPION_SVC}, pods[role].url: {"service": canary_svc(version)}}
     backend = _backend(prom.url, split, env.versions["good_a"], version)
     with Honest(urls, split, 5) as h1, Honest(urls, split, 6) as h2, Attacker(urls["canary"], strategy, rows) as att:
         res = rollout_version(MODEL_NAME, load_config(overrides=CFG), backend, canary_version=version)
@@ -238,9 +242,6 @@ def test_no_steering_strategy_decides_the_canary_on_the_cluster_path(serving_env
         for p in pods.values():
             p.ready()
         with LoopbackPrometheus(interval=0.5) as prom:
-            prom.add_target(pods["champion"].url, {"service": CHAMPION_SVC})
-            for role, v in canaries.items():
-                prom.add_target(pods[role].url, {"service": canary_svc(v)})
             for strategy, role in RUNS:
                 runs.append(_one(serving_env, pods, prom, strategy, role, rows))
             assert any("kfct_paired_label_flips_total" in q for q in prom.queries)
