@@ -203,6 +203,8 @@ class PrometheusMetrics:
             return self.query(f"histogram_quantile(0.99, sum by (le) (rate({bucket})))")
 
         out.paired_p99_instance_s, out.paired_champion_p99_instance_s = p99("canary"), p99("champion")
+        slower = self._sel(out.version, base)
+        out.paired_slower = int(round(self.query(f"sum(increase(kfct_paired_slower_requests_total{slower}{rng}))")))
 
     def window(self, version: str, seconds: float, workload: str = "") -> Window:
         """Figures of `version` over the last `seconds`; `workload` narrows them to the pods of one

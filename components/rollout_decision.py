@@ -116,7 +116,9 @@ def _judge_paired(canary: Window, thr: Thresholds, failures: list[str], unclear:
       standard error >= `significance_z` (the spread across customers, so one sender's many
       rows are one piece of evidence);
     - latency: model time per row, p99, on the same requests for both versions (a client that
-      sends big batches to one arm weighs on both alike).
+      sends big batches to one arm weighs on both alike); it fails only when the canary is also slower
+      on significantly more than half of the paired requests (sign test, z >= `significance_z`): a p99
+      of a few dozen requests is one stall of the machine, which hits either version at random.
     """
     if canary.paired_customers < thr.min_customers:
         return None
@@ -128,9 +130,14 @@ def _judge_paired(canary: Window, thr: Thresholds, failures: list[str], unclear:
                f"{canary.paired_rows} rows){_dominance(canary)}")
         (failures if z >= thr.significance_z else unclear).append(msg)
     p_can, p_ref = canary.paired_p99_instance_s, canary.paired_champion_p99_instance_s
+    n, slower = canary.paired_requests, canary.paired_slower
+    z_slow = (slower - n / 2) / math.sqrt(n / 4) if n else 0.0
     if p_can > thr.max_p99_latency_ratio * p_ref and (p_can - p_ref) * 1e3 > thr.min_p99_latency_delta_ms:
-        failures.append(f"p99 latency per row {p_can * 1e3:.3f} ms vs champion {p_ref * 1e3:.3f} ms on the same "
-                        f"requests (> {thr.max_p99_latency_ratio:g}x and +{(p_can - p_ref) * 1e3:.2f} ms)")
+        msg = (f"p99 latency per row {p_can * 1e3:.3f} ms vs champion {p_ref * 1e3:.3f} ms on the same requests "
+               f"(> {thr.max_p99_latency_ratio:g}x and +{(p_can - p_ref) * 1e3:.2f} ms; slower on {slower} of {n} "
+               f"requests, z={z_slow:.1f})")
+        if z_slow >= thr.significance_z:
+            failures.append(msg)
     return (f"churn rate shift {shift:+.2%} ± {se:.2%} on the same requests ({canary.paired_customers} customers), "
             f"p99 per row {p_can * 1e3:.3f} ms (champion {p_ref * 1e3:.3f} ms){_dominance(canary)}")
 

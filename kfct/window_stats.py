@@ -43,6 +43,7 @@ class WindowStats:
     probability_shift_se: float = 0.0
     paired_p99_instance_s: float = 0.0  # model time per row, canary, on the paired requests
     paired_champion_p99_instance_s: float = 0.0  # the champion's, on the same requests
+    paired_slower: int = 0  # paired requests on which the canary's model time exceeded the champion's
     top_customer_share: float = 0.0  # the largest customer's share of the paired rows
     dominated: bool = False  # that customer held more than half: reported, excluded from the judgement
 
@@ -81,6 +82,7 @@ class WindowStats:
                        label_shift_se=round(self.label_shift_se, 5), probability_shift=round(self.probability_shift, 5),
                        paired_p99_us_per_row=round(self.paired_p99_instance_s * 1e6, 2),
                        champion_paired_p99_us_per_row=round(self.paired_champion_p99_instance_s * 1e6, 2),
+                       paired_slower=self.paired_slower,
                        top_customer_share=round(self.top_customer_share, 4), dominated=self.dominated)
         return out
 
@@ -122,6 +124,7 @@ def paired_window(out: WindowStats, arr: np.ndarray) -> None:
     per_row = np.maximum(rows, 1)
     out.paired_p99_instance_s = float(np.percentile(arr[:, 5] / per_row, 99))
     out.paired_champion_p99_instance_s = float(np.percentile(arr[:, 6] / per_row, 99))
+    out.paired_slower = int((arr[:, 5] > arr[:, 6]).sum())
 
 
 def paired_groups(out: WindowStats, rows: np.ndarray, label_diff: np.ndarray, prob_diff: np.ndarray) -> None:

@@ -20,8 +20,9 @@ Prometheus (`GET /metrics`, the KServe ModelServer's own endpoint and registry):
   `kfct_paired_label_flips_total{shard, direction}` (up: the canary says 1 where the champion says 0;
   down: the reverse; the label shift's sum is up - down, as counters never decrease),
   `kfct_paired_probability_shift_total{shard, direction}` (sums of the positive / negative parts of
-  canary - champion probability), and `kfct_paired_seconds_per_row{arm}` histogram (arm: canary |
-  champion, model time per row on the same requests)
+  canary - champion probability), `kfct_paired_seconds_per_row{arm}` histogram (arm: canary |
+  champion, model time per row on the same requests) and `kfct_paired_slower_requests_total` (requests
+  on which the canary took longer than the champion)
 - `kfct_prediction_log_rows_total`, `kfct_prediction_log_dropped_total{reason}`,
   `kfct_prediction_log_backlog_rows`, `kfct_prediction_log_store_up`, `kfct_prediction_log_spill_disk_full`
 
@@ -91,6 +92,9 @@ class _Metrics:
         self.paired_probability_shift = Counter("kfct_paired_probability_shift",
                                                 "Sum of the positive (up) / negative (down, absolute) parts of "
                                                 "probability minus the champion's", [*PAIRED_LABELS, "shard", "direction"])
+        self.paired_slower = Counter("kfct_paired_slower_requests",
+                                     "Paired requests on which this version's model time exceeded the champion's",
+                                     PAIRED_LABELS)
         self.paired_seconds_per_row = Histogram("kfct_paired_seconds_per_row",
                                                 "Model time per row on the paired requests (arm: canary | champion)",
                                                 [*PAIRED_LABELS, "arm"], buckets=PER_ROW_BUCKETS)
@@ -170,6 +174,8 @@ class PairedMetrics:
                          m.paired_probability_shift.labels(*lab, str(i), "down")) for i in range(CUSTOMER_SHARDS)]
         self._canary_s = m.paired_seconds_per_row.labels(*lab, "canary")
         self._champion_s = m.paired_seconds_per_row.labels(*lab, "champion")
+        self._slower = m.paired_slower.labels(*lab)
+        self._slower.inc(0)
 
     def observe(self, customer: int, canary_labels: np.ndarray, champion_labels: np.ndarray,
                 canary_probs: np.ndarray, champion_probs: np.ndarray, canary_s: float, champion_s: float) -> None:
@@ -185,6 +191,8 @@ class PairedMetrics:
         flips_down.inc(int((dl < 0).sum()))
         shift_up.inc(float(dp[dp > 0].sum()))
         shift_down.inc(float(-dp[dp < 0].sum()))
+        if canary_s > champion_s:
+            self._slower.inc()
         per_row = max(n, 1)
         self._canary_s.observe(canary_s / per_row)
         self._champion_s.observe(champion_s / per_row)

@@ -149,7 +149,7 @@ def test_rollback_puts_all_traffic_on_the_champion(serving_env, monkeypatch, mod
 
     v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
     figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
-               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004}}
+               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004, "label_shift": 0.6}}
     res, kube, _ = _roll(serving_env, "flipped", mode, figures, monkeypatch)
     assert res.outcome == "rolled_back" and "churn rate" in res.reasons[0]
     final = kube.objects[("kfct", MODEL_NAME)]

@@ -356,7 +356,11 @@ class _PromHandler(BaseHTTPRequestHandler):
         labels = dict(SELECTOR.findall(q))
         version = labels.get("model_version")
         figures = srv.figures.get(version, {})
-        if "histogram_quantile" in q:
+        if q.startswith("sum by (shard)"):  # the canary's paired series, per customer shard
+            return self._vector(_paired_shards(q, labels, figures))
+        if "kfct_paired_seconds_per_row" in q:
+            value = figures.get("p99_per_row", 2e-5)
+        elif "histogram_quantile" in q:
             value = figures.get("p99", 0.0)
         elif "kfct_request_errors_total" in q:
             value = figures.get(f"{labels.get('kind')}_errors", 0.0)
@@ -367,8 +371,10 @@ class _PromHandler(BaseHTTPRequestHandler):
         else:
             value = float("nan")
         srv.seen_ranges.update(re.findall(r"\[(\d+)s\]", q))
-        body = json.dumps({"status": "success", "data": {"resultType": "vector",
-                                                          "result": [{"metric": {}, "value": [0, str(value)]}]}}).encode()
+        self._vector([{"metric": {}, "value": [0, str(value)]}])
+
+    def _vector(self, result: list) -> None:
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -376,8 +382,22 @@ class _PromHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _paired_shards(q: str, labels: dict, figures: dict) -> list[dict]:
+    """The canary's kfct_paired_* per shard: `paired_shards` shards (32) of 10 rows each, every row
+    shifted by the canary's `label_shift` (0: a canary that agrees with the champion)."""
+    shift, rows = float(figures.get("label_shift", 0.0)), 10.0
+    metric = q.split("increase(", 1)[1].split("{", 1)[0]
+    if metric in ("kfct_paired_requests_total", "kfct_paired_rows_total"):
+        value = rows
+    else:
+        value = rows * max(shift if labels.get("direction") == "up" else -shift, 0.0)
+    return [{"metric": {"shard": str(i)}, "value": [0, str(value)]}
+            for i in range(int(figures.get("paired_shards", 32 if figures else 0)))]
+
+
 class FakePrometheus(_Server):
-    """`figures[version] = {"ok", "client_errors", "server_errors", "instances", "positives", "p99"}`."""
+    """`figures[version] = {"ok", "client_errors", "server_errors", "instances", "positives", "p99",
+    "label_shift", "paired_shards", "p99_per_row"}` (the last three: the canary's paired series)."""
 
     def __init__(self, figures: dict | None = None):
         self.figures = figures or {}

@@ -244,7 +244,7 @@ def test_server_switches_from_the_compiled_trees_to_the_model_above_small_batch(
 # -- rollout decisions --------------------------------------------------------------------------------
 
 def W(version, requests=1000, errors=0, positives=250, p99=0.004, shift=0.0, se=0.01, per_row=2e-5,
-      champion_per_row=2e-5, customers=64):
+      champion_per_row=2e-5, customers=64, slower=None):
     """A window; its paired figures (the canary against the champion on the same requests) are what
     the step judges: label shift +- se over `customers`, p99 model time per row of both versions."""
     from kfct.components.rollout import Window
@@ -252,7 +252,8 @@ def W(version, requests=1000, errors=0, positives=250, p99=0.004, shift=0.0, se=
     return Window(version=version, requests=requests, instances=requests - errors, server_errors=errors,
                   positives=positives, p99_latency_s=p99, paired_requests=requests, paired_rows=requests,
                   paired_customers=customers, label_shift=shift, label_shift_se=se, paired_p99_instance_s=per_row,
-                  paired_champion_p99_instance_s=champion_per_row)
+                  paired_champion_p99_instance_s=champion_per_row,
+                  paired_slower=requests // 2 if slower is None else slower)
 
 
 def test_rollout_step_verdicts():
@@ -264,8 +265,10 @@ def test_rollout_step_verdicts():
     assert evaluate_step(champ, W("2", requests=100), thr)[0] == WAIT
     v, why = evaluate_step(champ, W("2", requests=400, errors=40), thr)
     assert v == FAIL and "error rate" in why[0]
-    v, why = evaluate_step(champ, W("2", requests=400, per_row=0.050), thr)
+    v, why = evaluate_step(champ, W("2", requests=400, per_row=0.050, slower=390), thr)
     assert v == FAIL and "p99 latency per row" in why[0]
+    # a p99 over the limit while the canary is slower on about half the requests: a stall of the machine
+    assert evaluate_step(champ, W("2", requests=400, per_row=0.050, slower=210), thr)[0] == PASS
     # sub-millisecond p99s: a big ratio with a tiny absolute delta is noise, not a failure
     assert evaluate_step(champ, W("2", requests=400, per_row=0.0009, champion_per_row=0.0004), thr)[0] == PASS
     # the per-version figures a client chooses (its rows' positive rate, its batches' p99) judge nothing
