@@ -83,7 +83,11 @@ def test_an_existing_services_mode_wins_over_the_default(serving_env, monkeypatc
     with FakeKubeApi(controller=True) as kube:
         existing = build_inference_service(MODEL_NAME, v_a, namespace="kfct", mode="Serverless")
         existing.metadata.annotations.pop("serving.kserve.io/deploymentMode")  # only the status tells
+        # created under an earlier Knative default: KServe's defaulter (tests/e2e/kserve_admission.py `default`)
+        # writes the default into a missing annotation only when that default is Standard or ModelMesh
+        kube.controller = False
         client_for(kube).create(existing, namespace="kfct")
+        kube.controller = True
         kube.objects[("kfct", MODEL_NAME)]["status"] = {"deploymentMode": "Knative"}  # as the controller writes it
         out = deploy(serving_env, kube, "good_b", "Standard", monkeypatch)
         assert out["deployment_mode"] == "Knative"
