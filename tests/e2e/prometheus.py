@@ -43,8 +43,9 @@ MATCHER = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 class LoopbackPrometheus:
     """Scrapes `targets` (url -> extra labels) every `interval` s; serves `/api/v1/query` on 127.0.0.1."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float = 0.5, scrape_timeout: float = 10.0):
         self.interval = interval
+        self.scrape_timeout = scrape_timeout  # Prometheus' default scrape_timeout (config/config.go: 10s)
         self.targets: dict[str, dict[str, str]] = {}
         self.samples: list[tuple[float, str, dict, float]] = []  # (t, name, labels, value)
         self.queries: list[str] = []
@@ -107,7 +108,7 @@ class LoopbackPrometheus:
                 targets = dict(self.targets)
             for url, extra in targets.items():
                 try:
-                    text = requests.get(f"{url}/metrics", timeout=5).text
+                    text = requests.get(f"{url}/metrics", timeout=self.scrape_timeout).text
                 except requests.RequestException:
                     continue  # a target that is down has no samples this round, as in Prometheus
                 t = time.time()

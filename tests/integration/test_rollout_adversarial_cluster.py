@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow
 
 # Longer bakes than the local suite's: every figure here travels through scrapes (0.5 s apart, slower
 # on a loaded machine) and `increase()` needs two samples of a series inside the step's range.
-CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 5.0, "poll_seconds": 1.0, "min_requests": 30,
+CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 8.0, "poll_seconds": 1.0, "min_requests": 30,
                    "min_customers": 20, "max_error_rate_increase": 0.02, "max_p99_latency_ratio": 1.5,
                    "min_p99_latency_delta_ms": 20, "max_churn_rate_shift": 0.10}}
 RUNS = [("pinned", "good_b"), ("pinned", "flipped"), ("batches", "good_b"), ("batches", "flipped"),
@@ -166,7 +166,7 @@ class Attacker:
             while not self._stop.is_set():
                 if c.predict(MODEL_NAME, self._batch())[0] == 200:
                     self.sent += 1
-                self._stop.wait(0.05)
+                self._stop.wait(0.1)
         finally:
             c.close()
 
