@@ -281,16 +281,19 @@ def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow:
     actions = []
     for step in plan_cluster_deploy(version, plan["champion"], plan["direct"], plan["percent"], mode,
                                     existing is not None):
+        # a canary's pods also load the champion and score their requests with it (paired judgement)
+        reference = None if plan["direct"] or str(step[1]) == str(plan["champion"]) else plan["champion"]
         if step[0] == "apply":
             isvc = build_inference_service(model_name, step[1], namespace=ns, settings=s, mode=mode,
-                                           canary_percent=step[2])
+                                           canary_percent=step[2], reference_version=reference)
             actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{step[1]}")
         elif step[0] == "drop_canary":
             if ((get_inference_service(client, model_name, ns) or {}).get("spec") or {}).get("canary"):
                 remove_canary(client, model_name, ns)
                 actions.append("removed spec.canary")
         else:
-            stored = set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s))
+            stored = set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s,
+                                                                reference_version=reference))
             _canary_carried(client, model_name, ns, step[1], stored, ready)
             actions.append(f"spec.canary {canary_name(step[1])} at {step[2]:g}%")
     out: dict[str, Any] = {"namespace": ns, "isvc": model_name, "deployment_mode": mode, "image": s.serving_image,

@@ -145,6 +145,15 @@ class PrometheusMetrics:
         return "{" + ",".join(parts) + "}"
 
     def query(self, promql: str) -> float:
+        """The first sample of an instant query's vector (0 for an empty vector or NaN)."""
+        result = self.query_vector(promql)
+        if not result:
+            return 0.0
+        value = float(result[0]["value"][1])
+        return 0.0 if value != value else value  # NaN (no samples) -> 0
+
+    def query_vector(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's result vector: [{"metric": {labels}, "value": [t, "v"]}, ...]."""
         import httpx
 
         try:
@@ -156,11 +165,53 @@ class PrometheusMetrics:
         body = r.json()
         if body.get("status") != "success":
             raise RolloutError(f"Prometheus query {promql!r} failed: {body.get('error')}")
-        result = body.get("data", {}).get("result", [])
-        if not result:
-            return 0.0
-        value = float(result[0]["value"][1])
-        return 0.0 if value != value else value  # NaN (no samples) -> 0
+        result: list[dict[str, Any]] = body.get("data", {}).get("result", [])
+        return result
+
+    def by_shard(self, promql: str) -> dict[int, float]:
+        """{shard: value} of a `sum by (shard) (...)` query (NaN counted as 0)."""
+        out: dict[int, float] = {}
+        for r in self.query_vector(promql):
+            v = float(r["value"][1])
+            out[int(r["metric"].get("shard", 0))] = 0.0 if v != v else v
+        return out
+
+    def paired(self, out: Window, reference: str, seconds: float, workload: str = "") -> None:
+        """Fill `out` (the canary's window) with its paired figures against `reference` (the champion)
+        from the canary pods' kfct_paired_* series: per customer shard, so that the rollout judges them
+        with the same `kfct.contracts.window_stats.paired_groups` (each shard weighing one, a dominating shard
+        reported and left out) as a local server's per-customer pairs."""
+        import numpy as np
+
+        from kfct.contracts.window_stats import CUSTOMER_SHARDS, paired_groups
+
+        rng = f"[{max(1, round(seconds))}s]"
+        base = ",".join(x for x in (f'reference_version="{reference}"', workload) if x)
+
+        def shards(metric: str, more: str = "") -> np.ndarray:
+            sel = self._sel(out.version, ",".join(x for x in (base, more) if x))
+            got = self.by_shard(f"sum by (shard) (increase({metric}{sel}{rng}))")
+            arr = np.zeros(CUSTOMER_SHARDS)
+            for k, v in got.items():
+                arr[k % CUSTOMER_SHARDS] += v
+            return arr
+
+        out.paired_requests = round(shards("kfct_paired_requests_total").sum())
+        rows = shards("kfct_paired_rows_total")
+        label = shards("kfct_paired_label_flips_total", 'direction="up"') - shards(
+            "kfct_paired_label_flips_total", 'direction="down"')
+        prob = shards("kfct_paired_probability_shift_total", 'direction="up"') - shards(
+            "kfct_paired_probability_shift_total", 'direction="down"')
+        paired_groups(out, rows, label, prob)
+
+        def p99(arm: str) -> float:
+            sel = self._sel(out.version, ",".join((base, f'arm="{arm}"')))
+            bucket = f"kfct_paired_seconds_per_row_bucket{sel}{rng}"
+            return self.query(f"histogram_quantile(0.99, sum by (le) (rate({bucket})))")
+
+        out.paired_p99_instance_s, out.paired_champion_p99_instance_s = p99("canary"), p99("champion")
+        slower = self._sel(out.version, base)
+        out.paired_slower = round(self.query(f"sum(increase(kfct_paired_slower_requests_total{slower}{rng}))"))
 
     def window(self, version: str, seconds: float, workload: str = "") -> Window:
         """Figures of `version` over the last `seconds`; `workload` narrows them to the pods of one
@@ -264,8 +315,10 @@ class ClusterBackend:
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
         seconds = max(1.0, time.time() - since)
         champ_sel, canary_sel = self.workloads(champion_version, canary_version)
-        return (self.metrics.window(champion_version, seconds, champ_sel),
-                self.metrics.window(canary_version, seconds, canary_sel))
+        canary = self.metrics.window(canary_version, seconds, canary_sel)
+        # judged against the champion on the same requests, scored in the canary's own pods
+        self.metrics.paired(canary, str(champion_version), seconds, canary_sel)
+        return self.metrics.window(champion_version, seconds, champ_sel), canary
 
     def promote(self, version: str) -> None:
         from kfct.cluster.kserve_isvc import SERVERLESS, patch_traffic, promote_canary

@@ -12,6 +12,17 @@ Prometheus (`GET /metrics`, the KServe ModelServer's own endpoint and registry):
 - `kfct_model_info{model_name, model_version, role, sha256}` gauge, `kfct_canary_percent{model_name}`
 - `kfct_model_ready{model_name}`, `kfct_model_load_failing{model_name, reason}` (why not ready, or why
   the last reload failed: registry_unreachable | store_unreachable | no_model | integrity | load_failed)
+- paired scoring (a canary's requests scored by the champion too, `kfct.serving.router`), per
+  `{model_name, model_version, reference_version}` (the version judged, the champion it is judged
+  against) and customer `shard` (`kfct.contracts.window_stats.customer_shard`: a bounded label, so each shard
+  weighs one in the rollout's judgement as each customer does locally):
+  `kfct_paired_requests_total{shard}`, `kfct_paired_rows_total{shard}`,
+  `kfct_paired_label_flips_total{shard, direction}` (up: the canary says 1 where the champion says 0;
+  down: the reverse; the label shift's sum is up - down, as counters never decrease),
+  `kfct_paired_probability_shift_total{shard, direction}` (sums of the positive / negative parts of
+  canary - champion probability), `kfct_paired_seconds_per_row{arm}` histogram (arm: canary |
+  champion, model time per row on the same requests) and `kfct_paired_slower_requests_total` (requests
+  on which the canary took longer than the champion)
 - `kfct_prediction_log_rows_total`, `kfct_prediction_log_dropped_total{reason}`,
   `kfct_prediction_log_backlog_rows`, `kfct_prediction_log_store_up`, `kfct_prediction_log_spill_disk_full`
 
@@ -40,6 +51,10 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# model time per row: microseconds for trees, up to a slow model's tens of milliseconds
+PER_ROW_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05,
+                   0.1, 0.2, 0.5, 1.0)
+PAIRED_LABELS = ["model_name", "model_version", "reference_version"]
 
 _lock = threading.Lock()
 _metrics = None
@@ -67,6 +82,22 @@ class _Metrics:
         self.model_load_failing = Gauge("kfct_model_load_failing",
                                         "1 on the reason the last model load / reload failed (0 after a success)",
                                         ["model_name", "reason"])
+        self.paired_requests = Counter("kfct_paired_requests", "Requests scored by this version and the champion",
+                                       [*PAIRED_LABELS, "shard"])
+        self.paired_rows = Counter("kfct_paired_rows", "Rows scored by this version and the champion",
+                                   [*PAIRED_LABELS, "shard"])
+        self.paired_label_flips = Counter("kfct_paired_label_flips",
+                                          "Rows whose label differs from the champion's (up: 1 where it says 0)",
+                                          [*PAIRED_LABELS, "shard", "direction"])
+        self.paired_probability_shift = Counter("kfct_paired_probability_shift",
+                                                "Sum of the positive (up) / negative (down, absolute) parts of "
+                                                "probability minus the champion's", [*PAIRED_LABELS, "shard", "direction"])
+        self.paired_slower = Counter("kfct_paired_slower_requests",
+                                     "Paired requests on which this version's model time exceeded the champion's",
+                                     PAIRED_LABELS)
+        self.paired_seconds_per_row = Histogram("kfct_paired_seconds_per_row",
+                                                "Model time per row on the paired requests (arm: canary | champion)",
+                                                [*PAIRED_LABELS, "arm"], buckets=PER_ROW_BUCKETS)
         self.log_rows = Counter("kfct_prediction_log_rows", "Rows written to the prediction log")
         self.log_dropped = Counter("kfct_prediction_log_dropped",
                                    "Prediction log rows dropped (reason: queue_full | spill_full)", ["reason"])
@@ -123,6 +154,48 @@ class VersionMetrics:
         if len(labels) - pos:
             self.negative.inc(len(labels) - pos)
         return pos
+
+
+class PairedMetrics:
+    """Prometheus side of paired scoring: one version judged against one reference (the champion).
+
+    Every shard's series exist (at 0) from the start: `increase()` over a range sees a series only
+    from its second sample on, so a shard first counted mid-window would lose its first request."""
+
+    def __init__(self, model_name: str, version: str, reference: str):
+        from kfct.contracts.window_stats import CUSTOMER_SHARDS
+
+        m = prometheus()
+        lab = (model_name, version, reference)
+        self._shards = [(m.paired_requests.labels(*lab, str(i)), m.paired_rows.labels(*lab, str(i)),
+                         m.paired_label_flips.labels(*lab, str(i), "up"),
+                         m.paired_label_flips.labels(*lab, str(i), "down"),
+                         m.paired_probability_shift.labels(*lab, str(i), "up"),
+                         m.paired_probability_shift.labels(*lab, str(i), "down")) for i in range(CUSTOMER_SHARDS)]
+        self._canary_s = m.paired_seconds_per_row.labels(*lab, "canary")
+        self._champion_s = m.paired_seconds_per_row.labels(*lab, "champion")
+        self._slower = m.paired_slower.labels(*lab)
+        self._slower.inc(0)
+
+    def observe(self, customer: int, canary_labels: np.ndarray, champion_labels: np.ndarray,
+                canary_probs: np.ndarray, champion_probs: np.ndarray, canary_s: float, champion_s: float) -> None:
+        from kfct.contracts.window_stats import customer_shard
+
+        requests, rows, flips_up, flips_down, shift_up, shift_down = self._shards[customer_shard(customer)]
+        n = len(canary_labels)
+        requests.inc()
+        rows.inc(n)
+        dl = np.asarray(canary_labels, dtype=np.int64) - np.asarray(champion_labels, dtype=np.int64)
+        dp = np.asarray(canary_probs, dtype=np.float64) - np.asarray(champion_probs, dtype=np.float64)
+        flips_up.inc(int((dl > 0).sum()))
+        flips_down.inc(int((dl < 0).sum()))
+        shift_up.inc(float(dp[dp > 0].sum()))
+        shift_down.inc(float(-dp[dp < 0].sum()))
+        if canary_s > champion_s:
+            self._slower.inc()
+        per_row = max(n, 1)
+        self._canary_s.observe(canary_s / per_row)
+        self._champion_s.observe(champion_s / per_row)
 
 
 class BulkHistogram:

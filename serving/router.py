@@ -29,7 +29,8 @@ import numpy as np
 
 from kfct.cluster import kserve_sdk
 from kfct.serving import predictor as predictor_module
-from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionMetrics, VersionStats, prometheus
+from kfct.serving.metrics import (CLIENT_ERROR, SERVER_ERROR, PairedMetrics, VersionMetrics, VersionStats,
+                                  prometheus)
 from kfct.serving.predictor import OUTPUT_NAMES, fetch_version, score_loaded, v1_response, v2_response
 from kfct.serving.schemas import (BadRequest, check_records_text, check_text, requested_outputs, v1_records,
                                   v2_records)
@@ -105,6 +106,11 @@ class _ChurnRouter(_KServeModel):
         self._pair_worker = ShadowWorker(self._pair_one, maxsize=2_000, max_rows=20_000,
                                          name="kfct-pairs")
         self._pair_flip = False
+        # A canary pod on a cluster serves one version; the deploy stage names the champion it is judged
+        # against (KFCT_PAIRED_REFERENCE_VERSION): loaded here as `reference`, it scores the same share of
+        # this pod's requests, exported as kfct_paired_* for the rollout's Prometheus queries.
+        self.reference: ChurnPredictor | None = None
+        self._paired_metrics: dict[tuple[str, str], PairedMetrics] = {}
         self.applied_generation = 0
         self.follows_aliases = False  # set by a SplitWatcher that converges on the registry aliases
         self.failed_generation = 0
@@ -246,9 +252,10 @@ class _ChurnRouter(_KServeModel):
             recs = records if idx is None else [records[i] for i in idx.tolist()]
             s = await self._score_group(loop, predictor, recs, idx, job)
             results.append((role, idx, s, recs))
-            if role == "canary" and route.champion is not None and (
+            ref = route.champion if role == "canary" else self.reference if role == "champion" else None
+            if ref is not None and ref is not predictor and (
                     self.pair_fraction >= 1.0 or self._rng.random() < self.pair_fraction):
-                self._pair_worker.submit(route.champion, predictor, recs, s, now, rows=len(recs))
+                self._pair_worker.submit(ref, predictor, recs, s, now, rows=len(recs))
         self._commit_results(results, job, now)
         if route.canary is not None and route.mode == "shadow":
             self._shadow(route.canary, job, now)
@@ -410,8 +417,13 @@ class _ChurnRouter(_KServeModel):
         self._ensure_version(canary.version)
         dl = float(np.asarray(canary.labels, dtype=np.float64).sum() - np.asarray(ref.labels, dtype=np.float64).sum())
         dp = float(np.asarray(canary.probabilities).sum() - np.asarray(ref.probabilities).sum())
-        self._stats[canary.version].paired(ts, customer_key(records, self.id_column), len(records), dl, dp,
-                                           canary_model_s, champ_s)
+        cust = customer_key(records, self.id_column)
+        self._stats[canary.version].paired(ts, cust, len(records), dl, dp, canary_model_s, champ_s)
+        key = (canary.version, lv.version)
+        pm = self._paired_metrics.get(key)
+        if pm is None:
+            pm = self._paired_metrics[key] = PairedMetrics(self.name, *key)
+        pm.observe(cust, canary.labels, ref.labels, canary.probabilities, ref.probabilities, canary_model_s, champ_s)
 
     # -- applying a split state -------------------------------------------------------------------
     def apply_state(self, state: SplitState) -> bool:
@@ -488,7 +500,7 @@ class _ChurnRouter(_KServeModel):
         self._shadow_worker.close()
         self._pair_worker.close()
         r = self._route
-        for p in (r.champion, r.canary):
+        for p in (r.champion, r.canary, self.reference):
             if p is not None:
                 p.close()
 

@@ -61,6 +61,7 @@ class ServerOptions:
     access_log: bool = False
     fast: bool = True
     switch_interval: float | None = 0.0005  # seconds; see `tune_runtime`
+    paired_reference_version: str | None = None  # the champion a canary pod is judged against (`attach_reference`)
     extra: dict = field(default_factory=dict)
 
 
@@ -218,6 +219,40 @@ def _initial_load(router: Any, watcher: Any, wait: bool, watch: bool = True, pin
         threading.Thread(target=bg, name="kfct-initial-load", daemon=True).start()
 
 
+def attach_reference(router: Any, version: str, retry_seconds: float = 2.0, max_retry_seconds: float = 60.0,
+                     stop: threading.Event | None = None) -> threading.Thread:
+    """Load registered `version` of the served model as the router's `reference` (a canary pod's champion),
+    in the background, retrying with backoff: pairing is the rollout's evidence, never a condition of
+    serving. Until it loads, the pod exports no kfct_paired_* series and a rollout waits (then fails for
+    lack of evidence: it never promotes without it)."""
+    from kfct.serving.predictor import ChurnPredictor, fetch_version
+
+    base = router.route.champion
+
+    def run() -> None:
+        delay = retry_seconds
+        while stop is None or not stop.is_set():
+            ref = ChurnPredictor(router.name, model_name=base.model_name, alias=None, version=str(version),
+                                 id_column=router.id_column, fast=base.fast)
+            try:
+                ref.install(fetch_version(base.model_name, version=str(version), id_column=router.id_column,
+                                          fast=base.fast))
+            except Exception as exc:  # noqa: BLE001 - any load failure is retried; serving goes on
+                log.error("paired reference v%s of %s not loaded (retry in %.0f s): %s: %s", version,
+                          base.model_name, delay, type(exc).__name__, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, max_retry_seconds)
+                continue
+            router.reference = ref
+            log.info("model %s: scoring a share of its requests with v%s too (paired judgement)", router.name,
+                     version)
+            return
+
+    t = threading.Thread(target=run, name="kfct-paired-reference", daemon=True)
+    t.start()
+    return t
+
+
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -283,6 +318,8 @@ def serve(opts: ServerOptions) -> int:
         sock.close()
         return 4
     _initial_load(router, watcher, opts.wait_for_model, opts.watch, pinned_state(opts, router.name))
+    if opts.paired_reference_version:
+        attach_reference(router, opts.paired_reference_version, opts.retry_seconds)
     champ = router.route.champion
     if (opts.model_dir or pinned_state(opts, router.name)) and (champ is None or champ.current is None):
         # In a pod, a model that cannot load never will: exit so Kubernetes shows it, not a silent 503.
@@ -367,6 +404,9 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve the alias (or --version) only; ignore the shared split file")
     p.add_argument("--no-prediction-log", dest="log_predictions", action="store_false")
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    p.add_argument("--paired-reference-version", default=None,
+                   help="also score this pod's requests with this registered version (the champion a canary is "
+                        "judged against; default: KFCT_PAIRED_REFERENCE_VERSION, set by the deploy stage)")
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -384,11 +424,12 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     version = args.version
     if args.model_dir and not version:  # InferenceService: the deploy stage sets KFCT_MODEL_VERSION
         version = s.model_version
+    reference = getattr(args, "paired_reference_version", None) or s.paired_reference_version
     return ServerOptions(model_name=args.model_name, alias=args.alias, version=version,
                          model_dir=args.model_dir, model_sha256=sha, host=args.host, port=args.port,
                          canary_version=args.canary_version, canary_percent=args.canary_percent,
                          shadow=args.shadow, watch=args.watch, log_predictions=args.log_predictions,
-                         access_log=args.access_log)
+                         access_log=args.access_log, paired_reference_version=reference)
 
 
 def main(argv: list[str] | None = None) -> int:

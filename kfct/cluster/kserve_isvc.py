@@ -108,9 +108,14 @@ def check_storage_uri(uri: str, model_name: str, version: str) -> str:
 
 def build_predictor(model_name: str, version: str, storage_uri: str | None = None, sha256: str | None = None,
                     settings=None, min_replicas: int | None = 1, name: str | None = None,
-                    canary_percent: float | None = None):
+                    canary_percent: float | None = None, reference_version: str | None = None):
     """A `V1beta1PredictorSpec` serving `version` with the kfct ServingRuntime and the serving image
-    this code was built with (so a deploy rolls new serving code, not only a new model)."""
+    this code was built with (so a deploy rolls new serving code, not only a new model).
+
+    `reference_version`: a canary's champion. The pod loads it too and scores its requests with both
+    (KFCT_PAIRED_REFERENCE_VERSION, `kfct.serving.server.attach_reference`), so the rollout judges the
+    canary against the champion on the same requests (kfct_paired_* series), not on whatever rows a
+    client chose to send each arm."""
     from kfct.cluster import kserve_sdk
 
     kserve_sdk.load()  # kserve parses sys.argv on first import; this import keeps it away from ours
@@ -138,7 +143,9 @@ def build_predictor(model_name: str, version: str, storage_uri: str | None = Non
         args=["--model-dir", "/mnt/models"],
         env=[V1EnvVar(name="KFCT_MODEL_VERSION", value=str(version)),
              V1EnvVar(name="KFCT_MODEL_SHA256", value=sha256),
-             V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name)],
+             V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name)]
+        + ([V1EnvVar(name="KFCT_PAIRED_REFERENCE_VERSION", value=str(reference_version))]
+           if reference_version and str(reference_version) != str(version) else []),
         resources=V1ResourceRequirements(requests={"cpu": "1", "memory": "1Gi"}, limits={"memory": "2Gi"}),
     )
     # PodSecurity `restricted` at pod level, as manifests/base/serving/inferenceservice.yaml: it also
@@ -152,7 +159,8 @@ def build_predictor(model_name: str, version: str, storage_uri: str | None = Non
 def build_inference_service(model_name: str, version: str, name: str | None = None, namespace: str = "kfct",
                             canary_percent: float | None = None, storage_uri: str | None = None,
                             sha256: str | None = None, settings=None, min_replicas: int = 1,
-                            mode: str | None = None, predictor_name: str | None = None):
+                            mode: str | None = None, predictor_name: str | None = None,
+                            reference_version: str | None = None):
     """A `V1beta1InferenceService` serving `version`, its deployment mode written explicitly.
 
     Serverless: `canary_percent` becomes `canaryTrafficPercent` (KServe splits between the
@@ -169,7 +177,8 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
     if mode == STANDARD and canary_percent not in (None, 100):
         raise DeployError(f"Standard mode ignores canaryTrafficPercent ({canary_percent:g}%): use spec.canary")
     predictor = build_predictor(model_name, version, storage_uri, sha256, s, min_replicas, name=predictor_name,
-                                canary_percent=canary_percent if mode == SERVERLESS else None)
+                                canary_percent=canary_percent if mode == SERVERLESS else None,
+                                reference_version=reference_version)
     return V1beta1InferenceService(
         api_version=ISVC_API_VERSION,
         kind="InferenceService",
@@ -183,14 +192,14 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
 
 
 def build_canary(model_name: str, version: str, percent: float, storage_uri: str | None = None,
-                 sha256: str | None = None, settings=None):
+                 sha256: str | None = None, settings=None, reference_version: str | None = None):
     """A Standard-mode `V1beta1CanarySpec`: predictor named `canary_name(version)` with `trafficPercent`.
 
     No minReplicas: KServe derives the canary's replicas from its traffic share."""
     from kserve import V1beta1CanarySpec
 
     pred = build_predictor(model_name, version, storage_uri, sha256, settings, min_replicas=None,
-                           name=canary_name(version))
+                           name=canary_name(version), reference_version=reference_version)
     return V1beta1CanarySpec(predictor=pred, traffic_percent=round(percent))
 
 

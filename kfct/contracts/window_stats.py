@@ -43,6 +43,7 @@ class WindowStats:
     probability_shift_se: float = 0.0
     paired_p99_instance_s: float = 0.0  # model time per row, canary, on the paired requests
     paired_champion_p99_instance_s: float = 0.0  # the champion's, on the same requests
+    paired_slower: int = 0  # paired requests on which the canary's model time exceeded the champion's
     top_customer_share: float = 0.0  # the largest customer's share of the paired rows
     dominated: bool = False  # that customer held more than half: reported, excluded from the judgement
 
@@ -81,6 +82,7 @@ class WindowStats:
                        label_shift_se=round(self.label_shift_se, 5), probability_shift=round(self.probability_shift, 5),
                        paired_p99_us_per_row=round(self.paired_p99_instance_s * 1e6, 2),
                        champion_paired_p99_us_per_row=round(self.paired_champion_p99_instance_s * 1e6, 2),
+                       paired_slower=self.paired_slower,
                        top_customer_share=round(self.top_customer_share, 4), dominated=self.dominated)
         return out
 
@@ -96,43 +98,66 @@ class WindowStats:
 
 
 MAX_CUSTOMER_SHARE = 0.5
+# On a cluster the canary's pods export paired figures per customer shard (crc32 of the id, mod this),
+# not per customer: a Prometheus label per customer would be unbounded. Each shard then weighs one in
+# the judgement, as each customer does locally; a customer's weight is capped at its shard's.
+CUSTOMER_SHARDS = 64
+
+
+def customer_shard(customer: int) -> int:
+    """The shard of a customer key (`kfct.serving.routing.customer_key`; anonymous keys are negative)."""
+    return abs(int(customer)) % CUSTOMER_SHARDS
 
 
 def paired_window(out: WindowStats, arr: np.ndarray) -> None:
     """Fill `out`'s paired figures from rows of `VersionStats.pairs`.
 
-    Each customer weighs one: its own mean paired difference, then the mean over customers
-    and its standard error from their spread (a customer's rows are not independent draws:
-    one sender's 3,000 high-risk rows are one piece of evidence). A customer holding more than
-    half of the paired rows is reported (`top_customer_share`, `dominated`) and left out.
-    Latency is model time per row on the same requests for both versions, so the batch sizes a
-    client picks weigh on both alike."""
+    Each customer weighs one (`paired_groups`). Latency is model time per row on the same requests
+    for both versions, so the batch sizes a client picks weigh on both alike."""
     import numpy as np
 
     cust, rows = arr[:, 1], arr[:, 2]
-    out.paired_requests, out.paired_rows = len(arr), int(rows.sum())
-    keys, inv = np.unique(cust, return_inverse=True)
-    n_c = np.bincount(inv, weights=rows)
-    share = n_c / n_c.sum() if n_c.sum() else n_c
+    out.paired_requests = len(arr)
+    _keys, inv = np.unique(cust, return_inverse=True)
+    paired_groups(out, np.bincount(inv, weights=rows), np.bincount(inv, weights=arr[:, 3]),
+                  np.bincount(inv, weights=arr[:, 4]))
+    per_row = np.maximum(rows, 1)
+    out.paired_p99_instance_s = float(np.percentile(arr[:, 5] / per_row, 99))
+    out.paired_champion_p99_instance_s = float(np.percentile(arr[:, 6] / per_row, 99))
+    out.paired_slower = int((arr[:, 5] > arr[:, 6]).sum())
+
+
+def paired_groups(out: WindowStats, rows: np.ndarray, label_diff: np.ndarray, prob_diff: np.ndarray) -> None:
+    """The paired shifts from per-group sums: a group is a customer (local server) or a customer shard
+    (a cluster's Prometheus, `CUSTOMER_SHARDS`); both paths judge through this one function.
+
+    Each group weighs one: its own mean paired difference, then the mean over groups and its standard
+    error from their spread (a customer's rows are not independent draws: one sender's 3,000 high-risk
+    rows are one piece of evidence). A group holding more than half of the paired rows is reported
+    (`top_customer_share`, `dominated`) and left out."""
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.float64)
+    out.paired_rows = round(rows.sum())
+    if not len(rows):
+        return
+    share = rows / rows.sum() if rows.sum() else rows
     top = int(np.argmax(share))
     out.top_customer_share = float(share[top])
-    keep = np.ones(len(keys), dtype=bool)
-    if len(keys) > 1 and share[top] > MAX_CUSTOMER_SHARE:
+    keep = np.ones(len(rows), dtype=bool)
+    if int((rows > 0).sum()) > 1 and share[top] > MAX_CUSTOMER_SHARE:
         out.dominated = True
         keep[top] = False
-    ok = keep & (n_c > 0)
+    ok = keep & (rows > 0)
     if ok.any():
-        label_c = np.bincount(inv, weights=arr[:, 3])[ok] / n_c[ok]
-        prob_c = np.bincount(inv, weights=arr[:, 4])[ok] / n_c[ok]
+        label_c = np.asarray(label_diff, dtype=np.float64)[ok] / rows[ok]
+        prob_c = np.asarray(prob_diff, dtype=np.float64)[ok] / rows[ok]
         k = int(ok.sum())
         out.paired_customers = k
         out.label_shift, out.probability_shift = float(label_c.mean()), float(prob_c.mean())
         if k > 1:
             out.label_shift_se = float(label_c.std(ddof=1) / np.sqrt(k))
             out.probability_shift_se = float(prob_c.std(ddof=1) / np.sqrt(k))
-    per_row = np.maximum(rows, 1)
-    out.paired_p99_instance_s = float(np.percentile(arr[:, 5] / per_row, 99))
-    out.paired_champion_p99_instance_s = float(np.percentile(arr[:, 6] / per_row, 99))
 
 
 def merge_windows(version: str, parts: list[dict]) -> WindowStats:

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     prediction_log_spill_dir: Path | None = Field(default=None, description="default <home>/predictions-spill")
     model_version: str | None = Field(default=None, description="version a cluster predictor serves (set by deploy)")
     model_sha256: str | None = Field(default=None, description="its expected model file sha256 (set by deploy)")
+    paired_reference_version: str | None = Field(
+        default=None, description="the champion a canary predictor also scores its requests with (set by deploy)")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090",
                                 description="Prometheus the cluster rollout reads canary metrics from")
 

@@ -8,11 +8,16 @@ Source: kserve/kserve @ aaac4e29 (VERSION 0.20.0), pkg/apis/serving/v1beta1/:
   into it (a Knative default is left implicit).
 - inference_service_validation.go (validating): `validateCanarySpecs` on every write (canary only
   in Standard mode, a stable predictor with a model, each canary named, names unique and not
-  the stable predictor's, trafficPercent in [0, 100], their sum <= 100); on UPDATE first
+  the stable predictor's, trafficPercent in [0, 100], no workerSpec, maxReplicas, scaleTarget,
+  scaleMetric or autoScaling on a canary (lines 231-247), its minReplicas not above the stable
+  predictor's (default 1, lines 249-257), the percents' sum <= 100); on UPDATE first
   `validateDeploymentMode` (the annotation may not differ from the mode in status, once the
   controller wrote one; legacy names parsed as ParseDeploymentMode does) and
   `validatePredictorNameChange` (renaming the stable predictor needs a model change).
 A denial answers as the API server relays a controller-runtime `Denied`: HTTP 403 with the message.
+
+The one emulation of KServe's admission in the tests: tests/servingkit/fakes.py (`kserve_default_mode`,
+`kserve_validate`, the FakeKubeApi's webhook) calls this module.
 
 Not emulated: the other defaults (runtimes, resources, local model cache), the remaining
 validations (autoscaler, multi-node, env vars, names) and everything the controller does.
@@ -78,8 +83,25 @@ def validate(isvc: dict) -> None:
         if not 0 <= pct <= 100:
             raise Denied(f'canary "{name}" trafficPercent must be between 0 and 100, got {pct}')
         total += pct
+        _fixed_replicas(name, c.get("predictor") or {}, stable)
     if total > 100:
         raise Denied(f"sum of canary trafficPercent values ({total}) must be <= 100")
+
+
+def _fixed_replicas(name: str, pred: dict, stable: dict) -> None:
+    """validateCanarySpecs, lines 231-257: a canary runs fixed replicas, never more than the stable's minimum."""
+    if pred.get("workerSpec") is not None:
+        raise Denied(f'canary "{name}" must not set workerSpec (multi-node is not yet supported for canary)')
+    if (pred.get("maxReplicas") or 0) > 0:
+        raise Denied(f'canary "{name}" must not set maxReplicas (canary uses fixed replicas)')
+    for field in ("scaleTarget", "scaleMetric", "autoScaling"):
+        if pred.get(field) is not None:
+            raise Denied(f'canary "{name}" must not set {field} (canary uses fixed replicas)')
+    stable_min = stable.get("minReplicas")
+    stable_min = 1 if stable_min is None else int(stable_min)
+    if pred.get("minReplicas") is not None and int(pred["minReplicas"]) > stable_min:
+        raise Denied(f'canary "{name}" minReplicas ({int(pred["minReplicas"])}) must not exceed stable predictor '
+                     f"minReplicas ({stable_min})")
 
 
 def validate_update(old: dict, new: dict) -> None:

@@ -14,10 +14,14 @@ What it follows (Prometheus v3.x, prometheus/prometheus):
   a figure is never more than what the processes counted), `rate` = increase / d;
 - `histogram_quantile(φ, sum by (le) (...))` with the linear interpolation inside the bucket
   (promql/quantile.go `bucketQuantile`: the +Inf bucket's quantile is the upper bound of the
-  second-highest bucket; a rank in the first bucket interpolates from 0).
+  second-highest bucket; a rank in the first bucket interpolates from 0);
+- `sum by (L) (v)` (promql/engine.go `aggregation`, v3.x): one output series per distinct value of
+  label L among the input series, carrying only that label (`{}` for series without it), its value the
+  sum over that group; no input series, an empty vector.
 
-Only the query shapes `kfct.components.rollout_backends.PrometheusMetrics.window` sends are parsed:
-`sum(increase(M{sel}[Ns]))` and `histogram_quantile(Q, sum by (le) (rate(M_bucket{sel}[Ns])))`.
+Only the query shapes `kfct.components.rollout_backends.PrometheusMetrics` sends are parsed:
+`sum(increase(M{sel}[Ns]))`, `sum by (L) (increase(M{sel}[Ns]))` and
+`histogram_quantile(Q, sum by (le) (rate(M_bucket{sel}[Ns])))`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 SUM_INCREASE = re.compile(r"^sum\(increase\((\w+)\{(.*)\}\[(\d+)s\]\)\)$")
+SUM_BY_INCREASE = re.compile(r"^sum by \((\w+)\) \(increase\((\w+)\{(.*)\}\[(\d+)s\]\)\)$")
 QUANTILE = re.compile(r"^histogram_quantile\(([\d.]+), sum by \(le\) \(rate\((\w+)\{(.*)\}\[(\d+)s\]\)\)\)$")
 MATCHER = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -38,8 +43,9 @@ MATCHER = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 class LoopbackPrometheus:
     """Scrapes `targets` (url -> extra labels) every `interval` s; serves `/api/v1/query` on 127.0.0.1."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float = 0.5, scrape_timeout: float = 10.0):
         self.interval = interval
+        self.scrape_timeout = scrape_timeout  # Prometheus' default scrape_timeout (config/config.go: 10s)
         self.targets: dict[str, dict[str, str]] = {}
         self.samples: list[tuple[float, str, dict, float]] = []  # (t, name, labels, value)
         self.queries: list[str] = []
@@ -61,7 +67,11 @@ class LoopbackPrometheus:
                     value = outer.evaluate(q)
                 except ValueError as exc:
                     return self._send(400, {"status": "error", "errorType": "bad_data", "error": str(exc)})
-                result = [] if value is None else [{"metric": {}, "value": [time.time(), _fmt(value)]}]
+                now = time.time()
+                if isinstance(value, list):  # a vector of several series
+                    result = [{"metric": labels, "value": [now, _fmt(v)]} for labels, v in value]
+                else:
+                    result = [] if value is None else [{"metric": {}, "value": [now, _fmt(value)]}]
                 self._send(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
 
             def _send(self, code, body):
@@ -98,7 +108,7 @@ class LoopbackPrometheus:
                 targets = dict(self.targets)
             for url, extra in targets.items():
                 try:
-                    text = requests.get(f"{url}/metrics", timeout=5).text
+                    text = requests.get(f"{url}/metrics", timeout=self.scrape_timeout).text
                 except requests.RequestException:
                     continue  # a target that is down has no samples this round, as in Prometheus
                 t = time.time()
@@ -122,7 +132,15 @@ class LoopbackPrometheus:
                 out[key] = (pts[-1][1], max(0.0, pts[-1][2] - pts[0][2]))
         return out
 
-    def evaluate(self, q: str) -> float | None:
+    def evaluate(self, q: str) -> float | list[tuple[dict, float]] | None:
+        m = SUM_BY_INCREASE.match(q)
+        if m:
+            by, name, selector, seconds = m.group(1), m.group(2), m.group(3), int(m.group(4))
+            groups: dict[str, float] = {}
+            for labels, v in self._increases(name, selector, seconds).values():
+                key = labels.get(by, "")
+                groups[key] = groups.get(key, 0.0) + v
+            return [({by: k} if k else {}, v) for k, v in sorted(groups.items())]
         m = SUM_INCREASE.match(q)
         if m:
             inc = self._increases(m.group(1), m.group(2), int(m.group(3)))

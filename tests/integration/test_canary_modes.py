@@ -84,7 +84,11 @@ def test_an_existing_services_mode_wins_over_the_default(serving_env, monkeypatc
     with FakeKubeApi(controller=True) as kube:
         existing = build_inference_service(MODEL_NAME, v_a, namespace="kfct", mode="Serverless")
         existing.metadata.annotations.pop("serving.kserve.io/deploymentMode")  # only the status tells
+        # created under an earlier Knative default: KServe's defaulter (tests/e2e/kserve_admission.py `default`)
+        # writes the default into a missing annotation only when that default is Standard or ModelMesh
+        kube.controller = False
         client_for(kube).create(existing, namespace="kfct")
+        kube.controller = True
         kube.objects[("kfct", MODEL_NAME)]["status"] = {"deploymentMode": "Knative"}  # as the controller writes it
         out = deploy(serving_env, kube, "good_b", "Standard", monkeypatch)
         assert out["deployment_mode"] == "Knative"
@@ -150,7 +154,7 @@ def test_rollback_puts_all_traffic_on_the_champion(serving_env, monkeypatch, mod
 
     v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
     figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
-               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004}}
+               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004, "label_shift": 0.6}}
     res, kube, _ = _roll(serving_env, "flipped", mode, figures, monkeypatch)
     assert res.outcome == "rolled_back" and "churn rate" in res.reasons[0]
     final = kube.objects[("kfct", MODEL_NAME)]

@@ -97,7 +97,7 @@ def test_cluster_rollout_rolls_back_a_flipping_canary(serving_env):
 
     v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
     figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
-               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004}}
+               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004, "label_shift": 0.6}}
     res, kube, _ = _deploy_and_roll(serving_env, "flipped", figures)
     assert res.outcome == "rolled_back" and "churn rate" in res.reasons[0]
     patches = isvc_requests(kube, "PATCH")

@@ -201,21 +201,17 @@ def _predictor_template(spec: dict) -> dict:
     return pred
 
 
-# KServe v0.20 (kserve/kserve aaac4e294) pkg/apis/serving/v1beta1/inference_service_defaults.go,
-# `DefaultInferenceService`: on CREATE and UPDATE the mutating webhook rewrites the deprecated mode
-# names in the annotation (constants.LegacyServerless -> Knative, LegacyRawDeployment -> Standard);
-# without the annotation the mode is the `deploy.defaultDeploymentMode` of inferenceservice-config.
-LEGACY_MODES = {"Serverless": "Knative", "RawDeployment": "Standard"}
+# KServe's admission webhooks have one emulation in the tests, tests/e2e/kserve_admission.py (kserve/kserve
+# aaac4e294, VERSION 0.20.0, pkg/apis/serving/v1beta1/inference_service_defaults.go and
+# inference_service_validation.go); the two helpers below are this kit's interface to it.
 
 
 def kserve_default_mode(obj: dict, default_mode: str = "Standard") -> str:
-    """The defaulter's rewrite of `obj`'s annotation, in place; returns the mode it stores."""
-    ann = obj["metadata"].setdefault("annotations", {})
-    mode = ann.get("serving.kserve.io/deploymentMode")
-    if mode is None:
-        return default_mode
-    ann["serving.kserve.io/deploymentMode"] = LEGACY_MODES.get(mode, mode)
-    return ann["serving.kserve.io/deploymentMode"]
+    """The defaulter's rewrite of `obj`'s annotation, in place (`kserve_admission.default`); returns the mode."""
+    from tests.e2e import kserve_admission as KA
+
+    obj["metadata"] = KA.default(obj, default_mode)["metadata"]
+    return KA.parse_mode((obj["metadata"].get("annotations") or {}).get(KA.ANNOTATION, ""), default_mode)
 
 
 def predictor_service_name(isvc: str, predictor: str | None = None) -> str:
@@ -257,58 +253,18 @@ def kserve_http_routes(isvc: dict, ingress_domain: str = "example.com") -> list[
     return routes
 
 
-def _storage_uri(predictor: dict) -> str:
-    return str(((predictor or {}).get("model") or {}).get("storageUri") or "")
+def kserve_validate(old: dict | None, new: dict) -> str | None:
+    """What KServe's validating webhook rejects of `new` (CREATE when `old` is None), or None
+    (`kserve_admission.validate` / `validate_update`)."""
+    from tests.e2e import kserve_admission as KA
 
-
-def kserve_validate(old: dict | None, new: dict) -> str | None:  # noqa: C901 - one branch per Go check
-    """What KServe v0.20's validating webhook rejects of the objects kfct writes, or None (kserve/kserve
-    aaac4e294 pkg/apis/serving/v1beta1/inference_service_validation.go): on UPDATE
-    `validateDeploymentMode` (the annotation may not differ from the old status.deploymentMode) and
-    `validatePredictorNameChange` (a new predictor.name needs a new storageUri); on both
-    `validateCanarySpecs` (Standard mode only, a stable predictor with a model, canary names set,
-    unique and not the stable one, trafficPercent 0..100 summing to <= 100, no maxReplicas,
-    minReplicas <= the stable predictor's)."""
-    ann = (new["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode")
-    spec = new.get("spec") or {}
-    pred = spec.get("predictor") or {}
-    if old is not None:
-        was = LEGACY_MODES.get((old.get("status") or {}).get("deploymentMode") or "", (old.get("status") or {}).get(
-            "deploymentMode"))
-        if was and ann is not None and ann != was:
-            return f"update rejected: deploymentMode cannot be changed from '{was}' to '{ann}'"
-        old_pred = (old.get("spec") or {}).get("predictor") or {}
-        if old_pred.get("name") != pred.get("name") and _storage_uri(old_pred) == _storage_uri(pred):
-            return "predictor.name change requires a model change (e.g. storageUri)"
-    canaries = spec.get("canary") or []
-    if not canaries:
-        return None
-    if ann != "Standard":
-        return "canary is only supported in Standard deployment mode"
-    if not _storage_uri(pred) and not pred.get("model"):
-        return "canary requires a stable predictor with a model (multi-model serving is not supported with canary)"
-    names: set[str] = set()
-    total = 0
-    for i, c in enumerate(canaries):
-        cp = c.get("predictor") or {}
-        name = cp.get("name") or ""
-        if not name:
-            return f"canary[{i}] predictor.name is required"
-        if name in names:
-            return f'canary predictor.name "{name}" is duplicated'
-        names.add(name)
-        if name == pred.get("name"):
-            return f'canary predictor.name "{name}" conflicts with stable predictor name'
-        pct = int(c.get("trafficPercent") or 0)
-        if not 0 <= pct <= 100:
-            return f'canary "{name}" trafficPercent must be between 0 and 100, got {pct}'
-        total += pct
-        if cp.get("maxReplicas") is not None:
-            return f'canary "{name}" must not set maxReplicas (canary uses fixed replicas)'
-        if cp.get("minReplicas") is not None and cp["minReplicas"] > (pred.get("minReplicas") or 1):
-            return f'canary "{name}" minReplicas must not exceed stable predictor minReplicas'
-    if total > 100:
-        return f"sum of canary trafficPercent values ({total}) must be <= 100"
+    try:
+        if old is None:
+            KA.validate(new)
+        else:
+            KA.validate_update(old, new)
+    except KA.Denied as exc:
+        return str(exc)
     return None
 
 
@@ -411,7 +367,11 @@ class _PromHandler(BaseHTTPRequestHandler):
         labels = dict(SELECTOR.findall(q))
         version = labels.get("model_version")
         figures = srv.figures.get(version, {})
-        if "histogram_quantile" in q:
+        if q.startswith("sum by (shard)"):  # the canary's paired series, per customer shard
+            return self._vector(_paired_shards(q, labels, figures))
+        if "kfct_paired_seconds_per_row" in q:
+            value = figures.get("p99_per_row", 2e-5)
+        elif "histogram_quantile" in q:
             value = figures.get("p99", 0.0)
         elif "kfct_request_errors_total" in q:
             value = figures.get(f"{labels.get('kind')}_errors", 0.0)
@@ -422,8 +382,10 @@ class _PromHandler(BaseHTTPRequestHandler):
         else:
             value = float("nan")
         srv.seen_ranges.update(re.findall(r"\[(\d+)s\]", q))
-        body = json.dumps({"status": "success", "data": {"resultType": "vector",
-                                                          "result": [{"metric": {}, "value": [0, str(value)]}]}}).encode()
+        self._vector([{"metric": {}, "value": [0, str(value)]}])
+
+    def _vector(self, result: list) -> None:
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -431,8 +393,22 @@ class _PromHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _paired_shards(q: str, labels: dict, figures: dict) -> list[dict]:
+    """The canary's kfct_paired_* per shard: `paired_shards` shards (32) of 10 rows each, every row
+    shifted by the canary's `label_shift` (0: a canary that agrees with the champion)."""
+    shift, rows = float(figures.get("label_shift", 0.0)), 10.0
+    metric = q.split("increase(", 1)[1].split("{", 1)[0]
+    if metric in ("kfct_paired_requests_total", "kfct_paired_rows_total"):
+        value = rows
+    else:
+        value = rows * max(shift if labels.get("direction") == "up" else -shift, 0.0)
+    return [{"metric": {"shard": str(i)}, "value": [0, str(value)]}
+            for i in range(int(figures.get("paired_shards", 32 if figures else 0)))]
+
+
 class FakePrometheus(_Server):
-    """`figures[version] = {"ok", "client_errors", "server_errors", "instances", "positives", "p99"}`."""
+    """`figures[version] = {"ok", "client_errors", "server_errors", "instances", "positives", "p99",
+    "label_shift", "paired_shards", "p99_per_row"}` (the last three: the canary's paired series)."""
 
     def __init__(self, figures: dict | None = None):
         self.figures = figures or {}

@@ -45,9 +45,12 @@ def _thr(**kw):
 
 
 def _win(version, requests, errors=0, positives=None, p99=0.004):
+    """A window; a canary's (any with traffic) carries paired figures: a good canary's, the champion's equal."""
     pos = requests // 4 if positives is None else positives
+    paired = min(requests, 64)
     return Window(str(version), requests=requests, instances=requests, server_errors=errors, positives=pos,
-                  p99_latency_s=p99)
+                  p99_latency_s=p99, paired_requests=paired, paired_rows=paired, paired_customers=paired,
+                  paired_p99_instance_s=2e-5, paired_champion_p99_instance_s=2e-5)
 
 
 def test_plan_versions_takes_what_is_given_else_the_aliases():

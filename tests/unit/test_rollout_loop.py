@@ -41,8 +41,10 @@ class ScriptedBackend:
         self.splits.append(percent)
 
     def windows(self, champion_version, canary_version, since):
+        paired = min(self.canary_requests, 64)  # a good canary: no shift against the champion
         return (Window(str(champion_version), requests=5000),
-                Window(str(canary_version), requests=self.canary_requests))
+                Window(str(canary_version), requests=self.canary_requests, paired_requests=paired,
+                       paired_rows=paired, paired_customers=paired))
 
     def promote(self, version):
         self.promotions.append(version)

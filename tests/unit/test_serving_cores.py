@@ -243,11 +243,17 @@ def test_server_switches_from_the_compiled_trees_to_the_model_above_small_batch(
 
 # -- rollout decisions --------------------------------------------------------------------------------
 
-def W(version, requests=1000, errors=0, positives=250, p99=0.004):
+def W(version, requests=1000, errors=0, positives=250, p99=0.004, shift=0.0, se=0.01, per_row=2e-5,
+      champion_per_row=2e-5, customers=64, slower=None):
+    """A window; its paired figures (the canary against the champion on the same requests) are what
+    the step judges: label shift +- se over `customers`, p99 model time per row of both versions."""
     from kfct.components.rollout import Window
 
     return Window(version=version, requests=requests, instances=requests - errors, server_errors=errors,
-                  positives=positives, p99_latency_s=p99)
+                  positives=positives, p99_latency_s=p99, paired_requests=requests, paired_rows=requests,
+                  paired_customers=customers, label_shift=shift, label_shift_se=se, paired_p99_instance_s=per_row,
+                  paired_champion_p99_instance_s=champion_per_row,
+                  paired_slower=requests // 2 if slower is None else slower)
 
 
 def test_rollout_step_verdicts():
@@ -255,23 +261,29 @@ def test_rollout_step_verdicts():
 
     thr = Thresholds(min_requests=200)
     champ = W("1")
-    assert evaluate_step(champ, W("2", requests=400, positives=105), thr)[0] == PASS
+    assert evaluate_step(champ, W("2", requests=400), thr)[0] == PASS
     assert evaluate_step(champ, W("2", requests=100), thr)[0] == WAIT
-    v, why = evaluate_step(champ, W("2", requests=400, errors=40, positives=90), thr)
+    v, why = evaluate_step(champ, W("2", requests=400, errors=40), thr)
     assert v == FAIL and "error rate" in why[0]
-    v, why = evaluate_step(champ, W("2", requests=400, positives=100, p99=0.050), thr)
-    assert v == FAIL and "p99 latency" in why[0]
+    v, why = evaluate_step(champ, W("2", requests=400, per_row=0.050, slower=390), thr)
+    assert v == FAIL and "p99 latency per row" in why[0]
+    # a p99 over the limit while the canary is slower on about half the requests: a stall of the machine
+    assert evaluate_step(champ, W("2", requests=400, per_row=0.050, slower=210), thr)[0] == PASS
     # sub-millisecond p99s: a big ratio with a tiny absolute delta is noise, not a failure
-    assert evaluate_step(W("1", p99=0.0004), W("2", requests=400, positives=100, p99=0.0009), thr)[0] == PASS
-    v, why = evaluate_step(champ, W("2", requests=400, positives=380), thr)
-    assert v == FAIL and "churn rate" in why[0]
+    assert evaluate_step(champ, W("2", requests=400, per_row=0.0009, champion_per_row=0.0004), thr)[0] == PASS
+    # the per-version figures a client chooses (its rows' positive rate, its batches' p99) judge nothing
+    assert evaluate_step(champ, W("2", requests=400, positives=380, p99=0.5), thr)[0] == PASS
+    v, why = evaluate_step(champ, W("2", requests=400, shift=0.3), thr)
+    assert v == FAIL and "churn rate shift" in why[0]
     # over the limit but not statistically clear yet: keep baking
-    v, why = evaluate_step(W("1", requests=250, positives=62), W("2", requests=200, positives=72), thr)
+    v, why = evaluate_step(champ, W("2", requests=400, shift=0.12, se=0.05), thr)
     assert v == WAIT and "not yet clear" in why[0]
+    # too few customers (or customer shards) scored by both versions: wait
+    v, why = evaluate_step(champ, W("2", requests=400, customers=5), thr)
+    assert v == WAIT and "5 of 20 customer shards" in why[0]
     # at 100% the champion has no traffic: compare with the earlier step
-    assert evaluate_step(W("1", requests=0, positives=0), W("2", requests=400, positives=100), thr)[0] == WAIT
-    assert evaluate_step(W("1", requests=0, positives=0), W("2", requests=400, positives=100), thr,
-                         baseline=champ)[0] == PASS
+    assert evaluate_step(W("1", requests=0, positives=0), W("2", requests=400), thr)[0] == WAIT
+    assert evaluate_step(W("1", requests=0, positives=0), W("2", requests=400), thr, baseline=champ)[0] == PASS
 
 
 def test_rollout_steps_and_thresholds_from_config():
