@@ -12,8 +12,8 @@ KFCT_HOME (removed at the end unless --keep or a section failed).
 
 from __future__ import annotations
 
-import contextlib
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -30,12 +30,22 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 PLANS = {
     # section -> settings; `quick` trades repeats and sizes for a ~1 minute run
-    "full": {"training": {100_000: 3, 1_000_000: 1}, "serving": {"repeats": 1, "duration": 30.0, "warmup": 1.0},
-             "scoring": {"repeats": 3, "peer_repeats": 1}, "pipeline": {"repeats": 3},
-             "scale": {"sizes": ["2.1M", "10M", "20M"]}, "tail": {"rounds": 3, "duration": 30.0, "warmup": 3.0}},
-    "quick": {"training": {100_000: 1, 1_000_000: 0}, "serving": {"repeats": 1, "duration": 1.5, "warmup": 0.3},
-              "scoring": {"repeats": 1, "peer_repeats": 0}, "pipeline": {"repeats": 0},
-              "scale": {"sizes": []}, "tail": {"rounds": 1, "duration": 3.0, "warmup": 1.0}},
+    "full": {
+        "training": {100_000: 3, 1_000_000: 1},
+        "serving": {"repeats": 1, "duration": 30.0, "warmup": 1.0},
+        "scoring": {"repeats": 3, "peer_repeats": 1},
+        "pipeline": {"repeats": 3},
+        "scale": {"sizes": ["2.1M", "10M", "20M"]},
+        "tail": {"rounds": 3, "duration": 30.0, "warmup": 3.0},
+    },
+    "quick": {
+        "training": {100_000: 1, 1_000_000: 0},
+        "serving": {"repeats": 1, "duration": 1.5, "warmup": 0.3},
+        "scoring": {"repeats": 1, "peer_repeats": 0},
+        "pipeline": {"repeats": 0},
+        "scale": {"sizes": []},
+        "tail": {"rounds": 1, "duration": 3.0, "warmup": 1.0},
+    },
 }
 
 
@@ -43,9 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description="kfct benchmarks against the tools users would pick instead")
     p.add_argument("--quick", action="store_true", help="about a minute: 1 repeat, no 1M training, no pipeline run")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--gpu-figure", default=None,
-                   help="JSON from `python -m bench.training --device cuda` on a GPU machine "
-                        "(default: bench/gpu_figure.json when present)")
+    p.add_argument(
+        "--gpu-figure",
+        default=None,
+        help="JSON from `python -m bench.training --device cuda` on a GPU machine (default: bench/gpu_figure.json when present)",
+    )
     p.add_argument("--out-dir", default=str(BENCH_DIR), help="where results.{md,json,png} go (default: bench/)")
     p.add_argument("--cache-dir", default=None, help="where the 2.1M-row input is cached (default $TMPDIR/kfct-bench-cache)")
     p.add_argument("--repeats", type=int, default=None, help="override the serving and scoring repeats")
@@ -76,11 +88,16 @@ def machine_info() -> dict:
     for pkg in ("kserve", "mlflow", "fastapi", "uvicorn", "xgboost", "scikit-learn", "pandas", "kfp"):
         with contextlib.suppress(PackageNotFoundError):
             versions[pkg] = version(pkg)
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
-            # Which build matters as much as the version: the stages are import-bound (results.md).
-            "interpreter": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
-            "versions": versions}
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "python": platform.python_version(),
+        # Which build matters as much as the version: the stages are import-bound (results.md).
+        "interpreter": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+        "versions": versions,
+    }
 
 
 def _load() -> float | None:
@@ -128,8 +145,7 @@ def _section(name: str, ctx, plan, args, meta: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - a failed section is reported, the others still run
         traceback.print_exc()
         first = str(exc).splitlines()[0] if str(exc) else ""
-        return {"status": "failed", "reason": f"{type(exc).__name__}: {first}",
-                "seconds": round(time.perf_counter() - t0, 1)}
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {first}", "seconds": round(time.perf_counter() - t0, 1)}
     print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", flush=True)
     if data is None:
         return {"status": "skipped", "reason": "--quick (takes 30-60 s on 2 cores; run without --quick)"}
@@ -157,11 +173,25 @@ def main(argv=None) -> int:
     plan = PLANS["quick" if args.quick else "full"]
     t_start = time.perf_counter()
     meta = machine_info()
-    meta.update({"quick": args.quick, "only": only, "load_before": _load(),
-                 "command": "python -m bench" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
-                                                 if (argv if argv is not None else sys.argv[1:]) else "")})
-    ctx = Context(workdir=new_workdir(), cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-                  quick=args.quick, log=lambda m: print(m, flush=True))
+    meta.update(
+        {
+            "quick": args.quick,
+            "only": only,
+            "load_before": _load(),
+            "command": "python -m bench"
+            + (
+                " " + shlex.join(argv if argv is not None else sys.argv[1:])
+                if (argv if argv is not None else sys.argv[1:])
+                else ""
+            ),
+        }
+    )
+    ctx = Context(
+        workdir=new_workdir(),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+        quick=args.quick,
+        log=lambda m: print(m, flush=True),
+    )
     ctx.activate()
     print(f"kfct bench ({'quick' if args.quick else 'full'}): {', '.join(only)}; work folder {ctx.workdir}", flush=True)
 
@@ -258,8 +288,15 @@ def _run_scale(ctx, plan: dict, args, meta: dict):
     return data
 
 
-_RUNNERS = {"training": _run_training, "serving": _run_serving, "tail": _run_tail, "scoring": _run_scoring,
-            "pipeline": _run_pipeline, "workers": _run_workers, "scale": _run_scale}
+_RUNNERS = {
+    "training": _run_training,
+    "serving": _run_serving,
+    "tail": _run_tail,
+    "scoring": _run_scoring,
+    "pipeline": _run_pipeline,
+    "workers": _run_workers,
+    "scale": _run_scale,
+}
 
 
 def _run_section(name: str, ctx, plan: dict, args, meta: dict):

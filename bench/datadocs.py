@@ -30,7 +30,7 @@ def main(rows: int = 100_000, n_parts: int = 4) -> dict:
         tmp = Path(tmp_dir)
         parts = []
         for i in range(n_parts):
-            part = df.iloc[i * step:(i + 1) * step].reset_index(drop=True)
+            part = df.iloc[i * step : (i + 1) * step].reset_index(drop=True)
             uri = tmp / f"p{i}.parquet"
             part.to_parquet(uri)
             out = vm.validate_part(part, cfg, tmp / f"p{i}")
@@ -43,10 +43,15 @@ def main(rows: int = 100_000, n_parts: int = 4) -> dict:
         paths = write_report(merged, tmp / "report")
         report_s = time.perf_counter() - t
         site = tmp / "report" / "data_docs"
-        return {"rows": rows, "parts": n_parts, "expectations": merged["n_expectations"],
-                "merge_results_s": round(merge_s, 3), "write_report_s": round(report_s, 3),
-                "page_kib": round(paths["html"].stat().st_size / 1024),
-                "site_kib": round(sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 1024)}
+        return {
+            "rows": rows,
+            "parts": n_parts,
+            "expectations": merged["n_expectations"],
+            "merge_results_s": round(merge_s, 3),
+            "write_report_s": round(report_s, 3),
+            "page_kib": round(paths["html"].stat().st_size / 1024),
+            "site_kib": round(sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 1024),
+        }
 
 
 if __name__ == "__main__":

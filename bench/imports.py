@@ -48,12 +48,26 @@ def main(argv=None) -> int:
     from kfct.pipelines.runner import run_pipeline
 
     cfg = load_config()
-    arguments = dict(data_uri=f"generate://{args.rows}?seed=42", config_json=config_to_json(cfg),
-                     model_name=cfg.register_.model_name, device="cpu", tune_trials=0, code_version="bench",
-                     run_reason="bench", rollout=False, serving_url="")
+    arguments = dict(
+        data_uri=f"generate://{args.rows}?seed=42",
+        config_json=config_to_json(cfg),
+        model_name=cfg.register_.model_name,
+        device="cpu",
+        tune_trials=0,
+        code_version="bench",
+        run_reason="bench",
+        rollout=False,
+        serving_url="",
+    )
     with tempfile.TemporaryDirectory() as home:
-        run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {"cfg": cfg, "gpu": False}, arguments, home,
-                           prefix="imports", env={"PYTHONPROFILEIMPORTTIME": "1"})
+        run = run_pipeline(
+            "kfct.pipelines.ct:build_ct_pipeline",
+            {"cfg": cfg, "gpu": False},
+            arguments,
+            home,
+            prefix="imports",
+            env={"PYTHONPROFILEIMPORTTIME": "1"},
+        )
         imports = top_level_imports(run.log_path.read_text(errors="replace"))
     print("| stage | wall s | imports s | heaviest top-level imports (s) |\n|---|---:|---:|---|")
     for task, seconds in run.durations().items():

@@ -21,9 +21,9 @@ Why this shape:
 
 from __future__ import annotations
 
-import contextlib
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -80,8 +80,10 @@ def encode_requests(host: str, port: int, path: str, bodies: list[bytes]) -> lis
     """Whole HTTP/1.1 POST requests, encoded once so the loop only writes bytes."""
     out = []
     for body in bodies:
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode("ascii")
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode("ascii")
         out.append(head + body)
     return out
 
@@ -216,8 +218,9 @@ async def _phase(conns: list[_Conn], reqs: list[bytes], duration: float, request
     return res
 
 
-async def run_async(url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float = 0.5,
-                    request_timeout: float = 10.0) -> LoadResult:
+async def run_async(
+    url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float = 0.5, request_timeout: float = 10.0
+) -> LoadResult:
     """Warm up, then measure `concurrency` closed-loop connections for `duration` seconds."""
     u = urlsplit(url)
     if u.scheme != "http" or not u.hostname:
@@ -239,8 +242,9 @@ async def run_async(url: str, bodies: list[bytes], concurrency: int, duration: f
             c.drop()
 
 
-def run(url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float = 0.5,
-        request_timeout: float = 10.0) -> LoadResult:
+def run(
+    url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float = 0.5, request_timeout: float = 10.0
+) -> LoadResult:
     """Blocking wrapper (uvloop when installed)."""
     coro = run_async(url, bodies, concurrency, duration, warmup, request_timeout)
     try:

@@ -110,8 +110,8 @@ def ensure_registered(ctx: Context) -> Registered:
         return ctx.registered
     import mlflow
 
-    from kfct.governance import registry
     from kfct.config import load_config
+    from kfct.governance import registry
 
     cfg = load_config()
     name = cfg.register_.model_name
@@ -125,8 +125,7 @@ def ensure_registered(ctx: Context) -> Registered:
     registry.setup()
     with mlflow.start_run(run_name="bench-model"):
         logged = registry.log_model(model, tr.drop(columns=[label]))
-    version = registry.register(logged["model_uri"], name, {"model_sha256": logged["model_sha256"],
-                                                            "bench": "true"})
+    version = registry.register(logged["model_uri"], name, {"model_sha256": logged["model_sha256"], "bench": "true"})
     registry.set_alias(name, cfg.register_.alias, version, reason="benchmark model")
     ctx.registered = Registered(name, version, model, MODEL_ROWS, float(auc))
     ctx.log(f"  registered {name} v{version} (val AUC {auc:.4f}) in {ctx.home}")

@@ -23,7 +23,6 @@ signalling that process group, so `mlflow models serve`'s uvicorn child goes wit
 # No `from __future__ import annotations` here: FastAPI reads the route's annotations at
 # runtime, and the request model is local to `build_fastapi_app`.
 import contextlib
-from typing import TYPE_CHECKING
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
@@ -86,8 +86,9 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         fh = self.log_path.open("wb")
         self._t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         fh.close()
         return self
 
@@ -96,8 +97,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.label} exited with code {self.proc.returncode} before it was ready:\n"
-                                   + self.log_tail())
+                raise RuntimeError(
+                    f"{self.label} exited with code {self.proc.returncode} before it was ready:\n" + self.log_tail()
+                )
             try:
                 status, _ = http_json("GET", self.base_url + self.ready_path, timeout=2.0)
                 if status == 200:
@@ -140,59 +142,118 @@ class ServerProcess:
 def _env(home: Path, tracking_uri: str) -> dict[str, str]:
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
-    env.update({
-        "KFCT_HOME": str(home),
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "GX_ANALYTICS_ENABLED": "false",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "GIT_PYTHON_REFRESH": "quiet",
-        "PYTHONUNBUFFERED": "1",
-        # `mlflow models serve` execs `uvicorn` from PATH: the one in this virtualenv.
-        "PATH": bindir + os.pathsep + env.get("PATH", ""),
-        # One worker, one core, for every server: XGBoost's OpenMP threads (nthread=0 = all
-        # cores) would otherwise fight the load generator for the machine's two cores; that
-        # made the FastAPI app's p50 about 3x worse in trials, an artefact of co-location.
-        "OMP_NUM_THREADS": "1",
-    })
+    env.update(
+        {
+            "KFCT_HOME": str(home),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "GX_ANALYTICS_ENABLED": "false",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "GIT_PYTHON_REFRESH": "quiet",
+            "PYTHONUNBUFFERED": "1",
+            # `mlflow models serve` execs `uvicorn` from PATH: the one in this virtualenv.
+            "PATH": bindir + os.pathsep + env.get("PATH", ""),
+            # One worker, one core, for every server: XGBoost's OpenMP threads (nthread=0 = all
+            # cores) would otherwise fight the load generator for the machine's two cores; that
+            # made the FastAPI app's p50 about 3x worse in trials, an artefact of co-location.
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     env.pop("KFCT_MLFLOW_TRACKING_URI", None)
     return env
 
 
-def kfct_server(home: Path, tracking_uri: str, model_name: str, logs: Path, port: int | None = None,
-                extra_args: tuple[str, ...] = (), label: str = "kfct (KServe ModelServer)",
-                log_name: str = "kfct.log") -> ServerProcess:
+def kfct_server(
+    home: Path,
+    tracking_uri: str,
+    model_name: str,
+    logs: Path,
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    label: str = "kfct (KServe ModelServer)",
+    log_name: str = "kfct.log",
+) -> ServerProcess:
     port = port or free_port()
     return ServerProcess(
-        name="kfct", label=label,
-        cmd=[sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port", str(port), "--model", model_name,
-             *extra_args],
-        env=_env(home, tracking_uri), base_url=f"http://127.0.0.1:{port}",
-        predict_path=f"/v1/models/{model_name}:predict", ready_path=f"/v1/models/{model_name}",
-        log_path=logs / log_name)
+        name="kfct",
+        label=label,
+        cmd=[
+            sys.executable,
+            "-m",
+            "kfct.serving",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            model_name,
+            *extra_args,
+        ],
+        env=_env(home, tracking_uri),
+        base_url=f"http://127.0.0.1:{port}",
+        predict_path=f"/v1/models/{model_name}:predict",
+        ready_path=f"/v1/models/{model_name}",
+        log_path=logs / log_name,
+    )
 
 
-def mlflow_server(home: Path, tracking_uri: str, model_name: str, version: str, logs: Path,
-                  port: int | None = None) -> ServerProcess:
+def mlflow_server(
+    home: Path, tracking_uri: str, model_name: str, version: str, logs: Path, port: int | None = None
+) -> ServerProcess:
     port = port or free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow_bin)] if mlflow_bin.exists() else [sys.executable, "-m", "mlflow"]
-    cmd += ["models", "serve", "-m", f"models:/{model_name}/{version}", "--env-manager", "local",
-            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    cmd += [
+        "models",
+        "serve",
+        "-m",
+        f"models:/{model_name}/{version}",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
     return ServerProcess(
-        name="mlflow", label="mlflow models serve", cmd=cmd, env=_env(home, tracking_uri),
-        base_url=f"http://127.0.0.1:{port}", predict_path="/invocations", ready_path="/ping",
-        log_path=logs / "mlflow.log")
+        name="mlflow",
+        label="mlflow models serve",
+        cmd=cmd,
+        env=_env(home, tracking_uri),
+        base_url=f"http://127.0.0.1:{port}",
+        predict_path="/invocations",
+        ready_path="/ping",
+        log_path=logs / "mlflow.log",
+    )
 
 
-def fastapi_server(home: Path, tracking_uri: str, model_name: str, version: str, logs: Path,
-                   port: int | None = None) -> ServerProcess:
+def fastapi_server(
+    home: Path, tracking_uri: str, model_name: str, version: str, logs: Path, port: int | None = None
+) -> ServerProcess:
     port = port or free_port()
     return ServerProcess(
-        name="fastapi", label="FastAPI app (case study)",
-        cmd=[sys.executable, "-m", "bench.peers", "--host", "127.0.0.1", "--port", str(port),
-             "--model", model_name, "--version", str(version)],
-        env=_env(home, tracking_uri), base_url=f"http://127.0.0.1:{port}",
-        predict_path=f"/v1/models/{model_name}:predict", ready_path="/health", log_path=logs / "fastapi.log")
+        name="fastapi",
+        label="FastAPI app (case study)",
+        cmd=[
+            sys.executable,
+            "-m",
+            "bench.peers",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            model_name,
+            "--version",
+            str(version),
+        ],
+        env=_env(home, tracking_uri),
+        base_url=f"http://127.0.0.1:{port}",
+        predict_path=f"/v1/models/{model_name}:predict",
+        ready_path="/health",
+        log_path=logs / "fastapi.log",
+    )
 
 
 # --- MLServer with its XGBoost runtime (KServe's own V2 runtime for XGBoost) -----------------
@@ -210,8 +271,9 @@ def ensure_mlserver_venv(cache_dir: Path, log=print) -> Path:
         return venv / "bin"
     log(f"  creating {venv} with {want} (once) ...")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-    cp = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *MLSERVER_PINS],
-                        capture_output=True, text=True, timeout=1800)
+    cp = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *MLSERVER_PINS], capture_output=True, text=True, timeout=1800
+    )
     if cp.returncode != 0:
         raise RuntimeError(f"pip install {want} failed: {cp.stderr.strip()[-600:]}")
     marker.write_text(want)
@@ -225,32 +287,54 @@ def mlserver_bodies(model, records: list[dict]) -> list[dict]:
     import numpy as np
 
     M = np.asarray(model.encoder.transform_records(records), dtype=np.float32)
-    return [{"inputs": [{"name": "input-0", "shape": [1, int(M.shape[1])], "datatype": "FP32",
-                         "data": row.tolist()}]} for row in M]
+    return [
+        {"inputs": [{"name": "input-0", "shape": [1, int(M.shape[1])], "datatype": "FP32", "data": row.tolist()}]} for row in M
+    ]
 
 
-def mlserver_server(bin_dir: Path, model, model_name: str, version: str, workdir: Path, logs: Path,
-                    port: int | None = None) -> ServerProcess:
+def mlserver_server(
+    bin_dir: Path, model, model_name: str, version: str, workdir: Path, logs: Path, port: int | None = None
+) -> ServerProcess:
     """`mlserver start` on a folder holding the model's booster (JSON) and its settings files."""
     port = port or free_port()
     root = Path(workdir) / "mlserver-model"
     root.mkdir(parents=True, exist_ok=True)
     booster = model._booster()
     booster.save_model(str(root / "model.json"))
-    (root / "settings.json").write_text(json.dumps({
-        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
-        "parallel_workers": 0, "debug": False}))
-    (root / "model-settings.json").write_text(json.dumps({
-        "name": model_name, "implementation": "mlserver_xgboost.XGBoostModel",
-        "parameters": {"uri": "./model.json", "version": str(version)}}))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               PATH=str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
+    (root / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": 0,
+                "debug": False,
+            }
+        )
+    )
+    (root / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": model_name,
+                "implementation": "mlserver_xgboost.XGBoostModel",
+                "parameters": {"uri": "./model.json", "version": str(version)},
+            }
+        )
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PATH=str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
     for var in ("VIRTUAL_ENV", "PYTHONPATH"):
         env.pop(var, None)
     return ServerProcess(
-        name="mlserver", label="MLServer 1.7.1 (XGBoost runtime)", cmd=[str(bin_dir / "mlserver"), "start", str(root)],
-        env=env, base_url=f"http://127.0.0.1:{port}", predict_path=f"/v2/models/{model_name}/infer",
-        ready_path=f"/v2/models/{model_name}/ready", log_path=logs / "mlserver.log")
+        name="mlserver",
+        label="MLServer 1.7.1 (XGBoost runtime)",
+        cmd=[str(bin_dir / "mlserver"), "start", str(root)],
+        env=env,
+        base_url=f"http://127.0.0.1:{port}",
+        predict_path=f"/v2/models/{model_name}/infer",
+        ready_path=f"/v2/models/{model_name}/ready",
+        log_path=logs / "mlserver.log",
+    )
 
 
 def positive_probability(server: str, payload) -> list[float]:
@@ -267,6 +351,7 @@ def positive_probability(server: str, payload) -> list[float]:
 
 
 # --- the case study's FastAPI app ----------------------------------------------------------
+
 
 def features_model(cfg: "RunConfig"):
     """Pydantic model of one customer, built from the dataset schema (bounds as `Field(ge, le)`).
@@ -331,8 +416,13 @@ def build_fastapi_app(model_name: str, version: str, cfg: "RunConfig | None" = N
 
     reg = CollectorRegistry()
     predictions_total = Counter("churn_predictions_total", "predictions", ["mode", "model_version"], registry=reg)
-    duration = Histogram("churn_prediction_duration_seconds", "latency", ["mode"], registry=reg,
-                         buckets=[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0])
+    duration = Histogram(
+        "churn_prediction_duration_seconds",
+        "latency",
+        ["mode"],
+        registry=reg,
+        buckets=[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0],
+    )
     avg_gauge = Gauge("churn_prediction_avg_probability", "mean probability", registry=reg)
     state: dict = {}
 
@@ -370,9 +460,16 @@ def build_fastapi_app(model_name: str, version: str, cfg: "RunConfig | None" = N
         X = pd.DataFrame(rows)
         proba = model.predict_proba(X)[:, 1]
         thr = float(getattr(model, "threshold", 0.5))
-        out = [Prediction(customer_id=r[id_col], churn_probability=round(float(p), 6),
-                          churn_prediction=bool(p >= thr), confidence=confidence(float(p)),
-                          model_version=state["version"]) for r, p in zip(rows, proba)]
+        out = [
+            Prediction(
+                customer_id=r[id_col],
+                churn_probability=round(float(p), 6),
+                churn_prediction=bool(p >= thr),
+                confidence=confidence(float(p)),
+                model_version=state["version"],
+            )
+            for r, p in zip(rows, proba)
+        ]
         predictions_total.labels(mode="realtime", model_version=state["version"]).inc(len(out))
         avg_gauge.set(float(proba.mean()))
         duration.labels(mode="realtime").observe(time.time() - t0)

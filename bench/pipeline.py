@@ -19,8 +19,8 @@ DATA_URI = "generate://100000?seed=42"
 
 
 def run_once(ctx: Context, index: int, data_uri: str = DATA_URI) -> dict:
-    from kfct.runtime.settings import reset_settings
     from kfct.pipelines.local import run_ct
+    from kfct.runtime.settings import reset_settings
 
     home = ctx.workdir / f"pipeline-home-{index}"
     saved = os.environ.get("KFCT_HOME")
@@ -35,9 +35,13 @@ def run_once(ctx: Context, index: int, data_uri: str = DATA_URI) -> dict:
             os.environ["KFCT_HOME"] = saved
         reset_settings()
     dec = s.get("decision") or {}
-    return {"stages": dict(s.get("stages") or {}), "total_seconds": s.get("total_seconds"),
-            "validation_passed": (s.get("validation") or {}).get("passed"), "deploy": dec.get("deploy"),
-            "registered": (s.get("registered") or {}).get("version")}
+    return {
+        "stages": dict(s.get("stages") or {}),
+        "total_seconds": s.get("total_seconds"),
+        "validation_passed": (s.get("validation") or {}).get("passed"),
+        "deploy": dec.get("deploy"),
+        "registered": (s.get("registered") or {}).get("version"),
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -48,7 +52,8 @@ def summarize(runs: list[dict]) -> dict:
                 stages.setdefault(k, []).append(float(v))
     totals = [r["total_seconds"] for r in runs if r["total_seconds"] is not None]
     return {
-        "data_uri": DATA_URI, "repeats": len(runs),
+        "data_uri": DATA_URI,
+        "repeats": len(runs),
         "stages": {k: round(statistics.median(v), 2) for k, v in stages.items()},
         "total_seconds": round(statistics.median(totals), 2) if totals else None,
         "total_range": [min(totals), max(totals)] if totals else None,
@@ -61,7 +66,9 @@ def run(ctx: Context, repeats: int = 1, data_uri: str = DATA_URI) -> dict:
     for i in range(repeats):
         r = run_once(ctx, i, data_uri)
         runs.append(r)
-        ctx.log(f"  CT pipeline {i + 1}/{repeats}: {r['total_seconds']:.1f} s "
-                f"(validation {'passed' if r['validation_passed'] else 'FAILED'}, deploy {r['deploy']}, "
-                f"registered v{r['registered']})")
+        ctx.log(
+            f"  CT pipeline {i + 1}/{repeats}: {r['total_seconds']:.1f} s "
+            f"(validation {'passed' if r['validation_passed'] else 'FAILED'}, deploy {r['deploy']}, "
+            f"registered v{r['registered']})"
+        )
     return summarize(runs)

@@ -39,28 +39,40 @@ def measure(requests: int, repeats: int) -> dict:
     sys.setswitchinterval(0.0005)
     runs = []
     for _ in range(repeats):
-        log = PredictionLogger(root=tempfile.mkdtemp(prefix="kfct-predlog-cpu-"), s3=False, flush_seconds=3600,
-                               flush_rows=1_000_000, encode_in_child=True)
+        log = PredictionLogger(
+            root=tempfile.mkdtemp(prefix="kfct-predlog-cpu-"),
+            s3=False,
+            flush_seconds=3600,
+            flush_rows=1_000_000,
+            encode_in_child=True,
+        )
         try:
             log.log(time.time(), None, "m", "1", "champion", bodies[0], np.array([0.5]), np.array([0]), 0.5)
             log.flush(120)  # the encoder child is up
             t0 = time.process_time()
             for b in bodies:
-                log.log(time.time(), None, "churn-classifier", "1", "champion", b, np.array([0.3]), np.array([0]),
-                        0.5)
+                log.log(time.time(), None, "churn-classifier", "1", "champion", b, np.array([0.3]), np.array([0]), 0.5)
             t1 = time.process_time()
             time.sleep(0.6)  # the collector's wakes meanwhile
             t2 = time.process_time()
             if not log.flush(300):
                 raise RuntimeError("flush did not finish")
             t3 = time.process_time()
-            runs.append({"log_us_per_request": (t1 - t0) / requests * 1e6, "idle_ms": (t2 - t1) * 1e3,
-                         "flush_ms": (t3 - t2) * 1e3, "rows_written": log.rows_written})
+            runs.append(
+                {
+                    "log_us_per_request": (t1 - t0) / requests * 1e6,
+                    "idle_ms": (t2 - t1) * 1e3,
+                    "flush_ms": (t3 - t2) * 1e3,
+                    "rows_written": log.rows_written,
+                }
+            )
         finally:
             log.close()
-    return {"requests": requests, "runs": runs,
-            "median": {k: round(statistics.median(r[k] for r in runs), 2)
-                       for k in ("log_us_per_request", "idle_ms", "flush_ms")}}
+    return {
+        "requests": requests,
+        "runs": runs,
+        "median": {k: round(statistics.median(r[k] for r in runs), 2) for k in ("log_us_per_request", "idle_ms", "flush_ms")},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,8 +40,11 @@ def run(ctx: Context, rounds: int = 3, duration: float = 30.0, warmup: float = 3
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
     reg = ensure_registered(ctx)
     record = serving.request_records(load_config(), n=8)[0]
-    bodies = {"log-on": {"instances": [record]}, "log-off": {"instances": [record]},
-              "mlserver": peers.mlserver_bodies(reg.model, [record])[0]}
+    bodies = {
+        "log-on": {"instances": [record]},
+        "log-off": {"instances": [record]},
+        "mlserver": peers.mlserver_bodies(reg.model, [record])[0],
+    }
     expected = reg.model.predict_proba_records([record])
     started: dict[str, peers.ServerProcess] = {}
     measured = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0]}
@@ -60,17 +63,31 @@ def run(ctx: Context, rounds: int = 3, duration: float = 30.0, warmup: float = 3
     finally:
         for srv in started.values():
             srv.stop()
-    return summarize(cells, rounds=rounds, duration=duration, warmup=warmup, wrk_version=wrk.version(),
-                     log_status=log_status, model={"name": reg.name, "version": reg.version},
-                     measured={**measured, "load_after": os.getloadavg()[0]})
+    return summarize(
+        cells,
+        rounds=rounds,
+        duration=duration,
+        warmup=warmup,
+        wrk_version=wrk.version(),
+        log_status=log_status,
+        model={"name": reg.name, "version": reg.version},
+        measured={**measured, "load_after": os.getloadavg()[0]},
+    )
 
 
 def _servers(ctx: Context, reg) -> dict[str, peers.ServerProcess]:
     bin_dir = peers.ensure_mlserver_venv(ctx.cache_dir, ctx.log)
     return {
         "log-on": peers.kfct_server(ctx.home, ctx.tracking_uri, reg.name, ctx.logs, log_name="kfct-log-on.log"),
-        "log-off": peers.kfct_server(ctx.home, ctx.tracking_uri, reg.name, ctx.logs, log_name="kfct-log-off.log",
-                                     extra_args=("--no-prediction-log",), label="kfct --no-prediction-log"),
+        "log-off": peers.kfct_server(
+            ctx.home,
+            ctx.tracking_uri,
+            reg.name,
+            ctx.logs,
+            log_name="kfct-log-off.log",
+            extra_args=("--no-prediction-log",),
+            label="kfct --no-prediction-log",
+        ),
         "mlserver": peers.mlserver_server(bin_dir, reg.model, reg.name, reg.version, ctx.workdir, ctx.logs),
     }
 
@@ -92,14 +109,16 @@ def _measure(ctx: Context, started: dict, bodies: dict, rounds: int, duration: f
     cells: dict[str, list] = {name: [] for name in started}
     names = list(started)
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]  # rotate: no server always goes first
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no server always goes first
         for name in order:
             load = round(os.getloadavg()[0], 2)
             c = wrk.run(started[name].predict_url, bodies[name], 1, duration, ctx.workdir)
             c.update(round=r + 1, load_1m=load, p99_over_p50=round(c["p99_ms"] / c["p50_ms"], 2) if c["p50_ms"] else None)
             cells[name].append(c)
-            ctx.log(f"  round {r + 1}/{rounds} {name:8s} p50 {c['p50_ms']:.3f} p99 {c['p99_ms']:.3f} "
-                    f"p99.9 {c['p999_ms']:.3f} ms  {c['rps']:,.0f} req/s  p99/p50 {c['p99_over_p50']}  load {load}")
+            ctx.log(
+                f"  round {r + 1}/{rounds} {name:8s} p50 {c['p50_ms']:.3f} p99 {c['p99_ms']:.3f} "
+                f"p99.9 {c['p999_ms']:.3f} ms  {c['rps']:,.0f} req/s  p99/p50 {c['p99_over_p50']}  load {load}"
+            )
     return cells
 
 
@@ -122,11 +141,13 @@ def summarize(cells: dict[str, list], **info) -> dict:
     round: each kfct variant's requests/s over MLServer's in that round; the targets' verdicts."""
     out: dict = {"cells": cells, "medians": {}, "ratios": {}, **info}
     for name, cs in cells.items():
-        out["medians"][name] = {k: _median([c.get(k) for c in cs])
-                                for k in ("p50_ms", "p99_ms", "p999_ms", "rps", "p99_over_p50", "load_1m")}
+        out["medians"][name] = {
+            k: _median([c.get(k) for c in cs]) for k in ("p50_ms", "p99_ms", "p999_ms", "rps", "p99_over_p50", "load_1m")
+        }
         out["medians"][name]["errors"] = sum(c.get("errors", 0) for c in cs)
-        out["medians"][name]["p99_over_p50_range"] = [min(c["p99_over_p50"] for c in cs),
-                                                      max(c["p99_over_p50"] for c in cs)] if cs else None
+        out["medians"][name]["p99_over_p50_range"] = (
+            [min(c["p99_over_p50"] for c in cs), max(c["p99_over_p50"] for c in cs)] if cs else None
+        )
     ml = cells.get("mlserver") or []
     for name in ("log-on", "log-off"):
         per_round = [round(a["rps"] / b["rps"], 3) for a, b in zip(cells.get(name) or [], ml, strict=False) if b.get("rps")]
@@ -135,11 +156,14 @@ def summarize(cells: dict[str, list], **info) -> dict:
     tail = on.get("p99_over_p50")
     ratio = out["ratios"].get("log-on", {}).get("median")
     out["targets"] = {
-        "tail": {"target": TARGET_TAIL, "median": tail, "met": None if tail is None else tail <= TARGET_TAIL,
-                 "cells_met": sum(1 for c in cells.get("log-on") or [] if c["p99_over_p50"] <= TARGET_TAIL),
-                 "cells": len(cells.get("log-on") or [])},
-        "rps_ratio": {"target": TARGET_RPS_RATIO, "median": ratio,
-                      "met": None if ratio is None else ratio >= TARGET_RPS_RATIO},
+        "tail": {
+            "target": TARGET_TAIL,
+            "median": tail,
+            "met": None if tail is None else tail <= TARGET_TAIL,
+            "cells_met": sum(1 for c in cells.get("log-on") or [] if c["p99_over_p50"] <= TARGET_TAIL),
+            "cells": len(cells.get("log-on") or []),
+        },
+        "rps_ratio": {"target": TARGET_RPS_RATIO, "median": ratio, "met": None if ratio is None else ratio >= TARGET_RPS_RATIO},
     }
     return out
 
@@ -160,40 +184,58 @@ def render(sec: dict, title: str) -> list[str]:
         "servers on 127.0.0.1 with "
         f"{m.get('name')} v{m.get('version')}: kfct with its prediction log on (`kfct serve`'s default, a flush "
         "every 5 s), kfct with `--no-prediction-log`, MLServer 1.7.1's XGBoost runtime. wrk and the servers "
-        "share the machine's cores with other work: the 1-min load average at each cell's start is shown.")
+        "share the machine's cores with other work: the 1-min load average at each cell's start is shown."
+    )
     ms = d.get("measured")
     if ms:
-        lines += ["", f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at "
-                      f"its start and {ms.get('load_after', 0):.2f} at its end."]
-    lines += ["", "| server | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 (range) | requests/s | ÷ MLServer req/s "
-                  "| errors | load |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at "
+            f"its start and {ms.get('load_after', 0):.2f} at its end.",
+        ]
+    lines += [
+        "",
+        "| server | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 (range) | requests/s | ÷ MLServer req/s | errors | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, med in (d.get("medians") or {}).items():
         rng = med.get("p99_over_p50_range") or [None, None]
         ratio = (d.get("ratios") or {}).get(name, {}).get("median")
-        lines.append(f"| {name} | {_f(med['p50_ms'], 3)} | {_f(med['p99_ms'], 2)} | {_f(med['p999_ms'], 2)} | "
-                     f"{_f(med['p99_over_p50'], 1)} ({_f(rng[0], 1)}–{_f(rng[1], 1)}) | {_f(med['rps'], 0)} | "
-                     f"{_f(ratio, 2)} | {med['errors']} | {_f(med['load_1m'], 1)} |")
-    lines += ["", "Medians over the cells; every cell, in the order measured:", "",
-              "| round | server | load | p50 ms | p99 ms | p99.9 ms | max ms | p99 ÷ p50 | requests/s |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    rows = sorted(((c["round"], name, c) for name, cs in (d.get("cells") or {}).items() for c in cs),
-                  key=lambda t: t[0])
+        lines.append(
+            f"| {name} | {_f(med['p50_ms'], 3)} | {_f(med['p99_ms'], 2)} | {_f(med['p999_ms'], 2)} | "
+            f"{_f(med['p99_over_p50'], 1)} ({_f(rng[0], 1)}–{_f(rng[1], 1)}) | {_f(med['rps'], 0)} | "
+            f"{_f(ratio, 2)} | {med['errors']} | {_f(med['load_1m'], 1)} |"
+        )
+    lines += [
+        "",
+        "Medians over the cells; every cell, in the order measured:",
+        "",
+        "| round | server | load | p50 ms | p99 ms | p99.9 ms | max ms | p99 ÷ p50 | requests/s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = sorted(((c["round"], name, c) for name, cs in (d.get("cells") or {}).items() for c in cs), key=lambda t: t[0])
     for rnd, name, c in rows:
-        lines.append(f"| {rnd} | {name} | {_f(c.get('load_1m'), 2)} | {_f(c['p50_ms'], 3)} | {_f(c['p99_ms'], 2)} | "
-                     f"{_f(c['p999_ms'], 2)} | {_f(c.get('max_ms'), 1)} | {_f(c['p99_over_p50'], 1)} | "
-                     f"{_f(c['rps'], 0)} |")
+        lines.append(
+            f"| {rnd} | {name} | {_f(c.get('load_1m'), 2)} | {_f(c['p50_ms'], 3)} | {_f(c['p99_ms'], 2)} | "
+            f"{_f(c['p999_ms'], 2)} | {_f(c.get('max_ms'), 1)} | {_f(c['p99_over_p50'], 1)} | "
+            f"{_f(c['rps'], 0)} |"
+        )
     t = d.get("targets") or {}
     tail, rps = t.get("tail") or {}, t.get("rps_ratio") or {}
-    lines += ["", f"Targets (issue 22), log on: p99 ≤ {tail.get('target')} × p50 — median {_f(tail.get('median'), 1)}×, "
-                  f"{_met(tail.get('met'))} ({tail.get('cells_met')} of {tail.get('cells')} cells); requests/s ≥ "
-                  f"{rps.get('target')} × MLServer's — median of the rounds' ratios {_f(rps.get('median'), 2)}, "
-                  f"{_met(rps.get('met'))}."]
+    lines += [
+        "",
+        f"Targets (issue 22), log on: p99 ≤ {tail.get('target')} × p50 — median {_f(tail.get('median'), 1)}×, "
+        f"{_met(tail.get('met'))} ({tail.get('cells_met')} of {tail.get('cells')} cells); requests/s ≥ "
+        f"{rps.get('target')} × MLServer's — median of the rounds' ratios {_f(rps.get('median'), 2)}, "
+        f"{_met(rps.get('met'))}.",
+    ]
     st = d.get("log_status")
     if st:
-        lines.append(f"The log-on server's log after the cells: {st.get('rows_written', 0):,} rows written in "
-                     f"{st.get('files_written', 0)} files, {st.get('dropped', 0)} dropped, {st.get('queued', 0)} "
-                     f"queued, backlog {st.get('backlog_rows', 0)} rows.")
+        lines.append(
+            f"The log-on server's log after the cells: {st.get('rows_written', 0):,} rows written in "
+            f"{st.get('files_written', 0)} files, {st.get('dropped', 0)} dropped, {st.get('queued', 0)} "
+            f"queued, backlog {st.get('backlog_rows', 0)} rows."
+        )
     return [*lines, ""]
 
 

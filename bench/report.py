@@ -73,7 +73,9 @@ def render_header(meta: dict) -> list[str]:
         f"Measured {meta.get('date', '?')} on {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, "
         f"{meta.get('memory_gib', '?')} GiB RAM; Python {meta.get('python', '?')}"
         + (f" (`{meta['interpreter']}`)" if meta.get("interpreter") else "")
-        + "".join(f", {k} {val}" for k, val in v.items()) + ".")
+        + "".join(f", {k} {val}" for k, val in v.items())
+        + "."
+    )
     lines.append("")
     lines.append(
         f"Command: `{meta.get('command', 'python -m bench')}` — total wall time {_duration(meta.get('wall_s'))}. "
@@ -81,7 +83,8 @@ def render_header(meta: dict) -> list[str]:
         f"machine's {meta.get('cores', 2)} cores**, and the machine is shared with other work "
         f"(1-min load average {meta.get('load_before', '?')} at start, {meta.get('load_after', '?')} at the end): "
         "absolute numbers are noisy, ratios measured in the same run are the robust part. "
-        "How to reproduce: `bench/README.md`.")
+        "How to reproduce: `bench/README.md`."
+    )
     lines.append("")
     return lines
 
@@ -94,8 +97,16 @@ def render_serving(sec: dict) -> list[str]:
     if st:
         return [*lines, st, ""]
     d = sec.get("data") or {}
-    return (lines + _serving_setup(d) + _serving_cells(d) + _serving_wrk(d) + _serving_ratios(d)
-            + _serving_targets(d) + _serving_notes(d) + [""])
+    return (
+        lines
+        + _serving_setup(d)
+        + _serving_cells(d)
+        + _serving_wrk(d)
+        + _serving_ratios(d)
+        + _serving_targets(d)
+        + _serving_notes(d)
+        + [""]
+    )
 
 
 def _serving_setup(d: dict) -> list[str]:
@@ -105,20 +116,26 @@ def _serving_setup(d: dict) -> list[str]:
         f"behind each server on 127.0.0.1, one worker each; {d.get('payload', '')}; closed-loop keep-alive clients "
         f"(`bench/load.py`, its own process), {_plural(d.get('repeats'), 'repeat')} × {d.get('duration_s')} s per cell after "
         f"{d.get('warmup_s')} s warm-up. Latency: request written → last response byte. "
-        "**Load generator and servers share the machine's 2 cores.**"]
+        "**Load generator and servers share the machine's 2 cores.**"
+    ]
     ms = d.get("measured")
     if ms:
-        lines += ["", f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at its "
-                      f"start and {ms.get('load_after', 0):.2f} at its end (other work on the machine: the tails below "
-                      "include it)."]
+        lines += [
+            "",
+            f"This section measured {ms.get('date')}, 1-min load average {ms.get('load_before', 0):.2f} at its "
+            f"start and {ms.get('load_after', 0):.2f} at its end (other work on the machine: the tails below "
+            "include it).",
+        ]
     return lines
 
 
 def _serving_cells(d: dict) -> list[str]:
     servers, cells = d.get("servers", {}), d.get("cells", {})
-    lines = ["", "| server | concurrency | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 | requests/s | errors | "
-                 "requests measured |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "| server | concurrency | p50 ms | p99 ms | p99.9 ms | p99 ÷ p50 | requests/s | errors | requests measured |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in cells:
         label = servers.get(name, {}).get("label", name)
         for lv in [str(c) for c in d.get("levels", [])]:
@@ -126,22 +143,31 @@ def _serving_cells(d: dict) -> list[str]:
             if not c:
                 continue
             tail = round(c["p99_ms"] / c["p50_ms"], 1) if c.get("p99_ms") and c.get("p50_ms") else None
-            lines.append(f"| {label} | {lv} | {_ms(c['p50_ms'])} | {_ms(c['p99_ms'])} | {_ms(c.get('p999_ms'))} | "
-                         f"{tail if tail is not None else '—'} | {_n(c['rps'])} | {c['errors']} | {c['requests']:,} |")
+            lines.append(
+                f"| {label} | {lv} | {_ms(c['p50_ms'])} | {_ms(c['p99_ms'])} | {_ms(c.get('p999_ms'))} | "
+                f"{tail if tail is not None else '—'} | {_n(c['rps'])} | {c['errors']} | {c['requests']:,} |"
+            )
     return lines
 
 
 def _serving_wrk(d: dict) -> list[str]:
     servers, wrk = d.get("servers", {}), d.get("wrk") or {}
     if wrk.get("cells"):
-        lines = ["", f"Cross-check with an independent load generator (`wrk {wrk.get('version', '')}`, one thread, "
-                     f"{wrk.get('duration_s')} s per cell, same single-instance body):", "",
-                 "| server | connections | p50 ms | p99 ms | p99.9 ms | requests/s |", "|---|---:|---:|---:|---:|---:|"]
+        lines = [
+            "",
+            f"Cross-check with an independent load generator (`wrk {wrk.get('version', '')}`, one thread, "
+            f"{wrk.get('duration_s')} s per cell, same single-instance body):",
+            "",
+            "| server | connections | p50 ms | p99 ms | p99.9 ms | requests/s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, by_level in wrk["cells"].items():
             label = servers.get(name, {}).get("label", name)
             for lv, c in by_level.items():
-                lines.append(f"| {label} | {lv} | {_ms(c.get('p50_ms'))} | {_ms(c.get('p99_ms'))} | "
-                             f"{_ms(c.get('p999_ms'))} | {_n(c.get('rps'))} |")
+                lines.append(
+                    f"| {label} | {lv} | {_ms(c.get('p50_ms'))} | {_ms(c.get('p99_ms'))} | "
+                    f"{_ms(c.get('p999_ms'))} | {_n(c.get('rps'))} |"
+                )
         return lines
     if wrk.get("skipped"):
         return ["", f"wrk cross-check skipped: {wrk['skipped']}"]
@@ -152,8 +178,13 @@ def _serving_ratios(d: dict) -> list[str]:
     servers, ratios = d.get("servers", {}), d.get("ratios", {})
     if not ratios:
         return []
-    lines = ["", "kfct ÷ peer (latency below 1 = kfct faster; requests/s above 1 = kfct serves more):", "",
-             "| peer | concurrency | p50 ratio | p99 ratio | requests/s ratio |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "kfct ÷ peer (latency below 1 = kfct faster; requests/s above 1 = kfct serves more):",
+        "",
+        "| peer | concurrency | p50 ratio | p99 ratio | requests/s ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for peer, by_level in ratios.items():
         label = servers.get(peer, {}).get("label", peer)
         for lv in [str(c) for c in d.get("levels", [])]:
@@ -175,28 +206,37 @@ def _serving_targets(d: dict) -> list[str]:
     if not k1:
         return []
     best_rps = max((c.get("rps") or 0) for c in cells["kfct"].values())
-    return ["", f"kfct against issue 3's targets (one worker, loopback): p50 {_ms(k1['p50_ms'])} ms at "
-                f"concurrency 1 (≤ {TARGETS['p50_ms']:g} ms: {_verdict(k1['p50_ms'], TARGETS['p50_ms'])}), "
-                f"p99 {_ms(k1['p99_ms'])} ms (≤ {TARGETS['p99_ms']:g} ms: {_verdict(k1['p99_ms'], TARGETS['p99_ms'])}), "
-                f"best {_n(best_rps)} requests/s (≥ {TARGETS['rps']:,.0f}: "
-                f"{_verdict(best_rps, TARGETS['rps'], lower=False)})."]
+    return [
+        "",
+        f"kfct against issue 3's targets (one worker, loopback): p50 {_ms(k1['p50_ms'])} ms at "
+        f"concurrency 1 (≤ {TARGETS['p50_ms']:g} ms: {_verdict(k1['p50_ms'], TARGETS['p50_ms'])}), "
+        f"p99 {_ms(k1['p99_ms'])} ms (≤ {TARGETS['p99_ms']:g} ms: {_verdict(k1['p99_ms'], TARGETS['p99_ms'])}), "
+        f"best {_n(best_rps)} requests/s (≥ {TARGETS['rps']:,.0f}: "
+        f"{_verdict(best_rps, TARGETS['rps'], lower=False)}).",
+    ]
 
 
 def _serving_notes(d: dict) -> list[str]:
     notes = []
     for s in d.get("servers", {}).values():
-        notes.append(f"{s['label']} (`{s['endpoint']}`) ready {s['ready_s']:.1f} s after start; answers match the "
-                     f"model's own probabilities within {s['max_abs_diff_vs_model']:.0e}")
+        notes.append(
+            f"{s['label']} (`{s['endpoint']}`) ready {s['ready_s']:.1f} s after start; answers match the "
+            f"model's own probabilities within {s['max_abs_diff_vs_model']:.0e}"
+        )
     for name, why in (d.get("failed") or {}).items():
         notes.append(f"**{name} failed**: {why.splitlines()[0] if why else ''}")
     lines = [""] + [f"- {n}." for n in notes] if notes else []
-    lines.append("- Each server runs with its own defaults: uvicorn's access log is on in `mlflow models serve` "
-                 "and in the FastAPI app (as the case study runs it), off in kfct (`--access-log` turns it on); "
-                 "kfct's prediction log (parquet, off the request path) and Prometheus metrics are on.")
-    lines.append("- All servers run with `OMP_NUM_THREADS=1` (one worker, one core), so XGBoost's OpenMP threads in the "
-                 "peers' `predict_proba` do not fight the load generator for the two cores. kfct answers single "
-                 "requests from the same booster compiled to numpy trees (`serving/fasttrees.py`, checked against "
-                 "the booster at load); the peers call the model's `predict_proba` on a pandas DataFrame.")
+    lines.append(
+        "- Each server runs with its own defaults: uvicorn's access log is on in `mlflow models serve` "
+        "and in the FastAPI app (as the case study runs it), off in kfct (`--access-log` turns it on); "
+        "kfct's prediction log (parquet, off the request path) and Prometheus metrics are on."
+    )
+    lines.append(
+        "- All servers run with `OMP_NUM_THREADS=1` (one worker, one core), so XGBoost's OpenMP threads in the "
+        "peers' `predict_proba` do not fight the load generator for the two cores. kfct answers single "
+        "requests from the same booster compiled to numpy trees (`serving/fasttrees.py`, checked against "
+        "the booster at load); the peers call the model's `predict_proba` on a pandas DataFrame."
+    )
     return lines
 
 
@@ -207,17 +247,24 @@ def render_scoring(sec: dict) -> list[str]:
     if st:
         return [*lines, st, ""]
     tools = d.get("tools", {})
-    lines.append("2.1M generated customers, parquet in → parquet of id, probability, label out, timed file to file "
-                 "(model load excluded), same registered model. The case study's monthly batch took 2 h 31 min.")
-    lines += ["", "| tool | rows | seconds, median (range) | rows/s | read / score / write s | vs case study | repeats |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines.append(
+        "2.1M generated customers, parquet in → parquet of id, probability, label out, timed file to file "
+        "(model load excluded), same registered model. The case study's monthly batch took 2 h 31 min."
+    )
+    lines += [
+        "",
+        "| tool | rows | seconds, median (range) | rows/s | read / score / write s | vs case study | repeats |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     cs = d.get("case_study_s")
     for t in tools.values():
         speed = f"{cs / t['projected_2_1m_s']:,.0f}× faster" if cs and t.get("projected_2_1m_s") else "—"
         rng = t.get("seconds_range")
         spread = f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng and t.get("repeats", 1) > 1 else ""
-        lines.append(f"| {t['label']} | {t['rows']:,} | {_n(t['seconds'], 2)}{spread} | {_n(t['rows_per_s'])} | "
-                     f"{t['read_s']:.2f} / {t['score_s']:.2f} / {t['write_s']:.2f} | {speed} | {t['repeats']} |")
+        lines.append(
+            f"| {t['label']} | {t['rows']:,} | {_n(t['seconds'], 2)}{spread} | {_n(t['rows_per_s'])} | "
+            f"{t['read_s']:.2f} / {t['score_s']:.2f} / {t['write_s']:.2f} | {speed} | {t['repeats']} |"
+        )
     lines.append(f"| case study (TelecomIT, 2h31m) | 2,100,000 | {_n(cs)} | {_n(d.get('case_study_rows_per_s'))} | — | 1× | — |")
     k = tools.get("kfct")
     if k:
@@ -238,26 +285,35 @@ def render_training(sec: dict, gpu: dict | None) -> list[str]:
     if st:
         lines.append(st)
     else:
-        lines.append("Split + encoder fit + XGBoost `hist` with early stopping on validation AUC (default config: "
-                     "≤ 400 trees, depth 5), as the pipeline's featurize and train stages compute it, in process, "
-                     "MLflow logging excluded.")
-    lines += ["", "| rows | device | wall s (split + fit), median (range) | fit s | trees kept | val AUC | repeats |",
-              "|---:|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            "Split + encoder fit + XGBoost `hist` with early stopping on validation AUC (default config: "
+            "≤ 400 trees, depth 5), as the pipeline's featurize and train stages compute it, in process, "
+            "MLflow logging excluded."
+        )
+    lines += [
+        "",
+        "| rows | device | wall s (split + fit), median (range) | fit s | trees kept | val AUC | repeats |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for f in d.get("figures", []):
         rng = f.get("seconds_range")
         spread = f" ({rng[0]:.1f}–{rng[1]:.1f})" if rng and f.get("repeats", 1) > 1 else ""
-        lines.append(f"| {f['rows']:,} | CPU ({d.get('cores', '?')} cores) | {_n(f['seconds'], 1)}{spread} | "
-                     f"{_n(f['fit_seconds'], 1)} | {(f.get('best_iteration') or 0) + 1} | {f['val_roc_auc']} | "
-                     f"{f['repeats']} |")
+        lines.append(
+            f"| {f['rows']:,} | CPU ({d.get('cores', '?')} cores) | {_n(f['seconds'], 1)}{spread} | "
+            f"{_n(f['fit_seconds'], 1)} | {(f.get('best_iteration') or 0) + 1} | {f['val_roc_auc']} | "
+            f"{f['repeats']} |"
+        )
     for s in d.get("skipped_sizes", []):
         lines.append(f"| {s['rows']:,} | CPU | {s['reason']} | | | | |")
     if gpu and not gpu.get("error"):
         for f in gpu["figures"]:
             trees = f.get("best_iteration")
-            lines.append(f"| {int(f['rows']):,} | GPU: {gpu['hardware']}, measured {gpu['date']} | "
-                         f"{_n(f['seconds'], 1)} | {_n(f.get('fit_seconds'), 1)} | "
-                         f"{(trees + 1) if isinstance(trees, int) else '—'} | {f.get('val_roc_auc', '—')} | "
-                         f"{f.get('repeats', '—')} |")
+            lines.append(
+                f"| {int(f['rows']):,} | GPU: {gpu['hardware']}, measured {gpu['date']} | "
+                f"{_n(f['seconds'], 1)} | {_n(f.get('fit_seconds'), 1)} | "
+                f"{(trees + 1) if isinstance(trees, int) else '—'} | {f.get('val_roc_auc', '—')} | "
+                f"{f.get('repeats', '—')} |"
+            )
     else:
         lines.append(f"| 1,000,000 | GPU (CUDA) | {NO_GPU} | | | | |")
         if gpu and gpu.get("error"):
@@ -272,10 +328,12 @@ def render_pipeline(sec: dict) -> list[str]:
     if st:
         return [*lines, st, ""]
     how = "one run" if d.get("repeats") == 1 else "median of " + _plural(d.get("repeats"), "run")
-    lines.append(f"`kfct.pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
-                 "SubprocessRunner, each stage a subprocess; a stage's time is what it stamped itself, from the first line "
-                 "of its function (the libraries it imports included) to its last, and the total also holds starting "
-                 f"Python and kfp's executor for each; {how}.")
+    lines.append(
+        f"`kfct.pipelines.local.run_ct(\"{d.get('data_uri')}\")`: the compiled pipeline's own DAG run by kfp's "
+        "SubprocessRunner, each stage a subprocess; a stage's time is what it stamped itself, from the first line "
+        "of its function (the libraries it imports included) to its last, and the total also holds starting "
+        f"Python and kfp's executor for each; {how}."
+    )
     lines += ["", "| stage | seconds |", "|---|---:|"]
     for k, v in (d.get("stages") or {}).items():
         lines.append(f"| {k} | {_n(v, 1)} |")
@@ -285,8 +343,17 @@ def render_pipeline(sec: dict) -> list[str]:
     return [*lines, ""]
 
 
-SCALE_STEPS = ("validate-single", "featurize-single", "validate-part", "merge-validation", "featurize-part",
-               "merge-featurize", "evaluate", "score-shard", "train")
+SCALE_STEPS = (
+    "validate-single",
+    "featurize-single",
+    "validate-part",
+    "merge-validation",
+    "featurize-part",
+    "merge-featurize",
+    "evaluate",
+    "score-shard",
+    "train",
+)
 
 
 def render_scale(sec: dict) -> list[str]:
@@ -297,14 +364,18 @@ def render_scale(sec: dict) -> list[str]:
     if st:
         return [*lines, st, ""]
     sizes = d.get("sizes") or []
-    lines.append(f"Datasets in parts of {d.get('part_rows', 0):,} rows (`kfct data generate --part-rows`). Each step "
-                 "ran once in a fresh process under `/usr/bin/time -v`"
-                 + (", inside a cgroup v1 memory group limited to the memory the compiled pipeline gives its pod"
-                    if d.get("cgroup") else " (no cgroup here: limits not enforced)")
-                 + "; peak RSS in MiB, wall seconds, and whether it finished under the limit. See `bench/scale.py` "
-                   "for what each step reads (map steps: one part; reduce steps: every part's statistics).")
-    head = "| step | limit MiB | " + " | ".join(f"{z['label']} ({z['rows']:,} rows, {z['parts']} parts)"
-                                                 for z in sizes) + " |"
+    lines.append(
+        f"Datasets in parts of {d.get('part_rows', 0):,} rows (`kfct data generate --part-rows`). Each step "
+        "ran once in a fresh process under `/usr/bin/time -v`"
+        + (
+            ", inside a cgroup v1 memory group limited to the memory the compiled pipeline gives its pod"
+            if d.get("cgroup")
+            else " (no cgroup here: limits not enforced)"
+        )
+        + "; peak RSS in MiB, wall seconds, and whether it finished under the limit. See `bench/scale.py` "
+        "for what each step reads (map steps: one part; reduce steps: every part's statistics)."
+    )
+    head = "| step | limit MiB | " + " | ".join(f"{z['label']} ({z['rows']:,} rows, {z['parts']} parts)" for z in sizes) + " |"
     lines += ["", head, "|---|---:|" + "---:|" * len(sizes)]
     for step in SCALE_STEPS:
         cells, limit = [], None
@@ -321,8 +392,10 @@ def render_scale(sec: dict) -> list[str]:
         sr = z.get("split_rows") or {}
         if sr:
             lines.append("")
-            lines.append(f"{z['label']}: split {sr.get('train', 0):,} / {sr.get('val', 0):,} / {sr.get('test', 0):,} "
-                         "rows (train/val/test, by id hash).")
+            lines.append(
+                f"{z['label']}: split {sr.get('train', 0):,} / {sr.get('val', 0):,} / {sr.get('test', 0):,} "
+                "rows (train/val/test, by id hash)."
+            )
     if d.get("notes"):
         lines += [""] + [f"- {n}" for n in d["notes"]]
     lines += render_train_workers(d.get("train_workers") or [])
@@ -336,36 +409,50 @@ def render_train_workers(tw: list) -> list[str]:
     if not tw:
         return []
     lines: list[str] = []
-    lines += ["", "### Train workers at a dataset's split sizes (`python -m bench.scale --train-workers`)", "",
-              "Each worker in its own cgroup v1 memory group at the per-worker limit (the TrainJob's "
-              "`resourcesPerNode`); train/validation splits of the dataset's size (70% / 15% of its parts); "
-              "boosting capped at the stated rounds (memory is built before the first round).", "",
-              "| dataset | workers | train rows | val rows | rounds cap | peak RSS per worker MiB | limit MiB | "
-              "exits | wall s |", "|---|---:|---:|---:|---:|---|---:|---|---:|"]
+    lines += [
+        "",
+        "### Train workers at a dataset's split sizes (`python -m bench.scale --train-workers`)",
+        "",
+        "Each worker in its own cgroup v1 memory group at the per-worker limit (the TrainJob's "
+        "`resourcesPerNode`); train/validation splits of the dataset's size (70% / 15% of its parts); "
+        "boosting capped at the stated rounds (memory is built before the first round).",
+        "",
+        "| dataset | workers | train rows | val rows | rounds cap | peak RSS per worker MiB | limit MiB | exits | wall s |",
+        "|---|---:|---:|---:|---:|---|---:|---|---:|",
+    ]
     for r in tw:
         held = r.get("held") or []
         peaks = " / ".join(_n(h.get("peak_rss_mib")) for h in held) or "–"
         exits = ", ".join(str(h.get("exit")) for h in held) or "–"
-        lines.append(f"| {r['label']} | {r['workers']} | {_n(r['train_rows'])} | {_n(r['val_rows'])} | "
-                     f"{r['rounds_cap']} | {peaks} | {_n(r.get('limit_mib'))} | {exits} | {_n(r['wall_s'], 1)} |")
+        lines.append(
+            f"| {r['label']} | {r['workers']} | {_n(r['train_rows'])} | {_n(r['val_rows'])} | "
+            f"{r['rounds_cap']} | {peaks} | {_n(r.get('limit_mib'))} | {exits} | {_n(r['wall_s'], 1)} |"
+        )
     return lines
 
 
 def render_ct_run(run: dict) -> list[str]:
     """One whole CT run with every process held at its pod's limit (`kfct run --pod-limits`)."""
     ok = all(s.get("under_limit") for s in run["steps"])
-    lines = ["", f"### Whole CT run, {run['label']} ({_n(run.get('rows'))} rows), every process held at its pod's limit",
-             "", f"`{run['command']}`: each task process (and each train worker) in its own cgroup v1 memory group at "
-             f"the limit the compiled pipeline gives its pod; {_n(run.get('total_seconds'), 0)} s in all; validation "
-             f"{'passed' if run.get('validation_passed') else 'FAILED'}; test ROC AUC {run.get('test_roc_auc') or 0:.4f}; "
-             f"registered version {run.get('registered') or '–'}; "
-             + ("every process under its limit." if ok else "**a process was over its limit**."), "",
-             "| step | processes | largest peak RSS MiB | limit MiB | wall s (all its processes) | exit |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "",
+        f"### Whole CT run, {run['label']} ({_n(run.get('rows'))} rows), every process held at its pod's limit",
+        "",
+        f"`{run['command']}`: each task process (and each train worker) in its own cgroup v1 memory group at "
+        f"the limit the compiled pipeline gives its pod; {_n(run.get('total_seconds'), 0)} s in all; validation "
+        f"{'passed' if run.get('validation_passed') else 'FAILED'}; test ROC AUC {run.get('test_roc_auc') or 0:.4f}; "
+        f"registered version {run.get('registered') or '–'}; "
+        + ("every process under its limit." if ok else "**a process was over its limit**."),
+        "",
+        "| step | processes | largest peak RSS MiB | limit MiB | wall s (all its processes) | exit |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for s in run["steps"]:
-        lines.append(f"| {s['step']} | {s['processes']} | {_n(s['peak_rss_mib'])} | {_n(s['limit_mib'])} | "
-                     f"{_n(s['wall_s'], 1) if s.get('wall_s') is not None else '– (in train-model)'} | "
-                     f"{', '.join(map(str, s['exits']))} |")
+        lines.append(
+            f"| {s['step']} | {s['processes']} | {_n(s['peak_rss_mib'])} | {_n(s['limit_mib'])} | "
+            f"{_n(s['wall_s'], 1) if s.get('wall_s') is not None else '– (in train-model)'} | "
+            f"{', '.join(map(str, s['exits']))} |"
+        )
     return lines
 
 
@@ -382,8 +469,12 @@ def render_scale_chart(data: dict, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(9, 5))
     limits = set()
     for step in SCALE_STEPS:
-        pts = [(z["rows"] / 1e6, r["peak_rss_mib"]) for z in sizes for r in z["steps"]
-               if r["step"] == step and r.get("peak_rss_mib") is not None]
+        pts = [
+            (z["rows"] / 1e6, r["peak_rss_mib"])
+            for z in sizes
+            for r in z["steps"]
+            if r["step"] == step and r.get("peak_rss_mib") is not None
+        ]
         limits |= {r["limit_mib"] for z in sizes for r in z["steps"] if r["step"] == step and r.get("limit_mib")}
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=step)
@@ -464,8 +555,11 @@ def render_chart(results: dict, path: Path) -> Path | None:
     _scoring_panel(axes[1][0], scoring)
     _pipeline_panel(axes[1][1], pipeline, training)
     meta = results.get("meta", {})
-    fig.suptitle(f"kfct benchmarks — {meta.get('date', '')}, {meta.get('cores', '?')} shared cores "
-                 "(load generator and servers on the same machine)", fontsize=11)
+    fig.suptitle(
+        f"kfct benchmarks — {meta.get('date', '')}, {meta.get('cores', '?')} shared cores "
+        "(load generator and servers on the same machine)",
+        fontsize=11,
+    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -504,8 +598,9 @@ def _throughput_panel(ax, serving: dict) -> None:
         width = 0.8 / max(1, len(levels))
         for j, lv in enumerate(levels):
             vals = [(by.get(lv) or {}).get("rps") or 0 for by in cells.values()]
-            ax.bar([i + (j - (len(levels) - 1) / 2) * width for i in range(len(cells))], vals, width=width,
-                   label=f"concurrency {lv}")
+            ax.bar(
+                [i + (j - (len(levels) - 1) / 2) * width for i in range(len(cells))], vals, width=width, label=f"concurrency {lv}"
+            )
         ax.set_xticks(range(len(cells)), [labels.get(n, n) for n in cells], fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("requests/s (log)")

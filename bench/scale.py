@@ -26,7 +26,6 @@ Without root or the cgroup v1 memory controller, steps run without a limit (said
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -38,9 +37,17 @@ from pathlib import Path
 
 PART_ROWS = 250_000
 SIZES = {"2.1M": 2_100_000, "10M": 10_000_000, "20M": 20_000_000}
-STAGE_OF = {"validate-single": "validate_data", "featurize-single": "featurize", "validate-part": "validate_part",
-            "merge-validation": "validate_data", "featurize-part": "featurize_part", "merge-featurize": "featurize",
-            "evaluate": "evaluate", "score-shard": "batch_score", "train": "train"}
+STAGE_OF = {
+    "validate-single": "validate_data",
+    "featurize-single": "featurize",
+    "validate-part": "validate_part",
+    "merge-validation": "validate_data",
+    "featurize-part": "featurize_part",
+    "merge-featurize": "featurize",
+    "evaluate": "evaluate",
+    "score-shard": "batch_score",
+    "train": "train",
+}
 
 
 def scale_dir() -> Path:
@@ -75,14 +82,24 @@ def measure(step: str, args: dict, limit: int | None, log=print) -> dict:
         group = memgroup.create(f"kfct-scale-{os.getpid()}-{step}", limit)
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "bench.scale_step", step, json.dumps(args)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=memgroup.joiner(group) if group else None,
-                       cwd=str(Path(__file__).resolve().parent.parent))
+    p = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        preexec_fn=memgroup.joiner(group) if group else None,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
     wall = time.perf_counter() - t0
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
     signal = re.search(r"Command terminated by signal (\d+)", p.stderr)
-    out = {"step": step, "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None,
-           "wall_s": round(wall, 1), "limit_mib": round(limit / 2**20) if limit else None,
-           "exit": 128 + int(signal.group(1)) if signal else p.returncode, "cgroup": group is not None}
+    out = {
+        "step": step,
+        "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None,
+        "wall_s": round(wall, 1),
+        "limit_mib": round(limit / 2**20) if limit else None,
+        "exit": 128 + int(signal.group(1)) if signal else p.returncode,
+        "cgroup": group is not None,
+    }
     if group is not None:
         peaks = memgroup.peaks(group)
         out["cgroup_peak_mib"], out["oom_events"] = peaks["cgroup_peak_mib"], peaks["limit_hits"]
@@ -90,12 +107,15 @@ def measure(step: str, args: dict, limit: int | None, log=print) -> dict:
     out["under_limit"] = out["exit"] == 0 and (limit is None or (out["peak_rss_mib"] or 0) * 2**20 < limit)
     if out["exit"] != 0:
         out["error"] = (p.stderr.strip().splitlines() or [""])[-25:]
-    log(f"  {step}: peak RSS {out['peak_rss_mib']} MiB (limit {out['limit_mib']} MiB{', cgroup' if group else ''}), "
-        f"{out['wall_s']} s, exit {out['exit']}")
+    log(
+        f"  {step}: peak RSS {out['peak_rss_mib']} MiB (limit {out['limit_mib']} MiB{', cgroup' if group else ''}), "
+        f"{out['wall_s']} s, exit {out['exit']}"
+    )
     return out
 
 
 # -- data ---------------------------------------------------------------------------------------------
+
 
 def ensure_dataset(label: str, log=print) -> Path:
     """The parts dataset for a size label, generated once (20 M: 80 parts; 10 M: the first 40 of them)."""
@@ -129,8 +149,8 @@ def ensure_dataset(label: str, log=print) -> Path:
 
 def _prepare_stats(d: Path, work: Path, cfg: dict, all_gx: bool, first_stats: Path, log=print) -> list[str]:
     """Per-part validation outputs for the reduce (see the module docstring)."""
-    from kfct.data import parts
     from kfct.components.validation_merge import part_statistics, validate_part
+    from kfct.data import parts
 
     m = parts.load_manifest(d)
     out = []
@@ -150,9 +170,9 @@ def _prepare_stats(d: Path, work: Path, cfg: dict, all_gx: bool, first_stats: Pa
 
 
 def _prepare_featurized(d: Path, work: Path, cfg: dict) -> list[str]:
-    from kfct.data import parts
     from kfct.components.featurize import with_binary_label
     from kfct.components.featurize_merge import split_by_id
+    from kfct.data import parts
 
     m = parts.load_manifest(d)
     out = []
@@ -185,8 +205,8 @@ def _model(work: Path, cfg: dict) -> Path:
 
 
 def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[str, ...] = ("2.1M",)) -> dict:
-    from kfct.data import parts
     from kfct.config import config_to_json, load_config
+    from kfct.data import parts
 
     cfg = load_config()
     cfg_json = config_to_json(cfg)
@@ -216,8 +236,10 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
         shutil.rmtree(first, ignore_errors=True)
         step("validate-part", {"part": uris[0], "out": str(first)})
         stats = _prepare_stats(d, work, cfg, all_gx=label == "2.1M", first_stats=first, log=log)
-        step("merge-validation", {"stats": stats, "dataset": str(d), "sha256": m["version"],
-                                  "out": str(work / "merged-validation")})
+        step(
+            "merge-validation",
+            {"stats": stats, "dataset": str(d), "sha256": m["version"], "out": str(work / "merged-validation")},
+        )
         fp = work / "first-feat"
         shutil.rmtree(fp, ignore_errors=True)
         fp.mkdir(parents=True)
@@ -230,8 +252,10 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
         step("evaluate", {"model": str(model), "test": str(merged / "test")})
         step("score-shard", {"model": str(model), "part": uris[0], "out": str(work / "scores.parquet")})
         if label in train_sizes:
-            step("train", {"train": str(merged / "train"), "val": str(merged / "val"),
-                           "preprocessor": str(merged / "preprocessor")})
+            step(
+                "train",
+                {"train": str(merged / "train"), "val": str(merged / "val"), "preprocessor": str(merged / "preprocessor")},
+            )
         res["split_rows"] = {s: parts.count_rows(merged / s) for s in ("train", "val", "test")}
         rows_out.append(res)
         (root / f"scale-results-{label}.json").write_text(json.dumps(res, indent=1))
@@ -239,6 +263,7 @@ def run(ctx=None, sizes: list[str] | None = None, log=print, train_sizes: tuple[
 
 
 # -- the train workers at a dataset's split sizes ------------------------------------------------------
+
 
 def train_workers_step(dataset: Path, label: str, workers: int = 2, rounds: int = 20, log=print) -> dict:
     """N train workers, each in its own memory group at the per-worker limit, on a split of this dataset's
@@ -250,10 +275,10 @@ def train_workers_step(dataset: Path, label: str, workers: int = 2, rounds: int 
     import joblib
 
     from bench.workers import held_workers
-    from kfct.data import parts
     from kfct.components.featurize import featurize_core
     from kfct.components.train_distributed import config_json, run_local_workers, typed_config, worker_memory_limit
     from kfct.config import load_config
+    from kfct.data import parts
     from kfct.data.datagen import generate
 
     cfg = load_config(overrides={"train": {"workers": workers, "xgboost": {"n_estimators": rounds}}})
@@ -264,20 +289,32 @@ def train_workers_step(dataset: Path, label: str, workers: int = 2, rounds: int 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     joblib.dump(featurize_core(generate(100_000, seed=7), cfg)[3], work / "preprocessor")
-    spec = {"config_json": config_json(rc), "train": uris[:n_train], "val": uris[n_train:n_train + n_val],
-            "preprocessor": str(work / "preprocessor"), "model": str(work / "model"), "info": str(work / "info"),
-            "device": "cpu"}
+    spec = {
+        "config_json": config_json(rc),
+        "train": uris[:n_train],
+        "val": uris[n_train : n_train + n_val],
+        "preprocessor": str(work / "preprocessor"),
+        "model": str(work / "model"),
+        "info": str(work / "info"),
+        "device": "cpu",
+    }
     (work / "spec.json").write_text(json.dumps(spec))
     limit = worker_memory_limit(rc.resources)
     t0 = time.perf_counter()
     with held_workers(work) as record:
-        run_local_workers(str(work / "spec.json"), workers, float(rc.train.deadline_seconds), work / "logs",
-                          memory_limit=limit)
+        run_local_workers(str(work / "spec.json"), workers, float(rc.train.deadline_seconds), work / "logs", memory_limit=limit)
     wall = round(time.perf_counter() - t0, 1)
     info = json.loads((work / "info").read_text())["info"]
-    out = {"label": label, "workers": workers, "rounds_cap": rounds, "train_rows": info["n_train"],
-           "val_rows": info["n_val"], "wall_s": wall, "limit_mib": round(limit / 2**20) if limit else None,
-           "held": [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []}
+    out = {
+        "label": label,
+        "workers": workers,
+        "rounds_cap": rounds,
+        "train_rows": info["n_train"],
+        "val_rows": info["n_val"],
+        "wall_s": wall,
+        "limit_mib": round(limit / 2**20) if limit else None,
+        "held": [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else [],
+    }
     log(f"  train workers at {label}: {out}")
     return out
 
@@ -293,27 +330,45 @@ def ct_run_figures(summary: dict, label: str, command: str) -> dict:
     steps: dict[str, dict] = {}
     for r in summary.get("memory") or []:
         name = CT_STEP.sub(r"\1", r["task"]) if r["process"] == "task" else f"train {r['process']}"
-        s = steps.setdefault(name, {"step": name, "processes": 0, "peak_rss_mib": 0.0, "limit_mib": r["limit_mib"],
-                                    "wall_s": 0.0, "exits": []})
+        s = steps.setdefault(
+            name, {"step": name, "processes": 0, "peak_rss_mib": 0.0, "limit_mib": r["limit_mib"], "wall_s": 0.0, "exits": []}
+        )
         s["processes"] += 1
         s["peak_rss_mib"] = max(s["peak_rss_mib"], r.get("peak_rss_mib") or 0.0)
         s["wall_s"] = None if r.get("wall_s") is None else round((s["wall_s"] or 0.0) + r["wall_s"], 1)  # workers: none
         s["exits"] = sorted(set(s["exits"]) | {r.get("exit")}, key=str)
         s["under_limit"] = all(e == 0 for e in s["exits"]) and s["peak_rss_mib"] < (s["limit_mib"] or float("inf"))
     dec = summary.get("decision") or {}
-    return {"label": label, "rows": (summary.get("dataset") or {}).get("rows"), "command": command,
-            "run_id": summary.get("run_id"), "total_seconds": summary.get("total_seconds"),
-            "validation_passed": (summary.get("validation") or {}).get("passed"),
-            "test_roc_auc": (dec.get("metrics") or {}).get("roc_auc"),
-            "registered": (summary.get("registered") or {}).get("version"), "steps": list(steps.values())}
+    return {
+        "label": label,
+        "rows": (summary.get("dataset") or {}).get("rows"),
+        "command": command,
+        "run_id": summary.get("run_id"),
+        "total_seconds": summary.get("total_seconds"),
+        "validation_passed": (summary.get("validation") or {}).get("passed"),
+        "test_roc_auc": (dec.get("metrics") or {}).get("roc_auc"),
+        "registered": (summary.get("registered") or {}).get("version"),
+        "steps": list(steps.values()),
+    }
 
 
 def ct_run(dataset: Path, label: str, workers: int = 2, log=print) -> dict:
     """`kfct run --data-uri <parts> --workers N --pod-limits` in a fresh KFCT_HOME; its per-process figures."""
     out = scale_dir() / f"ct-run-{label}.json"
     home = scale_dir() / f"ct-home-{label}"
-    cmd = [sys.executable, "-m", "kfct", "run", "--data-uri", str(dataset), "--workers", str(workers), "--pod-limits",
-           "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kfct",
+        "run",
+        "--data-uri",
+        str(dataset),
+        "--workers",
+        str(workers),
+        "--pod-limits",
+        "--json",
+        str(out),
+    ]
     log(f"  whole CT run at {label}: {' '.join(cmd[2:])}")
     subprocess.run(cmd, check=True, env={**os.environ, "KFCT_HOME": str(home)})
     return ct_run_figures(json.loads(out.read_text()), label, f"kfct {' '.join(cmd[3:])}")
@@ -335,13 +390,19 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", help="comma-separated size labels (default: all)")
-    ap.add_argument("--ct-run", metavar="DATASET", help="run the whole CT pipeline on this parts dataset "
-                    "(--workers 2 --pod-limits) and add its figures to bench/scale.*")
+    ap.add_argument(
+        "--ct-run",
+        metavar="DATASET",
+        help="run the whole CT pipeline on this parts dataset (--workers 2 --pod-limits) and add its figures to bench/scale.*",
+    )
     ap.add_argument("--label", default="20M", help="the size label of --ct-run / --add-ct-run")
     ap.add_argument("--add-ct-run", metavar="SUMMARY", help="add a finished `kfct run --pod-limits --json` summary")
     ap.add_argument("--command", default="", help="the command that produced --add-ct-run's summary")
-    ap.add_argument("--train-workers", metavar="DATASET", help="measure the train workers (held) on splits of "
-                    "this parts dataset's size and add them to bench/scale.*")
+    ap.add_argument(
+        "--train-workers",
+        metavar="DATASET",
+        help="measure the train workers (held) on splits of this parts dataset's size and add them to bench/scale.*",
+    )
     ap.add_argument("--rounds", type=int, default=20, help="boosting rounds cap for --train-workers")
     args = ap.parse_args(argv)
     out_dir = Path(__file__).resolve().parent

@@ -33,23 +33,39 @@ def main(step: str, args: dict) -> None:
     elif step == "merge-validation":
         out = args["out"]
         __import__("os").makedirs(out, exist_ok=True)
-        ps.merge_validation(stats=[_art(Artifact, d) for d in args["stats"]], config_json=cfg_json,
-                            model_name="bench-scale", pipeline_run="bench-scale",
-                            dataset=_art(Dataset, args["dataset"], {"sha256": args["sha256"]}),
-                            report=_art(HTML, f"{out}/report.html"), report_json=_art(Artifact, f"{out}/report.json"),
-                            report_md=_art(Markdown, f"{out}/report.md"), data_docs=_art(Artifact, f"{out}/data_docs"))
+        ps.merge_validation(
+            stats=[_art(Artifact, d) for d in args["stats"]],
+            config_json=cfg_json,
+            model_name="bench-scale",
+            pipeline_run="bench-scale",
+            dataset=_art(Dataset, args["dataset"], {"sha256": args["sha256"]}),
+            report=_art(HTML, f"{out}/report.html"),
+            report_json=_art(Artifact, f"{out}/report.json"),
+            report_md=_art(Markdown, f"{out}/report.md"),
+            data_docs=_art(Artifact, f"{out}/data_docs"),
+        )
     elif step == "featurize-part":
         out = args["out"]
-        ps.featurize_part(part=args["part"], config_json=cfg_json, train=_art(Dataset, f"{out}/train"),
-                          val=_art(Dataset, f"{out}/val"), test=_art(Dataset, f"{out}/test"))
+        ps.featurize_part(
+            part=args["part"],
+            config_json=cfg_json,
+            train=_art(Dataset, f"{out}/train"),
+            val=_art(Dataset, f"{out}/val"),
+            test=_art(Dataset, f"{out}/test"),
+        )
     elif step == "merge-featurize":
         out, dirs = args["out"], args["parts"]
-        ps.merge_featurize(train_parts=[_art(Dataset, f"{d}/train") for d in dirs],
-                           val_parts=[_art(Dataset, f"{d}/val") for d in dirs],
-                           test_parts=[_art(Dataset, f"{d}/test") for d in dirs], config_json=cfg_json,
-                           dataset=_art(Dataset, args["dataset"], {"sha256": args["sha256"]}),
-                           train=_art(Dataset, f"{out}/train"), val=_art(Dataset, f"{out}/val"),
-                           test=_art(Dataset, f"{out}/test"), preprocessor=_art(Model, f"{out}/preprocessor"))
+        ps.merge_featurize(
+            train_parts=[_art(Dataset, f"{d}/train") for d in dirs],
+            val_parts=[_art(Dataset, f"{d}/val") for d in dirs],
+            test_parts=[_art(Dataset, f"{d}/test") for d in dirs],
+            config_json=cfg_json,
+            dataset=_art(Dataset, args["dataset"], {"sha256": args["sha256"]}),
+            train=_art(Dataset, f"{out}/train"),
+            val=_art(Dataset, f"{out}/val"),
+            test=_art(Dataset, f"{out}/test"),
+            preprocessor=_art(Model, f"{out}/preprocessor"),
+        )
     elif step == "evaluate":
         import joblib
         import pandas as pd
@@ -79,17 +95,23 @@ def main(step: str, args: dict) -> None:
         cfg = config_from_json(cfg_json)
         tr, va = pd.read_parquet(args["train"]), pd.read_parquet(args["val"])
         train_core(tr, va, cfg, encoder=joblib.load(args["preprocessor"]), device="cpu", tune_trials=0)
-    elif step == "validate-single":      # the single-file stage, for comparison (before parts)
+    elif step == "validate-single":  # the single-file stage, for comparison (before parts)
         from pathlib import Path
 
         from kfct.components.validate import validate_data
 
         out = args["out"]
         Path(out).mkdir(parents=True, exist_ok=True)
-        validate_data(dataset=_art(Dataset, args["file"]), config_json=cfg_json, model_name="bench-scale",
-                      pipeline_run="bench-scale", report=_art(HTML, f"{out}/report.html"),
-                      report_json=_art(Artifact, f"{out}/report.json"), report_md=_art(Markdown, f"{out}/report.md"),
-                      data_docs=_art(Artifact, f"{out}/data_docs"))
+        validate_data(
+            dataset=_art(Dataset, args["file"]),
+            config_json=cfg_json,
+            model_name="bench-scale",
+            pipeline_run="bench-scale",
+            report=_art(HTML, f"{out}/report.html"),
+            report_json=_art(Artifact, f"{out}/report.json"),
+            report_md=_art(Markdown, f"{out}/report.md"),
+            data_docs=_art(Artifact, f"{out}/data_docs"),
+        )
     elif step == "featurize-single":
         from pathlib import Path
 
@@ -97,9 +119,14 @@ def main(step: str, args: dict) -> None:
 
         out = args["out"]
         Path(out).mkdir(parents=True, exist_ok=True)
-        featurize_split(dataset=_art(Dataset, args["file"]), config_json=cfg_json, train=_art(Dataset, f"{out}/train"),
-                        val=_art(Dataset, f"{out}/val"), test=_art(Dataset, f"{out}/test"),
-                        preprocessor=_art(Model, f"{out}/preprocessor"))
+        featurize_split(
+            dataset=_art(Dataset, args["file"]),
+            config_json=cfg_json,
+            train=_art(Dataset, f"{out}/train"),
+            val=_art(Dataset, f"{out}/val"),
+            test=_art(Dataset, f"{out}/test"),
+            preprocessor=_art(Model, f"{out}/preprocessor"),
+        )
     else:
         raise SystemExit(f"unknown step {step!r}")
 

@@ -51,8 +51,13 @@ def score_kfct(model, name: str, version: str, src: Path, dest: Path, id_column:
     from kfct.components.score import score_file
 
     s = score_file(model, src, dest, version, name, id_column=id_column)
-    return {"rows": s.rows, "seconds": s.seconds, "read_s": s.read_seconds, "score_s": s.score_seconds,
-            "write_s": s.write_seconds}
+    return {
+        "rows": s.rows,
+        "seconds": s.seconds,
+        "read_s": s.read_seconds,
+        "score_s": s.score_seconds,
+        "write_s": s.write_seconds,
+    }
 
 
 def score_mlflow_pyfunc(pyfunc, src: Path, dest: Path, id_column: str, threshold: float) -> dict:
@@ -65,23 +70,34 @@ def score_mlflow_pyfunc(pyfunc, src: Path, dest: Path, id_column: str, threshold
     pred = np.asarray(pyfunc.predict(df))
     proba = pred[:, 1] if pred.ndim == 2 else pred
     t2 = time.perf_counter()
-    pd.DataFrame({id_column: df[id_column].to_numpy(), "probability": proba,
-                  "label": (proba >= threshold).astype("int8")}).to_parquet(dest, index=False)
+    pd.DataFrame(
+        {id_column: df[id_column].to_numpy(), "probability": proba, "label": (proba >= threshold).astype("int8")}
+    ).to_parquet(dest, index=False)
     t3 = time.perf_counter()
-    return {"rows": len(df), "seconds": round(t3 - t0, 3), "read_s": round(t1 - t0, 3),
-            "score_s": round(t2 - t1, 3), "write_s": round(t3 - t2, 3)}
+    return {
+        "rows": len(df),
+        "seconds": round(t3 - t0, 3),
+        "read_s": round(t1 - t0, 3),
+        "score_s": round(t2 - t1, 3),
+        "write_s": round(t3 - t2, 3),
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
     secs = [r["seconds"] for r in runs]
     med = statistics.median(secs)
     rows = runs[0]["rows"]
-    return {"rows": rows, "repeats": len(runs), "seconds": round(med, 3), "seconds_range": [min(secs), max(secs)],
-            "rows_per_s": round(rows / med, 1) if med else None,
-            "read_s": round(statistics.median(r["read_s"] for r in runs), 3),
-            "score_s": round(statistics.median(r["score_s"] for r in runs), 3),
-            "write_s": round(statistics.median(r["write_s"] for r in runs), 3),
-            "projected_2_1m_s": round(med * ROWS / rows, 2) if rows else None}
+    return {
+        "rows": rows,
+        "repeats": len(runs),
+        "seconds": round(med, 3),
+        "seconds_range": [min(secs), max(secs)],
+        "rows_per_s": round(rows / med, 1) if med else None,
+        "read_s": round(statistics.median(r["read_s"] for r in runs), 3),
+        "score_s": round(statistics.median(r["score_s"] for r in runs), 3),
+        "write_s": round(statistics.median(r["write_s"] for r in runs), 3),
+        "projected_2_1m_s": round(med * ROWS / rows, 2) if rows else None,
+    }
 
 
 def run(ctx: Context, repeats: int = 3, peer_repeats: int = 1, rows: int = ROWS) -> dict:
@@ -93,8 +109,13 @@ def run(ctx: Context, repeats: int = 3, peer_repeats: int = 1, rows: int = ROWS)
     src, gen_s = cached_customers(ctx, rows)
     out_dir = ctx.workdir / "scores"
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"input": str(src), "generated_s": gen_s, "case_study_s": CASE_STUDY_SECONDS,
-              "case_study_rows_per_s": round(ROWS / CASE_STUDY_SECONDS, 1), "tools": {}}
+    result = {
+        "input": str(src),
+        "generated_s": gen_s,
+        "case_study_s": CASE_STUDY_SECONDS,
+        "case_study_rows_per_s": round(ROWS / CASE_STUDY_SECONDS, 1),
+        "tools": {},
+    }
 
     runs = []
     for r in range(repeats):

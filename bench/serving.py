@@ -15,12 +15,12 @@ probabilities: the servers must be serving the same model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import peers
 from bench.model import Context, ensure_registered
@@ -45,6 +45,7 @@ def request_records(cfg: RunConfig, n: int = N_BODIES, seed: int = BODY_SEED) ->
 
 def aggregate(runs: list[dict]) -> dict:
     """Medians over repeats of one (server, concurrency) cell; errors and requests summed."""
+
     def med(key):
         vals = [r[key] for r in runs if r.get(key) is not None]
         return round(statistics.median(vals), 4) if vals else None
@@ -54,11 +55,16 @@ def aggregate(runs: list[dict]) -> dict:
         return [min(vals), max(vals)] if vals else None
 
     return {
-        "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "p999_ms": med("p999_ms"), "rps": med("rps"),
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+        "p999_ms": med("p999_ms"),
+        "rps": med("rps"),
         "errors": sum(int(r.get("errors", 0)) for r in runs),
         "requests": sum(int(r.get("requests", 0)) for r in runs),
         "repeats": len(runs),
-        "p50_ms_range": spread("p50_ms"), "p99_ms_range": spread("p99_ms"), "rps_range": spread("rps"),
+        "p50_ms_range": spread("p50_ms"),
+        "p99_ms_range": spread("p99_ms"),
+        "rps_range": spread("rps"),
         "error_kinds": _merge([r.get("error_kinds", {}) for r in runs]),
     }
 
@@ -91,8 +97,21 @@ def ratios(cells: dict, base: str = "kfct") -> dict:
 
 def run_load(url: str, bodies_path: Path, levels, duration: float, warmup: float) -> list[dict]:
     """One `bench.load` process against one server, all concurrency levels in order."""
-    cmd = [sys.executable, "-m", "bench.load", "--url", url, "--bodies", str(bodies_path),
-           "--concurrency", ",".join(str(c) for c in levels), "--duration", str(duration), "--warmup", str(warmup)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "--url",
+        url,
+        "--bodies",
+        str(bodies_path),
+        "--concurrency",
+        ",".join(str(c) for c in levels),
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+    ]
     timeout = len(levels) * (duration + warmup + 25) + 30
     cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(Path(__file__).resolve().parents[1]))
     if cp.returncode != 0:
@@ -115,8 +134,7 @@ def check_same_model(server: peers.ServerProcess, records: list[dict], expected,
     return diff
 
 
-def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0.5, levels=LEVELS,
-        servers=SERVERS) -> dict:
+def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0.5, levels=LEVELS, servers=SERVERS) -> dict:
     """Start each server (one failing is reported, the others still measured), check they serve the same
     model, measure them in turn `repeats` times, cross-check kfct with wrk; stop them all."""
     import os
@@ -139,16 +157,25 @@ def run(ctx: Context, repeats: int = 3, duration: float = 3.0, warmup: float = 0
     finally:
         for srv in started:
             srv.stop()
-    cells = {name: {str(level): aggregate([row for rep in reps for row in rep if row["concurrency"] == level])
-                    for level in levels}
-             for name, reps in raw.items()}
+    cells = {
+        name: {str(level): aggregate([row for rep in reps for row in rep if row["concurrency"] == level]) for level in levels}
+        for name, reps in raw.items()
+    }
     return {
         "model": {"name": reg.name, "version": reg.version, "train_rows": reg.train_rows},
         "payload": f"V1 JSON, 1 instance per request (id + {len(feature_columns(cfg))} features), "
-                   f"{len(records)} distinct customers in rotation (MLServer: the same customers encoded by the "
-                   "model's encoder in the client, one V2 FP32 row; its `predict` output is the probability)",
-        "levels": list(levels), "repeats": repeats, "duration_s": duration, "warmup_s": warmup,
-        "servers": info, "cells": cells, "ratios": ratios(cells), "failed": failed, "raw": raw, "wrk": wrk_out,
+        f"{len(records)} distinct customers in rotation (MLServer: the same customers encoded by the "
+        "model's encoder in the client, one V2 FP32 row; its `predict` output is the probability)",
+        "levels": list(levels),
+        "repeats": repeats,
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "servers": info,
+        "cells": cells,
+        "ratios": ratios(cells),
+        "failed": failed,
+        "raw": raw,
+        "wrk": wrk_out,
         "measured": {**measured, "load_after": os.getloadavg()[0]},
     }
 
@@ -167,6 +194,7 @@ def write_bodies(ctx: Context, reg, records: list[dict]) -> dict[str, tuple[Path
 
 def server_factories(ctx: Context, reg) -> dict:
     """name -> a function that builds (does not start) that server on the registered version."""
+
     def mlserver():
         bin_dir = peers.ensure_mlserver_venv(ctx.cache_dir, ctx.log)
         return peers.mlserver_server(bin_dir, reg.model, reg.name, reg.version, ctx.workdir, ctx.logs)
@@ -179,8 +207,9 @@ def server_factories(ctx: Context, reg) -> dict:
     }
 
 
-def start_servers(ctx: Context, reg, names, records: list[dict], bodies_for: dict, started: list,
-                  failed: dict) -> dict[str, dict]:
+def start_servers(
+    ctx: Context, reg, names, records: list[dict], bodies_for: dict, started: list, failed: dict
+) -> dict[str, dict]:
     """Start the servers one after another, each checked against the model's own probabilities; those
     that run are appended to `started` as they come up (the caller stops them), those that cannot go to
     `failed`. Returns what the report says of each: label, endpoint, start-up time, largest difference."""
@@ -198,32 +227,29 @@ def start_servers(ctx: Context, reg, names, records: list[dict], bodies_for: dic
         try:
             srv.start()
             ready = srv.wait_ready()
-            diff = check_same_model(srv, records[:8], expected,
-                                    bodies_for[name][1][:8] if name in bodies_for else None)
+            diff = check_same_model(srv, records[:8], expected, bodies_for[name][1][:8] if name in bodies_for else None)
         except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported, the others still are
             srv.stop()
             failed[name] = str(exc)
             ctx.log(f"  {srv.label} FAILED: {str(exc).splitlines()[0]}")
             continue
         started.append(srv)
-        info[name] = {"label": srv.label, "endpoint": srv.predict_path, "ready_s": ready,
-                      "max_abs_diff_vs_model": diff}
+        info[name] = {"label": srv.label, "endpoint": srv.predict_path, "ready_s": ready, "max_abs_diff_vs_model": diff}
         ctx.log(f"  {srv.label} ready in {ready:.1f} s at {srv.predict_url}")
     return info
 
 
-def measure(ctx: Context, started: list, bodies_for: dict, repeats: int, levels, duration: float, warmup: float,
-            failed: dict) -> dict[str, list]:
+def measure(
+    ctx: Context, started: list, bodies_for: dict, repeats: int, levels, duration: float, warmup: float, failed: dict
+) -> dict[str, list]:
     """Every repeat measures each server in turn (slow drift in the machine's load spreads over all of
     them); {server: [one list of rows per repeat]}; a failed load run goes to `failed`."""
     raw: dict[str, list] = {}
     for r in range(repeats):
         for srv in started:
-            ctx.log(f"  repeat {r + 1}/{repeats}: {srv.label} at concurrency {', '.join(map(str, levels))} "
-                    f"({duration:g} s each)")
+            ctx.log(f"  repeat {r + 1}/{repeats}: {srv.label} at concurrency {', '.join(map(str, levels))} ({duration:g} s each)")
             try:
-                rows = run_load(srv.predict_url, bodies_for.get(srv.name, bodies_for["default"])[0], levels,
-                                duration, warmup)
+                rows = run_load(srv.predict_url, bodies_for.get(srv.name, bodies_for["default"])[0], levels, duration, warmup)
             except Exception as exc:  # noqa: BLE001 - a peer's failed run is reported, the others still run
                 failed.setdefault(srv.name, f"load run failed: {exc}")
                 continue
@@ -243,7 +269,8 @@ def cross_check_wrk(ctx: Context, servers: list, record: dict, levels, duration:
             ctx.log(f"  wrk: {srv.label} at {level} connection(s) ({duration:g} s)")
             try:
                 out["cells"].setdefault(srv.name, {})[str(level)] = wrk.run(
-                    srv.predict_url, {"instances": [record]}, level, duration, ctx.workdir)
+                    srv.predict_url, {"instances": [record]}, level, duration, ctx.workdir
+                )
             except Exception as exc:  # noqa: BLE001 - a peer's failed cell is reported, the others still run
                 out.setdefault("errors", []).append(f"{srv.name} c={level}: {exc}")
     return out

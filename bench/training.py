@@ -38,21 +38,30 @@ def time_training(frame, device: str = "cpu") -> dict:
     tr, va, _te, enc = featurize_core(frame, cfg)
     model, _params, val, info = train_core(tr, va, cfg, encoder=enc, device=device)
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 3), "fit_seconds": info["fit_seconds"],
-            "best_iteration": info.get("best_iteration"), "val_roc_auc": round(val["val_roc_auc"], 4),
-            "_model": model, "_train": tr}
+    return {
+        "seconds": round(seconds, 3),
+        "fit_seconds": info["fit_seconds"],
+        "best_iteration": info.get("best_iteration"),
+        "val_roc_auc": round(val["val_roc_auc"], 4),
+        "_model": model,
+        "_train": tr,
+    }
 
 
 def summarize(rows: int, runs: list[dict]) -> dict:
     secs = [r["seconds"] for r in runs]
-    return {"rows": rows, "repeats": len(runs), "seconds": round(statistics.median(secs), 3),
-            "seconds_range": [min(secs), max(secs)],
-            "fit_seconds": round(statistics.median(r["fit_seconds"] for r in runs), 3),
-            "best_iteration": runs[0]["best_iteration"], "val_roc_auc": runs[0]["val_roc_auc"]}
+    return {
+        "rows": rows,
+        "repeats": len(runs),
+        "seconds": round(statistics.median(secs), 3),
+        "seconds_range": [min(secs), max(secs)],
+        "fit_seconds": round(statistics.median(r["fit_seconds"] for r in runs), 3),
+        "best_iteration": runs[0]["best_iteration"],
+        "val_roc_auc": runs[0]["val_roc_auc"],
+    }
 
 
-def measure(ctx: Context | None, sizes: dict[int, int], device: str = "cpu", seed: int = MODEL_SEED,
-            log=print) -> list[dict]:
+def measure(ctx: Context | None, sizes: dict[int, int], device: str = "cpu", seed: int = MODEL_SEED, log=print) -> list[dict]:
     """{rows: repeats} -> one summary per size. The 100k model is handed to the serving/scoring model step."""
     from kfct.data.datagen import generate
 
@@ -68,8 +77,10 @@ def measure(ctx: Context | None, sizes: dict[int, int], device: str = "cpu", see
             if ctx is not None and rows == MODEL_ROWS and seed == MODEL_SEED and rows not in ctx.trained:
                 ctx.trained[rows] = (model, tr, res["val_roc_auc"])
             runs.append(res)
-            log(f"  train {rows:,} rows on {device} {r + 1}/{repeats}: {res['seconds']:.1f} s "
-                f"(fit {res['fit_seconds']:.1f} s, {res['best_iteration']} trees kept, val AUC {res['val_roc_auc']})")
+            log(
+                f"  train {rows:,} rows on {device} {r + 1}/{repeats}: {res['seconds']:.1f} s "
+                f"(fit {res['fit_seconds']:.1f} s, {res['best_iteration']} trees kept, val AUC {res['val_roc_auc']})"
+            )
         out.append(summarize(rows, runs))
         if ctx is not None and rows != MODEL_ROWS:
             ctx.frames.pop((rows, seed), None)
@@ -117,8 +128,9 @@ def gpu_hardware() -> str:
     import subprocess
 
     try:
-        cp = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                            capture_output=True, text=True, timeout=20)
+        cp = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
         names = [ln.strip() for ln in cp.stdout.splitlines() if ln.strip()]
         return "; ".join(names) if names else "unknown GPU"
     except (OSError, subprocess.SubprocessError):
@@ -146,9 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     figs = measure(None, sizes, device=args.device)
     hw = gpu_hardware() if args.device == "cuda" else (platform.processor() or platform.machine())
-    doc = {"date": datetime.date.today().isoformat(), "hardware": hw, "device": args.device,
-           "cpu_cores": os.cpu_count(), "xgboost": version("xgboost"), "figures": figs,
-           "command": "python -m bench.training " + " ".join(argv if argv is not None else sys.argv[1:])}
+    doc = {
+        "date": datetime.date.today().isoformat(),
+        "hardware": hw,
+        "device": args.device,
+        "cpu_cores": os.cpu_count(),
+        "xgboost": version("xgboost"),
+        "figures": figs,
+        "command": "python -m bench.training " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc, indent=2))
     return 0

@@ -30,8 +30,8 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -118,8 +118,7 @@ def contenders(model, width: int, workdir: Path) -> dict[str, Callable | str]:
         clf = XGBClassifier()
         clf._Booster = booster
         clf.n_classes_ = 2
-        onx = onnxmltools.convert_xgboost(clf, initial_types=[("input", FloatTensorType([None, width]))],
-                                          target_opset=15)
+        onx = onnxmltools.convert_xgboost(clf, initial_types=[("input", FloatTensorType([None, width]))], target_opset=15)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -174,13 +173,20 @@ def main(argv=None) -> int:
         load["end"] = os.getloadavg()
     for name in fns:
         r = results[name]
-        print(f"{name:34s} 1 row {r['one_row_us']:9.1f} us (best {r['one_row_best_us']:7.1f})   "
-              f"256 rows {r['rows256_us']:9.1f} us (best {r['rows256_best_us']:7.1f})   "
-              f"max |diff| vs booster {r['max_abs_diff']:.1e}")
+        print(
+            f"{name:34s} 1 row {r['one_row_us']:9.1f} us (best {r['one_row_best_us']:7.1f})   "
+            f"256 rows {r['rows256_us']:9.1f} us (best {r['rows256_best_us']:7.1f})   "
+            f"max |diff| vs booster {r['max_abs_diff']:.1e}"
+        )
     print("1-min load average: " + ", ".join(f"{k} {v[0]:.2f}" for k, v in load.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"trees": n_trees, "features": int(X.shape[1]), "rounds": args.rounds,
-                                               "load_average": load, "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"trees": n_trees, "features": int(X.shape[1]), "rounds": args.rounds, "load_average": load, "results": results},
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -43,8 +43,10 @@ def prepare(workdir: Path, rows: int, seed: int = SEED, log=print) -> dict:
     tr.to_parquet(paths["train"], index=False, row_group_size=64_000)
     va.to_parquet(paths["val"], index=False, row_group_size=64_000)
     joblib.dump(enc, workdir / "preprocessor.joblib")
-    log(f"  {rows:,} rows generated and split in {time.perf_counter() - t0:.1f} s "
-        f"({len(tr):,} train / {len(va):,} val / {len(te):,} test)")
+    log(
+        f"  {rows:,} rows generated and split in {time.perf_counter() - t0:.1f} s "
+        f"({len(tr):,} train / {len(va):,} val / {len(te):,} test)"
+    )
     return {"cfg": cfg, "train": tr, "val": va, "test": te, "encoder": enc, "dir": workdir}
 
 
@@ -63,9 +65,15 @@ def in_pod(data: dict) -> dict:
 
     from kfct.components.train_distributed import typed_config
 
-    return {"workers": 1, "engine": "in-pod", "threads": os.cpu_count(), "seconds": round(time.perf_counter() - t0, 2),
-            "fit_seconds": info["fit_seconds"], "trees": info["best_iteration"] + 1,
-            "test_roc_auc": _auc(model, data["test"], typed_config(data["cfg"]).dataset.label)}
+    return {
+        "workers": 1,
+        "engine": "in-pod",
+        "threads": os.cpu_count(),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "fit_seconds": info["fit_seconds"],
+        "trees": info["best_iteration"] + 1,
+        "test_roc_auc": _auc(model, data["test"], typed_config(data["cfg"]).dataset.label),
+    }
 
 
 def local_workers(data: dict, n: int) -> dict:
@@ -78,25 +86,41 @@ def local_workers(data: dict, n: int) -> dict:
     rc.train.workers = n
     out = d / f"w{n}"
     out.mkdir(exist_ok=True)
-    spec = {"config_json": config_json(rc), "train": [str(d / "train.parquet")], "val": [str(d / "val.parquet")],
-            "preprocessor": str(d / "preprocessor.joblib"), "model": str(out / "model"),
-            "info": str(out / "info.json"), "device": "cpu"}
+    spec = {
+        "config_json": config_json(rc),
+        "train": [str(d / "train.parquet")],
+        "val": [str(d / "val.parquet")],
+        "preprocessor": str(d / "preprocessor.joblib"),
+        "model": str(out / "model"),
+        "info": str(out / "info.json"),
+        "device": "cpu",
+    }
     (out / "spec.json").write_text(json.dumps(spec))
     t0 = time.perf_counter()
     with held_workers(out) as record:
-        run_local_workers(str(out / "spec.json"), n, float(rc.train.deadline_seconds), out / "logs",
-                          memory_limit=worker_memory_limit(rc.resources))
+        run_local_workers(
+            str(out / "spec.json"),
+            n,
+            float(rc.train.deadline_seconds),
+            out / "logs",
+            memory_limit=worker_memory_limit(rc.resources),
+        )
     seconds = time.perf_counter() - t0
     info = json.loads((out / "info.json").read_text())["info"]
     import os
 
     peaks = [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []
-    return {"workers": n, "engine": "local-processes", "threads": max(1, (os.cpu_count() or 1) // n),
-            "seconds": round(seconds, 2),
-            "fit_seconds": info["fit_seconds"], "trees": info["best_iteration"] + 1,
-            "test_roc_auc": _auc(joblib.load(out / "model"), data["test"], rc.dataset.label),
-            "worker_peak_rss_mib": [p.get("peak_rss_mib") for p in peaks],
-            "worker_limit_mib": peaks[0]["limit_mib"] if peaks else None}
+    return {
+        "workers": n,
+        "engine": "local-processes",
+        "threads": max(1, (os.cpu_count() or 1) // n),
+        "seconds": round(seconds, 2),
+        "fit_seconds": info["fit_seconds"],
+        "trees": info["best_iteration"] + 1,
+        "test_roc_auc": _auc(joblib.load(out / "model"), data["test"], rc.dataset.label),
+        "worker_peak_rss_mib": [p.get("peak_rss_mib") for p in peaks],
+        "worker_limit_mib": peaks[0]["limit_mib"] if peaks else None,
+    }
 
 
 @contextlib.contextmanager
@@ -142,17 +166,21 @@ def render(sec: dict, title: str) -> list[str]:
     if sec.get("status") != "ok":
         return [*lines, f"_{str(sec.get('status', 'skipped')).capitalize()}: {sec.get('reason', '')}_", ""]
     d = sec["data"]
-    lines += [f"`train.workers` on {d['rows']:,} generated rows, {d.get('cores')} cores shared by the workers "
-              f"(bench/workers.py). in-pod: today's train step; N: N worker processes under Kubeflow Trainer's "
-              f"DMLC_* contract. Wall time includes the workers' start and reads.", "",
-              "| engine | workers | threads each | wall s | fit s | trees | test AUC | AUC vs in-pod | peak RSS per worker "
-              "(limit) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        f"`train.workers` on {d['rows']:,} generated rows, {d.get('cores')} cores shared by the workers "
+        f"(bench/workers.py). in-pod: today's train step; N: N worker processes under Kubeflow Trainer's "
+        f"DMLC_* contract. Wall time includes the workers' start and reads.",
+        "",
+        "| engine | workers | threads each | wall s | fit s | trees | test AUC | AUC vs in-pod | peak RSS per worker (limit) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for c in d["cells"]:
         peaks = " / ".join(f"{p:,.0f}" for p in c.get("worker_peak_rss_mib") or [] if p is not None)
         mem = f"{peaks} MiB ({c['worker_limit_mib']:,} MiB)" if peaks and c.get("worker_limit_mib") else "–"
-        lines.append(f"| {c['engine']} | {c['workers']} | {c.get('threads', '?')} | {c['seconds']:.1f} | "
-                     f"{c['fit_seconds']:.1f} | {c['trees']} | {c['test_roc_auc']:.4f} | {c['auc_gap']:+.4f} | {mem} |")
+        lines.append(
+            f"| {c['engine']} | {c['workers']} | {c.get('threads', '?')} | {c['seconds']:.1f} | "
+            f"{c['fit_seconds']:.1f} | {c['trees']} | {c['test_roc_auc']:.4f} | {c['auc_gap']:+.4f} | {mem} |"
+        )
     return [*lines, ""]
 
 

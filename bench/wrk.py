@@ -48,14 +48,19 @@ def run(url: str, body: dict, connections: int, duration: float, workdir: Path) 
     body_path.write_text(json.dumps(body))
     script = workdir / "wrk-post.lua"
     script.write_text(LUA % {"body": str(body_path)})
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-           "-s", str(script), url]
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), url]
     cp = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     line = next((ln for ln in cp.stdout.splitlines() if ln.startswith("KFCTJSON ")), None)
     if cp.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({cp.returncode}): {(cp.stderr or cp.stdout)[-400:]}")
-    r = json.loads(line[len("KFCTJSON "):])
+    r = json.loads(line[len("KFCTJSON ") :])
     secs = r["duration_us"] / 1e6
-    return {"p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3, "p999_ms": r["p999_us"] / 1e3,
-            "max_ms": r["max_us"] / 1e3, "requests": r["requests"], "errors": r["errors"],
-            "rps": round(r["requests"] / secs, 1) if secs else 0.0}
+    return {
+        "p50_ms": r["p50_us"] / 1e3,
+        "p99_ms": r["p99_us"] / 1e3,
+        "p999_ms": r["p999_us"] / 1e3,
+        "max_ms": r["max_us"] / 1e3,
+        "requests": r["requests"],
+        "errors": r["errors"],
+        "rps": round(r["requests"] / secs, 1) if secs else 0.0,
+    }

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from kserve import KServeClient  # kserve ships no types: Any to mypy, named for the reader
 
-    from kfct.evidence.abstats import SequentialTest
     from kfct.config import RunConfig
+    from kfct.evidence.abstats import SequentialTest
     from kfct.runtime.settings import Settings
 
     Since = str | float | dt.datetime | None  # a time the prediction log reads from (a pd.Timestamp is a datetime)
@@ -49,13 +49,20 @@ class ABTestError(KfctError):
 def ab_settings(cfg: RunConfig) -> dict[str, Any]:
     ab = cfg.ab
     min_effect = float(ab.min_effect)
-    return {"alpha": float(ab.alpha), "power": float(ab.power), "min_effect": min_effect,
-            "tau": float(ab.msprt_tau or min_effect), "max_duration_days": float(ab.max_duration_days),
-            "min_per_arm": int(ab.min_per_arm), "percent": float(ab.percent),
-            "shadow_min_improvement": float(ab.shadow_min_improvement)}
+    return {
+        "alpha": float(ab.alpha),
+        "power": float(ab.power),
+        "min_effect": min_effect,
+        "tau": float(ab.msprt_tau or min_effect),
+        "max_duration_days": float(ab.max_duration_days),
+        "min_per_arm": int(ab.min_per_arm),
+        "percent": float(ab.percent),
+        "shadow_min_improvement": float(ab.shadow_min_improvement),
+    }
 
 
 # --------------------------------------------------------------------------- pure cores
+
 
 def per_customer(joined: pd.DataFrame, role: str, version: str, since: Since = None) -> pd.DataFrame:
     """One row per customer for an arm: its latest judged prediction (independent observations)."""
@@ -67,8 +74,9 @@ def per_customer(joined: pd.DataFrame, role: str, version: str, since: Since = N
     return f.sort_values("ts", kind="stable").drop_duplicates("customer_id", keep="last")
 
 
-def ab_report_core(joined: pd.DataFrame, state: dict[str, Any], cfg: RunConfig, now: float | None = None,
-                   record_look: bool = True) -> dict[str, Any]:
+def ab_report_core(
+    joined: pd.DataFrame, state: dict[str, Any], cfg: RunConfig, now: float | None = None, record_look: bool = True
+) -> dict[str, Any]:
     """Per-arm realized metrics, the tests, effect sizes, sample size and the sequential decision."""
 
     from kfct.evidence import abstats
@@ -78,14 +86,22 @@ def ab_report_core(joined: pd.DataFrame, state: dict[str, Any], cfg: RunConfig, 
     a = per_customer(joined, "champion", state["arm_a"], state.get("started_at_iso"))
     b = per_customer(joined, "canary", state["arm_b"], state.get("started_at_iso"))
     ca, cb = (a["label"].to_numpy(int) == a["outcome"].to_numpy(int)), (b["label"].to_numpy(int) == b["outcome"].to_numpy(int))
-    out: dict[str, Any] = {"model_name": state["model_name"], "arm_a": state["arm_a"], "arm_b": state["arm_b"],
-                           "percent_b": state["percent"], "started_at": state["started_at_iso"],
-                           "metric": "accuracy (per-customer correctness)", "alpha": st["alpha"],
-                           "arms": {"A": _arm(a, ca), "B": _arm(b, cb)},
-                           "sequential_method": ("mSPRT always-valid p-value (normal mixture, tau="
-                                                 f"{st['tau']:g}); the running intersection of its confidence sequences over "
-                                                 "{looks} look(s) decides, at the look that excludes 0; "
-                                                 "fixed-horizon tests shown for reference only")}
+    out: dict[str, Any] = {
+        "model_name": state["model_name"],
+        "arm_a": state["arm_a"],
+        "arm_b": state["arm_b"],
+        "percent_b": state["percent"],
+        "started_at": state["started_at_iso"],
+        "metric": "accuracy (per-customer correctness)",
+        "alpha": st["alpha"],
+        "arms": {"A": _arm(a, ca), "B": _arm(b, cb)},
+        "sequential_method": (
+            "mSPRT always-valid p-value (normal mixture, tau="
+            f"{st['tau']:g}); the running intersection of its confidence sequences over "
+            "{looks} look(s) decides, at the look that excludes 0; "
+            "fixed-horizon tests shown for reference only"
+        ),
+    }
     n_a, n_b = len(a), len(b)
     seq = abstats.SequentialTest.from_json(state.get("sequential"), st["alpha"], st["tau"])
     if n_a >= 2 and n_b >= 2:
@@ -94,14 +110,19 @@ def ab_report_core(joined: pd.DataFrame, state: dict[str, Any], cfg: RunConfig, 
         out["cohens_h"] = out["z_test"]["extra"]["cohens_h"]
         out["cohens_d"] = out["welch"]["extra"]["cohens_d"]
         try:
-            out["auc"] = abstats.delong_unpaired(a["probability"], a["outcome"], b["probability"], b["outcome"],
-                                                 st["alpha"]).to_json()
+            out["auc"] = abstats.delong_unpaired(
+                a["probability"], a["outcome"], b["probability"], b["outcome"], st["alpha"]
+            ).to_json()
         except ValueError as exc:
             out["auc"] = {"skipped": str(exc)}
         p_a = float(ca.mean())
         need = abstats.n_per_arm(p_a, st["min_effect"], st["alpha"], st["power"])
-        out["sample_size"] = {"per_arm_needed": need, "min_effect": st["min_effect"], "power": st["power"],
-                              "more_needed": max(0, need - n_a) + max(0, need - n_b)}
+        out["sample_size"] = {
+            "per_arm_needed": need,
+            "min_effect": st["min_effect"],
+            "power": st["power"],
+            "more_needed": max(0, need - n_a) + max(0, need - n_b),
+        }
     if not record_look:  # what this look would conclude, without recording it
         import dataclasses
 
@@ -110,8 +131,10 @@ def ab_report_core(joined: pd.DataFrame, state: dict[str, Any], cfg: RunConfig, 
         diff, var = abstats.mean_diff_variance(ca.astype(float), cb.astype(float))
         out["sequential"] = {**seq.look(diff, var), "diff": diff}
     else:
-        out["sequential"] = {"skipped": f"fewer than {st['min_per_arm']} labelled customers in an arm "
-                                        f"(A {n_a}, B {n_b})", "running_p_value": seq.min_p}
+        out["sequential"] = {
+            "skipped": f"fewer than {st['min_per_arm']} labelled customers in an arm (A {n_a}, B {n_b})",
+            "running_p_value": seq.min_p,
+        }
     out["sequential_method"] = out["sequential_method"].format(looks=seq.looks)
     out["sequential_state"] = seq.to_json()
     out["decision"] = decide_core(seq, out, state, st, now)
@@ -133,8 +156,9 @@ def _arm(frame: pd.DataFrame, correct: pd.Series) -> dict[str, Any]:
     return m
 
 
-def decide_core(seq: SequentialTest, report: dict[str, Any], state: dict[str, Any], st: dict[str, Any],
-                now: float) -> dict[str, Any]:
+def decide_core(
+    seq: SequentialTest, report: dict[str, Any], state: dict[str, Any], st: dict[str, Any], now: float
+) -> dict[str, Any]:
     """promote_b / stop_b (keep A) / continue, from the always-valid confidence sequence and the max duration.
 
     The decision, its direction and its interval are the sequential test's verdict as recorded at
@@ -142,21 +166,30 @@ def decide_core(seq: SequentialTest, report: dict[str, Any], state: dict[str, An
     elapsed_days = (now - float(state["started_at"])) / 86400.0
     if seq.verdict is not None:
         lo, hi = seq.concluded_ci or [seq.ci_low, seq.ci_high]
-        at = (f"concluded at look {seq.concluded_at_look}: accuracy B-A {seq.concluded_diff:+.4f}, "
-              f"confidence sequence {lo:+.4f}..{hi:+.4f} (alpha {st['alpha']:g})")
+        at = (
+            f"concluded at look {seq.concluded_at_look}: accuracy B-A {seq.concluded_diff:+.4f}, "
+            f"confidence sequence {lo:+.4f}..{hi:+.4f} (alpha {st['alpha']:g})"
+        )
         if seq.verdict == "b_better":
             return {"action": "promote_b", "reason": f"B better, {at}", "concluded": True}
         if seq.verdict == "b_worse":
             return {"action": "stop_b", "reason": f"B worse, {at}; keep A", "concluded": True}
-        return {"action": "stop_b", "reason": f"the confidence sequences disagree ({at}): the difference is "
-                                              f"not stable; keep A", "concluded": True}
+        return {
+            "action": "stop_b",
+            "reason": f"the confidence sequences disagree ({at}): the difference is not stable; keep A",
+            "concluded": True,
+        }
     if elapsed_days >= st["max_duration_days"]:
-        return {"action": "stop_b", "reason": f"undecided after {elapsed_days:.1f} days (max "
-                                              f"{st['max_duration_days']:g}); keep A"}
+        return {
+            "action": "stop_b",
+            "reason": f"undecided after {elapsed_days:.1f} days (max {st['max_duration_days']:g}); keep A",
+        }
     more = (report.get("sample_size") or {}).get("more_needed")
-    return {"action": "continue", "reason": "not conclusive yet (always-valid p="
-                                            f"{seq.min_p:.4g})" + (f"; about {more} more labelled customers for "
-                                                                   f"the minimum effect at the set power" if more else "")}
+    return {
+        "action": "continue",
+        "reason": "not conclusive yet (always-valid p="
+        f"{seq.min_p:.4g})" + (f"; about {more} more labelled customers for the minimum effect at the set power" if more else ""),
+    }
 
 
 def shadow_report_core(joined: pd.DataFrame, champion: str, shadow: str, cfg: RunConfig) -> dict[str, Any]:
@@ -174,8 +207,13 @@ def shadow_report_core(joined: pd.DataFrame, champion: str, shadow: str, cfg: Ru
     sh = joined[(joined["role"] == "shadow") & (joined["model_version"].astype(str) == str(shadow))]
     pairs = prod.merge(sh, on=["request_id", "customer_id"], suffixes=("_a", "_b"))
     pairs = pairs.sort_values("ts_a", kind="stable").drop_duplicates("customer_id", keep="last")
-    out: dict[str, Any] = {"champion": str(champion), "shadow": str(shadow), "pairs": len(pairs),
-                           "min_improvement": st["shadow_min_improvement"], "alpha": st["alpha"]}
+    out: dict[str, Any] = {
+        "champion": str(champion),
+        "shadow": str(shadow),
+        "pairs": len(pairs),
+        "min_improvement": st["shadow_min_improvement"],
+        "alpha": st["alpha"],
+    }
     if len(pairs) < 2:
         out.update(decision={"action": "continue", "reason": f"only {len(pairs)} paired outcome(s)"})
         return out
@@ -190,11 +228,16 @@ def shadow_report_core(joined: pd.DataFrame, champion: str, shadow: str, cfg: Ru
         out["auc"] = {"skipped": str(exc)}
     diff, p = out["accuracy"]["diff"], out["mcnemar"]["p_value"]
     if diff >= st["shadow_min_improvement"] and p <= st["alpha"]:
-        out["decision"] = {"action": "promote_shadow",
-                           "reason": f"shadow accuracy +{diff:.4f} >= {st['shadow_min_improvement']:g}, McNemar p={p:.3g}"}
+        out["decision"] = {
+            "action": "promote_shadow",
+            "reason": f"shadow accuracy +{diff:.4f} >= {st['shadow_min_improvement']:g}, McNemar p={p:.3g}",
+        }
     else:
-        why = (f"improvement {diff:+.4f} < {st['shadow_min_improvement']:g}" if diff < st["shadow_min_improvement"]
-               else f"McNemar p={p:.3g} > {st['alpha']:g}")
+        why = (
+            f"improvement {diff:+.4f} < {st['shadow_min_improvement']:g}"
+            if diff < st["shadow_min_improvement"]
+            else f"McNemar p={p:.3g} > {st['alpha']:g}"
+        )
         out["decision"] = {"action": "keep_champion", "reason": why}
     out["n_pairs_correct"] = {"champion": int(np.sum(ca)), "shadow": int(np.sum(cb))}
     return out
@@ -202,8 +245,10 @@ def shadow_report_core(joined: pd.DataFrame, champion: str, shadow: str, cfg: Ru
 
 def format_report(r: dict[str, Any]) -> str:
     """The human summary `kfct ab report` prints."""
-    lines = [f"A/B test {r['model_name']}: A = v{r['arm_a']} (champion), B = v{r['arm_b']} ({r['percent_b']:g}% of "
-             f"customers), since {r['started_at']}"]
+    lines = [
+        f"A/B test {r['model_name']}: A = v{r['arm_a']} (champion), B = v{r['arm_b']} ({r['percent_b']:g}% of "
+        f"customers), since {r['started_at']}"
+    ]
     for arm in ("A", "B"):
         m = r["arms"][arm]
         if not m.get("n"):
@@ -211,28 +256,40 @@ def format_report(r: dict[str, Any]) -> str:
             continue
         auc = "n/a" if m.get("roc_auc") is None else f"{m['roc_auc']:.3f}"
         rec = "n/a" if m.get("recall") is None else f"{m['recall']:.3f}"
-        lines.append(f"  {arm}: n={m['n']} accuracy={m['accuracy']:.4f} recall={rec} auc={auc} "
-                     f"observed churn={m['observed_rate']:.3f} predicted={m['predicted_positive_rate']:.3f}")
+        lines.append(
+            f"  {arm}: n={m['n']} accuracy={m['accuracy']:.4f} recall={rec} auc={auc} "
+            f"observed churn={m['observed_rate']:.3f} predicted={m['predicted_positive_rate']:.3f}"
+        )
     if "z_test" in r:
         z = r["z_test"]
-        lines.append(f"  accuracy B-A = {z['diff']:+.4f} (95% CI {z['ci_low']:+.4f}..{z['ci_high']:+.4f}); "
-                     f"z-test p={z['p_value']:.4g}, Welch p={r['welch']['p_value']:.4g}; Cohen's h={r['cohens_h']:+.3f}, "
-                     f"d={r['cohens_d']:+.3f}")
+        lines.append(
+            f"  accuracy B-A = {z['diff']:+.4f} (95% CI {z['ci_low']:+.4f}..{z['ci_high']:+.4f}); "
+            f"z-test p={z['p_value']:.4g}, Welch p={r['welch']['p_value']:.4g}; Cohen's h={r['cohens_h']:+.3f}, "
+            f"d={r['cohens_d']:+.3f}"
+        )
         if "diff" in (r.get("auc") or {}):
             a = r["auc"]
             lines.append(f"  AUC B-A = {a['diff']:+.4f} (DeLong p={a['p_value']:.4g})")
         ss = r["sample_size"]
-        lines.append(f"  sample size: {ss['per_arm_needed']} per arm for +{ss['min_effect']:g} at power "
-                     f"{ss['power']:g}; " + ("the test is concluded: no more customers needed" if ss.get("concluded")
-                                             else f"{ss['more_needed']} more labelled customers needed"))
+        lines.append(
+            f"  sample size: {ss['per_arm_needed']} per arm for +{ss['min_effect']:g} at power "
+            f"{ss['power']:g}; "
+            + (
+                "the test is concluded: no more customers needed"
+                if ss.get("concluded")
+                else f"{ss['more_needed']} more labelled customers needed"
+            )
+        )
     seq = r["sequential"]
     if "skipped" in seq:
         lines.append(f"  sequential test: {seq['skipped']}")
     else:
         lo, hi = seq["running_ci"]
-        lines.append(f"  sequential test: always-valid p={seq['running_p_value']:.4g} (look {seq['looks']}), "
-                     f"confidence sequence {lo:+.4f}..{hi:+.4f}"
-                     + (f"; concluded at look {seq['concluded_at_look']}" if seq.get("verdict") else ""))
+        lines.append(
+            f"  sequential test: always-valid p={seq['running_p_value']:.4g} (look {seq['looks']}), "
+            f"confidence sequence {lo:+.4f}..{hi:+.4f}"
+            + (f"; concluded at look {seq['concluded_at_look']}" if seq.get("verdict") else "")
+        )
     lines.append(f"  method: {r['sequential_method']}")
     if r.get("sample"):
         lines.append(f"  judged on: {r['sample']['text']}")
@@ -241,6 +298,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- adapters: registry, traffic, audit
+
 
 def read_state(model_name: str) -> dict[str, Any] | None:
     from mlflow.exceptions import MlflowException
@@ -266,9 +324,18 @@ def write_state(model_name: str, state: dict[str, Any] | None) -> None:
         c.set_registered_model_tag(model_name, STATE_TAG, json.dumps(state, sort_keys=True))
 
 
-def _open_arm(model_name: str, champion: str, version: str, percent: float, target: str, cfg: RunConfig,
-              settings: Settings | None = None, reason: str = "", namespace: str | None = None,
-              client: KServeClient | None = None) -> dict[str, Any]:
+def _open_arm(
+    model_name: str,
+    champion: str,
+    version: str,
+    percent: float,
+    target: str,
+    cfg: RunConfig,
+    settings: Settings | None = None,
+    reason: str = "",
+    namespace: str | None = None,
+    client: KServeClient | None = None,
+) -> dict[str, Any]:
     """Give `version` a sticky share of traffic beside the champion.
 
     Local: the split file a running server follows. Cluster: the deploy stage's own code
@@ -277,18 +344,34 @@ def _open_arm(model_name: str, champion: str, version: str, percent: float, targ
     if target == "local":
         from kfct.contracts.split_state import update_state
 
-        st = update_state(model_name, champion_version=str(champion), canary_version=str(version),
-                          canary_percent=float(percent), mode="canary", reason=reason)
+        st = update_state(
+            model_name,
+            champion_version=str(champion),
+            canary_version=str(version),
+            canary_percent=float(percent),
+            mode="canary",
+            reason=reason,
+        )
         return {"generation": st.generation}
     from kfct.components.deploy import deploy_version
 
-    out = deploy_version(model_name, version, cfg, target="cluster", canary_percent=percent, client=client,
-                      namespace=namespace, settings=settings)
+    out = deploy_version(
+        model_name, version, cfg, target="cluster", canary_percent=percent, client=client, namespace=namespace, settings=settings
+    )
     return {"isvc": out.get("isvc", model_name), "action": out.get("action")}
 
 
-def _close_arm(model_name: str, keep: str, drop: str | None, promoted: bool, target: str, settings: Settings | None = None,
-               reason: str = "", namespace: str | None = None, client: KServeClient | None = None) -> dict[str, Any]:
+def _close_arm(
+    model_name: str,
+    keep: str,
+    drop: str | None,
+    promoted: bool,
+    target: str,
+    settings: Settings | None = None,
+    reason: str = "",
+    namespace: str | None = None,
+    client: KServeClient | None = None,
+) -> dict[str, Any]:
     """All traffic to `keep` in one step. Cluster: promote the canary, or roll back to the previous
     ready predictor, through the rollout's backend (which knows both deployment modes)."""
     from kfct.runtime.settings import get_settings
@@ -297,13 +380,20 @@ def _close_arm(model_name: str, keep: str, drop: str | None, promoted: bool, tar
     if target == "local":
         from kfct.contracts.split_state import update_state
 
-        st = update_state(model_name, champion_version=str(keep), canary_version=None, canary_percent=0.0,
-                          mode="canary", reason=reason)
+        st = update_state(
+            model_name, champion_version=str(keep), canary_version=None, canary_percent=0.0, mode="canary", reason=reason
+        )
         return {"generation": st.generation}
     from kfct.components.rollout import ClusterBackend
 
-    backend = ClusterBackend(model_name, isvc_name=model_name, namespace=namespace or s.kfp_namespace,
-                             prometheus_url=s.prometheus_url or "", kserve_client=client, settings=s)
+    backend = ClusterBackend(
+        model_name,
+        isvc_name=model_name,
+        namespace=namespace or s.kfp_namespace,
+        prometheus_url=s.prometheus_url or "",
+        kserve_client=client,
+        settings=s,
+    )
     if promoted:
         backend.promote(str(keep))
     else:
@@ -326,18 +416,27 @@ def promote_cas(model_name: str, expected_champion: str, new_version: str, reaso
     with registry.champion_lock(model_name) as lock:
         current = registry.alias_version(model_name, "champion")
         if str(current) != str(expected_champion):
-            raise ABTestError(f"champion moved to v{current} since the test started against v{expected_champion}; "
-                              "not promoting (start a new test against the current champion)")
+            raise ABTestError(
+                f"champion moved to v{current} since the test started against v{expected_champion}; "
+                "not promoting (start a new test against the current champion)"
+            )
         try:
-            registry.compare_and_set_alias(lock, model_name, "champion", str(expected_champion), str(new_version),
-                                           reason=reason)
+            registry.compare_and_set_alias(lock, model_name, "champion", str(expected_champion), str(new_version), reason=reason)
         except registry.AliasConflict as exc:
             raise ABTestError(f"champion alias did not move to v{new_version}: {exc}") from exc
 
 
-def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | None = None, target: str = "auto",
-             settings: Settings | None = None, now: float | None = None, namespace: str | None = None,
-             client: KServeClient | None = None) -> dict[str, Any]:
+def ab_start(
+    model_name: str,
+    version: str,
+    cfg: RunConfig,
+    percent: float | None = None,
+    target: str = "auto",
+    settings: Settings | None = None,
+    now: float | None = None,
+    namespace: str | None = None,
+    client: KServeClient | None = None,
+) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
     from kfct.governance import audit, registry
@@ -362,15 +461,33 @@ def ab_start(model_name: str, version: str, cfg: RunConfig, percent: float | Non
     if existing and existing.get("status") == "running":
         raise ABTestError(f"an A/B test is already running (B = v{existing['arm_b']}); stop it first")
     now = time.time() if now is None else now
-    state = {"model_name": model_name, "arm_a": champion, "arm_b": version, "percent": pct, "status": "running",
-             "started_at": now, "started_at_iso": _iso(now), "target": target, "sequential": None}
-    traffic = _open_arm(model_name, champion, version, pct, target, cfg, settings,
-                        reason=f"A/B test: B=v{version} {pct:g}%", namespace=namespace, client=client)
+    state = {
+        "model_name": model_name,
+        "arm_a": champion,
+        "arm_b": version,
+        "percent": pct,
+        "status": "running",
+        "started_at": now,
+        "started_at_iso": _iso(now),
+        "target": target,
+        "sequential": None,
+    }
+    traffic = _open_arm(
+        model_name,
+        champion,
+        version,
+        pct,
+        target,
+        cfg,
+        settings,
+        reason=f"A/B test: B=v{version} {pct:g}%",
+        namespace=namespace,
+        client=client,
+    )
     if target == "local":  # on a cluster the deploy stage's code set it with the canary
         registry.set_alias(model_name, "challenger", version, reason=f"A/B test arm B at {pct:g}%")
     write_state(model_name, state)
-    audit.record("ab_started", model_name=model_name, version=version, champion=champion, percent=pct,
-                 target=target, **traffic)
+    audit.record("ab_started", model_name=model_name, version=version, champion=champion, percent=pct, target=target, **traffic)
     return state
 
 
@@ -378,15 +495,16 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def gather_joined(cfg: RunConfig, model_name: str, since: Since = None,
-                  settings: Settings | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def gather_joined(
+    cfg: RunConfig, model_name: str, since: Since = None, settings: Settings | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Served predictions joined with their outcomes, and what they are a sample of.
 
     At most `outcomes.max_predictions` predictions (a sample by customer past it,
     `kfct.contracts.prediction_log.sample_prediction_log`) and only those customers' outcomes are read,
     so memory is bounded however long the log and however many outcomes are stored."""
-    from kfct.evidence.outcomes import join_predictions, stored_outcomes
     from kfct.contracts.prediction_log import sample_prediction_log
+    from kfct.evidence.outcomes import join_predictions, stored_outcomes
 
     bound = int(cfg.outcomes.max_predictions)
     preds, total = sample_prediction_log(bound, since=since, settings=settings, model_name=model_name)
@@ -398,15 +516,23 @@ def gather_joined(cfg: RunConfig, model_name: str, since: Since = None,
 def sample_statement(sampled: int, total: int, bound: int) -> dict[str, Any]:
     """What a realized-performance report judged: all served predictions, or a bounded sample of them."""
     whole = sampled >= total
-    text = (f"all {total:,} served predictions" if whole else
-            f"a sample of {sampled:,} of {total:,} served predictions (by customer; outcomes.max_predictions "
-            f"{bound:,})")
-    return {"predictions_total": int(total), "predictions_read": int(sampled), "max_predictions": int(bound),
-            "sampled": not whole, "text": text}
+    text = (
+        f"all {total:,} served predictions"
+        if whole
+        else f"a sample of {sampled:,} of {total:,} served predictions (by customer; outcomes.max_predictions {bound:,})"
+    )
+    return {
+        "predictions_total": int(total),
+        "predictions_read": int(sampled),
+        "max_predictions": int(bound),
+        "sampled": not whole,
+        "text": text,
+    }
 
 
-def ab_report(model_name: str, cfg: RunConfig, settings: Settings | None = None, now: float | None = None,
-              record_look: bool = True) -> dict[str, Any]:
+def ab_report(
+    model_name: str, cfg: RunConfig, settings: Settings | None = None, now: float | None = None, record_look: bool = True
+) -> dict[str, Any]:
     from kfct.governance import audit
 
     state = read_state(model_name)
@@ -418,15 +544,29 @@ def ab_report(model_name: str, cfg: RunConfig, settings: Settings | None = None,
     if record_look:
         state["sequential"] = report["sequential_state"]
         write_state(model_name, state)
-        audit.record("ab_reported", model_name=model_name, version=state["arm_b"], champion=state["arm_a"],
-                     n_a=report["arms"]["A"].get("n", 0), n_b=report["arms"]["B"].get("n", 0),
-                     running_p_value=report["sequential_state"]["min_p"], decision=report["decision"]["action"])
+        audit.record(
+            "ab_reported",
+            model_name=model_name,
+            version=state["arm_b"],
+            champion=state["arm_a"],
+            n_a=report["arms"]["A"].get("n", 0),
+            n_b=report["arms"]["B"].get("n", 0),
+            running_p_value=report["sequential_state"]["min_p"],
+            decision=report["decision"]["action"],
+        )
     return report
 
 
-def ab_stop(model_name: str, promote: str, cfg: RunConfig, settings: Settings | None = None, reason: str = "",
-            stats: dict[str, Any] | None = None,
-            namespace: str | None = None, client: KServeClient | None = None) -> dict[str, Any]:
+def ab_stop(
+    model_name: str,
+    promote: str,
+    cfg: RunConfig,
+    settings: Settings | None = None,
+    reason: str = "",
+    stats: dict[str, Any] | None = None,
+    namespace: str | None = None,
+    client: KServeClient | None = None,
+) -> dict[str, Any]:
     """End the test: `B` promotes arm B (compare-and-set against arm A), `A` keeps the champion."""
     from kfct.governance import audit, registry
 
@@ -438,30 +578,66 @@ def ab_stop(model_name: str, promote: str, cfg: RunConfig, settings: Settings | 
     a, b = state["arm_a"], state["arm_b"]
     if promote == "B":
         promote_cas(model_name, a, b, reason=f"A/B test: {reason or 'operator promoted B'}")
-        traffic = _close_arm(model_name, b, a, True, state["target"], settings, reason=f"A/B test promoted v{b}",
-                             namespace=namespace, client=client)
+        traffic = _close_arm(
+            model_name,
+            b,
+            a,
+            True,
+            state["target"],
+            settings,
+            reason=f"A/B test promoted v{b}",
+            namespace=namespace,
+            client=client,
+        )
         registry.set_version_tag(model_name, b, "ab_status", "promoted")
     else:
-        traffic = _close_arm(model_name, a, b, False, state["target"], settings, reason=f"A/B test stopped v{b}",
-                             namespace=namespace, client=client)
+        traffic = _close_arm(
+            model_name,
+            a,
+            b,
+            False,
+            state["target"],
+            settings,
+            reason=f"A/B test stopped v{b}",
+            namespace=namespace,
+            client=client,
+        )
         registry.set_version_tag(model_name, b, "ab_status", "stopped")
     if registry.alias_version(model_name, "challenger") == b:
         registry.delete_alias(model_name, "challenger", reason="A/B test ended")
     state.update(status="promoted" if promote == "B" else "stopped", ended_at_iso=_iso(time.time()))
     write_state(model_name, state)
-    audit.record("ab_stopped", model_name=model_name, version=b, champion=a, promoted=promote,
-                 reason=reason or "operator", stats=stats or {}, **traffic)
-    return {"model_name": model_name, "promoted": promote, "arm_a": a, "arm_b": b,
-            "champion": b if promote == "B" else a, "reason": reason or "operator"}
+    audit.record(
+        "ab_stopped",
+        model_name=model_name,
+        version=b,
+        champion=a,
+        promoted=promote,
+        reason=reason or "operator",
+        stats=stats or {},
+        **traffic,
+    )
+    return {
+        "model_name": model_name,
+        "promoted": promote,
+        "arm_a": a,
+        "arm_b": b,
+        "champion": b if promote == "B" else a,
+        "reason": reason or "operator",
+    }
 
 
 def ab_decide(model_name: str, cfg: RunConfig, settings: Settings | None = None, now: float | None = None) -> dict[str, Any]:
     """Report once (a recorded look) and act on it: promote B, stop B, or continue."""
     report = ab_report(model_name, cfg, settings=settings, now=now)
     action = report["decision"]["action"]
-    stats = {"running_p_value": report["sequential_state"]["min_p"], "looks": report["sequential_state"]["looks"],
-             "n_a": report["arms"]["A"].get("n", 0), "n_b": report["arms"]["B"].get("n", 0),
-             "diff": (report.get("sequential") or {}).get("diff")}
+    stats = {
+        "running_p_value": report["sequential_state"]["min_p"],
+        "looks": report["sequential_state"]["looks"],
+        "n_a": report["arms"]["A"].get("n", 0),
+        "n_b": report["arms"]["B"].get("n", 0),
+        "diff": (report.get("sequential") or {}).get("diff"),
+    }
     if action == "promote_b":
         return {"report": report, "stop": ab_stop(model_name, "B", cfg, settings, report["decision"]["reason"], stats)}
     if action == "stop_b":
@@ -469,11 +645,13 @@ def ab_decide(model_name: str, cfg: RunConfig, settings: Settings | None = None,
     return {"report": report, "stop": None}
 
 
-def shadow_report(model_name: str, cfg: RunConfig, settings: Settings | None = None, promote: bool = False,
-                  since: Since = None) -> dict[str, Any]:
+def shadow_report(
+    model_name: str, cfg: RunConfig, settings: Settings | None = None, promote: bool = False, since: Since = None
+) -> dict[str, Any]:
     """Shadow vs champion on realized outcomes; with `promote`, act on the articles' rule (CAS)."""
+    from kfct.contracts.split_state import read_state as read_split
+    from kfct.contracts.split_state import state_path
     from kfct.governance import audit, registry
-    from kfct.contracts.split_state import read_state as read_split, state_path
 
     registry.setup(settings)
     champion = registry.alias_version(model_name, "champion")
@@ -484,21 +662,34 @@ def shadow_report(model_name: str, cfg: RunConfig, settings: Settings | None = N
     joined, sample = gather_joined(cfg, model_name, since=since, settings=settings)
     rep = shadow_report_core(joined, champion, shadow, cfg)
     rep["sample"] = sample
-    audit.record("shadow_reported", model_name=model_name, version=shadow, champion=champion, pairs=rep["pairs"],
-                 decision=rep["decision"]["action"], accuracy=rep.get("accuracy"))
+    audit.record(
+        "shadow_reported",
+        model_name=model_name,
+        version=shadow,
+        champion=champion,
+        pairs=rep["pairs"],
+        decision=rep["decision"]["action"],
+        accuracy=rep.get("accuracy"),
+    )
     if promote and rep["decision"]["action"] == "promote_shadow":
         promote_cas(model_name, champion, shadow, reason=f"shadow: {rep['decision']['reason']}")
         _close_arm(model_name, shadow, champion, True, _target("auto"), settings, reason=f"shadow v{shadow} promoted")
         if registry.alias_version(model_name, "challenger") == shadow:
             registry.delete_alias(model_name, "challenger", reason="shadow promoted")
-        audit.record("shadow_promoted", model_name=model_name, version=shadow, champion=champion,
-                     reason=rep["decision"]["reason"])
+        audit.record(
+            "shadow_promoted", model_name=model_name, version=shadow, champion=champion, reason=rep["decision"]["reason"]
+        )
         rep["promoted"] = True
     return rep
 
 
-def roll_back_traffic(model_name: str, target: str = "auto", settings: Settings | None = None, namespace: str | None = None,
-                  client: KServeClient | None = None) -> dict[str, Any]:
+def roll_back_traffic(
+    model_name: str,
+    target: str = "auto",
+    settings: Settings | None = None,
+    namespace: str | None = None,
+    client: KServeClient | None = None,
+) -> dict[str, Any]:
     """Blue-green / canary rollback in one step: all traffic back to the champion, which stayed loaded."""
     from kfct.governance import audit, registry
 
@@ -509,13 +700,27 @@ def roll_back_traffic(model_name: str, target: str = "auto", settings: Settings 
     if champion is None:
         raise ABTestError(f"{model_name} has no champion to roll back to")
     t0 = time.perf_counter()
-    traffic = _close_arm(model_name, champion, challenger, False, target, settings, reason="rollback to champion",
-                           namespace=namespace, client=client)
+    traffic = _close_arm(
+        model_name,
+        champion,
+        challenger,
+        False,
+        target,
+        settings,
+        reason="rollback to champion",
+        namespace=namespace,
+        client=client,
+    )
     if challenger and challenger != champion:
         registry.set_version_tag(model_name, challenger, "rollout_status", "rolled_back")
         registry.delete_alias(model_name, "challenger", reason="rollback")
-    out = {"model_name": model_name, "champion": champion, "rolled_back": challenger, "target": target,
-           "seconds": round(time.perf_counter() - t0, 4), **traffic}
-    audit.record("rollback", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name,
-                 version=challenger)
+    out = {
+        "model_name": model_name,
+        "champion": champion,
+        "rolled_back": challenger,
+        "target": target,
+        "seconds": round(time.perf_counter() - t0, 4),
+        **traffic,
+    }
+    audit.record("rollback", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name, version=challenger)
     return out

@@ -33,6 +33,7 @@ class BatchScoringError(KfctError):
 
 # -- cores ---------------------------------------------------------------------------------------
 
+
 def registry_version(value: object) -> str:
     """An MLflow version number as a string. kfp 2.17's local runner hands a string parameter
     that looks numeric into a ParallelFor iteration as a float ("2" -> "2.0"); registry
@@ -70,7 +71,7 @@ def split_core(dataset_path: str | Path, out_dir: str | Path, n_shards: int) -> 
         raise BatchScoringError(f"n_shards must be an integer within 1..{MAX_SHARDS}, got {n_shards!r}")
     from kfct.data import parts
 
-    rows = parts.count_rows(dataset_path)   # from the footer / manifest: the table is never read whole
+    rows = parts.count_rows(dataset_path)  # from the footer / manifest: the table is never read whole
     if rows == 0:
         raise BatchScoringError(f"{dataset_path} holds no rows: nothing to score")
     k = min(n_shards, rows)
@@ -98,10 +99,11 @@ def split_core(dataset_path: str | Path, out_dir: str | Path, n_shards: int) -> 
     return list(range(k))
 
 
-def score_shard_file(shards_dir: str | Path, shard: int, model_name: str, version: str, out_path: str | Path,
-                     id_column: str | None = "customer_id") -> dict:
-    from kfct.governance import registry
+def score_shard_file(
+    shards_dir: str | Path, shard: int, model_name: str, version: str, out_path: str | Path, id_column: str | None = "customer_id"
+) -> dict:
     from kfct.components.score import score_file
+    from kfct.governance import registry
 
     version = registry_version(version)
     src = Path(shards_dir) / SHARD_FILE.format(int(shard))
@@ -113,14 +115,16 @@ def score_shard_file(shards_dir: str | Path, shard: int, model_name: str, versio
     except registry.ModelIntegrityError:
         raise
     except Exception as exc:
-        raise BatchScoringError(f"model {model_name} v{version!r} cannot be loaded for shard {shard}: "
-                                f"{str(exc).splitlines()[0][:300]}") from exc
+        raise BatchScoringError(
+            f"model {model_name} v{version!r} cannot be loaded for shard {shard}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
     summary = score_file(lm.model, src, out_path, lm.version, model_name, id_column)
     return summary.to_json()
 
 
-def gather_core(score_dirs: list[tuple[int, str | Path]], version: str, model_name: str, out_dir: str | Path,
-                dataset_sha256: str = "") -> dict:
+def gather_core(
+    score_dirs: list[tuple[int, str | Path]], version: str, model_name: str, out_dir: str | Path, dataset_sha256: str = ""
+) -> dict:
     """Shard outputs -> out_dir/shard=NNNNN/part-0.parquet + out_dir/_summary.json; checks one version throughout."""
     import json
     import shutil
@@ -141,19 +145,27 @@ def gather_core(score_dirs: list[tuple[int, str | Path]], version: str, model_na
         table = pq.read_table(part)
         versions = set(pc.unique(table.column("model_version").cast("string")).to_pylist())
         if versions != {str(version)}:
-            raise BatchScoringError(f"shard {shard} was scored by version(s) {sorted(versions)}, expected {version}: "
-                                    "every shard must use the version resolved at the start")
+            raise BatchScoringError(
+                f"shard {shard} was scored by version(s) {sorted(versions)}, expected {version}: "
+                "every shard must use the version resolved at the start"
+            )
         dest = out / f"shard={int(shard):05d}"
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(part, dest / "part-0.parquet")
         rows += table.num_rows
         positives += int(pc.sum(table.column("label")).as_py() or 0)
         prob_sum += float(pc.sum(table.column("probability")).as_py() or 0.0)
-    summary = {"model_name": model_name, "model_version": str(version), "rows": rows, "positives": positives,
-               "churn_rate": round(positives / rows, 6) if rows else None,
-               "mean_probability": round(prob_sum / rows, 6) if rows else None,
-               "shards": len(seen), "dataset_sha256": dataset_sha256,
-               "layout": "hive-partitioned parquet: shard=NNNNN/part-0.parquet"}
+    summary = {
+        "model_name": model_name,
+        "model_version": str(version),
+        "rows": rows,
+        "positives": positives,
+        "churn_rate": round(positives / rows, 6) if rows else None,
+        "mean_probability": round(prob_sum / rows, 6) if rows else None,
+        "shards": len(seen),
+        "dataset_sha256": dataset_sha256,
+        "layout": "hive-partitioned parquet: shard=NNNNN/part-0.parquet",
+    }
     (out / "_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -172,6 +184,7 @@ def publish(out_dir: str | Path, output_uri: str) -> str:
 
 
 # -- kfp components ------------------------------------------------------------------------------
+
 
 def resolve_champion(model_name: str, alias: str, champion: Output[Artifact]) -> str:
     """Resolve the registry alias to one model version, once for the whole batch job; returns the version."""
@@ -219,14 +232,21 @@ def score_shard(shards: Input[Dataset], shard: int, champion: Input[Artifact], s
         st.context.update(model_name=model_name, version=version)
 
         Path(scores.path).mkdir(parents=True, exist_ok=True)
-        out = score_shard_file(shards.path, shard, model_name, version, Path(scores.path) / "scores.parquet",
-                               id_column=load_config().dataset.id_column)
+        out = score_shard_file(
+            shards.path,
+            shard,
+            model_name,
+            version,
+            Path(scores.path) / "scores.parquet",
+            id_column=load_config().dataset.id_column,
+        )
         scores.metadata.update({"shard": int(shard), "rows": out["rows"], "model_version": out["model_version"]})
         return json.dumps(out)
 
 
-def gather_scores(scores: Input[List[Dataset]], version: str, model_name: str, dataset_sha256: str,
-                  output_uri: str, result: Output[Dataset]) -> str:
+def gather_scores(
+    scores: Input[List[Dataset]], version: str, model_name: str, dataset_sha256: str, output_uri: str, result: Output[Dataset]
+) -> str:
     """Gather shard scores into one partitioned parquet dataset + _summary.json (rows, version, churn rate)."""
     from kfct.runtime.stage import stage
 

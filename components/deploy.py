@@ -37,19 +37,50 @@ if TYPE_CHECKING:
 # The InferenceService adapter lives in the library layer (kfct.cluster.kserve_isvc), shared with rollout and
 # `kfct cluster check`; its names stay importable from here.
 from kfct.cluster.kserve_isvc import (  # noqa: F401
-    ISVC_API_VERSION, RUNTIME_NAME, MODEL_FORMAT, SERVICE_ACCOUNT, DeployError, DEPLOYMENT_MODE_ANNOTATION, KNATIVE,
-    SERVERLESS, STANDARD, normalise_mode, detect_mode, canary_name, predictor_workload, model_storage_uri,
-    KSERVE_STORAGE_SCHEMES, check_storage_uri, build_predictor, build_inference_service, build_canary,
-    kserve_client, get_inference_service, apply_inference_service, merge_patch, patch_traffic, set_canary,
-    set_canary_traffic, promote_canary, remove_canary, canary_ready, wait_canary_ready,
+    DEPLOYMENT_MODE_ANNOTATION,
+    ISVC_API_VERSION,
+    KNATIVE,
+    KSERVE_STORAGE_SCHEMES,
+    MODEL_FORMAT,
+    RUNTIME_NAME,
+    SERVERLESS,
+    SERVICE_ACCOUNT,
+    STANDARD,
+    DeployError,
+    apply_inference_service,
+    build_canary,
+    build_inference_service,
+    build_predictor,
+    canary_name,
+    canary_ready,
+    check_storage_uri,
+    detect_mode,
+    get_inference_service,
+    kserve_client,
+    merge_patch,
+    model_storage_uri,
+    normalise_mode,
+    patch_traffic,
+    predictor_workload,
+    promote_canary,
+    remove_canary,
+    set_canary,
+    set_canary_traffic,
+    wait_canary_ready,
 )
-
 
 # -- the stage ------------------------------------------------------------------------------------
 
-def converge_serving(model_name: str, target: str = "local", client: "KServeClient | None" = None,
-                     namespace: str | None = None, state_path: str | Path | None = None,
-                     settings: "Settings | None" = None, reason: str = "") -> dict[str, Any]:
+
+def converge_serving(
+    model_name: str,
+    target: str = "local",
+    client: "KServeClient | None" = None,
+    namespace: str | None = None,
+    state_path: str | Path | None = None,
+    settings: "Settings | None" = None,
+    reason: str = "",
+) -> dict[str, Any]:
     """Make the split file (local) or InferenceService (cluster) follow the registry aliases.
 
     Runs on every deploy (and when the deploy stage finds its version superseded): whatever
@@ -86,18 +117,39 @@ def converge_serving(model_name: str, target: str = "local", client: "KServeClie
         changes, reasons = isvc_changes(live, al)
         if changes:
             mode = detect_mode(live if isinstance(live, dict) else None, s.kserve_deployment_mode)
-            isvc = build_inference_service(model_name, al["champion"], namespace=ns, settings=s, mode=mode,
-                                           canary_percent=100 if mode == SERVERLESS else None)
+            isvc = build_inference_service(
+                model_name,
+                al["champion"],
+                namespace=ns,
+                settings=s,
+                mode=mode,
+                canary_percent=100 if mode == SERVERLESS else None,
+            )
             action = apply_inference_service(client, isvc, model_name, ns)
             out.update(changes=changes, reasons=[f"{reasons[0]} ({action})"])
     if out["changes"]:
-        audit.record("serving_converged", model_name=model_name, target=target, aliases=al,
-                     changes=out["changes"], reasons=out.get("reasons"), reason=reason)
+        audit.record(
+            "serving_converged",
+            model_name=model_name,
+            target=target,
+            aliases=al,
+            changes=out["changes"],
+            reasons=out.get("reasons"),
+            reason=reason,
+        )
     return out
 
 
-def plan_deploy(model_name: str, version: str, champion: str | None, rejected: bool, cfg: "RunConfig", target: str,
-                canary_percent: float | None = None, shadow: bool = False) -> dict[str, Any]:
+def plan_deploy(
+    model_name: str,
+    version: str,
+    champion: str | None,
+    rejected: bool,
+    cfg: "RunConfig",
+    target: str,
+    canary_percent: float | None = None,
+    shadow: bool = False,
+) -> dict[str, Any]:
     """What deploying `version` means, decided from plain values (no registry, no cluster).
 
     `direct`: the first model (no champion) or the champion itself takes all traffic;
@@ -138,19 +190,36 @@ def plan_deploy_effects(version: str, plan: dict[str, Any], shadow: bool, challe
     pct, champion = plan["percent"], plan["champion"]
     if plan["direct"]:  # a running `kfct serve` switches to it without a restart
         first = ("champion", version, "first model: no champion to compare with") if champion is None else None
-        return DeployEffects({"champion_version": version, "canary_version": None, "canary_percent": 0.0,
-                              "mode": "canary", "reason": f"deploy v{version} as champion"},
-                             first, {"alias": "champion", "canary_percent": 100.0, "mode": "direct"})
+        return DeployEffects(
+            {
+                "champion_version": version,
+                "canary_version": None,
+                "canary_percent": 0.0,
+                "mode": "canary",
+                "reason": f"deploy v{version} as champion",
+            },
+            first,
+            {"alias": "champion", "canary_percent": 100.0, "mode": "direct"},
+        )
     as_what = "shadow" if shadow else f"canary at {pct:g}%"
     share = 0.0 if shadow else pct
     move = None if challenger == version else ("challenger", version, f"deployed as {as_what}")
-    return DeployEffects({"champion_version": champion, "canary_version": version, "canary_percent": share,
-                          "mode": "shadow" if shadow else "canary", "reason": f"deploy v{version} as {as_what}"},
-                         move, {"alias": "challenger", "canary_percent": share})
+    return DeployEffects(
+        {
+            "champion_version": champion,
+            "canary_version": version,
+            "canary_percent": share,
+            "mode": "shadow" if shadow else "canary",
+            "reason": f"deploy v{version} as {as_what}",
+        },
+        move,
+        {"alias": "challenger", "canary_percent": share},
+    )
 
 
-def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percent: float, mode: str,
-                        exists: bool) -> list[tuple[Any, ...]]:
+def plan_cluster_deploy(
+    version: str, champion: str | None, direct: bool, percent: float, mode: str, exists: bool
+) -> list[tuple[Any, ...]]:
     """The InferenceService changes, in order: ("apply", version, canaryTrafficPercent or None),
     ("drop_canary",) (remove a leftover spec.canary) or ("canary", version, percent)."""
     steps: list[tuple[Any, ...]] = []
@@ -166,11 +235,21 @@ def plan_cluster_deploy(version: str, champion: str | None, direct: bool, percen
     return steps
 
 
-def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str = "local", canary_percent: float | None = None,
-                shadow: bool = False, client: "KServeClient | None" = None, namespace: str | None = None,
-                state_path: str | Path | None = None, settings: "Settings | None" = None,
-                require_alias: bool = False, ready_timeout: float = 600.0,
-                ready_poll: float = 5.0) -> dict[str, Any]:
+def deploy_version(
+    model_name: str,
+    version: str,
+    cfg: "RunConfig",
+    target: str = "local",
+    canary_percent: float | None = None,
+    shadow: bool = False,
+    client: "KServeClient | None" = None,
+    namespace: str | None = None,
+    state_path: str | Path | None = None,
+    settings: "Settings | None" = None,
+    require_alias: bool = False,
+    ready_timeout: float = 600.0,
+    ready_poll: float = 5.0,
+) -> dict[str, Any]:
     """Alias `challenger` + first traffic slice. Returns what was done (plain values).
 
     The adapter around `plan_deploy`, `plan_deploy_effects` and `plan_cluster_deploy`: reads
@@ -194,14 +273,36 @@ def deploy_version(model_name: str, version: str, cfg: "RunConfig", target: str 
     # Reading the aliases and moving them is one step: another run's registration cannot move
     # the champion between this deploy's read and its write.
     with registry.champion_lock(model_name, s):
-        return _deploy_locked(model_name, version, cfg, target, canary_percent, shadow, client, namespace,
-                              state_path, s, require_alias, (ready_timeout, ready_poll))
+        return _deploy_locked(
+            model_name,
+            version,
+            cfg,
+            target,
+            canary_percent,
+            shadow,
+            client,
+            namespace,
+            state_path,
+            s,
+            require_alias,
+            (ready_timeout, ready_poll),
+        )
 
 
-def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str, canary_percent: float | None,
-                   shadow: bool, client: "KServeClient | None", namespace: str | None,
-                   state_path: str | Path | None, s: "Settings", require_alias: bool,
-                   ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
+def _deploy_locked(
+    model_name: str,
+    version: str,
+    cfg: "RunConfig",
+    target: str,
+    canary_percent: float | None,
+    shadow: bool,
+    client: "KServeClient | None",
+    namespace: str | None,
+    state_path: str | Path | None,
+    s: "Settings",
+    require_alias: bool,
+    ready: tuple[float, float] = (600.0, 5.0),
+) -> dict[str, Any]:
     """Read, plan, then act: traffic first, then the alias, then the audit record."""
     from kfct.governance import audit, registry
 
@@ -214,12 +315,18 @@ def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str,
     except Exception as exc:
         raise DeployError(f"model {model_name} v{version} is not registered: {exc}") from exc
     champion = registry.alias_version(model_name, "champion")
-    plan = plan_deploy(model_name, version, champion, (mv.tags or {}).get("rejected") == "true", cfg, target,
-                       canary_percent, shadow)
+    plan = plan_deploy(
+        model_name, version, champion, (mv.tags or {}).get("rejected") == "true", cfg, target, canary_percent, shadow
+    )
     challenger = None if plan["direct"] else registry.alias_version(model_name, "challenger")
     effects = plan_deploy_effects(version, plan, shadow, challenger)
-    out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target,
-                           "champion": champion, "mode": "shadow" if shadow else "canary"}
+    out: dict[str, Any] = {
+        "model_name": model_name,
+        "version": version,
+        "target": target,
+        "champion": champion,
+        "mode": "shadow" if shadow else "canary",
+    }
     if target == "local":
         out.update(_deploy_local(model_name, state_path, s, effects.split))
     else:
@@ -230,24 +337,38 @@ def _deploy_locked(model_name: str, version: str, cfg: "RunConfig", target: str,
     out.update(effects.report)
     audit.record("model_deployed", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
     if target == "local":  # the file now agrees with the aliases, whatever an earlier crash left
-        conv = converge_serving(model_name, target, state_path=out.get("state_path"), settings=s,
-                             reason=f"deploy v{version}")
+        conv = converge_serving(model_name, target, state_path=out.get("state_path"), settings=s, reason=f"deploy v{version}")
         if conv.get("changes"):
             out["converged"] = conv["changes"]
     return out
 
 
-def _deploy_superseded(model_name: str, version: str, target: str, al: dict[str, str],
-                       client: "KServeClient | None", namespace: str | None, state_path: str | Path | None,
-                       s: "Settings") -> dict[str, Any]:
+def _deploy_superseded(
+    model_name: str,
+    version: str,
+    target: str,
+    al: dict[str, str],
+    client: "KServeClient | None",
+    namespace: str | None,
+    state_path: str | Path | None,
+    s: "Settings",
+) -> dict[str, Any]:
     """Move nothing; serving converges on the aliases as they are, and the audit trail says why."""
     from kfct.governance import audit
 
-    conv = converge_serving(model_name, target, client, namespace, state_path, s,
-                         reason=f"v{version} superseded before its deploy")
-    out: dict[str, Any] = {"model_name": model_name, "version": version, "target": target, "mode": "superseded",
-                           "alias": None, "aliases": al, "converged": conv.get("changes"),
-                           "action": f"v{version} holds no alias any more (aliases {al}): serving follows the aliases"}
+    conv = converge_serving(
+        model_name, target, client, namespace, state_path, s, reason=f"v{version} superseded before its deploy"
+    )
+    out: dict[str, Any] = {
+        "model_name": model_name,
+        "version": version,
+        "target": target,
+        "mode": "superseded",
+        "alias": None,
+        "aliases": al,
+        "converged": conv.get("changes"),
+        "action": f"v{version} holds no alias any more (aliases {al}): serving follows the aliases",
+    }
     audit.record("deploy_superseded", **{k: v for k, v in out.items() if k != "model_name"}, model_name=model_name)
     return out
 
@@ -262,8 +383,16 @@ def _deploy_local(model_name: str, state_path: str | Path | None, s: "Settings",
     return {"state_path": str(path), "generation": st.generation, "action": "split file updated"}
 
 
-def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow: bool, client: "KServeClient | None",
-                    namespace: str | None, s: "Settings", ready: tuple[float, float] = (600.0, 5.0)) -> dict[str, Any]:
+def _deploy_cluster(
+    model_name: str,
+    version: str,
+    plan: dict[str, Any],
+    shadow: bool,
+    client: "KServeClient | None",
+    namespace: str | None,
+    s: "Settings",
+    ready: tuple[float, float] = (600.0, 5.0),
+) -> dict[str, Any]:
     """The InferenceService, in the mode it has, gets the steps `plan_cluster_deploy` lists.
 
     A Standard-mode canary gets traffic only through KServe's Gateway API route: that route is
@@ -279,25 +408,31 @@ def _deploy_cluster(model_name: str, version: str, plan: dict[str, Any], shadow:
     if mode == STANDARD and not plan["direct"]:
         _require_gateway_route(client, model_name, ns, existing is not None)
     actions = []
-    for step in plan_cluster_deploy(version, plan["champion"], plan["direct"], plan["percent"], mode,
-                                    existing is not None):
+    for step in plan_cluster_deploy(version, plan["champion"], plan["direct"], plan["percent"], mode, existing is not None):
         # a canary's pods also load the champion and score their requests with it (paired judgement)
         reference = None if plan["direct"] or str(step[1]) == str(plan["champion"]) else plan["champion"]
         if step[0] == "apply":
-            isvc = build_inference_service(model_name, step[1], namespace=ns, settings=s, mode=mode,
-                                           canary_percent=step[2], reference_version=reference)
+            isvc = build_inference_service(
+                model_name, step[1], namespace=ns, settings=s, mode=mode, canary_percent=step[2], reference_version=reference
+            )
             actions.append(apply_inference_service(client, isvc, model_name, ns) + f" v{step[1]}")
         elif step[0] == "drop_canary":
             if ((get_inference_service(client, model_name, ns) or {}).get("spec") or {}).get("canary"):
                 remove_canary(client, model_name, ns)
                 actions.append("removed spec.canary")
         else:
-            stored = set_canary(client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s,
-                                                                reference_version=reference))
+            stored = set_canary(
+                client, model_name, ns, build_canary(model_name, step[1], step[2], settings=s, reference_version=reference)
+            )
             _canary_carried(client, model_name, ns, step[1], stored, ready)
             actions.append(f"spec.canary {canary_name(step[1])} at {step[2]:g}%")
-    out: dict[str, Any] = {"namespace": ns, "isvc": model_name, "deployment_mode": mode, "image": s.serving_image,
-                           "action": ", ".join(actions)}
+    out: dict[str, Any] = {
+        "namespace": ns,
+        "isvc": model_name,
+        "deployment_mode": mode,
+        "image": s.serving_image,
+        "action": ", ".join(actions),
+    }
     if shadow:
         out["note"] = "KServe has no shadow split; deployed as a canary at the given percent"
     return out
@@ -312,13 +447,16 @@ def _require_gateway_route(client: "KServeClient", name: str, ns: str, exists: b
         raise DeployError(f"cannot deploy a Standard-mode canary to {ns}/{name}: {no_route_reason(name, ns)}")
 
 
-def _canary_carried(client: "KServeClient", name: str, ns: str, version: str, stored: dict[str, Any],
-                    ready: tuple[float, float]) -> None:
+def _canary_carried(
+    client: "KServeClient", name: str, ns: str, version: str, stored: dict[str, Any], ready: tuple[float, float]
+) -> None:
     """The canary exists in the stored object, gets ready and the route carries its weight; else it is removed."""
     if not ((stored or {}).get("spec") or {}).get("canary"):
         # A structural CRD schema drops a field it does not declare: KServe < 0.20 has no spec.canary.
-        raise DeployError(f"{ns}/{name}: the InferenceService CRD dropped spec.canary, so this KServe has no "
-                          f"Standard-mode canaries: upgrade KServe to >= 0.20 or use Knative mode")
+        raise DeployError(
+            f"{ns}/{name}: the InferenceService CRD dropped spec.canary, so this KServe has no "
+            f"Standard-mode canaries: upgrade KServe to >= 0.20 or use Knative mode"
+        )
     try:
         wait_canary_ready(client, name, ns, STANDARD, version, timeout=ready[0], poll=ready[1])
     except DeployError as exc:
@@ -326,8 +464,7 @@ def _canary_carried(client: "KServeClient", name: str, ns: str, version: str, st
         raise DeployError(f"{exc}; canary {canary_name(version)} removed again, aliases and traffic unchanged") from exc
 
 
-def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto",
-                 namespace: str = "") -> str:
+def deploy_model(config_json: str, model_name: str, version: str, target: str = "auto", namespace: str = "") -> str:
     """Deploy the registered version as a canary (alias challenger): local router split or KServe InferenceService."""
     from kfct.runtime.stage import stage
 
@@ -336,7 +473,6 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
 
         from kfct.components.deploy import deploy_version
         from kfct.runtime.settings import get_settings
-
         from kfct.runtime.testhooks import pause_at
 
         cfg = st.config
@@ -348,13 +484,25 @@ def deploy_model(config_json: str, model_name: str, version: str, target: str = 
             from kfct.governance import registry
 
             registry.setup(s)
-            conv = converge_serving(model_name, target, namespace=namespace or None, settings=s,
-                                 reason="registration blocked")
-            return json.dumps({"mode": "skipped", "version": "", "target": target, "reason": "nothing registered",
-                               "converged": conv.get("changes")}, default=str)
-        out = deploy_version(model_name, version, cfg, target=target, namespace=namespace or None, settings=s,
-                          require_alias=True)
-        st.log.info("deployed %s v%s: alias %s, %s %g%% (%s)", model_name, version,
-                                                    out.get("alias"), out.get("mode"), out.get("canary_percent", 0),
-                                                    out.get("action"))
+            conv = converge_serving(model_name, target, namespace=namespace or None, settings=s, reason="registration blocked")
+            return json.dumps(
+                {
+                    "mode": "skipped",
+                    "version": "",
+                    "target": target,
+                    "reason": "nothing registered",
+                    "converged": conv.get("changes"),
+                },
+                default=str,
+            )
+        out = deploy_version(model_name, version, cfg, target=target, namespace=namespace or None, settings=s, require_alias=True)
+        st.log.info(
+            "deployed %s v%s: alias %s, %s %g%% (%s)",
+            model_name,
+            version,
+            out.get("alias"),
+            out.get("mode"),
+            out.get("canary_percent", 0),
+            out.get("action"),
+        )
         return json.dumps({**out, "stage_time": st.times()}, default=str)

@@ -9,7 +9,6 @@ run). The undecorated `prepare_drift_data` / `check_drift` here (and
 `dsl.component`; `kfct monitor` calls the same functions in-process.
 """
 
-
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from kfct.components.drift_inputs import DriftInputError  # noqa: F401  (callers catch it from here)
@@ -36,8 +35,12 @@ def prepare_drift_data(
         ref, cur = prepare_frames(ref, cur, loaded.model, cfg, pred_col)
         ref.to_parquet(reference.path, index=False)
         cur.to_parquet(current.path, index=False)
-        common = {"model_name": model_name, "champion_version": loaded.version, "threshold": float(loaded.model.threshold),
-                  "heldout_performance": heldout_performance(loaded.tags)}
+        common = {
+            "model_name": model_name,
+            "champion_version": loaded.version,
+            "threshold": float(loaded.model.threshold),
+            "heldout_performance": heldout_performance(loaded.tags),
+        }
         reference.metadata.update({**common, "rows": len(ref), "source": ref_source})
         current.metadata.update({**common, "rows": len(cur), "source": cur_source})
         return loaded.version
@@ -72,12 +75,17 @@ def check_drift(
         cfg = st.config
         ref, cur = pd.read_parquet(reference.path), pd.read_parquet(current.path)
         threshold = reference.metadata.get("threshold")
-        result = run_detection(ref, cur, cfg, None if threshold is None else float(threshold),
-                               reference.metadata.get("heldout_performance") or None)
+        result = run_detection(
+            ref, cur, cfg, None if threshold is None else float(threshold), reference.metadata.get("heldout_performance") or None
+        )
         with tempfile.TemporaryDirectory() as tmp:
             paths = save_reports(result, result.report, tmp)
-            for art, key in ((report_html, "html"), (report_json, "json"), (summary, "summary_md"),
-                             (summary_json, "summary_json")):
+            for art, key in (
+                (report_html, "html"),
+                (report_json, "json"),
+                (summary, "summary_md"),
+                (summary_json, "summary_json"),
+            ):
                 shutil.copyfile(paths[key], art.path)
             run_id = log_to_mlflow(result, paths, model_name, champion_version, current.metadata.get("source", ""))
         metrics.log_metric("drift_share", float(result["drift_share"]))
@@ -85,15 +93,32 @@ def check_drift(
         for key in ("churn_rate_shift", "performance_drop"):
             if result.get(key) is not None:
                 metrics.log_metric(key, float(result[key]))
-        meta = {"severity": result["severity"], "retrain": bool(result["retrain"]), "reason": result["reason"],
-                "mlflow_run_id": run_id, "champion_version": champion_version}
+        meta = {
+            "severity": result["severity"],
+            "retrain": bool(result["retrain"]),
+            "reason": result["reason"],
+            "mlflow_run_id": run_id,
+            "champion_version": champion_version,
+        }
         summary_json.metadata.update(meta)
-        audit.record("drift_checked", model_name=model_name, version=str(champion_version),
-                     severity=result["severity"], retrain_needed=bool(result["retrain"]), reason=result["reason"],
-                     drift_share=round(float(result["drift_share"]), 6), churn_rate_shift=result.get("churn_rate_shift"),
-                     performance_drop=result.get("performance_drop"), current_source=current.metadata.get("source"),
-                     mlflow_run_id=run_id)
-        st.log.info("drift share %.3f, severity %s, retrain %s: %s",
-                                                   float(result["drift_share"]), result["severity"],
-                                                   "needed" if result["retrain"] else "not needed", result["reason"])
+        audit.record(
+            "drift_checked",
+            model_name=model_name,
+            version=str(champion_version),
+            severity=result["severity"],
+            retrain_needed=bool(result["retrain"]),
+            reason=result["reason"],
+            drift_share=round(float(result["drift_share"]), 6),
+            churn_rate_shift=result.get("churn_rate_shift"),
+            performance_drop=result.get("performance_drop"),
+            current_source=current.metadata.get("source"),
+            mlflow_run_id=run_id,
+        )
+        st.log.info(
+            "drift share %.3f, severity %s, retrain %s: %s",
+            float(result["drift_share"]),
+            result["severity"],
+            "needed" if result["retrain"] else "not needed",
+            result["reason"],
+        )
         return bool(result["retrain"])

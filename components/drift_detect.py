@@ -33,9 +33,21 @@ if TYPE_CHECKING:
 
     from kfct.config import DriftConfig, RunConfig
 
-PREDICTION = "prediction_proba"     # column holding the champion's probability in prepared frames
-P_VALUE_TESTS = {"ks", "chisquare", "z", "t_test", "mannw", "anderson", "cramer_von_mises", "fisher_exact",
-                 "g_test", "es", "empirical_mmd", "TVD"}
+PREDICTION = "prediction_proba"  # column holding the champion's probability in prepared frames
+P_VALUE_TESTS = {
+    "ks",
+    "chisquare",
+    "z",
+    "t_test",
+    "mannw",
+    "anderson",
+    "cramer_von_mises",
+    "fisher_exact",
+    "g_test",
+    "es",
+    "empirical_mmd",
+    "TVD",
+}
 DISTANCE_TESTS = {"wasserstein", "jensenshannon", "psi", "hellinger", "kl_div", "ed"}
 
 
@@ -98,8 +110,12 @@ def _performance(y: np.ndarray, p: np.ndarray, threshold: float | None) -> dict[
     if len(np.unique(y)) < 2:
         return None
     pred = p if _is_binary(p) else (p >= (0.5 if threshold is None else float(threshold))).astype(np.float64)
-    return {"roc_auc": float(roc_auc_score(y, p)), "recall": float(recall_score(y, (pred >= 0.5).astype(np.int64))),
-            "rows": len(y), "positive_rate": float((y == 1).mean())}
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "recall": float(recall_score(y, (pred >= 0.5).astype(np.int64))),
+        "rows": len(y),
+        "positive_rate": float((y == 1).mean()),
+    }
 
 
 def _resolve_stattest(ref_s: "pd.Series", cur_s: "pd.Series", kind: str, cfg_drift: "DriftConfig") -> tuple[str, float, str]:
@@ -121,9 +137,14 @@ def _resolve_stattest(ref_s: "pd.Series", cur_s: "pd.Series", kind: str, cfg_dri
     return name, float(test.default_threshold), "p_value" if "p_value" in test.display_name else "distance"
 
 
-def _check_frames(reference: "pd.DataFrame", current: "pd.DataFrame", features: list[str],
-                  prediction_column: str | None, label_column: str | None,
-                  reference_predictions: "np.ndarray | pd.Series | None") -> None:
+def _check_frames(
+    reference: "pd.DataFrame",
+    current: "pd.DataFrame",
+    features: list[str],
+    prediction_column: str | None,
+    label_column: str | None,
+    reference_predictions: "np.ndarray | pd.Series | None",
+) -> None:
     import pandas as pd
 
     for name, df in (("reference", reference), ("current", current)):
@@ -139,17 +160,25 @@ def _check_frames(reference: "pd.DataFrame", current: "pd.DataFrame", features: 
     if prediction_column is not None and prediction_column not in current.columns:
         raise ValueError(f"current data has no prediction column {prediction_column!r}")
     if reference_predictions is not None and len(reference_predictions) != len(reference):
-        raise ValueError(f"reference_predictions has {len(reference_predictions)} values for {len(reference)} "
-                         f"reference rows")
+        raise ValueError(f"reference_predictions has {len(reference_predictions)} values for {len(reference)} reference rows")
     if label_column is not None and label_column not in current.columns and label_column not in reference.columns:
         raise ValueError(f"label column {label_column!r} is in neither the reference nor the current data")
 
 
 # --------------------------------------------------------------------------- core
-def detect_drift(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunConfig", feature_columns: list[str],
-                 prediction_column: str | None = None, label_column: str | None = None,
-                 reference_predictions: "np.ndarray | pd.Series | None" = None, *, threshold: float | None = None,
-                 reference_performance: dict[str, Any] | None = None, seed: int = 0) -> DriftResult:
+def detect_drift(
+    reference: "pd.DataFrame",
+    current: "pd.DataFrame",
+    cfg: "RunConfig",
+    feature_columns: list[str],
+    prediction_column: str | None = None,
+    label_column: str | None = None,
+    reference_predictions: "np.ndarray | pd.Series | None" = None,
+    *,
+    threshold: float | None = None,
+    reference_performance: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> DriftResult:
     """Compare `current` with `reference`; returns drift figures, severity and the retrain decision.
 
     `prediction_column`: column of `current` with the model's output (probability, or 0/1);
@@ -168,8 +197,9 @@ def detect_drift(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunCo
     cfg_drift = cfg.drift
     features = [str(c) for c in feature_columns]
     _check_frames(reference, current, features, prediction_column, label_column, reference_predictions)
-    ref, cur, ref_pred, cur_pred = _windows(reference, current, int(cfg_drift.window_rows), seed,
-                                            prediction_column, reference_predictions)
+    ref, cur, ref_pred, cur_pred = _windows(
+        reference, current, int(cfg_drift.window_rows), seed, prediction_column, reference_predictions
+    )
     kinds = {c: _column_kind(c, reference, cfg) for c in features}
     frames = _evidently_frames(ref, cur, features, kinds, ref_pred, cur_pred, label_column)
     snapshot, methods, pred_method = _run_report(frames, kinds, cfg_drift, threshold)
@@ -188,11 +218,21 @@ def detect_drift(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunCo
         features=per_feature,
         drifted_features=[c for c, f in per_feature.items() if f["drifted"]],
         skipped_features=frames.skipped,
-        prediction_drift=None if pred_method is None else {
-            "stattest": pred_method[0], "score": scores[PREDICTION], "threshold": pred_method[1],
-            "drifted": bool(drifted.get(PREDICTION, False))},
-        churn_rate={"reference": ref_rate, "current": cur_rate, "relative_shift": shift, "reference_source": source,
-                    "decision_threshold": threshold},
+        prediction_drift=None
+        if pred_method is None
+        else {
+            "stattest": pred_method[0],
+            "score": scores[PREDICTION],
+            "threshold": pred_method[1],
+            "drifted": bool(drifted.get(PREDICTION, False)),
+        },
+        churn_rate={
+            "reference": ref_rate,
+            "current": cur_rate,
+            "relative_shift": shift,
+            "reference_source": source,
+            "decision_threshold": threshold,
+        },
         churn_rate_shift=shift,
         performance=performance,
         performance_drop=None if performance is None else performance["roc_auc_drop"],
@@ -201,8 +241,7 @@ def detect_drift(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunCo
         severity=decision["severity"],
         retrain=decision["retrain"],
         reason=decision["reason"],
-        rows={"reference": len(ref), "reference_total": len(reference),
-              "current": len(cur), "current_total": len(current)},
+        rows={"reference": len(ref), "reference_total": len(reference), "current": len(cur), "current_total": len(current)},
         thresholds=_thresholds(cfg_drift),
         seconds=round(time.perf_counter() - t0, 3),
     )
@@ -210,9 +249,14 @@ def detect_drift(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunCo
     return result
 
 
-def _windows(reference: "pd.DataFrame", current: "pd.DataFrame", window: int, seed: int, prediction_column: str | None,
-             reference_predictions: "np.ndarray | pd.Series | None",
-             ) -> "tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None, np.ndarray | None]":
+def _windows(
+    reference: "pd.DataFrame",
+    current: "pd.DataFrame",
+    window: int,
+    seed: int,
+    prediction_column: str | None,
+    reference_predictions: "np.ndarray | pd.Series | None",
+) -> "tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None, np.ndarray | None]":
     """Both frames cut to the window, with the model's outputs aligned to the kept rows."""
     import pandas as pd
 
@@ -242,8 +286,15 @@ class _Frames:
     label: str | None
 
 
-def _evidently_frames(ref: "pd.DataFrame", cur: "pd.DataFrame", features: list[str], kinds: dict[str, str],
-                      ref_pred: np.ndarray | None, cur_pred: np.ndarray | None, label_column: str | None) -> _Frames:
+def _evidently_frames(
+    ref: "pd.DataFrame",
+    cur: "pd.DataFrame",
+    features: list[str],
+    kinds: dict[str, str],
+    ref_pred: np.ndarray | None,
+    cur_pred: np.ndarray | None,
+    label_column: str | None,
+) -> _Frames:
     import pandas as pd
 
     def typed(df: "pd.DataFrame") -> "pd.DataFrame":
@@ -256,8 +307,7 @@ def _evidently_frames(ref: "pd.DataFrame", cur: "pd.DataFrame", features: list[s
     num_cols = [c for c in features if kinds[c] == "numerical"]
     cat_cols = [c for c in features if kinds[c] == "categorical"]
     has_pred = ref_pred is not None and cur_pred is not None
-    has_labels = (has_pred and label_column is not None and label_column in ref.columns
-                  and label_column in cur.columns)
+    has_labels = has_pred and label_column is not None and label_column in ref.columns and label_column in cur.columns
     if has_pred:
         ref_e[PREDICTION], cur_e[PREDICTION] = ref_pred, cur_pred
         num_cols.append(PREDICTION)
@@ -268,20 +318,30 @@ def _evidently_frames(ref: "pd.DataFrame", cur: "pd.DataFrame", features: list[s
 
     # A column with no values on one side (e.g. all null in a small window) cannot be tested:
     # it is left out and named, rather than failing the whole report.
-    skipped = {c: "no values in " + " and ".join(n for n, d in (("reference", ref_e), ("current", cur_e))
-                                                 if d[c].notna().sum() == 0)
-               for c in features if ref_e[c].notna().sum() == 0 or cur_e[c].notna().sum() == 0}
+    skipped = {
+        c: "no values in " + " and ".join(n for n, d in (("reference", ref_e), ("current", cur_e)) if d[c].notna().sum() == 0)
+        for c in features
+        if ref_e[c].notna().sum() == 0 or cur_e[c].notna().sum() == 0
+    }
     kept = [c for c in features if c not in skipped]
     if not kept:
         raise ValueError(f"no feature has values on both sides: {skipped}")
-    return _Frames(ref=ref_e.drop(columns=list(skipped)), cur=cur_e.drop(columns=list(skipped)), features=kept,
-                   num_cols=[c for c in num_cols if c not in skipped], cat_cols=[c for c in cat_cols if c not in skipped],
-                   skipped=skipped, has_pred=has_pred, has_labels=has_labels,
-                   label=label_column if has_labels else None)
+    return _Frames(
+        ref=ref_e.drop(columns=list(skipped)),
+        cur=cur_e.drop(columns=list(skipped)),
+        features=kept,
+        num_cols=[c for c in num_cols if c not in skipped],
+        cat_cols=[c for c in cat_cols if c not in skipped],
+        skipped=skipped,
+        has_pred=has_pred,
+        has_labels=has_labels,
+        label=label_column if has_labels else None,
+    )
 
 
-def _run_report(frames: _Frames, kinds: dict[str, Any], cfg_drift: "DriftConfig",
-                threshold: float | None) -> "tuple[Snapshot, dict[str, tuple[str, float, str]], tuple[str, float, str] | None]":
+def _run_report(
+    frames: _Frames, kinds: dict[str, Any], cfg_drift: "DriftConfig", threshold: float | None
+) -> "tuple[Snapshot, dict[str, tuple[str, float, str]], tuple[str, float, str] | None]":
     """One Evidently report: drifted-columns count, a ValueDrift per feature (+ prediction), ROC AUC/recall."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, Recall, RocAuc, ValueDrift
@@ -291,23 +351,29 @@ def _run_report(frames: _Frames, kinds: dict[str, Any], cfg_drift: "DriftConfig"
     # name is passed on only when the config overrides it, so Evidently's own choice stays in charge.
     methods = {c: _resolve_stattest(ref_e[c].dropna(), cur_e[c].dropna(), kinds[c], cfg_drift) for c in features}
     override = {c: (cfg_drift.num_method if kinds[c] == "numerical" else cfg_drift.cat_method) or None for c in features}
-    metrics = [DriftedColumnsCount(columns=features,
-                                   per_column_method={c: o for c, o in override.items() if o} or None,
-                                   per_column_threshold={c: m[1] for c, m in methods.items()},
-                                   drift_share=float(cfg_drift.drift_share_threshold))]
+    metrics = [
+        DriftedColumnsCount(
+            columns=features,
+            per_column_method={c: o for c, o in override.items() if o} or None,
+            per_column_threshold={c: m[1] for c, m in methods.items()},
+            drift_share=float(cfg_drift.drift_share_threshold),
+        )
+    ]
     metrics += [ValueDrift(column=c, method=override[c], threshold=m[1]) for c, m in methods.items()]
     pred_method = None
     if frames.has_pred:
         pred_method = _resolve_stattest(ref_e[PREDICTION].dropna(), cur_e[PREDICTION].dropna(), "numerical", cfg_drift)
-        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift.num_method or None,
-                                  threshold=pred_method[1]))
+        metrics.append(ValueDrift(column=PREDICTION, method=cfg_drift.num_method or None, threshold=pred_method[1]))
     classification = None
     if frames.has_labels:
         classification = [BinaryClassification(target=frames.label, prediction_probas=PREDICTION, pos_label=1)]
         thr = 0.5 if threshold is None else float(threshold)
         metrics += [RocAuc(probas_threshold=thr), Recall(probas_threshold=thr)]
-    definition = DataDefinition(numerical_columns=frames.num_cols, categorical_columns=frames.cat_cols,
-                                **({"classification": classification} if classification else {}))
+    definition = DataDefinition(
+        numerical_columns=frames.num_cols,
+        categorical_columns=frames.cat_cols,
+        **({"classification": classification} if classification else {}),
+    )
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(cur_e, data_definition=definition),
         reference_data=Dataset.from_pandas(ref_e, data_definition=definition),
@@ -315,8 +381,12 @@ def _run_report(frames: _Frames, kinds: dict[str, Any], cfg_drift: "DriftConfig"
     return snapshot, methods, pred_method
 
 
-def _read_report(d: dict[str, Any], features: list[Any], kinds: dict[str, Any], methods: dict[str, Any],
-                 ) -> tuple[dict[str, Any], float, dict[str, float], dict[str, bool]]:
+def _read_report(
+    d: dict[str, Any],
+    features: list[Any],
+    kinds: dict[str, Any],
+    methods: dict[str, Any],
+) -> tuple[dict[str, Any], float, dict[str, float], dict[str, bool]]:
     """Per-feature drift, the drift share, the scores and the test outcomes from the report's dict."""
     scores: dict[str, float] = {}
     share, count = None, -1
@@ -334,8 +404,14 @@ def _read_report(d: dict[str, Any], features: list[Any], kinds: dict[str, Any], 
     per_feature = {}
     for c in features:
         name, thr_c, kind = methods[c]
-        per_feature[c] = {"type": kinds[c], "stattest": name, "stattest_kind": kind, "score": scores[c],
-                          "threshold": thr_c, "drifted": bool(drifted[c])}
+        per_feature[c] = {
+            "type": kinds[c],
+            "stattest": name,
+            "stattest_kind": kind,
+            "score": scores[c],
+            "threshold": thr_c,
+            "drifted": bool(drifted[c]),
+        }
     # Evidently's count and ours must agree; they come from the same tests.
     n_drifted = sum(f["drifted"] for f in per_feature.values())
     if share is None or n_drifted != count:
@@ -343,8 +419,9 @@ def _read_report(d: dict[str, Any], features: list[Any], kinds: dict[str, Any], 
     return per_feature, share, scores, drifted
 
 
-def _reference_churn_rate(ref: "pd.DataFrame", ref_pred: np.ndarray | None, label_column: str | None,
-                          threshold: float | None) -> tuple[float | None, str | None]:
+def _reference_churn_rate(
+    ref: "pd.DataFrame", ref_pred: np.ndarray | None, label_column: str | None, threshold: float | None
+) -> tuple[float | None, str | None]:
     """Predicted churn rate on the reference: from the model's reference predictions, else the labels."""
     import pandas as pd
 
@@ -355,9 +432,14 @@ def _reference_churn_rate(ref: "pd.DataFrame", ref_pred: np.ndarray | None, labe
     return None, None
 
 
-def _performance_change(frames: _Frames, cur: "pd.DataFrame", cur_pred: np.ndarray | None, label_column: str | None,
-                        threshold: float | None, reference_performance: dict[str, Any] | None,
-                        ) -> tuple[dict[str, Any] | None, float | None]:
+def _performance_change(
+    frames: _Frames,
+    cur: "pd.DataFrame",
+    cur_pred: np.ndarray | None,
+    label_column: str | None,
+    threshold: float | None,
+    reference_performance: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, float | None]:
     """(performance figures or None, the ROC AUC drop the decision may use or None)."""
     import pandas as pd
 
@@ -380,28 +462,46 @@ def _performance_change(frames: _Frames, cur: "pd.DataFrame", cur_pred: np.ndarr
         perf_source = "reference data (in-sample for a training snapshot: not used for the decision)"
     if not pr:
         return None, None
-    performance = {"reference": pr, "current": pc, "reference_source": perf_source,
-                   "roc_auc_drop": pr["roc_auc"] - pc["roc_auc"], "recall_drop": pr["recall"] - pc["recall"]}
+    performance = {
+        "reference": pr,
+        "current": pc,
+        "reference_source": perf_source,
+        "roc_auc_drop": pr["roc_auc"] - pc["roc_auc"],
+        "recall_drop": pr["recall"] - pc["recall"],
+    }
     return performance, performance["roc_auc_drop"] if reference_performance else None
 
 
 def _thresholds(cfg_drift: "DriftConfig") -> dict[str, Any]:
-    return (cfg_drift.model_dump(include={"drift_share_threshold", "prediction_shift_threshold",
-                                          "stattest_threshold", "window_rows"})
-            | {"distance_threshold": float(cfg_drift.distance_threshold),
-               "performance_drop_threshold": float(cfg_drift.performance_drop_threshold)})
+    return cfg_drift.model_dump(
+        include={"drift_share_threshold", "prediction_shift_threshold", "stattest_threshold", "window_rows"}
+    ) | {
+        "distance_threshold": float(cfg_drift.distance_threshold),
+        "performance_drop_threshold": float(cfg_drift.performance_drop_threshold),
+    }
 
 
-def run_detection(reference: "pd.DataFrame", current: "pd.DataFrame", cfg: "RunConfig", threshold: float | None,
-                  reference_performance: dict[str, Any] | None = None) -> DriftResult:
+def run_detection(
+    reference: "pd.DataFrame",
+    current: "pd.DataFrame",
+    cfg: "RunConfig",
+    threshold: float | None,
+    reference_performance: dict[str, Any] | None = None,
+) -> DriftResult:
     """detect_drift on prepared frames (features, PREDICTION, label when present)."""
-    from kfct.config import feature_columns
-
     from kfct.components.drift_inputs import with_binary_labels
+    from kfct.config import feature_columns
 
     label = cfg.dataset.label
     current = with_binary_labels(current, cfg)
-    return detect_drift(reference, current, cfg, feature_columns(cfg), prediction_column=PREDICTION,
-                        label_column=label if label in current.columns else None,
-                        reference_predictions=reference[PREDICTION].to_numpy(), threshold=threshold,
-                        reference_performance=reference_performance)
+    return detect_drift(
+        reference,
+        current,
+        cfg,
+        feature_columns(cfg),
+        prediction_column=PREDICTION,
+        label_column=label if label in current.columns else None,
+        reference_predictions=reference[PREDICTION].to_numpy(),
+        threshold=threshold,
+        reference_performance=reference_performance,
+    )

@@ -18,8 +18,9 @@ class DriftInputError(ValueError):
     """Reference or current data for drift monitoring cannot be had (message names what and why)."""
 
 
-def load_reference(model_name: str, alias: str = "champion", max_rows: int | None = None
-                   ) -> "tuple[pd.DataFrame, LoadedModel, str]":
+def load_reference(
+    model_name: str, alias: str = "champion", max_rows: int | None = None
+) -> "tuple[pd.DataFrame, LoadedModel, str]":
     """The champion's training snapshot, the champion itself and its tags.
 
     The snapshot is the MLflow artifact `data/train_snapshot.parquet` of the run that
@@ -40,8 +41,10 @@ def load_reference(model_name: str, alias: str = "champion", max_rows: int | Non
     try:
         loaded = registry.load_version(model_name, alias=alias)
     except MlflowException as exc:
-        raise DriftInputError(f"no {alias!r} version of model {model_name!r} to monitor: train and register one first "
-                              f"(kfct run); MLflow said: {str(exc).splitlines()[0][:200]}") from exc
+        raise DriftInputError(
+            f"no {alias!r} version of model {model_name!r} to monitor: train and register one first "
+            f"(kfct run); MLflow said: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     uri = loaded.tags.get("reference_uri") or (f"runs:/{loaded.run_id}/data/train_snapshot.parquet" if loaded.run_id else "")
     if uri:
         import mlflow
@@ -66,8 +69,10 @@ def load_reference(model_name: str, alias: str = "champion", max_rows: int | Non
         snapshot_file(data_uri, snap)  # a parquet file copied, a CSV streamed: never held whole
         expected = loaded.tags.get("dataset_sha256")
         if expected and sha256_file(snap) != expected:
-            raise DriftInputError(f"{model_name} v{loaded.version}: training snapshot missing ({missing}) and "
-                                  f"{data_uri} no longer has the recorded content (sha256 {expected[:12]}...)")
+            raise DriftInputError(
+                f"{model_name} v{loaded.version}: training snapshot missing ({missing}) and "
+                f"{data_uri} no longer has the recorded content (sha256 {expected[:12]}...)"
+            )
         if max_rows is None:
             return pd.read_parquet(snap), loaded, data_uri
         df, total = parts.sample_location(snap, int(max_rows))
@@ -75,8 +80,9 @@ def load_reference(model_name: str, alias: str = "champion", max_rows: int | Non
     return df, loaded, source
 
 
-def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | None = None,
-                 since: "str | float | dt.datetime | None" = None) -> "tuple[pd.DataFrame, str, str | None]":
+def load_current(
+    current_uri: str | None, cfg: "RunConfig", model_name: str | None = None, since: "str | float | dt.datetime | None" = None
+) -> "tuple[pd.DataFrame, str, str | None]":
     """The current window: a batch (`current_uri`: path, s3://, generate://) or the serving prediction log.
 
     From the log, shadow rows are dropped (they repeat inputs the champion already
@@ -102,7 +108,7 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
         import datetime as dt
 
         days = float(cfg.drift.window_days)
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     window = int(cfg.drift.window_rows)
     df = read_prediction_log(since=since, model_name=model_name, max_rows=window)
     total = int(df.attrs.get("rows_total", len(df)))
@@ -111,14 +117,17 @@ def load_current(current_uri: str | None, cfg: "RunConfig", model_name: str | No
     # The log's `label` is the *predicted* label: never mistake it for ground truth.
     df = df.rename(columns={"label": "predicted_label"})
     if len(df) == 0:
-        raise DriftInputError(f"the prediction log has no rows for model {model_name!r} since {since}: serve traffic "
-                              f"first (kfct serve) or give a batch with --current URI")
+        raise DriftInputError(
+            f"the prediction log has no rows for model {model_name!r} since {since}: serve traffic "
+            f"first (kfct serve) or give a batch with --current URI"
+        )
     bounded = f"; the newest {len(df):,} of {total:,} rows (drift.window_rows)" if total > len(df) else ""
     return df, f"prediction log since {since}{bounded}", "probability"
 
 
-def prepare_frames(reference: "pd.DataFrame", current: "pd.DataFrame", model: "ChurnModel", cfg: "RunConfig",
-                   prediction_column: str | None) -> "tuple[pd.DataFrame, pd.DataFrame]":
+def prepare_frames(
+    reference: "pd.DataFrame", current: "pd.DataFrame", model: "ChurnModel", cfg: "RunConfig", prediction_column: str | None
+) -> "tuple[pd.DataFrame, pd.DataFrame]":
     """Both frames with the champion's probability in column `PREDICTION` (scored where not logged)."""
     from kfct.config import feature_columns
 

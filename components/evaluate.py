@@ -9,7 +9,6 @@ champion exists, the challenger beats it on the same test set by at least
 shows no significant regression. The first model ever faces (1) and (2) only.
 """
 
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +25,20 @@ HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"
 
 
 def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
-    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, confusion_matrix, log_loss,
-                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        confusion_matrix,
+        log_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y_true = np.asarray(y_true).astype(int)
     pred = (proba >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y_true, pred, labels=[0, 1]).ravel())
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, pred, average="binary", pos_label=1,
-                                                               zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, pred, average="binary", pos_label=1, zero_division=0)
     return {
         "roc_auc": float(roc_auc_score(y_true, proba)),
         "pr_auc": float(average_precision_score(y_true, proba)),
@@ -65,9 +70,17 @@ def _weighted_auc(inv: np.ndarray, n_groups: int, pos: np.ndarray, w: np.ndarray
     return float((wp * (below + 0.5 * wn)).sum() / (tot_p * tot_n))
 
 
-def paired_bootstrap(y_true: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, metric: str = "roc_auc", rounds: int = 300,
-                     confidence: float = 0.95, seed: int = 7, threshold_new: float = 0.5,
-                     threshold_old: float = 0.5) -> dict[str, Any]:
+def paired_bootstrap(
+    y_true: np.ndarray,
+    p_new: np.ndarray,
+    p_old: np.ndarray,
+    metric: str = "roc_auc",
+    rounds: int = 300,
+    confidence: float = 0.95,
+    seed: int = 7,
+    threshold_new: float = 0.5,
+    threshold_old: float = 0.5,
+) -> dict[str, Any]:
     """Paired bootstrap of metric(new) - metric(old) on the same resamples.
 
     AUC uses a Poisson bootstrap with weighted AUC over pre-grouped scores (fast);
@@ -94,8 +107,14 @@ def paired_bootstrap(y_true: np.ndarray, p_new: np.ndarray, p_old: np.ndarray, m
     old = compute_metrics(y, p_old, threshold_old)[metric]
     sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     return {
-        "metric": metric, "challenger": new, "champion": old, "diff": new - old,
-        "ci_low": float(lo), "ci_high": float(hi), "confidence": confidence, "rounds": len(diffs),
+        "metric": metric,
+        "challenger": new,
+        "champion": old,
+        "diff": new - old,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "confidence": confidence,
+        "rounds": len(diffs),
         # A significant regression: the whole interval on the wrong side of zero.
         "significant_regression": bool(sign * hi < 0),
         "significant_improvement": bool(sign * lo > 0),
@@ -146,8 +165,9 @@ def auc_lower_bound(auc: float, n_pos: int, n_neg: int, z: float = 1.645) -> flo
     return float(auc - z * np.sqrt(max(var, 0.0)))
 
 
-def leakage_findings(metrics: dict[str, Any], feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9,
-                     n_neg: int = 10**9) -> tuple[list[str], list[str]]:
+def leakage_findings(
+    metrics: dict[str, Any], feature_auc: dict[str, float], leak: "LeakageConfig", n_pos: int = 10**9, n_neg: int = 10**9
+) -> tuple[list[str], list[str]]:
     """(blocking reasons, notes): single features that alone predict the label block the gate, named;
     a too-perfect test AUC that no single feature explains is a note beside the decision.
 
@@ -163,18 +183,23 @@ def leakage_findings(metrics: dict[str, Any], feature_auc: dict[str, float], lea
         if c in accept or "*" in accept:
             explained = True  # an accepted leak explains a perfect metric too
         else:
-            found.append(f"leakage: feature {c!r} alone predicts the label (AUC {auc:.4f} >= {limit}); "
-                         f"drop it, or accept it knowingly in gate.leakage.accept")
+            found.append(
+                f"leakage: feature {c!r} alone predicts the label (AUC {auc:.4f} >= {limit}); "
+                f"drop it, or accept it knowingly in gate.leakage.accept"
+            )
     notes = []
     top = float(leak.max_roc_auc)
     if metrics.get("roc_auc", 0.0) >= top and "*" not in accept and not found and not explained:
-        notes.append(f"note: test roc_auc {metrics['roc_auc']:.4f} >= {top} is suspiciously perfect and no single "
-                     f"feature explains it; check for features derived from the label")
+        notes.append(
+            f"note: test roc_auc {metrics['roc_auc']:.4f} >= {top} is suspiciously perfect and no single "
+            f"feature explains it; check for features derived from the label"
+        )
     return found, notes
 
 
-def champion_collapse(champion_version: str | None, champion_now: dict[str, Any], registered: dict[str, Any],
-                      gate: "GateConfig") -> str | None:
+def champion_collapse(
+    champion_version: str | None, champion_now: dict[str, Any], registered: dict[str, Any], gate: "GateConfig"
+) -> str | None:
     """The one line that stops the run when the champion collapses on the new data, else None.
 
     `champion_now`: the champion's metrics on this test set; `registered`: the metrics it was
@@ -194,13 +219,20 @@ def champion_collapse(champion_version: str | None, champion_now: dict[str, Any]
         if sign * (reg - now) <= float(drop):
             return None
         what = f"{m} {now:.4f} vs registered {reg:.4f} (drop over gate.champion_max_drop {drop})"
-    return (f"stopped: champion v{champion_version} collapsed on this data: {what}; the data changed meaning "
-            f"(labels inverted? a column redefined?), not a reason to promote; registry unchanged")
+    return (
+        f"stopped: champion v{champion_version} collapsed on this data: {what}; the data changed meaning "
+        f"(labels inverted? a column redefined?), not a reason to promote; registry unchanged"
+    )
 
 
-def decide(metrics: dict[str, Any], gate: "GateConfig", comparison: dict[str, Any] | None,
-           fairness: tuple[bool, list[str]] | None, leakage: list[str] | None = None,
-           stop: str | None = None) -> tuple[bool, list[str]]:
+def decide(
+    metrics: dict[str, Any],
+    gate: "GateConfig",
+    comparison: dict[str, Any] | None,
+    fairness: tuple[bool, list[str]] | None,
+    leakage: list[str] | None = None,
+    stop: str | None = None,
+) -> tuple[bool, list[str]]:
     """Pure gate decision. Returns (deploy, reasons) where reasons explain either outcome.
 
     `stop` (a verdict on the data, `champion_collapse`) blocks and comes first; `leakage` findings block."""
@@ -213,8 +245,11 @@ def decide(metrics: dict[str, Any], gate: "GateConfig", comparison: dict[str, An
         value = metrics[name]
         passed = value >= limit if name in HIGHER_IS_BETTER else value <= limit
         ok &= passed
-        reasons.append(f"{name} {value:.4f} {'>=' if passed else '<'} {limit}" if name in HIGHER_IS_BETTER
-                       else f"{name} {value:.4f} {'<=' if passed else '>'} {limit}")
+        reasons.append(
+            f"{name} {value:.4f} {'>=' if passed else '<'} {limit}"
+            if name in HIGHER_IS_BETTER
+            else f"{name} {value:.4f} {'<=' if passed else '>'} {limit}"
+        )
     if fairness is not None:
         f_ok, f_reasons = fairness
         ok &= f_ok
@@ -251,9 +286,14 @@ def registered_metrics(tags: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def evaluate_core(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig", champion: "ChurnModel | None" = None,
-                  champion_version: str | None = None,
-                  champion_registered: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_core(
+    model: "ChurnModel",
+    test_df: "pd.DataFrame",
+    cfg: "RunConfig",
+    champion: "ChurnModel | None" = None,
+    champion_version: str | None = None,
+    champion_registered: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Metrics on test, leakage, fairness, champion comparison and the decision — plain values.
 
     `champion_registered`: the champion's metrics at registration (`registered_metrics`), for
@@ -269,7 +309,8 @@ def evaluate_core(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig"
     fcfg = cfg.fairness
     sensitive = cfg.dataset.sensitive_features
     if fcfg.enabled and sensitive:
-        from kfct.components.fairness import fairness_gate, fairness_report as build_fairness
+        from kfct.components.fairness import fairness_gate
+        from kfct.components.fairness import fairness_report as build_fairness
 
         pred = (proba >= model.threshold).astype(int)
         groups = {c: test_df[c].astype(str).to_numpy() for c in sensitive if c in test_df}
@@ -284,8 +325,15 @@ def evaluate_core(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig"
             comparison = {"error": f"{type(exc).__name__}: {exc}", "champion_version": champion_version}
         else:
             comparison = paired_bootstrap(
-                y, proba, p_old, gate.compare_metric, int(gate.bootstrap_rounds),
-                float(gate.confidence), int(gate.seed), model.threshold, champion.threshold,
+                y,
+                proba,
+                p_old,
+                gate.compare_metric,
+                int(gate.bootstrap_rounds),
+                float(gate.confidence),
+                int(gate.seed),
+                model.threshold,
+                champion.threshold,
             )
             comparison["champion_version"] = champion_version
             now = compute_metrics(y, p_old, champion.threshold)
@@ -296,15 +344,24 @@ def evaluate_core(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig"
     leakage, notes = leakage_findings(metrics, feature_auc, gate.leakage, n_pos, len(y) - n_pos)
     deploy, reasons = decide(metrics, gate, comparison, fairness, leakage, stop)
     reasons += notes
-    return {"deploy": deploy, "reasons": reasons, "metrics": metrics, "comparison": comparison,
-            "fairness": fairness_report, "fairness_passed": None if fairness is None else fairness[0],
-            "stop": stop, "leakage": leakage,
-            "feature_auc": {k: round(v, 4) for k, v in sorted(feature_auc.items(), key=lambda kv: -kv[1])[:10]},
-            "proba": proba, "y": y}
+    return {
+        "deploy": deploy,
+        "reasons": reasons,
+        "metrics": metrics,
+        "comparison": comparison,
+        "fairness": fairness_report,
+        "fairness_passed": None if fairness is None else fairness[0],
+        "stop": stop,
+        "leakage": leakage,
+        "feature_auc": {k: round(v, 4) for k, v in sorted(feature_auc.items(), key=lambda kv: -kv[1])[:10]},
+        "proba": proba,
+        "y": y,
+    }
 
 
-def slice_metrics(test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray, proba: np.ndarray,
-                  threshold: float) -> dict[str, Any]:
+def slice_metrics(
+    test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray, proba: np.ndarray, threshold: float
+) -> dict[str, Any]:
     """AUC / recall / positive rate per value of each sensitive feature (groups under 30 rows or one class skipped)."""
     out: dict[str, dict[str, Any]] = {}
     for col in cfg.dataset.sensitive_features:
@@ -317,13 +374,18 @@ def slice_metrics(test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray, prob
             if mask.sum() < 30 or len(set(y[mask])) < 2:
                 continue
             m = compute_metrics(y[mask], proba[mask], threshold)
-            out[col][v] = {"n": int(mask.sum()), "roc_auc": round(m["roc_auc"], 4), "recall": round(m["recall"], 4),
-                           "positive_rate": round(m["positive_rate"], 4)}
+            out[col][v] = {
+                "n": int(mask.sum()),
+                "roc_auc": round(m["roc_auc"], 4),
+                "recall": round(m["recall"], 4),
+                "positive_rate": round(m["positive_rate"], 4),
+            }
     return out
 
 
-def card_evidence(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray,
-                  proba: np.ndarray) -> dict[str, Any]:
+def card_evidence(
+    model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig", y: np.ndarray, proba: np.ndarray
+) -> dict[str, Any]:
     """What the model card shows beside the gate's figures: slices, top features (TreeSHAP) and charts.
 
     Computed here, where the fitted model and the test-set predictions are already in
@@ -335,8 +397,12 @@ def card_evidence(model: "ChurnModel", test_df: "pd.DataFrame", cfg: "RunConfig"
 
     X = test_df.drop(columns=[cfg.dataset.label])
     top = top_features_shap(model, X.sample(n=min(2000, len(X)), random_state=0), k=10)
-    return {"rows_test": len(test_df), "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
-            "top_features": top, "charts": curve_charts(y, proba, top)}
+    return {
+        "rows_test": len(test_df),
+        "slices": slice_metrics(test_df, cfg, y, proba, model.threshold),
+        "top_features": top,
+        "charts": curve_charts(y, proba, top),
+    }
 
 
 def write_evidence(evidence: dict[str, Any], path: str) -> None:
@@ -373,10 +439,14 @@ def report_markdown(result: dict[str, Any], gate: "GateConfig") -> str:
     lines += ["", f"Confusion matrix at threshold {m['threshold']:.4f}: TN {tn}, FP {fp}, FN {fn}, TP {tp}", ""]
     c = result.get("comparison")
     if c and "error" not in c:
-        lines += ["## Champion vs challenger", "",
-                  f"{c['metric']}: challenger {c['challenger']:.4f}, champion v{c.get('champion_version')} {c['champion']:.4f}, "
-                  f"diff {c['diff']:+.4f}, {int(c['confidence'] * 100)}% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] "
-                  f"({c['rounds']} paired bootstrap resamples)", ""]
+        lines += [
+            "## Champion vs challenger",
+            "",
+            f"{c['metric']}: challenger {c['challenger']:.4f}, champion v{c.get('champion_version')} {c['champion']:.4f}, "
+            f"diff {c['diff']:+.4f}, {int(c['confidence'] * 100)}% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] "
+            f"({c['rounds']} paired bootstrap resamples)",
+            "",
+        ]
     f = result.get("fairness")
     if f:
         lines += ["## Fairness", "", "| attribute | demographic parity diff | equalized odds diff |", "|---|---|---|"]
@@ -412,8 +482,14 @@ def _log_to_mlflow(run_id: str, scalar: dict[str, Any], result: dict[str, Any], 
         mlflow.log_metrics({f"test_{k}": v for k, v in scalar.items()})
         c = result["comparison"]
         if c and "error" not in c:
-            mlflow.log_metrics({"champion_" + c["metric"]: c["champion"], "diff_" + c["metric"]: c["diff"],
-                                "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"]})
+            mlflow.log_metrics(
+                {
+                    "champion_" + c["metric"]: c["champion"],
+                    "diff_" + c["metric"]: c["diff"],
+                    "diff_ci_low": c["ci_low"],
+                    "diff_ci_high": c["ci_high"],
+                }
+            )
         mlflow.set_tags({"gate.deploy": str(result["deploy"]), "gate.reason": "; ".join(result["reasons"])[:5000]})
         for name, data in files.items():
             Path(tmp, name).write_bytes(data)
@@ -444,8 +520,15 @@ def evaluate_model(
         import joblib
         import pandas as pd
 
-        from kfct.components.evaluate import (_log_kfp_metrics, _log_to_mlflow, card_evidence, evaluate_core,
-                                              registered_metrics, report_markdown, write_evidence)
+        from kfct.components.evaluate import (
+            _log_kfp_metrics,
+            _log_to_mlflow,
+            card_evidence,
+            evaluate_core,
+            registered_metrics,
+            report_markdown,
+            write_evidence,
+        )
         from kfct.governance import audit, registry
         from kfct.governance.reconcile import reconcile
 
@@ -470,19 +553,29 @@ def evaluate_model(
         payload["champion_version"] = champion_version
         with Path(decision.path).open("w") as fh:
             json.dump(payload, fh, indent=2, default=float)
-        decision.metadata.update({"deploy": result["deploy"], "reason": "; ".join(result["reasons"]),
-                                  "champion_version": champion_version or ""})
+        decision.metadata.update(
+            {"deploy": result["deploy"], "reason": "; ".join(result["reasons"]), "champion_version": champion_version or ""}
+        )
         card = card_evidence(challenger, test_df, cfg, result["y"], result["proba"])
         write_evidence(card, evidence.path)
         files = {f"{k}.png": png for k, png in card["charts"].items()}
         files.update({"evaluation.md": md.encode(), "decision.json": json.dumps(payload, indent=2, default=float).encode()})
         _log_to_mlflow(mlflow_run_id, scalar, result, files)
         st.log.info(
-            "gate: %s (%s); test %s", "deploy" if result["deploy"] else "blocked", "; ".join(result["reasons"]),
-            ", ".join(f"{k} {v:.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")))
-        audit.record("gate_decision", model_name=model_name, mlflow_run_id=mlflow_run_id, deploy=result["deploy"],
-                     reasons=result["reasons"], champion_version=champion_version,
-                     metrics={k: round(v, 6) for k, v in scalar.items()},
-                     **({"verdict": "data", "stop": result["stop"]} if result["stop"] else {}),
-                     **({"leakage": result["leakage"]} if result["leakage"] else {}))
+            "gate: %s (%s); test %s",
+            "deploy" if result["deploy"] else "blocked",
+            "; ".join(result["reasons"]),
+            ", ".join(f"{k} {v:.4f}" for k, v in scalar.items() if k in ("roc_auc", "recall", "precision")),
+        )
+        audit.record(
+            "gate_decision",
+            model_name=model_name,
+            mlflow_run_id=mlflow_run_id,
+            deploy=result["deploy"],
+            reasons=result["reasons"],
+            champion_version=champion_version,
+            metrics={k: round(v, 6) for k, v in scalar.items()},
+            **({"verdict": "data", "stop": result["stop"]} if result["stop"] else {}),
+            **({"leakage": result["leakage"]} if result["leakage"] else {}),
+        )
         return bool(result["deploy"])

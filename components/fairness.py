@@ -34,7 +34,8 @@ sampling noise by itself exceeds 0.10 for TPR/FPR gaps now and then.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,15 +70,13 @@ def _range(stats: dict[str, dict], key: str, count_key: str, min_count: int) -> 
     """max - min of stats[g][key] over groups with at least `min_count` in `count_key`."""
     eligible = {g: s for g, s in stats.items() if s[key] is not None and s[count_key] >= min_count}
     if len(eligible) < 2:
-        return {"difference": 0.0, "max_group": None, "min_group": None, "se": 0.0,
-                "groups_compared": len(eligible)}
+        return {"difference": 0.0, "max_group": None, "min_group": None, "se": 0.0, "groups_compared": len(eligible)}
     hi = max(eligible, key=lambda g: eligible[g][key])
     lo = min(eligible, key=lambda g: eligible[g][key])
     p1, n1 = eligible[hi][key], eligible[hi][count_key]
     p2, n2 = eligible[lo][key], eligible[lo][count_key]
     se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    return {"difference": float(p1 - p2), "max_group": hi, "min_group": lo, "se": float(se),
-            "groups_compared": len(eligible)}
+    return {"difference": float(p1 - p2), "max_group": hi, "min_group": lo, "se": float(se), "groups_compared": len(eligible)}
 
 
 def fairness_report(y_true: Any, y_pred: Any, groups: dict[str, Any], min_group_size: int) -> dict:
@@ -103,8 +102,10 @@ def fairness_report(y_true: Any, y_pred: Any, groups: dict[str, Any], min_group_
     for feature, values in groups.items():
         g = np.asarray(values)
         if g.ndim != 1 or len(g) != len(y):
-            raise ValueError(f"sensitive feature {feature!r} has {len(g) if g.ndim == 1 else g.shape} values, "
-                             f"expected {len(y)} (one per prediction)")
+            raise ValueError(
+                f"sensitive feature {feature!r} has {len(g) if g.ndim == 1 else g.shape} values, "
+                f"expected {len(y)} (one per prediction)"
+            )
         g = g.astype(str)
         stats: dict[str, dict] = {}
         ignored: dict[str, int] = {}
@@ -184,20 +185,25 @@ def fairness_gate(report: dict, cfg: FairnessConfig, sensitive_features: list[st
             reasons.append(f"fairness: no figures for sensitive feature {feature!r} (column missing from the test set)")
             continue
         if not r.get("comparable", True):
-            reasons.append(f"fairness {feature}: fewer than two groups with >= {r.get('min_group_size')} rows, "
-                           f"disparity not measurable")
+            reasons.append(
+                f"fairness {feature}: fewer than two groups with >= {r.get('min_group_size')} rows, disparity not measurable"
+            )
             continue
         checks = (
-            ("demographic parity difference", r["demographic_parity_difference"], max_dp, r["selection_rate"],
-             "selection rate"),
-            ("equalized odds difference", r["equalized_odds_difference"], max_eo,
-             r["tpr"] if r["tpr_difference"] >= r["fpr_difference"] else r["fpr"],
-             "TPR" if r["tpr_difference"] >= r["fpr_difference"] else "FPR"),
+            ("demographic parity difference", r["demographic_parity_difference"], max_dp, r["selection_rate"], "selection rate"),
+            (
+                "equalized odds difference",
+                r["equalized_odds_difference"],
+                max_eo,
+                r["tpr"] if r["tpr_difference"] >= r["fpr_difference"] else r["fpr"],
+                "TPR" if r["tpr_difference"] >= r["fpr_difference"] else "FPR",
+            ),
         )
         for name, value, limit, detail, what in checks:
             over = value > limit
-            sig, pvalue = (_significant(value, detail.get("se", 0.0), detail.get("groups_compared", 2), level)
-                           if over else (False, None))
+            sig, pvalue = (
+                _significant(value, detail.get("se", 0.0), detail.get("groups_compared", 2), level) if over else (False, None)
+            )
             groups = ""
             if detail.get("max_group") is not None:
                 groups = f" ({what} {detail['max_group']} vs {detail['min_group']})"
@@ -206,8 +212,10 @@ def fairness_gate(report: dict, cfg: FairnessConfig, sensitive_features: list[st
                 extra = f", p={pvalue:.3g} < {level}" if pvalue is not None else ""
                 reasons.append(f"fairness {feature}: {name} {value:.4f} > {limit}{groups}{extra}")
             elif over:
-                reasons.append(f"fairness {feature}: {name} {value:.4f} > {limit}{groups} but not significant "
-                               f"(p={pvalue:.3g} >= {level}): passes")
+                reasons.append(
+                    f"fairness {feature}: {name} {value:.4f} > {limit}{groups} but not significant "
+                    f"(p={pvalue:.3g} >= {level}): passes"
+                )
             else:
                 reasons.append(f"fairness {feature}: {name} {value:.4f} <= {limit}")
     return passed, reasons

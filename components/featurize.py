@@ -5,7 +5,6 @@ model, so serving applies exactly the training transforms. Splits keep raw
 columns (the model owns its encoding).
 """
 
-
 from typing import TYPE_CHECKING
 
 from kfp.dsl import Dataset, Input, Model, Output
@@ -51,8 +50,7 @@ def with_binary_label(df: "pd.DataFrame", cfg: "RunConfig") -> "pd.DataFrame":
     return out
 
 
-def featurize_core(df: "pd.DataFrame",
-                   cfg: "RunConfig") -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, TabularEncoder]":
+def featurize_core(df: "pd.DataFrame", cfg: "RunConfig") -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, TabularEncoder]":
     """Labels to 0/1, split, then fit the encoder on train only. Returns (train, val, test, encoder)."""
     train, val, test = split_frame(with_binary_label(df, cfg), cfg)
     scale = cfg.train.model == "logistic_regression"
@@ -76,6 +74,7 @@ def featurize_split(
         import pandas as pd
 
         from kfct.components.featurize import featurize_core
+
         log = st.log
 
         cfg = st.config
@@ -84,9 +83,20 @@ def featurize_split(
         label = cfg.dataset.label
         for art, part in ((train, tr), (val, va), (test, te)):
             part.to_parquet(art.path, index=False)
-            art.metadata.update({"rows": len(part), "positive_share": round(float(part[label].mean()), 4),
-                                 "dataset_sha256": dataset.metadata.get("sha256", "")})
+            art.metadata.update(
+                {
+                    "rows": len(part),
+                    "positive_share": round(float(part[label].mean()), 4),
+                    "dataset_sha256": dataset.metadata.get("sha256", ""),
+                }
+            )
         joblib.dump(encoder, preprocessor.path)
         preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
-        log.info("split %d/%d/%d rows (train/val/test); %d features -> %d encoded", len(tr), len(va), len(te),
-                 len(encoder.input_features), len(encoder.output_names_))
+        log.info(
+            "split %d/%d/%d rows (train/val/test); %d features -> %d encoded",
+            len(tr),
+            len(va),
+            len(te),
+            len(encoder.input_features),
+            len(encoder.output_names_),
+        )

@@ -5,7 +5,6 @@ hash as the content-addressed key `kfct data push` stores the dataset under, tra
 in artifact metadata and ends up on the model version.
 """
 
-
 from pathlib import Path
 
 from kfp.dsl import Dataset, Output
@@ -25,11 +24,12 @@ def ingest_core(data_uri: str, out_path: str | Path) -> dict:
 
     out_path = Path(out_path)
     resolved, manifest = resolve(data_uri)
-    shape = snapshot_file(resolved, out_path)   # a parquet source is never read whole
+    shape = snapshot_file(resolved, out_path)  # a parquet source is never read whole
     digest = sha256_file(out_path)
     if manifest is not None and manifest["sha256"] != digest:
-        raise DataSourceError(f"dataset pointer {data_uri!r} names sha256 {manifest['sha256']} but "
-                              f"{resolved} has sha256 {digest}")
+        raise DataSourceError(
+            f"dataset pointer {data_uri!r} names sha256 {manifest['sha256']} but {resolved} has sha256 {digest}"
+        )
     return {
         "source": data_uri,
         "resolved_uri": resolved,
@@ -46,9 +46,11 @@ def ingest_data(data_uri: str, dataset: Output[Dataset]) -> str:
 
     with stage("ingest-data", stamp=dataset.metadata, data_uri=data_uri) as st:
         from kfct.components.ingest import ingest_core
+
         log = st.log
         meta = ingest_core(data_uri, dataset.path)
         dataset.metadata.update({k: v for k, v in meta.items() if k != "column_names"})
-        log.info("snapshot of %s: %s rows x %s columns, sha256 %s", data_uri, meta.get("rows"), meta.get("columns"),
-                 meta["sha256"])
+        log.info(
+            "snapshot of %s: %s rows x %s columns, sha256 %s", data_uri, meta.get("rows"), meta.get("columns"), meta["sha256"]
+        )
         return meta["sha256"]

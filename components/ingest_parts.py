@@ -58,8 +58,9 @@ def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_ro
             from kfct.data.datagen import generate_chunks
 
             g = parse_generate(uri)
-            written = parts.write_parts(generate_chunks(g["rows"], g["seed"], g["drift"], g["bias"],
-                                                        chunk_rows=part_rows), out, part_rows)
+            written = parts.write_parts(
+                generate_chunks(g["rows"], g["seed"], g["drift"], g["bias"], chunk_rows=part_rows), out, part_rows
+            )
         else:
             with tempfile.TemporaryDirectory(prefix="kfct-ingest-") as tmp:
                 if scheme == "s3":
@@ -78,8 +79,9 @@ def ingest_parts_core(data_uri: str, out_dir: str | Path, base_uri: str, part_ro
                     written = parts.split_parquet(src, out, part_rows)
         manifest = parts.resolved(written, base_uri)
     if pointer is not None and pointer["sha256"] != manifest["version"]:
-        raise DataSourceError(f"dataset pointer {data_uri!r} names sha256 {pointer['sha256']} but "
-                              f"{uri} has version {manifest['version']}")
+        raise DataSourceError(
+            f"dataset pointer {data_uri!r} names sha256 {pointer['sha256']} but {uri} has version {manifest['version']}"
+        )
     parts.write_manifest(manifest, out / parts.MANIFEST)
     manifest["resolved_uri"] = uri
     return manifest
@@ -95,22 +97,28 @@ def ingest_parts(data_uri: str, part_rows: int, dataset: Output[Dataset], part_f
         from pathlib import Path
         from urllib.parse import urlparse
 
-        from kfct.data import parts
         from kfct.components.ingest_parts import ingest_parts_core
+        from kfct.data import parts
 
         remote = urlparse(part_files.uri).scheme in ("s3", "minio", "gs")
-        manifest = ingest_parts_core(data_uri, part_files.path, part_files.uri if remote else part_files.path,
-                                     part_rows)
+        manifest = ingest_parts_core(data_uri, part_files.path, part_files.uri if remote else part_files.path, part_rows)
         # the manifest alone in `dataset`: a consumer of it downloads kilobytes, never the parts
         Path(dataset.path).mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(part_files.path) / parts.MANIFEST), str(Path(dataset.path) / parts.MANIFEST))
         names = [f["name"] for f in manifest["schema"]]
-        dataset.metadata.update({"source": data_uri, "resolved_uri": manifest["resolved_uri"], "rows": manifest["rows"],
-                                 "columns": len(names), "sha256": manifest["version"],
-                                 "parts": len(manifest["parts"])})
+        dataset.metadata.update(
+            {
+                "source": data_uri,
+                "resolved_uri": manifest["resolved_uri"],
+                "rows": manifest["rows"],
+                "columns": len(names),
+                "sha256": manifest["version"],
+                "parts": len(manifest["parts"]),
+            }
+        )
         st.log.info(
-            "dataset %s: %s rows in %d parts, version %s", data_uri, manifest["rows"], len(manifest["parts"]),
-            manifest["version"])
+            "dataset %s: %s rows in %d parts, version %s", data_uri, manifest["rows"], len(manifest["parts"]), manifest["version"]
+        )
         return [p["uri"] for p in manifest["parts"]]
 
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from kfp.dsl import HTML, Markdown, Metrics, Output
 
 if TYPE_CHECKING:
-    from kfct.runtime.settings import Settings
     from kfct.config import RunConfig
+    from kfct.runtime.settings import Settings
 
 log = logging.getLogger("kfct.components.outcomes_report")
 
@@ -29,30 +29,49 @@ def decay(champion_rows: list[dict], baseline: dict | None, threshold: float) ->
     """Performance decay of the champion: realized vs registered test metrics."""
     realized = next((r for r in champion_rows if r.get("roc_auc") is not None), None)
     if not baseline or realized is None:
-        return {"assessed": False, "retrain": False,
-                "reason": "no baseline test metrics" if not baseline else "realized AUC not computable yet"}
+        return {
+            "assessed": False,
+            "retrain": False,
+            "reason": "no baseline test metrics" if not baseline else "realized AUC not computable yet",
+        }
     drop = float(baseline["roc_auc"]) - float(realized["roc_auc"])
     retrain = drop > threshold
-    return {"assessed": True, "retrain": retrain, "baseline_roc_auc": float(baseline["roc_auc"]),
-            "realized_roc_auc": float(realized["roc_auc"]), "roc_auc_drop": drop, "threshold": threshold,
-            "n": realized["n"],
-            "reason": (f"realized AUC {realized['roc_auc']:.3f} is {drop:.3f} below the test AUC "
-                       f"{baseline['roc_auc']:.3f} (limit {threshold:g})") if retrain else
-                      f"realized AUC drop {drop:+.3f} within {threshold:g}"}
+    return {
+        "assessed": True,
+        "retrain": retrain,
+        "baseline_roc_auc": float(baseline["roc_auc"]),
+        "realized_roc_auc": float(realized["roc_auc"]),
+        "roc_auc_drop": drop,
+        "threshold": threshold,
+        "n": realized["n"],
+        "reason": (
+            f"realized AUC {realized['roc_auc']:.3f} is {drop:.3f} below the test AUC "
+            f"{baseline['roc_auc']:.3f} (limit {threshold:g})"
+        )
+        if retrain
+        else f"realized AUC drop {drop:+.3f} within {threshold:g}",
+    }
 
 
-def realized_report_core(joined: Any, cfg: "RunConfig", champion: str | None, baseline: dict | None,
-                         window: str = "1D", sample: dict | None = None) -> dict[str, Any]:
+def realized_report_core(
+    joined: Any, cfg: "RunConfig", champion: str | None, baseline: dict | None, window: str = "1D", sample: dict | None = None
+) -> dict[str, Any]:
     """The report's content; `sample` says what the joined predictions are (all, or a bounded sample)."""
     from kfct.evidence.outcomes import calibration_curve, realized_performance
 
     threshold = float(cfg.drift.performance_drop_threshold)
     by_version = realized_performance(joined)
     champ_rows = [r for r in by_version if r["model_version"] == str(champion) and r["role"] == "champion"]
-    return {"n_judged": len(joined), "sample": sample, "champion": champion, "by_version": by_version,
-            "by_window": realized_performance(joined, window=window), "window": window,
-            "calibration": {str(v): calibration_curve(g) for v, g in joined.groupby("model_version")} if len(joined) else {},
-            "decay": decay(champ_rows, baseline, threshold)}
+    return {
+        "n_judged": len(joined),
+        "sample": sample,
+        "champion": champion,
+        "by_version": by_version,
+        "by_window": realized_performance(joined, window=window),
+        "window": window,
+        "calibration": {str(v): calibration_curve(g) for v, g in joined.groupby("model_version")} if len(joined) else {},
+        "decay": decay(champ_rows, baseline, threshold),
+    }
 
 
 def curves_png(joined: Any) -> bytes:
@@ -86,8 +105,17 @@ def curves_png(joined: Any) -> bytes:
     return buf.getvalue()
 
 
-_COLS = ("n", "roc_auc", "recall", "precision", "accuracy", "brier", "mean_probability", "observed_rate",
-         "predicted_positive_rate")
+_COLS = (
+    "n",
+    "roc_auc",
+    "recall",
+    "precision",
+    "accuracy",
+    "brier",
+    "mean_probability",
+    "observed_rate",
+    "predicted_positive_rate",
+)
 
 
 def _fmt(v: object) -> str:
@@ -95,33 +123,51 @@ def _fmt(v: object) -> str:
 
 
 def render_markdown(rep: dict) -> str:
-    lines = [f"# Realized performance ({rep['n_judged']} predictions with an outcome)", "",
-             *([f"Judged on {rep['sample']['text']}.", ""] if rep.get("sample") else []),
-             "| version | role | " + " | ".join(_COLS) + " |", "|---|---|" + "---|" * len(_COLS)]
+    lines = [
+        f"# Realized performance ({rep['n_judged']} predictions with an outcome)",
+        "",
+        *([f"Judged on {rep['sample']['text']}.", ""] if rep.get("sample") else []),
+        "| version | role | " + " | ".join(_COLS) + " |",
+        "|---|---|" + "---|" * len(_COLS),
+    ]
     for r in rep["by_version"]:
         lines.append(f"| v{r['model_version']} | {r['role']} | " + " | ".join(_fmt(r.get(c)) for c in _COLS) + " |")
     d = rep["decay"]
     lines += ["", f"**Champion decay:** {d['reason']}" + (" → retrain requested" if d.get("retrain") else "")]
     if rep["by_window"]:
-        lines += ["", f"## Per window ({rep['window']})", "", "| window | version | role | n | roc_auc | recall |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Per window ({rep['window']})",
+            "",
+            "| window | version | role | n | roc_auc | recall |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rep["by_window"]:
-            lines.append(f"| {r['window']} | v{r['model_version']} | {r['role']} | {r['n']} | {_fmt(r['roc_auc'])} | "
-                         f"{_fmt(r['recall'])} |")
+            lines.append(
+                f"| {r['window']} | v{r['model_version']} | {r['role']} | {r['n']} | {_fmt(r['roc_auc'])} | {_fmt(r['recall'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def render_html(rep: dict, png: bytes | None) -> str:
-    rows = "".join("<tr>" + f"<td>v{html.escape(r['model_version'])}</td><td>{html.escape(r['role'])}</td>"
-                   + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in _COLS) + "</tr>" for r in rep["by_version"])
-    img = (f'<img alt="ROC and calibration curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-           if png else "")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>kfct realized performance</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
-            f"<h1>Realized performance</h1><p>{rep['n_judged']} predictions with an outcome.</p>"
-            + (f"<p>Judged on {html.escape(rep['sample']['text'])}.</p>" if rep.get("sample") else "") +
-            "<table><tr><th>version</th><th>role</th>" + "".join(f"<th>{c}</th>" for c in _COLS) + f"</tr>{rows}</table>"
-            f"<p><b>Champion decay:</b> {html.escape(rep['decay']['reason'])}</p>{img}</body></html>")
+    rows = "".join(
+        "<tr>"
+        + f"<td>v{html.escape(r['model_version'])}</td><td>{html.escape(r['role'])}</td>"
+        + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in _COLS)
+        + "</tr>"
+        for r in rep["by_version"]
+    )
+    img = f'<img alt="ROC and calibration curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>kfct realized performance</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
+        f"<h1>Realized performance</h1><p>{rep['n_judged']} predictions with an outcome.</p>"
+        + (f"<p>Judged on {html.escape(rep['sample']['text'])}.</p>" if rep.get("sample") else "")
+        + "<table><tr><th>version</th><th>role</th>"
+        + "".join(f"<th>{c}</th>" for c in _COLS)
+        + f"</tr>{rows}</table>"
+        f"<p><b>Champion decay:</b> {html.escape(rep['decay']['reason'])}</p>{img}</body></html>"
+    )
 
 
 def write_gauges(rep: dict, model_name: str, path: Path) -> Path:
@@ -129,8 +175,7 @@ def write_gauges(rep: dict, model_name: str, path: Path) -> Path:
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     reg = CollectorRegistry()
-    g = Gauge("kfct_realized_metric", "Model quality on realized outcomes", ["model", "version", "role", "metric"],
-              registry=reg)
+    g = Gauge("kfct_realized_metric", "Model quality on realized outcomes", ["model", "version", "role", "metric"], registry=reg)
     for r in rep["by_version"]:
         for m in ("roc_auc", "recall", "precision", "accuracy", "brier", "observed_rate", "mean_probability", "n"):
             if r.get(m) is not None:
@@ -154,44 +199,69 @@ def baseline_metrics(model_name: str, version: str | None) -> dict | None:
     return {"roc_auc": float(tags["test_roc_auc"]), "recall": float(tags.get("test_recall", "nan"))}
 
 
-def outcomes_report(model_name: str, cfg: "RunConfig", out_dir: str | Path, since: Any = None, retrain: bool = False,
-                    settings: "Settings | None" = None, window: str = "1D") -> dict:
+def outcomes_report(
+    model_name: str,
+    cfg: "RunConfig",
+    out_dir: str | Path,
+    since: Any = None,
+    retrain: bool = False,
+    settings: "Settings | None" = None,
+    window: str = "1D",
+) -> dict:
     """Join, measure, write Markdown/HTML/JSON/gauges, audit; with `retrain`, act on decay."""
     import json
 
-    from kfct.governance import audit, registry
     from kfct.components.ab_test import gather_joined
+    from kfct.governance import audit, registry
 
     registry.setup(settings)
     champion = registry.alias_version(model_name, "champion")
     joined, sample = gather_joined(cfg, model_name, since=since, settings=settings)
-    rep = realized_report_core(joined, cfg, champion, baseline_metrics(model_name, champion), window=window,
-                               sample=sample)
+    rep = realized_report_core(joined, cfg, champion, baseline_metrics(model_name, champion), window=window, sample=sample)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = curves_png(joined) if len(joined) else None
-    files = {"markdown": out / "realized_performance.md", "html": out / "realized_performance.html",
-             "json": out / "realized_performance.json", "gauges": out / "kfct_realized.prom"}
+    files = {
+        "markdown": out / "realized_performance.md",
+        "html": out / "realized_performance.html",
+        "json": out / "realized_performance.json",
+        "gauges": out / "kfct_realized.prom",
+    }
     files["markdown"].write_text(render_markdown(rep))
     files["html"].write_text(render_html(rep, png))
     files["json"].write_text(json.dumps(rep, indent=1, default=str))
     write_gauges(rep, model_name, files["gauges"])
     rep["files"] = {k: str(v) for k, v in files.items()}
-    audit.record("realized_performance", model_name=model_name, version=champion, n_judged=rep["n_judged"],
-                 decay=rep["decay"], sample=sample)
+    audit.record(
+        "realized_performance",
+        model_name=model_name,
+        version=champion,
+        n_judged=rep["n_judged"],
+        decay=rep["decay"],
+        sample=sample,
+    )
     log.info("realized performance of %s: %s", model_name, rep["decay"]["reason"])
     if retrain and rep["decay"].get("retrain"):
         from kfct.components.retrain_policy import run_trigger
 
-        rep["retrain"] = run_trigger({"retrain": True, "reason": rep["decay"]["reason"], "severity": "high"},
-                                      cfg, model_name, settings=settings)
+        rep["retrain"] = run_trigger(
+            {"retrain": True, "reason": rep["decay"]["reason"], "severity": "high"}, cfg, model_name, settings=settings
+        )
     return rep
 
 
 # --------------------------------------------------------------------------- kfp components (monitoring pipeline)
 
-def report_realized_performance(config_json: str, model_name: str, since: str, retrain: bool,
-                                report_md: Output[Markdown], report_html: Output[HTML], metrics: Output[Metrics]) -> str:
+
+def report_realized_performance(
+    config_json: str,
+    model_name: str,
+    since: str,
+    retrain: bool,
+    report_md: Output[Markdown],
+    report_html: Output[HTML],
+    metrics: Output[Metrics],
+) -> str:
     """Join the prediction log with the stored outcomes; realized performance per served version; retrain on decay."""
     from kfct.runtime.stage import stage
 

@@ -26,8 +26,8 @@ def validate_part(part: str, config_json: str, stats: Output[Artifact]):
         import json
         from pathlib import Path
 
-        from kfct.data import parts
         from kfct.components.validation_merge import validate_part as validate_one
+        from kfct.data import parts
 
         cfg = st.config
         df = parts.read_part(part).to_pandas()
@@ -54,14 +54,15 @@ def merge_validation(
     `report`, its page standalone, shown in the Kubeflow UI), kfct's JSON and Markdown."""
     from kfct.runtime.stage import stage
 
-    with stage("merge-validation", config_json, stamp=report_json.metadata, model_name=model_name,
-               pipeline_run=pipeline_run) as st:
+    with stage(
+        "merge-validation", config_json, stamp=report_json.metadata, model_name=model_name, pipeline_run=pipeline_run
+    ) as st:
         import json
         from pathlib import Path
 
-        from kfct.governance import audit
         from kfct.components.validation_merge import merge_results
         from kfct.components.validation_report import publish_report
+        from kfct.governance import audit
 
         cfg = st.config
         dataset_sha256 = dataset.metadata.get("sha256", "")
@@ -71,13 +72,24 @@ def merge_validation(
             per_part.append({**rec, "dir": art.path})
         result = merge_results(per_part, cfg)
         publish_report(result, report, report_json, report_md, data_docs, parts=result["parts"])
-        audit.record("validation", model_name=model_name, pipeline_run=pipeline_run, passed=result["passed"],
-                     dataset_sha256=dataset_sha256, n_expectations=result["n_expectations"],
-                     n_failed=result["n_failed"], parts=result["parts"],
-                     failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
+        audit.record(
+            "validation",
+            model_name=model_name,
+            pipeline_run=pipeline_run,
+            passed=result["passed"],
+            dataset_sha256=dataset_sha256,
+            n_expectations=result["n_expectations"],
+            n_failed=result["n_failed"],
+            parts=result["parts"],
+            failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50],
+        )
         st.log.info(
-            "validation of %d parts %s: %d of %d expectations failed", result["parts"],
-            "passed" if result["passed"] else "FAILED", result["n_failed"], result["n_expectations"])
+            "validation of %d parts %s: %d of %d expectations failed",
+            result["parts"],
+            "passed" if result["passed"] else "FAILED",
+            result["n_failed"],
+            result["n_expectations"],
+        )
         return bool(result["passed"])
 
 
@@ -86,9 +98,9 @@ def featurize_part(part: str, config_json: str, train: Output[Dataset], val: Out
     from kfct.runtime.stage import stage
 
     with stage("featurize-part", config_json, part=part) as st:
-        from kfct.data import parts
         from kfct.components.featurize import with_binary_label
         from kfct.components.featurize_merge import split_by_id
+        from kfct.data import parts
 
         cfg = st.config
         df = with_binary_label(parts.read_part(part).to_pandas(), cfg)
@@ -122,20 +134,28 @@ def merge_featurize(
         label = cfg.dataset.label
         for out, ins in ((train, train_parts), (val, val_parts), (test, test_parts)):
             # the gate's test set is bounded (EVAL_MAX_ROWS, id-hash thinning): evaluate holds it in one pod
-            manifest, positives = gather_parts([a.path for a in ins], out.path, label,
-                                               max_rows=EVAL_MAX_ROWS if out is test else None, cfg=cfg)
+            manifest, positives = gather_parts(
+                [a.path for a in ins], out.path, label, max_rows=EVAL_MAX_ROWS if out is test else None, cfg=cfg
+            )
             if "rows_before_thinning" in manifest:
                 out.metadata["rows_before_thinning"] = manifest["rows_before_thinning"]
-            out.metadata.update({"rows": manifest["rows"], "parts": len(manifest["parts"]),
-                                 "positive_share": round(positives / manifest["rows"], 4) if manifest["rows"] else None,
-                                 "dataset_sha256": dataset_sha256})
+            out.metadata.update(
+                {
+                    "rows": manifest["rows"],
+                    "parts": len(manifest["parts"]),
+                    "positive_share": round(positives / manifest["rows"], 4) if manifest["rows"] else None,
+                    "dataset_sha256": dataset_sha256,
+                }
+            )
         encoder = fit_encoder_on_parts(cfg, [train.path])
         joblib.dump(encoder, preprocessor.path)
-        preprocessor.metadata.update({"features_in": len(encoder.input_features),
-                                      "features_out": len(encoder.output_names_)})
+        preprocessor.metadata.update({"features_in": len(encoder.input_features), "features_out": len(encoder.output_names_)})
         st.log.info(
             "split %s/%s/%s rows (train/val/test) in parts; encoder fitted from the train parts",
-            train.metadata["rows"], val.metadata["rows"], test.metadata["rows"])
+            train.metadata["rows"],
+            val.metadata["rows"],
+            test.metadata["rows"],
+        )
         return dataset_sha256
 
 

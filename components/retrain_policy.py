@@ -16,15 +16,15 @@ unless forced. The time of the last trigger comes from the audit trail (events
 `retrain_triggered`), which is append-only and tamper-evident.
 """
 
-
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kfct.runtime.settings import Settings
     from kfct.config import DriftConfig, RunConfig
     from kfct.contracts.launcher import RetrainLauncher
+    from kfct.runtime.settings import Settings
 
 from kfp.dsl import Artifact, Input
 
@@ -67,8 +67,9 @@ def severity(drift_share: float, churn_rate_shift: float | None, drift_share_thr
     return "low"
 
 
-def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift: "DriftConfig",
-                   performance_drop: float | None = None) -> tuple[bool, list[str]]:
+def should_retrain(
+    drift_share: float, churn_rate_shift: float | None, cfg_drift: "DriftConfig", performance_drop: float | None = None
+) -> tuple[bool, list[str]]:
     """(retrain needed, reasons). Every threshold crossed is named; none crossed says why not."""
     share = _required("drift_share", drift_share)
     shift = _num("churn_rate_shift", churn_rate_shift)
@@ -92,8 +93,9 @@ def should_retrain(drift_share: float, churn_rate_shift: float | None, cfg_drift
     return False, why
 
 
-def assess(drift_share: float, churn_rate_shift: float | None, cfg_drift: "DriftConfig",
-           performance_drop: float | None = None) -> dict:
+def assess(
+    drift_share: float, churn_rate_shift: float | None, cfg_drift: "DriftConfig", performance_drop: float | None = None
+) -> dict:
     """Severity, retrain flag and reason together (what `detect_drift` reports)."""
     retrain, reasons = should_retrain(drift_share, churn_rate_shift, cfg_drift, performance_drop)
     level = severity(drift_share, churn_rate_shift, float(cfg_drift.drift_share_threshold))
@@ -105,7 +107,7 @@ def assess(drift_share: float, churn_rate_shift: float | None, cfg_drift: "Drift
 def parse_ts(value: object) -> datetime:
     """An audit timestamp (ISO 8601, 'Z' allowed) or datetime as an aware UTC datetime."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     text = str(value).strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
@@ -113,7 +115,7 @@ def parse_ts(value: object) -> datetime:
         dt = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ValueError(f"not an ISO timestamp: {value!r}") from exc
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def last_trigger(entries: Iterable[dict], event: str = TRIGGER_EVENT) -> datetime | None:
@@ -144,22 +146,34 @@ def decide(assessment: dict, last: datetime | None, now: datetime, cfg_drift: "D
     needed = bool(assessment.get("retrain"))
     reason = assessment.get("reason", "")
     if force:
-        return {"action": "retrain", "retrain_needed": needed, "cooldown_remaining_s": remaining,
-                "reason": f"forced by operator{'; ' + reason if reason else ''}"}
+        return {
+            "action": "retrain",
+            "retrain_needed": needed,
+            "cooldown_remaining_s": remaining,
+            "reason": f"forced by operator{'; ' + reason if reason else ''}",
+        }
     if not needed:
-        return {"action": "none", "retrain_needed": False, "cooldown_remaining_s": remaining,
-                "reason": f"no retrain needed: {reason}" if reason else "no retrain needed"}
+        return {
+            "action": "none",
+            "retrain_needed": False,
+            "cooldown_remaining_s": remaining,
+            "reason": f"no retrain needed: {reason}" if reason else "no retrain needed",
+        }
     if remaining > 0:
         hours = remaining / 3600.0
-        return {"action": "cooldown", "retrain_needed": True, "cooldown_remaining_s": remaining,
-                "reason": f"{reason}; held back by cooldown: last retrain triggered {parse_ts(last).isoformat()}, "
-                          f"{hours:.1f} h of {cfg_drift.cooldown_hours} h left"}
+        return {
+            "action": "cooldown",
+            "retrain_needed": True,
+            "cooldown_remaining_s": remaining,
+            "reason": f"{reason}; held back by cooldown: last retrain triggered {parse_ts(last).isoformat()}, "
+            f"{hours:.1f} h of {cfg_drift.cooldown_hours} h left",
+        }
     return {"action": "retrain", "retrain_needed": True, "cooldown_remaining_s": 0.0, "reason": reason}
 
 
 # --------------------------------------------------------------------------- the trigger: plan, then act
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -178,21 +192,37 @@ class TriggerPlan:
     audit: dict = field(default_factory=dict)
 
 
-def plan_trigger(drift: dict, history: Iterable[dict], now: datetime, cfg: "RunConfig", model_name: str,
-                 current_uri: str = "", ct_data_uri: str = "", force: bool = False,
-                 dry_run: bool = False) -> TriggerPlan:
+def plan_trigger(
+    drift: dict,
+    history: Iterable[dict],
+    now: datetime,
+    cfg: "RunConfig",
+    model_name: str,
+    current_uri: str = "",
+    ct_data_uri: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+) -> TriggerPlan:
     """Drift (from the detector), the model's audit history and the time -> what to do.
 
     The data for a new run: `ct_data_uri`, else the current batch when it carries labels,
     else the CT pipeline's default ('').
     """
-    decision = decide({"retrain": drift.get("retrain"), "reason": drift.get("reason", "")},
-                      last_trigger(history), now, cfg.drift, force=force)
+    decision = decide(
+        {"retrain": drift.get("retrain"), "reason": drift.get("reason", "")}, last_trigger(history), now, cfg.drift, force=force
+    )
     out = {**decision, "severity": drift.get("severity"), "dry_run": bool(dry_run), "triggered": False}
     if decision["action"] == "cooldown":
-        held = None if dry_run else {"model_name": model_name, "severity": drift.get("severity"),
-                                     "reason": decision["reason"],
-                                     "cooldown_remaining_s": round(decision["cooldown_remaining_s"])}
+        held = (
+            None
+            if dry_run
+            else {
+                "model_name": model_name,
+                "severity": drift.get("severity"),
+                "reason": decision["reason"],
+                "cooldown_remaining_s": round(decision["cooldown_remaining_s"]),
+            }
+        )
         return TriggerPlan(out, held=held)
     if decision["action"] != "retrain" or dry_run:
         return TriggerPlan(out)
@@ -200,27 +230,49 @@ def plan_trigger(drift: dict, history: Iterable[dict], now: datetime, cfg: "RunC
     severity_ = drift.get("severity", "?")
     run_reason = f"drift ({severity_}): {decision['reason']}"[:500]
     out.update(data_uri=data_uri or "(CT pipeline default)", run_reason=run_reason)
-    return TriggerPlan(out, launch={"run_reason": run_reason, "data_uri": data_uri, "severity": severity_},
-                       audit={"model_name": model_name, "severity": severity_, "reason": decision["reason"],
-                              "data_uri": out["data_uri"], "forced": bool(force)})
+    return TriggerPlan(
+        out,
+        launch={"run_reason": run_reason, "data_uri": data_uri, "severity": severity_},
+        audit={
+            "model_name": model_name,
+            "severity": severity_,
+            "reason": decision["reason"],
+            "data_uri": out["data_uri"],
+            "forced": bool(force),
+        },
+    )
 
 
 def plan_finished(model_name: str, summary: dict) -> tuple[dict, dict]:
     """A local CT run's summary -> (fields of its `retrain_finished` record, the report's `ct` entry)."""
     dec = summary.get("decision") or {}
     reg = summary.get("registered") or {}
-    finished = {"model_name": model_name, "run_name": summary.get("run_name"),
-                "validation_passed": summary["validation"]["passed"], "deploy": dec.get("deploy"),
-                "version": reg.get("version"), "alias": reg.get("alias")}
+    finished = {
+        "model_name": model_name,
+        "run_name": summary.get("run_name"),
+        "validation_passed": summary["validation"]["passed"],
+        "deploy": dec.get("deploy"),
+        "version": reg.get("version"),
+        "alias": reg.get("alias"),
+    }
     ct = {k: summary.get(k) for k in ("run_name", "total_seconds", "registered", "mlflow_run_id", "log")}
-    ct.update(validation_passed=summary["validation"]["passed"], deploy=dec.get("deploy"),
-              reasons=dec.get("reasons", []))
+    ct.update(validation_passed=summary["validation"]["passed"], deploy=dec.get("deploy"), reasons=dec.get("reasons", []))
     return finished, ct
 
 
-def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str = "", ct_data_uri: str = "",
-                 force: bool = False, dry_run: bool = False, mode: str = "auto", settings: "Settings | None" = None,
-                 now: datetime | None = None, launcher: "RetrainLauncher | None" = None) -> dict:
+def run_trigger(
+    drift: dict,
+    cfg: "RunConfig",
+    model_name: str,
+    current_uri: str = "",
+    ct_data_uri: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+    mode: str = "auto",
+    settings: "Settings | None" = None,
+    now: datetime | None = None,
+    launcher: "RetrainLauncher | None" = None,
+) -> dict:
     """Decide (`plan_trigger`: policy + cooldown from the audit trail) and, when it says so, start a CT run.
 
     The run is started by `launcher` (`kfct.contracts.launcher.RetrainLauncher`; by default the one
@@ -228,8 +280,8 @@ def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str
     API, the reason in its name and `run_reason` parameter; locally the CT pipeline with
     kfp.local, which gates the new model like any other run. Every outcome is audited.
     """
-    from kfct.governance import audit
     from kfct.contracts.launcher import RetrainRequest, uses_cluster
+    from kfct.governance import audit
     from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
@@ -249,8 +301,15 @@ def run_trigger(drift: dict, cfg: "RunConfig", model_name: str, current_uri: str
     request = RetrainRequest(model_name=model_name, cfg=cfg, requested_at=now, **plan.launch)
     if launcher.where == "cluster":
         run = launcher.launch(request)
-        audit.record(TRIGGER_EVENT, mode="cluster", run_id=run.get("run_id"), run_name=run.get("run_name"),
-                     url=run.get("url"), pipeline_version_id=run.get("pipeline_version_id"), **plan.audit)
+        audit.record(
+            TRIGGER_EVENT,
+            mode="cluster",
+            run_id=run.get("run_id"),
+            run_name=run.get("run_name"),
+            url=run.get("url"),
+            pipeline_version_id=run.get("pipeline_version_id"),
+            **plan.audit,
+        )
         out.update(triggered=True, mode="cluster", run=run)
         return out
     audit.record(TRIGGER_EVENT, mode="local", **plan.audit)
@@ -285,11 +344,16 @@ def trigger_retrain(
         from pathlib import Path
 
         from kfct.components.retrain_policy import run_trigger
+
         cfg = st.config
         with Path(drift_summary.path).open() as fh:
             drift = json.load(fh)
         drift["retrain"] = bool(retrain_needed)
         out = run_trigger(drift, cfg, model_name, current_uri, ct_data_uri, force, dry_run, mode)
-        st.log.info("retrain decision: %s (%s)%s", out["action"], out["reason"],
-                                                            f"; started a {out['mode']} CT run" if out["triggered"] else "")
+        st.log.info(
+            "retrain decision: %s (%s)%s",
+            out["action"],
+            out["reason"],
+            f"; started a {out['mode']} CT run" if out["triggered"] else "",
+        )
         return json.dumps({**out, "stage_time": st.times()}, default=str)

@@ -40,21 +40,38 @@ Prometheus' HTTP API narrowed to each version's pods).
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from kfct.components.rollout_backends import (ClusterBackend, LocalRouterBackend, PrometheusMetrics,  # noqa: F401
-                                              RolloutBackend, make_backend)
-from kfct.components.rollout_decision import (FAIL, PASS, WAIT, OutcomePlan, RolloutError,  # noqa: F401
-                                              StepDecision, Thresholds, Window, evaluate_step, parse_steps,
-                                              plan_abort, plan_expiry, plan_promotion, plan_retry, plan_rollback,
-                                              plan_rollout_step, plan_versions, two_proportion_z)
+from kfct.components.rollout_backends import ClusterBackend, LocalRouterBackend, PrometheusMetrics, RolloutBackend, make_backend  # noqa: F401
+from kfct.components.rollout_decision import (  # noqa: F401
+    FAIL,
+    PASS,
+    WAIT,
+    OutcomePlan,
+    RolloutError,
+    StepDecision,
+    Thresholds,
+    Window,
+    evaluate_step,
+    parse_steps,
+    plan_abort,
+    plan_expiry,
+    plan_promotion,
+    plan_retry,
+    plan_rollback,
+    plan_rollout_step,
+    plan_versions,
+    two_proportion_z,
+)
 from kfct.components.rollout_defer import defer_rollout, expire_deferred  # noqa: F401
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
 
 # -- the loop ------------------------------------------------------------------------------------
+
 
 @dataclass
 class RolloutResult:
@@ -70,11 +87,20 @@ class RolloutResult:
         return asdict(self)
 
 
-def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds, steps: list[float],
-                bake_seconds: float, canary_version: str | None = None, champion_version: str | None = None,
-                poll_seconds: float = 0.5, max_wait_factor: float = 3.0, sleep: Callable[[float], None] = time.sleep,
-                log: Callable[[str], None] | None = None,
-                clock: Callable[[], float] = time.monotonic) -> RolloutResult:
+def run_rollout(
+    model_name: str,
+    backend: RolloutBackend,
+    thresholds: Thresholds,
+    steps: list[float],
+    bake_seconds: float,
+    canary_version: str | None = None,
+    champion_version: str | None = None,
+    poll_seconds: float = 0.5,
+    max_wait_factor: float = 3.0,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RolloutResult:
     """Walk the steps; promote or roll back. Registry changes happen only at the end, once.
 
     The adapter around the pure decisions (`plan_versions`, `plan_rollout_step`,
@@ -88,8 +114,15 @@ def run_rollout(model_name: str, backend: RolloutBackend, thresholds: Thresholds
     canary, champion = _read_versions(model_name, canary_version, champion_version)
     steps = parse_steps(steps)
     t_start = clock()
-    audit.record("rollout_started", model_name=model_name, version=canary, champion=champion,
-                 steps=steps, bake_seconds=bake_seconds, thresholds=asdict(thresholds))
+    audit.record(
+        "rollout_started",
+        model_name=model_name,
+        version=canary,
+        champion=champion,
+        steps=steps,
+        bake_seconds=bake_seconds,
+        thresholds=asdict(thresholds),
+    )
     result = RolloutResult(model_name, canary, champion, "rolled_back")
     failed, infra = _walk_steps(result, backend, thresholds, steps, pace)
     result.seconds = round(clock() - t_start, 2)
@@ -123,8 +156,9 @@ class Pace:
     say: Callable[[str], None] = lambda _m: None
 
 
-def _walk_steps(result: RolloutResult, backend: RolloutBackend, thresholds: Thresholds, steps: list[float],
-                pace: Pace) -> tuple[list[str] | None, bool]:
+def _walk_steps(
+    result: RolloutResult, backend: RolloutBackend, thresholds: Thresholds, steps: list[float], pace: Pace
+) -> tuple[list[str] | None, bool]:
     """Each step in turn, audited; returns why the rollout failed (None when every step passed) and
     whether the infrastructure failed rather than the canary (a `RolloutError` from the backend: the
     split or route not applied, the canary not ready, the figures unreachable)."""
@@ -152,24 +186,38 @@ def _walk_steps(result: RolloutResult, backend: RolloutBackend, thresholds: Thre
     return None, False
 
 
-def _bake(backend: RolloutBackend, champion_version: str, canary_version: str, pct: float, thresholds: Thresholds,
-          baseline: Window | None, pace: Pace) -> tuple[dict[str, Any], Window]:
+def _bake(
+    backend: RolloutBackend,
+    champion_version: str,
+    canary_version: str,
+    pct: float,
+    thresholds: Thresholds,
+    baseline: Window | None,
+    pace: Pace,
+) -> tuple[dict[str, Any], Window]:
     """One step: poll the windows until `plan_rollout_step` ends it."""
     since = backend.now()
     t0 = pace.clock()
     while True:
         pace.sleep(pace.poll_seconds)
         champ, can = backend.windows(champion_version, canary_version, since)
-        decision = plan_rollout_step(champ, can, thresholds, baseline, pace.clock() - t0, pace.bake_seconds,
-                                     pace.max_wait_factor)
+        decision = plan_rollout_step(champ, can, thresholds, baseline, pace.clock() - t0, pace.bake_seconds, pace.max_wait_factor)
         if decision.done:
             break
-    return ({"percent": pct, "verdict": decision.verdict, "reasons": decision.reasons, "champion": champ.summary(),
-             "canary": can.summary(), "seconds": round(pace.clock() - t0, 2)}, champ)
+    return (
+        {
+            "percent": pct,
+            "verdict": decision.verdict,
+            "reasons": decision.reasons,
+            "champion": champ.summary(),
+            "canary": can.summary(),
+            "seconds": round(pace.clock() - t0, 2),
+        },
+        champ,
+    )
 
 
-def _promote(result: RolloutResult, backend: RolloutBackend, canary: str, champion: str,
-             steps: list[float]) -> list[str] | None:
+def _promote(result: RolloutResult, backend: RolloutBackend, canary: str, champion: str, steps: list[float]) -> list[str] | None:
     """Move the champion to the canary, by compare-and-set against the champion it was judged
     against; returns None when promoted, else why not (the caller rolls back)."""
     from kfct.governance import registry
@@ -188,8 +236,9 @@ def _promote(result: RolloutResult, backend: RolloutBackend, canary: str, champi
     return None
 
 
-def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, champion: str,
-               failed: list[str], infra: bool = False) -> RolloutResult:
+def _roll_back(
+    result: RolloutResult, backend: RolloutBackend, canary: str, champion: str, failed: list[str], infra: bool = False
+) -> RolloutResult:
     """Traffic back to the champion first; only once that happened does the registry say so.
 
     `infra`: the infrastructure failed, not the canary: the same traffic rollback, but
@@ -203,16 +252,28 @@ def _roll_back(result: RolloutResult, backend: RolloutBackend, canary: str, cham
 
     name = result.model_name
     last = result.steps[-1] if result.steps else None
-    plan = (plan_abort(name, canary, champion, failed, result.seconds) if infra
-            else plan_rollback(name, canary, champion, failed, result.seconds, evidence=last))
+    plan = (
+        plan_abort(name, canary, champion, failed, result.seconds)
+        if infra
+        else plan_rollback(name, canary, champion, failed, result.seconds, evidence=last)
+    )
     try:
         backend.rollback(champion, canary)
     except Exception as exc:
-        audit.record("rollout_rollback_failed", model_name=name, version=canary, champion=champion,
-                     reason=plan.reason, error=f"{type(exc).__name__}: {exc}"[:1000], seconds=result.seconds)
-        raise RolloutError(f"model {name}: rolling v{canary} back failed ({type(exc).__name__}: {exc}); its traffic "
-                           f"share is unknown and the registry is unchanged (alias 'challenger' still on "
-                           f"v{canary}): retry with `kfct rollout`") from exc
+        audit.record(
+            "rollout_rollback_failed",
+            model_name=name,
+            version=canary,
+            champion=champion,
+            reason=plan.reason,
+            error=f"{type(exc).__name__}: {exc}"[:1000],
+            seconds=result.seconds,
+        )
+        raise RolloutError(
+            f"model {name}: rolling v{canary} back failed ({type(exc).__name__}: {exc}); its traffic "
+            f"share is unknown and the registry is unchanged (alias 'challenger' still on "
+            f"v{canary}): retry with `kfct rollout`"
+        ) from exc
     _record_outcome(result, plan)
     return result
 
@@ -260,32 +321,48 @@ def retry_rejected(model_name: str, version: str, operator: str | None = None) -
     return done
 
 
-def rollout_version(model_name: str, cfg: "RunConfig", backend: RolloutBackend, steps: str | list[float] | None = None,
-                    bake_seconds: float | None = None, canary_version: str | None = None,
-                    poll_seconds: float | None = None, log: Callable[[str], None] | None = None) -> RolloutResult:
+def rollout_version(
+    model_name: str,
+    cfg: "RunConfig",
+    backend: RolloutBackend,
+    steps: str | list[float] | None = None,
+    bake_seconds: float | None = None,
+    canary_version: str | None = None,
+    poll_seconds: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RolloutResult:
     """Thresholds, steps and bake time from `cfg.rollout` unless given."""
     r = cfg.rollout
-    return run_rollout(model_name, backend, Thresholds.from_config(cfg),
-                       parse_steps(steps if steps is not None else r.steps),
-                       float(bake_seconds if bake_seconds is not None else r.bake_seconds),
-                       canary_version=canary_version,
-                       poll_seconds=float(poll_seconds if poll_seconds is not None else r.poll_seconds),
-                       log=log)
+    return run_rollout(
+        model_name,
+        backend,
+        Thresholds.from_config(cfg),
+        parse_steps(steps if steps is not None else r.steps),
+        float(bake_seconds if bake_seconds is not None else r.bake_seconds),
+        canary_version=canary_version,
+        poll_seconds=float(poll_seconds if poll_seconds is not None else r.poll_seconds),
+        log=log,
+    )
 
 
-def rollout_model(config_json: str, model_name: str, version: str, target: str = "auto",
-                  server_url: str = "", prometheus_url: str = "", namespace: str = "") -> str:
+def rollout_model(
+    config_json: str,
+    model_name: str,
+    version: str,
+    target: str = "auto",
+    server_url: str = "",
+    prometheus_url: str = "",
+    namespace: str = "",
+) -> str:
     """Roll the deployed canary out step by step; promote it or roll it back by itself. Returns the outcome."""
     from kfct.runtime.stage import stage
 
     with stage("rollout-model", config_json, model_name=model_name) as st:
         import json
 
-        from kfct.components.rollout import (LocalRouterBackend, defer_rollout, expire_deferred, make_backend,
-                                             rollout_version)
-        from kfct.runtime.settings import get_settings
-
+        from kfct.components.rollout import LocalRouterBackend, defer_rollout, expire_deferred, make_backend, rollout_version
         from kfct.governance import registry
+        from kfct.runtime.settings import get_settings
 
         cfg = st.config
         s = get_settings()
@@ -294,16 +371,21 @@ def rollout_model(config_json: str, model_name: str, version: str, target: str =
             return json.dumps({"outcome": "skipped", "reason": "nothing registered (blocked at the registry hand-off)"})
         if version and registry.alias_version(model_name, "champion") == str(version):
             # Deployed straight as champion (first model, or no rollout configured): nothing to roll out.
-            return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion",
-                               "stage_time": st.times()})
-        backend = make_backend(model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url,
-                               namespace=namespace)
+            return json.dumps({"outcome": "skipped", "reason": f"v{version} is already the champion", "stage_time": st.times()})
+        backend = make_backend(
+            model_name, s.target(target), s, cfg, server_url=server_url, prometheus_url=prometheus_url, namespace=namespace
+        )
         if isinstance(backend, LocalRouterBackend):
             expire_deferred(model_name, backend.state_path)  # an earlier deferred canary whose time is up
             if not backend.reachable():
                 # No live traffic to judge by: the canary stays deployed until a deadline (its owner).
-                out = defer_rollout(model_name, version, f"no model server at {backend.url}",
-                                    float(cfg.rollout.deferred_deadline_seconds), state_path=backend.state_path)
+                out = defer_rollout(
+                    model_name,
+                    version,
+                    f"no model server at {backend.url}",
+                    float(cfg.rollout.deferred_deadline_seconds),
+                    state_path=backend.state_path,
+                )
                 return json.dumps({**out, "stage_time": st.times()})
         log = st.log
         res = rollout_version(model_name, cfg, backend, canary_version=version or None, log=log.info)

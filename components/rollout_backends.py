@@ -38,11 +38,16 @@ class LocalRouterBackend:
     `discover_replicas`). A split counts as applied once every replica applied it; a step's
     window is the replicas' windows merged (`kfct.contracts.window_stats.merge_windows`)."""
 
-    def __init__(self, model_name: str, url: str | list[str], state_path: str | Path | None = None,
-                 apply_timeout: float = 60.0,
-                 http_timeout: float | None = None) -> None:
-        from kfct.runtime.settings import get_settings
+    def __init__(
+        self,
+        model_name: str,
+        url: str | list[str],
+        state_path: str | Path | None = None,
+        apply_timeout: float = 60.0,
+        http_timeout: float | None = None,
+    ) -> None:
         from kfct.contracts.split_state import state_path as default_path
+        from kfct.runtime.settings import get_settings
 
         http_timeout = get_settings().net_timeout_seconds if http_timeout is None else http_timeout
 
@@ -93,17 +98,22 @@ class LocalRouterBackend:
                 waiting.pop(0)
                 continue
             if int(s.get("failed_generation", 0)) >= st.generation:
-                raise RolloutError(f"model server {u} could not apply split generation {st.generation}: "
-                                   f"{s.get('last_error')}")
+                raise RolloutError(f"model server {u} could not apply split generation {st.generation}: {s.get('last_error')}")
             if time.monotonic() > deadline:
-                raise RolloutError(f"model server {u} did not apply split generation {st.generation} within "
-                                   f"{self.apply_timeout:.0f} s")
+                raise RolloutError(
+                    f"model server {u} did not apply split generation {st.generation} within {self.apply_timeout:.0f} s"
+                )
             time.sleep(0.05)
 
     def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
-        self._write_and_wait(champion_version=champion_version, canary_version=canary_version,
-                             canary_percent=float(percent), mode="canary", reason=f"rollout step {percent:g}%",
-                             canary_deadline=None)  # this rollout owns the canary now
+        self._write_and_wait(
+            champion_version=champion_version,
+            canary_version=canary_version,
+            canary_percent=float(percent),
+            mode="canary",
+            reason=f"rollout step {percent:g}%",
+            canary_deadline=None,
+        )  # this rollout owns the canary now
 
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
         from kfct.contracts.window_stats import merge_windows
@@ -116,12 +126,24 @@ class LocalRouterBackend:
         return out[0], out[1]
 
     def promote(self, version: str) -> None:
-        self._write_and_wait(champion_version=str(version), canary_version=None, canary_percent=0.0,
-                             mode="canary", reason=f"rollout promoted v{version}", canary_deadline=None)
+        self._write_and_wait(
+            champion_version=str(version),
+            canary_version=None,
+            canary_percent=0.0,
+            mode="canary",
+            reason=f"rollout promoted v{version}",
+            canary_deadline=None,
+        )
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
-        self._write_and_wait(champion_version=champion_version, canary_version=None, canary_percent=0.0,
-                             mode="canary", reason=f"rollout rolled back v{canary_version}", canary_deadline=None)
+        self._write_and_wait(
+            champion_version=champion_version,
+            canary_version=None,
+            canary_percent=0.0,
+            mode="canary",
+            reason=f"rollout rolled back v{canary_version}",
+            canary_deadline=None,
+        )
 
 
 class PrometheusMetrics:
@@ -199,9 +221,11 @@ class PrometheusMetrics:
         out.paired_requests = round(shards("kfct_paired_requests_total").sum())
         rows = shards("kfct_paired_rows_total")
         label = shards("kfct_paired_label_flips_total", 'direction="up"') - shards(
-            "kfct_paired_label_flips_total", 'direction="down"')
+            "kfct_paired_label_flips_total", 'direction="down"'
+        )
         prob = shards("kfct_paired_probability_shift_total", 'direction="up"') - shards(
-            "kfct_paired_probability_shift_total", 'direction="down"')
+            "kfct_paired_probability_shift_total", 'direction="down"'
+        )
         paired_groups(out, rows, label, prob)
 
         def p99(arm: str) -> float:
@@ -230,9 +254,15 @@ class PrometheusMetrics:
         pos = q(f"sum(increase(kfct_predictions_total{positive}{rng}))")
         inst = q(f"sum(increase(kfct_predictions_total{every}{rng}))")
         p99 = q(f"histogram_quantile(0.99, sum by (le) (rate(kfct_request_latency_seconds_bucket{every}{rng})))")
-        return Window(version=str(version), requests=round(req + cerr + serr), instances=round(inst),
-                      client_errors=round(cerr), server_errors=round(serr), positives=round(pos),
-                      p99_latency_s=p99)
+        return Window(
+            version=str(version),
+            requests=round(req + cerr + serr),
+            instances=round(inst),
+            client_errors=round(cerr),
+            server_errors=round(serr),
+            positives=round(pos),
+            p99_latency_s=p99,
+        )
 
 
 class ClusterBackend:
@@ -247,9 +277,18 @@ class ClusterBackend:
     waits until the canary's own status says it is ready before the bake time starts.
     """
 
-    def __init__(self, model_name: str, isvc_name: str, namespace: str, prometheus_url: str,
-                 kserve_client: "KServeClient | None" = None, settings: "Settings | None" = None,
-                 cfg: "RunConfig | None" = None, ready_timeout: float = 600.0, ready_poll: float = 5.0) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        isvc_name: str,
+        namespace: str,
+        prometheus_url: str,
+        kserve_client: "KServeClient | None" = None,
+        settings: "Settings | None" = None,
+        cfg: "RunConfig | None" = None,
+        ready_timeout: float = 600.0,
+        ready_poll: float = 5.0,
+    ) -> None:
         self.model_name = model_name
         self.isvc_name = isvc_name
         self.namespace = namespace
@@ -283,8 +322,7 @@ class ClusterBackend:
         return detect_mode(isvc if isvc is not None else self._isvc(), s.kserve_deployment_mode)
 
     def set_split(self, champion_version: str, canary_version: str, percent: float) -> None:
-        from kfct.cluster.kserve_isvc import (SERVERLESS, DeployError, patch_traffic, set_canary_traffic,
-                                            wait_canary_ready)
+        from kfct.cluster.kserve_isvc import SERVERLESS, DeployError, patch_traffic, set_canary_traffic, wait_canary_ready
 
         client = self._client()
         mode = self.mode()
@@ -293,8 +331,9 @@ class ClusterBackend:
                 patch_traffic(client, self.isvc_name, self.namespace, percent)
             else:
                 set_canary_traffic(client, self.isvc_name, self.namespace, canary_version, percent)
-            wait_canary_ready(client, self.isvc_name, self.namespace, mode, canary_version,
-                              timeout=self.ready_timeout, poll=self.ready_poll)
+            wait_canary_ready(
+                client, self.isvc_name, self.namespace, mode, canary_version, timeout=self.ready_timeout, poll=self.ready_poll
+            )
         except DeployError as exc:
             raise RolloutError(str(exc)) from exc
 
@@ -309,8 +348,10 @@ class ClusterBackend:
             canary_rev = pred.get("latestCreatedRevision")
             return (f'revision="{champ_rev}"' if champ_rev else "", f'revision="{canary_rev}"' if canary_rev else "")
         stable = ((isvc.get("spec") or {}).get("predictor") or {}).get("name")
-        return (f'service="{predictor_workload(self.isvc_name, stable)}"',
-                f'service="{predictor_workload(self.isvc_name, canary_name(canary_version))}"')
+        return (
+            f'service="{predictor_workload(self.isvc_name, stable)}"',
+            f'service="{predictor_workload(self.isvc_name, canary_name(canary_version))}"',
+        )
 
     def windows(self, champion_version: str, canary_version: str, since: float) -> tuple[Window, Window]:
         seconds = max(1.0, time.time() - since)
@@ -330,8 +371,13 @@ class ClusterBackend:
 
     def rollback(self, champion_version: str, canary_version: str) -> None:
         """Traffic back to the champion at once; Serverless then puts the spec back to the champion."""
-        from kfct.cluster.kserve_isvc import (SERVERLESS, apply_inference_service, build_inference_service,
-                                            patch_traffic, remove_canary)
+        from kfct.cluster.kserve_isvc import (
+            SERVERLESS,
+            apply_inference_service,
+            build_inference_service,
+            patch_traffic,
+            remove_canary,
+        )
 
         client = self._client()
         mode = self.mode()
@@ -339,15 +385,28 @@ class ClusterBackend:
             remove_canary(client, self.isvc_name, self.namespace)
             return
         patch_traffic(client, self.isvc_name, self.namespace, 0)
-        isvc = build_inference_service(self.model_name, champion_version, name=self.isvc_name,
-                                       namespace=self.namespace, canary_percent=100, settings=self.settings,
-                                       mode=mode)
+        isvc = build_inference_service(
+            self.model_name,
+            champion_version,
+            name=self.isvc_name,
+            namespace=self.namespace,
+            canary_percent=100,
+            settings=self.settings,
+            mode=mode,
+        )
         apply_inference_service(client, isvc, self.isvc_name, self.namespace)
 
 
-def make_backend(model_name: str, target: str, settings: "Settings", cfg: "RunConfig | None" = None,
-                 server_url: str | list[str] = "",
-                 prometheus_url: str = "", isvc: str = "", namespace: str = "") -> "LocalRouterBackend | ClusterBackend":
+def make_backend(
+    model_name: str,
+    target: str,
+    settings: "Settings",
+    cfg: "RunConfig | None" = None,
+    server_url: str | list[str] = "",
+    prometheus_url: str = "",
+    isvc: str = "",
+    namespace: str = "",
+) -> "LocalRouterBackend | ClusterBackend":
     """The one place a rollout backend is built (the pipeline stage and `kfct rollout`).
 
     cluster: the InferenceService `isvc` (default: the model name) in `namespace` (default:
@@ -356,8 +415,14 @@ def make_backend(model_name: str, target: str, settings: "Settings", cfg: "RunCo
     replica registered under the home (`kfct.contracts.replicas`), else settings' host:port.
     """
     if target == "cluster":
-        return ClusterBackend(model_name, isvc_name=isvc or model_name, namespace=namespace or settings.kfp_namespace,
-                              prometheus_url=prometheus_url or settings.prometheus_url, settings=settings, cfg=cfg)
+        return ClusterBackend(
+            model_name,
+            isvc_name=isvc or model_name,
+            namespace=namespace or settings.kfp_namespace,
+            prometheus_url=prometheus_url or settings.prometheus_url,
+            settings=settings,
+            cfg=cfg,
+        )
     if target != "local":
         raise RolloutError(f"rollout target must be 'local' or 'cluster', got {target!r}")
     urls = [server_url] if isinstance(server_url, str) and server_url else list(server_url or [])

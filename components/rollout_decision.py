@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kfct.errors import KfctError
 from kfct.contracts.window_stats import WindowStats as Window  # what a backend measured for one version in a step
+from kfct.errors import KfctError
 
 if TYPE_CHECKING:
     from kfct.config import RunConfig
@@ -37,10 +37,15 @@ class Thresholds:
     def from_config(cls, cfg: "RunConfig") -> "Thresholds":
         """`cfg.rollout`'s thresholds (RolloutConfig already checked them: min_requests >= 1, min_customers >= 2)."""
         r = cfg.rollout
-        return cls(min_requests=r.min_requests, max_error_rate_increase=r.max_error_rate_increase,
-                   max_p99_latency_ratio=r.max_p99_latency_ratio, min_p99_latency_delta_ms=r.min_p99_latency_delta_ms,
-                   max_churn_rate_shift=r.max_churn_rate_shift, significance_z=r.significance_z,
-                   min_customers=r.min_customers)
+        return cls(
+            min_requests=r.min_requests,
+            max_error_rate_increase=r.max_error_rate_increase,
+            max_p99_latency_ratio=r.max_p99_latency_ratio,
+            min_p99_latency_delta_ms=r.min_p99_latency_delta_ms,
+            max_churn_rate_shift=r.max_churn_rate_shift,
+            significance_z=r.significance_z,
+            min_customers=r.min_customers,
+        )
 
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
@@ -72,8 +77,10 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         return WAIT, [f"canary v{canary.version} has {canary.requests} of {thr.min_requests} requests needed"]
     ref = champion if champion.requests >= thr.min_requests else baseline
     if ref is None or ref.requests < thr.min_requests:
-        return WAIT, [f"champion v{champion.version} has {champion.requests} of {thr.min_requests} requests needed "
-                      "and no earlier step to compare with"]
+        return WAIT, [
+            f"champion v{champion.version} has {champion.requests} of {thr.min_requests} requests needed "
+            "and no earlier step to compare with"
+        ]
     failures: list[str] = []
     unclear: list[str] = []
     # Server-side failures only, each customer once (WindowStats.failure_counts): a client's
@@ -84,8 +91,9 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
     d_err = e_can - e_ref
     if d_err > thr.max_error_rate_increase:
         z = two_proportion_z(x_can, n_can, x_ref, n_ref)
-        msg = (f"server error rate {e_can:.2%} vs champion {e_ref:.2%} "
-               f"(+{d_err:.2%} > {thr.max_error_rate_increase:.2%}, z={z:.1f})")
+        msg = (
+            f"server error rate {e_can:.2%} vs champion {e_ref:.2%} (+{d_err:.2%} > {thr.max_error_rate_increase:.2%}, z={z:.1f})"
+        )
         (failures if z >= thr.significance_z else unclear).append(msg)
     # Judged on paired predictions, which no client chooses: locally each customer weighs one; on a
     # cluster (Prometheus) each customer shard does (`kfct.contracts.window_stats.CUSTOMER_SHARDS`).
@@ -94,8 +102,10 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
         if failures:
             return FAIL, failures
         unit = "customers" if canary.customers else "customer shards"
-        return WAIT, [f"canary v{canary.version} has {canary.paired_customers} of {thr.min_customers} {unit} "
-                      "scored by both versions" + _dominance(canary)] + [f"not yet clear: {m}" for m in unclear]
+        return WAIT, [
+            f"canary v{canary.version} has {canary.paired_customers} of {thr.min_customers} {unit} "
+            "scored by both versions" + _dominance(canary)
+        ] + [f"not yet clear: {m}" for m in unclear]
     if failures:
         return FAIL, failures
     if unclear:
@@ -106,8 +116,7 @@ def evaluate_step(champion: Window, canary: Window, thr: Thresholds, baseline: W
 def _dominance(canary: Window) -> str:
     if not canary.dominated:
         return ""
-    return (f"; one customer sent {canary.top_customer_share:.0%} of the canary's paired rows: reported, "
-            "left out of the judgement")
+    return f"; one customer sent {canary.top_customer_share:.0%} of the canary's paired rows: reported, left out of the judgement"
 
 
 def _judge_paired(canary: Window, thr: Thresholds, failures: list[str], unclear: list[str]) -> str | None:
@@ -127,21 +136,27 @@ def _judge_paired(canary: Window, thr: Thresholds, failures: list[str], unclear:
     shift, se = canary.label_shift, canary.label_shift_se
     z = abs(shift) / se if se > 0 else (math.inf if shift else 0.0)
     if abs(shift) > thr.max_churn_rate_shift:
-        msg = (f"predicted churn rate shift {shift:+.2%} vs the champion on the same requests "
-               f"(limit {thr.max_churn_rate_shift:.2%}, z={z:.1f}, {canary.paired_customers} customers, "
-               f"{canary.paired_rows} rows){_dominance(canary)}")
+        msg = (
+            f"predicted churn rate shift {shift:+.2%} vs the champion on the same requests "
+            f"(limit {thr.max_churn_rate_shift:.2%}, z={z:.1f}, {canary.paired_customers} customers, "
+            f"{canary.paired_rows} rows){_dominance(canary)}"
+        )
         (failures if z >= thr.significance_z else unclear).append(msg)
     p_can, p_ref = canary.paired_p99_instance_s, canary.paired_champion_p99_instance_s
     n, slower = canary.paired_requests, canary.paired_slower
     z_slow = (slower - n / 2) / math.sqrt(n / 4) if n else 0.0
     if p_can > thr.max_p99_latency_ratio * p_ref and (p_can - p_ref) * 1e3 > thr.min_p99_latency_delta_ms:
-        msg = (f"p99 latency per row {p_can * 1e3:.3f} ms vs champion {p_ref * 1e3:.3f} ms on the same requests "
-               f"(> {thr.max_p99_latency_ratio:g}x and +{(p_can - p_ref) * 1e3:.2f} ms; slower on {slower} of {n} "
-               f"requests, z={z_slow:.1f})")
+        msg = (
+            f"p99 latency per row {p_can * 1e3:.3f} ms vs champion {p_ref * 1e3:.3f} ms on the same requests "
+            f"(> {thr.max_p99_latency_ratio:g}x and +{(p_can - p_ref) * 1e3:.2f} ms; slower on {slower} of {n} "
+            f"requests, z={z_slow:.1f})"
+        )
         if z_slow >= thr.significance_z:
             failures.append(msg)
-    return (f"churn rate shift {shift:+.2%} ± {se:.2%} on the same requests ({canary.paired_customers} customers), "
-            f"p99 per row {p_can * 1e3:.3f} ms (champion {p_ref * 1e3:.3f} ms){_dominance(canary)}")
+    return (
+        f"churn rate shift {shift:+.2%} ± {se:.2%} on the same requests ({canary.paired_customers} customers), "
+        f"p99 per row {p_can * 1e3:.3f} ms (champion {p_ref * 1e3:.3f} ms){_dominance(canary)}"
+    )
 
 
 def parse_steps(steps: Any) -> list[float]:
@@ -158,16 +173,23 @@ def parse_steps(steps: Any) -> list[float]:
     return out
 
 
-def plan_versions(model_name: str, canary_version: str | None, champion_version: str | None,
-                  challenger_alias: str | None, champion_alias: str | None) -> tuple[str, str]:
+def plan_versions(
+    model_name: str,
+    canary_version: str | None,
+    champion_version: str | None,
+    challenger_alias: str | None,
+    champion_alias: str | None,
+) -> tuple[str, str]:
     """(canary, champion) to compare: the ones given, else the aliases read beforehand.
 
     A rollout without both, or of the champion against itself, has nothing to judge: one line.
     """
     canary = str(canary_version or challenger_alias or "")
     if not canary:
-        raise RolloutError(f"model {model_name}: no version has alias 'challenger'; nothing to roll out "
-                           "(deploy a version first: the deploy stage or `kfct serve --canary-version`)")
+        raise RolloutError(
+            f"model {model_name}: no version has alias 'challenger'; nothing to roll out "
+            "(deploy a version first: the deploy stage or `kfct serve --canary-version`)"
+        )
     champion = str(champion_version or champion_alias or "")
     if not champion:
         raise RolloutError(f"model {model_name}: no champion to compare v{canary} with")
@@ -185,8 +207,15 @@ class StepDecision:
     reasons: list[str]
 
 
-def plan_rollout_step(champion: Window, canary: Window, thr: Thresholds, baseline: Window | None, elapsed: float,
-                      bake_seconds: float, max_wait_factor: float) -> StepDecision:
+def plan_rollout_step(
+    champion: Window,
+    canary: Window,
+    thr: Thresholds,
+    baseline: Window | None,
+    elapsed: float,
+    bake_seconds: float,
+    max_wait_factor: float,
+) -> StepDecision:
     """Judge one poll of a step that has baked `elapsed` seconds.
 
     A failure ends the step at once; a pass only after the bake time; a canary still
@@ -197,8 +226,9 @@ def plan_rollout_step(champion: Window, canary: Window, thr: Thresholds, baselin
     if verdict == FAIL or (verdict == PASS and elapsed >= bake_seconds):
         return StepDecision(True, verdict, reasons)
     if elapsed >= max_wait_factor * bake_seconds:
-        return StepDecision(True, FAIL, [f"not enough traffic to judge within {max_wait_factor * bake_seconds:g} s: "
-                                         + "; ".join(reasons)])
+        return StepDecision(
+            True, FAIL, [f"not enough traffic to judge within {max_wait_factor * bake_seconds:g} s: " + "; ".join(reasons)]
+        )
     return StepDecision(False, verdict, reasons)
 
 
@@ -220,34 +250,54 @@ class OutcomePlan:
     conflict: str | None = None
 
 
-def plan_promotion(model_name: str, canary: str, champion: str, steps: list[float], gated: str | None,
-                   seconds: float) -> OutcomePlan:
+def plan_promotion(
+    model_name: str, canary: str, champion: str, steps: list[float], gated: str | None, seconds: float
+) -> OutcomePlan:
     """Promote `canary` over `champion`, unless the gate compared it with another champion
     (`gated`: the gate's champion tag, '' = none, None = unrecorded)."""
     reason = f"canary passed {', '.join(f'{p:g}%' for p in steps)}"
     conflict = None
     if gated is not None and gated != (champion or ""):
         conflict = f"v{canary} was gated against v{gated or None}, not the champion v{champion}"
-    return OutcomePlan("promoted", reason, [reason], {"rollout_status": "promoted"}, "promoted to champion",
-                       "rollout_promoted", {"model_name": model_name, "version": canary, "previous": champion,
-                                            "reason": reason, "seconds": seconds}, conflict)
+    return OutcomePlan(
+        "promoted",
+        reason,
+        [reason],
+        {"rollout_status": "promoted"},
+        "promoted to champion",
+        "rollout_promoted",
+        {"model_name": model_name, "version": canary, "previous": champion, "reason": reason, "seconds": seconds},
+        conflict,
+    )
 
 
-def plan_rollback(model_name: str, canary: str, champion: str, failed: list[str], seconds: float,
-                  evidence: dict[str, Any] | None = None) -> OutcomePlan:
+def plan_rollback(
+    model_name: str, canary: str, champion: str, failed: list[str], seconds: float, evidence: dict[str, Any] | None = None
+) -> OutcomePlan:
     """Reject `canary` for the reasons `failed` (each named in its tag and the audit trail).
 
     `evidence`: the failing step's figures (both versions' windows, the paired shifts, the
     customers judged), recorded with the rollback so an operator can see what it was judged on
     and decide on `kfct rollout --retry`."""
     reason = "; ".join(failed)
-    fields: dict[str, Any] = {"model_name": model_name, "version": canary, "champion": champion, "reason": reason,
-                              "seconds": seconds}
+    fields: dict[str, Any] = {
+        "model_name": model_name,
+        "version": canary,
+        "champion": champion,
+        "reason": reason,
+        "seconds": seconds,
+    }
     if evidence is not None:
         fields["evidence"] = evidence
-    return OutcomePlan("rolled_back", reason, failed,
-                       {"rejected": "true", "rollout_status": "rejected", "rejected_reason": reason[:4000]},
-                       f"rolled back: {reason}"[:4000], "rollout_rolled_back", fields)
+    return OutcomePlan(
+        "rolled_back",
+        reason,
+        failed,
+        {"rejected": "true", "rollout_status": "rejected", "rejected_reason": reason[:4000]},
+        f"rolled back: {reason}"[:4000],
+        "rollout_rolled_back",
+        fields,
+    )
 
 
 def plan_abort(model_name: str, canary: str, champion: str, failed: list[str], seconds: float) -> OutcomePlan:
@@ -260,9 +310,22 @@ def plan_abort(model_name: str, canary: str, champion: str, failed: list[str], s
     failed step never touches the aliases): once the prerequisite is fixed, `kfct rollout` picks
     the same challenger again. The cause goes to the audit trail as `rollout_aborted`."""
     reason = "; ".join(failed)
-    return OutcomePlan("aborted", reason, failed, {"rollout_status": "aborted"}, None, "rollout_aborted",
-                       {"model_name": model_name, "version": canary, "champion": champion, "cause": "infrastructure",
-                        "reason": reason, "seconds": seconds})
+    return OutcomePlan(
+        "aborted",
+        reason,
+        failed,
+        {"rollout_status": "aborted"},
+        None,
+        "rollout_aborted",
+        {
+            "model_name": model_name,
+            "version": canary,
+            "champion": champion,
+            "cause": "infrastructure",
+            "reason": reason,
+            "seconds": seconds,
+        },
+    )
 
 
 def plan_retry(model_name: str, version: str, tags: dict[str, Any], champion: str | None) -> dict[str, Any]:
@@ -270,20 +333,25 @@ def plan_retry(model_name: str, version: str, tags: dict[str, Any], champion: st
     tag lifted (the old reason kept as `previous_rejected_reason`) and alias `challenger`, so the
     rollout that follows judges it afresh. Only a rollout's rejection can be retried."""
     if tags.get("rejected") != "true":
-        raise RolloutError(f"model {model_name} v{version} is not rejected; roll it out with `kfct rollout "
-                           f"--version {version}`")
+        raise RolloutError(f"model {model_name} v{version} is not rejected; roll it out with `kfct rollout --version {version}`")
     if champion is not None and str(champion) == str(version):
         raise RolloutError(f"model {model_name}: v{version} is already the champion")
-    return {"tags": {"rejected": "false", "rollout_status": "retry",
-                     "previous_rejected_reason": tags.get("rejected_reason", "")[:4000]},
-            "delete_tags": ["rejected_reason"],
-            "audit": {"model_name": model_name, "version": str(version),
-                      "previous_reason": tags.get("rejected_reason", "")[:1000]}}
+    return {
+        "tags": {
+            "rejected": "false",
+            "rollout_status": "retry",
+            "previous_rejected_reason": tags.get("rejected_reason", "")[:4000],
+        },
+        "delete_tags": ["rejected_reason"],
+        "audit": {"model_name": model_name, "version": str(version), "previous_reason": tags.get("rejected_reason", "")[:1000]},
+    }
 
 
 def plan_expiry(st: "SplitState | None", now: float | None = None) -> str | None:
     """Why the deferred canary in split state `st` must be rolled back now, or None while it may stand."""
     if st is None or not st.canary_version or st.canary_deadline is None or not st.expired(now):
         return None
-    return (f"deferred rollout of v{st.canary_version} passed its deadline "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(st.canary_deadline))} without a judgement")
+    return (
+        f"deferred rollout of v{st.canary_version} passed its deadline "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(st.canary_deadline))} without a judgement"
+    )

@@ -17,9 +17,8 @@ from a pod of this workflow (KFP's Argo compiler gives every executor `KFP_POD_N
 Argo names a workflow's pods `<workflow name>-<template>-<hash>`).
 """
 
-
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from kfp.dsl import PipelineTaskFinalStatus
 
@@ -35,8 +34,9 @@ def _belongs(entry: dict, pipeline_run: str, local_run_id: str, resource_name: s
     return bool(resource_name) and str(entry.get("pod", "")).startswith(resource_name + "-")
 
 
-def plan_run_outcome(state: str, resource_name: str, task_name: str, error: str, entries: Iterable[dict],
-                     pipeline_run: str, local_run_id: str = "") -> dict | None:
+def plan_run_outcome(
+    state: str, resource_name: str, task_name: str, error: str, entries: Iterable[dict], pipeline_run: str, local_run_id: str = ""
+) -> dict | None:
     """Pure: the fields of the `run_failed` entry to record, or None (the run succeeded, or one
     of its stages already put its own failure on the trail: one failure, one entry; a retried
     exit task finds its own earlier entry)."""
@@ -45,9 +45,13 @@ def plan_run_outcome(state: str, resource_name: str, task_name: str, error: str,
     for e in entries:
         if e.get("event") in ("stage_failed", EVENT) and _belongs(e, pipeline_run, local_run_id, resource_name):
             return None
-    fields = {"state": str(state).upper(), "pipeline_run": pipeline_run, "run_resource": resource_name,
-              "task": task_name, "reason": "a task ended without recording its failure (killed from outside: "
-                                           "OOMKill, eviction, deadline or image pull)"}
+    fields = {
+        "state": str(state).upper(),
+        "pipeline_run": pipeline_run,
+        "run_resource": resource_name,
+        "task": task_name,
+        "reason": "a task ended without recording its failure (killed from outside: OOMKill, eviction, deadline or image pull)",
+    }
     if local_run_id:
         fields["run_id"] = local_run_id
     if error:
@@ -63,9 +67,15 @@ def record_outcome(status: Mapping, model_name: str, pipeline_run: str, env: Map
     state = str(status.get("state") or "")
     fields = None
     if state.upper() in FAILED_STATES:  # a succeeded run reads nothing
-        fields = plan_run_outcome(state, status.get("pipeline_job_resource_name") or "",
-                                  status.get("pipeline_task_name") or "", status.get("error_message") or "",
-                                  audit.read(), pipeline_run, env.get(RUN_ID_ENV, ""))
+        fields = plan_run_outcome(
+            state,
+            status.get("pipeline_job_resource_name") or "",
+            status.get("pipeline_task_name") or "",
+            status.get("error_message") or "",
+            audit.read(),
+            pipeline_run,
+            env.get(RUN_ID_ENV, ""),
+        )
     entry = audit.record(EVENT, model_name=model_name, **fields) if fields else None
     return {"state": state, "recorded": entry}
 
@@ -80,10 +90,20 @@ def record_run_outcome(status: PipelineTaskFinalStatus, model_name: str, pipelin
     with stage("record-run-outcome", model_name=model_name, pipeline_run=pipeline_run) as st:
         from kfct.components.run_outcome import record_outcome
 
-        final = {"state": status.state, "pipeline_job_resource_name": status.pipeline_job_resource_name,
-                 "pipeline_task_name": status.pipeline_task_name, "error_message": status.error_message}
+        final = {
+            "state": status.state,
+            "pipeline_job_resource_name": status.pipeline_job_resource_name,
+            "pipeline_task_name": status.pipeline_task_name,
+            "error_message": status.error_message,
+        }
         out = record_outcome(final, model_name, pipeline_run)
         recorded = out["recorded"]
-        return json.dumps({"state": out["state"], "pipeline_run": pipeline_run, "recorded": bool(recorded),
-                           "entry": {k: recorded[k] for k in ("seq", "event", "task") if k in recorded}
-                           if recorded else None, "stage_time": st.times()})
+        return json.dumps(
+            {
+                "state": out["state"],
+                "pipeline_run": pipeline_run,
+                "recorded": bool(recorded),
+                "entry": {k: recorded[k] for k in ("seq", "event", "task") if k in recorded} if recorded else None,
+                "stage_time": st.times(),
+            }
+        )

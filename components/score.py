@@ -15,9 +15,9 @@ anything is written.
 """
 
 import time
-from typing import TYPE_CHECKING, Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from kfct.evidence.model import ChurnModel, TabularEncoder
     from kfct.data.record_schema import RecordSchema
+    from kfct.evidence.model import ChurnModel, TabularEncoder
 
 DEFAULT_CHUNK_ROWS = 262_144
 
@@ -58,8 +58,13 @@ class ScoreSummary:
         return asdict(self)
 
 
-def score_frame(model: "ChurnModel", df: "pd.DataFrame", id_column: str | None = "customer_id", version: str = "",
-                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> "pd.DataFrame":
+def score_frame(
+    model: "ChurnModel",
+    df: "pd.DataFrame",
+    id_column: str | None = "customer_id",
+    version: str = "",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> "pd.DataFrame":
     """DataFrame -> DataFrame[id, probability, label, model_version] (vectorised, chunked)."""
     import pandas as pd
 
@@ -68,9 +73,9 @@ def score_frame(model: "ChurnModel", df: "pd.DataFrame", id_column: str | None =
     n = len(df)
     probs = np.empty(n, dtype=np.float64)
     for start in range(0, n, chunk_rows):
-        part = df.iloc[start:start + chunk_rows]
+        part = df.iloc[start : start + chunk_rows]
         try:
-            probs[start:start + len(part)] = model.predict_positive(part)
+            probs[start : start + len(part)] = model.predict_positive(part)
         except FeatureError as exc:
             raise ScoringError(f"rows {start}..{start + len(part) - 1}: {exc}") from exc
     out = {}
@@ -130,8 +135,15 @@ def _arrow_path_ok(model: "ChurnModel", table: "pa.Table") -> bool:
     return fast.shape == slow.shape and np.array_equal(fast, slow)
 
 
-def score_file(model: "ChurnModel", input_path: str | Path, output_path: str | Path, version: str, model_name: str,
-               id_column: str | None = "customer_id", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
+def score_file(
+    model: "ChurnModel",
+    input_path: str | Path,
+    output_path: str | Path,
+    version: str,
+    model_name: str,
+    id_column: str | None = "customer_id",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ScoreSummary:
     """Stream a parquet (or CSV) through the model into a parquet of scores."""
     import pyarrow.parquet as pq
 
@@ -185,9 +197,20 @@ def score_file(model: "ChurnModel", input_path: str | Path, output_path: str | P
         if tmp.exists():
             tmp.unlink()
     total = time.perf_counter() - t0
-    return ScoreSummary(str(src), str(dest), rows, model_name, str(version), threshold, positives,
-                        round(total, 3), round(rows / total, 1) if total else 0.0, round(t_read, 3),
-                        round(t_score, 3), round(t_write, 3))
+    return ScoreSummary(
+        str(src),
+        str(dest),
+        rows,
+        model_name,
+        str(version),
+        threshold,
+        positives,
+        round(total, 3),
+        round(rows / total, 1) if total else 0.0,
+        round(t_read, 3),
+        round(t_score, 3),
+        round(t_write, 3),
+    )
 
 
 def _probabilities(model: "ChurnModel", table: "pa.Table", arrow_ok: bool) -> np.ndarray:
@@ -197,8 +220,7 @@ def _probabilities(model: "ChurnModel", table: "pa.Table", arrow_ok: bool) -> np
     return np.asarray(model.predict_positive(table.to_pandas()), dtype=np.float64)
 
 
-def _scores_table(table: "pa.Table", probs: np.ndarray, labels: np.ndarray, version: str,
-                  id_column: str | None) -> "pa.Table":
+def _scores_table(table: "pa.Table", probs: np.ndarray, labels: np.ndarray, version: str, id_column: str | None) -> "pa.Table":
     """The output chunk: the id (when the input has it), probability, label and the model version."""
     import pyarrow as pa
 
@@ -208,12 +230,14 @@ def _scores_table(table: "pa.Table", probs: np.ndarray, labels: np.ndarray, vers
     cols["probability"] = pa.array(probs)
     cols["label"] = pa.array(labels)
     cols["model_version"] = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(len(probs), dtype=np.int32)), pa.array([str(version)]))
+        pa.array(np.zeros(len(probs), dtype=np.int32)), pa.array([str(version)])
+    )
     return pa.table(cols)
 
 
-def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_rows: int,
-                 model: "ChurnModel | None" = None) -> "Iterator[tuple[pa.Table, float]]":
+def _read_chunks(
+    src: Path, features: list[str], id_column: str | None, chunk_rows: int, model: "ChurnModel | None" = None
+) -> "Iterator[tuple[pa.Table, float]]":
     """Yield (Arrow table chunk, read seconds) holding the id and the model's features."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -256,8 +280,9 @@ def _read_chunks(src: Path, features: list[str], id_column: str | None, chunk_ro
 def _check_columns(present: "Iterable[str]", features: list[str], src: Path) -> None:
     missing = [c for c in features if c not in set(present)]
     if missing:
-        raise ScoringError(f"{src} lacks feature column {missing[0]!r}"
-                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise ScoringError(
+            f"{src} lacks feature column {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -276,9 +301,15 @@ def choose_model(alias: str, version: str | None) -> ModelChoice:
     return ModelChoice(alias, None, f"alias {alias!r}")
 
 
-def score_registered(input_path: str | Path, output_path: str | Path, model_name: str, alias: str = "champion",
-               version: str | None = None, id_column: str | None = "customer_id",
-               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreSummary:
+def score_registered(
+    input_path: str | Path,
+    output_path: str | Path,
+    model_name: str,
+    alias: str = "champion",
+    version: str | None = None,
+    id_column: str | None = "customer_id",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ScoreSummary:
     """Load the version `choose_model` names from the registry (hash verified), score the file, audit it."""
     from kfct.governance import audit, registry
 
@@ -291,8 +322,15 @@ def score_registered(input_path: str | Path, output_path: str | Path, model_name
     except Exception as exc:
         raise ScoringError(f"model {model_name} {choice.what} cannot be loaded: {exc}") from exc
     summary = score_file(lm.model, input_path, output_path, lm.version, model_name, id_column, chunk_rows)
-    audit.record("batch_scored", model_name=model_name, version=lm.version, rows=summary.rows,
-                 input=summary.input, output=summary.output, seconds=summary.seconds)
+    audit.record(
+        "batch_scored",
+        model_name=model_name,
+        version=lm.version,
+        rows=summary.rows,
+        input=summary.input,
+        output=summary.output,
+        seconds=summary.seconds,
+    )
     return summary
 
 

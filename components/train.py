@@ -8,10 +8,8 @@ Everything is logged to MLflow: params, metrics, the data sha256 and the model
 (with signature, input example and the preprocessing inside).
 """
 
-
-from typing import TYPE_CHECKING, Any, cast
-
 import time
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from kfp.dsl import Dataset, Input, Model, Output
@@ -42,8 +40,7 @@ def choose_threshold(y_true: np.ndarray, proba: np.ndarray, recall_target: float
     return float(thresholds[int(np.argmax(f1))])
 
 
-def _xgb_estimator(params: dict[str, Any], n_pos: int, n_neg: int, cfg_train: "TrainConfig",
-                   device: str) -> "XGBClassifier":
+def _xgb_estimator(params: dict[str, Any], n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str) -> "XGBClassifier":
     from xgboost import XGBClassifier
 
     p = dict(params)
@@ -78,8 +75,16 @@ def _sklearn_estimator(kind: str, params: dict[str, Any], cfg_train: "TrainConfi
     raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
 
 
-def _fit(kind: str, params: dict[str, Any], Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
-         cfg_train: "TrainConfig", device: str) -> "tuple[Booster | BaseEstimator, np.ndarray, dict[str, Any]]":
+def _fit(
+    kind: str,
+    params: dict[str, Any],
+    Xtr: np.ndarray,
+    ytr: np.ndarray,
+    Xva: np.ndarray,
+    yva: np.ndarray,
+    cfg_train: "TrainConfig",
+    device: str,
+) -> "tuple[Booster | BaseEstimator, np.ndarray, dict[str, Any]]":
     """Fit one estimator; returns (predictor, val_proba, info). XGBoost returns its trimmed Booster."""
     if kind == "xgboost":
         n_pos = int(ytr.sum())
@@ -95,9 +100,17 @@ def _fit(kind: str, params: dict[str, Any], Xtr: np.ndarray, ytr: np.ndarray, Xv
     return est, est.predict_proba(Xva)[:, 1].astype(np.float64), {}
 
 
-def _tune(kind: str, base: dict[str, Any], Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
-          cfg_train: "TrainConfig", device: str,
-          trials: int) -> dict[str, Any]:
+def _tune(
+    kind: str,
+    base: dict[str, Any],
+    Xtr: np.ndarray,
+    ytr: np.ndarray,
+    Xva: np.ndarray,
+    yva: np.ndarray,
+    cfg_train: "TrainConfig",
+    device: str,
+    trials: int,
+) -> dict[str, Any]:
     """Optuna search maximising validation AUC; returns the best params merged over `base`."""
     try:
         import optuna
@@ -122,10 +135,14 @@ def _tune(kind: str, base: dict[str, Any], Xtr: np.ndarray, ytr: np.ndarray, Xva
         if kind == "logistic_regression":
             return {"C": trial.suggest_float("C", 1e-3, 10, log=True)}
         if kind == "random_forest":
-            return {"max_depth": trial.suggest_int("max_depth", 4, 20),
-                    "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20)}
-        return {"learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-                "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 63)}
+            return {
+                "max_depth": trial.suggest_int("max_depth", 4, 20),
+                "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 20),
+            }
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+            "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 8, 63),
+        }
 
     def objective(trial: "optuna.Trial") -> float:
         params = {**base, **space(trial)}
@@ -151,8 +168,9 @@ def threshold_and_metrics(yva: np.ndarray, val_proba: np.ndarray, cfg_train: "Tr
     }
 
 
-def xgb_booster_params(params: dict[str, Any], n_pos: int, n_neg: int, cfg_train: "TrainConfig",
-                       device: str) -> tuple[dict[str, Any], int, int]:
+def xgb_booster_params(
+    params: dict[str, Any], n_pos: int, n_neg: int, cfg_train: "TrainConfig", device: str
+) -> tuple[dict[str, Any], int, int]:
     """The in-pod estimator's settings as XGBoost's native (params, rounds, early-stopping rounds).
 
     Built from the very `XGBClassifier` the in-pod path fits (`get_xgb_params`), so a
@@ -162,9 +180,14 @@ def xgb_booster_params(params: dict[str, Any], n_pos: int, n_neg: int, cfg_train
     return native, int(est.get_num_boosting_rounds()), int(cast(int, est.early_stopping_rounds))  # set above
 
 
-def train_core(train_df: "pd.DataFrame", val_df: "pd.DataFrame", cfg: "RunConfig", encoder: "TabularEncoder | None" = None,
-               device: str | None = None, tune_trials: int | None = None,
-               ) -> "tuple[ChurnModel, dict[str, Any], dict[str, Any], dict[str, Any]]":
+def train_core(
+    train_df: "pd.DataFrame",
+    val_df: "pd.DataFrame",
+    cfg: "RunConfig",
+    encoder: "TabularEncoder | None" = None,
+    device: str | None = None,
+    tune_trials: int | None = None,
+) -> "tuple[ChurnModel, dict[str, Any], dict[str, Any], dict[str, Any]]":
     """Train the configured model. Returns (ChurnModel, params, val_metrics, info)."""
     from kfct.components.featurize import build_encoder
     from kfct.evidence.model import ChurnModel
@@ -194,8 +217,16 @@ def train_core(train_df: "pd.DataFrame", val_df: "pd.DataFrame", cfg: "RunConfig
 
     threshold, val_metrics = threshold_and_metrics(yva, val_proba, ct)
     model = ChurnModel(encoder=encoder, estimator=predictor, threshold=threshold)
-    info.update({"model": kind, "device": device, "tune_trials": trials, "threshold": threshold,
-                 "n_train": len(train_df), "n_val": len(val_df)})
+    info.update(
+        {
+            "model": kind,
+            "device": device,
+            "tune_trials": trials,
+            "threshold": threshold,
+            "n_train": len(train_df),
+            "n_val": len(val_df),
+        }
+    )
     return model, params, val_metrics, info
 
 
@@ -218,8 +249,9 @@ def train_model(
     a Kubeflow Trainer TrainJob on a cluster) and log it to MLflow; returns the run id."""
     from kfct.runtime.stage import stage
 
-    with stage("train-model", config_json, stamp=model.metadata, registry=True, pipeline_run=pipeline_run,
-               data_uri=data_uri) as st:
+    with stage(
+        "train-model", config_json, stamp=model.metadata, registry=True, pipeline_run=pipeline_run, data_uri=data_uri
+    ) as st:
         import tempfile  # a kfp component runs this function's source alone: its imports are all in here
 
         import joblib
@@ -228,35 +260,56 @@ def train_model(
 
         from kfct.components.train import train_core
         from kfct.governance import registry
+
         cfg = st.config
         if cfg.train.workers > 1:
             # N workers train; rank 0 leaves the model at model.path (see kfct.components.train_distributed)
             from kfct.components.train_distributed import train_distributed_step
 
             fitted, params, val_metrics, info, tr = train_distributed_step(
-                cfg, train, val, preprocessor, model, device, tune_trials, pipeline_run, pipeline_run_id)
+                cfg, train, val, preprocessor, model, device, tune_trials, pipeline_run, pipeline_run_id
+            )
         else:
             tr, va = pd.read_parquet(train.path), pd.read_parquet(val.path)
             encoder = joblib.load(preprocessor.path)
-            fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device,
-                                                           tune_trials=tune_trials)
+            fitted, params, val_metrics, info = train_core(tr, va, cfg, encoder=encoder, device=device, tune_trials=tune_trials)
             info.update({"workers": 1, "engine": "in-pod"})
 
         from kfct.governance.reconcile import process_tags
 
         label = cfg.dataset.label
         with mlflow.start_run(run_name=f"train-{pipeline_run}"[:250]) as run:
-            mlflow.set_tags({
-                "dataset_sha256": dataset_sha256, "data_uri": data_uri, "code_version": code_version,
-                "pipeline_run": pipeline_run, "run_reason": run_reason, "stage": "train",
-                **process_tags(),  # lets a later run's reconcile tell a dead RUNNING run from a live one
-            })
+            mlflow.set_tags(
+                {
+                    "dataset_sha256": dataset_sha256,
+                    "data_uri": data_uri,
+                    "code_version": code_version,
+                    "pipeline_run": pipeline_run,
+                    "run_reason": run_reason,
+                    "stage": "train",
+                    **process_tags(),  # lets a later run's reconcile tell a dead RUNNING run from a live one
+                }
+            )
             mlflow.log_params({f"{info['model']}.{k}": v for k, v in params.items()})
-            mlflow.log_params({"model": info["model"], "device": info["device"], "tune_trials": info["tune_trials"],
-                               "threshold": round(info["threshold"], 6), "n_train": info["n_train"], "n_val": info["n_val"],
-                               "workers": info["workers"], "engine": info["engine"]})
-            mlflow.log_metrics({**val_metrics, "fit_seconds": info["fit_seconds"],
-                                **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {})})
+            mlflow.log_params(
+                {
+                    "model": info["model"],
+                    "device": info["device"],
+                    "tune_trials": info["tune_trials"],
+                    "threshold": round(info["threshold"], 6),
+                    "n_train": info["n_train"],
+                    "n_val": info["n_val"],
+                    "workers": info["workers"],
+                    "engine": info["engine"],
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    **val_metrics,
+                    "fit_seconds": info["fit_seconds"],
+                    **({"best_iteration": info["best_iteration"]} if "best_iteration" in info else {}),
+                }
+            )
             logged = registry.log_model(fitted, tr.drop(columns=[label]))
             # Reference snapshot for drift monitoring: a bounded sample of the training split.
             window = int(cfg.drift.window_rows)
@@ -269,13 +322,31 @@ def train_model(
         if info["engine"] == "in-pod":  # distributed: model.path already holds what rank 0 wrote
             joblib.dump(fitted, model.path)
         st.log.info(
-            "trained %s on %s rows (%s, %s x %s, %.1f s): threshold %.4f, validation %s; MLflow run %s", info["model"],
-            info["n_train"], info["device"], info["workers"], info["engine"], info["fit_seconds"], info["threshold"],
-            ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()), run_id)
-        model.metadata.update({
-            "mlflow_run_id": run_id, "model_uri": logged["model_uri"], "model_sha256": logged["model_sha256"],
-            "dataset_sha256": dataset_sha256, "code_version": code_version, "pipeline_run": pipeline_run,
-            "threshold": info["threshold"], "model": info["model"], "device": info["device"],
-            "train_workers": info["workers"], "train_engine": info["engine"], **val_metrics,
-        })
+            "trained %s on %s rows (%s, %s x %s, %.1f s): threshold %.4f, validation %s; MLflow run %s",
+            info["model"],
+            info["n_train"],
+            info["device"],
+            info["workers"],
+            info["engine"],
+            info["fit_seconds"],
+            info["threshold"],
+            ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items()),
+            run_id,
+        )
+        model.metadata.update(
+            {
+                "mlflow_run_id": run_id,
+                "model_uri": logged["model_uri"],
+                "model_sha256": logged["model_sha256"],
+                "dataset_sha256": dataset_sha256,
+                "code_version": code_version,
+                "pipeline_run": pipeline_run,
+                "threshold": info["threshold"],
+                "model": info["model"],
+                "device": info["device"],
+                "train_workers": info["workers"],
+                "train_engine": info["engine"],
+                **val_metrics,
+            }
+        )
         return str(run_id)

@@ -33,8 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
 
@@ -64,14 +65,15 @@ class TrainJobError(KfctError):
 
 # -- pure parts: names, labels, resources, the TrainJob ------------------------------------------
 
-def typed_config(cfg: "RunConfig | dict[str, Any]") -> "RunConfig":
+
+def typed_config(cfg: RunConfig | dict[str, Any]) -> RunConfig:
     """The run config as the typed `RunConfig` (a validated dict is accepted and converted)."""
     from kfct.config import RunConfig
 
     return cfg if isinstance(cfg, RunConfig) else RunConfig.model_validate(cfg)
 
 
-def config_json(cfg: "RunConfig | dict[str, Any]") -> str:
+def config_json(cfg: RunConfig | dict[str, Any]) -> str:
     """The config as the worker spec carries it: the JSON a `config_json` parameter holds."""
     return json.dumps(typed_config(cfg).model_dump(mode="json", by_alias=True), sort_keys=True)
 
@@ -128,13 +130,21 @@ def worker_env(secret_name: str, config_map: str, plain: dict[str, str] | None =
 
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted((plain or {}).items())]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in SECRET_KEYS]
-    env += [{"name": k, "valueFrom": {"configMapKeyRef": {"name": config_map, "key": k, "optional": True}}}
-            for k in CONFIG_KEYS]
+    env += [{"name": k, "valueFrom": {"configMapKeyRef": {"name": config_map, "key": k, "optional": True}}} for k in CONFIG_KEYS]
     return env
 
 
-def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources: dict[str, Any], gpu: bool,
-                   deadline_seconds: int, labels: dict[str, str], env: list[dict[str, Any]]) -> dict[str, Any]:
+def build_trainjob(
+    name: str,
+    image: str,
+    spec_uri: str,
+    workers: int,
+    resources: dict[str, Any],
+    gpu: bool,
+    deadline_seconds: int,
+    labels: dict[str, str],
+    env: list[dict[str, Any]],
+) -> dict[str, Any]:
     """The TrainJob (trainer.kubeflow.org/v1alpha1) for N workers on the xgboost-distributed runtime."""
     if workers < 2:
         raise ValueError(f"a TrainJob is for 2 or more workers, got {workers}")
@@ -142,12 +152,18 @@ def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources
     clash = sorted(reserved & {e["name"] for e in env})
     if clash:
         raise ValueError(f"{', '.join(clash)} are reserved for the XGBoost runtime")
-    trainer: dict[str, Any] = {"image": image, "command": worker_command(spec_uri)[:3], "args": worker_command(spec_uri)[3:],
-                     "env": env, "numNodes": int(workers)}
+    trainer: dict[str, Any] = {
+        "image": image,
+        "command": worker_command(spec_uri)[:3],
+        "args": worker_command(spec_uri)[3:],
+        "env": env,
+        "numNodes": int(workers),
+    }
     if resources:
         trainer["resourcesPerNode"] = resources
     body: dict[str, Any] = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJob",
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainJob",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kfct", **labels}},
         "spec": {
             "runtimeRef": {"name": RUNTIME, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
@@ -156,10 +172,18 @@ def build_trainjob(name: str, image: str, spec_uri: str, workers: int, resources
         },
     }
     if gpu:  # GPU node pools are usually tainted nvidia.com/gpu:NoSchedule (as the pipeline's GPU task tolerates)
-        pod_patch = {"metadata": {"labels": dict(labels)},
-                     "spec": {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}}
-        body["spec"]["runtimePatches"] = [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
-            "replicatedJobs": [{"name": NODE, "template": {"spec": {"template": pod_patch}}}]}}}}]
+        pod_patch = {
+            "metadata": {"labels": dict(labels)},
+            "spec": {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]},
+        }
+        body["spec"]["runtimePatches"] = [
+            {
+                "manager": PATCH_MANAGER,
+                "trainingRuntimeSpec": {
+                    "template": {"spec": {"replicatedJobs": [{"name": NODE, "template": {"spec": {"template": pod_patch}}}]}}
+                },
+            }
+        ]
     return body
 
 
@@ -173,6 +197,7 @@ def job_outcome(obj: dict[str, Any]) -> tuple[str, str] | None:
 
 
 # -- the cluster adapter --------------------------------------------------------------------------
+
 
 def custom_objects_api(settings: Settings | None = None) -> CustomObjectsApi:
     """CustomObjectsApi from the pod's service account (in a cluster) or the kubeconfig."""
@@ -198,9 +223,15 @@ def pod_namespace(settings: Settings | None = None) -> str:
     return (settings or get_settings()).kfp_namespace
 
 
-def run_trainjob(api: CustomObjectsApi, namespace: str, body: dict[str, Any], poll_seconds: float = 5.0,
-                 grace_seconds: float = 120.0, timeout: tuple[float, float] | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_trainjob(
+    api: CustomObjectsApi,
+    namespace: str,
+    body: dict[str, Any],
+    poll_seconds: float = 5.0,
+    grace_seconds: float = 120.0,
+    timeout: tuple[float, float] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Create the TrainJob, wait for Complete / Failed, delete it; TrainJobError with the job's reason.
 
     The controller enforces `activeDeadlineSeconds`; the step stops waiting `grace_seconds` after it
@@ -213,9 +244,11 @@ def run_trainjob(api: CustomObjectsApi, namespace: str, body: dict[str, Any], po
     try:
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body, **kw)
     except ApiException as exc:
-        raise TrainJobError(f"cannot create {where} on runtime {RUNTIME} ({exc.status} {exc.reason}): "
-                            f"{_api_message(exc)}; is Kubeflow Trainer >= 2.2 installed with its xgboost-distributed "
-                            f"runtime, and may this account create trainjobs?") from None
+        raise TrainJobError(
+            f"cannot create {where} on runtime {RUNTIME} ({exc.status} {exc.reason}): "
+            f"{_api_message(exc)}; is Kubeflow Trainer >= 2.2 installed with its xgboost-distributed "
+            f"runtime, and may this account create trainjobs?"
+        ) from None
     limit = time.monotonic() + float(body["spec"].get("activeDeadlineSeconds") or 0) + grace_seconds
     try:
         while True:
@@ -227,13 +260,16 @@ def run_trainjob(api: CustomObjectsApi, namespace: str, body: dict[str, Any], po
             if outcome:
                 raise TrainJobError(f"{where} failed: {outcome[1]}")
             if time.monotonic() > limit:
-                raise TrainJobError(f"{where} reported no outcome {grace_seconds:.0f} s past its "
-                                    f"activeDeadlineSeconds ({body['spec']['activeDeadlineSeconds']})")
+                raise TrainJobError(
+                    f"{where} reported no outcome {grace_seconds:.0f} s past its "
+                    f"activeDeadlineSeconds ({body['spec']['activeDeadlineSeconds']})"
+                )
             time.sleep(poll_seconds)
     finally:
         try:  # Foreground: its JobSet and pods go with it
-            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                body={"propagationPolicy": "Foreground"}, **kw)
+            api.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body={"propagationPolicy": "Foreground"}, **kw
+            )
         except ApiException as exc:
             if exc.status != 404 and log:
                 log(f"could not delete {where}: {exc.status} {exc.reason}")
@@ -248,6 +284,7 @@ def _api_message(exc: ApiException) -> str:
 
 # -- the local adapter ---------------------------------------------------------------------------
 
+
 def free_port(host: str = "127.0.0.1") -> int:
     import socket
 
@@ -261,9 +298,15 @@ def local_worker_env(base: dict[str, str], rank: int, world: int, port: int) -> 
     """A local worker's env: this process's, less any DMLC_*, plus the runtime's four; OpenMP threads
     split between the workers (a pod gets its own cores; processes here share this machine's)."""
     env = {k: v for k, v in base.items() if not k.startswith("DMLC_")}
-    env.update({"DMLC_TRACKER_URI": "127.0.0.1", "DMLC_TRACKER_PORT": str(port), "DMLC_TASK_ID": str(rank),
-                "DMLC_NUM_WORKER": str(world),
-                "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // world))})
+    env.update(
+        {
+            "DMLC_TRACKER_URI": "127.0.0.1",
+            "DMLC_TRACKER_PORT": str(port),
+            "DMLC_TASK_ID": str(rank),
+            "DMLC_NUM_WORKER": str(world),
+            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // world)),
+        }
+    )
     return env
 
 
@@ -291,8 +334,15 @@ def _code(status: int) -> int:
     return 128 - status if status < 0 else status
 
 
-def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, workdir: str | Path,
-                      python: str | None = None, poll_seconds: float = 0.2, memory_limit: int | None = None) -> None:
+def run_local_workers(
+    spec_uri: str,
+    workers: int,
+    deadline_seconds: float,
+    workdir: str | Path,
+    python: str | None = None,
+    poll_seconds: float = 0.2,
+    memory_limit: int | None = None,
+) -> None:
     """N worker processes on this machine with the DMLC_* contract; TrainJobError naming the first that failed.
 
     When one worker fails the others are stopped (they would wait for it forever), as a failed
@@ -307,10 +357,15 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
         for rank in range(workers):
             log = (workdir / f"worker-{rank}.log").open("wb")  # closed below
             logs.append(log)
-            procs.append(subprocess.Popen(worker_command(spec_uri, python or sys.executable), stdout=log,
-                                          stderr=subprocess.STDOUT, env=local_worker_env(dict(os.environ), rank,
-                                                                                          workers, port),
-                                          preexec_fn=_join(groups[rank])))
+            procs.append(
+                subprocess.Popen(
+                    worker_command(spec_uri, python or sys.executable),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=local_worker_env(dict(os.environ), rank, workers, port),
+                    preexec_fn=_join(groups[rank]),
+                )
+            )
         _wait_workers(procs, workers, deadline_seconds, workdir, poll_seconds)
     finally:
         for p in procs:
@@ -322,8 +377,9 @@ def run_local_workers(spec_uri: str, workers: int, deadline_seconds: float, work
         _record_workers(procs, groups, memory_limit, workdir)
 
 
-def _wait_workers(procs: list[subprocess.Popen[bytes]], workers: int, deadline_seconds: float, workdir: Path,
-                  poll_seconds: float) -> None:
+def _wait_workers(
+    procs: list[subprocess.Popen[bytes]], workers: int, deadline_seconds: float, workdir: Path, poll_seconds: float
+) -> None:
     limit = time.monotonic() + deadline_seconds
     while True:
         codes = [p.poll() for p in procs]
@@ -331,8 +387,9 @@ def _wait_workers(procs: list[subprocess.Popen[bytes]], workers: int, deadline_s
         if bad:
             rank, code = bad[0]
             killed = " (killed at its memory limit, as an OOM-killed pod)" if _code(code) == 137 else ""
-            raise TrainJobError(f"local worker {rank} of {workers} failed (exit {_code(code)}){killed}: "
-                                f"{_tail(workdir / f'worker-{rank}.log')}")
+            raise TrainJobError(
+                f"local worker {rank} of {workers} failed (exit {_code(code)}){killed}: {_tail(workdir / f'worker-{rank}.log')}"
+            )
         if all(c == 0 for c in codes):
             return
         if time.monotonic() > limit:
@@ -340,19 +397,26 @@ def _wait_workers(procs: list[subprocess.Popen[bytes]], workers: int, deadline_s
         time.sleep(poll_seconds)
 
 
-def _record_workers(procs: list[subprocess.Popen[bytes]], groups: list[Path | None], memory_limit: int | None,
-                    workdir: Path) -> None:
+def _record_workers(
+    procs: list[subprocess.Popen[bytes]], groups: list[Path | None], memory_limit: int | None, workdir: Path
+) -> None:
     """Each held worker's figures into the run's memory record; its group removed."""
     from kfct.runtime import memgroup
 
     for rank, (p, group) in enumerate(zip(procs, groups, strict=False)):
         if group is None:
             continue
-        entry = {"task": "train-model", "process": f"worker {rank} of {len(procs)}",
-                 "limit_mib": round(memory_limit / 2**20) if memory_limit else None,
-                 "exit": _code(p.returncode) if p.returncode is not None else None, **memgroup.peaks(group)}
-        rss = re.search(r"peak RSS (\d+(?:\.\d+)?) MiB", (workdir / f"worker-{rank}.log").read_text(errors="replace")
-                        if (workdir / f"worker-{rank}.log").is_file() else "")
+        entry = {
+            "task": "train-model",
+            "process": f"worker {rank} of {len(procs)}",
+            "limit_mib": round(memory_limit / 2**20) if memory_limit else None,
+            "exit": _code(p.returncode) if p.returncode is not None else None,
+            **memgroup.peaks(group),
+        }
+        rss = re.search(
+            r"peak RSS (\d+(?:\.\d+)?) MiB",
+            (workdir / f"worker-{rank}.log").read_text(errors="replace") if (workdir / f"worker-{rank}.log").is_file() else "",
+        )
         entry["peak_rss_mib"] = float(rss.group(1)) if rss else None
         memgroup.record(entry)
         memgroup.remove(group)
@@ -369,19 +433,32 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 # -- the step's part -------------------------------------------------------------------------------
 
+
 def s3_uri(uri: str) -> str:
     """KFP's `minio://bucket/key` names the same object as `s3://bucket/key` on the configured endpoint."""
-    return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
+    return "s3://" + uri[len("minio://") :] if uri.startswith("minio://") else uri
 
 
-def train_with_workers(cfg: RunConfig, train_uris: list[str], val_uris: list[str], preprocessor_uri: str, model_uri: str,
-                       model_path: str, device: str, pipeline_run: str, pipeline_run_id: str = "",
-                       engine: str | None = None, api: CustomObjectsApi | None = None, namespace: str | None = None,
-                       settings: Settings | None = None, poll_seconds: float = 5.0,
-                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train_with_workers(
+    cfg: RunConfig,
+    train_uris: list[str],
+    val_uris: list[str],
+    preprocessor_uri: str,
+    model_uri: str,
+    model_path: str,
+    device: str,
+    pipeline_run: str,
+    pipeline_run_id: str = "",
+    engine: str | None = None,
+    api: CustomObjectsApi | None = None,
+    namespace: str | None = None,
+    settings: Settings | None = None,
+    poll_seconds: float = 5.0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the workers, leave rank 0's model at `model_path`; returns rank 0's info plus `engine`."""
-    from kfct.runtime.settings import get_settings
     from kfct.data.shards import read_bytes, write_bytes
+    from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
     ct = typed_config(cfg).train
@@ -389,25 +466,45 @@ def train_with_workers(cfg: RunConfig, train_uris: list[str], val_uris: list[str
     engine = engine or (ENGINE_TRAINER if s.in_cluster else ENGINE_LOCAL)
     model_uri = s3_uri(model_uri)
     spec: dict[str, Any] = {
-        "config_json": config_json(cfg), "train": [s3_uri(u) for u in train_uris], "val": [s3_uri(u) for u in val_uris],
-        "preprocessor": s3_uri(preprocessor_uri), "model": model_uri, "info": model_uri + ".train-info.json",
-        "device": device}
+        "config_json": config_json(cfg),
+        "train": [s3_uri(u) for u in train_uris],
+        "val": [s3_uri(u) for u in val_uris],
+        "preprocessor": s3_uri(preprocessor_uri),
+        "model": model_uri,
+        "info": model_uri + ".train-info.json",
+        "device": device,
+    }
     spec_uri = write_bytes(json.dumps(spec).encode(), model_uri + ".worker-spec.json", s)
     if engine == ENGINE_TRAINER:
         gpu = device == "cuda"
-        labels = {k: v for k, v in ((LABEL_RUN_ID, label_value(pipeline_run_id)),
-                                    (LABEL_RUN, label_value(pipeline_run))) if v}
+        labels = {k: v for k, v in ((LABEL_RUN_ID, label_value(pipeline_run_id)), (LABEL_RUN, label_value(pipeline_run))) if v}
         resources = node_resources(typed_config(cfg).resources, gpu)
-        body = build_trainjob(trainjob_name(pipeline_run, model_uri), s.gpu_image if gpu else s.component_image,
-                              spec_uri, workers, resources, gpu, int(ct.deadline_seconds), labels,
-                              worker_env(s.k8s_secret_name, s.k8s_config_map,
-                                         {"KFCT_IMAGE_REGISTRY": s.image_registry, "KFCT_IMAGE_TAG": s.image_tag}))
-        run_trainjob(api or custom_objects_api(s), namespace or pod_namespace(s), body, poll_seconds=poll_seconds,
-                     timeout=(s.net_connect_timeout_seconds, s.net_timeout_seconds), log=log)
+        body = build_trainjob(
+            trainjob_name(pipeline_run, model_uri),
+            s.gpu_image if gpu else s.component_image,
+            spec_uri,
+            workers,
+            resources,
+            gpu,
+            int(ct.deadline_seconds),
+            labels,
+            worker_env(
+                s.k8s_secret_name, s.k8s_config_map, {"KFCT_IMAGE_REGISTRY": s.image_registry, "KFCT_IMAGE_TAG": s.image_tag}
+            ),
+        )
+        run_trainjob(
+            api or custom_objects_api(s),
+            namespace or pod_namespace(s),
+            body,
+            poll_seconds=poll_seconds,
+            timeout=(s.net_connect_timeout_seconds, s.net_timeout_seconds),
+            log=log,
+        )
     elif engine == ENGINE_LOCAL:
         with tempfile.TemporaryDirectory(prefix="kfct-workers-") as tmp:
-            run_local_workers(spec_uri, workers, float(ct.deadline_seconds), tmp,
-                              memory_limit=worker_memory_limit(typed_config(cfg).resources))
+            run_local_workers(
+                spec_uri, workers, float(ct.deadline_seconds), tmp, memory_limit=worker_memory_limit(typed_config(cfg).resources)
+            )
     else:
         raise ValueError(f"unknown training engine {engine!r}")
     out = json.loads(read_bytes(spec["info"], s))
@@ -419,18 +516,25 @@ def train_with_workers(cfg: RunConfig, train_uris: list[str], val_uris: list[str
     return result
 
 
-def train_distributed_step(cfg: RunConfig, train: Input[Dataset], val: Input[Dataset], preprocessor: Input[Model],
-                           model: Output[Model], device: str, tune_trials: int, pipeline_run: str,
-                           pipeline_run_id: str = "",
-                           ) -> tuple[ChurnModel, dict[str, Any], dict[str, Any], dict[str, Any], pd.DataFrame]:
+def train_distributed_step(
+    cfg: RunConfig,
+    train: Input[Dataset],
+    val: Input[Dataset],
+    preprocessor: Input[Model],
+    model: Output[Model],
+    device: str,
+    tune_trials: int,
+    pipeline_run: str,
+    pipeline_run_id: str = "",
+) -> tuple[ChurnModel, dict[str, Any], dict[str, Any], dict[str, Any], pd.DataFrame]:
     """The train step's distributed branch, from its kfp artifacts: (model, params, val_metrics, info, sample).
 
     `sample` is the first `drift.window_rows` rows of the train split (already shuffled by the
     split): the input example and the drift reference, read without loading the split."""
     import joblib
 
-    from kfct.runtime.logs import stage_logger
     from kfct.data.shards import parts_of, read_head
+    from kfct.runtime.logs import stage_logger
 
     rc = typed_config(cfg)
     device = (device or rc.train.device or "cpu").lower()
@@ -441,7 +545,17 @@ def train_distributed_step(cfg: RunConfig, train: Input[Dataset], val: Input[Dat
     log = stage_logger("kfct.components.train")
     log.info("training on %d XGBoost workers", int(rc.train.workers))
     # A split is one parquet file, or a dataset in parts (the parts pipeline's featurize): workers get its parts.
-    out = train_with_workers(cfg, parts_of(train.uri, train.path), parts_of(val.uri, val.path), preprocessor.uri,
-                             model.uri, model.path, device, pipeline_run, pipeline_run_id, log=log.warning)
+    out = train_with_workers(
+        cfg,
+        parts_of(train.uri, train.path),
+        parts_of(val.uri, val.path),
+        preprocessor.uri,
+        model.uri,
+        model.path,
+        device,
+        pipeline_run,
+        pipeline_run_id,
+        log=log.warning,
+    )
     sample = read_head(parts_of(train.path), int(rc.drift.window_rows)).to_pandas()
     return joblib.load(model.path), out["params"], out["val_metrics"], out["info"], sample

@@ -33,8 +33,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 DMLC_ENV = ("DMLC_TRACKER_URI", "DMLC_TRACKER_PORT", "DMLC_TASK_ID", "DMLC_NUM_WORKER")
 SPEC_KEYS = ("config_json", "train", "val", "preprocessor", "model", "info", "device")
@@ -56,14 +57,19 @@ def collective_from_env(env: Mapping[str, str]) -> Collective:
     """The DMLC_* contract read from `env`; a clear error naming a missing or bad variable."""
     missing = [k for k in DMLC_ENV if not env.get(k)]
     if missing:
-        raise ValueError(f"worker environment lacks {', '.join(missing)} (set by Kubeflow Trainer's XGBoost runtime "
-                         f"or by `kfct run --workers N`)")
+        raise ValueError(
+            f"worker environment lacks {', '.join(missing)} (set by Kubeflow Trainer's XGBoost runtime "
+            f"or by `kfct run --workers N`)"
+        )
     try:
-        c = Collective(env["DMLC_TRACKER_URI"], int(env["DMLC_TRACKER_PORT"]), int(env["DMLC_TASK_ID"]),
-                       int(env["DMLC_NUM_WORKER"]))
+        c = Collective(
+            env["DMLC_TRACKER_URI"], int(env["DMLC_TRACKER_PORT"]), int(env["DMLC_TASK_ID"]), int(env["DMLC_NUM_WORKER"])
+        )
     except ValueError:
-        raise ValueError("DMLC_TRACKER_PORT, DMLC_TASK_ID and DMLC_NUM_WORKER must be integers, got "
-                         + ", ".join(f"{k}={env[k]!r}" for k in DMLC_ENV[1:])) from None
+        raise ValueError(
+            "DMLC_TRACKER_PORT, DMLC_TASK_ID and DMLC_NUM_WORKER must be integers, got "
+            + ", ".join(f"{k}={env[k]!r}" for k in DMLC_ENV[1:])
+        ) from None
     if c.world < 1 or not 0 <= c.rank < c.world:
         raise ValueError(f"DMLC_TASK_ID {c.rank} is outside 0..{c.world - 1} (DMLC_NUM_WORKER {c.world})")
     return c
@@ -117,7 +123,7 @@ def _xy_shard(uris: list[str], coll: Collective, encoder: Any, label: str) -> tu
     at = 0
     while xs:
         x = xs.pop(0)
-        X[at:at + len(x)] = x
+        X[at : at + len(x)] = x
         at += len(x)
         del x
     return X, np.concatenate(ys)
@@ -165,8 +171,8 @@ def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None
     from kfct.components.train import threshold_and_metrics, xgb_booster_params
     from kfct.components.train_distributed import typed_config
     from kfct.config import config_from_json
-    from kfct.evidence.model import ChurnModel
     from kfct.data.shards import read_bytes, write_bytes
+    from kfct.evidence.model import ChurnModel
 
     rc = typed_config(config_from_json(spec["config_json"]))
     ct, label = rc.train, rc.dataset.label
@@ -175,8 +181,10 @@ def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None
     Xtr, ytr = _xy_shard(spec["train"], coll, encoder, label)
     Xva, yva = _xy_shard(spec["val"], coll, encoder, label)
     if len(ytr) == 0 or len(yva) == 0:
-        raise ValueError(f"worker {coll.rank} of {coll.world} got {len(ytr)} train / {len(yva)} validation rows: "
-                         f"fewer rows than workers; lower train.workers")
+        raise ValueError(
+            f"worker {coll.rank} of {coll.world} got {len(ytr)} train / {len(yva)} validation rows: "
+            f"fewer rows than workers; lower train.workers"
+        )
     log(f"worker {coll.rank}/{coll.world}: {len(ytr)} train rows, {len(yva)} validation rows")
 
     from kfct.runtime.testhooks import pause_at
@@ -184,20 +192,24 @@ def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None
     pause_at("train_worker")  # inert unless a test names it (a worker that never finishes)
     tracker = None
     if coll.rank == 0:  # the runtime points every worker at rank 0's pod: the tracker lives here
-        tracker = RabitTracker(n_workers=coll.world, host_ip=tracker_host(coll.tracker_uri), port=coll.tracker_port,
-                               sortby="task")
+        tracker = RabitTracker(
+            n_workers=coll.world, host_ip=tracker_host(coll.tracker_uri), port=coll.tracker_port, sortby="task"
+        )
         tracker.start()
     t0 = time.perf_counter()
-    with collective.CommunicatorContext(dmlc_tracker_uri=coll.tracker_uri, dmlc_tracker_port=coll.tracker_port,
-                                        dmlc_task_id=str(coll.rank)):
-        n_pos, n_tr, n_va = (int(v) for v in collective.allreduce(
-            np.array([ytr.sum(), len(ytr), len(yva)], dtype=np.float64), collective.Op.SUM))
+    with collective.CommunicatorContext(
+        dmlc_tracker_uri=coll.tracker_uri, dmlc_tracker_port=coll.tracker_port, dmlc_task_id=str(coll.rank)
+    ):
+        n_pos, n_tr, n_va = (
+            int(v) for v in collective.allreduce(np.array([ytr.sum(), len(ytr), len(yva)], dtype=np.float64), collective.Op.SUM)
+        )
         params, rounds, early = xgb_booster_params(dict(ct.xgboost), n_pos, n_tr - n_pos, ct, device)
         max_bin = params.get("max_bin")  # every QuantileDMatrix and the booster must agree on it
         dtrain = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=max_bin)
         dval = xgb.QuantileDMatrix(Xva, label=yva, ref=dtrain, max_bin=max_bin)
-        booster = xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dval, "validation")],
-                            early_stopping_rounds=early, verbose_eval=False)
+        booster = xgb.train(
+            params, dtrain, num_boost_round=rounds, evals=[(dval, "validation")], early_stopping_rounds=early, verbose_eval=False
+        )
         best = int(booster.best_iteration)
     fit_seconds = round(time.perf_counter() - t0, 3)
     if tracker is not None:
@@ -218,13 +230,26 @@ def run_worker(spec: dict[str, Any], coll: Collective, log: Callable[[str], None
     buf = io.BytesIO()
     joblib.dump(model, buf)
     write_bytes(buf.getvalue(), spec["model"])
-    info = {"params": dict(ct.xgboost), "val_metrics": val_metrics,
-            "info": {"model": "xgboost", "device": device, "tune_trials": 0, "threshold": threshold,
-                     "n_train": n_tr, "n_val": n_va, "best_iteration": best, "fit_seconds": fit_seconds,
-                     "workers": coll.world}}
+    info = {
+        "params": dict(ct.xgboost),
+        "val_metrics": val_metrics,
+        "info": {
+            "model": "xgboost",
+            "device": device,
+            "tune_trials": 0,
+            "threshold": threshold,
+            "n_train": n_tr,
+            "n_val": n_va,
+            "best_iteration": best,
+            "fit_seconds": fit_seconds,
+            "workers": coll.world,
+        },
+    }
     write_bytes(json.dumps(info).encode(), spec["info"])
-    log(f"worker 0/{coll.world}: trained {best + 1} rounds on {n_tr} rows in {fit_seconds:.1f} s; "
-        f"validation AUC {val_metrics['val_roc_auc']:.4f}; model -> {spec['model']}")
+    log(
+        f"worker 0/{coll.world}: trained {best + 1} rounds on {n_tr} rows in {fit_seconds:.1f} s; "
+        f"validation AUC {val_metrics['val_roc_auc']:.4f}; model -> {spec['model']}"
+    )
     return info
 
 

@@ -18,9 +18,15 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 from kfct.components.validation_plan import build_suite, plan_checks, suite_name  # noqa: F401  (the stage's API)
 from kfct.components.validation_report import (  # noqa: F401
-    failure_lines, publish_report, render_html, render_markdown, summary_line, write_report,
+    failure_lines,
+    publish_report,
+    render_html,
+    render_markdown,
+    summary_line,
+    write_report,
 )
 from kfct.components.validation_run import validate_frame  # noqa: F401
+
 
 # --- kfp component (thin adapter; written by the pipeline owner) -------------------------------
 def validate_data(
@@ -41,21 +47,30 @@ def validate_data(
     with stage("validate-data", config_json, stamp=report_json.metadata, model_name=model_name, pipeline_run=pipeline_run) as st:
         import pandas as pd
 
-        from kfct.components.validate import validate_frame  # noqa: F811  (the component runs alone)
-        from kfct.components.validation_report import publish_report  # noqa: F811
+        from kfct.components.validate import validate_frame
+        from kfct.components.validation_report import publish_report
         from kfct.governance import audit
 
         cfg = st.config
         result = validate_frame(pd.read_parquet(dataset.path), cfg)
         publish_report(result, report, report_json, report_md, data_docs)
-        audit.record("validation", model_name=model_name, pipeline_run=pipeline_run, passed=result["passed"],
-                     dataset_sha256=dataset.metadata.get("sha256", ""), n_expectations=result["n_expectations"],
-                     n_failed=result["n_failed"],
-                     failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50])
+        audit.record(
+            "validation",
+            model_name=model_name,
+            pipeline_run=pipeline_run,
+            passed=result["passed"],
+            dataset_sha256=dataset.metadata.get("sha256", ""),
+            n_expectations=result["n_expectations"],
+            n_failed=result["n_failed"],
+            failed=[f"{f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"]][:50],
+        )
         st.log.info(
-            "validation %s: %d of %d expectations failed%s", "passed" if result["passed"] else "FAILED", result["n_failed"],
-            result["n_expectations"], "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]"
-                                             for f in result["failures"][:5]))
+            "validation %s: %d of %d expectations failed%s",
+            "passed" if result["passed"] else "FAILED",
+            result["n_failed"],
+            result["n_expectations"],
+            "".join(f"; {f.get('expectation')}[{f.get('column') or ''}]" for f in result["failures"][:5]),
+        )
         return bool(result["passed"])
 
 

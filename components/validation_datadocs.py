@@ -16,9 +16,9 @@ kfct's one-line summary, failure lines and hints are set above GX's page.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -64,12 +64,15 @@ def _suite_result(gx_result: dict[str, Any]) -> ExpectationSuiteValidationResult
     from great_expectations.core.expectation_validation_result import expectationSuiteValidationResultSchema
 
     # exception_info is left as it is: GX escapes exception messages itself.
-    results = [{**r, "result": _escaped(r.get("result") or {}),
-                "expectation_config": {**r["expectation_config"],
-                                       "kwargs": _escaped(r["expectation_config"].get("kwargs") or {})}}
-               for r in gx_result.get("results") or []]
-    suite: ExpectationSuiteValidationResult = expectationSuiteValidationResultSchema.load(
-        {**gx_result, "results": results})
+    results = [
+        {
+            **r,
+            "result": _escaped(r.get("result") or {}),
+            "expectation_config": {**r["expectation_config"], "kwargs": _escaped(r["expectation_config"].get("kwargs") or {})},
+        }
+        for r in gx_result.get("results") or []
+    ]
+    suite: ExpectationSuiteValidationResult = expectationSuiteValidationResultSchema.load({**gx_result, "results": results})
     return suite
 
 
@@ -109,16 +112,20 @@ def build_site(gx_result: dict[str, Any], site_dir: str | Path) -> Path:
     site = Path(site_dir)
     result = _suite_result(gx_result)
     ctx = _ephemeral_context()
-    ctx.add_data_docs_site(SITE_NAME, {
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
+    ctx.add_data_docs_site(
+        SITE_NAME,
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     run_id = RunIdentifier(run_name=RUN_NAME)
     # What `ValidationDefinition.run` adds to the meta; the page shows it as the run's name and time.
     result.meta = {**(result.meta or {}), "run_id": run_id, "validation_time": run_id.run_time}
-    key = ValidationResultIdentifier(expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
-                                     run_id=run_id, batch_identifier=BATCH)
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name), run_id=run_id, batch_identifier=BATCH
+    )
     ctx.validation_results_store.set(key, result)
     # The suite too: the index links every validation to its suite's page (expectations/<suite>.html).
     suite_key = ExpectationSuiteIdentifier(name=ctx.suites.add(_suite_of(result)).name)
@@ -136,8 +143,7 @@ def _suite_of(result: Any) -> Any:
     """The expectation suite a validation ran, from its results' configurations (kwargs already escaped)."""
     from great_expectations.core.expectation_suite import ExpectationSuite
 
-    return ExpectationSuite(name=result.suite_name,
-                            expectations=[r.expectation_config.to_domain_obj() for r in result.results])
+    return ExpectationSuite(name=result.suite_name, expectations=[r.expectation_config.to_domain_obj() for r in result.results])
 
 
 def kfct_header(result: dict[str, Any]) -> str:
@@ -146,10 +152,12 @@ def kfct_header(result: dict[str, Any]) -> str:
 
     e = html.escape
     ok = bool(result["passed"])
-    lines = [f'<section id="kfct-summary" class="{"ok" if ok else "bad"}">',
-             f"<p>{e(summary_line(result))}</p>",
-             f"<div>{int(result['rows'])} rows, schema version {e(str(result['schema_version']))}; "
-             f"the expectations below are Great Expectations' Data Docs for this validation.</div>"]
+    lines = [
+        f'<section id="kfct-summary" class="{"ok" if ok else "bad"}">',
+        f"<p>{e(summary_line(result))}</p>",
+        f"<div>{int(result['rows'])} rows, schema version {e(str(result['schema_version']))}; "
+        f"the expectations below are Great Expectations' Data Docs for this validation.</div>",
+    ]
     details = failure_lines(result)
     if details:
         lines += ["<ul>"] + [f"<li>{e(line)}</li>" for line in details] + ["</ul>"]
@@ -167,4 +175,4 @@ def standalone_page(page_html: str, header_html: str) -> str:
     body = re.search(r"<body\b[^>]*>", text, re.IGNORECASE)
     if body is None:
         raise RuntimeError("GX's Data Docs page has no <body>")
-    return text[:body.end()] + "\n" + header_html + "\n" + text[body.end():]
+    return text[: body.end()] + "\n" + header_html + "\n" + text[body.end() :]

@@ -35,12 +35,12 @@ if TYPE_CHECKING:
 
     from kfct.config import RunConfig
 
-GLOBAL_CHECKS = frozenset({"min_rows", "unique", "duplicate_share", "label_balance", "label_balance_min",
-                           "label_balance_max"})
+GLOBAL_CHECKS = frozenset({"min_rows", "unique", "duplicate_share", "label_balance", "label_balance_min", "label_balance_max"})
 HASH_FILE = "hashes-{}.npy"
 
 
 # -- map ------------------------------------------------------------------------------------------
+
 
 def _hash_values(series: pd.Series) -> np.ndarray:
     """uint64 hashes of a column's non-null values (stable across processes and hosts)."""
@@ -51,7 +51,7 @@ def _hash_values(series: pd.Series) -> np.ndarray:
     return np.sort(pd.util.hash_pandas_object(values, index=False).to_numpy(dtype=np.uint64))
 
 
-def part_statistics(df: pd.DataFrame, cfg: "RunConfig", out_dir: str | Path) -> dict[str, Any]:
+def part_statistics(df: pd.DataFrame, cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
     """What the reduce needs from one part besides its GX result: rows, label counts, value hashes.
 
     Hash arrays are written as sorted `.npy` files under `out_dir` (one per unique column,
@@ -91,7 +91,7 @@ def part_statistics(df: pd.DataFrame, cfg: "RunConfig", out_dir: str | Path) -> 
     return stats
 
 
-def validate_part(df: pd.DataFrame, cfg: "RunConfig", out_dir: str | Path) -> dict[str, Any]:
+def validate_part(df: pd.DataFrame, cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
     """Map: the unchanged GX suite on one part, plus its statistics (`part_statistics`)."""
     from kfct.components.validation_run import validate_frame
     from kfct.config import validate_config
@@ -101,6 +101,7 @@ def validate_part(df: pd.DataFrame, cfg: "RunConfig", out_dir: str | Path) -> di
 
 
 # -- reduce ---------------------------------------------------------------------------------------
+
 
 def _read_range(path: Path, start: int, stop: int) -> Any:
     """Elements [start, stop) of a 1-d `.npy` file, read with a seek: memory is the range, not the file."""
@@ -154,7 +155,7 @@ def _duplicates(paths: list[Path], buckets: int) -> tuple[int, list[int]]:
 def _count_hashes(paths: list[Path]) -> int:
     import numpy as np
 
-    return sum(int(np.load(p, mmap_mode="r").shape[0]) for p in paths)   # header only
+    return sum(int(np.load(p, mmap_mode="r").shape[0]) for p in paths)  # header only
 
 
 def _hash_sources(parts: list[dict[str, Any]], key: str) -> list[Path]:
@@ -172,9 +173,14 @@ def _sample_values(parts: list[dict[str, Any]], column: str, wanted: list[int]) 
     for p in parts:
         if len(found) == len(wanted) or not p.get("part_uri"):
             continue
-        h = np.load(Path(p["dir"]) / p["stats"]["hashes"][f"unique:{column}"])   # one part's hashes
-        todo = [w for w in wanted if w not in found and np.searchsorted(h, np.uint64(w)) < len(h)
-                and h[np.searchsorted(h, np.uint64(w))] == np.uint64(w)]
+        h = np.load(Path(p["dir"]) / p["stats"]["hashes"][f"unique:{column}"])  # one part's hashes
+        todo = [
+            w
+            for w in wanted
+            if w not in found
+            and np.searchsorted(h, np.uint64(w)) < len(h)
+            and h[np.searchsorted(h, np.uint64(w))] == np.uint64(w)
+        ]
         if not todo:
             continue
         col = parts_api.read_part(p["part_uri"], columns=[column]).column(0).to_pandas()
@@ -222,8 +228,7 @@ def _merge_row_check(recs: list[dict[str, Any]], total_rows: int) -> dict[str, A
         for v in r.get("sample_bad_values") or []:
             if v not in samples and len(samples) < SAMPLE_SIZE:
                 samples.append(v)
-    base.update(unexpected_count=k, unexpected_percent=100.0 * k / total_rows if total_rows else None,
-                sample_bad_values=samples)
+    base.update(unexpected_count=k, unexpected_percent=100.0 * k / total_rows if total_rows else None, sample_bad_values=samples)
     if isinstance(base.get("observed"), str) and " of " in base["observed"]:
         prefix = base["observed"].split("; ")[0] + "; " if base["observed"].startswith("dtype ") else ""
         base["observed"] = prefix + _count_text(k, total_rows, _UNEXPECTED_NOUN.get(base["check"], "unexpected"))
@@ -238,8 +243,11 @@ def _merge_global(rec: dict[str, Any], parts: list[dict[str, Any]], total_rows: 
     stats = [p["stats"] for p in parts]
     if check == "min_rows":
         lo, hi = limit
-        out.update(success=(lo is None or total_rows >= lo) and (hi is None or total_rows <= hi),
-                   observed=total_rows, unexpected_count=None)
+        out.update(
+            success=(lo is None or total_rows >= lo) and (hi is None or total_rows <= hi),
+            observed=total_rows,
+            unexpected_count=None,
+        )
     elif check in ("unique", "duplicate_share"):
         key = f"unique:{rec['column']}" if check == "unique" else "duplicate_share"
         sources = _hash_sources(parts, key)
@@ -252,9 +260,13 @@ def _merge_global(rec: dict[str, Any], parts: list[dict[str, Any]], total_rows: 
             out["sample_bad_values"] = _sample_values(parts, rec["column"], sample) if k else []
         else:
             ok = n == 0 or (n - k) / n >= 1.0 - float(limit)
-        out.update(success=ok, unexpected_count=k, unexpected_percent=100.0 * k / n if n else None,
-                   observed=_count_text(k, n, "values repeated" if check == "unique" else "rows in duplicated groups"),
-                   _counted=(n, k))  # (values checked, unexpected) for GX's result; merge_results takes it out
+        out.update(
+            success=ok,
+            unexpected_count=k,
+            unexpected_percent=100.0 * k / n if n else None,
+            observed=_count_text(k, n, "values repeated" if check == "unique" else "rows in duplicated groups"),
+            _counted=(n, k),
+        )  # (values checked, unexpected) for GX's result; merge_results takes it out
     elif check == "label_balance":
         if "error" in rec or any("label_sum" not in s for s in stats):
             return rec
@@ -273,7 +285,7 @@ def _merge_global(rec: dict[str, Any], parts: list[dict[str, Any]], total_rows: 
     return out
 
 
-def merge_results(parts: list[dict[str, Any]], cfg: "RunConfig", buckets: int | None = None) -> dict[str, Any]:
+def merge_results(parts: list[dict[str, Any]], cfg: RunConfig, buckets: int | None = None) -> dict[str, Any]:
     """Reduce: one result of `validate_frame`'s shape from the per-part results and statistics.
 
     `parts`: [{"result": validate_frame result, "stats": part_statistics, "dir": where its hash
@@ -299,8 +311,11 @@ def merge_results(parts: list[dict[str, Any]], cfg: "RunConfig", buckets: int | 
         else:
             merged.append(_merge_row_check(recs, total_rows))
     counted = {i: rec.pop("_counted") for i, rec in enumerate(merged) if "_counted" in rec}
-    failures = [{k: rec.get(k) for k in FAILURE_KEYS} | ({"error": rec["error"]} if "error" in rec else {})
-                for rec in merged if not rec["success"]]
+    failures = [
+        {k: rec.get(k) for k in FAILURE_KEYS} | ({"error": rec["error"]} if "error" in rec else {})
+        for rec in merged
+        if not rec["success"]
+    ]
     first = results[0]
     gx_results = [r.get("gx_result") for r in results]
     return {
@@ -316,5 +331,8 @@ def merge_results(parts: list[dict[str, Any]], cfg: "RunConfig", buckets: int | 
         "results": [{k: rec.get(k) for k in RESULT_KEYS} for rec in merged],
         "hints": first["hints"],
         "parts": len(parts),
-    } | ({"gx_result": merged_gx_result(gx_results, merged, [p["stats"]["rows"] for p in parts], counted, len(parts))}
-         if all(gx_results) else {})
+    } | (
+        {"gx_result": merged_gx_result(gx_results, merged, [p["stats"]["rows"] for p in parts], counted, len(parts))}
+        if all(gx_results)
+        else {}
+    )

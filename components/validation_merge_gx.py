@@ -32,8 +32,9 @@ _COUNTS = ("element_count", "missing_count", "unexpected_count")
 _PARTIAL_LIMIT = 20  # validation_run.DETAIL_FORMAT's partial_unexpected_count
 
 
-def merged_gx_result(part_gx: list[dict], merged: list[dict], part_rows: list[int],
-                     global_counts: dict[int, tuple[int, int]], parts: int) -> dict:
+def merged_gx_result(
+    part_gx: list[dict], merged: list[dict], part_rows: list[int], global_counts: dict[int, tuple[int, int]], parts: int
+) -> dict:
     """GX's suite validation result (JSON) for the merged verdict.
 
     `part_gx`: each part's `gx_result`, in part order; `merged`: the merged per-expectation
@@ -43,8 +44,7 @@ def merged_gx_result(part_gx: list[dict], merged: list[dict], part_rows: list[in
     n = len(merged)
     for i, g in enumerate(part_gx):
         if len(g.get("results") or []) != n:
-            raise ValueError(f"part {i}'s GX result has {len(g.get('results') or [])} expectations, "
-                             f"the merged verdict {n}")
+            raise ValueError(f"part {i}'s GX result has {len(g.get('results') or [])} expectations, the merged verdict {n}")
     total = sum(part_rows)
     results = []
     for order, rec in enumerate(merged):
@@ -53,13 +53,20 @@ def merged_gx_result(part_gx: list[dict], merged: list[dict], part_rows: list[in
         results.append(_merged_evr(evrs, rec, total, global_counts.get(order)))
     ok = sum(1 for r in results if r["success"])
     first = part_gx[0]
-    meta = {k: v for k, v in (first.get("meta") or {}).items() if k not in ("batch_markers", "run_id",
-                                                                           "validation_time")}
+    meta = {k: v for k, v in (first.get("meta") or {}).items() if k not in ("batch_markers", "run_id", "validation_time")}
     meta["batch_spec"] = {"batch_data": f"PandasDataFrame, {parts} parts merged by kfct ({total} rows)"}
-    return {**first, "success": ok == n, "results": results, "meta": meta,
-            "statistics": {"evaluated_expectations": n, "successful_expectations": ok,
-                           "unsuccessful_expectations": n - ok,
-                           "success_percent": ok / n * 100 if n else None}}
+    return {
+        **first,
+        "success": ok == n,
+        "results": results,
+        "meta": meta,
+        "statistics": {
+            "evaluated_expectations": n,
+            "successful_expectations": ok,
+            "unsuccessful_expectations": n - ok,
+            "success_percent": ok / n * 100 if n else None,
+        },
+    }
 
 
 def _same_expectation(evrs: list[dict], order: int) -> None:
@@ -76,15 +83,14 @@ def _merged_evr(evrs: list[dict], rec: dict, total: int, counted: tuple[int, int
     kind = shown["expectation_config"]["type"]
     check = rec.get("check")
     if "error" in rec or (shown.get("exception_info") or {}).get("raised_exception"):
-        result = shown.get("result") or {}          # a check that raised: GX's exception is the result
+        result = shown.get("result") or {}  # a check that raised: GX's exception is the result
     elif kind == "expect_table_row_count_to_be_between" and check == "min_rows":
         result = {"observed_value": total}
     elif check == "label_balance":
         result = {"observed_value": rec.get("observed")}
     elif counted is not None:
         checked, unexpected = counted
-        result = _map_result(total, total - checked, unexpected,
-                             list(rec.get("sample_bad_values") or [])[:_PARTIAL_LIMIT])
+        result = _map_result(total, total - checked, unexpected, list(rec.get("sample_bad_values") or [])[:_PARTIAL_LIMIT])
     else:
         result = _summed(evrs, rec, total, shown)
     return {**shown, "success": success, "result": result}
@@ -107,8 +113,13 @@ def _summed(evrs: list[dict], rec: dict, total: int, shown: dict) -> dict:
         return _map_result(sum(int(r["element_count"]) for r in reported), missing, int(unexpected), samples)
     # a part that passed kept no counts (BOOLEAN_ONLY): the share of all rows
     pct = 100.0 * int(unexpected) / total if total else None
-    return {"element_count": total, "unexpected_count": int(unexpected), "unexpected_percent": pct,
-            "unexpected_percent_total": pct, "partial_unexpected_list": samples}
+    return {
+        "element_count": total,
+        "unexpected_count": int(unexpected),
+        "unexpected_percent": pct,
+        "unexpected_percent_total": pct,
+        "partial_unexpected_list": samples,
+    }
 
 
 def _map_result(element_count: int, missing: int, unexpected: int, samples: list) -> dict:
@@ -116,7 +127,13 @@ def _map_result(element_count: int, missing: int, unexpected: int, samples: list
     nonnull = element_count - missing
     total_pct = 100.0 * unexpected / element_count if element_count else None
     nonmissing_pct = 100.0 * unexpected / nonnull if nonnull else None
-    return {"element_count": element_count, "unexpected_count": unexpected, "unexpected_percent": nonmissing_pct,
-            "partial_unexpected_list": samples, "missing_count": missing,
-            "missing_percent": 100.0 * missing / element_count if element_count else None,
-            "unexpected_percent_total": total_pct, "unexpected_percent_nonmissing": nonmissing_pct}
+    return {
+        "element_count": element_count,
+        "unexpected_count": unexpected,
+        "unexpected_percent": nonmissing_pct,
+        "partial_unexpected_list": samples,
+        "missing_count": missing,
+        "missing_percent": 100.0 * missing / element_count if element_count else None,
+        "unexpected_percent_total": total_pct,
+        "unexpected_percent_nonmissing": nonmissing_pct,
+    }

@@ -15,7 +15,8 @@ only by `suite_from_plan`: importing it costs seconds.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from kfct.config import ConfigError, validate_config
 from kfct.data.record_schema import numeric_rule
@@ -29,20 +30,51 @@ if TYPE_CHECKING:
 # Dtype names GX compares against (numpy names, pandas extension dtype class names,
 # and "int"/"float"/"str" which GX maps to the Python types for object columns).
 NUMERIC_TYPES = [
-    "int", "float",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64",
-    "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype",
-    "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype",
-    "Float32Dtype", "Float64Dtype",
+    "int",
+    "float",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "Int8Dtype",
+    "Int16Dtype",
+    "Int32Dtype",
+    "Int64Dtype",
+    "UInt8Dtype",
+    "UInt16Dtype",
+    "UInt32Dtype",
+    "UInt64Dtype",
+    "Float32Dtype",
+    "Float64Dtype",
 ]
 STRING_TYPES = ["str", "StringDtype"]
 BOOL_TYPES = ["bool", "BooleanDtype"]
 # A date: datetime64 in parquet, a string in CSV (the timestamp check parses it).
-DATETIME_TYPES = ["datetime64", "datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]",
-                  "DatetimeTZDtype", "Timestamp", *STRING_TYPES]
-DTYPE_FAMILY = {"int": "numeric", "float": "numeric", "string": "string", "category": "string", "bool": "bool",
-                "datetime": "datetime"}
+DATETIME_TYPES = [
+    "datetime64",
+    "datetime64[ns]",
+    "datetime64[us]",
+    "datetime64[ms]",
+    "datetime64[s]",
+    "DatetimeTZDtype",
+    "Timestamp",
+    *STRING_TYPES,
+]
+DTYPE_FAMILY = {
+    "int": "numeric",
+    "float": "numeric",
+    "string": "string",
+    "category": "string",
+    "bool": "bool",
+    "datetime": "datetime",
+}
 FAMILY_TYPES = {"numeric": NUMERIC_TYPES, "string": STRING_TYPES, "bool": BOOL_TYPES, "datetime": DATETIME_TYPES}
 
 Plan = list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -74,8 +106,9 @@ class _Plan:
     def __init__(self) -> None:
         self.items: Plan = []
 
-    def add(self, kind: str, kwargs: dict[str, Any], check: str, expected: str, column: str | None = None,
-            limit: Any = None) -> None:
+    def add(
+        self, kind: str, kwargs: dict[str, Any], check: str, expected: str, column: str | None = None, limit: Any = None
+    ) -> None:
         meta = {"order": len(self.items), "check": check, "expected": expected, "column": column, "limit": limit}
         self.items.append((kind, kwargs, meta))
 
@@ -83,8 +116,14 @@ class _Plan:
 def _column_checks(p: _Plan, col: str, spec: ColumnSpec, label: str, now: float) -> None:
     family = DTYPE_FAMILY[spec.dtype]
     p.add("ExpectColumnToExist", {"column": col}, "exists", "column is present", col)
-    p.add("ExpectColumnValuesToBeInTypeList", {"column": col, "type_list": FAMILY_TYPES[family]}, "dtype",
-          f"{family} values (schema dtype {spec.dtype})", col, limit=spec.dtype)
+    p.add(
+        "ExpectColumnValuesToBeInTypeList",
+        {"column": col, "type_list": FAMILY_TYPES[family]},
+        "dtype",
+        f"{family} values (schema dtype {spec.dtype})",
+        col,
+        limit=spec.dtype,
+    )
     if not spec.nullable:
         p.add("ExpectColumnValuesToNotBeNull", {"column": col}, "not_null", "no missing values", col)
     rule = numeric_rule(col, spec)  # the rule the model server and `kfct score` apply too
@@ -92,42 +131,73 @@ def _column_checks(p: _Plan, col: str, spec: ColumnSpec, label: str, now: float)
         p.add(WHOLE_NUMBERS, {"column": col}, "integer", "whole numbers (schema dtype int)", col, limit="int")
     lo, hi = (rule.min, rule.max) if rule is not None else (spec.min, spec.max)
     if lo is not None or hi is not None:
-        p.add("ExpectColumnValuesToBeBetween", {"column": col, "min_value": lo, "max_value": hi}, "range",
-              _range_text(lo, hi), col, limit=[lo, hi])
+        p.add(
+            "ExpectColumnValuesToBeBetween",
+            {"column": col, "min_value": lo, "max_value": hi},
+            "range",
+            _range_text(lo, hi),
+            col,
+            limit=[lo, hi],
+        )
     for key, check in (("categories", "categories"), ("values", "label_values" if col == label else "values")):
         allowed = getattr(spec, key)
         if allowed:
-            p.add("ExpectColumnValuesToBeInSet", {"column": col, "value_set": list(allowed)}, check,
-                  "values in {" + ", ".join(map(str, allowed)) + "}", col, limit=list(allowed))
+            p.add(
+                "ExpectColumnValuesToBeInSet",
+                {"column": col, "value_set": list(allowed)},
+                check,
+                "values in {" + ", ".join(map(str, allowed)) + "}",
+                col,
+                limit=list(allowed),
+            )
     if spec.unique:
         p.add("ExpectColumnValuesToBeUnique", {"column": col}, "unique", "no repeated values", col)
     if spec.dtype == "datetime":
         import datetime as dt
 
         days = DEFAULT_FUTURE_DAYS if spec.max_future_days is None else float(spec.max_future_days)
-        latest = (dt.datetime.fromtimestamp(now, dt.timezone.utc) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        p.add(TIMESTAMPS, {"column": col, "max_value": latest}, "timestamp",
-              f"dates, none later than {latest} (now + {days:g} day(s))", col, limit=latest)
+        latest = (dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        p.add(
+            TIMESTAMPS,
+            {"column": col, "max_value": latest},
+            "timestamp",
+            f"dates, none later than {latest} (now + {days:g} day(s))",
+            col,
+            limit=latest,
+        )
 
 
 def _table_checks(p: _Plan, ds: DatasetConfig, present_columns: Iterable[str] | None) -> None:
     cols = ds.columns
     min_rows, max_rows = ds.min_rows, ds.max_rows
     if min_rows is not None or max_rows is not None:
-        p.add("ExpectTableRowCountToBeBetween", {"min_value": min_rows, "max_value": max_rows}, "min_rows",
-              _range_text(min_rows, max_rows, "row count"), limit=[min_rows, max_rows])
+        p.add(
+            "ExpectTableRowCountToBeBetween",
+            {"min_value": min_rows, "max_value": max_rows},
+            "min_rows",
+            _range_text(min_rows, max_rows, "row count"),
+            limit=[min_rows, max_rows],
+        )
     exact = not ds.allow_extra_columns
-    p.add("ExpectTableColumnsToMatchSet", {"column_set": list(cols), "exact_match": exact}, "column_set",
-          f"{'exactly' if exact else 'at least'} the {len(cols)} schema columns")
+    p.add(
+        "ExpectTableColumnsToMatchSet",
+        {"column_set": list(cols), "exact_match": exact},
+        "column_set",
+        f"{'exactly' if exact else 'at least'} the {len(cols)} schema columns",
+    )
     share = ds.max_duplicate_share
     present = set(present_columns) if present_columns is not None else None
     dup_cols = [c for c in cols if present is None or c in present]
     if share is not None and dup_cols:
         # GX counts every copy of a duplicated row as unexpected (pandas keep=False),
         # so this bounds the share of rows that take part in any duplicate group.
-        p.add("ExpectCompoundColumnsToBeUnique",
-              {"column_list": dup_cols, "mostly": 1.0 - float(share), "ignore_row_if": "never"},
-              "duplicate_share", f"share of fully duplicated rows <= {float(share):.2%}", limit=float(share))
+        p.add(
+            "ExpectCompoundColumnsToBeUnique",
+            {"column_list": dup_cols, "mostly": 1.0 - float(share), "ignore_row_if": "never"},
+            "duplicate_share",
+            f"share of fully duplicated rows <= {float(share):.2%}",
+            limit=float(share),
+        )
 
 
 def _label_balance_checks(p: _Plan, ds: DatasetConfig, positives: list[Any]) -> None:
@@ -140,18 +210,37 @@ def _label_balance_checks(p: _Plan, ds: DatasetConfig, positives: list[Any]) -> 
     zero_one = values is not None and all(type(v) is int for v in values) and set(values) == {0, 1}
     if zero_one and pos == 1 and type(pos) is int:
         # 0/1 label: the mean is the positive share, observed directly.
-        p.add("ExpectColumnMeanToBeBetween", {"column": label, "min_value": lo, "max_value": hi}, "label_balance",
-              text, label, limit=[lo, hi])
+        p.add(
+            "ExpectColumnMeanToBeBetween",
+            {"column": label, "min_value": lo, "max_value": hi},
+            "label_balance",
+            text,
+            label,
+            limit=[lo, hi],
+        )
         return
     # Any other label coding: two 'mostly' bounds on membership of the positive value.
-    p.add("ExpectColumnValuesToBeInSet", {"column": label, "value_set": positives, "mostly": lo}, "label_balance_min",
-          f"positive share ({label} == {pos!r}) >= {lo:.2%}", label, limit=lo)
-    p.add("ExpectColumnValuesToNotBeInSet", {"column": label, "value_set": positives, "mostly": 1.0 - hi},
-          "label_balance_max", f"positive share ({label} == {pos!r}) <= {hi:.2%}", label, limit=hi)
+    p.add(
+        "ExpectColumnValuesToBeInSet",
+        {"column": label, "value_set": positives, "mostly": lo},
+        "label_balance_min",
+        f"positive share ({label} == {pos!r}) >= {lo:.2%}",
+        label,
+        limit=lo,
+    )
+    p.add(
+        "ExpectColumnValuesToNotBeInSet",
+        {"column": label, "value_set": positives, "mostly": 1.0 - hi},
+        "label_balance_max",
+        f"positive share ({label} == {pos!r}) <= {hi:.2%}",
+        label,
+        limit=hi,
+    )
 
 
-def plan_checks(cfg: RunConfig, present_columns: Iterable[str] | None = None, label_data: pd.Series | None = None,
-                now: float | None = None) -> Plan:
+def plan_checks(
+    cfg: RunConfig, present_columns: Iterable[str] | None = None, label_data: pd.Series | None = None, now: float | None = None
+) -> Plan:
     """Every check the schema asks for, in schema order: columns, then table, then label balance.
 
     `cfg` is validated (and its defaults filled) first, so a bad schema is a ConfigError

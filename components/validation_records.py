@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 
-SAMPLE_SIZE = 5          # distinct bad values kept per failure
-SAMPLE_CHARS = 80        # a sampled string is cut to this
-SAMPLE_ROW_COLUMNS = 3   # a sampled row (duplicate check) keeps this many columns
+SAMPLE_SIZE = 5  # distinct bad values kept per failure
+SAMPLE_CHARS = 80  # a sampled string is cut to this
+SAMPLE_ROW_COLUMNS = 3  # a sampled row (duplicate check) keeps this many columns
 
 
 def jsonable(v: Any) -> Any:
@@ -149,17 +149,18 @@ def _column_set(r: dict[str, Any]) -> tuple[str, int | None, list[Any]]:
     mism = (r.get("details") or {}).get("mismatched") or {}
     missing, extra = list(mism.get("missing") or []), list(mism.get("unexpected") or [])
     samples = [f"missing: {c}" for c in missing] + [f"unexpected: {c}" for c in extra]
-    observed = f"{len(r.get('observed_value') or [])} columns" + (
-        f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else "")
+    observed = (
+        f"{len(r.get('observed_value') or [])} columns"
+        + (f"; missing {missing}" if missing else "")
+        + (f"; unexpected {extra}" if extra else "")
+    )
     return observed, (len(samples) if samples else None), samples
 
 
-def _observed(kind: str, meta: dict[str, Any], column: str | None, r: dict[str, Any],
-              dtypes: dict[str, Any]) -> tuple[Any, Any]:
+def _observed(kind: str, meta: dict[str, Any], column: str | None, r: dict[str, Any], dtypes: dict[str, Any]) -> tuple[Any, Any]:
     """(observed, unexpected count) in words: the value, "k of n <noun> (p%)", a dtype or a share."""
     unexpected = r.get("unexpected_count")
-    dtype = f"dtype {dtypes[column]}" if kind == "expect_column_values_to_be_in_type_list" and column in dtypes \
-        else None
+    dtype = f"dtype {dtypes[column]}" if kind == "expect_column_values_to_be_in_type_list" and column in dtypes else None
     if "observed_value" in r:
         return dtype or jsonable(r["observed_value"]), unexpected
     if unexpected is None:
@@ -171,7 +172,8 @@ def _observed(kind: str, meta: dict[str, Any], column: str | None, r: dict[str, 
         share = 1 - pct / 100 if check == "label_balance_min" else pct / 100
         return f"positive share {share:.2%}", None
     observed = f"{unexpected} of {r.get('element_count')} {_UNEXPECTED_NOUN.get(check, 'unexpected')}" + (
-        f" ({pct:.3g}%)" if isinstance(pct, (int, float)) and math.isfinite(pct) else "")
+        f" ({pct:.3g}%)" if isinstance(pct, (int, float)) and math.isfinite(pct) else ""
+    )
     return (f"{dtype}; {observed}" if dtype else observed), unexpected
 
 

@@ -27,8 +27,9 @@ def _where(rec: dict[str, Any]) -> str:
 
 def failure_text(f: dict[str, Any]) -> str:
     """`churned: label_balance (expect_column_mean_to_be_between) observed 0.0, expected positive share ...`"""
-    text = f"{_where(f)}: {f['check']} ({f['expectation']}) observed {_short(f.get('observed'), 120)}, " \
-           f"expected {f.get('expected')}"
+    text = (
+        f"{_where(f)}: {f['check']} ({f['expectation']}) observed {_short(f.get('observed'), 120)}, expected {f.get('expected')}"
+    )
     if f.get("sample_bad_values"):
         text += f"; e.g. {_samples_text(f['sample_bad_values'], 120)}"
     return text
@@ -146,7 +147,7 @@ def render_html(result: dict[str, Any]) -> str:
         for i, f in enumerate(result["failures"], 1):
             parts.append(
                 f'<tr class="fail"><td>{i}</td><td>{e(_where(f))}</td>'
-                f'<td>{e(f["check"])}<br><code>{e(f["expectation"])}</code></td>'
+                f"<td>{e(f['check'])}<br><code>{e(f['expectation'])}</code></td>"
                 f"<td>{e(f['expected'])}</td><td>{e(_short(f['observed'], 400))}</td>"
                 f"<td>{e(_short(f.get('unexpected_count')))}</td>"
                 f"<td>{e(_samples_text(f['sample_bad_values']))}</td></tr>"
@@ -193,15 +194,15 @@ def write_report(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
         page = build_site(gx_result, out / "data_docs")
         paths["data_docs"] = out / "data_docs" / "index.html"
         paths["data_docs_page"] = page
-        paths["html"].write_text(standalone_page(page.read_text(encoding="utf-8"), kfct_header(plain)),
-                                 encoding="utf-8")
+        paths["html"].write_text(standalone_page(page.read_text(encoding="utf-8"), kfct_header(plain)), encoding="utf-8")
     else:
         paths["html"].write_text(render_html(plain), encoding="utf-8")
     return paths
 
 
-def publish_report(result: dict[str, Any], report: Any, report_json: Any, report_md: Any, data_docs: Any,
-                   **metadata: Any) -> dict[str, Any]:
+def publish_report(
+    result: dict[str, Any], report: Any, report_json: Any, report_md: Any, data_docs: Any, **metadata: Any
+) -> dict[str, Any]:
     """Write the validation's reports into a validation step's kfp output artifacts; return their metadata.
 
     `report` (HTML, what the Kubeflow UI shows in the step's frame) is the standalone Data Docs
@@ -215,8 +216,7 @@ def publish_report(result: dict[str, Any], report: Any, report_json: Any, report
     import shutil
     import tempfile
 
-    meta = {"passed": result["passed"], "n_expectations": result["n_expectations"], "n_failed": result["n_failed"],
-            **metadata}
+    meta = {"passed": result["passed"], "n_expectations": result["n_expectations"], "n_failed": result["n_failed"], **metadata}
     site = Path(data_docs.path)
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_report(result, tmp)

@@ -30,8 +30,18 @@ if TYPE_CHECKING:
 FIRST_PASS_FORMAT = {"result_format": "BOOLEAN_ONLY"}
 DETAIL_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 20}
 HEADLINE_CHECKS = frozenset({"min_rows", "column_set", "label_balance", "label_balance_min", "label_balance_max"})
-FAILURE_KEYS = ("expectation", "check", "column", "expected", "limit", "kwargs", "observed", "unexpected_count",
-                "unexpected_percent", "sample_bad_values")
+FAILURE_KEYS = (
+    "expectation",
+    "check",
+    "column",
+    "expected",
+    "limit",
+    "kwargs",
+    "observed",
+    "unexpected_count",
+    "unexpected_percent",
+    "sample_bad_values",
+)
 RESULT_KEYS = ("expectation", "check", "column", "success", "expected", "limit", "observed", "unexpected_count")
 
 
@@ -54,8 +64,11 @@ def validate_frame(df: pd.DataFrame, cfg: RunConfig) -> dict[str, Any]:
     by_order, suite_name, gx_result = _run_two_passes(frame, cfg, plan)
     # GX resolves checks in its own order; report them in suite (schema) order.
     records = [record(by_order[i], set(present), dtypes) for i in sorted(by_order)]
-    failures = [{k: rec[k] for k in FAILURE_KEYS} | ({"error": rec["error"]} if "error" in rec else {})
-                for rec in records if not rec["success"]]
+    failures = [
+        {k: rec[k] for k in FAILURE_KEYS} | ({"error": rec["error"]} if "error" in rec else {})
+        for rec in records
+        if not rec["success"]
+    ]
     return {
         "passed": not failures,
         "suite": suite_name,
@@ -88,8 +101,9 @@ def _prepared(df: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _run_two_passes(frame: pd.DataFrame, cfg: RunConfig,
-                    plan: Plan) -> tuple[dict[int, ExpectationValidationResult], str, dict[str, Any]]:
+def _run_two_passes(
+    frame: pd.DataFrame, cfg: RunConfig, plan: Plan
+) -> tuple[dict[int, ExpectationValidationResult], str, dict[str, Any]]:
     """{plan order: GX result}, the suite name and both passes joined as one GX suite result (JSON dict).
 
     Pass 1 runs every check, pass 2 (with samples) the failures and headlines.
@@ -105,8 +119,9 @@ def _run_two_passes(frame: pd.DataFrame, cfg: RunConfig,
     # One validator for both passes: the batch is loaded (and fingerprinted by GX, a
     # full-frame hash) once, and metrics of pass 1 are reused from its cache in pass 2.
     # `Batch.validate` builds exactly this validator, but a new one on every call.
-    validator = Validator(batch_definition=batch_def, batch_parameters={"dataframe": frame},
-                          result_format=dict(FIRST_PASS_FORMAT))
+    validator = Validator(
+        batch_definition=batch_def, batch_parameters={"dataframe": frame}, result_format=dict(FIRST_PASS_FORMAT)
+    )
     gx_logger = logging.getLogger("great_expectations")
     level = gx_logger.level
     gx_logger.setLevel(logging.CRITICAL)  # missing-column errors are reported by us, named
@@ -125,18 +140,19 @@ def _run_two_passes(frame: pd.DataFrame, cfg: RunConfig,
     return by_order, suite.name, _joined(first, by_order)
 
 
-def _joined(first: ExpectationSuiteValidationResult,
-            by_order: dict[int, ExpectationValidationResult]) -> dict[str, Any]:
+def _joined(first: ExpectationSuiteValidationResult, by_order: dict[int, ExpectationValidationResult]) -> dict[str, Any]:
     """Pass 1's suite result with pass 2's detailed results in place, as GX's JSON (what Data Docs render)."""
     from great_expectations.validator.validation_statistics import calc_validation_statistics
 
     first.results = [by_order[i] for i in sorted(by_order)]
     stats = calc_validation_statistics(first.results)
     first.success = stats.success
-    first.statistics = {"evaluated_expectations": stats.evaluated_expectations,
-                        "successful_expectations": stats.successful_expectations,
-                        "unsuccessful_expectations": stats.unsuccessful_expectations,
-                        "success_percent": stats.success_percent}
+    first.statistics = {
+        "evaluated_expectations": stats.evaluated_expectations,
+        "successful_expectations": stats.successful_expectations,
+        "unsuccessful_expectations": stats.unsuccessful_expectations,
+        "success_percent": stats.success_percent,
+    }
     doc: dict[str, Any] = first.to_json_dict()
     return doc
 
@@ -152,9 +168,11 @@ def delimiter_hints(df: pd.DataFrame, cfg: RunConfig) -> list[str]:
     found = [f"{word} ({sep!r})" for sep, word in DELIMITERS.items() if sep in name]
     if not found:
         return []
-    return [f"the data has one column {name[:60]!r}, which contains {', '.join(found)}: "
-            f"the file is probably delimited by {found[0].split()[0]}s, not commas; "
-            f"save it comma-separated (or as parquet) and run again"]
+    return [
+        f"the data has one column {name[:60]!r}, which contains {', '.join(found)}: "
+        f"the file is probably delimited by {found[0].split()[0]}s, not commas; "
+        f"save it comma-separated (or as parquet) and run again"
+    ]
 
 
 def _order(res: ExpectationValidationResult) -> int:
@@ -212,5 +230,3 @@ def _plain_storage(frame: pd.DataFrame) -> pd.DataFrame:
             else:
                 frame[col] = frame[col].astype(object)
     return frame
-
-

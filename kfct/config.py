@@ -24,9 +24,10 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -66,14 +67,14 @@ class ColumnSpec(_Strict):
     """One column of the raw dataset: what validation expects and how the encoder reads it."""
 
     dtype: Literal["string", "category", "float", "int", "bool", "datetime"]
-    nullable: bool = False                     # a null is a validation failure unless declared
+    nullable: bool = False  # a null is a validation failure unless declared
     unique: bool = False
-    min: Optional[float] = None
-    max: Optional[float] = None
-    categories: Optional[list[Scalar]] = None  # category: the allowed values, in encoder order
-    values: Optional[list[Scalar]] = None      # any dtype: the allowed set (used for labels)
+    min: float | None = None
+    max: float | None = None
+    categories: list[Scalar] | None = None  # category: the allowed values, in encoder order
+    values: list[Scalar] | None = None  # any dtype: the allowed set (used for labels)
     # datetime: a timestamp later than "now" by more than this many days fails validation
-    max_future_days: Optional[float] = Field(default=None, ge=0)
+    max_future_days: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _coherent(self) -> ColumnSpec:
@@ -97,13 +98,13 @@ class DatasetConfig(_Strict):
     """The dataset's schema and its data-quality checks; neutral (off) where a check is optional."""
 
     name: str = "dataset"
-    id_column: Optional[str] = None
+    id_column: str | None = None
     label: str
     positive_label: Scalar = 1
-    min_rows: Optional[int] = Field(default=1, ge=0)
-    max_rows: Optional[int] = None
-    max_duplicate_share: Optional[float] = Field(default=None, ge=0, lt=1)
-    label_balance: Optional[tuple[float, float]] = None  # positive share must fall in this range
+    min_rows: int | None = Field(default=1, ge=0)
+    max_rows: int | None = None
+    max_duplicate_share: float | None = Field(default=None, ge=0, lt=1)
+    label_balance: tuple[float, float] | None = None  # positive share must fall in this range
     allow_extra_columns: bool = False
     columns: dict[str, ColumnSpec]
     exclude_features: list[str] = Field(default_factory=list)
@@ -114,15 +115,19 @@ class DatasetConfig(_Strict):
         if not self.columns:
             raise ValueError("dataset.columns must name at least one column")
         names = set(self.columns)
-        for what, cols in (("label", [self.label]), ("id_column", [self.id_column] if self.id_column else []),
-                           ("exclude_features", self.exclude_features),
-                           ("sensitive_features", self.sensitive_features)):
+        for what, cols in (
+            ("label", [self.label]),
+            ("id_column", [self.id_column] if self.id_column else []),
+            ("exclude_features", self.exclude_features),
+            ("sensitive_features", self.sensitive_features),
+        ):
             for c in cols:
                 if c not in names:
                     raise ValueError(f"dataset.{what} {c!r} is not one of dataset.columns{_closest(c, names)}")
         if self.label_balance is not None and not 0 <= self.label_balance[0] <= self.label_balance[1] <= 1:
-            raise ValueError(f"dataset.label_balance must be [low, high] with 0 <= low <= high <= 1, "
-                             f"got {list(self.label_balance)}")
+            raise ValueError(
+                f"dataset.label_balance must be [low, high] with 0 <= low <= high <= 1, got {list(self.label_balance)}"
+            )
         skip = {self.id_column, self.label, *self.exclude_features}
         for c, spec in self.columns.items():
             if c not in skip and spec.dtype == "category" and not spec.categories:
@@ -168,9 +173,9 @@ class TrainConfig(_Strict):
 class LeakageConfig(_Strict):
     """A feature that alone predicts the label, or a perfect test metric, is usually leakage."""
 
-    max_feature_auc: float = Field(default=0.99, gt=0.5, le=1)   # per-feature AUC (95% lower bound) at/above: leakage
-    max_roc_auc: float = Field(default=0.9995, gt=0.5, le=1)     # model test AUC at/above: a note (suspicious)
-    accept: list[str] = Field(default_factory=list)              # features accepted knowingly ("*": all, metric too)
+    max_feature_auc: float = Field(default=0.99, gt=0.5, le=1)  # per-feature AUC (95% lower bound) at/above: leakage
+    max_roc_auc: float = Field(default=0.9995, gt=0.5, le=1)  # model test AUC at/above: a note (suspicious)
+    accept: list[str] = Field(default_factory=list)  # features accepted knowingly ("*": all, metric too)
 
 
 class GateConfig(_Strict):
@@ -185,7 +190,7 @@ class GateConfig(_Strict):
     # The champion scored on the new test set: below chance (AUC < 0.5), or this far under the
     # compare metric it was registered with, says the data changed meaning (inverted labels,
     # a shifted column), not that the challenger is better: the run stops. null: no drop check.
-    champion_max_drop: Optional[float] = Field(default=0.2, gt=0)
+    champion_max_drop: float | None = Field(default=0.2, gt=0)
     leakage: LeakageConfig = Field(default_factory=lambda: LeakageConfig())
 
 
@@ -196,7 +201,7 @@ class FairnessConfig(_Strict):
     max_demographic_parity_difference: float
     max_equalized_odds_difference: float
     min_group_size: int
-    significance_level: Optional[float]
+    significance_level: float | None
 
 
 class RegisterConfig(_Strict):
@@ -230,8 +235,8 @@ class DriftConfig(_Strict):
     window_days: float
     distance_threshold: float
     performance_drop_threshold: float
-    num_method: Optional[str]
-    cat_method: Optional[str]
+    num_method: str | None
+    cat_method: str | None
 
 
 class OutcomesConfig(_Strict):
@@ -250,7 +255,7 @@ class AbConfig(_Strict):
     alpha: float = Field(gt=0, lt=1)
     power: float = Field(gt=0, lt=1)
     min_effect: float = Field(gt=0)
-    msprt_tau: Optional[float]
+    msprt_tau: float | None
     min_per_arm: int = Field(ge=1)
     max_duration_days: float = Field(gt=0)
     shadow_min_improvement: float
@@ -273,6 +278,7 @@ class RunConfig(_Strict):
 
 
 # -- merge and validate ---------------------------------------------------------------------------
+
 
 def merge_config(base: dict, user: dict) -> dict:
     """`user` over `base`: `dataset` replaced when the user defines its columns, lists replace, mappings merge."""
@@ -298,7 +304,7 @@ def _closest(key: str, valid: Iterable[object]) -> str:
     return f" (did you mean {near[0]!r}?)" if near else ""
 
 
-def _model_at(model: type[BaseModel], path: tuple) -> Optional[type[BaseModel]]:
+def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
     """The pydantic model that the mapping at `path` is validated by (None: free-form)."""
     cur: Any = model
     for part in path:
@@ -420,6 +426,7 @@ def config_from_json(text: str) -> RunConfig:
 
 
 # -- derived views ------------------------------------------------------------------------------
+
 
 def feature_columns(cfg: RunConfig) -> list[str]:
     """Model inputs: every schema column except the id, the label, exclusions and dates.

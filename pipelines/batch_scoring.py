@@ -13,7 +13,8 @@ runs this same pipeline on this machine (shards in parallel subprocesses).
 """
 
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # kfp ships no types (Any to mypy); the names say what each value is.
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 PIPELINE_NAME = "kfct-batch-scoring"
 STAGES = ("resolve-champion", "ingest-data", "split-shards", "score-shard", "gather-scores")
-DEFAULT_CRON = "0 0 6 1 * *"   # 06:00 on the 1st of each month (after the monthly CT run at 03:00)
+DEFAULT_CRON = "0 0 6 1 * *"  # 06:00 on the 1st of each month (after the monthly CT run at 03:00)
 DEFAULT_SHARDS = 8
 
 
@@ -41,9 +42,13 @@ def make_components(settings: "Settings | None" = None) -> "dict[str, PythonComp
     def comp(fn: Callable[..., Any]) -> "PythonComponent":
         return dsl.component(fn, base_image=s.component_image, install_kfp_package=False)
 
-    return {"resolve": comp(batch_score.resolve_champion), "ingest": comp(ingest.ingest_data),
-            "split": comp(batch_score.split_shards), "score": comp(batch_score.score_shard),
-            "gather": comp(batch_score.gather_scores)}
+    return {
+        "resolve": comp(batch_score.resolve_champion),
+        "ingest": comp(ingest.ingest_data),
+        "split": comp(batch_score.split_shards),
+        "score": comp(batch_score.score_shard),
+        "gather": comp(batch_score.gather_scores),
+    }
 
 
 def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Settings") -> "PipelineTask":
@@ -54,8 +59,9 @@ def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Se
     return task
 
 
-def build_batch_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | dict[str, Any] | None" = None,
-                         n_shards: int = DEFAULT_SHARDS) -> "GraphComponent":
+def build_batch_pipeline(
+    settings: "Settings | None" = None, cfg: "RunConfig | dict[str, Any] | None" = None, n_shards: int = DEFAULT_SHARDS
+) -> "GraphComponent":
     """Return the batch-scoring `@dsl.pipeline` function."""
     from kfp import dsl
 
@@ -77,7 +83,7 @@ def build_batch_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | d
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="kfct batch scoring: the champion (resolved once) scores every row of a dataset, "
-                    "sharded with ParallelFor; one partitioned parquet result + summary.",
+        "sharded with ParallelFor; one partitioned parquet result + summary.",
     )
     def batch_scoring_pipeline(
         data_uri: str = default_data,
@@ -97,19 +103,39 @@ def build_batch_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | d
         # iteration with the loop item (kfp/local/orchestrator/task_spec_utils.py); on a cluster
         # both ways are equivalent: one resolution, read by every shard.
         with dsl.ParallelFor(split.outputs["Output"], name="shards") as shard:
-            sc = _configure(ops["score"](shards=split.outputs["shards"], shard=shard,
-                                         champion=champ.outputs["champion"]), "batch_score", cfg, s)
+            sc = _configure(
+                ops["score"](shards=split.outputs["shards"], shard=shard, champion=champ.outputs["champion"]),
+                "batch_score",
+                cfg,
+                s,
+            )
             sc.set_display_name("score shard")
-        gather = _configure(ops["gather"](scores=dsl.Collected(sc.outputs["scores"]), version=champ.outputs["Output"],
-                                          model_name=model_name, dataset_sha256=ing.outputs["Output"],
-                                          output_uri=output_uri), "gather_scores", cfg, s)
+        gather = _configure(
+            ops["gather"](
+                scores=dsl.Collected(sc.outputs["scores"]),
+                version=champ.outputs["Output"],
+                model_name=model_name,
+                dataset_sha256=ing.outputs["Output"],
+                output_uri=output_uri,
+            ),
+            "gather_scores",
+            cfg,
+            s,
+        )
         gather.set_display_name("gather: partitioned parquet + summary")
 
     return batch_scoring_pipeline
 
 
-def run_batch_local(data_uri: str, n_shards: int = 2, model_name: str | None = None, alias: str = "champion",
-                    output_uri: str = "", settings: "Settings | None" = None, cfg: "RunConfig | None" = None) -> dict[str, Any]:
+def run_batch_local(
+    data_uri: str,
+    n_shards: int = 2,
+    model_name: str | None = None,
+    alias: str = "champion",
+    output_uri: str = "",
+    settings: "Settings | None" = None,
+    cfg: "RunConfig | None" = None,
+) -> dict[str, Any]:
     """Run the pipeline under kfp.local (the one local-run helper); returns this run's summary and result."""
     from kfct.config import config_dict, load_config
     from kfct.errors import StageError
@@ -118,12 +144,27 @@ def run_batch_local(data_uri: str, n_shards: int = 2, model_name: str | None = N
 
     s = settings or get_settings()
     cfg = cfg or load_config()
-    args = dict(data_uri=data_uri, model_name=model_name or cfg.register_.model_name, alias=alias,
-                n_shards=n_shards, output_uri=output_uri)
-    run = run_pipeline("kfct.pipelines.batch_scoring:build_batch_pipeline", {"cfg": config_dict(cfg), "n_shards": n_shards}, args,
-                       s.home, prefix="batch")
+    args = dict(
+        data_uri=data_uri,
+        model_name=model_name or cfg.register_.model_name,
+        alias=alias,
+        n_shards=n_shards,
+        output_uri=output_uri,
+    )
+    run = run_pipeline(
+        "kfct.pipelines.batch_scoring:build_batch_pipeline",
+        {"cfg": config_dict(cfg), "n_shards": n_shards},
+        args,
+        s.home,
+        prefix="batch",
+    )
     if run.error is not None:
         raise StageError(f"batch-scoring pipeline failed in {run.failed_task or '?'}: {run.error} (log: {run.log_path})")
     summary = json.loads(run.param("gather-scores"))
-    return {**summary, "result": run.artifact("gather-scores", "result").get("uri"), "run_id": run.run_id,
-            "run_dir": str(run.run_dir), "log": str(run.log_path)}
+    return {
+        **summary,
+        "result": run.artifact("gather-scores", "result").get("uri"),
+        "run_id": run.run_id,
+        "run_dir": str(run.run_dir),
+        "log": str(run.log_path),
+    }

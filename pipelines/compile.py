@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from kfct.errors import KfctError
 
 if TYPE_CHECKING:
-    from typing import Iterator
+    from collections.abc import Iterator
 
     from kfct.config import RunConfig
     from kfct.runtime.settings import Settings
 
 CT_FILE = "ct_pipeline.yaml"
-CT_PARTS_FILE = "ct_parts_pipeline.yaml"   # the map -> reduce variant for datasets in parts
+CT_PARTS_FILE = "ct_parts_pipeline.yaml"  # the map -> reduce variant for datasets in parts
 MONITORING_FILE = "monitoring_pipeline.yaml"
 BATCH_FILE = "batch_scoring_pipeline.yaml"
 
@@ -55,8 +55,9 @@ def _compile(pipeline_func: Any, path: Path) -> Path:
     return path
 
 
-def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None,
-               cfg: RunConfig | None = None) -> Path:
+def compile_ct(
+    out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None, cfg: RunConfig | None = None
+) -> Path:
     from kfct.pipelines.ct import build_ct_pipeline
     from kfct.pipelines.task_config import target
 
@@ -65,8 +66,9 @@ def compile_ct(out_dir: str | Path = "build", gpu: bool = False, settings: Setti
         return _compile(func, Path(out_dir) / CT_FILE)
 
 
-def compile_ct_parts(out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None,
-                     cfg: RunConfig | None = None) -> Path:
+def compile_ct_parts(
+    out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None, cfg: RunConfig | None = None
+) -> Path:
     """The CT pipeline for a dataset in parts (`kfct-ct-parts`: validate and featurize per part, then merged)."""
     from kfct.pipelines.ct import build_ct_pipeline
     from kfct.pipelines.task_config import target
@@ -101,8 +103,9 @@ def compile_batch(out_dir: str | Path = "build", settings: Settings | None = Non
         return _compile(build_batch_pipeline(settings=settings, cfg=cfg), Path(out_dir) / BATCH_FILE)
 
 
-def compile_all(out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None,
-                cfg: RunConfig | None = None) -> list[Path]:
+def compile_all(
+    out_dir: str | Path = "build", gpu: bool = False, settings: Settings | None = None, cfg: RunConfig | None = None
+) -> list[Path]:
     """Compile every pipeline that exists; returns the written paths (CT first, then monitoring, batch scoring)."""
     paths = [compile_ct(out_dir, gpu=gpu, settings=settings, cfg=cfg)]
     mon = compile_monitoring(out_dir)

@@ -9,8 +9,9 @@ here, at pipeline-build time, so their images come from settings without any wor
 at import.
 """
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # kfp ships no types (Any to mypy); the names say what each value is.
@@ -19,25 +20,53 @@ if TYPE_CHECKING:
     from kfp.dsl.pipeline_channel import PipelineParameterChannel
     from kfp.dsl.python_component import PythonComponent
 
-
     from kfct.config import RunConfig
     from kfct.runtime.settings import Settings
 
 PIPELINE_NAME = "kfct-ct"
-STAGES = ("ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model", "register-model",
-          "deploy-model", "rollout-model")
+STAGES = (
+    "ingest-data",
+    "validate-data",
+    "featurize-split",
+    "train-model",
+    "evaluate-model",
+    "register-model",
+    "deploy-model",
+    "rollout-model",
+)
 # The same DAG for a dataset in parts (kfct.data.parts): ingest hands on part references, validate and
 # featurize run per part (dsl.ParallelFor) and a reduce step merges (see components/parts_stages.py).
-PARTS_STAGES = ("ingest-parts", "validate-part", "merge-validation", "featurize-part", "merge-featurize",
-                "train-model", "evaluate-model", "register-model", "deploy-model", "rollout-model")
+PARTS_STAGES = (
+    "ingest-parts",
+    "validate-part",
+    "merge-validation",
+    "featurize-part",
+    "merge-featurize",
+    "train-model",
+    "evaluate-model",
+    "register-model",
+    "deploy-model",
+    "rollout-model",
+)
 
 
 def make_components(settings: "Settings | None" = None, gpu: bool = False) -> "dict[str, PythonComponent]":
     """Wrap each stage's component function with `dsl.component` and the image from settings."""
     from kfp import dsl
 
-    from kfct.components import (deploy, evaluate, featurize, ingest, ingest_parts, parts_stages, register, rollout,
-                                 run_outcome, train, validate)
+    from kfct.components import (
+        deploy,
+        evaluate,
+        featurize,
+        ingest,
+        ingest_parts,
+        parts_stages,
+        register,
+        rollout,
+        run_outcome,
+        train,
+        validate,
+    )
     from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
@@ -69,12 +98,12 @@ def make_components(settings: "Settings | None" = None, gpu: bool = False) -> "d
 # driver/cache.go, kubeflow/pipelines 2.17.0) and then never runs it: the effect would silently
 # not happen (a repeated deploy would not re-align serving). Off whatever the config says;
 # featurize (outputs a function of its inputs) is the one CT stage the config may cache.
-SIDE_EFFECT_STAGES = frozenset({"ingest", "validate_data", "train", "evaluate", "register", "deploy", "rollout",
-                                "record_run_outcome"})
+SIDE_EFFECT_STAGES = frozenset(
+    {"ingest", "validate_data", "train", "evaluate", "register", "deploy", "rollout", "record_run_outcome"}
+)
 
 
-def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Settings",
-               gpu: bool) -> "PipelineTask":
+def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Settings", gpu: bool) -> "PipelineTask":
     """Per-task resources, retries, caching, GPU and secrets (see kfct.pipelines.task_config)."""
     from kfct.pipelines.task_config import apply_task_config
 
@@ -84,8 +113,9 @@ def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Se
     return task
 
 
-def build_ct_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | dict[str, Any] | None" = None,
-                      gpu: bool = False, parts: bool = False) -> "GraphComponent":
+def build_ct_pipeline(
+    settings: "Settings | None" = None, cfg: "RunConfig | dict[str, Any] | None" = None, gpu: bool = False, parts: bool = False
+) -> "GraphComponent":
     """Return the CT `@dsl.pipeline` function; `gpu=True` puts training on the CUDA image with a GPU.
 
     `parts=True` builds the map -> reduce variant for a dataset in parts (any dataset: a single
@@ -132,12 +162,28 @@ def build_ct_pipeline(settings: "Settings | None" = None, cfg: "RunConfig | dict
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         # Runs last whatever happened: a pod killed from outside (OOMKill, eviction, deadline) records nothing
         # itself, so the exit handler puts `run_failed` on the trail (kfct.components.run_outcome).
-        outcome = _configure(ops["outcome"](model_name=model_name, pipeline_run=run_id), "record_run_outcome",
-                             cfg, s, gpu)
+        outcome = _configure(ops["outcome"](model_name=model_name, pipeline_run=run_id), "record_run_outcome", cfg, s, gpu)
         outcome.set_display_name("record the run's outcome")
         with dsl.ExitHandler(outcome, name="ct-stages"):
-            _ct_stages(dsl, ops, cfg, s, gpu, run_id, data_uri, config_json, model_name, device, tune_trials,
-                       code_version, run_reason, rollout, serving_url, parts, part_rows)
+            _ct_stages(
+                dsl,
+                ops,
+                cfg,
+                s,
+                gpu,
+                run_id,
+                data_uri,
+                config_json,
+                model_name,
+                device,
+                tune_trials,
+                code_version,
+                run_reason,
+                rollout,
+                serving_url,
+                parts,
+                part_rows,
+            )
 
     return ct_pipeline
 
@@ -172,9 +218,19 @@ def _ct_stages(
         with dsl.ParallelFor(ing.outputs["Output"], name="validate-parts") as part:
             vp = _configure(ops["validate_part"](part=part, config_json=config_json), "validate_part", cfg, s, gpu)
             vp.set_display_name("validate part")
-        val = _configure(ops["merge_validation"](stats=dsl.Collected(vp.outputs["stats"]), config_json=config_json,
-                                                 model_name=model_name, pipeline_run=run_name,
-                                                 dataset=ing.outputs["dataset"]), "validate_data", cfg, s, gpu)
+        val = _configure(
+            ops["merge_validation"](
+                stats=dsl.Collected(vp.outputs["stats"]),
+                config_json=config_json,
+                model_name=model_name,
+                pipeline_run=run_name,
+                dataset=ing.outputs["dataset"],
+            ),
+            "validate_data",
+            cfg,
+            s,
+            gpu,
+        )
         val.set_display_name("validate: merge parts (Great Expectations)")
     else:
         ing = _configure(ops["ingest"](data_uri=data_uri), "ingest", cfg, s, gpu)
@@ -182,52 +238,112 @@ def _ct_stages(
         # Never cached: the same parameter (a pointer) names new data after each push.
         ing.set_caching_options(enable_caching=False)
         data_sha = ing.outputs["Output"]
-        val = _configure(ops["validate"](dataset=ing.outputs["dataset"], config_json=config_json,
-                                         model_name=model_name, pipeline_run=run_name), "validate_data", cfg, s, gpu)
+        val = _configure(
+            ops["validate"](
+                dataset=ing.outputs["dataset"], config_json=config_json, model_name=model_name, pipeline_run=run_name
+            ),
+            "validate_data",
+            cfg,
+            s,
+            gpu,
+        )
         val.set_display_name("validate (Great Expectations)")
     with dsl.If(val.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (kfp condition)
         if parts:
             with dsl.ParallelFor(ing.outputs["Output"], name="featurize-parts") as part:
-                fp = _configure(ops["featurize_part"](part=part, config_json=config_json), "featurize_part",
-                                cfg, s, gpu)
+                fp = _configure(ops["featurize_part"](part=part, config_json=config_json), "featurize_part", cfg, s, gpu)
                 fp.set_display_name("featurize part")
-            fs = _configure(ops["merge_featurize"](
-                train_parts=dsl.Collected(fp.outputs["train"]), val_parts=dsl.Collected(fp.outputs["val"]),
-                test_parts=dsl.Collected(fp.outputs["test"]), config_json=config_json,
-                dataset=ing.outputs["dataset"]), "featurize", cfg, s, gpu)
+            fs = _configure(
+                ops["merge_featurize"](
+                    train_parts=dsl.Collected(fp.outputs["train"]),
+                    val_parts=dsl.Collected(fp.outputs["val"]),
+                    test_parts=dsl.Collected(fp.outputs["test"]),
+                    config_json=config_json,
+                    dataset=ing.outputs["dataset"],
+                ),
+                "featurize",
+                cfg,
+                s,
+                gpu,
+            )
             fs.set_display_name("featurize: merge parts, fit encoder")
             data_sha = fs.outputs["Output"]
         else:
-            fs = _configure(ops["featurize"](dataset=ing.outputs["dataset"], config_json=config_json),
-                            "featurize", cfg, s, gpu)
+            fs = _configure(ops["featurize"](dataset=ing.outputs["dataset"], config_json=config_json), "featurize", cfg, s, gpu)
             fs.set_display_name("featurize & split")
-        tr = _configure(ops["train"](
-            train=fs.outputs["train"], val=fs.outputs["val"], preprocessor=fs.outputs["preprocessor"],
-            config_json=config_json, device=device, tune_trials=tune_trials,
-            dataset_sha256=data_sha, data_uri=data_uri, code_version=code_version,
-            pipeline_run=run_name, run_reason=run_reason, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ), "train", cfg, s, gpu)
+        tr = _configure(
+            ops["train"](
+                train=fs.outputs["train"],
+                val=fs.outputs["val"],
+                preprocessor=fs.outputs["preprocessor"],
+                config_json=config_json,
+                device=device,
+                tune_trials=tune_trials,
+                dataset_sha256=data_sha,
+                data_uri=data_uri,
+                code_version=code_version,
+                pipeline_run=run_name,
+                run_reason=run_reason,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ),
+            "train",
+            cfg,
+            s,
+            gpu,
+        )
         tr.set_display_name("train")
-        ev = _configure(ops["evaluate"](
-            test=fs.outputs["test"], model=tr.outputs["model"], config_json=config_json,
-            model_name=model_name, mlflow_run_id=tr.outputs["Output"],
-        ), "evaluate", cfg, s, gpu)
+        ev = _configure(
+            ops["evaluate"](
+                test=fs.outputs["test"],
+                model=tr.outputs["model"],
+                config_json=config_json,
+                model_name=model_name,
+                mlflow_run_id=tr.outputs["Output"],
+            ),
+            "evaluate",
+            cfg,
+            s,
+            gpu,
+        )
         ev.set_display_name("evaluate & gate")
         with dsl.If(ev.outputs["Output"] == True, name="deploy"):  # noqa: E712
-            reg = _configure(ops["register"](
-                model=tr.outputs["model"], decision=ev.outputs["decision"], evidence=ev.outputs["evidence"],
-                dataset=ing.outputs["dataset"],
-                test=fs.outputs["test"],
-                config_json=config_json, model_name=model_name, data_uri=data_uri,
-                dataset_sha256=data_sha, pipeline_run=run_name, code_version=code_version,
-            ), "register", cfg, s, gpu)
+            reg = _configure(
+                ops["register"](
+                    model=tr.outputs["model"],
+                    decision=ev.outputs["decision"],
+                    evidence=ev.outputs["evidence"],
+                    dataset=ing.outputs["dataset"],
+                    test=fs.outputs["test"],
+                    config_json=config_json,
+                    model_name=model_name,
+                    data_uri=data_uri,
+                    dataset_sha256=data_sha,
+                    pipeline_run=run_name,
+                    code_version=code_version,
+                ),
+                "register",
+                cfg,
+                s,
+                gpu,
+            )
             reg.set_display_name("register")
-            dep = _configure(ops["deploy"](config_json=config_json, model_name=model_name, version=reg.outputs["Output"]),
-                             "deploy", cfg, s, gpu)
+            dep = _configure(
+                ops["deploy"](config_json=config_json, model_name=model_name, version=reg.outputs["Output"]),
+                "deploy",
+                cfg,
+                s,
+                gpu,
+            )
             dep.set_display_name("deploy (canary)")
             with dsl.If(rollout == True, name="progressive-rollout"):  # noqa: E712
-                ro = _configure(ops["rollout"](config_json=config_json, model_name=model_name,
-                                               version=reg.outputs["Output"], server_url=serving_url),
-                                "rollout", cfg, s, gpu)
+                ro = _configure(
+                    ops["rollout"](
+                        config_json=config_json, model_name=model_name, version=reg.outputs["Output"], server_url=serving_url
+                    ),
+                    "rollout",
+                    cfg,
+                    s,
+                    gpu,
+                )
                 ro.set_display_name("rollout: promote or roll back")
                 ro.after(dep)

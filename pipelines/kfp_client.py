@@ -47,14 +47,14 @@ import json
 import re
 import warnings
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
 
 if TYPE_CHECKING:
-    from typing import Iterator
+    from collections.abc import Iterator
 
     from kfct.runtime.settings import Settings
 
@@ -94,7 +94,7 @@ class ScheduleInfo:
     pipeline_id: str | None = None
     pipeline_version_id: str | None = None
     url: str | None = None
-    action: str = "listed"   # created | unchanged | replaced | listed
+    action: str = "listed"  # created | unchanged | replaced | listed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,8 +107,10 @@ def normalise_cron(expr: str) -> str:
     if len(fields) == 5:
         fields = ["0", *fields]
     if len(fields) != 6:
-        raise KfpError(f"bad cron {expr!r}: KFP expects 6 fields 'sec min hour day-of-month month day-of-week' "
-                       f"(e.g. {DEFAULT_CRON!r} = 03:00 on the 1st of each month) or a 5-field crontab")
+        raise KfpError(
+            f"bad cron {expr!r}: KFP expects 6 fields 'sec min hour day-of-month month day-of-week' "
+            f"(e.g. {DEFAULT_CRON!r} = 03:00 on the 1st of each month) or a 5-field crontab"
+        )
     for f in fields:
         if not re.fullmatch(r"[0-9A-Za-z*?/,\-LW#]+", f):
             raise KfpError(f"bad cron {expr!r}: field {f!r} has characters cron does not accept")
@@ -192,7 +194,7 @@ class Connection:
     client: Any
     host: str
     ui: str
-    namespace: str | None   # None on a single-user KFP (namespaces do not apply)
+    namespace: str | None  # None on a single-user KFP (namespaces do not apply)
     multi_user: bool
 
 
@@ -210,8 +212,10 @@ def _resolve_auth(settings: Settings) -> tuple[str, str | None, bool]:
     in_pod = settings.in_cluster
     if not host:
         if not in_pod:
-            raise KfpError("Kubeflow Pipelines host not configured: set KFCT_KFP_HOST "
-                           "(e.g. http://localhost:8888 after `kubectl -n kubeflow port-forward svc/ml-pipeline 8888`)")
+            raise KfpError(
+                "Kubeflow Pipelines host not configured: set KFCT_KFP_HOST "
+                "(e.g. http://localhost:8888 after `kubectl -n kubeflow port-forward svc/ml-pipeline 8888`)"
+            )
         host = IN_CLUSTER_HOST
     token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
     sa_path = settings.kf_pipelines_sa_token_path or SA_TOKEN_PATH
@@ -234,14 +238,20 @@ def _probe(host: str, token: str | None) -> dict:
         detail = str(exc).splitlines()[0][:160] if str(exc) else ""
         raise KfpError(f"Kubeflow Pipelines at {host} unreachable ({reason}: {detail})") from exc
     if resp.status_code in (401, 403):
-        raise KfpError(f"Kubeflow Pipelines at {host} rejected the credentials (HTTP {resp.status_code}): "
-                       + ("check KFCT_KFP_TOKEN" if token else "set KFCT_KFP_TOKEN to a bearer token"))
+        raise KfpError(
+            f"Kubeflow Pipelines at {host} rejected the credentials (HTTP {resp.status_code}): "
+            + ("check KFCT_KFP_TOKEN" if token else "set KFCT_KFP_TOKEN to a bearer token")
+        )
     if 300 <= resp.status_code < 400:
-        raise KfpError(f"Kubeflow Pipelines at {host} redirected to {resp.headers.get('Location', '?')} "
-                       f"(HTTP {resp.status_code}, a login page?): set KFCT_KFP_TOKEN or use the ml-pipeline API port")
+        raise KfpError(
+            f"Kubeflow Pipelines at {host} redirected to {resp.headers.get('Location', '?')} "
+            f"(HTTP {resp.status_code}, a login page?): set KFCT_KFP_TOKEN or use the ml-pipeline API port"
+        )
     if resp.status_code != 200:
-        raise KfpError(f"Kubeflow Pipelines at {host} answered HTTP {resp.status_code} on {API}/healthz: "
-                       "is KFCT_KFP_HOST the KFP API endpoint?")
+        raise KfpError(
+            f"Kubeflow Pipelines at {host} answered HTTP {resp.status_code} on {API}/healthz: "
+            "is KFCT_KFP_HOST the KFP API endpoint?"
+        )
     try:
         body = resp.json()
     except ValueError as exc:
@@ -315,7 +325,7 @@ def kfp_client_module() -> Any:
     """
     # The order is the fix (component_factory before kfp.client): an import sorter must keep it.
     # isort: off
-    import kfp.dsl.component_factory  # noqa: F401
+    import kfp.dsl.component_factory
     import kfp.client
     # isort: on
 
@@ -332,7 +342,8 @@ def _client_class(health: dict) -> type:
     import kfp_server_api
 
     answer = kfp_server_api.V2beta1GetHealthzResponse(
-        multi_user=bool(health.get("multi_user")), pipeline_store=health.get("pipeline_store"))
+        multi_user=bool(health.get("multi_user")), pipeline_store=health.get("pipeline_store")
+    )
 
     client_base: Any = kfp_client_module().Client  # a class only known at run time (kfp is imported lazily)
 
@@ -357,8 +368,9 @@ def _api(what: str, host: str) -> Iterator[None]:
         if isinstance(exc, ApiException) and status:
             message = _api_message(getattr(exc, "body", None)) or getattr(exc, "reason", "") or ""
             if status in (401, 403):
-                raise KfpError(f"{what}: Kubeflow Pipelines at {host} rejected the credentials "
-                               f"(HTTP {status}): check KFCT_KFP_TOKEN") from exc
+                raise KfpError(
+                    f"{what}: Kubeflow Pipelines at {host} rejected the credentials (HTTP {status}): check KFCT_KFP_TOKEN"
+                ) from exc
             raise KfpError(f"{what}: Kubeflow Pipelines answered HTTP {status}: {message}"[:400]) from exc
         if isinstance(exc, ValueError):  # kfp.Client's own checks (duplicate names, ...)
             raise KfpError(f"{what}: {exc}") from exc
@@ -367,9 +379,11 @@ def _api(what: str, host: str) -> Iterator[None]:
         name = type(cause).__name__
         if "Timeout" in name:
             connect, read = _timeout()
-            raise KfpError(f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: no answer within "
-                           f"{connect:g} s connect / {read:g} s read, KFCT_NET_CONNECT_TIMEOUT_SECONDS / "
-                           "KFCT_NET_TIMEOUT_SECONDS)") from exc
+            raise KfpError(
+                f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: no answer within "
+                f"{connect:g} s connect / {read:g} s read, KFCT_NET_CONNECT_TIMEOUT_SECONDS / "
+                "KFCT_NET_TIMEOUT_SECONDS)"
+            ) from exc
         detail = str(cause).splitlines()[0][:160] if str(cause) else ""
         raise KfpError(f"{what}: Kubeflow Pipelines at {host} unreachable ({name}: {detail})") from exc
 
@@ -390,7 +404,7 @@ def _api_message(body: Any) -> str:
 
 # --------------------------------------------------------------------------- operations
 def _timestamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def _find_experiment_id(conn: Connection, name: str) -> str | None:
@@ -415,8 +429,7 @@ def _experiment_id(conn: Connection, name: str) -> str:
 
 def _versions_newest_first(conn: Connection, pipeline_id: str, page_size: int = 1) -> list:
     with _quiet(), _api(f"listing versions of pipeline {pipeline_id}", conn.host):
-        resp = conn.client.list_pipeline_versions(pipeline_id=pipeline_id, sort_by="created_at desc",
-                                                  page_size=page_size)
+        resp = conn.client.list_pipeline_versions(pipeline_id=pipeline_id, sort_by="created_at desc", page_size=page_size)
     return list(resp.pipeline_versions or [])
 
 
@@ -427,6 +440,7 @@ def spec_fingerprint(spec: Any) -> str:
     `{"pipeline_spec": ..., "platform_spec": ...}` when the package carries a platform spec
     (backend/src/apiserver/server/api_util.go YamlStringToPipelineSpecStruct).
     """
+
     def canon(x: Any) -> Any:
         if isinstance(x, dict):
             return {str(k): canon(v) for k, v in x.items()}
@@ -471,8 +485,11 @@ def find_pipeline(conn: Connection, name: str) -> str | None:
     flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
     with _quiet(), _api(f"looking up pipeline {name!r} in namespace {conn.namespace!r}", conn.host):
         resp = conn.client.list_pipelines(filter=flt, namespace=conn.namespace, page_size=10)
-    hits = [p for p in (resp.pipelines or []) if p.display_name == name
-            and (getattr(p, "namespace", None) or conn.namespace) == conn.namespace]
+    hits = [
+        p
+        for p in (resp.pipelines or [])
+        if p.display_name == name and (getattr(p, "namespace", None) or conn.namespace) == conn.namespace
+    ]
     if len(hits) > 1:
         raise KfpError(f"{len(hits)} pipelines named {name!r} in namespace {conn.namespace!r} on {conn.host}")
     return hits[0].pipeline_id if hits else None
@@ -482,8 +499,14 @@ def pin_version(conn: Connection, name: str, pipeline_id: str, version_id: str, 
     """Record the version retrains run from now on (the operator's deliberate upload)."""
     from kfct.governance import audit
 
-    audit.record(PIN_EVENT, pipeline=name, pipeline_id=pipeline_id, pipeline_version_id=version_id,
-                 namespace=conn.namespace or "", package_sha256=package_sha256(package_path))
+    audit.record(
+        PIN_EVENT,
+        pipeline=name,
+        pipeline_id=pipeline_id,
+        pipeline_version_id=version_id,
+        namespace=conn.namespace or "",
+        package_sha256=package_sha256(package_path),
+    )
 
 
 def pinned_version(pipeline_id: str) -> str | None:
@@ -497,8 +520,9 @@ def pinned_version(pipeline_id: str) -> str | None:
     return pins[-1].get("pipeline_version_id") if pins else None
 
 
-def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None = None,
-           version_name: str | None = None) -> tuple[str, str]:
+def upload(
+    conn: Connection, package_path: str | Path, pipeline_name: str | None = None, version_name: str | None = None
+) -> tuple[str, str]:
     """Upload the package unless a version already holds it. Returns (pipeline_id, version_id).
 
     Versions are named and described by the package's sha256; versions uploaded another
@@ -516,8 +540,12 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
     if pipeline_id is None:
         where = f" in namespace {conn.namespace!r}" if conn.namespace else ""
         with _quiet(), _api(f"uploading pipeline {name!r}{where}", conn.host):
-            pipe = c.upload_pipeline(str(package_path), pipeline_name=name, namespace=conn.namespace,
-                                     description=spec["pipelineInfo"].get("description") or "kfct pipeline")
+            pipe = c.upload_pipeline(
+                str(package_path),
+                pipeline_name=name,
+                namespace=conn.namespace,
+                description=spec["pipelineInfo"].get("description") or "kfct pipeline",
+            )
         versions = _versions_newest_first(conn, pipe.pipeline_id)
         if not versions:
             raise KfpError(f"pipeline {name!r} was uploaded but the API lists no version for it")
@@ -527,8 +555,9 @@ def upload(conn: Connection, package_path: str | Path, pipeline_name: str | None
             return pipeline_id, v.pipeline_version_id
     vname = version_name or f"{name}-{_timestamp()}-{digest}"
     with _quiet(), _api(f"uploading a new version of pipeline {name!r}", conn.host):
-        ver = c.upload_pipeline_version(str(package_path), pipeline_version_name=vname, pipeline_id=pipeline_id,
-                                        description=f"package sha256 {full_digest}")
+        ver = c.upload_pipeline_version(
+            str(package_path), pipeline_version_name=vname, pipeline_id=pipeline_id, description=f"package sha256 {full_digest}"
+        )
     return pipeline_id, ver.pipeline_version_id
 
 
@@ -537,19 +566,43 @@ def _service_account(settings: Settings, service_account: str | None) -> str | N
     return sa or None
 
 
-def _create_run(conn: Connection, experiment_id: str, run_name: str, pipeline_id: str, version_id: str,
-                params: dict, service_account: str | None) -> RunInfo:
+def _create_run(
+    conn: Connection,
+    experiment_id: str,
+    run_name: str,
+    pipeline_id: str,
+    version_id: str,
+    params: dict,
+    service_account: str | None,
+) -> RunInfo:
     with _quiet(), _api(f"creating run {run_name!r}", conn.host):
-        run = conn.client.run_pipeline(experiment_id=experiment_id, job_name=run_name, params=params,
-                                       pipeline_id=pipeline_id, version_id=version_id,
-                                       service_account=service_account)
-    return RunInfo(run_id=run.run_id, run_name=run_name, url=f"{conn.ui}/#/runs/details/{run.run_id}",
-                   experiment_id=experiment_id, pipeline_id=pipeline_id, pipeline_version_id=version_id)
+        run = conn.client.run_pipeline(
+            experiment_id=experiment_id,
+            job_name=run_name,
+            params=params,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            service_account=service_account,
+        )
+    return RunInfo(
+        run_id=run.run_id,
+        run_name=run_name,
+        url=f"{conn.ui}/#/runs/details/{run.run_id}",
+        experiment_id=experiment_id,
+        pipeline_id=pipeline_id,
+        pipeline_version_id=version_id,
+    )
 
 
-def submit(package_path: str | Path, params: dict | None = None, run_name: str | None = None,
-           pipeline_name: str | None = None, experiment: str | None = None, settings: Settings | None = None,
-           service_account: str | None = None) -> RunInfo:
+def submit(
+    package_path: str | Path,
+    params: dict | None = None,
+    run_name: str | None = None,
+    pipeline_name: str | None = None,
+    experiment: str | None = None,
+    settings: Settings | None = None,
+    service_account: str | None = None,
+) -> RunInfo:
     """Upload (or add a version) and start a run with `params`; returns run id and UI URL."""
     from kfct.runtime.settings import get_settings
 
@@ -564,9 +617,15 @@ def submit(package_path: str | Path, params: dict | None = None, run_name: str |
     return _create_run(conn, exp_id, name, pipeline_id, version_id, typed, _service_account(s, service_account))
 
 
-def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | None = None,
-                experiment: str | None = None, settings: Settings | None = None,
-                service_account: str | None = None, version_id: str | None = None) -> RunInfo:
+def trigger_run(
+    pipeline_name: str,
+    params: dict | None = None,
+    run_name: str | None = None,
+    experiment: str | None = None,
+    settings: Settings | None = None,
+    service_account: str | None = None,
+    version_id: str | None = None,
+) -> RunInfo:
     """Run the pinned version of `pipeline_name` (e.g. retraining triggered by drift); see the module doc.
 
     `version_id` overrides the pin; either way the version must belong to our (namespaced) pipeline."""
@@ -580,20 +639,22 @@ def trigger_run(pipeline_name: str, params: dict | None = None, run_name: str | 
         raise KfpError(f"pipeline {pipeline_name!r} not found{where} on {conn.host}: upload it first (`kfct submit`)")
     pinned = version_id or pinned_version(pipeline_id)
     if not pinned:
-        raise KfpError(f"no pinned version of pipeline {pipeline_name!r} ({pipeline_id}){where}: `kfct submit` or "
-                       f"`kfct schedule` pins the version it uploads (audit event {PIN_EVENT}; pods read the "
-                       "trail's S3 mirror, so run them with KFCT_AUDIT_S3_URI set); a retrain never runs whatever "
-                       "version was uploaded last")
+        raise KfpError(
+            f"no pinned version of pipeline {pipeline_name!r} ({pipeline_id}){where}: `kfct submit` or "
+            f"`kfct schedule` pins the version it uploads (audit event {PIN_EVENT}; pods read the "
+            "trail's S3 mirror, so run them with KFCT_AUDIT_S3_URI set); a retrain never runs whatever "
+            "version was uploaded last"
+        )
     try:
         with _quiet(), _api(f"reading version {pinned} of pipeline {pipeline_name!r}", conn.host):
             conn.client.get_pipeline_version(pipeline_id=pipeline_id, pipeline_version_id=pinned)
     except KfpError as exc:
-        raise KfpError(f"pinned version {pinned} is not a version of pipeline {pipeline_name!r} ({pipeline_id})"
-                       f"{where}: {exc}") from exc
+        raise KfpError(
+            f"pinned version {pinned} is not a version of pipeline {pipeline_name!r} ({pipeline_id}){where}: {exc}"
+        ) from exc
     exp_id = _experiment_id(conn, experiment or s.kfp_experiment)
     name = run_name or f"{pipeline_name} {_timestamp()}"
-    return _create_run(conn, exp_id, name, pipeline_id, pinned, dict(params or {}),
-                       _service_account(s, service_account))
+    return _create_run(conn, exp_id, name, pipeline_id, pinned, dict(params or {}), _service_account(s, service_account))
 
 
 def _schedule_info(conn: Connection, rr: Any, action: str = "listed") -> ScheduleInfo:
@@ -602,12 +663,16 @@ def _schedule_info(conn: Connection, rr: Any, action: str = "listed") -> Schedul
     ref = getattr(rr, "pipeline_version_reference", None)
     mc = getattr(rr, "max_concurrency", None)
     return ScheduleInfo(
-        recurring_run_id=rr.recurring_run_id, name=rr.display_name, cron=cron,
-        max_concurrency=int(mc) if mc not in (None, "") else None, no_catchup=rr.no_catchup,
+        recurring_run_id=rr.recurring_run_id,
+        name=rr.display_name,
+        cron=cron,
+        max_concurrency=int(mc) if mc not in (None, "") else None,
+        no_catchup=rr.no_catchup,
         status=str(rr.status) if rr.status is not None else None,
         pipeline_id=ref.pipeline_id if ref is not None else None,
         pipeline_version_id=ref.pipeline_version_id if ref is not None else None,
-        url=f"{conn.ui}/#/recurringrun/details/{rr.recurring_run_id}", action=action,
+        url=f"{conn.ui}/#/recurringrun/details/{rr.recurring_run_id}",
+        action=action,
     )
 
 
@@ -618,7 +683,7 @@ def schedule_description(pipeline_name: str, cron6: str) -> str:
     what = {
         ct.PIPELINE_NAME: "recurring CT run: ingest, validate, train, gate, register",
         monitoring.PIPELINE_NAME: "recurring monitoring run: drift check of the serving window; "
-                                  "starts a CT run only when drift passes the configured limits",
+        "starts a CT run only when drift passes the configured limits",
         batch_scoring.PIPELINE_NAME: "recurring batch scoring: the champion scores the whole dataset",
     }.get(pipeline_name, f"recurring run of {pipeline_name}")
     return f"kfct {what} ({cron6})"
@@ -643,15 +708,30 @@ def _same_schedule(rr: Any, version_id: str, cron6: str, params: dict, max_concu
     rc = getattr(rr, "runtime_config", None)
     old_params = dict(getattr(rc, "parameters", None) or {}) if rc is not None else {}
     mc = getattr(rr, "max_concurrency", None)
-    return (info_ref is not None and info_ref.pipeline_version_id == version_id and cron == cron6
-            and old_params == dict(params) and mc not in (None, "") and int(mc) == max_concurrency
-            and bool(rr.no_catchup) == bool(no_catchup))
+    return (
+        info_ref is not None
+        and info_ref.pipeline_version_id == version_id
+        and cron == cron6
+        and old_params == dict(params)
+        and mc not in (None, "")
+        and int(mc) == max_concurrency
+        and bool(rr.no_catchup) == bool(no_catchup)
+    )
 
 
-def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | None = None,
-             name: str | None = None, pipeline_name: str | None = None, experiment: str | None = None,
-             settings: Settings | None = None, max_concurrency: int = 1, no_catchup: bool = True,
-             service_account: str | None = None, replace: bool = False) -> ScheduleInfo:
+def schedule(
+    package_path: str | Path,
+    cron: str = DEFAULT_CRON,
+    params: dict | None = None,
+    name: str | None = None,
+    pipeline_name: str | None = None,
+    experiment: str | None = None,
+    settings: Settings | None = None,
+    max_concurrency: int = 1,
+    no_catchup: bool = True,
+    service_account: str | None = None,
+    replace: bool = False,
+) -> ScheduleInfo:
     """Upload (unless a version holds the package) and create a recurring run: cron, one at a time, no backfill.
 
     Recurring runs are unique by name in the experiment: the same name with the same
@@ -681,18 +761,28 @@ def schedule(package_path: str | Path, cron: str = DEFAULT_CRON, params: dict | 
     if same_name:
         if not replace:
             ids = ", ".join(rr.recurring_run_id for rr in same_name)
-            raise KfpError(f"a recurring run named {job!r} already exists ({ids}) with another version, cron or "
-                           f"parameters: pass --replace to swap it, or --name for a second schedule")
+            raise KfpError(
+                f"a recurring run named {job!r} already exists ({ids}) with another version, cron or "
+                f"parameters: pass --replace to swap it, or --name for a second schedule"
+            )
         for rr in same_name:
             with _quiet(), _api(f"deleting recurring run {rr.recurring_run_id!r}", conn.host):
                 conn.client.delete_recurring_run(recurring_run_id=rr.recurring_run_id)
         action = "replaced"
     with _quiet(), _api(f"creating recurring run {job!r}", conn.host):
         rr = conn.client.create_recurring_run(
-            experiment_id=exp_id, job_name=job, description=schedule_description(pname, cron6),
-            cron_expression=cron6, max_concurrency=max_concurrency, no_catchup=no_catchup, params=typed,
-            pipeline_id=pipeline_id, version_id=version_id, enabled=True,
-            service_account=_service_account(s, service_account))
+            experiment_id=exp_id,
+            job_name=job,
+            description=schedule_description(pname, cron6),
+            cron_expression=cron6,
+            max_concurrency=max_concurrency,
+            no_catchup=no_catchup,
+            params=typed,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            enabled=True,
+            service_account=_service_account(s, service_account),
+        )
     return _schedule_info(conn, rr, action=action)
 
 

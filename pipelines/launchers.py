@@ -9,7 +9,7 @@ version of the CT pipeline an operator pinned (`kfct submit` / `kfct schedule`, 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kfct.contracts.launcher import RetrainRequest
@@ -28,8 +28,14 @@ class LocalLauncher:
     def launch(self, request: RetrainRequest) -> dict[str, Any]:
         from kfct.pipelines.local import run_ct
 
-        return run_ct(data_uri=request.data_uri or None, cfg=request.cfg or None, model_name=request.model_name,
-                      run_reason=request.run_reason, settings=self.settings, raise_on_validation=False)
+        return run_ct(
+            data_uri=request.data_uri or None,
+            cfg=request.cfg or None,
+            model_name=request.model_name,
+            run_reason=request.run_reason,
+            settings=self.settings,
+            raise_on_validation=False,
+        )
 
 
 class KfpLauncher:
@@ -46,9 +52,10 @@ class KfpLauncher:
         params = {"run_reason": request.run_reason, "model_name": request.model_name}
         if request.data_uri:
             params["data_uri"] = request.data_uri
-        stamp = (request.requested_at or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
-        info = trigger_run(PIPELINE_NAME, params, run_name=f"{PIPELINE_NAME} retrain drift-{request.severity} {stamp}",
-                           settings=self.settings)
+        stamp = (request.requested_at or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+        info = trigger_run(
+            PIPELINE_NAME, params, run_name=f"{PIPELINE_NAME} retrain drift-{request.severity} {stamp}", settings=self.settings
+        )
         return info.to_dict()
 
 

@@ -54,8 +54,9 @@ def _precheck(data_uri: str) -> None:
         if p.suffix.lower() not in (".parquet", ".pq", ".csv"):
             raise DataSourceError(f"unsupported dataset format {p.suffix!r} for {p}: use .parquet or .csv")
     elif scheme not in ("s3", "generate", "dataset"):
-        raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {data_uri!r}: "
-                              f"use a path, s3://, dataset://<tag> or generate://")
+        raise DataSourceError(
+            f"unsupported dataset URI scheme {scheme!r} in {data_uri!r}: use a path, s3://, dataset://<tag> or generate://"
+        )
 
 
 def run_ct(
@@ -93,27 +94,39 @@ def run_ct(
         from kfct.runtime import memgroup
 
         if not memgroup.available():  # nothing ran: say why before any stage starts
-            raise StageError(f"--pod-limits needs root and the cgroup v1 memory controller at "
-                             f"{memgroup.CGROUP_V1_MEMORY} (to hold each stage at its pod's memory limit)")
+            raise StageError(
+                f"--pod-limits needs root and the cgroup v1 memory controller at "
+                f"{memgroup.CGROUP_V1_MEMORY} (to hold each stage at its pod's memory limit)"
+            )
     model_name = model_name or cfg.register_.model_name
-    arguments = dict(data_uri=data_uri, config_json=config_to_json(cfg), model_name=model_name,
-                     device=device or cfg.train.device, tune_trials=int(tune_trials),
-                     code_version=code_version(), run_reason=run_reason,
-                     rollout=bool(cfg.rollout.enabled), serving_url=serving_url)
+    arguments = dict(
+        data_uri=data_uri,
+        config_json=config_to_json(cfg),
+        model_name=model_name,
+        device=device or cfg.train.device,
+        tune_trials=int(tune_trials),
+        code_version=code_version(),
+        run_reason=run_reason,
+        rollout=bool(cfg.rollout.enabled),
+        serving_url=serving_url,
+    )
     in_parts = wants_parts(data_uri) if parts is None else bool(parts)
     build: dict = {"cfg": config_dict(cfg), "gpu": False}
     if in_parts:
         build["parts"] = True
         if part_rows:
             arguments["part_rows"] = int(part_rows)
-    run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", build, arguments, s.home,
-                       prefix="ct", verbose=verbose, pod_limits=pod_limits)
+    run = run_pipeline(
+        "kfct.pipelines.ct:build_ct_pipeline", build, arguments, s.home, prefix="ct", verbose=verbose, pod_limits=pod_limits
+    )
     if run.error is not None:
         killed = [r for r in memory_records(run) if r.get("exit") == 137 or r.get("oom_killed")]
-        why = "; ".join(f"{r['task']} ({r['process']}) was killed at its pod's memory limit "
-                        f"({r.get('limit_mib')} MiB)" for r in killed)
-        err = StageError(f"stage {run.failed_task or '?'} failed: {run.error}" + (f" [{why}]" if why else "")
-                         + f" (log: {run.log_path})")
+        why = "; ".join(
+            f"{r['task']} ({r['process']}) was killed at its pod's memory limit ({r.get('limit_mib')} MiB)" for r in killed
+        )
+        err = StageError(
+            f"stage {run.failed_task or '?'} failed: {run.error}" + (f" [{why}]" if why else "") + f" (log: {run.log_path})"
+        )
         err.run_id = run.run_id  # the CLI looks for the stage's own `stage_failed` entry by it
         raise err
     summary = summarize(run, data_uri, model_name)
@@ -212,8 +225,10 @@ def format_validation_failure(summary: dict) -> str:
     v = summary["validation"]
     from kfct.components.validation_report import failure_lines
 
-    lines = [f"validation failed: {v.get('n_failed')} of {v.get('n_expectations')} expectations "
-             f"(report: {v.get('report_html') or v.get('report')})"]
+    lines = [
+        f"validation failed: {v.get('n_failed')} of {v.get('n_expectations')} expectations "
+        f"(report: {v.get('report_html') or v.get('report')})"
+    ]
     if v.get("data_docs"):
         lines.append(f"  Great Expectations Data Docs: {v['data_docs']}")
     lines += [f"  - {line}" for line in failure_lines(v)]
@@ -222,9 +237,11 @@ def format_validation_failure(summary: dict) -> str:
 
 def _decision_lines(dec: dict) -> list[str]:
     m = dec["metrics"]
-    return ["  metrics     " + ", ".join(f"{k} {m[k]:.4f}" for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")),
-            f"  decision    {'DEPLOY' if dec['deploy'] else 'STOPPED (data)' if dec.get('stop') else 'BLOCKED'}",
-            *(f"              - {r}" for r in dec.get("reasons", []))]
+    return [
+        "  metrics     " + ", ".join(f"{k} {m[k]:.4f}" for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")),
+        f"  decision    {'DEPLOY' if dec['deploy'] else 'STOPPED (data)' if dec.get('stop') else 'BLOCKED'}",
+        *(f"              - {r}" for r in dec.get("reasons", [])),
+    ]
 
 
 def _registered_line(summary: dict, dec: dict | None) -> str | None:
@@ -246,11 +263,15 @@ def format_summary(summary: dict) -> str:
     out = [f"kfct CT run {summary.get('run_id')}  ({summary['data_uri']}; kfp run {summary.get('run_name')})"]
     ds = summary.get("dataset") or {}
     if ds:
-        out.append(f"  data        {int(ds.get('rows', 0)):,} rows x {int(ds.get('columns', 0))} cols, "
-                   f"sha256 {str(ds.get('sha256', ''))[:16]}")
+        out.append(
+            f"  data        {int(ds.get('rows', 0)):,} rows x {int(ds.get('columns', 0))} cols, "
+            f"sha256 {str(ds.get('sha256', ''))[:16]}"
+        )
     v = summary["validation"]
-    out.append(f"  validation  {v.get('n_expectations')} expectations, {v.get('n_failed')} failed -> "
-               f"{'passed' if v['passed'] else 'FAILED'}")
+    out.append(
+        f"  validation  {v.get('n_expectations')} expectations, {v.get('n_failed')} failed -> "
+        f"{'passed' if v['passed'] else 'FAILED'}"
+    )
     if v.get("data_docs"):
         out.append(f"  data docs   {v['data_docs']}")
     dec = summary.get("decision")
@@ -262,15 +283,21 @@ def format_summary(summary: dict) -> str:
     dep = summary.get("deploy")
     if dep:
         pct = dep.get("canary_percent")
-        out.append(f"  deploy      {dep.get('target')}: v{dep.get('version')} {dep.get('mode')}"
-                   + (f" at {pct:g}%" if isinstance(pct, (int, float)) else "") + f" ({dep.get('action', '')})")
+        out.append(
+            f"  deploy      {dep.get('target')}: v{dep.get('version')} {dep.get('mode')}"
+            + (f" at {pct:g}%" if isinstance(pct, (int, float)) else "")
+            + f" ({dep.get('action', '')})"
+        )
     ro = summary.get("rollout")
     if ro:
         out.append(f"  rollout     {ro.get('outcome')}: {ro.get('reason', '')}")
     stages = summary.get("stages") or {}
     if stages:
-        out.append("  wall time   " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items() if v is not None)
-                   + f"; total {summary['total_seconds']:.1f}s")
+        out.append(
+            "  wall time   "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items() if v is not None)
+            + f"; total {summary['total_seconds']:.1f}s"
+        )
     mem = summary.get("memory")
     if mem:
         out.append("  memory      " + memory_line(mem))
@@ -282,8 +309,10 @@ def memory_line(records: list[dict]) -> str:
     """One line over the held processes: the largest share of its limit, and any killed at it."""
     killed = [r for r in records if r.get("exit") == 137 or r.get("oom_killed")]
     top = max(records, key=lambda r: (r.get("peak_rss_mib") or 0) / (r.get("limit_mib") or float("inf")))
-    line = (f"{len(records)} processes held to their pods' limits; largest share: {top['task']} "
-            f"({top['process']}) {top.get('peak_rss_mib')} of {top.get('limit_mib')} MiB")
+    line = (
+        f"{len(records)} processes held to their pods' limits; largest share: {top['task']} "
+        f"({top['process']}) {top.get('peak_rss_mib')} of {top.get('limit_mib')} MiB"
+    )
     if killed:
         line += "; KILLED at the limit: " + ", ".join(f"{r['task']} ({r['process']})" for r in killed)
     return line

@@ -12,13 +12,12 @@ kfp.local (`run_monitor(..., via_kfp=True)`). The trigger stage always runs and
 decides, so a forced or held-back retrain is recorded like any other outcome.
 """
 
-
-from typing import TYPE_CHECKING, Any, Callable
-
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # kfp ships no types (Any to mypy); the names say what each value is.
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 
 PIPELINE_NAME = "kfct-monitoring"
 STAGES = ("prepare-drift-data", "check-drift", "trigger-retrain", "report-realized-performance", "decide-ab-test")
-DEFAULT_CRON = "0 0 4 * * 1"   # Mondays 04:00 UTC (6-field KFP cron)
+DEFAULT_CRON = "0 0 4 * * 1"  # Mondays 04:00 UTC (6-field KFP cron)
 
 
 def make_components(settings: "Settings | None" = None) -> "dict[str, PythonComponent]":
@@ -63,16 +62,15 @@ def _configure(task: "PipelineTask", stage: str, cfg: "RunConfig", settings: "Se
     return task
 
 
-def build_monitoring_pipeline(settings: "Settings | None" = None,
-                              cfg: "RunConfig | dict[str, Any] | None" = None) -> "GraphComponent":
+def build_monitoring_pipeline(
+    settings: "Settings | None" = None, cfg: "RunConfig | dict[str, Any] | None" = None
+) -> "GraphComponent":
     """Return the monitoring `@dsl.pipeline` function (parameters are its run-time knobs)."""
     from kfp import dsl
 
-    from kfct.pipelines.task_config import grant_kfp_access
-
     from kfct.config import config_to_json, load_config, validate_config, with_overrides
     from kfct.data.datatags import LATEST_URI
-    from kfct.pipelines.task_config import building_for_local
+    from kfct.pipelines.task_config import building_for_local, grant_kfp_access
     from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
@@ -89,7 +87,7 @@ def build_monitoring_pipeline(settings: "Settings | None" = None,
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="kfct monitoring: Evidently drift of the serving window vs the champion's training snapshot; "
-                    "retrains (a gated CT run) when drift passes the configured thresholds, with a cooldown.",
+        "retrains (a gated CT run) when drift passes the configured thresholds, with a cooldown.",
     )
     def monitoring_pipeline(
         current_uri: str = "",
@@ -103,38 +101,72 @@ def build_monitoring_pipeline(settings: "Settings | None" = None,
         outcomes_retrain: bool = True,
         ab_act: bool = True,
     ) -> None:
-        prep = _configure(ops["prepare"](current_uri=current_uri, since=since, config_json=config_json,
-                                         model_name=model_name), "drift", cfg, s)
+        prep = _configure(
+            ops["prepare"](current_uri=current_uri, since=since, config_json=config_json, model_name=model_name), "drift", cfg, s
+        )
         prep.set_display_name("load reference & current window")
-        chk = _configure(ops["check"](reference=prep.outputs["reference"], current=prep.outputs["current"],
-                                      config_json=config_json, model_name=model_name,
-                                      champion_version=prep.outputs["Output"]), "drift", cfg, s)
+        chk = _configure(
+            ops["check"](
+                reference=prep.outputs["reference"],
+                current=prep.outputs["current"],
+                config_json=config_json,
+                model_name=model_name,
+                champion_version=prep.outputs["Output"],
+            ),
+            "drift",
+            cfg,
+            s,
+        )
         chk.set_display_name("drift report (Evidently)")
-        trig = _configure(ops["trigger"](retrain_needed=chk.outputs["Output"], drift_summary=chk.outputs["summary_json"],
-                                         config_json=config_json, model_name=model_name, current_uri=current_uri,
-                                         ct_data_uri=ct_data_uri, force=force, dry_run=dry_run, mode=mode),
-                          "trigger_retrain", task_cfg, s)
+        trig = _configure(
+            ops["trigger"](
+                retrain_needed=chk.outputs["Output"],
+                drift_summary=chk.outputs["summary_json"],
+                config_json=config_json,
+                model_name=model_name,
+                current_uri=current_uri,
+                ct_data_uri=ct_data_uri,
+                force=force,
+                dry_run=dry_run,
+                mode=mode,
+            ),
+            "trigger_retrain",
+            task_cfg,
+            s,
+        )
         trig.set_display_name("retrain decision")
         grant_kfp_access(trig)  # it starts CT runs through the KFP API (multi-user: projected token)
         # Outcomes close the loop: realized performance (may ask for a CT run on decay; after the
         # drift trigger so the cooldown sees it) and the running A/B test's decision.
-        real = _configure(ops["realized"](config_json=config_json, model_name=model_name, since=since,
-                                          retrain=outcomes_retrain), "trigger_retrain", task_cfg, s)
+        real = _configure(
+            ops["realized"](config_json=config_json, model_name=model_name, since=since, retrain=outcomes_retrain),
+            "trigger_retrain",
+            task_cfg,
+            s,
+        )
         real.set_display_name("realized performance (outcomes)")
         real.after(trig)
         grant_kfp_access(real)  # a decayed champion starts a CT run through the KFP API too
-        ab = _configure(ops["ab"](config_json=config_json, model_name=model_name, act=ab_act), "trigger_retrain",
-                        task_cfg, s)
+        ab = _configure(ops["ab"](config_json=config_json, model_name=model_name, act=ab_act), "trigger_retrain", task_cfg, s)
         ab.set_display_name("A/B test decision (outcomes)")
 
     return monitoring_pipeline
 
 
 # --------------------------------------------------------------------------- local driver
-def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bool = False,
-                since: str | float | None = None, ct_data_uri: str | None = None, cfg: "RunConfig | None" = None,
-                model_name: str | None = None, settings: "Settings | None" = None, mode: str = "local",
-                via_kfp: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
+def run_monitor(
+    current_uri: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    since: str | float | None = None,
+    ct_data_uri: str | None = None,
+    cfg: "RunConfig | None" = None,
+    model_name: str | None = None,
+    settings: "Settings | None" = None,
+    mode: str = "local",
+    via_kfp: bool = False,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """One monitoring pass on this machine; returns a summary (drift figures, reports, decision, CT outcome).
 
     In-process by default: the pipeline's own three component functions called one after
@@ -147,12 +179,19 @@ def run_monitor(current_uri: str | None = None, dry_run: bool = False, force: bo
     s = settings or get_settings()
     cfg = cfg or load_config()
     model_name = model_name or cfg.register_.model_name
-    arguments = dict(current_uri=current_uri or "", since=str(since or ""), config_json=config_to_json(cfg),
-                     model_name=model_name, ct_data_uri=ct_data_uri or "", force=bool(force), dry_run=bool(dry_run),
-                     mode=mode)
+    arguments = dict(
+        current_uri=current_uri or "",
+        since=str(since or ""),
+        config_json=config_to_json(cfg),
+        model_name=model_name,
+        ct_data_uri=ct_data_uri or "",
+        force=bool(force),
+        dry_run=bool(dry_run),
+        mode=mode,
+    )
     if via_kfp:
         return _run_monitor_kfp(arguments, cfg, s)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir else Path(s.home) / "monitoring" / f"drift-{stamp}"
     return _run_monitor_in_process(arguments, out)
 
@@ -162,10 +201,15 @@ def _artifacts(out: Path) -> dict[str, Any]:
     from kfp import dsl
 
     out.mkdir(parents=True, exist_ok=True)
-    files = {"reference": (dsl.Dataset, "reference.parquet"), "current": (dsl.Dataset, "current.parquet"),
-             "report_html": (dsl.HTML, "drift_report.html"), "report_json": (dsl.Artifact, "drift_report.json"),
-             "summary": (dsl.Markdown, "drift_summary.md"), "summary_json": (dsl.Artifact, "drift_summary.json"),
-             "metrics": (dsl.Metrics, "metrics.json")}
+    files = {
+        "reference": (dsl.Dataset, "reference.parquet"),
+        "current": (dsl.Dataset, "current.parquet"),
+        "report_html": (dsl.HTML, "drift_report.html"),
+        "report_json": (dsl.Artifact, "drift_report.json"),
+        "summary": (dsl.Markdown, "drift_summary.md"),
+        "summary_json": (dsl.Artifact, "drift_summary.json"),
+        "metrics": (dsl.Metrics, "metrics.json"),
+    }
     return {k: cls(name=k, uri=str(out / name), metadata={}) for k, (cls, name) in files.items()}
 
 
@@ -177,25 +221,55 @@ def _run_monitor_in_process(args: dict[str, Any], out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     a = _artifacts(out)
     try:
-        version = prepare_drift_data(args["current_uri"], args["since"], args["config_json"], args["model_name"],
-                                     reference=a["reference"], current=a["current"])
-        retrain = check_drift(a["reference"], a["current"], args["config_json"], args["model_name"], version,
-                              report_html=a["report_html"], report_json=a["report_json"], summary=a["summary"],
-                              summary_json=a["summary_json"], metrics=a["metrics"])
+        version = prepare_drift_data(
+            args["current_uri"],
+            args["since"],
+            args["config_json"],
+            args["model_name"],
+            reference=a["reference"],
+            current=a["current"],
+        )
+        retrain = check_drift(
+            a["reference"],
+            a["current"],
+            args["config_json"],
+            args["model_name"],
+            version,
+            report_html=a["report_html"],
+            report_json=a["report_json"],
+            summary=a["summary"],
+            summary_json=a["summary_json"],
+            metrics=a["metrics"],
+        )
     except (DriftInputError, ValueError) as exc:
         raise KfctError(f"drift check: {exc}") from exc
     drift_seconds = round(time.perf_counter() - t0, 2)
-    decision = json.loads(trigger_retrain(retrain, a["summary_json"], args["config_json"], args["model_name"],
-                                          args["current_uri"], args["ct_data_uri"], args["force"], args["dry_run"],
-                                          args["mode"]))
+    decision = json.loads(
+        trigger_retrain(
+            retrain,
+            a["summary_json"],
+            args["config_json"],
+            args["model_name"],
+            args["current_uri"],
+            args["ct_data_uri"],
+            args["force"],
+            args["dry_run"],
+            args["mode"],
+        )
+    )
     decision.pop("stage_time", None)
-    return {"model_name": args["model_name"], "champion_version": version,
-            "reference": a["reference"].metadata.get("source"), "current": a["current"].metadata.get("source"),
-            "drift": json.loads(Path(a["summary_json"].path).read_text()),
-            "reports": _report_paths(a["report_html"].path, a["report_json"].path, a["summary"].path,
-                                     a["summary_json"].path),
-            "mlflow_run_id": a["summary_json"].metadata.get("mlflow_run_id"), "decision": decision,
-            "drift_seconds": drift_seconds, "total_seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "model_name": args["model_name"],
+        "champion_version": version,
+        "reference": a["reference"].metadata.get("source"),
+        "current": a["current"].metadata.get("source"),
+        "drift": json.loads(Path(a["summary_json"].path).read_text()),
+        "reports": _report_paths(a["report_html"].path, a["report_json"].path, a["summary"].path, a["summary_json"].path),
+        "mlflow_run_id": a["summary_json"].metadata.get("mlflow_run_id"),
+        "decision": decision,
+        "drift_seconds": drift_seconds,
+        "total_seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _report_paths(html: str | None, json_: str | None, md: str | None, summary_json: str | None) -> dict[str, Any]:
@@ -208,22 +282,34 @@ def _run_monitor_kfp(args: dict[str, Any], cfg: "RunConfig", s: "Settings") -> d
     from kfct.errors import StageError
     from kfct.pipelines.runner import run_pipeline
 
-    run = run_pipeline("kfct.pipelines.monitoring:build_monitoring_pipeline", {"cfg": config_dict(cfg)}, args, s.home,
-                       prefix="monitor")
+    run = run_pipeline(
+        "kfct.pipelines.monitoring:build_monitoring_pipeline", {"cfg": config_dict(cfg)}, args, s.home, prefix="monitor"
+    )
     if run.error is not None:
         raise StageError(f"monitoring pipeline failed in {run.failed_task or '?'}: {run.error} (log: {run.log_path})")
     summ = run.artifact("check-drift", "summary_json")
     drift = json.loads(Path(summ["uri"]).read_text()) if summ.get("uri") else {}
     decision = json.loads(run.param("trigger-retrain", default="{}"))
     decision.pop("stage_time", None)
-    return {"model_name": args["model_name"], "run_id": run.run_id, "run_name": run.run_name,
-            "run_dir": str(run.run_dir), "champion_version": run.param("prepare-drift-data"),
-            "current": args["current_uri"] or "prediction log", "drift": drift,
-            "reports": _report_paths(run.artifact("check-drift", "report_html").get("uri"),
-                                     run.artifact("check-drift", "report_json").get("uri"),
-                                     run.artifact("check-drift", "summary").get("uri"), summ.get("uri")),
-            "mlflow_run_id": summ.get("metadata", {}).get("mlflow_run_id"), "decision": decision,
-            "stages": run.durations(), "total_seconds": run.total_seconds}
+    return {
+        "model_name": args["model_name"],
+        "run_id": run.run_id,
+        "run_name": run.run_name,
+        "run_dir": str(run.run_dir),
+        "champion_version": run.param("prepare-drift-data"),
+        "current": args["current_uri"] or "prediction log",
+        "drift": drift,
+        "reports": _report_paths(
+            run.artifact("check-drift", "report_html").get("uri"),
+            run.artifact("check-drift", "report_json").get("uri"),
+            run.artifact("check-drift", "summary").get("uri"),
+            summ.get("uri"),
+        ),
+        "mlflow_run_id": summ.get("metadata", {}).get("mlflow_run_id"),
+        "decision": decision,
+        "stages": run.durations(),
+        "total_seconds": run.total_seconds,
+    }
 
 
 def format_monitor_summary(summary: dict[str, Any], rate_name: str = "positive rate") -> str:
@@ -232,16 +318,22 @@ def format_monitor_summary(summary: dict[str, Any], rate_name: str = "positive r
     dec = summary["decision"]
     cr = d.get("churn_rate") or {}
     lines = [f"kfct monitor: {summary['model_name']} v{summary.get('champion_version')} vs {summary.get('current')}"]
-    lines.append(f"  drift       share {d['drift_share']:.3f} ({d['n_drifted_features']}/{d['n_features']} features: "
-                 f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}"
-                 f"{' ...' if len(d.get('drifted_features', [])) > 8 else ''})")
+    lines.append(
+        f"  drift       share {d['drift_share']:.3f} ({d['n_drifted_features']}/{d['n_features']} features: "
+        f"{', '.join(d.get('drifted_features', [])[:8]) or 'none'}"
+        f"{' ...' if len(d.get('drifted_features', [])) > 8 else ''})"
+    )
     if d.get("churn_rate_shift") is not None:
-        lines.append(f"  {rate_name}  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
-                     f"(relative shift {d['churn_rate_shift']:.1%})")
+        lines.append(
+            f"  {rate_name}  reference {cr['reference']:.4f} -> current {cr['current']:.4f} "
+            f"(relative shift {d['churn_rate_shift']:.1%})"
+        )
     perf = d.get("performance")
     if perf:
-        lines.append(f"  ROC AUC     reference {perf['reference']['roc_auc']:.4f} -> current "
-                     f"{perf['current']['roc_auc']:.4f} (drop {perf['roc_auc_drop']:+.4f})")
+        lines.append(
+            f"  ROC AUC     reference {perf['reference']['roc_auc']:.4f} -> current "
+            f"{perf['current']['roc_auc']:.4f} (drop {perf['roc_auc_drop']:+.4f})"
+        )
     lines.append(f"  severity    {d['severity']}; retrain needed: {'yes' if d['retrain'] else 'no'} ({d['reason']})")
     act = dec.get("action")
     if dec.get("dry_run") and act == "retrain":
@@ -252,10 +344,15 @@ def format_monitor_summary(summary: dict[str, Any], rate_name: str = "positive r
     elif act == "retrain":
         ct = dec.get("ct") or {}
         reg = ct.get("registered")
-        outcome = (f"new champion v{reg['version']}" if reg and reg.get("alias") == "champion"
-                   else f"registered v{reg['version']} as {reg.get('alias')}" if reg
-                   else "validation failed" if ct.get("validation_passed") is False
-                   else "gate said no: champion unchanged")
+        outcome = (
+            f"new champion v{reg['version']}"
+            if reg and reg.get("alias") == "champion"
+            else f"registered v{reg['version']} as {reg.get('alias')}"
+            if reg
+            else "validation failed"
+            if ct.get("validation_passed") is False
+            else "gate said no: champion unchanged"
+        )
         what = f"CT run {ct.get('run_name')} ({ct.get('total_seconds')}s): {outcome}"
     elif act == "cooldown":
         what = "held back by the cooldown"

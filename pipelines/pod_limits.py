@@ -47,20 +47,31 @@ def run_held(full_command: list[str], env_vars: dict | None = None) -> int:
     limit, task = getattr(_current, "limit", None), getattr(_current, "task", "task")
     group = None
     if limit:
-        group = memgroup.create(memgroup.group_name(os.environ[memgroup.ENV_PARENT], f"{next(_seq):03d}-{task}"),
-                                limit)
+        group = memgroup.create(memgroup.group_name(os.environ[memgroup.ENV_PARENT], f"{next(_seq):03d}-{task}"), limit)
     t0 = time.perf_counter()
-    with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          env=env, preexec_fn=memgroup.joiner(group) if group else None) as proc:
+    with subprocess.Popen(
+        full_command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        env=env,
+        preexec_fn=memgroup.joiner(group) if group else None,
+    ) as proc:
         for line in iter(proc.stdout.readline, "") if proc.stdout else ():
             print(line, end="")
         print("\n")
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     code = proc.returncode
-    entry = {"task": task, "process": "task", "limit_mib": round(limit / 2**20) if limit else None,
-             "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "wall_s": round(time.perf_counter() - t0, 1),
-             "exit": 128 - code if code < 0 else code}
+    entry = {
+        "task": task,
+        "process": "task",
+        "limit_mib": round(limit / 2**20) if limit else None,
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "exit": 128 - code if code < 0 else code,
+    }
     if group is not None:
         entry.update(memgroup.peaks(group))
         memgroup.remove(group)
@@ -73,8 +84,7 @@ def install(pipeline_root: str, run_id: str) -> None:
     from kfp.local import subprocess_task_handler, task_dispatcher
 
     if not memgroup.available():
-        raise SystemExit("--pod-limits needs root and the cgroup v1 memory controller at "
-                         f"{memgroup.CGROUP_V1_MEMORY}")
+        raise SystemExit(f"--pod-limits needs root and the cgroup v1 memory controller at {memgroup.CGROUP_V1_MEMORY}")
     os.environ[memgroup.ENV_PARENT] = memgroup.group_name("kfct", run_id)
     os.environ[memgroup.ENV_RECORD] = str(Path(pipeline_root) / "memory.jsonl")
     dispatch = task_dispatcher.run_single_task_implementation

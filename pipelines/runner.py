@@ -84,8 +84,16 @@ def new_run_id(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | Path, prefix: str = "run",
-                 verbose: bool = False, env: dict | None = None, pod_limits: bool = False) -> PipelineRun:
+def run_pipeline(
+    builder: str,
+    build_kwargs: dict,
+    arguments: dict,
+    home: str | Path,
+    prefix: str = "run",
+    verbose: bool = False,
+    env: dict | None = None,
+    pod_limits: bool = False,
+) -> PipelineRun:
     """Execute the pipeline `builder(**build_kwargs)` returns with `arguments` under kfp.local; never raises for a
     failed task (see `PipelineRun.error` / `.failed_task`).
 
@@ -102,9 +110,19 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
     try:
         root.mkdir(parents=True, exist_ok=True)
         logs.mkdir(parents=True, exist_ok=True)
-        request.write_text(json.dumps({"builder": builder, "build_kwargs": build_kwargs, "arguments": arguments,
-                                       "pipeline_root": str(root), "pod_limits": bool(pod_limits),
-                                       "run_id": run_id}, default=str))
+        request.write_text(
+            json.dumps(
+                {
+                    "builder": builder,
+                    "build_kwargs": build_kwargs,
+                    "arguments": arguments,
+                    "pipeline_root": str(root),
+                    "pod_limits": bool(pod_limits),
+                    "run_id": run_id,
+                },
+                default=str,
+            )
+        )
         log_path.touch()
     except OSError as exc:  # nothing ran: no stage, no registry, no alias
         import shutil
@@ -119,8 +137,9 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
     t0 = time.perf_counter()
     with log_path.open("w") as fh:
         if verbose:
-            with subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  bufsize=1) as proc:
+            with subprocess.Popen(
+                cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            ) as proc:
                 for line in proc.stdout or ():
                     fh.write(line)
                     sys.stdout.write(line)
@@ -130,8 +149,14 @@ def run_pipeline(builder: str, build_kwargs: dict, arguments: dict, home: str | 
     total = round(time.perf_counter() - t0, 2)
     run_dir = _run_dir(root)
     tasks = read_tasks(run_dir) if run_dir else {}
-    run = PipelineRun(run_id=run_id, run_name=run_dir.name if run_dir else None, run_dir=run_dir, log_path=log_path,
-                      tasks=tasks, total_seconds=total)
+    run = PipelineRun(
+        run_id=run_id,
+        run_name=run_dir.name if run_dir else None,
+        run_dir=run_dir,
+        log_path=log_path,
+        tasks=tasks,
+        total_seconds=total,
+    )
     if rc != 0:
         outcome = root / "failure.json"
         failure = json.loads(outcome.read_text()) if outcome.exists() else {}
@@ -160,8 +185,9 @@ def _where_full(path: Path, error: BaseException | str | None) -> str | None:
     import errno
     import shutil
 
-    said = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or \
-        (error is not None and any(m in str(error) for m in _NO_SPACE))
+    said = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
+        error is not None and any(m in str(error) for m in _NO_SPACE)
+    )
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -193,8 +219,12 @@ def read_tasks(run_dir: Path) -> dict[str, TaskResult]:
         arts = {k: v.get("artifacts", []) for k, v in (out.get("artifacts") or {}).items()}
         params = out.get("parameterValues") or {}
         stamps = _stamps(arts, params)
-        found.append((float(stamps.get(STARTED, float("inf"))),
-                      TaskResult(task_dir.name, params, arts, duration(stamps) if stamps else None)))
+        found.append(
+            (
+                float(stamps.get(STARTED, float("inf"))),
+                TaskResult(task_dir.name, params, arts, duration(stamps) if stamps else None),
+            )
+        )
     return {t.name: t for _, t in sorted(found, key=lambda x: (x[0], x[1].name))}
 
 
@@ -265,8 +295,7 @@ def _drive(request_path: str) -> int:
     warnings.simplefilter("ignore")  # kfp.local: image / resource settings it ignores (this process only)
     local = _kfp_local()
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=req["pipeline_root"],
-               raise_on_error=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=req["pipeline_root"], raise_on_error=True)
     module, _, fn = req["builder"].partition(":")
     limits: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if req.get("pod_limits"):
@@ -283,8 +312,9 @@ def _drive(request_path: str) -> int:
         msg = _ANSI.sub("", str(exc))
         print(f"kfct: {msg}", flush=True)
         failed = re.search(r"Inner task failed: '([^']+)'", msg)
-        (Path(req["pipeline_root"]) / "failure.json").write_text(json.dumps(
-            {"failed_task": failed.group(1) if failed else None, "error": msg}))
+        (Path(req["pipeline_root"]) / "failure.json").write_text(
+            json.dumps({"failed_task": failed.group(1) if failed else None, "error": msg})
+        )
         return 1
     finally:
         if req.get("pod_limits"):

@@ -33,12 +33,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from typing import Iterator
+    from collections.abc import Iterator
 
     from kfct.config import RunConfig
     from kfct.runtime.settings import Settings
 
-from kfct.cluster.pod_env import CONFIG_KEYS, SECRET_KEYS  # noqa: F401 (shared with the pods a step creates)
+from kfct.cluster.pod_env import CONFIG_KEYS, SECRET_KEYS
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Multi-user Kubeflow: Kubeflow's PodDefault `access-ml-pipeline` (manifests/overlays/prod/
@@ -110,8 +110,9 @@ def stage_resources(cfg: RunConfig | None, stage: str) -> dict:
     return merged
 
 
-def apply_task_config(task: Any, stage_name: str, cfg: RunConfig | None, settings: Settings | None = None,
-                      gpu: bool = False) -> Any:
+def apply_task_config(
+    task: Any, stage_name: str, cfg: RunConfig | None, settings: Settings | None = None, gpu: bool = False
+) -> Any:
     """Configure one pipeline task for the cluster (see module doc); returns the task.
 
     Safe in local runs: only caching is applied there, and a task already executed
@@ -141,8 +142,12 @@ def apply_task_config(task: Any, stage_name: str, cfg: RunConfig | None, setting
 
     retries = int(res.get("retries", 0))
     if retries > 0:
-        task.set_retry(num_retries=retries, backoff_duration=str(res.get("retry_backoff", DEFAULT_RETRY_BACKOFF)),
-                       backoff_factor=2.0, backoff_max_duration="3600s")
+        task.set_retry(
+            num_retries=retries,
+            backoff_duration=str(res.get("retry_backoff", DEFAULT_RETRY_BACKOFF)),
+            backoff_factor=2.0,
+            backoff_max_duration="3600s",
+        )
 
     gpus = int(res.get("gpu", 0))
     if gpu and gpus > 0:
@@ -190,8 +195,6 @@ def attach_cluster_env(task: Any, settings: Settings | None = None) -> None:
     s = settings or get_settings()
     task.set_env_variable("KFCT_IMAGE_REGISTRY", s.image_registry)
     task.set_env_variable("KFCT_IMAGE_TAG", s.image_tag)
-    kubernetes.use_secret_as_env(task, secret_name=s.k8s_secret_name,
-                                 secret_key_to_env={k: k for k in SECRET_KEYS})
-    kubernetes.use_config_map_as_env(task, config_map_name=s.k8s_config_map,
-                                     config_map_key_to_env={k: k for k in CONFIG_KEYS})
+    kubernetes.use_secret_as_env(task, secret_name=s.k8s_secret_name, secret_key_to_env={k: k for k in SECRET_KEYS})
+    kubernetes.use_config_map_as_env(task, config_map_name=s.k8s_config_map, config_map_key_to_env={k: k for k in CONFIG_KEYS})
     return task

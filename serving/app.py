@@ -57,7 +57,8 @@ from fastapi.routing import APIRoute
 
 from kfct.cluster import kserve_sdk
 from kfct.serving.schemas import BadRequest, parse_json_body
-from kfct.serving.v2_binary import HEADER as BINARY_HEADER, parse_binary_request
+from kfct.serving.v2_binary import HEADER as BINARY_HEADER
+from kfct.serving.v2_binary import parse_binary_request
 
 log = logging.getLogger("kfct.serving")
 kserve = kserve_sdk.LazyKServe()  # imported on first use
@@ -99,21 +100,25 @@ class _KfctDataPlane(DataPlane):
             raise kserve.errors.ModelNotReady(model_name, _reason(self.model_registry.get_model(model_name)))
         return ready
 
-    def decode(self, body: bytes | dict[str, Any], headers: dict[str, str] | None, protocol_version: str = "v1",
-               model_name: str | None = None) -> tuple[dict[str, Any] | InferRequest, dict[str, Any]]:
+    def decode(
+        self,
+        body: bytes | dict[str, Any],
+        headers: dict[str, str] | None,
+        protocol_version: str = "v1",
+        model_name: str | None = None,
+    ) -> tuple[dict[str, Any] | InferRequest, dict[str, Any]]:
         """Decoding happens before any model sees the request: whatever fails here is the
         request's fault, so it is a 400 (never a 500 counted against a model version)."""
         try:
             return self._decode(body, headers, protocol_version, model_name)
         except (BadRequest, kserve.errors.InvalidInput):
             raise
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError,
-                MemoryError) as exc:
-            raise BadRequest(f"request cannot be decoded: {type(exc).__name__}: {str(exc)[:200]}",
-                             field="body") from None
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError, MemoryError) as exc:
+            raise BadRequest(f"request cannot be decoded: {type(exc).__name__}: {str(exc)[:200]}", field="body") from None
 
-    def _decode(self, body: bytes | dict[str, Any], headers: dict[str, str] | None, protocol_version: str,
-                model_name: str | None) -> tuple[dict[str, Any] | InferRequest, dict[str, Any]]:
+    def _decode(
+        self, body: bytes | dict[str, Any], headers: dict[str, str] | None, protocol_version: str, model_name: str | None
+    ) -> tuple[dict[str, Any] | InferRequest, dict[str, Any]]:
         v1 = protocol_version.lower() == "v1"
         if isinstance(body, (bytes, bytearray)) and v1 and not any(k.startswith("ce-") for k in (headers or {})):
             try:
@@ -126,7 +131,8 @@ class _KfctDataPlane(DataPlane):
 
             return kserve.InferRequest.from_inference_request(InferenceRequest.model_validate(req), model_name), {}
         decoded: tuple[dict[str, Any] | InferRequest, dict[str, Any]] = super().decode(
-            body, headers, protocol_version, model_name)
+            body, headers, protocol_version, model_name
+        )
         return decoded
 
 
@@ -195,8 +201,10 @@ class BodyLimitMiddleware:
         return await self.app(scope, replay, send)
 
     def _message(self, size: int, at_least: bool = False) -> str:
-        return (f"request body of {'more than ' if at_least else ''}{size} bytes exceeds the limit of "
-                f"{self.max_bytes} bytes (KFCT_MAX_REQUEST_BYTES)")
+        return (
+            f"request body of {'more than ' if at_least else ''}{size} bytes exceeds the limit of "
+            f"{self.max_bytes} bytes (KFCT_MAX_REQUEST_BYTES)"
+        )
 
     @staticmethod
     async def _drain(receive: Receive, limit: int) -> None:
@@ -213,10 +221,17 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _reject(send: Send, status: int, message: str) -> None:
         body = orjson.dumps({"error": message, "field": "body"})
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -248,8 +263,11 @@ async def inference_error_handler(request: Request, exc: Exception) -> ORJSONRes
 
 
 async def method_not_allowed(request: Request) -> ORJSONResponse:
-    return ORJSONResponse(status_code=405, headers={"allow": "POST"},
-                          content={"error": f"{request.method} {request.url.path}: method not allowed, use POST"})
+    return ORJSONResponse(
+        status_code=405,
+        headers={"allow": "POST"},
+        content={"error": f"{request.method} {request.url.path}: method not allowed, use POST"},
+    )
 
 
 async def no_explainer(model_name: str) -> ORJSONResponse:
@@ -318,8 +336,7 @@ async def validation_error_handler(_request: Request, exc: RequestValidationErro
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     field = ".".join(loc) or "body"
-    return ORJSONResponse(status_code=400, content={"error": f"{field}: {first.get('msg', 'invalid request')}",
-                                                     "field": field})
+    return ORJSONResponse(status_code=400, content={"error": f"{field}: {first.get('msg', 'invalid request')}", "field": field})
 
 
 def _dropped(route: BaseRoute) -> bool:
@@ -335,10 +352,18 @@ def _dropped(route: BaseRoute) -> bool:
 class _KfctRESTServer(RESTServer):
     """KServe's REST server, on our own app object and host."""
 
-    def __init__(self, dataplane: _KfctDataPlane, model_repository_extension: ModelRepositoryExtension, host: str,
-                 port: int, max_request_bytes: int, extra_routes: Callable[[FastAPI], None] | None = None,
-                 access_log: bool = False, repository_token: str | None = None,
-                 router: ChurnRouter | None = None) -> None:
+    def __init__(
+        self,
+        dataplane: _KfctDataPlane,
+        model_repository_extension: ModelRepositoryExtension,
+        host: str,
+        port: int,
+        max_request_bytes: int,
+        extra_routes: Callable[[FastAPI], None] | None = None,
+        access_log: bool = False,
+        repository_token: str | None = None,
+        router: ChurnRouter | None = None,
+    ) -> None:
         self.repository_token = repository_token or None
         self.router = router
         self.dataplane = dataplane
@@ -352,12 +377,12 @@ class _KfctRESTServer(RESTServer):
         self.app: FastAPI | None = None
 
     def create_application(self) -> FastAPI:
-        app = FastAPI(title="kfct model server (KServe ModelServer)", docs_url=None, redoc_url=None,
-                      default_response_class=ORJSONResponse)
+        app = FastAPI(
+            title="kfct model server (KServe ModelServer)", docs_url=None, redoc_url=None, default_response_class=ORJSONResponse
+        )
         for path in ("/v1/models/{model_name}:predict",):
             # before KServe's GET /v1/models/{model_name}, which would take "<name>:predict" as a name
-            app.add_api_route(path, method_not_allowed, methods=["GET", "PUT", "DELETE", "PATCH"],
-                              include_in_schema=False)
+            app.add_api_route(path, method_not_allowed, methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
         app.add_api_route("/v1/models/{model_name}:explain", no_explainer, methods=["POST"], include_in_schema=False)
         self._register_kserve_routes(app)  # KServe's V1/V2/health/metrics routes, minus the repository
         if self.repository_token:
@@ -416,16 +441,21 @@ class _KfctRESTServer(RESTServer):
 
             ok = await asyncio.get_running_loop().run_in_executor(None, getattr(model, "refresh", model.load))
             if not ok:
-                return ORJSONResponse(status_code=503, content={"error": f"model {model_name}: load failed, "
-                                                                         "still serving what was loaded"})
+                return ORJSONResponse(
+                    status_code=503, content={"error": f"model {model_name}: load failed, still serving what was loaded"}
+                )
             return {"name": model_name, "load": True}
 
         async def unload(model_name: str, request: Request) -> ORJSONResponse:
             if not authorized(request):
                 return ORJSONResponse(status_code=401, content={"error": "model repository: bad or missing token"})
-            return ORJSONResponse(status_code=409, content={
-                "error": f"model {model_name} is serving and cannot be unloaded; what serves follows the "
-                         "registry aliases (kfct deploy / kfct rollout)"})
+            return ORJSONResponse(
+                status_code=409,
+                content={
+                    "error": f"model {model_name} is serving and cannot be unloaded; what serves follows the "
+                    "registry aliases (kfct deploy / kfct rollout)"
+                },
+            )
 
         # response_model=None: the return annotations are for mypy, not a response model for FastAPI to build
         app.add_api_route("/v2/repository/models/{model_name}/load", load, methods=["POST"], response_model=None)
@@ -438,28 +468,51 @@ class _KfctRESTServer(RESTServer):
         from kfct.serving.http_limits import BoundedHttpToolsProtocol
 
         # httptools (fast) with a bound on the request's head: 431 past 16 KiB (kfct.serving.http_limits)
-        return uvicorn.Config(app, host=self.host, port=self.port, log_config=None, access_log=self.access_log,
-                              loop="uvloop", http=BoundedHttpToolsProtocol, timeout_keep_alive=65, lifespan="off",
-                              **kw)
+        return uvicorn.Config(
+            app,
+            host=self.host,
+            port=self.port,
+            log_config=None,
+            access_log=self.access_log,
+            loop="uvloop",
+            http=BoundedHttpToolsProtocol,
+            timeout_keep_alive=65,
+            lifespan="off",
+            **kw,
+        )
 
 
 class _KfctModelServer(ModelServer):
     """`kserve.ModelServer` configured for kfct: REST only, one worker, no per-request log lines."""
 
-    def __init__(self, host: str = "127.0.0.1", http_port: int = 8080, max_request_bytes: int = 1_000_000,
-                 access_log: bool = False, extra_routes: Callable[[FastAPI], None] | None = None,
-                 repository_token: str | None = None, router: ChurnRouter | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        http_port: int = 8080,
+        max_request_bytes: int = 1_000_000,
+        access_log: bool = False,
+        extra_routes: Callable[[FastAPI], None] | None = None,
+        repository_token: str | None = None,
+        router: ChurnRouter | None = None,
+    ) -> None:
         # KServe's V1 endpoint answers with FastAPI's ORJSONResponse, deprecated in FastAPI 0.16x;
         # silenced when a server is built, not when this module is imported.
         warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
-        super().__init__(http_port=http_port, workers=1, enable_grpc=False, enable_docs_url=False,
-                         enable_latency_logging=False)
+        super().__init__(http_port=http_port, workers=1, enable_grpc=False, enable_docs_url=False, enable_latency_logging=False)
         self.dataplane = __getattr__("KfctDataPlane")(model_registry=self.registered_models)
         self.host = host
         self.max_request_bytes = max_request_bytes
-        self.rest = __getattr__("KfctRESTServer")(self.dataplane, self.model_repository_extension, host, http_port,
-                                                  max_request_bytes, extra_routes=extra_routes, access_log=access_log,
-                                                  repository_token=repository_token, router=router)
+        self.rest = __getattr__("KfctRESTServer")(
+            self.dataplane,
+            self.model_repository_extension,
+            host,
+            http_port,
+            max_request_bytes,
+            extra_routes=extra_routes,
+            access_log=access_log,
+            repository_token=repository_token,
+            router=router,
+        )
 
     def register_models(self, models: list[ChurnRouter]) -> None:
         """Register without KServe's "at least one ready" check: readiness is reported, not required."""
@@ -493,18 +546,22 @@ def add_kfct_routes(router: ChurnRouter, state_path: str | Path | None = None) -
             from kfct.contracts.split_state import read_state
 
             st = read_state(state_path) if state_path else None
-            return {"file": str(state_path) if state_path else None,
-                    "state": st.to_json() if st else None,
-                    "applied_generation": router.applied_generation,
-                    "failed_generation": router.failed_generation,
-                    "last_error": router.last_error}
+            return {
+                "file": str(state_path) if state_path else None,
+                "state": st.to_json() if st else None,
+                "applied_generation": router.applied_generation,
+                "failed_generation": router.failed_generation,
+                "last_error": router.last_error,
+            }
 
     return register
 
 
-_KSERVE_CLASSES = {"KfctDataPlane": ("_KfctDataPlane", "kserve.protocol.dataplane:DataPlane"),
-                   "KfctRESTServer": ("_KfctRESTServer", "kserve.protocol.rest.server:RESTServer"),
-                   "KfctModelServer": ("_KfctModelServer", "kserve.model_server:ModelServer")}
+_KSERVE_CLASSES = {
+    "KfctDataPlane": ("_KfctDataPlane", "kserve.protocol.dataplane:DataPlane"),
+    "KfctRESTServer": ("_KfctRESTServer", "kserve.protocol.rest.server:RESTServer"),
+    "KfctModelServer": ("_KfctModelServer", "kserve.model_server:ModelServer"),
+}
 
 
 def __getattr__(name: str) -> type:

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,16 @@ ONE_ROW_TABLE_MAX = 1 << 14  # one row: the next-slot table beats the walk up to
 class TreeEnsemble:
     """A forest in heap order (see the module docstring): per-slot split tables and leaf values."""
 
-    def __init__(self, feature: np.ndarray, threshold: np.ndarray, default_right: np.ndarray,
-                 leaf_value: np.ndarray, n_trees: int, depth: int, base_margin: float):
+    def __init__(
+        self,
+        feature: np.ndarray,
+        threshold: np.ndarray,
+        default_right: np.ndarray,
+        leaf_value: np.ndarray,
+        n_trees: int,
+        depth: int,
+        base_margin: float,
+    ):
         self.feature = feature  # (T * 2^D,) split slot -> feature (slots below T are unused)
         self.threshold = threshold  # float32: go right when x >= threshold
         self.default_right = default_right  # where a missing value (NaN) goes
@@ -61,7 +70,7 @@ class TreeEnsemble:
         if self.n_slots <= ONE_ROW_TABLE_MAX:
             self._left_of = 2 * np.arange(self.n_slots, dtype=np.intp)
             if depth:
-                self._left_of[self.n_slots // 2:] -= self.n_slots  # leaf slots counted from the first leaf
+                self._left_of[self.n_slots // 2 :] -= self.n_slots  # leaf slots counted from the first leaf
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """Raw margin (log-odds) of each row of X; NaN is a missing value, as in XGBoost."""
@@ -165,9 +174,15 @@ def _concat_nodes(trees: list[dict]) -> dict[str, np.ndarray]:
     shift = np.repeat(offsets, sizes)
     left, right = cat("left_children", np.int64), cat("right_children", np.int64)
     leaf = left < 0
-    return {"leaf": leaf, "left": np.where(leaf, -1, left + shift), "right": np.where(leaf, -1, right + shift),
-            "feature": cat("split_indices", np.int64), "cond": cat("split_conditions", np.float32),
-            "default_left": cat("default_left", np.int64).astype(bool), "roots": offsets.astype(np.int64)}
+    return {
+        "leaf": leaf,
+        "left": np.where(leaf, -1, left + shift),
+        "right": np.where(leaf, -1, right + shift),
+        "feature": cat("split_indices", np.int64),
+        "cond": cat("split_conditions", np.float32),
+        "default_left": cat("default_left", np.int64).astype(bool),
+        "roots": offsets.astype(np.int64),
+    }
 
 
 def _heap_nodes(nodes: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
@@ -179,8 +194,9 @@ def _heap_nodes(nodes: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
         if len(level) * 2 > MAX_SLOTS:
             raise ValueError(f"padded forest would need more than {MAX_SLOTS} slots")
         # a leaf is copied into both children; a split's children follow it in heap order (2k, 2k + 1)
-        children = np.stack([np.where(leaf[level], level, nodes["left"][level]),
-                             np.where(leaf[level], level, nodes["right"][level])], axis=1)
+        children = np.stack(
+            [np.where(leaf[level], level, nodes["left"][level]), np.where(leaf[level], level, nodes["right"][level])], axis=1
+        )
         level = children.reshape(-1)
         per_level.append(level)
     return np.concatenate(per_level), depth
@@ -218,13 +234,15 @@ def probe_matrix(ens: TreeEnsemble, n_features: int, rows: int = 256, seed: int 
             continue
         pick = t[rng.integers(0, len(t), size=rows)]
         nudge = rng.integers(-1, 2, size=rows)
-        X[:, f] = np.where(nudge < 0, np.nextafter(pick, np.float32(-np.inf)),
-                           np.where(nudge > 0, np.nextafter(pick, np.float32(np.inf)), pick))
+        X[:, f] = np.where(
+            nudge < 0, np.nextafter(pick, np.float32(-np.inf)), np.where(nudge > 0, np.nextafter(pick, np.float32(np.inf)), pick)
+        )
     return X
 
 
-def compile_booster(booster: Any, n_features: int, reference: Callable[[np.ndarray], Any] | None = None,
-                    tolerance: float = 1e-5) -> TreeEnsemble | None:
+def compile_booster(
+    booster: Any, n_features: int, reference: Callable[[np.ndarray], Any] | None = None, tolerance: float = 1e-5
+) -> TreeEnsemble | None:
     """Compile and verify; None when unsupported or not identical to `reference`.
 
     `reference(X) -> probabilities` is the model's own scoring of an encoded matrix

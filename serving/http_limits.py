@@ -72,7 +72,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._refused = True
-        msg = (b'{"error": "request headers exceed %d bytes", "field": "headers"}' % self.max_head_bytes)
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg))
+        msg = b'{"error": "request headers exceed %d bytes", "field": "headers"}' % self.max_head_bytes
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg)
+        )
         self.transport.close()

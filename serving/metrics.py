@@ -46,14 +46,30 @@ import numpy as np
 from kfct.contracts.window_stats import WindowStats, paired_window
 
 if TYPE_CHECKING:
-    from typing import Iterator, Sequence
+    from collections.abc import Iterator, Sequence
 
-LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
-                   0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 # model time per row: microseconds for trees, up to a slow model's tens of milliseconds
-PER_ROW_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05,
-                   0.1, 0.2, 0.5, 1.0)
+PER_ROW_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 PAIRED_LABELS = ["model_name", "model_version", "reference_version"]
 
 _lock = threading.Lock()
@@ -64,49 +80,79 @@ class _Metrics:
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.requests = Counter("kfct_requests", "Prediction requests answered, per model version and role",
-                                ["model_name", "model_version", "role", "protocol"])
-        self.errors = Counter("kfct_request_errors", "Requests that failed (client: bad input, server: model error)",
-                              ["model_name", "model_version", "kind"])
-        self.latency = Histogram("kfct_request_latency_seconds",
-                                 "Request latency as the client sees it: ASGI request start to last "
-                                 "response byte, queueing included",
-                                 ["model_name", "model_version"], buckets=LATENCY_BUCKETS)
-        self.probability = BulkHistogram("kfct_prediction_probability", "Predicted positive-class probability",
-                                         ["model_name", "model_version"], buckets=PROBABILITY_BUCKETS)
+        self.requests = Counter(
+            "kfct_requests",
+            "Prediction requests answered, per model version and role",
+            ["model_name", "model_version", "role", "protocol"],
+        )
+        self.errors = Counter(
+            "kfct_request_errors",
+            "Requests that failed (client: bad input, server: model error)",
+            ["model_name", "model_version", "kind"],
+        )
+        self.latency = Histogram(
+            "kfct_request_latency_seconds",
+            "Request latency as the client sees it: ASGI request start to last response byte, queueing included",
+            ["model_name", "model_version"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.probability = BulkHistogram(
+            "kfct_prediction_probability",
+            "Predicted positive-class probability",
+            ["model_name", "model_version"],
+            buckets=PROBABILITY_BUCKETS,
+        )
         self.predictions = Counter("kfct_predictions", "Predictions by label", ["model_name", "model_version", "label"])
-        self.model_info = Gauge("kfct_model_info", "Loaded model versions (1 = serving in this role)",
-                                ["model_name", "model_version", "role", "sha256"])
+        self.model_info = Gauge(
+            "kfct_model_info",
+            "Loaded model versions (1 = serving in this role)",
+            ["model_name", "model_version", "role", "sha256"],
+        )
         self.canary_percent = Gauge("kfct_canary_percent", "Share of traffic routed to the canary", ["model_name"])
         self.model_ready = Gauge("kfct_model_ready", "1 when a champion is loaded and answering", ["model_name"])
-        self.model_load_failing = Gauge("kfct_model_load_failing",
-                                        "1 on the reason the last model load / reload failed (0 after a success)",
-                                        ["model_name", "reason"])
-        self.paired_requests = Counter("kfct_paired_requests", "Requests scored by this version and the champion",
-                                       [*PAIRED_LABELS, "shard"])
-        self.paired_rows = Counter("kfct_paired_rows", "Rows scored by this version and the champion",
-                                   [*PAIRED_LABELS, "shard"])
-        self.paired_label_flips = Counter("kfct_paired_label_flips",
-                                          "Rows whose label differs from the champion's (up: 1 where it says 0)",
-                                          [*PAIRED_LABELS, "shard", "direction"])
-        self.paired_probability_shift = Counter("kfct_paired_probability_shift",
-                                                "Sum of the positive (up) / negative (down, absolute) parts of "
-                                                "probability minus the champion's", [*PAIRED_LABELS, "shard", "direction"])
-        self.paired_slower = Counter("kfct_paired_slower_requests",
-                                     "Paired requests on which this version's model time exceeded the champion's",
-                                     PAIRED_LABELS)
-        self.paired_seconds_per_row = Histogram("kfct_paired_seconds_per_row",
-                                                "Model time per row on the paired requests (arm: canary | champion)",
-                                                [*PAIRED_LABELS, "arm"], buckets=PER_ROW_BUCKETS)
+        self.model_load_failing = Gauge(
+            "kfct_model_load_failing",
+            "1 on the reason the last model load / reload failed (0 after a success)",
+            ["model_name", "reason"],
+        )
+        self.paired_requests = Counter(
+            "kfct_paired_requests", "Requests scored by this version and the champion", [*PAIRED_LABELS, "shard"]
+        )
+        self.paired_rows = Counter("kfct_paired_rows", "Rows scored by this version and the champion", [*PAIRED_LABELS, "shard"])
+        self.paired_label_flips = Counter(
+            "kfct_paired_label_flips",
+            "Rows whose label differs from the champion's (up: 1 where it says 0)",
+            [*PAIRED_LABELS, "shard", "direction"],
+        )
+        self.paired_probability_shift = Counter(
+            "kfct_paired_probability_shift",
+            "Sum of the positive (up) / negative (down, absolute) parts of probability minus the champion's",
+            [*PAIRED_LABELS, "shard", "direction"],
+        )
+        self.paired_slower = Counter(
+            "kfct_paired_slower_requests",
+            "Paired requests on which this version's model time exceeded the champion's",
+            PAIRED_LABELS,
+        )
+        self.paired_seconds_per_row = Histogram(
+            "kfct_paired_seconds_per_row",
+            "Model time per row on the paired requests (arm: canary | champion)",
+            [*PAIRED_LABELS, "arm"],
+            buckets=PER_ROW_BUCKETS,
+        )
         self.log_rows = Counter("kfct_prediction_log_rows", "Rows written to the prediction log")
-        self.log_dropped = Counter("kfct_prediction_log_dropped",
-                                   "Prediction log rows dropped (reason: queue_full | spill_full)", ["reason"])
-        self.log_backlog_rows = Gauge("kfct_prediction_log_backlog_rows",
-                                      "Prediction log rows waiting for the store (spilled to disk or in memory)")
-        self.log_store_up = Gauge("kfct_prediction_log_store_up",
-                                  "1 when the last prediction log write reached the store, 0 while it fails")
-        self.log_spill_disk_full = Gauge("kfct_prediction_log_spill_disk_full",
-                                         "1 while the prediction log spill directory refuses writes (disk full)")
+        self.log_dropped = Counter(
+            "kfct_prediction_log_dropped", "Prediction log rows dropped (reason: queue_full | spill_full)", ["reason"]
+        )
+        self.log_backlog_rows = Gauge(
+            "kfct_prediction_log_backlog_rows", "Prediction log rows waiting for the store (spilled to disk or in memory)"
+        )
+        self.log_store_up = Gauge(
+            "kfct_prediction_log_store_up", "1 when the last prediction log write reached the store, 0 while it fails"
+        )
+        self.log_spill_disk_full = Gauge(
+            "kfct_prediction_log_spill_disk_full", "1 while the prediction log spill directory refuses writes (disk full)"
+        )
 
 
 def prometheus() -> _Metrics:
@@ -167,18 +213,32 @@ class PairedMetrics:
 
         m = prometheus()
         lab = (model_name, version, reference)
-        self._shards = [(m.paired_requests.labels(*lab, str(i)), m.paired_rows.labels(*lab, str(i)),
-                         m.paired_label_flips.labels(*lab, str(i), "up"),
-                         m.paired_label_flips.labels(*lab, str(i), "down"),
-                         m.paired_probability_shift.labels(*lab, str(i), "up"),
-                         m.paired_probability_shift.labels(*lab, str(i), "down")) for i in range(CUSTOMER_SHARDS)]
+        self._shards = [
+            (
+                m.paired_requests.labels(*lab, str(i)),
+                m.paired_rows.labels(*lab, str(i)),
+                m.paired_label_flips.labels(*lab, str(i), "up"),
+                m.paired_label_flips.labels(*lab, str(i), "down"),
+                m.paired_probability_shift.labels(*lab, str(i), "up"),
+                m.paired_probability_shift.labels(*lab, str(i), "down"),
+            )
+            for i in range(CUSTOMER_SHARDS)
+        ]
         self._canary_s = m.paired_seconds_per_row.labels(*lab, "canary")
         self._champion_s = m.paired_seconds_per_row.labels(*lab, "champion")
         self._slower = m.paired_slower.labels(*lab)
         self._slower.inc(0)
 
-    def observe(self, customer: int, canary_labels: np.ndarray, champion_labels: np.ndarray,
-                canary_probs: np.ndarray, champion_probs: np.ndarray, canary_s: float, champion_s: float) -> None:
+    def observe(
+        self,
+        customer: int,
+        canary_labels: np.ndarray,
+        champion_labels: np.ndarray,
+        canary_probs: np.ndarray,
+        champion_probs: np.ndarray,
+        canary_s: float,
+        champion_s: float,
+    ) -> None:
         from kfct.contracts.window_stats import customer_shard
 
         requests, rows, flips_up, flips_down, shift_up, shift_down = self._shards[customer_shard(customer)]
@@ -209,8 +269,7 @@ class BulkHistogram:
     (`_bucket{le}`, `_count`, `_sum`; no `_created`).
     """
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float],
-                 registry: Any = None):
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float], registry: Any = None):
         from prometheus_client import REGISTRY
 
         self.name = name
@@ -221,7 +280,7 @@ class BulkHistogram:
         self._lock = threading.Lock()
         (REGISTRY if registry is None else registry).register(self)
 
-    def labels(self, *values: str) -> "BulkHistogramChild":
+    def labels(self, *values: str) -> BulkHistogramChild:
         key = tuple(str(v) for v in values)
         if len(key) != len(self.labelnames):
             raise ValueError(f"{self.name}: {len(self.labelnames)} label values expected, got {len(key)}")
@@ -246,8 +305,9 @@ class BulkHistogram:
         for key, child in children:
             counts, total = child.snapshot()
             cumulative = np.cumsum(counts).tolist()
-            family.add_metric(list(key), [(floatToGoString(b), float(c)) for b, c in zip(self.bounds, cumulative)],
-                              sum_value=total)
+            family.add_metric(
+                list(key), [(floatToGoString(b), float(c)) for b, c in zip(self.bounds, cumulative)], sum_value=total
+            )
         yield family
 
 
@@ -300,12 +360,19 @@ class VersionStats:
         # against the champion on the same records (`paired`)
         self.pairs: deque = deque(maxlen=maxlen)
 
-    def paired(self, t: float, customer: int, rows: int, label_diff_sum: float, prob_diff_sum: float,
-               model_s: float, champion_model_s: float) -> None:
+    def paired(
+        self,
+        t: float,
+        customer: int,
+        rows: int,
+        label_diff_sum: float,
+        prob_diff_sum: float,
+        model_s: float,
+        champion_model_s: float,
+    ) -> None:
         self.pairs.append((t, customer, rows, label_diff_sum, prob_diff_sum, model_s, champion_model_s))
 
-    def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float,
-           customer: int = 0) -> None:
+    def ok(self, t: float, latency: float, instances: int, positives: int, prob_sum: float, customer: int = 0) -> None:
         self.events.append((t, OK, latency, instances, positives, prob_sum, customer))
 
     def error(self, t: float, kind: int, latency: float, customer: int = 0) -> None:

@@ -16,7 +16,6 @@ live in the library layer, `kfct.contracts.prediction_log`; this module is the w
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import threading
 import time
@@ -52,16 +51,26 @@ class PredictionLogger:
     logger started with the same spill directory uploads it first.
     """
 
-    def __init__(self, root: str | Path | None = None, id_column: str = "customer_id", s3: bool | None = None,
-                 flush_seconds: float = 5.0, flush_rows: int = 50_000, max_queue: int = 200_000,
-                 settings=None, spill_dir: str | Path | None = None, spill_max_rows: int | None = None,
-                 retry_seconds: float = 0.5, max_retry_seconds: float = 30.0, max_queue_bytes: int = 256 << 20,
-                 encode_in_child: bool = False):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        id_column: str = "customer_id",
+        s3: bool | None = None,
+        flush_seconds: float = 5.0,
+        flush_rows: int = 50_000,
+        max_queue: int = 200_000,
+        settings=None,
+        spill_dir: str | Path | None = None,
+        spill_max_rows: int | None = None,
+        retry_seconds: float = 0.5,
+        max_retry_seconds: float = 30.0,
+        max_queue_bytes: int = 256 << 20,
+        encode_in_child: bool = False,
+    ):
         import uuid
 
-        from kfct.serving.predlog_encoder import ChildEncoder
-
         from kfct.runtime.settings import get_settings
+        from kfct.serving.predlog_encoder import ChildEncoder
 
         self.settings = settings or get_settings()
         self.s3 = _use_s3(self.settings) if s3 is None else s3
@@ -90,8 +99,11 @@ class PredictionLogger:
         self._dropping = 0  # rows dropped in the current spill-full episode (0: not dropping)
         # Locally the log folder is the store and the disk the risk: the backlog stays in memory.
         if self.s3:
-            spill = Path(spill_dir) if spill_dir is not None else self.settings.prediction_log_spill_dir \
-                or Path(self.settings.home) / "predictions-spill"
+            spill = (
+                Path(spill_dir)
+                if spill_dir is not None
+                else self.settings.prediction_log_spill_dir or Path(self.settings.home) / "predictions-spill"
+            )
         else:
             spill = None
         rows = spill_max_rows if spill_max_rows is not None else self.settings.prediction_log_spill_rows
@@ -99,8 +111,7 @@ class PredictionLogger:
         self.backlog = SpillBuffer(spill, rows)
         recovered = self.backlog.load()
         if recovered:
-            log.warning("prediction log: %d rows left by a previous run in %s, uploading them first", recovered,
-                        spill)
+            log.warning("prediction log: %d rows left by a previous run in %s, uploading them first", recovered, spill)
         self._s3_client: Minio | None = None
         self._cv = threading.Condition()
         self._flush_req = threading.Event()
@@ -117,8 +128,18 @@ class PredictionLogger:
         self._publish()
 
     # -- request path --------------------------------------------------------------------
-    def log(self, ts: float, request_id: str | None, model_name: str, version: str, role: str,
-            records: list[dict], probabilities, labels, threshold: float) -> None:
+    def log(
+        self,
+        ts: float,
+        request_id: str | None,
+        model_name: str,
+        version: str,
+        role: str,
+        records: list[dict],
+        probabilities,
+        labels,
+        threshold: float,
+    ) -> None:
         """Pickle one scored request and append it to the buffer.
 
         Pickled here, once (a microsecond or two for a one-record request): what waits for the
@@ -127,8 +148,10 @@ class PredictionLogger:
         under the GIL at flush time, and the bound is exact. The buffer is bounded in bytes
         (`max_queue_bytes`) as well as in requests: 200,000 queued 1 MB requests would be 200 GB."""
         try:
-            blob = pickle.dumps((ts, request_id, model_name, version, role, records, _as_list(probabilities),
-                                 _as_list(labels), threshold), protocol=pickle.HIGHEST_PROTOCOL)
+            blob = pickle.dumps(
+                (ts, request_id, model_name, version, role, records, _as_list(probabilities), _as_list(labels), threshold),
+                protocol=pickle.HIGHEST_PROTOCOL,
+            )
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:  # never from a body
             self._count_unencodable(len(records), f"{type(exc).__name__}: {str(exc)[:200]}")
             return
@@ -188,8 +211,12 @@ class PredictionLogger:
         left = self.backlog.persist()
         if len(self.backlog):
             where = self.backlog.directory or "memory"
-            log.warning("prediction log: %d rows not uploaded at shutdown, kept in %s%s", self.backlog.rows, where,
-                        f" ({left} rows could not be written there and are lost)" if left else "")
+            log.warning(
+                "prediction log: %d rows not uploaded at shutdown, kept in %s%s",
+                self.backlog.rows,
+                where,
+                f" ({left} rows could not be written there and are lost)" if left else "",
+            )
         if self._encoder is not None:
             self._encoder.close()
         if self._spill_lock is not None:
@@ -200,11 +227,21 @@ class PredictionLogger:
         return len(self._buf)
 
     def status(self) -> dict:
-        return {"target": self._target(), "queued": self.queued, "queued_bytes": self._qbytes, "rows_written": self.rows_written,
-                "files_written": self.files_written, "dropped": self.dropped, "errors": self.errors,
-                "last_error": self.last_error, "store_ok": self.store_ok, "backlog_rows": self.backlog.rows,
-                "backlog_files": len(self.backlog), "spill_dir": str(self.backlog.directory or ""),
-                "spill_disk_full": self.backlog.disk_full}
+        return {
+            "target": self._target(),
+            "queued": self.queued,
+            "queued_bytes": self._qbytes,
+            "rows_written": self.rows_written,
+            "files_written": self.files_written,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "store_ok": self.store_ok,
+            "backlog_rows": self.backlog.rows,
+            "backlog_files": len(self.backlog),
+            "spill_dir": str(self.backlog.directory or ""),
+            "spill_disk_full": self.backlog.disk_full,
+        }
 
     def _target(self) -> str:
         if self.s3:
@@ -296,9 +333,13 @@ class PredictionLogger:
         else:
             self.dropped += seg.rows
             if not self._dropping:
-                log.error("prediction log backlog full (%d rows waiting for %s, limit %d): dropping rows until "
-                          "the store takes some (counted in kfct_prediction_log_dropped_total)",
-                          self.backlog.rows, self._target(), self.backlog.max_rows)
+                log.error(
+                    "prediction log backlog full (%d rows waiting for %s, limit %d): dropping rows until "
+                    "the store takes some (counted in kfct_prediction_log_dropped_total)",
+                    self.backlog.rows,
+                    self._target(),
+                    self.backlog.max_rows,
+                )
             self._dropping += seg.rows
             _metric(lambda m: m.log_dropped.labels("spill_full").inc(seg.rows))
         self._wake.set()
@@ -332,16 +373,19 @@ class PredictionLogger:
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     if self.store_ok:  # one line per outage, not one per retry
-                        log.error("prediction log write failed, %d rows kept in %s and retried: %s",
-                                  self.backlog.rows, self.backlog.directory or "memory", self.last_error)
+                        log.error(
+                            "prediction log write failed, %d rows kept in %s and retried: %s",
+                            self.backlog.rows,
+                            self.backlog.directory or "memory",
+                            self.last_error,
+                        )
                     self.store_ok = False
                     self.backlog.spill_memory()
                     self._publish()
                     delay = min(self.max_retry_seconds, max(self.retry_seconds, delay * 2))
                     break
                 if not self.store_ok:
-                    log.warning("prediction log store %s is back, uploading %d waiting rows", self._target(),
-                                self.backlog.rows)
+                    log.warning("prediction log store %s is back, uploading %d waiting rows", self._target(), self.backlog.rows)
                 self.store_ok = True
                 delay = 0.0
                 self.backlog.remove(seg)
@@ -359,9 +403,13 @@ class PredictionLogger:
 
             if self._s3_client is None:
                 self._s3_client = s3.client(self.settings)
-            s3.put_bytes(seg.payload(), f"s3://{self.settings.s3_bucket}/{PREFIX}/{seg.rel}",
-                         settings=self.settings, client_=self._s3_client,
-                         retry=False)  # the writer's own backoff and spill handle an outage
+            s3.put_bytes(
+                seg.payload(),
+                f"s3://{self.settings.s3_bucket}/{PREFIX}/{seg.rel}",
+                settings=self.settings,
+                client_=self._s3_client,
+                retry=False,
+            )  # the writer's own backoff and spill handle an outage
         else:
             dest = self.root / seg.rel
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -405,8 +453,10 @@ def _own(spill: Path | None):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise SpillDirectoryInUse(f"prediction log spill directory {spill} is in use by another live server; "
-                                  "give each server its own KFCT_PREDICTION_LOG_SPILL_DIR (or KFCT_HOME)") from None
+        raise SpillDirectoryInUse(
+            f"prediction log spill directory {spill} is in use by another live server; "
+            "give each server its own KFCT_PREDICTION_LOG_SPILL_DIR (or KFCT_HOME)"
+        ) from None
     return lock
 
 
@@ -436,7 +486,7 @@ def _cut(items: list, rows: int, limit: int) -> tuple[list, list, int]:
     for i, it in enumerate(items):
         n += it[1]
         if n >= limit:
-            return items[:i + 1], items[i + 1:], n
+            return items[: i + 1], items[i + 1 :], n
     return items, [], n
 
 
@@ -455,7 +505,7 @@ def salvage(items: list, id_column: str = "customer_id") -> tuple[list, int]:
         t, rid, mname, ver, role, recs, p, lab, thr = it
         p, lab = np.asarray(p), np.asarray(lab)
         for j, rec in enumerate(recs):
-            row = (t, rid, mname, ver, role, [rec], p[j:j + 1], lab[j:j + 1], thr)
+            row = (t, rid, mname, ver, role, [rec], p[j : j + 1], lab[j : j + 1], thr)
             try:
                 build_table([row], id_column)
                 good.append(row)
@@ -504,8 +554,9 @@ def build_table(items: list, id_column: str = "customer_id"):
         "customer_id": pa.array(ids, type=pa.string()),
         "probability": pa.array(np.concatenate([np.asarray(it[6], dtype=np.float64) for it in items])),
         "label": pa.array(np.concatenate([np.asarray(it[7], dtype=np.int64) for it in items])),
-        "threshold": pa.array(np.repeat(np.fromiter((it[8] for it in items), dtype=np.float64, count=len(items)),
-                                        counts), type=pa.float64()),
+        "threshold": pa.array(
+            np.repeat(np.fromiter((it[8] for it in items), dtype=np.float64, count=len(items)), counts), type=pa.float64()
+        ),
     }
     for f in features:
         if f in cols:

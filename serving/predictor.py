@@ -87,8 +87,16 @@ class LoadedVersion:
         }
 
 
-def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str, id_column: str | None,
-             tags: dict | None = None, fast: bool = True) -> LoadedVersion:
+def _prepare(
+    model: Any,
+    model_name: str,
+    version: str,
+    sha256: str,
+    run_id: str,
+    id_column: str | None,
+    tags: dict | None = None,
+    fast: bool = True,
+) -> LoadedVersion:
     encoder = getattr(model, "encoder", None)
     if encoder is None or not hasattr(encoder, "transform_records"):
         encoder = None
@@ -119,14 +127,33 @@ def _prepare(model: Any, model_name: str, version: str, sha256: str, run_id: str
     # Online accepts what `kfct score` accepts: the schema's columns the model does not read
     # (dates, free text, the label of a training file) are ignored, not refused.
     allowed = frozenset(names) | ({id_column} if id_column else frozenset()) | schema.columns
-    return LoadedVersion(model=model, model_name=model_name, version=str(version), sha256=sha256, run_id=run_id,
-                         threshold=threshold, feature_names=names, numeric=numeric, categorical=categorical,
-                         allowed=allowed, encoder=encoder, ensemble=ensemble, schema=schema, tags=dict(tags or {}))
+    return LoadedVersion(
+        model=model,
+        model_name=model_name,
+        version=str(version),
+        sha256=sha256,
+        run_id=run_id,
+        threshold=threshold,
+        feature_names=names,
+        numeric=numeric,
+        categorical=categorical,
+        allowed=allowed,
+        encoder=encoder,
+        ensemble=ensemble,
+        schema=schema,
+        tags=dict(tags or {}),
+    )
 
 
-def fetch_version(model_name: str, alias: str | None = None, version: str | None = None,
-                  model_dir: str | Path | None = None, expected_sha256: str | None = None,
-                  id_column: str | None = "customer_id", fast: bool = True) -> LoadedVersion:
+def fetch_version(
+    model_name: str,
+    alias: str | None = None,
+    version: str | None = None,
+    model_dir: str | Path | None = None,
+    expected_sha256: str | None = None,
+    id_column: str | None = "customer_id",
+    fast: bool = True,
+) -> LoadedVersion:
     """Load (and verify) one version; raises on any failure, never half-installs."""
     if model_dir is not None:
         return _fetch_dir(model_name, Path(model_dir), version, expected_sha256, id_column, fast)
@@ -137,8 +164,9 @@ def fetch_version(model_name: str, alias: str | None = None, version: str | None
     return _prepare(lm.model, model_name, lm.version, lm.sha256, lm.run_id, id_column, lm.tags, fast)
 
 
-def _fetch_dir(model_name: str, path: Path, version: str | None, expected: str | None, id_column: str | None,
-               fast: bool) -> LoadedVersion:
+def _fetch_dir(
+    model_name: str, path: Path, version: str | None, expected: str | None, id_column: str | None, fast: bool
+) -> LoadedVersion:
     import mlflow
 
     from kfct.governance.lineage import sha256_file
@@ -160,9 +188,17 @@ def _fetch_dir(model_name: str, path: Path, version: str | None, expected: str |
 class _ChurnPredictor(_KServeModel):
     """One model version behind KServe's V1/V2 endpoints (the router holds one or two of these)."""
 
-    def __init__(self, name: str, model_name: str | None = None, alias: str | None = "champion",
-                 version: str | None = None, model_dir: str | Path | None = None,
-                 expected_sha256: str | None = None, id_column: str | None = "customer_id", fast: bool = True):
+    def __init__(
+        self,
+        name: str,
+        model_name: str | None = None,
+        alias: str | None = "champion",
+        version: str | None = None,
+        model_dir: str | Path | None = None,
+        expected_sha256: str | None = None,
+        id_column: str | None = "customer_id",
+        fast: bool = True,
+    ):
         super().__init__(name, return_response_headers=True)
         self.model_name = model_name or name
         self.alias = alias
@@ -202,15 +238,24 @@ class _ChurnPredictor(_KServeModel):
         """Fetch a version and swap it in; on failure keep serving the old one and return False."""
         with self._load_lock:
             try:
-                lv = fetch_version(self.model_name, alias=alias or self.alias,
-                                   version=version or (None if alias else self.version),
-                                   model_dir=self.model_dir, expected_sha256=self.expected_sha256,
-                                   id_column=self.id_column, fast=self.fast)
+                lv = fetch_version(
+                    self.model_name,
+                    alias=alias or self.alias,
+                    version=version or (None if alias else self.version),
+                    model_dir=self.model_dir,
+                    expected_sha256=self.expected_sha256,
+                    id_column=self.id_column,
+                    fast=self.fast,
+                )
             except Exception as exc:  # noqa: BLE001 - a failed load keeps serving the loaded model
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("model %s: load of %s failed, keeping %s: %s", self.model_name,
-                          f"v{version}" if version else f"@{alias or self.alias}",
-                          f"v{self.current.version}" if self.current else "nothing", self.last_error)
+                log.error(
+                    "model %s: load of %s failed, keeping %s: %s",
+                    self.model_name,
+                    f"v{version}" if version else f"@{alias or self.alias}",
+                    f"v{self.current.version}" if self.current else "nothing",
+                    self.last_error,
+                )
                 return False
             self.install(lv)
             return True
@@ -249,8 +294,9 @@ class _ChurnPredictor(_KServeModel):
         if response_headers is not None:
             response_headers["x-kfct-model-version"] = s.version
         if protocol == "v2":
-            return v2_response(self.name, request, [(np.arange(len(records)), s)], len(records),
-                               outputs=requested_outputs(request, OUTPUT_NAMES))
+            return v2_response(
+                self.name, request, [(np.arange(len(records)), s)], len(records), outputs=requested_outputs(request, OUTPUT_NAMES)
+            )
         return v1_response(self.name, [(None, s)], len(records))
 
     def validate(self, payload: Any) -> Any:
@@ -267,10 +313,12 @@ class _ChurnPredictor(_KServeModel):
         return out
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": "probability", "datatype": "FP64", "shape": [-1]},
-                {"name": "label", "datatype": "INT64", "shape": [-1]},
-                {"name": "threshold", "datatype": "FP64", "shape": [-1]},
-                {"name": "model_version", "datatype": "BYTES", "shape": [-1]}]
+        return [
+            {"name": "probability", "datatype": "FP64", "shape": [-1]},
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "threshold", "datatype": "FP64", "shape": [-1]},
+            {"name": "model_version", "datatype": "BYTES", "shape": [-1]},
+        ]
 
 
 def score_loaded(lv: LoadedVersion, records: list[dict]) -> Scores:
@@ -278,8 +326,11 @@ def score_loaded(lv: LoadedVersion, records: list[dict]) -> Scores:
     for i, rec in enumerate(records):
         if not rec.keys() <= allowed:
             extra = sorted(k for k in rec if k not in allowed)[0]
-            raise BadRequest(f"instance {i}: unknown feature {extra!r} (model v{lv.version} takes: "
-                             f"{', '.join(lv.feature_names)})", field=str(extra), index=i)
+            raise BadRequest(
+                f"instance {i}: unknown feature {extra!r} (model v{lv.version} takes: {', '.join(lv.feature_names)})",
+                field=str(extra),
+                index=i,
+            )
     if lv.schema is not None:
         try:
             lv.schema.check_records(records)
@@ -325,13 +376,16 @@ def _generic_proba(lv: LoadedVersion, records: list[dict]) -> np.ndarray:
 
 # -- response building (shared with the router) -------------------------------------------
 
+
 def v1_response(name: str, groups: list, n: int) -> dict:
     """groups: [(row indices or None for all rows, Scores)], in any order."""
     if len(groups) == 1 and groups[0][0] is None:
         s = groups[0][1]
         v, t = s.version, s.threshold
-        whole = [{"probability": p, "label": lab, "threshold": t, "model_version": v}
-                 for p, lab in zip(s.probabilities.tolist(), s.labels.tolist())]
+        whole = [
+            {"probability": p, "label": lab, "threshold": t, "model_version": v}
+            for p, lab in zip(s.probabilities.tolist(), s.labels.tolist())
+        ]
         return {"model_name": name, "model_version": v, "predictions": whole}
     preds: list = [None] * n
     for idx, s in groups:
@@ -339,8 +393,7 @@ def v1_response(name: str, groups: list, n: int) -> dict:
         for i, p, lab in zip(idx.tolist(), s.probabilities.tolist(), s.labels.tolist()):
             preds[i] = {"probability": p, "label": lab, "threshold": t, "model_version": v}
     versions = {s.version for _, s in groups}
-    return {"model_name": name, "model_version": versions.pop() if len(versions) == 1 else "mixed",
-            "predictions": preds}
+    return {"model_name": name, "model_version": versions.pop() if len(versions) == 1 else "mixed", "predictions": preds}
 
 
 OUTPUT_NAMES = ("probability", "label", "threshold", "model_version")

@@ -114,8 +114,9 @@ class ChildEncoder:
                         raise
         except Exception as exc:  # noqa: BLE001 - a dead / unstartable child, a timeout
             if not self._warned:
-                log.warning("prediction log encoder process unavailable (%s: %s): encoding in the server "
-                            "process", type(exc).__name__, exc)
+                log.warning(
+                    "prediction log encoder process unavailable (%s: %s): encoding in the server process", type(exc).__name__, exc
+                )
                 self._warned = True
             self.close()
             return encode_payload(payload, id_column)

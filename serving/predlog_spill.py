@@ -46,7 +46,7 @@ class Segment:
     @property
     def rel(self) -> str:
         """Object key below the log's prefix: date=<day of the first row>/<name>."""
-        day = dt.datetime.fromtimestamp(self.first_ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+        day = dt.datetime.fromtimestamp(self.first_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d")
         return f"date={day}/{self.name}"
 
     def payload(self) -> bytes:
@@ -172,8 +172,13 @@ class SpillBuffer:
                 tmp.unlink()
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             if not self.disk_full or self.disk_error is None:
-                log.error("prediction log spill to %s failed (%s), keeping %d rows in memory: %s",
-                          self.directory, "disk full" if full else "write error", seg.rows, exc)
+                log.error(
+                    "prediction log spill to %s failed (%s), keeping %d rows in memory: %s",
+                    self.directory,
+                    "disk full" if full else "write error",
+                    seg.rows,
+                    exc,
+                )
             self.disk_full = True
             self.disk_error = f"{type(exc).__name__}: {exc}"
             return False

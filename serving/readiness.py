@@ -14,11 +14,17 @@ import re
 
 REASONS = ("registry_unreachable", "store_unreachable", "no_model", "integrity", "load_failed")
 
-_STORE = re.compile(r"EndpointConnectionError|Could not connect to the endpoint|botocore|S3 endpoint .* unreachable|"
-                    r"minio|s3://|ReadTimeoutError on endpoint|ConnectTimeoutError", re.I)
-_NET = re.compile(r"Max retries exceeded|Connection refused|Connection reset|ConnectionError|timed out|"
-                  r"RemoteDisconnected|Connection aborted|status code 50[234]|NewConnectionError|"
-                  r"API request to .* failed", re.I)
+_STORE = re.compile(
+    r"EndpointConnectionError|Could not connect to the endpoint|botocore|S3 endpoint .* unreachable|"
+    r"minio|s3://|ReadTimeoutError on endpoint|ConnectTimeoutError",
+    re.I,
+)
+_NET = re.compile(
+    r"Max retries exceeded|Connection refused|Connection reset|ConnectionError|timed out|"
+    r"RemoteDisconnected|Connection aborted|status code 50[234]|NewConnectionError|"
+    r"API request to .* failed",
+    re.I,
+)
 _MISSING = re.compile(r"RESOURCE_DOES_NOT_EXIST|not found|does not exist|no champion configured", re.I)
 
 

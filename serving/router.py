@@ -15,8 +15,8 @@ off the request path and swaps them in.
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
@@ -28,16 +28,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from kfct.cluster import kserve_sdk
+from kfct.contracts.split_state import SplitState
 from kfct.serving import predictor as predictor_module
-from kfct.serving.metrics import (CLIENT_ERROR, SERVER_ERROR, PairedMetrics, VersionMetrics, VersionStats,
-                                  prometheus)
+from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, PairedMetrics, VersionMetrics, VersionStats, prometheus
 from kfct.serving.predictor import OUTPUT_NAMES, fetch_version, score_loaded, v1_response, v2_response
-from kfct.serving.schemas import (BadRequest, check_records_text, check_text, requested_outputs, v1_records,
-                                  v2_records)
 from kfct.serving.routing import BUCKETS, Route, assign, bucket, customer_key, to_canary  # noqa: F401
+from kfct.serving.schemas import BadRequest, check_records_text, check_text, requested_outputs, v1_records, v2_records
 from kfct.serving.shadow import ShadowWorker
 from kfct.serving.split_watcher import SplitWatcher  # noqa: F401
-from kfct.contracts.split_state import SplitState
 
 if TYPE_CHECKING:
     from kserve import InferRequest, InferResponse
@@ -61,7 +59,8 @@ log = logging.getLogger("kfct.serving.router")
 # Set by `kfct.serving.app.LatencyMiddleware` for each prediction request: a list the router
 # appends its window-stats commits to, so they are recorded with the latency the client saw.
 pending_stats: contextvars.ContextVar[list[Callable[[float], None]] | None] = contextvars.ContextVar(
-    "kfct_pending_stats", default=None)
+    "kfct_pending_stats", default=None
+)
 
 
 def _timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
@@ -72,10 +71,17 @@ def _timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
 
 
 class _Job:
-    __slots__ = ("t0", "protocol", "records", "request", "request_id", "customer")
+    __slots__ = ("customer", "protocol", "records", "request", "request_id", "t0")
 
-    def __init__(self, t0: float, protocol: str, records: list[dict[str, Any]], request: InferRequest | None,
-                 request_id: str | None, customer: int = 0) -> None:
+    def __init__(
+        self,
+        t0: float,
+        protocol: str,
+        records: list[dict[str, Any]],
+        request: InferRequest | None,
+        request_id: str | None,
+        customer: int = 0,
+    ) -> None:
         self.t0 = t0
         self.protocol = protocol
         self.records = records
@@ -87,8 +93,14 @@ class _Job:
 class _ChurnRouter(_KServeModel):
     """KServe model that routes to a champion and an optional canary/shadow predictor."""
 
-    def __init__(self, name: str, champion: ChurnPredictor, id_column: str | None = "customer_id",
-                 prediction_log: PredictionLogger | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        champion: ChurnPredictor,
+        id_column: str | None = "customer_id",
+        prediction_log: PredictionLogger | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         super().__init__(name, return_response_headers=True)
         self.id_column = id_column
         self.prediction_log = prediction_log
@@ -103,8 +115,7 @@ class _ChurnRouter(_KServeModel):
         # canary's requests is scored by the champion too, off the request path (trees cost
         # microseconds per row), and both answers go to the canary's paired window stats.
         self.pair_fraction = 1.0
-        self._pair_worker = ShadowWorker(self._pair_one, maxsize=2_000, max_rows=20_000,
-                                         name="kfct-pairs")
+        self._pair_worker = ShadowWorker(self._pair_one, maxsize=2_000, max_rows=20_000, name="kfct-pairs")
         self._pair_flip = False
         # A canary pod on a cluster serves one version; the deploy stage names the champion it is judged
         # against (KFCT_PAIRED_REFERENCE_VERSION): loaded here as `reference`, it scores the same share of
@@ -189,8 +200,9 @@ class _ChurnRouter(_KServeModel):
             self._metrics[version] = VersionMetrics(self.name, version)
 
     # -- KServe handlers -------------------------------------------------------------------------
-    async def __call__(self, body: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None,
-                       verb: InferenceVerb | None = None) -> tuple[Any, dict[str, Any]]:
+    async def __call__(
+        self, body: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None, verb: InferenceVerb | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """KServe's Model.__call__ (preprocess -> predict -> postprocess), minus its per-request
         overhead: three histogram contexts, four coroutine checks and six clock reads cost about
         as much as scoring one customer. KServe's `request_predict_seconds` is still observed."""
@@ -224,18 +236,19 @@ class _ChurnRouter(_KServeModel):
                 check_records_text(records)
                 check_text(rid, "id")  # before scoring and logging, not after
                 requested_outputs(payload, OUTPUT_NAMES)  # an unknown output name is a 400 before scoring
-                return _Job(t0, "v2", records, payload, rid or (headers or {}).get("x-request-id"),
-                            customer_key(records, self.id_column))
+                return _Job(
+                    t0, "v2", records, payload, rid or (headers or {}).get("x-request-id"), customer_key(records, self.id_column)
+                )
             records = v1_records(payload)
             check_records_text(records)
-            return _Job(t0, "v1", records, None, (headers or {}).get("x-request-id"),
-                        customer_key(records, self.id_column))
+            return _Job(t0, "v1", records, None, (headers or {}).get("x-request-id"), customer_key(records, self.id_column))
         except BadRequest:
             self._unattributed_error(t0)
             raise
 
-    async def predict(self, job: _Job, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, Any] | None = None) -> dict[str, Any] | InferResponse:
+    async def predict(
+        self, job: _Job, headers: dict[str, str] | None = None, response_headers: dict[str, Any] | None = None
+    ) -> dict[str, Any] | InferResponse:
         """Score each group on its version's own executor thread, never on the event loop: a slow
         canary then delays only its own requests, not the champion's clients (nor health checks)."""
         route = self._route
@@ -253,8 +266,11 @@ class _ChurnRouter(_KServeModel):
             s = await self._score_group(loop, predictor, recs, idx, job)
             results.append((role, idx, s, recs))
             ref = route.champion if role == "canary" else self.reference if role == "champion" else None
-            if ref is not None and ref is not predictor and (
-                    self.pair_fraction >= 1.0 or self._rng.random() < self.pair_fraction):
+            if (
+                ref is not None
+                and ref is not predictor
+                and (self.pair_fraction >= 1.0 or self._rng.random() < self.pair_fraction)
+            ):
                 self._pair_worker.submit(ref, predictor, recs, s, now, rows=len(recs))
         self._commit_results(results, job, now)
         if route.canary is not None and route.mode == "shadow":
@@ -264,12 +280,17 @@ class _ChurnRouter(_KServeModel):
             response_headers["x-kfct-model-version"] = versions.pop() if len(versions) == 1 else "mixed"
         grouped = [(idx, s) for _, idx, s, _ in results]
         if job.protocol == "v2":
-            return v2_response(self.name, job.request, grouped, n,
-                               outputs=requested_outputs(job.request, OUTPUT_NAMES))
+            return v2_response(self.name, job.request, grouped, n, outputs=requested_outputs(job.request, OUTPUT_NAMES))
         return v1_response(self.name, grouped, n)
 
-    async def _score_group(self, loop: asyncio.AbstractEventLoop, predictor: ChurnPredictor, recs: list[dict[str, Any]],
-                           idx: np.ndarray | None, job: _Job) -> Scores:
+    async def _score_group(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        predictor: ChurnPredictor,
+        recs: list[dict[str, Any]],
+        idx: np.ndarray | None,
+        job: _Job,
+    ) -> Scores:
         """One group's scores from its version's executor; a failure is counted against that version."""
         try:
             return await loop.run_in_executor(predictor.executor, predictor.score, recs)
@@ -282,10 +303,10 @@ class _ChurnRouter(_KServeModel):
             raise
         except Exception as exc:
             self._error(predictor, SERVER_ERROR, job)
-            log.error("model %s v%s failed: %s: %s", self.name, predictor.loaded_version,
-                      type(exc).__name__, exc, exc_info=exc)
+            log.error("model %s v%s failed: %s: %s", self.name, predictor.loaded_version, type(exc).__name__, exc, exc_info=exc)
             raise kserve.errors.InferenceError(
-                f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}") from exc
+                f"model {self.name} v{predictor.loaded_version} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _commit_results(self, results: list[Any], job: _Job, now: float) -> None:
         """Each group's stats and metrics (committed by the middleware with the client-seen latency when it
@@ -302,8 +323,7 @@ class _ChurnRouter(_KServeModel):
             else:
                 commit(handler_latency)
             if self.prediction_log is not None:
-                self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels,
-                                        s.threshold)
+                self.prediction_log.log(now, job.request_id, self.name, ver, role, recs, s.probabilities, s.labels, s.threshold)
 
     def _ok_commit(self, ver: str, role: str, job: _Job, now: float, n: int, s: Scores) -> Callable[[float], None]:
         metrics, stats = self._metrics[ver], self._stats[ver]
@@ -315,8 +335,7 @@ class _ChurnRouter(_KServeModel):
         return commit
 
     # -- routing ---------------------------------------------------------------------------------
-    def _assign(self, route: Route,
-                records: list[dict[str, Any]]) -> list[tuple[str, ChurnPredictor | None, np.ndarray | None]]:
+    def _assign(self, route: Route, records: list[dict[str, Any]]) -> list[tuple[str, ChurnPredictor | None, np.ndarray | None]]:
         """[(role, predictor, row indices or None for all)]"""
         return assign(route, records, self.id_column, self._rng)
 
@@ -362,8 +381,9 @@ class _ChurnRouter(_KServeModel):
     def _shadow(self, predictor: ChurnPredictor, job: _Job, now: float) -> None:
         self._shadow_worker.submit(predictor, job.records, job.request_id, job.protocol, now)
 
-    def _shadow_one(self, predictor: ChurnPredictor, records: list[dict[str, Any]], rid: str | None, protocol: str,
-                    ts: float) -> None:
+    def _shadow_one(
+        self, predictor: ChurnPredictor, records: list[dict[str, Any]], rid: str | None, protocol: str, ts: float
+    ) -> None:
         lv = predictor.current
         if lv is None:
             return
@@ -385,16 +405,16 @@ class _ChurnRouter(_KServeModel):
         pos = self._metrics[lv.version].observe("shadow", protocol, latency, s.probabilities.tolist(), s.labels)
         self._stats[lv.version].ok(time.time(), latency, len(records), pos, float(s.probabilities.sum()), cust)
         if self.prediction_log is not None:
-            self.prediction_log.log(ts, rid, self.name, lv.version, "shadow", records, s.probabilities,
-                                    s.labels, s.threshold)
+            self.prediction_log.log(ts, rid, self.name, lv.version, "shadow", records, s.probabilities, s.labels, s.threshold)
 
     def drain_shadow(self, timeout: float = 10.0) -> bool:
         """Wait until queued shadow and paired scoring is done (tests, shutdown)."""
         return self._shadow_worker.drain(timeout) and self._pair_worker.drain(timeout)
 
     # -- paired scoring --------------------------------------------------------------------------
-    def _pair_one(self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict[str, Any]],
-                  canary: Scores, ts: float) -> None:
+    def _pair_one(
+        self, champion: ChurnPredictor, canary_predictor: ChurnPredictor, records: list[dict[str, Any]], canary: Scores, ts: float
+    ) -> None:
         """Score a canary request's records with the champion; record the paired differences.
 
         Latency: both versions are timed here, back to back on this one thread, in alternating
@@ -443,10 +463,15 @@ class _ChurnRouter(_KServeModel):
             import gc
 
             gc.freeze()  # a newly loaded version joins the heap the collector skips (server.tune_runtime)
-            log.info("model %s: champion v%s, canary %s (%s %.1f%%), generation %d", self.name,
-                     route.champion.loaded_version if route.champion else None,
-                     f"v{route.canary.loaded_version}" if route.canary else "none", route.mode, route.percent,
-                     state.generation)
+            log.info(
+                "model %s: champion v%s, canary %s (%s %.1f%%), generation %d",
+                self.name,
+                route.champion.loaded_version if route.champion else None,
+                f"v{route.canary.loaded_version}" if route.canary else "none",
+                route.mode,
+                route.percent,
+                state.generation,
+            )
             return True
 
     def _predictor_for(self, version: str, reuse: list[Any]) -> ChurnPredictor:
@@ -455,8 +480,14 @@ class _ChurnRouter(_KServeModel):
             if p is not None and p.current is not None and p.current.version == str(version):
                 return p
         base = self._route.champion
-        p = predictor_module.ChurnPredictor(self.name, model_name=base.model_name if base else self.name, alias=None,
-                           version=str(version), id_column=self.id_column, fast=base.fast if base else True)
+        p = predictor_module.ChurnPredictor(
+            self.name,
+            model_name=base.model_name if base else self.name,
+            alias=None,
+            version=str(version),
+            id_column=self.id_column,
+            fast=base.fast if base else True,
+        )
         p.install(fetch_version(p.model_name, version=str(version), id_column=self.id_column, fast=p.fast))
         return p
 
@@ -477,8 +508,13 @@ class _ChurnRouter(_KServeModel):
         canary = None
         if canary_version and canary_version != champion.loaded_version:
             canary = self._predictor_for(canary_version, reuse)
-        return Route(champion, canary, float(state.canary_percent) if canary else 0.0,
-                     state.mode if canary else "canary", salt=f"{self.name}:{canary_version or ''}")
+        return Route(
+            champion,
+            canary,
+            float(state.canary_percent) if canary else 0.0,
+            state.mode if canary else "canary",
+            salt=f"{self.name}:{canary_version or ''}",
+        )
 
     def refresh(self) -> bool:
         """Re-fetch the champion as configured (its alias or version) from the registry; the token-

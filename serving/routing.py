@@ -55,8 +55,9 @@ class Route:
         return self.canary is not None and self.mode == "canary" and self.percent > 0
 
 
-def assign(route: Route, records: list[dict[str, Any]], id_column: str | None,
-           rng: random.Random) -> list[tuple[str, ChurnPredictor | None, np.ndarray | None]]:
+def assign(
+    route: Route, records: list[dict[str, Any]], id_column: str | None, rng: random.Random
+) -> list[tuple[str, ChurnPredictor | None, np.ndarray | None]]:
     """[(role, predictor, row indices or None for all)]"""
     if not route.splitting:
         return [("champion", route.champion, None)]
@@ -73,11 +74,11 @@ def assign(route: Route, records: list[dict[str, Any]], id_column: str | None,
             return [("canary", route.canary, None)]
         return [("champion", route.champion, None)]
     assert idc is not None  # `first` was read by it
-    flags = np.fromiter((r.get(idc) is not None and to_canary(r.get(idc), pct, route.salt) for r in records),
-                        dtype=np.bool_, count=len(records))
+    flags = np.fromiter(
+        (r.get(idc) is not None and to_canary(r.get(idc), pct, route.salt) for r in records), dtype=np.bool_, count=len(records)
+    )
     if flags.all():
         return [("canary", route.canary, None)]
     if not flags.any():
         return [("champion", route.champion, None)]
-    return [("champion", route.champion, np.flatnonzero(~flags)),
-            ("canary", route.canary, np.flatnonzero(flags))]
+    return [("champion", route.champion, np.flatnonzero(~flags)), ("canary", route.canary, np.flatnonzero(flags))]

@@ -28,6 +28,7 @@ import json
 import math
 from typing import Any
 
+
 class BadRequest(ValueError):
     """Input the server refuses: `field` names the feature/part, `index` the instance.
 
@@ -102,12 +103,13 @@ def v1_records(payload: Any) -> list[dict]:
     if isinstance(payload, (bytes, bytearray, str)):
         payload = parse_json_body(payload)
     if not isinstance(payload, dict):
-        raise BadRequest(f"request body must be a JSON object with 'instances', got {type(payload).__name__}",
-                         field="body")
+        raise BadRequest(f"request body must be a JSON object with 'instances', got {type(payload).__name__}", field="body")
     if "instances" not in payload:
         if "inputs" in payload:
-            raise BadRequest("V1 endpoint takes 'instances' (list of feature objects); "
-                             "use /v2/models/<name>/infer for 'inputs'", field="instances")
+            raise BadRequest(
+                "V1 endpoint takes 'instances' (list of feature objects); use /v2/models/<name>/infer for 'inputs'",
+                field="instances",
+            )
         raise BadRequest("missing 'instances': expected a list of feature objects", field="instances")
     instances = payload["instances"]
     if not isinstance(instances, list):
@@ -116,8 +118,9 @@ def v1_records(payload: Any) -> list[dict]:
         raise BadRequest("'instances' is empty: send at least one record", field="instances")
     for i, rec in enumerate(instances):
         if not isinstance(rec, dict):
-            raise BadRequest(f"'instances'[{i}] must be an object of features, got {type(rec).__name__}",
-                             field="instances", index=i)
+            raise BadRequest(
+                f"'instances'[{i}] must be an object of features, got {type(rec).__name__}", field="instances", index=i
+            )
     return instances
 
 
@@ -125,9 +128,8 @@ def _input_rows(inp: Any) -> int:
     shape = list(inp.shape or [])
     if not shape or any((not isinstance(s, int)) or s < 0 for s in shape):
         raise BadRequest(f"input {inp.name!r}: shape {shape} must be [N] or [N, 1]", field=inp.name)
-    if len(shape) == 2 and shape[1] != 1 or len(shape) > 2:
-        raise BadRequest(f"input {inp.name!r}: shape {shape} must be [N] or [N, 1] (one input per feature)",
-                         field=inp.name)
+    if (len(shape) == 2 and shape[1] != 1) or len(shape) > 2:
+        raise BadRequest(f"input {inp.name!r}: shape {shape} must be [N] or [N, 1] (one input per feature)", field=inp.name)
     return shape[0]
 
 
@@ -182,8 +184,7 @@ def v2_records(request: Any) -> tuple[list[dict], str | None]:
 def _v2_instances(inp: Any) -> list[dict]:
     """The records of the one `instances` BYTES input: each row a JSON object (or already a dict)."""
     if inp.datatype != "BYTES":
-        raise BadRequest(f"input {RECORDS_INPUT!r} must be BYTES (JSON objects), got {inp.datatype}",
-                         field=RECORDS_INPUT)
+        raise BadRequest(f"input {RECORDS_INPUT!r} must be BYTES (JSON objects), got {inp.datatype}", field=RECORDS_INPUT)
     rows = _flat(inp.data, RECORDS_INPUT)
     if not rows:
         raise BadRequest(f"input {RECORDS_INPUT!r} is empty", field=RECORDS_INPUT)
@@ -194,11 +195,11 @@ def _v2_instances(inp: Any) -> list[dict]:
             try:
                 rec = parse_json_body(_bytes_value(raw)) if isinstance(raw, (str, bytes, bytearray)) else raw
             except BadRequest as exc:
-                raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object: {exc}",
-                                 field=RECORDS_INPUT, index=i) from exc
+                raise BadRequest(
+                    f"input {RECORDS_INPUT!r} row {i} is not a JSON object: {exc}", field=RECORDS_INPUT, index=i
+                ) from exc
         if not isinstance(rec, dict):
-            raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object",
-                             field=RECORDS_INPUT, index=i)
+            raise BadRequest(f"input {RECORDS_INPUT!r} row {i} is not a JSON object", field=RECORDS_INPUT, index=i)
         records.append(rec)
     return records
 
@@ -214,12 +215,26 @@ def _v2_column(name: str, dt: str, data: list) -> list:
     return _check_numeric(name, dt, data)
 
 
-INT_RANGES = {"INT8": (-2 ** 7, 2 ** 7 - 1), "INT16": (-2 ** 15, 2 ** 15 - 1), "INT32": (-2 ** 31, 2 ** 31 - 1),
-              "INT64": (-2 ** 63, 2 ** 63 - 1), "UINT8": (0, 2 ** 8 - 1), "UINT16": (0, 2 ** 16 - 1),
-              "UINT32": (0, 2 ** 32 - 1), "UINT64": (0, 2 ** 64 - 1)}
+INT_RANGES = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+}
 FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": float("inf")}
-NON_FINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
-              "+infinity": math.inf, "-infinity": -math.inf}
+NON_FINITE = {
+    "nan": math.nan,
+    "inf": math.inf,
+    "+inf": math.inf,
+    "-inf": -math.inf,
+    "infinity": math.inf,
+    "+infinity": math.inf,
+    "-infinity": -math.inf,
+}
 
 
 def _check_numeric(name: str, dt: str, data: list) -> list:
@@ -242,9 +257,8 @@ def _check_numeric(name: str, dt: str, data: list) -> list:
             if not isinstance(v, int):
                 raise BadRequest(f"input {name!r} row {i}: {v!r} is not an integer ({dt})", field=name, index=i)
             if not ints[0] <= v <= ints[1]:
-                raise BadRequest(f"input {name!r} row {i}: {_short(v)} is out of range for {dt}",
-                                 field=name, index=i)
-        elif isinstance(v, int) and abs(v) > 2 ** 63 or math.isfinite(v) and abs(v) > FLOAT_MAX[dt]:
+                raise BadRequest(f"input {name!r} row {i}: {_short(v)} is out of range for {dt}", field=name, index=i)
+        elif (isinstance(v, int) and abs(v) > 2**63) or (math.isfinite(v) and abs(v) > FLOAT_MAX[dt]):
             raise BadRequest(f"input {name!r} row {i}: {_short(v)} overflows {dt}", field=name, index=i)
     return out
 
@@ -268,20 +282,27 @@ def check_records_text(records: list[dict]) -> None:
     for i, rec in enumerate(records):
         for key, value in rec.items():
             if isinstance(key, str) and not _encodable(key):
-                raise BadRequest(f"instance {i}: a field name is not valid Unicode text (lone surrogate)",
-                                 field=_printable(key), index=i)
+                raise BadRequest(
+                    f"instance {i}: a field name is not valid Unicode text (lone surrogate)", field=_printable(key), index=i
+                )
             stack = [(value, 0)]
             while stack:
                 v, depth = stack.pop()
                 if isinstance(v, str):
                     if not _encodable(v):
-                        raise BadRequest(f"{key!s:.100}: instance {i} holds text that is not valid Unicode "
-                                         "(a lone UTF-16 surrogate such as \\ud800)", field=_printable(key),
-                                         index=i)
+                        raise BadRequest(
+                            f"{key!s:.100}: instance {i} holds text that is not valid Unicode "
+                            "(a lone UTF-16 surrogate such as \\ud800)",
+                            field=_printable(key),
+                            index=i,
+                        )
                 elif isinstance(v, (list, tuple, dict)):
                     if depth >= MAX_JSON_DEPTH:
-                        raise BadRequest(f"{key!s:.100}: instance {i} holds a value nested more than "
-                                         f"{MAX_JSON_DEPTH} levels deep", field=_printable(key), index=i)
+                        raise BadRequest(
+                            f"{key!s:.100}: instance {i} holds a value nested more than {MAX_JSON_DEPTH} levels deep",
+                            field=_printable(key),
+                            index=i,
+                        )
                     items = v.values() if isinstance(v, dict) else v
                     stack.extend((x, depth + 1) for x in items)
 
@@ -289,8 +310,7 @@ def check_records_text(records: list[dict]) -> None:
 def check_text(value: Any, field: str) -> None:
     """A per-request string (the V2 `id`) must be valid Unicode text: a 400 naming `field`."""
     if isinstance(value, str) and not _encodable(value):
-        raise BadRequest(f"{field!r} is not valid Unicode text (a lone UTF-16 surrogate such as \\ud800)",
-                         field=field)
+        raise BadRequest(f"{field!r} is not valid Unicode text (a lone UTF-16 surrogate such as \\ud800)", field=field)
 
 
 def _encodable(text: str) -> bool:

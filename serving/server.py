@@ -18,8 +18,8 @@ version, unaudited). `--no-watch` serves the configured alias and ignores the fi
 
 from __future__ import annotations
 
-import contextlib
 import argparse
+import contextlib
 import logging
 import socket
 import sys
@@ -68,8 +68,17 @@ class ServerOptions:
 class Running:
     """A server started by `start`: its URL, router and a `stop()`."""
 
-    def __init__(self, server: Any, uv_server: Any, router: Any, watcher: Any, prediction_log: Any,
-                 thread: threading.Thread, sock: socket.socket, state_path: Path | None):
+    def __init__(
+        self,
+        server: Any,
+        uv_server: Any,
+        router: Any,
+        watcher: Any,
+        prediction_log: Any,
+        thread: threading.Thread,
+        sock: socket.socket,
+        state_path: Path | None,
+    ):
         self.model_server = server
         self.uv_server = uv_server
         self.router = router
@@ -96,7 +105,7 @@ class Running:
         with contextlib.suppress(OSError):
             self._sock.close()
 
-    def __enter__(self) -> "Running":
+    def __enter__(self) -> Running:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -121,24 +130,35 @@ def shutdown(router: Any, watcher: Any, prediction_log: Any) -> None:
 def build(opts: ServerOptions) -> tuple[Any, Any, Any, Any, Path | None]:
     """(model server, router, watcher, prediction log, state path) — nothing listening yet."""
     from kfct.config import load_config
+    from kfct.contracts.split_state import state_path
     from kfct.runtime.settings import get_settings
     from kfct.serving.app import KfctModelServer, add_kfct_routes
-    from kfct.serving.predictor import ChurnPredictor
     from kfct.serving.prediction_log import PredictionLogger
+    from kfct.serving.predictor import ChurnPredictor
     from kfct.serving.router import ChurnRouter, SplitWatcher
-    from kfct.contracts.split_state import state_path
 
     settings = get_settings()
     cfg = load_config()
     name = opts.model_name or cfg.register_.model_name
     id_column = opts.id_column or cfg.dataset.id_column
-    champion = ChurnPredictor(name, model_name=name, alias=opts.alias, version=opts.version,
-                              model_dir=opts.model_dir, expected_sha256=opts.model_sha256, id_column=id_column,
-                              fast=opts.fast)
+    champion = ChurnPredictor(
+        name,
+        model_name=name,
+        alias=opts.alias,
+        version=opts.version,
+        model_dir=opts.model_dir,
+        expected_sha256=opts.model_sha256,
+        id_column=id_column,
+        fast=opts.fast,
+    )
     plog = None
     if opts.log_predictions:
-        plog = PredictionLogger(root=opts.prediction_log_dir, id_column=id_column,  # type: ignore[arg-type]  # None: no ids
-                                flush_seconds=opts.log_flush_seconds, encode_in_child=opts.log_encode_in_child)
+        plog = PredictionLogger(
+            root=opts.prediction_log_dir,
+            id_column=id_column,  # type: ignore[arg-type]  # None: no ids
+            flush_seconds=opts.log_flush_seconds,
+            encode_in_child=opts.log_encode_in_child,
+        )
     router = ChurnRouter(name, champion, id_column=id_column, prediction_log=plog)
     spath = None
     if pinned_state(opts, name) is None and opts.model_dir is None and opts.watch:
@@ -146,14 +166,27 @@ def build(opts: ServerOptions) -> tuple[Any, Any, Any, Any, Path | None]:
         spath = Path(opts.state_path) if opts.state_path else state_path(name, settings.home)
     # A server that follows the champion alias (not one pinned on its command line: those have no
     # split file) converges on the registry aliases at start and on every watch cycle.
-    watcher = SplitWatcher(router, spath, poll_seconds=opts.poll_seconds, retry_seconds=opts.retry_seconds,
-                           follow_aliases=opts.alias == "champion") if spath is not None else None
+    watcher = (
+        SplitWatcher(
+            router,
+            spath,
+            poll_seconds=opts.poll_seconds,
+            retry_seconds=opts.retry_seconds,
+            follow_aliases=opts.alias == "champion",
+        )
+        if spath is not None
+        else None
+    )
     token = settings.model_repository_token
-    server = KfctModelServer(host=opts.host or settings.serving_host,
-                             http_port=opts.port if opts.port is not None else settings.serving_port,
-                             max_request_bytes=opts.max_request_bytes or settings.max_request_bytes,
-                             access_log=opts.access_log, extra_routes=add_kfct_routes(router, spath),
-                             repository_token=token.get_secret_value() if token else None, router=router)
+    server = KfctModelServer(
+        host=opts.host or settings.serving_host,
+        http_port=opts.port if opts.port is not None else settings.serving_port,
+        max_request_bytes=opts.max_request_bytes or settings.max_request_bytes,
+        access_log=opts.access_log,
+        extra_routes=add_kfct_routes(router, spath),
+        repository_token=token.get_secret_value() if token else None,
+        router=router,
+    )
     server.register_models([router])
     return server, router, watcher, plog, spath
 
@@ -165,11 +198,14 @@ def pinned_state(opts: ServerOptions, name: str) -> SplitState | None:
     if opts.model_dir is not None or not (opts.version or opts.canary_version or opts.shadow):
         return None
     pct = opts.canary_percent
-    return SplitState(model_name=name, champion_version=str(opts.version) if opts.version else None,
-                      canary_version=str(opts.canary_version) if opts.canary_version else None,
-                      mode="shadow" if opts.shadow else "canary",
-                      canary_percent=float(pct if pct is not None else (0.0 if opts.shadow else 10.0))
-                      if opts.canary_version else 0.0, reason="kfct serve command line (this server only)").validate()
+    return SplitState(
+        model_name=name,
+        champion_version=str(opts.version) if opts.version else None,
+        canary_version=str(opts.canary_version) if opts.canary_version else None,
+        mode="shadow" if opts.shadow else "canary",
+        canary_percent=float(pct if pct is not None else (0.0 if opts.shadow else 10.0)) if opts.canary_version else 0.0,
+        reason="kfct serve command line (this server only)",
+    ).validate()
 
 
 def tune_runtime(switch_interval: float | None) -> None:
@@ -200,8 +236,7 @@ def _initial_load(router: Any, watcher: Any, wait: bool, watch: bool = True, pin
         if wait:
             router.apply_state(pinned)
         else:
-            threading.Thread(target=router.apply_state, args=(pinned,), name="kfct-initial-load",
-                             daemon=True).start()
+            threading.Thread(target=router.apply_state, args=(pinned,), name="kfct-initial-load", daemon=True).start()
         return
     if watcher is not None:
         if wait or not watch:
@@ -212,6 +247,7 @@ def _initial_load(router: Any, watcher: Any, wait: bool, watch: bool = True, pin
         router.route.champion.load()
         router._set_route(router.route)
     else:  # model_dir mode without waiting: load in the background
+
         def bg() -> None:
             if router.route.champion.load():
                 router._set_route(router.route)
@@ -219,8 +255,9 @@ def _initial_load(router: Any, watcher: Any, wait: bool, watch: bool = True, pin
         threading.Thread(target=bg, name="kfct-initial-load", daemon=True).start()
 
 
-def attach_reference(router: Any, version: str, retry_seconds: float = 2.0, max_retry_seconds: float = 60.0,
-                     stop: threading.Event | None = None) -> threading.Thread:
+def attach_reference(
+    router: Any, version: str, retry_seconds: float = 2.0, max_retry_seconds: float = 60.0, stop: threading.Event | None = None
+) -> threading.Thread:
     """Load registered `version` of the served model as the router's `reference` (a canary pod's champion),
     in the background, retrying with backoff: pairing is the rollout's evidence, never a condition of
     serving. Until it loads, the pod exports no kfct_paired_* series and a rollout waits (then fails for
@@ -232,20 +269,30 @@ def attach_reference(router: Any, version: str, retry_seconds: float = 2.0, max_
     def run() -> None:
         delay = retry_seconds
         while stop is None or not stop.is_set():
-            ref = ChurnPredictor(router.name, model_name=base.model_name, alias=None, version=str(version),
-                                 id_column=router.id_column, fast=base.fast)
+            ref = ChurnPredictor(
+                router.name,
+                model_name=base.model_name,
+                alias=None,
+                version=str(version),
+                id_column=router.id_column,
+                fast=base.fast,
+            )
             try:
-                ref.install(fetch_version(base.model_name, version=str(version), id_column=router.id_column,
-                                          fast=base.fast))
+                ref.install(fetch_version(base.model_name, version=str(version), id_column=router.id_column, fast=base.fast))
             except Exception as exc:  # noqa: BLE001 - any load failure is retried; serving goes on
-                log.error("paired reference v%s of %s not loaded (retry in %.0f s): %s: %s", version,
-                          base.model_name, delay, type(exc).__name__, exc)
+                log.error(
+                    "paired reference v%s of %s not loaded (retry in %.0f s): %s: %s",
+                    version,
+                    base.model_name,
+                    delay,
+                    type(exc).__name__,
+                    exc,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, max_retry_seconds)
                 continue
             router.reference = ref
-            log.info("model %s: scoring a share of its requests with v%s too (paired judgement)", router.name,
-                     version)
+            log.info("model %s: scoring a share of its requests with v%s too (paired judgement)", router.name, version)
             return
 
     t = threading.Thread(target=run, name="kfct-paired-reference", daemon=True)
@@ -333,10 +380,13 @@ def serve(opts: ServerOptions) -> int:
     from kfct.contracts import replicas
 
     replica = replicas.register(router.name, f"http://{host}:{sock.getsockname()[1]}", s.home)  # for `kfct rollout`
-    print(f"kfct: serving {router.name} on http://{host}:{sock.getsockname()[1]}  "
-          f"champion v{r.champion.loaded_version if r.champion else None}"
-          + (f", {r.mode} v{r.canary.loaded_version} at {r.percent:g}%" if r.canary else "")
-          + (f"  (split file {spath})" if spath else ""), flush=True)
+    print(
+        f"kfct: serving {router.name} on http://{host}:{sock.getsockname()[1]}  "
+        f"champion v{r.champion.loaded_version if r.champion else None}"
+        + (f", {r.mode} v{r.canary.loaded_version} at {r.percent:g}%" if r.canary else "")
+        + (f"  (split file {spath})" if spath else ""),
+        flush=True,
+    )
     import signal
 
     def _interrupt(signum: int, frame: object) -> None:
@@ -390,23 +440,27 @@ def parser() -> argparse.ArgumentParser:
 def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="model_name", default=None, help="registered model name (default: config)")
     p.add_argument("--alias", default="champion", help="alias to serve as champion (default: champion)")
-    p.add_argument("--version", default=None,
-                   help="serve this version alone (writes and follows no shared split file)")
-    p.add_argument("--model-dir", default=None,
-                   help="serve an MLflow model folder (InferenceService storage) instead of the registry")
+    p.add_argument("--version", default=None, help="serve this version alone (writes and follows no shared split file)")
+    p.add_argument(
+        "--model-dir", default=None, help="serve an MLflow model folder (InferenceService storage) instead of the registry"
+    )
     p.add_argument("--model-sha256", default=None, help="expected sha256 of the model file in --model-dir")
     p.add_argument("--host", default=None, help="bind address (default: settings, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: settings, 8080; 0 = any free port)")
     p.add_argument("--canary-version", default=None, help="registered version to serve as canary")
     p.add_argument("--canary-percent", type=float, default=None, help="traffic share of the canary (0-100)")
     p.add_argument("--shadow", action="store_true", help="champion answers; the canary version is scored and logged")
-    p.add_argument("--no-watch", dest="watch", action="store_false",
-                   help="serve the alias (or --version) only; ignore the shared split file")
+    p.add_argument(
+        "--no-watch", dest="watch", action="store_false", help="serve the alias (or --version) only; ignore the shared split file"
+    )
     p.add_argument("--no-prediction-log", dest="log_predictions", action="store_false")
     p.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
-    p.add_argument("--paired-reference-version", default=None,
-                   help="also score this pod's requests with this registered version (the champion a canary is "
-                        "judged against; default: KFCT_PAIRED_REFERENCE_VERSION, set by the deploy stage)")
+    p.add_argument(
+        "--paired-reference-version",
+        default=None,
+        help="also score this pod's requests with this registered version (the champion a canary is "
+        "judged against; default: KFCT_PAIRED_REFERENCE_VERSION, set by the deploy stage)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -425,11 +479,22 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     if args.model_dir and not version:  # InferenceService: the deploy stage sets KFCT_MODEL_VERSION
         version = s.model_version
     reference = getattr(args, "paired_reference_version", None) or s.paired_reference_version
-    return ServerOptions(model_name=args.model_name, alias=args.alias, version=version,
-                         model_dir=args.model_dir, model_sha256=sha, host=args.host, port=args.port,
-                         canary_version=args.canary_version, canary_percent=args.canary_percent,
-                         shadow=args.shadow, watch=args.watch, log_predictions=args.log_predictions,
-                         access_log=args.access_log, paired_reference_version=reference)
+    return ServerOptions(
+        model_name=args.model_name,
+        alias=args.alias,
+        version=version,
+        model_dir=args.model_dir,
+        model_sha256=sha,
+        host=args.host,
+        port=args.port,
+        canary_version=args.canary_version,
+        canary_percent=args.canary_percent,
+        shadow=args.shadow,
+        watch=args.watch,
+        log_predictions=args.log_predictions,
+        access_log=args.access_log,
+        paired_reference_version=reference,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

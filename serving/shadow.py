@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("kfct.serving.shadow")
 
@@ -18,8 +18,7 @@ log = logging.getLogger("kfct.serving.shadow")
 class ShadowWorker:
     """Runs `score(*job)` for each submitted job on one daemon thread, started on first use."""
 
-    def __init__(self, score: Callable[..., None], maxsize: int = 10_000, max_rows: int | None = None,
-                 name: str = "kfct-shadow"):
+    def __init__(self, score: Callable[..., None], maxsize: int = 10_000, max_rows: int | None = None, name: str = "kfct-shadow"):
         self._score = score
         self.name = name
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)

@@ -23,9 +23,16 @@ log = logging.getLogger("kfct.serving.router")
 class SplitWatcher:
     """Polls the split file; applies changes and retries loading until a champion is ready."""
 
-    def __init__(self, router: _ChurnRouter, path: str | Path, poll_seconds: float = 0.5,
-                 retry_seconds: float = 2.0, max_retry_seconds: float = 30.0, follow_aliases: bool = False,
-                 alias_poll_seconds: float = 5.0):
+    def __init__(
+        self,
+        router: _ChurnRouter,
+        path: str | Path,
+        poll_seconds: float = 0.5,
+        retry_seconds: float = 2.0,
+        max_retry_seconds: float = 30.0,
+        follow_aliases: bool = False,
+        alias_poll_seconds: float = 5.0,
+    ):
         self.router = router
         self.path = Path(path)
         self.poll_seconds = poll_seconds
@@ -49,7 +56,7 @@ class SplitWatcher:
         self._deadline: float | None = None  # the applied state's canary deadline, re-applied once past
         self._thread = threading.Thread(target=self._run, name="kfct-split-watcher", daemon=True)
 
-    def start(self) -> "SplitWatcher":
+    def start(self) -> SplitWatcher:
         self._thread.start()
         return self
 
@@ -85,8 +92,9 @@ class SplitWatcher:
             state = SplitState(model_name=self.router.name)
             state.generation = self.router.applied_generation
         if expired or state.expired():
-            log.warning("model %s: deferred canary v%s passed its deadline: routing it no traffic",
-                        self.router.name, state.canary_version)
+            log.warning(
+                "model %s: deferred canary v%s passed its deadline: routing it no traffic", self.router.name, state.canary_version
+            )
         state = self._converge(state)
         ok = self.router.apply_state(state)
         self._seen = sig
@@ -132,12 +140,16 @@ class SplitWatcher:
 
         from kfct.governance.convergence import split_changes
 
-        changes, reasons = split_changes(state.champion_version, state.canary_version, state.canary_percent,
-                                         state.mode, self._aliases)
+        changes, reasons = split_changes(
+            state.champion_version, state.canary_version, state.canary_percent, state.mode, self._aliases
+        )
         if not changes:
             return state
-        log.warning("model %s: split file disagrees with the registry aliases, following the aliases: %s",
-                    self.router.name, "; ".join(reasons))
+        log.warning(
+            "model %s: split file disagrees with the registry aliases, following the aliases: %s",
+            self.router.name,
+            "; ".join(reasons),
+        )
         return replace(state, **changes).validate()
 
     def _run(self) -> None:

@@ -23,9 +23,20 @@ import orjson
 from kfct.serving.schemas import BadRequest
 
 HEADER = "inference-header-content-length"
-DTYPES = {"BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-          "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-          "FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+DTYPES = {
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
 
 
 def _int(value: Any, what: str, field: str) -> int:
@@ -77,10 +88,12 @@ def _binary_input(k: int, inp: Any, body: bytes, offset: int) -> tuple[dict, int
         raise BadRequest(f"inputs[{k}] must be an object", field="inputs")
     name = str(inp.get("name", f"inputs[{k}]"))[:200]
     shape = inp.get("shape")
-    if not isinstance(shape, list) or not shape or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise BadRequest(f"input {name!r}: shape {shape!r:.60} must be a list of non-negative integers",
-                         field=name)
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise BadRequest(f"input {name!r}: shape {shape!r:.60} must be a list of non-negative integers", field=name)
     params = inp.get("parameters") or {}
     if not isinstance(params, dict):
         raise BadRequest(f"input {name!r}: parameters must be an object", field=name)
@@ -94,10 +107,11 @@ def _binary_input(k: int, inp: Any, body: bytes, offset: int) -> tuple[dict, int
         raise BadRequest(f"input {name!r}: neither 'data' nor parameters.binary_data_size", field=name)
     size = _int(params["binary_data_size"], f"input {name!r}: binary_data_size", name)
     if offset + size > len(body):
-        raise BadRequest(f"input {name!r}: binary_data_size {size} runs past the end of the body "
-                         f"({len(body) - offset} bytes left)", field=name)
+        raise BadRequest(
+            f"input {name!r}: binary_data_size {size} runs past the end of the body ({len(body) - offset} bytes left)", field=name
+        )
     count = int(np.prod(shape, dtype=np.int64)) if shape else 0
-    out["data"] = _decode(name, inp.get("datatype"), body[offset:offset + size], count)
+    out["data"] = _decode(name, inp.get("datatype"), body[offset : offset + size], count)
     return out, offset + size
 
 
@@ -107,15 +121,13 @@ def _decode_bytes(name: str, raw: bytes, count: int) -> list[str]:
     pos = 0
     while pos < len(raw):
         if pos + 4 > len(raw):
-            raise BadRequest(f"input {name!r}: BYTES element {len(items)} has a truncated length prefix",
-                             field=name)
+            raise BadRequest(f"input {name!r}: BYTES element {len(items)} has a truncated length prefix", field=name)
         (n,) = struct.unpack_from("<I", raw, pos)
         pos += 4
         if pos + n > len(raw):
-            raise BadRequest(f"input {name!r}: BYTES element {len(items)} claims {n} bytes, "
-                             f"{len(raw) - pos} left", field=name)
+            raise BadRequest(f"input {name!r}: BYTES element {len(items)} claims {n} bytes, {len(raw) - pos} left", field=name)
         try:
-            items.append(raw[pos:pos + n].decode("utf-8"))
+            items.append(raw[pos : pos + n].decode("utf-8"))
         except UnicodeDecodeError:
             raise BadRequest(f"input {name!r}: BYTES element {len(items)} is not UTF-8", field=name) from None
         pos += n
@@ -132,8 +144,9 @@ def _decode(name: str, dt: Any, raw: bytes, count: int) -> list:
         raise BadRequest(f"input {name!r}: unsupported datatype {dt!r:.40}", field=name)
     item = np.dtype(np_dt).itemsize
     if len(raw) % item:
-        raise BadRequest(f"input {name!r}: binary_data_size {len(raw)} is not a multiple of the {dt} element "
-                         f"size ({item} bytes)", field=name)
+        raise BadRequest(
+            f"input {name!r}: binary_data_size {len(raw)} is not a multiple of the {dt} element size ({item} bytes)", field=name
+        )
     if len(raw) // item != count:
         raise BadRequest(f"input {name!r}: {len(raw) // item} {dt} elements, shape says {count}", field=name)
     arr = np.frombuffer(raw, dtype=np.dtype(np_dt).newbyteorder("<"))

@@ -47,8 +47,10 @@ def _no_default_mlflow_store():
     before = default_mlflow_stores(folders)
     yield
     stray = default_mlflow_stores(folders | {_cwd()}) - before
-    assert not stray, (f"MLflow used without kfct.governance.registry.setup: it made {sorted(map(str, stray))} "
-                       "(its default tracking store in the working directory)")
+    assert not stray, (
+        f"MLflow used without kfct.governance.registry.setup: it made {sorted(map(str, stray))} "
+        "(its default tracking store in the working directory)"
+    )
 
 
 def run_root(tmp_path_factory) -> Path:
@@ -180,10 +182,17 @@ E2E_DIR = ROOT / "tests" / "e2e"
 # Files whose tests judge latency or traffic within seconds on live servers (a rollout's p99 checks, a
 # canary's "enough traffic" window): with another xdist worker running a pipeline on the same 2 cores
 # they judge the machine, not the code. `make test` runs them after the parallel pass, alone.
-ALONE_FILES = frozenset({
-    "test_serving_canary.py", "test_serving_hostile.py", "test_faults_serving.py", "test_rollout_adversarial.py",
-    "test_rollout_replicas.py", "test_canary_modes.py", "test_canary_route.py",
-})
+ALONE_FILES = frozenset(
+    {
+        "test_serving_canary.py",
+        "test_serving_hostile.py",
+        "test_faults_serving.py",
+        "test_rollout_adversarial.py",
+        "test_rollout_replicas.py",
+        "test_canary_modes.py",
+        "test_canary_route.py",
+    }
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -33,23 +33,39 @@ def run(workdir: str, data: str, name: str = "churn-classifier") -> dict:
     cfg_json = config_to_json(load_config())
     ds = art(Dataset, w / "dataset.parquet")
     sha = ingest.ingest_data(data, ds)
-    tr, va, te, pre = (art(Dataset, w / "train.parquet"), art(Dataset, w / "val.parquet"),
-                       art(Dataset, w / "test.parquet"), art(Model, w / "pre.joblib"))
+    tr, va, te, pre = (
+        art(Dataset, w / "train.parquet"),
+        art(Dataset, w / "val.parquet"),
+        art(Dataset, w / "test.parquet"),
+        art(Model, w / "pre.joblib"),
+    )
     featurize.featurize_split(ds, cfg_json, tr, va, te, pre)
     model = art(Model, w / "model.joblib")
     run_name = f"crashkit-{os.getpid()}"
     run_id = train.train_model(tr, va, pre, cfg_json, "cpu", 0, sha, data, "test", run_name, "test", model)
     decision, evidence = art(Artifact, w / "decision.json"), art(Artifact, w / "evidence.json")
-    ok = evaluate.evaluate_model(te, model, cfg_json, name, run_id, art(Metrics, w / "m.json"),
-                                 art(ClassificationMetrics, w / "c.json"), art(Markdown, w / "e.md"), decision,
-                                 evidence)
-    out = {"run_id": run_id, "deploy": ok, "gated_against": json.loads(decision.path and
-                                                                       Path(decision.path).read_text())
-           .get("champion_version")}
+    ok = evaluate.evaluate_model(
+        te,
+        model,
+        cfg_json,
+        name,
+        run_id,
+        art(Metrics, w / "m.json"),
+        art(ClassificationMetrics, w / "c.json"),
+        art(Markdown, w / "e.md"),
+        decision,
+        evidence,
+    )
+    out = {
+        "run_id": run_id,
+        "deploy": ok,
+        "gated_against": json.loads(decision.path and Path(decision.path).read_text()).get("champion_version"),
+    }
     if ok:
         card = art(Markdown, w / "card.md")
-        out["version"] = register.register_model(model, decision, evidence, ds, te, cfg_json, name, data, sha, run_name,
-                                                  "test", card)
+        out["version"] = register.register_model(
+            model, decision, evidence, ds, te, cfg_json, name, data, sha, run_name, "test", card
+        )
         out["blocked"] = card.metadata.get("blocked")
         out["deploy_result"] = json.loads(deploy.deploy_model(cfg_json, name, out["version"], "local"))
     return out

@@ -25,19 +25,21 @@ def write_log(home: Path, customers: int, files: int = 4, features: int = 10, se
     per = -(-customers // files)
     rows = 0
     for k in range(files):
-        cid = ids[k * per:(k + 1) * per]
+        cid = ids[k * per : (k + 1) * per]
         n = len(cid)
         ts = T0_MS + k * 86_400_000 + np.arange(n)
         p = rng.random(n)
-        cols = {"ts": pa.array(np.concatenate([ts, ts]), pa.timestamp("ms", tz="UTC")),
-                "request_id": pa.array(np.concatenate([cid, cid]).astype(str), pa.string()),
-                "model_name": pa.array(["m"] * (2 * n), pa.string()),
-                "model_version": pa.array(["1"] * n + ["2"] * n, pa.string()),
-                "role": pa.array(["champion"] * n + ["shadow"] * n, pa.string()),
-                "customer_id": pa.array(np.concatenate([cid, cid]).astype(str), pa.string()),
-                "probability": pa.array(np.concatenate([p, 1 - p])),
-                "label": pa.array(np.concatenate([p >= 0.5, p < 0.5]).astype(np.int64)),
-                "threshold": pa.array(np.full(2 * n, 0.5))}
+        cols = {
+            "ts": pa.array(np.concatenate([ts, ts]), pa.timestamp("ms", tz="UTC")),
+            "request_id": pa.array(np.concatenate([cid, cid]).astype(str), pa.string()),
+            "model_name": pa.array(["m"] * (2 * n), pa.string()),
+            "model_version": pa.array(["1"] * n + ["2"] * n, pa.string()),
+            "role": pa.array(["champion"] * n + ["shadow"] * n, pa.string()),
+            "customer_id": pa.array(np.concatenate([cid, cid]).astype(str), pa.string()),
+            "probability": pa.array(np.concatenate([p, 1 - p])),
+            "label": pa.array(np.concatenate([p >= 0.5, p < 0.5]).astype(np.int64)),
+            "threshold": pa.array(np.full(2 * n, 0.5)),
+        }
         for j in range(features):
             cols[f"f{j}"] = pa.array(rng.random(2 * n))
         day = Path(home) / "predictions" / f"date=2026-05-{28 + k:02d}"
@@ -57,8 +59,12 @@ def write_outcomes(home: Path, customers: int, seed: int = 1) -> Path:
     out = Path(home) / "outcomes" / "snapshot.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     observed_us = (T0_MS + 6 * 86_400_000) * 1000
-    t = pa.table({"customer_id": pa.array([f"c{i:08d}" for i in range(customers)], pa.string()),
-                  "outcome": pa.array(rng.integers(0, 2, customers)),
-                  "observed_at": pa.array(np.full(customers, observed_us), pa.timestamp("us", tz="UTC"))})
+    t = pa.table(
+        {
+            "customer_id": pa.array([f"c{i:08d}" for i in range(customers)], pa.string()),
+            "outcome": pa.array(rng.integers(0, 2, customers)),
+            "observed_at": pa.array(np.full(customers, observed_us), pa.timestamp("us", tz="UTC")),
+        }
+    )
     pq.write_table(t, out)
     return out

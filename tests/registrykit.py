@@ -12,8 +12,7 @@ def log_tiny_model(tag: str = "") -> tuple[str, str]:
     X = np.array([[0.0], [1.0], [2.0], [3.0]])
     y = np.array([0, 0, 1, 1])
     with mlflow.start_run(run_name=f"tiny-{tag}") as run:
-        info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model",
-                                        pip_requirements=["scikit-learn"])
+        info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model", pip_requirements=["scikit-learn"])
     return info.model_uri, run.info.run_id
 
 

@@ -24,8 +24,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kfct", description="kfct: continuous training for tabular ML on Kubeflow Pipelines.")
+    parser = argparse.ArgumentParser(prog="kfct", description="kfct: continuous training for tabular ML on Kubeflow Pipelines.")
     parser.add_argument("--config", help="YAML config merged over the packaged default")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -81,7 +81,8 @@ def _params(args: argparse.Namespace, package: str) -> dict:
         if scheme not in ("s3", "generate", "dataset"):
             raise DataSourceError(
                 f"data URI {args.data_uri!r} is a local path the cluster cannot read: "
-                f"upload it first with `kfct data push {args.data_uri}` and pass the s3:// URI it prints")
+                f"upload it first with `kfct data push {args.data_uri}` and pass the s3:// URI it prints"
+            )
         key = next((k for k in ("data_uri", "current_uri") if k in declared), None)
         if key is None:
             raise DataSourceError(f"--data-uri: this pipeline takes no dataset URI (parameters: {', '.join(sorted(declared))})")
@@ -99,8 +100,13 @@ def _submit(args: argparse.Namespace) -> int:
     from kfct.pipelines import kfp_client
 
     package = _package(args)
-    info = kfp_client.submit(package, params=_params(args, package), run_name=args.run_name,
-                             experiment=args.experiment, service_account=args.service_account)
+    info = kfp_client.submit(
+        package,
+        params=_params(args, package),
+        run_name=args.run_name,
+        experiment=args.experiment,
+        service_account=args.service_account,
+    )
     print(f"run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"pipeline {info.pipeline_id} version {info.pipeline_version_id}")
     print(info.url)
@@ -118,8 +124,10 @@ def _schedule(args: argparse.Namespace) -> int:
         if not rows:
             print("no recurring runs")
         for r in rows:
-            print(f"{r.recurring_run_id}  {r.status or '-':9}  cron={r.cron!r}  max_concurrency={r.max_concurrency}  "
-                  f"no_catchup={r.no_catchup}  {r.name}")
+            print(
+                f"{r.recurring_run_id}  {r.status or '-':9}  cron={r.cron!r}  max_concurrency={r.max_concurrency}  "
+                f"no_catchup={r.no_catchup}  {r.name}"
+            )
         return 0
     if args.delete:
         kfp_client.delete_schedule(args.delete)
@@ -127,12 +135,21 @@ def _schedule(args: argparse.Namespace) -> int:
         return 0
     package = _package(args)
     cron = args.cron or _default_cron(getattr(args, "pipeline", "ct") or "ct")
-    info = kfp_client.schedule(package, cron=cron, params=_params(args, package), name=args.name,
-                               experiment=args.experiment, max_concurrency=args.max_concurrency,
-                               no_catchup=not args.catchup, service_account=args.service_account,
-                               replace=args.replace)
-    print(f"recurring run {info.recurring_run_id} ({info.name}) {info.action}: cron {info.cron!r}, "
-          f"max concurrency {info.max_concurrency}, catch-up {'off' if info.no_catchup else 'on'}")
+    info = kfp_client.schedule(
+        package,
+        cron=cron,
+        params=_params(args, package),
+        name=args.name,
+        experiment=args.experiment,
+        max_concurrency=args.max_concurrency,
+        no_catchup=not args.catchup,
+        service_account=args.service_account,
+        replace=args.replace,
+    )
+    print(
+        f"recurring run {info.recurring_run_id} ({info.name}) {info.action}: cron {info.cron!r}, "
+        f"max concurrency {info.max_concurrency}, catch-up {'off' if info.no_catchup else 'on'}"
+    )
     print(info.url)
     return 0
 
@@ -170,8 +187,7 @@ def kustomize_images(settings: Settings | None = None) -> list[dict]:
     default_registry = Settings.model_fields["image_registry"].default
     out = []
     for name in (s.component_image_name, s.serving_image_name):
-        out.append({"name": f"{default_registry}/{name}", "newName": f"{s.image_registry}/{name}",
-                    "newTag": s.image_tag})
+        out.append({"name": f"{default_registry}/{name}", "newName": f"{s.image_registry}/{name}", "newTag": s.image_tag})
     return out
 
 
@@ -211,8 +227,8 @@ def _batch(args: argparse.Namespace) -> int:
 def _manifests(args: argparse.Namespace) -> int:
     import yaml
 
-    from kfct.errors import KfctError
     from kfct.cli.manifest_check import check_objects
+    from kfct.errors import KfctError
 
     bad = 0
     for f in args.files:
@@ -224,8 +240,10 @@ def _manifests(args: argparse.Namespace) -> int:
         errors, unchecked = check_objects(objs)
         for e in errors:
             print(f"{f}: {e}")
-        print(f"{f}: {len(objs)} objects, {len(errors)} schema errors"
-              + (f"; no schema here for {', '.join(unchecked)}" if unchecked else ""))
+        print(
+            f"{f}: {len(objs)} objects, {len(errors)} schema errors"
+            + (f"; no schema here for {', '.join(unchecked)}" if unchecked else "")
+        )
         bad += len(errors)
     return 1 if bad else 0
 
@@ -239,6 +257,7 @@ def _cluster_check(args: argparse.Namespace) -> int:
     read = kube_reader(args.kubeconfig, args.context, in_cluster=True if args.in_cluster else None)
     healthz = None
     if s.kfp_host or s.kf_pipelines_endpoint:  # the KFP API as `kfct submit` reaches it
+
         def healthz() -> dict:
             from kfct.pipelines import kfp_client
 
@@ -247,13 +266,15 @@ def _cluster_check(args: argparse.Namespace) -> int:
                 return kfp_client._probe(host, token)
             except kfp_client.KfpError as exc:
                 raise ClusterReadError(str(exc)) from exc
+
     workers = args.workers
     if workers is None:
         from kfct.config import load_config
 
         workers = load_config().train.workers
-    rows = check_cluster(read, args.namespace or s.kfp_namespace, mode=s.kserve_deployment_mode, gpu=args.gpu,
-                         workers=workers, healthz=healthz)
+    rows = check_cluster(
+        read, args.namespace or s.kfp_namespace, mode=s.kserve_deployment_mode, gpu=args.gpu, workers=workers, healthz=healthz
+    )
     print(format_table(rows))
     return 0 if all(r.passed for r in rows) else 1
 
@@ -267,8 +288,7 @@ def _docker_ready() -> None:
     if shutil.which("docker") is None:
         raise KfctError("docker not found on PATH: install Docker (or run `kfct images --dry-run` to see the commands)")
     try:
-        probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                               text=True, timeout=30)
+        probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KfctError(f"Docker engine unavailable: {exc}") from exc
     if probe.returncode != 0:
@@ -310,13 +330,19 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="where the compiled YAML goes (default: build)")
     p.add_argument("--gpu", action="store_true", help="train on the CUDA image with an nvidia.com/gpu")
     p.add_argument("--package", help="send this compiled YAML instead of compiling")
-    p.add_argument("--data-uri", help="dataset://latest (default on the cluster: the pointer `kfct data push --tag` "
-                                      "moves), s3://... or generate://N")
+    p.add_argument(
+        "--data-uri",
+        help="dataset://latest (default on the cluster: the pointer `kfct data push --tag` moves), s3://... or generate://N",
+    )
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     p.add_argument("--experiment", help="KFP experiment (default: settings kfp_experiment)")
     p.add_argument("--service-account", help="Kubernetes SA the run uses (default: settings kfp_service_account)")
-    p.add_argument("--pipeline", choices=PIPELINES, default="ct",
-                   help="which pipeline: ct (default), monitoring (drift check) or batch (batch scoring)")
+    p.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="ct",
+        help="which pipeline: ct (default), monitoring (drift check) or batch (batch scoring)",
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -333,11 +359,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("schedule", help="recurring CT runs on Kubeflow Pipelines: create, --list, --delete ID")
     _common_run_args(r)
-    r.add_argument("--cron", default=None,
-                   help="6-field KFP cron, seconds first; 5 fields accepted (default: ct 03:00 on the 1st of each "
-                        "month, batch 06:00 on the 1st, monitoring Mondays 04:00)")
-    r.add_argument("--replace", action="store_true",
-                   help="replace a recurring run of the same name that differs (default: refuse)")
+    r.add_argument(
+        "--cron",
+        default=None,
+        help="6-field KFP cron, seconds first; 5 fields accepted (default: ct 03:00 on the 1st of each "
+        "month, batch 06:00 on the 1st, monitoring Mondays 04:00)",
+    )
+    r.add_argument(
+        "--replace", action="store_true", help="replace a recurring run of the same name that differs (default: refuse)"
+    )
     r.add_argument("--name", help="recurring run name")
     r.add_argument("--max-concurrency", type=int, default=1)
     r.add_argument("--catchup", action="store_true", help="backfill missed intervals (default: no catch-up)")
@@ -350,8 +380,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--push", action="store_true", help="push after building")
     i.add_argument("--dry-run", action="store_true", help="print the docker commands only")
     i.add_argument("--only", action="append", choices=("component", "serving", "train-gpu"))
-    i.add_argument("--set-kustomize", metavar="DIR",
-                   help="write these image names and tag into DIR/kustomization.yaml `images:` (no docker)")
+    i.add_argument(
+        "--set-kustomize", metavar="DIR", help="write these image names and tag into DIR/kustomization.yaml `images:` (no docker)"
+    )
     i.set_defaults(func=_images)
 
     b = sub.add_parser("batch", help="run the batch-scoring pipeline locally (kfp.local): shards scored in parallel")
@@ -369,12 +400,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     k = sub.add_parser("cluster", help="the live cluster: `cluster check` lists what kfct needs and what is missing")
     ksub = k.add_subparsers(dest="cluster_cmd", required=True)
-    kc = ksub.add_parser("check", help="one line per prerequisite (ok / missing / wrong, and the fix); "
-                                       "exit 0 only when all pass")
+    kc = ksub.add_parser("check", help="one line per prerequisite (ok / missing / wrong, and the fix); exit 0 only when all pass")
     kc.add_argument("--namespace", help="where kfct runs (default: settings kfp_namespace)")
     kc.add_argument("--gpu", action="store_true", help="also require schedulable GPU nodes (kfct compile --gpu)")
-    kc.add_argument("--workers", type=int, default=None,
-                    help="train.workers to check Kubeflow Trainer for (default: from the config)")
+    kc.add_argument(
+        "--workers", type=int, default=None, help="train.workers to check Kubeflow Trainer for (default: from the config)"
+    )
     kc.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     kc.add_argument("--context", help="kubeconfig context (default: its current context)")
     kc.add_argument("--in-cluster", action="store_true", help="use the pod's service account (default inside a pod)")

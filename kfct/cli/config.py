@@ -22,9 +22,11 @@ def _check(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     ds = cfg.dataset
     fair = ", ".join(ds.sensitive_features) or "none"
-    print(f"ok: {args.file}: dataset {ds.name!r}, {len(ds.columns)} columns, {len(feature_columns(cfg))} "
-          f"features, label {ds.label!r} (positive {ds.positive_label!r}), sensitive features: {fair}, "
-          f"model {cfg.register_.model_name!r}")
+    print(
+        f"ok: {args.file}: dataset {ds.name!r}, {len(ds.columns)} columns, {len(feature_columns(cfg))} "
+        f"features, label {ds.label!r} (positive {ds.positive_label!r}), sensitive features: {fair}, "
+        f"model {cfg.register_.model_name!r}"
+    )
     return 0
 
 
@@ -35,9 +37,11 @@ def _init(args: argparse.Namespace) -> int:
     ds = inferred["dataset"]
     skip = {ds["label"], ds["id_column"], *ds["exclude_features"]}
     feats = sum(1 for c, spec in ds["columns"].items() if c not in skip and spec["dtype"] != "datetime")
-    print(f"wrote {args.out}: {len(ds['columns'])} columns ({feats} features), label {ds['label']!r} "
-          f"positive {ds['positive_label']!r}, "
-          f"model {inferred['register']['model_name']!r}")
+    print(
+        f"wrote {args.out}: {len(ds['columns'])} columns ({feats} features), label {ds['label']!r} "
+        f"positive {ds['positive_label']!r}, "
+        f"model {inferred['register']['model_name']!r}"
+    )
     if inferred["_sensitive_candidates"]:
         print(f"review: sensitive-feature candidates {inferred['_sensitive_candidates']} are commented out in {args.out}")
     for col, note in inferred["_notes"].items():

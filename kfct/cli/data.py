@@ -36,12 +36,14 @@ def _generate_parts(args: argparse.Namespace) -> int:
         raise KfctError("--corrupt applies to one file, not to --part-rows")
     try:
         parts.check_part_rows(args.part_rows)
-        manifest = parts.write_parts(generate_chunks(args.rows, seed=args.seed, drift=args.drift, bias=args.bias,
-                                                     chunk_rows=args.part_rows), args.out, args.part_rows)
+        manifest = parts.write_parts(
+            generate_chunks(args.rows, seed=args.seed, drift=args.drift, bias=args.bias, chunk_rows=args.part_rows),
+            args.out,
+            args.part_rows,
+        )
     except ValueError as exc:
         raise KfctError(str(exc)) from exc
-    print(f"wrote {args.out} ({manifest['rows']:,} rows in {len(manifest['parts'])} parts; "
-          f"version {manifest['version']})")
+    print(f"wrote {args.out} ({manifest['rows']:,} rows in {len(manifest['parts'])} parts; version {manifest['version']})")
     return 0
 
 
@@ -56,9 +58,9 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _outcomes(args: argparse.Namespace) -> int:
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.data.datagen import realized_outcomes, write_frame
     from kfct.errors import KfctError
-    from kfct.contracts.prediction_log import read_prediction_log
 
     preds = read_prediction_log(since=args.since)
     try:
@@ -81,19 +83,32 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--bias", type=float, default=0.0, help="make churn depend on age group (fairness tests)")
     g.add_argument("--corrupt", choices=CORRUPTIONS, help="break the data in one named way (validation tests)")
     g.add_argument("--out", required=True, help="output .parquet or .csv (a directory with --part-rows)")
-    g.add_argument("--part-rows", type=int, help="write a dataset in parts of this many rows into the directory "
-                                                 "--out, generated chunk by chunk (for large --rows)")
+    g.add_argument(
+        "--part-rows",
+        type=int,
+        help="write a dataset in parts of this many rows into the directory --out, generated chunk by chunk (for large --rows)",
+    )
     g.set_defaults(func=_generate)
     p = dsub.add_parser("push", help="upload a dataset content-addressed to s3://<bucket>/datasets/<sha256>.parquet")
     p.add_argument("path", help="a .parquet/.csv file or a parts directory (_manifest.json + parts)")
-    p.add_argument("--part-rows", type=int, help="push in parts of this many rows (content-addressed parts + "
-                                                 "manifest under datasets/<manifest sha256>/); a parquet file of "
-                                                 "more than 1,000,000 rows is split with 250,000 by default")
-    p.add_argument("--tag", help="also move the pointer dataset://TAG (e.g. latest) to this snapshot: "
-                                 "scheduled and drift-triggered runs ingest what it names at run time")
+    p.add_argument(
+        "--part-rows",
+        type=int,
+        help="push in parts of this many rows (content-addressed parts + "
+        "manifest under datasets/<manifest sha256>/); a parquet file of "
+        "more than 1,000,000 rows is split with 250,000 by default",
+    )
+    p.add_argument(
+        "--tag",
+        help="also move the pointer dataset://TAG (e.g. latest) to this snapshot: "
+        "scheduled and drift-triggered runs ingest what it names at run time",
+    )
     p.set_defaults(func=_push)
-    o = dsub.add_parser("outcomes", help="realized churn for the customers in the prediction log, from the "
-                                        "generator's ground truth (the outcome loop on the embedded default)")
+    o = dsub.add_parser(
+        "outcomes",
+        help="realized churn for the customers in the prediction log, from the "
+        "generator's ground truth (the outcome loop on the embedded default)",
+    )
     o.add_argument("--out", required=True, help="output .parquet or .csv")
     o.add_argument("--since", help="only customers served since (ISO time)")
     o.add_argument("--seed", type=int, default=0)

@@ -15,8 +15,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "object": (object,),
-              "datetime": (str,), "date": (str,)}
+PRIMITIVES = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "object": (object,),
+    "datetime": (str,),
+    "date": (str,),
+}
 
 # kind -> (SDK, model class) by apiVersion
 MODELS = {
@@ -35,18 +42,28 @@ MODELS = {
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): ("kserve", "V1alpha1ServingRuntime"),
 }
 # Kubeflow's PodDefault (kubeflow.org/v1alpha1) has no SDK model; its spec fields are core types.
-PODDEFAULT_SPEC = {"desc": "str", "selector": "V1LabelSelector", "env": "list[V1EnvVar]",
-                   "envFrom": "list[V1EnvFromSource]", "volumes": "list[V1Volume]",
-                   "volumeMounts": "list[V1VolumeMount]", "serviceAccountName": "str",
-                   "automountServiceAccountToken": "bool", "annotations": "dict(str, str)",
-                   "labels": "dict(str, str)", "tolerations": "list[V1Toleration]"}
+PODDEFAULT_SPEC = {
+    "desc": "str",
+    "selector": "V1LabelSelector",
+    "env": "list[V1EnvVar]",
+    "envFrom": "list[V1EnvFromSource]",
+    "volumes": "list[V1Volume]",
+    "volumeMounts": "list[V1VolumeMount]",
+    "serviceAccountName": "str",
+    "automountServiceAccountToken": "bool",
+    "annotations": "dict(str, str)",
+    "labels": "dict(str, str)",
+    "tolerations": "list[V1Toleration]",
+}
 
 # Kubeflow's Profile (kubeflow.org/v1): kubeflow/kubeflow components/profile-controller/api/v1/profile_types.go
 # `ProfileSpec` (owner rbacv1.Subject, plugins []Plugin with a free-form spec, resourceQuotaSpec).
 PROFILE_SPEC = {"owner": "RbacV1Subject", "plugins": "list[object]", "resourceQuotaSpec": "V1ResourceQuotaSpec"}
 # Kinds whose spec is made of core types: (apiVersion, kind) -> (spec fields, required fields).
-CORE_TYPED = {("kubeflow.org/v1alpha1", "PodDefault"): (PODDEFAULT_SPEC, ("selector",)),
-              ("kubeflow.org/v1", "Profile"): (PROFILE_SPEC, ("owner",))}
+CORE_TYPED = {
+    ("kubeflow.org/v1alpha1", "PodDefault"): (PODDEFAULT_SPEC, ("selector",)),
+    ("kubeflow.org/v1", "Profile"): (PROFILE_SPEC, ("owner",)),
+}
 
 
 def _model(name: str) -> Any:

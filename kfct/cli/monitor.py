@@ -19,9 +19,17 @@ def _monitor(args: argparse.Namespace) -> int:
     cfg = load_config(args.config_file)
     source = args.current or "the serving prediction log"
     print(f"kfct: drift check of {source} against the champion's training snapshot ...", flush=True)
-    summary = run_monitor(current_uri=args.current, dry_run=args.dry_run, force=args.force, since=args.since,
-                          ct_data_uri=args.retrain_data, cfg=cfg, model_name=args.model_name, mode=args.mode,
-                          via_kfp=args.kfp_local)
+    summary = run_monitor(
+        current_uri=args.current,
+        dry_run=args.dry_run,
+        force=args.force,
+        since=args.since,
+        ct_data_uri=args.retrain_data,
+        cfg=cfg,
+        model_name=args.model_name,
+        mode=args.mode,
+        via_kfp=args.kfp_local,
+    )
     from kfct.data.labels import rate_name
 
     print(format_monitor_summary(summary, rate_name(cfg)))
@@ -37,8 +45,10 @@ def _verify(args: argparse.Namespace) -> int:
     path = args.path or audit.default_path()
     res = audit.verify(path)
     if not res.ok:
-        print(f"audit trail BROKEN at line {res.line}: {res.problem} ({res.entries} entries verified before it; "
-              f"{path})", file=sys.stderr)
+        print(
+            f"audit trail BROKEN at line {res.line}: {res.problem} ({res.entries} entries verified before it; {path})",
+            file=sys.stderr,
+        )
         return 1
     print(f"audit trail OK: {res.entries} entries, hash chain intact ({path})")
     mirror = args.mirror or (None if args.path else audit._mirror_uri())
@@ -83,8 +93,11 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(entries, indent=2, default=str))
         return 0
     if not entries:
-        what = " for " + " ".join(x for x in (args.model, f"v{args.version}" if args.version else None) if x) \
-            if (args.model or args.version) else ""
+        what = (
+            " for " + " ".join(x for x in (args.model, f"v{args.version}" if args.version else None) if x)
+            if (args.model or args.version)
+            else ""
+        )
         print(f"no audit entries{what} ({args.path or audit.default_path()})")
         return 0
     for e in entries:
@@ -96,21 +109,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("monitor", help="drift check against the champion's training data; retrain when due")
     m.add_argument("--current", help="batch to check (path, s3://, generate://); default: the serving prediction log")
     m.add_argument("--since", help="prediction log rows since (ISO time); default: the last drift.window_days")
-    m.add_argument("--retrain-data", dest="retrain_data",
-                   help="dataset for the CT run a retrain starts (default: the --current batch when labelled)")
+    m.add_argument(
+        "--retrain-data",
+        dest="retrain_data",
+        help="dataset for the CT run a retrain starts (default: the --current batch when labelled)",
+    )
     m.add_argument("--dry-run", action="store_true", help="report and decide, but start no CT run")
     m.add_argument("--force", action="store_true", help="start a CT run even without drift or within the cooldown")
-    m.add_argument("--mode", choices=["local", "cluster", "auto"], default="local",
-                   help="where a retrain runs: local kfp.local (default), the cluster's KFP API, or auto")
-    m.add_argument("--kfp-local", dest="kfp_local", action="store_true",
-                   help="run the monitoring pipeline itself under kfp.local instead of in-process")
+    m.add_argument(
+        "--mode",
+        choices=["local", "cluster", "auto"],
+        default="local",
+        help="where a retrain runs: local kfp.local (default), the cluster's KFP API, or auto",
+    )
+    m.add_argument(
+        "--kfp-local",
+        dest="kfp_local",
+        action="store_true",
+        help="run the monitoring pipeline itself under kfp.local instead of in-process",
+    )
     m.add_argument("--model-name", help="registered model name (default from config)")
     m.add_argument("--config-file", dest="config_file", help="YAML merged over the default config")
     m.add_argument("--json", help="also write the summary as JSON to this path")
     m.set_defaults(func=_monitor)
 
-    asub = command_group(sub, "audit", "the hash-chained audit trail: verify it, show a model's history",
-                         "audit_command", metavar="ACTION")
+    asub = command_group(
+        sub, "audit", "the hash-chained audit trail: verify it, show a model's history", "audit_command", metavar="ACTION"
+    )
     v = asub.add_parser("verify", help="check the hash chain; non-zero exit naming the first broken line")
     v.add_argument("--path", help="audit file (default: <KFCT_HOME>/audit/audit.jsonl)")
     v.add_argument("--mirror", help="also verify the S3 mirror's segments (default: KFCT_AUDIT_S3_URI when set)")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 
 
-def command_group(sub: argparse._SubParsersAction, name: str, help: str, dest: str,
-                  metavar: str = "SUBCOMMAND") -> argparse._SubParsersAction:
+def command_group(
+    sub: argparse._SubParsersAction, name: str, help: str, dest: str, metavar: str = "SUBCOMMAND"
+) -> argparse._SubParsersAction:
     """`kfct NAME ...`, a command made of subcommands (`kfct data generate`); one of them is required,
     so `kfct NAME` alone is a usage error, not a silent no-op. Returns the group to add them to."""
     parser = sub.add_parser(name, help=help)

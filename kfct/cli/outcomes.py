@@ -25,9 +25,9 @@ def _print_json(obj: object) -> None:
 
 
 def _outcomes_push(args: argparse.Namespace) -> int:
-    from kfct.governance import audit
     from kfct.components.validate import validate_frame
     from kfct.evidence.outcomes import load_outcomes, store_outcomes
+    from kfct.governance import audit
 
     cfg, name = _cfg_name(args)
     try:
@@ -36,8 +36,7 @@ def _outcomes_push(args: argparse.Namespace) -> int:
         audit.record("outcomes_rejected", model_name=name, source=str(args.path)[:300], error=str(exc)[:500])
         raise
     info = store_outcomes(frame)
-    audit.record("outcomes_pushed", model_name=name, source=str(args.path)[:300], **info,
-                 positives=int(frame["outcome"].sum()))
+    audit.record("outcomes_pushed", model_name=name, source=str(args.path)[:300], **info, positives=int(frame["outcome"].sum()))
     print(f"kfct: {info['rows']} outcomes ({int(frame['outcome'].sum())} positive) stored as {info['uri']}")
     if args.json:
         _print_json(info)
@@ -56,8 +55,10 @@ def _outcomes_report(args: argparse.Namespace) -> int:
         return 0
     for r in rep["by_version"]:
         auc = "n/a" if r["roc_auc"] is None else f"{r['roc_auc']:.3f}"
-        print(f"v{r['model_version']} ({r['role']}): n={r['n']} auc={auc} accuracy={r['accuracy']:.3f} "
-              f"observed={r['observed_rate']:.3f} predicted={r['mean_probability']:.3f}")
+        print(
+            f"v{r['model_version']} ({r['role']}): n={r['n']} auc={auc} accuracy={r['accuracy']:.3f} "
+            f"observed={r['observed_rate']:.3f} predicted={r['mean_probability']:.3f}"
+        )
     print(f"judged on {rep['sample']['text']}")
     print(f"champion decay: {rep['decay']['reason']}")
     if rep.get("retrain"):
@@ -71,8 +72,10 @@ def _ab_start(args: argparse.Namespace) -> int:
 
     cfg, name = _cfg_name(args)
     st = ab_start(name, args.version, cfg, percent=args.percent, target=args.target)
-    print(f"kfct: A/B test started: A = v{st['arm_a']} (champion), B = v{st['arm_b']} at {st['percent']:g}% "
-          f"(sticky by id), {st['target']}")
+    print(
+        f"kfct: A/B test started: A = v{st['arm_a']} (champion), B = v{st['arm_b']} at {st['percent']:g}% "
+        f"(sticky by id), {st['target']}"
+    )
     return 0
 
 
@@ -120,10 +123,13 @@ def _shadow_report(args: argparse.Namespace) -> int:
     print(f"  judged on {rep['sample']['text']}")
     if "accuracy" in rep:
         a = rep["accuracy"]
-        print(f"  accuracy champion {a['champion']:.4f}, shadow {a['shadow']:.4f} ({a['diff']:+.4f}); "
-              f"McNemar p={rep['mcnemar']['p_value']:.4g}")
-    print(f"  decision: {rep['decision']['action']}: {rep['decision']['reason']}"
-          + (" (promoted)" if rep.get("promoted") else ""))
+        print(
+            f"  accuracy champion {a['champion']:.4f}, shadow {a['shadow']:.4f} ({a['diff']:+.4f}); "
+            f"McNemar p={rep['mcnemar']['p_value']:.4g}"
+        )
+    print(
+        f"  decision: {rep['decision']['action']}: {rep['decision']['reason']}" + (" (promoted)" if rep.get("promoted") else "")
+    )
     return 0
 
 
@@ -132,14 +138,16 @@ def _rollback(args: argparse.Namespace) -> int:
 
     _, name = _cfg_name(args)
     out = roll_back_traffic(name, target=args.target, namespace=args.namespace)
-    print(f"kfct: all traffic back on champion v{out['champion']}"
-          + (f" (v{out['rolled_back']} rolled back)" if out["rolled_back"] else "") + f" in {out['seconds']:.3f} s")
+    print(
+        f"kfct: all traffic back on champion v{out['champion']}"
+        + (f" (v{out['rolled_back']} rolled back)" if out["rolled_back"] else "")
+        + f" in {out['seconds']:.3f} s"
+    )
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    osub = command_group(sub, "outcomes", "realized outcomes: push them, report realized performance",
-                         "outcomes_command")
+    osub = command_group(sub, "outcomes", "realized outcomes: push them, report realized performance", "outcomes_command")
     p = osub.add_parser("push", help="validate and store realized labels (id, label, observed_at); parquet/CSV/s3://")
     p.add_argument("path")
     p.add_argument("--model-name")
@@ -154,8 +162,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_outcomes_report)
 
-    asub = command_group(sub, "ab", "A/B test: champion (A) vs a registered version (B) on realized outcomes",
-                         "ab_command")
+    asub = command_group(sub, "ab", "A/B test: champion (A) vs a registered version (B) on realized outcomes", "ab_command")
     s = asub.add_parser("start", help="give version N a sticky share of customers as arm B")
     s.add_argument("--version", required=True)
     s.add_argument("--percent", type=float, help="share of customers on B (default ab.percent)")

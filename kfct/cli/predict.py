@@ -22,8 +22,7 @@ def _records(args: argparse.Namespace, cfg: RunConfig) -> list[dict]:
 
     df = read_dataset(args.data).head(args.rows)
     df = df.drop(columns=[c for c in (cfg.dataset.label,) if c in df.columns])
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in df.to_dict("records")]
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
 def _isvc_address(name: str, namespace: str | None) -> str:
@@ -31,8 +30,8 @@ def _isvc_address(name: str, namespace: str | None) -> str:
     applies and the address survives promotions), never the predictor Service behind it."""
     import os
 
-    from kfct.errors import KfctError
     from kfct.cluster.kserve_isvc import get_inference_service, kserve_client, stable_address
+    from kfct.errors import KfctError
     from kfct.runtime.settings import get_settings
 
     ns = namespace or get_settings().kfp_namespace
@@ -42,8 +41,10 @@ def _isvc_address(name: str, namespace: str | None) -> str:
         raise KfctError(f"no InferenceService {ns}/{name}")
     url = stable_address(isvc)
     if not url:
-        raise KfctError(f"InferenceService {ns}/{name} has no status.url yet: not ready, or KServe creates no "
-                        f"route for it (cluster-local, or Gateway API disabled: `kfct cluster check`)")
+        raise KfctError(
+            f"InferenceService {ns}/{name} has no status.url yet: not ready, or KServe creates no "
+            f"route for it (cluster-local, or Gateway API disabled: `kfct cluster check`)"
+        )
     return url
 
 
@@ -67,8 +68,9 @@ def _predict(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:
         raise KfctError(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:300]}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise KfctError(f"{url}: cannot reach the model server ({getattr(exc, 'reason', exc)}); "
-                        f"is `kfct serve` running?") from None
+        raise KfctError(
+            f"{url}: cannot reach the model server ({getattr(exc, 'reason', exc)}); is `kfct serve` running?"
+        ) from None
     from kfct.data.labels import label_value
 
     for pred in answer.get("predictions", []) if isinstance(answer, dict) else []:
@@ -81,8 +83,11 @@ def _predict(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="send sample rows of the current schema (or of --data) to a running server")
     p.add_argument("--url", default="http://127.0.0.1:8080")
-    p.add_argument("--isvc", help="score through this InferenceService's stable address (status.url, via the "
-                                  "gateway) instead of --url; kubeconfig or in-cluster")
+    p.add_argument(
+        "--isvc",
+        help="score through this InferenceService's stable address (status.url, via the "
+        "gateway) instead of --url; kubeconfig or in-cluster",
+    )
     p.add_argument("--namespace", help="the InferenceService's namespace (default: settings kfp_namespace)")
     add_model_option(p, help="model name (default from config)")
     p.add_argument("--data", help="take the records from this file (.csv/.parquet; the label is dropped)")

@@ -24,10 +24,19 @@ def _run(args: argparse.Namespace) -> int:
         data_uri += f"&part_rows={args.part_rows}"
     print(f"kfct: running the CT pipeline on {data_uri} (kfp.local SubprocessRunner) ...", flush=True)
     try:
-        summary = run_ct(data_uri=data_uri, cfg=cfg, model_name=args.model_name, device=args.device,
-                         tune_trials=args.tune_trials, run_reason=args.reason, verbose=args.verbose,
-                         raise_on_validation=False, parts=True if args.part_rows else None,
-                         part_rows=args.part_rows, pod_limits=args.pod_limits)
+        summary = run_ct(
+            data_uri=data_uri,
+            cfg=cfg,
+            model_name=args.model_name,
+            device=args.device,
+            tune_trials=args.tune_trials,
+            run_reason=args.reason,
+            verbose=args.verbose,
+            raise_on_validation=False,
+            parts=True if args.part_rows else None,
+            part_rows=args.part_rows,
+            pod_limits=args.pod_limits,
+        )
     except KfctError as exc:  # unreadable data, a failed stage: on the record like a failed validation
         from kfct.governance import audit
         from kfct.runtime.stagefail import recorded_for_run
@@ -36,9 +45,15 @@ def _run(args: argparse.Namespace) -> int:
         run_id = getattr(exc, "run_id", None)
         if run_id and recorded_for_run(run_id):
             raise
-        audit.record("run_failed", model_name=args.model_name or cfg.register_.model_name, data_uri=data_uri,
-                     error_type=type(exc).__name__, error=str(exc)[:500], reason=args.reason,
-                     **({"run_id": run_id} if run_id else {}))
+        audit.record(
+            "run_failed",
+            model_name=args.model_name or cfg.register_.model_name,
+            data_uri=data_uri,
+            error_type=type(exc).__name__,
+            error=str(exc)[:500],
+            reason=args.reason,
+            **({"run_id": run_id} if run_id else {}),
+        )
         raise
     print(format_summary(summary))
     if args.json:
@@ -64,8 +79,18 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     s = get_settings()
     s.home.mkdir(parents=True, exist_ok=True)
     root = s.artifact_root or (s.home / "mlartifacts").resolve().as_uri()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", s.tracking_uri,
-           "--default-artifact-root", root, "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "ui",
+        "--backend-store-uri",
+        s.tracking_uri,
+        "--default-artifact-root",
+        root,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print("kfct: " + " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)
     return 0  # pragma: no cover
@@ -80,14 +105,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--model-name", help="registered model name (default from config)")
     r.add_argument("--device", choices=["cpu", "cuda"])
     r.add_argument("--tune-trials", type=int, default=0)
-    r.add_argument("--workers", type=int, help="XGBoost workers (train.workers; >1: N processes with XGBoost's "
-                   "collective, as Kubeflow Trainer runs them on a cluster)")
-    r.add_argument("--part-rows", type=int, help="run the map -> reduce pipeline over parts of this many rows "
-                                                 "(a parts dataset in --data-uri uses it without this flag)")
-    r.add_argument("--pod-limits", action="store_true",
-                   help="hold every stage process (and each training worker) to the memory limit the compiled "
-                        "pipeline gives its pod, in a cgroup v1 memory group (root); over it: killed, as an "
-                        "OOM-killed pod")
+    r.add_argument(
+        "--workers",
+        type=int,
+        help="XGBoost workers (train.workers; >1: N processes with XGBoost's "
+        "collective, as Kubeflow Trainer runs them on a cluster)",
+    )
+    r.add_argument(
+        "--part-rows",
+        type=int,
+        help="run the map -> reduce pipeline over parts of this many rows "
+        "(a parts dataset in --data-uri uses it without this flag)",
+    )
+    r.add_argument(
+        "--pod-limits",
+        action="store_true",
+        help="hold every stage process (and each training worker) to the memory limit the compiled "
+        "pipeline gives its pod, in a cgroup v1 memory group (root); over it: killed, as an "
+        "OOM-killed pod",
+    )
     r.add_argument("--reason", default="manual", help="why this run (recorded on the run)")
     r.add_argument("--json", help="also write the summary as JSON to this path")
     r.add_argument("-v", "--verbose", action="store_true", help="stream kfp's own log too")

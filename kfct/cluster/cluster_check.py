@@ -28,8 +28,10 @@ KSERVE_NAMESPACES = ("kserve", "kubeflow")  # a KServe install, or KServe inside
 KFP_NAMESPACE, KFP_SERVICE = "kubeflow", "ml-pipeline:8888"
 TRAINER_NAMESPACE = "kubeflow-system"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-GATEWAY_FIX = ('set "enableGatewayApi": true in the ingress entry of the inferenceservice-config ConfigMap '
-               "(and install the Gateway API CRDs and a Gateway)")
+GATEWAY_FIX = (
+    'set "enableGatewayApi": true in the ingress entry of the inferenceservice-config ConfigMap '
+    "(and install the Gateway API CRDs and a Gateway)"
+)
 APPLY_FIX = "kubectl apply -k manifests/overlays/<dev|prod>"
 
 
@@ -92,20 +94,30 @@ def _config_entry(cm: dict | None, key: str) -> dict | None:
 
 # -- KServe ---------------------------------------------------------------------------------------------
 
+
 def check_kserve_version(read: Read) -> Row:
     item = f"KServe >= {_v(MIN_KSERVE)}"
-    _path, dep = _first(read, [f"/apis/apps/v1/namespaces/{ns}/deployments/kserve-controller-manager"
-                              for ns in KSERVE_NAMESPACES])
+    _path, dep = _first(
+        read, [f"/apis/apps/v1/namespaces/{ns}/deployments/kserve-controller-manager" for ns in KSERVE_NAMESPACES]
+    )
     if dep is None:
-        return Row(item, "missing", f"no kserve-controller-manager Deployment in {' or '.join(KSERVE_NAMESPACES)}",
-                   f"install KServe >= {_v(MIN_KSERVE)}")
+        return Row(
+            item,
+            "missing",
+            f"no kserve-controller-manager Deployment in {' or '.join(KSERVE_NAMESPACES)}",
+            f"install KServe >= {_v(MIN_KSERVE)}",
+        )
     tag = _image_tag(dep, "manager")
     found = version_of(tag)
     if found is None:
         return Row(item, "info", f"controller image tag {tag!r} names no version (the CRD row tells)")
     if found < MIN_KSERVE:
-        return Row(item, "wrong", f"KServe {_v(found)}: no Standard-mode canaries (spec.canary)",
-                   f"upgrade KServe to >= {_v(MIN_KSERVE)} (or use Knative mode)")
+        return Row(
+            item,
+            "wrong",
+            f"KServe {_v(found)}: no Standard-mode canaries (spec.canary)",
+            f"upgrade KServe to >= {_v(MIN_KSERVE)} (or use Knative mode)",
+        )
     return Row(item, "ok", f"KServe {_v(found)}")
 
 
@@ -116,12 +128,17 @@ def check_kserve_crd(read: Read) -> Row:
         return Row(item, "missing", "no inferenceservices.serving.kserve.io CRD", f"install KServe >= {_v(MIN_KSERVE)}")
     for v in (crd.get("spec") or {}).get("versions") or []:
         if v.get("name") == "v1beta1":
-            spec = ((((v.get("schema") or {}).get("openAPIV3Schema") or {}).get("properties") or {}).get("spec")
-                    or {}).get("properties") or {}
+            spec = ((((v.get("schema") or {}).get("openAPIV3Schema") or {}).get("properties") or {}).get("spec") or {}).get(
+                "properties"
+            ) or {}
             if "canary" in spec:
                 return Row(item, "ok", "v1beta1 spec.canary served")
-            return Row(item, "wrong", "v1beta1 has no spec.canary: the API would drop every Standard-mode canary",
-                       f"upgrade KServe to >= {_v(MIN_KSERVE)}")
+            return Row(
+                item,
+                "wrong",
+                "v1beta1 has no spec.canary: the API would drop every Standard-mode canary",
+                f"upgrade KServe to >= {_v(MIN_KSERVE)}",
+            )
     return Row(item, "wrong", "the CRD serves no v1beta1", f"upgrade KServe to >= {_v(MIN_KSERVE)}")
 
 
@@ -147,8 +164,12 @@ def check_deployment_mode(read: Read, wanted: str) -> Row:
     except DeployError as exc:
         return Row(item, "wrong", str(exc), "use Standard or Knative")
     if mine == "Knative" and read(f"{CRDS}/services.serving.knative.dev") is None:
-        return Row(item, "wrong", "kfct writes Knative mode but Knative Serving is not installed",
-                   "install Knative Serving, or KFCT_KSERVE_DEPLOYMENT_MODE=Standard (drop components/serverless)")
+        return Row(
+            item,
+            "wrong",
+            "kfct writes Knative mode but Knative Serving is not installed",
+            "install Knative Serving, or KFCT_KSERVE_DEPLOYMENT_MODE=Standard (drop components/serverless)",
+        )
     return Row(item, "ok", f"KServe default {default}; kfct writes {mine} (the annotation wins)")
 
 
@@ -166,13 +187,18 @@ def check_gateway_api(read: Read, wanted: str) -> Row:
     crd = read(f"{CRDS}/httproutes.gateway.networking.k8s.io")
     status = "wrong" if standard else "info"
     if cm is None:
-        return Row(item, "missing" if standard else "info", "no inferenceservice-config ConfigMap",
-                   f"install KServe >= {_v(MIN_KSERVE)}")
+        return Row(
+            item, "missing" if standard else "info", "no inferenceservice-config ConfigMap", f"install KServe >= {_v(MIN_KSERVE)}"
+        )
     if not enabled:
         return Row(item, status, "enableGatewayApi is off: a Standard-mode canary would get no traffic", GATEWAY_FIX)
     if crd is None:
-        return Row(item, "missing" if standard else "info", "enableGatewayApi is on but no HTTPRoute CRD",
-                   "install the Gateway API CRDs (gateway.networking.k8s.io)")
+        return Row(
+            item,
+            "missing" if standard else "info",
+            "enableGatewayApi is on but no HTTPRoute CRD",
+            "install the Gateway API CRDs (gateway.networking.k8s.io)",
+        )
     return Row(item, "ok", f"HTTPRoutes via gateway {ingress.get('kserveIngressGateway', 'kserve/kserve-ingress-gateway')}")
 
 
@@ -201,11 +227,16 @@ def check_storage_container(read: Read) -> Row:
         for fmt in spec.get("supportedUriFormats") or []:
             if fmt.get("prefix") == "s3://":
                 return Row(item, "ok", f"{csc['metadata']['name']} downloads s3://")
-    return Row(item, "missing", "no enabled ClusterStorageContainer supports s3://",
-               "apply KServe's default ClusterStorageContainer (config/storagecontainers/default.yaml)")
+    return Row(
+        item,
+        "missing",
+        "no enabled ClusterStorageContainer supports s3://",
+        "apply KServe's default ClusterStorageContainer (config/storagecontainers/default.yaml)",
+    )
 
 
 # -- Kubeflow Pipelines and the profile namespace --------------------------------------------------------
+
 
 def kfp_healthz_path() -> str:
     """healthz through the API server's service proxy: no port-forward, the kubeconfig's own credentials."""
@@ -215,33 +246,52 @@ def kfp_healthz_path() -> str:
 def check_kfp_version(healthz: dict | None) -> Row:
     item = f"Kubeflow Pipelines backend >= {_v(MIN_KFP)}"
     if healthz is None:
-        return Row(item, "missing", f"no KFP API answered healthz ({KFP_NAMESPACE}/{KFP_SERVICE})",
-                   f"install Kubeflow Pipelines >= {_v(MIN_KFP)} (or set KFCT_KFP_HOST)")
+        return Row(
+            item,
+            "missing",
+            f"no KFP API answered healthz ({KFP_NAMESPACE}/{KFP_SERVICE})",
+            f"install Kubeflow Pipelines >= {_v(MIN_KFP)} (or set KFCT_KFP_HOST)",
+        )
     tag = str(healthz.get("tag_name") or "")
     found = version_of(tag)
     if found is None:
         return Row(item, "info", f"healthz tag_name {tag!r} names no version")
     if found < MIN_KFP:
-        return Row(item, "wrong", f"KFP {_v(found)}: no dsl.Collected artifacts / retries in dsl.If sub-DAGs",
-                   f"upgrade Kubeflow Pipelines to >= {_v(MIN_KFP)}")
+        return Row(
+            item,
+            "wrong",
+            f"KFP {_v(found)}: no dsl.Collected artifacts / retries in dsl.If sub-DAGs",
+            f"upgrade Kubeflow Pipelines to >= {_v(MIN_KFP)}",
+        )
     return Row(item, "ok", f"KFP {_v(found)}" + (" (multi-user)" if healthz.get("multi_user") else ""))
 
 
 def check_profile(read: Read, ns: str) -> Row:
     item = f"namespace {ns} is a Kubeflow Profile"
     if read(f"/apis/kubeflow.org/v1/profiles/{ns}") is None:
-        return Row(item, "missing", f"no Profile {ns}: no kfp-launcher, no artifact Secret, no PodDefaults there",
-                   "kubectl apply -f manifests/overlays/prod/profile.yaml (set its owner)")
+        return Row(
+            item,
+            "missing",
+            f"no Profile {ns}: no kfp-launcher, no artifact Secret, no PodDefaults there",
+            "kubectl apply -f manifests/overlays/prod/profile.yaml (set its owner)",
+        )
     # The profile controller labels the namespace (components/profile-controller/config/base/
     # namespace-labels.yaml): KFP's profile controller selects `pipelines.kubeflow.org/enabled`, the
     # PodDefault webhook `app.kubernetes.io/part-of: kubeflow-profile` (admission-webhook
     # manifests/base/mutating-webhook-configuration.yaml namespaceSelector).
     labels = ((read(f"/api/v1/namespaces/{ns}") or {}).get("metadata") or {}).get("labels") or {}
-    lacking = [f"{k}={v}" for k, v in (("pipelines.kubeflow.org/enabled", "true"),
-                                       ("app.kubernetes.io/part-of", "kubeflow-profile")) if labels.get(k) != v]
+    lacking = [
+        f"{k}={v}"
+        for k, v in (("pipelines.kubeflow.org/enabled", "true"), ("app.kubernetes.io/part-of", "kubeflow-profile"))
+        if labels.get(k) != v
+    ]
     if lacking:
-        return Row(item, "wrong", f"the namespace lacks {', '.join(lacking)} (profile not reconciled?)",
-                   "check the profile controller's logs; the labels come from its namespace-labels config")
+        return Row(
+            item,
+            "wrong",
+            f"the namespace lacks {', '.join(lacking)} (profile not reconciled?)",
+            "check the profile controller's logs; the labels come from its namespace-labels config",
+        )
     return Row(item, "ok", "Profile, pipelines and PodDefault-webhook labels present")
 
 
@@ -250,23 +300,33 @@ def _check_object(read: Read, item: str, path: str, why: str, fix: str) -> Row:
 
 
 def check_kfp_launcher(read: Read, ns: str) -> Row:
-    return _check_object(read, "ConfigMap kfp-launcher", f"/api/v1/namespaces/{ns}/configmaps/kfp-launcher",
-                         "tasks cannot find the pipeline root", "KFP's profile controller provisions it in "
-                         "Profile namespaces labelled pipelines.kubeflow.org/enabled=true")
+    return _check_object(
+        read,
+        "ConfigMap kfp-launcher",
+        f"/api/v1/namespaces/{ns}/configmaps/kfp-launcher",
+        "tasks cannot find the pipeline root",
+        "KFP's profile controller provisions it in Profile namespaces labelled pipelines.kubeflow.org/enabled=true",
+    )
 
 
 def check_artifact_secret(read: Read, ns: str) -> Row:
-    return _check_object(read, "Secret mlpipeline-minio-artifact",
-                         f"/api/v1/namespaces/{ns}/secrets/mlpipeline-minio-artifact",
-                         "tasks cannot upload their artifacts", "KFP's profile controller provisions it in "
-                         "Profile namespaces labelled pipelines.kubeflow.org/enabled=true")
+    return _check_object(
+        read,
+        "Secret mlpipeline-minio-artifact",
+        f"/api/v1/namespaces/{ns}/secrets/mlpipeline-minio-artifact",
+        "tasks cannot upload their artifacts",
+        "KFP's profile controller provisions it in Profile namespaces labelled pipelines.kubeflow.org/enabled=true",
+    )
 
 
 def check_poddefault(read: Read, ns: str) -> Row:
-    return _check_object(read, "PodDefault access-ml-pipeline",
-                         f"/apis/kubeflow.org/v1alpha1/namespaces/{ns}/poddefaults/access-ml-pipeline",
-                         "the drift-triggered retrain gets no KFP token (401/403)",
-                         "kubectl apply -k manifests/overlays/prod (kfp-access.yaml)")
+    return _check_object(
+        read,
+        "PodDefault access-ml-pipeline",
+        f"/apis/kubeflow.org/v1alpha1/namespaces/{ns}/poddefaults/access-ml-pipeline",
+        "the drift-triggered retrain gets no KFP token (401/403)",
+        "kubectl apply -k manifests/overlays/prod (kfp-access.yaml)",
+    )
 
 
 def check_storage_secret(read: Read, ns: str) -> Row:
@@ -282,8 +342,9 @@ def check_storage_secret(read: Read, ns: str) -> Row:
     keys = set((sec.get("data") or {}) | (sec.get("stringData") or {}))
     lacking = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k not in keys]
     if "serving.kserve.io/s3-endpoint" not in ann or lacking:
-        what = ", ".join(lacking + ([] if "serving.kserve.io/s3-endpoint" in ann else
-                                    ["annotation serving.kserve.io/s3-endpoint"]))
+        what = ", ".join(
+            lacking + ([] if "serving.kserve.io/s3-endpoint" in ann else ["annotation serving.kserve.io/s3-endpoint"])
+        )
         return Row(item, "wrong", f"lacks {what}", APPLY_FIX)
     sa = read(f"/api/v1/namespaces/{ns}/serviceaccounts/{SERVICE_ACCOUNT}")
     if sa is None:
@@ -297,8 +358,12 @@ def check_network_policy(read: Read, ns: str) -> Row:
     item = "NetworkPolicy for MinIO and MLflow"
     lst = read(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies")
     if lst is None:
-        return Row(item, "missing", "the API serves no networking.k8s.io/v1 NetworkPolicies", "use a Kubernetes "
-                   "with NetworkPolicy and a CNI that enforces it (Calico, Cilium, ...)")
+        return Row(
+            item,
+            "missing",
+            "the API serves no networking.k8s.io/v1 NetworkPolicies",
+            "use a Kubernetes with NetworkPolicy and a CNI that enforces it (Calico, Cilium, ...)",
+        )
     names = {p["metadata"]["name"] for p in lst.get("items") or []}
     lacking = sorted({"kfct-minio-ingress", "kfct-mlflow-ingress"} - names)
     if lacking:
@@ -308,28 +373,41 @@ def check_network_policy(read: Read, ns: str) -> Row:
 
 # -- GPU and Trainer ------------------------------------------------------------------------------------
 
+
 def check_gpu_nodes(read: Read) -> Row:
     """Nodes with allocatable nvidia.com/gpu whose NoSchedule/NoExecute taints the IR tolerates
     (it tolerates `nvidia.com/gpu` only: pipelines.compile)."""
     item = "GPU nodes (--gpu)"
     nodes = (read("/api/v1/nodes") or {}).get("items") or []
-    gpu = [n for n in nodes if str(((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0"))
-           not in ("0", "")]
+    gpu = [
+        n for n in nodes if str(((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0")) not in ("0", "")
+    ]
     if not gpu:
-        return Row(item, "missing", "no node has allocatable nvidia.com/gpu",
-                   "add GPU nodes with the NVIDIA device plugin (or GPU operator)")
+        return Row(
+            item,
+            "missing",
+            "no node has allocatable nvidia.com/gpu",
+            "add GPU nodes with the NVIDIA device plugin (or GPU operator)",
+        )
     usable = []
     blocked = {}
     for n in gpu:
-        taints = [t for t in (n.get("spec") or {}).get("taints") or []
-                  if t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") != "nvidia.com/gpu"]
+        taints = [
+            t
+            for t in (n.get("spec") or {}).get("taints") or []
+            if t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") != "nvidia.com/gpu"
+        ]
         if taints:
             blocked[n["metadata"]["name"]] = [f"{t.get('key')}={t.get('value', '')}:{t.get('effect')}" for t in taints]
         else:
             usable.append(n["metadata"]["name"])
     if not usable:
-        return Row(item, "wrong", f"every GPU node has a taint the train step does not tolerate: {blocked}",
-                   "taint GPU nodes with nvidia.com/gpu only, or add the toleration to the train step")
+        return Row(
+            item,
+            "wrong",
+            f"every GPU node has a taint the train step does not tolerate: {blocked}",
+            "taint GPU nodes with nvidia.com/gpu only, or add the toleration to the train step",
+        )
     return Row(item, "ok", f"{len(usable)} schedulable GPU node(s): {', '.join(sorted(usable))}")
 
 
@@ -340,26 +418,39 @@ def check_trainer(read: Read, workers: int) -> list[Row]:
     crd_item = f"Kubeflow Trainer >= {_v(MIN_TRAINER)} (TrainJob CRD)"
     rows = []
     if read(f"{CRDS}/trainjobs.trainer.kubeflow.org") is None:
-        rows.append(Row(crd_item, need, f"no trainjobs.trainer.kubeflow.org CRD ({why})",
-                        f"install Kubeflow Trainer >= {_v(MIN_TRAINER)}"))
+        rows.append(
+            Row(
+                crd_item, need, f"no trainjobs.trainer.kubeflow.org CRD ({why})", f"install Kubeflow Trainer >= {_v(MIN_TRAINER)}"
+            )
+        )
     else:
         dep = read(f"/apis/apps/v1/namespaces/{TRAINER_NAMESPACE}/deployments/kubeflow-trainer-controller-manager")
         found = version_of(_image_tag(dep))
         if found is not None and found < MIN_TRAINER:
-            rows.append(Row(crd_item, "wrong" if workers > 1 else "info", f"Trainer {_v(found)} ({why})",
-                            f"upgrade Kubeflow Trainer to >= {_v(MIN_TRAINER)}"))
+            rows.append(
+                Row(
+                    crd_item,
+                    "wrong" if workers > 1 else "info",
+                    f"Trainer {_v(found)} ({why})",
+                    f"upgrade Kubeflow Trainer to >= {_v(MIN_TRAINER)}",
+                )
+            )
         else:
             rows.append(Row(crd_item, "ok", f"Trainer {_v(found) if found else '(version not in the image tag)'}"))
     rt = read("/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/xgboost-distributed")
     rt_item = "ClusterTrainingRuntime xgboost-distributed"
-    rows.append(Row(rt_item, "ok", "present") if rt is not None else
-                Row(rt_item, need, f"absent ({why})", "apply Trainer's manifests/base/runtimes/xgboost_distributed.yaml"))
+    rows.append(
+        Row(rt_item, "ok", "present")
+        if rt is not None
+        else Row(rt_item, need, f"absent ({why})", "apply Trainer's manifests/base/runtimes/xgboost_distributed.yaml")
+    )
     return rows
 
 
 # -- all of it ------------------------------------------------------------------------------------------
 
-def _safe(item: str, check: Callable[[], "Row | list[Row]"]) -> list[Row]:
+
+def _safe(item: str, check: Callable[[], Row | list[Row]]) -> list[Row]:
     """One check; an API that refuses or fails the read makes the row `wrong`, the others still run."""
     try:
         out = check()
@@ -368,8 +459,14 @@ def _safe(item: str, check: Callable[[], "Row | list[Row]"]) -> list[Row]:
     return out if isinstance(out, list) else [out]
 
 
-def check_cluster(read: Read, namespace: str, mode: str = "Standard", gpu: bool = False, workers: int = 1,
-                  healthz: Callable[[], dict | None] | None = None) -> list[Row]:
+def check_cluster(
+    read: Read,
+    namespace: str,
+    mode: str = "Standard",
+    gpu: bool = False,
+    workers: int = 1,
+    healthz: Callable[[], dict | None] | None = None,
+) -> list[Row]:
     """Every row, in the order a first deploy meets them. `healthz`: the KFP healthz answer (default:
     through the API server's service proxy)."""
     ns = namespace
@@ -405,8 +502,7 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def kube_reader(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool | None = None,
-                settings=None) -> Read:
+def kube_reader(kubeconfig: str | None = None, context: str | None = None, in_cluster: bool | None = None, settings=None) -> Read:
     """GET on the Kubernetes API as kubectl would (kubeconfig, or the pod's service account in a
     cluster): the decoded JSON, None on 404, `ClusterReadError` otherwise (one line)."""
     from kubernetes import client, config
@@ -427,8 +523,14 @@ def kube_reader(kubeconfig: str | None = None, context: str | None = None, in_cl
 
     def read(path: str) -> dict | None:
         try:
-            return api.call_api(path, "GET", response_type="object", auth_settings=["BearerToken"],
-                                _return_http_data_only=True, _request_timeout=timeout)
+            return api.call_api(
+                path,
+                "GET",
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=timeout,
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -54,8 +54,7 @@ def normalise_mode(value) -> str:
         raise DeployError("KServe deployment mode 'ModelMesh' is not supported by kfct: use Standard or Knative")
     mode = _MODES.get(key)
     if mode is None:
-        raise DeployError(f"unknown KServe deployment mode {value!r}: expected Standard (RawDeployment) "
-                          f"or Knative (Serverless)")
+        raise DeployError(f"unknown KServe deployment mode {value!r}: expected Standard (RawDeployment) or Knative (Serverless)")
     return mode
 
 
@@ -84,6 +83,7 @@ def predictor_workload(isvc_name: str, predictor_name: str | None) -> str:
 
 # -- InferenceService objects (kserve SDK models) ------------------------------------------------
 
+
 def model_storage_uri(model_name: str, version: str) -> str:
     """Where the version's MLflow artifact lives (s3://... when MLflow stores artifacts in MinIO)."""
     from kfct.governance import registry
@@ -101,14 +101,24 @@ def check_storage_uri(uri: str, model_name: str, version: str) -> str:
 
     scheme = urlparse(uri or "").scheme
     if scheme not in KSERVE_STORAGE_SCHEMES:
-        raise DeployError(f"model {model_name} v{version} is stored at {uri!r}, which KServe's storage initializer "
-                          f"cannot read: set KFCT_MLFLOW_ARTIFACT_ROOT to an s3:// root in MinIO (kfct-config)")
+        raise DeployError(
+            f"model {model_name} v{version} is stored at {uri!r}, which KServe's storage initializer "
+            f"cannot read: set KFCT_MLFLOW_ARTIFACT_ROOT to an s3:// root in MinIO (kfct-config)"
+        )
     return uri
 
 
-def build_predictor(model_name: str, version: str, storage_uri: str | None = None, sha256: str | None = None,
-                    settings=None, min_replicas: int | None = 1, name: str | None = None,
-                    canary_percent: float | None = None, reference_version: str | None = None):
+def build_predictor(
+    model_name: str,
+    version: str,
+    storage_uri: str | None = None,
+    sha256: str | None = None,
+    settings=None,
+    min_replicas: int | None = 1,
+    name: str | None = None,
+    canary_percent: float | None = None,
+    reference_version: str | None = None,
+):
     """A `V1beta1PredictorSpec` serving `version` with the kfct ServingRuntime and the serving image
     this code was built with (so a deploy rolls new serving code, not only a new model).
 
@@ -141,26 +151,45 @@ def build_predictor(model_name: str, version: str, storage_uri: str | None = Non
         storage_uri=storage_uri,
         protocol_version="v2",
         args=["--model-dir", "/mnt/models"],
-        env=[V1EnvVar(name="KFCT_MODEL_VERSION", value=str(version)),
-             V1EnvVar(name="KFCT_MODEL_SHA256", value=sha256),
-             V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name)]
-        + ([V1EnvVar(name="KFCT_PAIRED_REFERENCE_VERSION", value=str(reference_version))]
-           if reference_version and str(reference_version) != str(version) else []),
+        env=[
+            V1EnvVar(name="KFCT_MODEL_VERSION", value=str(version)),
+            V1EnvVar(name="KFCT_MODEL_SHA256", value=sha256),
+            V1EnvVar(name="KFCT_REGISTERED_MODEL", value=model_name),
+        ]
+        + (
+            [V1EnvVar(name="KFCT_PAIRED_REFERENCE_VERSION", value=str(reference_version))]
+            if reference_version and str(reference_version) != str(version)
+            else []
+        ),
         resources=V1ResourceRequirements(requests={"cpu": "1", "memory": "1Gi"}, limits={"memory": "2Gi"}),
     )
     # PodSecurity `restricted` at pod level, as manifests/base/serving/inferenceservice.yaml: it also
     # covers the storage-initializer KServe injects (the runtime's container has the rest).
     pod_security = V1PodSecurityContext(seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
-    return V1beta1PredictorSpec(model=model, min_replicas=min_replicas, service_account_name=SERVICE_ACCOUNT,
-                                name=name, security_context=pod_security,
-                                canary_traffic_percent=None if canary_percent is None else round(canary_percent))
+    return V1beta1PredictorSpec(
+        model=model,
+        min_replicas=min_replicas,
+        service_account_name=SERVICE_ACCOUNT,
+        name=name,
+        security_context=pod_security,
+        canary_traffic_percent=None if canary_percent is None else round(canary_percent),
+    )
 
 
-def build_inference_service(model_name: str, version: str, name: str | None = None, namespace: str = "kfct",
-                            canary_percent: float | None = None, storage_uri: str | None = None,
-                            sha256: str | None = None, settings=None, min_replicas: int = 1,
-                            mode: str | None = None, predictor_name: str | None = None,
-                            reference_version: str | None = None):
+def build_inference_service(
+    model_name: str,
+    version: str,
+    name: str | None = None,
+    namespace: str = "kfct",
+    canary_percent: float | None = None,
+    storage_uri: str | None = None,
+    sha256: str | None = None,
+    settings=None,
+    min_replicas: int = 1,
+    mode: str | None = None,
+    predictor_name: str | None = None,
+    reference_version: str | None = None,
+):
     """A `V1beta1InferenceService` serving `version`, its deployment mode written explicitly.
 
     Serverless: `canary_percent` becomes `canaryTrafficPercent` (KServe splits between the
@@ -176,30 +205,59 @@ def build_inference_service(model_name: str, version: str, name: str | None = No
     mode = normalise_mode(mode or s.kserve_deployment_mode)
     if mode == STANDARD and canary_percent not in (None, 100):
         raise DeployError(f"Standard mode ignores canaryTrafficPercent ({canary_percent:g}%): use spec.canary")
-    predictor = build_predictor(model_name, version, storage_uri, sha256, s, min_replicas, name=predictor_name,
-                                canary_percent=canary_percent if mode == SERVERLESS else None,
-                                reference_version=reference_version)
+    predictor = build_predictor(
+        model_name,
+        version,
+        storage_uri,
+        sha256,
+        s,
+        min_replicas,
+        name=predictor_name,
+        canary_percent=canary_percent if mode == SERVERLESS else None,
+        reference_version=reference_version,
+    )
     return V1beta1InferenceService(
         api_version=ISVC_API_VERSION,
         kind="InferenceService",
-        metadata=V1ObjectMeta(name=name or model_name, namespace=namespace,
-                              labels={"app.kubernetes.io/part-of": "kfct", "kfct/model": model_name},
-                              annotations={"serving.kserve.io/enable-prometheus-scraping": "true",
-                                           DEPLOYMENT_MODE_ANNOTATION: mode,
-                                           "kfct/model-version": str(version), "kfct/image": s.serving_image}),
+        metadata=V1ObjectMeta(
+            name=name or model_name,
+            namespace=namespace,
+            labels={"app.kubernetes.io/part-of": "kfct", "kfct/model": model_name},
+            annotations={
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+                DEPLOYMENT_MODE_ANNOTATION: mode,
+                "kfct/model-version": str(version),
+                "kfct/image": s.serving_image,
+            },
+        ),
         spec=V1beta1InferenceServiceSpec(predictor=predictor),
     )
 
 
-def build_canary(model_name: str, version: str, percent: float, storage_uri: str | None = None,
-                 sha256: str | None = None, settings=None, reference_version: str | None = None):
+def build_canary(
+    model_name: str,
+    version: str,
+    percent: float,
+    storage_uri: str | None = None,
+    sha256: str | None = None,
+    settings=None,
+    reference_version: str | None = None,
+):
     """A Standard-mode `V1beta1CanarySpec`: predictor named `canary_name(version)` with `trafficPercent`.
 
     No minReplicas: KServe derives the canary's replicas from its traffic share."""
     from kserve import V1beta1CanarySpec
 
-    pred = build_predictor(model_name, version, storage_uri, sha256, settings, min_replicas=None,
-                           name=canary_name(version), reference_version=reference_version)
+    pred = build_predictor(
+        model_name,
+        version,
+        storage_uri,
+        sha256,
+        settings,
+        min_replicas=None,
+        name=canary_name(version),
+        reference_version=reference_version,
+    )
     return V1beta1CanarySpec(predictor=pred, traffic_percent=round(percent))
 
 
@@ -274,7 +332,8 @@ def merge_patch(client, name: str, namespace: str, body: dict, what: str) -> dic
     version = ISVC_API_VERSION.split("/")[1]
     try:
         return client.api_instance.patch_namespaced_custom_object(
-            "serving.kserve.io", version, namespace, "inferenceservices", name, body)
+            "serving.kserve.io", version, namespace, "inferenceservices", name, body
+        )
     except ApiException as exc:
         raise DeployError(f"cannot {what} on {namespace}/{name}: HTTP {exc.status} {str(exc.body or exc.reason)[:300]}") from exc
 
@@ -291,21 +350,26 @@ def patch_traffic(client, name: str, namespace: str, percent: float) -> None:
     from kubernetes.client import V1ObjectMeta
 
     body = V1beta1InferenceService(
-        api_version=ISVC_API_VERSION, kind="InferenceService",
+        api_version=ISVC_API_VERSION,
+        kind="InferenceService",
         metadata=V1ObjectMeta(name=name, namespace=namespace),
         spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(canary_traffic_percent=round(percent))),
     )
     try:
         client.patch(name, body, namespace=namespace)
     except RuntimeError as exc:
-        raise DeployError(f"cannot set canaryTrafficPercent={percent:g} on {namespace}/{name}: "
-                          f"{str(exc).strip()[:300]}") from exc
+        raise DeployError(f"cannot set canaryTrafficPercent={percent:g} on {namespace}/{name}: {str(exc).strip()[:300]}") from exc
 
 
 def set_canary(client, name: str, namespace: str, canary) -> dict:
     """Standard: `spec.canary` becomes exactly this one canary (a merge patch replaces the list)."""
-    return merge_patch(client, name, namespace, {"spec": {"canary": [_serialize(canary)]}},
-                       f"set spec.canary {canary.predictor.name} at {canary.traffic_percent}%")
+    return merge_patch(
+        client,
+        name,
+        namespace,
+        {"spec": {"canary": [_serialize(canary)]}},
+        f"set spec.canary {canary.predictor.name} at {canary.traffic_percent}%",
+    )
 
 
 def set_canary_traffic(client, name: str, namespace: str, version: str, percent: float) -> dict:
@@ -316,8 +380,9 @@ def set_canary_traffic(client, name: str, namespace: str, version: str, percent:
     if not mine:
         raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} for v{version}")
     entry = {**mine[0], "trafficPercent": round(percent)}
-    return merge_patch(client, name, namespace, {"spec": {"canary": [entry]}},
-                       f"set spec.canary {canary_name(version)} to {percent:g}%")
+    return merge_patch(
+        client, name, namespace, {"spec": {"canary": [entry]}}, f"set spec.canary {canary_name(version)} to {percent:g}%"
+    )
 
 
 def promote_canary(client, name: str, namespace: str, version: str) -> dict:
@@ -328,17 +393,20 @@ def promote_canary(client, name: str, namespace: str, version: str) -> dict:
     if not mine:
         raise DeployError(f"{namespace}/{name} has no spec.canary entry {canary_name(version)!r} to promote")
     predictor = dict(mine[0]["predictor"])
-    old = (((isvc or {}).get("spec") or {}).get("predictor") or {})
+    old = ((isvc or {}).get("spec") or {}).get("predictor") or {}
     for key in ("minReplicas", "serviceAccountName"):
         if key in old and key not in predictor:
             predictor[key] = old[key]
     # A merge patch merges maps: fields of the old stable predictor the canary lacks must be nulled.
     body_pred = {k: None for k in old if k not in predictor}
     body_pred.update(predictor)
-    return merge_patch(client, name, namespace,
-                       {"metadata": {"annotations": {"kfct/model-version": str(version)}},
-                        "spec": {"predictor": body_pred, "canary": None}},
-                       f"promote canary {canary_name(version)}")
+    return merge_patch(
+        client,
+        name,
+        namespace,
+        {"metadata": {"annotations": {"kfct/model-version": str(version)}}, "spec": {"predictor": body_pred, "canary": None}},
+        f"promote canary {canary_name(version)}",
+    )
 
 
 def remove_canary(client, name: str, namespace: str) -> dict:
@@ -380,8 +448,10 @@ def canary_ready(isvc: dict | None, mode: str, version: str) -> tuple[bool, str]
 # `status.canaryStatuses` entry is ready. With the Ingress reconciler the canary runs and serves nothing.
 
 GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
-ENABLE_GATEWAY_FIX = ('set "enableGatewayApi": true in the ingress entry of the kserve/inferenceservice-config '
-                      'ConfigMap (KServe >= 0.20, Gateway API CRDs installed)')
+ENABLE_GATEWAY_FIX = (
+    'set "enableGatewayApi": true in the ingress entry of the kserve/inferenceservice-config '
+    "ConfigMap (KServe >= 0.20, Gateway API CRDs installed)"
+)
 
 
 class RouteUnavailable(DeployError):
@@ -397,32 +467,35 @@ def get_http_route(client, name: str, namespace: str) -> dict | None:
     from kubernetes.client.rest import ApiException
 
     try:
-        return client.api_instance.get_namespaced_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, namespace,
-                                                                "httproutes", name)
+        return client.api_instance.get_namespaced_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, namespace, "httproutes", name)
     except ApiException as exc:
         if exc.status != 404:
-            raise DeployError(f"cannot read HTTPRoute {namespace}/{name}: HTTP {exc.status} "
-                              f"{str(exc.body or exc.reason)[:300]}") from exc
+            raise DeployError(
+                f"cannot read HTTPRoute {namespace}/{name}: HTTP {exc.status} {str(exc.body or exc.reason)[:300]}"
+            ) from exc
         try:
             details = (json.loads(exc.body or "{}") or {}).get("details") or {}
         except ValueError:
             details = {}
         if not details.get("name"):
-            raise RouteUnavailable(f"Gateway API missing: the cluster serves no httproutes.{GATEWAY_GROUP}, so a "
-                                   f"Standard-mode canary would get no traffic: {ENABLE_GATEWAY_FIX}") from exc
+            raise RouteUnavailable(
+                f"Gateway API missing: the cluster serves no httproutes.{GATEWAY_GROUP}, so a "
+                f"Standard-mode canary would get no traffic: {ENABLE_GATEWAY_FIX}"
+            ) from exc
         return None
 
 
 def no_route_reason(name: str, namespace: str) -> str:
-    return (f"no HTTPRoute {namespace}/{name}: KServe's Gateway API is disabled (or the service is "
-            f"cluster-local), so a Standard-mode canary would get no traffic: {ENABLE_GATEWAY_FIX}")
+    return (
+        f"no HTTPRoute {namespace}/{name}: KServe's Gateway API is disabled (or the service is "
+        f"cluster-local), so a Standard-mode canary would get no traffic: {ENABLE_GATEWAY_FIX}"
+    )
 
 
 def route_backends(route: dict) -> list[list[tuple[str, int | None]]]:
     """(Service name, weight) of each rule's backendRefs (rules without backends left out)."""
     rules = ((route or {}).get("spec") or {}).get("rules") or []
-    return [[(str(b.get("name")), b.get("weight")) for b in r.get("backendRefs") or []]
-            for r in rules if r.get("backendRefs")]
+    return [[(str(b.get("name")), b.get("weight")) for b in r.get("backendRefs") or []] for r in rules if r.get("backendRefs")]
 
 
 def canary_routed(isvc: dict | None, route: dict | None, version: str) -> tuple[bool, str]:
@@ -432,8 +505,11 @@ def canary_routed(isvc: dict | None, route: dict | None, version: str) -> tuple[
     name, ns = meta.get("name", "?"), meta.get("namespace", "?")
     if route is None:
         return False, no_route_reason(name, ns)
-    entries = [c for c in ((isvc or {}).get("spec") or {}).get("canary") or []
-               if (c.get("predictor") or {}).get("name") == canary_name(version)]
+    entries = [
+        c
+        for c in ((isvc or {}).get("spec") or {}).get("canary") or []
+        if (c.get("predictor") or {}).get("name") == canary_name(version)
+    ]
     if not entries:
         return False, f"{ns}/{name} has no spec.canary entry {canary_name(version)!r}"
     want = int(entries[0].get("trafficPercent") or 0)
@@ -441,9 +517,11 @@ def canary_routed(isvc: dict | None, route: dict | None, version: str) -> tuple[
     rules = route_backends(route)
     for refs in rules or [[]]:
         if (service, want) not in refs:
-            return False, (f"HTTPRoute {ns}/{name} does not carry canary {canary_name(version)}'s weight (wants "
-                           f"backendRef {service} at {want}, has {refs}): KServe applies spec.canary weights "
-                           f"only from 0.20 on, with Gateway API")
+            return False, (
+                f"HTTPRoute {ns}/{name} does not carry canary {canary_name(version)}'s weight (wants "
+                f"backendRef {service} at {want}, has {refs}): KServe applies spec.canary weights "
+                f"only from 0.20 on, with Gateway API"
+            )
     return True, f"HTTPRoute {ns}/{name} sends {want}% to {service}"
 
 
@@ -457,8 +535,9 @@ def stable_address(isvc: dict | None) -> str | None:
     return str(url) if url else None
 
 
-def wait_canary_ready(client, name: str, namespace: str, mode: str, version: str, timeout: float = 600.0,
-                      poll: float = 5.0, sleep=None) -> None:
+def wait_canary_ready(
+    client, name: str, namespace: str, mode: str, version: str, timeout: float = 600.0, poll: float = 5.0, sleep=None
+) -> None:
     """Until the canary's own status says ready and, in Standard mode, the HTTPRoute carries its
     weight (KServe writes the weight only once the canary is ready); one line on timeout."""
     import time

@@ -24,7 +24,7 @@ def load() -> Any:
         saved = sys.argv
         sys.argv = [saved[0] if saved else "kfct"]
         try:
-            import kserve.model_server  # noqa: F401
+            import kserve.model_server
         finally:
             sys.argv = saved
     import kserve
@@ -50,7 +50,6 @@ def subclass(namespace: dict, name: str, body: type, base: str) -> type:
         load()
         module, _, attr = base.partition(":")
         parent = getattr(importlib.import_module(module), attr)
-        cls = type(name, (body, parent), {"__module__": body.__module__, "__qualname__": name,
-                                           "__doc__": body.__doc__})
+        cls = type(name, (body, parent), {"__module__": body.__module__, "__qualname__": name, "__doc__": body.__doc__})
         namespace[name] = cls
     return cls

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
     from kfct.runtime.settings import Settings
 
 # The implementations `pick_launcher` loads by name (settings.retrain_launcher overrides both).
-DEFAULTS = {"local": "kfct.pipelines.launchers:LocalLauncher",
-            "cluster": "kfct.pipelines.launchers:KfpLauncher"}
+DEFAULTS = {"local": "kfct.pipelines.launchers:LocalLauncher", "cluster": "kfct.pipelines.launchers:KfpLauncher"}
 
 
 class LauncherError(KfctError):
@@ -38,7 +37,7 @@ class RetrainRequest:
     model_name: str
     run_reason: str
     cfg: RunConfig | None = None  # None: the CT pipeline's default config
-    data_uri: str = ""       # '' = the CT pipeline's default dataset
+    data_uri: str = ""  # '' = the CT pipeline's default dataset
     severity: str = "?"
     requested_at: datetime | None = None  # when the monitor decided (names the cluster run)
 

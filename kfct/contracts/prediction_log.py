@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from kfct.runtime.settings import Settings
 
 PREFIX = "predictions"
-META_COLUMNS = ["ts", "request_id", "model_name", "model_version", "role", "customer_id",
-                "probability", "label", "threshold"]
+META_COLUMNS = ["ts", "request_id", "model_name", "model_version", "role", "customer_id", "probability", "label", "threshold"]
 _PART = re.compile(r"part-(\d+)-(\d+)-")
 
 
@@ -67,9 +66,14 @@ def _since_seconds(since: Any) -> float | None:
     return float(ts.timestamp())
 
 
-def read_prediction_log(since: Any = None, root: str | Path | None = None, s3: bool | None = None,
-                        settings: Settings | None = None, model_name: str | None = None,
-                        max_rows: int | None = None) -> pd.DataFrame:
+def read_prediction_log(
+    since: Any = None,
+    root: str | Path | None = None,
+    s3: bool | None = None,
+    settings: Settings | None = None,
+    model_name: str | None = None,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
     """All logged predictions with `ts >= since` (epoch seconds, datetime or ISO string) as a DataFrame.
 
     With `max_rows`, only the newest `max_rows` of them: files are read newest first and
@@ -158,8 +162,14 @@ def customer_keys(ids: Any) -> Any:
     return pd.util.hash_array(np.asarray(ids, dtype=object).astype(str))
 
 
-def sample_prediction_log(n: int, since: Any = None, model_name: str | None = None, root: str | Path | None = None,
-                          s3: bool | None = None, settings: Settings | None = None) -> tuple[pd.DataFrame, int]:
+def sample_prediction_log(
+    n: int,
+    since: Any = None,
+    model_name: str | None = None,
+    root: str | Path | None = None,
+    s3: bool | None = None,
+    settings: Settings | None = None,
+) -> tuple[pd.DataFrame, int]:
     """At most `n` logged predictions (metadata columns only) with `ts >= since`, and how many there were.
 
     Why: the outcomes, A/B and shadow reports must not load an unbounded log. The sample is by
@@ -181,8 +191,7 @@ def sample_prediction_log(n: int, since: Any = None, model_name: str | None = No
         raise ValueError(f"sample size must be positive, got {n}")
     s = settings or get_settings()
     since_s = _since_seconds(since)
-    paths, tmpdir = _log_paths(s, use_s3(s) if s3 is None else s3, root,
-                               None if since_s is None else int(since_s * 1000))
+    paths, tmpdir = _log_paths(s, use_s3(s) if s3 is None else s3, root, None if since_s is None else int(since_s * 1000))
     tables: list[Any] = []  # Arrow, not pandas: compact strings, and freed memory goes back
     keys, order, total = np.empty(0, np.uint64), np.empty(0, np.int64), 0
     try:

@@ -49,7 +49,7 @@ class SplitState:
     # wall-clock time (epoch seconds) servers stop routing to it and the next rollout rolls it back.
     canary_deadline: float | None = None
 
-    def validate(self) -> "SplitState":
+    def validate(self) -> SplitState:
         if not self.model_name:
             raise SplitStateError("split state: model_name is empty")
         try:
@@ -67,8 +67,9 @@ class SplitState:
             try:
                 self.canary_deadline = float(self.canary_deadline)
             except (TypeError, ValueError):
-                raise SplitStateError(f"split state: canary_deadline {self.canary_deadline!r} is not a "
-                                      "number (epoch seconds)") from None
+                raise SplitStateError(
+                    f"split state: canary_deadline {self.canary_deadline!r} is not a number (epoch seconds)"
+                ) from None
         for f in ("champion_version", "canary_version"):
             v = getattr(self, f)
             if v is not None:
@@ -94,7 +95,7 @@ class SplitState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "SplitState":
+    def from_json(cls, d: dict) -> SplitState:
         if not isinstance(d, dict):
             raise SplitStateError("split state must be a JSON object")
         known = set(cls.__dataclass_fields__)

@@ -74,16 +74,27 @@ class WindowStats:
         return self.positives / self.instances if self.instances else 0.0
 
     def summary(self) -> dict:
-        out = {"version": self.version, "requests": self.requests, "error_rate": round(self.error_rate, 5),
-               "p99_latency_ms": round(self.p99_latency_s * 1e3, 3), "positive_rate": round(self.positive_rate, 5)}
+        out = {
+            "version": self.version,
+            "requests": self.requests,
+            "error_rate": round(self.error_rate, 5),
+            "p99_latency_ms": round(self.p99_latency_s * 1e3, 3),
+            "positive_rate": round(self.positive_rate, 5),
+        }
         if self.paired_requests:
-            out.update(paired_requests=self.paired_requests, paired_rows=self.paired_rows,
-                       paired_customers=self.paired_customers, label_shift=round(self.label_shift, 5),
-                       label_shift_se=round(self.label_shift_se, 5), probability_shift=round(self.probability_shift, 5),
-                       paired_p99_us_per_row=round(self.paired_p99_instance_s * 1e6, 2),
-                       champion_paired_p99_us_per_row=round(self.paired_champion_p99_instance_s * 1e6, 2),
-                       paired_slower=self.paired_slower,
-                       top_customer_share=round(self.top_customer_share, 4), dominated=self.dominated)
+            out.update(
+                paired_requests=self.paired_requests,
+                paired_rows=self.paired_rows,
+                paired_customers=self.paired_customers,
+                label_shift=round(self.label_shift, 5),
+                label_shift_se=round(self.label_shift_se, 5),
+                probability_shift=round(self.probability_shift, 5),
+                paired_p99_us_per_row=round(self.paired_p99_instance_s * 1e6, 2),
+                champion_paired_p99_us_per_row=round(self.paired_champion_p99_instance_s * 1e6, 2),
+                paired_slower=self.paired_slower,
+                top_customer_share=round(self.top_customer_share, 4),
+                dominated=self.dominated,
+            )
         return out
 
     def to_json(self) -> dict:
@@ -92,7 +103,7 @@ class WindowStats:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "WindowStats":
+    def from_json(cls, d: dict) -> WindowStats:
         keys = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in keys})
 
@@ -119,8 +130,7 @@ def paired_window(out: WindowStats, arr: np.ndarray) -> None:
     cust, rows = arr[:, 1], arr[:, 2]
     out.paired_requests = len(arr)
     _keys, inv = np.unique(cust, return_inverse=True)
-    paired_groups(out, np.bincount(inv, weights=rows), np.bincount(inv, weights=arr[:, 3]),
-                  np.bincount(inv, weights=arr[:, 4]))
+    paired_groups(out, np.bincount(inv, weights=rows), np.bincount(inv, weights=arr[:, 3]), np.bincount(inv, weights=arr[:, 4]))
     per_row = np.maximum(rows, 1)
     out.paired_p99_instance_s = float(np.percentile(arr[:, 5] / per_row, 99))
     out.paired_champion_p99_instance_s = float(np.percentile(arr[:, 6] / per_row, 99))
@@ -185,4 +195,3 @@ def merge_windows(version: str, parts: list[dict]) -> WindowStats:
     if pairs:
         paired_window(out, np.asarray(pairs, dtype=np.float64))
     return out
-

@@ -15,8 +15,8 @@ Knobs:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ AGES = (["18_35", "36_55", "56_plus"], [0.35, 0.40, 0.25])
 REGIONS = (["north", "center", "south", "islands"], [0.40, 0.25, 0.25, 0.10])
 
 
-_GAIN = 1.4        # sharpens the latent score: a good model reaches AUC ~0.87
+_GAIN = 1.4  # sharpens the latent score: a good model reaches AUC ~0.87
 _INTERCEPT = -3.9  # ~17% churners
 
 
@@ -79,8 +79,14 @@ def churn_logit(df: pd.DataFrame, drift: float = 0.0, bias: float = 0.0) -> np.n
     return np.asarray(z, dtype=np.float64)
 
 
-def realized_outcomes(predictions: pd.DataFrame, seed: int = 0, drift: float = 0.0, max_delay_days: float = 28.0,
-                      id_column: str = "customer_id", label: str = "churned") -> pd.DataFrame:
+def realized_outcomes(
+    predictions: pd.DataFrame,
+    seed: int = 0,
+    drift: float = 0.0,
+    max_delay_days: float = 28.0,
+    id_column: str = "customer_id",
+    label: str = "churned",
+) -> pd.DataFrame:
     """What "really happened" to the customers in a prediction log, drawn from the ground truth.
 
     One outcome per customer, observed 1..max_delay_days after its last logged
@@ -94,8 +100,7 @@ def realized_outcomes(predictions: pd.DataFrame, seed: int = 0, drift: float = 0
     y = (rng.random(len(last)) < _sigmoid(z)).astype(np.int64)
     delay = pd.to_timedelta(rng.uniform(1.0, max_delay_days, len(last)), unit="D")
     ts = pd.to_datetime(last["ts"], utc=True)
-    return pd.DataFrame({id_column: last["customer_id"].astype(str).to_numpy(), label: y,
-                         "observed_at": (ts + delay).to_numpy()})
+    return pd.DataFrame({id_column: last["customer_id"].astype(str).to_numpy(), label: y, "observed_at": (ts + delay).to_numpy()})
 
 
 def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: float = 0.0) -> pd.DataFrame:
@@ -112,8 +117,9 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
     cols.update(_rfm(rng, rows, d, cols["contract_type"]))
     cols.update(_usage(rng, rows, d, cols["activity_trend"]))
     cols.update(_support(rng, rows, d, cols["contract_type"] == "monthly"))
-    df = pd.DataFrame({"customer_id": [f"C{seed % 1000:03d}-{i:08d}" for i in range(rows)],
-                       **{c: cols[c] for c in COLUMNS if c != "churned"}})
+    df = pd.DataFrame(
+        {"customer_id": [f"C{seed % 1000:03d}-{i:08d}" for i in range(rows)], **{c: cols[c] for c in COLUMNS if c != "churned"}}
+    )
     # Latent churn score (see churn_logit), then logit noise: the same draws, in the same order.
     z = churn_logit(df, drift=d, bias=bias) + rng.normal(0.0, 0.45, rows)
     df["churned"] = (rng.random(rows) < _sigmoid(z)).astype(np.int64)
@@ -122,8 +128,9 @@ def generate(rows: int = 100_000, seed: int = 42, drift: float = 0.0, bias: floa
     return df
 
 
-def generate_chunks(rows: int, seed: int = 42, drift: float = 0.0, bias: float = 0.0,
-                    chunk_rows: int = 250_000) -> Iterator[pd.DataFrame]:
+def generate_chunks(
+    rows: int, seed: int = 42, drift: float = 0.0, bias: float = 0.0, chunk_rows: int = 250_000
+) -> Iterator[pd.DataFrame]:
     """Yield `rows` customers as DataFrames of at most `chunk_rows` rows, one chunk in memory at a time.
 
     For datasets larger than one process should hold (`kfct data generate --part-rows`,
@@ -145,14 +152,35 @@ def generate_chunks(rows: int, seed: int = 42, drift: float = 0.0, bias: float =
 
 
 # Column order of the generated frame (after customer_id).
-COLUMNS = ("contract_type", "payment_method", "age_group", "region", "plan_monthly_eur", "recency_days", "frequency",
-           "monetary_total", "monetary_avg", "monetary_std", "tenure_days", "activity_trend", "calls_count_30d",
-           "calls_duration_avg_30d", "data_usage_gb_30d", "international_calls_ratio", "peak_hour_ratio",
-           "support_tickets_90d", "support_escalations_90d", "unresolved_tickets", "frustration_index", "churned")
+COLUMNS = (
+    "contract_type",
+    "payment_method",
+    "age_group",
+    "region",
+    "plan_monthly_eur",
+    "recency_days",
+    "frequency",
+    "monetary_total",
+    "monetary_avg",
+    "monetary_std",
+    "tenure_days",
+    "activity_trend",
+    "calls_count_30d",
+    "calls_duration_avg_30d",
+    "data_usage_gb_30d",
+    "international_calls_ratio",
+    "peak_hour_ratio",
+    "support_tickets_90d",
+    "support_escalations_90d",
+    "unresolved_tickets",
+    "frustration_index",
+    "churned",
+)
 
 
 def _categories(rng: np.random.Generator, n: int, d: float) -> dict:
     """Contract, payment, age group, region; drift moves customers to monthly contracts and cash."""
+
     def pick(choices: Sequence[str], probs: Sequence[float], shift: np.ndarray | None = None) -> np.ndarray:
         p = np.asarray(probs, dtype=float)
         if shift is not None:
@@ -160,9 +188,12 @@ def _categories(rng: np.random.Generator, n: int, d: float) -> dict:
             p = p / p.sum()
         return rng.choice(np.asarray(choices, dtype=object), size=n, p=p)
 
-    return {"contract_type": pick(*CONTRACTS, shift=np.array([0.15, -0.08, -0.07]) * d),
-            "payment_method": pick(*PAYMENTS, shift=np.array([-0.10, 0.0, 0.0, 0.10]) * d),
-            "age_group": pick(*AGES), "region": pick(*REGIONS)}
+    return {
+        "contract_type": pick(*CONTRACTS, shift=np.array([0.15, -0.08, -0.07]) * d),
+        "payment_method": pick(*PAYMENTS, shift=np.array([-0.10, 0.0, 0.0, 0.10]) * d),
+        "age_group": pick(*AGES),
+        "region": pick(*REGIONS),
+    }
 
 
 def _rfm(rng: np.random.Generator, n: int, d: float, contract: np.ndarray) -> dict:
@@ -178,18 +209,27 @@ def _rfm(rng: np.random.Generator, n: int, d: float, contract: np.ndarray) -> di
     monetary_std[frequency < 2] = np.nan  # std of one transaction is undefined
     activity_trend = np.round(np.clip(rng.lognormal(-0.05 - 0.35 * d, 0.45, n), 0.01, 40), 4)
     recency_days = np.round(np.clip(rng.exponential(18.0 * (1 + 0.8 * d), n), 0, 3000), 1)
-    return {"tenure_days": tenure_days, "plan_monthly_eur": plan, "frequency": frequency,
-            "monetary_avg": monetary_avg, "monetary_total": np.round(monetary_avg * frequency, 2),
-            "monetary_std": monetary_std, "activity_trend": activity_trend, "recency_days": recency_days}
+    return {
+        "tenure_days": tenure_days,
+        "plan_monthly_eur": plan,
+        "frequency": frequency,
+        "monetary_avg": monetary_avg,
+        "monetary_total": np.round(monetary_avg * frequency, 2),
+        "monetary_std": monetary_std,
+        "activity_trend": activity_trend,
+        "recency_days": recency_days,
+    }
 
 
 def _usage(rng: np.random.Generator, n: int, d: float, activity_trend: np.ndarray) -> dict:
     """Calls, data, international and peak-hour shares over the last 30 days."""
-    return {"calls_count_30d": rng.poisson(60 * activity_trend.clip(0.2, 3)).astype(np.int64),
-            "calls_duration_avg_30d": np.round(np.clip(rng.gamma(3.0, 60.0, n), 0, 7000), 1),
-            "data_usage_gb_30d": np.round(np.clip(rng.gamma(2.0, 6.0 * (1 + 0.6 * d), n), 0, 1900), 3),
-            "international_calls_ratio": np.round(rng.beta(1.2, 14.0, n), 4),
-            "peak_hour_ratio": np.round(rng.beta(4.0, 4.0, n), 4)}
+    return {
+        "calls_count_30d": rng.poisson(60 * activity_trend.clip(0.2, 3)).astype(np.int64),
+        "calls_duration_avg_30d": np.round(np.clip(rng.gamma(3.0, 60.0, n), 0, 7000), 1),
+        "data_usage_gb_30d": np.round(np.clip(rng.gamma(2.0, 6.0 * (1 + 0.6 * d), n), 0, 1900), 3),
+        "international_calls_ratio": np.round(rng.beta(1.2, 14.0, n), 4),
+        "peak_hour_ratio": np.round(rng.beta(4.0, 4.0, n), 4),
+    }
 
 
 def _support(rng: np.random.Generator, n: int, d: float, is_monthly: np.ndarray) -> dict:
@@ -197,8 +237,12 @@ def _support(rng: np.random.Generator, n: int, d: float, is_monthly: np.ndarray)
     tickets = rng.poisson(0.9 + 0.6 * d + 0.5 * is_monthly, n).astype(np.int64)
     escalations = rng.binomial(tickets, 0.2).astype(np.int64)
     unresolved = rng.binomial(tickets, 0.3).astype(np.int64)
-    return {"support_tickets_90d": tickets, "support_escalations_90d": escalations, "unresolved_tickets": unresolved,
-            "frustration_index": np.clip(tickets * 2 + escalations * 5 + unresolved * 3, 0, 20) / 20.0}
+    return {
+        "support_tickets_90d": tickets,
+        "support_escalations_90d": escalations,
+        "unresolved_tickets": unresolved,
+        "frustration_index": np.clip(tickets * 2 + escalations * 5 + unresolved * 3, 0, 20) / 20.0,
+    }
 
 
 def corrupt(df: pd.DataFrame, kind: str, seed: int = 0) -> pd.DataFrame:

@@ -98,8 +98,9 @@ def read_dataset(uri: str) -> pd.DataFrame:
             return _read_local(_fetch_s3(uri, Path(tmp) / Path(key).name))
     if scheme in ("", "file"):
         return _read_local(_local_path(uri))
-    raise DataSourceError(f"unsupported dataset URI scheme {scheme!r} in {uri!r}: use a path, s3://, dataset://<tag> "
-                          f"or generate://")
+    raise DataSourceError(
+        f"unsupported dataset URI scheme {scheme!r} in {uri!r}: use a path, s3://, dataset://<tag> or generate://"
+    )
 
 
 def read_dataset_bounded(uri: str, max_rows: int, mode: str = "tail", seed: int = 0) -> tuple[pd.DataFrame, int]:
@@ -278,7 +279,7 @@ def snapshot_file(uri: str, dest: str | Path) -> dict:
         except Exception as exc:
             raise DataSourceError(f"cannot parse {uri}: {type(exc).__name__}: {str(exc)[:200]}") from exc
         index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-        names = [n for n in schema.names if n not in index]   # as pandas would show the columns
+        names = [n for n in schema.names if n not in index]  # as pandas would show the columns
         return {"rows": int(rows), "columns": len(names), "column_names": names}
     df = snapshot_dataset(uri, dest)
     return {"rows": len(df), "columns": int(df.shape[1]), "column_names": list(map(str, df.columns))}

@@ -41,7 +41,7 @@ SPLIT_ABOVE_ROWS = 1_000_000
 # pyarrow.csv reads this much text at a time, on one thread: measured flat peak memory (40 MiB of Arrow buffers
 # at 0.6M and 1.2M rows); 4 MiB blocks grew with the file (91 -> 157 MiB)
 CSV_BLOCK_BYTES = 1 << 20
-CSV_ROW_GROUP_ROWS = 65_536   # rows buffered before a parquet row group is written
+CSV_ROW_GROUP_ROWS = 65_536  # rows buffered before a parquet row group is written
 
 
 def _open_csv(path: Path, column_types: dict) -> Any:
@@ -49,9 +49,11 @@ def _open_csv(path: Path, column_types: dict) -> Any:
     string columns too, dates stay text (pandas parses no dates unless asked)."""
     import pyarrow.csv as pcsv
 
-    return pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
-                         convert_options=pcsv.ConvertOptions(strings_can_be_null=True, timestamp_parsers=[],
-                                                             column_types=column_types))
+    return pcsv.open_csv(
+        path,
+        read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
+        convert_options=pcsv.ConvertOptions(strings_can_be_null=True, timestamp_parsers=[], column_types=column_types),
+    )
 
 
 def _first_block_types(schema: Any) -> dict:
@@ -168,8 +170,13 @@ def normalise_to_parquet(path: str | Path, workdir: str | Path) -> Path:
     return dest
 
 
-def push_dataset(path: str | Path, settings: Settings | None = None, create_bucket: bool = False,
-                 tag: str | None = None, part_rows: int | None = None) -> str:
+def push_dataset(
+    path: str | Path,
+    settings: Settings | None = None,
+    create_bucket: bool = False,
+    tag: str | None = None,
+    part_rows: int | None = None,
+) -> str:
     """Upload a dataset content-addressed and return its `s3://` URI (skip if already there).
 
     The bucket is `settings.s3_bucket`; a missing bucket is a clear error unless
@@ -190,24 +197,26 @@ def push_dataset(path: str | Path, settings: Settings | None = None, create_buck
     from kfct.data import parts
 
     if parts.is_parts(path) or part_rows is not None:
-        return push_parts(path, settings=s, create_bucket=create_bucket, tag=tag,
-                          part_rows=part_rows or parts.DEFAULT_PART_ROWS)
+        return push_parts(path, settings=s, create_bucket=create_bucket, tag=tag, part_rows=part_rows or parts.DEFAULT_PART_ROWS)
     with tempfile.TemporaryDirectory(prefix="kfct-push-") as tmp:
         parquet = normalise_to_parquet(path, tmp)  # a CSV streamed into a parquet file under tmp
         import pyarrow.parquet as pq
 
         if pq.read_metadata(parquet).num_rows > SPLIT_ABOVE_ROWS:
-            return push_parts(parquet, settings=s, create_bucket=create_bucket, tag=tag,
-                              part_rows=parts.DEFAULT_PART_ROWS)
+            return push_parts(parquet, settings=s, create_bucket=create_bucket, tag=tag, part_rows=parts.DEFAULT_PART_ROWS)
         digest = sha256_file(parquet)
         uri = dataset_uri(s.s3_bucket, digest)
         s3.ensure_bucket(s.s3_bucket, settings=s, create=create_bucket)
         existing = s3.stat(uri, settings=s)
-        if not (existing is not None and existing["size"] == parquet.stat().st_size
-                and existing["metadata"].get("sha256") == digest):  # else already stored by a push
-            s3.upload(parquet, uri, settings=s,
-                      metadata={"sha256": digest,
-                                "source-name": Path(path).name.encode("ascii", "replace").decode()[:200]})
+        if not (
+            existing is not None and existing["size"] == parquet.stat().st_size and existing["metadata"].get("sha256") == digest
+        ):  # else already stored by a push
+            s3.upload(
+                parquet,
+                uri,
+                settings=s,
+                metadata={"sha256": digest, "source-name": Path(path).name.encode("ascii", "replace").decode()[:200]},
+            )
         if tag is not None:
             import pyarrow.parquet as pq
 
@@ -217,8 +226,13 @@ def push_dataset(path: str | Path, settings: Settings | None = None, create_buck
     return uri
 
 
-def push_parts(path: str | Path, settings: Settings | None = None, create_bucket: bool = False,
-               tag: str | None = None, part_rows: int | None = None) -> str:
+def push_parts(
+    path: str | Path,
+    settings: Settings | None = None,
+    create_bucket: bool = False,
+    tag: str | None = None,
+    part_rows: int | None = None,
+) -> str:
     """Upload a dataset in parts under `s3://<bucket>/datasets/<manifest sha256>/`; return that prefix.
 
     `path` is a parts directory (`kfct data generate --part-rows`) or one parquet file, split

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from kfct.runtime.settings import Settings
 
 SCHEME = "dataset"
-LATEST_URI = "dataset://latest"   # the cluster's default data_uri (CT pipeline, recurring runs)
+LATEST_URI = "dataset://latest"  # the cluster's default data_uri (CT pipeline, recurring runs)
 TAGS_PREFIX = "datasets/tags"
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA = re.compile(r"[0-9a-f]{64}")
@@ -56,7 +56,7 @@ def pointer_manifest_uri(uri: str, settings: Settings | None = None) -> str | No
             raise DataSourceError(f"dataset pointer {uri!r} names no tag: use dataset://<tag>, e.g. dataset://latest")
         return tag_manifest_uri((settings or get_settings()).s3_bucket, tag)
     if u.scheme == "s3" and u.path.lstrip("/").startswith(TAGS_PREFIX + "/"):
-        tag = u.path.lstrip("/")[len(TAGS_PREFIX) + 1:].removesuffix(".json")
+        tag = u.path.lstrip("/")[len(TAGS_PREFIX) + 1 :].removesuffix(".json")
         return tag_manifest_uri(u.netloc, tag)
     return None
 
@@ -80,8 +80,10 @@ def parse_manifest(text: str, where: str) -> dict:
     uri = data.get("uri")
     # a single file (`.../<sha256>.parquet`) or a dataset in parts (the prefix `.../<sha256>/`, kfct.data.parts)
     if not isinstance(uri, str) or urlparse(uri).scheme != "s3" or not uri.endswith((f"/{sha}.parquet", f"/{sha}/")):
-        raise DataSourceError(f"dataset tag manifest {where}: field 'uri' must be the s3:// snapshot "
-                              f".../{sha}.parquet (or parts prefix .../{sha}/), got {uri!r}")
+        raise DataSourceError(
+            f"dataset tag manifest {where}: field 'uri' must be the s3:// snapshot "
+            f".../{sha}.parquet (or parts prefix .../{sha}/), got {uri!r}"
+        )
     return data
 
 
@@ -96,8 +98,10 @@ def resolve(uri: str, settings: Settings | None = None) -> tuple[str, dict | Non
     from kfct.data import s3
 
     if s3.stat(manifest_uri, settings=settings) is None:
-        raise DataSourceError(f"dataset pointer {uri!r}: no tag manifest at {manifest_uri} "
-                              f"(push data first: kfct data push FILE --tag {manifest_uri.rsplit('/', 1)[-1][:-5]})")
+        raise DataSourceError(
+            f"dataset pointer {uri!r}: no tag manifest at {manifest_uri} "
+            f"(push data first: kfct data push FILE --tag {manifest_uri.rsplit('/', 1)[-1][:-5]})"
+        )
     with tempfile.TemporaryDirectory(prefix="kfct-tag-") as tmp:
         local = s3.download(manifest_uri, Path(tmp) / "tag.json", settings=settings)
         data = parse_manifest(local.read_text(), manifest_uri)
@@ -115,8 +119,13 @@ def write_tag(tag: str, uri: str, sha256: str, rows: int, settings: Settings | N
     s = settings or get_settings()
     bucket, _ = s3.parse_uri(uri)
     manifest_uri = tag_manifest_uri(bucket, tag)
-    body = {"tag": tag, "sha256": sha256, "uri": uri, "rows": int(rows),
-            "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    body = {
+        "tag": tag,
+        "sha256": sha256,
+        "uri": uri,
+        "rows": int(rows),
+        "pushed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     parse_manifest(json.dumps(body), manifest_uri)
     with tempfile.TemporaryDirectory(prefix="kfct-tag-") as tmp:
         path = Path(tmp) / "tag.json"

@@ -10,15 +10,16 @@ and surrounding blanks, so the YAML twist and the data agree.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import KfctError
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
     from kfct.config import RunConfig
-    import pandas as pd
 
 _TRUE = {"1", "true", "yes", "y", "on", "t"}
 _FALSE = {"0", "false", "no", "n", "off", "f"}
@@ -73,16 +74,20 @@ def binary_labels(series: Iterable[Any], positive_label: Any, values: Iterable[A
             raise LabelError(_other_values(name, s, tokens, bad, sorted(map(str, allowed_values))))
     if len(seen | ({pos} if allowed is None else set())) > 2 or (allowed is not None and len(allowed) > 2):
         shown = sorted(map(str, s.unique()))[:5]
-        raise LabelError(f"label {name!r} must have two values (positive {positive_label!r} and one other); "
-                         f"found {len(seen)}: {', '.join(shown)}{' ...' if len(seen) > 5 else ''}")
+        raise LabelError(
+            f"label {name!r} must have two values (positive {positive_label!r} and one other); "
+            f"found {len(seen)}: {', '.join(shown)}{' ...' if len(seen) > 5 else ''}"
+        )
     return (tokens == pos).to_numpy(np.int64)
 
 
 def _other_values(name: str, s: pd.Series, tokens: pd.Series, bad: set, allowed: list[str]) -> str:
     mask = tokens.isin(bad)
     sample = [str(v)[:40] for v in s[mask].unique()[:3]]
-    return (f"label {name!r} has {int(mask.sum())} row(s) with values outside {{{', '.join(allowed)}}}: "
-            f"{', '.join(repr(v) for v in sample)}{' ...' if len(bad) > 3 else ''}")
+    return (
+        f"label {name!r} has {int(mask.sum())} row(s) with values outside {{{', '.join(allowed)}}}: "
+        f"{', '.join(repr(v) for v in sample)}{' ...' if len(bad) > 3 else ''}"
+    )
 
 
 def rate_name(cfg: RunConfig) -> str:

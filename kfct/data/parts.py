@@ -36,8 +36,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import DataSourceError
 
@@ -47,26 +48,28 @@ if TYPE_CHECKING:
 
 FORMAT = "kfct-parts/1"
 MANIFEST = "_manifest.json"
-DEFAULT_PART_ROWS = 250_000   # ~10 MB of parquet, ~150 MB as a pandas frame for the case study's schema
+DEFAULT_PART_ROWS = 250_000  # ~10 MB of parquet, ~150 MB as a pandas frame for the case study's schema
 MIN_PART_ROWS = 1_000
 MAX_PART_ROWS = 50_000_000
 
 
 def check_part_rows(part_rows: int) -> int:
     if isinstance(part_rows, bool) or not isinstance(part_rows, int) or not MIN_PART_ROWS <= part_rows <= MAX_PART_ROWS:
-        raise DataSourceError(f"part rows must be an integer within {MIN_PART_ROWS:,}..{MAX_PART_ROWS:,}, "
-                              f"got {part_rows!r}")
+        raise DataSourceError(f"part rows must be an integer within {MIN_PART_ROWS:,}..{MAX_PART_ROWS:,}, got {part_rows!r}")
     return part_rows
 
 
 # -- manifest -------------------------------------------------------------------------------------
 
+
 def canonical(manifest: dict) -> dict:
     """The hashed content: format, rows, schema and each part's sha256/rows/bytes (no locations)."""
-    return {"format": FORMAT, "rows": int(manifest["rows"]),
-            "schema": [{"name": str(f["name"]), "type": str(f["type"])} for f in manifest["schema"]],
-            "parts": [{"sha256": p["sha256"], "rows": int(p["rows"]), "bytes": int(p["bytes"])}
-                      for p in manifest["parts"]]}
+    return {
+        "format": FORMAT,
+        "rows": int(manifest["rows"]),
+        "schema": [{"name": str(f["name"]), "type": str(f["type"])} for f in manifest["schema"]],
+        "parts": [{"sha256": p["sha256"], "rows": int(p["rows"]), "bytes": int(p["bytes"])} for p in manifest["parts"]],
+    }
 
 
 def canonical_bytes(manifest: dict) -> bytes:
@@ -104,7 +107,7 @@ def _is_s3(loc: str) -> bool:
 
 def _s3_uri(uri: str) -> str:
     # KFP names MinIO artifacts minio://<bucket>/<key>; it is the same object through the S3 API.
-    return "s3://" + uri[len("minio://"):] if uri.startswith("minio://") else uri
+    return "s3://" + uri[len("minio://") :] if uri.startswith("minio://") else uri
 
 
 def manifest_location(loc: str | Path) -> str:
@@ -179,6 +182,7 @@ def write_manifest(manifest: dict, path: str | Path) -> Path:
 
 # -- reading --------------------------------------------------------------------------------------
 
+
 def read_part(uri: str, columns: list[str] | None = None, verify_sha256: str | None = None) -> pa.Table:
     """One part as an Arrow table (only `columns` when given); an S3 part is downloaded to a temp file."""
     import pyarrow.parquet as pq
@@ -244,6 +248,7 @@ def read_frame(loc: str | Path, columns: list[str] | None = None) -> pd.DataFram
 
 # -- writing --------------------------------------------------------------------------------------
 
+
 class PartWriter:
     """Collects record batches and writes content-addressed parts of `part_rows` rows into `out_dir`.
 
@@ -304,8 +309,12 @@ class PartWriter:
         self._flush()
         if not self.parts or self.schema is None:
             raise DataSourceError(f"no rows to write as parts into {self.out}")
-        manifest = {"format": FORMAT, "rows": sum(p["rows"] for p in self.parts),
-                    "schema": [{"name": f.name, "type": str(f.type)} for f in self.schema], "parts": self.parts}
+        manifest = {
+            "format": FORMAT,
+            "rows": sum(p["rows"] for p in self.parts),
+            "schema": [{"name": f.name, "type": str(f.type)} for f in self.schema],
+            "parts": self.parts,
+        }
         (self.out / MANIFEST).write_bytes(canonical_bytes(manifest))
         return {**canonical(manifest), "version": manifest_version(manifest)}
 
@@ -318,8 +327,7 @@ def write_parts(batches: Iterable[Any], out_dir: str | Path, part_rows: int = DE
     return w.close()
 
 
-def split_parquet(path: str | Path, out_dir: str | Path, part_rows: int = DEFAULT_PART_ROWS,
-                  batch_rows: int = 65_536) -> dict:
+def split_parquet(path: str | Path, out_dir: str | Path, part_rows: int = DEFAULT_PART_ROWS, batch_rows: int = 65_536) -> dict:
     """Split one parquet file into parts, reading it batch by batch (never the whole table)."""
     import pyarrow.parquet as pq
 
@@ -333,6 +341,7 @@ def split_parquet(path: str | Path, out_dir: str | Path, part_rows: int = DEFAUL
 
 
 # -- bounded samples --------------------------------------------------------------------------------
+
 
 def bounded_sample(batches: Iterable[Any], n: int, seed: int = 0) -> tuple[pd.DataFrame, int]:
     """A uniform random sample of at most `n` rows from a stream of batches, and the rows seen.
@@ -355,8 +364,11 @@ def bounded_sample(batches: Iterable[Any], n: int, seed: int = 0) -> tuple[pd.Da
     order = np.empty(0, dtype=np.int64)
     seen = 0
     for b in batches:
-        t = pa.Table.from_pandas(b, preserve_index=False) if isinstance(b, pd.DataFrame) else (
-            pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b)
+        t = (
+            pa.Table.from_pandas(b, preserve_index=False)
+            if isinstance(b, pd.DataFrame)
+            else (pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b)
+        )
         if t.num_rows == 0:
             continue
         k = rng.random(t.num_rows)

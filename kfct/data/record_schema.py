@@ -15,17 +15,19 @@ Pure: no kserve, no pandas needed; built once per loaded model version.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import FeatureError
 
 if TYPE_CHECKING:
-    from kfct.config import ColumnSpec, RunConfig
     from numpy.typing import ArrayLike
 
+    from kfct.config import ColumnSpec, RunConfig
+
 FLOAT32_MAX = 3.4028234663852886e38
-INT64_LIMIT = 2 ** 63
+INT64_LIMIT = 2**63
 ID_MAX_LENGTH = 128
 
 
@@ -41,8 +43,13 @@ class NumericRule:
 class RecordSchema:
     """Per-column rules from `cfg.dataset.columns` (numeric ranges, integer-ness, the id column)."""
 
-    def __init__(self, numeric: list[NumericRule], id_column: str | None, id_max_length: int = ID_MAX_LENGTH,
-                 columns: frozenset = frozenset()):
+    def __init__(
+        self,
+        numeric: list[NumericRule],
+        id_column: str | None,
+        id_max_length: int = ID_MAX_LENGTH,
+        columns: frozenset = frozenset(),
+    ):
         self.numeric = numeric
         self.id_column = id_column
         self.id_max_length = id_max_length
@@ -51,10 +58,9 @@ class RecordSchema:
         self.columns = frozenset(columns)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig) -> "RecordSchema":
+    def from_config(cls, cfg: RunConfig) -> RecordSchema:
         ds = cfg.dataset
-        rules = [r for name, spec in ds.columns.items()
-                 if name != ds.label and (r := numeric_rule(name, spec)) is not None]
+        rules = [r for name, spec in ds.columns.items() if name != ds.label and (r := numeric_rule(name, spec)) is not None]
         # ColumnSpec holds no per-column id length: the id's limit is the house one.
         return cls(rules, ds.id_column, ID_MAX_LENGTH, frozenset(str(c) for c in ds.columns))
 
@@ -103,10 +109,12 @@ class RecordSchema:
         bad = ~np.isfinite(fin)
         if bad.any():
             raise FeatureError(name, f"non-finite value {_plainnum(fin[bad][0])}")
-        for mask, why in ((np.abs(fin) > FLOAT32_MAX, "overflows float32"),
-                          (rule.integer & (fin != np.floor(fin)) if rule.integer else None, "is not an integer"),
-                          (fin < rule.min if rule.min is not None else None, f"is below the minimum {rule.min}"),
-                          (fin > rule.max if rule.max is not None else None, f"is above the maximum {rule.max}")):
+        for mask, why in (
+            (np.abs(fin) > FLOAT32_MAX, "overflows float32"),
+            (rule.integer & (fin != np.floor(fin)) if rule.integer else None, "is not an integer"),
+            (fin < rule.min if rule.min is not None else None, f"is below the minimum {rule.min}"),
+            (fin > rule.max if rule.max is not None else None, f"is above the maximum {rule.max}"),
+        ):
             if mask is not None and np.any(mask):
                 raise FeatureError(name, f"{_plainnum(fin[mask][0])!r} {why}")
 

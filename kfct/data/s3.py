@@ -17,8 +17,9 @@ object) ends the call at once. Callers that must stay quick whatever the store d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from kfct.errors import DataSourceError
@@ -35,8 +36,15 @@ T = TypeVar("T")
 # Timeouts come from Settings (net_connect_timeout_seconds, net_timeout_seconds).
 RETRIES = 2
 
-_CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
-                     "ExpiredToken", "InvalidSecurity", "AuthorizationHeaderMalformed")
+_CREDENTIAL_CODES = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "InvalidToken",
+    "ExpiredToken",
+    "InvalidSecurity",
+    "AuthorizationHeaderMalformed",
+)
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -46,8 +54,9 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return u.netloc, u.path.lstrip("/")
 
 
-def _http_client(secure: bool, ca_file: str | None = None, settings: Settings | None = None,
-                 retries: int = RETRIES) -> urllib3.PoolManager:
+def _http_client(
+    secure: bool, ca_file: str | None = None, settings: Settings | None = None, retries: int = RETRIES
+) -> urllib3.PoolManager:
     import certifi
     import urllib3
 
@@ -59,8 +68,7 @@ def _http_client(secure: bool, ca_file: str | None = None, settings: Settings | 
         maxsize=10,
         cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
         ca_certs=ca_file or certifi.where(),
-        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504])
-        if retries else False,
+        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]) if retries else False,
     )
 
 
@@ -87,8 +95,14 @@ def client(settings: Settings | None = None, retries: int = RETRIES) -> Minio:
     if bool(access) != bool(secret):
         raise DataSourceError("S3 credentials incomplete: set both KFCT_S3_ACCESS_KEY and KFCT_S3_SECRET_KEY")
     try:
-        return Minio(endpoint, access_key=access, secret_key=secret, secure=secure,
-                     region=s.s3_region, http_client=_http_client(secure, s.ssl_cert_file, s, retries))
+        return Minio(
+            endpoint,
+            access_key=access,
+            secret_key=secret,
+            secure=secure,
+            region=s.s3_region,
+            http_client=_http_client(secure, s.ssl_cert_file, s, retries),
+        )
     except ValueError as exc:
         raise DataSourceError(f"bad S3 settings for endpoint {s.s3_endpoint!r}: {exc}") from exc
 
@@ -102,8 +116,11 @@ def _explain(exc: Exception, what: str, settings: Settings | None = None, bucket
     code = getattr(exc, "code", None)
     if code == "NoSuchBucket":
         bucket = getattr(exc, "bucket_name", None) or bucket
-        return DataSourceError(f"{what}: bucket {bucket!r} does not exist on {endpoint}"
-                               if bucket else f"{what}: bucket does not exist on {endpoint}")
+        return DataSourceError(
+            f"{what}: bucket {bucket!r} does not exist on {endpoint}"
+            if bucket
+            else f"{what}: bucket does not exist on {endpoint}"
+        )
     if code in ("NoSuchKey", "ResourceNotFound"):
         return DataSourceError(f"{what}: object not found")
     if code in _CREDENTIAL_CODES:
@@ -119,8 +136,9 @@ def _explain(exc: Exception, what: str, settings: Settings | None = None, bucket
     return DataSourceError(f"{what}: S3 endpoint {endpoint} unreachable ({name}: {first})")
 
 
-def _call(what: str, settings: Settings | None, bucket: str | None, fn: Callable[..., T], *args: Any, retry: bool = True,
-          **kwargs: Any) -> T:
+def _call(
+    what: str, settings: Settings | None, bucket: str | None, fn: Callable[..., T], *args: Any, retry: bool = True, **kwargs: Any
+) -> T:
     """fn(*args, **kwargs), retried on transient errors (when `retry`); failures as one line."""
     from kfct.runtime.retry import TransientFailure, retry_call
 
@@ -133,8 +151,7 @@ def _call(what: str, settings: Settings | None, bucket: str | None, fn: Callable
     except TransientFailure as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
         err = _explain(cause, what, settings, bucket)
-        raise DataSourceError(f"{err} (after {str(exc).split(': still failing after ', 1)[-1].split(':', 1)[0]})") \
-            from exc
+        raise DataSourceError(f"{err} (after {str(exc).split(': still failing after ', 1)[-1].split(':', 1)[0]})") from exc
     except Exception as exc:  # minio.error.S3Error, urllib3 MaxRetryError, ...
         raise _explain(exc, what, settings, bucket) from exc
 
@@ -155,24 +172,26 @@ def upload(path: str | Path, uri: str, settings: Settings | None = None, metadat
     return uri
 
 
-def put_bytes(data: bytes, uri: str, settings: Settings | None = None, client_: Minio | None = None,
-              retry: bool = True) -> str:
+def put_bytes(data: bytes, uri: str, settings: Settings | None = None, client_: Minio | None = None, retry: bool = True) -> str:
     """Write one object from memory (a PUT of the same key again overwrites: idempotent)."""
     import io
 
     bucket, key = parse_uri(uri)
     c = client_ or client(settings)
     # a fresh stream per try: a retried PUT must send the whole body again
-    _call(f"cannot write {uri}", settings, bucket, lambda: c.put_object(bucket, key, io.BytesIO(data), len(data)),
-          retry=retry)
+    _call(f"cannot write {uri}", settings, bucket, lambda: c.put_object(bucket, key, io.BytesIO(data), len(data)), retry=retry)
     return uri
 
 
 def list_names(bucket: str, prefix: str, settings: Settings | None = None) -> list[str]:
     """Object names under `prefix` (recursive), the listing retried as a whole on transient errors."""
     c = client(settings)
-    return _call(f"cannot list s3://{bucket}/{prefix}", settings, bucket,
-                 lambda: [o.object_name for o in c.list_objects(bucket, prefix=prefix, recursive=True)])
+    return _call(
+        f"cannot list s3://{bucket}/{prefix}",
+        settings,
+        bucket,
+        lambda: [o.object_name for o in c.list_objects(bucket, prefix=prefix, recursive=True)],
+    )
 
 
 def stat(uri: str, settings: Settings | None = None) -> dict | None:
@@ -188,8 +207,9 @@ def stat(uri: str, settings: Settings | None = None) -> dict | None:
         if getattr(exc.__cause__, "code", None) in ("NoSuchKey", "ResourceNotFound"):
             return None
         raise
-    meta = {k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items()
-            if k.lower().startswith("x-amz-meta-")}
+    meta = {
+        k.lower().removeprefix("x-amz-meta-"): v for k, v in (st.metadata or {}).items() if k.lower().startswith("x-amz-meta-")
+    }
     return {"size": st.size, "etag": st.etag, "metadata": meta}
 
 
@@ -212,7 +232,9 @@ def ensure_bucket(bucket: str, settings: Settings | None = None, create: bool = 
     if not create:
         raise DataSourceError(
             f"bucket {bucket!r} does not exist on {s.s3_endpoint}: create it (MinIO console or "
-            f"`mc mb`; manifests/base/minio creates 'kfct') or set KFCT_S3_BUCKET")
-    _call(f"cannot create bucket {bucket!r}", s, bucket, c.make_bucket, bucket, s.s3_region or "us-east-1",
-          retry=False)  # a retried create would fail on the bucket the first try made
+            f"`mc mb`; manifests/base/minio creates 'kfct') or set KFCT_S3_BUCKET"
+        )
+    _call(
+        f"cannot create bucket {bucket!r}", s, bucket, c.make_bucket, bucket, s.s3_region or "us-east-1", retry=False
+    )  # a retried create would fail on the bucket the first try made
     return True

@@ -20,14 +20,17 @@ from kfct.errors import KfctError
 if TYPE_CHECKING:
     import pandas as pd
 
-CATEGORY_CAP = 50        # more distinct strings than this: free text, kept out of the model
-FUTURE_DAYS = 1.0        # a date more than this many days ahead of the check fails validation
+CATEGORY_CAP = 50  # more distinct strings than this: free text, kept out of the model
+FUTURE_DAYS = 1.0  # a date more than this many days ahead of the check fails validation
 # Strings that are dates: ISO (2007-11-11, 2007-11-11T10:00:00Z) or d/m/y-style (11/11/07).
-DATE_PATTERN = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
-                          r"|\d{1,2}/\d{1,2}/\d{2,4}|\d{4}/\d{1,2}/\d{1,2})\s*$")
-RANGE_MARGIN = 0.10      # numeric ranges widened by this share of the observed span
-SENSITIVE_HINTS = re.compile(r"(^|_)(age|sex|gender|race|ethnic\w*|religion|nationality|marital|disab\w*|region)(_|$)",
-                             re.IGNORECASE)
+DATE_PATTERN = re.compile(
+    r"^\s*(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
+    r"|\d{1,2}/\d{1,2}/\d{2,4}|\d{4}/\d{1,2}/\d{1,2})\s*$"
+)
+RANGE_MARGIN = 0.10  # numeric ranges widened by this share of the observed span
+SENSITIVE_HINTS = re.compile(
+    r"(^|_)(age|sex|gender|race|ethnic\w*|religion|nationality|marital|disab\w*|region)(_|$)", re.IGNORECASE
+)
 
 
 class InitError(KfctError):
@@ -39,7 +42,7 @@ def _nice(v: float, down: bool) -> float | int:
     if v == 0 or not math.isfinite(v):
         return 0
     digits = 3 - math.floor(math.log10(abs(v)))
-    scale = 10.0 ** digits
+    scale = 10.0**digits
     out = (math.floor if down else math.ceil)(v * scale) / scale
     return int(out) if float(out).is_integer() else out
 
@@ -50,8 +53,12 @@ def _numeric_spec(s: pd.Series, is_int: bool) -> dict:
     lo_m, hi_m = lo - RANGE_MARGIN * span, hi + RANGE_MARGIN * span
     if lo >= 0:
         lo_m = max(0.0, lo_m)  # a non-negative quantity stays non-negative
-    return {"dtype": "int" if is_int else "float", "nullable": bool(s.isna().any()),
-            "min": _nice(lo_m, down=True), "max": _nice(hi_m, down=False)}
+    return {
+        "dtype": "int" if is_int else "float",
+        "nullable": bool(s.isna().any()),
+        "min": _nice(lo_m, down=True),
+        "max": _nice(hi_m, down=False),
+    }
 
 
 def _is_date_strings(s: pd.Series) -> bool:
@@ -84,8 +91,7 @@ def _label_spec(s: pd.Series, positive: Any | None) -> tuple[dict, Any]:
     values = sorted((_plain(v) for v in s.unique()), key=str)
     if len(values) != 2:
         shown = ", ".join(repr(v) for v in values[:5]) + (" ..." if len(values) > 5 else "")
-        raise InitError(f"label {name!r} must have exactly two values for a binary classifier; found "
-                        f"{len(values)}: {shown}")
+        raise InitError(f"label {name!r} must have exactly two values for a binary classifier; found {len(values)}: {shown}")
     if pd.api.types.is_bool_dtype(s):
         dtype = "bool"
     elif pd.api.types.is_integer_dtype(s):
@@ -99,16 +105,16 @@ def _label_spec(s: pd.Series, positive: Any | None) -> tuple[dict, Any]:
 
         ones = [v for v in values if token(v) == "1"]
         if not ones:
-            raise InitError(f"label {name!r} has values {values[0]!r} and {values[1]!r}: say which one is the "
-                            f"positive class with --positive")
+            raise InitError(
+                f"label {name!r} has values {values[0]!r} and {values[1]!r}: say which one is the positive class with --positive"
+            )
         positive = ones[0]
     else:
         from kfct.data.labels import token
 
         match = [v for v in values if token(v) == token(positive)]
         if not match:
-            raise InitError(f"--positive {positive!r} is not a value of label {name!r} "
-                            f"(values: {values[0]!r}, {values[1]!r})")
+            raise InitError(f"--positive {positive!r} is not a value of label {name!r} (values: {values[0]!r}, {values[1]!r})")
         positive = match[0]
     return {"dtype": dtype, "nullable": False, "values": values}, positive
 
@@ -119,25 +125,38 @@ def _column_spec(s: pd.Series) -> tuple[dict, bool, str | None]:
     import pandas as pd
 
     if s.isna().all():
-        return ({"dtype": "float" if pd.api.types.is_numeric_dtype(s) else "string", "nullable": True}, True,
-                "all values missing: not a model input")
+        return (
+            {"dtype": "float" if pd.api.types.is_numeric_dtype(s) else "string", "nullable": True},
+            True,
+            "all values missing: not a model input",
+        )
     if pd.api.types.is_datetime64_any_dtype(s) or (s.dtype == object and _is_date_strings(s)):
-        return ({"dtype": "datetime", "nullable": bool(s.isna().any()), "max_future_days": FUTURE_DAYS}, False,
-                "date: validated (parseable, not in the future), not a model input; derive features from it")
+        return (
+            {"dtype": "datetime", "nullable": bool(s.isna().any()), "max_future_days": FUTURE_DAYS},
+            False,
+            "date: validated (parseable, not in the future), not a model input; derive features from it",
+        )
     if pd.api.types.is_bool_dtype(s):
-        return ({"dtype": "bool", "nullable": bool(s.isna().any())}, True,
-                "boolean: not a model input (recode as 0/1 int or a category to use it)")
+        return (
+            {"dtype": "bool", "nullable": bool(s.isna().any())},
+            True,
+            "boolean: not a model input (recode as 0/1 int or a category to use it)",
+        )
     if pd.api.types.is_numeric_dtype(s):
         return _numeric_spec(s, pd.api.types.is_integer_dtype(s)), False, None
     cats = sorted(str(v) for v in s.dropna().unique())
     if len(cats) <= CATEGORY_CAP:
         return {"dtype": "category", "nullable": bool(s.isna().any()), "categories": cats}, False, None
-    return ({"dtype": "string", "nullable": bool(s.isna().any())}, True,
-            f"{len(cats)} distinct strings (> {CATEGORY_CAP}): free text, not a model input")
+    return (
+        {"dtype": "string", "nullable": bool(s.isna().any())},
+        True,
+        f"{len(cats)} distinct strings (> {CATEGORY_CAP}): free text, not a model input",
+    )
 
 
-def _exclude_constants(df: pd.DataFrame, columns: dict[str, dict], keep: tuple[str | None, ...], exclude: list[str],
-                       notes: dict[str, str]) -> None:
+def _exclude_constants(
+    df: pd.DataFrame, columns: dict[str, dict], keep: tuple[str | None, ...], exclude: list[str], notes: dict[str, str]
+) -> None:
     """Add the model inputs that hold one value only to `exclude`, with a note (`keep`: label and id)."""
     for col in df.columns:
         if col in keep or col in exclude or columns[col]["dtype"] == "datetime":
@@ -148,8 +167,9 @@ def _exclude_constants(df: pd.DataFrame, columns: dict[str, dict], keep: tuple[s
             notes[col] = f"constant (every value {_plain(values[0])!r}): no information, not a model input"
 
 
-def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, positive: Any | None = None,
-                 name: str = "dataset") -> dict:
+def infer_config(
+    df: pd.DataFrame, label: str, id_column: str | None = None, positive: Any | None = None, name: str = "dataset"
+) -> dict:
     """The user-file config for `df`: dataset (schema, checks), register name, sensitive candidates."""
     import pandas as pd
 
@@ -168,8 +188,11 @@ def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, pos
         if col == label:
             columns[col], positive = _label_spec(s, positive)
         elif col == id_column:
-            columns[col] = {"dtype": "int" if pd.api.types.is_integer_dtype(s) else "string",
-                            "nullable": False, "unique": bool(s.is_unique)}
+            columns[col] = {
+                "dtype": "int" if pd.api.types.is_integer_dtype(s) else "string",
+                "nullable": False,
+                "unique": bool(s.is_unique),
+            }
         else:
             columns[col], out, note = _column_spec(s)
             if out:
@@ -179,8 +202,14 @@ def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, pos
     _exclude_constants(df, columns, (label, id_column), exclude, notes)
     y = df[label].map(lambda v: v == positive)
     share = float(y.mean())
-    sensitive = [c for c in df.columns if c not in (label, id_column) and columns[c]["dtype"] == "category"
-                 and c not in exclude and SENSITIVE_HINTS.search(str(c))]
+    sensitive = [
+        c
+        for c in df.columns
+        if c not in (label, id_column)
+        and columns[c]["dtype"] == "category"
+        and c not in exclude
+        and SENSITIVE_HINTS.search(str(c))
+    ]
     ds = {
         "name": name,
         "id_column": id_column,
@@ -194,8 +223,13 @@ def infer_config(df: pd.DataFrame, label: str, id_column: str | None = None, pos
         "exclude_features": exclude,
         "sensitive_features": [],
     }
-    return {"dataset": ds, "register": {"model_name": f"{_slug(name)}-classifier"},
-            "_notes": notes, "_sensitive_candidates": sensitive, "_rows": len(df)}
+    return {
+        "dataset": ds,
+        "register": {"model_name": f"{_slug(name)}-classifier"},
+        "_notes": notes,
+        "_sensitive_candidates": sensitive,
+        "_rows": len(df),
+    }
 
 
 def _duplicate_share(df: pd.DataFrame) -> float:
@@ -249,8 +283,7 @@ def render_yaml(inferred: dict, source: str) -> str:
     return "\n".join(out)
 
 
-def init_config(data: str, label: str, out: str | Path, id_column: str | None = None,
-                positive: Any | None = None) -> dict:
+def init_config(data: str, label: str, out: str | Path, id_column: str | None = None, positive: Any | None = None) -> dict:
     """Read `data`, infer, write `out`, check it loads; returns the inferred config (with notes)."""
     from kfct.config import load_config
     from kfct.data.datasource import read_dataset

@@ -17,7 +17,8 @@ pyarrow does not read `AWS_ENDPOINT_URL_S3` (nor MinIO's host:port from anywhere
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import DataSourceError
 
@@ -77,11 +78,13 @@ def s3_filesystem(settings: Settings | None = None) -> Any:
     secure = s.s3_secure or s.s3_endpoint.startswith("https://")
     host = s.s3_endpoint.split("://", 1)[-1].rstrip("/")
     return fs.S3FileSystem(
-        endpoint_override=host, scheme="https" if secure else "http",
+        endpoint_override=host,
+        scheme="https" if secure else "http",
         access_key=s.s3_access_key.get_secret_value() if s.s3_access_key else None,
         secret_key=s.s3_secret_key.get_secret_value() if s.s3_secret_key else None,
         region=s.s3_region or "us-east-1",
-        connect_timeout=s.net_connect_timeout_seconds, request_timeout=s.net_timeout_seconds,
+        connect_timeout=s.net_connect_timeout_seconds,
+        request_timeout=s.net_timeout_seconds,
     )
 
 
@@ -91,7 +94,7 @@ def open_parquet(uri: str, filesystem: Any = None) -> Any:
 
     try:
         if uri.startswith("s3://"):
-            return pq.ParquetFile(uri[len("s3://"):], filesystem=filesystem or s3_filesystem())
+            return pq.ParquetFile(uri[len("s3://") :], filesystem=filesystem or s3_filesystem())
         return pq.ParquetFile(uri.removeprefix("file://"))
     except (OSError, ValueError) as exc:
         raise DataSourceError(f"cannot read parquet part {uri}: {exc}") from exc

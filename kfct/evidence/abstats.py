@@ -19,8 +19,9 @@ report prints can be checked against scipy/statsmodels on fixed inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -74,8 +75,9 @@ def two_proportion_ztest(x_a: int, n_a: int, x_b: int, n_b: int, alpha: float = 
     p = float(2 * _norm().sf(abs(z)))
     se = math.sqrt(pa * (1 - pa) / n_a + pb * (1 - pb) / n_b)
     q = float(_norm().ppf(1 - alpha / 2))
-    return TestResult("two-proportion z-test", pa, pb, diff, diff - q * se, diff + q * se, z, p, n_a, n_b,
-                      {"cohens_h": cohens_h(pa, pb)})
+    return TestResult(
+        "two-proportion z-test", pa, pb, diff, diff - q * se, diff + q * se, z, p, n_a, n_b, {"cohens_h": cohens_h(pa, pb)}
+    )
 
 
 def welch_ttest(a: ArrayLike, b: ArrayLike, alpha: float = 0.05) -> TestResult:
@@ -89,14 +91,36 @@ def welch_ttest(a: ArrayLike, b: ArrayLike, alpha: float = 0.05) -> TestResult:
     diff = float(b.mean() - a.mean())
     se = math.sqrt(va + vb)
     if se == 0:
-        return TestResult("Welch t-test", float(a.mean()), float(b.mean()), diff, diff, diff, 0.0, 1.0 if diff == 0 else 0.0,
-                          len(a), len(b), {"df": float("nan"), "cohens_d": 0.0})
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+        return TestResult(
+            "Welch t-test",
+            float(a.mean()),
+            float(b.mean()),
+            diff,
+            diff,
+            diff,
+            0.0,
+            1.0 if diff == 0 else 0.0,
+            len(a),
+            len(b),
+            {"df": float("nan"), "cohens_d": 0.0},
+        )
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     t = diff / se
     p = float(2 * student_t.sf(abs(t), df))
     q = float(student_t.ppf(1 - alpha / 2, df))
-    return TestResult("Welch t-test", float(a.mean()), float(b.mean()), diff, diff - q * se, diff + q * se, t, p,
-                      len(a), len(b), {"df": df, "cohens_d": cohens_d(a, b)})
+    return TestResult(
+        "Welch t-test",
+        float(a.mean()),
+        float(b.mean()),
+        diff,
+        diff - q * se,
+        diff + q * se,
+        t,
+        p,
+        len(a),
+        len(b),
+        {"df": df, "cohens_d": cohens_d(a, b)},
+    )
 
 
 def cohens_h(p_a: float, p_b: float) -> float:
@@ -129,6 +153,7 @@ def n_per_arm(p_a: float, min_effect: float, alpha: float = 0.05, power: float =
 
 # --------------------------------------------------------------------------- AUC (DeLong)
 
+
 def _structural(scores: ArrayLike, labels: ArrayLike) -> tuple[float, np.ndarray, np.ndarray]:
     """DeLong's structural components via midranks (Sun & Xu, 2014)."""
     from scipy.stats import rankdata
@@ -149,8 +174,9 @@ def auc_variance(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
     return auc, float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01))
 
 
-def delong_unpaired(scores_a: ArrayLike, labels_a: Labels, scores_b: ArrayLike, labels_b: Labels,
-                    alpha: float = 0.05) -> TestResult:
+def delong_unpaired(
+    scores_a: ArrayLike, labels_a: Labels, scores_b: ArrayLike, labels_b: Labels, alpha: float = 0.05
+) -> TestResult:
     """AUC of two arms scored on different customers (A/B): z on AUC_b − AUC_a."""
     auc_a, var_a = auc_variance(scores_a, labels_a)
     auc_b, var_b = auc_variance(scores_b, labels_b)
@@ -190,6 +216,7 @@ def mcnemar_paired(correct_a: ArrayLike, correct_b: ArrayLike) -> dict:
 
 
 # --------------------------------------------------------------------------- sequential (mSPRT)
+
 
 def msprt(diff: float, variance: float, tau: float, alpha: float = 0.05) -> dict:
     """One look of the normal mSPRT for H0: θ = 0 with mixing prior N(0, τ²).
@@ -233,7 +260,7 @@ class SequentialTest:
     ci_low: float = -math.inf
     ci_high: float = math.inf
     looks: int = 0
-    verdict: str | None = None          # b_better / b_worse / inconsistent, once concluded
+    verdict: str | None = None  # b_better / b_worse / inconsistent, once concluded
     concluded_at_look: int | None = None
     concluded_diff: float | None = None
     concluded_ci: list[float] | None = None
@@ -245,13 +272,26 @@ class SequentialTest:
             self.min_p = min(self.min_p, r["p_value"])
             # The running intersection of the confidence sequence is also valid at any time.
             self.ci_low, self.ci_high = max(self.ci_low, r["ci_low"]), min(self.ci_high, r["ci_high"])
-            verdict = (INCONSISTENT if self.ci_low > self.ci_high else B_BETTER if self.ci_low > 0
-                       else B_WORSE if self.ci_high < 0 else None)
+            verdict = (
+                INCONSISTENT
+                if self.ci_low > self.ci_high
+                else B_BETTER
+                if self.ci_low > 0
+                else B_WORSE
+                if self.ci_high < 0
+                else None
+            )
             if verdict is not None:
                 self.verdict, self.concluded_at_look = verdict, self.looks
                 self.concluded_diff, self.concluded_ci = float(diff), [self.ci_low, self.ci_high]
-        return {**r, "running_p_value": self.min_p, "running_ci": [self.ci_low, self.ci_high], "looks": self.looks,
-                "verdict": self.verdict, "concluded_at_look": self.concluded_at_look}
+        return {
+            **r,
+            "running_p_value": self.min_p,
+            "running_ci": [self.ci_low, self.ci_high],
+            "looks": self.looks,
+            "verdict": self.verdict,
+            "concluded_at_look": self.concluded_at_look,
+        }
 
     @property
     def rejected(self) -> bool:
@@ -266,15 +306,21 @@ class SequentialTest:
         return d
 
     @classmethod
-    def from_json(cls, d: dict | None, alpha: float, tau: float) -> "SequentialTest":
+    def from_json(cls, d: dict | None, alpha: float, tau: float) -> SequentialTest:
         if not d:
             return cls(alpha=alpha, tau=tau)
-        return cls(alpha=float(d["alpha"]), tau=float(d["tau"]), min_p=float(d["min_p"]),
-                   ci_low=-math.inf if d.get("ci_low") is None else float(d["ci_low"]),
-                   ci_high=math.inf if d.get("ci_high") is None else float(d["ci_high"]),
-                   looks=int(d.get("looks", 0)), verdict=d.get("verdict"),
-                   concluded_at_look=d.get("concluded_at_look"), concluded_diff=d.get("concluded_diff"),
-                   concluded_ci=d.get("concluded_ci"))
+        return cls(
+            alpha=float(d["alpha"]),
+            tau=float(d["tau"]),
+            min_p=float(d["min_p"]),
+            ci_low=-math.inf if d.get("ci_low") is None else float(d["ci_low"]),
+            ci_high=math.inf if d.get("ci_high") is None else float(d["ci_high"]),
+            looks=int(d.get("looks", 0)),
+            verdict=d.get("verdict"),
+            concluded_at_look=d.get("concluded_at_look"),
+            concluded_diff=d.get("concluded_diff"),
+            concluded_ci=d.get("concluded_ci"),
+        )
 
 
 def mean_diff_variance(a: ArrayLike, b: ArrayLike) -> tuple[float, float]:

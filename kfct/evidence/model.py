@@ -13,7 +13,8 @@ estimator, so serving applies exactly the training transforms. It has two paths:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable, NoReturn, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         self.scale = scale
 
     # -- fitting -------------------------------------------------------------
-    def fit(self, X: pd.DataFrame, y: Any = None) -> "TabularEncoder":
+    def fit(self, X: pd.DataFrame, y: Any = None) -> TabularEncoder:
         cats = self.categorical or {}
         self.numeric_ = list(self.numeric)
         self.categorical_ = {c: list(v) for c, v in cats.items()}
@@ -143,8 +144,9 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
         for c, (_, index) in self._cat_offsets.items():
             col = X[c]
             values = col.to_numpy(dtype=object)
-            codes = np.asarray(pd.Categorical(col.astype(str).where(col.notna(), None), categories=list(index)).codes,
-                               dtype=np.int64)
+            codes = np.asarray(
+                pd.Categorical(col.astype(str).where(col.notna(), None), categories=list(index)).codes, dtype=np.int64
+            )
             if c in self._missing_slot:
                 codes = np.where(col.isna().to_numpy(), self._missing_slot[c], codes)
             self._one_hot(out, c, codes, values)
@@ -172,8 +174,7 @@ class TabularEncoder(BaseEstimator, TransformerMixin):
                 col = pc.dictionary_encode(col)
             col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
             dictionary = col.dictionary.to_pylist()
-            lookup = np.array([index.get(str(v), -1) for v in dictionary] + [self._missing_slot.get(c, -1)],
-                              dtype=np.int64)
+            lookup = np.array([index.get(str(v), -1) for v in dictionary] + [self._missing_slot.get(c, -1)], dtype=np.int64)
             idx = pc.fill_null(col.indices, len(dictionary)).to_numpy(zero_copy_only=False)
             values = [*dictionary, None]
             codes = lookup[idx]

@@ -38,12 +38,18 @@ DEFAULT_INTENDED_USE = (
     "about an individual on its own. Valid for the population and feature definitions of the data snapshot "
     "below; drift monitoring retrains it when that population moves."
 )
-CHART_TITLES = {"roc_curve": "ROC curve", "pr_curve": "Precision-recall curve",
-                "calibration": "Calibration curve", "top_features": "Top features"}
+CHART_TITLES = {
+    "roc_curve": "ROC curve",
+    "pr_curve": "Precision-recall curve",
+    "calibration": "Calibration curve",
+    "top_features": "Top features",
+}
 SHAP_METHOD = "SHAP (XGBoost TreeSHAP contributions, pred_contribs=True), mean |value| per source feature"
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "recall", "precision", "f1", "accuracy"}
-PERMUTATION_METHOD = ("permutation importance: mean |change in predicted probability| when the feature is "
-                      "shuffled (SHAP needs an XGBoost booster; this model is not one)")
+PERMUTATION_METHOD = (
+    "permutation importance: mean |change in predicted probability| when the feature is "
+    "shuffled (SHAP needs an XGBoost booster; this model is not one)"
+)
 
 
 # --------------------------------------------------------------------------- attributions
@@ -111,8 +117,7 @@ def top_features_shap(model: ChurnModel, X: pd.DataFrame, k: int = 10, seed: int
         Xp = X.copy()
         Xp[col] = X[col].to_numpy()[rng.permutation(len(X))]
         values[i] = float(np.abs(model.predict_positive(Xp) - base).mean())
-    return {"method": PERMUTATION_METHOD, "kind": "permutation", "rows": len(X),
-            "features": _ranked(names, values, k)}
+    return {"method": PERMUTATION_METHOD, "kind": "permutation", "rows": len(X), "features": _ranked(names, values, k)}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -168,15 +173,23 @@ def _training(t: dict[str, Any]) -> str | None:
 
 
 def _data_snapshot(ds: dict[str, Any]) -> list[Any]:
-    fields = [("URI", ds.get("uri")), ("sha256", ds.get("sha256")), ("rows", ds.get("rows")),
-              ("columns", ds.get("columns")), ("test rows", ds.get("rows_test"))]
+    fields = [
+        ("URI", ds.get("uri")),
+        ("sha256", ds.get("sha256")),
+        ("rows", ds.get("rows")),
+        ("columns", ds.get("columns")),
+        ("test rows", ds.get("rows_test")),
+    ]
     rows = [[k, _fmt(v)] for k, v in fields if v is not None]
     return [("table", ["field", "value"], rows)] if rows else [("p", "Not recorded.")]
 
 
 def _metrics(metrics: dict[str, Any], thresholds: dict[str, Any]) -> list[Any]:
-    rows = [[k, _fmt(v), _fmt(thresholds.get(k))] for k, v in metrics.items() if isinstance(v, (int, float))
-            and not isinstance(v, bool)]
+    rows = [
+        [k, _fmt(v), _fmt(thresholds.get(k))]
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     return [("table", ["metric", "value", "threshold"], rows)] if rows else [("p", "No metrics recorded.")]
 
 
@@ -198,18 +211,44 @@ def _fairness(fairness: dict[str, Any]) -> list[Any]:
     for feature, r in fairness.items():
         if not isinstance(r, dict) or "demographic_parity_difference" not in r:
             continue
-        summary.append([feature, _fmt(r["demographic_parity_difference"]), _fmt(r["equalized_odds_difference"]),
-                        _fmt(r.get("tpr_difference")), _fmt(r.get("fpr_difference")),
-                        ", ".join(f"{g} ({n})" for g, n in (r.get("ignored_groups") or {}).items()) or "none"])
-    blocks: list[Block] = [("table", ["sensitive feature", "demographic parity diff", "equalized odds diff", "TPR diff",
-                         "FPR diff", "ignored (too small)"], summary)]
+        summary.append(
+            [
+                feature,
+                _fmt(r["demographic_parity_difference"]),
+                _fmt(r["equalized_odds_difference"]),
+                _fmt(r.get("tpr_difference")),
+                _fmt(r.get("fpr_difference")),
+                ", ".join(f"{g} ({n})" for g, n in (r.get("ignored_groups") or {}).items()) or "none",
+            ]
+        )
+    blocks: list[Block] = [
+        (
+            "table",
+            [
+                "sensitive feature",
+                "demographic parity diff",
+                "equalized odds diff",
+                "TPR diff",
+                "FPR diff",
+                "ignored (too small)",
+            ],
+            summary,
+        )
+    ]
     for feature, r in fairness.items():
         if not isinstance(r, dict) or "groups" not in r:
             continue
         blocks.append(("p", f"{feature} by group:"))
-        blocks.append(("table", [feature, "size", "selection rate", "TPR", "FPR"],
-                       [[g, _fmt(v.get("size")), _fmt(v.get("selection_rate")), _fmt(v.get("tpr")),
-                         _fmt(v.get("fpr"))] for g, v in r["groups"].items()]))
+        blocks.append(
+            (
+                "table",
+                [feature, "size", "selection rate", "TPR", "FPR"],
+                [
+                    [g, _fmt(v.get("size")), _fmt(v.get("selection_rate")), _fmt(v.get("tpr")), _fmt(v.get("fpr"))]
+                    for g, v in r["groups"].items()
+                ],
+            )
+        )
     return blocks
 
 
@@ -218,11 +257,16 @@ def _top_features(tf: dict[str, Any]) -> list[Any]:
         return [("p", "Not computed.")]
     blocks: list[Block] = [("p", f"Method: {tf.get('method')} over {_fmt(tf.get('rows'))} rows.")]
     if tf.get("kind") == "permutation":
-        blocks.append(("p", "Note: not SHAP — this estimator has no XGBoost booster, so permutation "
-                            "importance is shown instead."))
-    blocks.append(("table", ["rank", "feature", "importance", "share"],
-                   [[str(i + 1), f["feature"], _fmt(f["importance"]), f"{100 * f['share']:.1f}%"]
-                    for i, f in enumerate(tf["features"])]))
+        blocks.append(
+            ("p", "Note: not SHAP — this estimator has no XGBoost booster, so permutation importance is shown instead.")
+        )
+    blocks.append(
+        (
+            "table",
+            ["rank", "feature", "importance", "share"],
+            [[str(i + 1), f["feature"], _fmt(f["importance"]), f"{100 * f['share']:.1f}%"] for i, f in enumerate(tf["features"])],
+        )
+    )
     return blocks
 
 
@@ -235,9 +279,14 @@ def _gate(gate: dict[str, Any], comp: dict[str, Any] | None) -> list[Block]:
         blocks.append(("p", f"Decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'}"))
         blocks.append(("ul", list(gate.get("reasons") or ["no reasons recorded"])))
     if comp and "error" not in comp:
-        blocks.append(("p", f"Champion comparison on {comp.get('metric')}: challenger {_fmt(comp.get('challenger'))} vs "
-                            f"champion v{comp.get('champion_version', '?')} {_fmt(comp.get('champion'))}, diff "
-                            f"{_fmt(comp.get('diff'))}, CI [{_fmt(comp.get('ci_low'))}, {_fmt(comp.get('ci_high'))}]"))
+        blocks.append(
+            (
+                "p",
+                f"Champion comparison on {comp.get('metric')}: challenger {_fmt(comp.get('challenger'))} vs "
+                f"champion v{comp.get('champion_version', '?')} {_fmt(comp.get('champion'))}, diff "
+                f"{_fmt(comp.get('diff'))}, CI [{_fmt(comp.get('ci_low'))}, {_fmt(comp.get('ci_high'))}]",
+            )
+        )
     return blocks or [("p", "No gate recorded.")]
 
 
@@ -258,10 +307,12 @@ def description(info: dict[str, Any], intended_use: str | None = None) -> str:
     """The MLflow version description: intended use, data, gate decision (what the registry UI shows)."""
     ds, gate = info.get("dataset") or {}, info.get("gate") or {}
     reasons = "; ".join(gate.get("reasons") or [])
-    return (f"Intended use: {intended_use or DEFAULT_INTENDED_USE}\n\n"
-            f"Data: {ds.get('uri')} (sha256 {str(ds.get('sha256'))[:16]}, {ds.get('rows')} rows, "
-            f"{ds.get('columns')} columns; test set {ds.get('rows_test')} rows).\n\n"
-            f"Gate decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'} - {reasons}")[:5000]
+    return (
+        f"Intended use: {intended_use or DEFAULT_INTENDED_USE}\n\n"
+        f"Data: {ds.get('uri')} (sha256 {str(ds.get('sha256'))[:16]}, {ds.get('rows')} rows, "
+        f"{ds.get('columns')} columns; test set {ds.get('rows_test')} rows).\n\n"
+        f"Gate decision: {'DEPLOY' if gate.get('deploy') else 'BLOCKED'} - {reasons}"
+    )[:5000]
 
 
 def model_description(cfg: RunConfig) -> str:
@@ -269,10 +320,12 @@ def model_description(cfg: RunConfig) -> str:
     ds, gate = cfg.dataset, cfg.gate
     limits = ", ".join(f"{k} >= {v}" for k, v in gate.thresholds.items())
     fair = ", ".join(ds.sensitive_features) or "none configured"
-    return (f"Probability that {ds.label} == {ds.positive_label!r} for a record of dataset "
-            f"{ds.name!r} ({len(ds.columns)} columns). Intended use: {DEFAULT_INTENDED_USE}\n\n"
-            f"Every version passed data validation and the gate: {limits}; fairness across: {fair}; "
-            f"a challenger must beat the champion by {gate.compare_metric} >= {gate.min_improvement}.")[:5000]
+    return (
+        f"Probability that {ds.label} == {ds.positive_label!r} for a record of dataset "
+        f"{ds.name!r} ({len(ds.columns)} columns). Intended use: {DEFAULT_INTENDED_USE}\n\n"
+        f"Every version passed data validation and the gate: {limits}; fairness across: {fair}; "
+        f"a challenger must beat the champion by {gate.compare_metric} >= {gate.min_improvement}."
+    )[:5000]
 
 
 def _float(v: float | str | None) -> float | None:
@@ -308,11 +361,18 @@ def _render_md(title: str, sections: list[Section]) -> str:
 
 def _render_html(title: str, sections: list[Section]) -> str:
     e = _html.escape
-    css = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
-           "table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;"
-           "text-align:left}th{background:#f3f3f3}code{background:#f3f3f3}")
-    out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{e(title)}</title>",
-           f"<style>{css}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    css = (
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
+        "table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;"
+        "text-align:left}th{background:#f3f3f3}code{background:#f3f3f3}"
+    )
+    out = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title>",
+        f"<style>{css}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
     for head, blocks in sections:
         out.append(f"<h2>{e(head)}</h2>")
         for b in blocks:
@@ -320,8 +380,9 @@ def _render_html(title: str, sections: list[Section]) -> str:
                 out.append(f"<p>{e(b[1])}</p>")
             elif b[0] == "img":
                 data = base64.b64encode(b[3]).decode("ascii")
-                out.append(f'<figure><img alt="{e(b[1])}" src="data:image/png;base64,{data}">'
-                           f"<figcaption>{e(b[1])}</figcaption></figure>")
+                out.append(
+                    f'<figure><img alt="{e(b[1])}" src="data:image/png;base64,{data}"><figcaption>{e(b[1])}</figcaption></figure>'
+                )
             elif b[0] == "ul":
                 out.append("<ul>" + "".join(f"<li>{e(str(x))}</li>" for x in b[1]) + "</ul>")
             elif b[0] == "table":

@@ -21,8 +21,9 @@ rules apply) and the time the outcome was observed (`outcomes.observed_at_column
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kfct.errors import DataSourceError
 
@@ -69,20 +70,35 @@ def _gx_check(df: pd.DataFrame, cfg: RunConfig, validate_frame: ValidateFrame) -
     cols = {c: ds.columns[c] for c in (ds.id_column, ds.label) if c is not None and c in ds.columns}
     if ds.id_column in cols:  # a customer can churn, come back and churn again
         cols[ds.id_column] = cols[ds.id_column].model_copy(update={"unique": False})
-    sub = cfg.model_copy(update={"dataset": ds.model_copy(update={
-        "columns": cols, "min_rows": 1, "max_duplicate_share": None, "label_balance": None,
-        "allow_extra_columns": True, "exclude_features": [], "sensitive_features": []})})
+    sub = cfg.model_copy(
+        update={
+            "dataset": ds.model_copy(
+                update={
+                    "columns": cols,
+                    "min_rows": 1,
+                    "max_duplicate_share": None,
+                    "label_balance": None,
+                    "allow_extra_columns": True,
+                    "exclude_features": [],
+                    "sensitive_features": [],
+                }
+            )
+        }
+    )
     result = validate_frame(df[list(cols)], sub)
     if not result["passed"]:
         first = result["failures"][0]
         more = f" (and {result['n_failed'] - 1} more)" if result["n_failed"] > 1 else ""
-        raise OutcomesError(f"outcomes fail the schema's rules: {first.get('expectation_type', first.get('check'))} "
-                            f"[{first.get('column')}] observed={first.get('observed')} "
-                            f"sample={first.get('sample_bad_values')}{more}")
+        raise OutcomesError(
+            f"outcomes fail the schema's rules: {first.get('expectation_type', first.get('check'))} "
+            f"[{first.get('column')}] observed={first.get('observed')} "
+            f"sample={first.get('sample_bad_values')}{more}"
+        )
 
 
-def validate_outcomes(df: pd.DataFrame, cfg: RunConfig, gx: bool = True,
-                      validate_frame: ValidateFrame | None = None) -> pd.DataFrame:
+def validate_outcomes(
+    df: pd.DataFrame, cfg: RunConfig, gx: bool = True, validate_frame: ValidateFrame | None = None
+) -> pd.DataFrame:
     """Checked copy: id (str), label (0/1 int), observed_at (UTC timestamp). Raises OutcomesError.
 
     With `gx`, `validate_frame` (`kfct.components.validate.validate_frame`) runs the schema's
@@ -93,8 +109,10 @@ def validate_outcomes(df: pd.DataFrame, cfg: RunConfig, gx: bool = True,
     idc, lab, obs = ds.id_column, ds.label, cfg.outcomes.observed_at_column
     missing = [c for c in (idc, lab, obs) if c not in df.columns]
     if missing:
-        raise OutcomesError(f"outcomes lack column(s) {', '.join(map(str, missing))} (need {idc}, {lab}, {obs}); "
-                            f"got {', '.join(map(str, list(df.columns)[:10]))}")
+        raise OutcomesError(
+            f"outcomes lack column(s) {', '.join(map(str, missing))} (need {idc}, {lab}, {obs}); "
+            f"got {', '.join(map(str, list(df.columns)[:10]))}"
+        )
     if len(df) == 0:
         raise OutcomesError("outcomes file has no rows")
     if df[idc].isna().any():
@@ -107,8 +125,9 @@ def validate_outcomes(df: pd.DataFrame, cfg: RunConfig, gx: bool = True,
     tokens = labels.map(lambda v: None if pd.isna(v) else token(v))
     bad = labels[~tokens.isin({token(k) for k in mapping}) | labels.isna()]
     if len(bad):
-        raise OutcomesError(f"outcomes column {lab}: {len(bad)} value(s) outside {sorted(known)}, "
-                            f"e.g. {[str(v)[:20] for v in bad.unique()[:3]]}")
+        raise OutcomesError(
+            f"outcomes column {lab}: {len(bad)} value(s) outside {sorted(known)}, e.g. {[str(v)[:20] for v in bad.unique()[:3]]}"
+        )
     if gx:
         if validate_frame is None:
             raise TypeError("validate_outcomes(gx=True) needs validate_frame=kfct.components.validate.validate_frame")
@@ -120,9 +139,13 @@ def validate_outcomes(df: pd.DataFrame, cfg: RunConfig, gx: bool = True,
     if ts.isna().any():
         raise OutcomesError(f"outcomes column {obs}: {int(ts.isna().sum())} empty timestamp(s)")
     by_token = {token(k): v for k, v in mapping.items()}
-    return pd.DataFrame({ID: df[idc].astype(str).to_numpy(),
-                         "outcome": tokens.map(by_token).astype("int64").to_numpy(),
-                         "observed_at": ts.astype("datetime64[us, UTC]").reset_index(drop=True)})
+    return pd.DataFrame(
+        {
+            ID: df[idc].astype(str).to_numpy(),
+            "outcome": tokens.map(by_token).astype("int64").to_numpy(),
+            "observed_at": ts.astype("datetime64[us, UTC]").reset_index(drop=True),
+        }
+    )
 
 
 def read_outcomes_file(uri: str) -> pd.DataFrame:
@@ -183,8 +206,7 @@ def stored_outcomes(settings: Settings | None = None, ids: Any = None) -> pd.Dat
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    wanted = None if ids is None else pa.array(pd.unique(pd.Series(ids, dtype=object).dropna().astype(str)),
-                                               pa.string())
+    wanted = None if ids is None else pa.array(pd.unique(pd.Series(ids, dtype=object).dropna().astype(str)), pa.string())
     frames = []
     for table in _snapshot_batches(settings):
         if wanted is not None:
@@ -192,8 +214,9 @@ def stored_outcomes(settings: Settings | None = None, ids: Any = None) -> pd.Dat
         if table.num_rows:
             frames.append(table.to_pandas())
     if not frames:
-        return pd.DataFrame({ID: pd.Series(dtype=str), "outcome": pd.Series(dtype="int64"),
-                             "observed_at": pd.Series(dtype="datetime64[us, UTC]")})
+        return pd.DataFrame(
+            {ID: pd.Series(dtype=str), "outcome": pd.Series(dtype="int64"), "observed_at": pd.Series(dtype="datetime64[us, UTC]")}
+        )
     out = pd.concat(frames, ignore_index=True).drop_duplicates([ID, "observed_at", "outcome"])
     return out.sort_values(["observed_at", ID], kind="stable").reset_index(drop=True)
 
@@ -245,8 +268,16 @@ def join_predictions(predictions: pd.DataFrame, outcomes: pd.DataFrame, horizon_
     p = p.dropna(subset=[ID]).sort_values("ts", kind="stable")
     o = o.sort_values("observed_at", kind="stable")
     # merge_asof: for each prediction, the first outcome at or after it for the same id.
-    joined = pd.merge_asof(p, o, left_on="ts", right_on="observed_at", by=ID, direction="forward",
-                           tolerance=pd.Timedelta(days=horizon_days), allow_exact_matches=False)
+    joined = pd.merge_asof(
+        p,
+        o,
+        left_on="ts",
+        right_on="observed_at",
+        by=ID,
+        direction="forward",
+        tolerance=pd.Timedelta(days=horizon_days),
+        allow_exact_matches=False,
+    )
     joined = joined.dropna(subset=["outcome"]).drop_duplicates("_row")
     joined["outcome"] = joined["outcome"].astype("int64")
     return joined.drop(columns="_row").sort_values("ts", kind="stable").reset_index(drop=True)
@@ -274,8 +305,9 @@ def _metrics(y: ArrayLike, proba: ArrayLike, label: ArrayLike) -> dict[str, Any]
     return out
 
 
-def realized_performance(joined: pd.DataFrame, by: tuple[str, ...] = ("model_version", "role"),
-                         window: str | None = None) -> list[dict]:
+def realized_performance(
+    joined: pd.DataFrame, by: tuple[str, ...] = ("model_version", "role"), window: str | None = None
+) -> list[dict]:
     """Metrics per group (served version and role; optionally per time window such as '1D' or '7D')."""
     import pandas as pd
 
@@ -284,8 +316,11 @@ def realized_performance(joined: pd.DataFrame, by: tuple[str, ...] = ("model_ver
     keys = list(by)
     frame = joined
     if window:
-        frame = joined.assign(window=joined["ts"].dt.floor(window) if window.endswith(("D", "h", "min"))
-                              else joined["ts"].dt.to_period(window).dt.start_time)
+        frame = joined.assign(
+            window=joined["ts"].dt.floor(window)
+            if window.endswith(("D", "h", "min"))
+            else joined["ts"].dt.to_period(window).dt.start_time
+        )
         keys.append("window")
     rows = []
     for k, g in frame.groupby(keys, sort=True, dropna=False):
@@ -308,6 +343,12 @@ def calibration_curve(joined: pd.DataFrame, bins: int = 10) -> list[dict]:
     for b in range(bins):
         m = idx == b
         if m.any():
-            out.append({"bin": b, "mean_probability": float(joined["probability"].to_numpy()[m].mean()),
-                        "observed_rate": float(joined["outcome"].to_numpy()[m].mean()), "n": int(m.sum())})
+            out.append(
+                {
+                    "bin": b,
+                    "mean_probability": float(joined["probability"].to_numpy()[m].mean()),
+                    "observed_rate": float(joined["outcome"].to_numpy()[m].mean()),
+                    "n": int(m.sum()),
+                }
+            )
     return out

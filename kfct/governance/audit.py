@@ -19,9 +19,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from kfct.errors import KfctError
 
@@ -140,8 +141,7 @@ def record(event: str, path: Path | None = None, **fields: Any) -> dict:
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fh.fileno(), size)  # no torn line: the chain stays verifiable
-                raise AuditError(f"audit trail {path} cannot be written ({_why(exc)}): {event} not recorded") \
-                    from exc
+                raise AuditError(f"audit trail {path} cannot be written ({_why(exc)}): {event} not recorded") from exc
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     if mirror:
@@ -208,13 +208,13 @@ def _push_mirror(path: Path, uri: str) -> bool:
             # Settings timeout (KFCT_NET_*); the next record uploads what this one missed
             c = c or s3.quick_client()
             body = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
-            s3.put_bytes(body, f"{prefix}/{entry.get('writer', 'local')}/{entry['seq']:010d}.json", client_=c,
-                         retry=False)
+            s3.put_bytes(body, f"{prefix}/{entry.get('writer', 'local')}/{entry['seq']:010d}.json", client_=c, retry=False)
             n = entry["seq"] + 1
         return True
     except Exception as exc:  # noqa: BLE001 - DataSourceError and anything the client raises
-        logging.getLogger("kfct.governance.audit").warning("audit mirror %s not updated (%d entries waiting, retried on the "
-                                                "next record): %s", prefix, _count(path) - n, exc)
+        logging.getLogger("kfct.governance.audit").warning(
+            "audit mirror %s not updated (%d entries waiting, retried on the next record): %s", prefix, _count(path) - n, exc
+        )
         return False
     finally:
         if n != done:
@@ -245,7 +245,7 @@ def read_mirror(uri: str | None = None) -> dict[str, list[dict]]:
         raise s3._explain(exc, f"cannot list s3://{bucket}/{prefix}", None, bucket) from exc
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(names):
-            writer = name[len(prefix):].split("/", 1)[0]
+            writer = name[len(prefix) :].split("/", 1)[0]
             local = s3.download(f"s3://{bucket}/{name}", Path(tmp) / f"{i}.json")
             text = local.read_text()
             try:
@@ -255,7 +255,7 @@ def read_mirror(uri: str | None = None) -> dict[str, list[dict]]:
     return out
 
 
-def verify_mirror(uri: str | None = None) -> "VerifyResult":
+def verify_mirror(uri: str | None = None) -> VerifyResult:
     """Every writer's chain across all mirrored segments: contiguous, linked, unedited."""
     segments = read_mirror(uri)
     total = 0
@@ -337,8 +337,7 @@ def verify_entries(entries: list) -> VerifyResult:
         if "_unreadable" in entry:
             return VerifyResult(False, n, "line is not valid JSON", lineno)
         if entry.get("seq") != n:
-            return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected "
-                                "(removed or reordered entry)", lineno)
+            return VerifyResult(False, n, f"sequence {entry.get('seq')} where {n} expected (removed or reordered entry)", lineno)
         if entry.get("prev") != prev:
             return VerifyResult(False, n, "previous-hash link broken (removed or reordered entry)", lineno)
         if _digest(entry) != entry.get("hash"):

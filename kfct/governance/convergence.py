@@ -15,9 +15,15 @@ every deploy — using this one pure rule:
 from __future__ import annotations
 
 
-def split_changes(champion_version: str | None, canary_version: str | None, canary_percent: float, mode: str,
-                  aliases: dict[str, str], champion_alias: str = "champion",
-                  challenger_alias: str = "challenger") -> tuple[dict, list[str]]:
+def split_changes(
+    champion_version: str | None,
+    canary_version: str | None,
+    canary_percent: float,
+    mode: str,
+    aliases: dict[str, str],
+    champion_alias: str = "champion",
+    challenger_alias: str = "challenger",
+) -> tuple[dict, list[str]]:
     """Field changes that make a split state agree with `aliases` (empty when it already does)."""
     changes: dict = {}
     reasons: list[str] = []
@@ -34,13 +40,16 @@ def split_changes(champion_version: str | None, canary_version: str | None, cana
             reasons.append(f"canary v{canary_version} is the champion now: canary closed")
         elif chal is not None and chal != str(canary_version):
             changes.update(canary_version=None, canary_percent=0.0, mode="canary")
-            reasons.append(f"canary v{canary_version} holds no {challenger_alias} alias "
-                           f"({challenger_alias} -> {('v' + chal) if chal else 'unset'}): canary closed")
+            reasons.append(
+                f"canary v{canary_version} holds no {challenger_alias} alias "
+                f"({challenger_alias} -> {('v' + chal) if chal else 'unset'}): canary closed"
+            )
     return changes, reasons
 
 
-def isvc_changes(live: dict | None, aliases: dict[str, str], champion_alias: str = "champion",
-                 challenger_alias: str = "challenger") -> tuple[dict, list[str]]:
+def isvc_changes(
+    live: dict | None, aliases: dict[str, str], champion_alias: str = "champion", challenger_alias: str = "challenger"
+) -> tuple[dict, list[str]]:
     """Changes that make a live InferenceService (a dict as the API returns it, or None) agree with `aliases`.
 
     The version it serves is its `kfct/model-version` annotation. It must be the champion,

@@ -50,8 +50,7 @@ def _proc_start(pid: int) -> str:
 
 def process_tags() -> dict[str, str]:
     """Tags a run carries so a later reconcile can tell whether its process still lives."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), BOOT_TAG: _boot_id(),
-            START_TAG: _proc_start(os.getpid())}
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), BOOT_TAG: _boot_id(), START_TAG: _proc_start(os.getpid())}
 
 
 def run_is_dead(tags: dict, start_ms: int | None, stale_seconds: float, now: float | None = None) -> str | None:
@@ -81,15 +80,15 @@ def reconcile_runs(settings: Settings | None = None) -> list[dict]:
     if exp is None:
         return []
     found = []
-    runs = retry_call(lambda: c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=500),
-                      "search RUNNING runs")
+    runs = retry_call(
+        lambda: c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=500), "search RUNNING runs"
+    )
     dead: dict[str, str] = {}
     for run in runs:
         why = run_is_dead(run.data.tags, run.info.start_time, s.stale_run_seconds)
         if why is None:
             continue
-        retry_call(functools.partial(c.set_tag, run.info.run_id, "kfct.reconciled", f"KILLED: {why}"[:5000]),
-                   "tag dead run")
+        retry_call(functools.partial(c.set_tag, run.info.run_id, "kfct.reconciled", f"KILLED: {why}"[:5000]), "tag dead run")
         retry_call(functools.partial(c.set_terminated, run.info.run_id, "KILLED"), "mark dead run KILLED")
         dead[run.info.run_id] = why
         found.append(audit.record("stale_run_marked", mlflow_run_id=run.info.run_id, status="KILLED", reason=why))
@@ -106,8 +105,9 @@ def reconcile_runs(settings: Settings | None = None) -> list[dict]:
         if why is None:
             continue
         retry_call(functools.partial(c.finalize_logged_model, lm.model_id, "FAILED"), "mark pending model FAILED")
-        found.append(audit.record("pending_model_marked", model_id=lm.model_id, mlflow_run_id=run_id,
-                                  status="FAILED", reason=why))
+        found.append(
+            audit.record("pending_model_marked", model_id=lm.model_id, mlflow_run_id=run_id, status="FAILED", reason=why)
+        )
     return found
 
 
@@ -119,8 +119,10 @@ def _logged_models(c: Any, experiment_id: str, limit: int = 5000) -> list:
     token: str | None = None
     try:
         while len(out) < limit:
-            page = retry_call(functools.partial(c.search_logged_models, [experiment_id], max_results=500,
-                                                page_token=token), "search logged models")
+            page = retry_call(
+                functools.partial(c.search_logged_models, [experiment_id], max_results=500, page_token=token),
+                "search logged models",
+            )
             out.extend(page)
             token = page.token
             if not token:
@@ -137,8 +139,9 @@ def reconcile_versions(name: str, own_run_id: str | None = None) -> list[dict]:
 
     c = registry.client()
     try:
-        versions = retry_call(lambda: c.search_model_versions(f"name='{name}' and tag.`{registry.REG_TAG}` = 'pending'"),
-                              "search pending versions")
+        versions = retry_call(
+            lambda: c.search_model_versions(f"name='{name}' and tag.`{registry.REG_TAG}` = 'pending'"), "search pending versions"
+        )
     except Exception as exc:
         from kfct.runtime.retry import is_transient
 
@@ -156,21 +159,38 @@ def reconcile_versions(name: str, own_run_id: str | None = None) -> list[dict]:
         held = sorted(by_version.get(str(mv.version), []))
         if held:
             registry.set_version_tag(name, mv.version, registry.REG_TAG, "complete")
-            found.append(audit.record("registration_interrupted", model_name=name, version=str(mv.version),
-                                      mlflow_run_id=mv.run_id, aliases=held, outcome="complete",
-                                      reason="crashed after its alias moved: the alias stands, serving follows it"))
+            found.append(
+                audit.record(
+                    "registration_interrupted",
+                    model_name=name,
+                    version=str(mv.version),
+                    mlflow_run_id=mv.run_id,
+                    aliases=held,
+                    outcome="complete",
+                    reason="crashed after its alias moved: the alias stands, serving follows it",
+                )
+            )
         else:
             registry.set_version_tag(name, mv.version, registry.REG_TAG, "abandoned")
-            registry.set_version_tag(name, mv.version, "kfct.abandoned_reason",
-                                     "registered, then the run died before its alias moved")
-            found.append(audit.record("orphan_version_found", model_name=name, version=str(mv.version),
-                                      mlflow_run_id=mv.run_id, outcome="abandoned",
-                                      reason="registered, then the run died before its alias moved; not served"))
+            registry.set_version_tag(
+                name, mv.version, "kfct.abandoned_reason", "registered, then the run died before its alias moved"
+            )
+            found.append(
+                audit.record(
+                    "orphan_version_found",
+                    model_name=name,
+                    version=str(mv.version),
+                    mlflow_run_id=mv.run_id,
+                    outcome="abandoned",
+                    reason="registered, then the run died before its alias moved; not served",
+                )
+            )
     return found
 
 
-def reconcile(name: str, settings: Settings | None = None, own_run_id: str | None = None,
-              lock: RegistryLock | None = None) -> list[dict]:
+def reconcile(
+    name: str, settings: Settings | None = None, own_run_id: str | None = None, lock: RegistryLock | None = None
+) -> list[dict]:
     """Runs and versions; takes the registry lock for the versions unless `lock` is given."""
     from kfct.governance import registry
 

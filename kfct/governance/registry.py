@@ -17,14 +17,14 @@ import functools
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 # The distributed-locking part lives in kfct.governance.registry_lock; its names stay reachable from here.
-from kfct.governance.registry_lock import (LEASE_TAG, AliasConflict, RegistryLock, RegistryLockTimeout,  # noqa: F401
-                                champion_lock)
+from kfct.governance.registry_lock import LEASE_TAG, AliasConflict, RegistryLock, RegistryLockTimeout, champion_lock  # noqa: F401
 
 if TYPE_CHECKING:
     from kfct.evidence.model import ChurnModel
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "model.pkl"
 # Version tags of the registration protocol (see `register_once` and kfct.governance.reconcile).
-REG_TAG = "kfct.registration"          # pending -> complete | abandoned
-GATED_TAG = "gate.champion_version"    # the champion the challenger was gated against ("" = none)
+REG_TAG = "kfct.registration"  # pending -> complete | abandoned
+GATED_TAG = "gate.champion_version"  # the champion the challenger was gated against ("" = none)
 
 
 def _redact(uri: str) -> str:
@@ -55,9 +55,11 @@ def configure_http(settings: Settings | None = None) -> None:
     from kfct.runtime.settings import get_settings
 
     s = settings or get_settings()
-    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(s.net_timeout_seconds))),
-              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(s.mlflow_http_max_retries)),
-              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(s.mlflow_http_backoff_factor))}
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(s.net_timeout_seconds))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(s.mlflow_http_max_retries)),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(s.mlflow_http_backoff_factor)),
+    }
     for key, value in wanted.items():
         current = os.environ.get(key)
         if current is None or current == _http_env_set.get(key):  # ours (or unset): follow Settings
@@ -103,8 +105,7 @@ def setup(settings: Settings | None = None, experiment: str | None = None, attem
                 raise
             return exp.experiment_id
 
-    exp_id = retry_call(get_or_create, f"MLflow at {_redact(s.tracking_uri)}: experiment {name}", s,
-                        attempts=attempts)
+    exp_id = retry_call(get_or_create, f"MLflow at {_redact(s.tracking_uri)}: experiment {name}", s, attempts=attempts)
     # Runs go to this experiment (and its artifact root), never to "Default" in ./mlruns.
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
@@ -123,7 +124,7 @@ def _store_init_lock(tracking_uri: str) -> Iterator[None]:
         return
     from filelock import FileLock
 
-    db = Path(tracking_uri[len("sqlite:///"):])
+    db = Path(tracking_uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(db.with_name(db.name + ".init.lock"), thread_local=False, fallback_to_soft=False):
         yield
@@ -220,9 +221,7 @@ def load_version(name: str, alias: str | None = None, version: str | None = None
         digest = sha256_file(local / MODEL_FILE)
         expected = (mv.tags or {}).get("model_sha256")
         if verify and expected and digest != expected:
-            raise ModelIntegrityError(
-                f"model {name} v{mv.version}: file sha256 {digest} does not match registered {expected}"
-            )
+            raise ModelIntegrityError(f"model {name} v{mv.version}: file sha256 {digest} does not match registered {expected}")
         model = mlflow.sklearn.load_model(str(local))
     return LoadedModel(model, name, str(mv.version), mv.run_id or "", digest, dict(mv.tags or {}))
 
@@ -313,10 +312,15 @@ def register_once(model_uri: str, name: str, tags: dict[str, str], run_id: str) 
     held = set(aliases(name).values())
     for extra in versions_of_run(name, run_id):
         if str(extra.version) != version and str(extra.version) not in held:
-            retry_call(functools.partial(_delete_version, name, str(extra.version)),
-                       f"remove duplicate {name} v{extra.version}")
-            audit.record("duplicate_version_removed", model_name=name, version=str(extra.version), kept=version,
-                         mlflow_run_id=run_id, reason="a repeated create request made a second version of one run")
+            retry_call(functools.partial(_delete_version, name, str(extra.version)), f"remove duplicate {name} v{extra.version}")
+            audit.record(
+                "duplicate_version_removed",
+                model_name=name,
+                version=str(extra.version),
+                kept=version,
+                mlflow_run_id=run_id,
+                reason="a repeated create request made a second version of one run",
+            )
     return version, created
 
 
@@ -339,10 +343,12 @@ def set_alias(name: str, alias: str, version: str, reason: str = "", **audit_fie
 
     audit.ensure_writable()  # fail closed: a move the trail cannot record is not made
     previous = alias_version(name, alias)
-    retry_call(lambda: client().set_registered_model_alias(name, alias, str(version)),
-               f"set alias {alias!r} of {name} to v{version}")
-    audit.record("alias_moved", model_name=name, alias=alias, version=str(version),
-                 previous=previous, reason=reason, **audit_fields)
+    retry_call(
+        lambda: client().set_registered_model_alias(name, alias, str(version)), f"set alias {alias!r} of {name} to v{version}"
+    )
+    audit.record(
+        "alias_moved", model_name=name, alias=alias, version=str(version), previous=previous, reason=reason, **audit_fields
+    )
     return previous
 
 
@@ -361,14 +367,15 @@ def delete_alias(name: str, alias: str, reason: str = "") -> None:
 def set_version_tag(name: str, version: str, key: str, value: str) -> None:
     from kfct.runtime.retry import retry_call
 
-    retry_call(lambda: client().set_model_version_tag(name, str(version), key, str(value)),
-               f"tag {name} v{version} {key}")
+    retry_call(lambda: client().set_model_version_tag(name, str(version), key, str(value)), f"tag {name} v{version} {key}")
 
 
 # -- compare-and-set of the champion -------------------------------------------------------------
 
-def compare_and_set_alias(lock: RegistryLock, name: str, alias: str, expected: str | None, version: str, reason: str = "",
-                          **audit_fields: Any) -> str | None:
+
+def compare_and_set_alias(
+    lock: RegistryLock, name: str, alias: str, expected: str | None, version: str, reason: str = "", **audit_fields: Any
+) -> str | None:
     """Move `alias` to `version` only if it still points to `expected` (None = unset).
 
     Must run under `champion_lock` (passed as `lock`). The alias is read, compared, the lock
@@ -377,12 +384,16 @@ def compare_and_set_alias(lock: RegistryLock, name: str, alias: str, expected: s
     """
     current = alias_version(name, alias)
     if current != (None if expected in (None, "") else str(expected)):
-        raise AliasConflict(f"alias {alias!r} of {name} is v{current} now, not v{expected} as gated; "
-                            "nothing was moved", expected, current)
+        raise AliasConflict(
+            f"alias {alias!r} of {name} is v{current} now, not v{expected} as gated; nothing was moved", expected, current
+        )
     lock.verify()
     previous = set_alias(name, alias, version, reason=reason, expected=expected, **audit_fields)
     after = alias_version(name, alias)
     if after != str(version):
-        raise AliasConflict(f"alias {alias!r} of {name} read back as v{after} right after setting v{version}: "
-                            "another writer moved it", str(version), after)
+        raise AliasConflict(
+            f"alias {alias!r} of {name} read back as v{after} right after setting v{version}: another writer moved it",
+            str(version),
+            after,
+        )
     return previous

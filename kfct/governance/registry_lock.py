@@ -17,8 +17,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from kfct.errors import KfctError
 
@@ -75,8 +76,9 @@ class _FileLock:
             self._lock.acquire(poll_interval=0.05)
         except Timeout:
             holder = self.owner.read_text().strip() if self.owner.exists() else ""
-            raise RegistryLockTimeout(f"registry lock {self.path} still held by {holder or '?'} after "
-                                      f"{self.timeout:.0f} s") from None
+            raise RegistryLockTimeout(
+                f"registry lock {self.path} still held by {holder or '?'} after {self.timeout:.0f} s"
+            ) from None
         self.owner.write_text(_owner_token())
 
     def verify(self) -> None:
@@ -155,8 +157,7 @@ class _TagLease:
                 try:
                     retry_call(functools.partial(self._write, body), f"write lease of {self.name}")
                 except MlflowException as exc:
-                    if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
-                            and "Duplicate" not in str(exc):
+                    if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) and "Duplicate" not in str(exc):
                         raise
                     # Two first writes of the tag collided in the server's store: a contender wrote too.
                 time.sleep(self.settle)
@@ -164,15 +165,17 @@ class _TagLease:
                 if cur is not None and cur.get("owner") == self.token:
                     return
             if time.monotonic() > deadline:
-                raise RegistryLockTimeout(f"registry lease on {self.name} still held by "
-                                          f"{(cur or {}).get('owner', '?')} after {self.timeout:.0f} s")
+                raise RegistryLockTimeout(
+                    f"registry lease on {self.name} still held by {(cur or {}).get('owner', '?')} after {self.timeout:.0f} s"
+                )
             time.sleep(self.settle * (0.5 + random.random()))
 
     def verify(self) -> None:
         cur = self._read()
         if cur is None or cur.get("owner") != self.token or float(cur.get("expires", 0)) < time.time():
-            raise AliasConflict(f"registry lease on {self.name} lost to {(cur or {}).get('owner', 'nobody')}; "
-                                "nothing was moved", None, None)
+            raise AliasConflict(
+                f"registry lease on {self.name} lost to {(cur or {}).get('owner', 'nobody')}; nothing was moved", None, None
+            )
 
     def release(self) -> None:
         try:

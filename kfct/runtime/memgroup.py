@@ -19,7 +19,6 @@ and `ENV_RECORD` names a JSON-lines file where each held process's peak is appen
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import re
@@ -30,8 +29,18 @@ CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 ENV_PARENT = "KFCT_MEMORY_CGROUP"  # the run's group folder (relative to CGROUP_V1_MEMORY); set: limits are held
 ENV_RECORD = "KFCT_MEMORY_RECORD"  # JSON lines: one per held process (what, limit, peaks, exit)
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?")
-_UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "K": 10**3, "M": 10**6,
-          "G": 10**9, "T": 10**12}
+_UNITS = {
+    None: 1,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
 
 
 def available() -> bool:
@@ -64,13 +73,16 @@ def joiner(group: Path) -> Callable[[], None]:
 
     def join() -> None:
         procs.write_text(str(os.getpid()))
+
     return join
 
 
 def peaks(group: Path) -> dict:
     """The group's peak usage (page cache included) and whether the OOM killer fired in it."""
-    out = {"cgroup_peak_mib": round(int((group / "memory.max_usage_in_bytes").read_text()) / 2**20, 1),
-           "limit_hits": int((group / "memory.failcnt").read_text())}
+    out = {
+        "cgroup_peak_mib": round(int((group / "memory.max_usage_in_bytes").read_text()) / 2**20, 1),
+        "limit_hits": int((group / "memory.failcnt").read_text()),
+    }
     oom = group / "memory.oom_control"
     if oom.is_file():
         m = re.search(r"oom_kill (\d+)", oom.read_text())

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from kfct.errors import KfctError
 
@@ -24,8 +25,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger("kfct.runtime.retry")
 
-_PERMANENT_S3_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                       "NoSuchKey", "InvalidBucketName", "AllAccessDisabled"}
+_PERMANENT_S3_CODES = {
+    "NoSuchBucket",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchKey",
+    "InvalidBucketName",
+    "AllAccessDisabled",
+}
 
 
 class TransientFailure(KfctError):
@@ -61,8 +69,15 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    if module.startswith("urllib3") or name in ("ConnectTimeout", "ReadTimeout", "ConnectError", "ReadError",
-                                                 "RemoteProtocolError", "ChunkedEncodingError", "ProtocolError"):
+    if module.startswith("urllib3") or name in (
+        "ConnectTimeout",
+        "ReadTimeout",
+        "ConnectError",
+        "ReadError",
+        "RemoteProtocolError",
+        "ChunkedEncodingError",
+        "ProtocolError",
+    ):
         return True
     if module.startswith("mlflow"):
         msg = str(exc)
@@ -80,8 +95,14 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text[:limit]}"
 
 
-def retry_call(fn: Callable[[], T], what: str, settings: Settings | None = None, attempts: int | None = None,
-               before_retry: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> T:
+def retry_call(
+    fn: Callable[[], T],
+    what: str,
+    settings: Settings | None = None,
+    attempts: int | None = None,
+    before_retry: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call `fn`; on a transient error wait and try again, up to `attempts` tries (tenacity).
 
     A permanent error is re-raised unchanged at once (callers keep their own handling of,
@@ -107,22 +128,35 @@ def retry_call(fn: Callable[[], T], what: str, settings: Settings | None = None,
 
     def warn(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s: transient failure (%s), try %d of %d in %.1f s", what, one_line(exc, 120) if exc else "?",
-                    state.attempt_number + 1, n, state.next_action.sleep if state.next_action else 0.0)
+        log.warning(
+            "%s: transient failure (%s), try %d of %d in %.1f s",
+            what,
+            one_line(exc, 120) if exc else "?",
+            state.attempt_number + 1,
+            n,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
 
     def before(state: tenacity.RetryCallState) -> None:
         if before_retry is not None and state.attempt_number > 1:
             before_retry()
 
     try:
-        for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(n), wait=wait, sleep=sleep,
-                                         retry=tenacity.retry_if_exception(is_transient), before=before,
-                                         before_sleep=warn, reraise=False):
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(n),
+            wait=wait,
+            sleep=sleep,
+            retry=tenacity.retry_if_exception(is_transient),
+            before=before,
+            before_sleep=warn,
+            reraise=False,
+        ):
             with attempt:
                 result = fn()
     except tenacity.RetryError as err:
         exc = err.last_attempt.exception()
         assert exc is not None
-        raise TransientFailure(f"{what}: still failing after {n} tries over {time.monotonic() - t0:.1f} s: "
-                               f"{one_line(exc)}") from exc
+        raise TransientFailure(
+            f"{what}: still failing after {n} tries over {time.monotonic() - t0:.1f} s: {one_line(exc)}"
+        ) from exc
     return result

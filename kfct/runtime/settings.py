@@ -65,17 +65,20 @@ class Settings(BaseSettings):
     serving_port: int = 8080
     max_request_bytes: int = 1_000_000
     model_repository_token: SecretStr | None = Field(
-        default=None, description="Enables the model server's /v2/repository load endpoint behind this bearer token")
+        default=None, description="Enables the model server's /v2/repository load endpoint behind this bearer token"
+    )
     # Prediction log backlog while the store is away: 600k rows = 10 minutes at 1,000 req/s.
-    prediction_log_spill_rows: int = Field(default=600_000, ge=0,
-                                           description="rows kept for the store before the log drops any")
+    prediction_log_spill_rows: int = Field(default=600_000, ge=0, description="rows kept for the store before the log drops any")
     prediction_log_spill_dir: Path | None = Field(default=None, description="default <home>/predictions-spill")
     model_version: str | None = Field(default=None, description="version a cluster predictor serves (set by deploy)")
     model_sha256: str | None = Field(default=None, description="its expected model file sha256 (set by deploy)")
     paired_reference_version: str | None = Field(
-        default=None, description="the champion a canary predictor also scores its requests with (set by deploy)")
-    prometheus_url: str = Field(default="http://prometheus-operated.monitoring:9090",
-                                description="Prometheus the cluster rollout reads canary metrics from")
+        default=None, description="the champion a canary predictor also scores its requests with (set by deploy)"
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring:9090",
+        description="Prometheus the cluster rollout reads canary metrics from",
+    )
 
     # Lineage and governance.
     code_version: str | None = Field(default=None, description="git commit baked into an image")
@@ -114,8 +117,9 @@ class Settings(BaseSettings):
     # Registry compare-and-set (see kfct.governance.registry.champion_lock).
     registry_lock_timeout_seconds: float = Field(default=600.0, gt=0, description="wait for the registry lock")
     registry_lease_seconds: float = Field(default=900.0, gt=0, description="an MLflow-tag lease expires after")
-    stale_run_seconds: float = Field(default=6 * 3600.0, gt=0,
-                                     description="a RUNNING MLflow run this old, not provably alive, is marked KILLED")
+    stale_run_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="a RUNNING MLflow run this old, not provably alive, is marked KILLED"
+    )
 
     @property
     def pipeline_root(self) -> Path:

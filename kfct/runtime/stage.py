@@ -20,8 +20,9 @@ stays inside the function body (tests/unit/test_component_functions.py checks th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import logging
@@ -33,8 +34,7 @@ if TYPE_CHECKING:
 class Stage:
     """What a stage body works with: its config, logger, clock and the audit context."""
 
-    def __init__(self, name: str, config: RunConfig | None, log: logging.Logger, clock: StageClock,
-                 context: dict[str, Any]):
+    def __init__(self, name: str, config: RunConfig | None, log: logging.Logger, clock: StageClock, context: dict[str, Any]):
         self.name = name
         self._config = config
         self.log = log
@@ -57,8 +57,9 @@ def logger_name(name: str) -> str:
 
 
 @contextmanager
-def stage(name: str, config_json: str | None = None, *, stamp: dict | None = None, registry: bool = False,
-          **context: Any) -> Iterator[Stage]:
+def stage(
+    name: str, config_json: str | None = None, *, stamp: dict | None = None, registry: bool = False, **context: Any
+) -> Iterator[Stage]:
     """Run a stage body: audited failure, clock, typed config, logger, registry; stamps `stamp` on success.
 
     `config_json` None: the stage takes no config ('' is the packaged default config). `context`

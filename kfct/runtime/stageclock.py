@@ -9,7 +9,7 @@ same stamps show up in the Kubeflow UI next to the artifacts.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 STARTED = "kfct_started_at"
 ENDED = "kfct_ended_at"

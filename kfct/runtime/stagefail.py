@@ -10,8 +10,9 @@ warning and never hides the error that made the stage fail.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,8 +62,9 @@ def audit_failure(stage: str, **context: Any) -> Iterator[dict]:
         except Exception as audit_exc:  # noqa: BLE001 - the stage's own error matters more: never hide it
             import logging
 
-            logging.getLogger("kfct.runtime.stagefail").warning("stage %s failed and the audit trail could not record it: %s",
-                                                        stage, audit_exc)
+            logging.getLogger("kfct.runtime.stagefail").warning(
+                "stage %s failed and the audit trail could not record it: %s", stage, audit_exc
+            )
         raise
     finally:
         stageproc.end(ok=ok)

@@ -27,12 +27,13 @@ otherwise the interpreter exits as it would, with its own status.
 
 from __future__ import annotations
 
-import contextlib
 import atexit
+import contextlib
 import gc
 import os
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 # This process's exit: the hook is installed once; `ok` set by `end`, `uncaught` by the excepthook.

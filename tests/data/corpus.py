@@ -12,9 +12,9 @@ output), with `exit` the status `kfct run` returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -56,8 +56,8 @@ def iris_setosa() -> pd.DataFrame:
 class Case:
     name: str
     table: Callable[[], pd.DataFrame]
-    config: str                  # which `kfct init` config the run uses (init runs on that config's table)
-    verdict: str                 # trains / validation / gate
+    config: str  # which `kfct init` config the run uses (init runs on that config's table)
+    verdict: str  # trains / validation / gate
     exit: int
     lines: tuple[str, ...] = field(default=())
 
@@ -65,12 +65,30 @@ class Case:
 # In order: each later case arrives after the earlier ones (the penguins champion exists).
 CASES = (
     Case("penguins", penguins, "penguins", "trains", 0),
-    Case("penguins_bad_batch", penguins_bad_batch, "penguins", "validation", 3,
-         ("Sample Number", "whole numbers", "Date Egg", "2999-11-11")),
-    Case("penguins_inverted", penguins_inverted, "penguins", "gate", 5,
-         ("kfct: error: stopped: champion v1 collapsed on this data: roc_auc 0.",)),
-    Case("iris_setosa", iris_setosa, "iris", "gate", 0,
-         ("decision    BLOCKED", "leakage: feature 'petal length (cm)' alone predicts the label")),
+    Case(
+        "penguins_bad_batch",
+        penguins_bad_batch,
+        "penguins",
+        "validation",
+        3,
+        ("Sample Number", "whole numbers", "Date Egg", "2999-11-11"),
+    ),
+    Case(
+        "penguins_inverted",
+        penguins_inverted,
+        "penguins",
+        "gate",
+        5,
+        ("kfct: error: stopped: champion v1 collapsed on this data: roc_auc 0.",),
+    ),
+    Case(
+        "iris_setosa",
+        iris_setosa,
+        "iris",
+        "gate",
+        0,
+        ("decision    BLOCKED", "leakage: feature 'petal length (cm)' alone predicts the label"),
+    ),
 )
 
 CONFIGS = {"penguins": (penguins, "Sex", "FEMALE"), "iris": (iris_setosa, "setosa", "yes")}

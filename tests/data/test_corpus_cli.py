@@ -34,13 +34,17 @@ print(json.dumps(out))
 
 
 def _kfct(*args, env, timeout=1500):
-    return subprocess.run([sys.executable, "-m", "kfct", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "kfct", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _registry(env) -> dict:
-    p = subprocess.run([sys.executable, "-c", REGISTRY, "penguins-classifier", "iris-classifier"], env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", REGISTRY, "penguins-classifier", "iris-classifier"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -53,15 +57,25 @@ def test_real_and_corrupted_tables_get_their_verdicts(tmp_path):
         data = tmp_path / f"{name}.csv"
         table().to_csv(data, index=False)
         configs[name] = tmp_path / f"{name}.yaml"
-        p = _kfct("init", "--data", str(data), "--label", label, "--positive", positive, "--out", str(configs[name]),
-                  env=env)
+        p = _kfct("init", "--data", str(data), "--label", label, "--positive", positive, "--out", str(configs[name]), env=env)
         assert p.returncode == 0, p.stderr
-    assert "note: Date Egg: date:" in _kfct("init", "--data", str(tmp_path / "penguins.csv"), "--label", "Sex",
-                                             "--positive", "FEMALE", "--out", str(tmp_path / "again.yaml"),
-                                             env=env).stdout
+    assert (
+        "note: Date Egg: date:"
+        in _kfct(
+            "init",
+            "--data",
+            str(tmp_path / "penguins.csv"),
+            "--label",
+            "Sex",
+            "--positive",
+            "FEMALE",
+            "--out",
+            str(tmp_path / "again.yaml"),
+            env=env,
+        ).stdout
+    )
 
-    expected = {"penguins-classifier": {"versions": [], "champion": None},
-                "iris-classifier": {"versions": [], "champion": None}}
+    expected = {"penguins-classifier": {"versions": [], "champion": None}, "iris-classifier": {"versions": [], "champion": None}}
     for case in CASES:
         data = tmp_path / f"{case.name}.csv"
         case.table().to_csv(data, index=False)
@@ -74,7 +88,7 @@ def test_real_and_corrupted_tables_get_their_verdicts(tmp_path):
             model = f"{case.config}-classifier"
             version = len(expected[model]["versions"]) + 1
             expected[model] = {"versions": expected[model]["versions"] + [version], "champion": str(version)}
-        assert _registry(env) == expected, case.name   # a stopped run changed nothing
+        assert _registry(env) == expected, case.name  # a stopped run changed nothing
         if case.exit == 5:  # a verdict on the data is on the audit trail as one
             from kfct.governance import audit
 
@@ -83,7 +97,8 @@ def test_real_and_corrupted_tables_get_their_verdicts(tmp_path):
 
     # the champion scores the very file it was trained on (dates, free text, the label included)
     out = tmp_path / "scores.parquet"
-    p = _kfct("--config", str(configs["penguins"]), "score", "--input", str(tmp_path / "penguins.csv"),
-              "--output", str(out), env=env)
+    p = _kfct(
+        "--config", str(configs["penguins"]), "score", "--input", str(tmp_path / "penguins.csv"), "--output", str(out), env=env
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(pd.read_parquet(out)) == len(CONFIGS["penguins"][0]())

@@ -9,8 +9,8 @@ from kfct.components.validation_plan import plan_checks
 from kfct.components.validation_run import validate_frame
 from kfct.config import config_dict, load_config, validate_config
 from kfct.data.datagen import generate
-from kfct.errors import FeatureError
 from kfct.data.record_schema import RecordSchema
+from kfct.errors import FeatureError
 
 
 def test_the_suite_rejects_a_fraction_in_an_int_column_as_the_scorer_does():

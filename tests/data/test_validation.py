@@ -175,8 +175,7 @@ def test_report_files_contain_the_failure_and_samples(validate, cfg, clean, tmp_
 
     result = validate(corrupt(clean, "unknown_category"), cfg)
     paths = write_report(result, tmp_path / "report")
-    assert [paths[k].name for k in ("json", "markdown", "html")] == ["validation.json", "validation.md",
-                                                                      "validation.html"]
+    assert [paths[k].name for k in ("json", "markdown", "html")] == ["validation.json", "validation.md", "validation.html"]
     assert paths["data_docs"].name == "index.html" and paths["data_docs_page"].name == "dataset.html"  # GX's site
     loaded = json.loads(paths["json"].read_text())
     assert loaded == {k: v for k, v in result.items() if k != "gx_result"}  # GX's own JSON: rendered in the site

@@ -42,8 +42,9 @@ def small_cfg(tmp_path):
 
 
 def _frame(n=60):
-    return pd.DataFrame({"x": [float(i % 10) for i in range(n)], "colour": ["red", "blue"] * (n // 2),
-                         "outcome": ["yes", "no", "no"] * (n // 3)})
+    return pd.DataFrame(
+        {"x": [float(i % 10) for i in range(n)], "colour": ["red", "blue"] * (n // 2), "outcome": ["yes", "no", "no"] * (n // 3)}
+    )
 
 
 def _report(df, cfg, out):
@@ -108,7 +109,7 @@ def test_failing_validation_shows_gx_failures_and_kfct_hints(small_cfg, tmp_path
     assert page.count(PASS_ICON) == result["n_expectations"] - result["n_failed"]
     assert "values must be greater than or equal to 0.0 and less than or equal to 10.0 ." in _text(page)
     assert "Sampled Unexpected Values" in page and "99.0" in page and "green" in page  # pass 2's samples
-    header = page[page.index('<section id="kfct-summary"'):page.index("</section>")]
+    header = page[page.index('<section id="kfct-summary"') : page.index("</section>")]
     assert 'class="bad"' in header
     assert "validation: 16 expectations, 2 failed (FAILED) - x: range (1 bad); colour: categories (1 bad)" in header
     assert "observed 1 of 60 values out of range" in header and "expected values between 0 and 10" in header
@@ -144,10 +145,13 @@ def test_the_validate_step_html_artifact_is_the_gx_page(kfct_home, small_cfg, tm
     df = _frame()
     df.loc[0, "x"] = -5.0
     df.to_parquet(tmp_path / "snap.parquet")
-    arts = [HTML(uri=str(tmp_path / "report")), Artifact(uri=str(tmp_path / "report.json")),
-            Markdown(uri=str(tmp_path / "report.md")), Artifact(uri=str(tmp_path / "data_docs"))]
-    assert validate_data(Dataset(uri=str(tmp_path / "snap.parquet")), config_to_json(small_cfg), "small", "run-1",
-                         *arts) is False
+    arts = [
+        HTML(uri=str(tmp_path / "report")),
+        Artifact(uri=str(tmp_path / "report.json")),
+        Markdown(uri=str(tmp_path / "report.md")),
+        Artifact(uri=str(tmp_path / "data_docs")),
+    ]
+    assert validate_data(Dataset(uri=str(tmp_path / "snap.parquet")), config_to_json(small_cfg), "small", "run-1", *arts) is False
     page = (tmp_path / "report").read_text()
     assert "Expectation Validation Result" in page and page.count(FAIL_ICON) == 2
     assert "validation: 16 expectations, 1 failed (FAILED) - x: range (1 bad)" in page
@@ -211,12 +215,17 @@ def test_the_merge_step_publishes_gx_data_docs_of_the_merged_result(kfct_home, s
 
     frames = [_frame(30), _frame(30)]  # 30 rows each: under min_rows (50) alone, 60 together
     frames[1].loc[2, "x"] = 42.0
-    arts = [HTML(uri=str(tmp_path / "report")), Artifact(uri=str(tmp_path / "report.json")),
-            Markdown(uri=str(tmp_path / "report.md")), Artifact(uri=str(tmp_path / "data_docs"))]
+    arts = [
+        HTML(uri=str(tmp_path / "report")),
+        Artifact(uri=str(tmp_path / "report.json")),
+        Markdown(uri=str(tmp_path / "report.md")),
+        Artifact(uri=str(tmp_path / "data_docs")),
+    ]
     dataset = Dataset(uri=str(tmp_path / "parts"))
     dataset.metadata["sha256"] = "abc"
-    passed = merge_validation(_validated_parts(frames, small_cfg, tmp_path), config_to_json(small_cfg), "small",
-                              "run-1", dataset, *arts)
+    passed = merge_validation(
+        _validated_parts(frames, small_cfg, tmp_path), config_to_json(small_cfg), "small", "run-1", dataset, *arts
+    )
     assert passed is False
     page = (tmp_path / "report").read_text()
     assert "Expectation Validation Result" in page and "Expectation Suite:" in page and "small.v1" in page
@@ -225,7 +234,7 @@ def test_the_merge_step_publishes_gx_data_docs_of_the_merged_result(kfct_home, s
     text = _text(page)
     assert "Must have greater than or equal to 50 rows." in text
     # the row-count expectation observed the whole dataset's rows, not one part's (30 < 50 would have failed)
-    row_count = text[text.index("Must have greater than or equal to 50 rows."):][:200]
+    row_count = text[text.index("Must have greater than or equal to 50 rows.") :][:200]
     assert " 60 " in row_count, row_count
     assert "Sampled Unexpected Values" in page and "42.0" in page
     assert "validation: 16 expectations, 1 failed (FAILED) - x: range (1 bad)" in page
@@ -243,8 +252,12 @@ def test_publish_report_fills_every_artifact_of_a_validation_step(small_cfg, tmp
     from kfct.components.validation_run import validate_frame
 
     result = validate_frame(_frame(), small_cfg)
-    arts = [HTML(uri=str(tmp_path / "r")), Artifact(uri=str(tmp_path / "r.json")), Markdown(uri=str(tmp_path / "r.md")),
-            Artifact(uri=str(tmp_path / "site"))]
+    arts = [
+        HTML(uri=str(tmp_path / "r")),
+        Artifact(uri=str(tmp_path / "r.json")),
+        Markdown(uri=str(tmp_path / "r.md")),
+        Artifact(uri=str(tmp_path / "site")),
+    ]
     meta = publish_report(result, *arts, parts=3)
     assert meta == {"passed": True, "n_expectations": 16, "n_failed": 0, "parts": 3}
     assert all(meta.items() <= a.metadata.items() for a in arts)
@@ -269,10 +282,26 @@ def _render(browser, page, tmp_path, name):
     """The DOM Chromium builds for `page`, and every http(s) URL the page made it request (its net log)."""
     netlog = tmp_path / f"{name}.netlog.json"
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / ('profile-' + name)}",
-         "--host-resolver-rules=MAP * ~NOTFOUND", f"--log-net-log={netlog}", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True).stdout
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / ('profile-' + name)}",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--log-net-log={netlog}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     urls = set(re.findall(r'"url":"(https?://[^"]+)"', netlog.read_text()))
     return dom, {u for u in urls if not _BROWSER_OWN.match(u)}
 
@@ -286,10 +315,10 @@ def test_html_report_renders_in_chromium_fetching_nothing_and_escapes_data(small
     assert paths["html"].suffix == ".html"
     dom, fetched = _render(browser, paths["html"], tmp_path, "kfct")
     assert fetched == set(), fetched
-    summary = dom[dom.index('<section id="kfct-summary" class="bad">'):]
+    summary = dom[dom.index('<section id="kfct-summary" class="bad">') :]
     assert "validation: 16 expectations, 1 failed (FAILED) - colour: categories (2 bad)" in summary
     assert "Expectation Validation Result" in dom and "values must belong to this set" in dom
-    gx_part = dom[dom.index("Expectation Validation Result"):]  # GX's page, below kfct's header
+    gx_part = dom[dom.index("Expectation Validation Result") :]  # GX's page, below kfct's header
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in gx_part and "<script>alert" not in dom  # shown as text
     assert "&lt;img src=" in gx_part and '<img src="http://127.0.0.1:9' not in dom
     # The check sees fetches when there are some: GX's site page as GX writes it pulls its CDN assets.
@@ -305,8 +334,10 @@ def test_merged_parts_page_renders_in_chromium_with_the_summary_fetching_nothing
     browser = _chromium()
     frames = [_frame(30), _frame(30)]
     frames[0].loc[1, "colour"] = "green"
-    parts = [{**json.loads(Path(art.path, "part.json").read_text()), "dir": art.path}
-             for art in _validated_parts(frames, small_cfg, tmp_path)]
+    parts = [
+        {**json.loads(Path(art.path, "part.json").read_text()), "dir": art.path}
+        for art in _validated_parts(frames, small_cfg, tmp_path)
+    ]
     paths = write_report(merge_results(parts, small_cfg), tmp_path / "merged")
     dom, fetched = _render(browser, paths["html"], tmp_path, "merged")
     assert fetched == set(), fetched
@@ -324,16 +355,21 @@ def test_data_docs_build_in_a_process_that_never_ran_the_suite(small_cfg, tmp_pa
 
     df = _frame()
     df["n"] = 3
-    small_cfg.dataset.columns["n"] = small_cfg.dataset.columns["x"].model_copy(update={"dtype": "int", "min": 0,
-                                                                                      "max": 9})
+    small_cfg.dataset.columns["n"] = small_cfg.dataset.columns["x"].model_copy(update={"dtype": "int", "min": 0, "max": 9})
     result = validate_frame(df, small_cfg)
     kinds = {r["expectation_config"]["type"] for r in result["gx_result"]["results"]}
     assert "expect_column_values_to_be_whole_numbers" in kinds
     (tmp_path / "gx.json").write_text(json.dumps(result["gx_result"], default=str))
-    code = ("import json, sys; from kfct.components.validation_datadocs import build_site; "
-            "print(build_site(json.load(open(sys.argv[1])), sys.argv[2]))")
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gx.json"), str(tmp_path / "site")],
-                       capture_output=True, text=True, timeout=300)
+    code = (
+        "import json, sys; from kfct.components.validation_datadocs import build_site; "
+        "print(build_site(json.load(open(sys.argv[1])), sys.argv[2]))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "gx.json"), str(tmp_path / "site")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     page = Path(p.stdout.strip()).read_text()
     assert "expect_column_values_to_be_whole_numbers" in page or "whole number" in page.lower()

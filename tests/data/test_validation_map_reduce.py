@@ -5,7 +5,6 @@ opposite, validates it once as one frame (`validate_frame`) and once part by par
 (`validate_part` + `merge_results`), and asserts the two verdicts agree, check by check.
 """
 
-
 import pandas as pd
 import pytest
 
@@ -44,7 +43,7 @@ def base():
 
 def _split(df, k=3):
     n = len(df) // k
-    return [df.iloc[i * n:(i + 1) * n].copy() for i in range(k)]
+    return [df.iloc[i * n : (i + 1) * n].copy() for i in range(k)]
 
 
 def test_clean_data_passes_both_ways(base, tmp_path):
@@ -90,8 +89,8 @@ def test_label_share_out_of_range_only_in_one_part_passes_both_ways(base, tmp_pa
 def test_label_mean_shifted_in_aggregate_fails_both_ways(base, tmp_path):
     cfg = with_overrides(load_config(), {"dataset": {"label_balance": [0.03, 0.40]}})
     frames = _split(base)
-    frames[1]["churned"] = (frames[1].index % 10 < 6).astype("int64")   # 60 % in this part
-    frames[2]["churned"] = (frames[2].index % 10 < 6).astype("int64")   # the mean of all: ~46 % > 40 %
+    frames[1]["churned"] = (frames[1].index % 10 < 6).astype("int64")  # 60 % in this part
+    frames[2]["churned"] = (frames[2].index % 10 < 6).astype("int64")  # the mean of all: ~46 % > 40 %
     single, merged = _both(frames, cfg, tmp_path)
     assert not single["passed"]
     assert _verdict(single) == _verdict(merged)
@@ -100,7 +99,7 @@ def test_label_mean_shifted_in_aggregate_fails_both_ways(base, tmp_path):
 
 
 def test_row_count_is_global(base, tmp_path):
-    cfg = with_overrides(load_config(), {"dataset": {"min_rows": 5000}})   # every 2000-row part is under it, the whole is not
+    cfg = with_overrides(load_config(), {"dataset": {"min_rows": 5000}})  # every 2000-row part is under it, the whole is not
     single, merged = _both(_split(base), cfg, tmp_path)
     assert single["passed"] and merged["passed"]
     cfg = with_overrides(cfg, {"dataset": {"min_rows": 7000}})
@@ -124,9 +123,16 @@ def _gx_view(result: dict) -> tuple:
     """What GX's Data Docs show of a result: statistics, then per expectation its type, column, verdict and the
     merged-comparable values (observed value, unexpected count)."""
     g = result["gx_result"]
-    rows = [(r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column"), r["success"],
-             r["result"].get("observed_value"), r["result"].get("unexpected_count") if not r["success"] else None)
-            for r in g["results"]]
+    rows = [
+        (
+            r["expectation_config"]["type"],
+            r["expectation_config"]["kwargs"].get("column"),
+            r["success"],
+            r["result"].get("observed_value"),
+            r["result"].get("unexpected_count") if not r["success"] else None,
+        )
+        for r in g["results"]
+    ]
     return g["success"], g["statistics"], rows
 
 

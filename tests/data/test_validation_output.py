@@ -32,8 +32,9 @@ def small_cfg(tmp_path):
 
 
 def _frame(n=60):
-    return pd.DataFrame({"x": [float(i % 10) for i in range(n)], "colour": ["red", "blue"] * (n // 2),
-                         "outcome": ["yes", "no", "no"] * (n // 3)})
+    return pd.DataFrame(
+        {"x": [float(i % 10) for i in range(n)], "colour": ["red", "blue"] * (n // 2), "outcome": ["yes", "no", "no"] * (n // 3)}
+    )
 
 
 def test_unquoted_yes_no_label_validates_against_string_data(small_cfg):
@@ -76,8 +77,10 @@ def test_semicolon_csv_read_as_one_column_gets_a_hint(small_cfg, tmp_path):
 def test_html_report_is_named_html_and_renders_in_chromium(small_cfg, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("needs Chromium to render the HTML headlessly: chromium is not installed "
-                    "(Debian: apt-get install -y chromium; .ci/run installs it as root)")
+        pytest.skip(
+            "needs Chromium to render the HTML headlessly: chromium is not installed "
+            "(Debian: apt-get install -y chromium; .ci/run installs it as root)"
+        )
     from kfct.components.validate import validate_frame, write_report
 
     df = _frame()
@@ -85,10 +88,24 @@ def test_html_report_is_named_html_and_renders_in_chromium(small_cfg, tmp_path):
     paths = write_report(validate_frame(df, small_cfg), tmp_path / "report")
     assert paths["html"].suffix == ".html"
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-         paths["html"].as_uri()],
-        capture_output=True, text=True, timeout=120, check=True).stdout
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            paths["html"].as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     # GX's Data Docs page (tests/data/test_validation_datadocs.py) under kfct's failure lines
     assert "Expectation Validation Result" in dom and "colour" in dom and "values in {red, blue}" in dom
     assert "&lt;script&gt;" in dom and "<script>alert" not in dom  # escaped, rendered as text

@@ -54,8 +54,7 @@ def render(overlay: str, workdir: Path, s3_keys: dict) -> list[dict]:
             if line.strip() and not line.lstrip().startswith("#") and "=" in line:
                 lines.append(f"{key}={s3_keys.get(key) or 'e2e-' + key.lower()}")
         (secrets / example.name.removesuffix(".example")).write_text("\n".join(lines) + "\n")
-    out = subprocess.run([kubectl(), "kustomize", str(tree / "overlays" / overlay)], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([kubectl(), "kustomize", str(tree / "overlays" / overlay)], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize failed: {out.stderr.strip()[:500]}")
     return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -130,8 +129,12 @@ def minio_setup(objects: Objects) -> dict:
     assert buckets, f"the setup Job creates no bucket: {script}"
     policy = re.findall(r"mc admin policy attach \w+ (\w+)", script)
     env = objects.container_env(c)
-    return {"buckets": buckets, "policy": policy, "access_key": env["KFCT_S3_ACCESS_KEY"],
-            "secret_key": env["KFCT_S3_SECRET_KEY"]}
+    return {
+        "buckets": buckets,
+        "policy": policy,
+        "access_key": env["KFCT_S3_ACCESS_KEY"],
+        "secret_key": env["KFCT_S3_SECRET_KEY"],
+    }
 
 
 def grant_readwrite(iam) -> dict:
@@ -142,8 +145,13 @@ def grant_readwrite(iam) -> dict:
 def create_buckets(url: str, keys: dict, buckets: list[str]) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=keys["access_key"],
-                      aws_secret_access_key=keys["secret_key"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=keys["access_key"],
+        aws_secret_access_key=keys["secret_key"],
+    )
     for b in buckets:
         s3.create_bucket(Bucket=b)
 
@@ -178,7 +186,7 @@ def mlflow_command(objects: Objects, services: Services, port: int, store_dir: P
         elif a.startswith("--backend-store-uri=sqlite:///"):
             path = a.split("sqlite:///", 1)[1]
             mount = next(m for m in mounts if path.startswith(m.rstrip("/") + "/"))
-            a = f"--backend-store-uri=sqlite:///{store_dir}/{path[len(mount):].lstrip('/')}"
+            a = f"--backend-store-uri=sqlite:///{store_dir}/{path[len(mount) :].lstrip('/')}"
         args.append(services.rewrite(a))
     exe = str(Path(sys.executable).parent / c["command"][0])
     return [exe, *args], services.rewrite_env(objects.container_env(c))
@@ -195,18 +203,24 @@ def self_signed_cert(workdir: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     crt, pem = workdir / "ca.crt", workdir / "tls.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return crt, pem
 
 
@@ -250,15 +264,25 @@ def trainer_pod_launcher(python: str, uid: int, service_account: dict, cgroup_pr
 
     def launch(pod: str, root: Path, argv: list, env: dict, resources: dict) -> subprocess.Popen:
         limit = (resources.get("limits") or {}).get("memory")
-        spec = {"command": argv, "env": dict(env, HOME="/run/pod/home", TMPDIR="/run/pod/tmp"), "pod_dir": str(root),
-                "service_account": service_account, "uid": uid, "cgroup": f"{cgroup_prefix}/{pod}"[:200],
-                "memory_limit_bytes": quantity_bytes(limit) if limit else None}
+        spec = {
+            "command": argv,
+            "env": dict(env, HOME="/run/pod/home", TMPDIR="/run/pod/tmp"),
+            "pod_dir": str(root),
+            "service_account": service_account,
+            "uid": uid,
+            "cgroup": f"{cgroup_prefix}/{pod}"[:200],
+            "memory_limit_bytes": quantity_bytes(limit) if limit else None,
+        }
         groups.append(spec["cgroup"])
         (root / "pod.json").write_text(json.dumps(spec))
         with (root / "log.txt").open("wb") as log:
-            return subprocess.Popen(["unshare", "-m", "--propagation", "private", python, str(POD),
-                                     str(root / "pod.json")], stdout=log, stderr=subprocess.STDOUT,
-                                    env={"PATH": env["PATH"]}, start_new_session=True)
+            return subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", python, str(POD), str(root / "pod.json")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={"PATH": env["PATH"]},
+                start_new_session=True,
+            )
 
     return launch
 

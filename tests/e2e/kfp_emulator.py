@@ -57,15 +57,23 @@ import yaml
 
 POD = Path(__file__).with_name("pod.py")
 POD_ROOT = "/run/pod"  # where pod.py mounts the pod's own directory (a container's view of its volumes)
-_COND = re.compile(r"^(?:(int|double|string)\()?inputs\.parameter_values\['([^']+)'\]\)?\s*(==|!=|<=|>=|<|>)\s*"
-                   r"(true|false|'[^']*'|-?\d+(?:\.\d+)?)$")
-_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-        "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+_COND = re.compile(
+    r"^(?:(int|double|string)\()?inputs\.parameter_values\['([^']+)'\]\)?\s*(==|!=|<=|>=|<|>)\s*"
+    r"(true|false|'[^']*'|-?\d+(?:\.\d+)?)$"
+)
+_OPS = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
 _CASTS = {"int": int, "double": float, "string": str, None: lambda v: v}
 
 
 class TaskFailed(RuntimeError):
-    def __init__(self, message: str, result: "RunResult | None" = None):
+    def __init__(self, message: str, result: RunResult | None = None):
         super().__init__(message)
         self.result = result
 
@@ -75,8 +83,18 @@ _MLMD_IDS = itertools.count(1)  # one metadata store per cluster: artifact ids n
 MLMD_STATE = {"SUCCEEDED": "COMPLETE", "CACHED": "CACHED", "FAILED": "FAILED", "SKIPPED": "COMPLETE"}
 OK_STATES = ("SUCCEEDED", "CACHED")
 _K8S_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
-_UNITS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "K": 10**3, "M": 10**6,
-          "G": 10**9, "T": 10**12}
+_UNITS = {
+    None: 1,
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
 
 
 def quantity_bytes(q: str) -> int:
@@ -90,12 +108,18 @@ def quantity_bytes(q: str) -> int:
 def _go_json(obj) -> str:
     """encoding/json's Marshal of a decoded value: sorted keys, no spaces, HTML characters escaped."""
     s = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
-        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        s.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
-def cache_fingerprint(executor_input: dict, output_param_types: dict, image: str, cmd_args: list[str],
-                      pvc_names: list[str] | None = None) -> str:
+def cache_fingerprint(
+    executor_input: dict, output_param_types: dict, image: str, cmd_args: list[str], pvc_names: list[str] | None = None
+) -> str:
     """cacheutils/cache.go GenerateCacheKey + GenerateFingerPrint (protojson field names, empty fields omitted)."""
     ins, outs = executor_input["inputs"], executor_input["outputs"]
     key: dict = {}
@@ -158,8 +182,8 @@ class TaskRecord:
 
 @dataclass
 class RunResult:
-    run_id: str       # the run's uuid ({{$.pipeline_job_uuid}})
-    job_name: str     # its display name ({{$.pipeline_job_name}}): chosen by the submitter, not unique
+    run_id: str  # the run's uuid ({{$.pipeline_job_uuid}})
+    job_name: str  # its display name ({{$.pipeline_job_name}}): chosen by the submitter, not unique
     tasks: dict  # path ("condition-1/train-model") -> TaskRecord
     resource_name: str = ""  # the Argo workflow name ({{$.pipeline_job_resource_name}})
     state: str = "SUCCEEDED"
@@ -178,13 +202,28 @@ class Emulator:
     files mounted into every pod.
     """
 
-    def __init__(self, ir_path, cluster, pipeline_root: str, python: str, workdir, timeout_s: float = 240,
-                 cache: dict | None = None, namespace: str = "kubeflow-user", kill: dict | None = None,
-                 uid: int | None = None):
+    def __init__(
+        self,
+        ir_path,
+        cluster,
+        pipeline_root: str,
+        python: str,
+        workdir,
+        timeout_s: float = 240,
+        cache: dict | None = None,
+        namespace: str = "kubeflow-user",
+        kill: dict | None = None,
+        uid: int | None = None,
+    ):
         docs = list(yaml.safe_load_all(Path(ir_path).read_text()))
         self.spec = docs[0]
-        self.platform = ((docs[1] if len(docs) > 1 else {}).get("platforms", {}).get("kubernetes", {})
-                         .get("deploymentSpec", {}).get("executors", {}))
+        self.platform = (
+            (docs[1] if len(docs) > 1 else {})
+            .get("platforms", {})
+            .get("kubernetes", {})
+            .get("deploymentSpec", {})
+            .get("executors", {})
+        )
         self.cluster = cluster
         self.root = pipeline_root.rstrip("/")
         self.python = python
@@ -194,7 +233,7 @@ class Emulator:
         self.cache = cache if cache is not None else {}
         self.namespace = namespace
         self.kill = dict(kill or {})  # task name -> signal sent to its pod once the component runs (from outside)
-        self.uid = uid               # the image's USER: the component runs as this uid (None: as root)
+        self.uid = uid  # the image's USER: the component runs as this uid (None: as root)
 
     # -- driver -------------------------------------------------------------------------------
     def run(self, params: dict | None = None, job_name: str | None = None, raise_on_failure: bool = True) -> RunResult:
@@ -216,8 +255,9 @@ class Emulator:
         result.state = out.state
         if out.state == "FAILED" and raise_on_failure:
             failed = [t for t in result.tasks.values() if t.state == "FAILED" and t.log]
-            raise TaskFailed(f"task {failed[0].path if failed else '?'} failed:\n"
-                             f"{failed[0].log[-4000:] if failed else ''}", result)
+            raise TaskFailed(
+                f"task {failed[0].path if failed else '?'} failed:\n{failed[0].log[-4000:] if failed else ''}", result
+            )
         return result
 
     def _run_dag(self, dag: dict, in_params: dict, in_arts: dict, result: RunResult, prefix: str) -> TaskRecord:  # noqa: C901 - the driver's loop
@@ -272,8 +312,7 @@ class Emulator:
     def _run_loop(self, name, path, it: dict, dag: dict, params: dict, arts: dict, result: RunResult) -> TaskRecord:
         """dsl.ParallelFor: the loop DAG once per item (in sequence here; a cluster runs them side
         by side); artifact outputs gathered in item order, as dsl.Collected sees them."""
-        items = params[it["items"]["inputParameter"]] if "inputParameter" in it["items"] \
-            else json.loads(it["items"]["raw"])
+        items = params[it["items"]["inputParameter"]] if "inputParameter" in it["items"] else json.loads(it["items"]["raw"])
         if isinstance(items, str):
             items = json.loads(items)
         rec = TaskRecord(name, path, "SUCCEEDED")
@@ -298,9 +337,12 @@ class Emulator:
     def _resolve_inputs(self, t: dict, in_params: dict, in_arts: dict, done: dict, result: RunResult):
         params, arts = {}, {}
         # resolve.go: a runtimeValue constant that IS one of these placeholders (whole-string match)
-        placeholders = {"{{$.pipeline_job_name}}": result.job_name, "{{$.pipeline_job_uuid}}": result.run_id,
-                        "{{$.pipeline_job_resource_name}}": result.resource_name,
-                        "{{$.pipeline_task_name}}": t["taskInfo"]["name"]}
+        placeholders = {
+            "{{$.pipeline_job_name}}": result.job_name,
+            "{{$.pipeline_job_uuid}}": result.run_id,
+            "{{$.pipeline_job_resource_name}}": result.resource_name,
+            "{{$.pipeline_task_name}}": t["taskInfo"]["name"],
+        }
         for k, src in (t.get("inputs", {}).get("parameters") or {}).items():
             if "componentInputParameter" in src:
                 params[k] = in_params[src["componentInputParameter"]]
@@ -312,8 +354,12 @@ class Emulator:
                 params[k] = placeholders.get(c, c) if isinstance(c, str) else c
             elif "taskFinalStatus" in src:
                 producer = done[src["taskFinalStatus"]["producerTask"]]
-                params[k] = {"state": MLMD_STATE[producer.state], "pipelineTaskName": producer.name,
-                             "pipelineJobResourceName": result.resource_name, "error": {}}
+                params[k] = {
+                    "state": MLMD_STATE[producer.state],
+                    "pipelineTaskName": producer.name,
+                    "pipelineJobResourceName": result.resource_name,
+                    "error": {},
+                }
             else:
                 raise ValueError(f"unsupported parameter source {src}")
         for k, src in (t.get("inputs", {}).get("artifacts") or {}).items():
@@ -335,17 +381,24 @@ class Emulator:
         task_root = f"{self.root}/{self.spec['pipelineInfo']['name']}/{result.run_id}/{name}/{uuid.uuid4()}"
         return {
             "inputs": {
-                "parameterValues": {k: _typed(v, indefs["parameters"][k]["parameterType"])
-                                    for k, v in params.items()},
+                "parameterValues": {k: _typed(v, indefs["parameters"][k]["parameterType"]) for k, v in params.items()},
                 "artifacts": {k: {"artifacts": list(a)} for k, a in arts.items()},
             },
             "outputs": {
-                "parameters": {k: {"outputFile": f"{POD_ROOT}/outputs/params/{k}"}
-                               for k in outdefs.get("parameters", {})},
-                "artifacts": {k: {"artifacts": [{
-                    "name": k, "type": dict(d["artifactType"]), "uri": f"{task_root}/{k}",
-                    **({"metadata": d["metadata"]} if d.get("metadata") else {})}]}
-                    for k, d in outdefs.get("artifacts", {}).items()},
+                "parameters": {k: {"outputFile": f"{POD_ROOT}/outputs/params/{k}"} for k in outdefs.get("parameters", {})},
+                "artifacts": {
+                    k: {
+                        "artifacts": [
+                            {
+                                "name": k,
+                                "type": dict(d["artifactType"]),
+                                "uri": f"{task_root}/{k}",
+                                **({"metadata": d["metadata"]} if d.get("metadata") else {}),
+                            }
+                        ]
+                    }
+                    for k, d in outdefs.get("artifacts", {}).items()
+                },
                 "outputFile": f"{POD_ROOT}/outputs/executor_output.json",
             },
         }
@@ -372,8 +425,13 @@ class Emulator:
             key = ("pipeline/" + self.spec["pipelineInfo"]["name"], self.namespace, fingerprint)
             if key in self.cache:  # driver/container.go: reuseCachedOutputs, no pod
                 hit = self.cache[key]
-                return TaskRecord(name, path, "CACHED", parameters=dict(hit.parameters),
-                                  artifacts={k: list(v) for k, v in hit.artifacts.items()})
+                return TaskRecord(
+                    name,
+                    path,
+                    "CACHED",
+                    parameters=dict(hit.parameters),
+                    artifacts={k: list(v) for k, v in hit.artifacts.items()},
+                )
         pod_dir = self.workdir / result.run_id / path.replace("/", "__")
         for sub in ("work", "home", "tmp", "kfct-home", "outputs"):
             (pod_dir / sub).mkdir(parents=True)
@@ -382,24 +440,42 @@ class Emulator:
         env = self.cluster.pod_env(platform)
         for e in container.get("env", []) or []:
             env[e["name"]] = e["value"]
-        env.update({"HOME": f"{POD_ROOT}/home", "TMPDIR": f"{POD_ROOT}/tmp", "KFCT_HOME": f"{POD_ROOT}/kfct-home",
-                    "PATH": f"{Path(self.python).parent}:/usr/local/bin:/usr/bin:/bin",
-                    # argocompiler/common.go commonEnvs; Argo names a workflow's pods <workflow>-<template>-<hash>
-                    "KFP_POD_NAME": f"{result.resource_name}-system-container-impl-{uuid.uuid4().int % 10**10}",
-                    "KFP_POD_UID": str(uuid.uuid4())})
-        files = self.cluster.pod_files(labels) if hasattr(self.cluster, "pod_files") else \
-            self.cluster.service_account
+        env.update(
+            {
+                "HOME": f"{POD_ROOT}/home",
+                "TMPDIR": f"{POD_ROOT}/tmp",
+                "KFCT_HOME": f"{POD_ROOT}/kfct-home",
+                "PATH": f"{Path(self.python).parent}:/usr/local/bin:/usr/bin:/bin",
+                # argocompiler/common.go commonEnvs; Argo names a workflow's pods <workflow>-<template>-<hash>
+                "KFP_POD_NAME": f"{result.resource_name}-system-container-impl-{uuid.uuid4().int % 10**10}",
+                "KFP_POD_UID": str(uuid.uuid4()),
+            }
+        )
+        files = self.cluster.pod_files(labels) if hasattr(self.cluster, "pod_files") else self.cluster.service_account
         limit = (container.get("resources") or {}).get("resourceMemoryLimit")
-        spec = {"executor_input": executor_input, "command": cmd, "env": env, "pod_dir": str(pod_dir),
-                "launcher_s3": self.cluster.launcher_s3, "service_account": files, "labels": labels,
-                "memory_limit_bytes": quantity_bytes(limit) if limit else None, "uid": self.uid,
-                "cgroup": f"kfct-e2e/{result.run_id[:8]}-{path.replace('/', '__')}"[:200]}
+        spec = {
+            "executor_input": executor_input,
+            "command": cmd,
+            "env": env,
+            "pod_dir": str(pod_dir),
+            "launcher_s3": self.cluster.launcher_s3,
+            "service_account": files,
+            "labels": labels,
+            "memory_limit_bytes": quantity_bytes(limit) if limit else None,
+            "uid": self.uid,
+            "cgroup": f"kfct-e2e/{result.run_id[:8]}-{path.replace('/', '__')}"[:200],
+        }
         spec_path = pod_dir / "pod.json"
         spec_path.write_text(json.dumps(spec))
         t0 = time.perf_counter()
-        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", self.python, str(POD), str(spec_path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={"PATH": env["PATH"]}, start_new_session=True)
+        proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", self.python, str(POD), str(spec_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={"PATH": env["PATH"]},
+            start_new_session=True,
+        )
         if name in self.kill:
             _kill_when_started(proc, pod_dir, self.kill[name])
         try:
@@ -409,8 +485,14 @@ class Emulator:
             log, _ = proc.communicate()
         _remove_cgroup(spec["cgroup"])  # a pod killed whole (SIGKILL) could not remove its own
         code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode  # as a runtime reports a signal
-        rec = TaskRecord(name, path, "SUCCEEDED" if code == 0 else "FAILED",
-                         seconds=round(time.perf_counter() - t0, 1), log=log, exit_code=code)
+        rec = TaskRecord(
+            name,
+            path,
+            "SUCCEEDED" if code == 0 else "FAILED",
+            seconds=round(time.perf_counter() - t0, 1),
+            log=log,
+            exit_code=code,
+        )
         (pod_dir / "log.txt").write_text(rec.log)
         if proc.returncode != 0:
             return rec

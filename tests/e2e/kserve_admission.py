@@ -100,8 +100,10 @@ def _fixed_replicas(name: str, pred: dict, stable: dict) -> None:
     stable_min = stable.get("minReplicas")
     stable_min = 1 if stable_min is None else int(stable_min)
     if pred.get("minReplicas") is not None and int(pred["minReplicas"]) > stable_min:
-        raise Denied(f'canary "{name}" minReplicas ({int(pred["minReplicas"])}) must not exceed stable predictor '
-                     f"minReplicas ({stable_min})")
+        raise Denied(
+            f'canary "{name}" minReplicas ({int(pred["minReplicas"])}) must not exceed stable predictor '
+            f"minReplicas ({stable_min})"
+        )
 
 
 def validate_update(old: dict, new: dict) -> None:

@@ -42,8 +42,12 @@ def selector_matches(selector: dict | None, labels: dict) -> bool:
     for e in selector.get("matchExpressions") or []:
         key, op, values = e["key"], e["operator"], e.get("values") or []
         present = key in labels
-        ok = {"In": present and labels[key] in values, "NotIn": not present or labels[key] not in values,
-              "Exists": present, "DoesNotExist": not present}
+        ok = {
+            "In": present and labels[key] in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }
         if op not in ok:
             raise ValueError(f"unsupported label selector operator {op!r}")
         if not ok[op]:
@@ -53,8 +57,11 @@ def selector_matches(selector: dict | None, labels: dict) -> bool:
 
 def profile_namespace(name: str, is_profile: bool) -> dict:
     """The Namespace as the profile controller leaves it (or a plain one)."""
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": dict(PROFILE_LABELS) if is_profile else {}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": dict(PROFILE_LABELS) if is_profile else {}},
+    }
 
 
 def kfp_profile_sync(namespace: dict, bucket: str, access_key: str, secret_key: str) -> list[dict]:
@@ -63,25 +70,40 @@ def kfp_profile_sync(namespace: dict, bucket: str, access_key: str, secret_key: 
     if (namespace["metadata"].get("labels") or {}).get("pipelines.kubeflow.org/enabled") != "true":
         return []
     return [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": LAUNCHER_SECRET, "namespace": ns},
-         "data": {"accesskey": base64.b64encode(access_key.encode()).decode(),
-                  "secretkey": base64.b64encode(secret_key.encode()).decode()}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher", "namespace": ns},
-         "data": {"defaultPipelineRoot": f"minio://{bucket}/private-artifacts/{ns}/v2/artifacts",
-                  "clusterDomain": "cluster.local"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": LAUNCHER_SECRET, "namespace": ns},
+            "data": {
+                "accesskey": base64.b64encode(access_key.encode()).decode(),
+                "secretkey": base64.b64encode(secret_key.encode()).decode(),
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "kfp-launcher", "namespace": ns},
+            "data": {
+                "defaultPipelineRoot": f"minio://{bucket}/private-artifacts/{ns}/v2/artifacts",
+                "clusterDomain": "cluster.local",
+            },
+        },
     ]
 
 
 def launcher_credentials(objects: list[dict], namespace: str) -> dict:
     """env.go: the launcher's keys from `mlpipeline-minio-artifact` in the pod's namespace, or why not."""
     for o in objects:
-        if o["kind"] == "Secret" and o["metadata"]["name"] == LAUNCHER_SECRET \
-                and o["metadata"].get("namespace") == namespace:
+        if o["kind"] == "Secret" and o["metadata"]["name"] == LAUNCHER_SECRET and o["metadata"].get("namespace") == namespace:
             d = o["data"]
-            return {"access_key": base64.b64decode(d["accesskey"]).decode(),
-                    "secret_key": base64.b64decode(d["secretkey"]).decode()}
-    raise LookupError(f"launcher: secret {LAUNCHER_SECRET!r} not found in namespace {namespace!r} "
-                      "(provisioned by KFP's profile controller for Profile namespaces only)")
+            return {
+                "access_key": base64.b64decode(d["accesskey"]).decode(),
+                "secret_key": base64.b64decode(d["secretkey"]).decode(),
+            }
+    raise LookupError(
+        f"launcher: secret {LAUNCHER_SECRET!r} not found in namespace {namespace!r} "
+        "(provisioned by KFP's profile controller for Profile namespaces only)"
+    )
 
 
 def pod_defaults_for(namespace: dict, pod_defaults: list[dict], pod_labels: dict) -> list[dict]:
@@ -89,5 +111,8 @@ def pod_defaults_for(namespace: dict, pod_defaults: list[dict], pod_labels: dict
     if not selector_matches(WEBHOOK_NAMESPACE_SELECTOR, namespace["metadata"].get("labels") or {}):
         return []  # the webhook is not even called for this namespace
     ns = namespace["metadata"]["name"]
-    return [pd for pd in pod_defaults
-            if pd["metadata"].get("namespace", ns) == ns and selector_matches(pd["spec"].get("selector"), pod_labels)]
+    return [
+        pd
+        for pd in pod_defaults
+        if pd["metadata"].get("namespace", ns) == ns and selector_matches(pd["spec"].get("selector"), pod_labels)
+    ]

@@ -43,19 +43,24 @@ def _mount_tmpfs(path: str) -> None:
 
 def _local(uri: str) -> Path:
     assert uri.startswith("s3://"), uri
-    return Path("/s3") / uri[len("s3://"):]
+    return Path("/s3") / uri[len("s3://") :]
 
 
 def _s3(spec):
     import boto3
 
     c = spec["launcher_s3"]
-    return boto3.client("s3", endpoint_url=c["endpoint_url"], aws_access_key_id=c["access_key"],
-                        aws_secret_access_key=c["secret_key"], region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=c["endpoint_url"],
+        aws_access_key_id=c["access_key"],
+        aws_secret_access_key=c["secret_key"],
+        region_name="us-east-1",
+    )
 
 
 def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key
 
 
@@ -70,7 +75,7 @@ def download(s3, uri: str) -> None:
         return
     for o in objs:  # a directory artifact
         if o["Key"].startswith(key.rstrip("/") + "/"):
-            target = dest / o["Key"][len(key.rstrip("/")) + 1:]
+            target = dest / o["Key"][len(key.rstrip("/")) + 1 :]
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, o["Key"], str(target))
     if not objs:
@@ -111,6 +116,7 @@ def _chown_tree(path: str, uid: int) -> None:
 
 def _enter(group: Path | None, uid: int | None):
     """In the child, before exec: join the memory group, then drop root for the image's uid."""
+
     def run():
         if group is not None:
             (group / "cgroup.procs").write_text(str(os.getpid()))
@@ -118,6 +124,7 @@ def _enter(group: Path | None, uid: int | None):
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+
     return run
 
 

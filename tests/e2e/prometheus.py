@@ -112,8 +112,11 @@ class LoopbackPrometheus:
                 except requests.RequestException:
                     continue  # a target that is down has no samples this round, as in Prometheus
                 t = time.time()
-                rows = [(t, s.name, {**s.labels, **extra}, float(s.value))
-                        for fam in text_string_to_metric_families(text) for s in fam.samples]
+                rows = [
+                    (t, s.name, {**s.labels, **extra}, float(s.value))
+                    for fam in text_string_to_metric_families(text)
+                    for s in fam.samples
+                ]
                 with self.lock:
                     self.samples.extend(rows)
             self._stop.wait(self.interval)

@@ -30,8 +30,17 @@ import requests
 
 from tests.e2e import cluster as C
 from tests.e2e.prometheus import LoopbackPrometheus
-from tests.e2e.test_cluster_path import (_settings_reread_after, emulator, isvc_now, no_side_effect_cached,  # noqa: F401
-                                         operator_registry, push, serve_isvc, stack, storage_initializer)
+from tests.e2e.test_cluster_path import (  # noqa: F401
+    _settings_reread_after,
+    emulator,
+    isvc_now,
+    no_side_effect_cached,
+    operator_registry,
+    push,
+    serve_isvc,
+    stack,
+    storage_initializer,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +49,15 @@ MODEL = "churn-canary"
 # tests/unit hold those): on a loaded 2-core machine p99 differences of a few hundred ms between two
 # processes are scheduling noise, and two models trained on different draws label the few hundred
 # customers of a short step differently (a measured run saw 13.7% vs 36.4% at 50%, z=3.1).
-ROLLOUT = {"enabled": True, "steps": [20, 50, 100], "bake_seconds": 8, "poll_seconds": 0.5, "min_requests": 60,
-           "min_p99_latency_delta_ms": 1000, "max_churn_rate_shift": 0.3}
+ROLLOUT = {
+    "enabled": True,
+    "steps": [20, 50, 100],
+    "bake_seconds": 8,
+    "poll_seconds": 0.5,
+    "min_requests": 60,
+    "min_p99_latency_delta_ms": 1000,
+    "max_churn_rate_shift": 0.3,
+}
 
 
 def operator_kserve_client(st):
@@ -50,12 +66,22 @@ def operator_kserve_client(st):
 
     ca = st.pod_files["kubernetes.io/serviceaccount/ca.crt"]
     port = st.kube.httpd.server_address[1]
-    cfg = {"apiVersion": "v1", "kind": "Config",
-           "clusters": [{"name": "e2e", "cluster": {"server": f"https://127.0.0.1:{port}",
-                                                    "certificate-authority-data": base64.b64encode(ca.encode()).decode()}}],
-           "users": [{"name": "operator", "user": {"token": "e2e-operator-token"}}],
-           "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "operator", "namespace": st.namespace}}],
-           "current-context": "e2e"}
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{port}",
+                    "certificate-authority-data": base64.b64encode(ca.encode()).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "operator", "user": {"token": "e2e-operator-token"}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "operator", "namespace": st.namespace}}],
+        "current-context": "e2e",
+    }
     return kserve_client(config_dict=cfg)
 
 
@@ -118,10 +144,10 @@ def serve(st, isvc: dict, tag: str):
 
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_canary_path(stack, monkeypatch, mode):
+    from kfct.cluster.kserve_isvc import canary_name, predictor_workload
     from kfct.components.rollout import ClusterBackend, rollout_version
     from kfct.config import config_to_json, load_config
     from kfct.data.datagen import generate
-    from kfct.cluster.kserve_isvc import canary_name, predictor_workload
 
     st = stack
     model = f"{MODEL}-{mode.lower()}"
@@ -184,8 +210,15 @@ def test_canary_path(stack, monkeypatch, mode):
         with LoopbackPrometheus() as prom, Traffic(st, mode, model, urls, records) as traffic:
             prom.add_target(url1, champ_sel)
             prom.add_target(url2, canary_sel)
-            backend = ClusterBackend(model, isvc_name=model, namespace=st.namespace, prometheus_url=prom.url,
-                                     kserve_client=operator_kserve_client(st), ready_timeout=60, ready_poll=0.2)
+            backend = ClusterBackend(
+                model,
+                isvc_name=model,
+                namespace=st.namespace,
+                prometheus_url=prom.url,
+                kserve_client=operator_kserve_client(st),
+                ready_timeout=60,
+                ready_poll=0.2,
+            )
             res = rollout_version(model, cfg, backend, log=lambda m: print(f"[rollout] {m}", flush=True))
             if mode == "Standard":  # after the promotion, the route's one backend is the promoted predictor
                 urls[predictor_workload(model, canary_name(v2))] = url2
@@ -212,9 +245,14 @@ def test_canary_path(stack, monkeypatch, mode):
     # batch scoring resolves the champion the rollout promoted
     scored = push(st, f"{model}-batch", f"{model}-batch", rows=2000, seed=4)
     out_prefix = f"batch-scores/{model}-{scored['sha256'][:12]}"
-    runb = emulator(st, "batch_scoring_pipeline.yaml").run({
-        "data_uri": f"dataset://{model}-batch", "model_name": model, "n_shards": 2,
-        "output_uri": f"s3://{st.config['KFCT_S3_BUCKET']}/{out_prefix}"})
+    runb = emulator(st, "batch_scoring_pipeline.yaml").run(
+        {
+            "data_uri": f"dataset://{model}-batch",
+            "model_name": model,
+            "n_shards": 2,
+            "output_uri": f"s3://{st.config['KFCT_S3_BUCKET']}/{out_prefix}",
+        }
+    )
     assert runb.task("resolve-champion").parameters["Output"] == str(v2)
     shards = [t for p, t in runb.tasks.items() if p.split("/")[-1] == "score-shard"]
     assert [t.artifacts["scores"][0]["metadata"]["model_version"] for t in shards] == [str(v2)] * 2

@@ -47,8 +47,16 @@ BATCH_ROWS = 200_000
 BATCH_SHARDS = 4
 KFP_TOKEN = "e2e-projected-sa-token"
 # Side-effecting CT tasks: never a cache hit (tests/unit/test_side_effect_caching.py holds the IR side).
-SIDE_EFFECTS = ("ingest-data", "validate-data", "train-model", "evaluate-model", "register-model", "deploy-model",
-                "rollout-model", "record-run-outcome")
+SIDE_EFFECTS = (
+    "ingest-data",
+    "validate-data",
+    "train-model",
+    "evaluate-model",
+    "register-model",
+    "deploy-model",
+    "rollout-model",
+    "record-run-outcome",
+)
 
 
 def image_uid() -> int:
@@ -66,8 +74,7 @@ def storage_python() -> str:
     ok = venv / ".kserve-storage-0.21.0"
     if not ok.exists():
         subprocess.run(["python3.11", "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "kserve-storage==0.21.0", "boto3"], check=True,
-                       timeout=600)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "kserve-storage==0.21.0", "boto3"], check=True, timeout=600)
         ok.touch()
     return str(py)
 
@@ -96,8 +103,9 @@ def stack(tmp_path_factory):
         st.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         out, _ = compiling.communicate(timeout=180)
         assert compiling.returncode == 0, out
-        st.operator_env = st.services.rewrite_env({**st.config, **st.objects.secret("kfct-s3-credentials"),
-                                                   "KFCT_KFP_TOKEN": KFP_TOKEN})
+        st.operator_env = st.services.rewrite_env(
+            {**st.config, **st.objects.secret("kfct-s3-credentials"), "KFCT_KFP_TOKEN": KFP_TOKEN}
+        )
         yield st
 
 
@@ -105,9 +113,18 @@ def start_minio(st: Stack, s3_url: str, iam) -> None:
     """The operator's step (the MinIO user's keys into the two credential files, then render), what the
     MinIO setup Job does (bucket, readwrite policy), then auth on: the Secret's keys are really checked."""
     keys = C.grant_readwrite(iam)
-    objs = C.Objects(C.render(OVERLAY, st.work, {
-        "AWS_ACCESS_KEY_ID": keys["access_key"], "AWS_SECRET_ACCESS_KEY": keys["secret_key"],
-        "KFCT_S3_ACCESS_KEY": keys["access_key"], "KFCT_S3_SECRET_KEY": keys["secret_key"]}))
+    objs = C.Objects(
+        C.render(
+            OVERLAY,
+            st.work,
+            {
+                "AWS_ACCESS_KEY_ID": keys["access_key"],
+                "AWS_SECRET_ACCESS_KEY": keys["secret_key"],
+                "KFCT_S3_ACCESS_KEY": keys["access_key"],
+                "KFCT_S3_SECRET_KEY": keys["secret_key"],
+            },
+        )
+    )
     st.objects = objs
     setup = C.minio_setup(objs)
     assert setup["policy"] == ["readwrite"] and setup["access_key"] == keys["access_key"]
@@ -128,8 +145,7 @@ def start_mlflow(st: Stack) -> tuple[subprocess.Popen, int]:
     (st.work / "mlflow-pvc").mkdir()
     home = st.work / "mlflow-home"
     home.mkdir()
-    env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false",
-               DO_NOT_TRACK="true")
+    env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="true")
     log = (st.work / "mlflow.log").open("w")  # the server writes it for its whole life
     proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     st.mlflow_args = argv
@@ -146,21 +162,23 @@ def start_apis(st: Stack, running: contextlib.ExitStack) -> None:
     running.callback(st.kfp.stop)
     kfp_host = st.config["KFCT_KFP_HOST"].split("://", 1)[1].rstrip("/")
     kfp_svc, _, kfp_rest = kfp_host.partition(".")
-    st.services.bind(kfp_svc, int(kfp_host.rsplit(":", 1)[1]), int(st.kfp.url.rsplit(":", 1)[1]),
-                     namespace=kfp_rest.split(".")[0])
+    st.services.bind(
+        kfp_svc, int(kfp_host.rsplit(":", 1)[1]), int(st.kfp.url.rsplit(":", 1)[1]), namespace=kfp_rest.split(".")[0]
+    )
     st.kube, ca = C.tls_kube_api(st.work)
     running.enter_context(st.kube)
     kube_port = st.kube.httpd.server_address[1]
     # The namespace as Kubeflow's profile controller leaves a Profile's namespace, and what KFP's profile
     # sync hook provisions there (the launcher's artifact keys): kubeflow.py names the upstream files.
     st.k8s_namespace = KF.profile_namespace(st.namespace, is_profile=True)
-    st.provisioned = KF.kfp_profile_sync(st.k8s_namespace, st.config["KFCT_S3_BUCKET"], st.s3["access_key"],
-                                         st.s3["secret_key"])
+    st.provisioned = KF.kfp_profile_sync(st.k8s_namespace, st.config["KFCT_S3_BUCKET"], st.s3["access_key"], st.s3["secret_key"])
     launcher = {"endpoint_url": st.s3["endpoint_url"], **KF.launcher_credentials(st.provisioned, st.namespace)}
     # The PodDefault the prod overlay ships (manifests/overlays/prod/kfp-access.yaml), applied in this namespace.
-    st.pod_defaults = [{**d, "metadata": {**d["metadata"], "namespace": st.namespace}} for d in
-                       yaml.safe_load_all((ROOT / "manifests/overlays/prod/kfp-access.yaml").read_text())
-                       if d and d["kind"] == "PodDefault"]
+    st.pod_defaults = [
+        {**d, "metadata": {**d["metadata"], "namespace": st.namespace}}
+        for d in yaml.safe_load_all((ROOT / "manifests/overlays/prod/kfp-access.yaml").read_text())
+        if d and d["kind"] == "PodDefault"
+    ]
     assert st.pod_defaults, "no PodDefault in manifests/overlays/prod/kfp-access.yaml"
     # What the kubelet mounts: the SA token/CA/namespace; the projected KFP token (audience
     # pipelines.kubeflow.org) only where the PodDefault webhook selected the pod.
@@ -183,8 +201,11 @@ def start_apis(st: Stack, running: contextlib.ExitStack) -> None:
 
         @staticmethod
         def pod_env(spec: dict) -> dict:
-            return dict(svc.rewrite_env(pod_env_from_platform(objs, spec)),
-                        KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(kube_port))
+            return dict(
+                svc.rewrite_env(pod_env_from_platform(objs, spec)),
+                KUBERNETES_SERVICE_HOST="127.0.0.1",
+                KUBERNETES_SERVICE_PORT=str(kube_port),
+            )
 
     st.cluster = PodCluster
     start_trainer(st, running)
@@ -201,10 +222,14 @@ def start_trainer(st: Stack, running: contextlib.ExitStack) -> None:
     config_map = st.config.get("KFCT_K8S_CONFIG_MAP", "kfct-config")
     groups: list[str] = []
     running.callback(lambda: [_remove_cgroup(g) for g in groups])  # runs after the fake killed what still ran
-    st.trainer = running.enter_context(FakeTrainer(
-        st.work / "trainer-pods", secrets={secret: st.services.rewrite_env(st.objects.secret(secret))},
-        config_maps={config_map: st.services.rewrite_env(st.objects.config_map(config_map))},
-        launch=C.trainer_pod_launcher(sys.executable, image_uid(), st.pod_files, "kfct-e2e/trainer", groups)))
+    st.trainer = running.enter_context(
+        FakeTrainer(
+            st.work / "trainer-pods",
+            secrets={secret: st.services.rewrite_env(st.objects.secret(secret))},
+            config_maps={config_map: st.services.rewrite_env(st.objects.config_map(config_map))},
+            launch=C.trainer_pod_launcher(sys.executable, image_uid(), st.pod_files, "kfct-e2e/trainer", groups),
+        )
+    )
     st.trainer.mounted = True
     st.kube.trainer = st.trainer
 
@@ -213,8 +238,13 @@ def start_compile(st: Stack) -> subprocess.Popen:
     """`make compile` with default settings, into st.build (not waited for)."""
     st.build = st.work / "build"
     env = {"PATH": os.environ["PATH"], "HOME": str(st.work), "KFCT_HOME": str(st.work / "compile-home")}
-    return subprocess.Popen([str(Path(sys.executable).parent / "kfct"), "compile", "--out", str(st.build)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "kfct"), "compile", "--out", str(st.build)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def pod_env_from_platform(objs: C.Objects, spec: dict) -> dict:
@@ -242,8 +272,9 @@ def operator(st, *args, check=True) -> subprocess.CompletedProcess:
     home = st.work / "operator"
     home.mkdir(exist_ok=True)
     env = dict(st.operator_env, PATH=os.environ["PATH"], HOME=str(home), KFCT_HOME=str(home / ".kfct"))
-    p = subprocess.run([str(Path(sys.executable).parent / "kfct"), *args], env=env, cwd=home,
-                       capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [str(Path(sys.executable).parent / "kfct"), *args], env=env, cwd=home, capture_output=True, text=True, timeout=240
+    )
     if check:
         assert p.returncode == 0, p.stdout + p.stderr
     return p
@@ -257,10 +288,14 @@ def push(st, name: str, tag: str, rows: int = ROWS, **gen) -> dict:
     out = operator(st, "data", "push", str(path), "--tag", tag).stdout.split()
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=st.s3["endpoint_url"], region_name="us-east-1",
-                      aws_access_key_id=st.s3["access_key"], aws_secret_access_key=st.s3["secret_key"])
-    manifest = json.loads(s3.get_object(Bucket=st.config["KFCT_S3_BUCKET"],
-                                        Key=f"datasets/tags/{tag}.json")["Body"].read())
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=st.s3["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id=st.s3["access_key"],
+        aws_secret_access_key=st.s3["secret_key"],
+    )
+    manifest = json.loads(s3.get_object(Bucket=st.config["KFCT_S3_BUCKET"], Key=f"datasets/tags/{tag}.json")["Body"].read())
     assert manifest["uri"] == out[0] and manifest["rows"] == rows
     return manifest
 
@@ -268,14 +303,28 @@ def push(st, name: str, tag: str, rows: int = ROWS, **gen) -> dict:
 def s3_client(st):
     import boto3
 
-    return boto3.client("s3", endpoint_url=st.s3["endpoint_url"], region_name="us-east-1",
-                        aws_access_key_id=st.s3["access_key"], aws_secret_access_key=st.s3["secret_key"])
+    return boto3.client(
+        "s3",
+        endpoint_url=st.s3["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id=st.s3["access_key"],
+        aws_secret_access_key=st.s3["secret_key"],
+    )
 
 
 def emulator(st, name: str, **kw) -> Emulator:
     """Every run shares the cluster's cache table; pods run as the image's uid."""
-    return Emulator(st.build / name, st.cluster, f"s3://{st.config['KFCT_S3_BUCKET']}/kfp-pipeline-root",
-                    sys.executable, st.work / "pods", cache=st.cache, namespace=st.namespace, uid=image_uid(), **kw)
+    return Emulator(
+        st.build / name,
+        st.cluster,
+        f"s3://{st.config['KFCT_S3_BUCKET']}/kfp-pipeline-root",
+        sys.executable,
+        st.work / "pods",
+        cache=st.cache,
+        namespace=st.namespace,
+        uid=image_uid(),
+        **kw,
+    )
 
 
 def no_side_effect_cached(run) -> None:
@@ -323,15 +372,25 @@ def storage_initializer(st, isvc: dict, dest: Path) -> None:
     keys = st.objects.secret(secret_name)
     endpoint = st.services.rewrite(ann["serving.kserve.io/s3-endpoint"])
     https = ann.get("serving.kserve.io/s3-usehttps", "1") == "1"
-    env = {"PATH": os.environ["PATH"], "HOME": str(dest.parent), "AWS_ACCESS_KEY_ID": keys["AWS_ACCESS_KEY_ID"],
-           "AWS_SECRET_ACCESS_KEY": keys["AWS_SECRET_ACCESS_KEY"], "S3_ENDPOINT": endpoint,
-           "S3_USE_HTTPS": "1" if https else "0",
-           "AWS_ENDPOINT_URL": f"{'https' if https else 'http'}://{endpoint}", "AWS_DEFAULT_REGION": "us-east-1"}
-    code = ("import sys; from kserve_storage import Storage; "
-            "print(Storage.download(sys.argv[1], out_dir=sys.argv[2]))")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(dest.parent),
+        "AWS_ACCESS_KEY_ID": keys["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": keys["AWS_SECRET_ACCESS_KEY"],
+        "S3_ENDPOINT": endpoint,
+        "S3_USE_HTTPS": "1" if https else "0",
+        "AWS_ENDPOINT_URL": f"{'https' if https else 'http'}://{endpoint}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    code = "import sys; from kserve_storage import Storage; print(Storage.download(sys.argv[1], out_dir=sys.argv[2]))"
     dest.mkdir(parents=True)
-    p = subprocess.run([storage_python(), "-c", code, isvc["spec"]["predictor"]["model"]["storageUri"], str(dest)],
-                       env=env, capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [storage_python(), "-c", code, isvc["spec"]["predictor"]["model"]["storageUri"], str(dest)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
 
 
@@ -402,8 +461,9 @@ def test_ct_run_trains_on_kubeflow_trainer_worker_pods(stack):
     st = stack
     push(st, "customers-trainer", "trainer", seed=5)
     cfg = load_config(overrides={"train": {"workers": 2}, "resources": {"train": {"memory": TRAINER_MEMORY}}})
-    run = emulator(st, "ct_pipeline.yaml").run({"data_uri": "dataset://trainer", "config_json": config_to_json(cfg),
-                                                "model_name": "churn-trainer"})
+    run = emulator(st, "ct_pipeline.yaml").run(
+        {"data_uri": "dataset://trainer", "config_json": config_to_json(cfg), "model_name": "churn-trainer"}
+    )
     for t in ("train-model", "evaluate-model", "register-model"):
         assert run.task(t).state == "SUCCEEDED", (t, run.task(t).log[-3000:])
     meta = run.task("train-model").artifacts["model"][0]["metadata"]
@@ -433,8 +493,7 @@ def schedule_ct(st: Stack) -> None:
     operator(st, "schedule", "--package", str(st.build / "ct_pipeline.yaml"))
     jobs = [r for r in st.kfp.requests if r.method == "POST" and r.path.endswith("/recurringruns")]
     assert len(jobs) == 1 and jobs[0].headers.get("authorization") == f"Bearer {KFP_TOKEN}"
-    assert jobs[0].body.get("runtime_config", {}).get("parameters", {}).get("data_uri", "dataset://latest") \
-        == "dataset://latest"
+    assert jobs[0].body.get("runtime_config", {}).get("parameters", {}).get("data_uri", "dataset://latest") == "dataset://latest"
 
 
 def ct_run_on_the_pointer(st: Stack):
@@ -454,8 +513,9 @@ def ct_run_on_the_pointer(st: Stack):
     no_side_effect_cached(run1)
     model_name = json.loads(run1.task("deploy-model").parameters["Output"])["model_name"]
     storage_uri = isvc_now(st, model_name)["spec"]["predictor"]["model"]["storageUri"]
-    assert re.fullmatch(re.escape(st.config["KFCT_MLFLOW_ARTIFACT_ROOT"]) + r"/models/m-[0-9a-f]{32}/artifacts",
-                        storage_uri), storage_uri
+    assert re.fullmatch(re.escape(st.config["KFCT_MLFLOW_ARTIFACT_ROOT"]) + r"/models/m-[0-9a-f]{32}/artifacts", storage_uri), (
+        storage_uri
+    )
     assert st.kube.requests and all((r["auth"] or "").lower() == "bearer e2e-k8s-sa-token" for r in st.kube.requests)
     return first, run1
 
@@ -590,9 +650,13 @@ def batch_scoring_in_shard_pods(st: Stack, model_name: str, lap: Laps) -> None:
     champion = registry.alias_version(model_name, "champion")
     assert champion, "no champion alias after the CT runs"
     out_prefix = f"batch-scores/{scored['sha256'][:12]}"
-    runb = emulator(st, "batch_scoring_pipeline.yaml").run({
-        "data_uri": "dataset://monthly", "n_shards": BATCH_SHARDS,
-        "output_uri": f"s3://{st.config['KFCT_S3_BUCKET']}/{out_prefix}"})
+    runb = emulator(st, "batch_scoring_pipeline.yaml").run(
+        {
+            "data_uri": "dataset://monthly",
+            "n_shards": BATCH_SHARDS,
+            "output_uri": f"s3://{st.config['KFCT_S3_BUCKET']}/{out_prefix}",
+        }
+    )
     lap("batch-scoring run (200k rows, 4 shard pods)", runb)
     shards = [t for p, t in runb.tasks.items() if p.split("/")[-1] == "score-shard"]
     assert len(shards) == BATCH_SHARDS and len({t.path for t in shards}) == BATCH_SHARDS
@@ -619,8 +683,7 @@ def gathered_result_agrees(st: Stack, out_prefix: str, scored: dict, champion: s
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=out_prefix + "/")["Contents"])
     parts = [k for k in keys if k.endswith(".parquet")]
     assert parts == [f"{out_prefix}/shard={i:05d}/part-0.parquet" for i in range(BATCH_SHARDS)], keys
-    table = pa.concat_tables(pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read()))
-                             for k in parts)
+    table = pa.concat_tables(pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read())) for k in parts)
     summary = json.loads(s3.get_object(Bucket=bucket, Key=f"{out_prefix}/_summary.json")["Body"].read())
     assert table.num_rows == BATCH_ROWS == summary["rows"]
     assert pc.count_distinct(table.column("customer_id")).as_py() == BATCH_ROWS

@@ -8,7 +8,6 @@ pod's memory limit (cgroup v1) and uid.
 (No `from __future__ import annotations`: kfp reads the component annotations as types.)
 """
 
-
 import json
 import re
 from typing import ClassVar, List
@@ -68,8 +67,9 @@ def test_parallel_for_collected_and_conditions(tmp_path):
     compiler.Compiler().compile(_pipeline(), str(ir))
     with moto_s3() as (host, port):
         url = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
-                     aws_secret_access_key="s").create_bucket(Bucket="emu-bucket")
+        boto3.client(
+            "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+        ).create_bucket(Bucket="emu-bucket")
 
         class Cluster:
             launcher_s3: ClassVar[dict] = {"endpoint_url": url, "access_key": "k", "secret_key": "s"}
@@ -87,12 +87,15 @@ def test_parallel_for_collected_and_conditions(tmp_path):
         assert run.task("condition-2").state == "SKIPPED"  # never() did not run
 
 
-@pytest.mark.parametrize("expr,params,want", [
-    ("inputs.parameter_values['pipelinechannel--x'] == true", {"pipelinechannel--x": True}, True),
-    ("inputs.parameter_values['pipelinechannel--x'] == true", {"pipelinechannel--x": False}, False),
-    ("inputs.parameter_values['a'] != 'b'", {"a": "b"}, False),
-    ("inputs.parameter_values['a'] == 3", {"a": 3}, True),
-])
+@pytest.mark.parametrize(
+    "expr,params,want",
+    [
+        ("inputs.parameter_values['pipelinechannel--x'] == true", {"pipelinechannel--x": True}, True),
+        ("inputs.parameter_values['pipelinechannel--x'] == true", {"pipelinechannel--x": False}, False),
+        ("inputs.parameter_values['a'] != 'b'", {"a": "b"}, False),
+        ("inputs.parameter_values['a'] == 3", {"a": 3}, True),
+    ],
+)
 def test_conditions(expr, params, want):
     assert evaluate_condition(expr, params) is want
 
@@ -121,8 +124,9 @@ def emu_env(tmp_path):
 
     with moto_s3() as (host, port):
         url = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
-                     aws_secret_access_key="s").create_bucket(Bucket="emu-bucket")
+        boto3.client(
+            "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+        ).create_bucket(Bucket="emu-bucket")
 
         class Cluster(_Cluster):
             launcher_s3: ClassVar[dict] = {"endpoint_url": url, "access_key": "k", "secret_key": "s"}
@@ -182,10 +186,13 @@ def test_cache_key_as_the_driver_computes_it(emu_env):
 def test_cache_fingerprint_covers_inputs_artifact_ids_outputs_and_container():
     from tests.e2e.kfp_emulator import cache_fingerprint
 
-    ex = {"inputs": {"parameterValues": {"x": 1}, "artifacts": {"a": {"artifacts": [{"name": "7", "uri": "s3://u"}]}}},
-          "outputs": {"parameters": {"Output": {"outputFile": "/f"}},
-                      "artifacts": {"o": {"artifacts": [{"name": "o", "uri": "s3://run-1/o",
-                                                         "type": {"schemaTitle": "system.Artifact"}}]}}}}
+    ex = {
+        "inputs": {"parameterValues": {"x": 1}, "artifacts": {"a": {"artifacts": [{"name": "7", "uri": "s3://u"}]}}},
+        "outputs": {
+            "parameters": {"Output": {"outputFile": "/f"}},
+            "artifacts": {"o": {"artifacts": [{"name": "o", "uri": "s3://run-1/o", "type": {"schemaTitle": "system.Artifact"}}]}},
+        },
+    }
     base = cache_fingerprint(ex, {"Output": "NUMBER_INTEGER"}, "img:1", ["python", "-m", "x"])
     moved = json.loads(json.dumps(ex))
     moved["outputs"]["artifacts"]["o"]["artifacts"][0]["uri"] = "s3://run-2/o"  # URIs are wiped from the key
@@ -193,9 +200,11 @@ def test_cache_fingerprint_covers_inputs_artifact_ids_outputs_and_container():
     assert cache_fingerprint(moved, {"Output": "NUMBER_INTEGER"}, "img:1", ["python", "-m", "x"]) == base
     other_id = json.loads(json.dumps(ex))
     other_id["inputs"]["artifacts"]["a"]["artifacts"][0]["name"] = "8"
-    for changed in (cache_fingerprint(other_id, {"Output": "NUMBER_INTEGER"}, "img:1", ["python", "-m", "x"]),
-                    cache_fingerprint(ex, {"Output": "NUMBER_INTEGER"}, "img:2", ["python", "-m", "x"]),
-                    cache_fingerprint(ex, {"Output": "STRING"}, "img:1", ["python", "-m", "x"])):
+    for changed in (
+        cache_fingerprint(other_id, {"Output": "NUMBER_INTEGER"}, "img:1", ["python", "-m", "x"]),
+        cache_fingerprint(ex, {"Output": "NUMBER_INTEGER"}, "img:2", ["python", "-m", "x"]),
+        cache_fingerprint(ex, {"Output": "STRING"}, "img:1", ["python", "-m", "x"]),
+    ):
         assert changed != base
 
 
@@ -213,8 +222,15 @@ def _exit_pipeline():
     def last(status: dsl.PipelineTaskFinalStatus, run: str, name: str) -> str:
         import json
 
-        return json.dumps({"state": status.state, "task": status.pipeline_task_name,
-                           "resource": status.pipeline_job_resource_name, "run": run, "name": name})
+        return json.dumps(
+            {
+                "state": status.state,
+                "task": status.pipeline_task_name,
+                "resource": status.pipeline_job_resource_name,
+                "run": run,
+                "name": name,
+            }
+        )
 
     @dsl.pipeline(name="exit-emu")
     def pipe(seconds: float = 0.0):
@@ -266,8 +282,16 @@ def _pod_pipeline(limit: str, allocate_mb: int):
         import os
 
         block = bytearray(mb * 1024 * 1024)
-        return json.dumps({"uid": os.getuid(), "read": open(data.path).read(), "n": len(block),
-                           "name": data.name, "uri": data.uri, "schema": data.schema_version})
+        return json.dumps(
+            {
+                "uid": os.getuid(),
+                "read": open(data.path).read(),
+                "n": len(block),
+                "name": data.name,
+                "uri": data.uri,
+                "schema": data.schema_version,
+            }
+        )
 
     @dsl.pipeline(name="pod-emu")
     def pipe(mb: int = allocate_mb):

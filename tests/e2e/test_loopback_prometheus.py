@@ -24,8 +24,9 @@ def test_windows_from_a_real_exposition_and_the_api_format():
 
     reg = CollectorRegistry()
     req = Counter("kfct_requests", "r", ["model_name", "model_version", "role", "protocol"], registry=reg)
-    lat = Histogram("kfct_request_latency_seconds", "l", ["model_name", "model_version"],
-                    buckets=[0.005, 0.01, 0.05], registry=reg)
+    lat = Histogram(
+        "kfct_request_latency_seconds", "l", ["model_name", "model_version"], buckets=[0.005, 0.01, 0.05], registry=reg
+    )
     pred = Counter("kfct_predictions", "p", ["model_name", "model_version", "label"], registry=reg)
     srv, _ = start_http_server(0, addr="127.0.0.1", registry=reg)
     try:
@@ -61,8 +62,8 @@ def test_paired_figures_through_prometheus_equal_the_local_judgement():
     from prometheus_client import REGISTRY, start_http_server
 
     from kfct.components.rollout_backends import PrometheusMetrics
-    from kfct.serving import metrics as M
     from kfct.contracts.window_stats import CUSTOMER_SHARDS, WindowStats, customer_shard, paired_groups
+    from kfct.serving import metrics as M
 
     paired = M.PairedMetrics("m-paired", "2", "1")  # the process-wide registry, as in a pod
     rng = np.random.default_rng(4)

@@ -24,8 +24,12 @@ from tests.faultkit.servers import moto_s3
 pytestmark = pytest.mark.slow
 
 BUCKET = "kfct"
-KEYS = {"KFCT_S3_ACCESS_KEY": "e2e-access", "KFCT_S3_SECRET_KEY": "e2e-secret",
-        "AWS_ACCESS_KEY_ID": "e2e-access", "AWS_SECRET_ACCESS_KEY": "e2e-secret"}
+KEYS = {
+    "KFCT_S3_ACCESS_KEY": "e2e-access",
+    "KFCT_S3_SECRET_KEY": "e2e-secret",
+    "AWS_ACCESS_KEY_ID": "e2e-access",
+    "AWS_SECRET_ACCESS_KEY": "e2e-secret",
+}
 ROWS = 6_000
 
 
@@ -40,8 +44,9 @@ def s3(tmp_path_factory):
 
     with moto_s3() as (host, port):
         endpoint = f"{host}:{port}"
-        c = boto3.client("s3", endpoint_url=f"http://{endpoint}", aws_access_key_id="x", aws_secret_access_key="x",
-                         region_name="us-east-1")
+        c = boto3.client(
+            "s3", endpoint_url=f"http://{endpoint}", aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+        )
         c.create_bucket(Bucket=BUCKET)
         cfg = load_config(overrides={"train": {"workers": 2}})
         tr, va, te, enc = featurize_core(generate(ROWS, seed=3), cfg)
@@ -60,12 +65,18 @@ def s3(tmp_path_factory):
         joblib.dump(enc, buf)
         from kfct.components.train_distributed import typed_config
 
-        yield {"endpoint": endpoint, "cfg": cfg, "test": te, "label": typed_config(cfg).dataset.label, "client": c,
-               "n_train": len(tr),
-               "train": [put(f"root/featurize/train/part-{i}.parquet", parquet(p)) for i, p in enumerate(thirds)],
-               "val": [put("root/featurize/val", parquet(va))],
-               "preprocessor": put("root/featurize/preprocessor", buf.getvalue()),
-               "bad_part": put("root/featurize/train-bad/part-1.parquet", parquet(thirds[1].drop(columns=["tenure_days"])))}
+        yield {
+            "endpoint": endpoint,
+            "cfg": cfg,
+            "test": te,
+            "label": typed_config(cfg).dataset.label,
+            "client": c,
+            "n_train": len(tr),
+            "train": [put(f"root/featurize/train/part-{i}.parquet", parquet(p)) for i, p in enumerate(thirds)],
+            "val": [put("root/featurize/val", parquet(va))],
+            "preprocessor": put("root/featurize/preprocessor", buf.getvalue()),
+            "bad_part": put("root/featurize/train-bad/part-1.parquet", parquet(thirds[1].drop(columns=["tenure_days"]))),
+        }
 
 
 @pytest.fixture
@@ -83,9 +94,11 @@ def step_env(s3, monkeypatch):
 
 @pytest.fixture
 def kube(tmp_path, s3):
-    with FakeTrainer(tmp_path / "nodes", secrets={"kfct-s3-credentials": dict(KEYS)},
-                     config_maps={"kfct-config": {"KFCT_S3_ENDPOINT": s3["endpoint"], "KFCT_S3_BUCKET": BUCKET,
-                                                  "KFCT_S3_SECURE": "false"}}) as fake:
+    with FakeTrainer(
+        tmp_path / "nodes",
+        secrets={"kfct-s3-credentials": dict(KEYS)},
+        config_maps={"kfct-config": {"KFCT_S3_ENDPOINT": s3["endpoint"], "KFCT_S3_BUCKET": BUCKET, "KFCT_S3_SECURE": "false"}},
+    ) as fake:
         yield fake
 
 
@@ -95,10 +108,21 @@ def _train(s3, kube, tmp_path, cfg=None, train=None, run_id="7d1f0c2e-run-uuid")
     from kfct.components.train_distributed import train_with_workers
 
     api = client.CustomObjectsApi(config.new_client_from_config_dict(kube.kubeconfig()))
-    return train_with_workers(cfg or s3["cfg"], train or s3["train"], s3["val"], s3["preprocessor"],
-                              f"s3://{BUCKET}/root/{tmp_path.name}/train-model/model", str(tmp_path / "model"), "cpu",
-                              "kfct-ct-2026-12-07-03-00-00", run_id, engine="kubeflow-trainer", api=api,
-                              namespace="kfct-team", poll_seconds=0.1)
+    return train_with_workers(
+        cfg or s3["cfg"],
+        train or s3["train"],
+        s3["val"],
+        s3["preprocessor"],
+        f"s3://{BUCKET}/root/{tmp_path.name}/train-model/model",
+        str(tmp_path / "model"),
+        "cpu",
+        "kfct-ct-2026-12-07-03-00-00",
+        run_id,
+        engine="kubeflow-trainer",
+        api=api,
+        namespace="kfct-team",
+        poll_seconds=0.1,
+    )
 
 
 def test_trainjob_trains_on_two_worker_pods_and_the_step_gets_rank_0s_model(s3, step_env, kube, tmp_path):
@@ -130,7 +154,14 @@ def test_trainjob_trains_on_two_worker_pods_and_the_step_gets_rank_0s_model(s3, 
     assert len({p["cwd"] for p in pods}) == 2 and len({p["env"]["HOME"] for p in pods}) == 2
     # only what the TrainJob and the runtime give a pod: no test-process env leaks in
     allowed = {e["name"] for e in job["spec"]["trainer"]["env"]} | {
-        "DMLC_TRACKER_URI", "DMLC_TRACKER_PORT", "DMLC_TASK_ID", "DMLC_NUM_WORKER", "HOME", "TMPDIR", "PATH"}
+        "DMLC_TRACKER_URI",
+        "DMLC_TRACKER_PORT",
+        "DMLC_TASK_ID",
+        "DMLC_NUM_WORKER",
+        "HOME",
+        "TMPDIR",
+        "PATH",
+    }
     assert all(set(p["env"]) <= allowed for p in pods)
     assert "worker 0/2:" in Path(pods[0]["log"]).read_text() and "worker 1/2:" in Path(pods[1]["log"]).read_text()
 
@@ -152,7 +183,6 @@ def test_a_failing_worker_fails_the_job_and_the_step_with_its_reason(s3, step_en
 
 def test_a_job_past_its_deadline_fails_the_step_and_is_deleted(s3, step_env, kube, tmp_path):
     from kfct.components.train_distributed import TrainJobError
-
     from kfct.config import load_config
 
     cfg = load_config(overrides={"train": {"workers": 2, "deadline_seconds": 1}})  # workers need longer to start

@@ -21,8 +21,9 @@ def _isvc(mode=None, canary=None, pred_name=None, uri="s3://b/models/1"):
 
 
 # ---- KServe 0.20.0 (aaac4e29) inference_service_defaults.go / inference_service_validation.go
-@pytest.mark.parametrize("given,stored", [("Serverless", "Knative"), ("RawDeployment", "Standard"),
-                                          ("Standard", "Standard"), ("Knative", "Knative")])
+@pytest.mark.parametrize(
+    "given,stored", [("Serverless", "Knative"), ("RawDeployment", "Standard"), ("Standard", "Standard"), ("Knative", "Knative")]
+)
 def test_defaulter_rewrites_legacy_modes(given, stored):
     assert KA.admit(None, _isvc(given))["metadata"]["annotations"][KA.ANNOTATION] == stored
 
@@ -42,8 +43,13 @@ def test_canary_only_in_standard_mode_and_well_formed():
     with pytest.raises(KA.Denied, match="conflicts with stable"):
         KA.admit(None, _isvc("Standard", ok, pred_name="v2"))
     with pytest.raises(KA.Denied, match="must be <= 100"):
-        KA.admit(None, _isvc("Standard", [{"predictor": {"name": "a"}, "trafficPercent": 60},
-                                          {"predictor": {"name": "b"}, "trafficPercent": 50}]))
+        KA.admit(
+            None,
+            _isvc(
+                "Standard",
+                [{"predictor": {"name": "a"}, "trafficPercent": 60}, {"predictor": {"name": "b"}, "trafficPercent": 50}],
+            ),
+        )
 
 
 def test_update_may_not_change_the_mode_or_rename_the_predictor_without_a_new_model():
@@ -70,8 +76,7 @@ def test_the_fake_api_applies_admission_and_answers_403():
         r = requests.post(base, json=_isvc("Serverless"), timeout=10)
         assert r.status_code == 201 and r.json()["metadata"]["annotations"][KA.ANNOTATION] == "Knative"
         patch = {"spec": {"canary": [{"predictor": {"name": "v2"}, "trafficPercent": 10}]}}
-        r = requests.patch(f"{base}/churn", json=patch, headers={"Content-Type": "application/merge-patch+json"},
-                           timeout=10)
+        r = requests.patch(f"{base}/churn", json=patch, headers={"Content-Type": "application/merge-patch+json"}, timeout=10)
         assert r.status_code == 403 and "only supported in Standard" in r.json()["message"]
         assert "canary" not in api.objects[("ns", "churn")]["spec"]  # nothing stored
 
@@ -84,8 +89,10 @@ def test_only_a_profile_namespace_gets_the_launcher_secret_and_config():
         KF.launcher_credentials([], "team")
     prof = KF.profile_namespace("team", is_profile=True)
     objs = KF.kfp_profile_sync(prof, "mlpipeline", "a", "s")
-    assert {(o["kind"], o["metadata"]["name"]) for o in objs} == {("Secret", "mlpipeline-minio-artifact"),
-                                                                  ("ConfigMap", "kfp-launcher")}
+    assert {(o["kind"], o["metadata"]["name"]) for o in objs} == {
+        ("Secret", "mlpipeline-minio-artifact"),
+        ("ConfigMap", "kfp-launcher"),
+    }
     assert KF.launcher_credentials(objs, "team") == {"access_key": "a", "secret_key": "s"}
     cm = next(o for o in objs if o["kind"] == "ConfigMap")
     assert cm["data"]["defaultPipelineRoot"] == "minio://mlpipeline/private-artifacts/team/v2/artifacts"
@@ -96,8 +103,11 @@ def test_poddefault_needs_a_profile_namespace_and_the_pod_label():
 
     from tests.e2e.cluster import ROOT
 
-    pds = [d for d in yaml.safe_load_all((ROOT / "manifests/overlays/prod/kfp-access.yaml").read_text())
-           if d and d["kind"] == "PodDefault"]
+    pds = [
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests/overlays/prod/kfp-access.yaml").read_text())
+        if d and d["kind"] == "PodDefault"
+    ]
     prof, plain = KF.profile_namespace("kfct", True), KF.profile_namespace("kfct", False)
     assert KF.pod_defaults_for(prof, pds, {"access-ml-pipeline": "true"}) == pds
     assert KF.pod_defaults_for(prof, pds, {}) == []
@@ -105,8 +115,10 @@ def test_poddefault_needs_a_profile_namespace_and_the_pod_label():
 
 
 def test_label_selector_semantics():
-    sel = {"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "In", "values": ["x", "y"]},
-                                                          {"key": "c", "operator": "DoesNotExist"}]}
+    sel = {
+        "matchLabels": {"a": "1"},
+        "matchExpressions": [{"key": "b", "operator": "In", "values": ["x", "y"]}, {"key": "c", "operator": "DoesNotExist"}],
+    }
     assert KF.selector_matches(sel, {"a": "1", "b": "x"})
     assert not KF.selector_matches(sel, {"a": "1", "b": "z"})
     assert not KF.selector_matches(sel, {"a": "1", "b": "x", "c": ""})

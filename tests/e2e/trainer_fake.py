@@ -53,10 +53,10 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 TRAINJOBS = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/?]+))?$")
@@ -65,7 +65,7 @@ RESERVED = ("DMLC_TRACKER_URI", "DMLC_TRACKER_PORT", "DMLC_TASK_ID", "DMLC_NUM_W
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _free_port() -> int:
@@ -77,9 +77,14 @@ def _free_port() -> int:
 class FakeTrainer:
     """`with FakeTrainer(workdir, secrets={...}, config_maps={...}) as kube:` then point a client at `kube.url`."""
 
-    def __init__(self, workdir: Path, secrets: dict[str, dict[str, str]] | None = None,
-                 config_maps: dict[str, dict[str, str]] | None = None, python: str | None = None,
-                 launch: Launch | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        secrets: dict[str, dict[str, str]] | None = None,
+        config_maps: dict[str, dict[str, str]] | None = None,
+        python: str | None = None,
+        launch: Launch | None = None,
+    ):
         self.workdir = Path(workdir)
         self.secrets, self.config_maps = secrets or {}, config_maps or {}
         self.python = python or sys.executable
@@ -108,10 +113,14 @@ class FakeTrainer:
         return f"http://{host}:{port}"
 
     def kubeconfig(self, namespace: str = "kfct") -> dict:
-        return {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
-                "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                "users": [{"name": "runner", "user": {"token": "pipeline-runner-token"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner", "namespace": namespace}}]}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "runner", "user": {"token": "pipeline-runner-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner", "namespace": namespace}}],
+        }
 
     def __enter__(self):
         self.thread.start()
@@ -133,12 +142,19 @@ class FakeTrainer:
             return 422, _status(422, "Invalid", f'TrainJob.trainer.kubeflow.org "{name}" is invalid: metadata.name')
         ref = (body.get("spec") or {}).get("runtimeRef") or {}
         if ref.get("kind", "ClusterTrainingRuntime") != "ClusterTrainingRuntime" or ref.get("name") not in RUNTIMES:
-            return 422, _status(422, "Invalid", f'admission webhook denied the request: spec.runtimeRef: '
-                                                 f'ClusterTrainingRuntime "{ref.get("name")}" not found')
+            return 422, _status(
+                422,
+                "Invalid",
+                f'admission webhook denied the request: spec.runtimeRef: ClusterTrainingRuntime "{ref.get("name")}" not found',
+            )
         for i, env in enumerate(((body["spec"].get("trainer") or {}).get("env")) or []):
             if env.get("name") in RESERVED:
-                return 422, _status(422, "Invalid", f"admission webhook denied the request: spec.trainer.env[{i}]: "
-                                                     f"Forbidden: {env['name']} is reserved for the XGBoost runtime")
+                return 422, _status(
+                    422,
+                    "Invalid",
+                    f"admission webhook denied the request: spec.trainer.env[{i}]: "
+                    f"Forbidden: {env['name']} is reserved for the XGBoost runtime",
+                )
         if (ns, name) in self.jobs:
             return 409, _status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{name}" already exists')
         return None
@@ -154,16 +170,18 @@ class FakeTrainer:
                 out[e["name"]] = str(e["value"])
                 continue
             src = e.get("valueFrom") or {}
-            ref, store = (src.get("secretKeyRef"), self.secrets) if "secretKeyRef" in src else \
-                (src.get("configMapKeyRef"), self.config_maps)
+            ref, store = (
+                (src.get("secretKeyRef"), self.secrets)
+                if "secretKeyRef" in src
+                else (src.get("configMapKeyRef"), self.config_maps)
+            )
             if ref is None:
                 raise RuntimeError(f"pod {name}: unsupported env source for {e['name']}: {src}")
             data = store.get(ref["name"])
             if data is None or ref["key"] not in data:
                 if ref.get("optional"):
                     continue
-                raise RuntimeError(f"pod {name}: CreateContainerConfigError: couldn't find key {ref['key']} "
-                                   f"in {ref['name']}")
+                raise RuntimeError(f"pod {name}: CreateContainerConfigError: couldn't find key {ref['key']} in {ref['name']}")
             out[e["name"]] = data[ref["key"]]
         return out
 
@@ -188,20 +206,32 @@ class FakeTrainer:
             except RuntimeError as exc:
                 failed = str(exc)
                 break
-            env.update({
-                "DMLC_TRACKER_URI": "127.0.0.1",          # f"{name}-node-0-0.{name}" through cluster DNS
-                "DMLC_TRACKER_PORT": str(port),            # 29500 (constants.ContainerTrainerPort)
-                "DMLC_TASK_ID": str(index),                # the Job completion index
-                "DMLC_NUM_WORKER": str(workers),
-                "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"),
-                "PATH": os.pathsep.join([str(Path(self.python).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-            })
+            env.update(
+                {
+                    "DMLC_TRACKER_URI": "127.0.0.1",  # f"{name}-node-0-0.{name}" through cluster DNS
+                    "DMLC_TRACKER_PORT": str(port),  # 29500 (constants.ContainerTrainerPort)
+                    "DMLC_TASK_ID": str(index),  # the Job completion index
+                    "DMLC_NUM_WORKER": str(workers),
+                    "HOME": str(root / "home"),
+                    "TMPDIR": str(root / "tmp"),
+                    "PATH": os.pathsep.join([str(Path(self.python).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+                }
+            )
             argv = [self.python if a == "python" else a for a in (trainer.get("command") or []) + (trainer.get("args") or [])]
             p = self.launch(pod, root, argv, env, trainer.get("resourcesPerNode") or {})
             procs.append(p)
             with self.lock:
-                self.pods.append({"name": pod, "job": name, "env": env, "cwd": str(root / "work"), "argv": argv,
-                                  "log": str(root / "log.txt"), "proc": p})
+                self.pods.append(
+                    {
+                        "name": pod,
+                        "job": name,
+                        "env": env,
+                        "cwd": str(root / "work"),
+                        "argv": argv,
+                        "log": str(root / "log.txt"),
+                        "proc": p,
+                    }
+                )
         with self.lock:
             self._procs[name] = procs
         outcome = None
@@ -224,8 +254,14 @@ class FakeTrainer:
                 obj = self.jobs.get((ns, name))
                 if obj is not None:
                     obj.setdefault("status", {}).setdefault("conditions", []).append(
-                        {"type": outcome[0], "status": "True", "reason": outcome[1], "message": outcome[2],
-                         "lastTransitionTime": _now()})
+                        {
+                            "type": outcome[0],
+                            "status": "True",
+                            "reason": outcome[1],
+                            "message": outcome[2],
+                            "lastTransitionTime": _now(),
+                        }
+                    )
 
     # -- the API ----------------------------------------------------------------------------------
     def handle(self, method: str, path: str, body: dict | None, auth: str | None = None) -> tuple[int, dict] | None:
@@ -279,8 +315,7 @@ def launch_process(pod: str, root: Path, argv: list, env: dict, resources: dict)
     """A worker pod as a plain process in its own directory (resources not enforced); its log in root/log.txt.
     The e2e's cluster passes a launcher that runs it as its other pods run (tests/e2e/pod.py)."""
     with (root / "log.txt").open("wb") as log:
-        return subprocess.Popen(argv, cwd=root / "work", env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(argv, cwd=root / "work", env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _kill(p: subprocess.Popen) -> None:

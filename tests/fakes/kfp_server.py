@@ -32,7 +32,7 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -48,21 +48,21 @@ class Recorded:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
-    body: Any = None            # parsed JSON body
+    body: Any = None  # parsed JSON body
     files: dict[str, bytes] = field(default_factory=dict)  # multipart uploads
     status: int = 0
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _State:
     def __init__(self) -> None:
         self.ids = itertools.count(1)
         self.pipelines: dict[str, dict] = {}
-        self.versions: dict[str, list[dict]] = {}   # pipeline_id -> versions (oldest first)
-        self.specs: dict[str, dict] = {}            # version id -> pipeline spec
+        self.versions: dict[str, list[dict]] = {}  # pipeline_id -> versions (oldest first)
+        self.specs: dict[str, dict] = {}  # version id -> pipeline spec
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
@@ -82,7 +82,7 @@ class ApiError(Exception):
 _GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13}
 
 
-def _authorize(server: "_Server", namespace: str, token: str | None, verb: str) -> None:
+def _authorize(server: _Server, namespace: str, token: str | None, verb: str) -> None:
     """SubjectAccessReview in a namespace (multi-user only; shared objects are handled by the caller)."""
     if not server.users:
         return
@@ -104,7 +104,7 @@ def _filter_name(query: dict[str, str]) -> str | None:
 def _parse_spec(data: bytes) -> dict:
     try:
         docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d]
-    except Exception as exc:  # noqa: BLE001 - reported as the server would
+    except Exception as exc:
         raise ApiError(400, f"Failed to parse the pipeline spec: {exc}") from exc
     if not docs or not isinstance(docs[0], dict) or "pipelineInfo" not in docs[0] or "root" not in docs[0]:
         raise ApiError(400, "Invalid pipeline spec: missing pipelineInfo or root")
@@ -131,7 +131,7 @@ def _check_cron(cron: str) -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):  # quiet
@@ -143,8 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         ctype = self.headers.get("Content-Type", "")
         if ctype.startswith("multipart/form-data"):
-            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
+            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
             files = {}
             for part in msg.iter_parts():
                 name = part.get_param("name", header="content-disposition")
@@ -175,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.fail_status:
                 raise ApiError(self.server.fail_status, "forced failure")
             auth = self.headers.get("Authorization") or ""
-            self.server.caller.token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+            self.server.caller.token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
             if self.server.users:
                 if self.server.caller.token not in self.server.users:
                     raise ApiError(401, "Unauthorized: missing or invalid bearer token")
@@ -184,8 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.state.lock:
                 status, payload = self.server.route(method, url.path, query, body, files)
         except ApiError as err:
-            status, payload = err.status, {"error": err.message, "code": _GRPC_CODE.get(err.status, 2),
-                                           "message": err.message, "details": []}
+            status, payload = (
+                err.status,
+                {"error": err.message, "code": _GRPC_CODE.get(err.status, 2), "message": err.message, "details": []},
+            )
         rec.status = status
         self._send(status, payload)
 
@@ -216,7 +217,7 @@ class _Server(ThreadingHTTPServer):
         """Dispatch to the handler of the first (method, path pattern) in `_ROUTES` that matches."""
         if not path.startswith(API):
             raise ApiError(404, f"no route {path}")
-        p = path[len(API):]
+        p = path[len(API) :]
         for methods, pattern, handler in _ROUTES:
             m = re.fullmatch(pattern, p)
             if m and method in methods:
@@ -241,8 +242,14 @@ class _Server(ThreadingHTTPServer):
             raise ApiError(409, f"Failed to create a pipeline: pipeline {name!r} already exists")
         spec = _parse_spec(files.get("uploadfile", b""))
         pid = st.new_id("pipeline")
-        pipe = {"pipeline_id": pid, "display_name": name, "name": name, "description": q.get("description", ""),
-                "created_at": _now(), "namespace": ns}
+        pipe = {
+            "pipeline_id": pid,
+            "display_name": name,
+            "name": name,
+            "description": q.get("description", ""),
+            "created_at": _now(),
+            "namespace": ns,
+        }
         st.pipelines[pid] = pipe
         self._add_version(pid, name, spec, q.get("description", ""), _stored_spec(files["uploadfile"]))
         return 200, pipe
@@ -269,8 +276,11 @@ class _Server(ThreadingHTTPServer):
         ns = q.get("namespace", "") if self.users else ""
         if ns:
             _authorize(self, ns, self.caller.token, "list")
-        items = [x for x in st.pipelines.values() if (name is None or x["display_name"] == name)
-                 and (not self.users or x["namespace"] == ns)]
+        items = [
+            x
+            for x in st.pipelines.values()
+            if (name is None or x["display_name"] == name) and (not self.users or x["namespace"] == ns)
+        ]
         return 200, ({"pipelines": items, "total_size": len(items)} if items else {})
 
     def _list_versions(self, st, q, body, files, pid, method):
@@ -298,17 +308,23 @@ class _Server(ThreadingHTTPServer):
     def _list_experiments(self, st, q, body, files, method):
         name = _filter_name(q)
         ns = q.get("namespace") or ""
-        items = [e for e in st.experiments.values()
-                 if (name is None or e["display_name"] == name) and (not ns or e["namespace"] == ns)]
+        items = [
+            e for e in st.experiments.values() if (name is None or e["display_name"] == name) and (not ns or e["namespace"] == ns)
+        ]
         return 200, ({"experiments": items, "total_size": len(items)} if items else {})
 
     def _create_experiment(self, st, q, body, files, method):
         if not isinstance(body, dict) or not body.get("display_name"):
             raise ApiError(400, "experiment display_name is required")
         eid = st.new_id("experiment")
-        exp = {"experiment_id": eid, "display_name": body["display_name"],
-               "description": body.get("description") or "", "namespace": body.get("namespace") or "",
-               "created_at": _now(), "storage_state": "AVAILABLE"}
+        exp = {
+            "experiment_id": eid,
+            "display_name": body["display_name"],
+            "description": body.get("description") or "",
+            "namespace": body.get("namespace") or "",
+            "created_at": _now(),
+            "storage_state": "AVAILABLE",
+        }
         st.experiments[eid] = exp
         return 200, exp
 
@@ -337,8 +353,14 @@ class _Server(ThreadingHTTPServer):
         if not 1 <= mc <= 10:
             raise ApiError(400, f"max_concurrency must be in [1, 10], got {mc}")
         rid = st.new_id("recurring")
-        job.update({"recurring_run_id": rid, "created_at": _now(), "updated_at": _now(),
-                    "status": "ENABLED" if body.get("mode", "ENABLE") == "ENABLE" else "DISABLED"})
+        job.update(
+            {
+                "recurring_run_id": rid,
+                "created_at": _now(),
+                "updated_at": _now(),
+                "status": "ENABLED" if body.get("mode", "ENABLE") == "ENABLE" else "DISABLED",
+            }
+        )
         st.recurring_runs[rid] = job
         return 200, job
 
@@ -359,8 +381,15 @@ class _Server(ThreadingHTTPServer):
     def _add_version(self, pid: str, name: str, spec: dict, description: str, stored: dict | None = None) -> dict:
         st = self.state
         vid = st.new_id("version")
-        ver = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name, "name": name,
-               "description": description, "created_at": _now(), "pipeline_spec": stored or spec}
+        ver = {
+            "pipeline_id": pid,
+            "pipeline_version_id": vid,
+            "display_name": name,
+            "name": name,
+            "description": description,
+            "created_at": _now(),
+            "pipeline_spec": stored or spec,
+        }
         st.versions.setdefault(pid, []).append(ver)
         st.specs[vid] = spec
         return ver
@@ -381,14 +410,17 @@ class _Server(ThreadingHTTPServer):
             spec = spec.get("pipeline_spec", spec)
         elif ref:
             pid, vid = ref.get("pipeline_id"), ref.get("pipeline_version_id")
-            if pid not in st.pipelines or vid not in st.specs or not any(
-                    v["pipeline_version_id"] == vid for v in st.versions[pid]):
+            if (
+                pid not in st.pipelines
+                or vid not in st.specs
+                or not any(v["pipeline_version_id"] == vid for v in st.versions[pid])
+            ):
                 raise ApiError(404, f"pipeline version {pid}/{vid} not found")
             spec = st.specs[vid]
         else:
             raise ApiError(400, f"{what}: pipeline_spec or pipeline_version_reference required")
         declared = set(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
-        given = set(((body.get("runtime_config") or {}).get("parameters") or {}))
+        given = set((body.get("runtime_config") or {}).get("parameters") or {})
         unknown = given - declared
         if unknown:
             raise ApiError(400, f"{what}: parameters not declared by the pipeline: {sorted(unknown)}")
@@ -422,7 +454,7 @@ class FakeKfpServer:
     def calls(self, method: str, path_suffix: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == API + path_suffix]
 
-    def start(self) -> "FakeKfpServer":
+    def start(self) -> FakeKfpServer:
         self._thread.start()
         return self
 
@@ -430,7 +462,7 @@ class FakeKfpServer:
         self._srv.shutdown()
         self._srv.server_close()
 
-    def __enter__(self) -> "FakeKfpServer":
+    def __enter__(self) -> FakeKfpServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

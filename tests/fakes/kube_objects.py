@@ -51,8 +51,14 @@ class KubeObjects:
 
     def answer(self, path: str) -> tuple[int, dict]:
         if path in self.forbidden:
-            return 403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403, "reason": "Forbidden",
-                         "message": f"forbidden: GET {path}"}
+            return 403, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "code": 403,
+                "reason": "Forbidden",
+                "message": f"forbidden: GET {path}",
+            }
         if path in self.objects:
             return 200, self.objects[path]
         children = [o for p, o in self.objects.items() if p.rsplit("/", 1)[0] == path]
@@ -60,11 +66,24 @@ class KubeObjects:
             return 200, {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": children}
         parent, name = path.rsplit("/", 1)
         if parent in self.served or any(p.rsplit("/", 1)[0] == parent for p in self.objects):
-            return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound",
-                         "details": {"name": name, "kind": parent.rsplit("/", 1)[-1]},
-                         "message": f'{parent.rsplit("/", 1)[-1]} "{name}" not found'}
-        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound",
-                     "details": {}, "message": "the server could not find the requested resource"}
+            return 404, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "code": 404,
+                "reason": "NotFound",
+                "details": {"name": name, "kind": parent.rsplit("/", 1)[-1]},
+                "message": f'{parent.rsplit("/", 1)[-1]} "{name}" not found',
+            }
+        return 404, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": 404,
+            "reason": "NotFound",
+            "details": {},
+            "message": "the server could not find the requested resource",
+        }
 
     @property
     def url(self) -> str:
@@ -74,11 +93,18 @@ class KubeObjects:
     def kubeconfig(self, path, namespace: str = "kfct"):
         import yaml
 
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": "check-token"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester", "namespace": namespace}}]}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "tester", "user": {"token": "check-token"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester", "namespace": namespace}}],
+                }
+            )
+        )
         return path
 
     def __enter__(self):
@@ -91,15 +117,22 @@ class KubeObjects:
 
 
 def _crd(name: str, version: str, spec_props: dict | None = None) -> dict:
-    schema = {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object",
-                                                                              "properties": spec_props or {}}}}}
-    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name},
-            "spec": {"versions": [{"name": version, "served": True, "storage": True, "schema": schema}]}}
+    schema = {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": spec_props or {}}}}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {"versions": [{"name": version, "served": True, "storage": True, "schema": schema}]},
+    }
 
 
 def _deployment(ns: str, name: str, container: str, image: str) -> dict:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-            "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}},
+    }
 
 
 def healthy_cluster(ns: str = "kfct") -> dict[str, dict]:
@@ -110,74 +143,137 @@ def healthy_cluster(ns: str = "kfct") -> dict[str, dict]:
     # config/configmap/inferenceservice.yaml (`deploy` and `ingress` JSON entries) and
     # config/storagecontainers/default.yaml.
     o["/apis/apps/v1/namespaces/kserve/deployments/kserve-controller-manager"] = _deployment(
-        "kserve", "kserve-controller-manager", "manager", "kserve/kserve-controller:v0.20.0")
+        "kserve", "kserve-controller-manager", "manager", "kserve/kserve-controller:v0.20.0"
+    )
     o[f"{CRDS}/inferenceservices.serving.kserve.io"] = _crd(
-        "inferenceservices.serving.kserve.io", "v1beta1",
-        {"predictor": {"type": "object"}, "canary": {"type": "array"}})
+        "inferenceservices.serving.kserve.io", "v1beta1", {"predictor": {"type": "object"}, "canary": {"type": "array"}}
+    )
     o["/api/v1/namespaces/kserve/configmaps/inferenceservice-config"] = {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "inferenceservice-config", "namespace": "kserve"},
-        "data": {"deploy": json.dumps({"defaultDeploymentMode": "Standard"}),
-                 "ingress": json.dumps({"enableGatewayApi": True, "kserveIngressGateway": "kserve/kserve-ingress-gateway",
-                                        "ingressDomain": "example.com"})}}
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "inferenceservice-config", "namespace": "kserve"},
+        "data": {
+            "deploy": json.dumps({"defaultDeploymentMode": "Standard"}),
+            "ingress": json.dumps(
+                {
+                    "enableGatewayApi": True,
+                    "kserveIngressGateway": "kserve/kserve-ingress-gateway",
+                    "ingressDomain": "example.com",
+                }
+            ),
+        },
+    }
     o[f"{CRDS}/httproutes.gateway.networking.k8s.io"] = _crd("httproutes.gateway.networking.k8s.io", "v1")
     o[f"/apis/serving.kserve.io/v1alpha1/namespaces/{ns}/servingruntimes/kfct-predictor"] = {
-        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime",
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
         "metadata": {"name": "kfct-predictor", "namespace": ns},
-        "spec": {"supportedModelFormats": [{"name": "kfct-churn", "version": "1", "autoSelect": True}]}}
+        "spec": {"supportedModelFormats": [{"name": "kfct-churn", "version": "1", "autoSelect": True}]},
+    }
     o["/apis/serving.kserve.io/v1alpha1/clusterstoragecontainers/default"] = {
-        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterStorageContainer", "metadata": {"name": "default"},
-        "spec": {"container": {"name": "storage-initializer"}, "workloadType": "initContainer",
-                 "supportedUriFormats": [{"prefix": "gs://"}, {"prefix": "s3://"}, {"prefix": "hdfs://"}]}}
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterStorageContainer",
+        "metadata": {"name": "default"},
+        "spec": {
+            "container": {"name": "storage-initializer"},
+            "workloadType": "initContainer",
+            "supportedUriFormats": [{"prefix": "gs://"}, {"prefix": "s3://"}, {"prefix": "hdfs://"}],
+        },
+    }
     # Kubeflow Pipelines 2.15 (kubeflow/pipelines backend/src/apiserver/main.go healthzResponse),
     # reached through the API server's service proxy.
     o["/api/v1/namespaces/kubeflow/services/ml-pipeline:8888/proxy/apis/v2beta1/healthz"] = {
-        "commit_sha": "0123abc", "tag_name": "2.15.0", "multi_user": True, "pipeline_store": "database"}
+        "commit_sha": "0123abc",
+        "tag_name": "2.15.0",
+        "multi_user": True,
+        "pipeline_store": "database",
+    }
     # The Profile (kubeflow profile_types.go) and what it provisions: the namespace label
     # (profile-controller config/base/namespace-labels.yaml), kfp-launcher and mlpipeline-minio-artifact
     # (kubeflow/pipelines manifests/.../pipelines-profile-controller/sync.py).
     o[f"/apis/kubeflow.org/v1/profiles/{ns}"] = {
-        "apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": ns},
-        "spec": {"owner": {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "owner@example.com"}}}
-    o[f"/api/v1/namespaces/{ns}"] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": ns, "labels": {"pipelines.kubeflow.org/enabled": "true", "app.kubernetes.io/part-of": "kubeflow-profile"}}}
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "metadata": {"name": ns},
+        "spec": {"owner": {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "owner@example.com"}},
+    }
+    o[f"/api/v1/namespaces/{ns}"] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": ns,
+            "labels": {"pipelines.kubeflow.org/enabled": "true", "app.kubernetes.io/part-of": "kubeflow-profile"},
+        },
+    }
     o[f"/api/v1/namespaces/{ns}/configmaps/kfp-launcher"] = {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher", "namespace": ns},
-        "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts"}}
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "kfp-launcher", "namespace": ns},
+        "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts"},
+    }
     o[f"/api/v1/namespaces/{ns}/secrets/mlpipeline-minio-artifact"] = {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlpipeline-minio-artifact", "namespace": ns},
-        "data": {"accesskey": "eA==", "secretkey": "eA=="}}
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "mlpipeline-minio-artifact", "namespace": ns},
+        "data": {"accesskey": "eA==", "secretkey": "eA=="},
+    }
     # What manifests/overlays/prod applies.
     o[f"/apis/kubeflow.org/v1alpha1/namespaces/{ns}/poddefaults/access-ml-pipeline"] = {
-        "apiVersion": "kubeflow.org/v1alpha1", "kind": "PodDefault",
+        "apiVersion": "kubeflow.org/v1alpha1",
+        "kind": "PodDefault",
         "metadata": {"name": "access-ml-pipeline", "namespace": ns},
-        "spec": {"selector": {"matchLabels": {"access-ml-pipeline": "true"}}}}
+        "spec": {"selector": {"matchLabels": {"access-ml-pipeline": "true"}}},
+    }
     o[f"/api/v1/namespaces/{ns}/secrets/kfct-s3-credentials"] = {
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "kfct-s3-credentials", "namespace": ns,
-                     "annotations": {"serving.kserve.io/s3-endpoint": "kfct-minio:9000",
-                                     "serving.kserve.io/s3-usehttps": "0"}},
-        "data": {"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA==", "KFCT_S3_ACCESS_KEY": "eA=="}}
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "kfct-s3-credentials",
+            "namespace": ns,
+            "annotations": {"serving.kserve.io/s3-endpoint": "kfct-minio:9000", "serving.kserve.io/s3-usehttps": "0"},
+        },
+        "data": {"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA==", "KFCT_S3_ACCESS_KEY": "eA=="},
+    }
     o[f"/api/v1/namespaces/{ns}/serviceaccounts/kfct-serving"] = {
-        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kfct-serving", "namespace": ns},
-        "secrets": [{"name": "kfct-s3-credentials"}]}
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "kfct-serving", "namespace": ns},
+        "secrets": [{"name": "kfct-s3-credentials"}],
+    }
     for name in ("kfct-minio-ingress", "kfct-mlflow-ingress"):
         o[f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}"] = {
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns},
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }
     # A GPU node tainted as the NVIDIA GPU operator does, and a CPU node.
-    o["/api/v1/nodes/gpu-1"] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"},
-                                "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
-                                "status": {"allocatable": {"cpu": "16", "nvidia.com/gpu": "1"}}}
-    o["/api/v1/nodes/cpu-1"] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cpu-1"},
-                                "status": {"allocatable": {"cpu": "8"}}}
+    o["/api/v1/nodes/gpu-1"] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "gpu-1"},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+        "status": {"allocatable": {"cpu": "16", "nvidia.com/gpu": "1"}},
+    }
+    o["/api/v1/nodes/cpu-1"] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "cpu-1"},
+        "status": {"allocatable": {"cpu": "8"}},
+    }
     # Kubeflow Trainer 2.2 (kubeflow/trainer manifests/base/manager/manager.yaml in kubeflow-system,
     # crds/trainer.kubeflow.org_trainjobs.yaml, runtimes/xgboost_distributed.yaml).
     o[f"{CRDS}/trainjobs.trainer.kubeflow.org"] = _crd("trainjobs.trainer.kubeflow.org", "v1alpha1")
     o["/apis/apps/v1/namespaces/kubeflow-system/deployments/kubeflow-trainer-controller-manager"] = _deployment(
-        "kubeflow-system", "kubeflow-trainer-controller-manager", "manager",
-        "ghcr.io/kubeflow/trainer/trainer-controller-manager:v2.2.0")
+        "kubeflow-system",
+        "kubeflow-trainer-controller-manager",
+        "manager",
+        "ghcr.io/kubeflow/trainer/trainer-controller-manager:v2.2.0",
+    )
     o["/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/xgboost-distributed"] = {
-        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "ClusterTrainingRuntime",
         "metadata": {"name": "xgboost-distributed", "labels": {"trainer.kubeflow.org/framework": "xgboost"}},
-        "spec": {"mlPolicy": {"numNodes": 1, "xgboost": {}}}}
+        "spec": {"mlPolicy": {"numNodes": 1, "xgboost": {}}},
+    }
     return o

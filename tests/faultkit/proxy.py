@@ -32,9 +32,18 @@ MODES = ("pass", "refuse", "hang", "slow", "cut")
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int, mode: str = "pass", host: str = "127.0.0.1",
-                 port: int = 0, cut_after: int = 0, slow_bytes: int = 65536, delay: float = 1.0,
-                 tick: float = 0.02):
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        mode: str = "pass",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cut_after: int = 0,
+        slow_bytes: int = 65536,
+        delay: float = 1.0,
+        tick: float = 0.02,
+    ):
         if mode not in MODES:
             raise ValueError(f"unknown proxy mode {mode!r}: one of {', '.join(MODES)}")
         self.upstream = (upstream_host, int(upstream_port))
@@ -104,7 +113,7 @@ class FaultProxy:
             c.reset()
         self._thread.join(2)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -154,7 +163,7 @@ class FaultProxy:
                 self._conns.add(conn)
             conn.start()
 
-    def _forget(self, conn: "_Conn") -> None:
+    def _forget(self, conn: _Conn) -> None:
         with self._lock:
             self._conns.discard(conn)
 
@@ -261,7 +270,7 @@ class _Conn:
                 else:
                     p.bytes_up += len(data)
                 dst.sendall(data)
-                pending[src] = pending[src][len(data):]
+                pending[src] = pending[src][len(data) :]
                 if p.mode == "cut" and src is s and self.down >= p.cut_after:
                     self._close()
                     return

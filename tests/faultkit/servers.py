@@ -41,8 +41,9 @@ def moto_iam_s3():
         url = f"http://{host}:{port}"
         requests.post(f"{url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
         requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
-        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam = boto3.client(
+            "iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap"
+        )
         iam.create_user(UserName="kfct")
         try:
             yield url, iam
@@ -52,8 +53,9 @@ def moto_iam_s3():
 
 def grant(iam, policy_name: str, statement: dict) -> dict:
     """Attach a policy of one statement to the `kfct` user; its new key pair {access_key, secret_key}."""
-    policy = iam.create_policy(PolicyName=policy_name, PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [statement]}))
+    policy = iam.create_policy(
+        PolicyName=policy_name, PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    )
     iam.attach_user_policy(UserName="kfct", PolicyArn=policy["Policy"]["Arn"])
     key = iam.create_access_key(UserName="kfct")["AccessKey"]
     return {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
@@ -77,8 +79,20 @@ def mlflow_server(backend_uri: str, artifact_root: str, log_path: Path, timeout:
     """A real `mlflow server` process (one worker) on a free port; yields its port."""
     port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
-    cmd = [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root]
+    cmd = [
+        str(exe),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_uri,
+        "--default-artifact-root",
+        artifact_root,
+    ]
     env = dict(os.environ, MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="true")
     with Path(log_path).open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -58,8 +58,7 @@ def test_each_record_is_mirrored_and_a_fresh_pod_writes_its_own_segment(mirrored
     audit.record("model_registered", model_name="m", version="1")
     local = audit.default_path()
     segs = audit.read_mirror()
-    assert len(segs) == 1 and [e["event"] for e in next(iter(segs.values()))] == ["gate_decision",
-                                                                                 "model_registered"]
+    assert len(segs) == 1 and [e["event"] for e in next(iter(segs.values()))] == ["gate_decision", "model_registered"]
     assert next(iter(segs.values())) == list(audit.read())  # byte-for-byte the local entries
 
     local.unlink()  # a new pod: no local trail, a new writer
@@ -119,8 +118,7 @@ def test_two_pods_mirroring_at_the_same_moment_lose_nothing(mirrored, tmp_path):
     procs = []
     for name in ("pod-a", "pod-b"):
         env = dict(os.environ, KFCT_HOME=str(tmp_path / name))
-        procs.append(subprocess.Popen([sys.executable, "-c", _POD, str(start), str(n), name], env=env,
-                                      stderr=subprocess.PIPE))
+        procs.append(subprocess.Popen([sys.executable, "-c", _POD, str(start), str(n), name], env=env, stderr=subprocess.PIPE))
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()[-2000:]

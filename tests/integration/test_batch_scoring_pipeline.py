@@ -62,8 +62,11 @@ def test_runs_locally_end_to_end_with_one_version_for_every_shard(serving_env, t
     out = run_batch_local(str(data), n_shards=3, model_name=MODEL_NAME)
     assert out["rows"] == 900 and out["shards"] == 3 and out["model_version"] == v_a
     assert 0.0 < out["churn_rate"] < 1.0
-    ds = pads.dataset(out["result"].removeprefix("file://") if out["result"].startswith("file://") else out["result"],
-                      format="parquet", partitioning="hive")
+    ds = pads.dataset(
+        out["result"].removeprefix("file://") if out["result"].startswith("file://") else out["result"],
+        format="parquet",
+        partitioning="hive",
+    )
     table = ds.to_table()
     assert table.num_rows == 900
     assert set(table.column("model_version").cast("string").to_pylist()) == {v_a}
@@ -88,8 +91,10 @@ def test_gather_refuses_shards_scored_by_another_version(tmp_path):
     for shard, version in ((0, "3"), (1, "4")):
         d = tmp_path / f"s{shard}"
         d.mkdir()
-        pq.write_table(pa.table({"customer_id": ["a"], "probability": [0.5], "label": pa.array([1], pa.int8()),
-                                 "model_version": [version]}), d / "scores.parquet")
+        pq.write_table(
+            pa.table({"customer_id": ["a"], "probability": [0.5], "label": pa.array([1], pa.int8()), "model_version": [version]}),
+            d / "scores.parquet",
+        )
     with pytest.raises(BatchScoringError, match="shard 1 was scored by version"):
         gather_core([(0, tmp_path / "s0"), (1, tmp_path / "s1")], "3", MODEL_NAME, tmp_path / "out")
 
@@ -113,16 +118,24 @@ def test_gathered_result_is_published_to_s3(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kfct.data import s3
     from kfct.components.batch_score import BatchScoringError, gather_core, publish
+    from kfct.data import s3
     from kfct.runtime.settings import reset_settings
 
     for shard in (0, 1):
         d = tmp_path / f"s{shard}"
         d.mkdir()
-        pq.write_table(pa.table({"customer_id": [f"c{shard}a", f"c{shard}b"], "probability": [0.9, 0.1],
-                                 "label": pa.array([1, 0], pa.int8()), "model_version": ["7", "7"]}),
-                       d / "scores.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "customer_id": [f"c{shard}a", f"c{shard}b"],
+                    "probability": [0.9, 0.1],
+                    "label": pa.array([1, 0], pa.int8()),
+                    "model_version": ["7", "7"],
+                }
+            ),
+            d / "scores.parquet",
+        )
     summary = gather_core([(1, tmp_path / "s1"), (0, tmp_path / "s0")], "7", MODEL_NAME, tmp_path / "out", "ab12")
     assert summary["rows"] == 4 and summary["churn_rate"] == 0.5 and summary["shards"] == 2
 
@@ -137,8 +150,11 @@ def test_gathered_result_is_published_to_s3(tmp_path, monkeypatch):
             prefix = publish(tmp_path / "out", "s3://kfct/scores/2026-11/")
             assert prefix == "s3://kfct/scores/2026-11"
             keys = sorted(o.object_name for o in s3.client().list_objects("kfct", prefix="scores/2026-11/", recursive=True))
-            assert keys == ["scores/2026-11/_summary.json", "scores/2026-11/shard=00000/part-0.parquet",
-                            "scores/2026-11/shard=00001/part-0.parquet"]
+            assert keys == [
+                "scores/2026-11/_summary.json",
+                "scores/2026-11/shard=00000/part-0.parquet",
+                "scores/2026-11/shard=00001/part-0.parquet",
+            ]
             resp = s3.client().get_object("kfct", "scores/2026-11/shard=00001/part-0.parquet")
             try:
                 assert pq.read_table(io.BytesIO(resp.read())).column("customer_id").to_pylist() == ["c1a", "c1b"]

@@ -32,8 +32,7 @@ def run_limited(argv: list[str], env: dict, cwd: Path, limit_mib: int) -> subpro
         pytest.skip("needs root and the cgroup v1 memory controller to put a limit on the command")
     group = memory_cgroup(f"kfct-tests/bounded-{os.getpid()}-{Path(cwd).name}", limit_mib << 20)
     try:
-        return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600,
-                              preexec_fn=_enter(group, None))
+        return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600, preexec_fn=_enter(group, None))
     finally:
         group.rmdir()
         with contextlib.suppress(OSError):
@@ -41,8 +40,14 @@ def run_limited(argv: list[str], env: dict, cwd: Path, limit_mib: int) -> subpro
 
 
 def _env(home: Path, **extra) -> dict:
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "KFCT_HOME": str(home / ".kfct"),
-            "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "true", **extra}
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "KFCT_HOME": str(home / ".kfct"),
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "DO_NOT_TRACK": "true",
+        **extra,
+    }
 
 
 def _verdict(p: subprocess.CompletedProcess, limit_mib: int) -> str:
@@ -65,11 +70,11 @@ def test_data_push_streams_a_csv_under_a_memory_limit(tmp_path):
         f.write(head + "\n" + body * 300)
     with moto_s3() as (host, port):
         url = f"http://{host}:{port}"
-        s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id="x", aws_secret_access_key="x",
-                          region_name="us-east-1")
+        s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
         s3.create_bucket(Bucket="kfct")
-        env = _env(tmp_path, KFCT_S3_ENDPOINT=f"{host}:{port}", KFCT_S3_ACCESS_KEY="x", KFCT_S3_SECRET_KEY="x",
-                   KFCT_S3_BUCKET="kfct")
+        env = _env(
+            tmp_path, KFCT_S3_ENDPOINT=f"{host}:{port}", KFCT_S3_ACCESS_KEY="x", KFCT_S3_SECRET_KEY="x", KFCT_S3_BUCKET="kfct"
+        )
         p = run_limited([KFCT, "data", "push", str(csv)], env, tmp_path, 320)
         assert p.returncode == 0, _verdict(p, 320)
         uri = p.stdout.split()[0]
@@ -98,8 +103,12 @@ def test_outcomes_report_reads_a_bounded_sample_under_a_memory_limit(tmp_path, s
     write_outcomes(home, 400_000)
     cfg = tmp_path / "config.yaml"
     cfg.write_text("outcomes:\n  max_predictions: 50000\n")
-    p = run_limited([KFCT, "outcomes", "report", "--model-name", "m", "--out", str(tmp_path / "report")],
-                    _env(tmp_path, KFCT_CONFIG=str(cfg)), tmp_path, 640)
+    p = run_limited(
+        [KFCT, "outcomes", "report", "--model-name", "m", "--out", str(tmp_path / "report")],
+        _env(tmp_path, KFCT_CONFIG=str(cfg)),
+        tmp_path,
+        640,
+    )
     assert p.returncode == 0, _verdict(p, 640)
     assert f"judged on a sample of 50,000 of {total:,} served predictions" in p.stdout
     rep = json.loads((tmp_path / "report" / "realized_performance.json").read_text())

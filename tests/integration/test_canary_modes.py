@@ -13,14 +13,23 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import (FAST_ROLLOUT, FakeKubeApi, FakePrometheus, client_for,  # noqa: F401
-                                    restore_kube_default_config, s3_artifacts)
+from tests.servingkit.fakes import (  # noqa: F401
+    FAST_ROLLOUT,
+    FakeKubeApi,
+    FakePrometheus,
+    client_for,
+    restore_kube_default_config,
+    s3_artifacts,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore_kube_default_config")]
 
+
 def GOOD(a, b):
-    return {a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
-            b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
+    return {
+        a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
+        b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045},
+    }
 
 
 def patches(kube):
@@ -38,8 +47,16 @@ def deploy(serving_env, kube, role, mode, monkeypatch, cfg=None):
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()
-    return deploy_version(MODEL_NAME, serving_env.versions[role], cfg or load_config(), target="cluster",
-                       client=client_for(kube), namespace="kfct", ready_timeout=2.0, ready_poll=0.05)
+    return deploy_version(
+        MODEL_NAME,
+        serving_env.versions[role],
+        cfg or load_config(),
+        target="cluster",
+        client=client_for(kube),
+        namespace="kfct",
+        ready_timeout=2.0,
+        ready_poll=0.05,
+    )
 
 
 def test_standard_mode_deploy_writes_spec_canary_not_canary_traffic_percent(serving_env, monkeypatch):
@@ -105,8 +122,15 @@ def _roll(serving_env, role, mode, figures, monkeypatch, ready=True, gateway_api
     with FakeKubeApi(controller=True, ready=ready or mode == "Standard") as kube, FakePrometheus(figures) as prom:
         deploy(serving_env, kube, role, mode, monkeypatch, cfg)
         kube.ready, kube.gateway_api = ready, gateway_api
-        backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
-                                 kserve_client=client_for(kube), ready_timeout=0.3, ready_poll=0.05)
+        backend = ClusterBackend(
+            MODEL_NAME,
+            isvc_name=MODEL_NAME,
+            namespace="kfct",
+            prometheus_url=prom.url,
+            kserve_client=client_for(kube),
+            ready_timeout=0.3,
+            ready_poll=0.05,
+        )
         res = rollout_version(MODEL_NAME, cfg, backend)
         return res, kube, prom
 
@@ -117,8 +141,7 @@ def test_standard_rollout_steps_spec_canary_and_promotes_without_a_canary_left(s
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     res, kube, prom = _roll(serving_env, "good_b", "Standard", GOOD(v_a, v_b), monkeypatch)
     assert res.outcome == "promoted", res
-    steps = [b["spec"]["canary"][0]["trafficPercent"] for b in patches(kube)
-             if (b.get("spec") or {}).get("canary")]
+    steps = [b["spec"]["canary"][0]["trafficPercent"] for b in patches(kube) if (b.get("spec") or {}).get("canary")]
     assert steps == [20, 20, 50, 100]  # deploy opened the first step, then the three steps
     assert all("canaryTrafficPercent" not in (b.get("spec") or {}).get("predictor", {}) for b in patches(kube))
     final = kube.objects[("kfct", MODEL_NAME)]
@@ -143,8 +166,7 @@ def test_serverless_rollout_queries_by_revision_and_promotes(serving_env, monkey
     status = kube.objects[("kfct", MODEL_NAME)]["status"]["components"]["predictor"]
     queries = [r["query"] for r in prom.requests]
     assert any(f'revision="{status["latestCreatedRevision"]}"' in q and f'model_version="{v_b}"' in q for q in queries)
-    assert any(f'revision="{status["previousRolledoutRevision"]}"' in q and f'model_version="{v_a}"' in q
-               for q in queries)
+    assert any(f'revision="{status["previousRolledoutRevision"]}"' in q and f'model_version="{v_a}"' in q for q in queries)
     assert registry.alias_version(MODEL_NAME, "champion") == v_b
 
 
@@ -153,8 +175,10 @@ def test_rollback_puts_all_traffic_on_the_champion(serving_env, monkeypatch, mod
     from kfct.governance import registry
 
     v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
-    figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
-               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004, "label_shift": 0.6}}
+    figures = {
+        v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
+        v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004, "label_shift": 0.6},
+    }
     res, kube, _ = _roll(serving_env, "flipped", mode, figures, monkeypatch)
     assert res.outcome == "rolled_back" and "churn rate" in res.reasons[0]
     final = kube.objects[("kfct", MODEL_NAME)]
@@ -231,9 +255,9 @@ def test_ab_test_and_one_step_rollback_write_the_mode_s_objects(serving_env, mon
     """`kfct ab start` opens arm B the way the mode splits traffic; `kfct rollback` sends all
     traffic back to the champion in one step (Standard: the canary entry goes; Serverless: 0%
     to the latest revision, i.e. the previous ready one serves)."""
-    from kfct.governance import registry
     from kfct.components.ab_test import ab_start, ab_stop, roll_back_traffic
     from kfct.config import load_config
+    from kfct.governance import registry
     from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
@@ -260,8 +284,9 @@ def test_ab_test_and_one_step_rollback_write_the_mode_s_objects(serving_env, mon
         assert registry.alias_version(MODEL_NAME, "champion") == v_a
 
         # blue-green: all traffic to B, then one-step rollback
-        deploy_out = deploy(serving_env, kube, "good_b", mode, monkeypatch,
-                            cfg=load_config(overrides={"rollout": {"steps": [100]}}))
+        deploy_out = deploy(
+            serving_env, kube, "good_b", mode, monkeypatch, cfg=load_config(overrides={"rollout": {"steps": [100]}})
+        )
         assert deploy_out["canary_percent"] == 100
         out = roll_back_traffic(MODEL_NAME, target="cluster", namespace="kfct", client=client)
         assert out["rolled_back"] == v_b and out["mode"] == {"Serverless": "Knative"}.get(mode, mode)

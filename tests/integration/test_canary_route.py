@@ -25,8 +25,16 @@ def deploy(serving_env, kube, role, monkeypatch, timeout=1.0):
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", "Standard")
     reset_settings()
-    return deploy_version(MODEL_NAME, serving_env.versions[role], load_config(), target="cluster",
-                          client=client_for(kube), namespace="kfct", ready_timeout=timeout, ready_poll=0.05)
+    return deploy_version(
+        MODEL_NAME,
+        serving_env.versions[role],
+        load_config(),
+        target="cluster",
+        client=client_for(kube),
+        namespace="kfct",
+        ready_timeout=timeout,
+        ready_poll=0.05,
+    )
 
 
 def changes(kube) -> list[dict]:
@@ -55,8 +63,8 @@ def test_with_gateway_api_the_route_carries_the_canary_weight(serving_env, monke
 
 def test_gateway_api_disabled_fails_in_one_line_touching_nothing(serving_env, monkeypatch):
     """KServe's default: the Ingress reconciler, no HTTPRoute. Before the fix the deploy succeeded."""
-    from kfct.governance import registry
     from kfct.components.deploy import DeployError
+    from kfct.governance import registry
 
     v_a = serving_env.versions["good_a"]
     with FakeKubeApi(controller=True, gateway_api=False) as kube:
@@ -89,8 +97,8 @@ def test_no_gateway_api_crds_fails_before_creating_anything(serving_env, monkeyp
 def test_kserve_without_spec_canary_is_named_and_nothing_stays(serving_env, monkeypatch):
     """KServe < 0.20: its CRD's structural schema prunes spec.canary; the patch 'succeeds' and nothing
     would split. The deploy says which prerequisite is missing."""
-    from kfct.governance import registry
     from kfct.components.deploy import DeployError
+    from kfct.governance import registry
 
     with FakeKubeApi(controller=True, canary_field=False) as kube:
         champion_served(serving_env, kube, monkeypatch)
@@ -103,8 +111,8 @@ def test_kserve_without_spec_canary_is_named_and_nothing_stays(serving_env, monk
 def test_route_without_the_canary_weight_removes_the_canary_just_created(serving_env, monkeypatch):
     """The route exists but never carries the canary (here: the canary never gets ready, so KServe's
     applyCanaryWeights leaves it out): the canary just created is removed again, aliases unmoved."""
-    from kfct.governance import registry
     from kfct.components.deploy import DeployError
+    from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     with FakeKubeApi(controller=True) as kube:

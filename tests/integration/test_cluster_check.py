@@ -72,48 +72,127 @@ def test_a_healthy_cluster_passes_every_line(tmp_path, capsys):
     assert all(r["auth"] == "Bearer check-token" for r in api.requests)  # the kubeconfig's credentials
 
 
-@pytest.mark.parametrize("mutate, prefix, status, words", [
-    # KServe
-    (lambda o: o.pop("/apis/apps/v1/namespaces/kserve/deployments/kserve-controller-manager"),
-     "KServe >= 0.20", "missing", "install KServe >= 0.20"),
-    (lambda o: o["/apis/apps/v1/namespaces/kserve/deployments/kserve-controller-manager"]["spec"]["template"]["spec"]
-     ["containers"][0].update(image="kserve/kserve-controller:v0.19.2"), "KServe >= 0.20", "wrong", "KServe 0.19.2"),
-    (lambda o: o[f"{CRDS}/inferenceservices.serving.kserve.io"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-     ["properties"]["spec"]["properties"].pop("canary"), "InferenceService CRD", "wrong", "no spec.canary"),
-    (lambda o: o["/api/v1/namespaces/kserve/configmaps/inferenceservice-config"]["data"].update(deploy="{mode: x"),
-     "KServe deployment mode", "wrong", "not JSON"),
-    (lambda o: o["/api/v1/namespaces/kserve/configmaps/inferenceservice-config"]["data"].update(
-        ingress=json.dumps({"enableGatewayApi": False})), "Gateway API", "wrong", '"enableGatewayApi": true'),
-    (lambda o: o.pop(f"{CRDS}/httproutes.gateway.networking.k8s.io"), "Gateway API", "missing", "Gateway API CRDs"),
-    (lambda o: o.pop(f"/apis/serving.kserve.io/v1alpha1/namespaces/{NS}/servingruntimes/kfct-predictor"),
-     "ServingRuntime kfct-predictor", "missing", "kubectl apply -k"),
-    (lambda o: o["/apis/serving.kserve.io/v1alpha1/clusterstoragecontainers/default"]["spec"].update(
-        supportedUriFormats=[{"prefix": "gs://"}]), "ClusterStorageContainer", "missing", "s3://"),
-    # Kubeflow Pipelines
-    (lambda o: o.pop("/api/v1/namespaces/kubeflow/services/ml-pipeline:8888/proxy/apis/v2beta1/healthz"),
-     "Kubeflow Pipelines backend", "missing", "install Kubeflow Pipelines >= 2.14"),
-    (lambda o: o["/api/v1/namespaces/kubeflow/services/ml-pipeline:8888/proxy/apis/v2beta1/healthz"].update(
-        tag_name="2.5.0"), "Kubeflow Pipelines backend", "wrong", "dsl.Collected"),
-    # the namespace
-    (lambda o: o.pop(f"/apis/kubeflow.org/v1/profiles/{NS}"), "namespace kfct is a Kubeflow Profile", "missing",
-     "profile.yaml"),
-    (lambda o: o.pop(f"/api/v1/namespaces/{NS}/configmaps/kfp-launcher"), "ConfigMap kfp-launcher", "missing",
-     "pipelines.kubeflow.org/enabled"),
-    (lambda o: o.pop(f"/api/v1/namespaces/{NS}/secrets/mlpipeline-minio-artifact"), "Secret mlpipeline-minio-artifact",
-     "missing", "upload"),
-    (lambda o: o.pop(f"/apis/kubeflow.org/v1alpha1/namespaces/{NS}/poddefaults/access-ml-pipeline"),
-     "PodDefault access-ml-pipeline", "missing", "KFP token"),
-    (lambda o: o[f"/api/v1/namespaces/{NS}/secrets/kfct-s3-credentials"]["metadata"]["annotations"].clear(),
-     "storage-initializer Secret", "wrong", "serving.kserve.io/s3-endpoint"),
-    (lambda o: o[f"/api/v1/namespaces/{NS}/serviceaccounts/kfct-serving"].update(secrets=[]),
-     "storage-initializer Secret", "wrong", "does not list it"),
-    (lambda o: [o.pop(k) for k in list(o) if "/networkpolicies/" in k], "NetworkPolicy", "missing",
-     "kfct-minio-ingress"),
-])
+@pytest.mark.parametrize(
+    "mutate, prefix, status, words",
+    [
+        # KServe
+        (
+            lambda o: o.pop("/apis/apps/v1/namespaces/kserve/deployments/kserve-controller-manager"),
+            "KServe >= 0.20",
+            "missing",
+            "install KServe >= 0.20",
+        ),
+        (
+            lambda o: o["/apis/apps/v1/namespaces/kserve/deployments/kserve-controller-manager"]["spec"]["template"]["spec"][
+                "containers"
+            ][0].update(image="kserve/kserve-controller:v0.19.2"),
+            "KServe >= 0.20",
+            "wrong",
+            "KServe 0.19.2",
+        ),
+        (
+            lambda o: o[f"{CRDS}/inferenceservices.serving.kserve.io"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+                "properties"
+            ]["spec"]["properties"].pop("canary"),
+            "InferenceService CRD",
+            "wrong",
+            "no spec.canary",
+        ),
+        (
+            lambda o: o["/api/v1/namespaces/kserve/configmaps/inferenceservice-config"]["data"].update(deploy="{mode: x"),
+            "KServe deployment mode",
+            "wrong",
+            "not JSON",
+        ),
+        (
+            lambda o: o["/api/v1/namespaces/kserve/configmaps/inferenceservice-config"]["data"].update(
+                ingress=json.dumps({"enableGatewayApi": False})
+            ),
+            "Gateway API",
+            "wrong",
+            '"enableGatewayApi": true',
+        ),
+        (lambda o: o.pop(f"{CRDS}/httproutes.gateway.networking.k8s.io"), "Gateway API", "missing", "Gateway API CRDs"),
+        (
+            lambda o: o.pop(f"/apis/serving.kserve.io/v1alpha1/namespaces/{NS}/servingruntimes/kfct-predictor"),
+            "ServingRuntime kfct-predictor",
+            "missing",
+            "kubectl apply -k",
+        ),
+        (
+            lambda o: o["/apis/serving.kserve.io/v1alpha1/clusterstoragecontainers/default"]["spec"].update(
+                supportedUriFormats=[{"prefix": "gs://"}]
+            ),
+            "ClusterStorageContainer",
+            "missing",
+            "s3://",
+        ),
+        # Kubeflow Pipelines
+        (
+            lambda o: o.pop("/api/v1/namespaces/kubeflow/services/ml-pipeline:8888/proxy/apis/v2beta1/healthz"),
+            "Kubeflow Pipelines backend",
+            "missing",
+            "install Kubeflow Pipelines >= 2.14",
+        ),
+        (
+            lambda o: o["/api/v1/namespaces/kubeflow/services/ml-pipeline:8888/proxy/apis/v2beta1/healthz"].update(
+                tag_name="2.5.0"
+            ),
+            "Kubeflow Pipelines backend",
+            "wrong",
+            "dsl.Collected",
+        ),
+        # the namespace
+        (
+            lambda o: o.pop(f"/apis/kubeflow.org/v1/profiles/{NS}"),
+            "namespace kfct is a Kubeflow Profile",
+            "missing",
+            "profile.yaml",
+        ),
+        (
+            lambda o: o.pop(f"/api/v1/namespaces/{NS}/configmaps/kfp-launcher"),
+            "ConfigMap kfp-launcher",
+            "missing",
+            "pipelines.kubeflow.org/enabled",
+        ),
+        (
+            lambda o: o.pop(f"/api/v1/namespaces/{NS}/secrets/mlpipeline-minio-artifact"),
+            "Secret mlpipeline-minio-artifact",
+            "missing",
+            "upload",
+        ),
+        (
+            lambda o: o.pop(f"/apis/kubeflow.org/v1alpha1/namespaces/{NS}/poddefaults/access-ml-pipeline"),
+            "PodDefault access-ml-pipeline",
+            "missing",
+            "KFP token",
+        ),
+        (
+            lambda o: o[f"/api/v1/namespaces/{NS}/secrets/kfct-s3-credentials"]["metadata"]["annotations"].clear(),
+            "storage-initializer Secret",
+            "wrong",
+            "serving.kserve.io/s3-endpoint",
+        ),
+        (
+            lambda o: o[f"/api/v1/namespaces/{NS}/serviceaccounts/kfct-serving"].update(secrets=[]),
+            "storage-initializer Secret",
+            "wrong",
+            "does not list it",
+        ),
+        (lambda o: [o.pop(k) for k in list(o) if "/networkpolicies/" in k], "NetworkPolicy", "missing", "kfct-minio-ingress"),
+    ],
+)
 def test_each_broken_prerequisite_is_its_own_line_with_the_fix(tmp_path, capsys, mutate, prefix, status, words):
-    rc, rows, out, _ = run_check(tmp_path, capsys, broken(mutate), "--gpu",
-                                 served={f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies",
-                                         "/apis/serving.kserve.io/v1alpha1/clusterstoragecontainers"})
+    rc, rows, out, _ = run_check(
+        tmp_path,
+        capsys,
+        broken(mutate),
+        "--gpu",
+        served={
+            f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies",
+            "/apis/serving.kserve.io/v1alpha1/clusterstoragecontainers",
+        },
+    )
     got, line = row(rows, prefix)
     assert (got, rc) == (status, 1), out
     assert words in line, line
@@ -151,10 +230,15 @@ def test_gateway_api_off_is_only_info_in_knative_mode(tmp_path, capsys, monkeypa
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", "Knative")
     reset_settings()
-    objs = broken(lambda o: o["/api/v1/namespaces/kserve/configmaps/inferenceservice-config"]["data"].update(
-        ingress=json.dumps({"enableGatewayApi": False})))
-    objs[f"{CRDS}/services.serving.knative.dev"] = {"kind": "CustomResourceDefinition",
-                                                     "metadata": {"name": "services.serving.knative.dev"}}
+    objs = broken(
+        lambda o: o["/api/v1/namespaces/kserve/configmaps/inferenceservice-config"]["data"].update(
+            ingress=json.dumps({"enableGatewayApi": False})
+        )
+    )
+    objs[f"{CRDS}/services.serving.knative.dev"] = {
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "services.serving.knative.dev"},
+    }
     rc, rows, out, _ = run_check(tmp_path, capsys, objs)
     assert rc == 0 and row(rows, "Gateway API")[0] == "info", out
 
@@ -163,8 +247,9 @@ def test_gpu_nodes_missing_or_tainted(tmp_path, capsys):
     objs = broken(lambda o: o.pop("/api/v1/nodes/gpu-1"))
     rc, rows, _, _ = run_check(tmp_path, capsys, objs, "--gpu")
     assert rc == 1 and row(rows, "GPU nodes")[0] == "missing"
-    objs = broken(lambda o: o["/api/v1/nodes/gpu-1"]["spec"]["taints"].append(
-        {"key": "dedicated", "value": "ml", "effect": "NoSchedule"}))
+    objs = broken(
+        lambda o: o["/api/v1/nodes/gpu-1"]["spec"]["taints"].append({"key": "dedicated", "value": "ml", "effect": "NoSchedule"})
+    )
     rc, rows, _, _ = run_check(tmp_path, capsys, objs, "--gpu")
     assert rc == 1 and row(rows, "GPU nodes")[0] == "wrong" and "dedicated=ml:NoSchedule" in row(rows, "GPU nodes")[1]
     rc, rows, _, _ = run_check(tmp_path, capsys, objs)  # without --gpu the line is not there
@@ -174,16 +259,23 @@ def test_gpu_nodes_missing_or_tainted(tmp_path, capsys):
 def test_trainer_is_required_only_for_more_than_one_worker(tmp_path, capsys):
     from kfct.cli import main
 
-    objs = broken(lambda o: [o.pop(f"{CRDS}/trainjobs.trainer.kubeflow.org"),
-                             o.pop("/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/xgboost-distributed")])
+    objs = broken(
+        lambda o: [
+            o.pop(f"{CRDS}/trainjobs.trainer.kubeflow.org"),
+            o.pop("/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/xgboost-distributed"),
+        ]
+    )
     rc, rows, out, _ = run_check(tmp_path, capsys, objs)
     assert rc == 0 and row(rows, "Kubeflow Trainer")[0] == "info" and row(rows, "ClusterTrainingRuntime")[0] == "info"
     with KubeObjects(objs) as api:
         rc = main(["cluster", "check", "--kubeconfig", str(api.kubeconfig(tmp_path / "kc")), "--workers", "4"])
     out = capsys.readouterr().out
     assert rc == 1 and "train.workers=4 needs it" in out and "xgboost_distributed.yaml" in out
-    old = broken(lambda o: o["/apis/apps/v1/namespaces/kubeflow-system/deployments/kubeflow-trainer-controller-manager"]
-                 ["spec"]["template"]["spec"]["containers"][0].update(image="ghcr.io/kubeflow/trainer:v2.1.0"))
+    old = broken(
+        lambda o: o["/apis/apps/v1/namespaces/kubeflow-system/deployments/kubeflow-trainer-controller-manager"]["spec"][
+            "template"
+        ]["spec"]["containers"][0].update(image="ghcr.io/kubeflow/trainer:v2.1.0")
+    )
     with KubeObjects(old) as api:
         rc = main(["cluster", "check", "--kubeconfig", str(api.kubeconfig(tmp_path / "kc2")), "--workers", "2"])
     out = capsys.readouterr().out

@@ -34,15 +34,19 @@ def compiled(tmp_path_factory):
     """{False: cpu IR, True: gpu IR} plus the settings used."""
     import os
 
-    from kfct.runtime.settings import Settings, reset_settings
     from kfct.pipelines.compile import compile_ct
+    from kfct.runtime.settings import Settings, reset_settings
 
     saved = {k: os.environ.get(k) for k in SENTINELS}
     os.environ.update(SENTINELS)
     reset_settings()
     try:
-        settings = Settings(image_registry="registry.test/team", image_tag="9.8.7", s3_endpoint="minio.test:9000",
-                            mlflow_tracking_uri="http://mlflow.test:5000")
+        settings = Settings(
+            image_registry="registry.test/team",
+            image_tag="9.8.7",
+            s3_endpoint="minio.test:9000",
+            mlflow_tracking_uri="http://mlflow.test:5000",
+        )
         out = {}
         for gpu in (False, True):
             d = tmp_path_factory.mktemp("gpu" if gpu else "cpu")
@@ -50,8 +54,7 @@ def compiled(tmp_path_factory):
             assert path == d / "ct_pipeline.yaml"
             text = path.read_text()
             docs = list(yaml.safe_load_all(text))
-            out[gpu] = {"text": text, "spec": docs[0], "platform": docs[1] if len(docs) > 1 else {},
-                        "path": path}
+            out[gpu] = {"text": text, "spec": docs[0], "platform": docs[1] if len(docs) > 1 else {}, "path": path}
         out["settings"] = settings
         return out
     finally:
@@ -178,8 +181,14 @@ def test_resources_retries_and_caching_from_config(compiled):
     cfg = load_config()
     spec = compiled[True]["spec"]
     tasks = {name: task for name, task, _ in walk_tasks(spec)}
-    stage_keys = {"ingest-data": "ingest", "validate-data": "validate_data", "featurize-split": "featurize",
-                  "train-model": "train", "evaluate-model": "evaluate", "register-model": "register"}
+    stage_keys = {
+        "ingest-data": "ingest",
+        "validate-data": "validate_data",
+        "featurize-split": "featurize",
+        "train-model": "train",
+        "evaluate-model": "evaluate",
+        "register-model": "register",
+    }
     for name, key in stage_keys.items():
         want = stage_resources(cfg, key)
         task = tasks[name]

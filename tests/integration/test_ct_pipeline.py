@@ -72,8 +72,16 @@ def test_first_run_registers_champion(first_run):
     assert s["decision"]["deploy"] is True
     assert any("no champion yet" in r for r in s["decision"]["reasons"])
     assert s["registered"] == {"version": "1", "alias": "champion"}
-    assert set(s["stages"]) == {"ingest-data", "validate-data", "featurize-split", "train-model", "evaluate-model",
-                                "register-model", "deploy-model", "record-run-outcome"}
+    assert set(s["stages"]) == {
+        "ingest-data",
+        "validate-data",
+        "featurize-split",
+        "train-model",
+        "evaluate-model",
+        "register-model",
+        "deploy-model",
+        "record-run-outcome",
+    }
     assert _registry_state(s["model_name"]) == ([1], {"champion": "1"})
     assert s["deploy"]["mode"] == "direct" and s["deploy"]["canary_percent"] == 100.0
 
@@ -163,8 +171,8 @@ def test_with_rollout_configured_register_sets_challenger_and_deploy_opens_a_can
     """Registration no longer jumps to champion: the canary rollout decides (deferred here: no live server)."""
     import copy
 
-    from kfct.pipelines.local import run_ct
     from kfct.contracts.split_state import read_state, state_path
+    from kfct.pipelines.local import run_ct
 
     c = copy.deepcopy(cfg)
     c.rollout.enabled = True
@@ -188,8 +196,8 @@ def test_missing_file_is_one_clear_error(home):
 
 
 def test_unreachable_s3_fails_in_ingest_with_one_line(home, monkeypatch):
-    from kfct.runtime.settings import reset_settings
     from kfct.pipelines.local import run_ct
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_S3_ENDPOINT", "127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("KFCT_S3_ACCESS_KEY", "x")

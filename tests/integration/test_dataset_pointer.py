@@ -36,8 +36,8 @@ def test_same_pointer_new_data_after_each_push(s3_env, tmp_path):
 
 
 def test_cli_push_tag_writes_the_manifest(s3_env, tmp_path, capsys):
-    from kfct.data import s3
     from kfct.cli import main
+    from kfct.data import s3
 
     path = _write(tmp_path, "c.parquet", 3)
     assert main(["data", "push", str(path), "--tag", "nightly"]) == 0
@@ -49,8 +49,8 @@ def test_cli_push_tag_writes_the_manifest(s3_env, tmp_path, capsys):
 
 
 def test_missing_tampered_and_bad_tags_are_clear(s3_env, tmp_path):
-    from kfct.data import s3
     from kfct.components.ingest import ingest_core
+    from kfct.data import s3
     from kfct.data.datastore import push_dataset
     from kfct.errors import DataSourceError
 
@@ -63,8 +63,14 @@ def test_missing_tampered_and_bad_tags_are_clear(s3_env, tmp_path):
     other = push_dataset(_write(tmp_path, "f.parquet", 6))
     bad = tmp_path / "bad.json"  # a manifest whose sha256 does not match the object it names
     sha_other = other.rsplit("/", 1)[1].removesuffix(".parquet")
-    bad.write_text(json.dumps({"sha256": uri.rsplit("/", 1)[1].removesuffix(".parquet"),
-                               "uri": uri.replace(uri.rsplit("/", 1)[1], f"{sha_other}.parquet")}))
+    bad.write_text(
+        json.dumps(
+            {
+                "sha256": uri.rsplit("/", 1)[1].removesuffix(".parquet"),
+                "uri": uri.replace(uri.rsplit("/", 1)[1], f"{sha_other}.parquet"),
+            }
+        )
+    )
     s3.upload(bad, f"s3://{BUCKET}/datasets/tags/latest.json")
     with pytest.raises(DataSourceError, match="field 'uri'"):
         ingest_core("dataset://latest", tmp_path / "y")

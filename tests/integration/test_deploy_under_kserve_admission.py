@@ -27,8 +27,9 @@ def deploy(serving_env, kube, role, mode, monkeypatch):
 
     monkeypatch.setenv("KFCT_KSERVE_DEPLOYMENT_MODE", mode)
     reset_settings()
-    return deploy_version(MODEL_NAME, serving_env.versions[role], load_config(), target="cluster",
-                          client=client_for(kube), namespace="kfct")
+    return deploy_version(
+        MODEL_NAME, serving_env.versions[role], load_config(), target="cluster", client=client_for(kube), namespace="kfct"
+    )
 
 
 @pytest.mark.parametrize("mode", ["Standard", "RawDeployment"])

@@ -42,9 +42,17 @@ def _heldout(model, test):
 
 def _run(cfg, trained, reference, current):
     model, _, _, test = trained
-    return detect_drift(reference, current, cfg, feature_columns(cfg), prediction_column=PREDICTION,
-                        label_column="churned", reference_predictions=reference[PREDICTION].to_numpy(),
-                        threshold=model.threshold, reference_performance=_heldout(model, test))
+    return detect_drift(
+        reference,
+        current,
+        cfg,
+        feature_columns(cfg),
+        prediction_column=PREDICTION,
+        label_column="churned",
+        reference_predictions=reference[PREDICTION].to_numpy(),
+        threshold=model.threshold,
+        reference_performance=_heldout(model, test),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +95,16 @@ def test_undrifted_data_does_not(undrifted):
 def test_in_sample_reference_performance_is_reported_not_acted_on(cfg, trained, reference):
     # Against its own training rows a model looks better than it is: that gap must not retrain.
     model = trained[0]
-    res = detect_drift(reference, _scored(model, generate(4000, seed=22)), cfg, feature_columns(cfg),
-                       prediction_column=PREDICTION, label_column="churned",
-                       reference_predictions=reference[PREDICTION].to_numpy(), threshold=model.threshold)
+    res = detect_drift(
+        reference,
+        _scored(model, generate(4000, seed=22)),
+        cfg,
+        feature_columns(cfg),
+        prediction_column=PREDICTION,
+        label_column="churned",
+        reference_predictions=reference[PREDICTION].to_numpy(),
+        threshold=model.threshold,
+    )
     assert res["performance"]["reference_source"].startswith("reference data (in-sample")
     assert res["performance_drop_used"] is False
     assert "ROC AUC" not in res["reason"]
@@ -125,8 +140,11 @@ def test_reports_contain_the_figures_they_claim(drifted, tmp_path):
 
     html = paths["html"].read_text()
     found = dict()
-    for col, score, state in re.findall(r'"title": "Value Drift for column (\w+)", "description": "Drift score is '
-                                        r'([0-9.]+)\. .*?", "state": "(\w+)"', html):
+    for col, score, state in re.findall(
+        r'"title": "Value Drift for column (\w+)", "description": "Drift score is '
+        r'([0-9.]+)\. .*?", "state": "(\w+)"',
+        html,
+    ):
         found[col] = (float(score), state)
     for col, f in drifted["features"].items():
         score, state = found[col]

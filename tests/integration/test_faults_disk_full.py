@@ -59,8 +59,7 @@ def test_pipeline_root_filling_up_fails_the_run_closed_with_one_line(small_home)
     assert f"disk full under {small_home}" in line, line
     # fail closed: the DAG stopped at the stage that could not write; nothing was registered
     task_dirs = {p.name for p in (small_home / "pipeline_root").glob("*/*/*") if p.is_dir()}
-    assert task_dirs and not any(t.startswith(("train", "evaluate", "register", "deploy")) for t in task_dirs), \
-        task_dirs
+    assert task_dirs and not any(t.startswith(("train", "evaluate", "register", "deploy")) for t in task_dirs), task_dirs
     assert not any(e in ("model_registered", "alias_moved", "gate_decision") for e in _audit_events(small_home))
     assert not (small_home / "mlflow.db").exists()
 

@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
-
 from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
+
 from tests.faultkit.proxy import FaultProxy
 
 TIMEOUT_S = 1.0
@@ -83,12 +83,14 @@ def _bounded(fn, limit: float):
 
 @pytest.mark.parametrize("call", ["submit", "schedule", "trigger_run"])
 def test_kfp_calls_fail_in_bounded_time_when_the_api_hangs(hanging_kfp, package, call):
-    from kfct.pipelines.kfp_client import KfpError
     from kfct.pipelines import kfp_client
+    from kfct.pipelines.kfp_client import KfpError
 
-    fns = {"submit": lambda: kfp_client.submit(package, run_name="r"),
-           "schedule": lambda: kfp_client.schedule(package),
-           "trigger_run": lambda: kfp_client.trigger_run("kfct-ct")}
+    fns = {
+        "submit": lambda: kfp_client.submit(package, run_name="r"),
+        "schedule": lambda: kfp_client.schedule(package),
+        "trigger_run": lambda: kfp_client.trigger_run("kfct-ct"),
+    }
     result, took = _bounded(fns[call], limit=6 * TIMEOUT_S + 10)
     assert isinstance(result, KfpError), f"{call} returned {result!r} against a hanging API"
     line = str(result)

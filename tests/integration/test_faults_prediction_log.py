@@ -19,7 +19,6 @@ from tests.faultkit.servers import fill, moto_s3, tiny_disk, tmpfs_available
 pytestmark = pytest.mark.slow
 
 
-
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """moto S3 behind a fault proxy; KFCT_S3_ENDPOINT points at the proxy."""
@@ -48,10 +47,18 @@ def _log_rows(logger, start: int, n: int, per_request: int = 10) -> None:
     """n rows, request ids r<start>.. in time order (one request = per_request rows)."""
     for i in range(start, start + n, per_request):
         k = min(per_request, start + n - i)
-        recs = [{"customer_id": f"C{i + j}", "tenure_days": float(i + j), "contract_type": "monthly"}
-                for j in range(k)]
-        logger.log(time.time(), f"r{i:07d}", "churn-classifier", "1", "champion", recs,
-                   np.full(k, 0.25), np.zeros(k, dtype=np.int64), 0.5)
+        recs = [{"customer_id": f"C{i + j}", "tenure_days": float(i + j), "contract_type": "monthly"} for j in range(k)]
+        logger.log(
+            time.time(),
+            f"r{i:07d}",
+            "churn-classifier",
+            "1",
+            "champion",
+            recs,
+            np.full(k, 0.25),
+            np.zeros(k, dtype=np.int64),
+            0.5,
+        )
 
 
 def _stored():
@@ -203,8 +210,8 @@ def test_spill_disk_full_simulated(store, tmp_path, caplog, monkeypatch):
 def test_an_answer_cut_mid_stream_is_retried_under_the_same_key_without_duplicates(store, tmp_path):
     """The store keeps the object but the client never hears back: the retry overwrites, never doubles."""
     from kfct.data import s3
-    from kfct.serving.prediction_log import PredictionLogger
     from kfct.runtime.settings import get_settings
+    from kfct.serving.prediction_log import PredictionLogger
 
     store.cut_after = 0
     store.mode = "cut"
@@ -214,8 +221,7 @@ def test_an_answer_cut_mid_stream_is_retried_under_the_same_key_without_duplicat
         assert not logger.flush(1.5)
         bucket = get_settings().s3_bucket
         store.mode = "pass"
-        keys_seen_during_cut = {o.object_name for o in s3.client().list_objects(bucket, prefix="predictions/",
-                                                                                 recursive=True)}
+        keys_seen_during_cut = {o.object_name for o in s3.client().list_objects(bucket, prefix="predictions/", recursive=True)}
         assert keys_seen_during_cut, "the cut requests reached the store"
         assert logger.flush(30), logger.status()
     finally:

@@ -30,11 +30,18 @@ def store(tmp_path, monkeypatch):
 
     bucket = f"kfct-stages-{uuid.uuid4().hex[:8]}"  # moto's backend is shared by every server in the process
     with moto_s3() as (host, port), FaultProxy(host, port) as proxy:
-        for k, v in {"KFCT_HOME": str(tmp_path / "home"), "KFCT_S3_ENDPOINT": proxy.address,
-                     "KFCT_S3_ACCESS_KEY": "testing", "KFCT_S3_SECRET_KEY": "testing", "KFCT_S3_BUCKET": bucket,
-                     "KFCT_S3_REGION": "us-east-1", "KFCT_RETRY_ATTEMPTS": "5",
-                     "KFCT_RETRY_BACKOFF_SECONDS": "0.4", "KFCT_NET_TIMEOUT_SECONDS": "5",
-                     "KFCT_NET_CONNECT_TIMEOUT_SECONDS": "2"}.items():
+        for k, v in {
+            "KFCT_HOME": str(tmp_path / "home"),
+            "KFCT_S3_ENDPOINT": proxy.address,
+            "KFCT_S3_ACCESS_KEY": "testing",
+            "KFCT_S3_SECRET_KEY": "testing",
+            "KFCT_S3_BUCKET": bucket,
+            "KFCT_S3_REGION": "us-east-1",
+            "KFCT_RETRY_ATTEMPTS": "5",
+            "KFCT_RETRY_BACKOFF_SECONDS": "0.4",
+            "KFCT_NET_TIMEOUT_SECONDS": "5",
+            "KFCT_NET_CONNECT_TIMEOUT_SECONDS": "2",
+        }.items():
             monkeypatch.setenv(k, v)
         reset_settings()
         from kfct.data import s3
@@ -83,14 +90,21 @@ def test_ingest_download_and_dataset_push_ride_out_a_short_outage(store, tmp_pat
 
 
 def test_prediction_log_read_rides_out_a_short_outage(store, tmp_path):
-    from kfct.data import s3
     from kfct.contracts.prediction_log import PREFIX, read_prediction_log
+    from kfct.data import s3
 
     proxy, bucket = store
     part = tmp_path / "part.parquet"
     now = time.time()
-    pd.DataFrame({"ts": [now, now + 1], "request_id": ["a", "b"], "model_name": ["m", "m"],
-                  "model_version": ["1", "1"], "probability": [0.2, 0.7]}).to_parquet(part, index=False)
+    pd.DataFrame(
+        {
+            "ts": [now, now + 1],
+            "request_id": ["a", "b"],
+            "model_name": ["m", "m"],
+            "model_version": ["1", "1"],
+            "probability": [0.2, 0.7],
+        }
+    ).to_parquet(part, index=False)
     s3.upload(part, f"s3://{bucket}/{PREFIX}/2026/11/24/part-{int(now * 1000)}-{int(now * 1000) + 1000}-x.parquet")
 
     t = _outage(proxy)
@@ -111,9 +125,10 @@ def test_missing_bucket_fails_at_once_with_one_line(store, tmp_path, monkeypatch
     reset_settings()
     src = tmp_path / "data.parquet"
     _frame().to_parquet(src, index=False)
-    for call, expected in ((lambda: snapshot_dataset("s3://no-such-bucket-kfct/datasets/x.parquet",
-                                                     tmp_path / "snap.parquet"), "not found"),
-                           (lambda: datastore.push_dataset(src), "bucket 'no-such-bucket-kfct' does not exist")):
+    for call, expected in (
+        (lambda: snapshot_dataset("s3://no-such-bucket-kfct/datasets/x.parquet", tmp_path / "snap.parquet"), "not found"),
+        (lambda: datastore.push_dataset(src), "bucket 'no-such-bucket-kfct' does not exist"),
+    ):
         t0 = time.monotonic()
         with pytest.raises(DataSourceError) as err:
             call()
@@ -129,8 +144,10 @@ class _Forbidden(BaseHTTPRequestHandler):
 
     def _deny(self):
         type(self).count += 1
-        body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-                b"<Message>Access Denied</Message><RequestId>1</RequestId></Error>")
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            b"<Message>Access Denied</Message><RequestId>1</RequestId></Error>"
+        )
         self.send_response(403)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
@@ -153,15 +170,23 @@ def test_403_fails_at_once_with_one_line(tmp_path, monkeypatch):
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        for k, v in {"KFCT_HOME": str(tmp_path / "home"), "KFCT_S3_ENDPOINT": f"127.0.0.1:{srv.server_address[1]}",
-                     "KFCT_S3_ACCESS_KEY": "wrong", "KFCT_S3_SECRET_KEY": "wrong", "KFCT_S3_REGION": "us-east-1",
-                     "KFCT_RETRY_ATTEMPTS": "5", "KFCT_RETRY_BACKOFF_SECONDS": "5"}.items():
+        for k, v in {
+            "KFCT_HOME": str(tmp_path / "home"),
+            "KFCT_S3_ENDPOINT": f"127.0.0.1:{srv.server_address[1]}",
+            "KFCT_S3_ACCESS_KEY": "wrong",
+            "KFCT_S3_SECRET_KEY": "wrong",
+            "KFCT_S3_REGION": "us-east-1",
+            "KFCT_RETRY_ATTEMPTS": "5",
+            "KFCT_RETRY_BACKOFF_SECONDS": "5",
+        }.items():
             monkeypatch.setenv(k, v)
         reset_settings()
         src = tmp_path / "data.parquet"
         _frame().to_parquet(src, index=False)
-        for call in (lambda: snapshot_dataset("s3://kfct/datasets/x.parquet", tmp_path / "snap.parquet"),
-                     lambda: datastore.push_dataset(src)):
+        for call in (
+            lambda: snapshot_dataset("s3://kfct/datasets/x.parquet", tmp_path / "snap.parquet"),
+            lambda: datastore.push_dataset(src),
+        ):
             _Forbidden.count = 0
             t0 = time.monotonic()
             with pytest.raises(DataSourceError) as err:

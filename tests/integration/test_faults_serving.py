@@ -29,18 +29,24 @@ def deps(tmp_path_factory, seed_mlflow_store):
 
     tmp = seed_mlflow_store(tmp_path_factory.mktemp("faults-serving"))  # the server's backend: migrated once per run
     bucket = f"mlflow-{uuid.uuid4().hex[:8]}"
-    with pytest.MonkeyPatch.context() as mp, moto_s3() as (s3_host, s3_port), \
-            FaultProxy(s3_host, s3_port) as s3_proxy:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1",
-                     "MLFLOW_S3_ENDPOINT_URL": f"http://{s3_proxy.address}",
-                     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}.items():
+    with pytest.MonkeyPatch.context() as mp, moto_s3() as (s3_host, s3_port), FaultProxy(s3_host, s3_port) as s3_proxy:
+        for k, v in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_MAX_ATTEMPTS": "1",
+            "MLFLOW_S3_ENDPOINT_URL": f"http://{s3_proxy.address}",
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+        }.items():
             mp.setenv(k, v)
         import boto3
 
         boto3.client("s3", endpoint_url=f"http://{s3_host}:{s3_port}").create_bucket(Bucket=bucket)
-        with mlflow_server(f"sqlite:///{tmp / 'mlflow.db'}", f"s3://{bucket}/artifacts",
-                           tmp / "mlflow-server.log") as ml_port, FaultProxy("127.0.0.1", ml_port) as ml_proxy:
+        with (
+            mlflow_server(f"sqlite:///{tmp / 'mlflow.db'}", f"s3://{bucket}/artifacts", tmp / "mlflow-server.log") as ml_port,
+            FaultProxy("127.0.0.1", ml_port) as ml_proxy,
+        ):
             mp.setenv("KFCT_HOME", str(tmp / "home"))
             mp.setenv("KFCT_MLFLOW_TRACKING_URI", f"http://{ml_proxy.address}")
             mp.setenv("KFCT_MLFLOW_ARTIFACT_ROOT", f"s3://{bucket}/artifacts")
@@ -62,8 +68,9 @@ def _register(tmp) -> list[str]:
     exp = registry.setup()
     with mlflow.start_run(experiment_id=exp, run_name="faults"):
         info = registry.log_model(model, te.drop(columns=["churned"]).head(5))
-    versions = [registry.register(info["model_uri"], MODEL_NAME, {"model_sha256": info["model_sha256"]})
-                for _ in range(2)]  # two versions of one artifact: enough to see which one answers
+    versions = [
+        registry.register(info["model_uri"], MODEL_NAME, {"model_sha256": info["model_sha256"]}) for _ in range(2)
+    ]  # two versions of one artifact: enough to see which one answers
     registry.set_alias(MODEL_NAME, "champion", versions[0], reason="test setup")
     return versions
 
@@ -80,8 +87,9 @@ def healthy(deps, tmp_path):
 def _start(tmp_path):
     from kfct.serving.server import start_in_thread
 
-    return start_in_thread(port=0, state_path=str(tmp_path / "split.json"), log_predictions=False,
-                           retry_seconds=0.3, poll_seconds=0.1)
+    return start_in_thread(
+        port=0, state_path=str(tmp_path / "split.json"), log_predictions=False, retry_seconds=0.3, poll_seconds=0.1
+    )
 
 
 def _metric(text: str, name: str, **labels) -> float | None:
@@ -137,13 +145,14 @@ def test_mlflow_away_during_a_reload_keeps_serving_then_applies_it(healthy, tmp_
             assert status == 200 and body["model_version"] == v1
         assert c.request("GET", "/v2/health/ready")[0] == 200
         metrics = c.request("GET", "/metrics")[1]
-        assert _metric(metrics, "kfct_model_load_failing", model_name=MODEL_NAME,
-                       reason="registry_unreachable") == 1
-        assert "registry" in (c.request("GET", "/kfct/split")[1]["last_error"] or "") or \
-            srv.router.load_error
+        assert _metric(metrics, "kfct_model_load_failing", model_name=MODEL_NAME, reason="registry_unreachable") == 1
+        assert "registry" in (c.request("GET", "/kfct/split")[1]["last_error"] or "") or srv.router.load_error
         healthy["mlflow"].mode = "pass"  # back: the reload that failed is retried, not forgotten
-        wait_for(lambda: c.predict(MODEL_NAME, records(1))[1]["model_version"] == v2, timeout=30,
-                 what="v2 applied after MLflow returned")
+        wait_for(
+            lambda: c.predict(MODEL_NAME, records(1))[1]["model_version"] == v2,
+            timeout=30,
+            what="v2 applied after MLflow returned",
+        )
     finally:
         srv.stop()
 
@@ -163,10 +172,22 @@ def test_sigterm_during_a_minio_outage_keeps_the_prediction_log_for_the_next_sta
     s3_host, s3_port = healthy["s3"].upstream
     boto3.client("s3", endpoint_url=f"http://{s3_host}:{s3_port}").create_bucket(Bucket=bucket)
     home = tmp_path / "pod-home"
-    env = dict(os.environ, KFCT_HOME=str(home), KFCT_S3_ENDPOINT=healthy["s3"].address, KFCT_S3_BUCKET=bucket,
-               KFCT_S3_ACCESS_KEY="testing", KFCT_S3_SECRET_KEY="testing", KFCT_S3_REGION="us-east-1")
-    proc = subprocess.Popen([sys.executable, "-m", "kfct.serving", "--port", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        KFCT_HOME=str(home),
+        KFCT_S3_ENDPOINT=healthy["s3"].address,
+        KFCT_S3_BUCKET=bucket,
+        KFCT_S3_ACCESS_KEY="testing",
+        KFCT_S3_SECRET_KEY="testing",
+        KFCT_S3_REGION="us-east-1",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kfct.serving", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = ""
         deadline = time.monotonic() + 90

@@ -63,8 +63,9 @@ def test_hostile_corpus_gets_no_5xx_and_the_server_stays_correct(serving_env, tm
     from kfct.serving.server import start_in_thread
     from tests.integration.test_serving_server import expected
 
-    srv = start_in_thread(port=0, state_path=str(tmp_path / "split.json"),
-                          prediction_log_dir=str(tmp_path / "predictions"), log_flush_seconds=0.2)
+    srv = start_in_thread(
+        port=0, state_path=str(tmp_path / "split.json"), prediction_log_dir=str(tmp_path / "predictions"), log_flush_seconds=0.2
+    )
     wrong = []
     try:
         with caplog.at_level(logging.DEBUG, logger="kfct.serving"):

@@ -7,13 +7,12 @@ typed parameters, recurring run with cron / max concurrency / no catch-up, list 
 delete, and the one-line errors for an unreachable host and a 401.
 """
 
-
 # no `from __future__ import annotations`: kfp reads the component annotations as types.
 import json
 
 import pytest
-
 from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
+
 from tests.faultkit.servers import free_port
 
 TOKEN = "t0k3n-for-tests"
@@ -57,8 +56,11 @@ def kfp_env(kfp_server, monkeypatch, tmp_path):
 def test_submit_uploads_pipeline_creates_experiment_and_run(kfp_env, kfp_server, package):
     from kfct.pipelines import kfp_client
 
-    info = kfp_client.submit(package, params={"data_uri": "s3://kfct/datasets/abc.parquet", "tune_trials": "5",
-                                              "threshold": "0.7", "use_gpu": "true"}, run_name="ct run 1")
+    info = kfp_client.submit(
+        package,
+        params={"data_uri": "s3://kfct/datasets/abc.parquet", "tune_trials": "5", "threshold": "0.7", "use_gpu": "true"},
+        run_name="ct run 1",
+    )
     st = kfp_server.state
     # pipeline uploaded under the name from the compiled spec, with the package as multipart file
     (up,) = kfp_server.calls("POST", "/pipelines/upload")
@@ -76,8 +78,12 @@ def test_submit_uploads_pipeline_creates_experiment_and_run(kfp_env, kfp_server,
     assert body["pipeline_version_reference"] == {"pipeline_id": pipeline_id, "pipeline_version_id": version_id}
     assert body["experiment_id"] == next(iter(st.experiments)) == info.experiment_id
     assert body["display_name"] == "ct run 1"
-    assert body["runtime_config"]["parameters"] == {"data_uri": "s3://kfct/datasets/abc.parquet", "tune_trials": 5,
-                                                    "threshold": 0.7, "use_gpu": True}
+    assert body["runtime_config"]["parameters"] == {
+        "data_uri": "s3://kfct/datasets/abc.parquet",
+        "tune_trials": 5,
+        "threshold": 0.7,
+        "use_gpu": True,
+    }
     assert body["service_account"] == "kfct-pipeline-runner"
     assert "pipeline_spec" not in body or body["pipeline_spec"] is None  # runs the uploaded version
     assert info.run_id in st.runs
@@ -184,9 +190,9 @@ def test_server_side_rejection_is_one_line(kfp_env, kfp_server, package):
 
 
 def test_401_gives_one_clear_error(kfp_env, kfp_server, package, monkeypatch):
-    from kfct.runtime.settings import reset_settings
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
+    from kfct.runtime.settings import reset_settings
 
     monkeypatch.setenv("KFCT_KFP_TOKEN", "wrong")
     reset_settings()
@@ -221,9 +227,9 @@ def test_401_in_the_middle_of_a_submit(kfp_env, kfp_server, package, monkeypatch
 
 
 def test_unreachable_or_unconfigured_host(kfp_env, package, monkeypatch):
-    from kfct.runtime.settings import reset_settings
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
+    from kfct.runtime.settings import reset_settings
 
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("KFCT_KFP_HOST", dead)
@@ -243,9 +249,9 @@ def test_not_a_kfp_api(kfp_env, monkeypatch, package):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from kfct.runtime.settings import reset_settings
     from kfct.pipelines import kfp_client
     from kfct.pipelines.kfp_client import KfpError
+    from kfct.runtime.settings import reset_settings
 
     class Login(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -287,8 +293,8 @@ def test_pure_helpers():
 
 def test_in_cluster_service_account_token(kfp_env, kfp_server, package, monkeypatch, tmp_path):
     """In a pod without KFCT_KFP_TOKEN: the projected KFP service-account token is the credential."""
-    from kfct.runtime.settings import get_settings, reset_settings
     from kfct.pipelines import kfp_client
+    from kfct.runtime.settings import get_settings, reset_settings
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -310,8 +316,19 @@ def test_in_cluster_service_account_token(kfp_env, kfp_server, package, monkeypa
 def test_cli_submit_schedule_list_delete(kfp_env, kfp_server, package, capsys):
     from kfct.cli import main
 
-    rc = main(["submit", "--package", str(package), "--data-uri", "s3://kfct/datasets/abc.parquet",
-               "--param", "tune_trials=3", "--run-name", "from cli"])
+    rc = main(
+        [
+            "submit",
+            "--package",
+            str(package),
+            "--data-uri",
+            "s3://kfct/datasets/abc.parquet",
+            "--param",
+            "tune_trials=3",
+            "--run-name",
+            "from cli",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     (run_id,) = kfp_server.state.runs

@@ -2,10 +2,8 @@
 schedule that says it is monitoring. Against the loopback KFP v2beta1 server (tests/fakes),
 which returns each version's stored spec the way the API server does."""
 
-
 # no `from __future__ import annotations`: kfp reads the component annotations as types.
 import pytest
-
 from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
 
 TOKEN = "dedupe-token"
@@ -116,8 +114,20 @@ def test_monitoring_and_batch_schedules_say_what_they_are(kfp_env, kfp_server, r
     assert "monitoring" in rr["description"] and "CT run" not in rr["description"].split(":")[0]
     assert rr["trigger"]["cron_schedule"]["cron"] == monitoring.DEFAULT_CRON  # weekly, not the CT month
     assert rr["display_name"] == "kfct-monitoring schedule"
-    assert main(["schedule", "--package", str(real_packages["batch_scoring_pipeline.yaml"]), "--pipeline", "batch",
-                 "--data-uri", "s3://kfct/datasets/x.parquet"]) == 0
+    assert (
+        main(
+            [
+                "schedule",
+                "--package",
+                str(real_packages["batch_scoring_pipeline.yaml"]),
+                "--pipeline",
+                "batch",
+                "--data-uri",
+                "s3://kfct/datasets/x.parquet",
+            ]
+        )
+        == 0
+    )
     batch = [r for r in ct.recurring_runs.values() if r["display_name"] == "kfct-batch-scoring schedule"]
     assert batch and "batch scoring" in batch[0]["description"]
     assert batch[0]["trigger"]["cron_schedule"]["cron"] == batch_scoring.DEFAULT_CRON

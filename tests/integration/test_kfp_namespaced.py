@@ -8,13 +8,11 @@ users with `create` on pipelines in its namespace; `ListPipelines` (pipeline_ser
 returns the pipelines of exactly the namespace asked for. The real `kfp.Client` talks to it.
 """
 
-
 # no `from __future__ import annotations`: kfp reads the component annotations as types.
 import pytest
-
 from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
 
-OPERATOR = "operator-token"     # a member of the kfct profile
+OPERATOR = "operator-token"  # a member of the kfct profile
 INTRUDER = "someone-else-token"  # any other authenticated user of the cluster
 NS = "kfct-prod"
 
@@ -75,8 +73,9 @@ def test_nobody_outside_the_namespace_can_add_a_version(kfp, packages):
 
     info = kfp_client.submit(packages["good"])
     with pytest.raises(Exception, match=r"400|Failed to create a pipeline version"):
-        _client(kfp, INTRUDER).upload_pipeline_version(str(packages["evil"]), pipeline_version_name="evil",
-                                                       pipeline_id=info.pipeline_id)
+        _client(kfp, INTRUDER).upload_pipeline_version(
+            str(packages["evil"]), pipeline_version_name="evil", pipeline_id=info.pipeline_id
+        )
     assert len(kfp.state.versions[info.pipeline_id]) == 1
 
 
@@ -84,10 +83,12 @@ def test_the_fake_lets_anyone_write_a_shared_pipeline_as_upstream_does(kfp, pack
     """The hole itself, as KFP 2.17 has it: no authorization on shared uploads (why kfct never uses one)."""
     shared = _client(kfp, INTRUDER).upload_pipeline(str(packages["good"]), pipeline_name="kfct-ct")
     assert kfp.state.pipelines[shared.pipeline_id]["namespace"] == ""
-    _client(kfp, OPERATOR).upload_pipeline_version(str(packages["evil"]), pipeline_version_name="evil-by-operator",
-                                                   pipeline_id=shared.pipeline_id)
-    _client(kfp, INTRUDER).upload_pipeline_version(str(packages["evil"]), pipeline_version_name="evil",
-                                                   pipeline_id=shared.pipeline_id)
+    _client(kfp, OPERATOR).upload_pipeline_version(
+        str(packages["evil"]), pipeline_version_name="evil-by-operator", pipeline_id=shared.pipeline_id
+    )
+    _client(kfp, INTRUDER).upload_pipeline_version(
+        str(packages["evil"]), pipeline_version_name="evil", pipeline_id=shared.pipeline_id
+    )
     assert len(kfp.state.versions[shared.pipeline_id]) == 3
 
 
@@ -102,8 +103,9 @@ def test_retrain_runs_the_pinned_version_not_the_newest(kfp, packages, cfg):
     planted = _client(kfp, INTRUDER).upload_pipeline(str(packages["evil"]), pipeline_name=PIPELINE_NAME)
     info = kfp_client.submit(packages["good"])
     assert info.pipeline_id != planted.pipeline_id
-    newer = _client(kfp, OPERATOR).upload_pipeline_version(str(packages["evil"]), pipeline_version_name="newer",
-                                                           pipeline_id=info.pipeline_id)
+    newer = _client(kfp, OPERATOR).upload_pipeline_version(
+        str(packages["evil"]), pipeline_version_name="newer", pipeline_id=info.pipeline_id
+    )
     pins = [e for e in audit.read() if e["event"] == "pipeline_version_pinned"]
     assert pins[-1]["pipeline_version_id"] == info.pipeline_version_id and pins[-1]["namespace"] == NS
 

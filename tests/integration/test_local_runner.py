@@ -7,9 +7,9 @@ one subprocess per task, executor outputs on disk.
 
 import os
 import sys
-from pathlib import Path
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -105,8 +105,9 @@ def test_two_runs_at_once_in_one_process_each_get_their_own(tmp_path, builders):
     runs = {}
 
     def go(x):
-        runs[x] = run_pipeline("tiny_pipelines:build_ok", {"prefix": f"p{x}-"}, {"x": x}, tmp_path / "home",
-                               prefix="tiny", env=builders)
+        runs[x] = run_pipeline(
+            "tiny_pipelines:build_ok", {"prefix": f"p{x}-"}, {"x": x}, tmp_path / "home", prefix="tiny", env=builders
+        )
 
     threads = [threading.Thread(target=go, args=(x,)) for x in (5, 7)]
     for t in threads:
@@ -131,8 +132,7 @@ def test_a_failing_task_is_named_with_its_own_error(tmp_path, builders):
 def test_verbose_streams_kfps_log_too(tmp_path, builders, capfd):
     from kfct.pipelines.runner import run_pipeline
 
-    run = run_pipeline("tiny_pipelines:build_ok", {}, {"x": 1}, tmp_path / "home", prefix="tiny", env=builders,
-                       verbose=True)
+    run = run_pipeline("tiny_pipelines:build_ok", {}, {"x": 1}, tmp_path / "home", prefix="tiny", env=builders, verbose=True)
     assert run.error is None
     shown = capfd.readouterr().out
     assert "Executing task" in shown and shown == run.log_path.read_text()
@@ -147,8 +147,14 @@ def test_the_driver_authors_without_kfps_rest_client_even_when_started_from_a_ta
     from kfct.pipelines.runner import run_pipeline
 
     seen = tmp_path / "driver.json"
-    run = run_pipeline("tiny_pipelines:build_recording", {"out": str(seen)}, {"x": 2}, tmp_path / "home",
-                       prefix="tiny", env={**builders, "_KFP_RUNTIME": "true"})
+    run = run_pipeline(
+        "tiny_pipelines:build_recording",
+        {"out": str(seen)},
+        {"x": 2},
+        tmp_path / "home",
+        prefix="tiny",
+        env={**builders, "_KFP_RUNTIME": "true"},
+    )
     assert run.error is None, run.log_path.read_text()[-2000:]
     assert run.param("double-2") == 8
     assert json.loads(seen.read_text()) == {"kfp_client": False, "kfp_runtime": None}

@@ -29,9 +29,11 @@ def _stale(source: Path) -> bool:
         return True
     header = pyc.read_bytes()[:16]
     st = source.stat()
-    return (header[:4] != importlib.util.MAGIC_NUMBER
-            or int.from_bytes(header[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF
-            or int.from_bytes(header[12:16], "little") != st.st_size & 0xFFFFFFFF)
+    return (
+        header[:4] != importlib.util.MAGIC_NUMBER
+        or int.from_bytes(header[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF
+        or int.from_bytes(header[12:16], "little") != st.st_size & 0xFFFFFFFF
+    )
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")

@@ -164,8 +164,15 @@ def test_5_audit_chain_intact_and_history_shows_the_loop(env, held, capsys):
     assert "hash chain intact" in capsys.readouterr().out
     assert main(["audit", "show", "--model", MODEL, "--json"]) == 0
     events = [e["event"] for e in json.loads(capsys.readouterr().out)]
-    for name in ("gate_decision", "model_registered", "alias_moved", "drift_checked", "retrain_triggered",
-                 "retrain_finished", "retrain_held"):
+    for name in (
+        "gate_decision",
+        "model_registered",
+        "alias_moved",
+        "drift_checked",
+        "retrain_triggered",
+        "retrain_finished",
+        "retrain_held",
+    ):
         assert name in events, name
 
 
@@ -195,8 +202,8 @@ def test_7_missing_current_data_is_one_clear_error(env):
 def test_8_serving_prediction_log_is_the_default_window(env, retrained):
     import time
 
-    from kfct.governance import registry
     from kfct.data.datagen import generate
+    from kfct.governance import registry
     from kfct.pipelines.monitoring import run_monitor
     from kfct.serving.prediction_log import PredictionLogger
 
@@ -208,14 +215,23 @@ def test_8_serving_prediction_log_is_the_default_window(env, retrained):
     logger = PredictionLogger(flush_seconds=60)
     now = time.time()
     for i in range(0, 3000, 500):  # requests of 500 instances
-        logger.log(now, f"r{i}", MODEL, champ.version, "champion", records[i:i + 500], proba[i:i + 500],
-                   labels[i:i + 500], champ.model.threshold)
+        logger.log(
+            now,
+            f"r{i}",
+            MODEL,
+            champ.version,
+            "champion",
+            records[i : i + 500],
+            proba[i : i + 500],
+            labels[i : i + 500],
+            champ.model.threshold,
+        )
     logger.log(now, "s0", MODEL, "1", "shadow", records[:500], proba[:500], labels[:500], 0.5)
     logger.close()
     out = run_monitor(dry_run=True, cfg=env["cfg"])
     assert out["current"].startswith("prediction log since")
     d = out["drift"]
-    assert d["rows"]["current"] == 3000          # shadow rows left out
+    assert d["rows"]["current"] == 3000  # shadow rows left out
     assert d["has_labels"] is False and d["performance"] is None
     assert d["churn_rate"]["current"] == pytest.approx(labels.mean())  # from the logged probabilities
     assert d["retrain"] is True and out["decision"]["action"] == "cooldown"

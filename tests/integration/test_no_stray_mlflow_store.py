@@ -39,8 +39,9 @@ def stray_stores(folder: Path) -> list[str]:
 def test_registry_commands_use_the_configured_store_only(tmp_path):
     kfct = Path(sys.executable).with_name("kfct")
     for args in REGISTRY_COMMANDS:
-        p = subprocess.run([str(kfct), *args], cwd=tmp_path, env=operator_env(tmp_path), capture_output=True,
-                           text=True, timeout=180)
+        p = subprocess.run(
+            [str(kfct), *args], cwd=tmp_path, env=operator_env(tmp_path), capture_output=True, text=True, timeout=180
+        )
         assert p.returncode != 0 and "Traceback" not in p.stderr, (args, p.stderr[-2000:])
         assert not stray_stores(tmp_path), f"kfct {' '.join(args)} made {stray_stores(tmp_path)} where it ran"
     assert (tmp_path / "home" / "mlflow.db").exists(), "the commands never opened the configured store"
@@ -50,8 +51,13 @@ def test_the_model_server_reads_aliases_from_the_configured_store(tmp_path):
     """`kfct serve` follows the aliases: its first poll comes before any model load."""
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("kfct")), "serve", "--port", str(free_port())],
-                                cwd=tmp_path, env=operator_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("kfct")), "serve", "--port", str(free_port())],
+            cwd=tmp_path,
+            env=operator_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 120
         while "load of @champion failed" not in log.read_text():  # polled the aliases, then tried a load

@@ -74,8 +74,8 @@ def champion(srv):
 
 
 def test_ab_test_from_traffic_to_promotion_by_compare_and_set(serving_env, tmp_path, capsys):
-    from kfct.governance import audit, registry
     from kfct.components.ab_test import ABTestError, read_state
+    from kfct.governance import audit, registry
 
     a, b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start_server()
@@ -129,8 +129,8 @@ def test_ab_test_from_traffic_to_promotion_by_compare_and_set(serving_env, tmp_p
 def test_bad_outcomes_are_refused_and_audited(serving_env, tmp_path, capsys):
     import pandas as pd
 
-    from kfct.governance import audit
     from kfct.cli import main
+    from kfct.governance import audit
 
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"customer_id": ["x"], "churned": [5], "observed_at": ["2026-01-01"]}).to_csv(bad, index=False)
@@ -214,7 +214,7 @@ def test_monitoring_pipeline_outcome_steps_run_as_kfp_tasks(serving_env, tmp_pat
     registry.client().delete_model_version_tag(MODEL_NAME, a, "test_roc_auc")
     out = json.loads(real.outputs["Output"])
     assert out["decay"]["assessed"] and out["decay"]["retrain"] is True, out  # decay seen ...
-    assert out["retrain"] is None                                              # ... acted on only when asked
+    assert out["retrain"] is None  # ... acted on only when asked
     assert "Realized performance" in Path(real.outputs["report_md"].path).read_text()
     ab = json.loads(comp(decide_ab_test)(config_json=cfg_json, model_name=MODEL_NAME, act=False).outputs["Output"])
     assert ab["action"] in ("continue", "promote_b", "stop_b") and ab["stop"] is None

@@ -23,8 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def _kfct(*args, env, timeout=600):
-    proc = subprocess.run([sys.executable, "-m", "kfct", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", "kfct", *args], env=env, capture_output=True, text=True, timeout=timeout)
     return proc
 
 
@@ -62,15 +61,27 @@ def test_own_dataset_from_init_to_monitoring(user):
     df, data, env, tmp = user
     flag, positive = LABELS[df.attrs["labels"]]
     cfg = tmp / "my.yaml"
-    p = _kfct("init", "--data", str(data), "--label", "target", "--id", "patient_id",
-              *(["--positive", flag] if flag else []), "--out", str(cfg), env=env)
+    p = _kfct(
+        "init",
+        "--data",
+        str(data),
+        "--label",
+        "target",
+        "--id",
+        "patient_id",
+        *(["--positive", flag] if flag else []),
+        "--out",
+        str(cfg),
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     assert _kfct("config", "check", str(cfg), env=env).returncode == 0
     import yaml
 
     dataset = yaml.safe_load(cfg.read_text())["dataset"]
-    assert dataset["positive_label"] == positive and sorted(map(str, dataset["columns"]["target"]["values"])) == \
-        sorted(map(str, df["target"].unique()))
+    assert dataset["positive_label"] == positive and sorted(map(str, dataset["columns"]["target"]["values"])) == sorted(
+        map(str, df["target"].unique())
+    )
 
     p = _kfct("--config", str(cfg), "run", "--data-uri", str(data), "--json", str(tmp / "run.json"), env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
@@ -80,12 +91,20 @@ def test_own_dataset_from_init_to_monitoring(user):
     assert summary["validation"]["report_html"].endswith(".html")
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "kfct", "--config", str(cfg), "serve", "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kfct", "--config", str(cfg), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _ready(f"{url}/v1/models/tumours-classifier") or server.poll() is not None, timeout=120,
-                 what="the model server")
+        wait_for(
+            lambda: _ready(f"{url}/v1/models/tumours-classifier") or server.poll() is not None,
+            timeout=120,
+            what="the model server",
+        )
         assert server.poll() is None, server.stdout.read()[-2000:]
         p = _kfct("--config", str(cfg), "predict", "--url", url, "--rows", "2", env=env)
         assert p.returncode == 0, p.stderr
@@ -95,11 +114,16 @@ def test_own_dataset_from_init_to_monitoring(user):
         assert p.returncode == 0 and len(json.loads(p.stdout)["predictions"]) == 4, p.stderr
         # V2: one input per feature of the user's schema, named and typed by it
         rows = df.drop(columns=["target"]).head(3)
-        inputs = [{"name": c, "shape": [3], "datatype": "BYTES" if c == "patient_id" else "FP64",
-                   "data": rows[c].tolist()} for c in rows.columns]
-        req = urllib.request.Request(f"{url}/v2/models/tumours-classifier/infer", method="POST",
-                                     data=json.dumps({"inputs": inputs}).encode(),
-                                     headers={"content-type": "application/json"})
+        inputs = [
+            {"name": c, "shape": [3], "datatype": "BYTES" if c == "patient_id" else "FP64", "data": rows[c].tolist()}
+            for c in rows.columns
+        ]
+        req = urllib.request.Request(
+            f"{url}/v2/models/tumours-classifier/infer",
+            method="POST",
+            data=json.dumps({"inputs": inputs}).encode(),
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             outputs = {o["name"]: o for o in json.loads(r.read())["outputs"]}
         assert outputs["probability"]["shape"] == [3] and outputs["label"]["datatype"] == "INT64"
@@ -115,8 +139,7 @@ def test_own_dataset_from_init_to_monitoring(user):
     auc_ok = scored.assign(y=df["target"].eq(positive).astype(int)).groupby("y")["probability"].mean()
     assert auc_ok[1] > auc_ok[0] + 0.5  # the positive label scores high
 
-    p = _kfct("--config", str(cfg), "monitor", "--current", str(data), "--dry-run", "--json", str(tmp / "mon.json"),
-              env=env)
+    p = _kfct("--config", str(cfg), "monitor", "--current", str(data), "--dry-run", "--json", str(tmp / "mon.json"), env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     mon = json.loads((tmp / "mon.json").read_text())
     assert mon["drift"]["has_labels"] is True and not mon["drift"]["retrain"]
@@ -125,8 +148,10 @@ def test_own_dataset_from_init_to_monitoring(user):
 def test_unreadable_data_is_one_line_and_on_the_audit_trail(user):
     df, data, env, tmp = user
     cfg = tmp / "my.yaml"
-    assert _kfct("init", "--data", str(data), "--label", "target", "--positive", "malignant", "--out", str(cfg),
-                 env=env).returncode == 0
+    assert (
+        _kfct("init", "--data", str(data), "--label", "target", "--positive", "malignant", "--out", str(cfg), env=env).returncode
+        == 0
+    )
     truncated = tmp / "truncated.parquet"
     df.to_parquet(truncated)
     truncated.write_bytes(truncated.read_bytes()[:2000])

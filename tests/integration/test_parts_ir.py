@@ -25,8 +25,14 @@ def test_parts_ir_fans_out_over_parts_with_bounded_pods(tmp_path):
     for name, limit in limits.items():
         want = "8Gi" if name == "exec-train-model" else "2Gi"
         assert limit == want, (name, limit)
-    for step in ("exec-validate-part", "exec-merge-validation", "exec-featurize-part", "exec-merge-featurize",
-                 "exec-ingest-parts", "exec-evaluate-model"):
+    for step in (
+        "exec-validate-part",
+        "exec-merge-validation",
+        "exec-featurize-part",
+        "exec-merge-featurize",
+        "exec-ingest-parts",
+        "exec-evaluate-model",
+    ):
         assert step in execs
 
 
@@ -41,6 +47,13 @@ def test_both_validation_steps_keep_gx_data_docs_with_the_run(tmp_path):
         spec = next(yaml.safe_load_all(compile_fn(tmp_path / comp).read_text()))
         arts = spec["components"][comp]["outputDefinitions"]["artifacts"]
         outputs[comp] = {name: a["artifactType"]["schemaTitle"] for name, a in arts.items()}
-    assert outputs["comp-validate-data"] == outputs["comp-merge-validation"] == {
-        "report": "system.HTML", "report_json": "system.Artifact", "report_md": "system.Markdown",
-        "data_docs": "system.Artifact"}
+    assert (
+        outputs["comp-validate-data"]
+        == outputs["comp-merge-validation"]
+        == {
+            "report": "system.HTML",
+            "report_json": "system.Artifact",
+            "report_md": "system.Markdown",
+            "data_docs": "system.Artifact",
+        }
+    )

@@ -72,10 +72,9 @@ def test_parts_run_equals_single_file_run(home):
     np.testing.assert_array_equal(enc1.stds_, enc2.stds_)
     for split in ("train", "val", "test"):
         a = pd.read_parquet(_one(one["run_dir"], "featurize-split", split))
-        b = pd.read_parquet(_one(many["run_dir"], "merge-featurize", split))   # a parts directory
+        b = pd.read_parquet(_one(many["run_dir"], "merge-featurize", split))  # a parts directory
         key = "customer_id"
-        pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True),
-                                      b.sort_values(key).reset_index(drop=True))
+        pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
     # the gate saw the same test rows: its verdict is taken on the same data
     assert ("decision" in one) == ("decision" in many)
 
@@ -84,11 +83,11 @@ def test_duplicate_id_across_parts_stops_both_runs(home):
     from kfct.data.datagen import generate, write_frame
 
     df = generate(ROWS, seed=9)
-    df.loc[ROWS - 1, "customer_id"] = df.loc[0, "customer_id"]   # first part and last part
+    df.loc[ROWS - 1, "customer_id"] = df.loc[0, "customer_id"]  # first part and last part
     single = write_frame(df, home / "dup" / "customers.parquet")
     parts.split_parquet(single, home / "dup" / "customers-parts", PART_ROWS)
     for p in parts.iter_parts(home / "dup" / "customers-parts", ["customer_id"]):
-        assert p.column(0).to_pandas().is_unique    # no part shows the defect on its own
+        assert p.column(0).to_pandas().is_unique  # no part shows the defect on its own
     one = _run(single)
     many = _run(home / "dup" / "customers-parts")
     assert not one["validation"]["passed"] and not many["validation"]["passed"]

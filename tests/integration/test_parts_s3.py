@@ -48,8 +48,8 @@ def s3_env(moto_s3, monkeypatch, tmp_path):
 
 
 def test_push_in_parts_tag_and_ingest_by_reference(s3_env, tmp_path):
-    from kfct.data import parts, s3
     from kfct.components.ingest_parts import ingest_parts_core
+    from kfct.data import parts, s3
     from kfct.data.datagen import generate, write_frame
     from kfct.data.datasource import read_dataset_bounded
     from kfct.data.datastore import push_dataset
@@ -63,16 +63,17 @@ def test_push_in_parts_tag_and_ingest_by_reference(s3_env, tmp_path):
     manifest_key = f"datasets/{version}/_manifest.json"
     assert manifest_key in names and len([n for n in names if n.startswith(f"datasets/{version}/")]) == 4
     body = s3.client(s3_env).get_object(BUCKET, manifest_key).read()
-    assert hashlib.sha256(body).hexdigest() == version          # the manifest's sha256 is the data version
-    assert push_dataset(path, part_rows=1_000) == uri            # same content: same version
+    assert hashlib.sha256(body).hexdigest() == version  # the manifest's sha256 is the data version
+    assert push_dataset(path, part_rows=1_000) == uri  # same content: same version
 
     manifest = ingest_parts_core("dataset://latest", tmp_path / "ingest", str(tmp_path / "ingest"), 250_000)
     assert manifest["version"] == version and manifest["rows"] == 2_500
     assert [p["rows"] for p in manifest["parts"]] == [1_000, 1_000, 500]
     assert all(p["uri"].startswith(uri) for p in manifest["parts"])
-    assert not list((tmp_path / "ingest").glob("*.parquet"))    # nothing downloaded: references only
-    got = pd.concat([parts.read_part(p["uri"], verify_sha256=p["sha256"]).to_pandas() for p in manifest["parts"]],
-                    ignore_index=True)
+    assert not list((tmp_path / "ingest").glob("*.parquet"))  # nothing downloaded: references only
+    got = pd.concat(
+        [parts.read_part(p["uri"], verify_sha256=p["sha256"]).to_pandas() for p in manifest["parts"]], ignore_index=True
+    )
     pd.testing.assert_frame_equal(got, df)
     tail, total = read_dataset_bounded(uri, 600, mode="tail")
     assert total == 2_500
@@ -90,6 +91,6 @@ def test_a_manifest_that_is_not_its_version_is_refused(s3_env, tmp_path):
     m = parts.load_manifest(uri)
     m["parts"] = m["parts"][:1]
     m["rows"] = m["parts"][0]["rows"]
-    s3.put_bytes(parts.canonical_bytes(m), f"{uri}{parts.MANIFEST}")   # someone rewrote it in place
+    s3.put_bytes(parts.canonical_bytes(m), f"{uri}{parts.MANIFEST}")  # someone rewrote it in place
     with pytest.raises(DataSourceError, match="its location says"):
         parts.load_manifest(uri)

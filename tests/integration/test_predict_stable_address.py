@@ -57,11 +57,12 @@ def cluster(tmp_path, monkeypatch):
     gateway, predictor = Recorder(), Recorder()
     with FakeKubeApi() as kube:
         kube.objects[("kfct", "churn")] = {
-            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": "churn", "namespace": "kfct", "annotations": {
-                "serving.kserve.io/deploymentMode": "Standard"}},
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": "churn", "namespace": "kfct", "annotations": {"serving.kserve.io/deploymentMode": "Standard"}},
             "spec": {"predictor": {"name": "v3", "model": {"storageUri": "s3://kfct/m/3"}}},
-            "status": {"url": gateway.url, "address": {"url": predictor.url}, "deploymentMode": "Standard"}}
+            "status": {"url": gateway.url, "address": {"url": predictor.url}, "deploymentMode": "Standard"},
+        }
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(kube.kubeconfig()))
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))

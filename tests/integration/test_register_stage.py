@@ -61,8 +61,14 @@ print("REGISTERED " + json.dumps({"version": version, "loaded": sorted(m for m i
 
 
 def _run(code: str, work: Path, env: dict) -> str:
-    proc = subprocess.run([sys.executable, "-c", code, str(work)], env=env, capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(work)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

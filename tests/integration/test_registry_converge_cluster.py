@@ -12,8 +12,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore
 
 
 def test_stale_inference_service_converges_on_the_champion_alias(serving_env):
-    from kfct.governance import audit, registry
     from kfct.components.deploy import build_inference_service, converge_serving
+    from kfct.governance import audit, registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     with FakeKubeApi() as kube:

@@ -38,8 +38,13 @@ def env(tmp_path_factory, seed_mlflow_store):
     from kfct.data.datagen import generate, write_frame
 
     data = write_frame(generate(3000, seed=42), base / "customers.parquet")
-    e = {**_os.environ, "KFCT_HOME": str(home), "KFCT_CONFIG": str(cfg), "MLFLOW_DISABLE_TELEMETRY": "true",
-         "PYTHONPATH": str(ROOT)}
+    e = {
+        **_os.environ,
+        "KFCT_HOME": str(home),
+        "KFCT_CONFIG": str(cfg),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONPATH": str(ROOT),
+    }
     for k in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_S3_ENDPOINT", "KFCT_TEST_PAUSE_AT"):
         e.pop(k, None)
     old = {k: _os.environ.get(k) for k in ("KFCT_HOME", "KFCT_CONFIG")}
@@ -62,9 +67,15 @@ def start(env, tag: str, pause: str | None = None) -> tuple[subprocess.Popen, Pa
     e = dict(env["env"], KFCT_TEST_PAUSE_DIR=str(pause_dir))
     if pause:
         e["KFCT_TEST_PAUSE_AT"] = pause
-    proc = subprocess.Popen([sys.executable, "-m", "tests.crashkit", str(env["base"] / f"work-{tag}"), env["data"]],
-                            cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.crashkit", str(env["base"] / f"work-{tag}"), env["data"]],
+        cwd=ROOT,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     return proc, pause_dir
 
 
@@ -88,7 +99,7 @@ def finish(proc, timeout: float = 400) -> dict:
     out, _ = proc.communicate(timeout=timeout)
     lines = [ln for ln in out.splitlines() if ln.startswith("CRASHKIT ")]
     assert proc.returncode == 0 and lines, out[-4000:]
-    return json.loads(lines[-1][len("CRASHKIT "):])
+    return json.loads(lines[-1][len("CRASHKIT ") :])
 
 
 def events(kind: str) -> list[dict]:
@@ -156,8 +167,8 @@ def test_two_runs_racing_at_the_gate(env):
 
 
 def test_kill_holding_the_registry_lock_then_after_alias_moved_before_deploy(env):
-    from kfct.governance import audit, registry
     from kfct.contracts.split_state import read_state, state_path
+    from kfct.governance import audit, registry
 
     spath = state_path(NAME, env["home"])
     served_before = read_state(spath).champion_version

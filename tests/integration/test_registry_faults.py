@@ -15,9 +15,9 @@ import time
 
 import pytest
 
+from kfct.config import load_config
 from tests.faultkit import servers
 from tests.faultkit.proxy import FaultProxy
-from kfct.config import load_config
 
 pytestmark = pytest.mark.slow
 NAME = "faulty-model"
@@ -146,8 +146,8 @@ def test_permanent_403_fails_at_once(kfct_home, monkeypatch):
 
 
 def test_threads_racing_through_the_tag_lease_move_the_champion_once(via_proxy):
-    from kfct.governance import registry
     from kfct.components.register import register_version
+    from kfct.governance import registry
     from tests.registrykit import log_tiny_model, versions
 
     name = f"lease-{time.monotonic_ns()}"
@@ -162,9 +162,18 @@ def test_threads_racing_through_the_tag_lease_move_the_champion_once(via_proxy):
     def go(uri, rid):
         barrier.wait()
         try:
-            results.append(register_version({"mlflow_run_id": rid, "model_uri": uri},
-                                         {"deploy": True, "reasons": [], "metrics": {}, "champion_version": v1},
-                                         cfg, name, "d", "sha", rid[:6], "c"))
+            results.append(
+                register_version(
+                    {"mlflow_run_id": rid, "model_uri": uri},
+                    {"deploy": True, "reasons": [], "metrics": {}, "champion_version": v1},
+                    cfg,
+                    name,
+                    "d",
+                    "sha",
+                    rid[:6],
+                    "c",
+                )
+            )
         except Exception as exc:  # noqa: BLE001  # pragma: no cover - every error goes to the test
             errors.append(exc)
 

@@ -1,11 +1,11 @@
 """Drift-triggered retraining on a cluster: a new run of the uploaded CT pipeline through the KFP API
 (loopback server speaking v2beta1, real kfp.Client), reason in its name and parameters; cooldown holds."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from fakes.kfp_server import FakeKfpServer, point_kfct_at  # tests/ is on sys.path (tests/conftest.py)
+
 from tests.homekit import off_the_stack
 
 TOKEN = "t0k3n"
@@ -28,12 +28,12 @@ def cluster(kfct_home, monkeypatch, tmp_path):
 
 def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg):
     from kfct.components.retrain_policy import run_trigger
-    from kfct.governance import audit
     from kfct.contracts.launcher import uses_cluster
+    from kfct.governance import audit
 
     server, settings = cluster
     assert uses_cluster(settings)
-    now = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
+    now = datetime(2025, 3, 3, 4, 0, tzinfo=UTC)
     out = run_trigger(DRIFT, cfg, "churn-classifier", current_uri="s3://kfct/batches/w10.parquet", now=now)
     assert out["action"] == "retrain" and out["triggered"] and out["mode"] == "cluster"
     run = server.state.runs[out["run"]["run_id"]]
@@ -47,7 +47,7 @@ def test_drift_submits_a_ct_run_with_the_reason_and_cooldown_holds(cluster, cfg)
 
     # One hour later the monitor fires again: held back, nothing submitted.
     n_runs = len(server.state.runs)
-    again = run_trigger(DRIFT, cfg, "churn-classifier", now=datetime.now(timezone.utc) + timedelta(hours=1))
+    again = run_trigger(DRIFT, cfg, "churn-classifier", now=datetime.now(UTC) + timedelta(hours=1))
     assert again["action"] == "cooldown" and not again["triggered"]
     assert len(server.state.runs) == n_runs
     assert [e["event"] for e in audit.read()][-1] == "retrain_held"

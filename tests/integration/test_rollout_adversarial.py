@@ -31,15 +31,24 @@ import time
 import numpy as np
 import pytest
 
-from tests.servingkit import (MODEL_NAME, Client, Traffic, records, serving_env, serving_registry,  # noqa: F401
-                              wait_for)
+from tests.servingkit import MODEL_NAME, Client, Traffic, records, serving_env, serving_registry, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 REPEATS = 2
-CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 1.5, "poll_seconds": 0.25, "min_requests": 40,
-                   "min_customers": 20, "max_error_rate_increase": 0.02, "max_p99_latency_ratio": 1.5,
-                   "min_p99_latency_delta_ms": 20, "max_churn_rate_shift": 0.10}}
+CFG = {
+    "rollout": {
+        "steps": [20, 50, 100],
+        "bake_seconds": 1.5,
+        "poll_seconds": 0.25,
+        "min_requests": 40,
+        "min_customers": 20,
+        "max_error_rate_increase": 0.02,
+        "max_p99_latency_ratio": 1.5,
+        "min_p99_latency_delta_ms": 20,
+        "max_churn_rate_shift": 0.10,
+    }
+}
 STRATEGIES = {"pinned": ("flipped",), "batches": ("flipped",), "dilution": ("timid",)}
 
 _TIMID: dict = {}
@@ -52,9 +61,9 @@ def _timid_version(serving_env) -> str:
         return _TIMID["v"]
     import mlflow
 
-    from kfct.governance import registry
     from kfct.data.datagen import generate
     from kfct.evidence.model import ChurnModel
+    from kfct.governance import registry
 
     champ = registry.load_version(MODEL_NAME, version=serving_env.versions["good_a"]).model
     ref = generate(4000, seed=404).drop(columns=["churned"])
@@ -64,8 +73,7 @@ def _timid_version(serving_env) -> str:
     exp = registry.setup()
     with mlflow.start_run(experiment_id=exp, run_name="serving-test-timid"):
         info = registry.log_model(timid, ref.head(5))
-    _TIMID["v"] = registry.register(info["model_uri"], MODEL_NAME, {"model_sha256": info["model_sha256"],
-                                                                    "test_role": "timid"})
+    _TIMID["v"] = registry.register(info["model_uri"], MODEL_NAME, {"model_sha256": info["model_sha256"], "test_role": "timid"})
     _TIMID["risk"] = champ  # to rank rows by risk
     return _TIMID["v"]
 
@@ -140,16 +148,24 @@ def _one(serving_env, tmp_path, strategy: str, role: str, rows: list[dict]) -> d
     try:
         cfg = load_config(overrides=CFG)
         deploy_version(MODEL_NAME, version, cfg, target="local", state_path=srv.state_path)
-        wait_for(lambda: srv.router.route.canary is not None and srv.router.route.canary.loaded_version == version,
-                 what="canary loaded")
+        wait_for(
+            lambda: srv.router.route.canary is not None and srv.router.route.canary.loaded_version == version,
+            what="canary loaded",
+        )
         backend = LocalRouterBackend(MODEL_NAME, srv.url, state_path=srv.state_path)
         with Traffic(srv.url), Traffic(srv.url, seed=6), Attacker(srv.url, strategy, version, rows) as att:
             res = rollout_version(MODEL_NAME, cfg, backend)
         want = "promoted" if role == "good_b" else "rolled_back"
-        return {"strategy": strategy, "canary": role, "want": want, "got": res.outcome,
-                "wrong": res.outcome != want, "attacker_requests": att.sent, "reasons": res.reasons,
-                "steps": [{"percent": s["percent"], "verdict": s["verdict"], "canary": s["canary"]}
-                          for s in res.steps]}
+        return {
+            "strategy": strategy,
+            "canary": role,
+            "want": want,
+            "got": res.outcome,
+            "wrong": res.outcome != want,
+            "attacker_requests": att.sent,
+            "reasons": res.reasons,
+            "steps": [{"percent": s["percent"], "verdict": s["verdict"], "canary": s["canary"]} for s in res.steps],
+        }
     finally:
         srv.stop()
 
@@ -167,6 +183,8 @@ def test_no_steering_strategy_decides_the_canary(serving_env, tmp_path):
     (tmp_path / "rollout-adversarial.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"\nrollout adversarial suite: {len(runs)} rollouts, {len(wrong)} wrong decisions")
     for r in runs:
-        print(f"  {r['strategy']:9s} {r['canary']:8s} want {r['want']:11s} got {r['got']:11s} "
-              f"(attacker {r['attacker_requests']} requests) {'; '.join(r['reasons'])[:220]}")
+        print(
+            f"  {r['strategy']:9s} {r['canary']:8s} want {r['want']:11s} got {r['got']:11s} "
+            f"(attacker {r['attacker_requests']} requests) {'; '.join(r['reasons'])[:220]}"
+        )
     assert not wrong, json.dumps(wrong, indent=1, default=str)[:6000]

@@ -31,29 +31,44 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import random
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.prometheus import LoopbackPrometheus
 from tests.integration.test_rollout_adversarial import _TIMID, _by_risk, _timid_version
-from tests.servingkit import (MODEL_NAME, Client, free_port, records, serving_env, serving_registry,  # noqa: F401
-                              wait_for)
+from tests.servingkit import MODEL_NAME, Client, free_port, records, serving_env, serving_registry, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 # Longer bakes than the local suite's: every figure here travels through scrapes (0.5 s apart, slower
 # on a loaded machine) and `increase()` needs two samples of a series inside the step's range.
-CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 8.0, "poll_seconds": 1.0, "min_requests": 30,
-                   "min_customers": 20, "max_error_rate_increase": 0.02, "max_p99_latency_ratio": 1.5,
-                   "min_p99_latency_delta_ms": 20, "max_churn_rate_shift": 0.10}}
-RUNS = [("pinned", "good_b"), ("pinned", "flipped"), ("batches", "good_b"), ("batches", "flipped"),
-        ("dilution", "good_b"), ("dilution", "timid")]
+CFG = {
+    "rollout": {
+        "steps": [20, 50, 100],
+        "bake_seconds": 8.0,
+        "poll_seconds": 1.0,
+        "min_requests": 30,
+        "min_customers": 20,
+        "max_error_rate_increase": 0.02,
+        "max_p99_latency_ratio": 1.5,
+        "min_p99_latency_delta_ms": 20,
+        "max_churn_rate_shift": 0.10,
+    }
+}
+RUNS = [
+    ("pinned", "good_b"),
+    ("pinned", "flipped"),
+    ("batches", "good_b"),
+    ("batches", "flipped"),
+    ("dilution", "good_b"),
+    ("dilution", "timid"),
+]
 CHAMPION_SVC = f"{MODEL_NAME}-predictor"
 
 
@@ -67,8 +82,9 @@ def canary_pod_env(version: str, champion: str) -> dict[str, str]:
     """The env the deploy stage gives a Standard-mode canary's predictor (`build_canary`)."""
     from kfct.cluster.kserve_isvc import build_canary
 
-    spec = build_canary(MODEL_NAME, version, 20, storage_uri=f"s3://models/{version}", sha256="0" * 64,
-                        reference_version=champion)
+    spec = build_canary(
+        MODEL_NAME, version, 20, storage_uri=f"s3://models/{version}", sha256="0" * 64, reference_version=champion
+    )
     return {e.name: e.value for e in spec.predictor.model.env if e.name == "KFCT_PAIRED_REFERENCE_VERSION"}
 
 
@@ -79,9 +95,23 @@ class Pod:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full = dict(os.environ, KFCT_HOME=str(home), PYTHONPATH=str(Path.cwd()), **(env or {}))
-        self.proc = subprocess.Popen([sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port",
-                                     str(self.port), "--version", version, "--no-prediction-log"], env=full,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kfct.serving",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--version",
+                version,
+                "--no-prediction-log",
+            ],
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.client = Client(self.url)
 
     def ready(self) -> None:
@@ -202,9 +232,9 @@ def _backend(prom_url: str, split: Split, champion: str, canary: str):
 
 
 def _one(env, pods: dict, prom, strategy: str, role: str, rows: list[dict]) -> dict:
-    from kfct.governance import registry
     from kfct.components.rollout import rollout_version
     from kfct.config import load_config
+    from kfct.governance import registry
     from tests.servingkit import reset_registry
 
     reset_registry(env)
@@ -222,17 +252,24 @@ def _one(env, pods: dict, prom, strategy: str, role: str, rows: list[dict]) -> d
     with Honest(urls, split, 5) as h1, Honest(urls, split, 6) as h2, Attacker(urls["canary"], strategy, rows) as att:
         res = rollout_version(MODEL_NAME, load_config(overrides=CFG), backend, canary_version=version)
     want = "promoted" if role == "good_b" else "rolled_back"
-    return {"strategy": strategy, "canary": role, "want": want, "got": res.outcome, "wrong": res.outcome != want,
-            "attacker_requests": att.sent, "honest_errors": (h1.errors + h2.errors)[:3], "reasons": res.reasons,
-            "steps": [{"percent": s["percent"], "verdict": s["verdict"], "canary": s["canary"]} for s in res.steps]}
+    return {
+        "strategy": strategy,
+        "canary": role,
+        "want": want,
+        "got": res.outcome,
+        "wrong": res.outcome != want,
+        "attacker_requests": att.sent,
+        "honest_errors": (h1.errors + h2.errors)[:3],
+        "reasons": res.reasons,
+        "steps": [{"percent": s["percent"], "verdict": s["verdict"], "canary": s["canary"]} for s in res.steps],
+    }
 
 
 def test_no_steering_strategy_decides_the_canary_on_the_cluster_path(serving_env, tmp_path):
     _timid_version(serving_env)
     rows = _by_risk(_TIMID["risk"])
     champion = serving_env.versions["good_a"]
-    canaries = {"good_b": serving_env.versions["good_b"], "flipped": serving_env.versions["flipped"],
-                "timid": _TIMID["v"]}
+    canaries = {"good_b": serving_env.versions["good_b"], "flipped": serving_env.versions["flipped"], "timid": _TIMID["v"]}
     pods: dict[str, Pod] = {"champion": Pod(serving_env.home, champion)}
     for role, v in canaries.items():
         env = canary_pod_env(v, champion)
@@ -254,6 +291,8 @@ def test_no_steering_strategy_decides_the_canary_on_the_cluster_path(serving_env
     (tmp_path / "rollout-adversarial-cluster.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"\ncluster-path rollout adversarial suite: {len(runs)} rollouts, {len(wrong)} wrong decisions")
     for r in runs:
-        print(f"  {r['strategy']:9s} {r['canary']:8s} want {r['want']:11s} got {r['got']:11s} "
-              f"(attacker {r['attacker_requests']} requests) {'; '.join(r['reasons'])[:260]}")
+        print(
+            f"  {r['strategy']:9s} {r['canary']:8s} want {r['want']:11s} got {r['got']:11s} "
+            f"(attacker {r['attacker_requests']} requests) {'; '.join(r['reasons'])[:260]}"
+        )
     assert not wrong, (json.dumps(wrong, indent=1, default=str)[:6000], {k: v[-800:] for k, v in logs.items()})

@@ -17,16 +17,26 @@ from tests.servingkit import MODEL_NAME, Traffic, serving_env, serving_registry,
 
 pytestmark = pytest.mark.slow
 
-CFG = {"rollout": {"steps": [50, 100], "bake_seconds": 1.0, "poll_seconds": 0.25, "min_requests": 40,
-                   "min_customers": 20, "max_error_rate_increase": 0.02, "max_p99_latency_ratio": 1.5,
-                   "min_p99_latency_delta_ms": 20, "max_churn_rate_shift": 0.10}}
+CFG = {
+    "rollout": {
+        "steps": [50, 100],
+        "bake_seconds": 1.0,
+        "poll_seconds": 0.25,
+        "min_requests": 40,
+        "min_customers": 20,
+        "max_error_rate_increase": 0.02,
+        "max_p99_latency_ratio": 1.5,
+        "min_p99_latency_delta_ms": 20,
+        "max_churn_rate_shift": 0.10,
+    }
+}
 
 
 def test_a_rollout_judges_the_traffic_of_every_replica(serving_env, tmp_path):
-    from kfct.governance import registry
     from kfct.components.deploy import deploy_version
     from kfct.components.rollout import LocalRouterBackend, rollout_version
     from kfct.config import load_config
+    from kfct.governance import registry
     from kfct.serving.server import start_in_thread
 
     split = tmp_path / "split.json"

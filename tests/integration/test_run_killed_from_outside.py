@@ -40,8 +40,8 @@ def _kill_when_running(function: str, stop: threading.Event, killed: list) -> No
 
 
 def test_a_stage_killed_from_outside_leaves_run_failed(kfct_home, tmp_path):
-    from kfct.governance import audit
     from kfct.data.datagen import generate, write_frame
+    from kfct.governance import audit
     from kfct.pipelines.runner import run_pipeline
 
     data = write_frame(generate(3000, seed=5), tmp_path / "d.parquet")

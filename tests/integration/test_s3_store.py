@@ -249,7 +249,6 @@ def test_unreachable_or_unconfigured_endpoint(monkeypatch, tmp_path, frame):
     reset_settings()
 
 
-
 def test_kfct_data_push_prints_the_uri(s3_env, frame, tmp_path, capsys, monkeypatch):
     """The command users run: `kfct data push PATH` prints the content-addressed URI; errors are one line."""
     from kfct.cli import main

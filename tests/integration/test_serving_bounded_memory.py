@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servingkit import (MODEL_NAME, Client, records, server_process, serving_env,  # noqa: F401
-                              serving_registry)
+from tests.servingkit import MODEL_NAME, Client, records, server_process, serving_env, serving_registry  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +50,8 @@ def _max_body_records(limit: int) -> list[dict]:
 
 
 def test_maximal_headers_and_bodies_keep_rss_bounded(serving_env):
-    from kfct.serving.http_limits import MAX_HEAD_BYTES
     from kfct.runtime.settings import get_settings
+    from kfct.serving.http_limits import MAX_HEAD_BYTES
 
     body_recs = _max_body_records(get_settings().max_request_bytes)
     with server_process(["kfct.serving", "--host", "127.0.0.1"], serving_env.home, "server up") as srv:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servingkit import (MODEL_NAME, Client, Traffic, records, serving_env, serving_registry,  # noqa: F401
-                              wait_for)
+from tests.servingkit import MODEL_NAME, Client, Traffic, records, serving_env, serving_registry, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -130,9 +129,18 @@ def test_shadow_mode_champion_answers_both_are_logged(serving_env, tmp_path):
         srv.stop()
 
 
-ROLLOUT_CFG = {"rollout": {"steps": [20, 50, 100], "bake_seconds": 1.0, "poll_seconds": 0.25, "min_requests": 40,
-                           "max_error_rate_increase": 0.02, "max_p99_latency_ratio": 1.5,
-                           "min_p99_latency_delta_ms": 20, "max_churn_rate_shift": 0.10}}
+ROLLOUT_CFG = {
+    "rollout": {
+        "steps": [20, 50, 100],
+        "bake_seconds": 1.0,
+        "poll_seconds": 0.25,
+        "min_requests": 40,
+        "max_error_rate_increase": 0.02,
+        "max_p99_latency_ratio": 1.5,
+        "min_p99_latency_delta_ms": 20,
+        "max_churn_rate_shift": 0.10,
+    }
+}
 
 
 def _rollout(srv, serving_env, role):
@@ -145,8 +153,9 @@ def _rollout(srv, serving_env, role):
     version = serving_env.versions[role]
     out = deploy_version(MODEL_NAME, version, cfg, target="local", state_path=srv.state_path)
     assert out["alias"] == "challenger" and out["canary_percent"] == 20
-    wait_for(lambda: srv.router.route.canary is not None and srv.router.route.canary.loaded_version == version,
-             what="canary loaded")
+    wait_for(
+        lambda: srv.router.route.canary is not None and srv.router.route.canary.loaded_version == version, what="canary loaded"
+    )
     backend = LocalRouterBackend(MODEL_NAME, srv.url, state_path=srv.state_path)
     # two clients: a slow canary blocks a sequential client ~60 ms per canary request, and on a
     # loaded machine one client alone barely reaches min_requests within 3 x the bake time
@@ -155,8 +164,7 @@ def _rollout(srv, serving_env, role):
     return res, traffic, version
 
 
-@pytest.mark.parametrize("role,why", [("faulty", "error rate"), ("slow", "p99 latency"),
-                                      ("flipped", "predicted churn rate")])
+@pytest.mark.parametrize("role,why", [("faulty", "error rate"), ("slow", "p99 latency"), ("flipped", "predicted churn rate")])
 def test_bad_canary_is_rolled_back_by_itself(serving_env, tmp_path, role, why):
     from kfct.governance import audit, registry
 
@@ -187,8 +195,8 @@ def test_bad_canary_is_rolled_back_by_itself(serving_env, tmp_path, role, why):
 
 
 def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
-    from kfct.governance import audit, registry
     from kfct.contracts.split_state import read_state
+    from kfct.governance import audit, registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     srv = start(tmp_path, log_predictions=False)
@@ -205,8 +213,9 @@ def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
         assert srv.router.route.champion.loaded_version == v_b and srv.router.route.canary is None
         assert Client(srv.url).predict(MODEL_NAME, records(1))[1]["model_version"] == v_b
         assert traffic.by_version.get(v_a, 0) > 0 and traffic.by_version.get(v_b, 0) > 0
-        moved = [e for e in audit.read() if e["event"] == "alias_moved" and e.get("alias") == "champion"
-                 and e.get("version") == v_b]
+        moved = [
+            e for e in audit.read() if e["event"] == "alias_moved" and e.get("alias") == "champion" and e.get("version") == v_b
+        ]
         assert moved and moved[-1]["previous"] == v_a and "rollout" in moved[-1]["reason"]
         assert any(e["event"] == "rollout_promoted" and e["version"] == v_b for e in audit.read())
     finally:
@@ -215,8 +224,8 @@ def test_good_canary_is_promoted_by_itself(serving_env, tmp_path):
 
 def test_rollout_refuses_without_a_challenger_and_changes_nothing(serving_env):
     from kfct.components.rollout import LocalRouterBackend, RolloutError, rollout_version
-    from kfct.governance import registry
     from kfct.config import load_config
+    from kfct.governance import registry
 
     backend = LocalRouterBackend(MODEL_NAME, "http://127.0.0.1:9")  # never contacted
     with pytest.raises(RolloutError, match="challenger"):
@@ -226,9 +235,9 @@ def test_rollout_refuses_without_a_challenger_and_changes_nothing(serving_env):
 
 def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
     from kfct.components.deploy import deploy_version
-    from kfct.governance import registry
     from kfct.config import load_config
     from kfct.contracts.split_state import read_state
+    from kfct.governance import registry
 
     registry.delete_alias(MODEL_NAME, "champion", reason="first-model test")
     path = tmp_path / "split.json"
@@ -241,8 +250,8 @@ def test_deploy_local_first_model_becomes_champion(serving_env, tmp_path):
 
 def test_deploy_refuses_rejected_and_unknown_versions(serving_env, tmp_path):
     from kfct.components.deploy import DeployError, deploy_version
-    from kfct.governance import registry
     from kfct.config import load_config
+    from kfct.governance import registry
 
     path = tmp_path / "split.json"
     with pytest.raises(DeployError, match="not registered"):
@@ -283,18 +292,16 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
     from kfp import dsl, local
 
     from kfct.components.deploy import deploy_model
-    from kfct.governance import registry
     from kfct.config import config_to_json, load_config
     from kfct.contracts.split_state import read_state, state_path
+    from kfct.governance import registry
 
     monkeypatch.chdir(tmp_path)  # kfp.local writes its outputs relative to the working dir
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-               raise_on_error=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"), raise_on_error=True)
     comp = dsl.component(deploy_model, base_image="unused", install_kfp_package=False)
     v_b = serving_env.versions["good_b"]
-    task = comp(config_json=config_to_json(load_config()), model_name=MODEL_NAME, version=v_b, target="local",
-                namespace="")
+    task = comp(config_json=config_to_json(load_config()), model_name=MODEL_NAME, version=v_b, target="local", namespace="")
     out = json.loads(task.output)
     assert out["alias"] == "challenger" and out["canary_percent"] == 10
     assert registry.alias_version(MODEL_NAME, "challenger") == v_b
@@ -305,8 +312,8 @@ def test_deploy_stage_runs_as_a_kfp_local_component(serving_env, tmp_path, monke
 def test_deploy_of_the_champion_switches_a_running_server(serving_env, tmp_path):
     """Rollout disabled: register sets `champion` directly; deploy makes the server follow."""
     from kfct.components.deploy import deploy_version
-    from kfct.governance import registry
     from kfct.config import load_config
+    from kfct.governance import registry
 
     v_b = serving_env.versions["good_b"]
     srv = start(tmp_path, log_predictions=False)
@@ -326,8 +333,8 @@ def test_rollout_stage_skips_a_champion_and_defers_without_live_traffic(serving_
 
     from kfct.components.deploy import deploy_version
     from kfct.components.rollout import rollout_model
-    from kfct.governance import registry
     from kfct.config import config_to_json, load_config
+    from kfct.governance import registry
     from tests.servingkit import free_port
 
     cfg_json = config_to_json(load_config())
@@ -335,8 +342,7 @@ def test_rollout_stage_skips_a_champion_and_defers_without_live_traffic(serving_
     out = json.loads(rollout_model(cfg_json, MODEL_NAME, v_a, target="local"))
     assert out["outcome"] == "skipped"
     deploy_version(MODEL_NAME, v_b, load_config(), target="local", state_path=tmp_path / "split.json")
-    out = json.loads(rollout_model(cfg_json, MODEL_NAME, v_b, target="local",
-                                   server_url=f"http://127.0.0.1:{free_port()}"))
+    out = json.loads(rollout_model(cfg_json, MODEL_NAME, v_b, target="local", server_url=f"http://127.0.0.1:{free_port()}"))
     assert out["outcome"] == "deferred"
     assert registry.alias_version(MODEL_NAME, "challenger") == v_b  # left for `kfct rollout`
     assert registry.alias_version(MODEL_NAME, "champion") == v_a

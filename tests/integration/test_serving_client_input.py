@@ -38,8 +38,16 @@ def _cases():
     v1_first = [dict(recs[0], customer_id=LONE), *recs[1:]]
     v1_second = [recs[0], dict(recs[1], customer_id="C-" + LONE), recs[2]]
     v2_cols = v2_body([dict(r, customer_id=LONE if i == 1 else r["customer_id"]) for i, r in enumerate(recs)])
-    v2_inst = {"inputs": [{"name": "instances", "shape": [2], "datatype": "BYTES",
-                           "data": [json.dumps(recs[0]), json.dumps(dict(recs[1], customer_id=LONE))]}]}
+    v2_inst = {
+        "inputs": [
+            {
+                "name": "instances",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": [json.dumps(recs[0]), json.dumps(dict(recs[1], customer_id=LONE))],
+            }
+        ]
+    }
     v2_id = dict(v2_body(recs), id="req-" + LONE)
     deep = json.dumps({"instances": [dict(recs[0], tenure_days="DEEP")]}).encode()
     deep = deep.replace(b'"DEEP"', b"[" * 1000 + b"1.0" + b"]" * 1000)  # json.dumps itself would recurse

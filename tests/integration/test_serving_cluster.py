@@ -9,8 +9,14 @@ from __future__ import annotations
 import pytest
 
 from tests.servingkit import MODEL_NAME, serving_env, serving_registry  # noqa: F401
-from tests.servingkit.fakes import (FAST_ROLLOUT, FakeKubeApi, FakePrometheus, client_for,  # noqa: F401
-                                    restore_kube_default_config, s3_artifacts)
+from tests.servingkit.fakes import (  # noqa: F401
+    FAST_ROLLOUT,
+    FakeKubeApi,
+    FakePrometheus,
+    client_for,
+    restore_kube_default_config,
+    s3_artifacts,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("s3_artifacts", "restore_kube_default_config")]
 
@@ -31,8 +37,8 @@ def isvc_requests(kube, method):
 
 def test_deploy_creates_champion_then_patches_in_the_canary(serving_env):
     from kfct.components.deploy import deploy_version
-    from kfct.governance import registry
     from kfct.config import load_config
+    from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     with FakeKubeApi() as kube:
@@ -69,8 +75,15 @@ def _deploy_and_roll(serving_env, role, figures):
     with FakeKubeApi(controller=True) as kube, FakePrometheus(figures) as prom:
         client = client_for(kube)
         deploy_version(MODEL_NAME, v, cfg, target="cluster", client=client, namespace="kfct")
-        backend = ClusterBackend(MODEL_NAME, isvc_name=MODEL_NAME, namespace="kfct", prometheus_url=prom.url,
-                                 kserve_client=client, ready_timeout=5, ready_poll=0.05)
+        backend = ClusterBackend(
+            MODEL_NAME,
+            isvc_name=MODEL_NAME,
+            namespace="kfct",
+            prometheus_url=prom.url,
+            kserve_client=client,
+            ready_timeout=5,
+            ready_poll=0.05,
+        )
         res = rollout_version(MODEL_NAME, cfg, backend)
         return res, kube, prom
 
@@ -79,8 +92,10 @@ def test_cluster_rollout_promotes_a_good_canary(serving_env):
     from kfct.governance import registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
-    figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
-               v_b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045}}
+    figures = {
+        v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
+        v_b: {"ok": 400, "instances": 400, "positives": 104, "p99": 0.0045},
+    }
     res, kube, prom = _deploy_and_roll(serving_env, "good_b", figures)
     assert res.outcome == "promoted", res
     percents = [r["body"]["spec"]["predictor"].get("canaryTrafficPercent") for r in isvc_requests(kube, "PATCH")]
@@ -96,8 +111,10 @@ def test_cluster_rollout_rolls_back_a_flipping_canary(serving_env):
     from kfct.governance import registry
 
     v_a, v_f = serving_env.versions["good_a"], serving_env.versions["flipped"]
-    figures = {v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
-               v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004, "label_shift": 0.6}}
+    figures = {
+        v_a: {"ok": 1000, "instances": 1000, "positives": 250, "p99": 0.004},
+        v_f: {"ok": 400, "instances": 400, "positives": 370, "p99": 0.004, "label_shift": 0.6},
+    }
     res, kube, _ = _deploy_and_roll(serving_env, "flipped", figures)
     assert res.outcome == "rolled_back" and "churn rate" in res.reasons[0]
     patches = isvc_requests(kube, "PATCH")
@@ -111,6 +128,5 @@ def test_cluster_rollout_rolls_back_a_flipping_canary(serving_env):
 def test_cluster_api_errors_are_one_clear_line(serving_env):
     from kfct.components.deploy import DeployError, patch_traffic
 
-    with FakeKubeApi() as kube:
-        with pytest.raises(DeployError, match="canaryTrafficPercent=50 on kfct/missing"):
-            patch_traffic(client_for(kube), "missing", "kfct", 50)
+    with FakeKubeApi() as kube, pytest.raises(DeployError, match="canaryTrafficPercent=50 on kfct/missing"):
+        patch_traffic(client_for(kube), "missing", "kfct", 50)

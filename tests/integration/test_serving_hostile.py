@@ -11,8 +11,18 @@ import time
 
 import pytest
 
-from tests.servingkit import (MODEL_NAME, Client, Traffic, free_port, records, server_process,  # noqa: F401
-                              serving_env, serving_registry, v2_body, wait_for)
+from tests.servingkit import (  # noqa: F401
+    MODEL_NAME,
+    Client,
+    Traffic,
+    free_port,
+    records,
+    server_process,
+    serving_env,
+    serving_registry,
+    v2_body,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +37,7 @@ def start(tmp_path, **kw):
 
 
 # -- 1. model repository ------------------------------------------------------------------------------
+
 
 def test_1_repository_endpoints_are_off_and_unload_never_takes_the_model(serving_env, tmp_path, monkeypatch):
     from kfct.runtime.settings import reset_settings
@@ -66,6 +77,7 @@ def test_1_repository_endpoints_are_off_and_unload_never_takes_the_model(serving
 
 # -- 2. an explicit version serves alone --------------------------------------------------------------
 
+
 def test_2_serve_version_writes_no_shared_state_and_leaves_the_fleet_alone(serving_env, tmp_path):
     from kfct.contracts.split_state import read_state, update_state
 
@@ -74,8 +86,9 @@ def test_2_serve_version_writes_no_shared_state_and_leaves_the_fleet_alone(servi
     update_state(MODEL_NAME, split, champion_version=v_a, reason="the fleet's split")
     before = split.read_bytes()
     prod = start(tmp_path, state_path=str(split))
-    pinned = start(tmp_path, state_path=str(split), version=v_b, canary_version=serving_env.versions["flipped"],
-                   canary_percent=50)
+    pinned = start(
+        tmp_path, state_path=str(split), version=v_b, canary_version=serving_env.versions["flipped"], canary_percent=50
+    )
     try:
         time.sleep(0.5)  # several watcher polls of the production server
         assert split.read_bytes() == before and read_state(split).champion_version == v_a
@@ -84,8 +97,7 @@ def test_2_serve_version_writes_no_shared_state_and_leaves_the_fleet_alone(servi
         assert pinned.router.route.champion.loaded_version == v_b
         assert pinned.watcher is None and pinned.state_path is None
         # a later change of the fleet's split does not reach the pinned server
-        update_state(MODEL_NAME, split, champion_version=serving_env.versions["good_a"], canary_version=v_b,
-                     canary_percent=100)
+        update_state(MODEL_NAME, split, champion_version=serving_env.versions["good_a"], canary_version=v_b, canary_percent=100)
         wait_for(lambda: prod.router.route.canary is not None, what="production follows the split file")
         assert pinned.router.route.champion.loaded_version == v_b
     finally:
@@ -94,6 +106,7 @@ def test_2_serve_version_writes_no_shared_state_and_leaves_the_fleet_alone(servi
 
 
 # -- 3. the rollout judges server failures, per customer ---------------------------------------------
+
 
 def test_3_window_counts_server_failures_once_per_customer():
     from kfct.components.rollout import FAIL, PASS, Thresholds, evaluate_step
@@ -158,19 +171,25 @@ def test_3_one_client_sending_bad_requests_cannot_roll_back_a_good_canary(servin
 
 # -- 4/5. specific cases outside the corpus ------------------------------------------------------------
 
+
 def test_4_5_overflow_recursion_and_schema_are_400s_never_model_failures(serving_env, tmp_path):
     srv = start(tmp_path)
     try:
         c = Client(srv.url)
         rec = records(1, seed=4)[0]
-        raw = json.dumps({"instances": [rec]}).replace(f'"tenure_days": {rec["tenure_days"]}',
-                                                       f'"tenure_days": {10 ** 400}')
+        raw = json.dumps({"instances": [rec]}).replace(f'"tenure_days": {rec["tenure_days"]}', f'"tenure_days": {10**400}')
         status, body, _ = c.request("POST", f"/v1/models/{MODEL_NAME}:predict", raw=raw.encode())
         assert status == 400 and body["field"] == "tenure_days"
         deep = ('{"instances": ' + "[" * 10_000 + "]" * 10_000 + "}").encode()
         assert c.request("POST", f"/v1/models/{MODEL_NAME}:predict", raw=deep)[0] == 400
-        for field, value in [("plan_monthly_eur", 1e39), ("plan_monthly_eur", 1e308), ("tenure_days", -3),
-                             ("support_tickets_90d", 2.5), ("customer_id", {"a": 1}), ("customer_id", "C" * 200_000)]:
+        for field, value in [
+            ("plan_monthly_eur", 1e39),
+            ("plan_monthly_eur", 1e308),
+            ("tenure_days", -3),
+            ("support_tickets_90d", 2.5),
+            ("customer_id", {"a": 1}),
+            ("customer_id", "C" * 200_000),
+        ]:
             status, body, _ = c.predict(MODEL_NAME, [dict(rec, **{field: value})])
             assert status == 400 and body["field"] == field, (field, value, body)
         for name, dt, value in [("tenure_days", "INT64", 1.5), ("tenure_days", "UINT8", 300)]:
@@ -180,11 +199,9 @@ def test_4_5_overflow_recursion_and_schema_are_400s_never_model_failures(serving
                     i.update(datatype=dt, data=[value])
             status, body, _ = c.request("POST", f"/v2/models/{MODEL_NAME}/infer", b)
             assert status == 400 and body["field"] == name, body
-        status, body, _ = c.request("POST", f"/v2/models/{MODEL_NAME}/infer",
-                                    {**v2_body([rec]), "outputs": [{"name": "nope"}]})
+        status, body, _ = c.request("POST", f"/v2/models/{MODEL_NAME}/infer", {**v2_body([rec]), "outputs": [{"name": "nope"}]})
         assert status == 400 and body["field"] == "outputs"
-        status, body, _ = c.request("POST", f"/v2/models/{MODEL_NAME}/infer",
-                                    {**v2_body([rec]), "outputs": [{"name": "label"}]})
+        status, body, _ = c.request("POST", f"/v2/models/{MODEL_NAME}/infer", {**v2_body([rec]), "outputs": [{"name": "label"}]})
         assert status == 200 and [o["name"] for o in body["outputs"]] == ["label"]
         assert all(v["server_errors"] == 0 for v in srv.router.stats()["versions"].values())
     finally:
@@ -198,8 +215,12 @@ def test_5_batch_scoring_refuses_what_the_server_refuses(serving_env, tmp_path):
     from kfct.data.datagen import generate
 
     df = generate(300, seed=9).drop(columns=["churned"])
-    for col, value in [("frustration_index", np.nan), ("tenure_days", -4), ("plan_monthly_eur", 1e39),
-                       ("frustration_index", np.inf)]:
+    for col, value in [
+        ("frustration_index", np.nan),
+        ("tenure_days", -4),
+        ("plan_monthly_eur", 1e39),
+        ("frustration_index", np.inf),
+    ]:
         bad = df.copy()
         bad[col] = bad[col].astype("float64")
         bad.loc[bad.index[7], col] = value
@@ -212,9 +233,10 @@ def test_5_batch_scoring_refuses_what_the_server_refuses(serving_env, tmp_path):
 
 # -- 6. a slow canary slows only itself ------------------------------------------------------------------
 
+
 def test_6_slow_canary_does_not_delay_the_champion_and_latency_is_client_seen(serving_env, tmp_path):
-    from kfct.serving.router import to_canary
     from kfct.contracts.split_state import update_state
+    from kfct.serving.router import to_canary
 
     v_slow = serving_env.versions["slow"]
     srv = start(tmp_path)
@@ -256,13 +278,15 @@ def test_6_slow_canary_does_not_delay_the_champion_and_latency_is_client_seen(se
 
 # -- 8. signals, log lines, 405 --------------------------------------------------------------------------
 
+
 def test_8_no_watch_sigterm_exits_0_flushes_the_log_ignores_the_split_and_logs_one_line(serving_env, tmp_path):
     from kfct.contracts.prediction_log import read_prediction_log
     from kfct.contracts.split_state import state_path, update_state
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
-    update_state(MODEL_NAME, state_path(MODEL_NAME, serving_env.home), champion_version=v_b,
-                 reason="must be ignored by --no-watch")
+    update_state(
+        MODEL_NAME, state_path(MODEL_NAME, serving_env.home), champion_version=v_b, reason="must be ignored by --no-watch"
+    )
     with server_process(["kfct", "serve", "--no-watch"], serving_env.home, "kfct serve to come up") as srv:
         c = srv.client
         status, body, _ = c.predict(MODEL_NAME, records(3, seed=12))
@@ -279,19 +303,21 @@ def test_8_no_watch_sigterm_exits_0_flushes_the_log_ignores_the_split_and_logs_o
 
 # -- 9. a deferred rollout has an owner --------------------------------------------------------------
 
+
 def test_9_deferred_canary_stops_at_its_deadline_and_is_rolled_back(serving_env, tmp_path):
-    from kfct.governance import audit, registry
     from kfct.components.deploy import deploy_version
     from kfct.components.rollout import expire_deferred, rollout_model
     from kfct.config import config_to_json, load_config
     from kfct.contracts.split_state import read_state, state_path
+    from kfct.governance import audit, registry
 
     v_a, v_b = serving_env.versions["good_a"], serving_env.versions["good_b"]
     split = state_path(MODEL_NAME, serving_env.home)
     cfg = load_config(overrides={"rollout": {"deferred_deadline_seconds": 1.5}})
     deploy_version(MODEL_NAME, v_b, cfg, target="local", state_path=split)
-    out = json.loads(rollout_model(config_to_json(cfg), MODEL_NAME, v_b, target="local",
-                                   server_url=f"http://127.0.0.1:{free_port()}"))
+    out = json.loads(
+        rollout_model(config_to_json(cfg), MODEL_NAME, v_b, target="local", server_url=f"http://127.0.0.1:{free_port()}")
+    )
     assert out["outcome"] == "deferred" and out["deadline"] > time.time()
     assert read_state(split).canary_deadline == pytest.approx(out["deadline"])
     srv = start(tmp_path, state_path=str(split))
@@ -307,8 +333,9 @@ def test_9_deferred_canary_stops_at_its_deadline_and_is_rolled_back(serving_env,
         assert registry.alias_version(MODEL_NAME, "challenger") is None
         assert registry.alias_version(MODEL_NAME, "champion") == v_a
         assert registry.client().get_model_version(MODEL_NAME, v_b).tags["rejected"] == "true"
-        assert any(e["event"] == "rollout_rolled_back" and e.get("version") == v_b and "deadline" in e["reason"]
-                   for e in audit.read())
+        assert any(
+            e["event"] == "rollout_rolled_back" and e.get("version") == v_b and "deadline" in e["reason"] for e in audit.read()
+        )
         assert expire_deferred(MODEL_NAME, split) is None  # once
     finally:
         srv.stop()

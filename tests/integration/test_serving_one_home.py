@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.faultkit.proxy import FaultProxy
 from tests.faultkit.servers import moto_s3
-from tests.servingkit import (MODEL_NAME, free_port, records, server_process, serving_env,  # noqa: F401
-                              serving_registry)
+from tests.servingkit import MODEL_NAME, free_port, records, server_process, serving_env, serving_registry  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +99,13 @@ def test_a_second_serve_on_a_taken_port_touches_nothing(s3_store, serving_env, t
     taken.listen(1)
     try:
         env = dict(os.environ, KFCT_HOME=str(serving_env.home), PYTHONPATH=str(Path.cwd()))
-        proc = subprocess.run([sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port",
-                               str(taken.getsockname()[1])], env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kfct.serving", "--host", "127.0.0.1", "--port", str(taken.getsockname()[1])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         taken.close()
     assert proc.returncode == 4, proc.stderr[-2000:]

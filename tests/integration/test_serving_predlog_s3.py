@@ -38,20 +38,18 @@ def s3_home(tmp_path, monkeypatch):
 
 
 def test_prediction_log_round_trip_through_s3(s3_home):
+    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.data import s3
     from kfct.runtime.settings import get_settings
-    from kfct.contracts.prediction_log import read_prediction_log
     from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(flush_seconds=60)  # S3 chosen from KFCT_S3_ENDPOINT
     assert log.s3 and log.status()["target"] == "s3://kfct-preds/predictions/"
     now = time.time()
     recs = [{"customer_id": f"C{i}", "tenure_days": i, "contract_type": "monthly"} for i in range(5)]
-    log.log(now - 7200, "old", "churn-classifier", "1", "champion", recs[:2], np.array([0.1, 0.2]),
-            np.array([0, 0]), 0.5)
+    log.log(now - 7200, "old", "churn-classifier", "1", "champion", recs[:2], np.array([0.1, 0.2]), np.array([0, 0]), 0.5)
     assert log.flush(20)
-    log.log(now, "new", "churn-classifier", "2", "canary", recs[2:], np.array([0.6, 0.7, 0.8]),
-            np.array([1, 1, 1]), 0.5)
+    log.log(now, "new", "churn-classifier", "2", "canary", recs[2:], np.array([0.6, 0.7, 0.8]), np.array([1, 1, 1]), 0.5)
     log.close()
     assert log.errors == 0, log.last_error
     keys = [o.object_name for o in s3.client().list_objects("kfct-preds", prefix="predictions/", recursive=True)]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.servingkit import MODEL_NAME, free_port, records, serving_env, server_process, serving_registry  # noqa: F401
+from tests.servingkit import MODEL_NAME, free_port, records, server_process, serving_env, serving_registry  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +77,9 @@ def test_kfct_score_and_deploy_commands(serving_env, customers, tmp_path, capsys
 
 def test_python_m_serving_process(serving_env, tmp_path):
     """The subprocess entry the benchmarks use: host/port arguments, SIGTERM stops it cleanly."""
-    with server_process(["kfct.serving", "--host", "127.0.0.1", "--no-prediction-log"], serving_env.home,
-                        "python -m kfct.serving to come up") as srv:
+    with server_process(
+        ["kfct.serving", "--host", "127.0.0.1", "--no-prediction-log"], serving_env.home, "python -m kfct.serving to come up"
+    ) as srv:
         status, body, _ = srv.client.predict(MODEL_NAME, records(3))
         assert status == 200 and body["model_version"] == serving_env.versions["good_a"]
     assert srv.proc.returncode == 0, srv.output.decode(errors="replace")[-2000:]

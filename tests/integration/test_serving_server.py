@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.servingkit import (MODEL_NAME, Client, records, serving_env, serving_registry, v2_body,  # noqa: F401
-                              wait_for)
+from tests.servingkit import MODEL_NAME, Client, records, serving_env, serving_registry, v2_body, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +21,8 @@ def shared_server(serving_registry, tmp_path_factory):
     """One server for this module's tests that only send requests and read the answers: they move no
     alias, write no split file, change no setting, and read no counter or log another test adds to.
     A test that changes what serves, or reads the metrics or the prediction log, takes `server`."""
-    from kfct.serving.server import start_in_thread
     from kfct.runtime.settings import reset_settings
+    from kfct.serving.server import start_in_thread
     from tests.servingkit import reset_registry
 
     tmp = tmp_path_factory.mktemp("shared-server")
@@ -33,8 +32,9 @@ def shared_server(serving_registry, tmp_path_factory):
             mp.delenv(var, raising=False)
         reset_settings()
         reset_registry(serving_registry)
-        srv = start_in_thread(port=0, state_path=str(tmp / "split.json"), prediction_log_dir=str(tmp / "predictions"),
-                              log_flush_seconds=0.2)
+        srv = start_in_thread(
+            port=0, state_path=str(tmp / "split.json"), prediction_log_dir=str(tmp / "predictions"), log_flush_seconds=0.2
+        )
         yield srv
         srv.stop()
     reset_settings()
@@ -44,8 +44,9 @@ def shared_server(serving_registry, tmp_path_factory):
 def server(serving_env, tmp_path):
     from kfct.serving.server import start_in_thread
 
-    srv = start_in_thread(port=0, state_path=str(tmp_path / "split.json"),
-                          prediction_log_dir=str(tmp_path / "predictions"), log_flush_seconds=0.2)
+    srv = start_in_thread(
+        port=0, state_path=str(tmp_path / "split.json"), prediction_log_dir=str(tmp_path / "predictions"), log_flush_seconds=0.2
+    )
     yield srv
     srv.stop()
 
@@ -93,8 +94,7 @@ def test_v2_columnar_and_records_inputs(shared_server, serving_env):
     assert out["label"]["data"] == [int(p >= thr) for p in probs]
     assert out["model_version"]["data"] == [serving_env.versions["good_a"]] * 7
 
-    single = {"inputs": [{"name": "instances", "shape": [2], "datatype": "BYTES",
-                          "data": [json.dumps(r) for r in recs[:2]]}]}
+    single = {"inputs": [{"name": "instances", "shape": [2], "datatype": "BYTES", "data": [json.dumps(r) for r in recs[:2]]}]}
     status, body2, _ = c.request("POST", f"/v2/models/{MODEL_NAME}/infer", single)
     assert status == 200, body2
     np.testing.assert_allclose({o["name"]: o for o in body2["outputs"]}["probability"]["data"], probs[:2], atol=1e-6)
@@ -144,8 +144,11 @@ def test_non_finite_values_are_named_not_a_parse_error(shared_server):
     rec = records(1, seed=6)[0]
     c = Client(shared_server.url)
     for token in ("NaN", "Infinity", "-Infinity"):
-        raw = json.dumps({"instances": [rec]}).replace('"frustration_index": ' + json.dumps(rec["frustration_index"]),
-                                                       f'"frustration_index": {token}').encode()
+        raw = (
+            json.dumps({"instances": [rec]})
+            .replace('"frustration_index": ' + json.dumps(rec["frustration_index"]), f'"frustration_index": {token}')
+            .encode()
+        )
         status, resp, _ = c.request("POST", f"/v1/models/{MODEL_NAME}:predict", raw=raw)
         assert status == 400 and resp["field"] == "frustration_index", (token, resp)
     # a nullable feature may be null (median-imputed), as in training
@@ -171,9 +174,13 @@ def test_bad_bodies_and_sizes(shared_server):
 
     conn = http.client.HTTPConnection(c.host, c.port, timeout=10)
     blob = json.dumps(huge).encode()
-    conn.request("POST", f"/v1/models/{MODEL_NAME}:predict",
-                 body=iter([blob[i:i + 65536] for i in range(0, len(blob), 65536)]),
-                 headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}, encode_chunked=True)
+    conn.request(
+        "POST",
+        f"/v1/models/{MODEL_NAME}:predict",
+        body=iter([blob[i : i + 65536] for i in range(0, len(blob), 65536)]),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
     r = conn.getresponse()
     assert r.status == 413
     conn.close()
@@ -205,8 +212,10 @@ def test_bad_v2_inputs_are_400s_naming_the_input(shared_server):
         (body_with("contract_type", datatype="FP64", data=[1.0, 2.0, 3.0]), "contract_type"),
         (body_with("frustration_index", data=["NaN", 0.1, 0.2]), "frustration_index"),
         (body_with("frequency", shape=[3, 2]), "frequency"),
-        ({"inputs": v2_body(recs)["inputs"] + [{"name": "shoe_size", "shape": [3], "datatype": "FP64",
-                                                "data": [1, 2, 3]}]}, "shoe_size"),
+        (
+            {"inputs": v2_body(recs)["inputs"] + [{"name": "shoe_size", "shape": [3], "datatype": "FP64", "data": [1, 2, 3]}]},
+            "shoe_size",
+        ),
         ({"inputs": []}, "inputs"),
     ]
     for body, field in cases:
@@ -231,8 +240,14 @@ def test_readiness_false_until_a_champion_exists_then_true(serving_env, tmp_path
     from kfct.serving.server import start_in_thread
 
     registry.delete_alias(MODEL_NAME, "champion", reason="readiness test")
-    srv = start_in_thread(port=0, state_path=str(tmp_path / "split.json"), wait_for_model=False,
-                          log_predictions=False, retry_seconds=0.2, poll_seconds=0.1)
+    srv = start_in_thread(
+        port=0,
+        state_path=str(tmp_path / "split.json"),
+        wait_for_model=False,
+        log_predictions=False,
+        retry_seconds=0.2,
+        poll_seconds=0.1,
+    )
     try:
         c = Client(srv.url)
         assert c.request("GET", "/v2/health/live")[0] == 200
@@ -321,7 +336,7 @@ def test_metrics_count_requests_errors_latency_and_predictions(server, serving_e
     assert delta("kfct_prediction_probability_count") == 30
     assert delta("kfct_predictions_total") == 30
     text = c.request("GET", "/metrics")[1]
-    assert 'kfct_model_info{' in text and 'role="champion"' in text
+    assert "kfct_model_info{" in text and 'role="champion"' in text
 
 
 def test_prediction_log_is_written_off_the_request_path(server, serving_env, tmp_path):
@@ -368,8 +383,7 @@ def test_model_dir_mode_verifies_the_artifact_hash(serving_env, tmp_path):
         assert srv.state_path is None  # no local split file on a cluster
     finally:
         srv.stop()
-    bad = start_in_thread(port=0, model_dir=local, model_sha256="0" * 64, version=v, log_predictions=False,
-                          wait_for_model=True)
+    bad = start_in_thread(port=0, model_dir=local, model_sha256="0" * 64, version=v, log_predictions=False, wait_for_model=True)
     try:
         c = Client(bad.url)
         assert c.request("GET", "/v2/health/ready")[0] == 503
@@ -393,8 +407,9 @@ def test_predictor_alone_answers_both_protocols(serving_env):
     out, headers = asyncio.run(p({"instances": recs}, headers={}))
     assert headers["x-kfct-model-version"] == serving_env.versions["good_b"] and len(out["predictions"]) == 4
     body = v2_body(recs)
-    req = kserve.InferRequest(MODEL_NAME, [kserve.InferInput(i["name"], i["shape"], i["datatype"], i["data"])
-                                           for i in body["inputs"]])
+    req = kserve.InferRequest(
+        MODEL_NAME, [kserve.InferInput(i["name"], i["shape"], i["datatype"], i["data"]) for i in body["inputs"]]
+    )
     res, _ = asyncio.run(p(req, headers={}))
     probs = next(o for o in res.outputs if o.name == "probability").data
     np.testing.assert_allclose(probs, [x["probability"] for x in out["predictions"]])

@@ -23,8 +23,13 @@ def _kfct(home: Path, seed: int, out: Path) -> subprocess.Popen:
     env = {**os.environ, "KFCT_HOME": str(home)}
     for var in ("KFCT_MLFLOW_TRACKING_URI", "KFCT_CONFIG", "KFCT_S3_ENDPOINT", "KFCT_KFP_HOST"):
         env.pop(var, None)
-    return subprocess.Popen([sys.executable, "-m", "kfct", "run", "--rows", str(ROWS), "--seed", str(seed),
-                             "--json", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kfct", "run", "--rows", str(ROWS), "--seed", str(seed), "--json", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_two_ct_runs_at_once_on_a_fresh_home_each_report_their_own(tmp_path):

@@ -12,14 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfct.evidence import abstats
 from kfct.components.ab_test import ab_report_core
+from kfct.evidence import abstats
+
 
 def _cfg():
     from kfct.config import load_config
 
-    return load_config(overrides={"ab": {"alpha": 0.05, "power": 0.8, "min_effect": 0.02, "min_per_arm": 100,
-                                         "max_duration_days": 28}})
+    return load_config(
+        overrides={"ab": {"alpha": 0.05, "power": 0.8, "min_effect": 0.02, "min_per_arm": 100, "max_duration_days": 28}}
+    )
 
 
 CFG = _cfg()
@@ -43,16 +45,32 @@ def _joined(z, y, rng, noise_a: float, noise_b: float, thr: float = 0.5):
 
     p = _sigmoid(z + rng.normal(0, 1, n) * noise)
     ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(n), unit="s")
-    return pd.DataFrame({"ts": ts, "request_id": [f"r{i}" for i in range(n)],
-                         "model_version": np.where(arm_b, "2", "1"), "role": np.where(arm_b, "canary", "champion"),
-                         "customer_id": [f"c{i}" for i in range(n)], "probability": p,
-                         "label": (p >= thr).astype(int), "threshold": thr, "outcome": y,
-                         "observed_at": ts + pd.Timedelta(days=3)})
+    return pd.DataFrame(
+        {
+            "ts": ts,
+            "request_id": [f"r{i}" for i in range(n)],
+            "model_version": np.where(arm_b, "2", "1"),
+            "role": np.where(arm_b, "canary", "champion"),
+            "customer_id": [f"c{i}" for i in range(n)],
+            "probability": p,
+            "label": (p >= thr).astype(int),
+            "threshold": thr,
+            "outcome": y,
+            "observed_at": ts + pd.Timedelta(days=3),
+        }
+    )
 
 
 def _run(joined, batches: int):
-    state = {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50, "started_at": 0.0,
-             "started_at_iso": "2025-12-31T00:00:00Z", "sequential": None}
+    state = {
+        "model_name": "m",
+        "arm_a": "1",
+        "arm_b": "2",
+        "percent": 50,
+        "started_at": 0.0,
+        "started_at_iso": "2025-12-31T00:00:00Z",
+        "sequential": None,
+    }
     naive_rejected = False
     rep = None
     for k in range(1, batches + 1):
@@ -68,8 +86,9 @@ def _run(joined, batches: int):
 def test_a_truly_better_b_is_declared_the_winner():
     z, y, rng = _world(30_000, seed=8)
     joined = _joined(z, y, rng, noise_a=2.0, noise_b=0.2)
-    truth_gap = (joined[joined.role == "canary"].label == joined[joined.role == "canary"].outcome).mean() - \
-                (joined[joined.role == "champion"].label == joined[joined.role == "champion"].outcome).mean()
+    truth_gap = (joined[joined.role == "canary"].label == joined[joined.role == "canary"].outcome).mean() - (
+        joined[joined.role == "champion"].label == joined[joined.role == "champion"].outcome
+    ).mean()
     assert truth_gap > 0.02
     rep, _ = _run(joined, batches=10)
     assert rep["decision"]["action"] == "promote_b", rep["decision"]
@@ -86,15 +105,22 @@ def test_identical_arms_keep_the_false_positive_rate_under_alpha_despite_peeking
         fp_naive += naive
     rate = fp_seq / runs
     print(f"identical arms, 10 looks each, {runs} runs: sequential FPR {rate:.3f}, naive peeking FPR {fp_naive / runs:.3f}")
-    assert rate <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / runs), rate   # at most alpha (binomial slack)
+    assert rate <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / runs), rate  # at most alpha (binomial slack)
     assert fp_naive >= fp_seq  # the fixed-horizon test, peeked at, rejects more often
 
 
 def test_sample_size_shrinks_as_outcomes_arrive():
     z, y, rng = _world(6_000, seed=4)
     joined = _joined(z, y, rng, noise_a=1.0, noise_b=1.0)
-    state = {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50, "started_at": 0.0,
-             "started_at_iso": "2025-12-31T00:00:00Z", "sequential": None}
+    state = {
+        "model_name": "m",
+        "arm_a": "1",
+        "arm_b": "2",
+        "percent": 50,
+        "started_at": 0.0,
+        "started_at_iso": "2025-12-31T00:00:00Z",
+        "sequential": None,
+    }
     small = ab_report_core(joined.iloc[:1000], state, CFG, now=1.0, record_look=False)
     big = ab_report_core(joined, state, CFG, now=1.0, record_look=False)
     assert small["sample_size"]["more_needed"] > big["sample_size"]["more_needed"]
@@ -106,6 +132,7 @@ def test_sample_size_shrinks_as_outcomes_arrive():
 # `ab decide` promoted B with look 1's p-value. Here arm B is worse for the first looks and slightly better
 # afterwards, so the running difference changes sign between looks; B over the whole test is no better than A.
 
+
 def _bernoulli_batch(rng, n: int, acc_a: float, acc_b: float, start: int):
     arm_b = np.arange(n) % 2 == 1
     y = (rng.random(n) < 0.3).astype(int)
@@ -114,9 +141,20 @@ def _bernoulli_batch(rng, n: int, acc_a: float, acc_b: float, start: int):
     p = np.clip(np.where(label == 1, 0.7, 0.3) + rng.normal(0, 0.1, n), 0.01, 0.99)
     ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(start + np.arange(n), unit="s")
     ids = [f"c{start + i}" for i in range(n)]
-    return pd.DataFrame({"ts": ts, "request_id": ids, "model_version": np.where(arm_b, "2", "1"),
-                         "role": np.where(arm_b, "canary", "champion"), "customer_id": ids, "probability": p,
-                         "label": label, "threshold": 0.5, "outcome": y, "observed_at": ts + pd.Timedelta(days=3)})
+    return pd.DataFrame(
+        {
+            "ts": ts,
+            "request_id": ids,
+            "model_version": np.where(arm_b, "2", "1"),
+            "role": np.where(arm_b, "canary", "champion"),
+            "customer_id": ids,
+            "probability": p,
+            "label": label,
+            "threshold": 0.5,
+            "outcome": y,
+            "observed_at": ts + pd.Timedelta(days=3),
+        }
+    )
 
 
 def _looks(seed: int, plan):
@@ -132,8 +170,15 @@ def _looks(seed: int, plan):
 
 def _operate(frames, act_every_look: bool):
     """An operator running `kfct ab report` at each look (recorded), acting at each look or only at the end."""
-    state = {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50, "started_at": 0.0,
-             "started_at_iso": "2025-12-31T00:00:00Z", "sequential": None}
+    state = {
+        "model_name": "m",
+        "arm_a": "1",
+        "arm_b": "2",
+        "percent": 50,
+        "started_at": 0.0,
+        "started_at_iso": "2025-12-31T00:00:00Z",
+        "sequential": None,
+    }
     rep = None
     for joined in frames:
         rep = ab_report_core(joined, state, CFG, now=1.0)
@@ -143,7 +188,7 @@ def _operate(frames, act_every_look: bool):
     return rep
 
 
-REVERSAL = [(1200, 0.80, 0.72)] * 3 + [(1200, 0.80, 0.835)] * 7   # B: worse, then a little better; overall no better
+REVERSAL = [(1200, 0.80, 0.72)] * 3 + [(1200, 0.80, 0.835)] * 7  # B: worse, then a little better; overall no better
 
 
 @pytest.mark.slow  # 40 sequences x 2 operators, 10 looks each (~20 s of CPU): make test, not make test-fast
@@ -155,21 +200,38 @@ def test_direction_reversals_between_looks_never_promote_a_b_that_was_shown_wors
             rep = _operate(frames, act_every_look=act)
             promoted += rep["decision"]["action"] == "promote_b"
             stopped += rep["decision"]["action"] == "stop_b"
-        last = ab_report_core(frames[-1], {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50,
-                                           "started_at": 0.0, "started_at_iso": "2025-12-31T00:00:00Z"},
-                              CFG, now=1.0, record_look=False)
-        seen_flip += last["z_test"]["diff"] > 0   # at the end B is ahead in this sequence
-    print(f"reversals: {runs} sequences x 2 operators: {promoted} promotions, {stopped} stops; B ahead at the end in "
-          f"{seen_flip}")
-    assert seen_flip >= runs // 5        # the reversal really happens in many sequences
+        last = ab_report_core(
+            frames[-1],
+            {
+                "model_name": "m",
+                "arm_a": "1",
+                "arm_b": "2",
+                "percent": 50,
+                "started_at": 0.0,
+                "started_at_iso": "2025-12-31T00:00:00Z",
+            },
+            CFG,
+            now=1.0,
+            record_look=False,
+        )
+        seen_flip += last["z_test"]["diff"] > 0  # at the end B is ahead in this sequence
+    print(f"reversals: {runs} sequences x 2 operators: {promoted} promotions, {stopped} stops; B ahead at the end in {seen_flip}")
+    assert seen_flip >= runs // 5  # the reversal really happens in many sequences
     assert promoted == 0
-    assert stopped >= 0.9 * 2 * runs     # the early, conclusive evidence that B is worse stands
+    assert stopped >= 0.9 * 2 * runs  # the early, conclusive evidence that B is worse stands
 
 
 def test_the_decision_and_its_interval_come_from_the_look_that_concluded():
     frames = _looks(77, REVERSAL)
-    state = {"model_name": "m", "arm_a": "1", "arm_b": "2", "percent": 50, "started_at": 0.0,
-             "started_at_iso": "2025-12-31T00:00:00Z", "sequential": None}
+    state = {
+        "model_name": "m",
+        "arm_a": "1",
+        "arm_b": "2",
+        "percent": 50,
+        "started_at": 0.0,
+        "started_at_iso": "2025-12-31T00:00:00Z",
+        "sequential": None,
+    }
     reps = []
     for joined in frames:
         reps.append(ab_report_core(joined, state, CFG, now=1.0))
@@ -178,7 +240,7 @@ def test_the_decision_and_its_interval_come_from_the_look_that_concluded():
     seq = reps[-1]["sequential_state"]
     assert seq["verdict"] == "b_worse" and seq["concluded_at_look"] == first + 1
     lo, hi = seq["concluded_ci"]
-    assert lo <= hi < 0                                   # one interval, on B's worse side, not empty
+    assert lo <= hi < 0  # one interval, on B's worse side, not empty
     assert all(r["decision"] == reps[first]["decision"] for r in reps[first:])
     assert reps[-1]["decision"]["reason"].startswith(f"B worse, concluded at look {first + 1}: accuracy B-A -")
     assert reps[-1]["sample_size"]["more_needed"] == 0 and reps[-1]["sample_size"]["concluded"]

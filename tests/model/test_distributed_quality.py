@@ -37,14 +37,24 @@ def test_two_workers_match_the_in_pod_model_and_the_card_says_how(tmp_path):
 
     held = ["--pod-limits"] if memgroup.available() else []
     runs = {}
-    for name, extra in (("in-pod", []), ("workers", ["--workers", "2"]),
-                        ("parts-workers", ["--workers", "2", "--part-rows", "7500", *held])):
+    for name, extra in (
+        ("in-pod", []),
+        ("workers", ["--workers", "2"]),
+        ("parts-workers", ["--workers", "2", "--part-rows", "7500", *held]),
+    ):
         home = tmp_path / name
         env = {**os.environ, "KFCT_HOME": str(home)}
         env.pop("KFCT_CONFIG", None)
-        runs[name] = (home, subprocess.Popen([_kfct(), "run", "--data-uri", str(data), "--json", str(home / "s.json"),
-                                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                             text=True))
+        runs[name] = (
+            home,
+            subprocess.Popen(
+                [_kfct(), "run", "--data-uri", str(data), "--json", str(home / "s.json"), *extra],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
     out = {}
     for name, (home, proc) in runs.items():
         log, _ = proc.communicate(timeout=1200)
@@ -60,8 +70,10 @@ def test_two_workers_match_the_in_pod_model_and_the_card_says_how(tmp_path):
         assert {r["process"] for r in mem} >= {"task", "worker 0 of 2", "worker 1 of 2"}
         assert all(r["exit"] == 0 and r["peak_rss_mib"] < r["limit_mib"] for r in mem), mem
 
-    for name, line in (("in-pod", "| Trained | 1 worker, in-pod, cpu |"),
-                       ("workers", "| Trained | 2 workers, local-processes, cpu |"),
-                       ("parts-workers", "| Trained | 2 workers, local-processes, cpu |")):
+    for name, line in (
+        ("in-pod", "| Trained | 1 worker, in-pod, cpu |"),
+        ("workers", "| Trained | 2 workers, local-processes, cpu |"),
+        ("parts-workers", "| Trained | 2 workers, local-processes, cpu |"),
+    ):
         (card,) = Path(out[name]["run_dir"]).rglob("register-model/model_card")
         assert line in card.read_text(), name

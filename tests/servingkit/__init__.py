@@ -83,7 +83,7 @@ def train_small(seed: int, rows: int = 3000):
     return model, te
 
 
-def make_models() -> tuple[dict, "object"]:
+def make_models() -> tuple[dict, object]:
     """{role: ChurnModel}, plus an input example frame."""
     from kfct.data.datagen import generate
     from kfct.evidence.model import ChurnModel
@@ -128,8 +128,9 @@ def build_registry(home: Path) -> ServingRegistry:
     for role in ROLES:
         with mlflow.start_run(experiment_id=exp, run_name=f"serving-test-{role}"):
             info = registry.log_model(models[role], example)
-        versions[role] = registry.register(info["model_uri"], MODEL_NAME,
-                                           {"model_sha256": info["model_sha256"], "test_role": role})
+        versions[role] = registry.register(
+            info["model_uri"], MODEL_NAME, {"model_sha256": info["model_sha256"], "test_role": role}
+        )
     registry.set_alias(MODEL_NAME, "champion", versions["good_a"], reason="test setup")
     return ServingRegistry(home, versions, thresholds={r: models[r].threshold for r in ROLES})
 
@@ -192,6 +193,7 @@ def serving_env(serving_registry, monkeypatch):
 
 # -- request helpers ---------------------------------------------------------------------------
 
+
 def records(n: int, seed: int = 7) -> list[dict]:
     """Feature records (with customer_id) as a JSON client would send them: NaN -> null."""
     from kfct.data.datagen import generate
@@ -216,8 +218,7 @@ def v2_body(recs: list[dict], types: dict | None = None) -> dict:
     for k in recs[0]:
         vals = [r[k] for r in recs]
         sample = next((v for v in vals if v is not None), None)
-        dt = (types or {}).get(k) or ("BYTES" if isinstance(sample, str) else
-                                       "INT64" if isinstance(sample, int) else "FP64")
+        dt = (types or {}).get(k) or ("BYTES" if isinstance(sample, str) else "INT64" if isinstance(sample, int) else "FP64")
         inputs.append({"name": k, "shape": [len(vals)], "datatype": dt, "data": vals})
     return {"inputs": inputs}
 
@@ -324,10 +325,12 @@ def server_process(args: list[str], home: Path, what: str):
     its exit code and `output` after the block."""
     port = free_port()
     env = dict(os.environ, KFCT_HOME=str(home), PYTHONPATH=str(Path.cwd()))
-    proc = subprocess.Popen([sys.executable, "-m", *args, "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     server = ServerProcess(proc, Client(f"http://127.0.0.1:{port}"))
     try:
+
         def ready():
             try:
                 return server.client.request("GET", "/v2/health/ready")[0] == 200

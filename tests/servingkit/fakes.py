@@ -96,7 +96,7 @@ def admission_denial(exc: Exception) -> tuple[int, dict]:
 
 
 class _KubeHandler(BaseHTTPRequestHandler):
-    server_ref: "FakeKubeApi"
+    server_ref: FakeKubeApi
 
     def _send(self, code: int, obj) -> None:
         body = json.dumps(obj).encode()
@@ -111,8 +111,15 @@ class _KubeHandler(BaseHTTPRequestHandler):
         path = urlparse(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        srv.requests.append({"method": method, "path": path, "content_type": self.headers.get("Content-Type"),
-                             "auth": self.headers.get("Authorization"), "body": body})
+        srv.requests.append(
+            {
+                "method": method,
+                "path": path,
+                "content_type": self.headers.get("Content-Type"),
+                "auth": self.headers.get("Authorization"),
+                "body": body,
+            }
+        )
         r = ROUTE_PATH.match(path)
         if r and method == "GET":
             return self._route(*r.groups())
@@ -141,8 +148,15 @@ class _KubeHandler(BaseHTTPRequestHandler):
                 return self._send(201, srv.objects[key])
             key = (ns, name)
             if key not in srv.objects:
-                return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound",
-                                        "message": f'inferenceservices.serving.kserve.io "{name}" not found'})
+                return self._send(
+                    404,
+                    {
+                        "kind": "Status",
+                        "code": 404,
+                        "reason": "NotFound",
+                        "message": f'inferenceservices.serving.kserve.io "{name}" not found',
+                    },
+                )
             if method == "GET":
                 return self._send(200, srv.objects[key])
             if method == "PATCH":
@@ -166,19 +180,37 @@ class _KubeHandler(BaseHTTPRequestHandler):
         404 whose `details` name it (k8s.io/apimachinery/pkg/api/errors.NewNotFound)."""
         srv = self.server_ref
         if not srv.httproute_crd:
-            return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
-                                    "reason": "NotFound", "details": {},
-                                    "message": "the server could not find the requested resource"})
+            return self._send(
+                404,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "code": 404,
+                    "reason": "NotFound",
+                    "details": {},
+                    "message": "the server could not find the requested resource",
+                },
+            )
         with srv.lock:
             routes = srv.http_routes(ns)
         if name is None:
-            return self._send(200, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRouteList",
-                                    "items": list(routes.values())})
+            return self._send(
+                200, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRouteList", "items": list(routes.values())}
+            )
         if name not in routes:
-            return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
-                                    "reason": "NotFound", "details": {"name": name, "group": "gateway.networking.k8s.io",
-                                                                      "kind": "httproutes"},
-                                    "message": f'httproutes.gateway.networking.k8s.io "{name}" not found'})
+            return self._send(
+                404,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "code": 404,
+                    "reason": "NotFound",
+                    "details": {"name": name, "group": "gateway.networking.k8s.io", "kind": "httproutes"},
+                    "message": f'httproutes.gateway.networking.k8s.io "{name}" not found',
+                },
+            )
         return self._send(200, routes[name])
 
     def do_GET(self):
@@ -237,19 +269,37 @@ def kserve_http_routes(isvc: dict, ingress_domain: str = "example.com") -> list[
     refs = [{"kind": "Service", "name": stable, "namespace": ns, "port": 80}]
     if spec.get("canary"):
         refs[0]["weight"] = 100 - sum(c.get("trafficPercent", 0) for c in canaries)
-        refs += [{"kind": "Service", "name": predictor_service_name(name, c["predictor"]["name"]), "namespace": ns,
-                  "port": 80, "weight": c.get("trafficPercent", 0)} for c in canaries]
+        refs += [
+            {
+                "kind": "Service",
+                "name": predictor_service_name(name, c["predictor"]["name"]),
+                "namespace": ns,
+                "port": 80,
+                "weight": c.get("trafficPercent", 0),
+            }
+            for c in canaries
+        ]
     routes = []
     for route_name, host_name in ((name, name), (predictor_service_name(name), predictor_service_name(name))):
-        routes.append({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": route_name, "namespace": ns, "labels": dict(meta.get("labels") or {})},
-            "spec": {"hostnames": [f"{host_name}-{ns}.{ingress_domain}"],
-                     "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "kserve",
-                                     "name": "kserve-ingress-gateway"}],
-                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                                "backendRefs": copy.deepcopy(refs)}]},
-        })
+        routes.append(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": route_name, "namespace": ns, "labels": dict(meta.get("labels") or {})},
+                "spec": {
+                    "hostnames": [f"{host_name}-{ns}.{ingress_domain}"],
+                    "parentRefs": [
+                        {
+                            "group": "gateway.networking.k8s.io",
+                            "kind": "Gateway",
+                            "namespace": "kserve",
+                            "name": "kserve-ingress-gateway",
+                        }
+                    ],
+                    "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": copy.deepcopy(refs)}],
+                },
+            }
+        )
     return routes
 
 
@@ -269,8 +319,14 @@ def kserve_validate(old: dict | None, new: dict) -> str | None:
 
 
 class FakeKubeApi(_Server):
-    def __init__(self, controller: bool = False, ready: bool = True, gateway_api: bool = True,
-                 httproute_crd: bool = True, canary_field: bool = True):
+    def __init__(
+        self,
+        controller: bool = False,
+        ready: bool = True,
+        gateway_api: bool = True,
+        httproute_crd: bool = True,
+        canary_field: bool = True,
+    ):
         self.objects: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
         self.controller = controller
@@ -292,10 +348,17 @@ class FakeKubeApi(_Server):
         if why is None:
             return obj
         self.denials.append(why)
-        raise AdmissionDenied(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
-                                    "reason": "Forbidden",
-                                    "message": 'admission webhook "inferenceservice.kserve-webhook-server.validator" '
-                                               f"denied the request: {why}"})
+        raise AdmissionDenied(
+            403,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "code": 403,
+                "reason": "Forbidden",
+                "message": f'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: {why}',
+            },
+        )
 
     def serve_other(self, method: str, path: str, body: dict | None) -> tuple[int, dict] | None:
         """(status, body) for a request of another API group a subclass serves (e.g. Trainer's
@@ -324,9 +387,10 @@ class FakeKubeApi(_Server):
         if mode == "Standard":
             if self.gateway_api:  # createRawURL: the top-level host, served by the gateway
                 status["url"] = f"http://{name}-{obj['metadata']['namespace']}.example.com"
-            status["canaryStatuses"] = [{"name": c["predictor"]["name"], "ready": self.ready,
-                                         "trafficPercent": c.get("trafficPercent", 0)}
-                                        for c in (obj.get("spec") or {}).get("canary") or []]
+            status["canaryStatuses"] = [
+                {"name": c["predictor"]["name"], "ready": self.ready, "trafficPercent": c.get("trafficPercent", 0)}
+                for c in (obj.get("spec") or {}).get("canary") or []
+            ]
         else:
             pred = (status.setdefault("components", {})).setdefault("predictor", {})
             if old is None or _predictor_template(old.get("spec")) != _predictor_template(obj.get("spec")):
@@ -341,7 +405,8 @@ class FakeKubeApi(_Server):
 
     def kubeconfig(self, namespace: str = "kfct") -> dict:
         return {
-            "apiVersion": "v1", "kind": "Config",
+            "apiVersion": "v1",
+            "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": "test-token"}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester", "namespace": namespace}}],
@@ -353,7 +418,7 @@ SELECTOR = re.compile(r'(\w+)="([^"]*)"')
 
 
 class _PromHandler(BaseHTTPRequestHandler):
-    server_ref: "FakePrometheus"
+    server_ref: FakePrometheus
 
     def do_GET(self):
         srv = self.server_ref
@@ -402,8 +467,10 @@ def _paired_shards(q: str, labels: dict, figures: dict) -> list[dict]:
         value = rows
     else:
         value = rows * max(shift if labels.get("direction") == "up" else -shift, 0.0)
-    return [{"metric": {"shard": str(i)}, "value": [0, str(value)]}
-            for i in range(int(figures.get("paired_shards", 32 if figures else 0)))]
+    return [
+        {"metric": {"shard": str(i)}, "value": [0, str(value)]}
+        for i in range(int(figures.get("paired_shards", 32 if figures else 0)))
+    ]
 
 
 class FakePrometheus(_Server):
@@ -424,8 +491,9 @@ def s3_artifacts(monkeypatch):
     s3:// location a cluster's MLflow (artifact root in MinIO) would give it."""
     from kfct.cluster import kserve_isvc
 
-    monkeypatch.setattr(kserve_isvc, "model_storage_uri",
-                        lambda name, version: f"s3://kfct/mlflow/models/{name}-v{version}/artifacts")
+    monkeypatch.setattr(
+        kserve_isvc, "model_storage_uri", lambda name, version: f"s3://kfct/mlflow/models/{name}-v{version}/artifacts"
+    )
 
 
 @pytest.fixture

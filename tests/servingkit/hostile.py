@@ -18,14 +18,31 @@ MODEL = "churn-classifier"
 V1 = f"/v1/models/{MODEL}:predict"
 V2 = f"/v2/models/{MODEL}/infer"
 
-BASE = {"customer_id": "C011-00000000", "contract_type": "monthly", "payment_method": "credit_card",
-        "age_group": "18_35", "region": "north", "plan_monthly_eur": 38.03, "recency_days": 15.5, "frequency": 16,
-        "monetary_total": 511.2, "monetary_avg": 31.95, "monetary_std": 9.56, "tenure_days": 547,
-        "activity_trend": 0.4009, "calls_count_30d": 30, "calls_duration_avg_30d": 97.6,
-        "data_usage_gb_30d": 14.84, "international_calls_ratio": 0.0636, "peak_hour_ratio": 0.405,
-        "support_tickets_90d": 1, "support_escalations_90d": 0, "unresolved_tickets": 0, "frustration_index": 0.1}
-INTS = ["frequency", "tenure_days", "calls_count_30d", "support_tickets_90d", "support_escalations_90d",
-        "unresolved_tickets"]
+BASE = {
+    "customer_id": "C011-00000000",
+    "contract_type": "monthly",
+    "payment_method": "credit_card",
+    "age_group": "18_35",
+    "region": "north",
+    "plan_monthly_eur": 38.03,
+    "recency_days": 15.5,
+    "frequency": 16,
+    "monetary_total": 511.2,
+    "monetary_avg": 31.95,
+    "monetary_std": 9.56,
+    "tenure_days": 547,
+    "activity_trend": 0.4009,
+    "calls_count_30d": 30,
+    "calls_duration_avg_30d": 97.6,
+    "data_usage_gb_30d": 14.84,
+    "international_calls_ratio": 0.0636,
+    "peak_hour_ratio": 0.405,
+    "support_tickets_90d": 1,
+    "support_escalations_90d": 0,
+    "unresolved_tickets": 0,
+    "frustration_index": 0.1,
+}
+INTS = ["frequency", "tenure_days", "calls_count_30d", "support_tickets_90d", "support_escalations_90d", "unresolved_tickets"]
 FLOATS = [k for k, v in BASE.items() if isinstance(v, float)]
 CATS = ["contract_type", "payment_method", "age_group", "region"]
 
@@ -66,7 +83,7 @@ _DROP = object()
 
 
 def v1_raw(record_json: str) -> str:
-    return '{"instances": [' + record_json + ']}'
+    return '{"instances": [' + record_json + "]}"
 
 
 def replace_raw(field: str, literal: str) -> str:
@@ -76,17 +93,19 @@ def replace_raw(field: str, literal: str) -> str:
 
 
 def v1_cases() -> list[dict]:
-    out = [case("v1 valid", expect=[200], json_body={"instances": [BASE]}),
-           case("v1 valid batch", expect=[200], json_body={"instances": [BASE, rec(customer_id="C2")]}),
-           case("v1 nullable null", expect=[200], json_body={"instances": [rec(monetary_std=None)]})]
+    out = [
+        case("v1 valid", expect=[200], json_body={"instances": [BASE]}),
+        case("v1 valid batch", expect=[200], json_body={"instances": [BASE, rec(customer_id="C2")]}),
+        case("v1 nullable null", expect=[200], json_body={"instances": [rec(monetary_std=None)]}),
+    ]
     for f in INTS:
         out.append(case(f"v1 {f} fractional", json_body={"instances": [rec(**{f: 1.5})]}))
         out.append(case(f"v1 {f} negative", json_body={"instances": [rec(**{f: -1})]}))
-        out.append(case(f"v1 {f} 10**400", raw=replace_raw(f, str(10 ** 400))))
+        out.append(case(f"v1 {f} 10**400", raw=replace_raw(f, str(10**400))))
     for f in ["plan_monthly_eur", "recency_days", "monetary_total", "frustration_index", "peak_hour_ratio"]:
         out.append(case(f"v1 {f} 1e39", json_body={"instances": [rec(**{f: 1e39})]}))
         out.append(case(f"v1 {f} 1e308", json_body={"instances": [rec(**{f: 1e308})]}))
-        out.append(case(f"v1 {f} -10**400", raw=replace_raw(f, "-" + str(10 ** 400))))
+        out.append(case(f"v1 {f} -10**400", raw=replace_raw(f, "-" + str(10**400))))
         out.append(case(f"v1 {f} 1e400", raw=replace_raw(f, "1e400")))
         out.append(case(f"v1 {f} NaN", raw=replace_raw(f, "NaN")))
         out.append(case(f"v1 {f} string", json_body={"instances": [rec(**{f: "12"})]}))
@@ -99,10 +118,18 @@ def v1_cases() -> list[dict]:
         out.append(case(f"v1 {f} number", json_body={"instances": [rec(**{f: 3})]}))
         out.append(case(f"v1 {f} dict", json_body={"instances": [rec(**{f: {"a": 1}})]}))
         out.append(case(f"v1 {f} 100k chars", json_body={"instances": [rec(**{f: rep("x", 100_000)})]}))
-    for what, v in [("dict", {"a": 1}), ("list", [1, 2]), ("200k chars", rep("C", 200_000)), ("bool", True),
-                    ("null", None), ("float", 1.5), ("empty", ""), ("10**400", None)]:
+    for what, v in [
+        ("dict", {"a": 1}),
+        ("list", [1, 2]),
+        ("200k chars", rep("C", 200_000)),
+        ("bool", True),
+        ("null", None),
+        ("float", 1.5),
+        ("empty", ""),
+        ("10**400", None),
+    ]:
         if what == "10**400":
-            out.append(case("v1 customer_id 10**400", raw=replace_raw("customer_id", str(10 ** 400))))
+            out.append(case("v1 customer_id 10**400", raw=replace_raw("customer_id", str(10**400))))
         else:
             out.append(case(f"v1 customer_id {what}", json_body={"instances": [rec(customer_id=v)]}))
     deep_list = rep("[", 10_000) + rep("]", 10_000)
@@ -125,20 +152,35 @@ def v1_cases() -> list[dict]:
         case("v1 body truncated", raw='{"instances": [{"customer_id": "C'),
         case("v1 body invalid utf-8", b64=b'{"instances": [{"customer_id": "\xff\xfe"}]}'),
         case("v1 V2 body on V1", json_body={"inputs": []}),
-        case("v1 text/plain content", raw=json.dumps({"instances": [BASE]}), headers={"Content-Type": "text/plain"},
-             expect=[200, 400, 415]),
-        case("v1 content-length not a number", raw=json.dumps({"instances": [BASE]}),
-             headers={"Content-Length": "abc"}, expect=[400]),
+        case(
+            "v1 text/plain content",
+            raw=json.dumps({"instances": [BASE]}),
+            headers={"Content-Type": "text/plain"},
+            expect=[200, 400, 415],
+        ),
+        case(
+            "v1 content-length not a number",
+            raw=json.dumps({"instances": [BASE]}),
+            headers={"Content-Length": "abc"},
+            expect=[400],
+        ),
         case("v1 GET predict", method="GET", expect=[405]),
         case("v1 PUT predict", method="PUT", json_body={"instances": [BASE]}, expect=[405]),
         case("v1 unknown model", path="/v1/models/nope:predict", json_body={"instances": [BASE]}, expect=[404]),
         case("v1 explain", path=f"/v1/models/{MODEL}:explain", json_body={"instances": [BASE]}, expect=[404]),
         case("v1 model ready", method="GET", path=f"/v1/models/{MODEL}", expect=[200]),
-        case("v1 cloudevent header garbage", json_body={"instances": [BASE]},
-             headers={"ce-specversion": "1.0", "ce-id": "x"}, expect=[200, 400]),
+        case(
+            "v1 cloudevent header garbage",
+            json_body={"instances": [BASE]},
+            headers={"ce-specversion": "1.0", "ce-id": "x"},
+            expect=[200, 400],
+        ),
         case("v1 duplicate keys", raw=v1_raw(json.dumps(BASE)[:-1] + ', "tenure_days": -5}')),
-        case("v1 over the size limit", raw='{"instances": [' + rep(json.dumps(BASE) + ", ", 2500) + json.dumps(BASE) + "]}",
-             expect=[413]),
+        case(
+            "v1 over the size limit",
+            raw='{"instances": [' + rep(json.dumps(BASE) + ", ", 2500) + json.dumps(BASE) + "]}",
+            expect=[413],
+        ),
     ]
     return out
 
@@ -164,7 +206,7 @@ def v2_bad_tensors() -> list[tuple[str, str, dict]]:
         ("INT64 with 1.5", "tenure_days", {"data": [1.5]}),
         ("UINT8 with 300", "tenure_days", {"datatype": "UINT8", "data": [300]}),
         ("INT8 with -200", "frequency", {"datatype": "INT8", "data": [-200]}),
-        ("INT32 with 2**40", "frequency", {"datatype": "INT32", "data": [2 ** 40]}),
+        ("INT32 with 2**40", "frequency", {"datatype": "INT32", "data": [2**40]}),
         ("UINT64 with -1", "frequency", {"datatype": "UINT64", "data": [-1]}),
         ("FP32 with 1e39", "plan_monthly_eur", {"datatype": "FP32", "data": [1e39]}),
         ("FP64 with 1e308", "plan_monthly_eur", {"data": [1e308]}),
@@ -198,12 +240,16 @@ def v2_bad_tensors() -> list[tuple[str, str, dict]]:
 
 def v2_valid_cases() -> list[dict]:
     P = {"path": V2}
-    return [case("v2 valid", expect=[200], json_body=v2_body(), **P),
-            case("v2 valid outputs subset", expect=[200], json_body={**v2_body(), "outputs": [{"name": "probability"}]},
-                 **P),
-            case("v2 records input", expect=[200], json_body={"inputs": [{"name": "instances", "shape": [1],
-                                                                         "datatype": "BYTES",
-                                                                         "data": [json.dumps(BASE)]}]}, **P)]
+    return [
+        case("v2 valid", expect=[200], json_body=v2_body(), **P),
+        case("v2 valid outputs subset", expect=[200], json_body={**v2_body(), "outputs": [{"name": "probability"}]}, **P),
+        case(
+            "v2 records input",
+            expect=[200],
+            json_body={"inputs": [{"name": "instances", "shape": [1], "datatype": "BYTES", "data": [json.dumps(BASE)]}]},
+            **P,
+        ),
+    ]
 
 
 def v2_bad_tensor_cases() -> list[dict]:
@@ -223,16 +269,18 @@ def v2_bad_tensor_cases() -> list[dict]:
 
 def v2_body_and_route_cases() -> list[dict]:
     P = {"path": V2}
-    big = json.dumps(v2_body()).replace('"data": [547]', '"data": [' + str(10 ** 400) + "]")
+    big = json.dumps(v2_body()).replace('"data": [547]', '"data": [' + str(10**400) + "]")
     return [
         case("v2 INT64 10**400", raw=big, **P),
         case("v2 unknown output", json_body={**v2_body(), "outputs": [{"name": "shap_values"}]}, **P),
         case("v2 outputs not a list", json_body={**v2_body(), "outputs": "probability"}, **P),
-        case("v2 unknown input", json_body={"inputs": v2_body()["inputs"] + [
-            {"name": "shoe_size", "shape": [1], "datatype": "FP64", "data": [42]}]}, **P),
+        case(
+            "v2 unknown input",
+            json_body={"inputs": v2_body()["inputs"] + [{"name": "shoe_size", "shape": [1], "datatype": "FP64", "data": [42]}]},
+            **P,
+        ),
         case("v2 input given twice", json_body={"inputs": v2_body()["inputs"] + v2_body()["inputs"][:1]}, **P),
-        case("v2 missing input", json_body={"inputs": [i for i in v2_body()["inputs"] if i["name"] != "tenure_days"]},
-             **P),
+        case("v2 missing input", json_body={"inputs": [i for i in v2_body()["inputs"] if i["name"] != "tenure_days"]}, **P),
         case("v2 missing id input", json_body={"inputs": v2_body()["inputs"][1:]}, expect=[200], **P),
         case("v2 inputs empty", json_body={"inputs": []}, **P),
         case("v2 inputs not a list", json_body={"inputs": {"a": 1}}, **P),
@@ -242,19 +290,29 @@ def v2_body_and_route_cases() -> list[dict]:
         case("v2 nested 10000", raw='{"inputs": ' + rep("[", 10_000) + rep("]", 10_000) + "}", **P),
         case("v2 id is a dict", json_body={**v2_body(), "id": {"a": 1}}, **P),
         case("v2 parameters a list", json_body={**v2_body(), "parameters": [1]}, **P),
-        case("v2 records input bad json", json_body={"inputs": [{"name": "instances", "shape": [1],
-                                                                 "datatype": "BYTES", "data": ["{nope"]}]}, **P),
-        case("v2 records input deep json", json_body={"inputs": [{"name": "instances", "shape": [1],
-                                                                  "datatype": "BYTES",
-                                                                  "data": [rep("[", 10_000) + rep("]", 10_000)]}]}, **P),
-        case("v2 records input FP64", json_body={"inputs": [{"name": "instances", "shape": [1],
-                                                             "datatype": "FP64", "data": [1.0]}]}, **P),
+        case(
+            "v2 records input bad json",
+            json_body={"inputs": [{"name": "instances", "shape": [1], "datatype": "BYTES", "data": ["{nope"]}]},
+            **P,
+        ),
+        case(
+            "v2 records input deep json",
+            json_body={
+                "inputs": [
+                    {"name": "instances", "shape": [1], "datatype": "BYTES", "data": [rep("[", 10_000) + rep("]", 10_000)]}
+                ]
+            },
+            **P,
+        ),
+        case(
+            "v2 records input FP64",
+            json_body={"inputs": [{"name": "instances", "shape": [1], "datatype": "FP64", "data": [1.0]}]},
+            **P,
+        ),
         case("v2 unknown model", path="/v2/models/nope/infer", json_body=v2_body(), expect=[404]),
         case("v2 GET infer", method="GET", path=V2, expect=[405]),
-        case("v2 versioned infer", path=f"/v2/models/{MODEL}/versions/1/infer", json_body=v2_body(),
-             expect=[404]),
-        case("v2 repository unload", path=f"/v2/repository/models/{MODEL}/unload", json_body={},
-             expect=[404]),
+        case("v2 versioned infer", path=f"/v2/models/{MODEL}/versions/1/infer", json_body=v2_body(), expect=[404]),
+        case("v2 repository unload", path=f"/v2/repository/models/{MODEL}/unload", json_body={}, expect=[404]),
         case("v2 repository load", path=f"/v2/repository/models/{MODEL}/load", json_body={}, expect=[404]),
         case("v2 model metadata", method="GET", path=f"/v2/models/{MODEL}", expect=[200]),
         case("v2 model ready", method="GET", path=f"/v2/models/{MODEL}/ready", expect=[200]),
@@ -298,8 +356,10 @@ def binary_request(r=BASE, override=None, tail_edit=None, header=None, outputs=N
     body = head + b"".join(blobs)
     if tail_edit:
         body = tail_edit(body)
-    hdrs = {"Content-Type": "application/octet-stream",
-            "inference-header-content-length": str(len(head)) if header is None else header}
+    hdrs = {
+        "Content-Type": "application/octet-stream",
+        "inference-header-content-length": str(len(head)) if header is None else header,
+    }
     return body, hdrs
 
 
@@ -310,50 +370,52 @@ def binary_cases() -> list[dict]:
 
     body, hdrs = binary_request()
     head_len = int(hdrs["inference-header-content-length"])
-    out = [b("valid", expect=[200]),
-           b("valid outputs label", expect=[200], outputs=[{"name": "label"}]),
-           b("unknown output", outputs=[{"name": "nope"}]),
-           b("no header", header=""),
-           b("header not an integer", header="twelve"),
-           b("header negative", header="-5"),
-           b("header zero", header="0"),
-           b("header past the body", header=str(len(body) + 100)),
-           b("header inside the JSON", header=str(head_len // 2)),
-           b("header into the tensors", header=str(head_len + 3)),
-           b("header float", header="12.5"),
-           b("size past the body", override={"frustration_index": {"binary_data_size": 10_000}}),
-           b("size not a multiple", override={"tenure_days": {"raw": b"\x01\x02\x03"}}),
-           b("size not a multiple FP64", override={"plan_monthly_eur": {"raw": b"\x00" * 12}}),
-           b("size string", override={"tenure_days": {"binary_data_size": "8"}}),
-           b("size float", override={"tenure_days": {"binary_data_size": 8.5}}),
-           b("size negative", override={"tenure_days": {"binary_data_size": -8}}),
-           b("size bool", override={"tenure_days": {"binary_data_size": True}}),
-           b("size null", override={"tenure_days": {"binary_data_size": None}}),
-           b("size huge", override={"tenure_days": {"binary_data_size": 2 ** 70}}),
-           b("BYTES garbage length prefix", override={"contract_type": {"raw": b"\xff\xff\xff\xffmonthly"}}),
-           b("BYTES truncated prefix", override={"contract_type": {"raw": b"\x07\x00"}}),
-           b("BYTES invalid utf-8", override={"contract_type": {"raw": struct.pack("<I", 2) + b"\xff\xfe"}}),
-           b("BYTES two elements for shape 1", override={"contract_type": {"raw": bytes_tensor(["monthly",
-                                                                                                 "annual"])}}),
-           b("BYTES empty", override={"contract_type": {"raw": b""}}),
-           b("count mismatch", override={"tenure_days": {"raw": struct.pack("<qq", 1, 2)}}),
-           b("unknown datatype", override={"tenure_days": {"datatype": "INT128", "raw": b"\x00" * 16}}),
-           b("UINT8 value", override={"tenure_days": {"datatype": "UINT8", "raw": b"\x05"}}, expect=[200]),
-           b("FP32 binary value", override={"plan_monthly_eur": {"datatype": "FP32", "raw": struct.pack("<f", 38.03)}},
-             expect=[200]),
-           b("FP32 binary inf", override={"plan_monthly_eur": {"datatype": "FP32",
-                                                                 "raw": struct.pack("<f", float("inf"))}}),
-           b("FP64 binary NaN", override={"tenure_days": {"datatype": "FP64", "raw": struct.pack("<d", float("nan"))}}),
-           b("INT64 binary negative", override={"tenure_days": {"raw": struct.pack("<q", -3)}}),
-           b("BOOL binary", override={"frequency": {"datatype": "BOOL", "raw": b"\x01"}}),
-           b("trailing bytes", tail_edit=lambda body: body + b"\x00" * 7),
-           b("truncated body", tail_edit=lambda body: body[:-3]),
-           b("shape mismatch", override={"tenure_days": {"shape": [2]}}),
-           b("shape negative", override={"tenure_days": {"shape": [-1]}}),
-           b("no data nor size", override={"tenure_days": {"binary_data_size": _DROP_SIZE}}),
-           b("json header garbage", tail_edit=lambda body: b"\x00\x01" + body[2:]),
-           b("json header a list", tail_edit=lambda body: b"[" + body[1:head_len - 1] + b"]" + body[head_len:]),
-           ]
+    out = [
+        b("valid", expect=[200]),
+        b("valid outputs label", expect=[200], outputs=[{"name": "label"}]),
+        b("unknown output", outputs=[{"name": "nope"}]),
+        b("no header", header=""),
+        b("header not an integer", header="twelve"),
+        b("header negative", header="-5"),
+        b("header zero", header="0"),
+        b("header past the body", header=str(len(body) + 100)),
+        b("header inside the JSON", header=str(head_len // 2)),
+        b("header into the tensors", header=str(head_len + 3)),
+        b("header float", header="12.5"),
+        b("size past the body", override={"frustration_index": {"binary_data_size": 10_000}}),
+        b("size not a multiple", override={"tenure_days": {"raw": b"\x01\x02\x03"}}),
+        b("size not a multiple FP64", override={"plan_monthly_eur": {"raw": b"\x00" * 12}}),
+        b("size string", override={"tenure_days": {"binary_data_size": "8"}}),
+        b("size float", override={"tenure_days": {"binary_data_size": 8.5}}),
+        b("size negative", override={"tenure_days": {"binary_data_size": -8}}),
+        b("size bool", override={"tenure_days": {"binary_data_size": True}}),
+        b("size null", override={"tenure_days": {"binary_data_size": None}}),
+        b("size huge", override={"tenure_days": {"binary_data_size": 2**70}}),
+        b("BYTES garbage length prefix", override={"contract_type": {"raw": b"\xff\xff\xff\xffmonthly"}}),
+        b("BYTES truncated prefix", override={"contract_type": {"raw": b"\x07\x00"}}),
+        b("BYTES invalid utf-8", override={"contract_type": {"raw": struct.pack("<I", 2) + b"\xff\xfe"}}),
+        b("BYTES two elements for shape 1", override={"contract_type": {"raw": bytes_tensor(["monthly", "annual"])}}),
+        b("BYTES empty", override={"contract_type": {"raw": b""}}),
+        b("count mismatch", override={"tenure_days": {"raw": struct.pack("<qq", 1, 2)}}),
+        b("unknown datatype", override={"tenure_days": {"datatype": "INT128", "raw": b"\x00" * 16}}),
+        b("UINT8 value", override={"tenure_days": {"datatype": "UINT8", "raw": b"\x05"}}, expect=[200]),
+        b(
+            "FP32 binary value",
+            override={"plan_monthly_eur": {"datatype": "FP32", "raw": struct.pack("<f", 38.03)}},
+            expect=[200],
+        ),
+        b("FP32 binary inf", override={"plan_monthly_eur": {"datatype": "FP32", "raw": struct.pack("<f", float("inf"))}}),
+        b("FP64 binary NaN", override={"tenure_days": {"datatype": "FP64", "raw": struct.pack("<d", float("nan"))}}),
+        b("INT64 binary negative", override={"tenure_days": {"raw": struct.pack("<q", -3)}}),
+        b("BOOL binary", override={"frequency": {"datatype": "BOOL", "raw": b"\x01"}}),
+        b("trailing bytes", tail_edit=lambda body: body + b"\x00" * 7),
+        b("truncated body", tail_edit=lambda body: body[:-3]),
+        b("shape mismatch", override={"tenure_days": {"shape": [2]}}),
+        b("shape negative", override={"tenure_days": {"shape": [-1]}}),
+        b("no data nor size", override={"tenure_days": {"binary_data_size": _DROP_SIZE}}),
+        b("json header garbage", tail_edit=lambda body: b"\x00\x01" + body[2:]),
+        b("json header a list", tail_edit=lambda body: b"[" + body[1 : head_len - 1] + b"]" + body[head_len:]),
+    ]
     return out
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kfct.governance import audit
 from kfct.cli import main
+from kfct.governance import audit
 
 
 @pytest.fixture

@@ -117,8 +117,21 @@ def _measured_results(echo_server, tmp_path) -> dict:
 
     bodies = tmp_path / "bodies.json"
     bodies.write_text(json.dumps([{"instances": [{"x": i}]} for i in range(4)]))
-    cmd = [sys.executable, "-m", "bench.load", "--url", echo_server, "--bodies", str(bodies),
-           "--concurrency", "1,4", "--duration", "0.3", "--warmup", "0.05"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "--url",
+        echo_server,
+        "--bodies",
+        str(bodies),
+        "--concurrency",
+        "1,4",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.05",
+    ]
     cells = {}
     for name in ("kfct", "mlflow"):
         cp = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=str(ROOT))
@@ -126,16 +139,31 @@ def _measured_results(echo_server, tmp_path) -> dict:
         rows = json.loads(cp.stdout)
         assert [r["concurrency"] for r in rows] == [1, 4]
         cells[name] = {str(r["concurrency"]): aggregate([r]) for r in rows}
-    servers = {n: {"label": f"{n} server", "endpoint": "/v1/models/m:predict", "ready_s": 0.1,
-                   "max_abs_diff_vs_model": 0.0} for n in cells}
-    serving = {"model": {"name": "m", "version": "1", "train_rows": 100}, "payload": "test payload",
-               "levels": [1, 4], "repeats": 1, "duration_s": 0.3, "warmup_s": 0.05, "servers": servers,
-               "cells": cells, "ratios": ratios(cells), "failed": {"fastapi": "exited with code 1"}}
-    return {"meta": {"date": "today", "cpu": "test cpu", "cores": 2, "wall_s": 1.0, "versions": {}},
-            "sections": {"serving": {"status": "ok", "data": serving},
-                         "scoring": {"status": "failed", "reason": "RuntimeError: no disk"},
-                         "training": {"status": "skipped", "reason": "not in --only"}},
-            "gpu_figure": None}
+    servers = {
+        n: {"label": f"{n} server", "endpoint": "/v1/models/m:predict", "ready_s": 0.1, "max_abs_diff_vs_model": 0.0}
+        for n in cells
+    }
+    serving = {
+        "model": {"name": "m", "version": "1", "train_rows": 100},
+        "payload": "test payload",
+        "levels": [1, 4],
+        "repeats": 1,
+        "duration_s": 0.3,
+        "warmup_s": 0.05,
+        "servers": servers,
+        "cells": cells,
+        "ratios": ratios(cells),
+        "failed": {"fastapi": "exited with code 1"},
+    }
+    return {
+        "meta": {"date": "today", "cpu": "test cpu", "cores": 2, "wall_s": 1.0, "versions": {}},
+        "sections": {
+            "serving": {"status": "ok", "data": serving},
+            "scoring": {"status": "failed", "reason": "RuntimeError: no disk"},
+            "training": {"status": "skipped", "reason": "not in --only"},
+        },
+        "gpu_figure": None,
+    }
 
 
 def _tables(md: str) -> list[list[str]]:
@@ -180,12 +208,17 @@ def test_gpu_figure_file_is_checked_and_shown(tmp_path):
     from bench.training import GpuFigureError, load_gpu_figure
 
     p = tmp_path / "gpu.json"
-    good = {"date": "2026-01-02", "hardware": "NVIDIA H100 80GB HBM3",
-            "figures": [{"rows": 1_000_000, "seconds": 4.5, "fit_seconds": 3.0, "best_iteration": 99, "repeats": 3}]}
-    for broken, field in [({k: v for k, v in good.items() if k != "hardware"}, "'hardware'"),
-                          ({**good, "date": ""}, "'date'"),
-                          ({**good, "figures": []}, "'figures'"),
-                          ({**good, "figures": [{"rows": 10, "seconds": "fast"}]}, "figures[0].seconds")]:
+    good = {
+        "date": "2026-01-02",
+        "hardware": "NVIDIA H100 80GB HBM3",
+        "figures": [{"rows": 1_000_000, "seconds": 4.5, "fit_seconds": 3.0, "best_iteration": 99, "repeats": 3}],
+    }
+    for broken, field in [
+        ({k: v for k, v in good.items() if k != "hardware"}, "'hardware'"),
+        ({**good, "date": ""}, "'date'"),
+        ({**good, "figures": []}, "'figures'"),
+        ({**good, "figures": [{"rows": 10, "seconds": "fast"}]}, "figures[0].seconds"),
+    ]:
         p.write_text(json.dumps(broken))
         with pytest.raises(GpuFigureError, match=field.replace("[", r"\[").replace("]", r"\]")):
             load_gpu_figure(p)
@@ -194,8 +227,9 @@ def test_gpu_figure_file_is_checked_and_shown(tmp_path):
         load_gpu_figure(p)
     p.write_text(json.dumps(good))
     gpu = load_gpu_figure(p)
-    md = report.render_markdown({"meta": {}, "sections": {"training": {"status": "ok", "data": {
-        "figures": [], "cores": 2}}}, "gpu_figure": gpu})
+    md = report.render_markdown(
+        {"meta": {}, "sections": {"training": {"status": "ok", "data": {"figures": [], "cores": 2}}}, "gpu_figure": gpu}
+    )
     row = next(line for line in md.splitlines() if "GPU:" in line)
     assert "NVIDIA H100 80GB HBM3" in row and "2026-01-02" in row and "1,000,000" in row
     assert report.NO_GPU not in md
@@ -221,16 +255,18 @@ def test_cli_names_a_bad_section(capsys):
 def test_bench_imports_reads_each_tasks_outermost_imports_from_a_kfp_log():
     from bench.imports import top_level_imports
 
-    log = "\n".join([
-        "import time: self [us] | cumulative | imported package",
-        "import time:       10 |         10 |   kfp",  # the driver's, before any task: not counted
-        "00:00:01.000 - INFO - Executing task \x1b[96m'validate-data'\x1b[0m",
-        "    import time:       100 |     2000000 |   great_expectations",
-        "    import time:        50 |      500000 |     great_expectations.core",
-        "    import time:       300 |      300000 |   pandas",
-        "00:00:05.000 - INFO - Executing task \x1b[96m'deploy-model'\x1b[0m",
-        "    import time:       100 |     1500000 |   mlflow",
-    ])
+    log = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       10 |         10 |   kfp",  # the driver's, before any task: not counted
+            "00:00:01.000 - INFO - Executing task \x1b[96m'validate-data'\x1b[0m",
+            "    import time:       100 |     2000000 |   great_expectations",
+            "    import time:        50 |      500000 |     great_expectations.core",
+            "    import time:       300 |      300000 |   pandas",
+            "00:00:05.000 - INFO - Executing task \x1b[96m'deploy-model'\x1b[0m",
+            "    import time:       100 |     1500000 |   mlflow",
+        ]
+    )
     out = top_level_imports(log)
     assert out == {"validate-data": [(2.0, "great_expectations"), (0.3, "pandas")], "deploy-model": [(1.5, "mlflow")]}
 
@@ -240,15 +276,20 @@ def test_a_held_ct_runs_records_become_the_scale_sections_table(tmp_path):
     (kfp.local names repeats `comp-x-2`, ...) folded, workers one by one, a kill shown as over the limit."""
     from bench import report, scale
 
-    rec = [{"task": "comp-validate-part", "process": "task", "limit_mib": 2048, "peak_rss_mib": 640.0, "wall_s": 10,
-            "exit": 0},
-           {"task": "comp-validate-part-2", "process": "task", "limit_mib": 2048, "peak_rss_mib": 650.5, "wall_s": 12,
-            "exit": 0},
-           {"task": "train-model", "process": "worker 0 of 2", "limit_mib": 8192, "peak_rss_mib": 900.0, "exit": 0},
-           {"task": "train-model", "process": "worker 1 of 2", "limit_mib": 8192, "peak_rss_mib": 8300.0,
-            "exit": 137}]
-    summary = {"memory": rec, "dataset": {"rows": 1000}, "total_seconds": 99, "validation": {"passed": True},
-               "decision": {"metrics": {"roc_auc": 0.87}}, "registered": {"version": "1"}}
+    rec = [
+        {"task": "comp-validate-part", "process": "task", "limit_mib": 2048, "peak_rss_mib": 640.0, "wall_s": 10, "exit": 0},
+        {"task": "comp-validate-part-2", "process": "task", "limit_mib": 2048, "peak_rss_mib": 650.5, "wall_s": 12, "exit": 0},
+        {"task": "train-model", "process": "worker 0 of 2", "limit_mib": 8192, "peak_rss_mib": 900.0, "exit": 0},
+        {"task": "train-model", "process": "worker 1 of 2", "limit_mib": 8192, "peak_rss_mib": 8300.0, "exit": 137},
+    ]
+    summary = {
+        "memory": rec,
+        "dataset": {"rows": 1000},
+        "total_seconds": 99,
+        "validation": {"passed": True},
+        "decision": {"metrics": {"roc_auc": 0.87}},
+        "registered": {"version": "1"},
+    }
     fig = scale.ct_run_figures(summary, "1k", "kfct run --pod-limits")
     steps = {s["step"]: s for s in fig["steps"]}
     assert steps["validate-part"]["processes"] == 2 and steps["validate-part"]["peak_rss_mib"] == 650.5

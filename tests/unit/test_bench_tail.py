@@ -21,7 +21,7 @@ from tests.unit.test_bench_smoke import _tables, echo_server  # noqa: E402,F401 
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
-def test_tail_cells_are_interleaved_and_reported(echo_server, tmp_path):  # noqa: F811
+def test_tail_cells_are_interleaved_and_reported(echo_server, tmp_path):
     from bench import predlog_tail
 
     ctx = SimpleNamespace(workdir=tmp_path, log=lambda m: None)
@@ -29,10 +29,10 @@ def test_tail_cells_are_interleaved_and_reported(echo_server, tmp_path):  # noqa
     bodies = {name: {"instances": [{"x": 1}]} for name in predlog_tail.VARIANTS}
     cells = predlog_tail._measure(ctx, started, bodies, rounds=2, duration=1)
     assert {n: [c["round"] for c in cs] for n, cs in cells.items()} == {n: [1, 2] for n in predlog_tail.VARIANTS}
-    assert all(c["requests"] > 0 and c["errors"] == 0 and c["load_1m"] is not None for cs in cells.values()
-               for c in cs)
-    data = predlog_tail.summarize(cells, rounds=2, duration=1, warmup=0, wrk_version="4.1", log_status=None,
-                                  model={"name": "m", "version": "1"})
+    assert all(c["requests"] > 0 and c["errors"] == 0 and c["load_1m"] is not None for cs in cells.values() for c in cs)
+    data = predlog_tail.summarize(
+        cells, rounds=2, duration=1, warmup=0, wrk_version="4.1", log_status=None, model={"name": "m", "version": "1"}
+    )
     assert len(data["ratios"]["log-on"]["per_round"]) == 2 and data["ratios"]["log-off"]["median"] > 0
     assert data["targets"]["tail"]["cells"] == 2 and data["targets"]["rps_ratio"]["met"] in (True, False)
     paths = predlog_tail.write(data, tmp_path / "out")

@@ -88,8 +88,15 @@ def test_batch_split_streams_into_shards(data, tmp_path):
     real_read_table = pq.read_table
     for loc, out in ((path, tmp_path / "a"), (pdir, tmp_path / "b")):
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(pq, "read_table", lambda src, *a, **k: (_ for _ in ()).throw(AssertionError("whole table"))
-                       if str(src) in (str(path), str(pdir)) else real_read_table(src, *a, **k))
+            mp.setattr(
+                pq,
+                "read_table",
+                lambda src, *a, **k: (
+                    (_ for _ in ()).throw(AssertionError("whole table"))
+                    if str(src) in (str(path), str(pdir))
+                    else real_read_table(src, *a, **k)
+                ),
+            )
             assert split_core(loc, out, 3) == [0, 1, 2]
         got = [real_read_table(out / SHARD_FILE.format(i)).to_pandas() for i in range(3)]
         assert [len(g) for g in got] == [1667, 1666, 1667]
@@ -118,7 +125,7 @@ def test_prediction_log_window_reads_newest_files_only(tmp_path, monkeypatch):
     log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60)
     now = time.time()
     recs = [{"customer_id": f"c{i}", "x": float(i)} for i in range(100)]
-    for k in range(6):    # six files of 100 rows, one hour apart
+    for k in range(6):  # six files of 100 rows, one hour apart
         log.log(now - 3600 * (6 - k), f"r{k}", "m", "1", "champion", recs, np.full(100, 0.1 * k), np.zeros(100), 0.5)
         assert log.flush(10)
     log.close()
@@ -130,10 +137,11 @@ def test_prediction_log_window_reads_newest_files_only(tmp_path, monkeypatch):
     got = read_prediction_log(root=tmp_path, s3=False, max_rows=250)
     assert len(got) == 250 and got.attrs["rows_total"] >= 250
     pd.testing.assert_frame_equal(got, whole.tail(250).reset_index(drop=True))
-    assert len(opened) == 3    # the newest three files hold 300 >= 250 rows
+    assert len(opened) == 3  # the newest three files hold 300 >= 250 rows
 
 
 # -- the outcomes, A/B and shadow reports: a bounded sample of the log, only its customers' outcomes ----------
+
 
 def test_prediction_log_sample_is_bounded_by_customer_and_whole_below_the_bound(tmp_path, monkeypatch):
     """Past the bound: at most n rows, whole customers (champion and shadow rows together), the same
@@ -191,9 +199,13 @@ def test_the_outcomes_report_states_its_sample(kfct_home, cfg, tmp_path):
     write_outcomes(kfct_home, 2_000)
     small = with_overrides(cfg, {"outcomes": {"max_predictions": 600}})
     rep = outcomes_report("m", small, tmp_path / "a")
-    assert rep["sample"] == {"predictions_total": 4_000, "predictions_read": 600, "max_predictions": 600,
-                             "sampled": True, "text": "a sample of 600 of 4,000 served predictions (by customer; "
-                                                      "outcomes.max_predictions 600)"}
+    assert rep["sample"] == {
+        "predictions_total": 4_000,
+        "predictions_read": 600,
+        "max_predictions": 600,
+        "sampled": True,
+        "text": "a sample of 600 of 4,000 served predictions (by customer; outcomes.max_predictions 600)",
+    }
     assert rep["n_judged"] == 600  # every sampled prediction has its customer's outcome
     for f in ("markdown", "html"):
         assert "Judged on a sample of 600 of 4,000 served predictions" in Path(rep["files"][f]).read_text()
@@ -207,8 +219,9 @@ def test_the_outcomes_report_states_its_sample(kfct_home, cfg, tmp_path):
     assert sample_statement(4_000, 4_000, 500_000)["text"] == "all 4,000 served predictions"
 
 
-@pytest.mark.parametrize("kind", [None, "label_nulls", "unknown_category", "out_of_range", "missing_column",
-                                  "duplicated_rows", "wrong_dtype"])
+@pytest.mark.parametrize(
+    "kind", [None, "label_nulls", "unknown_category", "out_of_range", "missing_column", "duplicated_rows", "wrong_dtype"]
+)
 def test_a_csv_is_streamed_into_the_frame_pandas_reads(tmp_path, monkeypatch, kind):
     """Ingest (and `kfct data push`) stream a CSV block by block (64 KiB blocks here, so a 2,000-row file
     is many); the snapshot reads back as `pandas.read_csv` reads the file, clean or broken, with a
@@ -250,13 +263,14 @@ def test_drift_reference_fallback_reads_a_bounded_sample_of_the_training_data(da
     `dataset_sha256`: a sample of drift.window_rows rows, never the whole table."""
     from types import SimpleNamespace
 
-    from kfct.governance import registry
     from kfct.components.drift_inputs import DriftInputError, load_reference
+    from kfct.governance import registry
     from kfct.governance.lineage import sha256_file
 
     df, path, _ = data
-    version = SimpleNamespace(version="3", run_id=None, model=None,
-                              tags={"data_uri": str(path), "dataset_sha256": sha256_file(path)})
+    version = SimpleNamespace(
+        version="3", run_id=None, model=None, tags={"data_uri": str(path), "dataset_sha256": sha256_file(path)}
+    )
     monkeypatch.setattr(registry, "setup", lambda *a, **k: None)
     monkeypatch.setattr(registry, "load_version", lambda *a, **k: version)
     ref, loaded, source = load_reference("m", max_rows=800)

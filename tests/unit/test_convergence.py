@@ -30,9 +30,9 @@ def test_promoted_canary_is_closed_and_champion_follows():
 
 
 def test_converge_core_rewrites_a_stale_split_file(kfct_home):
-    from kfct.governance import audit, registry
     from kfct.components.deploy import converge_serving
     from kfct.contracts.split_state import SplitState, read_state, state_path, write_state
+    from kfct.governance import audit, registry
     from tests.registrykit import log_tiny_model
 
     registry.setup()
@@ -52,10 +52,10 @@ def test_converge_core_rewrites_a_stale_split_file(kfct_home):
 
 def test_deploy_of_a_superseded_version_moves_nothing(kfct_home):
     """Run A registered v1, run B's v2 became champion since: A's deploy leaves no stray challenger."""
-    from kfct.governance import registry
     from kfct.components.deploy import deploy_version
     from kfct.config import load_config
     from kfct.contracts.split_state import read_state, state_path
+    from kfct.governance import registry
     from tests.registrykit import log_tiny_model
 
     registry.setup()

@@ -103,8 +103,11 @@ def ignored(rel: str, patterns: list[str]) -> bool:
         neg = pat.startswith("!")
         p = pat[1:] if neg else pat
         p = p.lstrip("/")
-        if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel.split("/")[0], p) or (
-                p.startswith("**/") and fnmatch.fnmatch(Path(rel).name, p[3:])):
+        if (
+            fnmatch.fnmatch(rel, p)
+            or fnmatch.fnmatch(rel.split("/")[0], p)
+            or (p.startswith("**/") and fnmatch.fnmatch(Path(rel).name, p[3:]))
+        ):
             result = not neg
     return result
 
@@ -244,13 +247,22 @@ def test_copy_sources_exist_and_are_not_dockerignored(name):
 
 def test_dockerignore_keeps_state_and_secrets_out():
     patterns = dockerignore_patterns()
-    for path in (".git", ".venv", ".kfct", "build", ".env", "manifests/base/secrets/s3-credentials.env",
-                 "kfct/__pycache__/x.pyc"):
+    for path in (
+        ".git",
+        ".venv",
+        ".kfct",
+        "build",
+        ".env",
+        "manifests/base/secrets/s3-credentials.env",
+        "kfct/__pycache__/x.pyc",
+    ):
         assert ignored(path, patterns), f"{path} would be sent to the docker daemon"
 
 
-@pytest.mark.parametrize("name,target,op", [("Dockerfile", "component", "CMD"), ("Dockerfile", "serving", "ENTRYPOINT"),
-                                            ("Dockerfile.gpu", None, "CMD")])
+@pytest.mark.parametrize(
+    "name,target,op",
+    [("Dockerfile", "component", "CMD"), ("Dockerfile", "serving", "ENTRYPOINT"), ("Dockerfile.gpu", None, "CMD")],
+)
 def test_entrypoints_import(name, target, op):
     _, stages = parse_dockerfile(ROOT / name)
     stage = next(s for s in stages if s.name == target) if target else stages[-1]

@@ -12,18 +12,19 @@ from kfct.evidence.model import FeatureError, TabularEncoder
 
 @pytest.fixture()
 def enc():
-    train = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [10.0, np.nan, 30.0, 50.0],
-                          "c": ["x", "y", "x", "y"]})
+    train = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [10.0, np.nan, 30.0, 50.0], "c": ["x", "y", "x", "y"]})
     return TabularEncoder(numeric=["a", "b"], categorical={"c": ["x", "y"]}, nullable=["b"], scale=True).fit(train)
 
 
 def _three(enc, df):
     """(batch, arrow, records) results: a matrix, or the FeatureError's (field, index)."""
     out = []
-    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
-               for r in df.to_dict("records")]
-    for f in (lambda: enc.transform(df), lambda: enc.transform_arrow(pa.Table.from_pandas(df, preserve_index=False)),
-              lambda: enc.transform_records(records)):
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
+    for f in (
+        lambda: enc.transform(df),
+        lambda: enc.transform_arrow(pa.Table.from_pandas(df, preserve_index=False)),
+        lambda: enc.transform_records(records),
+    ):
         try:
             out.append(f())
         except FeatureError as exc:

@@ -6,8 +6,13 @@ import pytest
 from kfct.components.fairness import fairness_gate, fairness_report
 from kfct.config import FairnessConfig
 
-CFG = FairnessConfig(enabled=True, max_demographic_parity_difference=0.10,
-                     max_equalized_odds_difference=0.10, min_group_size=2, significance_level=None)
+CFG = FairnessConfig(
+    enabled=True,
+    max_demographic_parity_difference=0.10,
+    max_equalized_odds_difference=0.10,
+    min_group_size=2,
+    significance_level=None,
+)
 
 
 def _data():
@@ -108,13 +113,16 @@ def test_single_group_is_not_comparable_and_passes_with_reason():
     assert passed and "not measurable" in reasons[0]
 
 
-@pytest.mark.parametrize("y,p,groups,msg", [
-    ([0, 1, 2], [0, 1, 1], {"g": ["a"] * 3}, "y_true must hold 0/1"),
-    ([0, 1], [0, 1, 1], {"g": ["a"] * 2}, "y_true has 2 values but y_pred has 3"),
-    ([0, 1], [0, float("nan")], {"g": ["a"] * 2}, "y_pred contains NaN"),
-    ([0, 1], [0, 1], {"g": ["a"]}, "sensitive feature 'g' has 1 values, expected 2"),
-    ([0, 1], [0, 1], ["a", "b"], "groups must be a dict"),
-])
+@pytest.mark.parametrize(
+    "y,p,groups,msg",
+    [
+        ([0, 1, 2], [0, 1, 1], {"g": ["a"] * 3}, "y_true must hold 0/1"),
+        ([0, 1], [0, 1, 1], {"g": ["a"] * 2}, "y_true has 2 values but y_pred has 3"),
+        ([0, 1], [0, float("nan")], {"g": ["a"] * 2}, "y_pred contains NaN"),
+        ([0, 1], [0, 1], {"g": ["a"]}, "sensitive feature 'g' has 1 values, expected 2"),
+        ([0, 1], [0, 1], ["a", "b"], "groups must be a dict"),
+    ],
+)
 def test_bad_inputs_name_the_problem(y, p, groups, msg):
     with pytest.raises(ValueError, match=msg):
         fairness_report(y, p, groups, 1)
@@ -133,6 +141,6 @@ def test_figures_match_fairlearn_on_the_same_data(seed):
     pred = (score >= 0.5).astype(int)
     r = fairness_report(y, pred, {"age": g}, min_group_size=1)["age"]
     assert r["demographic_parity_difference"] == pytest.approx(
-        demographic_parity_difference(y, pred, sensitive_features=g), abs=1e-12)
-    assert r["equalized_odds_difference"] == pytest.approx(
-        equalized_odds_difference(y, pred, sensitive_features=g), abs=1e-12)
+        demographic_parity_difference(y, pred, sensitive_features=g), abs=1e-12
+    )
+    assert r["equalized_odds_difference"] == pytest.approx(equalized_odds_difference(y, pred, sensitive_features=g), abs=1e-12)

@@ -95,9 +95,8 @@ def test_refuse_closes_the_port_and_resets_open_connections_then_comes_back(echo
 
 
 def test_refuse_from_the_start():
-    with FaultProxy("127.0.0.1", 9, mode="refuse") as p:
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", p.port), timeout=2)
+    with FaultProxy("127.0.0.1", 9, mode="refuse") as p, pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", p.port), timeout=2)
 
 
 def test_hang_accepts_but_moves_nothing_until_pass(echo):
@@ -132,6 +131,5 @@ def test_cut_closes_mid_stream_after_n_bytes(echo):
 
 
 def test_unknown_mode_is_a_clear_error(echo):
-    with FaultProxy("127.0.0.1", echo.port) as p:
-        with pytest.raises(ValueError, match="unknown proxy mode 'down'"):
-            p.mode = "down"
+    with FaultProxy("127.0.0.1", echo.port) as p, pytest.raises(ValueError, match="unknown proxy mode 'down'"):
+        p.mode = "down"

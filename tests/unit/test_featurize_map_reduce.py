@@ -1,6 +1,5 @@
 """Featurize as map -> reduce: the split by id and the encoder fitted from parts equal the single pass."""
 
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,14 +13,14 @@ from kfct.data.datagen import generate
 
 def _parts(df, k):
     n = -(-len(df) // k)
-    return [df.iloc[i * n:(i + 1) * n].reset_index(drop=True) for i in range(k)]
+    return [df.iloc[i * n : (i + 1) * n].reset_index(drop=True) for i in range(k)]
 
 
 @pytest.mark.parametrize("model", ["xgboost", "logistic_regression"])
 def test_parts_split_and_encoder_equal_single_pass(tmp_path, model):
     cfg = with_overrides(load_config(), {"train": {"model": model}})
     df = generate(9000, seed=3)
-    df.loc[df.index % 7 == 0, "monetary_std"] = np.nan      # a nullable column with nulls: median matters
+    df.loc[df.index % 7 == 0, "monetary_std"] = np.nan  # a nullable column with nulls: median matters
     tr, va, te, enc = featurize_core(df, cfg)
     got = {s: [] for s in fm.SPLITS}
     train_files = []

@@ -8,8 +8,9 @@ from kfct.components.evaluate import _auc_groups, _weighted_auc, compute_metrics
 from kfct.components.train import choose_threshold
 from kfct.config import load_config
 
-GATE = load_config().gate.model_copy(update={"thresholds": {"roc_auc": 0.80, "recall": 0.65}, "compare_metric": "roc_auc",
-                                             "min_improvement": 0.002})
+GATE = load_config().gate.model_copy(
+    update={"thresholds": {"roc_auc": 0.80, "recall": 0.65}, "compare_metric": "roc_auc", "min_improvement": 0.002}
+)
 
 
 def _scores(n=4000, seed=0, noise=1.0):
@@ -70,9 +71,19 @@ def test_first_model_faces_absolute_thresholds_only():
 
 
 def _cmp(diff, lo, hi):
-    return {"metric": "roc_auc", "challenger": 0.85 + diff, "champion": 0.85, "diff": diff, "ci_low": lo, "ci_high": hi,
-            "confidence": 0.95, "rounds": 100, "significant_regression": hi < 0, "significant_improvement": lo > 0,
-            "champion_version": "3"}
+    return {
+        "metric": "roc_auc",
+        "challenger": 0.85 + diff,
+        "champion": 0.85,
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "confidence": 0.95,
+        "rounds": 100,
+        "significant_regression": hi < 0,
+        "significant_improvement": lo > 0,
+        "champion_version": "3",
+    }
 
 
 def test_challenger_must_improve_by_min_improvement():

@@ -42,10 +42,10 @@ def _fit(df):
 def test_inverted_labels_stop_the_run_instead_of_promoting():
     champion = _fit(_frame(seed=1))
     bad = _frame(seed=2)
-    bad["y"] = 1 - bad["y"]                      # the batch arrives with its labels inverted
+    bad["y"] = 1 - bad["y"]  # the batch arrives with its labels inverted
     challenger = _fit(bad)
     res = evaluate_core(challenger, bad, _cfg(), champion, "3", {"roc_auc": 0.90})
-    assert res["comparison"]["diff"] > 0.5       # the challenger "wins" by a mile on the broken data
+    assert res["comparison"]["diff"] > 0.5  # the challenger "wins" by a mile on the broken data
     assert res["deploy"] is False
     assert res["stop"].startswith("stopped: champion v3 collapsed on this data: roc_auc 0.")
     assert "below chance" in res["stop"] and res["reasons"][0] == res["stop"]

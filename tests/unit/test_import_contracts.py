@@ -43,18 +43,25 @@ def test_the_contracts_catch_upward_imports(tmp_path):
         (pkg / sub).mkdir(parents=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    (pkg / "config.py").write_text("import kfct.serving\n")                        # library -> serving
-    (pkg / "components" / "train.py").write_text("import kfct.pipelines\n")        # components -> pipelines
+    (pkg / "config.py").write_text("import kfct.serving\n")  # library -> serving
+    (pkg / "components" / "train.py").write_text("import kfct.pipelines\n")  # components -> pipelines
     (pkg / "serving" / "router.py").write_text("from kfct.components import train\n")  # serving -> components
     text = (ROOT / "pyproject.toml").read_text()
-    section = text[text.index("[tool.importlinter]"):text.index("[tool.pytest.ini_options]")]
+    section = text[text.index("[tool.importlinter]") : text.index("[tool.pytest.ini_options]")]
     start = section.index("source_modules = [")
-    section = section[:start] + 'source_modules = ["kfct", "kfct.config"]\n' + \
-        section[section.index("forbidden_modules"):]
+    section = section[:start] + 'source_modules = ["kfct", "kfct.config"]\n' + section[section.index("forbidden_modules") :]
     (tmp_path / "pyproject.toml").write_text(section)
-    out = subprocess.run([str(LINT_IMPORTS), "--config", str(tmp_path / "pyproject.toml")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(tmp_path / "pyproject.toml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
-    for line in ("kfct.config -> kfct.serving", "kfct.components.train -> kfct.pipelines",
-                 "kfct.serving.router -> kfct.components.train"):
+    for line in (
+        "kfct.config -> kfct.serving",
+        "kfct.components.train -> kfct.pipelines",
+        "kfct.serving.router -> kfct.components.train",
+    ):
         assert line in out.stdout, out.stdout[-3000:]

@@ -26,12 +26,17 @@ def _logging_back_on():
 
 def _table(n=300):
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "churn": rng.integers(0, 2, n), "x": rng.normal(size=n), "plan": rng.choice(["a", "b"], n),
-        "signup": pd.date_range("2024-01-01", periods=n, freq="D"),
-        "season_day": [f"2024-03-{i % 30 + 1:02d}" for i in range(n)],   # 30 distinct values: not a category
-        "nothing": [np.nan] * n, "site": ["berlin"] * n,
-    })
+    return pd.DataFrame(
+        {
+            "churn": rng.integers(0, 2, n),
+            "x": rng.normal(size=n),
+            "plan": rng.choice(["a", "b"], n),
+            "signup": pd.date_range("2024-01-01", periods=n, freq="D"),
+            "season_day": [f"2024-03-{i % 30 + 1:02d}" for i in range(n)],  # 30 distinct values: not a category
+            "nothing": [np.nan] * n,
+            "site": ["berlin"] * n,
+        }
+    )
 
 
 @pytest.fixture(params=["parquet", "csv"])

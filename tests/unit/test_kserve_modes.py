@@ -18,32 +18,60 @@ import pytest
 
 def isvc(annotation: str | None = None, status_mode: str | None = None) -> dict:
     """An InferenceService as `GET .../inferenceservices/churn` returns it on KServe 0.20."""
-    meta = {"name": "churn", "namespace": "kfct", "generation": 2,
-            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}}
+    meta = {
+        "name": "churn",
+        "namespace": "kfct",
+        "generation": 2,
+        "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"},
+    }
     if annotation is not None:
         meta["annotations"]["serving.kserve.io/deploymentMode"] = annotation
-    obj = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": meta,
-           "spec": {"predictor": {"model": {"modelFormat": {"name": "kfct-churn"}, "runtime": "kfct-predictor",
-                                            "storageUri": "s3://kfct/mlflow/1/a/artifacts"}}}}
+    obj = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": meta,
+        "spec": {
+            "predictor": {
+                "model": {
+                    "modelFormat": {"name": "kfct-churn"},
+                    "runtime": "kfct-predictor",
+                    "storageUri": "s3://kfct/mlflow/1/a/artifacts",
+                }
+            }
+        },
+    }
     if status_mode is not None:
         obj["status"] = {"deploymentMode": status_mode, "observedGeneration": 2}
     return obj
 
 
-@pytest.mark.parametrize("stored, expected", [
-    ("Knative", "Knative"), ("Serverless", "Knative"), ("knative", "Knative"), ("SERVERLESS", "Knative"),
-    ("Standard", "Standard"), ("RawDeployment", "Standard"), ("rawdeployment", "Standard"), (" standard ", "Standard"),
-])
+@pytest.mark.parametrize(
+    "stored, expected",
+    [
+        ("Knative", "Knative"),
+        ("Serverless", "Knative"),
+        ("knative", "Knative"),
+        ("SERVERLESS", "Knative"),
+        ("Standard", "Standard"),
+        ("RawDeployment", "Standard"),
+        ("rawdeployment", "Standard"),
+        (" standard ", "Standard"),
+    ],
+)
 def test_the_annotation_as_the_webhook_stores_it_is_understood(stored, expected):
     from kfct.components.deploy import detect_mode
 
     assert detect_mode(isvc(annotation=stored), "Standard") == expected
-    assert detect_mode(isvc(annotation=stored, status_mode="Knative" if expected == "Knative" else "Standard"),
-                       "Standard") == expected
+    assert (
+        detect_mode(isvc(annotation=stored, status_mode="Knative" if expected == "Knative" else "Standard"), "Standard")
+        == expected
+    )
 
 
-@pytest.mark.parametrize("status_mode, expected", [("Knative", "Knative"), ("Standard", "Standard"),
-                                                    ("Serverless", "Knative"), ("RawDeployment", "Standard")])
+@pytest.mark.parametrize(
+    "status_mode, expected",
+    [("Knative", "Knative"), ("Standard", "Standard"), ("Serverless", "Knative"), ("RawDeployment", "Standard")],
+)
 def test_status_deployment_mode_is_understood_when_no_annotation(status_mode, expected):
     from kfct.components.deploy import detect_mode
 
@@ -72,8 +100,7 @@ def test_built_services_carry_the_mode_name_the_webhook_keeps():
     from kfct.components.deploy import build_inference_service
 
     for asked, stored in (("Serverless", "Knative"), ("Knative", "Knative"), ("RawDeployment", "Standard")):
-        obj = build_inference_service("churn", "3", namespace="kfct", mode=asked, storage_uri="s3://b/m",
-                                      sha256="ab" * 32)
+        obj = build_inference_service("churn", "3", namespace="kfct", mode=asked, storage_uri="s3://b/m", sha256="ab" * 32)
         assert obj.metadata.annotations["serving.kserve.io/deploymentMode"] == stored
 
 

@@ -33,8 +33,10 @@ def test_featurize_maps_string_labels_before_the_split(tmp_path):
     from kfct.config import load_config
 
     p = tmp_path / "c.yaml"
-    p.write_text("dataset:\n  label: y\n  positive_label: bad\n  columns:\n    x: {dtype: float}\n"
-                 "    y: {dtype: category, values: [good, bad]}\ntrain: {model: logistic_regression}\n")
+    p.write_text(
+        "dataset:\n  label: y\n  positive_label: bad\n  columns:\n    x: {dtype: float}\n"
+        "    y: {dtype: category, values: [good, bad]}\ntrain: {model: logistic_regression}\n"
+    )
     df = pd.DataFrame({"x": range(200), "y": ["good", "bad"] * 100})
     train, val, test, _enc = featurize_core(df, load_config(p))
     for part in (train, val, test):
@@ -64,7 +66,7 @@ def test_init_infers_a_config_that_loads_and_fits_the_data(cancer, tmp_path, cap
     printed = capsys.readouterr().out
     assert "sensitive-feature candidates ['sex']" in printed
     text = out.read_text()
-    assert "# sensitive_features: [\"sex\"]" in text and "\n  sensitive_features: []" in text
+    assert '# sensitive_features: ["sex"]' in text and "\n  sensitive_features: []" in text
     cfg = load_config(out)
     ds = cfg.dataset
     assert ds.label == "target" and ds.positive_label == 1 and ds.columns["target"].values == [0, 1]

@@ -4,8 +4,8 @@ one check of the canary arguments; one way to build a rollout backend."""
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import ClassVar
-from datetime import datetime, timezone
 
 import pytest
 
@@ -24,8 +24,13 @@ class Recorder:
         Recorder.launched.append(request)
         if self.where == "cluster":
             return {"run_id": "r-1", "run_name": "kfct-ct retrain", "url": "http://kfp/runs/r-1"}
-        return {"run_name": "ct-local", "validation": {"passed": True}, "decision": {"deploy": False, "reasons": ["x"]},
-                "registered": None, "total_seconds": 1.0}
+        return {
+            "run_name": "ct-local",
+            "validation": {"passed": True},
+            "decision": {"deploy": False, "reasons": ["x"]},
+            "registered": None,
+            "total_seconds": 1.0,
+        }
 
 
 @pytest.fixture
@@ -59,12 +64,11 @@ def test_in_cluster_and_auto_target_come_from_settings(env):
 
 
 def test_trigger_core_starts_the_run_through_the_injected_launcher(env, cfg):
-    from kfct.governance import audit
     from kfct.components.retrain_policy import run_trigger
+    from kfct.governance import audit
 
-    now = datetime(2025, 3, 3, 4, 0, tzinfo=timezone.utc)
-    out = run_trigger(DRIFT, cfg, "churn-classifier", current_uri="batch.parquet", now=now,
-                       launcher=Recorder(where="local"))
+    now = datetime(2025, 3, 3, 4, 0, tzinfo=UTC)
+    out = run_trigger(DRIFT, cfg, "churn-classifier", current_uri="batch.parquet", now=now, launcher=Recorder(where="local"))
     assert out["triggered"] and out["mode"] == "local" and out["ct"]["run_name"] == "ct-local"
     (req,) = Recorder.launched
     assert req.model_name == "churn-classifier" and req.data_uri == "batch.parquet" and req.requested_at == now
@@ -73,9 +77,9 @@ def test_trigger_core_starts_the_run_through_the_injected_launcher(env, cfg):
 
 
 def test_the_launcher_is_picked_by_settings_and_a_bad_name_is_one_line(env, cfg):
-    from kfct.governance import audit
     from kfct.components.retrain_policy import run_trigger
     from kfct.contracts.launcher import LauncherError, pick_launcher
+    from kfct.governance import audit
 
     _settings(env, KFCT_RETRAIN_LAUNCHER=f"{__name__}:Recorder", KFCT_KFP_HOST="http://kfp.example")
     out = run_trigger(DRIFT, cfg, "churn-classifier")  # auto: a KFP host is configured -> cluster
@@ -96,9 +100,21 @@ def test_the_default_launchers_live_in_the_pipelines_layer(env):
 
 
 def _serve_args(**kw):
-    base = dict(model_name=None, alias="champion", version=None, model_dir=None, model_sha256=None, host=None,
-                port=None, canary_version=None, canary_percent=None, shadow=False, watch=True,
-                log_predictions=True, access_log=False)
+    base = dict(
+        model_name=None,
+        alias="champion",
+        version=None,
+        model_dir=None,
+        model_sha256=None,
+        host=None,
+        port=None,
+        canary_version=None,
+        canary_percent=None,
+        shadow=False,
+        watch=True,
+        log_predictions=True,
+        access_log=False,
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -145,8 +161,10 @@ def test_the_deploy_plan_is_decided_from_plain_values(cfg):
     canary = plan_deploy("m", "4", "3", False, cfg, "local", canary_percent=25)
     assert not canary["direct"] and canary["percent"] == 25.0
     assert plan_deploy("m", "4", "3", False, cfg, "local", shadow=True)["percent"] == 0.0
-    for args, msg in (((False, cfg, "moon"), "deploy target must be 'local' or 'cluster', got 'moon'"),
-                      ((True, cfg, "local"), "v4 was rejected by an earlier rollout"),
-                      ((False, cfg, "local", 120), "canary percent must be within 0..100, got 120")):
+    for args, msg in (
+        ((False, cfg, "moon"), "deploy target must be 'local' or 'cluster', got 'moon'"),
+        ((True, cfg, "local"), "v4 was rejected by an earlier rollout"),
+        ((False, cfg, "local", 120), "canary percent must be within 0..100, got 120"),
+    ):
         with pytest.raises(DeployError, match=msg):
             plan_deploy("m", "4", "3", *args)

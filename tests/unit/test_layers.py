@@ -21,11 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"kfct": "kfct", "components": "kfct.components", "pipelines": "kfct.pipelines", "serving": "kfct.serving"}
 # Which layers each layer may import.
-ALLOWED = {"library": {"library"},
-           "serving": {"serving", "library"},
-           "components": {"components", "library"},
-           "pipelines": {"pipelines", "components", "serving", "library"},
-           "cli": {"cli", "pipelines", "components", "serving", "library"}}
+ALLOWED = {
+    "library": {"library"},
+    "serving": {"serving", "library"},
+    "components": {"components", "library"},
+    "pipelines": {"pipelines", "components", "serving", "library"},
+    "cli": {"cli", "pipelines", "components", "serving", "library"},
+}
 HEAVY = ("kserve", "mlflow", "great_expectations", "evidently", "xgboost", "sklearn")
 
 # What importing a module may import among HEAVY, and why; everything else: none of them.
@@ -89,8 +91,7 @@ def upward_imports() -> list[str]:
 def test_the_import_graph_finds_imports_inside_functions(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from kfct.pipelines.local import run_ct\n    from . import launcher\n")
-    assert imports("kfct.components.m", src) == [(2, "kfct.pipelines.local.run_ct"),
-                                                (3, "kfct.components.launcher")]
+    assert imports("kfct.components.m", src) == [(2, "kfct.pipelines.local.run_ct"), (3, "kfct.components.launcher")]
     assert layer("kfct.pipelines.local") == "pipelines" and layer("kfct.contracts.split_state") == "library"
     assert layer("kfct.cli.run") == "cli" and layer("kfct.__main__") == "cli"
 
@@ -101,8 +102,7 @@ def test_layers_point_down_only():
 
 
 def test_nothing_imports_the_cli():
-    users = [f"{m}:{line}" for m, p in modules().items() if layer(m) != "cli"
-             for line, t in imports(m, p) if layer(t) == "cli"]
+    users = [f"{m}:{line}" for m, p in modules().items() if layer(m) != "cli" for line, t in imports(m, p) if layer(t) == "cli"]
     assert not users, users
 
 
@@ -139,8 +139,9 @@ print(json.dumps(out))
 
 
 def heavy_after_import(names: list[str]) -> dict[str, set[str]]:
-    out = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY), *names], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, ",".join(HEAVY), *names], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result.pop("__preloaded__") == [], "the probe itself loaded a heavy library"
@@ -151,14 +152,19 @@ def heavy_after_import(names: list[str]) -> dict[str, set[str]]:
 
 def test_importing_a_module_does_not_import_heavy_libraries():
     loaded = heavy_after_import([m for m in modules() if m != "kfct.__main__"])
-    bad = [f"{m} imports {sorted(h - MAY_IMPORT.get(m, set()))} at import time" for m, h in sorted(loaded.items())
-           if h - MAY_IMPORT.get(m, set())]
+    bad = [
+        f"{m} imports {sorted(h - MAY_IMPORT.get(m, set()))} at import time"
+        for m, h in sorted(loaded.items())
+        if h - MAY_IMPORT.get(m, set())
+    ]
     assert not bad, "\n".join(bad)
 
 
 def test_the_probe_sees_a_heavy_import():
-    assert heavy_after_import(["kfct.evidence.model", "kfct.contracts.split_state"]) == {"kfct.evidence.model": {"sklearn"},
-                                                                      "kfct.contracts.split_state": set()}
+    assert heavy_after_import(["kfct.evidence.model", "kfct.contracts.split_state"]) == {
+        "kfct.evidence.model": {"sklearn"},
+        "kfct.contracts.split_state": set(),
+    }
 
 
 def _unresolved(node: ast.AST) -> list[str]:
@@ -213,8 +219,7 @@ CLI_MAY_NOT_IMPORT = set(HEAVY) | {"pandas", "numpy", "pyarrow", "kfp"}
 def test_cli_help_imports_no_data_or_ml_library():
     """The parser is built before any command runs, so what it imports every `kfct ...` pays for,
     `--help` included; the libraries a command needs are imported by that command's handler."""
-    out = subprocess.run([sys.executable, "-c", CLI_HELP_PROBE], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", CLI_HELP_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1])) & CLI_MAY_NOT_IMPORT
     assert not loaded, f"building the CLI's parser imports {sorted(loaded)}"

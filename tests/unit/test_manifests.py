@@ -119,8 +119,12 @@ def test_overlays_patch_objects_the_base_has(overlay, base):
             kind, name = doc["kind"], doc["metadata"]["name"]
             assert (kind, name) in index, f"{overlay} patches unknown {kind}/{name}"
     for img in k.get("images") or []:
-        used = {c["image"].rsplit(":", 1)[0] for o in objs if o["kind"] in ("Deployment", "Job")
-                for c in o["spec"]["template"]["spec"]["containers"]}
+        used = {
+            c["image"].rsplit(":", 1)[0]
+            for o in objs
+            if o["kind"] in ("Deployment", "Job")
+            for c in o["spec"]["template"]["spec"]["containers"]
+        }
         used |= {c["image"].rsplit(":", 1)[0] for o in objs if o["kind"] == "ServingRuntime" for c in o["spec"]["containers"]}
         assert img["name"] in used, f"{overlay} retags image {img['name']} nobody uses"
 
@@ -160,8 +164,9 @@ def test_no_secret_values_anywhere(base):
     for path in MANIFESTS.rglob("*.yaml"):
         for doc in load_docs(path):
             if doc.get("kind") == "Secret":
-                assert not any((doc.get("data") or {}).values()) and not any((doc.get("stringData") or {}).values()), \
+                assert not any((doc.get("data") or {}).values()) and not any((doc.get("stringData") or {}).values()), (
                     f"{path} holds secret values"
+                )
     assert gens, "secrets come from secretGenerator"
     for gen in gens:
         assert not gen.get("literals"), f"{gen['name']}: literals would put values in git"
@@ -176,8 +181,8 @@ def test_no_secret_values_anywhere(base):
 
 def test_names_and_keys_the_pipeline_relies_on_exist(base):
     """Compiled tasks mount Secret + ConfigMap keys as env: all must exist or pods do not start."""
-    from kfct.runtime.settings import Settings
     from kfct.pipelines.task_config import CONFIG_KEYS, SECRET_KEYS
+    from kfct.runtime.settings import Settings
 
     objs, gens = base
     s = Settings()
@@ -199,7 +204,7 @@ def test_key_references_resolve(base):
             continue
         for c in o["spec"]["template"]["spec"]["containers"]:
             for e in c.get("env") or []:
-                ref = (e.get("valueFrom") or {})
+                ref = e.get("valueFrom") or {}
                 if "secretKeyRef" in ref:
                     r = ref["secretKeyRef"]
                     assert r["key"] in secrets.get(r["name"], set()), f"{o['metadata']['name']}: {r}"
@@ -251,8 +256,9 @@ def test_rbac_lets_the_runner_patch_inferenceservices(base):
     from kfct.runtime.settings import Settings
 
     sa = Settings().kfp_service_account
-    bindings = [b for b in find(objs, "RoleBinding") if any(
-        s["kind"] == "ServiceAccount" and s["name"] == sa for s in b["subjects"])]
+    bindings = [
+        b for b in find(objs, "RoleBinding") if any(s["kind"] == "ServiceAccount" and s["name"] == sa for s in b["subjects"])
+    ]
     assert bindings, f"no RoleBinding for {sa}"
     verbs = set()
     for b in bindings:

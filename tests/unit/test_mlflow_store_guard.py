@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-MAKES_A_STORE = '''
+MAKES_A_STORE = """
 from pathlib import Path
 
 
@@ -25,15 +25,32 @@ def test_makes_a_store():
 
 def test_makes_nothing():
     pass
-'''
+"""
 
 
 def test_the_conftest_guard_fails_the_test_that_made_a_default_store(tmp_path):
     (tmp_path / "test_probe.py").write_text(MAKES_A_STORE)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider",
-                        "--rootdir", str(tmp_path), "test_probe.py"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "test_probe.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
     assert "ERROR at teardown of test_makes_a_store" in p.stdout, p.stdout[-3000:]
     assert "MLflow used without kfct.governance.registry.setup" in p.stdout

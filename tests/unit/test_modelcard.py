@@ -18,7 +18,7 @@ def test_shap_groups_one_hot_columns_back_to_their_feature(trained):
     assert top["kind"] == "shap" and "SHAP" in top["method"] and top["rows"] == 500
     names = [f["feature"] for f in top["features"]]
     assert len(names) == len(set(names)) == len(model.feature_names)
-    assert set(names) == set(model.feature_names)          # source features, no "col=value"
+    assert set(names) == set(model.feature_names)  # source features, no "col=value"
     assert not any("=" in n for n in names)
     # Recompute one categorical feature's importance by hand from the raw contributions.
     M = model.encoder.transform(X)
@@ -56,24 +56,49 @@ def test_card_contains_every_section_and_figure(trained):
     pred = (model.predict_positive(X) >= model.threshold).astype(int)
     fair = fairness_report(y, pred, {"age_group": test["age_group"], "region": test["region"]}, 30)
     info = {
-        "model_name": "churn-classifier", "version": "7", "alias": "champion", "run_id": "abc123",
-        "model_kind": "xgboost", "threshold": model.threshold,
+        "model_name": "churn-classifier",
+        "version": "7",
+        "alias": "champion",
+        "run_id": "abc123",
+        "model_kind": "xgboost",
+        "threshold": model.threshold,
         "dataset": {"uri": "generate://8000?seed=11", "sha256": "f" * 64, "rows": 8000, "rows_test": len(test)},
         "metrics": {"roc_auc": 0.8612, "recall": 0.7001},
         "fairness": fair,
-        "gate": {"deploy": True, "reasons": ["roc_auc 0.8612 >= 0.8", "recall 0.7001 >= 0.65"],
-                 "thresholds": {"roc_auc": 0.8, "recall": 0.65}},
+        "gate": {
+            "deploy": True,
+            "reasons": ["roc_auc 0.8612 >= 0.8", "recall 0.7001 >= 0.65"],
+            "thresholds": {"roc_auc": 0.8, "recall": 0.65},
+        },
         "lineage": {"dataset_sha256": "f" * 64, "code_version": "deadbeef", "pipeline_run": "ct-1"},
         "top_features": top_features_shap(model, X.head(300), k=10),
         "slices": {"age_group": {"18_35": {"n": 400, "roc_auc": 0.81, "recall": 0.7}}},
         "intended_use": "Rank customers for retention calls.",
     }
     md, html = build_model_card(info)
-    for heading in ("Intended use", "Data snapshot", "Metrics (test set)", "Metrics by slice", "Fairness",
-                    "Top features", "Thresholds and gate decision", "Lineage"):
+    for heading in (
+        "Intended use",
+        "Data snapshot",
+        "Metrics (test set)",
+        "Metrics by slice",
+        "Fairness",
+        "Top features",
+        "Thresholds and gate decision",
+        "Lineage",
+    ):
         assert f"## {heading}" in md and f"<h2>{heading}</h2>" in html
-    for text in ("churn-classifier v7", "f" * 64, "8,000", "0.8612", "DEPLOY", "roc_auc 0.8612 >= 0.8",
-                 "deadbeef", "Rank customers for retention calls.", "18_35", "SHAP"):
+    for text in (
+        "churn-classifier v7",
+        "f" * 64,
+        "8,000",
+        "0.8612",
+        "DEPLOY",
+        "roc_auc 0.8612 >= 0.8",
+        "deadbeef",
+        "Rank customers for retention calls.",
+        "18_35",
+        "SHAP",
+    ):
         assert text in md, text
         assert escape(text) in html, text
     dp = fair["age_group"]["demographic_parity_difference"]
@@ -105,9 +130,14 @@ def test_card_shows_curves_and_top_features_inline(trained, tmp_path):
     charts = curve_charts(y, model.predict_positive(X), top)
     assert set(charts) == {"roc_curve", "pr_curve", "calibration", "top_features"}
     assert all(png.startswith(b"\x89PNG") for png in charts.values())
-    info = {"model_name": "m", "version": "2", "top_features": top, "charts": charts,
-            "dataset": {"uri": "d.csv", "sha256": "ab" * 32, "rows": 5, "columns": 3, "rows_test": 2},
-            "gate": {"deploy": True, "reasons": ["roc_auc 0.9 >= 0.8"]}}
+    info = {
+        "model_name": "m",
+        "version": "2",
+        "top_features": top,
+        "charts": charts,
+        "dataset": {"uri": "d.csv", "sha256": "ab" * 32, "rows": 5, "columns": 3, "rows_test": 2},
+        "gate": {"deploy": True, "reasons": ["roc_auc 0.9 >= 0.8"]},
+    }
     md, html = build_model_card(info)
     for key in charts:
         assert f"]({key}.png)" in md
@@ -117,12 +147,29 @@ def test_card_shows_curves_and_top_features_inline(trained, tmp_path):
     assert "churned == 1" in model_description(load_config())
     browser = shutil.which("chromium")
     if browser is None:
-        pytest.skip("needs Chromium to render the HTML headlessly: chromium is not installed "
-                    "(Debian: apt-get install -y chromium; .ci/run installs it as root)")
+        pytest.skip(
+            "needs Chromium to render the HTML headlessly: chromium is not installed "
+            "(Debian: apt-get install -y chromium; .ci/run installs it as root)"
+        )
     page = tmp_path / "card.html"
     page.write_text(html)
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert dom.count("<img") == 4 and "Calibration curve" in dom

@@ -19,8 +19,7 @@ def test_monitoring_pipeline_compiles_with_its_uncached_stages(tmp_path, kfct_ho
     assert {"current_uri", "since", "config_json", "model_name", "ct_data_uri", "force", "dry_run", "mode"} <= set(params)
     assert params["force"]["defaultValue"] is False and params["mode"]["defaultValue"] == "auto"
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"prepare-drift-data", "check-drift", "trigger-retrain", "report-realized-performance",
-                          "decide-ab-test"}
+    assert set(tasks) == {"prepare-drift-data", "check-drift", "trigger-retrain", "report-realized-performance", "decide-ab-test"}
     # Outcomes close the loop; the realized-performance retrain comes after the drift trigger (one cooldown).
     assert tasks["report-realized-performance"]["dependentTasks"] == ["trigger-retrain"]
     assert {"outcomes_retrain", "ab_act"} <= set(params)

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PLANTED = '''\
+PLANTED = """\
 from kfct.components.retrain_policy import severity
 from kfct.pipelines.kfp_client import normalise_cron
 from kfct.serving.schemas import v1_records
@@ -28,13 +28,26 @@ ok: str = severity(0.5, None)
 bad_component: int = severity(0.5, None)
 bad_pipeline: bytes = normalise_cron("@daily")
 bad_serving: int = v1_records([])
-'''
+"""
 
 
 def _mypy(path: Path) -> tuple[int, str]:
-    out = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-                          "--no-error-summary", "--show-error-codes", str(path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--no-error-summary",
+            "--show-error-codes",
+            str(path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return out.returncode, out.stdout + out.stderr
 
 

@@ -17,20 +17,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # What issue 19 (finding 7) asks to bring under strict mypy.
-REQUIRED = ["kfct.components.evaluate", "kfct.components.train", "kfct.components.rollout",
-            "kfct.components.rollout_backends", "kfct.components.rollout_decision", "kfct.components.rollout_defer",
-            "kfct.components.deploy", "kfct.components.ab_test", "kfct.components.featurize",
-            "kfct.components.featurize_merge", "kfct.components.drift_detect", "kfct.components.drift_inputs",
-            "kfct.components.drift_report", "kfct.components.score", "kfct.components.validation_datadocs",
-            "kfct.components.validation_merge", "kfct.components.validation_plan",
-            "kfct.components.validation_records", "kfct.components.validation_report",
-            "kfct.components.validation_run", "kfct.serving.app", "kfct.serving.router", "kfct.serving.routing",
-            "kfct.contracts.prediction_log", "kfct.evidence.modelcard", "kfct.pipelines.ct", "kfct.pipelines.batch_scoring",
-            "kfct.pipelines.monitoring"]
-FLAGS = ("disallow_untyped_defs", "disallow_incomplete_defs", "disallow_untyped_calls", "disallow_any_generics",
-         "warn_return_any", "strict_equality")
+REQUIRED = [
+    "kfct.components.evaluate",
+    "kfct.components.train",
+    "kfct.components.rollout",
+    "kfct.components.rollout_backends",
+    "kfct.components.rollout_decision",
+    "kfct.components.rollout_defer",
+    "kfct.components.deploy",
+    "kfct.components.ab_test",
+    "kfct.components.featurize",
+    "kfct.components.featurize_merge",
+    "kfct.components.drift_detect",
+    "kfct.components.drift_inputs",
+    "kfct.components.drift_report",
+    "kfct.components.score",
+    "kfct.components.validation_datadocs",
+    "kfct.components.validation_merge",
+    "kfct.components.validation_plan",
+    "kfct.components.validation_records",
+    "kfct.components.validation_report",
+    "kfct.components.validation_run",
+    "kfct.serving.app",
+    "kfct.serving.router",
+    "kfct.serving.routing",
+    "kfct.contracts.prediction_log",
+    "kfct.evidence.modelcard",
+    "kfct.pipelines.ct",
+    "kfct.pipelines.batch_scoring",
+    "kfct.pipelines.monitoring",
+]
+FLAGS = (
+    "disallow_untyped_defs",
+    "disallow_incomplete_defs",
+    "disallow_untyped_calls",
+    "disallow_any_generics",
+    "warn_return_any",
+    "strict_equality",
+)
 
-PLANTED = '''\
+PLANTED = """\
 from typing import Any
 
 
@@ -48,7 +74,7 @@ def loose(d: dict[str, Any]) -> int:
 
 def calls() -> None:
     untyped(1)
-'''
+"""
 
 
 def _strict_override() -> dict:
@@ -74,13 +100,28 @@ def test_the_strict_flags_catch_untyped_defs_bare_generics_any_returns_and_untyp
     (tmp_path / f"{name}.py").write_text(PLANTED)
     flags = "\n".join(f"{flag} = true" for flag in FLAGS if strict.get(flag))
     (tmp_path / "mypy.ini").write_text(f"[mypy]\npython_version = 3.11\n\n[mypy-{name}]\n{flags}\n")
-    out = subprocess.run([sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--no-error-summary",
-                          "--show-error-codes", "--cache-dir", str(tmp_path / ".mypy_cache"), f"{name}.py"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            "mypy.ini",
+            "--no-error-summary",
+            "--show-error-codes",
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            f"{name}.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 1, text
     codes = {(int(m.group(1)), m.group(2)) for m in re.finditer(r":(\d+): error: .*\[([a-z-]+)\]$", text, re.M)}
-    assert (4, "no-untyped-def") in codes, text          # def untyped(x)
-    assert (8, "type-arg") in codes, text                # dict / list without their arguments
-    assert (13, "no-any-return") in codes, text          # returns d["n"] (Any) as int
-    assert (17, "no-untyped-call") in codes, text        # a typed function calling an untyped one
+    assert (4, "no-untyped-def") in codes, text  # def untyped(x)
+    assert (8, "type-arg") in codes, text  # dict / list without their arguments
+    assert (13, "no-any-return") in codes, text  # returns d["n"] (Any) as int
+    assert (17, "no-untyped-call") in codes, text  # a typed function calling an untyped one

@@ -34,8 +34,7 @@ def test_no_code_imports_a_generic_top_level_name():
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names = [node.module]
-                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
-                              if n.split(".")[0] in GENERIC]
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in GENERIC]
     assert not offenders, "import through kfct.…: " + ", ".join(offenders)
 
 

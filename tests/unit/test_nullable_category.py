@@ -32,15 +32,18 @@ def test_a_nullable_category_with_nulls_trains_and_scores_alike_on_every_path():
     arrow = model.proba_from_matrix(model.encoder.transform_arrow(pa.Table.from_pandas(X, preserve_index=False)))
     records = model.predict_proba_records(X.to_dict("records"))  # NaN as pandas hands it over
     as_json = [{k: (None if k == "payment_method" and v != v else v) for k, v in r.items()} for r in X.to_dict("records")]
-    online = model.predict_proba_records(as_json)               # null as JSON sends it
+    online = model.predict_proba_records(as_json)  # null as JSON sends it
     assert np.allclose(batch, arrow) and np.allclose(batch, records) and np.allclose(batch, online)
 
 
 def test_a_category_not_declared_nullable_still_refuses_a_null_on_every_path():
     enc = TabularEncoder(numeric=[], categorical={"plan": ["a", "b"]}).fit(pd.DataFrame({"plan": ["a"]}))
     df = pd.DataFrame({"plan": ["a", None]})
-    for encode in (enc.transform, lambda d: enc.transform_arrow(pa.Table.from_pandas(d)),
-                   lambda d: enc.transform_records(d.to_dict("records"))):
+    for encode in (
+        enc.transform,
+        lambda d: enc.transform_arrow(pa.Table.from_pandas(d)),
+        lambda d: enc.transform_records(d.to_dict("records")),
+    ):
         with pytest.raises(FeatureError, match="'plan': null not allowed"):
             encode(df)
 

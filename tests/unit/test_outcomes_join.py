@@ -12,9 +12,21 @@ T0 = pd.Timestamp("2026-03-01", tz="UTC")
 
 
 def _preds(rows):
-    return pd.DataFrame([{"ts": T0 + pd.Timedelta(days=d), "request_id": f"r{i}", "model_version": v, "role": role,
-                          "customer_id": cid, "probability": p, "label": int(p >= 0.5), "threshold": 0.5}
-                         for i, (cid, d, v, role, p) in enumerate(rows)])
+    return pd.DataFrame(
+        [
+            {
+                "ts": T0 + pd.Timedelta(days=d),
+                "request_id": f"r{i}",
+                "model_version": v,
+                "role": role,
+                "customer_id": cid,
+                "probability": p,
+                "label": int(p >= 0.5),
+                "threshold": 0.5,
+            }
+            for i, (cid, d, v, role, p) in enumerate(rows)
+        ]
+    )
 
 
 def _outs(rows):
@@ -22,11 +34,15 @@ def _outs(rows):
 
 
 def test_each_prediction_is_judged_by_the_first_outcome_after_it_within_the_horizon():
-    preds = _preds([("a", 0, "1", "champion", 0.9),      # outcome at day 10 -> judged
-                    ("a", 12, "1", "champion", 0.2),     # after the first outcome: the second one (day 50) is 38 d away
-                    ("b", 0, "2", "canary", 0.7),        # outcome on day 45: beyond the 30-day horizon
-                    ("c", 5, "2", "canary", 0.1),        # outcome before the prediction: not judged
-                    ("d", 1, "1", "champion", 0.6)])     # no outcome
+    preds = _preds(
+        [
+            ("a", 0, "1", "champion", 0.9),  # outcome at day 10 -> judged
+            ("a", 12, "1", "champion", 0.2),  # after the first outcome: the second one (day 50) is 38 d away
+            ("b", 0, "2", "canary", 0.7),  # outcome on day 45: beyond the 30-day horizon
+            ("c", 5, "2", "canary", 0.1),  # outcome before the prediction: not judged
+            ("d", 1, "1", "champion", 0.6),
+        ]
+    )  # no outcome
     outs = _outs([("a", 10, 1), ("a", 50, 0), ("b", 45, 1), ("c", 2, 1)])
     j = join_predictions(preds, outs, horizon_days=30)
     assert list(j["request_id"]) == ["r0"]
@@ -37,8 +53,9 @@ def test_each_prediction_is_judged_by_the_first_outcome_after_it_within_the_hori
 
 
 def test_realized_performance_per_version():
-    preds = _preds([(f"c{i}", 0, "1" if i % 2 else "2", "champion", p)
-                    for i, p in enumerate([0.9, 0.8, 0.2, 0.1, 0.7, 0.4, 0.6, 0.3])])
+    preds = _preds(
+        [(f"c{i}", 0, "1" if i % 2 else "2", "champion", p) for i, p in enumerate([0.9, 0.8, 0.2, 0.1, 0.7, 0.4, 0.6, 0.3])]
+    )
     outs = _outs([(f"c{i}", 3, y) for i, y in enumerate([1, 1, 0, 0, 1, 1, 0, 0])])
     rows = {r["model_version"]: r for r in realized_performance(join_predictions(preds, outs))}
     assert rows["2"]["n"] == 4 and rows["2"]["accuracy"] == 0.75

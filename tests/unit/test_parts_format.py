@@ -21,12 +21,12 @@ def test_generate_in_parts_from_the_cli(tmp_path, capsys):
     assert hashlib.sha256((out / parts.MANIFEST).read_bytes()).hexdigest() == m["version"]
     for p, uri in zip(m["parts"], parts.part_uris(m, out)):
         assert hashlib.sha256(Path(uri).read_bytes()).hexdigest() == p["sha256"]
-    df = pd.read_parquet(out)                                  # the manifest is invisible to readers
+    df = pd.read_parquet(out)  # the manifest is invisible to readers
     assert len(df) == 25_000 and df["customer_id"].is_unique
     assert m["version"] in capsys.readouterr().out
     again = tmp_path / "d"
     main(["data", "generate", "--rows", "25000", "--part-rows", "10000", "--out", str(again)])
-    assert parts.load_manifest(again)["version"] == m["version"]   # deterministic
+    assert parts.load_manifest(again)["version"] == m["version"]  # deterministic
 
 
 def test_writer_refuses_a_schema_change_and_bad_sizes(tmp_path):

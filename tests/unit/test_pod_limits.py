@@ -49,8 +49,7 @@ def test_the_kfp_seams_the_runner_wraps_are_there():
 
     params = list(inspect.signature(task_dispatcher.run_single_task_implementation).parameters)
     assert params[:4] == ["pipeline_resource_name", "component_name", "component_spec", "executor_spec"]
-    assert list(inspect.signature(subprocess_task_handler.run_local_subprocess).parameters) == ["full_command",
-                                                                                              "env_vars"]
+    assert list(inspect.signature(subprocess_task_handler.run_local_subprocess).parameters) == ["full_command", "env_vars"]
     # Called through the module attribute (so the wrapper is seen), not bound at import.
     assert "task_dispatcher.run_single_task_implementation(" in inspect.getsource(task_executor)
     assert "return_code = run_local_subprocess(" in inspect.getsource(subprocess_task_handler.SubprocessTaskHandler.run)
@@ -100,8 +99,7 @@ def test_a_task_over_its_pods_limit_is_killed_and_recorded(tmp_path, monkeypatch
 
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the driver imports this module as tests.unit.*
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path.cwd()), *sys.path]))
-    run = run_pipeline("tests.unit.test_pod_limits:build_hog_pipeline", {}, {}, tmp_path, prefix="hog",
-                       pod_limits=held)
+    run = run_pipeline("tests.unit.test_pod_limits:build_hog_pipeline", {}, {}, tmp_path, prefix="hog", pod_limits=held)
     record = run.run_dir.parent / "memory.jsonl" if run.run_dir else None
     if not held:  # kfp.local alone: nothing is held, the 700 MiB task runs to the end
         assert run.error is None, run.error
@@ -120,15 +118,20 @@ def test_each_local_worker_is_held_to_the_per_worker_limit(tmp_path, monkeypatch
 
     # A stand-in "python" for the workers: rank 0 stays small, rank 1 goes past 200 MiB.
     fake = tmp_path / "python"
-    fake.write_text(f"#!{sys.executable}\nimport os, time\n"
-                    "n = 20 if os.environ['DMLC_TASK_ID'] == '0' else 600\n"
-                    "data = b'x' * (n * 2**20)\nprint('peak RSS', n, 'MiB', flush=True)\ntime.sleep(1)\n")
+    fake.write_text(
+        f"#!{sys.executable}\nimport os, time\n"
+        "n = 20 if os.environ['DMLC_TASK_ID'] == '0' else 600\n"
+        "data = b'x' * (n * 2**20)\nprint('peak RSS', n, 'MiB', flush=True)\ntime.sleep(1)\n"
+    )
     fake.chmod(0o755)
     monkeypatch.setenv(memgroup.ENV_PARENT, memgroup.group_name("kfct-test", str(os.getpid())))
     monkeypatch.setenv(memgroup.ENV_RECORD, str(tmp_path / "memory.jsonl"))
     try:
-        with pytest.raises(TrainJobError, match=r"local worker 1 of 2 failed \(exit 137\) \(killed at its memory "
-                                                r"limit, as an OOM-killed pod\)"):
+        with pytest.raises(
+            TrainJobError,
+            match=r"local worker 1 of 2 failed \(exit 137\) \(killed at its memory "
+            r"limit, as an OOM-killed pod\)",
+        ):
             run_local_workers("unused-spec", 2, 120, tmp_path / "logs", python=str(fake), memory_limit=200 * 2**20)
     finally:
         memgroup.remove_tree(os.environ[memgroup.ENV_PARENT])
@@ -154,9 +157,12 @@ def test_a_workers_peak_is_its_own_not_its_forking_parents():
     import subprocess
 
     ballast = b"x" * (400 * 2**20)  # this process: > 400 MiB resident
-    code = ("import resource; from kfct.components.train_worker import peak_rss_mib; "
-            "print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         preexec_fn=lambda: None).stdout.split()
+    code = (
+        "import resource; from kfct.components.train_worker import peak_rss_mib; "
+        "print(peak_rss_mib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, preexec_fn=lambda: None
+    ).stdout.split()
     own, inherited = float(out[0]), float(out[1])
     assert len(ballast) and inherited > 400 and own < 200, (own, inherited)

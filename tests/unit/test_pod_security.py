@@ -44,8 +44,15 @@ def pods(tmp_path_factory) -> list[tuple[str, dict, list[dict]]]:
                 continue
             else:
                 continue
-            out.append((where, pod, list(pod.get("initContainers") or []) + list(pod.get("containers") or [])
-                        + list(pod.get("ephemeralContainers") or [])))
+            out.append(
+                (
+                    where,
+                    pod,
+                    list(pod.get("initContainers") or [])
+                    + list(pod.get("containers") or [])
+                    + list(pod.get("ephemeralContainers") or []),
+                )
+            )
     assert {w.split("/")[1] for w, _, _ in out} >= {"Deployment", "Job", "ServingRuntime", "InferenceService"}
     return out
 
@@ -64,8 +71,10 @@ def violations(pods, check) -> list[str]:
 
 # -- Baseline controls (Restricted includes them) ---------------------------------------------------
 
+
 def test_baseline_host_namespaces_and_host_process(pods):
     """Host Namespaces (hostNetwork/hostPID/hostIPC unset or false); HostProcess (windowsOptions.hostProcess)."""
+
     def check(pod, containers):
         for f in ("hostNetwork", "hostPID", "hostIPC"):
             if pod.get(f):
@@ -73,11 +82,13 @@ def test_baseline_host_namespaces_and_host_process(pods):
         for obj in [pod, *containers]:
             if (sc(obj).get("windowsOptions") or {}).get("hostProcess"):
                 yield "windowsOptions.hostProcess: true"
+
     assert violations(pods, check) == []
 
 
 def test_baseline_privileged_host_ports_and_proc_mount(pods):
     """Privileged Containers; Host Ports (hostPort unset or 0); /proc Mount Type (Default)."""
+
     def check(pod, containers):
         for c in containers:
             if sc(c).get("privileged"):
@@ -87,16 +98,25 @@ def test_baseline_privileged_host_ports_and_proc_mount(pods):
             for p in c.get("ports") or []:
                 if p.get("hostPort"):
                     yield f"{c['name']}: hostPort {p['hostPort']}"
+
     assert violations(pods, check) == []
 
 
 def test_baseline_hostpath_apparmor_selinux_sysctls(pods):
     """HostPath Volumes; AppArmor (RuntimeDefault/Localhost only); SELinux (allowed types, no user/role);
     Sysctls (the safe set only)."""
-    safe_sysctls = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                    "net.ipv4.tcp_keepalive_probes"}
+    safe_sysctls = {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
     selinux_types = {None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 
     def check(pod, containers):
@@ -113,35 +133,40 @@ def test_baseline_hostpath_apparmor_selinux_sysctls(pods):
         for s in sc(pod).get("sysctls") or []:
             if s.get("name") not in safe_sysctls:
                 yield f"sysctl {s.get('name')}"
+
     assert violations(pods, check) == []
 
 
 # -- Restricted controls ---------------------------------------------------------------------------
 
+
 def test_restricted_volume_types(pods):
-    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
-               "secret"}
+    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
 
     def check(pod, containers):
         for v in pod.get("volumes") or []:
             kinds = set(v) - {"name"}
             if not kinds <= allowed:
                 yield f"volume {v['name']}: {sorted(kinds - allowed)}"
+
     assert violations(pods, check) == []
 
 
 def test_restricted_privilege_escalation(pods):
     """allowPrivilegeEscalation must be set to false on every container."""
+
     def check(pod, containers):
         for c in containers:
             if sc(c).get("allowPrivilegeEscalation") is not False:
                 yield f"{c['name']}: allowPrivilegeEscalation is not false"
+
     assert violations(pods, check) == []
 
 
 def test_restricted_running_as_non_root(pods):
     """runAsNonRoot true at pod level or on every container (a container may not say false); runAsUser
     never 0 (Running as Non-root user)."""
+
     def check(pod, containers):
         pod_nonroot = sc(pod).get("runAsNonRoot") is True
         if sc(pod).get("runAsUser") == 0:
@@ -154,6 +179,7 @@ def test_restricted_running_as_non_root(pods):
                 yield f"{c['name']}: runAsUser 0"
         if not containers and not pod_nonroot and pod is not None and "model" not in pod:
             yield "pod runAsNonRoot not true"
+
     assert violations(pods, check) == []
 
 
@@ -173,11 +199,13 @@ def test_restricted_seccomp_runtime_default(pods):
                 yield f"{c['name']}: seccompProfile {mine}"
             if mine is None and pod_type not in ok:
                 yield f"{c['name']}: no seccompProfile (pod level none either)"
+
     assert violations(pods, check) == []
 
 
 def test_restricted_capabilities_drop_all(pods):
     """Containers drop ALL and add nothing but NET_BIND_SERVICE."""
+
     def check(pod, containers):
         for c in containers:
             caps = sc(c).get("capabilities") or {}
@@ -186,10 +214,12 @@ def test_restricted_capabilities_drop_all(pods):
             extra = set(caps.get("add") or []) - {"NET_BIND_SERVICE"}
             if extra:
                 yield f"{c['name']}: capabilities.add {sorted(extra)}"
+
     assert violations(pods, check) == []
 
 
 # -- beyond the profile ----------------------------------------------------------------------------
+
 
 def test_minio_mlflow_and_the_bucket_job_mount_no_service_account_token(pods):
     names = ("kfct-minio", "kfct-mlflow", "kfct-minio-setup")
@@ -200,18 +230,31 @@ def test_minio_mlflow_and_the_bucket_job_mount_no_service_account_token(pods):
 
 def test_the_checker_catches_each_rule_family():
     """Each check above fails on a pod that breaks its rule (a checker that cannot fail proves nothing)."""
-    bad_pod = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
-               "securityContext": {"seccompProfile": {"type": "Unconfined"}, "sysctls": [{"name": "kernel.msgmax"}]}}
-    bad_c = [{"name": "c", "ports": [{"hostPort": 80}],
-              "securityContext": {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["SYS_ADMIN"]}}}]
+    bad_pod = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "securityContext": {"seccompProfile": {"type": "Unconfined"}, "sysctls": [{"name": "kernel.msgmax"}]},
+    }
+    bad_c = [
+        {
+            "name": "c",
+            "ports": [{"hostPort": 80}],
+            "securityContext": {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["SYS_ADMIN"]}},
+        }
+    ]
     pods = [("x/Deployment/bad", bad_pod, bad_c)]
-    for test in (test_baseline_host_namespaces_and_host_process, test_baseline_privileged_host_ports_and_proc_mount,
-                 test_baseline_hostpath_apparmor_selinux_sysctls, test_restricted_volume_types,
-                 test_restricted_privilege_escalation, test_restricted_running_as_non_root,
-                 test_restricted_seccomp_runtime_default, test_restricted_capabilities_drop_all):
+    for test in (
+        test_baseline_host_namespaces_and_host_process,
+        test_baseline_privileged_host_ports_and_proc_mount,
+        test_baseline_hostpath_apparmor_selinux_sysctls,
+        test_restricted_volume_types,
+        test_restricted_privilege_escalation,
+        test_restricted_running_as_non_root,
+        test_restricted_seccomp_runtime_default,
+        test_restricted_capabilities_drop_all,
+    ):
         with pytest.raises(AssertionError):
             test(pods)
-
 
 
 def test_the_predictor_deploy_writes_has_the_manifest_s_pod_security():
@@ -221,8 +264,8 @@ def test_the_predictor_deploy_writes_has_the_manifest_s_pod_security():
     from kfct.cluster.kserve_isvc import build_canary, build_inference_service
 
     isvc = ApiClient().sanitize_for_serialization(
-        build_inference_service("churn", "3", namespace="kfct", mode="Standard", storage_uri="s3://b/m", sha256="ab" * 32))
-    canary = ApiClient().sanitize_for_serialization(build_canary("churn", "4", 10, storage_uri="s3://b/n",
-                                                                 sha256="cd" * 32))
+        build_inference_service("churn", "3", namespace="kfct", mode="Standard", storage_uri="s3://b/m", sha256="ab" * 32)
+    )
+    canary = ApiClient().sanitize_for_serialization(build_canary("churn", "4", 10, storage_uri="s3://b/n", sha256="cd" * 32))
     for pred in (isvc["spec"]["predictor"], canary["predictor"]):
         assert pred["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}

@@ -57,9 +57,20 @@ def test_per_request_values_are_stored_once_per_request_and_a_missing_request_id
     from kfct.serving.prediction_log import build_table
 
     rid = "x" * 10_000
-    items = [(1.0, rid, "m", "1", "champion", [{"customer_id": f"C{j}", "x": 1.0} for j in range(500)],
-              np.full(500, 0.5), np.ones(500, np.int64), 0.5),
-             (2.0, None, "m", "1", "canary", [{"customer_id": "D", "x": 2.0}], np.full(1, 0.2), np.zeros(1), 0.5)]
+    items = [
+        (
+            1.0,
+            rid,
+            "m",
+            "1",
+            "champion",
+            [{"customer_id": f"C{j}", "x": 1.0} for j in range(500)],
+            np.full(500, 0.5),
+            np.ones(500, np.int64),
+            0.5,
+        ),
+        (2.0, None, "m", "1", "canary", [{"customer_id": "D", "x": 2.0}], np.full(1, 0.2), np.zeros(1), 0.5),
+    ]
     table = build_table(items)
     col = table.column("request_id").combine_chunks()
     assert len(col.dictionary) == 1 and col.null_count == 1  # the 10 kB id held once, not 500 times

@@ -33,8 +33,7 @@ def test_buffered_requests_hold_nothing_for_the_garbage_collector(tmp_path):
         gc.collect()
         before = len(gc.get_objects())
         for i in range(2000):
-            log.log(time.time(), f"r{i}", "m", "1", "champion", _records(i), np.full(2, 0.5), np.ones(2, np.int64),
-                    0.5)
+            log.log(time.time(), f"r{i}", "m", "1", "champion", _records(i), np.full(2, 0.5), np.ones(2, np.int64), 0.5)
         gc.collect()
         assert log.files_written == 0  # all still waiting for the flush
         assert len(gc.get_objects()) - before < 200
@@ -52,8 +51,10 @@ def test_values_reach_the_log_unchanged(tmp_path, in_child):
     from kfct.serving.prediction_log import PredictionLogger
 
     log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=3600, encode_in_child=in_child)
-    recs = [{"customer_id": "Zoë-1", "x": math.nan, "n": None, "big": 2 ** 62, "f32": np.float32(1.5), "plan": "ü"},
-            {"customer_id": "C-2", "x": 2.0, "n": 3.0, "big": 7, "f32": np.float32(2.5), "plan": "basic"}]
+    recs = [
+        {"customer_id": "Zoë-1", "x": math.nan, "n": None, "big": 2**62, "f32": np.float32(1.5), "plan": "ü"},
+        {"customer_id": "C-2", "x": 2.0, "n": 3.0, "big": 7, "f32": np.float32(2.5), "plan": "basic"},
+    ]
     try:
         log.log(1_700_000_000.25, "rid-é", "m", "7", "canary", recs, np.array([0.1, 0.9]), np.array([0, 1]), 0.4)
         assert log.flush(60)
@@ -62,7 +63,7 @@ def test_values_reach_the_log_unchanged(tmp_path, in_child):
     df = read_prediction_log(root=tmp_path, s3=False)
     assert df["customer_id"].tolist() == ["Zoë-1", "C-2"] and df["plan"].tolist() == ["ü", "basic"]
     assert math.isnan(df["x"].iloc[0]) and df["x"].iloc[1] == 2.0
-    assert df["big"].tolist() == [float(2 ** 62), 7.0] and df["f32"].tolist() == [1.5, 2.5]
+    assert df["big"].tolist() == [float(2**62), 7.0] and df["f32"].tolist() == [1.5, 2.5]
     assert df["probability"].tolist() == [0.1, 0.9] and df["label"].tolist() == [0, 1]
     assert set(df["request_id"]) == {"rid-é"} and set(df["role"]) == {"canary"} and set(df["threshold"]) == {0.4}
     assert df["ts"].iloc[0].timestamp() == pytest.approx(1_700_000_000.25)
@@ -103,8 +104,7 @@ def test_requests_taken_but_not_yet_batched_still_count_against_the_byte_bound(t
 
     def send() -> None:
         nonlocal sent
-        log.log(time.time(), f"r{sent}", "m", "1", "champion", _records(sent, 10), np.full(10, 0.5),
-                np.ones(10, np.int64), 0.5)
+        log.log(time.time(), f"r{sent}", "m", "1", "champion", _records(sent, 10), np.full(10, 0.5), np.ones(10, np.int64), 0.5)
         sent += 10
 
     try:
@@ -139,8 +139,7 @@ def test_shutdown_writes_the_last_rows_even_when_the_encoder_child_is_stuck(tmp_
         pid = next(iter(log._encoder._pool._processes))
         os.kill(pid, signal.SIGSTOP)
         for i in range(1, 6):
-            log.log(time.time(), f"r{i}", "m", "1", "champion", _records(i), np.full(2, 0.5), np.ones(2, np.int64),
-                    0.5)
+            log.log(time.time(), f"r{i}", "m", "1", "champion", _records(i), np.full(2, 0.5), np.ones(2, np.int64), 0.5)
         log._flush_req.set()  # the collector is now waiting on the stuck child
         time.sleep(0.5)
         t0 = time.monotonic()

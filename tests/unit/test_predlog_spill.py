@@ -15,8 +15,7 @@ def _seg(first_ms: int, seq: int, rows: int = 10, writer: str = "w1") -> Segment
 
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"x": list(range(rows))}), sink)
-    return Segment(segment_name(first_ms, first_ms + 5, writer, seq), rows, data=sink.getvalue().to_pybytes(),
-                   seq=seq)
+    return Segment(segment_name(first_ms, first_ms + 5, writer, seq), rows, data=sink.getvalue().to_pybytes(), seq=seq)
 
 
 def test_bounded_in_rows_and_ordered_across_a_restart(tmp_path):

@@ -42,16 +42,23 @@ def selects(selector: dict, labels: dict) -> bool:
         return False
     for e in selector.get("matchExpressions") or []:
         k, op, vals = e["key"], e["operator"], e.get("values") or []
-        if (op == "In" and labels.get(k) not in vals) or (op == "NotIn" and labels.get(k) in vals) \
-                or (op == "Exists" and k not in labels) or (op == "DoesNotExist" and k in labels):
+        if (
+            (op == "In" and labels.get(k) not in vals)
+            or (op == "NotIn" and labels.get(k) in vals)
+            or (op == "Exists" and k not in labels)
+            or (op == "DoesNotExist" and k in labels)
+        ):
             return False
     return True
 
 
 def admitted(policies: list[dict], target: dict, source: dict, same_namespace: bool, port: int) -> bool:
     """Would `source` reach `target` on `port` (both pod label dicts) under these Ingress policies?"""
-    mine = [p for p in policies if selects(p["spec"]["podSelector"], target)
-            and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])]
+    mine = [
+        p
+        for p in policies
+        if selects(p["spec"]["podSelector"], target) and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])
+    ]
     if not mine:
         return True  # not isolated
     for p in mine:
@@ -110,12 +117,24 @@ def test_minio_and_mlflow_admit_only_this_namespaces_pipeline_and_predictor_pods
 
 
 def test_the_policy_checker_is_not_vacuous():
-    open_policy = [{"kind": "NetworkPolicy", "spec": {"podSelector": {"matchLabels": {"a": "1"}},
-                                                       "policyTypes": ["Ingress"], "ingress": [{}]}}]
+    open_policy = [
+        {
+            "kind": "NetworkPolicy",
+            "spec": {"podSelector": {"matchLabels": {"a": "1"}}, "policyTypes": ["Ingress"], "ingress": [{}]},
+        }
+    ]
     assert admitted(open_policy, {"a": "1"}, KFP_POD, False, 9000)  # a rule without `from` admits everyone
     assert admitted([], {"a": "1"}, {}, False, 9000)  # no policy selects the pod: not isolated
-    fenced = [{"kind": "NetworkPolicy", "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
-                                                 "ingress": [{"from": [{"podSelector": {"matchLabels": KFP_POD}}]}]}}]
+    fenced = [
+        {
+            "kind": "NetworkPolicy",
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": KFP_POD}}]}],
+            },
+        }
+    ]
     assert admitted(fenced, {"a": "1"}, KFP_POD, True, 9000)
     assert not admitted(fenced, {"a": "1"}, KFP_POD, False, 9000)
     assert not admitted(fenced, {"a": "1"}, PREDICTOR_POD, True, 9000)

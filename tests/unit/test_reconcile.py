@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.registrykit import log_tiny_model, versions
 from kfct.config import load_config
+from tests.registrykit import log_tiny_model, versions
 
 NAME = "rec-model"
 
@@ -51,9 +51,9 @@ def test_orphans_are_marked_and_audited(store):
     live = c.create_run(exp_id, tags={"kfct.host": "another-pod", "kfct.pid": "1"})
 
     uri, rid = log_tiny_model("orphan")
-    registry.register_once(uri, NAME, {registry.REG_TAG: "pending"}, rid)            # v1: no alias
+    registry.register_once(uri, NAME, {registry.REG_TAG: "pending"}, rid)  # v1: no alias
     uri2, rid2 = log_tiny_model("aliased")
-    v2, _ = registry.register_once(uri2, NAME, {registry.REG_TAG: "pending"}, rid2)   # v2: alias moved, then crash
+    v2, _ = registry.register_once(uri2, NAME, {registry.REG_TAG: "pending"}, rid2)  # v2: alias moved, then crash
     registry.set_alias(NAME, "champion", v2)
 
     found = reconcile(NAME)
@@ -78,8 +78,16 @@ def test_own_pending_version_is_resumed_not_abandoned(store):
     uri, rid = log_tiny_model("retry")
     registry.register_once(uri, NAME, {registry.REG_TAG: "pending", registry.GATED_TAG: ""}, rid)  # crashed try
     cfg = load_config(overrides={"rollout": {"enabled": False}})
-    out = register_version({"mlflow_run_id": rid, "model_uri": uri}, {"deploy": True, "reasons": [], "metrics": {}},
-                        cfg, NAME, "d", "sha", "run-1", "c")
+    out = register_version(
+        {"mlflow_run_id": rid, "model_uri": uri},
+        {"deploy": True, "reasons": [], "metrics": {}},
+        cfg,
+        NAME,
+        "d",
+        "sha",
+        "run-1",
+        "c",
+    )
     assert out["version"] == "1" and versions(NAME) == [1]
     assert registry.client().get_model_version(NAME, "1").tags[registry.REG_TAG] == "complete"
     assert registry.aliases(NAME) == {"champion": "1"}

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from tests.registrykit import log_tiny_model, versions
 from kfct.config import load_config
+from tests.registrykit import log_tiny_model, versions
 
 NAME = "cas-model"
 
@@ -72,8 +72,8 @@ def test_duplicate_version_of_one_run_is_removed(store):
 
 def test_threads_racing_at_the_gate_move_the_champion_once(store):
     """Four challengers, all gated against v1, register at once: one champion move, no strays."""
-    from kfct.governance import audit
     from kfct.components.register import register_version
+    from kfct.governance import audit
 
     v1 = _champion_v1()
     cfg = load_config(overrides={"rollout": {"enabled": False}, "gate": {"on_champion_moved": "block"}})

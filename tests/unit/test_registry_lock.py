@@ -68,8 +68,17 @@ def test_champion_lock_is_reentrant_per_thread_and_exclusive_across_processes(tm
     s = Settings(home=tmp_path, registry_lock_timeout_seconds=0.3)
     with champion_lock("m", s) as outer, champion_lock("m", s) as inner:
         assert inner is outer and outer.kind == "file"
-        proc = subprocess.run([sys.executable, "-c", "import sys\nfrom kfct.governance.registry_lock import _FileLock\n"
-                               "from pathlib import Path\n_FileLock(Path(sys.argv[1]), timeout=0.3).acquire()",
-                               str(tmp_path.resolve() / "locks" / "registry-m.lock")],
-                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys\nfrom kfct.governance.registry_lock import _FileLock\n"
+                "from pathlib import Path\n_FileLock(Path(sys.argv[1]), timeout=0.3).acquire()",
+                str(tmp_path.resolve() / "locks" / "registry-m.lock"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
         assert proc.returncode == 1 and RegistryLockTimeout.__name__ in proc.stderr

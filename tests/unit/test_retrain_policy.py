@@ -1,29 +1,37 @@
 """Severity levels, the retrain decision and the cooldown (pure policy)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kfct.components.retrain_policy import (assess, cooldown_remaining, decide, last_trigger, severity,
-                                       should_retrain)
+from kfct.components.retrain_policy import assess, cooldown_remaining, decide, last_trigger, severity, should_retrain
 from kfct.config import load_config
 
-CFG = load_config().drift.model_copy(update={"drift_share_threshold": 0.20, "prediction_shift_threshold": 0.30,
-                                             "cooldown_hours": 24, "performance_drop_threshold": 0.05})
-NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+CFG = load_config().drift.model_copy(
+    update={
+        "drift_share_threshold": 0.20,
+        "prediction_shift_threshold": 0.30,
+        "cooldown_hours": 24,
+        "performance_drop_threshold": 0.05,
+    }
+)
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("share,shift,expected", [
-    (0.0, None, "low"),
-    (0.20, 0.0, "low"),            # threshold itself is not above it
-    (0.21, None, "medium"),
-    (0.30, 0.10, "medium"),
-    (0.31, None, "high"),
-    (0.10, 0.31, "high"),
-    (0.50, 0.30, "high"),
-    (0.51, None, "critical"),
-    (0.00, 0.51, "critical"),
-])
+@pytest.mark.parametrize(
+    "share,shift,expected",
+    [
+        (0.0, None, "low"),
+        (0.20, 0.0, "low"),  # threshold itself is not above it
+        (0.21, None, "medium"),
+        (0.30, 0.10, "medium"),
+        (0.31, None, "high"),
+        (0.10, 0.31, "high"),
+        (0.50, 0.30, "high"),
+        (0.51, None, "critical"),
+        (0.00, 0.51, "critical"),
+    ],
+)
 def test_severity_levels_as_in_the_case_study(share, shift, expected):
     assert severity(share, shift, 0.20) == expected
 
@@ -47,8 +55,11 @@ def test_assess_makes_a_triggered_retrain_at_least_medium():
     a = assess(0.0, 0.25, CFG.model_copy(update={"prediction_shift_threshold": 0.2}))
     assert a["retrain"] and a["severity"] == "medium"
     assert assess(0.6, None, CFG)["severity"] == "critical"
-    assert assess(0.1, 0.1, CFG) == {"severity": "low", "retrain": False,
-                                     "reason": "drift share 0.100 <= 0.2; churn-rate shift 10.0% <= 30%"}
+    assert assess(0.1, 0.1, CFG) == {
+        "severity": "low",
+        "retrain": False,
+        "reason": "drift share 0.100 <= 0.2; churn-rate shift 10.0% <= 30%",
+    }
 
 
 def test_bad_numbers_are_named():
@@ -72,7 +83,7 @@ def test_last_trigger_from_audit_entries():
         {"event": "drift_checked", "ts": "2025-03-01T10:00:00Z"},
         {"event": "retrain_triggered", "ts": "2025-02-28T09:30:00Z"},
     ]
-    assert last_trigger(entries) == datetime(2025, 2, 28, 9, 30, tzinfo=timezone.utc)
+    assert last_trigger(entries) == datetime(2025, 2, 28, 9, 30, tzinfo=UTC)
     assert last_trigger([{"event": "drift_checked", "ts": "2025-03-01T10:00:00Z"}]) is None
 
 

@@ -38,7 +38,8 @@ def test_transient_errors_are_retried_with_capped_jittered_backoff(caplog):
     for wait, full in zip(sleeps, (1.0, 2.0, 3.0)):
         assert 0.5 * full <= wait < full
     assert [r.getMessage().split(" in ")[0] for r in caplog.records] == [
-        f"read x: transient failure (ConnectionRefusedError: refused), try {i} of 4" for i in (2, 3, 4)]
+        f"read x: transient failure (ConnectionRefusedError: refused), try {i} of 4" for i in (2, 3, 4)
+    ]
     assert "tenacity" in sys.modules
 
 

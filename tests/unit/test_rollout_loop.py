@@ -42,9 +42,16 @@ class ScriptedBackend:
 
     def windows(self, champion_version, canary_version, since):
         paired = min(self.canary_requests, 64)  # a good canary: no shift against the champion
-        return (Window(str(champion_version), requests=5000),
-                Window(str(canary_version), requests=self.canary_requests, paired_requests=paired,
-                       paired_rows=paired, paired_customers=paired))
+        return (
+            Window(str(champion_version), requests=5000),
+            Window(
+                str(canary_version),
+                requests=self.canary_requests,
+                paired_requests=paired,
+                paired_rows=paired,
+                paired_customers=paired,
+            ),
+        )
 
     def promote(self, version):
         self.promotions.append(version)
@@ -81,8 +88,16 @@ def test_not_enough_traffic_within_the_wait_rolls_back_on_the_injected_clock(reg
 
     t = FakeTime(max_sleeps=1000)
     backend = ScriptedBackend(canary_requests=3)
-    res = run_rollout(MODEL, backend, Thresholds(min_requests=200), [10, 50, 100], bake_seconds=60.0,
-                      poll_seconds=1.0, sleep=t.sleep, clock=t.clock)
+    res = run_rollout(
+        MODEL,
+        backend,
+        Thresholds(min_requests=200),
+        [10, 50, 100],
+        bake_seconds=60.0,
+        poll_seconds=1.0,
+        sleep=t.sleep,
+        clock=t.clock,
+    )
     assert res.outcome == "rolled_back"
     assert "not enough traffic to judge within 180 s" in res.reasons[0] and "3 of 200" in res.reasons[0]
     assert backend.splits == [10] and backend.rollbacks == ["2"]
@@ -98,8 +113,9 @@ def test_a_rollback_that_raises_leaves_the_registry_as_it_was(registry_two_versi
     t = FakeTime(max_sleeps=1000)
     backend = ScriptedBackend(canary_requests=0, rollback_error=ConnectionError("kserve API unreachable"))
     with pytest.raises(RolloutError) as err:
-        run_rollout(MODEL, backend, Thresholds(min_requests=200), [10], bake_seconds=5.0, poll_seconds=1.0,
-                    sleep=t.sleep, clock=t.clock)
+        run_rollout(
+            MODEL, backend, Thresholds(min_requests=200), [10], bake_seconds=5.0, poll_seconds=1.0, sleep=t.sleep, clock=t.clock
+        )
     msg = str(err.value)
     assert "rolling v2 back failed" in msg and "kserve API unreachable" in msg and "\n" not in msg
     # The rollback did not happen: nothing may claim it did.
@@ -116,8 +132,9 @@ def test_enough_traffic_promotes_after_the_bake_time(registry_two_versions):
 
     t = FakeTime()
     backend = ScriptedBackend(canary_requests=5000)
-    res = run_rollout(MODEL, backend, Thresholds(min_requests=200), [50, 100], bake_seconds=30.0, poll_seconds=2.0,
-                      sleep=t.sleep, clock=t.clock)
+    res = run_rollout(
+        MODEL, backend, Thresholds(min_requests=200), [50, 100], bake_seconds=30.0, poll_seconds=2.0, sleep=t.sleep, clock=t.clock
+    )
     assert res.outcome == "promoted", res.reasons
     assert [s["seconds"] for s in res.steps] == [30.0, 30.0] and res.seconds == 60.0
     assert registry.aliases(MODEL) == {"champion": "2"} and backend.promotions == ["2"]
@@ -127,19 +144,28 @@ def test_a_rollback_records_its_evidence_and_an_operator_can_retry(registry_two_
     """Issue 22, item 1: a rollback records the figures it judged on (audit `evidence`), and a version a
     rollout rejected can be rolled out again by an operator (`kfct rollout --retry`, audited) instead of
     being refused forever by `kfct deploy --version`."""
-    from kfct.governance import audit, registry
     from kfct.components.rollout import retry_rejected
+    from kfct.governance import audit, registry
 
     class Shifted(ScriptedBackend):
         def windows(self, champion_version, canary_version, since):
             champ = Window(str(champion_version), requests=5000, customers=5000)
-            can = Window(str(canary_version), requests=5000, customers=5000, paired_requests=5000,
-                         paired_rows=5000, paired_customers=5000, label_shift=0.3, label_shift_se=0.01)
+            can = Window(
+                str(canary_version),
+                requests=5000,
+                customers=5000,
+                paired_requests=5000,
+                paired_rows=5000,
+                paired_customers=5000,
+                label_shift=0.3,
+                label_shift_se=0.01,
+            )
             return champ, can
 
     t = FakeTime()
-    res = run_rollout(MODEL, Shifted(5000), Thresholds(min_requests=200), [10], bake_seconds=5.0, poll_seconds=1.0,
-                      sleep=t.sleep, clock=t.clock)
+    res = run_rollout(
+        MODEL, Shifted(5000), Thresholds(min_requests=200), [10], bake_seconds=5.0, poll_seconds=1.0, sleep=t.sleep, clock=t.clock
+    )
     assert res.outcome == "rolled_back" and "predicted churn rate shift +30.00%" in res.reasons[0]
     ev = [e for e in audit.read() if e["event"] == "rollout_rolled_back"][-1]
     assert ev["evidence"]["canary"]["label_shift"] == 0.3 and ev["evidence"]["canary"]["paired_customers"] == 5000
@@ -155,8 +181,16 @@ def test_a_rollback_records_its_evidence_and_an_operator_can_retry(registry_two_
     assert registry.aliases(MODEL) == {"champion": "1", "challenger": "2"}
     ev = [e for e in audit.read() if e["event"] == "rollout_retry"][-1]
     assert ev["operator"] == "ops" and ev["version"] == "2"
-    res = run_rollout(MODEL, ScriptedBackend(5000), Thresholds(min_requests=200), [100], bake_seconds=5.0,
-                      poll_seconds=1.0, sleep=t.sleep, clock=t.clock)
+    res = run_rollout(
+        MODEL,
+        ScriptedBackend(5000),
+        Thresholds(min_requests=200),
+        [100],
+        bake_seconds=5.0,
+        poll_seconds=1.0,
+        sleep=t.sleep,
+        clock=t.clock,
+    )
     assert res.outcome == "promoted" and registry.aliases(MODEL) == {"champion": "2"}
 
 
@@ -184,8 +218,9 @@ def test_an_infrastructure_failure_aborts_without_rejecting_the_model(registry_t
 
     t = FakeTime(max_sleeps=1000)
     backend = backend_cls(canary_requests=5000)
-    res = run_rollout(MODEL, backend, Thresholds(min_requests=200), [10, 100], bake_seconds=5.0, poll_seconds=1.0,
-                      sleep=t.sleep, clock=t.clock)
+    res = run_rollout(
+        MODEL, backend, Thresholds(min_requests=200), [10, 100], bake_seconds=5.0, poll_seconds=1.0, sleep=t.sleep, clock=t.clock
+    )
     assert res.outcome == "aborted" and why in res.reasons[0], res.reasons
     assert backend.rollbacks == ["2"] and backend.promotions == []  # traffic back to the champion all the same
     assert registry.aliases(MODEL) == {"champion": "1", "challenger": "2"}

@@ -21,8 +21,7 @@ def _pairs(customers: int, shift: float, attacker_rows: int = 0, attacker_shift:
         dl = float(np.sign(shift)) if rng.random() < abs(shift) else 0.0
         rows.append((1.0, c, 1, dl, dl * 0.3, 1e-4, 1e-4))
     if attacker_rows:
-        rows.append((1.0, 0, attacker_rows, attacker_shift * attacker_rows, 0.0, 1e-4 * attacker_rows,
-                     1e-4 * attacker_rows))
+        rows.append((1.0, 0, attacker_rows, attacker_shift * attacker_rows, 0.0, 1e-4 * attacker_rows, 1e-4 * attacker_rows))
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -64,8 +63,10 @@ def test_latency_is_per_row_on_the_same_requests():
 def test_replica_windows_merge_into_one_judgement():
     a, b = _pairs(15, -0.7, seed=2), _pairs(15, -0.7, seed=3)
     b[:, 1] += 1000  # other customers
-    parts = [{"requests": 300, "customers": 300, "instances": 300, "pairs": a.tolist()},
-             {"requests": 300, "customers": 300, "instances": 300, "pairs": b.tolist()}]
+    parts = [
+        {"requests": 300, "customers": 300, "instances": 300, "pairs": a.tolist()},
+        {"requests": 300, "customers": 300, "instances": 300, "pairs": b.tolist()},
+    ]
     w = merge_windows("2", parts)
     assert w.requests == 600 and w.paired_customers == 30
     thr = Thresholds(min_requests=100, min_customers=20)

@@ -28,30 +28,39 @@ def _write(tmp_path, text, name="my.yaml"):
 def test_own_dataset_replaces_the_default_dataset_wholesale(tmp_path):
     cfg = load_config(_write(tmp_path, OWN_DATASET))
     ds = cfg.dataset
-    assert list(ds.columns) == ["radius", "diagnosis"]          # no telecom column merged in
+    assert list(ds.columns) == ["radius", "diagnosis"]  # no telecom column merged in
     assert ds.columns["diagnosis"].values == ["benign", "malignant"]
     assert ds.id_column is None and ds.sensitive_features == [] and ds.label_balance is None
-    assert ds.columns["radius"].nullable is False             # the model's default, filled
+    assert ds.columns["radius"].nullable is False  # the model's default, filled
 
 
 def test_settings_merge_and_lists_replace(tmp_path):
-    cfg = load_config(_write(tmp_path, "dataset:\n  min_rows: 10\nrollout:\n  steps: [25]\n"
-                                       "gate:\n  thresholds: {roc_auc: 0.9}\n"))
+    cfg = load_config(
+        _write(tmp_path, "dataset:\n  min_rows: 10\nrollout:\n  steps: [25]\ngate:\n  thresholds: {roc_auc: 0.9}\n")
+    )
     assert cfg.dataset.min_rows == 10 and "frustration_index" in cfg.dataset.columns
     assert cfg.rollout.steps == [25]
     assert cfg.gate.thresholds == {"roc_auc": 0.9, "recall": 0.65}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("gate:\n  min_improvment: 0.1\n", "unknown key gate.min_improvment (did you mean 'min_improvement'?)"),
-    ("drfit: {}\n", "unknown key drfit (did you mean 'drift'?)"),
-    ("dataset:\n  columns:\n    x: {dtype: float, nulable: true}\n  label: x\n",
-     "unknown key dataset.columns.x.nulable (did you mean 'nullable'?)"),
-    ("fairness:\n  sensitive_features: [region]\n", "fairness.sensitive_features (moved to dataset.sensitive_features)"),
-    ("train:\n  model: xgbost\n", "train.model"),
-    ("dataset:\n  sensitive_features: [regoin]\n", "'regoin' is not one of dataset.columns (did you mean 'region'?)"),
-    ("dataset:\n  label: target\n  columns:\n    a: {dtype: float}\n", "dataset.label 'target' is not one of dataset.columns"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("gate:\n  min_improvment: 0.1\n", "unknown key gate.min_improvment (did you mean 'min_improvement'?)"),
+        ("drfit: {}\n", "unknown key drfit (did you mean 'drift'?)"),
+        (
+            "dataset:\n  columns:\n    x: {dtype: float, nulable: true}\n  label: x\n",
+            "unknown key dataset.columns.x.nulable (did you mean 'nullable'?)",
+        ),
+        ("fairness:\n  sensitive_features: [region]\n", "fairness.sensitive_features (moved to dataset.sensitive_features)"),
+        ("train:\n  model: xgbost\n", "train.model"),
+        ("dataset:\n  sensitive_features: [regoin]\n", "'regoin' is not one of dataset.columns (did you mean 'region'?)"),
+        (
+            "dataset:\n  label: target\n  columns:\n    a: {dtype: float}\n",
+            "dataset.label 'target' is not one of dataset.columns",
+        ),
+    ],
+)
 def test_bad_keys_are_one_line_naming_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as exc:
         load_config(_write(tmp_path, text))
@@ -82,8 +91,9 @@ def test_unquoted_yes_no_in_yaml_still_match_string_labels(tmp_path):
 
     from kfct.data.labels import binary_labels
 
-    cfg = load_config(_write(tmp_path, "dataset:\n  label: y\n  positive_label: yes\n  columns:\n"
-                                       "    y: {dtype: category, values: [yes, no]}\n"))
+    cfg = load_config(
+        _write(tmp_path, "dataset:\n  label: y\n  positive_label: yes\n  columns:\n    y: {dtype: category, values: [yes, no]}\n")
+    )
     ds = cfg.dataset
     assert ds.positive_label is True  # YAML 1.1 made it a boolean
     y = binary_labels(pd.Series(["yes", "no", "Yes"], name="y"), ds.positive_label, ds.columns["y"].values)

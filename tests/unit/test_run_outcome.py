@@ -44,8 +44,8 @@ def test_a_stage_that_recorded_its_failure_is_not_recorded_twice():
 
 
 def test_record_outcome_records_once(kfct_home):
-    from kfct.governance import audit
     from kfct.components.run_outcome import record_outcome
+    from kfct.governance import audit
 
     status = {"state": "FAILED", "pipeline_job_resource_name": "kfct-ct-abc", "pipeline_task_name": "exit-handler-1"}
     first = record_outcome(status, "churn", UUID, env={})

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-
 # -- request parsing --------------------------------------------------------------------------
+
 
 def test_v1_records_structure_errors_name_the_part():
     from kfct.serving.schemas import BadRequest, v1_records
@@ -20,9 +20,15 @@ def test_v1_records_structure_errors_name_the_part():
     rec = {"a": 1}
     assert v1_records({"instances": [rec]}) == [rec]
     assert v1_records(b'{"instances": [{"a": NaN}]}')[0]["a"] != v1_records(b'{"instances": [{"a": NaN}]}')[0]["a"]
-    for body, field in [([rec], "body"), ({"instances": []}, "instances"), ({"instances": "x"}, "instances"),
-                        ({"instances": [1]}, "instances"), ({"inputs": []}, "instances"), ({}, "instances"),
-                        (b"{oops", "body")]:
+    for body, field in [
+        ([rec], "body"),
+        ({"instances": []}, "instances"),
+        ({"instances": "x"}, "instances"),
+        ({"instances": [1]}, "instances"),
+        ({"inputs": []}, "instances"),
+        ({}, "instances"),
+        (b"{oops", "body"),
+    ]:
         with pytest.raises(BadRequest) as e:
             v1_records(body)
         assert e.value.field == field
@@ -36,8 +42,9 @@ def _inp(name, data, datatype="FP64", shape=None):
 def test_v2_columnar_records_and_errors():
     from kfct.serving.schemas import BadRequest, v2_records
 
-    req = SimpleNamespace(id="r1", inputs=[_inp("x", [1.0, 2.0]), _inp("c", ["a", "b"], "BYTES"),
-                                           _inp("n", [[3], [4]], "INT64", [2, 1])])
+    req = SimpleNamespace(
+        id="r1", inputs=[_inp("x", [1.0, 2.0]), _inp("c", ["a", "b"], "BYTES"), _inp("n", [[3], [4]], "INT64", [2, 1])]
+    )
     recs, rid = v2_records(req)
     assert rid == "r1" and recs == [{"x": 1.0, "c": "a", "n": 3}, {"x": 2.0, "c": "b", "n": 4}]
     nan = v2_records(SimpleNamespace(id=None, inputs=[_inp("x", ["NaN", 1.0])]))[0]
@@ -63,13 +70,19 @@ def test_v2_columnar_records_and_errors():
 
 # -- split state ----------------------------------------------------------------------------------
 
+
 def test_split_state_validation_generation_and_atomic_updates(tmp_path):
     from kfct.contracts.split_state import SplitState, SplitStateError, read_state, update_state, write_state
 
     p = tmp_path / "split.json"
-    for bad in [dict(canary_percent=101, canary_version="2"), dict(canary_percent=-1, canary_version="2"),
-                dict(mode="blue-green", canary_version="2"), dict(canary_percent=10),
-                dict(mode="shadow"), dict(canary_percent="ten", canary_version="2")]:
+    for bad in [
+        dict(canary_percent=101, canary_version="2"),
+        dict(canary_percent=-1, canary_version="2"),
+        dict(mode="blue-green", canary_version="2"),
+        dict(canary_percent=10),
+        dict(mode="shadow"),
+        dict(canary_percent="ten", canary_version="2"),
+    ]:
         with pytest.raises(SplitStateError):
             write_state(SplitState(model_name="m", **bad), p)
     assert not p.exists()
@@ -90,6 +103,7 @@ def test_split_state_validation_generation_and_atomic_updates(tmp_path):
 
 # -- sticky hashing --------------------------------------------------------------------------------
 
+
 def test_sticky_hash_is_uniform_monotonic_and_salted():
     from kfct.serving.router import to_canary
 
@@ -107,6 +121,7 @@ def test_sticky_hash_is_uniform_monotonic_and_salted():
 
 # -- numpy tree walk ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("depth,trees", [(2, 5), (5, 60), (7, 30)])
 def test_compiled_trees_match_the_booster(depth, trees):
     import xgboost as xgb
@@ -123,7 +138,7 @@ def test_compiled_trees_match_the_booster(depth, trees):
     test = np.vstack([rng.normal(size=(300, 12)).astype(np.float32), probe_matrix(ens, 12, rows=300, seed=3)])
     ref = booster.inplace_predict(test)
     np.testing.assert_allclose(ens.predict_proba(test), ref, atol=1e-6)
-    np.testing.assert_allclose([ens.predict_proba(test[i:i + 1])[0] for i in range(50)], ref[:50], atol=1e-6)
+    np.testing.assert_allclose([ens.predict_proba(test[i : i + 1])[0] for i in range(50)], ref[:50], atol=1e-6)
     sliced = booster[: trees // 2 or 1]
     ens2 = compile_booster(sliced, 12)
     np.testing.assert_allclose(ens2.predict_proba(test), sliced.inplace_predict(test), atol=1e-6)
@@ -152,7 +167,7 @@ def _assert_both_paths_match(ens, booster, X, atol=1e-6):
     """The batch walk on all rows and the one-row table on the first 40 agree with the booster."""
     ref = booster.inplace_predict(X)
     np.testing.assert_allclose(ens.predict_proba(X), ref, atol=atol)
-    np.testing.assert_allclose([ens.predict_proba(X[i:i + 1])[0] for i in range(40)], ref[:40], atol=atol)
+    np.testing.assert_allclose([ens.predict_proba(X[i : i + 1])[0] for i in range(40)], ref[:40], atol=atol)
 
 
 def test_compiled_trees_route_missing_values_as_the_booster_does():
@@ -185,9 +200,11 @@ def test_compiled_trees_on_one_hot_columns_single_trees_and_stumps():
     cat = rng.integers(0, 4, size=2000)
     X = np.column_stack([np.eye(4, dtype=np.float32)[cat], rng.normal(size=(2000, 2)).astype(np.float32)])
     y = ((cat == 2) | (X[:, 4] > 1.0)).astype(int)
-    for params in ({"n_estimators": 1, "max_depth": 3},  # a single tree
-                   {"n_estimators": 30, "max_depth": 5},  # one-hot 0/1 values sit on the thresholds
-                   {"n_estimators": 3, "max_depth": 4, "gamma": 1e9}):  # no split is worth it: depth-0 trees
+    for params in (
+        {"n_estimators": 1, "max_depth": 3},  # a single tree
+        {"n_estimators": 30, "max_depth": 5},  # one-hot 0/1 values sit on the thresholds
+        {"n_estimators": 3, "max_depth": 4, "gamma": 1e9},
+    ):  # no split is worth it: depth-0 trees
         booster = _booster(X, y, **params)
         ens = compile_booster(booster, 6)
         assert ens is not None, params
@@ -208,12 +225,15 @@ def test_compiled_trees_pad_shallow_trees_to_the_forest_depth(monkeypatch):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(2000, 5)).astype(np.float32)
     y = ((X[:, 0] > 0.3) ^ (X[:, 1] * X[:, 2] > 0)).astype(int)
-    booster = xgb.XGBClassifier(n_estimators=20, max_depth=0, max_leaves=12, grow_policy="lossguide",
-                                tree_method="hist", n_jobs=1).fit(X, y).get_booster()
+    booster = (
+        xgb.XGBClassifier(n_estimators=20, max_depth=0, max_leaves=12, grow_policy="lossguide", tree_method="hist", n_jobs=1)
+        .fit(X, y)
+        .get_booster()
+    )
     ens = compile_booster(booster, 5)
     assert ens is not None and ens.depth >= 5
     dumps = booster.get_dump()
-    assert min(d.count("leaf=") for d in dumps) < 2 ** ens.depth  # some trees really are padded
+    assert min(d.count("leaf=") for d in dumps) < 2**ens.depth  # some trees really are padded
     _assert_both_paths_match(ens, booster, rng.normal(size=(300, 5)).astype(np.float32))
     monkeypatch.setattr(fasttrees, "ONE_ROW_TABLE_MAX", 0)  # one row goes through the walk instead
     walk_only = compile_booster(booster, 5)
@@ -243,17 +263,40 @@ def test_server_switches_from_the_compiled_trees_to_the_model_above_small_batch(
 
 # -- rollout decisions --------------------------------------------------------------------------------
 
-def W(version, requests=1000, errors=0, positives=250, p99=0.004, shift=0.0, se=0.01, per_row=2e-5,
-      champion_per_row=2e-5, customers=64, slower=None):
+
+def W(
+    version,
+    requests=1000,
+    errors=0,
+    positives=250,
+    p99=0.004,
+    shift=0.0,
+    se=0.01,
+    per_row=2e-5,
+    champion_per_row=2e-5,
+    customers=64,
+    slower=None,
+):
     """A window; its paired figures (the canary against the champion on the same requests) are what
     the step judges: label shift +- se over `customers`, p99 model time per row of both versions."""
     from kfct.components.rollout import Window
 
-    return Window(version=version, requests=requests, instances=requests - errors, server_errors=errors,
-                  positives=positives, p99_latency_s=p99, paired_requests=requests, paired_rows=requests,
-                  paired_customers=customers, label_shift=shift, label_shift_se=se, paired_p99_instance_s=per_row,
-                  paired_champion_p99_instance_s=champion_per_row,
-                  paired_slower=requests // 2 if slower is None else slower)
+    return Window(
+        version=version,
+        requests=requests,
+        instances=requests - errors,
+        server_errors=errors,
+        positives=positives,
+        p99_latency_s=p99,
+        paired_requests=requests,
+        paired_rows=requests,
+        paired_customers=customers,
+        label_shift=shift,
+        label_shift_se=se,
+        paired_p99_instance_s=per_row,
+        paired_champion_p99_instance_s=champion_per_row,
+        paired_slower=requests // 2 if slower is None else slower,
+    )
 
 
 def test_rollout_step_verdicts():
@@ -302,6 +345,7 @@ def test_rollout_steps_and_thresholds_from_config():
 
 # -- window stats ---------------------------------------------------------------------------------------
 
+
 def test_version_stats_window():
     from kfct.serving.metrics import CLIENT_ERROR, SERVER_ERROR, VersionStats
 
@@ -320,6 +364,7 @@ def test_version_stats_window():
 
 
 # -- prediction log --------------------------------------------------------------------------------------
+
 
 def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
     from kfct.contracts.prediction_log import read_prediction_log
@@ -357,6 +402,7 @@ def test_prediction_log_drops_instead_of_blocking(tmp_path):
 
 # -- Arrow encoding for batch scoring ---------------------------------------------------------------------
 
+
 def test_arrow_matrix_equals_the_encoder(cfg):
     import pyarrow as pa
 
@@ -369,8 +415,11 @@ def test_arrow_matrix_equals_the_encoder(cfg):
     enc = build_encoder(cfg).fit(df)
     table = pa.Table.from_pandas(df, preserve_index=False)
     np.testing.assert_array_equal(arrow_matrix(enc, table), enc.transform(df))
-    dict_table = table.cast(pa.schema([f.with_type(pa.dictionary(pa.int32(), pa.string()))
-                                       if f.name in enc.categorical_ else f for f in table.schema]))
+    dict_table = table.cast(
+        pa.schema(
+            [f.with_type(pa.dictionary(pa.int32(), pa.string())) if f.name in enc.categorical_ else f for f in table.schema]
+        )
+    )
     np.testing.assert_array_equal(arrow_matrix(enc, dict_table), enc.transform(df))
     bad = df.copy()
     bad.loc[5, "region"] = "atlantis"
@@ -380,15 +429,23 @@ def test_arrow_matrix_equals_the_encoder(cfg):
 
 # -- InferenceService object ------------------------------------------------------------------------------
 
+
 def test_inference_service_object():
     from kubernetes.client import ApiClient
 
     from kfct.components.deploy import build_inference_service
     from kfct.runtime.settings import Settings
 
-    isvc = build_inference_service("churn-classifier", "4", namespace="kfct", canary_percent=10,
-                                   storage_uri="s3://kfct/mlartifacts/1/models/m-1/artifacts", sha256="ab" * 32,
-                                   settings=Settings(), mode="Serverless")
+    isvc = build_inference_service(
+        "churn-classifier",
+        "4",
+        namespace="kfct",
+        canary_percent=10,
+        storage_uri="s3://kfct/mlartifacts/1/models/m-1/artifacts",
+        sha256="ab" * 32,
+        settings=Settings(),
+        mode="Serverless",
+    )
     d = ApiClient().sanitize_for_serialization(isvc)
     pred = d["spec"]["predictor"]
     assert d["apiVersion"] == "serving.kserve.io/v1beta1" and pred["canaryTrafficPercent"] == 10
@@ -400,8 +457,15 @@ def test_inference_service_object():
     from kfct.components.deploy import DeployError
 
     with pytest.raises(DeployError, match="Standard mode ignores canaryTrafficPercent"):
-        build_inference_service("churn-classifier", "4", canary_percent=10, storage_uri="s3://x/y", sha256="ab" * 32,
-                                settings=Settings(), mode="Standard")
+        build_inference_service(
+            "churn-classifier",
+            "4",
+            canary_percent=10,
+            storage_uri="s3://x/y",
+            sha256="ab" * 32,
+            settings=Settings(),
+            mode="Standard",
+        )
 
 
 def test_bulk_histogram_exports_what_prometheus_clients_histogram_does():
@@ -423,8 +487,12 @@ def test_bulk_histogram_exports_what_prometheus_clients_histogram_does():
         bulk.labels("x").observe(v)
 
     def samples(name):
-        return [(s.name.replace(name, ""), s.labels.get("le"), round(s.value, 9)) for m in reg.collect()
-                for s in m.samples if s.name.startswith(name) and not s.name.endswith("_created")]
+        return [
+            (s.name.replace(name, ""), s.labels.get("le"), round(s.value, 9))
+            for m in reg.collect()
+            for s in m.samples
+            if s.name.startswith(name) and not s.name.endswith("_created")
+        ]
 
     assert samples("t_prob") == samples("t_bulk") and len(samples("t_bulk")) == len(PROBABILITY_BUCKETS) + 3
     with pytest.raises(ValueError, match="t_bulk: 1 label values expected, got 2"):

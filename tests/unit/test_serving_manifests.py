@@ -67,8 +67,11 @@ def test_runtime_arguments_parse_with_the_server_cli():
 def test_env_references_exist_in_the_base_config_and_secret_templates():
     base = ROOT / "manifests" / "base"
     cm = next(d for d in docs(base / "config.yaml") if d["kind"] == "ConfigMap")
-    secret_keys = {ln.split("=", 1)[0] for ln in (base / "secrets" / "s3-credentials.env.example").read_text().splitlines()
-                   if "=" in ln and not ln.startswith("#")}
+    secret_keys = {
+        ln.split("=", 1)[0]
+        for ln in (base / "secrets" / "s3-credentials.env.example").read_text().splitlines()
+        if "=" in ln and not ln.startswith("#")
+    }
     rt = objects()["ServingRuntime"]
     n = 0
     for e in rt["spec"]["containers"][0]["env"]:

@@ -85,15 +85,19 @@ def irs(tmp_path_factory, cluster_compiled):
     from kfct.config import config_dict, load_config, validate_config
     from kfct.pipelines.compile import compile_ct
     from kfct.runtime.settings import Settings
-
     from tests.conftest import CLUSTER_SETTINGS
     from tests.homekit import off_the_stack
 
     # An operator who turns caching on everywhere must not turn it on for side effects.
     raw = config_dict(load_config())
-    raw["resources"] = {**raw["resources"], "default": {**raw["resources"]["default"], "caching": True},
-                        **{k: {**raw["resources"].get(k, {}), "caching": True}
-                           for k in ("register", "deploy", "rollout", "evaluate", "validate_data", "train")}}
+    raw["resources"] = {
+        **raw["resources"],
+        "default": {**raw["resources"]["default"], "caching": True},
+        **{
+            k: {**raw["resources"].get(k, {}), "caching": True}
+            for k in ("register", "deploy", "rollout", "evaluate", "validate_data", "train")
+        },
+    }
     cfg = validate_config(raw)
     cached = off_the_stack(compile_ct, tmp_path_factory.mktemp("ir"), settings=Settings(**CLUSTER_SETTINGS), cfg=cfg)
     shared = ("ct_pipeline.yaml", "monitoring_pipeline.yaml", "batch_scoring_pipeline.yaml")
@@ -121,6 +125,9 @@ def test_featurize_still_caches_by_default(irs):
 
 
 def test_an_unknown_task_fails_the_check():
-    spec = {"pipelineInfo": {"name": "kfct-ct"}, "components": {"comp-x": {"executorLabel": "exec-x"}},
-            "root": {"dag": {"tasks": {"new-stage": {"componentRef": {"name": "comp-x"}, "cachingOptions": {}}}}}}
+    spec = {
+        "pipelineInfo": {"name": "kfct-ct"},
+        "components": {"comp-x": {"executorLabel": "exec-x"}},
+        "root": {"dag": {"tasks": {"new-stage": {"componentRef": {"name": "comp-x"}, "cachingOptions": {}}}}},
+    }
     assert check(spec) == [f"kfct-ct/new-stage: unknown task: add it to SIDE_EFFECTS or CACHEABLE in {__name__}"]

@@ -52,9 +52,16 @@ def test_validate_of_a_truncated_snapshot_names_model_and_run(kfct_home, tmp_pat
     from kfct.config import config_to_json
 
     with pytest.raises(Exception) as err:
-        validate_data(_art(Dataset, truncated, sha256="abc"), config_to_json(cfg), "tumours", "run-7",
-                      _art(HTML, tmp_path / "r.html"), _art(Artifact, tmp_path / "r.json"), _art(Markdown, tmp_path / "r.md"),
-                      _art(Artifact, tmp_path / "docs"))
+        validate_data(
+            _art(Dataset, truncated, sha256="abc"),
+            config_to_json(cfg),
+            "tumours",
+            "run-7",
+            _art(HTML, tmp_path / "r.html"),
+            _art(Artifact, tmp_path / "r.json"),
+            _art(Markdown, tmp_path / "r.md"),
+            _art(Artifact, tmp_path / "docs"),
+        )
     [entry] = _failures(kfct_home)
     assert (entry["stage"], entry["model_name"], entry["pipeline_run"]) == ("validate-data", "tumours", "run-7")
     assert entry["error_type"] == type(err.value).__name__
@@ -116,7 +123,7 @@ def test_a_shard_that_cannot_be_scored_names_the_resolved_model(kfct_home, tmp_p
 
     champion = tmp_path / "champion.json"
     champion.write_text(json.dumps({"model_name": "tumours", "version": "3"}))
-    with pytest.raises(Exception) as err:  # noqa: B017 (whatever the core raises: it must be on the trail)
+    with pytest.raises(Exception) as err:
         score_shard(_art(Dataset, tmp_path / "no-shards"), 2, _art(Artifact, champion), _art(Dataset, tmp_path / "out"))
     [entry] = _failures(kfct_home)
     assert (entry["stage"], entry["shard"], entry["model_name"], entry["version"]) == ("score-shard", 2, "tumours", "3")

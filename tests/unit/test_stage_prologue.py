@@ -31,14 +31,16 @@ def test_every_stage_wrapper_enters_the_one_prologue():
     own, without = {}, []
     for name, fn in funcs.items():
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
-                {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+        }
         if names & PROLOGUE_NAMES:
             own[name] = sorted(names & PROLOGUE_NAMES)
         body = tree.body[0].body
         withs = [n for n in body if isinstance(n, ast.With)]
-        if not withs or not any(isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "id", "") == "stage"
-                                for i in withs[0].items):
+        if not withs or not any(
+            isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "id", "") == "stage" for i in withs[0].items
+        ):
             without.append(name)
     assert not own, f"stage wrappers with a prologue of their own: {own}"
     assert not without, f"stage wrappers not entering kfct.runtime.stage.stage: {without}"
@@ -69,10 +71,9 @@ def test_a_failing_stage_is_audited_and_not_stamped(kfct_home):
     from kfct.runtime.stage import stage
 
     meta: dict = {}
-    with pytest.raises(ValueError, match="boom"):
-        with stage("train-model", "", stamp=meta, pipeline_run="r1") as st:
-            st.context["model_name"] = "m"
-            raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"), stage("train-model", "", stamp=meta, pipeline_run="r1") as st:
+        st.context["model_name"] = "m"
+        raise ValueError("boom")
     assert meta == {}
     entries = _failures(kfct_home)
     assert entries and entries[-1]["stage"] == "train-model" and entries[-1]["pipeline_run"] == "r1"
@@ -83,8 +84,10 @@ def test_a_bad_config_parameter_fails_inside_the_audit(kfct_home):
     from kfct.config import ConfigError
     from kfct.runtime.stage import stage
 
-    with pytest.raises(ConfigError, match=r"unknown key gate\.min_improvment"), \
-            stage("evaluate-model", json.dumps({"gate": {"min_improvment": 0.1}}), model_name="m"):
+    with (
+        pytest.raises(ConfigError, match=r"unknown key gate\.min_improvment"),
+        stage("evaluate-model", json.dumps({"gate": {"min_improvment": 0.1}}), model_name="m"),
+    ):
         raise AssertionError("the body never runs")
     [entry] = _failures(kfct_home)
     assert entry["stage"] == "evaluate-model" and entry["error_type"] == "ConfigError"
@@ -93,6 +96,5 @@ def test_a_bad_config_parameter_fails_inside_the_audit(kfct_home):
 def test_a_stage_without_config_says_so():
     from kfct.runtime.stage import stage
 
-    with stage("split-shards") as st:
-        with pytest.raises(RuntimeError, match="without a config_json"):
-            _ = st.config
+    with stage("split-shards") as st, pytest.raises(RuntimeError, match="without a config_json"):
+        _ = st.config

@@ -76,8 +76,7 @@ def _exit_probe(mode: str, tmp_path, kfp_runtime: bool = True) -> subprocess.Com
     env["KFCT_HOME"] = str(tmp_path)  # a failing stage's stage_failed entry
     if kfp_runtime:
         env["_KFP_RUNTIME"] = "true"
-    return subprocess.run([sys.executable, "-c", EXIT_PROBE, mode], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", EXIT_PROBE, mode], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_a_successful_task_process_flushes_and_leaves_before_native_teardown(tmp_path):

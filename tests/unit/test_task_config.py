@@ -6,20 +6,22 @@ import yaml
 
 from kfct.config import load_config
 
-CFG = load_config(overrides={
-    "resources": {
-        "default": {"cpu": "1", "memory": "2Gi", "retries": 1, "caching": True},
-        "train": {"cpu": "4", "memory": "8Gi", "gpu": 1, "retries": 0, "caching": False},
-        "validate_data": {"caching": False},
+CFG = load_config(
+    overrides={
+        "resources": {
+            "default": {"cpu": "1", "memory": "2Gi", "retries": 1, "caching": True},
+            "train": {"cpu": "4", "memory": "8Gi", "gpu": 1, "retries": 0, "caching": False},
+            "validate_data": {"caching": False},
+        }
     }
-})
+)
 
 
 def _compile(tmp_path, stage, gpu, kind="cluster", cfg=CFG):
     from kfp import compiler, dsl
 
-    from kfct.runtime.settings import Settings
     from kfct.pipelines.task_config import apply_task_config, target
+    from kfct.runtime.settings import Settings
 
     s = Settings(image_registry="reg.test/kfct", image_tag="7.7.7")
 
@@ -28,6 +30,7 @@ def _compile(tmp_path, stage, gpu, kind="cluster", cfg=CFG):
         return x
 
     with target(kind):
+
         @dsl.pipeline(name="t")
         def pipe(x: int = 1):
             apply_task_config(step(x=x), stage, cfg, s, gpu=gpu)
@@ -51,13 +54,16 @@ def test_stage_resources_merges_default_and_stage():
     assert stage_resources(None, "ingest") == {}
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"resources": {"train": {"gpus": 1}}}, "unknown keys"),
-    ({"resources": {"train": {"retries": -1}}}, "non-negative integer"),
-    ({"resources": {"train": {"gpu": "one"}}}, "non-negative integer"),
-    ({"resources": {"train": {"retry_backoff": "30 seconds"}}}, "retry_backoff"),
-    ({"resources": {"train": [1, 2]}}, "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"resources": {"train": {"gpus": 1}}}, "unknown keys"),
+        ({"resources": {"train": {"retries": -1}}}, "non-negative integer"),
+        ({"resources": {"train": {"gpu": "one"}}}, "non-negative integer"),
+        ({"resources": {"train": {"retry_backoff": "30 seconds"}}}, "retry_backoff"),
+        ({"resources": {"train": [1, 2]}}, "must be a mapping"),
+    ],
+)
 def test_stage_resources_rejects_bad_config(bad, match):
     from kfct.pipelines.task_config import stage_resources
 
@@ -93,8 +99,12 @@ def test_cluster_train_without_gpu_and_default_stage(tmp_path):
     _, container, task, platform = _compile(tmp_path, "ingest", gpu=True)  # GPU never leaks to other stages
     assert "accelerator" not in container["resources"] and container["image"] == s.component_image
     assert container["resources"]["resourceCpuRequest"] == "1"
-    assert task["retryPolicy"] == {"backoffDuration": "30s", "backoffFactor": 2.0,
-                                   "backoffMaxDuration": "3600s", "maxRetryCount": 1}
+    assert task["retryPolicy"] == {
+        "backoffDuration": "30s",
+        "backoffFactor": 2.0,
+        "backoffMaxDuration": "3600s",
+        "maxRetryCount": 1,
+    }
     assert task["cachingOptions"]["enableCache"] is True
 
 
@@ -122,9 +132,8 @@ def test_local_detection_follows_kfp_local_init(tmp_path):
             assert building_for_local() is False
     finally:
         local_config.LocalExecutionConfig.instance = saved
-    with pytest.raises(ValueError):
-        with target("laptop"):
-            pass
+    with pytest.raises(ValueError), target("laptop"):
+        pass
 
 
 def test_task_already_executed_is_returned_untouched():

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # -- shards ---------------------------------------------------------------------------------------
 
+
 def test_whole_parts_go_round_robin_when_there_are_enough():
     rows = [10, 20, 30, 40, 50]
     assert shard_plan(rows, 0, 2) == [(0, 0, 10), (2, 0, 30), (4, 0, 50)]
@@ -68,18 +69,23 @@ def test_read_shard_reads_only_its_rows(tmp_path):
 
 # -- the DMLC_* contract ----------------------------------------------------------------------------
 
+
 def test_collective_from_env_reads_the_runtime_variables():
-    c = collective_from_env({"DMLC_TRACKER_URI": "job-node-0-0.job", "DMLC_TRACKER_PORT": "29500",
-                             "DMLC_TASK_ID": "1", "DMLC_NUM_WORKER": "2"})
+    c = collective_from_env(
+        {"DMLC_TRACKER_URI": "job-node-0-0.job", "DMLC_TRACKER_PORT": "29500", "DMLC_TASK_ID": "1", "DMLC_NUM_WORKER": "2"}
+    )
     assert (c.tracker_uri, c.tracker_port, c.rank, c.world) == ("job-node-0-0.job", 29500, 1, 2)
     assert tracker_host(c.tracker_uri) == "0.0.0.0" and tracker_host("127.0.0.1") == "127.0.0.1"
 
 
-@pytest.mark.parametrize("env,msg", [
-    ({"DMLC_TRACKER_URI": "h", "DMLC_TRACKER_PORT": "1", "DMLC_NUM_WORKER": "2"}, "lacks DMLC_TASK_ID"),
-    ({"DMLC_TRACKER_URI": "h", "DMLC_TRACKER_PORT": "x", "DMLC_TASK_ID": "0", "DMLC_NUM_WORKER": "2"}, "integers"),
-    ({"DMLC_TRACKER_URI": "h", "DMLC_TRACKER_PORT": "1", "DMLC_TASK_ID": "2", "DMLC_NUM_WORKER": "2"}, "outside"),
-])
+@pytest.mark.parametrize(
+    "env,msg",
+    [
+        ({"DMLC_TRACKER_URI": "h", "DMLC_TRACKER_PORT": "1", "DMLC_NUM_WORKER": "2"}, "lacks DMLC_TASK_ID"),
+        ({"DMLC_TRACKER_URI": "h", "DMLC_TRACKER_PORT": "x", "DMLC_TASK_ID": "0", "DMLC_NUM_WORKER": "2"}, "integers"),
+        ({"DMLC_TRACKER_URI": "h", "DMLC_TRACKER_PORT": "1", "DMLC_TASK_ID": "2", "DMLC_NUM_WORKER": "2"}, "outside"),
+    ],
+)
 def test_a_bad_worker_environment_is_named(env, msg):
     with pytest.raises(ValueError, match=msg):
         collective_from_env(env)
@@ -89,24 +95,38 @@ def test_a_spec_without_parts_is_refused():
     with pytest.raises(ValueError, match="lacks preprocessor"):
         parse_spec('{"config_json": "", "train": ["a"], "val": ["b"], "model": "m", "info": "i", "device": "cpu"}')
     with pytest.raises(ValueError, match="'train' must be a non-empty list"):
-        parse_spec('{"config_json": "", "train": [], "val": ["b"], "preprocessor": "p", "model": "m", '
-                   '"info": "i", "device": "cpu"}')
+        parse_spec(
+            '{"config_json": "", "train": [], "val": ["b"], "preprocessor": "p", "model": "m", "info": "i", "device": "cpu"}'
+        )
 
 
 def test_local_workers_get_the_contract_and_no_inherited_dmlc():
     env = local_worker_env({"PATH": "/bin", "DMLC_TASK_ID": "7", "DMLC_FOO": "x"}, 1, 2, 4242)
     assert {k: v for k, v in env.items() if k.startswith("DMLC_")} == {
-        "DMLC_TRACKER_URI": "127.0.0.1", "DMLC_TRACKER_PORT": "4242", "DMLC_TASK_ID": "1", "DMLC_NUM_WORKER": "2"}
+        "DMLC_TRACKER_URI": "127.0.0.1",
+        "DMLC_TRACKER_PORT": "4242",
+        "DMLC_TASK_ID": "1",
+        "DMLC_NUM_WORKER": "2",
+    }
     assert env["PATH"] == "/bin" and int(env["OMP_NUM_THREADS"]) >= 1
 
 
 # -- the TrainJob -----------------------------------------------------------------------------------
 
+
 def _job(gpu: bool) -> dict:
     resources = {"default": {"cpu": "1", "memory": "2Gi"}, "train": {"cpu": "4", "memory": "8Gi", "gpu": 1}}
-    return build_trainjob(trainjob_name("kfct-ct-run-1", "s3://b/root/train-model/model"), "reg/kfct-train-gpu:1",
-                          "s3://b/root/train-model/model.worker-spec.json", 3, node_resources(resources, gpu), gpu, 900,
-                          {"kfct/pipeline-run-id": "1234-abcd"}, worker_env("kfct-s3-credentials", "kfct-config"))
+    return build_trainjob(
+        trainjob_name("kfct-ct-run-1", "s3://b/root/train-model/model"),
+        "reg/kfct-train-gpu:1",
+        "s3://b/root/train-model/model.worker-spec.json",
+        3,
+        node_resources(resources, gpu),
+        gpu,
+        900,
+        {"kfct/pipeline-run-id": "1234-abcd"},
+        worker_env("kfct-s3-credentials", "kfct-config"),
+    )
 
 
 def test_trainjob_on_the_xgboost_runtime_with_image_command_workers_deadline_and_labels():
@@ -115,13 +135,21 @@ def test_trainjob_on_the_xgboost_runtime_with_image_command_workers_deadline_and
     assert job["metadata"]["name"].startswith("kfct-train-") and len(job["metadata"]["name"]) <= 21
     assert job["metadata"]["labels"]["kfct/pipeline-run-id"] == "1234-abcd"
     spec = job["spec"]
-    assert spec["runtimeRef"] == {"name": "xgboost-distributed", "apiGroup": "trainer.kubeflow.org",
-                                  "kind": "ClusterTrainingRuntime"}
+    assert spec["runtimeRef"] == {
+        "name": "xgboost-distributed",
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "ClusterTrainingRuntime",
+    }
     assert spec["activeDeadlineSeconds"] == 900
     t = spec["trainer"]
     assert t["image"] == "reg/kfct-train-gpu:1" and t["numNodes"] == 3
-    assert t["command"] + t["args"] == ["python", "-m", "kfct.components.train_worker", "--spec",
-                                        "s3://b/root/train-model/model.worker-spec.json"]
+    assert t["command"] + t["args"] == [
+        "python",
+        "-m",
+        "kfct.components.train_worker",
+        "--spec",
+        "s3://b/root/train-model/model.worker-spec.json",
+    ]
     assert t["resourcesPerNode"] == {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
     assert "runtimePatches" not in spec  # no GPU: no tolerations to patch in
 
@@ -133,7 +161,8 @@ def test_gpu_trainjob_asks_one_gpu_per_worker_and_tolerates_the_gpu_taint():
     (rj,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     assert rj["name"] == "node" and patch["manager"]
     assert rj["template"]["spec"]["template"]["spec"]["tolerations"] == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_workers_get_secrets_by_reference_and_never_the_runtime_variables():
@@ -155,15 +184,24 @@ def test_label_values_and_uris():
 
 def test_job_outcome_reads_complete_and_failed_conditions():
     assert job_outcome({"status": {"conditions": [{"type": "Suspended", "status": "False"}]}}) is None
-    assert job_outcome({"status": {"conditions": [{"type": "Complete", "status": "True", "reason": "AllJobsCompleted"}]}}
-                       )[0] == "Complete"
-    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-              "message": "TrainJob exceeded its active deadline"}
+    assert (
+        job_outcome({"status": {"conditions": [{"type": "Complete", "status": "True", "reason": "AllJobsCompleted"}]}})[0]
+        == "Complete"
+    )
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "DeadlineExceeded",
+        "message": "TrainJob exceeded its active deadline",
+    }
     assert job_outcome({"status": {"conditions": [failed]}}) == (
-        "Failed", "DeadlineExceeded: TrainJob exceeded its active deadline")
+        "Failed",
+        "DeadlineExceeded: TrainJob exceeded its active deadline",
+    )
 
 
 # -- config, RBAC, card ----------------------------------------------------------------------------
+
 
 def test_config_workers_default_one_and_checked():
     from kfct.components.train_distributed import typed_config
@@ -181,16 +219,18 @@ def test_config_workers_default_one_and_checked():
 
 def test_the_pipeline_account_may_run_trainjobs():
     role = yaml.safe_load((ROOT / "manifests/base/rbac/role.yaml").read_text())
-    verbs = {v for r in role["rules"] if "trainer.kubeflow.org" in r["apiGroups"] and "trainjobs" in r["resources"]
-             for v in r["verbs"]}
+    verbs = {
+        v for r in role["rules"] if "trainer.kubeflow.org" in r["apiGroups"] and "trainjobs" in r["resources"] for v in r["verbs"]
+    }
     assert {"create", "get", "delete"} <= verbs and "*" not in verbs
 
 
 def test_model_card_says_how_it_was_trained():
     from kfct.evidence.modelcard import build_model_card
 
-    md, _ = build_model_card({"model_name": "m", "version": "3", "training":
-                              {"workers": 4, "engine": "kubeflow-trainer", "device": "cuda"}})
+    md, _ = build_model_card(
+        {"model_name": "m", "version": "3", "training": {"workers": 4, "engine": "kubeflow-trainer", "device": "cuda"}}
+    )
     assert "| Trained | 4 workers, kubeflow-trainer, cuda |" in md
 
 
@@ -205,8 +245,18 @@ class _RecordingApi:
 
     def get_namespaced_custom_object(self, group, version, ns, plural, name, **kw):
         self.calls.append(("get", ns, name))
-        return {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs",
-                                           "message": "jobset failed due to one or more job failures"}]}}
+        return {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "FailedJobs",
+                        "message": "jobset failed due to one or more job failures",
+                    }
+                ]
+            }
+        }
 
     def delete_namespaced_custom_object(self, group, version, ns, plural, name, body=None, **kw):
         self.calls.append(("delete", ns, name))
@@ -221,10 +271,22 @@ def test_the_gpu_step_asks_trainer_for_gpu_workers_on_the_gpu_image(tmp_path, mo
     cfg = load_config(overrides={"train": {"workers": 4, "deadline_seconds": 1800}})
     api = _RecordingApi()
     with pytest.raises(TrainJobError, match="FailedJobs"):
-        train_with_workers(cfg, [str(tmp_path / "train")], [str(tmp_path / "val")], str(tmp_path / "pre"),
-                           str(tmp_path / "model"), str(tmp_path / "model"), "cuda", "kfct-ct-run", "uuid-1",
-                           engine="kubeflow-trainer", api=api, namespace="team", settings=Settings(),
-                           poll_seconds=0)
+        train_with_workers(
+            cfg,
+            [str(tmp_path / "train")],
+            [str(tmp_path / "val")],
+            str(tmp_path / "pre"),
+            str(tmp_path / "model"),
+            str(tmp_path / "model"),
+            "cuda",
+            "kfct-ct-run",
+            "uuid-1",
+            engine="kubeflow-trainer",
+            api=api,
+            namespace="team",
+            settings=Settings(),
+            poll_seconds=0,
+        )
     (_, ns, body), _, (_, _, deleted) = api.calls
     assert ns == "team" and deleted == body["metadata"]["name"]
     t = body["spec"]["trainer"]
@@ -238,11 +300,14 @@ def test_the_gpu_step_asks_trainer_for_gpu_workers_on_the_gpu_image(tmp_path, mo
     assert spec["device"] == "cuda" and t["args"] == ["--spec", str(tmp_path / "model.worker-spec.json")]
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["--workers", "2", "--tune-trials", "3"], "--tune-trials needs train.workers: 1"),
-    (["--workers", "2", "--model", "random_forest"], "train.workers > 1 needs model xgboost"),
-    (["--workers", "0"], "train.workers: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--workers", "2", "--tune-trials", "3"], "--tune-trials needs train.workers: 1"),
+        (["--workers", "2", "--model", "random_forest"], "train.workers > 1 needs model xgboost"),
+        (["--workers", "0"], "train.workers: Input should be greater than or equal to 1"),
+    ],
+)
 def test_kfct_run_refuses_bad_worker_settings_before_any_stage(argv, msg, kfct_home, capsys):
     from kfct.cli import main
 
@@ -258,10 +323,28 @@ def test_bench_workers_cell_renders_what_it_measured():
     from bench.report import SECTIONS
     from bench.workers import render
 
-    cells = [{"workers": 1, "engine": "in-pod", "threads": 2, "seconds": 9.5, "fit_seconds": 9.0, "trees": 80,
-              "test_roc_auc": 0.87, "auc_gap": 0.0},
-             {"workers": 2, "engine": "local-processes", "threads": 1, "seconds": 12.0, "fit_seconds": 4.0,
-              "trees": 77, "test_roc_auc": 0.8695, "auc_gap": -0.0005}]
+    cells = [
+        {
+            "workers": 1,
+            "engine": "in-pod",
+            "threads": 2,
+            "seconds": 9.5,
+            "fit_seconds": 9.0,
+            "trees": 80,
+            "test_roc_auc": 0.87,
+            "auc_gap": 0.0,
+        },
+        {
+            "workers": 2,
+            "engine": "local-processes",
+            "threads": 1,
+            "seconds": 12.0,
+            "fit_seconds": 4.0,
+            "trees": 77,
+            "test_roc_auc": 0.8695,
+            "auc_gap": -0.0005,
+        },
+    ]
     md = "\n".join(render({"status": "ok", "data": {"rows": 1000, "cores": 2, "cells": cells}}, "T"))
     assert "| local-processes | 2 | 1 | 12.0 | 4.0 | 77 | 0.8695 | -0.0005 |" in md and "workers" in SECTIONS
     assert "Skipped: --quick" in "\n".join(render({"status": "skipped", "reason": "--quick"}, "T"))
@@ -275,8 +358,15 @@ def test_a_split_in_parts_gives_the_workers_its_parts_in_manifest_order(tmp_path
     split.mkdir()
     for i, sha in enumerate(("bb", "aa")):
         pq.write_table(pa.table({"x": [i] * (i + 2)}), split / f"{sha}.parquet")
-    (split / "_manifest.json").write_text(json.dumps({"format": "kfct-parts/1", "rows": 5, "parts": [
-        {"sha256": "bb", "rows": 2, "bytes": 1}, {"sha256": "aa", "rows": 3, "bytes": 1}]}))
+    (split / "_manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "kfct-parts/1",
+                "rows": 5,
+                "parts": [{"sha256": "bb", "rows": 2, "bytes": 1}, {"sha256": "aa", "rows": 3, "bytes": 1}],
+            }
+        )
+    )
     assert parts_of(str(split)) == [f"{split}/bb.parquet", f"{split}/aa.parquet"]
     # on a cluster: the manifest read from the downloaded copy, the parts named at the artifact's S3 URI
     assert parts_of("s3://b/root/train", str(split)) == ["s3://b/root/train/bb.parquet", "s3://b/root/train/aa.parquet"]
@@ -287,8 +377,11 @@ def test_a_split_in_parts_gives_the_workers_its_parts_in_manifest_order(tmp_path
 def test_local_workers_name_the_one_that_failed_and_its_error(tmp_path):
     from kfct.components.train_distributed import TrainJobError, run_local_workers
 
-    with pytest.raises(TrainJobError, match=r"local worker \d of 2 failed \(exit 1\): kfct train worker \d failed: "
-                                            r"DataSourceError: not found: .*no-spec.json"):
+    with pytest.raises(
+        TrainJobError,
+        match=r"local worker \d of 2 failed \(exit 1\): kfct train worker \d failed: "
+        r"DataSourceError: not found: .*no-spec.json",
+    ):
         run_local_workers(str(tmp_path / "no-spec.json"), 2, 120, tmp_path / "logs")
 
 
@@ -305,9 +398,15 @@ def test_local_workers_past_the_deadline_are_stopped(tmp_path, monkeypatch):
     tr.to_parquet(tmp_path / "train.parquet")
     va.to_parquet(tmp_path / "val.parquet")
     joblib.dump(enc, tmp_path / "pre")
-    spec = {"config_json": config_json(cfg), "train": [str(tmp_path / "train.parquet")],
-            "val": [str(tmp_path / "val.parquet")], "preprocessor": str(tmp_path / "pre"),
-            "model": str(tmp_path / "model"), "info": str(tmp_path / "info"), "device": "cpu"}
+    spec = {
+        "config_json": config_json(cfg),
+        "train": [str(tmp_path / "train.parquet")],
+        "val": [str(tmp_path / "val.parquet")],
+        "preprocessor": str(tmp_path / "pre"),
+        "model": str(tmp_path / "model"),
+        "info": str(tmp_path / "info"),
+        "device": "cpu",
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     monkeypatch.setenv("KFCT_TEST_PAUSE_AT", "train_worker")  # both workers stop before training
     monkeypatch.setenv("KFCT_TEST_PAUSE_DIR", str(tmp_path / "pause"))

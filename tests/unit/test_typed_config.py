@@ -39,10 +39,13 @@ def test_no_string_lookups_into_the_config_outside_its_boundary():
 
 def test_the_check_sees_a_string_lookup(tmp_path):
     (tmp_path / "components").mkdir()
-    (tmp_path / "components" / "x.py").write_text('label = cfg["dataset"]["label"]\nok = cfg.dataset.label\n'
-                                                  "alias = config.get('alias')\n")
-    assert string_lookups(tmp_path) == ['components/x.py:1: label = cfg["dataset"]["label"]',
-                                        "components/x.py:3: alias = config.get('alias')"]
+    (tmp_path / "components" / "x.py").write_text(
+        'label = cfg["dataset"]["label"]\nok = cfg.dataset.label\nalias = config.get(\'alias\')\n'
+    )
+    assert string_lookups(tmp_path) == [
+        'components/x.py:1: label = cfg["dataset"]["label"]',
+        "components/x.py:3: alias = config.get('alias')",
+    ]
 
 
 def test_stages_get_the_model_from_the_parameter_and_the_parameter_from_the_model():

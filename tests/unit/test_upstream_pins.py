@@ -29,8 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _self_attrs(fn, ctx: type[ast.expr_context]) -> set[str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ctx)
-            and isinstance(n.value, ast.Name) and n.value.id == "self"}
+    return {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.ctx, ctx) and isinstance(n.value, ast.Name) and n.value.id == "self"
+    }
 
 
 def _params(fn) -> list[str]:
@@ -45,6 +48,7 @@ def test_the_pinned_versions_are_the_ones_installed():
 
 # -- KServe ---------------------------------------------------------------------------------------
 
+
 def test_restserver_reads_only_what_our_init_sets():
     """_KfctRESTServer.__init__ skips RESTServer.__init__; every attribute the inherited methods read
     must be one our __init__ sets (or a method)."""
@@ -52,9 +56,20 @@ def test_restserver_reads_only_what_our_init_sets():
 
     from kfct.serving.app import _KfctRESTServer
 
-    assert _params(RESTServer.__init__) == ["self", "app", "data_plane", "model_repository_extension", "http_port",
-                                            "access_log_format", "workers", "grace_period", "event_loop",
-                                            "timeout_keep_alive", "ssl_certfile", "ssl_keyfile"]
+    assert _params(RESTServer.__init__) == [
+        "self",
+        "app",
+        "data_plane",
+        "model_repository_extension",
+        "http_port",
+        "access_log_format",
+        "workers",
+        "grace_period",
+        "event_loop",
+        "timeout_keep_alive",
+        "ssl_certfile",
+        "ssl_keyfile",
+    ]
     ours = _self_attrs(_KfctRESTServer.__init__, ast.Store)
     overridden = {n for n, v in vars(_KfctRESTServer).items() if callable(v)}
     # start/stop/run drive RESTServer's own uvicorn server (self.config, self._server), which kfct never
@@ -62,8 +77,7 @@ def test_restserver_reads_only_what_our_init_sets():
     never_called = {"start", "stop", "run"}
     for path in (ROOT / "serving").glob("*.py"):
         assert not re.search(r"\.rest\.(start|stop|run)\(|_rest_server", path.read_text()), path
-    inherited = [f for n, f in vars(RESTServer).items()
-                 if callable(f) and n != "__init__" and n not in overridden | never_called]
+    inherited = [f for n, f in vars(RESTServer).items() if callable(f) and n != "__init__" and n not in overridden | never_called]
     read = set().union(*(_self_attrs(f, ast.Load) for f in inherited))
     methods = {n for n in dir(RESTServer) if callable(getattr(RESTServer, n))}
     assert read - methods <= ours, f"RESTServer methods read {sorted(read - methods - ours)}, which we never set"
@@ -92,8 +106,13 @@ def test_kserve_registers_its_endpoints_through_include_router_only():
     register_v1_endpoints(app, mock.MagicMock(), mock.MagicMock())
     register_v2_endpoints(app, mock.MagicMock(), mock.MagicMock())
     paths = {r.path for router in app.routers for r in router.routes}
-    assert {"/v1/models/{model_name}:predict", "/v2/models/{model_name}/infer", "/v2/health/ready",
-            "/v2/repository/models/{model_name}/load", "/v2/repository/models/{model_name}/unload"} <= paths
+    assert {
+        "/v1/models/{model_name}:predict",
+        "/v2/models/{model_name}/infer",
+        "/v2/health/ready",
+        "/v2/repository/models/{model_name}/load",
+        "/v2/repository/models/{model_name}/unload",
+    } <= paths
 
 
 def test_dataplane_methods_we_override_keep_their_signatures():
@@ -102,8 +121,9 @@ def test_dataplane_methods_we_override_keep_their_signatures():
     assert _params(DataPlane.__init__) == ["self", "model_registry"]
     assert _params(DataPlane.ready) == ["self"]
     assert _params(DataPlane.model_ready) == ["self", "model_name", "disable_predictor_health_check"]
-    assert _params(DataPlane.decode)[:5] == ["self", "body", "headers", "protocol_version", "model_name"] or \
-        _params(DataPlane.decode)[:4] == ["self", "body", "headers", "model_name"]
+    assert _params(DataPlane.decode)[:5] == ["self", "body", "headers", "protocol_version", "model_name"] or _params(
+        DataPlane.decode
+    )[:4] == ["self", "body", "headers", "model_name"]
     assert isinstance(inspect.getattr_static(DataPlane, "model_registry"), property)
 
 
@@ -124,14 +144,14 @@ def test_the_kserve_names_serving_uses_exist():
     from kserve.protocol.rest import server
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
-    for name in ("InvalidInput", "InferenceError", "ModelNotFound", "ModelNotReady", "ServerNotReady",
-                 "ServerNotLive"):
+    for name in ("InvalidInput", "InferenceError", "ModelNotFound", "ModelNotReady", "ServerNotReady", "ServerNotLive"):
         assert issubclass(getattr(e, name), Exception), name
     assert callable(kserve.InferRequest.from_inference_request) and callable(server.metrics_handler)
     assert "inputs" in InferenceRequest.model_fields
 
 
 # -- kfp ------------------------------------------------------------------------------------------
+
 
 def test_every_kfp_client_service_shares_one_api_client():
     """`_bound_requests` wraps `client._run_api.api_client.rest_client.request` once for all calls:
@@ -142,8 +162,11 @@ def test_every_kfp_client_service_shares_one_api_client():
     tree = ast.parse(textwrap.dedent(inspect.getsource(client.__init__)))
     services = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
-                and getattr(node.value.func, "attr", "").endswith("ServiceApi"):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and getattr(node.value.func, "attr", "").endswith("ServiceApi")
+        ):
             target = node.targets[0]
             services[getattr(target, "attr", "?")] = [ast.unparse(a) for a in node.value.args]
     assert "_run_api" in services and len(services) >= 5

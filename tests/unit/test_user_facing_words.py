@@ -31,11 +31,23 @@ def test_predicted_labels_and_rates_in_the_users_words():
     cfg = _yes_no_cfg()
     assert (label_value(cfg, 1), label_value(cfg, 0)) == ("Yes", "No")
     assert rate_name(cfg) == "churned=Yes rate"
-    summary = {"model_name": "m", "champion_version": "1", "current": "x.csv",
-               "drift": {"drift_share": 0.1, "n_drifted_features": 1, "n_features": 10, "drifted_features": ["a"],
-                         "churn_rate": {"reference": 0.2, "current": 0.3}, "churn_rate_shift": 0.5,
-                         "severity": "low", "retrain": False, "reason": "ok"},
-               "decision": {"action": "none"}}
+    summary = {
+        "model_name": "m",
+        "champion_version": "1",
+        "current": "x.csv",
+        "drift": {
+            "drift_share": 0.1,
+            "n_drifted_features": 1,
+            "n_features": 10,
+            "drifted_features": ["a"],
+            "churn_rate": {"reference": 0.2, "current": 0.3},
+            "churn_rate_shift": 0.5,
+            "severity": "low",
+            "retrain": False,
+            "reason": "ok",
+        },
+        "decision": {"action": "none"},
+    }
     text = format_monitor_summary(summary, rate_name(cfg))
     assert "churned=Yes rate  reference 0.2000" in text and "churn rate" not in text
 
@@ -67,15 +79,30 @@ def test_a_closed_pipe_ends_quietly(capsys):
 
 
 def test_a_regated_runs_summary_shows_the_gate_that_decided(tmp_path):
-    first = {"deploy": True, "reasons": ["roc_auc 0.9000 >= 0.8", "first gate reason"],
-             "metrics": {k: 0.9 for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")}}
+    first = {
+        "deploy": True,
+        "reasons": ["roc_auc 0.9000 >= 0.8", "first gate reason"],
+        "metrics": {k: 0.9 for k in ("roc_auc", "pr_auc", "recall", "precision", "f1")},
+    }
     (tmp_path / "decision.json").write_text(json.dumps(first))
-    second = {"deploy": False, "reasons": ["champion moved from v1 to v2 since the gate: re-gated against v2",
-                                           "second gate reason"], "metrics": first["metrics"]}
-    tasks = {"validate-data": TaskResult("validate-data", {"Output": True}),
-             "evaluate-model": TaskResult("evaluate-model", artifacts={"decision": [{"uri": str(tmp_path / "decision.json")}]}),
-             "register-model": TaskResult("register-model", {"Output": ""}, {"model_card": [{"metadata": {
-                 "version": "", "alias": "", "blocked": "; ".join(second["reasons"]), "regate": second}}]})}
+    second = {
+        "deploy": False,
+        "reasons": ["champion moved from v1 to v2 since the gate: re-gated against v2", "second gate reason"],
+        "metrics": first["metrics"],
+    }
+    tasks = {
+        "validate-data": TaskResult("validate-data", {"Output": True}),
+        "evaluate-model": TaskResult("evaluate-model", artifacts={"decision": [{"uri": str(tmp_path / "decision.json")}]}),
+        "register-model": TaskResult(
+            "register-model",
+            {"Output": ""},
+            {
+                "model_card": [
+                    {"metadata": {"version": "", "alias": "", "blocked": "; ".join(second["reasons"]), "regate": second}}
+                ]
+            },
+        ),
+    }
     run = PipelineRun("r1", "ct-1", None, Path(tmp_path / "log"), tasks, 1.0)
     text = format_summary(summarize(run, "x.csv", "m"))
     assert "second gate reason" in text and "first gate reason" not in text

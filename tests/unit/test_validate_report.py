@@ -13,8 +13,15 @@ from kfct.config import ConfigError
 
 def _result(failures=(), n=4):
     results = [
-        {"expectation": "expect_column_to_exist", "check": "exists", "column": f"c{i}", "success": True,
-         "expected": "column is present", "observed": "present", "unexpected_count": None}
+        {
+            "expectation": "expect_column_to_exist",
+            "check": "exists",
+            "column": f"c{i}",
+            "success": True,
+            "expected": "column is present",
+            "observed": "present",
+            "unexpected_count": None,
+        }
         for i in range(n - len(failures))
     ]
     results += [
@@ -22,22 +29,40 @@ def _result(failures=(), n=4):
         for f in failures
     ]
     return {
-        "passed": not failures, "suite": "telecom-churn.v1", "schema_version": 1, "n_expectations": n,
-        "n_failed": len(failures), "rows": 1234, "columns": 3, "gx_version": "1.24.1",
-        "failures": list(failures), "results": results,
+        "passed": not failures,
+        "suite": "telecom-churn.v1",
+        "schema_version": 1,
+        "n_expectations": n,
+        "n_failed": len(failures),
+        "rows": 1234,
+        "columns": 3,
+        "gx_version": "1.24.1",
+        "failures": list(failures),
+        "results": results,
     }
 
 
 RANGE_FAIL = {
-    "expectation": "expect_column_values_to_be_between", "check": "range", "column": "frustration_index",
-    "expected": "values between 0 and 1", "kwargs": {"column": "frustration_index", "min_value": 0, "max_value": 1},
-    "observed": "20 of 1234 values out of range (1.62%)", "unexpected_count": 20, "unexpected_percent": 1.62,
+    "expectation": "expect_column_values_to_be_between",
+    "check": "range",
+    "column": "frustration_index",
+    "expected": "values between 0 and 1",
+    "kwargs": {"column": "frustration_index", "min_value": 0, "max_value": 1},
+    "observed": "20 of 1234 values out of range (1.62%)",
+    "unexpected_count": 20,
+    "unexpected_percent": 1.62,
     "sample_bad_values": [7.5, 9.25],
 }
 ROWS_FAIL = {
-    "expectation": "expect_table_row_count_to_be_between", "check": "min_rows", "column": None,
-    "expected": "row count >= 1000", "kwargs": {"min_value": 1000, "max_value": None},
-    "observed": 50, "unexpected_count": None, "unexpected_percent": None, "sample_bad_values": [],
+    "expectation": "expect_table_row_count_to_be_between",
+    "check": "min_rows",
+    "column": None,
+    "expected": "row count >= 1000",
+    "kwargs": {"min_value": 1000, "max_value": None},
+    "observed": 50,
+    "unexpected_count": None,
+    "unexpected_percent": None,
+    "sample_bad_values": [],
 }
 
 
@@ -89,7 +114,6 @@ def test_suite_is_built_from_the_schema_config(cfg):
 )
 def test_bad_schema_config_is_named(cfg, patch, needle):
     from kfct.components.validate import build_suite
-
     from kfct.config import config_dict
 
     bad = config_dict(cfg)  # a raw mapping, as a file would give it

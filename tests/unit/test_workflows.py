@@ -68,7 +68,7 @@ def test_structure(workflow):
         assert job.get("runs-on"), f"{name}:{job_name} runs-on"
         assert job.get("steps"), f"{name}:{job_name} has no steps"
         assert isinstance(job.get("timeout-minutes"), int), f"{name}:{job_name} needs a timeout"
-        for need in ([job["needs"]] if isinstance(job.get("needs"), str) else job.get("needs") or []):
+        for need in [job["needs"]] if isinstance(job.get("needs"), str) else job.get("needs") or []:
             assert need in wf["jobs"], f"{name}:{job_name} needs unknown job {need}"
     for job_name, step in steps(wf):
         assert ("uses" in step) != ("run" in step), f"{name}:{job_name}: a step has exactly one of uses/run: {step}"
