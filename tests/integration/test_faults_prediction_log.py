@@ -194,6 +194,7 @@ def test_spill_disk_full_simulated(store, tmp_path, caplog, monkeypatch):
     """Simulated ENOSPC at the file layer: every write below the spill directory fails as on a full disk."""
     import builtins
     import errno
+    import io
 
     spill = tmp_path / "fullspill"
     real_open = builtins.open
@@ -203,7 +204,9 @@ def test_spill_disk_full_simulated(store, tmp_path, caplog, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device", str(file))
         return real_open(file, mode, *a, **kw)
 
+    # pathlib's Path.open calls io.open, not builtins.open: patch both so every way of opening a file fails
     monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(io, "open", full_open)
     _check_disk_full_keeps_serving_rows_in_memory(store, spill, caplog)
 
 
