@@ -31,6 +31,7 @@ import numpy as np
 
 from kfct.cluster import kserve_sdk
 from kfct.errors import FeatureError
+from kfct.serving.inline_scoring import InlinePolicy
 from kfct.serving.schemas import BadRequest, requested_outputs, v1_records, v2_records
 
 kserve = kserve_sdk.LazyKServe()
@@ -74,6 +75,8 @@ class LoadedVersion:
     schema: Any = None  # kfct.data.record_schema.RecordSchema: the config's ranges, integer-ness, id rules
     loaded_at: float = field(default_factory=time.time)
     tags: dict = field(default_factory=dict)
+    # whether this version's small requests score on the event loop (kfct.serving.inline_scoring)
+    inline: InlinePolicy = field(default_factory=InlinePolicy)
 
     def describe(self) -> dict:
         return {
@@ -280,6 +283,21 @@ class _ChurnPredictor(_KServeModel):
         if lv is None:
             raise kserve.errors.ModelNotReady(self.name, "no model version loaded yet")
         return score_loaded(lv, records)
+
+    def scores_inline(self, rows: int) -> bool:
+        """Whether a request of `rows` rows may score on the event loop (the version earned it)."""
+        lv = self.current
+        return lv is not None and lv.inline.inline(rows)
+
+    def score_timed(self, records: list[dict], inline: bool = False) -> Scores:
+        """`score`, its time recorded against the loaded version's inline policy."""
+        lv = self.current
+        if lv is None:
+            raise kserve.errors.ModelNotReady(self.name, "no model version loaded yet")
+        t0 = time.perf_counter()
+        s: Scores = score_loaded(lv, records)
+        lv.inline.observe(len(records), time.perf_counter() - t0, inline)
+        return s
 
     # -- KServe handlers (used when this predictor is registered on its own) ---------------
     def preprocess(self, payload: Any, headers: Any = None) -> Any:

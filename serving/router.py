@@ -291,9 +291,14 @@ class _ChurnRouter(_KServeModel):
         idx: np.ndarray | None,
         job: _Job,
     ) -> Scores:
-        """One group's scores from its version's executor; a failure is counted against that version."""
+        """One group's scores: on the event loop when the version earned it (a small request to a version
+        that has been fast: kfct.serving.inline_scoring), else on its version's own thread; a failure
+        is counted against that version."""
         try:
-            return await loop.run_in_executor(predictor.executor, predictor.score, recs)
+            if predictor.scores_inline(len(recs)):  # a fast version's small request: no thread hop
+                inline: Scores = predictor.score_timed(recs, inline=True)
+                return inline
+            return await loop.run_in_executor(predictor.executor, predictor.score_timed, recs)
         except BadRequest as exc:
             self._error(predictor, CLIENT_ERROR, job)
             if idx is not None and exc.index is not None:  # report the index in the caller's request
