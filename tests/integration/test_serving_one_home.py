@@ -138,3 +138,38 @@ def test_sigterm_stops_the_server_within_a_bound_while_s3_hangs(s3_store, servin
     out = srv.output.decode(errors="replace")
     assert took < POD_GRACE_SECONDS, took
     assert _spilled(tmp_path), f"rows the store did not take must stay on disk ({took:.1f} s): {out[-3000:]}"
+
+
+@pytest.mark.parametrize("entry", [["kfct", "serve"], ["kfct.serving"]], ids=["kfct-serve", "python-m-kfct.serving"])
+def test_sigterm_stops_the_server_while_a_client_holds_a_request_half_sent(s3_store, serving_env, tmp_path, entry):
+    """The one SIGTERM that was ignored: a request in flight that never completes (a client that sent
+    its head and part of its body, then nothing) kept uvicorn's graceful shutdown waiting for it
+    forever, so only a second signal stopped the server. Shutdown is bounded whatever the clients
+    do: uvicorn's `timeout_graceful_shutdown` cancels the request. Fails on 00d15fa^ (still running
+    40 s after one SIGTERM); passes since (exits after the 5-s grace)."""
+    with server_process([*entry, "--host", "127.0.0.1"], serving_env.home, "server up") as srv:
+        s3_store.mode = "hang"
+        assert srv.client.predict(MODEL_NAME, records(5), headers={"x-request-id": "r-0"})[0] == 200
+        held = socket.create_connection((srv.client.host, srv.client.port))
+        try:
+            held.sendall(
+                f"POST /v1/models/{MODEL_NAME}:predict HTTP/1.1\r\nHost: kfct\r\nContent-Type: application/json\r\n"
+                'Content-Length: 1000\r\n\r\n{"instances": ['.encode()
+            )
+            time.sleep(1.0)  # the server has the head and is waiting for the rest of the body
+            t0 = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            try:
+                srv.proc.wait(timeout=POD_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                pytest.fail(
+                    f"one SIGTERM did not stop `{' '.join(entry)}` within {POD_GRACE_SECONDS:g} s "
+                    "while a client held a request half-sent"
+                )
+            took = time.monotonic() - t0
+        finally:
+            held.close()
+    out = srv.output.decode(errors="replace")
+    assert took < POD_GRACE_SECONDS, took
+    assert srv.proc.returncode == 0, out[-3000:]
+    assert "timeout graceful shutdown exceeded" in out, out[-3000:]  # uvicorn says why it cancelled the request
