@@ -306,6 +306,7 @@ def _render(browser, page, tmp_path, name):
     return dom, {u for u in urls if not _BROWSER_OWN.match(u)}
 
 
+@pytest.mark.slow  # renders in a Chromium process
 def test_html_report_renders_in_chromium_fetching_nothing_and_escapes_data(small_cfg, tmp_path):
     browser = _chromium()
     df = _frame()
@@ -326,6 +327,7 @@ def test_html_report_renders_in_chromium_fetching_nothing_and_escapes_data(small
     assert any("bootstrap" in u for u in gx_fetched), gx_fetched
 
 
+@pytest.mark.slow  # renders in a Chromium process
 def test_merged_parts_page_renders_in_chromium_with_the_summary_fetching_nothing(kfct_home, small_cfg, tmp_path):
     """The merge step's HTML artifact (the page the Kubeflow UI shows) rendered headless: summary, GX's page, no fetch."""
     from kfct.components.validation_merge import merge_results
@@ -345,6 +347,7 @@ def test_merged_parts_page_renders_in_chromium_with_the_summary_fetching_nothing
     assert "Expectation Validation Result" in dom and "values must belong to this set" in dom
 
 
+@pytest.mark.slow  # builds the site in a fresh Python process
 def test_data_docs_build_in_a_process_that_never_ran_the_suite(small_cfg, tmp_path):
     """The parts pipeline's merge step renders results it did not compute (its process never built the suite,
     so kfct's own expectations, e.g. whole numbers, were never defined there): a fresh interpreter must build

@@ -74,6 +74,7 @@ def test_semicolon_csv_read_as_one_column_gets_a_hint(small_cfg, tmp_path):
     assert failure_lines(result)[-1].startswith("hint: the data has one column 'x;colour;outcome'")
 
 
+@pytest.mark.slow  # renders in a Chromium process
 def test_html_report_is_named_html_and_renders_in_chromium(small_cfg, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -432,7 +432,7 @@ class FakeKfpServer:
 
     def __init__(self, token: str | None = None, users: dict[str, set[str]] | None = None):
         self._srv = _Server(("127.0.0.1", 0), token, users)
-        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:

@@ -168,7 +168,7 @@ def test_403_fails_at_once_with_one_line(tmp_path, monkeypatch):
     from kfct.runtime.settings import reset_settings
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         for k, v in {
             "KFCT_HOME": str(tmp_path / "home"),

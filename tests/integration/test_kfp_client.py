@@ -264,7 +264,7 @@ def test_not_a_kfp_api(kfp_env, monkeypatch, package):
             pass
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Login)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         monkeypatch.setenv("KFCT_KFP_HOST", f"127.0.0.1:{srv.server_address[1]}")  # no scheme: http on loopback
         reset_settings()

@@ -1,5 +1,6 @@
 """The compiled IR of the CT pipeline for datasets in parts: the fan-out and the memory each pod gets."""
 
+import pytest
 import yaml
 
 from tests.homekit import off_the_stack
@@ -36,6 +37,7 @@ def test_parts_ir_fans_out_over_parts_with_bounded_pods(tmp_path):
         assert step in execs
 
 
+@pytest.mark.slow  # builds GX Data Docs: seconds of CPU
 def test_both_validation_steps_keep_gx_data_docs_with_the_run(tmp_path):
     """validate-data (one file) and merge-validation (parts) declare the same output artifacts: the HTML page the
     Kubeflow UI shows, kfct's JSON and Markdown, and `data_docs`, GX's Data Docs site as a directory artifact,

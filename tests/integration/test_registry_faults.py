@@ -128,7 +128,7 @@ def test_permanent_403_fails_at_once(kfct_home, monkeypatch):
     from kfct.runtime.settings import reset_settings
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     monkeypatch.setenv("KFCT_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{srv.server_address[1]}")
     monkeypatch.setenv("KFCT_RETRY_ATTEMPTS", "5")
     monkeypatch.setenv("KFCT_MLFLOW_HTTP_MAX_RETRIES", "3")

@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:  # `bench/` is a top-level folder run with `python
 from tests.unit.test_bench_smoke import _tables, echo_server  # noqa: E402,F401  (the loopback fixture)
 
 
+@pytest.mark.slow  # runs wrk against a loopback server
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
 def test_tail_cells_are_interleaved_and_reported(echo_server, tmp_path):
     from bench import predlog_tail

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"kfct": "kfct", "components": "kfct.components", "pipelines": "kfct.pipelines", "serving": "kfct.serving"}
 # Which layers each layer may import.
@@ -150,6 +152,7 @@ def heavy_after_import(names: list[str]) -> dict[str, set[str]]:
     return {m: set(r) for m, r in result.items()}
 
 
+@pytest.mark.slow  # probes imports in a fresh Python process
 def test_importing_a_module_does_not_import_heavy_libraries():
     loaded = heavy_after_import([m for m in modules() if m != "kfct.__main__"])
     bad = [
@@ -160,6 +163,7 @@ def test_importing_a_module_does_not_import_heavy_libraries():
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.slow  # probes imports in a fresh Python process
 def test_the_probe_sees_a_heavy_import():
     assert heavy_after_import(["kfct.evidence.model", "kfct.contracts.split_state"]) == {
         "kfct.evidence.model": {"sklearn"},
@@ -216,6 +220,7 @@ print(json.dumps(sorted({k.split(".")[0] for k in sys.modules})))
 CLI_MAY_NOT_IMPORT = set(HEAVY) | {"pandas", "numpy", "pyarrow", "kfp"}
 
 
+@pytest.mark.slow  # probes imports in a fresh Python process
 def test_cli_help_imports_no_data_or_ml_library():
     """The parser is built before any command runs, so what it imports every `kfct ...` pays for,
     `--help` included; the libraries a command needs are imported by that command's handler."""

@@ -92,6 +92,7 @@ def test_memory_quantities():
         memgroup.quantity_bytes("2 gigs")
 
 
+@pytest.mark.slow  # runs a task process in a memory cgroup
 @needs_cgroup
 @pytest.mark.parametrize("held", [True, False])
 def test_a_task_over_its_pods_limit_is_killed_and_recorded(tmp_path, monkeypatch, held):

@@ -385,6 +385,7 @@ def test_local_workers_name_the_one_that_failed_and_its_error(tmp_path):
         run_local_workers(str(tmp_path / "no-spec.json"), 2, 120, tmp_path / "logs")
 
 
+@pytest.mark.slow  # starts worker processes and waits out their deadline
 def test_local_workers_past_the_deadline_are_stopped(tmp_path, monkeypatch):
     import joblib
 
