@@ -123,9 +123,10 @@ def _judge_paired(canary: Window, thr: Thresholds, failures: list[str], unclear:
     """The canary against the champion on the same requests; None while too few customers.
 
     - predicted churn rate: each customer's mean of (canary label - champion label) on its own
-      records, averaged over customers; fails past `max_churn_rate_shift` once |mean| / its
-      standard error >= `significance_z` (the spread across customers, so one sender's many
-      rows are one piece of evidence);
+      records, averaged over customers; fails once it is past `max_churn_rate_shift` by
+      `significance_z` standard errors (the spread across customers, so one sender's many rows are
+      one piece of evidence); past the limit but not that clearly, the step waits for more
+      customers, and a step still unclear at its longest wait fails (never promote without evidence);
     - latency: model time per row, p99, on the same requests for both versions (a client that
       sends big batches to one arm weighs on both alike); it fails only when the canary is also slower
       on significantly more than half of the paired requests (sign test, z >= `significance_z`): a p99
@@ -134,11 +135,15 @@ def _judge_paired(canary: Window, thr: Thresholds, failures: list[str], unclear:
     if canary.paired_customers < thr.min_customers:
         return None
     shift, se = canary.label_shift, canary.label_shift_se
-    z = abs(shift) / se if se > 0 else (math.inf if shift else 0.0)
-    if abs(shift) > thr.max_churn_rate_shift:
+    excess = abs(shift) - thr.max_churn_rate_shift
+    if excess > 0:
+        # z of the excess over the limit, not of the shift over 0: a good canary whose true shift is a
+        # few points (two good models disagree on some customers) otherwise fails on the first early
+        # poll whose few dozen customers happen to show 14 % (z=3.0 against 0, 72 customers).
+        z = excess / se if se > 0 else math.inf
         msg = (
             f"predicted churn rate shift {shift:+.2%} vs the champion on the same requests "
-            f"(limit {thr.max_churn_rate_shift:.2%}, z={z:.1f}, {canary.paired_customers} customers, "
+            f"(limit {thr.max_churn_rate_shift:.2%}, beyond it by z={z:.1f}, {canary.paired_customers} customers, "
             f"{canary.paired_rows} rows){_dominance(canary)}"
         )
         (failures if z >= thr.significance_z else unclear).append(msg)

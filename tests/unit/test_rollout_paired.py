@@ -72,3 +72,25 @@ def test_replica_windows_merge_into_one_judgement():
     thr = Thresholds(min_requests=100, min_customers=20)
     assert evaluate_step(WindowStats("1", requests=500), w, thr)[0] == FAIL  # neither replica alone has 20
     assert evaluate_step(WindowStats("1", requests=500), merge_windows("2", parts[:1]), thr)[0] == WAIT
+
+
+def _exact_pairs(customers: int, flipped: int) -> np.ndarray:
+    """`customers` single-row customers of whom exactly `flipped` are labelled churn by the canary only."""
+    rows = [(1.0, c, 1, 1.0 if c <= flipped else 0.0, 0.0, 1e-4, 1e-4) for c in range(1, customers + 1)]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def test_an_early_few_customers_past_the_limit_by_chance_wait_instead_of_failing_a_good_canary():
+    """The CI run of b42a39d: a good canary (true shift ~+4 %, 294-580 customers per window in other
+    runs) showed +13.9 % on the first poll of its 100 % step, 10 of 72 customers, z=3.0 against 0:
+    rolled back. What must be clear is the excess over the limit, not the shift over 0."""
+    thr = Thresholds(min_requests=40, min_customers=20, max_churn_rate_shift=0.10, significance_z=3.0)
+    early = _window(_exact_pairs(72, 10))
+    assert round(early.label_shift, 4) == 0.1389 and early.label_shift / early.label_shift_se >= 3.0
+    verdict, reasons = evaluate_step(WindowStats("1", requests=500), early, thr)
+    assert verdict == WAIT and "not yet clear: predicted churn rate shift +13.89%" in reasons[0], reasons
+    later = _window(_exact_pairs(400, 16))  # more customers: +4 %, under the limit
+    assert evaluate_step(WindowStats("1", requests=500), later, thr)[0] == PASS
+    clear = _window(_exact_pairs(400, 120))  # +30 %: past the limit by 20 points, ~8.7 standard errors
+    verdict, reasons = evaluate_step(WindowStats("1", requests=500), clear, thr)
+    assert verdict == FAIL and "beyond it by z=" in reasons[0], reasons
