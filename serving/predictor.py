@@ -277,12 +277,15 @@ class _ChurnPredictor(_KServeModel):
         pass
 
     # -- scoring -------------------------------------------------------------------------
-    def score(self, records: list[dict]) -> Scores:
-        """Probabilities and labels for feature records; BadRequest names any bad field."""
+    def _loaded(self) -> LoadedVersion:
         lv = self.current
         if lv is None:
             raise kserve.errors.ModelNotReady(self.name, "no model version loaded yet")
-        return score_loaded(lv, records)
+        return lv
+
+    def score(self, records: list[dict]) -> Scores:
+        """Probabilities and labels for feature records; BadRequest names any bad field."""
+        return score_loaded(self._loaded(), records)
 
     def scores_inline(self, rows: int) -> bool:
         """Whether a request of `rows` rows may score on the event loop (the version earned it)."""
@@ -291,9 +294,7 @@ class _ChurnPredictor(_KServeModel):
 
     def score_timed(self, records: list[dict], inline: bool = False) -> Scores:
         """`score`, its time recorded against the loaded version's inline policy."""
-        lv = self.current
-        if lv is None:
-            raise kserve.errors.ModelNotReady(self.name, "no model version loaded yet")
+        lv = self._loaded()
         t0 = time.perf_counter()
         s: Scores = score_loaded(lv, records)
         lv.inline.observe(len(records), time.perf_counter() - t0, inline)
