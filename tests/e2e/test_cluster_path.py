@@ -84,9 +84,13 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, seed_mlflow_store):
     """MinIO (moto), MLflow, the KFP API and a TLS Kubernetes API, each configured from the rendered
-    dev overlay, and the pipelines compiled with default settings; stopped in reverse order after."""
+    dev overlay, and the pipelines compiled with default settings; stopped in reverse order after.
+
+    MLflow's volume starts with an empty store whose migrations have run (a copy of the test run's
+    template, tests/conftest.py): the state a new server leaves it in a moment after it first
+    starts, without migrating it again for every stack."""
     why = unshare_available()
     if why:
         pytest.skip(f"e2e pods need private mount namespaces: {why}")
@@ -95,7 +99,7 @@ def stack(tmp_path_factory):
     st.cache = {}  # KFP's cache table: one for the whole cluster, every run consults it
     with moto_iam_s3() as (s3_url, iam), contextlib.ExitStack() as running:
         start_minio(st, s3_url, iam)
-        mlflow, mlflow_port = start_mlflow(st)
+        mlflow, mlflow_port = start_mlflow(st, seed_mlflow_store)
         running.callback(C.stop, mlflow)
         start_apis(st, running)
         compiling = start_compile(st)  # while MLflow starts
@@ -137,12 +141,12 @@ def start_minio(st: Stack, s3_url: str, iam) -> None:
     st.s3 = {"endpoint_url": s3_url, "access_key": keys["access_key"], "secret_key": keys["secret_key"]}
 
 
-def start_mlflow(st: Stack) -> tuple[subprocess.Popen, int]:
+def start_mlflow(st: Stack, seed_store) -> tuple[subprocess.Popen, int]:
     """`mlflow server` as the rendered Deployment runs it (not waited for); the process and its port."""
     port = free_port()
     st.services.bind("kfct-mlflow", 5000, port)
     argv, env = C.mlflow_command(st.objects, st.services, port, st.work / "mlflow-pvc")
-    (st.work / "mlflow-pvc").mkdir()
+    seed_store(st.work / "mlflow-pvc")  # the PVC, its store migrated (see `stack`)
     home = st.work / "mlflow-home"
     home.mkdir()
     env.update(PATH=os.environ["PATH"], HOME=str(home), TMPDIR=str(home), MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="true")

@@ -93,7 +93,8 @@ def mlflow_server(backend_uri: str, artifact_root: str, log_path: Path, timeout:
         "--default-artifact-root",
         artifact_root,
     ]
-    env = dict(os.environ, MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="true")
+    # No GenAI job runner or huey consumers: what kfct's MLflow Deployment sets (manifests/base/mlflow).
+    env = dict(os.environ, MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     with Path(log_path).open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
