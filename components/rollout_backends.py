@@ -36,8 +36,9 @@ class KeptClient:
 
     A rollout polls every `poll_seconds` for minutes. `httpx.get` builds a new client per call, and
     with it an SSL context that loads the CA bundle (~15 ms of CPU) and a new TCP connection: on
-    the cluster path's adversarial suite those contexts were a fifth of the test process's CPU
-    (py-spy). Kept, the client also keeps its connections alive between polls."""
+    the cluster path's adversarial suite those contexts were 29 % of the test process's py-spy
+    samples, and one kept client took its CPU from 67 s to 44 s. Kept, the client also keeps its
+    connections alive between polls."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
