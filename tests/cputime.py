@@ -60,7 +60,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _TOTALS or os.environ.get("PYTEST_XDIST_WORKER"):
+    if not _TOTALS or hasattr(terminalreporter.config, "workerinput"):  # an xdist worker: the controller reports
         return
     total = sum(r[0] for r in _TOTALS.values())
     tr = terminalreporter

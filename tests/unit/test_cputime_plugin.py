@@ -39,7 +39,8 @@ def test_in_a_child():
 def test_a_files_cpu_is_its_tests_own_and_their_childrens_once(tmp_path, workers):
     (tmp_path / "test_burn.py").write_text(BURN)
     (tmp_path / "test_idle.py").write_text("import time\n\ndef test_sleeps():\n    time.sleep(0.5)\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not this worker's xdist identity
+    env["PYTHONPATH"] = str(ROOT)
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.cputime", "-p", "no:cacheprovider", "-q", *workers, str(tmp_path)],
         cwd=tmp_path,
