@@ -19,16 +19,20 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _kill_when_running(function: str, stop: threading.Event, killed: list) -> None:
-    """SIGKILL the kfp task process executing `function` as soon as it exists (from outside, like a kubelet)."""
+def _kill_when_running(function: str, home: Path, stop: threading.Event, killed: list) -> None:
+    """SIGKILL the kfp task process executing `function` for the run on `home` as soon as it exists (from
+    outside, like a kubelet). Only that run's: the runner gives its task processes `KFCT_HOME`, and other
+    xdist workers run CT pipelines of their own at the same time (killing one of theirs failed two tests)."""
     needle = f"--function_to_execute\x00{function}\x00".encode()
+    ours = f"\x00KFCT_HOME={home}\x00".encode()
     while not stop.is_set():
         for pid in (p.name for p in Path("/proc").iterdir() if p.name.isdigit()):
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                env = b"\x00" + Path(f"/proc/{pid}/environ").read_bytes()
             except OSError:
                 continue
-            if needle in cmd + b"\x00":
+            if needle in cmd + b"\x00" and ours in env:
                 time.sleep(0.5)  # the stage is past its imports: a kill mid-work
                 try:
                     os.kill(int(pid), signal.SIGKILL)
@@ -46,7 +50,7 @@ def test_a_stage_killed_from_outside_leaves_run_failed(kfct_home, tmp_path):
 
     data = write_frame(generate(3000, seed=5), tmp_path / "d.parquet")
     stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_when_running, args=("train_model", stop, killed), daemon=True)
+    killer = threading.Thread(target=_kill_when_running, args=("train_model", kfct_home, stop, killed), daemon=True)
     killer.start()
     try:
         run = run_pipeline("kfct.pipelines.ct:build_ct_pipeline", {}, {"data_uri": str(data)}, kfct_home, prefix="ct")
