@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
+from kfct.evidence.abstats import auc_groups, grouped_auc
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -54,22 +56,6 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> 
     }
 
 
-def _auc_groups(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-    """Group equal scores once so weighted AUCs of many resamples cost O(n) each."""
-    uniq, inv = np.unique(score, return_inverse=True)
-    return inv, len(uniq), y.astype(bool)
-
-
-def _weighted_auc(inv: np.ndarray, n_groups: int, pos: np.ndarray, w: np.ndarray) -> float:
-    wp = np.bincount(inv[pos], weights=w[pos], minlength=n_groups)
-    wn = np.bincount(inv[~pos], weights=w[~pos], minlength=n_groups)
-    below = np.cumsum(wn) - wn
-    tot_p, tot_n = wp.sum(), wn.sum()
-    if tot_p == 0 or tot_n == 0:
-        return float("nan")
-    return float((wp * (below + 0.5 * wn)).sum() / (tot_p * tot_n))
-
-
 def paired_bootstrap(
     y_true: np.ndarray,
     p_new: np.ndarray,
@@ -90,10 +76,10 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     diffs = np.empty(rounds)
     if metric == "roc_auc":
-        g_new, g_old = _auc_groups(y, p_new), _auc_groups(y, p_old)
+        g_new, g_old = auc_groups(y, p_new), auc_groups(y, p_old)
         for i in range(rounds):
             w = rng.poisson(1.0, len(y)).astype(np.float64)
-            diffs[i] = _weighted_auc(*g_new, w) - _weighted_auc(*g_old, w)
+            diffs[i] = grouped_auc(*g_new, w) - grouped_auc(*g_old, w)
     else:
         for i in range(rounds):
             idx = rng.integers(0, len(y), len(y))
@@ -133,7 +119,6 @@ def feature_aucs(test_df: "pd.DataFrame", features: list[str], y: np.ndarray) ->
     out: dict[str, float] = {}
     if len(set(y.tolist())) < 2:
         return out
-    ones = np.ones(len(y))
     for c in features:
         if c not in test_df:
             continue
@@ -147,7 +132,7 @@ def feature_aucs(test_df: "pd.DataFrame", features: list[str], y: np.ndarray) ->
         else:
             key = col.astype(str).where(col.notna(), "\x00null")
             score = key.map(pd.Series(y, index=key.index).groupby(key).mean()).to_numpy(np.float64)
-        auc = _weighted_auc(*_auc_groups(y, score), ones)
+        auc = grouped_auc(*auc_groups(y, score))
         if np.isfinite(auc):
             out[c] = float(max(auc, 1.0 - auc))
     return out

@@ -181,7 +181,8 @@ E2E_DIR = ROOT / "tests" / "e2e"
 
 # Files whose tests judge latency or traffic within seconds on live servers (a rollout's p99 checks, a
 # canary's "enough traffic" window): with another xdist worker running a pipeline on the same 2 cores
-# they judge the machine, not the code. `make test` runs them after the parallel pass, alone.
+# they judge the machine, not the code. `make test` runs them after the parallel pass, with no pipeline
+# beside them: one file per core at most (Makefile ALONE_WORKERS).
 ALONE_FILES = frozenset(
     {
         "test_serving_canary.py",

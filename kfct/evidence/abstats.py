@@ -151,6 +151,37 @@ def n_per_arm(p_a: float, min_effect: float, alpha: float = 0.05, power: float =
     return math.ceil(2 * z * z / (h * h))
 
 
+# --------------------------------------------------------------------------- AUC (Mann-Whitney)
+
+
+def auc_groups(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, int, np.ndarray]:
+    """(group of each row, number of groups, positive mask): equal scores grouped once, so the AUC of
+    many reweightings of the same rows (a Poisson bootstrap) costs O(n) each."""
+    uniq, inv = np.unique(np.asarray(scores, dtype=float), return_inverse=True)
+    return inv, len(uniq), np.asarray(labels).astype(bool)
+
+
+def grouped_auc(inv: np.ndarray, n_groups: int, pos: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """ROC AUC over `auc_groups`' grouping, each row weighing `weights` (1 when None): the
+    Mann-Whitney statistic, a tie counting one half, which is sklearn's `roc_auc_score`
+    (tests/unit/test_outcomes_metrics.py). NaN when one class has no weight.
+
+    Numpy only: the gate's bootstrap, reports and A/B looks compute it per resample, arm and
+    window, where sklearn's input validation cost more than the sum itself."""
+    wp = np.bincount(inv[pos], weights=None if weights is None else weights[pos], minlength=n_groups).astype(float)
+    wn = np.bincount(inv[~pos], weights=None if weights is None else weights[~pos], minlength=n_groups).astype(float)
+    tot_p, tot_n = wp.sum(), wn.sum()
+    if tot_p == 0 or tot_n == 0:
+        return float("nan")
+    below = np.cumsum(wn) - wn  # negatives scored strictly lower
+    return float((wp * (below + 0.5 * wn)).sum() / (tot_p * tot_n))
+
+
+def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
+    """ROC AUC of `scores` for the 0/1 `labels` (NaN unless both occur)."""
+    return grouped_auc(*auc_groups(labels, scores))
+
+
 # --------------------------------------------------------------------------- AUC (DeLong)
 
 

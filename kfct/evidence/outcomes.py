@@ -30,7 +30,6 @@ from kfct.errors import DataSourceError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    import numpy as np
     import pandas as pd
     import pyarrow as pa
     from numpy.typing import ArrayLike
@@ -284,25 +283,10 @@ def join_predictions(predictions: pd.DataFrame, outcomes: pd.DataFrame, horizon_
     return joined.drop(columns="_row").sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of `score` for the 0/1 labels `y` (both present): the Mann-Whitney statistic, a tie
-    counting one half, which is what sklearn's `roc_auc_score` gives (tests/unit/test_outcomes_metrics.py).
-
-    Numpy only: reports and A/B looks compute it per arm and per window, where sklearn's input
-    validation cost more than the sum itself."""
-    import numpy as np
-
-    _, inv = np.unique(score, return_inverse=True)
-    pos = y.astype(bool)
-    n_groups = int(inv.max()) + 1
-    wp = np.bincount(inv[pos], minlength=n_groups).astype(float)
-    wn = np.bincount(inv[~pos], minlength=n_groups).astype(float)
-    below = np.cumsum(wn) - wn  # negatives scored strictly lower
-    return float((wp * (below + 0.5 * wn)).sum() / (wp.sum() * wn.sum()))
-
-
 def _metrics(y: ArrayLike, proba: ArrayLike, label: ArrayLike) -> dict[str, Any]:
     import numpy as np
+
+    from kfct.evidence.abstats import roc_auc
 
     y, proba, label = np.asarray(y, int), np.asarray(proba, float), np.asarray(label, int)
     positives, predicted = int(y.sum()), int(label.sum())

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from kfct.components.evaluate import _auc_groups, _weighted_auc, compute_metrics, decide, paired_bootstrap
+from kfct.components.evaluate import compute_metrics, decide, paired_bootstrap
 from kfct.components.train import choose_threshold
 from kfct.config import load_config
+from kfct.evidence.abstats import auc_groups, grouped_auc
 
 GATE = load_config().gate.model_copy(
     update={"thresholds": {"roc_auc": 0.80, "recall": 0.65}, "compare_metric": "roc_auc", "min_improvement": 0.002}
@@ -22,14 +23,14 @@ def _scores(n=4000, seed=0, noise=1.0):
 def test_weighted_auc_equals_sklearn_with_unit_weights():
     y, p = _scores()
     p = np.round(p, 2)  # ties
-    assert _weighted_auc(*_auc_groups(y, p), np.ones(len(y))) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert grouped_auc(*auc_groups(y, p), np.ones(len(y))) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
 
 
 def test_weighted_auc_equals_sklearn_with_integer_weights():
     y, p = _scores(500)
     w = np.random.default_rng(1).poisson(1.0, len(y))
     rep = np.repeat(np.arange(len(y)), w)
-    assert _weighted_auc(*_auc_groups(y, p), w.astype(float)) == pytest.approx(roc_auc_score(y[rep], p[rep]), abs=1e-12)
+    assert grouped_auc(*auc_groups(y, p), w.astype(float)) == pytest.approx(roc_auc_score(y[rep], p[rep]), abs=1e-12)
 
 
 def test_compute_metrics_confusion_consistency():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-from kfct.evidence.outcomes import _metrics, roc_auc
+from kfct.evidence.abstats import roc_auc
+from kfct.evidence.outcomes import _metrics
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -37,3 +38,4 @@ def test_one_class_or_no_positive_prediction_leaves_the_undefined_metrics_none()
 
 def test_auc_of_all_tied_scores_is_one_half():
     assert roc_auc(np.array([0, 1, 0, 1]), np.full(4, 0.3)) == 0.5
+
