@@ -12,6 +12,12 @@ from pathlib import Path
 
 T0_MS = 1_780_000_000_000  # 2026-05-28, a fixed start
 
+# How long a test lets `PredictionLogger.flush` take. The encoder is a spawned child at nice 10
+# (kfct.serving.predlog_encoder): beside busy xdist workers it gets ~10 % of a core, and its first
+# batch (interpreter start, pandas and pyarrow imports) took over 10 s in a CI run whose 2 cores
+# were saturated. The tests judge what is written, not how fast: the bound only stops a hang.
+FLUSH_BOUND_S = 60
+
 
 def write_log(home: Path, customers: int, files: int = 4, features: int = 10, seed: int = 0) -> int:
     """Two predictions per customer (champion and shadow of the same request), one day apart per

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.predlogkit import FLUSH_BOUND_S
 from tests.servingkit import MODEL_NAME, Client, records, serving_env, serving_registry, v2_body, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -348,7 +349,7 @@ def test_prediction_log_is_written_off_the_request_path(server, serving_env, tmp
     for r in recs[:10]:
         assert c.predict(MODEL_NAME, [r], headers={"x-request-id": f"req-{r['customer_id']}"})[0] == 200
     assert c.request("POST", f"/v2/models/{MODEL_NAME}/infer", v2_body(recs[10:]))[0] == 200
-    assert server.prediction_log.flush(10)
+    assert server.prediction_log.flush(FLUSH_BOUND_S)
     df = read_prediction_log(since=t0, root=tmp_path / "predictions")
     assert len(df) == 12
     assert set(df["model_version"]) == {serving_env.versions["good_a"]} and set(df["role"]) == {"champion"}

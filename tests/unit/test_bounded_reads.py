@@ -12,6 +12,7 @@ import pytest
 
 from kfct.data import parts
 from kfct.data.datagen import generate
+from tests.predlogkit import FLUSH_BOUND_S
 
 ROWS = 5_000
 
@@ -127,7 +128,7 @@ def test_prediction_log_window_reads_newest_files_only(tmp_path, monkeypatch):
     recs = [{"customer_id": f"c{i}", "x": float(i)} for i in range(100)]
     for k in range(6):  # six files of 100 rows, one hour apart
         log.log(now - 3600 * (6 - k), f"r{k}", "m", "1", "champion", recs, np.full(100, 0.1 * k), np.zeros(100), 0.5)
-        assert log.flush(10)
+        assert log.flush(FLUSH_BOUND_S)
     log.close()
     whole = read_prediction_log(root=tmp_path, s3=False)
     assert len(whole) == 600

@@ -38,4 +38,3 @@ def test_one_class_or_no_positive_prediction_leaves_the_undefined_metrics_none()
 
 def test_auc_of_all_tied_scores_is_one_half():
     assert roc_auc(np.array([0, 1, 0, 1]), np.full(4, 0.3)) == 0.5
-

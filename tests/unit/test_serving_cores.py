@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.predlogkit import FLUSH_BOUND_S
+
 # -- request parsing --------------------------------------------------------------------------
 
 
@@ -378,7 +380,7 @@ def test_prediction_log_writes_rolling_parquet_and_reads_since(tmp_path):
     log = PredictionLogger(root=tmp_path, s3=False, flush_seconds=60)
     now = time.time()
     log.log(now - 3600, "old", "m", "7", "champion", recs[:1], np.array([0.2]), np.array([0]), 0.5)
-    assert log.flush(10)
+    assert log.flush(FLUSH_BOUND_S)
     log.log(now, "new", "m", "8", "canary", recs, np.array([0.3, 0.7]), np.array([0, 1]), 0.5)
     log.close()
     assert log.files_written == 2 and log.rows_written == 3
