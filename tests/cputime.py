@@ -7,6 +7,11 @@ the files that used the most CPU. It works under pytest-xdist: each worker sets 
 its reports (an attribute, which xdist carries to the controller with the report's fields), and
 the controller adds them up.
 
+The summary's first line is the floor this CPU sets: spread perfectly over the cores this
+process may use, the tests could not take less wall time than their CPU divided by that number
+(collection and worker start come on top). On 2 cores that floor, not the scheduling, is what
+bounds `make test`.
+
 A child that is not waited for (a daemon left running, a grandchild that outlives its parent)
 is not counted.
 """
@@ -21,6 +26,11 @@ import pytest
 _STARTED = pytest.StashKey[float]()
 _TOTALS: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
 TOP = 25
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity: a container's cpuset), as `nproc` counts them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _cpu() -> float:
@@ -65,5 +75,7 @@ def pytest_terminal_summary(terminalreporter):
     total = sum(r[0] for r in _TOTALS.values())
     tr = terminalreporter
     tr.section(f"CPU per test file (tests.cputime): {total:.0f} s in all")
+    cores = usable_cores()
+    tr.write_line(f"floor: {total:.0f} s of CPU on {cores} cores cannot take less than {total / cores:.0f} s of wall time")
     for path, (cpu, wall, n) in sorted(_TOTALS.items(), key=lambda kv: -kv[1][0])[:TOP]:
         tr.write_line(f"{cpu:8.1f} s CPU {wall:8.1f} s wall {n:4d} tests  {path}")

@@ -48,6 +48,23 @@ def validate():
     return validate_frame
 
 
+@pytest.fixture(scope="module")
+def validated(validate, cfg, clean):
+    """`validated(kind)`: the validation of `corrupt(clean, kind)`, for the tests that only read it.
+
+    Each kind is validated once per module (a few GX passes over 5,000 rows each; validate_frame is
+    deterministic: the same frame and config give the same result), and every test gets a copy of its own.
+    A test about what validating does (no files written) calls `validate` itself."""
+    done: dict = {}
+
+    def get(kind: str) -> dict:
+        if kind not in done:
+            done[kind] = validate(corrupt(clean, kind), cfg)
+        return copy.deepcopy(done[kind])
+
+    return get
+
+
 def _failed(result) -> set:
     return {(f["check"], f["column"]) for f in result["failures"]}
 
@@ -69,9 +86,9 @@ def test_clean_generated_data_passes(validate, cfg, rows, seed):
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
-def test_each_corruption_is_rejected_and_named(validate, cfg, clean, kind):
+def test_each_corruption_is_rejected_and_named(validated, kind):
     must_fail, samples = EXPECTED_FAILURES[kind]
-    result = validate(corrupt(clean, kind), cfg)
+    result = validated(kind)
     assert result["passed"] is False
     assert _failed(result) == must_fail
     assert result["n_failed"] == len(result["failures"]) == len(must_fail)
@@ -85,8 +102,8 @@ def test_each_corruption_is_rejected_and_named(validate, cfg, clean, kind):
     json.dumps(result, allow_nan=False)
 
 
-def test_failure_records_carry_counts_kwargs_and_observed(validate, cfg, clean):
-    result = validate(corrupt(clean, "out_of_range"), cfg)
+def test_failure_records_carry_counts_kwargs_and_observed(validated, clean):
+    result = validated("out_of_range")
     f = next(x for x in result["failures"] if x["column"] == "frustration_index")
     assert f["expectation"] == "expect_column_values_to_be_between"
     assert f["kwargs"] == {"column": "frustration_index", "min_value": 0, "max_value": 1}
@@ -95,8 +112,8 @@ def test_failure_records_carry_counts_kwargs_and_observed(validate, cfg, clean):
     assert f["sample_bad_values"] == [7.5]
 
 
-def test_wrong_dtype_names_the_column_and_shows_the_strings(validate, cfg, clean):
-    result = validate(corrupt(clean, "wrong_dtype"), cfg)
+def test_wrong_dtype_names_the_column_and_shows_the_strings(validated, clean):
+    result = validated("wrong_dtype")
     f = next(x for x in result["failures"] if x["check"] == "dtype")
     assert f["column"] == "tenure_days"
     assert f["expectation"] == "expect_column_values_to_be_in_type_list"
@@ -105,14 +122,14 @@ def test_wrong_dtype_names_the_column_and_shows_the_strings(validate, cfg, clean
     assert all(isinstance(v, str) and v.endswith(" days") for v in f["sample_bad_values"])
 
 
-def test_duplicates_and_too_few_rows_report_observations(validate, cfg, clean):
-    dup = validate(corrupt(clean, "duplicated_rows"), cfg)
+def test_duplicates_and_too_few_rows_report_observations(validated, clean):
+    dup = validated("duplicated_rows")
     share = next(x for x in dup["failures"] if x["check"] == "duplicate_share")
     assert share["expectation"] == "expect_compound_columns_to_be_unique"
     # corrupt() appends n // 10 copies; GX counts both the original and the copy
     assert share["unexpected_count"] == 2 * (len(clean) // 10)
     assert share["sample_bad_values"] and isinstance(share["sample_bad_values"][0], dict)
-    few = validate(corrupt(clean, "too_few_rows"), cfg)
+    few = validated("too_few_rows")
     (row_check,) = few["failures"]
     assert row_check["expectation"] == "expect_table_row_count_to_be_between"
     assert row_check["observed"] == 50
@@ -170,10 +187,10 @@ def test_csv_round_trip_validates_like_parquet(validate, cfg, clean, tmp_path):
         assert via_csv["failures"] == via_parquet["failures"]
 
 
-def test_report_files_contain_the_failure_and_samples(validate, cfg, clean, tmp_path):
+def test_report_files_contain_the_failure_and_samples(validated, tmp_path):
     from kfct.components.validate import write_report
 
-    result = validate(corrupt(clean, "unknown_category"), cfg)
+    result = validated("unknown_category")
     paths = write_report(result, tmp_path / "report")
     assert [paths[k].name for k in ("json", "markdown", "html")] == ["validation.json", "validation.md", "validation.html"]
     assert paths["data_docs"].name == "index.html" and paths["data_docs_page"].name == "dataset.html"  # GX's site

@@ -60,3 +60,8 @@ def test_a_files_cpu_is_its_tests_own_and_their_childrens_once(tmp_path, workers
     assert burn[2] == 2 and idle[2] == 1, p.stdout[-2000:]
     assert 0.75 <= burn[0] < 1.3, burn  # 0.4 s in process + 0.4 s in a child, each counted once
     assert idle[0] < 0.3 and idle[1] >= 0.5, idle  # waiting is wall time, not CPU
+    total = float(re.search(r"CPU per test file \(tests\.cputime\): (\d+) s in all", p.stdout)[1])
+    floor = re.search(r"^floor: (\d+) s of CPU on (\d+) cores cannot take less than (\d+) s of wall time$", p.stdout, re.M)
+    assert floor, p.stdout[-2000:]
+    assert int(floor[1]) == total and int(floor[2]) == len(os.sched_getaffinity(0)), floor[0]
+    assert abs(int(floor[3]) - total / int(floor[2])) <= 1, floor[0]  # both figures are rounded
